@@ -1,0 +1,12 @@
+// Registration only: each feature file exports its own functions.
+#include "common.h"
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ckpt::InitPtrace(env, exports);
+  ckpt::InitMemory(env, exports);
+  ckpt::InitSpawn(env, exports);
+  ckpt::InitFd(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(ckpt_native, Init)

@@ -1,0 +1,36 @@
+// Shared helpers of the native engine: errno errors shaped like Node's ErrnoException,
+// and argument conversion. Every function that fails throws; none returns -1.
+#pragma once
+#include <napi.h>
+#include <cerrno>
+#include <cstdint>
+#include <string>
+
+namespace ckpt {
+
+// Throws an Error with errno, code ('ESRCH'...), syscall and (when known) pid.
+void ThrowErrno(Napi::Env env, int err, const char* syscall, long pid = -1);
+void ThrowMsg(Napi::Env env, const std::string& code, const std::string& msg);
+
+inline int64_t ArgI64(const Napi::Value& v) {
+  if (v.IsBigInt()) {
+    bool lossless;
+    return v.As<Napi::BigInt>().Int64Value(&lossless);
+  }
+  return static_cast<int64_t>(v.As<Napi::Number>().Int64Value());
+}
+inline uint64_t ArgU64(const Napi::Value& v) {
+  if (v.IsBigInt()) {
+    bool lossless;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
+}
+inline int ArgInt(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+
+void InitPtrace(Napi::Env env, Napi::Object exports);
+void InitMemory(Napi::Env env, Napi::Object exports);
+void InitSpawn(Napi::Env env, Napi::Object exports);
+void InitFd(Napi::Env env, Napi::Object exports);
+
+}  // namespace ckpt

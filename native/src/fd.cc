@@ -1,0 +1,138 @@
+// File descriptors: pidfds and pidfd_getfd (our own duplicate of a target's fd), pipes,
+// non-consuming pipe reads (tee), and the few fd calls Node does not expose.
+#include "common.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <vector>
+
+namespace ckpt {
+namespace {
+
+Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
+  long pid = ArgInt(info[0]);
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) {
+    ThrowErrno(info.Env(), errno, "pidfd_open", pid);
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
+  int pidfd = ArgInt(info[0]);
+  int target = ArgInt(info[1]);
+  long fd = syscall(SYS_pidfd_getfd, pidfd, target, 0);
+  if (fd < 0) {
+    ThrowErrno(info.Env(), errno, "pidfd_getfd");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
+Napi::Value Pipe(const Napi::CallbackInfo& info) {
+  int flags = info.Length() > 0 ? ArgInt(info[0]) : 0;
+  int p[2];
+  if (pipe2(p, flags | O_CLOEXEC) < 0) {
+    ThrowErrno(info.Env(), errno, "pipe2");
+    return info.Env().Undefined();
+  }
+  Napi::Array a = Napi::Array::New(info.Env(), 2);
+  a.Set(0u, p[0]);
+  a.Set(1u, p[1]);
+  return a;
+}
+
+// pipeSize(fd[, size]) -> capacity (F_GETPIPE_SZ / F_SETPIPE_SZ)
+Napi::Value PipeSize(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info[0]);
+  int r = info.Length() > 1 ? fcntl(fd, F_SETPIPE_SZ, ArgInt(info[1])) : fcntl(fd, F_GETPIPE_SZ);
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "fcntl(F_GETPIPE_SZ/F_SETPIPE_SZ)");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), r);
+}
+
+// peekPipe(fd) -> Buffer: the bytes queued in the pipe read by fd, left in place (tee()).
+Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info[0]);
+  int cap = fcntl(fd, F_GETPIPE_SZ);
+  int p[2];
+  if (cap < 0 || pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+    ThrowErrno(env, errno, "pipe2");
+    return env.Undefined();
+  }
+  fcntl(p[1], F_SETPIPE_SZ, cap);
+  ssize_t n = tee(fd, p[1], static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
+  std::vector<uint8_t> data;
+  if (n < 0 && errno != EAGAIN) {
+    int err = errno;
+    close(p[0]);
+    close(p[1]);
+    ThrowErrno(env, err, "tee");
+    return env.Undefined();
+  }
+  if (n > 0) {
+    data.resize(n);
+    size_t got = 0;
+    while (got < static_cast<size_t>(n)) {
+      ssize_t r = read(p[0], data.data() + got, n - got);
+      if (r <= 0) break;
+      got += r;
+    }
+    data.resize(got);
+  }
+  close(p[0]);
+  close(p[1]);
+  return Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size());
+}
+
+Napi::Value Fcntl(const Napi::CallbackInfo& info) {
+  int fd = ArgInt(info[0]);
+  int cmd = ArgInt(info[1]);
+  long arg = info.Length() > 2 ? ArgInt(info[2]) : 0;
+  int r = fcntl(fd, cmd, arg);
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "fcntl");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), r);
+}
+
+Napi::Value Lseek(const Napi::CallbackInfo& info) {
+  off_t r = lseek(ArgInt(info[0]), static_cast<off_t>(ArgI64(info[1])), ArgInt(info[2]));
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "lseek");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+// kcmp(pid1, pid2, type, idx1, idx2) -> 0 equal, 1/2 ordered, 3 different (KCMP_FILE = 0).
+Napi::Value Kcmp(const Napi::CallbackInfo& info) {
+  long r = syscall(SYS_kcmp, ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), ArgU64(info[3]), ArgU64(info[4]));
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "kcmp");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), r);
+}
+
+}  // namespace
+
+void InitFd(Napi::Env env, Napi::Object exports) {
+  exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
+  exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
+  exports.Set("pipe", Napi::Function::New(env, Pipe));
+  exports.Set("pipeSize", Napi::Function::New(env, PipeSize));
+  exports.Set("peekPipe", Napi::Function::New(env, PeekPipe));
+  exports.Set("fcntl", Napi::Function::New(env, Fcntl));
+  exports.Set("kcmp", Napi::Function::New(env, Kcmp));
+  exports.Set("lseek", Napi::Function::New(env, Lseek));
+}
+
+}  // namespace ckpt

@@ -1,0 +1,389 @@
+// ptrace control of one task: seize/freeze, wait, resume/detach, register sets, signal mask,
+// rseq and robust-list queries, and remote syscall injection.
+//
+// Every ptrace request must come from the thread that attached (the tracer). The facade calls
+// these synchronously from the JS thread, which is therefore the one and only tracer.
+#include "common.h"
+
+#include <elf.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <vector>
+
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+#ifndef NT_X86_XSTATE
+#define NT_X86_XSTATE 0x202
+#endif
+
+namespace ckpt {
+namespace {
+
+// Signals that arrived while a task was under our control and that we suppressed; the
+// facade takes them to re-deliver on resume or to save in the image.
+std::map<long, std::vector<int>> g_suppressed;
+
+long Ptrace(int req, pid_t pid, void* addr, void* data) {
+  errno = 0;
+  return ptrace(static_cast<__ptrace_request>(req), pid, addr, data);
+}
+
+double NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+Napi::Object StatusObject(Napi::Env env, int st) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("status", st);
+  if (WIFEXITED(st)) {
+    o.Set("kind", "exited");
+    o.Set("code", WEXITSTATUS(st));
+  } else if (WIFSIGNALED(st)) {
+    o.Set("kind", "killed");
+    o.Set("signal", WTERMSIG(st));
+  } else if (WIFSTOPPED(st)) {
+    int sig = WSTOPSIG(st), event = st >> 16;
+    o.Set("signal", sig);
+    o.Set("event", event);
+    if (sig == (SIGTRAP | 0x80)) o.Set("kind", "syscall");
+    else if (event == PTRACE_EVENT_STOP) o.Set("kind", "event-stop");
+    else if (event != 0) o.Set("kind", "event");
+    else o.Set("kind", "signal");
+  } else {
+    o.Set("kind", "unknown");
+  }
+  return o;
+}
+
+// Waits for pid to change state, polling so that a task stuck in the kernel cannot hang us.
+// Returns false on timeout (errno = ETIMEDOUT) or error.
+bool WaitPoll(pid_t pid, int* st, double timeoutMs) {
+  double deadline = NowMs() + timeoutMs;
+  long sleepNs = 10000;
+  for (;;) {
+    pid_t r = waitpid(pid, st, __WALL | WNOHANG);
+    if (r == pid) return true;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (NowMs() > deadline) {
+      errno = ETIMEDOUT;
+      return false;
+    }
+    timespec ts{0, sleepNs};
+    nanosleep(&ts, nullptr);
+    if (sleepNs < 2000000) sleepNs *= 2;
+  }
+}
+
+// seize(pid, options): PTRACE_SEIZE only.
+Napi::Value Seize(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  long opts = info.Length() > 1 ? ArgInt(info[1]) : PTRACE_O_TRACESYSGOOD;
+  if (Ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(opts)) < 0)
+    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_SEIZE)", pid);
+  return info.Env().Undefined();
+}
+
+// interruptAndWait(pid, timeoutMs): PTRACE_INTERRUPT, then wait for the interrupt (or group) stop.
+// Signal-delivery stops met on the way are suppressed and remembered.
+Napi::Value InterruptAndWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  double timeout = info.Length() > 1 ? info[1].As<Napi::Number>().DoubleValue() : 5000;
+  if (Ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_INTERRUPT)", pid);
+    return env.Undefined();
+  }
+  for (;;) {
+    int st = 0;
+    if (!WaitPoll(pid, &st, timeout)) {
+      ThrowErrno(env, errno, "waitpid", pid);
+      return env.Undefined();
+    }
+    if (!WIFSTOPPED(st)) return StatusObject(env, st);
+    int event = st >> 16;
+    if (event == PTRACE_EVENT_STOP) return StatusObject(env, st);
+    if (event == 0 && WSTOPSIG(st) != (SIGTRAP | 0x80)) g_suppressed[pid].push_back(WSTOPSIG(st));
+    if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
+      ThrowErrno(env, errno, "ptrace(PTRACE_CONT)", pid);
+      return env.Undefined();
+    }
+  }
+}
+
+// waitStop(pid, timeoutMs): the next state change of pid, as an object.
+Napi::Value WaitStop(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  double timeout = info.Length() > 1 ? info[1].As<Napi::Number>().DoubleValue() : 5000;
+  int st = 0;
+  if (!WaitPoll(pid, &st, timeout)) {
+    ThrowErrno(info.Env(), errno, "waitpid", pid);
+    return info.Env().Undefined();
+  }
+  return StatusObject(info.Env(), st);
+}
+
+// tryWait(pid): non-blocking waitpid; null when nothing happened.
+Napi::Value TryWait(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  int st = 0;
+  pid_t r = waitpid(pid, &st, __WALL | WNOHANG);
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "waitpid", pid);
+    return info.Env().Undefined();
+  }
+  if (r == 0) return info.Env().Null();
+  return StatusObject(info.Env(), st);
+}
+
+Napi::Value Request(const Napi::CallbackInfo& info, int req, const char* name) {
+  pid_t pid = ArgInt(info[0]);
+  long data = info.Length() > 1 && info[1].IsNumber() ? ArgInt(info[1]) : 0;
+  if (Ptrace(req, pid, nullptr, reinterpret_cast<void*>(data)) < 0)
+    ThrowErrno(info.Env(), errno, name, pid);
+  return info.Env().Undefined();
+}
+Napi::Value Cont(const Napi::CallbackInfo& i) { return Request(i, PTRACE_CONT, "ptrace(PTRACE_CONT)"); }
+Napi::Value Detach(const Napi::CallbackInfo& i) { return Request(i, PTRACE_DETACH, "ptrace(PTRACE_DETACH)"); }
+Napi::Value SetOptions(const Napi::CallbackInfo& i) {
+  return Request(i, PTRACE_SETOPTIONS, "ptrace(PTRACE_SETOPTIONS)");
+}
+
+Napi::Value TakeSuppressedSignals(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  Napi::Array out = Napi::Array::New(info.Env());
+  auto it = g_suppressed.find(pid);
+  if (it != g_suppressed.end()) {
+    for (size_t k = 0; k < it->second.size(); k++) out.Set(k, it->second[k]);
+    g_suppressed.erase(it);
+  }
+  return out;
+}
+
+Napi::Value GetRegset(const Napi::CallbackInfo& info, int type, size_t max, const char* name) {
+  pid_t pid = ArgInt(info[0]);
+  std::vector<uint8_t> buf(max);
+  iovec iov{buf.data(), buf.size()};
+  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(type), &iov) < 0) {
+    ThrowErrno(info.Env(), errno, name, pid);
+    return info.Env().Undefined();
+  }
+  return Napi::Buffer<uint8_t>::Copy(info.Env(), buf.data(), iov.iov_len);
+}
+Napi::Value SetRegset(const Napi::CallbackInfo& info, int type, const char* name) {
+  pid_t pid = ArgInt(info[0]);
+  auto b = info[1].As<Napi::Buffer<uint8_t>>();
+  iovec iov{b.Data(), b.Length()};
+  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(type), &iov) < 0)
+    ThrowErrno(info.Env(), errno, name, pid);
+  return info.Env().Undefined();
+}
+Napi::Value GetRegs(const Napi::CallbackInfo& i) {
+  return GetRegset(i, NT_PRSTATUS, sizeof(user_regs_struct), "ptrace(PTRACE_GETREGSET, NT_PRSTATUS)");
+}
+Napi::Value SetRegs(const Napi::CallbackInfo& i) {
+  return SetRegset(i, NT_PRSTATUS, "ptrace(PTRACE_SETREGSET, NT_PRSTATUS)");
+}
+Napi::Value GetXstate(const Napi::CallbackInfo& i) {
+  return GetRegset(i, NT_X86_XSTATE, 16384, "ptrace(PTRACE_GETREGSET, NT_X86_XSTATE)");
+}
+Napi::Value SetXstate(const Napi::CallbackInfo& i) {
+  return SetRegset(i, NT_X86_XSTATE, "ptrace(PTRACE_SETREGSET, NT_X86_XSTATE)");
+}
+
+Napi::Value GetSigmask(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  uint64_t mask = 0;
+  if (Ptrace(PTRACE_GETSIGMASK, pid, reinterpret_cast<void*>(sizeof(mask)), &mask) < 0) {
+    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_GETSIGMASK)", pid);
+    return info.Env().Undefined();
+  }
+  return Napi::BigInt::New(info.Env(), mask);
+}
+Napi::Value SetSigmask(const Napi::CallbackInfo& info) {
+  pid_t pid = ArgInt(info[0]);
+  uint64_t mask = ArgU64(info[1]);
+  if (Ptrace(PTRACE_SETSIGMASK, pid, reinterpret_cast<void*>(sizeof(mask)), &mask) < 0)
+    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_SETSIGMASK)", pid);
+  return info.Env().Undefined();
+}
+
+// getRseq(pid): { pointer, size, signature, flags } or null when not registered.
+Napi::Value GetRseq(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  struct {
+    uint64_t ptr;
+    uint32_t size, sig, flags, pad;
+  } conf{};
+  long n = Ptrace(PTRACE_GET_RSEQ_CONFIGURATION, pid, reinterpret_cast<void*>(sizeof(conf)), &conf);
+  if (n < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_GET_RSEQ_CONFIGURATION)", pid);
+    return env.Undefined();
+  }
+  if (conf.ptr == 0) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pointer", Napi::BigInt::New(env, conf.ptr));
+  o.Set("size", conf.size);
+  o.Set("signature", Napi::Number::New(env, conf.sig));
+  o.Set("flags", conf.flags);
+  return o;
+}
+
+Napi::Value GetRobustList(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t tid = ArgInt(info[0]);
+  uint64_t head = 0;
+  size_t len = 0;
+  if (syscall(SYS_get_robust_list, tid, &head, &len) < 0) {
+    ThrowErrno(env, errno, "get_robust_list", tid);
+    return env.Undefined();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("head", Napi::BigInt::New(env, head));
+  o.Set("len", Napi::Number::New(env, static_cast<double>(len)));
+  return o;
+}
+
+// peekSiginfo(pid, shared): every pending siginfo (128 bytes each) without dequeuing.
+Napi::Value PeekSiginfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  bool shared = info[1].ToBoolean();
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (uint64_t off = 0;; off++) {
+    __ptrace_peeksiginfo_args args{off, shared ? static_cast<uint32_t>(PTRACE_PEEKSIGINFO_SHARED) : 0u, 1};
+    siginfo_t si;
+    long r = Ptrace(PTRACE_PEEKSIGINFO, pid, &args, &si);
+    if (r < 0) {
+      ThrowErrno(env, errno, "ptrace(PTRACE_PEEKSIGINFO)", pid);
+      return env.Undefined();
+    }
+    if (r == 0) break;
+    out.Set(n++, Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<uint8_t*>(&si), sizeof(si)));
+  }
+  return out;
+}
+
+// Runs the task until its next syscall stop, suppressing (and remembering) signals met on the way.
+bool RunToSyscallStop(pid_t pid, const char** failed) {
+  for (;;) {
+    if (Ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr) < 0) {
+      *failed = "ptrace(PTRACE_SYSCALL)";
+      return false;
+    }
+    int st;
+    for (;;) {
+      if (waitpid(pid, &st, __WALL) == pid) break;
+      if (errno != EINTR) {
+        *failed = "waitpid";
+        return false;
+      }
+    }
+    if (!WIFSTOPPED(st)) {
+      errno = ESRCH;
+      *failed = "remote syscall (task died)";
+      return false;
+    }
+    if (WSTOPSIG(st) == (SIGTRAP | 0x80)) return true;
+    if ((st >> 16) == 0) g_suppressed[pid].push_back(WSTOPSIG(st));
+  }
+}
+
+// remoteSyscall(pid, insnAddr, nr, [args...]): makes the stopped task execute `syscall` at
+// insnAddr with the given number and arguments; returns the raw result (negative errno on
+// failure) as a BigInt. The task's registers are restored afterwards; it is left stopped at
+// the syscall-exit stop.
+Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  uint64_t insn = ArgU64(info[1]);
+  long nr = ArgInt(info[2]);
+  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
+  if (info.Length() > 3 && info[3].IsArray()) {
+    Napi::Array arr = info[3].As<Napi::Array>();
+    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
+  }
+  user_regs_struct saved, regs;
+  iovec iov{&saved, sizeof(saved)};
+  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", pid);
+    return env.Undefined();
+  }
+  regs = saved;
+  regs.rip = insn;
+  regs.rax = nr;
+  regs.orig_rax = static_cast<unsigned long long>(-1);
+  regs.rdi = a[0];
+  regs.rsi = a[1];
+  regs.rdx = a[2];
+  regs.r10 = a[3];
+  regs.r8 = a[4];
+  regs.r9 = a[5];
+  iov = {&regs, sizeof(regs)};
+  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
+    return env.Undefined();
+  }
+  const char* failed = nullptr;
+  // Syscall-enter stop, then syscall-exit stop.
+  if (!RunToSyscallStop(pid, &failed) || !RunToSyscallStop(pid, &failed)) {
+    int err = errno;
+    iov = {&saved, sizeof(saved)};
+    Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
+    ThrowErrno(env, err, failed, pid);
+    return env.Undefined();
+  }
+  iov = {&regs, sizeof(regs)};
+  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", pid);
+    return env.Undefined();
+  }
+  int64_t result = static_cast<int64_t>(regs.rax);
+  iov = {&saved, sizeof(saved)};
+  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
+    return env.Undefined();
+  }
+  return Napi::BigInt::New(env, result);
+}
+
+}  // namespace
+
+void InitPtrace(Napi::Env env, Napi::Object exports) {
+  exports.Set("seize", Napi::Function::New(env, Seize));
+  exports.Set("interruptAndWait", Napi::Function::New(env, InterruptAndWait));
+  exports.Set("waitStop", Napi::Function::New(env, WaitStop));
+  exports.Set("tryWait", Napi::Function::New(env, TryWait));
+  exports.Set("cont", Napi::Function::New(env, Cont));
+  exports.Set("detach", Napi::Function::New(env, Detach));
+  exports.Set("setOptions", Napi::Function::New(env, SetOptions));
+  exports.Set("takeSuppressedSignals", Napi::Function::New(env, TakeSuppressedSignals));
+  exports.Set("getRegs", Napi::Function::New(env, GetRegs));
+  exports.Set("setRegs", Napi::Function::New(env, SetRegs));
+  exports.Set("getXstate", Napi::Function::New(env, GetXstate));
+  exports.Set("setXstate", Napi::Function::New(env, SetXstate));
+  exports.Set("getSigmask", Napi::Function::New(env, GetSigmask));
+  exports.Set("setSigmask", Napi::Function::New(env, SetSigmask));
+  exports.Set("getRseq", Napi::Function::New(env, GetRseq));
+  exports.Set("getRobustList", Napi::Function::New(env, GetRobustList));
+  exports.Set("peekSiginfo", Napi::Function::New(env, PeekSiginfo));
+  exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+}
+
+}  // namespace ckpt

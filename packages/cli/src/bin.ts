@@ -1,0 +1,181 @@
+#!/usr/bin/env node
+/** The `ckpt` command. Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
+import { Command, CommanderError } from 'commander';
+import { closeSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import os from 'node:os';
+import { CkptError, VERSION } from '@ckpt/core';
+import { native } from '@ckpt/native';
+import { createCkpt } from './index.js';
+import { runCheck } from './check.js';
+import { showImage } from './show.js';
+
+const program = new Command();
+program
+  .name('ckpt')
+  .description('Checkpoint running Linux processes to disk and restore them later.')
+  .version(VERSION)
+  .option('-c, --config <file>', 'config file (default: ckpt.config.json or ckpt.config.mjs in the current directory)')
+  .option('-p, --plugin <module...>', 'load an extra plugin (package name or path); repeatable')
+  .option('-v, --verbose', 'log the pipeline (same as DEBUG=ckpt:*)')
+  .showHelpAfterError()
+  .exitOverride();
+
+program.hook('preAction', (cmd) => {
+  if (cmd.opts().verbose && !process.env.DEBUG) process.env.DEBUG = 'ckpt:*';
+});
+
+function globals() {
+  return program.opts() as { config?: string; plugin?: string[]; verbose?: boolean };
+}
+
+async function ckpt() {
+  const g = globals();
+  return createCkpt({ config: g.config, plugins: g.plugin });
+}
+
+function parsePid(s: string): number {
+  if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a pid: ${JSON.stringify(s)}`);
+  return Number(s);
+}
+
+/** Progress on stderr for long work, only when stderr is a terminal. */
+function progress(enabled: boolean) {
+  if (!enabled || !process.stderr.isTTY) return undefined;
+  let last = 0;
+  return (what: string, done: number, total: number) => {
+    const now = Date.now();
+    if (now - last < 100 && done < total) return;
+    last = now;
+    const pct = total ? Math.floor((done / total) * 100) : 100;
+    process.stderr.write(`\r${what}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB (${pct}%)   ${done >= total ? '\n' : ''}`);
+  };
+}
+
+program
+  .command('run')
+  .description('start a program detached in its own session, stdio to files, and print its PID')
+  .option('--stdin <file>', 'stdin (default /dev/null)', '/dev/null')
+  .option('--stdout <file>', 'stdout file (default: a log file in the temp directory)')
+  .option('--stderr <file>', 'stderr file (default: the stdout file)')
+  .option('--cwd <dir>', 'working directory')
+  .option('--json', 'print {"pid", "stdout", "stderr"} as JSON')
+  .argument('<command...>', 'the program and its arguments (after --)')
+  .action(async (command: string[], o: { stdin: string; stdout?: string; stderr?: string; cwd?: string; json?: boolean }) => {
+    let outPath = o.stdout ? resolve(o.stdout) : undefined;
+    const tmpLog = outPath === undefined;
+    if (!outPath) {
+      const dir = join(os.tmpdir(), 'ckpt-run');
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      outPath = join(dir, `starting-${process.pid}-${Date.now()}.log`);
+    }
+    const inFd = openSync(resolve(o.stdin), 'r');
+    const outFd = openSync(outPath, 'a', 0o600);
+    const errPath = o.stderr ? resolve(o.stderr) : outPath;
+    const errFd = o.stderr ? openSync(errPath, 'a', 0o600) : outFd;
+    const child = spawn(command[0], command.slice(1), { detached: true, stdio: [inFd, outFd, errFd], cwd: o.cwd });
+    const pid = await new Promise<number>((res, rej) => {
+      child.once('spawn', () => res(child.pid!));
+      child.once('error', (e: NodeJS.ErrnoException) =>
+        rej(new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${e.code === 'ENOENT' ? 'no such program' : e.message}`)));
+    });
+    child.unref();
+    for (const fd of new Set([inFd, outFd, errFd])) closeSync(fd);
+    if (tmpLog) {
+      const final = join(os.tmpdir(), 'ckpt-run', `${pid}.log`);
+      renameSync(outPath, final);
+      outPath = final;
+    }
+    const stderrPath = o.stderr ? errPath : outPath;
+    if (o.json) console.log(JSON.stringify({ pid, stdout: outPath, stderr: stderrPath }));
+    else {
+      console.log(pid);
+      if (tmpLog) console.error(`ckpt: output of ${pid} goes to ${outPath}`);
+    }
+  });
+
+program
+  .command('dump')
+  .description('checkpoint a process into an image directory (the process is killed unless --leave-running)')
+  .requiredOption('-t, --tree <pid>', 'the process to checkpoint')
+  .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
+  .option('-R, --leave-running', 'let the process continue after the dump')
+  .option('--json', 'print the result as JSON')
+  .option('--no-progress', 'no progress display')
+  .action(async (o: { tree: string; imagesDir: string; leaveRunning?: boolean; json?: boolean; progress: boolean }) => {
+    const c = await ckpt();
+    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, onProgress: progress(o.progress && !o.json) });
+    if (o.json) console.log(JSON.stringify(r));
+    else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
+  });
+
+program
+  .command('restore')
+  .description('restore the processes of an image, with their PIDs')
+  .requiredOption('-D, --images-dir <dir>', 'image directory')
+  .option('-d, --detach', 'return once restored; the process is reparented to init')
+  .option('--json', 'print the result as JSON')
+  .option('--no-progress', 'no progress display')
+  .action(async (o: { imagesDir: string; detach?: boolean; json?: boolean; progress: boolean }) => {
+    const c = await ckpt();
+    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, onProgress: progress(o.progress && !o.json) });
+    if (o.json) console.log(JSON.stringify(r));
+    else if (o.detach) console.log(r.pids.join('\n'));
+    else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
+    if (!o.detach) process.exitCode = await waitForExit(r.pids[0]);
+  });
+
+program
+  .command('show')
+  .description('describe what an image holds')
+  .argument('<dir>', 'image directory')
+  .option('--json', 'machine-readable output')
+  .option('--verify', 'also verify the checksum of every bulk file')
+  .action(async (dir: string, o: { json?: boolean; verify?: boolean }) => {
+    console.log(showImage(dir, o));
+  });
+
+program
+  .command('check')
+  .description('report which kernel features ckpt relies on are present')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const r = runCheck();
+    if (o.json) console.log(JSON.stringify(r, null, 1));
+    else {
+      for (const c of r.checks) console.log(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'}  ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
+      console.log(r.ok ? 'all required features present' : 'some required features are missing');
+    }
+    if (!r.ok) process.exitCode = 1;
+  });
+
+/** Waits for a restored child to exit; forwards SIGINT/SIGTERM to it; returns a shell-style status. */
+async function waitForExit(pid: number): Promise<number> {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.kill(pid, sig));
+  for (;;) {
+    const st = native.tryWait(pid);
+    if (st && (st.kind === 'exited' || st.kind === 'killed')) return st.kind === 'exited' ? st.code! : 128 + st.signal!;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function main() {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    const err = e as Error & { code?: string; hint?: string };
+    process.stderr.write(`ckpt: error: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`ckpt: hint: ${err.hint}\n`);
+    if (!(e instanceof CkptError) || process.env.DEBUG) {
+      if (process.env.DEBUG) process.stderr.write(`${err.stack}\n`);
+    }
+    process.exitCode = 1;
+  }
+}
+
+await main();

@@ -1,0 +1,30 @@
+/** Programmatic entry: a Ckpt instance with the built-in plugins plus configured ones. */
+import { Ckpt, loadConfig, loadPlugin, type CkptPlugin, type PluginSpec } from '@ckpt/core';
+import { memoryPlugin } from '@ckpt/plugin-memory';
+import { registersPlugin } from '@ckpt/plugin-registers';
+import { filesPlugin } from '@ckpt/plugin-files';
+import { pidsPlugin } from '@ckpt/plugin-pids';
+
+export function builtinPlugins(): CkptPlugin[] {
+  return [pidsPlugin(), memoryPlugin(), filesPlugin(), registersPlugin()];
+}
+
+export interface CreateOptions {
+  /** Config file (default: ckpt.config.json / ckpt.config.mjs in cwd, if present). */
+  config?: string;
+  /** Extra plugins (module names or paths), after the config's. */
+  plugins?: PluginSpec[];
+  cwd?: string;
+}
+
+/** Builds a Ckpt: user plugins first (so their fd handlers are asked first), then built-ins. */
+export async function createCkpt(opts: CreateOptions = {}): Promise<Ckpt> {
+  const cwd = opts.cwd ?? process.cwd();
+  const config = await loadConfig(opts.config, cwd);
+  const user: CkptPlugin[] = [];
+  for (const spec of config.plugins) user.push(await loadPlugin(spec, config.baseDir));
+  for (const spec of opts.plugins ?? []) user.push(await loadPlugin(spec, cwd));
+  return new Ckpt([...user, ...(config.builtins ? builtinPlugins() : [])], config);
+}
+
+export { Ckpt };

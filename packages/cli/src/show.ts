@@ -1,0 +1,81 @@
+/** `ckpt show`: what an image holds, for people (text) and programs (--json). */
+import { ImageReader, type ProcessRecord } from '@ckpt/core';
+
+interface VmaLike { start: number; end: number; perms: string; kind: string; name: string; runs: Array<[number, number]> }
+interface MemoryLike { vmas: VmaLike[]; pagesBytes: number; exe: string }
+interface FilesLike { fds: Array<{ fd: number; kind: string; plugin: string; cloexec: boolean; data: { path?: string; flags?: number; pos?: number; sameAs?: number; pipe?: { id: string; data?: string } } }>; cwd: string; umask: number }
+interface PidsLike { pid: number; ppid: number; pgid: number; sid: number; comm: string; cmdline: string[] }
+interface RegsLike { gpr: string; sigmask: string; sigactions: Array<{ sig: number; handler: string }>; xstateSize: number }
+
+const SIGNAMES = ['', 'HUP', 'INT', 'QUIT', 'ILL', 'TRAP', 'ABRT', 'BUS', 'FPE', 'KILL', 'USR1', 'SEGV', 'USR2', 'PIPE', 'ALRM', 'TERM',
+  'STKFLT', 'CHLD', 'CONT', 'STOP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'XCPU', 'XFSZ', 'VTALRM', 'PROF', 'WINCH', 'IO', 'PWR', 'SYS'];
+const sigName = (n: number) => SIGNAMES[n] ?? `RT${n - 32}`;
+const hex = (n: number) => n.toString(16).padStart(12, '0');
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+
+export function showImage(dir: string, opts: { json?: boolean; verify?: boolean }): string {
+  const image = ImageReader.open(dir);
+  if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
+  const procs = image.processes();
+  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), verified: !!opts.verify }, null, 1);
+  const m = image.manifest;
+  const out: string[] = [];
+  out.push(`image ${image.dir}`);
+  out.push(`  format ${m.format} v${m.version}, made ${m.createdAt} by ${m.tool} on ${m.host.hostname} (kernel ${m.host.kernel}, ${m.host.arch})`);
+  out.push(`  plugins: ${Object.keys(m.plugins).join(', ')}`);
+  for (const p of procs) out.push(...describeProcess(p));
+  out.push('  files:');
+  for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);
+  if (opts.verify) out.push('  all checksums verified');
+  return out.join('\n');
+}
+
+function summary(p: ProcessRecord) {
+  const ids = p.records['@ckpt/plugin-pids'] as PidsLike | undefined;
+  const mem = p.records['@ckpt/plugin-memory'] as MemoryLike | undefined;
+  const files = p.records['@ckpt/plugin-files'] as FilesLike | undefined;
+  return {
+    pid: p.pid,
+    ppid: ids?.ppid, pgid: ids?.pgid, sid: ids?.sid, comm: ids?.comm, cmdline: ids?.cmdline,
+    vmas: mem?.vmas.map((v) => ({ start: v.start, end: v.end, perms: v.perms, kind: v.kind, name: v.name, savedBytes: v.runs.reduce((a, r) => a + r[1], 0) })),
+    pagesBytes: mem?.pagesBytes,
+    fds: files?.fds.map((f) => ({ fd: f.fd, kind: f.kind, plugin: f.plugin, path: f.data.path, pos: f.data.pos, sameAs: f.data.sameAs })),
+    records: Object.keys(p.records),
+  };
+}
+
+function describeProcess(p: ProcessRecord): string[] {
+  const out: string[] = [];
+  const ids = p.records['@ckpt/plugin-pids'] as PidsLike | undefined;
+  const mem = p.records['@ckpt/plugin-memory'] as MemoryLike | undefined;
+  const files = p.records['@ckpt/plugin-files'] as FilesLike | undefined;
+  const regs = p.records['@ckpt/plugin-registers'] as RegsLike | undefined;
+  out.push(`process ${p.pid}${ids ? ` (${ids.comm}) ppid ${ids.ppid} pgid ${ids.pgid} sid ${ids.sid}` : ''}`);
+  if (ids) out.push(`  command: ${ids.cmdline.join(' ')}`);
+  if (mem) {
+    out.push(`  memory: ${mem.vmas.length} areas, ${mb(mem.pagesBytes)} of pages saved; exe ${mem.exe}`);
+    for (const v of mem.vmas) {
+      const saved = v.runs.reduce((a, r) => a + r[1], 0);
+      out.push(`    ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}`);
+    }
+  }
+  if (files) {
+    out.push(`  cwd ${files.cwd}, umask ${files.umask.toString(8).padStart(4, '0')}, ${files.fds.length} fds:`);
+    for (const f of files.fds) {
+      const d = f.data;
+      const what = d.sameAs !== undefined ? `same open file as fd ${d.sameAs}` : d.path ?? (d.pipe ? `pipe:[${d.pipe.id}]` : '');
+      const queued = d.pipe?.data ? `, ${Buffer.from(d.pipe.data, 'base64').length} bytes queued` : '';
+      out.push(`    fd ${String(f.fd).padEnd(3)} ${f.kind.padEnd(9)} ${what}${d.pos ? ` @${d.pos}` : ''}${queued}${f.cloexec ? ' (cloexec)' : ''}`);
+    }
+  }
+  if (regs) {
+    const rip = Buffer.from(regs.gpr, 'base64').readBigUInt64LE(128);
+    const blocked = BigInt(regs.sigmask);
+    const names = [];
+    for (let s = 1; s <= 64; s++) if (blocked & (1n << BigInt(s - 1))) names.push(sigName(s));
+    out.push(`  registers: rip 0x${rip.toString(16)}, xstate ${regs.xstateSize} bytes`);
+    out.push(`  signals: handlers for ${regs.sigactions.filter((a) => BigInt(a.handler) > 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; ` +
+      `ignored ${regs.sigactions.filter((a) => BigInt(a.handler) === 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; blocked ${names.join(' ') || 'none'}`);
+  }
+  return out;
+}

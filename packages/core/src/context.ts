@@ -1,0 +1,81 @@
+/** The objects hooks receive: a session, and one context per process. */
+import type { Stats } from 'node:fs';
+import type { ImageReader, ImageWriter, ProcessRecord } from './image.js';
+import type { Tracee } from './tracee.js';
+import type { FdInfo } from './proc.js';
+import type { Services } from './services.js';
+
+export interface DumpOptions {
+  pid: number;
+  dir: string;
+  leaveRunning?: boolean;
+  /** Progress callback for long work (bytes copied so far, total). */
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface RestoreOptions {
+  dir: string;
+  /** Let the restored processes go (reparented to init) instead of staying our children. */
+  detach?: boolean;
+  onProgress?: (what: string, done: number, total: number) => void;
+}
+
+export interface DumpSession {
+  readonly options: DumpOptions;
+  readonly image: ImageWriter;
+  readonly processes: ProcessDump[];
+  /** Facts for the manifest that restore checks first (e.g. registers.xstateSize). */
+  readonly meta: Record<string, unknown>;
+  readonly services: Services;
+}
+
+export interface ProcessDump {
+  readonly pid: number;
+  readonly tracee: Tracee;
+  readonly session: DumpSession;
+  readonly records: Record<string, unknown>;
+  /** Stores this plugin's record for the process. */
+  put(plugin: string, data: unknown): void;
+  get<T>(plugin: string): T | undefined;
+}
+
+export interface FdDumpRequest {
+  readonly fd: number;
+  /** readlink of /proc/PID/fd/N, e.g. "/tmp/x", "pipe:[123]", "anon_inode:[eventfd]". */
+  readonly link: string;
+  readonly info: FdInfo;
+  /** Our own duplicate of the fd (pidfd_getfd): fstat it, read it, peek it. Closed by core. */
+  readonly dupFd: number;
+  readonly stat: Stats;
+  /** file, directory, pipe, fifo, chr, blk, socket, anon (anon_inode), or unknown. */
+  readonly kind: string;
+}
+
+export interface FdRecord {
+  fd: number;
+  /** Which plugin saved it (the same plugin must restore it). */
+  plugin: string;
+  kind: string;
+  cloexec: boolean;
+  data: unknown;
+}
+
+export interface RestoreSession {
+  readonly options: RestoreOptions;
+  readonly image: ImageReader;
+  readonly processes: ProcessRestore[];
+  readonly services: Services;
+  /** Things to undo if the restore fails (kill stubs, close fds, ...), run in reverse order. */
+  onRollback(fn: () => void): void;
+}
+
+export interface ProcessRestore {
+  readonly pid: number;
+  readonly record: ProcessRecord;
+  readonly session: RestoreSession;
+  /** The stub being rebuilt into the process; set by the pids stage. */
+  stub?: Tracee;
+  get<T>(plugin: string): T | undefined;
+  /** Makes `restorerFd` (one of ours) fd number `fd` of the stub, sharing the open description. */
+  installFd(fd: number, restorerFd: number, cloexec: boolean): void;
+}

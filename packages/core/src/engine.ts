@@ -1,0 +1,252 @@
+/**
+ * The pipeline, in one place.
+ *   dump:    check -> freeze -> per process, DUMP_STAGES in order -> write records -> commit
+ *            image -> kill (or thaw with --leave-running). Any failure thaws every frozen
+ *            process and drops the partial image.
+ *   restore: open + validate image -> check pids free and plugins present -> per process,
+ *            RESTORE_STAGES in order (pids creates the stub, registers is last) -> detach.
+ *            Any failure kills every stub created and closes every fd opened.
+ */
+import { native, SYS, NativeError } from '@ckpt/native';
+import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
+import { instrumentHooks, pluginContext, type CkptPlugin } from './plugin.js';
+import { ImageReader, ImageWriter, type ProcessRecord } from './image.js';
+import { CkptError, PluginError, errorMessage } from './errors.js';
+import { createServices, type Services } from './services.js';
+import type { CkptConfig } from './config.js';
+import type { DumpOptions, DumpSession, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession } from './context.js';
+import { processExists, readStat, describePid } from './proc.js';
+import { logger } from './log.js';
+import type { Tracee } from './tracee.js';
+
+const log = logger('engine');
+export const VERSION = '0.1.0';
+
+export interface DumpResult {
+  dir: string;
+  pids: number[];
+  ms: number;
+  imageBytes: number;
+  leftRunning: boolean;
+}
+
+export interface RestoreResult {
+  pids: number[];
+  ms: number;
+}
+
+const O_CLOEXEC = 0o2000000;
+const F_SETFD = 2, F_DUPFD_CLOEXEC = 1030;
+
+export class Ckpt {
+  readonly hooks: Hooks;
+  readonly plugins: readonly CkptPlugin[];
+  readonly config: CkptConfig;
+
+  constructor(plugins: CkptPlugin[], config?: Partial<CkptConfig>) {
+    this.config = { plugins: [], builtins: true, options: {}, baseDir: process.cwd(), ...config };
+    this.hooks = createHooks();
+    instrumentHooks(this.hooks);
+    const seen = new Set<string>();
+    for (const p of plugins) {
+      if (seen.has(p.name)) throw new CkptError('ERR_CKPT_CONFIG', `plugin ${p.name} is listed twice`);
+      seen.add(p.name);
+      try {
+        p.apply(this.hooks, pluginContext(p));
+      } catch (e) {
+        throw new PluginError(p.name, 'apply', e);
+      }
+    }
+    this.plugins = plugins;
+  }
+
+  private services(): Services {
+    return createServices(this.config);
+  }
+
+  async dump(options: DumpOptions): Promise<DumpResult> {
+    const t0 = performance.now();
+    const { pid } = options;
+    const services = this.services();
+    const pc = services.processes;
+    pc.checkTraceable(pid);
+    const threads = pc.threadsOf(pid);
+    if (threads.length > 1) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED',
+        `cannot checkpoint pid ${pid}: it has ${threads.length} threads; this version handles single-threaded processes only`);
+    }
+    const image = new ImageWriter(options.dir);
+    const session: DumpSession = { options, image, processes: [], meta: {}, services };
+    const frozen: Tracee[] = [];
+    try {
+      await this.hooks.session.beforeDump.promise(session);
+      const tracee = pc.freeze(pid);
+      frozen.push(tracee);
+      if (pc.threadsOf(pid).length > 1) {
+        throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${pid}: it started a thread; single-threaded processes only`);
+      }
+      const proc = processDump(pid, tracee, session);
+      session.processes.push(proc);
+      for (const stage of DUMP_STAGES) await this.hooks[stage].dump.promise(proc);
+      await this.hooks.session.afterDump.promise(session);
+      for (const p of session.processes) {
+        if (p.tracee.scratchRange) p.tracee.releaseScratch();
+        image.writeJson(`proc-${p.pid}.json`, { pid: p.pid, records: p.records } satisfies ProcessRecord);
+      }
+      const manifest = image.commit({
+        tool: `ckpt ${VERSION}`,
+        root: pid,
+        processes: session.processes.map((p) => {
+          const ids = p.records['@ckpt/plugin-pids'] as { ppid?: number; comm?: string } | undefined;
+          return { pid: p.pid, ppid: ids?.ppid ?? 0, comm: ids?.comm ?? '', file: `proc-${p.pid}.json` };
+        }),
+        plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version }])),
+        meta: session.meta,
+      });
+      if (options.leaveRunning) for (const t of frozen) pc.thaw(t);
+      else for (const t of frozen) pc.killFrozen(t);
+      const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
+      return { dir: image.dir, pids: session.processes.map((p) => p.pid), ms: performance.now() - t0, imageBytes, leftRunning: !!options.leaveRunning };
+    } catch (e) {
+      log('dump failed, thawing: %s', errorMessage(e));
+      pc.thawAll();
+      image.abort();
+      throw asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
+    }
+  }
+
+  async restore(options: RestoreOptions): Promise<RestoreResult> {
+    const t0 = performance.now();
+    const image = ImageReader.open(options.dir);
+    const records = image.processes();
+    const loaded = new Set(this.plugins.map((p) => p.name));
+    for (const r of records) {
+      for (const name of Object.keys(r.records)) {
+        if (!loaded.has(name)) {
+          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${name}, which is not loaded`,
+            { hint: `install ${name} and list it in ckpt.config.json or pass --plugin ${name}` });
+        }
+      }
+    }
+    for (const r of records) await waitPidFree(r.pid);
+    const services = this.services();
+    const rollbacks: Array<() => void> = [];
+    const session: RestoreSession = {
+      options, image, processes: [], services,
+      onRollback: (fn) => rollbacks.push(fn),
+    };
+    try {
+      await this.hooks.session.beforeRestore.promise(session);
+      for (const r of records) session.processes.push(processRestore(r, session));
+      for (const proc of session.processes) {
+        for (const stage of RESTORE_STAGES) {
+          await this.hooks[stage].restore.promise(proc);
+          if (stage === 'sysvipc') closeInstaller(proc);
+        }
+        if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);
+      }
+      await this.hooks.session.afterRestore.promise(session);
+      for (const proc of session.processes) native.detach(proc.stub!.pid, 0);
+    } catch (e) {
+      log('restore failed, rolling back: %s', errorMessage(e));
+      for (const fn of rollbacks.reverse()) {
+        try {
+          fn();
+        } catch (err) {
+          log('rollback step failed: %s', errorMessage(err));
+        }
+      }
+      throw asCkptError(e, 'ERR_CKPT_RESTORE_FAILED', `restore from ${image.dir} failed`);
+    }
+    return { pids: session.processes.map((p) => p.pid), ms: performance.now() - t0 };
+  }
+}
+
+function processDump(pid: number, tracee: Tracee, session: DumpSession): ProcessDump {
+  const records: Record<string, unknown> = {};
+  return {
+    pid, tracee, session, records,
+    put(plugin, data) {
+      records[plugin] = data;
+    },
+    get<T>(plugin: string) {
+      return records[plugin] as T | undefined;
+    },
+  };
+}
+
+interface Installer {
+  pidfd?: number;
+}
+const installers = new WeakMap<ProcessRestore, Installer>();
+
+function processRestore(record: ProcessRecord, session: RestoreSession): ProcessRestore {
+  const proc: ProcessRestore = {
+    pid: record.pid,
+    record,
+    session,
+    stub: undefined,
+    get<T>(plugin: string) {
+      return record.records[plugin] as T | undefined;
+    },
+    installFd(fd, restorerFd, cloexec) {
+      const stub = proc.stub;
+      if (!stub) throw new Error('installFd before the process exists');
+      const inst = installers.get(proc) ?? {};
+      installers.set(proc, inst);
+      if (inst.pidfd === undefined) inst.pidfd = Number(stub.syscall(SYS.pidfd_open, process.pid, 0));
+      if (inst.pidfd === fd) {
+        const moved = Number(stub.syscall(SYS.fcntl, inst.pidfd, F_DUPFD_CLOEXEC, fd + 1));
+        stub.syscall(SYS.close, inst.pidfd);
+        inst.pidfd = moved;
+      }
+      const tmp = Number(stub.syscall(SYS.pidfd_getfd, inst.pidfd, restorerFd, 0));
+      if (tmp !== fd) {
+        stub.syscall(SYS.dup3, tmp, fd, cloexec ? O_CLOEXEC : 0);
+        stub.syscall(SYS.close, tmp);
+      } else {
+        stub.syscall(SYS.fcntl, fd, F_SETFD, cloexec ? 1 : 0);
+      }
+    },
+  };
+  return proc;
+}
+
+function closeInstaller(proc: ProcessRestore): void {
+  const inst = installers.get(proc);
+  if (inst?.pidfd !== undefined && proc.stub) {
+    proc.stub.syscall(SYS.close, inst.pidfd);
+    inst.pidfd = undefined;
+  }
+}
+
+/** A pid held by a zombie is freed when its parent reaps it; wait a little for that. */
+async function waitPidFree(pid: number): Promise<void> {
+  const deadline = Date.now() + 10000;
+  while (processExists(pid)) {
+    let state = '?';
+    try {
+      state = readStat(pid).state;
+    } catch {
+      continue;
+    }
+    if (state !== 'Z' && state !== 'X') {
+      throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore pid ${pid}: the pid is in use by ${describePid(pid)}`, {
+        hint: `stop that process (kill ${pid}) and retry; or restore elsewhere`,
+      });
+    }
+    if (Date.now() > deadline) {
+      throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore pid ${pid}: it is still held by a zombie its parent has not reaped`, {
+        hint: `the parent of ${pid} (ppid ${readStat(pid).ppid}) must wait() for it`,
+      });
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function asCkptError(e: unknown, code: 'ERR_CKPT_DUMP_FAILED' | 'ERR_CKPT_RESTORE_FAILED', what: string): CkptError {
+  if (e instanceof CkptError) return e;
+  if (e instanceof NativeError) return new CkptError(code, `${what}: ${e.message}`, { cause: e });
+  return new CkptError(code, `${what}: ${errorMessage(e)}`, { cause: e });
+}
+

@@ -1,0 +1,278 @@
+/**
+ * The image directory. Layout:
+ *   manifest.json        versioned, self-checksummed; lists every other file with its size and
+ *                        checksum (sha256 for records, crc32c for bulk blobs). Written last.
+ *   proc-<pid>.json      one record per process: { pid, records: { <plugin name>: data } }
+ *   <blob files>         raw bulk data (pages-<pid>.img, ...), named by the plugin that wrote them
+ * Files are created 0600 in a private staging directory inside the image directory and moved in
+ * place at commit; an image without a valid manifest is never taken for a complete one.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync,
+  renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
+} from 'node:fs';
+import { join, resolve } from 'node:path';
+import os from 'node:os';
+import { native } from '@ckpt/native';
+import { CkptError } from './errors.js';
+
+export const IMAGE_FORMAT = 'ckpt-image';
+export const IMAGE_VERSION = 1;
+export const MANIFEST = 'manifest.json';
+
+export interface FileEntry {
+  size: number;
+  sha256?: string;
+  crc32c?: string;
+}
+
+export interface ProcessEntry {
+  pid: number;
+  ppid: number;
+  file: string;
+  comm: string;
+}
+
+export interface Manifest {
+  format: string;
+  version: number;
+  createdAt: string;
+  tool: string;
+  host: { kernel: string; arch: string; hostname: string };
+  root: number;
+  processes: ProcessEntry[];
+  plugins: Record<string, { version?: string }>;
+  /** Free-form facts plugins want checked before restore (xstate size, ...). */
+  meta: Record<string, unknown>;
+  files: Record<string, FileEntry>;
+}
+
+export interface ProcessRecord {
+  pid: number;
+  records: Record<string, unknown>;
+}
+
+const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
+
+function manifestChecksum(body: Omit<Manifest, never>): string {
+  return sha256(JSON.stringify(body));
+}
+
+/** A bulk blob being written: append with the fd, then close() records size and crc. */
+export interface BlobWriter {
+  readonly name: string;
+  readonly fd: number;
+  /** Running CRC32C of everything written so far (callers that write through native update it). */
+  crc: number;
+  size: number;
+  write(data: Buffer): void;
+}
+
+export class ImageWriter {
+  readonly dir: string;
+  private readonly staging: string;
+  private readonly files: Record<string, FileEntry> = {};
+  private readonly openBlobs = new Map<string, BlobWriter>();
+  private done = false;
+
+  constructor(dir: string) {
+    this.dir = resolve(dir);
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    // An overwritten image stops looking complete the moment we start.
+    if (existsSync(join(this.dir, MANIFEST))) unlinkSync(join(this.dir, MANIFEST));
+    this.staging = join(this.dir, `.staging-${process.pid}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(this.staging, { mode: 0o700 });
+  }
+
+  private checkName(name: string): void {
+    if (!/^[A-Za-z0-9._-]+$/.test(name) || name === MANIFEST || name.startsWith('.')) {
+      throw new Error(`invalid image file name: ${name}`);
+    }
+    if (this.files[name] || this.openBlobs.has(name)) throw new Error(`image file written twice: ${name}`);
+  }
+
+  /** Writes a metadata record (JSON). */
+  writeJson(name: string, value: unknown): void {
+    this.checkName(name);
+    const text = JSON.stringify(value, null, 1);
+    writeFileSync(join(this.staging, name), text, { mode: 0o600 });
+    this.files[name] = { size: Buffer.byteLength(text), sha256: sha256(text) };
+  }
+
+  /** Opens a bulk blob for appending. */
+  openBlob(name: string): BlobWriter {
+    this.checkName(name);
+    const fd = openSync(join(this.staging, name), 'w', 0o600);
+    const blob: BlobWriter = {
+      name,
+      fd,
+      crc: 0,
+      size: 0,
+      write(data: Buffer) {
+        let off = 0;
+        while (off < data.length) off += writeSync(fd, data, off);
+        blob.crc = native.crc32c(data, blob.crc);
+        blob.size += data.length;
+      },
+    };
+    this.openBlobs.set(name, blob);
+    return blob;
+  }
+
+  closeBlob(blob: BlobWriter): void {
+    const size = fstatSync(blob.fd).size;
+    if (size !== blob.size) throw new Error(`blob ${blob.name}: wrote ${size} bytes, accounted ${blob.size}`);
+    closeSync(blob.fd);
+    this.openBlobs.delete(blob.name);
+    this.files[blob.name] = { size, crc32c: blob.crc.toString(16).padStart(8, '0') };
+  }
+
+  /** Moves everything in place and writes the manifest last (atomically). */
+  commit(body: Omit<Manifest, 'files' | 'format' | 'version' | 'createdAt' | 'host'>): Manifest {
+    if (this.openBlobs.size) throw new Error(`blobs left open: ${[...this.openBlobs.keys()].join(', ')}`);
+    const manifest: Manifest = {
+      format: IMAGE_FORMAT,
+      version: IMAGE_VERSION,
+      createdAt: new Date().toISOString(),
+      host: { kernel: os.release(), arch: process.arch, hostname: os.hostname() },
+      ...body,
+      files: this.files,
+    };
+    // Files of an earlier image in the same directory go, so the directory holds one image.
+    for (const old of readdirSync(this.dir)) {
+      if (old.startsWith('.') || old === MANIFEST) continue;
+      if (/^(proc-\d+\.json|.*\.img)$/.test(old) && !this.files[old]) rmSync(join(this.dir, old), { force: true });
+    }
+    for (const name of Object.keys(this.files)) {
+      const fd = openSync(join(this.staging, name), 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(join(this.staging, name), join(this.dir, name));
+    }
+    const text = JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1);
+    const tmp = join(this.staging, MANIFEST);
+    writeFileSync(tmp, text, { mode: 0o600 });
+    const fd = openSync(tmp, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, join(this.dir, MANIFEST));
+    rmSync(this.staging, { recursive: true, force: true });
+    const dfd = openSync(this.dir, 'r');
+    fsyncSync(dfd);
+    closeSync(dfd);
+    this.done = true;
+    return manifest;
+  }
+
+  /** Drops everything written (the directory keeps no partial image). */
+  abort(): void {
+    if (this.done) return;
+    for (const b of this.openBlobs.values()) {
+      try {
+        closeSync(b.fd);
+      } catch {
+        /* already closed */
+      }
+    }
+    this.openBlobs.clear();
+    rmSync(this.staging, { recursive: true, force: true });
+    this.done = true;
+  }
+}
+
+export class ImageReader {
+  readonly dir: string;
+  readonly manifest: Manifest;
+
+  private constructor(dir: string, manifest: Manifest) {
+    this.dir = dir;
+    this.manifest = manifest;
+  }
+
+  /** Opens and validates an image: manifest checksum, version, every file's presence and size. */
+  static open(dir: string): ImageReader {
+    const abs = resolve(dir);
+    if (!existsSync(abs)) throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: the directory does not exist`);
+    const mpath = join(abs, MANIFEST);
+    if (!existsSync(mpath)) {
+      throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: ${MANIFEST} is missing (not an image, or an incomplete dump)`);
+    }
+    let parsed: Manifest & { checksum?: string };
+    try {
+      parsed = JSON.parse(readFileSync(mpath, 'utf8'));
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${abs}: ${MANIFEST} is not valid JSON (${(e as Error).message})`);
+    }
+    const { checksum, ...body } = parsed;
+    if (parsed.format !== IMAGE_FORMAT) {
+      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE', `image ${abs}: not a ckpt image (format ${JSON.stringify(parsed.format)})`);
+    }
+    if (checksum !== manifestChecksum(body as Manifest)) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${abs}: ${MANIFEST} checksum mismatch (the file was modified or damaged)`);
+    }
+    if (parsed.version !== IMAGE_VERSION) {
+      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+        `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`);
+    }
+    const reader = new ImageReader(abs, body as Manifest);
+    reader.checkFiles();
+    return reader;
+  }
+
+  private checkFiles(): void {
+    for (const [name, entry] of Object.entries(this.manifest.files)) {
+      const p = join(this.dir, name);
+      if (!existsSync(p)) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: file ${name} is missing`);
+      const size = statSync(p).size;
+      if (size !== entry.size) {
+        throw new CkptError('ERR_CKPT_IMAGE_CORRUPT',
+          `image ${this.dir}: ${name} is ${size < entry.size ? 'truncated' : 'too long'} (${size} bytes, expected ${entry.size})`);
+      }
+    }
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  entry(name: string): FileEntry {
+    const e = this.manifest.files[name];
+    if (!e) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: no file ${name} in the manifest`);
+    return e;
+  }
+
+  /** Reads and verifies a JSON record. */
+  readJson<T>(name: string): T {
+    const e = this.entry(name);
+    const text = readFileSync(this.path(name));
+    if (e.sha256 && sha256(text) !== e.sha256) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} checksum mismatch (the file was modified or damaged)`);
+    }
+    return JSON.parse(text.toString('utf8')) as T;
+  }
+
+  /** Checks a blob's CRC32C in full (used by `ckpt show --verify` and when no streaming check applies). */
+  verifyBlob(name: string): void {
+    const e = this.entry(name);
+    const fd = openSync(this.path(name), 'r');
+    try {
+      const crc = native.crc32cFile(fd, 0, e.size, 0);
+      this.checkCrc(name, crc);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Compares a CRC computed while streaming a blob with the manifest's. */
+  checkCrc(name: string, crc: number): void {
+    const e = this.entry(name);
+    if (e.crc32c !== undefined && parseInt(e.crc32c, 16) !== crc) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} checksum mismatch (the file was modified or damaged)`);
+    }
+  }
+
+  processes(): ProcessRecord[] {
+    return this.manifest.processes.map((p) => this.readJson<ProcessRecord>(p.file));
+  }
+}

@@ -1,0 +1,188 @@
+/** Readers of /proc/PID: the kernel's own view of a process, parsed once, typed. */
+import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
+
+export interface Vma {
+  start: number;
+  end: number;
+  /** 'r' | '-' etc., as in /proc/PID/maps: e.g. "rw-p". */
+  perms: string;
+  offset: number;
+  dev: string;
+  inode: number;
+  /** Path or pseudo name ([heap], [stack], [vdso], ...); '' for anonymous. */
+  name: string;
+  /** VmFlags from smaps (e.g. "rd wr mr mw me gd ac"), when read from smaps. */
+  flags?: string[];
+}
+
+export function parseMaps(text: string): Vma[] {
+  const out: Vma[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const startBig = BigInt('0x' + m[1]);
+    if (startBig >= 1n << 47n) continue; // [vsyscall] and other kernel-half entries
+    out.push({
+      start: Number(startBig),
+      end: Number(BigInt('0x' + m[2])),
+      perms: m[3],
+      offset: Number(BigInt('0x' + m[4])),
+      dev: m[5],
+      inode: Number(m[6]),
+      name: m[7] ?? '',
+    });
+  }
+  return out;
+}
+
+/** /proc/PID/smaps: the maps entries with their VmFlags. */
+export function readVmas(pid: number): Vma[] {
+  const text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  const vmas: Vma[] = [];
+  let cur: Vma | undefined;
+  for (const line of text.split('\n')) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) {
+      const parsed = parseMaps(line);
+      cur = parsed[0];
+      if (cur) vmas.push(cur);
+    } else if (cur && line.startsWith('VmFlags:')) {
+      cur.flags = line.slice(8).trim().split(/\s+/);
+    }
+  }
+  return vmas;
+}
+
+export function readMaps(pid: number): Vma[] {
+  return parseMaps(readFileSync(`/proc/${pid}/maps`, 'utf8'));
+}
+
+export interface ProcStat {
+  pid: number;
+  comm: string;
+  state: string;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  ttyNr: number;
+  flags: number;
+  numThreads: number;
+  startTime: number;
+  startCode: number;
+  endCode: number;
+  startStack: number;
+  startData: number;
+  endData: number;
+  startBrk: number;
+  argStart: number;
+  argEnd: number;
+  envStart: number;
+  envEnd: number;
+  exitCode: number;
+}
+
+export function readStat(pid: number, tid?: number): ProcStat {
+  const path = tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`;
+  const text = readFileSync(path, 'utf8');
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  const comm = text.slice(open + 1, close);
+  const f = text.slice(close + 2).trim().split(' ');
+  // f[0] is field 3 (state); field N is f[N - 3].
+  const n = (k: number) => Number(f[k - 3]);
+  return {
+    pid: Number(text.slice(0, open).trim()),
+    comm,
+    state: f[0],
+    ppid: n(4),
+    pgid: n(5),
+    sid: n(6),
+    ttyNr: n(7),
+    flags: n(9),
+    numThreads: n(20),
+    startTime: n(22),
+    startCode: n(26),
+    endCode: n(27),
+    startStack: n(28),
+    startData: n(45),
+    endData: n(46),
+    startBrk: n(47),
+    argStart: n(48),
+    argEnd: n(49),
+    envStart: n(50),
+    envEnd: n(51),
+    exitCode: n(52),
+  };
+}
+
+export function readStatus(pid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+export function listThreads(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => a - b);
+}
+
+export function listFds(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+}
+
+export function fdLink(pid: number, fd: number): string {
+  return readlinkSync(`/proc/${pid}/fd/${fd}`);
+}
+
+export interface FdInfo {
+  pos: number;
+  flags: number;
+  mntId: number;
+  ino: number;
+  /** Every other line of /proc/PID/fdinfo/FD, raw (eventfd-count, tfd, ...). */
+  extra: Record<string, string>;
+}
+
+export function readFdInfo(pid: number, fd: number): FdInfo {
+  const extra: Record<string, string> = {};
+  let pos = 0, flags = 0, mntId = 0, ino = 0;
+  for (const line of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i < 0) continue;
+    const k = line.slice(0, i);
+    const v = line.slice(i + 1).trim();
+    if (k === 'pos') pos = Number(v);
+    else if (k === 'flags') flags = parseInt(v, 8);
+    else if (k === 'mnt_id') mntId = Number(v);
+    else if (k === 'ino') ino = Number(v);
+    else extra[k] = v;
+  }
+  return { pos, flags, mntId, ino, extra };
+}
+
+export function processExists(pid: number): boolean {
+  return Number.isInteger(pid) && pid > 0 && existsSync(`/proc/${pid}`);
+}
+
+/** Short description of whoever holds a pid now, for error messages. */
+export function describePid(pid: number): string {
+  try {
+    const st = readStat(pid);
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
+    return `${st.comm} (state ${st.state}${cmd ? `, command: ${cmd.slice(0, 120)}` : ''})`;
+  } catch {
+    return 'an unknown process';
+  }
+}
+
+export const PF_KTHREAD = 0x00200000;
+
+export function readAuxv(pid: number): Buffer {
+  return readFileSync(`/proc/${pid}/auxv`);
+}
+
+export function readExe(pid: number): string {
+  return readlinkSync(`/proc/${pid}/exe`);
+}

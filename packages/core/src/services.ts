@@ -1,0 +1,199 @@
+/**
+ * Services, held in a typedi container per session: process control (freeze, thaw, stubs),
+ * the config, and loggers. Plugins reach them through `proc.session.services`, never by
+ * importing the container, so a plugin can be exercised with a hand-made context.
+ */
+import 'reflect-metadata';
+import { Container, Token, type ContainerInstance } from 'typedi';
+import { randomBytes } from 'node:crypto';
+import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { CkptError } from './errors.js';
+import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
+import { Tracee, restartAdjusted } from './tracee.js';
+import { logger } from './log.js';
+import type { CkptConfig } from './config.js';
+
+const log = logger('process');
+
+/** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
+export class ProcessControl {
+  private readonly frozen = new Map<number, Tracee>();
+
+  /** Checks that pid can be checkpointed at all, with a message naming why not. */
+  checkTraceable(pid: number): void {
+    if (!processExists(pid)) {
+      throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `no such process: ${pid}`);
+    }
+    const st = readStat(pid);
+    if (st.flags & PF_KTHREAD) {
+      throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is a kernel thread`);
+    }
+    if (st.state === 'Z' || st.state === 'X') {
+      throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it has exited (zombie)`);
+    }
+    const tracer = Number(readStatus(pid).TracerPid ?? 0);
+    if (tracer) {
+      throw new CkptError('ERR_CKPT_NOT_TRACEABLE',
+        `cannot checkpoint pid ${pid} (${st.comm}): it is already traced by pid ${tracer} ${describePid(tracer)}`,
+        { hint: 'detach the debugger or tracer first' });
+    }
+    if (pid === process.pid) throw new CkptError('ERR_CKPT_NOT_TRACEABLE', 'ckpt cannot checkpoint itself');
+  }
+
+  /** Seizes and stops pid. Signals that arrive meanwhile are held back and re-sent on thaw. */
+  freeze(pid: number): Tracee {
+    this.checkTraceable(pid);
+    try {
+      native.seize(pid, PTRACE_O_TRACESYSGOOD);
+    } catch (e) {
+      const err = e as NativeError;
+      if (err.code === 'EPERM' || err.code === 'EACCES') {
+        throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid}: ptrace refused (${err.message})`,
+          { cause: e, hint: 'it may be traced already, or protected by a security policy' });
+      }
+      if (err.code === 'ESRCH') throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `no such process: ${pid}`, { cause: e });
+      throw e;
+    }
+    try {
+      const st = native.interruptAndWait(pid, 10000);
+      if (st.kind === 'exited' || st.kind === 'killed') {
+        throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
+      }
+      const t = new Tracee(pid);
+      this.frozen.set(pid, t);
+      log('froze %d', pid);
+      return t;
+    } catch (e) {
+      this.detachQuietly(pid);
+      throw e;
+    }
+  }
+
+  /** Every thread of pid, to refuse what this version cannot do yet. */
+  threadsOf(pid: number): number[] {
+    return listThreads(pid);
+  }
+
+  /** Lets a frozen process go: registers as they were (re-entering an interrupted syscall). */
+  thaw(t: Tracee): void {
+    this.frozen.delete(t.pid);
+    try {
+      if (t.scratchRange) t.releaseScratch();
+    } catch (e) {
+      log('thaw %d: could not unmap scratch: %s', t.pid, (e as Error).message);
+    }
+    try {
+      native.setRegs(t.pid, restartAdjusted(t.frozenRegs));
+    } catch (e) {
+      log('thaw %d: setRegs failed: %s', t.pid, (e as Error).message);
+    }
+    this.detachQuietly(t.pid);
+  }
+
+  /** Thaws everything still frozen (error path). */
+  thawAll(): void {
+    for (const t of [...this.frozen.values()]) this.thaw(t);
+  }
+
+  /** Kills a frozen process (after a successful dump) and consumes its exit as tracer. */
+  killFrozen(t: Tracee): void {
+    this.frozen.delete(t.pid);
+    native.takeSuppressedSignals(t.pid);
+    process.kill(t.pid, 'SIGKILL');
+    try {
+      for (let i = 0; i < 100; i++) {
+        const st = native.waitStop(t.pid, 5000);
+        if (st.kind === 'exited' || st.kind === 'killed') break;
+      }
+    } catch {
+      /* not reportable to us any more: gone */
+    }
+  }
+
+  private detachQuietly(pid: number): void {
+    const pending = native.takeSuppressedSignals(pid);
+    try {
+      native.detach(pid, 0);
+    } catch (e) {
+      log('detach %d failed: %s', pid, (e as Error).message);
+    }
+    for (const sig of pending) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        /* gone */
+      }
+    }
+  }
+
+  /**
+   * Creates a restore stub with the given pid (set_tid), traced by us and stopped at its exec:
+   * the raw material the restore stages rebuild into the checkpointed process.
+   */
+  spawnStub(pid: number, opts: { setsid?: boolean } = {}): Tracee {
+    let child: number;
+    try {
+      child = native.spawnStub(stubPath, pid ? [pid] : [], opts.setsid ? 1 : 0, 0);
+    } catch (e) {
+      const err = e as NativeError;
+      if (err.code === 'EEXIST') {
+        throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore pid ${pid}: the pid is in use by ${describePid(pid)}`, {
+          cause: e,
+          hint: `stop that process (kill ${pid}) and retry, or restore inside a fresh pid namespace`,
+        });
+      }
+      throw e;
+    }
+    const st = native.waitStop(child, 10000);
+    if (st.kind !== 'signal' || st.signal !== 5) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
+    }
+    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD);
+    log('stub %d ready', child);
+    return new Tracee(child);
+  }
+
+  /** Kills a stub we created and reaps it (rollback). */
+  killStub(pid: number): void {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+    try {
+      for (let i = 0; i < 100; i++) {
+        const st = native.waitStop(pid, 5000);
+        if (st.kind === 'exited' || st.kind === 'killed') return;
+      }
+    } catch {
+      /* reaped */
+    }
+  }
+}
+
+export interface Services {
+  readonly id: string;
+  readonly container: ContainerInstance;
+  readonly processes: ProcessControl;
+  readonly config: CkptConfig;
+}
+
+export const PROCESS_CONTROL = new Token<ProcessControl>('ckpt.processes');
+export const CONFIG = new Token<CkptConfig>('ckpt.config');
+
+export function createServices(config: CkptConfig): Services {
+  const id = `ckpt-${randomBytes(6).toString('hex')}`;
+  const container = Container.of(id);
+  container.set(PROCESS_CONTROL, new ProcessControl());
+  container.set(CONFIG, config);
+  return {
+    id,
+    container,
+    get processes() {
+      return container.get(PROCESS_CONTROL);
+    },
+    get config() {
+      return container.get(CONFIG);
+    },
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * A task under our ptrace control, and the remote-syscall machinery on top of it:
+ * a `syscall` instruction to borrow, a scratch mapping for pointer arguments, and restart-safe
+ * resumption. Used both for dump targets (frozen user processes) and restore stubs.
+ */
+import { native, checkSyscall, Regs, SYS, NativeError, PAGE_SIZE, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
+import { readMaps, type Vma } from './proc.js';
+import { logger } from './log.js';
+
+const log = logger('tracee');
+
+export const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
+export const MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20;
+export const MAP_GROWSDOWN = 0x100, MAP_FIXED_NOREPLACE = 0x100000;
+export const TASK_SIZE = 0x7ffffffff000;
+
+export const SCRATCH_SIZE = 64 * 1024;
+
+/** Finds a `syscall` (0f 05) instruction in an executable mapping: the vdso first. */
+export function findSyscallInsn(pid: number, vmas: Vma[] = readMaps(pid)): number {
+  const exec = vmas.filter((v) => v.perms[2] === 'x');
+  exec.sort((a, b) => (a.name === '[vdso]' ? -1 : 0) - (b.name === '[vdso]' ? -1 : 0));
+  for (const v of exec) {
+    const len = Math.min(v.end - v.start, 1 << 20);
+    let buf: Buffer;
+    try {
+      buf = native.readMem(pid, v.start, len);
+    } catch {
+      continue;
+    }
+    for (let i = buf.indexOf(0x0f); i >= 0 && i < buf.length - 1; i = buf.indexOf(0x0f, i + 1)) {
+      if (buf[i + 1] === 0x05) return v.start + i;
+    }
+  }
+  throw new NativeError({ message: `no syscall instruction found in the executable mappings of ${pid}`, code: 'ENOEXEC', syscall: 'findSyscallInsn', pid });
+}
+
+/** Picks a page-aligned range of `size` bytes free in every given layout, with a free page on both sides. */
+export function findFreeRange(layouts: Array<Array<{ start: number; end: number }>>, size: number, from = 0x10000): number {
+  const all = layouts.flat().sort((a, b) => a.start - b.start);
+  let candidate = from;
+  for (;;) {
+    const lo = candidate - PAGE_SIZE, hi = candidate + size + PAGE_SIZE;
+    const clash = all.find((v) => v.start < hi && v.end > lo);
+    if (!clash) return candidate;
+    candidate = clash.end + PAGE_SIZE;
+    if (candidate + size > TASK_SIZE) throw new Error('no free address range');
+  }
+}
+
+/**
+ * Registers of a task frozen inside a syscall, rewritten so that on resume it re-enters the
+ * syscall instead of returning -ERESTART* (the kernel would only do this itself when resuming
+ * from the signal path, which injected syscalls leave).
+ */
+export function restartAdjusted(raw: Buffer): Buffer {
+  const r = new Regs(Buffer.from(raw));
+  const orig = r.signed('orig_rax');
+  const ret = -r.signed('rax');
+  if (orig >= 0n) {
+    if (ret === BigInt(ERESTARTSYS) || ret === BigInt(ERESTARTNOINTR) || ret === BigInt(ERESTARTNOHAND)) {
+      r.set('rax', orig).set('rip', r.get('rip') - 2n).set('orig_rax', -1n);
+    } else if (ret === BigInt(ERESTART_RESTARTBLOCK)) {
+      r.set('rax', SYS.restart_syscall).set('rip', r.get('rip') - 2n).set('orig_rax', -1n);
+    }
+  }
+  return r.buf;
+}
+
+export class Tracee {
+  /** Registers at the moment of the freeze (raw, as the kernel reported them). */
+  readonly frozenRegs: Buffer;
+  private insn: number | undefined;
+  private scratchAddr: number | undefined;
+  private injected = 0;
+
+  constructor(readonly pid: number, opts: { insn?: number } = {}) {
+    this.frozenRegs = native.getRegs(pid);
+    this.insn = opts.insn;
+  }
+
+  /** Address of the `syscall` instruction used for injection. */
+  get syscallInsn(): number {
+    if (this.insn === undefined) this.insn = findSyscallInsn(this.pid);
+    return this.insn;
+  }
+  set syscallInsn(addr: number) {
+    this.insn = addr;
+  }
+
+  /** Runs one syscall in the task; throws NativeError on -errno. */
+  syscall(nr: number, ...args: Array<number | bigint>): bigint {
+    const ret = native.remoteSyscall(this.pid, this.syscallInsn, nr, args);
+    this.injected++;
+    return checkSyscall(nameOf(nr), this.pid, ret);
+  }
+
+  /** Runs one syscall and returns the raw result (negative errno included). */
+  syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
+    this.injected++;
+    return native.remoteSyscall(this.pid, this.syscallInsn, nr, args);
+  }
+
+  get injectedCount(): number {
+    return this.injected;
+  }
+
+  /** The scratch mapping (rw, SCRATCH_SIZE) for pointer arguments; created on first use. */
+  scratch(): number {
+    if (this.scratchAddr === undefined) {
+      const addr = findFreeRange([readMaps(this.pid)], SCRATCH_SIZE, 0x100000000);
+      this.scratchAddr = Number(
+        this.syscall(SYS.mmap, addr, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0),
+      );
+      log('pid %d: scratch at %s', this.pid, this.scratchAddr.toString(16));
+    }
+    return this.scratchAddr;
+  }
+
+  /** Adopts an existing mapping (e.g. the restore trampoline) as scratch. */
+  adoptScratch(addr: number): void {
+    this.scratchAddr = addr;
+  }
+
+  get scratchRange(): { start: number; end: number } | undefined {
+    return this.scratchAddr === undefined ? undefined : { start: this.scratchAddr, end: this.scratchAddr + SCRATCH_SIZE };
+  }
+
+  /** Writes data into scratch at offset and returns its address in the task. */
+  put(data: Buffer, offset = 0): number {
+    const addr = this.scratch() + offset;
+    native.writeMem(this.pid, addr, data);
+    return addr;
+  }
+
+  putString(s: string, offset = 0): number {
+    return this.put(Buffer.from(s + '\0'), offset);
+  }
+
+  read(addr: number, len: number): Buffer {
+    return native.readMem(this.pid, addr, len);
+  }
+
+  /** Unmaps the scratch mapping (dump side: leave no trace). */
+  releaseScratch(): void {
+    if (this.scratchAddr !== undefined) {
+      this.syscall(SYS.munmap, this.scratchAddr, SCRATCH_SIZE);
+      this.scratchAddr = undefined;
+    }
+  }
+}
+
+const NAMES = new Map<number, string>(Object.entries(SYS).map(([k, v]) => [v, k]));
+function nameOf(nr: number): string {
+  return NAMES.get(nr) ?? `syscall ${nr}`;
+}

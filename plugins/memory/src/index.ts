@@ -1,0 +1,300 @@
+/**
+ * @ckpt/plugin-memory — the memory state class.
+ *
+ * Dump: every VMA from /proc/PID/smaps; pages worth saving from /proc/PID/pagemap (anonymous
+ * and private-dirty pages; file pages come back from the file); all page runs copied by the
+ * native engine straight into one blob per process (pages-<pid>.img) with a running CRC32C;
+ * mm fields (code/data/brk/stack/args/env bounds), auxv and the exe path.
+ *
+ * Restore (into the stub the pids stage created): map a trampoline at an address free in both
+ * layouts, unmap everything else, put the vdso back at its old address, recreate every VMA
+ * with remote mmap, fill pages from the blob (CRC checked while streaming), then PR_SET_MM_MAP.
+ */
+import { closeSync, openSync, statSync } from 'node:fs';
+import {
+  CkptError, definePlugin, findFreeRange, findSyscallInsn, procfs, SCRATCH_SIZE, TASK_SIZE,
+  PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN,
+  MAP_FIXED_NOREPLACE, type ProcessDump, type ProcessRestore, type Vma,
+} from '@ckpt/core';
+import { native, SYS, NativeError } from '@ckpt/native';
+
+export const NAME = '@ckpt/plugin-memory';
+
+type VmaKind = 'anon' | 'shared-anon' | 'file-private' | 'file-shared' | 'vdso';
+
+export interface VmaRecord {
+  start: number;
+  end: number;
+  perms: string;
+  kind: VmaKind;
+  name: string;
+  /** For file mappings: the path, offset in the file and the file's identity at dump time. */
+  path?: string;
+  offset?: number;
+  file?: { size: number; mtimeMs: number; ino: number };
+  growsDown?: boolean;
+  /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
+  runs: Array<[number, number]>;
+  blobOffset: number;
+}
+
+export interface MemoryRecord {
+  vmas: VmaRecord[];
+  pagesFile: string;
+  pagesBytes: number;
+  mm: {
+    startCode: number; endCode: number; startData: number; endData: number; startBrk: number; brk: number;
+    startStack: number; argStart: number; argEnd: number; envStart: number; envEnd: number;
+  };
+  auxv: string;
+  exe: string;
+}
+
+const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
+const PROGRESS_CHUNK = 256 << 20;
+const O_RDONLY = 0, O_RDWR = 2, O_CLOEXEC = 0o2000000, AT_FDCWD = -100;
+const PR_SET_MM = 35, PR_SET_MM_MAP = 14, ARCH_MAP_VDSO_64 = 0x2003;
+
+function classify(pid: number, v: Vma): VmaKind {
+  if (SPECIAL.has(v.name)) return 'vdso';
+  const shared = v.perms[3] === 's';
+  if (v.name.startsWith('/')) {
+    if (v.name === '/dev/zero (deleted)' || (shared && v.inode && v.name.startsWith('/dev/zero'))) return 'shared-anon';
+    if (v.name.startsWith('/SYSV')) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${pid} has a SysV shared memory segment attached at 0x${v.start.toString(16)}; SysV IPC is not supported yet`);
+    }
+    if (v.name.endsWith(' (deleted)')) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED',
+        `pid ${pid} maps a deleted file at 0x${v.start.toString(16)} (${v.name}); mappings of deleted files and memfds are not supported yet`);
+    }
+    return shared ? 'file-shared' : 'file-private';
+  }
+  if (shared) return 'shared-anon';
+  return 'anon';
+}
+
+function protOf(perms: string): number {
+  return (perms[0] === 'r' ? PROT_READ : 0) | (perms[1] === 'w' ? PROT_WRITE : 0) | (perms[2] === 'x' ? PROT_EXEC : 0);
+}
+
+/** Cuts [a, b) out of the VMA list (the dumper's own scratch mapping). */
+function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[] {
+  if (!cut) return vmas;
+  const out: Vma[] = [];
+  for (const v of vmas) {
+    if (v.end <= cut.start || v.start >= cut.end) out.push(v);
+    else {
+      if (v.start < cut.start) out.push({ ...v, end: cut.start });
+      if (v.end > cut.end) out.push({ ...v, start: cut.end, offset: v.offset + (cut.end - v.start) });
+    }
+  }
+  return out;
+}
+
+async function dump(proc: ProcessDump): Promise<void> {
+  const { pid, tracee, session } = proc;
+  const vmas = without(procfs.readVmas(pid), tracee.scratchRange);
+  const stat = procfs.readStat(pid);
+  const brk = Number(tracee.syscall(SYS.brk, 0));
+  const records: VmaRecord[] = [];
+  const allRuns: number[] = [];
+  let blobOffset = 0;
+  for (const v of vmas) {
+    const kind = classify(pid, v);
+    const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
+    if (v.flags?.includes('gd')) rec.growsDown = true;
+    if (kind === 'file-private' || kind === 'file-shared') {
+      rec.path = v.name;
+      rec.offset = v.offset;
+      try {
+        const st = statSync(v.name);
+        rec.file = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+      } catch {
+        /* checked at restore */
+      }
+    }
+    if (kind !== 'vdso' && kind !== 'file-shared') {
+      const runs = native.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+      for (let i = 0; i < runs.length; i += 2) {
+        rec.runs.push([runs[i], runs[i + 1]]);
+        allRuns.push(runs[i], runs[i + 1]);
+        blobOffset += runs[i + 1];
+      }
+    }
+    records.push(rec);
+  }
+  const blob = session.image.openBlob(`pages-${pid}.img`);
+  const total = blobOffset;
+  let done = 0;
+  for (const piece of pieces(allRuns)) {
+    const r = native.dumpPages(pid, piece, blob.fd, blob.crc);
+    blob.crc = r.crc;
+    blob.size += r.bytes;
+    done += r.bytes;
+    session.options.onProgress?.('memory', done, total);
+  }
+  session.image.closeBlob(blob);
+  proc.put(NAME, {
+    vmas: records,
+    pagesFile: blob.name,
+    pagesBytes: blob.size,
+    mm: {
+      startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
+      startBrk: stat.startBrk, brk, startStack: stat.startStack, argStart: stat.argStart, argEnd: stat.argEnd,
+      envStart: stat.envStart, envEnd: stat.envEnd,
+    },
+    auxv: procfs.readAuxv(pid).toString('base64'),
+    exe: procfs.readExe(pid),
+  } satisfies MemoryRecord);
+}
+
+/** Splits a flat run list into pieces of at most PROGRESS_CHUNK bytes (for progress reports). */
+function* pieces(runs: number[]): Generator<Float64Array> {
+  let cur: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < runs.length; i += 2) {
+    let [addr, len] = [runs[i], runs[i + 1]];
+    while (len > 0) {
+      const take = Math.min(len, PROGRESS_CHUNK - bytes);
+      cur.push(addr, take);
+      bytes += take;
+      addr += take;
+      len -= take;
+      if (bytes >= PROGRESS_CHUNK) {
+        yield Float64Array.from(cur);
+        cur = [];
+        bytes = 0;
+      }
+    }
+  }
+  if (cur.length) yield Float64Array.from(cur);
+}
+
+async function restore(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<MemoryRecord>(NAME);
+  const stub = proc.stub;
+  if (!rec || !stub) return;
+  const pid = stub.pid;
+  const image = proc.session.image;
+
+  // 1. Trampoline: scratch data at its start, a `syscall` instruction at its end.
+  const stubVmas = procfs.readMaps(pid);
+  stub.syscallInsn = findSyscallInsn(pid, stubVmas);
+  const tramp = findFreeRange([stubVmas, rec.vmas], SCRATCH_SIZE, 0x10000000);
+  stub.syscall(SYS.mmap, tramp, SCRATCH_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  const insn = tramp + SCRATCH_SIZE - 16;
+  native.writeMem(pid, insn, Buffer.from([0x0f, 0x05, 0xcc, 0xcc]));
+  stub.syscallInsn = insn;
+  stub.adoptScratch(tramp);
+
+  // 2. Everything of the stub but the trampoline goes (vdso included: it comes back below).
+  stub.syscall(SYS.munmap, 0, tramp);
+  stub.syscall(SYS.munmap, tramp + SCRATCH_SIZE, TASK_SIZE - tramp - SCRATCH_SIZE);
+
+  // 3. vdso and vvar at their old addresses (same kernel: same layout, checked).
+  const vdsoGroup = rec.vmas.filter((v) => v.kind === 'vdso');
+  if (vdsoGroup.length) {
+    const base = Math.min(...vdsoGroup.map((v) => v.start));
+    stub.syscall(SYS.arch_prctl, ARCH_MAP_VDSO_64, base);
+    const now = procfs.readMaps(pid).filter((v) => v.name === '[vdso]' || v.name.startsWith('[vvar'));
+    const want = vdsoGroup.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
+    const got = now.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
+    if (want !== got) {
+      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+        `the vdso layout of this kernel differs from the image's (image: ${want}; here: ${got}); restore on the kernel the image was made on`);
+    }
+  }
+
+  // 4. Every other VMA, in address order.
+  const fdCache = new Map<string, number>();
+  const fileFd = (path: string, write: boolean): number => {
+    const key = `${write ? 'w' : 'r'}:${path}`;
+    let fd = fdCache.get(key);
+    if (fd === undefined) {
+      const addr = stub.putString(path, 0);
+      try {
+        fd = Number(stub.syscall(SYS.openat, AT_FDCWD, addr, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0));
+      } catch (e) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot open ${path}, mapped by pid ${proc.pid}: ${(e as NativeError).code}`, {
+          cause: e, hint: 'files mapped by the process must exist at restore, as at dump time',
+        });
+      }
+      fdCache.set(key, fd);
+    }
+    return fd;
+  };
+  for (const v of rec.vmas) {
+    if (v.kind === 'vdso') continue;
+    const len = v.end - v.start;
+    const prot = protOf(v.perms);
+    if (v.kind === 'anon' || v.kind === 'shared-anon') {
+      const flags = (v.kind === 'anon' ? MAP_PRIVATE : MAP_SHARED) | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
+      stub.syscall(SYS.mmap, v.start, len, prot, flags, -1, 0);
+    } else {
+      const shared = v.kind === 'file-shared';
+      checkFile(proc.pid, v);
+      const fd = fileFd(v.path!, shared && (prot & PROT_WRITE) !== 0);
+      stub.syscall(SYS.mmap, v.start, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.offset ?? 0);
+    }
+  }
+  for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
+
+  // 5. Page contents, CRC-checked as they stream.
+  const runs: number[] = [];
+  for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
+  const fd = openSync(image.path(rec.pagesFile), 'r');
+  try {
+    let off = 0, crc = 0;
+    for (const piece of pieces(runs)) {
+      const r = native.restorePages(pid, piece, fd, off, crc);
+      off += r.bytes;
+      crc = r.crc;
+      proc.session.options.onProgress?.('memory', off, rec.pagesBytes);
+    }
+    if (off !== rec.pagesBytes) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${rec.pagesFile}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
+    image.checkCrc(rec.pagesFile, crc);
+  } finally {
+    closeSync(fd);
+  }
+
+  // 6. mm fields, auxv and exe link, in one PR_SET_MM_MAP.
+  const auxv = Buffer.from(rec.auxv, 'base64');
+  const auxvAddr = stub.put(auxv, 1024);
+  const exeFd = Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
+  const m = rec.mm;
+  const map = Buffer.alloc(104);
+  [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd, m.envStart, m.envEnd, auxvAddr]
+    .forEach((x, i) => map.writeBigUInt64LE(BigInt(x), i * 8));
+  map.writeUInt32LE(auxv.length, 96);
+  map.writeUInt32LE(exeFd, 100);
+  const mapAddr = stub.put(map, 4096);
+  try {
+    stub.syscall(SYS.prctl, PR_SET_MM, PR_SET_MM_MAP, mapAddr, map.length, 0);
+  } finally {
+    stub.syscall(SYS.close, exeFd);
+  }
+}
+
+function checkFile(pid: number, v: VmaRecord): void {
+  let st;
+  try {
+    st = statSync(v.path!);
+  } catch {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${v.path} (mapped by pid ${pid} at 0x${v.start.toString(16)}) no longer exists`);
+  }
+  if (v.kind === 'file-private' && v.file && (st.size !== v.file.size || st.ino !== v.file.ino)) {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED',
+      `file ${v.path} (mapped privately by pid ${pid}) changed since the dump (size ${v.file.size} -> ${st.size}); its pages would not match`);
+  }
+}
+
+export const memoryPlugin = definePlugin<void>(() => ({
+  name: NAME,
+  version: '0.1.0',
+  apply(hooks) {
+    hooks.memory.dump.tapPromise(NAME, dump);
+    hooks.memory.restore.tapPromise(NAME, restore);
+  },
+}));
+
+export default memoryPlugin;

@@ -1,0 +1,136 @@
+// dump --leave-running: the process must keep running untouched (not killed, not left traced or
+// stopped), and the image must still restore it to the state it had at dump time.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  bin,
+  ckpt,
+  expectConsecutive,
+  expectOk,
+  expectRunningFree,
+  isAlive,
+  killAndWaitGone,
+  lastTick,
+  makeTempDir,
+  readText,
+  restoreOk,
+  runFixture,
+  sleep,
+  tail,
+  ticks,
+  useCleanup,
+  waitFor,
+  waitForLine,
+  waitForTick,
+} from './helpers.js';
+
+useCleanup();
+
+const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
+
+function sharedCounter(outdir: string): number {
+  return Number(fs.readFileSync(path.join(outdir, 'shared.dat')).readBigUInt64LE(0));
+}
+
+function outNumbers(file: string): number[] {
+  const t = readText(file);
+  return t
+    .slice(0, t.lastIndexOf('\n') + 1)
+    .split('\n')
+    .slice(0, -1)
+    .map((l, i) => {
+      if (!/^\d+$/.test(l)) throw new Error(`out.txt line ${i + 1} is ${JSON.stringify(l)}`);
+      return Number(l);
+    });
+}
+
+describe('dump --leave-running', () => {
+  it('leaves the process running untraced, and the image restores the dump-time state', async () => {
+    const dir = makeTempDir('leave');
+    const outdir = path.join(dir, 'out');
+    fs.mkdirSync(outdir);
+    const img = path.join(dir, 'img');
+    const workload = bin('workload');
+    const { pid, stdout } = await runFixture(dir, [workload, '16', outdir], { name: 'workload' });
+    await waitForTick(stdout, 5);
+
+    const tickAtDumpStart = lastTick(stdout);
+    // Watch the process while the dump runs: it must never die.
+    let diedDuringDump = false;
+    let dumping = true;
+    const watcher = (async () => {
+      while (dumping) {
+        if (!isAlive(pid)) diedDuringDump = true;
+        await sleep(20);
+      }
+    })();
+    const d = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running']);
+    dumping = false;
+    await watcher;
+    expectOk(d);
+    const tickAtDumpEnd = lastTick(stdout);
+    expect(diedDuringDump, 'the process died during dump --leave-running').toBe(false);
+
+    // Untouched afterwards: not traced, not stopped, still ticking, ticks consecutive.
+    expectRunningFree(pid, 'process after dump --leave-running');
+    await waitForTick(stdout, tickAtDumpEnd + 3);
+    expectRunningFree(pid, 'process after dump --leave-running');
+    // Let it run well past the dump point, so a restore to the dump point is visibly "earlier".
+    const lastBeforeKill = await waitForTick(stdout, tickAtDumpEnd + 30, 30_000);
+    expectConsecutive(ticks(stdout), 1, 'ticks of the process left running');
+    await killAndWaitGone(pid);
+    const killedAt = lastTick(stdout);
+    expect(killedAt).toBeGreaterThanOrEqual(lastBeforeKill);
+    const sharedAtKill = sharedCounter(outdir);
+
+    await restoreOk(img, pid, workload);
+
+    // The restored process resumes from the dump point: its counter (written to the shared file each
+    // tick) restarts from the dump-time value, below what the killed process had reached.
+    const resumed = await waitFor(
+      () => {
+        const v = sharedCounter(outdir);
+        return v !== sharedAtKill ? v : undefined;
+      },
+      15_000,
+      () => `the restored process never wrote its counter to shared.dat (still ${sharedAtKill})`,
+    );
+    expect(resumed, 'counter after restore (from shared.dat)').toBeGreaterThan(tickAtDumpStart);
+    expect(resumed, 'counter after restore (from shared.dat)').toBeLessThan(killedAt);
+
+    const fromLen = readText(stdout).length;
+    process.kill(pid, 'SIGUSR1');
+    const usr1 = await waitFor(
+      () => {
+        const text = readText(stdout);
+        // the restored stdout offset may be the dump-time one (overwriting) or the end (append):
+        // look for the usr1 line anywhere
+        const m = text.split('\n').map((l) => l.match(USR1_RE)).find((x) => x);
+        return m ?? undefined;
+      },
+      20_000,
+      () => `no usr1 line (stdout length ${fromLen})\n${tail(stdout)}`,
+    );
+    const [, tick, heap, priv, shared, fpu, mask] = usr1;
+    expect(Number(tick), usr1[0]).toBeGreaterThan(tickAtDumpStart);
+    expect(Number(tick), `${usr1[0]}: the restored process did not resume from the dump point`).toBeLessThan(killedAt);
+    expect({ heap, priv, shared, fpu, mask }, usr1[0]).toEqual({ heap: 'ok', priv: 'ok', shared: 'ok', fpu: 'ok', mask: 'ok' });
+    expectRunningFree(pid, 'restored process');
+
+    // out.txt (written by the program at its own file offset): the restored process rewrites the
+    // same lines from the dump-time offset, so once it has passed the kill point the file is
+    // still exactly 1..N.
+    const outFile = path.join(outdir, 'out.txt');
+    await waitFor(
+      () => {
+        const n = outNumbers(outFile);
+        return sharedCounter(outdir) > killedAt + 2 && n.length > killedAt + 2;
+      },
+      30_000,
+      () => `the restored process did not get past the kill point (counter ${sharedCounter(outdir)}, killed at ${killedAt})`,
+    );
+    expectConsecutive(outNumbers(outFile), 1, 'out.txt after restoring to an earlier point');
+    expect(readText(stdout)).not.toMatch(/^(fpumismatch|sleepret|fatal|outerror)/m);
+  });
+});

@@ -1,0 +1,37 @@
+// vitest globalSetup: compiles the C fixtures in test/fixtures into test/.build (only those whose
+// source is newer than the binary), and checks that the CLI has been built.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const SRC = path.join(ROOT, 'test/fixtures');
+const OUT = path.join(ROOT, 'test/.build');
+
+// Extra gcc flags per fixture. None need -mavx/-pthread: workload's vector code is inline asm chosen
+// at run time (AVX-512 / AVX / SSE), and nothing is threaded.
+const EXTRA: Record<string, string[]> = {};
+
+export default function setup(): void {
+  fs.mkdirSync(OUT, { recursive: true });
+  for (const f of fs.readdirSync(SRC).filter((n) => n.endsWith('.c')).sort()) {
+    const name = f.slice(0, -2);
+    const src = path.join(SRC, f);
+    const out = path.join(OUT, name);
+    const srcTime = fs.statSync(src).mtimeMs;
+    const outTime = fs.existsSync(out) ? fs.statSync(out).mtimeMs : -1;
+    if (outTime >= srcTime) continue;
+    const args = ['-O1', '-g', '-Wall', '-Wextra', '-Werror', ...(EXTRA[name] ?? []), '-o', out, src];
+    try {
+      execFileSync('gcc', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    } catch (e) {
+      const err = e as { stderr?: Buffer; message: string };
+      throw new Error(`building fixture ${f} failed: gcc ${args.join(' ')}\n${err.stderr?.toString() ?? err.message}`);
+    }
+  }
+  const cli = process.env.CKPT_CLI ?? path.join(ROOT, 'packages/cli/dist/bin.js');
+  if (!fs.existsSync(cli)) {
+    throw new Error(`the ckpt CLI is not built: ${cli} does not exist (run \`npm run build\` at the repo root first)`);
+  }
+}
