@@ -9,6 +9,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <cstring>
 #include <string>
@@ -76,10 +77,87 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(pid));
 }
 
+// spawnDetached(path, argv[], envp[], cwd, [stdin, stdout, stderr]) -> pid. The child starts a
+// new session, gets exactly these three fds (every other fd is closed, inherited or not), default
+// signal dispositions and an empty mask, then execs. exec failures come back as errors.
+Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  auto strings = [](Napi::Array a) {
+    std::vector<std::string> v;
+    for (uint32_t k = 0; k < a.Length(); k++) v.push_back(a.Get(k).As<Napi::String>().Utf8Value());
+    return v;
+  };
+  std::vector<std::string> argv = strings(info[1].As<Napi::Array>());
+  std::vector<std::string> envv = strings(info[2].As<Napi::Array>());
+  std::string cwd = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
+  Napi::Array stdio = info[4].As<Napi::Array>();
+  int fds[3];
+  for (int k = 0; k < 3; k++) fds[k] = stdio.Get(k).As<Napi::Number>().Int32Value();
+  std::vector<char*> av, ev;
+  for (auto& s : argv) av.push_back(const_cast<char*>(s.c_str()));
+  av.push_back(nullptr);
+  for (auto& s : envv) ev.push_back(const_cast<char*>(s.c_str()));
+  ev.push_back(nullptr);
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) < 0) {
+    ThrowErrno(env, errno, "pipe2");
+    return env.Undefined();
+  }
+  clone_args args;
+  memset(&args, 0, sizeof(args));
+  args.exit_signal = SIGCHLD;
+  long pid = syscall(SYS_clone3, &args, sizeof(args));
+  if (pid == 0) {
+    int err = 0;
+    syscall(SYS_setsid);
+    // Copy the three fds and the report pipe above anything else, then put them in place:
+    // 0-2 = stdio, 3 = report pipe (close-on-exec), everything else closed.
+    int hi[3];
+    for (int k = 0; k < 3; k++) hi[k] = syscall(SYS_fcntl, fds[k], F_DUPFD, 1000);
+    int rep = syscall(SYS_fcntl, report[1], F_DUPFD_CLOEXEC, 1000);
+    for (int k = 0; k < 3; k++) syscall(SYS_dup3, hi[k], k, 0);
+    syscall(SYS_dup3, rep, 3, O_CLOEXEC);
+    syscall(SYS_close_range, 4, ~0U, 0);
+    KernelSigaction dfl{};
+    for (int sig = 1; sig <= 64; sig++) syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
+    uint64_t empty = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, nullptr, 8);
+    if (!cwd.empty() && syscall(SYS_chdir, cwd.c_str()) < 0) err = errno;
+    if (!err) {
+      syscall(SYS_execve, path.c_str(), av.data(), ev.data());
+      err = errno;
+    }
+    syscall(SYS_write, 3, &err, sizeof(err));
+    syscall(SYS_exit_group, 127);
+    __builtin_unreachable();
+  }
+  close(report[1]);
+  if (pid < 0) {
+    int e = errno;
+    close(report[0]);
+    ThrowErrno(env, e, "clone3");
+    return env.Undefined();
+  }
+  int childErr = 0;
+  ssize_t n;
+  do n = read(report[0], &childErr, sizeof(childErr));
+  while (n < 0 && errno == EINTR);
+  close(report[0]);
+  if (n == sizeof(childErr) && childErr) {
+    int st;
+    waitpid(pid, &st, 0);
+    ThrowErrno(env, childErr, ("execve(" + path + ")").c_str());
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(pid));
+}
+
 }  // namespace
 
 void InitSpawn(Napi::Env env, Napi::Object exports) {
   exports.Set("spawnStub", Napi::Function::New(env, SpawnStub));
+  exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached));
 }
 
 }  // namespace ckpt

@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 /** The `ckpt` command. Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { closeSync, mkdirSync, openSync, renameSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import os from 'node:os';
 import { CkptError, VERSION } from '@ckpt/core';
@@ -74,13 +73,14 @@ program
     const outFd = openSync(outPath, 'a', 0o600);
     const errPath = o.stderr ? resolve(o.stderr) : outPath;
     const errFd = o.stderr ? openSync(errPath, 'a', 0o600) : outFd;
-    const child = spawn(command[0], command.slice(1), { detached: true, stdio: [inFd, outFd, errFd], cwd: o.cwd });
-    const pid = await new Promise<number>((res, rej) => {
-      child.once('spawn', () => res(child.pid!));
-      child.once('error', (e: NodeJS.ErrnoException) =>
-        rej(new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${e.code === 'ENOENT' ? 'no such program' : e.message}`)));
-    });
-    child.unref();
+    let pid: number;
+    try {
+      const exe = resolveProgram(command[0]);
+      const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+      pid = native.spawnDetached(exe, command, env, o.cwd ? resolve(o.cwd) : null, [inFd, outFd, errFd]);
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${(e as Error).message}`);
+    }
     for (const fd of new Set([inFd, outFd, errFd])) closeSync(fd);
     if (tmpLog) {
       const final = join(os.tmpdir(), 'ckpt-run', `${pid}.log`);
@@ -149,6 +149,27 @@ program
     }
     if (!r.ok) process.exitCode = 1;
   });
+
+/** Finds a program like execvp does: a path as is, a bare name along $PATH. */
+function resolveProgram(name: string): string {
+  const ok = (p: string) => {
+    try {
+      accessSync(p, FS.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) {
+    if (!ok(name)) throw new Error(`${name}: not an executable file`);
+    return resolve(name);
+  }
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = join(dir || '.', name);
+    if (ok(p)) return resolve(p);
+  }
+  throw new Error(`${name}: no such program in PATH`);
+}
 
 /** Waits for a restored child to exit; forwards SIGINT/SIGTERM to it; returns a shell-style status. */
 async function waitForExit(pid: number): Promise<number> {

@@ -1,0 +1,261 @@
+// Errors: every failure is a non-zero exit with a "ckpt: error:" line naming the cause and no stack
+// trace; a refused dump leaves its target running untouched; a failed restore leaves nothing behind.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  allPids,
+  bin,
+  ckpt,
+  CLI,
+  dumpOk,
+  expectCleanError,
+  expectConsecutive,
+  expectRunningFree,
+  freePid,
+  imageFiles,
+  isAlive,
+  lastTick,
+  makeTempDir,
+  newSuspects,
+  numbersOf,
+  numRe,
+  procStat,
+  restoreOk,
+  runFixture,
+  sleep,
+  tail,
+  ticks,
+  tracerPid,
+  track,
+  useCleanup,
+  waitForLine,
+  waitForTick,
+  waitPidFree,
+} from './helpers.js';
+
+useCleanup();
+
+const PF_KTHREAD = 0x00200000;
+const CORRUPTION_RE =
+  /corrupt|checksum|hash|digest|mismatch|truncat|short|invalid|integrity|damaged|unexpected|malformed|size|EOF|incomplete/i;
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** After a failed restore: the image's pid is not running and no new process of ours appeared. */
+async function expectNothingLeftBehind(before: Set<number>, imagePid: number | null): Promise<void> {
+  const needles = [bin('workload'), CLI, 'ckpt-stub'];
+  for (const delay of [0, 1000]) {
+    await sleep(delay);
+    if (imagePid !== null) {
+      expect(isAlive(imagePid), `pid ${imagePid} is running after a failed command`).toBe(false);
+    }
+    const left = newSuspects(before, needles);
+    expect(left, `processes left behind by a failed command: ${JSON.stringify(left)}`).toEqual([]);
+  }
+}
+
+/** Starts the workload (small heap), waits for a few ticks, dumps it (killing it), waits until its pid is free. */
+async function dumpedWorkload(tag: string) {
+  const dir = makeTempDir(tag);
+  const outdir = path.join(dir, 'out');
+  fs.mkdirSync(outdir);
+  const img = path.join(dir, 'img');
+  const started = await runFixture(dir, [bin('workload'), '8', outdir], { name: 'workload' });
+  await waitForTick(started.stdout, 3);
+  await dumpOk(started.pid, img);
+  await waitPidFree(started.pid);
+  return { dir, img, ...started };
+}
+
+function biggestFile(img: string) {
+  const files = imageFiles(img).sort((a, b) => b.size - a.size);
+  expect(files.length, `no files in image ${img}`).toBeGreaterThan(0);
+  return files[0];
+}
+
+function flipByte(file: string, offset: number): void {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, offset);
+    b[0] ^= 0x01;
+    fs.writeSync(fd, b, 0, 1, offset);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Dumps a workload, corrupts a copy of the image with `mutate`, and expects restore of the copy to
+ * fail cleanly with nothing left behind; then restores the pristine image as a control (which must
+ * work: the failure was the corruption's doing and the pid was left free).
+ */
+async function corruptedRestore(tag: string, mutate: (copy: string) => string, mentions: RegExp[]) {
+  const w = await dumpedWorkload(tag);
+  const copy = path.join(w.dir, 'img-bad');
+  fs.cpSync(w.img, copy, { recursive: true });
+  const what = mutate(copy);
+
+  const before = new Set(allPids());
+  const r = await ckpt(['restore', '-D', copy, '--detach']);
+  track(w.pid, bin('workload')); // in case it wrongly succeeded
+  expectCleanError(r, ...mentions);
+  await expectNothingLeftBehind(before, w.pid);
+
+  // control: the untouched image restores fine
+  const lastBefore = lastTick(w.stdout);
+  await restoreOk(w.img, w.pid, bin('workload'));
+  await waitForTick(w.stdout, lastBefore + 2);
+  return what;
+}
+
+describe('dump errors', () => {
+  it('no such pid', async () => {
+    const pid = freePid();
+    const dir = makeTempDir('nopid');
+    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img')]);
+    expectCleanError(r, numRe(pid), /no such|not exist|not found|ESRCH|gone|exited|no process/i);
+  });
+
+  it('pid 2, a kernel thread', async () => {
+    const st = procStat(2);
+    const isKthread = st !== null && (Number(st[8]) & PF_KTHREAD) !== 0;
+    if (!isKthread) {
+      console.warn('errors: pid 2 is not a kernel thread on this machine (no kernel threads visible?); test not run');
+      return;
+    }
+    const dir = makeTempDir('kthread');
+    const r = await ckpt(['dump', '-t', '2', '-D', path.join(dir, 'img')]);
+    expectCleanError(r, numRe(2), /kernel|kthread|EPERM|not permitted|cannot|refus/i);
+    expect(isAlive(2)).toBe(true);
+    expect(tracerPid(2)).toBe(0);
+  });
+
+  it('a pid already traced by another process', async () => {
+    const dir = makeTempDir('traced');
+    const traced = bin('traced');
+    const { pid: parent, stdout } = await runFixture(dir, [traced]);
+    const m = await waitForLine(stdout, /^traced child=(\d+)$/);
+    const child = Number(m.match[1]);
+    track(child, traced);
+    const childTickRe = new RegExp(`^child pid=${child} tick (\\d+)$`);
+    await waitForTick(stdout, 3, 15_000, childTickRe);
+    expect(tracerPid(child), 'the fixture child should be traced by its parent').toBe(parent);
+
+    const r = await ckpt(['dump', '-t', String(child), '-D', path.join(dir, 'img')]);
+    expectCleanError(r, numRe(child), /trac|ptrace|EPERM|not permitted|busy|attach|seize/i);
+
+    // the target is untouched: alive, still traced by its own parent, still ticking
+    expect(isAlive(child), 'traced child died').toBe(true);
+    expect(isAlive(parent), 'tracing parent died').toBe(true);
+    expect(tracerPid(child)).toBe(parent);
+    const seen = numbersOf(stdout, childTickRe);
+    await waitForTick(stdout, seen[seen.length - 1] + 3, 15_000, childTickRe);
+    expect(tracerPid(child)).toBe(parent);
+  });
+
+  const refused: [string, RegExp][] = [
+    ['eventfd', /eventfd/i],
+    ['socket', /socket|tcp|inet/i],
+    ['signalfd', /signalfd/i],
+  ];
+  it.each(refused)('a process holding an unsupported fd (%s) is refused and left running', async (kind, kindRe) => {
+    const dir = makeTempDir(`fd-${kind}`);
+    const { pid, stdout } = await runFixture(dir, [bin('fdkinds'), kind]);
+    const m = await waitForLine(stdout, /^fd=(\d+) kind=(\w+)$/);
+    const fd = Number(m.match[1]);
+    await waitForTick(stdout, 3);
+
+    const before = new Set(allPids());
+    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img')]);
+    expectCleanError(r, numRe(fd), kindRe);
+    await expectNothingLeftBehind(before, null);
+
+    expectRunningFree(pid, `${kind} holder after a refused dump`);
+    const last = lastTick(stdout);
+    await waitForTick(stdout, last + 3);
+    expectRunningFree(pid, `${kind} holder after a refused dump`);
+    expectConsecutive(ticks(stdout), 1, `ticks of the ${kind} holder`);
+  });
+});
+
+describe('restore errors', () => {
+  it('missing image directory', async () => {
+    const dir = makeTempDir('noimg');
+    const missing = path.join(dir, 'does-not-exist');
+    const before = new Set(allPids());
+    const r = await ckpt(['restore', '-D', missing, '--detach']);
+    expectCleanError(r, new RegExp(`${escapeRe(missing)}|no such|not found|does not exist|missing|ENOENT`, 'i'));
+    await expectNothingLeftBehind(before, null);
+
+    const s = await ckpt(['show', missing]);
+    expectCleanError(s);
+  });
+
+  it('truncated pages file', async () => {
+    const what = await corruptedRestore(
+      'trunc',
+      (copy) => {
+        const big = biggestFile(copy);
+        fs.truncateSync(big.file, Math.floor(big.size / 2));
+        return big.file;
+      },
+      [CORRUPTION_RE],
+    );
+    expect(what).toBeTruthy();
+  });
+
+  it('one byte flipped in the middle of the biggest image file', async () => {
+    await corruptedRestore(
+      'flip',
+      (copy) => {
+        const big = biggestFile(copy);
+        flipByte(big.file, Math.floor(big.size / 2));
+        return big.file;
+      },
+      [CORRUPTION_RE],
+    );
+  });
+
+  it('one byte flipped in a .json image file', async () => {
+    await corruptedRestore(
+      'flipjson',
+      (copy) => {
+        const files = imageFiles(copy).filter((f) => f.size > 0);
+        let target = files.filter((f) => f.file.endsWith('.json')).sort((a, b) => b.size - a.size)[0];
+        if (!target) {
+          target = files.sort((a, b) => a.size - b.size)[0];
+          console.warn(`errors: the image has no .json file; flipping a byte in the smallest file ${target.file} instead`);
+        }
+        flipByte(target.file, Math.floor(target.size / 2));
+        return target.file;
+      },
+      [],
+    );
+  });
+
+  it('pid still in use: the original is running (dumped with --leave-running)', async () => {
+    const dir = makeTempDir('inuse');
+    const outdir = path.join(dir, 'out');
+    fs.mkdirSync(outdir);
+    const img = path.join(dir, 'img');
+    const { pid, stdout } = await runFixture(dir, [bin('workload'), '8', outdir], { name: 'workload' });
+    await waitForTick(stdout, 3);
+    await dumpOk(pid, img, ['--leave-running']);
+    expectRunningFree(pid, 'original after dump --leave-running');
+
+    const before = new Set(allPids());
+    const r = await ckpt(['restore', '-D', img, '--detach']);
+    expectCleanError(r, numRe(pid), /in use|taken|exists|already|busy|occupied|running|alive/i);
+    await expectNothingLeftBehind(before, null);
+
+    // the original is untouched
+    expectRunningFree(pid, 'original after the failed restore');
+    await waitForTick(stdout, lastTick(stdout) + 3);
+    expectConsecutive(ticks(stdout), 1, `ticks of the original\n${tail(stdout)}`);
+    expect(fs.readFileSync(stdout, 'utf8')).not.toMatch(/^(fpumismatch|sleepret|fatal)/m);
+  });
+});
