@@ -1,0 +1,187 @@
+// The CLI surface: check, show (JSON and human), run --json, and usage errors.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  bin,
+  ckpt,
+  describeResult,
+  dumpOk,
+  expectCleanError,
+  expectOk,
+  expectRunningFree,
+  isAlive,
+  makeTempDir,
+  readLines,
+  runFixture,
+  useCleanup,
+  waitForLine,
+  waitForTick,
+} from './helpers.js';
+
+useCleanup();
+
+interface Area {
+  start: bigint;
+  end: bigint | null;
+}
+
+/** Reads an address that may be a number, a decimal or hex string ("0x7f..", "7f.."), or a bigint string. */
+function addrCandidates(v: unknown): bigint[] {
+  if (typeof v === 'number' && Number.isFinite(v) && v >= 0) return [BigInt(Math.round(v))];
+  if (typeof v === 'bigint') return [v];
+  if (typeof v === 'string') {
+    const s = v.trim();
+    if (/^0x[0-9a-f]+$/i.test(s)) return [BigInt(s)];
+    if (/^[0-9]+$/.test(s)) return [BigInt(s), BigInt(`0x${s}`)];
+    if (/^[0-9a-f]+$/i.test(s)) return [BigInt(`0x${s}`)];
+  }
+  return [];
+}
+
+/** Finds every array in the JSON that looks like a list of memory areas, as [start, end] pairs. */
+function findAreaLists(j: unknown): Area[][] {
+  const lists: Area[][] = [];
+  const visit = (v: unknown) => {
+    if (Array.isArray(v)) {
+      const areas: Area[] = [];
+      for (const e of v) {
+        if (typeof e === 'string') {
+          const m = e.match(/^(?:0x)?([0-9a-f]+)-(?:0x)?([0-9a-f]+)/i);
+          if (m) areas.push({ start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`) });
+        } else if (e && typeof e === 'object') {
+          const o = e as Record<string, unknown>;
+          const startKey = Object.keys(o).find((k) => /^(start|begin|from|addr|address|low|vm_?start)$/i.test(k));
+          const endKey = Object.keys(o).find((k) => /^(end|to|high|stop|vm_?end)$/i.test(k));
+          const sizeKey = Object.keys(o).find((k) => /^(size|len|length)$/i.test(k));
+          for (const start of startKey ? addrCandidates(o[startKey]) : []) {
+            let end: bigint | null = null;
+            if (endKey) end = addrCandidates(o[endKey])[0] ?? null;
+            else if (sizeKey && typeof o[sizeKey] === 'number') end = start + BigInt(o[sizeKey] as number);
+            areas.push({ start, end });
+          }
+        }
+      }
+      if (areas.length >= 5) lists.push(areas);
+      v.forEach(visit);
+    } else if (v && typeof v === 'object') {
+      Object.values(v as object).forEach(visit);
+    }
+  };
+  visit(j);
+  return lists;
+}
+
+/** True when some key whose name mentions "pid" holds the value pid. */
+function hasPid(j: unknown, pid: number): boolean {
+  if (Array.isArray(j)) return j.some((e) => hasPid(e, pid));
+  if (j && typeof j === 'object') {
+    return Object.entries(j as Record<string, unknown>).some(
+      ([k, v]) => (/pid/i.test(k) && (v === pid || v === String(pid) || (Array.isArray(v) && v.includes(pid)))) || hasPid(v, pid),
+    );
+  }
+  return false;
+}
+
+/** The largest anonymous rw mapping of a running process (its malloc'd heap block). */
+function bigAnonArea(pid: number): { start: bigint; end: bigint } {
+  let best: { start: bigint; end: bigint } | null = null;
+  for (const l of fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    const m = l.match(/^([0-9a-f]+)-([0-9a-f]+) rw-p \S+ 00:00 0\s*$/);
+    if (!m) continue;
+    const a = { start: BigInt(`0x${m[1]}`), end: BigInt(`0x${m[2]}`) };
+    if (!best || a.end - a.start > best.end - best.start) best = a;
+  }
+  if (!best) throw new Error(`no anonymous mapping in /proc/${pid}/maps`);
+  return best;
+}
+
+describe('ckpt check', () => {
+  it('exits 0 and its --json parses', async () => {
+    const r = await ckpt(['check']);
+    expectOk(r);
+    expect(r.stdout.trim().length, 'ckpt check printed nothing').toBeGreaterThan(0);
+    const j = await ckpt(['check', '--json']);
+    expectOk(j);
+    let parsed: unknown;
+    expect(() => (parsed = JSON.parse(j.stdout)), describeResult(j)).not.toThrow();
+    expect(typeof parsed).toBe('object');
+    expect(parsed).not.toBeNull();
+  });
+});
+
+describe('ckpt show', () => {
+  it('describes a fresh image: pid and memory areas (JSON), pid in human-readable text', async () => {
+    const dir = makeTempDir('show');
+    const outdir = path.join(dir, 'out');
+    fs.mkdirSync(outdir);
+    const img = path.join(dir, 'img');
+    const { pid, stdout } = await runFixture(dir, [bin('workload'), '8', outdir], { name: 'workload', json: true });
+    await waitForLine(stdout, /^start pid=/);
+    await waitForTick(stdout, 2);
+    const heap = bigAnonArea(pid);
+    expect(heap.end - heap.start >= 8n << 20n, 'the 8 MiB heap block is not in /proc/PID/maps').toBe(true);
+    await dumpOk(pid, img, ['--leave-running']);
+    expectRunningFree(pid, 'workload after dump --leave-running');
+
+    const j = await ckpt(['show', img, '--json']);
+    expectOk(j);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(j.stdout);
+    } catch (e) {
+      throw new Error(`show --json is not JSON: ${e}\n${describeResult(j)}`);
+    }
+    expect(hasPid(parsed, pid), `show --json does not hold the pid ${pid} under a "pid" key\n${describeResult(j)}`).toBe(true);
+    const lists = findAreaLists(parsed);
+    expect(lists.length, `show --json has no list of memory areas\n${describeResult(j)}`).toBeGreaterThan(0);
+    // one of those lists covers the heap block the process had
+    const covers = lists.some((areas) =>
+      areas.some((a) => (a.end !== null ? a.start <= heap.start && a.end >= heap.end : a.start === heap.start)),
+    );
+    expect(covers, `no memory area covers the heap ${heap.start.toString(16)}-${heap.end.toString(16)}\n${describeResult(j)}`).toBe(true);
+
+    const h = await ckpt(['show', img]);
+    expectOk(h);
+    expect(h.stdout, describeResult(h)).toMatch(new RegExp(`(^|[^0-9])${pid}([^0-9]|$)`, 'm'));
+    expect(h.stdout.trim().split('\n').length, 'human show output is a single line').toBeGreaterThan(1);
+    expect(isAlive(pid)).toBe(true);
+  });
+});
+
+describe('usage errors', () => {
+  it('an unknown verb', async () => {
+    expectCleanError(await ckpt(['frobnicate']), /frobnicate/);
+  });
+
+  it('dump without -t', async () => {
+    const dir = makeTempDir('usage');
+    expectCleanError(await ckpt(['dump', '-D', path.join(dir, 'img')]));
+  });
+
+  it('dump with a non-numeric pid', async () => {
+    const dir = makeTempDir('usage');
+    expectCleanError(await ckpt(['dump', '-t', 'abc', '-D', path.join(dir, 'img')]), /abc/);
+  });
+
+  it('run of a program that does not exist', async () => {
+    const dir = makeTempDir('usage');
+    const missing = path.join(dir, 'no-such-program');
+    const r = await ckpt(['run', '--stdout', path.join(dir, 'o'), '--', missing]);
+    expectCleanError(r, /no-such-program|ENOENT|no such|not found/i);
+  });
+
+  it('run --json prints the pid of a running program', async () => {
+    const dir = makeTempDir('runjson');
+    const { pid, stdout } = await runFixture(dir, [bin('fdkinds'), 'eventfd'], { json: true });
+    await waitForTick(stdout, 2);
+    expect(readLines(stdout)[0]).toBe('fd=37 kind=eventfd');
+    expectRunningFree(pid, 'program started by ckpt run');
+    // detached: in a session of its own, not the test runner's
+    const sid = (p: number | 'self') => {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
+    };
+    expect(sid(pid), 'the program runs in the test runner\'s session (no setsid)').not.toBe(sid('self'));
+  });
+});
