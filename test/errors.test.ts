@@ -46,13 +46,13 @@ function escapeRe(s: string): string {
 
 /** After a failed restore: the image's pid is not running and no new process of ours appeared. */
 async function expectNothingLeftBehind(before: Set<number>, imagePid: number | null): Promise<void> {
-  const needles = [bin('workload'), CLI, 'ckpt-stub'];
+  const needles = [bin('workload'), bin('fdkinds')];
   for (const delay of [0, 1000]) {
     await sleep(delay);
     if (imagePid !== null) {
       expect(isAlive(imagePid), `pid ${imagePid} is running after a failed command`).toBe(false);
     }
-    const left = newSuspects(before, needles);
+    const left = newSuspects(before, needles, [CLI, 'ckpt-stub']);
     expect(left, `processes left behind by a failed command: ${JSON.stringify(left)}`).toEqual([]);
   }
 }

@@ -260,16 +260,24 @@ export function processesMatching(needle: string, except: Set<number> = new Set(
 
 /**
  * Live processes that did not exist in `before` and that look like ours: their cmdline contains one of
- * the needles, or their cmdline/comm mentions ckpt (a helper or stub left behind).
+ * `needles` (fixture paths), or they are orphans (parent init) whose cmdline contains one of
+ * `orphanNeedles` (the CLI, a stub) or whose comm starts with "ckpt" — a helper left behind.
  */
-export function newSuspects(before: Set<number>, needles: string[]): { pid: number; cmd: string; comm: string }[] {
-  const out: { pid: number; cmd: string; comm: string }[] = [];
+export function newSuspects(
+  before: Set<number>,
+  needles: string[],
+  orphanNeedles: string[] = [],
+): { pid: number; ppid: number; cmd: string; comm: string }[] {
+  const out: { pid: number; ppid: number; cmd: string; comm: string }[] = [];
   for (const pid of allPids()) {
     if (before.has(pid) || pid === process.pid || !isAlive(pid)) continue;
     const cmd = (cmdline(pid) ?? []).join(' ');
-    const comm = procStat(pid)?.[1] ?? '';
-    if (needles.some((n) => cmd.includes(n)) || /ckpt/i.test(comm) || /ckpt(?!-test-)/i.test(cmd)) {
-      out.push({ pid, cmd, comm });
+    const stat = procStat(pid);
+    const comm = stat?.[1] ?? '';
+    const ppid = Number(stat?.[3] ?? -1);
+    const orphan = ppid === 1 || ppid === 0;
+    if (needles.some((n) => cmd.includes(n)) || (orphan && (orphanNeedles.some((n) => cmd.includes(n)) || /^ckpt/i.test(comm)))) {
+      out.push({ pid, ppid, cmd, comm });
     }
   }
   return out;

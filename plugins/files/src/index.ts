@@ -62,7 +62,7 @@ export function fdKind(link: string, st: Stats): string {
 
 function describeFd(req: { fd: number; kind: string; link: string }): string {
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(req.link)?.[1];
-  const what = anon ? `an ${anon} (anon_inode)` : req.kind === 'socket' ? 'a socket' : `a ${req.kind}`;
+  const what = anon ? `an ${anon}` : `a ${req.kind}`;
   return `fd ${req.fd} is ${what} (${req.link})`;
 }
 
