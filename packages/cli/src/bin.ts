@@ -34,6 +34,20 @@ async function ckpt() {
   return createCkpt({ config: g.config, plugins: g.plugin });
 }
 
+/** SIGINT/SIGTERM during a dump or restore: stop between stages and undo, never die half-way. */
+function interruptible(): AbortSignal {
+  const ac = new AbortController();
+  const stop = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) return;
+    process.stderr.write(`\nckpt: ${sig}: stopping after the current step and undoing\n`);
+    ac.abort();
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGHUP', stop);
+  return ac.signal;
+}
+
 function parsePid(s: string): number {
   if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a pid: ${JSON.stringify(s)}`);
   return Number(s);
@@ -105,7 +119,7 @@ program
   .option('--no-progress', 'no progress display')
   .action(async (o: { tree: string; imagesDir: string; leaveRunning?: boolean; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, onProgress: progress(o.progress && !o.json) });
+    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     if (o.json) console.log(JSON.stringify(r));
     else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
   });
@@ -119,7 +133,7 @@ program
   .option('--no-progress', 'no progress display')
   .action(async (o: { imagesDir: string; detach?: boolean; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, onProgress: progress(o.progress && !o.json) });
+    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     if (o.json) console.log(JSON.stringify(r));
     else if (o.detach) console.log(r.pids.join('\n'));
     else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
@@ -173,7 +187,10 @@ function resolveProgram(name: string): string {
 
 /** Waits for a restored child to exit; forwards SIGINT/SIGTERM to it; returns a shell-style status. */
 async function waitForExit(pid: number): Promise<number> {
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => process.kill(pid, sig));
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.removeAllListeners(sig);
+    process.on(sig, () => process.kill(pid, sig));
+  }
   for (;;) {
     const st = native.tryWait(pid);
     if (st && (st.kind === 'exited' || st.kind === 'killed')) return st.kind === 'exited' ? st.code! : 128 + st.signal!;

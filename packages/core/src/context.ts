@@ -9,6 +9,8 @@ export interface DumpOptions {
   pid: number;
   dir: string;
   leaveRunning?: boolean;
+  /** Aborts the dump between stages (the process is thawed, the partial image dropped). */
+  signal?: AbortSignal;
   /** Progress callback for long work (bytes copied so far, total). */
   onProgress?: (what: string, done: number, total: number) => void;
 }
@@ -17,6 +19,8 @@ export interface RestoreOptions {
   dir: string;
   /** Let the restored processes go (reparented to init) instead of staying our children. */
   detach?: boolean;
+  /** Aborts the restore between stages (everything created is removed). */
+  signal?: AbortSignal;
   onProgress?: (what: string, done: number, total: number) => void;
 }
 

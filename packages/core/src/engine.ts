@@ -87,7 +87,10 @@ export class Ckpt {
       }
       const proc = processDump(pid, tracee, session);
       session.processes.push(proc);
-      for (const stage of DUMP_STAGES) await this.hooks[stage].dump.promise(proc);
+      for (const stage of DUMP_STAGES) {
+        checkAborted(options.signal, 'dump');
+        await this.hooks[stage].dump.promise(proc);
+      }
       await this.hooks.session.afterDump.promise(session);
       for (const p of session.processes) {
         if (p.tracee.scratchRange) p.tracee.releaseScratch();
@@ -140,6 +143,7 @@ export class Ckpt {
       for (const r of records) session.processes.push(processRestore(r, session));
       for (const proc of session.processes) {
         for (const stage of RESTORE_STAGES) {
+          checkAborted(options.signal, 'restore');
           await this.hooks[stage].restore.promise(proc);
           if (stage === 'sysvipc') closeInstaller(proc);
         }
@@ -242,6 +246,10 @@ async function waitPidFree(pid: number): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+function checkAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new CkptError(what === 'dump' ? 'ERR_CKPT_DUMP_FAILED' : 'ERR_CKPT_RESTORE_FAILED', `${what} interrupted`);
 }
 
 function asCkptError(e: unknown, code: 'ERR_CKPT_DUMP_FAILED' | 'ERR_CKPT_RESTORE_FAILED', what: string): CkptError {
