@@ -5,7 +5,7 @@ interface VmaLike { start: number; end: number; perms: string; kind: string; nam
 interface MemoryLike { vmas: VmaLike[]; pagesBytes: number; exe: string }
 interface FilesLike { fds: Array<{ fd: number; kind: string; plugin: string; cloexec: boolean; data: { path?: string; flags?: number; pos?: number; sameAs?: number; pipe?: { id: string; data?: string } } }>; cwd: string; umask: number }
 interface PidsLike { pid: number; ppid: number; pgid: number; sid: number; comm: string; cmdline: string[] }
-interface RegsLike { gpr: string; sigmask: string; sigactions: Array<{ sig: number; handler: string }>; xstateSize: number }
+interface RegsLike { sigactions: Array<{ sig: number; handler: string }>; xstateSize: number; threads: Array<{ tid: number; comm: string; gpr: string; sigmask: string }> }
 
 const SIGNAMES = ['', 'HUP', 'INT', 'QUIT', 'ILL', 'TRAP', 'ABRT', 'BUS', 'FPE', 'KILL', 'USR1', 'SEGV', 'USR2', 'PIPE', 'ALRM', 'TERM',
   'STKFLT', 'CHLD', 'CONT', 'STOP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'XCPU', 'XFSZ', 'VTALRM', 'PROF', 'WINCH', 'IO', 'PWR', 'SYS'];
@@ -40,6 +40,7 @@ function summary(p: ProcessRecord) {
     vmas: mem?.vmas.map((v) => ({ start: v.start, end: v.end, perms: v.perms, kind: v.kind, name: v.name, savedBytes: v.runs.reduce((a, r) => a + r[1], 0) })),
     pagesBytes: mem?.pagesBytes,
     fds: files?.fds.map((f) => ({ fd: f.fd, kind: f.kind, plugin: f.plugin, path: f.data.path, pos: f.data.pos, sameAs: f.data.sameAs })),
+    threads: (p.records['@ckpt/plugin-registers'] as RegsLike | undefined)?.threads.map((t) => ({ tid: t.tid, comm: t.comm })),
     records: Object.keys(p.records),
   };
 }
@@ -69,13 +70,17 @@ function describeProcess(p: ProcessRecord): string[] {
     }
   }
   if (regs) {
-    const rip = Buffer.from(regs.gpr, 'base64').readBigUInt64LE(128);
-    const blocked = BigInt(regs.sigmask);
-    const names = [];
-    for (let s = 1; s <= 64; s++) if (blocked & (1n << BigInt(s - 1))) names.push(sigName(s));
-    out.push(`  registers: rip 0x${rip.toString(16)}, xstate ${regs.xstateSize} bytes`);
     out.push(`  signals: handlers for ${regs.sigactions.filter((a) => BigInt(a.handler) > 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; ` +
-      `ignored ${regs.sigactions.filter((a) => BigInt(a.handler) === 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; blocked ${names.join(' ') || 'none'}`);
+      `ignored ${regs.sigactions.filter((a) => BigInt(a.handler) === 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}`);
+    out.push(`  threads: ${regs.threads.length} (xstate ${regs.xstateSize} bytes each)`);
+    for (const t of regs.threads) {
+      const regsBuf = Buffer.from(t.gpr, 'base64');
+      const orig = regsBuf.readBigInt64LE(120);
+      const blocked = BigInt(t.sigmask);
+      const names = [];
+      for (let s = 1; s <= 64; s++) if (blocked & (1n << BigInt(s - 1))) names.push(sigName(s));
+      out.push(`    tid ${t.tid} (${t.comm}) rip 0x${regsBuf.readBigUInt64LE(128).toString(16)}${orig >= 0n ? `, in syscall ${orig}` : ''}; blocked ${names.join(' ') || 'none'}`);
+    }
   }
   return out;
 }

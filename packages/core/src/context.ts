@@ -35,7 +35,10 @@ export interface DumpSession {
 
 export interface ProcessDump {
   readonly pid: number;
+  /** The thread group leader (tid = pid): remote syscalls for process-wide state go here. */
   readonly tracee: Tracee;
+  /** Every thread, frozen; the leader first. */
+  readonly threads: Tracee[];
   readonly session: DumpSession;
   readonly records: Record<string, unknown>;
   /** Stores this plugin's record for the process. */
@@ -79,6 +82,8 @@ export interface ProcessRestore {
   readonly session: RestoreSession;
   /** The stub being rebuilt into the process; set by the pids stage. */
   stub?: Tracee;
+  /** Every thread of the process being rebuilt, leader first, once the threads stage made them. */
+  threads: Tracee[];
   get<T>(plugin: string): T | undefined;
   /** Makes `restorerFd` (one of ours) fd number `fd` of the stub, sharing the open description. */
   installFd(fd: number, restorerFd: number, cloexec: boolean): void;

@@ -70,22 +70,14 @@ export class Ckpt {
     const services = this.services();
     const pc = services.processes;
     pc.checkTraceable(pid);
-    const threads = pc.threadsOf(pid);
-    if (threads.length > 1) {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED',
-        `cannot checkpoint pid ${pid}: it has ${threads.length} threads; this version handles single-threaded processes only`);
-    }
     const image = new ImageWriter(options.dir);
     const session: DumpSession = { options, image, processes: [], meta: {}, services };
-    const frozen: Tracee[] = [];
+    const frozen: Tracee[][] = [];
     try {
       await this.hooks.session.beforeDump.promise(session);
-      const tracee = pc.freeze(pid);
-      frozen.push(tracee);
-      if (pc.threadsOf(pid).length > 1) {
-        throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${pid}: it started a thread; single-threaded processes only`);
-      }
-      const proc = processDump(pid, tracee, session);
+      const threads = pc.freeze(pid);
+      frozen.push(threads);
+      const proc = processDump(pid, threads, session);
       session.processes.push(proc);
       for (const stage of DUMP_STAGES) {
         checkAborted(options.signal, 'dump');
@@ -106,8 +98,8 @@ export class Ckpt {
         plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version }])),
         meta: session.meta,
       });
-      if (options.leaveRunning) for (const t of frozen) pc.thaw(t);
-      else for (const t of frozen) pc.killFrozen(t);
+      if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
+      else for (const threads of frozen) pc.killFrozen(threads);
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
       return { dir: image.dir, pids: session.processes.map((p) => p.pid), ms: performance.now() - t0, imageBytes, leftRunning: !!options.leaveRunning };
     } catch (e) {
@@ -150,7 +142,10 @@ export class Ckpt {
         if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);
       }
       await this.hooks.session.afterRestore.promise(session);
-      for (const proc of session.processes) native.detach(proc.stub!.pid, 0);
+      for (const proc of session.processes) {
+        for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.detach(t.pid, 0);
+        native.detach(proc.stub!.pid, 0);
+      }
     } catch (e) {
       log('restore failed, rolling back: %s', errorMessage(e));
       for (const fn of rollbacks.reverse()) {
@@ -166,10 +161,10 @@ export class Ckpt {
   }
 }
 
-function processDump(pid: number, tracee: Tracee, session: DumpSession): ProcessDump {
+function processDump(pid: number, threads: Tracee[], session: DumpSession): ProcessDump {
   const records: Record<string, unknown> = {};
   return {
-    pid, tracee, session, records,
+    pid, tracee: threads[0], threads, session, records,
     put(plugin, data) {
       records[plugin] = data;
     },
@@ -190,6 +185,7 @@ function processRestore(record: ProcessRecord, session: RestoreSession): Process
     record,
     session,
     stub: undefined,
+    threads: [],
     get<T>(plugin: string) {
       return record.records[plugin] as T | undefined;
     },

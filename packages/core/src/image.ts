@@ -78,7 +78,12 @@ export class ImageWriter {
 
   constructor(dir: string) {
     this.dir = resolve(dir);
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_USAGE', `cannot use ${this.dir} as image directory: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'a file of that name exists' : (e as Error).message}`);
+    }
+    if (!statSync(this.dir).isDirectory()) throw new CkptError('ERR_CKPT_USAGE', `cannot use ${this.dir} as image directory: not a directory`);
     // An overwritten image stops looking complete the moment we start.
     if (existsSync(join(this.dir, MANIFEST))) unlinkSync(join(this.dir, MANIFEST));
     this.staging = join(this.dir, `.staging-${process.pid}-${randomBytes(4).toString('hex')}`);

@@ -6,7 +6,7 @@
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
-import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
@@ -40,13 +40,42 @@ export class ProcessControl {
     if (pid === process.pid) throw new CkptError('ERR_CKPT_NOT_TRACEABLE', 'ckpt cannot checkpoint itself');
   }
 
-  /** Seizes and stops pid. Signals that arrive meanwhile are held back and re-sent on thaw. */
-  freeze(pid: number): Tracee {
+  /**
+   * Seizes and stops every thread of pid (re-reading the thread list until no new thread
+   * appears). Returns the leader first. Signals that arrive meanwhile are held back and re-sent
+   * on thaw. On failure, whatever was frozen is let go.
+   */
+  freeze(pid: number): Tracee[] {
     this.checkTraceable(pid);
+    const threads: Tracee[] = [];
     try {
-      native.seize(pid, PTRACE_O_TRACESYSGOOD);
+      for (;;) {
+        const fresh = listThreads(pid).filter((tid) => !threads.some((t) => t.pid === tid));
+        if (!fresh.length) break;
+        fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+        for (const tid of fresh) {
+          if (!this.seizeOne(pid, tid)) continue;
+          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid);
+          threads.push(t);
+          this.frozen.set(tid, t);
+        }
+      }
+      if (!threads.length || threads[0].pid !== pid) throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
+      log('froze %d (%d threads)', pid, threads.length);
+      return threads;
+    } catch (e) {
+      for (const t of threads) this.thaw(t);
+      throw e;
+    }
+  }
+
+  /** Seize + interrupt one task; false when it is gone already (a thread that just exited). */
+  private seizeOne(pid: number, tid: number): boolean {
+    try {
+      native.seize(tid, PTRACE_O_TRACESYSGOOD);
     } catch (e) {
       const err = e as NativeError;
+      if (err.code === 'ESRCH' && tid !== pid) return false;
       if (err.code === 'EPERM' || err.code === 'EACCES') {
         throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid}: ptrace refused (${err.message})`,
           { cause: e, hint: 'it may be traced already, or protected by a security policy' });
@@ -55,23 +84,16 @@ export class ProcessControl {
       throw e;
     }
     try {
-      const st = native.interruptAndWait(pid, 10000);
+      const st = native.interruptAndWait(tid, 10000);
       if (st.kind === 'exited' || st.kind === 'killed') {
+        if (tid !== pid) return false;
         throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
       }
-      const t = new Tracee(pid);
-      this.frozen.set(pid, t);
-      log('froze %d', pid);
-      return t;
+      return true;
     } catch (e) {
-      this.detachQuietly(pid);
+      this.detachQuietly(tid);
       throw e;
     }
-  }
-
-  /** Every thread of pid, to refuse what this version cannot do yet. */
-  threadsOf(pid: number): number[] {
-    return listThreads(pid);
   }
 
   /** Lets a frozen process go: registers as they were (re-entering an interrupted syscall). */
@@ -95,18 +117,22 @@ export class ProcessControl {
     for (const t of [...this.frozen.values()]) this.thaw(t);
   }
 
-  /** Kills a frozen process (after a successful dump) and consumes its exit as tracer. */
-  killFrozen(t: Tracee): void {
-    this.frozen.delete(t.pid);
-    native.takeSuppressedSignals(t.pid);
-    process.kill(t.pid, 'SIGKILL');
-    try {
-      for (let i = 0; i < 100; i++) {
-        const st = native.waitStop(t.pid, 5000);
-        if (st.kind === 'exited' || st.kind === 'killed') break;
+  /** Kills a frozen process (after a successful dump) and consumes its threads' exits as tracer. */
+  killFrozen(threads: Tracee[]): void {
+    for (const t of threads) {
+      this.frozen.delete(t.pid);
+      native.takeSuppressedSignals(t.pid);
+    }
+    process.kill(threads[0].pid, 'SIGKILL');
+    for (const t of [...threads.slice(1), threads[0]]) {
+      try {
+        for (let i = 0; i < 100; i++) {
+          const st = native.waitStop(t.pid, 5000);
+          if (st.kind === 'exited' || st.kind === 'killed') break;
+        }
+      } catch {
+        /* not reportable to us any more: gone */
       }
-    } catch {
-      /* not reportable to us any more: gone */
     }
   }
 
@@ -148,7 +174,7 @@ export class ProcessControl {
     if (st.kind !== 'signal' || st.signal !== 5) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
     }
-    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD);
+    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE);
     log('stub %d ready', child);
     return new Tracee(child);
   }

@@ -67,25 +67,43 @@ export function restartAdjusted(raw: Buffer): Buffer {
   return r.buf;
 }
 
+/** What the threads of one process share for injection: the instruction and the scratch page. */
+export interface AddressSpace {
+  insn?: number;
+  scratch?: number;
+}
+
+/** One traced task (a thread; the leader's tid is the pid). */
 export class Tracee {
   /** Registers at the moment of the freeze (raw, as the kernel reported them). */
   readonly frozenRegs: Buffer;
-  private insn: number | undefined;
-  private scratchAddr: number | undefined;
+  readonly space: AddressSpace;
   private injected = 0;
 
-  constructor(readonly pid: number, opts: { insn?: number } = {}) {
+  constructor(readonly pid: number, opts: { space?: AddressSpace } = {}) {
     this.frozenRegs = native.getRegs(pid);
-    this.insn = opts.insn;
+    this.space = opts.space ?? {};
+  }
+
+  /** Another thread of the same process, sharing the injection instruction and scratch page. */
+  sibling(tid: number): Tracee {
+    return new Tracee(tid, { space: this.space });
   }
 
   /** Address of the `syscall` instruction used for injection. */
   get syscallInsn(): number {
-    if (this.insn === undefined) this.insn = findSyscallInsn(this.pid);
-    return this.insn;
+    if (this.space.insn === undefined) this.space.insn = findSyscallInsn(this.pid);
+    return this.space.insn;
   }
   set syscallInsn(addr: number) {
-    this.insn = addr;
+    this.space.insn = addr;
+  }
+
+  private get scratchAddr(): number | undefined {
+    return this.space.scratch;
+  }
+  private set scratchAddr(v: number | undefined) {
+    this.space.scratch = v;
   }
 
   /** Runs one syscall in the task; throws NativeError on -errno. */

@@ -5,7 +5,9 @@
  *              XSTATE area (x87, SSE, AVX, AVX-512...), size and XCR0 checked at restore;
  *   signals:   all 64 dispositions (read by remote rt_sigaction), the blocked mask, pending
  *              signals (per-thread and shared, PTRACE_PEEKSIGINFO);
- *   threads:   rseq registration, robust futex list, clear_child_tid.
+ *   threads:   every thread recreated with its tid (clone3 set_tid from the leader), each with its
+ *              registers, mask, pending signals, rseq registration, robust futex list,
+ *              clear_child_tid and name.
  *
  * Syscall restart: a task frozen inside a syscall is restored so that it re-enters it.
  * -ERESTARTSYS/-ERESTARTNOINTR/-ERESTARTNOHAND: the syscall is re-issued as it was.
@@ -14,7 +16,8 @@
  *   caller's `rem` (absolute sleeps unchanged); poll is re-issued with its original timeout;
  *   anything else returns EINTR, as after any signal.
  */
-import { CkptError, definePlugin, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { readFileSync } from 'node:fs';
+import { CkptError, definePlugin, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-registers';
@@ -27,100 +30,152 @@ export interface SigactionRecord {
   mask: string;
 }
 
-export interface RegistersRecord {
+/** Per-thread state. */
+export interface ThreadRecord {
+  tid: number;
+  comm: string;
   gpr: string;
   xstate: string;
-  xstateSize: number;
-  xcr0: string;
   sigmask: string;
-  sigactions: SigactionRecord[];
-  pending: { thread: string[]; shared: string[] };
+  /** Signals pending for this thread only (siginfo, base64). */
+  pending: string[];
   rseq: { pointer: string; size: number; signature: number } | null;
   robustList: { head: string; len: number };
   clearChildTid: string;
 }
 
-const PR_GET_TID_ADDRESS = 40;
+export interface RegistersRecord {
+  xstateSize: number;
+  xcr0: string;
+  sigactions: SigactionRecord[];
+  /** Signals pending for the whole process. */
+  sharedPending: string[];
+  /** The leader first. */
+  threads: ThreadRecord[];
+}
+
+const PR_GET_TID_ADDRESS = 40, PR_SET_NAME = 15;
 const SIGKILL = 9, SIGSTOP = 19;
 const ALL_SIGNALS = (1n << 64n) - 1n;
+const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
 const hex = (v: bigint) => '0x' + v.toString(16);
 
-async function dumpRegisters(proc: ProcessDump): Promise<void> {
-  const { pid, tracee } = proc;
-  const xstate = native.getXstate(pid);
-  const xcr0 = xstate.length >= 472 ? xstate.readBigUInt64LE(464) : 0n;
-  proc.session.meta['registers.xstateSize'] = xstate.length;
-  proc.session.meta['registers.xcr0'] = hex(xcr0);
-  const rec = proc.get<Partial<RegistersRecord>>(NAME) ?? {};
-  Object.assign(rec, {
-    gpr: tracee.frozenRegs.toString('base64'),
-    xstate: xstate.toString('base64'),
-    xstateSize: xstate.length,
-    xcr0: hex(xcr0),
+/** The record being assembled across the dump stages, and each thread's entry in it. */
+function recordOf(proc: ProcessDump): RegistersRecord {
+  let rec = proc.get<RegistersRecord>(NAME);
+  if (!rec) {
+    rec = {
+      xstateSize: 0, xcr0: '0x0', sigactions: [], sharedPending: [],
+      threads: proc.threads.map((t) => ({ tid: t.pid } as ThreadRecord)),
+    };
+    proc.put(NAME, rec);
+  }
+  return rec;
+}
+
+async function dumpThreads(proc: ProcessDump): Promise<void> {
+  const rec = recordOf(proc);
+  proc.threads.forEach((t, i) => {
+    const th = rec.threads[i];
+    const base = t.scratch();
+    t.syscall(SYS.prctl, PR_GET_TID_ADDRESS, base, 0, 0, 0);
+    th.clearChildTid = hex(t.read(base, 8).readBigUInt64LE(0));
+    const rseq = native.getRseq(t.pid);
+    th.rseq = rseq ? { pointer: hex(rseq.pointer), size: rseq.size, signature: rseq.signature } : null;
+    const robust = native.getRobustList(t.pid);
+    th.robustList = { head: hex(robust.head), len: robust.len };
+    th.comm = readFileSync(`/proc/${proc.pid}/task/${t.pid}/comm`, 'utf8').replace(/\n$/, '');
   });
-  proc.put(NAME, rec);
 }
 
 async function dumpSignals(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
+  const rec = recordOf(proc);
   const base = tracee.scratch();
-  const sigactions: SigactionRecord[] = [];
   for (let sig = 1; sig <= 64; sig++) {
     if (sig === SIGKILL || sig === SIGSTOP) continue;
     tracee.syscall(SYS.rt_sigaction, sig, 0, base, 8);
     const b = tracee.read(base, 32);
     const [handler, flags, restorer, mask] = [0, 8, 16, 24].map((o) => b.readBigUInt64LE(o));
     if (handler === 0n && flags === 0n && mask === 0n) continue; // SIG_DFL, nothing to restore
-    sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
+    rec.sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
   }
-  tracee.syscall(SYS.prctl, PR_GET_TID_ADDRESS, base, 0, 0, 0);
-  const clearChildTid = tracee.read(base, 8).readBigUInt64LE(0);
-  const rseq = native.getRseq(pid);
-  const robust = native.getRobustList(pid);
-  const rec = proc.get<Partial<RegistersRecord>>(NAME) ?? {};
-  Object.assign(rec, {
-    sigmask: hex(native.getSigmask(pid)),
-    sigactions,
-    pending: {
-      thread: native.peekSiginfo(pid, false).map((b) => b.toString('base64')),
-      shared: native.peekSiginfo(pid, true).map((b) => b.toString('base64')),
-    },
-    rseq: rseq ? { pointer: hex(rseq.pointer), size: rseq.size, signature: rseq.signature } : null,
-    robustList: { head: hex(robust.head), len: robust.len },
-    clearChildTid: hex(clearChildTid),
+  rec.sharedPending = native.peekSiginfo(pid, true).map((b) => b.toString('base64'));
+  proc.threads.forEach((t, i) => {
+    rec.threads[i].sigmask = hex(native.getSigmask(t.pid));
+    rec.threads[i].pending = native.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
   });
-  proc.put(NAME, rec);
+}
+
+async function dumpRegisters(proc: ProcessDump): Promise<void> {
+  const rec = recordOf(proc);
+  proc.threads.forEach((t, i) => {
+    const xstate = native.getXstate(t.pid);
+    rec.threads[i].gpr = t.frozenRegs.toString('base64');
+    rec.threads[i].xstate = xstate.toString('base64');
+    rec.xstateSize = xstate.length;
+    rec.xcr0 = hex(xstate.length >= 472 ? xstate.readBigUInt64LE(464) : 0n);
+  });
+  proc.session.meta['registers.xstateSize'] = rec.xstateSize;
+  proc.session.meta['registers.xcr0'] = rec.xcr0;
+}
+
+function queueSignals(t: Tracee, tgid: number, list: string[], shared: boolean): void {
+  for (const s of list) {
+    const info = Buffer.from(s, 'base64');
+    const signo = info.readInt32LE(0);
+    const addr = t.put(info, 0);
+    if (shared) t.syscall(SYS.rt_sigqueueinfo, tgid, signo, addr);
+    else t.syscall(SYS.rt_tgsigqueueinfo, tgid, t.pid, signo, addr);
+  }
 }
 
 async function restoreSignals(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<RegistersRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  // Everything blocked until the very end, so queued signals wait for the real mask.
+  // Everything blocked until the very end, so queued signals wait for the real masks (threads
+  // created later inherit this mask).
   native.setSigmask(stub.pid, ALL_SIGNALS);
   for (const a of rec.sigactions) {
     const b = Buffer.alloc(32);
     [a.handler, a.flags, a.restorer, a.mask].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
     stub.syscall(SYS.rt_sigaction, a.sig, stub.put(b, 0), 0, 8);
   }
-  for (const [list, shared] of [[rec.pending.thread, false], [rec.pending.shared, true]] as const) {
-    for (const s of list) {
-      const info = Buffer.from(s, 'base64');
-      const signo = info.readInt32LE(0);
-      const addr = stub.put(info, 0);
-      if (shared) stub.syscall(SYS.rt_sigqueueinfo, stub.pid, signo, addr);
-      else stub.syscall(SYS.rt_tgsigqueueinfo, stub.pid, stub.pid, signo, addr);
-    }
-  }
+  queueSignals(stub, stub.pid, rec.sharedPending, true);
 }
 
-async function restoreThreadState(proc: ProcessRestore): Promise<void> {
+/** Creates the other threads (clone3 with set_tid from the leader) and restores per-thread state. */
+async function restoreThreads(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<RegistersRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  if (rec.rseq) stub.syscall(SYS.rseq, BigInt(rec.rseq.pointer), rec.rseq.size, 0, rec.rseq.signature);
-  if (BigInt(rec.robustList.head) !== 0n) stub.syscall(SYS.set_robust_list, BigInt(rec.robustList.head), rec.robustList.len);
-  stub.syscall(SYS.set_tid_address, BigInt(rec.clearChildTid));
+  proc.threads = [stub];
+  for (const th of rec.threads.slice(1)) {
+    const args = Buffer.alloc(88);
+    args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
+    const tidArray = Buffer.alloc(4);
+    tidArray.writeInt32LE(th.tid, 0);
+    args.writeBigUInt64LE(BigInt(stub.put(tidArray, 2048)), 64);
+    args.writeBigUInt64LE(1n, 72);
+    let tid: number;
+    try {
+      tid = Number(stub.syscall(SYS.clone3, stub.put(args, 1024), args.length));
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate thread ${th.tid} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
+    }
+    const st = native.waitStop(tid, 10000);
+    if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new thread ${tid} of pid ${proc.pid} died`);
+    proc.threads.push(stub.sibling(tid));
+  }
+  rec.threads.forEach((th, i) => {
+    const t = proc.threads[i];
+    if (th.rseq) t.syscall(SYS.rseq, BigInt(th.rseq.pointer), th.rseq.size, 0, th.rseq.signature);
+    if (BigInt(th.robustList.head) !== 0n) t.syscall(SYS.set_robust_list, BigInt(th.robustList.head), th.robustList.len);
+    t.syscall(SYS.set_tid_address, BigInt(th.clearChildTid));
+    if (i > 0) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
+    queueSignals(t, proc.pid, th.pending, false);
+  });
 }
 
 /** The registers a restored task resumes with (see the header comment on syscall restart). */
@@ -161,21 +216,25 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
       `the image's FPU/vector state (XSTATE ${rec.xstateSize} bytes, xcr0 ${rec.xcr0}) does not fit this CPU (${here.length} bytes)`,
       { hint: 'restore on a machine with the same CPU features' });
   }
-  // The last remote syscall: the trampoline goes. From here on the stub runs no injected code.
+  // The last remote syscall: the trampoline goes. From here on no task runs injected code.
   stub.releaseScratch();
-  native.setXstate(stub.pid, Buffer.from(rec.xstate, 'base64'));
-  native.setRegs(stub.pid, resumeRegisters(Buffer.from(rec.gpr, 'base64')));
-  native.setSigmask(stub.pid, BigInt(rec.sigmask));
+  rec.threads.forEach((th, i) => {
+    const tid = proc.threads[i].pid;
+    native.setXstate(tid, Buffer.from(th.xstate, 'base64'));
+    native.setRegs(tid, resumeRegisters(Buffer.from(th.gpr, 'base64')));
+    native.setSigmask(tid, BigInt(th.sigmask));
+  });
 }
 
 export const registersPlugin = definePlugin<void>(() => ({
   name: NAME,
   version: '0.1.0',
   apply(hooks) {
-    hooks.registers.dump.tapPromise(NAME, dumpRegisters);
+    hooks.threads.dump.tapPromise(NAME, dumpThreads);
     hooks.signals.dump.tapPromise(NAME, dumpSignals);
+    hooks.registers.dump.tapPromise(NAME, dumpRegisters);
     hooks.signals.restore.tapPromise(NAME, restoreSignals);
-    hooks.threads.restore.tapPromise(NAME, restoreThreadState);
+    hooks.threads.restore.tapPromise(NAME, restoreThreads);
     hooks.registers.restore.tapPromise(NAME, restoreRegisters);
   },
 }));
