@@ -51,5 +51,9 @@ export interface Binding {
   peekPipe(fd: number): Buffer;
   fcntl(fd: number, cmd: number, arg?: number): number;
   lseek(fd: number, offset: number, whence: number): number;
+  eventfd(count: number | bigint, flags: number): number;
+  epollCreate(): number;
+  signalfd(mask: bigint, flags: number): number;
+  timerfd(clockid: number, flags: number, settimeFlags: number, valueNs: bigint | number, intervalNs: bigint | number): number;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
 }

@@ -3,6 +3,11 @@
 #include "common.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -112,6 +117,54 @@ Napi::Value Lseek(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(r));
 }
 
+Napi::Value FdResult(const Napi::CallbackInfo& info, long r, const char* name) {
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, name);
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(r));
+}
+
+// eventfd(count, flags) -> fd (flags: EFD_NONBLOCK, EFD_SEMAPHORE; always close-on-exec here)
+Napi::Value Eventfd(const Napi::CallbackInfo& info) {
+  return FdResult(info, eventfd(static_cast<unsigned>(ArgU64(info[0])), ArgInt(info[1]) | EFD_CLOEXEC), "eventfd");
+}
+
+// epollCreate() -> fd
+Napi::Value EpollCreate(const Napi::CallbackInfo& info) {
+  return FdResult(info, epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
+}
+
+// signalfd(mask: bigint, flags) -> fd
+Napi::Value Signalfd(const Napi::CallbackInfo& info) {
+  uint64_t mask = ArgU64(info[0]);
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s = 1; s <= 64; s++)
+    if (mask & (1ULL << (s - 1))) sigaddset(&set, s);
+  return FdResult(info, signalfd(-1, &set, ArgInt(info[1]) | SFD_CLOEXEC), "signalfd");
+}
+
+// timerfd(clockid, flags, settimeFlags, valueNs, intervalNs) -> fd, armed with a relative
+// value unless settimeFlags has TFD_TIMER_ABSTIME.
+Napi::Value Timerfd(const Napi::CallbackInfo& info) {
+  int fd = timerfd_create(ArgInt(info[0]), ArgInt(info[1]) | TFD_CLOEXEC);
+  if (fd < 0) return FdResult(info, fd, "timerfd_create");
+  uint64_t v = ArgU64(info[3]), iv = ArgU64(info[4]);
+  itimerspec its{};
+  its.it_value.tv_sec = v / 1000000000ULL;
+  its.it_value.tv_nsec = v % 1000000000ULL;
+  its.it_interval.tv_sec = iv / 1000000000ULL;
+  its.it_interval.tv_nsec = iv % 1000000000ULL;
+  if ((v || iv) && timerfd_settime(fd, ArgInt(info[2]), &its, nullptr) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return FdResult(info, -1, "timerfd_settime");
+  }
+  return Napi::Number::New(info.Env(), fd);
+}
+
 // kcmp(pid1, pid2, type, idx1, idx2) -> 0 equal, 1/2 ordered, 3 different (KCMP_FILE = 0).
 Napi::Value Kcmp(const Napi::CallbackInfo& info) {
   long r = syscall(SYS_kcmp, ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), ArgU64(info[3]), ArgU64(info[4]));
@@ -133,6 +186,10 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("fcntl", Napi::Function::New(env, Fcntl));
   exports.Set("kcmp", Napi::Function::New(env, Kcmp));
   exports.Set("lseek", Napi::Function::New(env, Lseek));
+  exports.Set("eventfd", Napi::Function::New(env, Eventfd));
+  exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
+  exports.Set("signalfd", Napi::Function::New(env, Signalfd));
+  exports.Set("timerfd", Napi::Function::New(env, Timerfd));
 }
 
 }  // namespace ckpt

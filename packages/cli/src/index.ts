@@ -4,9 +4,10 @@ import { memoryPlugin } from '@ckpt/plugin-memory';
 import { registersPlugin } from '@ckpt/plugin-registers';
 import { filesPlugin } from '@ckpt/plugin-files';
 import { pidsPlugin } from '@ckpt/plugin-pids';
+import { eventFdsPlugin } from '@ckpt/plugin-event-fds';
 
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), filesPlugin(), registersPlugin()];
+  return [pidsPlugin(), memoryPlugin(), filesPlugin(), eventFdsPlugin(), registersPlugin()];
 }
 
 export interface CreateOptions {

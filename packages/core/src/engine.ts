@@ -137,6 +137,7 @@ export class Ckpt {
         for (const stage of RESTORE_STAGES) {
           checkAborted(options.signal, 'restore');
           await this.hooks[stage].restore.promise(proc);
+          if (stage === 'sockets') await this.hooks.files.afterInstall.promise(proc);
           if (stage === 'sysvipc') closeInstaller(proc);
         }
         if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);

@@ -9,6 +9,7 @@
  * | <class>.restore              | AsyncSeries       | per process being rebuilt, in RESTORE_STAGES order |
  * | files.dumpFd                 | AsyncSeriesBail   | per open fd: the first plugin returning a record claims it |
  * | files.restoreFd              | AsyncSeriesBail   | per fd record: the first plugin returning a restorer-side fd wins |
+ * | files.afterInstall           | AsyncSeries       | per process, once every fd (files, sockets) is in place: wiring that names other fds (epoll watches) |
  *
  * State classes: pids, credentials, threads, memory, files, sockets, sysvipc, signals, registers.
  * Built-in handlers of the bail hooks tap at STAGE.FALLBACK, so a user plugin tapping at the
@@ -56,6 +57,7 @@ export function createHooks() {
       ...stateHooks(),
       dumpFd: new AsyncSeriesBailHook<[FdDumpRequest, ProcessDump], FdRecord | undefined>(['fd', 'proc']),
       restoreFd: new AsyncSeriesBailHook<[FdRecord, ProcessRestore], number | undefined>(['record', 'proc']),
+      afterInstall: new AsyncSeriesHook<[ProcessRestore]>(['proc']),
     }),
     sockets: stateHooks(),
     sysvipc: stateHooks(),

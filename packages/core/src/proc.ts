@@ -141,14 +141,17 @@ export interface FdInfo {
   flags: number;
   mntId: number;
   ino: number;
-  /** Every other line of /proc/PID/fdinfo/FD, raw (eventfd-count, tfd, ...). */
+  /** Every other line of /proc/PID/fdinfo/FD as key: value (eventfd-count, sigmask, ...). */
   extra: Record<string, string>;
+  /** The whole text (for repeated lines: epoll's tfd, inotify's wd, locks). */
+  raw: string;
 }
 
 export function readFdInfo(pid: number, fd: number): FdInfo {
   const extra: Record<string, string> = {};
   let pos = 0, flags = 0, mntId = 0, ino = 0;
-  for (const line of readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n')) {
+  const raw = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+  for (const line of raw.split('\n')) {
     const i = line.indexOf(':');
     if (i < 0) continue;
     const k = line.slice(0, i);
@@ -159,7 +162,7 @@ export function readFdInfo(pid: number, fd: number): FdInfo {
     else if (k === 'ino') ino = Number(v);
     else extra[k] = v;
   }
-  return { pos, flags, mntId, ino, extra };
+  return { pos, flags, mntId, ino, extra, raw };
 }
 
 export function processExists(pid: number): boolean {
