@@ -140,8 +140,14 @@ export function makeTempDir(tag = 'ckpt'): string {
   return dir;
 }
 
+/** Removes the temp dirs of the test (kept, and listed, when CKPT_TEST_KEEP=1, for debugging). */
 export function cleanupTempDirs(): void {
-  for (const d of tempDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+  const dirs = tempDirs.splice(0);
+  if (process.env.CKPT_TEST_KEEP === '1') {
+    if (dirs.length) console.warn(`CKPT_TEST_KEEP=1: kept ${dirs.join(' ')}`);
+    return;
+  }
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 }
 
 /** Registers the afterEach cleanup (processes first, then temp dirs). Call once per test file. */

@@ -122,7 +122,8 @@ describe('workload: dump, then restore with the same pid', () => {
     const usr1 = await waitForLine(stdout, USR1_RE, 20_000, nLines);
     const [, tick, heap, priv, shared, fpu, mask] = usr1.match;
     expect(Number(tick)).toBeGreaterThan(lastBefore);
-    expect({ heap, priv, shared, fpu, mask }, `state check after restore: ${usr1.match[0]}`).toEqual({
+    const mismatches = readLines(stdout).filter((l) => /^(fpumismatch|sleepret)/.test(l));
+    expect({ heap, priv, shared, fpu, mask }, `state check after restore: ${usr1.match[0]}\n${mismatches.join('\n')}`).toEqual({
       heap: 'ok',
       priv: 'ok',
       shared: 'ok',

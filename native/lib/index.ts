@@ -69,6 +69,7 @@ export const stubPath = join(packageRoot, 'build/ckpt-stub');
 
 // ---- constants (x86_64) ----
 export const PTRACE_O_TRACESYSGOOD = 0x1;
+export const PTRACE_O_TRACEFORK = 0x2;
 export const PTRACE_O_TRACECLONE = 0x8;
 export const PTRACE_O_TRACEEXEC = 0x10;
 export const PTRACE_O_EXITKILL = 0x100000;

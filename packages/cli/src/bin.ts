@@ -18,7 +18,8 @@ program
   .option('-c, --config <file>', 'config file (default: ckpt.config.json or ckpt.config.mjs in the current directory)')
   .option('-p, --plugin <module...>', 'load an extra plugin (package name or path); repeatable')
   .option('-v, --verbose', 'log the pipeline (same as DEBUG=ckpt:*)')
-  .showHelpAfterError()
+  .configureOutput({ outputError: (str, write) => write(`ckpt: error: ${str.replace(/^error: /, '')}`) })
+  .showHelpAfterError('(run ckpt help for the list of commands and options)')
   .exitOverride();
 
 program.hook('preAction', (cmd) => {
@@ -115,11 +116,12 @@ program
   .requiredOption('-t, --tree <pid>', 'the process to checkpoint')
   .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
   .option('-R, --leave-running', 'let the process continue after the dump')
+  .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { tree: string; imagesDir: string; leaveRunning?: boolean; json?: boolean; progress: boolean }) => {
+  .action(async (o: { tree: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     if (o.json) console.log(JSON.stringify(r));
     else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
   });

@@ -9,6 +9,8 @@ export interface DumpOptions {
   pid: number;
   dir: string;
   leaveRunning?: boolean;
+  /** fsync every image file before writing the manifest (power-loss safe; slower). */
+  sync?: boolean;
   /** Aborts the dump between stages (the process is thawed, the partial image dropped). */
   signal?: AbortSignal;
   /** Progress callback for long work (bytes copied so far, total). */
@@ -27,7 +29,12 @@ export interface RestoreOptions {
 export interface DumpSession {
   readonly options: DumpOptions;
   readonly image: ImageWriter;
+  /** Every frozen process of the tree, parents first. */
   readonly processes: ProcessDump[];
+  /** Exited, unreaped children met in the tree (restored as zombies). */
+  readonly zombies: ZombieRecord[];
+  /** Shared objects found while dumping (pipes, shared memory ...), keyed by the plugin that owns them. */
+  readonly objects: Map<string, unknown>;
   /** Facts for the manifest that restore checks first (e.g. registers.xstateSize). */
   readonly meta: Record<string, unknown>;
   readonly services: Services;
@@ -44,6 +51,15 @@ export interface ProcessDump {
   /** Stores this plugin's record for the process. */
   put(plugin: string, data: unknown): void;
   get<T>(plugin: string): T | undefined;
+}
+
+export interface ZombieRecord {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  /** The wait status its parent will collect (exit code << 8, or the killing signal). */
+  exitCode: number;
 }
 
 export interface FdDumpRequest {
@@ -71,6 +87,9 @@ export interface RestoreSession {
   readonly options: RestoreOptions;
   readonly image: ImageReader;
   readonly processes: ProcessRestore[];
+  readonly zombies: ZombieRecord[];
+  /** Objects shared by several processes while restoring (pipes, shared memory ...). */
+  readonly objects: Map<string, unknown>;
   readonly services: Services;
   /** Things to undo if the restore fails (kill stubs, close fds, ...), run in reverse order. */
   onRollback(fn: () => void): void;
@@ -85,6 +104,8 @@ export interface ProcessRestore {
   /** Every thread of the process being rebuilt, leader first, once the threads stage made them. */
   threads: Tracee[];
   get<T>(plugin: string): T | undefined;
+  /** Gives the stub a duplicate of `restorerFd` at the lowest free number and returns that number. */
+  borrowFd(restorerFd: number): number;
   /** Makes `restorerFd` (one of ours) fd number `fd` of the stub, sharing the open description. */
   installFd(fd: number, restorerFd: number, cloexec: boolean): void;
 }

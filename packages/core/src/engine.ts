@@ -15,7 +15,7 @@ import { CkptError, PluginError, errorMessage } from './errors.js';
 import { createServices, type Services } from './services.js';
 import type { CkptConfig } from './config.js';
 import type { DumpOptions, DumpSession, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession } from './context.js';
-import { processExists, readStat, describePid } from './proc.js';
+import { processExists, processTree, readStat, describePid } from './proc.js';
 import { logger } from './log.js';
 import type { Tracee } from './tracee.js';
 
@@ -70,18 +70,34 @@ export class Ckpt {
     const services = this.services();
     const pc = services.processes;
     pc.checkTraceable(pid);
-    const image = new ImageWriter(options.dir);
-    const session: DumpSession = { options, image, processes: [], meta: {}, services };
+    const image = new ImageWriter(options.dir, options.sync);
+    const session: DumpSession = { options, image, processes: [], zombies: [], meta: {}, objects: new Map(), services };
     const frozen: Tracee[][] = [];
     try {
       await this.hooks.session.beforeDump.promise(session);
-      const threads = pc.freeze(pid);
-      frozen.push(threads);
-      const proc = processDump(pid, threads, session);
-      session.processes.push(proc);
+      // Freeze the whole tree, parents first, re-reading it until no new process appears:
+      // nothing of it runs while any of it is read.
+      const seen = new Set<number>();
+      for (;;) {
+        const fresh = processTree(pid).filter((n) => !seen.has(n.pid));
+        if (!fresh.length) break;
+        for (const n of fresh) {
+          seen.add(n.pid);
+          if (n.state === 'Z') {
+            const st = readStat(n.pid);
+            session.zombies.push({ pid: n.pid, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode });
+            continue;
+          }
+          const threads = pc.freeze(n.pid);
+          frozen.push(threads);
+          session.processes.push(processDump(n.pid, threads, session));
+        }
+      }
       for (const stage of DUMP_STAGES) {
-        checkAborted(options.signal, 'dump');
-        await this.hooks[stage].dump.promise(proc);
+        for (const proc of session.processes) {
+          checkAborted(options.signal, 'dump');
+          await this.hooks[stage].dump.promise(proc);
+        }
       }
       await this.hooks.session.afterDump.promise(session);
       for (const p of session.processes) {
@@ -95,11 +111,12 @@ export class Ckpt {
           const ids = p.records['@ckpt/plugin-pids'] as { ppid?: number; comm?: string } | undefined;
           return { pid: p.pid, ppid: ids?.ppid ?? 0, comm: ids?.comm ?? '', file: `proc-${p.pid}.json` };
         }),
+        zombies: session.zombies,
         plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version }])),
         meta: session.meta,
       });
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
-      else for (const threads of frozen) pc.killFrozen(threads);
+      else pc.killFrozen(frozen);
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
       return { dir: image.dir, pids: session.processes.map((p) => p.pid), ms: performance.now() - t0, imageBytes, leftRunning: !!options.leaveRunning };
     } catch (e) {
@@ -123,27 +140,34 @@ export class Ckpt {
         }
       }
     }
-    for (const r of records) await waitPidFree(r.pid);
+    const zombies = image.manifest.zombies ?? [];
+    for (const pid of [...records.map((r) => r.pid), ...zombies.map((z) => z.pid)]) await waitPidFree(pid);
     const services = this.services();
     const rollbacks: Array<() => void> = [];
     const session: RestoreSession = {
-      options, image, processes: [], services,
+      options, image, processes: [], zombies, objects: new Map(), services,
       onRollback: (fn) => rollbacks.push(fn),
     };
     try {
       await this.hooks.session.beforeRestore.promise(session);
       for (const r of records) session.processes.push(processRestore(r, session));
-      for (const proc of session.processes) {
-        for (const stage of RESTORE_STAGES) {
+      // Stage by stage across the tree (parents first): every process exists before any
+      // address space is rebuilt, every fd exists before epoll watches are wired.
+      for (const stage of RESTORE_STAGES) {
+        for (const proc of session.processes) {
           checkAborted(options.signal, 'restore');
           await this.hooks[stage].restore.promise(proc);
-          if (stage === 'sockets') await this.hooks.files.afterInstall.promise(proc);
-          if (stage === 'sysvipc') closeInstaller(proc);
+          if (stage === 'pids' && !proc.stub) {
+            throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);
+          }
         }
-        if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);
+        if (stage === 'pids') await this.hooks.session.processesCreated.promise(session);
+        if (stage === 'sockets') for (const proc of session.processes) await this.hooks.files.afterInstall.promise(proc);
+        if (stage === 'sysvipc') for (const proc of session.processes) closeInstaller(proc);
       }
       await this.hooks.session.afterRestore.promise(session);
-      for (const proc of session.processes) {
+      // Children first, so a parent never runs before its children exist as they were.
+      for (const proc of [...session.processes].reverse()) {
         for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.detach(t.pid, 0);
         native.detach(proc.stub!.pid, 0);
       }
@@ -190,12 +214,16 @@ function processRestore(record: ProcessRecord, session: RestoreSession): Process
     get<T>(plugin: string) {
       return record.records[plugin] as T | undefined;
     },
+    borrowFd(restorerFd) {
+      const stub = proc.stub;
+      if (!stub) throw new Error('borrowFd before the process exists');
+      return Number(stub.syscall(SYS.pidfd_getfd, installerPidfd(proc, stub), restorerFd, 0));
+    },
     installFd(fd, restorerFd, cloexec) {
       const stub = proc.stub;
       if (!stub) throw new Error('installFd before the process exists');
-      const inst = installers.get(proc) ?? {};
-      installers.set(proc, inst);
-      if (inst.pidfd === undefined) inst.pidfd = Number(stub.syscall(SYS.pidfd_open, process.pid, 0));
+      installerPidfd(proc, stub);
+      const inst = installers.get(proc) as Required<Installer>;
       if (inst.pidfd === fd) {
         const moved = Number(stub.syscall(SYS.fcntl, inst.pidfd, F_DUPFD_CLOEXEC, fd + 1));
         stub.syscall(SYS.close, inst.pidfd);
@@ -211,6 +239,14 @@ function processRestore(record: ProcessRecord, session: RestoreSession): Process
     },
   };
   return proc;
+}
+
+/** The stub's pidfd on the restorer, through which it takes fds (pidfd_getfd). */
+function installerPidfd(proc: ProcessRestore, stub: Tracee): number {
+  const inst = installers.get(proc) ?? {};
+  installers.set(proc, inst);
+  if (inst.pidfd === undefined) inst.pidfd = Number(stub.syscall(SYS.pidfd_open, process.pid, 0));
+  return inst.pidfd;
 }
 
 function closeInstaller(proc: ProcessRestore): void {

@@ -5,8 +5,9 @@
  * |------------------------------|-------------------|------------------------------------------|
  * | session.beforeDump/afterDump | AsyncSeries       | once per dump, around the per-process stages |
  * | session.beforeRestore/afterRestore | AsyncSeries | once per restore (afterRestore: stubs ready, not yet resumed) |
+ * | session.processesCreated     | AsyncSeries       | once per restore, after the pids stage made every process (zombies, groups) |
  * | <class>.dump                 | AsyncSeries       | per frozen process, in DUMP_STAGES order |
- * | <class>.restore              | AsyncSeries       | per process being rebuilt, in RESTORE_STAGES order |
+ * | <class>.restore              | AsyncSeries       | per process, stage by stage across the tree (parents first), in RESTORE_STAGES order |
  * | files.dumpFd                 | AsyncSeriesBail   | per open fd: the first plugin returning a record claims it |
  * | files.restoreFd              | AsyncSeriesBail   | per fd record: the first plugin returning a restorer-side fd wins |
  * | files.afterInstall           | AsyncSeries       | per process, once every fd (files, sockets) is in place: wiring that names other fds (epoll watches) |
@@ -47,6 +48,7 @@ export function createHooks() {
       beforeDump: new AsyncSeriesHook<[DumpSession]>(['session']),
       afterDump: new AsyncSeriesHook<[DumpSession]>(['session']),
       beforeRestore: new AsyncSeriesHook<[RestoreSession]>(['session']),
+      processesCreated: new AsyncSeriesHook<[RestoreSession]>(['session']),
       afterRestore: new AsyncSeriesHook<[RestoreSession]>(['session']),
     }),
     pids: stateHooks(),

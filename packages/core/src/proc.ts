@@ -189,3 +189,44 @@ export function readAuxv(pid: number): Buffer {
 export function readExe(pid: number): string {
   return readlinkSync(`/proc/${pid}/exe`);
 }
+
+/** Every process on the system (thread group leaders), from /proc. */
+export function listPids(): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+}
+
+export interface TreeNode {
+  pid: number;
+  ppid: number;
+  state: string;
+}
+
+/** root and all its descendants, parents before children (siblings by pid). */
+export function processTree(root: number): TreeNode[] {
+  const byParent = new Map<number, TreeNode[]>();
+  for (const pid of listPids()) {
+    let st: ProcStat;
+    try {
+      st = readStat(pid);
+    } catch {
+      continue;
+    }
+    const node = { pid, ppid: st.ppid, state: st.state };
+    const list = byParent.get(st.ppid) ?? [];
+    list.push(node);
+    byParent.set(st.ppid, list);
+  }
+  const rootStat = readStat(root);
+  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state }];
+  for (let i = 0; i < out.length; i++) {
+    const kids = (byParent.get(out[i].pid) ?? []).sort((a, b) => a.pid - b.pid);
+    out.push(...kids);
+  }
+  return out;
+}
+
+/** The pid as seen inside the process's own (innermost) pid namespace. */
+export function nsPid(pid: number): number {
+  const v = readStatus(pid).NSpid?.split(/\s+/).filter(Boolean).map(Number);
+  return v && v.length ? v[v.length - 1] : pid;
+}

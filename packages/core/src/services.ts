@@ -6,7 +6,7 @@
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
-import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
@@ -117,21 +117,29 @@ export class ProcessControl {
     for (const t of [...this.frozen.values()]) this.thaw(t);
   }
 
-  /** Kills a frozen process (after a successful dump) and consumes its threads' exits as tracer. */
-  killFrozen(threads: Tracee[]): void {
-    for (const t of threads) {
-      this.frozen.delete(t.pid);
-      native.takeSuppressedSignals(t.pid);
-    }
-    process.kill(threads[0].pid, 'SIGKILL');
-    for (const t of [...threads.slice(1), threads[0]]) {
+  /** Kills frozen processes (after a successful dump) and consumes their threads' exits as tracer. */
+  killFrozen(processes: Tracee[][]): void {
+    for (const threads of processes) {
+      for (const t of threads) {
+        this.frozen.delete(t.pid);
+        native.takeSuppressedSignals(t.pid);
+      }
       try {
-        for (let i = 0; i < 100; i++) {
-          const st = native.waitStop(t.pid, 5000);
-          if (st.kind === 'exited' || st.kind === 'killed') break;
-        }
+        process.kill(threads[0].pid, 'SIGKILL');
       } catch {
-        /* not reportable to us any more: gone */
+        /* gone */
+      }
+    }
+    for (const threads of processes) {
+      for (const t of [...threads.slice(1), threads[0]]) {
+        try {
+          for (let i = 0; i < 100; i++) {
+            const st = native.waitStop(t.pid, 5000);
+            if (st.kind === 'exited' || st.kind === 'killed') break;
+          }
+        } catch {
+          /* not reportable to us any more: gone */
+        }
       }
     }
   }
@@ -174,7 +182,7 @@ export class ProcessControl {
     if (st.kind !== 'signal' || st.signal !== 5) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
     }
-    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE);
+    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK);
     log('stub %d ready', child);
     return new Tracee(child);
   }
