@@ -78,7 +78,7 @@ export const SYS = Object.freeze({
   read: 0, write: 1, open: 2, close: 3, lseek: 8, mmap: 9, mprotect: 10, munmap: 11, brk: 12,
   rt_sigaction: 13, rt_sigprocmask: 14, ioctl: 16, pread64: 17, mremap: 25, madvise: 28, dup2: 33,
   pause: 34, nanosleep: 35, getpid: 39, fcntl: 72, fchdir: 81, umask: 95, prctl: 157, arch_prctl: 158,
-  setsid: 112, setpgid: 109, getpgid: 121, getsid: 124, gettid: 186, set_tid_address: 218,
+  setsid: 112, setpgid: 109, kill: 62, getpgid: 121, getsid: 124, gettid: 186, set_tid_address: 218,
   restart_syscall: 219, epoll_ctl: 233, clock_nanosleep: 230, exit_group: 231, openat: 257, set_robust_list: 273,
   rt_tgsigqueueinfo: 297, rt_sigqueueinfo: 129, poll: 7, ppoll: 271, select: 23, pselect6: 270, dup3: 292, pidfd_open: 434,
   pidfd_getfd: 438, close_range: 436, clone3: 435, rseq: 334, setresuid: 117, setresgid: 119, setgroups: 116,

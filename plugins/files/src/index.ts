@@ -15,7 +15,7 @@
 import { closeSync, fstatSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
 import { constants as C } from 'node:fs';
 import {
-  CkptError, definePlugin, procfs, STAGE, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
+  CkptError, definePlugin, procfs, STAGE, type DumpSession, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
   type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
@@ -38,8 +38,19 @@ export interface ReferenceData {
   pipe?: { id: string; capacity: number; data?: string };
 }
 
+/** An fd sharing its open file description with an earlier one (same or another process). */
 export interface SharedData {
   sameAs: number;
+  /** The process holding `sameAs`, when not the same process. */
+  pid?: number;
+}
+
+interface SeenFd {
+  pid: number;
+  fd: number;
+  dev: number;
+  ino: number;
+  kind: string;
 }
 
 const O_ACCMODE = 3, O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2;
@@ -71,7 +82,9 @@ function makeDump(hooks: Hooks) {
     const { pid } = proc;
     const pidfd = native.pidfdOpen(pid);
     const fds: FdRecord[] = [];
-    const seen: Array<{ fd: number; dev: number; ino: number; kind: string }> = [];
+    // Descriptions already met in this dump, in any process of the tree.
+    let seen = proc.session.objects.get(NAME) as SeenFd[] | undefined;
+    if (!seen) proc.session.objects.set(NAME, (seen = []));
     try {
       for (const fd of procfs.listFds(pid)) {
         let link: string;
@@ -85,9 +98,10 @@ function makeDump(hooks: Hooks) {
         const dupFd = native.pidfdGetfd(pidfd, fd);
         try {
           const stat = fstatSync(dupFd);
-          const same = seen.find((s) => s.dev === stat.dev && s.ino === stat.ino && native.kcmp(pid, pid, KCMP_FILE, s.fd, fd) === 0);
+          const same = seen.find((s) => s.dev === stat.dev && s.ino === stat.ino && native.kcmp(s.pid, pid, KCMP_FILE, s.fd, fd) === 0);
           if (same) {
-            fds.push({ fd, plugin: NAME, kind: same.kind, cloexec, data: { sameAs: same.fd } satisfies SharedData });
+            const data: SharedData = same.pid === pid ? { sameAs: same.fd } : { sameAs: same.fd, pid: same.pid };
+            fds.push({ fd, plugin: NAME, kind: same.kind, cloexec, data });
             continue;
           }
           const req: FdDumpRequest = { fd, link, info, dupFd, stat, kind: fdKind(link, stat) };
@@ -98,7 +112,7 @@ function makeDump(hooks: Hooks) {
               { hint: 'close it before the checkpoint, or add a plugin that handles it (see README: writing a plugin)' });
           }
           fds.push({ ...rec, fd, cloexec });
-          seen.push({ fd, dev: stat.dev, ino: stat.ino, kind: rec.kind });
+          seen.push({ pid, fd, dev: stat.dev, ino: stat.ino, kind: rec.kind });
         } finally {
           closeSync(dupFd);
         }
@@ -106,7 +120,6 @@ function makeDump(hooks: Hooks) {
     } finally {
       closeSync(pidfd);
     }
-    checkPipes(pid, fds);
     proc.put(NAME, {
       fds,
       cwd: readlinkSync(`/proc/${pid}/cwd`),
@@ -115,10 +128,11 @@ function makeDump(hooks: Hooks) {
   };
 }
 
-/** Both ends of every anonymous pipe must be inside the checkpoint. */
-function checkPipes(pid: number, fds: FdRecord[]): void {
+/** Both ends of every anonymous pipe must be inside the checkpoint (any process of the tree). */
+function checkPipes(session: DumpSession): void {
   const ends = new Map<string, Set<string>>();
-  for (const r of fds) {
+  const all = session.processes.flatMap((p) => (p.get<FilesRecord>(NAME)?.fds ?? []).map((r) => ({ ...r, pid: p.pid })));
+  for (const r of all) {
     const d = r.data as ReferenceData;
     if (r.kind !== 'pipe' || !d.pipe) continue;
     const mode = d.flags & O_ACCMODE;
@@ -128,7 +142,7 @@ function checkPipes(pid: number, fds: FdRecord[]): void {
   }
   for (const [id, set] of ends) {
     if (set.has('rw') || (set.has('r') && set.has('w'))) continue;
-    const fd = fds.find((r) => r.kind === 'pipe' && (r.data as ReferenceData).pipe?.id === id)!.fd;
+    const { fd, pid } = all.find((r) => r.kind === 'pipe' && (r.data as ReferenceData).pipe?.id === id)!;
     const missing = set.has('r') ? 'write' : 'read';
     throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
       `cannot checkpoint pid ${pid}: fd ${fd} is one end of pipe:[${id}] whose ${missing} end is held by a process outside the checkpoint`,
@@ -175,12 +189,14 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
 interface PipeTable {
   pipes: Map<string, { r: number; w: number }>;
   keepers: Map<string, number>;
+  /** Our fd for every restored description, by "pid:fd" of its first holder. */
+  descriptions: Map<string, number>;
 }
 const tables = new WeakMap<RestoreSession, PipeTable>();
 function pipeTable(session: RestoreSession): PipeTable {
   let t = tables.get(session);
   if (!t) {
-    const table: PipeTable = { pipes: new Map(), keepers: new Map() };
+    const table: PipeTable = { pipes: new Map(), keepers: new Map(), descriptions: new Map() };
     tables.set(session, table);
     session.onRollback(() => closeTable(table));
     t = table;
@@ -190,8 +206,10 @@ function pipeTable(session: RestoreSession): PipeTable {
 function closeTable(t: PipeTable): void {
   for (const p of t.pipes.values()) for (const fd of [p.r, p.w]) closeQuietly(fd);
   for (const fd of t.keepers.values()) closeQuietly(fd);
+  for (const fd of t.descriptions.values()) closeQuietly(fd);
   t.pipes.clear();
   t.keepers.clear();
+  t.descriptions.clear();
 }
 function closeQuietly(fd: number): void {
   try {
@@ -291,19 +309,17 @@ function makeRestore(hooks: Hooks) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the working directory ${rec.cwd} of pid ${proc.pid}`, { cause: e });
     }
     stub.syscall(SYS.umask, rec.umask);
-    const ours = new Map<number, number>();
-    try {
-      for (const r of rec.fds) {
-        const shared = (r.data as SharedData).sameAs;
-        let fd = shared !== undefined ? ours.get(shared) : await hooks.files.restoreFd.promise(r, proc);
-        if (fd === undefined) {
-          throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no loaded plugin can restore fd ${r.fd} (${r.kind}, saved by ${r.plugin}) of pid ${proc.pid}`);
-        }
-        proc.installFd(r.fd, fd, r.cloexec);
-        if (shared === undefined) ours.set(r.fd, fd);
+    const ours = pipeTable(proc.session).descriptions;
+    for (const r of rec.fds) {
+      const shared = r.data as SharedData;
+      const fd = shared.sameAs !== undefined
+        ? ours.get(`${shared.pid ?? proc.pid}:${shared.sameAs}`)
+        : await hooks.files.restoreFd.promise(r, proc);
+      if (fd === undefined) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no loaded plugin can restore fd ${r.fd} (${r.kind}, saved by ${r.plugin}) of pid ${proc.pid}`);
       }
-    } finally {
-      for (const fd of ours.values()) closeQuietly(fd);
+      if (shared.sameAs === undefined) ours.set(`${proc.pid}:${r.fd}`, fd);
+      proc.installFd(r.fd, fd, r.cloexec);
     }
   };
 }
@@ -313,6 +329,7 @@ export const filesPlugin = definePlugin<void>(() => ({
   version: '0.1.0',
   apply(hooks) {
     hooks.files.dump.tapPromise(NAME, makeDump(hooks));
+    hooks.session.afterDump.tapPromise(NAME, async (session) => checkPipes(session));
     hooks.files.dumpFd.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, dumpByReference);
     hooks.files.restore.tapPromise(NAME, makeRestore(hooks));
     hooks.files.restoreFd.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, restoreByReference);

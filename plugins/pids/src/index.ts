@@ -8,8 +8,10 @@
  * late, after everything that needs root in the stub (installing fds) is done.
  */
 import { readFileSync } from 'node:fs';
-import { definePlugin, procfs, type ProcessDump, type ProcessRestore } from '@ckpt/core';
-import { SYS } from '@ckpt/native';
+import { CkptError, definePlugin, logger, procfs, Tracee, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { native, SYS } from '@ckpt/native';
+
+const log = logger('plugin:pids');
 
 export const NAME = '@ckpt/plugin-pids';
 
@@ -40,14 +42,82 @@ async function dump(proc: ProcessDump): Promise<void> {
   } satisfies PidsRecord);
 }
 
+const SIGCHLD = 17;
+
+/** Forks a child with the given pid out of a parent stub (clone3 set_tid); it starts stopped. */
+export function forkFrom(parent: Tracee, pid: number): Tracee {
+  const args = Buffer.alloc(88);
+  args.writeBigUInt64LE(BigInt(SIGCHLD), 32); // exit_signal
+  const tids = Buffer.alloc(4);
+  tids.writeInt32LE(pid, 0);
+  args.writeBigUInt64LE(BigInt(parent.put(tids, 2048)), 64);
+  args.writeBigUInt64LE(1n, 72);
+  let child: number;
+  try {
+    child = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
+  } catch (e) {
+    throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot create pid ${pid} under ${parent.pid}: ${(e as Error).message}`, { cause: e });
+  }
+  const st = native.waitStop(child, 10000);
+  if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new process ${child} died at birth`);
+  return new Tracee(child, { space: { insn: parent.syscallInsn } });
+}
+
 async function restore(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<PidsRecord>(NAME);
   if (!rec) return;
   const pc = proc.session.services.processes;
-  const stub = pc.spawnStub(rec.pid, { setsid: rec.sid === rec.pid });
+  const parent = proc.session.processes.find((p) => p.pid === rec.ppid && p.stub);
+  let stub: Tracee;
+  if (parent?.stub) {
+    stub = forkFrom(parent.stub, rec.pid);
+    if (rec.sid === rec.pid) stub.syscall(SYS.setsid);
+  } else {
+    // The root: the restorer's own child (its old parent is not part of the image).
+    stub = pc.spawnStub(rec.pid, { setsid: rec.sid === rec.pid });
+  }
   proc.session.onRollback(() => pc.killStub(stub.pid));
   proc.stub = stub;
-  if (rec.sid !== rec.pid && rec.pgid === rec.pid) stub.syscall(SYS.setpgid, 0, 0);
+  proc.threads = [stub];
+}
+
+/**
+ * Once every process exists: process groups (leaders first, then members joining them), and
+ * zombies (forked from their parent, then made to exit with their old status).
+ */
+async function processesCreated(session: RestoreSession): Promise<void> {
+  const procs = session.processes.map((p) => ({ p, rec: p.get<PidsRecord>(NAME) })).filter((x) => x.rec && x.p.stub);
+  for (const { p, rec } of procs) if (rec!.pgid === rec!.pid && rec!.sid !== rec!.pid) p.stub!.syscall(SYS.setpgid, 0, 0);
+  for (const { p, rec } of procs) {
+    if (rec!.pgid === rec!.pid || rec!.sid === rec!.pid) continue;
+    if (procfs.readStat(p.stub!.pid).pgid === rec!.pgid) continue;
+    try {
+      p.stub!.syscall(SYS.setpgid, 0, rec!.pgid);
+    } catch (e) {
+      log('pid %d: cannot rejoin process group %d (%s); it stays in %d', rec!.pid, rec!.pgid, (e as Error).message, procfs.readStat(p.stub!.pid).pgid);
+    }
+  }
+  for (const z of session.zombies) {
+    const parent = session.processes.find((p) => p.pid === z.ppid)?.stub;
+    if (!parent) continue;
+    const child = forkFrom(parent, z.pid);
+    const sig = z.exitCode & 0x7f;
+    if (sig === 0) {
+      try {
+        child.syscallRaw(SYS.exit_group, (z.exitCode >> 8) & 0xff);
+      } catch {
+        /* it exits inside the syscall: expected */
+      }
+    } else {
+      child.syscall(SYS.kill, z.pid, sig);
+      native.cont(child.pid, 0);
+      for (let i = 0; i < 10; i++) {
+        const st = native.waitStop(child.pid, 5000);
+        if (st.kind === 'exited' || st.kind === 'killed') break;
+        native.cont(child.pid, st.kind === 'signal' ? st.signal : 0);
+      }
+    }
+  }
 }
 
 /** Name and credentials: set when nothing else needs the stub to be root. */
@@ -72,6 +142,7 @@ export const pidsPlugin = definePlugin<void>(() => ({
   apply(hooks) {
     hooks.pids.dump.tapPromise(NAME, dump);
     hooks.pids.restore.tapPromise(NAME, restore);
+    hooks.session.processesCreated.tapPromise(NAME, processesCreated);
     hooks.credentials.restore.tapPromise(NAME, restoreIdentity);
   },
 }));
