@@ -53,6 +53,7 @@ export interface Binding {
   lseek(fd: number, offset: number, whence: number): number;
   eventfd(count: number | bigint, flags: number): number;
   epollCreate(): number;
+  memfdCreate(name: string): number;
   signalfd(mask: bigint, flags: number): number;
   timerfd(clockid: number, flags: number, settimeFlags: number, valueNs: bigint | number, intervalNs: bigint | number): number;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;

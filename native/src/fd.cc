@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -130,6 +131,12 @@ Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   return FdResult(info, eventfd(static_cast<unsigned>(ArgU64(info[0])), ArgInt(info[1]) | EFD_CLOEXEC), "eventfd");
 }
 
+// memfdCreate(name) -> fd (close-on-exec)
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  return FdResult(info, syscall(SYS_memfd_create, name.c_str(), MFD_CLOEXEC), "memfd_create");
+}
+
 // epollCreate() -> fd
 Napi::Value EpollCreate(const Napi::CallbackInfo& info) {
   return FdResult(info, epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
@@ -187,6 +194,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("kcmp", Napi::Function::New(env, Kcmp));
   exports.Set("lseek", Napi::Function::New(env, Lseek));
   exports.Set("eventfd", Napi::Function::New(env, Eventfd));
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
   exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
   exports.Set("signalfd", Napi::Function::New(env, Signalfd));
   exports.Set("timerfd", Napi::Function::New(env, Timerfd));

@@ -17,12 +17,21 @@ export function showImage(dir: string, opts: { json?: boolean; verify?: boolean 
   const image = ImageReader.open(dir);
   if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
   const procs = image.processes();
-  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), verified: !!opts.verify }, null, 1);
+  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], verified: !!opts.verify }, null, 1);
   const m = image.manifest;
   const out: string[] = [];
   out.push(`image ${image.dir}`);
   out.push(`  format ${m.format} v${m.version}, made ${m.createdAt} by ${m.tool} on ${m.host.hostname} (kernel ${m.host.kernel}, ${m.host.arch})`);
   out.push(`  plugins: ${Object.keys(m.plugins).join(', ')}`);
+  out.push(`  process tree (${procs.length} processes${m.zombies?.length ? `, ${m.zombies.length} zombies` : ''}):`);
+  out.push('    PID     PPID    PGID    SID     THREADS  COMMAND');
+  for (const p of procs) {
+    const s = summary(p);
+    out.push(`    ${[s.pid, s.ppid, s.pgid, s.sid, s.threads?.length ?? 1].map((x) => String(x).padEnd(8)).join('')} ${(s.cmdline ?? []).join(' ').slice(0, 80)}`);
+  }
+  for (const z of m.zombies ?? []) {
+    out.push(`    ${[z.pid, z.ppid, z.pgid, z.sid, 0].map((x) => String(x).padEnd(8)).join('')} [${z.comm}] <zombie, status ${z.exitCode}>`);
+  }
   for (const p of procs) out.push(...describeProcess(p));
   out.push('  files:');
   for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);

@@ -55,6 +55,7 @@ export interface ProcessDump {
 
 export interface ZombieRecord {
   pid: number;
+  comm: string;
   ppid: number;
   pgid: number;
   sid: number;

@@ -13,6 +13,7 @@ import { instrumentHooks, pluginContext, type CkptPlugin } from './plugin.js';
 import { ImageReader, ImageWriter, type ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
 import { createServices, type Services } from './services.js';
+import { closeShmem } from './shmem.js';
 import type { CkptConfig } from './config.js';
 import type { DumpOptions, DumpSession, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession } from './context.js';
 import { processExists, processTree, readStat, describePid } from './proc.js';
@@ -85,7 +86,7 @@ export class Ckpt {
           seen.add(n.pid);
           if (n.state === 'Z') {
             const st = readStat(n.pid);
-            session.zombies.push({ pid: n.pid, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode });
+            session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode });
             continue;
           }
           const threads = pc.freeze(n.pid);
@@ -166,6 +167,7 @@ export class Ckpt {
         if (stage === 'sysvipc') for (const proc of session.processes) closeInstaller(proc);
       }
       await this.hooks.session.afterRestore.promise(session);
+      closeShmem(session);
       // Children first, so a parent never runs before its children exist as they were.
       for (const proc of [...session.processes].reverse()) {
         for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.detach(t.pid, 0);

@@ -42,7 +42,7 @@ export interface Manifest {
   host: { kernel: string; arch: string; hostname: string };
   root: number;
   processes: ProcessEntry[];
-  zombies?: Array<{ pid: number; ppid: number; pgid: number; sid: number; exitCode: number }>;
+  zombies?: Array<{ pid: number; comm: string; ppid: number; pgid: number; sid: number; exitCode: number }>;
   plugins: Record<string, { version?: string }>;
   /** Free-form facts plugins want checked before restore (xstate size, ...). */
   meta: Record<string, unknown>;

@@ -10,3 +10,4 @@ export * as procfs from './proc.js';
 export type { Vma, FdInfo, ProcStat } from './proc.js';
 export { ProcessControl, createServices, PROCESS_CONTROL, CONFIG, type Services } from './services.js';
 export { logger, type Logger } from './log.js';
+export { saveShmem, saveMappedShmem, shmemFd, closeShmem, type ShmemRef } from './shmem.js';

@@ -15,7 +15,7 @@
 import { closeSync, fstatSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
 import { constants as C } from 'node:fs';
 import {
-  CkptError, definePlugin, procfs, STAGE, type DumpSession, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
+  CkptError, definePlugin, procfs, saveShmem, shmemFd, STAGE, type ShmemRef, type DumpSession, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
   type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
@@ -36,6 +36,14 @@ export interface ReferenceData {
   file?: { size: number; mtimeMs: number; ino: number };
   /** Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). */
   pipe?: { id: string; capacity: number; data?: string };
+  /** memfds: the object, shared with mappings of it. */
+  shmem?: ShmemRef;
+}
+
+/** st_dev as /proc/PID/maps prints it (major:minor in hex), so fds and mappings of one object agree. */
+function devName(dev: number): string {
+  const major = (dev >>> 8) & 0xfff, minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
 }
 
 /** An fd sharing its open file description with an earlier one (same or another process). */
@@ -156,6 +164,10 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
   const base = { fd: req.fd, plugin: NAME, kind: req.kind, cloexec: false };
   switch (req.kind) {
     case 'file': {
+      if (req.link.startsWith('/memfd:') && req.link.endsWith(' (deleted)')) {
+        const shmem = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, req.link.slice(7, -' (deleted)'.length), req.dupFd);
+        return { ...base, kind: 'memfd', data: { flags, pos: req.info.pos, shmem } satisfies ReferenceData };
+      }
       if (req.link.endsWith(' (deleted)')) {
         throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
           `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}); saving file contents is not supported yet`);
@@ -251,6 +263,11 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
       }
       const fd = openPath(d.path!, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
       if (d.pos && rec.kind !== 'chr') native.lseek(fd, d.pos, SEEK_SET);
+      return fd;
+    }
+    case 'memfd': {
+      const fd = native.fcntl(shmemFd(proc.session, d.shmem!), F_DUPFD_CLOEXEC, 0);
+      native.lseek(fd, d.pos, SEEK_SET);
       return fd;
     }
     case 'fifo': {

@@ -14,13 +14,13 @@ import { closeSync, openSync, statSync } from 'node:fs';
 import {
   CkptError, definePlugin, findFreeRange, findSyscallInsn, procfs, SCRATCH_SIZE, TASK_SIZE,
   PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN,
-  MAP_FIXED_NOREPLACE, type ProcessDump, type ProcessRestore, type Vma,
+  MAP_FIXED_NOREPLACE, saveMappedShmem, shmemFd, type ShmemRef, type ProcessDump, type ProcessRestore, type Vma,
 } from '@ckpt/core';
 import { native, SYS, NativeError } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-memory';
 
-type VmaKind = 'anon' | 'shared-anon' | 'file-private' | 'file-shared' | 'vdso';
+type VmaKind = 'anon' | 'shmem' | 'file-private' | 'file-shared' | 'vdso';
 
 export interface VmaRecord {
   start: number;
@@ -33,6 +33,8 @@ export interface VmaRecord {
   offset?: number;
   file?: { size: number; mtimeMs: number; ino: number };
   growsDown?: boolean;
+  /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
+  shmem?: ShmemRef;
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
@@ -59,7 +61,7 @@ function classify(pid: number, v: Vma): VmaKind {
   if (SPECIAL.has(v.name)) return 'vdso';
   const shared = v.perms[3] === 's';
   if (v.name.startsWith('/')) {
-    if (v.name === '/dev/zero (deleted)' || (shared && v.inode && v.name.startsWith('/dev/zero'))) return 'shared-anon';
+    if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
     if (v.name.startsWith('/SYSV')) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${pid} has a SysV shared memory segment attached at 0x${v.start.toString(16)}; SysV IPC is not supported yet`);
     }
@@ -69,7 +71,7 @@ function classify(pid: number, v: Vma): VmaKind {
     }
     return shared ? 'file-shared' : 'file-private';
   }
-  if (shared) return 'shared-anon';
+  if (shared) return 'shmem';
   return 'anon';
 }
 
@@ -113,7 +115,11 @@ async function dump(proc: ProcessDump): Promise<void> {
         /* checked at restore */
       }
     }
-    if (kind !== 'vdso' && kind !== 'file-shared') {
+    if (kind === 'shmem') {
+      const name = v.name.startsWith('/memfd:') ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
+      rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
+      rec.offset = v.offset;
+    } else if (kind !== 'vdso' && kind !== 'file-shared') {
       const runs = native.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
       for (let i = 0; i < runs.length; i += 2) {
         rec.runs.push([runs[i], runs[i + 1]]);
@@ -227,9 +233,16 @@ async function restore(proc: ProcessRestore): Promise<void> {
     if (v.kind === 'vdso') continue;
     const len = v.end - v.start;
     const prot = protOf(v.perms);
-    if (v.kind === 'anon' || v.kind === 'shared-anon') {
-      const flags = (v.kind === 'anon' ? MAP_PRIVATE : MAP_SHARED) | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
+    if (v.kind === 'anon') {
+      const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
       stub.syscall(SYS.mmap, v.start, len, prot, flags, -1, 0);
+    } else if (v.kind === 'shmem') {
+      const fd = proc.borrowFd(shmemFd(proc.session, v.shmem!));
+      try {
+        stub.syscall(SYS.mmap, v.start, len, prot, MAP_SHARED | MAP_FIXED, fd, v.offset ?? 0);
+      } finally {
+        stub.syscall(SYS.close, fd);
+      }
     } else {
       const shared = v.kind === 'file-shared';
       checkFile(proc.pid, v);

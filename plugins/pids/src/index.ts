@@ -101,6 +101,8 @@ async function processesCreated(session: RestoreSession): Promise<void> {
     const parent = session.processes.find((p) => p.pid === z.ppid)?.stub;
     if (!parent) continue;
     const child = forkFrom(parent, z.pid);
+    if (z.comm) child.syscall(SYS.prctl, PR_SET_NAME, child.putString(z.comm.slice(0, 15), 0), 0, 0, 0);
+    if (z.pgid !== z.pid && z.pgid !== procfs.readStat(child.pid).pgid) child.syscallRaw(SYS.setpgid, 0, z.pgid);
     const sig = z.exitCode & 0x7f;
     if (sig === 0) {
       try {
