@@ -42,8 +42,8 @@ export interface Binding {
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
   crc32c(data: Buffer, seed?: number): number;
   crc32cFile(fd: number, offset: number, length: number, seed?: number): number;
-  spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number): number;
-  spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number]): number;
+  spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number, keepFd?: number): number;
+  spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number], cloneFlags?: number): number;
   pidfdOpen(pid: number): number;
   pidfdGetfd(pidfd: number, fd: number): number;
   pipe(flags?: number): [number, number];

@@ -67,6 +67,9 @@ export const native: Binding = wrap(raw);
 /** Path of the static no-libc stub a restore rebuilds into the checkpointed process. */
 export const stubPath = join(packageRoot, 'build/ckpt-stub');
 
+/** Path of ckpt-init, pid 1 of the pid namespace `ckpt run` creates for an application. */
+export const initPath = join(packageRoot, 'build/ckpt-init');
+
 // ---- constants (x86_64) ----
 export const PTRACE_O_TRACESYSGOOD = 0x1;
 export const PTRACE_O_TRACEFORK = 0x2;
@@ -91,6 +94,8 @@ export const ERESTARTNOHAND = 514;
 export const ERESTART_RESTARTBLOCK = 516;
 
 export const PAGE_SIZE = 4096;
+export const CLONE_NEWPID = 0x20000000;
+export const CLONE_NEWIPC = 0x08000000;
 
 /** Offsets of the fields of struct user_regs_struct (NT_PRSTATUS, 216 bytes). */
 export const REG = Object.freeze({

@@ -33,6 +33,11 @@ run(process.execPath, [gyp, 'build', ...gypArgs]);
 const stubSrc = join(root, 'src/stub.c');
 const stubOut = join(root, 'build/ckpt-stub');
 mkdirSync(dirname(stubOut), { recursive: true });
+const initSrc = join(root, 'src/init.c');
+const initOut = join(root, 'build/ckpt-init');
+if (!existsSync(initOut) || statSync(initOut).mtimeMs < statSync(initSrc).mtimeMs) {
+  run('gcc', ['-O2', '-static', '-o', initOut, initSrc]);
+}
 if (!existsSync(stubOut) || statSync(stubOut).mtimeMs < statSync(stubSrc).mtimeMs) {
   run('gcc', ['-static', '-nostdlib', '-nostartfiles', '-fno-stack-protector', '-fno-asynchronous-unwind-tables',
     '-O2', '-Wl,--build-id=none', '-o', stubOut, stubSrc]);

@@ -25,10 +25,16 @@ struct KernelSigaction {
   uint64_t mask;
 };
 
-[[noreturn]] void ChildExec(const char* path, long sessionFlags) {
-  // Only the first three fds survive (the stub does not use them; the restorer installs the
-  // target's own fds later). Everything else the restorer had is closed.
-  syscall(SYS_close_range, 3, ~0U, 0);
+[[noreturn]] void ChildExec(const char* path, long sessionFlags, int keepFd) {
+  // The stub keeps nothing of the restorer but keepFd (the restorer's pidfd, through which it
+  // takes the fds the restorer prepares), as fd 3, inherited across exec.
+  if (keepFd >= 0) {
+    int hi = syscall(SYS_fcntl, keepFd, F_DUPFD, 1000);
+    syscall(SYS_dup3, hi, 3, 0);
+    syscall(SYS_close_range, 4, ~0U, 0);
+  } else {
+    syscall(SYS_close_range, 3, ~0U, 0);
+  }
   KernelSigaction dfl{};
   dfl.handler = nullptr;  // SIG_DFL
   for (int sig = 1; sig <= 64; sig++) syscall(SYS_rt_sigaction, sig, &dfl, nullptr, 8);
@@ -56,6 +62,7 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   }
   long flags = info.Length() > 2 ? ArgInt(info[2]) : 0;
   uint64_t cloneFlags = info.Length() > 3 ? ArgU64(info[3]) : 0;
+  int keepFd = info.Length() > 4 ? ArgInt(info[4]) : -1;
   if (access(path.c_str(), X_OK) != 0) {
     ThrowErrno(env, errno, ("access(" + path + ")").c_str());
     return env.Undefined();
@@ -69,7 +76,7 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
     args.set_tid_size = tids.size();
   }
   long pid = syscall(SYS_clone3, &args, sizeof(args));
-  if (pid == 0) ChildExec(path.c_str(), flags);
+  if (pid == 0) ChildExec(path.c_str(), flags, keepFd);
   if (pid < 0) {
     ThrowErrno(env, errno, "clone3", tids.empty() ? -1 : tids[0]);
     return env.Undefined();
@@ -94,6 +101,7 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   Napi::Array stdio = info[4].As<Napi::Array>();
   int fds[3];
   for (int k = 0; k < 3; k++) fds[k] = stdio.Get(k).As<Napi::Number>().Int32Value();
+  uint64_t cloneFlags = info.Length() > 5 ? ArgU64(info[5]) : 0;
   std::vector<char*> av, ev;
   for (auto& s : argv) av.push_back(const_cast<char*>(s.c_str()));
   av.push_back(nullptr);
@@ -107,6 +115,7 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   clone_args args;
   memset(&args, 0, sizeof(args));
   args.exit_signal = SIGCHLD;
+  args.flags = cloneFlags;
   long pid = syscall(SYS_clone3, &args, sizeof(args));
   if (pid == 0) {
     int err = 0;

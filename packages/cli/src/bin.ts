@@ -5,7 +5,8 @@ import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync
 import { join, resolve } from 'node:path';
 import os from 'node:os';
 import { CkptError, VERSION } from '@ckpt/core';
-import { native } from '@ckpt/native';
+import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
+import { appInitOf, findApp, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
 import { createCkpt } from './index.js';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
@@ -74,9 +75,10 @@ program
   .option('--stdout <file>', 'stdout file (default: a log file in the temp directory)')
   .option('--stderr <file>', 'stderr file (default: the stdout file)')
   .option('--cwd <dir>', 'working directory')
-  .option('--json', 'print {"pid", "stdout", "stderr"} as JSON')
+  .option('--no-namespace', 'start it directly, without its own pid and IPC namespaces (its pids must be free to restore)')
+  .option('--json', 'print {"pid", "app", "stdout", "stderr"} as JSON')
   .argument('<command...>', 'the program and its arguments (after --)')
-  .action(async (command: string[], o: { stdin: string; stdout?: string; stderr?: string; cwd?: string; json?: boolean }) => {
+  .action(async (command: string[], o: { stdin: string; stdout?: string; stderr?: string; cwd?: string; namespace: boolean; json?: boolean }) => {
     let outPath = o.stdout ? resolve(o.stdout) : undefined;
     const tmpLog = outPath === undefined;
     if (!outPath) {
@@ -89,10 +91,22 @@ program
     const errPath = o.stderr ? resolve(o.stderr) : outPath;
     const errFd = o.stderr ? openSync(errPath, 'a', 0o600) : outFd;
     let pid: number;
+    let app: AppEntry | undefined;
     try {
       const exe = resolveProgram(command[0]);
       const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
-      pid = native.spawnDetached(exe, command, env, o.cwd ? resolve(o.cwd) : null, [inFd, outFd, errFd]);
+      const cwd = o.cwd ? resolve(o.cwd) : null;
+      if (o.namespace) {
+        // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
+        const init = native.spawnDetached(initPath, [initPath, '--', exe, ...command.slice(1)], env, cwd, [inFd, outFd, errFd], CLONE_NEWPID | CLONE_NEWIPC);
+        let main: number | undefined;
+        for (let i = 0; i < 200 && !(main = mainOf(init)); i++) await new Promise((r) => setTimeout(r, 5));
+        if (!main) throw new Error('the application did not start');
+        pid = main;
+        app = registerApp({ id: newAppId(command), init, pid: main, command });
+      } else {
+        pid = native.spawnDetached(exe, command, env, cwd, [inFd, outFd, errFd]);
+      }
     } catch (e) {
       throw new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${(e as Error).message}`);
     }
@@ -103,9 +117,10 @@ program
       outPath = final;
     }
     const stderrPath = o.stderr ? errPath : outPath;
-    if (o.json) console.log(JSON.stringify({ pid, stdout: outPath, stderr: stderrPath }));
+    if (o.json) console.log(JSON.stringify({ pid, ...(app ? { app: app.id, init: app.init } : {}), stdout: outPath, stderr: stderrPath }));
     else {
       console.log(pid);
+      if (app) console.error(`ckpt: application ${app.id} (pid ${pid}, in its own pid namespace)`);
       if (tmpLog) console.error(`ckpt: output of ${pid} goes to ${outPath}`);
     }
   });
@@ -113,15 +128,24 @@ program
 program
   .command('dump')
   .description('checkpoint a process into an image directory (the process is killed unless --leave-running)')
-  .requiredOption('-t, --tree <pid>', 'the process to checkpoint')
+  .option('-t, --tree <pid>', 'the process to checkpoint, with all its descendants (a process of an application started by ckpt run: the whole application)')
+  .option('-a, --app <id>', 'the application (as ckpt run printed its id) to checkpoint')
   .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
   .option('-R, --leave-running', 'let the process continue after the dump')
   .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { tree: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean }) => {
+  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean }) => {
+    if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
+    let pid = o.app ? findApp(o.app)!.init : parsePid(o.tree!);
+    let app = o.app;
+    const init = o.app ? pid : appInitOf(pid);
+    if (init !== undefined && !app) {
+      app = listApps().find((a) => a.init === init)?.id;
+      pid = init;
+    }
     const c = await ckpt();
-    const r = await c.dump({ pid: parsePid(o.tree), dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.dump({ pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     if (o.json) console.log(JSON.stringify(r));
     else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
   });
@@ -136,10 +160,30 @@ program
   .action(async (o: { imagesDir: string; detach?: boolean; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
     const r = await c.restore({ dir: o.imagesDir, detach: o.detach, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
-    if (o.json) console.log(JSON.stringify(r));
-    else if (o.detach) console.log(r.pids.join('\n'));
+    // An application comes back in a fresh namespace: register it again; its main process (the
+    // child of ckpt-init) is the pid users know.
+    let main = r.pids[0];
+    let appId: string | undefined;
+    if (r.app && r.nsPids) {
+      main = r.pids[r.nsPids.indexOf(2)] ?? main;
+      appId = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] }).id;
+    }
+    if (o.json) console.log(JSON.stringify({ ...r, main, ...(appId ? { app: appId } : {}) }));
+    else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
     else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
+    if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);
     if (!o.detach) process.exitCode = await waitForExit(r.pids[0]);
+  });
+
+program
+  .command('apps')
+  .description('list the applications started with ckpt run (or restored) that are running')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const apps = listApps();
+    if (o.json) console.log(JSON.stringify(apps));
+    else if (!apps.length) console.log('no applications running');
+    else for (const a of apps) console.log(`${a.id.padEnd(28)} pid ${String(a.pid).padEnd(8)} init ${String(a.init).padEnd(8)} ${a.command.join(' ')}`);
   });
 
 program

@@ -11,6 +11,8 @@ export interface DumpOptions {
   leaveRunning?: boolean;
   /** fsync every image file before writing the manifest (power-loss safe; slower). */
   sync?: boolean;
+  /** Application id (from `ckpt run`) recorded in the image. */
+  app?: string;
   /** Aborts the dump between stages (the process is thawed, the partial image dropped). */
   signal?: AbortSignal;
   /** Progress callback for long work (bytes copied so far, total). */
@@ -92,6 +94,15 @@ export interface RestoreSession {
   /** Objects shared by several processes while restoring (pipes, shared memory ...). */
   readonly objects: Map<string, unknown>;
   readonly services: Services;
+  /** True when the image is a whole pid namespace, recreated fresh: no pid can collide. */
+  readonly newPidNamespace: boolean;
+  /**
+   * A pid or tid of the image as the restored processes see it (inside their pid namespace).
+   * Use it for every pid passed to a syscall run inside a stub (set_tid, setpgid, kill...).
+   */
+  vpid(pid: number): number;
+  /** The clone3 set_tid array that recreates an image pid/tid (one entry per namespace level). */
+  setTid(pid: number): number[];
   /** Things to undo if the restore fails (kill stubs, close fds, ...), run in reverse order. */
   onRollback(fn: () => void): void;
 }

@@ -7,6 +7,7 @@
  *            RESTORE_STAGES in order (pids creates the stub, registers is last) -> detach.
  *            Any failure kills every stub created and closes every fd opened.
  */
+import { readFileSync, readlinkSync } from 'node:fs';
 import { native, SYS, NativeError } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
 import { instrumentHooks, pluginContext, type CkptPlugin } from './plugin.js';
@@ -32,7 +33,12 @@ export interface DumpResult {
 }
 
 export interface RestoreResult {
+  /** The restored processes' pids (on the host: equal to the image's unless in a new pid namespace). */
   pids: number[];
+  /** Their pids inside their own pid namespace, when the image has one. */
+  nsPids?: number[];
+  /** The application id the image was made under (ckpt run). */
+  app?: string;
   ms: number;
 }
 
@@ -94,6 +100,7 @@ export class Ckpt {
           session.processes.push(processDump(n.pid, threads, session));
         }
       }
+      const pidns = pidNamespaceOf(pid, session);
       for (const stage of DUMP_STAGES) {
         for (const proc of session.processes) {
           checkAborted(options.signal, 'dump');
@@ -113,6 +120,8 @@ export class Ckpt {
           return { pid: p.pid, ppid: ids?.ppid ?? 0, comm: ids?.comm ?? '', file: `proc-${p.pid}.json` };
         }),
         zombies: session.zombies,
+        ...(pidns ? { pidns } : {}),
+        ...(options.app ? { app: options.app } : {}),
         plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version }])),
         meta: session.meta,
       });
@@ -142,11 +151,27 @@ export class Ckpt {
       }
     }
     const zombies = image.manifest.zombies ?? [];
-    for (const pid of [...records.map((r) => r.pid), ...zombies.map((z) => z.pid)]) await waitPidFree(pid);
+    const pidns = image.manifest.pidns;
+    // In a fresh pid namespace nothing can collide; on the host every pid must be free.
+    if (!pidns) for (const pid of [...records.map((r) => r.pid), ...zombies.map((z) => z.pid)]) await waitPidFree(pid);
+    // A namespace keeps its host pids too when they are all free (else the host picks new ones,
+    // so that one image can run twice side by side).
+    const keepHostPids = !!pidns && (await pidsFreeSoon(Object.keys(pidns.map).map(Number)));
     const services = this.services();
     const rollbacks: Array<() => void> = [];
     const session: RestoreSession = {
       options, image, processes: [], zombies, objects: new Map(), services,
+      newPidNamespace: !!pidns,
+      setTid: (pid: number) => {
+        if (!pidns) return [pid];
+        return keepHostPids ? [session.vpid(pid), pid] : [session.vpid(pid)];
+      },
+      vpid: (pid: number) => {
+        if (!pidns) return pid;
+        const v = pidns.map[String(pid)];
+        if (v === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: no namespace pid for ${pid}`);
+        return v;
+      },
       onRollback: (fn) => rollbacks.push(fn),
     };
     try {
@@ -184,7 +209,12 @@ export class Ckpt {
       }
       throw asCkptError(e, 'ERR_CKPT_RESTORE_FAILED', `restore from ${image.dir} failed`);
     }
-    return { pids: session.processes.map((p) => p.pid), ms: performance.now() - t0 };
+    return {
+      pids: session.processes.map((p) => p.stub!.pid),
+      ms: performance.now() - t0,
+      ...(pidns ? { nsPids: session.processes.map((p) => session.vpid(p.pid)) } : {}),
+      ...(image.manifest.app ? { app: image.manifest.app } : {}),
+    };
   }
 }
 
@@ -205,6 +235,9 @@ interface Installer {
   pidfd?: number;
 }
 const installers = new WeakMap<ProcessRestore, Installer>();
+
+/** Every stub starts with the restorer's pidfd at fd 3 (spawned, or forked from a parent stub). */
+const STUB_PIDFD = 3;
 
 function processRestore(record: ProcessRecord, session: RestoreSession): ProcessRestore {
   const proc: ProcessRestore = {
@@ -240,14 +273,15 @@ function processRestore(record: ProcessRecord, session: RestoreSession): Process
       }
     },
   };
+  installers.set(proc, { pidfd: STUB_PIDFD });
   return proc;
 }
 
 /** The stub's pidfd on the restorer, through which it takes fds (pidfd_getfd). */
 function installerPidfd(proc: ProcessRestore, stub: Tracee): number {
-  const inst = installers.get(proc) ?? {};
-  installers.set(proc, inst);
-  if (inst.pidfd === undefined) inst.pidfd = Number(stub.syscall(SYS.pidfd_open, process.pid, 0));
+  const inst = installers.get(proc);
+  if (inst?.pidfd === undefined) throw new Error(`pid ${proc.pid}: no restorer pidfd in the process any more (fds are installed before the sysvipc stage ends)`);
+  void stub;
   return inst.pidfd;
 }
 
@@ -256,6 +290,24 @@ function closeInstaller(proc: ProcessRestore): void {
   if (inst?.pidfd !== undefined && proc.stub) {
     proc.stub.syscall(SYS.close, inst.pidfd);
     inst.pidfd = undefined;
+  }
+}
+
+/** True when every pid is free, or held only by zombies that get reaped within a few seconds. */
+async function pidsFreeSoon(pids: number[]): Promise<boolean> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const held = pids.filter((p) => processExists(p));
+    if (!held.length) return true;
+    for (const p of held) {
+      try {
+        if (!'ZX'.includes(readStat(p).state)) return false;
+      } catch {
+        /* just went */
+      }
+    }
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -281,6 +333,39 @@ async function waitPidFree(pid: number): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * When the dumped tree is a whole pid namespace (its root is the namespace's init, as with
+ * `ckpt run`), the image records each task's pid inside it, and restore recreates the namespace.
+ */
+function pidNamespaceOf(root: number, session: DumpSession): { map: Record<string, number> } | undefined {
+  const inner = (pid: number, tid = pid) => readStatusOf(pid, tid).NSpid?.split(/\s+/).filter(Boolean).map(Number) ?? [];
+  const rootIds = inner(root);
+  if (rootIds.length < 2 || rootIds[rootIds.length - 1] !== 1) return undefined;
+  const ns = readlinkSync(`/proc/${root}/ns/pid`);
+  const map: Record<string, number> = {};
+  for (const p of session.processes) {
+    if (readlinkSync(`/proc/${p.pid}/ns/pid`) !== ns) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${p.pid} lives in a nested pid namespace inside ${root}'s; nested namespaces are not supported`);
+    }
+    for (const t of p.threads) map[String(t.pid)] = inner(p.pid, t.pid).at(-1)!;
+  }
+  for (const z of session.zombies) map[String(z.pid)] = inner(z.pid).at(-1) ?? z.pid;
+  return { map };
+}
+
+function readStatusOf(pid: number, tid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  try {
+    for (const line of readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
+      const i = line.indexOf(':');
+      if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+    }
+  } catch {
+    /* gone */
+  }
+  return out;
 }
 
 function checkAborted(signal: AbortSignal | undefined, what: string): void {

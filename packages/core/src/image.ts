@@ -43,6 +43,10 @@ export interface Manifest {
   root: number;
   processes: ProcessEntry[];
   zombies?: Array<{ pid: number; comm: string; ppid: number; pgid: number; sid: number; exitCode: number }>;
+  /** The tree is a whole pid namespace: image pid -> pid inside it, for every task. */
+  pidns?: { map: Record<string, number> };
+  /** Application id (ckpt run). */
+  app?: string;
   plugins: Record<string, { version?: string }>;
   /** Free-form facts plugins want checked before restore (xstate size, ...). */
   meta: Record<string, unknown>;

@@ -230,3 +230,25 @@ export function nsPid(pid: number): number {
   const v = readStatus(pid).NSpid?.split(/\s+/).filter(Boolean).map(Number);
   return v && v.length ? v[v.length - 1] : pid;
 }
+
+/** The host pid of the task that is `nsTid` inside its pid namespace, among candidates. */
+export function hostTidOf(candidates: number[], nsTid: number, pidOf: (tid: number) => number = (t) => t): number | undefined {
+  for (const tid of candidates) {
+    try {
+      const v = readFileSync(`/proc/${pidOf(tid)}/task/${tid}/status`, 'utf8').match(/^NSpid:\s*(.*)$/m)?.[1].trim().split(/\s+/);
+      if (v && Number(v[v.length - 1]) === nsTid) return tid;
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+}
+
+/** Children of a process (host pids), from /proc/PID/task/PID/children. */
+export function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}

@@ -6,7 +6,8 @@
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
-import { native, stubPath, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { closeSync } from 'node:fs';
+import { native, stubPath, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
@@ -130,17 +131,24 @@ export class ProcessControl {
         /* gone */
       }
     }
-    for (const threads of processes) {
-      for (const t of [...threads.slice(1), threads[0]]) {
+    // Collect every task's exit as tracer, in whatever order they come: a pid namespace's init
+    // only finishes dying once the rest of its namespace has.
+    const pending = new Set(processes.flat().map((t) => t.pid));
+    const deadline = Date.now() + 10000;
+    while (pending.size && Date.now() < deadline) {
+      let progressed = false;
+      for (const tid of [...pending]) {
         try {
-          for (let i = 0; i < 100; i++) {
-            const st = native.waitStop(t.pid, 5000);
-            if (st.kind === 'exited' || st.kind === 'killed') break;
-          }
+          const st = native.tryWait(tid);
+          if (!st) continue;
+          if (st.kind === 'exited' || st.kind === 'killed') pending.delete(tid);
+          progressed = true;
         } catch {
-          /* not reportable to us any more: gone */
+          pending.delete(tid); // not ours to wait for any more: gone
+          progressed = true;
         }
       }
+      if (!progressed) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
     }
   }
 
@@ -164,10 +172,15 @@ export class ProcessControl {
    * Creates a restore stub with the given pid (set_tid), traced by us and stopped at its exec:
    * the raw material the restore stages rebuild into the checkpointed process.
    */
-  spawnStub(pid: number, opts: { setsid?: boolean } = {}): Tracee {
+  spawnStub(setTid: number | number[], opts: { setsid?: boolean; newPidNs?: boolean } = {}): Tracee {
+    const tids = Array.isArray(setTid) ? setTid : setTid ? [setTid] : [];
+    const pid = tids.at(-1) ?? 0;
     let child: number;
+    // The stub keeps a pidfd of the restorer as fd 3: through it (pidfd_getfd) it takes every fd
+    // the restorer prepares, whatever pid namespace it lives in.
+    const pidfd = native.pidfdOpen(process.pid);
     try {
-      child = native.spawnStub(stubPath, pid ? [pid] : [], opts.setsid ? 1 : 0, 0);
+      child = native.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID : 0, pidfd);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'EEXIST') {
@@ -177,6 +190,8 @@ export class ProcessControl {
         });
       }
       throw e;
+    } finally {
+      closeSync(pidfd);
     }
     const st = native.waitStop(child, 10000);
     if (st.kind !== 'signal' || st.signal !== 5) {

@@ -203,12 +203,14 @@ interface PipeTable {
   keepers: Map<string, number>;
   /** Our fd for every restored description, by "pid:fd" of its first holder. */
   descriptions: Map<string, number>;
+  /** Pipes whose queued bytes are back in them. */
+  filled: Set<string>;
 }
 const tables = new WeakMap<RestoreSession, PipeTable>();
 function pipeTable(session: RestoreSession): PipeTable {
   let t = tables.get(session);
   if (!t) {
-    const table: PipeTable = { pipes: new Map(), keepers: new Map(), descriptions: new Map() };
+    const table: PipeTable = { pipes: new Map(), keepers: new Map(), descriptions: new Map(), filled: new Set() };
     tables.set(session, table);
     session.onRollback(() => closeTable(table));
     t = table;
@@ -277,7 +279,10 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
         // A read-write keeper never blocks and lets the other modes open without a peer.
         const keeper = openPath(d.path!, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
         t.keepers.set(id, keeper);
-        if (d.pipe!.data) writeAll(keeper, Buffer.from(d.pipe!.data, 'base64'));
+      }
+      if (d.pipe!.data && !t.filled.has(id)) {
+        t.filled.add(id);
+        writeAll(t.keepers.get(id)!, Buffer.from(d.pipe!.data, 'base64'));
       }
       const fd = openPath(d.path!, d.flags | O_NONBLOCK, proc.pid, rec.fd);
       if (!(d.flags & O_NONBLOCK)) native.fcntl(fd, F_SETFL, d.flags & ~O_NONBLOCK);
@@ -296,7 +301,11 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
         } catch {
           /* above pipe-max-size without CAP_SYS_RESOURCE: keep the default */
         }
-        if (d.pipe!.data) writeAll(w, Buffer.from(d.pipe!.data, 'base64'));
+      }
+      // The queued bytes were read through a read end (write ends carry none): once per pipe.
+      if (d.pipe!.data && !t.filled.has(id)) {
+        t.filled.add(id);
+        writeAll(p.w, Buffer.from(d.pipe!.data, 'base64'));
       }
       const end = (d.flags & O_ACCMODE) === O_WRONLY ? p.w : p.r;
       native.fcntl(end, F_SETFL, d.flags & (O_NONBLOCK | C.O_DIRECT));

@@ -45,18 +45,26 @@ async function dump(proc: ProcessDump): Promise<void> {
 const SIGCHLD = 17;
 
 /** Forks a child with the given pid out of a parent stub (clone3 set_tid); it starts stopped. */
-export function forkFrom(parent: Tracee, pid: number): Tracee {
+export function forkFrom(parent: Tracee, setTid: number[]): Tracee {
+  const pid = setTid.at(-1)!;
   const args = Buffer.alloc(88);
   args.writeBigUInt64LE(BigInt(SIGCHLD), 32); // exit_signal
-  const tids = Buffer.alloc(4);
-  tids.writeInt32LE(pid, 0);
+  const tids = Buffer.alloc(4 * setTid.length);
+  setTid.forEach((t, i) => tids.writeInt32LE(t, i * 4));
   args.writeBigUInt64LE(BigInt(parent.put(tids, 2048)), 64);
-  args.writeBigUInt64LE(1n, 72);
+  args.writeBigUInt64LE(BigInt(setTid.length), 72);
   let child: number;
   try {
     child = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   } catch (e) {
     throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot create pid ${pid} under ${parent.pid}: ${(e as Error).message}`, { cause: e });
+  }
+  // clone3 answers in the parent's pid namespace; ptrace needs the host's view.
+  if (setTid.length > 1) child = setTid[setTid.length - 1];
+  else if (procfs.nsPid(parent.pid) !== parent.pid) {
+    const host = procfs.hostTidOf(procfs.childrenOf(parent.pid), child);
+    if (host === undefined) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot find the new process ${child} of ${parent.pid}`);
+    child = host;
   }
   const st = native.waitStop(child, 10000);
   if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new process ${child} died at birth`);
@@ -69,12 +77,14 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const pc = proc.session.services.processes;
   const parent = proc.session.processes.find((p) => p.pid === rec.ppid && p.stub);
   let stub: Tracee;
+  const vpid = proc.session.vpid;
   if (parent?.stub) {
-    stub = forkFrom(parent.stub, rec.pid);
+    stub = forkFrom(parent.stub, proc.session.setTid(rec.pid));
     if (rec.sid === rec.pid) stub.syscall(SYS.setsid);
   } else {
-    // The root: the restorer's own child (its old parent is not part of the image).
-    stub = pc.spawnStub(rec.pid, { setsid: rec.sid === rec.pid });
+    // The root: the restorer's own child (its old parent is not part of the image); the init
+    // of a fresh pid namespace when the image is one.
+    stub = pc.spawnStub(proc.session.setTid(rec.pid), { setsid: rec.sid === rec.pid, newPidNs: proc.session.newPidNamespace });
   }
   proc.session.onRollback(() => pc.killStub(stub.pid));
   proc.stub = stub;
@@ -87,12 +97,13 @@ async function restore(proc: ProcessRestore): Promise<void> {
  */
 async function processesCreated(session: RestoreSession): Promise<void> {
   const procs = session.processes.map((p) => ({ p, rec: p.get<PidsRecord>(NAME) })).filter((x) => x.rec && x.p.stub);
+  const vpid = session.vpid;
   for (const { p, rec } of procs) if (rec!.pgid === rec!.pid && rec!.sid !== rec!.pid) p.stub!.syscall(SYS.setpgid, 0, 0);
   for (const { p, rec } of procs) {
     if (rec!.pgid === rec!.pid || rec!.sid === rec!.pid) continue;
-    if (procfs.readStat(p.stub!.pid).pgid === rec!.pgid) continue;
+    if (procfs.readStat(p.stub!.pid).pgid === rec!.pgid && !session.newPidNamespace) continue;
     try {
-      p.stub!.syscall(SYS.setpgid, 0, rec!.pgid);
+      p.stub!.syscall(SYS.setpgid, 0, vpid(rec!.pgid));
     } catch (e) {
       log('pid %d: cannot rejoin process group %d (%s); it stays in %d', rec!.pid, rec!.pgid, (e as Error).message, procfs.readStat(p.stub!.pid).pgid);
     }
@@ -100,9 +111,9 @@ async function processesCreated(session: RestoreSession): Promise<void> {
   for (const z of session.zombies) {
     const parent = session.processes.find((p) => p.pid === z.ppid)?.stub;
     if (!parent) continue;
-    const child = forkFrom(parent, z.pid);
+    const child = forkFrom(parent, session.setTid(z.pid));
     if (z.comm) child.syscall(SYS.prctl, PR_SET_NAME, child.putString(z.comm.slice(0, 15), 0), 0, 0, 0);
-    if (z.pgid !== z.pid && z.pgid !== procfs.readStat(child.pid).pgid) child.syscallRaw(SYS.setpgid, 0, z.pgid);
+    if (z.pgid !== z.pid && z.pgid !== z.ppid) child.syscallRaw(SYS.setpgid, 0, vpid(z.pgid));
     const sig = z.exitCode & 0x7f;
     if (sig === 0) {
       try {
@@ -111,7 +122,7 @@ async function processesCreated(session: RestoreSession): Promise<void> {
         /* it exits inside the syscall: expected */
       }
     } else {
-      child.syscall(SYS.kill, z.pid, sig);
+      child.syscall(SYS.kill, vpid(z.pid), sig);
       native.cont(child.pid, 0);
       for (let i = 0; i < 10; i++) {
         const st = native.waitStop(child.pid, 5000);

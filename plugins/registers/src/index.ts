@@ -17,7 +17,7 @@
  *   anything else returns EINTR, as after any signal.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-registers';
@@ -120,13 +120,14 @@ async function dumpRegisters(proc: ProcessDump): Promise<void> {
   proc.session.meta['registers.xcr0'] = rec.xcr0;
 }
 
-function queueSignals(t: Tracee, tgid: number, list: string[], shared: boolean): void {
+/** Queues saved siginfos in the task t; tgid and tid as seen inside the process's pid namespace. */
+function queueSignals(t: Tracee, tgid: number, tid: number, list: string[], shared: boolean): void {
   for (const s of list) {
     const info = Buffer.from(s, 'base64');
     const signo = info.readInt32LE(0);
     const addr = t.put(info, 0);
     if (shared) t.syscall(SYS.rt_sigqueueinfo, tgid, signo, addr);
-    else t.syscall(SYS.rt_tgsigqueueinfo, tgid, t.pid, signo, addr);
+    else t.syscall(SYS.rt_tgsigqueueinfo, tgid, tid, signo, addr);
   }
 }
 
@@ -142,7 +143,8 @@ async function restoreSignals(proc: ProcessRestore): Promise<void> {
     [a.handler, a.flags, a.restorer, a.mask].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
     stub.syscall(SYS.rt_sigaction, a.sig, stub.put(b, 0), 0, 8);
   }
-  queueSignals(stub, stub.pid, rec.sharedPending, true);
+  const tgid = proc.session.vpid(proc.pid);
+  queueSignals(stub, tgid, tgid, rec.sharedPending, true);
 }
 
 /** Creates the other threads (clone3 with set_tid from the leader) and restores per-thread state. */
@@ -154,15 +156,22 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
   for (const th of rec.threads.slice(1)) {
     const args = Buffer.alloc(88);
     args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
-    const tidArray = Buffer.alloc(4);
-    tidArray.writeInt32LE(th.tid, 0);
+    const setTid = proc.session.setTid(th.tid);
+    const tidArray = Buffer.alloc(4 * setTid.length);
+    setTid.forEach((t, k) => tidArray.writeInt32LE(t, k * 4));
     args.writeBigUInt64LE(BigInt(stub.put(tidArray, 2048)), 64);
-    args.writeBigUInt64LE(1n, 72);
+    args.writeBigUInt64LE(BigInt(setTid.length), 72);
     let tid: number;
     try {
       tid = Number(stub.syscall(SYS.clone3, stub.put(args, 1024), args.length));
     } catch (e) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate thread ${th.tid} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
+    }
+    if (setTid.length > 1) tid = setTid[setTid.length - 1];
+    else if (proc.session.newPidNamespace) {
+      const host = procfs.hostTidOf(procfs.listThreads(stub.pid), tid, () => stub.pid);
+      if (host === undefined) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot find the new thread ${tid} of pid ${proc.pid}`);
+      tid = host;
     }
     const st = native.waitStop(tid, 10000);
     if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new thread ${tid} of pid ${proc.pid} died`);
@@ -174,7 +183,7 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
     if (BigInt(th.robustList.head) !== 0n) t.syscall(SYS.set_robust_list, BigInt(th.robustList.head), th.robustList.len);
     t.syscall(SYS.set_tid_address, BigInt(th.clearChildTid));
     if (i > 0) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
-    queueSignals(t, proc.pid, th.pending, false);
+    queueSignals(t, proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false);
   });
 }
 
