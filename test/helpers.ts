@@ -198,6 +198,14 @@ export function procStatusField(pid: number, field: string): string | null {
   }
 }
 
+/** The pid as the process itself sees it (inside the pid namespace `ckpt run` gives it). */
+export function nsPidOf(pid: number): number | null {
+  const v = procStatusField(pid, 'NSpid');
+  if (!v) return null;
+  const ids = v.split(/\s+/).filter(Boolean).map(Number);
+  return ids[ids.length - 1];
+}
+
 export function tracerPid(pid: number): number | null {
   const v = procStatusField(pid, 'TracerPid');
   return v === null ? null : Number(v);
@@ -445,7 +453,7 @@ export function parsePid(out: string): number | null {
 export async function runFixture(
   dir: string,
   cmd: string[],
-  opts: { json?: boolean; marker?: string; name?: string; stdin?: string; cwd?: string } = {},
+  opts: { json?: boolean; marker?: string; name?: string; stdin?: string; cwd?: string; noNamespace?: boolean } = {},
 ): Promise<Started> {
   const name = opts.name ?? 'proc';
   const stdout = path.join(dir, `${name}.stdout`);
@@ -454,6 +462,7 @@ export async function runFixture(
   if (opts.stdin) args.push('--stdin', opts.stdin);
   if (opts.cwd) args.push('--cwd', opts.cwd);
   if (opts.json) args.push('--json');
+  if (opts.noNamespace) args.push('--no-namespace');
   args.push('--', ...cmd);
   const run = await ckpt(args);
   expectOk(run);

@@ -168,7 +168,9 @@ program
       main = r.pids[r.nsPids.indexOf(2)] ?? main;
       appId = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] }).id;
     }
-    if (o.json) console.log(JSON.stringify({ ...r, main, ...(appId ? { app: appId } : {}) }));
+    // pids: the main process first (for an application: ckpt-init's child; the init last).
+    const ordered = [main, ...r.pids.filter((p) => p !== main)];
+    if (o.json) console.log(JSON.stringify({ ...r, pids: ordered, main, ...(appId ? { app: appId, init: r.pids[0] } : {}) }));
     else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
     else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
     if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);

@@ -1,0 +1,224 @@
+// Process trees: a parent, 3 children, a grandchild, a session of its own, a process group of two,
+// a zombie, a pipe with bytes queued between processes, one open file description shared by two
+// processes, shared anonymous memory and a memfd shared by all, private memory that differs per
+// process. Dumped as a tree, restored, and every relation checked on the real processes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  BUILD_DIR,
+  ckpt,
+  expectOk,
+  expectRunningFree,
+  makeTempDir,
+  nsPidOf,
+  procStat,
+  procState,
+  readLines,
+  runFixture,
+  track,
+  useCleanup,
+  waitFor,
+  waitForLine,
+  waitNotAlive,
+  bin,
+  procStatusField,
+} from './helpers.js';
+
+useCleanup();
+
+const TREE = path.join(BUILD_DIR, 'tree');
+const LINE_RE = /^(\w+) pid=(\d+) ppid=(\d+) pgid=(\d+) sid=(\d+) tick=(\d+) shm=(\d+) memfd=(\d+) total=(\d+) mtotal=(\d+) priv=(\w+)(.*)$/;
+
+interface Ids {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  state: string;
+}
+
+function idsOf(pid: number): Ids | null {
+  const f = procStat(pid);
+  if (!f) return null;
+  return { pid, state: f[2], ppid: Number(f[3]), pgid: Number(f[4]), sid: Number(f[5]) };
+}
+
+/** The whole tree under root, from /proc (pid -> ids), zombies included. */
+function treeOf(root: number): Map<number, Ids> {
+  const all = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  const ids = new Map<number, Ids>();
+  for (const p of all) {
+    const i = idsOf(p);
+    if (i) ids.set(p, i);
+  }
+  const out = new Map<number, Ids>([[root, ids.get(root)!]]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const i of ids.values()) {
+      if (!out.has(i.pid) && out.has(i.ppid)) {
+        out.set(i.pid, i);
+        grew = true;
+      }
+    }
+  }
+  return out;
+}
+
+interface Parsed {
+  name: string;
+  pid: number;
+  tick: number;
+  shm: number;
+  total: number;
+  mtotal: number;
+  priv: string;
+  extra: string;
+}
+
+function linesOf(file: string): Parsed[] {
+  return readLines(file)
+    .map((l) => LINE_RE.exec(l))
+    .filter((m): m is RegExpExecArray => !!m)
+    .map((m) => ({ name: m[1], pid: Number(m[2]), tick: Number(m[6]), shm: Number(m[7]), total: Number(m[9]), mtotal: Number(m[10]), priv: m[11], extra: m[12] }));
+}
+
+function lastOf(file: string, name: string): Parsed | undefined {
+  return linesOf(file).filter((l) => l.name === name).at(-1);
+}
+
+async function startTree(dir: string, noNamespace: boolean) {
+  const shared = path.join(dir, 'shared.log');
+  const started = await runFixture(dir, [TREE, shared], { name: 'tree', noNamespace });
+  // All five processes are up and ticking.
+  await waitFor(() => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => (lastOf(started.stdout, n)?.tick ?? -1) >= 3), 20_000,
+    () => `tree did not start:\n${readLines(started.stdout).slice(-10).join('\n')}`);
+  return { ...started, shared };
+}
+
+function checkSharedLog(file: string): void {
+  const text = fs.readFileSync(file, 'latin1');
+  expect(text.includes('\0'), 'shared.log has NUL bytes: the shared offset was not shared').toBe(false);
+  for (const who of ['root', 'c2']) {
+    const ns = text.split('\n').filter((l) => l.startsWith(`${who} `)).map((l) => Number(l.split(' ')[1]));
+    ns.forEach((n, i) => expect(n, `${who} lines in shared.log not consecutive at ${i}: ${ns.slice(Math.max(0, i - 3), i + 3)}`).toBe(ns[0] + i));
+  }
+}
+
+describe('process trees', () => {
+  it('a tree on the host: pids, parents, groups, sessions, zombie, pipe bytes, shared memory and offsets survive', async () => {
+    const dir = makeTempDir('tree');
+    const img = path.join(dir, 'img');
+    const { pid: root, stdout, shared } = await startTree(dir, true);
+    const before = treeOf(root);
+    expect(before.size, `tree has ${before.size} processes`).toBe(6);
+    const zombie = [...before.values()].find((i) => i.state === 'Z');
+    expect(zombie, 'no zombie in the tree').toBeDefined();
+    for (const p of before.keys()) track(p, TREE);
+
+    const d = await ckpt(['dump', '-t', String(root), '-D', img, '--json']);
+    expectOk(d);
+    expect(JSON.parse(d.stdout).pids.sort()).toEqual([...before.keys()].filter((p) => p !== zombie!.pid).sort());
+    const atDump = Object.fromEntries(['root', 'c1', 'c2', 'c3', 'g'].map((n) => [n, lastOf(stdout, n)!]));
+    for (const p of before.keys()) await waitNotAlive(p);
+
+    const r = await ckpt(['restore', '-D', img, '--detach']);
+    expectOk(r);
+    const after = treeOf(root);
+    for (const [p, i] of before) {
+      const now = after.get(p);
+      expect(now, `pid ${p} missing after restore`).toBeDefined();
+      expect({ ppid: now!.ppid, pgid: now!.pgid, sid: now!.sid }, `ids of ${p}`).toEqual({ ppid: i.ppid, pgid: i.pgid, sid: i.sid });
+      if (p === zombie!.pid) expect(now!.state, 'the zombie is a zombie again').toBe('Z');
+      else expectRunningFree(p, `restored ${p}`);
+    }
+    // Everyone continues from where it was.
+    await waitFor(() => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => lastOf(stdout, n)!.tick >= atDump[n].tick + 12), 20_000,
+      () => `ticks stopped:\n${readLines(stdout).slice(-10).join('\n')}`);
+    const lines = linesOf(stdout);
+    for (const n of ['root', 'c1', 'c2', 'c3', 'g']) {
+      const own = lines.filter((l) => l.name === n);
+      const firstAfter = own.find((l) => l.tick > atDump[n].tick)!;
+      expect(firstAfter.tick, `${n}: first tick after restore`).toBe(atDump[n].tick + 1);
+      expect(firstAfter.shm, `${n}: its shared counter continues`).toBe(atDump[n].shm + 1);
+      expect(own.every((l) => l.priv === 'ok'), `${n}: private memory differs per process`).toBe(true);
+      // Shared memory is still shared: the sum of all counters grows by about 5 per tick, not 1.
+      const late = own.at(-1)!;
+      const earlier = own.find((l) => l.tick === late.tick - 10)!;
+      expect(late.total - earlier.total, `${n}: shared anonymous memory no longer shared`).toBeGreaterThanOrEqual(35);
+      expect(late.mtotal - earlier.mtotal, `${n}: memfd memory no longer shared`).toBeGreaterThanOrEqual(35);
+    }
+    // The pipe root -> c1 kept its queued bytes: every message arrives once, in order.
+    const c1 = lines.filter((l) => l.name === 'c1');
+    expect(c1.filter((l) => l.extra.includes('pipe=GAP')), 'c1 saw a gap in the pipe').toEqual([]);
+    const got = c1.map((l) => Number(/got=(\d+)/.exec(l.extra)![1]));
+    got.forEach((g, i) => expect(g, `c1 reads one message per tick`).toBe(got[0] + i));
+    checkSharedLog(shared);
+    // The root's wait() still reaps its zombie child, with the old status.
+    process.kill(root, 'SIGUSR2');
+    await waitForLine(stdout, new RegExp(`^reaped ${zombie!.pid} status 7$`), 10_000);
+    expect(procState(zombie!.pid), 'the zombie was reaped').toBeNull();
+  });
+
+  it('an application (ckpt run) is restored in a fresh pid namespace, twice side by side from one image', async () => {
+    const dir = makeTempDir('app');
+    const img = path.join(dir, 'img');
+    const run = await ckpt(['run', '--json', '--stdout', path.join(dir, 'tree.stdout'), '--', TREE, path.join(dir, 'shared.log')]);
+    expectOk(run);
+    const { pid, app } = JSON.parse(run.stdout) as { pid: number; app: string };
+    expect(typeof app).toBe('string');
+    track(pid, TREE);
+    const stdout = path.join(dir, 'tree.stdout');
+    await waitFor(() => (lastOf(stdout, 'g')?.tick ?? -1) >= 3, 20_000, () => readLines(stdout).slice(-5).join('\n'));
+    expect(nsPidOf(pid), 'the application is pid 2 of its namespace (ckpt-init is 1)').toBe(2);
+    const nsBefore = [...treeOf(pid).keys()].map((p) => nsPidOf(p)).sort();
+
+    const d = await ckpt(['dump', '--app', app, '-D', img]);
+    expectOk(d);
+    await waitNotAlive(pid);
+
+    const r1 = await ckpt(['restore', '-D', img, '--detach', '--json']);
+    expectOk(r1);
+    const j1 = JSON.parse(r1.stdout) as { pids: number[]; main: number; app: string };
+    track(j1.main, TREE);
+    expect(j1.main, 'host pids are kept when free').toBe(pid);
+    const r2 = await ckpt(['restore', '-D', img, '--detach', '--json']);
+    expectOk(r2);
+    const j2 = JSON.parse(r2.stdout) as { pids: number[]; main: number; app: string };
+    for (const p of j2.pids) track(p, TREE);
+    expect(j2.main, 'the second copy got other host pids').not.toBe(pid);
+    expect(j2.app, 'the second copy has its own application id').not.toBe(j1.app);
+    for (const main of [j1.main, j2.main]) {
+      expect(nsPidOf(main)).toBe(2);
+      expect([...treeOf(main).keys()].map((p) => nsPidOf(p)).sort(), 'namespace pids as before').toEqual(nsBefore.filter((p) => p !== 1));
+      expect(procStatusField(main, 'NSpid')).toMatch(/\s2$/);
+    }
+    // Both copies run: the log gets lines from two roots at the same tick numbers.
+    const t0 = lastOf(stdout, 'root')!.tick;
+    await waitFor(() => linesOf(stdout).filter((l) => l.name === 'root' && l.tick === t0 + 5).length >= 2, 20_000,
+      () => `both copies should tick:\n${readLines(stdout).slice(-10).join('\n')}`);
+    const apps = await ckpt(['apps', '--json']);
+    const ids = (JSON.parse(apps.stdout) as Array<{ id: string }>).map((a) => a.id);
+    expect(ids).toEqual(expect.arrayContaining([j1.app, j2.app]));
+  });
+
+  it('a failed dump of a tree resumes every process it froze', async () => {
+    const dir = makeTempDir('treefail');
+    const fdkinds = bin('fdkinds');
+    // A shell with two children; one holds a socket, which this version refuses.
+    const sleeper = bin('sleeper');
+    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} socket & wait`], {
+      name: 'sh', noNamespace: true, marker: fdkinds,
+    });
+    await waitFor(() => treeOf(root).size >= 3 && readLines(stdout).filter((l) => /tick/.test(l)).length >= 3, 20_000, () => 'tree did not start');
+    const tree = [...treeOf(root).keys()];
+    for (const p of tree) track(p, fdkinds);
+    const d = await ckpt(['dump', '-t', String(root), '-D', path.join(dir, 'img')]);
+    expect(d.code, d.stderr).not.toBe(0);
+    expect(d.stderr).toMatch(/^ckpt: error:/m);
+    for (const p of tree) expectRunningFree(p, `tree member ${p} after the failed dump`);
+    const n = readLines(stdout).length;
+    await waitFor(() => readLines(stdout).length >= n + 3, 10_000, () => 'the tree stopped ticking after the failed dump');
+    expect(fs.existsSync(path.join(dir, 'img', 'manifest.json')), 'a failed dump leaves no image').toBe(false);
+  });
+});
