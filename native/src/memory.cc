@@ -4,10 +4,17 @@
 
 #include <fcntl.h>
 #include <nmmintrin.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -191,6 +198,102 @@ Napi::Object CopyResult(Napi::Env env, uint64_t bytes, uint32_t crc) {
   return o;
 }
 
+// Two-stage copy pipeline over page runs: the calling thread produces chunks (read + CRC, in
+// order) into a ring of buffers while a second thread consumes them (write), so the read side
+// and the write side of a copy use both cores instead of taking turns.
+struct Chunk {
+  uint8_t* buf;
+  uint64_t addr;
+  size_t len;
+};
+
+class Pipeline {
+ public:
+  static constexpr int kSlots = 4;
+  Pipeline() {
+    for (int i = 0; i < kSlots; i++) {
+      void* p = nullptr;
+      if (posix_memalign(&p, kPage, kChunk) != 0) p = nullptr;
+      bufs_[i] = static_cast<uint8_t*>(p);
+    }
+  }
+  ~Pipeline() {
+    for (auto* b : bufs_) free(b);
+  }
+  bool ok() const {
+    for (auto* b : bufs_)
+      if (!b) return false;
+    return true;
+  }
+
+  // produce(chunk) fills chunk.buf (chunk.len bytes for chunk.addr); consume(chunk) drains it.
+  // Each returns 0 or an errno; the first failure stops both sides. Returns {errno, where}.
+  template <typename P, typename C>
+  std::pair<int, const char*> Run(const Napi::Float64Array& runs, P produce, C consume) {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Chunk> full;
+    std::deque<uint8_t*> empty(bufs_, bufs_ + kSlots);
+    bool done = false;
+    int err = 0;
+    const char* where = nullptr;
+    std::thread writer([&] {
+      for (;;) {
+        Chunk c;
+        {
+          std::unique_lock<std::mutex> lk(mu);
+          cv.wait(lk, [&] { return !full.empty() || done || err; });
+          if (err || (full.empty() && done)) return;
+          c = full.front();
+          full.pop_front();
+        }
+        int e = consume(c);
+        std::lock_guard<std::mutex> lk(mu);
+        if (e && !err) err = e, where = "consume";
+        empty.push_back(c.buf);
+        cv.notify_all();
+      }
+    });
+    for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
+      uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
+      while (len) {
+        uint8_t* buf;
+        {
+          std::unique_lock<std::mutex> lk(mu);
+          cv.wait(lk, [&] { return !empty.empty() || err; });
+          if (err) break;
+          buf = empty.front();
+          empty.pop_front();
+        }
+        size_t n = std::min<uint64_t>(len, kChunk);
+        Chunk c{buf, addr, n};
+        int e = produce(c);
+        std::lock_guard<std::mutex> lk(mu);
+        if (e) {
+          if (!err) err = e, where = "produce";
+          empty.push_back(buf);
+          cv.notify_all();
+          break;
+        }
+        full.push_back(c);
+        cv.notify_all();
+        addr += n;
+        len -= n;
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      done = true;
+      cv.notify_all();
+    }
+    writer.join();
+    return {err, where};
+  }
+
+ private:
+  uint8_t* bufs_[kSlots] = {};
+};
+
 // dumpPages(pid, runs, fd, crc): appends the runs' bytes to fd (at its offset); returns
 // { bytes, crc } with the CRC32C continued from crc.
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
@@ -199,43 +302,39 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   Napi::Float64Array runs = RunsArg(info[1]);
   int out = ArgInt(info[2]);
   uint32_t crc = info[3].As<Napi::Number>().Uint32Value();
-  uint8_t* buf = ChunkBuffer();
-  if (!buf) {
+  Pipeline pipe;
+  if (!pipe.ok()) {
     ThrowErrno(env, ENOMEM, "posix_memalign");
     return env.Undefined();
   }
   MemFd mem(pid, O_RDONLY);
   uint64_t total = 0;
-  for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) {
-    uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
-    while (len) {
-      size_t n = std::min<uint64_t>(len, kChunk);
-      iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
-      ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-      if (got < 0) got = 0;
-      if (static_cast<size_t>(got) < n) {
-        // Unreadable protections (PROT_NONE, ...): /proc/PID/mem reads with FOLL_FORCE.
-        int mfd = mem.get();
-        if (mfd < 0 || !FullPread(mfd, buf + got, n - got, addr + got)) {
-          ThrowErrno(env, errno, "read of target memory", pid);
-          return env.Undefined();
+  auto res = pipe.Run(
+      runs,
+      [&](Chunk& c) -> int {
+        iovec local{c.buf, c.len}, remote{reinterpret_cast<void*>(c.addr), c.len};
+        ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+        if (got < 0) got = 0;
+        if (static_cast<size_t>(got) < c.len) {
+          // Unreadable protections (PROT_NONE, ...): /proc/PID/mem reads with FOLL_FORCE.
+          int mfd = mem.get();
+          if (mfd < 0 || !FullPread(mfd, c.buf + got, c.len - got, c.addr + got)) return errno ? errno : EIO;
         }
-      }
-      crc = Crc32c(crc, buf, n);
-      if (!FullWrite(out, buf, n)) {
-        ThrowErrno(env, errno, "write(image)");
-        return env.Undefined();
-      }
-      addr += n;
-      len -= n;
-      total += n;
-    }
+        crc = Crc32c(crc, c.buf, c.len);
+        total += c.len;
+        return 0;
+      },
+      [&](Chunk& c) -> int { return FullWrite(out, c.buf, c.len) ? 0 : (errno ? errno : EIO); });
+  if (res.first) {
+    ThrowErrno(env, res.first, std::string(res.second) == "produce" ? "read of target memory" : "write(image)", pid);
+    return env.Undefined();
   }
   return CopyResult(env, total, crc);
 }
 
 // restorePages(pid, runs, fd, offset, crc): fills the runs from fd starting at offset;
-// returns { bytes, crc } of the bytes read.
+// returns { bytes, crc } of the bytes read. The image range is mapped (no copy into a buffer):
+// one thread copies it into the target with process_vm_writev while this one computes its CRC.
 Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
@@ -243,38 +342,52 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   int in = ArgInt(info[2]);
   uint64_t off = ArgU64(info[3]);
   uint32_t crc = info[4].As<Napi::Number>().Uint32Value();
-  uint8_t* buf = ChunkBuffer();
-  if (!buf) {
-    ThrowErrno(env, ENOMEM, "posix_memalign");
+  uint64_t total = 0;
+  for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) total += static_cast<uint64_t>(runs[r + 1]);
+  if (!total) return CopyResult(env, 0, crc);
+  struct stat st;
+  if (fstat(in, &st) < 0 || static_cast<uint64_t>(st.st_size) < off + total) {
+    ThrowErrno(env, ENODATA, "read(image pages)");
     return env.Undefined();
   }
+  uint64_t mapOff = off & ~(kPage - 1), delta = off - mapOff;
+  void* m = mmap(nullptr, total + delta, PROT_READ, MAP_SHARED | MAP_POPULATE, in, mapOff);
+  if (m == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap(image pages)");
+    return env.Undefined();
+  }
+  const uint8_t* base = static_cast<const uint8_t*>(m) + delta;
   MemFd mem(pid, O_RDWR);
-  uint64_t total = 0;
-  for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) {
-    uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
-    while (len) {
-      size_t n = std::min<uint64_t>(len, kChunk);
-      if (!FullPread(in, buf, n, off)) {
-        ThrowErrno(env, errno == EIO ? ENODATA : errno, "read(image pages)");
-        return env.Undefined();
-      }
-      crc = Crc32c(crc, buf, n);
-      iovec local{buf, n}, remote{reinterpret_cast<void*>(addr), n};
-      ssize_t put = process_vm_writev(pid, &local, 1, &remote, 1, 0);
-      if (put < 0) put = 0;
-      if (static_cast<size_t>(put) < n) {
-        // Read-only pages (code, RELRO): /proc/PID/mem writes with FOLL_FORCE.
-        int mfd = mem.get();
-        if (mfd < 0 || !FullPwrite(mfd, buf + put, n - put, addr + put)) {
-          ThrowErrno(env, errno, "write of target memory", pid);
-          return env.Undefined();
+  int err = 0;
+  std::thread writer([&] {
+    const uint8_t* src = base;
+    for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
+      uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
+      while (len) {
+        size_t n = std::min<uint64_t>(len, kChunk);
+        iovec local{const_cast<uint8_t*>(src), n}, remote{reinterpret_cast<void*>(addr), n};
+        ssize_t put = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+        if (put < 0) put = 0;
+        if (static_cast<size_t>(put) < n) {
+          // Read-only pages (code, RELRO): /proc/PID/mem writes with FOLL_FORCE.
+          int mfd = mem.get();
+          if (mfd < 0 || !FullPwrite(mfd, src + put, n - put, addr + put)) {
+            err = errno ? errno : EIO;
+            return;
+          }
         }
+        src += n;
+        addr += n;
+        len -= n;
       }
-      addr += n;
-      len -= n;
-      off += n;
-      total += n;
     }
+  });
+  crc = Crc32c(crc, base, total);
+  writer.join();
+  munmap(m, total + delta);
+  if (err) {
+    ThrowErrno(env, err, "write of target memory", pid);
+    return env.Undefined();
   }
   return CopyResult(env, total, crc);
 }
