@@ -8,7 +8,7 @@
 // the restored heap (SIGUSR1 -> "verify ok"), kill and reap it. Repeat, report the median.
 // Units: GB = 1e9 bytes, MB = 1e6 bytes; sizes are MiB (2^20).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -206,7 +206,7 @@ async function benchSize(ck, bins, mib) {
     process.stderr.write(`[${mib} MiB] run ${run}/${runs}: start`);
 
     const tStart = performance.now();
-    const out = execFileSync(process.execPath, [cli, 'run', '--stdout', log, '--', bins.workload, String(mib)], {
+    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.workload, String(mib)], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
     }).trim();
@@ -336,6 +336,46 @@ function printTable(r) {
   }
 }
 
+/** Dump and restore of a many-process tree or a many-thread process: fixed costs, not bandwidth. */
+async function benchShape(ck, bins, shape, n) {
+  const dumpMs = [];
+  const restoreMs = [];
+  for (let run = 1; run <= runs; run++) {
+    const dir = join(tmp, `${shape}-${run}`);
+    const log = join(tmp, `${shape}-${run}.log`);
+    process.stderr.write(`[${shape} ${n}] run ${run}/${runs}: start`);
+    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.shapes, shape, String(n)], {
+      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
+    const pid = Number(out.split('\n').at(-1));
+    detached.add(pid);
+    await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 60_000);
+    process.stderr.write(', dump');
+    let t0 = performance.now();
+    const d = await ck.dump({ pid, dir });
+    dumpMs.push(performance.now() - t0);
+    const count = shape === 'tree' ? d.pids.length : n;
+    if (count !== n) throw new Error(`${shape}: dumped ${count} processes, expected ${n}`);
+    for (const p of d.pids) await waitForPidRelease(p);
+    detached.delete(pid);
+    process.stderr.write(', restore');
+    children.add(pid);
+    t0 = performance.now();
+    const r = await ck.restore({ dir, detach: true });
+    restoreMs.push(performance.now() - t0);
+    const threads = readdirSync(`/proc/${pid}/task`).length;
+    if (shape === 'threads' && threads !== n) throw new Error(`restored ${threads} threads, expected ${n}`);
+    if (shape === 'tree' && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
+    for (const p of r.pids) if (p !== pid) killQuietly(p);
+    killQuietly(pid);
+    await reap(pid);
+    children.delete(pid);
+    rmSync(dir, { recursive: true, force: true });
+    process.stderr.write(' ok\n');
+  }
+  return { shape, n, runs, dumpMs: stats(dumpMs), restoreMs: stats(restoreMs) };
+}
+
 // ---- main -------------------------------------------------------------------------------------
 const results = [];
 let failed = false;
@@ -344,9 +384,9 @@ try {
   console.log(`host: ${os.cpus().length} CPU(s) ${os.cpus()[0]?.model ?? ''}, ${(os.totalmem() / GiB).toFixed(1)} GiB RAM, Linux ${os.release()}, Node ${process.version}`);
   console.log('units: GB = 1e9 B, MB = 1e6 B, sizes in MiB; times are measured around the API call (performance.now)');
 
-  const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref') };
+  const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes') };
   for (const [name, out] of Object.entries(bins)) {
-    execFileSync('gcc', ['-O2', '-Wall', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
 
   const ck = await createCkpt();
@@ -365,6 +405,13 @@ try {
     const res = await benchSize(ck, bins, mib);
     results.push(res);
     printTable(res);
+  }
+  for (const [shape, n] of [['tree', 16], ['threads', 32]]) {
+    const res = await benchShape(ck, bins, shape, n);
+    results.push(res);
+    console.log(`\n== ${shape === 'tree' ? `${n}-process tree` : `${n}-thread process`}, ${runs} runs (median; min/max) ==`);
+    console.log(`dump ms     ${res.dumpMs.median.toFixed(1).padStart(8)} ${res.dumpMs.min.toFixed(1).padStart(8)} ${res.dumpMs.max.toFixed(1).padStart(8)}`);
+    console.log(`restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`);
   }
 } catch (e) {
   failed = true;
@@ -393,6 +440,8 @@ if (!failed) {
     const slim = results.map((r) =>
       r.skipped
         ? r
+        : r.shape
+        ? { shape: r.shape, n: r.n, runs: r.runs, dumpMs: r3(r.dumpMs.median), restoreMs: r3(r.restoreMs.median) }
         : {
             sizeMiB: r.sizeMiB,
             runs: r.runs,
