@@ -8,7 +8,8 @@
         "src/ptrace.cc",
         "src/memory.cc",
         "src/spawn.cc",
-        "src/fd.cc"
+        "src/fd.cc",
+        "src/ipc.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -16,7 +16,26 @@ export interface RseqConfig {
   signature: number;
   flags: number;
 }
+export interface IpcObject {
+  kind: 'shm' | 'msg' | 'sem';
+  id: number;
+  key: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  mode: number;
+  size?: number;
+  destroyed?: boolean;
+  bytes?: Buffer;
+  qbytes?: number;
+  messages?: Array<{ type: number; data: Buffer }>;
+  values?: number[];
+}
 export interface Binding {
+  ipcSnapshot(pid: number, contents: boolean): IpcObject[];
+  ipcCreate(pid: number, objects: IpcObject[], remap: boolean): number[];
+  ipcRemove(pid: number, which: Array<[string, number]>): void;
   seize(pid: number, options?: number): void;
   interruptAndWait(pid: number, timeoutMs?: number): WaitStatus;
   waitStop(pid: number, timeoutMs?: number): WaitStatus;

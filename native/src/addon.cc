@@ -6,6 +6,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ckpt::InitMemory(env, exports);
   ckpt::InitSpawn(env, exports);
   ckpt::InitFd(env, exports);
+  ckpt::InitIpc(env, exports);
   return exports;
 }
 

@@ -32,5 +32,6 @@ void InitPtrace(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFd(Napi::Env env, Napi::Object exports);
+void InitIpc(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

@@ -155,11 +155,12 @@ program
   .description('restore the processes of an image, with their PIDs')
   .requiredOption('-D, --images-dir <dir>', 'image directory')
   .option('-d, --detach', 'return once restored; the process is reparented to init')
+  .option('--ipc-remap', 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)')
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { imagesDir: string; detach?: boolean; json?: boolean; progress: boolean }) => {
+  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     // An application comes back in a fresh namespace: register it again; its main process (the
     // child of ckpt-init) is the pid users know.
     let main = r.pids[0];

@@ -5,9 +5,10 @@ import { registersPlugin } from '@ckpt/plugin-registers';
 import { filesPlugin } from '@ckpt/plugin-files';
 import { pidsPlugin } from '@ckpt/plugin-pids';
 import { eventFdsPlugin } from '@ckpt/plugin-event-fds';
+import { sysvIpcPlugin } from '@ckpt/plugin-sysv-ipc';
 
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), filesPlugin(), eventFdsPlugin(), registersPlugin()];
+  return [pidsPlugin(), memoryPlugin(), filesPlugin(), eventFdsPlugin(), sysvIpcPlugin(), registersPlugin()];
 }
 
 export interface CreateOptions {

@@ -17,7 +17,7 @@ export function showImage(dir: string, opts: { json?: boolean; verify?: boolean 
   const image = ImageReader.open(dir);
   if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
   const procs = image.processes();
-  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], verified: !!opts.verify }, null, 1);
+  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], ipc: ipcObjects(image, procs), verified: !!opts.verify }, null, 1);
   const m = image.manifest;
   const out: string[] = [];
   out.push(`image ${image.dir}`);
@@ -33,10 +33,34 @@ export function showImage(dir: string, opts: { json?: boolean; verify?: boolean 
     out.push(`    ${[z.pid, z.ppid, z.pgid, z.sid, 0].map((x) => String(x).padEnd(8)).join('')} [${z.comm}] <zombie, status ${z.exitCode}>`);
   }
   for (const p of procs) out.push(...describeProcess(p));
+  const ipc = ipcObjects(image, procs);
+  if (ipc) {
+    out.push(`  SysV IPC (${ipc.namespace ? "the application's own IPC namespace" : 'attached on the host'}):`);
+    out.push('    KIND  KEY         ID      SIZE/COUNT        ATTACHED BY');
+    for (const o of ipc.objects) {
+      out.push(`    ${o.kind.padEnd(5)} ${('0x' + (o.key >>> 0).toString(16).padStart(8, '0')).padEnd(11)} ${String(o.id).padEnd(7)} ${o.amount.padEnd(17)} ${o.attachedBy.join(', ') || '-'}${o.destroyed ? ' (removed, still attached)' : ''}`);
+    }
+  }
   out.push('  files:');
   for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);
   if (opts.verify) out.push('  all checksums verified');
   return out.join('\n');
+}
+
+interface IpcLike { namespace: boolean; objects: Array<{ kind: string; id: number; key: number; size?: number; destroyed?: boolean; messages?: unknown[]; values?: number[] }> }
+
+function ipcObjects(image: ImageReader, procs: ProcessRecord[]) {
+  if (!image.manifest.files['sysvipc.json']) return undefined;
+  const rec = image.readJson<IpcLike>('sysvipc.json');
+  return {
+    namespace: rec.namespace,
+    objects: rec.objects.map((o) => ({
+      kind: o.kind, key: o.key, id: o.id, destroyed: !!o.destroyed,
+      amount: o.kind === 'shm' ? `${o.size} bytes` : o.kind === 'msg' ? `${o.messages?.length ?? 0} messages` : `${o.values?.length ?? 0} semaphores`,
+      attachedBy: procs.flatMap((p) => ((p.records['@ckpt/plugin-sysv-ipc'] as { attachments?: Array<{ shmid: number; start: number; perms: string }> } | undefined)?.attachments ?? [])
+        .filter((a) => o.kind === 'shm' && a.shmid === o.id).map((a) => `${p.pid}@0x${a.start.toString(16)}${a.perms[1] === 'w' ? '' : ' ro'}`)),
+    })),
+  };
 }
 
 function summary(p: ProcessRecord) {

@@ -23,6 +23,8 @@ export interface RestoreOptions {
   dir: string;
   /** Let the restored processes go (reparented to init) instead of staying our children. */
   detach?: boolean;
+  /** SysV IPC objects whose ids are taken on the host get new ids instead of failing. */
+  ipcRemap?: boolean;
   /** Aborts the restore between stages (everything created is removed). */
   signal?: AbortSignal;
   onProgress?: (what: string, done: number, total: number) => void;

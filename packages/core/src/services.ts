@@ -7,7 +7,7 @@ import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
 import { closeSync } from 'node:fs';
-import { native, stubPath, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { native, stubPath, CLONE_NEWIPC, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
@@ -180,7 +180,7 @@ export class ProcessControl {
     // the restorer prepares, whatever pid namespace it lives in.
     const pidfd = native.pidfdOpen(process.pid);
     try {
-      child = native.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID : 0, pidfd);
+      child = native.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID | CLONE_NEWIPC : 0, pidfd);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'EEXIST') {

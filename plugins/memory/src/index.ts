@@ -20,7 +20,7 @@ import { native, SYS, NativeError } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-memory';
 
-type VmaKind = 'anon' | 'shmem' | 'file-private' | 'file-shared' | 'vdso';
+type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso';
 
 export interface VmaRecord {
   start: number;
@@ -62,9 +62,8 @@ function classify(pid: number, v: Vma): VmaKind {
   const shared = v.perms[3] === 's';
   if (v.name.startsWith('/')) {
     if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
-    if (v.name.startsWith('/SYSV')) {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${pid} has a SysV shared memory segment attached at 0x${v.start.toString(16)}; SysV IPC is not supported yet`);
-    }
+    // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
+    if (v.name.startsWith('/SYSV')) return 'sysv';
     if (v.name.endsWith(' (deleted)')) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED',
         `pid ${pid} maps a deleted file at 0x${v.start.toString(16)} (${v.name}); mappings of deleted files and memfds are not supported yet`);
@@ -115,7 +114,9 @@ async function dump(proc: ProcessDump): Promise<void> {
         /* checked at restore */
       }
     }
-    if (kind === 'shmem') {
+    if (kind === 'sysv') {
+      rec.offset = v.offset;
+    } else if (kind === 'shmem') {
       const name = v.name.startsWith('/memfd:') ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
       rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
       rec.offset = v.offset;
@@ -230,7 +231,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
     return fd;
   };
   for (const v of rec.vmas) {
-    if (v.kind === 'vdso') continue;
+    if (v.kind === 'vdso' || v.kind === 'sysv') continue;
     const len = v.end - v.start;
     const prot = protOf(v.perms);
     if (v.kind === 'anon') {

@@ -1,0 +1,221 @@
+/**
+ * @ckpt/plugin-sysv-ipc — SysV shared memory, message queues and semaphore sets.
+ *
+ * Which objects: for an application (its own IPC namespace, as `ckpt run` makes), every object of
+ * that namespace; for processes in the host's namespace, the shared memory segments they have
+ * attached (message queues and semaphores cannot be traced to a process from outside it).
+ * Saved: id, key, mode, owner, size and contents (read through a read-only attach), every
+ * queued message with its type in order (msgrcv MSG_COPY: nothing is consumed), queue limit,
+ * semaphore values; per process, every attachment (address, read-only or not) and whether a
+ * segment was already removed (IPC_RMID) while attached.
+ *
+ * Restore: objects are recreated with the same ids (the *_next_id sysctls) and keys. In a fresh
+ * namespace nothing can collide. On the host, a key or id already in use stops the restore before
+ * anything is created, naming the object — unless --ipc-remap, which lets the kernel choose new
+ * ids (attachments follow; ids the program kept in memory do not) and says so. Every attachment is
+ * made again at its address (remote shmat), then removed segments are removed again.
+ * SEM_UNDO adjustments are not saved (the kernel does not expose them): a process that dies after
+ * the restore does not undo operations it made before the dump.
+ */
+import { closeSync, openSync, readSync, readlinkSync } from 'node:fs';
+import { CkptError, definePlugin, logger, procfs, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { native, SYS, type IpcObject } from '@ckpt/native';
+
+export const NAME = '@ckpt/plugin-sysv-ipc';
+const log = logger('plugin:sysv-ipc');
+const RECORD = 'sysvipc.json';
+const BLOB = 'sysvipc.img';
+const SHM_RDONLY = 0o10000, SHM_EXEC = 0o100000;
+
+export interface Attachment {
+  start: number;
+  end: number;
+  shmid: number;
+  perms: string;
+}
+
+export interface SysvProcessRecord {
+  attachments: Attachment[];
+}
+
+/** An object as saved: contents live in the blob at [offset, offset + length). */
+export type SavedObject = Omit<IpcObject, 'bytes' | 'messages'> & {
+  bytes?: { offset: number; length: number };
+  messages?: Array<{ type: number; offset: number; length: number }>;
+};
+
+export interface SysvRecord {
+  /** The objects are the whole of an application's own IPC namespace. */
+  namespace: boolean;
+  objects: SavedObject[];
+}
+
+function attachmentsOf(pid: number): Attachment[] {
+  return procfs
+    .readMaps(pid)
+    .filter((v) => v.name.startsWith('/SYSV'))
+    .map((v) => ({ start: v.start, end: v.end, shmid: v.inode, perms: v.perms }));
+}
+
+async function dumpProcess(proc: ProcessDump): Promise<void> {
+  proc.put(NAME, { attachments: attachmentsOf(proc.pid) } satisfies SysvProcessRecord);
+}
+
+async function afterDump(session: DumpSession): Promise<void> {
+  const root = session.processes[0]?.pid;
+  if (root === undefined) return;
+  const own = readlinkSync('/proc/self/ns/ipc');
+  const namespace = readlinkSync(`/proc/${root}/ns/ipc`) !== own;
+  for (const p of session.processes) {
+    if (readlinkSync(`/proc/${p.pid}/ns/ipc`) !== readlinkSync(`/proc/${root}/ns/ipc`)) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${p.pid} is in another IPC namespace than ${root}; one IPC namespace per image`);
+    }
+  }
+  const attached = new Set(session.processes.flatMap((p) => (p.get<SysvProcessRecord>(NAME)?.attachments ?? []).map((a) => a.shmid)));
+  let objects = native.ipcSnapshot(namespace ? root : 0, true);
+  if (!namespace) objects = objects.filter((o) => o.kind === 'shm' && attached.has(o.id));
+  if (!objects.length) return;
+  const blob = session.image.openBlob(BLOB);
+  let offset = 0;
+  const put = (b: Buffer) => {
+    blob.write(b);
+    const at = offset;
+    offset += b.length;
+    return { offset: at, length: b.length };
+  };
+  const saved: SavedObject[] = objects.map((o) => {
+    const { bytes, messages, ...meta } = o;
+    return {
+      ...meta,
+      ...(bytes ? { bytes: put(bytes) } : {}),
+      ...(messages ? { messages: messages.map((m) => ({ type: m.type, ...put(m.data) })) } : {}),
+    };
+  });
+  session.image.closeBlob(blob);
+  session.image.writeJson(RECORD, { namespace, objects: saved } satisfies SysvRecord);
+}
+
+interface RestoreState {
+  record: SysvRecord;
+  /** old id -> new id, per kind. */
+  ids: Map<string, number>;
+  /** Where the objects live: the root stub's IPC namespace, or the host's (0). */
+  nsPid: number;
+}
+const states = new WeakMap<RestoreSession, RestoreState>();
+
+function load(session: RestoreSession): SysvRecord | undefined {
+  return session.image.manifest.files[RECORD] ? session.image.readJson<SysvRecord>(RECORD) : undefined;
+}
+
+function describe(o: { kind: string; id: number; key: number }): string {
+  const what = o.kind === 'shm' ? 'shared memory segment' : o.kind === 'msg' ? 'message queue' : 'semaphore set';
+  return `${what} id ${o.id}${o.key ? ` key 0x${(o.key >>> 0).toString(16)}` : ''}`;
+}
+
+/** On the host: every key and id must be free, checked before anything is created. */
+async function beforeRestore(session: RestoreSession): Promise<void> {
+  const record = load(session);
+  if (!record) return;
+  session.image.verifyBlob(BLOB);
+  if (session.newPidNamespace) return;
+  {
+    const host = native.ipcSnapshot(0, false);
+    for (const o of record.objects) {
+      const sameId = host.find((h) => h.kind === o.kind && h.id === o.id);
+      const sameKey = o.key !== 0 ? host.find((h) => h.kind === o.kind && h.key === o.key) : undefined;
+      if (session.options.ipcRemap) {
+        if (sameKey) {
+          throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: key 0x${(o.key >>> 0).toString(16)} is in use on this host by ${describe(sameKey)}`,
+            { hint: 'remove it (ipcrm) or restore the application in its own namespace (ckpt run)' });
+        }
+      } else if (sameId || sameKey) {
+        const by = (sameKey ?? sameId)!;
+        throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: its ${sameKey ? 'key' : 'id'} is in use on this host by ${describe(by)}`,
+          { hint: `remove that object (ipcrm -${o.kind === 'shm' ? 'm' : o.kind === 'msg' ? 'q' : 's'} ${by.id}), or restore with --ipc-remap to give the objects new ids` });
+      }
+    }
+  }
+}
+
+function readBlob(session: RestoreSession, fd: number, r: { offset: number; length: number }): Buffer {
+  const b = Buffer.alloc(r.length);
+  let done = 0;
+  while (done < r.length) done += readSync(fd, b, done, r.length - done, r.offset + done);
+  return b;
+}
+
+/** Once every process exists (in its new IPC namespace if any): create the objects. */
+async function processesCreated(session: RestoreSession): Promise<void> {
+  const record = load(session);
+  if (!record) return;
+  const nsPid = session.newPidNamespace ? session.processes[0].stub!.pid : 0;
+  const fd = openSync(session.image.path(BLOB), 'r');
+  let objects: IpcObject[];
+  try {
+    objects = record.objects.map((o) => ({
+      ...o,
+      bytes: o.bytes ? readBlob(session, fd, o.bytes) : undefined,
+      messages: o.messages?.map((m) => ({ type: m.type, data: readBlob(session, fd, m) })),
+    }));
+  } finally {
+    closeSync(fd);
+  }
+  const remap = !!session.options.ipcRemap && !session.newPidNamespace;
+  let ids: number[];
+  try {
+    ids = native.ipcCreate(nsPid, objects, remap);
+  } catch (e) {
+    const created = ((e as { created?: number[] }).created ?? []).map((id, i) => [objects[i].kind, id] as [string, number]);
+    try {
+      native.ipcRemove(nsPid, created);
+    } catch {
+      /* best effort */
+    }
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate SysV IPC objects: ${(e as Error).message}`, { cause: e });
+  }
+  const state: RestoreState = { record, ids: new Map(), nsPid };
+  objects.forEach((o, i) => state.ids.set(`${o.kind}:${o.id}`, ids[i]));
+  states.set(session, state);
+  session.onRollback(() => native.ipcRemove(nsPid, objects.map((o, i) => [o.kind, ids[i]])));
+  const moved = objects.filter((o, i) => ids[i] !== o.id).map((o, i) => `${describe(o)} -> id ${ids[i]}`);
+  if (moved.length) process.stderr.write(`ckpt: --ipc-remap: ${moved.join('; ')}\n`);
+}
+
+async function restoreProcess(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<SysvProcessRecord>(NAME);
+  const stub = proc.stub;
+  const state = states.get(proc.session);
+  if (!rec || !stub || !rec.attachments.length) return;
+  for (const a of rec.attachments) {
+    const id = state?.ids.get(`shm:${a.shmid}`);
+    if (id === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `pid ${proc.pid} attaches shared memory id ${a.shmid}, which the image does not hold`);
+    const flags = (a.perms[1] === 'w' ? 0 : SHM_RDONLY) | (a.perms[2] === 'x' ? SHM_EXEC : 0);
+    const at = Number(stub.syscall(SYS.shmat, id, a.start, flags));
+    if (at !== a.start) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: shared memory ${a.shmid} attached at 0x${at.toString(16)}, not 0x${a.start.toString(16)}`);
+  }
+}
+
+/** Segments removed while attached are removed again, once everyone is attached. */
+async function afterRestore(session: RestoreSession): Promise<void> {
+  const state = states.get(session);
+  if (!state) return;
+  const gone = state.record.objects.filter((o) => o.kind === 'shm' && o.destroyed).map((o) => ['shm', state.ids.get(`shm:${o.id}`)!] as [string, number]);
+  if (gone.length) native.ipcRemove(state.nsPid, gone);
+  log('restored %d objects', state.record.objects.length);
+}
+
+export const sysvIpcPlugin = definePlugin<void>(() => ({
+  name: NAME,
+  version: '0.1.0',
+  apply(hooks) {
+    hooks.sysvipc.dump.tapPromise(NAME, dumpProcess);
+    hooks.session.afterDump.tapPromise(NAME, afterDump);
+    hooks.session.beforeRestore.tapPromise(NAME, beforeRestore);
+    hooks.session.processesCreated.tapPromise(NAME, processesCreated);
+    hooks.sysvipc.restore.tapPromise(NAME, restoreProcess);
+    hooks.session.afterRestore.tapPromise(NAME, afterRestore);
+  },
+}));
+
+export default sysvIpcPlugin;
