@@ -137,7 +137,7 @@ describe('dump errors', () => {
   it('a pid already traced by another process', async () => {
     const dir = makeTempDir('traced');
     const traced = bin('traced');
-    const { pid: parent, stdout } = await runFixture(dir, [traced]);
+    const { pid: parent, stdout } = await runFixture(dir, [traced], { noNamespace: true });
     const m = await waitForLine(stdout, /^traced child=(\d+)$/);
     const child = Number(m.match[1]);
     track(child, traced);
@@ -242,7 +242,7 @@ describe('restore errors', () => {
     const outdir = path.join(dir, 'out');
     fs.mkdirSync(outdir);
     const img = path.join(dir, 'img');
-    const { pid, stdout } = await runFixture(dir, [bin('workload'), '8', outdir], { name: 'workload' });
+    const { pid, stdout } = await runFixture(dir, [bin('workload'), '8', outdir], { name: 'workload', noNamespace: true });
     await waitForTick(stdout, 3);
     await dumpOk(pid, img, ['--leave-running']);
     expectRunningFree(pid, 'original after dump --leave-running');
