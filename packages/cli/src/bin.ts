@@ -50,6 +50,24 @@ function interruptible(): AbortSignal {
   return ac.signal;
 }
 
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, ...v.split(/\s+/).filter(Boolean)];
+}
+
+function parsePairs(list: string[], flag: string): Array<[string, string]> {
+  return list.map((item) => {
+    const i = item.indexOf('=');
+    if (i <= 0 || i === item.length - 1) throw new CkptError('ERR_CKPT_USAGE', `${flag} ${item}: expected OLD=NEW`);
+    return [item.slice(0, i), item.slice(i + 1)];
+  });
+}
+
+function parseSubstitutes(list: string[]): Record<string, number | string> {
+  const out: Record<string, number | string> = {};
+  for (const [id, what] of parsePairs(list, '--substitute')) out[id] = /^\d+$/.test(what) ? Number(what) : resolve(what);
+  return out;
+}
+
 function parsePid(s: string): number {
   if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a pid: ${JSON.stringify(s)}`);
   return Number(s);
@@ -156,11 +174,14 @@ program
   .requiredOption('-D, --images-dir <dir>', 'image directory')
   .option('-d, --detach', 'return once restored; the process is reparented to init')
   .option('--ipc-remap', 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)')
+  .option('--tty', "give the restored processes this terminal (ckpt restore's own) as their terminal")
+  .option('-s, --substitute <ID=FD|ID=PATH...>', 'use fd FD of ckpt restore, or file PATH, instead of the open file ID (see ckpt show --files); repeatable', collect, [])
+  .option('--relocate <OLD=NEW...>', 'files restored by reference under OLD are opened under NEW; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; json?: boolean; progress: boolean }) => {
+  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; tty?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, tty: o.tty, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'), signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     // An application comes back in a fresh namespace: register it again; its main process (the
     // child of ckpt-init) is the pid users know.
     let main = r.pids[0];

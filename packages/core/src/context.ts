@@ -25,6 +25,12 @@ export interface RestoreOptions {
   detach?: boolean;
   /** SysV IPC objects whose ids are taken on the host get new ids instead of failing. */
   ipcRemap?: boolean;
+  /** Give the restored processes the restorer's own terminal as their terminal (ckpt restore --tty). */
+  tty?: boolean;
+  /** Open files to replace at restore: file id (ckpt show --files) -> restorer fd number or path. */
+  substitute?: Record<string, number | string>;
+  /** Path prefixes to rewrite for files restored by reference: [old, new] pairs, first match wins. */
+  relocate?: Array<[string, string]>;
   /** Aborts the restore between stages (everything created is removed). */
   signal?: AbortSignal;
   onProgress?: (what: string, done: number, total: number) => void;
