@@ -6,9 +6,11 @@ import { filesPlugin } from '@ckpt/plugin-files';
 import { pidsPlugin } from '@ckpt/plugin-pids';
 import { eventFdsPlugin } from '@ckpt/plugin-event-fds';
 import { sysvIpcPlugin } from '@ckpt/plugin-sysv-ipc';
+import { ttyPlugin } from '@ckpt/plugin-tty';
+import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), filesPlugin(), eventFdsPlugin(), sysvIpcPlugin(), registersPlugin()];
+  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
 }
 
 export interface CreateOptions {
