@@ -216,7 +216,8 @@ program
   .argument('<dir>', 'image directory')
   .option('--json', 'machine-readable output')
   .option('--verify', 'also verify the checksum of every bulk file')
-  .action(async (dir: string, o: { json?: boolean; verify?: boolean }) => {
+  .option('--files', 'list the open files, one line per open description: type|id|name|pid:fd,...')
+  .action(async (dir: string, o: { json?: boolean; verify?: boolean; files?: boolean }) => {
     console.log(showImage(dir, o));
   });
 

@@ -7,10 +7,11 @@ import { pidsPlugin } from '@ckpt/plugin-pids';
 import { eventFdsPlugin } from '@ckpt/plugin-event-fds';
 import { sysvIpcPlugin } from '@ckpt/plugin-sysv-ipc';
 import { ttyPlugin } from '@ckpt/plugin-tty';
+import { fileContentPlugin } from '@ckpt/plugin-file-content';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
+  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), fileContentPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
 }
 
 export interface CreateOptions {

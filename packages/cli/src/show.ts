@@ -3,7 +3,7 @@ import { ImageReader, type ProcessRecord } from '@ckpt/core';
 
 interface VmaLike { start: number; end: number; perms: string; kind: string; name: string; runs: Array<[number, number]> }
 interface MemoryLike { vmas: VmaLike[]; pagesBytes: number; exe: string }
-interface FilesLike { fds: Array<{ fd: number; kind: string; plugin: string; cloexec: boolean; data: { path?: string; flags?: number; pos?: number; sameAs?: number; pipe?: { id: string; data?: string } } }>; cwd: string; umask: number }
+interface FilesLike { fds: Array<{ fd: number; kind: string; plugin: string; cloexec: boolean; data: { path?: string; flags?: number; pos?: number; sameAs?: number; pid?: number; pipe?: { id: string; data?: string } } }>; cwd: string; umask: number }
 interface PidsLike { pid: number; ppid: number; pgid: number; sid: number; comm: string; cmdline: string[] }
 interface RegsLike { sigactions: Array<{ sig: number; handler: string }>; xstateSize: number; threads: Array<{ tid: number; comm: string; gpr: string; sigmask: string }> }
 
@@ -13,8 +13,31 @@ const sigName = (n: number) => SIGNAMES[n] ?? `RT${n - 32}`;
 const hex = (n: number) => n.toString(16).padStart(12, '0');
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
 
-export function showImage(dir: string, opts: { json?: boolean; verify?: boolean }): string {
+/** One line per open file description: type|id|name|pid:fd,... (ids for restore --substitute). */
+export function openFiles(procs: ProcessRecord[]): Array<{ type: string; id: string; name: string; holders: string[] }> {
+  const out = new Map<string, { type: string; id: string; name: string; holders: string[] }>();
+  for (const p of procs) {
+    const files = p.records['@ckpt/plugin-files'] as FilesLike | undefined;
+    for (const f of files?.fds ?? []) {
+      const d = f.data as FilesLike['fds'][number]['data'] & { link?: string; path?: string; type?: string };
+      if (d.sameAs !== undefined) {
+        out.get(`f${d.pid ?? p.pid}.${d.sameAs}`)?.holders.push(`${p.pid}:${f.fd}`);
+        continue;
+      }
+      const shm = (d as { shmem?: { name: string } }).shmem;
+      const name = d.path ?? (d.pipe ? `pipe:[${d.pipe.id}]` : shm ? `/memfd:${shm.name}` : d.type ? `${d.type}` : f.kind);
+      out.set(`f${p.pid}.${f.fd}`, { type: f.kind, id: `f${p.pid}.${f.fd}`, name, holders: [`${p.pid}:${f.fd}`] });
+    }
+  }
+  return [...out.values()];
+}
+
+export function showImage(dir: string, opts: { json?: boolean; verify?: boolean; files?: boolean }): string {
   const image = ImageReader.open(dir);
+  if (opts.files) {
+    const files = openFiles(image.processes());
+    return opts.json ? JSON.stringify(files, null, 1) : files.map((f) => `${f.type}|${f.id}|${f.name}|${f.holders.join(',')}`).join('\n');
+  }
   if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
   const procs = image.processes();
   if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], ipc: ipcObjects(image, procs), verified: !!opts.verify }, null, 1);

@@ -54,7 +54,7 @@ export async function loadConfig(file?: string, cwd = process.cwd()): Promise<Ck
   return {
     plugins: plugins as PluginSpec[],
     builtins: o.builtins !== false,
-    options: (o.options as Record<string, unknown>) ?? {},
+    options: { ...((o.options as Record<string, unknown>) ?? {}), ...(o.files ? { '@ckpt/plugin-files': o.files } : {}) },
     baseDir: dirname(path),
     file: path,
   };

@@ -175,8 +175,8 @@ export class Ckpt {
       onRollback: (fn) => rollbacks.push(fn),
     };
     try {
-      await this.hooks.session.beforeRestore.promise(session);
       for (const r of records) session.processes.push(processRestore(r, session));
+      await this.hooks.session.beforeRestore.promise(session);
       // Stage by stage across the tree (parents first): every process exists before any
       // address space is rebuilt, every fd exists before epoll watches are wired.
       for (const stage of RESTORE_STAGES) {

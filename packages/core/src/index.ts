@@ -11,3 +11,4 @@ export type { Vma, FdInfo, ProcStat } from './proc.js';
 export { ProcessControl, createServices, PROCESS_CONTROL, CONFIG, type Services } from './services.js';
 export { logger, type Logger } from './log.js';
 export { saveShmem, saveMappedShmem, shmemFd, closeShmem, type ShmemRef } from './shmem.js';
+export { DEFAULT_FILE_RULES, VERIFY_HASH_MAX, configuredFileRules, fileRuleFor, relocatePath, sha256File, verifyFile, type FileIdentity, globToRegExp, validateFileRules, type FileMatch, type FileMethod, type FilePolicy, type FileProps, type FileRule } from './fileRules.js';

@@ -252,3 +252,14 @@ export function childrenOf(pid: number): number[] {
     return [];
   }
 }
+
+/** The filesystem type of a mount of pid (by the mnt_id fdinfo shows), from /proc/PID/mountinfo. */
+export function fsTypeOf(pid: number, mntId: number): string | undefined {
+  for (const line of readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (Number(f[0]) !== mntId) continue;
+    const dash = f.indexOf('-');
+    return dash > 0 ? f[dash + 1] : undefined;
+  }
+  return undefined;
+}

@@ -15,7 +15,8 @@
 import { closeSync, fstatSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
 import { constants as C } from 'node:fs';
 import {
-  CkptError, definePlugin, procfs, saveShmem, shmemFd, STAGE, type ShmemRef, type DumpSession, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
+  CkptError, configuredFileRules, definePlugin, fileRuleFor, procfs, relocatePath, saveShmem, sha256File, shmemFd, STAGE, verifyFile,
+  VERIFY_HASH_MAX, type FilePolicy, type ShmemRef, type DumpSession, type FdDumpRequest, type FdRecord, type Hooks, type ProcessDump,
   type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
@@ -25,6 +26,8 @@ export const NAME = '@ckpt/plugin-files';
 export interface FilesRecord {
   fds: FdRecord[];
   cwd: string;
+  /** The root directory (chroot), when not /. */
+  root?: string;
   umask: number;
 }
 
@@ -33,7 +36,9 @@ export interface ReferenceData {
   path?: string;
   flags: number;
   pos: number;
-  file?: { size: number; mtimeMs: number; ino: number };
+  file?: { size: number; mtimeMs: number; ino: number; sha256?: string };
+  /** Restart policy (regular files): "verify" (default for files only read) or "disk". */
+  policy?: FilePolicy;
   /** Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). */
   pipe?: { id: string; capacity: number; data?: string };
   /** memfds: the object, shared with mappings of it. */
@@ -131,6 +136,7 @@ function makeDump(hooks: Hooks) {
     proc.put(NAME, {
       fds,
       cwd: readlinkSync(`/proc/${pid}/cwd`),
+      root: readlinkSync(`/proc/${pid}/root`),
       umask: parseInt(procfs.readStatus(pid).Umask ?? '022', 8),
     } satisfies FilesRecord);
   };
@@ -170,11 +176,20 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
       }
       if (req.link.endsWith(' (deleted)')) {
         throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
-          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}); saving file contents is not supported yet`);
+          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}), which only @ckpt/plugin-file-content can save`);
       }
+      // Method "reference" (a rule asking for "content" was served by the file-content plugin).
+      const { policy } = fileRuleFor(configuredFileRules(proc.session.services.config), {
+        path: req.link, size: req.stat.size, unlinked: false,
+        tmpfs: procfs.fsTypeOf(proc.pid, req.info.mntId) === 'tmpfs',
+        writable: (flags & O_ACCMODE) !== O_RDONLY, append: (flags & C.O_APPEND) !== 0,
+      });
       const data: ReferenceData = {
-        path: req.link, flags, pos: req.info.pos,
-        file: { size: req.stat.size, mtimeMs: req.stat.mtimeMs, ino: req.stat.ino },
+        path: req.link, flags, pos: req.info.pos, policy,
+        file: {
+          size: req.stat.size, mtimeMs: req.stat.mtimeMs, ino: req.stat.ino,
+          ...(policy === 'verify' && req.stat.size <= VERIFY_HASH_MAX ? { sha256: sha256File(req.dupFd) } : {}),
+        },
       };
       return { ...base, data };
     }
@@ -256,14 +271,16 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
     case 'file':
     case 'directory':
     case 'chr': {
+      const path = relocatePath(d.path!, proc.session.options.relocate);
       if (rec.kind === 'file' && d.file) {
-        const st = statSyncSafe(d.path!);
+        if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
+        const st = statSyncSafe(path);
         if (st && st.size < d.pos && !(d.flags & C.O_APPEND)) {
           throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-            `file ${d.path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
+            `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
         }
       }
-      const fd = openPath(d.path!, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+      const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
       if (d.pos && rec.kind !== 'chr') native.lseek(fd, d.pos, SEEK_SET);
       return fd;
     }
@@ -275,6 +292,7 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
     case 'fifo': {
       const t = pipeTable(proc.session);
       const id = d.pipe!.id;
+      d.path = relocatePath(d.path!, proc.session.options.relocate);
       if (!t.keepers.has(id)) {
         // A read-write keeper never blocks and lets the other modes open without a peer.
         const keeper = openPath(d.path!, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
@@ -324,23 +342,68 @@ function statSyncSafe(path: string): Stats | undefined {
   }
 }
 
+/** The stable id of an open file description in an image (ckpt show --files): its first holder. */
+export function fileId(pid: number, fd: number): string {
+  return `f${pid}.${fd}`;
+}
+
+/** --substitute: the restorer's fd N (duplicated), or a path opened like the original. */
+function substitute(what: number | string, r: FdRecord, pid: number): number {
+  if (typeof what === 'number') {
+    try {
+      return native.fcntl(what, F_DUPFD_CLOEXEC, 0);
+    } catch {
+      throw new CkptError('ERR_CKPT_USAGE', `--substitute ${fileId(pid, r.fd)}=${what}: fd ${what} is not open in ckpt restore`);
+    }
+  }
+  const flags = (r.data as { flags?: number }).flags ?? O_RDWR;
+  const writable = (flags & O_ACCMODE) !== O_RDONLY;
+  try {
+    return openSync(what, (flags & KEEP_FLAGS & ~O_PATH) | O_NOCTTY | (writable ? C.O_CREAT : 0), 0o644);
+  } catch (e) {
+    throw new CkptError('ERR_CKPT_USAGE', `--substitute ${fileId(pid, r.fd)}=${what}: cannot open it (${(e as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/** Every substitution must name a file of the image. */
+async function checkSubstitutes(session: RestoreSession): Promise<void> {
+  const ids = new Set<string>();
+  for (const p of session.processes) {
+    for (const r of p.get<FilesRecord>(NAME)?.fds ?? []) if ((r.data as SharedData).sameAs === undefined) ids.add(fileId(p.pid, r.fd));
+  }
+  for (const id of Object.keys(session.options.substitute ?? {})) {
+    if (!ids.has(id)) throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
+  }
+}
+
 function makeRestore(hooks: Hooks) {
   return async function restore(proc: ProcessRestore): Promise<void> {
     const rec = proc.get<FilesRecord>(NAME);
     const stub = proc.stub;
     if (!rec || !stub) return;
+    const cwd = relocatePath(rec.cwd, proc.session.options.relocate);
+    if (rec.root && rec.root !== '/') {
+      try {
+        stub.syscall(SYS.chroot, stub.putString(rec.root, 0));
+      } catch (e) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the root directory ${rec.root} of pid ${proc.pid}`, { cause: e });
+      }
+    }
     try {
-      stub.syscall(SYS.chdir, stub.putString(rec.cwd, 0));
+      stub.syscall(SYS.chdir, stub.putString(rec.root && rec.root !== '/' ? cwd.slice(rec.root.length) || '/' : cwd, 0));
     } catch (e) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the working directory ${rec.cwd} of pid ${proc.pid}`, { cause: e });
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the working directory ${cwd} of pid ${proc.pid}`, { cause: e });
     }
     stub.syscall(SYS.umask, rec.umask);
     const ours = pipeTable(proc.session).descriptions;
     for (const r of rec.fds) {
       const shared = r.data as SharedData;
+      const sub = shared.sameAs === undefined ? proc.session.options.substitute?.[fileId(proc.pid, r.fd)] : undefined;
       const fd = shared.sameAs !== undefined
         ? ours.get(`${shared.pid ?? proc.pid}:${shared.sameAs}`)
-        : await hooks.files.restoreFd.promise(r, proc);
+        : sub !== undefined
+          ? substitute(sub, r, proc.pid)
+          : await hooks.files.restoreFd.promise(r, proc);
       if (fd === undefined) {
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no loaded plugin can restore fd ${r.fd} (${r.kind}, saved by ${r.plugin}) of pid ${proc.pid}`);
       }
@@ -356,6 +419,7 @@ export const filesPlugin = definePlugin<void>(() => ({
   apply(hooks) {
     hooks.files.dump.tapPromise(NAME, makeDump(hooks));
     hooks.session.afterDump.tapPromise(NAME, async (session) => checkPipes(session));
+    hooks.session.beforeRestore.tapPromise(NAME, checkSubstitutes);
     hooks.files.dumpFd.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, dumpByReference);
     hooks.files.restore.tapPromise(NAME, makeRestore(hooks));
     hooks.files.restoreFd.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, restoreByReference);

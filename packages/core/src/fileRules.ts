@@ -1,0 +1,168 @@
+/**
+ * Per-file checkpoint rules (config key "files.rules"): which method saves an open file and which
+ * copy wins at restart. First matching rule wins; the built-in defaults come last.
+ *
+ *   { "files": { "rules": [
+ *       { "match": { "path": "/srv/data/**" }, "method": "content", "policy": "image" },
+ *       { "match": { "maxSize": 65536, "writable": false }, "method": "content" },
+ *       { "match": { "tmpfs": true }, "method": "content", "policy": "image" } ] } }
+ *
+ * match (all given conditions must hold): path (glob: * within a segment, ** across, ?),
+ * maxSize / minSize (bytes), unlinked, tmpfs, writable (opened for writing), append (O_APPEND).
+ * method: "reference" (path, offset, flags) or "content" (the bytes go into the image).
+ * policy: "image" (put the image's copy back over the disk), "disk" (use the disk's copy as is),
+ * "verify" (refuse the restore if the disk's copy changed since the dump: size, mtime, and a
+ * sha256 for files up to 1 MiB).
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { CkptError } from './errors.js';
+
+export type FileMethod = 'reference' | 'content';
+export type FilePolicy = 'image' | 'disk' | 'verify';
+
+export interface FileMatch {
+  path?: string;
+  maxSize?: number;
+  minSize?: number;
+  unlinked?: boolean;
+  tmpfs?: boolean;
+  writable?: boolean;
+  append?: boolean;
+}
+
+export interface FileRule {
+  match?: FileMatch;
+  method?: FileMethod;
+  policy?: FilePolicy;
+}
+
+export interface FileProps {
+  path: string;
+  size: number;
+  unlinked: boolean;
+  tmpfs: boolean;
+  writable: boolean;
+  append: boolean;
+}
+
+/**
+ * Defaults: unlinked files can only be saved by content (and put back, unlinked, from the image);
+ * files the process writes to are referenced and taken from the disk as they are (the process's
+ * own later writes, e.g. after a --leave-running dump, are expected there); every other file is
+ * referenced and verified unchanged.
+ */
+export const DEFAULT_FILE_RULES: FileRule[] = [
+  { match: { unlinked: true }, method: 'content', policy: 'image' },
+  { match: { writable: true }, method: 'reference', policy: 'disk' },
+  { method: 'reference', policy: 'verify' },
+];
+
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === '*') {
+      if (glob[i + 1] === '*') {
+        re += '.*';
+        i++;
+        if (glob[i + 1] === '/') i++;
+      } else re += '[^/]*';
+    } else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export function validateFileRules(rules: unknown): FileRule[] {
+  if (rules === undefined) return [];
+  if (!Array.isArray(rules)) throw new CkptError('ERR_CKPT_CONFIG', 'files.rules must be a list');
+  return rules.map((r, i) => {
+    const rule = r as FileRule;
+    if (rule.method && !['reference', 'content'].includes(rule.method)) throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}].method must be "reference" or "content"`);
+    if (rule.policy && !['image', 'disk', 'verify'].includes(rule.policy)) throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}].policy must be "image", "disk" or "verify"`);
+    if (rule.policy === 'image' && rule.method !== 'content') throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}]: policy "image" needs method "content" (a reference has no copy to put back)`);
+    return rule;
+  });
+}
+
+/** The method and policy for one file: the first matching rule, completed by the defaults. */
+export function fileRuleFor(rules: FileRule[], p: FileProps): { method: FileMethod; policy: FilePolicy } {
+  for (const rule of [...rules, ...DEFAULT_FILE_RULES]) {
+    const m = rule.match ?? {};
+    if (m.path !== undefined && !globToRegExp(m.path).test(p.path)) continue;
+    if (m.maxSize !== undefined && p.size > m.maxSize) continue;
+    if (m.minSize !== undefined && p.size < m.minSize) continue;
+    if (m.unlinked !== undefined && m.unlinked !== p.unlinked) continue;
+    if (m.tmpfs !== undefined && m.tmpfs !== p.tmpfs) continue;
+    if (m.writable !== undefined && m.writable !== p.writable) continue;
+    if (m.append !== undefined && m.append !== p.append) continue;
+    const method = p.unlinked ? 'content' : rule.method ?? 'reference';
+    const policy = rule.policy ?? (method === 'content' ? 'image' : 'verify');
+    return { method, policy: method === 'reference' && policy === 'image' ? 'verify' : policy };
+  }
+  return { method: 'reference', policy: 'verify' };
+}
+
+/** The file rules of a session's config (key "files"). */
+export function configuredFileRules(config: { options: Record<string, unknown> }): FileRule[] {
+  const files = config.options['@ckpt/plugin-files'] as { rules?: unknown } | undefined;
+  return validateFileRules(files?.rules);
+}
+
+/** What a dump remembers of a file to verify it at restore. */
+export interface FileIdentity {
+  size: number;
+  mtimeMs: number;
+  /** sha256 of the content, for files up to VERIFY_HASH_MAX bytes. */
+  sha256?: string;
+}
+
+export const VERIFY_HASH_MAX = 1 << 20;
+
+export function sha256File(path: string | number): string {
+  const fd = typeof path === 'number' ? path : openSync(path, 'r');
+  try {
+    const h = createHash('sha256');
+    const buf = Buffer.allocUnsafe(1 << 20);
+    for (let pos = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+    return h.digest('hex');
+  } finally {
+    if (typeof path !== 'number') closeSync(fd);
+  }
+}
+
+/** Policy "verify": the file on disk must be the one the dump saw. */
+export function verifyFile(path: string, saved: FileIdentity, who: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) no longer exists`, { hint: 'restore it, or relocate with --relocate OLD=NEW, or substitute it' });
+  }
+  const changed = (what: string) =>
+    new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) changed since the dump (${what}); its restart policy is "verify"`, {
+      hint: 'put the dumped version back, or choose policy "disk" (or "image" with method "content") for it in ckpt.config.json',
+    });
+  if (st.size !== saved.size) throw changed(`size ${saved.size} -> ${st.size}`);
+  if (saved.sha256 !== undefined) {
+    if (sha256File(path) !== saved.sha256) throw changed('content differs');
+  } else if (st.mtimeMs !== saved.mtimeMs) {
+    throw changed(`modified ${new Date(st.mtimeMs).toISOString()}`);
+  }
+}
+
+/** --relocate: the first [old, new] whose old is the path or one of its parent directories. */
+export function relocatePath(path: string, relocate: Array<[string, string]> | undefined): string {
+  for (const [from, to] of relocate ?? []) {
+    const f = from.replace(/\/+$/, '');
+    if (path === f) return to;
+    if (path.startsWith(f + '/')) return to.replace(/\/+$/, '') + path.slice(f.length);
+  }
+  return path;
+}
