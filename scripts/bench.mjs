@@ -8,7 +8,7 @@
 // the restored heap (SIGUSR1 -> "verify ok"), kill and reap it. Repeat, report the median.
 // Units: GB = 1e9 bytes, MB = 1e6 bytes; sizes are MiB (2^20).
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -337,14 +337,15 @@ function printTable(r) {
 }
 
 /** Dump and restore of a many-process tree or a many-thread process: fixed costs, not bandwidth. */
-async function benchShape(ck, bins, shape, n) {
+async function benchShape(ck, bins, shape, n, extra = []) {
   const dumpMs = [];
   const restoreMs = [];
+  let lastImageBytes = 0;
   for (let run = 1; run <= runs; run++) {
     const dir = join(tmp, `${shape}-${run}`);
     const log = join(tmp, `${shape}-${run}.log`);
     process.stderr.write(`[${shape} ${n}] run ${run}/${runs}: start`);
-    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.shapes, shape, String(n)], {
+    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.shapes, shape, String(n), ...extra], {
       encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
     }).trim();
     const pid = Number(out.split('\n').at(-1));
@@ -354,8 +355,8 @@ async function benchShape(ck, bins, shape, n) {
     let t0 = performance.now();
     const d = await ck.dump({ pid, dir });
     dumpMs.push(performance.now() - t0);
-    const count = shape === 'tree' ? d.pids.length : n;
-    if (count !== n) throw new Error(`${shape}: dumped ${count} processes, expected ${n}`);
+    lastImageBytes = d.imageBytes;
+    if (shape === 'tree' && d.pids.length !== n) throw new Error(`${shape}: dumped ${d.pids.length} processes, expected ${n}`);
     for (const p of d.pids) await waitForPidRelease(p);
     detached.delete(pid);
     process.stderr.write(', restore');
@@ -366,6 +367,7 @@ async function benchShape(ck, bins, shape, n) {
     const threads = readdirSync(`/proc/${pid}/task`).length;
     if (shape === 'threads' && threads !== n) throw new Error(`restored ${threads} threads, expected ${n}`);
     if (shape === 'tree' && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
+    if (shape === 'files' && readdirSync(`/proc/${pid}/fd`).length < n) throw new Error(`restored ${readdirSync(`/proc/${pid}/fd`).length} fds, expected ${n}+`);
     for (const p of r.pids) if (p !== pid) killQuietly(p);
     killQuietly(pid);
     await reap(pid);
@@ -373,7 +375,7 @@ async function benchShape(ck, bins, shape, n) {
     rmSync(dir, { recursive: true, force: true });
     process.stderr.write(' ok\n');
   }
-  return { shape, n, runs, dumpMs: stats(dumpMs), restoreMs: stats(restoreMs) };
+  return { shape, n, runs, dumpMs: stats(dumpMs), restoreMs: stats(restoreMs), imageBytes: lastImageBytes };
 }
 
 // ---- main -------------------------------------------------------------------------------------
@@ -406,10 +408,21 @@ try {
     results.push(res);
     printTable(res);
   }
-  for (const [shape, n] of [['tree', 16], ['threads', 32]]) {
-    const res = await benchShape(ck, bins, shape, n);
+  const filesDir = join(tmp, 'files');
+  mkdirSync(filesDir);
+  // The 1 GiB file is saved by content: a config rule says so.
+  const cfg = join(tmp, 'ckpt.config.json');
+  writeFileSync(cfg, JSON.stringify({ files: { rules: [{ match: { path: '**/big.dat' }, method: 'content', policy: 'image' }] } }));
+  const ckContent = await createCkpt({ config: cfg });
+  const bigFree = Number(statfsSync(tmp).bavail) * Number(statfsSync(tmp).bsize) > 4 * GiB;
+  const shapes = [['tree', 16, ck, []], ['threads', 32, ck, []], ['files', 1000, ck, [filesDir]]];
+  if (bigFree) shapes.push(['bigfile', 1024, ckContent, [join(tmp, 'big.dat')]]);
+  else console.log('\n== 1 GiB file by content: SKIPPED (less than 4 GiB free) ==');
+  for (const [shape, n, c, extra] of shapes) {
+    const res = await benchShape(c, bins, shape, n, extra);
     results.push(res);
-    console.log(`\n== ${shape === 'tree' ? `${n}-process tree` : `${n}-thread process`}, ${runs} runs (median; min/max) ==`);
+    const title = { tree: `${n}-process tree`, threads: `${n}-thread process`, files: `process with ${n} open files`, bigfile: `${n} MiB open file saved by content` }[shape];
+    console.log(`\n== ${title}, ${runs} runs (median; min/max) ==  image ${(res.imageBytes / 1e6).toFixed(1)} MB`);
     console.log(`dump ms     ${res.dumpMs.median.toFixed(1).padStart(8)} ${res.dumpMs.min.toFixed(1).padStart(8)} ${res.dumpMs.max.toFixed(1).padStart(8)}`);
     console.log(`restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`);
   }

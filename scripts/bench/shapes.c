@@ -1,11 +1,14 @@
 /* shapes: the bench's non-memory workloads.
  *   shapes tree N     a process tree of N processes (a chain of fan-outs), each with 1 MiB touched
  *   shapes threads N  one process with N threads
+ *   shapes files N DIR       one process with N open files
+ *   shapes bigfile MIB PATH  one process with a MIB MiB open file (the bench saves it by content)
  * Prints "ready" once everything exists, then everyone sleeps. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 static void *idle(void *a) {
@@ -21,6 +24,27 @@ int main(int argc, char **argv) {
     pthread_t t;
     for (int i = 1; i < n; i++) pthread_create(&t, NULL, idle, NULL);
     usleep(100000);
+    printf("ready\n");
+    for (;;) pause();
+  }
+  if (argc > 3 && !strcmp(argv[1], "files")) {
+    /* shapes files N DIR: N open files */
+    for (int i = 0; i < n; i++) {
+      char path[512];
+      snprintf(path, sizeof path, "%s/f%d", argv[3], i);
+      if (open(path, O_RDWR | O_CREAT, 0600) < 0) return 1;
+    }
+    printf("ready\n");
+    for (;;) pause();
+  }
+  if (argc > 3 && !strcmp(argv[1], "bigfile")) {
+    /* shapes bigfile MIB PATH: one open file of MIB MiB */
+    int fd = open(argv[3], O_RDWR | O_CREAT | O_TRUNC, 0600);
+    char *buf = malloc(1 << 20);
+    for (int i = 0; i < n; i++) {
+      memset(buf, 'a' + i % 26, 1 << 20);
+      if (write(fd, buf, 1 << 20) != 1 << 20) return 1;
+    }
     printf("ready\n");
     for (;;) pause();
   }
