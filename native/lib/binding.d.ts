@@ -32,7 +32,11 @@ export interface IpcObject {
   messages?: Array<{ type: number; data: Buffer }>;
   values?: number[];
 }
-export interface Binding {
+/** Unix socket functions (native/src/unix.cc). */
+export interface UnixBinding {}
+/** TCP/UDP socket functions (native/src/inet.cc). */
+export interface InetBinding {}
+export interface Binding extends UnixBinding, InetBinding {
   ipcSnapshot(pid: number, contents: boolean): IpcObject[];
   ipcCreate(pid: number, objects: IpcObject[], remap: boolean): number[];
   ipcRemove(pid: number, which: Array<[string, number]>): void;

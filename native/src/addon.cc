@@ -7,6 +7,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ckpt::InitSpawn(env, exports);
   ckpt::InitFd(env, exports);
   ckpt::InitIpc(env, exports);
+  ckpt::InitUnix(env, exports);
+  ckpt::InitInet(env, exports);
   return exports;
 }
 

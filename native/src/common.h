@@ -33,5 +33,7 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitIpc(Napi::Env env, Napi::Object exports);
+void InitUnix(Napi::Env env, Napi::Object exports);
+void InitInet(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

@@ -8,10 +8,12 @@ import { eventFdsPlugin } from '@ckpt/plugin-event-fds';
 import { sysvIpcPlugin } from '@ckpt/plugin-sysv-ipc';
 import { ttyPlugin } from '@ckpt/plugin-tty';
 import { fileContentPlugin } from '@ckpt/plugin-file-content';
+import { unixSocketPlugin } from '@ckpt/plugin-unix-socket';
+import { tcpPlugin } from '@ckpt/plugin-tcp';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), fileContentPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
+  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), fileContentPlugin(), unixSocketPlugin(), tcpPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
 }
 
 export interface CreateOptions {
