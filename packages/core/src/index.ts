@@ -5,7 +5,7 @@ export { definePlugin, type CkptPlugin, type PluginContext } from './plugin.js';
 export { loadConfig, loadPlugin, CONFIG_FILES, type CkptConfig, type PluginSpec } from './config.js';
 export { ImageReader, ImageWriter, IMAGE_FORMAT, IMAGE_VERSION, MANIFEST, type Manifest, type ProcessRecord, type BlobWriter, type FileEntry } from './image.js';
 export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './errors.js';
-export { Tracee, findSyscallInsn, findFreeRange, restartAdjusted, SCRATCH_SIZE, TASK_SIZE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE } from './tracee.js';
+export { Tracee, remoteClone, findSyscallInsn, findFreeRange, restartAdjusted, SCRATCH_SIZE, TASK_SIZE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE } from './tracee.js';
 export * as procfs from './proc.js';
 export type { Vma, FdInfo, ProcStat } from './proc.js';
 export { ProcessControl, createServices, PROCESS_CONTROL, CONFIG, type Services } from './services.js';

@@ -4,7 +4,7 @@
  * resumption. Used both for dump targets (frozen user processes) and restore stubs.
  */
 import { native, checkSyscall, Regs, SYS, NativeError, PAGE_SIZE, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
-import { readMaps, type Vma } from './proc.js';
+import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 
 const log = logger('tracee');
@@ -171,4 +171,37 @@ export class Tracee {
 const NAMES = new Map<number, string>(Object.entries(SYS).map(([k, v]) => [v, k]));
 function nameOf(nr: number): string {
   return NAMES.get(nr) ?? `syscall ${nr}`;
+}
+
+const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
+const SIGCHLD = 17;
+
+/**
+ * Makes `parent` clone a new task with a chosen pid (set_tid: one entry per pid namespace
+ * level, innermost first): a child process (fork-like) or, with thread, a thread of parent's.
+ * The new task starts stopped and traced (PTRACE_O_TRACEFORK/TRACECLONE on the parent). Returns
+ * it, with its pid as the host sees it (clone3 answers in the parent's namespace). Throws the
+ * NativeError of clone3 (EEXIST: pid taken).
+ */
+export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean } = {}): Tracee {
+  const args = Buffer.alloc(88);
+  if (opts.thread) args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
+  else args.writeBigUInt64LE(BigInt(SIGCHLD), 32); // exit_signal
+  const tids = Buffer.alloc(4 * setTid.length);
+  setTid.forEach((t, i) => tids.writeInt32LE(t, i * 4));
+  args.writeBigUInt64LE(BigInt(parent.put(tids, 2048)), 64);
+  args.writeBigUInt64LE(BigInt(setTid.length), 72);
+  let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
+  if (setTid.length > 1) id = setTid[setTid.length - 1];
+  else if (nsPid(parent.pid) !== parent.pid) {
+    const candidates = opts.thread ? listThreads(parent.pid) : childrenOf(parent.pid);
+    const host = hostTidOf(candidates, id, opts.thread ? () => parent.pid : undefined);
+    if (host === undefined) throw new NativeError({ message: `cannot find the new task ${id} of ${parent.pid}`, code: 'ESRCH', syscall: 'clone3', pid: parent.pid });
+    id = host;
+  }
+  const st = native.waitStop(id, 10000);
+  if (st.kind === 'exited' || st.kind === 'killed') {
+    throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
+  }
+  return opts.thread ? parent.sibling(id) : new Tracee(id, { space: { insn: parent.syscallInsn } });
 }

@@ -8,7 +8,7 @@
  * late, after everything that needs root in the stub (installing fds) is done.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, logger, procfs, Tracee, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { CkptError, definePlugin, logger, procfs, remoteClone, Tracee, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
 
 const log = logger('plugin:pids');
@@ -42,33 +42,13 @@ async function dump(proc: ProcessDump): Promise<void> {
   } satisfies PidsRecord);
 }
 
-const SIGCHLD = 17;
-
 /** Forks a child with the given pid out of a parent stub (clone3 set_tid); it starts stopped. */
 export function forkFrom(parent: Tracee, setTid: number[]): Tracee {
-  const pid = setTid.at(-1)!;
-  const args = Buffer.alloc(88);
-  args.writeBigUInt64LE(BigInt(SIGCHLD), 32); // exit_signal
-  const tids = Buffer.alloc(4 * setTid.length);
-  setTid.forEach((t, i) => tids.writeInt32LE(t, i * 4));
-  args.writeBigUInt64LE(BigInt(parent.put(tids, 2048)), 64);
-  args.writeBigUInt64LE(BigInt(setTid.length), 72);
-  let child: number;
   try {
-    child = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
+    return remoteClone(parent, setTid);
   } catch (e) {
-    throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot create pid ${pid} under ${parent.pid}: ${(e as Error).message}`, { cause: e });
+    throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot create pid ${setTid.at(-1)} under ${parent.pid}: ${(e as Error).message}`, { cause: e });
   }
-  // clone3 answers in the parent's pid namespace; ptrace needs the host's view.
-  if (setTid.length > 1) child = setTid[setTid.length - 1];
-  else if (procfs.nsPid(parent.pid) !== parent.pid) {
-    const host = procfs.hostTidOf(procfs.childrenOf(parent.pid), child);
-    if (host === undefined) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot find the new process ${child} of ${parent.pid}`);
-    child = host;
-  }
-  const st = native.waitStop(child, 10000);
-  if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new process ${child} died at birth`);
-  return new Tracee(child, { space: { insn: parent.syscallInsn } });
 }
 
 async function restore(proc: ProcessRestore): Promise<void> {

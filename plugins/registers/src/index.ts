@@ -17,7 +17,7 @@
  *   anything else returns EINTR, as after any signal.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { CkptError, definePlugin, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-registers';
@@ -57,7 +57,6 @@ export interface RegistersRecord {
 const PR_GET_TID_ADDRESS = 40, PR_SET_NAME = 15;
 const SIGKILL = 9, SIGSTOP = 19;
 const ALL_SIGNALS = (1n << 64n) - 1n;
-const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
 const hex = (v: bigint) => '0x' + v.toString(16);
 
 /** The record being assembled across the dump stages, and each thread's entry in it. */
@@ -154,28 +153,11 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
   if (!rec || !stub) return;
   proc.threads = [stub];
   for (const th of rec.threads.slice(1)) {
-    const args = Buffer.alloc(88);
-    args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
-    const setTid = proc.session.setTid(th.tid);
-    const tidArray = Buffer.alloc(4 * setTid.length);
-    setTid.forEach((t, k) => tidArray.writeInt32LE(t, k * 4));
-    args.writeBigUInt64LE(BigInt(stub.put(tidArray, 2048)), 64);
-    args.writeBigUInt64LE(BigInt(setTid.length), 72);
-    let tid: number;
     try {
-      tid = Number(stub.syscall(SYS.clone3, stub.put(args, 1024), args.length));
+      proc.threads.push(remoteClone(stub, proc.session.setTid(th.tid), { thread: true }));
     } catch (e) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate thread ${th.tid} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
     }
-    if (setTid.length > 1) tid = setTid[setTid.length - 1];
-    else if (proc.session.newPidNamespace) {
-      const host = procfs.hostTidOf(procfs.listThreads(stub.pid), tid, () => stub.pid);
-      if (host === undefined) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot find the new thread ${tid} of pid ${proc.pid}`);
-      tid = host;
-    }
-    const st = native.waitStop(tid, 10000);
-    if (st.kind === 'exited' || st.kind === 'killed') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `new thread ${tid} of pid ${proc.pid} died`);
-    proc.threads.push(stub.sibling(tid));
   }
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
