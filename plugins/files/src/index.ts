@@ -70,6 +70,9 @@ const O_ACCMODE = 3, O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2;
 const O_CLOEXEC = 0o2000000, O_NOCTTY = 0o400, O_NONBLOCK = 0o4000, O_DIRECTORY = 0o200000;
 const O_PATH = 0o10000000;
 const F_SETFL = 4, F_DUPFD_CLOEXEC = 1030, KCMP_FILE = 0, SEEK_SET = 0;
+/** Filesystems whose files are kernel views: their contents change by themselves. */
+const PSEUDO_FS = new Set(['proc', 'sysfs', 'cgroup', 'cgroup2', 'debugfs', 'tracefs', 'securityfs', 'devpts', 'mqueue', 'bpf', 'configfs', 'pstore', 'efivarfs', 'fusectl', 'hugetlbfs']);
+
 /** Flags that belong to the description and that open() accepts back. */
 const KEEP_FLAGS = O_ACCMODE | C.O_APPEND | O_NONBLOCK | C.O_DIRECT | C.O_NOATIME | C.O_SYNC | C.O_DSYNC | O_PATH | 0o100000 /* O_LARGEFILE */;
 
@@ -179,11 +182,13 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
           `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}), which only @ckpt/plugin-file-content can save`);
       }
       // Method "reference" (a rule asking for "content" was served by the file-content plugin).
-      const { policy } = fileRuleFor(configuredFileRules(proc.session.services.config), {
-        path: req.link, size: req.stat.size, unlinked: false,
-        tmpfs: procfs.fsTypeOf(proc.pid, req.info.mntId) === 'tmpfs',
+      const fsType = procfs.fsTypeOf(proc.pid, req.info.mntId) ?? '';
+      const ruled = fileRuleFor(configuredFileRules(proc.session.services.config), {
+        path: req.link, size: req.stat.size, unlinked: false, tmpfs: fsType === 'tmpfs',
         writable: (flags & O_ACCMODE) !== O_RDONLY, append: (flags & C.O_APPEND) !== 0,
       });
+      // Files of kernel pseudo filesystems (/proc, /sys, ...) are views, not contents: reopened as they are.
+      const policy = PSEUDO_FS.has(fsType) ? 'disk' : ruled.policy;
       const data: ReferenceData = {
         path: req.link, flags, pos: req.info.pos, policy,
         file: {
@@ -275,7 +280,7 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
       if (rec.kind === 'file' && d.file) {
         if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
         const st = statSyncSafe(path);
-        if (st && st.size < d.pos && !(d.flags & C.O_APPEND)) {
+        if (st && st.size < d.pos && st.size > 0 && !(d.flags & C.O_APPEND)) {
           throw new CkptError('ERR_CKPT_RESTORE_FAILED',
             `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
         }
