@@ -85,7 +85,7 @@ export const SYS = Object.freeze({
   restart_syscall: 219, epoll_ctl: 233, clock_nanosleep: 230, exit_group: 231, openat: 257, set_robust_list: 273,
   rt_tgsigqueueinfo: 297, rt_sigqueueinfo: 129, poll: 7, ppoll: 271, select: 23, pselect6: 270, dup3: 292, pidfd_open: 434,
   pidfd_getfd: 438, close_range: 436, clone3: 435, rseq: 334, setresuid: 117, setresgid: 119, setgroups: 116,
-  personality: 135, chroot: 161, shmat: 30, shmdt: 67, chdir: 80, fchmod: 91,
+  personality: 135, chroot: 161, sigaltstack: 131, getitimer: 36, setitimer: 38, prlimit64: 302, shmat: 30, shmdt: 67, chdir: 80, fchmod: 91,
 });
 
 export const ERESTARTSYS = 512;

@@ -23,11 +23,26 @@ export interface PidsRecord {
   comm: string;
   cmdline: string[];
   creds: { uid: number[]; gid: number[]; groups: number[] };
+  /** Resource limits [resource, soft, hard] (decimal strings; "inf" for unlimited). */
+  rlimits?: Array<[number, string, string]>;
+  /** personality(2) flags (ADDR_NO_RANDOMIZE, ...). */
+  personality?: number;
 }
 
 const PR_SET_NAME = 15;
 
+const RLIM_INFINITY = (1n << 64n) - 1n;
+const rl = (v: bigint) => (v === RLIM_INFINITY ? 'inf' : v.toString());
+
 async function dump(proc: ProcessDump): Promise<void> {
+  const base = proc.tracee.scratch();
+  const rlimits: Array<[number, string, string]> = [];
+  for (let r = 0; r < 16; r++) {
+    proc.tracee.syscall(SYS.prlimit64, 0, r, 0, base);
+    const b = proc.tracee.read(base, 16);
+    rlimits.push([r, rl(b.readBigUInt64LE(0)), rl(b.readBigUInt64LE(8))]);
+  }
+  const personality = Number(proc.tracee.syscall(SYS.personality, 0xffffffff));
   const st = procfs.readStat(proc.pid);
   const status = procfs.readStatus(proc.pid);
   const ids = (s: string | undefined) => (s ?? '').split(/\s+/).filter(Boolean).map(Number);
@@ -39,6 +54,8 @@ async function dump(proc: ProcessDump): Promise<void> {
     comm: st.comm,
     cmdline: readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0').slice(0, -1),
     creds: { uid: ids(status.Uid).slice(0, 3), gid: ids(status.Gid).slice(0, 3), groups: ids(status.Groups) },
+    rlimits,
+    personality,
   } satisfies PidsRecord);
 }
 
@@ -119,6 +136,25 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
   if (!rec || !stub) return;
   stub.syscall(SYS.prctl, PR_SET_NAME, stub.putString(rec.comm.slice(0, 15), 0), 0, 0, 0);
+  if (rec.personality !== undefined) stub.syscall(SYS.personality, rec.personality);
+  // Limits: as saved, but a hard limit can only go down without CAP_SYS_RESOURCE, so each is
+  // capped at the restorer's own hard limit (logged when that changes anything).
+  const base = stub.scratch();
+  for (const [r, soft, hard] of rec.rlimits ?? []) {
+    stub.syscall(SYS.prlimit64, 0, r, 0, base);
+    const curHard = stub.read(base, 16).readBigUInt64LE(8);
+    const want = (v: string) => (v === 'inf' ? RLIM_INFINITY : BigInt(v));
+    let h = want(hard), s = want(soft);
+    if (h > curHard) {
+      log('pid %d: rlimit %d hard %s capped at %s', rec.pid, r, hard, rl(curHard));
+      h = curHard;
+    }
+    if (s > h) s = h;
+    const b = Buffer.alloc(16);
+    b.writeBigUInt64LE(s, 0);
+    b.writeBigUInt64LE(h, 8);
+    stub.syscall(SYS.prlimit64, 0, r, stub.put(b, 16), 0);
+  }
   const { uid, gid, groups } = rec.creds;
   const isRoot = uid.every((u) => u === 0) && gid.every((g) => g === 0) && groups.every((g) => g === 0);
   if (isRoot) return;

@@ -42,6 +42,8 @@ export interface ThreadRecord {
   rseq: { pointer: string; size: number; signature: number } | null;
   robustList: { head: string; len: number };
   clearChildTid: string;
+  /** The alternate signal stack (sigaltstack), when one is set. */
+  altStack?: { sp: string; flags: number; size: number };
 }
 
 export interface RegistersRecord {
@@ -52,9 +54,12 @@ export interface RegistersRecord {
   sharedPending: string[];
   /** The leader first. */
   threads: ThreadRecord[];
+  /** Interval timers (setitimer: real, virtual, prof) that were armed: [which, interval us, value us]. */
+  itimers?: Array<[number, number, number]>;
 }
 
 const PR_GET_TID_ADDRESS = 40, PR_SET_NAME = 15;
+const SS_ONSTACK = 1, SS_DISABLE = 2;
 const SIGKILL = 9, SIGSTOP = 19;
 const ALL_SIGNALS = (1n << 64n) - 1n;
 const hex = (v: bigint) => '0x' + v.toString(16);
@@ -84,6 +89,10 @@ async function dumpThreads(proc: ProcessDump): Promise<void> {
     const robust = native.getRobustList(t.pid);
     th.robustList = { head: hex(robust.head), len: robust.len };
     th.comm = readFileSync(`/proc/${proc.pid}/task/${t.pid}/comm`, 'utf8').replace(/\n$/, '');
+    t.syscall(SYS.sigaltstack, 0, base);
+    const ss = t.read(base, 24);
+    const ssFlags = ss.readInt32LE(8);
+    if (!(ssFlags & SS_DISABLE)) th.altStack = { sp: hex(ss.readBigUInt64LE(0)), flags: ssFlags & ~SS_ONSTACK, size: Number(ss.readBigUInt64LE(16)) };
   });
 }
 
@@ -100,6 +109,13 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     rec.sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
   }
   rec.sharedPending = native.peekSiginfo(pid, true).map((b) => b.toString('base64'));
+  rec.itimers = [];
+  for (const which of [0, 1, 2]) {
+    tracee.syscall(SYS.getitimer, which, base);
+    const v = tracee.read(base, 32);
+    const us = (o: number) => Number(v.readBigInt64LE(o)) * 1e6 + Number(v.readBigInt64LE(o + 8));
+    if (us(16) > 0) rec.itimers.push([which, us(0), us(16)]);
+  }
   proc.threads.forEach((t, i) => {
     rec.threads[i].sigmask = hex(native.getSigmask(t.pid));
     rec.threads[i].pending = native.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
@@ -164,6 +180,13 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
     if (th.rseq) t.syscall(SYS.rseq, BigInt(th.rseq.pointer), th.rseq.size, 0, th.rseq.signature);
     if (BigInt(th.robustList.head) !== 0n) t.syscall(SYS.set_robust_list, BigInt(th.robustList.head), th.robustList.len);
     t.syscall(SYS.set_tid_address, BigInt(th.clearChildTid));
+    if (th.altStack) {
+      const ss = Buffer.alloc(24);
+      ss.writeBigUInt64LE(BigInt(th.altStack.sp), 0);
+      ss.writeInt32LE(th.altStack.flags, 8);
+      ss.writeBigUInt64LE(BigInt(th.altStack.size), 16);
+      t.syscall(SYS.sigaltstack, t.put(ss, 0), 0);
+    }
     if (i > 0) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
     queueSignals(t, proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false);
   });
@@ -206,6 +229,15 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
     throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
       `the image's FPU/vector state (XSTATE ${rec.xstateSize} bytes, xcr0 ${rec.xcr0}) does not fit this CPU (${here.length} bytes)`,
       { hint: 'restore on a machine with the same CPU features' });
+  }
+  // Interval timers last: they start counting now (time spent checkpointed does not count).
+  for (const [which, interval, value] of rec.itimers ?? []) {
+    const v = Buffer.alloc(32);
+    [interval, value].forEach((us, k) => {
+      v.writeBigInt64LE(BigInt(Math.floor(us / 1e6)), k * 16);
+      v.writeBigInt64LE(BigInt(us % 1e6), k * 16 + 8);
+    });
+    stub.syscall(SYS.setitimer, which, stub.put(v, 0), 0);
   }
   // The last remote syscall: the trampoline goes. From here on no task runs injected code.
   stub.releaseScratch();
