@@ -36,7 +36,16 @@ export interface IpcObject {
 export interface UnixBinding {}
 /** TCP/UDP socket functions (native/src/inet.cc). */
 export interface InetBinding {}
-export interface Binding extends UnixBinding, InetBinding {
+/** inotify and file handles (native/src/extra.cc). */
+export interface ExtraBinding {
+  /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
+  openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
+  /** inotify_init1(flags | IN_CLOEXEC). */
+  inotifyInit(flags: number): number;
+  inotifyAddWatch(fd: number, path: string, mask: number): number;
+  inotifyRmWatch(fd: number, wd: number): void;
+}
+export interface Binding extends UnixBinding, InetBinding, ExtraBinding {
   ipcSnapshot(pid: number, contents: boolean): IpcObject[];
   ipcCreate(pid: number, objects: IpcObject[], remap: boolean): number[];
   ipcRemove(pid: number, which: Array<[string, number]>): void;
@@ -57,7 +66,7 @@ export interface Binding extends UnixBinding, InetBinding {
   getRseq(pid: number): RseqConfig | null;
   getRobustList(tid: number): { head: bigint; len: number };
   peekSiginfo(pid: number, shared: boolean): Buffer[];
-  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>): bigint;
+  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean): bigint;
   pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array;
   dumpPages(pid: number, runs: Float64Array, fd: number, crc: number): CopyResult;
   restorePages(pid: number, runs: Float64Array, fd: number, offset: number, crc: number): CopyResult;

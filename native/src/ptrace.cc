@@ -305,7 +305,36 @@ bool RunToSyscallStop(pid_t pid, const char** failed) {
   }
 }
 
-// remoteSyscall(pid, insnAddr, nr, [args...]): makes the stopped task execute `syscall` at
+// Runs the task (PTRACE_CONT) until it stops at the int3 after the injected syscall (rip == at).
+bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
+  for (;;) {
+    if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
+      *failed = "ptrace(PTRACE_CONT)";
+      return false;
+    }
+    int st;
+    for (;;) {
+      if (waitpid(pid, &st, __WALL) == pid) break;
+      if (errno != EINTR) {
+        *failed = "waitpid";
+        return false;
+      }
+    }
+    if (!WIFSTOPPED(st)) {
+      errno = ESRCH;
+      *failed = "remote syscall (task died)";
+      return false;
+    }
+    if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0) {
+      user_regs_struct r;
+      iovec iov{&r, sizeof(r)};
+      if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) == 0 && r.rip == at) return true;
+    }
+    if ((st >> 16) == 0 && WSTOPSIG(st) != SIGTRAP) g_suppressed[pid].push_back(WSTOPSIG(st));
+  }
+}
+
+// remoteSyscall(pid, insnAddr, nr, [args...], int3): makes the stopped task execute `syscall` at
 // insnAddr with the given number and arguments; returns the raw result (negative errno on
 // failure) as a BigInt. The task's registers are restored afterwards; it is left stopped at
 // the syscall-exit stop.
@@ -341,8 +370,11 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   const char* failed = nullptr;
-  // Syscall-enter stop, then syscall-exit stop.
-  if (!RunToSyscallStop(pid, &failed) || !RunToSyscallStop(pid, &failed)) {
+  bool int3 = info.Length() > 4 && info[4].ToBoolean();
+  // With int3 (the instruction after `syscall` is an int3): run to the breakpoint, one stop.
+  // Otherwise: syscall-enter stop, then syscall-exit stop.
+  bool ok = int3 ? RunToBreakpoint(pid, insn + 3, &failed) : (RunToSyscallStop(pid, &failed) && RunToSyscallStop(pid, &failed));
+  if (!ok) {
     int err = errno;
     iov = {&saved, sizeof(saved)};
     Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);

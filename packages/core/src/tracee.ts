@@ -71,6 +71,8 @@ export function restartAdjusted(raw: Buffer): Buffer {
 export interface AddressSpace {
   insn?: number;
   scratch?: number;
+  /** An int3 follows the syscall instruction: one ptrace stop per injected syscall, not two. */
+  int3?: boolean;
 }
 
 /** One traced task (a thread; the leader's tid is the pid). */
@@ -108,7 +110,7 @@ export class Tracee {
 
   /** Runs one syscall in the task; throws NativeError on -errno. */
   syscall(nr: number, ...args: Array<number | bigint>): bigint {
-    const ret = native.remoteSyscall(this.pid, this.syscallInsn, nr, args);
+    const ret = native.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
     this.injected++;
     return checkSyscall(nameOf(nr), this.pid, ret);
   }
@@ -116,7 +118,7 @@ export class Tracee {
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
     this.injected++;
-    return native.remoteSyscall(this.pid, this.syscallInsn, nr, args);
+    return native.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
   }
 
   get injectedCount(): number {
@@ -162,6 +164,8 @@ export class Tracee {
   /** Unmaps the scratch mapping (dump side: leave no trace). */
   releaseScratch(): void {
     if (this.scratchAddr !== undefined) {
+      // The instruction may live in the scratch page: no breakpoint to come back to.
+      this.space.int3 = false;
       this.syscall(SYS.munmap, this.scratchAddr, SCRATCH_SIZE);
       this.scratchAddr = undefined;
     }

@@ -192,6 +192,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const insn = tramp + SCRATCH_SIZE - 16;
   native.writeMem(pid, insn, Buffer.from([0x0f, 0x05, 0xcc, 0xcc]));
   stub.syscallInsn = insn;
+  stub.space.int3 = true;
   stub.adoptScratch(tramp);
 
   // 2. Everything of the stub but the trampoline goes (vdso included: it comes back below).
