@@ -11,7 +11,8 @@
         "src/fd.cc",
         "src/ipc.cc",
         "src/unix.cc",
-        "src/inet.cc"
+        "src/inet.cc",
+        "src/extra.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

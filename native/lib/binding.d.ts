@@ -32,10 +32,150 @@ export interface IpcObject {
   messages?: Array<{ type: number; data: Buffer }>;
   values?: number[];
 }
-/** Unix socket functions (native/src/unix.cc). */
-export interface UnixBinding {}
+/** One AF_UNIX socket as NETLINK_SOCK_DIAG reports it (native/src/unix.cc). */
+export interface UnixDiagEntry {
+  ino: number;
+  /** SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5. */
+  type: number;
+  /** TCP_ESTABLISHED 1, TCP_CLOSE 7, TCP_LISTEN 10. */
+  state: number;
+  /** sk_shutdown: RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2. */
+  shutdown: number;
+  /** Listener: pending connections; others: bytes queued to read (datagram: the first message). */
+  rqueue: number;
+  /** Listener: backlog; others: memory charged for data sent and not yet read by the peer. */
+  wqueue: number;
+  /** Raw sun_path: a path (no trailing NUL) or an abstract name (leading NUL). */
+  name?: Buffer;
+  vfsIno?: number;
+  vfsDev?: number;
+  /** The peer's inode; 0 when the peer is gone or not yet accepted. */
+  peer?: number;
+  /** Listener: the inodes of the connecting sockets queued on it, oldest first. */
+  icons?: number[];
+  uid?: number;
+}
+export interface UnixPeekResult {
+  /** Stream: chunks to join; datagram/seqpacket: one per message, with the sender's address. */
+  messages: Array<{ data: Buffer; addr?: Buffer }>;
+  /** File descriptors in flight (SCM_RIGHTS) met in the queue (peeked copies already closed). */
+  rights: number;
+  /** Control data was truncated (more fds in flight than counted). */
+  truncated: boolean;
+  /** A pending socket error (errno), 0 if none. Taken (cleared) from datagram sockets. */
+  error: number;
+}
+/** Unix socket functions (native/src/unix.cc). Addresses are raw sun_path bytes (see UnixDiagEntry.name); empty = unnamed. */
+export interface UnixBinding {
+  unixDiag(): UnixDiagEntry[];
+  /** Inode of the network namespace the socket lives in (SIOCGSKNS). */
+  unixNetns(fd: number): number;
+  unixSocket(type: number): number;
+  unixSocketpair(type: number): [number, number];
+  /** Binds; a relative path is bound relative to `dir`; an empty address autobinds. */
+  unixBind(fd: number, addr: Buffer, dir?: string | null): void;
+  unixConnect(fd: number, addr: Buffer): void;
+  unixListen(fd: number, backlog: number): void;
+  unixAccept(fd: number): number;
+  unixShutdown(fd: number, how: number): void;
+  unixGetsockopt(fd: number, level: number, name: number, len: number): Buffer;
+  unixSetsockopt(fd: number, level: number, name: number, value: Buffer): void;
+  /** getsockname (peer false) or getpeername (peer true). */
+  unixName(fd: number, peer: boolean): Buffer;
+  /** The receive queue, left in place; stream reads stop after `limit` bytes. */
+  unixPeek(fd: number, stream: boolean, limit?: number): UnixPeekResult;
+  /** Sends without blocking: one message (datagram, seqpacket) or all the bytes (stream). */
+  unixSend(fd: number, data: Buffer, addr?: Buffer | null): number;
+}
+/** An inet socket address (native/src/inet.cc). */
+export interface InetAddr {
+  family: 4 | 6;
+  addr: string;
+  port: number;
+  flowinfo?: number;
+  scope?: number;
+}
+/** What getsockopt/getsockname/ioctl tell of an inet socket (sockInfo). */
+export interface InetSockInfo {
+  domain: number;
+  type: number;
+  protocol: number;
+  local?: InetAddr;
+  peer?: InetAddr;
+  /** TCP only: TCP_INFO state (1 ESTABLISHED ... 10 LISTEN), options (TCPI_OPT_*), window scales, mss. */
+  state?: number;
+  options?: number;
+  sndWscale?: number;
+  rcvWscale?: number;
+  mss?: number;
+  /** Listening TCP sockets: the listen() backlog and connections waiting to be accepted. */
+  backlog?: number;
+  pending?: number;
+  /** SIOCINQ, SIOCOUTQ (and SIOCOUTQNSD for TCP: bytes never sent). */
+  inq?: number;
+  outq?: number;
+  unsent?: number;
+}
+/** TCP_REPAIR_WINDOW. */
+export interface TcpRepairWindow {
+  sndWl1: number;
+  sndWnd: number;
+  maxWindow: number;
+  rcvWnd: number;
+  rcvWup: number;
+}
+/** An established TCP connection as TCP_REPAIR reads it (tcpDumpConn) and refills it (tcpRepairFill). */
+export interface TcpConnState {
+  state: number;
+  options: number;
+  sndWscale: number;
+  rcvWscale: number;
+  /** mss_clamp (TCP_MAXSEG in repair mode). */
+  mss: number;
+  /** TCP_TIMESTAMP: the timestamp clock (ms) the peer sees. */
+  timestamp: number;
+  /** rcv_nxt and write_seq: the ends of the receive and send queues. */
+  inqSeq: number;
+  outqSeq: number;
+  /** Bytes at the end of the send queue never sent to the peer. */
+  unsent: number;
+  inq: Buffer;
+  outq: Buffer;
+  window?: TcpRepairWindow;
+}
 /** TCP/UDP socket functions (native/src/inet.cc). */
-export interface InetBinding {}
+export interface InetBinding {
+  /** socket(domain, type | SOCK_CLOEXEC, protocol). */
+  inetSocket(domain: number, type: number, protocol: number): number;
+  sockInfo(fd: number): InetSockInfo;
+  /** An int option; null when the kernel does not know it for this socket. */
+  sockGetInt(fd: number, level: number, name: number): number | null;
+  sockSetInt(fd: number, level: number, name: number, value: number): void;
+  sockGetBytes(fd: number, level: number, name: number, maxLen: number): Buffer | null;
+  sockSetBytes(fd: number, level: number, name: number, value: Buffer): void;
+  sockBind(fd: number, addr: InetAddr): void;
+  /** 0, or EINPROGRESS (115) for a non-blocking socket; throws on any other error. */
+  sockConnect(fd: number, addr: InetAddr): number;
+  sockListen(fd: number, backlog: number): void;
+  /** TCP_REPAIR: 1 on, 0 off (sends a window probe), -1 off without a probe. */
+  tcpRepair(fd: number, mode: 1 | 0 | -1): void;
+  /** Reads a connection in repair mode (seqs, both queues peeked, options, window, timestamp). */
+  tcpDumpConn(fd: number): TcpConnState;
+  /** Where the receive and send queues start (socket in repair mode, not yet connected). */
+  tcpSetQueueSeqs(fd: number, recvSeq: number, sendSeq: number): void;
+  /** On a repaired, connected socket: options, timestamp, queues, window (stays in repair). */
+  tcpRepairFill(fd: number, conn: Omit<TcpConnState, 'state' | 'inqSeq' | 'outqSeq'>): void;
+  /** Every datagram queued on a UDP socket with its source, left in place. */
+  udpPeek(fd: number): Array<{ from: InetAddr; data: Buffer }>;
+  /** Sends one datagram to `to` that comes from `from` (raw socket). */
+  udpInject(to: InetAddr, from: InetAddr, data: Buffer): void;
+  /** sock_diag lookup of a TCP socket by 4-tuple: state, inode (0: orphaned, no file), uid. */
+  tcpDiag(local: InetAddr, peer: InetAddr): { state: number; inode: number; uid: number } | null;
+  /** SOCK_DESTROY of the TCP socket with that 4-tuple. */
+  tcpDestroy(local: InetAddr, peer: InetAddr): void;
+  /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
+  tcpResetSocket(family: 4 | 6): number;
+}
 /** inotify and file handles (native/src/extra.cc). */
 export interface ExtraBinding {
   /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */

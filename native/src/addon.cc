@@ -9,6 +9,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ckpt::InitIpc(env, exports);
   ckpt::InitUnix(env, exports);
   ckpt::InitInet(env, exports);
+  ckpt::InitExtra(env, exports);
   return exports;
 }
 

@@ -35,5 +35,6 @@ void InitFd(Napi::Env env, Napi::Object exports);
 void InitIpc(Napi::Env env, Napi::Object exports);
 void InitUnix(Napi::Env env, Napi::Object exports);
 void InitInet(Napi::Env env, Napi::Object exports);
+void InitExtra(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

@@ -5,16 +5,42 @@
  *   epoll     its watch list (fd, events, data) from fdinfo, re-registered in the restored
  *             process with its own fd numbers once every fd exists (files.afterInstall);
  *   signalfd  its signal mask;
- *   timerfd   clock, remaining time and interval (expirations not yet read are dropped).
+ *   timerfd   clock, remaining time and interval (expirations not yet read are dropped);
+ *   inotify   its watches: wd, mask and the watched object's path (see below).
  *
  * Each object is created anew in the restorer and installed like any other fd.
+ *
+ * inotify. fdinfo lists each watch as `inotify wd:W ino:I sdev:D mask:M ignored_mask:0
+ * fhandle-bytes:N fhandle-type:T f_handle:HEX` (hex numbers). At dump each watch is resolved to a
+ * path: the file handle is opened with open_by_handle_at (CAP_DAC_READ_SEARCH) relative to a mount
+ * of its filesystem (from /proc/PID/mountinfo, by sdev, the whole filesystem's root preferred),
+ * readlink of the result gives the path, and the path is checked to lead to the same inode. A
+ * watch that cannot be resolved (filesystem without file handles, deleted or unreachable object)
+ * stops the dump, naming it. At restore the instance is created in the restorer (inotify_init1;
+ * it is installed like any fd) and the watches added by path in the order of their wd, so the
+ * kernel hands out the same wd numbers (watch descriptors are per instance, allocated cyclically
+ * from 1): a gap left by a removed watch is consumed by a throwaway watch on a memfd of ours,
+ * removed at once, and the IN_IGNORED events of those removals are read off the new queue before the
+ * process runs again (so are events of the watches already added, caused during those few
+ * milliseconds). Each watch is added with IN_DONT_FOLLOW (the saved path is the watched object
+ * itself); a wd that comes back different (e.g. the path now leads to a file watched under another
+ * wd) fails the restore. Events queued but not yet read at dump time are lost, and so are changes
+ * made between the dump and the restore.
  */
-import { CkptError, definePlugin, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, readSync, constants as C } from 'node:fs';
+import { CkptError, definePlugin, relocatePath, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-event-fds';
 
-type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd';
+type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd' | 'inotify';
+
+/** One inotify watch: its descriptor, event mask (incl. IN_ONESHOT / IN_EXCL_UNLINK) and path. */
+export interface InotifyWatch {
+  wd: number;
+  mask: number;
+  path: string;
+}
 
 export interface EventFdData {
   type: Kind;
@@ -26,11 +52,13 @@ export interface EventFdData {
   clockid?: number;
   valueNs?: string;
   intervalNs?: string;
+  inotify?: InotifyWatch[];
 }
 
 const O_NONBLOCK = 0o4000, EFD_SEMAPHORE = 1, EPOLL_CTL_ADD = 1;
 
 function kindOf(link: string): Kind | undefined {
+  if (link === 'anon_inode:inotify') return 'inotify';
   const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd)\]$/.exec(link);
   return m?.[1] as Kind | undefined;
 }
@@ -65,15 +93,16 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord |
       data.valueNs = timespecNs(x.it_value).toString();
       data.intervalNs = timespecNs(x.it_interval).toString();
       break;
+    case 'inotify':
+      data.inotify = dumpInotify(req, proc);
+      break;
   }
-  void proc;
   return { fd: req.fd, plugin: NAME, kind: type, cloexec: false, data };
 }
 
 async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
   if (rec.plugin !== NAME) return undefined;
   const d = rec.data as EventFdData;
-  void proc;
   switch (d.type) {
     case 'eventfd':
       return native.eventfd(BigInt(d.count ?? '0'), (d.flags & O_NONBLOCK) | (d.semaphore ? EFD_SEMAPHORE : 0));
@@ -86,6 +115,141 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
       return native.signalfd(BigInt(d.sigmask ?? '0'), d.flags & O_NONBLOCK);
     case 'timerfd':
       return native.timerfd(d.clockid ?? 1, d.flags & O_NONBLOCK, 0, BigInt(d.valueNs ?? '0'), BigInt(d.intervalNs ?? '0'));
+    case 'inotify':
+      return restoreInotify(rec, d, proc);
+  }
+}
+
+// ---- inotify ----
+
+const IN_DONT_FOLLOW = 0x02000000, O_PATH = 0o10000000;
+const INOTIFY_RE = /^inotify\s+wd:([0-9a-f]+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s+mask:([0-9a-f]+)\s+ignored_mask:[0-9a-f]+(?:\s+fhandle-bytes:([0-9a-f]+)\s+fhandle-type:([0-9a-f]+)\s+f_handle:([0-9a-f]*))?/;
+
+/** A directory of pid's mount namespace on the filesystem whose (kernel) s_dev is sdev: its mount fd. */
+function openMountOf(pid: number, sdev: number): number | undefined {
+  const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
+  const mounts: Array<{ root: string; point: string }> = [];
+  for (const line of readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f.length > 4 && f[2] === want) mounts.push({ root: f[3], point: f[4].replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))) });
+  }
+  mounts.sort((a, b) => (a.root === '/' ? 0 : 1) - (b.root === '/' ? 0 : 1));
+  for (const m of mounts) {
+    let fd: number | undefined;
+    try {
+      fd = openSync(`/proc/${pid}/root${m.point}`, C.O_RDONLY | C.O_DIRECTORY);
+      const dev = fstatSync(fd).dev;
+      // Not hidden under another mount: the directory is on that filesystem.
+      if (`${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}` === want) return fd;
+      closeSync(fd);
+    } catch {
+      if (fd !== undefined) closeSync(fd);
+    }
+  }
+  return undefined;
+}
+
+function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
+  const watches: InotifyWatch[] = [];
+  const mountFds = new Map<number, number | undefined>();
+  try {
+    for (const line of req.info.raw.split('\n')) {
+      if (!line.startsWith('inotify')) continue;
+      const m = INOTIFY_RE.exec(line);
+      const wd = m ? parseInt(m[1], 16) : NaN;
+      const fail = (why: string) =>
+        new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is an inotify instance whose watch ${m ? `wd ${wd} ` : ''}${why}`,
+          { hint: 'remove that watch (inotify_rm_watch) before the checkpoint' });
+      if (!m) throw fail(`cannot be read: ${line.trim()}`);
+      const ino = parseInt(m[2], 16), sdev = parseInt(m[3], 16), mask = parseInt(m[4], 16);
+      const obj = `inode ${ino} on dev ${sdev >>> 20}:${sdev & 0xfffff}`;
+      if (!m[7]) throw fail(`(${obj}) is on a filesystem without file handles: its path cannot be found`);
+      if (!mountFds.has(sdev)) mountFds.set(sdev, openMountOf(proc.pid, sdev));
+      const mountFd = mountFds.get(sdev);
+      if (mountFd === undefined) throw fail(`(${obj}) is on a filesystem not mounted in the process's mount namespace`);
+      let fd: number;
+      try {
+        fd = native.openByHandleAt(mountFd, parseInt(m[6], 16), Buffer.from(m[7], 'hex'), O_PATH);
+      } catch (e) {
+        throw fail(`(${obj}) cannot be opened by its file handle, so its path cannot be found: ${(e as Error).message}`);
+      }
+      try {
+        const st = fstatSync(fd);
+        const path = readlinkSync(`/proc/self/fd/${fd}`);
+        let ok = st.ino === ino && path.startsWith('/') && !path.endsWith(' (deleted)');
+        if (ok) {
+          try {
+            const at = lstatSync(path);
+            ok = at.ino === st.ino && at.dev === st.dev;
+          } catch {
+            ok = false;
+          }
+        }
+        if (!ok) throw fail(`(${obj}) has no path that leads to it (${path}): deleted, or outside the mount`);
+        watches.push({ wd, mask, path });
+      } finally {
+        closeSync(fd);
+      }
+    }
+  } finally {
+    for (const fd of mountFds.values()) if (fd !== undefined) closeSync(fd);
+  }
+  return watches.sort((a, b) => a.wd - b.wd);
+}
+
+/** Reads (discards) every event queued on a non-blocking inotify fd of ours. */
+function drain(fd: number): void {
+  const buf = Buffer.alloc(65536);
+  for (;;) {
+    try {
+      if (readSync(fd, buf, 0, buf.length, null) <= 0) return;
+    } catch {
+      return; // EAGAIN: empty
+    }
+  }
+}
+
+function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): number {
+  const fd = native.inotifyInit(O_NONBLOCK);
+  let spare: number | undefined;
+  try {
+    let next = 1; // the wd the instance hands out next (fresh instance: 1, then each last + 1)
+    let gaps = false;
+    for (const w of d.inotify ?? []) {
+      const path = relocatePath(w.path, proc.session.options.relocate);
+      const where = `watch wd ${w.wd} on ${path} (inotify fd ${rec.fd} of pid ${proc.pid})`;
+      // wds of removed watches: taken and given back by a throwaway watch.
+      while (next < w.wd) {
+        spare ??= native.memfdCreate('ckpt-inotify-gap');
+        const got = native.inotifyAddWatch(fd, `/proc/self/fd/${spare}`, 0x2 /* IN_MODIFY */);
+        native.inotifyRmWatch(fd, got);
+        gaps = true;
+        if (got < next) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: the kernel gave wd ${got} instead of ${next}`);
+        next = got + 1;
+      }
+      let wd: number;
+      try {
+        wd = native.inotifyAddWatch(fd, path, (w.mask | IN_DONT_FOLLOW) >>> 0);
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: ${code ?? (e as Error).message}`, {
+          cause: e, hint: code === 'ENOENT' ? 'watched files and directories must exist at restore, as at dump time' : undefined,
+        });
+      }
+      if (wd !== w.wd) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED',
+          `cannot restore the ${where}: the kernel gave it wd ${wd} (${wd < w.wd ? 'the path leads to an object already watched under that wd' : 'wd numbers out of order'})`);
+      }
+      next = wd + 1;
+    }
+    if (gaps) drain(fd);
+    if (!(d.flags & O_NONBLOCK)) native.fcntl(fd, 4 /* F_SETFL */, 0);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  } finally {
+    if (spare !== undefined) closeSync(spare);
   }
 }
 
