@@ -92,6 +92,10 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord |
       data.clockid = Number(x.clockid ?? 1);
       data.valueNs = timespecNs(x.it_value).toString();
       data.intervalNs = timespecNs(x.it_interval).toString();
+      // A timer that expired with nobody reading it shows it_value 0 (a periodic one restarts
+      // only on the next read): re-arm it to expire at once, so the expiration is not lost and
+      // a periodic timer keeps running. (How many expirations were pending is not kept: >= 1.)
+      if (Number(x.ticks ?? 0) > 0 || (data.valueNs === '0' && data.intervalNs !== '0')) data.valueNs = '1';
       break;
     case 'inotify':
       data.inotify = dumpInotify(req, proc);
