@@ -205,9 +205,9 @@ describe('process trees', () => {
   it('a failed dump of a tree resumes every process it froze', async () => {
     const dir = makeTempDir('treefail');
     const fdkinds = bin('fdkinds');
-    // A shell with two children; one holds a socket, which this version refuses.
+    // A shell with two children; one holds a pidfd, which this version refuses.
     const sleeper = bin('sleeper');
-    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} socket & wait`], {
+    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} pidfd & wait`], {
       name: 'sh', noNamespace: true, marker: fdkinds,
     });
     await waitFor(() => treeOf(root).size >= 3 && readLines(stdout).filter((l) => /tick/.test(l)).length >= 3, 20_000, () => 'tree did not start');

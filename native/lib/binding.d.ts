@@ -64,6 +64,8 @@ export interface UnixPeekResult {
   truncated: boolean;
   /** A pending socket error (errno), 0 if none. Taken (cleared) from datagram sockets. */
   error: number;
+  /** Stream: out-of-band data (MSG_OOB) is queued (the peek reads it inline). */
+  oob: boolean;
 }
 /** Unix socket functions (native/src/unix.cc). Addresses are raw sun_path bytes (see UnixDiagEntry.name); empty = unnamed. */
 export interface UnixBinding {
@@ -82,8 +84,8 @@ export interface UnixBinding {
   unixSetsockopt(fd: number, level: number, name: number, value: Buffer): void;
   /** getsockname (peer false) or getpeername (peer true). */
   unixName(fd: number, peer: boolean): Buffer;
-  /** The receive queue, left in place; stream reads stop after `limit` bytes. */
-  unixPeek(fd: number, stream: boolean, limit?: number): UnixPeekResult;
+  /** The receive queue, left in place; stream reads stop after `limit` bytes; zeroIsEnd: an empty read ends it (seqpacket shut down for reading). */
+  unixPeek(fd: number, stream: boolean, limit?: number, zeroIsEnd?: boolean): UnixPeekResult;
   /** Sends without blocking: one message (datagram, seqpacket) or all the bytes (stream). */
   unixSend(fd: number, data: Buffer, addr?: Buffer | null): number;
 }

@@ -151,9 +151,10 @@ program
   .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
   .option('-R, --leave-running', 'let the process continue after the dump')
   .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
+  .option('--external <spec...>', 'accept a peer outside the tree, reconnected at restore: unix:PATH or unix:@ABSTRACT; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean }) => {
+  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; external: string[]; json?: boolean; progress: boolean }) => {
     if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
     let pid = o.app ? findApp(o.app)!.init : parsePid(o.tree!);
     let app = o.app;
@@ -163,7 +164,7 @@ program
       pid = init;
     }
     const c = await ckpt();
-    const r = await c.dump({ pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.dump({ pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, external: o.external, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     if (o.json) console.log(JSON.stringify(r));
     else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
   });
@@ -174,14 +175,16 @@ program
   .requiredOption('-D, --images-dir <dir>', 'image directory')
   .option('-d, --detach', 'return once restored; the process is reparented to init')
   .option('--ipc-remap', 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)')
+  .option('--tcp-close', 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone')
   .option('--tty', "give the restored processes this terminal (ckpt restore's own) as their terminal")
   .option('-s, --substitute <ID=FD|ID=PATH...>', 'use fd FD of ckpt restore, or file PATH, instead of the open file ID (see ckpt show --files); repeatable', collect, [])
   .option('--relocate <OLD=NEW...>', 'files restored by reference under OLD are opened under NEW; repeatable', collect, [])
+  .option('--external <spec...>', 'reconnect an external peer of the image elsewhere: unix:PATH=NEWPATH; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; tty?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean }) => {
+  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; tcpClose?: boolean; tty?: boolean; substitute: string[]; relocate: string[]; external: string[]; json?: boolean; progress: boolean }) => {
     const c = await ckpt();
-    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, tty: o.tty, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'), signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, tcpClose: o.tcpClose, tty: o.tty, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'), external: o.external, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
     // An application comes back in a fresh namespace: register it again; its main process (the
     // child of ckpt-init) is the pid users know.
     let main = r.pids[0];

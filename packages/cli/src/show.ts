@@ -32,6 +32,61 @@ export function openFiles(procs: ProcessRecord[]): Array<{ type: string; id: str
   return [...out.values()];
 }
 
+interface UnixLike { ino: number; type: string; state: string; name?: string; peer?: number; peerName?: string; external?: string; pending?: number[]; queuedBytes: number; queue: unknown[] }
+
+/** Sockets of the image (one per socket, with every pid:fd holding it) and the bytes queued each way. */
+export function socketsOf(procs: ProcessRecord[]) {
+  const socks: Array<{ d: UnixLike; holders: string[] }> = [];
+  const byHolder = new Map<string, { d: UnixLike; holders: string[] }>();
+  for (const p of procs) {
+    for (const f of (p.records['@ckpt/plugin-files'] as FilesLike | undefined)?.fds ?? []) {
+      const d = f.data as FilesLike['fds'][number]['data'] & Partial<UnixLike>;
+      if (d.sameAs !== undefined) byHolder.get(`${d.pid ?? p.pid}:${d.sameAs}`)?.holders.push(`${p.pid}:${f.fd}`);
+      else if (f.plugin === '@ckpt/plugin-unix-socket') {
+        const s = { d: d as UnixLike, holders: [`${p.pid}:${f.fd}`] };
+        socks.push(s);
+        byHolder.set(`${p.pid}:${f.fd}`, s);
+      }
+    }
+  }
+  const byIno = new Map(socks.map((s) => [s.d.ino, s]));
+  return socks.map(({ d, holders }) => {
+    const peer = d.peer ? byIno.get(d.peer) : undefined;
+    return {
+      family: 'unix', type: d.type, state: d.state + (d.external ? ' (external)' : d.pending?.length ? ` (${d.pending.length} pending)` : ''), holders, local: d.name ?? '',
+      remote: d.external ?? d.peerName ?? (peer ? `[${peer.holders[0]}]` : d.state === 'disconnected' ? '(closed)' : ''),
+      recvQ: d.queuedBytes, recvMessages: d.queue.length, sendQ: peer?.d.queuedBytes ?? 0,
+    };
+  });
+}
+
+interface InetLike { proto: 'tcp' | 'udp'; family: 4 | 6; state: string; local?: { family: number; addr: string; port: number }; peer?: { family: number; addr: string; port: number }; backlog?: number; datagrams?: unknown[]; recvQueue: number; sendQueue: number; locked?: boolean; note?: string }
+
+/** TCP and UDP sockets of the image (@ckpt/plugin-tcp): one row per socket, every pid:fd holding it. */
+export function inetSocketsOf(procs: ProcessRecord[]) {
+  const rows: Array<{ family: string; type: string; state: string; holders: string[]; local: string; remote: string; recvQ: number; recvMessages: number; sendQ: number; note?: string }> = [];
+  const byHolder = new Map<string, (typeof rows)[number]>();
+  const addr = (a?: InetLike['local']) => (!a ? '' : a.family === 6 ? `[${a.addr}]:${a.port}` : `${a.addr}:${a.port}`);
+  for (const p of procs) {
+    for (const f of (p.records['@ckpt/plugin-files'] as FilesLike | undefined)?.fds ?? []) {
+      const d = f.data as FilesLike['fds'][number]['data'] & Partial<InetLike>;
+      if (d.sameAs !== undefined) byHolder.get(`${d.pid ?? p.pid}:${d.sameAs}`)?.holders.push(`${p.pid}:${f.fd}`);
+      else if (f.plugin === '@ckpt/plugin-tcp') {
+        const i = d as InetLike;
+        const row = {
+          family: i.family === 6 ? 'inet6' : 'inet', type: i.proto,
+          state: i.state + (i.backlog !== undefined ? ` (backlog ${i.backlog})` : '') + (i.locked ? ' (blocked)' : ''),
+          holders: [`${p.pid}:${f.fd}`], local: addr(i.local) || '*', remote: addr(i.peer),
+          recvQ: i.recvQueue, recvMessages: i.datagrams?.length ?? 0, sendQ: i.sendQueue, ...(i.note ? { note: i.note } : {}),
+        };
+        rows.push(row);
+        byHolder.set(`${p.pid}:${f.fd}`, row);
+      }
+    }
+  }
+  return rows;
+}
+
 export function showImage(dir: string, opts: { json?: boolean; verify?: boolean; files?: boolean }): string {
   const image = ImageReader.open(dir);
   if (opts.files) {
@@ -40,7 +95,7 @@ export function showImage(dir: string, opts: { json?: boolean; verify?: boolean;
   }
   if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
   const procs = image.processes();
-  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], ipc: ipcObjects(image, procs), verified: !!opts.verify }, null, 1);
+  if (opts.json) return JSON.stringify({ dir: image.dir, manifest: image.manifest, processes: procs.map(summary), zombies: image.manifest.zombies ?? [], ipc: ipcObjects(image, procs), sockets: [...socketsOf(procs), ...inetSocketsOf(procs)], verified: !!opts.verify }, null, 1);
   const m = image.manifest;
   const out: string[] = [];
   out.push(`image ${image.dir}`);
@@ -62,6 +117,14 @@ export function showImage(dir: string, opts: { json?: boolean; verify?: boolean;
     out.push('    KIND  KEY         ID      SIZE/COUNT        ATTACHED BY');
     for (const o of ipc.objects) {
       out.push(`    ${o.kind.padEnd(5)} ${('0x' + (o.key >>> 0).toString(16).padStart(8, '0')).padEnd(11)} ${String(o.id).padEnd(7)} ${o.amount.padEnd(17)} ${o.attachedBy.join(', ') || '-'}${o.destroyed ? ' (removed, still attached)' : ''}`);
+    }
+  }
+  const sockets = [...socketsOf(procs), ...inetSocketsOf(procs)];
+  if (sockets.length) {
+    out.push('  sockets (RECV-Q: bytes queued to it; SEND-Q: bytes it sent, queued in its peer):');
+    out.push('    FAMILY TYPE       STATE                    RECV-Q   SEND-Q   HOLDERS        LOCAL -> REMOTE');
+    for (const k of sockets) {
+      out.push(`    ${k.family.padEnd(6)} ${k.type.padEnd(10)} ${k.state.padEnd(24)} ${String(k.recvQ).padEnd(8)} ${String(k.sendQ).padEnd(8)} ${k.holders.join(',').padEnd(14)} ${k.local || '(unnamed)'} -> ${k.remote || '-'}${'note' in k && k.note ? `  (${k.note})` : ''}`);
     }
   }
   out.push('  files:');

@@ -13,6 +13,8 @@ export interface DumpOptions {
   sync?: boolean;
   /** Application id (from `ckpt run`) recorded in the image. */
   app?: string;
+  /** Peers outside the tree to accept as external (`unix:PATH`, ...): reconnected at restore. */
+  external?: string[];
   /** Aborts the dump between stages (the process is thawed, the partial image dropped). */
   signal?: AbortSignal;
   /** Progress callback for long work (bytes copied so far, total). */
@@ -25,12 +27,16 @@ export interface RestoreOptions {
   detach?: boolean;
   /** SysV IPC objects whose ids are taken on the host get new ids instead of failing. */
   ipcRemap?: boolean;
+  /** Established TCP connections come back reset (their peer is gone), not repaired. */
+  tcpClose?: boolean;
   /** Give the restored processes the restorer's own terminal as their terminal (ckpt restore --tty). */
   tty?: boolean;
   /** Open files to replace at restore: file id (ckpt show --files) -> restorer fd number or path. */
   substitute?: Record<string, number | string>;
   /** Path prefixes to rewrite for files restored by reference: [old, new] pairs, first match wins. */
   relocate?: Array<[string, string]>;
+  /** External peers (`unix:PATH`, or `unix:PATH=NEWPATH` to reconnect elsewhere). */
+  external?: string[];
   /** Aborts the restore between stages (everything created is removed). */
   signal?: AbortSignal;
   onProgress?: (what: string, done: number, total: number) => void;
