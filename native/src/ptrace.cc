@@ -280,6 +280,23 @@ Napi::Value PeekSiginfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Waits (blocking) for the next stop of a task we just resumed; false if it died or on error.
+bool WaitStopped(pid_t pid, int* st, const char** failed) {
+  for (;;) {
+    if (waitpid(pid, st, __WALL) == pid) break;
+    if (errno != EINTR) {
+      *failed = "waitpid";
+      return false;
+    }
+  }
+  if (!WIFSTOPPED(*st)) {
+    errno = ESRCH;
+    *failed = "remote syscall (task died)";
+    return false;
+  }
+  return true;
+}
+
 // Runs the task until its next syscall stop, suppressing (and remembering) signals met on the way.
 bool RunToSyscallStop(pid_t pid, const char** failed) {
   for (;;) {
@@ -288,18 +305,7 @@ bool RunToSyscallStop(pid_t pid, const char** failed) {
       return false;
     }
     int st;
-    for (;;) {
-      if (waitpid(pid, &st, __WALL) == pid) break;
-      if (errno != EINTR) {
-        *failed = "waitpid";
-        return false;
-      }
-    }
-    if (!WIFSTOPPED(st)) {
-      errno = ESRCH;
-      *failed = "remote syscall (task died)";
-      return false;
-    }
+    if (!WaitStopped(pid, &st, failed)) return false;
     if (WSTOPSIG(st) == (SIGTRAP | 0x80)) return true;
     if ((st >> 16) == 0) g_suppressed[pid].push_back(WSTOPSIG(st));
   }
@@ -313,18 +319,7 @@ bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
       return false;
     }
     int st;
-    for (;;) {
-      if (waitpid(pid, &st, __WALL) == pid) break;
-      if (errno != EINTR) {
-        *failed = "waitpid";
-        return false;
-      }
-    }
-    if (!WIFSTOPPED(st)) {
-      errno = ESRCH;
-      *failed = "remote syscall (task died)";
-      return false;
-    }
+    if (!WaitStopped(pid, &st, failed)) return false;
     if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0) {
       user_regs_struct r;
       iovec iov{&r, sizeof(r)};
