@@ -10,9 +10,10 @@
         "src/spawn.cc",
         "src/fd.cc",
         "src/ipc.cc",
+        "src/sock.cc",
         "src/unix.cc",
         "src/inet.cc",
-        "src/extra.cc"
+        "src/inotify.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -1,4 +1,6 @@
-// Hand-written types of the raw addon (build/Release/ckpt_native.node). Only ./index.ts imports it.
+// Hand-written types of the raw addon (ckpt_native.node, see ./load.ts). The addon is one flat
+// object (Binding); the facade (./facade.ts, exported as `native`) groups its functions by
+// concern, one interface per group below (NativeFacade). Only files of native/lib import it.
 export interface WaitStatus {
   status: number;
   kind: 'exited' | 'killed' | 'syscall' | 'event-stop' | 'event' | 'signal' | 'unknown';
@@ -67,28 +69,6 @@ export interface UnixPeekResult {
   /** Stream: out-of-band data (MSG_OOB) is queued (the peek reads it inline). */
   oob: boolean;
 }
-/** Unix socket functions (native/src/unix.cc). Addresses are raw sun_path bytes (see UnixDiagEntry.name); empty = unnamed. */
-export interface UnixBinding {
-  unixDiag(): UnixDiagEntry[];
-  /** Inode of the network namespace the socket lives in (SIOCGSKNS). */
-  unixNetns(fd: number): number;
-  unixSocket(type: number): number;
-  unixSocketpair(type: number): [number, number];
-  /** Binds; a relative path is bound relative to `dir`; an empty address autobinds. */
-  unixBind(fd: number, addr: Buffer, dir?: string | null): void;
-  unixConnect(fd: number, addr: Buffer): void;
-  unixListen(fd: number, backlog: number): void;
-  unixAccept(fd: number): number;
-  unixShutdown(fd: number, how: number): void;
-  unixGetsockopt(fd: number, level: number, name: number, len: number): Buffer;
-  unixSetsockopt(fd: number, level: number, name: number, value: Buffer): void;
-  /** getsockname (peer false) or getpeername (peer true). */
-  unixName(fd: number, peer: boolean): Buffer;
-  /** The receive queue, left in place; stream reads stop after `limit` bytes; zeroIsEnd: an empty read ends it (seqpacket shut down for reading). */
-  unixPeek(fd: number, stream: boolean, limit?: number, zeroIsEnd?: boolean): UnixPeekResult;
-  /** Sends without blocking: one message (datagram, seqpacket) or all the bytes (stream). */
-  unixSend(fd: number, data: Buffer, addr?: Buffer | null): number;
-}
 /** An inet socket address (native/src/inet.cc). */
 export interface InetAddr {
   family: 4 | 6;
@@ -145,20 +125,119 @@ export interface TcpConnState {
   outq: Buffer;
   window?: TcpRepairWindow;
 }
+
+// ---- the groups ----
+
+/** ptrace of one task (native/src/ptrace.cc): seize, stops and waits, resume/detach, register sets, masks, remote syscalls. */
+export interface PtraceBinding {
+  seize(pid: number, options?: number): void;
+  interruptAndWait(pid: number, timeoutMs?: number): WaitStatus;
+  waitStop(pid: number, timeoutMs?: number): WaitStatus;
+  cont(pid: number, signal?: number): void;
+  detach(pid: number, signal?: number): void;
+  setOptions(pid: number, options: number): void;
+  takeSuppressedSignals(pid: number): number[];
+  getRegs(pid: number): Buffer;
+  setRegs(pid: number, regs: Buffer): void;
+  getXstate(pid: number): Buffer;
+  setXstate(pid: number, xstate: Buffer): void;
+  getSigmask(pid: number): bigint;
+  setSigmask(pid: number, mask: bigint): void;
+  getRseq(pid: number): RseqConfig | null;
+  getRobustList(tid: number): { head: bigint; len: number };
+  peekSiginfo(pid: number, shared: boolean): Buffer[];
+  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean): bigint;
+}
+/** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
+export interface MemBinding {
+  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array;
+  dumpPages(pid: number, runs: Float64Array, fd: number, crc: number): CopyResult;
+  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, crc: number): CopyResult;
+  readMem(pid: number, addr: bigint | number, len: number): Buffer;
+  writeMem(pid: number, addr: bigint | number, data: Buffer): void;
+}
+/** CRC32C (native/src/memory.cc), the checksum of image files. */
+export interface CrcBinding {
+  crc32c(data: Buffer, seed?: number): number;
+  crc32cFile(fd: number, offset: number, length: number, seed?: number): number;
+}
+/** Processes (native/src/spawn.cc, fd.cc, ptrace.cc): creating them, pidfds, comparing their resources, reaping. */
+export interface ProcBinding {
+  spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number, keepFd?: number): number;
+  spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number], cloneFlags?: number): number;
+  pidfdOpen(pid: number): number;
+  pidfdGetfd(pidfd: number, fd: number): number;
+  kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
+  /** waitpid(WNOHANG | __WALL): null while the task has nothing to report. */
+  tryWait(pid: number): WaitStatus | null;
+}
+/** File descriptors (native/src/fd.cc, inotify.cc): pipes, fcntl, lseek, memfds, open_by_handle_at. */
+export interface FdBinding {
+  pipe(flags?: number): [number, number];
+  pipeSize(fd: number, size?: number): number;
+  peekPipe(fd: number): Buffer;
+  fcntl(fd: number, cmd: number, arg?: number): number;
+  lseek(fd: number, offset: number, whence: number): number;
+  memfdCreate(name: string): number;
+  /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
+  openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
+}
+/** Event file descriptors (native/src/fd.cc, inotify.cc): eventfd, epoll, signalfd, timerfd, inotify. */
+export interface EventsBinding {
+  eventfd(count: number | bigint, flags: number): number;
+  epollCreate(): number;
+  signalfd(mask: bigint, flags: number): number;
+  timerfd(clockid: number, flags: number, settimeFlags: number, valueNs: bigint | number, intervalNs: bigint | number): number;
+  /** inotify_init1(flags | IN_CLOEXEC). */
+  inotifyInit(flags: number): number;
+  inotifyAddWatch(fd: number, path: string, mask: number): number;
+  inotifyRmWatch(fd: number, wd: number): void;
+}
+/** SysV IPC of an IPC namespace (native/src/ipc.cc). */
+export interface IpcBinding {
+  ipcSnapshot(pid: number, contents: boolean): IpcObject[];
+  ipcCreate(pid: number, objects: IpcObject[], remap: boolean): number[];
+  ipcRemove(pid: number, which: Array<[string, number]>): void;
+}
+/** Calls that are the same for every socket family (native/src/sock.cc). */
+export interface SockCommonBinding {
+  /** An int option; null when the kernel does not know it for this socket. */
+  sockGetInt(fd: number, level: number, name: number): number | null;
+  sockSetInt(fd: number, level: number, name: number, value: number): void;
+  /** Raw option bytes (at most maxLen); null when the kernel does not know it for this socket. */
+  sockGetBytes(fd: number, level: number, name: number, maxLen: number): Buffer | null;
+  sockSetBytes(fd: number, level: number, name: number, value: Buffer): void;
+  sockListen(fd: number, backlog: number): void;
+}
+/** Unix socket functions (native/src/unix.cc). Addresses are raw sun_path bytes (see UnixDiagEntry.name); empty = unnamed. */
+export interface UnixBinding {
+  unixDiag(): UnixDiagEntry[];
+  /** Inode of the network namespace the socket lives in (SIOCGSKNS). */
+  unixNetns(fd: number): number;
+  unixSocket(type: number): number;
+  unixSocketpair(type: number): [number, number];
+  /** Binds; a relative path is bound relative to `dir`; an empty address autobinds. */
+  unixBind(fd: number, addr: Buffer, dir?: string | null): void;
+  unixConnect(fd: number, addr: Buffer): void;
+  unixAccept(fd: number): number;
+  unixShutdown(fd: number, how: number): void;
+  /** Raw option bytes (at most len); throws on any error, unlike sockGetBytes. */
+  unixGetsockopt(fd: number, level: number, name: number, len: number): Buffer;
+  /** getsockname (peer false) or getpeername (peer true). */
+  unixName(fd: number, peer: boolean): Buffer;
+  /** The receive queue, left in place; stream reads stop after `limit` bytes; zeroIsEnd: an empty read ends it (seqpacket shut down for reading). */
+  unixPeek(fd: number, stream: boolean, limit?: number, zeroIsEnd?: boolean): UnixPeekResult;
+  /** Sends without blocking: one message (datagram, seqpacket) or all the bytes (stream). */
+  unixSend(fd: number, data: Buffer, addr?: Buffer | null): number;
+}
 /** TCP/UDP socket functions (native/src/inet.cc). */
 export interface InetBinding {
   /** socket(domain, type | SOCK_CLOEXEC, protocol). */
   inetSocket(domain: number, type: number, protocol: number): number;
   sockInfo(fd: number): InetSockInfo;
-  /** An int option; null when the kernel does not know it for this socket. */
-  sockGetInt(fd: number, level: number, name: number): number | null;
-  sockSetInt(fd: number, level: number, name: number, value: number): void;
-  sockGetBytes(fd: number, level: number, name: number, maxLen: number): Buffer | null;
-  sockSetBytes(fd: number, level: number, name: number, value: Buffer): void;
   sockBind(fd: number, addr: InetAddr): void;
   /** 0, or EINPROGRESS (115) for a non-blocking socket; throws on any other error. */
   sockConnect(fd: number, addr: InetAddr): number;
-  sockListen(fd: number, backlog: number): void;
   /** TCP_REPAIR: 1 on, 0 off (sends a window probe), -1 off without a probe. */
   tcpRepair(fd: number, mode: 1 | 0 | -1): void;
   /** Reads a connection in repair mode (seqs, both queues peeked, options, window, timestamp). */
@@ -178,57 +257,35 @@ export interface InetBinding {
   /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
   tcpResetSocket(family: 4 | 6): number;
 }
-/** inotify and file handles (native/src/extra.cc). */
-export interface ExtraBinding {
-  /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
-  openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
-  /** inotify_init1(flags | IN_CLOEXEC). */
-  inotifyInit(flags: number): number;
-  inotifyAddWatch(fd: number, path: string, mask: number): number;
-  inotifyRmWatch(fd: number, wd: number): void;
+/** Sockets: unix and inet, options, sock_diag, TCP repair. */
+export interface SockBinding extends SockCommonBinding, UnixBinding, InetBinding {}
+/** Errno names (native/src/errors.cc); exported as errnoName, not part of the facade. */
+export interface ErrnoBinding {
+  /** glibc's strerrorname_np: 'EADDRINUSE' for 98; 'E<n>' for a number it has no name for. */
+  errnoName(errno: number): string;
 }
-export interface Binding extends UnixBinding, InetBinding, ExtraBinding {
-  ipcSnapshot(pid: number, contents: boolean): IpcObject[];
-  ipcCreate(pid: number, objects: IpcObject[], remap: boolean): number[];
-  ipcRemove(pid: number, which: Array<[string, number]>): void;
-  seize(pid: number, options?: number): void;
-  interruptAndWait(pid: number, timeoutMs?: number): WaitStatus;
-  waitStop(pid: number, timeoutMs?: number): WaitStatus;
-  tryWait(pid: number): WaitStatus | null;
-  cont(pid: number, signal?: number): void;
-  detach(pid: number, signal?: number): void;
-  setOptions(pid: number, options: number): void;
-  takeSuppressedSignals(pid: number): number[];
-  getRegs(pid: number): Buffer;
-  setRegs(pid: number, regs: Buffer): void;
-  getXstate(pid: number): Buffer;
-  setXstate(pid: number, xstate: Buffer): void;
-  getSigmask(pid: number): bigint;
-  setSigmask(pid: number, mask: bigint): void;
-  getRseq(pid: number): RseqConfig | null;
-  getRobustList(tid: number): { head: bigint; len: number };
-  peekSiginfo(pid: number, shared: boolean): Buffer[];
-  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean): bigint;
-  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array;
-  dumpPages(pid: number, runs: Float64Array, fd: number, crc: number): CopyResult;
-  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, crc: number): CopyResult;
-  readMem(pid: number, addr: bigint | number, len: number): Buffer;
-  writeMem(pid: number, addr: bigint | number, data: Buffer): void;
-  crc32c(data: Buffer, seed?: number): number;
-  crc32cFile(fd: number, offset: number, length: number, seed?: number): number;
-  spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number, keepFd?: number): number;
-  spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number], cloneFlags?: number): number;
-  pidfdOpen(pid: number): number;
-  pidfdGetfd(pidfd: number, fd: number): number;
-  pipe(flags?: number): [number, number];
-  pipeSize(fd: number, size?: number): number;
-  peekPipe(fd: number): Buffer;
-  fcntl(fd: number, cmd: number, arg?: number): number;
-  lseek(fd: number, offset: number, whence: number): number;
-  eventfd(count: number | bigint, flags: number): number;
-  epollCreate(): number;
-  memfdCreate(name: string): number;
-  signalfd(mask: bigint, flags: number): number;
-  timerfd(clockid: number, flags: number, settimeFlags: number, valueNs: bigint | number, intervalNs: bigint | number): number;
-  kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
+
+/** The grouped facade: `native.ptrace.seize(...)`, `native.sock.unixDiag()`... */
+export interface NativeFacade {
+  ptrace: PtraceBinding;
+  mem: MemBinding;
+  crc: CrcBinding;
+  proc: ProcBinding;
+  fd: FdBinding;
+  events: EventsBinding;
+  ipc: IpcBinding;
+  sock: SockBinding;
 }
+export type NativeGroup = keyof NativeFacade;
+
+/** The raw addon: every function of every group, flat, and errnoName. */
+export interface Binding
+  extends PtraceBinding,
+    MemBinding,
+    CrcBinding,
+    ProcBinding,
+    FdBinding,
+    EventsBinding,
+    IpcBinding,
+    SockBinding,
+    ErrnoBinding {}

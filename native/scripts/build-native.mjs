@@ -1,12 +1,25 @@
-// Builds the addon (node-gyp) and the tiny static restore stub (gcc, no libc).
-// Incremental: node-gyp only re-configures when build/ is missing.
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
+// Builds the native engine of @ckpt/native:
+//   - the addon ckpt_native.node, with node-gyp (build/Release), unless a prebuild fits;
+//   - the two static helper binaries, with gcc, always: build/ckpt-stub (no libc; rebuilt into
+//     a process at restore) and build/ckpt-init (pid 1 of `ckpt run`'s pid namespace).
+//
+//   node scripts/build-native.mjs              npm run build: incremental (node-gyp configures only
+//                                              when build/ is missing)
+//   node scripts/build-native.mjs --install    npm install: from scratch; the addon is compiled only
+//                                              when no prebuilds/<platform>-<arch>/*.node loads here
+//                                              (or when asked: --build-from-source, CKPT_BUILD_FROM_SOURCE=1)
+//   node scripts/build-native.mjs --rebuild    from scratch, always compiling the addon
+//   node scripts/build-native.mjs --prebuild   npm run prebuild: prebuilds/linux-x64/*.node with
+//                                              prebuildify (--napi --strip)
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
+const run = (cmd, args, env = process.env) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit', env });
+const mode = ['--install', '--rebuild', '--prebuild'].find((m) => process.argv.includes(m)) ?? '--dev';
 
 function nodeGyp() {
   // npm ships node-gyp; prefer the one next to the running npm.
@@ -18,27 +31,94 @@ function nodeGyp() {
   throw new Error('node-gyp not found: reinstall npm or set npm_config_node_gyp');
 }
 
-const gyp = nodeGyp();
 // Build against the headers of the running Node when they are installed (no download needed).
 const nodedir = process.env.npm_config_nodedir ||
   (existsSync(join(dirname(process.execPath), '../include/node/node_api.h')) ? join(dirname(process.execPath), '..') : undefined);
 const gypArgs = nodedir ? [`--nodedir=${nodedir}`] : [];
-// --rebuild (npm install): configure from scratch, so include paths come from this install.
-if (process.argv.includes('--rebuild') || !existsSync(join(root, 'build/Makefile'))) {
-  rmSync(join(root, 'build'), { recursive: true, force: true });
-  run(process.execPath, [gyp, 'configure', ...gypArgs]);
-}
-run(process.execPath, [gyp, 'build', ...gypArgs]);
 
-const stubSrc = join(root, 'src/stub.c');
-const stubOut = join(root, 'build/ckpt-stub');
-mkdirSync(dirname(stubOut), { recursive: true });
-const initSrc = join(root, 'src/init.c');
-const initOut = join(root, 'build/ckpt-init');
-if (!existsSync(initOut) || statSync(initOut).mtimeMs < statSync(initSrc).mtimeMs) {
-  run('gcc', ['-O2', '-static', '-o', initOut, initSrc]);
+function buildAddon(fromScratch) {
+  const gyp = nodeGyp();
+  if (fromScratch || !existsSync(join(root, 'build/Makefile'))) {
+    rmSync(join(root, 'build'), { recursive: true, force: true });
+    run(process.execPath, [gyp, 'configure', ...gypArgs]);
+  }
+  run(process.execPath, [gyp, 'build', ...gypArgs]);
 }
-if (!existsSync(stubOut) || statSync(stubOut).mtimeMs < statSync(stubSrc).mtimeMs) {
-  run('gcc', ['-static', '-nostdlib', '-nostartfiles', '-fno-stack-protector', '-fno-asynchronous-unwind-tables',
-    '-O2', '-Wl,--build-id=none', '-o', stubOut, stubSrc]);
+
+function buildHelpers() {
+  const stubSrc = join(root, 'src/stub.c');
+  const stubOut = join(root, 'build/ckpt-stub');
+  mkdirSync(dirname(stubOut), { recursive: true });
+  const initSrc = join(root, 'src/init.c');
+  const initOut = join(root, 'build/ckpt-init');
+  if (!existsSync(initOut) || statSync(initOut).mtimeMs < statSync(initSrc).mtimeMs) {
+    run('gcc', ['-O2', '-static', '-o', initOut, initSrc]);
+  }
+  if (!existsSync(stubOut) || statSync(stubOut).mtimeMs < statSync(stubSrc).mtimeMs) {
+    run('gcc', ['-static', '-nostdlib', '-nostartfiles', '-fno-stack-protector', '-fno-asynchronous-unwind-tables',
+      '-O2', '-Wl,--build-id=none', '-o', stubOut, stubSrc]);
+  }
+}
+
+// The prebuild node-gyp-build would pick for this Node, loaded in a child process (a prebuild
+// made against a newer glibc fails here, not later): its path, or undefined.
+function usablePrebuild() {
+  let ngb;
+  try {
+    ngb = createRequire(join(root, 'package.json')).resolve('node-gyp-build');
+  } catch {
+    return undefined;
+  }
+  const probe = `const b = require(${JSON.stringify(ngb)}); const p = b.path(${JSON.stringify(root)}); require(p); console.log(p)`;
+  const r = spawnSync(process.execPath, ['-e', probe], { env: { ...process.env, PREBUILDS_ONLY: '1' }, encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+// The script name npm was asked to run by the npm process this script runs under: npm runs
+// "prebuild" by itself before "build" (pre-script convention), and a build must not make
+// prebuilds. Read from /proc (this package is Linux-only); undefined when not found.
+function npmScript() {
+  let pid = process.ppid;
+  for (let depth = 0; depth < 8 && pid > 1; depth++) {
+    let argv;
+    try {
+      // npm sets its process title ("npm run build"), which overwrites its argv in place.
+      argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').split(/\s+/).filter(Boolean);
+    } catch {
+      return undefined;
+    }
+    const k = argv.findIndex((a) => ['run', 'run-script', 'rum', 'urn'].includes(a));
+    if (k >= 0 && argv.slice(0, k).some((a) => /(^|\/)npm(-cli\.js)?$/.test(a))) return argv.slice(k + 1).find((a) => !a.startsWith('-'));
+    try {
+      pid = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]);
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+if (mode === '--prebuild') {
+  if (process.env.npm_lifecycle_event === 'prebuild' && npmScript() === 'build') process.exit(0); // the pre-hook of `npm run build`
+  let bin;
+  try {
+    bin = join(dirname(createRequire(join(root, 'package.json')).resolve('prebuildify/package.json')), 'bin.js');
+  } catch {
+    console.error('prebuildify is not installed: run `npm install` (it is a devDependency of @ckpt/native)');
+    process.exit(1);
+  }
+  // prebuildify runs `node-gyp rebuild` (build/ is wiped, so the helpers are built again after).
+  const env = { ...process.env, PREBUILD_NODE_GYP: nodeGyp(), ...(nodedir ? { npm_config_nodedir: nodedir } : {}) };
+  run(process.execPath, [bin, '--napi', '--strip'], env);
+  buildHelpers();
+} else if (mode === '--install') {
+  rmSync(join(root, 'build'), { recursive: true, force: true });
+  const fromSource = process.env.CKPT_BUILD_FROM_SOURCE === '1' || process.env.npm_config_build_from_source === 'true';
+  const prebuild = fromSource ? undefined : usablePrebuild();
+  if (prebuild) console.log(`@ckpt/native: using the prebuild ${prebuild}`);
+  else buildAddon(true);
+  buildHelpers();
+} else {
+  buildAddon(mode === '--rebuild');
+  buildHelpers();
 }

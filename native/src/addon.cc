@@ -2,14 +2,16 @@
 #include "common.h"
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  ckpt::InitErrors(env, exports);
   ckpt::InitPtrace(env, exports);
   ckpt::InitMemory(env, exports);
   ckpt::InitSpawn(env, exports);
   ckpt::InitFd(env, exports);
   ckpt::InitIpc(env, exports);
+  ckpt::InitSock(env, exports);
   ckpt::InitUnix(env, exports);
   ckpt::InitInet(env, exports);
-  ckpt::InitExtra(env, exports);
+  ckpt::InitInotify(env, exports);
   return exports;
 }
 

@@ -8,9 +8,14 @@
 
 namespace ckpt {
 
+// The name of an errno ('ESRCH', 'EADDRINUSE'...): glibc's strerrorname_np, 'E<n>' when it has none.
+std::string ErrnoName(int err);
+// An Error with errno, code ('ESRCH'...), syscall and (when known) pid, not yet thrown.
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, long pid = -1);
 // Throws an Error with errno, code ('ESRCH'...), syscall and (when known) pid.
 void ThrowErrno(Napi::Env env, int err, const char* syscall, long pid = -1);
-void ThrowMsg(Napi::Env env, const std::string& code, const std::string& msg);
+// Throws an Error with errno and its code, and a message of its own (no syscall).
+void ThrowErrnoMsg(Napi::Env env, int err, const std::string& msg);
 
 inline int64_t ArgI64(const Napi::Value& v) {
   if (v.IsBigInt()) {
@@ -28,13 +33,15 @@ inline uint64_t ArgU64(const Napi::Value& v) {
 }
 inline int ArgInt(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
 
+void InitErrors(Napi::Env env, Napi::Object exports);
 void InitPtrace(Napi::Env env, Napi::Object exports);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitIpc(Napi::Env env, Napi::Object exports);
+void InitSock(Napi::Env env, Napi::Object exports);
 void InitUnix(Napi::Env env, Napi::Object exports);
 void InitInet(Napi::Env env, Napi::Object exports);
-void InitExtra(Napi::Env env, Napi::Object exports);
+void InitInotify(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

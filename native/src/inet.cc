@@ -2,12 +2,11 @@
 // the TCP_REPAIR dump and refill of an established connection, peeking and re-injecting
 // queued UDP datagrams, and sock_diag lookups (find / destroy the orphaned remains of a
 // connection). Addresses cross to JS as { family: 4 | 6, addr, port, flowinfo?, scope? }.
-#include "common.h"
+#include "sock.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
-#include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -70,8 +69,9 @@ Napi::Object AddrToJs(Napi::Env env, const sockaddr_storage& ss) {
 // { family, addr, port, flowinfo?, scope? } -> sockaddr; false (with a JS exception) if invalid.
 bool JsToAddr(Napi::Env env, const Napi::Value& v, sockaddr_storage* ss, socklen_t* len) {
   memset(ss, 0, sizeof *ss);
-  if (!v.IsObject()) {
-    ThrowMsg(env, "EINVAL", "address: expected { family, addr, port }");
+  if (!v.IsObject() || !v.As<Napi::Object>().Get("family").IsNumber() || !v.As<Napi::Object>().Get("addr").IsString() ||
+      !v.As<Napi::Object>().Get("port").IsNumber()) {
+    ThrowErrnoMsg(env, EINVAL, "address: expected { family, addr, port }");
     return false;
   }
   Napi::Object o = v.As<Napi::Object>();
@@ -83,7 +83,7 @@ bool JsToAddr(Napi::Env env, const Napi::Value& v, sockaddr_storage* ss, socklen
     a->sin_family = AF_INET;
     a->sin_port = htons(port);
     if (inet_pton(AF_INET, addr.c_str(), &a->sin_addr) != 1) {
-      ThrowMsg(env, "EINVAL", "bad IPv4 address " + addr);
+      ThrowErrnoMsg(env, EINVAL, "bad IPv4 address " + addr);
       return false;
     }
     *len = sizeof(sockaddr_in);
@@ -94,7 +94,7 @@ bool JsToAddr(Napi::Env env, const Napi::Value& v, sockaddr_storage* ss, socklen
     a->sin6_family = AF_INET6;
     a->sin6_port = htons(port);
     if (inet_pton(AF_INET6, addr.c_str(), &a->sin6_addr) != 1) {
-      ThrowMsg(env, "EINVAL", "bad IPv6 address " + addr);
+      ThrowErrnoMsg(env, EINVAL, "bad IPv6 address " + addr);
       return false;
     }
     if (o.Has("flowinfo") && o.Get("flowinfo").IsNumber()) a->sin6_flowinfo = htonl(o.Get("flowinfo").As<Napi::Number>().Uint32Value());
@@ -102,13 +102,8 @@ bool JsToAddr(Napi::Env env, const Napi::Value& v, sockaddr_storage* ss, socklen
     *len = sizeof(sockaddr_in6);
     return true;
   }
-  ThrowMsg(env, "EINVAL", "address family must be 4 or 6");
+  ThrowErrnoMsg(env, EINVAL, "address family must be 4 or 6");
   return false;
-}
-
-int GetInt(int fd, int level, int name, int* out) {
-  socklen_t l = sizeof(int);
-  return getsockopt(fd, level, name, out, &l);
 }
 
 uint32_t U32(const Napi::Object& o, const char* k) {
@@ -129,8 +124,8 @@ Napi::Value SockInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info[0]);
   int domain = 0, type = 0, protocol = 0;
-  if (GetInt(fd, SOL_SOCKET, SO_DOMAIN, &domain) < 0 || GetInt(fd, SOL_SOCKET, SO_TYPE, &type) < 0 ||
-      GetInt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol) < 0)
+  if (GetSockoptInt(fd, SOL_SOCKET, SO_DOMAIN, &domain) < 0 || GetSockoptInt(fd, SOL_SOCKET, SO_TYPE, &type) < 0 ||
+      GetSockoptInt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol) < 0)
     return Fail(env, errno, "getsockopt(SO_DOMAIN/SO_TYPE/SO_PROTOCOL)");
   Napi::Object o = Napi::Object::New(env);
   o.Set("domain", domain);
@@ -165,39 +160,6 @@ Napi::Value SockInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// sockGetInt(fd, level, name) -> number, or null when the option does not exist here.
-Napi::Value SockGetInt(const Napi::CallbackInfo& info) {
-  int v = 0;
-  if (GetInt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), &v) < 0) {
-    if (errno == ENOPROTOOPT || errno == EOPNOTSUPP || errno == EINVAL) return info.Env().Null();
-    return Fail(info.Env(), errno, "getsockopt");
-  }
-  return Napi::Number::New(info.Env(), v);
-}
-
-Napi::Value SockSetInt(const Napi::CallbackInfo& info) {
-  int v = ArgInt(info[3]);
-  if (setsockopt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), &v, sizeof v) < 0) return Fail(info.Env(), errno, "setsockopt");
-  return info.Env().Undefined();
-}
-
-// sockGetBytes(fd, level, name, maxLen) -> Buffer, or null when the option does not exist.
-Napi::Value SockGetBytes(const Napi::CallbackInfo& info) {
-  std::vector<uint8_t> buf(ArgInt(info[3]));
-  socklen_t l = buf.size();
-  if (getsockopt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), buf.data(), &l) < 0) {
-    if (errno == ENOPROTOOPT || errno == EOPNOTSUPP || errno == EINVAL || errno == ENOENT) return info.Env().Null();
-    return Fail(info.Env(), errno, "getsockopt");
-  }
-  return Napi::Buffer<uint8_t>::Copy(info.Env(), buf.data(), l);
-}
-
-Napi::Value SockSetBytes(const Napi::CallbackInfo& info) {
-  Napi::Buffer<uint8_t> b = info[3].As<Napi::Buffer<uint8_t>>();
-  if (setsockopt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), b.Data(), b.Length()) < 0) return Fail(info.Env(), errno, "setsockopt");
-  return info.Env().Undefined();
-}
-
 Napi::Value SockBind(const Napi::CallbackInfo& info) {
   sockaddr_storage ss;
   socklen_t l;
@@ -216,11 +178,6 @@ Napi::Value SockConnect(const Napi::CallbackInfo& info) {
     return Fail(info.Env(), errno, "connect");
   }
   return Napi::Number::New(info.Env(), 0);
-}
-
-Napi::Value SockListen(const Napi::CallbackInfo& info) {
-  if (listen(ArgInt(info[0]), ArgInt(info[1])) < 0) return Fail(info.Env(), errno, "listen");
-  return info.Env().Undefined();
 }
 
 // tcpRepair(fd, mode): 1 on, 0 off (with a window probe), -1 off without a probe.
@@ -251,7 +208,7 @@ bool PeekQueue(Napi::Env env, int fd, int q, uint32_t len, uint32_t* seq, std::v
       return false;
     }
     if (static_cast<uint32_t>(n) != len) {
-      ThrowMsg(env, "EIO", std::string("TCP ") + (q == TCP_SEND_QUEUE ? "send" : "receive") + " queue: peeked " + std::to_string(n) +
+      ThrowErrnoMsg(env, EIO, std::string("TCP ") + (q == TCP_SEND_QUEUE ? "send" : "receive") + " queue: peeked " + std::to_string(n) +
                                " bytes, expected " + std::to_string(len));
       return false;
     }
@@ -273,7 +230,7 @@ Napi::Value TcpDumpConn(const Napi::CallbackInfo& info) {
   if (ioctl(fd, SIOCOUTQ, &outq) < 0) return Fail(env, errno, "ioctl(SIOCOUTQ)");
   if (ioctl(fd, SIOCOUTQNSD, &unsent) < 0) return Fail(env, errno, "ioctl(SIOCOUTQNSD)");
   int mss = 0;
-  if (GetInt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss) < 0) return Fail(env, errno, "getsockopt(TCP_MAXSEG)");
+  if (GetSockoptInt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss) < 0) return Fail(env, errno, "getsockopt(TCP_MAXSEG)");
   uint32_t ts = 0;
   l = sizeof ts;
   if (getsockopt(fd, IPPROTO_TCP, TCP_TIMESTAMP, &ts, &l) < 0) return Fail(env, errno, "getsockopt(TCP_TIMESTAMP)");
@@ -340,7 +297,7 @@ bool FillQueue(Napi::Env env, int fd, bool recvQueue, const uint8_t* p, size_t l
     if ((err == ENOMEM || err == EAGAIN || err == ENOBUFS) && grown < 8) {
       // Room for everything left, counting skb overhead generously.
       int opt = recvQueue ? SO_RCVBUF : SO_SNDBUF, cur = 0;
-      GetInt(fd, SOL_SOCKET, opt, &cur);
+      GetSockoptInt(fd, SOL_SOCKET, opt, &cur);
       int want = cur + static_cast<int>(len * 2) + (1 << 16);
       setsockopt(fd, SOL_SOCKET, recvQueue ? SO_RCVBUFFORCE : SO_SNDBUFFORCE, &want, sizeof want);
       grown++;
@@ -427,7 +384,7 @@ Napi::Value UdpPeek(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info[0]);
   int saved = -1;
-  GetInt(fd, SOL_SOCKET, SO_PEEK_OFF, &saved);
+  GetSockoptInt(fd, SOL_SOCKET, SO_PEEK_OFF, &saved);
   Napi::Array arr = Napi::Array::New(env);
   std::vector<uint8_t> buf(65536);
   int off = 0;
@@ -476,7 +433,7 @@ Napi::Value UdpInject(const Napi::CallbackInfo& info) {
   if (!JsToAddr(env, info[0], &to, &tl) || !JsToAddr(env, info[1], &from, &fl)) return env.Undefined();
   Napi::Buffer<uint8_t> data = info[2].As<Napi::Buffer<uint8_t>>();
   if (to.ss_family != from.ss_family) {
-    ThrowMsg(env, "EINVAL", "udpInject: source and destination of different families");
+    ThrowErrnoMsg(env, EINVAL, "udpInject: source and destination of different families");
     return env.Undefined();
   }
   int fam = to.ss_family;
@@ -529,66 +486,42 @@ Napi::Value UdpInject(const Napi::CallbackInfo& info) {
 }
 
 // One sock_diag request for a TCP connection by its 4-tuple: SOCK_DIAG_BY_FAMILY (lookup) or
-// SOCK_DESTROY. Returns 0 and fills msg (lookup), or -errno.
+// SOCK_DESTROY. Returns 0 and fills msg (lookup), or -errno (-ENOENT: no such socket).
 int DiagTcp(int type, const sockaddr_storage& local, const sockaddr_storage& peer, inet_diag_msg* msg) {
-  int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return -errno;
-  struct {
-    nlmsghdr nh;
-    inet_diag_req_v2 r;
-  } req{};
-  req.nh.nlmsg_len = sizeof req;
-  req.nh.nlmsg_type = type;
-  req.nh.nlmsg_flags = NLM_F_REQUEST | (type == SOCK_DESTROY ? NLM_F_ACK : 0);
-  req.nh.nlmsg_seq = 1;
+  inet_diag_req_v2 r{};
   bool v4 = local.ss_family == AF_INET;
-  req.r.sdiag_family = v4 ? AF_INET : AF_INET6;
-  req.r.sdiag_protocol = IPPROTO_TCP;
-  req.r.idiag_states = ~0U;
+  r.sdiag_family = v4 ? AF_INET : AF_INET6;
+  r.sdiag_protocol = IPPROTO_TCP;
+  r.idiag_states = ~0U;
   if (v4) {
     auto* l = reinterpret_cast<const sockaddr_in*>(&local);
     auto* p = reinterpret_cast<const sockaddr_in*>(&peer);
-    req.r.id.idiag_sport = l->sin_port;
-    req.r.id.idiag_dport = p->sin_port;
-    memcpy(req.r.id.idiag_src, &l->sin_addr, 4);
-    memcpy(req.r.id.idiag_dst, &p->sin_addr, 4);
+    r.id.idiag_sport = l->sin_port;
+    r.id.idiag_dport = p->sin_port;
+    memcpy(r.id.idiag_src, &l->sin_addr, 4);
+    memcpy(r.id.idiag_dst, &p->sin_addr, 4);
   } else {
     auto* l = reinterpret_cast<const sockaddr_in6*>(&local);
     auto* p = reinterpret_cast<const sockaddr_in6*>(&peer);
-    req.r.id.idiag_sport = l->sin6_port;
-    req.r.id.idiag_dport = p->sin6_port;
-    memcpy(req.r.id.idiag_src, &l->sin6_addr, 16);
-    memcpy(req.r.id.idiag_dst, &p->sin6_addr, 16);
+    r.id.idiag_sport = l->sin6_port;
+    r.id.idiag_dport = p->sin6_port;
+    memcpy(r.id.idiag_src, &l->sin6_addr, 16);
+    memcpy(r.id.idiag_dst, &p->sin6_addr, 16);
   }
-  req.r.id.idiag_cookie[0] = req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-  sockaddr_nl sa{};
-  sa.nl_family = AF_NETLINK;
-  if (sendto(nl, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&sa), sizeof sa) < 0) {
-    int e = errno;
-    close(nl);
-    return -e;
-  }
-  alignas(nlmsghdr) char buf[8192];
-  pollfd pfd{nl, POLLIN, 0};
-  if (poll(&pfd, 1, 2000) <= 0) {
-    close(nl);
-    return -ETIMEDOUT;
-  }
-  ssize_t n = recv(nl, buf, sizeof buf, 0);
-  int e = errno;
-  close(nl);
-  if (n < 0) return -e;
-  for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
-    if (h->nlmsg_type == NLMSG_ERROR) {
-      auto* er = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-      return er->error;  // 0 (ack) or -errno
-    }
-    if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && msg) {
-      memcpy(msg, NLMSG_DATA(h), sizeof *msg);
-      return 0;
-    }
-  }
-  return -ENOENT;
+  r.id.idiag_cookie[0] = r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  bool destroy = type == SOCK_DESTROY;
+  bool found = false;
+  const char* stage = nullptr;
+  int res = SockDiag(static_cast<uint16_t>(type), destroy ? NLM_F_ACK : 0, &r, sizeof r,
+                     [&](const nlmsghdr* h) {
+                       if (msg) memcpy(msg, NLMSG_DATA(h), sizeof *msg);
+                       found = true;
+                       return false;
+                     },
+                     2000, &stage);
+  if (res < 0) return res;
+  if (!destroy && !found) return -ENOENT;
+  return 0;
 }
 
 // tcpDiag(local, peer) -> { state, inode, uid } of the TCP socket with that 4-tuple, or null.
@@ -673,13 +606,8 @@ Napi::Value TcpResetSocket(const Napi::CallbackInfo& info) {
 void InitInet(Napi::Env env, Napi::Object exports) {
   exports.Set("inetSocket", Napi::Function::New(env, InetSocket));
   exports.Set("sockInfo", Napi::Function::New(env, SockInfo));
-  exports.Set("sockGetInt", Napi::Function::New(env, SockGetInt));
-  exports.Set("sockSetInt", Napi::Function::New(env, SockSetInt));
-  exports.Set("sockGetBytes", Napi::Function::New(env, SockGetBytes));
-  exports.Set("sockSetBytes", Napi::Function::New(env, SockSetBytes));
   exports.Set("sockBind", Napi::Function::New(env, SockBind));
   exports.Set("sockConnect", Napi::Function::New(env, SockConnect));
-  exports.Set("sockListen", Napi::Function::New(env, SockListen));
   exports.Set("tcpRepair", Napi::Function::New(env, TcpRepair));
   exports.Set("tcpDumpConn", Napi::Function::New(env, TcpDumpConn));
   exports.Set("tcpSetQueueSeqs", Napi::Function::New(env, TcpSetQueueSeqs));

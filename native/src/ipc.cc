@@ -374,11 +374,7 @@ Napi::Value IpcCreate(const Napi::CallbackInfo& info) {
   Napi::Array ids = Napi::Array::New(env, r.ids.size());
   for (size_t k = 0; k < r.ids.size(); k++) ids.Set(k, r.ids[k]);
   if (r.err) {
-    Napi::Error e = Napi::Error::New(env, r.where + ": " + strerror(r.err));
-    e.Set("errno", Napi::Number::New(env, r.err));
-    const char* name = strerrorname_np(r.err);
-    e.Set("code", name ? name : "EUNKNOWN");
-    e.Set("syscall", r.where);
+    Napi::Error e = ErrnoError(env, r.err, r.where.c_str());
     e.Set("created", ids);
     e.ThrowAsJavaScriptException();
     return env.Undefined();

@@ -2,14 +2,14 @@
 // NETLINK_SOCK_DIAG (names, peers, pending connections, queue lengths, shutdown state),
 // non-consuming reads of a socket's receive queue (MSG_PEEK walked with SO_PEEK_OFF), and the
 // socket calls Node does not expose (socket/socketpair/bind/connect/listen/accept/sendto/
-// shutdown/getsockopt/setsockopt on AF_UNIX).
+// shutdown/getsockopt on AF_UNIX; setsockopt and listen are sock.cc's sockSetBytes and
+// sockListen).
 //
 // Addresses cross the boundary as the raw bytes of sun_path: a path without its trailing NUL,
 // or an abstract name with its leading NUL; an empty buffer is "unnamed".
-#include "common.h"
+#include "sock.h"
 
 #include <fcntl.h>
-#include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
@@ -72,7 +72,7 @@ Napi::Value Fail(const Napi::CallbackInfo& info, const char* what) {
 }
 
 Napi::Value TooLong(const Napi::CallbackInfo& info) {
-  ThrowMsg(info.Env(), "ENAMETOOLONG", "unix socket address longer than sun_path");
+  ThrowErrnoMsg(info.Env(), ENAMETOOLONG, "unix socket address longer than sun_path");
   return info.Env().Undefined();
 }
 
@@ -80,106 +80,70 @@ Napi::Value TooLong(const Napi::CallbackInfo& info) {
 // { ino, type, state, shutdown, rqueue, wqueue, name?, vfsIno?, vfsDev?, peer?, icons?, uid? }
 Napi::Value UnixDiag(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return Fail(info, "socket(NETLINK_SOCK_DIAG)");
-  struct {
-    nlmsghdr nlh;
-    unix_diag_req req;
-  } msg{};
-  msg.nlh.nlmsg_len = sizeof(msg);
-  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-  msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-  msg.nlh.nlmsg_seq = 1;
-  msg.req.sdiag_family = AF_UNIX;
-  msg.req.udiag_states = ~0u;
-  msg.req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | UDIAG_SHOW_UID;
-  sockaddr_nl nladdr{};
-  nladdr.nl_family = AF_NETLINK;
-  if (sendto(nl, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&nladdr), sizeof(nladdr)) < 0) {
-    int e = errno;
-    close(nl);
-    errno = e;
-    return Fail(info, "sendto(sock_diag)");
-  }
+  unix_diag_req req{};
+  req.sdiag_family = AF_UNIX;
+  req.udiag_states = ~0u;
+  req.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN | UDIAG_SHOW_UID;
   Napi::Array out = Napi::Array::New(env);
   uint32_t n = 0;
-  std::vector<uint8_t> buf(1 << 16);
-  bool done = false;
-  while (!done) {
-    ssize_t got = recv(nl, buf.data(), buf.size(), 0);
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      close(nl);
-      errno = e;
-      return Fail(info, "recv(sock_diag)");
-    }
-    if (got == 0) break;
-    for (nlmsghdr* h = reinterpret_cast<nlmsghdr*>(buf.data()); NLMSG_OK(h, static_cast<unsigned>(got)); h = NLMSG_NEXT(h, got)) {
-      if (h->nlmsg_type == NLMSG_DONE) {
-        done = true;
-        break;
-      }
-      if (h->nlmsg_type == NLMSG_ERROR) {
-        auto* err = static_cast<nlmsgerr*>(NLMSG_DATA(h));
-        close(nl);
-        errno = -err->error;
-        return Fail(info, "sock_diag(AF_UNIX)");
-      }
-      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) continue;
-      auto* m = static_cast<unix_diag_msg*>(NLMSG_DATA(h));
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("ino", Napi::Number::New(env, m->udiag_ino));
-      o.Set("type", Napi::Number::New(env, m->udiag_type));
-      o.Set("state", Napi::Number::New(env, m->udiag_state));
-      o.Set("shutdown", Napi::Number::New(env, 0));
-      o.Set("rqueue", Napi::Number::New(env, 0));
-      o.Set("wqueue", Napi::Number::New(env, 0));
-      int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
-      for (rtattr* a = reinterpret_cast<rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
-        const uint8_t* d = static_cast<const uint8_t*>(RTA_DATA(a));
-        size_t dl = RTA_PAYLOAD(a);
-        switch (a->rta_type) {
-          case UNIX_DIAG_NAME:
-            o.Set("name", AddrBytes(env, d, dl));
-            break;
-          case UNIX_DIAG_VFS:
-            if (dl >= sizeof(unix_diag_vfs)) {
-              auto* v = reinterpret_cast<const unix_diag_vfs*>(d);
-              o.Set("vfsIno", Napi::Number::New(env, v->udiag_vfs_ino));
-              o.Set("vfsDev", Napi::Number::New(env, v->udiag_vfs_dev));
-            }
-            break;
-          case UNIX_DIAG_PEER:
-            if (dl >= 4) o.Set("peer", Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d)));
-            break;
-          case UNIX_DIAG_ICONS: {
-            Napi::Array icons = Napi::Array::New(env);
-            for (size_t i = 0; i + 4 <= dl; i += 4) icons.Set(static_cast<uint32_t>(i / 4), Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d + i)));
-            o.Set("icons", icons);
-            break;
+  const char* stage = nullptr;
+  int r = SockDiag(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, &req, sizeof req, [&](const nlmsghdr* h) {
+    auto* m = static_cast<const unix_diag_msg*>(NLMSG_DATA(h));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("ino", Napi::Number::New(env, m->udiag_ino));
+    o.Set("type", Napi::Number::New(env, m->udiag_type));
+    o.Set("state", Napi::Number::New(env, m->udiag_state));
+    o.Set("shutdown", Napi::Number::New(env, 0));
+    o.Set("rqueue", Napi::Number::New(env, 0));
+    o.Set("wqueue", Napi::Number::New(env, 0));
+    int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+    for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+      const uint8_t* d = static_cast<const uint8_t*>(RTA_DATA(a));
+      size_t dl = RTA_PAYLOAD(a);
+      switch (a->rta_type) {
+        case UNIX_DIAG_NAME:
+          o.Set("name", AddrBytes(env, d, dl));
+          break;
+        case UNIX_DIAG_VFS:
+          if (dl >= sizeof(unix_diag_vfs)) {
+            auto* v = reinterpret_cast<const unix_diag_vfs*>(d);
+            o.Set("vfsIno", Napi::Number::New(env, v->udiag_vfs_ino));
+            o.Set("vfsDev", Napi::Number::New(env, v->udiag_vfs_dev));
           }
-          case UNIX_DIAG_RQLEN:
-            if (dl >= sizeof(unix_diag_rqlen)) {
-              auto* r = reinterpret_cast<const unix_diag_rqlen*>(d);
-              o.Set("rqueue", Napi::Number::New(env, r->udiag_rqueue));
-              o.Set("wqueue", Napi::Number::New(env, r->udiag_wqueue));
-            }
-            break;
-          case UNIX_DIAG_SHUTDOWN:
-            if (dl >= 1) o.Set("shutdown", Napi::Number::New(env, d[0]));
-            break;
-          case UNIX_DIAG_UID:
-            if (dl >= 4) o.Set("uid", Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d)));
-            break;
-          default:
-            break;
+          break;
+        case UNIX_DIAG_PEER:
+          if (dl >= 4) o.Set("peer", Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d)));
+          break;
+        case UNIX_DIAG_ICONS: {
+          Napi::Array icons = Napi::Array::New(env);
+          for (size_t i = 0; i + 4 <= dl; i += 4) icons.Set(static_cast<uint32_t>(i / 4), Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d + i)));
+          o.Set("icons", icons);
+          break;
         }
+        case UNIX_DIAG_RQLEN:
+          if (dl >= sizeof(unix_diag_rqlen)) {
+            auto* q = reinterpret_cast<const unix_diag_rqlen*>(d);
+            o.Set("rqueue", Napi::Number::New(env, q->udiag_rqueue));
+            o.Set("wqueue", Napi::Number::New(env, q->udiag_wqueue));
+          }
+          break;
+        case UNIX_DIAG_SHUTDOWN:
+          if (dl >= 1) o.Set("shutdown", Napi::Number::New(env, d[0]));
+          break;
+        case UNIX_DIAG_UID:
+          if (dl >= 4) o.Set("uid", Napi::Number::New(env, *reinterpret_cast<const uint32_t*>(d)));
+          break;
+        default:
+          break;
       }
-      out.Set(n++, o);
     }
+    out.Set(n++, o);
+    return true;
+  }, -1, &stage);
+  if (r < 0) {
+    errno = -r;
+    return Fail(info, stage ? stage : "sock_diag(AF_UNIX)");
   }
-  close(nl);
   return out;
 }
 
@@ -259,11 +223,6 @@ Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value UnixListen(const Napi::CallbackInfo& info) {
-  if (listen(ArgInt(info[0]), ArgInt(info[1])) < 0) return Fail(info, "listen");
-  return info.Env().Undefined();
-}
-
 // unixAccept(fd) -> fd (close-on-exec)
 Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
   int fd;
@@ -278,20 +237,9 @@ Napi::Value UnixShutdown(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// unixGetsockopt(fd, level, name, len) -> Buffer (as long as the kernel answered)
-Napi::Value UnixGetsockopt(const Napi::CallbackInfo& info) {
-  socklen_t len = static_cast<socklen_t>(ArgInt(info[3]));
-  std::vector<uint8_t> v(len ? len : 1);
-  if (getsockopt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), v.data(), &len) < 0) return Fail(info, "getsockopt");
-  return Napi::Buffer<uint8_t>::Copy(info.Env(), v.data(), len);
-}
-
-// unixSetsockopt(fd, level, name, value: Buffer)
-Napi::Value UnixSetsockopt(const Napi::CallbackInfo& info) {
-  Napi::Buffer<uint8_t> b = info[3].As<Napi::Buffer<uint8_t>>();
-  if (setsockopt(ArgInt(info[0]), ArgInt(info[1]), ArgInt(info[2]), b.Data(), static_cast<socklen_t>(b.Length())) < 0) return Fail(info, "setsockopt");
-  return info.Env().Undefined();
-}
+// unixGetsockopt(fd, level, name, len) -> Buffer (as long as the kernel answered); throws
+// whatever the error (sockGetBytes answers null for an option the socket does not have).
+Napi::Value UnixGetsockopt(const Napi::CallbackInfo& info) { return GetSockoptJs(info, SockoptKind::kBytes, false); }
 
 // unixName(fd, peer) -> raw address bytes of getsockname / getpeername
 Napi::Value UnixName(const Napi::CallbackInfo& info) {
@@ -321,8 +269,7 @@ Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
   bool zeroIsEnd = info.Length() > 3 && info[3].ToBoolean();
   uint32_t zeros = 0;
   int saved = -1;
-  socklen_t sl = sizeof(saved);
-  if (getsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &saved, &sl) < 0) return Fail(info, "getsockopt(SO_PEEK_OFF)");
+  if (GetSockoptInt(fd, SOL_SOCKET, SO_PEEK_OFF, &saved) < 0) return Fail(info, "getsockopt(SO_PEEK_OFF)");
   // A pending socket error (ECONNRESET: the peer closed with data unread): stream reads are
   // bounded so they never see it; datagram reads would clear it anyway, so it is taken here.
   int pending = 0;
@@ -333,8 +280,7 @@ Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
     if (stream) {
       pending = ECONNRESET;
     } else {
-      socklen_t el = sizeof(pending);
-      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &el) < 0) return Fail(info, "getsockopt(SO_ERROR)");
+      if (GetSockoptInt(fd, SOL_SOCKET, SO_ERROR, &pending) < 0) return Fail(info, "getsockopt(SO_ERROR)");
     }
   }
   Napi::Array msgs = Napi::Array::New(env);
@@ -461,8 +407,7 @@ Napi::Value UnixSend(const Napi::CallbackInfo& info) {
     if (!len) return TooLong(info);
   }
   int type = 0;
-  socklen_t tl = sizeof(type);
-  if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) return Fail(info, "getsockopt(SO_TYPE)");
+  if (GetSockoptInt(fd, SOL_SOCKET, SO_TYPE, &type) < 0) return Fail(info, "getsockopt(SO_TYPE)");
   size_t done = 0;
   do {
     ssize_t n = sendto(fd, b.Data() + done, b.Length() - done, MSG_DONTWAIT | MSG_NOSIGNAL,
@@ -486,11 +431,9 @@ void InitUnix(Napi::Env env, Napi::Object exports) {
   exports.Set("unixSocketpair", Napi::Function::New(env, UnixSocketpair));
   exports.Set("unixBind", Napi::Function::New(env, UnixBind));
   exports.Set("unixConnect", Napi::Function::New(env, UnixConnect));
-  exports.Set("unixListen", Napi::Function::New(env, UnixListen));
   exports.Set("unixAccept", Napi::Function::New(env, UnixAccept));
   exports.Set("unixShutdown", Napi::Function::New(env, UnixShutdown));
   exports.Set("unixGetsockopt", Napi::Function::New(env, UnixGetsockopt));
-  exports.Set("unixSetsockopt", Napi::Function::New(env, UnixSetsockopt));
   exports.Set("unixName", Napi::Function::New(env, UnixName));
   exports.Set("unixPeek", Napi::Function::New(env, UnixPeek));
   exports.Set("unixSend", Napi::Function::New(env, UnixSend));

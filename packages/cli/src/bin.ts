@@ -4,10 +4,10 @@ import { Command, CommanderError } from 'commander';
 import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import os from 'node:os';
-import { CkptError, VERSION } from '@ckpt/core';
+import { CkptError, VERSION, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
-import { appInitOf, findApp, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
-import { createCkpt } from './index.js';
+import { dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
+import { createCkpt } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
 
@@ -19,21 +19,76 @@ program
   .option('-c, --config <file>', 'config file (default: ckpt.config.json or ckpt.config.mjs in the current directory)')
   .option('-p, --plugin <module...>', 'load an extra plugin (package name or path); repeatable')
   .option('-v, --verbose', 'log the pipeline (same as DEBUG=ckpt:*)')
+  .option('--log-file <file>', 'write the log there instead of stderr (implies -v)')
   .configureOutput({ outputError: (str, write) => write(`ckpt: error: ${str.replace(/^error: /, '')}`) })
   .showHelpAfterError('(run ckpt help for the list of commands and options)')
   .exitOverride();
 
 program.hook('preAction', (cmd) => {
-  if (cmd.opts().verbose && !process.env.DEBUG) process.env.DEBUG = 'ckpt:*';
+  const o = cmd.opts() as { verbose?: boolean; logFile?: string };
+  if (o.verbose || o.logFile) enableLogging(process.env.DEBUG || 'ckpt:*', o.logFile ? resolve(o.logFile) : undefined);
 });
 
-function globals() {
-  return program.opts() as { config?: string; plugin?: string[]; verbose?: boolean };
+/**
+ * The Ckpt of this invocation, made once: loaded before the command line is parsed when the
+ * verb takes plugin flags (dump, restore) or describes plugins (show, plugins, help), so that
+ * every loaded plugin's flags are real options of its command.
+ */
+let instance: Ckpt | undefined;
+async function ckpt(): Promise<Ckpt> {
+  if (!instance) {
+    const argv = process.argv.slice(2);
+    const value = (short: string, long: string) => {
+      const out: string[] = [];
+      argv.forEach((a, i) => {
+        if ((a === short || a === long) && argv[i + 1]) out.push(argv[i + 1]);
+        else if (a.startsWith(`${long}=`)) out.push(a.slice(long.length + 1));
+      });
+      return out;
+    };
+    instance = await createCkpt({ config: value('-c', '--config').at(-1), plugins: value('-p', '--plugin') });
+  }
+  return instance;
 }
 
-async function ckpt() {
-  const g = globals();
-  return createCkpt({ config: g.config, plugins: g.plugin });
+/** The run's options for each plugin, from the flags it declared. */
+function pluginRunOptions(c: Ckpt, command: 'dump' | 'restore', o: Record<string, unknown>): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const p of c.plugins) {
+    for (const f of p.flags ?? []) {
+      if (f.command !== command) continue;
+      const v = o[flagKey(f)];
+      if (v === undefined || (Array.isArray(v) && !v.length)) continue;
+      (out[p.name] ??= {})[f.option] = v;
+    }
+  }
+  return out;
+}
+
+/** commander's attribute name for a flag: --tcp-close -> tcpClose. */
+function flagKey(f: PluginFlag): string {
+  const long = /--([a-z0-9-]+)/.exec(f.flags)?.[1] ?? f.option;
+  return long.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** Adds every loaded plugin's flags to its command (a flag two plugins declare is one option). */
+function addPluginFlags(plugins: readonly CkptPlugin[]): void {
+  for (const cmd of program.commands) {
+    const name = cmd.name();
+    if (name !== 'dump' && name !== 'restore') continue;
+    const taken = new Set(cmd.options.map((o) => o.long));
+    for (const p of plugins) {
+      for (const f of p.flags ?? []) {
+        if (f.command !== name) continue;
+        const long = /--[a-z0-9-]+/.exec(f.flags)?.[0];
+        if (taken.has(long)) continue;
+        taken.add(long);
+        const desc = `${f.description} [${p.name}]`;
+        if (f.list) cmd.option(f.flags, desc, collect, []);
+        else cmd.option(f.flags, desc);
+      }
+    }
+  }
 }
 
 /** SIGINT/SIGTERM during a dump or restore: stop between stages and undo, never die half-way. */
@@ -73,16 +128,16 @@ function parsePid(s: string): number {
   return Number(s);
 }
 
-/** Progress on stderr for long work, only when stderr is a terminal. */
+/** Progress on stderr for long work, only when stderr is a terminal: which process and stage, bytes done and total. */
 function progress(enabled: boolean) {
   if (!enabled || !process.stderr.isTTY) return undefined;
   let last = 0;
-  return (what: string, done: number, total: number) => {
+  return ({ stage, pid, done, total }: ProgressEvent) => {
     const now = Date.now();
     if (now - last < 100 && done < total) return;
     last = now;
     const pct = total ? Math.floor((done / total) * 100) : 100;
-    process.stderr.write(`\r${what}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB (${pct}%)   ${done >= total ? '\n' : ''}`);
+    process.stderr.write(`\r${pid ? `pid ${pid} ` : ''}${stage}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB (${pct}%)   ${done >= total ? '\n' : ''}`);
   };
 }
 
@@ -116,14 +171,14 @@ program
       const cwd = o.cwd ? resolve(o.cwd) : null;
       if (o.namespace) {
         // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
-        const init = native.spawnDetached(initPath, [initPath, '--', exe, ...command.slice(1)], env, cwd, [inFd, outFd, errFd], CLONE_NEWPID | CLONE_NEWIPC);
+        const init = native.proc.spawnDetached(initPath, [initPath, '--', exe, ...command.slice(1)], env, cwd, [inFd, outFd, errFd], CLONE_NEWPID | CLONE_NEWIPC);
         let main: number | undefined;
         for (let i = 0; i < 200 && !(main = mainOf(init)); i++) await new Promise((r) => setTimeout(r, 5));
         if (!main) throw new Error('the application did not start');
         pid = main;
         app = registerApp({ id: newAppId(command), init, pid: main, command });
       } else {
-        pid = native.spawnDetached(exe, command, env, cwd, [inFd, outFd, errFd]);
+        pid = native.proc.spawnDetached(exe, command, env, cwd, [inFd, outFd, errFd]);
       }
     } catch (e) {
       throw new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${(e as Error).message}`);
@@ -151,20 +206,16 @@ program
   .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
   .option('-R, --leave-running', 'let the process continue after the dump')
   .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
-  .option('--external <spec...>', 'accept a peer outside the tree, reconnected at restore: unix:PATH or unix:@ABSTRACT; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; external: string[]; json?: boolean; progress: boolean }) => {
+  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean } & Record<string, unknown>) => {
     if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
-    let pid = o.app ? findApp(o.app)!.init : parsePid(o.tree!);
-    let app = o.app;
-    const init = o.app ? pid : appInitOf(pid);
-    if (init !== undefined && !app) {
-      app = listApps().find((a) => a.init === init)?.id;
-      pid = init;
-    }
+    const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
     const c = await ckpt();
-    const r = await c.dump({ pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, external: o.external, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.dump({
+      pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, plugins: pluginRunOptions(c, 'dump', o),
+      signal: interruptible(), onProgress: progress(o.progress && !o.json),
+    });
     if (o.json) console.log(JSON.stringify(r));
     else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
   });
@@ -174,17 +225,16 @@ program
   .description('restore the processes of an image, with their PIDs')
   .requiredOption('-D, --images-dir <dir>', 'image directory')
   .option('-d, --detach', 'return once restored; the process is reparented to init')
-  .option('--ipc-remap', 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)')
-  .option('--tcp-close', 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone')
-  .option('--tty', "give the restored processes this terminal (ckpt restore's own) as their terminal")
   .option('-s, --substitute <ID=FD|ID=PATH...>', 'use fd FD of ckpt restore, or file PATH, instead of the open file ID (see ckpt show --files); repeatable', collect, [])
-  .option('--relocate <OLD=NEW...>', 'files restored by reference under OLD are opened under NEW; repeatable', collect, [])
-  .option('--external <spec...>', 'reconnect an external peer of the image elsewhere: unix:PATH=NEWPATH; repeatable', collect, [])
+  .option('--relocate <OLD=NEW...>', 'paths under OLD (files, mappings, watches, socket paths) are opened under NEW; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { imagesDir: string; detach?: boolean; ipcRemap?: boolean; tcpClose?: boolean; tty?: boolean; substitute: string[]; relocate: string[]; external: string[]; json?: boolean; progress: boolean }) => {
+  .action(async (o: { imagesDir: string; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<string, unknown>) => {
     const c = await ckpt();
-    const r = await c.restore({ dir: o.imagesDir, detach: o.detach, ipcRemap: o.ipcRemap, tcpClose: o.tcpClose, tty: o.tty, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'), external: o.external, signal: interruptible(), onProgress: progress(o.progress && !o.json) });
+    const r = await c.restore({
+      dir: o.imagesDir, detach: o.detach, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'),
+      plugins: pluginRunOptions(c, 'restore', o), signal: interruptible(), onProgress: progress(o.progress && !o.json),
+    });
     // An application comes back in a fresh namespace: register it again; its main process (the
     // child of ckpt-init) is the pid users know.
     let main = r.pids[0];
@@ -221,7 +271,27 @@ program
   .option('--verify', 'also verify the checksum of every bulk file')
   .option('--files', 'list the open files, one line per open description: type|id|name|pid:fd,...')
   .action(async (dir: string, o: { json?: boolean; verify?: boolean; files?: boolean }) => {
-    console.log(showImage(dir, o));
+    console.log(showImage(await ckpt(), dir, o));
+  });
+
+program
+  .command('plugins')
+  .description('list the loaded plugins: version, state classes, fd kinds and options each claims')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const rows = (await ckpt()).plugins.map((p) => ({
+      name: p.name, version: p.version ?? '', description: p.description ?? '',
+      stateClasses: p.claims?.stateClasses ?? [], fdKinds: p.claims?.fdKinds ?? [],
+      flags: (p.flags ?? []).map((f) => ({ command: f.command, flags: f.flags, option: f.option })),
+      record: p.record?.version,
+    }));
+    if (o.json) return console.log(JSON.stringify(rows, null, 1));
+    for (const r of rows) {
+      console.log(`${r.name} ${r.version}${r.description ? ` — ${r.description}` : ''}`);
+      if (r.stateClasses.length) console.log(`  state classes: ${r.stateClasses.join(', ')}`);
+      if (r.fdKinds.length) console.log(`  fd kinds: ${r.fdKinds.join(', ')}`);
+      for (const f of r.flags) console.log(`  ckpt ${f.command} ${f.flags}  (option ${f.option})`);
+    }
   });
 
 program
@@ -266,14 +336,19 @@ async function waitForExit(pid: number): Promise<number> {
     process.on(sig, () => process.kill(pid, sig));
   }
   for (;;) {
-    const st = native.tryWait(pid);
+    const st = native.proc.tryWait(pid);
     if (st && (st.kind === 'exited' || st.kind === 'killed')) return st.kind === 'exited' ? st.code! : 128 + st.signal!;
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
+/** Verbs whose options or output depend on the loaded plugins. */
+const PLUGIN_VERBS = new Set(['dump', 'restore', 'show', 'plugins', 'help']);
+
 async function main() {
   try {
+    const args = process.argv.slice(2);
+    if (args.some((a) => PLUGIN_VERBS.has(a)) || args.includes('--help') || args.includes('-h')) addPluginFlags((await ckpt()).plugins);
     await program.parseAsync(process.argv);
   } catch (e) {
     if (e instanceof CommanderError) {

@@ -48,24 +48,24 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
     return `ptrace_scope=${v}`;
   }));
   checks.push(probe('pidfd_open + pidfd_getfd', true, () => {
-    const pidfd = native.pidfdOpen(process.pid);
-    const fd = native.pidfdGetfd(pidfd, 0);
+    const pidfd = native.proc.pidfdOpen(process.pid);
+    const fd = native.proc.pidfdGetfd(pidfd, 0);
     closeSync(fd);
     closeSync(pidfd);
   }));
   checks.push(probe('kcmp (CONFIG_CHECKPOINT_RESTORE)', true, () => {
-    native.kcmp(process.pid, process.pid, 0, 0, 0);
+    native.proc.kcmp(process.pid, process.pid, 0, 0, 0);
   }));
   checks.push(probe('/proc/PID/pagemap and /proc/PID/mem', true, () => {
-    native.pagemapRuns(process.pid, 0x400000, 0x401000, false);
+    native.mem.pagemapRuns(process.pid, 0x400000, 0x401000, false);
   }));
   checks.push(probe('restore stub, clone3, ptrace, XSTATE and rseq query', true, () => {
     if (!existsSync(stubPath)) throw new Error(`stub not built: ${stubPath} (run npm install)`);
     const pc = new ProcessControl();
     const t = pc.spawnStub(0);
     try {
-      const x = native.getXstate(t.pid);
-      native.getRseq(t.pid);
+      const x = native.ptrace.getXstate(t.pid);
+      native.ptrace.getRseq(t.pid);
       return `xstate ${x.length} bytes`;
     } finally {
       pc.killStub(t.pid);

@@ -1,11 +1,45 @@
-/** The objects hooks receive: a session, and one context per process. */
+/**
+ * The objects hooks receive: a session (one dump or one restore), and one context per process.
+ *
+ * Core's guarantees, in pipeline order (see docs/plugins.md for the whole table):
+ * - Dump: every process of the tree is frozen before any hook reads it (`beforeDump` runs before
+ *   the freeze). `proc.tracee.syscall()` works in every per-process stage; the scratch page it
+ *   may create is removed by core before the image is committed. `proc.fds` is filled by core at
+ *   the start of the `files` stage (before the files stage's taps run), so any later stage and
+ *   `afterDump` can read the whole fd table of the process.
+ * - Restore: `proc.stub` exists from the `pids` stage on (a plugin of that stage creates it).
+ *   `proc.stub.syscall()` works from then until `beforeResume` has run; from `processesCreated`
+ *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap. The
+ *   installer pidfd behind `installFd`/`borrowFd` exists for the same span. Core installs every
+ *   fd of `proc.fds` at the end of the `files` stage; `fdsInstalled` then runs per process, once
+ *   every process of the image has all its fds.
+ */
 import type { Stats } from 'node:fs';
 import type { ImageReader, ImageWriter, ProcessRecord } from './image.js';
 import type { Tracee } from './tracee.js';
 import type { FdInfo } from './proc.js';
 import type { Services } from './services.js';
+import type { SessionStateStore } from './state.js';
 
-export interface DumpOptions {
+export interface ProgressEvent {
+  /** What is being done, e.g. "memory" or "pages". */
+  stage: string;
+  /** The process it is done for (image pid), when it is per process. */
+  pid?: number;
+  done: number;
+  total: number;
+}
+
+export interface CommonOptions {
+  /** Per-plugin options for this run (keyed by plugin name), over the configured ones. */
+  plugins?: Record<string, Record<string, unknown>>;
+  /** Aborts between stages (a dump thaws the processes and drops the partial image; a restore removes what it built). */
+  signal?: AbortSignal;
+  /** Progress of long work: which process and stage, bytes done and total. */
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface DumpOptions extends CommonOptions {
   pid: number;
   dir: string;
   leaveRunning?: boolean;
@@ -13,58 +47,58 @@ export interface DumpOptions {
   sync?: boolean;
   /** Application id (from `ckpt run`) recorded in the image. */
   app?: string;
-  /** Peers outside the tree to accept as external (`unix:PATH`, ...): reconnected at restore. */
-  external?: string[];
-  /** Aborts the dump between stages (the process is thawed, the partial image dropped). */
-  signal?: AbortSignal;
-  /** Progress callback for long work (bytes copied so far, total). */
-  onProgress?: (what: string, done: number, total: number) => void;
 }
 
-export interface RestoreOptions {
+export interface RestoreOptions extends CommonOptions {
   dir: string;
   /** Let the restored processes go (reparented to init) instead of staying our children. */
   detach?: boolean;
-  /** SysV IPC objects whose ids are taken on the host get new ids instead of failing. */
-  ipcRemap?: boolean;
-  /** Established TCP connections come back reset (their peer is gone), not repaired. */
-  tcpClose?: boolean;
-  /** Give the restored processes the restorer's own terminal as their terminal (ckpt restore --tty). */
-  tty?: boolean;
-  /** Open files to replace at restore: file id (ckpt show --files) -> restorer fd number or path. */
+  /**
+   * Open files to replace at restore (core's fd table): file id (`ckpt show --files`, `f<pid>.<fd>`)
+   * -> a restorer fd number, or a path opened with the original's flags.
+   */
   substitute?: Record<string, number | string>;
-  /** Path prefixes to rewrite for files restored by reference: [old, new] pairs, first match wins. */
+  /** Path prefixes to rewrite for every path a plugin reopens: [old, new] pairs, first match wins. */
   relocate?: Array<[string, string]>;
-  /** External peers (`unix:PATH`, or `unix:PATH=NEWPATH` to reconnect elsewhere). */
-  external?: string[];
-  /** Aborts the restore between stages (everything created is removed). */
-  signal?: AbortSignal;
-  onProgress?: (what: string, done: number, total: number) => void;
 }
 
-export interface DumpSession {
+/** Common to both kinds of session. */
+export interface SessionBase {
+  /** Typed per-plugin state, created on first use and dropped with the session (see createSessionState). */
+  readonly state: SessionStateStore;
+  readonly services: Services;
+  /** Reports progress (forwarded to the caller's onProgress). */
+  progress(event: ProgressEvent): void;
+}
+
+export interface DumpSession extends SessionBase {
+  readonly kind: 'dump';
   readonly options: DumpOptions;
   readonly image: ImageWriter;
   /** Every frozen process of the tree, parents first. */
   readonly processes: ProcessDump[];
   /** Exited, unreaped children met in the tree (restored as zombies). */
   readonly zombies: ZombieRecord[];
-  /** Shared objects found while dumping (pipes, shared memory ...), keyed by the plugin that owns them. */
-  readonly objects: Map<string, unknown>;
   /** Facts for the manifest that restore checks first (e.g. registers.xstateSize). */
   readonly meta: Record<string, unknown>;
-  readonly services: Services;
 }
 
 export interface ProcessDump {
   readonly pid: number;
+  /** Parent pid, process group, session and name, as read at the freeze. */
+  readonly ppid: number;
+  readonly pgid: number;
+  readonly sid: number;
+  readonly comm: string;
   /** The thread group leader (tid = pid): remote syscalls for process-wide state go here. */
   readonly tracee: Tracee;
   /** Every thread, frozen; the leader first. */
   readonly threads: Tracee[];
   readonly session: DumpSession;
+  /** Core's fd table of the process: filled at the start of the `files` stage. */
+  readonly fds: FdRecord[];
   readonly records: Record<string, unknown>;
-  /** Stores this plugin's record for the process. */
+  /** Stores a plugin's record for the process (a plugin stores its own, under its name). */
   put(plugin: string, data: unknown): void;
   get<T>(plugin: string): T | undefined;
 }
@@ -79,6 +113,7 @@ export interface ZombieRecord {
   exitCode: number;
 }
 
+/** One open fd, as `fds.dump` handlers see it. */
 export interface FdDumpRequest {
   readonly fd: number;
   /** readlink of /proc/PID/fd/N, e.g. "/tmp/x", "pipe:[123]", "anon_inode:[eventfd]". */
@@ -91,23 +126,38 @@ export interface FdDumpRequest {
   readonly kind: string;
 }
 
-export interface FdRecord {
-  fd: number;
-  /** Which plugin saved it (the same plugin must restore it). */
-  plugin: string;
+/** What an `fds.dump` handler returns to claim an fd: the owner (the tap's name) restores it. */
+export interface FdClaim<D = unknown> {
+  /** The kind the owner gives it (file, pipe, memfd, tty, unix, tcp, eventfd, ...). */
   kind: string;
-  cloexec: boolean;
-  data: unknown;
+  data: D;
 }
 
-export interface RestoreSession {
+/**
+ * One entry of core's fd table (published: any plugin may read it). An open file description
+ * held by several fds (in one or several processes) is saved once, by its first holder; the
+ * others name it with `sameAs`, and restore gives them the same description.
+ */
+export interface FdRecord<D = unknown> {
+  fd: number;
+  cloexec: boolean;
+  /** The plugin that claimed it (restore goes to `fds.restore.for(owner)`). */
+  owner: string;
+  kind: string;
+  /** Status flags of the description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...), from fdinfo. */
+  flags: number;
+  /** Another fd, of this process or another of the image, that holds the same description. */
+  sameAs?: { pid: number; fd: number };
+  /** The owner's data (absent when sameAs is set). */
+  data?: D;
+}
+
+export interface RestoreSession extends SessionBase {
+  readonly kind: 'restore';
   readonly options: RestoreOptions;
   readonly image: ImageReader;
   readonly processes: ProcessRestore[];
   readonly zombies: ZombieRecord[];
-  /** Objects shared by several processes while restoring (pipes, shared memory ...). */
-  readonly objects: Map<string, unknown>;
-  readonly services: Services;
   /** True when the image is a whole pid namespace, recreated fresh: no pid can collide. */
   readonly newPidNamespace: boolean;
   /**
@@ -117,6 +167,8 @@ export interface RestoreSession {
   vpid(pid: number): number;
   /** The clone3 set_tid array that recreates an image pid/tid (one entry per namespace level). */
   setTid(pid: number): number[];
+  /** A path of the image as it is to be opened here (`relocate`). Every plugin reopening a path uses it. */
+  relocate(path: string): string;
   /** Things to undo if the restore fails (kill stubs, close fds, ...), run in reverse order. */
   onRollback(fn: () => void): void;
 }
@@ -125,13 +177,19 @@ export interface ProcessRestore {
   readonly pid: number;
   readonly record: ProcessRecord;
   readonly session: RestoreSession;
+  /** Core's fd table of the process, as dumped. */
+  readonly fds: readonly FdRecord[];
   /** The stub being rebuilt into the process; set by the pids stage. */
   stub?: Tracee;
   /** Every thread of the process being rebuilt, leader first, once the threads stage made them. */
   threads: Tracee[];
+  /** Core's injection page in the stub, from processesCreated to beforeResume: never unmap it. */
+  readonly trampoline?: { start: number; end: number };
   get<T>(plugin: string): T | undefined;
   /** Gives the stub a duplicate of `restorerFd` at the lowest free number and returns that number. */
   borrowFd(restorerFd: number): number;
   /** Makes `restorerFd` (one of ours) fd number `fd` of the stub, sharing the open description. */
   installFd(fd: number, restorerFd: number, cloexec: boolean): void;
+  /** Our fd (in the restorer) for an fd of this process once core installed it (e.g. to wire epoll). */
+  restorerFd(fd: number): number | undefined;
 }

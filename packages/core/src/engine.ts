@@ -1,28 +1,38 @@
 /**
  * The pipeline, in one place.
- *   dump:    check -> freeze -> per process, DUMP_STAGES in order -> write records -> commit
- *            image -> kill (or thaw with --leave-running). Any failure thaws every frozen
- *            process and drops the partial image.
- *   restore: open + validate image -> check pids free and plugins present -> per process,
- *            RESTORE_STAGES in order (pids creates the stub, registers is last) -> detach.
- *            Any failure kills every stub created and closes every fd opened.
+ *   dump:    check -> beforeDump -> freeze the tree -> per state class (DUMP_STAGES), every
+ *            process; core walks the fd table at the start of the files stage -> afterDump ->
+ *            write records -> commit image -> imageCommitted -> kill (or thaw with
+ *            --leave-running). Any failure: dumpFailed, thaw every frozen process, drop the
+ *            partial image.
+ *   restore: open + validate image (plugins present, record versions and schemas) ->
+ *            beforeRestore -> per state class (RESTORE_STAGES), every process, parents first:
+ *            pids creates the stubs -> processesCreated -> core maps each trampoline -> ...
+ *            files stage: plugins' taps, then core installs every fd -> after sockets:
+ *            fdsInstalled per process -> ... registers -> beforeResume -> core removes its
+ *            machinery -> detach -> afterResume. Any failure: restoreFailed, then every rollback
+ *            (stubs killed, fds closed).
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import { native, SYS, NativeError } from '@ckpt/native';
+import { native, NativeError } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
-import { instrumentHooks, pluginContext, type CkptPlugin } from './plugin.js';
-import { ImageReader, ImageWriter, type ProcessRecord } from './image.js';
+import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
+import type { ImageReader, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
-import { createServices, type Services } from './services.js';
-import { closeShmem } from './shmem.js';
-import type { CkptConfig } from './config.js';
-import type { DumpOptions, DumpSession, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession } from './context.js';
-import { processExists, processTree, readStat, describePid } from './proc.js';
+import { createContainer, sessionServices } from './services.js';
+import type { ContainerInstance } from 'typedi';
+import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
+import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
+import { SessionStateStore } from './state.js';
+import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
+import { Installer, checkLayout } from './restorer.js';
+import { validate, type StandardSchemaV1 } from './schema.js';
+import { relocatePath } from './paths.js';
 import type { Tracee } from './tracee.js';
 
 const log = logger('engine');
-export const VERSION = '0.1.0';
+export const VERSION = '0.2.0';
 
 export interface DumpResult {
   dir: string;
@@ -42,24 +52,35 @@ export interface RestoreResult {
   ms: number;
 }
 
-const O_CLOEXEC = 0o2000000;
-const F_SETFD = 2, F_DUPFD_CLOEXEC = 1030;
+export interface CkptInit {
+  /** Configured options per plugin name (validated against each plugin's schema). */
+  options?: Record<string, unknown>;
+}
+
+type AnySession = DumpSession | RestoreSession;
 
 export class Ckpt {
   readonly hooks: Hooks;
   readonly plugins: readonly CkptPlugin[];
-  readonly config: CkptConfig;
+  /** The services container: core's defaults, and what plugins provided. */
+  readonly container: ContainerInstance;
+  private readonly configured = new Map<string, unknown>();
+  private readonly runOptions = new WeakMap<AnySession, Map<string, unknown>>();
 
-  constructor(plugins: CkptPlugin[], config?: Partial<CkptConfig>) {
-    this.config = { plugins: [], builtins: true, options: {}, baseDir: process.cwd(), ...config };
+  constructor(plugins: CkptPlugin[], init: CkptInit = {}) {
     this.hooks = createHooks();
+    this.container = createContainer();
     instrumentHooks(this.hooks);
     const seen = new Set<string>();
+    for (const name of Object.keys(init.options ?? {})) {
+      if (!plugins.some((p) => p.name === name)) throw new CkptError('ERR_CKPT_CONFIG', `options are given for plugin ${name}, which is not loaded`);
+    }
     for (const p of plugins) {
       if (seen.has(p.name)) throw new CkptError('ERR_CKPT_CONFIG', `plugin ${p.name} is listed twice`);
       seen.add(p.name);
+      this.configured.set(p.name, checkOptions(p, init.options?.[p.name], 'config'));
       try {
-        p.apply(this.hooks, pluginContext(p));
+        p.apply(this.hooks, this.pluginContext(p));
       } catch (e) {
         throw new PluginError(p.name, 'apply', e);
       }
@@ -67,89 +88,95 @@ export class Ckpt {
     this.plugins = plugins;
   }
 
-  private services(): Services {
-    return createServices(this.config);
+  private pluginContext(p: CkptPlugin): PluginContext<unknown> {
+    return {
+      name: p.name,
+      log: pluginLogger(p),
+      options: (session) => {
+        const m = this.runOptions.get(session);
+        return m && m.has(p.name) ? m.get(p.name) : this.configured.get(p.name);
+      },
+      provide: (token, value) => {
+        this.container.set(token, value);
+      },
+    };
+  }
+
+  /** Validates the run's per-plugin options (before anything is touched). */
+  private bindOptions(session: AnySession): void {
+    const run = session.options.plugins ?? {};
+    const m = new Map<string, unknown>();
+    for (const [name, opts] of Object.entries(run)) {
+      const p = this.plugins.find((x) => x.name === name);
+      if (!p) throw new CkptError('ERR_CKPT_USAGE', `options are given for plugin ${name}, which is not loaded`);
+      const base = (this.configured.get(name) ?? {}) as Record<string, unknown>;
+      m.set(name, checkOptions(p, { ...base, ...opts }, 'options'));
+    }
+    this.runOptions.set(session, m);
   }
 
   async dump(options: DumpOptions): Promise<DumpResult> {
     const t0 = performance.now();
     const { pid } = options;
-    const services = this.services();
+    const services = sessionServices(this.container);
     const pc = services.processes;
     pc.checkTraceable(pid);
-    const image = new ImageWriter(options.dir, options.sync);
-    const session: DumpSession = { options, image, processes: [], zombies: [], meta: {}, objects: new Map(), services };
+    const image = services.images.create(options.dir, { sync: options.sync });
+    const state = new SessionStateStore();
+    const session: DumpSession = {
+      kind: 'dump', options, image, processes: [], zombies: [], meta: {}, services, state,
+      progress: (ev) => options.onProgress?.(ev),
+    };
     const frozen: Tracee[][] = [];
     try {
+      this.bindOptions(session);
       await this.hooks.session.beforeDump.promise(session);
-      // Freeze the whole tree, parents first, re-reading it until no new process appears:
-      // nothing of it runs while any of it is read.
-      const seen = new Set<number>();
-      for (;;) {
-        const fresh = processTree(pid).filter((n) => !seen.has(n.pid));
-        if (!fresh.length) break;
-        for (const n of fresh) {
-          seen.add(n.pid);
-          if (n.state === 'Z') {
-            const st = readStat(n.pid);
-            session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode });
-            continue;
-          }
-          const threads = pc.freeze(n.pid);
-          frozen.push(threads);
-          session.processes.push(processDump(n.pid, threads, session));
-        }
-      }
+      freezeTree(session, frozen);
       const pidns = pidNamespaceOf(pid, session);
       for (const stage of DUMP_STAGES) {
         for (const proc of session.processes) {
           checkAborted(options.signal, 'dump');
+          if (stage === 'files') await dumpFdTable(this.hooks, proc);
           await this.hooks[stage].dump.promise(proc);
         }
       }
       await this.hooks.session.afterDump.promise(session);
       for (const p of session.processes) {
         if (p.tracee.scratchRange) p.tracee.releaseScratch();
-        image.writeJson(`proc-${p.pid}.json`, { pid: p.pid, records: p.records } satisfies ProcessRecord);
+        const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
+        image.writeJson(`proc-${p.pid}.json`, { pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, layout, records: p.records } satisfies ProcessRecord);
       }
       const manifest = image.commit({
         tool: `ckpt ${VERSION}`,
         root: pid,
-        processes: session.processes.map((p) => {
-          const ids = p.records['@ckpt/plugin-pids'] as { ppid?: number; comm?: string } | undefined;
-          return { pid: p.pid, ppid: ids?.ppid ?? 0, comm: ids?.comm ?? '', file: `proc-${p.pid}.json` };
-        }),
+        processes: session.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, comm: p.comm, file: `proc-${p.pid}.json` })),
         zombies: session.zombies,
         ...(pidns ? { pidns } : {}),
         ...(options.app ? { app: options.app } : {}),
-        plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version }])),
+        plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version, ...(p.record ? { record: p.record.version } : {}) }])),
         meta: session.meta,
       });
+      await this.hooks.session.imageCommitted.promise(session);
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
       else pc.killFrozen(frozen);
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
       return { dir: image.dir, pids: session.processes.map((p) => p.pid), ms: performance.now() - t0, imageBytes, leftRunning: !!options.leaveRunning };
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
+      await runQuietly(() => this.hooks.session.dumpFailed.promise(session, e instanceof Error ? e : new Error(String(e))), 'dumpFailed');
       pc.thawAll();
       image.abort();
       throw asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
+    } finally {
+      state.dispose();
     }
   }
 
   async restore(options: RestoreOptions): Promise<RestoreResult> {
     const t0 = performance.now();
-    const image = ImageReader.open(options.dir);
-    const records = image.processes();
-    const loaded = new Set(this.plugins.map((p) => p.name));
-    for (const r of records) {
-      for (const name of Object.keys(r.records)) {
-        if (!loaded.has(name)) {
-          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${name}, which is not loaded`,
-            { hint: `install ${name} and list it in ckpt.config.json or pass --plugin ${name}` });
-        }
-      }
-    }
+    const services = sessionServices(this.container);
+    const image = services.images.open(options.dir);
+    const records = this.readRecords(image);
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
     // In a fresh pid namespace nothing can collide; on the host every pid must be free.
@@ -157,11 +184,12 @@ export class Ckpt {
     // A namespace keeps its host pids too when they are all free (else the host picks new ones,
     // so that one image can run twice side by side).
     const keepHostPids = !!pidns && (await pidsFreeSoon(Object.keys(pidns.map).map(Number)));
-    const services = this.services();
     const rollbacks: Array<() => void> = [];
+    const state = new SessionStateStore();
     const session: RestoreSession = {
-      options, image, processes: [], zombies, objects: new Map(), services,
+      kind: 'restore', options, image, processes: [], zombies, services, state,
       newPidNamespace: !!pidns,
+      progress: (ev) => options.onProgress?.(ev),
       setTid: (pid: number) => {
         if (!pidns) return [pid];
         return keepHostPids ? [session.vpid(pid), pid] : [session.vpid(pid)];
@@ -172,10 +200,18 @@ export class Ckpt {
         if (v === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: no namespace pid for ${pid}`);
         return v;
       },
+      relocate: (path: string) => relocatePath(path, options.relocate),
       onRollback: (fn) => rollbacks.push(fn),
     };
+    const installers = new Map<ProcessRestore, Installer>();
     try {
-      for (const r of records) session.processes.push(processRestore(r, session));
+      this.bindOptions(session);
+      for (const r of records) {
+        const [proc, installer] = processRestore(r, session);
+        installers.set(proc, installer);
+        session.processes.push(proc);
+      }
+      checkSubstitutes(session);
       await this.hooks.session.beforeRestore.promise(session);
       // Stage by stage across the tree (parents first): every process exists before any
       // address space is rebuilt, every fd exists before epoll watches are wired.
@@ -184,22 +220,27 @@ export class Ckpt {
           checkAborted(options.signal, 'restore');
           await this.hooks[stage].restore.promise(proc);
           if (stage === 'pids' && !proc.stub) {
-            throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (is @ckpt/plugin-pids loaded?)`);
+            throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
           }
+          if (stage === 'files') await restoreFdTable(this.hooks, proc);
         }
-        if (stage === 'pids') await this.hooks.session.processesCreated.promise(session);
-        if (stage === 'sockets') for (const proc of session.processes) await this.hooks.files.afterInstall.promise(proc);
-        if (stage === 'sysvipc') for (const proc of session.processes) closeInstaller(proc);
+        if (stage === 'pids') {
+          await this.hooks.session.processesCreated.promise(session);
+          for (const proc of session.processes) installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
+        }
+        if (stage === 'sockets') for (const proc of session.processes) await this.hooks.session.fdsInstalled.promise(proc);
       }
-      await this.hooks.session.afterRestore.promise(session);
-      closeShmem(session);
+      await this.hooks.session.beforeResume.promise(session);
+      for (const proc of session.processes) installers.get(proc)!.teardown();
+      state.dispose();
       // Children first, so a parent never runs before its children exist as they were.
       for (const proc of [...session.processes].reverse()) {
-        for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.detach(t.pid, 0);
-        native.detach(proc.stub!.pid, 0);
+        for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.ptrace.detach(t.pid, 0);
+        native.ptrace.detach(proc.stub!.pid, 0);
       }
     } catch (e) {
       log('restore failed, rolling back: %s', errorMessage(e));
+      await runQuietly(() => this.hooks.session.restoreFailed.promise(session, e instanceof Error ? e : new Error(String(e))), 'restoreFailed');
       for (const fn of rollbacks.reverse()) {
         try {
           fn();
@@ -207,8 +248,10 @@ export class Ckpt {
           log('rollback step failed: %s', errorMessage(err));
         }
       }
+      state.dispose();
       throw asCkptError(e, 'ERR_CKPT_RESTORE_FAILED', `restore from ${image.dir} failed`);
     }
+    await runQuietly(() => this.hooks.session.afterResume.promise(session), 'afterResume');
     return {
       pids: session.processes.map((p) => p.stub!.pid),
       ms: performance.now() - t0,
@@ -216,12 +259,88 @@ export class Ckpt {
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
     };
   }
+
+  /**
+   * Reads every process record and validates it before anything is created: each plugin that
+   * wrote a record is loaded, knows the record's version, and its schema accepts the record.
+   */
+  private readRecords(image: ImageReader): ProcessRecord[] {
+    const records = image.processes();
+    if (!records.length) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: it holds no process`);
+    const byName = new Map(this.plugins.map((p) => [p.name, p]));
+    const checkRecordVersion = (plugin: CkptPlugin) => {
+      const written = image.manifest.plugins[plugin.name]?.record ?? 1;
+      if (written > (plugin.record?.version ?? 1)) {
+        throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+          `image ${image.dir}: the records of plugin ${plugin.name} are version ${written}, and the loaded ${plugin.name} ${plugin.version ?? ''} reads up to version ${plugin.record?.version ?? 1}`,
+          { hint: `update ${plugin.name}` });
+      }
+    };
+    for (const r of records) {
+      validateFdTable(image.dir, r);
+      for (const [name, data] of Object.entries(r.records)) {
+        const plugin = byName.get(name);
+        if (!plugin) {
+          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${name}, which is not loaded`,
+            { hint: `install ${name} and list it in ckpt.config.json or pass --plugin ${name}` });
+        }
+        checkRecordVersion(plugin);
+        if (!plugin.record) continue;
+        if (plugin.record.schema) r.records[name] = checked(plugin.record.schema, data, `the record of plugin ${name} for pid ${r.pid}`);
+      }
+      for (const f of r.fds) {
+        if (f.sameAs) continue;
+        const plugin = byName.get(f.owner);
+        if (!plugin) {
+          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${f.owner} (fd ${f.fd} of pid ${r.pid}), which is not loaded`,
+            { hint: `install ${f.owner} and list it in ckpt.config.json or pass --plugin ${f.owner}` });
+        }
+        checkRecordVersion(plugin);
+        if (plugin.record?.fd) f.data = checked(plugin.record.fd, f.data, `fd ${f.fd} of pid ${r.pid} (saved by ${f.owner})`);
+      }
+    }
+    return records;
+    function checked(schema: StandardSchemaV1, data: unknown, what: string): unknown {
+      const v = validate(schema, data);
+      if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: ${what} is malformed${v.path ? ` at ${v.path}` : ''}: ${v.message}`);
+      return v.value;
+    }
+  }
 }
 
-function processDump(pid: number, threads: Tracee[], session: DumpSession): ProcessDump {
+async function runQuietly(fn: () => Promise<unknown>, what: string): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    log('%s: %s', what, errorMessage(e));
+  }
+}
+
+/** Freezes the whole tree, parents first, re-reading it until no new process appears. */
+function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
+  const pc = session.services.processes;
+  const seen = new Set<number>();
+  for (;;) {
+    const fresh = processTree(session.options.pid).filter((n) => !seen.has(n.pid));
+    if (!fresh.length) break;
+    for (const n of fresh) {
+      seen.add(n.pid);
+      const st = readStat(n.pid);
+      if (n.state === 'Z') {
+        session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode } satisfies ZombieRecord);
+        continue;
+      }
+      const threads = pc.freeze(n.pid);
+      frozen.push(threads);
+      session.processes.push(processDump(n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
+    }
+  }
+}
+
+function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number; comm: string }, threads: Tracee[], session: DumpSession): ProcessDump {
   const records: Record<string, unknown> = {};
   return {
-    pid, tracee: threads[0], threads, session, records,
+    pid, ...ids, tracee: threads[0], threads, session, records, fds: [],
     put(plugin, data) {
       records[plugin] = data;
     },
@@ -231,66 +350,43 @@ function processDump(pid: number, threads: Tracee[], session: DumpSession): Proc
   };
 }
 
-interface Installer {
-  pidfd?: number;
-}
-const installers = new WeakMap<ProcessRestore, Installer>();
-
-/** Every stub starts with the restorer's pidfd at fd 3 (spawned, or forked from a parent stub). */
-const STUB_PIDFD = 3;
-
-function processRestore(record: ProcessRecord, session: RestoreSession): ProcessRestore {
+function processRestore(record: ProcessRecord, session: RestoreSession): [ProcessRestore, Installer] {
+  let installer: Installer;
   const proc: ProcessRestore = {
     pid: record.pid,
     record,
     session,
+    fds: record.fds,
     stub: undefined,
     threads: [],
+    get trampoline() {
+      return installer.trampoline;
+    },
     get<T>(plugin: string) {
       return record.records[plugin] as T | undefined;
     },
-    borrowFd(restorerFd) {
-      const stub = proc.stub;
-      if (!stub) throw new Error('borrowFd before the process exists');
-      return Number(stub.syscall(SYS.pidfd_getfd, installerPidfd(proc, stub), restorerFd, 0));
-    },
-    installFd(fd, restorerFd, cloexec) {
-      const stub = proc.stub;
-      if (!stub) throw new Error('installFd before the process exists');
-      installerPidfd(proc, stub);
-      const inst = installers.get(proc) as Required<Installer>;
-      if (inst.pidfd === fd) {
-        const moved = Number(stub.syscall(SYS.fcntl, inst.pidfd, F_DUPFD_CLOEXEC, fd + 1));
-        stub.syscall(SYS.close, inst.pidfd);
-        inst.pidfd = moved;
-      }
-      const tmp = Number(stub.syscall(SYS.pidfd_getfd, inst.pidfd, restorerFd, 0));
-      if (tmp !== fd) {
-        stub.syscall(SYS.dup3, tmp, fd, cloexec ? O_CLOEXEC : 0);
-        stub.syscall(SYS.close, tmp);
-      } else {
-        stub.syscall(SYS.fcntl, fd, F_SETFD, cloexec ? 1 : 0);
-      }
-    },
+    borrowFd: (restorerFd) => installer.borrow(restorerFd),
+    installFd: (fd, restorerFd, cloexec) => installer.install(fd, restorerFd, cloexec),
+    restorerFd: (fd) => restorerFdOf(proc, fd),
   };
-  installers.set(proc, { pidfd: STUB_PIDFD });
-  return proc;
+  installer = new Installer(proc);
+  return [proc, installer];
 }
 
-/** The stub's pidfd on the restorer, through which it takes fds (pidfd_getfd). */
-function installerPidfd(proc: ProcessRestore, stub: Tracee): number {
-  const inst = installers.get(proc);
-  if (inst?.pidfd === undefined) throw new Error(`pid ${proc.pid}: no restorer pidfd in the process any more (fds are installed before the sysvipc stage ends)`);
-  void stub;
-  return inst.pidfd;
-}
-
-function closeInstaller(proc: ProcessRestore): void {
-  const inst = installers.get(proc);
-  if (inst?.pidfd !== undefined && proc.stub) {
-    proc.stub.syscall(SYS.close, inst.pidfd);
-    inst.pidfd = undefined;
-  }
+/** Core's part of each process record: the fd table. */
+function validateFdTable(dir: string, r: ProcessRecord): void {
+  const bad = (what: string) => new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${dir}: the record of pid ${r.pid} is malformed: ${what}`);
+  if (!Number.isInteger(r.pid) || r.pid <= 0) throw bad('pid is not a positive integer');
+  for (const k of ['ppid', 'pgid', 'sid'] as const) if (!Number.isInteger(r[k]) || r[k] < 0) throw bad(`${k} is not a pid`);
+  if (!r.records || typeof r.records !== 'object') throw bad('records is not an object');
+  if (!Array.isArray(r.fds)) throw bad('fds is not a list');
+  r.fds.forEach((f: FdRecord, i) => {
+    if (!f || typeof f !== 'object') throw bad(`fds[${i}] is not an object`);
+    if (!Number.isInteger(f.fd) || f.fd < 0) throw bad(`fds[${i}].fd is not an fd number`);
+    if (typeof f.owner !== 'string' || typeof f.kind !== 'string') throw bad(`fds[${i}] has no owner or kind`);
+    if (typeof f.cloexec !== 'boolean' || !Number.isInteger(f.flags)) throw bad(`fds[${i}].cloexec or .flags has the wrong type`);
+    if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`fds[${i}].sameAs is not { pid, fd }`);
+  });
 }
 
 /** True when every pid is free, or held only by zombies that get reaped within a few seconds. */

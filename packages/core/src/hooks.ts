@@ -1,23 +1,30 @@
 /**
- * Every hook of the checkpoint/restore pipeline, declared in this one file.
+ * Every hook of the checkpoint/restore pipeline, declared in this one file. The pipeline that
+ * calls them is engine.ts; what each may do is here and in docs/plugins.md.
  *
- * | hook                         | kind              | called                                   |
- * |------------------------------|-------------------|------------------------------------------|
- * | session.beforeDump/afterDump | AsyncSeries       | once per dump, around the per-process stages |
- * | session.beforeRestore/afterRestore | AsyncSeries | once per restore (afterRestore: stubs ready, not yet resumed) |
- * | session.processesCreated     | AsyncSeries       | once per restore, after the pids stage made every process (zombies, groups) |
- * | <class>.dump                 | AsyncSeries       | per frozen process, in DUMP_STAGES order |
- * | <class>.restore              | AsyncSeries       | per process, stage by stage across the tree (parents first), in RESTORE_STAGES order |
- * | files.dumpFd                 | AsyncSeriesBail   | per open fd: the first plugin returning a record claims it |
- * | files.restoreFd              | AsyncSeriesBail   | per fd record: the first plugin returning a restorer-side fd wins |
- * | files.afterInstall           | AsyncSeries       | per process, once every fd (files, sockets) is in place: wiring that names other fds (epoll watches) |
+ * | hook                        | kind                  | called                                                                 |
+ * |-----------------------------|-----------------------|------------------------------------------------------------------------|
+ * | session.beforeDump          | AsyncSeries(session)  | once, before anything is frozen: refuse early, set up session state     |
+ * | <class>.dump                | AsyncSeries(proc)     | per frozen process, class by class in DUMP_STAGES order (all processes of a class, parents first, before the next class) |
+ * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks the fds at the start of the files stage); the first tap returning a claim `{ kind, data }` owns it |
+ * | session.afterDump           | AsyncSeries(session)  | once, every process dumped, still frozen, records not yet written        |
+ * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen (killed or thawed right after) |
+ * | session.dumpFailed          | AsyncSeries(session, error) | once, when a dump fails or is interrupted, before the processes are thawed; undo what you did (errors are logged, not thrown) |
+ * | session.beforeRestore       | AsyncSeries(session)  | once, image validated, nothing created yet: refuse early                 |
+ * | <class>.restore             | AsyncSeries(proc)     | per process, class by class in RESTORE_STAGES order, parents first       |
+ * | session.processesCreated    | AsyncSeries(session)  | once, after the pids stage created every process (stub)                   |
+ * | fds.restore.for(owner)      | HookMap of AsyncSeriesBail(record, proc) -> restorer fd | per open description, to its owner only; the first tap returning an fd wins |
+ * | session.fdsInstalled        | AsyncSeries(proc)     | per process, once every fd of every process is installed: wiring that names other fds (epoll watches, locks) |
+ * | session.beforeResume        | AsyncSeries(session)  | once, every stage done, processes still stopped; last chance for remote syscalls |
+ * | session.afterResume         | AsyncSeries(session)  | once, the processes run (errors are logged: the restore has happened)    |
+ * | session.restoreFailed       | AsyncSeries(session, error) | once, when a restore fails or is interrupted, before core's rollback (kills the stubs); errors are logged |
  *
  * State classes: pids, credentials, threads, memory, files, sockets, sysvipc, signals, registers.
- * Built-in handlers of the bail hooks tap at STAGE.FALLBACK, so a user plugin tapping at the
- * default stage sees every fd first and can take over one kind, or one path, from the built-in.
+ * Built-in fd handlers tap `fds.dump` at STAGE.FALLBACK, so a user plugin tapping at the default
+ * stage sees every fd first and can take over one kind, or one path, from the built-in.
  */
-import { AsyncSeriesBailHook, AsyncSeriesHook } from 'tapable';
-import type { DumpSession, ProcessDump, RestoreSession, ProcessRestore, FdDumpRequest, FdRecord } from './context.js';
+import { AsyncSeriesBailHook, AsyncSeriesHook, HookMap } from 'tapable';
+import type { DumpSession, ProcessDump, RestoreSession, ProcessRestore, FdDumpRequest, FdRecord, FdClaim } from './context.js';
 
 export const STATE_CLASSES = ['pids', 'credentials', 'threads', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'registers'] as const;
 export type StateClass = (typeof STATE_CLASSES)[number];
@@ -27,8 +34,8 @@ export const DUMP_STAGES: readonly StateClass[] = ['pids', 'credentials', 'threa
 /** Restore: create the process, rebuild memory, then kernel objects; credentials and registers last. */
 export const RESTORE_STAGES: readonly StateClass[] = ['pids', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'threads', 'credentials', 'registers'];
 
-/** Named tap stages: order plugins without raw numbers. */
-export const STAGE = Object.freeze({ EARLY: -100, DEFAULT: 0, FALLBACK: 100 });
+/** Named tap stages: order plugins without raw numbers. Lower runs first. */
+export const STAGE = Object.freeze({ EARLY: -100, DEFAULT: 0, LATE: 10, FALLBACK: 100 });
 
 export interface StateHooks {
   dump: AsyncSeriesHook<[ProcessDump]>;
@@ -36,31 +43,37 @@ export interface StateHooks {
 }
 
 function stateHooks(): StateHooks {
-  return {
+  return Object.freeze({
     dump: new AsyncSeriesHook<[ProcessDump]>(['proc']),
     restore: new AsyncSeriesHook<[ProcessRestore]>(['proc']),
-  };
+  });
 }
+
+export type FdRestoreHook = AsyncSeriesBailHook<[FdRecord, ProcessRestore], number | undefined>;
 
 export function createHooks() {
   return Object.freeze({
     session: Object.freeze({
       beforeDump: new AsyncSeriesHook<[DumpSession]>(['session']),
       afterDump: new AsyncSeriesHook<[DumpSession]>(['session']),
+      imageCommitted: new AsyncSeriesHook<[DumpSession]>(['session']),
+      dumpFailed: new AsyncSeriesHook<[DumpSession, Error]>(['session', 'error']),
       beforeRestore: new AsyncSeriesHook<[RestoreSession]>(['session']),
       processesCreated: new AsyncSeriesHook<[RestoreSession]>(['session']),
-      afterRestore: new AsyncSeriesHook<[RestoreSession]>(['session']),
+      fdsInstalled: new AsyncSeriesHook<[ProcessRestore]>(['proc']),
+      beforeResume: new AsyncSeriesHook<[RestoreSession]>(['session']),
+      afterResume: new AsyncSeriesHook<[RestoreSession]>(['session']),
+      restoreFailed: new AsyncSeriesHook<[RestoreSession, Error]>(['session', 'error']),
+    }),
+    fds: Object.freeze({
+      dump: new AsyncSeriesBailHook<[FdDumpRequest, ProcessDump], FdClaim | undefined>(['fd', 'proc']),
+      restore: new HookMap<FdRestoreHook>(() => new AsyncSeriesBailHook<[FdRecord, ProcessRestore], number | undefined>(['record', 'proc'])),
     }),
     pids: stateHooks(),
     credentials: stateHooks(),
     threads: stateHooks(),
     memory: stateHooks(),
-    files: Object.freeze({
-      ...stateHooks(),
-      dumpFd: new AsyncSeriesBailHook<[FdDumpRequest, ProcessDump], FdRecord | undefined>(['fd', 'proc']),
-      restoreFd: new AsyncSeriesBailHook<[FdRecord, ProcessRestore], number | undefined>(['record', 'proc']),
-      afterInstall: new AsyncSeriesHook<[ProcessRestore]>(['proc']),
-    }),
+    files: stateHooks(),
     sockets: stateHooks(),
     sysvipc: stateHooks(),
     signals: stateHooks(),

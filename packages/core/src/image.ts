@@ -16,9 +16,11 @@ import { join, resolve } from 'node:path';
 import os from 'node:os';
 import { native } from '@ckpt/native';
 import { CkptError } from './errors.js';
+import type { FdRecord } from './context.js';
 
 export const IMAGE_FORMAT = 'ckpt-image';
-export const IMAGE_VERSION = 1;
+/** 2: core's fd table (`fds`, `layout`) in every process record; plugin record versions. */
+export const IMAGE_VERSION = 2;
 export const MANIFEST = 'manifest.json';
 
 export interface FileEntry {
@@ -47,7 +49,8 @@ export interface Manifest {
   pidns?: { map: Record<string, number> };
   /** Application id (ckpt run). */
   app?: string;
-  plugins: Record<string, { version?: string }>;
+  /** The plugins that wrote the image: package version, and the version of their record format. */
+  plugins: Record<string, { version?: string; record?: number }>;
   /** Free-form facts plugins want checked before restore (xstate size, ...). */
   meta: Record<string, unknown>;
   files: Record<string, FileEntry>;
@@ -55,6 +58,16 @@ export interface Manifest {
 
 export interface ProcessRecord {
   pid: number;
+  /** Parent, process group and session, as seen at the freeze (host pids, like pid). */
+  ppid: number;
+  pgid: number;
+  sid: number;
+  comm: string;
+  /** Core's fd table (see FdRecord). */
+  fds: FdRecord[];
+  /** The address ranges the process had mapped ([start, end)), so core can place its trampoline. */
+  layout?: Array<[number, number]>;
+  /** Each plugin's record, under the plugin's name. */
   records: Record<string, unknown>;
 }
 
@@ -115,6 +128,14 @@ export class ImageWriter {
     this.files[name] = { size: Buffer.byteLength(text), sha256: sha256(text) };
   }
 
+  /** Writes a whole blob at once (small data; use openBlob to stream). Returns its name. */
+  writeBlob(name: string, data: Buffer): string {
+    const b = this.openBlob(name);
+    b.write(data);
+    this.closeBlob(b);
+    return name;
+  }
+
   /** Opens a bulk blob for appending. */
   openBlob(name: string): BlobWriter {
     this.checkName(name);
@@ -127,7 +148,7 @@ export class ImageWriter {
       write(data: Buffer) {
         let off = 0;
         while (off < data.length) off += writeSync(fd, data, off);
-        blob.crc = native.crc32c(data, blob.crc);
+        blob.crc = native.crc.crc32c(data, blob.crc);
         blob.size += data.length;
       },
     };
@@ -230,7 +251,8 @@ export class ImageReader {
     }
     if (parsed.version !== IMAGE_VERSION) {
       throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
-        `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`);
+        `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`,
+        { hint: parsed.version < IMAGE_VERSION ? `restore it with the ckpt that wrote it (${parsed.tool}), or dump the process again` : 'update ckpt' });
     }
     const reader = new ImageReader(abs, body as Manifest);
     reader.checkFiles();
@@ -269,12 +291,21 @@ export class ImageReader {
     return JSON.parse(text.toString('utf8')) as T;
   }
 
+  /** Reads a whole blob, its checksum verified (small blobs: file contents, queues; pages stream instead). */
+  readBlob(name: string): Buffer {
+    const data = readFileSync(this.path(name));
+    const e = this.entry(name);
+    if (data.length !== e.size) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} has ${data.length} bytes, expected ${e.size}`);
+    this.checkCrc(name, native.crc.crc32c(data, 0));
+    return data;
+  }
+
   /** Checks a blob's CRC32C in full (used by `ckpt show --verify` and when no streaming check applies). */
   verifyBlob(name: string): void {
     const e = this.entry(name);
     const fd = openSync(this.path(name), 'r');
     try {
-      const crc = native.crc32cFile(fd, 0, e.size, 0);
+      const crc = native.crc.crc32cFile(fd, 0, e.size, 0);
       this.checkCrc(name, crc);
     } finally {
       closeSync(fd);

@@ -1,7 +1,9 @@
 /**
- * Services, held in a typedi container per session: process control (freeze, thaw, stubs),
- * the config, and loggers. Plugins reach them through `proc.session.services`, never by
- * importing the container, so a plugin can be exercised with a hand-made context.
+ * Services, held in a typedi container per Ckpt instance: process control (freeze, thaw, stubs),
+ * the image store, the network lock and loggers. Each is registered under a token; a plugin may
+ * replace one for every session (`ctx.provide(IMAGE_STORE, myStore)` in its apply). Plugins reach
+ * them through `session.services`, never by importing the container, so a plugin can be
+ * exercised with a hand-made context.
  */
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
@@ -11,8 +13,9 @@ import { native, stubPath, CLONE_NEWIPC, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
-import { logger } from './log.js';
-import type { CkptConfig } from './config.js';
+import { logger, type Logger } from './log.js';
+import { ImageReader, ImageWriter } from './image.js';
+import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
 
 const log = logger('process');
 
@@ -73,7 +76,7 @@ export class ProcessControl {
   /** Seize + interrupt one task; false when it is gone already (a thread that just exited). */
   private seizeOne(pid: number, tid: number): boolean {
     try {
-      native.seize(tid, PTRACE_O_TRACESYSGOOD);
+      native.ptrace.seize(tid, PTRACE_O_TRACESYSGOOD);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'ESRCH' && tid !== pid) return false;
@@ -85,7 +88,7 @@ export class ProcessControl {
       throw e;
     }
     try {
-      const st = native.interruptAndWait(tid, 10000);
+      const st = native.ptrace.interruptAndWait(tid, 10000);
       if (st.kind === 'exited' || st.kind === 'killed') {
         if (tid !== pid) return false;
         throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
@@ -106,7 +109,7 @@ export class ProcessControl {
       log('thaw %d: could not unmap scratch: %s', t.pid, (e as Error).message);
     }
     try {
-      native.setRegs(t.pid, restartAdjusted(t.frozenRegs));
+      native.ptrace.setRegs(t.pid, restartAdjusted(t.frozenRegs));
     } catch (e) {
       log('thaw %d: setRegs failed: %s', t.pid, (e as Error).message);
     }
@@ -123,7 +126,7 @@ export class ProcessControl {
     for (const threads of processes) {
       for (const t of threads) {
         this.frozen.delete(t.pid);
-        native.takeSuppressedSignals(t.pid);
+        native.ptrace.takeSuppressedSignals(t.pid);
       }
       try {
         process.kill(threads[0].pid, 'SIGKILL');
@@ -139,7 +142,7 @@ export class ProcessControl {
       let progressed = false;
       for (const tid of [...pending]) {
         try {
-          const st = native.tryWait(tid);
+          const st = native.proc.tryWait(tid);
           if (!st) continue;
           if (st.kind === 'exited' || st.kind === 'killed') pending.delete(tid);
           progressed = true;
@@ -153,9 +156,9 @@ export class ProcessControl {
   }
 
   private detachQuietly(pid: number): void {
-    const pending = native.takeSuppressedSignals(pid);
+    const pending = native.ptrace.takeSuppressedSignals(pid);
     try {
-      native.detach(pid, 0);
+      native.ptrace.detach(pid, 0);
     } catch (e) {
       log('detach %d failed: %s', pid, (e as Error).message);
     }
@@ -178,9 +181,9 @@ export class ProcessControl {
     let child: number;
     // The stub keeps a pidfd of the restorer as fd 3: through it (pidfd_getfd) it takes every fd
     // the restorer prepares, whatever pid namespace it lives in.
-    const pidfd = native.pidfdOpen(process.pid);
+    const pidfd = native.proc.pidfdOpen(process.pid);
     try {
-      child = native.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID | CLONE_NEWIPC : 0, pidfd);
+      child = native.proc.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID | CLONE_NEWIPC : 0, pidfd);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'EEXIST') {
@@ -193,11 +196,11 @@ export class ProcessControl {
     } finally {
       closeSync(pidfd);
     }
-    const st = native.waitStop(child, 10000);
+    const st = native.ptrace.waitStop(child, 10000);
     if (st.kind !== 'signal' || st.signal !== 5) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
     }
-    native.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK);
+    native.ptrace.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK);
     log('stub %d ready', child);
     return new Tracee(child);
   }
@@ -211,7 +214,7 @@ export class ProcessControl {
     }
     try {
       for (let i = 0; i < 100; i++) {
-        const st = native.waitStop(pid, 5000);
+        const st = native.ptrace.waitStop(pid, 5000);
         if (st.kind === 'exited' || st.kind === 'killed') return;
       }
     } catch {
@@ -220,29 +223,60 @@ export class ProcessControl {
   }
 }
 
-export interface Services {
-  readonly id: string;
-  readonly container: ContainerInstance;
-  readonly processes: ProcessControl;
-  readonly config: CkptConfig;
+/** A service's key in the container (a typedi Token). */
+export type ServiceToken<T> = Token<T>;
+
+/** Creates and opens image directories. Replace it to store images elsewhere (an object store, a page server). */
+export interface ImageStore {
+  create(dir: string, opts: { sync?: boolean }): ImageWriter;
+  open(dir: string): ImageReader;
 }
 
-export const PROCESS_CONTROL = new Token<ProcessControl>('ckpt.processes');
-export const CONFIG = new Token<CkptConfig>('ckpt.config');
+/** The services of one session. Plugins reach them here, never by importing the container. */
+export interface Services {
+  readonly container: ContainerInstance;
+  readonly processes: ProcessControl;
+  readonly images: ImageStore;
+  readonly netlock: NetworkLocks;
+  /** A logger under ckpt:<area>. */
+  logger(area: string): Logger;
+}
 
-export function createServices(config: CkptConfig): Services {
-  const id = `ckpt-${randomBytes(6).toString('hex')}`;
-  const container = Container.of(id);
-  container.set(PROCESS_CONTROL, new ProcessControl());
-  container.set(CONFIG, config);
+/** Freezing, thawing and creating processes: one ProcessControl per session (it tracks what it froze). */
+export const PROCESS_CONTROL = new Token<() => ProcessControl>('ckpt.processes');
+export const IMAGE_STORE = new Token<ImageStore>('ckpt.images');
+export const NETWORK_LOCK = new Token<NetworkLocks>('ckpt.netlock');
+export const LOGGER = new Token<(area: string) => Logger>('ckpt.logger');
+
+const defaultImageStore: ImageStore = {
+  create: (dir, opts) => new ImageWriter(dir, opts.sync),
+  open: (dir) => ImageReader.open(dir),
+};
+
+let containers = 0;
+
+/** The container of one Ckpt instance, with core's default services; plugins may replace them (ctx.provide). */
+export function createContainer(): ContainerInstance {
+  const container = Container.of(`ckpt-${process.pid}-${++containers}-${randomBytes(3).toString('hex')}`);
+  container.set(PROCESS_CONTROL, () => new ProcessControl());
+  container.set(IMAGE_STORE, defaultImageStore);
+  container.set(NETWORK_LOCK, new NftNetworkLocks());
+  container.set(LOGGER, logger);
+  return container;
+}
+
+/** The services of one session, from the instance's container. */
+export function sessionServices(container: ContainerInstance): Services {
+  const processes = container.get(PROCESS_CONTROL)();
   return {
-    id,
     container,
-    get processes() {
-      return container.get(PROCESS_CONTROL);
+    processes,
+    get images() {
+      return container.get(IMAGE_STORE);
     },
-    get config() {
-      return container.get(CONFIG);
+    get netlock() {
+      return container.get(NETWORK_LOCK);
     },
+    logger: (area) => container.get(LOGGER)(area),
   };
 }

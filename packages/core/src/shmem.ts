@@ -7,6 +7,22 @@
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import { native } from '@ckpt/native';
 import type { DumpSession, RestoreSession } from './context.js';
+import { createSessionState } from './state.js';
+
+/** Objects saved by this dump, by dev:inode. */
+const saved = createSessionState('core:shmem-saved', (_s: DumpSession) => new Map<string, ShmemRef>());
+/** Our memfd of each object recreated by this restore; closed when the restore ends (the processes hold their own). */
+const made = createSessionState('core:shmem-made', (_s: RestoreSession) => new Map<string, number>(), {
+  dispose: (m) => {
+    for (const fd of m.values()) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* closed */
+      }
+    }
+  },
+});
 
 export interface ShmemRef {
   /** dev:inode of the object at dump time. */
@@ -27,8 +43,8 @@ function dataSegments(fd: number, size: number): Array<[number, number]> {
   while (off < size) {
     let start: number, end: number;
     try {
-      start = native.lseek(fd, off, SEEK_DATA);
-      end = native.lseek(fd, start, SEEK_HOLE);
+      start = native.fd.lseek(fd, off, SEEK_DATA);
+      end = native.fd.lseek(fd, start, SEEK_HOLE);
     } catch {
       break; // ENXIO: no more data
     }
@@ -40,7 +56,7 @@ function dataSegments(fd: number, size: number): Array<[number, number]> {
 
 /** Saves the object behind fd (ours; not closed) unless this dump saved it already. */
 export function saveShmem(session: DumpSession, key: string, name: string, fd: number): ShmemRef {
-  const known = session.objects.get(`shmem:${key}`) as ShmemRef | undefined;
+  const known = saved.of(session).get(key);
   if (known) return known;
   const size = fstatSync(fd).size;
   const blob = session.image.openBlob(`shmem-${key.replace(/[^0-9a-z]/gi, '_')}.img`);
@@ -56,13 +72,13 @@ export function saveShmem(session: DumpSession, key: string, name: string, fd: n
   }
   session.image.closeBlob(blob);
   const ref: ShmemRef = { key, name, size, blob: blob.name, segments };
-  session.objects.set(`shmem:${key}`, ref);
+  saved.of(session).set(key, ref);
   return ref;
 }
 
 /** Saves the object mapped at [start, end) in pid, through /proc/PID/map_files. */
 export function saveMappedShmem(session: DumpSession, pid: number, start: number, end: number, key: string, name: string): ShmemRef {
-  const known = session.objects.get(`shmem:${key}`) as ShmemRef | undefined;
+  const known = saved.of(session).get(key);
   if (known) return known;
   const fd = openSync(`/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`, 'r');
   try {
@@ -74,12 +90,11 @@ export function saveMappedShmem(session: DumpSession, pid: number, start: number
 
 /** Our fd (read-write memfd) on the recreated object; made and filled on first use. */
 export function shmemFd(session: RestoreSession, ref: ShmemRef): number {
-  const k = `shmem:${ref.key}`;
-  const known = session.objects.get(k) as number | undefined;
+  const known = made.of(session).get(ref.key);
   if (known !== undefined) return known;
   session.image.verifyBlob(ref.blob);
-  const fd = native.memfdCreate(ref.name);
-  session.onRollback(() => closeSync(fd));
+  const fd = native.fd.memfdCreate(ref.name);
+  made.of(session).set(ref.key, fd);
   ftruncateSync(fd, ref.size);
   const src = openSync(session.image.path(ref.blob), 'r');
   const buf = Buffer.allocUnsafe(CHUNK);
@@ -96,20 +111,5 @@ export function shmemFd(session: RestoreSession, ref: ShmemRef): number {
   } finally {
     closeSync(src);
   }
-  session.objects.set(k, fd);
   return fd;
-}
-
-/** Closes every object fd of a finished restore (the processes hold their own references). */
-export function closeShmem(session: RestoreSession): void {
-  for (const [k, v] of session.objects) {
-    if (k.startsWith('shmem:') && typeof v === 'number') {
-      try {
-        closeSync(v);
-      } catch {
-        /* closed */
-      }
-      session.objects.delete(k);
-    }
-  }
 }

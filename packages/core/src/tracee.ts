@@ -24,7 +24,7 @@ export function findSyscallInsn(pid: number, vmas: Vma[] = readMaps(pid)): numbe
     const len = Math.min(v.end - v.start, 1 << 20);
     let buf: Buffer;
     try {
-      buf = native.readMem(pid, v.start, len);
+      buf = native.mem.readMem(pid, v.start, len);
     } catch {
       continue;
     }
@@ -83,7 +83,7 @@ export class Tracee {
   private injected = 0;
 
   constructor(readonly pid: number, opts: { space?: AddressSpace } = {}) {
-    this.frozenRegs = native.getRegs(pid);
+    this.frozenRegs = native.ptrace.getRegs(pid);
     this.space = opts.space ?? {};
   }
 
@@ -110,7 +110,7 @@ export class Tracee {
 
   /** Runs one syscall in the task; throws NativeError on -errno. */
   syscall(nr: number, ...args: Array<number | bigint>): bigint {
-    const ret = native.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
+    const ret = native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
     this.injected++;
     return checkSyscall(nameOf(nr), this.pid, ret);
   }
@@ -118,7 +118,7 @@ export class Tracee {
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
     this.injected++;
-    return native.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
+    return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
   }
 
   get injectedCount(): number {
@@ -149,7 +149,7 @@ export class Tracee {
   /** Writes data into scratch at offset and returns its address in the task. */
   put(data: Buffer, offset = 0): number {
     const addr = this.scratch() + offset;
-    native.writeMem(this.pid, addr, data);
+    native.mem.writeMem(this.pid, addr, data);
     return addr;
   }
 
@@ -158,7 +158,7 @@ export class Tracee {
   }
 
   read(addr: number, len: number): Buffer {
-    return native.readMem(this.pid, addr, len);
+    return native.mem.readMem(this.pid, addr, len);
   }
 
   /** Unmaps the scratch mapping (dump side: leave no trace). */
@@ -203,7 +203,7 @@ export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: b
     if (host === undefined) throw new NativeError({ message: `cannot find the new task ${id} of ${parent.pid}`, code: 'ESRCH', syscall: 'clone3', pid: parent.pid });
     id = host;
   }
-  const st = native.waitStop(id, 10000);
+  const st = native.ptrace.waitStop(id, 10000);
   if (st.kind === 'exited' || st.kind === 'killed') {
     throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
   }

@@ -3,7 +3,7 @@
  *
  *   eventfd   counter and semaphore mode;
  *   epoll     its watch list (fd, events, data) from fdinfo, re-registered in the restored
- *             process with its own fd numbers once every fd exists (files.afterInstall);
+ *             process with its own fd numbers once every fd exists (session.fdsInstalled);
  *   signalfd  its signal mask;
  *   timerfd   clock, remaining time and interval (expirations not yet read are dropped);
  *   inotify   its watches: wd, mask and the watched object's path (see below).
@@ -28,7 +28,8 @@
  * made between the dump and the restore.
  */
 import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, readSync, constants as C } from 'node:fs';
-import { CkptError, definePlugin, relocatePath, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { eventFdData } from './record.js';
 import { native, SYS } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-event-fds';
@@ -68,7 +69,7 @@ const timespecNs = (text: string | undefined): bigint => {
   return m ? BigInt(m[1]) * 1_000_000_000n + BigInt(m[2]) : 0n;
 };
 
-async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord | undefined> {
+async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<EventFdData> | undefined> {
   const type = kindOf(req.link);
   if (!type) return undefined;
   const x = req.info.extra;
@@ -101,24 +102,23 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord |
       data.inotify = dumpInotify(req, proc);
       break;
   }
-  return { fd: req.fd, plugin: NAME, kind: type, cloexec: false, data };
+  return { kind: type, data };
 }
 
 async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
-  if (rec.plugin !== NAME) return undefined;
   const d = rec.data as EventFdData;
   switch (d.type) {
     case 'eventfd':
-      return native.eventfd(BigInt(d.count ?? '0'), (d.flags & O_NONBLOCK) | (d.semaphore ? EFD_SEMAPHORE : 0));
+      return native.events.eventfd(BigInt(d.count ?? '0'), (d.flags & O_NONBLOCK) | (d.semaphore ? EFD_SEMAPHORE : 0));
     case 'eventpoll': {
-      const fd = native.epollCreate();
-      if (d.flags & O_NONBLOCK) native.fcntl(fd, 4 /* F_SETFL */, O_NONBLOCK);
+      const fd = native.events.epollCreate();
+      if (d.flags & O_NONBLOCK) native.fd.fcntl(fd, 4 /* F_SETFL */, O_NONBLOCK);
       return fd;
     }
     case 'signalfd':
-      return native.signalfd(BigInt(d.sigmask ?? '0'), d.flags & O_NONBLOCK);
+      return native.events.signalfd(BigInt(d.sigmask ?? '0'), d.flags & O_NONBLOCK);
     case 'timerfd':
-      return native.timerfd(d.clockid ?? 1, d.flags & O_NONBLOCK, 0, BigInt(d.valueNs ?? '0'), BigInt(d.intervalNs ?? '0'));
+      return native.events.timerfd(d.clockid ?? 1, d.flags & O_NONBLOCK, 0, BigInt(d.valueNs ?? '0'), BigInt(d.intervalNs ?? '0'));
     case 'inotify':
       return restoreInotify(rec, d, proc);
   }
@@ -173,7 +173,7 @@ function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
       if (mountFd === undefined) throw fail(`(${obj}) is on a filesystem not mounted in the process's mount namespace`);
       let fd: number;
       try {
-        fd = native.openByHandleAt(mountFd, parseInt(m[6], 16), Buffer.from(m[7], 'hex'), O_PATH);
+        fd = native.fd.openByHandleAt(mountFd, parseInt(m[6], 16), Buffer.from(m[7], 'hex'), O_PATH);
       } catch (e) {
         throw fail(`(${obj}) cannot be opened by its file handle, so its path cannot be found: ${(e as Error).message}`);
       }
@@ -214,26 +214,26 @@ function drain(fd: number): void {
 }
 
 function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): number {
-  const fd = native.inotifyInit(O_NONBLOCK);
+  const fd = native.events.inotifyInit(O_NONBLOCK);
   let spare: number | undefined;
   try {
     let next = 1; // the wd the instance hands out next (fresh instance: 1, then each last + 1)
     let gaps = false;
     for (const w of d.inotify ?? []) {
-      const path = relocatePath(w.path, proc.session.options.relocate);
+      const path = proc.session.relocate(w.path);
       const where = `watch wd ${w.wd} on ${path} (inotify fd ${rec.fd} of pid ${proc.pid})`;
       // wds of removed watches: taken and given back by a throwaway watch.
       while (next < w.wd) {
-        spare ??= native.memfdCreate('ckpt-inotify-gap');
-        const got = native.inotifyAddWatch(fd, `/proc/self/fd/${spare}`, 0x2 /* IN_MODIFY */);
-        native.inotifyRmWatch(fd, got);
+        spare ??= native.fd.memfdCreate('ckpt-inotify-gap');
+        const got = native.events.inotifyAddWatch(fd, `/proc/self/fd/${spare}`, 0x2 /* IN_MODIFY */);
+        native.events.inotifyRmWatch(fd, got);
         gaps = true;
         if (got < next) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: the kernel gave wd ${got} instead of ${next}`);
         next = got + 1;
       }
       let wd: number;
       try {
-        wd = native.inotifyAddWatch(fd, path, (w.mask | IN_DONT_FOLLOW) >>> 0);
+        wd = native.events.inotifyAddWatch(fd, path, (w.mask | IN_DONT_FOLLOW) >>> 0);
       } catch (e) {
         const code = (e as { code?: string }).code;
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: ${code ?? (e as Error).message}`, {
@@ -247,7 +247,7 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
       next = wd + 1;
     }
     if (gaps) drain(fd);
-    if (!(d.flags & O_NONBLOCK)) native.fcntl(fd, 4 /* F_SETFL */, 0);
+    if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, 4 /* F_SETFL */, 0);
     return fd;
   } catch (e) {
     closeSync(fd);
@@ -259,11 +259,10 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
 
 /** epoll watch lists name fds by number: registered in the process itself, once all fds exist. */
 async function afterInstall(proc: ProcessRestore): Promise<void> {
-  const files = proc.get<{ fds: FdRecord[] }>('@ckpt/plugin-files');
   const stub = proc.stub;
-  if (!files || !stub) return;
-  for (const r of files.fds) {
-    if (r.plugin !== NAME || (r.data as EventFdData).type !== 'eventpoll') continue;
+  if (!stub) return;
+  for (const r of proc.fds) {
+    if (r.owner !== NAME || r.sameAs || (r.data as EventFdData).type !== 'eventpoll') continue;
     for (const w of (r.data as EventFdData).watches ?? []) {
       const ev = Buffer.alloc(12);
       ev.writeUInt32LE(w.events >>> 0, 0);
@@ -278,13 +277,17 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
   }
 }
 
-export const eventFdsPlugin = definePlugin<void>(() => ({
+export const eventFdsPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'eventfd, epoll (watch lists), signalfd, timerfd, inotify (watches)',
+  record: { version: 1, fd: eventFdData },
+  claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify'] },
+  show: { fdName: (rec: FdRecord) => `anon_inode:[${rec.kind}]` },
   apply(hooks) {
-    hooks.files.dumpFd.tapPromise(NAME, dumpFd);
-    hooks.files.restoreFd.tapPromise(NAME, restoreFd);
-    hooks.files.afterInstall.tapPromise(NAME, afterInstall);
+    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
+    hooks.session.fdsInstalled.tapPromise(NAME, afterInstall);
   },
 }));
 

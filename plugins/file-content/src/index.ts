@@ -1,8 +1,8 @@
 /**
  * @ckpt/plugin-file-content — open files saved with their whole content.
  *
- * Claims (files.dumpFd, before the built-in reference method) every regular file the rules
- * (ckpt.config.json "files.rules", see @ckpt/core fileRules) give method "content", and every
+ * Claims (fds.dump, before the built-in reference method) every regular file the file rules
+ * (@ckpt/plugin-files's options, "files.rules" in the config) give method "content", and every
  * unlinked (deleted) file, which can be saved no other way. Content is stored once per image per
  * distinct content (blob file-<sha256>.img), whichever files and processes hold it.
  *
@@ -21,10 +21,11 @@ import { dirname, join } from 'node:path';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import {
-  CkptError, configuredFileRules, definePlugin, fileRuleFor, procfs, relocatePath, verifyFile, VERIFY_HASH_MAX,
-  type FdDumpRequest, type FdRecord, type FilePolicy, type ProcessDump, type ProcessRestore, type RestoreSession,
+  CkptError, createSessionState, definePlugin, procfs, remoteOpen, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord,
+  type ProcessDump, type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
-import { native } from '@ckpt/native';
+import { fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
+import { contentFd } from './record.js';
 
 export const NAME = '@ckpt/plugin-file-content';
 
@@ -45,8 +46,7 @@ export interface ContentData {
   inode: string;
 }
 
-const O_ACCMODE = 3, O_RDONLY = 0, O_CLOEXEC = 0o2000000, O_NOCTTY = 0o400, O_APPEND = 0o2000;
-const SEEK_SET = 0;
+const O_ACCMODE = 3, O_RDONLY = 0, O_CLOEXEC = 0o2000000, O_APPEND = 0o2000;
 const CHUNK = 4 << 20;
 
 function readAll(fd: number, size: number, each: (b: Buffer) => void): void {
@@ -59,12 +59,15 @@ function readAll(fd: number, size: number, each: (b: Buffer) => void): void {
   }
 }
 
-async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord | undefined> {
+/** Blobs this dump wrote (content stored once per image). */
+const written = createSessionState('file-content:blobs', (_s: DumpSession) => new Set<string>());
+
+async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<ContentData> | undefined> {
   if (req.kind !== 'file' || req.link.startsWith('/memfd:')) return undefined;
   const unlinked = req.link.endsWith(' (deleted)');
   const path = unlinked ? req.link.slice(0, -' (deleted)'.length) : req.link;
   const flags = req.info.flags & ~O_CLOEXEC;
-  const rule = fileRuleFor(configuredFileRules(proc.session.services.config), {
+  const rule = fileRuleFor(fileRulesOf(proc.session), {
     path, size: req.stat.size, unlinked,
     tmpfs: procfs.fsTypeOf(proc.pid, req.info.mntId) === 'tmpfs',
     writable: (flags & O_ACCMODE) !== O_RDONLY,
@@ -76,45 +79,35 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord |
   readAll(req.dupFd, size, (b) => hash.update(b));
   const sha256 = hash.digest('hex');
   const blobName = `file-${sha256.slice(0, 32)}.img`;
-  if (!proc.session.objects.has(`file-content:${blobName}`)) {
+  if (!written.of(proc.session).has(blobName)) {
     const blob = proc.session.image.openBlob(blobName);
     readAll(req.dupFd, size, (b) => blob.write(b));
     proc.session.image.closeBlob(blob);
-    proc.session.objects.set(`file-content:${blobName}`, true);
+    written.of(proc.session).add(blobName);
   }
   const data: ContentData = {
     path, unlinked, flags, pos: req.info.pos, mode: req.stat.mode & 0o7777, uid: req.stat.uid, gid: req.stat.gid,
     size, mtimeMs: req.stat.mtimeMs, sha256, blob: blobName, policy: rule.policy, inode: `${req.stat.dev}:${req.stat.ino}`,
   };
-  return { fd: req.fd, plugin: NAME, kind: 'file', cloexec: false, data };
+  return { kind: 'file', data };
 }
 
-/** Recreated unlinked files (a hidden fd on each) and files already put back, per restore. */
+/** Recreated unlinked files (a hidden fd on each, closed when the restore ends) and files already put back. */
 interface State {
   unlinked: Map<string, number>;
   written: Set<string>;
 }
-const states = new WeakMap<RestoreSession, State>();
-function stateOf(session: RestoreSession): State {
-  let s = states.get(session);
-  if (!s) {
-    const st: State = { unlinked: new Map(), written: new Set() };
-    states.set(session, st);
-    session.onRollback(() => closeState(st));
-    s = st;
-  }
-  return s;
-}
-function closeState(s: State): void {
-  for (const fd of s.unlinked.values()) {
-    try {
-      closeSync(fd);
-    } catch {
-      /* closed */
+const states = createSessionState('file-content:restore', (_s: RestoreSession): State => ({ unlinked: new Map(), written: new Set() }), {
+  dispose: (s) => {
+    for (const fd of s.unlinked.values()) {
+      try {
+        closeSync(fd);
+      } catch {
+        /* closed */
+      }
     }
-  }
-  s.unlinked.clear();
-}
+  },
+});
 
 function copyBlob(session: RestoreSession, d: ContentData, to: number): void {
   session.image.verifyBlob(d.blob);
@@ -131,20 +124,11 @@ function copyBlob(session: RestoreSession, d: ContentData, to: number): void {
   }
 }
 
-function open(path: string, flags: number, who: string): number {
-  try {
-    return openSync(path, (flags & ~O_CLOEXEC) | O_NOCTTY);
-  } catch (e) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot open ${path} (${who}): ${(e as NodeJS.ErrnoException).code}`, { cause: e });
-  }
-}
-
 async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
-  if (rec.plugin !== NAME) return undefined;
   const d = rec.data as ContentData;
   const session = proc.session;
   const who = `fd ${rec.fd} of pid ${proc.pid}`;
-  const st = stateOf(session);
+  const st = states.of(session);
   let fd: number;
   if (d.unlinked) {
     let hidden = st.unlinked.get(d.inode);
@@ -168,9 +152,9 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
       }
       st.unlinked.set(d.inode, hidden);
     }
-    fd = open(`/proc/self/fd/${hidden}`, d.flags, who);
+    fd = remoteOpen(`/proc/self/fd/${hidden}`, { flags: d.flags, pos: d.pos, what: who });
   } else {
-    const path = relocatePath(d.path, session.options.relocate);
+    const path = session.relocate(d.path);
     if (d.policy === 'image' && !st.written.has(d.inode)) {
       const out = openSync(path, 'w', d.mode);
       try {
@@ -182,22 +166,21 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
     } else if (d.policy === 'verify') {
       verifyFile(path, { size: d.size, mtimeMs: d.mtimeMs, sha256: d.size <= VERIFY_HASH_MAX ? d.sha256 : undefined }, who);
     }
-    fd = open(path, d.flags, who);
+    fd = remoteOpen(path, { flags: d.flags, pos: d.pos, what: who });
   }
-  if (d.pos) native.lseek(fd, d.pos, SEEK_SET);
   return fd;
 }
 
-export const fileContentPlugin = definePlugin<void>(() => ({
+export const fileContentPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'regular files saved with their content (unlinked files; files the rules give method "content")',
+  record: { version: 1, fd: contentFd },
+  claims: { fdKinds: ['file'] },
+  show: { fdName: (rec: FdRecord) => (rec.data as ContentData | undefined)?.path },
   apply(hooks) {
-    hooks.files.dumpFd.tapPromise(NAME, dumpFd);
-    hooks.files.restoreFd.tapPromise(NAME, restoreFd);
-    hooks.session.afterRestore.tapPromise(NAME, async (session) => {
-      const s = states.get(session);
-      if (s) closeState(s);
-    });
+    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
   },
 }));
 

@@ -5,7 +5,7 @@
  *   POSIX   fcntl(F_SETLK) record locks: owned by the process, per byte range;
  *   OFDLCK  fcntl(F_OFD_SETLK) record locks: owned by the open file description, per byte range.
  *
- * Dump (after @ckpt/plugin-files, which recorded every fd): /proc/PID/fdinfo/N lists, on "lock:"
+ * Dump (files stage: core's fd table of the process is complete): /proc/PID/fdinfo/N lists, on "lock:"
  * lines, the locks taken through that fd's open file description (for POSIX locks: those of this
  * process), with their kind, type (READ/WRITE), dev:inode and byte range — the fd to re-take each
  * lock through, directly. A description shared by several fds or processes is restored once, as
@@ -13,7 +13,7 @@
  * /proc/locks is read as a cross-check: every POSIX lock it lists for a dumped pid must have been
  * found on one of that process's fds. Leases (F_SETLEASE) stop the dump: not supported.
  *
- * Restore (files.afterInstall: every fd of the process exists): each lock is taken again inside the
+ * Restore (session.fdsInstalled: every fd of the process exists): each lock is taken again inside the
  * restored process by a remote syscall, without waiting: flock(fd, LOCK_SH|LOCK_EX | LOCK_NB),
  * fcntl(fd, F_SETLK, struct flock) or fcntl(fd, F_OFD_SETLK, struct flock). A lock someone else
  * holds now fails the restore (everything built is removed) with an error naming the file, the lock
@@ -21,11 +21,11 @@
  * without LOCK_NB) simply wait again: their syscall is restarted like any other.
  */
 import { readFileSync, readlinkSync, statSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, STAGE, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { fileLocksRecord } from './record.js';
 import { SYS } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-file-locks';
-const FILES = '@ckpt/plugin-files';
 
 export type LockKind = 'flock' | 'posix' | 'ofd';
 
@@ -91,10 +91,8 @@ const sameLock = (a: LockEntry, b: LockEntry) =>
   a.kind === b.kind && a.type === b.type && a.dev === b.dev && a.ino === b.ino && a.start === b.start && a.end === b.end;
 
 async function dump(proc: ProcessDump): Promise<void> {
-  const files = proc.get<{ fds: FdRecord[] }>(FILES);
-  if (!files) return;
   const locks: LockEntry[] = [];
-  for (const r of files.fds) {
+  for (const r of proc.fds) {
     let raw: string;
     try {
       raw = procfs.readFdInfo(proc.pid, r.fd).raw;
@@ -105,7 +103,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     if (!lines.length) continue;
     // A description shared with an fd recorded earlier is restored as that same description:
     // its flock/OFD locks are taken through the first holder (same or other process).
-    const shared = (r.data as { sameAs?: number } | undefined)?.sameAs !== undefined;
+    const shared = r.sameAs !== undefined;
     let path = '';
     try {
       path = procfs.fdLink(proc.pid, r.fd);
@@ -222,13 +220,16 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
   }
 }
 
-export const fileLocksPlugin = definePlugin<void>(() => ({
+export const fileLocksPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'flock, POSIX and OFD locks, re-acquired once every fd exists',
+  record: { version: 1, schema: fileLocksRecord },
+  claims: { stateClasses: ['files'] },
+  show: { process: (rec: unknown) => ((rec as FileLocksRecord).locks ?? []).map((l) => `lock: ${describeLock(l)} on ${l.path} (fd ${l.fd})`) },
   apply(hooks) {
-    // After @ckpt/plugin-files has recorded every fd of the process.
-    hooks.files.dump.tapPromise({ name: NAME, stage: STAGE.DEFAULT + 10 }, dump);
-    hooks.files.afterInstall.tapPromise(NAME, afterInstall);
+    hooks.files.dump.tapPromise(NAME, dump);
+    hooks.session.fdsInstalled.tapPromise(NAME, afterInstall);
   },
 }));
 

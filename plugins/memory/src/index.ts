@@ -6,15 +6,15 @@
  * native engine straight into one blob per process (pages-<pid>.img) with a running CRC32C;
  * mm fields (code/data/brk/stack/args/env bounds), auxv and the exe path.
  *
- * Restore (into the stub the pids stage created): map a trampoline at an address free in both
- * layouts, unmap everything else, put the vdso back at its old address, recreate every VMA
- * with remote mmap, fill pages from the blob (CRC checked while streaming), then PR_SET_MM_MAP.
+ * Restore (into the stub the pids stage created): unmap everything but core's trampoline
+ * (proc.trampoline), put the vdso back at its old address, recreate every VMA with remote mmap,
+ * fill pages from the blob (CRC checked while streaming), then PR_SET_MM_MAP.
  */
 import { closeSync, openSync, statSync } from 'node:fs';
 import {
-  CkptError, definePlugin, findFreeRange, findSyscallInsn, procfs, SCRATCH_SIZE, TASK_SIZE,
+  CkptError, definePlugin, procfs, TASK_SIZE,
   PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN,
-  MAP_FIXED_NOREPLACE, saveMappedShmem, shmemFd, type ShmemRef, type ProcessDump, type ProcessRestore, type Vma,
+  saveMappedShmem, shmemFd, type ShmemRef, type ProcessDump, type ProcessRestore, type Vma,
 } from '@ckpt/core';
 import { native, SYS, NativeError } from '@ckpt/native';
 
@@ -121,7 +121,7 @@ async function dump(proc: ProcessDump): Promise<void> {
       rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
       rec.offset = v.offset;
     } else if (kind !== 'vdso' && kind !== 'file-shared') {
-      const runs = native.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+      const runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
       for (let i = 0; i < runs.length; i += 2) {
         rec.runs.push([runs[i], runs[i + 1]]);
         allRuns.push(runs[i], runs[i + 1]);
@@ -134,11 +134,11 @@ async function dump(proc: ProcessDump): Promise<void> {
   const total = blobOffset;
   let done = 0;
   for (const piece of pieces(allRuns)) {
-    const r = native.dumpPages(pid, piece, blob.fd, blob.crc);
+    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.crc);
     blob.crc = r.crc;
     blob.size += r.bytes;
     done += r.bytes;
-    session.options.onProgress?.('memory', done, total);
+    session.progress({ stage: 'memory', pid: proc.pid, done, total });
   }
   session.image.closeBlob(blob);
   proc.put(NAME, {
@@ -184,22 +184,13 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const pid = stub.pid;
   const image = proc.session.image;
 
-  // 1. Trampoline: scratch data at its start, a `syscall` instruction at its end.
-  const stubVmas = procfs.readMaps(pid);
-  stub.syscallInsn = findSyscallInsn(pid, stubVmas);
-  const tramp = findFreeRange([stubVmas, rec.vmas], SCRATCH_SIZE, 0x10000000);
-  stub.syscall(SYS.mmap, tramp, SCRATCH_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-  const insn = tramp + SCRATCH_SIZE - 16;
-  native.writeMem(pid, insn, Buffer.from([0x0f, 0x05, 0xcc, 0xcc]));
-  stub.syscallInsn = insn;
-  stub.space.int3 = true;
-  stub.adoptScratch(tramp);
+  // 1. Everything of the stub but core's trampoline goes (vdso included: it comes back below).
+  const tramp = proc.trampoline;
+  if (!tramp) throw new Error(`pid ${proc.pid}: core mapped no trampoline (the memory stage runs after processesCreated)`);
+  stub.syscall(SYS.munmap, 0, tramp.start);
+  stub.syscall(SYS.munmap, tramp.end, TASK_SIZE - tramp.end);
 
-  // 2. Everything of the stub but the trampoline goes (vdso included: it comes back below).
-  stub.syscall(SYS.munmap, 0, tramp);
-  stub.syscall(SYS.munmap, tramp + SCRATCH_SIZE, TASK_SIZE - tramp - SCRATCH_SIZE);
-
-  // 3. vdso and vvar at their old addresses (same kernel: same layout, checked).
+  // 2. vdso and vvar at their old addresses (same kernel: same layout, checked).
   const vdsoGroup = rec.vmas.filter((v) => v.kind === 'vdso');
   if (vdsoGroup.length) {
     const base = Math.min(...vdsoGroup.map((v) => v.start));
@@ -213,7 +204,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
     }
   }
 
-  // 4. Every other VMA, in address order.
+  // 3. Every other VMA, in address order.
   const fdCache = new Map<string, number>();
   const fileFd = (path: string, write: boolean): number => {
     const key = `${write ? 'w' : 'r'}:${path}`;
@@ -254,17 +245,17 @@ async function restore(proc: ProcessRestore): Promise<void> {
   }
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
 
-  // 5. Page contents, CRC-checked as they stream.
+  // 4. Page contents, CRC-checked as they stream.
   const runs: number[] = [];
   for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     let off = 0, crc = 0;
     for (const piece of pieces(runs)) {
-      const r = native.restorePages(pid, piece, fd, off, crc);
+      const r = native.mem.restorePages(pid, piece, fd, off, crc);
       off += r.bytes;
       crc = r.crc;
-      proc.session.options.onProgress?.('memory', off, rec.pagesBytes);
+      proc.session.progress({ stage: 'memory', pid: proc.pid, done: off, total: rec.pagesBytes });
     }
     if (off !== rec.pagesBytes) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${rec.pagesFile}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
     image.checkCrc(rec.pagesFile, crc);
@@ -272,7 +263,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
     closeSync(fd);
   }
 
-  // 6. mm fields, auxv and exe link, in one PR_SET_MM_MAP.
+  // 5. mm fields, auxv and exe link, in one PR_SET_MM_MAP.
   const auxv = Buffer.from(rec.auxv, 'base64');
   const auxvAddr = stub.put(auxv, 1024);
   const exeFd = Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
@@ -303,9 +294,25 @@ function checkFile(pid: number, v: VmaRecord): void {
   }
 }
 
-export const memoryPlugin = definePlugin<void>(() => ({
+export const memoryPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
+  claims: { stateClasses: ['memory'] },
+  show: {
+    process: (rec: unknown) => {
+      const m = rec as MemoryRecord;
+      const hex = (n: number) => n.toString(16).padStart(12, '0');
+      const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+      return [
+        `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved; exe ${m.exe}`,
+        ...m.vmas.map((v) => {
+          const saved = v.runs.reduce((a, r) => a + r[1], 0);
+          return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}`;
+        }),
+      ];
+    },
+  },
   apply(hooks) {
     hooks.memory.dump.tapPromise(NAME, dump);
     hooks.memory.restore.tapPromise(NAME, restore);

@@ -120,11 +120,11 @@ async function processesCreated(session: RestoreSession): Promise<void> {
       }
     } else {
       child.syscall(SYS.kill, vpid(z.pid), sig);
-      native.cont(child.pid, 0);
+      native.ptrace.cont(child.pid, 0);
       for (let i = 0; i < 10; i++) {
-        const st = native.waitStop(child.pid, 5000);
+        const st = native.ptrace.waitStop(child.pid, 5000);
         if (st.kind === 'exited' || st.kind === 'killed') break;
-        native.cont(child.pid, st.kind === 'signal' ? st.signal : 0);
+        native.ptrace.cont(child.pid, st.kind === 'signal' ? st.signal : 0);
       }
     }
   }
@@ -165,9 +165,12 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   stub.syscall(SYS.setresuid, uid[0], uid[1], uid[2]);
 }
 
-export const pidsPlugin = definePlugin<void>(() => ({
+export const pidsPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'the process tree: pids, parents, sessions, groups, zombies, names, credentials, rlimits, personality',
+  claims: { stateClasses: ['pids', 'credentials'] },
+  show: { process: (rec: unknown) => [`command: ${((rec as PidsRecord).cmdline ?? []).join(' ')}`] },
   apply(hooks) {
     hooks.pids.dump.tapPromise(NAME, dump);
     hooks.pids.restore.tapPromise(NAME, restore);

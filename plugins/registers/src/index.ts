@@ -84,9 +84,9 @@ async function dumpThreads(proc: ProcessDump): Promise<void> {
     const base = t.scratch();
     t.syscall(SYS.prctl, PR_GET_TID_ADDRESS, base, 0, 0, 0);
     th.clearChildTid = hex(t.read(base, 8).readBigUInt64LE(0));
-    const rseq = native.getRseq(t.pid);
+    const rseq = native.ptrace.getRseq(t.pid);
     th.rseq = rseq ? { pointer: hex(rseq.pointer), size: rseq.size, signature: rseq.signature } : null;
-    const robust = native.getRobustList(t.pid);
+    const robust = native.ptrace.getRobustList(t.pid);
     th.robustList = { head: hex(robust.head), len: robust.len };
     th.comm = readFileSync(`/proc/${proc.pid}/task/${t.pid}/comm`, 'utf8').replace(/\n$/, '');
     t.syscall(SYS.sigaltstack, 0, base);
@@ -108,7 +108,7 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     if (handler === 0n && flags === 0n && mask === 0n) continue; // SIG_DFL, nothing to restore
     rec.sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
   }
-  rec.sharedPending = native.peekSiginfo(pid, true).map((b) => b.toString('base64'));
+  rec.sharedPending = native.ptrace.peekSiginfo(pid, true).map((b) => b.toString('base64'));
   rec.itimers = [];
   for (const which of [0, 1, 2]) {
     tracee.syscall(SYS.getitimer, which, base);
@@ -117,15 +117,15 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     if (us(16) > 0) rec.itimers.push([which, us(0), us(16)]);
   }
   proc.threads.forEach((t, i) => {
-    rec.threads[i].sigmask = hex(native.getSigmask(t.pid));
-    rec.threads[i].pending = native.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
+    rec.threads[i].sigmask = hex(native.ptrace.getSigmask(t.pid));
+    rec.threads[i].pending = native.ptrace.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
   });
 }
 
 async function dumpRegisters(proc: ProcessDump): Promise<void> {
   const rec = recordOf(proc);
   proc.threads.forEach((t, i) => {
-    const xstate = native.getXstate(t.pid);
+    const xstate = native.ptrace.getXstate(t.pid);
     rec.threads[i].gpr = t.frozenRegs.toString('base64');
     rec.threads[i].xstate = xstate.toString('base64');
     rec.xstateSize = xstate.length;
@@ -152,7 +152,7 @@ async function restoreSignals(proc: ProcessRestore): Promise<void> {
   if (!rec || !stub) return;
   // Everything blocked until the very end, so queued signals wait for the real masks (threads
   // created later inherit this mask).
-  native.setSigmask(stub.pid, ALL_SIGNALS);
+  native.ptrace.setSigmask(stub.pid, ALL_SIGNALS);
   for (const a of rec.sigactions) {
     const b = Buffer.alloc(32);
     [a.handler, a.flags, a.restorer, a.mask].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
@@ -224,7 +224,7 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<RegistersRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  const here = native.getXstate(stub.pid);
+  const here = native.ptrace.getXstate(stub.pid);
   if (here.length !== rec.xstateSize) {
     throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
       `the image's FPU/vector state (XSTATE ${rec.xstateSize} bytes, xcr0 ${rec.xcr0}) does not fit this CPU (${here.length} bytes)`,
@@ -239,19 +239,43 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
     });
     stub.syscall(SYS.setitimer, which, stub.put(v, 0), 0);
   }
-  // The last remote syscall: the trampoline goes. From here on no task runs injected code.
-  stub.releaseScratch();
+  // Registers last: core removes its trampoline after beforeResume, with one more injected
+  // syscall that puts back the registers it found (these).
   rec.threads.forEach((th, i) => {
     const tid = proc.threads[i].pid;
-    native.setXstate(tid, Buffer.from(th.xstate, 'base64'));
-    native.setRegs(tid, resumeRegisters(Buffer.from(th.gpr, 'base64')));
-    native.setSigmask(tid, BigInt(th.sigmask));
+    native.ptrace.setXstate(tid, Buffer.from(th.xstate, 'base64'));
+    native.ptrace.setRegs(tid, resumeRegisters(Buffer.from(th.gpr, 'base64')));
+    native.ptrace.setSigmask(tid, BigInt(th.sigmask));
   });
 }
 
-export const registersPlugin = definePlugin<void>(() => ({
+const SIGNAMES = ['', 'HUP', 'INT', 'QUIT', 'ILL', 'TRAP', 'ABRT', 'BUS', 'FPE', 'KILL', 'USR1', 'SEGV', 'USR2', 'PIPE', 'ALRM', 'TERM',
+  'STKFLT', 'CHLD', 'CONT', 'STOP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'XCPU', 'XFSZ', 'VTALRM', 'PROF', 'WINCH', 'IO', 'PWR', 'SYS'];
+const sigName = (n: number) => SIGNAMES[n] ?? `RT${n - 32}`;
+
+/** `ckpt show`: handlers, threads, where each thread stopped and what it blocks. */
+function describeRegisters(regs: RegistersRecord): string[] {
+  const out: string[] = [];
+  out.push(`signals: handlers for ${regs.sigactions.filter((a) => BigInt(a.handler) > 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; ` +
+    `ignored ${regs.sigactions.filter((a) => BigInt(a.handler) === 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}`);
+  out.push(`threads: ${regs.threads.length} (xstate ${regs.xstateSize} bytes each)`);
+  for (const t of regs.threads) {
+    const regsBuf = Buffer.from(t.gpr, 'base64');
+    const orig = regsBuf.readBigInt64LE(120);
+    const blocked = BigInt(t.sigmask);
+    const names = [];
+    for (let s = 1; s <= 64; s++) if (blocked & (1n << BigInt(s - 1))) names.push(sigName(s));
+    out.push(`  tid ${t.tid} (${t.comm}) rip 0x${regsBuf.readBigUInt64LE(128).toString(16)}${orig >= 0n ? `, in syscall ${orig}` : ''}; blocked ${names.join(' ') || 'none'}`);
+  }
+  return out;
+}
+
+export const registersPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
+  version: '0.2.0',
+  description: 'threads (tids, rseq, robust lists), signals (dispositions, masks, pending, timers, altstack), registers and FPU/vector state',
+  claims: { stateClasses: ['threads', 'signals', 'registers'] },
+  show: { process: (rec: unknown) => describeRegisters(rec as RegistersRecord) },
   apply(hooks) {
     hooks.threads.dump.tapPromise(NAME, dumpThreads);
     hooks.signals.dump.tapPromise(NAME, dumpSignals);

@@ -18,7 +18,8 @@
  * the restore does not undo operations it made before the dump.
  */
 import { closeSync, openSync, readSync, readlinkSync } from 'node:fs';
-import { CkptError, definePlugin, logger, procfs, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { z } from 'zod';
+import { CkptError, createSessionState, definePlugin, logger, procfs, type ImageReader, type ProcessRecord, type DumpSession, type PluginContext, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
 import { native, SYS, type IpcObject } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-sysv-ipc';
@@ -72,7 +73,7 @@ async function afterDump(session: DumpSession): Promise<void> {
     }
   }
   const attached = new Set(session.processes.flatMap((p) => (p.get<SysvProcessRecord>(NAME)?.attachments ?? []).map((a) => a.shmid)));
-  let objects = native.ipcSnapshot(namespace ? root : 0, true);
+  let objects = native.ipc.ipcSnapshot(namespace ? root : 0, true);
   if (!namespace) objects = objects.filter((o) => o.kind === 'shm' && attached.has(o.id));
   if (!objects.length) return;
   const blob = session.image.openBlob(BLOB);
@@ -102,7 +103,12 @@ interface RestoreState {
   /** Where the objects live: the root stub's IPC namespace, or the host's (0). */
   nsPid: number;
 }
-const states = new WeakMap<RestoreSession, RestoreState>();
+const states = createSessionState('sysv-ipc:restore', (_s: RestoreSession) => ({ state: undefined as RestoreState | undefined }));
+
+/** Options: `remap` (restore --ipc-remap): objects whose ids are taken on the host get new ids. */
+export const sysvIpcOptions = z.strictObject({ remap: z.boolean().optional() });
+export type SysvIpcOptions = z.infer<typeof sysvIpcOptions>;
+
 
 function load(session: RestoreSession): SysvRecord | undefined {
   return session.image.manifest.files[RECORD] ? session.image.readJson<SysvRecord>(RECORD) : undefined;
@@ -114,17 +120,17 @@ function describe(o: { kind: string; id: number; key: number }): string {
 }
 
 /** On the host: every key and id must be free, checked before anything is created. */
-async function beforeRestore(session: RestoreSession): Promise<void> {
+async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Promise<void> {
   const record = load(session);
   if (!record) return;
   session.image.verifyBlob(BLOB);
   if (session.newPidNamespace) return;
   {
-    const host = native.ipcSnapshot(0, false);
+    const host = native.ipc.ipcSnapshot(0, false);
     for (const o of record.objects) {
       const sameId = host.find((h) => h.kind === o.kind && h.id === o.id);
       const sameKey = o.key !== 0 ? host.find((h) => h.kind === o.kind && h.key === o.key) : undefined;
-      if (session.options.ipcRemap) {
+      if (opts.remap) {
         if (sameKey) {
           throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: key 0x${(o.key >>> 0).toString(16)} is in use on this host by ${describe(sameKey)}`,
             { hint: 'remove it (ipcrm) or restore the application in its own namespace (ckpt run)' });
@@ -146,7 +152,7 @@ function readBlob(session: RestoreSession, fd: number, r: { offset: number; leng
 }
 
 /** Once every process exists (in its new IPC namespace if any): create the objects. */
-async function processesCreated(session: RestoreSession): Promise<void> {
+async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): Promise<void> {
   const record = load(session);
   if (!record) return;
   const nsPid = session.newPidNamespace ? session.processes[0].stub!.pid : 0;
@@ -161,14 +167,14 @@ async function processesCreated(session: RestoreSession): Promise<void> {
   } finally {
     closeSync(fd);
   }
-  const remap = !!session.options.ipcRemap && !session.newPidNamespace;
+  const remap = !!opts.remap && !session.newPidNamespace;
   let ids: number[];
   try {
-    ids = native.ipcCreate(nsPid, objects, remap);
+    ids = native.ipc.ipcCreate(nsPid, objects, remap);
   } catch (e) {
     const created = ((e as { created?: number[] }).created ?? []).map((id, i) => [objects[i].kind, id] as [string, number]);
     try {
-      native.ipcRemove(nsPid, created);
+      native.ipc.ipcRemove(nsPid, created);
     } catch {
       /* best effort */
     }
@@ -176,8 +182,8 @@ async function processesCreated(session: RestoreSession): Promise<void> {
   }
   const state: RestoreState = { record, ids: new Map(), nsPid };
   objects.forEach((o, i) => state.ids.set(`${o.kind}:${o.id}`, ids[i]));
-  states.set(session, state);
-  session.onRollback(() => native.ipcRemove(nsPid, objects.map((o, i) => [o.kind, ids[i]])));
+  states.of(session).state = state;
+  session.onRollback(() => native.ipc.ipcRemove(nsPid, objects.map((o, i) => [o.kind, ids[i]])));
   const moved = objects.filter((o, i) => ids[i] !== o.id).map((o, i) => `${describe(o)} -> id ${ids[i]}`);
   if (moved.length) process.stderr.write(`ckpt: --ipc-remap: ${moved.join('; ')}\n`);
 }
@@ -185,7 +191,7 @@ async function processesCreated(session: RestoreSession): Promise<void> {
 async function restoreProcess(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<SysvProcessRecord>(NAME);
   const stub = proc.stub;
-  const state = states.get(proc.session);
+  const state = states.of(proc.session).state;
   if (!rec || !stub || !rec.attachments.length) return;
   for (const a of rec.attachments) {
     const id = state?.ids.get(`shm:${a.shmid}`);
@@ -198,23 +204,49 @@ async function restoreProcess(proc: ProcessRestore): Promise<void> {
 
 /** Segments removed while attached are removed again, once everyone is attached. */
 async function afterRestore(session: RestoreSession): Promise<void> {
-  const state = states.get(session);
+  const state = states.of(session).state;
   if (!state) return;
   const gone = state.record.objects.filter((o) => o.kind === 'shm' && o.destroyed).map((o) => ['shm', state.ids.get(`shm:${o.id}`)!] as [string, number]);
-  if (gone.length) native.ipcRemove(state.nsPid, gone);
+  if (gone.length) native.ipc.ipcRemove(state.nsPid, gone);
   log('restored %d objects', state.record.objects.length);
 }
 
-export const sysvIpcPlugin = definePlugin<void>(() => ({
+/** `ckpt show`: the image's SysV IPC objects and who attaches each segment. */
+function showIpc(image: ImageReader, procs: readonly ProcessRecord[]) {
+  if (!image.manifest.files[RECORD]) return undefined;
+  const rec = image.readJson<SysvRecord>(RECORD);
+  const json = {
+    namespace: rec.namespace,
+    objects: rec.objects.map((o) => ({
+      kind: o.kind, key: o.key, id: o.id, destroyed: !!o.destroyed,
+      amount: o.kind === 'shm' ? `${o.size} bytes` : o.kind === 'msg' ? `${o.messages?.length ?? 0} messages` : `${o.values?.length ?? 0} semaphores`,
+      attachedBy: procs.flatMap((p) => ((p.records[NAME] as SysvProcessRecord | undefined)?.attachments ?? [])
+        .filter((a) => o.kind === 'shm' && a.shmid === o.id).map((a) => `${p.pid}@0x${a.start.toString(16)}${a.perms[1] === 'w' ? '' : ' ro'}`)),
+    })),
+  };
+  const lines = [
+    `SysV IPC (${json.namespace ? "the application's own IPC namespace" : 'attached on the host'}):`,
+    '  KIND  KEY         ID      SIZE/COUNT        ATTACHED BY',
+    ...json.objects.map((o) => `  ${o.kind.padEnd(5)} ${('0x' + (o.key >>> 0).toString(16).padStart(8, '0')).padEnd(11)} ${String(o.id).padEnd(7)} ${o.amount.padEnd(17)} ${o.attachedBy.join(', ') || '-'}${o.destroyed ? ' (removed, still attached)' : ''}`),
+  ];
+  return { key: 'ipc', json, lines };
+}
+
+export const sysvIpcPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
-  apply(hooks) {
+  version: '0.2.0',
+  description: 'SysV shared memory (contents, attachments), message queues, semaphore sets',
+  options: sysvIpcOptions,
+  flags: [{ command: 'restore' as const, flags: '--ipc-remap', description: 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)', option: 'remap' }],
+  claims: { stateClasses: ['sysvipc' as const] },
+  show: { image: showIpc },
+  apply(hooks, ctx: PluginContext<SysvIpcOptions>) {
     hooks.sysvipc.dump.tapPromise(NAME, dumpProcess);
     hooks.session.afterDump.tapPromise(NAME, afterDump);
-    hooks.session.beforeRestore.tapPromise(NAME, beforeRestore);
-    hooks.session.processesCreated.tapPromise(NAME, processesCreated);
+    hooks.session.beforeRestore.tapPromise(NAME, async (s) => beforeRestore(s, ctx.options(s) ?? {}));
+    hooks.session.processesCreated.tapPromise(NAME, async (s) => processesCreated(s, ctx.options(s) ?? {}));
     hooks.sysvipc.restore.tapPromise(NAME, restoreProcess);
-    hooks.session.afterRestore.tapPromise(NAME, afterRestore);
+    hooks.session.beforeResume.tapPromise(NAME, afterRestore);
   },
 }));
 

@@ -13,7 +13,7 @@
  *                the restorer in repair mode, sets where each queue starts, binds, connects (no
  *                packet is sent in repair mode), sets the options, refills both queues, sets the
  *                window, and leaves repair mode once every process of the image is built
- *                (session.afterRestore), so that two ends restored together never meet half-built.
+ *                (session.beforeResume), so that two ends restored together never meet half-built.
  *   other        unconnected sockets (bound or not) are recreated with their options;
  *                a connect in progress (SYN_SENT) is issued again; connections already closing
  *                (CLOSE_WAIT, FIN_WAIT*, LAST_ACK, CLOSING) come back reset, with a note.
@@ -38,9 +38,8 @@
  *   - dump --leave-running: the repair window is as short as it can be (enter, read, leave within
  *     files.dumpFd) and the block is removed at once: the connection is blocked only while it
  *     is read.
- *   - a failed dump: the engine thaws the processes through ProcessControl.thawAll, which this
- *     plugin wraps for the session: sockets are taken out of repair mode and blocks removed
- *     before anything runs again.
+ *   - a failed dump (session.dumpFailed, before core thaws anything): sockets are taken out of
+ *     repair mode and blocks removed before anything runs again.
  *   - restore blocks the connection too (a no-op when the dump left it blocked) from before the
  *     socket exists until it has left repair mode. A failed restore closes the half-built
  *     sockets in repair mode (silently) and keeps the blocks the dump made, so that a second
@@ -58,19 +57,19 @@
  * again), urgent data, TCP_MD5SIG keys, TCP_FASTOPEN cookies, multicast memberships; buffer
  * sizes (SO_SNDBUF/SO_RCVBUF) of TCP connections (they autotune; listeners and UDP keep theirs).
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, readlinkSync } from 'node:fs';
+import { closeSync, readlinkSync } from 'node:fs';
+import { z } from 'zod';
 import {
-  CkptError, definePlugin, logger, type DumpSession, type FdDumpRequest, type FdRecord, type PluginContext, type ProcessDump,
-  type ProcessRestore, type RestoreSession,
+  CkptError, createSessionState, definePlugin, logger, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord, type NetworkLock,
+  type PluginContext, type SocketRow, type ProcessDump, type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { native } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-tcp';
 const log = logger('plugin:tcp');
 
-export type InetAddr = Parameters<typeof native.sockBind>[1];
-type ConnState = ReturnType<typeof native.tcpDumpConn>;
+export type InetAddr = Parameters<typeof native.sock.sockBind>[1];
+type ConnState = ReturnType<typeof native.sock.tcpDumpConn>;
 
 /** TCP_INFO states. */
 export const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
@@ -155,125 +154,22 @@ export function describeSocket(d: Pick<InetSocketData, 'proto' | 'family' | 'loc
 }
 
 // ------------------------------------------------------------------------------------------------
-// Peer blocking with nftables
-
-const TABLE = 'ckpt';
-
-/** The nft set and its two elements (both directions) for a connection's 4-tuple. */
-function elements(local: InetAddr, peer: InetAddr): { set: 'tcp4' | 'tcp6'; elems: string[] } {
-  const v4mapped = (a: InetAddr) => (a.family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(a.addr) ? a.addr.slice(7) : undefined);
-  const l4 = v4mapped(local), p4 = v4mapped(peer);
-  const v4 = local.family === 4 || (l4 !== undefined && p4 !== undefined);
-  const la = v4 ? (l4 ?? local.addr) : local.addr, pa = v4 ? (p4 ?? peer.addr) : peer.addr;
-  return { set: v4 ? 'tcp4' : 'tcp6', elems: [`${la} . ${local.port} . ${pa} . ${peer.port}`, `${pa} . ${peer.port} . ${la} . ${local.port}`] };
-}
-
-/** A system command by absolute path when PATH lacks the sbin directories. */
-const sbin = (name: string) => ['/usr/sbin/', '/sbin/', '/usr/bin/', '/bin/'].map((d) => d + name).find((p) => existsSync(p)) ?? name;
-
-/** Runs an nft script, in the network namespace of `nsPid` when it is not ours. */
-function nft(script: string, nsPid?: number): void {
-  const args = ['-f', '-'];
-  const [cmd, argv] = nsPid ? [sbin('nsenter'), [`--net=/proc/${nsPid}/ns/net`, sbin('nft'), ...args]] : [sbin('nft'), args];
-  try {
-    execFileSync(cmd, argv, { input: script, stdio: ['pipe', 'ignore', 'pipe'] });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
-    if (err.code === 'ENOENT') {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED', `${nsPid ? 'nsenter or nft' : 'nft'} is not installed: TCP connections are blocked with nftables while they are checkpointed`,
-        { hint: 'apt-get install nftables' });
-    }
-    throw new Error(`nft: ${(err.stderr?.toString() ?? err.message).trim().split('\n').slice(0, 3).join(' | ')}`);
-  }
-}
-
-function ensureTable(nsPid?: number): void {
-  const rule = (hook: string) =>
-    `add chain inet ${TABLE} ${hook} { type filter hook ${hook} priority -300; policy accept; }\n` +
-    `add rule inet ${TABLE} ${hook} ip saddr . tcp sport . ip daddr . tcp dport @tcp4 drop\n` +
-    `add rule inet ${TABLE} ${hook} ip6 saddr . tcp sport . ip6 daddr . tcp dport @tcp6 drop\n`;
-  try {
-    // One transaction: `create table` fails if the table exists, and then nothing is added twice.
-    nft(`create table inet ${TABLE}\n` +
-      `add set inet ${TABLE} tcp4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }\n` +
-      `add set inet ${TABLE} tcp6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }\n` +
-      rule('prerouting') + rule('output'), nsPid);
-  } catch (e) {
-    if (e instanceof CkptError || !/exists/i.test((e as Error).message)) throw e;
-  }
-}
-
-/** The connections one dump or restore blocked, so that it can unblock them. */
-class Blocks {
-  private readonly held = new Map<string, { set: string; elem: string; nsPid?: number }>();
-  private tableReady = new Set<string>();
-
-  block(local: InetAddr, peer: InetAddr, nsPid?: number): void {
-    const { set, elems } = elements(local, peer);
-    const fresh = elems.filter((e) => !this.held.has(`${nsPid ?? 0}|${e}`));
-    if (!fresh.length) return;
-    if (!this.tableReady.has(String(nsPid ?? 0))) {
-      ensureTable(nsPid);
-      this.tableReady.add(String(nsPid ?? 0));
-    }
-    nft(`add element inet ${TABLE} ${set} { ${fresh.join(', ')} }\n`, nsPid);
-    for (const e of fresh) this.held.set(`${nsPid ?? 0}|${e}`, { set, elem: e, nsPid });
-  }
-
-  unblock(local: InetAddr, peer: InetAddr, nsPid?: number): void {
-    const { set, elems } = elements(local, peer);
-    for (const e of elems) this.held.delete(`${nsPid ?? 0}|${e}`);
-    unblock(set, elems, nsPid);
-  }
-
-  unblockAll(): void {
-    const groups = new Map<string, { set: string; elems: string[]; nsPid?: number }>();
-    for (const b of this.held.values()) {
-      const key = `${b.nsPid ?? 0}|${b.set}`;
-      const g = groups.get(key) ?? { set: b.set, elems: [], nsPid: b.nsPid };
-      g.elems.push(b.elem);
-      groups.set(key, g);
-    }
-    this.held.clear();
-    for (const g of groups.values()) unblock(g.set, g.elems, g.nsPid);
-  }
-}
-
-/** Removes elements (each on its own when the batch fails: one may be gone already). */
-function unblock(set: string, elems: string[], nsPid?: number): void {
-  try {
-    nft(`delete element inet ${TABLE} ${set} { ${elems.join(', ')} }\n`, nsPid);
-  } catch {
-    for (const e of elems) {
-      try {
-        nft(`delete element inet ${TABLE} ${set} { ${e} }\n`, nsPid);
-      } catch {
-        /* not there (or no table): nothing to unblock */
-      }
-    }
-  }
-}
-
-// ------------------------------------------------------------------------------------------------
 // Dump
 
 interface DumpState {
-  blocks: Blocks;
+  /** The network lock's group for this dump's connections (they stay blocked after a successful dump). */
+  blocks: NetworkLock;
   /** Established connections of the dump: put back in repair mode before the kill. */
   conns: Array<{ pid: number; fd: number; data: InetSocketData }>;
   /** Sockets this plugin left in repair mode (until the kill). */
   inRepair: Array<{ pid: number; fd: number; data: InetSocketData }>;
 }
-const dumps = new WeakMap<DumpSession, DumpState>();
+const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }));
+const dumpState = (session: DumpSession) => dumps.of(session);
 
-function dumpState(session: DumpSession): DumpState {
-  let st = dumps.get(session);
-  if (!st) {
-    st = { blocks: new Blocks(), conns: [], inRepair: [] };
-    dumps.set(session, st);
-  }
-  return st;
-}
+/** Options: `close` (restore --tcp-close): established connections come back reset, for a peer that is gone. */
+export const tcpOptions = z.strictObject({ close: z.boolean().optional() });
+export type TcpOptions = z.infer<typeof tcpOptions>;
 
 /** The network namespace of pid, when it is not ours (nft must run there). */
 function foreignNetns(pid: number): number | undefined {
@@ -290,10 +186,10 @@ function defaultOpts(domain: number, type: number, proto: number): { ints: Map<s
   const key = `${domain}/${type}/${proto}`;
   let d = defaults.get(key);
   if (!d) {
-    const fd = native.inetSocket(domain, type, proto);
+    const fd = native.sock.inetSocket(domain, type, proto);
     try {
       const ints = new Map<string, number | null>();
-      for (const [level, name] of INT_OPTS) ints.set(`${level}/${name}`, native.sockGetInt(fd, level, name));
+      for (const [level, name] of INT_OPTS) ints.set(`${level}/${name}`, native.sock.sockGetInt(fd, level, name));
       d = { ints, cc: proto === IPPROTO_TCP ? congestion(fd) : undefined };
     } finally {
       closeSync(fd);
@@ -304,7 +200,7 @@ function defaultOpts(domain: number, type: number, proto: number): { ints: Map<s
 }
 
 function congestion(fd: number): string | undefined {
-  return native.sockGetBytes(fd, IPPROTO_TCP, TCP_CONGESTION, 16)?.toString('latin1').replace(/\0.*$/s, '') || undefined;
+  return native.sock.sockGetBytes(fd, IPPROTO_TCP, TCP_CONGESTION, 16)?.toString('latin1').replace(/\0.*$/s, '') || undefined;
 }
 
 function readOptions(fd: number, domain: number, type: number, proto: number, connected: boolean): Pick<InetSocketData, 'opts' | 'rawOpts'> {
@@ -319,15 +215,15 @@ function readOptions(fd: number, domain: number, type: number, proto: number, co
     if (which === 'udp6' && (domain !== AF_INET6 || proto !== IPPROTO_UDP)) continue;
     // Connections autotune their buffers: keeping the size would freeze it.
     if (which === 'nobuf' && proto === IPPROTO_TCP && connected) continue;
-    const v = native.sockGetInt(fd, level, name);
+    const v = native.sock.sockGetInt(fd, level, name);
     if (v === null || v === def.ints.get(`${level}/${name}`)) continue;
     // The kernel doubles buffer sizes it is given.
     opts.push([level, name, name === SO_SNDBUF || name === SO_RCVBUF ? v >> 1 : v]);
   }
   const rawOpts: Array<[number, number, string]> = [];
-  const linger = native.sockGetBytes(fd, SOL_SOCKET, SO_LINGER, 8);
+  const linger = native.sock.sockGetBytes(fd, SOL_SOCKET, SO_LINGER, 8);
   if (linger && linger.readInt32LE(0)) rawOpts.push([SOL_SOCKET, SO_LINGER, linger.toString('base64')]);
-  const dev = native.sockGetBytes(fd, SOL_SOCKET, SO_BINDTODEVICE, 16);
+  const dev = native.sock.sockGetBytes(fd, SOL_SOCKET, SO_BINDTODEVICE, 16);
   if (dev && dev.length && dev[0]) rawOpts.push([SOL_SOCKET, SO_BINDTODEVICE, dev.toString('base64')]);
   if (proto === IPPROTO_TCP) {
     const cc = congestion(fd);
@@ -337,10 +233,10 @@ function readOptions(fd: number, domain: number, type: number, proto: number, co
 }
 
 function makeDumpFd(ctx: PluginContext) {
-  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord | undefined> {
+  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<InetSocketData> | undefined> {
     if (req.kind !== 'socket') return undefined;
     const fd = req.dupFd;
-    const info = native.sockInfo(fd);
+    const info = native.sock.sockInfo(fd);
     if (info.domain !== AF_INET && info.domain !== AF_INET6) return undefined;
     const tcp = info.type === SOCK_STREAM && info.protocol === IPPROTO_TCP;
     const udp = info.type === SOCK_DGRAM && info.protocol === IPPROTO_UDP;
@@ -361,7 +257,7 @@ function makeDumpFd(ctx: PluginContext) {
     };
     const what = `pid ${proc.pid} fd ${req.fd} (${describeSocket(data)})`;
     if (udp) {
-      const q = native.udpPeek(fd);
+      const q = native.sock.udpPeek(fd);
       data.datagrams = q.map((d) => ({ from: d.from, data: d.data.toString('base64') }));
       data.recvQueue = q.reduce((a, d) => a + d.data.length, 0);
     } else if (state === LISTEN) {
@@ -379,9 +275,9 @@ function makeDumpFd(ctx: PluginContext) {
       // goes on running, until the restored socket has left repair mode).
       st.blocks.block(info.local, info.peer, nsPid);
       let conn: ConnState;
-      native.tcpRepair(fd, 1);
+      native.sock.tcpRepair(fd, 1);
       try {
-        conn = native.tcpDumpConn(fd);
+        conn = native.sock.tcpDumpConn(fd);
       } finally {
         leaveRepair(fd, data, -1);
       }
@@ -400,21 +296,21 @@ function makeDumpFd(ctx: PluginContext) {
       data.note = `connection in state ${data.state} is restored reset`;
       ctx.log('%s: %s', what, data.note);
     }
-    return { fd: req.fd, plugin: NAME, kind: data.proto, cloexec: false, data };
+    return { kind: data.proto, data };
   };
 }
 
 /** Leaving repair mode resets the address reuse flag: SO_REUSEADDR is set again as it was. */
 function leaveRepair(fd: number, d: InetSocketData, mode: 0 | -1): void {
-  native.tcpRepair(fd, mode);
+  native.sock.tcpRepair(fd, mode);
   const reuse = d.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR);
-  if (reuse) native.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, reuse[2]);
+  if (reuse) native.sock.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, reuse[2]);
 }
 
 function withFd<T>(pid: number, fd: number, fn: (ours: number) => T): T {
-  const pidfd = native.pidfdOpen(pid);
+  const pidfd = native.proc.pidfdOpen(pid);
   try {
-    const ours = native.pidfdGetfd(pidfd, fd);
+    const ours = native.proc.pidfdGetfd(pidfd, fd);
     try {
       return fn(ours);
     } finally {
@@ -427,19 +323,18 @@ function withFd<T>(pid: number, fd: number, fn: (ours: number) => T): T {
 
 /** Success: unless the processes go on running, their connections die in repair mode (silently). */
 async function afterDump(session: DumpSession): Promise<void> {
-  const st = dumps.get(session);
+  const st = dumps.peek(session);
   if (!st || session.options.leaveRunning) return;
   for (const c of st.conns) {
-    withFd(c.pid, c.fd, (fd) => native.tcpRepair(fd, 1));
+    withFd(c.pid, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
     st.inRepair.push(c);
   }
 }
 
 /** Failure: before the engine thaws anything, connections leave repair mode and are unblocked. */
-function undoDump(session: DumpSession, ctx: PluginContext): void {
-  const st = dumps.get(session);
+async function undoDump(session: DumpSession, ctx: PluginContext<TcpOptions>): Promise<void> {
+  const st = dumps.peek(session);
   if (!st) return;
-  dumps.delete(session);
   for (const s of st.inRepair.splice(0)) {
     try {
       withFd(s.pid, s.fd, (fd) => leaveRepair(fd, s.data, 0));
@@ -454,47 +349,29 @@ function undoDump(session: DumpSession, ctx: PluginContext): void {
   }
 }
 
-function beforeDump(ctx: PluginContext) {
-  return async (session: DumpSession): Promise<void> => {
-    // The engine's failure path thaws every process through thawAll (no hook runs there):
-    // wrap it for this session's ProcessControl, so sockets are repaired first.
-    const pc = session.services.processes;
-    const thawAll = pc.thawAll.bind(pc);
-    pc.thawAll = () => {
-      undoDump(session, ctx);
-      thawAll();
-    };
-  };
-}
-
 // ------------------------------------------------------------------------------------------------
 // Restore
 
 interface RestoreState {
   /** Blocks this restore made (removed at the end, or on failure). */
-  blocks: Blocks;
+  blocks: NetworkLock;
   /** Blocks the dump made (added again, a no-op unless someone removed them; removed at the end only). */
-  dumpBlocks: Blocks;
+  dumpBlocks: NetworkLock;
   /** Our own duplicates of the sockets still in repair mode, with their records. */
   repaired: Array<{ fd: number; data: InetSocketData }>;
 }
-const restores = new WeakMap<RestoreSession, RestoreState>();
+const restores = createSessionState('tcp:restore', (session: RestoreSession): RestoreState => {
+  const state: RestoreState = { blocks: session.services.netlock.group(), dumpBlocks: session.services.netlock.group(), repaired: [] };
+  // A failed restore: the half-built sockets are closed in repair mode (silently), and only
+  // the blocks this restore made are removed (the dump's stay for the next try).
+  session.onRollback(() => {
+    for (const r of state.repaired.splice(0)) closeQuietly(r.fd);
+    state.blocks.unblockAll();
+  });
+  return state;
+});
 
-function restoreState(session: RestoreSession): RestoreState {
-  let st = restores.get(session);
-  if (!st) {
-    const state: RestoreState = { blocks: new Blocks(), dumpBlocks: new Blocks(), repaired: [] };
-    restores.set(session, state);
-    // A failed restore: the half-built sockets are closed in repair mode (silently), and only
-    // the blocks this restore made are removed (the dump's stay for the next try).
-    session.onRollback(() => {
-      for (const r of state.repaired.splice(0)) closeQuietly(r.fd);
-      state.blocks.unblockAll();
-    });
-    st = state;
-  }
-  return st;
-}
+const restoreState = (session: RestoreSession) => restores.of(session);
 
 function closeQuietly(fd: number): void {
   try {
@@ -507,14 +384,14 @@ function closeQuietly(fd: number): void {
 function setOptions(fd: number, d: InetSocketData, what: string): void {
   for (const [level, name, value] of d.opts) {
     try {
-      native.sockSetInt(fd, level, name, value);
+      native.sock.sockSetInt(fd, level, name, value);
     } catch (e) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot set socket option ${level}/${name} to ${value}: ${(e as Error).message}`, { cause: e });
     }
   }
   for (const [level, name, value] of d.rawOpts ?? []) {
     try {
-      native.sockSetBytes(fd, level, name, Buffer.from(value, 'base64'));
+      native.sock.sockSetBytes(fd, level, name, Buffer.from(value, 'base64'));
     } catch (e) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot set socket option ${level}/${name}: ${(e as Error).message}`, { cause: e });
     }
@@ -523,7 +400,7 @@ function setOptions(fd: number, d: InetSocketData, what: string): void {
 
 function bindOrExplain(fd: number, addr: InetAddr, what: string): void {
   try {
-    native.sockBind(fd, addr);
+    native.sock.sockBind(fd, addr);
   } catch (e) {
     const code = (e as { code?: string }).code;
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot bind ${fmtAddr(addr)}: ${code ?? (e as Error).message}`, {
@@ -537,22 +414,22 @@ function bindOrExplain(fd: number, addr: InetAddr, what: string): void {
 /** Connect in repair mode; an orphaned remains of the old connection holding the 4-tuple is destroyed first. */
 function repairConnect(fd: number, d: InetSocketData, what: string): void {
   try {
-    native.sockConnect(fd, d.peer!);
+    native.sock.sockConnect(fd, d.peer!);
     return;
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code !== 'EADDRNOTAVAIL' && code !== 'EADDRINUSE') throw e;
   }
-  const held = native.tcpDiag(d.local!, d.peer!);
+  const held = native.sock.tcpDiag(d.local!, d.peer!);
   if (held && held.inode !== 0) {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: the connection is open in another socket (inode ${held.inode}, state ${TCP_STATES[held.state]})`,
       { hint: 'the dumped process (or a copy of it) still runs: stop it before restoring' });
   }
   if (held) {
     log('%s: destroying the orphaned remains of the old connection (state %s)', what, TCP_STATES[held.state]);
-    native.tcpDestroy(d.local!, d.peer!);
+    native.sock.tcpDestroy(d.local!, d.peer!);
   }
-  native.sockConnect(fd, d.peer!);
+  native.sock.sockConnect(fd, d.peer!);
 }
 
 /**
@@ -566,27 +443,27 @@ function timestampNow(t: TcpConnData): number {
   return (((t.timestamp + away) >>> 0) & ~1 | usec) >>> 0;
 }
 
-function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: number, what: string): number {
+function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: number, what: string, close: boolean): number {
   const session = proc.session;
   const st = restoreState(session);
   const t = d.tcp!;
   const blocks = d.locked ? st.dumpBlocks : st.blocks;
   blocks.block(d.local!, d.peer!);
-  if (session.options.tcpClose) return native.tcpResetSocket(d.family);
-  const fd = native.inetSocket(domain, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
+  if (close) return native.sock.tcpResetSocket(d.family);
+  const fd = native.sock.inetSocket(domain, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
   try {
     // Options first: repair mode forces address reuse, which SO_REUSEADDR would undo.
     setOptions(fd, d, what);
-    native.tcpRepair(fd, 1);
+    native.sock.tcpRepair(fd, 1);
     const inq = Buffer.from(t.inq, 'base64'), outq = Buffer.from(t.outq, 'base64');
-    native.tcpSetQueueSeqs(fd, (t.inqSeq - inq.length) >>> 0, (t.outqSeq - outq.length) >>> 0);
+    native.sock.tcpSetQueueSeqs(fd, (t.inqSeq - inq.length) >>> 0, (t.outqSeq - outq.length) >>> 0);
     bindOrExplain(fd, d.local!, what);
     repairConnect(fd, d, what);
-    native.tcpRepairFill(fd, {
+    native.sock.tcpRepairFill(fd, {
       options: t.options, sndWscale: t.sndWscale, rcvWscale: t.rcvWscale, mss: t.mss, unsent: t.unsent,
       timestamp: timestampNow(t), inq, outq, ...(t.window ? { window: t.window } : {}),
     });
-    st.repaired.push({ fd: native.fcntl(fd, F_DUPFD_CLOEXEC, 0), data: d });
+    st.repaired.push({ fd: native.fd.fcntl(fd, F_DUPFD_CLOEXEC, 0), data: d });
     return fd;
   } catch (e) {
     closeQuietly(fd);
@@ -598,7 +475,7 @@ function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: num
 async function waitQueued(fd: number, n: number, what: string): Promise<void> {
   const end = Date.now() + 2000;
   for (;;) {
-    const got = native.udpPeek(fd).length;
+    const got = native.sock.udpPeek(fd).length;
     if (got >= n) return;
     if (Date.now() > end) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: only ${got} of ${n} queued datagrams came back`);
     await new Promise((r) => setTimeout(r, 5));
@@ -607,32 +484,31 @@ async function waitQueued(fd: number, n: number, what: string): Promise<void> {
 
 const LOOPBACK: Record<4 | 6, string> = { 4: '127.0.0.1', 6: '::1' };
 
-async function restoreFd(ctx: PluginContext, rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
-  if (rec.plugin !== NAME) return undefined;
+async function restoreFd(ctx: PluginContext<TcpOptions>, rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
   const d = rec.data as InetSocketData;
   const domain = d.family === 6 ? AF_INET6 : AF_INET;
   const what = `pid ${proc.pid} fd ${rec.fd} (${describeSocket(d)})`;
   let fd: number;
   if (d.proto === 'tcp' && d.state === 'ESTABLISHED') {
-    fd = restoreEstablished(proc, d, domain, what);
+    fd = restoreEstablished(proc, d, domain, what, !!ctx.options(proc.session)?.close);
   } else if (d.proto === 'tcp' && !['LISTEN', 'CLOSE', 'SYN_SENT'].includes(d.state)) {
-    fd = native.tcpResetSocket(d.family);
+    fd = native.sock.tcpResetSocket(d.family);
   } else {
-    fd = native.inetSocket(domain, (d.proto === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, d.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
+    fd = native.sock.inetSocket(domain, (d.proto === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, d.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
     try {
       const reuse = d.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? 0;
       setOptions(fd, d, what);
       if (d.state === 'LISTEN') {
         // Connections of this listener restored before it hold its port: reuse for the bind.
-        if (!reuse) native.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+        if (!reuse) native.sock.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
         bindOrExplain(fd, d.local ?? { family: d.family, addr: d.family === 6 ? '::' : '0.0.0.0', port: 0 }, what);
-        native.sockListen(fd, d.backlog ?? 128);
-        if (!reuse) native.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 0);
+        native.sock.sockListen(fd, d.backlog ?? 128);
+        if (!reuse) native.sock.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 0);
       } else if (d.proto === 'tcp' && d.state === 'CLOSE') {
         // Bound and never connected (or closed by a reset): its port is kept when it is free.
         if (d.local) {
           try {
-            native.sockBind(fd, d.local);
+            native.sock.sockBind(fd, d.local);
           } catch (e) {
             ctx.log('%s: left unbound: %s', what, (e as Error).message);
           }
@@ -640,7 +516,7 @@ async function restoreFd(ctx: PluginContext, rec: FdRecord, proc: ProcessRestore
       } else {
         if (d.local) bindOrExplain(fd, d.local, what);
         if (d.peer) {
-          const r = native.sockConnect(fd, d.peer);
+          const r = native.sock.sockConnect(fd, d.peer);
           if (r !== 0 && r !== EINPROGRESS) throw new Error(`connect: ${r}`);
         }
         if (d.datagrams?.length) {
@@ -652,7 +528,7 @@ async function restoreFd(ctx: PluginContext, rec: FdRecord, proc: ProcessRestore
               src = { family: 4, addr: src.addr.slice(7), port: src.port };
               dst = { family: 4, addr: /^::ffff:/i.test(to.addr) ? to.addr.slice(7) : '127.0.0.1', port: to.port };
             }
-            native.udpInject(dst, src, Buffer.from(g.data, 'base64'));
+            native.sock.udpInject(dst, src, Buffer.from(g.data, 'base64'));
           }
           await waitQueued(fd, d.datagrams.length, what);
         }
@@ -663,13 +539,13 @@ async function restoreFd(ctx: PluginContext, rec: FdRecord, proc: ProcessRestore
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: ${(e as Error).message}`, { cause: e });
     }
   }
-  native.fcntl(fd, F_SETFL, d.flags & O_NONBLOCK);
+  native.fd.fcntl(fd, F_SETFL, d.flags & O_NONBLOCK);
   return fd;
 }
 
 /** Every process exists: connections leave repair mode, then their blocks go. */
 async function afterRestore(session: RestoreSession): Promise<void> {
-  const st = restores.get(session);
+  const st = restores.peek(session);
   if (!st) return;
   for (const r of st.repaired) leaveRepair(r.fd, r.data, 0);
   st.blocks.unblockAll();
@@ -678,7 +554,7 @@ async function afterRestore(session: RestoreSession): Promise<void> {
   // that the peer answers with its current window and acknowledgement at once.
   for (const r of st.repaired.splice(0)) {
     try {
-      native.tcpRepair(r.fd, 1);
+      native.sock.tcpRepair(r.fd, 1);
       leaveRepair(r.fd, r.data, 0);
     } catch {
       /* a probe is an optimisation */
@@ -687,15 +563,46 @@ async function afterRestore(session: RestoreSession): Promise<void> {
   }
 }
 
-export const tcpPlugin = definePlugin<void>(() => ({
+/** `ckpt show`: one row per TCP/UDP socket of the image, with every pid:fd holding it. */
+function inetSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>): SocketRow[] {
+  const rows: SocketRow[] = [];
+  const byHolder = new Map<string, SocketRow>();
+  const addr = (a?: InetAddr) => (!a ? '' : a.family === 6 ? `[${a.addr}]:${a.port}` : `${a.addr}:${a.port}`);
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.owner !== NAME) continue;
+      if (f.sameAs) {
+        byHolder.get(`${f.sameAs.pid}:${f.sameAs.fd}`)?.holders.push(`${p.pid}:${f.fd}`);
+        continue;
+      }
+      const i = f.data as InetSocketData;
+      const row: SocketRow = {
+        family: i.family === 6 ? 'inet6' : 'inet', type: i.proto,
+        state: i.state + (i.backlog !== undefined ? ` (backlog ${i.backlog})` : '') + (i.locked ? ' (blocked)' : ''),
+        holders: [`${p.pid}:${f.fd}`], local: addr(i.local) || '*', remote: addr(i.peer),
+        recvQ: i.recvQueue, recvMessages: i.datagrams?.length ?? 0, sendQ: i.sendQueue, ...(i.note ? { note: i.note } : {}),
+      };
+      rows.push(row);
+      byHolder.set(`${p.pid}:${f.fd}`, row);
+    }
+  }
+  return rows;
+}
+
+export const tcpPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
-  apply(hooks, ctx) {
-    hooks.session.beforeDump.tapPromise(NAME, beforeDump(ctx));
-    hooks.files.dumpFd.tapPromise(NAME, makeDumpFd(ctx));
+  version: '0.2.0',
+  description: 'TCP listeners and connections (TCP_REPAIR, behind the network lock), UDP sockets with queued datagrams; IPv4 and IPv6',
+  options: tcpOptions,
+  flags: [{ command: 'restore' as const, flags: '--tcp-close', description: 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone', option: 'close' }],
+  claims: { fdKinds: ['tcp', 'udp'] },
+  show: { sockets: inetSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as InetSocketData) },
+  apply(hooks, ctx: PluginContext<TcpOptions>) {
+    hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx));
     hooks.session.afterDump.tapPromise(NAME, afterDump);
-    hooks.files.restoreFd.tapPromise(NAME, (rec, proc) => restoreFd(ctx, rec, proc));
-    hooks.session.afterRestore.tapPromise(NAME, afterRestore);
+    hooks.session.dumpFailed.tapPromise(NAME, (session) => undoDump(session, ctx));
+    hooks.fds.restore.for(NAME).tapPromise(NAME, (rec, proc) => restoreFd(ctx, rec, proc));
+    hooks.session.beforeResume.tapPromise(NAME, afterRestore);
   },
 }));
 

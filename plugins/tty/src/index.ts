@@ -17,7 +17,7 @@
  * new master; each description of the slave a new open of the new slave (TIOCGPTPEER, same
  * flags); descriptions shared by several fds or processes stay shared (@ckpt/plugin-files). The
  * new pty usually has another number: programs that kept the old name (ttyname) in memory keep
- * the old name. Once every fd is in place (files.afterInstall) the session leader takes the new
+ * the old name. Once every fd is in place (session.fdsInstalled) the session leader takes the new
  * slave as controlling terminal again (TIOCSCTTY, run in the process), and the foreground process
  * group is restored (TIOCSPGRP). A controlling terminal that no process of the image holds an
  * fd on (its only holder, e.g. `script`, was outside) is not restored: the kernel drops a
@@ -61,15 +61,18 @@ import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readlinkSync, 
 import { isatty } from 'node:tty';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 import {
-  CkptError, definePlugin, STAGE, type FdDumpRequest, type FdRecord, type Logger, type ProcessDump, type ProcessRestore,
-  type RestoreSession, type Tracee,
+  CkptError, createSessionState, definePlugin, STAGE, type FdClaim, type FdDumpRequest, type FdRecord, type Logger, type PluginContext, type ProcessDump,
+  type ProcessRestore, type RestoreSession, type Tracee,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-tty';
-const FILES = '@ckpt/plugin-files';
-const PIDS = '@ckpt/plugin-pids';
+
+/** Options: `terminal` (restore --tty): the restored processes get the restorer's own terminal. */
+export const ttyOptions = z.strictObject({ terminal: z.boolean().optional() });
+export type TtyOptions = z.infer<typeof ttyOptions>;
 
 /** What this plugin stores per open description of a pty (FdRecord.data; kind "ptmx" or "pts"). */
 export interface TtyFdData {
@@ -150,7 +153,7 @@ function ioctlRead(t: Tracee, fd: number, req: number, size: number, off: number
   return t.read(addr, size);
 }
 
-async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord | undefined> {
+async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<TtyFdData> | undefined> {
   if (req.kind !== 'chr') return undefined;
   const t = proc.tracee;
   const { major, minor } = devParts(req.stat.rdev);
@@ -189,7 +192,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord |
     if (ioctlRead(t, req.fd, TIOCGPKT, 4, 128)?.readInt32LE(0)) data.packet = true;
     if (ioctlRead(t, req.fd, TIOCGPTLCK, 4, 136)?.readInt32LE(0)) data.locked = true;
   }
-  return { fd: req.fd, plugin: NAME, kind: side === 'master' ? 'ptmx' : 'pts', cloexec: false, data };
+  return { kind: side === 'master' ? 'ptmx' : 'pts', data };
 }
 
 /** The controlling terminal of the process, when it is a pty. */
@@ -235,7 +238,7 @@ interface TtyState {
   done: boolean;
 }
 
-const states = new WeakMap<RestoreSession, TtyState>();
+const states = createSessionState('tty:restore', (_s: RestoreSession) => ({ state: undefined as TtyState | undefined }));
 
 function closeQuietly(fd: number): void {
   try {
@@ -243,10 +246,6 @@ function closeQuietly(fd: number): void {
   } catch {
     /* closed */
   }
-}
-
-function filesOf(proc: { get<T>(plugin: string): T | undefined }): FdRecord[] {
-  return proc.get<{ fds: FdRecord[] }>(FILES)?.fds ?? [];
 }
 
 /** The restorer's own terminal: the first of stdin, stdout, stderr that is a tty. */
@@ -260,7 +259,7 @@ function restorerTerminal(): number | undefined {
   });
 }
 
-function plan(session: RestoreSession, log: Logger): TtyState {
+function plan(session: RestoreSession, opts: TtyOptions, log: Logger): TtyState {
   const state: TtyState = { ptys: new Map(), open: new Set(), fdData: new Map(), done: false };
   const planFor = (d: { index: number }): PtyPlan => {
     let p = state.ptys.get(d.index);
@@ -268,11 +267,10 @@ function plan(session: RestoreSession, log: Logger): TtyState {
     return p;
   };
   for (const proc of session.processes) {
-    for (const r of filesOf(proc)) {
-      const shared = r.data as { sameAs?: number; pid?: number };
+    for (const r of proc.fds) {
       let d: TtyFdData | undefined;
-      if (r.plugin === NAME) d = r.data as TtyFdData;
-      else if (shared.sameAs !== undefined) d = state.fdData.get(`${shared.pid ?? proc.pid}:${shared.sameAs}`);
+      if (r.sameAs) d = state.fdData.get(`${r.sameAs.pid}:${r.sameAs.fd}`);
+      else if (r.owner === NAME) d = r.data as TtyFdData;
       if (!d) continue;
       state.fdData.set(`${proc.pid}:${r.fd}`, d);
       const p = planFor(d);
@@ -292,7 +290,7 @@ function plan(session: RestoreSession, log: Logger): TtyState {
       planFor(rec.ctty).controlled.push(proc.pid);
     }
   }
-  if (session.options.tty) {
+  if (opts.terminal) {
     const fd = restorerTerminal();
     if (fd === undefined) {
       throw new CkptError('ERR_CKPT_USAGE',
@@ -334,7 +332,7 @@ function imageTerminal(session: RestoreSession, state: TtyState): number | undef
 }
 
 function stateOf(session: RestoreSession): TtyState {
-  const s = states.get(session);
+  const s = states.of(session).state;
   if (!s) throw new Error('tty plugin: no restore state (beforeRestore did not run)');
   return s;
 }
@@ -367,12 +365,12 @@ function int32(v: number): Buffer {
 
 /** Runs fn with SIGTTOU blocked in the task (terminal changes from a background group). */
 function withSigttouBlocked<T>(t: Tracee, fn: () => T): T {
-  const old = native.getSigmask(t.pid);
-  native.setSigmask(t.pid, old | (1n << BigInt(SIGTTOU - 1)));
+  const old = native.ptrace.getSigmask(t.pid);
+  native.ptrace.setSigmask(t.pid, old | (1n << BigInt(SIGTTOU - 1)));
   try {
     return fn();
   } finally {
-    native.setSigmask(t.pid, old);
+    native.ptrace.setSigmask(t.pid, old);
   }
 }
 
@@ -404,9 +402,9 @@ function openSlave(p: PtyPlan, proc: ProcessRestore, state: TtyState, flags: num
   const t = stubOf(proc);
   return inProcess(proc, m, (fd) => {
     const peer = Number(t.syscall(SYS.ioctl, fd, TIOCGPTPEER, (flags & KEEP_FLAGS) | O_NOCTTY | O_CLOEXEC));
-    const pidfd = native.pidfdOpen(t.pid);
+    const pidfd = native.proc.pidfdOpen(t.pid);
     try {
-      return native.pidfdGetfd(pidfd, peer);
+      return native.proc.pidfdGetfd(pidfd, peer);
     } finally {
       closeSync(pidfd);
       t.syscallRaw(SYS.close, peer);
@@ -432,15 +430,14 @@ function openTerminal(p: PtyPlan, proc: ProcessRestore, state: TtyState, flags: 
 
 function makeRestoreFd(log: Logger) {
   return async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
-    if (rec.plugin !== NAME) return undefined;
     const d = rec.data as TtyFdData;
     const state = stateOf(proc.session);
     const p = state.ptys.get(d.index);
     if (!p) throw new Error(`pty ${d.index} missing from the restore plan`);
     if (d.side === 'master') {
       const m = ensurePty(p, proc, state, log);
-      native.fcntl(m, F_SETFL, d.flags & (O_NONBLOCK | O_APPEND));
-      return native.fcntl(m, F_DUPFD_CLOEXEC, 0);
+      native.fd.fcntl(m, F_SETFL, d.flags & (O_NONBLOCK | O_APPEND));
+      return native.fd.fcntl(m, F_DUPFD_CLOEXEC, 0);
     }
     if (p.terminal) return openTerminal(p, proc, state, d.flags);
     return openSlave(p, proc, state, d.flags, log);
@@ -449,7 +446,7 @@ function makeRestoreFd(log: Logger) {
 
 /** An fd number of the process on the (new) slave of pty `index`, if it holds one. */
 function slaveFdOf(proc: ProcessRestore, state: TtyState, index: number): number | undefined {
-  for (const r of filesOf(proc)) {
+  for (const r of proc.fds) {
     const d = state.fdData.get(`${proc.pid}:${r.fd}`);
     if (d && d.side === 'slave' && d.index === index) return r.fd;
   }
@@ -469,12 +466,6 @@ function onTerminalFd(proc: ProcessRestore, p: PtyPlan, state: TtyState, log: Lo
   }
 }
 
-interface PidsLike {
-  pid: number;
-  pgid: number;
-  sid: number;
-}
-
 /**
  * --tty: when the restorer's terminal is not the size the program last knew, its foreground
  * group gets a SIGWINCH (as after a resize), left pending and blocked until the process resumes
@@ -486,8 +477,8 @@ function notifyResize(proc: ProcessRestore, p: PtyPlan, tpgid: number, fd: numbe
   const saved = Buffer.from(p.winsize, 'base64');
   if (!now || now.subarray(0, 4).equals(saved.subarray(0, 4))) return;
   for (const q of proc.session.processes) {
-    if (!q.stub || q.get<PidsLike>(PIDS)?.pgid !== tpgid) continue;
-    native.setSigmask(q.stub.pid, native.getSigmask(q.stub.pid) | (1n << BigInt(SIGWINCH - 1)));
+    if (!q.stub || q.record.pgid !== tpgid) continue;
+    native.ptrace.setSigmask(q.stub.pid, native.ptrace.getSigmask(q.stub.pid) | (1n << BigInt(SIGWINCH - 1)));
     process.kill(q.stub.pid, 'SIGWINCH');
     log('pid %d: window %dx%d now %dx%d: SIGWINCH', q.pid, saved.readUInt16LE(0), saved.readUInt16LE(2), now.readUInt16LE(0), now.readUInt16LE(2));
   }
@@ -508,8 +499,7 @@ function makeAfterInstall(log: Logger) {
       log('pid %d: no process of the image holds its controlling terminal (pty %d) open: restored without one', proc.pid, p.index);
       return;
     }
-    const ids = proc.get<PidsLike>(PIDS);
-    const groups = new Set(session.processes.map((q) => q.get<PidsLike>(PIDS)?.pgid));
+    const groups = new Set(session.processes.map((q) => q.record.pgid));
     let fg = 0;
     try {
       if (rec.ctty.tpgid && groups.has(rec.ctty.tpgid)) fg = session.vpid(rec.ctty.tpgid);
@@ -536,7 +526,7 @@ function makeAfterInstall(log: Logger) {
     }
     // A shell job (not a session leader) restored with --tty is in ckpt's session, whose terminal
     // this is: its group is brought to the foreground when it was there.
-    if (p.terminal && state.terminal && !state.terminal.fgDone && ids && rec.ctty.tpgid === ids.pgid && fg) {
+    if (p.terminal && state.terminal && !state.terminal.fgDone && rec.ctty.tpgid === proc.record.pgid && fg) {
       state.terminal.fgDone = true;
       onTerminalFd(proc, p, state, log, (fd, t) => {
         const s = withSigttouBlocked(t, () => t.syscallRaw(SYS.ioctl, fd, TIOCSPGRP, t.put(int32(fg), 0)));
@@ -563,7 +553,7 @@ function startKeeper(session: RestoreSession, p: PtyPlan, log: Logger): void {
   const file = join(dir, `${pid}.tty.log`);
   const out = openSync(file, 'a', 0o600);
   try {
-    const keeper = native.spawnDetached('/bin/sh', ['sh', '-c', 'exec cat 2>/dev/null'], ['PATH=/usr/bin:/bin'], '/', [p.master!, out, out]);
+    const keeper = native.proc.spawnDetached('/bin/sh', ['sh', '-c', 'exec cat 2>/dev/null'], ['PATH=/usr/bin:/bin'], '/', [p.master!, out, out]);
     log('pty %d: keeper %d copies /dev/pts/%d to %s', p.index, keeper, p.newIndex, file);
   } finally {
     closeSync(out);
@@ -573,7 +563,7 @@ function startKeeper(session: RestoreSession, p: PtyPlan, log: Logger): void {
 
 /** Without --detach: copy the terminal's output to our stdout (and a piped stdin to it) while we live. */
 function startForwarder(m: number, onClose: () => void): void {
-  native.fcntl(m, F_SETFL, native.fcntl(m, F_GETFL, 0) | O_NONBLOCK);
+  native.fd.fcntl(m, F_SETFL, native.fd.fcntl(m, F_GETFL, 0) | O_NONBLOCK);
   const buf = Buffer.alloc(65536);
   let closed = false;
   let input: NodeJS.ReadableStream | undefined;
@@ -633,7 +623,7 @@ function startForwarder(m: number, onClose: () => void): void {
 
 function makeAfterRestore(log: Logger) {
   return async function afterRestore(session: RestoreSession): Promise<void> {
-    const state = states.get(session);
+    const state = states.of(session).state;
     if (!state || state.done) return;
     state.done = true;
     for (const p of state.ptys.values()) {
@@ -655,18 +645,23 @@ function makeAfterRestore(log: Logger) {
   };
 }
 
-export const ttyPlugin = definePlugin<void>(() => ({
+export const ttyPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
-  apply(hooks, ctx) {
+  version: '0.2.0',
+  description: 'ptys recreated as new pairs: termios, window size, packet mode, controlling terminal, foreground group',
+  options: ttyOptions,
+  flags: [{ command: 'restore' as const, flags: '--tty', description: "give the restored processes this terminal (ckpt restore's own) as their terminal", option: 'terminal' }],
+  claims: { fdKinds: ['ptmx', 'pts'] },
+  show: { fdName: (rec: FdRecord) => (rec.data as TtyFdData | undefined)?.path },
+  apply(hooks, ctx: PluginContext<TtyOptions>) {
     const log = ctx.log;
     hooks.files.dump.tapPromise(NAME, dumpProcess);
-    hooks.files.dumpFd.tapPromise({ name: NAME, stage: STAGE.DEFAULT }, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.DEFAULT }, dumpFd);
     hooks.session.beforeRestore.tapPromise(NAME, async (session) => {
-      const state = plan(session, log);
-      states.set(session, state);
+      const state = plan(session, ctx.options(session) ?? {}, log);
+      states.of(session).state = state;
       session.onRollback(() => {
-        // After afterRestore our masters belong to a forwarder or a keeper: they end with the
+        // After beforeResume our masters belong to a forwarder or a keeper: they end with the
         // processes the rollback kills.
         if (state.done) return;
         state.done = true;
@@ -675,9 +670,9 @@ export const ttyPlugin = definePlugin<void>(() => ({
         state.open.clear();
       });
     });
-    hooks.files.restoreFd.tapPromise({ name: NAME, stage: STAGE.DEFAULT }, makeRestoreFd(log));
-    hooks.files.afterInstall.tapPromise(NAME, makeAfterInstall(log));
-    hooks.session.afterRestore.tapPromise(NAME, makeAfterRestore(log));
+    hooks.fds.restore.for(NAME).tapPromise(NAME, makeRestoreFd(log));
+    hooks.session.fdsInstalled.tapPromise(NAME, makeAfterInstall(log));
+    hooks.session.beforeResume.tapPromise(NAME, makeAfterRestore(log));
   },
 }));
 

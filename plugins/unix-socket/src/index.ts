@@ -48,15 +48,16 @@
  */
 import { chmodSync, chownSync, closeSync, lstatSync, readlinkSync, readdirSync, statSync, unlinkSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
 import {
-  CkptError, definePlugin, type DumpSession, type FdDumpRequest, type FdRecord, type Logger, type ProcessDump, type ProcessRestore,
-  type RestoreSession,
+  CkptError, createSessionState, definePlugin, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord, type Logger, type PluginContext,
+  type SocketRow, type ProcessDump, type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { native, NativeError } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-unix-socket';
 
-type DiagEntry = ReturnType<typeof native.unixDiag>[number];
+type DiagEntry = ReturnType<typeof native.sock.unixDiag>[number];
 export type UnixType = 'stream' | 'dgram' | 'seqpacket';
 /**
  * connected: has a live peer; pending: connected to a listener that has not accepted it yet;
@@ -189,22 +190,22 @@ function parseAddrText(s: string): Buffer {
 // Options
 
 function getInt(fd: number, opt: number): number {
-  return native.unixGetsockopt(fd, SOL_SOCKET, opt, 4).readInt32LE(0);
+  return native.sock.unixGetsockopt(fd, SOL_SOCKET, opt, 4).readInt32LE(0);
 }
 function setInt(fd: number, opt: number, v: number): void {
   const b = Buffer.alloc(4);
   b.writeInt32LE(v, 0);
-  native.unixSetsockopt(fd, SOL_SOCKET, opt, b);
+  native.sock.sockSetBytes(fd, SOL_SOCKET, opt, b);
 }
 function getTimeo(fd: number, opt: number): [number, number] {
-  const b = native.unixGetsockopt(fd, SOL_SOCKET, opt, 16);
+  const b = native.sock.unixGetsockopt(fd, SOL_SOCKET, opt, 16);
   return [Number(b.readBigInt64LE(0)), Number(b.readBigInt64LE(8))];
 }
 function setTimeo(fd: number, opt: number, v: [number, number]): void {
   const b = Buffer.alloc(16);
   b.writeBigInt64LE(BigInt(v[0]), 0);
   b.writeBigInt64LE(BigInt(v[1]), 8);
-  native.unixSetsockopt(fd, SOL_SOCKET, opt, b);
+  native.sock.sockSetBytes(fd, SOL_SOCKET, opt, b);
 }
 function tryGet<T>(fn: () => T, fallback: T): T {
   try {
@@ -256,17 +257,19 @@ interface DumpState {
   diag: Map<number, DiagEntry>;
   saved: Array<{ pid: number; fd: number; d: UnixSocketData; wqueue: number }>;
 }
-const dumpStates = new WeakMap<DumpSession, DumpState>();
+/** One snapshot per dump, taken at the first socket: every process of the tree is frozen by then. */
+const dumpStates = createSessionState('unix:dump', (_s: DumpSession): DumpState => (
+  { netns: statSync('/proc/self/ns/net').ino, diag: new Map(native.sock.unixDiag().map((e) => [e.ino, e])), saved: [] }));
+const dumpState = (session: DumpSession) => dumpStates.of(session);
 
-function dumpState(session: DumpSession): DumpState {
-  let st = dumpStates.get(session);
-  if (!st) {
-    // One snapshot per dump: every process of the tree is frozen by now.
-    st = { netns: statSync('/proc/self/ns/net').ino, diag: new Map(native.unixDiag().map((e) => [e.ino, e])), saved: [] };
-    dumpStates.set(session, st);
-  }
-  return st;
-}
+/**
+ * Options: `external`, peers outside the tree: at dump `unix:PATH` (or `unix:@ABSTRACT`) accepts
+ * a peer there; at restore `unix:PATH=NEWPATH` reconnects it elsewhere.
+ */
+export const unixSocketOptions = z.strictObject({ external: z.array(z.string().regex(/^unix:./, 'expected unix:PATH or unix:PATH=NEWPATH')).optional() });
+export type UnixSocketOptions = z.infer<typeof unixSocketOptions>;
+/** The options of the session, bound at beforeDump / beforeRestore. */
+const sessionOptions = createSessionState('unix:options', (_s: DumpSession | RestoreSession): UnixSocketOptions => ({}));
 
 /** Every process holding socket inode `ino` (for messages about peers outside the tree). */
 function holdersOf(ino: number): string {
@@ -301,7 +304,7 @@ function holdersOf(ino: number): string {
 }
 
 function makeDumpFd(log: Logger) {
-  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdRecord | undefined> {
+  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<UnixSocketData> | undefined> {
     if (req.kind !== 'socket') return undefined;
     let domain: number;
     try {
@@ -316,7 +319,7 @@ function makeDumpFd(log: Logger) {
     if (!type) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix socket of an unknown type`);
     }
-    if (native.unixNetns(req.dupFd) !== st.netns) {
+    if (native.sock.unixNetns(req.dupFd) !== st.netns) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
         `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix ${type} socket of another network namespace, which ckpt does not save`);
     }
@@ -371,7 +374,7 @@ function makeDumpFd(log: Logger) {
     }
     if (d.state !== 'listening') {
       const stream = type === 'stream';
-      const peeked = native.unixPeek(req.dupFd, stream, stream ? e.rqueue : undefined, type === 'seqpacket' && (e.shutdown & RCV_SHUTDOWN) !== 0);
+      const peeked = native.sock.unixPeek(req.dupFd, stream, stream ? e.rqueue : undefined, type === 'seqpacket' && (e.shutdown & RCV_SHUTDOWN) !== 0);
       if (peeked.rights || peeked.truncated) {
         throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
           `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with ${peeked.rights || 'some'} file descriptors in flight (SCM_RIGHTS) in its receive queue, which ckpt does not save`,
@@ -406,16 +409,16 @@ function makeDumpFd(log: Logger) {
     }
     log('pid %d fd %d: unix %s %s %s, %d bytes queued', pid, req.fd, type, d.state, d.name ?? '', d.queuedBytes);
     st.saved.push({ pid, fd: req.fd, d, wqueue: e.wqueue });
-    return { fd: req.fd, plugin: NAME, kind: 'unix', cloexec: false, data: d };
+    return { kind: 'unix', data: d };
   };
 }
 
 /** Once every process is read: peers outside the tree, pending connections. */
 function makeAfterDump(log: Logger) {
   return async function afterDump(session: DumpSession): Promise<void> {
-    const st = dumpStates.get(session);
+    const st = dumpStates.peek(session);
     if (!st) return;
-    const ext = externals(session.options.external);
+    const ext = externals(sessionOptions.of(session).external);
     const inTree = new Set(st.saved.map((s) => s.d.ino));
     /** `what`: how it is tied to the outside; `ino`: the outside socket; `declare`: the address --external takes. */
     const outside = (pid: number, fd: number, d: UnixSocketData, what: string, ino: number, declare: string | undefined, then: string) => {
@@ -502,7 +505,12 @@ interface Build {
   /** Socket files the program had unlinked: unlinked again at the end. */
   unlinkLater: string[];
 }
-const builds = new WeakMap<RestoreSession, Build>();
+/** The sockets of one restore, built at the first one asked for; ours are closed when it ends. */
+const builds = createSessionState('unix:restore', (_s: RestoreSession) => ({ build: undefined as Build | undefined }), {
+  dispose: (h) => {
+    for (const fd of h.build?.fds ?? []) closeQuietly(fd);
+  },
+});
 
 function closeQuietly(fd: number): void {
   try {
@@ -515,8 +523,7 @@ function closeQuietly(fd: number): void {
 function allSockets(session: RestoreSession): Array<{ pid: number; fd: number; d: UnixSocketData }> {
   const out: Array<{ pid: number; fd: number; d: UnixSocketData }> = [];
   for (const p of session.processes) {
-    const files = p.get<{ fds: FdRecord[] }>('@ckpt/plugin-files');
-    for (const r of files?.fds ?? []) if (r.plugin === NAME && (r.data as { sameAs?: number }).sameAs === undefined) out.push({ pid: p.pid, fd: r.fd, d: r.data as UnixSocketData });
+    for (const r of p.fds) if (r.owner === NAME && !r.sameAs) out.push({ pid: p.pid, fd: r.fd, d: r.data as UnixSocketData });
   }
   return out;
 }
@@ -583,7 +590,7 @@ function holdersOfPathHint(diag: DiagEntry[], vfsIno: number): string {
 function checkNames(session: RestoreSession): void {
   const socks = allSockets(session);
   if (!socks.length) return;
-  const diag = native.unixDiag();
+  const diag = native.sock.unixDiag();
   for (const { pid, fd, d } of socks) {
     if (bindsName(d)) checkName(rawOf(d.nameRaw), d, `fd ${fd} of pid ${pid} (${describeSocket(d)})`, diag, false);
   }
@@ -596,7 +603,7 @@ function restoreError(s: Pick<Sock, 'pid' | 'fd' | 'd'>, what: string, e: unknow
 
 function buildAll(session: RestoreSession, log: Logger): Build {
   const b: Build = { socks: new Map(), fds: new Set(), created: [], unlinkLater: [] };
-  builds.set(session, b);
+  builds.of(session).build = b;
   session.onRollback(() => {
     for (const fd of b.fds) closeQuietly(fd);
     b.fds.clear();
@@ -614,7 +621,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
   };
   const list = allSockets(session);
   const byIno = new Map(list.map((s) => [s.d.ino, s]));
-  const diag = native.unixDiag();
+  const diag = native.sock.unixDiag();
 
   // 1. Sockets. Pairs of unnamed sockets come from socketpair(); so does a datagram socket whose
   // peer is unnamed (only socketpair can have connected them).
@@ -624,7 +631,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     const pairable = p && !b.socks.has(p.d.ino) && s.d.state === 'connected' && p.d.type === s.d.type && (
       s.d.type === 'dgram' ? !p.d.nameRaw : !s.d.nameRaw && !p.d.nameRaw && p.d.peer === s.d.ino);
     if (p && pairable) {
-      const [x, y] = native.unixSocketpair(TYPE_NUM[s.d.type] | SOCK_NONBLOCK);
+      const [x, y] = native.sock.unixSocketpair(TYPE_NUM[s.d.type] | SOCK_NONBLOCK);
       b.socks.set(s.d.ino, { ...s, rfd: own(x), pairedWith: p.d.ino });
       b.socks.set(p.d.ino, { ...p, rfd: own(y), pairedWith: s.d.ino });
       continue;
@@ -632,7 +639,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     const accepted = s.d.type !== 'dgram' && (s.d.state === 'connected' || s.d.state === 'disconnected') && s.d.nameRaw && !s.d.bound && !s.d.external;
     // Accepted sockets come from accept() below.
     if (accepted) continue;
-    b.socks.set(s.d.ino, { ...s, rfd: own(native.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK)) });
+    b.socks.set(s.d.ino, { ...s, rfd: own(native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK)) });
   }
 
   // 2. Names, listeners.
@@ -641,7 +648,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     bindName(b, s, rawOf(s.d.nameRaw), diag);
     if (s.d.state === 'listening') {
       try {
-        native.unixListen(s.rfd, s.d.backlog ?? 128);
+        native.sock.sockListen(s.rfd, s.d.backlog ?? 128);
       } catch (e) {
         throw restoreError(s, 'listen', e);
       }
@@ -659,10 +666,10 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     let t = temps.get(key);
     if (t === undefined) {
       // The listener is gone (or outside): a temporary one at its address.
-      t = own(native.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
+      t = own(native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
       try {
         checkName(raw, s.d, `fd ${s.fd} of pid ${s.pid}`, diag, true);
-        native.unixBind(t, raw, s.d.dir ?? null);
+        native.sock.unixBind(t, raw, s.d.dir ?? null);
         const path = pathOf(s.d, raw);
         if (path) {
           b.created.push({ path, ino: lstatSync(path).ino });
@@ -673,10 +680,10 @@ function buildAll(session: RestoreSession, log: Logger): Build {
         log('pid %d fd %d: %s is taken; the accepted socket gets another address', s.pid, s.fd, s.d.name);
         closeQuietly(t);
         b.fds.delete(t);
-        t = own(native.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
-        native.unixBind(t, Buffer.alloc(0));
+        t = own(native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
+        native.sock.unixBind(t, Buffer.alloc(0));
       }
-      native.unixListen(t, 128);
+      native.sock.sockListen(t, 128);
       temps.set(key, t);
     }
     return t;
@@ -685,21 +692,21 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     if (b.socks.has(s.d.ino)) continue; // only accepted sockets are left
     const client = s.d.peer && s.d.state === 'connected' ? b.socks.get(s.d.peer) : undefined;
     const l = listenerFor(s);
-    const addr = reachable(native.unixName(l, false), s.d);
+    const addr = reachable(native.sock.unixName(l, false), s.d);
     let cfd: number;
     let closer: number | undefined;
     if (client) {
       cfd = client.rfd;
     } else {
       // The client is gone (or outside and declared external): a throwaway one, closed after the data.
-      cfd = closer = own(native.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
+      cfd = closer = own(native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
     }
     try {
-      native.unixConnect(cfd, addr);
+      native.sock.unixConnect(cfd, addr);
     } catch (e) {
       throw restoreError(s, `connect to ${addrText(addr)}`, e);
     }
-    const afd = own(native.unixAccept(l));
+    const afd = own(native.sock.unixAccept(l));
     b.socks.set(s.d.ino, { ...s, rfd: afd, closer });
   }
   for (const t of temps.values()) {
@@ -713,11 +720,11 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     if (s.d.state !== 'disconnected' || s.closer !== undefined) continue;
     if (s.d.type === 'dgram') continue; // below, after the data
     // A stream socket created alone: connect it through a temporary listener.
-    const t = own(native.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
-    native.unixBind(t, Buffer.alloc(0));
-    native.unixListen(t, 1);
-    native.unixConnect(s.rfd, native.unixName(t, false));
-    s.closer = own(native.unixAccept(t));
+    const t = own(native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
+    native.sock.unixBind(t, Buffer.alloc(0));
+    native.sock.sockListen(t, 1);
+    native.sock.unixConnect(s.rfd, native.sock.unixName(t, false));
+    s.closer = own(native.sock.unixAccept(t));
     closeQuietly(t);
     b.fds.delete(t);
   }
@@ -726,10 +733,10 @@ function buildAll(session: RestoreSession, log: Logger): Build {
   for (const s of b.socks.values()) {
     if (!s.d.external) continue;
     const raw = rawOf(s.d.externalRaw);
-    const remap = externals(session.options.external).get(s.d.external);
+    const remap = externals(sessionOptions.of(session).external).get(s.d.external);
     const target = remap && remap !== s.d.external ? parseAddrText(remap) : raw;
     try {
-      native.unixConnect(s.rfd, target);
+      native.sock.unixConnect(s.rfd, target);
     } catch (e) {
       throw restoreError(s, `reconnecting to ${addrText(target)} (declared external)`, e,
         `the program that listens on ${addrText(target)} must be running at restore`);
@@ -749,17 +756,17 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     if (s.d.type !== 'dgram' || s.d.external || s.pairedWith === s.d.peer && s.pairedWith !== undefined) continue;
     if (s.d.state === 'connected' && s.d.peer) {
       const p = b.socks.get(s.d.peer);
-      const addr = p ? reachable(native.unixName(p.rfd, false), p.d) : rawOf(s.d.peerNameRaw);
+      const addr = p ? reachable(native.sock.unixName(p.rfd, false), p.d) : rawOf(s.d.peerNameRaw);
       try {
-        native.unixConnect(s.rfd, addr);
+        native.sock.unixConnect(s.rfd, addr);
       } catch (e) {
         throw restoreError(s, `connect to ${addrText(addr)}`, e);
       }
     } else if (s.d.state === 'disconnected') {
       // Connected to a socket that is closed since: connect to one, then close it.
-      const t = own(native.unixSocket(SOCK_DGRAM | SOCK_NONBLOCK));
-      native.unixBind(t, Buffer.alloc(0));
-      native.unixConnect(s.rfd, native.unixName(t, false));
+      const t = own(native.sock.unixSocket(SOCK_DGRAM | SOCK_NONBLOCK));
+      native.sock.unixBind(t, Buffer.alloc(0));
+      native.sock.unixConnect(s.rfd, native.sock.unixName(t, false));
       s.closer = t;
     }
   }
@@ -769,7 +776,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
       const s = b.socks.get(c);
       if (!s) continue;
       try {
-        native.unixConnect(s.rfd, reachable(native.unixName(l.rfd, false), l.d));
+        native.sock.unixConnect(s.rfd, reachable(native.sock.unixName(l.rfd, false), l.d));
       } catch (e) {
         throw restoreError(s, `connect to ${l.d.name} (pending, not yet accepted)`, e);
       }
@@ -782,7 +789,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     if (s.d.error === ECONNRESET && s.d.type !== 'dgram') {
       // The peer closed with data unread: leave a byte in the closer so that closing it resets.
       try {
-        native.unixSend(s.rfd, Buffer.from([0]));
+        native.sock.unixSend(s.rfd, Buffer.from([0]));
       } catch {
         /* best effort */
       }
@@ -795,9 +802,9 @@ function buildAll(session: RestoreSession, log: Logger): Build {
     if (s.d.state === 'disconnected' && s.d.type !== 'dgram') continue; // the closed peer set both directions
     const peer = s.d.peer ? b.socks.get(s.d.peer) : undefined;
     try {
-      if (s.d.shutdown & SEND_SHUTDOWN) native.unixShutdown(s.rfd, SHUT_WR);
+      if (s.d.shutdown & SEND_SHUTDOWN) native.sock.unixShutdown(s.rfd, SHUT_WR);
       const rcvSetByPeer = s.d.type !== 'dgram' && peer && (peer.d.shutdown & SEND_SHUTDOWN);
-      if (s.d.shutdown & RCV_SHUTDOWN && !rcvSetByPeer) native.unixShutdown(s.rfd, SHUT_RD);
+      if (s.d.shutdown & RCV_SHUTDOWN && !rcvSetByPeer) native.sock.unixShutdown(s.rfd, SHUT_RD);
     } catch (e) {
       throw restoreError(s, 'shutdown', e);
     }
@@ -805,7 +812,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
   for (const s of b.socks.values()) {
     try {
       applyOptions(s.rfd, s.d.opts);
-      native.fcntl(s.rfd, F_SETFL, s.d.flags & O_NONBLOCK);
+      native.fd.fcntl(s.rfd, F_SETFL, s.d.flags & O_NONBLOCK);
     } catch (e) {
       throw restoreError(s, 'socket options', e);
     }
@@ -834,7 +841,7 @@ function bindName(b: Build, s: Sock, raw: Buffer, diag: DiagEntry[]): void {
   const where = `fd ${s.fd} of pid ${s.pid} (${describeSocket(s.d)})`;
   checkName(raw, s.d, where, diag, true);
   try {
-    native.unixBind(s.rfd, raw, s.d.dir ?? null);
+    native.sock.unixBind(s.rfd, raw, s.d.dir ?? null);
   } catch (e) {
     throw restoreError(s, `bind to ${addrText(raw)}`, e);
   }
@@ -863,7 +870,7 @@ function fillStream(b: Build, s: Sock): void {
   roomToSend(from, s.d.queuedBytes + 4096 * s.d.queue.length);
   for (const m of s.d.queue) {
     try {
-      native.unixSend(from, Buffer.from(m.data, 'base64'));
+      native.sock.unixSend(from, Buffer.from(m.data, 'base64'));
     } catch (e) {
       throw restoreError(s, `writing back ${s.d.queuedBytes} queued bytes`, e);
     }
@@ -886,13 +893,13 @@ function fillDatagrams(b: Build, s: Sock, log: Logger): void {
         const key = m.fromRaw ?? '';
         sender = temps.get(key);
         if (sender === undefined) {
-          sender = native.unixSocket(SOCK_DGRAM | SOCK_NONBLOCK);
+          sender = native.sock.unixSocket(SOCK_DGRAM | SOCK_NONBLOCK);
           temps.set(key, sender);
           if (fromRaw.length) {
             try {
               // A sender outside the image: a stand-in bound to its address, if it is free.
               if (isPath(fromRaw) && !isAbsolute(fromRaw.toString('utf8'))) throw new Error('relative');
-              native.unixBind(sender, fromRaw);
+              native.sock.unixBind(sender, fromRaw);
               if (isPath(fromRaw)) unlinkSync(fromRaw.toString('utf8'));
             } catch {
               log('pid %d fd %d: a datagram from %s comes back from an unnamed sender', s.pid, s.fd, m.from);
@@ -906,7 +913,7 @@ function fillDatagrams(b: Build, s: Sock, log: Logger): void {
         throw restoreError(s, 'queued datagrams', new Error(`the socket has no address, and the sender ${m.from ?? '(unnamed)'} is not its peer`));
       }
       try {
-        native.unixSend(sender, data, toPartner ? null : own);
+        native.sock.unixSend(sender, data, toPartner ? null : own);
       } catch (e) {
         throw restoreError(s, `writing back ${s.d.queue.length} queued datagrams`, e,
           (e as NativeError).code === 'EAGAIN' ? 'more datagrams were queued than net.unix.max_dgram_qlen lets a socket other than its peer queue' : undefined);
@@ -919,29 +926,64 @@ function fillDatagrams(b: Build, s: Sock, log: Logger): void {
 
 function makeRestoreFd(log: Logger) {
   return async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
-    if (rec.plugin !== NAME) return undefined;
     const d = rec.data as UnixSocketData;
-    const b = builds.get(proc.session) ?? buildAll(proc.session, log);
+    const b = builds.of(proc.session).build ?? buildAll(proc.session, log);
     const s = b.socks.get(d.ino);
     if (!s) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `fd ${rec.fd} of pid ${proc.pid}: unix socket ${d.ino} was not rebuilt`);
-    return native.fcntl(s.rfd, F_DUPFD_CLOEXEC, 0);
+    return native.fd.fcntl(s.rfd, F_DUPFD_CLOEXEC, 0);
   };
 }
 
-export const unixSocketPlugin = definePlugin<void>(() => ({
+/** `ckpt show`: one row per unix socket of the image (every pid:fd holding it), with the bytes queued each way. */
+function unixSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>): SocketRow[] {
+  const socks: Array<{ d: UnixSocketData; holders: string[] }> = [];
+  const byHolder = new Map<string, { d: UnixSocketData; holders: string[] }>();
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (f.owner !== NAME) continue;
+      if (f.sameAs) {
+        byHolder.get(`${f.sameAs.pid}:${f.sameAs.fd}`)?.holders.push(`${p.pid}:${f.fd}`);
+        continue;
+      }
+      const s = { d: f.data as UnixSocketData, holders: [`${p.pid}:${f.fd}`] };
+      socks.push(s);
+      byHolder.set(`${p.pid}:${f.fd}`, s);
+    }
+  }
+  const byIno = new Map(socks.map((s) => [s.d.ino, s]));
+  return socks.map(({ d, holders }) => {
+    const peer = d.peer ? byIno.get(d.peer) : undefined;
+    return {
+      family: 'unix', type: d.type, state: d.state + (d.external ? ' (external)' : d.pending?.length ? ` (${d.pending.length} pending)` : ''), holders, local: d.name ?? '',
+      remote: d.external ?? d.peerName ?? (peer ? `[${peer.holders[0]}]` : d.state === 'disconnected' ? '(closed)' : ''),
+      recvQ: d.queuedBytes, recvMessages: d.queue.length, sendQ: peer?.d.queuedBytes ?? 0,
+    };
+  });
+}
+
+export const unixSocketPlugin = definePlugin(() => ({
   name: NAME,
-  version: '0.1.0',
-  apply(hooks, ctx) {
-    hooks.files.dumpFd.tapPromise(NAME, makeDumpFd(ctx.log));
+  version: '0.2.0',
+  description: 'AF_UNIX stream, datagram and seqpacket sockets: pairs, listeners, pending connections, queued data, options',
+  options: unixSocketOptions,
+  flags: [
+    { command: 'dump' as const, flags: '--external <spec...>', description: 'accept a peer outside the tree, reconnected at restore: unix:PATH or unix:@ABSTRACT; repeatable', option: 'external', list: true },
+    { command: 'restore' as const, flags: '--external <spec...>', description: 'reconnect an external peer of the image elsewhere: unix:PATH=NEWPATH; repeatable', option: 'external', list: true },
+  ],
+  claims: { fdKinds: ['unix'] },
+  show: { sockets: unixSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as UnixSocketData) },
+  apply(hooks, ctx: PluginContext<UnixSocketOptions>) {
+    const bind = async (session: DumpSession | RestoreSession) => {
+      Object.assign(sessionOptions.of(session), ctx.options(session) ?? {});
+    };
+    hooks.session.beforeDump.tapPromise(NAME, bind);
+    hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx.log));
     hooks.session.afterDump.tapPromise(NAME, makeAfterDump(ctx.log));
-    hooks.session.beforeRestore.tapPromise(NAME, async (session) => checkNames(session));
-    hooks.files.restoreFd.tapPromise(NAME, makeRestoreFd(ctx.log));
-    hooks.session.afterRestore.tapPromise(NAME, async (session) => {
-      const b = builds.get(session);
-      if (!b) return;
-      for (const fd of b.fds) closeQuietly(fd);
-      b.fds.clear();
+    hooks.session.beforeRestore.tapPromise(NAME, async (session) => {
+      await bind(session);
+      checkNames(session);
     });
+    hooks.fds.restore.for(NAME).tapPromise(NAME, makeRestoreFd(ctx.log));
   },
 }));
 

@@ -1,14 +1,16 @@
 /**
- * Per-file checkpoint rules (config key "files.rules"): which method saves an open file and which
- * copy wins at restart. First matching rule wins; the built-in defaults come last.
+ * Per-file checkpoint rules (the files plugin's option "rules"; in ckpt.config.json under
+ * "files" or options["@ckpt/plugin-files"]): which method saves an open file and which copy wins
+ * at restart. First matching rule wins; the built-in defaults come last.
  *
  *   { "files": { "rules": [
  *       { "match": { "path": "/srv/data/**" }, "method": "content", "policy": "image" },
  *       { "match": { "maxSize": 65536, "writable": false }, "method": "content" },
  *       { "match": { "tmpfs": true }, "method": "content", "policy": "image" } ] } }
  *
- * match (all given conditions must hold): path (glob: * within a segment, ** across, ?),
- * maxSize / minSize (bytes), unlinked, tmpfs, writable (opened for writing), append (O_APPEND).
+ * match (all given conditions must hold): path (a glob, picomatch syntax: * and ? within a path
+ * segment, ** across segments, {a,b}, [ab]; dot files match too), maxSize / minSize (bytes),
+ * unlinked, tmpfs, writable (opened for writing), append (O_APPEND).
  * method: "reference" (path, offset, flags) or "content" (the bytes go into the image).
  * policy: "image" (put the image's copy back over the disk), "disk" (use the disk's copy as is),
  * "verify" (refuse the restore if the disk's copy changed since the dump: size, mtime, and a
@@ -16,7 +18,8 @@
  */
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { CkptError } from './errors.js';
+import picomatch from 'picomatch';
+import { CkptError } from '@ckpt/core';
 
 export type FileMethod = 'reference' | 'content';
 export type FilePolicy = 'image' | 'disk' | 'verify';
@@ -46,6 +49,11 @@ export interface FileProps {
   append: boolean;
 }
 
+/** The files plugin's options, as far as rules are concerned. */
+export interface FileRulesOptions {
+  rules?: unknown;
+}
+
 /**
  * Defaults: unlinked files can only be saved by content (and put back, unlinked, from the image);
  * files the process writes to are referenced and taken from the disk as they are (the process's
@@ -58,30 +66,62 @@ export const DEFAULT_FILE_RULES: FileRule[] = [
   { method: 'reference', policy: 'verify' },
 ];
 
-export function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i];
-    if (c === '*') {
-      if (glob[i + 1] === '*') {
-        re += '.*';
-        i++;
-        if (glob[i + 1] === '/') i++;
-      } else re += '[^/]*';
-    } else if (c === '?') re += '[^/]';
-    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+/**
+ * Compiled globs, by pattern: rules are asked once per open file of every process, and the same
+ * few patterns come back each time.
+ */
+const matchers = new Map<string, (path: string) => boolean>();
+
+/**
+ * Does path match glob? `dot: true` because a rule for `/srv/**` is meant for every file under
+ * /srv, hidden ones included (as the hand-written matcher before picomatch did).
+ */
+export function globMatch(glob: string, path: string): boolean {
+  let m = matchers.get(glob);
+  if (!m) {
+    m = picomatch(glob, { dot: true });
+    matchers.set(glob, m);
   }
-  return new RegExp(`^${re}$`);
+  return m(path);
 }
 
+const MATCH_KEYS = {
+  path: 'string',
+  maxSize: 'number',
+  minSize: 'number',
+  unlinked: 'boolean',
+  tmpfs: 'boolean',
+  writable: 'boolean',
+  append: 'boolean',
+} as const;
+
+const RULE_KEYS = ['match', 'method', 'policy'];
+
+/**
+ * Checks the rules once, when the options are read, so that a typo fails the command at its
+ * start with the rule's index rather than silently never matching during a dump.
+ */
 export function validateFileRules(rules: unknown): FileRule[] {
   if (rules === undefined) return [];
   if (!Array.isArray(rules)) throw new CkptError('ERR_CKPT_CONFIG', 'files.rules must be a list');
   return rules.map((r, i) => {
+    const at = `files.rules[${i}]`;
+    if (!r || typeof r !== 'object' || Array.isArray(r)) throw new CkptError('ERR_CKPT_CONFIG', `${at} must be an object ({ match, method, policy })`);
     const rule = r as FileRule;
-    if (rule.method && !['reference', 'content'].includes(rule.method)) throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}].method must be "reference" or "content"`);
-    if (rule.policy && !['image', 'disk', 'verify'].includes(rule.policy)) throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}].policy must be "image", "disk" or "verify"`);
-    if (rule.policy === 'image' && rule.method !== 'content') throw new CkptError('ERR_CKPT_CONFIG', `files.rules[${i}]: policy "image" needs method "content" (a reference has no copy to put back)`);
+    for (const k of Object.keys(rule)) {
+      if (!RULE_KEYS.includes(k)) throw new CkptError('ERR_CKPT_CONFIG', `${at}: "${k}" is not a rule key (expected match, method, policy)`);
+    }
+    if (rule.match !== undefined) {
+      if (!rule.match || typeof rule.match !== 'object' || Array.isArray(rule.match)) throw new CkptError('ERR_CKPT_CONFIG', `${at}.match must be an object`);
+      for (const [k, v] of Object.entries(rule.match)) {
+        const want = MATCH_KEYS[k as keyof typeof MATCH_KEYS];
+        if (!want) throw new CkptError('ERR_CKPT_CONFIG', `${at}.match: "${k}" is not a condition (expected ${Object.keys(MATCH_KEYS).join(', ')})`);
+        if (typeof v !== want) throw new CkptError('ERR_CKPT_CONFIG', `${at}.match.${k} must be a ${want}`);
+      }
+    }
+    if (rule.method && !['reference', 'content'].includes(rule.method)) throw new CkptError('ERR_CKPT_CONFIG', `${at}.method must be "reference" or "content"`);
+    if (rule.policy && !['image', 'disk', 'verify'].includes(rule.policy)) throw new CkptError('ERR_CKPT_CONFIG', `${at}.policy must be "image", "disk" or "verify"`);
+    if (rule.policy === 'image' && rule.method !== 'content') throw new CkptError('ERR_CKPT_CONFIG', `${at}: policy "image" needs method "content" (a reference has no copy to put back)`);
     return rule;
   });
 }
@@ -90,7 +130,7 @@ export function validateFileRules(rules: unknown): FileRule[] {
 export function fileRuleFor(rules: FileRule[], p: FileProps): { method: FileMethod; policy: FilePolicy } {
   for (const rule of [...rules, ...DEFAULT_FILE_RULES]) {
     const m = rule.match ?? {};
-    if (m.path !== undefined && !globToRegExp(m.path).test(p.path)) continue;
+    if (m.path !== undefined && !globMatch(m.path, p.path)) continue;
     if (m.maxSize !== undefined && p.size > m.maxSize) continue;
     if (m.minSize !== undefined && p.size < m.minSize) continue;
     if (m.unlinked !== undefined && m.unlinked !== p.unlinked) continue;
@@ -104,10 +144,9 @@ export function fileRuleFor(rules: FileRule[], p: FileProps): { method: FileMeth
   return { method: 'reference', policy: 'verify' };
 }
 
-/** The file rules of a session's config (key "files"). */
-export function configuredFileRules(config: { options: Record<string, unknown> }): FileRule[] {
-  const files = config.options['@ckpt/plugin-files'] as { rules?: unknown } | undefined;
-  return validateFileRules(files?.rules);
+/** The file rules in the files plugin's options (its "rules" key), validated. */
+export function configuredFileRules(options: FileRulesOptions | undefined): FileRule[] {
+  return validateFileRules(options?.rules);
 }
 
 /** What a dump remembers of a file to verify it at restore. */
@@ -155,14 +194,4 @@ export function verifyFile(path: string, saved: FileIdentity, who: string): void
   } else if (st.mtimeMs !== saved.mtimeMs) {
     throw changed(`modified ${new Date(st.mtimeMs).toISOString()}`);
   }
-}
-
-/** --relocate: the first [old, new] whose old is the path or one of its parent directories. */
-export function relocatePath(path: string, relocate: Array<[string, string]> | undefined): string {
-  for (const [from, to] of relocate ?? []) {
-    const f = from.replace(/\/+$/, '');
-    if (path === f) return to;
-    if (path.startsWith(f + '/')) return to.replace(/\/+$/, '') + path.slice(f.length);
-  }
-  return path;
 }

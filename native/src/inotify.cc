@@ -1,4 +1,5 @@
-// inotify and file handles: what Node does not expose and @ckpt/plugin-event-fds needs.
+// inotify, and the file handles that name what an inotify watch watches: what Node does not
+// expose and @ckpt/plugin-event-fds needs (was extra.cc).
 //   openByHandleAt  resolves an inotify watch (its f_handle from fdinfo) to an open O_PATH fd
 //                   (needs CAP_DAC_READ_SEARCH);
 //   inotifyInit / inotifyAddWatch / inotifyRmWatch  rebuild an inotify instance in the restorer.
@@ -68,7 +69,7 @@ Napi::Value InotifyRmWatch(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitExtra(Napi::Env env, Napi::Object exports) {
+void InitInotify(Napi::Env env, Napi::Object exports) {
   exports.Set("openByHandleAt", Napi::Function::New(env, OpenByHandleAt));
   exports.Set("inotifyInit", Napi::Function::New(env, InotifyInit));
   exports.Set("inotifyAddWatch", Napi::Function::New(env, InotifyAddWatch));

@@ -1,0 +1,36 @@
+/**
+ * The groups of the facade: which addon function lives in which `native.<group>`. The one table
+ * the facade is built from; its types (./binding.d.ts, NativeFacade) are checked against it, so
+ * a function missing here, or listed in the wrong group, fails to type-check.
+ *
+ * scripts/codemods/native-groups.mjs carries the same table as a mapping from the old flat names
+ * (`native.seize` -> `native.ptrace.seize`), with the two functions merged away since:
+ * unixListen -> sock.sockListen, unixSetsockopt -> sock.sockSetBytes.
+ */
+import type { NativeFacade } from './binding.js';
+
+export const GROUPS = {
+  ptrace: [
+    'seize', 'interruptAndWait', 'waitStop', 'cont', 'detach', 'setOptions', 'takeSuppressedSignals',
+    'getRegs', 'setRegs', 'getXstate', 'setXstate', 'getSigmask', 'setSigmask', 'getRseq', 'getRobustList',
+    'peekSiginfo', 'remoteSyscall',
+  ],
+  mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
+  crc: ['crc32c', 'crc32cFile'],
+  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'tryWait'],
+  fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'openByHandleAt'],
+  events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch'],
+  ipc: ['ipcSnapshot', 'ipcCreate', 'ipcRemove'],
+  sock: [
+    'sockGetInt', 'sockSetInt', 'sockGetBytes', 'sockSetBytes', 'sockListen',
+    'unixDiag', 'unixNetns', 'unixSocket', 'unixSocketpair', 'unixBind', 'unixConnect', 'unixAccept', 'unixShutdown',
+    'unixGetsockopt', 'unixName', 'unixPeek', 'unixSend',
+    'inetSocket', 'sockInfo', 'sockBind', 'sockConnect', 'tcpRepair', 'tcpDumpConn', 'tcpSetQueueSeqs', 'tcpRepairFill',
+    'udpPeek', 'udpInject', 'tcpDiag', 'tcpDestroy', 'tcpResetSocket',
+  ],
+} as const satisfies { readonly [G in keyof NativeFacade]: ReadonlyArray<keyof NativeFacade[G]> };
+
+// Every function of every group's interface is listed: `Unlisted` names the ones that are not.
+type Unlisted = { [G in keyof NativeFacade]: Exclude<keyof NativeFacade[G], (typeof GROUPS)[G][number]> }[keyof NativeFacade];
+const everyFunctionListed: [Unlisted] extends [never] ? true : { unlisted: Unlisted } = true;
+void everyFunctionListed;

@@ -1,0 +1,180 @@
+/**
+ * Core's fd table: the walk over a process's fds at dump, the detection of open file
+ * descriptions shared by several fds or processes, and the installation of every fd at restore.
+ * Plugins only answer for the descriptions they own:
+ *   dump:    per description, `fds.dump` (bail) asks the plugins; the first claim `{ kind, data }`
+ *            owns it. An fd sharing a description met earlier (same or another process of the
+ *            tree) is recorded as `sameAs` without asking anyone.
+ *   restore: per description, `fds.restore.for(owner)` makes it in the restorer (an fd of ours),
+ *            unless `--substitute` replaces it; core installs it at its number in every holder.
+ */
+import { closeSync, fstatSync, openSync, type Stats } from 'node:fs';
+import { constants as C } from 'node:fs';
+import { native } from '@ckpt/native';
+import { CkptError } from './errors.js';
+import { listFds, fdLink, readFdInfo } from './proc.js';
+import { createSessionState } from './state.js';
+import type { Hooks } from './hooks.js';
+import type { DumpSession, FdDumpRequest, FdRecord, ProcessDump, ProcessRestore, RestoreSession } from './context.js';
+
+const O_ACCMODE = 3, O_RDONLY = 0, O_RDWR = 2, O_NOCTTY = 0o400, O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030, KCMP_FILE = 0;
+/** Flags that belong to the description and that open() accepts back (for --substitute PATH). */
+const REOPEN_FLAGS = O_ACCMODE | C.O_APPEND | C.O_NONBLOCK | C.O_DIRECT | C.O_NOATIME | C.O_SYNC | C.O_DSYNC | 0o100000;
+
+/** The kind of an fd from its link and fstat: file, directory, pipe, fifo, chr, blk, socket, anon, unknown. */
+export function fdKind(link: string, st: Stats): string {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'directory';
+  if (st.isFIFO()) return link.startsWith('pipe:') ? 'pipe' : 'fifo';
+  if (st.isCharacterDevice()) return 'chr';
+  if (st.isBlockDevice()) return 'blk';
+  if (st.isSocket()) return 'socket';
+  if (link.startsWith('anon_inode:')) return 'anon';
+  return 'unknown';
+}
+
+function describeFd(req: { fd: number; kind: string; link: string }): string {
+  const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(req.link)?.[1];
+  const what = anon ? `an ${anon}` : `a ${req.kind}`;
+  return `fd ${req.fd} is ${what} (${req.link})`;
+}
+
+/** The stable id of an open file description in an image (ckpt show --files): its first holder. */
+export function fileId(pid: number, fd: number): string {
+  return `f${pid}.${fd}`;
+}
+
+interface Seen {
+  pid: number;
+  fd: number;
+  kind: string;
+  owner: string;
+}
+
+/** Descriptions met so far in a dump, by dev:ino: kcmp only runs among fds of one inode. */
+const seenByInode = createSessionState('core:fd-descriptions', (_s: DumpSession) => new Map<string, Seen[]>());
+
+/** Walks the fds of a frozen process into its fd table (start of the files stage). */
+export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void> {
+  const { pid } = proc;
+  const seen = seenByInode.of(proc.session);
+  const pidfd = native.proc.pidfdOpen(pid);
+  try {
+    for (const fd of listFds(pid)) {
+      let link: string;
+      try {
+        link = fdLink(pid, fd);
+      } catch {
+        continue; // closed meanwhile (cannot happen while frozen, but harmless)
+      }
+      const info = readFdInfo(pid, fd);
+      const cloexec = (info.flags & O_CLOEXEC) !== 0;
+      const flags = info.flags & ~O_CLOEXEC;
+      const dupFd = native.proc.pidfdGetfd(pidfd, fd);
+      try {
+        const stat = fstatSync(dupFd);
+        const ino = `${stat.dev}:${stat.ino}`;
+        const same = seen.get(ino)?.find((s) => native.proc.kcmp(s.pid, pid, KCMP_FILE, s.fd, fd) === 0);
+        if (same) {
+          proc.fds.push({ fd, cloexec, owner: same.owner, kind: same.kind, flags, sameAs: { pid: same.pid, fd: same.fd } });
+          continue;
+        }
+        const req: FdDumpRequest = { fd, link, info, dupFd, stat, kind: fdKind(link, stat) };
+        const claim = (await hooks.fds.dump.promise(req, proc)) as (FdRecord & { owner: string }) | undefined;
+        if (!claim) {
+          throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+            `cannot checkpoint pid ${pid}: ${describeFd(req)}, and no loaded plugin handles that kind of file`,
+            { hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)' });
+        }
+        proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data });
+        const list = seen.get(ino) ?? [];
+        list.push({ pid, fd, kind: claim.kind, owner: claim.owner });
+        seen.set(ino, list);
+      } finally {
+        closeSync(dupFd);
+      }
+    }
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
+/** Our fd (in the restorer) of every description restored, by "pid:fd" of its first holder. */
+const descriptions = createSessionState('core:fd-descriptions', (_s: RestoreSession) => new Map<string, number>(), {
+  dispose: (m) => {
+    for (const fd of m.values()) closeQuietly(fd);
+  },
+});
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    /* closed */
+  }
+}
+
+/** Every --substitute must name a description of the image (checked before anything is made). */
+export function checkSubstitutes(session: RestoreSession): void {
+  const ids = new Set<string>();
+  for (const p of session.processes) for (const r of p.fds) if (!r.sameAs) ids.add(fileId(p.pid, r.fd));
+  for (const id of Object.keys(session.options.substitute ?? {})) {
+    if (!ids.has(id)) throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
+  }
+}
+
+/** --substitute: the restorer's fd N (duplicated), or a path opened like the original. */
+function substitute(what: number | string, r: FdRecord, pid: number): number {
+  if (typeof what === 'number') {
+    try {
+      return native.fd.fcntl(what, F_DUPFD_CLOEXEC, 0);
+    } catch {
+      throw new CkptError('ERR_CKPT_USAGE', `--substitute ${fileId(pid, r.fd)}=${what}: fd ${what} is not open in ckpt restore`);
+    }
+  }
+  const flags = r.flags ?? O_RDWR;
+  const writable = (flags & O_ACCMODE) !== O_RDONLY;
+  try {
+    return openSync(what, (flags & REOPEN_FLAGS & ~O_PATH) | O_NOCTTY | (writable ? C.O_CREAT : 0), 0o644);
+  } catch (e) {
+    throw new CkptError('ERR_CKPT_USAGE', `--substitute ${fileId(pid, r.fd)}=${what}: cannot open it (${(e as NodeJS.ErrnoException).code})`);
+  }
+}
+
+/** Makes every description of the process (or reuses a shared one) and installs each fd at its number. */
+export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promise<void> {
+  const ours = descriptions.of(proc.session);
+  for (const r of proc.fds) {
+    let fd: number | undefined;
+    if (r.sameAs) {
+      fd = ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`);
+      if (fd === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `fd ${r.fd} of pid ${proc.pid} shares the description of fd ${r.sameAs.fd} of pid ${r.sameAs.pid}, which the image does not hold before it`);
+    } else {
+      const sub = proc.session.options.substitute?.[fileId(proc.pid, r.fd)];
+      if (sub !== undefined) fd = substitute(sub, r, proc.pid);
+      else {
+        const hook = hooks.fds.restore.get(r.owner);
+        if (!hook) {
+          throw new CkptError('ERR_CKPT_CONFIG', `fd ${r.fd} of pid ${proc.pid} (${r.kind}) was saved by plugin ${r.owner}, which restores no fds here`,
+            { hint: `load ${r.owner} (list it in ckpt.config.json or pass --plugin ${r.owner})` });
+        }
+        fd = await hook.promise(r, proc);
+      }
+      if (fd === undefined) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `plugin ${r.owner} did not restore fd ${r.fd} (${r.kind}) of pid ${proc.pid}`);
+      }
+      ours.set(`${proc.pid}:${r.fd}`, fd);
+    }
+    proc.installFd(r.fd, fd, r.cloexec);
+  }
+}
+
+/** Our fd for a description installed in a process (the first holder's or a sharer's). */
+export function restorerFdOf(proc: ProcessRestore, fd: number): number | undefined {
+  const ours = descriptions.peek(proc.session);
+  if (!ours) return undefined;
+  const r = proc.fds.find((x) => x.fd === fd);
+  if (!r) return undefined;
+  return r.sameAs ? ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`) : ours.get(`${proc.pid}:${fd}`);
+}

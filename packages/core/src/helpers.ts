@@ -1,0 +1,70 @@
+/**
+ * Helpers core offers plugin authors, so that a plugin never needs @ckpt/native for the common
+ * steps (running a syscall in the process is `proc.tracee.syscall(SYS.x, ...)` at dump and
+ * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { native } from '@ckpt/native';
+import { CkptError } from './errors.js';
+import type { FdDumpRequest } from './context.js';
+
+const O_NOCTTY = 0o400, O_CLOEXEC = 0o2000000, O_ACCMODE = 3, O_PATH = 0o10000000;
+const SEEK_SET = 0;
+
+export interface RemoteOpenOptions {
+  /** open(2) flags of the original description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...). */
+  flags: number;
+  /** File offset to set. */
+  pos?: number;
+  /** Mode for O_CREAT. */
+  mode?: number;
+  /** Who it is for, for the error message (e.g. "fd 4 of pid 123"). */
+  what?: string;
+}
+
+/**
+ * Opens a file in the restorer the way the process had it (flags and offset), for an
+ * `fds.restore` handler to return: core then installs it at its number in the process.
+ */
+export function remoteOpen(path: string, opts: RemoteOpenOptions): number {
+  let fd: number;
+  try {
+    fd = openSync(path, (opts.flags & ~O_CLOEXEC) | O_NOCTTY, opts.mode ?? 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot open ${path}${opts.what ? ` (${opts.what})` : ''}: ${code}`, { cause: e });
+  }
+  if (opts.pos) {
+    try {
+      native.fd.lseek(fd, opts.pos, SEEK_SET);
+    } catch (e) {
+      closeSync(fd);
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot seek ${path} to ${opts.pos}${opts.what ? ` (${opts.what})` : ''}`, { cause: e });
+    }
+  }
+  return fd;
+}
+
+/**
+ * The whole content of the file behind a dumped fd, whatever its access mode: a write-only or
+ * O_PATH fd is reopened for reading through /proc/self/fd (our duplicate), so its own offset is
+ * never moved.
+ */
+export function readThroughFd(req: Pick<FdDumpRequest, 'dupFd' | 'info' | 'fd'>): Buffer {
+  const mode = req.info.flags & O_ACCMODE;
+  const readable = mode !== 1 && !(req.info.flags & O_PATH);
+  const fd = readable ? req.dupFd : openSync(`/proc/self/fd/${req.dupFd}`, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const out = Buffer.allocUnsafe(size);
+    let off = 0;
+    while (off < size) {
+      const n = readSync(fd, out, off, size - off, off);
+      if (n <= 0) break;
+      off += n;
+    }
+    return out.subarray(0, off);
+  } finally {
+    if (!readable) closeSync(fd);
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Validation through the Standard Schema interface (https://standardschema.dev), which zod 4,
+ * valibot and arktype schemas all implement: a plugin brings its schemas in the library it likes,
+ * and core never depends on one. The interface is small and meant to be written out, as here.
+ */
+export interface StandardSchemaV1<Input = unknown, Output = Input> {
+  readonly '~standard': {
+    readonly version: 1;
+    readonly vendor: string;
+    readonly validate: (value: unknown) => StandardResult<Output> | Promise<StandardResult<Output>>;
+    readonly types?: { readonly input: Input; readonly output: Output } | undefined;
+  };
+}
+
+export type StandardResult<Output> =
+  | { readonly value: Output; readonly issues?: undefined }
+  | { readonly issues: ReadonlyArray<StandardIssue> };
+
+export interface StandardIssue {
+  readonly message: string;
+  readonly path?: ReadonlyArray<PropertyKey | { readonly key: PropertyKey }> | undefined;
+}
+
+export type InferOutput<S> = S extends StandardSchemaV1<unknown, infer O> ? O : unknown;
+
+/** `a.b[2].c` for an issue path. */
+export function issuePath(issue: StandardIssue): string {
+  let out = '';
+  for (const seg of issue.path ?? []) {
+    const k = typeof seg === 'object' && seg !== null && 'key' in seg ? seg.key : seg;
+    out += typeof k === 'number' ? `[${k}]` : out ? `.${String(k)}` : String(k);
+  }
+  return out;
+}
+
+/**
+ * Validates synchronously (every schema ckpt uses is synchronous); returns the parsed value or
+ * the first issue as `{ path, message }`.
+ */
+export function validate<O>(schema: StandardSchemaV1<unknown, O>, value: unknown): { ok: true; value: O } | { ok: false; path: string; message: string } {
+  const r = schema['~standard'].validate(value);
+  if (r instanceof Promise) throw new Error('asynchronous schemas are not supported');
+  if (r.issues) {
+    const first = r.issues[0];
+    return { ok: false, path: first ? issuePath(first) : '', message: first?.message ?? 'invalid' };
+  }
+  return { ok: true, value: r.value };
+}

@@ -1,0 +1,18 @@
+/** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
+import { z } from 'zod';
+
+const hex = z.string().regex(/^0x[0-9a-f]+$/i);
+const decimal = z.string().regex(/^\d+$/);
+
+export const eventFdData = z.strictObject({
+  type: z.enum(['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify']),
+  flags: z.number().int(),
+  count: hex.optional(),
+  semaphore: z.boolean().optional(),
+  watches: z.array(z.strictObject({ tfd: z.number().int().nonnegative(), events: z.number().int(), data: hex })).optional(),
+  sigmask: hex.optional(),
+  clockid: z.number().int().nonnegative().optional(),
+  valueNs: decimal.optional(),
+  intervalNs: decimal.optional(),
+  inotify: z.array(z.strictObject({ wd: z.number().int().positive(), mask: z.number().int(), path: z.string() })).optional(),
+});

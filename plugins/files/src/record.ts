@@ -1,0 +1,31 @@
+/** The files plugin's option and record schemas (zod; core validates through Standard Schema). */
+import { z } from 'zod';
+
+const match = z.strictObject({
+  path: z.string().optional(),
+  maxSize: z.number().int().nonnegative().optional(),
+  minSize: z.number().int().nonnegative().optional(),
+  unlinked: z.boolean().optional(),
+  tmpfs: z.boolean().optional(),
+  writable: z.boolean().optional(),
+  append: z.boolean().optional(),
+});
+
+const rule = z
+  .strictObject({
+    match: match.optional(),
+    method: z.enum(['reference', 'content']).optional(),
+    policy: z.enum(['image', 'disk', 'verify']).optional(),
+  })
+  .refine((r) => r.policy !== 'image' || r.method === 'content', { message: 'policy "image" needs method "content" (a reference has no copy to put back)' });
+
+/** Options (config key "files", or options["@ckpt/plugin-files"]): per-file rules, first match wins. */
+export const filesOptions = z.strictObject({ rules: z.array(rule).optional() });
+export type FilesOptions = z.infer<typeof filesOptions>;
+
+/** Per process: the file system context. */
+export const filesRecord = z.strictObject({
+  cwd: z.string(),
+  root: z.string().optional(),
+  umask: z.number().int().min(0).max(0o777),
+});
