@@ -2,6 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // Global (vitest does not take it per project): the e2e files must run one at a time.
+    fileParallelism: false,
     projects: [
       {
         // Unit tests next to the code they test: no processes, no fixtures, run in parallel.
@@ -20,10 +22,9 @@ export default defineConfig({
           name: 'e2e',
           include: ['test/**/*.test.ts'],
           globalSetup: ['test/setup/build-fixtures.ts'],
-          // The tests start real processes, share pid numbers and the machine's 2 cores: one file at a
-          // time, each in its own forked worker.
+          // The tests start real processes, share pid numbers and the machine's 2 cores: each file
+          // in its own forked worker, one at a time (fileParallelism, above, is global).
           pool: 'forks',
-          fileParallelism: false,
           testTimeout: 60_000,
           hookTimeout: 60_000,
         },

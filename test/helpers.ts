@@ -122,7 +122,7 @@ export async function cleanupProcesses(): Promise<void> {
   const killed: number[] = [];
   for (const t of list) {
     const cmd = cmdline(t.pid);
-    if (cmd && cmd.join('\0').includes(t.marker)) {
+    if (cmd?.join('\0').includes(t.marker)) {
       try {
         process.kill(t.pid, 'SIGKILL');
         killed.push(t.pid);

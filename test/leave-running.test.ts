@@ -21,7 +21,6 @@ import {
   ticks,
   useCleanup,
   waitFor,
-  waitForLine,
   waitForTick,
 } from './helpers.js';
 

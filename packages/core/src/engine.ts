@@ -94,7 +94,7 @@ export class Ckpt {
       log: pluginLogger(p),
       options: (session) => {
         const m = this.runOptions.get(session);
-        return m && m.has(p.name) ? m.get(p.name) : this.configured.get(p.name);
+        return m?.has(p.name) ? m.get(p.name) : this.configured.get(p.name);
       },
       provide: (token, value) => {
         this.container.set(token, value);

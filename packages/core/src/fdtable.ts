@@ -10,15 +10,13 @@
  */
 import { closeSync, fstatSync, openSync, type Stats } from 'node:fs';
 import { constants as C } from 'node:fs';
-import { native } from '@ckpt/native';
+import { native, O_ACCMODE, O_RDONLY, O_RDWR, O_NOCTTY, O_PATH, O_CLOEXEC, F_DUPFD_CLOEXEC, KCMP_FILE } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { listFds, fdLink, readFdInfo } from './proc.js';
 import { createSessionState } from './state.js';
 import type { Hooks } from './hooks.js';
 import type { DumpSession, FdDumpRequest, FdRecord, ProcessDump, ProcessRestore, RestoreSession } from './context.js';
 
-const O_ACCMODE = 3, O_RDONLY = 0, O_RDWR = 2, O_NOCTTY = 0o400, O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
-const F_DUPFD_CLOEXEC = 1030, KCMP_FILE = 0;
 /** Flags that belong to the description and that open() accepts back (for --substitute PATH). */
 const REOPEN_FLAGS = O_ACCMODE | C.O_APPEND | C.O_NONBLOCK | C.O_DIRECT | C.O_NOATIME | C.O_SYNC | C.O_DSYNC | 0o100000;
 

@@ -4,12 +4,10 @@
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { native } from '@ckpt/native';
+import { native, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, SEEK_SET } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
 
-const O_NOCTTY = 0o400, O_CLOEXEC = 0o2000000, O_ACCMODE = 3, O_PATH = 0o10000000;
-const SEEK_SET = 0;
 
 export interface RemoteOpenOptions {
   /** open(2) flags of the original description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...). */
@@ -52,7 +50,7 @@ export function remoteOpen(path: string, opts: RemoteOpenOptions): number {
  */
 export function readThroughFd(req: Pick<FdDumpRequest, 'dupFd' | 'info' | 'fd'>): Buffer {
   const mode = req.info.flags & O_ACCMODE;
-  const readable = mode !== 1 && !(req.info.flags & O_PATH);
+  const readable = mode !== O_WRONLY && !(req.info.flags & O_PATH);
   const fd = readable ? req.dupFd : openSync(`/proc/self/fd/${req.dupFd}`, 'r');
   try {
     const size = fstatSync(fd).size;

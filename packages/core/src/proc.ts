@@ -228,7 +228,7 @@ export function processTree(root: number): TreeNode[] {
 /** The pid as seen inside the process's own (innermost) pid namespace. */
 export function nsPid(pid: number): number {
   const v = readStatus(pid).NSpid?.split(/\s+/).filter(Boolean).map(Number);
-  return v && v.length ? v[v.length - 1] : pid;
+  return v?.length ? v[v.length - 1] : pid;
 }
 
 /** The host pid of the task that is `nsTid` inside its pid namespace, among candidates. */

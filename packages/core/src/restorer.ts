@@ -10,14 +10,11 @@
  * Both live until beforeResume has run; then core closes the pidfd and unmaps the trampoline
  * (the last injected syscall), and the processes are detached with the registers plugins set.
  */
-import { SYS, native } from '@ckpt/native';
+import { SYS, native, O_CLOEXEC, F_SETFD, F_DUPFD_CLOEXEC } from '@ckpt/native';
 import { findFreeRange, findSyscallInsn, SCRATCH_SIZE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, type Tracee } from './tracee.js';
 import { readMaps } from './proc.js';
 import { CkptError } from './errors.js';
 import type { ProcessRestore } from './context.js';
-
-const O_CLOEXEC = 0o2000000;
-const F_SETFD = 2, F_DUPFD_CLOEXEC = 1030;
 
 /** Every stub starts with the restorer's pidfd at fd 3. */
 export const STUB_PIDFD = 3;

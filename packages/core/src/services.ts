@@ -9,7 +9,7 @@ import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
 import { closeSync } from 'node:fs';
-import { native, stubPath, CLONE_NEWIPC, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, NativeError } from '@ckpt/native';
+import { native, stubPath, CLONE_NEWIPC, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, type NativeError } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';

@@ -5,7 +5,7 @@
  * holds: what was shared stays shared.
  */
 import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
-import { native } from '@ckpt/native';
+import { native, SEEK_DATA, SEEK_HOLE } from '@ckpt/native';
 import type { DumpSession, RestoreSession } from './context.js';
 import { createSessionState } from './state.js';
 
@@ -34,7 +34,6 @@ export interface ShmemRef {
   segments: Array<[number, number]>;
 }
 
-const SEEK_DATA = 3, SEEK_HOLE = 4;
 const CHUNK = 4 << 20;
 
 function dataSegments(fd: number, size: number): Array<[number, number]> {

@@ -3,15 +3,17 @@
  * a `syscall` instruction to borrow, a scratch mapping for pointer arguments, and restart-safe
  * resumption. Used both for dump targets (frozen user processes) and restore stubs.
  */
-import { native, checkSyscall, Regs, SYS, NativeError, PAGE_SIZE, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
+import {
+  native, checkSyscall, Regs, SYS, NativeError, PAGE_SIZE, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK, CLONE_THREAD_FLAGS, SIGCHLD,
+  cloneArgs, setTidArray,
+} from '@ckpt/native';
 import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 
 const log = logger('tracee');
 
-export const PROT_READ = 1, PROT_WRITE = 2, PROT_EXEC = 4;
-export const MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_FIXED = 0x10, MAP_ANONYMOUS = 0x20;
-export const MAP_GROWSDOWN = 0x100, MAP_FIXED_NOREPLACE = 0x100000;
+export { PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE } from '@ckpt/native';
+import { PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE } from '@ckpt/native';
 export const TASK_SIZE = 0x7ffffffff000;
 
 export const SCRATCH_SIZE = 64 * 1024;
@@ -177,8 +179,6 @@ function nameOf(nr: number): string {
   return NAMES.get(nr) ?? `syscall ${nr}`;
 }
 
-const CLONE_THREAD_FLAGS = 0x100 | 0x200 | 0x400 | 0x800 | 0x10000 | 0x40000; // VM FS FILES SIGHAND THREAD SYSVSEM
-const SIGCHLD = 17;
 
 /**
  * Makes `parent` clone a new task with a chosen pid (set_tid: one entry per pid namespace
@@ -188,13 +188,10 @@ const SIGCHLD = 17;
  * NativeError of clone3 (EEXIST: pid taken).
  */
 export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean } = {}): Tracee {
-  const args = Buffer.alloc(88);
-  if (opts.thread) args.writeBigUInt64LE(BigInt(CLONE_THREAD_FLAGS), 0);
-  else args.writeBigUInt64LE(BigInt(SIGCHLD), 32); // exit_signal
-  const tids = Buffer.alloc(4 * setTid.length);
-  setTid.forEach((t, i) => tids.writeInt32LE(t, i * 4));
-  args.writeBigUInt64LE(BigInt(parent.put(tids, 2048)), 64);
-  args.writeBigUInt64LE(BigInt(setTid.length), 72);
+  const at = parent.put(setTidArray(setTid), 2048);
+  const args = cloneArgs(opts.thread
+    ? { flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: setTid.length }
+    : { exitSignal: SIGCHLD, setTid: at, setTidSize: setTid.length });
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];
   else if (nsPid(parent.pid) !== parent.pid) {

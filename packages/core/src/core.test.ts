@@ -1,0 +1,204 @@
+// Unit tests of core's pure parts: option and record validation, the fd-claim owner stamp, typed
+// session state, path relocation, fd kinds. No process is touched: images are written by hand
+// with the real ImageWriter into temporary directories, and restore must refuse them before it
+// creates anything.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Stats } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { Ckpt } from './engine.js';
+import { CkptError } from './errors.js';
+import { ImageWriter } from './image.js';
+import { createSessionState, SessionStateStore } from './state.js';
+import { relocatePath } from './paths.js';
+import { fdKind, fileId } from './fdtable.js';
+import { issuePath, validate } from './schema.js';
+import { createHooks } from './hooks.js';
+import { instrumentHooks, type CkptPlugin } from './plugin.js';
+import type { FdDumpRequest, ProcessDump } from './context.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'ckpt-core-unit-'));
+  dirs.push(d);
+  return d;
+}
+
+const plugin = (name: string, extra: Partial<CkptPlugin> = {}): CkptPlugin => ({ name, version: '1.0.0', apply() {}, ...extra }) as CkptPlugin;
+
+describe('plugin options', () => {
+  const opts = z.strictObject({ close: z.boolean().optional(), rules: z.array(z.strictObject({ path: z.string() })).optional() });
+
+  it('valid options reach the plugin through ctx.options', () => {
+    let seen: unknown;
+    const p = plugin('p', { options: opts, apply: (_h, ctx) => void (seen = ctx) });
+    new Ckpt([p], { options: { p: { close: true } } });
+    expect((seen as { name: string }).name).toBe('p');
+  });
+
+  it('a wrong type names the plugin and the key', () => {
+    expect(() => new Ckpt([plugin('p', { options: opts })], { options: { p: { close: 'yes' } } })).toThrow(/option "close" of plugin p/);
+  });
+
+  it('a nested error names the full path', () => {
+    expect(() => new Ckpt([plugin('p', { options: opts })], { options: { p: { rules: [{ path: 1 }] } } })).toThrow(/"rules\[0\]\.path"/);
+  });
+
+  it('an unknown key is an error', () => {
+    expect(() => new Ckpt([plugin('p', { options: opts })], { options: { p: { clsoe: true } } })).toThrow(CkptError);
+  });
+
+  it('options for a plugin that is not loaded, or that takes none, are errors', () => {
+    expect(() => new Ckpt([plugin('p')], { options: { q: {} } })).toThrow(/plugin q, which is not loaded/);
+    expect(() => new Ckpt([plugin('p')], { options: { p: { x: 1 } } })).toThrow(/takes no options/);
+  });
+
+  it('a plugin listed twice is an error', () => {
+    expect(() => new Ckpt([plugin('p'), plugin('p')])).toThrow(/listed twice/);
+  });
+});
+
+describe('hooks', () => {
+  it('an fd claim is stamped with the name of the tap that made it (its owner)', async () => {
+    const hooks = createHooks();
+    instrumentHooks(hooks);
+    hooks.fds.dump.tapPromise('first', async () => undefined);
+    hooks.fds.dump.tapPromise('second', async () => ({ kind: 'thing', data: 1 }));
+    const claim = await hooks.fds.dump.promise({} as FdDumpRequest, {} as ProcessDump);
+    expect(claim).toEqual({ kind: 'thing', data: 1, owner: 'second' });
+  });
+
+  it('an error in a tap names the plugin and the hook', async () => {
+    const hooks = createHooks();
+    instrumentHooks(hooks);
+    hooks.fds.restore.for('owner').tapPromise('owner', async () => {
+      throw new Error('boom');
+    });
+    await expect(hooks.fds.restore.get('owner')!.promise({} as never, {} as never)).rejects.toThrow(/plugin owner failed in hook fds\.restore\[owner\]: boom/);
+  });
+});
+
+describe('session state', () => {
+  it('is made on first use, per session, and disposed newest first', () => {
+    const order: string[] = [];
+    const a = createSessionState('a', () => ({ n: 0 }), { dispose: () => order.push('a') });
+    const b = createSessionState('b', () => [] as number[], { dispose: () => order.push('b') });
+    const s1 = { state: new SessionStateStore() };
+    const s2 = { state: new SessionStateStore() };
+    expect(a.peek(s1)).toBeUndefined();
+    a.of(s1).n++;
+    a.of(s1).n++;
+    b.of(s1).push(1);
+    expect(a.of(s1).n).toBe(2);
+    expect(a.of(s2).n).toBe(0);
+    s1.state.dispose();
+    expect(order).toEqual(['b', 'a']);
+    expect(a.peek(s1)).toBeUndefined();
+  });
+
+  it('a failing dispose does not stop the others', () => {
+    const seen: string[] = [];
+    const a = createSessionState('a', () => 1, { dispose: () => seen.push('a') });
+    const b = createSessionState('b', () => 1, {
+      dispose: () => {
+        throw new Error('x');
+      },
+    });
+    const s = { state: new SessionStateStore() };
+    a.of(s);
+    b.of(s);
+    s.state.dispose();
+    expect(seen).toEqual(['a']);
+  });
+});
+
+describe('relocatePath', () => {
+  it('rewrites the first matching prefix, whole path components only', () => {
+    const r: Array<[string, string]> = [['/srv/data', '/mnt/data'], ['/srv', '/other']];
+    expect(relocatePath('/srv/data/x.log', r)).toBe('/mnt/data/x.log');
+    expect(relocatePath('/srv/data', r)).toBe('/mnt/data');
+    expect(relocatePath('/srv/database', r)).toBe('/other/database');
+    expect(relocatePath('/srvx/a', r)).toBe('/srvx/a');
+    expect(relocatePath('/srv/a', [['/srv/', '/new/']])).toBe('/new/a');
+    expect(relocatePath('/a', undefined)).toBe('/a');
+  });
+});
+
+describe('fd kinds and ids', () => {
+  const st = (k: string): Stats => ({
+    isFile: () => k === 'f', isDirectory: () => k === 'd', isFIFO: () => k === 'p', isCharacterDevice: () => k === 'c',
+    isBlockDevice: () => k === 'b', isSocket: () => k === 's',
+  }) as Stats;
+  it('tells every kind apart', () => {
+    expect(fdKind('/x', st('f'))).toBe('file');
+    expect(fdKind('/x', st('d'))).toBe('directory');
+    expect(fdKind('pipe:[12]', st('p'))).toBe('pipe');
+    expect(fdKind('/tmp/fifo', st('p'))).toBe('fifo');
+    expect(fdKind('/dev/null', st('c'))).toBe('chr');
+    expect(fdKind('/dev/sda', st('b'))).toBe('blk');
+    expect(fdKind('socket:[1]', st('s'))).toBe('socket');
+    expect(fdKind('anon_inode:[eventfd]', st('?'))).toBe('anon');
+    expect(fdKind('weird', st('?'))).toBe('unknown');
+    expect(fileId(12, 3)).toBe('f12.3');
+  });
+});
+
+describe('schema helpers', () => {
+  it('issue paths read like code', () => {
+    expect(issuePath({ message: '', path: ['a', 0, { key: 'b' }] })).toBe('a[0].b');
+    const r = validate(z.object({ a: z.array(z.number()) }), { a: [1, 'x'] });
+    expect(r).toMatchObject({ ok: false, path: 'a[1]' });
+  });
+});
+
+describe('restore refuses malformed images before creating anything', () => {
+  /** Writes a complete, validly summed image holding the given process records. */
+  function image(procs: Array<Record<string, unknown>>, plugins: Record<string, { version?: string; record?: number }> = {}): string {
+    const dir = join(tempDir(), 'img');
+    const w = new ImageWriter(dir);
+    for (const p of procs) w.writeJson(`proc-${p.pid}.json`, p);
+    w.commit({
+      tool: 'test', root: 1, plugins, meta: {},
+      processes: procs.map((p) => ({ pid: p.pid as number, ppid: 0, comm: 'x', file: `proc-${p.pid}.json` })),
+    });
+    return dir;
+  }
+  const proc = (extra: Record<string, unknown> = {}) => ({ pid: 31000, ppid: 1, pgid: 31000, sid: 31000, comm: 'x', fds: [], records: {}, ...extra });
+  const restore = (ckpt: Ckpt, dir: string) => ckpt.restore({ dir });
+
+  it('an image with no process', async () => {
+    await expect(restore(new Ckpt([]), image([]))).rejects.toThrow(/holds no process/);
+  });
+
+  it('a record of a plugin that is not loaded', async () => {
+    await expect(restore(new Ckpt([]), image([proc({ records: { '@x/p': {} } })]))).rejects.toThrow(/written with plugin @x\/p, which is not loaded/);
+  });
+
+  it('a malformed fd table', async () => {
+    await expect(restore(new Ckpt([]), image([proc({ fds: [{ fd: -1, owner: 'p', kind: 'k', cloexec: false, flags: 0 }] })]))).rejects.toThrow(/fds\[0\]\.fd is not an fd number/);
+    await expect(restore(new Ckpt([]), image([proc({ fds: 'no' })]))).rejects.toThrow(/fds is not a list/);
+  });
+
+  it("a record its plugin's schema rejects names the plugin, the pid and the field", async () => {
+    const p = plugin('@x/mem', { record: { version: 1, schema: z.strictObject({ vmas: z.array(z.strictObject({ start: z.number() })) }) } });
+    const dir = image([proc({ records: { '@x/mem': { vmas: 'nope' } } })], { '@x/mem': { record: 1 } });
+    await expect(restore(new Ckpt([p]), dir)).rejects.toThrow(/the record of plugin @x\/mem for pid 31000 is malformed at vmas/);
+  });
+
+  it("fd data its owner's schema rejects", async () => {
+    const p = plugin('@x/fd', { record: { version: 1, fd: z.strictObject({ path: z.string() }) } });
+    const dir = image([proc({ fds: [{ fd: 3, owner: '@x/fd', kind: 'file', cloexec: false, flags: 0, data: { path: 7 } }] })]);
+    await expect(restore(new Ckpt([p]), dir)).rejects.toThrow(/fd 3 of pid 31000 \(saved by @x\/fd\) is malformed at path/);
+  });
+
+  it('records newer than the loaded plugin reads', async () => {
+    const p = plugin('@x/mem', { record: { version: 1 } });
+    const dir = image([proc({ records: { '@x/mem': {} } })], { '@x/mem': { record: 2 } });
+    await expect(restore(new Ckpt([p]), dir)).rejects.toThrow(/version 2.*reads up to version 1/);
+  });
+});
