@@ -185,3 +185,66 @@ describe('usage errors', () => {
     expect(sid(pid), 'the program runs in the test runner\'s session (no setsid)').not.toBe(sid('self'));
   });
 });
+
+describe('plugins and configuration', () => {
+  it('ckpt plugins lists every built-in with its version, state classes, fd kinds and flags', async () => {
+    const r = await ckpt(['plugins', '--json']);
+    expectOk(r);
+    const rows = JSON.parse(r.stdout) as Array<{ name: string; version: string; stateClasses: string[]; fdKinds: string[]; flags: Array<{ flags: string }> }>;
+    const byName = new Map(rows.map((p) => [p.name, p]));
+    for (const name of ['pids', 'memory', 'registers', 'files', 'file-content', 'file-locks', 'event-fds', 'tty', 'unix-socket', 'tcp', 'sysv-ipc']) {
+      expect(byName.get(`@ckpt/plugin-${name}`)?.version, `@ckpt/plugin-${name} is loaded\n${r.stdout}`).toMatch(/^\d+\.\d+\.\d+$/);
+    }
+    expect(byName.get('@ckpt/plugin-memory')!.stateClasses).toContain('memory');
+    expect(byName.get('@ckpt/plugin-tcp')!.fdKinds).toContain('tcp');
+    expect(byName.get('@ckpt/plugin-tcp')!.flags.map((f) => f.flags)).toContain('--tcp-close');
+    const text = await ckpt(['plugins']);
+    expectOk(text);
+    expect(text.stdout).toMatch(/^@ckpt\/plugin-unix-socket \d/m);
+  });
+
+  it('restore --help shows the flags the plugins declare', async () => {
+    const r = await ckpt(['restore', '--help']);
+    expectOk(r);
+    for (const f of ['--tcp-close', '--ipc-remap', '--tty', '--external']) expect(r.stdout, r.stdout).toContain(f);
+  });
+
+  it('a config with a misspelled key, a wrong type, or an unknown plugin is a one-line error naming it and the file', async () => {
+    const dir = makeTempDir('config');
+    const cfg = path.join(dir, 'ckpt.config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ plugns: [] }));
+    expectCleanError(await ckpt(['plugins'], { cwd: dir }), 'plugns', cfg, /did you mean "plugins"/);
+    fs.writeFileSync(cfg, JSON.stringify({ options: { '@ckpt/plugin-tcp': { close: 'yes' } } }));
+    expectCleanError(await ckpt(['plugins'], { cwd: dir }), /"close"/, '@ckpt/plugin-tcp');
+    fs.writeFileSync(cfg, JSON.stringify({ plugins: ['ckpt-plugin-that-does-not-exist'] }));
+    expectCleanError(await ckpt(['plugins'], { cwd: dir }), 'ckpt-plugin-that-does-not-exist');
+    // Found from a subdirectory too (searched upward).
+    const sub = path.join(dir, 'a', 'b');
+    fs.mkdirSync(sub, { recursive: true });
+    expectCleanError(await ckpt(['plugins'], { cwd: sub }), 'ckpt-plugin-that-does-not-exist');
+    // A built-in disabled by name is not loaded.
+    fs.writeFileSync(cfg, JSON.stringify({ disable: ['@ckpt/plugin-tty'] }));
+    const r = await ckpt(['plugins', '--json'], { cwd: sub });
+    expectOk(r);
+    expect((JSON.parse(r.stdout) as Array<{ name: string }>).map((p) => p.name)).not.toContain('@ckpt/plugin-tty');
+  });
+
+  it('-v logs the pipeline, --log-file writes the log to a file', async () => {
+    const dir = makeTempDir('verbose');
+    const { pid } = await runFixture(dir, [bin('sleeper'), 'nanosleep', '600'], { name: 'sleeper', json: true });
+    const img = path.join(dir, 'img');
+    const log = path.join(dir, 'ckpt.log');
+    const r = await ckpt(['--log-file', log, 'dump', '-t', String(pid), '-D', img, '--leave-running']);
+    expectOk(r);
+    const text = fs.readFileSync(log, 'utf8');
+    expect(text, 'stages and hooks are logged').toMatch(/ckpt:hooks .*memory\.dump \[@ckpt\/plugin-memory\]/);
+    expect(text).toMatch(/ckpt:process froze/);
+    expect(r.stderr, 'nothing on stderr with --log-file').not.toMatch(/ckpt:hooks/);
+    const v = await ckpt(['-v', 'dump', '-t', String(pid), '-D', path.join(dir, 'img3'), '--leave-running']);
+    expectOk(v);
+    expect(v.stderr, '-v logs to stderr').toMatch(/ckpt:hooks .*files\.dump/);
+    // A pid that does not exist: one clean line, no raw errno.
+    expectCleanError(await ckpt(['dump', '-t', '999999', '-D', path.join(dir, 'img2')]), /no such process: 999999/);
+    expectRunningFree(pid, 'sleeper after dump --leave-running');
+  });
+});

@@ -86,11 +86,15 @@ export function isAppInit(pid: number): boolean {
 
 /** For a process inside an application's namespace, the namespace's init; else undefined. */
 export function appInitOf(pid: number): number | undefined {
-  for (let p = pid, guard = 0; p > 1 && guard < 64; guard++) {
-    if (isAppInit(p)) return p;
-    const ns = procfs.readStatus(p).NSpid?.split(/\s+/).filter(Boolean) ?? [];
-    if (ns.length < 2) return undefined;
-    p = procfs.readStat(p).ppid;
+  try {
+    for (let p = pid, guard = 0; p > 1 && guard < 64; guard++) {
+      if (isAppInit(p)) return p;
+      const ns = procfs.readStatus(p).NSpid?.split(/\s+/).filter(Boolean) ?? [];
+      if (ns.length < 2) return undefined;
+      p = procfs.readStat(p).ppid;
+    }
+  } catch {
+    // The process (or an ancestor) is gone: not an application's; the dump names a missing pid.
   }
   return undefined;
 }
