@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
-import { createCkpt } from '../packages/cli/dist/index.js';
+import { createCkpt } from '../packages/api/dist/index.js';
 import { native } from '../native/dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -70,7 +70,7 @@ async function reap(pid, timeoutMs = 10_000) {
   for (;;) {
     let st;
     try {
-      st = native.tryWait(pid);
+      st = native.proc.tryWait(pid);
     } catch (e) {
       // ECHILD: not (or no longer) our child; nothing to reap.
       if (e.code === 'ECHILD') return null;
@@ -84,7 +84,7 @@ async function reap(pid, timeoutMs = 10_000) {
 
 function isOurChild(pid) {
   try {
-    const st = native.tryWait(pid);
+    const st = native.proc.tryWait(pid);
     return !(st && (st.kind === 'exited' || st.kind === 'killed'));
   } catch {
     return false; // ECHILD
@@ -100,7 +100,7 @@ function cleanupSync() {
     const t0 = Date.now();
     for (;;) {
       try {
-        const st = native.tryWait(pid);
+        const st = native.proc.tryWait(pid);
         if (st && (st.kind === 'exited' || st.kind === 'killed')) break;
       } catch {
         break;
@@ -257,7 +257,7 @@ async function benchSize(ck, bins, mib) {
       (t) => {
         const lines = t.split('\n').filter((l) => l.startsWith('verify '));
         if (lines.length > before) return lines[before];
-        const st = native.tryWait(pid);
+        const st = native.proc.tryWait(pid);
         if (st && (st.kind === 'exited' || st.kind === 'killed')) {
           children.delete(pid);
           throw new Error(`restored process ${pid} of ${mib} MiB died before verifying: ${JSON.stringify(st)}`);

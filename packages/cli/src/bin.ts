@@ -17,7 +17,7 @@ program
   .description('Checkpoint running Linux processes to disk and restore them later.')
   .version(VERSION)
   .option('-c, --config <file>', 'config file (default: ckpt.config.json or ckpt.config.mjs in the current directory)')
-  .option('-p, --plugin <module...>', 'load an extra plugin (package name or path); repeatable')
+  .option('-p, --plugin <module>', 'load an extra plugin (package name or path); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('-v, --verbose', 'log the pipeline (same as DEBUG=ckpt:*)')
   .option('--log-file <file>', 'write the log there instead of stderr (implies -v)')
   .configureOutput({ outputError: (str, write) => write(`ckpt: error: ${str.replace(/^error: /, '')}`) })

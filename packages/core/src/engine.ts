@@ -19,7 +19,7 @@ import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
 import type { ImageReader, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
-import { createContainer, sessionServices } from './services.js';
+import { createContainer, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
 import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
@@ -186,23 +186,7 @@ export class Ckpt {
     const keepHostPids = !!pidns && (await pidsFreeSoon(Object.keys(pidns.map).map(Number)));
     const rollbacks: Array<() => void> = [];
     const state = new SessionStateStore();
-    const session: RestoreSession = {
-      kind: 'restore', options, image, processes: [], zombies, services, state,
-      newPidNamespace: !!pidns,
-      progress: (ev) => options.onProgress?.(ev),
-      setTid: (pid: number) => {
-        if (!pidns) return [pid];
-        return keepHostPids ? [session.vpid(pid), pid] : [session.vpid(pid)];
-      },
-      vpid: (pid: number) => {
-        if (!pidns) return pid;
-        const v = pidns.map[String(pid)];
-        if (v === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: no namespace pid for ${pid}`);
-        return v;
-      },
-      relocate: (path: string) => relocatePath(path, options.relocate),
-      onRollback: (fn) => rollbacks.push(fn),
-    };
+    const session = restoreSession(options, image, services, state, keepHostPids, rollbacks);
     const installers = new Map<ProcessRestore, Installer>();
     try {
       this.bindOptions(session);
@@ -213,23 +197,7 @@ export class Ckpt {
       }
       checkSubstitutes(session);
       await this.hooks.session.beforeRestore.promise(session);
-      // Stage by stage across the tree (parents first): every process exists before any
-      // address space is rebuilt, every fd exists before epoll watches are wired.
-      for (const stage of RESTORE_STAGES) {
-        for (const proc of session.processes) {
-          checkAborted(options.signal, 'restore');
-          await this.hooks[stage].restore.promise(proc);
-          if (stage === 'pids' && !proc.stub) {
-            throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
-          }
-          if (stage === 'files') await restoreFdTable(this.hooks, proc);
-        }
-        if (stage === 'pids') {
-          await this.hooks.session.processesCreated.promise(session);
-          for (const proc of session.processes) installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
-        }
-        if (stage === 'sockets') for (const proc of session.processes) await this.hooks.session.fdsInstalled.promise(proc);
-      }
+      await this.restoreStages(session, installers);
       await this.hooks.session.beforeResume.promise(session);
       for (const proc of session.processes) installers.get(proc)!.teardown();
       state.dispose();
@@ -258,6 +226,30 @@ export class Ckpt {
       ...(pidns ? { nsPids: session.processes.map((p) => session.vpid(p.pid)) } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
     };
+  }
+
+  /**
+   * Stage by stage across the tree (parents first): every process exists before any address
+   * space is rebuilt, every fd exists before epoll watches are wired. Core's own steps: the
+   * trampolines after processesCreated, the fd table at the end of the files stage,
+   * fdsInstalled after the sockets stage.
+   */
+  private async restoreStages(session: RestoreSession, installers: Map<ProcessRestore, Installer>): Promise<void> {
+    for (const stage of RESTORE_STAGES) {
+      for (const proc of session.processes) {
+        checkAborted(session.options.signal, 'restore');
+        await this.hooks[stage].restore.promise(proc);
+        if (stage === 'pids' && !proc.stub) {
+          throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
+        }
+        if (stage === 'files') await restoreFdTable(this.hooks, proc);
+      }
+      if (stage === 'pids') {
+        await this.hooks.session.processesCreated.promise(session);
+        for (const proc of session.processes) installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
+      }
+      if (stage === 'sockets') for (const proc of session.processes) await this.hooks.session.fdsInstalled.promise(proc);
+    }
   }
 
   /**
@@ -306,6 +298,31 @@ export class Ckpt {
       return v.value;
     }
   }
+}
+
+/** The session object of a restore: pid mapping for a recreated pid namespace, relocation, rollbacks. */
+function restoreSession(
+  options: RestoreOptions, image: ImageReader, services: Services, state: SessionStateStore, keepHostPids: boolean, rollbacks: Array<() => void>,
+): RestoreSession {
+  const pidns = image.manifest.pidns;
+  const session: RestoreSession = {
+    kind: 'restore', options, image, processes: [], zombies: image.manifest.zombies ?? [], services, state,
+    newPidNamespace: !!pidns,
+    progress: (ev) => options.onProgress?.(ev),
+    setTid: (pid: number) => {
+      if (!pidns) return [pid];
+      return keepHostPids ? [session.vpid(pid), pid] : [session.vpid(pid)];
+    },
+    vpid: (pid: number) => {
+      if (!pidns) return pid;
+      const v = pidns.map[String(pid)];
+      if (v === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: no namespace pid for ${pid}`);
+      return v;
+    },
+    relocate: (path: string) => relocatePath(path, options.relocate),
+    onRollback: (fn) => rollbacks.push(fn),
+  };
+  return session;
 }
 
 async function runQuietly(fn: () => Promise<unknown>, what: string): Promise<void> {

@@ -27,10 +27,15 @@
  * wd) fails the restore. Events queued but not yet read at dump time are lost, and so are changes
  * made between the dump and the restore.
  */
-import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, readSync, constants as C } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { eventFdData } from './record.js';
-import { native, SYS } from '@ckpt/native';
+import { timespecNs } from './timespec.js';
+import {
+  native, SYS, O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_PATH, F_SETFL, EFD_SEMAPHORE, EPOLL_CTL_ADD, IN_DONT_FOLLOW,
+} from '@ckpt/native';
+
+export { timespecNs } from './timespec.js';
 
 export const NAME = '@ckpt/plugin-event-fds';
 
@@ -56,18 +61,11 @@ export interface EventFdData {
   inotify?: InotifyWatch[];
 }
 
-const O_NONBLOCK = 0o4000, EFD_SEMAPHORE = 1, EPOLL_CTL_ADD = 1;
-
 function kindOf(link: string): Kind | undefined {
   if (link === 'anon_inode:inotify') return 'inotify';
   const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd)\]$/.exec(link);
   return m?.[1] as Kind | undefined;
 }
-
-const timespecNs = (text: string | undefined): bigint => {
-  const m = /\((\d+),\s*(\d+)\)/.exec(text ?? '');
-  return m ? BigInt(m[1]) * 1_000_000_000n + BigInt(m[2]) : 0n;
-};
 
 async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<EventFdData> | undefined> {
   const type = kindOf(req.link);
@@ -112,7 +110,7 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
       return native.events.eventfd(BigInt(d.count ?? '0'), (d.flags & O_NONBLOCK) | (d.semaphore ? EFD_SEMAPHORE : 0));
     case 'eventpoll': {
       const fd = native.events.epollCreate();
-      if (d.flags & O_NONBLOCK) native.fd.fcntl(fd, 4 /* F_SETFL */, O_NONBLOCK);
+      if (d.flags & O_NONBLOCK) native.fd.fcntl(fd, F_SETFL, O_NONBLOCK);
       return fd;
     }
     case 'signalfd':
@@ -126,7 +124,6 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
 
 // ---- inotify ----
 
-const IN_DONT_FOLLOW = 0x02000000, O_PATH = 0o10000000;
 const INOTIFY_RE = /^inotify\s+wd:([0-9a-f]+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s+mask:([0-9a-f]+)\s+ignored_mask:[0-9a-f]+(?:\s+fhandle-bytes:([0-9a-f]+)\s+fhandle-type:([0-9a-f]+)\s+f_handle:([0-9a-f]*))?/;
 
 /** A directory of pid's mount namespace on the filesystem whose (kernel) s_dev is sdev: its mount fd. */
@@ -141,7 +138,7 @@ function openMountOf(pid: number, sdev: number): number | undefined {
   for (const m of mounts) {
     let fd: number | undefined;
     try {
-      fd = openSync(`/proc/${pid}/root${m.point}`, C.O_RDONLY | C.O_DIRECTORY);
+      fd = openSync(`/proc/${pid}/root${m.point}`, O_RDONLY | O_DIRECTORY);
       const dev = fstatSync(fd).dev;
       // Not hidden under another mount: the directory is on that filesystem.
       if (`${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}` === want) return fd;
@@ -247,7 +244,7 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
       next = wd + 1;
     }
     if (gaps) drain(fd);
-    if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, 4 /* F_SETFL */, 0);
+    if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, F_SETFL, 0);
     return fd;
   } catch (e) {
     closeSync(fd);

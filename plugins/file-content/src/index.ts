@@ -20,12 +20,12 @@ import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, unli
 import { dirname, join } from 'node:path';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import {
-  CkptError, createSessionState, definePlugin, procfs, remoteOpen, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord,
+import {createSessionState, definePlugin, procfs, remoteOpen, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord,
   type ProcessDump, type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
 import { fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
+import { O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-file-content';
 
@@ -46,7 +46,6 @@ export interface ContentData {
   inode: string;
 }
 
-const O_ACCMODE = 3, O_RDONLY = 0, O_CLOEXEC = 0o2000000, O_APPEND = 0o2000;
 const CHUNK = 4 << 20;
 
 function readAll(fd: number, size: number, each: (b: Buffer) => void): void {

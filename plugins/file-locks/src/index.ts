@@ -23,7 +23,7 @@
 import { readFileSync, readlinkSync, statSync } from 'node:fs';
 import { CkptError, definePlugin, procfs, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { fileLocksRecord } from './record.js';
-import { SYS } from '@ckpt/native';
+import { SYS, F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, SEEK_SET } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-file-locks';
 
@@ -145,8 +145,6 @@ async function dump(proc: ProcessDump): Promise<void> {
 
 const SYS_flock = 73;
 const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
-const F_SETLK = 6, F_OFD_SETLK = 37;
-const F_RDLCK = 0, F_WRLCK = 1, SEEK_SET = 0;
 const EAGAIN = 11, EACCES = 13;
 
 /** struct flock (x86_64): l_type, l_whence (shorts), l_start, l_len (off_t), l_pid (int); 32 bytes. */

@@ -11,17 +11,23 @@
  * with their bytes) and core installs it at its fd number in every holder.
  */
 import { closeSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
-import { constants as C } from 'node:fs';
 import {
-  CkptError, createSessionState, definePlugin, procfs, saveShmem, shmemFd, STAGE, type ShmemRef, type DumpSession, type FdDumpRequest, type FdClaim,
+  CkptError, createSessionState, definePlugin, procfs, saveShmem, shmemFd, STAGE, type DumpSession, type FdDumpRequest, type FdClaim,
   type FdRecord, type Hooks, type PluginContext, type ProcessDump, type ProcessRestore, type RestoreSession,
 } from '@ckpt/core';
-import { native, SYS } from '@ckpt/native';
-import { configuredFileRules, fileRuleFor, sha256File, verifyFile, VERIFY_HASH_MAX, type FilePolicy, type FileRule } from './rules.js';
+import {
+  native, SYS, O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_DIRECTORY, O_PATH, O_APPEND, O_DIRECT, O_NOATIME,
+  O_SYNC, O_DSYNC, O_LARGEFILE, F_SETFL, F_DUPFD_CLOEXEC, SEEK_SET,
+} from '@ckpt/native';
+import { configuredFileRules, fileRuleFor, sha256File, verifyFile, VERIFY_HASH_MAX, type FileRule } from './rules.js';
 import { filesOptions, filesRecord, type FilesOptions } from './record.js';
+import { referenceData, type ReferenceData } from './reference.js';
+import { devName } from './dev.js';
 
 export * from './rules.js';
 export { filesOptions, filesRecord, type FilesOptions } from './record.js';
+export { referenceData, shmemRef, type ReferenceData } from './reference.js';
+export { devName } from './dev.js';
 
 export const NAME = '@ckpt/plugin-files';
 
@@ -33,35 +39,11 @@ export interface FilesRecord {
   umask: number;
 }
 
-/** What this plugin stores per description. */
-export interface ReferenceData {
-  path?: string;
-  flags: number;
-  pos: number;
-  file?: { size: number; mtimeMs: number; ino: number; sha256?: string };
-  /** Restart policy (regular files): "verify" (default for files only read) or "disk". */
-  policy?: FilePolicy;
-  /** Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). */
-  pipe?: { id: string; capacity: number; data?: string };
-  /** memfds: the object, shared with mappings of it. */
-  shmem?: ShmemRef;
-}
-
-/** st_dev as /proc/PID/maps prints it (major:minor in hex), so fds and mappings of one object agree. */
-function devName(dev: number): string {
-  const major = (dev >>> 8) & 0xfff, minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
-  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
-}
-
-const O_ACCMODE = 3, O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2;
-const O_CLOEXEC = 0o2000000, O_NOCTTY = 0o400, O_NONBLOCK = 0o4000, O_DIRECTORY = 0o200000;
-const O_PATH = 0o10000000;
-const F_SETFL = 4, F_DUPFD_CLOEXEC = 1030, SEEK_SET = 0;
 /** Filesystems whose files are kernel views: their contents change by themselves. */
 const PSEUDO_FS = new Set(['proc', 'sysfs', 'cgroup', 'cgroup2', 'debugfs', 'tracefs', 'securityfs', 'devpts', 'mqueue', 'bpf', 'configfs', 'pstore', 'efivarfs', 'fusectl', 'hugetlbfs']);
 
 /** Flags that belong to the description and that open() accepts back. */
-const KEEP_FLAGS = O_ACCMODE | C.O_APPEND | O_NONBLOCK | C.O_DIRECT | C.O_NOATIME | C.O_SYNC | C.O_DSYNC | O_PATH | 0o100000 /* O_LARGEFILE */;
+const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME | O_SYNC | O_DSYNC | O_PATH | O_LARGEFILE;
 
 /**
  * The file rules of a session (the files plugin's options): the file-content plugin reads them
@@ -122,7 +104,7 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
       const fsType = procfs.fsTypeOf(proc.pid, req.info.mntId) ?? '';
       const ruled = fileRuleFor(rulesState.of(proc.session), {
         path: req.link, size: req.stat.size, unlinked: false, tmpfs: fsType === 'tmpfs',
-        writable: (flags & O_ACCMODE) !== O_RDONLY, append: (flags & C.O_APPEND) !== 0,
+        writable: (flags & O_ACCMODE) !== O_RDONLY, append: (flags & O_APPEND) !== 0,
       });
       // Files of kernel pseudo filesystems (/proc, /sys, ...) are views, not contents: reopened as they are.
       const policy = PSEUDO_FS.has(fsType) ? 'disk' : ruled.policy;
@@ -192,70 +174,82 @@ function openPath(path: string, flags: number, pid: number, fd: number): number 
   }
 }
 
+/** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */
+function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
+  const path = proc.session.relocate(d.path!);
+  if (rec.kind === 'file' && d.file) {
+    if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
+    const st = statSyncSafe(path);
+    if (st && st.size < d.pos && st.size > 0 && !(d.flags & O_APPEND)) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED',
+        `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
+    }
+  }
+  const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+  if (d.pos && rec.kind !== 'chr') native.fd.lseek(fd, d.pos, SEEK_SET);
+  return fd;
+}
+
+/** A FIFO: reopened by path, its queued bytes put back once through a read-write keeper. */
+function reopenFifo(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
+  const t = pipeTable(proc.session);
+  const id = d.pipe!.id;
+  d.path = proc.session.relocate(d.path!);
+  if (!t.keepers.has(id)) {
+    // A read-write keeper never blocks and lets the other modes open without a peer.
+    const keeper = openPath(d.path!, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
+    t.keepers.set(id, keeper);
+  }
+  if (d.pipe!.data && !t.filled.has(id)) {
+    t.filled.add(id);
+    writeAll(t.keepers.get(id)!, Buffer.from(d.pipe!.data, 'base64'));
+  }
+  const fd = openPath(d.path!, d.flags | O_NONBLOCK, proc.pid, rec.fd);
+  if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, F_SETFL, d.flags & ~O_NONBLOCK);
+  return fd;
+}
+
+/** An anonymous pipe: made once per pipe object (with its capacity and queued bytes); this end of it. */
+function recreatePipe(d: ReferenceData, proc: ProcessRestore): number {
+  const t = pipeTable(proc.session);
+  const id = d.pipe!.id;
+  let p = t.pipes.get(id);
+  if (!p) {
+    const [r, w] = native.fd.pipe(0);
+    p = { r, w };
+    t.pipes.set(id, p);
+    try {
+      native.fd.pipeSize(w, d.pipe!.capacity);
+    } catch {
+      /* above pipe-max-size without CAP_SYS_RESOURCE: keep the default */
+    }
+  }
+  // The queued bytes were read through a read end (write ends carry none): once per pipe.
+  if (d.pipe!.data && !t.filled.has(id)) {
+    t.filled.add(id);
+    writeAll(p.w, Buffer.from(d.pipe!.data, 'base64'));
+  }
+  const end = (d.flags & O_ACCMODE) === O_WRONLY ? p.w : p.r;
+  native.fd.fcntl(end, F_SETFL, d.flags & (O_NONBLOCK | O_DIRECT));
+  return native.fd.fcntl(end, F_DUPFD_CLOEXEC, 0);
+}
+
 async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
   const d = rec.data as ReferenceData;
   switch (rec.kind) {
     case 'file':
     case 'directory':
-    case 'chr': {
-      const path = proc.session.relocate(d.path!);
-      if (rec.kind === 'file' && d.file) {
-        if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
-        const st = statSyncSafe(path);
-        if (st && st.size < d.pos && st.size > 0 && !(d.flags & C.O_APPEND)) {
-          throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-            `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
-        }
-      }
-      const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
-      if (d.pos && rec.kind !== 'chr') native.fd.lseek(fd, d.pos, SEEK_SET);
-      return fd;
-    }
+    case 'chr':
+      return reopenPath(rec, d, proc);
     case 'memfd': {
       const fd = native.fd.fcntl(shmemFd(proc.session, d.shmem!), F_DUPFD_CLOEXEC, 0);
       native.fd.lseek(fd, d.pos, SEEK_SET);
       return fd;
     }
-    case 'fifo': {
-      const t = pipeTable(proc.session);
-      const id = d.pipe!.id;
-      d.path = proc.session.relocate(d.path!);
-      if (!t.keepers.has(id)) {
-        // A read-write keeper never blocks and lets the other modes open without a peer.
-        const keeper = openPath(d.path!, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
-        t.keepers.set(id, keeper);
-      }
-      if (d.pipe!.data && !t.filled.has(id)) {
-        t.filled.add(id);
-        writeAll(t.keepers.get(id)!, Buffer.from(d.pipe!.data, 'base64'));
-      }
-      const fd = openPath(d.path!, d.flags | O_NONBLOCK, proc.pid, rec.fd);
-      if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, F_SETFL, d.flags & ~O_NONBLOCK);
-      return fd;
-    }
-    case 'pipe': {
-      const t = pipeTable(proc.session);
-      const id = d.pipe!.id;
-      let p = t.pipes.get(id);
-      if (!p) {
-        const [r, w] = native.fd.pipe(0);
-        p = { r, w };
-        t.pipes.set(id, p);
-        try {
-          native.fd.pipeSize(w, d.pipe!.capacity);
-        } catch {
-          /* above pipe-max-size without CAP_SYS_RESOURCE: keep the default */
-        }
-      }
-      // The queued bytes were read through a read end (write ends carry none): once per pipe.
-      if (d.pipe!.data && !t.filled.has(id)) {
-        t.filled.add(id);
-        writeAll(p.w, Buffer.from(d.pipe!.data, 'base64'));
-      }
-      const end = (d.flags & O_ACCMODE) === O_WRONLY ? p.w : p.r;
-      native.fd.fcntl(end, F_SETFL, d.flags & (O_NONBLOCK | C.O_DIRECT));
-      return native.fd.fcntl(end, F_DUPFD_CLOEXEC, 0);
-    }
+    case 'fifo':
+      return reopenFifo(rec, d, proc);
+    case 'pipe':
+      return recreatePipe(d, proc);
     default:
       return undefined;
   }
@@ -301,7 +295,7 @@ export const filesPlugin = definePlugin<FilesOptions>(() => ({
   version: '0.2.0',
   description: 'open files by reference (regular files, directories, devices, FIFOs, pipes, memfds); cwd, root and umask',
   options: filesOptions,
-  record: { version: 1, schema: filesRecord },
+  record: { version: 1, schema: filesRecord, fd: referenceData },
   claims: { stateClasses: ['files'], fdKinds: ['file', 'directory', 'chr', 'fifo', 'pipe', 'memfd'] },
   show: { fdName, process: (rec: unknown) => [`cwd ${(rec as FilesRecord).cwd}${(rec as FilesRecord).root && (rec as FilesRecord).root !== '/' ? `, root ${(rec as FilesRecord).root}` : ''}, umask ${(rec as FilesRecord).umask.toString(8).padStart(4, '0')}`] },
   apply(hooks: Hooks, ctx: PluginContext<FilesOptions>) {

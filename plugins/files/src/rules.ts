@@ -17,7 +17,7 @@
  * sha256 for files up to 1 MiB).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import picomatch from 'picomatch';
 import { CkptError } from '@ckpt/core';
 
@@ -178,7 +178,7 @@ export function sha256File(path: string | number): string {
 
 /** Policy "verify": the file on disk must be the one the dump saw. */
 export function verifyFile(path: string, saved: FileIdentity, who: string): void {
-  let st;
+  let st: Stats;
   try {
     st = statSync(path);
   } catch {

@@ -10,52 +10,24 @@
  * (proc.trampoline), put the vdso back at its old address, recreate every VMA with remote mmap,
  * fill pages from the blob (CRC checked while streaming), then PR_SET_MM_MAP.
  */
-import { closeSync, openSync, statSync } from 'node:fs';
+import { closeSync, openSync, statSync, type Stats } from 'node:fs';
 import {
   CkptError, definePlugin, procfs, TASK_SIZE,
   PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN,
-  saveMappedShmem, shmemFd, type ShmemRef, type ProcessDump, type ProcessRestore, type Vma,
+  saveMappedShmem, shmemFd, type DumpSession, type ProcessDump, type ProcessRestore, type Tracee, type Vma,
 } from '@ckpt/core';
-import { native, SYS, NativeError } from '@ckpt/native';
+import {
+  native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64,
+} from '@ckpt/native';
+import { memoryRecord, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+import { pieces, without } from './ranges.js';
+
+export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+export { pieces, without, PROGRESS_CHUNK } from './ranges.js';
 
 export const NAME = '@ckpt/plugin-memory';
 
-type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso';
-
-export interface VmaRecord {
-  start: number;
-  end: number;
-  perms: string;
-  kind: VmaKind;
-  name: string;
-  /** For file mappings: the path, offset in the file and the file's identity at dump time. */
-  path?: string;
-  offset?: number;
-  file?: { size: number; mtimeMs: number; ino: number };
-  growsDown?: boolean;
-  /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
-  shmem?: ShmemRef;
-  /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
-  runs: Array<[number, number]>;
-  blobOffset: number;
-}
-
-export interface MemoryRecord {
-  vmas: VmaRecord[];
-  pagesFile: string;
-  pagesBytes: number;
-  mm: {
-    startCode: number; endCode: number; startData: number; endData: number; startBrk: number; brk: number;
-    startStack: number; argStart: number; argEnd: number; envStart: number; envEnd: number;
-  };
-  auxv: string;
-  exe: string;
-}
-
 const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
-const PROGRESS_CHUNK = 256 << 20;
-const O_RDONLY = 0, O_RDWR = 2, O_CLOEXEC = 0o2000000, AT_FDCWD = -100;
-const PR_SET_MM = 35, PR_SET_MM_MAP = 14, ARCH_MAP_VDSO_64 = 0x2003;
 
 function classify(pid: number, v: Vma): VmaKind {
   if (SPECIAL.has(v.name)) return 'vdso';
@@ -78,18 +50,53 @@ function protOf(perms: string): number {
   return (perms[0] === 'r' ? PROT_READ : 0) | (perms[1] === 'w' ? PROT_WRITE : 0) | (perms[2] === 'x' ? PROT_EXEC : 0);
 }
 
-/** Cuts [a, b) out of the VMA list (the dumper's own scratch mapping). */
-function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[] {
-  if (!cut) return vmas;
-  const out: Vma[] = [];
-  for (const v of vmas) {
-    if (v.end <= cut.start || v.start >= cut.end) out.push(v);
-    else {
-      if (v.start < cut.start) out.push({ ...v, end: cut.start });
-      if (v.end > cut.end) out.push({ ...v, start: cut.end, offset: v.offset + (cut.end - v.start) });
+// ---- dump ----
+
+/** The record of one VMA, and the page runs worth saving in it (appended to allRuns). */
+function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: number, allRuns: number[]): VmaRecord {
+  const kind = classify(pid, v);
+  const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
+  if (v.flags?.includes('gd')) rec.growsDown = true;
+  if (kind === 'file-private' || kind === 'file-shared') {
+    rec.path = v.name;
+    rec.offset = v.offset;
+    try {
+      const st = statSync(v.name);
+      rec.file = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    } catch {
+      /* checked at restore */
     }
   }
-  return out;
+  if (kind === 'sysv') {
+    rec.offset = v.offset;
+  } else if (kind === 'shmem') {
+    const name = v.name.startsWith('/memfd:') ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
+    rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
+    rec.offset = v.offset;
+  } else if (kind !== 'vdso' && kind !== 'file-shared') {
+    const runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+    for (let i = 0; i < runs.length; i += 2) {
+      rec.runs.push([runs[i], runs[i + 1]]);
+      allRuns.push(runs[i], runs[i + 1]);
+    }
+  }
+  return rec;
+}
+
+/** Copies the page runs into pages-<pid>.img (running CRC); returns the blob's name and size. */
+function writePages(proc: ProcessDump, allRuns: number[], total: number): { name: string; size: number } {
+  const { pid, session } = proc;
+  const blob = session.image.openBlob(`pages-${pid}.img`);
+  let done = 0;
+  for (const piece of pieces(allRuns)) {
+    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.crc);
+    blob.crc = r.crc;
+    blob.size += r.bytes;
+    done += r.bytes;
+    session.progress({ stage: 'memory', pid: proc.pid, done, total });
+  }
+  session.image.closeBlob(blob);
+  return { name: blob.name, size: blob.size };
 }
 
 async function dump(proc: ProcessDump): Promise<void> {
@@ -101,46 +108,11 @@ async function dump(proc: ProcessDump): Promise<void> {
   const allRuns: number[] = [];
   let blobOffset = 0;
   for (const v of vmas) {
-    const kind = classify(pid, v);
-    const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
-    if (v.flags?.includes('gd')) rec.growsDown = true;
-    if (kind === 'file-private' || kind === 'file-shared') {
-      rec.path = v.name;
-      rec.offset = v.offset;
-      try {
-        const st = statSync(v.name);
-        rec.file = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
-      } catch {
-        /* checked at restore */
-      }
-    }
-    if (kind === 'sysv') {
-      rec.offset = v.offset;
-    } else if (kind === 'shmem') {
-      const name = v.name.startsWith('/memfd:') ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
-      rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
-      rec.offset = v.offset;
-    } else if (kind !== 'vdso' && kind !== 'file-shared') {
-      const runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
-      for (let i = 0; i < runs.length; i += 2) {
-        rec.runs.push([runs[i], runs[i + 1]]);
-        allRuns.push(runs[i], runs[i + 1]);
-        blobOffset += runs[i + 1];
-      }
-    }
+    const rec = vmaRecordOf(session, pid, v, blobOffset, allRuns);
+    for (const [, len] of rec.runs) blobOffset += len;
     records.push(rec);
   }
-  const blob = session.image.openBlob(`pages-${pid}.img`);
-  const total = blobOffset;
-  let done = 0;
-  for (const piece of pieces(allRuns)) {
-    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.crc);
-    blob.crc = r.crc;
-    blob.size += r.bytes;
-    done += r.bytes;
-    session.progress({ stage: 'memory', pid: proc.pid, done, total });
-  }
-  session.image.closeBlob(blob);
+  const blob = writePages(proc, allRuns, blobOffset);
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
@@ -155,56 +127,33 @@ async function dump(proc: ProcessDump): Promise<void> {
   } satisfies MemoryRecord);
 }
 
-/** Splits a flat run list into pieces of at most PROGRESS_CHUNK bytes (for progress reports). */
-function* pieces(runs: number[]): Generator<Float64Array> {
-  let cur: number[] = [];
-  let bytes = 0;
-  for (let i = 0; i < runs.length; i += 2) {
-    let [addr, len] = [runs[i], runs[i + 1]];
-    while (len > 0) {
-      const take = Math.min(len, PROGRESS_CHUNK - bytes);
-      cur.push(addr, take);
-      bytes += take;
-      addr += take;
-      len -= take;
-      if (bytes >= PROGRESS_CHUNK) {
-        yield Float64Array.from(cur);
-        cur = [];
-        bytes = 0;
-      }
-    }
-  }
-  if (cur.length) yield Float64Array.from(cur);
-}
+// ---- restore, in steps ----
 
-async function restore(proc: ProcessRestore): Promise<void> {
-  const rec = proc.get<MemoryRecord>(NAME);
-  const stub = proc.stub;
-  if (!rec || !stub) return;
-  const pid = stub.pid;
-  const image = proc.session.image;
-
-  // 1. Everything of the stub but core's trampoline goes (vdso included: it comes back below).
+/** Step 1: everything of the stub but core's trampoline goes (vdso included: it comes back in step 2). */
+function unmapAllButTrampoline(proc: ProcessRestore, stub: Tracee): void {
   const tramp = proc.trampoline;
   if (!tramp) throw new Error(`pid ${proc.pid}: core mapped no trampoline (the memory stage runs after processesCreated)`);
   stub.syscall(SYS.munmap, 0, tramp.start);
   stub.syscall(SYS.munmap, tramp.end, TASK_SIZE - tramp.end);
+}
 
-  // 2. vdso and vvar at their old addresses (same kernel: same layout, checked).
+/** Step 2: vdso and vvar at their old addresses (same kernel: same layout, checked). */
+function mapVdso(rec: MemoryRecord, stub: Tracee): void {
   const vdsoGroup = rec.vmas.filter((v) => v.kind === 'vdso');
-  if (vdsoGroup.length) {
-    const base = Math.min(...vdsoGroup.map((v) => v.start));
-    stub.syscall(SYS.arch_prctl, ARCH_MAP_VDSO_64, base);
-    const now = procfs.readMaps(pid).filter((v) => v.name === '[vdso]' || v.name.startsWith('[vvar'));
-    const want = vdsoGroup.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
-    const got = now.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
-    if (want !== got) {
-      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
-        `the vdso layout of this kernel differs from the image's (image: ${want}; here: ${got}); restore on the kernel the image was made on`);
-    }
+  if (!vdsoGroup.length) return;
+  const base = Math.min(...vdsoGroup.map((v) => v.start));
+  stub.syscall(SYS.arch_prctl, ARCH_MAP_VDSO_64, base);
+  const now = procfs.readMaps(stub.pid).filter((v) => v.name === '[vdso]' || v.name.startsWith('[vvar'));
+  const want = vdsoGroup.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
+  const got = now.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
+  if (want !== got) {
+    throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+      `the vdso layout of this kernel differs from the image's (image: ${want}; here: ${got}); restore on the kernel the image was made on`);
   }
+}
 
-  // 3. Every other VMA, in address order.
+/** Step 3: every other VMA, in address order (files opened once per path and mode, in the stub). */
+function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   const fdCache = new Map<string, number>();
   const fileFd = (path: string, write: boolean): number => {
     const key = `${write ? 'w' : 'r'}:${path}`;
@@ -244,15 +193,18 @@ async function restore(proc: ProcessRestore): Promise<void> {
     }
   }
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
+}
 
-  // 4. Page contents, CRC-checked as they stream.
+/** Step 4: page contents, CRC-checked as they stream. */
+function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
+  const image = proc.session.image;
   const runs: number[] = [];
   for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     let off = 0, crc = 0;
     for (const piece of pieces(runs)) {
-      const r = native.mem.restorePages(pid, piece, fd, off, crc);
+      const r = native.mem.restorePages(stub.pid, piece, fd, off, crc);
       off += r.bytes;
       crc = r.crc;
       proc.session.progress({ stage: 'memory', pid: proc.pid, done: off, total: rec.pagesBytes });
@@ -262,17 +214,14 @@ async function restore(proc: ProcessRestore): Promise<void> {
   } finally {
     closeSync(fd);
   }
+}
 
-  // 5. mm fields, auxv and exe link, in one PR_SET_MM_MAP.
+/** Step 5: mm fields, auxv and exe link, in one PR_SET_MM_MAP. */
+function setMm(rec: MemoryRecord, stub: Tracee): void {
   const auxv = Buffer.from(rec.auxv, 'base64');
   const auxvAddr = stub.put(auxv, 1024);
   const exeFd = Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
-  const m = rec.mm;
-  const map = Buffer.alloc(104);
-  [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd, m.envStart, m.envEnd, auxvAddr]
-    .forEach((x, i) => map.writeBigUInt64LE(BigInt(x), i * 8));
-  map.writeUInt32LE(auxv.length, 96);
-  map.writeUInt32LE(exeFd, 100);
+  const map = prctlMmMap({ ...rec.mm, auxv: auxvAddr, auxvSize: auxv.length, exeFd });
   const mapAddr = stub.put(map, 4096);
   try {
     stub.syscall(SYS.prctl, PR_SET_MM, PR_SET_MM_MAP, mapAddr, map.length, 0);
@@ -281,8 +230,19 @@ async function restore(proc: ProcessRestore): Promise<void> {
   }
 }
 
+async function restore(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<MemoryRecord>(NAME);
+  const stub = proc.stub;
+  if (!rec || !stub) return;
+  unmapAllButTrampoline(proc, stub);
+  mapVdso(rec, stub);
+  mapVmas(proc, rec, stub);
+  fillPages(proc, rec, stub);
+  setMm(rec, stub);
+}
+
 function checkFile(pid: number, v: VmaRecord): void {
-  let st;
+  let st: Stats;
   try {
     st = statSync(v.path!);
   } catch {
@@ -298,6 +258,7 @@ export const memoryPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
+  record: { version: 1, schema: memoryRecord },
   claims: { stateClasses: ['memory'] },
   show: {
     process: (rec: unknown) => {

@@ -8,28 +8,15 @@
  * late, after everything that needs root in the stub (installing fds) is done.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, logger, procfs, remoteClone, Tracee, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { native, SYS } from '@ckpt/native';
+import { CkptError, definePlugin, logger, procfs, remoteClone, type Tracee, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { native, SYS, PR_SET_NAME } from '@ckpt/native';
+import { pidsRecord, type PidsRecord } from './record.js';
+
+export { pidsRecord, type PidsRecord } from './record.js';
 
 const log = logger('plugin:pids');
 
 export const NAME = '@ckpt/plugin-pids';
-
-export interface PidsRecord {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  sid: number;
-  comm: string;
-  cmdline: string[];
-  creds: { uid: number[]; gid: number[]; groups: number[] };
-  /** Resource limits [resource, soft, hard] (decimal strings; "inf" for unlimited). */
-  rlimits?: Array<[number, string, string]>;
-  /** personality(2) flags (ADDR_NO_RANDOMIZE, ...). */
-  personality?: number;
-}
-
-const PR_SET_NAME = 15;
 
 const RLIM_INFINITY = (1n << 64n) - 1n;
 const rl = (v: bigint) => (v === RLIM_INFINITY ? 'inf' : v.toString());
@@ -74,7 +61,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const pc = proc.session.services.processes;
   const parent = proc.session.processes.find((p) => p.pid === rec.ppid && p.stub);
   let stub: Tracee;
-  const vpid = proc.session.vpid;
+  const _vpid = proc.session.vpid;
   if (parent?.stub) {
     stub = forkFrom(parent.stub, proc.session.setTid(rec.pid));
     if (rec.sid === rec.pid) stub.syscall(SYS.setsid);
@@ -169,6 +156,7 @@ export const pidsPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'the process tree: pids, parents, sessions, groups, zombies, names, credentials, rlimits, personality',
+  record: { version: 1, schema: pidsRecord },
   claims: { stateClasses: ['pids', 'credentials'] },
   show: { process: (rec: unknown) => [`command: ${((rec as PidsRecord).cmdline ?? []).join(' ')}`] },
   apply(hooks) {

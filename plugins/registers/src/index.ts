@@ -18,49 +18,18 @@
  */
 import { readFileSync } from 'node:fs';
 import { CkptError, definePlugin, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
-import { native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK } from '@ckpt/native';
+import {
+  native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK, PR_GET_TID_ADDRESS, PR_SET_NAME, SIGKILL, SIGSTOP,
+} from '@ckpt/native';
+import { registersRecord, type RegistersRecord, type ThreadRecord } from './record.js';
+
+export {
+  registersRecord, sigactionRecord, threadRecord, type RegistersRecord, type SigactionRecord, type ThreadRecord,
+} from './record.js';
 
 export const NAME = '@ckpt/plugin-registers';
 
-export interface SigactionRecord {
-  sig: number;
-  handler: string;
-  flags: string;
-  restorer: string;
-  mask: string;
-}
-
-/** Per-thread state. */
-export interface ThreadRecord {
-  tid: number;
-  comm: string;
-  gpr: string;
-  xstate: string;
-  sigmask: string;
-  /** Signals pending for this thread only (siginfo, base64). */
-  pending: string[];
-  rseq: { pointer: string; size: number; signature: number } | null;
-  robustList: { head: string; len: number };
-  clearChildTid: string;
-  /** The alternate signal stack (sigaltstack), when one is set. */
-  altStack?: { sp: string; flags: number; size: number };
-}
-
-export interface RegistersRecord {
-  xstateSize: number;
-  xcr0: string;
-  sigactions: SigactionRecord[];
-  /** Signals pending for the whole process. */
-  sharedPending: string[];
-  /** The leader first. */
-  threads: ThreadRecord[];
-  /** Interval timers (setitimer: real, virtual, prof) that were armed: [which, interval us, value us]. */
-  itimers?: Array<[number, number, number]>;
-}
-
-const PR_GET_TID_ADDRESS = 40, PR_SET_NAME = 15;
 const SS_ONSTACK = 1, SS_DISABLE = 2;
-const SIGKILL = 9, SIGSTOP = 19;
 const ALL_SIGNALS = (1n << 64n) - 1n;
 const hex = (v: bigint) => '0x' + v.toString(16);
 
@@ -274,6 +243,7 @@ export const registersPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'threads (tids, rseq, robust lists), signals (dispositions, masks, pending, timers, altstack), registers and FPU/vector state',
+  record: { version: 1, schema: registersRecord },
   claims: { stateClasses: ['threads', 'signals', 'registers'] },
   show: { process: (rec: unknown) => describeRegisters(rec as RegistersRecord) },
   apply(hooks) {

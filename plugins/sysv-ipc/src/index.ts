@@ -19,37 +19,21 @@
  */
 import { closeSync, openSync, readSync, readlinkSync } from 'node:fs';
 import { z } from 'zod';
-import { CkptError, createSessionState, definePlugin, logger, procfs, type ImageReader, type ProcessRecord, type DumpSession, type PluginContext, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { native, SYS, type IpcObject } from '@ckpt/native';
+import {
+  CkptError, createSessionState, definePlugin, logger, procfs, validate, type ImageReader, type ProcessRecord, type DumpSession, type PluginContext,
+  type ProcessDump, type ProcessRestore, type RestoreSession,
+} from '@ckpt/core';
+import { native, SYS, SHM_RDONLY, SHM_EXEC, type IpcObject } from '@ckpt/native';
+import { sysvProcessRecord, sysvRecord, type Attachment, type SavedObject, type SysvProcessRecord, type SysvRecord } from './record.js';
+
+export {
+  attachment, savedObject, sysvProcessRecord, sysvRecord, type Attachment, type SavedObject, type SysvProcessRecord, type SysvRecord,
+} from './record.js';
 
 export const NAME = '@ckpt/plugin-sysv-ipc';
 const log = logger('plugin:sysv-ipc');
 const RECORD = 'sysvipc.json';
 const BLOB = 'sysvipc.img';
-const SHM_RDONLY = 0o10000, SHM_EXEC = 0o100000;
-
-export interface Attachment {
-  start: number;
-  end: number;
-  shmid: number;
-  perms: string;
-}
-
-export interface SysvProcessRecord {
-  attachments: Attachment[];
-}
-
-/** An object as saved: contents live in the blob at [offset, offset + length). */
-export type SavedObject = Omit<IpcObject, 'bytes' | 'messages'> & {
-  bytes?: { offset: number; length: number };
-  messages?: Array<{ type: number; offset: number; length: number }>;
-};
-
-export interface SysvRecord {
-  /** The objects are the whole of an application's own IPC namespace. */
-  namespace: boolean;
-  objects: SavedObject[];
-}
 
 function attachmentsOf(pid: number): Attachment[] {
   return procfs
@@ -110,8 +94,16 @@ export const sysvIpcOptions = z.strictObject({ remap: z.boolean().optional() });
 export type SysvIpcOptions = z.infer<typeof sysvIpcOptions>;
 
 
+/** sysvipc.json of the image, validated (undefined when the image has none). */
+export function readSysvRecord(image: Pick<ImageReader, 'dir' | 'manifest' | 'readJson'>): SysvRecord | undefined {
+  if (!image.manifest.files[RECORD]) return undefined;
+  const v = validate(sysvRecord, image.readJson<unknown>(RECORD));
+  if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: ${RECORD} is malformed${v.path ? ` at ${v.path}` : ''}: ${v.message}`);
+  return v.value;
+}
+
 function load(session: RestoreSession): SysvRecord | undefined {
-  return session.image.manifest.files[RECORD] ? session.image.readJson<SysvRecord>(RECORD) : undefined;
+  return readSysvRecord(session.image);
 }
 
 function describe(o: { kind: string; id: number; key: number }): string {
@@ -144,7 +136,7 @@ async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Pro
   }
 }
 
-function readBlob(session: RestoreSession, fd: number, r: { offset: number; length: number }): Buffer {
+function readBlob(_session: RestoreSession, fd: number, r: { offset: number; length: number }): Buffer {
   const b = Buffer.alloc(r.length);
   let done = 0;
   while (done < r.length) done += readSync(fd, b, done, r.length - done, r.offset + done);
@@ -213,8 +205,8 @@ async function afterRestore(session: RestoreSession): Promise<void> {
 
 /** `ckpt show`: the image's SysV IPC objects and who attaches each segment. */
 function showIpc(image: ImageReader, procs: readonly ProcessRecord[]) {
-  if (!image.manifest.files[RECORD]) return undefined;
-  const rec = image.readJson<SysvRecord>(RECORD);
+  const rec = readSysvRecord(image);
+  if (!rec) return undefined;
   const json = {
     namespace: rec.namespace,
     objects: rec.objects.map((o) => ({
@@ -238,6 +230,7 @@ export const sysvIpcPlugin = definePlugin(() => ({
   description: 'SysV shared memory (contents, attachments), message queues, semaphore sets',
   options: sysvIpcOptions,
   flags: [{ command: 'restore' as const, flags: '--ipc-remap', description: 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)', option: 'remap' }],
+  record: { version: 1, schema: sysvProcessRecord },
   claims: { stateClasses: ['sysvipc' as const] },
   show: { image: showIpc },
   apply(hooks, ctx: PluginContext<SysvIpcOptions>) {

@@ -1,0 +1,63 @@
+/** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
+import { z } from 'zod';
+import type { ShmemRef } from '@ckpt/core';
+import type { FilePolicy } from './rules.js';
+
+const uint = z.number().int().nonnegative();
+/** A 64-bit kernel value read into a number (inode numbers, sizes): may be beyond 2^53. */
+const wide = z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' });
+/**
+ * A file position from fdinfo: may be beyond 2^53 (a directory read to its end on ext4 is at
+ * 2^63 - 1) and, for some devices, negative.
+ */
+const position = z.number().refine(Number.isInteger, { message: 'expected an integer' });
+
+/** What this plugin stores per description. */
+export interface ReferenceData {
+  path?: string;
+  flags: number;
+  pos: number;
+  file?: { size: number; mtimeMs: number; ino: number; sha256?: string };
+  /** Restart policy (regular files): "verify" (default for files only read) or "disk". */
+  policy?: FilePolicy;
+  /** Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). */
+  pipe?: { id: string; capacity: number; data?: string };
+  /** memfds: the object, shared with mappings of it. */
+  shmem?: ShmemRef;
+}
+
+/** core's ShmemRef (a shared memory object saved once per image). */
+export const shmemRef = z.strictObject({
+  key: z.string(),
+  name: z.string(),
+  size: wide,
+  blob: z.string(),
+  segments: z.array(z.tuple([wide, wide])),
+});
+
+export const referenceData = z.strictObject({
+  path: z.string().optional(),
+  flags: z.number().int(),
+  pos: position,
+  file: z.strictObject({
+    size: wide,
+    mtimeMs: z.number(),
+    ino: wide,
+    sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  }).optional(),
+  policy: z.enum(['image', 'disk', 'verify']).optional(),
+  pipe: z.strictObject({
+    id: z.string(),
+    capacity: uint,
+    data: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).optional(),
+  }).optional(),
+  shmem: shmemRef.optional(),
+});
+
+// Compile-time checks: the interfaces and the schemas describe the same records.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+export type RecordChecks = [
+  Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>,
+  Assert<Same<ReferenceData, z.infer<typeof referenceData>>>,
+];

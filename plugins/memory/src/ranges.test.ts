@@ -1,0 +1,74 @@
+// The memory plugin's range math: cutting the scratch mapping out of the VMA list, and the
+// grouping of page runs into pieces for the native copy.
+import { describe, expect, it } from 'vitest';
+import type { Vma } from '@ckpt/core';
+import { pieces, PROGRESS_CHUNK, without } from './ranges.js';
+
+const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
+const P = 0x1000;
+
+describe('without', () => {
+  const list = [vma(0x10 * P, 0x20 * P, 0x100 * P), vma(0x30 * P, 0x40 * P)];
+
+  it('returns the list itself when there is nothing to cut', () => {
+    expect(without(list)).toBe(list);
+  });
+
+  it('leaves VMAs that do not touch the cut (ends are exclusive)', () => {
+    expect(without(list, { start: 0x20 * P, end: 0x30 * P })).toEqual(list);
+  });
+
+  it('removes a VMA the cut covers exactly', () => {
+    expect(without(list, { start: 0x30 * P, end: 0x40 * P })).toEqual([list[0]]);
+  });
+
+  it('trims the end or the start of a VMA, moving the file offset with the start', () => {
+    expect(without(list, { start: 0x18 * P, end: 0x30 * P })).toEqual([vma(0x10 * P, 0x18 * P, 0x100 * P), list[1]]);
+    expect(without(list, { start: 0x08 * P, end: 0x14 * P })).toEqual([vma(0x14 * P, 0x20 * P, 0x104 * P), list[1]]);
+  });
+
+  it('splits a VMA around a cut inside it', () => {
+    expect(without(list, { start: 0x12 * P, end: 0x13 * P })).toEqual([
+      vma(0x10 * P, 0x12 * P, 0x100 * P),
+      vma(0x13 * P, 0x20 * P, 0x103 * P),
+      list[1],
+    ]);
+  });
+
+  it('cuts across several VMAs', () => {
+    expect(without(list, { start: 0x1c * P, end: 0x34 * P })).toEqual([vma(0x10 * P, 0x1c * P, 0x100 * P), vma(0x34 * P, 0x40 * P, 0x4 * P)]);
+  });
+});
+
+describe('pieces', () => {
+  const all = (runs: number[], chunk?: number) => [...pieces(runs, chunk)].map((f) => [...f]);
+
+  it('yields nothing for no runs', () => {
+    expect(all([])).toEqual([]);
+  });
+
+  it('keeps runs that fit in one piece together', () => {
+    expect(all([0x1000, 0x2000, 0x10000, 0x1000])).toEqual([[0x1000, 0x2000, 0x10000, 0x1000]]);
+  });
+
+  it('splits a run across pieces at the chunk size', () => {
+    expect(all([0x1000, 0x5000, 0x10000, 0x1000], 0x2000)).toEqual([
+      [0x1000, 0x2000],
+      [0x3000, 0x2000],
+      [0x5000, 0x1000, 0x10000, 0x1000],
+    ]);
+  });
+
+  it('yields an exactly full piece at once, without an empty one after', () => {
+    expect(all([0x1000, 0x2000], 0x2000)).toEqual([[0x1000, 0x2000]]);
+  });
+
+  it('uses PROGRESS_CHUNK (256 MiB) by default and keeps every byte', () => {
+    const len = 3 * PROGRESS_CHUNK + 0x1000;
+    const out = all([0x7f0000000000, len]);
+    expect(out).toHaveLength(4);
+    expect(out.every((p) => p.filter((_, i) => i % 2).reduce((a, b) => a + b, 0) <= PROGRESS_CHUNK)).toBe(true);
+    expect(out.flatMap((p) => p.filter((_, i) => i % 2)).reduce((a, b) => a + b, 0)).toBe(len);
+    expect(out[1][0]).toBe(0x7f0000000000 + PROGRESS_CHUNK);
+  });
+});

@@ -1,0 +1,88 @@
+/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+import { z } from 'zod';
+import type { ShmemRef } from '@ckpt/core';
+
+const int = z.number().int();
+const uint = int.nonnegative();
+/** A 64-bit kernel value read into a number (file offsets, inode numbers): may be beyond 2^53. */
+const wide = z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' });
+const range = z.tuple([uint, uint]);
+
+/** core's ShmemRef (a shared memory object saved once per image). */
+export const shmemRef = z.strictObject({
+  key: z.string(),
+  name: z.string(),
+  size: wide,
+  blob: z.string(),
+  segments: z.array(z.tuple([wide, wide])),
+});
+
+export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso';
+export const vmaKind = z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso']);
+
+export interface VmaRecord {
+  start: number;
+  end: number;
+  perms: string;
+  kind: VmaKind;
+  name: string;
+  /** For file mappings: the path, offset in the file and the file's identity at dump time. */
+  path?: string;
+  offset?: number;
+  file?: { size: number; mtimeMs: number; ino: number };
+  growsDown?: boolean;
+  /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
+  shmem?: ShmemRef;
+  /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
+  runs: Array<[number, number]>;
+  blobOffset: number;
+}
+
+export const vmaRecord = z.strictObject({
+  start: uint,
+  end: uint,
+  perms: z.string(),
+  kind: vmaKind,
+  name: z.string(),
+  path: z.string().optional(),
+  offset: wide.optional(),
+  file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
+  growsDown: z.boolean().optional(),
+  shmem: shmemRef.optional(),
+  runs: z.array(range),
+  blobOffset: uint,
+});
+
+export interface MemoryRecord {
+  vmas: VmaRecord[];
+  pagesFile: string;
+  pagesBytes: number;
+  mm: {
+    startCode: number; endCode: number; startData: number; endData: number; startBrk: number; brk: number;
+    startStack: number; argStart: number; argEnd: number; envStart: number; envEnd: number;
+  };
+  auxv: string;
+  exe: string;
+}
+
+export const memoryRecord = z.strictObject({
+  vmas: z.array(vmaRecord),
+  pagesFile: z.string(),
+  pagesBytes: uint,
+  mm: z.strictObject({
+    startCode: uint, endCode: uint, startData: uint, endData: uint, startBrk: uint, brk: uint,
+    startStack: uint, argStart: uint, argEnd: uint, envStart: uint, envEnd: uint,
+  }),
+  /** The auxiliary vector (base64). */
+  auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
+  exe: z.string(),
+});
+
+// Compile-time checks: the interfaces and the schemas describe the same records.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+export type RecordChecks = [
+  Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>,
+  Assert<Same<VmaRecord, z.infer<typeof vmaRecord>>>,
+  Assert<Same<MemoryRecord, z.infer<typeof memoryRecord>>>,
+];

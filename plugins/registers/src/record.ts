@@ -1,0 +1,84 @@
+/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+import { z } from 'zod';
+
+const int = z.number().int();
+const uint = int.nonnegative();
+/** A 64-bit value as "0x..." (addresses, masks, flags). */
+const hex = z.string().regex(/^0x[0-9a-f]+$/i);
+/** Binary data (registers, siginfo) as base64. */
+const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/);
+
+export interface SigactionRecord {
+  sig: number;
+  handler: string;
+  flags: string;
+  restorer: string;
+  mask: string;
+}
+
+/** Per-thread state. */
+export interface ThreadRecord {
+  tid: number;
+  comm: string;
+  gpr: string;
+  xstate: string;
+  sigmask: string;
+  /** Signals pending for this thread only (siginfo, base64). */
+  pending: string[];
+  rseq: { pointer: string; size: number; signature: number } | null;
+  robustList: { head: string; len: number };
+  clearChildTid: string;
+  /** The alternate signal stack (sigaltstack), when one is set. */
+  altStack?: { sp: string; flags: number; size: number };
+}
+
+export interface RegistersRecord {
+  xstateSize: number;
+  xcr0: string;
+  sigactions: SigactionRecord[];
+  /** Signals pending for the whole process. */
+  sharedPending: string[];
+  /** The leader first. */
+  threads: ThreadRecord[];
+  /** Interval timers (setitimer: real, virtual, prof) that were armed: [which, interval us, value us]. */
+  itimers?: Array<[number, number, number]>;
+}
+
+export const sigactionRecord = z.strictObject({
+  sig: int.min(1).max(64),
+  handler: hex,
+  flags: hex,
+  restorer: hex,
+  mask: hex,
+});
+
+export const threadRecord = z.strictObject({
+  tid: uint,
+  comm: z.string(),
+  gpr: base64,
+  xstate: base64,
+  sigmask: hex,
+  pending: z.array(base64),
+  rseq: z.strictObject({ pointer: hex, size: uint, signature: int }).nullable(),
+  robustList: z.strictObject({ head: hex, len: uint }),
+  clearChildTid: hex,
+  altStack: z.strictObject({ sp: hex, flags: int, size: uint }).optional(),
+});
+
+export const registersRecord = z.strictObject({
+  xstateSize: uint,
+  xcr0: hex,
+  sigactions: z.array(sigactionRecord),
+  sharedPending: z.array(base64),
+  threads: z.array(threadRecord),
+  itimers: z.array(z.tuple([int.min(0).max(2), uint, uint])).optional(),
+});
+
+// Compile-time checks: the interfaces and the schemas describe the same records.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+export type RecordChecks = [
+  Assert<Same<SigactionRecord, z.infer<typeof sigactionRecord>>>,
+  Assert<Same<ThreadRecord, z.infer<typeof threadRecord>>>,
+  Assert<Same<RegistersRecord, z.infer<typeof registersRecord>>>,
+];

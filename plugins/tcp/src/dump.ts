@@ -1,0 +1,178 @@
+/**
+ * Dump: claims TCP and UDP sockets and reads them (established connections through TCP_REPAIR,
+ * behind the network lock); puts connections back in repair mode before the kill, and undoes
+ * it all when the dump fails.
+ */
+import { closeSync, readlinkSync } from 'node:fs';
+import {
+  CkptError, createSessionState, type DumpSession, type FdClaim, type FdDumpRequest, type NetworkLock, type PluginContext, type ProcessDump,
+} from '@ckpt/core';
+import { native, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_STREAM } from '@ckpt/native';
+import { TCP_STATES, type InetSocketData, type TcpOptions } from './record.js';
+import { leaveRepair, readOptions } from './options.js';
+import { describeSocket } from './show.js';
+
+type ConnState = ReturnType<typeof native.sock.tcpDumpConn>;
+type SockInfo = ReturnType<typeof native.sock.sockInfo>;
+
+/** TCP_INFO states (the ones the dump tells apart). */
+const ESTABLISHED = 1, SYN_SENT = 2, CLOSE = 7, LISTEN = 10;
+
+interface DumpState {
+  /** The network lock's group for this dump's connections (they stay blocked after a successful dump). */
+  blocks: NetworkLock;
+  /** Established connections of the dump: put back in repair mode before the kill. */
+  conns: Array<{ pid: number; fd: number; data: InetSocketData }>;
+  /** Sockets this plugin left in repair mode (until the kill). */
+  inRepair: Array<{ pid: number; fd: number; data: InetSocketData }>;
+}
+const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }));
+const dumpState = (session: DumpSession) => dumps.of(session);
+
+/** The network namespace of pid, when it is not ours (nft must run there). */
+function foreignNetns(pid: number): number | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/net`) === readlinkSync('/proc/self/ns/net') ? undefined : pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** sockInfo of the fd when it is a TCP or UDP socket (IPv4 or IPv6); undefined for any other fd. */
+function inetSocketInfo(req: FdDumpRequest): { info: SockInfo; tcp: boolean } | undefined {
+  if (req.kind !== 'socket') return undefined;
+  const info = native.sock.sockInfo(req.dupFd);
+  if (info.domain !== AF_INET && info.domain !== AF_INET6) return undefined;
+  const tcp = info.type === SOCK_STREAM && info.protocol === IPPROTO_TCP;
+  const udp = info.type === SOCK_DGRAM && info.protocol === IPPROTO_UDP;
+  if (!tcp && !udp) return undefined;
+  return { info, tcp };
+}
+
+/** The record as sockInfo and the options tell it, before any queue is read. */
+function baseRecord(req: FdDumpRequest, info: SockInfo, tcp: boolean, state: number): InetSocketData {
+  return {
+    proto: tcp ? 'tcp' : 'udp',
+    family: info.domain === AF_INET6 ? 6 : 4,
+    state: tcp ? (TCP_STATES[state] ?? String(state)) : info.peer ? 'CONNECTED' : 'UNCONN',
+    flags: req.info.flags & O_NONBLOCK,
+    ...(info.local?.port ? { local: info.local } : {}),
+    ...(info.peer ? { peer: info.peer } : {}),
+    ...readOptions(req.dupFd, info.domain, info.type, info.protocol, tcp && state !== LISTEN && state !== CLOSE),
+    recvQueue: info.inq ?? 0,
+    sendQueue: info.outq ?? 0,
+  };
+}
+
+/** UDP: every queued datagram (peeked, not consumed) with its sender. */
+function dumpDatagrams(fd: number, data: InetSocketData): void {
+  const q = native.sock.udpPeek(fd);
+  data.datagrams = q.map((d) => ({ from: d.from, data: d.data.toString('base64') }));
+  data.recvQueue = q.reduce((a, d) => a + d.data.length, 0);
+}
+
+/** A listener: its backlog; connections not yet accepted are dropped, with a note. */
+function dumpListener(ctx: PluginContext, info: SockInfo, data: InetSocketData, what: string): void {
+  data.backlog = info.backlog;
+  data.recvQueue = data.sendQueue = 0;
+  if (info.pending) {
+    data.note = `${info.pending} connection(s) not yet accepted were dropped (their peers see a reset)`;
+    ctx.log('%s: %s', what, data.note);
+  }
+}
+
+/** An established connection: blocked, read in repair mode, and unblocked at once if the process goes on. */
+function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpRequest, info: SockInfo, data: InetSocketData, what: string): void {
+  const fd = req.dupFd;
+  const leaveRunning = !!proc.session.options.leaveRunning;
+  if (!info.local || !info.peer) throw new CkptError('ERR_CKPT_DUMP_FAILED', `${what}: an established connection without addresses`);
+  const st = dumpState(proc.session);
+  const nsPid = foreignNetns(proc.pid);
+  // Nothing of the peer reaches the connection while it is read (and, unless the process
+  // goes on running, until the restored socket has left repair mode).
+  st.blocks.block(info.local, info.peer, nsPid);
+  let conn: ConnState;
+  native.sock.tcpRepair(fd, 1);
+  try {
+    conn = native.sock.tcpDumpConn(fd);
+  } finally {
+    leaveRepair(fd, data, -1);
+  }
+  if (leaveRunning) st.blocks.unblock(info.local, info.peer, nsPid);
+  else data.locked = true;
+  data.tcp = {
+    inqSeq: conn.inqSeq, outqSeq: conn.outqSeq, inq: conn.inq.toString('base64'), outq: conn.outq.toString('base64'),
+    unsent: conn.unsent, mss: conn.mss, options: conn.options, sndWscale: conn.sndWscale, rcvWscale: conn.rcvWscale,
+    timestamp: conn.timestamp, ...(conn.window ? { window: conn.window } : {}), dumpedAt: Date.now(),
+  };
+  data.recvQueue = conn.inq.length;
+  data.sendQueue = conn.outq.length;
+  st.conns.push({ pid: proc.pid, fd: req.fd, data });
+  ctx.log('%s: established, %d bytes received unread, %d to send (%d never sent)', what, conn.inq.length, conn.outq.length, conn.unsent);
+}
+
+/** The fds.dump handler: claims TCP and UDP sockets and saves them. */
+export function makeDumpFd(ctx: PluginContext) {
+  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<InetSocketData> | undefined> {
+    const sock = inetSocketInfo(req);
+    if (!sock) return undefined;
+    const { info, tcp } = sock;
+    const state = tcp ? (info.state ?? CLOSE) : info.peer ? ESTABLISHED : CLOSE;
+    const data = baseRecord(req, info, tcp, state);
+    const what = `pid ${proc.pid} fd ${req.fd} (${describeSocket(data)})`;
+    if (!tcp) {
+      dumpDatagrams(req.dupFd, data);
+    } else if (state === LISTEN) {
+      dumpListener(ctx, info, data, what);
+    } else if (state === ESTABLISHED) {
+      dumpEstablished(ctx, proc, req, info, data, what);
+    } else if (state !== CLOSE && state !== SYN_SENT) {
+      data.note = `connection in state ${data.state} is restored reset`;
+      ctx.log('%s: %s', what, data.note);
+    }
+    return { kind: data.proto, data };
+  };
+}
+
+/** Runs fn on our duplicate of fd `fd` of process pid. */
+function withFd<T>(pid: number, fd: number, fn: (ours: number) => T): T {
+  const pidfd = native.proc.pidfdOpen(pid);
+  try {
+    const ours = native.proc.pidfdGetfd(pidfd, fd);
+    try {
+      return fn(ours);
+    } finally {
+      closeSync(ours);
+    }
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
+/** Success: unless the processes go on running, their connections die in repair mode (silently). */
+export async function afterDump(session: DumpSession): Promise<void> {
+  const st = dumps.peek(session);
+  if (!st || session.options.leaveRunning) return;
+  for (const c of st.conns) {
+    withFd(c.pid, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
+    st.inRepair.push(c);
+  }
+}
+
+/** Failure: before the engine thaws anything, connections leave repair mode and are unblocked. */
+export async function undoDump(session: DumpSession, ctx: PluginContext<TcpOptions>): Promise<void> {
+  const st = dumps.peek(session);
+  if (!st) return;
+  for (const s of st.inRepair.splice(0)) {
+    try {
+      withFd(s.pid, s.fd, (fd) => leaveRepair(fd, s.data, 0));
+    } catch (e) {
+      ctx.log('pid %d fd %d: could not leave repair mode: %s', s.pid, s.fd, (e as Error).message);
+    }
+  }
+  try {
+    st.blocks.unblockAll();
+  } catch (e) {
+    ctx.log('could not remove the nftables blocks: %s', (e as Error).message);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The tcp plugin's name, options and record format: zod schemas, and the TypeScript types
+ * derived from them (core validates every fd record this plugin owns with `inetSocketData`
+ * when an image is read).
+ */
+import { z } from 'zod';
+import type { InetAddr as NativeInetAddr, TcpRepairWindow } from '@ckpt/native';
+
+export const NAME = '@ckpt/plugin-tcp';
+
+/** TCP_INFO states. */
+export const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
+
+/** Options: `close` (restore --tcp-close): established connections come back reset, for a peer that is gone. */
+export const tcpOptions = z.strictObject({ close: z.boolean().optional() });
+export type TcpOptions = z.infer<typeof tcpOptions>;
+
+const int = z.number().int();
+const uint = int.nonnegative();
+const base64 = z.string();
+
+/** An inet socket address, as the native engine gives and takes it. */
+export const inetAddr = z.strictObject({
+  family: z.literal([4, 6]),
+  addr: z.string(),
+  port: uint.max(65535),
+  flowinfo: uint.optional(),
+  scope: uint.optional(),
+});
+export type InetAddr = z.infer<typeof inetAddr>;
+
+/** TCP_REPAIR_WINDOW. */
+export const tcpRepairWindow = z.strictObject({ sndWl1: uint, sndWnd: uint, maxWindow: uint, rcvWnd: uint, rcvWup: uint });
+
+/** An established connection as saved: TCP_REPAIR's view, queues in base64. */
+export const tcpConnData = z.strictObject({
+  inqSeq: uint,
+  outqSeq: uint,
+  inq: base64,
+  outq: base64,
+  unsent: uint,
+  mss: uint,
+  options: uint,
+  sndWscale: uint,
+  rcvWscale: uint,
+  timestamp: uint,
+  window: tcpRepairWindow.optional(),
+  /** Wall clock (ms) of the dump: the timestamp clock goes on by the time away. */
+  dumpedAt: uint,
+});
+export type TcpConnData = z.infer<typeof tcpConnData>;
+
+/** The record of one inet socket (FdRecord.data). */
+export const inetSocketData = z.strictObject({
+  proto: z.enum(['tcp', 'udp']),
+  family: z.literal([4, 6]),
+  /** TCP: a TCP_STATES name; UDP: UNCONN or CONNECTED. */
+  state: z.string(),
+  /** File status flags kept (O_NONBLOCK). */
+  flags: uint,
+  local: inetAddr.optional(),
+  peer: inetAddr.optional(),
+  /** Int options that differ from a fresh socket's: [level, name, value]. */
+  opts: z.array(z.tuple([int, int, int])),
+  /** Other options (SO_LINGER, TCP_CONGESTION, SO_BINDTODEVICE): [level, name, base64]. */
+  rawOpts: z.array(z.tuple([int, int, base64])).optional(),
+  backlog: uint.optional(),
+  tcp: tcpConnData.optional(),
+  datagrams: z.array(z.strictObject({ from: inetAddr, data: base64 })).optional(),
+  /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
+  recvQueue: uint,
+  sendQueue: uint,
+  /** The dump left the connection blocked (nftables) for the restore to reopen. */
+  locked: z.boolean().optional(),
+  /** What was not kept, for ckpt show. */
+  note: z.string().optional(),
+});
+export type InetSocketData = z.infer<typeof inetSocketData>;
+
+// Compile-time checks: the schemas describe exactly what the native engine reads and takes.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Assert<T extends true> = T;
+type _InetAddrAgrees = Assert<Same<InetAddr, NativeInetAddr>>;
+type _WindowAgrees = Assert<Same<z.infer<typeof tcpRepairWindow>, TcpRepairWindow>>;

@@ -1,0 +1,237 @@
+/**
+ * Restore: established connections rebuilt in repair mode behind the network lock (or reset,
+ * with --tcp-close), listeners, unconnected and UDP sockets with their queued datagrams; the
+ * connections leave repair mode once every process of the image exists.
+ */
+import { closeSync } from 'node:fs';
+import {
+  CkptError, createSessionState, logger, type FdRecord, type NetworkLock, type PluginContext, type ProcessRestore, type RestoreSession,
+} from '@ckpt/core';
+import { native, AF_INET, AF_INET6, F_DUPFD_CLOEXEC, F_SETFL, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '@ckpt/native';
+import { TCP_STATES, type InetAddr, type InetSocketData, type TcpConnData, type TcpOptions } from './record.js';
+import { leaveRepair, setOptions } from './options.js';
+import { describeSocket, fmtAddr } from './show.js';
+
+const log = logger('plugin:tcp');
+
+/** What sockConnect returns for a connect in progress on a non-blocking socket. */
+const EINPROGRESS = 115;
+
+interface RestoreState {
+  /** Blocks this restore made (removed at the end, or on failure). */
+  blocks: NetworkLock;
+  /** Blocks the dump made (added again, a no-op unless someone removed them; removed at the end only). */
+  dumpBlocks: NetworkLock;
+  /** Our own duplicates of the sockets still in repair mode, with their records. */
+  repaired: Array<{ fd: number; data: InetSocketData }>;
+}
+const restores = createSessionState('tcp:restore', (session: RestoreSession): RestoreState => {
+  const state: RestoreState = { blocks: session.services.netlock.group(), dumpBlocks: session.services.netlock.group(), repaired: [] };
+  // A failed restore: the half-built sockets are closed in repair mode (silently), and only
+  // the blocks this restore made are removed (the dump's stay for the next try).
+  session.onRollback(() => {
+    for (const r of state.repaired.splice(0)) closeQuietly(r.fd);
+    state.blocks.unblockAll();
+  });
+  return state;
+});
+
+const restoreState = (session: RestoreSession) => restores.of(session);
+
+/** close(2), ignoring an fd already closed. */
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    /* closed */
+  }
+}
+
+/** Binds fd to addr, or fails with an error saying why (in use, not on this host). */
+function bindOrExplain(fd: number, addr: InetAddr, what: string): void {
+  try {
+    native.sock.sockBind(fd, addr);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot bind ${fmtAddr(addr)}: ${code ?? (e as Error).message}`, {
+      cause: e,
+      hint: code === 'EADDRINUSE' ? 'another socket holds that address (is the dumped process still running?)'
+        : code === 'EADDRNOTAVAIL' ? 'the address does not exist on this host' : undefined,
+    });
+  }
+}
+
+/** Connect in repair mode; an orphaned remains of the old connection holding the 4-tuple is destroyed first. */
+function repairConnect(fd: number, d: InetSocketData, what: string): void {
+  try {
+    native.sock.sockConnect(fd, d.peer!);
+    return;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code !== 'EADDRNOTAVAIL' && code !== 'EADDRINUSE') throw e;
+  }
+  const held = native.sock.tcpDiag(d.local!, d.peer!);
+  if (held && held.inode !== 0) {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: the connection is open in another socket (inode ${held.inode}, state ${TCP_STATES[held.state]})`,
+      { hint: 'the dumped process (or a copy of it) still runs: stop it before restoring' });
+  }
+  if (held) {
+    log('%s: destroying the orphaned remains of the old connection (state %s)', what, TCP_STATES[held.state]);
+    native.sock.tcpDestroy(d.local!, d.peer!);
+  }
+  native.sock.sockConnect(fd, d.peer!);
+}
+
+/**
+ * The timestamp clock to restore: the dumped value plus the time since the dump, so that it never
+ * goes back for the peer (which may have seen later values when the process ran on after a
+ * --leave-running dump). The low bit of TCP_TIMESTAMP says the clock counts microseconds.
+ */
+export function timestampNow(t: TcpConnData, now = Date.now()): number {
+  const usec = t.timestamp & 1;
+  const away = Math.max(0, now - t.dumpedAt) * (usec ? 1000 : 1);
+  return (((t.timestamp + away) >>> 0) & ~1 | usec) >>> 0;
+}
+
+/** An established connection: blocked, then rebuilt in repair mode (or, with `close`, a reset socket). */
+function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: number, what: string, close: boolean): number {
+  const session = proc.session;
+  const st = restoreState(session);
+  const t = d.tcp!;
+  const blocks = d.locked ? st.dumpBlocks : st.blocks;
+  blocks.block(d.local!, d.peer!);
+  if (close) return native.sock.tcpResetSocket(d.family);
+  const fd = native.sock.inetSocket(domain, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
+  try {
+    // Options first: repair mode forces address reuse, which SO_REUSEADDR would undo.
+    setOptions(fd, d, what);
+    native.sock.tcpRepair(fd, 1);
+    const inq = Buffer.from(t.inq, 'base64'), outq = Buffer.from(t.outq, 'base64');
+    native.sock.tcpSetQueueSeqs(fd, (t.inqSeq - inq.length) >>> 0, (t.outqSeq - outq.length) >>> 0);
+    bindOrExplain(fd, d.local!, what);
+    repairConnect(fd, d, what);
+    native.sock.tcpRepairFill(fd, {
+      options: t.options, sndWscale: t.sndWscale, rcvWscale: t.rcvWscale, mss: t.mss, unsent: t.unsent,
+      timestamp: timestampNow(t), inq, outq, ...(t.window ? { window: t.window } : {}),
+    });
+    st.repaired.push({ fd: native.fd.fcntl(fd, F_DUPFD_CLOEXEC, 0), data: d });
+    return fd;
+  } catch (e) {
+    closeQuietly(fd);
+    if (e instanceof CkptError) throw e;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot restore the connection: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** Waits (2 s at most) until n datagrams are queued on fd. */
+async function waitQueued(fd: number, n: number, what: string): Promise<void> {
+  const end = Date.now() + 2000;
+  for (;;) {
+    const got = native.sock.udpPeek(fd).length;
+    if (got >= n) return;
+    if (Date.now() > end) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: only ${got} of ${n} queued datagrams came back`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const LOOPBACK: Record<4 | 6, string> = { 4: '127.0.0.1', 6: '::1' };
+
+/** A listener: bound (with address reuse for the bind, as connections of it may hold its port) and listening. */
+function restoreListener(fd: number, d: InetSocketData, what: string, reuse: number): void {
+  // Connections of this listener restored before it hold its port: reuse for the bind.
+  if (!reuse) native.sock.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 1);
+  bindOrExplain(fd, d.local ?? { family: d.family, addr: d.family === 6 ? '::' : '0.0.0.0', port: 0 }, what);
+  native.sock.sockListen(fd, d.backlog ?? 128);
+  if (!reuse) native.sock.sockSetInt(fd, SOL_SOCKET, SO_REUSEADDR, 0);
+}
+
+/** A TCP socket bound and never connected (or closed by a reset): its port is kept when it is free. */
+function bindIfFree(ctx: PluginContext<TcpOptions>, fd: number, d: InetSocketData, what: string): void {
+  if (d.local) {
+    try {
+      native.sock.sockBind(fd, d.local);
+    } catch (e) {
+      ctx.log('%s: left unbound: %s', what, (e as Error).message);
+    }
+  }
+}
+
+/** UDP: each queued datagram sent again into fd from its sender's address (raw socket), then waited for. */
+async function refillDatagrams(fd: number, d: InetSocketData, what: string): Promise<void> {
+  const datagrams = d.datagrams!;
+  const to = d.local && !['0.0.0.0', '::'].includes(d.local.addr) ? d.local : { family: d.family, addr: LOOPBACK[d.family], port: d.local?.port ?? 0 };
+  for (const g of datagrams) {
+    let dst = to, src = g.from;
+    // A dual-stack socket's IPv4 senders: sent over IPv4.
+    if (src.family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(src.addr)) {
+      src = { family: 4, addr: src.addr.slice(7), port: src.port };
+      dst = { family: 4, addr: /^::ffff:/i.test(to.addr) ? to.addr.slice(7) : '127.0.0.1', port: to.port };
+    }
+    native.sock.udpInject(dst, src, Buffer.from(g.data, 'base64'));
+  }
+  await waitQueued(fd, datagrams.length, what);
+}
+
+/** UDP, or TCP connecting (SYN_SENT): bound, connected again, queued datagrams put back. */
+async function restoreBoundOrConnecting(fd: number, d: InetSocketData, what: string): Promise<void> {
+  if (d.local) bindOrExplain(fd, d.local, what);
+  if (d.peer) {
+    const r = native.sock.sockConnect(fd, d.peer);
+    if (r !== 0 && r !== EINPROGRESS) throw new Error(`connect: ${r}`);
+  }
+  if (d.datagrams?.length) await refillDatagrams(fd, d, what);
+}
+
+/** Every socket but an established or closing connection: a new socket with its options, name, peer and queue. */
+async function restoreFresh(ctx: PluginContext<TcpOptions>, d: InetSocketData, domain: number, what: string): Promise<number> {
+  const fd = native.sock.inetSocket(domain, (d.proto === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, d.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
+  try {
+    const reuse = d.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? 0;
+    setOptions(fd, d, what);
+    if (d.state === 'LISTEN') restoreListener(fd, d, what, reuse);
+    else if (d.proto === 'tcp' && d.state === 'CLOSE') bindIfFree(ctx, fd, d, what);
+    else await restoreBoundOrConnecting(fd, d, what);
+  } catch (e) {
+    closeQuietly(fd);
+    if (e instanceof CkptError) throw e;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: ${(e as Error).message}`, { cause: e });
+  }
+  return fd;
+}
+
+/** The fds.restore handler: rebuilds one socket in the restorer and returns our fd of it. */
+export async function restoreFd(ctx: PluginContext<TcpOptions>, rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
+  const d = rec.data as InetSocketData;
+  const domain = d.family === 6 ? AF_INET6 : AF_INET;
+  const what = `pid ${proc.pid} fd ${rec.fd} (${describeSocket(d)})`;
+  let fd: number;
+  if (d.proto === 'tcp' && d.state === 'ESTABLISHED') {
+    fd = restoreEstablished(proc, d, domain, what, !!ctx.options(proc.session)?.close);
+  } else if (d.proto === 'tcp' && !['LISTEN', 'CLOSE', 'SYN_SENT'].includes(d.state)) {
+    fd = native.sock.tcpResetSocket(d.family);
+  } else {
+    fd = await restoreFresh(ctx, d, domain, what);
+  }
+  native.fd.fcntl(fd, F_SETFL, d.flags & O_NONBLOCK);
+  return fd;
+}
+
+/** Every process exists: connections leave repair mode, then their blocks go. */
+export async function afterRestore(session: RestoreSession): Promise<void> {
+  const st = restores.peek(session);
+  if (!st) return;
+  for (const r of st.repaired) leaveRepair(r.fd, r.data, 0);
+  st.blocks.unblockAll();
+  st.dumpBlocks.unblockAll();
+  // The window probe sent when leaving repair mode met the block: send another one now, so
+  // that the peer answers with its current window and acknowledgement at once.
+  for (const r of st.repaired.splice(0)) {
+    try {
+      native.sock.tcpRepair(r.fd, 1);
+      leaveRepair(r.fd, r.data, 0);
+    } catch {
+      /* a probe is an optimisation */
+    }
+    closeQuietly(r.fd);
+  }
+}

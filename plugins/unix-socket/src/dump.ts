@@ -1,0 +1,259 @@
+/**
+ * Dump: claims AF_UNIX sockets, reads each one (sock_diag entry, name, peer, receive queue,
+ * options), then, once every process is read, checks peers outside the tree and pending
+ * connections.
+ */
+import { lstatSync, readlinkSync, statSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { CkptError, createSessionState, type DumpSession, type FdClaim, type FdDumpRequest, type Logger, type ProcessDump } from '@ckpt/core';
+import { native, AF_UNIX, O_NONBLOCK, SO_DOMAIN, SO_TYPE, type UnixDiagEntry } from '@ckpt/native';
+import type { QueuedMessage, UnixSocketData, UnixType } from './record.js';
+import { addrText, externals, isPath, parseAddrText, rawOf } from './names.js';
+import { getInt, readOptions, TYPES } from './sockopts.js';
+import { holdersOf, sessionOptions } from './session.js';
+import { describeSocket } from './show.js';
+
+/** sock_diag's socket states (the TCP names the kernel reuses). */
+const TCP_LISTEN = 10;
+/** sk_shutdown bits. */
+const RCV_SHUTDOWN = 1;
+
+interface DumpState {
+  netns: number;
+  diag: Map<number, UnixDiagEntry>;
+  saved: Array<{ pid: number; fd: number; d: UnixSocketData; wqueue: number }>;
+}
+/** One snapshot per dump, taken at the first socket: every process of the tree is frozen by then. */
+const dumpStates = createSessionState('unix:dump', (_s: DumpSession): DumpState => (
+  { netns: statSync('/proc/self/ns/net').ino, diag: new Map(native.sock.unixDiag().map((e) => [e.ino, e])), saved: [] }));
+const dumpState = (session: DumpSession) => dumpStates.of(session);
+
+/** Is the fd a socket whose SO_DOMAIN is AF_UNIX? */
+function isUnixSocket(req: FdDumpRequest): boolean {
+  if (req.kind !== 'socket') return false;
+  let domain: number;
+  try {
+    domain = getInt(req.dupFd, SO_DOMAIN);
+  } catch {
+    return false;
+  }
+  return domain === AF_UNIX;
+}
+
+/** Its type and sock_diag entry; refuses unknown types, other network namespaces, sockets sock_diag does not list. */
+function diagOf(req: FdDumpRequest, pid: number, st: DumpState): { type: UnixType; e: UnixDiagEntry } {
+  const type = TYPES[getInt(req.dupFd, SO_TYPE)];
+  if (!type) {
+    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix socket of an unknown type`);
+  }
+  if (native.sock.unixNetns(req.dupFd) !== st.netns) {
+    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+      `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix ${type} socket of another network namespace, which ckpt does not save`);
+  }
+  const e = st.diag.get(req.stat.ino);
+  if (!e) {
+    throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${pid} fd ${req.fd}: unix socket ${req.stat.ino} is not in the kernel's socket table (sock_diag)`);
+  }
+  return { type, e };
+}
+
+/** Its name (text and bytes) and, for a path name, its socket file (mode and owner, if it is still this socket's). */
+function dumpName(d: UnixSocketData, e: UnixDiagEntry, pid: number): void {
+  if (!e.name?.length) return;
+  d.name = addrText(e.name);
+  d.nameRaw = e.name.toString('base64');
+  d.bound = true;
+  if (isPath(e.name)) {
+    // Which file it is: the socket inode of the name is in UNIX_DIAG_VFS.
+    let abs = d.name;
+    if (!isAbsolute(d.name)) {
+      d.dir = readlinkSync(`/proc/${pid}/cwd`);
+      abs = resolve(d.dir, d.name);
+    }
+    try {
+      const fst = lstatSync(abs);
+      d.file = fst.isSocket() && fst.ino === e.vfsIno ? { present: true, mode: fst.mode & 0o7777, uid: fst.uid, gid: fst.gid } : { present: false };
+    } catch {
+      d.file = { present: false };
+    }
+  }
+}
+
+/** Its connection: a listener's backlog and pending clients, or its peer (and whether its name is its own). */
+function dumpConnection(d: UnixSocketData, e: UnixDiagEntry, st: DumpState, type: UnixType): void {
+  if (e.state === TCP_LISTEN) {
+    d.state = 'listening';
+    d.backlog = e.wqueue;
+    d.pending = e.icons ?? [];
+  } else if (e.peer !== undefined) {
+    const peer = e.peer ? st.diag.get(e.peer) : undefined;
+    d.peer = e.peer;
+    if (peer?.name?.length) {
+      d.peerName = addrText(peer.name);
+      d.peerNameRaw = peer.name.toString('base64');
+    }
+    if (e.peer === 0 && type !== 'dgram' && e.shutdown === 0) d.state = 'pending';
+    else d.state = e.peer === 0 ? 'disconnected' : 'connected';
+    // A connected socket with a name either bound it itself or was accepted (and carries its
+    // listener's name): the latter when a listener has that name, when the peer has none (a
+    // client that bound a name connected to a named listener), or by creation order (the
+    // accepted socket is made after its client).
+    if (d.name && type !== 'dgram') {
+      const listener = [...st.diag.values()].some((x) => x.state === TCP_LISTEN && x.type === e.type && x.name?.equals(e.name!));
+      d.bound = !(listener || (d.state === 'connected' && (!peer?.name?.length || e.ino > e.peer)));
+    }
+  }
+}
+
+/** The peeked messages into d.queue: a stream's bytes as one run, other messages one by one with their sender. */
+function queueMessages(d: UnixSocketData, messages: Array<{ data: Buffer; addr?: Buffer }>, stream: boolean): void {
+  if (stream) {
+    const all = Buffer.concat(messages.map((m) => m.data));
+    if (all.length) d.queue.push({ data: all.toString('base64') });
+    d.queuedBytes = all.length;
+    return;
+  }
+  for (const m of messages) {
+    const q: QueuedMessage = { data: m.data.toString('base64') };
+    if (m.addr?.length) {
+      q.from = addrText(m.addr);
+      q.fromRaw = m.addr.toString('base64');
+    }
+    d.queue.push(q);
+    d.queuedBytes += m.data.length;
+  }
+}
+
+/** Its receive queue, peeked (not consumed); refuses fds in flight and out-of-band data, checks the length against sock_diag's. */
+function dumpQueue(req: FdDumpRequest, d: UnixSocketData, e: UnixDiagEntry, pid: number, type: UnixType): void {
+  const stream = type === 'stream';
+  const peeked = native.sock.unixPeek(req.dupFd, stream, stream ? e.rqueue : undefined, type === 'seqpacket' && (e.shutdown & RCV_SHUTDOWN) !== 0);
+  if (peeked.rights || peeked.truncated) {
+    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+      `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with ${peeked.rights || 'some'} file descriptors in flight (SCM_RIGHTS) in its receive queue, which ckpt does not save`,
+      { hint: 'checkpoint once the receiving process has read its messages (retry in a moment)' });
+  }
+  if (peeked.oob) {
+    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+      `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with out-of-band data (MSG_OOB) queued, which ckpt does not save`,
+      { hint: 'checkpoint once the process has read it (retry in a moment)' });
+  }
+  if (peeked.error) d.error = peeked.error;
+  queueMessages(d, peeked.messages, stream);
+  const expected = type === 'dgram' ? (d.queue.length ? Buffer.from(d.queue[0].data, 'base64').length : 0) : d.queuedBytes;
+  if (expected !== e.rqueue) {
+    throw new CkptError('ERR_CKPT_DUMP_FAILED',
+      `pid ${pid} fd ${req.fd} (${describeSocket(d)}): read ${expected} queued bytes where the kernel reports ${e.rqueue} (out-of-band data?)`);
+  }
+}
+
+/** The fds.dump handler: claims unix sockets and saves them. */
+export function makeDumpFd(log: Logger) {
+  return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<UnixSocketData> | undefined> {
+    if (!isUnixSocket(req)) return undefined;
+    const { pid } = proc;
+    const st = dumpState(proc.session);
+    const { type, e } = diagOf(req, pid, st);
+    const d: UnixSocketData = {
+      ino: e.ino, type, state: 'unconnected', flags: req.info.flags & O_NONBLOCK, shutdown: e.shutdown, queue: [], queuedBytes: 0,
+      opts: readOptions(req.dupFd),
+    };
+    dumpName(d, e, pid);
+    dumpConnection(d, e, st, type);
+    if (d.state !== 'listening') dumpQueue(req, d, e, pid, type);
+    log('pid %d fd %d: unix %s %s %s, %d bytes queued', pid, req.fd, type, d.state, d.name ?? '', d.queuedBytes);
+    st.saved.push({ pid, fd: req.fd, d, wqueue: e.wqueue });
+    return { kind: 'unix', data: d };
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// After the dump: peers outside the tree, pending connections
+
+type Saved = DumpState['saved'][number];
+
+/** The refusal of a socket tied to the outside: `what`: how; `ino`: the outside socket; `declare`: the address --external takes. */
+function outside(pid: number, fd: number, d: UnixSocketData, what: string, ino: number, declare: string | undefined, then: string): CkptError {
+  const holders = ino ? holdersOf(ino) : '';
+  return new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+    `cannot checkpoint pid ${pid}: fd ${fd} is ${describeSocket(d)} ${what}${holders ? ` (held by ${holders})` : ''}, outside the checkpointed tree`,
+    { hint: declare ? `declare it with --external unix:${declare} (${then}), or checkpoint a tree that holds both ends` : 'checkpoint a tree that holds both ends' });
+}
+
+/** Makes d external: it connects to the declared address of its peer afresh at restore. */
+function declareExternal(d: UnixSocketData, ext: Map<string, string>): void {
+  d.external = ext.get(d.peerName!)!;
+  d.externalRaw = (d.external === d.peerName ? rawOf(d.peerNameRaw) : parseAddrText(d.external)).toString('base64');
+}
+
+/** A connected socket whose peer is outside the tree: declared external, or refused. */
+function connectedOutside(log: Logger, ext: Map<string, string>, { pid, fd, d }: Saved): void {
+  const accepted = d.type !== 'dgram' && d.name !== undefined && !d.bound;
+  if (accepted) {
+    // An outside client of a listener of the tree.
+    if (!ext.has(d.name!)) {
+      throw outside(pid, fd, d, `accepted from a client ${d.peerName ? `at ${d.peerName}` : '(an unnamed socket)'}`, d.peer!, d.name,
+        'it is then restored as a connection whose client has gone: its queued data, then end of file');
+    }
+    log('pid %d fd %d: outside client of %s declared external: restored disconnected', pid, fd, d.name);
+    d.state = 'disconnected';
+  } else {
+    if (!d.peerName || !ext.has(d.peerName)) {
+      throw outside(pid, fd, d, `connected to ${d.peerName ?? 'an unnamed socket'}`, d.peer!, d.peerName, `it is then connected to ${d.peerName} afresh at restore`);
+    }
+    declareExternal(d, ext);
+    d.droppedBytes = d.queuedBytes;
+  }
+}
+
+/** A client not yet accepted: tied to its listener of the tree, or (declared) external, or refused. */
+function pendingClient(st: DumpState, ext: Map<string, string>, inTree: Set<number>, { pid, fd, d, wqueue }: Saved): void {
+  const listener = [...st.diag.values()].find((x) => x.state === TCP_LISTEN && x.icons?.includes(d.ino));
+  if (!listener) {
+    d.state = 'disconnected';
+    return;
+  }
+  if (wqueue > 0) {
+    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+      `cannot checkpoint pid ${pid}: fd ${fd} is ${describeSocket(d)} connected to ${listener.name ? addrText(listener.name) : 'a listener'} that has not accepted it yet, with data already sent on it, which cannot be read before the listener accepts it`,
+      { hint: 'checkpoint once the server has accepted the connection (retry in a moment)' });
+  }
+  d.peerName = listener.name ? addrText(listener.name) : undefined;
+  d.peerNameRaw = listener.name?.toString('base64');
+  if (inTree.has(listener.ino)) {
+    d.listener = listener.ino;
+  } else {
+    if (!d.peerName || !ext.has(d.peerName)) {
+      throw outside(pid, fd, d, `connected (not yet accepted) to the listener ${d.peerName ?? '(unnamed)'}`, listener.ino, d.peerName,
+        `it is then connected to ${d.peerName} afresh at restore`);
+    }
+    declareExternal(d, ext);
+  }
+}
+
+/** A listener's pending clients from outside the tree are dropped (counted, logged). */
+function dropOutsidePending(log: Logger, inTree: Set<number>, { pid, fd, d }: Saved): void {
+  const pending = d.pending!;
+  const mine = pending.filter((c) => inTree.has(c));
+  if (mine.length !== pending.length) {
+    d.droppedPending = pending.length - mine.length;
+    log('pid %d fd %d: %d connections from outside the tree queued on %s are not saved', pid, fd, d.droppedPending, d.name);
+  }
+  d.pending = mine;
+}
+
+/** Once every process is read: peers outside the tree, pending connections. */
+export function makeAfterDump(log: Logger) {
+  return async function afterDump(session: DumpSession): Promise<void> {
+    const st = dumpStates.peek(session);
+    if (!st) return;
+    const ext = externals(sessionOptions.of(session).external);
+    const inTree = new Set(st.saved.map((s) => s.d.ino));
+    for (const s of st.saved) {
+      const { d } = s;
+      if (d.state === 'connected' && d.peer && !inTree.has(d.peer)) connectedOutside(log, ext, s);
+      else if (d.state === 'pending') pendingClient(st, ext, inTree, s);
+      else if (d.state === 'listening' && d.pending?.length) dropOutsidePending(log, inTree, s);
+    }
+  };
+}
