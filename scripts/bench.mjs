@@ -36,7 +36,9 @@ for (let i = 0; i < args.length; i++) {
   };
   if (a === '--json') json = true;
   else if (a === '--sizes' || a.startsWith('--sizes=')) {
-    sizes = value().split(',').map((s) => Number(s.trim()));
+    sizes = value()
+      .split(',')
+      .map((s) => Number(s.trim()));
     if (!sizes.length || sizes.some((s) => !Number.isInteger(s) || s <= 0)) usage('--sizes takes positive integers (MiB), e.g. --sizes 64,256');
   } else if (a === '--runs' || a.startsWith('--runs=')) {
     runs = Number(value());
@@ -346,7 +348,8 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     const log = join(tmp, `${shape}-${run}.log`);
     process.stderr.write(`[${shape} ${n}] run ${run}/${runs}: start`);
     const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.shapes, shape, String(n), ...extra], {
-      encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'],
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
     }).trim();
     const pid = Number(out.split('\n').at(-1));
     detached.add(pid);
@@ -367,7 +370,8 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     const threads = readdirSync(`/proc/${pid}/task`).length;
     if (shape === 'threads' && threads !== n) throw new Error(`restored ${threads} threads, expected ${n}`);
     if (shape === 'tree' && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
-    if (shape === 'files' && readdirSync(`/proc/${pid}/fd`).length < n) throw new Error(`restored ${readdirSync(`/proc/${pid}/fd`).length} fds, expected ${n}+`);
+    if (shape === 'files' && readdirSync(`/proc/${pid}/fd`).length < n)
+      throw new Error(`restored ${readdirSync(`/proc/${pid}/fd`).length} fds, expected ${n}+`);
     for (const p of r.pids) if (p !== pid) killQuietly(p);
     killQuietly(pid);
     await reap(pid);
@@ -383,7 +387,9 @@ const results = [];
 let failed = false;
 try {
   console.log(`ckpt bench: sizes ${sizes.join(', ')} MiB, ${runs} run(s) each, images in ${tmp}`);
-  console.log(`host: ${os.cpus().length} CPU(s) ${os.cpus()[0]?.model ?? ''}, ${(os.totalmem() / GiB).toFixed(1)} GiB RAM, Linux ${os.release()}, Node ${process.version}`);
+  console.log(
+    `host: ${os.cpus().length} CPU(s) ${os.cpus()[0]?.model ?? ''}, ${(os.totalmem() / GiB).toFixed(1)} GiB RAM, Linux ${os.release()}, Node ${process.version}`,
+  );
   console.log('units: GB = 1e9 B, MB = 1e6 B, sizes in MiB; times are measured around the API call (performance.now)');
 
   const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes') };
@@ -415,16 +421,27 @@ try {
   writeFileSync(cfg, JSON.stringify({ files: { rules: [{ match: { path: '**/big.dat' }, method: 'content', policy: 'image' }] } }));
   const ckContent = await createCkpt({ config: cfg });
   const bigFree = Number(statfsSync(tmp).bavail) * Number(statfsSync(tmp).bsize) > 4 * GiB;
-  const shapes = [['tree', 16, ck, []], ['threads', 32, ck, []], ['files', 1000, ck, [filesDir]]];
+  const shapes = [
+    ['tree', 16, ck, []],
+    ['threads', 32, ck, []],
+    ['files', 1000, ck, [filesDir]],
+  ];
   if (bigFree) shapes.push(['bigfile', 1024, ckContent, [join(tmp, 'big.dat')]]);
   else console.log('\n== 1 GiB file by content: SKIPPED (less than 4 GiB free) ==');
   for (const [shape, n, c, extra] of shapes) {
     const res = await benchShape(c, bins, shape, n, extra);
     results.push(res);
-    const title = { tree: `${n}-process tree`, threads: `${n}-thread process`, files: `process with ${n} open files`, bigfile: `${n} MiB open file saved by content` }[shape];
+    const title = {
+      tree: `${n}-process tree`,
+      threads: `${n}-thread process`,
+      files: `process with ${n} open files`,
+      bigfile: `${n} MiB open file saved by content`,
+    }[shape];
     console.log(`\n== ${title}, ${runs} runs (median; min/max) ==  image ${(res.imageBytes / 1e6).toFixed(1)} MB`);
     console.log(`dump ms     ${res.dumpMs.median.toFixed(1).padStart(8)} ${res.dumpMs.min.toFixed(1).padStart(8)} ${res.dumpMs.max.toFixed(1).padStart(8)}`);
-    console.log(`restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`);
+    console.log(
+      `restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`,
+    );
   }
 } catch (e) {
   failed = true;
@@ -454,29 +471,29 @@ if (!failed) {
       r.skipped
         ? r
         : r.shape
-        ? { shape: r.shape, n: r.n, runs: r.runs, dumpMs: r3(r.dumpMs.median), restoreMs: r3(r.restoreMs.median) }
-        : {
-            sizeMiB: r.sizeMiB,
-            runs: r.runs,
-            dumpMs: r3(r.dumpMs.median),
-            dumpMsMin: r3(r.dumpMs.min),
-            dumpMsMax: r3(r.dumpMs.max),
-            restoreMs: r3(r.restoreMs.median),
-            restoreMsMin: r3(r.restoreMs.min),
-            restoreMsMax: r3(r.restoreMs.max),
-            apiDumpMs: r3(r.apiDumpMs.median),
-            apiRestoreMs: r3(r.apiRestoreMs.median),
-            initReapMs: r3(r.initReapMs.median),
-            zombieRuns: r.zombieRuns,
-            imageBytes: r.imageBytes,
-            dumpGBs: r3(r.dumpGBs),
-            restoreGBs: r3(r.restoreGBs),
-            memcpyGBs: r.memcpyGBs,
-            writeGBs: r.writeGBs,
-            dumpPerWrite: r3(r.dumpPerWrite),
-            restorePerWrite: r3(r.restorePerWrite),
-            dumpPerMemcpy: r3(r.dumpPerMemcpy),
-          },
+          ? { shape: r.shape, n: r.n, runs: r.runs, dumpMs: r3(r.dumpMs.median), restoreMs: r3(r.restoreMs.median) }
+          : {
+              sizeMiB: r.sizeMiB,
+              runs: r.runs,
+              dumpMs: r3(r.dumpMs.median),
+              dumpMsMin: r3(r.dumpMs.min),
+              dumpMsMax: r3(r.dumpMs.max),
+              restoreMs: r3(r.restoreMs.median),
+              restoreMsMin: r3(r.restoreMs.min),
+              restoreMsMax: r3(r.restoreMs.max),
+              apiDumpMs: r3(r.apiDumpMs.median),
+              apiRestoreMs: r3(r.apiRestoreMs.median),
+              initReapMs: r3(r.initReapMs.median),
+              zombieRuns: r.zombieRuns,
+              imageBytes: r.imageBytes,
+              dumpGBs: r3(r.dumpGBs),
+              restoreGBs: r3(r.restoreGBs),
+              memcpyGBs: r.memcpyGBs,
+              writeGBs: r.writeGBs,
+              dumpPerWrite: r3(r.dumpPerWrite),
+              restorePerWrite: r3(r.restorePerWrite),
+              dumpPerMemcpy: r3(r.dumpPerMemcpy),
+            },
     );
     console.log(JSON.stringify(slim));
   }

@@ -48,7 +48,10 @@ try {
   console.log(`\n${ok ? 'demo OK: the counter continued where it was, same pid, memory intact' : 'demo FAILED'}`);
   process.exitCode = ok ? 0 : 1;
 } finally {
-  if (pid) try { process.kill(pid, 'SIGKILL'); } catch {}
+  if (pid)
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {}
   rmSync(work, { recursive: true, force: true });
 }
 

@@ -136,9 +136,7 @@ describe('ckpt show', () => {
     const lists = findAreaLists(parsed);
     expect(lists.length, `show --json has no list of memory areas\n${describeResult(j)}`).toBeGreaterThan(0);
     // one of those lists covers the heap block the process had
-    const covers = lists.some((areas) =>
-      areas.some((a) => (a.end !== null ? a.start <= heap.start && a.end >= heap.end : a.start === heap.start)),
-    );
+    const covers = lists.some((areas) => areas.some((a) => (a.end !== null ? a.start <= heap.start && a.end >= heap.end : a.start === heap.start)));
     expect(covers, `no memory area covers the heap ${heap.start.toString(16)}-${heap.end.toString(16)}\n${describeResult(j)}`).toBe(true);
 
     const h = await ckpt(['show', img]);
@@ -182,7 +180,7 @@ describe('usage errors', () => {
       const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
       return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]);
     };
-    expect(sid(pid), 'the program runs in the test runner\'s session (no setsid)').not.toBe(sid('self'));
+    expect(sid(pid), "the program runs in the test runner's session (no setsid)").not.toBe(sid('self'));
   });
 });
 

@@ -37,8 +37,7 @@ import {
 useCleanup();
 
 const PF_KTHREAD = 0x00200000;
-const CORRUPTION_RE =
-  /corrupt|checksum|hash|digest|mismatch|truncat|short|invalid|integrity|damaged|unexpected|malformed|size|EOF|incomplete/i;
+const CORRUPTION_RE = /corrupt|checksum|hash|digest|mismatch|truncat|short|invalid|integrity|damaged|unexpected|malformed|size|EOF|incomplete/i;
 
 function escapeRe(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');

@@ -187,14 +187,18 @@ describe('epoll event loop with timerfd, eventfd and signalfd', () => {
     expect(fdState(pid, fds), `fds of the restored process (before the dump: ${JSON.stringify(stateBefore)})`).toEqual(stateBefore);
     // Both timers run. The lazy one always has unread expirations at the dump (fdinfo: it_value
     // (0, 0)); the loop's one does when it expired while the process was frozen for the dump.
-    expectTimerArmed(pid, fds.timer, 'the loop\'s timerfd after the restore');
+    expectTimerArmed(pid, fds.timer, "the loop's timerfd after the restore");
     await sleep(150);
     expectTimerArmed(pid, fds.lazy, 'the unwatched timerfd after the restore');
 
     // Ticks continue from the dump-time value, and ev with them.
     const afterRestore = () => loopLines(stdout).filter((l) => l.index >= nLinesBefore);
     const ctx = () => `before the dump: tick ${lastTick} ev ${lastEv}\n${tail(stdout)}`;
-    await waitFor(() => afterRestore().length > 0, 15_000, () => `no loop line after the restore\n${ctx()}`);
+    await waitFor(
+      () => afterRestore().length > 0,
+      15_000,
+      () => `no loop line after the restore\n${ctx()}`,
+    );
     const first = afterRestore()[0];
     expect(first.tick, `first tick after the restore (reset?)\n${ctx()}`).toBeGreaterThanOrEqual(lastTick);
     expect(first.tick, `first tick after the restore\n${ctx()}`).toBeLessThanOrEqual(lastTick + 10);
@@ -229,7 +233,10 @@ describe('epoll event loop with timerfd, eventfd and signalfd', () => {
 
     expectMonotonic(loopLines(stdout), stdout);
     expectRunningFree(pid, 'restored event loop');
-    expect(readLines(stdout).filter((l) => BAD_RE.test(l)), tail(stdout)).toEqual([]);
+    expect(
+      readLines(stdout).filter((l) => BAD_RE.test(l)),
+      tail(stdout),
+    ).toEqual([]);
     expect(readText(stderr), 'evloop stderr').toBe('');
   });
 
@@ -265,7 +272,7 @@ describe('epoll event loop with timerfd, eventfd and signalfd', () => {
 
     // The kernel objects are untouched: same fds, timer, eventfd counter and mode, mask, watch list.
     expect(fdState(pid, fds), 'fds after dump --leave-running').toEqual(stateBefore);
-    expectTimerArmed(pid, fds.timer, 'the loop\'s timerfd after dump --leave-running');
+    expectTimerArmed(pid, fds.timer, "the loop's timerfd after dump --leave-running");
     expectTimerArmed(pid, fds.lazy, 'the unwatched timerfd after dump --leave-running');
 
     // It keeps ticking in step with the clock, and ev with it.
@@ -289,7 +296,10 @@ describe('epoll event loop with timerfd, eventfd and signalfd', () => {
 
     expectMonotonic(loopLines(stdout), stdout);
     expectRunningFree(pid, 'loop after dump --leave-running');
-    expect(readLines(stdout).filter((x) => BAD_RE.test(x)), tail(stdout)).toEqual([]);
+    expect(
+      readLines(stdout).filter((x) => BAD_RE.test(x)),
+      tail(stdout),
+    ).toEqual([]);
     expect(readText(stderr), 'evloop stderr').toBe('');
   });
 });

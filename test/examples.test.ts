@@ -174,7 +174,10 @@ signal.sigwait({signal.SIGUSR1})
     expect(fds.find((f) => f.fd === otherFd)?.owner).toBe('@ckpt/plugin-files');
     const files = await ckpt(['show', img, '--files'], { cwd: proj });
     expectOk(files);
-    expect(files.stdout.split('\n').find((l) => l.split('|')[2] === data), files.stdout).toMatch(new RegExp(`^file\\|f${pid}\\.${dataFd}\\|`));
+    expect(
+      files.stdout.split('\n').find((l) => l.split('|')[2] === data),
+      files.stdout,
+    ).toMatch(new RegExp(`^file\\|f${pid}\\.${dataFd}\\|`));
 
     // Without the plugin the image cannot be restored, and the error names it.
     expectCleanError(await ckpt(['restore', '-D', img, '--detach'], { cwd: dir }), CONTENT_DIR);
@@ -220,7 +223,9 @@ signal.sigwait({signal.SIGUSR1})
     await waitNotAlive(pid);
     const show = await ckpt(['show', img, '--json'], { cwd: proj });
     expectOk(show);
-    const proc = (JSON.parse(show.stdout) as { processes: Array<{ pid: number; fds: ShownFd[]; records: Record<string, unknown> }> }).processes.find((p) => p.pid === pid)!;
+    const proc = (JSON.parse(show.stdout) as { processes: Array<{ pid: number; fds: ShownFd[]; records: Record<string, unknown> }> }).processes.find(
+      (p) => p.pid === pid,
+    )!;
     expect(proc.fds.find((f) => f.fd === fd)).toMatchObject({ owner: 'ckpt-plugin-my-plugin', data: { path: file, pos: 5 } });
     expect(proc.records['ckpt-plugin-my-plugin']).toEqual({ fdCount: proc.fds.length, claimed: [fd] });
     await restoreIn(proj, img, pid, tag);
@@ -252,7 +257,10 @@ while True:
 
     expectOk(await ckpt(['dump', '-t', String(pid), '-D', img], { cwd: proj }));
     await waitNotAlive(pid);
-    expect(readLines(stdout).filter((l) => l.startsWith('signalled')), `handled before the freeze\n${tail(stdout)}`).toEqual(['signalled SIGUSR2']);
+    expect(
+      readLines(stdout).filter((l) => l.startsWith('signalled')),
+      `handled before the freeze\n${tail(stdout)}`,
+    ).toEqual(['signalled SIGUSR2']);
 
     const file = marker.replace('{pid}', String(pid));
     expect(fs.existsSync(file)).toBe(false);
@@ -262,7 +270,11 @@ while True:
 
     // The restored process still has its handler.
     process.kill(pid, 'SIGUSR2');
-    await waitFor(() => readLines(stdout).filter((l) => l.startsWith('signalled')).length === 2, 10_000, () => `no second signal line\n${tail(stdout)}`);
+    await waitFor(
+      () => readLines(stdout).filter((l) => l.startsWith('signalled')).length === 2,
+      10_000,
+      () => `no second signal line\n${tail(stdout)}`,
+    );
     expect(fs.readFileSync(stderr, 'utf8'), 'python stderr').toBe('');
   });
 });

@@ -61,12 +61,7 @@ function locksOf(pid: number, files: string[]): string[] {
     .sort();
 }
 
-const EXPECTED = [
-  'f1 FLOCK WRITE 0-EOF',
-  'f2 POSIX READ 1000-EOF',
-  'f2 POSIX WRITE 100-149',
-  'f3 OFDLCK WRITE 0-9',
-];
+const EXPECTED = ['f1 FLOCK WRITE 0-EOF', 'f2 POSIX READ 1000-EOF', 'f2 POSIX WRITE 100-149', 'f3 OFDLCK WRITE 0-9'];
 
 // Tries locks from another process, without waiting: prints one word per attempt (ok / EAGAIN ...).
 const PROBE = `
@@ -113,7 +108,11 @@ async function holdLock(kind: 'flock' | 'posix', file: string): Promise<ChildPro
   track(child.pid!, 'ckpt-lock-holder');
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  await waitFor(() => out.includes('held'), 10_000, () => `the ${kind} lock holder did not take its lock`);
+  await waitFor(
+    () => out.includes('held'),
+    10_000,
+    () => `the ${kind} lock holder did not take its lock`,
+  );
   return child;
 }
 
@@ -144,7 +143,11 @@ describe('file locks', () => {
 
     await dumpOk(pid, img);
     await waitNotAlive(pid);
-    await waitFor(() => locksOf(pid, files).length === 0, 10_000, () => `locks still held after the dump: ${locksOf(pid, files)}`);
+    await waitFor(
+      () => locksOf(pid, files).length === 0,
+      10_000,
+      () => `locks still held after the dump: ${locksOf(pid, files)}`,
+    );
     expect(probe('flock:' + files[0] + ':w:0:0'), 'free while the process is gone').toEqual(['ok']);
 
     await restoreOk(img, pid, LOCKS);
@@ -152,17 +155,19 @@ describe('file locks', () => {
 
     // Another process is kept out: flock(LOCK_NB), F_SETLK, F_OFD_SETLK on the locked ranges fail;
     // outside them (and a read lock on the read-locked range) they succeed.
-    expect(probe(
-      `flock:${files[0]}:r:0:0`,
-      `posix:${files[1]}:w:120:10`,
-      `posix:${files[1]}:r:100:1`,
-      `posix:${files[1]}:w:5000:10`,
-      `posix:${files[1]}:r:2000:10`,
-      `ofd:${files[2]}:r:5:1`,
-      `posix:${files[2]}:w:0:1`,
-      `posix:${files[1]}:w:0:100`,
-      `ofd:${files[2]}:w:10:10`,
-    )).toEqual(['EAGAIN', 'EAGAIN', 'EAGAIN', 'EAGAIN', 'ok', 'EAGAIN', 'EAGAIN', 'ok', 'ok']);
+    expect(
+      probe(
+        `flock:${files[0]}:r:0:0`,
+        `posix:${files[1]}:w:120:10`,
+        `posix:${files[1]}:r:100:1`,
+        `posix:${files[1]}:w:5000:10`,
+        `posix:${files[1]}:r:2000:10`,
+        `ofd:${files[2]}:r:5:1`,
+        `posix:${files[2]}:w:0:1`,
+        `posix:${files[1]}:w:0:100`,
+        `ofd:${files[2]}:w:10:10`,
+      ),
+    ).toEqual(['EAGAIN', 'EAGAIN', 'EAGAIN', 'EAGAIN', 'ok', 'EAGAIN', 'EAGAIN', 'ok', 'ok']);
     const flock = spawnSync('flock', ['-n', files[0], 'true']);
     expect(flock.status, 'util-linux flock -n on the flock-locked file').not.toBe(0);
 
@@ -187,7 +192,11 @@ describe('file locks', () => {
       const before = new Set(allPids());
       const r = await ckpt(['restore', '-D', img, '--detach']);
       expectCleanError(r, file, what, new RegExp(`pid ${holder.pid}`));
-      await waitFor(() => !isAlive(pid) && !isAlive(init), 10_000, () => `pid ${pid} or ${init} is alive after a failed restore`);
+      await waitFor(
+        () => !isAlive(pid) && !isAlive(init),
+        10_000,
+        () => `pid ${pid} or ${init} is alive after a failed restore`,
+      );
       const left = newSuspects(before, [LOCKS]);
       expect(left, `processes left behind: ${JSON.stringify(left)}`).toEqual([]);
       await killHolder(holder);

@@ -38,8 +38,14 @@ function setup(tag: string) {
 async function report(pid: number, stdout: string): Promise<string> {
   const n = readLines(stdout).filter((l) => l.startsWith('report ')).length;
   process.kill(pid, 'SIGUSR1');
-  await waitFor(() => readLines(stdout).filter((l) => l.startsWith('report ')).length > n, 10_000, () => 'no report');
-  return readLines(stdout).filter((l) => l.startsWith('report ')).at(-1)!;
+  await waitFor(
+    () => readLines(stdout).filter((l) => l.startsWith('report ')).length > n,
+    10_000,
+    () => 'no report',
+  );
+  return readLines(stdout)
+    .filter((l) => l.startsWith('report '))
+    .at(-1)!;
 }
 
 async function startAndDump(work: string, dir: string, img: string, cwd?: string) {
@@ -53,7 +59,11 @@ async function startAndDump(work: string, dir: string, img: string, cwd?: string
 }
 
 function outTicks(file: string): number[] {
-  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => Number(l.split(' ')[1]));
+  return fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => Number(l.split(' ')[1]));
 }
 
 describe('files', () => {
@@ -66,7 +76,11 @@ describe('files', () => {
     expect(after).toBe(before);
     expect(fs.readlinkSync(`/proc/${pid}/fd/8`)).toBe(`${path.join(work, 'unlinked.tmp')} (deleted)`);
     expect(fs.existsSync(path.join(work, 'unlinked.tmp')), 'the file is unlinked again').toBe(false);
-    await waitFor(() => outTicks(path.join(work, 'out.txt')).length > 8, 10_000, () => 'out.txt stopped');
+    await waitFor(
+      () => outTicks(path.join(work, 'out.txt')).length > 8,
+      10_000,
+      () => 'out.txt stopped',
+    );
     outTicks(path.join(work, 'out.txt')).forEach((t, i) => expect(t, 'out.txt ticks continue once each').toBe(i));
   });
 
@@ -86,12 +100,17 @@ describe('files', () => {
     const { dir, work, img } = setup('rules');
     const cfgDir = path.join(dir, 'cfg');
     fs.mkdirSync(cfgDir);
-    fs.writeFileSync(path.join(cfgDir, 'ckpt.config.json'), JSON.stringify({
-      files: { rules: [
-        { match: { path: '**/data.txt' }, method: 'content', policy: 'image' },
-        { match: { path: '**/same*.txt' }, method: 'content', policy: 'disk' },
-      ] },
-    }));
+    fs.writeFileSync(
+      path.join(cfgDir, 'ckpt.config.json'),
+      JSON.stringify({
+        files: {
+          rules: [
+            { match: { path: '**/data.txt' }, method: 'content', policy: 'image' },
+            { match: { path: '**/same*.txt' }, method: 'content', policy: 'disk' },
+          ],
+        },
+      }),
+    );
     const { pid, stdout, before } = await startAndDump(work, dir, img, cfgDir);
     const blobs = fs.readdirSync(img).filter((f) => f.startsWith('file-'));
     expect(blobs.length, `data.txt, same1=same2 (once), the unlinked file: ${blobs}`).toBe(3);
@@ -121,7 +140,11 @@ describe('files', () => {
     const ticksBefore = outTicks(oldOut).length;
     const newOut = path.join(dir, 'redirected.txt');
     expectOk(await ckpt(['restore', '-D', img, '--detach', '--substitute', `${id}=${newOut}`]));
-    await waitFor(() => fs.existsSync(newOut) && outTicks(newOut).length >= 3, 10_000, () => 'nothing written to the substitute');
+    await waitFor(
+      () => fs.existsSync(newOut) && outTicks(newOut).length >= 3,
+      10_000,
+      () => 'nothing written to the substitute',
+    );
     expect(outTicks(oldOut).length, 'the old file is left alone').toBe(ticksBefore);
     expect(fs.readlinkSync(`/proc/${pid}/fd/4`)).toBe(newOut);
 
@@ -130,11 +153,18 @@ describe('files', () => {
     await waitNotAlive(pid);
     const viaFd = path.join(dir, 'via-fd.txt');
     const fd = fs.openSync(viaFd, 'a');
-    const r = spawnSync(process.execPath, [CLI, 'restore', '-D', img, '--detach', '--substitute', `${id}=3`], { stdio: ['ignore', 'pipe', 'pipe', fd], encoding: 'utf8' });
+    const r = spawnSync(process.execPath, [CLI, 'restore', '-D', img, '--detach', '--substitute', `${id}=3`], {
+      stdio: ['ignore', 'pipe', 'pipe', fd],
+      encoding: 'utf8',
+    });
     fs.closeSync(fd);
     expect(r.status, r.stderr).toBe(0);
     track(pid, FILES);
-    await waitFor(() => fs.existsSync(viaFd) && fs.readFileSync(viaFd, 'utf8').split('\n').length > 3, 10_000, () => 'nothing written to fd 3');
+    await waitFor(
+      () => fs.existsSync(viaFd) && fs.readFileSync(viaFd, 'utf8').split('\n').length > 3,
+      10_000,
+      () => 'nothing written to fd 3',
+    );
     expect(fs.readlinkSync(`/proc/${pid}/fd/4`)).toBe(viaFd);
     expectCleanError(await ckpt(['restore', '-D', img, '--detach', '--substitute', 'f1.99=/tmp/x']), /f1\.99/);
     void stdout;

@@ -131,7 +131,12 @@ export async function cleanupProcesses(): Promise<void> {
       }
     }
   }
-  for (const pid of killed) await waitFor(() => !isAlive(pid), 15_000, () => `pid ${pid} did not die`).catch(() => {});
+  for (const pid of killed)
+    await waitFor(
+      () => !isAlive(pid),
+      15_000,
+      () => `pid ${pid} did not die`,
+    ).catch(() => {});
 }
 
 export function makeTempDir(tag = 'ckpt'): string {
@@ -170,7 +175,14 @@ export function procStat(pid: number): string[] | null {
   }
   // "pid (comm) state ..." where comm may hold spaces and parentheses
   const close = s.lastIndexOf(')');
-  return [s.slice(0, s.indexOf(' ')), s.slice(s.indexOf('(') + 1, close), ...s.slice(close + 2).trim().split(' ')];
+  return [
+    s.slice(0, s.indexOf(' ')),
+    s.slice(s.indexOf('(') + 1, close),
+    ...s
+      .slice(close + 2)
+      .trim()
+      .split(' '),
+  ];
 }
 
 /** The one-letter state of /proc/PID/stat (R, S, D, T, t, Z, X...), or null if there is no such pid. */
@@ -277,11 +289,7 @@ export function processesMatching(needle: string, except: Set<number> = new Set(
  * `needles` (fixture paths), or they are orphans (parent init) whose cmdline contains one of
  * `orphanNeedles` (the CLI, a stub) or whose comm starts with "ckpt" — a helper left behind.
  */
-export function newSuspects(
-  before: Set<number>,
-  needles: string[],
-  orphanNeedles: string[] = [],
-): { pid: number; ppid: number; cmd: string; comm: string }[] {
+export function newSuspects(before: Set<number>, needles: string[], orphanNeedles: string[] = []): { pid: number; ppid: number; cmd: string; comm: string }[] {
   const out: { pid: number; ppid: number; cmd: string; comm: string }[] = [];
   for (const pid of allPids()) {
     if (before.has(pid) || pid === process.pid || !isAlive(pid)) continue;
@@ -308,12 +316,20 @@ export function freePid(): number {
 }
 
 export async function waitNotAlive(pid: number, timeoutMs = 15_000): Promise<void> {
-  await waitFor(() => !isAlive(pid), timeoutMs, () => `pid ${pid} still alive (state ${procState(pid)})`);
+  await waitFor(
+    () => !isAlive(pid),
+    timeoutMs,
+    () => `pid ${pid} still alive (state ${procState(pid)})`,
+  );
 }
 
 /** Waits until the pid has no /proc entry at all (dead and reaped), so it can be taken again. */
 export async function waitPidFree(pid: number, timeoutMs = 20_000): Promise<void> {
-  await waitFor(() => !pidExists(pid), timeoutMs, () => `pid ${pid} still exists (state ${procState(pid)})`);
+  await waitFor(
+    () => !pidExists(pid),
+    timeoutMs,
+    () => `pid ${pid} still exists (state ${procState(pid)})`,
+  );
 }
 
 /** SIGKILLs pid and waits until it is reaped. */
@@ -364,12 +380,7 @@ export function tail(file: string, n = 25): string {
  * Waits for a complete line matching `re` in `file`, at line index >= fromLine. Returns the match and
  * the line index.
  */
-export async function waitForLine(
-  file: string,
-  re: RegExp,
-  timeoutMs = 15_000,
-  fromLine = 0,
-): Promise<{ match: RegExpMatchArray; index: number }> {
+export async function waitForLine(file: string, re: RegExp, timeoutMs = 15_000, fromLine = 0): Promise<{ match: RegExpMatchArray; index: number }> {
   return waitFor(
     () => {
       const lines = readLines(file);
@@ -422,8 +433,7 @@ export function expectConsecutive(xs: number[], first: number, what: string): vo
   for (let i = 0; i < xs.length; i++) {
     if (xs[i] !== first + i) {
       throw new Error(
-        `${what}: not consecutive at index ${i}: expected ${first + i}, got ${xs[i]} ` +
-          `(around: ${xs.slice(Math.max(0, i - 5), i + 5).join(',')})`,
+        `${what}: not consecutive at index ${i}: expected ${first + i}, got ${xs[i]} ` + `(around: ${xs.slice(Math.max(0, i - 5), i + 5).join(',')})`,
       );
     }
   }

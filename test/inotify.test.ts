@@ -53,7 +53,11 @@ function inotifyInfo(pid: number, fd: number): { flags: string; watches: string[
   const text = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
   return {
     flags: /^flags:\s*(\S+)$/m.exec(text)![1],
-    watches: text.split('\n').filter((l) => l.startsWith('inotify ')).map((l) => l.replace(/\s+ignored_mask.*$/, '')).sort(),
+    watches: text
+      .split('\n')
+      .filter((l) => l.startsWith('inotify '))
+      .map((l) => l.replace(/\s+ignored_mask.*$/, ''))
+      .sort(),
   };
 }
 
@@ -69,8 +73,9 @@ describe('inotify', () => {
   it('watches come back with the same wds (gap included), masks and flags, and report new events', async () => {
     const { dir, watched, file, spare, img } = setup('inotify');
     const { pid, stdout, fd } = await start(dir, watched, file, spare);
-    expect(await provoke(stdout, () => fs.writeFileSync(path.join(watched, 'before.txt'), ''), /^event wd=\d+ mask=100 name=before\.txt$/))
-      .toBe('event wd=1 mask=100 name=before.txt');
+    expect(await provoke(stdout, () => fs.writeFileSync(path.join(watched, 'before.txt'), ''), /^event wd=\d+ mask=100 name=before\.txt$/)).toBe(
+      'event wd=1 mask=100 name=before.txt',
+    );
     expect(await provoke(stdout, () => fs.appendFileSync(file, 'before\n'), /^event wd=\d+ mask=2 name=$/)).toBe('event wd=3 mask=2 name=');
     const info = inotifyInfo(pid, fd);
     expect(info.watches.length).toBe(2);
@@ -82,11 +87,14 @@ describe('inotify', () => {
     expect(inotifyInfo(pid, fd), 'same watches (wd, inode, dev, mask) and flags').toEqual(info);
 
     const seen = readLines(stdout).length;
-    expect(await provoke(stdout, () => fs.writeFileSync(path.join(watched, 'after.txt'), ''), /^event wd=\d+ mask=100 name=after\.txt$/))
-      .toBe('event wd=1 mask=100 name=after.txt');
+    expect(await provoke(stdout, () => fs.writeFileSync(path.join(watched, 'after.txt'), ''), /^event wd=\d+ mask=100 name=after\.txt$/)).toBe(
+      'event wd=1 mask=100 name=after.txt',
+    );
     expect(await provoke(stdout, () => fs.appendFileSync(file, 'after\n'), /^event wd=\d+ mask=2 name=$/)).toBe('event wd=3 mask=2 name=');
-    expect(readLines(stdout).slice(seen), 'no other event (e.g. IN_IGNORED of the wd gap) reached the process')
-      .toEqual(['event wd=1 mask=100 name=after.txt', 'event wd=3 mask=2 name=']);
+    expect(readLines(stdout).slice(seen), 'no other event (e.g. IN_IGNORED of the wd gap) reached the process').toEqual([
+      'event wd=1 mask=100 name=after.txt',
+      'event wd=3 mask=2 name=',
+    ]);
     expectRunningFree(pid, 'restored inotify process');
   });
 
@@ -100,7 +108,11 @@ describe('inotify', () => {
     const before = new Set(allPids());
     const r = await ckpt(['restore', '-D', img, '--detach']);
     expectCleanError(r, watched, /inotify/, /wd 1/);
-    await waitFor(() => !isAlive(pid) && !isAlive(init), 10_000, () => `pid ${pid} or ${init} is alive after a failed restore`);
+    await waitFor(
+      () => !isAlive(pid) && !isAlive(init),
+      10_000,
+      () => `pid ${pid} or ${init} is alive after a failed restore`,
+    );
     const left = newSuspects(before, [INOTIFY]);
     expect(left, `processes left behind: ${JSON.stringify(left)}`).toEqual([]);
   });

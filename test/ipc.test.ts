@@ -27,24 +27,36 @@ const IPC = path.join(BUILD_DIR, 'ipc');
 const K = 60;
 const TOTAL = (K * (K + 1)) / 2;
 
-const last = (file: string, re: RegExp) => readLines(file).filter((l) => re.test(l)).at(-1);
+const last = (file: string, re: RegExp) =>
+  readLines(file)
+    .filter((l) => re.test(l))
+    .at(-1);
 const num = (line: string | undefined, key: string) => Number(new RegExp(`${key}=(\\d+)`).exec(line ?? '')?.[1] ?? -1);
 
 /** Waits until messages are queued: the sender is well ahead of the receiver. */
 async function waitQueued(stdout: string): Promise<void> {
-  await waitFor(() => num(last(stdout, /^child sent/), 'sent') >= num(last(stdout, /^parent got/), 'got') + 6 && num(last(stdout, /^parent got/), 'got') >= 3,
-    20_000, () => `no backlog:\n${readLines(stdout).slice(-6).join('\n')}`);
+  await waitFor(
+    () => num(last(stdout, /^child sent/), 'sent') >= num(last(stdout, /^parent got/), 'got') + 6 && num(last(stdout, /^parent got/), 'got') >= 3,
+    20_000,
+    () => `no backlog:\n${readLines(stdout).slice(-6).join('\n')}`,
+  );
 }
 
 function checkFinished(stdout: string): void {
   const lines = readLines(stdout);
-  expect(lines.filter((l) => /ORDER|=bad/.test(l)), 'messages out of order, or the removed segment lost').toEqual([]);
+  expect(
+    lines.filter((l) => /ORDER|=bad/.test(l)),
+    'messages out of order, or the removed segment lost',
+  ).toEqual([]);
   const got = lines.filter((l) => l.startsWith('parent got=')).map((l) => num(l, 'got'));
   got.forEach((g, i) => expect(g, 'every message received once, in order').toBe(i + 1));
 }
 
 function sysvMaps(pid: number): string[] {
-  return fs.readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n').filter((l) => l.includes('/SYSV'));
+  return fs
+    .readFileSync(`/proc/${pid}/maps`, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/SYSV'));
 }
 
 describe('SysV IPC', () => {
@@ -55,7 +67,9 @@ describe('SysV IPC', () => {
     await waitQueued(stdout);
     const child = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0]);
     track(child, IPC);
-    const mapsBefore = sysvMaps(child).map((l) => l.split(/\s+/).slice(0, 2).join(' ')).sort();
+    const mapsBefore = sysvMaps(child)
+      .map((l) => l.split(/\s+/).slice(0, 2).join(' '))
+      .sort();
 
     expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
     const atDump = num(last(stdout, /^parent got/), 'got');
@@ -66,12 +80,21 @@ describe('SysV IPC', () => {
     expect(ipc.namespace).toBe(true);
     expect(ipc.objects.map((o) => o.kind).sort()).toEqual(['msg', 'sem', 'shm', 'shm']);
     expect(Number(ipc.objects.find((o) => o.kind === 'msg')!.amount.split(' ')[0]), 'messages were queued at dump time').toBeGreaterThan(3);
-    expect(ipc.objects.some((o) => o.destroyed), 'the removed segment is known as removed').toBe(true);
+    expect(
+      ipc.objects.some((o) => o.destroyed),
+      'the removed segment is known as removed',
+    ).toBe(true);
 
     expectOk(await ckpt(['restore', '-D', img, '--detach']));
     // Attachments are back at their addresses, read-only where they were.
-    expect(sysvMaps(child).map((l) => l.split(/\s+/).slice(0, 2).join(' ')).sort()).toEqual(mapsBefore);
-    const got = readLines(stdout).filter((l) => l.startsWith('parent got=')).map((l) => num(l, 'got'));
+    expect(
+      sysvMaps(child)
+        .map((l) => l.split(/\s+/).slice(0, 2).join(' '))
+        .sort(),
+    ).toEqual(mapsBefore);
+    const got = readLines(stdout)
+      .filter((l) => l.startsWith('parent got='))
+      .map((l) => num(l, 'got'));
     expect(got.at(-1), 'the exchange resumed from the dump point').toBeGreaterThanOrEqual(atDump);
     await waitForLine(stdout, new RegExp(`^done count=${K} total=${TOTAL}$`), 30_000);
     checkFinished(stdout);
@@ -118,7 +141,11 @@ describe('SysV IPC', () => {
         }
       }
     } finally {
-      for (const [flag, k] of [['-Q', base], ['-S', base + 1], ['-M', base + 2]] as const) {
+      for (const [flag, k] of [
+        ['-Q', base],
+        ['-S', base + 1],
+        ['-M', base + 2],
+      ] as const) {
         try {
           execFileSync('ipcrm', [flag, keyHex(k)], { stdio: 'ignore' });
         } catch {

@@ -105,7 +105,10 @@ describe('dump --leave-running', () => {
         const text = readText(stdout);
         // the restored stdout offset may be the dump-time one (overwriting) or the end (append):
         // look for the usr1 line anywhere
-        const m = text.split('\n').map((l) => l.match(USR1_RE)).find((x) => x);
+        const m = text
+          .split('\n')
+          .map((l) => l.match(USR1_RE))
+          .find((x) => x);
         return m ?? undefined;
       },
       20_000,

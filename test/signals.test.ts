@@ -10,7 +10,11 @@ const ALT = path.join(BUILD_DIR, 'altstack');
 const LINE = /^t (\d+) alarms (\d+) nofile (\d+)\/(\d+)$/;
 
 function last(stdout: string) {
-  const m = LINE.exec(readLines(stdout).filter((l) => LINE.test(l)).at(-1) ?? '');
+  const m = LINE.exec(
+    readLines(stdout)
+      .filter((l) => LINE.test(l))
+      .at(-1) ?? '',
+  );
   return m ? { t: Number(m[1]), alarms: Number(m[2]), soft: Number(m[3]), hard: Number(m[4]) } : undefined;
 }
 
@@ -19,12 +23,20 @@ describe('signals', () => {
     const dir = makeTempDir('altstack');
     const img = path.join(dir, 'img');
     const { pid, stdout } = await runFixture(dir, [ALT], { name: 'alt' });
-    await waitFor(() => (last(stdout)?.alarms ?? 0) >= 5, 10_000, () => readLines(stdout).slice(-3).join('\n'));
+    await waitFor(
+      () => (last(stdout)?.alarms ?? 0) >= 5,
+      10_000,
+      () => readLines(stdout).slice(-3).join('\n'),
+    );
     expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
     const atDump = last(stdout)!;
     await waitNotAlive(pid);
     expectOk(await ckpt(['restore', '-D', img, '--detach']));
-    await waitFor(() => (last(stdout)?.alarms ?? 0) >= atDump.alarms + 5, 10_000, () => `the timer stopped firing:\n${readLines(stdout).slice(-3).join('\n')}`);
+    await waitFor(
+      () => (last(stdout)?.alarms ?? 0) >= atDump.alarms + 5,
+      10_000,
+      () => `the timer stopped firing:\n${readLines(stdout).slice(-3).join('\n')}`,
+    );
     const now = last(stdout)!;
     expect(now.alarms - atDump.alarms, 'every alarm after the restore ran on the alternate stack').toBeLessThan(1000);
     expect([now.soft, now.hard]).toEqual([4096, 8192]);

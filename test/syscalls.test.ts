@@ -79,9 +79,7 @@ describe('blocked in a syscall', () => {
     await restoreOk(img, pid, sleeper);
     // back in read(), not woken with EINTR
     await waitInSyscall(pid, [SYS_read]);
-    expect(readLines(stdout), `the sleeper's read returned before data was written\n${tail(stdout)}`).toEqual([
-      expect.stringMatching(/^ready fd=\d+$/),
-    ]);
+    expect(readLines(stdout), `the sleeper's read returned before data was written\n${tail(stdout)}`).toEqual([expect.stringMatching(/^ready fd=\d+$/)]);
     expectRunningFree(pid, 'restored fifo reader');
 
     writeFifo(fifo, 'hello');

@@ -48,7 +48,10 @@ function which(cmd: string): string {
 
 beforeAll(() => {
   // Not skipped: a machine without them fails here, saying what is missing.
-  expect(which('nft'), 'nft (nftables) is not installed: TCP connections are blocked with it during a checkpoint (apt-get install nftables; .ci/run does)').not.toBe('');
+  expect(
+    which('nft'),
+    'nft (nftables) is not installed: TCP connections are blocked with it during a checkpoint (apt-get install nftables; .ci/run does)',
+  ).not.toBe('');
 });
 
 /** The elements of ckpt's nftables sets ('' when there is no table). */
@@ -114,7 +117,10 @@ describe('TCP: established connections and listeners', () => {
       await waitForLine(s.stdout, /^server verified 3000000$/, 30_000);
       await waitForLine(s.stdout, /^listener ok$/, 30_000);
       await waitForLine(s.stdout, /^client exited 0$/, 30_000);
-      expect(readLines(s.stdout).filter((l) => /error|MISMATCH|eof|stalled/.test(l)), tail(s.stdout)).toEqual([]);
+      expect(
+        readLines(s.stdout).filter((l) => /error|MISMATCH|eof|stalled/.test(l)),
+        tail(s.stdout),
+      ).toEqual([]);
       for (const who of ['server', 'client']) {
         expect(infoOf(s.stdout, who, 'after'), `${who}: TCP options after restore\n${tail(s.stdout)}`).toBe(infoOf(s.stdout, who, 'before'));
       }
@@ -138,7 +144,11 @@ describe('TCP: established connections and listeners', () => {
       await waitForLine(s.stdout, /^server verified 2000000$/, 40_000);
       await waitForLine(c.out, /^client done$/, 30_000);
       await waitForLine(s.stdout, /^listener ok$/, 30_000);
-      await waitFor(() => c.exitCode() !== undefined, 10_000, () => 'client did not exit');
+      await waitFor(
+        () => c.exitCode() !== undefined,
+        10_000,
+        () => 'client did not exit',
+      );
       expect(c.exitCode(), tail(c.out)).toBe(0);
       expect(infoOf(s.stdout, 'server', 'after')).toBe(infoOf(s.stdout, 'server', 'before'));
     });
@@ -189,7 +199,11 @@ describe('TCP: established connections and listeners', () => {
     const out = path.join(dir, 'server.out');
     const sh = spawn('sh', ['-c', `${TCPPEER} server 4 0 1000000 1000000 ${go} | cat > ${out}`], { stdio: 'ignore' });
     track(sh.pid!, go);
-    const srv = await waitFor(() => processesMatching(go).find((p) => p.cmd.startsWith(`${TCPPEER} server`)), 10_000, () => 'no server');
+    const srv = await waitFor(
+      () => processesMatching(go).find((p) => p.cmd.startsWith(`${TCPPEER} server`)),
+      10_000,
+      () => 'no server',
+    );
     track(srv.pid, go);
     const port = Number((await waitForLine(out, /^listening (\d+)$/)).match[1]);
     const c = outsideClient(dir, 4, port, 1_000_000, 1_000_000, go);
@@ -201,7 +215,10 @@ describe('TCP: established connections and listeners', () => {
     fs.writeFileSync(go, '');
     await waitForLine(c.out, /^client verified 1000000$/, 30_000);
     await waitForLine(out, /^server verified 1000000$/, 30_000);
-    expect(readLines(out).filter((l) => /error|MISMATCH|stalled/.test(l)), tail(out)).toEqual([]);
+    expect(
+      readLines(out).filter((l) => /error|MISMATCH|stalled/.test(l)),
+      tail(out),
+    ).toEqual([]);
   });
 
   it('a restore that fails halfway leaves nothing behind and can be tried again; the client keeps its connection', async () => {
@@ -228,8 +245,10 @@ describe('TCP: established connections and listeners', () => {
     } finally {
       squatter.close();
     }
-    expect(blocks(s.port), 'the dump\'s block stays for the next try').toBe(true);
-    const left = execFileSync('ss', ['-tanH'], { encoding: 'utf8' }).split('\n').filter((l) => new RegExp(`:${s.port}(\\s|$)`).test(l) && /ESTAB/.test(l));
+    expect(blocks(s.port), "the dump's block stays for the next try").toBe(true);
+    const left = execFileSync('ss', ['-tanH'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => new RegExp(`:${s.port}(\\s|$)`).test(l) && /ESTAB/.test(l));
     expect(left.length, `only the client's end of the connection exists:\n${left.join('\n')}`).toBe(1);
     await restoreOk(img, s.pid, TCPPEER);
     expect(blocks(s.port)).toBe(false);
@@ -288,10 +307,12 @@ describe('UDP', () => {
         expect(show.stdout).toMatch(new RegExp(`inet6? +udp +UNCONN +${sent.reduce((a, l) => a + Number(l.split(' ')[4]), 0)} `));
         expect(show.stdout).toMatch(/udp +CONNECTED/);
         await restoreOk(img, u.pid, TCPUDP);
-        const replied = new Promise<{ msg: string; port: number }>((r) => peer.once('message', (m, rinfo) => {
-          peer.send('welcome back', rinfo.port, rinfo.address);
-          r({ msg: m.toString(), port: rinfo.port });
-        }));
+        const replied = new Promise<{ msg: string; port: number }>((r) =>
+          peer.once('message', (m, rinfo) => {
+            peer.send('welcome back', rinfo.port, rinfo.address);
+            r({ msg: m.toString(), port: rinfo.port });
+          }),
+        );
         fs.writeFileSync(go, '');
         await waitForLine(u.stdout, /^done$/, 20_000);
         const got = readLines(u.stdout).filter((l) => l.startsWith('dgram from'));
@@ -383,10 +404,17 @@ async function freePort(): Promise<number> {
 /** The test's own cut of one connection (as a network outage would be), in its own table. */
 const CUT_TABLE = `ckpt_test_${process.pid}`;
 function cut(localPort: number, peerPort: number): void {
-  const script = `table inet ${CUT_TABLE} {\n` +
-    ['prerouting', 'output'].map((h) => `  chain ${h} { type filter hook ${h} priority -300; policy accept;\n` +
-      `    ip saddr 127.0.0.1 tcp sport ${localPort} tcp dport ${peerPort} drop\n` +
-      `    ip saddr 127.0.0.1 tcp sport ${peerPort} tcp dport ${localPort} drop\n  }\n`).join('') + '}\n';
+  const script =
+    `table inet ${CUT_TABLE} {\n` +
+    ['prerouting', 'output']
+      .map(
+        (h) =>
+          `  chain ${h} { type filter hook ${h} priority -300; policy accept;\n` +
+          `    ip saddr 127.0.0.1 tcp sport ${localPort} tcp dport ${peerPort} drop\n` +
+          `    ip saddr 127.0.0.1 tcp sport ${peerPort} tcp dport ${localPort} drop\n  }\n`,
+      )
+      .join('') +
+    '}\n';
   execFileSync('nft', ['-f', '-'], { input: script });
 }
 function uncut(): void {
@@ -406,7 +434,10 @@ describe('redis-server', () => {
     expect(redis, 'redis-server is not installed (apt-get install redis-server; .ci/run does)').not.toBe('');
     const dir = makeTempDir(tag);
     const port = await freePort();
-    const r = await runFixture(dir, [redis, '--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir], { name: 'redis', marker: 'redis-server' });
+    const r = await runFixture(dir, [redis, '--save', '', '--appendonly', 'no', '--port', String(port), '--bind', '127.0.0.1', '--dir', dir], {
+      name: 'redis',
+      marker: 'redis-server',
+    });
     await waitForLine(r.stdout, /Ready to accept connections/, 20_000);
     const sock = net.connect(port, '127.0.0.1');
     await new Promise<void>((res, rej) => sock.once('connect', () => res()).once('error', rej));

@@ -135,9 +135,10 @@ describe('multi-threaded C program (main + 4 pthreads)', () => {
     const before = threadTable(pid);
     const tidsBefore = [...before.keys()];
     expect(tidsBefore.length, `tasks of pid ${pid}: ${tidsBefore}`).toBe(NTHR + 1);
-    expect([...before.values()].map((t) => t.nsTid).sort((a, b) => a - b), 'TIDs printed by the fixture vs /proc').toEqual(
-      [...nsTids].sort((a, b) => a - b),
-    );
+    expect(
+      [...before.values()].map((t) => t.nsTid).sort((a, b) => a - b),
+      'TIDs printed by the fixture vs /proc',
+    ).toEqual([...nsTids].sort((a, b) => a - b));
     const byNsTid = new Map([...before].map(([tid, st]) => [st.nsTid, { tid, ...st }]));
     const names: (number | 'main')[] = ['main', 0, 1, 2, 3];
     names.forEach((n, k) => {
@@ -145,7 +146,10 @@ describe('multi-threaded C program (main + 4 pthreads)', () => {
     });
     const reportBefore = await usr1Report(pid, stdout);
     expectAllOk(reportBefore, 'before the dump');
-    expect(['main', 't0', 't1', 't2', 't3'].map((k) => reportBefore[k].tid), 'gettid() before the dump').toEqual(nsTids);
+    expect(
+      ['main', 't0', 't1', 't2', 't3'].map((k) => reportBefore[k].tid),
+      'gettid() before the dump',
+    ).toEqual(nsTids);
     await waitForTick(stdout, tickLines(stdout).at(-1)!.tick + 3, 20_000, TICK_RE);
 
     await dumpOk(pid, img);
@@ -210,7 +214,10 @@ describe('multi-threaded C program (main + 4 pthreads)', () => {
     // Inside the process: gettid() unchanged in every thread, masks, TLS and rseq intact.
     const reportAfter = await usr1Report(pid, stdout);
     expectAllOk(reportAfter, 'after the restore');
-    expect(['main', 't0', 't1', 't2', 't3'].map((k) => reportAfter[k].tid), 'gettid() after the restore').toEqual(nsTids);
+    expect(
+      ['main', 't0', 't1', 't2', 't3'].map((k) => reportAfter[k].tid),
+      'gettid() after the restore',
+    ).toEqual(nsTids);
 
     expectRunningFree(pid, 'restored threads');
     const bad = readLines(stdout).filter((l) => BAD_RE.test(l));
@@ -225,7 +232,9 @@ describe('multi-threaded C program (main + 4 pthreads)', () => {
     let from = readLines(ctl.stdout).length;
     process.kill(ctl.pid, 'SIGUSR2');
     await waitForLine(ctl.stdout, /^joined$/, 20_000, from);
-    const ctlOut = readLines(ctl.stdout).slice(from).filter((l) => /^(join|robust|tasks) /.test(l));
+    const ctlOut = readLines(ctl.stdout)
+      .slice(from)
+      .filter((l) => /^(join|robust|tasks) /.test(l));
     expect(ctlOut, `control run\n${tail(ctl.stdout)}`).toEqual(['join 0 ok', 'join 1 ok', 'join 2 ok', 'join 3 ok', 'robust ok', 'tasks 1']);
 
     const dir = makeTempDir('threads-exit');
@@ -243,15 +252,21 @@ describe('multi-threaded C program (main + 4 pthreads)', () => {
     from = readLines(stdout).length;
     process.kill(pid, 'SIGUSR2');
     await waitForLine(stdout, /^joined$/, 30_000, from);
-    const out = readLines(stdout).slice(from).filter((l) => /^(join|robust|tasks) /.test(l));
-    expect(out, `threads exiting after the restore (pthread_join waits for the kernel to clear and wake the thread's clear_child_tid word; the robust mutex needs the kernel to walk the dead thread's robust list)\n${tail(stdout)}`).toEqual(
-      ['join 0 ok', 'join 1 ok', 'join 2 ok', 'join 3 ok', 'robust ok', 'tasks 1'],
-    );
+    const out = readLines(stdout)
+      .slice(from)
+      .filter((l) => /^(join|robust|tasks) /.test(l));
+    expect(
+      out,
+      `threads exiting after the restore (pthread_join waits for the kernel to clear and wake the thread's clear_child_tid word; the robust mutex needs the kernel to walk the dead thread's robust list)\n${tail(stdout)}`,
+    ).toEqual(['join 0 ok', 'join 1 ok', 'join 2 ok', 'join 3 ok', 'robust ok', 'tasks 1']);
     expect(taskTids(pid), `tasks after the joins`).toEqual([pid]);
     // the main thread goes on alone
     await waitForTick(stdout, numbersOf(stdout, TICK_RE).at(-1)! + 3, 20_000, TICK_RE);
     expect(isAlive(pid)).toBe(true);
-    expect(readLines(stdout).filter((l) => BAD_RE.test(l)), tail(stdout)).toEqual([]);
+    expect(
+      readLines(stdout).filter((l) => BAD_RE.test(l)),
+      tail(stdout),
+    ).toEqual([]);
     expect(readText(stderr), 'threads stderr').toBe('');
   });
 });
@@ -310,7 +325,10 @@ describe('node with a worker_thread', () => {
 
     expect(taskTids(pid), 'TIDs a while after the restore').toEqual(tidsBefore);
     expectRunningFree(pid, 'restored node');
-    expect(readLines(stdout).filter((l) => /^fatal/.test(l)), tail(stdout)).toEqual([]);
+    expect(
+      readLines(stdout).filter((l) => /^fatal/.test(l)),
+      tail(stdout),
+    ).toEqual([]);
     expect(readText(stderr), 'node stderr').toBe('');
   });
 });

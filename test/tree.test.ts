@@ -46,7 +46,10 @@ function idsOf(pid: number): Ids | null {
 
 /** The whole tree under root, from /proc (pid -> ids), zombies included. */
 function treeOf(root: number): Map<number, Ids> {
-  const all = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  const all = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
   const ids = new Map<number, Ids>();
   for (const p of all) {
     const i = idsOf(p);
@@ -80,19 +83,33 @@ function linesOf(file: string): Parsed[] {
   return readLines(file)
     .map((l) => LINE_RE.exec(l))
     .filter((m): m is RegExpExecArray => !!m)
-    .map((m) => ({ name: m[1], pid: Number(m[2]), tick: Number(m[6]), shm: Number(m[7]), total: Number(m[9]), mtotal: Number(m[10]), priv: m[11], extra: m[12] }));
+    .map((m) => ({
+      name: m[1],
+      pid: Number(m[2]),
+      tick: Number(m[6]),
+      shm: Number(m[7]),
+      total: Number(m[9]),
+      mtotal: Number(m[10]),
+      priv: m[11],
+      extra: m[12],
+    }));
 }
 
 function lastOf(file: string, name: string): Parsed | undefined {
-  return linesOf(file).filter((l) => l.name === name).at(-1);
+  return linesOf(file)
+    .filter((l) => l.name === name)
+    .at(-1);
 }
 
 async function startTree(dir: string, noNamespace: boolean) {
   const shared = path.join(dir, 'shared.log');
   const started = await runFixture(dir, [TREE, shared], { name: 'tree', noNamespace });
   // All five processes are up and ticking.
-  await waitFor(() => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => (lastOf(started.stdout, n)?.tick ?? -1) >= 3), 20_000,
-    () => `tree did not start:\n${readLines(started.stdout).slice(-10).join('\n')}`);
+  await waitFor(
+    () => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => (lastOf(started.stdout, n)?.tick ?? -1) >= 3),
+    20_000,
+    () => `tree did not start:\n${readLines(started.stdout).slice(-10).join('\n')}`,
+  );
   return { ...started, shared };
 }
 
@@ -100,7 +117,10 @@ function checkSharedLog(file: string): void {
   const text = fs.readFileSync(file, 'latin1');
   expect(text.includes('\0'), 'shared.log has NUL bytes: the shared offset was not shared').toBe(false);
   for (const who of ['root', 'c2']) {
-    const ns = text.split('\n').filter((l) => l.startsWith(`${who} `)).map((l) => Number(l.split(' ')[1]));
+    const ns = text
+      .split('\n')
+      .filter((l) => l.startsWith(`${who} `))
+      .map((l) => Number(l.split(' ')[1]));
     ns.forEach((n, i) => expect(n, `${who} lines in shared.log not consecutive at ${i}: ${ns.slice(Math.max(0, i - 3), i + 3)}`).toBe(ns[0] + i));
   }
 }
@@ -133,15 +153,21 @@ describe('process trees', () => {
       else expectRunningFree(p, `restored ${p}`);
     }
     // Everyone continues from where it was.
-    await waitFor(() => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => lastOf(stdout, n)!.tick >= atDump[n].tick + 12), 20_000,
-      () => `ticks stopped:\n${readLines(stdout).slice(-10).join('\n')}`);
+    await waitFor(
+      () => ['root', 'c1', 'c2', 'c3', 'g'].every((n) => lastOf(stdout, n)!.tick >= atDump[n].tick + 12),
+      20_000,
+      () => `ticks stopped:\n${readLines(stdout).slice(-10).join('\n')}`,
+    );
     const lines = linesOf(stdout);
     for (const n of ['root', 'c1', 'c2', 'c3', 'g']) {
       const own = lines.filter((l) => l.name === n);
       const firstAfter = own.find((l) => l.tick > atDump[n].tick)!;
       expect(firstAfter.tick, `${n}: first tick after restore`).toBe(atDump[n].tick + 1);
       expect(firstAfter.shm, `${n}: its shared counter continues`).toBe(atDump[n].shm + 1);
-      expect(own.every((l) => l.priv === 'ok'), `${n}: private memory differs per process`).toBe(true);
+      expect(
+        own.every((l) => l.priv === 'ok'),
+        `${n}: private memory differs per process`,
+      ).toBe(true);
       // Shared memory is still shared: the sum of all counters grows by about 5 per tick, not 1.
       const late = own.at(-1)!;
       const earlier = own.find((l) => l.tick === late.tick - 10)!;
@@ -150,7 +176,10 @@ describe('process trees', () => {
     }
     // The pipe root -> c1 kept its queued bytes: every message arrives once, in order.
     const c1 = lines.filter((l) => l.name === 'c1');
-    expect(c1.filter((l) => l.extra.includes('pipe=GAP')), 'c1 saw a gap in the pipe').toEqual([]);
+    expect(
+      c1.filter((l) => l.extra.includes('pipe=GAP')),
+      'c1 saw a gap in the pipe',
+    ).toEqual([]);
     const got = c1.map((l) => Number(/got=(\d+)/.exec(l.extra)![1]));
     got.forEach((g, i) => expect(g, `c1 reads one message per tick`).toBe(got[0] + i));
     checkSharedLog(shared);
@@ -169,7 +198,11 @@ describe('process trees', () => {
     expect(typeof app).toBe('string');
     track(pid, TREE);
     const stdout = path.join(dir, 'tree.stdout');
-    await waitFor(() => (lastOf(stdout, 'g')?.tick ?? -1) >= 3, 20_000, () => readLines(stdout).slice(-5).join('\n'));
+    await waitFor(
+      () => (lastOf(stdout, 'g')?.tick ?? -1) >= 3,
+      20_000,
+      () => readLines(stdout).slice(-5).join('\n'),
+    );
     expect(nsPidOf(pid), 'the application is pid 2 of its namespace (ckpt-init is 1)').toBe(2);
     const nsBefore = [...treeOf(pid).keys()].map((p) => nsPidOf(p)).sort();
 
@@ -195,8 +228,11 @@ describe('process trees', () => {
     }
     // Both copies run: the log gets lines from two roots at the same tick numbers.
     const t0 = lastOf(stdout, 'root')!.tick;
-    await waitFor(() => linesOf(stdout).filter((l) => l.name === 'root' && l.tick === t0 + 5).length >= 2, 20_000,
-      () => `both copies should tick:\n${readLines(stdout).slice(-10).join('\n')}`);
+    await waitFor(
+      () => linesOf(stdout).filter((l) => l.name === 'root' && l.tick === t0 + 5).length >= 2,
+      20_000,
+      () => `both copies should tick:\n${readLines(stdout).slice(-10).join('\n')}`,
+    );
     const apps = await ckpt(['apps', '--json']);
     const ids = (JSON.parse(apps.stdout) as Array<{ id: string }>).map((a) => a.id);
     expect(ids).toEqual(expect.arrayContaining([j1.app, j2.app]));
@@ -208,9 +244,15 @@ describe('process trees', () => {
     // A shell with two children; one holds a pidfd, which this version refuses.
     const sleeper = bin('sleeper');
     const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} pidfd & wait`], {
-      name: 'sh', noNamespace: true, marker: fdkinds,
+      name: 'sh',
+      noNamespace: true,
+      marker: fdkinds,
     });
-    await waitFor(() => treeOf(root).size >= 3 && readLines(stdout).filter((l) => /tick/.test(l)).length >= 3, 20_000, () => 'tree did not start');
+    await waitFor(
+      () => treeOf(root).size >= 3 && readLines(stdout).filter((l) => /tick/.test(l)).length >= 3,
+      20_000,
+      () => 'tree did not start',
+    );
     const tree = [...treeOf(root).keys()];
     for (const p of tree) track(p, fdkinds);
     const d = await ckpt(['dump', '-t', String(root), '-D', path.join(dir, 'img')]);
@@ -218,7 +260,11 @@ describe('process trees', () => {
     expect(d.stderr).toMatch(/^ckpt: error:/m);
     for (const p of tree) expectRunningFree(p, `tree member ${p} after the failed dump`);
     const n = readLines(stdout).length;
-    await waitFor(() => readLines(stdout).length >= n + 3, 10_000, () => 'the tree stopped ticking after the failed dump');
+    await waitFor(
+      () => readLines(stdout).length >= n + 3,
+      10_000,
+      () => 'the tree stopped ticking after the failed dump',
+    );
     expect(fs.existsSync(path.join(dir, 'img', 'manifest.json')), 'a failed dump leaves no image').toBe(false);
   });
 });

@@ -63,7 +63,12 @@ function termLines(text: string): string[] {
 
 /** key=value fields of a status line of tty_prog. */
 function fields(line: string): Record<string, string> {
-  return Object.fromEntries(line.split(' ').slice(1).map((kv) => kv.split('=') as [string, string]));
+  return Object.fromEntries(
+    line
+      .split(' ')
+      .slice(1)
+      .map((kv) => kv.split('=') as [string, string]),
+  );
 }
 
 /** Waits for the n-th (0-based) line starting with `prefix` in the output `read()` returns. */
@@ -106,7 +111,9 @@ function ttyOf(pid: number): { ttyNr: number; tpgid: number; sid: number; pgid: 
 
 /** What ps shows as the controlling terminal ("pts/3", or "?"). */
 function psTty(pid: number): string {
-  return execFileSync('ps', ['-o', 'tty=', '-p', String(pid)]).toString().trim();
+  return execFileSync('ps', ['-o', 'tty=', '-p', String(pid)])
+    .toString()
+    .trim();
 }
 
 /**
@@ -131,7 +138,11 @@ function expectOnPty(pid: number, what: string, leader = true): string {
 /** The termios and window state tty_prog set up before the checkpoint. */
 function expectRawMode(f: Record<string, string>, what: string, winsize?: { rows: string; cols: string }, leader = true): void {
   expect({ isatty: f.isatty, echo: f.echo, icanon: f.icanon, vmin: f.vmin, vkill: f.vkill }, what).toEqual({
-    isatty: '1', echo: '0', icanon: '0', vmin: '1', vkill: '11',
+    isatty: '1',
+    echo: '0',
+    icanon: '0',
+    vmin: '1',
+    vkill: '11',
   });
   if (winsize) expect({ rows: f.rows, cols: f.cols }, `${what}: window size`).toEqual(winsize);
   expect(f.tpgrp, `${what}: foreground group (tcgetpgrp)`).toBe(f.pgrp);
@@ -152,7 +163,9 @@ function spawnTracked(cmd: string, args: string[], marker: string): Spawned {
   let err = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
   return { child, out: () => out, err: () => err, exited };
 }
 
@@ -186,7 +199,10 @@ async function progUnderScriptDumped(tag: string, command = `exec ${PROG}`, lead
   const dir = makeTempDir(tag);
   const input = fifo(dir, 'script.in');
   const started = await runFixture(dir, ['script', '-qfc', command, '/dev/null'], {
-    noNamespace: true, stdin: input.path, name: 'script', marker: 'script',
+    noNamespace: true,
+    stdin: input.path,
+    name: 'script',
+    marker: 'script',
   });
   const out = () => readText(started.stdout);
   await waitLine(out, 'ready ');
@@ -197,7 +213,11 @@ async function progUnderScriptDumped(tag: string, command = `exec ${PROG}`, lead
       return '';
     }
   };
-  const prog = await waitFor(() => descendants(started.pid).find((c) => cmdOf(c).startsWith(PROG)), 10_000, () => 'tty_prog did not start under script');
+  const prog = await waitFor(
+    () => descendants(started.pid).find((c) => cmdOf(c).startsWith(PROG)),
+    10_000,
+    () => 'tty_prog did not start under script',
+  );
   track(prog, PROG);
   const oldPts = expectOnPty(prog, 'under script', leader);
   input.send('stat\n');
@@ -247,7 +267,10 @@ describe('terminals', () => {
     const pts = expectOnPty(prog, 'restored');
     expect(link(prog, 3), 'the /dev/tty fd is on the new terminal').toBe(pts);
     // The launcher holds the master of that very pty.
-    const masterFd = fs.readdirSync(`/proc/${launcher}/fd`).map(Number).find((fd) => link(launcher, fd) === '/dev/ptmx');
+    const masterFd = fs
+      .readdirSync(`/proc/${launcher}/fd`)
+      .map(Number)
+      .find((fd) => link(launcher, fd) === '/dev/ptmx');
     expect(masterFd, 'the launcher has a /dev/ptmx fd again').toBeDefined();
     const info = fs.readFileSync(`/proc/${launcher}/fdinfo/${masterFd}`, 'utf8');
     expect(Number(/^tty-index:\s*(\d+)/m.exec(info)?.[1]), 'its master is the pty of tty_prog').toBe(Number(pts.split('/').pop()));
@@ -314,22 +337,32 @@ describe('terminals', () => {
       // The keeper holds the master until the last process closes the terminal, then exits.
       const index = pts.split('/').pop();
       const holders = () =>
-        fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-          try {
-            return fs.readdirSync(`/proc/${p}/fd`).some((fd) => {
-              try {
-                return fs.readlinkSync(`/proc/${p}/fd/${fd}`) === '/dev/ptmx' && new RegExp(`^tty-index:\\s*${index}$`, 'm').test(fs.readFileSync(`/proc/${p}/fdinfo/${fd}`, 'utf8'));
-              } catch {
-                return false;
-              }
-            });
-          } catch {
-            return false;
-          }
-        });
+        fs
+          .readdirSync('/proc')
+          .filter((p) => /^\d+$/.test(p))
+          .filter((p) => {
+            try {
+              return fs.readdirSync(`/proc/${p}/fd`).some((fd) => {
+                try {
+                  return (
+                    fs.readlinkSync(`/proc/${p}/fd/${fd}`) === '/dev/ptmx' &&
+                    new RegExp(`^tty-index:\\s*${index}$`, 'm').test(fs.readFileSync(`/proc/${p}/fdinfo/${fd}`, 'utf8'))
+                  );
+                } catch {
+                  return false;
+                }
+              });
+            } catch {
+              return false;
+            }
+          });
       expect(holders().length, 'one keeper holds the master').toBe(1);
       process.kill(prog, 'SIGKILL');
-      await waitFor(() => holders().length === 0, 15_000, () => `the keeper still holds the master: ${holders()}`);
+      await waitFor(
+        () => holders().length === 0,
+        15_000,
+        () => `the keeper still holds the master: ${holders()}`,
+      );
     } finally {
       fs.rmSync(log!, { force: true });
     }
@@ -344,10 +377,23 @@ describe('terminals', () => {
 
     // ckpt restore --tty on a pty of its own: python's pty.spawn (its stdin pipe feeds the pty),
     // a terminal of 50x132 (under script the program had a 0x0 window).
-    const py = spawnTracked(PYTHON, [
-      '-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)',
-      'sh', '-c', 'stty rows 50 cols 132 && exec "$0" "$@"', process.execPath, CLI, 'restore', '--tty', '-D', img,
-    ], 'pty.spawn');
+    const py = spawnTracked(
+      PYTHON,
+      [
+        '-c',
+        'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)',
+        'sh',
+        '-c',
+        'stty rows 50 cols 132 && exec "$0" "$@"',
+        process.execPath,
+        CLI,
+        'restore',
+        '--tty',
+        '-D',
+        img,
+      ],
+      'pty.spawn',
+    );
     await waitRestored(prog, () => py.out() + py.err());
     track(prog, PROG);
     const restorer = children(py.child.pid!)[0];
@@ -376,7 +422,11 @@ describe('terminals', () => {
   it('restore --tty of a shell job (not a session leader): it joins the session of ckpt restore, as its foreground group', async () => {
     // An interactive bash (job control) under script runs tty_prog as a foreground job.
     const { prog, img } = await progUnderScriptDumped('tty-job', `bash --norc --noprofile -ic '${PROG}; echo done'`, false);
-    const py = spawnTracked(PYTHON, ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, CLI, 'restore', '--tty', '-D', img], 'pty.spawn');
+    const py = spawnTracked(
+      PYTHON,
+      ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, CLI, 'restore', '--tty', '-D', img],
+      'pty.spawn',
+    );
     await waitRestored(prog, () => py.out() + py.err());
     track(prog, PROG);
     const restorer = children(py.child.pid!)[0];

@@ -92,14 +92,19 @@ describe('unix sockets', () => {
   it('pairs, listeners and datagram sockets come back with their queued data, options and shutdown state', async () => {
     const dir = makeTempDir('unix');
     const img = path.join(dir, 'img');
-    const tag = path.basename(dir).replace(/[^A-Za-z0-9]/g, '').slice(-8);
+    const tag = path
+      .basename(dir)
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(-8);
     const { pid, stdout } = await runFixture(dir, [PAIRS, dir, tag], { name: 'pairs' });
     await waitForLine(stdout, /^P ready/);
     await waitForLine(stdout, /^C ready/);
     const [child] = childrenOf(pid);
     expect(child, 'the fixture forked its child').toBeGreaterThan(0);
     track(child, PAIRS);
-    const optsBefore = readLines(stdout).filter((l) => / opts /.test(l)).sort();
+    const optsBefore = readLines(stdout)
+      .filter((l) => / opts /.test(l))
+      .sort();
     expect(optsBefore).toHaveLength(2);
 
     expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
@@ -144,7 +149,10 @@ describe('unix sockets', () => {
     await waitForLine(stdout, /^P checked/, 15_000, mark);
     await waitForLine(stdout, /^C checked/, 15_000, mark);
     const after = linesAfter(stdout, mark);
-    expect(after.filter((l) => /BAD|FAIL/.test(l)), 'every check passed').toEqual([]);
+    expect(
+      after.filter((l) => /BAD|FAIL/.test(l)),
+      'every check passed',
+    ).toEqual([]);
     expect(after.filter((l) => / opts /.test(l)).sort(), 'options and O_NONBLOCK as before').toEqual(optsBefore);
     for (const line of expectedLines(dir, tag)) expect(after, `missing line ${JSON.stringify(line)}`).toContain(line);
     // Every connection still carries new traffic both ways (the pending one too, once accepted).
@@ -158,7 +166,10 @@ describe('unix sockets', () => {
   it('dump --leave-running reads every queue without consuming it; its image restores the dump-time state', async () => {
     const dir = makeTempDir('unixlr');
     const img = path.join(dir, 'img');
-    const tag = path.basename(dir).replace(/[^A-Za-z0-9]/g, '').slice(-8);
+    const tag = path
+      .basename(dir)
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(-8);
     const { pid, stdout } = await runFixture(dir, [PAIRS, dir, tag], { name: 'pairs' });
     await waitForLine(stdout, /^P ready/);
     await waitForLine(stdout, /^C ready/);
@@ -223,7 +234,11 @@ while True:
       fs.rmSync(sock, { force: true }); // a killed server leaves its socket file behind
       const p = spawn('python3', ['-c', server, sock, log, label], { stdio: 'ignore' });
       track(p.pid!, sock);
-      await waitFor(() => fs.existsSync(sock) && fs.statSync(sock).isSocket(), 10_000, () => 'the outside server did not start');
+      await waitFor(
+        () => fs.existsSync(sock) && fs.statSync(sock).isSocket(),
+        10_000,
+        () => 'the outside server did not start',
+      );
       return p;
     };
     let srv = await startServer('first');
@@ -246,7 +261,11 @@ while True:
 
     // The server is gone: the restore says so and leaves nothing behind.
     srv.kill('SIGKILL');
-    await waitFor(() => srv.exitCode !== null || srv.signalCode !== null, 10_000, () => 'server did not stop');
+    await waitFor(
+      () => srv.exitCode !== null || srv.signalCode !== null,
+      10_000,
+      () => 'server did not stop',
+    );
     expectCleanError(await ckpt(['restore', '-D', img, '--detach']), sock, /external/);
     expect(isAlive(pid)).toBe(false);
 
@@ -262,7 +281,10 @@ while True:
   it('relative and autobound names, a socket file the program unlinked, shutdown by the server (python)', async () => {
     const dir = makeTempDir('unixnames');
     const img = path.join(dir, 'img');
-    const tag = path.basename(dir).replace(/[^A-Za-z0-9]/g, '').slice(-8);
+    const tag = path
+      .basename(dir)
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(-8);
     const prog = `
 import os, signal, socket, sys
 d, tag = sys.argv[1], sys.argv[2]
@@ -329,7 +351,10 @@ signal.sigwait({signal.SIGUSR1})
     await waitNotAlive(pid);
     const socks = await shownSockets(img);
     expect(socks.map((s) => `${s.type} ${s.state} ${s.recvQ} ${s.remote}`).sort()).toEqual([
-      'dgram disconnected 0 (closed)', 'seqpacket disconnected 6 (closed)', 'stream disconnected 10 (closed)']);
+      'dgram disconnected 0 (closed)',
+      'seqpacket disconnected 6 (closed)',
+      'stream disconnected 10 (closed)',
+    ]);
     await restoreOk(img, pid, 'unix-closed-peers');
     process.kill(pid, 'SIGUSR1');
     await waitForLine(stdout, /^seqpacket /);
@@ -343,7 +368,10 @@ signal.sigwait({signal.SIGUSR1})
   it('data sent on a connection not yet accepted is refused; the listener then accepts it intact', async () => {
     const dir = makeTempDir('unixpend');
     const img = path.join(dir, 'img');
-    const tag = path.basename(dir).replace(/[^A-Za-z0-9]/g, '').slice(-8);
+    const tag = path
+      .basename(dir)
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(-8);
     const prog = `
 import signal, socket, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
@@ -382,7 +410,11 @@ signal.sigwait({signal.SIGUSR1})
 `;
     const { pid, stdout } = await runFixture(dir, ['python3', '-c', prog, sock], { name: 'srv', marker: sock });
     await waitForLine(stdout, /^listening$/);
-    const client = spawn('python3', ['-c', 'import socket, sys, time\ns = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"abc"); time.sleep(120)', sock, 'outside-client'], { stdio: 'ignore' });
+    const client = spawn(
+      'python3',
+      ['-c', 'import socket, sys, time\ns = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"abc"); time.sleep(120)', sock, 'outside-client'],
+      { stdio: 'ignore' },
+    );
     track(client.pid!, 'outside-client');
     const fd = (await waitForLine(stdout, /^accepted fd (\d+)$/)).match[1];
     const refused = await ckpt(['dump', '-t', String(pid), '-D', img]);

@@ -107,7 +107,11 @@ describe('workload: dump, then restore with the same pid', () => {
 
     // out.txt offset continues: lines consecutive, no hole, no overwrite.
     const outFile = path.join(outdir, 'out.txt');
-    await waitFor(() => outNumbers(outFile).length >= outBefore.length + 3, 10_000, () => `out.txt did not grow\n${tail(outFile)}`);
+    await waitFor(
+      () => outNumbers(outFile).length >= outBefore.length + 3,
+      10_000,
+      () => `out.txt did not grow\n${tail(outFile)}`,
+    );
     const outAfter = outNumbers(outFile);
     expectConsecutive(outAfter, 1, 'out.txt across the restore');
     expect(readText(outFile).includes('\0'), 'out.txt has a hole of NUL bytes').toBe(false);

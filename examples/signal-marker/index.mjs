@@ -19,7 +19,10 @@ import { definePlugin, procfs } from '@ckpt/core';
 const NAME = 'ckpt-plugin-signal-marker';
 
 const options = z.strictObject({
-  signal: z.string().refine((s) => s in constants.signals, 'not a signal name (e.g. SIGUSR2)').default('SIGUSR2'),
+  signal: z
+    .string()
+    .refine((s) => s in constants.signals, 'not a signal name (e.g. SIGUSR2)')
+    .default('SIGUSR2'),
   waitMs: z.number().int().min(0).max(60_000).default(200),
   marker: z.string().min(1).default(join(tmpdir(), 'ckpt-restored-{pid}')),
 });

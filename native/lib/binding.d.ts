@@ -279,13 +279,4 @@ export interface NativeFacade {
 export type NativeGroup = keyof NativeFacade;
 
 /** The raw addon: every function of every group, flat, and errnoName. */
-export interface Binding
-  extends PtraceBinding,
-    MemBinding,
-    CrcBinding,
-    ProcBinding,
-    FdBinding,
-    EventsBinding,
-    IpcBinding,
-    SockBinding,
-    ErrnoBinding {}
+export interface Binding extends PtraceBinding, MemBinding, CrcBinding, ProcBinding, FdBinding, EventsBinding, IpcBinding, SockBinding, ErrnoBinding {}

@@ -39,9 +39,7 @@ function build(): NativeFacade {
     out[group] = Object.freeze(g);
   }
   if (missing.length) {
-    throw new Error(
-      `ckpt native engine is older than its facade (no ${missing.join(', ')}): rebuild it, \`npm run build\` in ${packageRoot}.`,
-    );
+    throw new Error(`ckpt native engine is older than its facade (no ${missing.join(', ')}): rebuild it, \`npm run build\` in ${packageRoot}.`);
   }
   return Object.freeze(out) as unknown as NativeFacade;
 }

@@ -22,7 +22,9 @@ function load(): Binding {
   } catch (e) {
     cause = e;
   }
-  const why = String((cause as Error)?.message ?? cause).split('\n')[0].trim();
+  const why = String((cause as Error)?.message ?? cause)
+    .split('\n')[0]
+    .trim();
   throw new Error(
     `ckpt native engine (@ckpt/native) could not be loaded for ${process.platform}-${process.arch}, Node ${process.versions.node}: ${why}. ` +
       `Fix: run \`npm install\` at the repository root, which builds it from source when no prebuild in ` +

@@ -84,8 +84,9 @@ export interface PrctlMmMap {
 /** struct prctl_mm_map: eleven u64 bounds and the auxv pointer (0..95), auxv_size u32 (96), exe_fd u32 (100). */
 export function prctlMmMap(m: PrctlMmMap): Buffer {
   const buf = Buffer.alloc(PRCTL_MM_MAP_SIZE);
-  [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd, m.envStart, m.envEnd, m.auxv]
-    .forEach((v, i) => u64(buf, i * 8, v));
+  [m.startCode, m.endCode, m.startData, m.endData, m.startBrk, m.brk, m.startStack, m.argStart, m.argEnd, m.envStart, m.envEnd, m.auxv].forEach((v, i) =>
+    u64(buf, i * 8, v),
+  );
   buf.writeUInt32LE(m.auxvSize >>> 0, 96);
   buf.writeUInt32LE(m.exeFd >>> 0, 100);
   return buf;

@@ -15,9 +15,23 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 /** The one table: group -> the functions in it (as native/lib/groups.ts). */
 export const GROUPS = {
   ptrace: [
-    'seize', 'interruptAndWait', 'waitStop', 'cont', 'detach', 'setOptions', 'takeSuppressedSignals',
-    'getRegs', 'setRegs', 'getXstate', 'setXstate', 'getSigmask', 'setSigmask', 'getRseq', 'getRobustList',
-    'peekSiginfo', 'remoteSyscall',
+    'seize',
+    'interruptAndWait',
+    'waitStop',
+    'cont',
+    'detach',
+    'setOptions',
+    'takeSuppressedSignals',
+    'getRegs',
+    'setRegs',
+    'getXstate',
+    'setXstate',
+    'getSigmask',
+    'setSigmask',
+    'getRseq',
+    'getRobustList',
+    'peekSiginfo',
+    'remoteSyscall',
   ],
   mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
   crc: ['crc32c', 'crc32cFile'],
@@ -26,11 +40,36 @@ export const GROUPS = {
   events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch'],
   ipc: ['ipcSnapshot', 'ipcCreate', 'ipcRemove'],
   sock: [
-    'sockGetInt', 'sockSetInt', 'sockGetBytes', 'sockSetBytes', 'sockListen',
-    'unixDiag', 'unixNetns', 'unixSocket', 'unixSocketpair', 'unixBind', 'unixConnect', 'unixAccept', 'unixShutdown',
-    'unixGetsockopt', 'unixName', 'unixPeek', 'unixSend',
-    'inetSocket', 'sockInfo', 'sockBind', 'sockConnect', 'tcpRepair', 'tcpDumpConn', 'tcpSetQueueSeqs', 'tcpRepairFill',
-    'udpPeek', 'udpInject', 'tcpDiag', 'tcpDestroy', 'tcpResetSocket',
+    'sockGetInt',
+    'sockSetInt',
+    'sockGetBytes',
+    'sockSetBytes',
+    'sockListen',
+    'unixDiag',
+    'unixNetns',
+    'unixSocket',
+    'unixSocketpair',
+    'unixBind',
+    'unixConnect',
+    'unixAccept',
+    'unixShutdown',
+    'unixGetsockopt',
+    'unixName',
+    'unixPeek',
+    'unixSend',
+    'inetSocket',
+    'sockInfo',
+    'sockBind',
+    'sockConnect',
+    'tcpRepair',
+    'tcpDumpConn',
+    'tcpSetQueueSeqs',
+    'tcpRepairFill',
+    'udpPeek',
+    'udpInject',
+    'tcpDiag',
+    'tcpDestroy',
+    'tcpResetSocket',
   ],
 };
 
@@ -82,7 +121,11 @@ function checkAgainstFacade() {
   if (!existsSync(src)) return;
   const text = readFileSync(src, 'utf8');
   const there = new Map();
-  for (const m of text.matchAll(/^\s{2}(\w+): \[([^\]]*)\]/gm)) there.set(m[1], [...m[2].matchAll(/'(\w+)'/g)].map((x) => x[1]));
+  for (const m of text.matchAll(/^\s{2}(\w+): \[([^\]]*)\]/gm))
+    there.set(
+      m[1],
+      [...m[2].matchAll(/'(\w+)'/g)].map((x) => x[1]),
+    );
   const here = new Map(Object.entries(GROUPS));
   const same = there.size === here.size && [...here].every(([g, n]) => there.get(g)?.join() === n.join());
   if (!same) console.warn(`warning: ${relative(process.cwd(), src)} and this codemod's GROUPS differ; the mapping may be stale`);
@@ -103,7 +146,8 @@ function main(argv) {
     for (const f of files(root)) {
       const before = readFileSync(f, 'utf8');
       const { text, count } = rewrite(before);
-      for (const re of SUSPECT) if (re.test(text)) console.warn(`${f}: uses \`native\` in a way the codemod does not rewrite (destructuring or native[...]): check by hand`);
+      for (const re of SUSPECT)
+        if (re.test(text)) console.warn(`${f}: uses \`native\` in a way the codemod does not rewrite (destructuring or native[...]): check by hand`);
       if (!count) continue;
       if (!dry) writeFileSync(f, text);
       console.log(`${f}: ${count} replacement${count === 1 ? '' : 's'}`);

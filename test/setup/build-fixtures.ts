@@ -15,7 +15,10 @@ const EXTRA: Record<string, string[]> = {};
 
 export default function setup(): void {
   fs.mkdirSync(OUT, { recursive: true });
-  for (const f of fs.readdirSync(SRC).filter((n) => n.endsWith('.c')).sort()) {
+  for (const f of fs
+    .readdirSync(SRC)
+    .filter((n) => n.endsWith('.c'))
+    .sort()) {
     const name = f.slice(0, -2);
     const src = path.join(SRC, f);
     const out = path.join(OUT, name);

@@ -32,7 +32,10 @@ function alive(e: AppEntry): boolean {
 }
 
 export function newAppId(command: string[]): string {
-  const base = basename(command[0] ?? 'app').replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 24) || 'app';
+  const base =
+    basename(command[0] ?? 'app')
+      .replace(/[^A-Za-z0-9_.-]/g, '_')
+      .slice(0, 24) || 'app';
   return `${base}-${randomBytes(3).toString('hex')}`;
 }
 

@@ -49,12 +49,15 @@ describe('createCkpt', () => {
 
   it('a plugin with an options schema also gets its options checked by core, under its own name', async () => {
     // A Standard Schema (what zod, valibot, ... implement) that wants { level: number }.
-    write('proj/schema.js', `export default () => ({
+    write(
+      'proj/schema.js',
+      `export default () => ({
       name: '@acme/checked',
       options: { '~standard': { version: 1, vendor: 'test', validate: (v) =>
         typeof v.level === 'number' ? { value: v } : { issues: [{ message: 'level must be a number', path: ['level'] }] } } },
       apply() {},
-    });\n`);
+    });\n`,
+    );
     write('proj/ckpt.config.json', { builtins: false, plugins: [['./schema.js', { level: 'high' }]] });
     await expect(createCkpt({ cwd: join(root, 'proj') })).rejects.toThrow(/level must be a number/);
     write('proj/ckpt.config.json', { builtins: false, plugins: ['./schema.js'], options: { './schema.js': { level: 2 } } });

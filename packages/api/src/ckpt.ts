@@ -20,7 +20,19 @@ import { loadPlugin } from './pluginLoader.js';
  * the same names without loading them, for the config's "disable").
  */
 export function builtinPlugins(): CkptPlugin[] {
-  return [pidsPlugin(), memoryPlugin(), ttyPlugin(), fileContentPlugin(), unixSocketPlugin(), tcpPlugin(), filesPlugin(), eventFdsPlugin(), fileLocksPlugin(), sysvIpcPlugin(), registersPlugin()];
+  return [
+    pidsPlugin(),
+    memoryPlugin(),
+    ttyPlugin(),
+    fileContentPlugin(),
+    unixSocketPlugin(),
+    tcpPlugin(),
+    filesPlugin(),
+    eventFdsPlugin(),
+    fileLocksPlugin(),
+    sysvIpcPlugin(),
+    registersPlugin(),
+  ];
 }
 
 export interface CreateOptions {

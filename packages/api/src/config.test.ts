@@ -43,7 +43,7 @@ describe('finding the config', () => {
     expect(await load('a')).toEqual({ plugins: [], builtins: true, disable: [], options: {}, baseDir: join(root, 'a') });
   });
 
-  it('searches upward from the working directory; baseDir is the config file\'s directory', async () => {
+  it("searches upward from the working directory; baseDir is the config file's directory", async () => {
     const file = write('proj/ckpt.config.json', { builtins: false });
     mkdirSync(join(root, 'proj/src/deep'), { recursive: true });
     const c = await load('proj/src/deep');
@@ -159,7 +159,7 @@ describe('options', () => {
     expect((await load()).options).toEqual({ '@ckpt/plugin-files': { rules: [], other: true }, '@ckpt/plugin-tcp': { a: 1 } });
   });
 
-  it('a plugin\'s options: options[name] merged with its pair\'s (the pair wins)', async () => {
+  it("a plugin's options: options[name] merged with its pair's (the pair wins)", async () => {
     write('ckpt.config.json', {
       plugins: ['plain', 'shared', ['./own.mjs', { a: 1, b: 2 }]],
       options: { shared: { s: true }, './own.mjs': { b: 0, c: 3 } },

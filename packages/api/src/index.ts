@@ -8,6 +8,16 @@ export { loadConfig, parseConfig, mergePluginOptions, CONFIG_FILES, type CkptCon
 export { BUILTIN_PLUGIN_NAMES, configSchema, configJsonSchema, type BuiltinPluginName, type CkptConfigInput } from './schema.js';
 export { loadPlugin, resolvePlugin, globalPackageDirs } from './pluginLoader.js';
 export {
-  APPS_DIR, appInitOf, dumpTarget, findApp, isAppInit, listApps, mainOf, newAppId, registerApp, resolveApp, type AppEntry,
+  APPS_DIR,
+  appInitOf,
+  dumpTarget,
+  findApp,
+  isAppInit,
+  listApps,
+  mainOf,
+  newAppId,
+  registerApp,
+  resolveApp,
+  type AppEntry,
 } from './apps.js';
 export { CkptError, definePlugin, type CkptPlugin, type DumpOptions, type DumpResult, type RestoreOptions, type RestoreResult } from '@ckpt/core';

@@ -87,7 +87,7 @@ describe('packages', () => {
     expect((await loadPlugin('plain-dir', join(root, 'proj'))).name).toBe('plain-dir');
   });
 
-  it('the project\'s copy comes before the global one', async () => {
+  it("the project's copy comes before the global one", async () => {
     write('proj/node_modules/twice/package.json', { name: 'twice', type: 'module', exports: './l.js' });
     write('proj/node_modules/twice/l.js', esmFactory('twice-local'));
     write('global/node_modules/twice/package.json', { name: 'twice', type: 'module', exports: './g.js' });
@@ -98,7 +98,7 @@ describe('packages', () => {
 });
 
 describe('paths', () => {
-  it('relative to the base directory (the config file\'s), not the process cwd', async () => {
+  it("relative to the base directory (the config file's), not the process cwd", async () => {
     write('cfg/plugins/mine.mjs', "export const plugin = { name: 'mine', apply() {} };\n");
     expect((await loadPlugin('./plugins/mine.mjs', join(root, 'cfg'))).name).toBe('mine');
     expect((await loadPlugin(join(root, 'cfg/plugins/mine.mjs'), '/')).name).toBe('mine');

@@ -30,7 +30,12 @@ export type BuiltinPluginName = (typeof BUILTIN_PLUGIN_NAMES)[number];
 
 const pluginOptions = z.record(z.string(), z.unknown()).describe("A plugin's options (checked by the plugin's own schema).");
 
-const pluginName = z.string().min(1).describe('A package name (resolved like Node does, from the config file\'s directory up, then the global packages) or a path to a module, relative to the config file.');
+const pluginName = z
+  .string()
+  .min(1)
+  .describe(
+    "A package name (resolved like Node does, from the config file's directory up, then the global packages) or a path to a module, relative to the config file.",
+  );
 
 export const pluginSpecSchema = z.union([pluginName, z.tuple([pluginName, pluginOptions])]);
 
@@ -42,14 +47,11 @@ export const configSchema = z
       .default([])
       .describe('Plugins to load before the built-in ones, in order: a package name or path, or a [name, options] pair.'),
     builtins: z.boolean().default(true).describe('Load the built-in plugins (default true).'),
-    disable: z
-      .array(z.enum(BUILTIN_PLUGIN_NAMES))
-      .default([])
-      .describe('Built-in plugins to leave out, e.g. "@ckpt/plugin-tty".'),
+    disable: z.array(z.enum(BUILTIN_PLUGIN_NAMES)).default([]).describe('Built-in plugins to leave out, e.g. "@ckpt/plugin-tty".'),
     options: z
       .record(z.string(), pluginOptions)
       .default({})
-      .describe("Plugin options by plugin name (built-in or not); merged with the options of a [name, options] pair, which win."),
+      .describe('Plugin options by plugin name (built-in or not); merged with the options of a [name, options] pair, which win.'),
     files: pluginOptions.optional().describe('Options of @ckpt/plugin-files (e.g. "rules"); the same as options["@ckpt/plugin-files"].'),
   })
   .describe('ckpt configuration');

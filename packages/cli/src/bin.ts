@@ -137,7 +137,9 @@ function progress(enabled: boolean) {
     if (now - last < 100 && done < total) return;
     last = now;
     const pct = total ? Math.floor((done / total) * 100) : 100;
-    process.stderr.write(`\r${pid ? `pid ${pid} ` : ''}${stage}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB (${pct}%)   ${done >= total ? '\n' : ''}`);
+    process.stderr.write(
+      `\r${pid ? `pid ${pid} ` : ''}${stage}: ${(done / 1e6).toFixed(1)} / ${(total / 1e6).toFixed(1)} MB (${pct}%)   ${done >= total ? '\n' : ''}`,
+    );
   };
 }
 
@@ -171,7 +173,14 @@ program
       const cwd = o.cwd ? resolve(o.cwd) : null;
       if (o.namespace) {
         // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
-        const init = native.proc.spawnDetached(initPath, [initPath, '--', exe, ...command.slice(1)], env, cwd, [inFd, outFd, errFd], CLONE_NEWPID | CLONE_NEWIPC);
+        const init = native.proc.spawnDetached(
+          initPath,
+          [initPath, '--', exe, ...command.slice(1)],
+          env,
+          cwd,
+          [inFd, outFd, errFd],
+          CLONE_NEWPID | CLONE_NEWIPC,
+        );
         let main: number | undefined;
         for (let i = 0; i < 200 && !(main = mainOf(init)); i++) await new Promise((r) => setTimeout(r, 5));
         if (!main) throw new Error('the application did not start');
@@ -208,49 +217,79 @@ program
   .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean } & Record<string, unknown>) => {
-    if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
-    const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
-    const c = await ckpt();
-    const r = await c.dump({
-      pid, app, dir: o.imagesDir, leaveRunning: o.leaveRunning, sync: o.sync, plugins: pluginRunOptions(c, 'dump', o),
-      signal: interruptible(), onProgress: progress(o.progress && !o.json),
-    });
-    if (o.json) console.log(JSON.stringify(r));
-    else console.log(`dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`);
-  });
+  .action(
+    async (
+      o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean } & Record<
+        string,
+        unknown
+      >,
+    ) => {
+      if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
+      const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
+      const c = await ckpt();
+      const r = await c.dump({
+        pid,
+        app,
+        dir: o.imagesDir,
+        leaveRunning: o.leaveRunning,
+        sync: o.sync,
+        plugins: pluginRunOptions(c, 'dump', o),
+        signal: interruptible(),
+        onProgress: progress(o.progress && !o.json),
+      });
+      if (o.json) console.log(JSON.stringify(r));
+      else
+        console.log(
+          `dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`,
+        );
+    },
+  );
 
 program
   .command('restore')
   .description('restore the processes of an image, with their PIDs')
   .requiredOption('-D, --images-dir <dir>', 'image directory')
   .option('-d, --detach', 'return once restored; the process is reparented to init')
-  .option('-s, --substitute <ID=FD|ID=PATH...>', 'use fd FD of ckpt restore, or file PATH, instead of the open file ID (see ckpt show --files); repeatable', collect, [])
+  .option(
+    '-s, --substitute <ID=FD|ID=PATH...>',
+    'use fd FD of ckpt restore, or file PATH, instead of the open file ID (see ckpt show --files); repeatable',
+    collect,
+    [],
+  )
   .option('--relocate <OLD=NEW...>', 'paths under OLD (files, mappings, watches, socket paths) are opened under NEW; repeatable', collect, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
-  .action(async (o: { imagesDir: string; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<string, unknown>) => {
-    const c = await ckpt();
-    const r = await c.restore({
-      dir: o.imagesDir, detach: o.detach, substitute: parseSubstitutes(o.substitute), relocate: parsePairs(o.relocate, '--relocate'),
-      plugins: pluginRunOptions(c, 'restore', o), signal: interruptible(), onProgress: progress(o.progress && !o.json),
-    });
-    // An application comes back in a fresh namespace: register it again; its main process (the
-    // child of ckpt-init) is the pid users know.
-    let main = r.pids[0];
-    let appId: string | undefined;
-    if (r.app && r.nsPids) {
-      main = r.pids[r.nsPids.indexOf(2)] ?? main;
-      appId = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] }).id;
-    }
-    // pids: the main process first (for an application: ckpt-init's child; the init last).
-    const ordered = [main, ...r.pids.filter((p) => p !== main)];
-    if (o.json) console.log(JSON.stringify({ ...r, pids: ordered, main, ...(appId ? { app: appId, init: r.pids[0] } : {}) }));
-    else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
-    else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
-    if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);
-    if (!o.detach) process.exitCode = await waitForExit(r.pids[0]);
-  });
+  .action(
+    async (
+      o: { imagesDir: string; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<string, unknown>,
+    ) => {
+      const c = await ckpt();
+      const r = await c.restore({
+        dir: o.imagesDir,
+        detach: o.detach,
+        substitute: parseSubstitutes(o.substitute),
+        relocate: parsePairs(o.relocate, '--relocate'),
+        plugins: pluginRunOptions(c, 'restore', o),
+        signal: interruptible(),
+        onProgress: progress(o.progress && !o.json),
+      });
+      // An application comes back in a fresh namespace: register it again; its main process (the
+      // child of ckpt-init) is the pid users know.
+      let main = r.pids[0];
+      let appId: string | undefined;
+      if (r.app && r.nsPids) {
+        main = r.pids[r.nsPids.indexOf(2)] ?? main;
+        appId = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] }).id;
+      }
+      // pids: the main process first (for an application: ckpt-init's child; the init last).
+      const ordered = [main, ...r.pids.filter((p) => p !== main)];
+      if (o.json) console.log(JSON.stringify({ ...r, pids: ordered, main, ...(appId ? { app: appId, init: r.pids[0] } : {}) }));
+      else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
+      else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
+      if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);
+      if (!o.detach) process.exitCode = await waitForExit(r.pids[0]);
+    },
+  );
 
 program
   .command('apps')
@@ -280,8 +319,11 @@ program
   .option('--json', 'machine-readable output')
   .action(async (o: { json?: boolean }) => {
     const rows = (await ckpt()).plugins.map((p) => ({
-      name: p.name, version: p.version ?? '', description: p.description ?? '',
-      stateClasses: p.claims?.stateClasses ?? [], fdKinds: p.claims?.fdKinds ?? [],
+      name: p.name,
+      version: p.version ?? '',
+      description: p.description ?? '',
+      stateClasses: p.claims?.stateClasses ?? [],
+      fdKinds: p.claims?.fdKinds ?? [],
       flags: (p.flags ?? []).map((f) => ({ command: f.command, flags: f.flags, option: f.option })),
       record: p.record?.version,
     }));

@@ -21,56 +21,76 @@ function probe(name: string, required: boolean, fn: () => string | void): Check 
 }
 
 function capEff(): bigint {
-  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith('CapEff:'))!;
+  const line = readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('CapEff:'))!;
   return BigInt('0x' + line.split(/\s+/)[1]);
 }
 const hasCap = (bit: number) => (capEff() & (1n << BigInt(bit))) !== 0n;
 
 export function runCheck(): { ok: boolean; kernel: string; arch: string; checks: Check[] } {
   const checks: Check[] = [];
-  checks.push(probe('architecture x86_64', true, () => {
-    if (process.arch !== 'x64') throw new Error(`this is ${process.arch}`);
-  }));
-  checks.push(probe('CAP_SYS_PTRACE (trace any process)', true, () => {
-    if (!hasCap(19)) throw new Error('missing: run as root');
-  }));
-  checks.push(probe('CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (clone3 set_tid, PR_SET_MM_MAP)', true, () => {
-    if (!hasCap(40) && !hasCap(21)) throw new Error('missing: run as root');
-  }));
-  checks.push(probe('CAP_SYS_RESOURCE (raise rlimits, pipes > 1 MiB)', false, () => {
-    if (!hasCap(24)) throw new Error('missing: rlimits are restored only downwards and big pipes keep the default size');
-  }));
-  checks.push(probe('yama ptrace_scope', true, () => {
-    const p = '/proc/sys/kernel/yama/ptrace_scope';
-    if (!existsSync(p)) return 'yama not present';
-    const v = readFileSync(p, 'utf8').trim();
-    if (v === '3') throw new Error('ptrace is disabled (ptrace_scope=3)');
-    return `ptrace_scope=${v}`;
-  }));
-  checks.push(probe('pidfd_open + pidfd_getfd', true, () => {
-    const pidfd = native.proc.pidfdOpen(process.pid);
-    const fd = native.proc.pidfdGetfd(pidfd, 0);
-    closeSync(fd);
-    closeSync(pidfd);
-  }));
-  checks.push(probe('kcmp (CONFIG_CHECKPOINT_RESTORE)', true, () => {
-    native.proc.kcmp(process.pid, process.pid, 0, 0, 0);
-  }));
-  checks.push(probe('/proc/PID/pagemap and /proc/PID/mem', true, () => {
-    native.mem.pagemapRuns(process.pid, 0x400000, 0x401000, false);
-  }));
-  checks.push(probe('restore stub, clone3, ptrace, XSTATE and rseq query', true, () => {
-    if (!existsSync(stubPath)) throw new Error(`stub not built: ${stubPath} (run npm install)`);
-    const pc = new ProcessControl();
-    const t = pc.spawnStub(0);
-    try {
-      const x = native.ptrace.getXstate(t.pid);
-      native.ptrace.getRseq(t.pid);
-      return `xstate ${x.length} bytes`;
-    } finally {
-      pc.killStub(t.pid);
-    }
-  }));
+  checks.push(
+    probe('architecture x86_64', true, () => {
+      if (process.arch !== 'x64') throw new Error(`this is ${process.arch}`);
+    }),
+  );
+  checks.push(
+    probe('CAP_SYS_PTRACE (trace any process)', true, () => {
+      if (!hasCap(19)) throw new Error('missing: run as root');
+    }),
+  );
+  checks.push(
+    probe('CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN (clone3 set_tid, PR_SET_MM_MAP)', true, () => {
+      if (!hasCap(40) && !hasCap(21)) throw new Error('missing: run as root');
+    }),
+  );
+  checks.push(
+    probe('CAP_SYS_RESOURCE (raise rlimits, pipes > 1 MiB)', false, () => {
+      if (!hasCap(24)) throw new Error('missing: rlimits are restored only downwards and big pipes keep the default size');
+    }),
+  );
+  checks.push(
+    probe('yama ptrace_scope', true, () => {
+      const p = '/proc/sys/kernel/yama/ptrace_scope';
+      if (!existsSync(p)) return 'yama not present';
+      const v = readFileSync(p, 'utf8').trim();
+      if (v === '3') throw new Error('ptrace is disabled (ptrace_scope=3)');
+      return `ptrace_scope=${v}`;
+    }),
+  );
+  checks.push(
+    probe('pidfd_open + pidfd_getfd', true, () => {
+      const pidfd = native.proc.pidfdOpen(process.pid);
+      const fd = native.proc.pidfdGetfd(pidfd, 0);
+      closeSync(fd);
+      closeSync(pidfd);
+    }),
+  );
+  checks.push(
+    probe('kcmp (CONFIG_CHECKPOINT_RESTORE)', true, () => {
+      native.proc.kcmp(process.pid, process.pid, 0, 0, 0);
+    }),
+  );
+  checks.push(
+    probe('/proc/PID/pagemap and /proc/PID/mem', true, () => {
+      native.mem.pagemapRuns(process.pid, 0x400000, 0x401000, false);
+    }),
+  );
+  checks.push(
+    probe('restore stub, clone3, ptrace, XSTATE and rseq query', true, () => {
+      if (!existsSync(stubPath)) throw new Error(`stub not built: ${stubPath} (run npm install)`);
+      const pc = new ProcessControl();
+      const t = pc.spawnStub(0);
+      try {
+        const x = native.ptrace.getXstate(t.pid);
+        native.ptrace.getRseq(t.pid);
+        return `xstate ${x.length} bytes`;
+      } finally {
+        pc.killStub(t.pid);
+      }
+    }),
+  );
   checks.push(probe('pid_max', false, () => `pid_max=${readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()}`));
   return { ok: checks.every((c) => c.ok || !c.required), kernel: os.release(), arch: process.arch, checks };
 }

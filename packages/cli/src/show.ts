@@ -49,13 +49,19 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   });
   const socks = sockets(plugins, procs);
   if (opts.json) {
-    return JSON.stringify({
-      dir: image.dir, manifest: image.manifest,
-      processes: procs.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, records: p.records })),
-      zombies: image.manifest.zombies ?? [],
-      ...Object.fromEntries(sections.map((s) => [s.key, s.json])),
-      sockets: socks, verified: !!opts.verify,
-    }, null, 1);
+    return JSON.stringify(
+      {
+        dir: image.dir,
+        manifest: image.manifest,
+        processes: procs.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, records: p.records })),
+        zombies: image.manifest.zombies ?? [],
+        ...Object.fromEntries(sections.map((s) => [s.key, s.json])),
+        sockets: socks,
+        verified: !!opts.verify,
+      },
+      null,
+      1,
+    );
   }
   const m = image.manifest;
   const out: string[] = [];
@@ -65,7 +71,8 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   out.push(`  process tree (${procs.length} processes${m.zombies?.length ? `, ${m.zombies.length} zombies` : ''}):`);
   out.push('    PID     PPID    PGID    SID     COMMAND');
   for (const p of procs) out.push(`    ${[p.pid, p.ppid, p.pgid, p.sid].map((x) => String(x).padEnd(8)).join('')}${p.comm}`);
-  for (const z of m.zombies ?? []) out.push(`    ${[z.pid, z.ppid, z.pgid, z.sid].map((x) => String(x).padEnd(8)).join('')}[${z.comm}] <zombie, status ${z.exitCode}>`);
+  for (const z of m.zombies ?? [])
+    out.push(`    ${[z.pid, z.ppid, z.pgid, z.sid].map((x) => String(x).padEnd(8)).join('')}[${z.comm}] <zombie, status ${z.exitCode}>`);
   const byName = new Map(plugins.map((p) => [p.name, p]));
   for (const p of procs) {
     out.push(`process ${p.pid} (${p.comm}) ppid ${p.ppid} pgid ${p.pgid} sid ${p.sid}`);
@@ -75,7 +82,9 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
       const what = f.sameAs ? `same open file as fd ${f.sameAs.fd}${f.sameAs.pid !== p.pid ? ` of pid ${f.sameAs.pid}` : ''}` : fdName(byName, f, p.pid);
       const d = f.data as { pos?: number; pipe?: { data?: string } } | undefined;
       const queued = d?.pipe?.data ? `, ${Buffer.from(d.pipe.data, 'base64').length} bytes queued` : '';
-      out.push(`    fd ${String(f.fd).padEnd(3)} ${f.kind.padEnd(9)} ${what}${d?.pos ? ` @${d.pos}` : ''}${queued}${f.cloexec ? ' (cloexec)' : ''}  [${f.owner}]`);
+      out.push(
+        `    fd ${String(f.fd).padEnd(3)} ${f.kind.padEnd(9)} ${what}${d?.pos ? ` @${d.pos}` : ''}${queued}${f.cloexec ? ' (cloexec)' : ''}  [${f.owner}]`,
+      );
     }
   }
   for (const s of sections) out.push(...s.lines.map((l) => `  ${l}`));
@@ -83,11 +92,14 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     out.push('  sockets (RECV-Q: bytes queued to it; SEND-Q: bytes it sent, queued in its peer):');
     out.push('    FAMILY TYPE       STATE                    RECV-Q   SEND-Q   HOLDERS        LOCAL -> REMOTE');
     for (const k of socks) {
-      out.push(`    ${k.family.padEnd(6)} ${k.type.padEnd(10)} ${k.state.padEnd(24)} ${String(k.recvQ).padEnd(8)} ${String(k.sendQ).padEnd(8)} ${k.holders.join(',').padEnd(14)} ${k.local || '(unnamed)'} -> ${k.remote || '-'}${k.note ? `  (${k.note})` : ''}`);
+      out.push(
+        `    ${k.family.padEnd(6)} ${k.type.padEnd(10)} ${k.state.padEnd(24)} ${String(k.recvQ).padEnd(8)} ${String(k.sendQ).padEnd(8)} ${k.holders.join(',').padEnd(14)} ${k.local || '(unnamed)'} -> ${k.remote || '-'}${k.note ? `  (${k.note})` : ''}`,
+      );
     }
   }
   out.push('  files:');
-  for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);
+  for (const [name, e] of Object.entries(m.files))
+    out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);
   if (opts.verify) out.push('  all checksums verified');
   return out.join('\n');
 }

@@ -119,7 +119,10 @@ describe('session state', () => {
 
 describe('relocatePath', () => {
   it('rewrites the first matching prefix, whole path components only', () => {
-    const r: Array<[string, string]> = [['/srv/data', '/mnt/data'], ['/srv', '/other']];
+    const r: Array<[string, string]> = [
+      ['/srv/data', '/mnt/data'],
+      ['/srv', '/other'],
+    ];
     expect(relocatePath('/srv/data/x.log', r)).toBe('/mnt/data/x.log');
     expect(relocatePath('/srv/data', r)).toBe('/mnt/data');
     expect(relocatePath('/srv/database', r)).toBe('/other/database');
@@ -130,10 +133,15 @@ describe('relocatePath', () => {
 });
 
 describe('fd kinds and ids', () => {
-  const st = (k: string): Stats => ({
-    isFile: () => k === 'f', isDirectory: () => k === 'd', isFIFO: () => k === 'p', isCharacterDevice: () => k === 'c',
-    isBlockDevice: () => k === 'b', isSocket: () => k === 's',
-  }) as Stats;
+  const st = (k: string): Stats =>
+    ({
+      isFile: () => k === 'f',
+      isDirectory: () => k === 'd',
+      isFIFO: () => k === 'p',
+      isCharacterDevice: () => k === 'c',
+      isBlockDevice: () => k === 'b',
+      isSocket: () => k === 's',
+    }) as Stats;
   it('tells every kind apart', () => {
     expect(fdKind('/x', st('f'))).toBe('file');
     expect(fdKind('/x', st('d'))).toBe('directory');
@@ -163,7 +171,10 @@ describe('restore refuses malformed images before creating anything', () => {
     const w = new ImageWriter(dir);
     for (const p of procs) w.writeJson(`proc-${p.pid}.json`, p);
     w.commit({
-      tool: 'test', root: 1, plugins, meta: {},
+      tool: 'test',
+      root: 1,
+      plugins,
+      meta: {},
       processes: procs.map((p) => ({ pid: p.pid as number, ppid: 0, comm: 'x', file: `proc-${p.pid}.json` })),
     });
     return dir;
@@ -180,7 +191,9 @@ describe('restore refuses malformed images before creating anything', () => {
   });
 
   it('a malformed fd table', async () => {
-    await expect(restore(new Ckpt([]), image([proc({ fds: [{ fd: -1, owner: 'p', kind: 'k', cloexec: false, flags: 0 }] })]))).rejects.toThrow(/fds\[0\]\.fd is not an fd number/);
+    await expect(restore(new Ckpt([]), image([proc({ fds: [{ fd: -1, owner: 'p', kind: 'k', cloexec: false, flags: 0 }] })]))).rejects.toThrow(
+      /fds\[0\]\.fd is not an fd number/,
+    );
     await expect(restore(new Ckpt([]), image([proc({ fds: 'no' })]))).rejects.toThrow(/fds is not a list/);
   });
 

@@ -124,7 +124,14 @@ export class Ckpt {
     const image = services.images.create(options.dir, { sync: options.sync });
     const state = new SessionStateStore();
     const session: DumpSession = {
-      kind: 'dump', options, image, processes: [], zombies: [], meta: {}, services, state,
+      kind: 'dump',
+      options,
+      image,
+      processes: [],
+      zombies: [],
+      meta: {},
+      services,
+      state,
       progress: (ev) => options.onProgress?.(ev),
     };
     const frozen: Tracee[][] = [];
@@ -144,7 +151,16 @@ export class Ckpt {
       for (const p of session.processes) {
         if (p.tracee.scratchRange) p.tracee.releaseScratch();
         const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
-        image.writeJson(`proc-${p.pid}.json`, { pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, layout, records: p.records } satisfies ProcessRecord);
+        image.writeJson(`proc-${p.pid}.json`, {
+          pid: p.pid,
+          ppid: p.ppid,
+          pgid: p.pgid,
+          sid: p.sid,
+          comm: p.comm,
+          fds: p.fds,
+          layout,
+          records: p.records,
+        } satisfies ProcessRecord);
       }
       const manifest = image.commit({
         tool: `ckpt ${VERSION}`,
@@ -263,9 +279,11 @@ export class Ckpt {
     const checkRecordVersion = (plugin: CkptPlugin) => {
       const written = image.manifest.plugins[plugin.name]?.record ?? 1;
       if (written > (plugin.record?.version ?? 1)) {
-        throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+        throw new CkptError(
+          'ERR_CKPT_IMAGE_INCOMPATIBLE',
           `image ${image.dir}: the records of plugin ${plugin.name} are version ${written}, and the loaded ${plugin.name} ${plugin.version ?? ''} reads up to version ${plugin.record?.version ?? 1}`,
-          { hint: `update ${plugin.name}` });
+          { hint: `update ${plugin.name}` },
+        );
       }
     };
     for (const r of records) {
@@ -273,8 +291,9 @@ export class Ckpt {
       for (const [name, data] of Object.entries(r.records)) {
         const plugin = byName.get(name);
         if (!plugin) {
-          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${name}, which is not loaded`,
-            { hint: `install ${name} and list it in ckpt.config.json or pass --plugin ${name}` });
+          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${name}, which is not loaded`, {
+            hint: `install ${name} and list it in ckpt.config.json or pass --plugin ${name}`,
+          });
         }
         checkRecordVersion(plugin);
         if (!plugin.record) continue;
@@ -284,8 +303,9 @@ export class Ckpt {
         if (f.sameAs) continue;
         const plugin = byName.get(f.owner);
         if (!plugin) {
-          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${f.owner} (fd ${f.fd} of pid ${r.pid}), which is not loaded`,
-            { hint: `install ${f.owner} and list it in ckpt.config.json or pass --plugin ${f.owner}` });
+          throw new CkptError('ERR_CKPT_CONFIG', `image ${image.dir} was written with plugin ${f.owner} (fd ${f.fd} of pid ${r.pid}), which is not loaded`, {
+            hint: `install ${f.owner} and list it in ckpt.config.json or pass --plugin ${f.owner}`,
+          });
         }
         checkRecordVersion(plugin);
         if (plugin.record?.fd) f.data = checked(plugin.record.fd, f.data, `fd ${f.fd} of pid ${r.pid} (saved by ${f.owner})`);
@@ -302,11 +322,22 @@ export class Ckpt {
 
 /** The session object of a restore: pid mapping for a recreated pid namespace, relocation, rollbacks. */
 function restoreSession(
-  options: RestoreOptions, image: ImageReader, services: Services, state: SessionStateStore, keepHostPids: boolean, rollbacks: Array<() => void>,
+  options: RestoreOptions,
+  image: ImageReader,
+  services: Services,
+  state: SessionStateStore,
+  keepHostPids: boolean,
+  rollbacks: Array<() => void>,
 ): RestoreSession {
   const pidns = image.manifest.pidns;
   const session: RestoreSession = {
-    kind: 'restore', options, image, processes: [], zombies: image.manifest.zombies ?? [], services, state,
+    kind: 'restore',
+    options,
+    image,
+    processes: [],
+    zombies: image.manifest.zombies ?? [],
+    services,
+    state,
     newPidNamespace: !!pidns,
     progress: (ev) => options.onProgress?.(ev),
     setTid: (pid: number) => {
@@ -357,7 +388,13 @@ function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
 function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number; comm: string }, threads: Tracee[], session: DumpSession): ProcessDump {
   const records: Record<string, unknown> = {};
   return {
-    pid, ...ids, tracee: threads[0], threads, session, records, fds: [],
+    pid,
+    ...ids,
+    tracee: threads[0],
+    threads,
+    session,
+    records,
+    fds: [],
     put(plugin, data) {
       records[plugin] = data;
     },
@@ -490,4 +527,3 @@ function asCkptError(e: unknown, code: 'ERR_CKPT_DUMP_FAILED' | 'ERR_CKPT_RESTOR
   if (e instanceof NativeError) return new CkptError(code, `${what}: ${e.message}`, { cause: e });
   return new CkptError(code, `${what}: ${errorMessage(e)}`, { cause: e });
 }
-

@@ -81,9 +81,9 @@ export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void
         const req: FdDumpRequest = { fd, link, info, dupFd, stat, kind: fdKind(link, stat) };
         const claim = (await hooks.fds.dump.promise(req, proc)) as (FdRecord & { owner: string }) | undefined;
         if (!claim) {
-          throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
-            `cannot checkpoint pid ${pid}: ${describeFd(req)}, and no loaded plugin handles that kind of file`,
-            { hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)' });
+          throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: ${describeFd(req)}, and no loaded plugin handles that kind of file`, {
+            hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)',
+          });
         }
         proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data });
         const list = seen.get(ino) ?? [];
@@ -118,7 +118,8 @@ export function checkSubstitutes(session: RestoreSession): void {
   const ids = new Set<string>();
   for (const p of session.processes) for (const r of p.fds) if (!r.sameAs) ids.add(fileId(p.pid, r.fd));
   for (const id of Object.keys(session.options.substitute ?? {})) {
-    if (!ids.has(id)) throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
+    if (!ids.has(id))
+      throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
   }
 }
 
@@ -147,15 +148,20 @@ export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promis
     let fd: number | undefined;
     if (r.sameAs) {
       fd = ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`);
-      if (fd === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `fd ${r.fd} of pid ${proc.pid} shares the description of fd ${r.sameAs.fd} of pid ${r.sameAs.pid}, which the image does not hold before it`);
+      if (fd === undefined)
+        throw new CkptError(
+          'ERR_CKPT_IMAGE_CORRUPT',
+          `fd ${r.fd} of pid ${proc.pid} shares the description of fd ${r.sameAs.fd} of pid ${r.sameAs.pid}, which the image does not hold before it`,
+        );
     } else {
       const sub = proc.session.options.substitute?.[fileId(proc.pid, r.fd)];
       if (sub !== undefined) fd = substitute(sub, r, proc.pid);
       else {
         const hook = hooks.fds.restore.get(r.owner);
         if (!hook) {
-          throw new CkptError('ERR_CKPT_CONFIG', `fd ${r.fd} of pid ${proc.pid} (${r.kind}) was saved by plugin ${r.owner}, which restores no fds here`,
-            { hint: `load ${r.owner} (list it in ckpt.config.json or pass --plugin ${r.owner})` });
+          throw new CkptError('ERR_CKPT_CONFIG', `fd ${r.fd} of pid ${proc.pid} (${r.kind}) was saved by plugin ${r.owner}, which restores no fds here`, {
+            hint: `load ${r.owner} (list it in ckpt.config.json or pass --plugin ${r.owner})`,
+          });
         }
         fd = await hook.promise(r, proc);
       }

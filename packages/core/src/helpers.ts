@@ -8,7 +8,6 @@ import { native, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, SEEK_SET } fr
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
 
-
 export interface RemoteOpenOptions {
   /** open(2) flags of the original description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...). */
   flags: number;

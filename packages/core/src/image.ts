@@ -9,8 +9,20 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync,
-  renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { join, resolve } from 'node:path';
 import os from 'node:os';
@@ -99,12 +111,18 @@ export class ImageWriter {
    * image is complete for any crash of ckpt itself; a power loss may leave data files that fail
    * their checksums at restore (never silently wrong).
    */
-  constructor(dir: string, private readonly sync = false) {
+  constructor(
+    dir: string,
+    private readonly sync = false,
+  ) {
     this.dir = resolve(dir);
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch (e) {
-      throw new CkptError('ERR_CKPT_USAGE', `cannot use ${this.dir} as image directory: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'a file of that name exists' : (e as Error).message}`);
+      throw new CkptError(
+        'ERR_CKPT_USAGE',
+        `cannot use ${this.dir} as image directory: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'a file of that name exists' : (e as Error).message}`,
+      );
     }
     if (!statSync(this.dir).isDirectory()) throw new CkptError('ERR_CKPT_USAGE', `cannot use ${this.dir} as image directory: not a directory`);
     // An overwritten image stops looking complete the moment we start.
@@ -250,9 +268,9 @@ export class ImageReader {
       throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${abs}: ${MANIFEST} checksum mismatch (the file was modified or damaged)`);
     }
     if (parsed.version !== IMAGE_VERSION) {
-      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
-        `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`,
-        { hint: parsed.version < IMAGE_VERSION ? `restore it with the ckpt that wrote it (${parsed.tool}), or dump the process again` : 'update ckpt' });
+      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE', `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`, {
+        hint: parsed.version < IMAGE_VERSION ? `restore it with the ckpt that wrote it (${parsed.tool}), or dump the process again` : 'update ckpt',
+      });
     }
     const reader = new ImageReader(abs, body as Manifest);
     reader.checkFiles();
@@ -265,8 +283,10 @@ export class ImageReader {
       if (!existsSync(p)) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: file ${name} is missing`);
       const size = statSync(p).size;
       if (size !== entry.size) {
-        throw new CkptError('ERR_CKPT_IMAGE_CORRUPT',
-          `image ${this.dir}: ${name} is ${size < entry.size ? 'truncated' : 'too long'} (${size} bytes, expected ${entry.size})`);
+        throw new CkptError(
+          'ERR_CKPT_IMAGE_CORRUPT',
+          `image ${this.dir}: ${name} is ${size < entry.size ? 'truncated' : 'too long'} (${size} bytes, expected ${entry.size})`,
+        );
       }
     }
   }

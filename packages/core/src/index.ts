@@ -5,22 +5,76 @@
 export { Ckpt, VERSION, type CkptInit, type DumpResult, type RestoreResult } from './engine.js';
 export { createHooks, DUMP_STAGES, RESTORE_STAGES, STATE_CLASSES, STAGE, type Hooks, type StateClass, type StateHooks, type FdRestoreHook } from './hooks.js';
 export type {
-  CommonOptions, DumpOptions, RestoreOptions, SessionBase, DumpSession, ProcessDump, RestoreSession, ProcessRestore, FdDumpRequest, FdRecord, FdClaim,
-  ZombieRecord, ProgressEvent,
+  CommonOptions,
+  DumpOptions,
+  RestoreOptions,
+  SessionBase,
+  DumpSession,
+  ProcessDump,
+  RestoreSession,
+  ProcessRestore,
+  FdDumpRequest,
+  FdRecord,
+  FdClaim,
+  ZombieRecord,
+  ProgressEvent,
 } from './context.js';
-export { definePlugin, checkOptions, type CkptPlugin, type PluginRecord, type PluginContext, type PluginFlag, type PluginClaims, type PluginShow, type SocketRow } from './plugin.js';
+export {
+  definePlugin,
+  checkOptions,
+  type CkptPlugin,
+  type PluginRecord,
+  type PluginContext,
+  type PluginFlag,
+  type PluginClaims,
+  type PluginShow,
+  type SocketRow,
+} from './plugin.js';
 export { createSessionState, SessionStateStore, type SessionStateKey } from './state.js';
 export { validate, issuePath, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
-export { ImageReader, ImageWriter, IMAGE_FORMAT, IMAGE_VERSION, MANIFEST, type Manifest, type ProcessRecord, type BlobWriter, type FileEntry } from './image.js';
+export {
+  ImageReader,
+  ImageWriter,
+  IMAGE_FORMAT,
+  IMAGE_VERSION,
+  MANIFEST,
+  type Manifest,
+  type ProcessRecord,
+  type BlobWriter,
+  type FileEntry,
+} from './image.js';
 export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './errors.js';
 export {
-  Tracee, remoteClone, findSyscallInsn, findFreeRange, restartAdjusted, SCRATCH_SIZE, TASK_SIZE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED,
-  MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE,
+  Tracee,
+  remoteClone,
+  findSyscallInsn,
+  findFreeRange,
+  restartAdjusted,
+  SCRATCH_SIZE,
+  TASK_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  PROT_EXEC,
+  MAP_SHARED,
+  MAP_PRIVATE,
+  MAP_FIXED,
+  MAP_ANONYMOUS,
+  MAP_GROWSDOWN,
+  MAP_FIXED_NOREPLACE,
 } from './tracee.js';
 export * as procfs from './proc.js';
 export type { Vma, FdInfo, ProcStat } from './proc.js';
 export {
-  ProcessControl, createContainer, sessionServices, PROCESS_CONTROL, IMAGE_STORE, NETWORK_LOCK, LOGGER, type Services, type ServiceToken, type ImageStore,
+  ProcessControl,
+  createContainer,
+  sessionServices,
+  PROCESS_CONTROL,
+  IMAGE_STORE,
+  NETWORK_LOCK,
+  LOGGER,
+  type Services,
+  type ServiceToken,
+  type ImageStore,
 } from './services.js';
 export { NftNetworkLocks, type NetworkLock, type NetworkLocks, type InetAddr } from './netlock.js';
 export { fdKind, fileId } from './fdtable.js';

@@ -42,9 +42,11 @@ const TABLE = 'ckpt';
 /** The nft set and its two elements (both directions) for a connection's 4-tuple. */
 function elements(local: InetAddr, peer: InetAddr): { set: 'tcp4' | 'tcp6'; elems: string[] } {
   const v4mapped = (a: InetAddr) => (a.family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(a.addr) ? a.addr.slice(7) : undefined);
-  const l4 = v4mapped(local), p4 = v4mapped(peer);
+  const l4 = v4mapped(local),
+    p4 = v4mapped(peer);
   const v4 = local.family === 4 || (l4 !== undefined && p4 !== undefined);
-  const la = v4 ? (l4 ?? local.addr) : local.addr, pa = v4 ? (p4 ?? peer.addr) : peer.addr;
+  const la = v4 ? (l4 ?? local.addr) : local.addr,
+    pa = v4 ? (p4 ?? peer.addr) : peer.addr;
   return { set: v4 ? 'tcp4' : 'tcp6', elems: [`${la} . ${local.port} . ${pa} . ${peer.port}`, `${pa} . ${peer.port} . ${la} . ${local.port}`] };
 }
 
@@ -60,8 +62,11 @@ function nft(script: string, nsPid?: number): void {
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
     if (err.code === 'ENOENT') {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED', `${nsPid ? 'nsenter or nft' : 'nft'} is not installed: TCP connections are blocked with nftables while they are checkpointed`,
-        { hint: 'apt-get install nftables' });
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `${nsPid ? 'nsenter or nft' : 'nft'} is not installed: TCP connections are blocked with nftables while they are checkpointed`,
+        { hint: 'apt-get install nftables' },
+      );
     }
     throw new Error(`nft: ${(err.stderr?.toString() ?? err.message).trim().split('\n').slice(0, 3).join(' | ')}`);
   }
@@ -74,10 +79,14 @@ function ensureTable(nsPid?: number): void {
     `add rule inet ${TABLE} ${hook} ip6 saddr . tcp sport . ip6 daddr . tcp dport @tcp6 drop\n`;
   try {
     // One transaction: `create table` fails if the table exists, and then nothing is added twice.
-    nft(`create table inet ${TABLE}\n` +
-      `add set inet ${TABLE} tcp4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }\n` +
-      `add set inet ${TABLE} tcp6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }\n` +
-      rule('prerouting') + rule('output'), nsPid);
+    nft(
+      `create table inet ${TABLE}\n` +
+        `add set inet ${TABLE} tcp4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }\n` +
+        `add set inet ${TABLE} tcp6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }\n` +
+        rule('prerouting') +
+        rule('output'),
+      nsPid,
+    );
   } catch (e) {
     if (e instanceof CkptError || !/exists/i.test((e as Error).message)) throw e;
   }

@@ -87,7 +87,10 @@ export function readStat(pid: number, tid?: number): ProcStat {
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   const comm = text.slice(open + 1, close);
-  const f = text.slice(close + 2).trim().split(' ');
+  const f = text
+    .slice(close + 2)
+    .trim()
+    .split(' ');
   // f[0] is field 3 (state); field N is f[N - 3].
   const n = (k: number) => Number(f[k - 3]);
   return {
@@ -125,11 +128,15 @@ export function readStatus(pid: number): Record<string, string> {
 }
 
 export function listThreads(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).map(Number).sort((a, b) => a - b);
+  return readdirSync(`/proc/${pid}/task`)
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
 export function listFds(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b);
+  return readdirSync(`/proc/${pid}/fd`)
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
 export function fdLink(pid: number, fd: number): string {
@@ -149,7 +156,10 @@ export interface FdInfo {
 
 export function readFdInfo(pid: number, fd: number): FdInfo {
   const extra: Record<string, string> = {};
-  let pos = 0, flags = 0, mntId = 0, ino = 0;
+  let pos = 0,
+    flags = 0,
+    mntId = 0,
+    ino = 0;
   const raw = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
   for (const line of raw.split('\n')) {
     const i = line.indexOf(':');
@@ -192,7 +202,9 @@ export function readExe(pid: number): string {
 
 /** Every process on the system (thread group leaders), from /proc. */
 export function listPids(): number[] {
-  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map(Number);
 }
 
 export interface TreeNode {
@@ -235,7 +247,10 @@ export function nsPid(pid: number): number {
 export function hostTidOf(candidates: number[], nsTid: number, pidOf: (tid: number) => number = (t) => t): number | undefined {
   for (const tid of candidates) {
     try {
-      const v = readFileSync(`/proc/${pidOf(tid)}/task/${tid}/status`, 'utf8').match(/^NSpid:\s*(.*)$/m)?.[1].trim().split(/\s+/);
+      const v = readFileSync(`/proc/${pidOf(tid)}/task/${tid}/status`, 'utf8')
+        .match(/^NSpid:\s*(.*)$/m)?.[1]
+        .trim()
+        .split(/\s+/);
       if (v && Number(v[v.length - 1]) === nsTid) return tid;
     } catch {
       /* gone */

@@ -11,7 +11,18 @@
  * (the last injected syscall), and the processes are detached with the registers plugins set.
  */
 import { SYS, native, O_CLOEXEC, F_SETFD, F_DUPFD_CLOEXEC } from '@ckpt/native';
-import { findFreeRange, findSyscallInsn, SCRATCH_SIZE, PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE, type Tracee } from './tracee.js';
+import {
+  findFreeRange,
+  findSyscallInsn,
+  SCRATCH_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  PROT_EXEC,
+  MAP_PRIVATE,
+  MAP_ANONYMOUS,
+  MAP_FIXED_NOREPLACE,
+  type Tracee,
+} from './tracee.js';
 import { readMaps } from './proc.js';
 import { CkptError } from './errors.js';
 import type { ProcessRestore } from './context.js';

@@ -9,7 +9,17 @@ import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
 import { closeSync } from 'node:fs';
-import { native, stubPath, CLONE_NEWIPC, CLONE_NEWPID, PTRACE_O_EXITKILL, PTRACE_O_TRACECLONE, PTRACE_O_TRACEFORK, PTRACE_O_TRACESYSGOOD, type NativeError } from '@ckpt/native';
+import {
+  native,
+  stubPath,
+  CLONE_NEWIPC,
+  CLONE_NEWPID,
+  PTRACE_O_EXITKILL,
+  PTRACE_O_TRACECLONE,
+  PTRACE_O_TRACEFORK,
+  PTRACE_O_TRACESYSGOOD,
+  type NativeError,
+} from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
@@ -37,9 +47,9 @@ export class ProcessControl {
     }
     const tracer = Number(readStatus(pid).TracerPid ?? 0);
     if (tracer) {
-      throw new CkptError('ERR_CKPT_NOT_TRACEABLE',
-        `cannot checkpoint pid ${pid} (${st.comm}): it is already traced by pid ${tracer} ${describePid(tracer)}`,
-        { hint: 'detach the debugger or tracer first' });
+      throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is already traced by pid ${tracer} ${describePid(tracer)}`, {
+        hint: 'detach the debugger or tracer first',
+      });
     }
     if (pid === process.pid) throw new CkptError('ERR_CKPT_NOT_TRACEABLE', 'ckpt cannot checkpoint itself');
   }
@@ -81,8 +91,10 @@ export class ProcessControl {
       const err = e as NativeError;
       if (err.code === 'ESRCH' && tid !== pid) return false;
       if (err.code === 'EPERM' || err.code === 'EACCES') {
-        throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid}: ptrace refused (${err.message})`,
-          { cause: e, hint: 'it may be traced already, or protected by a security policy' });
+        throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid}: ptrace refused (${err.message})`, {
+          cause: e,
+          hint: 'it may be traced already, or protected by a security policy',
+        });
       }
       if (err.code === 'ESRCH') throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `no such process: ${pid}`, { cause: e });
       throw e;

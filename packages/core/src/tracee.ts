@@ -4,8 +4,20 @@
  * resumption. Used both for dump targets (frozen user processes) and restore stubs.
  */
 import {
-  native, checkSyscall, Regs, SYS, NativeError, PAGE_SIZE, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK, CLONE_THREAD_FLAGS, SIGCHLD,
-  cloneArgs, setTidArray,
+  native,
+  checkSyscall,
+  Regs,
+  SYS,
+  NativeError,
+  PAGE_SIZE,
+  ERESTARTSYS,
+  ERESTARTNOINTR,
+  ERESTARTNOHAND,
+  ERESTART_RESTARTBLOCK,
+  CLONE_THREAD_FLAGS,
+  SIGCHLD,
+  cloneArgs,
+  setTidArray,
 } from '@ckpt/native';
 import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
@@ -42,7 +54,8 @@ export function findFreeRange(layouts: Array<Array<{ start: number; end: number 
   const all = layouts.flat().sort((a, b) => a.start - b.start);
   let candidate = from;
   for (;;) {
-    const lo = candidate - PAGE_SIZE, hi = candidate + size + PAGE_SIZE;
+    const lo = candidate - PAGE_SIZE,
+      hi = candidate + size + PAGE_SIZE;
     const clash = all.find((v) => v.start < hi && v.end > lo);
     if (!clash) return candidate;
     candidate = clash.end + PAGE_SIZE;
@@ -61,9 +74,13 @@ export function restartAdjusted(raw: Buffer): Buffer {
   const ret = -r.signed('rax');
   if (orig >= 0n) {
     if (ret === BigInt(ERESTARTSYS) || ret === BigInt(ERESTARTNOINTR) || ret === BigInt(ERESTARTNOHAND)) {
-      r.set('rax', orig).set('rip', r.get('rip') - 2n).set('orig_rax', -1n);
+      r.set('rax', orig)
+        .set('rip', r.get('rip') - 2n)
+        .set('orig_rax', -1n);
     } else if (ret === BigInt(ERESTART_RESTARTBLOCK)) {
-      r.set('rax', SYS.restart_syscall).set('rip', r.get('rip') - 2n).set('orig_rax', -1n);
+      r.set('rax', SYS.restart_syscall)
+        .set('rip', r.get('rip') - 2n)
+        .set('orig_rax', -1n);
     }
   }
   return r.buf;
@@ -84,7 +101,10 @@ export class Tracee {
   readonly space: AddressSpace;
   private injected = 0;
 
-  constructor(readonly pid: number, opts: { space?: AddressSpace } = {}) {
+  constructor(
+    readonly pid: number,
+    opts: { space?: AddressSpace } = {},
+  ) {
     this.frozenRegs = native.ptrace.getRegs(pid);
     this.space = opts.space ?? {};
   }
@@ -131,9 +151,7 @@ export class Tracee {
   scratch(): number {
     if (this.scratchAddr === undefined) {
       const addr = findFreeRange([readMaps(this.pid)], SCRATCH_SIZE, 0x100000000);
-      this.scratchAddr = Number(
-        this.syscall(SYS.mmap, addr, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0),
-      );
+      this.scratchAddr = Number(this.syscall(SYS.mmap, addr, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
       log('pid %d: scratch at %s', this.pid, this.scratchAddr.toString(16));
     }
     return this.scratchAddr;
@@ -179,7 +197,6 @@ function nameOf(nr: number): string {
   return NAMES.get(nr) ?? `syscall ${nr}`;
 }
 
-
 /**
  * Makes `parent` clone a new task with a chosen pid (set_tid: one entry per pid namespace
  * level, innermost first): a child process (fork-like) or, with thread, a thread of parent's.
@@ -189,15 +206,16 @@ function nameOf(nr: number): string {
  */
 export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean } = {}): Tracee {
   const at = parent.put(setTidArray(setTid), 2048);
-  const args = cloneArgs(opts.thread
-    ? { flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: setTid.length }
-    : { exitSignal: SIGCHLD, setTid: at, setTidSize: setTid.length });
+  const args = cloneArgs(
+    opts.thread ? { flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: setTid.length } : { exitSignal: SIGCHLD, setTid: at, setTidSize: setTid.length },
+  );
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];
   else if (nsPid(parent.pid) !== parent.pid) {
     const candidates = opts.thread ? listThreads(parent.pid) : childrenOf(parent.pid);
     const host = hostTidOf(candidates, id, opts.thread ? () => parent.pid : undefined);
-    if (host === undefined) throw new NativeError({ message: `cannot find the new task ${id} of ${parent.pid}`, code: 'ESRCH', syscall: 'clone3', pid: parent.pid });
+    if (host === undefined)
+      throw new NativeError({ message: `cannot find the new task ${id} of ${parent.pid}`, code: 'ESRCH', syscall: 'clone3', pid: parent.pid });
     id = host;
   }
   const st = native.ptrace.waitStop(id, 10000);

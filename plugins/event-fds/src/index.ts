@@ -31,9 +31,7 @@ import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, 
 import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { eventFdData } from './record.js';
 import { timespecNs } from './timespec.js';
-import {
-  native, SYS, O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_PATH, F_SETFL, EFD_SEMAPHORE, EPOLL_CTL_ADD, IN_DONT_FOLLOW,
-} from '@ckpt/native';
+import { native, SYS, O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_PATH, F_SETFL, EFD_SEMAPHORE, EPOLL_CTL_ADD, IN_DONT_FOLLOW } from '@ckpt/native';
 
 export { timespecNs } from './timespec.js';
 
@@ -124,7 +122,8 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
 
 // ---- inotify ----
 
-const INOTIFY_RE = /^inotify\s+wd:([0-9a-f]+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s+mask:([0-9a-f]+)\s+ignored_mask:[0-9a-f]+(?:\s+fhandle-bytes:([0-9a-f]+)\s+fhandle-type:([0-9a-f]+)\s+f_handle:([0-9a-f]*))?/;
+const INOTIFY_RE =
+  /^inotify\s+wd:([0-9a-f]+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s+mask:([0-9a-f]+)\s+ignored_mask:[0-9a-f]+(?:\s+fhandle-bytes:([0-9a-f]+)\s+fhandle-type:([0-9a-f]+)\s+f_handle:([0-9a-f]*))?/;
 
 /** A directory of pid's mount namespace on the filesystem whose (kernel) s_dev is sdev: its mount fd. */
 function openMountOf(pid: number, sdev: number): number | undefined {
@@ -159,10 +158,15 @@ function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
       const m = INOTIFY_RE.exec(line);
       const wd = m ? parseInt(m[1], 16) : NaN;
       const fail = (why: string) =>
-        new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is an inotify instance whose watch ${m ? `wd ${wd} ` : ''}${why}`,
-          { hint: 'remove that watch (inotify_rm_watch) before the checkpoint' });
+        new CkptError(
+          'ERR_CKPT_UNSUPPORTED_FD',
+          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is an inotify instance whose watch ${m ? `wd ${wd} ` : ''}${why}`,
+          { hint: 'remove that watch (inotify_rm_watch) before the checkpoint' },
+        );
       if (!m) throw fail(`cannot be read: ${line.trim()}`);
-      const ino = parseInt(m[2], 16), sdev = parseInt(m[3], 16), mask = parseInt(m[4], 16);
+      const ino = parseInt(m[2], 16),
+        sdev = parseInt(m[3], 16),
+        mask = parseInt(m[4], 16);
       const obj = `inode ${ino} on dev ${sdev >>> 20}:${sdev & 0xfffff}`;
       if (!m[7]) throw fail(`(${obj}) is on a filesystem without file handles: its path cannot be found`);
       if (!mountFds.has(sdev)) mountFds.set(sdev, openMountOf(proc.pid, sdev));
@@ -234,12 +238,15 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
       } catch (e) {
         const code = (e as { code?: string }).code;
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: ${code ?? (e as Error).message}`, {
-          cause: e, hint: code === 'ENOENT' ? 'watched files and directories must exist at restore, as at dump time' : undefined,
+          cause: e,
+          hint: code === 'ENOENT' ? 'watched files and directories must exist at restore, as at dump time' : undefined,
         });
       }
       if (wd !== w.wd) {
-        throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-          `cannot restore the ${where}: the kernel gave it wd ${wd} (${wd < w.wd ? 'the path leads to an object already watched under that wd' : 'wd numbers out of order'})`);
+        throw new CkptError(
+          'ERR_CKPT_RESTORE_FAILED',
+          `cannot restore the ${where}: the kernel gave it wd ${wd} (${wd < w.wd ? 'the path leads to an object already watched under that wd' : 'wd numbers out of order'})`,
+        );
       }
       next = wd + 1;
     }
@@ -267,8 +274,9 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
       try {
         stub.syscall(SYS.epoll_ctl, r.fd, EPOLL_CTL_ADD, w.tfd, stub.put(ev, 0));
       } catch (e) {
-        throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-          `cannot re-register fd ${w.tfd} in epoll fd ${r.fd} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot re-register fd ${w.tfd} in epoll fd ${r.fd} of pid ${proc.pid}: ${(e as Error).message}`, {
+          cause: e,
+        });
       }
     }
   }

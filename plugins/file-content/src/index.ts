@@ -20,8 +20,18 @@ import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, unli
 import { dirname, join } from 'node:path';
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import {createSessionState, definePlugin, procfs, remoteOpen, type DumpSession, type FdClaim, type FdDumpRequest, type FdRecord,
-  type ProcessDump, type ProcessRestore, type RestoreSession,
+import {
+  createSessionState,
+  definePlugin,
+  procfs,
+  remoteOpen,
+  type DumpSession,
+  type FdClaim,
+  type FdDumpRequest,
+  type FdRecord,
+  type ProcessDump,
+  type ProcessRestore,
+  type RestoreSession,
 } from '@ckpt/core';
 import { fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
@@ -67,7 +77,9 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
   const path = unlinked ? req.link.slice(0, -' (deleted)'.length) : req.link;
   const flags = req.info.flags & ~O_CLOEXEC;
   const rule = fileRuleFor(fileRulesOf(proc.session), {
-    path, size: req.stat.size, unlinked,
+    path,
+    size: req.stat.size,
+    unlinked,
     tmpfs: procfs.fsTypeOf(proc.pid, req.info.mntId) === 'tmpfs',
     writable: (flags & O_ACCMODE) !== O_RDONLY,
     append: (flags & O_APPEND) !== 0,
@@ -85,8 +97,19 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
     written.of(proc.session).add(blobName);
   }
   const data: ContentData = {
-    path, unlinked, flags, pos: req.info.pos, mode: req.stat.mode & 0o7777, uid: req.stat.uid, gid: req.stat.gid,
-    size, mtimeMs: req.stat.mtimeMs, sha256, blob: blobName, policy: rule.policy, inode: `${req.stat.dev}:${req.stat.ino}`,
+    path,
+    unlinked,
+    flags,
+    pos: req.info.pos,
+    mode: req.stat.mode & 0o7777,
+    uid: req.stat.uid,
+    gid: req.stat.gid,
+    size,
+    mtimeMs: req.stat.mtimeMs,
+    sha256,
+    blob: blobName,
+    policy: rule.policy,
+    inode: `${req.stat.dev}:${req.stat.ino}`,
   };
   return { kind: 'file', data };
 }

@@ -77,7 +77,11 @@ function procLocks(): LockLine[] {
   } catch {
     return [];
   }
-  return text.split('\n').filter((l) => l && !l.includes('->')).map(parseLockLine).filter((l): l is LockLine => !!l);
+  return text
+    .split('\n')
+    .filter((l) => l && !l.includes('->'))
+    .map(parseLockLine)
+    .filter((l): l is LockLine => !!l);
 }
 
 function describeLock(l: { kind: LockKind; type: string; start: string; end: string | null }): string {
@@ -117,9 +121,11 @@ async function dump(proc: ProcessDump): Promise<void> {
       }
       const kind = KINDS[l.kind];
       if (!kind) {
-        throw new CkptError('ERR_CKPT_UNSUPPORTED',
+        throw new CkptError(
+          'ERR_CKPT_UNSUPPORTED',
           `cannot checkpoint pid ${proc.pid}: fd ${r.fd} (${path}) holds a ${l.kind} (${l.kind === 'LEASE' || l.kind === 'DELEG' ? 'file lease, fcntl F_SETLEASE' : 'unknown kind of lock'}), which ckpt cannot restore`,
-          { hint: 'release it (fcntl(fd, F_SETLEASE, F_UNLCK)) before the checkpoint' });
+          { hint: 'release it (fcntl(fd, F_SETLEASE, F_UNLCK)) before the checkpoint' },
+        );
       }
       if (l.type !== 'READ' && l.type !== 'WRITE') {
         throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${proc.pid}: fd ${r.fd} (${path}) holds a ${l.kind} lock of type ${l.type}`);
@@ -135,17 +141,22 @@ async function dump(proc: ProcessDump): Promise<void> {
     if (l.kind !== 'POSIX' || l.pid !== proc.pid) continue;
     const found = locks.some((x) => x.kind === 'posix' && x.dev === l.dev && x.ino === l.ino && x.start === l.start && x.end === l.end);
     if (!found) {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED',
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
         `cannot checkpoint pid ${proc.pid}: /proc/locks shows it holding a POSIX ${l.type.toLowerCase()} lock on inode ${l.dev}:${l.ino} ` +
-        `(bytes ${l.start}-${l.end ?? 'EOF'}) through no fd of its own (a file table shared with another process?)`);
+          `(bytes ${l.start}-${l.end ?? 'EOF'}) through no fd of its own (a file table shared with another process?)`,
+      );
     }
   }
   if (locks.length) proc.put(NAME, { locks } satisfies FileLocksRecord);
 }
 
 const SYS_flock = 73;
-const LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4;
-const EAGAIN = 11, EACCES = 13;
+const LOCK_SH = 1,
+  LOCK_EX = 2,
+  LOCK_NB = 4;
+const EAGAIN = 11,
+  EACCES = 13;
 
 /** struct flock (x86_64): l_type, l_whence (shorts), l_start, l_len (off_t), l_pid (int); 32 bytes. */
 function structFlock(l: LockEntry): Buffer {
@@ -163,18 +174,21 @@ function holderOf(pid: number, fd: number, l: LockEntry): string | undefined {
   let dev: string, ino: number;
   try {
     const st = statSync(`/proc/${pid}/fd/${fd}`);
-    const major = Math.floor(st.dev / 256) & 0xfff, minor = (st.dev & 0xff) | ((Math.floor(st.dev / 4096)) & 0xfff00);
+    const major = Math.floor(st.dev / 256) & 0xfff,
+      minor = (st.dev & 0xff) | (Math.floor(st.dev / 4096) & 0xfff00);
     dev = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
     ino = st.ino;
   } catch {
     return undefined;
   }
-  const lo = BigInt(l.start), hi = l.end === null ? null : BigInt(l.end);
+  const lo = BigInt(l.start),
+    hi = l.end === null ? null : BigInt(l.end);
   for (const x of procLocks()) {
     if (x.dev !== dev || x.ino !== ino || x.pid === pid) continue;
     if (l.kind === 'flock' ? x.kind !== 'FLOCK' : x.kind === 'FLOCK') continue;
     if (l.kind !== 'flock') {
-      const xlo = BigInt(x.start), xhi = x.end === null ? null : BigInt(x.end);
+      const xlo = BigInt(x.start),
+        xhi = x.end === null ? null : BigInt(x.end);
       if ((hi !== null && xlo > hi) || (xhi !== null && xhi < lo)) continue;
     }
     if (l.type === 'read' && x.type === 'READ') continue;
@@ -196,9 +210,10 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
   if (!rec || !stub) return;
   for (const l of rec.locks) {
-    const ret = l.kind === 'flock'
-      ? stub.syscallRaw(SYS_flock, l.fd, (l.type === 'write' ? LOCK_EX : LOCK_SH) | LOCK_NB)
-      : stub.syscallRaw(SYS.fcntl, l.fd, l.kind === 'ofd' ? F_OFD_SETLK : F_SETLK, stub.put(structFlock(l), 0));
+    const ret =
+      l.kind === 'flock'
+        ? stub.syscallRaw(SYS_flock, l.fd, (l.type === 'write' ? LOCK_EX : LOCK_SH) | LOCK_NB)
+        : stub.syscallRaw(SYS.fcntl, l.fd, l.kind === 'ofd' ? F_OFD_SETLK : F_SETLK, stub.put(structFlock(l), 0));
     if (ret >= 0n) continue;
     const errno = Number(-ret);
     let path = l.path;
@@ -210,9 +225,11 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
     const where = `${path} (fd ${l.fd} of pid ${proc.pid})`;
     if (errno === EAGAIN || errno === EACCES) {
       const holder = holderOf(stub.pid, l.fd, l);
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED',
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
         `cannot re-acquire the ${describeLock(l)} of ${where}: the file is locked by someone else now${holder ? `: ${holder}` : ''}`,
-        { hint: 'stop the process holding the lock (e.g. `fuser` or `lslocks` names it), then restore again' });
+        { hint: 'stop the process holding the lock (e.g. `fuser` or `lslocks` names it), then restore again' },
+      );
     }
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot re-acquire the ${describeLock(l)} of ${where}: errno ${errno}`);
   }

@@ -4,14 +4,16 @@ import { z } from 'zod';
 const offset = z.string().regex(/^\d+$/);
 
 export const fileLocksRecord = z.strictObject({
-  locks: z.array(z.strictObject({
-    fd: z.number().int().nonnegative(),
-    kind: z.enum(['flock', 'posix', 'ofd']),
-    type: z.enum(['read', 'write']),
-    start: offset,
-    end: offset.nullable(),
-    path: z.string(),
-    dev: z.string(),
-    ino: z.number().int().nonnegative(),
-  })),
+  locks: z.array(
+    z.strictObject({
+      fd: z.number().int().nonnegative(),
+      kind: z.enum(['flock', 'posix', 'ofd']),
+      type: z.enum(['read', 'write']),
+      start: offset,
+      end: offset.nullable(),
+      path: z.string(),
+      dev: z.string(),
+      ino: z.number().int().nonnegative(),
+    }),
+  ),
 });

@@ -12,12 +12,44 @@
  */
 import { closeSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
 import {
-  CkptError, createSessionState, definePlugin, procfs, saveShmem, shmemFd, STAGE, type DumpSession, type FdDumpRequest, type FdClaim,
-  type FdRecord, type Hooks, type PluginContext, type ProcessDump, type ProcessRestore, type RestoreSession,
+  CkptError,
+  createSessionState,
+  definePlugin,
+  procfs,
+  saveShmem,
+  shmemFd,
+  STAGE,
+  type DumpSession,
+  type FdDumpRequest,
+  type FdClaim,
+  type FdRecord,
+  type Hooks,
+  type PluginContext,
+  type ProcessDump,
+  type ProcessRestore,
+  type RestoreSession,
 } from '@ckpt/core';
 import {
-  native, SYS, O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_DIRECTORY, O_PATH, O_APPEND, O_DIRECT, O_NOATIME,
-  O_SYNC, O_DSYNC, O_LARGEFILE, F_SETFL, F_DUPFD_CLOEXEC, SEEK_SET,
+  native,
+  SYS,
+  O_ACCMODE,
+  O_RDONLY,
+  O_WRONLY,
+  O_RDWR,
+  O_CLOEXEC,
+  O_NOCTTY,
+  O_NONBLOCK,
+  O_DIRECTORY,
+  O_PATH,
+  O_APPEND,
+  O_DIRECT,
+  O_NOATIME,
+  O_SYNC,
+  O_DSYNC,
+  O_LARGEFILE,
+  F_SETFL,
+  F_DUPFD_CLOEXEC,
+  SEEK_SET,
 } from '@ckpt/native';
 import { configuredFileRules, fileRuleFor, sha256File, verifyFile, VERIFY_HASH_MAX, type FileRule } from './rules.js';
 import { filesOptions, filesRecord, type FilesOptions } from './record.js';
@@ -40,7 +72,23 @@ export interface FilesRecord {
 }
 
 /** Filesystems whose files are kernel views: their contents change by themselves. */
-const PSEUDO_FS = new Set(['proc', 'sysfs', 'cgroup', 'cgroup2', 'debugfs', 'tracefs', 'securityfs', 'devpts', 'mqueue', 'bpf', 'configfs', 'pstore', 'efivarfs', 'fusectl', 'hugetlbfs']);
+const PSEUDO_FS = new Set([
+  'proc',
+  'sysfs',
+  'cgroup',
+  'cgroup2',
+  'debugfs',
+  'tracefs',
+  'securityfs',
+  'devpts',
+  'mqueue',
+  'bpf',
+  'configfs',
+  'pstore',
+  'efivarfs',
+  'fusectl',
+  'hugetlbfs',
+]);
 
 /** Flags that belong to the description and that open() accepts back. */
 const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME | O_SYNC | O_DSYNC | O_PATH | O_LARGEFILE;
@@ -80,9 +128,11 @@ function checkPipes(session: DumpSession): void {
     if (set.has('rw') || (set.has('r') && set.has('w'))) continue;
     const { fd, pid } = all.find((r) => r.kind === 'pipe' && (r.data as ReferenceData).pipe?.id === id)!;
     const missing = set.has('r') ? 'write' : 'read';
-    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED_FD',
       `cannot checkpoint pid ${pid}: fd ${fd} is one end of pipe:[${id}] whose ${missing} end is held by a process outside the checkpoint`,
-      { hint: 'start the program with `ckpt run` (stdio to files), or redirect its stdio to files' });
+      { hint: 'start the program with `ckpt run` (stdio to files), or redirect its stdio to files' },
+    );
   }
 }
 
@@ -97,21 +147,32 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
         return { ...base, kind: 'memfd', data: { flags, pos: req.info.pos, shmem } satisfies ReferenceData };
       }
       if (req.link.endsWith(' (deleted)')) {
-        throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
-          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}), which only @ckpt/plugin-file-content can save`);
+        throw new CkptError(
+          'ERR_CKPT_UNSUPPORTED_FD',
+          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} refers to a deleted file (${req.link}), which only @ckpt/plugin-file-content can save`,
+        );
       }
       // Method "reference" (a rule asking for "content" was served by the file-content plugin).
       const fsType = procfs.fsTypeOf(proc.pid, req.info.mntId) ?? '';
       const ruled = fileRuleFor(rulesState.of(proc.session), {
-        path: req.link, size: req.stat.size, unlinked: false, tmpfs: fsType === 'tmpfs',
-        writable: (flags & O_ACCMODE) !== O_RDONLY, append: (flags & O_APPEND) !== 0,
+        path: req.link,
+        size: req.stat.size,
+        unlinked: false,
+        tmpfs: fsType === 'tmpfs',
+        writable: (flags & O_ACCMODE) !== O_RDONLY,
+        append: (flags & O_APPEND) !== 0,
       });
       // Files of kernel pseudo filesystems (/proc, /sys, ...) are views, not contents: reopened as they are.
       const policy = PSEUDO_FS.has(fsType) ? 'disk' : ruled.policy;
       const data: ReferenceData = {
-        path: req.link, flags, pos: req.info.pos, policy,
+        path: req.link,
+        flags,
+        pos: req.info.pos,
+        policy,
         file: {
-          size: req.stat.size, mtimeMs: req.stat.mtimeMs, ino: req.stat.ino,
+          size: req.stat.size,
+          mtimeMs: req.stat.mtimeMs,
+          ino: req.stat.ino,
           ...(policy === 'verify' && req.stat.size <= VERIFY_HASH_MAX ? { sha256: sha256File(req.dupFd) } : {}),
         },
       };
@@ -169,7 +230,8 @@ function openPath(path: string, flags: number, pid: number, fd: number): number 
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (fd ${fd} of pid ${pid}): ${code}`, {
-      cause: e, hint: code === 'ENOENT' ? 'files opened by the process must exist at restore, as at dump time' : undefined,
+      cause: e,
+      hint: code === 'ENOENT' ? 'files opened by the process must exist at restore, as at dump time' : undefined,
     });
   }
 }
@@ -181,8 +243,10 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
     if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
     const st = statSyncSafe(path);
     if (st && st.size < d.pos && st.size > 0 && !(d.flags & O_APPEND)) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-        `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`);
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`,
+      );
     }
   }
   const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
@@ -297,7 +361,12 @@ export const filesPlugin = definePlugin<FilesOptions>(() => ({
   options: filesOptions,
   record: { version: 1, schema: filesRecord, fd: referenceData },
   claims: { stateClasses: ['files'], fdKinds: ['file', 'directory', 'chr', 'fifo', 'pipe', 'memfd'] },
-  show: { fdName, process: (rec: unknown) => [`cwd ${(rec as FilesRecord).cwd}${(rec as FilesRecord).root && (rec as FilesRecord).root !== '/' ? `, root ${(rec as FilesRecord).root}` : ''}, umask ${(rec as FilesRecord).umask.toString(8).padStart(4, '0')}`] },
+  show: {
+    fdName,
+    process: (rec: unknown) => [
+      `cwd ${(rec as FilesRecord).cwd}${(rec as FilesRecord).root && (rec as FilesRecord).root !== '/' ? `, root ${(rec as FilesRecord).root}` : ''}, umask ${(rec as FilesRecord).umask.toString(8).padStart(4, '0')}`,
+    ],
+  },
   apply(hooks: Hooks, ctx: PluginContext<FilesOptions>) {
     hooks.session.beforeDump.tapPromise(NAME, async (session) => {
       rulesState.of(session).push(...configuredFileRules(ctx.options(session)));

@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { referenceData, type ReferenceData } from './reference.js';
 
 const file = (): ReferenceData => ({
-  path: '/srv/app/data.log', flags: 0o102001, pos: 4096, policy: 'verify',
+  path: '/srv/app/data.log',
+  flags: 0o102001,
+  pos: 4096,
+  policy: 'verify',
   file: { size: 8192, mtimeMs: 1700000000123.456, ino: 2621442, sha256: 'a'.repeat(64) },
 });
 const samples = (): Record<string, ReferenceData> => ({

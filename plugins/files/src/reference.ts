@@ -39,25 +39,32 @@ export const referenceData = z.strictObject({
   path: z.string().optional(),
   flags: z.number().int(),
   pos: position,
-  file: z.strictObject({
-    size: wide,
-    mtimeMs: z.number(),
-    ino: wide,
-    sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
-  }).optional(),
+  file: z
+    .strictObject({
+      size: wide,
+      mtimeMs: z.number(),
+      ino: wide,
+      sha256: z
+        .string()
+        .regex(/^[0-9a-f]{64}$/)
+        .optional(),
+    })
+    .optional(),
   policy: z.enum(['image', 'disk', 'verify']).optional(),
-  pipe: z.strictObject({
-    id: z.string(),
-    capacity: uint,
-    data: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).optional(),
-  }).optional(),
+  pipe: z
+    .strictObject({
+      id: z.string(),
+      capacity: uint,
+      data: z
+        .string()
+        .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+        .optional(),
+    })
+    .optional(),
   shmem: shmemRef.optional(),
 });
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
-export type RecordChecks = [
-  Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>,
-  Assert<Same<ReferenceData, z.infer<typeof referenceData>>>,
-];
+export type RecordChecks = [Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>, Assert<Same<ReferenceData, z.infer<typeof referenceData>>>];

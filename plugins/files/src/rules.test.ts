@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configuredFileRules, DEFAULT_FILE_RULES, fileRuleFor, globMatch, sha256File, validateFileRules, verifyFile, type FileProps } from './rules.js';
 
-const file = (path: string, more: Partial<FileProps> = {}): FileProps => ({ path, size: 100, unlinked: false, tmpfs: false, writable: false, append: false, ...more });
+const file = (path: string, more: Partial<FileProps> = {}): FileProps => ({
+  path,
+  size: 100,
+  unlinked: false,
+  tmpfs: false,
+  writable: false,
+  append: false,
+  ...more,
+});
 
 describe('globs', () => {
   it('** spans whole segments only: /srv/**/log.txt is not /srv/catalog.txt', () => {

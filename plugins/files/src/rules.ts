@@ -120,8 +120,10 @@ export function validateFileRules(rules: unknown): FileRule[] {
       }
     }
     if (rule.method && !['reference', 'content'].includes(rule.method)) throw new CkptError('ERR_CKPT_CONFIG', `${at}.method must be "reference" or "content"`);
-    if (rule.policy && !['image', 'disk', 'verify'].includes(rule.policy)) throw new CkptError('ERR_CKPT_CONFIG', `${at}.policy must be "image", "disk" or "verify"`);
-    if (rule.policy === 'image' && rule.method !== 'content') throw new CkptError('ERR_CKPT_CONFIG', `${at}: policy "image" needs method "content" (a reference has no copy to put back)`);
+    if (rule.policy && !['image', 'disk', 'verify'].includes(rule.policy))
+      throw new CkptError('ERR_CKPT_CONFIG', `${at}.policy must be "image", "disk" or "verify"`);
+    if (rule.policy === 'image' && rule.method !== 'content')
+      throw new CkptError('ERR_CKPT_CONFIG', `${at}: policy "image" needs method "content" (a reference has no copy to put back)`);
     return rule;
   });
 }
@@ -137,7 +139,7 @@ export function fileRuleFor(rules: FileRule[], p: FileProps): { method: FileMeth
     if (m.tmpfs !== undefined && m.tmpfs !== p.tmpfs) continue;
     if (m.writable !== undefined && m.writable !== p.writable) continue;
     if (m.append !== undefined && m.append !== p.append) continue;
-    const method = p.unlinked ? 'content' : rule.method ?? 'reference';
+    const method = p.unlinked ? 'content' : (rule.method ?? 'reference');
     const policy = rule.policy ?? (method === 'content' ? 'image' : 'verify');
     return { method, policy: method === 'reference' && policy === 'image' ? 'verify' : policy };
   }
@@ -182,7 +184,9 @@ export function verifyFile(path: string, saved: FileIdentity, who: string): void
   try {
     st = statSync(path);
   } catch {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) no longer exists`, { hint: 'restore it, or relocate with --relocate OLD=NEW, or substitute it' });
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) no longer exists`, {
+      hint: 'restore it, or relocate with --relocate OLD=NEW, or substitute it',
+    });
   }
   const changed = (what: string) =>
     new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) changed since the dump (${what}); its restart policy is "verify"`, {

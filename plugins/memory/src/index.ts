@@ -12,13 +12,27 @@
  */
 import { closeSync, openSync, statSync, type Stats } from 'node:fs';
 import {
-  CkptError, definePlugin, procfs, TASK_SIZE,
-  PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN,
-  saveMappedShmem, shmemFd, type DumpSession, type ProcessDump, type ProcessRestore, type Tracee, type Vma,
+  CkptError,
+  definePlugin,
+  procfs,
+  TASK_SIZE,
+  PROT_READ,
+  PROT_WRITE,
+  PROT_EXEC,
+  MAP_SHARED,
+  MAP_PRIVATE,
+  MAP_FIXED,
+  MAP_ANONYMOUS,
+  MAP_GROWSDOWN,
+  saveMappedShmem,
+  shmemFd,
+  type DumpSession,
+  type ProcessDump,
+  type ProcessRestore,
+  type Tracee,
+  type Vma,
 } from '@ckpt/core';
-import {
-  native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64,
-} from '@ckpt/native';
+import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
 import { memoryRecord, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 import { pieces, without } from './ranges.js';
 
@@ -37,8 +51,10 @@ function classify(pid: number, v: Vma): VmaKind {
     // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
     if (v.name.startsWith('/SYSV')) return 'sysv';
     if (v.name.endsWith(' (deleted)')) {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED',
-        `pid ${pid} maps a deleted file at 0x${v.start.toString(16)} (${v.name}); mappings of deleted files and memfds are not supported yet`);
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `pid ${pid} maps a deleted file at 0x${v.start.toString(16)} (${v.name}); mappings of deleted files and memfds are not supported yet`,
+      );
     }
     return shared ? 'file-shared' : 'file-private';
   }
@@ -118,9 +134,17 @@ async function dump(proc: ProcessDump): Promise<void> {
     pagesFile: blob.name,
     pagesBytes: blob.size,
     mm: {
-      startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
-      startBrk: stat.startBrk, brk, startStack: stat.startStack, argStart: stat.argStart, argEnd: stat.argEnd,
-      envStart: stat.envStart, envEnd: stat.envEnd,
+      startCode: stat.startCode,
+      endCode: stat.endCode,
+      startData: stat.startData,
+      endData: stat.endData,
+      startBrk: stat.startBrk,
+      brk,
+      startStack: stat.startStack,
+      argStart: stat.argStart,
+      argEnd: stat.argEnd,
+      envStart: stat.envStart,
+      envEnd: stat.envEnd,
     },
     auxv: procfs.readAuxv(pid).toString('base64'),
     exe: procfs.readExe(pid),
@@ -144,11 +168,19 @@ function mapVdso(rec: MemoryRecord, stub: Tracee): void {
   const base = Math.min(...vdsoGroup.map((v) => v.start));
   stub.syscall(SYS.arch_prctl, ARCH_MAP_VDSO_64, base);
   const now = procfs.readMaps(stub.pid).filter((v) => v.name === '[vdso]' || v.name.startsWith('[vvar'));
-  const want = vdsoGroup.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
-  const got = now.map((v) => `${v.name}@${v.start}-${v.end}`).sort().join(',');
+  const want = vdsoGroup
+    .map((v) => `${v.name}@${v.start}-${v.end}`)
+    .sort()
+    .join(',');
+  const got = now
+    .map((v) => `${v.name}@${v.start}-${v.end}`)
+    .sort()
+    .join(',');
   if (want !== got) {
-    throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
-      `the vdso layout of this kernel differs from the image's (image: ${want}; here: ${got}); restore on the kernel the image was made on`);
+    throw new CkptError(
+      'ERR_CKPT_IMAGE_INCOMPATIBLE',
+      `the vdso layout of this kernel differs from the image's (image: ${want}; here: ${got}); restore on the kernel the image was made on`,
+    );
   }
 }
 
@@ -164,7 +196,8 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
         fd = Number(stub.syscall(SYS.openat, AT_FDCWD, addr, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0));
       } catch (e) {
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot open ${path}, mapped by pid ${proc.pid}: ${(e as NativeError).code}`, {
-          cause: e, hint: 'files mapped by the process must exist at restore, as at dump time',
+          cause: e,
+          hint: 'files mapped by the process must exist at restore, as at dump time',
         });
       }
       fdCache.set(key, fd);
@@ -202,7 +235,8 @@ function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void 
   for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
-    let off = 0, crc = 0;
+    let off = 0,
+      crc = 0;
     for (const piece of pieces(runs)) {
       const r = native.mem.restorePages(stub.pid, piece, fd, off, crc);
       off += r.bytes;
@@ -249,8 +283,10 @@ function checkFile(pid: number, v: VmaRecord): void {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${v.path} (mapped by pid ${pid} at 0x${v.start.toString(16)}) no longer exists`);
   }
   if (v.kind === 'file-private' && v.file && (st.size !== v.file.size || st.ino !== v.file.ino)) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED',
-      `file ${v.path} (mapped privately by pid ${pid}) changed since the dump (size ${v.file.size} -> ${st.size}); its pages would not match`);
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `file ${v.path} (mapped privately by pid ${pid}) changed since the dump (size ${v.file.size} -> ${st.size}); its pages would not match`,
+    );
   }
 }
 

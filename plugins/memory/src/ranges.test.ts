@@ -28,11 +28,7 @@ describe('without', () => {
   });
 
   it('splits a VMA around a cut inside it', () => {
-    expect(without(list, { start: 0x12 * P, end: 0x13 * P })).toEqual([
-      vma(0x10 * P, 0x12 * P, 0x100 * P),
-      vma(0x13 * P, 0x20 * P, 0x103 * P),
-      list[1],
-    ]);
+    expect(without(list, { start: 0x12 * P, end: 0x13 * P })).toEqual([vma(0x10 * P, 0x12 * P, 0x100 * P), vma(0x13 * P, 0x20 * P, 0x103 * P), list[1]]);
   });
 
   it('cuts across several VMAs', () => {

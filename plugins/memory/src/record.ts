@@ -58,8 +58,17 @@ export interface MemoryRecord {
   pagesFile: string;
   pagesBytes: number;
   mm: {
-    startCode: number; endCode: number; startData: number; endData: number; startBrk: number; brk: number;
-    startStack: number; argStart: number; argEnd: number; envStart: number; envEnd: number;
+    startCode: number;
+    endCode: number;
+    startData: number;
+    endData: number;
+    startBrk: number;
+    brk: number;
+    startStack: number;
+    argStart: number;
+    argEnd: number;
+    envStart: number;
+    envEnd: number;
   };
   auxv: string;
   exe: string;
@@ -70,8 +79,17 @@ export const memoryRecord = z.strictObject({
   pagesFile: z.string(),
   pagesBytes: uint,
   mm: z.strictObject({
-    startCode: uint, endCode: uint, startData: uint, endData: uint, startBrk: uint, brk: uint,
-    startStack: uint, argStart: uint, argEnd: uint, envStart: uint, envEnd: uint,
+    startCode: uint,
+    endCode: uint,
+    startData: uint,
+    endData: uint,
+    startBrk: uint,
+    brk: uint,
+    startStack: uint,
+    argStart: uint,
+    argEnd: uint,
+    envStart: uint,
+    envEnd: uint,
   }),
   /** The auxiliary vector (base64). */
   auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),

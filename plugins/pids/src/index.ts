@@ -131,7 +131,8 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
     stub.syscall(SYS.prlimit64, 0, r, 0, base);
     const curHard = stub.read(base, 16).readBigUInt64LE(8);
     const want = (v: string) => (v === 'inf' ? RLIM_INFINITY : BigInt(v));
-    let h = want(hard), s = want(soft);
+    let h = want(hard),
+      s = want(soft);
     if (h > curHard) {
       log('pid %d: rlimit %d hard %s capped at %s', rec.pid, r, hard, rl(curHard));
       h = curHard;

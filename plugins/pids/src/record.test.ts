@@ -10,7 +10,11 @@ const sample = (): PidsRecord => ({
   comm: 'node',
   cmdline: ['node', 'server.js', '--port', '8080'],
   creds: { uid: [1000, 1000, 1000], gid: [1000, 1000, 1000], groups: [4, 24, 27, 1000] },
-  rlimits: [[0, 'inf', 'inf'], [3, '8388608', 'inf'], [7, '1024', '1048576']],
+  rlimits: [
+    [0, 'inf', 'inf'],
+    [3, '8388608', 'inf'],
+    [7, '1024', '1048576'],
+  ],
   personality: 0,
 });
 

@@ -19,17 +19,33 @@
 import { readFileSync } from 'node:fs';
 import { CkptError, definePlugin, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
 import {
-  native, Regs, SYS, ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK, PR_GET_TID_ADDRESS, PR_SET_NAME, SIGKILL, SIGSTOP,
+  native,
+  Regs,
+  SYS,
+  ERESTARTSYS,
+  ERESTARTNOINTR,
+  ERESTARTNOHAND,
+  ERESTART_RESTARTBLOCK,
+  PR_GET_TID_ADDRESS,
+  PR_SET_NAME,
+  SIGKILL,
+  SIGSTOP,
 } from '@ckpt/native';
 import { registersRecord, type RegistersRecord, type ThreadRecord } from './record.js';
 
 export {
-  registersRecord, sigactionRecord, threadRecord, type RegistersRecord, type SigactionRecord, type ThreadRecord,
+  registersRecord,
+  sigactionRecord,
+  threadRecord,
+  type RegistersRecord,
+  type SigactionRecord,
+  type ThreadRecord,
 } from './record.js';
 
 export const NAME = '@ckpt/plugin-registers';
 
-const SS_ONSTACK = 1, SS_DISABLE = 2;
+const SS_ONSTACK = 1,
+  SS_DISABLE = 2;
 const ALL_SIGNALS = (1n << 64n) - 1n;
 const hex = (v: bigint) => '0x' + v.toString(16);
 
@@ -38,8 +54,11 @@ function recordOf(proc: ProcessDump): RegistersRecord {
   let rec = proc.get<RegistersRecord>(NAME);
   if (!rec) {
     rec = {
-      xstateSize: 0, xcr0: '0x0', sigactions: [], sharedPending: [],
-      threads: proc.threads.map((t) => ({ tid: t.pid } as ThreadRecord)),
+      xstateSize: 0,
+      xcr0: '0x0',
+      sigactions: [],
+      sharedPending: [],
+      threads: proc.threads.map((t) => ({ tid: t.pid }) as ThreadRecord),
     };
     proc.put(NAME, rec);
   }
@@ -195,9 +214,11 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
   if (!rec || !stub) return;
   const here = native.ptrace.getXstate(stub.pid);
   if (here.length !== rec.xstateSize) {
-    throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE',
+    throw new CkptError(
+      'ERR_CKPT_IMAGE_INCOMPATIBLE',
       `the image's FPU/vector state (XSTATE ${rec.xstateSize} bytes, xcr0 ${rec.xcr0}) does not fit this CPU (${here.length} bytes)`,
-      { hint: 'restore on a machine with the same CPU features' });
+      { hint: 'restore on a machine with the same CPU features' },
+    );
   }
   // Interval timers last: they start counting now (time spent checkpointed does not count).
   for (const [which, interval, value] of rec.itimers ?? []) {
@@ -218,15 +239,59 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
   });
 }
 
-const SIGNAMES = ['', 'HUP', 'INT', 'QUIT', 'ILL', 'TRAP', 'ABRT', 'BUS', 'FPE', 'KILL', 'USR1', 'SEGV', 'USR2', 'PIPE', 'ALRM', 'TERM',
-  'STKFLT', 'CHLD', 'CONT', 'STOP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'XCPU', 'XFSZ', 'VTALRM', 'PROF', 'WINCH', 'IO', 'PWR', 'SYS'];
+const SIGNAMES = [
+  '',
+  'HUP',
+  'INT',
+  'QUIT',
+  'ILL',
+  'TRAP',
+  'ABRT',
+  'BUS',
+  'FPE',
+  'KILL',
+  'USR1',
+  'SEGV',
+  'USR2',
+  'PIPE',
+  'ALRM',
+  'TERM',
+  'STKFLT',
+  'CHLD',
+  'CONT',
+  'STOP',
+  'TSTP',
+  'TTIN',
+  'TTOU',
+  'URG',
+  'XCPU',
+  'XFSZ',
+  'VTALRM',
+  'PROF',
+  'WINCH',
+  'IO',
+  'PWR',
+  'SYS',
+];
 const sigName = (n: number) => SIGNAMES[n] ?? `RT${n - 32}`;
 
 /** `ckpt show`: handlers, threads, where each thread stopped and what it blocks. */
 function describeRegisters(regs: RegistersRecord): string[] {
   const out: string[] = [];
-  out.push(`signals: handlers for ${regs.sigactions.filter((a) => BigInt(a.handler) > 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}; ` +
-    `ignored ${regs.sigactions.filter((a) => BigInt(a.handler) === 1n).map((a) => sigName(a.sig)).join(' ') || 'none'}`);
+  out.push(
+    `signals: handlers for ${
+      regs.sigactions
+        .filter((a) => BigInt(a.handler) > 1n)
+        .map((a) => sigName(a.sig))
+        .join(' ') || 'none'
+    }; ` +
+      `ignored ${
+        regs.sigactions
+          .filter((a) => BigInt(a.handler) === 1n)
+          .map((a) => sigName(a.sig))
+          .join(' ') || 'none'
+      }`,
+  );
   out.push(`threads: ${regs.threads.length} (xstate ${regs.xstateSize} bytes each)`);
   for (const t of regs.threads) {
     const regsBuf = Buffer.from(t.gpr, 'base64');
@@ -234,7 +299,9 @@ function describeRegisters(regs: RegistersRecord): string[] {
     const blocked = BigInt(t.sigmask);
     const names = [];
     for (let s = 1; s <= 64; s++) if (blocked & (1n << BigInt(s - 1))) names.push(sigName(s));
-    out.push(`  tid ${t.tid} (${t.comm}) rip 0x${regsBuf.readBigUInt64LE(128).toString(16)}${orig >= 0n ? `, in syscall ${orig}` : ''}; blocked ${names.join(' ') || 'none'}`);
+    out.push(
+      `  tid ${t.tid} (${t.comm}) rip 0x${regsBuf.readBigUInt64LE(128).toString(16)}${orig >= 0n ? `, in syscall ${orig}` : ''}; blocked ${names.join(' ') || 'none'}`,
+    );
   }
   return out;
 }

@@ -12,15 +12,20 @@ describe('readSysvRecord', () => {
   });
 
   it('returns a well-formed record', () => {
-    const rec = { namespace: false, objects: [{ kind: 'shm', id: 3, key: 0, uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0o600, size: 4096, destroyed: true, bytes: { offset: 0, length: 4096 } }] };
+    const rec = {
+      namespace: false,
+      objects: [{ kind: 'shm', id: 3, key: 0, uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0o600, size: 4096, destroyed: true, bytes: { offset: 0, length: 4096 } }],
+    };
     expect(readSysvRecord(imageWith(rec))).toEqual(rec);
   });
 
   it('throws ERR_CKPT_IMAGE_CORRUPT naming the file and the field', () => {
     const rec = { namespace: false, objects: [{ kind: 'shm', id: 3, key: '0x10', uid: 0, gid: 0, cuid: 0, cgid: 0, mode: 0o600 }] };
-    expect(() => readSysvRecord(imageWith(rec))).toThrow(expect.objectContaining({
-      code: 'ERR_CKPT_IMAGE_CORRUPT',
-      message: expect.stringMatching(/^image \/img: sysvipc\.json is malformed at objects\[0\]\.key: /),
-    }));
+    expect(() => readSysvRecord(imageWith(rec))).toThrow(
+      expect.objectContaining({
+        code: 'ERR_CKPT_IMAGE_CORRUPT',
+        message: expect.stringMatching(/^image \/img: sysvipc\.json is malformed at objects\[0\]\.key: /),
+      }),
+    );
   });
 });

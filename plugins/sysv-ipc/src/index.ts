@@ -20,14 +20,32 @@
 import { closeSync, openSync, readSync, readlinkSync } from 'node:fs';
 import { z } from 'zod';
 import {
-  CkptError, createSessionState, definePlugin, logger, procfs, validate, type ImageReader, type ProcessRecord, type DumpSession, type PluginContext,
-  type ProcessDump, type ProcessRestore, type RestoreSession,
+  CkptError,
+  createSessionState,
+  definePlugin,
+  logger,
+  procfs,
+  validate,
+  type ImageReader,
+  type ProcessRecord,
+  type DumpSession,
+  type PluginContext,
+  type ProcessDump,
+  type ProcessRestore,
+  type RestoreSession,
 } from '@ckpt/core';
 import { native, SYS, SHM_RDONLY, SHM_EXEC, type IpcObject } from '@ckpt/native';
 import { sysvProcessRecord, sysvRecord, type Attachment, type SavedObject, type SysvProcessRecord, type SysvRecord } from './record.js';
 
 export {
-  attachment, savedObject, sysvProcessRecord, sysvRecord, type Attachment, type SavedObject, type SysvProcessRecord, type SysvRecord,
+  attachment,
+  savedObject,
+  sysvProcessRecord,
+  sysvRecord,
+  type Attachment,
+  type SavedObject,
+  type SysvProcessRecord,
+  type SysvRecord,
 } from './record.js';
 
 export const NAME = '@ckpt/plugin-sysv-ipc';
@@ -93,7 +111,6 @@ const states = createSessionState('sysv-ipc:restore', (_s: RestoreSession) => ({
 export const sysvIpcOptions = z.strictObject({ remap: z.boolean().optional() });
 export type SysvIpcOptions = z.infer<typeof sysvIpcOptions>;
 
-
 /** sysvipc.json of the image, validated (undefined when the image has none). */
 export function readSysvRecord(image: Pick<ImageReader, 'dir' | 'manifest' | 'readJson'>): SysvRecord | undefined {
   if (!image.manifest.files[RECORD]) return undefined;
@@ -124,13 +141,17 @@ async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Pro
       const sameKey = o.key !== 0 ? host.find((h) => h.kind === o.kind && h.key === o.key) : undefined;
       if (opts.remap) {
         if (sameKey) {
-          throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: key 0x${(o.key >>> 0).toString(16)} is in use on this host by ${describe(sameKey)}`,
-            { hint: 'remove it (ipcrm) or restore the application in its own namespace (ckpt run)' });
+          throw new CkptError(
+            'ERR_CKPT_PID_TAKEN',
+            `cannot restore ${describe(o)}: key 0x${(o.key >>> 0).toString(16)} is in use on this host by ${describe(sameKey)}`,
+            { hint: 'remove it (ipcrm) or restore the application in its own namespace (ckpt run)' },
+          );
         }
       } else if (sameId || sameKey) {
         const by = (sameKey ?? sameId)!;
-        throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: its ${sameKey ? 'key' : 'id'} is in use on this host by ${describe(by)}`,
-          { hint: `remove that object (ipcrm -${o.kind === 'shm' ? 'm' : o.kind === 'msg' ? 'q' : 's'} ${by.id}), or restore with --ipc-remap to give the objects new ids` });
+        throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot restore ${describe(o)}: its ${sameKey ? 'key' : 'id'} is in use on this host by ${describe(by)}`, {
+          hint: `remove that object (ipcrm -${o.kind === 'shm' ? 'm' : o.kind === 'msg' ? 'q' : 's'} ${by.id}), or restore with --ipc-remap to give the objects new ids`,
+        });
       }
     }
   }
@@ -175,7 +196,12 @@ async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): 
   const state: RestoreState = { record, ids: new Map(), nsPid };
   objects.forEach((o, i) => state.ids.set(`${o.kind}:${o.id}`, ids[i]));
   states.of(session).state = state;
-  session.onRollback(() => native.ipc.ipcRemove(nsPid, objects.map((o, i) => [o.kind, ids[i]])));
+  session.onRollback(() =>
+    native.ipc.ipcRemove(
+      nsPid,
+      objects.map((o, i) => [o.kind, ids[i]]),
+    ),
+  );
   const moved = objects.filter((o, i) => ids[i] !== o.id).map((o, i) => `${describe(o)} -> id ${ids[i]}`);
   if (moved.length) process.stderr.write(`ckpt: --ipc-remap: ${moved.join('; ')}\n`);
 }
@@ -190,7 +216,11 @@ async function restoreProcess(proc: ProcessRestore): Promise<void> {
     if (id === undefined) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `pid ${proc.pid} attaches shared memory id ${a.shmid}, which the image does not hold`);
     const flags = (a.perms[1] === 'w' ? 0 : SHM_RDONLY) | (a.perms[2] === 'x' ? SHM_EXEC : 0);
     const at = Number(stub.syscall(SYS.shmat, id, a.start, flags));
-    if (at !== a.start) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: shared memory ${a.shmid} attached at 0x${at.toString(16)}, not 0x${a.start.toString(16)}`);
+    if (at !== a.start)
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `pid ${proc.pid}: shared memory ${a.shmid} attached at 0x${at.toString(16)}, not 0x${a.start.toString(16)}`,
+      );
   }
 }
 
@@ -210,16 +240,25 @@ function showIpc(image: ImageReader, procs: readonly ProcessRecord[]) {
   const json = {
     namespace: rec.namespace,
     objects: rec.objects.map((o) => ({
-      kind: o.kind, key: o.key, id: o.id, destroyed: !!o.destroyed,
+      kind: o.kind,
+      key: o.key,
+      id: o.id,
+      destroyed: !!o.destroyed,
       amount: o.kind === 'shm' ? `${o.size} bytes` : o.kind === 'msg' ? `${o.messages?.length ?? 0} messages` : `${o.values?.length ?? 0} semaphores`,
-      attachedBy: procs.flatMap((p) => ((p.records[NAME] as SysvProcessRecord | undefined)?.attachments ?? [])
-        .filter((a) => o.kind === 'shm' && a.shmid === o.id).map((a) => `${p.pid}@0x${a.start.toString(16)}${a.perms[1] === 'w' ? '' : ' ro'}`)),
+      attachedBy: procs.flatMap((p) =>
+        ((p.records[NAME] as SysvProcessRecord | undefined)?.attachments ?? [])
+          .filter((a) => o.kind === 'shm' && a.shmid === o.id)
+          .map((a) => `${p.pid}@0x${a.start.toString(16)}${a.perms[1] === 'w' ? '' : ' ro'}`),
+      ),
     })),
   };
   const lines = [
     `SysV IPC (${json.namespace ? "the application's own IPC namespace" : 'attached on the host'}):`,
     '  KIND  KEY         ID      SIZE/COUNT        ATTACHED BY',
-    ...json.objects.map((o) => `  ${o.kind.padEnd(5)} ${('0x' + (o.key >>> 0).toString(16).padStart(8, '0')).padEnd(11)} ${String(o.id).padEnd(7)} ${o.amount.padEnd(17)} ${o.attachedBy.join(', ') || '-'}${o.destroyed ? ' (removed, still attached)' : ''}`),
+    ...json.objects.map(
+      (o) =>
+        `  ${o.kind.padEnd(5)} ${('0x' + (o.key >>> 0).toString(16).padStart(8, '0')).padEnd(11)} ${String(o.id).padEnd(7)} ${o.amount.padEnd(17)} ${o.attachedBy.join(', ') || '-'}${o.destroyed ? ' (removed, still attached)' : ''}`,
+    ),
   ];
   return { key: 'ipc', json, lines };
 }
@@ -229,7 +268,14 @@ export const sysvIpcPlugin = definePlugin(() => ({
   version: '0.2.0',
   description: 'SysV shared memory (contents, attachments), message queues, semaphore sets',
   options: sysvIpcOptions,
-  flags: [{ command: 'restore' as const, flags: '--ipc-remap', description: 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)', option: 'remap' }],
+  flags: [
+    {
+      command: 'restore' as const,
+      flags: '--ipc-remap',
+      description: 'SysV IPC objects whose ids are taken on the host get new ids (instead of failing)',
+      option: 'remap',
+    },
+  ],
   record: { version: 1, schema: sysvProcessRecord },
   claims: { stateClasses: ['sysvipc' as const] },
   show: { image: showIpc },

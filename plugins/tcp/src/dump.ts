@@ -5,7 +5,14 @@
  */
 import { closeSync, readlinkSync } from 'node:fs';
 import {
-  CkptError, createSessionState, type DumpSession, type FdClaim, type FdDumpRequest, type NetworkLock, type PluginContext, type ProcessDump,
+  CkptError,
+  createSessionState,
+  type DumpSession,
+  type FdClaim,
+  type FdDumpRequest,
+  type NetworkLock,
+  type PluginContext,
+  type ProcessDump,
 } from '@ckpt/core';
 import { native, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_STREAM } from '@ckpt/native';
 import { TCP_STATES, type InetSocketData, type TcpOptions } from './record.js';
@@ -16,7 +23,10 @@ type ConnState = ReturnType<typeof native.sock.tcpDumpConn>;
 type SockInfo = ReturnType<typeof native.sock.sockInfo>;
 
 /** TCP_INFO states (the ones the dump tells apart). */
-const ESTABLISHED = 1, SYN_SENT = 2, CLOSE = 7, LISTEN = 10;
+const ESTABLISHED = 1,
+  SYN_SENT = 2,
+  CLOSE = 7,
+  LISTEN = 10;
 
 interface DumpState {
   /** The network lock's group for this dump's connections (they stay blocked after a successful dump). */
@@ -101,9 +111,18 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
   if (leaveRunning) st.blocks.unblock(info.local, info.peer, nsPid);
   else data.locked = true;
   data.tcp = {
-    inqSeq: conn.inqSeq, outqSeq: conn.outqSeq, inq: conn.inq.toString('base64'), outq: conn.outq.toString('base64'),
-    unsent: conn.unsent, mss: conn.mss, options: conn.options, sndWscale: conn.sndWscale, rcvWscale: conn.rcvWscale,
-    timestamp: conn.timestamp, ...(conn.window ? { window: conn.window } : {}), dumpedAt: Date.now(),
+    inqSeq: conn.inqSeq,
+    outqSeq: conn.outqSeq,
+    inq: conn.inq.toString('base64'),
+    outq: conn.outq.toString('base64'),
+    unsent: conn.unsent,
+    mss: conn.mss,
+    options: conn.options,
+    sndWscale: conn.sndWscale,
+    rcvWscale: conn.rcvWscale,
+    timestamp: conn.timestamp,
+    ...(conn.window ? { window: conn.window } : {}),
+    dumpedAt: Date.now(),
   };
   data.recvQueue = conn.inq.length;
   data.sendQueue = conn.outq.length;

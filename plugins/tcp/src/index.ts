@@ -67,8 +67,16 @@ import { afterRestore, restoreFd } from './restore.js';
 import { describeSocket, inetSocketRows } from './show.js';
 
 export {
-  NAME, TCP_STATES, tcpOptions, inetAddr, tcpConnData, inetSocketData,
-  type InetAddr, type TcpConnData, type InetSocketData, type TcpOptions,
+  NAME,
+  TCP_STATES,
+  tcpOptions,
+  inetAddr,
+  tcpConnData,
+  inetSocketData,
+  type InetAddr,
+  type TcpConnData,
+  type InetSocketData,
+  type TcpOptions,
 } from './record.js';
 export { describeSocket } from './show.js';
 
@@ -77,7 +85,14 @@ export const tcpPlugin = definePlugin(() => ({
   version: '0.2.0',
   description: 'TCP listeners and connections (TCP_REPAIR, behind the network lock), UDP sockets with queued datagrams; IPv4 and IPv6',
   options: tcpOptions,
-  flags: [{ command: 'restore' as const, flags: '--tcp-close', description: 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone', option: 'close' }],
+  flags: [
+    {
+      command: 'restore' as const,
+      flags: '--tcp-close',
+      description: 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone',
+      option: 'close',
+    },
+  ],
   record: { version: 1, fd: inetSocketData },
   claims: { fdKinds: ['tcp', 'udp'] },
   show: { sockets: inetSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as InetSocketData) },

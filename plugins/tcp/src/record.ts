@@ -9,7 +9,20 @@ import type { InetAddr as NativeInetAddr, TcpRepairWindow } from '@ckpt/native';
 export const NAME = '@ckpt/plugin-tcp';
 
 /** TCP_INFO states. */
-export const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
+export const TCP_STATES = [
+  '',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+];
 
 /** Options: `close` (restore --tcp-close): established connections come back reset, for a peer that is gone. */
 export const tcpOptions = z.strictObject({ close: z.boolean().optional() });

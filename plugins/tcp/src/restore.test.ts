@@ -3,7 +3,17 @@ import { describe, expect, it } from 'vitest';
 import { timestampNow } from './restore.js';
 
 const conn = (timestamp: number, dumpedAt: number) => ({
-  inqSeq: 0, outqSeq: 0, inq: '', outq: '', unsent: 0, mss: 1460, options: 0, sndWscale: 0, rcvWscale: 0, timestamp, dumpedAt,
+  inqSeq: 0,
+  outqSeq: 0,
+  inq: '',
+  outq: '',
+  unsent: 0,
+  mss: 1460,
+  options: 0,
+  sndWscale: 0,
+  rcvWscale: 0,
+  timestamp,
+  dumpedAt,
 });
 
 describe('timestampNow', () => {

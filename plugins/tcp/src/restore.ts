@@ -5,9 +5,30 @@
  */
 import { closeSync } from 'node:fs';
 import {
-  CkptError, createSessionState, logger, type FdRecord, type NetworkLock, type PluginContext, type ProcessRestore, type RestoreSession,
+  CkptError,
+  createSessionState,
+  logger,
+  type FdRecord,
+  type NetworkLock,
+  type PluginContext,
+  type ProcessRestore,
+  type RestoreSession,
 } from '@ckpt/core';
-import { native, AF_INET, AF_INET6, F_DUPFD_CLOEXEC, F_SETFL, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '@ckpt/native';
+import {
+  native,
+  AF_INET,
+  AF_INET6,
+  F_DUPFD_CLOEXEC,
+  F_SETFL,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  O_NONBLOCK,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  SO_REUSEADDR,
+} from '@ckpt/native';
 import { TCP_STATES, type InetAddr, type InetSocketData, type TcpConnData, type TcpOptions } from './record.js';
 import { leaveRepair, setOptions } from './options.js';
 import { describeSocket, fmtAddr } from './show.js';
@@ -55,8 +76,12 @@ function bindOrExplain(fd: number, addr: InetAddr, what: string): void {
     const code = (e as { code?: string }).code;
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot bind ${fmtAddr(addr)}: ${code ?? (e as Error).message}`, {
       cause: e,
-      hint: code === 'EADDRINUSE' ? 'another socket holds that address (is the dumped process still running?)'
-        : code === 'EADDRNOTAVAIL' ? 'the address does not exist on this host' : undefined,
+      hint:
+        code === 'EADDRINUSE'
+          ? 'another socket holds that address (is the dumped process still running?)'
+          : code === 'EADDRNOTAVAIL'
+            ? 'the address does not exist on this host'
+            : undefined,
     });
   }
 }
@@ -72,8 +97,9 @@ function repairConnect(fd: number, d: InetSocketData, what: string): void {
   }
   const held = native.sock.tcpDiag(d.local!, d.peer!);
   if (held && held.inode !== 0) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: the connection is open in another socket (inode ${held.inode}, state ${TCP_STATES[held.state]})`,
-      { hint: 'the dumped process (or a copy of it) still runs: stop it before restoring' });
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: the connection is open in another socket (inode ${held.inode}, state ${TCP_STATES[held.state]})`, {
+      hint: 'the dumped process (or a copy of it) still runs: stop it before restoring',
+    });
   }
   if (held) {
     log('%s: destroying the orphaned remains of the old connection (state %s)', what, TCP_STATES[held.state]);
@@ -90,7 +116,7 @@ function repairConnect(fd: number, d: InetSocketData, what: string): void {
 export function timestampNow(t: TcpConnData, now = Date.now()): number {
   const usec = t.timestamp & 1;
   const away = Math.max(0, now - t.dumpedAt) * (usec ? 1000 : 1);
-  return (((t.timestamp + away) >>> 0) & ~1 | usec) >>> 0;
+  return ((((t.timestamp + away) >>> 0) & ~1) | usec) >>> 0;
 }
 
 /** An established connection: blocked, then rebuilt in repair mode (or, with `close`, a reset socket). */
@@ -106,13 +132,21 @@ function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: num
     // Options first: repair mode forces address reuse, which SO_REUSEADDR would undo.
     setOptions(fd, d, what);
     native.sock.tcpRepair(fd, 1);
-    const inq = Buffer.from(t.inq, 'base64'), outq = Buffer.from(t.outq, 'base64');
+    const inq = Buffer.from(t.inq, 'base64'),
+      outq = Buffer.from(t.outq, 'base64');
     native.sock.tcpSetQueueSeqs(fd, (t.inqSeq - inq.length) >>> 0, (t.outqSeq - outq.length) >>> 0);
     bindOrExplain(fd, d.local!, what);
     repairConnect(fd, d, what);
     native.sock.tcpRepairFill(fd, {
-      options: t.options, sndWscale: t.sndWscale, rcvWscale: t.rcvWscale, mss: t.mss, unsent: t.unsent,
-      timestamp: timestampNow(t), inq, outq, ...(t.window ? { window: t.window } : {}),
+      options: t.options,
+      sndWscale: t.sndWscale,
+      rcvWscale: t.rcvWscale,
+      mss: t.mss,
+      unsent: t.unsent,
+      timestamp: timestampNow(t),
+      inq,
+      outq,
+      ...(t.window ? { window: t.window } : {}),
     });
     st.repaired.push({ fd: native.fd.fcntl(fd, F_DUPFD_CLOEXEC, 0), data: d });
     return fd;
@@ -161,7 +195,8 @@ async function refillDatagrams(fd: number, d: InetSocketData, what: string): Pro
   const datagrams = d.datagrams!;
   const to = d.local && !['0.0.0.0', '::'].includes(d.local.addr) ? d.local : { family: d.family, addr: LOOPBACK[d.family], port: d.local?.port ?? 0 };
   for (const g of datagrams) {
-    let dst = to, src = g.from;
+    let dst = to,
+      src = g.from;
     // A dual-stack socket's IPv4 senders: sent over IPv4.
     if (src.family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(src.addr)) {
       src = { family: 4, addr: src.addr.slice(7), port: src.port };

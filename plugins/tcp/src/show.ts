@@ -24,10 +24,16 @@ export function inetSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly
       }
       const i = f.data as InetSocketData;
       const row: SocketRow = {
-        family: i.family === 6 ? 'inet6' : 'inet', type: i.proto,
+        family: i.family === 6 ? 'inet6' : 'inet',
+        type: i.proto,
         state: i.state + (i.backlog !== undefined ? ` (backlog ${i.backlog})` : '') + (i.locked ? ' (blocked)' : ''),
-        holders: [`${p.pid}:${f.fd}`], local: addr(i.local) || '*', remote: addr(i.peer),
-        recvQ: i.recvQueue, recvMessages: i.datagrams?.length ?? 0, sendQ: i.sendQueue, ...(i.note ? { note: i.note } : {}),
+        holders: [`${p.pid}:${f.fd}`],
+        local: addr(i.local) || '*',
+        remote: addr(i.peer),
+        recvQ: i.recvQueue,
+        recvMessages: i.datagrams?.length ?? 0,
+        sendQ: i.sendQueue,
+        ...(i.note ? { note: i.note } : {}),
       };
       rows.push(row);
       byHolder.set(`${p.pid}:${f.fd}`, row);

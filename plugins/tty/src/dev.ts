@@ -1,7 +1,8 @@
 /** dev_t decoding: which device numbers are ptys (pure functions, unit-tested). */
 
 /** Unix98 pty slaves: majors 136..143 (UNIX98_PTY_MAJOR_COUNT 8). */
-export const PTS_MAJOR_FIRST = 136, PTS_MAJOR_LAST = 143;
+export const PTS_MAJOR_FIRST = 136,
+  PTS_MAJOR_LAST = 143;
 
 /** dev_t as the kernel encodes it for userspace (st_rdev, tty_nr, TIOCGDEV). */
 export function devParts(dev: number): { major: number; minor: number } {

@@ -8,7 +8,10 @@ import { NAME, type TtyFdData, type TtyProcessRecord } from './record.js';
 /** tty_nr and tpgid of /proc/PID/stat (fields 7 and 8). */
 function cttyOf(pid: number): { ttyNr: number; tpgid: number; sid: number } {
   const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = text.slice(text.lastIndexOf(')') + 2).trim().split(' ');
+  const f = text
+    .slice(text.lastIndexOf(')') + 2)
+    .trim()
+    .split(' ');
   // f[0] is field 3 (state): field N is f[N - 3].
   return { sid: Number(f[3]), ttyNr: Number(f[4]), tpgid: Number(f[5]) };
 }
@@ -29,7 +32,10 @@ export async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdC
     const fromInfo = req.info.extra['tty-index'];
     index = fromInfo !== undefined ? Number(fromInfo) : ioctlRead(t, req.fd, TIOCGPTN, 4, 0)?.readUInt32LE(0);
     if (index === undefined || !Number.isInteger(index)) {
-      throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is a pty master (${req.link}) whose pty number cannot be read`);
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED_FD',
+        `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is a pty master (${req.link}) whose pty number cannot be read`,
+      );
     }
   } else if (major === 5 && minor === 0) {
     // /dev/tty: really the terminal it was opened on (TIOCGDEV names it); ours when it is a pty.

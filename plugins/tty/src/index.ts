@@ -76,7 +76,14 @@ export const ttyPlugin = definePlugin(() => ({
   version: '0.2.0',
   description: 'ptys recreated as new pairs: termios, window size, packet mode, controlling terminal, foreground group',
   options: ttyOptions,
-  flags: [{ command: 'restore' as const, flags: '--tty', description: "give the restored processes this terminal (ckpt restore's own) as their terminal", option: 'terminal' }],
+  flags: [
+    {
+      command: 'restore' as const,
+      flags: '--tty',
+      description: "give the restored processes this terminal (ckpt restore's own) as their terminal",
+      option: 'terminal',
+    },
+  ],
   record: { version: 1, schema: ttyProcessRecord, fd: ttyFdData },
   claims: { fdKinds: ['ptmx', 'pts'] },
   show: { fdName: (rec: FdRecord) => (rec.data as TtyFdData | undefined)?.path },

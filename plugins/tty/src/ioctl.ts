@@ -2,10 +2,21 @@
 import type { Tracee } from '@ckpt/core';
 import { SYS, O_ACCMODE, O_APPEND, O_NONBLOCK } from '@ckpt/native';
 
-export const TCGETS = 0x5401, TCSETS = 0x5402, TIOCSCTTY = 0x540e, TIOCSPGRP = 0x5410, TIOCGWINSZ = 0x5413, TIOCSWINSZ = 0x5414;
-export const TIOCPKT = 0x5420, TIOCGPTN = 0x80045430, TIOCSPTLCK = 0x40045431, TIOCGDEV = 0x80045432, TIOCGPKT = 0x80045438;
-export const TIOCGPTLCK = 0x80045439, TIOCGPTPEER = 0x5441;
-export const TERMIOS_SIZE = 36, WINSIZE_SIZE = 8;
+export const TCGETS = 0x5401,
+  TCSETS = 0x5402,
+  TIOCSCTTY = 0x540e,
+  TIOCSPGRP = 0x5410,
+  TIOCGWINSZ = 0x5413,
+  TIOCSWINSZ = 0x5414;
+export const TIOCPKT = 0x5420,
+  TIOCGPTN = 0x80045430,
+  TIOCSPTLCK = 0x40045431,
+  TIOCGDEV = 0x80045432,
+  TIOCGPKT = 0x80045438;
+export const TIOCGPTLCK = 0x80045439,
+  TIOCGPTPEER = 0x5441;
+export const TERMIOS_SIZE = 36,
+  WINSIZE_SIZE = 8;
 /** The open flags saved and given back (access mode, O_APPEND, O_NONBLOCK). */
 export const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK;
 export const EPERM = 1n;

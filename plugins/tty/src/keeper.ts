@@ -70,7 +70,7 @@ function startForwarder(m: number, onClose: () => void): void {
     if (closed) return;
     const data = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
     try {
-      for (let off = 0; off < data.length;) off += writeSync(m, data, off);
+      for (let off = 0; off < data.length; ) off += writeSync(m, data, off);
     } catch {
       /* the terminal's input queue is full or gone: dropped */
     }

@@ -92,9 +92,9 @@ export function plan(session: RestoreSession, opts: TtyOptions, log: Logger): Tt
   if (opts.terminal) {
     const fd = restorerTerminal();
     if (fd === undefined) {
-      throw new CkptError('ERR_CKPT_USAGE',
-        'ckpt restore --tty: ckpt restore has no terminal to give (none of its stdin, stdout and stderr is a terminal)',
-        { hint: 'run ckpt restore --tty from a terminal (or under script, tmux, ssh -t), or restore without --tty' });
+      throw new CkptError('ERR_CKPT_USAGE', 'ckpt restore --tty: ckpt restore has no terminal to give (none of its stdin, stdout and stderr is a terminal)', {
+        hint: 'run ckpt restore --tty from a terminal (or under script, tmux, ssh -t), or restore without --tty',
+      });
     }
     const index = imageTerminal(session, state);
     if (index === undefined) log('--tty: the image has no terminal: nothing to replace');

@@ -11,7 +11,12 @@ const proc = (): TtyProcessRecord => ({ ctty: { index: 3, leader: true, tpgid: 4
 
 describe('ttyFdData', () => {
   it('accepts a slave, a master, /dev/tty and a hung-up terminal as the dump writes them', () => {
-    for (const d of [slave(), master(), { ...slave(), path: '/dev/tty', devTty: true }, { side: 'slave', index: 0, path: '/dev/pts/0', flags: 0, hungUp: true }]) {
+    for (const d of [
+      slave(),
+      master(),
+      { ...slave(), path: '/dev/tty', devTty: true },
+      { side: 'slave', index: 0, path: '/dev/pts/0', flags: 0, hungUp: true },
+    ]) {
       const json = JSON.parse(JSON.stringify(d));
       expect(ttyFdData.parse(json)).toEqual(json);
     }

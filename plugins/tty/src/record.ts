@@ -66,7 +66,4 @@ export const ttyProcessRecord = z.strictObject({
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
-export type RecordChecks = [
-  Assert<Same<TtyFdData, z.infer<typeof ttyFdData>>>,
-  Assert<Same<TtyProcessRecord, z.infer<typeof ttyProcessRecord>>>,
-];
+export type RecordChecks = [Assert<Same<TtyFdData, z.infer<typeof ttyFdData>>>, Assert<Same<TtyProcessRecord, z.infer<typeof ttyProcessRecord>>>];

@@ -3,7 +3,20 @@ import { closeSync, openSync } from 'node:fs';
 import { CkptError, type FdRecord, type Logger, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, SYS, O_APPEND, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDWR, F_DUPFD_CLOEXEC, F_SETFL, SIGTTOU, SIGWINCH } from '@ckpt/native';
 import {
-  EPERM, int32, ioctlRead, ioctlWrite, KEEP_FLAGS, TCSETS, TIOCGPTN, TIOCGPTPEER, TIOCGWINSZ, TIOCPKT, TIOCSCTTY, TIOCSPGRP, TIOCSPTLCK, TIOCSWINSZ,
+  EPERM,
+  int32,
+  ioctlRead,
+  ioctlWrite,
+  KEEP_FLAGS,
+  TCSETS,
+  TIOCGPTN,
+  TIOCGPTPEER,
+  TIOCGWINSZ,
+  TIOCPKT,
+  TIOCSCTTY,
+  TIOCSPGRP,
+  TIOCSPTLCK,
+  TIOCSWINSZ,
   WINSIZE_SIZE,
 } from './ioctl.js';
 import { closeQuietly, stateOf, type PtyPlan, type TtyState } from './plan.js';
@@ -43,7 +56,9 @@ function ensurePty(p: PtyPlan, proc: ProcessRestore, state: TtyState, log: Logge
   try {
     m = openSync('/dev/ptmx', O_RDWR | O_NOCTTY | O_CLOEXEC);
   } catch (e) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot create a pty for pid ${proc.pid} (open /dev/ptmx: ${(e as NodeJS.ErrnoException).code})`, { cause: e });
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot create a pty for pid ${proc.pid} (open /dev/ptmx: ${(e as NodeJS.ErrnoException).code})`, {
+      cause: e,
+    });
   }
   state.open.add(m);
   p.master = m;
@@ -81,7 +96,9 @@ function openTerminal(p: PtyPlan, proc: ProcessRestore, state: TtyState, flags: 
   try {
     fd = openSync(`/proc/self/fd/${term.fd}`, (flags & KEEP_FLAGS) | O_NOCTTY | O_CLOEXEC);
   } catch (e) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt restore --tty: cannot open its own terminal (fd ${term.fd}): ${(e as NodeJS.ErrnoException).code}`, { cause: e });
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt restore --tty: cannot open its own terminal (fd ${term.fd}): ${(e as NodeJS.ErrnoException).code}`, {
+      cause: e,
+    });
   }
   if (!term.termiosApplied && p.termios) {
     term.termiosApplied = true;

@@ -23,20 +23,21 @@ export function checkName(raw: Buffer, d: UnixSocketData, where: string, diag: U
       return;
     }
     if (!st.isSocket()) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: ${path} exists and is not a socket`,
-        { hint: `move ${path} away and retry` });
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: ${path} exists and is not a socket`, { hint: `move ${path} away and retry` });
     }
     if (diag.some((e) => e.vfsIno === st.ino)) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: ${path} is bound by a live socket${holdersOfPathHint(diag, st.ino)}`,
-        { hint: 'stop the process listening there (is the checkpointed program still running?) and retry' });
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: ${path} is bound by a live socket${holdersOfPathHint(diag, st.ino)}`, {
+        hint: 'stop the process listening there (is the checkpointed program still running?) and retry',
+      });
     }
     if (remove) unlinkSync(path);
     return;
   }
   const inUse = diag.find((e) => e.name?.equals(raw));
   if (inUse) {
-    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: the abstract address ${addrText(raw)} is in use${holdersOfHint(inUse.ino)}`,
-      { hint: 'stop the process bound to it (is the checkpointed program still running?) and retry' });
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: the abstract address ${addrText(raw)} is in use${holdersOfHint(inUse.ino)}`, {
+      hint: 'stop the process bound to it (is the checkpointed program still running?) and retry',
+    });
   }
 }
 /** " (by pid N (comm) fd M)" for the holders of socket inode ino, or "". */

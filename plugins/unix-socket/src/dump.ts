@@ -24,8 +24,10 @@ interface DumpState {
   saved: Array<{ pid: number; fd: number; d: UnixSocketData; wqueue: number }>;
 }
 /** One snapshot per dump, taken at the first socket: every process of the tree is frozen by then. */
-const dumpStates = createSessionState('unix:dump', (_s: DumpSession): DumpState => (
-  { netns: statSync('/proc/self/ns/net').ino, diag: new Map(native.sock.unixDiag().map((e) => [e.ino, e])), saved: [] }));
+const dumpStates = createSessionState(
+  'unix:dump',
+  (_s: DumpSession): DumpState => ({ netns: statSync('/proc/self/ns/net').ino, diag: new Map(native.sock.unixDiag().map((e) => [e.ino, e])), saved: [] }),
+);
 const dumpState = (session: DumpSession) => dumpStates.of(session);
 
 /** Is the fd a socket whose SO_DOMAIN is AF_UNIX? */
@@ -47,8 +49,10 @@ function diagOf(req: FdDumpRequest, pid: number, st: DumpState): { type: UnixTyp
     throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix socket of an unknown type`);
   }
   if (native.sock.unixNetns(req.dupFd) !== st.netns) {
-    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
-      `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix ${type} socket of another network namespace, which ckpt does not save`);
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED_FD',
+      `cannot checkpoint pid ${pid}: fd ${req.fd} is a unix ${type} socket of another network namespace, which ckpt does not save`,
+    );
   }
   const e = st.diag.get(req.stat.ino);
   if (!e) {
@@ -129,21 +133,27 @@ function dumpQueue(req: FdDumpRequest, d: UnixSocketData, e: UnixDiagEntry, pid:
   const stream = type === 'stream';
   const peeked = native.sock.unixPeek(req.dupFd, stream, stream ? e.rqueue : undefined, type === 'seqpacket' && (e.shutdown & RCV_SHUTDOWN) !== 0);
   if (peeked.rights || peeked.truncated) {
-    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED_FD',
       `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with ${peeked.rights || 'some'} file descriptors in flight (SCM_RIGHTS) in its receive queue, which ckpt does not save`,
-      { hint: 'checkpoint once the receiving process has read its messages (retry in a moment)' });
+      { hint: 'checkpoint once the receiving process has read its messages (retry in a moment)' },
+    );
   }
   if (peeked.oob) {
-    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED_FD',
       `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with out-of-band data (MSG_OOB) queued, which ckpt does not save`,
-      { hint: 'checkpoint once the process has read it (retry in a moment)' });
+      { hint: 'checkpoint once the process has read it (retry in a moment)' },
+    );
   }
   if (peeked.error) d.error = peeked.error;
   queueMessages(d, peeked.messages, stream);
   const expected = type === 'dgram' ? (d.queue.length ? Buffer.from(d.queue[0].data, 'base64').length : 0) : d.queuedBytes;
   if (expected !== e.rqueue) {
-    throw new CkptError('ERR_CKPT_DUMP_FAILED',
-      `pid ${pid} fd ${req.fd} (${describeSocket(d)}): read ${expected} queued bytes where the kernel reports ${e.rqueue} (out-of-band data?)`);
+    throw new CkptError(
+      'ERR_CKPT_DUMP_FAILED',
+      `pid ${pid} fd ${req.fd} (${describeSocket(d)}): read ${expected} queued bytes where the kernel reports ${e.rqueue} (out-of-band data?)`,
+    );
   }
 }
 
@@ -155,7 +165,13 @@ export function makeDumpFd(log: Logger) {
     const st = dumpState(proc.session);
     const { type, e } = diagOf(req, pid, st);
     const d: UnixSocketData = {
-      ino: e.ino, type, state: 'unconnected', flags: req.info.flags & O_NONBLOCK, shutdown: e.shutdown, queue: [], queuedBytes: 0,
+      ino: e.ino,
+      type,
+      state: 'unconnected',
+      flags: req.info.flags & O_NONBLOCK,
+      shutdown: e.shutdown,
+      queue: [],
+      queuedBytes: 0,
       opts: readOptions(req.dupFd),
     };
     dumpName(d, e, pid);
@@ -175,9 +191,15 @@ type Saved = DumpState['saved'][number];
 /** The refusal of a socket tied to the outside: `what`: how; `ino`: the outside socket; `declare`: the address --external takes. */
 function outside(pid: number, fd: number, d: UnixSocketData, what: string, ino: number, declare: string | undefined, then: string): CkptError {
   const holders = ino ? holdersOf(ino) : '';
-  return new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+  return new CkptError(
+    'ERR_CKPT_UNSUPPORTED_FD',
     `cannot checkpoint pid ${pid}: fd ${fd} is ${describeSocket(d)} ${what}${holders ? ` (held by ${holders})` : ''}, outside the checkpointed tree`,
-    { hint: declare ? `declare it with --external unix:${declare} (${then}), or checkpoint a tree that holds both ends` : 'checkpoint a tree that holds both ends' });
+    {
+      hint: declare
+        ? `declare it with --external unix:${declare} (${then}), or checkpoint a tree that holds both ends`
+        : 'checkpoint a tree that holds both ends',
+    },
+  );
 }
 
 /** Makes d external: it connects to the declared address of its peer afresh at restore. */
@@ -192,14 +214,29 @@ function connectedOutside(log: Logger, ext: Map<string, string>, { pid, fd, d }:
   if (accepted) {
     // An outside client of a listener of the tree.
     if (!ext.has(d.name!)) {
-      throw outside(pid, fd, d, `accepted from a client ${d.peerName ? `at ${d.peerName}` : '(an unnamed socket)'}`, d.peer!, d.name,
-        'it is then restored as a connection whose client has gone: its queued data, then end of file');
+      throw outside(
+        pid,
+        fd,
+        d,
+        `accepted from a client ${d.peerName ? `at ${d.peerName}` : '(an unnamed socket)'}`,
+        d.peer!,
+        d.name,
+        'it is then restored as a connection whose client has gone: its queued data, then end of file',
+      );
     }
     log('pid %d fd %d: outside client of %s declared external: restored disconnected', pid, fd, d.name);
     d.state = 'disconnected';
   } else {
     if (!d.peerName || !ext.has(d.peerName)) {
-      throw outside(pid, fd, d, `connected to ${d.peerName ?? 'an unnamed socket'}`, d.peer!, d.peerName, `it is then connected to ${d.peerName} afresh at restore`);
+      throw outside(
+        pid,
+        fd,
+        d,
+        `connected to ${d.peerName ?? 'an unnamed socket'}`,
+        d.peer!,
+        d.peerName,
+        `it is then connected to ${d.peerName} afresh at restore`,
+      );
     }
     declareExternal(d, ext);
     d.droppedBytes = d.queuedBytes;
@@ -214,9 +251,11 @@ function pendingClient(st: DumpState, ext: Map<string, string>, inTree: Set<numb
     return;
   }
   if (wqueue > 0) {
-    throw new CkptError('ERR_CKPT_UNSUPPORTED_FD',
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED_FD',
       `cannot checkpoint pid ${pid}: fd ${fd} is ${describeSocket(d)} connected to ${listener.name ? addrText(listener.name) : 'a listener'} that has not accepted it yet, with data already sent on it, which cannot be read before the listener accepts it`,
-      { hint: 'checkpoint once the server has accepted the connection (retry in a moment)' });
+      { hint: 'checkpoint once the server has accepted the connection (retry in a moment)' },
+    );
   }
   d.peerName = listener.name ? addrText(listener.name) : undefined;
   d.peerNameRaw = listener.name?.toString('base64');
@@ -224,8 +263,15 @@ function pendingClient(st: DumpState, ext: Map<string, string>, inTree: Set<numb
     d.listener = listener.ino;
   } else {
     if (!d.peerName || !ext.has(d.peerName)) {
-      throw outside(pid, fd, d, `connected (not yet accepted) to the listener ${d.peerName ?? '(unnamed)'}`, listener.ino, d.peerName,
-        `it is then connected to ${d.peerName} afresh at restore`);
+      throw outside(
+        pid,
+        fd,
+        d,
+        `connected (not yet accepted) to the listener ${d.peerName ?? '(unnamed)'}`,
+        listener.ino,
+        d.peerName,
+        `it is then connected to ${d.peerName} afresh at restore`,
+      );
     }
     declareExternal(d, ext);
   }

@@ -70,8 +70,12 @@ export function fillDatagrams(b: Build, s: Sock, log: Logger): void {
       try {
         native.sock.unixSend(sender, data, toPartner ? null : own);
       } catch (e) {
-        throw restoreError(s, `writing back ${s.d.queue.length} queued datagrams`, e,
-          (e as NativeError).code === 'EAGAIN' ? 'more datagrams were queued than net.unix.max_dgram_qlen lets a socket other than its peer queue' : undefined);
+        throw restoreError(
+          s,
+          `writing back ${s.d.queue.length} queued datagrams`,
+          e,
+          (e as NativeError).code === 'EAGAIN' ? 'more datagrams were queued than net.unix.max_dgram_qlen lets a socket other than its peer queue' : undefined,
+        );
       }
     }
   } finally {

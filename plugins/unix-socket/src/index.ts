@@ -60,8 +60,19 @@ import { makeRestoreFd } from './restore.js';
 import { describeSocket, unixSocketRows } from './show.js';
 
 export {
-  NAME, unixSocketOptions, unixType, unixState, unixOptions, queuedMessage, unixSocketData,
-  type UnixSocketOptions, type UnixType, type UnixState, type UnixOptions, type QueuedMessage, type UnixSocketData,
+  NAME,
+  unixSocketOptions,
+  unixType,
+  unixState,
+  unixOptions,
+  queuedMessage,
+  unixSocketData,
+  type UnixSocketOptions,
+  type UnixType,
+  type UnixState,
+  type UnixOptions,
+  type QueuedMessage,
+  type UnixSocketData,
 } from './record.js';
 export { addrText } from './names.js';
 
@@ -71,8 +82,20 @@ export const unixSocketPlugin = definePlugin(() => ({
   description: 'AF_UNIX stream, datagram and seqpacket sockets: pairs, listeners, pending connections, queued data, options',
   options: unixSocketOptions,
   flags: [
-    { command: 'dump' as const, flags: '--external <spec...>', description: 'accept a peer outside the tree, reconnected at restore: unix:PATH or unix:@ABSTRACT; repeatable', option: 'external', list: true },
-    { command: 'restore' as const, flags: '--external <spec...>', description: 'reconnect an external peer of the image elsewhere: unix:PATH=NEWPATH; repeatable', option: 'external', list: true },
+    {
+      command: 'dump' as const,
+      flags: '--external <spec...>',
+      description: 'accept a peer outside the tree, reconnected at restore: unix:PATH or unix:@ABSTRACT; repeatable',
+      option: 'external',
+      list: true,
+    },
+    {
+      command: 'restore' as const,
+      flags: '--external <spec...>',
+      description: 'reconnect an external peer of the image elsewhere: unix:PATH=NEWPATH; repeatable',
+      option: 'external',
+      list: true,
+    },
   ],
   record: { version: 1, fd: unixSocketData },
   claims: { fdKinds: ['unix'] },

@@ -4,8 +4,15 @@ import type { UnixSocketData } from './record.js';
 import { addrText, bindsName, externals, isPath, parseAddrText, pathOf, rawOf, reachable } from './names.js';
 
 const rec = (more: Partial<UnixSocketData>): UnixSocketData => ({
-  ino: 1, type: 'stream', state: 'unconnected', flags: 0, shutdown: 0, queue: [], queuedBytes: 0,
-  opts: { sndbuf: 0, rcvbuf: 0, passcred: false, passsec: false, peekOff: -1, rcvlowat: 1, rcvtimeo: [0, 0], sndtimeo: [0, 0] }, ...more,
+  ino: 1,
+  type: 'stream',
+  state: 'unconnected',
+  flags: 0,
+  shutdown: 0,
+  queue: [],
+  queuedBytes: 0,
+  opts: { sndbuf: 0, rcvbuf: 0, passcred: false, passsec: false, peekOff: -1, rcvlowat: 1, rcvtimeo: [0, 0], sndtimeo: [0, 0] },
+  ...more,
 });
 
 describe('addrText / parseAddrText', () => {
@@ -17,7 +24,13 @@ describe('addrText / parseAddrText', () => {
   });
 
   it('round-trips every abstract name and path', () => {
-    for (const raw of [Buffer.from('/run/x.sock'), Buffer.from('rel/y'), Buffer.from('\0abc'), Buffer.from([0, 0, 1, 0x5c, 0x78, 0x7f, 0x80, 0xff]), Buffer.from('\0@x')]) {
+    for (const raw of [
+      Buffer.from('/run/x.sock'),
+      Buffer.from('rel/y'),
+      Buffer.from('\0abc'),
+      Buffer.from([0, 0, 1, 0x5c, 0x78, 0x7f, 0x80, 0xff]),
+      Buffer.from('\0@x'),
+    ]) {
       expect(parseAddrText(addrText(raw)).equals(raw)).toBe(true);
     }
   });
@@ -41,7 +54,11 @@ describe('rawOf / isPath', () => {
 describe('externals', () => {
   it('keeps the unix: entries, with their new address when one is given', () => {
     const m = externals(['unix:/run/a', 'unix:@b=/run/c', 'tcp:1.2.3.4:5', 'unix:', 'unix:/d=']);
-    expect([...m]).toEqual([['/run/a', '/run/a'], ['@b', '/run/c'], ['/d', '']]);
+    expect([...m]).toEqual([
+      ['/run/a', '/run/a'],
+      ['@b', '/run/c'],
+      ['/d', ''],
+    ]);
     expect(externals(undefined).size).toBe(0);
   });
 });

@@ -4,41 +4,137 @@ import { unixSocketData, unixSocketOptions, type QueuedMessage, type UnixOptions
 
 /** The record types as they were written by hand before the schemas (they must not drift). */
 interface LegacyUnixOptions {
-  sndbuf: number; rcvbuf: number; passcred: boolean; passsec: boolean; peekOff: number; rcvlowat: number;
-  rcvtimeo: [number, number]; sndtimeo: [number, number];
+  sndbuf: number;
+  rcvbuf: number;
+  passcred: boolean;
+  passsec: boolean;
+  peekOff: number;
+  rcvlowat: number;
+  rcvtimeo: [number, number];
+  sndtimeo: [number, number];
 }
-interface LegacyQueuedMessage { data: string; from?: string; fromRaw?: string }
+interface LegacyQueuedMessage {
+  data: string;
+  from?: string;
+  fromRaw?: string;
+}
 interface LegacyUnixSocketData {
-  ino: number; type: 'stream' | 'dgram' | 'seqpacket'; state: 'unconnected' | 'listening' | 'connected' | 'pending' | 'disconnected';
-  flags: number; name?: string; nameRaw?: string; bound?: boolean; dir?: string; file?: { present: boolean; mode?: number; uid?: number; gid?: number };
-  peer?: number; peerName?: string; peerNameRaw?: string; listener?: number; external?: string; externalRaw?: string; backlog?: number;
-  pending?: number[]; droppedPending?: number; shutdown: number; error?: number; queue: LegacyQueuedMessage[]; queuedBytes: number;
-  droppedBytes?: number; opts: LegacyUnixOptions;
+  ino: number;
+  type: 'stream' | 'dgram' | 'seqpacket';
+  state: 'unconnected' | 'listening' | 'connected' | 'pending' | 'disconnected';
+  flags: number;
+  name?: string;
+  nameRaw?: string;
+  bound?: boolean;
+  dir?: string;
+  file?: { present: boolean; mode?: number; uid?: number; gid?: number };
+  peer?: number;
+  peerName?: string;
+  peerNameRaw?: string;
+  listener?: number;
+  external?: string;
+  externalRaw?: string;
+  backlog?: number;
+  pending?: number[];
+  droppedPending?: number;
+  shutdown: number;
+  error?: number;
+  queue: LegacyQueuedMessage[];
+  queuedBytes: number;
+  droppedBytes?: number;
+  opts: LegacyUnixOptions;
 }
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
-const opts: UnixOptions = { sndbuf: 212992, rcvbuf: 212992, passcred: false, passsec: false, peekOff: -1, rcvlowat: 1, rcvtimeo: [0, 0], sndtimeo: [5, 250000] };
+const opts: UnixOptions = {
+  sndbuf: 212992,
+  rcvbuf: 212992,
+  passcred: false,
+  passsec: false,
+  peekOff: -1,
+  rcvlowat: 1,
+  rcvtimeo: [0, 0],
+  sndtimeo: [5, 250000],
+};
 
 const listener: UnixSocketData = {
-  ino: 81234, type: 'stream', state: 'listening', flags: 0o4000, name: 'srv.sock', nameRaw: b64('srv.sock'), bound: true, dir: '/tmp/app',
-  file: { present: true, mode: 0o755, uid: 1000, gid: 1000 }, backlog: 128, pending: [81240], droppedPending: 1, shutdown: 0, queue: [], queuedBytes: 0, opts,
+  ino: 81234,
+  type: 'stream',
+  state: 'listening',
+  flags: 0o4000,
+  name: 'srv.sock',
+  nameRaw: b64('srv.sock'),
+  bound: true,
+  dir: '/tmp/app',
+  file: { present: true, mode: 0o755, uid: 1000, gid: 1000 },
+  backlog: 128,
+  pending: [81240],
+  droppedPending: 1,
+  shutdown: 0,
+  queue: [],
+  queuedBytes: 0,
+  opts,
 };
 const accepted: UnixSocketData = {
-  ino: 81235, type: 'stream', state: 'connected', flags: 0, name: 'srv.sock', nameRaw: b64('srv.sock'), bound: false, dir: '/tmp/app',
-  file: { present: true, mode: 0o755, uid: 1000, gid: 1000 }, peer: 81236, shutdown: 1, error: 104,
-  queue: [{ data: b64('hello world') }], queuedBytes: 11, opts,
+  ino: 81235,
+  type: 'stream',
+  state: 'connected',
+  flags: 0,
+  name: 'srv.sock',
+  nameRaw: b64('srv.sock'),
+  bound: false,
+  dir: '/tmp/app',
+  file: { present: true, mode: 0o755, uid: 1000, gid: 1000 },
+  peer: 81236,
+  shutdown: 1,
+  error: 104,
+  queue: [{ data: b64('hello world') }],
+  queuedBytes: 11,
+  opts,
 };
 const externalClient: UnixSocketData = {
-  ino: 81237, type: 'seqpacket', state: 'connected', flags: 0, peer: 99, peerName: '@bus', peerNameRaw: Buffer.from('\0bus').toString('base64'),
-  external: '/run/bus', externalRaw: b64('/run/bus'), shutdown: 0, queue: [{ data: b64('x') }], queuedBytes: 1, droppedBytes: 1, opts,
+  ino: 81237,
+  type: 'seqpacket',
+  state: 'connected',
+  flags: 0,
+  peer: 99,
+  peerName: '@bus',
+  peerNameRaw: Buffer.from('\0bus').toString('base64'),
+  external: '/run/bus',
+  externalRaw: b64('/run/bus'),
+  shutdown: 0,
+  queue: [{ data: b64('x') }],
+  queuedBytes: 1,
+  droppedBytes: 1,
+  opts,
 };
 const dgram: UnixSocketData = {
-  ino: 81238, type: 'dgram', state: 'unconnected', flags: 0, name: '@log', nameRaw: Buffer.from('\0log').toString('base64'), bound: true,
-  shutdown: 0, queue: [{ data: b64('a'), from: '/tmp/c', fromRaw: b64('/tmp/c') }, { data: '' }], queuedBytes: 1, opts,
+  ino: 81238,
+  type: 'dgram',
+  state: 'unconnected',
+  flags: 0,
+  name: '@log',
+  nameRaw: Buffer.from('\0log').toString('base64'),
+  bound: true,
+  shutdown: 0,
+  queue: [{ data: b64('a'), from: '/tmp/c', fromRaw: b64('/tmp/c') }, { data: '' }],
+  queuedBytes: 1,
+  opts,
 };
 const pending: UnixSocketData = {
-  ino: 81240, type: 'stream', state: 'pending', flags: 0, peer: 0, peerName: 'srv.sock', peerNameRaw: b64('srv.sock'), listener: 81234,
-  shutdown: 0, queue: [], queuedBytes: 0, opts, file: { present: false },
+  ino: 81240,
+  type: 'stream',
+  state: 'pending',
+  flags: 0,
+  peer: 0,
+  peerName: 'srv.sock',
+  peerNameRaw: b64('srv.sock'),
+  listener: 81234,
+  shutdown: 0,
+  queue: [],
+  queuedBytes: 0,
+  opts,
+  file: { present: false },
 };
 
 describe('unixSocketData', () => {

@@ -16,7 +16,8 @@ import { fillDatagrams, fillStream } from './fill.js';
 import { describeSocket } from './show.js';
 
 /** sk_shutdown bits. */
-const RCV_SHUTDOWN = 1, SEND_SHUTDOWN = 2;
+const RCV_SHUTDOWN = 1,
+  SEND_SHUTDOWN = 2;
 const ECONNRESET = 104;
 
 /** A new build, registered in the session, undone (fds closed, socket files removed) if the restore fails. */
@@ -67,8 +68,12 @@ function createSockets(b: Build, list: ImageSock[]): void {
   for (const s of list) {
     if (b.socks.has(s.d.ino)) continue;
     const p = s.d.peer ? byIno.get(s.d.peer) : undefined;
-    const pairable = p && !b.socks.has(p.d.ino) && s.d.state === 'connected' && p.d.type === s.d.type && (
-      s.d.type === 'dgram' ? !p.d.nameRaw : !s.d.nameRaw && !p.d.nameRaw && p.d.peer === s.d.ino);
+    const pairable =
+      p &&
+      !b.socks.has(p.d.ino) &&
+      s.d.state === 'connected' &&
+      p.d.type === s.d.type &&
+      (s.d.type === 'dgram' ? !p.d.nameRaw : !s.d.nameRaw && !p.d.nameRaw && p.d.peer === s.d.ino);
     if (p && pairable) {
       const [x, y] = native.sock.unixSocketpair(TYPE_NUM[s.d.type] | SOCK_NONBLOCK);
       b.socks.set(s.d.ino, { ...s, rfd: own(b, x), pairedWith: p.d.ino });
@@ -187,8 +192,12 @@ function connectExternals(b: Build, session: RestoreSession, log: Logger): void 
     try {
       native.sock.unixConnect(s.rfd, target);
     } catch (e) {
-      throw restoreError(s, `reconnecting to ${addrText(target)} (declared external)`, e,
-        `the program that listens on ${addrText(target)} must be running at restore`);
+      throw restoreError(
+        s,
+        `reconnecting to ${addrText(target)} (declared external)`,
+        e,
+        `the program that listens on ${addrText(target)} must be running at restore`,
+      );
     }
     if (s.d.droppedBytes) log('pid %d fd %d: %d bytes received from %s before the checkpoint are dropped', s.pid, s.fd, s.d.droppedBytes, s.d.external);
   }
@@ -206,7 +215,7 @@ function fillQueues(b: Build, log: Logger): void {
 /** 5a. Datagram sockets connect to their peers (a closed peer: a socket connected to, then closed in step 6). */
 function connectDatagrams(b: Build): void {
   for (const s of b.socks.values()) {
-    if (s.d.type !== 'dgram' || s.d.external || s.pairedWith === s.d.peer && s.pairedWith !== undefined) continue;
+    if (s.d.type !== 'dgram' || s.d.external || (s.pairedWith === s.d.peer && s.pairedWith !== undefined)) continue;
     if (s.d.state === 'connected' && s.d.peer) {
       const p = b.socks.get(s.d.peer);
       const addr = p ? reachable(native.sock.unixName(p.rfd, false), p.d) : rawOf(s.d.peerNameRaw);
@@ -265,7 +274,7 @@ function applyShutdowns(b: Build): void {
     const peer = s.d.peer ? b.socks.get(s.d.peer) : undefined;
     try {
       if (s.d.shutdown & SEND_SHUTDOWN) native.sock.unixShutdown(s.rfd, SHUT_WR);
-      const rcvSetByPeer = s.d.type !== 'dgram' && peer && (peer.d.shutdown & SEND_SHUTDOWN);
+      const rcvSetByPeer = s.d.type !== 'dgram' && peer && peer.d.shutdown & SEND_SHUTDOWN;
       if (s.d.shutdown & RCV_SHUTDOWN && !rcvSetByPeer) native.sock.unixShutdown(s.rfd, SHUT_RD);
     } catch (e) {
       throw restoreError(s, 'shutdown', e);

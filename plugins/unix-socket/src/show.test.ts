@@ -4,8 +4,27 @@ import type { FdRecord } from '@ckpt/core';
 import { NAME, type UnixSocketData } from './record.js';
 import { describeSocket, unixSocketRows } from './show.js';
 
-const opts = { sndbuf: 0, rcvbuf: 0, passcred: false, passsec: false, peekOff: -1, rcvlowat: 1, rcvtimeo: [0, 0] as [number, number], sndtimeo: [0, 0] as [number, number] };
-const rec = (more: Partial<UnixSocketData>): UnixSocketData => ({ ino: 1, type: 'stream', state: 'connected', flags: 0, shutdown: 0, queue: [], queuedBytes: 0, opts, ...more });
+const opts = {
+  sndbuf: 0,
+  rcvbuf: 0,
+  passcred: false,
+  passsec: false,
+  peekOff: -1,
+  rcvlowat: 1,
+  rcvtimeo: [0, 0] as [number, number],
+  sndtimeo: [0, 0] as [number, number],
+};
+const rec = (more: Partial<UnixSocketData>): UnixSocketData => ({
+  ino: 1,
+  type: 'stream',
+  state: 'connected',
+  flags: 0,
+  shutdown: 0,
+  queue: [],
+  queuedBytes: 0,
+  opts,
+  ...more,
+});
 const fd = (n: number, data: UnixSocketData): FdRecord => ({ fd: n, cloexec: false, owner: NAME, kind: 'unix', flags: 2, data });
 
 describe('describeSocket', () => {

@@ -27,9 +27,15 @@ export function unixSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly
   return socks.map(({ d, holders }) => {
     const peer = d.peer ? byIno.get(d.peer) : undefined;
     return {
-      family: 'unix', type: d.type, state: d.state + (d.external ? ' (external)' : d.pending?.length ? ` (${d.pending.length} pending)` : ''), holders, local: d.name ?? '',
+      family: 'unix',
+      type: d.type,
+      state: d.state + (d.external ? ' (external)' : d.pending?.length ? ` (${d.pending.length} pending)` : ''),
+      holders,
+      local: d.name ?? '',
       remote: d.external ?? d.peerName ?? (peer ? `[${peer.holders[0]}]` : d.state === 'disconnected' ? '(closed)' : ''),
-      recvQ: d.queuedBytes, recvMessages: d.queue.length, sendQ: peer?.d.queuedBytes ?? 0,
+      recvQ: d.queuedBytes,
+      recvMessages: d.queue.length,
+      sendQ: peer?.d.queuedBytes ?? 0,
     };
   });
 }

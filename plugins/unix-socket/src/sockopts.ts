@@ -1,7 +1,20 @@
 /** Socket types and options (SOL_SOCKET): read at dump, set again at restore. */
 import {
-  native, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_STREAM, SOL_SOCKET, SO_PASSCRED, SO_PASSSEC, SO_PEEK_OFF, SO_RCVBUF, SO_RCVBUFFORCE,
-  SO_RCVLOWAT, SO_RCVTIMEO, SO_SNDBUF, SO_SNDBUFFORCE, SO_SNDTIMEO,
+  native,
+  SOCK_DGRAM,
+  SOCK_SEQPACKET,
+  SOCK_STREAM,
+  SOL_SOCKET,
+  SO_PASSCRED,
+  SO_PASSSEC,
+  SO_PEEK_OFF,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
+  SO_RCVLOWAT,
+  SO_RCVTIMEO,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
+  SO_SNDTIMEO,
 } from '@ckpt/native';
 import type { UnixOptions, UnixType } from './record.js';
 

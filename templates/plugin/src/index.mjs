@@ -33,7 +33,9 @@ const fdData = z.strictObject({ path: z.string(), flags: z.number().int(), pos: 
 
 // ---- typed per-session state: made on first use, dropped (dispose) when the session ends.
 const claimedFds = createSessionState(`${NAME}:claimed`, (_session) => new Map(), {
-  dispose: (_map) => { /* release what the session held (fds, temp files) */ },
+  dispose: (_map) => {
+    /* release what the session held (fds, temp files) */
+  },
 });
 
 export default definePlugin(() => ({
@@ -86,7 +88,11 @@ export default definePlugin(() => ({
     });
 
     // Session hooks: refuse early, or undo on failure.
-    hooks.session.beforeDump.tapPromise(NAME, async (_session) => { /* nothing frozen yet */ });
-    hooks.session.dumpFailed.tapPromise(NAME, async (_session, _error) => { /* undo (errors are only logged) */ });
+    hooks.session.beforeDump.tapPromise(NAME, async (_session) => {
+      /* nothing frozen yet */
+    });
+    hooks.session.dumpFailed.tapPromise(NAME, async (_session, _error) => {
+      /* undo (errors are only logged) */
+    });
   },
 }));
