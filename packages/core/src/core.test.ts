@@ -215,3 +215,16 @@ describe('restore refuses malformed images before creating anything', () => {
     await expect(restore(new Ckpt([p]), dir)).rejects.toThrow(/version 2.*reads up to version 1/);
   });
 });
+
+describe('services', () => {
+  it("a session's services cannot be patched", async () => {
+    const { createContainer, sessionServices } = await import('./services.js');
+    const s = sessionServices(createContainer());
+    expect(() => {
+      (s.processes as unknown as { thawAll: () => void }).thawAll = () => {};
+    }).toThrow(TypeError);
+    expect(() => {
+      (s as unknown as { processes: unknown }).processes = {};
+    }).toThrow(TypeError);
+  });
+});

@@ -279,8 +279,11 @@ export function createContainer(): ContainerInstance {
 
 /** The services of one session, from the instance's container. */
 export function sessionServices(container: ContainerInstance): Services {
+  // Frozen: a plugin changes behaviour through hooks, or replaces a whole service with
+  // ctx.provide before any session; nobody patches a session's services (it throws).
   const processes = container.get(PROCESS_CONTROL)();
-  return {
+  Object.freeze(processes);
+  const services: Services = {
     container,
     processes,
     get images() {
@@ -289,6 +292,7 @@ export function sessionServices(container: ContainerInstance): Services {
     get netlock() {
       return container.get(NETWORK_LOCK);
     },
-    logger: (area) => container.get(LOGGER)(area),
+    logger: (area: string) => container.get(LOGGER)(area),
   };
+  return Object.freeze(services);
 }
