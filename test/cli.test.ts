@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   bin,
+  CLI,
   ckpt,
   describeResult,
   dumpOk,
@@ -244,5 +245,26 @@ describe('plugins and configuration', () => {
     // A pid that does not exist: one clean line, no raw errno.
     expectCleanError(await ckpt(['dump', '-t', '999999', '-D', path.join(dir, 'img2')]), /no such process: 999999/);
     expectRunningFree(pid, 'sleeper after dump --leave-running');
+  });
+});
+
+describe('clear errors', () => {
+  it('--json errors are JSON on stdout; run into a missing directory; dumping the shell ckpt runs in', async () => {
+    const dir = makeTempDir('errors');
+    const j = await ckpt(['dump', '-t', '999999', '-D', path.join(dir, 'img'), '--json']);
+    expectCleanError(j, /no such process: 999999/);
+    expect(JSON.parse(j.stdout)).toMatchObject({ error: { code: 'ERR_CKPT_NO_SUCH_PROCESS', message: 'no such process: 999999' } });
+    expect(fs.existsSync(path.join(dir, 'img')), 'no image directory for a refused dump').toBe(false);
+
+    const missing = path.join(dir, 'no', 'such', 'dir');
+    expectCleanError(await ckpt(['run', '--stdout', path.join(missing, 'out.log'), '--', '/bin/true']), `no such directory: ${missing}`);
+
+    // A shell that runs ckpt on itself: ckpt is in the tree it was asked to freeze.
+    const { execFileSync } = await import('node:child_process');
+    const out = execFileSync('sh', ['-c', `"${process.execPath}" "${CLI}" dump -t $$ -D "${path.join(dir, 'self')}" 2>&1; echo "shell still here $?"`], {
+      env: { ...process.env, NODE_OPTIONS: '' },
+    }).toString();
+    expect(out).toMatch(/ckpt: error: cannot checkpoint pid \d+ \(sh\): ckpt itself \(pid \d+\) runs inside its process tree/);
+    expect(out).toMatch(/shell still here 1/);
   });
 });

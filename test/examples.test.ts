@@ -170,7 +170,7 @@ signal.sigwait({signal.SIGUSR1})
     const fds = procs.find((p) => p.pid === pid)?.fds ?? [];
     const mine = fds.find((f) => f.fd === dataFd)!;
     expect(mine, JSON.stringify(fds)).toMatchObject({ owner: CONTENT_DIR, kind: 'file', data: { path: data, pos: 1234 } });
-    expect(fs.readFileSync(path.join(img, mine.data!.blob!), 'utf8'), 'the blob holds the dumped bytes').toBe(pattern);
+    expect(fs.readFileSync(path.join(img, 'latest', mine.data!.blob!), 'utf8'), 'the blob holds the dumped bytes').toBe(pattern);
     expect(fds.find((f) => f.fd === otherFd)?.owner).toBe('@ckpt/plugin-files');
     const files = await ckpt(['show', img, '--files'], { cwd: proj });
     expectOk(files);

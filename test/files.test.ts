@@ -112,7 +112,7 @@ describe('files', () => {
       }),
     );
     const { pid, stdout, before } = await startAndDump(work, dir, img, cfgDir);
-    const blobs = fs.readdirSync(img).filter((f) => f.startsWith('file-'));
+    const blobs = fs.readdirSync(path.join(img, 'latest')).filter((f) => f.startsWith('file-'));
     expect(blobs.length, `data.txt, same1=same2 (once), the unlinked file: ${blobs}`).toBe(3);
     fs.writeFileSync(path.join(work, 'data.txt'), 'XXXXXXXXXXXXXXXXXXXXXXXXXXXX\n');
     fs.writeFileSync(path.join(work, 'same2.txt'), 'changed on disk\n');

@@ -1,6 +1,6 @@
 // Shared helpers of the integration tests: running the CLI as a child process, polling output files
 // and /proc, and cleaning up every process and temp dir a test made (even when the test fails).
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,14 +32,18 @@ export interface CliResult {
 }
 
 /** Runs `node CLI ...args`, never throws; kills it (and fails loudly) after timeoutMs. */
-export function ckpt(args: string[], opts: { timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
+export function ckpt(
+  args: string[],
+  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (child: ChildProcess) => void } = {},
+): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 50_000;
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], {
       cwd: opts.cwd ?? REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, NODE_OPTIONS: '' },
+      env: { ...process.env, NODE_OPTIONS: '', ...opts.env },
     });
+    opts.onSpawn?.(child);
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /** The `ckpt` command. Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync, appendFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
 import { CkptError, VERSION, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
@@ -10,6 +10,9 @@ import { dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } fr
 import { createCkpt } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
+
+/** DEBUG as the user set it (enableLogging sets it for -v too). */
+const USER_DEBUG = process.env.DEBUG;
 
 const program = new Command();
 program
@@ -123,6 +126,32 @@ function parseSubstitutes(list: string[]): Record<string, number | string> {
   return out;
 }
 
+/** Opens a file `ckpt run` gives the program as stdio, or says clearly why it cannot. */
+function openStdio(path: string, flags: 'r' | 'a', flag: string): number {
+  try {
+    return openSync(path, flags, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? flags === 'r'
+          ? 'no such file'
+          : `no such directory: ${dirname(path)}`
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'it is a directory'
+            : (e as Error).message;
+    throw new CkptError('ERR_CKPT_USAGE', `cannot open ${flag} ${path}: ${why}`);
+  }
+}
+
+/** A positive integer option (--keep, --generation). */
+function parseCount(s: string): number {
+  if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a positive number: ${JSON.stringify(s)}`);
+  return Number(s);
+}
+
 function parsePid(s: string): number {
   if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a pid: ${JSON.stringify(s)}`);
   return Number(s);
@@ -161,10 +190,10 @@ program
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       outPath = join(dir, `starting-${process.pid}-${Date.now()}.log`);
     }
-    const inFd = openSync(resolve(o.stdin), 'r');
-    const outFd = openSync(outPath, 'a', 0o600);
+    const inFd = openStdio(resolve(o.stdin), 'r', '--stdin');
+    const outFd = openStdio(outPath, 'a', '--stdout');
     const errPath = o.stderr ? resolve(o.stderr) : outPath;
-    const errFd = o.stderr ? openSync(errPath, 'a', 0o600) : outFd;
+    const errFd = o.stderr ? openStdio(errPath, 'a', '--stderr') : outFd;
     let pid: number;
     let app: AppEntry | undefined;
     try {
@@ -215,14 +244,23 @@ program
   .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
   .option('-R, --leave-running', 'let the process continue after the dump')
   .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
+  .option('--keep <n>', 'generations to keep in the image directory, the new one included', parseCount, 1)
+  .option('--follow-symlinks', 'write through an image directory that is a symbolic link')
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
   .action(
     async (
-      o: { tree?: string; app?: string; imagesDir: string; leaveRunning?: boolean; sync?: boolean; json?: boolean; progress: boolean } & Record<
-        string,
-        unknown
-      >,
+      o: {
+        tree?: string;
+        app?: string;
+        imagesDir: string;
+        leaveRunning?: boolean;
+        sync?: boolean;
+        keep: number;
+        followSymlinks?: boolean;
+        json?: boolean;
+        progress: boolean;
+      } & Record<string, unknown>,
     ) => {
       if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
       const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
@@ -233,6 +271,8 @@ program
         dir: o.imagesDir,
         leaveRunning: o.leaveRunning,
         sync: o.sync,
+        keep: o.keep,
+        followSymlinks: o.followSymlinks,
         plugins: pluginRunOptions(c, 'dump', o),
         signal: interruptible(),
         onProgress: progress(o.progress && !o.json),
@@ -240,7 +280,7 @@ program
       if (o.json) console.log(JSON.stringify(r));
       else
         console.log(
-          `dumped pid ${r.pids.join(', ')} to ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`,
+          `dumped pid ${r.pids.join(', ')} to ${r.dir} (generation ${r.generation}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`,
         );
     },
   );
@@ -249,6 +289,7 @@ program
   .command('restore')
   .description('restore the processes of an image, with their PIDs')
   .requiredOption('-D, --images-dir <dir>', 'image directory')
+  .option('-g, --generation <n>', 'the generation to restore (default: the latest complete one; ckpt show lists them)', parseCount)
   .option('-d, --detach', 'return once restored; the process is reparented to init')
   .option(
     '-s, --substitute <ID=FD|ID=PATH...>',
@@ -261,11 +302,15 @@ program
   .option('--no-progress', 'no progress display')
   .action(
     async (
-      o: { imagesDir: string; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<string, unknown>,
+      o: { imagesDir: string; generation?: number; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<
+        string,
+        unknown
+      >,
     ) => {
       const c = await ckpt();
       const r = await c.restore({
         dir: o.imagesDir,
+        generation: o.generation,
         detach: o.detach,
         substitute: parseSubstitutes(o.substitute),
         relocate: parsePairs(o.relocate, '--relocate'),
@@ -309,7 +354,8 @@ program
   .option('--json', 'machine-readable output')
   .option('--verify', 'also verify the checksum of every bulk file')
   .option('--files', 'list the open files, one line per open description: type|id|name|pid:fd,...')
-  .action(async (dir: string, o: { json?: boolean; verify?: boolean; files?: boolean }) => {
+  .option('-g, --generation <n>', 'the generation to describe (default: the latest complete one)', parseCount)
+  .action(async (dir: string, o: { json?: boolean; verify?: boolean; files?: boolean; generation?: number }) => {
     console.log(showImage(await ckpt(), dir, o));
   });
 
@@ -398,11 +444,19 @@ async function main() {
       return;
     }
     const err = e as Error & { code?: string; hint?: string };
+    // --json: the error is JSON on stdout too, for programs; people read stderr.
+    if (process.argv.includes('--json')) {
+      process.stdout.write(
+        `${JSON.stringify({ error: { code: err.code ?? 'ERR_CKPT_INTERNAL', message: err.message, ...(err.hint ? { hint: err.hint } : {}) } })}\n`,
+      );
+    }
     process.stderr.write(`ckpt: error: ${err.message}\n`);
     if (err.hint) process.stderr.write(`ckpt: hint: ${err.hint}\n`);
-    if (!(e instanceof CkptError) || process.env.DEBUG) {
-      if (process.env.DEBUG) process.stderr.write(`${err.stack}\n`);
-    }
+    // The stack is for whoever debugs: on stderr when DEBUG was set by the user, in the log file
+    // with --log-file; never for -v alone.
+    const logFile = (program.opts() as { logFile?: string }).logFile;
+    if (USER_DEBUG) process.stderr.write(`${err.stack}\n`);
+    else if (logFile) appendFileSync(resolve(logFile), `${err.stack}\n`);
     process.exitCode = 1;
   }
 }

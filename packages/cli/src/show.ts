@@ -3,7 +3,7 @@
  * tree, the fd table, the files) is described here; each plugin describes its own records
  * through its `show` functions, so this file knows no plugin.
  */
-import { fileId, IMAGE_STORE, type Ckpt, type CkptPlugin, type FdRecord, type ProcessRecord, type SocketRow } from '@ckpt/core';
+import { fileId, generations, latestGeneration, IMAGE_STORE, type Ckpt, type CkptPlugin, type FdRecord, type ProcessRecord, type SocketRow } from '@ckpt/core';
 
 /** A name for an open file description: its owner's, else a path in its data, else its kind. */
 function fdName(byName: Map<string, CkptPlugin>, f: FdRecord, pid: number): string {
@@ -34,8 +34,10 @@ function sockets(plugins: readonly CkptPlugin[], procs: ProcessRecord[]): Socket
   return plugins.flatMap((p) => p.show?.sockets?.(procs) ?? []);
 }
 
-export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verify?: boolean; files?: boolean }): string {
-  const image = ckpt.container.get(IMAGE_STORE).open(dir);
+export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verify?: boolean; files?: boolean; generation?: number }): string {
+  const image = ckpt.container.get(IMAGE_STORE).open(dir, { generation: opts.generation });
+  const gens = generations(dir);
+  const latest = latestGeneration(dir);
   const plugins = ckpt.plugins;
   const procs = image.processes();
   if (opts.files) {
@@ -52,6 +54,8 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     return JSON.stringify(
       {
         dir: image.dir,
+        generations: gens,
+        latest,
         manifest: image.manifest,
         processes: procs.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, records: p.records })),
         zombies: image.manifest.zombies ?? [],
@@ -66,6 +70,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   const m = image.manifest;
   const out: string[] = [];
   out.push(`image ${image.dir}`);
+  if (gens.length) out.push(`  generations in ${dir}: ${gens.map((g) => (g === latest ? `${g} (latest)` : String(g))).join(', ')}`);
   out.push(`  format ${m.format} v${m.version}, made ${m.createdAt} by ${m.tool} on ${m.host.hostname} (kernel ${m.host.kernel}, ${m.host.arch})`);
   out.push(`  plugins: ${Object.keys(m.plugins).join(', ')}`);
   out.push(`  process tree (${procs.length} processes${m.zombies?.length ? `, ${m.zombies.length} zombies` : ''}):`);

@@ -4,9 +4,9 @@
  * Core's guarantees, in pipeline order (see docs/plugins.md for the whole table):
  * - Dump: every process of the tree is frozen before any hook reads it (`beforeDump` runs before
  *   the freeze). `proc.tracee.syscall()` works in every per-process stage; the scratch page it
- *   may create is removed by core before the image is committed. `proc.fds` is filled by core at
- *   the start of the `files` stage (before the files stage's taps run), so any later stage and
- *   `afterDump` can read the whole fd table of the process.
+ *   may create is removed by core before the image is committed. `proc.fds` is filled by core right
+ *   after the freeze, before any state class; `fdsDumped` then runs once, so refusals that need
+ *   every fd happen before any memory is copied.
  * - Restore: `proc.stub` exists from the `pids` stage on (a plugin of that stage creates it).
  *   `proc.stub.syscall()` works from then until `beforeResume` has run; from `processesCreated`
  *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap. The
@@ -47,10 +47,16 @@ export interface DumpOptions extends CommonOptions {
   sync?: boolean;
   /** Application id (from `ckpt run`) recorded in the image. */
   app?: string;
+  /** Generations to keep in the image directory, the new one included (default 1). */
+  keep?: number;
+  /** Write through an image directory that is a symbolic link (refused otherwise). */
+  followSymlinks?: boolean;
 }
 
 export interface RestoreOptions extends CommonOptions {
   dir: string;
+  /** The generation of the image directory to restore (default: the latest complete one). */
+  generation?: number;
   /** Let the restored processes go (reparented to init) instead of staying our children. */
   detach?: boolean;
   /**
@@ -69,6 +75,12 @@ export interface SessionBase {
   readonly services: Services;
   /** Reports progress (forwarded to the caller's onProgress). */
   progress(event: ProgressEvent): void;
+  /**
+   * Call between pieces of long work (e.g. every few tens of MiB copied): lets signals reach
+   * ckpt's handlers, and throws when the run was interrupted (the dump or restore then undoes
+   * itself). Core calls it between every stage of every process.
+   */
+  interruptionPoint(): Promise<void>;
 }
 
 export interface DumpSession extends SessionBase {
@@ -95,7 +107,7 @@ export interface ProcessDump {
   /** Every thread, frozen; the leader first. */
   readonly threads: Tracee[];
   readonly session: DumpSession;
-  /** Core's fd table of the process: filled at the start of the `files` stage. */
+  /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
   readonly records: Record<string, unknown>;
   /** Stores a plugin's record for the process (a plugin stores its own, under its name). */

@@ -1,7 +1,7 @@
 /**
  * The pipeline, in one place.
- *   dump:    check -> beforeDump -> freeze the tree -> per state class (DUMP_STAGES), every
- *            process; core walks the fd table at the start of the files stage -> afterDump ->
+ *   dump:    check -> beforeDump -> freeze the tree -> core walks every fd table -> fdsDumped
+ *            (refusals that need every fd) -> per state class (DUMP_STAGES), every process -> afterDump ->
  *            write records -> commit image -> imageCommitted -> kill (or thaw with
  *            --leave-running). Any failure: dumpFailed, thaw every frozen process, drop the
  *            partial image.
@@ -24,6 +24,7 @@ import type { ContainerInstance } from 'typedi';
 import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
+import { fault } from './fault.js';
 import { SessionStateStore } from './state.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
@@ -36,6 +37,9 @@ export const VERSION = '0.2.0';
 
 export interface DumpResult {
   dir: string;
+  /** The generation this dump made in dir, and its directory. */
+  generation: number;
+  path: string;
   pids: number[];
   ms: number;
   imageBytes: number;
@@ -121,7 +125,16 @@ export class Ckpt {
     const services = sessionServices(this.container);
     const pc = services.processes;
     pc.checkTraceable(pid);
-    const image = services.images.create(options.dir, { sync: options.sync });
+    if (pid !== process.pid && processTree(pid).some((n) => n.pid === process.pid)) {
+      throw new CkptError(
+        'ERR_CKPT_NOT_TRACEABLE',
+        `cannot checkpoint pid ${pid} (${readStat(pid).comm}): ckpt itself (pid ${process.pid}) runs inside its process tree, and cannot freeze itself`,
+        {
+          hint: 'run ckpt from outside that tree (another terminal or session), or start the program with `ckpt run`',
+        },
+      );
+    }
+    const image = services.images.create(options.dir, { sync: options.sync, keep: options.keep, followSymlinks: options.followSymlinks });
     const state = new SessionStateStore();
     const session: DumpSession = {
       kind: 'dump',
@@ -133,21 +146,30 @@ export class Ckpt {
       services,
       state,
       progress: (ev) => options.onProgress?.(ev),
+      interruptionPoint: () => interruptionPoint(options.signal, 'dump'),
     };
     const frozen: Tracee[][] = [];
     try {
       this.bindOptions(session);
       await this.hooks.session.beforeDump.promise(session);
       freezeTree(session, frozen);
+      fault('dump:frozen');
+      await session.interruptionPoint();
       const pidns = pidNamespaceOf(pid, session);
+      // The fd table first: what will be refused (an fd no plugin handles, a peer outside the
+      // tree) is found before any memory is copied, so a refusal costs a short freeze.
+      for (const proc of session.processes) await dumpFdTable(this.hooks, proc);
+      await this.hooks.session.fdsDumped.promise(session);
       for (const stage of DUMP_STAGES) {
         for (const proc of session.processes) {
-          checkAborted(options.signal, 'dump');
-          if (stage === 'files') await dumpFdTable(this.hooks, proc);
+          fault(`dump:stage:${stage}`);
+          await session.interruptionPoint();
           await this.hooks[stage].dump.promise(proc);
         }
       }
       await this.hooks.session.afterDump.promise(session);
+      fault('dump:records');
+      await session.interruptionPoint();
       for (const p of session.processes) {
         if (p.tracee.scratchRange) p.tracee.releaseScratch();
         const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
@@ -172,17 +194,26 @@ export class Ckpt {
         plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version, ...(p.record ? { record: p.record.version } : {}) }])),
         meta: session.meta,
       });
+      fault('dump:committed');
       await this.hooks.session.imageCommitted.promise(session);
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
       else pc.killFrozen(frozen);
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
-      return { dir: image.dir, pids: session.processes.map((p) => p.pid), ms: performance.now() - t0, imageBytes, leftRunning: !!options.leaveRunning };
+      return {
+        dir: image.dir,
+        generation: image.generation!,
+        path: image.path!,
+        pids: session.processes.map((p) => p.pid),
+        ms: performance.now() - t0,
+        imageBytes,
+        leftRunning: !!options.leaveRunning,
+      };
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
       await runQuietly(() => this.hooks.session.dumpFailed.promise(session, e instanceof Error ? e : new Error(String(e))), 'dumpFailed');
       pc.thawAll();
       image.abort();
-      throw asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
+      throw imageWriteError(e, image.dir, pid) ?? asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
     } finally {
       state.dispose();
     }
@@ -191,7 +222,7 @@ export class Ckpt {
   async restore(options: RestoreOptions): Promise<RestoreResult> {
     const t0 = performance.now();
     const services = sessionServices(this.container);
-    const image = services.images.open(options.dir);
+    const image = services.images.open(options.dir, { generation: options.generation });
     const records = this.readRecords(image);
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
@@ -212,9 +243,13 @@ export class Ckpt {
         session.processes.push(proc);
       }
       checkSubstitutes(session);
+      fault('restore:validated');
+      await session.interruptionPoint();
       await this.hooks.session.beforeRestore.promise(session);
       await this.restoreStages(session, installers);
       await this.hooks.session.beforeResume.promise(session);
+      fault('restore:resume');
+      await session.interruptionPoint();
       for (const proc of session.processes) installers.get(proc)!.teardown();
       state.dispose();
       // Children first, so a parent never runs before its children exist as they were.
@@ -253,7 +288,8 @@ export class Ckpt {
   private async restoreStages(session: RestoreSession, installers: Map<ProcessRestore, Installer>): Promise<void> {
     for (const stage of RESTORE_STAGES) {
       for (const proc of session.processes) {
-        checkAborted(session.options.signal, 'restore');
+        fault(`restore:stage:${stage}`);
+        await session.interruptionPoint();
         await this.hooks[stage].restore.promise(proc);
         if (stage === 'pids' && !proc.stub) {
           throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
@@ -261,6 +297,8 @@ export class Ckpt {
         if (stage === 'files') await restoreFdTable(this.hooks, proc);
       }
       if (stage === 'pids') {
+        fault('restore:created');
+        await session.interruptionPoint();
         await this.hooks.session.processesCreated.promise(session);
         for (const proc of session.processes) installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
       }
@@ -340,6 +378,7 @@ function restoreSession(
     state,
     newPidNamespace: !!pidns,
     progress: (ev) => options.onProgress?.(ev),
+    interruptionPoint: () => interruptionPoint(options.signal, 'restore'),
     setTid: (pid: number) => {
       if (!pidns) return [pid];
       return keepHostPids ? [session.vpid(pid), pid] : [session.vpid(pid)];
@@ -518,8 +557,34 @@ function readStatusOf(pid: number, tid: number): Record<string, string> {
   return out;
 }
 
-function checkAborted(signal: AbortSignal | undefined, what: string): void {
+/**
+ * One turn of the event loop, so that signals (Ctrl-C, SIGTERM) reach their handlers even while
+ * the pipeline is busy; then a stop if the run was aborted.
+ */
+async function interruptionPoint(signal: AbortSignal | undefined, what: 'dump' | 'restore'): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve));
   if (signal?.aborted) throw new CkptError(what === 'dump' ? 'ERR_CKPT_DUMP_FAILED' : 'ERR_CKPT_RESTORE_FAILED', `${what} interrupted`);
+}
+
+/** A failure to write the image (full disk, quota, I/O error) says so, naming the directory. */
+function imageWriteError(e: unknown, dir: string, pid: number): CkptError | undefined {
+  const causes: Record<string, string> = {
+    ENOSPC: 'no space left on the device',
+    EDQUOT: 'the disk quota is exhausted',
+    EIO: 'an I/O error',
+    EROFS: 'the file system is read-only',
+    EFBIG: 'a file grew too big for the file system',
+  };
+  for (let c: unknown = e; c; c = (c as { cause?: unknown }).cause) {
+    const code = (c as { code?: string }).code;
+    if (code && causes[code]) {
+      return new CkptError('ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed: cannot write the image in ${dir}: ${causes[code]}`, {
+        cause: e,
+        hint: 'the previous image there is unchanged; free some space (or dump elsewhere) and retry',
+      });
+    }
+  }
+  return undefined;
 }
 
 function asCkptError(e: unknown, code: 'ERR_CKPT_DUMP_FAILED' | 'ERR_CKPT_RESTORE_FAILED', what: string): CkptError {

@@ -6,7 +6,8 @@
  * |-----------------------------|-----------------------|------------------------------------------------------------------------|
  * | session.beforeDump          | AsyncSeries(session)  | once, before anything is frozen: refuse early, set up session state     |
  * | <class>.dump                | AsyncSeries(proc)     | per frozen process, class by class in DUMP_STAGES order (all processes of a class, parents first, before the next class) |
- * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks the fds at the start of the files stage); the first tap returning a claim `{ kind, data }` owns it |
+ * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks every fd table right after the freeze); the first tap returning a claim `{ kind, data }` owns it |
+ * | session.fdsDumped          | AsyncSeries(session)  | once, every process frozen and its fd table read (proc.fds), before any state class: refusals that need every fd (a pipe or socket whose peer is outside the tree) |
  * | session.afterDump           | AsyncSeries(session)  | once, every process dumped, still frozen, records not yet written        |
  * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen (killed or thawed right after) |
  * | session.dumpFailed          | AsyncSeries(session, error) | once, when a dump fails or is interrupted, before the processes are thawed; undo what you did (errors are logged, not thrown) |
@@ -55,6 +56,7 @@ export function createHooks() {
   return Object.freeze({
     session: Object.freeze({
       beforeDump: new AsyncSeriesHook<[DumpSession]>(['session']),
+      fdsDumped: new AsyncSeriesHook<[DumpSession]>(['session']),
       afterDump: new AsyncSeriesHook<[DumpSession]>(['session']),
       imageCommitted: new AsyncSeriesHook<[DumpSession]>(['session']),
       dumpFailed: new AsyncSeriesHook<[DumpSession, Error]>(['session', 'error']),

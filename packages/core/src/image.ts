@@ -1,11 +1,12 @@
 /**
- * The image directory. Layout:
+ * One image (a generation of an image directory, see imagedir.ts). Layout:
  *   manifest.json        versioned, self-checksummed; lists every other file with its size and
  *                        checksum (sha256 for records, crc32c for bulk blobs). Written last.
- *   proc-<pid>.json      one record per process: { pid, records: { <plugin name>: data } }
+ *   proc-<pid>.json      one record per process: { pid, ..., fds, records: { <plugin name>: data } }
  *   <blob files>         raw bulk data (pages-<pid>.img, ...), named by the plugin that wrote them
- * Files are created 0600 in a private staging directory inside the image directory and moved in
- * place at commit; an image without a valid manifest is never taken for a complete one.
+ * Files are created 0600 in a private staging directory inside the image directory; at commit the
+ * manifest is written last into it and the whole directory is renamed into place as the next
+ * generation: an image without a valid manifest is never taken for a complete one.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -17,7 +18,7 @@ import {
   openSync,
   readFileSync,
   readdirSync,
-  renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   unlinkSync,
@@ -28,6 +29,7 @@ import { join, resolve } from 'node:path';
 import os from 'node:os';
 import { native } from '@ckpt/native';
 import { CkptError } from './errors.js';
+import { checkImageOwnership, commitGeneration, dirError, lockImageDir, resolveImage, stagingName } from './imagedir.js';
 import type { FdRecord } from './context.js';
 
 export const IMAGE_FORMAT = 'ckpt-image';
@@ -83,6 +85,15 @@ export interface ProcessRecord {
   records: Record<string, unknown>;
 }
 
+function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
 
 function manifestChecksum(body: Omit<Manifest, never>): string {
@@ -99,9 +110,24 @@ export interface BlobWriter {
   write(data: Buffer): void;
 }
 
+export interface ImageWriterOptions {
+  /** fsync every file before the manifest names it (survives power loss). */
+  sync?: boolean;
+  /** Generations to keep in the directory, this one included (default 1). */
+  keep?: number;
+  /** Write through a directory that is a symlink. */
+  followSymlinks?: boolean;
+}
+
 export class ImageWriter {
+  /** The image directory (generations live in it). */
   readonly dir: string;
+  /** Once committed: the generation number and its directory. */
+  generation?: number;
+  path?: string;
   private readonly staging: string;
+  private readonly opts: ImageWriterOptions;
+  private readonly lock: { release: () => void; created: string | undefined };
   private readonly files: Record<string, FileEntry> = {};
   private readonly openBlobs = new Map<string, BlobWriter>();
   private done = false;
@@ -111,24 +137,33 @@ export class ImageWriter {
    * image is complete for any crash of ckpt itself; a power loss may leave data files that fail
    * their checksums at restore (never silently wrong).
    */
-  constructor(
-    dir: string,
-    private readonly sync = false,
-  ) {
+  constructor(dir: string, opts: ImageWriterOptions | boolean = {}) {
+    this.opts = typeof opts === 'boolean' ? { sync: opts } : opts;
     this.dir = resolve(dir);
+    // Refuses a symlink, a directory another dump is writing, a directory we cannot write.
+    this.lock = lockImageDir(this.dir, { followSymlinks: this.opts.followSymlinks });
+    this.staging = join(this.dir, stagingName(randomBytes(4).toString('hex')));
     try {
-      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+      mkdirSync(this.staging, { mode: 0o700 });
     } catch (e) {
-      throw new CkptError(
-        'ERR_CKPT_USAGE',
-        `cannot use ${this.dir} as image directory: ${(e as NodeJS.ErrnoException).code === 'EEXIST' ? 'a file of that name exists' : (e as Error).message}`,
-      );
+      this.release();
+      throw dirError(this.dir, e, 'write into');
     }
-    if (!statSync(this.dir).isDirectory()) throw new CkptError('ERR_CKPT_USAGE', `cannot use ${this.dir} as image directory: not a directory`);
-    // An overwritten image stops looking complete the moment we start.
-    if (existsSync(join(this.dir, MANIFEST))) unlinkSync(join(this.dir, MANIFEST));
-    this.staging = join(this.dir, `.staging-${process.pid}-${randomBytes(4).toString('hex')}`);
-    mkdirSync(this.staging, { mode: 0o700 });
+  }
+
+  private release(): void {
+    this.lock.release();
+    // A directory this dump created and left empty goes too.
+    if (this.lock.created && !this.generation) {
+      for (let d = this.dir; d.startsWith(this.lock.created); d = resolve(d, '..')) {
+        try {
+          rmdirSync(d);
+        } catch {
+          break;
+        }
+        if (d === this.lock.created) break;
+      }
+    }
   }
 
   private checkName(name: string): void {
@@ -193,31 +228,21 @@ export class ImageWriter {
       ...body,
       files: this.files,
     };
-    // Files of an earlier image in the same directory go, so the directory holds one image.
-    for (const old of readdirSync(this.dir)) {
-      if (old.startsWith('.') || old === MANIFEST) continue;
-      if (/^(proc-\d+\.json|.*\.img)$/.test(old) && !this.files[old]) rmSync(join(this.dir, old), { force: true });
+    try {
+      if (this.opts.sync) for (const name of Object.keys(this.files)) fsyncPath(join(this.staging, name));
+      const text = JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1);
+      writeFileSync(join(this.staging, MANIFEST), text, { mode: 0o600 });
+      fsyncPath(join(this.staging, MANIFEST));
+      fsyncPath(this.staging);
+      // The generation appears whole (rename), then `latest` points at it, then old ones go.
+      this.generation = commitGeneration(this.dir, this.staging, this.opts.keep ?? 1);
+      this.path = join(this.dir, String(this.generation));
+      fsyncPath(this.dir);
+    } catch (e) {
+      throw dirError(this.dir, e, 'commit the image in');
     }
-    for (const name of Object.keys(this.files)) {
-      if (this.sync) {
-        const fd = openSync(join(this.staging, name), 'r');
-        fsyncSync(fd);
-        closeSync(fd);
-      }
-      renameSync(join(this.staging, name), join(this.dir, name));
-    }
-    const text = JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1);
-    const tmp = join(this.staging, MANIFEST);
-    writeFileSync(tmp, text, { mode: 0o600 });
-    const fd = openSync(tmp, 'r');
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, join(this.dir, MANIFEST));
-    rmSync(this.staging, { recursive: true, force: true });
-    const dfd = openSync(this.dir, 'r');
-    fsyncSync(dfd);
-    closeSync(dfd);
     this.done = true;
+    this.release();
     return manifest;
   }
 
@@ -234,6 +259,7 @@ export class ImageWriter {
     this.openBlobs.clear();
     rmSync(this.staging, { recursive: true, force: true });
     this.done = true;
+    this.release();
   }
 }
 
@@ -247,13 +273,16 @@ export class ImageReader {
   }
 
   /** Opens and validates an image: manifest checksum, version, every file's presence and size. */
-  static open(dir: string): ImageReader {
-    const abs = resolve(dir);
-    if (!existsSync(abs)) throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: the directory does not exist`);
+  /** Opens and validates the image of a directory: its latest complete generation, or the one asked for. */
+  static open(dir: string, opts: { generation?: number } = {}): ImageReader {
+    const top = resolve(dir);
+    if (!existsSync(top)) throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${top}: the directory does not exist`);
+    const abs = resolveImage(top, opts.generation);
     const mpath = join(abs, MANIFEST);
     if (!existsSync(mpath)) {
-      throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: ${MANIFEST} is missing (not an image, or an incomplete dump)`);
+      throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: no complete generation and no ${MANIFEST} (not an image, or an incomplete dump)`);
     }
+    checkImageOwnership(abs === top ? [abs] : [top, abs]);
     let parsed: Manifest & { checksum?: string };
     try {
       parsed = JSON.parse(readFileSync(mpath, 'utf8'));

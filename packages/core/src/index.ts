@@ -42,6 +42,7 @@ export {
   type ProcessRecord,
   type BlobWriter,
   type FileEntry,
+  type ImageWriterOptions,
 } from './image.js';
 export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './errors.js';
 export {
@@ -79,6 +80,8 @@ export {
 export { NftNetworkLocks, type NetworkLock, type NetworkLocks, type InetAddr } from './netlock.js';
 export { fdKind, fileId } from './fdtable.js';
 export { relocatePath } from './paths.js';
+export { generations, latestGeneration, resolveImage, removeStaleStaging, LATEST } from './imagedir.js';
+export { fault } from './fault.js';
 export { logger, enableLogging, type Logger } from './log.js';
 export { saveShmem, saveMappedShmem, shmemFd, type ShmemRef } from './shmem.js';
 export { remoteOpen, readThroughFd, type RemoteOpenOptions } from './helpers.js';

@@ -24,7 +24,7 @@ import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
 import { Tracee, restartAdjusted } from './tracee.js';
 import { logger, type Logger } from './log.js';
-import { ImageReader, ImageWriter } from './image.js';
+import { ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
 
 const log = logger('process');
@@ -240,8 +240,8 @@ export type ServiceToken<T> = Token<T>;
 
 /** Creates and opens image directories. Replace it to store images elsewhere (an object store, a page server). */
 export interface ImageStore {
-  create(dir: string, opts: { sync?: boolean }): ImageWriter;
-  open(dir: string): ImageReader;
+  create(dir: string, opts: ImageWriterOptions): ImageWriter;
+  open(dir: string, opts?: { generation?: number }): ImageReader;
 }
 
 /** The services of one session. Plugins reach them here, never by importing the container. */
@@ -261,8 +261,8 @@ export const NETWORK_LOCK = new Token<NetworkLocks>('ckpt.netlock');
 export const LOGGER = new Token<(area: string) => Logger>('ckpt.logger');
 
 const defaultImageStore: ImageStore = {
-  create: (dir, opts) => new ImageWriter(dir, opts.sync),
-  open: (dir) => ImageReader.open(dir),
+  create: (dir, opts) => new ImageWriter(dir, opts),
+  open: (dir, opts) => ImageReader.open(dir, opts),
 };
 
 let containers = 0;

@@ -372,7 +372,7 @@ export const filesPlugin = definePlugin<FilesOptions>(() => ({
       rulesState.of(session).push(...configuredFileRules(ctx.options(session)));
     });
     hooks.files.dump.tapPromise(NAME, dump);
-    hooks.session.afterDump.tapPromise(NAME, async (session) => checkPipes(session));
+    hooks.session.fdsDumped.tapPromise(NAME, async (session) => checkPipes(session));
     hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, dumpByReference);
     hooks.files.restore.tapPromise(NAME, restore);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreByReference);

@@ -14,6 +14,7 @@ import { closeSync, openSync, statSync, type Stats } from 'node:fs';
 import {
   CkptError,
   definePlugin,
+  fault,
   procfs,
   TASK_SIZE,
   PROT_READ,
@@ -100,11 +101,14 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
 }
 
 /** Copies the page runs into pages-<pid>.img (running CRC); returns the blob's name and size. */
-function writePages(proc: ProcessDump, allRuns: number[], total: number): { name: string; size: number } {
+async function writePages(proc: ProcessDump, allRuns: number[], total: number): Promise<{ name: string; size: number }> {
   const { pid, session } = proc;
   const blob = session.image.openBlob(`pages-${pid}.img`);
   let done = 0;
   for (const piece of pieces(allRuns)) {
+    // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
+    fault('dump:pages');
+    await session.interruptionPoint();
     const r = native.mem.dumpPages(pid, piece, blob.fd, blob.crc);
     blob.crc = r.crc;
     blob.size += r.bytes;
@@ -128,7 +132,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     for (const [, len] of rec.runs) blobOffset += len;
     records.push(rec);
   }
-  const blob = writePages(proc, allRuns, blobOffset);
+  const blob = await writePages(proc, allRuns, blobOffset);
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
@@ -229,7 +233,7 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
 }
 
 /** Step 4: page contents, CRC-checked as they stream. */
-function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
+async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
   const runs: number[] = [];
   for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
@@ -238,6 +242,8 @@ function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void 
     let off = 0,
       crc = 0;
     for (const piece of pieces(runs)) {
+      fault('restore:pages');
+      await proc.session.interruptionPoint();
       const r = native.mem.restorePages(stub.pid, piece, fd, off, crc);
       off += r.bytes;
       crc = r.crc;
@@ -271,7 +277,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   unmapAllButTrampoline(proc, stub);
   mapVdso(rec, stub);
   mapVmas(proc, rec, stub);
-  fillPages(proc, rec, stub);
+  await fillPages(proc, rec, stub);
   setMm(rec, stub);
 }
 

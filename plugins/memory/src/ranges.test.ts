@@ -59,7 +59,7 @@ describe('pieces', () => {
     expect(all([0x1000, 0x2000], 0x2000)).toEqual([[0x1000, 0x2000]]);
   });
 
-  it('uses PROGRESS_CHUNK (256 MiB) by default and keeps every byte', () => {
+  it('uses PROGRESS_CHUNK (64 MiB) by default and keeps every byte', () => {
     const len = 3 * PROGRESS_CHUNK + 0x1000;
     const out = all([0x7f0000000000, len]);
     expect(out).toHaveLength(4);

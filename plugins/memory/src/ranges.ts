@@ -2,7 +2,7 @@
 import type { Vma } from '@ckpt/core';
 
 /** Largest piece handed to the native page copy at once (progress is reported per piece). */
-export const PROGRESS_CHUNK = 256 << 20;
+export const PROGRESS_CHUNK = 64 << 20;
 
 /** Cuts [a, b) out of the VMA list (the dumper's own scratch mapping). */
 export function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[] {
@@ -18,7 +18,7 @@ export function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[
   return out;
 }
 
-/** Splits a flat run list into pieces of at most `chunk` bytes (PROGRESS_CHUNK; for progress reports). */
+/** Splits a flat run list into pieces of at most `chunk` bytes (PROGRESS_CHUNK: between pieces ckpt reports progress and can be interrupted). */
 export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float64Array> {
   let cur: number[] = [];
   let bytes = 0;

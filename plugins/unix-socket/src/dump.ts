@@ -288,7 +288,7 @@ function dropOutsidePending(log: Logger, inTree: Set<number>, { pid, fd, d }: Sa
   d.pending = mine;
 }
 
-/** Once every process is read: peers outside the tree, pending connections. */
+/** Once every fd table is read (session.fdsDumped, before any memory is copied): peers outside the tree, pending connections. */
 export function makeAfterDump(log: Logger) {
   return async function afterDump(session: DumpSession): Promise<void> {
     const st = dumpStates.peek(session);

@@ -106,7 +106,7 @@ export const unixSocketPlugin = definePlugin(() => ({
     };
     hooks.session.beforeDump.tapPromise(NAME, bind);
     hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx.log));
-    hooks.session.afterDump.tapPromise(NAME, makeAfterDump(ctx.log));
+    hooks.session.fdsDumped.tapPromise(NAME, makeAfterDump(ctx.log));
     hooks.session.beforeRestore.tapPromise(NAME, async (session) => {
       await bind(session);
       checkNames(session);

@@ -1,0 +1,62 @@
+/**
+ * Fault injection, for tests: `CKPT_FAULT=<point>:<action>[,<point>:<action>...]` makes ckpt
+ * fail, be interrupted or die at a named step, so that tests can prove a dump or restore stopped
+ * at any step harms nothing. Points are named where the pipeline passes them:
+ *   dump:frozen, dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
+ *   dump:committed; restore:validated, restore:stage:<class>, restore:created, restore:pages,
+ *   restore:resume
+ * (`ckpt ... -v` logs every point passed under ckpt:fault). A point may end with `*` to match
+ * every point it prefixes (`dump:stage:*`). Actions:
+ *   error       throw an error there (the run fails and undoes itself)
+ *   sigint      send ckpt itself SIGINT (the CLI aborts at its next interruption point)
+ *   kill        SIGKILL ckpt itself there
+ *   sleep=MS    block there for MS milliseconds (for tests that act on ckpt meanwhile)
+ * `<point>:<action>@N` fires only at the N-th time the point is passed (1-based).
+ */
+import { CkptError } from './errors.js';
+import { logger } from './log.js';
+
+const log = logger('fault');
+
+interface Rule {
+  point: string;
+  action: string;
+  nth?: number;
+}
+
+let rules: Rule[] | undefined;
+const passed = new Map<string, number>();
+
+function parse(): Rule[] {
+  const spec = process.env.CKPT_FAULT ?? '';
+  return spec
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((s) => {
+      const m = /^(.+?):(error|sigint|kill|sleep=\d+)(?:@(\d+))?$/.exec(s);
+      if (!m)
+        throw new CkptError('ERR_CKPT_USAGE', `CKPT_FAULT: cannot read ${JSON.stringify(s)}`, {
+          hint: 'POINT:error|sigint|kill|sleep=MS[@N], comma-separated',
+        });
+      return { point: m[1], action: m[2], nth: m[3] ? Number(m[3]) : undefined };
+    });
+}
+
+const matches = (rule: string, point: string) => (rule.endsWith('*') ? point.startsWith(rule.slice(0, -1)) : rule === point);
+
+/** Passes a named point of the pipeline; does what CKPT_FAULT says for it, if anything. */
+export function fault(point: string): void {
+  rules ??= parse();
+  const n = (passed.get(point) ?? 0) + 1;
+  passed.set(point, n);
+  log('%s #%d', point, n);
+  for (const r of rules) {
+    if (!matches(r.point, point) || (r.nth !== undefined && r.nth !== n)) continue;
+    log('%s: %s', point, r.action);
+    if (r.action === 'error') throw new CkptError('ERR_CKPT_PLUGIN', `injected fault at ${point}`);
+    if (r.action === 'sigint') process.kill(process.pid, 'SIGINT');
+    if (r.action === 'kill') process.kill(process.pid, 'SIGKILL');
+    if (r.action.startsWith('sleep=')) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(r.action.slice(6)));
+  }
+}
