@@ -108,9 +108,12 @@ describe('example plugins, loaded by package name from a project config', () => 
     const elsewhere = await ckpt(['plugins'], { cwd: dir });
     expectOk(elsewhere);
     expect(elsewhere.stdout).not.toContain(CONTENT_DIR);
-    // The required option is checked when the plugin is loaded.
+    // The required option may come from its flag: the plugin loads without it, and a dump without
+    // it (nor --content-dir) stops at once, naming the option and the flag.
     const bare = project(path.join(dir, 'bare'), { plugins: [CONTENT_DIR] });
-    expectCleanError(await ckpt(['plugins'], { cwd: bare }), CONTENT_DIR, /"dir"/);
+    expectOk(await ckpt(['plugins'], { cwd: bare }));
+    expectCleanError(await ckpt(['dump', '-t', String(process.pid), '-D', path.join(dir, 'never')], { cwd: bare }), CONTENT_DIR, /"dir"/, '--content-dir');
+    expect(fs.existsSync(path.join(dir, 'never')), 'nothing was written').toBe(false);
     // The plugin template loads as it is (by path), with its flags.
     const tplDir = path.join(dir, 'tpl');
     fs.mkdirSync(tplDir);

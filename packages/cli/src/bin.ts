@@ -392,6 +392,11 @@ program
     else {
       for (const c of r.checks) console.log(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'}  ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
       console.log(r.ok ? 'all required features present' : 'some required features are missing');
+      const c = r.can;
+      console.log(
+        `as uid ${c.uid}: dump --leave-running ${c.dumpLeaveRunning ? 'yes (your own processes; others need CAP_SYS_PTRACE)' : 'no'}; ` +
+          `dump (kills) ${c.dump ? 'yes' : 'no: it would be refused, you could not restore'}; restore ${c.restore ? 'yes' : 'no (needs root or CAP_CHECKPOINT_RESTORE)'}`,
+      );
     }
     if (!r.ok) process.exitCode = 1;
   });

@@ -2,7 +2,7 @@
 import { closeSync, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { native, stubPath } from '@ckpt/native';
-import { ProcessControl } from '@ckpt/core';
+import { canRestore, hasCap as hasCapOf, ProcessControl } from '@ckpt/core';
 
 export interface Check {
   name: string;
@@ -20,15 +20,24 @@ function probe(name: string, required: boolean, fn: () => string | void): Check 
   }
 }
 
-function capEff(): bigint {
-  const line = readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('CapEff:'))!;
-  return BigInt('0x' + line.split(/\s+/)[1]);
-}
-const hasCap = (bit: number) => (capEff() & (1n << BigInt(bit))) !== 0n;
+const hasCap = (bit: number) => hasCapOf(bit);
 
-export function runCheck(): { ok: boolean; kernel: string; arch: string; checks: Check[] } {
+/** What this user can do with ckpt here. */
+export interface Abilities {
+  uid: number;
+  /** Dump and let the processes run on (ptrace of one's own processes, or any with CAP_SYS_PTRACE). */
+  dumpLeaveRunning: boolean;
+  /** Dump that kills the processes: only when they could be restored. */
+  dump: boolean;
+  restore: boolean;
+}
+
+export function abilities(): Abilities {
+  const restore = canRestore();
+  return { uid: process.getuid?.() ?? 0, dumpLeaveRunning: true, dump: restore, restore };
+}
+
+export function runCheck(): { ok: boolean; kernel: string; arch: string; checks: Check[]; can: Abilities } {
   const checks: Check[] = [];
   checks.push(
     probe('architecture x86_64', true, () => {
@@ -92,5 +101,5 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
     }),
   );
   checks.push(probe('pid_max', false, () => `pid_max=${readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()}`));
-  return { ok: checks.every((c) => c.ok || !c.required), kernel: os.release(), arch: process.arch, checks };
+  return { ok: checks.every((c) => c.ok || !c.required), kernel: os.release(), arch: process.arch, checks, can: abilities() };
 }

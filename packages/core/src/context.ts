@@ -96,6 +96,7 @@ export interface DumpSession extends SessionBase {
 }
 
 export interface ProcessDump {
+  /** The process's pid on the host. */
   readonly pid: number;
   /** Parent pid, process group, session and name, as read at the freeze. */
   readonly ppid: number;
@@ -186,6 +187,7 @@ export interface RestoreSession extends SessionBase {
 }
 
 export interface ProcessRestore {
+  /** The pid in the image. The live host pid is `stub.pid` (they differ when a recreated pid namespace cannot keep its host pids). */
   readonly pid: number;
   readonly record: ProcessRecord;
   readonly session: RestoreSession;

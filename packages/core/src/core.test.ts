@@ -209,6 +209,19 @@ describe('restore refuses malformed images before creating anything', () => {
     await expect(restore(new Ckpt([p]), dir)).rejects.toThrow(/fd 3 of pid 31000 \(saved by @x\/fd\) is malformed at path/);
   });
 
+  it('a required option may come from the run (a CLI flag); missing from both, the session names the flag', async () => {
+    const p = plugin('@x/p', {
+      options: z.strictObject({ log: z.string() }),
+      flags: [{ command: 'restore', flags: '--p-log <file>', description: '', option: 'log' }],
+    });
+    const c = new Ckpt([p]);
+    const dir = image([proc()]);
+    const missing = await c.restore({ dir }).catch((e: CkptError) => e);
+    expect(missing).toMatchObject({ message: expect.stringMatching(/option "log" of plugin @x\/p/), hint: 'ckpt restore takes it as --p-log <file>' });
+    // Given by the run, the options pass; the restore then stops where it must (no plugin makes processes).
+    await expect(c.restore({ dir, plugins: { '@x/p': { log: '/tmp/x' } } })).rejects.toThrow(/no plugin created a process/);
+  });
+
   it('records newer than the loaded plugin reads', async () => {
     const p = plugin('@x/mem', { record: { version: 1 } });
     const dir = image([proc({ records: { '@x/mem': {} } })], { '@x/mem': { record: 2 } });

@@ -25,6 +25,7 @@ import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, R
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
 import { fault } from './fault.js';
+import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
@@ -82,7 +83,11 @@ export class Ckpt {
     for (const p of plugins) {
       if (seen.has(p.name)) throw new CkptError('ERR_CKPT_CONFIG', `plugin ${p.name} is listed twice`);
       seen.add(p.name);
-      this.configured.set(p.name, checkOptions(p, init.options?.[p.name], 'config'));
+      // Configured options are checked now (a bad config fails at once), and again, with the
+      // run's (flags), when a session starts: an option a flag supplies may be required.
+      const raw = init.options?.[p.name];
+      if (raw !== undefined) checkOptions(p, raw, 'config');
+      this.configured.set(p.name, raw);
       try {
         p.apply(this.hooks, this.pluginContext(p));
       } catch (e) {
@@ -98,7 +103,7 @@ export class Ckpt {
       log: pluginLogger(p),
       options: (session) => {
         const m = this.runOptions.get(session);
-        return m?.has(p.name) ? m.get(p.name) : this.configured.get(p.name);
+        return m?.has(p.name) ? m.get(p.name) : checkOptions(p, this.configured.get(p.name), 'config');
       },
       provide: (token, value) => {
         this.container.set(token, value);
@@ -107,24 +112,36 @@ export class Ckpt {
   }
 
   /** Validates the run's per-plugin options (before anything is touched). */
-  private bindOptions(session: AnySession): void {
-    const run = session.options.plugins ?? {};
-    const m = new Map<string, unknown>();
-    for (const [name, opts] of Object.entries(run)) {
-      const p = this.plugins.find((x) => x.name === name);
-      if (!p) throw new CkptError('ERR_CKPT_USAGE', `options are given for plugin ${name}, which is not loaded`);
-      const base = (this.configured.get(name) ?? {}) as Record<string, unknown>;
-      m.set(name, checkOptions(p, { ...base, ...opts }, 'options'));
+  private resolveOptions(options: DumpOptions | RestoreOptions): Map<string, unknown> {
+    const run = options.plugins ?? {};
+    for (const name of Object.keys(run)) {
+      if (!this.plugins.some((x) => x.name === name)) throw new CkptError('ERR_CKPT_USAGE', `options are given for plugin ${name}, which is not loaded`);
     }
-    this.runOptions.set(session, m);
+    const m = new Map<string, unknown>();
+    for (const p of this.plugins) {
+      const base = this.configured.get(p.name) as Record<string, unknown> | undefined;
+      const given = run[p.name];
+      const merged = base === undefined && given === undefined ? undefined : { ...(base ?? {}), ...(given ?? {}) };
+      m.set(p.name, checkOptions(p, merged, given ? 'options' : 'config'));
+    }
+    return m;
   }
 
   async dump(options: DumpOptions): Promise<DumpResult> {
     const t0 = performance.now();
     const { pid } = options;
+    // Bad options are bad input: refused before anything is looked at.
+    const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     const pc = services.processes;
     pc.checkTraceable(pid);
+    if (!options.leaveRunning && !canRestore()) {
+      throw new CkptError(
+        'ERR_CKPT_NOT_TRACEABLE',
+        `refusing to dump pid ${pid}: it would be killed, and as uid ${process.getuid?.()} ckpt could not restore it (restoring processes with their pids needs root, or CAP_CHECKPOINT_RESTORE)`,
+        { hint: 'dump with --leave-running to keep it running, or run ckpt as root' },
+      );
+    }
     if (pid !== process.pid && processTree(pid).some((n) => n.pid === process.pid)) {
       throw new CkptError(
         'ERR_CKPT_NOT_TRACEABLE',
@@ -150,7 +167,7 @@ export class Ckpt {
     };
     const frozen: Tracee[][] = [];
     try {
-      this.bindOptions(session);
+      this.runOptions.set(session, pluginOptions);
       await this.hooks.session.beforeDump.promise(session);
       freezeTree(session, frozen);
       fault('dump:frozen');
@@ -221,6 +238,7 @@ export class Ckpt {
 
   async restore(options: RestoreOptions): Promise<RestoreResult> {
     const t0 = performance.now();
+    const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     const image = services.images.open(options.dir, { generation: options.generation });
     const records = this.readRecords(image);
@@ -236,7 +254,7 @@ export class Ckpt {
     const session = restoreSession(options, image, services, state, keepHostPids, rollbacks);
     const installers = new Map<ProcessRestore, Installer>();
     try {
-      this.bindOptions(session);
+      this.runOptions.set(session, pluginOptions);
       for (const r of records) {
         const [proc, installer] = processRestore(r, session);
         installers.set(proc, installer);

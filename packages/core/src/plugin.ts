@@ -114,7 +114,11 @@ export function checkOptions<O>(plugin: CkptPlugin<O>, value: unknown, where: st
   }
   const r = validate(plugin.options, value ?? {});
   if (!r.ok) {
-    throw new CkptError('ERR_CKPT_CONFIG', `${where}: option ${r.path ? `"${r.path}" ` : ''}of plugin ${plugin.name}: ${r.message}`);
+    const option = r.path.split(/[.[]/)[0];
+    const flag = plugin.flags?.find((f) => f.option === option);
+    throw new CkptError('ERR_CKPT_CONFIG', `${where}: option ${r.path ? `"${r.path}" ` : ''}of plugin ${plugin.name}: ${r.message}`, {
+      hint: flag ? `ckpt ${flag.command} takes it as ${flag.flags}` : undefined,
+    });
   }
   return r.value;
 }

@@ -64,4 +64,8 @@ describe('registersRecord', () => {
     expect(registersRecord.safeParse({ ...sample(), fsBase: '0x0' }).success).toBe(false);
     expect(registersRecord.safeParse({ ...sample(), threads: [{ ...thread(100), fpu: 'x' }] }).success).toBe(false);
   });
+
+  it('refuses a process with no thread (it could only crash)', () => {
+    expect(registersRecord.safeParse({ ...sample(), threads: [] }).success).toBe(false);
+  });
 });

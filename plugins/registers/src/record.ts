@@ -70,7 +70,8 @@ export const registersRecord = z.strictObject({
   xcr0: hex,
   sigactions: z.array(sigactionRecord),
   sharedPending: z.array(base64),
-  threads: z.array(threadRecord),
+  // The leader at least: a process with no thread could only be "restored" to crash.
+  threads: z.array(threadRecord).min(1),
   itimers: z.array(z.tuple([int.min(0).max(2), uint, uint])).optional(),
 });
 
