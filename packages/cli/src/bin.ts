@@ -4,7 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync, appendFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
-import { CkptError, VERSION, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
+import { CkptError, NftNetworkLocks, VERSION, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
 import { createCkpt } from '@ckpt/api';
@@ -384,12 +384,20 @@ program
 
 program
   .command('check')
-  .description('report which kernel features ckpt relies on are present')
+  .description('report which kernel features ckpt relies on are present, and network locks left by killed dumps')
   .option('--json', 'machine-readable output')
-  .action(async (o: { json?: boolean }) => {
-    const r = runCheck();
+  .option('--repair', 'remove the network locks whose owner (a ckpt, or an image) is gone')
+  .action(async (o: { json?: boolean; repair?: boolean }) => {
+    // Any stale lock blocks a live connection: reported, and removed with --repair.
+    const staleLocks = new NftNetworkLocks().sweep({ dryRun: !o.repair });
+    const r = { ...runCheck(), staleLocks, repaired: !!o.repair };
     if (o.json) console.log(JSON.stringify(r, null, 1));
     else {
+      for (const s of staleLocks) {
+        console.log(
+          `${o.repair ? 'fixed' : 'warn'}  a network lock of ${s.owner} (gone) blocks ${s.connections} TCP connection(s)${o.repair ? ': removed' : ': ckpt check --repair removes it'}`,
+        );
+      }
       for (const c of r.checks) console.log(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'}  ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
       console.log(r.ok ? 'all required features present' : 'some required features are missing');
       const c = r.can;

@@ -17,7 +17,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { native, NativeError } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
-import type { ImageReader, ProcessRecord } from './image.js';
+import type { ImageReader, Manifest, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
 import { createContainer, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
@@ -134,23 +134,8 @@ export class Ckpt {
     const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     const pc = services.processes;
-    pc.checkTraceable(pid);
-    if (!options.leaveRunning && !canRestore()) {
-      throw new CkptError(
-        'ERR_CKPT_NOT_TRACEABLE',
-        `refusing to dump pid ${pid}: it would be killed, and as uid ${process.getuid?.()} ckpt could not restore it (restoring processes with their pids needs root, or CAP_CHECKPOINT_RESTORE)`,
-        { hint: 'dump with --leave-running to keep it running, or run ckpt as root' },
-      );
-    }
-    if (pid !== process.pid && processTree(pid).some((n) => n.pid === process.pid)) {
-      throw new CkptError(
-        'ERR_CKPT_NOT_TRACEABLE',
-        `cannot checkpoint pid ${pid} (${readStat(pid).comm}): ckpt itself (pid ${process.pid}) runs inside its process tree, and cannot freeze itself`,
-        {
-          hint: 'run ckpt from outside that tree (another terminal or session), or start the program with `ckpt run`',
-        },
-      );
-    }
+    sweepLocks(services);
+    checkDumpable(pc, pid, options);
     const image = services.images.create(options.dir, { sync: options.sync, keep: options.keep, followSymlinks: options.followSymlinks });
     const state = new SessionStateStore();
     const session: DumpSession = {
@@ -187,30 +172,7 @@ export class Ckpt {
       await this.hooks.session.afterDump.promise(session);
       fault('dump:records');
       await session.interruptionPoint();
-      for (const p of session.processes) {
-        if (p.tracee.scratchRange) p.tracee.releaseScratch();
-        const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
-        image.writeJson(`proc-${p.pid}.json`, {
-          pid: p.pid,
-          ppid: p.ppid,
-          pgid: p.pgid,
-          sid: p.sid,
-          comm: p.comm,
-          fds: p.fds,
-          layout,
-          records: p.records,
-        } satisfies ProcessRecord);
-      }
-      const manifest = image.commit({
-        tool: `ckpt ${VERSION}`,
-        root: pid,
-        processes: session.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, comm: p.comm, file: `proc-${p.pid}.json` })),
-        zombies: session.zombies,
-        ...(pidns ? { pidns } : {}),
-        ...(options.app ? { app: options.app } : {}),
-        plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version, ...(p.record ? { record: p.record.version } : {}) }])),
-        meta: session.meta,
-      });
+      const manifest = this.commitImage(session, pidns);
       fault('dump:committed');
       await this.hooks.session.imageCommitted.promise(session);
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
@@ -236,10 +198,32 @@ export class Ckpt {
     }
   }
 
+  /** Writes every process record (scratch pages gone first) and commits the image, manifest last. */
+  private commitImage(session: DumpSession, pidns: { map: Record<string, number> } | undefined): Manifest {
+    const { image, options } = session;
+    for (const p of session.processes) {
+      if (p.tracee.scratchRange) p.tracee.releaseScratch();
+      const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
+      const record: ProcessRecord = { pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, layout, records: p.records };
+      image.writeJson(`proc-${p.pid}.json`, record);
+    }
+    return image.commit({
+      tool: `ckpt ${VERSION}`,
+      root: options.pid,
+      processes: session.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, comm: p.comm, file: `proc-${p.pid}.json` })),
+      zombies: session.zombies,
+      ...(pidns ? { pidns } : {}),
+      ...(options.app ? { app: options.app } : {}),
+      plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version, ...(p.record ? { record: p.record.version } : {}) }])),
+      meta: session.meta,
+    });
+  }
+
   async restore(options: RestoreOptions): Promise<RestoreResult> {
     const t0 = performance.now();
     const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
+    sweepLocks(services);
     const image = services.images.open(options.dir, { generation: options.generation });
     const records = this.readRecords(image);
     const zombies = image.manifest.zombies ?? [];
@@ -411,6 +395,37 @@ function restoreSession(
     onRollback: (fn) => rollbacks.push(fn),
   };
   return session;
+}
+
+/**
+ * What can be refused before anything is touched: a pid that is not traceable, a dump that would
+ * kill processes this user could not restore, a tree ckpt itself runs in.
+ */
+function checkDumpable(pc: Services['processes'], pid: number, options: DumpOptions): void {
+  pc.checkTraceable(pid);
+  if (!options.leaveRunning && !canRestore()) {
+    throw new CkptError(
+      'ERR_CKPT_NOT_TRACEABLE',
+      `refusing to dump pid ${pid}: it would be killed, and as uid ${process.getuid?.()} ckpt could not restore it (restoring processes with their pids needs root, or CAP_CHECKPOINT_RESTORE)`,
+      { hint: 'dump with --leave-running to keep it running, or run ckpt as root' },
+    );
+  }
+  if (pid !== process.pid && processTree(pid).some((n) => n.pid === process.pid)) {
+    throw new CkptError(
+      'ERR_CKPT_NOT_TRACEABLE',
+      `cannot checkpoint pid ${pid} (${readStat(pid).comm}): ckpt itself (pid ${process.pid}) runs inside its process tree, and cannot freeze itself`,
+      { hint: 'run ckpt from outside that tree (another terminal or session), or start the program with `ckpt run`' },
+    );
+  }
+}
+
+/** Network locks whose owner is gone (a killed dump) are removed by the next ckpt, whatever it does. */
+function sweepLocks(services: Services): void {
+  try {
+    for (const s of services.netlock.sweep()) log('removed a stale network lock of %s (%d connections)', s.owner, s.connections);
+  } catch (e) {
+    log('could not sweep stale network locks: %s', errorMessage(e));
+  }
 }
 
 async function runQuietly(fn: () => Promise<unknown>, what: string): Promise<void> {

@@ -77,7 +77,7 @@ export {
   type ServiceToken,
   type ImageStore,
 } from './services.js';
-export { NftNetworkLocks, type NetworkLock, type NetworkLocks, type InetAddr } from './netlock.js';
+export { NftNetworkLocks, LOCKS_DIR, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
 export { fdKind, fileId } from './fdtable.js';
 export { relocatePath } from './paths.js';
 export { generations, latestGeneration, resolveImage, removeStaleStaging, LATEST } from './imagedir.js';

@@ -7,8 +7,11 @@
  * network namespace of the process when it is not ours.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CkptError } from './errors.js';
+import { ownerAlive, selfOwner, type Owner } from './imagedir.js';
 
 /** An address as socket plugins record it. */
 export interface InetAddr {
@@ -24,16 +27,73 @@ export interface NetworkLock {
   unblock(local: InetAddr, peer: InetAddr, nsPid?: number): void;
   /** Unblocks everything this group blocked. */
   unblockAll(): void;
+  /**
+   * The blocks outlive this ckpt on purpose (a dump that killed its processes: the connections
+   * wait for the restore): from now on they belong to the image, and stay while it exists.
+   */
+  handOver(imagePath: string): void;
 }
 
-/** The service: hands out lock groups. */
+/** A stale lock: its owner is gone. */
+export interface StaleLock {
+  owner: string;
+  connections: number;
+}
+
+/** The service: hands out lock groups, and finds (and removes) the locks no owner holds any more. */
 export interface NetworkLocks {
   group(): NetworkLock;
+  /** Locks whose owner (a ckpt process, or an image) is gone; removed unless `dryRun`. */
+  sweep(opts?: { dryRun?: boolean }): StaleLock[];
 }
+
+/**
+ * Every lock group is recorded in LOCKS_DIR with its owner (pid, start time and boot of the ckpt
+ * holding it, or the image it was handed over to) and its elements, so that any later ckpt can
+ * tell a lock nobody holds (a killed dump) from one that waits for a restore.
+ */
+export const LOCKS_DIR = '/run/ckpt/netlocks';
+
+interface LockFile {
+  owner: Owner | { image: string };
+  elements: Array<{ set: string; elem: string; nsPid?: number }>;
+}
+
+const describeOwner = (o: LockFile['owner']) => ('image' in o ? `image ${o.image}` : `ckpt pid ${o.pid}`);
 
 export class NftNetworkLocks implements NetworkLocks {
   group(): NetworkLock {
     return new NftLockGroup();
+  }
+
+  sweep(opts: { dryRun?: boolean } = {}): StaleLock[] {
+    const stale: StaleLock[] = [];
+    let names: string[] = [];
+    try {
+      names = readdirSync(LOCKS_DIR).filter((n) => n.endsWith('.json'));
+    } catch {
+      return stale; // no lock was ever recorded
+    }
+    for (const name of names) {
+      const file = join(LOCKS_DIR, name);
+      let lock: LockFile;
+      try {
+        lock = JSON.parse(readFileSync(file, 'utf8')) as LockFile;
+      } catch {
+        continue; // being written
+      }
+      const alive = 'image' in lock.owner ? existsSync(join(lock.owner.image, 'manifest.json')) : ownerAlive(lock.owner);
+      if (alive) continue;
+      stale.push({ owner: describeOwner(lock.owner), connections: lock.elements.length / 2 });
+      if (opts.dryRun) continue;
+      for (const e of lock.elements) {
+        // A namespace that was a dead process's only: gone with it, and its blocks too.
+        if (e.nsPid && !existsSync(`/proc/${e.nsPid}/ns/net`)) continue;
+        unblock(e.set, [e.elem], e.nsPid);
+      }
+      rmSync(file, { force: true });
+    }
+    return stale;
   }
 }
 
@@ -96,6 +156,25 @@ function ensureTable(nsPid?: number): void {
 class NftLockGroup implements NetworkLock {
   private readonly held = new Map<string, { set: string; elem: string; nsPid?: number }>();
   private tableReady = new Set<string>();
+  private owner: LockFile['owner'] = selfOwner();
+  private readonly file = join(LOCKS_DIR, `${process.pid}-${randomBytes(4).toString('hex')}.json`);
+
+  /** Records the group (owner and elements) before nft changes, so a crash in between leaves it findable. */
+  private record(): void {
+    if (!this.held.size) {
+      rmSync(this.file, { force: true });
+      return;
+    }
+    mkdirSync(LOCKS_DIR, { recursive: true, mode: 0o700 });
+    const tmp = `${this.file}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ owner: this.owner, elements: [...this.held.values()] } satisfies LockFile), { mode: 0o600 });
+    renameSync(tmp, this.file);
+  }
+
+  handOver(imagePath: string): void {
+    this.owner = { image: imagePath };
+    this.record();
+  }
 
   block(local: InetAddr, peer: InetAddr, nsPid?: number): void {
     const { set, elems } = elements(local, peer);
@@ -105,14 +184,17 @@ class NftLockGroup implements NetworkLock {
       ensureTable(nsPid);
       this.tableReady.add(String(nsPid ?? 0));
     }
-    nft(`add element inet ${TABLE} ${set} { ${fresh.join(', ')} }\n`, nsPid);
     for (const e of fresh) this.held.set(`${nsPid ?? 0}|${e}`, { set, elem: e, nsPid });
+    this.record();
+    nft(`add element inet ${TABLE} ${set} { ${fresh.join(', ')} }\n`, nsPid);
   }
 
   unblock(local: InetAddr, peer: InetAddr, nsPid?: number): void {
     const { set, elems } = elements(local, peer);
     for (const e of elems) this.held.delete(`${nsPid ?? 0}|${e}`);
     unblock(set, elems, nsPid);
+    this.record();
+    forgetElsewhere(elems);
   }
 
   unblockAll(): void {
@@ -125,6 +207,32 @@ class NftLockGroup implements NetworkLock {
     }
     this.held.clear();
     for (const g of groups.values()) unblock(g.set, g.elems, g.nsPid);
+    this.record();
+    forgetElsewhere([...groups.values()].flatMap((g) => g.elems));
+  }
+}
+
+/** Elements unblocked by one group (a restore) are no longer another's (the dump's, handed to its image). */
+function forgetElsewhere(elems: string[]): void {
+  if (!elems.length) return;
+  const gone = new Set(elems);
+  let names: string[] = [];
+  try {
+    names = readdirSync(LOCKS_DIR).filter((n) => n.endsWith('.json'));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const file = join(LOCKS_DIR, name);
+    try {
+      const lock = JSON.parse(readFileSync(file, 'utf8')) as LockFile;
+      const left = lock.elements.filter((e) => !gone.has(e.elem));
+      if (left.length === lock.elements.length) continue;
+      if (!left.length) rmSync(file, { force: true });
+      else writeFileSync(file, JSON.stringify({ ...lock, elements: left }), { mode: 0o600 });
+    } catch {
+      /* being written by its owner */
+    }
   }
 }
 

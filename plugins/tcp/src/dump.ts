@@ -178,6 +178,17 @@ export async function afterDump(session: DumpSession): Promise<void> {
   }
 }
 
+/**
+ * The image is committed and the processes are about to be killed: their connections stay
+ * blocked until the restore, so the blocks now belong to the image (a later ckpt removes them
+ * only if the image is gone), not to this ckpt.
+ */
+export async function imageCommitted(session: DumpSession): Promise<void> {
+  const st = dumps.peek(session);
+  if (!st || session.options.leaveRunning || !session.image.path) return;
+  st.blocks.handOver(session.image.path);
+}
+
 /** Failure: before the engine thaws anything, connections leave repair mode and are unblocked. */
 export async function undoDump(session: DumpSession, ctx: PluginContext<TcpOptions>): Promise<void> {
   const st = dumps.peek(session);

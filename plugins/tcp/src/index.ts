@@ -62,7 +62,7 @@
  */
 import { definePlugin, type FdRecord, type PluginContext } from '@ckpt/core';
 import { NAME, inetSocketData, tcpOptions, type InetSocketData, type TcpOptions } from './record.js';
-import { afterDump, makeDumpFd, undoDump } from './dump.js';
+import { afterDump, imageCommitted, makeDumpFd, undoDump } from './dump.js';
 import { afterRestore, restoreFd } from './restore.js';
 import { describeSocket, inetSocketRows } from './show.js';
 
@@ -99,6 +99,7 @@ export const tcpPlugin = definePlugin(() => ({
   apply(hooks, ctx: PluginContext<TcpOptions>) {
     hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx));
     hooks.session.afterDump.tapPromise(NAME, afterDump);
+    hooks.session.imageCommitted.tapPromise(NAME, imageCommitted);
     hooks.session.dumpFailed.tapPromise(NAME, (session) => undoDump(session, ctx));
     hooks.fds.restore.for(NAME).tapPromise(NAME, (rec, proc) => restoreFd(ctx, rec, proc));
     hooks.session.beforeResume.tapPromise(NAME, afterRestore);
