@@ -1,6 +1,6 @@
 // Shared helpers of the integration tests: running the CLI as a child process, polling output files
 // and /proc, and cleaning up every process and temp dir a test made (even when the test fails).
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -555,3 +555,34 @@ export function expectRunningFree(pid: number, what = `pid ${pid}`): void {
   expect(['t', 'T'].includes(st ?? ''), `${what} is stopped (state ${st})`).toBe(false);
   expect(tracerPid(pid), `${what} is traced`).toBe(0);
 }
+
+// ------------------------------------------------------------------------------------------------
+// A ticking workload, and the network lock table
+
+/** The C workload (`ckpt run`) with `mib` MiB of heap, ticking; its output in `out-<name>/`. */
+export async function startWorkload(dir: string, mib: number, name = 'workload'): Promise<Started> {
+  const outdir = path.join(dir, `out-${name}`);
+  fs.mkdirSync(outdir, { recursive: true });
+  const p = await runFixture(dir, [bin('workload'), String(mib), outdir], { name });
+  await waitForLine(p.stdout, /^start pid=/);
+  await waitForTick(p.stdout, 2);
+  return p;
+}
+
+/** The process goes on as before: free (not stopped, not traced), and ticking past where it was. */
+export async function expectCarriesOn(pid: number, stdout: string, what: string): Promise<void> {
+  expectRunningFree(pid, what);
+  await waitForTick(stdout, lastTick(stdout) + 2, 10_000);
+}
+
+/** ckpt's nftables table as `nft list` prints it ('' when there is none). */
+export function nftCkptTable(): string {
+  try {
+    return execFileSync('nft', ['list', 'table', 'inet', 'ckpt'], { encoding: 'utf8' });
+  } catch {
+    return '';
+  }
+}
+
+/** True when a connection with this port is blocked by ckpt. */
+export const portBlocked = (port: number): boolean => new RegExp(`\\. ${port}\\b|\\b${port} \\.`).test(nftCkptTable());

@@ -9,18 +9,15 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   bin,
+  expectCarriesOn,
+  startWorkload,
   ckpt,
   dumpOk,
   expectCleanError,
   expectOk,
-  expectRunningFree,
-  lastTick,
   makeTempDir,
   restoreOk,
-  runFixture,
   useCleanup,
-  waitForLine,
-  waitForTick,
   waitNotAlive,
   waitPidFree,
 } from './helpers.js';
@@ -47,20 +44,6 @@ function tmpfs(dir: string, size: string, ro = false): string {
   return at;
 }
 
-async function workload(dir: string, mib: number, name = 'workload') {
-  const outdir = path.join(dir, `out-${name}`);
-  fs.mkdirSync(outdir, { recursive: true });
-  const p = await runFixture(dir, [bin('workload'), String(mib), outdir], { name });
-  await waitForLine(p.stdout, /^start pid=/);
-  await waitForTick(p.stdout, 2);
-  return p;
-}
-
-async function expectCarriesOn(pid: number, stdout: string, what: string): Promise<void> {
-  expectRunningFree(pid, what);
-  await waitForTick(stdout, lastTick(stdout) + 2, 10_000);
-}
-
 const gens = (img: string) =>
   fs
     .readdirSync(img)
@@ -71,7 +54,7 @@ const gens = (img: string) =>
 describe('image directory', () => {
   it('generations: latest switches on commit, --keep prunes the oldest, restore takes latest or --generation', async () => {
     const dir = makeTempDir('gens');
-    const { pid, stdout } = await workload(dir, 16);
+    const { pid, stdout } = await startWorkload(dir, 16);
     const img = path.join(dir, 'img');
     fs.mkdirSync(img, { mode: 0o700 });
     // Files of the user's in the directory: never touched.
@@ -109,8 +92,8 @@ describe('image directory', () => {
 
   it('a failed dump (injected error, full disk) leaves the previous generation whole and restorable', async () => {
     const dir = makeTempDir('prev');
-    const small = await workload(dir, 8, 'small');
-    const big = await workload(dir, 96, 'big');
+    const small = await startWorkload(dir, 8, 'small');
+    const big = await startWorkload(dir, 96, 'big');
     const img = path.join(tmpfs(dir, '64m'), 'img');
     await dumpOk(small.pid, img, ['--leave-running']);
     const fault = await ckpt(['dump', '-t', String(small.pid), '-D', img], { env: { CKPT_FAULT: 'dump:records:error' } });
@@ -134,8 +117,8 @@ describe('image directory', () => {
 
   it('a second dump into a directory in use is refused before it freezes anything', async () => {
     const dir = makeTempDir('lock');
-    const a = await workload(dir, 8, 'a');
-    const b = await workload(dir, 8, 'b');
+    const a = await startWorkload(dir, 8, 'a');
+    const b = await startWorkload(dir, 8, 'b');
     const img = path.join(dir, 'img');
     const first = ckpt(['dump', '-t', String(a.pid), '-D', img, '--leave-running'], { env: { CKPT_FAULT: 'dump:frozen:sleep=2000' } });
     await waitForFile(path.join(img, '.lock'));
@@ -148,7 +131,7 @@ describe('image directory', () => {
 
   it('a symlinked directory is refused unless --follow-symlinks; a read-only one is named', async () => {
     const dir = makeTempDir('symlink');
-    const { pid, stdout } = await workload(dir, 8);
+    const { pid, stdout } = await startWorkload(dir, 8);
     const real = path.join(dir, 'real');
     fs.mkdirSync(real, { mode: 0o700 });
     const link = path.join(dir, 'link');
@@ -165,7 +148,7 @@ describe('image directory', () => {
 
   it('the staging directory and the lock of a dead dump are removed by the next dump; a live one is kept', async () => {
     const dir = makeTempDir('stale');
-    const { pid, stdout } = await workload(dir, 8);
+    const { pid, stdout } = await startWorkload(dir, 8);
     const img = path.join(dir, 'img');
     fs.mkdirSync(img, { mode: 0o700 });
     // What a killed dump leaves: its lock and its staging directory, owned by a process that is gone.
@@ -185,7 +168,7 @@ describe('image directory', () => {
 
   it('restore refuses an image directory others can write to', async () => {
     const dir = makeTempDir('perm');
-    const { pid } = await workload(dir, 8);
+    const { pid } = await startWorkload(dir, 8);
     const img = path.join(dir, 'img');
     await dumpOk(pid, img, ['--leave-running']);
     fs.chmodSync(path.join(img, '1'), 0o777);

@@ -7,19 +7,17 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   bin,
+  expectCarriesOn,
+  startWorkload,
   ckpt,
   dumpOk,
   expectCleanError,
   expectRunningFree,
-  lastTick,
   makeTempDir,
   pidExists,
   restoreOk,
-  runFixture,
   track,
   useCleanup,
-  waitForLine,
-  waitForTick,
   waitNotAlive,
   waitPidFree,
 } from './helpers.js';
@@ -40,23 +38,6 @@ const RESTORE_POINTS = [
   'restore:resume',
 ];
 
-/** The workload with `mib` MiB of heap, ticking; returns its pid and stdout file. */
-async function workload(dir: string, mib: number) {
-  const outdir = path.join(dir, 'out');
-  fs.mkdirSync(outdir, { recursive: true });
-  const p = await runFixture(dir, [bin('workload'), String(mib), outdir], { name: 'workload' });
-  await waitForLine(p.stdout, /^start pid=/);
-  await waitForTick(p.stdout, 2);
-  return p;
-}
-
-/** The process goes on as before: free, and ticking past where it was. */
-async function expectCarriesOn(pid: number, stdout: string, what: string): Promise<void> {
-  expectRunningFree(pid, what);
-  const t = lastTick(stdout);
-  await waitForTick(stdout, t + 2, 10_000);
-}
-
 /** Nothing of an image was left: the directory the dump made is gone with everything in it. */
 function expectNoImage(dir: string, what: string): void {
   const left = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
@@ -67,7 +48,7 @@ function expectNoImage(dir: string, what: string): void {
 describe('an interrupted or failing dump harms nothing', () => {
   it('an injected error at every step: the process carries on, untraced, and no image is left', async () => {
     const dir = makeTempDir('fault-dump');
-    const { pid, stdout } = await workload(dir, 16);
+    const { pid, stdout } = await startWorkload(dir, 16);
     for (const point of DUMP_POINTS) {
       const img = path.join(dir, `img-${point.replace(/:/g, '-')}`);
       const r = await ckpt(['dump', '-t', String(pid), '-D', img], { env: { CKPT_FAULT: `${point}:error` } });
@@ -82,7 +63,7 @@ describe('an interrupted or failing dump harms nothing', () => {
 
   it('Ctrl-C (SIGINT) at every step stops the dump and thaws the process', async () => {
     const dir = makeTempDir('sigint-dump');
-    const { pid, stdout } = await workload(dir, 16);
+    const { pid, stdout } = await startWorkload(dir, 16);
     for (const point of DUMP_POINTS) {
       const img = path.join(dir, `img-${point.replace(/:/g, '-')}`);
       const r = await ckpt(['dump', '-t', String(pid), '-D', img], { env: { CKPT_FAULT: `${point}:sigint` } });
@@ -94,7 +75,7 @@ describe('an interrupted or failing dump harms nothing', () => {
 
   it('SIGINT and SIGTERM in the middle of the page copy of 1 GiB stop the dump within a second or two', async () => {
     const dir = makeTempDir('sigint-pages');
-    const { pid, stdout } = await workload(dir, 1024);
+    const { pid, stdout } = await startWorkload(dir, 1024);
     for (const sig of ['SIGINT', 'SIGTERM'] as const) {
       const img = path.join(dir, `img-${sig}`);
       let sentAt = 0;
@@ -128,7 +109,7 @@ describe('an interrupted or failing dump harms nothing', () => {
 describe('an interrupted or failing restore leaves nothing behind', () => {
   it('an injected error, or SIGINT, at every step: no process is left, and the next restore works', async () => {
     const dir = makeTempDir('fault-restore');
-    const { pid, stdout } = await workload(dir, 16);
+    const { pid, stdout } = await startWorkload(dir, 16);
     const img = path.join(dir, 'img');
     await dumpOk(pid, img);
     await waitNotAlive(pid);

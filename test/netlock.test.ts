@@ -2,23 +2,14 @@
 // nftables block owned by a dead ckpt; `ckpt check` reports it, `ckpt check --repair` (or any
 // later dump or restore) removes it, and the connection carries on. A block handed to an image
 // (a dump that killed its process) stays while the image exists.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ckpt, expectOk, expectRunningFree, makeTempDir, track, useCleanup, waitNotAlive } from './helpers.js';
+import { ckpt, expectOk, expectRunningFree, makeTempDir, portBlocked, track, useCleanup, waitNotAlive } from './helpers.js';
 
 useCleanup();
-
-function nftTable(): string {
-  try {
-    return execFileSync('nft', ['list', 'table', 'inet', 'ckpt'], { encoding: 'utf8' });
-  } catch {
-    return '';
-  }
-}
-const blocks = (port: number) => new RegExp(`\\. ${port}\\b|\\b${port} \\.`).test(nftTable());
 
 /** A server in this test, and a python3 client (outside any namespace) that echoes every line back. */
 async function echoPair() {
@@ -67,15 +58,15 @@ describe('network locks', () => {
       const killed = await ckpt(['dump', '-t', String(p.child.pid), '-D', path.join(dir, 'img')], { env: { CKPT_FAULT: 'dump:stage:pids:kill' } });
       expect(killed.signal).toBe('SIGKILL');
       expectRunningFree(p.child.pid!, 'the client after its ckpt was killed');
-      expect(blocks(p.port), 'the connection is blocked').toBe(true);
+      expect(portBlocked(p.port), 'the connection is blocked').toBe(true);
       expect(await p.roundTrip('blocked', 800), 'nothing gets through the block').toBe(false);
       const check = await ckpt(['check', '--json']);
       const report = JSON.parse(check.stdout) as { staleLocks: Array<{ owner: string; connections: number }> };
       expect(report.staleLocks).toEqual([expect.objectContaining({ owner: expect.stringMatching(/^ckpt pid \d+$/), connections: 1 })]);
-      expect(blocks(p.port), 'check alone removes nothing').toBe(true);
+      expect(portBlocked(p.port), 'check alone removes nothing').toBe(true);
       const repair = await ckpt(['check', '--repair']);
       expect(repair.stdout).toMatch(/fixed .*network lock of ckpt pid \d+ \(gone\) blocks 1 TCP connection/);
-      expect(blocks(p.port), 'the block is gone').toBe(false);
+      expect(portBlocked(p.port), 'the block is gone').toBe(false);
       expect(await p.roundTrip('after', 15_000), 'the connection works again (retransmitted)').toBe(true);
     } finally {
       p.close();
@@ -90,13 +81,13 @@ describe('network locks', () => {
     try {
       expectOk(await ckpt(['dump', '-t', String(p.child.pid), '-D', img]));
       await waitNotAlive(p.child.pid!);
-      expect(blocks(p.port), 'blocked until the restore').toBe(true);
+      expect(portBlocked(p.port), 'blocked until the restore').toBe(true);
       let report = JSON.parse((await ckpt(['check', '--json'])).stdout) as { staleLocks: unknown[] };
       expect(report.staleLocks, 'the image holds it').toEqual([]);
       fs.rmSync(img, { recursive: true, force: true });
       report = JSON.parse((await ckpt(['check', '--json', '--repair'])).stdout) as { staleLocks: unknown[] };
       expect(report.staleLocks).toHaveLength(1);
-      expect(blocks(p.port), 'gone with its image').toBe(false);
+      expect(portBlocked(p.port), 'gone with its image').toBe(false);
     } finally {
       p.close();
     }

@@ -3,8 +3,7 @@
  * the facade is built from; its types (./binding.d.ts, NativeFacade) are checked against it, so
  * a function missing here, or listed in the wrong group, fails to type-check.
  *
- * scripts/codemods/native-groups.mjs carries the same table as a mapping from the old flat names
- * (`native.seize` -> `native.ptrace.seize`), with the two functions merged away since:
+ * ckpt 0.1 had a flat facade (`native.seize`); two of its functions were merged away since:
  * unixListen -> sock.sockListen, unixSetsockopt -> sock.sockSetBytes.
  */
 import type { NativeFacade } from './binding.js';

@@ -3,7 +3,18 @@
  * tree, the fd table, the files) is described here; each plugin describes its own records
  * through its `show` functions, so this file knows no plugin.
  */
-import { fileId, generations, latestGeneration, IMAGE_STORE, type Ckpt, type CkptPlugin, type FdRecord, type ProcessRecord, type SocketRow } from '@ckpt/core';
+import {
+  fileId,
+  generations,
+  openDescriptions,
+  latestGeneration,
+  IMAGE_STORE,
+  type Ckpt,
+  type CkptPlugin,
+  type FdRecord,
+  type ProcessRecord,
+  type SocketRow,
+} from '@ckpt/core';
 
 /** A name for an open file description: its owner's, else a path in its data, else its kind. */
 function fdName(byName: Map<string, CkptPlugin>, f: FdRecord, pid: number): string {
@@ -16,18 +27,7 @@ function fdName(byName: Map<string, CkptPlugin>, f: FdRecord, pid: number): stri
 /** One line per open file description: type|id|name|pid:fd,... (ids for restore --substitute). */
 export function openFiles(plugins: readonly CkptPlugin[], procs: ProcessRecord[]): Array<{ type: string; id: string; name: string; holders: string[] }> {
   const byName = new Map(plugins.map((p) => [p.name, p]));
-  const out = new Map<string, { type: string; id: string; name: string; holders: string[] }>();
-  for (const p of procs) {
-    for (const f of p.fds) {
-      if (f.sameAs) {
-        out.get(fileId(f.sameAs.pid, f.sameAs.fd))?.holders.push(`${p.pid}:${f.fd}`);
-        continue;
-      }
-      const id = fileId(p.pid, f.fd);
-      out.set(id, { type: f.kind, id, name: fdName(byName, f, p.pid), holders: [`${p.pid}:${f.fd}`] });
-    }
-  }
-  return [...out.values()];
+  return openDescriptions(procs).map((d) => ({ type: d.record.kind, id: fileId(d.pid, d.fd), name: fdName(byName, d.record, d.pid), holders: d.holders }));
 }
 
 function sockets(plugins: readonly CkptPlugin[], procs: ProcessRecord[]): SocketRow[] {

@@ -182,3 +182,30 @@ export function restorerFdOf(proc: ProcessRestore, fd: number): number | undefin
   if (!r) return undefined;
   return r.sameAs ? ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`) : ours.get(`${proc.pid}:${fd}`);
 }
+
+/** One open file description of an image, with every fd holding it ("pid:fd", its first holder first). */
+export interface OpenDescription<D = unknown> {
+  pid: number;
+  fd: number;
+  record: FdRecord<D>;
+  holders: string[];
+}
+
+/** The open file descriptions of the given processes (of one owner, if given), sharers gathered. */
+export function openDescriptions<D = unknown>(procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>, owner?: string): OpenDescription<D>[] {
+  const out: OpenDescription<D>[] = [];
+  const byHolder = new Map<string, OpenDescription<D>>();
+  for (const p of procs) {
+    for (const f of p.fds) {
+      if (owner !== undefined && f.owner !== owner) continue;
+      if (f.sameAs) {
+        byHolder.get(`${f.sameAs.pid}:${f.sameAs.fd}`)?.holders.push(`${p.pid}:${f.fd}`);
+        continue;
+      }
+      const d: OpenDescription<D> = { pid: p.pid, fd: f.fd, record: f as FdRecord<D>, holders: [`${p.pid}:${f.fd}`] };
+      out.push(d);
+      byHolder.set(`${p.pid}:${f.fd}`, d);
+    }
+  }
+  return out;
+}

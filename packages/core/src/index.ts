@@ -78,7 +78,7 @@ export {
   type ImageStore,
 } from './services.js';
 export { NftNetworkLocks, LOCKS_DIR, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
-export { fdKind, fileId } from './fdtable.js';
+export { fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
 export { relocatePath } from './paths.js';
 export { generations, latestGeneration, resolveImage, removeStaleStaging, LATEST } from './imagedir.js';
 export { fault } from './fault.js';

@@ -1,5 +1,5 @@
 /** How sockets of the tcp plugin are named in messages and shown by `ckpt show`. */
-import type { FdRecord, SocketRow } from '@ckpt/core';
+import { openDescriptions, type FdRecord, type SocketRow } from '@ckpt/core';
 import { NAME, type InetAddr, type InetSocketData } from './record.js';
 
 /** "1.2.3.4:80", "[::1]:6379"; "*" for none. */
@@ -12,32 +12,20 @@ export function describeSocket(d: Pick<InetSocketData, 'proto' | 'family' | 'loc
 
 /** `ckpt show`: one row per TCP/UDP socket of the image, with every pid:fd holding it. */
 export function inetSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>): SocketRow[] {
-  const rows: SocketRow[] = [];
-  const byHolder = new Map<string, SocketRow>();
   const addr = (a?: InetAddr) => (!a ? '' : a.family === 6 ? `[${a.addr}]:${a.port}` : `${a.addr}:${a.port}`);
-  for (const p of procs) {
-    for (const f of p.fds) {
-      if (f.owner !== NAME) continue;
-      if (f.sameAs) {
-        byHolder.get(`${f.sameAs.pid}:${f.sameAs.fd}`)?.holders.push(`${p.pid}:${f.fd}`);
-        continue;
-      }
-      const i = f.data as InetSocketData;
-      const row: SocketRow = {
-        family: i.family === 6 ? 'inet6' : 'inet',
-        type: i.proto,
-        state: i.state + (i.backlog !== undefined ? ` (backlog ${i.backlog})` : '') + (i.locked ? ' (blocked)' : ''),
-        holders: [`${p.pid}:${f.fd}`],
-        local: addr(i.local) || '*',
-        remote: addr(i.peer),
-        recvQ: i.recvQueue,
-        recvMessages: i.datagrams?.length ?? 0,
-        sendQ: i.sendQueue,
-        ...(i.note ? { note: i.note } : {}),
-      };
-      rows.push(row);
-      byHolder.set(`${p.pid}:${f.fd}`, row);
-    }
-  }
-  return rows;
+  return openDescriptions<InetSocketData>(procs, NAME).map(({ record, holders }) => {
+    const i = record.data!;
+    return {
+      family: i.family === 6 ? 'inet6' : 'inet',
+      type: i.proto,
+      state: i.state + (i.backlog !== undefined ? ` (backlog ${i.backlog})` : '') + (i.locked ? ' (blocked)' : ''),
+      holders,
+      local: addr(i.local) || '*',
+      remote: addr(i.peer),
+      recvQ: i.recvQueue,
+      recvMessages: i.datagrams?.length ?? 0,
+      sendQ: i.sendQueue,
+      ...(i.note ? { note: i.note } : {}),
+    };
+  });
 }

@@ -1,5 +1,5 @@
 /** How unix sockets are named in messages and shown by `ckpt show`. */
-import type { FdRecord, SocketRow } from '@ckpt/core';
+import { openDescriptions, type FdRecord, type SocketRow } from '@ckpt/core';
 import { NAME, type UnixSocketData } from './record.js';
 
 /** "a unix stream socket (/run/x.sock)" */
@@ -9,20 +9,7 @@ export function describeSocket(d: Pick<UnixSocketData, 'type' | 'name'>): string
 
 /** `ckpt show`: one row per unix socket of the image (every pid:fd holding it), with the bytes queued each way. */
 export function unixSocketRows(procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>): SocketRow[] {
-  const socks: Array<{ d: UnixSocketData; holders: string[] }> = [];
-  const byHolder = new Map<string, { d: UnixSocketData; holders: string[] }>();
-  for (const p of procs) {
-    for (const f of p.fds) {
-      if (f.owner !== NAME) continue;
-      if (f.sameAs) {
-        byHolder.get(`${f.sameAs.pid}:${f.sameAs.fd}`)?.holders.push(`${p.pid}:${f.fd}`);
-        continue;
-      }
-      const s = { d: f.data as UnixSocketData, holders: [`${p.pid}:${f.fd}`] };
-      socks.push(s);
-      byHolder.set(`${p.pid}:${f.fd}`, s);
-    }
-  }
+  const socks = openDescriptions<UnixSocketData>(procs, NAME).map(({ record, holders }) => ({ d: record.data!, holders }));
   const byIno = new Map(socks.map((s) => [s.d.ino, s]));
   return socks.map(({ d, holders }) => {
     const peer = d.peer ? byIno.get(d.peer) : undefined;
