@@ -124,6 +124,23 @@ describe('an interrupted or failing restore leaves nothing behind', () => {
     await restoreOk(img, pid, bin('workload'));
     await expectCarriesOn(pid, stdout, 'workload restored after the faults');
   });
+
+  it('ckpt restore killed (SIGKILL) at every step: nothing half-built survives, and the next restore works', async () => {
+    const dir = makeTempDir('kill-restore');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    for (const point of RESTORE_POINTS) {
+      const r = await ckpt(['restore', '-D', img, '--detach'], { env: { CKPT_FAULT: `${point}:kill` } });
+      expect(r.signal, `ckpt restore was killed at ${point}`).toBe('SIGKILL');
+      // Every stub was traced with PTRACE_O_EXITKILL: it died with its tracer.
+      await waitPidFree(pid);
+      expect(pidExists(pid), `pid ${pid} exists after a kill at ${point}`).toBe(false);
+    }
+    await restoreOk(img, pid, bin('workload'));
+    await expectCarriesOn(pid, stdout, 'workload restored after the kills');
+  });
 });
 
 describe('a dump that will be refused finds out before it copies memory', () => {
