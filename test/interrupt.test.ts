@@ -73,6 +73,28 @@ describe('an interrupted or failing dump harms nothing', () => {
     }
   });
 
+  it('ckpt dump SIGKILLed at every named step (between stages, mid page copy): the process carries on, untraced, with no mapping added', async () => {
+    const dir = makeTempDir('kill-dump');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const ranges = () =>
+      fs
+        .readFileSync(`/proc/${pid}/maps`, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split(' ')[0]);
+    const before = ranges();
+    for (const point of [...DUMP_POINTS, 'dump:committed']) {
+      const img = path.join(dir, `img-${point.replace(/:/g, '-')}`);
+      const r = await ckpt(['dump', '-t', String(pid), '-D', img], { env: { CKPT_FAULT: `${point}:kill` } });
+      expect(r.signal, `ckpt dump was killed at ${point}`).toBe('SIGKILL');
+      await expectCarriesOn(pid, stdout, `workload after ckpt was killed at ${point}`);
+      expect(ranges(), `the mappings of the process after a kill at ${point}`).toEqual(before);
+    }
+    // The next dump cleans what the killed ones left (locks, staging directories) and works.
+    await dumpOk(pid, path.join(dir, 'img-dump-frozen'), ['--leave-running']);
+    await expectCarriesOn(pid, stdout, 'workload after the last dump');
+  });
+
   it('SIGINT and SIGTERM in the middle of the page copy of 1 GiB stop the dump within a second or two', async () => {
     const dir = makeTempDir('sigint-pages');
     const { pid, stdout } = await startWorkload(dir, 1024);

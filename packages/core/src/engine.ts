@@ -160,13 +160,17 @@ export class Ckpt {
       const pidns = pidNamespaceOf(pid, session);
       // The fd table first: what will be refused (an fd no plugin handles, a peer outside the
       // tree) is found before any memory is copied, so a refusal costs a short freeze.
-      for (const proc of session.processes) await dumpFdTable(this.hooks, proc);
+      for (const proc of session.processes) {
+        await dumpFdTable(this.hooks, proc);
+        dropScratch(proc);
+      }
       await this.hooks.session.fdsDumped.promise(session);
       for (const stage of DUMP_STAGES) {
         for (const proc of session.processes) {
           fault(`dump:stage:${stage}`);
           await session.interruptionPoint();
           await this.hooks[stage].dump.promise(proc);
+          dropScratch(proc);
         }
       }
       await this.hooks.session.afterDump.promise(session);
@@ -395,6 +399,15 @@ function restoreSession(
     onRollback: (fn) => rollbacks.push(fn),
   };
   return session;
+}
+
+/**
+ * The scratch page a stage mapped into the process goes when the stage ends: between stages (the
+ * long page copy above all) the process holds nothing of ckpt's, so a ckpt killed there leaves
+ * it as it was (ptrace detaches it when its tracer dies).
+ */
+function dropScratch(proc: ProcessDump): void {
+  if (proc.tracee.scratchRange) proc.tracee.releaseScratch();
 }
 
 /**

@@ -168,25 +168,21 @@ function withFd<T>(pid: number, fd: number, fn: (ours: number) => T): T {
   }
 }
 
-/** Success: unless the processes go on running, their connections die in repair mode (silently). */
-export async function afterDump(session: DumpSession): Promise<void> {
-  const st = dumps.peek(session);
-  if (!st || session.options.leaveRunning) return;
-  for (const c of st.conns) {
-    withFd(c.pid, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
-    st.inRepair.push(c);
-  }
-}
-
 /**
- * The image is committed and the processes are about to be killed: their connections stay
- * blocked until the restore, so the blocks now belong to the image (a later ckpt removes them
- * only if the image is gone), not to this ckpt.
+ * The image is committed and the processes are about to be killed: their connections go into
+ * repair mode so that they die silently (no FIN, no RST), as late as possible (a ckpt killed
+ * before this leaves them working, only blocked, and the block is swept). They stay blocked until
+ * the restore, so the blocks now belong to the image (a later ckpt removes them only if the image
+ * is gone), not to this ckpt.
  */
 export async function imageCommitted(session: DumpSession): Promise<void> {
   const st = dumps.peek(session);
   if (!st || session.options.leaveRunning || !session.image.path) return;
   st.blocks.handOver(session.image.path);
+  for (const c of st.conns) {
+    withFd(c.pid, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
+    st.inRepair.push(c);
+  }
 }
 
 /** Failure: before the engine thaws anything, connections leave repair mode and are unblocked. */

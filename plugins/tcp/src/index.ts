@@ -32,7 +32,7 @@
  * (priority -300). Each established connection is added (both directions) right before its
  * socket enters repair mode at dump, in the network namespace of the dumped process.
  *   - dump (the process is killed): the connection stays blocked; the socket is put back in
- *     repair mode at session.afterDump, just before the kill, so the kill closes it silently (no
+ *     repair mode at session.imageCommitted, just before the kill, so the kill closes it silently (no
  *     FIN, no RST) and frees its 4-tuple. The restore removes the block once the new socket has
  *     left repair mode (and, with --tcp-close, at the end of the restore).
  *   - dump --leave-running: the repair window is as short as it can be (enter, read, leave within
@@ -50,8 +50,8 @@
  *     again. A 4-tuple held by a live socket of some process is an error.
  * A network namespace per application would spare nftables, but the requirement is that
  * `ckpt run` keeps the host's network, and clients outside the tree (and outside any namespace
- * we could make) must keep their connection. If `ckpt` is killed between a dump and the restore
- * the block stays: `nft delete table inet ckpt` removes every block.
+ * we could make) must keep their connection. If `ckpt` is killed mid-dump, its blocks
+ * are owned by a dead process: the next ckpt (or `ckpt check --repair`) removes them.
  *
  * Not saved: out-of-order segments the kernel held (not acknowledged, so the peer sends them
  * again), urgent data, TCP_MD5SIG keys, TCP_FASTOPEN cookies, multicast memberships; buffer
@@ -62,7 +62,7 @@
  */
 import { definePlugin, type FdRecord, type PluginContext } from '@ckpt/core';
 import { NAME, inetSocketData, tcpOptions, type InetSocketData, type TcpOptions } from './record.js';
-import { afterDump, imageCommitted, makeDumpFd, undoDump } from './dump.js';
+import { imageCommitted, makeDumpFd, undoDump } from './dump.js';
 import { afterRestore, restoreFd } from './restore.js';
 import { describeSocket, inetSocketRows } from './show.js';
 
@@ -98,7 +98,6 @@ export const tcpPlugin = definePlugin(() => ({
   show: { sockets: inetSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as InetSocketData) },
   apply(hooks, ctx: PluginContext<TcpOptions>) {
     hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx));
-    hooks.session.afterDump.tapPromise(NAME, afterDump);
     hooks.session.imageCommitted.tapPromise(NAME, imageCommitted);
     hooks.session.dumpFailed.tapPromise(NAME, (session) => undoDump(session, ctx));
     hooks.fds.restore.for(NAME).tapPromise(NAME, (rec, proc) => restoreFd(ctx, rec, proc));
