@@ -166,6 +166,27 @@ describe('image directory', () => {
     await expectCarriesOn(pid, stdout, 'after the cleaning dump');
   });
 
+  it('a dump killed mid-copy: ckpt check reports its staging directory and lock, --repair removes them', async () => {
+    const dir = makeTempDir('dead-dump');
+    const { pid, stdout } = await startWorkload(dir, 64);
+    const img = path.join(dir, 'img');
+    const killed = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running'], { env: { CKPT_FAULT: 'dump:pages:kill@2' } });
+    expect(killed.signal).toBe('SIGKILL');
+    await expectCarriesOn(pid, stdout, 'the workload after its dump was killed');
+    const left = fs.readdirSync(img);
+    expect(
+      left.filter((n) => n.startsWith('.staging')),
+      'a staging directory was left',
+    ).toHaveLength(1);
+    const report = JSON.parse((await ckpt(['check', '--json'])).stdout) as { deadDumps: Array<{ dir: string; staging: string[]; lock: boolean }> };
+    const mine = report.deadDumps.find((d) => d.dir === img);
+    expect(mine, JSON.stringify(report.deadDumps)).toMatchObject({ dir: img, lock: true });
+    expect(mine!.staging).toHaveLength(1);
+    const repair = await ckpt(['check', '--repair']);
+    expect(repair.stdout).toMatch(new RegExp(`fixed .*a dump into ${img.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} by ckpt pid \\d+ died`));
+    expect(fs.readdirSync(img), 'nothing of the dead dump is left').toEqual([]);
+  });
+
   it('restore refuses an image directory others can write to', async () => {
     const dir = makeTempDir('perm');
     const { pid } = await startWorkload(dir, 8);

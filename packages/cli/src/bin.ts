@@ -4,7 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync, appendFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
-import { CkptError, NftNetworkLocks, VERSION, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
+import { CkptError, NftNetworkLocks, VERSION, deadDumps, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
 import { createCkpt } from '@ckpt/api';
@@ -390,9 +390,16 @@ program
   .action(async (o: { json?: boolean; repair?: boolean }) => {
     // Any stale lock blocks a live connection: reported, and removed with --repair.
     const staleLocks = new NftNetworkLocks().sweep({ dryRun: !o.repair });
-    const r = { ...runCheck(), staleLocks, repaired: !!o.repair };
+    const dead = deadDumps({ dryRun: !o.repair });
+    const r = { ...runCheck(), staleLocks, deadDumps: dead, repaired: !!o.repair };
     if (o.json) console.log(JSON.stringify(r, null, 1));
     else {
+      for (const d of dead) {
+        const left = [...d.staging, ...(d.lock ? ['.lock'] : [])].join(', ') || 'nothing';
+        console.log(
+          `${o.repair ? 'fixed' : 'warn'}  a dump into ${d.dir} by ckpt pid ${d.pid} died, leaving ${left}${o.repair ? ': removed' : ': ckpt check --repair removes it'}`,
+        );
+      }
       for (const s of staleLocks) {
         console.log(
           `${o.repair ? 'fixed' : 'warn'}  a network lock of ${s.owner} (gone) blocks ${s.connections} TCP connection(s)${o.repair ? ': removed' : ': ckpt check --repair removes it'}`,

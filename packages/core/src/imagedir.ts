@@ -28,6 +28,7 @@ import {
   statSync,
   symlinkSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -142,9 +143,18 @@ export function lockImageDir(dir: string, opts: { followSymlinks?: boolean } = {
     }
   }
   removeStaleStaging(dir);
+  // Registered too, so that `ckpt check` can find what a killed dump left, whatever the directory.
+  const record = join(DUMPS_DIR, `${me.pid}-${me.start}-${Date.now()}.json`);
+  try {
+    mkdirSync(DUMPS_DIR, { recursive: true, mode: 0o700 });
+    writeFileSync(record, JSON.stringify({ dir: resolve(dir), owner: me } satisfies DumpRecord), { mode: 0o600 });
+  } catch {
+    /* no /run/ckpt for this user: the next dump into dir still cleans it */
+  }
   return {
     created,
     release: () => {
+      rmSync(record, { force: true });
       try {
         const owner = JSON.parse(readFileSync(lock, 'utf8')) as Partial<Owner>;
         if (owner.pid === me.pid && owner.start === me.start) unlinkSync(lock);
@@ -153,6 +163,57 @@ export function lockImageDir(dir: string, opts: { followSymlinks?: boolean } = {
       }
     },
   };
+}
+
+/** Where running dumps register their image directory (removed when they end). */
+export const DUMPS_DIR = '/run/ckpt/dumps';
+
+interface DumpRecord {
+  dir: string;
+  owner: Owner;
+}
+
+/** An image directory a killed dump left its staging directory or lock in. */
+export interface DeadDump {
+  dir: string;
+  pid: number;
+  /** What it left: staging directories, and whether its lock is still there. */
+  staging: string[];
+  lock: boolean;
+}
+
+/** Dumps that died (ckpt killed) and what they left; removed (with their staging and lock) unless dryRun. */
+export function deadDumps(opts: { dryRun?: boolean } = {}): DeadDump[] {
+  const out: DeadDump[] = [];
+  for (const name of safeReaddir(DUMPS_DIR).filter((n) => n.endsWith('.json'))) {
+    const file = join(DUMPS_DIR, name);
+    let rec: DumpRecord;
+    try {
+      rec = JSON.parse(readFileSync(file, 'utf8')) as DumpRecord;
+    } catch {
+      continue;
+    }
+    if (ownerAlive(rec.owner)) continue;
+    const mine = new RegExp(`^\\.staging-${rec.owner.pid}-${rec.owner.start}-`);
+    const staging = safeReaddir(rec.dir).filter((n) => mine.test(n));
+    let lock = false;
+    try {
+      const o = JSON.parse(readFileSync(join(rec.dir, LOCK), 'utf8')) as Partial<Owner>;
+      lock = o.pid === rec.owner.pid && o.start === rec.owner.start;
+    } catch {
+      /* no lock */
+    }
+    if (!staging.length && !lock) {
+      rmSync(file, { force: true }); // it left nothing (or its directory is gone): just forget it
+      continue;
+    }
+    out.push({ dir: rec.dir, pid: rec.owner.pid, staging, lock });
+    if (opts.dryRun) continue;
+    for (const n of staging) rmSync(join(rec.dir, n), { recursive: true, force: true });
+    if (lock) rmSync(join(rec.dir, LOCK), { force: true });
+    rmSync(file, { force: true });
+  }
+  return out;
 }
 
 /**

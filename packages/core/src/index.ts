@@ -80,7 +80,7 @@ export {
 export { NftNetworkLocks, LOCKS_DIR, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
 export { fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
 export { relocatePath } from './paths.js';
-export { generations, latestGeneration, resolveImage, removeStaleStaging, LATEST } from './imagedir.js';
+export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDumps, LATEST, DUMPS_DIR, type DeadDump } from './imagedir.js';
 export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';
 export { logger, enableLogging, type Logger } from './log.js';
