@@ -6,8 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
 import { CkptError, NftNetworkLocks, VERSION, deadDumps, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
-import { dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from './apps.js';
-import { createCkpt } from '@ckpt/api';
+import { createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
 
