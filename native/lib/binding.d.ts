@@ -146,7 +146,11 @@ export interface PtraceBinding {
   getRseq(pid: number): RseqConfig | null;
   getRobustList(tid: number): { head: bigint; len: number };
   peekSiginfo(pid: number, shared: boolean): Buffer[];
-  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean): bigint;
+  /** Remote-syscall steps taken so far (see CKPT_FAULT_PTRACE_STEP). */
+  faultSteps(): number;
+  /** Counts one step taken in JS (and dies there when CKPT_FAULT_PTRACE_STEP says so). */
+  faultStep(): void;
+  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number): bigint;
 }
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {

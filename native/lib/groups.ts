@@ -27,6 +27,8 @@ export const GROUPS = {
     'getRobustList',
     'peekSiginfo',
     'remoteSyscall',
+    'faultStep',
+    'faultSteps',
   ],
   mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
   crc: ['crc32c', 'crc32cFile'],

@@ -280,6 +280,27 @@ Napi::Value PeekSiginfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Fault injection for tests (CKPT_FAULT_PTRACE_STEP=N): ckpt SIGKILLs itself at the N-th step
+// of remote syscalls (a step: the injected registers set, the syscall entered, the syscall
+// done, the registers restored), so tests can prove a ckpt killed anywhere in one harms nothing.
+long g_faultStep = -2;
+long g_steps = 0;
+void FaultStep() {
+  if (g_faultStep == -2) {
+    const char* e = getenv("CKPT_FAULT_PTRACE_STEP");
+    g_faultStep = e ? atol(e) : -1;
+  }
+  ++g_steps;
+  if (g_faultStep > 0 && g_steps == g_faultStep) kill(getpid(), SIGKILL);
+}
+
+// faultStep(): counts a step taken in JS (parking a thread); faultSteps(): steps so far.
+Napi::Value FaultStepJs(const Napi::CallbackInfo& info) {
+  FaultStep();
+  return info.Env().Undefined();
+}
+Napi::Value FaultSteps(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(g_steps)); }
+
 // Waits (blocking) for the next stop of a task we just resumed; false if it died or on error.
 bool WaitStopped(pid_t pid, int* st, const char** failed) {
   for (;;) {
@@ -329,10 +350,11 @@ bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
   }
 }
 
-// remoteSyscall(pid, insnAddr, nr, [args...], int3): makes the stopped task execute `syscall` at
-// insnAddr with the given number and arguments; returns the raw result (negative errno on
-// failure) as a BigInt. The task's registers are restored afterwards; it is left stopped at
-// the syscall-exit stop.
+// remoteSyscall(pid, insnAddr, nr, [args...], int3, rsp): makes the stopped task execute
+// `syscall` at insnAddr with the given number and arguments (and the stack pointer rsp, when
+// given); returns the raw result (negative errno on failure) as a BigInt. The task's registers
+// are restored afterwards; it is left stopped at the syscall-exit stop. Every other register
+// keeps its current value: a caller that parked the task (rbx = its return frame) relies on it.
 Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   pid_t pid = ArgInt(info[0]);
@@ -359,16 +381,20 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   regs.r10 = a[3];
   regs.r8 = a[4];
   regs.r9 = a[5];
+  if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) regs.rsp = ArgU64(info[5]);
   iov = {&regs, sizeof(regs)};
   if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
     ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
     return env.Undefined();
   }
+  FaultStep();
   const char* failed = nullptr;
   bool int3 = info.Length() > 4 && info[4].ToBoolean();
   // With int3 (the instruction after `syscall` is an int3): run to the breakpoint, one stop.
   // Otherwise: syscall-enter stop, then syscall-exit stop.
-  bool ok = int3 ? RunToBreakpoint(pid, insn + 3, &failed) : (RunToSyscallStop(pid, &failed) && RunToSyscallStop(pid, &failed));
+  bool ok = int3 ? RunToBreakpoint(pid, insn + 3, &failed)
+                 : (RunToSyscallStop(pid, &failed) && (FaultStep(), RunToSyscallStop(pid, &failed)));
+  if (ok) FaultStep();
   if (!ok) {
     int err = errno;
     iov = {&saved, sizeof(saved)};
@@ -387,6 +413,7 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
     return env.Undefined();
   }
+  FaultStep();
   return Napi::BigInt::New(env, result);
 }
 
@@ -411,6 +438,8 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList));
   exports.Set("peekSiginfo", Napi::Function::New(env, PeekSiginfo));
   exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("faultSteps", Napi::Function::New(env, FaultSteps));
+  exports.Set("faultStep", Napi::Function::New(env, FaultStepJs));
 }
 
 }  // namespace ckpt

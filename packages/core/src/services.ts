@@ -22,7 +22,7 @@ import {
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
-import { Tracee, restartAdjusted } from './tracee.js';
+import { Tracee } from './tracee.js';
 import { logger, type Logger } from './log.js';
 import { ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
@@ -69,13 +69,15 @@ export class ProcessControl {
         fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
         for (const tid of fresh) {
           if (!this.seizeOne(pid, tid)) continue;
-          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid);
+          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: true } });
           threads.push(t);
           this.frozen.set(tid, t);
         }
       }
       if (!threads.length || threads[0].pid !== pid) throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
       log('froze %d (%d threads)', pid, threads.length);
+      const stale = threads[0].removeStaleGuards();
+      if (stale) log('%d: removed %d guard mapping(s) a killed ckpt left', pid, stale);
       return threads;
     } catch (e) {
       for (const t of threads) this.thaw(t);
@@ -121,7 +123,8 @@ export class ProcessControl {
       log('thaw %d: could not unmap scratch: %s', t.pid, (e as Error).message);
     }
     try {
-      native.ptrace.setRegs(t.pid, restartAdjusted(t.frozenRegs));
+      t.unpark();
+      native.ptrace.setRegs(t.pid, t.resumeRegs);
     } catch (e) {
       log('thaw %d: setRegs failed: %s', t.pid, (e as Error).message);
     }

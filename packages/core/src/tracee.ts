@@ -21,11 +21,27 @@ import {
 } from '@ckpt/native';
 import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
+import {
+  dropOrphanedNotes,
+  findGadgets,
+  forgetGuard,
+  frameMaskOffset,
+  noteGuard,
+  orphanedGuardNotes,
+  frameSize,
+  GUARD_CODE,
+  GUARD_CODE_BYTES,
+  GUARD_HEADER,
+  GUARD_MAGIC,
+  GUARD_TAIL,
+  returnFrame,
+  type Gadgets,
+} from './guard.js';
 
 const log = logger('tracee');
 
 export { PROT_READ, PROT_WRITE, PROT_EXEC, MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_FIXED_NOREPLACE } from '@ckpt/native';
-import { PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE } from '@ckpt/native';
+import { PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED_NOREPLACE } from '@ckpt/native';
 export const TASK_SIZE = 0x7ffffffff000;
 
 export const SCRATCH_SIZE = 64 * 1024;
@@ -92,6 +108,16 @@ export interface AddressSpace {
   scratch?: number;
   /** An int3 follows the syscall instruction: one ptrace stop per injected syscall, not two. */
   int3?: boolean;
+  /**
+   * Dump side: every remote syscall runs parked on a return frame (guard.ts), so a ckpt killed
+   * at any instant leaves the thread to return to its own context. The scratch mapping is then
+   * the guard mapping: header page (magic, code), SCRATCH_SIZE of data, one frame slot per thread.
+   */
+  guarded?: boolean;
+  members?: Tracee[];
+  guard?: { start: number; size: number; slots: Map<number, number>; next: number };
+  /** The stack path's code (undefined: not looked for yet; null: the process has none). */
+  gadgets?: Gadgets | null;
 }
 
 /** One traced task (a thread; the leader's tid is the pid). */
@@ -100,6 +126,13 @@ export class Tracee {
   readonly frozenRegs: Buffer;
   readonly space: AddressSpace;
   private injected = 0;
+  /** Dump side: the registers the thread resumes with (an interrupted syscall restarts). */
+  readonly resumeRegs: Buffer;
+  /** Dump side: the thread's own signal mask (what it gets back; see parking). */
+  sigmask = 0n;
+  /** Where the thread's return frame is while it is parked (its ucontext address). */
+  private parkedAt?: { where: 'stack' | 'guard'; uc: number };
+  private maskBlocked = false;
 
   constructor(
     readonly pid: number,
@@ -107,6 +140,11 @@ export class Tracee {
   ) {
     this.frozenRegs = native.ptrace.getRegs(pid);
     this.space = opts.space ?? {};
+    this.resumeRegs = restartAdjusted(this.frozenRegs);
+    if (this.space.guarded) {
+      this.sigmask = native.ptrace.getSigmask(pid);
+      (this.space.members ??= []).push(this);
+    }
   }
 
   /** Another thread of the same process, sharing the injection instruction and scratch page. */
@@ -132,15 +170,131 @@ export class Tracee {
 
   /** Runs one syscall in the task; throws NativeError on -errno. */
   syscall(nr: number, ...args: Array<number | bigint>): bigint {
-    const ret = native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
-    this.injected++;
-    return checkSyscall(nameOf(nr), this.pid, ret);
+    return checkSyscall(nameOf(nr), this.pid, this.syscallRaw(nr, ...args));
   }
 
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
     this.injected++;
-    return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
+    if (!this.space.guarded) return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
+    this.scratch();
+    const g = this.space.guard;
+    const slot = g && this.parkInGuard(g);
+    if (!g || slot === undefined) {
+      log('pid %d: %s unguarded (no return frame)', this.pid, nameOf(nr));
+      return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
+    }
+    const ret = native.ptrace.remoteSyscall(this.pid, g.start + GUARD_CODE, nr, args, false);
+    this.blockSignals();
+    return ret;
+  }
+
+  /**
+   * Parks the thread on its frame in the guard mapping: its registers are the guard's tail
+   * (rt_sigreturn on rbx = the frame), so whatever ckpt does next, the thread gets back to its
+   * own context if ckpt dies. Undefined when no slot is left (a thread that appeared late).
+   */
+  private parkInGuard(g: NonNullable<AddressSpace['guard']>): number | undefined {
+    if (this.parkedAt?.where === 'guard') return this.parkedAt.uc;
+    let slot = g.slots.get(this.pid);
+    if (slot === undefined) {
+      const size = slotSize(this.xstate().length);
+      if (g.next + size > g.size) return undefined;
+      slot = g.start + g.next;
+      g.next += size;
+      g.slots.set(this.pid, slot);
+    }
+    const uc = slot + 64;
+    this.park(uc, 'guard', g.start + GUARD_CODE + GUARD_TAIL);
+    return uc;
+  }
+
+  /** Writes the return frame at uc, then points the registers at the code that returns through it. */
+  private park(uc: number, where: 'stack' | 'guard', rip: number, rsp?: number): void {
+    native.mem.writeMem(this.pid, uc, returnFrame(uc, this.resumeRegs, this.sigmask, this.xstate()));
+    native.ptrace.faultStep();
+    const r = new Regs(Buffer.from(this.resumeRegs)).set('rip', rip).set('orig_rax', -1n);
+    if (where === 'guard') r.set('rbx', uc);
+    if (rsp !== undefined) r.set('rsp', rsp);
+    native.ptrace.setRegs(this.pid, r.buf);
+    native.ptrace.faultStep();
+    this.parkedAt = { where, uc };
+  }
+
+  /**
+   * After the thread's first run under ckpt, its mask is its own again (a ppoll or sigsuspend it
+   * was in had swapped it): the frame gets that mask, then everything is blocked while parked,
+   * so signals that arrive stay pending for the thread instead of being taken by ckpt.
+   */
+  private blockSignals(): void {
+    if (this.maskBlocked || !this.parkedAt) return;
+    const mask = native.ptrace.getSigmask(this.pid);
+    if (mask !== this.sigmask) {
+      this.sigmask = mask;
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64LE(mask);
+      native.mem.writeMem(this.pid, this.parkedAt.uc + frameMaskOffset, b);
+      native.ptrace.faultStep();
+    }
+    native.ptrace.setSigmask(this.pid, ALL_SIGNALS);
+    native.ptrace.faultStep();
+    this.maskBlocked = true;
+  }
+
+  /** Back from parked: the thread's own mask, then its own registers (safe in that order). */
+  unpark(): void {
+    if (this.maskBlocked) {
+      native.ptrace.setSigmask(this.pid, this.sigmask);
+      native.ptrace.faultStep();
+      this.maskBlocked = false;
+    }
+    if (this.parkedAt) {
+      native.ptrace.setRegs(this.pid, this.resumeRegs);
+      native.ptrace.faultStep();
+      this.parkedAt = undefined;
+    }
+  }
+
+  private xstateCache?: Buffer;
+  private xstate(): Buffer {
+    this.xstateCache ??= native.ptrace.getXstate(this.pid);
+    return this.xstateCache;
+  }
+
+  /**
+   * One syscall by the stack path (the guard mapping does not exist: its mmap and its munmap):
+   * the frame goes below the red zone of this thread's stack, which must be the main [stack]
+   * (nothing else lives below its stack pointer), and the vdso's `syscall ... ret` returns into
+   * the process's own rt_sigreturn restorer. False when this thread or process cannot.
+   */
+  private stackSyscall(nr: number, args: Array<number | bigint>): bigint | undefined {
+    if (this.space.gadgets === undefined) this.space.gadgets = findGadgets(this.pid, readMaps(this.pid)) ?? null;
+    const gad = this.space.gadgets;
+    if (!gad) return undefined;
+    const rsp = Number(new Regs(this.resumeRegs).get('rsp'));
+    const stack = readMaps(this.pid).find((v) => v.name === '[stack]' && v.start <= rsp && rsp <= v.end);
+    const uc = Math.floor((rsp - 256 - frameSize(this.xstate().length)) / 64) * 64;
+    if (!stack || uc - 8 < stack.start + PAGE_SIZE) return undefined;
+    const ret = Buffer.alloc(8);
+    ret.writeBigUInt64LE(BigInt(gad.sigreturn));
+    native.mem.writeMem(this.pid, uc - 8, ret);
+    this.park(uc, 'stack', gad.sigreturn, uc);
+    this.injected++;
+    const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
+    this.blockSignals();
+    return r;
+  }
+
+  /** A thread of this process that can run the stack path, this one first. */
+  private stackSyscallAnywhere(nr: number, args: Array<number | bigint>): bigint {
+    const members = [this, ...(this.space.members ?? []).filter((m) => m !== this)];
+    for (const m of members) {
+      const r = m.stackSyscall(nr, args);
+      if (r !== undefined) return r;
+    }
+    log('pid %d: %s unguarded (no thread on the main stack, or no rt_sigreturn restorer)', this.pid, nameOf(nr));
+    this.injected++;
+    return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
   }
 
   get injectedCount(): number {
@@ -150,10 +304,36 @@ export class Tracee {
   /** The scratch mapping (rw, SCRATCH_SIZE) for pointer arguments; created on first use. */
   scratch(): number {
     if (this.scratchAddr === undefined) {
+      if (this.space.guarded) return this.createGuard();
       const addr = findFreeRange([readMaps(this.pid)], SCRATCH_SIZE, 0x100000000);
       this.scratchAddr = Number(this.syscall(SYS.mmap, addr, SCRATCH_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0));
       log('pid %d: scratch at %s', this.pid, this.scratchAddr.toString(16));
     }
+    return this.scratchAddr;
+  }
+
+  /** Dump side: maps the guard mapping (header and code, scratch data, frame slots). */
+  private createGuard(): number {
+    const members = this.space.members?.length ?? 1;
+    const size = alignPage(GUARD_HEADER + SCRATCH_SIZE + members * slotSize(this.xstate().length));
+    const want = findFreeRange([readMaps(this.pid)], size, 0x100000000);
+    noteGuard(this.processPid, want, size);
+    let start: number;
+    try {
+      const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+      start = Number(checkSyscall('mmap', this.pid, this.stackSyscallAnywhere(SYS.mmap, [want, size, PROT_READ | PROT_WRITE | PROT_EXEC, flags, -1, 0])));
+    } catch (e) {
+      forgetGuard(this.processPid, want);
+      throw e;
+    }
+    const header = Buffer.alloc(GUARD_CODE + GUARD_CODE_BYTES.length);
+    GUARD_MAGIC.copy(header);
+    header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
+    GUARD_CODE_BYTES.copy(header, GUARD_CODE);
+    native.mem.writeMem(this.pid, start, header);
+    this.space.guard = { start, size, slots: new Map(), next: GUARD_HEADER + SCRATCH_SIZE };
+    this.scratchAddr = start + GUARD_HEADER;
+    log('pid %d: guard mapping at %s (%d bytes)', this.pid, start.toString(16), size);
     return this.scratchAddr;
   }
 
@@ -163,6 +343,8 @@ export class Tracee {
   }
 
   get scratchRange(): { start: number; end: number } | undefined {
+    const g = this.space.guard;
+    if (g) return { start: g.start, end: g.start + g.size };
     return this.scratchAddr === undefined ? undefined : { start: this.scratchAddr, end: this.scratchAddr + SCRATCH_SIZE };
   }
 
@@ -183,6 +365,20 @@ export class Tracee {
 
   /** Unmaps the scratch mapping (dump side: leave no trace). */
   releaseScratch(): void {
+    const g = this.space.guard;
+    if (g) {
+      // Nobody may stay parked on code that is about to go; the stack path unmaps it.
+      for (const m of this.space.members ?? []) if (m.parkedAt?.where === 'guard') m.unpark();
+      this.space.guard = undefined;
+      this.scratchAddr = undefined;
+      try {
+        checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [g.start, g.size]));
+        forgetGuard(this.processPid, g.start);
+      } finally {
+        for (const m of this.space.members ?? []) m.unpark();
+      }
+      return;
+    }
     if (this.scratchAddr !== undefined) {
       // The instruction may live in the scratch page: no breakpoint to come back to.
       this.space.int3 = false;
@@ -190,7 +386,46 @@ export class Tracee {
       this.scratchAddr = undefined;
     }
   }
+
+  /** Removes guard mappings a killed ckpt left in this process (found by their magic). */
+  removeStaleGuards(): number {
+    let n = 0;
+    for (const v of staleGuards(this.pid)) {
+      checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [v.start, v.end - v.start]));
+      n++;
+    }
+    for (const m of this.space.members ?? []) m.unpark();
+    dropOrphanedNotes(this.processPid);
+    return n;
+  }
+
+  /** The process this task belongs to (its leader: the first member). */
+  private get processPid(): number {
+    return this.space.members?.[0]?.pid ?? this.pid;
+  }
 }
+
+/**
+ * Guard mappings in pid that no live ckpt owns (a ckpt owning one has pid traced, so not us):
+ * those that start with the magic, and those a dead ckpt noted (mapped, magic not yet written).
+ */
+export function staleGuards(pid: number): Vma[] {
+  const noted = orphanedGuardNotes(pid);
+  return readMaps(pid).filter((v) => {
+    if (v.perms !== 'rwxp' || v.name || v.end - v.start < GUARD_HEADER) return false;
+    if (noted.some((n) => n.addr === v.start && n.addr + n.size === v.end)) return true;
+    try {
+      return native.mem.readMem(pid, v.start, GUARD_MAGIC.length).equals(GUARD_MAGIC);
+    } catch {
+      return false;
+    }
+  });
+}
+
+const ALL_SIGNALS = (1n << 64n) - 1n;
+const alignPage = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+/** One thread's frame slot: the stack path's return word, the frame, alignment. */
+const slotSize = (xstateSize: number) => Math.ceil((64 + frameSize(xstateSize)) / 256) * 256;
 
 const NAMES = new Map<number, string>(Object.entries(SYS).map(([k, v]) => [v, k]));
 function nameOf(nr: number): string {

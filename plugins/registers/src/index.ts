@@ -105,7 +105,7 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     if (us(16) > 0) rec.itimers.push([which, us(0), us(16)]);
   }
   proc.threads.forEach((t, i) => {
-    rec.threads[i].sigmask = hex(native.ptrace.getSigmask(t.pid));
+    rec.threads[i].sigmask = hex(t.sigmask);
     rec.threads[i].pending = native.ptrace.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
   });
 }

@@ -1,0 +1,302 @@
+/**
+ * Return frames: how a dumped thread gets back to where it was by itself when ckpt dies.
+ *
+ * A dump runs syscalls inside the frozen threads (remote syscalls). If ckpt is killed at any
+ * instant of that, the kernel detaches the threads and they run on from whatever registers ckpt
+ * gave them. So a thread ckpt works in is always "parked": besides its registers of the moment,
+ * its memory holds a signal return frame (the layout rt_sigreturn reads) with the registers,
+ * signal mask and FPU/AVX state it must get back, and the code it would run next ends in
+ * rt_sigreturn on that frame:
+ *   - in the guard page (dump scratch mapping): `syscall; mov rsp, rbx; mov eax, 15; syscall`,
+ *     rbx = the thread's frame, which is its own slot of the guard page;
+ *   - before the guard page exists (the mmap that creates it) and for the munmap that removes
+ *     it: the vdso's `syscall; xor...; ret`, with rsp on a frame written below the red zone of
+ *     a thread whose stack is the main [stack], whose first word returns into an existing
+ *     `mov $15, %eax; syscall` (libc's, musl's or Go's signal restorer).
+ * Either way the thread comes back with the registers it was frozen with (a syscall it was in
+ * restarts), its signal mask, its FPU state and its alternate stack untouched. Signals that
+ * arrive meanwhile stay pending (the mask is all-blocked while parked) instead of being taken
+ * by ckpt. What a dead ckpt can leave behind is the guard mapping itself; it starts with
+ * GUARD_MAGIC so the next ckpt (dump, `ckpt check --repair`) finds and removes it.
+ */
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { native } from '@ckpt/native';
+import { ownerAlive, selfOwner, type Owner } from './imagedir.js';
+import { readMaps, readStat, type Vma } from './proc.js';
+
+/** First bytes of a guard mapping: how a stale one is recognised. */
+export const GUARD_MAGIC = Buffer.from('ckpt-guard-page\0', 'latin1');
+/** The guard header page: magic, owner, code. */
+export const GUARD_HEADER = 4096;
+/** Offset of the code in the header page: syscall at +0, the tail (return to the frame) at +2. */
+export const GUARD_CODE = 64;
+export const GUARD_CODE_BYTES = Buffer.from([
+  0x0f,
+  0x05, // syscall
+  0x48,
+  0x89,
+  0xdc, // mov %rbx, %rsp
+  0xb8,
+  0x0f,
+  0x00,
+  0x00,
+  0x00, // mov $15 (rt_sigreturn), %eax
+  0x0f,
+  0x05, // syscall
+  0x0f,
+  0x0b, // ud2: never reached
+]);
+/** Offset of the tail in GUARD_CODE_BYTES. */
+export const GUARD_TAIL = 2;
+
+/** struct ucontext (x86_64): flags, link, stack_t, sigcontext (256 bytes), sigset. */
+const UC_SIZE = 304;
+const UC_MCONTEXT = 40;
+const UC_SIGMASK = 296;
+/** rt_sigreturn checks that a whole struct rt_sigframe (ucontext + siginfo) is addressable. */
+const SIGINFO_SIZE = 128;
+const UC_FP_XSTATE = 1,
+  UC_SIGCONTEXT_SS = 2,
+  UC_STRICT_RESTORE_SS = 4;
+const FP_XSTATE_MAGIC1 = 0x46505853,
+  FP_XSTATE_MAGIC2 = 0x46505845;
+/** sigcontext field order (u64 each), then cs/gs/fs/ss (u16), err, trapno, oldmask, cr2, fpstate. */
+const SC_REGS = ['r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rdi', 'rsi', 'rbp', 'rbx', 'rdx', 'rax', 'rcx', 'rsp', 'rip', 'eflags'] as const;
+/** Offsets in struct user_regs_struct (see @ckpt/native's REG). */
+const USER_REGS: Record<(typeof SC_REGS)[number] | 'cs' | 'ss', number> = {
+  r15: 0,
+  r14: 8,
+  r13: 16,
+  r12: 24,
+  rbp: 32,
+  rbx: 40,
+  r11: 48,
+  r10: 56,
+  r9: 64,
+  r8: 72,
+  rax: 80,
+  rcx: 88,
+  rdx: 96,
+  rsi: 104,
+  rdi: 112,
+  rip: 128,
+  cs: 136,
+  eflags: 144,
+  rsp: 152,
+  ss: 160,
+};
+
+const alignUp = (v: number, a: number) => Math.ceil(v / a) * a;
+
+/** Bytes a frame takes from its ucontext address on (fpstate 64-byte aligned after it). */
+export function frameSize(xstateSize: number): number {
+  return alignUp(UC_SIZE + SIGINFO_SIZE, 64) + 64 + xstateSize + 4;
+}
+
+/**
+ * The return frame for a thread, to be written at `uc` in its address space: a ucontext whose
+ * sigcontext holds `regs` (user_regs_struct), whose mask is `mask`, whose fpstate is `xstate`
+ * (NT_X86_XSTATE layout) with the software bytes and end magic rt_sigreturn requires, and whose
+ * stack_t is invalid on purpose (rt_sigreturn ignores a failed sigaltstack: the alternate stack
+ * stays as it is).
+ */
+export function returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buffer): Buffer {
+  const fp = alignUp(uc + UC_SIZE + SIGINFO_SIZE, 64);
+  const out = Buffer.alloc(fp - uc + xstate.length + 4);
+  out.writeBigUInt64LE(BigInt(UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS), 0);
+  out.writeUInt32LE(3, 24); // uc_stack.ss_flags: no valid mode, so the altstack is left alone
+  SC_REGS.forEach((r, i) => regs.copy(out, UC_MCONTEXT + i * 8, USER_REGS[r], USER_REGS[r] + 8));
+  out.writeUInt16LE(regs.readUInt16LE(USER_REGS.cs), UC_MCONTEXT + 144);
+  out.writeUInt16LE(regs.readUInt16LE(USER_REGS.ss), UC_MCONTEXT + 150);
+  out.writeBigUInt64LE(BigInt(fp), UC_MCONTEXT + 184);
+  out.writeBigUInt64LE(mask, UC_SIGMASK);
+  const x = Buffer.from(xstate);
+  // ptrace reports XCR0 in the software-reserved bytes; a signal frame carries _fpx_sw_bytes.
+  const xfeatures = x.readBigUInt64LE(464);
+  x.fill(0, 464, 512);
+  x.writeUInt32LE(FP_XSTATE_MAGIC1, 464);
+  x.writeUInt32LE(xstate.length + 4, 468);
+  x.writeBigUInt64LE(xfeatures, 472);
+  x.writeUInt32LE(xstate.length, 480);
+  x.copy(out, fp - uc);
+  out.writeUInt32LE(FP_XSTATE_MAGIC2, fp - uc + xstate.length);
+  return out;
+}
+
+/** Where a frame's signal mask lives (to refresh it once the thread's real mask is known). */
+export const frameMaskOffset = UC_SIGMASK;
+
+/** The code addresses the stack path needs: vdso `syscall ... ret`, and a `rt_sigreturn` restorer. */
+export interface Gadgets {
+  syscallRet: number;
+  sigreturn: number;
+}
+
+const SIGRETURN_PATTERNS = [
+  Buffer.from([0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]), // mov $15, %rax; syscall
+  Buffer.from([0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05]), // mov $15, %eax; syscall
+];
+
+/** `syscall` followed only by register-clearing xors, then `ret`: returns the syscall's offset. */
+function syscallRetIn(buf: Buffer): number {
+  for (let i = buf.indexOf(0x0f); i >= 0 && i < buf.length - 2; i = buf.indexOf(0x0f, i + 1)) {
+    if (buf[i + 1] !== 0x05) continue;
+    let k = i + 2;
+    for (;;) {
+      if (buf[k] === 0xc3) return i;
+      if (buf[k] === 0x31 && buf[k + 1] >= 0xc0) k += 2;
+      else if ((buf[k] === 0x45 || buf[k] === 0x48 || buf[k] === 0x4d) && buf[k + 1] === 0x31 && buf[k + 2] >= 0xc0) k += 3;
+      else break;
+    }
+  }
+  return -1;
+}
+
+/**
+ * Finds the stack path's code in a process: the vdso first, then its C library or runtime.
+ * Undefined when it has none (then the mmap and munmap of the guard page are unguarded).
+ */
+export function findGadgets(pid: number, vmas: Vma[]): Gadgets | undefined {
+  const exec = vmas.filter((v) => v.perms[2] === 'x');
+  const vdso = exec.find((v) => v.name === '[vdso]');
+  if (!vdso) return undefined;
+  const vbuf = native.mem.readMem(pid, vdso.start, vdso.end - vdso.start);
+  const at = syscallRetIn(vbuf);
+  if (at < 0) return undefined;
+  const score = (v: Vma) => (/\/(libc|ld-musl)[-.]/.test(v.name) ? 0 : v.name && !v.name.startsWith('[') ? 1 : 2);
+  let budget = 64 << 20;
+  for (const v of exec.filter((x) => x !== vdso).sort((a, b) => score(a) - score(b))) {
+    const len = Math.min(v.end - v.start, budget);
+    if (len <= 0) break;
+    budget -= len;
+    let buf: Buffer;
+    try {
+      buf = native.mem.readMem(pid, v.start, len);
+    } catch {
+      continue;
+    }
+    for (const p of SIGRETURN_PATTERNS) {
+      const i = buf.indexOf(p);
+      if (i >= 0) return { syscallRet: vdso.start + at, sigreturn: v.start + i };
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The guard journal: before ckpt maps a guard into a process it notes where, and it forgets the
+ * note once the mapping is gone, so a guard whose ckpt died before writing its magic (between the
+ * mmap and the header write) is still known: /run/ckpt/guards/<ckpt pid>-<start>.json.
+ */
+export const GUARDS_DIR = '/run/ckpt/guards';
+
+interface GuardNote {
+  pid: number;
+  /** Start time of the process (a reused pid is not taken for it). */
+  start: number;
+  addr: number;
+  size: number;
+}
+
+let journal: { file: string; owner: Owner; notes: GuardNote[] } | undefined;
+
+function saveJournal(): void {
+  if (!journal) return;
+  try {
+    if (!journal.notes.length) {
+      rmSync(journal.file, { force: true });
+      return;
+    }
+    mkdirSync(GUARDS_DIR, { recursive: true, mode: 0o700 });
+    const tmp = `${journal.file}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ owner: journal.owner, notes: journal.notes }), { mode: 0o600 });
+    renameSync(tmp, journal.file);
+  } catch {
+    /* not root (no /run/ckpt): the magic still marks every guard but a just-mapped one */
+  }
+}
+
+/** Notes a guard about to be mapped. */
+export function noteGuard(pid: number, addr: number, size: number): void {
+  if (!journal) {
+    const owner = selfOwner();
+    journal = { file: join(GUARDS_DIR, `${owner.pid}-${owner.start}.json`), owner, notes: [] };
+  }
+  journal.notes.push({ pid, start: readStat(pid).startTime, addr, size });
+  saveJournal();
+}
+
+/** Forgets a guard that is gone (or was never mapped). */
+export function forgetGuard(pid: number, addr: number): void {
+  if (!journal) return;
+  journal.notes = journal.notes.filter((n) => !(n.pid === pid && n.addr === addr));
+  saveJournal();
+}
+
+/** Guards noted by ckpts that died, in process pid (still the same process). */
+export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: number; file: string }> {
+  const out: Array<{ addr: number; size: number; file: string }> = [];
+  let start: number;
+  try {
+    start = readStat(pid).startTime;
+  } catch {
+    return out;
+  }
+  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
+    const file = join(GUARDS_DIR, name);
+    try {
+      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
+      if (ownerAlive(j.owner)) continue;
+      for (const n of j.notes) if (n.pid === pid && n.start === start) out.push({ addr: n.addr, size: n.size, file });
+    } catch {
+      /* being rewritten */
+    }
+  }
+  return out;
+}
+
+/** Drops the notes of dead ckpts about process pid (its guards were just removed). */
+export function dropOrphanedNotes(pid: number): void {
+  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
+    const file = join(GUARDS_DIR, name);
+    try {
+      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
+      if (ownerAlive(j.owner)) continue;
+      const keep = j.notes.filter((n) => n.pid !== pid);
+      if (!keep.length) rmSync(file, { force: true });
+      else if (keep.length !== j.notes.length) writeFileSync(file, JSON.stringify({ owner: j.owner, notes: keep }), { mode: 0o600 });
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+/** Notes of dead ckpts whose process is gone or holds no such mapping any more are dropped. */
+export function pruneGuardNotes(): void {
+  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
+    const file = join(GUARDS_DIR, name);
+    try {
+      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
+      if (ownerAlive(j.owner)) continue;
+      const live = j.notes.filter((n) => {
+        try {
+          return readStat(n.pid).startTime === n.start && readMaps(n.pid).some((v) => v.start === n.addr && v.end === n.addr + n.size);
+        } catch {
+          return false;
+        }
+      });
+      if (!live.length) rmSync(file, { force: true });
+    } catch {
+      /* gone */
+    }
+  }
+}
+
+function safeReaddir(d: string): string[] {
+  try {
+    return readdirSync(d);
+  } catch {
+    return [];
+  }
+}
