@@ -14,7 +14,7 @@ export const BUILD_DIR = path.join(REPO_ROOT, 'test/.build');
 export const FIXTURES_DIR = path.join(REPO_ROOT, 'test/fixtures');
 
 /** Path of a compiled C fixture (built by test/setup/build-fixtures.ts). */
-export function bin(name: 'workload' | 'sleeper' | 'fdkinds' | 'traced'): string {
+export function bin(name: 'workload' | 'sleeper' | 'fdkinds' | 'traced' | 'guarded'): string {
   return path.join(BUILD_DIR, name);
 }
 

@@ -10,8 +10,8 @@ const SRC = path.join(ROOT, 'test/fixtures');
 const OUT = path.join(ROOT, 'test/.build');
 
 // Extra gcc flags per fixture. None need -mavx/-pthread: workload's vector code is inline asm chosen
-// at run time (AVX-512 / AVX / SSE), and nothing is threaded.
-const EXTRA: Record<string, string[]> = {};
+// at run time (AVX-512 / AVX / SSE); guarded is threaded.
+const EXTRA: Record<string, string[]> = { guarded: ['-pthread'] };
 
 export default function setup(): void {
   fs.mkdirSync(OUT, { recursive: true });

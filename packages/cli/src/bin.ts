@@ -4,7 +4,18 @@ import { Command, CommanderError } from 'commander';
 import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync, appendFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
-import { CkptError, NftNetworkLocks, VERSION, deadDumps, enableLogging, type Ckpt, type CkptPlugin, type PluginFlag, type ProgressEvent } from '@ckpt/core';
+import {
+  CkptError,
+  NftNetworkLocks,
+  VERSION,
+  deadDumps,
+  staleGuardMappings,
+  enableLogging,
+  type Ckpt,
+  type CkptPlugin,
+  type PluginFlag,
+  type ProgressEvent,
+} from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
@@ -383,20 +394,26 @@ program
 
 program
   .command('check')
-  .description('report which kernel features ckpt relies on are present, and network locks left by killed dumps')
+  .description('report which kernel features ckpt relies on are present, and what killed dumps left (network locks, staging directories, guard mappings)')
   .option('--json', 'machine-readable output')
-  .option('--repair', 'remove the network locks whose owner (a ckpt, or an image) is gone')
+  .option('--repair', 'remove what killed dumps left: network locks whose owner is gone, staging directories, guard mappings in processes')
   .action(async (o: { json?: boolean; repair?: boolean }) => {
     // Any stale lock blocks a live connection: reported, and removed with --repair.
     const staleLocks = new NftNetworkLocks().sweep({ dryRun: !o.repair });
     const dead = deadDumps({ dryRun: !o.repair });
-    const r = { ...runCheck(), staleLocks, deadDumps: dead, repaired: !!o.repair };
+    const staleGuards = staleGuardMappings({ repair: o.repair });
+    const r = { ...runCheck(), staleLocks, deadDumps: dead, staleGuards, repaired: !!o.repair };
     if (o.json) console.log(JSON.stringify(r, null, 1));
     else {
       for (const d of dead) {
         const left = [...d.staging, ...(d.lock ? ['.lock'] : [])].join(', ') || 'nothing';
         console.log(
           `${o.repair ? 'fixed' : 'warn'}  a dump into ${d.dir} by ckpt pid ${d.pid} died, leaving ${left}${o.repair ? ': removed' : ': ckpt check --repair removes it'}`,
+        );
+      }
+      for (const g of staleGuards) {
+        console.log(
+          `${o.repair ? 'fixed' : 'warn'}  pid ${g.pid} (${g.comm}) holds a ${g.size >> 10} KiB guard mapping at 0x${g.addr.toString(16)} a killed dump left${o.repair ? ': removed' : ': ckpt check --repair removes it (so does its next dump)'}`,
         );
       }
       for (const s of staleLocks) {

@@ -24,7 +24,7 @@ import type { ContainerInstance } from 'typedi';
 import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
-import { fault } from './fault.js';
+import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
@@ -178,6 +178,7 @@ export class Ckpt {
       await session.interruptionPoint();
       const manifest = this.commitImage(session, pidns);
       fault('dump:committed');
+      logSteps();
       await this.hooks.session.imageCommitted.promise(session);
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
       else pc.killFrozen(frozen);

@@ -12,7 +12,13 @@
  *   kill        SIGKILL ckpt itself there
  *   sleep=MS    block there for MS milliseconds (for tests that act on ckpt meanwhile)
  * `<point>:<action>@N` fires only at the N-th time the point is passed (1-based).
+ *
+ * Finer: `CKPT_FAULT_PTRACE_STEP=N` SIGKILLs ckpt at the N-th step of remote-syscall work in
+ * dumped processes (parking a thread, setting its registers, entering and leaving the syscall,
+ * unparking): every instant at which a ckpt death could catch a thread mid-way. A dump logs how
+ * many steps it took under ckpt:fault.
  */
+import { native } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { logger } from './log.js';
 
@@ -44,6 +50,11 @@ function parse(): Rule[] {
 }
 
 const matches = (rule: string, point: string) => (rule.endsWith('*') ? point.startsWith(rule.slice(0, -1)) : rule === point);
+
+/** Logs how many remote-syscall steps this run took (for tests that kill at each of them). */
+export function logSteps(): void {
+  log('remote-syscall steps: %d', native.ptrace.faultSteps());
+}
 
 /** Passes a named point of the pipeline; does what CKPT_FAULT says for it, if anything. */
 export function fault(point: string): void {

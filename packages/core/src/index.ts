@@ -69,6 +69,8 @@ export {
   ProcessControl,
   createContainer,
   sessionServices,
+  staleGuardMappings,
+  type StaleGuard,
   PROCESS_CONTROL,
   IMAGE_STORE,
   NETWORK_LOCK,

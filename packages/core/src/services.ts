@@ -8,7 +8,7 @@
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
 import { randomBytes } from 'node:crypto';
-import { closeSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import {
   native,
   stubPath,
@@ -21,8 +21,9 @@ import {
   type NativeError,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus } from './proc.js';
-import { Tracee } from './tracee.js';
+import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus, type Vma } from './proc.js';
+import { staleGuards, Tracee } from './tracee.js';
+import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
 import { ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
@@ -298,4 +299,44 @@ export function sessionServices(container: ContainerInstance): Services {
     logger: (area: string) => container.get(LOGGER)(area),
   };
   return Object.freeze(services);
+}
+
+/** A guard mapping a killed ckpt left in a process (see guard.ts). */
+export interface StaleGuard {
+  pid: number;
+  comm: string;
+  addr: number;
+  size: number;
+}
+
+/**
+ * Guard mappings killed dumps left in running processes (`ckpt check`). With repair, each such
+ * process is frozen for a moment, which removes them, and let go. A process another tracer holds
+ * is reported, not touched.
+ */
+export function staleGuardMappings(opts: { repair?: boolean } = {}): StaleGuard[] {
+  const out: StaleGuard[] = [];
+  for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    const pid = Number(name);
+    if (pid === process.pid) continue;
+    let found: Vma[];
+    try {
+      if (!readFileSync(`/proc/${pid}/maps`, 'utf8').includes(' rwxp 00000000 00:00 0 ')) continue;
+      found = staleGuards(pid);
+    } catch {
+      continue;
+    }
+    if (!found.length) continue;
+    const comm = readStat(pid).comm;
+    out.push(...found.map((v) => ({ pid, comm, addr: v.start, size: v.end - v.start })));
+    if (!opts.repair) continue;
+    const pc = new ProcessControl();
+    try {
+      for (const t of pc.freeze(pid)) pc.thaw(t);
+    } catch (e) {
+      log('cannot remove the guard mappings of %d: %s', pid, (e as Error).message);
+    }
+  }
+  pruneGuardNotes();
+  return out;
 }

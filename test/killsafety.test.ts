@@ -1,0 +1,175 @@
+// Kill-safety inside a stage: ckpt dump SIGKILLed at any instant of its remote-syscall work
+// (CKPT_FAULT_PTRACE_STEP=N: every step at which a thread can be caught mid-way), and at random
+// instants. The fixture (guarded.c) checks from inside that its registers (general and vector),
+// signal masks (including one a ppoll had swapped), alternate stack and signal handling are
+// exactly as they were; afterwards it must run free, and a later dump (or `ckpt check --repair`)
+// removes the guard mapping a killed ckpt can leave.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  bin,
+  ckpt,
+  describeResult,
+  dumpOk,
+  expectOk,
+  expectRunningFree,
+  makeTempDir,
+  procState,
+  readText,
+  restoreOk,
+  runFixture,
+  useCleanup,
+  waitFor,
+  waitForLine,
+  waitNotAlive,
+} from './helpers.js';
+
+useCleanup();
+
+const THREADS_RE = /^threads a=(\d+) b=(\d+) c=(\d+) usr1=(\d+)$/;
+
+async function startGuarded(dir: string) {
+  const p = await runFixture(dir, [bin('guarded')], { name: 'guarded' });
+  await waitForLine(p.stdout, /^start pid=/);
+  await waitForLine(p.stdout, /^tick 2$/);
+  return p;
+}
+
+function lastThreads(stdout: string): number[] {
+  const lines = readText(stdout)
+    .split('\n')
+    .filter((l) => THREADS_RE.test(l));
+  const m = THREADS_RE.exec(lines[lines.length - 1] ?? '');
+  return m ? m.slice(1).map(Number) : [0, 0, 0, 0];
+}
+
+/** Free, not harmed (no BAD from its own checks), and every thread still making progress. */
+async function expectUnharmed(pid: number, stdout: string, what: string): Promise<void> {
+  expectRunningFree(pid, what);
+  const bad = readText(stdout)
+    .split('\n')
+    .find((l) => l.startsWith('BAD'));
+  expect(bad, `${what}: the process found its state changed`).toBeUndefined();
+  const before = lastThreads(stdout);
+  await waitFor(
+    () => {
+      const now = lastThreads(stdout);
+      return now[0] > before[0] && now[1] > before[1] && now[2] > before[2];
+    },
+    10_000,
+    () => `${what}: its threads stopped making progress (${lastThreads(stdout)} after ${before})`,
+  );
+}
+
+/**
+ * Anonymous rwx mappings in the application and its ckpt-init (`ckpt run` dumps both): neither has
+ * one of its own, so any is a guard ckpt left.
+ */
+function rwxMappings(pid: number): string[] {
+  const ppid = Number(readText(`/proc/${pid}/stat`).split(') ')[1].split(' ')[1]);
+  const tree = readText(`/proc/${ppid}/comm`).trim() === 'ckpt-init' ? [ppid, pid] : [pid];
+  return tree.flatMap((p) =>
+    fs
+      .readFileSync(`/proc/${p}/maps`, 'utf8')
+      .split('\n')
+      .filter((l) => / rwxp 00000000 00:00 0\s*$/.test(l))
+      .map((l) => `${p}: ${l}`),
+  );
+}
+
+async function stepsOfADump(pid: number, img: string): Promise<number> {
+  const r = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running'], { env: { DEBUG: 'ckpt:fault' } });
+  expectOk(r);
+  const m = /remote-syscall steps: (\d+)/.exec(r.stderr);
+  expect(m, `the dump logged no step count\n${describeResult(r)}`).not.toBeNull();
+  return Number(m![1]);
+}
+
+describe('ckpt dump killed at any instant harms nothing', () => {
+  it('killed at each remote-syscall step: every thread carries on with its registers, masks and alternate stack', async () => {
+    const dir = makeTempDir('kill-steps');
+    const { pid, stdout } = await startGuarded(dir);
+    const total = await stepsOfADump(pid, path.join(dir, 'img-full'));
+    expect(total).toBeGreaterThan(50);
+    // Every step of the first stages (guard creation, first parkings on the stack and in the
+    // guard), then steps spread over the rest, and the last ones (the final unparking).
+    const steps = new Set<number>();
+    for (let n = 1; n <= 40; n++) steps.add(n);
+    for (let n = 41; n < total; n += Math.ceil((total - 40) / 30)) steps.add(n);
+    for (let n = total - 3; n <= total; n++) steps.add(n);
+    let killed = 0;
+    for (const n of steps) {
+      const img = path.join(dir, `img-${n}`);
+      const r = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running'], { env: { CKPT_FAULT_PTRACE_STEP: String(n) } });
+      expect(r.signal, `ckpt dump with a kill at step ${n} of ${total}\n${describeResult(r)}`).toBe('SIGKILL');
+      killed++;
+      expectRunningFree(pid, `after a kill at step ${n}`);
+      expect(rwxMappings(pid).length, `guard mappings after a kill at step ${n}: the next dump removes the last one`).toBeLessThanOrEqual(1);
+    }
+    await expectUnharmed(pid, stdout, `after ${killed} kills`);
+    // Signals still reach it, and the next dump takes away what the last kill left.
+    const usr1 = lastThreads(stdout)[3];
+    process.kill(pid, 'SIGUSR1');
+    await waitFor(
+      () => lastThreads(stdout)[3] > usr1,
+      5000,
+      () => 'SIGUSR1 was not handled after the kills',
+    );
+    await dumpOk(pid, path.join(dir, 'img-last'), ['--leave-running']);
+    expect(rwxMappings(pid), 'mappings left after a complete dump').toEqual([]);
+    await expectUnharmed(pid, stdout, 'after the last dump');
+  });
+
+  it('killed at random instants, leaving it running or dumping it for good: running unharmed, or dumped and restorable', async () => {
+    const dir = makeTempDir('kill-random');
+    const { pid, stdout } = await startGuarded(dir);
+    const t0 = Date.now();
+    await dumpOk(pid, path.join(dir, 'img-timing'), ['--leave-running']);
+    const span = Date.now() - t0;
+    let restored = 0;
+    for (let i = 0; i < 14; i++) {
+      const leave = i % 2 === 0;
+      const img = path.join(dir, `img-${i}`);
+      const delay = Math.floor(span * (0.2 + 0.8 * Math.random()));
+      const r = await ckpt(['dump', '-t', String(pid), '-D', img, ...(leave ? ['--leave-running'] : [])], {
+        onSpawn: (child) => setTimeout(() => child.kill('SIGKILL'), delay),
+      });
+      const what = `a ${leave ? '--leave-running ' : ''}dump killed after ${delay} ms`;
+      if (r.signal !== 'SIGKILL') expectOk(r); // it finished first
+      const state = procState(pid);
+      if (state === null || state === 'Z') {
+        // Only a dump that committed its image kills the process: that image restores.
+        expect(leave, `${what}: the process died`).toBe(false);
+        await waitNotAlive(pid);
+        await restoreOk(img, pid, 'guarded');
+        restored++;
+      }
+      await expectUnharmed(pid, stdout, what);
+    }
+    expect(restored).toBeLessThanOrEqual(7);
+  });
+
+  it('ckpt check reports a guard mapping a killed dump left, and --repair removes it', async () => {
+    const dir = makeTempDir('kill-check');
+    const { pid, stdout } = await startGuarded(dir);
+    let n = 5;
+    for (; n < 200 && rwxMappings(pid).length === 0; n++) {
+      const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, `img-${n}`), '--leave-running'], { env: { CKPT_FAULT_PTRACE_STEP: String(n) } });
+      expect(r.signal).toBe('SIGKILL');
+    }
+    expect(rwxMappings(pid).length, 'no kill left a guard mapping').toBe(1);
+    const check = await ckpt(['check', '--json']);
+    const j = JSON.parse(check.stdout) as { staleGuards: Array<{ pid: number; addr: number; size: number }> };
+    const holder = Number(rwxMappings(pid)[0].split(':')[0]);
+    expect(
+      j.staleGuards.some((g) => g.pid === holder),
+      `ckpt check does not report the guard in ${holder}\n${describeResult(check)}`,
+    ).toBe(true);
+    expect(rwxMappings(pid).length, 'ckpt check without --repair changed the process').toBe(1);
+    const repair = await ckpt(['check', '--repair']);
+    expect(repair.stdout).toMatch(new RegExp(`pid ${holder} .*guard mapping.*removed`));
+    expect(rwxMappings(pid)).toEqual([]);
+    await expectUnharmed(pid, stdout, 'after ckpt check --repair');
+  });
+});
