@@ -95,6 +95,17 @@ describe('an interrupted or failing dump harms nothing', () => {
     await expectCarriesOn(pid, stdout, 'workload after the last dump');
   });
 
+  it('ckpt dump SIGKILLed once its image is committed and handed over: the process goes with it, and the image restores', async () => {
+    const dir = makeTempDir('kill-handover');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    const r = await ckpt(['dump', '-t', String(pid), '-D', img], { env: { CKPT_FAULT: 'dump:handover:kill' } });
+    expect(r.signal).toBe('SIGKILL');
+    await waitNotAlive(pid);
+    await restoreOk(img, pid, 'workload');
+    await expectCarriesOn(pid, stdout, 'workload restored from the image of a dump killed at its hand-over');
+  });
+
   it('SIGINT and SIGTERM in the middle of the page copy of 1 GiB stop the dump within a second or two', async () => {
     const dir = makeTempDir('sigint-pages');
     const { pid, stdout } = await startWorkload(dir, 1024);

@@ -179,6 +179,8 @@ export class Ckpt {
       const manifest = this.commitImage(session, pidns);
       fault('dump:committed');
       logSteps();
+      if (!options.leaveRunning) pc.killWithTracer(frozen);
+      fault('dump:handover');
       await this.hooks.session.imageCommitted.promise(session);
       if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
       else pc.killFrozen(frozen);

@@ -30,6 +30,19 @@ import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
 
 const log = logger('process');
 
+/**
+ * Whether a dump's remote syscalls can run parked on return frames (guard.ts): not with user
+ * shadow stacks (CET), where rt_sigreturn on a frame the kernel did not push would fault.
+ */
+function guardable(pid: number): boolean {
+  const features = readStatus(pid).x86_Thread_features ?? '';
+  if (/\bshstk\b/.test(features)) {
+    log('%d uses a shadow stack: its remote syscalls run unguarded (a ckpt killed during one can harm it)', pid);
+    return false;
+  }
+  return true;
+}
+
 /** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
 export class ProcessControl {
   private readonly frozen = new Map<number, Tracee>();
@@ -70,7 +83,7 @@ export class ProcessControl {
         fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
         for (const tid of fresh) {
           if (!this.seizeOne(pid, tid)) continue;
-          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: true } });
+          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(pid) } });
           threads.push(t);
           this.frozen.set(tid, t);
         }
@@ -130,6 +143,14 @@ export class ProcessControl {
       log('thaw %d: setRegs failed: %s', t.pid, (e as Error).message);
     }
     this.detachQuietly(t.pid);
+  }
+
+  /**
+   * From here on a dump whose image is committed ends with the processes killed even if ckpt
+   * dies first (PTRACE_O_EXITKILL): the image owns their connections from imageCommitted on.
+   */
+  killWithTracer(processes: Tracee[][]): void {
+    for (const threads of processes) for (const t of threads) native.ptrace.setOptions(t.pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL);
   }
 
   /** Thaws everything still frozen (error path). */
