@@ -133,6 +133,8 @@ export class Tracee {
   /** Where the thread's return frame is while it is parked (its ucontext address). */
   private parkedAt?: { where: 'stack' | 'guard'; uc: number };
   private maskBlocked = false;
+  /** The thread has run under ckpt once: its mask is its own (no ppoll swap pending any more). */
+  private hasRun = false;
 
   constructor(
     readonly pid: number,
@@ -185,6 +187,7 @@ export class Tracee {
       return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
     }
     const ret = native.ptrace.remoteSyscall(this.pid, g.start + GUARD_CODE, nr, args, false);
+    this.hasRun = true;
     this.blockSignals();
     return ret;
   }
@@ -219,12 +222,14 @@ export class Tracee {
     native.ptrace.setRegs(this.pid, r.buf);
     native.ptrace.faultStep();
     this.parkedAt = { where, uc };
+    if (this.hasRun) this.blockSignals();
   }
 
   /**
-   * After the thread's first run under ckpt, its mask is its own again (a ppoll or sigsuspend it
-   * was in had swapped it): the frame gets that mask, then everything is blocked while parked,
-   * so signals that arrive stay pending for the thread instead of being taken by ckpt.
+   * Blocks every signal while the thread is parked, so that signals that arrive stay pending for
+   * the thread instead of being taken by ckpt. Only once the thread has run under ckpt: before,
+   * its mask may be a ppoll's or sigsuspend's temporary one, which the kernel swaps back on that
+   * first run (setting the mask earlier would lose the real one). The frame gets the real mask.
    */
   private blockSignals(): void {
     if (this.maskBlocked || !this.parkedAt) return;
@@ -281,6 +286,7 @@ export class Tracee {
     this.park(uc, 'stack', gad.sigreturn, uc);
     this.injected++;
     const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
+    this.hasRun = true;
     this.blockSignals();
     return r;
   }
