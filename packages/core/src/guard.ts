@@ -153,20 +153,32 @@ function syscallRetIn(buf: Buffer): number {
   return -1;
 }
 
+/** Where the gadgets were found before: the vdso's offset, each file's restorer offset (null: none). */
+const vdsoCache = new Map<number, number>();
+const restorerCache = new Map<string, number | null>();
+
 /**
  * Finds the stack path's code in a process: the vdso first, then its C library or runtime.
  * Undefined when it has none (then the mmap and munmap of the guard page are unguarded).
+ * What was found in a file is remembered by inode, so a tree of processes sharing a libc pays once.
  */
 export function findGadgets(pid: number, vmas: Vma[]): Gadgets | undefined {
   const exec = vmas.filter((v) => v.perms[2] === 'x');
   const vdso = exec.find((v) => v.name === '[vdso]');
   if (!vdso) return undefined;
-  const vbuf = native.mem.readMem(pid, vdso.start, vdso.end - vdso.start);
-  const at = syscallRetIn(vbuf);
+  let at = vdsoCache.get(vdso.end - vdso.start);
+  if (at === undefined) {
+    at = syscallRetIn(native.mem.readMem(pid, vdso.start, vdso.end - vdso.start));
+    vdsoCache.set(vdso.end - vdso.start, at);
+  }
   if (at < 0) return undefined;
   const score = (v: Vma) => (/\/(libc|ld-musl)[-.]/.test(v.name) ? 0 : v.name && !v.name.startsWith('[') ? 1 : 2);
   let budget = 64 << 20;
   for (const v of exec.filter((x) => x !== vdso).sort((a, b) => score(a) - score(b))) {
+    const key = v.inode ? `${v.name}:${v.inode}:${v.offset}:${v.end - v.start}` : undefined;
+    const known = key === undefined ? undefined : restorerCache.get(key);
+    if (known === null) continue;
+    if (known !== undefined) return { syscallRet: vdso.start + at, sigreturn: v.start + known };
     const len = Math.min(v.end - v.start, budget);
     if (len <= 0) break;
     budget -= len;
@@ -176,18 +188,18 @@ export function findGadgets(pid: number, vmas: Vma[]): Gadgets | undefined {
     } catch {
       continue;
     }
-    for (const p of SIGRETURN_PATTERNS) {
-      const i = buf.indexOf(p);
-      if (i >= 0) return { syscallRet: vdso.start + at, sigreturn: v.start + i };
-    }
+    const i = SIGRETURN_PATTERNS.map((p) => buf.indexOf(p)).find((x) => x >= 0);
+    if (key !== undefined && len === v.end - v.start) restorerCache.set(key, i ?? null);
+    if (i !== undefined) return { syscallRet: vdso.start + at, sigreturn: v.start + i };
   }
   return undefined;
 }
 
 /**
- * The guard journal: before ckpt maps a guard into a process it notes where, and it forgets the
- * note once the mapping is gone, so a guard whose ckpt died before writing its magic (between the
- * mmap and the header write) is still known: /run/ckpt/guards/<ckpt pid>-<start>.json.
+ * The guard journal: before ckpt first maps a guard into a process it notes where (the guard
+ * goes to the same place at every stage), so that a guard whose ckpt died before writing its
+ * magic (between the mmap and the header write) is still known:
+ * /run/ckpt/guards/<ckpt pid>-<start>.json, removed when that ckpt exits.
  */
 export const GUARDS_DIR = '/run/ckpt/guards';
 
@@ -222,16 +234,15 @@ export function noteGuard(pid: number, addr: number, size: number): void {
   if (!journal) {
     const owner = selfOwner();
     journal = { file: join(GUARDS_DIR, `${owner.pid}-${owner.start}.json`), owner, notes: [] };
+    process.on('exit', dropJournal);
   }
   journal.notes.push({ pid, start: readStat(pid).startTime, addr, size });
   saveJournal();
 }
 
-/** Forgets a guard that is gone (or was never mapped). */
-export function forgetGuard(pid: number, addr: number): void {
-  if (!journal) return;
-  journal.notes = journal.notes.filter((n) => !(n.pid === pid && n.addr === addr));
-  saveJournal();
+/** A ckpt that ends (not killed) leaves nothing behind: its journal goes with it. */
+function dropJournal(): void {
+  if (journal) rmSync(journal.file, { force: true });
 }
 
 /** Guards noted by ckpts that died, in process pid (still the same process). */

@@ -24,7 +24,6 @@ import { logger } from './log.js';
 import {
   dropOrphanedNotes,
   findGadgets,
-  forgetGuard,
   frameMaskOffset,
   noteGuard,
   orphanedGuardNotes,
@@ -118,6 +117,9 @@ export interface AddressSpace {
   guard?: { start: number; size: number; slots: Map<number, number>; next: number };
   /** The stack path's code (undefined: not looked for yet; null: the process has none). */
   gadgets?: Gadgets | null;
+  /** The process's [stack] mapping, and where its guard goes (the same place at every stage). */
+  mainStack?: Vma | null;
+  guardAt?: { addr: number; size: number };
 }
 
 /** One traced task (a thread; the leader's tid is the pid). */
@@ -273,11 +275,15 @@ export class Tracee {
    * the process's own rt_sigreturn restorer. False when this thread or process cannot.
    */
   private stackSyscall(nr: number, args: Array<number | bigint>): bigint | undefined {
-    if (this.space.gadgets === undefined) this.space.gadgets = findGadgets(this.pid, readMaps(this.pid)) ?? null;
+    if (this.space.gadgets === undefined) {
+      const vmas = readMaps(this.pid);
+      this.space.gadgets = findGadgets(this.pid, vmas) ?? null;
+      this.space.mainStack = vmas.find((v) => v.name === '[stack]') ?? null;
+    }
     const gad = this.space.gadgets;
     if (!gad) return undefined;
     const rsp = Number(new Regs(this.resumeRegs).get('rsp'));
-    const stack = readMaps(this.pid).find((v) => v.name === '[stack]' && v.start <= rsp && rsp <= v.end);
+    const stack = this.space.mainStack && this.space.mainStack.start <= rsp && rsp <= this.space.mainStack.end ? this.space.mainStack : undefined;
     const uc = Math.floor((rsp - 256 - frameSize(this.xstate().length)) / 64) * 64;
     if (!stack || uc - 8 < stack.start + PAGE_SIZE) return undefined;
     const ret = Buffer.alloc(8);
@@ -322,16 +328,18 @@ export class Tracee {
   private createGuard(): number {
     const members = this.space.members?.length ?? 1;
     const size = alignPage(GUARD_HEADER + SCRATCH_SIZE + members * slotSize(this.xstate().length));
-    const want = findFreeRange([readMaps(this.pid)], size, 0x100000000);
-    noteGuard(this.processPid, want, size);
-    let start: number;
-    try {
-      const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
-      start = Number(checkSyscall('mmap', this.pid, this.stackSyscallAnywhere(SYS.mmap, [want, size, PROT_READ | PROT_WRITE | PROT_EXEC, flags, -1, 0])));
-    } catch (e) {
-      forgetGuard(this.processPid, want);
-      throw e;
+    // One place per process for the whole dump, noted once (the journal is for a dead ckpt's
+    // successor, and a range noted and empty again harms nothing).
+    let at = this.space.guardAt;
+    if (!at || at.size !== size) {
+      at = { addr: findFreeRange([readMaps(this.pid)], size, 0x100000000), size };
+      noteGuard(this.processPid, at.addr, size);
+      this.space.guardAt = at;
     }
+    const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+    const raw = this.stackSyscallAnywhere(SYS.mmap, [at.addr, size, PROT_READ | PROT_WRITE | PROT_EXEC, flags, -1, 0]);
+    if (raw === -17n) this.space.guardAt = undefined; // EEXIST: the place was taken meanwhile
+    const start = Number(checkSyscall('mmap', this.pid, raw));
     const header = Buffer.alloc(GUARD_CODE + GUARD_CODE_BYTES.length);
     GUARD_MAGIC.copy(header);
     header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
@@ -379,7 +387,6 @@ export class Tracee {
       this.scratchAddr = undefined;
       try {
         checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [g.start, g.size]));
-        forgetGuard(this.processPid, g.start);
       } finally {
         for (const m of this.space.members ?? []) m.unpark();
       }
@@ -419,9 +426,11 @@ export function staleGuards(pid: number): Vma[] {
   const noted = orphanedGuardNotes(pid);
   return readMaps(pid).filter((v) => {
     if (v.perms !== 'rwxp' || v.name || v.end - v.start < GUARD_HEADER) return false;
-    if (noted.some((n) => n.addr === v.start && n.addr + n.size === v.end)) return true;
     try {
-      return native.mem.readMem(pid, v.start, GUARD_MAGIC.length).equals(GUARD_MAGIC);
+      const head = native.mem.readMem(pid, v.start, GUARD_MAGIC.length);
+      if (head.equals(GUARD_MAGIC)) return true;
+      // Mapped, and its ckpt died before writing the magic: still untouched.
+      return noted.some((n) => n.addr === v.start && n.addr + n.size === v.end) && head.every((b) => b === 0);
     } catch {
       return false;
     }
