@@ -27,6 +27,7 @@ import { logger } from './log.js';
 import { fault } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
+import { parsePublicKey } from './keys.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
@@ -45,6 +46,8 @@ export interface DumpResult {
   ms: number;
   imageBytes: number;
   leftRunning: boolean;
+  /** The fingerprint of the host key that signed the image. */
+  signedBy: string;
 }
 
 export interface RestoreResult {
@@ -190,6 +193,7 @@ export class Ckpt {
         ms: performance.now() - t0,
         imageBytes,
         leftRunning: !!options.leaveRunning,
+        signedBy: image.signer,
       };
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
@@ -228,7 +232,8 @@ export class Ckpt {
     const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     sweepLocks(services);
-    const image = services.images.open(options.dir, { generation: options.generation });
+    const trust = (options.trustKeys ?? []).map((k, i) => (typeof k === 'string' ? parsePublicKey(k, `trusted key ${i + 1} of the restore`) : k));
+    const image = services.images.open(options.dir, { generation: options.generation, trust });
     const records = this.readRecords(image);
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
