@@ -44,7 +44,7 @@ function signerLine(s: ImageSigner): string {
         ? 'a trusted key'
         : s.trust === 'given'
           ? 'trusted for this command'
-          : 'NOT trusted here: restore refuses it until `ckpt trust KEYFILE` (or restore --trust-key KEYFILE)';
+          : 'NOT trusted here: restore refuses it; `ckpt trust KEYFILE` trusts it, restore --trust-key KEYFILE for one restore';
   return `${s.fingerprint} (ed25519, ${why})`;
 }
 

@@ -27,7 +27,7 @@ import { logger } from './log.js';
 import { fault } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
-import { parsePublicKey } from './keys.js';
+import { parsePublicKey, type TrustReason } from './keys.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
@@ -58,6 +58,8 @@ export interface RestoreResult {
   /** The application id the image was made under (ckpt run). */
   app?: string;
   ms: number;
+  /** The key that signed the image, and why this host trusted it. */
+  signedBy: { fingerprint: string; trust: TrustReason | null };
 }
 
 export interface CkptInit {
@@ -287,6 +289,7 @@ export class Ckpt {
       ms: performance.now() - t0,
       ...(pidns ? { nsPids: session.processes.map((p) => session.vpid(p.pid)) } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
+      signedBy: { fingerprint: image.signer.fingerprint, trust: image.signer.trust },
     };
   }
 
