@@ -156,6 +156,16 @@ describe('signed images', () => {
     // The signature removed.
     const unsigned = tamperedCopy(w.gen, path.join(w.dir, 'unsigned'), (copy) => fs.rmSync(path.join(copy, 'manifest.sig')));
     await expectRefused(unsigned, w.pid, [/is not signed \(no manifest\.sig\)/]);
+    // An image of format 2 (before signatures) is refused for its version, as before.
+    const v2 = tamperedCopy(w.gen, path.join(w.dir, 'v2'), (copy) => {
+      fs.rmSync(path.join(copy, 'manifest.sig'));
+      const mpath = path.join(copy, 'manifest.json');
+      const { checksum: _old, ...body } = JSON.parse(fs.readFileSync(mpath, 'utf8'));
+      body.version = 2;
+      fs.writeFileSync(mpath, JSON.stringify({ ...body, checksum: sha256(JSON.stringify(body)) }, null, 1));
+    });
+    const old = await expectRefused(v2, w.pid, [/format version 2, this ckpt reads version 3/]);
+    expect(old.stderr).toMatch(/^ckpt: hint: restore it with the ckpt that wrote it/m);
 
     // Another key's signature of the same manifest: not the signature of the image's key (a fixed
     // format line whose signature bytes are changed).
