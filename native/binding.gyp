@@ -13,11 +13,12 @@
         "src/sock.cc",
         "src/unix.cc",
         "src/inet.cc",
-        "src/inotify.cc"
+        "src/inotify.cc",
+        "src/hash.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags_cc": ["-std=c++17", "-O2", "-msse4.2", "-Wall", "-Wno-missing-field-initializers"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wno-missing-field-initializers"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"]
     }
   ]

@@ -5,13 +5,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, expect } from 'vitest';
+import { afterEach, expect, inject } from 'vitest';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI entry point; CKPT_CLI overrides it (e.g. to run the suite against another build). */
 export const CLI = process.env.CKPT_CLI ?? path.join(REPO_ROOT, 'packages/cli/dist/bin.js');
 export const BUILD_DIR = path.join(REPO_ROOT, 'test/.build');
 export const FIXTURES_DIR = path.join(REPO_ROOT, 'test/fixtures');
+
+/**
+ * This run's key directory (made by the global setup, removed after the run): every ckpt the
+ * tests start, and the API in-process, sign and trust with it, never with the machine's keys.
+ */
+export const KEY_DIR = inject('ckptKeyDir');
+process.env.CKPT_KEY_DIR = KEY_DIR;
 
 /** Path of a compiled C fixture (built by test/setup/build-fixtures.ts). */
 export function bin(name: 'workload' | 'sleeper' | 'fdkinds' | 'traced' | 'guarded'): string {

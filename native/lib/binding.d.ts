@@ -10,8 +10,9 @@ export interface WaitStatus {
 }
 export interface CopyResult {
   bytes: number;
-  crc: number;
 }
+/** A running SHA-256 (native/src/hash.cc): an opaque handle, continued across native calls. */
+export type Sha256Handle = { readonly __sha256: unique symbol };
 export interface RseqConfig {
   pointer: bigint;
   size: number;
@@ -155,15 +156,22 @@ export interface PtraceBinding {
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {
   pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array;
-  dumpPages(pid: number, runs: Float64Array, fd: number, crc: number): CopyResult;
-  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, crc: number): CopyResult;
+  /** Appends the runs' bytes to fd, hashing them into `hash`. */
+  dumpPages(pid: number, runs: Float64Array, fd: number, hash: Sha256Handle): CopyResult;
+  /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */
+  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: Sha256Handle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
 }
-/** CRC32C (native/src/memory.cc), the checksum of image files. */
-export interface CrcBinding {
-  crc32c(data: Buffer, seed?: number): number;
-  crc32cFile(fd: number, offset: number, length: number, seed?: number): number;
+/** SHA-256 (native/src/hash.cc, OpenSSL's EVP from node), the digest of image files. */
+export interface HashBinding {
+  /** A new running SHA-256, for sha256Update, dumpPages and restorePages. */
+  sha256New(): Sha256Handle;
+  sha256Update(hash: Sha256Handle, data: Uint8Array): void;
+  /** Hex digest of everything hashed so far (the hash can go on). */
+  sha256Digest(hash: Sha256Handle): string;
+  /** Hex SHA-256 of [offset, offset + length) of the file. */
+  sha256File(fd: number, offset: number, length: number): string;
 }
 /** Processes (native/src/spawn.cc, fd.cc, ptrace.cc): creating them, pidfds, comparing their resources, reaping. */
 export interface ProcBinding {
@@ -273,7 +281,7 @@ export interface ErrnoBinding {
 export interface NativeFacade {
   ptrace: PtraceBinding;
   mem: MemBinding;
-  crc: CrcBinding;
+  hash: HashBinding;
   proc: ProcBinding;
   fd: FdBinding;
   events: EventsBinding;
@@ -283,4 +291,4 @@ export interface NativeFacade {
 export type NativeGroup = keyof NativeFacade;
 
 /** The raw addon: every function of every group, flat, and errnoName. */
-export interface Binding extends PtraceBinding, MemBinding, CrcBinding, ProcBinding, FdBinding, EventsBinding, IpcBinding, SockBinding, ErrnoBinding {}
+export interface Binding extends PtraceBinding, MemBinding, HashBinding, ProcBinding, FdBinding, EventsBinding, IpcBinding, SockBinding, ErrnoBinding {}

@@ -31,7 +31,7 @@ export const GROUPS = {
     'faultSteps',
   ],
   mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
-  crc: ['crc32c', 'crc32cFile'],
+  hash: ['sha256New', 'sha256Update', 'sha256Digest', 'sha256File'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'tryWait'],
   fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'openByHandleAt'],
   events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch'],

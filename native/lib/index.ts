@@ -2,7 +2,7 @@
  * @ckpt/native: the typed facade over the native engine. Everything privileged or hot (ptrace,
  * remote syscalls, page copies, pidfds, clone3) goes through here; nothing else loads the addon.
  *
- *   native.ptrace / mem / crc / proc / fd / events / ipc / sock   the addon's functions by group (./facade.ts)
+ *   native.ptrace / mem / hash / proc / fd / events / ipc / sock   the addon's functions by group (./facade.ts)
  *   NativeError, errnoName, checkSyscall                          errors (./errors.ts)
  *   SYS, O_*, F_*, MAP_*, CLONE_*, PTRACE_O_*, AF_*...            constants (./constants.ts)
  *   REG, Regs                                                     registers (./regs.ts)

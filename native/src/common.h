@@ -43,5 +43,6 @@ void InitSock(Napi::Env env, Napi::Object exports);
 void InitUnix(Napi::Env env, Napi::Object exports);
 void InitInet(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
+void InitHash(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

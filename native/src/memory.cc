@@ -1,9 +1,9 @@
-// Process memory: which pages to save (pagemap), bulk copy target memory <-> image file through
-// one reusable buffer with a running CRC32C, and small reads/writes through /proc/PID/mem.
+// Process memory: which pages to save (pagemap), bulk copy target memory <-> image file with a
+// running SHA-256 of the bytes (hash.h), and small reads/writes through /proc/PID/mem.
 #include "common.h"
+#include "hash.h"
 
 #include <fcntl.h>
-#include <nmmintrin.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -22,66 +22,7 @@ namespace ckpt {
 namespace {
 
 constexpr size_t kPage = 4096;
-constexpr size_t kChunk = 4 << 20;  // 4 MiB: stays in L2/L3 between copy, crc and write
-
-// CRC32C (Castagnoli) with SSE4.2. Long buffers run three independent streams of kStream
-// bytes to hide the crc32 instruction's latency, then join them with a table that applies
-// "append kStream zero bytes" to a CRC register (the raw CRC is linear in state and data).
-constexpr size_t kStream = 8192;
-uint32_t g_shift[4][256];
-bool g_shiftReady = false;
-
-uint32_t ShiftRaw(uint32_t c) {
-  uint64_t x = c;
-  for (size_t k = 0; k < kStream / 8; k++) x = _mm_crc32_u64(x, 0);
-  return static_cast<uint32_t>(x);
-}
-void InitShift() {
-  for (int b = 0; b < 4; b++)
-    for (int v = 0; v < 256; v++) g_shift[b][v] = ShiftRaw(static_cast<uint32_t>(v) << (8 * b));
-  g_shiftReady = true;
-}
-inline uint32_t Shift(uint32_t c) {
-  return g_shift[0][c & 255] ^ g_shift[1][(c >> 8) & 255] ^ g_shift[2][(c >> 16) & 255] ^
-         g_shift[3][c >> 24];
-}
-
-uint32_t Crc32c(uint32_t crc, const uint8_t* p, size_t n) {
-  uint64_t c = ~crc & 0xffffffffu;
-  while (n && (reinterpret_cast<uintptr_t>(p) & 7)) {
-    c = _mm_crc32_u8(static_cast<uint32_t>(c), *p++);
-    n--;
-  }
-  if (n >= 3 * kStream) {
-    if (!g_shiftReady) InitShift();
-    while (n >= 3 * kStream) {
-      uint64_t c0 = c, c1 = 0, c2 = 0;
-      const uint64_t* q = reinterpret_cast<const uint64_t*>(p);
-      constexpr size_t w = kStream / 8;
-      for (size_t k = 0; k < w; k++) {
-        c0 = _mm_crc32_u64(c0, q[k]);
-        c1 = _mm_crc32_u64(c1, q[k + w]);
-        c2 = _mm_crc32_u64(c2, q[k + 2 * w]);
-      }
-      c = Shift(Shift(static_cast<uint32_t>(c0)) ^ static_cast<uint32_t>(c1)) ^ static_cast<uint32_t>(c2);
-      p += 3 * kStream;
-      n -= 3 * kStream;
-    }
-  }
-  while (n >= 8) {
-    c = _mm_crc32_u64(c, *reinterpret_cast<const uint64_t*>(p));
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = _mm_crc32_u8(static_cast<uint32_t>(c), *p++);
-  return ~static_cast<uint32_t>(c);
-}
-
-uint8_t* ChunkBuffer() {
-  static uint8_t* buf = nullptr;
-  if (!buf && posix_memalign(reinterpret_cast<void**>(&buf), kPage, kChunk) != 0) buf = nullptr;
-  return buf;
-}
+constexpr size_t kChunk = 4 << 20;  // 4 MiB: stays in L2/L3 between copy, hash and write
 
 class MemFd {
  public:
@@ -191,16 +132,15 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Object CopyResult(Napi::Env env, uint64_t bytes, uint32_t crc) {
+Napi::Object CopyResult(Napi::Env env, uint64_t bytes) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytes", Napi::Number::New(env, static_cast<double>(bytes)));
-  o.Set("crc", Napi::Number::New(env, crc));
   return o;
 }
 
-// Two-stage copy pipeline over page runs: the calling thread produces chunks (read + CRC, in
-// order) into a ring of buffers while a second thread consumes them (write), so the read side
-// and the write side of a copy use both cores instead of taking turns.
+// Two-stage copy pipeline over page runs: the calling thread produces chunks (in order) into a
+// ring of buffers while a second thread consumes them (in the same order), so the two halves of
+// a copy use both cores instead of taking turns.
 struct Chunk {
   uint8_t* buf;
   uint64_t addr;
@@ -227,17 +167,16 @@ class Pipeline {
   }
 
   // produce(chunk) fills chunk.buf (chunk.len bytes for chunk.addr); consume(chunk) drains it.
-  // Each returns 0 or an errno; the first failure stops both sides. Returns {errno, where}.
+  // Each returns 0 or an errno; the first failure stops both sides. Returns the errno, 0 if none.
   template <typename P, typename C>
-  std::pair<int, const char*> Run(const Napi::Float64Array& runs, P produce, C consume) {
+  int Run(const Napi::Float64Array& runs, P produce, C consume) {
     std::mutex mu;
     std::condition_variable cv;
     std::deque<Chunk> full;
     std::deque<uint8_t*> empty(bufs_, bufs_ + kSlots);
     bool done = false;
     int err = 0;
-    const char* where = nullptr;
-    std::thread writer([&] {
+    std::thread worker([&] {
       for (;;) {
         Chunk c;
         {
@@ -249,7 +188,7 @@ class Pipeline {
         }
         int e = consume(c);
         std::lock_guard<std::mutex> lk(mu);
-        if (e && !err) err = e, where = "consume";
+        if (e && !err) err = e;
         empty.push_back(c.buf);
         cv.notify_all();
       }
@@ -270,7 +209,7 @@ class Pipeline {
         int e = produce(c);
         std::lock_guard<std::mutex> lk(mu);
         if (e) {
-          if (!err) err = e, where = "produce";
+          if (!err) err = e;
           empty.push_back(buf);
           cv.notify_all();
           break;
@@ -286,22 +225,24 @@ class Pipeline {
       done = true;
       cv.notify_all();
     }
-    writer.join();
-    return {err, where};
+    worker.join();
+    return err;
   }
 
  private:
   uint8_t* bufs_[kSlots] = {};
 };
 
-// dumpPages(pid, runs, fd, crc): appends the runs' bytes to fd (at its offset); returns
-// { bytes, crc } with the CRC32C continued from crc.
+// dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset) and to the running
+// SHA-256 `hash` (sha256New); returns { bytes }. The calling thread reads target memory and writes
+// each chunk; the pipeline's other thread hashes it (SHA-256 is the slowest step: it gets a core).
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   Napi::Float64Array runs = RunsArg(info[1]);
   int out = ArgInt(info[2]);
-  uint32_t crc = info[3].As<Napi::Number>().Uint32Value();
+  Sha256* hash = Sha256Arg(info[3]);
+  if (!hash) return env.Undefined();
   Pipeline pipe;
   if (!pipe.ok()) {
     ThrowErrno(env, ENOMEM, "posix_memalign");
@@ -309,7 +250,8 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   }
   MemFd mem(pid, O_RDONLY);
   uint64_t total = 0;
-  auto res = pipe.Run(
+  const char* where = nullptr;
+  int err = pipe.Run(
       runs,
       [&](Chunk& c) -> int {
         iovec local{c.buf, c.len}, remote{reinterpret_cast<void*>(c.addr), c.len};
@@ -318,33 +260,44 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
         if (static_cast<size_t>(got) < c.len) {
           // Unreadable protections (PROT_NONE, ...): /proc/PID/mem reads with FOLL_FORCE.
           int mfd = mem.get();
-          if (mfd < 0 || !FullPread(mfd, c.buf + got, c.len - got, c.addr + got)) return errno ? errno : EIO;
+          if (mfd < 0 || !FullPread(mfd, c.buf + got, c.len - got, c.addr + got)) {
+            where = "read of target memory";
+            return errno ? errno : EIO;
+          }
         }
-        crc = Crc32c(crc, c.buf, c.len);
+        if (!FullWrite(out, c.buf, c.len)) {
+          where = "write(image)";
+          return errno ? errno : EIO;
+        }
         total += c.len;
         return 0;
       },
-      [&](Chunk& c) -> int { return FullWrite(out, c.buf, c.len) ? 0 : (errno ? errno : EIO); });
-  if (res.first) {
-    ThrowErrno(env, res.first, std::string(res.second) == "produce" ? "read of target memory" : "write(image)", pid);
+      [&](Chunk& c) -> int {
+        hash->Update(c.buf, c.len);
+        return 0;
+      });
+  if (err) {
+    ThrowErrno(env, err, where ? where : "dumpPages", pid);
     return env.Undefined();
   }
-  return CopyResult(env, total, crc);
+  return CopyResult(env, total);
 }
 
-// restorePages(pid, runs, fd, offset, crc): fills the runs from fd starting at offset;
-// returns { bytes, crc } of the bytes read. The image range is mapped (no copy into a buffer):
-// one thread copies it into the target with process_vm_writev while this one computes its CRC.
+// restorePages(pid, runs, fd, offset, hash): fills the runs from fd starting at offset, the bytes
+// read going into the running SHA-256 `hash`; returns { bytes }. The image range is mapped (no
+// copy into a buffer): one thread copies it into the target with process_vm_writev while this
+// one hashes it. The caller compares the digest with the image's before the process runs.
 Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   Napi::Float64Array runs = RunsArg(info[1]);
   int in = ArgInt(info[2]);
   uint64_t off = ArgU64(info[3]);
-  uint32_t crc = info[4].As<Napi::Number>().Uint32Value();
+  Sha256* hash = Sha256Arg(info[4]);
+  if (!hash) return env.Undefined();
   uint64_t total = 0;
   for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) total += static_cast<uint64_t>(runs[r + 1]);
-  if (!total) return CopyResult(env, 0, crc);
+  if (!total) return CopyResult(env, 0);
   struct stat st;
   if (fstat(in, &st) < 0 || static_cast<uint64_t>(st.st_size) < off + total) {
     ThrowErrno(env, ENODATA, "read(image pages)");
@@ -382,14 +335,14 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
       }
     }
   });
-  crc = Crc32c(crc, base, total);
+  hash->Update(base, total);
   writer.join();
   munmap(m, total + delta);
   if (err) {
     ThrowErrno(env, err, "write of target memory", pid);
     return env.Undefined();
   }
-  return CopyResult(env, total, crc);
+  return CopyResult(env, total);
 }
 
 // readMem(pid, addr, len) -> Buffer, through /proc/PID/mem (ignores protections).
@@ -419,33 +372,6 @@ Napi::Value WriteMem(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// crc32c(buffer, seed = 0) -> uint32
-Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
-  auto b = info[0].As<Napi::Buffer<uint8_t>>();
-  uint32_t seed = info.Length() > 1 ? info[1].As<Napi::Number>().Uint32Value() : 0;
-  return Napi::Number::New(info.Env(), Crc32c(seed, b.Data(), b.Length()));
-}
-
-// crc32cFile(fd, offset, length, seed = 0) -> uint32, through the chunk buffer.
-Napi::Value Crc32cFile(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = ArgInt(info[0]);
-  uint64_t off = ArgU64(info[1]), len = ArgU64(info[2]);
-  uint32_t crc = info.Length() > 3 ? info[3].As<Napi::Number>().Uint32Value() : 0;
-  uint8_t* buf = ChunkBuffer();
-  while (len) {
-    size_t n = std::min<uint64_t>(len, kChunk);
-    if (!FullPread(fd, buf, n, off)) {
-      ThrowErrno(env, errno, "read(image)");
-      return env.Undefined();
-    }
-    crc = Crc32c(crc, buf, n);
-    off += n;
-    len -= n;
-  }
-  return Napi::Number::New(env, crc);
-}
-
 }  // namespace
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -454,8 +380,6 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
   exports.Set("writeMem", Napi::Function::New(env, WriteMem));
-  exports.Set("crc32c", Napi::Function::New(env, Crc32cJs));
-  exports.Set("crc32cFile", Napi::Function::New(env, Crc32cFile));
 }
 
 }  // namespace ckpt

@@ -1,9 +1,20 @@
 // vitest globalSetup: compiles the C fixtures in test/fixtures into test/.build (only those whose
-// source is newer than the binary), and checks that the CLI has been built.
+// source is newer than the binary), checks that the CLI has been built, and makes the key
+// directory of the run (CKPT_KEY_DIR, see helpers.ts): the tests sign their images with a key of
+// their own, never the machine's /etc/ckpt; it is removed at the end.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import type { TestProject } from 'vitest/node';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** The run's key directory (this test "host"'s signing key and trusted keys). */
+    ckptKeyDir: string;
+  }
+}
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const SRC = path.join(ROOT, 'test/fixtures');
@@ -13,7 +24,7 @@ const OUT = path.join(ROOT, 'test/.build');
 // at run time (AVX-512 / AVX / SSE); guarded is threaded.
 const EXTRA: Record<string, string[]> = { guarded: ['-pthread'] };
 
-export default function setup(): void {
+export default function setup(project: TestProject): () => void {
   fs.mkdirSync(OUT, { recursive: true });
   for (const f of fs
     .readdirSync(SRC)
@@ -37,4 +48,7 @@ export default function setup(): void {
   if (!fs.existsSync(cli)) {
     throw new Error(`the ckpt CLI is not built: ${cli} does not exist (run \`npm run build\` at the repo root first)`);
   }
+  const parent = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-test-keys-'));
+  project.provide('ckptKeyDir', path.join(parent, 'host'));
+  return () => fs.rmSync(parent, { recursive: true, force: true });
 }

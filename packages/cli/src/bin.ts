@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 /** The `ckpt` command. Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, mkdirSync, openSync, renameSync, statSync, appendFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as FS, mkdirSync, openSync, readFileSync, renameSync, statSync, appendFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
 import {
   CkptError,
+  KeyStore,
   NftNetworkLocks,
   VERSION,
   deadDumps,
   staleGuardMappings,
   enableLogging,
+  parsePublicKey,
+  readPublicKeyFile,
   type Ckpt,
   type CkptPlugin,
   type PluginFlag,
@@ -120,6 +123,17 @@ function interruptible(): AbortSignal {
 
 function collect(v: string, prev: string[]): string[] {
   return [...prev, ...v.split(/\s+/).filter(Boolean)];
+}
+
+/** A repeatable option taken whole (a path may hold spaces). */
+function repeat(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+
+/** A key file named on the command line; `-` is stdin. */
+function keyFile(path: string) {
+  if (path !== '-') return readPublicKeyFile(resolve(path));
+  return parsePublicKey(readFileSync(0), 'the key on stdin');
 }
 
 function parsePairs(list: string[], flag: string): Array<[string, string]> {
@@ -308,17 +322,26 @@ program
     [],
   )
   .option('--relocate <OLD=NEW...>', 'paths under OLD (files, mappings, watches, socket paths) are opened under NEW; repeatable', collect, [])
+  .option('--trust-key <file>', "trust this public key (another host's `ckpt key` output) for this restore only; repeatable", repeat, [])
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
   .action(
     async (
-      o: { imagesDir: string; generation?: number; detach?: boolean; substitute: string[]; relocate: string[]; json?: boolean; progress: boolean } & Record<
-        string,
-        unknown
-      >,
+      o: {
+        imagesDir: string;
+        generation?: number;
+        detach?: boolean;
+        substitute: string[];
+        relocate: string[];
+        trustKey: string[];
+        json?: boolean;
+        progress: boolean;
+      } & Record<string, unknown>,
     ) => {
+      const trustKeys = o.trustKey.map(keyFile);
       const c = await ckpt();
       const r = await c.restore({
+        trustKeys,
         dir: o.imagesDir,
         generation: o.generation,
         detach: o.detach,
@@ -367,6 +390,57 @@ program
   .option('-g, --generation <n>', 'the generation to describe (default: the latest complete one)', parseCount)
   .action(async (dir: string, o: { json?: boolean; verify?: boolean; files?: boolean; generation?: number }) => {
     console.log(showImage(await ckpt(), dir, o));
+  });
+
+program
+  .command('key')
+  .description("print this host's public key, which signs the images it dumps (created on first use); the fingerprint goes to stderr")
+  .option('--json', 'print {"fingerprint", "publicKey", "dir"} as JSON')
+  .action((o: { json?: boolean }) => {
+    const store = new KeyStore();
+    const key = store.hostKey()!;
+    const pem = key.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    if (o.json) console.log(JSON.stringify({ fingerprint: key.fingerprint, algorithm: 'ed25519', publicKey: pem, dir: store.dir }));
+    else {
+      process.stdout.write(pem);
+      console.error(`ckpt: ${key.fingerprint} (ed25519), this host's key (${store.hostKeyPath})`);
+      if (process.stdout.isTTY) console.error('ckpt: on another host, `ckpt trust FILE` with this key in FILE lets it restore the images of this one');
+    }
+  });
+
+program
+  .command('trust')
+  .description("trust another host's key: restore accepts the images it signed (KEYFILE: that host's `ckpt key` output, - for stdin)")
+  .argument('[keyfile]', 'the public key file to trust')
+  .option('--list', "list this host's key and the trusted keys")
+  .option('--remove <fingerprint>', 'stop trusting the key with this fingerprint')
+  .option('--json', 'machine-readable output')
+  .action((file: string | undefined, o: { list?: boolean; remove?: string; json?: boolean }) => {
+    if ([file !== undefined, !!o.list, o.remove !== undefined].filter(Boolean).length !== 1) {
+      throw new CkptError('ERR_CKPT_USAGE', 'give one of: a KEYFILE to trust, --list, or --remove FINGERPRINT');
+    }
+    const store = new KeyStore();
+    if (o.list) {
+      const host = store.hostKey({ create: false });
+      const rows = [
+        ...(host ? [{ fingerprint: host.fingerprint, path: store.hostKeyPath, host: true }] : []),
+        ...store.trusted().map((t) => ({ fingerprint: t.fingerprint, path: t.path, host: false })),
+      ];
+      if (o.json) console.log(JSON.stringify(rows, null, 1));
+      else if (!rows.length) console.log(`no keys in ${store.dir} (the first dump creates this host's)`);
+      else for (const r of rows) console.log(`${r.fingerprint}  ${r.host ? "this host's key" : r.path}`);
+      return;
+    }
+    if (o.remove !== undefined) {
+      const removed = store.untrust(o.remove);
+      if (o.json) console.log(JSON.stringify({ removed }));
+      else for (const p of removed) console.log(`removed ${p}`);
+      return;
+    }
+    const r = store.trust(keyFile(file!));
+    if (o.json) console.log(JSON.stringify(r));
+    else if (r.host) console.log(`${r.fingerprint} is this host's own key (always trusted)`);
+    else console.log(`${r.added ? 'trusted' : 'already trusted'}: ${r.fingerprint} (${r.path})`);
   });
 
 program

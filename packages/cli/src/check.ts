@@ -2,7 +2,7 @@
 import { closeSync, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { native, stubPath } from '@ckpt/native';
-import { canRestore, hasCap as hasCapOf, ProcessControl } from '@ckpt/core';
+import { canRestore, hasCap as hasCapOf, KeyStore, ProcessControl } from '@ckpt/core';
 
 export interface Check {
   name: string;
@@ -98,6 +98,17 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
       } finally {
         pc.killStub(t.pid);
       }
+    }),
+  );
+  checks.push(
+    probe('image signing key and SHA-256', false, () => {
+      const h = native.hash.sha256New();
+      native.hash.sha256Update(h, Buffer.from('abc'));
+      if (native.hash.sha256Digest(h) !== 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad') throw new Error('native SHA-256 is wrong');
+      const store = new KeyStore();
+      const key = store.hostKey({ create: false });
+      const trusted = store.trusted().length;
+      return `${key ? `${key.fingerprint} (${store.hostKeyPath})` : `none yet: the first dump creates ${store.hostKeyPath}`}; ${trusted} other key(s) trusted`;
     }),
   );
   checks.push(probe('pid_max', false, () => `pid_max=${readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()}`));

@@ -12,6 +12,7 @@ import {
   type Ckpt,
   type CkptPlugin,
   type FdRecord,
+  type ImageSigner,
   type ProcessRecord,
   type SocketRow,
 } from '@ckpt/core';
@@ -34,8 +35,22 @@ function sockets(plugins: readonly CkptPlugin[], procs: ProcessRecord[]): Socket
   return plugins.flatMap((p) => p.show?.sockets?.(procs) ?? []);
 }
 
+/** "SHA256:... (this host's key)", or "... (NOT trusted here: ...)". */
+function signerLine(s: ImageSigner): string {
+  const why =
+    s.trust === 'host'
+      ? "this host's key"
+      : s.trust === 'trusted'
+        ? 'a trusted key'
+        : s.trust === 'given'
+          ? 'trusted for this command'
+          : 'NOT trusted here: restore refuses it; `ckpt trust KEYFILE` trusts it, restore --trust-key KEYFILE for one restore';
+  return `${s.fingerprint} (ed25519, ${why})`;
+}
+
 export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verify?: boolean; files?: boolean; generation?: number }): string {
-  const image = ckpt.container.get(IMAGE_STORE).open(dir, { generation: opts.generation });
+  // An image signed by a key this host does not trust is shown (with who signed it); its signature must be valid.
+  const image = ckpt.container.get(IMAGE_STORE).open(dir, { generation: opts.generation, requireTrust: false });
   const gens = generations(dir);
   const latest = latestGeneration(dir);
   const plugins = ckpt.plugins;
@@ -44,7 +59,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     const files = openFiles(plugins, procs);
     return opts.json ? JSON.stringify(files, null, 1) : files.map((f) => `${f.type}|${f.id}|${f.name}|${f.holders.join(',')}`).join('\n');
   }
-  if (opts.verify) for (const [name, e] of Object.entries(image.manifest.files)) if (e.crc32c) image.verifyBlob(name);
+  if (opts.verify) image.verifyAll();
   const sections = plugins.flatMap((p) => {
     const s = p.show?.image?.(image, procs);
     return s ? [s] : [];
@@ -56,6 +71,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
         dir: image.dir,
         generations: gens,
         latest,
+        signature: { ...image.signer, trusted: image.signer.trust !== null },
         manifest: image.manifest,
         processes: procs.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, records: p.records })),
         zombies: image.manifest.zombies ?? [],
@@ -72,6 +88,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   out.push(`image ${image.dir}`);
   if (gens.length) out.push(`  generations in ${dir}: ${gens.map((g) => (g === latest ? `${g} (latest)` : String(g))).join(', ')}`);
   out.push(`  format ${m.format} v${m.version}, made ${m.createdAt} by ${m.tool} on ${m.host.hostname} (kernel ${m.host.kernel}, ${m.host.arch})`);
+  out.push(`  signed by ${signerLine(image.signer)}`);
   out.push(`  plugins: ${Object.keys(m.plugins).join(', ')}`);
   out.push(`  process tree (${procs.length} processes${m.zombies?.length ? `, ${m.zombies.length} zombies` : ''}):`);
   out.push('    PID     PPID    PGID    SID     COMMAND');
@@ -103,8 +120,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     }
   }
   out.push('  files:');
-  for (const [name, e] of Object.entries(m.files))
-    out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${e.crc32c ? `crc32c ${e.crc32c}` : `sha256 ${e.sha256?.slice(0, 16)}…`}`);
-  if (opts.verify) out.push('  all checksums verified');
+  for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  sha256 ${e.sha256.slice(0, 16)}…`);
+  if (opts.verify) out.push('  signature valid; every file matches its SHA-256');
   return out.join('\n');
 }

@@ -14,6 +14,7 @@
  *   fd of `proc.fds` at the end of the `files` stage; `fdsInstalled` then runs per process, once
  *   every process of the image has all its fds.
  */
+import type { KeyObject } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import type { ImageReader, ImageWriter, ProcessRecord } from './image.js';
 import type { Tracee } from './tracee.js';
@@ -66,6 +67,11 @@ export interface RestoreOptions extends CommonOptions {
   substitute?: Record<string, number | string>;
   /** Path prefixes to rewrite for every path a plugin reopens: [old, new] pairs, first match wins. */
   relocate?: Array<[string, string]>;
+  /**
+   * Public keys to trust for this restore only, besides this host's key and its trusted keys
+   * (the image must be signed by one of them): KeyObjects, or PEM text (a `ckpt key` output).
+   */
+  trustKeys?: ReadonlyArray<KeyObject | string>;
 }
 
 /** Common to both kinds of session. */

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Stats } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { Ckpt } from './engine.js';
 import { CkptError } from './errors.js';
@@ -18,6 +18,19 @@ import { issuePath, validate } from './schema.js';
 import { createHooks } from './hooks.js';
 import { instrumentHooks, type CkptPlugin } from './plugin.js';
 import type { FdDumpRequest, ProcessDump } from './context.js';
+
+// Images are signed: with a key of this file's own, never the machine's.
+let keyDir: string;
+const savedKeyDir = process.env.CKPT_KEY_DIR;
+beforeAll(() => {
+  keyDir = mkdtempSync(join(tmpdir(), 'ckpt-core-keys-'));
+  process.env.CKPT_KEY_DIR = join(keyDir, 'keys');
+});
+afterAll(() => {
+  if (savedKeyDir === undefined) delete process.env.CKPT_KEY_DIR;
+  else process.env.CKPT_KEY_DIR = savedKeyDir;
+  rmSync(keyDir, { recursive: true, force: true });
+});
 
 const dirs: string[] = [];
 afterEach(() => {

@@ -27,6 +27,7 @@ import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
+import { parsePublicKey, type TrustReason } from './keys.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
@@ -45,6 +46,8 @@ export interface DumpResult {
   ms: number;
   imageBytes: number;
   leftRunning: boolean;
+  /** The fingerprint of the host key that signed the image. */
+  signedBy: string;
 }
 
 export interface RestoreResult {
@@ -55,6 +58,8 @@ export interface RestoreResult {
   /** The application id the image was made under (ckpt run). */
   app?: string;
   ms: number;
+  /** The key that signed the image, and why this host trusted it. */
+  signedBy: { fingerprint: string; trust: TrustReason | null };
 }
 
 export interface CkptInit {
@@ -193,6 +198,7 @@ export class Ckpt {
         ms: performance.now() - t0,
         imageBytes,
         leftRunning: !!options.leaveRunning,
+        signedBy: image.signer,
       };
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
@@ -231,7 +237,8 @@ export class Ckpt {
     const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     sweepLocks(services);
-    const image = services.images.open(options.dir, { generation: options.generation });
+    const trust = (options.trustKeys ?? []).map((k, i) => (typeof k === 'string' ? parsePublicKey(k, `trusted key ${i + 1} of the restore`) : k));
+    const image = services.images.open(options.dir, { generation: options.generation, trust });
     const records = this.readRecords(image);
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
@@ -285,6 +292,7 @@ export class Ckpt {
       ms: performance.now() - t0,
       ...(pidns ? { nsPids: session.processes.map((p) => session.vpid(p.pid)) } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
+      signedBy: { fingerprint: image.signer.fingerprint, trust: image.signer.trust },
     };
   }
 

@@ -11,6 +11,14 @@ export type CkptErrorCode =
   | 'ERR_CKPT_IMAGE_MISSING'
   | 'ERR_CKPT_IMAGE_CORRUPT'
   | 'ERR_CKPT_IMAGE_INCOMPATIBLE'
+  /** The image has no signature (manifest.sig). */
+  | 'ERR_CKPT_IMAGE_UNSIGNED'
+  /** The signature does not match manifest.json: it was changed after the dump signed it. */
+  | 'ERR_CKPT_IMAGE_TAMPERED'
+  /** Validly signed, by a key this host does not trust. */
+  | 'ERR_CKPT_IMAGE_UNTRUSTED'
+  /** The key store: a key file that is not a key, a key directory others can write... */
+  | 'ERR_CKPT_KEY'
   | 'ERR_CKPT_PID_TAKEN'
   | 'ERR_CKPT_PLUGIN'
   | 'ERR_CKPT_CONFIG'

@@ -1,31 +1,41 @@
 /**
  * One image (a generation of an image directory, see imagedir.ts). Layout:
  *   manifest.json        versioned, self-checksummed; lists every other file with its size and
- *                        checksum (sha256 for records, crc32c for bulk blobs). Written last.
+ *                        SHA-256. Written last.
+ *   manifest.sig         the host key's Ed25519 signature of manifest.json's exact bytes (keys.ts)
  *   proc-<pid>.json      one record per process: { pid, ..., fds, records: { <plugin name>: data } }
  *   <blob files>         raw bulk data (pages-<pid>.img, ...), named by the plugin that wrote them
  * Files are created 0600 in a private staging directory inside the image directory; at commit the
- * manifest is written last into it and the whole directory is renamed into place as the next
- * generation: an image without a valid manifest is never taken for a complete one.
+ * manifest and its signature are written last into it and the whole directory is renamed into
+ * place as the next generation: an image without a valid manifest is never taken for a complete one.
+ *
+ * Open verifies the signature over the manifest's bytes (and that its key is trusted) before
+ * parsing them; every file is then checked against the manifest's SHA-256 as it is read (records
+ * whole, blobs whole or while streaming: pages are hashed natively as they are copied).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, type KeyObject, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import os from 'node:os';
-import { native } from '@ckpt/native';
+import { native, type Sha256Handle } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { checkImageOwnership, commitGeneration, dirError, lockImageDir, resolveImage, stagingName } from './imagedir.js';
 import type { FdRecord } from './context.js';
+import { type HostKey, KeyStore, parseSignature, SIGNATURE_FILE, signatureLine, signatureValid, type TrustReason } from './keys.js';
 
 export const IMAGE_FORMAT = 'ckpt-image';
-/** 2: core's fd table (`fds`, `layout`) in every process record; plugin record versions. */
-export const IMAGE_VERSION = 2;
+/**
+ * 2: core's fd table (`fds`, `layout`) in every process record; plugin record versions.
+ * 3: signed (manifest.sig); every file's SHA-256 in the manifest (blobs had CRC32C).
+ */
+export const IMAGE_VERSION = 3;
 export const MANIFEST = 'manifest.json';
+export { SIGNATURE_FILE };
 
 export interface FileEntry {
   size: number;
-  sha256?: string;
-  crc32c?: string;
+  /** Hex SHA-256 of the file's bytes. */
+  sha256: string;
 }
 
 export interface ProcessEntry {
@@ -85,12 +95,13 @@ function manifestChecksum(body: Omit<Manifest, never>): string {
   return sha256(JSON.stringify(body));
 }
 
-/** A bulk blob being written: append with the fd, then close() records size and crc. */
+/** A bulk blob being written: append with the fd, then closeBlob() records its size and SHA-256. */
 export interface BlobWriter {
   readonly name: string;
   readonly fd: number;
-  /** Running CRC32C of everything written so far (callers that write through native update it). */
-  crc: number;
+  /** Running SHA-256 of everything written so far (native code writing to fd updates it too: dumpPages). */
+  readonly hash: Sha256Handle;
+  /** Bytes written so far (callers that write through native add theirs). */
   size: number;
   write(data: Buffer): void;
 }
@@ -102,6 +113,29 @@ export interface ImageWriterOptions {
   keep?: number;
   /** Write through a directory that is a symlink. */
   followSymlinks?: boolean;
+  /** The key store whose host key signs the image (default: this user's, see keys.ts). */
+  keys?: KeyStore;
+}
+
+export interface ImageOpenOptions {
+  /** The generation to open (default: the latest complete one). */
+  generation?: number;
+  /** Public keys trusted for this open only (restore --trust-key). */
+  trust?: readonly KeyObject[];
+  /** The key store saying which keys are trusted (default: this user's). */
+  keys?: KeyStore;
+  /** false: open an image signed by an untrusted key too (ckpt show); the signature must still be valid. */
+  requireTrust?: boolean;
+}
+
+/** Who signed an image, and whether this host trusts that key. */
+export interface ImageSigner {
+  algorithm: 'ed25519';
+  fingerprint: string;
+  /** The raw public key, base64. */
+  publicKey: string;
+  /** Why it is trusted (this host's own key, in trusted/, given for this run), or null when it is not. */
+  trust: TrustReason | null;
 }
 
 export class ImageWriter {
@@ -115,6 +149,7 @@ export class ImageWriter {
   private readonly lock: { release: () => void; created: string | undefined };
   private readonly files: Record<string, FileEntry> = {};
   private readonly openBlobs = new Map<string, BlobWriter>();
+  private readonly key: HostKey;
   private done = false;
 
   /**
@@ -127,6 +162,13 @@ export class ImageWriter {
     this.dir = resolve(dir);
     // Refuses a symlink, a directory another dump is writing, a directory we cannot write.
     this.lock = lockImageDir(this.dir, { followSymlinks: this.opts.followSymlinks });
+    try {
+      // The key first: a dump that cannot sign fails before anything is frozen or written.
+      this.key = (this.opts.keys ?? new KeyStore()).hostKey()!;
+    } catch (e) {
+      this.release();
+      throw e;
+    }
     this.staging = join(this.dir, stagingName(randomBytes(4).toString('hex')));
     try {
       mkdirSync(this.staging, { mode: 0o700 });
@@ -152,10 +194,15 @@ export class ImageWriter {
   }
 
   private checkName(name: string): void {
-    if (!/^[A-Za-z0-9._-]+$/.test(name) || name === MANIFEST || name.startsWith('.')) {
+    if (!/^[A-Za-z0-9._-]+$/.test(name) || name === MANIFEST || name === SIGNATURE_FILE || name.startsWith('.')) {
       throw new Error(`invalid image file name: ${name}`);
     }
     if (this.files[name] || this.openBlobs.has(name)) throw new Error(`image file written twice: ${name}`);
+  }
+
+  /** The fingerprint of the key that signs this image. */
+  get signer(): string {
+    return this.key.fingerprint;
   }
 
   /** Writes a metadata record (JSON). */
@@ -178,15 +225,16 @@ export class ImageWriter {
   openBlob(name: string): BlobWriter {
     this.checkName(name);
     const fd = openSync(join(this.staging, name), 'w', 0o600);
+    const hash = native.hash.sha256New();
     const blob: BlobWriter = {
       name,
       fd,
-      crc: 0,
+      hash,
       size: 0,
       write(data: Buffer) {
         let off = 0;
         while (off < data.length) off += writeSync(fd, data, off);
-        blob.crc = native.crc.crc32c(data, blob.crc);
+        native.hash.sha256Update(hash, data);
         blob.size += data.length;
       },
     };
@@ -199,10 +247,10 @@ export class ImageWriter {
     if (size !== blob.size) throw new Error(`blob ${blob.name}: wrote ${size} bytes, accounted ${blob.size}`);
     closeSync(blob.fd);
     this.openBlobs.delete(blob.name);
-    this.files[blob.name] = { size, crc32c: blob.crc.toString(16).padStart(8, '0') };
+    this.files[blob.name] = { size, sha256: native.hash.sha256Digest(blob.hash) };
   }
 
-  /** Moves everything in place and writes the manifest last (atomically). */
+  /** Writes the manifest and its signature last, then moves the whole generation in place (atomically). */
   commit(body: Omit<Manifest, 'files' | 'format' | 'version' | 'createdAt' | 'host'>): Manifest {
     if (this.openBlobs.size) throw new Error(`blobs left open: ${[...this.openBlobs.keys()].join(', ')}`);
     const manifest: Manifest = {
@@ -215,9 +263,11 @@ export class ImageWriter {
     };
     try {
       if (this.opts.sync) for (const name of Object.keys(this.files)) fsyncPath(join(this.staging, name));
-      const text = JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1);
+      const text = Buffer.from(JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1));
       writeFileSync(join(this.staging, MANIFEST), text, { mode: 0o600 });
+      writeFileSync(join(this.staging, SIGNATURE_FILE), signatureLine(text, this.key), { mode: 0o600 });
       fsyncPath(join(this.staging, MANIFEST));
+      fsyncPath(join(this.staging, SIGNATURE_FILE));
       fsyncPath(this.staging);
       // The generation appears whole (rename), then `latest` points at it, then old ones go.
       this.generation = commitGeneration(this.dir, this.staging, this.opts.keep ?? 1);
@@ -248,18 +298,67 @@ export class ImageWriter {
   }
 }
 
+/** The refusal of an image whose format version this ckpt does not read. */
+function versionError(abs: string, version: unknown, tool: unknown): CkptError {
+  return new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE', `image ${abs}: format version ${version}, this ckpt reads version ${IMAGE_VERSION}`, {
+    hint:
+      typeof version === 'number' && version < IMAGE_VERSION ? `restore it with the ckpt that wrote it (${tool}), or dump the process again` : 'update ckpt',
+  });
+}
+
+/**
+ * The signature of manifest.json's bytes, checked before anything reads them. An image without
+ * one is refused; when its manifest says it is of an older format (which had no signatures) the
+ * refusal says that instead (the manifest is only looked at to choose the message).
+ */
+function checkSignature(abs: string, manifest: Buffer): { fingerprint: string; publicKey: Buffer } {
+  let text: string;
+  try {
+    text = readFileSync(join(abs, SIGNATURE_FILE), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let old: { format?: unknown; version?: unknown; tool?: unknown } | undefined;
+    try {
+      old = JSON.parse(manifest.toString('utf8'));
+    } catch {
+      /* not even JSON: unsigned is the answer */
+    }
+    if (old?.format === IMAGE_FORMAT && typeof old.version === 'number' && old.version < IMAGE_VERSION) throw versionError(abs, old.version, old.tool);
+    throw new CkptError('ERR_CKPT_IMAGE_UNSIGNED', `image ${abs} is not signed (no ${SIGNATURE_FILE}): ckpt restores only signed images`, {
+      hint: 'ckpt signs every image it dumps; this one lost its signature or was not made by ckpt: dump the process again',
+    });
+  }
+  const sig = parseSignature(text);
+  if (!sig) {
+    throw new CkptError('ERR_CKPT_IMAGE_TAMPERED', `image ${abs}: ${SIGNATURE_FILE} is not a ckpt signature (it was damaged or replaced)`);
+  }
+  if (!signatureValid(manifest, sig)) {
+    throw new CkptError(
+      'ERR_CKPT_IMAGE_TAMPERED',
+      `image ${abs}: ${MANIFEST} was modified after it was signed (the signature of ${sig.fingerprint} does not match it); refusing it`,
+    );
+  }
+  return sig;
+}
+
 export class ImageReader {
   readonly dir: string;
   readonly manifest: Manifest;
+  /** Who signed the image (the signature is valid), and whether that key is trusted here. */
+  readonly signer: ImageSigner;
 
-  private constructor(dir: string, manifest: Manifest) {
+  private constructor(dir: string, manifest: Manifest, signer: ImageSigner) {
     this.dir = dir;
     this.manifest = manifest;
+    this.signer = signer;
   }
 
-  /** Opens and validates an image: manifest checksum, version, every file's presence and size. */
-  /** Opens and validates the image of a directory: its latest complete generation, or the one asked for. */
-  static open(dir: string, opts: { generation?: number } = {}): ImageReader {
+  /**
+   * Opens and validates the image of a directory (its latest complete generation, or the one
+   * asked for): the signature over manifest.json and its key's trust, then the manifest
+   * (format, checksum, version), then every file's presence and size.
+   */
+  static open(dir: string, opts: ImageOpenOptions = {}): ImageReader {
     const top = resolve(dir);
     if (!existsSync(top)) throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${top}: the directory does not exist`);
     const abs = resolveImage(top, opts.generation);
@@ -268,9 +367,18 @@ export class ImageReader {
       throw new CkptError('ERR_CKPT_IMAGE_MISSING', `no image at ${abs}: no complete generation and no ${MANIFEST} (not an image, or an incomplete dump)`);
     }
     checkImageOwnership(abs === top ? [abs] : [top, abs]);
+    // The bytes verified are the bytes parsed: read once.
+    const bytes = readFileSync(mpath);
+    const sig = checkSignature(abs, bytes);
+    const trust = (opts.keys ?? new KeyStore()).trustOf(sig.fingerprint, opts.trust) ?? null;
+    if (!trust && opts.requireTrust !== false) {
+      throw new CkptError('ERR_CKPT_IMAGE_UNTRUSTED', `image ${abs} is signed by key ${sig.fingerprint}, which this host does not trust`, {
+        hint: "if it comes from a host you trust: ckpt trust KEYFILE (that host's `ckpt key` output), or ckpt restore --trust-key KEYFILE for this restore only",
+      });
+    }
     let parsed: Manifest & { checksum?: string };
     try {
-      parsed = JSON.parse(readFileSync(mpath, 'utf8'));
+      parsed = JSON.parse(bytes.toString('utf8'));
     } catch (e) {
       throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${abs}: ${MANIFEST} is not valid JSON (${(e as Error).message})`);
     }
@@ -281,18 +389,18 @@ export class ImageReader {
     if (checksum !== manifestChecksum(body as Manifest)) {
       throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${abs}: ${MANIFEST} checksum mismatch (the file was modified or damaged)`);
     }
-    if (parsed.version !== IMAGE_VERSION) {
-      throw new CkptError('ERR_CKPT_IMAGE_INCOMPATIBLE', `image ${abs}: format version ${parsed.version}, this ckpt reads version ${IMAGE_VERSION}`, {
-        hint: parsed.version < IMAGE_VERSION ? `restore it with the ckpt that wrote it (${parsed.tool}), or dump the process again` : 'update ckpt',
-      });
-    }
-    const reader = new ImageReader(abs, body as Manifest);
+    if (parsed.version !== IMAGE_VERSION) throw versionError(abs, parsed.version, parsed.tool);
+    const signer: ImageSigner = { algorithm: 'ed25519', fingerprint: sig.fingerprint, publicKey: sig.publicKey.toString('base64'), trust };
+    const reader = new ImageReader(abs, body as Manifest, signer);
     reader.checkFiles();
     return reader;
   }
 
   private checkFiles(): void {
     for (const [name, entry] of Object.entries(this.manifest.files)) {
+      if (!/^[A-Za-z0-9._-]+$/.test(name) || name.startsWith('.') || typeof entry?.sha256 !== 'string' || typeof entry.size !== 'number') {
+        throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: the manifest's entry for ${JSON.stringify(name)} is malformed`);
+      }
       const p = join(this.dir, name);
       if (!existsSync(p)) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: file ${name} is missing`);
       const size = statSync(p).size;
@@ -315,42 +423,46 @@ export class ImageReader {
     return e;
   }
 
-  /** Reads and verifies a JSON record. */
+  /** Reads and verifies a JSON record (the bytes hashed are the bytes parsed). */
   readJson<T>(name: string): T {
-    const e = this.entry(name);
     const text = readFileSync(this.path(name));
-    if (e.sha256 && sha256(text) !== e.sha256) {
-      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} checksum mismatch (the file was modified or damaged)`);
-    }
+    this.checkDigest(name, sha256(text));
     return JSON.parse(text.toString('utf8')) as T;
   }
 
-  /** Reads a whole blob, its checksum verified (small blobs: file contents, queues; pages stream instead). */
+  /** Reads a whole blob, its digest verified (small blobs: file contents, queues; pages stream instead). */
   readBlob(name: string): Buffer {
     const data = readFileSync(this.path(name));
     const e = this.entry(name);
     if (data.length !== e.size) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} has ${data.length} bytes, expected ${e.size}`);
-    this.checkCrc(name, native.crc.crc32c(data, 0));
+    this.checkDigest(name, sha256(data));
     return data;
   }
 
-  /** Checks a blob's CRC32C in full (used by `ckpt show --verify` and when no streaming check applies). */
+  /** Checks a file's SHA-256 in full (natively, through one buffer): before a blob is read in pieces, and by `ckpt show --verify`. */
   verifyBlob(name: string): void {
     const e = this.entry(name);
     const fd = openSync(this.path(name), 'r');
     try {
-      const crc = native.crc.crc32cFile(fd, 0, e.size, 0);
-      this.checkCrc(name, crc);
+      this.checkDigest(name, native.hash.sha256File(fd, 0, e.size));
     } finally {
       closeSync(fd);
     }
   }
 
-  /** Compares a CRC computed while streaming a blob with the manifest's. */
-  checkCrc(name: string, crc: number): void {
+  /** Checks every file of the image against its digest. */
+  verifyAll(): void {
+    for (const name of Object.keys(this.manifest.files)) this.verifyBlob(name);
+  }
+
+  /** Compares a digest (hex SHA-256) computed while streaming a file with the manifest's. */
+  checkDigest(name: string, sha256Hex: string): void {
     const e = this.entry(name);
-    if (e.crc32c !== undefined && parseInt(e.crc32c, 16) !== crc) {
-      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: ${name} checksum mismatch (the file was modified or damaged)`);
+    if (e.sha256 !== sha256Hex) {
+      throw new CkptError(
+        'ERR_CKPT_IMAGE_CORRUPT',
+        `image ${this.dir}: ${name} does not match its SHA-256 in the signed manifest (it was modified or damaged after the dump)`,
+      );
     }
   }
 

@@ -38,12 +38,25 @@ export {
   IMAGE_FORMAT,
   IMAGE_VERSION,
   MANIFEST,
+  SIGNATURE_FILE,
   type Manifest,
+  type ImageOpenOptions,
+  type ImageSigner,
   type ProcessRecord,
   type BlobWriter,
   type FileEntry,
   type ImageWriterOptions,
 } from './image.js';
+export {
+  KeyStore,
+  defaultKeyDir,
+  fingerprint,
+  parsePublicKey,
+  readPublicKeyFile,
+  type HostKey,
+  type TrustedKey,
+  type TrustReason,
+} from './keys.js';
 export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './errors.js';
 export {
   Tracee,

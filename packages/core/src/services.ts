@@ -25,7 +25,7 @@ import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStat
 import { staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
-import { ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
+import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
 
 const log = logger('process');
@@ -266,7 +266,7 @@ export type ServiceToken<T> = Token<T>;
 /** Creates and opens image directories. Replace it to store images elsewhere (an object store, a page server). */
 export interface ImageStore {
   create(dir: string, opts: ImageWriterOptions): ImageWriter;
-  open(dir: string, opts?: { generation?: number }): ImageReader;
+  open(dir: string, opts?: ImageOpenOptions): ImageReader;
 }
 
 /** The services of one session. Plugins reach them here, never by importing the container. */

@@ -3,12 +3,12 @@
  *
  * Dump: every VMA from /proc/PID/smaps; pages worth saving from /proc/PID/pagemap (anonymous
  * and private-dirty pages; file pages come back from the file); all page runs copied by the
- * native engine straight into one blob per process (pages-<pid>.img) with a running CRC32C;
+ * native engine straight into one blob per process (pages-<pid>.img), SHA-256 computed as they stream;
  * mm fields (code/data/brk/stack/args/env bounds), auxv and the exe path.
  *
  * Restore (into the stub the pids stage created): unmap everything but core's trampoline
  * (proc.trampoline), put the vdso back at its old address, recreate every VMA with remote mmap,
- * fill pages from the blob (CRC checked while streaming), then PR_SET_MM_MAP.
+ * fill pages from the blob (SHA-256 checked while streaming, before the process ever runs), then PR_SET_MM_MAP.
  */
 import { closeSync, openSync, statSync, type Stats } from 'node:fs';
 import {
@@ -100,7 +100,7 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
   return rec;
 }
 
-/** Copies the page runs into pages-<pid>.img (running CRC); returns the blob's name and size. */
+/** Copies the page runs into pages-<pid>.img (the blob's running SHA-256 goes on natively); returns the blob's name and size. */
 async function writePages(proc: ProcessDump, allRuns: number[], total: number): Promise<{ name: string; size: number }> {
   const { pid, session } = proc;
   const blob = session.image.openBlob(`pages-${pid}.img`);
@@ -109,8 +109,7 @@ async function writePages(proc: ProcessDump, allRuns: number[], total: number): 
     // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
     fault('dump:pages');
     await session.interruptionPoint();
-    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.crc);
-    blob.crc = r.crc;
+    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.hash);
     blob.size += r.bytes;
     done += r.bytes;
     session.progress({ stage: 'memory', pid: proc.pid, done, total });
@@ -232,25 +231,24 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
 }
 
-/** Step 4: page contents, CRC-checked as they stream. */
+/** Step 4: page contents, their SHA-256 checked against the signed manifest's as they stream. */
 async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
   const runs: number[] = [];
   for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
-    let off = 0,
-      crc = 0;
+    const hash = native.hash.sha256New();
+    let off = 0;
     for (const piece of pieces(runs)) {
       fault('restore:pages');
       await proc.session.interruptionPoint();
-      const r = native.mem.restorePages(stub.pid, piece, fd, off, crc);
+      const r = native.mem.restorePages(stub.pid, piece, fd, off, hash);
       off += r.bytes;
-      crc = r.crc;
       proc.session.progress({ stage: 'memory', pid: proc.pid, done: off, total: rec.pagesBytes });
     }
     if (off !== rec.pagesBytes) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${rec.pagesFile}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
-    image.checkCrc(rec.pagesFile, crc);
+    image.checkDigest(rec.pagesFile, native.hash.sha256Digest(hash));
   } finally {
     closeSync(fd);
   }
