@@ -102,7 +102,9 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     tracee.syscall(SYS.getitimer, which, base);
     const v = tracee.read(base, 32);
     const us = (o: number) => Number(v.readBigInt64LE(o)) * 1e6 + Number(v.readBigInt64LE(o + 8));
-    if (us(16) > 0) rec.itimers.push([which, us(0), us(16)]);
+    // A periodic real timer whose SIGALRM is still pending reads as expired (value 0): the kernel
+    // re-arms it only when that signal is taken. It is a running timer all the same.
+    if (us(16) > 0 || us(0) > 0) rec.itimers.push([which, us(0), us(16)]);
   }
   proc.threads.forEach((t, i) => {
     rec.threads[i].sigmask = hex(t.sigmask);
@@ -221,7 +223,9 @@ async function restoreRegisters(proc: ProcessRestore): Promise<void> {
     );
   }
   // Interval timers last: they start counting now (time spent checkpointed does not count).
-  for (const [which, interval, value] of rec.itimers ?? []) {
+  for (const [which, interval, left] of rec.itimers ?? []) {
+    // Expired with its signal pending (restored pending too): the next period starts now.
+    const value = left > 0 ? left : interval;
     const v = Buffer.alloc(32);
     [interval, value].forEach((us, k) => {
       v.writeBigInt64LE(BigInt(Math.floor(us / 1e6)), k * 16);

@@ -40,7 +40,7 @@ export interface RegistersRecord {
   sharedPending: string[];
   /** The leader first. */
   threads: ThreadRecord[];
-  /** Interval timers (setitimer: real, virtual, prof) that were armed: [which, interval us, value us]. */
+  /** Interval timers (setitimer: real, virtual, prof) that were armed: [which, interval us, value us] (value 0: expired, signal pending, periodic). */
   itimers?: Array<[number, number, number]>;
 }
 
