@@ -169,6 +169,24 @@ describe('TCP: established connections and listeners', () => {
     await waitForLine(s.stdout, /^listener ok$/, 30_000);
   });
 
+  it('ckpt killed while it reads a connection in repair mode: the connection leaves repair mode and works once the block is swept', async () => {
+    const dir = makeTempDir('tcp-killrepair');
+    const s = await startServer(dir, 4, 1_000_000, 1_000_000);
+    const c = outsideClient(dir, 4, s.port, 1_000_000, 1_000_000, s.go);
+    await waitForLine(s.stdout, /^server ready$/);
+    await waitForLine(c.out, /^client ready$/);
+    const d = await ckpt(['dump', '-t', String(s.pid), '-D', path.join(dir, 'img'), '--leave-running'], { env: { CKPT_FAULT: 'tcp:repair:kill' } });
+    expect(d.signal, describeResult(d)).toBe('SIGKILL');
+    expectRunningFree(s.pid, 'server after its ckpt died mid-read');
+    expect(blocks(s.port), 'the dead ckpt left its block').toBe(true);
+    expectOk(await ckpt(['check', '--repair']));
+    expect(blocks(s.port), blocked()).toBe(false);
+    fs.writeFileSync(s.go, '');
+    await waitForLine(c.out, /^client verified 1000000$/, 30_000);
+    await waitForLine(s.stdout, /^server verified 1000000$/, 30_000);
+    await waitForLine(s.stdout, /^listener ok$/, 30_000);
+  });
+
   it('a dump that fails after reading a connection leaves it working and unblocked', async () => {
     const dir = makeTempDir('tcp-fail');
     process.env.TCPPEER_NETLINK = '1';

@@ -240,7 +240,7 @@ export interface UnixBinding {
   /** The receive queue, left in place; stream reads stop after `limit` bytes; zeroIsEnd: an empty read ends it (seqpacket shut down for reading). */
   unixPeek(fd: number, stream: boolean, limit?: number, zeroIsEnd?: boolean): UnixPeekResult;
   /** Sends without blocking: one message (datagram, seqpacket) or all the bytes (stream). */
-  unixSend(fd: number, data: Buffer, addr?: Buffer | null): number;
+  unixSend(fd: number, data: Buffer, addr?: Buffer | null, fds?: number[]): number;
 }
 /** TCP/UDP socket functions (native/src/inet.cc). */
 export interface InetBinding {

@@ -7,7 +7,7 @@
  *   SYS, O_*, F_*, MAP_*, CLONE_*, PTRACE_O_*, AF_*...            constants (./constants.ts)
  *   REG, Regs                                                     registers (./regs.ts)
  *   cloneArgs, prctlMmMap, setTidArray                            kernel structs (./structs.ts)
- *   stubPath, initPath                                            the helper binaries
+ *   stubPath, initPath, repairGuardPath                           the helper binaries
  */
 import { join } from 'node:path';
 import { packageRoot } from './load.js';
@@ -25,3 +25,5 @@ export const stubPath = join(packageRoot, 'build/ckpt-stub');
 
 /** Path of ckpt-init, pid 1 of the pid namespace `ckpt run` creates for an application. */
 export const initPath = join(packageRoot, 'build/ckpt-init');
+/** The helper that takes TCP connections out of repair mode if the dump that put them there dies. */
+export const repairGuardPath = join(packageRoot, 'build/ckpt-repairguard');

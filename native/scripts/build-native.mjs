@@ -54,6 +54,11 @@ function buildHelpers() {
   if (!existsSync(initOut) || statSync(initOut).mtimeMs < statSync(initSrc).mtimeMs) {
     run('gcc', ['-O2', '-static', '-o', initOut, initSrc]);
   }
+  const guardSrc = join(root, 'src/repairguard.c');
+  const guardOut = join(root, 'build/ckpt-repairguard');
+  if (!existsSync(guardOut) || statSync(guardOut).mtimeMs < statSync(guardSrc).mtimeMs) {
+    run('gcc', ['-O2', '-Wall', '-static', '-o', guardOut, guardSrc]);
+  }
   if (!existsSync(stubOut) || statSync(stubOut).mtimeMs < statSync(stubSrc).mtimeMs) {
     run('gcc', ['-static', '-nostdlib', '-nostartfiles', '-fno-stack-protector', '-fno-asynchronous-unwind-tables',
       '-O2', '-Wl,--build-id=none', '-o', stubOut, stubSrc]);

@@ -394,8 +394,9 @@ Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// unixSend(fd, data, addr?) -> bytes sent. Never blocks (EAGAIN is an error here). A datagram or
-// seqpacket message goes out as one message; stream data is written whole.
+// unixSend(fd, data, addr?, fds?) -> bytes sent. Never blocks (EAGAIN is an error here). A datagram
+// or seqpacket message goes out as one message; stream data is written whole. fds (an array) go
+// along with the first piece (SCM_RIGHTS).
 Napi::Value UnixSend(const Napi::CallbackInfo& info) {
   int fd = ArgInt(info[0]);
   Napi::Buffer<uint8_t> b = info[1].As<Napi::Buffer<uint8_t>>();
@@ -408,10 +409,30 @@ Napi::Value UnixSend(const Napi::CallbackInfo& info) {
   }
   int type = 0;
   if (GetSockoptInt(fd, SOL_SOCKET, SO_TYPE, &type) < 0) return Fail(info, "getsockopt(SO_TYPE)");
+  std::vector<int> rights;
+  if (info.Length() > 3 && info[3].IsArray()) {
+    Napi::Array a = info[3].As<Napi::Array>();
+    for (uint32_t k = 0; k < a.Length(); k++) rights.push_back(a.Get(k).As<Napi::Number>().Int32Value());
+  }
+  std::vector<char> ctl(rights.empty() ? 0 : CMSG_SPACE(rights.size() * sizeof(int)));
   size_t done = 0;
   do {
-    ssize_t n = sendto(fd, b.Data() + done, b.Length() - done, MSG_DONTWAIT | MSG_NOSIGNAL,
-                       withAddr ? reinterpret_cast<sockaddr*>(&sa) : nullptr, withAddr ? len : 0);
+    iovec iov{b.Data() + done, b.Length() - done};
+    msghdr msg{};
+    msg.msg_name = withAddr ? &sa : nullptr;
+    msg.msg_namelen = withAddr ? len : 0;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (!done && !rights.empty()) {
+      msg.msg_control = ctl.data();
+      msg.msg_controllen = ctl.size();
+      cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(rights.size() * sizeof(int));
+      memcpy(CMSG_DATA(c), rights.data(), rights.size() * sizeof(int));
+    }
+    ssize_t n = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       return Fail(info, "sendto(AF_UNIX)");

@@ -20,8 +20,8 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const SRC = path.join(ROOT, 'test/fixtures');
 const OUT = path.join(ROOT, 'test/.build');
 
-// Extra gcc flags per fixture. None need -mavx/-pthread: workload's vector code is inline asm chosen
-// at run time (AVX-512 / AVX / SSE); guarded is threaded.
+// Extra gcc flags per fixture. None needs -mavx: vector code is inline asm chosen at run time
+// (AVX-512 / AVX / SSE). guarded is the one threaded fixture.
 const EXTRA: Record<string, string[]> = { guarded: ['-pthread'] };
 
 export default function setup(project: TestProject): () => void {

@@ -3,7 +3,8 @@
  * fail, be interrupted or die at a named step, so that tests can prove a dump or restore stopped
  * at any step harms nothing. Points are named where the pipeline passes them:
  *   dump:frozen, dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
- *   dump:committed, dump:handover (the processes die with ckpt from here on); restore:validated, restore:stage:<class>, restore:created, restore:pages,
+ *   dump:committed, dump:handover (the processes die with ckpt from here on), tcp:repair (a
+ *   connection in repair mode being read); restore:validated, restore:stage:<class>, restore:created, restore:pages,
  *   restore:resume
  * (`ckpt ... -v` logs every point passed under ckpt:fault). A point may end with `*` to match
  * every point it prefixes (`dump:stage:*`). Actions:

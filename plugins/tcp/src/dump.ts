@@ -7,6 +7,7 @@ import { closeSync, readlinkSync } from 'node:fs';
 import {
   CkptError,
   createSessionState,
+  fault,
   type DumpSession,
   type FdClaim,
   type FdDumpRequest,
@@ -14,7 +15,8 @@ import {
   type PluginContext,
   type ProcessDump,
 } from '@ckpt/core';
-import { native, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_STREAM } from '@ckpt/native';
+import { native, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '@ckpt/native';
+import { RepairGuard } from './guard.js';
 import { TCP_STATES, type InetSocketData, type TcpOptions } from './record.js';
 import { leaveRepair, readOptions } from './options.js';
 import { describeSocket } from './show.js';
@@ -35,8 +37,12 @@ interface DumpState {
   conns: Array<{ pid: number; fd: number; data: InetSocketData }>;
   /** Sockets this plugin left in repair mode (until the kill). */
   inRepair: Array<{ pid: number; fd: number; data: InetSocketData }>;
+  /** Started at the first connection read in repair mode. */
+  guard?: RepairGuard;
 }
-const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }));
+const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }), {
+  dispose: (st) => st.guard?.close(),
+});
 const dumpState = (session: DumpSession) => dumps.of(session);
 
 /** The network namespace of pid, when it is not ours (nft must run there). */
@@ -102,11 +108,16 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
   // goes on running, until the restored socket has left repair mode).
   st.blocks.block(info.local, info.peer, nsPid);
   let conn: ConnState;
+  st.guard ??= new RepairGuard();
+  const reuse = data.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? -1;
+  const held = st.guard.hold(fd, reuse);
   native.sock.tcpRepair(fd, 1);
   try {
+    fault('tcp:repair');
     conn = native.sock.tcpDumpConn(fd);
   } finally {
     leaveRepair(fd, data, -1);
+    st.guard.release(held);
   }
   if (leaveRunning) st.blocks.unblock(info.local, info.peer, nsPid);
   else data.locked = true;
