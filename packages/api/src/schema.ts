@@ -22,6 +22,7 @@ export const BUILTIN_PLUGIN_NAMES = [
   '@ckpt/plugin-files',
   '@ckpt/plugin-event-fds',
   '@ckpt/plugin-file-locks',
+  '@ckpt/plugin-task',
   '@ckpt/plugin-sysv-ipc',
   '@ckpt/plugin-registers',
 ] as const;

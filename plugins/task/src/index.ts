@@ -1,0 +1,234 @@
+/**
+ * @ckpt/plugin-task — how each task is scheduled and the process-wide prctl flags, saved and put
+ * back; and the task state ckpt cannot restore yet, refused by name rather than dropped.
+ *
+ * Saved, per thread: nice value, scheduling policy (with SCHED_RESET_ON_FORK) and real-time
+ * priority, CPU affinity, timer slack, parent-death signal, no_new_privs. Per process: OOM score
+ * adjustment, audit login uid, child-subreaper flag, THP disable, dumpable, and whether it was
+ * stopped (SIGSTOP or job control: it is stopped again once restored).
+ *
+ * Refused (credentials stage, before any memory is copied): seccomp filters, POSIX timers
+ * (timer_create), mlocked memory, SCHED_DEADLINE.
+ *
+ * Restore: scheduling and slack in the credentials stage, before the pids plugin drops root (a
+ * negative nice or a real-time policy needs it); the parent-death signal, no_new_privs and
+ * dumpable in beforeResume, after it (a credential change clears the first and resets the last);
+ * the stop after the processes run.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { CkptError, definePlugin, procfs, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { SYS } from '@ckpt/native';
+import { taskRecord, type TaskRecord } from './record.js';
+
+export const NAME = '@ckpt/plugin-task';
+
+const PR_SET_PDEATHSIG = 1,
+  PR_GET_PDEATHSIG = 2,
+  PR_GET_DUMPABLE = 3,
+  PR_SET_DUMPABLE = 4,
+  PR_SET_TIMERSLACK = 29,
+  PR_GET_TIMERSLACK = 30,
+  PR_SET_CHILD_SUBREAPER = 36,
+  PR_GET_CHILD_SUBREAPER = 37,
+  PR_SET_NO_NEW_PRIVS = 38,
+  PR_SET_THP_DISABLE = 41,
+  PR_GET_THP_DISABLE = 42;
+const SCHED_DEADLINE = 6;
+const SCHED_RESET_ON_FORK = 0x40000000;
+const PRIO_PROCESS = 0;
+const UNSET_LOGINUID = 4294967295;
+const SIGSTOP = 19;
+
+const POLICY: Record<number, string> = { 0: 'SCHED_OTHER', 1: 'SCHED_FIFO', 2: 'SCHED_RR', 3: 'SCHED_BATCH', 5: 'SCHED_IDLE', 6: 'SCHED_DEADLINE' };
+
+function taskStatus(pid: number, tid: number): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+/** Field N of /proc/PID/task/TID/stat (1-based, as proc(5) numbers them). */
+function statField(pid: number, tid: number, n: number): number {
+  const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return Number(
+    text
+      .slice(text.lastIndexOf(')') + 2)
+      .trim()
+      .split(' ')[n - 3],
+  );
+}
+
+function refuse(pid: number, comm: string, what: string, hint?: string): never {
+  throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${pid} (${comm}): ${what}`, hint ? { hint } : undefined);
+}
+
+/** Processes of the tree that are stopped (group stop) before ckpt freezes them. */
+const stoppedBefore = new WeakMap<DumpSession, Set<number>>();
+
+async function noteStopped(session: DumpSession): Promise<void> {
+  const stopped = new Set<number>();
+  for (const n of procfs.processTree(session.options.pid)) if (n.state === 'T') stopped.add(n.pid);
+  stoppedBefore.set(session, stopped);
+}
+
+function refusals(proc: ProcessDump, comm: string): void {
+  const { pid } = proc;
+  for (const t of proc.threads) {
+    const seccomp = taskStatus(pid, t.pid).Seccomp ?? '0';
+    if (seccomp !== '0') {
+      refuse(pid, comm, `thread ${t.pid} runs under seccomp (mode ${seccomp === '1' ? 'strict' : 'filter'}), which ckpt cannot restore yet`);
+    }
+  }
+  let timers = '';
+  try {
+    timers = readFileSync(`/proc/${pid}/timers`, 'utf8');
+  } catch {
+    /* no CONFIG_CHECKPOINT_RESTORE: nothing to read */
+  }
+  const n = timers.split('\n').filter((l) => l.startsWith('ID:')).length;
+  if (n) refuse(pid, comm, `it has ${n} POSIX timer(s) (timer_create), which ckpt cannot restore yet`);
+  const locked = Number.parseInt(procfs.readStatus(pid).VmLck ?? '0', 10);
+  if (locked > 0) refuse(pid, comm, `${locked} kB of its memory is locked (mlock/mlockall), which ckpt cannot restore yet`);
+}
+
+async function dump(proc: ProcessDump): Promise<void> {
+  const { pid, tracee } = proc;
+  const comm = procfs.readStat(pid).comm;
+  refusals(proc, comm);
+  const base = tracee.scratch();
+  const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
+  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
+  const loginuid = Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim());
+  const rec: TaskRecord = {
+    oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
+    loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
+    childSubreaper: intAt(0) !== 0,
+    thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
+    dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
+    stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
+    threads: proc.threads.map((t) => {
+      const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
+      if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
+      t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
+      const pdeathsig = intAt(0);
+      const status = taskStatus(pid, t.pid);
+      return {
+        tid: t.pid,
+        nice: statField(pid, t.pid, 19),
+        policy,
+        priority: statField(pid, t.pid, 40),
+        affinity: (status.Cpus_allowed ?? 'ffffffff').toLowerCase(),
+        timerSlackNs: Number(t.syscall(SYS.prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0)),
+        pdeathsig,
+        noNewPrivs: status.NoNewPrivs === '1',
+      };
+    }),
+  };
+  proc.put(NAME, rec);
+}
+
+/** The affinity mask as sched_setaffinity takes it (little-endian words), limited to CPUs online here. */
+function affinityMask(hex: string): Buffer {
+  const words = hex.split(',').reverse();
+  const out = Buffer.alloc(Math.max(8, Math.ceil((words.length * 4) / 8) * 8));
+  words.forEach((w, i) => out.writeUInt32LE(Number.parseInt(w, 16) >>> 0, i * 4));
+  return out;
+}
+
+async function restoreScheduling(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<TaskRecord>(NAME);
+  if (!rec || !proc.stub) return;
+  const host = proc.stub.pid;
+  writeFileSync(`/proc/${host}/oom_score_adj`, String(rec.oomScoreAdj));
+  const want = rec.loginuid ?? UNSET_LOGINUID;
+  if (Number(readFileSync(`/proc/${host}/loginuid`, 'utf8').trim()) !== want) {
+    try {
+      writeFileSync(`/proc/${host}/loginuid`, String(want));
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: cannot set its audit login uid to ${want}: ${(e as Error).message}`);
+    }
+  }
+  const stub = proc.stub;
+  if (rec.childSubreaper) stub.syscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  if (rec.thpDisable) stub.syscall(SYS.prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
+  rec.threads.forEach((th, i) => {
+    const t = proc.threads[i];
+    if (!t) return;
+    t.syscall(SYS.prctl, PR_SET_TIMERSLACK, th.timerSlackNs, 0, 0, 0);
+    const mask = affinityMask(th.affinity);
+    const r = t.syscallRaw(SYS.sched_setaffinity, 0, mask.length, t.put(mask, 0));
+    if (r < 0n)
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `pid ${proc.pid} thread ${th.tid}: cannot set its CPU affinity ${th.affinity} on this machine (errno ${-r})`,
+      );
+    const param = Buffer.alloc(4);
+    param.writeInt32LE(th.priority);
+    const s = t.syscallRaw(SYS.sched_setscheduler, 0, th.policy, t.put(param, 64));
+    if (s < 0n) {
+      const name = POLICY[th.policy & ~SCHED_RESET_ON_FORK] ?? `policy ${th.policy}`;
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: cannot set ${name} priority ${th.priority} (errno ${-s})`);
+    }
+    // setpriority(PRIO_PROCESS, 0) is per thread on Linux; negative values need the stub still root.
+    t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
+  });
+}
+
+/** After the credentials are dropped: what a credential change clears or resets. */
+async function restoreLate(session: RestoreSession): Promise<void> {
+  for (const proc of session.processes) {
+    const rec = proc.get<TaskRecord>(NAME);
+    if (!rec || !proc.stub) continue;
+    rec.threads.forEach((th, i) => {
+      const t = proc.threads[i];
+      if (!t) return;
+      if (th.pdeathsig) t.syscall(SYS.prctl, PR_SET_PDEATHSIG, th.pdeathsig, 0, 0, 0);
+      if (th.noNewPrivs) t.syscall(SYS.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    });
+    // 2 (suid_dumpable) is set by the kernel only, on a credential change: the drop did that.
+    if (rec.dumpable !== 2) proc.stub.syscall(SYS.prctl, PR_SET_DUMPABLE, rec.dumpable, 0, 0, 0);
+  }
+}
+
+/** Stopped processes stop again once they run. */
+async function stopAgain(session: RestoreSession): Promise<void> {
+  for (const proc of session.processes) {
+    const rec = proc.get<TaskRecord>(NAME);
+    if (rec?.stopped && proc.stub) process.kill(proc.stub.pid, SIGSTOP);
+  }
+}
+
+export const taskPlugin = definePlugin(() => ({
+  name: NAME,
+  version: '0.1.0',
+  description:
+    'scheduling (nice, policy, priority, affinity, timer slack), OOM score, login uid, prctl flags, stopped state; refuses seccomp, POSIX timers, mlock',
+  record: { version: 1, schema: taskRecord },
+  show: {
+    process: (r: unknown) => {
+      const rec = r as TaskRecord;
+      const t = rec.threads[0];
+      const flags = [
+        rec.stopped && 'stopped',
+        rec.childSubreaper && 'child subreaper',
+        rec.thpDisable && 'THP disabled',
+        t?.noNewPrivs && 'no_new_privs',
+      ].filter(Boolean);
+      return [
+        `task: nice ${t?.nice ?? 0}, ${POLICY[(t?.policy ?? 0) & ~SCHED_RESET_ON_FORK] ?? 'policy ?'}${t?.priority ? ` ${t.priority}` : ''}, affinity ${t?.affinity}, oom_score_adj ${rec.oomScoreAdj}${flags.length ? `, ${flags.join(', ')}` : ''}`,
+      ];
+    },
+  },
+  apply(hooks) {
+    hooks.session.beforeDump.tapPromise(NAME, noteStopped);
+    hooks.credentials.dump.tapPromise(NAME, dump);
+    hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
+    hooks.session.beforeResume.tapPromise(NAME, restoreLate);
+    hooks.session.afterResume.tapPromise(NAME, stopAgain);
+  },
+}));
+
+export default taskPlugin;

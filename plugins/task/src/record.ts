@@ -1,0 +1,33 @@
+/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+import { z } from 'zod';
+
+const int = z.number().int();
+
+export const taskRecord = z.strictObject({
+  /** /proc/PID/oom_score_adj. */
+  oomScoreAdj: int.min(-1000).max(1000),
+  /** Audit login uid; null when unset. */
+  loginuid: int.nonnegative().nullable(),
+  /** prctl: process-wide flags. */
+  childSubreaper: z.boolean(),
+  thpDisable: z.boolean(),
+  dumpable: int.min(0).max(2),
+  /** The process was stopped (SIGSTOP, job control) when it was dumped. */
+  stopped: z.boolean(),
+  threads: z.array(
+    z.strictObject({
+      tid: int.positive(),
+      nice: int.min(-20).max(19),
+      /** sched_getscheduler: policy, with SCHED_RESET_ON_FORK (0x40000000) when set. */
+      policy: int.nonnegative(),
+      priority: int.min(0).max(99),
+      /** CPU affinity: the mask as /proc shows it (hex words, most significant first). */
+      affinity: z.string().regex(/^[0-9a-f,]+$/),
+      timerSlackNs: int.nonnegative(),
+      pdeathsig: int.min(0).max(64),
+      noNewPrivs: z.boolean(),
+    }),
+  ),
+});
+
+export type TaskRecord = z.infer<typeof taskRecord>;
