@@ -7,8 +7,11 @@
  * adjustment, audit login uid, child-subreaper flag, THP disable, dumpable, and whether it was
  * stopped (SIGSTOP or job control: it is stopped again once restored).
  *
- * Refused (credentials stage, before any memory is copied): seccomp filters, POSIX timers
- * (timer_create), mlocked memory, SCHED_DEADLINE.
+ * POSIX timers (timer_create) keep their ids, clocks, notification (signal, thread or none),
+ * signal value, time left and interval.
+ *
+ * Refused (credentials stage, before any memory is copied): seccomp filters, mlocked memory,
+ * SCHED_DEADLINE.
  *
  * Restore: scheduling and slack in the credentials stage, before the pids plugin drops root (a
  * negative nice or a real-time policy needs it); the parent-death signal, no_new_privs and
@@ -17,7 +20,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { CkptError, definePlugin, procfs, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { SYS } from '@ckpt/native';
+import { native, SYS } from '@ckpt/native';
 import { taskRecord, type TaskRecord } from './record.js';
 
 export const NAME = '@ckpt/plugin-task';
@@ -32,7 +35,8 @@ const PR_SET_PDEATHSIG = 1,
   PR_GET_CHILD_SUBREAPER = 37,
   PR_SET_NO_NEW_PRIVS = 38,
   PR_SET_THP_DISABLE = 41,
-  PR_GET_THP_DISABLE = 42;
+  PR_GET_THP_DISABLE = 42,
+  PR_TIMER_CREATE_RESTORE_IDS = 77;
 const SCHED_DEADLINE = 6;
 const SCHED_RESET_ON_FORK = 0x40000000;
 const PRIO_PROCESS = 0;
@@ -82,14 +86,6 @@ function refusals(proc: ProcessDump, comm: string): void {
       refuse(pid, comm, `thread ${t.pid} runs under seccomp (mode ${seccomp === '1' ? 'strict' : 'filter'}), which ckpt cannot restore yet`);
     }
   }
-  let timers = '';
-  try {
-    timers = readFileSync(`/proc/${pid}/timers`, 'utf8');
-  } catch {
-    /* no CONFIG_CHECKPOINT_RESTORE: nothing to read */
-  }
-  const n = timers.split('\n').filter((l) => l.startsWith('ID:')).length;
-  if (n) refuse(pid, comm, `it has ${n} POSIX timer(s) (timer_create), which ckpt cannot restore yet`);
   const locked = Number.parseInt(procfs.readStatus(pid).VmLck ?? '0', 10);
   if (locked > 0) refuse(pid, comm, `${locked} kB of its memory is locked (mlock/mlockall), which ckpt cannot restore yet`);
 }
@@ -109,6 +105,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
+    timers: dumpTimers(proc, comm),
     threads: proc.threads.map((t) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
@@ -128,6 +125,87 @@ async function dump(proc: ProcessDump): Promise<void> {
     }),
   };
   proc.put(NAME, rec);
+}
+
+const NOTIFY: Record<string, 0 | 1 | 4> = { signal: 0, none: 1, thread: 4 };
+
+/**
+ * POSIX timers, from /proc/PID/timers (id, signal and value, notification and its target,
+ * clock) and timer_gettime / timer_getoverrun in the process (time left, interval, overruns).
+ */
+function dumpTimers(proc: ProcessDump, comm: string): TaskRecord['timers'] {
+  const { pid, tracee } = proc;
+  let text = '';
+  try {
+    text = readFileSync(`/proc/${pid}/timers`, 'utf8');
+  } catch {
+    return [];
+  }
+  const out: TaskRecord['timers'] = [];
+  for (const block of text.split(/^(?=ID:)/m).filter((b) => b.startsWith('ID:'))) {
+    const f = Object.fromEntries(block.split('\n').map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]));
+    const id = Number(f.ID);
+    const [signo, value] = (f.signal ?? '0/0').split('/');
+    const m = /^(\w+)\/(\w+)\.(\d+)$/.exec(f.notify ?? '');
+    const notify = m ? NOTIFY[m[1]] : undefined;
+    if (notify === undefined) refuse(pid, comm, `POSIX timer ${id} notifies by ${f.notify}, which ckpt cannot restore`);
+    let thread: number | undefined;
+    if (notify === 4) {
+      thread = proc.threads.findIndex((t) => t.pid === Number(m![3]));
+      if (thread < 0) refuse(pid, comm, `POSIX timer ${id} signals thread ${m![3]}, which is not one of its threads`);
+    }
+    const base = tracee.scratch();
+    tracee.syscall(SYS.timer_gettime, id, base);
+    const its = tracee.read(base, 32);
+    const ns = (o: number) => its.readBigInt64LE(o) * 1_000_000_000n + its.readBigInt64LE(o + 8);
+    out.push({
+      id,
+      clock: Number(f.ClockID),
+      notify: notify!,
+      signal: Number(signo),
+      value: BigInt(`0x${value || '0'}`).toString(16),
+      ...(thread !== undefined ? { thread } : {}),
+      left: ns(16).toString(),
+      interval: ns(0).toString(),
+      overrun: Number(tracee.syscall(SYS.timer_getoverrun, id)),
+    });
+  }
+  return out;
+}
+
+/** Recreates the timers with their ids (PR_TIMER_CREATE_RESTORE_IDS, Linux 6.16), then arms them. */
+function restoreTimers(proc: ProcessRestore, rec: TaskRecord): void {
+  if (!rec.timers.length || !proc.stub) return;
+  const stub = proc.stub;
+  const on = stub.syscallRaw(SYS.prctl, PR_TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
+  if (on < 0n) {
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `pid ${proc.pid}: cannot recreate its POSIX timers with their ids: this kernel lacks PR_TIMER_CREATE_RESTORE_IDS (Linux 6.16)`,
+    );
+  }
+  try {
+    for (const t of rec.timers) {
+      const ev = Buffer.alloc(64);
+      ev.writeBigUInt64LE(BigInt(`0x${t.value}`), 0);
+      ev.writeInt32LE(t.signal, 8);
+      ev.writeInt32LE(t.notify, 12);
+      if (t.notify === 4) ev.writeInt32LE(procfs.nsPid(proc.threads[t.thread ?? 0].pid), 16);
+      const id = Buffer.alloc(4);
+      id.writeInt32LE(t.id);
+      stub.syscall(SYS.timer_create, t.clock, stub.put(ev, 0), stub.put(id, 128));
+      const its = Buffer.alloc(32);
+      const put = (v: string, o: number) => {
+        its.writeBigInt64LE(BigInt(v) / 1_000_000_000n, o);
+        its.writeBigInt64LE(BigInt(v) % 1_000_000_000n, o + 8);
+      };
+      put(t.interval, 0);
+      put(t.left, 16);
+      stub.syscall(SYS.timer_settime, t.id, 0, stub.put(its, 192), 0);
+    }
+  } finally {
+    stub.syscallRaw(SYS.prctl, PR_TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+  }
 }
 
 /** The affinity mask as sched_setaffinity takes it (little-endian words), limited to CPUs online here. */
@@ -175,22 +253,50 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
     // setpriority(PRIO_PROCESS, 0) is per thread on Linux; negative values need the stub still root.
     t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
   });
+  restoreTimers(proc, rec);
+}
+
+/**
+ * Runs remote syscalls in a thread whose final mask is already set, with every signal held:
+ * a signal pending for the process (SIGWINCH after a terminal resize) must wait for it to run,
+ * not be taken by these syscalls.
+ */
+function withSignalsHeld(tid: number, fn: () => void): void {
+  const mask = native.ptrace.getSigmask(tid);
+  native.ptrace.setSigmask(tid, (1n << 64n) - 1n);
+  try {
+    fn();
+  } finally {
+    native.ptrace.setSigmask(tid, mask);
+  }
 }
 
 /** After the credentials are dropped: what a credential change clears or resets. */
 async function restoreLate(session: RestoreSession): Promise<void> {
   for (const proc of session.processes) {
     const rec = proc.get<TaskRecord>(NAME);
-    if (!rec || !proc.stub) continue;
+    const stub = proc.stub;
+    if (!rec || !stub) continue;
     rec.threads.forEach((th, i) => {
       const t = proc.threads[i];
-      if (!t) return;
-      if (th.pdeathsig) t.syscall(SYS.prctl, PR_SET_PDEATHSIG, th.pdeathsig, 0, 0, 0);
-      if (th.noNewPrivs) t.syscall(SYS.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+      if (!t || (!th.pdeathsig && !th.noNewPrivs)) return;
+      withSignalsHeld(t.pid, () => {
+        if (th.pdeathsig) t.syscall(SYS.prctl, PR_SET_PDEATHSIG, th.pdeathsig, 0, 0, 0);
+        if (th.noNewPrivs) t.syscall(SYS.prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+      });
     });
     // 2 (suid_dumpable) is set by the kernel only, on a credential change: the drop did that.
-    if (rec.dumpable !== 2) proc.stub.syscall(SYS.prctl, PR_SET_DUMPABLE, rec.dumpable, 0, 0, 0);
+    const now = Number(withSignalsHeldValue(stub.pid, () => stub.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)));
+    if (rec.dumpable !== 2 && now !== rec.dumpable) withSignalsHeld(stub.pid, () => void stub.syscall(SYS.prctl, PR_SET_DUMPABLE, rec.dumpable, 0, 0, 0));
   }
+}
+
+function withSignalsHeldValue<T>(tid: number, fn: () => T): T {
+  let out: T | undefined;
+  withSignalsHeld(tid, () => {
+    out = fn();
+  });
+  return out as T;
 }
 
 /** Stopped processes stop again once they run. */

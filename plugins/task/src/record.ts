@@ -14,6 +14,26 @@ export const taskRecord = z.strictObject({
   dumpable: int.min(0).max(2),
   /** The process was stopped (SIGSTOP, job control) when it was dumped. */
   stopped: z.boolean(),
+  /** POSIX timers (timer_create), by id. */
+  timers: z
+    .array(
+      z.strictObject({
+        id: int.nonnegative(),
+        clock: int,
+        /** SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4). */
+        notify: z.union([z.literal(0), z.literal(1), z.literal(4)]),
+        signal: int.min(0).max(64),
+        /** sigev_value, hex. */
+        value: z.string().regex(/^[0-9a-f]+$/),
+        /** SIGEV_THREAD_ID: the index of the target thread in `threads`. */
+        thread: int.nonnegative().optional(),
+        /** Time left and interval, nanoseconds (decimal strings). */
+        left: z.string().regex(/^\d+$/),
+        interval: z.string().regex(/^\d+$/),
+        overrun: int.nonnegative(),
+      }),
+    )
+    .default([]),
   threads: z.array(
     z.strictObject({
       tid: int.positive(),
