@@ -1,6 +1,6 @@
 // Task attributes (@ckpt/plugin-task): scheduling, affinity, timer slack, OOM score and prctl flags
 // come back as they were, checked from inside the restored process; a stopped process comes back
-// stopped; POSIX timers keep firing; state ckpt cannot restore yet (seccomp, mlock) is refused by name before
+// stopped; POSIX timers keep firing; locked memory stays locked; state ckpt cannot restore yet (seccomp) is refused by name before
 // anything is copied, and the process carries on.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -107,10 +107,26 @@ describe('task attributes', () => {
     expect(ids).not.toContain(now.newId);
   });
 
-  for (const [what, re] of [
-    ['seccomp', /seccomp \(mode filter\)/],
-    ['mlock', /kB of its memory is locked/],
-  ] as const) {
+  it('locked memory: mlock, mlock2 on fault and mlockall(MCL_FUTURE) are in force again after the restore', async () => {
+    const dir = makeTempDir('task-locked');
+    const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'locked')], { name: 'locked' });
+    await waitForLine(stdout, /^ready$/);
+    await waitForTick(stdout, 2);
+    const lockedLine = () =>
+      readLines(stdout)
+        .filter((l) => l.startsWith('locked '))
+        .at(-1);
+    expect(lockedLine()).toBe('locked a=1 b=1 future=1');
+    const img = path.join(dir, 'img');
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    await restoreOk(img, pid, 'locked');
+    await waitForTick(stdout, lastTick(stdout) + 3);
+    expect(readLines(stdout).filter((l) => l.startsWith('BAD'))).toEqual([]);
+    expect(lockedLine(), 'what the restored process finds locked').toBe('locked a=1 b=1 future=1');
+  });
+
+  for (const [what, re] of [['seccomp', /seccomp \(mode filter\)/]] as const) {
     it(`${what}: refused by name before anything is copied; the process carries on`, async () => {
       const dir = makeTempDir(`task-${what}`);
       const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'refused'), what], { name: what });

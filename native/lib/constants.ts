@@ -33,6 +33,8 @@ export const SYS = Object.freeze({
   sched_setscheduler: 144,
   sched_getscheduler: 145,
   sched_setaffinity: 203,
+  mlockall: 151,
+  mlock2: 325,
   timer_create: 222,
   timer_settime: 223,
   timer_gettime: 224,

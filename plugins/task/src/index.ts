@@ -10,8 +10,10 @@
  * POSIX timers (timer_create) keep their ids, clocks, notification (signal, thread or none),
  * signal value, time left and interval.
  *
- * Refused (credentials stage, before any memory is copied): seccomp filters, mlocked memory,
- * SCHED_DEADLINE.
+ * Locked memory: every VM_LOCKED area (on fault or not) is locked again, and mlockall(MCL_FUTURE)
+ * is put back when it was in force.
+ *
+ * Refused (credentials stage, before any memory is copied): seccomp filters, SCHED_DEADLINE.
  *
  * Restore: scheduling and slack in the credentials stage, before the pids plugin drops root (a
  * negative nice or a real-time policy needs it); the parent-death signal, no_new_privs and
@@ -86,8 +88,6 @@ function refusals(proc: ProcessDump, comm: string): void {
       refuse(pid, comm, `thread ${t.pid} runs under seccomp (mode ${seccomp === '1' ? 'strict' : 'filter'}), which ckpt cannot restore yet`);
     }
   }
-  const locked = Number.parseInt(procfs.readStatus(pid).VmLck ?? '0', 10);
-  if (locked > 0) refuse(pid, comm, `${locked} kB of its memory is locked (mlock/mlockall), which ckpt cannot restore yet`);
 }
 
 async function dump(proc: ProcessDump): Promise<void> {
@@ -105,6 +105,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
+    locked: lockedMemory(pid, tracee.scratchRange),
     timers: dumpTimers(proc, comm),
     threads: proc.threads.map((t) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
@@ -125,6 +126,45 @@ async function dump(proc: ProcessDump): Promise<void> {
     }),
   };
   proc.put(NAME, rec);
+}
+
+/**
+ * Locked areas from smaps' VmFlags ("lo": VM_LOCKED, "lf": on fault). Whether mlockall(MCL_FUTURE)
+ * is in force shows on a mapping made now: ckpt's own guard mapping, locked by the kernel if so.
+ */
+function lockedMemory(pid: number, guard: { start: number; end: number } | undefined): TaskRecord['locked'] {
+  const areas: Array<[number, number, boolean]> = [];
+  let future: TaskRecord['locked']['future'] = false;
+  let range: [number, number] | undefined;
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (m) {
+      range = [Number.parseInt(m[1], 16), Number.parseInt(m[2], 16)];
+      continue;
+    }
+    if (!line.startsWith('VmFlags:') || !range) continue;
+    const flags = line.slice(8).trim().split(/\s+/);
+    if (!flags.includes('lo')) continue;
+    const onFault = flags.includes('lf');
+    if (guard && range[0] === guard.start) future = onFault ? 'onfault' : 'now';
+    else areas.push([range[0], range[1] - range[0], onFault]);
+  }
+  return { areas, future };
+}
+
+const MLOCK_ONFAULT = 1,
+  MCL_FUTURE = 2,
+  MCL_ONFAULT = 4;
+
+function restoreLocked(proc: ProcessRestore, rec: TaskRecord): void {
+  const stub = proc.stub;
+  if (!stub) return;
+  for (const [start, len, onFault] of rec.locked.areas) {
+    const r = stub.syscallRaw(SYS.mlock2, start, len, onFault ? MLOCK_ONFAULT : 0);
+    if (r < 0n)
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: cannot lock ${len >> 10} KiB at 0x${start.toString(16)} again (mlock2: errno ${-r})`);
+  }
+  if (rec.locked.future) stub.syscall(SYS.mlockall, MCL_FUTURE | (rec.locked.future === 'onfault' ? MCL_ONFAULT : 0));
 }
 
 const NOTIFY: Record<string, 0 | 1 | 4> = { signal: 0, none: 1, thread: 4 };
@@ -254,6 +294,7 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
     t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
   });
   restoreTimers(proc, rec);
+  restoreLocked(proc, rec);
 }
 
 /**

@@ -14,6 +14,13 @@ export const taskRecord = z.strictObject({
   dumpable: int.min(0).max(2),
   /** The process was stopped (SIGSTOP, job control) when it was dumped. */
   stopped: z.boolean(),
+  /** Locked memory: areas (VM_LOCKED; onFault: MLOCK_ONFAULT), and mlockall(MCL_FUTURE) in force. */
+  locked: z
+    .strictObject({
+      areas: z.array(z.tuple([int.nonnegative(), int.positive(), z.boolean()])),
+      future: z.union([z.literal(false), z.literal('now'), z.literal('onfault')]),
+    })
+    .default({ areas: [], future: false }),
   /** POSIX timers (timer_create), by id. */
   timers: z
     .array(
