@@ -126,6 +126,26 @@ describe('task attributes', () => {
     expect(lockedLine(), 'what the restored process finds locked').toBe('locked a=1 b=1 future=1');
   });
 
+  it('credentials per thread: ids, groups, the five capability sets and securebits come back as each thread had them', async () => {
+    const dir = makeTempDir('task-creds');
+    const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'creds')], { name: 'creds' });
+    await waitForLine(stdout, /^ready$/);
+    await waitForTick(stdout, 2);
+    const credLines = () => {
+      const lines = readLines(stdout);
+      return ['main', 'second'].map((who) => lines.filter((l) => l.startsWith(`creds ${who} `)).at(-1));
+    };
+    const before = credLines();
+    expect(before[1]).toMatch(/Uid: 1234 1234 1234 1234 .*CapAmb: 0000000000000400/);
+    const img = path.join(dir, 'img');
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    await restoreOk(img, pid, 'creds');
+    await waitForTick(stdout, lastTick(stdout) + 3);
+    expect(readLines(stdout).filter((l) => l.startsWith('BAD'))).toEqual([]);
+    expect(credLines(), 'what each restored thread reads about itself').toEqual(before);
+  });
+
   for (const [what, re] of [['seccomp', /seccomp \(mode filter\)/]] as const) {
     it(`${what}: refused by name before anything is copied; the process carries on`, async () => {
       const dir = makeTempDir(`task-${what}`);

@@ -21,8 +21,8 @@ const SRC = path.join(ROOT, 'test/fixtures');
 const OUT = path.join(ROOT, 'test/.build');
 
 // Extra gcc flags per fixture. None needs -mavx: vector code is inline asm chosen at run time
-// (AVX-512 / AVX / SSE). guarded, taskattrs and posixtimers are threaded.
-const EXTRA: Record<string, string[]> = { guarded: ['-pthread'], taskattrs: ['-pthread'], posixtimers: ['-pthread'] };
+// (AVX-512 / AVX / SSE). guarded, taskattrs, posixtimers and creds are threaded.
+const EXTRA: Record<string, string[]> = { guarded: ['-pthread'], taskattrs: ['-pthread'], posixtimers: ['-pthread'], creds: ['-pthread'] };
 
 export default function setup(project: TestProject): () => void {
   fs.mkdirSync(OUT, { recursive: true });

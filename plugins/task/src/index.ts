@@ -2,7 +2,7 @@
  * @ckpt/plugin-task — how each task is scheduled and the process-wide prctl flags, saved and put
  * back; and the task state ckpt cannot restore yet, refused by name rather than dropped.
  *
- * Saved, per thread: nice value, scheduling policy (with SCHED_RESET_ON_FORK) and real-time
+ * Saved, per thread: credentials (ids, groups, the five capability sets, securebits), nice value, scheduling policy (with SCHED_RESET_ON_FORK) and real-time
  * priority, CPU affinity, timer slack, parent-death signal, no_new_privs. Per process: OOM score
  * adjustment, audit login uid, child-subreaper flag, THP disable, dumpable, and whether it was
  * stopped (SIGSTOP or job control: it is stopped again once restored).
@@ -38,7 +38,16 @@ const PR_SET_PDEATHSIG = 1,
   PR_SET_NO_NEW_PRIVS = 38,
   PR_SET_THP_DISABLE = 41,
   PR_GET_THP_DISABLE = 42,
-  PR_TIMER_CREATE_RESTORE_IDS = 77;
+  PR_TIMER_CREATE_RESTORE_IDS = 77,
+  PR_SET_KEEPCAPS = 8,
+  PR_CAPBSET_DROP = 24,
+  PR_GET_SECUREBITS = 27,
+  PR_SET_SECUREBITS = 28,
+  PR_CAP_AMBIENT = 47,
+  PR_CAP_AMBIENT_RAISE = 2,
+  PR_CAP_AMBIENT_CLEAR_ALL = 4;
+const CAP_LAST = Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8').trim());
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const SCHED_DEADLINE = 6;
 const SCHED_RESET_ON_FORK = 0x40000000;
 const PRIO_PROCESS = 0;
@@ -113,6 +122,8 @@ async function dump(proc: ProcessDump): Promise<void> {
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
       const pdeathsig = intAt(0);
       const status = taskStatus(pid, t.pid);
+      const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
+      const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
       return {
         tid: t.pid,
         nice: statField(pid, t.pid, 19),
@@ -122,6 +133,11 @@ async function dump(proc: ProcessDump): Promise<void> {
         timerSlackNs: Number(t.syscall(SYS.prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0)),
         pdeathsig,
         noNewPrivs: status.NoNewPrivs === '1',
+        uid: ids(status.Uid),
+        gid: ids(status.Gid),
+        groups: ids(status.Groups),
+        caps: { inh: cap(status.CapInh), prm: cap(status.CapPrm), eff: cap(status.CapEff), bnd: cap(status.CapBnd), amb: cap(status.CapAmb) },
+        securebits: Number(t.syscall(SYS.prctl, PR_GET_SECUREBITS, 0, 0, 0, 0)),
       };
     }),
   };
@@ -297,6 +313,63 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   restoreLocked(proc, rec);
 }
 
+/** Before the pids plugin drops root in the leader: every thread keeps its permitted set through it. */
+async function keepCaps(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<TaskRecord>(NAME);
+  if (!rec) return;
+  for (const t of proc.threads) t.syscall(SYS.prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0);
+}
+
+/**
+ * After it: each thread gets its own ids (threads may differ from the leader: setresuid is per
+ * thread in the kernel), then its capability sets, bounding set, securebits and ambient set.
+ * The stub threads were root with every capability; what they had at the dump is all they keep.
+ */
+async function restoreCredentials(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<TaskRecord>(NAME);
+  if (!rec) return;
+  rec.threads.forEach((th, i) => {
+    const t = proc.threads[i];
+    if (!t) return;
+    const caps = (v: string) => BigInt(`0x${v}`);
+    const capData = (eff: bigint, prm: bigint, inh: bigint) => {
+      const b = Buffer.alloc(24);
+      [eff, prm, inh].forEach((v, k) => {
+        b.writeUInt32LE(Number(v & 0xffffffffn), k * 4);
+        b.writeUInt32LE(Number(v >> 32n), 12 + k * 4);
+      });
+      return b;
+    };
+    const header = Buffer.alloc(8);
+    header.writeUInt32LE(LINUX_CAPABILITY_VERSION_3, 0);
+    const hdr = t.put(header, 256);
+    if (i > 0) {
+      // The leader got its ids from the pids plugin; the other threads take theirs here.
+      const list = Buffer.alloc(Math.max(4, th.groups.length * 4));
+      th.groups.forEach((g, k) => list.writeUInt32LE(g, k * 4));
+      t.syscall(SYS.setgroups, th.groups.length, t.put(list, 320));
+      t.syscall(SYS.setresgid, th.gid[0], th.gid[1], th.gid[2]);
+      t.syscall(SYS.setresuid, th.uid[0], th.uid[1], th.uid[2]);
+    }
+    t.syscallRaw(SYS.setfsgid, th.gid[3]);
+    t.syscallRaw(SYS.setfsuid, th.uid[3]);
+    // Effective = permitted again (dropping root cleared it), to drop bounding and set securebits.
+    t.syscall(SYS.capget, hdr, t.put(Buffer.alloc(24), 288));
+    const now = t.read(t.scratch() + 288, 24);
+    const prm = BigInt(now.readUInt32LE(4)) | (BigInt(now.readUInt32LE(16)) << 32n);
+    header.writeUInt32LE(LINUX_CAPABILITY_VERSION_3, 0);
+    t.put(header, 256);
+    t.syscall(SYS.capset, hdr, t.put(capData(prm, prm, 0n), 288));
+    const bnd = caps(th.caps.bnd);
+    for (let c = 0; c <= CAP_LAST; c++) if (!(bnd & (1n << BigInt(c)))) t.syscall(SYS.prctl, PR_CAPBSET_DROP, c, 0, 0, 0);
+    t.syscall(SYS.prctl, PR_SET_SECUREBITS, th.securebits, 0, 0, 0);
+    t.syscall(SYS.capset, hdr, t.put(capData(caps(th.caps.eff), caps(th.caps.prm), caps(th.caps.inh)), 288));
+    t.syscall(SYS.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    const amb = caps(th.caps.amb);
+    for (let c = 0; c <= CAP_LAST; c++) if (amb & (1n << BigInt(c))) t.syscall(SYS.prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0);
+  });
+}
+
 /**
  * Runs remote syscalls in a thread whose final mask is already set, with every signal held:
  * a signal pending for the process (SIGWINCH after a terminal resize) must wait for it to run,
@@ -373,6 +446,8 @@ export const taskPlugin = definePlugin(() => ({
     hooks.session.beforeDump.tapPromise(NAME, noteStopped);
     hooks.credentials.dump.tapPromise(NAME, dump);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
+    hooks.credentials.restore.tapPromise({ name: `${NAME}:keepcaps`, before: '@ckpt/plugin-pids' }, keepCaps);
+    hooks.credentials.restore.tapPromise(`${NAME}:credentials`, restoreCredentials);
     hooks.session.beforeResume.tapPromise(NAME, restoreLate);
     hooks.session.afterResume.tapPromise(NAME, stopAgain);
   },

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 
 const int = z.number().int();
+const hexCaps = z.string().regex(/^[0-9a-f]{1,16}$/);
 
 export const taskRecord = z.strictObject({
   /** /proc/PID/oom_score_adj. */
@@ -53,6 +54,13 @@ export const taskRecord = z.strictObject({
       timerSlackNs: int.nonnegative(),
       pdeathsig: int.min(0).max(64),
       noNewPrivs: z.boolean(),
+      /** Credentials of this thread (real, effective, saved, fs), supplementary groups. */
+      uid: z.array(int.nonnegative()).length(4),
+      gid: z.array(int.nonnegative()).length(4),
+      groups: z.array(int.nonnegative()),
+      /** Capability sets (hex, 64 bits): inheritable, permitted, effective, bounding, ambient. */
+      caps: z.strictObject({ inh: hexCaps, prm: hexCaps, eff: hexCaps, bnd: hexCaps, amb: hexCaps }),
+      securebits: int.nonnegative(),
     }),
   ),
 });
