@@ -107,7 +107,7 @@ describe('task attributes', () => {
     expect(ids).not.toContain(now.newId);
   });
 
-  it('locked memory: mlock, mlock2 on fault and mlockall(MCL_FUTURE) are in force again after the restore', async () => {
+  it('locked memory (mlock, mlock2 on fault, mlockall(MCL_FUTURE)) and madvise state (DONTFORK, WIPEONFORK, HUGEPAGE, NOHUGEPAGE) are in force again after the restore', async () => {
     const dir = makeTempDir('task-locked');
     const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'locked')], { name: 'locked' });
     await waitForLine(stdout, /^ready$/);
@@ -124,6 +124,10 @@ describe('task attributes', () => {
     await waitForTick(stdout, lastTick(stdout) + 3);
     expect(readLines(stdout).filter((l) => l.startsWith('BAD'))).toEqual([]);
     expect(lockedLine(), 'what the restored process finds locked').toBe('locked a=1 b=1 future=1');
+    const advice = readLines(stdout)
+      .filter((l) => l.startsWith('advice '))
+      .at(-1);
+    expect(advice, 'the madvise state it finds').toBe('advice dc=1 wf=1 hg=1 nh=1');
   });
 
   it('credentials per thread: ids, groups, the five capability sets and securebits come back as each thread had them', async () => {

@@ -10,6 +10,9 @@
  * POSIX timers (timer_create) keep their ids, clocks, notification (signal, thread or none),
  * signal value, time left and interval.
  *
+ * madvise state that changes behaviour (MADV_DONTFORK, MADV_WIPEONFORK, MADV_HUGEPAGE,
+ * MADV_NOHUGEPAGE) is given again to the same areas.
+ *
  * Locked memory: every VM_LOCKED area (on fault or not) is locked again, and mlockall(MCL_FUTURE)
  * is put back when it was in force.
  *
@@ -114,7 +117,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
-    locked: lockedMemory(pid, tracee.scratchRange),
+    ...vmaState(pid, tracee.scratchRange),
     timers: dumpTimers(proc, comm),
     threads: proc.threads.map((t) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
@@ -148,8 +151,9 @@ async function dump(proc: ProcessDump): Promise<void> {
  * Locked areas from smaps' VmFlags ("lo": VM_LOCKED, "lf": on fault). Whether mlockall(MCL_FUTURE)
  * is in force shows on a mapping made now: ckpt's own guard mapping, locked by the kernel if so.
  */
-function lockedMemory(pid: number, guard: { start: number; end: number } | undefined): TaskRecord['locked'] {
+function vmaState(pid: number, guard: { start: number; end: number } | undefined): Pick<TaskRecord, 'locked' | 'advice'> {
   const areas: Array<[number, number, boolean]> = [];
+  const advice: TaskRecord['advice'] = [];
   let future: TaskRecord['locked']['future'] = false;
   let range: [number, number] | undefined;
   for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
@@ -160,12 +164,35 @@ function lockedMemory(pid: number, guard: { start: number; end: number } | undef
     }
     if (!line.startsWith('VmFlags:') || !range) continue;
     const flags = line.slice(8).trim().split(/\s+/);
+    const isGuard = !!guard && range[0] === guard.start;
+    if (!isGuard) for (const [flag, adv] of ADVICE) if (flags.includes(flag)) advice.push([range[0], range[1] - range[0], adv]);
     if (!flags.includes('lo')) continue;
     const onFault = flags.includes('lf');
-    if (guard && range[0] === guard.start) future = onFault ? 'onfault' : 'now';
+    if (isGuard) future = onFault ? 'onfault' : 'now';
     else areas.push([range[0], range[1] - range[0], onFault]);
   }
-  return { areas, future };
+  return { locked: { areas, future }, advice };
+}
+
+/** smaps VmFlags that madvise sets, and the advice that sets them. */
+const ADVICE: Array<[string, 10 | 14 | 15 | 18]> = [
+  ['dc', 10], // MADV_DONTFORK
+  ['hg', 14], // MADV_HUGEPAGE
+  ['nh', 15], // MADV_NOHUGEPAGE
+  ['wf', 18], // MADV_WIPEONFORK
+];
+
+function restoreAdvice(proc: ProcessRestore, rec: TaskRecord): void {
+  const stub = proc.stub;
+  if (!stub) return;
+  for (const [start, len, adv] of rec.advice) {
+    const r = stub.syscallRaw(SYS.madvise, start, len, adv);
+    if (r < 0n)
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `pid ${proc.pid}: cannot give ${len >> 10} KiB at 0x${start.toString(16)} its madvise ${adv} again (errno ${-r})`,
+      );
+  }
 }
 
 const MLOCK_ONFAULT = 1,
@@ -311,6 +338,7 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   });
   restoreTimers(proc, rec);
   restoreLocked(proc, rec);
+  restoreAdvice(proc, rec);
 }
 
 /** Before the pids plugin drops root in the leader: every thread keeps its permitted set through it. */

@@ -22,6 +22,8 @@ export const taskRecord = z.strictObject({
       future: z.union([z.literal(false), z.literal('now'), z.literal('onfault')]),
     })
     .default({ areas: [], future: false }),
+  /** madvise state that changes behaviour: [start, length, advice] (MADV_* number). */
+  advice: z.array(z.tuple([int.nonnegative(), int.positive(), z.union([z.literal(10), z.literal(14), z.literal(15), z.literal(18)])])).default([]),
   /** POSIX timers (timer_create), by id. */
   timers: z
     .array(
