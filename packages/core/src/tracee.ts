@@ -339,6 +339,14 @@ export class Tracee {
     const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
     const raw = this.stackSyscallAnywhere(SYS.mmap, [at.addr, size, PROT_READ | PROT_WRITE | PROT_EXEC, flags, -1, 0]);
     if (raw === -17n) this.space.guardAt = undefined; // EEXIST: the place was taken meanwhile
+    if (raw === -13n || raw === -1n) {
+      // A policy that refuses executable anonymous memory (SELinux execmem, ...): no return
+      // frames for this process; its remote syscalls run as before, unguarded.
+      log('pid %d: no guard mapping (mmap PROT_EXEC: %s): remote syscalls unguarded', this.pid, raw === -13n ? 'EACCES' : 'EPERM');
+      for (const m of this.space.members ?? []) m.unpark();
+      this.space.guarded = false;
+      return this.scratch();
+    }
     const start = Number(checkSyscall('mmap', this.pid, raw));
     const header = Buffer.alloc(GUARD_CODE + GUARD_CODE_BYTES.length);
     GUARD_MAGIC.copy(header);
