@@ -21,7 +21,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { native } from '@ckpt/native';
+import { native, REG } from '@ckpt/native';
 import { ownerAlive, selfOwner, type Owner } from './imagedir.js';
 import { readMaps, readStat, type Vma } from './proc.js';
 
@@ -63,30 +63,6 @@ const FP_XSTATE_MAGIC1 = 0x46505853,
   FP_XSTATE_MAGIC2 = 0x46505845;
 /** sigcontext field order (u64 each), then cs/gs/fs/ss (u16), err, trapno, oldmask, cr2, fpstate. */
 const SC_REGS = ['r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rdi', 'rsi', 'rbp', 'rbx', 'rdx', 'rax', 'rcx', 'rsp', 'rip', 'eflags'] as const;
-/** Offsets in struct user_regs_struct (see @ckpt/native's REG). */
-const USER_REGS: Record<(typeof SC_REGS)[number] | 'cs' | 'ss', number> = {
-  r15: 0,
-  r14: 8,
-  r13: 16,
-  r12: 24,
-  rbp: 32,
-  rbx: 40,
-  r11: 48,
-  r10: 56,
-  r9: 64,
-  r8: 72,
-  rax: 80,
-  rcx: 88,
-  rdx: 96,
-  rsi: 104,
-  rdi: 112,
-  rip: 128,
-  cs: 136,
-  eflags: 144,
-  rsp: 152,
-  ss: 160,
-};
-
 const alignUp = (v: number, a: number) => Math.ceil(v / a) * a;
 
 /** Bytes a frame takes from its ucontext address on (fpstate 64-byte aligned after it). */
@@ -106,9 +82,9 @@ export function returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buff
   const out = Buffer.alloc(fp - uc + xstate.length + 4);
   out.writeBigUInt64LE(BigInt(UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS), 0);
   out.writeUInt32LE(3, 24); // uc_stack.ss_flags: no valid mode, so the altstack is left alone
-  SC_REGS.forEach((r, i) => regs.copy(out, UC_MCONTEXT + i * 8, USER_REGS[r], USER_REGS[r] + 8));
-  out.writeUInt16LE(regs.readUInt16LE(USER_REGS.cs), UC_MCONTEXT + 144);
-  out.writeUInt16LE(regs.readUInt16LE(USER_REGS.ss), UC_MCONTEXT + 150);
+  SC_REGS.forEach((r, i) => regs.copy(out, UC_MCONTEXT + i * 8, REG[r], REG[r] + 8));
+  out.writeUInt16LE(regs.readUInt16LE(REG.cs), UC_MCONTEXT + 144);
+  out.writeUInt16LE(regs.readUInt16LE(REG.ss), UC_MCONTEXT + 150);
   out.writeBigUInt64LE(BigInt(fp), UC_MCONTEXT + 184);
   out.writeBigUInt64LE(mask, UC_SIGMASK);
   const x = Buffer.from(xstate);

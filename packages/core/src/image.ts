@@ -14,12 +14,12 @@
  * whole, blobs whole or while streaming: pages are hashed natively as they are copied).
  */
 import { createHash, type KeyObject, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import os from 'node:os';
 import { native, type Sha256Handle } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { checkImageOwnership, commitGeneration, dirError, lockImageDir, resolveImage, stagingName } from './imagedir.js';
+import { checkImageOwnership, commitGeneration, dirError, fsyncPath, lockImageDir, resolveImage, stagingName } from './imagedir.js';
 import type { FdRecord } from './context.js';
 import { type HostKey, KeyStore, parseSignature, SIGNATURE_FILE, signatureLine, signatureValid, type TrustReason } from './keys.js';
 
@@ -78,15 +78,6 @@ export interface ProcessRecord {
   layout?: Array<[number, number]>;
   /** Each plugin's record, under the plugin's name. */
   records: Record<string, unknown>;
-}
-
-function fsyncPath(p: string): void {
-  const fd = openSync(p, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');

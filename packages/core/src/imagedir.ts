@@ -15,6 +15,7 @@
 import {
   accessSync,
   closeSync,
+  fsyncSync,
   constants as fsConstants,
   existsSync,
   lstatSync,
@@ -41,6 +42,16 @@ const log = logger('imagedir');
 export const LATEST = 'latest';
 const LOCK = '.lock';
 const STAGING = /^\.staging-(\d+)-(\d+)-[0-9a-f]+$/;
+
+/** fsync of a file or directory by path (a directory's entries: renames, links, creations). */
+export function fsyncPath(p: string): void {
+  const fd = openSync(p, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Who runs a ckpt: pid, its start time and the boot, so that a reused pid is not taken for it. */
 export interface Owner {

@@ -36,6 +36,7 @@ import {
 import os from 'node:os';
 import { join } from 'node:path';
 import { CkptError } from './errors.js';
+import { fsyncPath } from './imagedir.js';
 import { logger } from './log.js';
 
 const log = logger('keys');
@@ -305,7 +306,7 @@ export class KeyStore {
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
-      fsyncDir(this.dir);
+      fsyncPath(this.dir);
     } catch (e) {
       fail(e);
     } finally {
@@ -370,7 +371,7 @@ export class KeyStore {
       this.checkDir(this.trustedDir, lstatSync(this.trustedDir));
       writeSync0600(tmp, key.export({ type: 'spki', format: 'pem' }) as string);
       renameSync(tmp, path);
-      fsyncDir(this.trustedDir);
+      fsyncPath(this.trustedDir);
     } catch (e) {
       rmSync(tmp, { force: true });
       if (e instanceof CkptError) throw e;
@@ -410,15 +411,6 @@ function writeSync0600(path: string, text: string): void {
   const fd = openSync(path, 'wx', 0o600);
   try {
     writeFileSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
