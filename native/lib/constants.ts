@@ -250,6 +250,8 @@ export const PR_SET_MM_MAP = 14;
 export const PR_GET_TID_ADDRESS = 40;
 
 // ---- signals ----
+/** A signal set with every signal (the kernel leaves SIGKILL and SIGSTOP out when it is applied). */
+export const ALL_SIGNALS = (1n << 64n) - 1n;
 export const SIGKILL = 9;
 export const SIGCHLD = 17;
 export const SIGSTOP = 19;

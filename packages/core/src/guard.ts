@@ -19,10 +19,10 @@
  * by ckpt. What a dead ckpt can leave behind is the guard mapping itself; it starts with
  * GUARD_MAGIC so the next ckpt (dump, `ckpt check --repair`) finds and removes it.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, REG } from '@ckpt/native';
-import { ownerAlive, selfOwner, type Owner } from './imagedir.js';
+import { ownerAlive, safeReaddir, selfOwner, type Owner } from './imagedir.js';
 import { readMaps, readStat, type Vma } from './proc.js';
 
 /** First bytes of a guard mapping: how a stale one is recognised. */
@@ -221,69 +221,48 @@ function dropJournal(): void {
   if (journal) rmSync(journal.file, { force: true });
 }
 
+/** The journals of ckpts that died: each file with its notes. */
+function* deadJournals(): Generator<{ file: string; owner: Owner; notes: GuardNote[] }> {
+  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
+    const file = join(GUARDS_DIR, name);
+    let j: { owner: Owner; notes: GuardNote[] };
+    try {
+      j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
+    } catch {
+      continue; // gone, or being rewritten
+    }
+    if (!ownerAlive(j.owner)) yield { file, ...j };
+  }
+}
+
 /** Guards noted by ckpts that died, in process pid (still the same process). */
-export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: number; file: string }> {
-  const out: Array<{ addr: number; size: number; file: string }> = [];
+export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: number }> {
   let start: number;
   try {
     start = readStat(pid).startTime;
   } catch {
-    return out;
+    return [];
   }
-  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
-    const file = join(GUARDS_DIR, name);
-    try {
-      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
-      if (ownerAlive(j.owner)) continue;
-      for (const n of j.notes) if (n.pid === pid && n.start === start) out.push({ addr: n.addr, size: n.size, file });
-    } catch {
-      /* being rewritten */
-    }
-  }
-  return out;
+  return [...deadJournals()].flatMap((j) => j.notes.filter((n) => n.pid === pid && n.start === start));
 }
 
 /** Drops the notes of dead ckpts about process pid (its guards were just removed). */
 export function dropOrphanedNotes(pid: number): void {
-  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
-    const file = join(GUARDS_DIR, name);
-    try {
-      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
-      if (ownerAlive(j.owner)) continue;
-      const keep = j.notes.filter((n) => n.pid !== pid);
-      if (!keep.length) rmSync(file, { force: true });
-      else if (keep.length !== j.notes.length) writeFileSync(file, JSON.stringify({ owner: j.owner, notes: keep }), { mode: 0o600 });
-    } catch {
-      /* gone */
-    }
+  for (const j of deadJournals()) {
+    const keep = j.notes.filter((n) => n.pid !== pid);
+    if (!keep.length) rmSync(j.file, { force: true });
+    else if (keep.length !== j.notes.length) writeFileSync(j.file, JSON.stringify({ owner: j.owner, notes: keep }), { mode: 0o600 });
   }
 }
 
 /** Notes of dead ckpts whose process is gone or holds no such mapping any more are dropped. */
 export function pruneGuardNotes(): void {
-  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
-    const file = join(GUARDS_DIR, name);
+  const mapped = (n: GuardNote) => {
     try {
-      const j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
-      if (ownerAlive(j.owner)) continue;
-      const live = j.notes.filter((n) => {
-        try {
-          return readStat(n.pid).startTime === n.start && readMaps(n.pid).some((v) => v.start === n.addr && v.end === n.addr + n.size);
-        } catch {
-          return false;
-        }
-      });
-      if (!live.length) rmSync(file, { force: true });
+      return readStat(n.pid).startTime === n.start && readMaps(n.pid).some((v) => v.start === n.addr && v.end === n.addr + n.size);
     } catch {
-      /* gone */
+      return false;
     }
-  }
-}
-
-function safeReaddir(d: string): string[] {
-  try {
-    return readdirSync(d);
-  } catch {
-    return [];
-  }
+  };
+  for (const j of deadJournals()) if (!j.notes.some(mapped)) rmSync(j.file, { force: true });
 }

@@ -4,7 +4,7 @@
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { native, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, SEEK_SET } from '@ckpt/native';
+import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, SEEK_SET } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
 
@@ -63,5 +63,20 @@ export function readThroughFd(req: Pick<FdDumpRequest, 'dupFd' | 'info' | 'fd'>)
     return out.subarray(0, off);
   } finally {
     if (!readable) closeSync(fd);
+  }
+}
+
+/**
+ * Runs remote syscalls in a stopped task with every signal held, then puts its mask back: a signal
+ * made pending for the process (SIGWINCH after a terminal resize) must wait for the process to
+ * run, not stop these syscalls (ptrace would report it and the syscall would take it).
+ */
+export function withSignalsHeld<T>(tid: number, fn: () => T): T {
+  const mask = native.ptrace.getSigmask(tid);
+  native.ptrace.setSigmask(tid, ALL_SIGNALS);
+  try {
+    return fn();
+  } finally {
+    native.ptrace.setSigmask(tid, mask);
   }
 }

@@ -262,7 +262,8 @@ export function stagingName(rand: string): string {
   return `.staging-${me.pid}-${me.start}-${rand}`;
 }
 
-function safeReaddir(dir: string): string[] {
+/** readdir that answers [] for a directory that is not there (or not readable). */
+export function safeReaddir(dir: string): string[] {
   try {
     return readdirSync(dir);
   } catch {

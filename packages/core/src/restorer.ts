@@ -24,6 +24,7 @@ import {
   type Tracee,
 } from './tracee.js';
 import { readMaps } from './proc.js';
+import { withSignalsHeld } from './helpers.js';
 import { CkptError } from './errors.js';
 import type { ProcessRestore } from './context.js';
 
@@ -90,18 +91,14 @@ export class Installer {
   teardown(): void {
     const stub = this.proc.stub;
     if (!stub) return;
-    const mask = native.ptrace.getSigmask(stub.pid);
-    native.ptrace.setSigmask(stub.pid, ~0n & 0xffffffffffffffffn);
-    try {
+    withSignalsHeld(stub.pid, () => {
       if (this.pidfd !== undefined) {
         stub.syscall(SYS.close, this.pidfd);
         this.pidfd = undefined;
       }
       stub.releaseScratch();
       this.trampoline = undefined;
-    } finally {
-      native.ptrace.setSigmask(stub.pid, mask);
-    }
+    });
   }
 }
 

@@ -18,6 +18,7 @@ import {
   SIGCHLD,
   cloneArgs,
   setTidArray,
+  ALL_SIGNALS,
 } from '@ckpt/native';
 import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
@@ -410,14 +411,12 @@ export class Tracee {
 
   /** Removes guard mappings a killed ckpt left in this process (found by their magic). */
   removeStaleGuards(): number {
-    let n = 0;
-    for (const v of staleGuards(this.pid)) {
-      checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [v.start, v.end - v.start]));
-      n++;
-    }
+    const noted = orphanedGuardNotes(this.processPid);
+    const stale = staleGuards(this.pid, noted);
+    for (const v of stale) checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [v.start, v.end - v.start]));
     for (const m of this.space.members ?? []) m.unpark();
-    dropOrphanedNotes(this.processPid);
-    return n;
+    if (noted.length) dropOrphanedNotes(this.processPid);
+    return stale.length;
   }
 
   /** The process this task belongs to (its leader: the first member). */
@@ -430,8 +429,7 @@ export class Tracee {
  * Guard mappings in pid that no live ckpt owns (a ckpt owning one has pid traced, so not us):
  * those that start with the magic, and those a dead ckpt noted (mapped, magic not yet written).
  */
-export function staleGuards(pid: number): Vma[] {
-  const noted = orphanedGuardNotes(pid);
+export function staleGuards(pid: number, noted = orphanedGuardNotes(pid)): Vma[] {
   return readMaps(pid).filter((v) => {
     if (v.perms !== 'rwxp' || v.name || v.end - v.start < GUARD_HEADER) return false;
     try {
@@ -445,7 +443,6 @@ export function staleGuards(pid: number): Vma[] {
   });
 }
 
-const ALL_SIGNALS = (1n << 64n) - 1n;
 const alignPage = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
 /** One thread's frame slot: the stack path's return word, the frame, alignment. */
 const slotSize = (xstateSize: number) => Math.ceil((64 + frameSize(xstateSize)) / 256) * 256;

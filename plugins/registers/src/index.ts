@@ -30,6 +30,7 @@ import {
   PR_SET_NAME,
   SIGKILL,
   SIGSTOP,
+  ALL_SIGNALS,
 } from '@ckpt/native';
 import { registersRecord, type RegistersRecord, type ThreadRecord } from './record.js';
 
@@ -46,7 +47,6 @@ export const NAME = '@ckpt/plugin-registers';
 
 const SS_ONSTACK = 1,
   SS_DISABLE = 2;
-const ALL_SIGNALS = (1n << 64n) - 1n;
 const hex = (v: bigint) => '0x' + v.toString(16);
 
 /** The record being assembled across the dump stages, and each thread's entry in it. */

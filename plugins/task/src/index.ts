@@ -24,8 +24,8 @@
  * the stop after the processes run.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { native, SYS } from '@ckpt/native';
+import { CkptError, definePlugin, procfs, withSignalsHeld, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { SYS } from '@ckpt/native';
 import { taskRecord, type TaskRecord } from './record.js';
 
 export const NAME = '@ckpt/plugin-task';
@@ -398,21 +398,6 @@ async function restoreCredentials(proc: ProcessRestore): Promise<void> {
   });
 }
 
-/**
- * Runs remote syscalls in a thread whose final mask is already set, with every signal held:
- * a signal pending for the process (SIGWINCH after a terminal resize) must wait for it to run,
- * not be taken by these syscalls.
- */
-function withSignalsHeld(tid: number, fn: () => void): void {
-  const mask = native.ptrace.getSigmask(tid);
-  native.ptrace.setSigmask(tid, (1n << 64n) - 1n);
-  try {
-    fn();
-  } finally {
-    native.ptrace.setSigmask(tid, mask);
-  }
-}
-
 /** After the credentials are dropped: what a credential change clears or resets. */
 async function restoreLate(session: RestoreSession): Promise<void> {
   for (const proc of session.processes) {
@@ -428,17 +413,8 @@ async function restoreLate(session: RestoreSession): Promise<void> {
       });
     });
     // 2 (suid_dumpable) is set by the kernel only, on a credential change: the drop did that.
-    const now = Number(withSignalsHeldValue(stub.pid, () => stub.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)));
-    if (rec.dumpable !== 2 && now !== rec.dumpable) withSignalsHeld(stub.pid, () => void stub.syscall(SYS.prctl, PR_SET_DUMPABLE, rec.dumpable, 0, 0, 0));
+    if (rec.dumpable !== 2) withSignalsHeld(stub.pid, () => stub.syscall(SYS.prctl, PR_SET_DUMPABLE, rec.dumpable, 0, 0, 0));
   }
-}
-
-function withSignalsHeldValue<T>(tid: number, fn: () => T): T {
-  let out: T | undefined;
-  withSignalsHeld(tid, () => {
-    out = fn();
-  });
-  return out as T;
 }
 
 /** Stopped processes stop again once they run. */
