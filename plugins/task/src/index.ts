@@ -429,7 +429,7 @@ export const taskPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.1.0',
   description:
-    'scheduling (nice, policy, priority, affinity, timer slack), OOM score, login uid, prctl flags, stopped state; refuses seccomp, POSIX timers, mlock',
+    'credentials and capabilities per thread, scheduling (nice, policy, priority, affinity, timer slack), POSIX timers, locked memory and madvise state, OOM score, login uid, prctl flags, stopped state; refuses seccomp and SCHED_DEADLINE',
   record: { version: 1, schema: taskRecord },
   show: {
     process: (r: unknown) => {
