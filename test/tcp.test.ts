@@ -264,6 +264,9 @@ describe('TCP: established connections and listeners', () => {
       squatter.close();
     }
     expect(blocks(s.port), "the dump's block stays for the next try").toBe(true);
+    // ...and still belongs to the image: the next ckpt (which sweeps stale locks first) keeps it.
+    const report = JSON.parse((await ckpt(['check', '--json'])).stdout) as { staleLocks: unknown[] };
+    expect(report.staleLocks, 'no lock of the failed restore is left for a sweep').toEqual([]);
     const left = execFileSync('ss', ['-tanH'], { encoding: 'utf8' })
       .split('\n')
       .filter((l) => new RegExp(`:${s.port}(\\s|$)`).test(l) && /ESTAB/.test(l));

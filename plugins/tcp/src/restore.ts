@@ -47,7 +47,12 @@ interface RestoreState {
   repaired: Array<{ fd: number; data: InetSocketData }>;
 }
 const restores = createSessionState('tcp:restore', (session: RestoreSession): RestoreState => {
-  const state: RestoreState = { blocks: session.services.netlock.group(), dumpBlocks: session.services.netlock.group(), repaired: [] };
+  // The dump's blocks belong to the image from the first moment: a restore that fails or is
+  // killed must not leave them recorded under its own pid, or the next ckpt would sweep them as
+  // stale and the peer's next packet would meet a closed port (a reset) before the retry.
+  const dumpBlocks = session.services.netlock.group();
+  dumpBlocks.handOver(session.image.dir);
+  const state: RestoreState = { blocks: session.services.netlock.group(), dumpBlocks, repaired: [] };
   // A failed restore: the half-built sockets are closed in repair mode (silently), and only
   // the blocks this restore made are removed (the dump's stay for the next try).
   session.onRollback(() => {
