@@ -424,7 +424,7 @@ describe('terminals', () => {
     const { prog, img } = await progUnderScriptDumped('tty-job', `bash --norc --noprofile -ic '${PROG}; echo done'`, false);
     const py = spawnTracked(
       PYTHON,
-      ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, CLI, 'restore', '--tty', '-D', img],
+      ['-c', 'import pty, sys; sys.exit(pty.spawn(sys.argv[1:]) >> 8)', process.execPath, CLI, 'restore', '--tty', '-D', img, '--log-file', `${img}.log`],
       'pty.spawn',
     );
     await waitRestored(prog, () => py.out() + py.err());
@@ -435,7 +435,8 @@ describe('terminals', () => {
     const t = ttyOf(prog);
     expect(t.sid, "in ckpt restore's session (pty.spawn made it a session leader)").toBe(restorer);
     expect(t.pgid, 'its own process group again').toBe(prog);
-    expect(t.tpgid, 'the foreground group of the terminal').toBe(prog);
+    const log = () => readText(`${img}.log`).split('\n').filter((l) => /plugin:tty|pgid|pid \d+:/.test(l)).join('\n');
+    expect(t.tpgid, `the foreground group of the terminal (restorer ${restorer})\n${log()}`).toBe(prog);
     py.child.stdin!.write('stat\n');
     const f = fields(await waitLine(py.out, 'stat '));
     expectRawMode(f, 'restored job', undefined, false);
