@@ -435,7 +435,11 @@ describe('terminals', () => {
     const t = ttyOf(prog);
     expect(t.sid, "in ckpt restore's session (pty.spawn made it a session leader)").toBe(restorer);
     expect(t.pgid, 'its own process group again').toBe(prog);
-    const log = () => readText(`${img}.log`).split('\n').filter((l) => /plugin:tty|pgid|pid \d+:/.test(l)).join('\n');
+    const log = () =>
+      readText(`${img}.log`)
+        .split('\n')
+        .filter((l) => /plugin:tty|pgid|pid \d+:/.test(l))
+        .join('\n');
     expect(t.tpgid, `the foreground group of the terminal (restorer ${restorer})\n${log()}`).toBe(prog);
     py.child.stdin!.write('stat\n');
     const f = fields(await waitLine(py.out, 'stat '));
