@@ -1,6 +1,6 @@
 // Open files: unlinked files, restart policies (verify / image / disk) chosen by rules, identical
 // content stored once, substitution at restart (--substitute ID=PATH and ID=FD), relocation.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -10,8 +10,10 @@ import {
   ckpt,
   expectCleanError,
   expectOk,
+  killAndWaitGone,
   makeTempDir,
   readLines,
+  readText,
   runFixture,
   track,
   useCleanup,
@@ -113,7 +115,9 @@ describe('files', () => {
     );
     const { pid, stdout, before } = await startAndDump(work, dir, img, cfgDir);
     const blobs = fs.readdirSync(path.join(img, 'latest')).filter((f) => f.startsWith('file-'));
-    expect(blobs.length, `data.txt, same1=same2 (once), the unlinked file: ${blobs}`).toBe(3);
+    expect(blobs.length, `data.txt, same1=same2 (once): ${blobs}`).toBe(2);
+    const deleted = fs.readdirSync(path.join(img, 'latest')).filter((f) => f.startsWith('shmem-'));
+    expect(deleted.length, `the unlinked file, a deleted-file object: ${deleted}`).toBe(1);
     fs.writeFileSync(path.join(work, 'data.txt'), 'XXXXXXXXXXXXXXXXXXXXXXXXXXXX\n');
     fs.writeFileSync(path.join(work, 'same2.txt'), 'changed on disk\n');
     expectOk(await ckpt(['restore', '-D', img, '--detach'], { cwd: cfgDir }));
@@ -180,5 +184,124 @@ describe('files', () => {
     const after = await report(pid, stdout);
     expect(after).toBe(before.replace(`cwd=${work}`, `cwd=${moved}`));
     expect(fs.readlinkSync(`/proc/${pid}/fd/3`)).toBe(path.join(moved, 'ro.txt'));
+  });
+});
+
+describe('pipes', () => {
+  const PIPES = path.join(BUILD_DIR, 'pipes');
+
+  /** `(printf typed; exec sleep 600) | pipes | cat > OUT` started by sh: both stdio pipes have an end outside the tree. */
+  async function startPipes(dir: string) {
+    const reportFile = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const out = path.join(dir, 'out');
+    const sh = spawn('sh', ['-c', `(printf 'typed\\n'; exec sleep 600) | ${PIPES} ${reportFile} ${go} | cat > ${out}`], { stdio: 'ignore' });
+    track(sh.pid!, 'sh');
+    const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+    track(pid, PIPES);
+    const kids = fs.readFileSync(`/proc/${sh.pid}/task/${sh.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const k of kids) if (k !== pid) track(k, fs.readFileSync(`/proc/${k}/comm`, 'utf8').trim());
+    const pipeOf = (fd: number) => /^pipe:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))![1];
+    return { pid, reportFile, go, out, stdinPipe: pipeOf(0), stdoutPipe: pipeOf(1) };
+  }
+
+  /** Lets the restored process run its checks; returns their lines. */
+  async function checks(reportFile: string, go: string, from: number): Promise<string[]> {
+    fs.writeFileSync(go, '');
+    await waitForLine(reportFile, /^done$/, 15_000, from);
+    const lines = readLines(reportFile).slice(from);
+    fs.rmSync(go);
+    return lines.slice(0, lines.indexOf('done'));
+  }
+
+  it('ends outside the tree or closed by everyone are absent after the restore; capacity, packet mode, flags and queued bytes are kept', async () => {
+    const dir = makeTempDir('pipes');
+    const img = path.join(dir, 'img');
+    const p = await startPipes(dir);
+    await waitFor(
+      () => readText(p.out).includes('before'),
+      10_000,
+      () => 'stdout did not reach cat',
+    );
+    const show = await ckpt(['dump', '-t', String(p.pid), '-D', img, '--json']);
+    expectOk(show);
+    await waitNotAlive(p.pid);
+    const files = await ckpt(['show', img, '--files']);
+    expect(files.stdout, 'show --files names both pipes').toContain(`pipe:[${p.stdinPipe}]`);
+    expect(files.stdout).toContain(`pipe:[${p.stdoutPipe}]`);
+
+    // Restored as it is: the outsiders' ends are absent.
+    const from = readLines(p.reportFile).length;
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    track(p.pid, PIPES);
+    const lines = await checks(p.reportFile, p.go, from);
+    expect(
+      lines.filter((l) => !l.startsWith('ok ') && !/^std/.test(l)),
+      lines.join('\n'),
+    ).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('ok ')).length, lines.join('\n')).toBe(6);
+    expect(lines, 'stdin: what was typed, then end of file').toContain('stdin 6 typed');
+    expect(lines).toContain('stdin-then 0');
+    expect(lines, 'stdout: no reader').toContain('stdout EPIPE');
+    expect(readText(p.out), 'nothing reached the old reader').toBe('before\n');
+
+    // Again, with its stdout connected to a file of ckpt restore (CRIU's form fd[N]:RESOURCE too).
+    await killAndWaitGone(p.pid);
+    const to = path.join(dir, 'inherited.out');
+    const fd = fs.openSync(to, 'a');
+    const from2 = readLines(p.reportFile).length;
+    try {
+      const r = spawnSync(process.execPath, [CLI, 'restore', '-D', img, '--detach', '--inherit-fd', `fd[3]:pipe:[${p.stdoutPipe}]`], {
+        stdio: ['ignore', 'pipe', 'pipe', fd],
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    track(p.pid, PIPES);
+    const again = await checks(p.reportFile, p.go, from2);
+    expect(again, again.join('\n')).toContain('stdout written');
+    expect(readText(to)).toBe('after\n');
+    expect(fs.readlinkSync(`/proc/${p.pid}/fd/1`)).toBe(to);
+
+    // Bad input: a resource the image does not hold, an fd the restorer does not have.
+    await killAndWaitGone(p.pid);
+    expectCleanError(await ckpt(['restore', '-D', img, '--detach', '--inherit-fd', '1:pipe:[999]']), 'pipe:[999]', /no open file/);
+    expectCleanError(await ckpt(['restore', '-D', img, '--detach', '--inherit-fd', `77:pipe:[${p.stdoutPipe}]`]), /fd 77 is not open/);
+    expectCleanError(await ckpt(['restore', '-D', img, '--detach', '--inherit-fd', 'nonsense']), /expected FD:RESOURCE/);
+  });
+});
+
+describe('deleted objects and other file state', () => {
+  it('deleted files (write-only, O_PATH, O_NOFOLLOW, sparse, O_TMPFILE), FIFOs, devices, directories and mappings; memfd seals; symlink fds; mprotect', async () => {
+    const dir = makeTempDir('ghosts');
+    const work = path.join(dir, 'work');
+    fs.mkdirSync(work);
+    const reportFile = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    const GHOSTS = path.join(BUILD_DIR, 'ghosts');
+    await runFixture(dir, [GHOSTS, work, reportFile, go], { noNamespace: true, name: 'ghosts' });
+    const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+    track(pid, GHOSTS);
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    // Nothing of the dump is left in the directory (the symlink is the program's).
+    expect(fs.readdirSync(work)).toEqual(['link', 'mprot']);
+    const from = readLines(reportFile).length;
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    track(pid, GHOSTS);
+    fs.writeFileSync(go, '');
+    await waitForLine(reportFile, /^done$/, 15_000, from);
+    const lines = readLines(reportFile).slice(from);
+    expect(
+      lines.filter((l) => l.startsWith('FAIL')),
+      lines.join('\n'),
+    ).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('ok ')).length, lines.join('\n')).toBe(13);
+    expect(fs.readdirSync(work), 'the restore left nothing behind in the directory').toEqual(['link', 'mprot']);
+    // The deleted file is back under its old name, deleted.
+    expect(fs.readlinkSync(`/proc/${pid}/fd/4`)).toBe(`${path.join(work, 'wronly')} (deleted)`);
   });
 });

@@ -187,10 +187,13 @@ export interface ProcBinding {
 export interface FdBinding {
   pipe(flags?: number): [number, number];
   pipeSize(fd: number, size?: number): number;
-  peekPipe(fd: number): Buffer;
+  /** The bytes queued in a pipe, left in place; with `packets`, the length of each packet too (one per pipe buffer). */
+  peekPipe(fd: number, packets?: boolean): Buffer & { packets?: number[] };
   fcntl(fd: number, cmd: number, arg?: number): number;
   lseek(fd: number, offset: number, whence: number): number;
-  memfdCreate(name: string): number;
+  memfdCreate(name: string, flags?: number): number;
+  /** mknod(2): a FIFO or device node; mode carries the file type (S_IFIFO, S_IFCHR, S_IFBLK). */
+  mknod(path: string, mode: number, dev: number): void;
   /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
   openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
 }

@@ -134,6 +134,14 @@ export const F_RDLCK = 0;
 export const F_WRLCK = 1;
 export const F_UNLCK = 2;
 export const FD_CLOEXEC = 1;
+export const F_ADD_SEALS = 1033;
+export const F_GET_SEALS = 1034;
+export const F_SEAL_SEAL = 0x1;
+export const F_SEAL_EXEC = 0x20;
+
+// ---- memfd_create(2) ----
+export const MFD_ALLOW_SEALING = 0x2;
+export const MFD_EXEC = 0x10;
 
 // ---- lseek(2) ----
 export const SEEK_SET = 0;

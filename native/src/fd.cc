@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/timerfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,10 +64,12 @@ Napi::Value PipeSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
-// peekPipe(fd) -> Buffer: the bytes queued in the pipe read by fd, left in place (tee()).
+// peekPipe(fd[, packets]) -> Buffer: the bytes queued in the pipe read by fd, left in place (tee());
+// with packets, the Buffer's `packets` property lists the length of each packet (O_DIRECT pipes).
 Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info[0]);
+  bool packets = info.Length() > 1 && info[1].ToBoolean().Value();
   int cap = fcntl(fd, F_GETPIPE_SZ);
   int p[2];
   if (cap < 0 || pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -73,8 +77,11 @@ Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   fcntl(p[1], F_SETPIPE_SZ, cap);
+  // tee keeps each buffer's packet flag (a writer in O_DIRECT mode): a read of ours stops at
+  // the end of a packet, so the read lengths are the packets' (other bytes come in one read).
   ssize_t n = tee(fd, p[1], static_cast<size_t>(cap), SPLICE_F_NONBLOCK);
   std::vector<uint8_t> data;
+  std::vector<uint32_t> lengths;
   if (n < 0 && errno != EAGAIN) {
     int err = errno;
     close(p[0]);
@@ -89,12 +96,19 @@ Napi::Value PeekPipe(const Napi::CallbackInfo& info) {
       ssize_t r = read(p[0], data.data() + got, n - got);
       if (r <= 0) break;
       got += r;
+      lengths.push_back(static_cast<uint32_t>(r));
     }
     data.resize(got);
   }
   close(p[0]);
   close(p[1]);
-  return Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size());
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::Copy(env, data.data(), data.size());
+  if (packets) {
+    Napi::Array a = Napi::Array::New(env, lengths.size());
+    for (size_t i = 0; i < lengths.size(); i++) a.Set(i, Napi::Number::New(env, lengths[i]));
+    out.Set("packets", a);
+  }
+  return out;
 }
 
 Napi::Value Fcntl(const Napi::CallbackInfo& info) {
@@ -131,10 +145,20 @@ Napi::Value Eventfd(const Napi::CallbackInfo& info) {
   return FdResult(info, eventfd(static_cast<unsigned>(ArgU64(info[0])), ArgInt(info[1]) | EFD_CLOEXEC), "eventfd");
 }
 
-// memfdCreate(name) -> fd (close-on-exec)
+// memfdCreate(name[, flags]) -> fd (close-on-exec; flags: MFD_ALLOW_SEALING, MFD_EXEC, ...)
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   std::string name = info[0].As<Napi::String>().Utf8Value();
-  return FdResult(info, syscall(SYS_memfd_create, name.c_str(), MFD_CLOEXEC), "memfd_create");
+  unsigned flags = info.Length() > 1 ? (unsigned)ArgInt(info[1]) : 0;
+  return FdResult(info, syscall(SYS_memfd_create, name.c_str(), MFD_CLOEXEC | flags), "memfd_create");
+}
+
+// mknod(path, mode, dev): a FIFO or device node (mode includes the file type bits).
+Napi::Value Mknod(const Napi::CallbackInfo& info) {
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  mode_t mode = (mode_t)ArgInt(info[1]);
+  dev_t dev = (dev_t)info[2].As<Napi::Number>().Int64Value();
+  if (mknod(path.c_str(), mode, dev) < 0) ThrowErrno(info.Env(), errno, "mknod");
+  return info.Env().Undefined();
 }
 
 // epollCreate() -> fd
@@ -195,6 +219,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("lseek", Napi::Function::New(env, Lseek));
   exports.Set("eventfd", Napi::Function::New(env, Eventfd));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
+  exports.Set("mknod", Napi::Function::New(env, Mknod));
   exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
   exports.Set("signalfd", Napi::Function::New(env, Signalfd));
   exports.Set("timerfd", Napi::Function::New(env, Timerfd));

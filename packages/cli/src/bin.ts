@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `ckpt` command. Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, mkdirSync, openSync, readFileSync, renameSync, statSync, appendFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as FS, mkdirSync, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import os from 'node:os';
 import {
@@ -148,6 +148,24 @@ function parseSubstitutes(list: string[]): Record<string, number | string> {
   const out: Record<string, number | string> = {};
   for (const [id, what] of parsePairs(list, '--substitute')) out[id] = /^\d+$/.test(what) ? Number(what) : resolve(what);
   return out;
+}
+
+/** --inherit-fd N:RESOURCE (CRIU's form fd[N]:RESOURCE too): restorer fd N replaces RESOURCE. */
+function parseInheritFds(list: string[]): Array<{ fd: number; resource: string }> {
+  return list.map((v) => {
+    const m = /^(?:fd\[(\d+)\]|(\d+)):(.+)$/.exec(v);
+    if (!m)
+      throw new CkptError('ERR_CKPT_USAGE', `--inherit-fd ${v}: expected FD:RESOURCE, e.g. 3:pipe:[12345]`, {
+        hint: 'ckpt show DIR --files names the resources',
+      });
+    const fd = Number(m[1] ?? m[2]);
+    try {
+      fstatSync(fd);
+    } catch {
+      throw new CkptError('ERR_CKPT_USAGE', `--inherit-fd ${v}: fd ${fd} is not open in ckpt restore`, { hint: `open it in the shell, e.g. ${fd}>FILE` });
+    }
+    return { fd, resource: m[3] };
+  });
 }
 
 /** Opens a file `ckpt run` gives the program as stdio, or says clearly why it cannot. */
@@ -321,6 +339,12 @@ program
     collect,
     [],
   )
+  .option(
+    '--inherit-fd <FD:RESOURCE...>',
+    'give the restored processes fd FD of ckpt restore wherever they had RESOURCE (a name of ckpt show --files, e.g. pipe:[12345] whose other end was outside the tree); repeatable',
+    collect,
+    [],
+  )
   .option('--relocate <OLD=NEW...>', 'paths under OLD (files, mappings, watches, socket paths) are opened under NEW; repeatable', collect, [])
   .option('--trust-key <file>', "trust this public key (another host's `ckpt key` output) for this restore only; repeatable", repeat, [])
   .option('--json', 'print the result as JSON')
@@ -332,6 +356,7 @@ program
         generation?: number;
         detach?: boolean;
         substitute: string[];
+        inheritFd: string[];
         relocate: string[];
         trustKey: string[];
         json?: boolean;
@@ -346,6 +371,7 @@ program
         generation: o.generation,
         detach: o.detach,
         substitute: parseSubstitutes(o.substitute),
+        inheritFds: parseInheritFds(o.inheritFd),
         relocate: parsePairs(o.relocate, '--relocate'),
         plugins: pluginRunOptions(c, 'restore', o),
         signal: interruptible(),

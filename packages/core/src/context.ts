@@ -65,6 +65,12 @@ export interface RestoreOptions extends CommonOptions {
    * -> a restorer fd number, or a path opened with the original's flags.
    */
   substitute?: Record<string, number | string>;
+  /**
+   * Resources to connect to fds of the restorer (CRIU's --inherit-fd): every open file of the
+   * image whose name (`ckpt show --files`: `pipe:[ID]`, a path, a socket) is `resource` uses
+   * restorer fd `fd` instead, e.g. the pipe of a job launcher that was outside the tree.
+   */
+  inheritFds?: ReadonlyArray<{ fd: number; resource: string }>;
   /** Path prefixes to rewrite for every path a plugin reopens: [old, new] pairs, first match wins. */
   relocate?: Array<[string, string]>;
   /**

@@ -154,6 +154,7 @@ describe('fd kinds and ids', () => {
       isCharacterDevice: () => k === 'c',
       isBlockDevice: () => k === 'b',
       isSocket: () => k === 's',
+      isSymbolicLink: () => k === 'l',
     }) as Stats;
   it('tells every kind apart', () => {
     expect(fdKind('/x', st('f'))).toBe('file');
@@ -163,6 +164,7 @@ describe('fd kinds and ids', () => {
     expect(fdKind('/dev/null', st('c'))).toBe('chr');
     expect(fdKind('/dev/sda', st('b'))).toBe('blk');
     expect(fdKind('socket:[1]', st('s'))).toBe('socket');
+    expect(fdKind('/tmp/link', st('l'))).toBe('symlink');
     expect(fdKind('anon_inode:[eventfd]', st('?'))).toBe('anon');
     expect(fdKind('weird', st('?'))).toBe('unknown');
     expect(fileId(12, 3)).toBe('f12.3');

@@ -28,10 +28,11 @@ import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
-import { dumpFdTable, restoreFdTable, checkSubstitutes, restorerFdOf } from './fdtable.js';
+import { dumpFdTable, restoreFdTable, checkSubstitutes, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
 import { relocatePath } from './paths.js';
+import { sealShmem } from './shmem.js';
 import type { Tracee } from './tracee.js';
 
 const log = logger('engine');
@@ -240,6 +241,11 @@ export class Ckpt {
     const trust = (options.trustKeys ?? []).map((k, i) => (typeof k === 'string' ? parsePublicKey(k, `trusted key ${i + 1} of the restore`) : k));
     const image = services.images.open(options.dir, { generation: options.generation, trust });
     const records = this.readRecords(image);
+    if (options.inheritFds?.length) {
+      const byName = new Map(this.plugins.map((p) => [p.name, p]));
+      const nameOf = (r: FdRecord, pid: number) => byName.get(r.owner)?.show?.fdName?.(r, pid) ?? (r.data as { path?: string } | undefined)?.path;
+      options = { ...options, substitute: { ...options.substitute, ...inheritedSubstitutes(options.inheritFds, records, nameOf) } };
+    }
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
     // In a fresh pid namespace nothing can collide; on the host every pid must be free.
@@ -263,6 +269,7 @@ export class Ckpt {
       await session.interruptionPoint();
       await this.hooks.session.beforeRestore.promise(session);
       await this.restoreStages(session, installers);
+      sealShmem(session);
       await this.hooks.session.beforeResume.promise(session);
       fault('restore:resume');
       await session.interruptionPoint();

@@ -20,7 +20,7 @@ import type { DumpSession, FdDumpRequest, FdRecord, ProcessDump, ProcessRestore,
 /** Flags that belong to the description and that open() accepts back (for --substitute PATH). */
 const REOPEN_FLAGS = O_ACCMODE | C.O_APPEND | C.O_NONBLOCK | C.O_DIRECT | C.O_NOATIME | C.O_SYNC | C.O_DSYNC | 0o100000;
 
-/** The kind of an fd from its link and fstat: file, directory, pipe, fifo, chr, blk, socket, anon, unknown. */
+/** The kind of an fd from its link and fstat: file, directory, pipe, fifo, chr, blk, socket, symlink, anon, unknown. */
 export function fdKind(link: string, st: Stats): string {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'directory';
@@ -28,6 +28,7 @@ export function fdKind(link: string, st: Stats): string {
   if (st.isCharacterDevice()) return 'chr';
   if (st.isBlockDevice()) return 'blk';
   if (st.isSocket()) return 'socket';
+  if (st.isSymbolicLink()) return 'symlink'; // O_PATH|O_NOFOLLOW on a symbolic link
   if (link.startsWith('anon_inode:')) return 'anon';
   return 'unknown';
 }
@@ -121,6 +122,30 @@ export function checkSubstitutes(session: RestoreSession): void {
     if (!ids.has(id))
       throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
   }
+}
+
+/**
+ * --inherit-fd: every open file description of the image named `resource` (by its owner's
+ * show.fdName, as `ckpt show --files` names it) is substituted by restorer fd `fd`. Returns the
+ * substitutions to merge with --substitute's; a resource the image does not hold is an error.
+ */
+export function inheritedSubstitutes(
+  inherit: ReadonlyArray<{ fd: number; resource: string }>,
+  procs: ReadonlyArray<{ pid: number; fds: readonly FdRecord[] }>,
+  nameOf: (r: FdRecord, pid: number) => string | undefined,
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const { fd, resource } of inherit) {
+    const want = resource.replace(/^(pipe|socket):(\d+)$/, '$1:[$2]');
+    const hits = openDescriptions(procs).filter((d) => nameOf(d.record, d.pid) === want);
+    if (!hits.length) {
+      throw new CkptError('ERR_CKPT_USAGE', `--inherit-fd ${fd}:${resource}: the image has no open file named ${want}`, {
+        hint: 'ckpt show DIR --files lists the names (third field)',
+      });
+    }
+    for (const d of hits) out[fileId(d.pid, d.fd)] = fd;
+  }
+  return out;
 }
 
 /** --substitute: the restorer's fd N (duplicated), or a path opened like the original. */

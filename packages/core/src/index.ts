@@ -99,5 +99,5 @@ export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDu
 export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';
 export { logger, enableLogging, type Logger } from './log.js';
-export { saveShmem, saveMappedShmem, shmemFd, type ShmemRef } from './shmem.js';
+export { saveShmem, saveMappedShmem, sealShmem, shmemFd, type ShmemKind, type ShmemRef } from './shmem.js';
 export { remoteOpen, readThroughFd, withSignalsHeld, type RemoteOpenOptions } from './helpers.js';

@@ -1,20 +1,26 @@
 /**
- * Shared memory objects (shmem: MAP_SHARED|MAP_ANONYMOUS regions, memfds) that several
- * mappings and fds, in several processes, refer to. Saved once per dump with their whole
- * contents (holes skipped), recreated once per restore as a memfd that every user maps or
- * holds: what was shared stays shared.
+ * Objects of the file system that several mappings and fds, in several processes, may refer to
+ * and that no path can reopen: shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS), memfds, and
+ * deleted ("ghost") regular files. Saved once per dump with their whole contents (holes
+ * skipped: a sparse file stays sparse), recreated once per restore — shared memory as a memfd
+ * (with its seals and mode), a deleted file as a new file in its old directory that is unlinked
+ * again at once (with its mode, owner and times) — which every user maps or holds: what was
+ * shared stays shared, and a file opened and mapped is one inode again.
  */
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
-import { native, SEEK_DATA, SEEK_HOLE } from '@ckpt/native';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { native, F_ADD_SEALS, F_GET_SEALS, MFD_ALLOW_SEALING, MFD_EXEC, SEEK_DATA, SEEK_HOLE } from '@ckpt/native';
 import type { DumpSession, RestoreSession } from './context.js';
 import { createSessionState } from './state.js';
 
 /** Objects saved by this dump, by dev:inode. */
 const saved = createSessionState('core:shmem-saved', (_s: DumpSession) => new Map<string, ShmemRef>());
-/** Our memfd of each object recreated by this restore; closed when the restore ends (the processes hold their own). */
-const made = createSessionState('core:shmem-made', (_s: RestoreSession) => new Map<string, number>(), {
+/** Our fd of each object recreated by this restore; closed when the restore ends (the processes hold their own). */
+const made = createSessionState('core:shmem-made', (_s: RestoreSession) => new Map<string, { fd: number; ref: ShmemRef }>(), {
   dispose: (m) => {
-    for (const fd of m.values()) {
+    for (const { fd } of m.values()) {
       try {
         closeSync(fd);
       } catch {
@@ -32,7 +38,14 @@ export interface ShmemRef {
   blob: string;
   /** [offset, length] of the parts holding data, in blob order. */
   segments: Array<[number, number]>;
+  /** A memfd: its seals (F_GET_SEALS) and mode (0666 for a memfd that may not be executed). */
+  memfd?: { seals: number; mode: number };
+  /** A deleted regular file: its old path, mode, owner and times. */
+  file?: { path: string; mode: number; uid: number; gid: number; atimeMs: number; mtimeMs: number };
 }
+
+/** What kind of object saveShmem saves: shared anonymous memory (the default), a memfd, a deleted file at `path`. */
+export type ShmemKind = { memfd: true } | { deletedFile: string } | undefined;
 
 const CHUNK = 4 << 20;
 
@@ -54,46 +67,88 @@ function dataSegments(fd: number, size: number): Array<[number, number]> {
 }
 
 /** Saves the object behind fd (ours; not closed) unless this dump saved it already. */
-export function saveShmem(session: DumpSession, key: string, name: string, fd: number): ShmemRef {
+export function saveShmem(session: DumpSession, key: string, name: string, fd: number, kind?: ShmemKind): ShmemRef {
   const known = saved.of(session).get(key);
   if (known) return known;
-  const size = fstatSync(fd).size;
+  const st = fstatSync(fd);
+  const size = st.size;
   const blob = session.image.openBlob(`shmem-${key.replace(/[^0-9a-z]/gi, '_')}.img`);
-  const segments = dataSegments(fd, size);
-  const buf = Buffer.allocUnsafe(CHUNK);
-  for (const [off, len] of segments) {
-    for (let done = 0; done < len; ) {
-      const n = readSync(fd, buf, 0, Math.min(CHUNK, len - done), off + done);
-      if (n <= 0) throw new Error(`short read of shared memory ${name} at ${off + done}`);
-      blob.write(buf.subarray(0, n));
-      done += n;
+  // Read through an open of our own: the process's may be write-only, or O_PATH.
+  const rd = openSync(`/proc/self/fd/${fd}`, 'r');
+  let segments: Array<[number, number]>;
+  let seals = 0;
+  try {
+    if (kind && 'memfd' in kind) seals = native.fd.fcntl(rd, F_GET_SEALS, 0);
+    segments = dataSegments(rd, size);
+    const buf = Buffer.allocUnsafe(CHUNK);
+    for (const [off, len] of segments) {
+      for (let done = 0; done < len; ) {
+        const n = readSync(rd, buf, 0, Math.min(CHUNK, len - done), off + done);
+        if (n <= 0) throw new Error(`short read of ${name} at ${off + done}`);
+        blob.write(buf.subarray(0, n));
+        done += n;
+      }
     }
+  } finally {
+    closeSync(rd);
   }
   session.image.closeBlob(blob);
   const ref: ShmemRef = { key, name, size, blob: blob.name, segments };
+  if (kind && 'memfd' in kind) ref.memfd = { seals, mode: st.mode & 0o7777 };
+  if (kind && 'deletedFile' in kind) {
+    ref.file = { path: kind.deletedFile, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, atimeMs: st.atimeMs, mtimeMs: st.mtimeMs };
+  }
   saved.of(session).set(key, ref);
   return ref;
 }
 
 /** Saves the object mapped at [start, end) in pid, through /proc/PID/map_files. */
-export function saveMappedShmem(session: DumpSession, pid: number, start: number, end: number, key: string, name: string): ShmemRef {
+export function saveMappedShmem(session: DumpSession, pid: number, start: number, end: number, key: string, name: string, kind?: ShmemKind): ShmemRef {
   const known = saved.of(session).get(key);
   if (known) return known;
   const fd = openSync(`/proc/${pid}/map_files/${start.toString(16)}-${end.toString(16)}`, 'r');
   try {
-    return saveShmem(session, key, name, fd);
+    return saveShmem(session, key, name, fd, kind);
   } finally {
     closeSync(fd);
   }
 }
 
-/** Our fd (read-write memfd) on the recreated object; made and filled on first use. */
+/** A deleted file again: a new file in its old directory (under its old name when free), unlinked at once. */
+function recreateDeleted(f: NonNullable<ShmemRef['file']>): number {
+  const dir = dirname(f.path);
+  const candidates = existsSync(f.path) ? [] : [f.path];
+  candidates.push(join(dir, `.ckpt-deleted-${randomBytes(6).toString('hex')}`), join(os.tmpdir(), `.ckpt-deleted-${randomBytes(6).toString('hex')}`));
+  for (const [i, path] of candidates.entries()) {
+    let fd: number;
+    try {
+      fd = openSync(path, 'wx+', 0o600);
+    } catch (e) {
+      if (i === candidates.length - 1) throw e;
+      continue;
+    }
+    unlinkSync(path);
+    return fd;
+  }
+  throw new Error('unreachable');
+}
+
+/** Our fd on the recreated object (a memfd, read-write; a deleted file, read-only); made and filled on first use. */
 export function shmemFd(session: RestoreSession, ref: ShmemRef): number {
   const known = made.of(session).get(ref.key);
-  if (known !== undefined) return known;
+  if (known !== undefined) return known.fd;
   session.image.verifyBlob(ref.blob);
-  const fd = native.fd.memfdCreate(ref.name);
-  made.of(session).set(ref.key, fd);
+  let fd: number;
+  if (ref.file) fd = recreateDeleted(ref.file);
+  else if (ref.memfd) {
+    const exec = ref.memfd.mode & 0o111 ? MFD_EXEC : 0;
+    try {
+      fd = native.fd.memfdCreate(ref.name, MFD_ALLOW_SEALING | exec);
+    } catch {
+      fd = native.fd.memfdCreate(ref.name, MFD_ALLOW_SEALING); // a kernel before MFD_EXEC (6.3)
+    }
+  } else fd = native.fd.memfdCreate(ref.name);
+  made.of(session).set(ref.key, { fd, ref });
   ftruncateSync(fd, ref.size);
   const src = openSync(session.image.path(ref.blob), 'r');
   const buf = Buffer.allocUnsafe(CHUNK);
@@ -110,5 +165,31 @@ export function shmemFd(session: RestoreSession, ref: ShmemRef): number {
   } finally {
     closeSync(src);
   }
+  const meta = ref.file ?? ref.memfd;
+  if (meta && (fstatSync(fd).mode & 0o7777) !== meta.mode) fchmodSync(fd, meta.mode);
+  if (ref.file) {
+    fchownSync(fd, ref.file.uid, ref.file.gid);
+    if ((fstatSync(fd).mode & 0o7777) !== ref.file.mode) fchmodSync(fd, ref.file.mode); // chown clears set-id bits
+    futimesSync(fd, ref.file.atimeMs / 1000, ref.file.mtimeMs / 1000);
+    // Ours stays read-only, so that it can become an executable's file (PR_SET_MM_MAP denies
+    // write access to it); a writer reopens it through /proc/self/fd.
+    const ro = openSync(`/proc/self/fd/${fd}`, 'r');
+    closeSync(fd);
+    fd = ro;
+    made.of(session).set(ref.key, { fd, ref });
+  }
   return fd;
+}
+
+/**
+ * Every memfd this restore made gets its seals back, once every process maps and holds it (a
+ * seal such as F_SEAL_FUTURE_WRITE forbids making the writable mappings the process had).
+ */
+export function sealShmem(session: RestoreSession): void {
+  const m = made.peek(session);
+  if (!m) return;
+  for (const { fd, ref } of m.values()) {
+    const seals = ref.memfd?.seals ?? 0;
+    if (seals) native.fd.fcntl(fd, F_ADD_SEALS, seals);
+  }
 }

@@ -10,21 +10,23 @@
  *   image   the image's copy is written over the path (created if missing), then opened;
  *   disk    the path is opened as it is on disk;
  *   verify  the path must be unchanged since the dump (size, mtime; sha256 up to 1 MiB).
- * Unlinked files are recreated from the image as a new file in their old directory (or the temp
- * directory when it is gone), opened with the saved flags and offset, and unlinked again: the
- * process sees the same bytes and a deleted file. Several descriptions of one unlinked file share
- * the one recreated inode.
+ * Unlinked files (O_TMPFILE files never linked too) are core's deleted-file objects (saveShmem):
+ * saved once per image with their content (holes kept: a sparse file stays sparse), mode, owner
+ * and times, and recreated as a new file in their old directory (under the old name when it is
+ * free, else beside it or in the temp directory) that is unlinked again at once. Every description
+ * of the file, and every mapping of it (@ckpt/plugin-memory), shares that one inode; each is
+ * opened with its saved flags (write-only, O_PATH, O_NOFOLLOW too) and offset.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fchmodSync, fchownSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import os from 'node:os';
-import { randomBytes } from 'node:crypto';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import {
   createSessionState,
   definePlugin,
   procfs,
   remoteOpen,
+  saveShmem,
+  shmemFd,
+  type ShmemRef,
   type DumpSession,
   type FdClaim,
   type FdDumpRequest,
@@ -33,9 +35,9 @@ import {
   type ProcessRestore,
   type RestoreSession,
 } from '@ckpt/core';
-import { fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
+import { devName, fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
-import { O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND } from '@ckpt/native';
+import { O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND, O_NOFOLLOW, O_TMPFILE } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-file-content';
 
@@ -49,11 +51,14 @@ export interface ContentData {
   gid: number;
   size: number;
   mtimeMs: number;
-  sha256: string;
+  /** The content's SHA-256 (linked files; an unlinked file's content is its ghost's blob). */
+  sha256?: string;
   blob: string;
   policy: FilePolicy;
   /** dev:inode at dump time: descriptions of one file share one recreated file. */
   inode: string;
+  /** An unlinked file: core's object (content, mode, owner, times), shared with its mappings. Record version 2. */
+  ghost?: ShmemRef;
 }
 
 const CHUNK = 4 << 20;
@@ -86,17 +91,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
   });
   if (rule.method !== 'content') return undefined;
   const size = req.stat.size;
-  const hash = createHash('sha256');
-  readAll(req.dupFd, size, (b) => hash.update(b));
-  const sha256 = hash.digest('hex');
-  const blobName = `file-${sha256.slice(0, 32)}.img`;
-  if (!written.of(proc.session).has(blobName)) {
-    const blob = proc.session.image.openBlob(blobName);
-    readAll(req.dupFd, size, (b) => blob.write(b));
-    proc.session.image.closeBlob(blob);
-    written.of(proc.session).add(blobName);
-  }
-  const data: ContentData = {
+  const common = {
     path,
     unlinked,
     flags,
@@ -106,30 +101,46 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
     gid: req.stat.gid,
     size,
     mtimeMs: req.stat.mtimeMs,
-    sha256,
-    blob: blobName,
     policy: rule.policy,
     inode: `${req.stat.dev}:${req.stat.ino}`,
   };
-  return { kind: 'file', data };
+  if (unlinked) {
+    const ghost = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, path, req.dupFd, { deletedFile: path });
+    return { kind: 'file', data: { ...common, blob: ghost.blob, ghost } };
+  }
+  // Read through an open of our own: the process's may be write-only, or O_PATH.
+  const rd = openSync(`/proc/self/fd/${req.dupFd}`, 'r');
+  try {
+    const hash = createHash('sha256');
+    readAll(rd, size, (b) => hash.update(b));
+    const sha256 = hash.digest('hex');
+    const blobName = `file-${sha256.slice(0, 32)}.img`;
+    if (!written.of(proc.session).has(blobName)) {
+      const blob = proc.session.image.openBlob(blobName);
+      readAll(rd, size, (b) => blob.write(b));
+      proc.session.image.closeBlob(blob);
+      written.of(proc.session).add(blobName);
+    }
+    return { kind: 'file', data: { ...common, sha256, blob: blobName } };
+  } finally {
+    closeSync(rd);
+  }
 }
 
-/** Recreated unlinked files (a hidden fd on each, closed when the restore ends) and files already put back. */
-interface State {
-  unlinked: Map<string, number>;
-  written: Set<string>;
+/** An image of record version 1 saved an unlinked file as a plain blob of its whole content. */
+function legacyGhost(d: ContentData): ShmemRef {
+  return {
+    key: `v1:${d.inode}`,
+    name: d.path,
+    size: d.size,
+    blob: d.blob,
+    segments: d.size ? [[0, d.size]] : [],
+    file: { path: d.path, mode: d.mode, uid: d.uid, gid: d.gid, atimeMs: d.mtimeMs, mtimeMs: d.mtimeMs },
+  };
 }
-const states = createSessionState('file-content:restore', (_s: RestoreSession): State => ({ unlinked: new Map(), written: new Set() }), {
-  dispose: (s) => {
-    for (const fd of s.unlinked.values()) {
-      try {
-        closeSync(fd);
-      } catch {
-        /* closed */
-      }
-    }
-  },
-});
+
+/** Files this restore already put back (policy image). */
+const states = createSessionState('file-content:restore', (_s: RestoreSession) => ({ written: new Set<string>() }));
 
 function copyBlob(session: RestoreSession, d: ContentData, to: number): void {
   session.image.verifyBlob(d.blob);
@@ -153,28 +164,10 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
   const st = states.of(session);
   let fd: number;
   if (d.unlinked) {
-    let hidden = st.unlinked.get(d.inode);
-    if (hidden === undefined) {
-      // Recreated under its old name when that is free (so /proc shows the same "(deleted)"
-      // link), else under a temporary name beside it, or in the temp directory.
-      const dir = existsSync(dirname(d.path)) ? dirname(d.path) : os.tmpdir();
-      let tmp = existsSync(d.path) || dir !== dirname(d.path) ? join(dir, `.ckpt-unlinked-${randomBytes(6).toString('hex')}`) : d.path;
-      try {
-        hidden = openSync(tmp, 'wx+', d.mode);
-      } catch {
-        tmp = join(dir, `.ckpt-unlinked-${randomBytes(6).toString('hex')}`);
-        hidden = openSync(tmp, 'wx+', d.mode);
-      }
-      try {
-        fchmodSync(hidden, d.mode);
-        fchownSync(hidden, d.uid, d.gid);
-        copyBlob(session, d, hidden);
-      } finally {
-        unlinkSync(tmp);
-      }
-      st.unlinked.set(d.inode, hidden);
-    }
-    fd = remoteOpen(`/proc/self/fd/${hidden}`, { flags: d.flags, pos: d.pos, what: who });
+    // O_NOFOLLOW would refuse the /proc/self/fd link itself; the file was reached already.
+    const ours = shmemFd(session, d.ghost ?? legacyGhost(d));
+    // O_TMPFILE (which includes O_DIRECTORY) made the file; it is not a flag of an open.
+    fd = remoteOpen(`/proc/self/fd/${ours}`, { flags: d.flags & ~O_NOFOLLOW & ~O_TMPFILE, pos: d.pos, what: who });
   } else {
     const path = session.relocate(d.path);
     if (d.policy === 'image' && !st.written.has(d.inode)) {
@@ -197,7 +190,7 @@ export const fileContentPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'regular files saved with their content (unlinked files; files the rules give method "content")',
-  record: { version: 1, fd: contentFd },
+  record: { version: 2, fd: contentFd },
   claims: { fdKinds: ['file'] },
   show: { fdName: (rec: FdRecord) => (rec.data as ContentData | undefined)?.path },
   apply(hooks) {

@@ -1,5 +1,6 @@
 /** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
 import { z } from 'zod';
+import { shmemRef } from '@ckpt/plugin-files';
 
 export const contentFd = z.strictObject({
   path: z.string(),
@@ -11,8 +12,12 @@ export const contentFd = z.strictObject({
   gid: z.number().int().nonnegative(),
   size: z.number().int().nonnegative(),
   mtimeMs: z.number(),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
   blob: z.string().regex(/^[A-Za-z0-9._-]+$/),
   policy: z.enum(['image', 'disk', 'verify']),
   inode: z.string(),
+  ghost: shmemRef.optional(),
 });

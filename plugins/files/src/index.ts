@@ -10,11 +10,28 @@
  * Restore opens each description once in the restorer (same flags and offset; pipes recreated
  * with their bytes) and core installs it at its fd number in every holder.
  */
-import { closeSync, openSync, readlinkSync, statSync, writeSync, type Stats } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  lchownSync,
+  mkdirSync,
+  openSync,
+  readlinkSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
 import {
   CkptError,
   createSessionState,
   definePlugin,
+  logger,
   procfs,
   saveShmem,
   shmemFd,
@@ -47,14 +64,18 @@ import {
   O_SYNC,
   O_DSYNC,
   O_LARGEFILE,
+  F_GETFL,
   F_SETFL,
+  O_NOFOLLOW,
   F_DUPFD_CLOEXEC,
   SEEK_SET,
 } from '@ckpt/native';
 import { configuredFileRules, fileRuleFor, sha256File, verifyFile, VERIFY_HASH_MAX, type FileRule } from './rules.js';
 import { filesOptions, filesRecord, type FilesOptions } from './record.js';
-import { referenceData, type ReferenceData } from './reference.js';
+import { referenceData, type DeletedNode, type ReferenceData } from './reference.js';
 import { devName } from './dev.js';
+
+const log = logger('plugin:files');
 
 export * from './rules.js';
 export { filesOptions, filesRecord, type FilesOptions } from './record.js';
@@ -66,6 +87,8 @@ export const NAME = '@ckpt/plugin-files';
 /** The plugin's per-process record: the process's file system context (the fds are in core's fd table). */
 export interface FilesRecord {
   cwd: string;
+  /** The working directory was deleted (cwd is its old path): recreated and removed again. */
+  cwdDeleted?: DeletedNode;
   /** The root directory (chroot), when not /. */
   root?: string;
   umask: number;
@@ -91,7 +114,7 @@ const PSEUDO_FS = new Set([
 ]);
 
 /** Flags that belong to the description and that open() accepts back. */
-const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME | O_SYNC | O_DSYNC | O_PATH | O_LARGEFILE;
+const KEEP_FLAGS = O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME | O_SYNC | O_DSYNC | O_PATH | O_LARGEFILE | O_NOFOLLOW;
 
 /**
  * The file rules of a session (the files plugin's options): the file-content plugin reads them
@@ -105,34 +128,78 @@ export function fileRulesOf(session: DumpSession): FileRule[] {
 /** The file system context of the process: cwd, root, umask (its fds are core's). */
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid } = proc;
+  const cwd = readlinkSync(`/proc/${pid}/cwd`);
+  const gone = cwd.endsWith(DELETED) && !existsSync(cwd);
   proc.put(NAME, {
-    cwd: readlinkSync(`/proc/${pid}/cwd`),
+    cwd: gone ? cwd.slice(0, -DELETED.length) : cwd,
+    ...(gone ? { cwdDeleted: deletedNodeOf(statSync(`/proc/${pid}/cwd`)) } : {}),
     root: readlinkSync(`/proc/${pid}/root`),
     umask: parseInt(procfs.readStatus(pid).Umask ?? '022', 8),
   } satisfies FilesRecord);
 }
 
-/** Both ends of every anonymous pipe must be inside the checkpoint (any process of the tree). */
-function checkPipes(session: DumpSession): void {
-  const ends = new Map<string, Set<string>>();
-  const all = session.processes.flatMap((p) => p.fds.filter((r) => r.owner === NAME && !r.sameAs).map((r) => ({ ...r, pid: p.pid })));
-  for (const r of all) {
-    const d = r.data as ReferenceData;
-    if (r.kind !== 'pipe' || !d.pipe) continue;
-    const mode = d.flags & O_ACCMODE;
-    const set = ends.get(d.pipe.id) ?? new Set();
-    set.add(mode === O_WRONLY ? 'w' : mode === O_RDONLY ? 'r' : 'rw');
-    ends.set(d.pipe.id, set);
+const DELETED = ' (deleted)';
+
+/** A deleted node's identity, type, mode, owner and device number. */
+function deletedNodeOf(st: Stats): DeletedNode {
+  return { key: `${devName(st.dev)}:${st.ino}`, mode: st.mode, uid: st.uid, gid: st.gid, ...(st.rdev ? { rdev: st.rdev } : {}) };
+}
+
+/** The path of an fd whose file may have been deleted (its link then ends with " (deleted)"), and the node to recreate. */
+function pathOf(req: FdDumpRequest): { path: string; deleted?: DeletedNode } {
+  if (!req.link.endsWith(DELETED) || existsSync(req.link)) return { path: req.link };
+  return { path: req.link.slice(0, -DELETED.length), deleted: deletedNodeOf(req.stat) };
+}
+
+/**
+ * Pipes with an end no process of the tree holds (the other end is an outsider's, e.g. the shell
+ * or job launcher reading the program's output, or was closed by everyone): saved all the same,
+ * marked with the absent end, which the restored pipe does not have (a writer then gets EPIPE, a
+ * reader end-of-file after the queued bytes, as with a peer that closed) unless `restore
+ * --inherit-fd` connects the end the tree has to an fd of ckpt restore. Queued bytes of a pipe
+ * whose read end is absent are read through a read end opened for the purpose (/proc/PID/fd/N).
+ */
+function notePipeEnds(session: DumpSession): void {
+  const ends = new Map<string, { modes: Set<string>; records: Array<{ pid: number; fd: number; data: ReferenceData }> }>();
+  for (const p of session.processes) {
+    for (const r of p.fds) {
+      const d = r.data as ReferenceData;
+      if (r.owner !== NAME || r.sameAs || r.kind !== 'pipe' || !d.pipe) continue;
+      const e = ends.get(d.pipe.id) ?? { modes: new Set(), records: [] };
+      const mode = d.flags & O_ACCMODE;
+      e.modes.add(mode === O_WRONLY ? 'w' : mode === O_RDONLY ? 'r' : 'rw');
+      e.records.push({ pid: p.pid, fd: r.fd, data: d });
+      ends.set(d.pipe.id, e);
+    }
   }
-  for (const [id, set] of ends) {
-    if (set.has('rw') || (set.has('r') && set.has('w'))) continue;
-    const { fd, pid } = all.find((r) => r.kind === 'pipe' && (r.data as ReferenceData).pipe?.id === id)!;
-    const missing = set.has('r') ? 'write' : 'read';
+  for (const [id, { modes, records }] of ends) {
+    if (modes.has('rw') || (modes.has('r') && modes.has('w'))) continue;
+    const absent = modes.has('r') ? 'write' : 'read';
+    const queued = absent === 'read' ? readThroughNewReadEnd(records[0].pid, records[0].fd, id) : undefined;
+    for (const r of records) {
+      r.data.pipe!.absent = absent;
+      if (queued?.length) r.data.pipe!.data = queued.toString('base64');
+      if (queued?.packets && queued.packets.length > 1) r.data.pipe!.packets = queued.packets;
+    }
+    log('pipe:[%s]: no process of the tree holds its %s end: restored without it', id, absent);
+  }
+}
+
+/** The queued bytes of a pipe the tree only writes to: peeked through a read end of our own. */
+function readThroughNewReadEnd(pid: number, fd: number, id: string): Buffer & { packets?: number[] } {
+  let ours: number;
+  try {
+    ours = openSync(`/proc/${pid}/fd/${fd}`, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  } catch (e) {
     throw new CkptError(
-      'ERR_CKPT_UNSUPPORTED_FD',
-      `cannot checkpoint pid ${pid}: fd ${fd} is one end of pipe:[${id}] whose ${missing} end is held by a process outside the checkpoint`,
-      { hint: 'start the program with `ckpt run` (stdio to files), or redirect its stdio to files' },
+      'ERR_CKPT_DUMP_FAILED',
+      `cannot checkpoint pid ${pid}: fd ${fd} is the write end of pipe:[${id}], whose queued bytes cannot be read (${(e as NodeJS.ErrnoException).code})`,
     );
+  }
+  try {
+    return native.fd.peekPipe(ours, true);
+  } finally {
+    closeSync(ours);
   }
 }
 
@@ -143,7 +210,7 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
   switch (req.kind) {
     case 'file': {
       if (req.link.startsWith('/memfd:') && req.link.endsWith(' (deleted)')) {
-        const shmem = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, req.link.slice(7, -' (deleted)'.length), req.dupFd);
+        const shmem = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, req.link.slice(7, -' (deleted)'.length), req.dupFd, { memfd: true });
         return { ...base, kind: 'memfd', data: { flags, pos: req.info.pos, shmem } satisfies ReferenceData };
       }
       if (req.link.endsWith(' (deleted)')) {
@@ -180,17 +247,33 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
     }
     case 'directory':
     case 'chr':
+    case 'blk':
       if (!req.link.startsWith('/')) return undefined;
-      return { ...base, data: { path: req.link, flags, pos: req.info.pos } satisfies ReferenceData };
+      return { ...base, data: { ...pathOf(req), flags, pos: req.info.pos } satisfies ReferenceData };
+    case 'symlink': {
+      // O_PATH|O_NOFOLLOW on a symbolic link: reopened the same way.
+      const { path, deleted } = pathOf(req);
+      if (deleted) {
+        throw new CkptError(
+          'ERR_CKPT_UNSUPPORTED_FD',
+          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is a deleted symbolic link (${path}), whose target cannot be read`,
+        );
+      }
+      return { ...base, data: { path, flags, pos: 0 } satisfies ReferenceData };
+    }
     case 'fifo':
     case 'pipe': {
-      const readable = (flags & O_ACCMODE) !== O_WRONLY;
+      const readable = (flags & O_ACCMODE) !== O_WRONLY && !(flags & O_PATH);
+      // Bytes written in packet mode (O_DIRECT) are read one packet at a time: their lengths are kept.
+      const queued = readable ? native.fd.peekPipe(req.dupFd, true) : undefined;
       const pipe = {
         id: req.kind === 'pipe' ? String(req.stat.ino) : `${req.stat.dev}:${req.stat.ino}`,
         capacity: native.fd.pipeSize(req.dupFd),
-        data: readable ? native.fd.peekPipe(req.dupFd).toString('base64') : undefined,
+        data: queued?.toString('base64'),
+        ...(queued?.packets && queued.packets.length > 1 ? { packets: queued.packets } : {}),
       };
-      return { ...base, data: { path: req.kind === 'fifo' ? req.link : undefined, flags, pos: 0, pipe } satisfies ReferenceData };
+      const where = req.kind === 'fifo' ? pathOf(req) : {};
+      return { ...base, data: { ...where, flags, pos: 0, pipe } satisfies ReferenceData };
     }
     default:
       return undefined;
@@ -236,8 +319,61 @@ function openPath(path: string, flags: number, pid: number, fd: number): number 
   }
 }
 
+/** Deleted nodes recreated by this restore (our O_PATH fd on each, by dev:inode at dump time). */
+const deletedNodes = createSessionState('files:deleted', (_s: RestoreSession) => new Map<string, number>(), {
+  dispose: (m) => {
+    for (const fd of m.values()) closeQuietly(fd);
+  },
+});
+
+const S_IFMT = 0o170000,
+  S_IFDIR = 0o040000;
+
+/**
+ * A deleted FIFO, device node or directory again: made beside its old path (under the old name
+ * when free, else a temporary one, else in the temp directory) with its mode and owner, held by
+ * an O_PATH fd of ours, and removed at once. Users open it through /proc/self/fd.
+ */
+function deletedNode(session: RestoreSession, path: string, n: DeletedNode, what: string): number {
+  const known = deletedNodes.of(session).get(n.key);
+  if (known !== undefined) return known;
+  const dir = dirname(path);
+  const tmpName = () => `.ckpt-deleted-${randomBytes(6).toString('hex')}`;
+  const candidates = [...(existsSync(path) ? [] : [path]), join(dir, tmpName()), join(os.tmpdir(), tmpName())];
+  const isDir = (n.mode & S_IFMT) === S_IFDIR;
+  let lastError: unknown;
+  for (const p of candidates) {
+    try {
+      if (isDir) mkdirSync(p, n.mode & 0o7777);
+      else native.fd.mknod(p, n.mode, n.rdev ?? 0);
+    } catch (e) {
+      lastError = e;
+      continue;
+    }
+    try {
+      lchownSync(p, n.uid, n.gid);
+      chmodSync(p, n.mode & 0o7777);
+      const fd = openSync(p, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+      deletedNodes.of(session).set(n.key, fd);
+      return fd;
+    } finally {
+      if (isDir) rmdirSync(p);
+      else unlinkSync(p);
+    }
+  }
+  throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate the deleted ${path} (${what}): ${(lastError as NodeJS.ErrnoException)?.code ?? lastError}`, {
+    cause: lastError,
+  });
+}
+
 /** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */
 function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
+  if (d.deleted) {
+    const node = deletedNode(proc.session, d.path!, d.deleted, `fd ${rec.fd} of pid ${proc.pid}`);
+    const fd = openPath(`/proc/self/fd/${node}`, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+    if (d.pos && rec.kind === 'directory') native.fd.lseek(fd, d.pos, SEEK_SET);
+    return fd;
+  }
   const path = proc.session.relocate(d.path!);
   if (rec.kind === 'file' && d.file) {
     if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
@@ -250,7 +386,7 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
     }
   }
   const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
-  if (d.pos && rec.kind !== 'chr') native.fd.lseek(fd, d.pos, SEEK_SET);
+  if (d.pos && rec.kind !== 'chr' && rec.kind !== 'blk' && !(d.flags & O_PATH)) native.fd.lseek(fd, d.pos, SEEK_SET);
   return fd;
 }
 
@@ -258,23 +394,57 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
 function reopenFifo(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
   const t = pipeTable(proc.session);
   const id = d.pipe!.id;
-  d.path = proc.session.relocate(d.path!);
+  // A deleted FIFO is made again and removed; every open goes through our fd of it.
+  const path = d.deleted ? `/proc/self/fd/${deletedNode(proc.session, d.path!, d.deleted, `fd ${rec.fd} of pid ${proc.pid}`)}` : proc.session.relocate(d.path!);
   if (!t.keepers.has(id)) {
     // A read-write keeper never blocks and lets the other modes open without a peer.
-    const keeper = openPath(d.path!, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
+    const keeper = openPath(path, O_RDWR | O_NONBLOCK, proc.pid, rec.fd);
     t.keepers.set(id, keeper);
   }
   if (d.pipe!.data && !t.filled.has(id)) {
     t.filled.add(id);
-    writeAll(t.keepers.get(id)!, Buffer.from(d.pipe!.data, 'base64'));
+    fillPipe(t.keepers.get(id)!, Buffer.from(d.pipe!.data, 'base64'), d.pipe!.packets);
   }
-  const fd = openPath(d.path!, d.flags | O_NONBLOCK, proc.pid, rec.fd);
-  if (!(d.flags & O_NONBLOCK)) native.fd.fcntl(fd, F_SETFL, d.flags & ~O_NONBLOCK);
+  const fd = openPath(path, d.flags | O_NONBLOCK, proc.pid, rec.fd);
+  if (!(d.flags & O_NONBLOCK) && !(d.flags & O_PATH)) native.fd.fcntl(fd, F_SETFL, d.flags & ~O_NONBLOCK);
   return fd;
 }
 
+/** Puts queued bytes back into a pipe through its write end fd: packet by packet when lengths are given. */
+function fillPipe(w: number, data: Buffer, packets?: number[]): void {
+  if (!packets) {
+    writeAll(w, data);
+    return;
+  }
+  const old = native.fd.fcntl(w, F_GETFL, 0);
+  native.fd.fcntl(w, F_SETFL, old | O_DIRECT);
+  try {
+    let off = 0;
+    for (const len of packets) {
+      writeAll(w, data.subarray(off, off + len));
+      off += len;
+    }
+  } finally {
+    native.fd.fcntl(w, F_SETFL, old);
+  }
+}
+
+/** A pipe's capacity as it was, or a refusal saying why it cannot be. */
+function setPipeSize(fd: number, capacity: number, what: string): void {
+  if (native.fd.pipeSize(fd) === capacity) return;
+  try {
+    native.fd.pipeSize(fd, capacity);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot give the pipe its capacity of ${capacity} bytes (${code ?? (e as Error).message})`, {
+      cause: e,
+      hint: code === 'EPERM' ? 'it is above /proc/sys/fs/pipe-max-size, which only CAP_SYS_RESOURCE may exceed: raise pipe-max-size' : undefined,
+    });
+  }
+}
+
 /** An anonymous pipe: made once per pipe object (with its capacity and queued bytes); this end of it. */
-function recreatePipe(d: ReferenceData, proc: ProcessRestore): number {
+function recreatePipe(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
   const t = pipeTable(proc.session);
   const id = d.pipe!.id;
   let p = t.pipes.get(id);
@@ -282,16 +452,13 @@ function recreatePipe(d: ReferenceData, proc: ProcessRestore): number {
     const [r, w] = native.fd.pipe(0);
     p = { r, w };
     t.pipes.set(id, p);
-    try {
-      native.fd.pipeSize(w, d.pipe!.capacity);
-    } catch {
-      /* above pipe-max-size without CAP_SYS_RESOURCE: keep the default */
-    }
+    setPipeSize(w, d.pipe!.capacity, `pipe:[${id}] (fd ${rec.fd} of pid ${proc.pid})`);
   }
-  // The queued bytes were read through a read end (write ends carry none): once per pipe.
+  // The queued bytes were read through a read end (write ends carry none, unless the read end is
+  // absent): once per pipe.
   if (d.pipe!.data && !t.filled.has(id)) {
     t.filled.add(id);
-    writeAll(p.w, Buffer.from(d.pipe!.data, 'base64'));
+    fillPipe(p.w, Buffer.from(d.pipe!.data, 'base64'), d.pipe!.packets);
   }
   const end = (d.flags & O_ACCMODE) === O_WRONLY ? p.w : p.r;
   native.fd.fcntl(end, F_SETFL, d.flags & (O_NONBLOCK | O_DIRECT));
@@ -304,6 +471,8 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
     case 'file':
     case 'directory':
     case 'chr':
+    case 'blk':
+    case 'symlink':
       return reopenPath(rec, d, proc);
     case 'memfd': {
       const fd = native.fd.fcntl(shmemFd(proc.session, d.shmem!), F_DUPFD_CLOEXEC, 0);
@@ -313,7 +482,7 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
     case 'fifo':
       return reopenFifo(rec, d, proc);
     case 'pipe':
-      return recreatePipe(d, proc);
+      return recreatePipe(rec, d, proc);
     default:
       return undefined;
   }
@@ -340,7 +509,15 @@ async function restore(proc: ProcessRestore): Promise<void> {
     }
   }
   try {
-    stub.syscall(SYS.chdir, stub.putString(rec.root && rec.root !== '/' ? cwd.slice(rec.root.length) || '/' : cwd, 0));
+    if (rec.cwdDeleted) {
+      // A deleted working directory: made again, entered through our fd of it, removed.
+      const fd = proc.borrowFd(deletedNode(proc.session, cwd, rec.cwdDeleted, `working directory of pid ${proc.pid}`));
+      try {
+        stub.syscall(SYS.fchdir, fd);
+      } finally {
+        stub.syscall(SYS.close, fd);
+      }
+    } else stub.syscall(SYS.chdir, stub.putString(rec.root && rec.root !== '/' ? cwd.slice(rec.root.length) || '/' : cwd, 0));
   } catch (e) {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the working directory ${cwd} of pid ${proc.pid}`, { cause: e });
   }
@@ -360,7 +537,7 @@ export const filesPlugin = definePlugin<FilesOptions>(() => ({
   description: 'open files by reference (regular files, directories, devices, FIFOs, pipes, memfds); cwd, root and umask',
   options: filesOptions,
   record: { version: 1, schema: filesRecord, fd: referenceData },
-  claims: { stateClasses: ['files'], fdKinds: ['file', 'directory', 'chr', 'fifo', 'pipe', 'memfd'] },
+  claims: { stateClasses: ['files'], fdKinds: ['file', 'directory', 'chr', 'blk', 'symlink', 'fifo', 'pipe', 'memfd'] },
   show: {
     fdName,
     process: (rec: unknown) => [
@@ -372,7 +549,7 @@ export const filesPlugin = definePlugin<FilesOptions>(() => ({
       rulesState.of(session).push(...configuredFileRules(ctx.options(session)));
     });
     hooks.files.dump.tapPromise(NAME, dump);
-    hooks.session.fdsDumped.tapPromise(NAME, async (session) => checkPipes(session));
+    hooks.session.fdsDumped.tapPromise(NAME, async (session) => notePipeEnds(session));
     hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.FALLBACK }, dumpByReference);
     hooks.files.restore.tapPromise(NAME, restore);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreByReference);

@@ -1,5 +1,6 @@
 /** The files plugin's option and record schemas (zod; core validates through Standard Schema). */
 import { z } from 'zod';
+import { deletedNode } from './reference.js';
 
 const match = z.strictObject({
   path: z.string().optional(),
@@ -26,6 +27,8 @@ export type FilesOptions = z.infer<typeof filesOptions>;
 /** Per process: the file system context. */
 export const filesRecord = z.strictObject({
   cwd: z.string(),
+  /** The working directory was deleted: recreated (and removed again) at restore. */
+  cwdDeleted: deletedNode.optional(),
   root: z.string().optional(),
   umask: z.number().int().min(0).max(0o777),
 });

@@ -20,10 +20,29 @@ export interface ReferenceData {
   file?: { size: number; mtimeMs: number; ino: number; sha256?: string };
   /** Restart policy (regular files): "verify" (default for files only read) or "disk". */
   policy?: FilePolicy;
-  /** Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). */
-  pipe?: { id: string; capacity: number; data?: string };
+  /**
+   * Pipes and FIFOs: which pipe object, its capacity and queued bytes (base64). `absent`: the end
+   * (read or write) no process of the image holds (an outsider's, e.g. a shell or job launcher,
+   * or closed by everyone): the restored pipe has no such end, unless --inherit-fd gives one.
+   */
+  pipe?: { id: string; capacity: number; data?: string; absent?: 'read' | 'write'; packets?: number[] };
   /** memfds: the object, shared with mappings of it. */
   shmem?: ShmemRef;
+  /**
+   * A FIFO, device node or directory that was deleted (its path is the old one): recreated
+   * beside it and removed again at once, with this type and mode, owner and device number.
+   * `key` (dev:inode) makes every description of it one object again.
+   */
+  deleted?: DeletedNode;
+}
+
+/** A deleted node: its identity at dump time, type and permission bits (st_mode), owner, device number. */
+export interface DeletedNode {
+  key: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  rdev?: number;
 }
 
 /** core's ShmemRef (a shared memory object saved once per image). */
@@ -33,6 +52,25 @@ export const shmemRef = z.strictObject({
   size: wide,
   blob: z.string(),
   segments: z.array(z.tuple([wide, wide])),
+  memfd: z.strictObject({ seals: z.number().int().nonnegative(), mode: z.number().int().min(0).max(0o7777) }).optional(),
+  file: z
+    .strictObject({
+      path: z.string(),
+      mode: z.number().int().min(0).max(0o7777),
+      uid: z.number().int().nonnegative(),
+      gid: z.number().int().nonnegative(),
+      atimeMs: z.number(),
+      mtimeMs: z.number(),
+    })
+    .optional(),
+});
+
+export const deletedNode = z.strictObject({
+  key: z.string(),
+  mode: uint,
+  uid: uint,
+  gid: uint,
+  rdev: wide.optional(),
 });
 
 export const referenceData = z.strictObject({
@@ -59,9 +97,13 @@ export const referenceData = z.strictObject({
         .string()
         .regex(/^[A-Za-z0-9+/]*={0,2}$/)
         .optional(),
+      absent: z.enum(['read', 'write']).optional(),
+      /** Bytes written in packet mode (O_DIRECT): the length of each queued packet. */
+      packets: z.array(uint).optional(),
     })
     .optional(),
   shmem: shmemRef.optional(),
+  deleted: deletedNode.optional(),
 });
 
 // Compile-time checks: the interfaces and the schemas describe the same records.

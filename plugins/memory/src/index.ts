@@ -51,12 +51,8 @@ function classify(pid: number, v: Vma): VmaKind {
     if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
     // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
     if (v.name.startsWith('/SYSV')) return 'sysv';
-    if (v.name.endsWith(' (deleted)')) {
-      throw new CkptError(
-        'ERR_CKPT_UNSUPPORTED',
-        `pid ${pid} maps a deleted file at 0x${v.start.toString(16)} (${v.name}); mappings of deleted files and memfds are not supported yet`,
-      );
-    }
+    // A deleted file (or a memfd mapped privately) is a file mapping of an object saved with its
+    // content (see vmaRecordOf).
     return shared ? 'file-shared' : 'file-private';
   }
   if (shared) return 'shmem';
@@ -74,7 +70,25 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
   if (v.flags?.includes('gd')) rec.growsDown = true;
-  if (kind === 'file-private' || kind === 'file-shared') {
+  // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
+  if (v.perms[3] === 's' && v.perms[1] !== 'w' && v.flags?.includes('mw')) rec.mayWrite = true;
+  if ((kind === 'file-private' || kind === 'file-shared') && v.name.endsWith(' (deleted)')) {
+    // No path reopens it: the object is saved once with its content (core's shared objects),
+    // recreated at restore as a deleted file (or a memfd) that every mapping and fd shares.
+    const path = v.name.slice(0, -' (deleted)'.length);
+    const memfd = path.startsWith('/memfd:');
+    rec.path = path;
+    rec.offset = v.offset;
+    rec.shmem = saveMappedShmem(
+      session,
+      pid,
+      v.start,
+      v.end,
+      `${v.dev}:${v.inode}`,
+      memfd ? path.slice(7) : path,
+      memfd ? { memfd: true } : { deletedFile: path },
+    );
+  } else if (kind === 'file-private' || kind === 'file-shared') {
     rec.path = v.name;
     rec.offset = v.offset;
     try {
@@ -87,8 +101,9 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
   if (kind === 'sysv') {
     rec.offset = v.offset;
   } else if (kind === 'shmem') {
-    const name = v.name.startsWith('/memfd:') ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
-    rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name);
+    const memfd = v.name.startsWith('/memfd:');
+    const name = memfd ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
+    rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
     rec.offset = v.offset;
   } else if (kind !== 'vdso' && kind !== 'file-shared') {
     const runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
@@ -221,10 +236,25 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
       } finally {
         stub.syscall(SYS.close, fd);
       }
+    } else if (v.shmem) {
+      // A deleted file or a memfd, recreated once for every mapping and fd of it (a deleted
+      // file is handed over read-only: reopened for writing where the mapping may write).
+      let fd = proc.borrowFd(shmemFd(proc.session, v.shmem));
+      if (v.kind === 'file-shared' && v.shmem.file && ((prot & PROT_WRITE) !== 0 || v.mayWrite)) {
+        const rw = Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(`/proc/self/fd/${fd}`, 0), O_RDWR | O_CLOEXEC, 0));
+        stub.syscall(SYS.close, fd);
+        fd = rw;
+      }
+      try {
+        stub.syscall(SYS.mmap, v.start, len, prot, (v.kind === 'file-shared' ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.offset ?? 0);
+      } finally {
+        stub.syscall(SYS.close, fd);
+      }
     } else {
       const shared = v.kind === 'file-shared';
       checkFile(proc.pid, v);
-      const fd = fileFd(v.path!, shared && (prot & PROT_WRITE) !== 0);
+      // Opened for writing where the mapping may become writable (mprotect) too.
+      const fd = fileFd(v.path!, shared && ((prot & PROT_WRITE) !== 0 || !!v.mayWrite));
       stub.syscall(SYS.mmap, v.start, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.offset ?? 0);
     }
   }
@@ -255,10 +285,15 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
 }
 
 /** Step 5: mm fields, auxv and exe link, in one PR_SET_MM_MAP. */
-function setMm(rec: MemoryRecord, stub: Tracee): void {
+function setMm(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   const auxv = Buffer.from(rec.auxv, 'base64');
   const auxvAddr = stub.put(auxv, 1024);
-  const exeFd = Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
+  // A deleted executable (replaced by an upgrade) is the deleted file its code is mapped from.
+  const exePath = rec.exe.endsWith(' (deleted)') ? rec.exe.slice(0, -' (deleted)'.length) : undefined;
+  const ghost = exePath !== undefined ? rec.vmas.find((v) => v.shmem?.file?.path === exePath)?.shmem : undefined;
+  const exeFd = ghost
+    ? proc.borrowFd(shmemFd(proc.session, ghost))
+    : Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
   const map = prctlMmMap({ ...rec.mm, auxv: auxvAddr, auxvSize: auxv.length, exeFd });
   const mapAddr = stub.put(map, 4096);
   try {
@@ -276,7 +311,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   mapVdso(rec, stub);
   mapVmas(proc, rec, stub);
   await fillPages(proc, rec, stub);
-  setMm(rec, stub);
+  setMm(proc, rec, stub);
 }
 
 function checkFile(pid: number, v: VmaRecord): void {

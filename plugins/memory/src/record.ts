@@ -15,6 +15,17 @@ export const shmemRef = z.strictObject({
   size: wide,
   blob: z.string(),
   segments: z.array(z.tuple([wide, wide])),
+  memfd: z.strictObject({ seals: z.number().int().nonnegative(), mode: z.number().int().min(0).max(0o7777) }).optional(),
+  file: z
+    .strictObject({
+      path: z.string(),
+      mode: z.number().int().min(0).max(0o7777),
+      uid: z.number().int().nonnegative(),
+      gid: z.number().int().nonnegative(),
+      atimeMs: z.number(),
+      mtimeMs: z.number(),
+    })
+    .optional(),
 });
 
 export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso';
@@ -31,6 +42,8 @@ export interface VmaRecord {
   offset?: number;
   file?: { size: number; mtimeMs: number; ino: number };
   growsDown?: boolean;
+  /** A shared mapping, read-only now, that mprotect may make writable (VM_MAYWRITE). */
+  mayWrite?: boolean;
   /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
   shmem?: ShmemRef;
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
@@ -48,6 +61,7 @@ export const vmaRecord = z.strictObject({
   offset: wide.optional(),
   file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
   growsDown: z.boolean().optional(),
+  mayWrite: z.boolean().optional(),
   shmem: shmemRef.optional(),
   runs: z.array(range),
   blobOffset: uint,
