@@ -1,7 +1,9 @@
 // Task attributes (@ckpt/plugin-task): scheduling, affinity, timer slack, OOM score and prctl flags
 // come back as they were, checked from inside the restored process; a stopped process comes back
-// stopped; POSIX timers keep firing; locked memory stays locked; state ckpt cannot restore yet (seccomp) is refused by name before
+// stopped; POSIX timers keep firing; locked memory stays locked; seccomp filters keep filtering; state ckpt cannot restore yet
+// (SCHED_DEADLINE) is refused by name before
 // anything is copied, and the process carries on.
+import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -15,6 +17,7 @@ import {
   readLines,
   restoreOk,
   runFixture,
+  track,
   useCleanup,
   waitFor,
   waitForLine,
@@ -150,7 +153,39 @@ describe('task attributes', () => {
     expect(credLines(), 'what each restored thread reads about itself').toEqual(before);
   });
 
-  for (const [what, re] of [['seccomp', /seccomp \(mode filter\)/]] as const) {
+  it('seccomp: strict mode, filters shared by threads (TSYNC works after the restore), a filter of one thread, filters inherited by a child', async () => {
+    const dir = makeTempDir('task-seccomp');
+    const reportFile = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    fs.writeFileSync(reportFile, '');
+    const { pid } = await runFixture(dir, [path.join(BUILD_DIR, 'seccomp'), reportFile, go], { name: 'seccomp', noNamespace: true });
+    const main = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+    expect(main).toBe(pid);
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const k of kids) track(k, 'seccomp');
+    const modes = () => [pid, ...kids].map((p) => /^Seccomp:\s*(\d)/m.exec(fs.readFileSync(`/proc/${p}/status`, 'utf8'))![1]).join(',');
+    const before = modes();
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    const from = readLines(reportFile).length;
+    await restoreOk(img, pid, 'seccomp');
+    for (const k of kids) track(k, 'seccomp');
+    expect(modes(), 'seccomp modes of the main process and its two children').toBe(before);
+    fs.writeFileSync(go, '');
+    await waitForLine(reportFile, /^done$/, 15_000, from);
+    await waitForLine(reportFile, /^q1 done$/, 15_000, from);
+    const lines = readLines(reportFile).slice(from);
+    expect(
+      lines.filter((l) => !l.startsWith('ok ') && !/done$/.test(l)),
+      lines.join('\n'),
+    ).toEqual([]);
+    expect(lines.filter((l) => l.startsWith('ok ')).sort(), lines.join('\n')).toEqual(
+      ['inherit-main', 'inherit-thread', 'shared-main', 'shared-t1', 'shared-t2', 'strict', 'tsync', 'tsync-t1', 'tsync-t2'].map((c) => `ok ${c}`),
+    );
+  });
+
+  for (const [what, re] of [['deadline', /SCHED_DEADLINE/]] as const) {
     it(`${what}: refused by name before anything is copied; the process carries on`, async () => {
       const dir = makeTempDir(`task-${what}`);
       const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'refused'), what], { name: what });

@@ -208,10 +208,8 @@ describe('TCP: established connections and listeners', () => {
     await waitForLine(s.stdout, /^server verified 1000000$/, 30_000);
   });
 
-  it('a dump that fails at its very end (after the sockets went back to repair mode) leaves the connection working', async () => {
-    // The server writes its stdout into a pipe read by `cat`, outside the dumped tree: the files
-    // plugin refuses that in session.afterDump, after this plugin put the connection back in
-    // repair mode for the kill.
+  it('a dump that fails at its very end (after every record is made) leaves the connection working', async () => {
+    // An error injected once every plugin's afterDump has run, before the image is committed.
     const dir = makeTempDir('tcp-latefail');
     const go = path.join(dir, 'go');
     const out = path.join(dir, 'server.out');
@@ -227,7 +225,10 @@ describe('TCP: established connections and listeners', () => {
     const c = outsideClient(dir, 4, port, 1_000_000, 1_000_000, go);
     await waitForLine(out, /^server ready$/);
     await waitForLine(c.out, /^client ready$/);
-    expectCleanError(await ckpt(['dump', '-t', String(srv.pid), '-D', path.join(dir, 'img')]), /pipe/);
+    expectCleanError(
+      await ckpt(['dump', '-t', String(srv.pid), '-D', path.join(dir, 'img')], { env: { CKPT_FAULT: 'dump:records:error' } }),
+      /injected fault at dump:records/,
+    );
     expect(blocks(port), blocked()).toBe(false);
     expectRunningFree(srv.pid, 'server after the failed dump');
     fs.writeFileSync(go, '');

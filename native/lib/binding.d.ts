@@ -137,6 +137,8 @@ export interface PtraceBinding {
   cont(pid: number, signal?: number): void;
   detach(pid: number, signal?: number): void;
   setOptions(pid: number, options: number): void;
+  /** The seccomp filters of a task in filter mode, oldest first: BPF program (struct sock_filter[]) and flags (SECCOMP_FILTER_FLAG_LOG). */
+  seccompFilters(tid: number): Array<{ prog: Buffer; flags: number }>;
   takeSuppressedSignals(pid: number): number[];
   getRegs(pid: number): Buffer;
   setRegs(pid: number, regs: Buffer): void;

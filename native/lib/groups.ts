@@ -16,6 +16,7 @@ export const GROUPS = {
     'cont',
     'detach',
     'setOptions',
+    'seccompFilters',
     'takeSuppressedSignals',
     'getRegs',
     'setRegs',

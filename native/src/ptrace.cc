@@ -417,9 +417,52 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, result);
 }
 
+// seccompFilters(tid) -> [{ prog: Buffer (struct sock_filter[]), flags }], the oldest filter
+// first (PTRACE_SECCOMP_GET_FILTER counts from the newest; flags from
+// PTRACE_GET_SECCOMP_METADATA: SECCOMP_FILTER_FLAG_LOG). The task must be in seccomp mode 2.
+Napi::Value SeccompFilters(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t tid = ArgInt(info[0]);
+  constexpr int kGetFilter = 0x420c, kGetMetadata = 0x420d;
+  struct Filter {
+    std::vector<uint8_t> prog;
+    uint64_t flags;
+  };
+  std::vector<Filter> found;
+  for (unsigned long i = 0;; i++) {
+    long n = Ptrace(kGetFilter, tid, reinterpret_cast<void*>(i), nullptr);
+    if (n < 0) {
+      if (errno == ENOENT) break;
+      ThrowErrno(env, errno, "ptrace(PTRACE_SECCOMP_GET_FILTER)", tid);
+      return env.Undefined();
+    }
+    Filter f{std::vector<uint8_t>(static_cast<size_t>(n) * 8), 0};
+    if (Ptrace(kGetFilter, tid, reinterpret_cast<void*>(i), f.prog.data()) != n) {
+      ThrowErrno(env, errno, "ptrace(PTRACE_SECCOMP_GET_FILTER)", tid);
+      return env.Undefined();
+    }
+    struct {
+      uint64_t filter_off;
+      uint64_t flags;
+    } md = {i, 0};
+    if (Ptrace(kGetMetadata, tid, reinterpret_cast<void*>(sizeof md), &md) >= 0) f.flags = md.flags;
+    found.push_back(std::move(f));
+  }
+  Napi::Array out = Napi::Array::New(env, found.size());
+  for (size_t k = 0; k < found.size(); k++) {
+    const Filter& f = found[found.size() - 1 - k];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("prog", Napi::Buffer<uint8_t>::Copy(env, f.prog.data(), f.prog.size()));
+    o.Set("flags", Napi::Number::New(env, static_cast<double>(f.flags)));
+    out.Set(k, o);
+  }
+  return out;
+}
+
 }  // namespace
 
 void InitPtrace(Napi::Env env, Napi::Object exports) {
+  exports.Set("seccompFilters", Napi::Function::New(env, SeccompFilters));
   exports.Set("seize", Napi::Function::New(env, Seize));
   exports.Set("interruptAndWait", Napi::Function::New(env, InterruptAndWait));
   exports.Set("waitStop", Napi::Function::New(env, WaitStop));

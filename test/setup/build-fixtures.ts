@@ -22,7 +22,13 @@ const OUT = path.join(ROOT, 'test/.build');
 
 // Extra gcc flags per fixture. None needs -mavx: vector code is inline asm chosen at run time
 // (AVX-512 / AVX / SSE). guarded, taskattrs, posixtimers and creds are threaded.
-const EXTRA: Record<string, string[]> = { guarded: ['-pthread'], taskattrs: ['-pthread'], posixtimers: ['-pthread'], creds: ['-pthread'] };
+const EXTRA: Record<string, string[]> = {
+  guarded: ['-pthread'],
+  taskattrs: ['-pthread'],
+  posixtimers: ['-pthread'],
+  creds: ['-pthread'],
+  seccomp: ['-pthread'],
+};
 
 export default function setup(project: TestProject): () => void {
   fs.mkdirSync(OUT, { recursive: true });

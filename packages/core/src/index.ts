@@ -83,6 +83,7 @@ export {
   createContainer,
   sessionServices,
   staleGuardMappings,
+  seccompSuspendedInStubs,
   type StaleGuard,
   PROCESS_CONTROL,
   IMAGE_STORE,

@@ -15,6 +15,7 @@ import {
   CLONE_NEWIPC,
   CLONE_NEWPID,
   PTRACE_O_EXITKILL,
+  PTRACE_O_SUSPEND_SECCOMP,
   PTRACE_O_TRACECLONE,
   PTRACE_O_TRACEFORK,
   PTRACE_O_TRACESYSGOOD,
@@ -44,8 +45,23 @@ function guardable(pid: number): boolean {
 }
 
 /** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
+/** Whether the restore stubs made so far have their seccomp filters suspended while traced (PTRACE_O_SUSPEND_SECCOMP). */
+let stubsSuspendSeccomp = false;
+export const seccompSuspendedInStubs = (): boolean => stubsSuspendSeccomp;
+
+/** The seccomp mode of a thread (0 none, 1 strict, 2 filter), from its status. */
+function threadSeccomp(pid: number, tid: number): number {
+  try {
+    return Number(/^Seccomp:\s*(\d)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
 export class ProcessControl {
   private readonly frozen = new Map<number, Tracee>();
+  /** Threads seized with PTRACE_O_SUSPEND_SECCOMP (their options keep it). */
+  private readonly suspended = new Set<number>();
 
   /** Checks that pid can be checkpointed at all, with a message naming why not. */
   checkTraceable(pid: number): void {
@@ -101,11 +117,22 @@ export class ProcessControl {
 
   /** Seize + interrupt one task; false when it is gone already (a thread that just exited). */
   private seizeOne(pid: number, tid: number): boolean {
+    // A thread under seccomp: its filters must not see (and may kill for) the syscalls ckpt
+    // runs in it. PTRACE_O_SUSPEND_SECCOMP lifts them while it is traced.
+    const seccomp = threadSeccomp(pid, tid);
     try {
-      native.ptrace.seize(tid, PTRACE_O_TRACESYSGOOD);
+      native.ptrace.seize(tid, PTRACE_O_TRACESYSGOOD | (seccomp ? PTRACE_O_SUSPEND_SECCOMP : 0));
+      if (seccomp) this.suspended.add(tid);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'ESRCH' && tid !== pid) return false;
+      if (seccomp && err.code === 'EPERM') {
+        throw new CkptError(
+          'ERR_CKPT_NOT_TRACEABLE',
+          `cannot checkpoint pid ${pid}: thread ${tid} runs under seccomp, and ckpt cannot suspend its filters (PTRACE_O_SUSPEND_SECCOMP: ${err.message})`,
+          { cause: e, hint: 'ckpt must run with CAP_SYS_ADMIN and not under seccomp itself (e.g. not in a container with a seccomp profile)' },
+        );
+      }
       if (err.code === 'EPERM' || err.code === 'EACCES') {
         throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid}: ptrace refused (${err.message})`, {
           cause: e,
@@ -150,7 +177,10 @@ export class ProcessControl {
    * dies first (PTRACE_O_EXITKILL): the image owns their connections from imageCommitted on.
    */
   killWithTracer(processes: Tracee[][]): void {
-    for (const threads of processes) for (const t of threads) native.ptrace.setOptions(t.pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL);
+    for (const threads of processes) {
+      for (const t of threads)
+        native.ptrace.setOptions(t.pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | (this.suspended.has(t.pid) ? PTRACE_O_SUSPEND_SECCOMP : 0));
+    }
   }
 
   /** Thaws everything still frozen (error path). */
@@ -237,7 +267,16 @@ export class ProcessControl {
     if (st.kind !== 'signal' || st.signal !== 5) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
     }
-    native.ptrace.setOptions(child, PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK);
+    // Its threads and children inherit the options: with PTRACE_O_SUSPEND_SECCOMP, seccomp
+    // filters restored early do not see the syscalls that rebuild the rest of the process.
+    const options = PTRACE_O_EXITKILL | PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_TRACEFORK;
+    try {
+      native.ptrace.setOptions(child, options | PTRACE_O_SUSPEND_SECCOMP);
+      stubsSuspendSeccomp = true;
+    } catch {
+      native.ptrace.setOptions(child, options); // ckpt runs under seccomp itself, or lacks CAP_SYS_ADMIN
+      stubsSuspendSeccomp = false;
+    }
     log('stub %d ready', child);
     return new Tracee(child);
   }

@@ -16,16 +16,30 @@
  * Locked memory: every VM_LOCKED area (on fault or not) is locked again, and mlockall(MCL_FUTURE)
  * is put back when it was in force.
  *
- * Refused (credentials stage, before any memory is copied): seccomp filters, SCHED_DEADLINE.
+ * Seccomp: strict mode and filters (mode 2) per thread, a filter shared by threads (TSYNC) shared
+ * again; installed while the stubs are root, with the filters suspended for ckpt's own syscalls.
+ *
+ * Refused (credentials stage, before any memory is copied): SCHED_DEADLINE.
  *
  * Restore: scheduling and slack in the credentials stage, before the pids plugin drops root (a
  * negative nice or a real-time policy needs it); the parent-death signal, no_new_privs and
  * dumpable in beforeResume, after it (a credential change clears the first and resets the last);
  * the stop after the processes run.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, withSignalsHeld, type DumpSession, type ProcessDump, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { SYS } from '@ckpt/native';
+import {
+  CkptError,
+  definePlugin,
+  procfs,
+  seccompSuspendedInStubs,
+  withSignalsHeld,
+  type DumpSession,
+  type ProcessDump,
+  type ProcessRestore,
+  type RestoreSession,
+} from '@ckpt/core';
+import { native, SYS } from '@ckpt/native';
 import { taskRecord, type TaskRecord } from './record.js';
 
 export const NAME = '@ckpt/plugin-task';
@@ -92,20 +106,102 @@ async function noteStopped(session: DumpSession): Promise<void> {
   stoppedBefore.set(session, stopped);
 }
 
-function refusals(proc: ProcessDump, comm: string): void {
-  const { pid } = proc;
-  for (const t of proc.threads) {
-    const seccomp = taskStatus(pid, t.pid).Seccomp ?? '0';
-    if (seccomp !== '0') {
-      refuse(pid, comm, `thread ${t.pid} runs under seccomp (mode ${seccomp === '1' ? 'strict' : 'filter'}), which ckpt cannot restore yet`);
+type ThreadSeccomp = TaskRecord['threads'][number]['seccomp'];
+
+/**
+ * Seccomp: strict mode, or each thread's chain of filters read with PTRACE_SECCOMP_GET_FILTER.
+ * A filter is saved once for all threads that have it at the same place after the same filters
+ * (one kernel object, from TSYNC or inherited by clone): the restore shares it again.
+ */
+function dumpSeccomp(proc: ProcessDump, comm: string): { filters: TaskRecord['seccompFilters']; threads: ThreadSeccomp[] } {
+  const filters: TaskRecord['seccompFilters'] = [];
+  const byPlace = new Map<string, number>();
+  const threads = proc.threads.map((t): ThreadSeccomp => {
+    const mode = taskStatus(proc.pid, t.pid).Seccomp ?? '0';
+    if (mode === '0') return undefined;
+    if (mode === '1') return { mode: 1 };
+    let found: Array<{ prog: Buffer; flags: number }>;
+    try {
+      found = native.ptrace.seccompFilters(t.pid);
+    } catch (e) {
+      refuse(
+        proc.pid,
+        comm,
+        `cannot read the seccomp filters of thread ${t.pid} (${(e as Error).message})`,
+        'ckpt needs CAP_SYS_ADMIN and must not run under seccomp itself',
+      );
     }
+    const chain: number[] = [];
+    let place = '';
+    for (const f of found) {
+      place = createHash('sha256').update(place).update(String(f.flags)).update(f.prog).digest('hex');
+      let i = byPlace.get(place);
+      if (i === undefined) {
+        i = filters.length;
+        filters.push({ prog: f.prog.toString('base64'), flags: f.flags });
+        byPlace.set(place, i);
+      }
+      chain.push(i);
+    }
+    return { mode: 2, chain };
+  });
+  return { filters, threads };
+}
+
+const SECCOMP_SET_MODE_FILTER = 1,
+  SECCOMP_FILTER_FLAG_TSYNC = 1,
+  PR_SET_SECCOMP = 22,
+  SECCOMP_MODE_STRICT = 1;
+
+/**
+ * Seccomp back in every thread, while the stubs are still root (a filter needs CAP_SYS_ADMIN or
+ * no_new_privs): the filters every thread shares from the leader with TSYNC (one object again),
+ * the rest in each thread, then strict mode. The stubs are traced with PTRACE_O_SUSPEND_SECCOMP,
+ * so the filters see none of the syscalls that rebuild the process; they apply from the moment it
+ * runs on its own.
+ */
+async function restoreSeccomp(proc: ProcessRestore): Promise<void> {
+  const rec = proc.get<TaskRecord>(NAME);
+  if (!rec || !rec.threads.some((th) => th.seccomp)) return;
+  if (!seccompSuspendedInStubs()) {
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `pid ${proc.pid}: cannot restore its seccomp filters: ckpt cannot suspend seccomp in the processes it rebuilds`,
+      {
+        hint: 'ckpt must run with CAP_SYS_ADMIN and not under seccomp itself',
+      },
+    );
   }
+  const chains = rec.threads.map((th) => (th.seccomp?.mode === 2 ? th.seccomp.chain : []));
+  let shared = 0;
+  while (chains.every((c) => c.length > shared && c[shared] === chains[0][shared])) shared++;
+  const install = (i: number, filter: number, tsync: boolean) => {
+    const t = proc.threads[i];
+    const f = rec.seccompFilters[filter];
+    const prog = Buffer.from(f.prog, 'base64');
+    const fprog = Buffer.alloc(16);
+    fprog.writeUInt16LE(prog.length / 8, 0);
+    fprog.writeBigUInt64LE(BigInt(t.put(prog, 0)), 8);
+    const r = t.syscallRaw(SYS.seccomp, SECCOMP_SET_MODE_FILTER, f.flags | (tsync ? SECCOMP_FILTER_FLAG_TSYNC : 0), t.put(fprog, 40 * 1024));
+    if (r !== 0n) {
+      const why = r < 0n ? `errno ${-r}` : `thread ${r} could not be synchronized`;
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `pid ${proc.pid} thread ${rec.threads[i].tid}: cannot install seccomp filter ${filter + 1} again (${why})`,
+      );
+    }
+  };
+  for (let k = 0; k < shared; k++) install(0, chains[0][k], true);
+  rec.threads.forEach((th, i) => {
+    for (const filter of chains[i].slice(shared)) install(i, filter, false);
+    if (th.seccomp?.mode === 1) proc.threads[i].syscall(SYS.prctl, PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0);
+  });
 }
 
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
   const comm = procfs.readStat(pid).comm;
-  refusals(proc, comm);
+  const seccomp = dumpSeccomp(proc, comm);
   const base = tracee.scratch();
   const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
   tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
@@ -119,7 +215,8 @@ async function dump(proc: ProcessDump): Promise<void> {
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
     ...vmaState(pid, tracee.scratchRange),
     timers: dumpTimers(proc, comm),
-    threads: proc.threads.map((t) => {
+    seccompFilters: seccomp.filters,
+    threads: proc.threads.map((t, i) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
@@ -128,6 +225,7 @@ async function dump(proc: ProcessDump): Promise<void> {
       const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
       const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
       return {
+        ...(seccomp.threads[i] ? { seccomp: seccomp.threads[i] } : {}),
         tid: t.pid,
         nice: statField(pid, t.pid, 19),
         policy,
@@ -429,8 +527,8 @@ export const taskPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.1.0',
   description:
-    'credentials and capabilities per thread, scheduling (nice, policy, priority, affinity, timer slack), POSIX timers, locked memory and madvise state, OOM score, login uid, prctl flags, stopped state; refuses seccomp and SCHED_DEADLINE',
-  record: { version: 1, schema: taskRecord },
+    'credentials and capabilities per thread, scheduling (nice, policy, priority, affinity, timer slack), POSIX timers, seccomp (strict and filters), locked memory and madvise state, OOM score, login uid, prctl flags, stopped state; refuses SCHED_DEADLINE',
+  record: { version: 2, schema: taskRecord },
   show: {
     process: (r: unknown) => {
       const rec = r as TaskRecord;
@@ -451,6 +549,7 @@ export const taskPlugin = definePlugin(() => ({
     hooks.credentials.dump.tapPromise(NAME, dump);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
     hooks.credentials.restore.tapPromise({ name: `${NAME}:keepcaps`, before: '@ckpt/plugin-pids' }, keepCaps);
+    hooks.credentials.restore.tapPromise({ name: `${NAME}:seccomp`, before: '@ckpt/plugin-pids' }, restoreSeccomp);
     hooks.credentials.restore.tapPromise(`${NAME}:credentials`, restoreCredentials);
     hooks.session.beforeResume.tapPromise(NAME, restoreLate);
     hooks.session.afterResume.tapPromise(NAME, stopAgain);

@@ -44,8 +44,16 @@ export const taskRecord = z.strictObject({
       }),
     )
     .default([]),
+  /**
+   * Seccomp filters of the process's threads (mode 2), each once: the BPF program (base64
+   * struct sock_filter[]) and its flags (SECCOMP_FILTER_FLAG_LOG). A filter is one object for
+   * every thread whose chain has it at the same place after the same filters (TSYNC, clone).
+   */
+  seccompFilters: z.array(z.strictObject({ prog: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), flags: int.nonnegative() })).default([]),
   threads: z.array(
     z.strictObject({
+      /** Seccomp: strict (mode 1), or filters (mode 2: indexes into seccompFilters, oldest first). */
+      seccomp: z.union([z.strictObject({ mode: z.literal(1) }), z.strictObject({ mode: z.literal(2), chain: z.array(int.nonnegative()) })]).optional(),
       tid: int.positive(),
       nice: int.min(-20).max(19),
       /** sched_getscheduler: policy, with SCHED_RESET_ON_FORK (0x40000000) when set. */
