@@ -10,6 +10,7 @@ import {
   ckpt,
   expectCleanError,
   expectOk,
+  isAlive,
   killAndWaitGone,
   makeTempDir,
   readLines,
@@ -274,7 +275,7 @@ describe('pipes', () => {
 });
 
 describe('deleted objects and other file state', () => {
-  it('deleted files (write-only, O_PATH, O_NOFOLLOW, sparse, O_TMPFILE), FIFOs, devices, directories and mappings; memfd seals; symlink fds; mprotect', async () => {
+  it('deleted files (write-only, O_PATH, O_NOFOLLOW, sparse, O_TMPFILE), FIFOs, devices, directories and mappings; memfd seals; symlink fds; mprotect; guard regions', async () => {
     const dir = makeTempDir('ghosts');
     const work = path.join(dir, 'work');
     fs.mkdirSync(work);
@@ -299,9 +300,54 @@ describe('deleted objects and other file state', () => {
       lines.filter((l) => l.startsWith('FAIL')),
       lines.join('\n'),
     ).toEqual([]);
-    expect(lines.filter((l) => l.startsWith('ok ')).length, lines.join('\n')).toBe(13);
+    expect(lines.filter((l) => l.startsWith('ok ')).length, lines.join('\n')).toBe(14);
     expect(fs.readdirSync(work), 'the restore left nothing behind in the directory').toEqual(['link', 'mprot']);
     // The deleted file is back under its old name, deleted.
     expect(fs.readlinkSync(`/proc/${pid}/fd/4`)).toBe(`${path.join(work, 'wronly')} (deleted)`);
+  });
+});
+
+describe('open file state', () => {
+  it('SIGIO owner, signal and O_ASYNC; read and write leases; an epoll watch whose fd was closed after a dup; pidfds of a child and of a reaped one', async () => {
+    const dir = makeTempDir('fdstate');
+    const work = path.join(dir, 'work');
+    fs.mkdirSync(work);
+    const reportFile = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    const FDSTATE = path.join(BUILD_DIR, 'fdstate');
+    await runFixture(dir, [FDSTATE, work, reportFile, go], { noNamespace: true, name: 'fdstate' });
+    const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+    track(pid, FDSTATE);
+    const child = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+    track(child, FDSTATE);
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    const from = readLines(reportFile).length;
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    track(pid, FDSTATE);
+    track(child, FDSTATE);
+    fs.writeFileSync(go, '');
+    await waitForLine(reportFile, /^done$/, 15_000, from);
+    const lines = readLines(reportFile).slice(from);
+    expect(lines, lines.join('\n')).toEqual(['ok fown', 'ok leases', 'ok epoll', 'ok pidfd', 'done']);
+  });
+
+  it('a SIGIO owner or a pidfd outside the checkpoint is refused, naming it', async () => {
+    const dir = makeTempDir('fdstate-out');
+    const PY = [
+      'import fcntl, os, signal, sys, time',
+      'r, w = os.pipe()',
+      `fcntl.fcntl(r, fcntl.F_SETOWN, ${process.pid}) if sys.argv[1] == 'fown' else os.pidfd_open(${process.pid})`,
+      'print("ready", flush=True)',
+      'time.sleep(600)',
+    ].join('\n');
+    for (const what of ['fown', 'pidfd'] as const) {
+      const { pid, stdout } = await runFixture(dir, ['python3', '-c', PY, what], { noNamespace: true, name: what });
+      await waitForLine(stdout, /^ready$/);
+      const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, `img-${what}`)]);
+      expectCleanError(r, new RegExp(`pid ${pid}`), String(process.pid), /not in the checkpoint/);
+      expect(isAlive(pid), `${what}: the process carries on`).toBe(true);
+    }
   });
 });

@@ -157,7 +157,8 @@ export interface PtraceBinding {
 }
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {
-  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array;
+  /** Runs [addr, len, ...] of pages worth saving; `guards`: runs of guard regions (MADV_GUARD_INSTALL), when any. */
+  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array & { guards?: Float64Array };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: Sha256Handle): CopyResult;
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */
@@ -179,9 +180,12 @@ export interface HashBinding {
 export interface ProcBinding {
   spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number, keepFd?: number): number;
   spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number], cloneFlags?: number): number;
-  pidfdOpen(pid: number): number;
+  /** pidfd_open(2); flags: PIDFD_NONBLOCK (O_NONBLOCK), PIDFD_THREAD (O_EXCL). */
+  pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, fd: number): number;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
+  /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
+  kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;
   /** waitpid(WNOHANG | __WALL): null while the task has nothing to report. */
   tryWait(pid: number): WaitStatus | null;
 }
@@ -196,6 +200,8 @@ export interface FdBinding {
   memfdCreate(name: string, flags?: number): number;
   /** mknod(2): a FIFO or device node; mode carries the file type (S_IFIFO, S_IFCHR, S_IFBLK). */
   mknod(path: string, mode: number, dev: number): void;
+  /** F_GETOWN_EX: who gets SIGIO/SIGURG for the description (type: F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2; pid 0: nobody). */
+  getOwnerEx(fd: number): { type: number; pid: number };
   /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
   openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
 }

@@ -21,7 +21,8 @@ namespace {
 
 Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
   long pid = ArgInt(info[0]);
-  long fd = syscall(SYS_pidfd_open, pid, 0);
+  unsigned flags = info.Length() > 1 ? static_cast<unsigned>(ArgInt(info[1])) : 0;
+  long fd = syscall(SYS_pidfd_open, pid, flags);
   if (fd < 0) {
     ThrowErrno(info.Env(), errno, "pidfd_open", pid);
     return info.Env().Undefined();
@@ -152,6 +153,20 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   return FdResult(info, syscall(SYS_memfd_create, name.c_str(), MFD_CLOEXEC | flags), "memfd_create");
 }
 
+// getOwnerEx(fd) -> { type, pid } (F_GETOWN_EX: F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2)
+Napi::Value GetOwnerEx(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct f_owner_ex o = {};
+  if (fcntl(ArgInt(info[0]), F_GETOWN_EX, &o) < 0) {
+    ThrowErrno(env, errno, "fcntl(F_GETOWN_EX)");
+    return env.Undefined();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("type", Napi::Number::New(env, o.type));
+  out.Set("pid", Napi::Number::New(env, o.pid));
+  return out;
+}
+
 // mknod(path, mode, dev): a FIFO or device node (mode includes the file type bits).
 Napi::Value Mknod(const Napi::CallbackInfo& info) {
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -206,9 +221,24 @@ Napi::Value Kcmp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// kcmpEpollTfd(pid1, fd1, pid2, epfd, tfd, toff) -> kcmp result: 0 when fd1 of pid1 is the file
+// that epoll fd epfd of pid2 watches under number tfd (KCMP_EPOLL_TFD).
+Napi::Value KcmpEpollTfd(const Napi::CallbackInfo& info) {
+  struct {
+    uint32_t efd, tfd, toff;
+  } slot = {static_cast<uint32_t>(ArgInt(info[3])), static_cast<uint32_t>(ArgInt(info[4])), static_cast<uint32_t>(ArgInt(info[5]))};
+  long r = syscall(SYS_kcmp, ArgInt(info[0]), ArgInt(info[2]), 7 /* KCMP_EPOLL_TFD */, ArgU64(info[1]), reinterpret_cast<unsigned long>(&slot));
+  if (r < 0) {
+    ThrowErrno(info.Env(), errno, "kcmp(KCMP_EPOLL_TFD)");
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), r);
+}
+
 }  // namespace
 
 void InitFd(Napi::Env env, Napi::Object exports) {
+  exports.Set("kcmpEpollTfd", Napi::Function::New(env, KcmpEpollTfd));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("pipe", Napi::Function::New(env, Pipe));
@@ -220,6 +250,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("eventfd", Napi::Function::New(env, Eventfd));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
   exports.Set("mknod", Napi::Function::New(env, Mknod));
+  exports.Set("getOwnerEx", Napi::Function::New(env, GetOwnerEx));
   exports.Set("epollCreate", Napi::Function::New(env, EpollCreate));
   exports.Set("signalfd", Napi::Function::New(env, Signalfd));
   exports.Set("timerfd", Napi::Function::New(env, Timerfd));

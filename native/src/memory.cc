@@ -88,7 +88,8 @@ Napi::Float64Array RunsArg(const Napi::Value& v) { return v.As<Napi::Float64Arra
 
 // pagemapRuns(pid, start, end, anonOnly): runs [addr, len, ...] of pages worth saving in
 // [start, end): present or swapped; with anonOnly, file-backed page-cache pages are skipped
-// (they are restored from the file itself).
+// (they are restored from the file itself). Guard regions (MADV_GUARD_INSTALL) are not pages:
+// their runs are the array's `guards` property, when there are any.
 Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
@@ -99,7 +100,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
     return env.Undefined();
   }
-  std::vector<double> runs;
+  std::vector<double> runs, guards;
   std::vector<uint64_t> ent(65536);
   uint64_t runStart = 0, runLen = 0;
   for (uint64_t addr = start; addr < end;) {
@@ -112,7 +113,14 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     }
     for (size_t k = 0; k < n; k++, addr += kPage) {
       uint64_t e = ent[k];
-      bool present = e >> 63 & 1, swapped = e >> 62 & 1, filePage = e >> 61 & 1;
+      bool present = e >> 63 & 1, swapped = e >> 62 & 1, filePage = e >> 61 & 1, guard = e >> 58 & 1;
+      // A guard region (MADV_GUARD_INSTALL: PM_GUARD_REGION, shown as swapped) has no page.
+      if (guard) {
+        size_t g = guards.size();
+        if (g && guards[g - 2] + guards[g - 1] == static_cast<double>(addr)) guards[g - 1] += kPage;
+        else guards.push_back(static_cast<double>(addr)), guards.push_back(kPage);
+        continue;
+      }
       bool want = (present || swapped) && !(anonOnly && present && filePage);
       if (want) {
         if (runLen && runStart + runLen == addr) {
@@ -129,6 +137,11 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   close(fd);
   Napi::Float64Array out = Napi::Float64Array::New(env, runs.size());
   for (size_t k = 0; k < runs.size(); k++) out[k] = runs[k];
+  if (!guards.empty()) {
+    Napi::Float64Array g = Napi::Float64Array::New(env, guards.size());
+    for (size_t k = 0; k < guards.size(); k++) g[k] = guards[k];
+    out.Set("guards", g);
+  }
   return out;
 }
 

@@ -175,6 +175,12 @@ export interface FdRecord<D = unknown> {
   sameAs?: { pid: number; fd: number };
   /** The owner's data (absent when sameAs is set). */
   data?: D;
+  /**
+   * Who gets SIGIO/SIGURG for the description (F_SETOWN_EX: type 0 a thread, 1 a process, 2 a
+   * process group; pid as ckpt saw it, a task of the image) and which signal (F_SETSIG; 0 SIGIO).
+   * Core saves and restores it for every description, with O_ASYNC from `flags`.
+   */
+  fown?: { type: number; pid: number; sig: number };
 }
 
 export interface RestoreSession extends SessionBase {

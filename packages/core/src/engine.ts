@@ -543,6 +543,7 @@ function validateFdTable(dir: string, r: ProcessRecord): void {
     if (typeof f.owner !== 'string' || typeof f.kind !== 'string') throw bad(`fds[${i}] has no owner or kind`);
     if (typeof f.cloexec !== 'boolean' || !Number.isInteger(f.flags)) throw bad(`fds[${i}].cloexec or .flags has the wrong type`);
     if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`fds[${i}].sameAs is not { pid, fd }`);
+    if (f.fown !== undefined && ![f.fown.type, f.fown.pid, f.fown.sig].every(Number.isInteger)) throw bad(`fds[${i}].fown is not { type, pid, sig }`);
   });
 }
 

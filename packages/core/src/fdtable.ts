@@ -10,7 +10,24 @@
  */
 import { closeSync, fstatSync, openSync, type Stats } from 'node:fs';
 import { constants as C } from 'node:fs';
-import { native, O_ACCMODE, O_RDONLY, O_RDWR, O_NOCTTY, O_PATH, O_CLOEXEC, F_DUPFD_CLOEXEC, KCMP_FILE } from '@ckpt/native';
+import {
+  native,
+  O_ACCMODE,
+  O_RDONLY,
+  O_RDWR,
+  O_NOCTTY,
+  O_PATH,
+  O_CLOEXEC,
+  F_DUPFD_CLOEXEC,
+  F_GETFL,
+  F_GETSIG,
+  F_SETFL,
+  F_SETOWN_EX,
+  F_SETSIG,
+  FASYNC,
+  KCMP_FILE,
+  SYS,
+} from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { listFds, fdLink, readFdInfo } from './proc.js';
 import { createSessionState } from './state.js';
@@ -86,7 +103,8 @@ export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void
             hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)',
           });
         }
-        proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data });
+        const fown = readFown(proc, fd, dupFd, flags);
+        proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data, ...(fown ? { fown } : {}) });
         const list = seen.get(ino) ?? [];
         list.push({ pid, fd, kind: claim.kind, owner: claim.owner });
         seen.set(ino, list);
@@ -166,6 +184,61 @@ function substitute(what: number | string, r: FdRecord, pid: number): number {
   }
 }
 
+const OWNER_KIND = ['thread', 'process', 'process group'];
+
+/**
+ * The description's SIGIO owner and signal (F_GETOWN_EX, F_GETSIG), when set. The owner must be
+ * a task of the tree: the restored description signals the restored task, never whoever holds
+ * that pid by then.
+ */
+function readFown(proc: ProcessDump, fd: number, dupFd: number, flags: number): FdRecord['fown'] {
+  if (flags & O_PATH) return undefined;
+  let owner: { type: number; pid: number };
+  let sig: number;
+  try {
+    owner = native.fd.getOwnerEx(dupFd);
+    sig = native.fd.fcntl(dupFd, F_GETSIG, 0);
+  } catch {
+    return undefined;
+  }
+  if (!owner.pid && !sig) return undefined;
+  if (owner.pid) {
+    const all = proc.session.processes;
+    const known =
+      owner.type === 0
+        ? all.some((p) => p.threads.some((t) => t.pid === owner.pid))
+        : owner.type === 1
+          ? all.some((p) => p.pid === owner.pid)
+          : all.some((p) => p.pgid === owner.pid);
+    if (!known) {
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED_FD',
+        `cannot checkpoint pid ${proc.pid}: fd ${fd} sends SIGIO to ${OWNER_KIND[owner.type] ?? 'task'} ${owner.pid}, which is not in the checkpoint`,
+        { hint: 'checkpoint the tree that holds that process too, or clear the owner (fcntl F_SETOWN 0)' },
+      );
+    }
+  }
+  return { type: owner.type, pid: owner.pid, sig };
+}
+
+/**
+ * O_ASYNC, the SIGIO owner and signal of a description again, in the process: its pids are its
+ * namespace's, and the kernel reports the fd number O_ASYNC was set through as si_fd.
+ */
+function restoreFown(proc: ProcessRestore, r: FdRecord): void {
+  if (!(r.flags & FASYNC) && !r.fown) return;
+  const stub = proc.stub!;
+  if (r.flags & FASYNC) stub.syscall(SYS.fcntl, r.fd, F_SETFL, Number(stub.syscall(SYS.fcntl, r.fd, F_GETFL, 0)) | FASYNC);
+  if (!r.fown) return;
+  if (r.fown.pid) {
+    const own = Buffer.alloc(8);
+    own.writeInt32LE(r.fown.type, 0);
+    own.writeInt32LE(proc.session.vpid(r.fown.pid), 4);
+    stub.syscall(SYS.fcntl, r.fd, F_SETOWN_EX, stub.put(own, 4096));
+  }
+  if (r.fown.sig) stub.syscall(SYS.fcntl, r.fd, F_SETSIG, r.fown.sig);
+}
+
 /** Makes every description of the process (or reuses a shared one) and installs each fd at its number. */
 export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promise<void> {
   const ours = descriptions.of(proc.session);
@@ -196,6 +269,7 @@ export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promis
       ours.set(`${proc.pid}:${r.fd}`, fd);
     }
     proc.installFd(r.fd, fd, r.cloexec);
+    if (!r.sameAs) restoreFown(proc, r);
   }
 }
 

@@ -77,7 +77,7 @@ describe('host key', () => {
       expect(fps[0]).toBe(new KeyStore(dir).hostKey()!.fingerprint);
       expect(readdirSync(dir).sort()).toEqual(['host.key', 'host.pub']);
     });
-  });
+  }, 30_000); // eight node start-ups at once: seconds on a loaded 2-core machine
 
   it('a host key others can read is refused, naming the fix', () => {
     const store = new KeyStore(join(tempDir(), 'k'));

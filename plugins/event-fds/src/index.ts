@@ -27,17 +27,31 @@
  * wd) fails the restore. Events queued but not yet read at dump time are lost, and so are changes
  * made between the dump and the restore.
  */
-import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { eventFdData } from './record.js';
 import { timespecNs } from './timespec.js';
-import { native, SYS, O_RDONLY, O_DIRECTORY, O_NONBLOCK, O_PATH, F_SETFL, EFD_SEMAPHORE, EPOLL_CTL_ADD, IN_DONT_FOLLOW } from '@ckpt/native';
+import {
+  native,
+  SYS,
+  O_CLOEXEC,
+  O_EXCL,
+  O_RDONLY,
+  O_DIRECTORY,
+  O_NONBLOCK,
+  O_PATH,
+  F_DUPFD_CLOEXEC,
+  F_SETFL,
+  EFD_SEMAPHORE,
+  EPOLL_CTL_ADD,
+  IN_DONT_FOLLOW,
+} from '@ckpt/native';
 
 export { timespecNs } from './timespec.js';
 
 export const NAME = '@ckpt/plugin-event-fds';
 
-type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd' | 'inotify';
+type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd' | 'inotify' | 'pidfd';
 
 /** One inotify watch: its descriptor, event mask (incl. IN_ONESHOT / IN_EXCL_UNLINK) and path. */
 export interface InotifyWatch {
@@ -51,18 +65,56 @@ export interface EventFdData {
   flags: number;
   count?: string;
   semaphore?: boolean;
-  watches?: Array<{ tfd: number; events: number; data: string }>;
+  /**
+   * epoll: each watch as the kernel keys it (the file, and the fd number it was added under).
+   * `via`: where the watched file is now when fd `tfd` of the process no longer holds it (closed
+   * after a dup, or reused): an fd of this process or another of the image.
+   */
+  watches?: Array<{ tfd: number; events: number; data: string; via?: { pid: number; fd: number } }>;
   sigmask?: string;
   clockid?: number;
   valueNs?: string;
   intervalNs?: string;
   inotify?: InotifyWatch[];
+  /** pidfd: the process (or thread: PIDFD_THREAD) it refers to; absent when it is gone and reaped. */
+  pid?: number;
+  thread?: boolean;
 }
 
 function kindOf(link: string): Kind | undefined {
   if (link === 'anon_inode:inotify') return 'inotify';
-  const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd)\]$/.exec(link);
+  const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd|pidfd)\]$/.exec(link);
   return m?.[1] as Kind | undefined;
+}
+
+/**
+ * The fd holding the file an epoll watch is on (kcmp KCMP_EPOLL_TFD): fd `tfd` of the process
+ * itself, unless it was closed (or reused) after the watch was added; then any fd of the process
+ * or of another process of the image that holds that file.
+ */
+function watchedFile(proc: ProcessDump, epfd: number, tfd: number, toff: number): { pid: number; fd: number } {
+  const holds = (pid: number, fd: number) => {
+    try {
+      return native.proc.kcmpEpollTfd(pid, fd, proc.pid, epfd, tfd, toff) === 0;
+    } catch {
+      return false;
+    }
+  };
+  if (holds(proc.pid, tfd)) return { pid: proc.pid, fd: tfd };
+  const order = [proc, ...proc.session.processes.filter((p) => p !== proc)];
+  for (const p of order) {
+    let fds: number[] = [];
+    try {
+      fds = readdirSync(`/proc/${p.pid}/fd`).map(Number);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) if (holds(p.pid, fd)) return { pid: p.pid, fd };
+  }
+  throw new CkptError(
+    'ERR_CKPT_UNSUPPORTED_FD',
+    `cannot checkpoint pid ${proc.pid}: epoll fd ${epfd} watches a file under fd ${tfd} that no process of the checkpoint holds any more`,
+  );
 }
 
 async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<EventFdData> | undefined> {
@@ -79,7 +131,12 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ev
       data.watches = [];
       for (const line of req.info.raw.split('\n')) {
         const m = /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)/.exec(line);
-        if (m) data.watches.push({ tfd: Number(m[1]), events: parseInt(m[2], 16), data: '0x' + m[3] });
+        if (!m) continue;
+        const w: NonNullable<EventFdData['watches']>[number] = { tfd: Number(m[1]), events: parseInt(m[2], 16), data: '0x' + m[3] };
+        const toff = data.watches.filter((x) => x.tfd === w.tfd).length;
+        const via = watchedFile(proc, req.fd, w.tfd, toff);
+        if (via.pid !== proc.pid || via.fd !== w.tfd) w.via = via;
+        data.watches.push(w);
       }
       break;
     case 'signalfd':
@@ -97,13 +154,60 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ev
     case 'inotify':
       data.inotify = dumpInotify(req, proc);
       break;
+    case 'pidfd': {
+      // Pid: the task as ckpt sees it; -1 once it is gone and reaped (the pidfd still polls readable).
+      const pid = Number(x.Pid ?? -1);
+      data.thread = (req.info.flags & O_EXCL) !== 0;
+      if (pid > 0) {
+        const inTree = proc.session.processes.some((p) => p.pid === pid || (data.thread && p.threads.some((t) => t.pid === pid)));
+        if (!inTree) {
+          throw new CkptError(
+            'ERR_CKPT_UNSUPPORTED_FD',
+            `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is a pidfd of pid ${pid}, which is not in the checkpoint`,
+            {
+              hint: 'checkpoint a tree that holds that process too',
+            },
+          );
+        }
+        data.pid = pid;
+      }
+      break;
+    }
   }
   return { kind: type, data };
+}
+
+/**
+ * A pidfd again: on the restored process (or thread), or, for one whose process was gone and
+ * reaped, on a helper that exits and is reaped at once (the same: Pid -1, polls readable).
+ */
+function restorePidfd(d: EventFdData, proc: ProcessRestore): number {
+  let target: number;
+  let helper = false;
+  if (d.pid !== undefined) {
+    const owner = proc.session.processes.find((p) => p.pid === d.pid || p.threads.some((t) => t.pid === d.pid));
+    if (!owner?.stub) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `pid ${proc.pid}: a pidfd of pid ${d.pid}, which the image does not restore`);
+    target = owner.pid === d.pid ? owner.stub.pid : d.pid;
+  } else {
+    const devnull = openSync('/dev/null', 'r+');
+    try {
+      target = native.proc.spawnDetached('/bin/true', ['true'], [], null, [devnull, devnull, devnull]);
+    } finally {
+      closeSync(devnull);
+    }
+    helper = true;
+  }
+  const fd = native.proc.pidfdOpen(target, d.thread ? O_EXCL : 0);
+  if (helper) for (let i = 0; i < 500 && !native.proc.tryWait(target); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  if (d.flags & O_NONBLOCK) native.fd.fcntl(fd, F_SETFL, O_NONBLOCK);
+  return fd;
 }
 
 async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
   const d = rec.data as EventFdData;
   switch (d.type) {
+    case 'pidfd':
+      return restorePidfd(d, proc);
     case 'eventfd':
       return native.events.eventfd(BigInt(d.count ?? '0'), (d.flags & O_NONBLOCK) | (d.semaphore ? EFD_SEMAPHORE : 0));
     case 'eventpoll': {
@@ -261,6 +365,36 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
   }
 }
 
+/**
+ * A watch whose file is no longer at its fd number: the file is put at that number for the
+ * moment of EPOLL_CTL_ADD (whatever the process has there now is set aside and put back), so
+ * that the watch has its old key (file, number) again.
+ */
+function addUnderNumber(proc: ProcessRestore, epfd: number, tfd: number, via: { pid: number; fd: number }, ev: Buffer): void {
+  const stub = proc.stub!;
+  const holder = proc.session.processes.find((p) => p.pid === via.pid);
+  const ours = holder?.restorerFd(via.fd);
+  if (ours === undefined) {
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `the file epoll fd ${epfd} of pid ${proc.pid} watches is fd ${via.fd} of pid ${via.pid}, not restored before it`,
+    );
+  }
+  const lent = proc.borrowFd(ours);
+  const present = proc.fds.find((f) => f.fd === tfd);
+  const aside = present ? Number(stub.syscall(SYS.fcntl, tfd, F_DUPFD_CLOEXEC, 0)) : undefined;
+  try {
+    stub.syscall(SYS.dup3, lent, tfd, 0);
+    stub.syscall(SYS.epoll_ctl, epfd, EPOLL_CTL_ADD, tfd, stub.put(ev, 0));
+  } finally {
+    if (aside !== undefined) {
+      stub.syscall(SYS.dup3, aside, tfd, present!.cloexec ? O_CLOEXEC : 0);
+      stub.syscall(SYS.close, aside);
+    } else stub.syscallRaw(SYS.close, tfd);
+    stub.syscall(SYS.close, lent);
+  }
+}
+
 /** epoll watch lists name fds by number: registered in the process itself, once all fds exist. */
 async function afterInstall(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
@@ -272,7 +406,8 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
       ev.writeUInt32LE(w.events >>> 0, 0);
       ev.writeBigUInt64LE(BigInt(w.data), 4);
       try {
-        stub.syscall(SYS.epoll_ctl, r.fd, EPOLL_CTL_ADD, w.tfd, stub.put(ev, 0));
+        if (w.via) addUnderNumber(proc, r.fd, w.tfd, w.via, ev);
+        else stub.syscall(SYS.epoll_ctl, r.fd, EPOLL_CTL_ADD, w.tfd, stub.put(ev, 0));
       } catch (e) {
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot re-register fd ${w.tfd} in epoll fd ${r.fd} of pid ${proc.pid}: ${(e as Error).message}`, {
           cause: e,
@@ -285,9 +420,9 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
 export const eventFdsPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
-  description: 'eventfd, epoll (watch lists), signalfd, timerfd, inotify (watches)',
+  description: 'eventfd, epoll (watch lists), signalfd, timerfd, inotify (watches), pidfds',
   record: { version: 1, fd: eventFdData },
-  claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify'] },
+  claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'pidfd'] },
   show: { fdName: (rec: FdRecord) => `anon_inode:[${rec.kind}]` },
   apply(hooks) {
     hooks.fds.dump.tapPromise(NAME, dumpFd);

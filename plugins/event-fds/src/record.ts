@@ -5,11 +5,23 @@ const hex = z.string().regex(/^0x[0-9a-f]+$/i);
 const decimal = z.string().regex(/^\d+$/);
 
 export const eventFdData = z.strictObject({
-  type: z.enum(['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify']),
+  type: z.enum(['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'pidfd']),
+  /** pidfd: the process (or thread, PIDFD_THREAD) it refers to, as ckpt saw it; absent: a process gone and reaped. */
+  pid: z.number().int().positive().optional(),
+  thread: z.boolean().optional(),
   flags: z.number().int(),
   count: hex.optional(),
   semaphore: z.boolean().optional(),
-  watches: z.array(z.strictObject({ tfd: z.number().int().nonnegative(), events: z.number().int(), data: hex })).optional(),
+  watches: z
+    .array(
+      z.strictObject({
+        tfd: z.number().int().nonnegative(),
+        events: z.number().int(),
+        data: hex,
+        via: z.strictObject({ pid: z.number().int().positive(), fd: z.number().int().nonnegative() }).optional(),
+      }),
+    )
+    .optional(),
   sigmask: hex.optional(),
   clockid: z.number().int().nonnegative().optional(),
   valueNs: decimal.optional(),

@@ -3,7 +3,9 @@
  *
  *   FLOCK   flock(2): owned by the open file description;
  *   POSIX   fcntl(F_SETLK) record locks: owned by the process, per byte range;
- *   OFDLCK  fcntl(F_OFD_SETLK) record locks: owned by the open file description, per byte range.
+ *   OFDLCK  fcntl(F_OFD_SETLK) record locks: owned by the open file description, per byte range;
+ *   LEASE   fcntl(F_SETLEASE) read and write leases: owned by the open file description. A lease
+ *           being broken (a conflicting open is waiting for it) is refused.
  *
  * Dump (files stage: core's fd table of the process is complete): /proc/PID/fdinfo/N lists, on "lock:"
  * lines, the locks taken through that fd's open file description (for POSIX locks: those of this
@@ -11,11 +13,12 @@
  * lock through, directly. A description shared by several fds or processes is restored once, as
  * one description (its first holder), so its FLOCK/OFD locks are taken once, through that holder.
  * /proc/locks is read as a cross-check: every POSIX lock it lists for a dumped pid must have been
- * found on one of that process's fds. Leases (F_SETLEASE) stop the dump: not supported.
+ * found on one of that process's fds.
  *
  * Restore (session.fdsInstalled: every fd of the process exists): each lock is taken again inside the
  * restored process by a remote syscall, without waiting: flock(fd, LOCK_SH|LOCK_EX | LOCK_NB),
- * fcntl(fd, F_SETLK, struct flock) or fcntl(fd, F_OFD_SETLK, struct flock). A lock someone else
+ * fcntl(fd, F_SETLK, struct flock), fcntl(fd, F_OFD_SETLK, struct flock) or fcntl(fd,
+ * F_SETLEASE, F_RDLCK|F_WRLCK). A lock someone else
  * holds now fails the restore (everything built is removed) with an error naming the file, the lock
  * and, from /proc/locks, its current holder. Processes blocked waiting for a lock (F_SETLKW, flock
  * without LOCK_NB) simply wait again: their syscall is restarted like any other.
@@ -27,7 +30,7 @@ import { SYS, F_SETLK, F_OFD_SETLK, F_RDLCK, F_WRLCK, SEEK_SET } from '@ckpt/nat
 
 export const NAME = '@ckpt/plugin-file-locks';
 
-export type LockKind = 'flock' | 'posix' | 'ofd';
+export type LockKind = 'flock' | 'posix' | 'ofd' | 'lease';
 
 export interface LockEntry {
   /** The fd of this process the lock is taken through. */
@@ -47,12 +50,14 @@ export interface FileLocksRecord {
   locks: LockEntry[];
 }
 
-const KINDS: Record<string, LockKind> = { FLOCK: 'flock', POSIX: 'posix', OFDLCK: 'ofd' };
-const LABEL: Record<LockKind, string> = { flock: 'flock', posix: 'POSIX', ofd: 'OFD' };
+const KINDS: Record<string, LockKind> = { FLOCK: 'flock', POSIX: 'posix', OFDLCK: 'ofd', LEASE: 'lease' };
+const LABEL: Record<LockKind, string> = { flock: 'flock', posix: 'POSIX', ofd: 'OFD', lease: 'lease' };
 
 /** One line of /proc/locks or an fdinfo "lock:" line, parsed. */
 interface LockLine {
   kind: string;
+  /** ADVISORY/MANDATORY for locks; ACTIVE, BREAKING or BREAKER for leases. */
+  mode: string;
   type: string;
   pid: number;
   dev: string;
@@ -66,7 +71,7 @@ const LOCK_RE = /^(?:lock:\s*)?\d+:\s+(?:->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\
 function parseLockLine(line: string): LockLine | undefined {
   const m = LOCK_RE.exec(line.trim());
   if (!m) return undefined;
-  return { kind: m[1], type: m[3], pid: Number(m[4]), dev: m[5], ino: Number(m[6]), start: m[7], end: m[8] === 'EOF' ? null : m[8] };
+  return { kind: m[1], mode: m[2], type: m[3], pid: Number(m[4]), dev: m[5], ino: Number(m[6]), start: m[7], end: m[8] === 'EOF' ? null : m[8] };
 }
 
 /** /proc/locks without the waiters ("->" lines: blocked requests, not held locks). */
@@ -87,6 +92,7 @@ function procLocks(): LockLine[] {
 function describeLock(l: { kind: LockKind; type: string; start: string; end: string | null }): string {
   const type = l.type === 'write' ? 'write' : 'read';
   if (l.kind === 'flock') return `flock ${type === 'write' ? 'exclusive (LOCK_EX)' : 'shared (LOCK_SH)'} lock`;
+  if (l.kind === 'lease') return `${type} lease`;
   const range = l.end === null ? `bytes ${l.start} to EOF` : `bytes ${l.start}-${l.end}`;
   return `${LABEL[l.kind]} ${type} lock on ${range}`;
 }
@@ -123,8 +129,14 @@ async function dump(proc: ProcessDump): Promise<void> {
       if (!kind) {
         throw new CkptError(
           'ERR_CKPT_UNSUPPORTED',
-          `cannot checkpoint pid ${proc.pid}: fd ${r.fd} (${path}) holds a ${l.kind} (${l.kind === 'LEASE' || l.kind === 'DELEG' ? 'file lease, fcntl F_SETLEASE' : 'unknown kind of lock'}), which ckpt cannot restore`,
-          { hint: 'release it (fcntl(fd, F_SETLEASE, F_UNLCK)) before the checkpoint' },
+          `cannot checkpoint pid ${proc.pid}: fd ${r.fd} (${path}) holds a ${l.kind} (${l.kind === 'DELEG' ? 'an NFS delegation' : 'unknown kind of lock'}), which ckpt cannot restore`,
+        );
+      }
+      if (kind === 'lease' && l.mode !== 'ACTIVE') {
+        throw new CkptError(
+          'ERR_CKPT_UNSUPPORTED',
+          `cannot checkpoint pid ${proc.pid}: fd ${r.fd} (${path}) holds a ${l.type.toLowerCase()} lease that is being broken (${l.mode}: a conflicting open waits for it)`,
+          { hint: 'checkpoint again once the lease is released or broken' },
         );
       }
       if (l.type !== 'READ' && l.type !== 'WRITE') {
@@ -152,6 +164,7 @@ async function dump(proc: ProcessDump): Promise<void> {
 }
 
 const SYS_flock = 73;
+const F_SETLEASE = 1024;
 const LOCK_SH = 1,
   LOCK_EX = 2,
   LOCK_NB = 4;
@@ -213,7 +226,9 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
     const ret =
       l.kind === 'flock'
         ? stub.syscallRaw(SYS_flock, l.fd, (l.type === 'write' ? LOCK_EX : LOCK_SH) | LOCK_NB)
-        : stub.syscallRaw(SYS.fcntl, l.fd, l.kind === 'ofd' ? F_OFD_SETLK : F_SETLK, stub.put(structFlock(l), 0));
+        : l.kind === 'lease'
+          ? stub.syscallRaw(SYS.fcntl, l.fd, F_SETLEASE, l.type === 'write' ? F_WRLCK : F_RDLCK)
+          : stub.syscallRaw(SYS.fcntl, l.fd, l.kind === 'ofd' ? F_OFD_SETLK : F_SETLK, stub.put(structFlock(l), 0));
     if (ret >= 0n) continue;
     const errno = Number(-ret);
     let path = l.path;
@@ -223,6 +238,11 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
       /* keep the saved path */
     }
     const where = `${path} (fd ${l.fd} of pid ${proc.pid})`;
+    if (l.kind === 'lease' && errno === EAGAIN) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot take the ${describeLock(l)} of ${where} again: the file is open elsewhere now`, {
+        hint: 'a lease needs the file not open by others (for writing; at all for a write lease): close those, then restore again',
+      });
+    }
     if (errno === EAGAIN || errno === EACCES) {
       const holder = holderOf(stub.pid, l.fd, l);
       throw new CkptError(
@@ -238,7 +258,7 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
 export const fileLocksPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
-  description: 'flock, POSIX and OFD locks, re-acquired once every fd exists',
+  description: 'flock, POSIX and OFD locks and leases, re-acquired once every fd exists',
   record: { version: 1, schema: fileLocksRecord },
   claims: { stateClasses: ['files'] },
   show: { process: (rec: unknown) => ((rec as FileLocksRecord).locks ?? []).map((l) => `lock: ${describeLock(l)} on ${l.path} (fd ${l.fd})`) },

@@ -7,7 +7,7 @@ export const fileLocksRecord = z.strictObject({
   locks: z.array(
     z.strictObject({
       fd: z.number().int().nonnegative(),
-      kind: z.enum(['flock', 'posix', 'ofd']),
+      kind: z.enum(['flock', 'posix', 'ofd', 'lease']),
       type: z.enum(['read', 'write']),
       start: offset,
       end: offset.nullable(),

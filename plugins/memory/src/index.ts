@@ -111,6 +111,8 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
       rec.runs.push([runs[i], runs[i + 1]]);
       allRuns.push(runs[i], runs[i + 1]);
     }
+    const g = runs.guards;
+    if (g) rec.guards = Array.from({ length: g.length / 2 }, (_, i): [number, number] => [g[2 * i], g[2 * i + 1]]);
   }
   return rec;
 }
@@ -284,6 +286,26 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
   }
 }
 
+const MADV_GUARD_INSTALL = 102;
+
+/** Step 4b: guard regions (MADV_GUARD_INSTALL) again, once the pages around them are back. */
+function installGuards(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
+  for (const v of rec.vmas) {
+    for (const [start, len] of v.guards ?? []) {
+      const r = stub.syscallRaw(SYS.madvise, start, len, MADV_GUARD_INSTALL);
+      if (r < 0n) {
+        throw new CkptError(
+          'ERR_CKPT_RESTORE_FAILED',
+          `pid ${proc.pid}: cannot install the guard region at 0x${start.toString(16)} (${len >> 10} KiB) again (errno ${-r})`,
+          {
+            hint: 'guard regions need Linux 6.13',
+          },
+        );
+      }
+    }
+  }
+}
+
 /** Step 5: mm fields, auxv and exe link, in one PR_SET_MM_MAP. */
 function setMm(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   const auxv = Buffer.from(rec.auxv, 'base64');
@@ -311,6 +333,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   mapVdso(rec, stub);
   mapVmas(proc, rec, stub);
   await fillPages(proc, rec, stub);
+  installGuards(proc, rec, stub);
   setMm(proc, rec, stub);
 }
 

@@ -44,6 +44,8 @@ export interface VmaRecord {
   growsDown?: boolean;
   /** A shared mapping, read-only now, that mprotect may make writable (VM_MAYWRITE). */
   mayWrite?: boolean;
+  /** Guard regions in it (MADV_GUARD_INSTALL): [addr, len]. */
+  guards?: Array<[number, number]>;
   /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
   shmem?: ShmemRef;
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
@@ -62,6 +64,7 @@ export const vmaRecord = z.strictObject({
   file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
   growsDown: z.boolean().optional(),
   mayWrite: z.boolean().optional(),
+  guards: z.array(range).optional(),
   shmem: shmemRef.optional(),
   runs: z.array(range),
   blobOffset: uint,
