@@ -100,7 +100,39 @@ describe('SysV IPC', () => {
     checkFinished(stdout);
   });
 
-  it('on the host: a taken key stops the restore naming the object; a taken id is remapped with --ipc-remap', async () => {
+  it('on the host: the segment the dump left behind, unattached and unchanged, is taken over by the restore', async () => {
+    const dir = makeTempDir('ipcadopt');
+    const img = path.join(dir, 'img');
+    const base = 0x7f000 + Math.floor(Math.random() * 0x3000) * 4;
+    const keyHex = (k: number) => '0x' + k.toString(16);
+    const { pid, stdout } = await runFixture(dir, [IPC, String(K), keyHex(base)], { name: 'ipc', noNamespace: true });
+    try {
+      await waitQueued(stdout);
+      const child = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+      track(child, IPC);
+      expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+      await waitNotAlive(pid);
+      await waitNotAlive(child);
+      expect(execFileSync('ipcs', ['-m'], { encoding: 'utf8' }), 'the segment is left on the host').toMatch(new RegExp(`0x0*${(base + 2).toString(16)}\\s`));
+      expectOk(await ckpt(['restore', '-D', img, '--detach']));
+      await waitForLine(stdout, new RegExp(`^done count=${K} total=${TOTAL}$`), 30_000);
+      checkFinished(stdout);
+    } finally {
+      for (const [flag, k] of [
+        ['-Q', base],
+        ['-S', base + 1],
+        ['-M', base + 2],
+      ] as const) {
+        try {
+          execFileSync('ipcrm', [flag, keyHex(k)], { stdio: 'ignore' });
+        } catch {
+          /* removed by the program at its end */
+        }
+      }
+    }
+  });
+
+  it('on the host: a key another segment took stops the restore naming the object; a taken id is remapped with --ipc-remap', async () => {
     const dir = makeTempDir('ipchost');
     const img = path.join(dir, 'img');
     const base = 0x7c000 + Math.floor(Math.random() * 0x3000) * 4;
@@ -115,7 +147,10 @@ describe('SysV IPC', () => {
       await waitNotAlive(pid);
       await waitNotAlive(child);
 
-      // The segment outlives the killed processes: its key is taken.
+      // The segment outlives the killed processes; someone removes it and makes another under
+      // its key: the restore stops, naming it (the one the dump left would be taken over: below).
+      execFileSync('ipcrm', ['-M', keyHex(base + 2)]);
+      execFileSync('python3', ['-c', `import ctypes; assert ctypes.CDLL(None).shmget(${base + 2}, 8192, 0o1600) >= 0`]);
       const r1 = await ckpt(['restore', '-D', img, '--detach']);
       expectCleanError(r1, keyHex(base + 2), /in use/);
       expect(fs.existsSync(`/proc/${pid}`) && !/\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')), 'a refused restore leaves no process').toBe(false);

@@ -241,9 +241,9 @@ describe('process trees', () => {
   it('a failed dump of a tree resumes every process it froze', async () => {
     const dir = makeTempDir('treefail');
     const fdkinds = bin('fdkinds');
-    // A shell with two children; one holds a pidfd, which this version refuses.
+    // A shell with two children; one holds a fanotify group, which this version refuses.
     const sleeper = bin('sleeper');
-    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} pidfd & wait`], {
+    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} fanotify & wait`], {
       name: 'sh',
       noNamespace: true,
       marker: fdkinds,

@@ -28,6 +28,10 @@ export interface IpcObject {
   cuid: number;
   cgid: number;
   mode: number;
+  /** Last change (creation, IPC_SET), seconds: with id, key and creator, the object's identity. */
+  ctime?: number;
+  /** shm: attachments now (snapshots only). */
+  nattch?: number;
   size?: number;
   destroyed?: boolean;
   bytes?: Buffer;

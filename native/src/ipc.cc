@@ -53,6 +53,8 @@ struct Obj {
   std::string kind;  // shm | msg | sem
   int id = -1;
   Perm perm{};
+  int64_t ctime = 0;    // last change (creation, IPC_SET): with id, key and creator, its identity
+  uint64_t nattch = 0;  // shm: attachments now
   // shm
   uint64_t size = 0;
   bool destroyed = false;
@@ -103,6 +105,8 @@ void Snapshot(long pid, bool contents, Result& r) {
     o.id = id;
     o.perm = PermOf(ds.shm_perm);
     o.size = ds.shm_segsz;
+    o.ctime = ds.shm_ctime;
+    o.nattch = ds.shm_nattch;
     o.destroyed = (ds.shm_perm.mode & SHM_DEST) != 0;
     if (contents) {
       void* p = shmat(id, nullptr, SHM_RDONLY);
@@ -127,6 +131,7 @@ void Snapshot(long pid, bool contents, Result& r) {
     o.id = id;
     o.perm = PermOf(ds.msg_perm);
     o.qbytes = ds.msg_qbytes;
+    o.ctime = ds.msg_ctime;
     if (contents) {
       std::vector<uint8_t> buf(sizeof(long) + 65536);
       for (unsigned long k = 0; k < ds.msg_qnum; k++) {
@@ -157,6 +162,7 @@ void Snapshot(long pid, bool contents, Result& r) {
     o.kind = "sem";
     o.id = id;
     o.perm = PermOf(ds.sem_perm);
+    o.ctime = ds.sem_ctime;
     o.sems.resize(ds.sem_nsems);
     arg.array = o.sems.data();
     if (semctl(id, 0, GETALL, arg) < 0) {
@@ -292,7 +298,9 @@ Napi::Value ToJs(Napi::Env env, const Obj& o) {
   j.Set("cuid", o.perm.cuid);
   j.Set("cgid", o.perm.cgid);
   j.Set("mode", o.perm.mode);
+  j.Set("ctime", Napi::Number::New(env, static_cast<double>(o.ctime)));
   if (o.kind == "shm") {
+    j.Set("nattch", Napi::Number::New(env, static_cast<double>(o.nattch)));
     j.Set("size", Napi::Number::New(env, static_cast<double>(o.size)));
     j.Set("destroyed", o.destroyed);
     j.Set("bytes", Napi::Buffer<uint8_t>::Copy(env, o.bytes.data(), o.bytes.size()));

@@ -164,6 +164,7 @@ export class Ckpt {
       fault('dump:frozen');
       await session.interruptionPoint();
       const pidns = pidNamespaceOf(pid, session);
+      checkNamespaces(session);
       // The fd table first: what will be refused (an fd no plugin handles, a peer outside the
       // tree) is found before any memory is copied, so a refusal costs a short freeze.
       for (const proc of session.processes) {
@@ -586,6 +587,42 @@ async function waitPidFree(pid: number): Promise<void> {
       });
     }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Namespaces ckpt does not save: a process must share ckpt's own (restore puts it in ckpt restore's). */
+const UNSAVED_NAMESPACES = ['mnt', 'net', 'uts', 'user', 'cgroup', 'time'] as const;
+const NS_NAME: Record<(typeof UNSAVED_NAMESPACES)[number], string> = {
+  mnt: 'mount',
+  net: 'network',
+  uts: 'UTS (host name)',
+  user: 'user',
+  cgroup: 'cgroup',
+  time: 'time',
+};
+
+function checkNamespaces(session: DumpSession): void {
+  for (const ns of UNSAVED_NAMESPACES) {
+    let own: string;
+    try {
+      own = readlinkSync(`/proc/self/ns/${ns}`);
+    } catch {
+      continue; // a kernel without this namespace kind
+    }
+    for (const p of session.processes) {
+      let theirs: string;
+      try {
+        theirs = readlinkSync(`/proc/${p.pid}/ns/${ns}`);
+      } catch {
+        continue;
+      }
+      if (theirs === own) continue;
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `cannot checkpoint pid ${p.pid} (${p.comm}): it is in another ${NS_NAME[ns]} namespace than ckpt (${theirs}), which ckpt does not save; a restore would put it in ckpt restore's`,
+        { hint: `run ckpt inside that namespace (nsenter --target ${p.pid} --${ns === 'mnt' ? 'mount' : ns} ckpt dump ...), and restore there too` },
+      );
+    }
   }
 }
 

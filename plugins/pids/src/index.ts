@@ -31,6 +31,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   }
   const personality = Number(proc.tracee.syscall(SYS.personality, 0xffffffff));
   const st = procfs.readStat(proc.pid);
+  checkLeaders(proc, st);
   const status = procfs.readStatus(proc.pid);
   const ids = (s: string | undefined) => (s ?? '').split(/\s+/).filter(Boolean).map(Number);
   proc.put(NAME, {
@@ -44,6 +45,27 @@ async function dump(proc: ProcessDump): Promise<void> {
     rlimits,
     personality,
   } satisfies PidsRecord);
+}
+
+/**
+ * A session or process group is recreated by its leader (setsid, setpgid): one led by a process
+ * that is not in the image (it exited; it is a zombie; it is outside) cannot be, yet, and is
+ * refused rather than lost. The root's own session and group are the exception: they come from
+ * whoever started it (a shell), and the restore puts the root in ckpt restore's (a shell job).
+ */
+function checkLeaders(proc: ProcessDump, st: { pgid: number; sid: number }): void {
+  const session = proc.session;
+  const root = session.processes[0];
+  const led = (id: number) => id === proc.pid || session.processes.some((p) => p.pid === id);
+  const why = (id: number) => (session.zombies.some((z) => z.pid === id) ? 'is a zombie' : 'has exited or is not in the checkpoint');
+  const refuse = (what: string, id: number) => {
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED',
+      `cannot checkpoint pid ${proc.pid} (${proc.comm}): it is in ${what} ${id}, whose leader ${why(id)}; ckpt cannot recreate such a ${what} yet`,
+    );
+  };
+  if (!led(st.sid) && st.sid !== root.sid) refuse('session', st.sid);
+  if (!led(st.pgid) && st.pgid !== root.pgid) refuse('process group', st.pgid);
 }
 
 /** Forks a child with the given pid out of a parent stub (clone3 set_tid); it starts stopped. */
@@ -83,13 +105,22 @@ async function processesCreated(session: RestoreSession): Promise<void> {
   const procs = session.processes.map((p) => ({ p, rec: p.get<PidsRecord>(NAME) })).filter((x) => x.rec && x.p.stub);
   const vpid = session.vpid;
   for (const { p, rec } of procs) if (rec!.pgid === rec!.pid && rec!.sid !== rec!.pid) p.stub!.syscall(SYS.setpgid, 0, 0);
+  // The root's group when it came from outside (a shell job): the root stays in ckpt restore's.
+  const root = procs[0]?.rec;
+  const outsideGroup = root && root.pgid !== root.pid && !procs.some((x) => x.rec!.pid === root.pgid) ? root.pgid : undefined;
   for (const { p, rec } of procs) {
     if (rec!.pgid === rec!.pid || rec!.sid === rec!.pid) continue;
     if (procfs.readStat(p.stub!.pid).pgid === rec!.pgid && !session.newPidNamespace) continue;
+    if (rec!.pgid === outsideGroup) {
+      log('pid %d: its process group %d was not in the image (a shell job): it stays in %d', rec!.pid, rec!.pgid, procfs.readStat(p.stub!.pid).pgid);
+      continue;
+    }
     try {
       p.stub!.syscall(SYS.setpgid, 0, vpid(rec!.pgid));
     } catch (e) {
-      log('pid %d: cannot rejoin process group %d (%s); it stays in %d', rec!.pid, rec!.pgid, (e as Error).message, procfs.readStat(p.stub!.pid).pgid);
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${rec!.pid}: cannot join its process group ${rec!.pgid} again: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
   }
   for (const z of session.zombies) {

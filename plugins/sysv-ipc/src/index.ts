@@ -87,7 +87,7 @@ async function afterDump(session: DumpSession): Promise<void> {
     return { offset: at, length: b.length };
   };
   const saved: SavedObject[] = objects.map((o) => {
-    const { bytes, messages, ...meta } = o;
+    const { bytes, messages, nattch: _nattch, ...meta } = o;
     return {
       ...meta,
       ...(bytes ? { bytes: put(bytes) } : {}),
@@ -105,7 +105,11 @@ interface RestoreState {
   /** Where the objects live: the root stub's IPC namespace, or the host's (0). */
   nsPid: number;
 }
-const states = createSessionState('sysv-ipc:restore', (_s: RestoreSession) => ({ state: undefined as RestoreState | undefined }));
+const states = createSessionState('sysv-ipc:restore', (_s: RestoreSession) => ({
+  state: undefined as RestoreState | undefined,
+  /** Segments the dump left on the host, taken over by this restore. */
+  adopted: [] as Array<[string, number]>,
+}));
 
 /** Options: `remap` (restore --ipc-remap): objects whose ids are taken on the host get new ids. */
 export const sysvIpcOptions = z.strictObject({ remap: z.boolean().optional() });
@@ -128,7 +132,27 @@ function describe(o: { kind: string; id: number; key: number }): string {
   return `${what} id ${o.id}${o.key ? ` key 0x${(o.key >>> 0).toString(16)}` : ''}`;
 }
 
-/** On the host: every key and id must be free, checked before anything is created. */
+/**
+ * The segment a dump that killed its processes left on the host (nobody attaches it any more), and
+ * that is provably the one dumped: same kind, id, key, creator, size and last change. The restore
+ * takes its place: it is removed and made again with the image's contents.
+ */
+function leftBehind(o: SavedObject, h: IpcObject): boolean {
+  return (
+    o.kind === 'shm' &&
+    h.kind === 'shm' &&
+    o.ctime !== undefined &&
+    h.id === o.id &&
+    h.key === o.key &&
+    h.cuid === o.cuid &&
+    h.cgid === o.cgid &&
+    h.size === o.size &&
+    h.ctime === o.ctime &&
+    h.nattch === 0
+  );
+}
+
+/** On the host: every key and id must be free (or hold the very segment dumped), checked before anything is created. */
 async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Promise<void> {
   const record = load(session);
   if (!record) return;
@@ -136,7 +160,13 @@ async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Pro
   if (session.newPidNamespace) return;
   {
     const host = native.ipc.ipcSnapshot(0, false);
+    const adopted: Array<[string, number]> = [];
     for (const o of record.objects) {
+      const same = host.find((h) => leftBehind(o, h));
+      if (same) {
+        adopted.push([same.kind, same.id]);
+        continue;
+      }
       const sameId = host.find((h) => h.kind === o.kind && h.id === o.id);
       const sameKey = o.key !== 0 ? host.find((h) => h.kind === o.kind && h.key === o.key) : undefined;
       if (opts.remap) {
@@ -154,6 +184,7 @@ async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Pro
         });
       }
     }
+    states.of(session).adopted = adopted;
   }
 }
 
@@ -181,6 +212,11 @@ async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): 
     closeSync(fd);
   }
   const remap = !!opts.remap && !session.newPidNamespace;
+  const adopted = states.of(session).adopted;
+  if (adopted.length) {
+    native.ipc.ipcRemove(0, adopted);
+    log('took over %d segment(s) the dump left on the host: %s', adopted.length, adopted.map(([, id]) => id).join(', '));
+  }
   let ids: number[];
   try {
     ids = native.ipc.ipcCreate(nsPid, objects, remap);

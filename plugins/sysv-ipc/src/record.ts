@@ -20,7 +20,7 @@ export interface SysvProcessRecord {
 }
 
 /** An object as saved: contents live in the blob at [offset, offset + length). */
-export type SavedObject = Omit<IpcObject, 'bytes' | 'messages'> & {
+export type SavedObject = Omit<IpcObject, 'bytes' | 'messages' | 'nattch'> & {
   bytes?: { offset: number; length: number };
   messages?: Array<{ type: number; offset: number; length: number }>;
 };
@@ -47,6 +47,7 @@ export const savedObject = z.strictObject({
   cuid: int,
   cgid: int,
   mode: int,
+  ctime: int.optional(),
   size: uint.optional(),
   destroyed: z.boolean().optional(),
   qbytes: uint.optional(),
