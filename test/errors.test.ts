@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   allPids,
+  BUILD_DIR,
   bin,
   ckpt,
   CLI,
@@ -209,6 +210,22 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
       /another UTS \(host name\) namespace/,
     ],
   ];
+  const SHARED = path.join(BUILD_DIR, 'shared');
+  const fixtures: Array<[string, string, RegExp]> = [
+    ['a child sharing its fd table (CLONE_FILES)', 'files', /shares its fd table \(CLONE_FILES\) with pid \d+/],
+    ["a vfork child that has not exec'd", 'vfork', /shares its address space \(a vfork child, or CLONE_VM\) with pid \d+/],
+    ['an AIO context', 'aio', /an AIO ring \(io_setup\)/],
+  ];
+  it.each(fixtures)('%s', async (what, mode, why) => {
+    const dir = makeTempDir(`refused-${mode}`);
+    const { pid, stdout } = await runFixture(dir, [SHARED, mode], { noNamespace: true, name: mode });
+    await waitForLine(stdout, /^ready$/);
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    for (const k of kids) track(k, SHARED);
+    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img')]);
+    expectCleanError(r, why);
+    for (const p of [pid, ...kids]) expect(isAlive(p) && tracerPid(p) === 0, `${what}: pid ${p} carries on, untraced`).toBe(true);
+  });
   it.each(cases)('%s', async (what, code, why) => {
     const dir = makeTempDir('refused-shape');
     const { pid, stdout } = await runFixture(dir, ['python3', '-c', code], { noNamespace: true, name: 'py' });

@@ -5,6 +5,7 @@
 
 // ---- syscall numbers ----
 export const SYS = Object.freeze({
+  membarrier: 324,
   seccomp: 317,
   read: 0,
   write: 1,

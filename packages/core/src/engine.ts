@@ -14,7 +14,7 @@
  *            (stubs killed, fds closed).
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import { native, NativeError } from '@ckpt/native';
+import { native, NativeError, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
 import type { ImageReader, Manifest, ProcessRecord } from './image.js';
@@ -165,6 +165,7 @@ export class Ckpt {
       await session.interruptionPoint();
       const pidns = pidNamespaceOf(pid, session);
       checkNamespaces(session);
+      checkSharing(session);
       // The fd table first: what will be refused (an fd no plugin handles, a peer outside the
       // tree) is found before any memory is copied, so a refusal costs a short freeze.
       for (const proc of session.processes) {
@@ -482,6 +483,7 @@ function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
         session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode } satisfies ZombieRecord);
         continue;
       }
+      refuseVforkParent(n.pid, st.comm);
       const threads = pc.freeze(n.pid);
       frozen.push(threads);
       session.processes.push(processDump(n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
@@ -587,6 +589,67 @@ async function waitPidFree(pid: number): Promise<void> {
       });
     }
     await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A parent waiting in vfork for a child that shares its memory cannot be stopped (it waits
+ * uninterruptibly) and could not be restored: refused before ckpt tries to freeze it.
+ */
+function refuseVforkParent(pid: number, comm: string): void {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return;
+  }
+  for (const child of children) {
+    let same = false;
+    try {
+      same = native.proc.kcmp(pid, child, KCMP_VM, 0, 0) === 0;
+    } catch {
+      /* gone */
+    }
+    if (same) {
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `cannot checkpoint pid ${child}: it shares its address space (a vfork child, or CLONE_VM) with pid ${pid} (${comm}), which waits for it; a restore would not share it again`,
+        { hint: 'checkpoint once the child has called exec or exited' },
+      );
+    }
+  }
+}
+
+/**
+ * Kernel structures two processes (not threads of one) can share through clone flags, and that a
+ * restore would make separate: refused, naming both. A vfork'ed child shares its parent's memory.
+ */
+const SHARED: Array<[number, string]> = [
+  [KCMP_VM, 'its address space (a vfork child, or CLONE_VM)'],
+  [KCMP_FILES, 'its fd table (CLONE_FILES)'],
+  [KCMP_FS, 'its working directory, root and umask (CLONE_FS)'],
+  [KCMP_SIGHAND, 'its signal handlers (CLONE_SIGHAND)'],
+];
+
+function checkSharing(session: DumpSession): void {
+  const procs = session.processes;
+  for (let i = 0; i < procs.length; i++) {
+    for (let j = i + 1; j < procs.length; j++) {
+      for (const [type, what] of SHARED) {
+        let same = false;
+        try {
+          same = native.proc.kcmp(procs[i].pid, procs[j].pid, type, 0, 0) === 0;
+        } catch {
+          /* a kernel without kcmp for it: nothing to compare */
+        }
+        if (same) {
+          throw new CkptError(
+            'ERR_CKPT_UNSUPPORTED',
+            `cannot checkpoint pid ${procs[j].pid} (${procs[j].comm}): it shares ${what} with pid ${procs[i].pid} (${procs[i].comm}), which a restore would not share again`,
+          );
+        }
+      }
+    }
   }
 }
 

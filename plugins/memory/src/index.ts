@@ -44,6 +44,13 @@ export const NAME = '@ckpt/plugin-memory';
 
 const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
 
+/** Mappings of kernel objects that /proc shows as deleted files: recreating a file would not be them. */
+const SPECIAL_FILES: Array<[string, string]> = [
+  ['/[aio]', 'an AIO ring (io_setup)'],
+  ['/anon_hugepage', 'anonymous huge-page memory (MAP_HUGETLB)'],
+  ['/dev/hugepages/', 'a hugetlbfs file'],
+];
+
 function classify(pid: number, v: Vma): VmaKind {
   if (SPECIAL.has(v.name)) return 'vdso';
   const shared = v.perms[3] === 's';
@@ -51,6 +58,14 @@ function classify(pid: number, v: Vma): VmaKind {
     if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
     // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
     if (v.name.startsWith('/SYSV')) return 'sysv';
+    // Kernel objects that look like deleted files, and are not.
+    const special = SPECIAL_FILES.find(([prefix]) => v.name.startsWith(prefix));
+    if (special) {
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `cannot checkpoint pid ${pid}: it maps ${special[1]} at 0x${v.start.toString(16)} (${v.name}), which ckpt cannot restore yet`,
+      );
+    }
     // A deleted file (or a memfd mapped privately) is a file mapping of an object saved with its
     // content (see vmaRecordOf).
     return shared ? 'file-shared' : 'file-private';

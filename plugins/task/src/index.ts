@@ -7,6 +7,8 @@
  * adjustment, audit login uid, child-subreaper flag, THP disable, dumpable, and whether it was
  * stopped (SIGSTOP or job control: it is stopped again once restored).
  *
+ * membarrier registrations are made again.
+ *
  * POSIX timers (timer_create) keep their ids, clocks, notification (signal, thread or none),
  * signal value, time left and interval.
  *
@@ -215,6 +217,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
     ...vmaState(pid, tracee.scratchRange),
     timers: dumpTimers(proc, comm),
+    membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
     threads: proc.threads.map((t, i) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
@@ -389,6 +392,18 @@ function restoreTimers(proc: ProcessRestore, rec: TaskRecord): void {
   }
 }
 
+const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
+
+/** membarrier: each REGISTER_* command the process had done, done again in it. */
+function restoreMembarrier(proc: ProcessRestore, rec: TaskRecord): void {
+  for (let bit = 0; bit < 9; bit++) {
+    const cmd = 1 << bit;
+    if (!(rec.membarrier & cmd)) continue;
+    const r = proc.stub!.syscallRaw(SYS.membarrier, cmd, 0, 0);
+    if (r < 0n) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: cannot register membarrier command ${cmd} again (errno ${-r})`);
+  }
+}
+
 /** The affinity mask as sched_setaffinity takes it (little-endian words), limited to CPUs online here. */
 function affinityMask(hex: string): Buffer {
   const words = hex.split(',').reverse();
@@ -435,6 +450,7 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
     t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
   });
   restoreTimers(proc, rec);
+  restoreMembarrier(proc, rec);
   restoreLocked(proc, rec);
   restoreAdvice(proc, rec);
 }

@@ -44,6 +44,8 @@ export const taskRecord = z.strictObject({
       }),
     )
     .default([]),
+  /** membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* commands done). */
+  membarrier: int.nonnegative().default(0),
   /**
    * Seccomp filters of the process's threads (mode 2), each once: the BPF program (base64
    * struct sock_filter[]) and its flags (SECCOMP_FILTER_FLAG_LOG). A filter is one object for
