@@ -19,7 +19,7 @@ import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
 import type { ImageReader, Manifest, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
-import { createContainer, sessionServices, type Services } from './services.js';
+import { createContainer, leaderGone, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
 import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
@@ -480,6 +480,8 @@ function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
       seen.add(n.pid);
       const st = readStat(n.pid);
       if (n.state === 'Z') {
+        // A zombie leader with live threads is a running process: not a zombie to restore.
+        if (st.numThreads > 1) throw leaderGone(n.pid, st.comm, st.numThreads);
         session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode } satisfies ZombieRecord);
         continue;
       }

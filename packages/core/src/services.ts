@@ -45,6 +45,14 @@ function guardable(pid: number): boolean {
 }
 
 /** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
+/** A thread group whose leader thread exited while other threads run (it shows as a zombie). */
+export function leaderGone(pid: number, comm: string, threads: number): CkptError {
+  return new CkptError(
+    'ERR_CKPT_UNSUPPORTED',
+    `cannot checkpoint pid ${pid} (${comm}): its main thread has exited while ${threads - 1} other thread(s) run; ckpt cannot checkpoint a thread group without its leader yet`,
+  );
+}
+
 /** Whether the restore stubs made so far have their seccomp filters suspended while traced (PTRACE_O_SUSPEND_SECCOMP). */
 let stubsSuspendSeccomp = false;
 export const seccompSuspendedInStubs = (): boolean => stubsSuspendSeccomp;
@@ -73,6 +81,7 @@ export class ProcessControl {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is a kernel thread`);
     }
     if (st.state === 'Z' || st.state === 'X') {
+      if (st.numThreads > 1) throw leaderGone(pid, st.comm, st.numThreads);
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it has exited (zombie)`);
     }
     const tracer = Number(readStatus(pid).TracerPid ?? 0);
