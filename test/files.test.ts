@@ -303,7 +303,7 @@ describe('deleted objects and other file state', () => {
     expect(lines.filter((l) => l.startsWith('ok ')).length, lines.join('\n')).toBe(14);
     expect(fs.readdirSync(work), 'the restore left nothing behind in the directory').toEqual(['link', 'mprot']);
     // The deleted file is back under its old name, deleted.
-    expect(fs.readlinkSync(`/proc/${pid}/fd/4`)).toBe(`${path.join(work, 'wronly')} (deleted)`);
+    expect(fs.readlinkSync(`/proc/${pid}/fd/3`)).toBe(`${path.join(work, 'wronly')} (deleted)`);
   });
 });
 

@@ -52,6 +52,21 @@ function checkFinished(stdout: string): void {
   got.forEach((g, i) => expect(g, 'every message received once, in order').toBe(i + 1));
 }
 
+/** Removes the host objects of the fixture run with key base (queue, semaphores, segment), if still there. */
+function removeObjects(base: number): void {
+  for (const [flag, k] of [
+    ['-Q', base],
+    ['-S', base + 1],
+    ['-M', base + 2],
+  ] as const) {
+    try {
+      execFileSync('ipcrm', [flag, `0x${k.toString(16)}`], { stdio: 'ignore' });
+    } catch {
+      /* removed by the program at its end, or by the test */
+    }
+  }
+}
+
 function sysvMaps(pid: number): string[] {
   return fs
     .readFileSync(`/proc/${pid}/maps`, 'utf8')
@@ -118,17 +133,7 @@ describe('SysV IPC', () => {
       await waitForLine(stdout, new RegExp(`^done count=${K} total=${TOTAL}$`), 30_000);
       checkFinished(stdout);
     } finally {
-      for (const [flag, k] of [
-        ['-Q', base],
-        ['-S', base + 1],
-        ['-M', base + 2],
-      ] as const) {
-        try {
-          execFileSync('ipcrm', [flag, keyHex(k)], { stdio: 'ignore' });
-        } catch {
-          /* removed by the program at its end */
-        }
-      }
+      removeObjects(base);
     }
   });
 
@@ -176,17 +181,7 @@ describe('SysV IPC', () => {
         }
       }
     } finally {
-      for (const [flag, k] of [
-        ['-Q', base],
-        ['-S', base + 1],
-        ['-M', base + 2],
-      ] as const) {
-        try {
-          execFileSync('ipcrm', [flag, keyHex(k)], { stdio: 'ignore' });
-        } catch {
-          /* removed by the program at its end, or above */
-        }
-      }
+      removeObjects(base);
     }
   });
 });

@@ -21,13 +21,14 @@ const SRC = path.join(ROOT, 'test/fixtures');
 const OUT = path.join(ROOT, 'test/.build');
 
 // Extra gcc flags per fixture. None needs -mavx: vector code is inline asm chosen at run time
-// (AVX-512 / AVX / SSE). guarded, taskattrs, posixtimers and creds are threaded.
+// (AVX-512 / AVX / SSE). guarded, taskattrs, posixtimers, creds, seccomp and shared are threaded.
 const EXTRA: Record<string, string[]> = {
   guarded: ['-pthread'],
   taskattrs: ['-pthread'],
   posixtimers: ['-pthread'],
   creds: ['-pthread'],
   seccomp: ['-pthread'],
+  shared: ['-pthread'],
 };
 
 export default function setup(project: TestProject): () => void {
@@ -39,7 +40,8 @@ export default function setup(project: TestProject): () => void {
     const name = f.slice(0, -2);
     const src = path.join(SRC, f);
     const out = path.join(OUT, name);
-    const srcTime = fs.statSync(src).mtimeMs;
+    // A fixture is rebuilt when it or the header the check fixtures share (report.h) changed.
+    const srcTime = Math.max(fs.statSync(src).mtimeMs, fs.statSync(path.join(SRC, 'report.h')).mtimeMs);
     const outTime = fs.existsSync(out) ? fs.statSync(out).mtimeMs : -1;
     if (outTime >= srcTime) continue;
     const args = ['-O1', '-g', '-Wall', '-Wextra', ...(EXTRA[name] ?? []), '-o', out, src];
