@@ -274,28 +274,38 @@ describe('pipes', () => {
   });
 });
 
+/**
+ * A check fixture (FIXTURE WORK REPORT GO, see test/fixtures/report.h) started in a fresh
+ * directory and dumped (which kills it and its children); `between` runs before the restore. The
+ * restored process runs its checks once GO exists: their lines (up to "done") are returned.
+ */
+async function checksAfterRestore(name: string, between: (p: { pid: number; work: string }) => void = () => {}) {
+  const dir = makeTempDir(name);
+  const work = path.join(dir, 'work');
+  fs.mkdirSync(work);
+  const reportFile = path.join(dir, 'report');
+  const go = path.join(dir, 'go');
+  const img = path.join(dir, 'img');
+  const fixture = path.join(BUILD_DIR, name);
+  await runFixture(dir, [fixture, work, reportFile, go], { noNamespace: true, name });
+  const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const p of [pid, ...children]) track(p, fixture);
+  expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+  await waitNotAlive(pid);
+  between({ pid, work });
+  const from = readLines(reportFile).length;
+  expectOk(await ckpt(['restore', '-D', img, '--detach']));
+  for (const p of [pid, ...children]) track(p, fixture);
+  fs.writeFileSync(go, '');
+  await waitForLine(reportFile, /^done$/, 15_000, from);
+  return { pid, work, lines: readLines(reportFile).slice(from) };
+}
+
 describe('deleted objects and other file state', () => {
   it('deleted files (write-only, O_PATH, O_NOFOLLOW, sparse, O_TMPFILE), FIFOs, devices, directories and mappings; memfd seals; symlink fds; mprotect; guard regions', async () => {
-    const dir = makeTempDir('ghosts');
-    const work = path.join(dir, 'work');
-    fs.mkdirSync(work);
-    const reportFile = path.join(dir, 'report');
-    const go = path.join(dir, 'go');
-    const img = path.join(dir, 'img');
-    const GHOSTS = path.join(BUILD_DIR, 'ghosts');
-    await runFixture(dir, [GHOSTS, work, reportFile, go], { noNamespace: true, name: 'ghosts' });
-    const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
-    track(pid, GHOSTS);
-    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
-    await waitNotAlive(pid);
     // Nothing of the dump is left in the directory (the symlink is the program's).
-    expect(fs.readdirSync(work)).toEqual(['link', 'mprot']);
-    const from = readLines(reportFile).length;
-    expectOk(await ckpt(['restore', '-D', img, '--detach']));
-    track(pid, GHOSTS);
-    fs.writeFileSync(go, '');
-    await waitForLine(reportFile, /^done$/, 15_000, from);
-    const lines = readLines(reportFile).slice(from);
+    const { pid, work, lines } = await checksAfterRestore('ghosts', ({ work }) => expect(fs.readdirSync(work)).toEqual(['link', 'mprot']));
     expect(
       lines.filter((l) => l.startsWith('FAIL')),
       lines.join('\n'),
@@ -309,27 +319,7 @@ describe('deleted objects and other file state', () => {
 
 describe('open file state', () => {
   it('SIGIO owner, signal and O_ASYNC; read and write leases; an epoll watch whose fd was closed after a dup; pidfds of a child and of a reaped one', async () => {
-    const dir = makeTempDir('fdstate');
-    const work = path.join(dir, 'work');
-    fs.mkdirSync(work);
-    const reportFile = path.join(dir, 'report');
-    const go = path.join(dir, 'go');
-    const img = path.join(dir, 'img');
-    const FDSTATE = path.join(BUILD_DIR, 'fdstate');
-    await runFixture(dir, [FDSTATE, work, reportFile, go], { noNamespace: true, name: 'fdstate' });
-    const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
-    track(pid, FDSTATE);
-    const child = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0]);
-    track(child, FDSTATE);
-    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
-    await waitNotAlive(pid);
-    const from = readLines(reportFile).length;
-    expectOk(await ckpt(['restore', '-D', img, '--detach']));
-    track(pid, FDSTATE);
-    track(child, FDSTATE);
-    fs.writeFileSync(go, '');
-    await waitForLine(reportFile, /^done$/, 15_000, from);
-    const lines = readLines(reportFile).slice(from);
+    const { lines } = await checksAfterRestore('fdstate');
     expect(lines, lines.join('\n')).toEqual(['ok fown', 'ok leases', 'ok epoll', 'ok pidfd', 'done']);
   });
 

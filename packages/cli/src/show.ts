@@ -4,6 +4,7 @@
  * through its `show` functions, so this file knows no plugin.
  */
 import {
+  descriptionName,
   fileId,
   generations,
   openDescriptions,
@@ -17,12 +18,9 @@ import {
   type SocketRow,
 } from '@ckpt/core';
 
-/** A name for an open file description: its owner's, else a path in its data, else its kind. */
+/** A name for an open file description: core's descriptionName, else its kind. */
 function fdName(byName: Map<string, CkptPlugin>, f: FdRecord, pid: number): string {
-  const own = byName.get(f.owner)?.show?.fdName?.(f, pid);
-  if (own) return own;
-  const d = f.data as { path?: unknown } | undefined;
-  return typeof d?.path === 'string' ? d.path : f.kind;
+  return descriptionName(byName.get(f.owner), f, pid) ?? f.kind;
 }
 
 /** One line per open file description: type|id|name|pid:fd,... (ids for restore --substitute). */

@@ -28,7 +28,7 @@ import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
-import { dumpFdTable, restoreFdTable, checkSubstitutes, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
+import { dumpFdTable, restoreFdTable, checkSubstitutes, descriptionName, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
 import { relocatePath } from './paths.js';
@@ -245,7 +245,7 @@ export class Ckpt {
     const records = this.readRecords(image);
     if (options.inheritFds?.length) {
       const byName = new Map(this.plugins.map((p) => [p.name, p]));
-      const nameOf = (r: FdRecord, pid: number) => byName.get(r.owner)?.show?.fdName?.(r, pid) ?? (r.data as { path?: string } | undefined)?.path;
+      const nameOf = (r: FdRecord, pid: number) => descriptionName(byName.get(r.owner), r, pid);
       options = { ...options, substitute: { ...options.substitute, ...inheritedSubstitutes(options.inheritFds, records, nameOf) } };
     }
     const zombies = image.manifest.zombies ?? [];
@@ -594,6 +594,15 @@ async function waitPidFree(pid: number): Promise<void> {
   }
 }
 
+/** Whether two processes share one kernel object of a kcmp type (false when either is gone). */
+function shared(a: number, b: number, type: number): boolean {
+  try {
+    return native.proc.kcmp(a, b, type, 0, 0) === 0;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * A parent waiting in vfork for a child that shares its memory cannot be stopped (it waits
  * uninterruptibly) and could not be restored: refused before ckpt tries to freeze it.
@@ -606,13 +615,7 @@ function refuseVforkParent(pid: number, comm: string): void {
     return;
   }
   for (const child of children) {
-    let same = false;
-    try {
-      same = native.proc.kcmp(pid, child, KCMP_VM, 0, 0) === 0;
-    } catch {
-      /* gone */
-    }
-    if (same) {
+    if (shared(pid, child, KCMP_VM)) {
       throw new CkptError(
         'ERR_CKPT_UNSUPPORTED',
         `cannot checkpoint pid ${child}: it shares its address space (a vfork child, or CLONE_VM) with pid ${pid} (${comm}), which waits for it; a restore would not share it again`,
@@ -638,13 +641,7 @@ function checkSharing(session: DumpSession): void {
   for (let i = 0; i < procs.length; i++) {
     for (let j = i + 1; j < procs.length; j++) {
       for (const [type, what] of SHARED) {
-        let same = false;
-        try {
-          same = native.proc.kcmp(procs[i].pid, procs[j].pid, type, 0, 0) === 0;
-        } catch {
-          /* a kernel without kcmp for it: nothing to compare */
-        }
-        if (same) {
+        if (shared(procs[i].pid, procs[j].pid, type)) {
           throw new CkptError(
             'ERR_CKPT_UNSUPPORTED',
             `cannot checkpoint pid ${procs[j].pid} (${procs[j].comm}): it shares ${what} with pid ${procs[i].pid} (${procs[i].comm}), which a restore would not share again`,

@@ -32,6 +32,7 @@ import { CkptError } from './errors.js';
 import { listFds, fdLink, readFdInfo } from './proc.js';
 import { createSessionState } from './state.js';
 import type { Hooks } from './hooks.js';
+import type { CkptPlugin } from './plugin.js';
 import type { DumpSession, FdDumpRequest, FdRecord, ProcessDump, ProcessRestore, RestoreSession } from './context.js';
 
 /** Flags that belong to the description and that open() accepts back (for --substitute PATH). */
@@ -140,6 +141,17 @@ export function checkSubstitutes(session: RestoreSession): void {
     if (!ids.has(id))
       throw new CkptError('ERR_CKPT_USAGE', `--substitute ${id}: the image has no open file with that id`, { hint: 'ckpt show DIR --files lists them' });
   }
+}
+
+/**
+ * The name of an open file description, as `ckpt show --files` prints it and --inherit-fd matches
+ * it: its owner's show.fdName (`pipe:[ID]`, a socket's address...), else the path in its data.
+ */
+export function descriptionName(owner: CkptPlugin | undefined, r: FdRecord, pid: number): string | undefined {
+  const own = owner?.show?.fdName?.(r, pid);
+  if (own) return own;
+  const path = (r.data as { path?: unknown } | undefined)?.path;
+  return typeof path === 'string' ? path : undefined;
 }
 
 /**

@@ -94,8 +94,8 @@ export {
   type ImageStore,
 } from './services.js';
 export { NftNetworkLocks, LOCKS_DIR, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
-export { fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
-export { relocatePath } from './paths.js';
+export { descriptionName, fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
+export { makeWhereItWas, relocatePath } from './paths.js';
 export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDumps, LATEST, DUMPS_DIR, type DeadDump } from './imagedir.js';
 export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';

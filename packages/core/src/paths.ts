@@ -1,3 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+
 /**
  * Paths of the image as they are opened at restore. `--relocate OLD=NEW` is core's, not one
  * plugin's: every plugin that reopens a path (files, mappings, inotify watches, sockets bound to
@@ -12,4 +17,25 @@ export function relocatePath(path: string, relocate: ReadonlyArray<readonly [str
     if (path.startsWith(f + '/')) return to.replace(/\/+$/, '') + path.slice(f.length);
   }
   return path;
+}
+
+/**
+ * Makes something that stands for a deleted object (a file, FIFO, device node, directory): at its
+ * old path when that is free, so /proc shows the same "(deleted)" name once it is removed again;
+ * else under a temporary name beside it; else in the temp directory. `make(path)` creates it (and
+ * throws when it cannot); the path used is returned. The last failure is thrown.
+ */
+export function makeWhereItWas(oldPath: string, make: (path: string) => void): string {
+  const tmpName = () => `.ckpt-deleted-${randomBytes(6).toString('hex')}`;
+  const candidates = [...(existsSync(oldPath) ? [] : [oldPath]), join(dirname(oldPath), tmpName()), join(os.tmpdir(), tmpName())];
+  let lastError: unknown;
+  for (const path of candidates) {
+    try {
+      make(path);
+      return path;
+    } catch (e) {
+      lastError = e;
+    }
+  }
+  throw lastError;
 }

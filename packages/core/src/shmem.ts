@@ -7,13 +7,11 @@
  * again at once (with its mode, owner and times) — which every user maps or holds: what was
  * shared stays shared, and a file opened and mapped is one inode again.
  */
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import os from 'node:os';
-import { dirname, join } from 'node:path';
+import { closeSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { native, F_ADD_SEALS, F_GET_SEALS, MFD_ALLOW_SEALING, MFD_EXEC, SEEK_DATA, SEEK_HOLE } from '@ckpt/native';
 import type { DumpSession, RestoreSession } from './context.js';
 import { createSessionState } from './state.js';
+import { makeWhereItWas } from './paths.js';
 
 /** Objects saved by this dump, by dev:inode. */
 const saved = createSessionState('core:shmem-saved', (_s: DumpSession) => new Map<string, ShmemRef>());
@@ -114,23 +112,14 @@ export function saveMappedShmem(session: DumpSession, pid: number, start: number
   }
 }
 
-/** A deleted file again: a new file in its old directory (under its old name when free), unlinked at once. */
+/** A deleted file again: a new file where it was (see makeWhereItWas), unlinked at once. */
 function recreateDeleted(f: NonNullable<ShmemRef['file']>): number {
-  const dir = dirname(f.path);
-  const candidates = existsSync(f.path) ? [] : [f.path];
-  candidates.push(join(dir, `.ckpt-deleted-${randomBytes(6).toString('hex')}`), join(os.tmpdir(), `.ckpt-deleted-${randomBytes(6).toString('hex')}`));
-  for (const [i, path] of candidates.entries()) {
-    let fd: number;
-    try {
-      fd = openSync(path, 'wx+', 0o600);
-    } catch (e) {
-      if (i === candidates.length - 1) throw e;
-      continue;
-    }
-    unlinkSync(path);
-    return fd;
-  }
-  throw new Error('unreachable');
+  let fd = -1;
+  const path = makeWhereItWas(f.path, (p) => {
+    fd = openSync(p, 'wx+', 0o600);
+  });
+  unlinkSync(path);
+  return fd;
 }
 
 /** Our fd on the recreated object (a memfd, read-write; a deleted file, read-only); made and filled on first use. */

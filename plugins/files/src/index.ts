@@ -10,7 +10,6 @@
  * Restore opens each description once in the restorer (same flags and offset; pipes recreated
  * with their bytes) and core installs it at its fd number in every holder.
  */
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -25,13 +24,12 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import os from 'node:os';
-import { dirname, join } from 'node:path';
 import {
   CkptError,
   createSessionState,
   definePlugin,
   logger,
+  makeWhereItWas,
   procfs,
   saveShmem,
   shmemFd,
@@ -337,33 +335,23 @@ const S_IFMT = 0o170000,
 function deletedNode(session: RestoreSession, path: string, n: DeletedNode, what: string): number {
   const known = deletedNodes.of(session).get(n.key);
   if (known !== undefined) return known;
-  const dir = dirname(path);
-  const tmpName = () => `.ckpt-deleted-${randomBytes(6).toString('hex')}`;
-  const candidates = [...(existsSync(path) ? [] : [path]), join(dir, tmpName()), join(os.tmpdir(), tmpName())];
   const isDir = (n.mode & S_IFMT) === S_IFDIR;
-  let lastError: unknown;
-  for (const p of candidates) {
-    try {
-      if (isDir) mkdirSync(p, n.mode & 0o7777);
-      else native.fd.mknod(p, n.mode, n.rdev ?? 0);
-    } catch (e) {
-      lastError = e;
-      continue;
-    }
-    try {
-      lchownSync(p, n.uid, n.gid);
-      chmodSync(p, n.mode & 0o7777);
-      const fd = openSync(p, O_PATH | O_CLOEXEC | O_NOFOLLOW);
-      deletedNodes.of(session).set(n.key, fd);
-      return fd;
-    } finally {
-      if (isDir) rmdirSync(p);
-      else unlinkSync(p);
-    }
+  let made: string;
+  try {
+    made = makeWhereItWas(path, (p) => (isDir ? mkdirSync(p, n.mode & 0o7777) : native.fd.mknod(p, n.mode, n.rdev ?? 0)));
+  } catch (e) {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate the deleted ${path} (${what}): ${(e as NodeJS.ErrnoException)?.code ?? e}`, { cause: e });
   }
-  throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate the deleted ${path} (${what}): ${(lastError as NodeJS.ErrnoException)?.code ?? lastError}`, {
-    cause: lastError,
-  });
+  try {
+    lchownSync(made, n.uid, n.gid);
+    chmodSync(made, n.mode & 0o7777);
+    const fd = openSync(made, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+    deletedNodes.of(session).set(n.key, fd);
+    return fd;
+  } finally {
+    if (isDir) rmdirSync(made);
+    else unlinkSync(made);
+  }
 }
 
 /** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */
