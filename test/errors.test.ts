@@ -185,25 +185,33 @@ describe('dump errors', () => {
 });
 
 describe('state ckpt cannot recreate yet is refused, naming it', () => {
-  // python3 as a child subreaper: B (setsid, or setpgid) forks C and exits, so C lives on in the
-  // tree (reparented to python3) in the session or group of a leader that is gone.
-  const LEADERLESS = (how: 'setsid' | 'setpgid') =>
-    [
-      'import ctypes, os, sys, time',
-      'ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)',
-      'if os.fork() == 0:',
-      `    os.${how === 'setsid' ? 'setsid()' : 'setpgid(0, 0)'}`,
-      '    if os.fork() == 0:',
-      '        time.sleep(600)',
-      '    os._exit(0)',
-      'os.wait()',
-      'time.sleep(0.2)',
-      'print("ready", flush=True)',
-      'time.sleep(600)',
-    ].join('\n');
+  // python3 as a child subreaper: X (setsid) forks Z, Z forks Y then leaves X's session
+  // (setsid), X exits: Z is reparented to python3, Y stays Z's child in X's session, which Z is no
+  // longer in. The kernel would not hand Y back to Z (not a subreaper), so no restore can make it.
+  const LEFT_SESSION = [
+    'import ctypes, os, time',
+    'ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)',
+    'if os.fork() == 0:',
+    '    os.setsid()',
+    '    if os.fork() == 0:',
+    '        if os.fork() == 0:',
+    '            time.sleep(600)',
+    '        time.sleep(0.1)',
+    '        os.setsid()',
+    '        time.sleep(600)',
+    '    time.sleep(0.3)',
+    '    os._exit(0)',
+    'os.wait()',
+    'time.sleep(0.2)',
+    'print("ready", flush=True)',
+    'time.sleep(600)',
+  ].join('\n');
   const cases: Array<[string, string, RegExp]> = [
-    ['a session whose leader exited', LEADERLESS('setsid'), /in session \d+, whose leader has exited/],
-    ['a process group whose leader exited', LEADERLESS('setpgid'), /in process group \d+, whose leader has exited/],
+    [
+      'a process left in a session its parent has left',
+      LEFT_SESSION,
+      /pid \d+ is in session \d+, which its parent \d+ is not in, and \d+ is neither a child subreaper nor a pid namespace init/,
+    ],
     [
       'a UTS namespace of its own',
       ['import ctypes, time', 'assert ctypes.CDLL(None).unshare(0x04000000) == 0', 'print("ready", flush=True)', 'time.sleep(600)'].join('\n'),
@@ -239,8 +247,15 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
     const dir = makeTempDir('refused-shape');
     const { pid, stdout } = await runFixture(dir, ['python3', '-c', code], { noNamespace: true, name: 'py' });
     await waitForLine(stdout, /^ready$/);
-    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    for (const k of kids) track(k, 'python3');
+    const kids = (p: number): number[] =>
+      fs
+        .readFileSync(`/proc/${p}/task/${p}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number)
+        .flatMap((k) => [k, ...kids(k)]);
+    for (const k of kids(pid)) track(k, 'python3');
     const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img')]);
     expectCleanError(r, why);
     expectRunningFree(pid, `${what}: python3 after the refusal`);

@@ -21,6 +21,7 @@ import {
   waitFor,
   waitForLine,
   waitNotAlive,
+  dumpOk,
   bin,
   procStatusField,
 } from './helpers.js';
@@ -28,6 +29,7 @@ import {
 useCleanup();
 
 const TREE = path.join(BUILD_DIR, 'tree');
+const ORPHANS = path.join(BUILD_DIR, 'orphans');
 const LINE_RE = /^(\w+) pid=(\d+) ppid=(\d+) pgid=(\d+) sid=(\d+) tick=(\d+) shm=(\d+) memfd=(\d+) total=(\d+) mtotal=(\d+) priv=(\w+)(.*)$/;
 
 interface Ids {
@@ -187,6 +189,80 @@ describe('process trees', () => {
     process.kill(root, 'SIGUSR2');
     await waitForLine(stdout, new RegExp(`^reaped ${zombie!.pid} status 7$`), 10_000);
     expect(procState(zombie!.pid), 'the zombie was reaped').toBeNull();
+  });
+
+  // Sessions and groups whose leader exited (dead) or is a zombie, orphans reparented to a child
+  // subreaper, a zombie at depth 2: each id checked from /proc and from inside, the zombies reaped
+  // with their statuses. On the host, and as an application (its own pid namespace), twice.
+  it.each([
+    ['on the host', true],
+    ['as an application, twice side by side', false],
+  ])('a tree whose leaders are gone (%s): every pid, parent, group and session as before', async (_, noNamespace) => {
+    const dir = makeTempDir('orphans');
+    const img = path.join(dir, 'img');
+    const { pid, stdout } = await runFixture(dir, [ORPHANS], { name: 'orphans', noNamespace, json: true });
+    await waitForLine(stdout, /^ready$/, 20_000);
+    const root = pid;
+    const before = treeOf(root);
+    for (const p of before.keys()) track(p, ORPHANS);
+    expect([...before.values()].filter((i) => i.state === 'Z').length, 'e, g and zb are zombies').toBe(3);
+    // From inside: NAME pid ppid pgid sid, as each living process prints them.
+    const idsInside = (from = 0) =>
+      new Set(
+        readLines(stdout)
+          .slice(from)
+          .map((l) => /^(\w+) (pid=\d+ ppid=\d+ pgid=\d+ sid=\d+) tick=/.exec(l))
+          .filter((m) => !!m)
+          .map((m) => `${m![1]} ${m![2]}`),
+      );
+    const ready = readLines(stdout).indexOf('ready');
+    await waitFor(
+      () => readLines(stdout).length > ready + 6 * 3,
+      10_000,
+      () => readLines(stdout).slice(-8).join('\n'),
+    );
+    const inside = idsInside(ready);
+    expect(inside.size, [...inside].join('\n')).toBe(6);
+
+    await dumpOk(root, img);
+    for (const p of before.keys()) await waitNotAlive(p);
+    const mark = readLines(stdout).length;
+    const copies = noNamespace ? 1 : 2;
+    for (let i = 0; i < copies; i++) {
+      const r = await ckpt(['restore', '-D', img, '--detach', '--json']);
+      expectOk(r);
+      for (const p of (JSON.parse(r.stdout) as { pids: number[] }).pids) track(p, ORPHANS);
+    }
+    const after = treeOf(root);
+    for (const [p, i] of before) {
+      expect(after.get(p), `pid ${p} after the restore`).toMatchObject({
+        ppid: i.ppid,
+        pgid: i.pgid,
+        sid: i.sid,
+        state: i.state === 'Z' ? 'Z' : expect.any(String),
+      });
+    }
+    expect(after.size, 'no helper left behind').toBe(before.size);
+    await waitFor(
+      () => readLines(stdout).length > mark + 6 * copies * 3,
+      10_000,
+      () => readLines(stdout).slice(-8).join('\n'),
+    );
+    expect(idsInside(mark), 'ids seen from inside after the restore').toEqual(inside);
+    // The zombies are reaped with the statuses they exited with.
+    const zb = [...after.values()].find((i) => i.state === 'Z' && i.ppid !== root)!;
+    process.kill(root, 'SIGUSR2');
+    process.kill(zb.ppid, 'SIGUSR2');
+    for (const [name, status] of [
+      ['e', 5],
+      ['g', 6],
+      ['zb', 3],
+    ] as const)
+      await waitForLine(stdout, new RegExp(`^reaped ${name} status ${status}$`), 10_000);
+    expect(
+      [...treeOf(root).values()].filter((i) => i.state === 'Z'),
+      'every zombie reaped',
+    ).toEqual([]);
   });
 
   it('an application (ckpt run) is restored in a fresh pid namespace, twice side by side from one image', async () => {

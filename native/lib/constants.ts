@@ -84,6 +84,7 @@ export const SYS = Object.freeze({
   shmdt: 67,
   chdir: 80,
   fchmod: 91,
+  wait4: 61,
 });
 
 // ---- kernel-internal restart errnos (seen in rax of a task stopped in a syscall) ----

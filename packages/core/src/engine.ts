@@ -251,7 +251,7 @@ export class Ckpt {
     const zombies = image.manifest.zombies ?? [];
     const pidns = image.manifest.pidns;
     // In a fresh pid namespace nothing can collide; on the host every pid must be free.
-    if (!pidns) for (const pid of [...records.map((r) => r.pid), ...zombies.map((z) => z.pid)]) await waitPidFree(pid);
+    if (!pidns) for (const pid of neededPids(records, zombies)) await waitPidFree(pid);
     // A namespace keeps its host pids too when they are all free (else the host picks new ones,
     // so that one image can run twice side by side).
     const keepHostPids = !!pidns && (await pidsFreeSoon(Object.keys(pidns.map).map(Number)));
@@ -552,6 +552,19 @@ function validateFdTable(dir: string, r: ProcessRecord): void {
   });
 }
 
+/**
+ * Every pid a restore takes on the host: its processes', its zombies', and those of the sessions
+ * and groups whose leader is gone (a helper holds each for a moment), but the root's own session
+ * and group, which come from outside.
+ */
+function neededPids(records: ProcessRecord[], zombies: ZombieRecord[]): number[] {
+  const all = [...records, ...zombies];
+  const root = records[0];
+  const out = new Set(all.map((r) => r.pid));
+  for (const r of all) for (const id of [r.sid, r.pgid]) if (id > 0 && id !== root?.sid && id !== root?.pgid) out.add(id);
+  return [...out];
+}
+
 /** True when every pid is free, or held only by zombies that get reaped within a few seconds. */
 async function pidsFreeSoon(pids: number[]): Promise<boolean> {
   const deadline = Date.now() + 5000;
@@ -705,6 +718,17 @@ function pidNamespaceOf(root: number, session: DumpSession): { map: Record<strin
     for (const t of p.threads) map[String(t.pid)] = inner(p.pid, t.pid).at(-1)!;
   }
   for (const z of session.zombies) map[String(z.pid)] = inner(z.pid).at(-1) ?? z.pid;
+  // Sessions and groups whose leader is gone are made again by helpers with their pids.
+  for (const p of [...session.processes, ...session.zombies]) {
+    const st = readStatusOf(p.pid, p.pid);
+    for (const [host, key] of [
+      [p.pgid, 'NSpgid'],
+      [p.sid, 'NSsid'],
+    ] as const) {
+      const id = st[key]?.split(/\s+/).filter(Boolean).map(Number).at(-1);
+      if (id && !(String(host) in map)) map[String(host)] = id;
+    }
+  }
   return { map };
 }
 

@@ -17,6 +17,8 @@ export interface PidsRecord {
   rlimits?: Array<[number, string, string]>;
   /** personality(2) flags (ADDR_NO_RANDOMIZE, ...). */
   personality?: number;
+  /** A child subreaper (PR_SET_CHILD_SUBREAPER): orphans of the tree were handed to it. */
+  subreaper?: boolean;
 }
 
 export const pidsRecord = z.strictObject({
@@ -29,6 +31,7 @@ export const pidsRecord = z.strictObject({
   creds: z.strictObject({ uid: z.array(uint), gid: z.array(uint), groups: z.array(uint) }),
   rlimits: z.array(z.tuple([uint, limit, limit])).optional(),
   personality: z.number().int().optional(),
+  subreaper: z.boolean().optional(),
 });
 
 // Compile-time check: the interface and the schema describe the same record.
