@@ -193,16 +193,23 @@ describe('process trees', () => {
 
   // Sessions and groups whose leader exited (dead) or is a zombie, orphans reparented to a child
   // subreaper, a zombie at depth 2: each id checked from /proc and from inside, the zombies reaped
-  // with their statuses. On the host, and as an application (its own pid namespace), twice.
+  // with their statuses. On the host; as an application (its own pid namespace), twice; and as
+  // pid 2 of a pid namespace whose init (a shell) is not in the image: restored under an init of
+  // ckpt's, with the same pids inside.
   it.each([
-    ['on the host', true],
-    ['as an application, twice side by side', false],
-  ])('a tree whose leaders are gone (%s): every pid, parent, group and session as before', async (_, noNamespace) => {
+    ['on the host', 'host'],
+    ['as an application, twice side by side', 'app'],
+    ['in a pid namespace whose init is not in the image', 'subns'],
+  ])('a tree whose leaders are gone (%s): every pid, parent, group and session as before', async (_, mode) => {
     const dir = makeTempDir('orphans');
     const img = path.join(dir, 'img');
-    const { pid, stdout } = await runFixture(dir, [ORPHANS], { name: 'orphans', noNamespace, json: true });
+    const cmd = mode === 'subns' ? ['unshare', '--pid', '--fork', '--kill-child', 'sh', '-c', `${ORPHANS} & wait`] : [ORPHANS];
+    const { pid, stdout } = await runFixture(dir, cmd, { name: 'orphans', noNamespace: mode !== 'app', json: true });
     await waitForLine(stdout, /^ready$/, 20_000);
-    const root = pid;
+    // In the namespace: the orphans root is the shell's child, pid 2 inside.
+    const comm = (p: number) => procStat(p)?.[1];
+    const root = mode === 'subns' ? [...treeOf(pid).values()].find((i) => comm(i.pid) === 'orphans' && comm(i.ppid) !== 'orphans')!.pid : pid;
+    if (mode === 'subns') expect(nsPidOf(root), 'the root is pid 2 of its namespace').toBe(2);
     const before = treeOf(root);
     for (const p of before.keys()) track(p, ORPHANS);
     expect([...before.values()].filter((i) => i.state === 'Z').length, 'e, g and zb are zombies').toBe(3);
@@ -227,18 +234,27 @@ describe('process trees', () => {
     await dumpOk(root, img);
     for (const p of before.keys()) await waitNotAlive(p);
     const mark = readLines(stdout).length;
-    const copies = noNamespace ? 1 : 2;
+    const copies = mode === 'app' ? 2 : 1;
     for (let i = 0; i < copies; i++) {
       const r = await ckpt(['restore', '-D', img, '--detach', '--json']);
       expectOk(r);
-      for (const p of (JSON.parse(r.stdout) as { pids: number[] }).pids) track(p, ORPHANS);
+      const j = JSON.parse(r.stdout) as { pids: number[]; nsInit?: number };
+      for (const p of j.pids) track(p, ORPHANS);
+      if (mode === 'subns') {
+        expect(j.nsInit, 'ckpt made an init for the namespace').toBeGreaterThan(0);
+        expect(procStat(root)?.[3], 'the root is the child of that init').toBe(String(j.nsInit));
+      }
     }
+    if (mode === 'subns') expect(nsPidOf(root), 'the root is pid 2 of its namespace again').toBe(2);
     const after = treeOf(root);
+    // The root's parent, and in the namespace the session and group the root came in (led by
+    // unshare, outside): those of ckpt restore, as for any shell job (inside they read 0 alike).
+    const [r0, r1] = [before.get(root)!, after.get(root)!];
     for (const [p, i] of before) {
       expect(after.get(p), `pid ${p} after the restore`).toMatchObject({
-        ppid: i.ppid,
-        pgid: i.pgid,
-        sid: i.sid,
+        ppid: p === root ? expect.any(Number) : i.ppid,
+        pgid: i.pgid === r0.pgid ? r1.pgid : i.pgid,
+        sid: i.sid === r0.sid ? r1.sid : i.sid,
         state: i.state === 'Z' ? 'Z' : expect.any(String),
       });
     }

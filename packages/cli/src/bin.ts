@@ -391,7 +391,7 @@ program
       else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
       else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
       if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);
-      if (!o.detach) process.exitCode = await waitForExit(r.pids[0]);
+      if (!o.detach) process.exitCode = await waitForExit(r.nsInit ?? r.pids[0]);
     },
   );
 

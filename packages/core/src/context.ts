@@ -189,8 +189,16 @@ export interface RestoreSession extends SessionBase {
   readonly image: ImageReader;
   readonly processes: ProcessRestore[];
   readonly zombies: ZombieRecord[];
-  /** True when the image is a whole pid namespace, recreated fresh: no pid can collide. */
+  /** True when the image is a pid namespace, recreated fresh: no pid can collide. */
   readonly newPidNamespace: boolean;
+  /** True when the processes get a fresh IPC namespace too (their SysV objects live there). */
+  readonly newIpcNamespace: boolean;
+  /**
+   * The init core made for the new pid namespace when the image's init is not in it (a tree that
+   * was not a whole namespace): the root is forked from it. Detached by core at the end; it
+   * reaps the namespace's orphans and exits, with the root's status, once none is left.
+   */
+  readonly nsInit?: Tracee;
   /**
    * A pid or tid of the image as the restored processes see it (inside their pid namespace).
    * Use it for every pid passed to a syscall run inside a stub (set_tid, setpgid, kill...).

@@ -14,10 +14,10 @@
  *            (stubs killed, fds closed).
  */
 import { readFileSync, readlinkSync } from 'node:fs';
-import { native, NativeError, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
+import { native, NativeError, Regs, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
-import type { ImageReader, Manifest, ProcessRecord } from './image.js';
+import type { ImageReader, Manifest, PidNamespaceRecord, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
 import { createContainer, leaderGone, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
@@ -56,6 +56,8 @@ export interface RestoreResult {
   pids: number[];
   /** Their pids inside their own pid namespace, when the image has one. */
   nsPids?: number[];
+  /** The init ckpt made for their pid namespace (its old init was not in the image): the restorer's child, it exits with the root's status once the namespace is empty. */
+  nsInit?: number;
   /** The application id the image was made under (ckpt run). */
   app?: string;
   ms: number;
@@ -215,7 +217,7 @@ export class Ckpt {
   }
 
   /** Writes every process record (scratch pages gone first) and commits the image, manifest last. */
-  private commitImage(session: DumpSession, pidns: { map: Record<string, number> } | undefined): Manifest {
+  private commitImage(session: DumpSession, pidns: PidNamespaceRecord | undefined): Manifest {
     const { image, options } = session;
     for (const p of session.processes) {
       if (p.tracee.scratchRange) p.tracee.releaseScratch();
@@ -270,6 +272,11 @@ export class Ckpt {
       fault('restore:validated');
       await session.interruptionPoint();
       await this.hooks.session.beforeRestore.promise(session);
+      if (pidns?.initOutside) {
+        const init = services.processes.spawnStub([1], { newPidNs: true, newIpcNs: session.newIpcNamespace });
+        rollbacks.push(() => services.processes.killStub(init.pid));
+        (session as { nsInit?: Tracee }).nsInit = init;
+      }
       await this.restoreStages(session, installers);
       sealShmem(session);
       await this.hooks.session.beforeResume.promise(session);
@@ -281,6 +288,12 @@ export class Ckpt {
       for (const proc of [...session.processes].reverse()) {
         for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.ptrace.detach(t.pid, 0);
         native.ptrace.detach(proc.stub!.pid, 0);
+      }
+      if (session.nsInit) {
+        // The stub's reaper loop (ckpt-stub) exits with the status of the task whose pid is in rbx.
+        const regs = new Regs(native.ptrace.getRegs(session.nsInit.pid)).set('rbx', BigInt(session.vpid(session.processes[0].pid)));
+        native.ptrace.setRegs(session.nsInit.pid, regs.buf);
+        native.ptrace.detach(session.nsInit.pid, 0);
       }
     } catch (e) {
       log('restore failed, rolling back: %s', errorMessage(e));
@@ -300,6 +313,7 @@ export class Ckpt {
       pids: session.processes.map((p) => p.stub!.pid),
       ms: performance.now() - t0,
       ...(pidns ? { nsPids: session.processes.map((p) => session.vpid(p.pid)) } : {}),
+      ...(session.nsInit ? { nsInit: session.nsInit.pid } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
       signedBy: { fingerprint: image.signer.fingerprint, trust: image.signer.trust },
     };
@@ -403,6 +417,7 @@ function restoreSession(
     services,
     state,
     newPidNamespace: !!pidns,
+    newIpcNamespace: !!pidns && !pidns.hostIpc,
     progress: (ev) => options.onProgress?.(ev),
     interruptionPoint: () => interruptionPoint(options.signal, 'restore'),
     setTid: (pid: number) => {
@@ -702,14 +717,23 @@ function checkNamespaces(session: DumpSession): void {
 }
 
 /**
- * When the dumped tree is a whole pid namespace (its root is the namespace's init, as with
- * `ckpt run`), the image records each task's pid inside it, and restore recreates the namespace.
+ * When the dumped tree lives in a pid namespace of its own, the image records each task's pid
+ * inside it, and restore recreates the namespace: with the root as its init when it was (as with
+ * `ckpt run`), else with an init of ckpt's (`initOutside`) and the root as its child, so that every
+ * process sees its old pids. A tree in ckpt's own namespace keeps host pids (undefined).
  */
-function pidNamespaceOf(root: number, session: DumpSession): { map: Record<string, number> } | undefined {
+function pidNamespaceOf(root: number, session: DumpSession): PidNamespaceRecord | undefined {
   const inner = (pid: number, tid = pid) => readStatusOf(pid, tid).NSpid?.split(/\s+/).filter(Boolean).map(Number) ?? [];
-  const rootIds = inner(root);
-  if (rootIds.length < 2 || rootIds[rootIds.length - 1] !== 1) return undefined;
   const ns = readlinkSync(`/proc/${root}/ns/pid`);
+  if (ns === readlinkSync('/proc/self/ns/pid')) return undefined;
+  const rootIds = inner(root);
+  if (rootIds.length !== inner(process.pid).length + 1) {
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED',
+      `cannot checkpoint pid ${root} (${readStat(root).comm}): it lives in a pid namespace nested ${rootIds.length - inner(process.pid).length} levels below ckpt's; one level is supported`,
+      { hint: 'run ckpt in the parent of that namespace' },
+    );
+  }
   const map: Record<string, number> = {};
   for (const p of session.processes) {
     if (readlinkSync(`/proc/${p.pid}/ns/pid`) !== ns) {
@@ -729,7 +753,8 @@ function pidNamespaceOf(root: number, session: DumpSession): { map: Record<strin
       if (id && !(String(host) in map)) map[String(host)] = id;
     }
   }
-  return { map };
+  const hostIpc = readlinkSync(`/proc/${root}/ns/ipc`) === readlinkSync('/proc/self/ns/ipc');
+  return { map, ...(rootIds.at(-1) !== 1 ? { initOutside: true } : {}), ...(hostIpc ? { hostIpc } : {}) };
 }
 
 function readStatusOf(pid: number, tid: number): Record<string, string> {

@@ -45,6 +45,12 @@ export interface ProcessEntry {
   comm: string;
 }
 
+export interface PidNamespaceRecord {
+  map: Record<string, number>;
+  initOutside?: boolean;
+  hostIpc?: boolean;
+}
+
 export interface Manifest {
   format: string;
   version: number;
@@ -55,7 +61,12 @@ export interface Manifest {
   processes: ProcessEntry[];
   zombies?: Array<{ pid: number; comm: string; ppid: number; pgid: number; sid: number; exitCode: number }>;
   /** The tree is a whole pid namespace: image pid -> pid inside it, for every task. */
-  pidns?: { map: Record<string, number> };
+  /**
+   * The tree lived in a pid namespace of its own: each task's pid inside it. `initOutside`: the
+   * namespace's init is not in the image (the root is not pid 1), restore gives the namespace an
+   * init of its own. `hostIpc`: the tree shared ckpt's IPC namespace (else it gets a new one).
+   */
+  pidns?: PidNamespaceRecord;
   /** Application id (ckpt run). */
   app?: string;
   /** The plugins that wrote the image: package version, and the version of their record format. */

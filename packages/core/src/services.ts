@@ -251,7 +251,7 @@ export class ProcessControl {
    * Creates a restore stub with the given pid (set_tid), traced by us and stopped at its exec:
    * the raw material the restore stages rebuild into the checkpointed process.
    */
-  spawnStub(setTid: number | number[], opts: { setsid?: boolean; newPidNs?: boolean } = {}): Tracee {
+  spawnStub(setTid: number | number[], opts: { setsid?: boolean; newPidNs?: boolean; newIpcNs?: boolean } = {}): Tracee {
     const tids = Array.isArray(setTid) ? setTid : setTid ? [setTid] : [];
     const pid = tids.at(-1) ?? 0;
     let child: number;
@@ -259,7 +259,7 @@ export class ProcessControl {
     // the restorer prepares, whatever pid namespace it lives in.
     const pidfd = native.proc.pidfdOpen(process.pid);
     try {
-      child = native.proc.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, opts.newPidNs ? CLONE_NEWPID | CLONE_NEWIPC : 0, pidfd);
+      child = native.proc.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, (opts.newPidNs ? CLONE_NEWPID : 0) | (opts.newIpcNs ? CLONE_NEWIPC : 0), pidfd);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'EEXIST') {

@@ -84,11 +84,15 @@ async function restore(proc: ProcessRestore): Promise<void> {
   let stub: Tracee;
   if (parent?.stub) {
     stub = createUnder(proc.session, rec, parent.stub, recOf);
+  } else if (proc.session.nsInit) {
+    // The root of a tree that was not a whole pid namespace: the child of the init core made.
+    stub = createUnder(proc.session, rec, proc.session.nsInit, recOf);
   } else {
     // The root: the restorer's own child (its old parent is not part of the image); the init
     // of a fresh pid namespace when the image is one.
-    stub = pc.spawnStub(proc.session.setTid(rec.pid), { setsid: rec.sid === rec.pid, newPidNs: proc.session.newPidNamespace });
-    proc.session.onRollback(() => pc.killStub(stub.pid));
+    const s = proc.session;
+    stub = pc.spawnStub(s.setTid(rec.pid), { setsid: rec.sid === rec.pid, newPidNs: s.newPidNamespace, newIpcNs: s.newIpcNamespace });
+    s.onRollback(() => pc.killStub(stub.pid));
   }
   // Early: orphans handed back to it when a holder exits (tree.ts) must come to it.
   if (rec.subreaper) stub.syscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);

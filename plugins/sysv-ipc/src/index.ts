@@ -157,7 +157,7 @@ async function beforeRestore(session: RestoreSession, opts: SysvIpcOptions): Pro
   const record = load(session);
   if (!record) return;
   session.image.verifyBlob(BLOB);
-  if (session.newPidNamespace) return;
+  if (session.newIpcNamespace) return;
   {
     const host = native.ipc.ipcSnapshot(0, false);
     const adopted: Array<[string, number]> = [];
@@ -199,7 +199,7 @@ function readBlob(_session: RestoreSession, fd: number, r: { offset: number; len
 async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): Promise<void> {
   const record = load(session);
   if (!record) return;
-  const nsPid = session.newPidNamespace ? session.processes[0].stub!.pid : 0;
+  const nsPid = session.newIpcNamespace ? session.processes[0].stub!.pid : 0;
   const fd = openSync(session.image.path(BLOB), 'r');
   let objects: IpcObject[];
   try {
@@ -211,7 +211,7 @@ async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): 
   } finally {
     closeSync(fd);
   }
-  const remap = !!opts.remap && !session.newPidNamespace;
+  const remap = !!opts.remap && !session.newIpcNamespace;
   const adopted = states.of(session).adopted;
   if (adopted.length) {
     native.ipc.ipcRemove(0, adopted);
