@@ -220,7 +220,7 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
   ];
   const SHARED = path.join(BUILD_DIR, 'shared');
   const fixtures: Array<[string, string, RegExp]> = [
-    ['a child sharing its fd table (CLONE_FILES)', 'files', /shares its fd table \(CLONE_FILES\) with pid \d+/],
+    ['a child sharing its memory and signal handlers (CLONE_VM, CLONE_SIGHAND)', 'vm', /shares its address space \(a vfork child, or CLONE_VM\) with pid \d+/],
     ["a vfork child that has not exec'd", 'vfork', /shares its address space \(a vfork child, or CLONE_VM\) with pid \d+/],
     ['an AIO context', 'aio', /an AIO ring \(io_setup\)/],
   ];

@@ -323,6 +323,15 @@ describe('open file state', () => {
     expect(lines, lines.join('\n')).toEqual(['ok fown', 'ok leases', 'ok epoll', 'ok pidfd', 'done']);
   });
 
+  it('an fd table shared by CLONE_FILES and a cwd, root and umask shared by CLONE_FS stay shared; a plain child keeps its own', async () => {
+    const { lines } = await checksAfterRestore('sharing');
+    expect(
+      lines.filter((l) => !l.startsWith('ok ')),
+      lines.join('\n'),
+    ).toEqual(['done']);
+    expect(lines.length, lines.join('\n')).toBe(10);
+  });
+
   it('a SIGIO owner or a pidfd outside the checkpoint is refused, naming it', async () => {
     const dir = makeTempDir('fdstate-out');
     const PY = [

@@ -107,6 +107,9 @@ export interface DumpSession extends SessionBase {
   readonly meta: Record<string, unknown>;
 }
 
+/** A kernel structure a process shares with its parent, made with a clone flag: `files` CLONE_FILES, `fs` CLONE_FS. */
+export type SharedWithParent = 'files' | 'fs';
+
 export interface ProcessDump {
   /** The process's pid on the host. */
   readonly pid: number;
@@ -122,6 +125,8 @@ export interface ProcessDump {
   readonly session: DumpSession;
   /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
+  /** What it shares with its parent (its fd table: CLONE_FILES; cwd, root, umask: CLONE_FS), found by core at the freeze. */
+  sharesWithParent?: SharedWithParent[];
   readonly records: Record<string, unknown>;
   /** Stores a plugin's record for the process (a plugin stores its own, under its name). */
   put(plugin: string, data: unknown): void;

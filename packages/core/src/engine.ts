@@ -21,7 +21,17 @@ import type { ImageReader, Manifest, PidNamespaceRecord, ProcessRecord } from '.
 import { CkptError, PluginError, errorMessage } from './errors.js';
 import { createContainer, leaderGone, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
-import type { DumpOptions, DumpSession, FdRecord, ProcessDump, ProcessRestore, RestoreOptions, RestoreSession, ZombieRecord } from './context.js';
+import type {
+  DumpOptions,
+  DumpSession,
+  FdRecord,
+  ProcessDump,
+  ProcessRestore,
+  RestoreOptions,
+  RestoreSession,
+  SharedWithParent,
+  ZombieRecord,
+} from './context.js';
 import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
@@ -222,7 +232,17 @@ export class Ckpt {
     for (const p of session.processes) {
       if (p.tracee.scratchRange) p.tracee.releaseScratch();
       const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
-      const record: ProcessRecord = { pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, layout, records: p.records };
+      const record: ProcessRecord = {
+        pid: p.pid,
+        ppid: p.ppid,
+        pgid: p.pgid,
+        sid: p.sid,
+        comm: p.comm,
+        fds: p.fds,
+        ...(p.sharesWithParent?.length ? { sharesWithParent: p.sharesWithParent } : {}),
+        layout,
+        records: p.records,
+      };
       image.writeJson(`proc-${p.pid}.json`, record);
     }
     return image.commit({
@@ -267,6 +287,9 @@ export class Ckpt {
         const [proc, installer] = processRestore(r, session);
         installers.set(proc, installer);
         session.processes.push(proc);
+        // One fd table with its parent (CLONE_FILES): one installer pidfd in it.
+        const parent = r.sharesWithParent?.includes('files') ? session.processes.find((p) => p.pid === r.ppid) : undefined;
+        if (parent) installer.shareTableWith(installers.get(parent)!);
       }
       checkSubstitutes(session);
       fault('restore:validated');
@@ -565,6 +588,9 @@ function validateFdTable(dir: string, r: ProcessRecord): void {
     if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`fds[${i}].sameAs is not { pid, fd }`);
     if (f.fown !== undefined && ![f.fown.type, f.fown.pid, f.fown.sig].every(Number.isInteger)) throw bad(`fds[${i}].fown is not { type, pid, sig }`);
   });
+  if (r.sharesWithParent !== undefined && !(Array.isArray(r.sharesWithParent) && r.sharesWithParent.every((x) => x === 'files' || x === 'fs'))) {
+    throw bad('sharesWithParent is not a list of "files" and "fs"');
+  }
 }
 
 /**
@@ -654,30 +680,45 @@ function refuseVforkParent(pid: number, comm: string): void {
 }
 
 /**
- * Kernel structures two processes (not threads of one) can share through clone flags, and that a
- * restore would make separate: refused, naming both. A vfork'ed child shares its parent's memory.
+ * Kernel structures two processes (not threads of one) share through clone flags. An fd table
+ * (CLONE_FILES) or fs (CLONE_FS) shared along parent-child links is restored shared (each child
+ * cloned from its parent with the flag); shared otherwise, or an address space or signal handlers
+ * (CLONE_VM, CLONE_SIGHAND: a vfork child), is refused, naming both processes.
  */
-const SHARED: Array<[number, string]> = [
-  [KCMP_VM, 'its address space (a vfork child, or CLONE_VM)'],
-  [KCMP_FILES, 'its fd table (CLONE_FILES)'],
-  [KCMP_FS, 'its working directory, root and umask (CLONE_FS)'],
-  [KCMP_SIGHAND, 'its signal handlers (CLONE_SIGHAND)'],
+const SHARED: Array<[number, string, SharedWithParent | undefined]> = [
+  [KCMP_VM, 'its address space (a vfork child, or CLONE_VM)', undefined],
+  [KCMP_FILES, 'its fd table (CLONE_FILES)', 'files'],
+  [KCMP_FS, 'its working directory, root and umask (CLONE_FS)', 'fs'],
+  [KCMP_SIGHAND, 'its signal handlers (CLONE_SIGHAND)', undefined],
 ];
 
 function checkSharing(session: DumpSession): void {
   const procs = session.processes;
-  for (let i = 0; i < procs.length; i++) {
-    for (let j = i + 1; j < procs.length; j++) {
-      for (const [type, what] of SHARED) {
-        if (shared(procs[i].pid, procs[j].pid, type)) {
-          throw new CkptError(
-            'ERR_CKPT_UNSUPPORTED',
-            `cannot checkpoint pid ${procs[j].pid} (${procs[j].comm}): it shares ${what} with pid ${procs[i].pid} (${procs[i].comm}), which a restore would not share again`,
-          );
-        }
-      }
+  const refuse = (p: ProcessDump, what: string, other: string) =>
+    new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${p.pid} (${p.comm}): it shares ${what} with ${other}, which a restore would not share again`);
+  for (const [type, what, restorable] of SHARED) {
+    // kcmp orders the kernel objects: sorted by it, the sharers of one object are neighbours.
+    const order = (a: ProcessDump, b: ProcessDump) => {
+      const r = native.proc.kcmp(a.pid, b.pid, type, 0, 0);
+      return r === 0 ? 0 : r === 1 ? -1 : 1;
+    };
+    const sorted = [...procs].sort(order);
+    for (let i = 0; i < sorted.length; ) {
+      let j = i + 1;
+      while (j < sorted.length && order(sorted[i], sorted[j]) === 0) j++;
+      const group = sorted.slice(i, j);
+      i = j;
+      if (group.length < 2) continue;
+      const inGroup = new Set(group.map((p) => p.pid));
+      const tops = group.filter((p) => !inGroup.has(p.ppid));
+      if (!restorable) throw refuse(group[1], what, `pid ${group[0].pid} (${group[0].comm})`);
+      if (tops.length > 1) throw refuse(tops[1], what, `pid ${tops[0].pid} (${tops[0].comm}), which is not its parent nor shares it with its parent`);
+      for (const p of group) if (p !== tops[0]) (p.sharesWithParent ??= []).push(restorable);
     }
   }
+  // The root sharing with its parent, outside the image: nothing to share it with again.
+  const root = procs[0];
+  for (const [type, what] of SHARED) if (root && shared(root.pid, root.ppid, type)) throw refuse(root, what, `its parent ${root.ppid}, outside the checkpoint`);
 }
 
 /** Namespaces ckpt does not save: a process must share ckpt's own (restore puts it in ckpt restore's). */

@@ -254,6 +254,8 @@ function restoreFown(proc: ProcessRestore, r: FdRecord): void {
 /** Makes every description of the process (or reuses a shared one) and installs each fd at its number. */
 export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promise<void> {
   const ours = descriptions.of(proc.session);
+  // A table shared with the parent (CLONE_FILES) is the parent's, installed already.
+  const tableOfParent = proc.record.sharesWithParent?.includes('files');
   for (const r of proc.fds) {
     let fd: number | undefined;
     if (r.sameAs) {
@@ -280,7 +282,7 @@ export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promis
       }
       ours.set(`${proc.pid}:${r.fd}`, fd);
     }
-    proc.installFd(r.fd, fd, r.cloexec);
+    if (!tableOfParent) proc.installFd(r.fd, fd, r.cloexec);
     if (!r.sameAs) restoreFown(proc, r);
   }
 }

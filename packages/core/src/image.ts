@@ -85,6 +85,11 @@ export interface ProcessRecord {
   comm: string;
   /** Core's fd table (see FdRecord). */
   fds: FdRecord[];
+  /**
+   * What it shares with its parent (the fd table, `files`; cwd, root and umask, `fs`): restore
+   * clones it from its parent with CLONE_FILES / CLONE_FS, and installs a shared table's fds once.
+   */
+  sharesWithParent?: Array<'files' | 'fs'>;
   /** The address ranges the process had mapped ([start, end)), so core can place its trampoline. */
   layout?: Array<[number, number]>;
   /** Each plugin's record, under the plugin's name. */

@@ -17,6 +17,7 @@ export type {
   FdRecord,
   FdClaim,
   ZombieRecord,
+  SharedWithParent,
   ProgressEvent,
 } from './context.js';
 export {

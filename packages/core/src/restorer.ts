@@ -31,12 +31,27 @@ import type { ProcessRestore } from './context.js';
 /** Every stub starts with the restorer's pidfd at fd 3. */
 export const STUB_PIDFD = 3;
 
-/** Per process: where the installer pidfd is now (it moves if the process's own fd 3 comes in). */
+/**
+ * Per process: where the installer pidfd is now (it moves if the process's own fd 3 comes in).
+ * Processes that share one fd table (CLONE_FILES) share it: `shareTableWith` the parent's.
+ */
 export class Installer {
-  pidfd: number | undefined = STUB_PIDFD;
+  private slot: { pidfd: number | undefined } = { pidfd: STUB_PIDFD };
   trampoline?: { start: number; end: number };
 
   constructor(private readonly proc: { pid: number; stub?: Tracee }) {}
+
+  get pidfd(): number | undefined {
+    return this.slot.pidfd;
+  }
+  set pidfd(v: number | undefined) {
+    this.slot.pidfd = v;
+  }
+
+  /** This process's fd table is `other`'s (cloned with CLONE_FILES): one pidfd for both. */
+  shareTableWith(other: Installer): void {
+    this.slot = other.slot;
+  }
 
   private stub(what: string): Tracee {
     if (!this.proc.stub) throw new Error(`${what} of pid ${this.proc.pid} before its process exists`);

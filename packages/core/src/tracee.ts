@@ -459,10 +459,12 @@ function nameOf(nr: number): string {
  * it, with its pid as the host sees it (clone3 answers in the parent's namespace). Throws the
  * NativeError of clone3 (EEXIST: pid taken).
  */
-export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean } = {}): Tracee {
+export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean; flags?: number } = {}): Tracee {
   const at = parent.put(setTidArray(setTid), 2048);
   const args = cloneArgs(
-    opts.thread ? { flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: setTid.length } : { exitSignal: SIGCHLD, setTid: at, setTidSize: setTid.length },
+    opts.thread
+      ? { flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: setTid.length }
+      : { flags: opts.flags ?? 0, exitSignal: SIGCHLD, setTid: at, setTidSize: setTid.length },
   );
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];

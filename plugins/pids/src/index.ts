@@ -83,7 +83,7 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const parent = proc.session.processes.find((p) => p.pid === rec.ppid && p.stub);
   let stub: Tracee;
   if (parent?.stub) {
-    stub = createUnder(proc.session, rec, parent.stub, recOf);
+    stub = createUnder(proc.session, rec, parent.stub, recOf, proc.record.sharesWithParent);
   } else if (proc.session.nsInit) {
     // The root of a tree that was not a whole pid namespace: the child of the init core made.
     stub = createUnder(proc.session, rec, proc.session.nsInit, recOf);

@@ -13,10 +13,11 @@ import {
   remoteClone,
   type ProcessRestore,
   type RestoreSession,
+  type SharedWithParent,
   type Tracee,
   type ZombieRecord,
 } from '@ckpt/core';
-import { native, SYS, PR_SET_NAME } from '@ckpt/native';
+import { native, SYS, PR_SET_NAME, CLONE_FILES, CLONE_FS } from '@ckpt/native';
 import type { PidsRecord } from './record.js';
 import { holderSession, type Member } from './shape.js';
 
@@ -35,10 +36,10 @@ interface Made {
 
 const made = createSessionState('pids:made', () => new Map<number, Made>());
 
-/** Forks a child with the given pid out of a parent stub (clone3 set_tid); it starts stopped. */
-export function forkFrom(parent: Tracee, setTid: number[]): Tracee {
+/** Forks a child with the given pid out of a parent stub (clone3 set_tid, and flags); it starts stopped. */
+export function forkFrom(parent: Tracee, setTid: number[], flags = 0): Tracee {
   try {
-    return remoteClone(parent, setTid);
+    return remoteClone(parent, setTid, { flags });
   } catch (e) {
     throw new CkptError('ERR_CKPT_PID_TAKEN', `cannot create pid ${setTid.at(-1)} under ${parent.pid}: ${(e as Error).message}`, { cause: e });
   }
@@ -54,12 +55,26 @@ function members(session: RestoreSession, recOf: (p: ProcessRestore) => PidsReco
 
 /**
  * Creates a process (or a zombie-to-be) of the image under its parent's stub, through a holder of
- * its session when its parent is in another; a session leader calls setsid.
+ * its session when its parent is in another; a session leader calls setsid. What it shares with
+ * its parent (fd table, fs) it gets by cloning from it with CLONE_FILES / CLONE_FS.
  */
-export function createUnder(session: RestoreSession, m: Member, parent: Tracee, recOf: (p: ProcessRestore) => PidsRecord | undefined): Tracee {
+export function createUnder(
+  session: RestoreSession,
+  m: Member,
+  parent: Tracee,
+  recOf: (p: ProcessRestore) => PidsRecord | undefined,
+  shares: readonly SharedWithParent[] = [],
+): Tracee {
   const s = holderSession(m, { members: members(session, recOf), reaper: () => true });
   const creator = s === undefined ? parent : holderOf(session, s, parent, 'session', recOf);
-  const stub = forkFrom(creator, session.setTid(m.pid));
+  if (shares.length && creator !== parent) {
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `pid ${m.pid} shares ${shares.join(' and ')} with its parent ${m.ppid}, yet must be made through a holder of its session`,
+    );
+  }
+  const flags = (shares.includes('files') ? CLONE_FILES : 0) | (shares.includes('fs') ? CLONE_FS : 0);
+  const stub = forkFrom(creator, session.setTid(m.pid), flags);
   session.onRollback(() => session.services.processes.killStub(stub.pid));
   if (m.sid === m.pid) stub.syscall(SYS.setsid);
   return stub;
