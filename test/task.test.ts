@@ -24,6 +24,8 @@ import {
   waitForTick,
   lastTick,
   waitNotAlive,
+  expectOk,
+  cleanupProcesses,
 } from './helpers.js';
 
 useCleanup();
@@ -152,6 +154,80 @@ describe('task attributes', () => {
     expect(readLines(stdout).filter((l) => l.startsWith('BAD'))).toEqual([]);
     expect(credLines(), 'what each restored thread reads about itself').toEqual(before);
   });
+
+  // cgroup v1 hierarchies (pids; cpu for one thread alone) and the v2 unified one, made by the test.
+  const CGROUP_ROOTS = ['/sys/fs/cgroup/pids', '/sys/fs/cgroup/unified', '/sys/fs/cgroup/cpu'];
+  const cgroupsMissing = CGROUP_ROOTS.filter((d) => !fs.existsSync(path.join(d, 'cgroup.procs')));
+  if (cgroupsMissing.length) console.warn(`cgroup test not run: this machine does not mount ${cgroupsMissing.join(', ')}`);
+  it.skipIf(cgroupsMissing.length > 0)(
+    'cgroups: the process back in its v1 and v2 cgroups and a thread in its own; a cgroup gone stops the restore by name unless --cgroups create',
+    async () => {
+      const dir = makeTempDir('task-cgroups');
+      const name = `ckpt-test-${process.pid}-${Date.now()}`;
+      const [pids, v2, cpu] = CGROUP_ROOTS.map((r) => path.join(r, name));
+      const thread = path.join(cpu, 'thread');
+      const made = [pids, v2, thread];
+      for (const d of made) fs.mkdirSync(d, { recursive: true });
+      const removeCgroups = async () => {
+        for (const d of [pids, v2, thread, cpu]) {
+          await waitFor(
+            () => {
+              try {
+                fs.rmdirSync(d);
+              } catch (e) {
+                return (e as NodeJS.ErrnoException).code === 'ENOENT';
+              }
+              return true;
+            },
+            10_000,
+            () => `cannot remove cgroup ${d}`,
+          );
+        }
+      };
+      try {
+        const reportFile = path.join(dir, 'report');
+        const go = path.join(dir, 'go');
+        const img = path.join(dir, 'img');
+        fs.writeFileSync(reportFile, '');
+        const { pid } = await runFixture(dir, [path.join(BUILD_DIR, 'cgroups'), reportFile, go, pids, v2, '--', thread], {
+          name: 'cgroups',
+          noNamespace: true,
+        });
+        await waitForLine(reportFile, /^ready \d+$/);
+        expect(readLines(reportFile).filter((l) => l.startsWith('FAIL'))).toEqual([]);
+        expect(fs.readFileSync(path.join(pids, 'cgroup.procs'), 'utf8').trim()).toBe(String(pid));
+        await dumpOk(pid, img);
+        await waitNotAlive(pid);
+        // The pids cgroup is gone: the restore stops, naming it, and leaves nothing behind.
+        await waitFor(
+          () => {
+            try {
+              fs.rmdirSync(pids);
+              return true;
+            } catch {
+              return false;
+            }
+          },
+          10_000,
+          () => `cannot remove ${pids}`,
+        );
+        const r = await ckpt(['restore', '-D', img, '--detach']);
+        expectCleanError(r, new RegExp(`pid ${pid}`), `pids:/${name}`, /--cgroups create/);
+        expect(procState(pid), 'nothing left behind').toBeNull();
+        // Asked to, the restore makes it again; from inside, every cgroup reads as before.
+        const from = readLines(reportFile).length;
+        expectOk(await ckpt(['restore', '-D', img, '--detach', '--cgroups', 'create']));
+        track(pid, 'cgroups');
+        expect(fs.readFileSync(path.join(pids, 'cgroup.procs'), 'utf8').trim()).toBe(String(pid));
+        fs.writeFileSync(go, '');
+        await waitForLine(reportFile, /^done$/, 10_000, from);
+        expect(readLines(reportFile).slice(from)).toEqual(['ok process-cgroups', 'ok thread-cgroups', 'done']);
+        await cleanupProcesses();
+      } finally {
+        await removeCgroups();
+      }
+    },
+  );
 
   it('seccomp: strict mode, filters shared by threads (TSYNC works after the restore), a filter of one thread, filters inherited by a child', async () => {
     const dir = makeTempDir('task-seccomp');

@@ -29,6 +29,7 @@ const EXTRA: Record<string, string[]> = {
   creds: ['-pthread'],
   seccomp: ['-pthread'],
   shared: ['-pthread'],
+  cgroups: ['-pthread'],
 };
 
 export default function setup(project: TestProject): () => void {

@@ -39,10 +39,17 @@ import {
   type DumpSession,
   type ProcessDump,
   type ProcessRestore,
+  type PluginContext,
   type RestoreSession,
+  STAGE,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
+import { z } from 'zod';
 import { taskRecord, type TaskRecord } from './record.js';
+import { joinCgroups, readCgroups, type CgroupMode } from './cgroups.js';
+
+export const taskOptions = z.strictObject({ cgroups: z.enum(['restore', 'create', 'ignore']).optional() });
+export type TaskOptions = z.infer<typeof taskOptions>;
 
 export const NAME = '@ckpt/plugin-task';
 
@@ -208,6 +215,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
   tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
   const loginuid = Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim());
+  const cgroups = readCgroups(pid);
   const rec: TaskRecord = {
     oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
@@ -219,6 +227,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     timers: dumpTimers(proc, comm),
     membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
+    cgroups,
     threads: proc.threads.map((t, i) => {
       const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
@@ -227,8 +236,10 @@ async function dump(proc: ProcessDump): Promise<void> {
       const status = taskStatus(pid, t.pid);
       const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
       const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
+      const own = readCgroups(pid, t.pid);
       return {
         ...(seccomp.threads[i] ? { seccomp: seccomp.threads[i] } : {}),
+        ...(own.join('\n') !== cgroups.join('\n') ? { cgroups: own } : {}),
         tid: t.pid,
         nice: statField(pid, t.pid, 19),
         policy,
@@ -544,7 +555,17 @@ export const taskPlugin = definePlugin(() => ({
   version: '0.1.0',
   description:
     'credentials and capabilities per thread, scheduling (nice, policy, priority, affinity, timer slack), POSIX timers, seccomp (strict and filters), locked memory and madvise state, OOM score, login uid, prctl flags, stopped state; refuses SCHED_DEADLINE',
-  record: { version: 2, schema: taskRecord },
+  record: { version: 3, schema: taskRecord },
+  options: taskOptions,
+  flags: [
+    {
+      command: 'restore' as const,
+      flags: '--cgroups <mode>',
+      description:
+        'cgroups the processes were in: restore (join them; a missing one stops the restore), create (make missing ones), ignore (stay in those of ckpt restore)',
+      option: 'cgroups',
+    },
+  ],
   show: {
     process: (r: unknown) => {
       const rec = r as TaskRecord;
@@ -560,7 +581,20 @@ export const taskPlugin = definePlugin(() => ({
       ];
     },
   },
-  apply(hooks) {
+  apply(hooks, ctx: PluginContext<TaskOptions>) {
+    const mode = (s: RestoreSession): CgroupMode => ctx.options(s)?.cgroups ?? 'restore';
+    // Into its cgroups as soon as it exists (pids creates it), before its memory is rebuilt.
+    hooks.pids.restore.tapPromise({ name: `${NAME}:cgroups`, stage: STAGE.LATE }, async (proc) => {
+      const rec = proc.get<TaskRecord>(NAME);
+      if (rec && proc.stub) joinCgroups(proc.stub.pid, rec.cgroups, mode(proc.session), `pid ${proc.pid}`);
+    });
+    hooks.threads.restore.tapPromise({ name: `${NAME}:thread-cgroups`, stage: STAGE.LATE }, async (proc) => {
+      const rec = proc.get<TaskRecord>(NAME);
+      rec?.threads.forEach((t, i) => {
+        const task = proc.threads[i];
+        if (t.cgroups && task) joinCgroups(task.pid, t.cgroups, mode(proc.session), `thread ${t.tid} of pid ${proc.pid}`, true);
+      });
+    });
     hooks.session.beforeDump.tapPromise(NAME, noteStopped);
     hooks.credentials.dump.tapPromise(NAME, dump);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);

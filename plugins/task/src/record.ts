@@ -3,6 +3,7 @@ import { z } from 'zod';
 
 const int = z.number().int();
 const hexCaps = z.string().regex(/^[0-9a-f]{1,16}$/);
+const cgroupEntry = z.string().regex(/^[^:]*:\/.*$/);
 
 export const taskRecord = z.strictObject({
   /** /proc/PID/oom_score_adj. */
@@ -52,6 +53,8 @@ export const taskRecord = z.strictObject({
    * every thread whose chain has it at the same place after the same filters (TSYNC, clone).
    */
   seccompFilters: z.array(z.strictObject({ prog: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), flags: int.nonnegative() })).default([]),
+  /** cgroups, "controllers:path" per hierarchy ("" controllers: v2), as /proc/PID/cgroup lists them. */
+  cgroups: z.array(cgroupEntry).default([]),
   threads: z.array(
     z.strictObject({
       /** Seccomp: strict (mode 1), or filters (mode 2: indexes into seccompFilters, oldest first). */
@@ -73,6 +76,8 @@ export const taskRecord = z.strictObject({
       /** Capability sets (hex, 64 bits): inheritable, permitted, effective, bounding, ambient. */
       caps: z.strictObject({ inh: hexCaps, prm: hexCaps, eff: hexCaps, bnd: hexCaps, amb: hexCaps }),
       securebits: int.nonnegative(),
+      /** This thread's cgroups, when they are not the process's. */
+      cgroups: z.array(cgroupEntry).optional(),
     }),
   ),
 });
