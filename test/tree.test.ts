@@ -30,6 +30,7 @@ useCleanup();
 
 const TREE = path.join(BUILD_DIR, 'tree');
 const ORPHANS = path.join(BUILD_DIR, 'orphans');
+const PREFORK = path.join(BUILD_DIR, 'prefork');
 const LINE_RE = /^(\w+) pid=(\d+) ppid=(\d+) pgid=(\d+) sid=(\d+) tick=(\d+) shm=(\d+) memfd=(\d+) total=(\d+) mtotal=(\d+) priv=(\w+)(.*)$/;
 
 interface Ids {
@@ -279,6 +280,40 @@ describe('process trees', () => {
       [...treeOf(root).values()].filter((i) => i.state === 'Z'),
       'every zombie reaped',
     ).toEqual([]);
+  });
+
+  // A preforking server: 32 MiB its 4 children share copy-on-write with it. The image holds those
+  // pages once, the restored tree shares them again (the memory of the tree stays about what it
+  // was), and each process reads exactly its own view: the pages each rewrote, the ones one dropped.
+  it('a preforking tree: memory shared copy-on-write stays shared, and each process reads what it had', async () => {
+    const dir = makeTempDir('prefork');
+    const report = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    fs.writeFileSync(report, '');
+    const { pid } = await runFixture(dir, [PREFORK, report, go], { name: 'prefork', noNamespace: true });
+    await waitForLine(report, /^ready \d+$/);
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    expect(kids.length).toBe(4);
+    for (const k of kids) track(k, PREFORK);
+    const pssKb = () => [pid, ...kids].reduce((sum, p) => sum + Number(/^Pss_Anon:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))![1]), 0);
+    const before = pssKb();
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    const pages = (p: number) =>
+      (fs.readdirSync(img, { recursive: true }) as string[])
+        .filter((f) => path.basename(f) === `pages-${p}.img`)
+        .map((f) => fs.statSync(path.join(img, f)).size)[0];
+    for (const k of kids) expect(pages(k), `pages of child ${k}: only what it rewrote`).toBeLessThan(2 << 20);
+    expect(pages(pid)).toBeGreaterThan(32 << 20);
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    for (const p of [pid, ...kids]) track(p, PREFORK);
+    const after = pssKb();
+    expect(after, `anonymous memory of the tree: ${before} kB at the dump, ${after} kB after the restore`).toBeLessThan(before * 1.25 + 4096);
+    const from = readLines(report).length;
+    fs.writeFileSync(go, '');
+    await waitForLine(report, /^done$/, 20_000, from);
+    expect(readLines(report).slice(from).sort()).toEqual(['done', 'ok child0', 'ok child1', 'ok child2', 'ok child3', 'ok parent']);
   });
 
   it('an application (ckpt run) is restored in a fresh pid namespace, twice side by side from one image', async () => {

@@ -162,7 +162,11 @@ export interface PtraceBinding {
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {
   /** Runs [addr, len, ...] of pages worth saving; `guards`: runs of guard regions (MADV_GUARD_INSTALL), when any. */
-  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean): Float64Array & { guards?: Float64Array };
+  /**
+   * Runs of pages worth saving in [start, end); with parentPid, less those shared copy-on-write
+   * with the parent, and `zap`: pages the parent saved where this process has none.
+   */
+  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean, parentPid?: number): Float64Array & { guards?: Float64Array; zap?: Float64Array };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: Sha256Handle): CopyResult;
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */

@@ -86,62 +86,88 @@ bool FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off) {
 
 Napi::Float64Array RunsArg(const Napi::Value& v) { return v.As<Napi::Float64Array>(); }
 
-// pagemapRuns(pid, start, end, anonOnly): runs [addr, len, ...] of pages worth saving in
-// [start, end): present or swapped; with anonOnly, file-backed page-cache pages are skipped
+// Appends [addr, kPage] to runs, extending the last run when it ends at addr.
+void AddPage(std::vector<double>& runs, uint64_t addr) {
+  size_t n = runs.size();
+  if (n && runs[n - 2] + runs[n - 1] == static_cast<double>(addr)) runs[n - 1] += kPage;
+  else runs.push_back(static_cast<double>(addr)), runs.push_back(kPage);
+}
+
+Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
+  Napi::Float64Array out = Napi::Float64Array::New(env, v.size());
+  for (size_t k = 0; k < v.size(); k++) out[k] = v[k];
+  return out;
+}
+
+// pagemapRuns(pid, start, end, anonOnly[, parentPid]): runs [addr, len, ...] of pages worth saving
+// in [start, end): present or swapped; with anonOnly, file-backed page-cache pages are skipped
 // (they are restored from the file itself). Guard regions (MADV_GUARD_INSTALL) are not pages:
 // their runs are the array's `guards` property, when there are any.
+// With parentPid (the same range is mapped alike in the parent, which a restore forks this
+// process from once the parent's memory is back): pages this process shares with the parent
+// copy-on-write (the same page frame, or the same swap entry) are left out, and pages the parent
+// has saved where this process has none are the `zap` property (they must go after the fork).
+// Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared.
 Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
-  int fd = open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+  long parent = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info[4]) : 0;
+  auto openMap = [](long p) { return open(("/proc/" + std::to_string(p) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC); };
+  int fd = openMap(pid);
   if (fd < 0) {
     ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
     return env.Undefined();
   }
-  std::vector<double> runs, guards;
-  std::vector<uint64_t> ent(65536);
-  uint64_t runStart = 0, runLen = 0;
+  int pfd = parent ? openMap(parent) : -1;
+  if (parent && pfd < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "open(/proc/PID/pagemap)", parent);
+    return env.Undefined();
+  }
+  std::vector<double> runs, guards, zap;
+  std::vector<uint64_t> ent(65536), pent(parent ? 65536 : 0);
+  // A page a dump saves: present (not a clean file page, with anonOnly) or swapped.
+  auto saved = [anonOnly](uint64_t e) {
+    bool present = e >> 63 & 1, swapped = e >> 62 & 1, filePage = e >> 61 & 1;
+    return (present || swapped) && !(anonOnly && present && filePage);
+  };
+  constexpr uint64_t kFrame = (1ULL << 55) - 1;
   for (uint64_t addr = start; addr < end;) {
     size_t n = std::min<uint64_t>(ent.size(), (end - addr) / kPage);
-    if (!FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8)) {
+    bool ok = FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8);
+    if (ok && parent) ok = FullPread(pfd, reinterpret_cast<uint8_t*>(pent.data()), n * 8, addr / kPage * 8);
+    if (!ok) {
       int err = errno;
       close(fd);
+      if (pfd >= 0) close(pfd);
       ThrowErrno(env, err, "pread(/proc/PID/pagemap)", pid);
       return env.Undefined();
     }
     for (size_t k = 0; k < n; k++, addr += kPage) {
       uint64_t e = ent[k];
-      bool present = e >> 63 & 1, swapped = e >> 62 & 1, filePage = e >> 61 & 1, guard = e >> 58 & 1;
       // A guard region (MADV_GUARD_INSTALL: PM_GUARD_REGION, shown as swapped) has no page.
-      if (guard) {
-        size_t g = guards.size();
-        if (g && guards[g - 2] + guards[g - 1] == static_cast<double>(addr)) guards[g - 1] += kPage;
-        else guards.push_back(static_cast<double>(addr)), guards.push_back(kPage);
+      if (e >> 58 & 1) {
+        AddPage(guards, addr);
         continue;
       }
-      bool want = (present || swapped) && !(anonOnly && present && filePage);
-      if (want) {
-        if (runLen && runStart + runLen == addr) {
-          runLen += kPage;
-        } else {
-          if (runLen) runs.push_back(runStart), runs.push_back(runLen);
-          runStart = addr;
-          runLen = kPage;
-        }
+      bool want = saved(e);
+      if (parent) {
+        uint64_t pe = pent[k];
+        bool parentSaved = !(pe >> 58 & 1) && saved(pe);
+        if (want && parentSaved && (e >> 62 & 3) == (pe >> 62 & 3) && (e & kFrame) != 0 && (e & kFrame) == (pe & kFrame)) continue;
+        if (!want && parentSaved) AddPage(zap, addr);
       }
+      if (want) AddPage(runs, addr);
     }
   }
-  if (runLen) runs.push_back(runStart), runs.push_back(runLen);
   close(fd);
-  Napi::Float64Array out = Napi::Float64Array::New(env, runs.size());
-  for (size_t k = 0; k < runs.size(); k++) out[k] = runs[k];
-  if (!guards.empty()) {
-    Napi::Float64Array g = Napi::Float64Array::New(env, guards.size());
-    for (size_t k = 0; k < guards.size(); k++) g[k] = guards[k];
-    out.Set("guards", g);
-  }
+  if (pfd >= 0) close(pfd);
+  Napi::Float64Array out = ToArray(env, runs);
+  if (!guards.empty()) out.Set("guards", ToArray(env, guards));
+  if (!zap.empty()) out.Set("zap", ToArray(env, zap));
   return out;
 }
 
@@ -267,16 +293,14 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   int err = pipe.Run(
       runs,
       [&](Chunk& c) -> int {
-        iovec local{c.buf, c.len}, remote{reinterpret_cast<void*>(c.addr), c.len};
-        ssize_t got = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-        if (got < 0) got = 0;
-        if (static_cast<size_t>(got) < c.len) {
-          // Unreadable protections (PROT_NONE, ...): /proc/PID/mem reads with FOLL_FORCE.
-          int mfd = mem.get();
-          if (mfd < 0 || !FullPread(mfd, c.buf + got, c.len - got, c.addr + got)) {
-            where = "read of target memory";
-            return errno ? errno : EIO;
-          }
+        // Through /proc/PID/mem, not process_vm_readv: its read-only page pins make the kernel
+        // unshare every page the process shares copy-on-write (with its parent, its children),
+        // so a dump would copy them all in the live process. /proc/PID/mem also reads what
+        // PROT_NONE hides (FOLL_FORCE).
+        int mfd = mem.get();
+        if (mfd < 0 || !FullPread(mfd, c.buf, c.len, c.addr)) {
+          where = "read of target memory";
+          return errno ? errno : EIO;
         }
         if (!FullWrite(out, c.buf, c.len)) {
           where = "write(image)";

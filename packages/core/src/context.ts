@@ -8,8 +8,10 @@
  *   after the freeze, before any state class; `fdsDumped` then runs once, so refusals that need
  *   every fd happen before any memory is copied.
  * - Restore: `proc.stub` exists from the `pids` stage on (a plugin of that stage creates it).
- *   `proc.stub.syscall()` works from then until `beforeResume` has run; from `processesCreated`
- *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap. The
+ *   `proc.stub.syscall()` works from then until `beforeResume` has run; from the `memory` stage
+ *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap. The pids
+ *   and memory stages run process by process (a child is forked from its parent once the
+ *   parent's memory is back); `processesCreated` follows them, then the other stages. The
  *   installer pidfd behind `installFd`/`borrowFd` exists for the same span. Core installs every
  *   fd of `proc.fds` at the end of the `files` stage; `fdsInstalled` then runs per process, once
  *   every process of the image has all its fds.
@@ -228,7 +230,7 @@ export interface ProcessRestore {
   stub?: Tracee;
   /** Every thread of the process being rebuilt, leader first, once the threads stage made them. */
   threads: Tracee[];
-  /** Core's injection page in the stub, from processesCreated to beforeResume: never unmap it. */
+  /** Core's injection page in the stub, from the memory stage to beforeResume: never unmap it. */
   readonly trampoline?: { start: number; end: number };
   get<T>(plugin: string): T | undefined;
   /** Gives the stub a duplicate of `restorerFd` at the lowest free number and returns that number. */

@@ -15,7 +15,7 @@
  */
 import { readFileSync, readlinkSync } from 'node:fs';
 import { native, NativeError, Regs, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
-import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks } from './hooks.js';
+import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks, type StateClass } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
 import type { ImageReader, Manifest, PidNamespaceRecord, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
@@ -343,27 +343,31 @@ export class Ckpt {
   }
 
   /**
-   * Stage by stage across the tree (parents first): every process exists before any address
-   * space is rebuilt, every fd exists before epoll watches are wired. Core's own steps: the
-   * trampolines after processesCreated, the fd table at the end of the files stage,
-   * fdsInstalled after the sockets stage.
+   * Process by process (parents first), the pids and memory stages: a process is created, gets
+   * its trampoline and its memory back before its children are forked from it, so that what they
+   * shared copy-on-write at the dump they share again. Then processesCreated, and the other
+   * stages class by class across the tree: every fd exists before epoll watches are wired. Core's
+   * own steps: the fd table at the end of the files stage, fdsInstalled after the sockets stage.
    */
   private async restoreStages(session: RestoreSession, installers: Map<ProcessRestore, Installer>): Promise<void> {
-    for (const stage of RESTORE_STAGES) {
+    const run = async (stage: StateClass, proc: ProcessRestore) => {
+      fault(`restore:stage:${stage}`);
+      await session.interruptionPoint();
+      await this.hooks[stage].restore.promise(proc);
+    };
+    for (const proc of session.processes) {
+      await run('pids', proc);
+      if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
+      installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
+      await run('memory', proc);
+    }
+    fault('restore:created');
+    await session.interruptionPoint();
+    await this.hooks.session.processesCreated.promise(session);
+    for (const stage of RESTORE_STAGES.filter((s) => s !== 'pids' && s !== 'memory')) {
       for (const proc of session.processes) {
-        fault(`restore:stage:${stage}`);
-        await session.interruptionPoint();
-        await this.hooks[stage].restore.promise(proc);
-        if (stage === 'pids' && !proc.stub) {
-          throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
-        }
+        await run(stage, proc);
         if (stage === 'files') await restoreFdTable(this.hooks, proc);
-      }
-      if (stage === 'pids') {
-        fault('restore:created');
-        await session.interruptionPoint();
-        await this.hooks.session.processesCreated.promise(session);
-        for (const proc of session.processes) installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
       }
       if (stage === 'sockets') for (const proc of session.processes) await this.hooks.session.fdsInstalled.promise(proc);
     }

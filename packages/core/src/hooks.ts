@@ -12,8 +12,8 @@
  * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen (killed or thawed right after) |
  * | session.dumpFailed          | AsyncSeries(session, error) | once, when a dump fails or is interrupted, before the processes are thawed; undo what you did (errors are logged, not thrown) |
  * | session.beforeRestore       | AsyncSeries(session)  | once, image validated, nothing created yet: refuse early                 |
- * | <class>.restore             | AsyncSeries(proc)     | per process, class by class in RESTORE_STAGES order, parents first       |
- * | session.processesCreated    | AsyncSeries(session)  | once, after the pids stage created every process (stub)                   |
+ * | <class>.restore             | AsyncSeries(proc)     | per process, class by class in RESTORE_STAGES order, parents first; pids and memory process by process (a child is forked from its parent once the parent's memory is back) |
+ * | session.processesCreated    | AsyncSeries(session)  | once, after the pids and memory stages made every process (stub)          |
  * | fds.restore.for(owner)      | HookMap of AsyncSeriesBail(record, proc) -> restorer fd | per open description, to its owner only; the first tap returning an fd wins |
  * | session.fdsInstalled        | AsyncSeries(proc)     | per process, once every fd of every process is installed: wiring that names other fds (epoll watches, locks) |
  * | session.beforeResume        | AsyncSeries(session)  | once, every stage done, processes still stopped; last chance for remote syscalls |

@@ -6,11 +6,18 @@
  * native engine straight into one blob per process (pages-<pid>.img), SHA-256 computed as they stream;
  * mm fields (code/data/brk/stack/args/env bounds), auxv and the exe path.
  *
- * Restore (into the stub the pids stage created): unmap everything but core's trampoline
- * (proc.trampoline), put the vdso back at its old address, recreate every VMA with remote mmap,
- * fill pages from the blob (SHA-256 checked while streaming, before the process ever runs), then PR_SET_MM_MAP.
+ * Copy-on-write sharing: a child's private area that its parent maps alike is compared page frame
+ * by page frame with the parent's (pagemap); shared pages are not saved again (`inherited`), and
+ * pages the parent has where the child had none are listed (`zap`). Memory is read through
+ * /proc/PID/mem: process_vm_readv would unshare every such page in the live processes.
+ *
+ * Restore (into the stub the pids stage created, forked from its parent once the parent's memory
+ * is back): unmap everything but core's trampoline (proc.trampoline) and the areas kept from the
+ * parent, put the vdso back at its old address, recreate every other VMA with remote mmap, drop
+ * the `zap` pages, fill pages from the blob (SHA-256 checked while streaming, before the process
+ * ever runs), then PR_SET_MM_MAP.
  */
-import { closeSync, openSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, openSync, statSync, type Stats } from 'node:fs';
 import {
   CkptError,
   definePlugin,
@@ -80,8 +87,18 @@ function protOf(perms: string): number {
 
 // ---- dump ----
 
-/** The record of one VMA, and the page runs worth saving in it (appended to allRuns). */
-function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: number, allRuns: number[]): VmaRecord {
+/**
+ * The record of one VMA, and the page runs worth saving in it (appended to allRuns). `parent`: the
+ * parent's (dumped first) when the process is a child in the image, for copy-on-write sharing.
+ */
+function vmaRecordOf(
+  session: DumpSession,
+  pid: number,
+  v: Vma,
+  blobOffset: number,
+  allRuns: number[],
+  parent?: { pid: number; vmas: readonly VmaRecord[] },
+): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
   if (v.flags?.includes('gd')) rec.growsDown = true;
@@ -121,7 +138,14 @@ function vmaRecordOf(session: DumpSession, pid: number, v: Vma, blobOffset: numb
     rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
     rec.offset = v.offset;
   } else if (kind !== 'vdso' && kind !== 'file-shared') {
-    const runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+    const alike = parent && inheritable(rec, parent.vmas) ? parent.pid : undefined;
+    let runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private', alike);
+    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+    else if (alike !== undefined) {
+      rec.inherited = true;
+      const z = runs.zap;
+      if (z) rec.zap = Array.from({ length: z.length / 2 }, (_, i): [number, number] => [z[2 * i], z[2 * i + 1]]);
+    }
     for (let i = 0; i < runs.length; i += 2) {
       rec.runs.push([runs[i], runs[i + 1]]);
       allRuns.push(runs[i], runs[i + 1]);
@@ -150,8 +174,33 @@ async function writePages(proc: ProcessDump, allRuns: number[], total: number): 
   return { name: blob.name, size: blob.size };
 }
 
+/**
+ * Whether a VMA can be the parent's at restore: private memory (anonymous, or of a file by path)
+ * the parent maps at the same place, alike, without guard regions. Its pages are then compared
+ * page frame by page frame (pagemapRuns with the parent).
+ */
+function inheritable(rec: VmaRecord, parentVmas: readonly VmaRecord[]): boolean {
+  if (rec.kind !== 'anon' && !(rec.kind === 'file-private' && !rec.shmem)) return false;
+  const p = parentVmas.find((x) => x.start === rec.start);
+  return (
+    !!p &&
+    p.end === rec.end &&
+    p.perms === rec.perms &&
+    p.kind === rec.kind &&
+    p.name === rec.name &&
+    p.path === rec.path &&
+    p.offset === rec.offset &&
+    !p.shmem &&
+    !p.guards?.length &&
+    !!p.growsDown === !!rec.growsDown
+  );
+}
+
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee, session } = proc;
+  const parentProc = session.processes.find((p) => p.pid === proc.ppid);
+  const parentRec = parentProc?.get<MemoryRecord>(NAME);
+  const parent = parentProc && parentRec ? { pid: parentProc.pid, vmas: parentRec.vmas } : undefined;
   const vmas = without(procfs.readVmas(pid), tracee.scratchRange);
   const stat = procfs.readStat(pid);
   const brk = Number(tracee.syscall(SYS.brk, 0));
@@ -159,7 +208,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   const allRuns: number[] = [];
   let blobOffset = 0;
   for (const v of vmas) {
-    const rec = vmaRecordOf(session, pid, v, blobOffset, allRuns);
+    const rec = vmaRecordOf(session, pid, v, blobOffset, allRuns, parent);
     for (const [, len] of rec.runs) blobOffset += len;
     records.push(rec);
   }
@@ -188,18 +237,50 @@ async function dump(proc: ProcessDump): Promise<void> {
 
 // ---- restore, in steps ----
 
-/** Step 1: everything of the stub but core's trampoline goes (vdso included: it comes back in step 2). */
-function unmapAllButTrampoline(proc: ProcessRestore, stub: Tracee): void {
+/**
+ * Step 1: everything of the stub goes but core's trampoline and what it keeps from its parent
+ * (`keep`: areas it shares copy-on-write with it; the vdso when it is where it was). The vdso
+ * otherwise comes back in step 2.
+ */
+function unmapAllBut(proc: ProcessRestore, stub: Tracee, keep: ReadonlyArray<{ start: number; end: number }>): void {
   const tramp = proc.trampoline;
-  if (!tramp) throw new Error(`pid ${proc.pid}: core mapped no trampoline (the memory stage runs after processesCreated)`);
-  stub.syscall(SYS.munmap, 0, tramp.start);
-  stub.syscall(SYS.munmap, tramp.end, TASK_SIZE - tramp.end);
+  if (!tramp) throw new Error(`pid ${proc.pid}: core mapped no trampoline before the memory stage`);
+  const kept = [...keep, tramp].sort((a, b) => a.start - b.start);
+  let at = 0;
+  for (const k of kept) {
+    if (k.start > at) stub.syscall(SYS.munmap, at, k.start - at);
+    at = Math.max(at, k.end);
+  }
+  if (at < TASK_SIZE) stub.syscall(SYS.munmap, at, TASK_SIZE - at);
+}
+
+/**
+ * What a process forked from its restored parent keeps of it: its areas shared copy-on-write
+ * (checked to be there, alike), and the vdso when it sits where the image has it.
+ */
+function keptFromParent(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Array<{ start: number; end: number }> {
+  const inherited = rec.vmas.filter((v) => v.inherited);
+  if (!inherited.length) return [];
+  const now = procfs.readMaps(stub.pid);
+  for (const v of inherited) {
+    const covered = now.filter((m) => m.start < v.end && m.end > v.start);
+    const whole = covered.length > 0 && covered[0].start <= v.start && covered.at(-1)!.end >= v.end && covered.every((m) => m.perms === v.perms);
+    if (!whole) {
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `pid ${proc.pid}: the memory it shares with its parent at 0x${v.start.toString(16)} (${v.name || 'anonymous'}) is not there: it was not forked from its restored parent`,
+      );
+    }
+  }
+  const vdso = rec.vmas.filter((v) => v.kind === 'vdso');
+  const sameVdso = vdso.length > 0 && vdso.every((v) => now.some((m) => m.start === v.start && m.end === v.end && m.name === v.name));
+  return [...inherited, ...(sameVdso ? vdso : [])];
 }
 
 /** Step 2: vdso and vvar at their old addresses (same kernel: same layout, checked). */
-function mapVdso(rec: MemoryRecord, stub: Tracee): void {
+function mapVdso(rec: MemoryRecord, stub: Tracee, kept: boolean): void {
   const vdsoGroup = rec.vmas.filter((v) => v.kind === 'vdso');
-  if (!vdsoGroup.length) return;
+  if (!vdsoGroup.length || kept) return;
   const base = Math.min(...vdsoGroup.map((v) => v.start));
   stub.syscall(SYS.arch_prctl, ARCH_MAP_VDSO_64, base);
   const now = procfs.readMaps(stub.pid).filter((v) => v.name === '[vdso]' || v.name.startsWith('[vvar'));
@@ -240,7 +321,7 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
     return fd;
   };
   for (const v of rec.vmas) {
-    if (v.kind === 'vdso' || v.kind === 'sysv') continue;
+    if (v.kind === 'vdso' || v.kind === 'sysv' || v.inherited) continue;
     const len = v.end - v.start;
     const prot = protOf(v.perms);
     if (v.kind === 'anon') {
@@ -301,7 +382,13 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
   }
 }
 
+const MADV_DONTNEED = 4;
 const MADV_GUARD_INSTALL = 102;
+
+/** Step 4a: in areas kept from the parent, the pages the parent has and this process had not go. */
+function zapPages(rec: MemoryRecord, stub: Tracee): void {
+  for (const v of rec.vmas) for (const [start, len] of v.zap ?? []) stub.syscall(SYS.madvise, start, len, MADV_DONTNEED);
+}
 
 /** Step 4b: guard regions (MADV_GUARD_INSTALL) again, once the pages around them are back. */
 function installGuards(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
@@ -328,15 +415,30 @@ function setMm(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   // A deleted executable (replaced by an upgrade) is the deleted file its code is mapped from.
   const exePath = rec.exe.endsWith(' (deleted)') ? rec.exe.slice(0, -' (deleted)'.length) : undefined;
   const ghost = exePath !== undefined ? rec.vmas.find((v) => v.shmem?.file?.path === exePath)?.shmem : undefined;
-  const exeFd = ghost
-    ? proc.borrowFd(shmemFd(proc.session, ghost))
-    : Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
+  // A process forked from its restored parent may have the right exe already (and the kernel
+  // refuses to replace an exe link while the old file is mapped): then it stays (exe_fd -1).
+  const exeFd = sameExe(stub.pid, ghost ? shmemFd(proc.session, ghost) : rec.exe)
+    ? -1
+    : ghost
+      ? proc.borrowFd(shmemFd(proc.session, ghost))
+      : Number(stub.syscall(SYS.openat, AT_FDCWD, stub.putString(rec.exe, 0), O_RDONLY | O_CLOEXEC, 0));
   const map = prctlMmMap({ ...rec.mm, auxv: auxvAddr, auxvSize: auxv.length, exeFd });
   const mapAddr = stub.put(map, 4096);
   try {
     stub.syscall(SYS.prctl, PR_SET_MM, PR_SET_MM_MAP, mapAddr, map.length, 0);
   } finally {
-    stub.syscall(SYS.close, exeFd);
+    if (exeFd >= 0) stub.syscall(SYS.close, exeFd);
+  }
+}
+
+/** Whether the stub's exe link is already the file at `file` (a path, or an fd of ours). */
+function sameExe(pid: number, file: string | number): boolean {
+  try {
+    const a = statSync(`/proc/${pid}/exe`);
+    const b = typeof file === 'number' ? fstatSync(file) : statSync(file);
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
   }
 }
 
@@ -344,9 +446,15 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<MemoryRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  unmapAllButTrampoline(proc, stub);
-  mapVdso(rec, stub);
+  const keep = keptFromParent(proc, rec, stub);
+  unmapAllBut(proc, stub, keep);
+  mapVdso(
+    rec,
+    stub,
+    keep.some((v) => rec.vmas.some((x) => x.kind === 'vdso' && x.start === v.start)),
+  );
   mapVmas(proc, rec, stub);
+  zapPages(rec, stub);
   await fillPages(proc, rec, stub);
   installGuards(proc, rec, stub);
   setMm(proc, rec, stub);
@@ -371,7 +479,7 @@ export const memoryPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
-  record: { version: 1, schema: memoryRecord },
+  record: { version: 2, schema: memoryRecord },
   claims: { stateClasses: ['memory'] },
   show: {
     process: (rec: unknown) => {

@@ -48,6 +48,13 @@ export interface VmaRecord {
   guards?: Array<[number, number]>;
   /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
   shmem?: ShmemRef;
+  /**
+   * The parent maps it alike and shares pages of it copy-on-write: the restore keeps the parent's
+   * (the process is forked from its parent once the parent's memory is back), `runs` holds only
+   * the pages that differ, and `zap` those the parent has and this process had not.
+   */
+  inherited?: boolean;
+  zap?: Array<[number, number]>;
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
@@ -66,6 +73,8 @@ export const vmaRecord = z.strictObject({
   mayWrite: z.boolean().optional(),
   guards: z.array(range).optional(),
   shmem: shmemRef.optional(),
+  inherited: z.boolean().optional(),
+  zap: z.array(range).optional(),
   runs: z.array(range),
   blobOffset: uint,
 });
