@@ -157,10 +157,9 @@ describe('dump errors', () => {
     expect(tracerPid(child)).toBe(parent);
   });
 
-  // eventfd, epoll, signalfd, timerfd, inotify, pidfds and sockets are supported: the refused kinds
-  // are a fanotify group, an io_uring and a userfaultfd.
+  // eventfd, epoll, signalfd, timerfd, inotify, fanotify, pidfds and sockets are supported: the
+  // refused kinds are an io_uring and a userfaultfd.
   const refused: [string, RegExp][] = [
-    ['fanotify', /fanotify/i],
     ['uring', /io_uring/i],
     ['userfaultfd', /userfaultfd/i],
   ];

@@ -368,9 +368,9 @@ describe('process trees', () => {
   it('a failed dump of a tree resumes every process it froze', async () => {
     const dir = makeTempDir('treefail');
     const fdkinds = bin('fdkinds');
-    // A shell with two children; one holds a fanotify group, which this version refuses.
+    // A shell with two children; one holds an io_uring, which this version refuses.
     const sleeper = bin('sleeper');
-    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} fanotify & wait`], {
+    const { pid: root, stdout } = await runFixture(dir, ['/bin/sh', '-c', `${sleeper} nanosleep 60 & ${fdkinds} uring & wait`], {
       name: 'sh',
       noNamespace: true,
       marker: fdkinds,

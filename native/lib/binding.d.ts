@@ -223,6 +223,10 @@ export interface EventsBinding {
   inotifyInit(flags: number): number;
   inotifyAddWatch(fd: number, path: string, mask: number): number;
   inotifyRmWatch(fd: number, wd: number): void;
+  /** fanotify_init(flags, eventFlags); the fd is close-on-exec (the group's flags stay as given). */
+  fanotifyInit(flags: number, eventFlags: number): number;
+  /** fanotify_mark(fd, flags, mask, AT_FDCWD, path). */
+  fanotifyMark(fd: number, flags: number, mask: number, path: string): void;
 }
 /** SysV IPC of an IPC namespace (native/src/ipc.cc). */
 export interface IpcBinding {

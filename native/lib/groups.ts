@@ -35,7 +35,7 @@ export const GROUPS = {
   hash: ['sha256New', 'sha256Update', 'sha256Digest', 'sha256File'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'mknod', 'getOwnerEx', 'openByHandleAt'],
-  events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch'],
+  events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch', 'fanotifyInit', 'fanotifyMark'],
   ipc: ['ipcSnapshot', 'ipcCreate', 'ipcRemove'],
   sock: [
     'sockGetInt',

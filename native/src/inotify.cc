@@ -2,10 +2,12 @@
 // expose and @ckpt/plugin-event-fds needs (was extra.cc).
 //   openByHandleAt  resolves an inotify watch (its f_handle from fdinfo) to an open O_PATH fd
 //                   (needs CAP_DAC_READ_SEARCH);
-//   inotifyInit / inotifyAddWatch / inotifyRmWatch  rebuild an inotify instance in the restorer.
+//   inotifyInit / inotifyAddWatch / inotifyRmWatch  rebuild an inotify instance in the restorer;
+//   fanotifyInit / fanotifyMark  rebuild a fanotify group.
 #include "common.h"
 
 #include <fcntl.h>
+#include <sys/fanotify.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -67,9 +69,32 @@ Napi::Value InotifyRmWatch(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// fanotifyInit(flags, eventFlags) -> fd. The group keeps the flags as given (fdinfo shows
+// FAN_CLOEXEC too); the restorer's fd is made close-on-exec apart.
+Napi::Value FanotifyInit(const Napi::CallbackInfo& info) {
+  int fd = fanotify_init(static_cast<unsigned>(ArgU64(info[0])), static_cast<unsigned>(ArgU64(info[1])));
+  if (fd < 0) {
+    ThrowErrno(info.Env(), errno, "fanotify_init");
+    return info.Env().Undefined();
+  }
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// fanotifyMark(fd, flags, mask, path): a mark on the object at path (not followed if a symlink).
+Napi::Value FanotifyMark(const Napi::CallbackInfo& info) {
+  std::string path = info[3].As<Napi::String>().Utf8Value();
+  if (fanotify_mark(ArgInt(info[0]), static_cast<unsigned>(ArgU64(info[1])), ArgU64(info[2]), AT_FDCWD, path.c_str()) < 0) {
+    ThrowErrno(info.Env(), errno, "fanotify_mark");
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitInotify(Napi::Env env, Napi::Object exports) {
+  exports.Set("fanotifyInit", Napi::Function::New(env, FanotifyInit));
+  exports.Set("fanotifyMark", Napi::Function::New(env, FanotifyMark));
   exports.Set("openByHandleAt", Napi::Function::New(env, OpenByHandleAt));
   exports.Set("inotifyInit", Napi::Function::New(env, InotifyInit));
   exports.Set("inotifyAddWatch", Napi::Function::New(env, InotifyAddWatch));

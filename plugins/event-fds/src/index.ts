@@ -6,7 +6,8 @@
  *             process with its own fd numbers once every fd exists (session.fdsInstalled);
  *   signalfd  its signal mask;
  *   timerfd   clock, remaining time and interval (expirations not yet read are dropped);
- *   inotify   its watches: wd, mask and the watched object's path (see below).
+ *   inotify   its watches: wd, mask and the watched object's path (see below);
+ *   fanotify  its flags and marks (inode, mount, filesystem), each by path (fanotify.ts).
  *
  * Each object is created anew in the restorer and installed like any other fd.
  *
@@ -27,19 +28,18 @@
  * wd) fails the restore. Events queued but not yet read at dump time are lost, and so are changes
  * made between the dump and the restore.
  */
-import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { eventFdData } from './record.js';
+import { HandlePaths } from './handles.js';
+import { dumpFanotify, restoreFanotify, type FanotifyGroup } from './fanotify.js';
 import { timespecNs } from './timespec.js';
 import {
   native,
   SYS,
   O_CLOEXEC,
   O_EXCL,
-  O_RDONLY,
-  O_DIRECTORY,
   O_NONBLOCK,
-  O_PATH,
   F_DUPFD_CLOEXEC,
   F_SETFL,
   EFD_SEMAPHORE,
@@ -51,7 +51,7 @@ export { timespecNs } from './timespec.js';
 
 export const NAME = '@ckpt/plugin-event-fds';
 
-type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd' | 'inotify' | 'pidfd';
+type Kind = 'eventfd' | 'eventpoll' | 'signalfd' | 'timerfd' | 'inotify' | 'fanotify' | 'pidfd';
 
 /** One inotify watch: its descriptor, event mask (incl. IN_ONESHOT / IN_EXCL_UNLINK) and path. */
 export interface InotifyWatch {
@@ -76,6 +76,7 @@ export interface EventFdData {
   valueNs?: string;
   intervalNs?: string;
   inotify?: InotifyWatch[];
+  fanotify?: FanotifyGroup;
   /** pidfd: the process (or thread: PIDFD_THREAD) it refers to; absent when it is gone and reaped. */
   pid?: number;
   thread?: boolean;
@@ -83,7 +84,7 @@ export interface EventFdData {
 
 function kindOf(link: string): Kind | undefined {
   if (link === 'anon_inode:inotify') return 'inotify';
-  const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd|pidfd)\]$/.exec(link);
+  const m = /^anon_inode:\[(eventfd|eventpoll|signalfd|timerfd|pidfd|fanotify)\]$/.exec(link);
   return m?.[1] as Kind | undefined;
 }
 
@@ -154,6 +155,9 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ev
     case 'inotify':
       data.inotify = dumpInotify(req, proc);
       break;
+    case 'fanotify':
+      data.fanotify = dumpFanotify(req, proc);
+      break;
     case 'pidfd': {
       // Pid: the task as ckpt sees it; -1 once it is gone and reaped (the pidfd still polls readable).
       const pid = Number(x.Pid ?? -1);
@@ -221,6 +225,8 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
       return native.events.timerfd(d.clockid ?? 1, d.flags & O_NONBLOCK, 0, BigInt(d.valueNs ?? '0'), BigInt(d.intervalNs ?? '0'));
     case 'inotify':
       return restoreInotify(rec, d, proc);
+    case 'fanotify':
+      return restoreFanotify(rec, d.fanotify!, (d.flags & O_NONBLOCK) !== 0, proc);
   }
 }
 
@@ -229,33 +235,9 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
 const INOTIFY_RE =
   /^inotify\s+wd:([0-9a-f]+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s+mask:([0-9a-f]+)\s+ignored_mask:[0-9a-f]+(?:\s+fhandle-bytes:([0-9a-f]+)\s+fhandle-type:([0-9a-f]+)\s+f_handle:([0-9a-f]*))?/;
 
-/** A directory of pid's mount namespace on the filesystem whose (kernel) s_dev is sdev: its mount fd. */
-function openMountOf(pid: number, sdev: number): number | undefined {
-  const want = `${sdev >>> 20}:${sdev & 0xfffff}`;
-  const mounts: Array<{ root: string; point: string }> = [];
-  for (const line of readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n')) {
-    const f = line.split(' ');
-    if (f.length > 4 && f[2] === want) mounts.push({ root: f[3], point: f[4].replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))) });
-  }
-  mounts.sort((a, b) => (a.root === '/' ? 0 : 1) - (b.root === '/' ? 0 : 1));
-  for (const m of mounts) {
-    let fd: number | undefined;
-    try {
-      fd = openSync(`/proc/${pid}/root${m.point}`, O_RDONLY | O_DIRECTORY);
-      const dev = fstatSync(fd).dev;
-      // Not hidden under another mount: the directory is on that filesystem.
-      if (`${(dev >>> 8) & 0xfff}:${(dev & 0xff) | ((dev >>> 12) & 0xfff00)}` === want) return fd;
-      closeSync(fd);
-    } catch {
-      if (fd !== undefined) closeSync(fd);
-    }
-  }
-  return undefined;
-}
-
 function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
   const watches: InotifyWatch[] = [];
-  const mountFds = new Map<number, number | undefined>();
+  const handles = new HandlePaths(proc.pid);
   try {
     for (const line of req.info.raw.split('\n')) {
       if (!line.startsWith('inotify')) continue;
@@ -268,40 +250,11 @@ function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
           { hint: 'remove that watch (inotify_rm_watch) before the checkpoint' },
         );
       if (!m) throw fail(`cannot be read: ${line.trim()}`);
-      const ino = parseInt(m[2], 16),
-        sdev = parseInt(m[3], 16),
-        mask = parseInt(m[4], 16);
-      const obj = `inode ${ino} on dev ${sdev >>> 20}:${sdev & 0xfffff}`;
-      if (!m[7]) throw fail(`(${obj}) is on a filesystem without file handles: its path cannot be found`);
-      if (!mountFds.has(sdev)) mountFds.set(sdev, openMountOf(proc.pid, sdev));
-      const mountFd = mountFds.get(sdev);
-      if (mountFd === undefined) throw fail(`(${obj}) is on a filesystem not mounted in the process's mount namespace`);
-      let fd: number;
-      try {
-        fd = native.fd.openByHandleAt(mountFd, parseInt(m[6], 16), Buffer.from(m[7], 'hex'), O_PATH);
-      } catch (e) {
-        throw fail(`(${obj}) cannot be opened by its file handle, so its path cannot be found: ${(e as Error).message}`);
-      }
-      try {
-        const st = fstatSync(fd);
-        const path = readlinkSync(`/proc/self/fd/${fd}`);
-        let ok = st.ino === ino && path.startsWith('/') && !path.endsWith(' (deleted)');
-        if (ok) {
-          try {
-            const at = lstatSync(path);
-            ok = at.ino === st.ino && at.dev === st.dev;
-          } catch {
-            ok = false;
-          }
-        }
-        if (!ok) throw fail(`(${obj}) has no path that leads to it (${path}): deleted, or outside the mount`);
-        watches.push({ wd, mask, path });
-      } finally {
-        closeSync(fd);
-      }
+      const path = handles.path({ ino: parseInt(m[2], 16), sdev: parseInt(m[3], 16), type: m[6], handle: m[7] }, fail);
+      watches.push({ wd, mask: parseInt(m[4], 16), path });
     }
   } finally {
-    for (const fd of mountFds.values()) if (fd !== undefined) closeSync(fd);
+    handles.close();
   }
   return watches.sort((a, b) => a.wd - b.wd);
 }
@@ -420,9 +373,9 @@ async function afterInstall(proc: ProcessRestore): Promise<void> {
 export const eventFdsPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
-  description: 'eventfd, epoll (watch lists), signalfd, timerfd, inotify (watches), pidfds',
-  record: { version: 1, fd: eventFdData },
-  claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'pidfd'] },
+  description: 'eventfd, epoll (watch lists), signalfd, timerfd, inotify (watches), fanotify (groups and marks), pidfds',
+  record: { version: 2, fd: eventFdData },
+  claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd'] },
   show: { fdName: (rec: FdRecord) => `anon_inode:[${rec.kind}]` },
   apply(hooks) {
     hooks.fds.dump.tapPromise(NAME, dumpFd);

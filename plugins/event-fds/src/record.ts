@@ -5,7 +5,7 @@ const hex = z.string().regex(/^0x[0-9a-f]+$/i);
 const decimal = z.string().regex(/^\d+$/);
 
 export const eventFdData = z.strictObject({
-  type: z.enum(['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'pidfd']),
+  type: z.enum(['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd']),
   /** pidfd: the process (or thread, PIDFD_THREAD) it refers to, as ckpt saw it; absent: a process gone and reaped. */
   pid: z.number().int().positive().optional(),
   thread: z.boolean().optional(),
@@ -27,4 +27,19 @@ export const eventFdData = z.strictObject({
   valueNs: decimal.optional(),
   intervalNs: decimal.optional(),
   inotify: z.array(z.strictObject({ wd: z.number().int().positive(), mask: z.number().int(), path: z.string() })).optional(),
+  fanotify: z
+    .strictObject({
+      flags: z.number().int().nonnegative(),
+      eventFlags: z.number().int().nonnegative(),
+      marks: z.array(
+        z.strictObject({
+          type: z.enum(['inode', 'mount', 'filesystem']),
+          path: z.string(),
+          mflags: z.number().int().nonnegative(),
+          mask: z.number().int().nonnegative(),
+          ignoredMask: z.number().int().nonnegative(),
+        }),
+      ),
+    })
+    .optional(),
 });
