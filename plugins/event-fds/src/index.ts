@@ -34,18 +34,7 @@ import { eventFdData } from './record.js';
 import { HandlePaths } from './handles.js';
 import { dumpFanotify, restoreFanotify, type FanotifyGroup } from './fanotify.js';
 import { timespecNs } from './timespec.js';
-import {
-  native,
-  SYS,
-  O_CLOEXEC,
-  O_EXCL,
-  O_NONBLOCK,
-  F_DUPFD_CLOEXEC,
-  F_SETFL,
-  EFD_SEMAPHORE,
-  EPOLL_CTL_ADD,
-  IN_DONT_FOLLOW,
-} from '@ckpt/native';
+import { native, SYS, O_CLOEXEC, O_EXCL, O_NONBLOCK, F_DUPFD_CLOEXEC, F_SETFL, EFD_SEMAPHORE, EPOLL_CTL_ADD, IN_DONT_FOLLOW } from '@ckpt/native';
 
 export { timespecNs } from './timespec.js';
 
