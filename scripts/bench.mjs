@@ -339,9 +339,28 @@ function printTable(r) {
 }
 
 /** Dump and restore of a many-process tree or a many-thread process: fixed costs, not bandwidth. */
+/** Every pid of the tree under root (root first). */
+function treePids(root) {
+  const out = [root];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      out.push(...readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** Anonymous memory of processes, shared pages counted once (the sum of Pss_Anon), in bytes. */
+function anonPss(pids) {
+  return pids.reduce((sum, p) => sum + 1024 * Number(/^Pss_Anon:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0), 0);
+}
+
 async function benchShape(ck, bins, shape, n, extra = []) {
   const dumpMs = [];
   const restoreMs = [];
+  const memRatio = [];
   let lastImageBytes = 0;
   for (let run = 1; run <= runs; run++) {
     const dir = join(tmp, `${shape}-${run}`);
@@ -355,11 +374,12 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     detached.add(pid);
     await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 60_000);
     process.stderr.write(', dump');
+    const memBefore = shape === 'prefork' ? anonPss(treePids(pid)) : 0;
     let t0 = performance.now();
     const d = await ck.dump({ pid, dir });
     dumpMs.push(performance.now() - t0);
     lastImageBytes = d.imageBytes;
-    if (shape === 'tree' && d.pids.length !== n) throw new Error(`${shape}: dumped ${d.pids.length} processes, expected ${n}`);
+    if ((shape === 'tree' || shape === 'prefork') && d.pids.length !== n) throw new Error(`${shape}: dumped ${d.pids.length} processes, expected ${n}`);
     for (const p of d.pids) await waitForPidRelease(p);
     detached.delete(pid);
     process.stderr.write(', restore');
@@ -369,7 +389,8 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     restoreMs.push(performance.now() - t0);
     const threads = readdirSync(`/proc/${pid}/task`).length;
     if (shape === 'threads' && threads !== n) throw new Error(`restored ${threads} threads, expected ${n}`);
-    if (shape === 'tree' && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
+    if ((shape === 'tree' || shape === 'prefork') && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
+    if (shape === 'prefork') memRatio.push(anonPss(r.pids) / memBefore);
     if (shape === 'files' && readdirSync(`/proc/${pid}/fd`).length < n)
       throw new Error(`restored ${readdirSync(`/proc/${pid}/fd`).length} fds, expected ${n}+`);
     for (const p of r.pids) if (p !== pid) killQuietly(p);
@@ -379,7 +400,15 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     rmSync(dir, { recursive: true, force: true });
     process.stderr.write(' ok\n');
   }
-  return { shape, n, runs, dumpMs: stats(dumpMs), restoreMs: stats(restoreMs), imageBytes: lastImageBytes };
+  return {
+    shape,
+    n,
+    runs,
+    dumpMs: stats(dumpMs),
+    restoreMs: stats(restoreMs),
+    imageBytes: lastImageBytes,
+    ...(memRatio.length ? { memRatio: stats(memRatio) } : {}),
+  };
 }
 
 // ---- main -------------------------------------------------------------------------------------
@@ -423,6 +452,7 @@ try {
   const bigFree = Number(statfsSync(tmp).bavail) * Number(statfsSync(tmp).bsize) > 4 * GiB;
   const shapes = [
     ['tree', 16, ck, []],
+    ['prefork', 64, ck, []],
     ['threads', 32, ck, []],
     ['files', 1000, ck, [filesDir]],
   ];
@@ -433,6 +463,7 @@ try {
     results.push(res);
     const title = {
       tree: `${n}-process tree`,
+      prefork: `${n}-process preforking server (16 MiB shared copy-on-write)`,
       threads: `${n}-thread process`,
       files: `process with ${n} open files`,
       bigfile: `${n} MiB open file saved by content`,
@@ -442,6 +473,11 @@ try {
     console.log(
       `restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`,
     );
+    if (res.memRatio) {
+      console.log(
+        `memory      ${res.memRatio.median.toFixed(2).padStart(8)} ${res.memRatio.min.toFixed(2).padStart(8)} ${res.memRatio.max.toFixed(2).padStart(8)}   anonymous memory of the tree after the restore / at the dump (Pss_Anon sum)`,
+      );
+    }
   }
 } catch (e) {
   failed = true;
@@ -471,7 +507,14 @@ if (!failed) {
       r.skipped
         ? r
         : r.shape
-          ? { shape: r.shape, n: r.n, runs: r.runs, dumpMs: r3(r.dumpMs.median), restoreMs: r3(r.restoreMs.median) }
+          ? {
+              shape: r.shape,
+              n: r.n,
+              runs: r.runs,
+              dumpMs: r3(r.dumpMs.median),
+              restoreMs: r3(r.restoreMs.median),
+              ...(r.memRatio ? { memRatio: r3(r.memRatio.median) } : {}),
+            }
           : {
               sizeMiB: r.sizeMiB,
               runs: r.runs,

@@ -323,9 +323,9 @@ describe('open file state', () => {
     expect(lines, lines.join('\n')).toEqual(['ok fown', 'ok leases', 'ok epoll', 'ok pidfd', 'done']);
   });
 
-  it('a fanotify group: its flags, an inode mark, a mount mark and an ignore mask come back and report events', async () => {
+  it('a fanotify group: its flags, an inode mark, a mount mark and an ignore mask come back and report events; a watch and a mark on a deleted file stay on it', async () => {
     const { lines } = await checksAfterRestore('fanotify');
-    expect(lines, lines.join('\n')).toEqual(['ok marks', 'ok inode-mark', 'ok mount-mark', 'ok ignore-mask', 'done']);
+    expect(lines, lines.join('\n')).toEqual(['ok marks', 'ok inode-mark', 'ok mount-mark', 'ok ignore-mask', 'ok deleted', 'done']);
   });
 
   it('an fd table shared by CLONE_FILES and a cwd, root and umask shared by CLONE_FS stay shared; a plain child keeps its own', async () => {

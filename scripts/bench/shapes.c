@@ -3,6 +3,8 @@
  *   shapes threads N  one process with N threads
  *   shapes files N DIR       one process with N open files
  *   shapes bigfile MIB PATH  one process with a MIB MiB open file (the bench saves it by content)
+ *   shapes prefork N  a preforking server: 16 MiB touched, then N-1 children that share it
+ *                     copy-on-write, each rewriting 64 KiB of it
  * Prints "ready" once everything exists, then everyone sleeps. */
 #include <pthread.h>
 #include <stdio.h>
@@ -45,6 +47,19 @@ int main(int argc, char **argv) {
       memset(buf, 'a' + i % 26, 1 << 20);
       if (write(fd, buf, 1 << 20) != 1 << 20) return 1;
     }
+    printf("ready\n");
+    for (;;) pause();
+  }
+  if (argc > 1 && !strcmp(argv[1], "prefork")) {
+    char *m = malloc(16 << 20);
+    memset(m, 'p', 16 << 20);
+    for (int i = 1; i < n; i++) {
+      if (fork() == 0) {
+        memset(m + (size_t)(i % 256) * 65536, 'c', 65536);
+        for (;;) pause();
+      }
+    }
+    usleep(200000);
     printf("ready\n");
     for (;;) pause();
   }

@@ -78,6 +78,7 @@ export {
   MAP_FIXED_NOREPLACE,
 } from './tracee.js';
 export * as procfs from './proc.js';
+export { devName } from './proc.js';
 export type { Vma, FdInfo, ProcStat } from './proc.js';
 export {
   ProcessControl,
@@ -101,5 +102,5 @@ export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDu
 export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';
 export { logger, enableLogging, type Logger } from './log.js';
-export { saveShmem, saveMappedShmem, sealShmem, shmemFd, type ShmemKind, type ShmemRef } from './shmem.js';
+export { saveShmem, saveMappedShmem, sealShmem, shmemFd, isShmemRef, type ShmemKind, type ShmemRef } from './shmem.js';
 export { remoteOpen, readThroughFd, withSignalsHeld, type RemoteOpenOptions } from './helpers.js';

@@ -81,6 +81,16 @@ export interface ProcStat {
   exitCode: number;
 }
 
+/**
+ * st_dev as /proc/PID/maps prints it (major:minor in hex): with the inode, the key of core's
+ * saved-once objects, so that fds, mappings and watches of one deleted file agree.
+ */
+export function devName(dev: number): string {
+  const major = (dev >>> 8) & 0xfff,
+    minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}
+
 export function readStat(pid: number, tid?: number): ProcStat {
   const path = tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`;
   const text = readFileSync(path, 'utf8');

@@ -42,6 +42,33 @@ export interface ShmemRef {
   file?: { path: string; mode: number; uid: number; gid: number; atimeMs: number; mtimeMs: number };
 }
 
+const isUint = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= 0;
+const isMode = (x: unknown) => isUint(x) && x <= 0o7777;
+const onlyKeys = (o: object, keys: string[]) => Object.keys(o).every((k) => keys.includes(k));
+
+/**
+ * Whether x is a well-formed ShmemRef (as read from an image): plugins that store one in their
+ * records validate it with this, so its shape is checked in one place.
+ */
+export function isShmemRef(x: unknown): x is ShmemRef {
+  if (!x || typeof x !== 'object') return false;
+  const r = x as Record<string, unknown>;
+  if (!onlyKeys(r, ['key', 'name', 'size', 'blob', 'segments', 'memfd', 'file'])) return false;
+  if (typeof r.key !== 'string' || typeof r.name !== 'string' || typeof r.blob !== 'string' || !isUint(r.size)) return false;
+  if (!Array.isArray(r.segments) || !r.segments.every((s) => Array.isArray(s) && s.length === 2 && isUint(s[0]) && isUint(s[1]))) return false;
+  if (r.memfd !== undefined) {
+    const m = r.memfd as Record<string, unknown>;
+    if (!m || typeof m !== 'object' || !onlyKeys(m, ['seals', 'mode']) || !isUint(m.seals) || !isMode(m.mode)) return false;
+  }
+  if (r.file !== undefined) {
+    const f = r.file as Record<string, unknown>;
+    if (!f || typeof f !== 'object' || !onlyKeys(f, ['path', 'mode', 'uid', 'gid', 'atimeMs', 'mtimeMs'])) return false;
+    if (typeof f.path !== 'string' || !isMode(f.mode) || !isUint(f.uid) || !isUint(f.gid) || typeof f.atimeMs !== 'number' || typeof f.mtimeMs !== 'number')
+      return false;
+  }
+  return true;
+}
+
 /** What kind of object saveShmem saves: shared anonymous memory (the default), a memfd, a deleted file at `path`. */
 export type ShmemKind = { memfd: true } | { deletedFile: string } | undefined;
 

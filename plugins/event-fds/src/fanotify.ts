@@ -12,15 +12,17 @@
  * and its ignore mask (with the same mark flags). Events queued but not yet read at dump time are
  * not kept (as for inotify): the group starts with an empty queue.
  */
-import { CkptError, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, shmemFd, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore, type ShmemRef } from '@ckpt/core';
 import { native } from '@ckpt/native';
-import { HandlePaths, mountsOf, openMountOf, sdevName } from './handles.js';
+import { HandlePaths, mountsOf, openMountOf, sdevName, type Watched } from './handles.js';
 import { closeSync, readlinkSync } from 'node:fs';
 
 export interface FanotifyMark {
   /** What is marked: an inode, the mount at a mount point, the filesystem of a path. */
   type: 'inode' | 'mount' | 'filesystem';
   path: string;
+  /** An inode mark on a deleted file (held open by the tree): saved, and recreated deleted. */
+  ghost?: ShmemRef;
   /** FAN_MARK_* flags of the mark (FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE). */
   mflags: number;
   mask: number;
@@ -54,7 +56,7 @@ export function dumpFanotify(req: FdDumpRequest, proc: ProcessDump): FanotifyGro
     });
   let group: FanotifyGroup | undefined;
   const marks: FanotifyMark[] = [];
-  const handles = new HandlePaths(proc.pid);
+  const handles = new HandlePaths(proc);
   try {
     for (const line of req.info.raw.split('\n')) {
       if (!line.startsWith('fanotify')) continue;
@@ -66,23 +68,23 @@ export function dumpFanotify(req: FdDumpRequest, proc: ProcessDump): FanotifyGro
       const m = MARK_RE.exec(line);
       if (!m) throw fail(`mark cannot be read: ${line.trim()}`);
       const [mflags, mask, ignoredMask] = [m[5], m[6], m[7]].map((x) => parseInt(x, 16));
-      const mark = (type: FanotifyMark['type'], path: string) => marks.push({ type, path, mflags, mask, ignoredMask });
+      const mark = (type: FanotifyMark['type'], watched: Watched) => marks.push({ type, ...watched, mflags, mask, ignoredMask });
       if (m[1] !== undefined) {
         mark(
           'inode',
-          handles.path({ ino: parseInt(m[1], 16), sdev: parseInt(m[2], 16), type: m[8], handle: m[9] }, (why) => fail(`inode mark ${why}`)),
+          handles.resolve({ ino: parseInt(m[1], 16), sdev: parseInt(m[2], 16), type: m[8], handle: m[9] }, (why) => fail(`inode mark ${why}`)),
         );
       } else if (m[3] !== undefined) {
         const id = parseInt(m[3], 16);
         const mount = mountsOf(proc.pid).find((x) => x.id === id);
         if (!mount) throw fail(`mount mark is on mount ${id}, which is not in the process's mount namespace`);
-        mark('mount', mount.point);
+        mark('mount', { path: mount.point });
       } else {
         const sdev = parseInt(m[4], 16);
         const fd = openMountOf(proc.pid, sdev);
         if (fd === undefined) throw fail(`filesystem mark is on dev ${sdevName(sdev)}, which is not mounted in the process's mount namespace`);
         try {
-          mark('filesystem', readlinkSync(`/proc/self/fd/${fd}`));
+          mark('filesystem', { path: readlinkSync(`/proc/self/fd/${fd}`) });
         } finally {
           closeSync(fd);
         }
@@ -100,8 +102,9 @@ export function restoreFanotify(rec: FdRecord, g: FanotifyGroup, nonblock: boole
   try {
     // fdinfo lists the newest mark first: added oldest first, they list as they did.
     for (const m of [...g.marks].reverse()) {
-      const path = proc.session.relocate(m.path);
-      const type = m.type === 'mount' ? FAN_MARK_MOUNT : m.type === 'filesystem' ? FAN_MARK_FILESYSTEM : FAN_MARK_DONT_FOLLOW;
+      // A deleted file recreated is reached through our fd's magic link: followed.
+      const path = m.ghost ? `/proc/self/fd/${shmemFd(proc.session, m.ghost)}` : proc.session.relocate(m.path);
+      const type = m.type === 'mount' ? FAN_MARK_MOUNT : m.type === 'filesystem' ? FAN_MARK_FILESYSTEM : m.ghost ? 0 : FAN_MARK_DONT_FOLLOW;
       const base = FAN_MARK_ADD | type | (m.mflags & FAN_MARK_EVICTABLE);
       const add = (flags: number, mask: number) => {
         try {

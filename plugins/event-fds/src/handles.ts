@@ -4,9 +4,18 @@
  * with open_by_handle_at (CAP_DAC_READ_SEARCH) relative to a mount of its filesystem (from
  * /proc/PID/mountinfo, by sdev, the whole filesystem's root preferred), readlink of the result
  * gives the path, and the path is checked to lead to the same inode.
+ *
+ * A deleted regular file is resolved to the file itself, saved with its content as core's
+ * saved-once deleted files are (the same object as an fd or a mapping of it in the image): found
+ * through its handle, or, when the handle no longer opens (ESTALE), through an fd of a process of
+ * the tree that holds it. Restore watches the recreated file (through /proc/self/fd).
  */
-import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
+import { devName, saveShmem, type ProcessDump, type ShmemRef } from '@ckpt/core';
 import { native, O_DIRECTORY, O_PATH, O_RDONLY } from '@ckpt/native';
+
+/** What a watch or mark watches: a path, or a deleted file saved with the image. */
+export type Watched = { path: string; ghost?: undefined } | { path: string; ghost: ShmemRef };
 
 const unoctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
@@ -43,14 +52,24 @@ export function openMountOf(pid: number, sdev: number): number | undefined {
   return undefined;
 }
 
-/** Resolves file handles of one process's fdinfo to paths; close() when done. */
+/** st_dev of the kernel's s_dev (major << 20 | minor), as stat returns it. */
+const statDev = (sdev: number) => {
+  const major = sdev >>> 20,
+    minor = sdev & 0xfffff;
+  return (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12);
+};
+
+/** Resolves file handles of one process's fdinfo to paths (or deleted files); close() when done. */
 export class HandlePaths {
   private readonly mountFds = new Map<number, number | undefined>();
+  private readonly pid: number;
 
-  constructor(private readonly pid: number) {}
+  constructor(private readonly proc: ProcessDump) {
+    this.pid = proc.pid;
+  }
 
-  /** The path of the object, or the error `fail` makes, saying why there is none. */
-  path(o: { ino: number; sdev: number; type?: string; handle?: string }, fail: (why: string) => Error): string {
+  /** What the object is: its path, or the deleted file; else the error `fail` makes, saying why. */
+  resolve(o: { ino: number; sdev: number; type?: string; handle?: string }, fail: (why: string) => Error): Watched {
     const obj = `inode ${o.ino} on dev ${sdevName(o.sdev)}`;
     if (!o.handle || o.type === undefined) throw fail(`(${obj}) is on a filesystem without file handles: its path cannot be found`);
     if (!this.mountFds.has(o.sdev)) this.mountFds.set(o.sdev, openMountOf(this.pid, o.sdev));
@@ -60,11 +79,14 @@ export class HandlePaths {
     try {
       fd = native.fd.openByHandleAt(mountFd, parseInt(o.type, 16), Buffer.from(o.handle, 'hex'), O_PATH);
     } catch (e) {
+      const held = this.heldOpen(o);
+      if (held !== undefined) return held;
       throw fail(`(${obj}) cannot be opened by its file handle, so its path cannot be found: ${(e as Error).message}`);
     }
     try {
       const st = fstatSync(fd);
       const path = readlinkSync(`/proc/self/fd/${fd}`);
+      if (st.ino === o.ino && st.nlink === 0 && st.isFile() && path.endsWith(' (deleted)')) return this.ghost(fd, st, path);
       let ok = st.ino === o.ino && path.startsWith('/') && !path.endsWith(' (deleted)');
       if (ok) {
         try {
@@ -75,10 +97,45 @@ export class HandlePaths {
         }
       }
       if (!ok) throw fail(`(${obj}) has no path that leads to it (${path}): deleted, or outside the mount`);
-      return path;
+      return { path };
     } finally {
       closeSync(fd);
     }
+  }
+
+  /** A deleted file (fd: ours, any mode) saved with the image, once for every holder of it. */
+  private ghost(fd: number, st: Stats, link: string): Watched {
+    const path = link.slice(0, -' (deleted)'.length);
+    const ghost = saveShmem(this.proc.session, `${devName(st.dev)}:${st.ino}`, path, fd, { deletedFile: path });
+    return { path, ghost };
+  }
+
+  /** The deleted file through an fd of a process of the tree that holds it, if one does. */
+  private heldOpen(o: { ino: number; sdev: number }): Watched | undefined {
+    const dev = statDev(o.sdev);
+    for (const p of this.proc.session.processes) {
+      let fds: string[] = [];
+      try {
+        fds = readdirSync(`/proc/${p.pid}/fd`);
+      } catch {
+        continue;
+      }
+      for (const n of fds) {
+        const at = `/proc/${p.pid}/fd/${n}`;
+        let fd: number | undefined;
+        try {
+          fd = openSync(at, O_PATH);
+          const st = fstatSync(fd);
+          const link = readlinkSync(at);
+          if (st.ino === o.ino && st.dev === dev && st.isFile() && st.nlink === 0) return this.ghost(fd, st, link);
+        } catch {
+          /* gone, or not openable */
+        } finally {
+          if (fd !== undefined) closeSync(fd);
+        }
+      }
+    }
+    return undefined;
   }
 
   close(): void {

@@ -29,7 +29,17 @@
  * made between the dump and the restore.
  */
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
-import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import {
+  CkptError,
+  definePlugin,
+  shmemFd,
+  type FdClaim,
+  type FdDumpRequest,
+  type FdRecord,
+  type ProcessDump,
+  type ProcessRestore,
+  type ShmemRef,
+} from '@ckpt/core';
 import { eventFdData } from './record.js';
 import { HandlePaths } from './handles.js';
 import { dumpFanotify, restoreFanotify, type FanotifyGroup } from './fanotify.js';
@@ -47,6 +57,8 @@ export interface InotifyWatch {
   wd: number;
   mask: number;
   path: string;
+  /** The watched file was deleted (held open by the tree): it is saved, and recreated deleted. */
+  ghost?: ShmemRef;
 }
 
 export interface EventFdData {
@@ -226,7 +238,7 @@ const INOTIFY_RE =
 
 function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
   const watches: InotifyWatch[] = [];
-  const handles = new HandlePaths(proc.pid);
+  const handles = new HandlePaths(proc);
   try {
     for (const line of req.info.raw.split('\n')) {
       if (!line.startsWith('inotify')) continue;
@@ -239,8 +251,8 @@ function dumpInotify(req: FdDumpRequest, proc: ProcessDump): InotifyWatch[] {
           { hint: 'remove that watch (inotify_rm_watch) before the checkpoint' },
         );
       if (!m) throw fail(`cannot be read: ${line.trim()}`);
-      const path = handles.path({ ino: parseInt(m[2], 16), sdev: parseInt(m[3], 16), type: m[6], handle: m[7] }, fail);
-      watches.push({ wd, mask: parseInt(m[4], 16), path });
+      const watched = handles.resolve({ ino: parseInt(m[2], 16), sdev: parseInt(m[3], 16), type: m[6], handle: m[7] }, fail);
+      watches.push({ wd, mask: parseInt(m[4], 16), ...watched });
     }
   } finally {
     handles.close();
@@ -267,8 +279,8 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
     let next = 1; // the wd the instance hands out next (fresh instance: 1, then each last + 1)
     let gaps = false;
     for (const w of d.inotify ?? []) {
-      const path = proc.session.relocate(w.path);
-      const where = `watch wd ${w.wd} on ${path} (inotify fd ${rec.fd} of pid ${proc.pid})`;
+      const path = w.ghost ? `/proc/self/fd/${shmemFd(proc.session, w.ghost)}` : proc.session.relocate(w.path);
+      const where = `watch wd ${w.wd} on ${w.ghost ? `the deleted ${w.path}` : path} (inotify fd ${rec.fd} of pid ${proc.pid})`;
       // wds of removed watches: taken and given back by a throwaway watch.
       while (next < w.wd) {
         spare ??= native.fd.memfdCreate('ckpt-inotify-gap');
@@ -280,7 +292,8 @@ function restoreInotify(rec: FdRecord, d: EventFdData, proc: ProcessRestore): nu
       }
       let wd: number;
       try {
-        wd = native.events.inotifyAddWatch(fd, path, (w.mask | IN_DONT_FOLLOW) >>> 0);
+        // The recreated deleted file is reached through our fd's magic link: followed.
+        wd = native.events.inotifyAddWatch(fd, path, (w.ghost ? w.mask : w.mask | IN_DONT_FOLLOW) >>> 0);
       } catch (e) {
         const code = (e as { code?: string }).code;
         throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the ${where}: ${code ?? (e as Error).message}`, {

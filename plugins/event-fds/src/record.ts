@@ -1,5 +1,9 @@
 /** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
 import { z } from 'zod';
+import { isShmemRef, type ShmemRef } from '@ckpt/core';
+
+/** core's ShmemRef (a deleted file saved once per image), checked by core's isShmemRef. */
+const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
 
 const hex = z.string().regex(/^0x[0-9a-f]+$/i);
 const decimal = z.string().regex(/^\d+$/);
@@ -26,7 +30,7 @@ export const eventFdData = z.strictObject({
   clockid: z.number().int().nonnegative().optional(),
   valueNs: decimal.optional(),
   intervalNs: decimal.optional(),
-  inotify: z.array(z.strictObject({ wd: z.number().int().positive(), mask: z.number().int(), path: z.string() })).optional(),
+  inotify: z.array(z.strictObject({ wd: z.number().int().positive(), mask: z.number().int(), path: z.string(), ghost: shmemRef.optional() })).optional(),
   fanotify: z
     .strictObject({
       flags: z.number().int().nonnegative(),
@@ -38,6 +42,7 @@ export const eventFdData = z.strictObject({
           mflags: z.number().int().nonnegative(),
           mask: z.number().int().nonnegative(),
           ignoredMask: z.number().int().nonnegative(),
+          ghost: shmemRef.optional(),
         }),
       ),
     })

@@ -1,6 +1,6 @@
 /** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
 import { z } from 'zod';
-import type { ShmemRef } from '@ckpt/core';
+import { isShmemRef, type ShmemRef } from '@ckpt/core';
 import type { FilePolicy } from './rules.js';
 
 const uint = z.number().int().nonnegative();
@@ -45,25 +45,8 @@ export interface DeletedNode {
   rdev?: number;
 }
 
-/** core's ShmemRef (a shared memory object saved once per image). */
-export const shmemRef = z.strictObject({
-  key: z.string(),
-  name: z.string(),
-  size: wide,
-  blob: z.string(),
-  segments: z.array(z.tuple([wide, wide])),
-  memfd: z.strictObject({ seals: z.number().int().nonnegative(), mode: z.number().int().min(0).max(0o7777) }).optional(),
-  file: z
-    .strictObject({
-      path: z.string(),
-      mode: z.number().int().min(0).max(0o7777),
-      uid: z.number().int().nonnegative(),
-      gid: z.number().int().nonnegative(),
-      atimeMs: z.number(),
-      mtimeMs: z.number(),
-    })
-    .optional(),
-});
+/** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
+export const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
 
 export const deletedNode = z.strictObject({
   key: z.string(),
