@@ -21,6 +21,7 @@ import {
   waitFor,
   waitForLine,
   waitNotAlive,
+  cleanupProcesses,
 } from './helpers.js';
 
 useCleanup();
@@ -314,6 +315,26 @@ describe('deleted objects and other file state', () => {
     expect(fs.readdirSync(work), 'the restore left nothing behind in the directory').toEqual(['link', 'mprot']);
     // The deleted file is back under its old name, deleted.
     expect(fs.readlinkSync(`/proc/${pid}/fd/3`)).toBe(`${path.join(work, 'wronly')} (deleted)`);
+  });
+});
+
+describe('huge pages', () => {
+  // Private anonymous huge-page memory needs free 2 MiB pages: the test reserves some, then gives them back.
+  const NR = '/proc/sys/vm/nr_hugepages';
+  const FREE = '/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages';
+  const canReserve = fs.existsSync(FREE);
+  if (!canReserve) console.warn('huge-page test not run: this kernel has no 2 MiB huge pages');
+  it.skipIf(!canReserve)('private anonymous huge-page memory (MAP_HUGETLB) comes back in huge pages with its content', async () => {
+    const before = fs.readFileSync(NR, 'utf8').trim();
+    const free = Number(fs.readFileSync(FREE, 'utf8'));
+    fs.writeFileSync(NR, String(Number(before) + Math.max(0, 6 - free)));
+    try {
+      const { lines } = await checksAfterRestore('hugetlb');
+      expect(lines, lines.join('\n')).toEqual(['ok content', 'ok huge', 'ok private', 'done']);
+      await cleanupProcesses();
+    } finally {
+      fs.writeFileSync(NR, before);
+    }
   });
 });
 

@@ -13,6 +13,8 @@ export interface Vma {
   name: string;
   /** VmFlags from smaps (e.g. "rd wr mr mw me gd ac"), when read from smaps. */
   flags?: string[];
+  /** KernelPageSize from smaps, in bytes (2 MiB, 1 GiB for huge pages), when read from smaps. */
+  pageSize?: number;
 }
 
 export function parseMaps(text: string): Vma[] {
@@ -48,6 +50,8 @@ export function readVmas(pid: number): Vma[] {
       if (cur) vmas.push(cur);
     } else if (cur && line.startsWith('VmFlags:')) {
       cur.flags = line.slice(8).trim().split(/\s+/);
+    } else if (cur && line.startsWith('KernelPageSize:')) {
+      cur.pageSize = Number.parseInt(line.slice(15), 10) * 1024;
     }
   }
   return vmas;

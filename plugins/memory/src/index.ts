@@ -54,13 +54,17 @@ const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
 /** Mappings of kernel objects that /proc shows as deleted files: recreating a file would not be them. */
 const SPECIAL_FILES: Array<[string, string]> = [
   ['/[aio]', 'an AIO ring (io_setup)'],
-  ['/anon_hugepage', 'anonymous huge-page memory (MAP_HUGETLB)'],
+  ['/anon_hugepage', 'shared anonymous huge-page memory (MAP_SHARED | MAP_HUGETLB)'],
   ['/dev/hugepages/', 'a hugetlbfs file'],
 ];
+
+/** Private anonymous huge-page memory (MAP_PRIVATE | MAP_HUGETLB): anonymous memory of bigger pages. */
+const isHugeAnon = (v: Vma) => v.name.startsWith('/anon_hugepage') && v.perms[3] === 'p' && !!v.flags?.includes('ht');
 
 function classify(pid: number, v: Vma): VmaKind {
   if (SPECIAL.has(v.name)) return 'vdso';
   const shared = v.perms[3] === 's';
+  if (isHugeAnon(v)) return 'anon';
   if (v.name.startsWith('/')) {
     if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
     // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
@@ -102,6 +106,7 @@ function vmaRecordOf(
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
   if (v.flags?.includes('gd')) rec.growsDown = true;
+  if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
   // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
   if (v.perms[3] === 's' && v.perms[1] !== 'w' && v.flags?.includes('mw')) rec.mayWrite = true;
   if ((kind === 'file-private' || kind === 'file-shared') && v.name.endsWith(' (deleted)')) {
@@ -180,7 +185,7 @@ async function writePages(proc: ProcessDump, allRuns: number[], total: number): 
  * page frame by page frame (pagemapRuns with the parent).
  */
 function inheritable(rec: VmaRecord, parentVmas: readonly VmaRecord[]): boolean {
-  if (rec.kind !== 'anon' && !(rec.kind === 'file-private' && !rec.shmem)) return false;
+  if (rec.hugePageSize || (rec.kind !== 'anon' && !(rec.kind === 'file-private' && !rec.shmem))) return false;
   const p = parentVmas.find((x) => x.start === rec.start);
   return (
     !!p &&
@@ -324,7 +329,18 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
     if (v.kind === 'vdso' || v.kind === 'sysv' || v.inherited) continue;
     const len = v.end - v.start;
     const prot = protOf(v.perms);
-    if (v.kind === 'anon') {
+    if (v.kind === 'anon' && v.hugePageSize) {
+      // MAP_HUGETLB with the page size's log2 in the MAP_HUGE_SHIFT bits; the pages are reserved now.
+      const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
+      const r = stub.syscallRaw(SYS.mmap, v.start, len, prot, flags, -1, 0);
+      if (r < 0n) {
+        throw new CkptError(
+          'ERR_CKPT_RESTORE_FAILED',
+          `pid ${proc.pid}: cannot map its ${len >> 20} MiB of huge pages (${v.hugePageSize >> 10} KiB) at 0x${v.start.toString(16)}: errno ${-r}`,
+          { hint: `this host needs ${Math.ceil(len / v.hugePageSize)} free huge pages of that size (see /sys/kernel/mm/hugepages)` },
+        );
+      }
+    } else if (v.kind === 'anon') {
       const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
       stub.syscall(SYS.mmap, v.start, len, prot, flags, -1, 0);
     } else if (v.kind === 'shmem') {
@@ -383,6 +399,8 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
 }
 
 const MADV_DONTNEED = 4;
+const MAP_HUGETLB = 0x40000;
+const MAP_HUGE_SHIFT = 26;
 const MADV_GUARD_INSTALL = 102;
 
 /** Step 4a: in areas kept from the parent, the pages the parent has and this process had not go. */

@@ -25,6 +25,8 @@ export interface VmaRecord {
   offset?: number;
   file?: { size: number; mtimeMs: number; ino: number };
   growsDown?: boolean;
+  /** Private anonymous huge-page memory (MAP_HUGETLB): the page size, bytes. */
+  hugePageSize?: number;
   /** A shared mapping, read-only now, that mprotect may make writable (VM_MAYWRITE). */
   mayWrite?: boolean;
   /** Guard regions in it (MADV_GUARD_INSTALL): [addr, len]. */
@@ -53,6 +55,7 @@ export const vmaRecord = z.strictObject({
   offset: wide.optional(),
   file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
   growsDown: z.boolean().optional(),
+  hugePageSize: z.number().int().positive().optional(),
   mayWrite: z.boolean().optional(),
   guards: z.array(range).optional(),
   shmem: shmemRef.optional(),
