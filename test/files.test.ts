@@ -349,6 +349,46 @@ describe('open file state', () => {
     expect(lines, lines.join('\n')).toEqual(['ok marks', 'ok inode-mark', 'ok mount-mark', 'ok ignore-mask', 'ok deleted', 'done']);
   });
 
+  it('/proc/PID of a process gone at dump time: the fds come back as fds of a dead process, never of whoever has that pid now', async () => {
+    const dir = makeTempDir('deadproc');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    const PY = [
+      'import errno, os, sys, time',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    time.sleep(0.3)',
+      '    os._exit(0)',
+      "d = os.open(f'/proc/{pid}', os.O_RDONLY | os.O_DIRECTORY)",
+      "s = os.open(f'/proc/{pid}/status', os.O_RDONLY)",
+      'os.waitpid(pid, 0)',
+      'def probe():',
+      '    out = []',
+      '    for f in (lambda: os.stat("status", dir_fd=d), lambda: os.read(s, 100)):',
+      '        try:',
+      '            f()',
+      '            out.append("works")',
+      '        except OSError as e:',
+      '            out.append(errno.errorcode[e.errno])',
+      "    return ' '.join(out + [os.readlink(f'/proc/self/fd/{d}'), os.readlink(f'/proc/self/fd/{s}')])",
+      "print('before', probe(), flush=True)",
+      'while not os.path.exists(sys.argv[1]):',
+      '    time.sleep(0.02)',
+      "print('after', probe(), flush=True)",
+      'time.sleep(600)',
+    ].join('\n');
+    const { pid, stdout } = await runFixture(dir, ['python3', '-c', PY, go], { noNamespace: true, name: 'deadproc' });
+    const before = (await waitForLine(stdout, /^before (.*)$/)).match[1];
+    expect(before).toMatch(/^ESRCH ESRCH \/proc\/\d+ \(deleted\) \/proc\/\d+\/status$/);
+    const dead = Number(/\/proc\/(\d+)/.exec(before)![1]);
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    track(pid, 'python3');
+    fs.writeFileSync(go, '');
+    expect((await waitForLine(stdout, /^after (.*)$/)).match[1], `the fds of /proc/${dead}`).toBe(before);
+  });
+
   it('an fd table shared by CLONE_FILES and a cwd, root and umask shared by CLONE_FS stay shared; a plain child keeps its own', async () => {
     const { lines } = await checksAfterRestore('sharing');
     expect(

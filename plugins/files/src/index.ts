@@ -15,6 +15,7 @@ import {
   closeSync,
   existsSync,
   lchownSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readlinkSync,
@@ -43,6 +44,7 @@ import {
   type ProcessDump,
   type ProcessRestore,
   type RestoreSession,
+  type Tracee,
 } from '@ckpt/core';
 import {
   native,
@@ -150,6 +152,21 @@ function pathOf(req: FdDumpRequest): { path: string; deleted?: DeletedNode } {
 }
 
 /**
+ * A /proc/PID path (or one under it) whose process is gone (the kernel shows it "(deleted)"): not
+ * a process of the image, and the path no longer leads to the same proc inode (nothing there, or
+ * another process's). Its path without the suffix, and the pid.
+ */
+function deadProc(req: FdDumpRequest, proc: ProcessDump): { path: string; deadPid: number } | undefined {
+  const m = /^(\/proc\/(\d+)(?:\/.*?)?)(?: \(deleted\))?$/.exec(req.link);
+  if (!m || procfs.fsTypeOf(proc.pid, req.info.mntId) !== 'proc') return undefined;
+  const [path, pid] = [m[1], Number(m[2])];
+  const s = proc.session;
+  if (s.processes.some((p) => p.pid === pid || p.threads.some((t) => t.pid === pid)) || s.zombies.some((z) => z.pid === pid)) return undefined;
+  const now = statSyncSafe(path, true);
+  return now && now.ino === req.stat.ino && now.dev === req.stat.dev ? undefined : { path, deadPid: pid };
+}
+
+/**
  * Pipes with an end no process of the tree holds (the other end is an outsider's, e.g. the shell
  * or job launcher reading the program's output, or was closed by everyone): saved all the same,
  * marked with the absent end, which the restored pipe does not have (a writer then gets EPIPE, a
@@ -207,6 +224,8 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
   const base = { kind: req.kind };
   switch (req.kind) {
     case 'file': {
+      const dead = deadProc(req, proc);
+      if (dead) return { ...base, data: { ...dead, flags, pos: req.info.pos, policy: 'disk' } satisfies ReferenceData };
       if (req.link.startsWith('/memfd:') && req.link.endsWith(' (deleted)')) {
         const shmem = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, req.link.slice(7, -' (deleted)'.length), req.dupFd, { memfd: true });
         return { ...base, kind: 'memfd', data: { flags, pos: req.info.pos, shmem } satisfies ReferenceData };
@@ -247,7 +266,7 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
     case 'chr':
     case 'blk':
       if (!req.link.startsWith('/')) return undefined;
-      return { ...base, data: { ...pathOf(req), flags, pos: req.info.pos } satisfies ReferenceData };
+      return { ...base, data: { ...(deadProc(req, proc) ?? pathOf(req)), flags, pos: req.info.pos } satisfies ReferenceData };
     case 'symlink': {
       // O_PATH|O_NOFOLLOW on a symbolic link: reopened the same way.
       const { path, deleted } = pathOf(req);
@@ -362,6 +381,7 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
     if (d.pos && rec.kind === 'directory') native.fd.lseek(fd, d.pos, SEEK_SET);
     return fd;
   }
+  if (d.deadPid) return openOfDead(rec, d, proc);
   const path = proc.session.relocate(d.path!);
   if (rec.kind === 'file' && d.file) {
     if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
@@ -376,6 +396,28 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
   const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
   if (d.pos && rec.kind !== 'chr' && rec.kind !== 'blk' && !(d.flags & O_PATH)) native.fd.lseek(fd, d.pos, SEEK_SET);
   return fd;
+}
+
+/** A /proc path of a dead process: opened while a helper holds its pid, which is killed at once. */
+function openOfDead(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
+  const pc = proc.session.services.processes;
+  let helper: Tracee;
+  try {
+    helper = pc.spawnStub([d.deadPid!]);
+  } catch (e) {
+    throw new CkptError(
+      'ERR_CKPT_PID_TAKEN',
+      `cannot restore fd ${rec.fd} of pid ${proc.pid} (${d.path}, of a process gone at dump time): ${(e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
+  }
+  try {
+    return openPath(d.path!, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+  } finally {
+    pc.killStub(helper.pid);
+  }
 }
 
 /** A FIFO: reopened by path, its queued bytes put back once through a read-write keeper. */
@@ -476,9 +518,9 @@ async function restoreByReference(rec: FdRecord, proc: ProcessRestore): Promise<
   }
 }
 
-function statSyncSafe(path: string): Stats | undefined {
+function statSyncSafe(path: string, noFollow = false): Stats | undefined {
   try {
-    return statSync(path);
+    return noFollow ? lstatSync(path) : statSync(path);
   } catch {
     return undefined;
   }

@@ -34,6 +34,12 @@ export interface ReferenceData {
    * `key` (dev:inode) makes every description of it one object again.
    */
   deleted?: DeletedNode;
+  /**
+   * A /proc/PID path (or one under it) of a process that was gone at dump time and not in the
+   * image: restore opens it while a helper holds that pid, then kills the helper, so the fd is
+   * again one of a dead process (reads fail with ESRCH) and never one of whoever has the pid now.
+   */
+  deadPid?: number;
 }
 
 /** A deleted node: its identity at dump time, type and permission bits (st_mode), owner, device number. */
@@ -87,6 +93,7 @@ export const referenceData = z.strictObject({
     .optional(),
   shmem: shmemRef.optional(),
   deleted: deletedNode.optional(),
+  deadPid: z.number().int().positive().optional(),
 });
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
