@@ -324,11 +324,16 @@ describe('huge pages', () => {
   const FREE = '/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages';
   const canReserve = fs.existsSync(FREE);
   if (!canReserve) console.warn('huge-page test not run: this kernel has no 2 MiB huge pages');
-  it.skipIf(!canReserve)('private anonymous huge-page memory (MAP_HUGETLB) comes back in huge pages with its content', async () => {
+  it.skipIf(!canReserve)('private anonymous huge-page memory (MAP_HUGETLB) comes back in huge pages with its content', async (ctx) => {
     const before = fs.readFileSync(NR, 'utf8').trim();
     const free = Number(fs.readFileSync(FREE, 'utf8'));
     fs.writeFileSync(NR, String(Number(before) + Math.max(0, 6 - free)));
     try {
+      const got = Number(fs.readFileSync(FREE, 'utf8'));
+      if (got < 4) {
+        console.warn(`huge-page test not run: the kernel could reserve only ${got} free 2 MiB pages (fragmented memory), 4 are needed`);
+        ctx.skip();
+      }
       const { lines } = await checksAfterRestore('hugetlb');
       expect(lines, lines.join('\n')).toEqual(['ok content', 'ok huge', 'ok private', 'done']);
       await cleanupProcesses();
