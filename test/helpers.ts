@@ -142,9 +142,17 @@ export async function cleanupProcesses(): Promise<void> {
       }
     }
   }
+  // Gone, or a zombie without threads (a thread group's zombie leader outlives nothing).
+  const threadsLeft = (pid: number) => {
+    try {
+      return fs.readdirSync(`/proc/${pid}/task`).length;
+    } catch {
+      return 0;
+    }
+  };
   for (const pid of killed)
     await waitFor(
-      () => !isAlive(pid),
+      () => !isAlive(pid) && threadsLeft(pid) <= 1,
       15_000,
       () => `pid ${pid} did not die`,
     ).catch(() => {});
@@ -236,7 +244,12 @@ export function tracerPid(pid: number): number | null {
 
 export function cmdline(pid: number): string[] | null {
   try {
-    const s = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    let s = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    // A thread group whose main thread exited shows none: its live threads still do.
+    for (const t of s === '' ? fs.readdirSync(`/proc/${pid}/task`) : []) {
+      s = fs.readFileSync(`/proc/${pid}/task/${t}/cmdline`, 'utf8');
+      if (s) break;
+    }
     if (s === '') return [];
     return s.replace(/\0$/, '').split('\0');
   } catch {
