@@ -37,8 +37,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     rlimits.push([r, rl(b.readBigUInt64LE(0)), rl(b.readBigUInt64LE(8))]);
   }
   const personality = Number(proc.tracee.syscall(SYS.personality, 0xffffffff));
-  proc.tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
-  const subreaper = proc.tracee.read(base, 4).readInt32LE(0) !== 0;
+  const subreaper = isSubreaper(proc);
   const st = procfs.readStat(proc.pid);
   const status = procfs.readStatus(proc.pid);
   const ids = (s: string | undefined) => (s ?? '').split(/\s+/).filter(Boolean).map(Number);
@@ -56,12 +55,20 @@ async function dump(proc: ProcessDump): Promise<void> {
   } satisfies PidsRecord);
 }
 
+/** PR_GET_CHILD_SUBREAPER, asked in the process. */
+function isSubreaper(proc: ProcessDump): boolean {
+  const base = proc.tracee.scratch();
+  proc.tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
+  return proc.tracee.read(base, 4).readInt32LE(0) !== 0;
+}
+
 /**
  * Refuses, naming the process, a tree whose shape a restore could not make again (shape.ts): a
- * process in a session its parent is not in, when that parent would not get it back.
+ * process in a session its parent is not in, when that parent would not get it back. Before any
+ * state class (fdsDumped), so a refusal costs a short freeze and copies no memory.
  */
 async function checkShape(session: DumpSession): Promise<void> {
-  const rec = (pid: number) => session.processes.find((p) => p.pid === pid)?.get<PidsRecord>(NAME);
+  const proc = (pid: number) => session.processes.find((p) => p.pid === pid);
   const root = session.processes[0];
   const nsInit = procfs.nsPid(root.pid) === 1;
   const problem = shapeProblem({
@@ -69,7 +76,7 @@ async function checkShape(session: DumpSession): Promise<void> {
       ...session.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid })),
       ...session.zombies.map((z) => ({ pid: z.pid, ppid: z.ppid, pgid: z.pgid, sid: z.sid, zombie: true })),
     ],
-    reaper: (pid) => !!rec(pid)?.subreaper || (pid === root.pid && nsInit),
+    reaper: (pid) => (pid === root.pid && nsInit) || (!!proc(pid) && isSubreaper(proc(pid)!)),
   });
   if (problem) throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${root.pid} (${root.comm}): ${problem}`);
 }
@@ -146,7 +153,7 @@ export const pidsPlugin = definePlugin(() => ({
   apply(hooks) {
     hooks.pids.dump.tapPromise(NAME, dump);
     hooks.pids.restore.tapPromise(NAME, restore);
-    hooks.session.afterDump.tapPromise(NAME, checkShape);
+    hooks.session.fdsDumped.tapPromise(NAME, checkShape);
     hooks.session.processesCreated.tapPromise(NAME, async (session) => finishTree(session, recOf));
     hooks.credentials.restore.tapPromise(NAME, restoreIdentity);
   },
