@@ -508,7 +508,8 @@ export const memoryPlugin = definePlugin(() => ({
         `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved; exe ${m.exe}`,
         ...m.vmas.map((v) => {
           const saved = v.runs.reduce((a, r) => a + r[1], 0);
-          return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}`;
+          const from = v.inherited ? '  (shared with its parent, but the pages saved)' : '';
+          return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}${from}`;
         }),
       ];
     },

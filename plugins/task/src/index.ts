@@ -578,6 +578,7 @@ export const taskPlugin = definePlugin(() => ({
       ].filter(Boolean);
       return [
         `task: nice ${t?.nice ?? 0}, ${POLICY[(t?.policy ?? 0) & ~SCHED_RESET_ON_FORK] ?? 'policy ?'}${t?.priority ? ` ${t.priority}` : ''}, affinity ${t?.affinity}, oom_score_adj ${rec.oomScoreAdj}${flags.length ? `, ${flags.join(', ')}` : ''}`,
+        ...(rec.cgroups?.length ? [`cgroups: ${rec.cgroups.map((c) => (c.startsWith(':') ? `v2${c}` : c)).join(', ')}`] : []),
       ];
     },
   },
