@@ -6,8 +6,10 @@
  *            --leave-running). Any failure: dumpFailed, thaw every frozen process, drop the
  *            partial image.
  *   restore: open + validate image (plugins present, record versions and schemas) ->
- *            beforeRestore -> per state class (RESTORE_STAGES), every process, parents first:
- *            pids creates the stubs -> processesCreated -> core maps each trampoline -> ...
+ *            beforeRestore -> process by process, parents first: pids creates the stub, core
+ *            maps its trampoline, memory rebuilds it (children are forked from a restored
+ *            parent) -> processesCreated -> the other state classes (RESTORE_STAGES), every
+ *            process, parents first -> ...
  *            files stage: plugins' taps, then core installs every fd -> after sockets:
  *            fdsInstalled per process -> ... registers -> beforeResume -> core removes its
  *            machinery -> detach -> afterResume. Any failure: restoreFailed, then every rollback

@@ -90,10 +90,10 @@ async function restore(proc: ProcessRestore): Promise<void> {
   const parent = proc.session.processes.find((p) => p.pid === rec.ppid && p.stub);
   let stub: Tracee;
   if (parent?.stub) {
-    stub = createUnder(proc.session, rec, parent.stub, recOf, proc.record.sharesWithParent);
+    stub = createUnder(proc.session, rec, parent.stub, parent.record.sid, proc.record.sharesWithParent);
   } else if (proc.session.nsInit) {
     // The root of a tree that was not a whole pid namespace: the child of the init core made.
-    stub = createUnder(proc.session, rec, proc.session.nsInit, recOf);
+    stub = createUnder(proc.session, rec, proc.session.nsInit, undefined);
   } else {
     // The root: the restorer's own child (its old parent is not part of the image); the init
     // of a fresh pid namespace when the image is one.

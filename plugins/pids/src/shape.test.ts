@@ -13,15 +13,15 @@ describe('tree shapes', () => {
       { pid: 11, ppid: 10, pgid: 10, sid: 1 },
       { pid: 12, ppid: 10, pgid: 12, sid: 12 },
     ]);
-    expect(s.members.map((m) => holderSession(m, s))).toEqual([undefined, undefined, undefined]);
+    expect(s.members.map((m) => holderSession(m, s.members.find((p) => p.pid === m.ppid)?.sid))).toEqual([undefined, undefined, undefined]);
     expect(shapeProblem(s)).toBeUndefined();
   });
 
   it('an orphan of a dead session leader, given to a subreaper, is made through a holder of that session', () => {
     const orphan = { pid: 21, ppid: 10, pgid: 20, sid: 20 };
     const s = shape([orphan, { pid: 22, ppid: 21, pgid: 20, sid: 20 }]);
-    expect(holderSession(orphan, s)).toBe(20);
-    expect(holderSession(s.members[2], s), 'its own child inherits the session').toBeUndefined();
+    expect(holderSession(orphan, root.sid)).toBe(20);
+    expect(holderSession(s.members[2], orphan.sid), 'its own child inherits the session').toBeUndefined();
     expect(shapeProblem(s)).toBeUndefined();
   });
 

@@ -27,11 +27,12 @@ export interface Shape {
   reaper(pid: number): boolean;
 }
 
-/** The session a member must be forked into through a holder, or undefined when its parent's will do. */
-export function holderSession(m: Member, shape: Shape): number | undefined {
-  if (m.sid === m.pid) return undefined;
-  const parent = shape.members.find((p) => p.pid === m.ppid && !p.zombie);
-  return parent && parent.sid !== m.sid ? m.sid : undefined;
+/**
+ * The session a member must be forked into through a holder, or undefined when its parent's
+ * (`parentSid`; undefined: no parent in the image) will do.
+ */
+export function holderSession(m: Member, parentSid: number | undefined): number | undefined {
+  return m.sid !== m.pid && parentSid !== undefined && parentSid !== m.sid ? m.sid : undefined;
 }
 
 /** Why a restore could not make this tree again (names the process), or undefined when it can. */
@@ -42,7 +43,7 @@ export function shapeProblem(shape: Shape): string | undefined {
   const holderParent = new Map<number, number>();
   for (const m of shape.members) {
     if (m === root) continue;
-    const s = holderSession(m, shape);
+    const s = holderSession(m, shape.members.find((p) => p.pid === m.ppid && !p.zombie)?.sid);
     if (s === undefined) continue;
     const leader = byPid.get(s);
     if (s === root.sid && !leader) {

@@ -45,14 +45,6 @@ export function forkFrom(parent: Tracee, setTid: number[], flags = 0): Tracee {
   }
 }
 
-function members(session: RestoreSession, recOf: (p: ProcessRestore) => PidsRecord | undefined): Member[] {
-  const living = session.processes.flatMap((p) => {
-    const r = recOf(p);
-    return r ? [{ pid: r.pid, ppid: r.ppid, pgid: r.pgid, sid: r.sid }] : [];
-  });
-  return [...living, ...session.zombies.map((z) => ({ pid: z.pid, ppid: z.ppid, pgid: z.pgid, sid: z.sid, zombie: true }))];
-}
-
 /**
  * Creates a process (or a zombie-to-be) of the image under its parent's stub, through a holder of
  * its session when its parent is in another; a session leader calls setsid. What it shares with
@@ -62,11 +54,11 @@ export function createUnder(
   session: RestoreSession,
   m: Member,
   parent: Tracee,
-  recOf: (p: ProcessRestore) => PidsRecord | undefined,
+  parentSid: number | undefined,
   shares: readonly SharedWithParent[] = [],
 ): Tracee {
-  const s = holderSession(m, { members: members(session, recOf), reaper: () => true });
-  const creator = s === undefined ? parent : holderOf(session, s, parent, 'session', recOf);
+  const s = holderSession(m, parentSid);
+  const creator = s === undefined ? parent : holderOf(session, s, parent, 'session');
   if (shares.length && creator !== parent) {
     throw new CkptError(
       'ERR_CKPT_RESTORE_FAILED',
@@ -81,11 +73,11 @@ export function createUnder(
 }
 
 /** The holder of a session or group whose leader is gone: the zombie leader, or a helper with its pid. */
-function holderOf(session: RestoreSession, id: number, from: Tracee, kind: 'session' | 'group', recOf: (p: ProcessRestore) => PidsRecord | undefined): Tracee {
+function holderOf(session: RestoreSession, id: number, from: Tracee, kind: 'session' | 'group'): Tracee {
   const have = made.of(session).get(id);
   if (have) return have.stub;
   const z = session.zombies.find((x) => x.pid === id);
-  if (z) return makeZombie(session, z, recOf).stub;
+  if (z) return makeZombie(session, z).stub;
   const stub = forkFrom(from, session.setTid(id));
   session.onRollback(() => session.services.processes.killStub(stub.pid));
   if (kind === 'session') stub.syscall(SYS.setsid);
@@ -95,12 +87,13 @@ function holderOf(session: RestoreSession, id: number, from: Tracee, kind: 'sess
   return stub;
 }
 
-function makeZombie(session: RestoreSession, z: ZombieRecord, recOf: (p: ProcessRestore) => PidsRecord | undefined): Made {
+function makeZombie(session: RestoreSession, z: ZombieRecord): Made {
   const have = made.of(session).get(z.pid);
   if (have) return have;
-  const parent = session.processes.find((p) => p.pid === z.ppid)?.stub;
+  const parentProc = session.processes.find((p) => p.pid === z.ppid);
+  const parent = parentProc?.stub;
   if (!parent) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `zombie ${z.pid}: its parent ${z.ppid} was not created before it`);
-  const stub = createUnder(session, z, parent, recOf);
+  const stub = createUnder(session, z, parent, parentProc!.record.sid);
   if (z.comm) stub.syscall(SYS.prctl, PR_SET_NAME, stub.putString(z.comm.slice(0, 15), 0), 0, 0, 0);
   const m: Made = { id: z.pid, stub, parent, zombie: z };
   made.of(session).set(z.pid, m);
@@ -113,7 +106,7 @@ function makeZombie(session: RestoreSession, z: ZombieRecord, recOf: (p: Process
  */
 export function finishTree(session: RestoreSession, recOf: (p: ProcessRestore) => PidsRecord | undefined): void {
   const vpid = session.vpid;
-  for (const z of session.zombies) if (session.processes.some((p) => p.pid === z.ppid && p.stub)) makeZombie(session, z, recOf);
+  for (const z of session.zombies) if (session.processes.some((p) => p.pid === z.ppid && p.stub)) makeZombie(session, z);
   const all: Array<{ m: Member; stub: Tracee }> = [
     ...session.processes.flatMap((p) => {
       const r = recOf(p);
@@ -132,7 +125,7 @@ export function finishTree(session: RestoreSession, recOf: (p: ProcessRestore) =
       log('pid %d: its process group %d was not in the image (a shell job): it stays in %d', m.pid, m.pgid, procfs.readStat(stub.pid).pgid);
       continue;
     }
-    if (!all.some((x) => x.m.pid === m.pgid)) holderOf(session, m.pgid, stub, 'group', recOf);
+    if (!all.some((x) => x.m.pid === m.pgid)) holderOf(session, m.pgid, stub, 'group');
     try {
       stub.syscall(SYS.setpgid, 0, vpid(m.pgid));
     } catch (e) {
