@@ -222,7 +222,6 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
     ['a child sharing its memory and signal handlers (CLONE_VM, CLONE_SIGHAND)', 'vm', /shares its address space \(a vfork child, or CLONE_VM\) with pid \d+/],
     ['two children sharing an fd table their parent left', 'siblings', /shares its fd table \(CLONE_FILES\) with pid \d+ .*which is not its parent/],
     ["a vfork child that has not exec'd", 'vfork', /shares its address space \(a vfork child, or CLONE_VM\) with pid \d+/],
-    ['an AIO context', 'aio', /an AIO ring \(io_setup\)/],
   ];
   it.each(fixtures)('%s', async (what, mode, why) => {
     const dir = makeTempDir(`refused-${mode}`);

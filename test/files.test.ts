@@ -318,6 +318,13 @@ describe('deleted objects and other file state', () => {
   });
 });
 
+describe('AIO rings', () => {
+  it('two io_setup contexts with completed events not yet reaped, one wrapped round its ring, work on at the same addresses', async () => {
+    const { lines } = await checksAfterRestore('aio');
+    expect(lines, lines.join('\n')).toEqual(['ok ring-a', 'ok ring-b', 'ok capacity', 'ok data', 'done']);
+  });
+});
+
 describe('huge pages', () => {
   // Private anonymous huge-page memory needs free 2 MiB pages: the test reserves some, then gives them back.
   const NR = '/proc/sys/vm/nr_hugepages';

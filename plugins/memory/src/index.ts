@@ -15,7 +15,8 @@
  * is back): unmap everything but core's trampoline (proc.trampoline) and the areas kept from the
  * parent, put the vdso back at its old address, recreate every other VMA with remote mmap, drop
  * the `zap` pages, fill pages from the blob (SHA-256 checked while streaming, before the process
- * ever runs), then PR_SET_MM_MAP.
+ * ever runs), then PR_SET_MM_MAP. AIO rings are made again by io_setup and moved into place
+ * before their pages are written (aio.ts).
  */
 import { closeSync, fstatSync, openSync, statSync, type Stats } from 'node:fs';
 import {
@@ -43,6 +44,7 @@ import {
 import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
 import { memoryRecord, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 import { pieces, without } from './ranges.js';
+import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 export { pieces, without, PROGRESS_CHUNK } from './ranges.js';
@@ -53,7 +55,6 @@ const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
 
 /** Mappings of kernel objects that /proc shows as deleted files: recreating a file would not be them. */
 const SPECIAL_FILES: Array<[string, string]> = [
-  ['/[aio]', 'an AIO ring (io_setup)'],
   ['/anon_hugepage', 'shared anonymous huge-page memory (MAP_SHARED | MAP_HUGETLB)'],
   ['/dev/hugepages/', 'a hugetlbfs file'],
 ];
@@ -66,6 +67,7 @@ function classify(pid: number, v: Vma): VmaKind {
   const shared = v.perms[3] === 's';
   if (isHugeAnon(v)) return 'anon';
   if (v.name.startsWith('/')) {
+    if (v.name.startsWith('/[aio]')) return 'aio';
     if (shared && (v.name.startsWith('/dev/zero') || (v.name.startsWith('/memfd:') && v.name.endsWith(' (deleted)')))) return 'shmem';
     // SysV shared memory attachments belong to the sysvipc state class (its plugin re-attaches them).
     if (v.name.startsWith('/SYSV')) return 'sysv';
@@ -137,6 +139,11 @@ function vmaRecordOf(
   }
   if (kind === 'sysv') {
     rec.offset = v.offset;
+  } else if (kind === 'aio') {
+    // The whole ring: header and every slot (see aio.ts).
+    rec.aio = aioRingOf(pid, v);
+    rec.runs.push([v.start, v.end - v.start]);
+    allRuns.push(v.start, v.end - v.start);
   } else if (kind === 'shmem') {
     const memfd = v.name.startsWith('/memfd:');
     const name = memfd ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
@@ -340,6 +347,9 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
           { hint: `this host needs ${Math.ceil(len / v.hugePageSize)} free huge pages of that size (see /sys/kernel/mm/hugepages)` },
         );
       }
+    } else if (v.kind === 'aio') {
+      // A placeholder the new ring is moved over (makeAioRing), so io_setup cannot land here.
+      stub.syscall(SYS.mmap, v.start, len, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     } else if (v.kind === 'anon') {
       const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
       stub.syscall(SYS.mmap, v.start, len, prot, flags, -1, 0);
@@ -472,8 +482,10 @@ async function restore(proc: ProcessRestore): Promise<void> {
     keep.some((v) => rec.vmas.some((x) => x.kind === 'vdso' && x.start === v.start)),
   );
   mapVmas(proc, rec, stub);
+  const rings = rec.vmas.filter((v) => v.kind === 'aio').map((v) => [v, makeAioRing(proc, stub, v)] as const);
   zapPages(rec, stub);
   await fillPages(proc, rec, stub);
+  for (const [v, id] of rings) putAioId(stub, v, id);
   installGuards(proc, rec, stub);
   setMm(proc, rec, stub);
 }

@@ -11,8 +11,9 @@ const range = z.tuple([uint, uint]);
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
 export const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
 
-export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso';
-export const vmaKind = z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso']);
+/** `aio`: an AIO ring (io_setup), saved whole (header and events) and made again by io_setup. */
+export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso' | 'aio';
+export const vmaKind = z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso', 'aio']);
 
 export interface VmaRecord {
   start: number;
@@ -40,6 +41,11 @@ export interface VmaRecord {
    */
   inherited?: boolean;
   zap?: Array<[number, number]>;
+  /**
+   * An AIO ring: its number of event slots, and the kernel's head and tail at the dump (the
+   * events between them are completed, not yet reaped). Its address is the context id.
+   */
+  aio?: { nr: number; head: number; tail: number };
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
@@ -61,6 +67,7 @@ export const vmaRecord = z.strictObject({
   shmem: shmemRef.optional(),
   inherited: z.boolean().optional(),
   zap: z.array(range).optional(),
+  aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
   runs: z.array(range),
   blobOffset: uint,
 });
