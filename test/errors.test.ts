@@ -233,15 +233,6 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
     expectCleanError(r, why);
     for (const p of [pid, ...kids]) expect(isAlive(p) && tracerPid(p) === 0, `${what}: pid ${p} carries on, untraced`).toBe(true);
   });
-  it('a thread group whose main thread exited while another runs', async () => {
-    const dir = makeTempDir('refused-leaderless');
-    const { pid, stdout } = await runFixture(dir, [SHARED, 'leaderless'], { noNamespace: true, name: 'leaderless' });
-    await waitForLine(stdout, /^ready$/);
-    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img')]);
-    expectCleanError(r, new RegExp(`pid ${pid}`), /main thread has exited while 1 other thread\(s\) run/);
-    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    expect(/^Threads:\s+2$/m.test(status) && /^TracerPid:\s+0$/m.test(status), `its thread carries on, untraced:\n${status}`).toBe(true);
-  });
   it.each(cases)('%s', async (what, code, why) => {
     const dir = makeTempDir('refused-shape');
     const { pid, stdout } = await runFixture(dir, ['python3', '-c', code], { noNamespace: true, name: 'py' });

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   CLI,
   ckpt,
   expectCleanError,
@@ -274,34 +275,6 @@ describe('pipes', () => {
     expectCleanError(await ckpt(['restore', '-D', img, '--detach', '--inherit-fd', 'nonsense']), /expected FD:RESOURCE/);
   });
 });
-
-/**
- * A check fixture (FIXTURE WORK REPORT GO, see test/fixtures/report.h) started in a fresh
- * directory and dumped (which kills it and its children); `between` runs before the restore. The
- * restored process runs its checks once GO exists: their lines (up to "done") are returned.
- */
-async function checksAfterRestore(name: string, between: (p: { pid: number; work: string }) => void = () => {}) {
-  const dir = makeTempDir(name);
-  const work = path.join(dir, 'work');
-  fs.mkdirSync(work);
-  const reportFile = path.join(dir, 'report');
-  const go = path.join(dir, 'go');
-  const img = path.join(dir, 'img');
-  const fixture = path.join(BUILD_DIR, name);
-  await runFixture(dir, [fixture, work, reportFile, go], { noNamespace: true, name });
-  const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
-  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  for (const p of [pid, ...children]) track(p, fixture);
-  expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
-  await waitNotAlive(pid);
-  between({ pid, work });
-  const from = readLines(reportFile).length;
-  expectOk(await ckpt(['restore', '-D', img, '--detach']));
-  for (const p of [pid, ...children]) track(p, fixture);
-  fs.writeFileSync(go, '');
-  await waitForLine(reportFile, /^done$/, 15_000, from);
-  return { pid, work, lines: readLines(reportFile).slice(from) };
-}
 
 describe('deleted objects and other file state', () => {
   it('deleted files (write-only, O_PATH, O_NOFOLLOW, sparse, O_TMPFILE), FIFOs, devices, directories and mappings; memfd seals; symlink fds; mprotect; guard regions', async () => {

@@ -606,3 +606,31 @@ export function nftCkptTable(): string {
 
 /** True when a connection with this port is blocked by ckpt. */
 export const portBlocked = (port: number): boolean => new RegExp(`\\. ${port}\\b|\\b${port} \\.`).test(nftCkptTable());
+
+/**
+ * A check fixture (FIXTURE WORK REPORT GO, see test/fixtures/report.h) started in a fresh
+ * directory and dumped (which kills it and its children); `between` runs before the restore. The
+ * restored process runs its checks once GO exists: their lines (up to "done") are returned.
+ */
+export async function checksAfterRestore(name: string, between: (p: { pid: number; work: string }) => void = () => {}) {
+  const dir = makeTempDir(name);
+  const work = path.join(dir, 'work');
+  fs.mkdirSync(work);
+  const reportFile = path.join(dir, 'report');
+  const go = path.join(dir, 'go');
+  const img = path.join(dir, 'img');
+  const fixture = path.join(BUILD_DIR, name);
+  await runFixture(dir, [fixture, work, reportFile, go], { noNamespace: true, name });
+  const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
+  const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  for (const p of [pid, ...children]) track(p, fixture);
+  expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+  await waitNotAlive(pid);
+  between({ pid, work });
+  const from = readLines(reportFile).length;
+  expectOk(await ckpt(['restore', '-D', img, '--detach']));
+  for (const p of [pid, ...children]) track(p, fixture);
+  fs.writeFileSync(go, '');
+  await waitForLine(reportFile, /^done$/, 15_000, from);
+  return { pid, work, lines: readLines(reportFile).slice(from) };
+}

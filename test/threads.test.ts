@@ -6,6 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   cmdline,
   dumpOk,
   expectConsecutive,
@@ -330,5 +331,12 @@ describe('node with a worker_thread', () => {
       tail(stdout),
     ).toEqual([]);
     expect(readText(stderr), 'node stderr').toBe('');
+  });
+});
+
+describe('a process whose main thread has exited', () => {
+  it('comes back with its leader a zombie and its other threads, memory, fds, cwd and child as they were', async () => {
+    const { lines } = await checksAfterRestore('leaderless');
+    expect(lines, lines.join('\n')).toEqual(['ok leader', 'ok memory', 'ok fd', 'ok cwd', 'ok threads', 'ok child', 'done']);
   });
 });

@@ -55,6 +55,7 @@ export const SYS = Object.freeze({
   restart_syscall: 219,
   epoll_ctl: 233,
   clock_nanosleep: 230,
+  exit: 60,
   exit_group: 231,
   openat: 257,
   set_robust_list: 273,
@@ -106,6 +107,8 @@ export const O_RDWR = 2;
 export const O_ACCMODE = 3;
 export const O_CREAT = 0o100;
 export const O_EXCL = 0o200;
+/** pidfd_open(2): a pidfd of that thread, not of its thread group (Linux 6.9). */
+export const PIDFD_THREAD = O_EXCL;
 export const O_NOCTTY = 0o400;
 export const O_TRUNC = 0o1000;
 export const O_APPEND = 0o2000;

@@ -30,6 +30,8 @@ const EXTRA: Record<string, string[]> = {
   seccomp: ['-pthread'],
   shared: ['-pthread'],
   cgroups: ['-pthread'],
+  leaderless: ['-pthread'],
+  overrun: ['-pthread'],
 };
 
 export default function setup(project: TestProject): () => void {

@@ -120,10 +120,25 @@ export interface ProcessDump {
   readonly pgid: number;
   readonly sid: number;
   readonly comm: string;
-  /** The thread group leader (tid = pid): remote syscalls for process-wide state go here. */
+  /**
+   * The thread group leader (tid = pid): remote syscalls for process-wide state go here. When
+   * the leader thread has exited (`leaderExited`), the first live thread.
+   */
   readonly tracee: Tracee;
-  /** Every thread, frozen; the leader first. */
+  /** Every live thread, frozen; the leader first (absent when it exited). */
   readonly threads: Tracee[];
+  /**
+   * The leader thread has exited while other threads run (it shows as a zombie). Its /proc/PID
+   * has no memory, fds, cwd or namespaces then: read them through `procPid`. The restore makes
+   * the leader, then has it exit once the other threads are made.
+   */
+  readonly leaderExited: boolean;
+  /**
+   * The task through which /proc shows the process's memory, fds, fs and namespaces
+   * (/proc/<procPid>/maps, fd/, cwd, ns/...): the pid, or a live thread when the leader exited.
+   * Use it for every such read, and pidfdOpen(procPid, PIDFD_THREAD) where a pidfd is needed.
+   */
+  readonly procPid: number;
   readonly session: DumpSession;
   /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
@@ -228,7 +243,11 @@ export interface ProcessRestore {
   readonly fds: readonly FdRecord[];
   /** The stub being rebuilt into the process; set by the pids stage. */
   stub?: Tracee;
-  /** Every thread of the process being rebuilt, leader first, once the threads stage made them. */
+  /**
+   * Every thread of the process being rebuilt, leader first, once the threads stage made them;
+   * index for index the threads of the dump. When the leader had exited (record.leaderExited)
+   * it is not among them: the stub is that leader, and core has it exit at the resume.
+   */
   threads: Tracee[];
   /** Core's injection page in the stub, from the memory stage to beforeResume: never unmap it. */
   readonly trampoline?: { start: number; end: number };

@@ -21,7 +21,7 @@ import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks, type StateClass }
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
 import type { ImageReader, Manifest, PidNamespaceRecord, ProcessRecord } from './image.js';
 import { CkptError, PluginError, errorMessage } from './errors.js';
-import { createContainer, leaderGone, sessionServices, type Services } from './services.js';
+import { createContainer, sessionServices, type Services } from './services.js';
 import type { ContainerInstance } from 'typedi';
 import type {
   DumpOptions,
@@ -41,7 +41,7 @@ import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
 import { dumpFdTable, restoreFdTable, checkSubstitutes, descriptionName, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
-import { Installer, checkLayout } from './restorer.js';
+import { Installer, checkLayout, exitLeader } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
 import { relocatePath } from './paths.js';
 import { sealShmem } from './shmem.js';
@@ -233,7 +233,7 @@ export class Ckpt {
     const { image, options } = session;
     for (const p of session.processes) {
       if (p.tracee.scratchRange) p.tracee.releaseScratch();
-      const layout = readMaps(p.pid).map((v): [number, number] => [v.start, v.end]);
+      const layout = readMaps(p.procPid).map((v): [number, number] => [v.start, v.end]);
       const record: ProcessRecord = {
         pid: p.pid,
         ppid: p.ppid,
@@ -242,6 +242,7 @@ export class Ckpt {
         comm: p.comm,
         fds: p.fds,
         ...(p.sharesWithParent?.length ? { sharesWithParent: p.sharesWithParent } : {}),
+        ...(p.leaderExited ? { leaderExited: true } : {}),
         layout,
         records: p.records,
       };
@@ -307,12 +308,19 @@ export class Ckpt {
       await this.hooks.session.beforeResume.promise(session);
       fault('restore:resume');
       await session.interruptionPoint();
-      for (const proc of session.processes) installers.get(proc)!.teardown();
+      for (const proc of session.processes) {
+        if (!proc.record.leaderExited) {
+          installers.get(proc)!.teardown();
+          continue;
+        }
+        exitLeader(proc);
+        installers.get(proc)!.teardown(proc.threads[0]);
+      }
       state.dispose();
       // Children first, so a parent never runs before its children exist as they were.
       for (const proc of [...session.processes].reverse()) {
         for (const t of proc.threads) if (t.pid !== proc.stub!.pid) native.ptrace.detach(t.pid, 0);
-        native.ptrace.detach(proc.stub!.pid, 0);
+        if (!proc.record.leaderExited) native.ptrace.detach(proc.stub!.pid, 0);
       }
       if (session.nsInit) {
         // The stub's reaper loop (ckpt-stub) exits with the status of the task whose pid is in rbx.
@@ -518,18 +526,22 @@ function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
   const pc = session.services.processes;
   const seen = new Set<number>();
   for (;;) {
-    const fresh = processTree(session.options.pid).filter((n) => !seen.has(n.pid));
+    const tree = processTree(session.options.pid);
+    const fresh = tree.filter((n) => !seen.has(n.pid));
     if (!fresh.length) break;
     for (const n of fresh) {
       seen.add(n.pid);
       const st = readStat(n.pid);
-      if (n.state === 'Z') {
-        // A zombie leader with live threads is a running process: not a zombie to restore.
-        if (st.numThreads > 1) throw leaderGone(n.pid, st.comm, st.numThreads);
+      // A zombie leader with live threads is a running process whose main thread has exited.
+      if (n.state === 'Z' && st.numThreads <= 1) {
         session.zombies.push({ pid: n.pid, comm: st.comm, ppid: n.ppid, pgid: st.pgid, sid: st.sid, exitCode: st.exitCode } satisfies ZombieRecord);
         continue;
       }
-      refuseVforkParent(n.pid, st.comm);
+      refuseVforkParent(
+        n.pid,
+        st.comm,
+        tree.filter((c) => c.ppid === n.pid).map((c) => c.pid),
+      );
       const threads = pc.freeze(n.pid);
       frozen.push(threads);
       session.processes.push(processDump(n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
@@ -544,6 +556,8 @@ function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number
     ...ids,
     tracee: threads[0],
     threads,
+    leaderExited: threads[0].pid !== pid,
+    procPid: threads[0].pid,
     session,
     records,
     fds: [],
@@ -594,6 +608,7 @@ function validateFdTable(dir: string, r: ProcessRecord): void {
     if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`fds[${i}].sameAs is not { pid, fd }`);
     if (f.fown !== undefined && ![f.fown.type, f.fown.pid, f.fown.sig].every(Number.isInteger)) throw bad(`fds[${i}].fown is not { type, pid, sig }`);
   });
+  if (r.leaderExited !== undefined && typeof r.leaderExited !== 'boolean') throw bad('leaderExited is not a boolean');
   if (r.sharesWithParent !== undefined && !(Array.isArray(r.sharesWithParent) && r.sharesWithParent.every((x) => x === 'files' || x === 'fs'))) {
     throw bad('sharesWithParent is not a list of "files" and "fs"');
   }
@@ -667,13 +682,7 @@ function shared(a: number, b: number, type: number): boolean {
  * A parent waiting in vfork for a child that shares its memory cannot be stopped (it waits
  * uninterruptibly) and could not be restored: refused before ckpt tries to freeze it.
  */
-function refuseVforkParent(pid: number, comm: string): void {
-  let children: number[] = [];
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return;
-  }
+function refuseVforkParent(pid: number, comm: string, children: number[]): void {
   for (const child of children) {
     if (shared(pid, child, KCMP_VM)) {
       throw new CkptError(
@@ -705,7 +714,7 @@ function checkSharing(session: DumpSession): void {
   for (const [type, what, restorable] of SHARED) {
     // kcmp orders the kernel objects: sorted by it, the sharers of one object are neighbours.
     const order = (a: ProcessDump, b: ProcessDump) => {
-      const r = native.proc.kcmp(a.pid, b.pid, type, 0, 0);
+      const r = native.proc.kcmp(a.procPid, b.procPid, type, 0, 0);
       return r === 0 ? 0 : r === 1 ? -1 : 1;
     };
     const sorted = [...procs].sort(order);
@@ -724,7 +733,8 @@ function checkSharing(session: DumpSession): void {
   }
   // The root sharing with its parent, outside the image: nothing to share it with again.
   const root = procs[0];
-  for (const [type, what] of SHARED) if (root && shared(root.pid, root.ppid, type)) throw refuse(root, what, `its parent ${root.ppid}, outside the checkpoint`);
+  for (const [type, what] of SHARED)
+    if (root && shared(root.procPid, root.ppid, type)) throw refuse(root, what, `its parent ${root.ppid}, outside the checkpoint`);
 }
 
 /** Namespaces ckpt does not save: a process must share ckpt's own (restore puts it in ckpt restore's). */
@@ -749,7 +759,7 @@ function checkNamespaces(session: DumpSession): void {
     for (const p of session.processes) {
       let theirs: string;
       try {
-        theirs = readlinkSync(`/proc/${p.pid}/ns/${ns}`);
+        theirs = readlinkSync(`/proc/${p.procPid}/ns/${ns}`);
       } catch {
         continue;
       }
@@ -771,7 +781,8 @@ function checkNamespaces(session: DumpSession): void {
  */
 function pidNamespaceOf(root: number, session: DumpSession): PidNamespaceRecord | undefined {
   const inner = (pid: number, tid = pid) => readStatusOf(pid, tid).NSpid?.split(/\s+/).filter(Boolean).map(Number) ?? [];
-  const ns = readlinkSync(`/proc/${root}/ns/pid`);
+  const rootTask = session.processes[0]?.procPid ?? root;
+  const ns = readlinkSync(`/proc/${rootTask}/ns/pid`);
   if (ns === readlinkSync('/proc/self/ns/pid')) return undefined;
   const rootIds = inner(root);
   if (rootIds.length !== inner(process.pid).length + 1) {
@@ -783,10 +794,11 @@ function pidNamespaceOf(root: number, session: DumpSession): PidNamespaceRecord 
   }
   const map: Record<string, number> = {};
   for (const p of session.processes) {
-    if (readlinkSync(`/proc/${p.pid}/ns/pid`) !== ns) {
+    if (readlinkSync(`/proc/${p.procPid}/ns/pid`) !== ns) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${p.pid} lives in a nested pid namespace inside ${root}'s; nested namespaces are not supported`);
     }
     for (const t of p.threads) map[String(t.pid)] = inner(p.pid, t.pid).at(-1)!;
+    if (p.leaderExited) map[String(p.pid)] = inner(p.pid).at(-1) ?? p.pid;
   }
   for (const z of session.zombies) map[String(z.pid)] = inner(z.pid).at(-1) ?? z.pid;
   // Sessions and groups whose leader is gone are made again by helpers with their pids.
@@ -800,7 +812,7 @@ function pidNamespaceOf(root: number, session: DumpSession): PidNamespaceRecord 
       if (id && !(String(host) in map)) map[String(host)] = id;
     }
   }
-  const hostIpc = readlinkSync(`/proc/${root}/ns/ipc`) === readlinkSync('/proc/self/ns/ipc');
+  const hostIpc = readlinkSync(`/proc/${rootTask}/ns/ipc`) === readlinkSync('/proc/self/ns/ipc');
   return { map, ...(rootIds.at(-1) !== 1 ? { initOutside: true } : {}), ...(hostIpc ? { hostIpc } : {}) };
 }
 

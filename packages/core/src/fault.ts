@@ -22,6 +22,7 @@
 import { native } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { logger } from './log.js';
+import { sleepSync } from './helpers.js';
 
 const log = logger('fault');
 
@@ -69,6 +70,6 @@ export function fault(point: string): void {
     if (r.action === 'error') throw new CkptError('ERR_CKPT_PLUGIN', `injected fault at ${point}`);
     if (r.action === 'sigint') process.kill(process.pid, 'SIGINT');
     if (r.action === 'kill') process.kill(process.pid, 'SIGKILL');
-    if (r.action.startsWith('sleep=')) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(r.action.slice(6)));
+    if (r.action.startsWith('sleep=')) sleepSync(Number(r.action.slice(6)));
   }
 }

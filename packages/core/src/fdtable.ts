@@ -29,7 +29,7 @@ import {
   SYS,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { listFds, fdLink, readFdInfo } from './proc.js';
+import { listFds, fdLink, readFdInfo, pidfdOf } from './proc.js';
 import { createSessionState } from './state.js';
 import type { Hooks } from './hooks.js';
 import type { CkptPlugin } from './plugin.js';
@@ -64,6 +64,8 @@ export function fileId(pid: number, fd: number): string {
 
 interface Seen {
   pid: number;
+  /** The task kcmp looks at (its procPid). */
+  task: number;
   fd: number;
   kind: string;
   owner: string;
@@ -74,25 +76,25 @@ const seenByInode = createSessionState('core:fd-descriptions', (_s: DumpSession)
 
 /** Walks the fds of a frozen process into its fd table (start of the files stage). */
 export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void> {
-  const { pid } = proc;
+  const { pid, procPid: task } = proc;
   const seen = seenByInode.of(proc.session);
-  const pidfd = native.proc.pidfdOpen(pid);
+  const pidfd = pidfdOf(proc);
   try {
-    for (const fd of listFds(pid)) {
+    for (const fd of listFds(task)) {
       let link: string;
       try {
-        link = fdLink(pid, fd);
+        link = fdLink(task, fd);
       } catch {
         continue; // closed meanwhile (cannot happen while frozen, but harmless)
       }
-      const info = readFdInfo(pid, fd);
+      const info = readFdInfo(task, fd);
       const cloexec = (info.flags & O_CLOEXEC) !== 0;
       const flags = info.flags & ~O_CLOEXEC;
       const dupFd = native.proc.pidfdGetfd(pidfd, fd);
       try {
         const stat = fstatSync(dupFd);
         const ino = `${stat.dev}:${stat.ino}`;
-        const same = seen.get(ino)?.find((s) => native.proc.kcmp(s.pid, pid, KCMP_FILE, s.fd, fd) === 0);
+        const same = seen.get(ino)?.find((s) => native.proc.kcmp(s.task, task, KCMP_FILE, s.fd, fd) === 0);
         if (same) {
           proc.fds.push({ fd, cloexec, owner: same.owner, kind: same.kind, flags, sameAs: { pid: same.pid, fd: same.fd } });
           continue;
@@ -107,7 +109,7 @@ export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void
         const fown = readFown(proc, fd, dupFd, flags);
         proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data, ...(fown ? { fown } : {}) });
         const list = seen.get(ino) ?? [];
-        list.push({ pid, fd, kind: claim.kind, owner: claim.owner });
+        list.push({ pid, task, fd, kind: claim.kind, owner: claim.owner });
         seen.set(ino, list);
       } finally {
         closeSync(dupFd);

@@ -80,3 +80,8 @@ export function withSignalsHeld<T>(tid: number, fn: () => T): T {
     native.ptrace.setSigmask(tid, mask);
   }
 }
+
+/** Blocks the thread for ms milliseconds (the pipeline is synchronous around ptrace waits). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -90,6 +90,8 @@ export interface ProcessRecord {
    * clones it from its parent with CLONE_FILES / CLONE_FS, and installs a shared table's fds once.
    */
   sharesWithParent?: Array<'files' | 'fs'>;
+  /** The leader thread had exited while others ran: restored, it exits once they are made. */
+  leaderExited?: boolean;
   /** The address ranges the process had mapped ([start, end)), so core can place its trampoline. */
   layout?: Array<[number, number]>;
   /** Each plugin's record, under the plugin's name. */

@@ -36,6 +36,7 @@ import { join, resolve } from 'node:path';
 import { CkptError } from './errors.js';
 import { readStat } from './proc.js';
 import { logger } from './log.js';
+import { sleepSync } from './helpers.js';
 
 const log = logger('imagedir');
 
@@ -142,7 +143,7 @@ export function lockImageDir(dir: string, opts: { followSymlinks?: boolean } = {
             hint: 'wait for it to finish, or dump into another directory',
           });
         }
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+        sleepSync(10);
         continue;
       }
       log('removing the stale lock of %o in %s', owner, dir);

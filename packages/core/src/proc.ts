@@ -1,5 +1,6 @@
 /** Readers of /proc/PID: the kernel's own view of a process, parsed once, typed. */
 import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
+import { native, PIDFD_THREAD } from '@ckpt/native';
 
 export interface Vma {
   start: number;
@@ -271,6 +272,14 @@ export function hostTidOf(candidates: number[], nsTid: number, pidOf: (tid: numb
     }
   }
   return undefined;
+}
+
+/**
+ * A pidfd through which the fds of a frozen process can be taken (pidfd_getfd): of the process,
+ * or of its live thread `procPid` when its leader thread exited (the leader has no fd table then).
+ */
+export function pidfdOf(p: { pid: number; procPid: number }): number {
+  return p.procPid === p.pid ? native.proc.pidfdOpen(p.pid) : native.proc.pidfdOpen(p.procPid, PIDFD_THREAD);
 }
 
 /** Children of a process (host pids), from /proc/PID/task/PID/children. */

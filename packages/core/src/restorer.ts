@@ -10,7 +10,7 @@
  * Both live until beforeResume has run; then core closes the pidfd and unmaps the trampoline
  * (the last injected syscall), and the processes are detached with the registers plugins set.
  */
-import { SYS, native, O_CLOEXEC, F_SETFD, F_DUPFD_CLOEXEC } from '@ckpt/native';
+import { SYS, native, Regs, O_CLOEXEC, F_SETFD, F_DUPFD_CLOEXEC } from '@ckpt/native';
 import {
   findFreeRange,
   findSyscallInsn,
@@ -23,8 +23,8 @@ import {
   MAP_FIXED_NOREPLACE,
   type Tracee,
 } from './tracee.js';
-import { readMaps } from './proc.js';
-import { withSignalsHeld } from './helpers.js';
+import { readMaps, readStat } from './proc.js';
+import { sleepSync, withSignalsHeld } from './helpers.js';
 import { CkptError } from './errors.js';
 import type { ProcessRestore } from './context.js';
 
@@ -101,10 +101,11 @@ export class Installer {
    * Closes the pidfd and unmaps the trampoline: after this no remote syscall runs in the process.
    * Every signal is blocked meanwhile: the registers stage has set the final mask, and a signal
    * made pending for the process (e.g. SIGWINCH after a terminal resize) must wait for it to run,
-   * not stop these last injected syscalls.
+   * not stop these last injected syscalls. `via`: the thread they run in (the leader, unless it
+   * has exited: see exitLeader).
    */
-  teardown(): void {
-    const stub = this.proc.stub;
+  teardown(via: Tracee | undefined = this.proc.stub): void {
+    const stub = via;
     if (!stub) return;
     withSignalsHeld(stub.pid, () => {
       if (this.pidfd !== undefined) {
@@ -114,6 +115,24 @@ export class Installer {
       stub.releaseScratch();
       this.trampoline = undefined;
     });
+  }
+}
+
+/**
+ * A process whose leader thread had exited: once its other threads are made and set, the leader
+ * (the stub) calls exit(0) through the trampoline, untraced, and stays a zombie while they run,
+ * as before the dump. Waits until it is one; the trampoline goes after (teardown via a thread).
+ */
+export function exitLeader(proc: ProcessRestore): void {
+  const stub = proc.stub!;
+  const regs = new Regs(native.ptrace.getRegs(stub.pid)).set('rip', BigInt(stub.syscallInsn)).set('rax', BigInt(SYS.exit)).set('rdi', 0n);
+  native.ptrace.setRegs(stub.pid, regs.buf);
+  native.ptrace.detach(stub.pid, 0);
+  const deadline = Date.now() + 5000;
+  while (readStat(stub.pid).state !== 'Z') {
+    if (Date.now() > deadline)
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: its leader thread did not exit (its main thread had exited at the dump)`);
+    sleepSync(2);
   }
 }
 

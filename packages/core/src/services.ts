@@ -28,6 +28,7 @@ import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
 import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
+import { sleepSync } from './helpers.js';
 
 const log = logger('process');
 
@@ -45,14 +46,6 @@ function guardable(pid: number): boolean {
 }
 
 /** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
-/** A thread group whose leader thread exited while other threads run (it shows as a zombie). */
-export function leaderGone(pid: number, comm: string, threads: number): CkptError {
-  return new CkptError(
-    'ERR_CKPT_UNSUPPORTED',
-    `cannot checkpoint pid ${pid} (${comm}): its main thread has exited while ${threads - 1} other thread(s) run; ckpt cannot checkpoint a thread group without its leader yet`,
-  );
-}
-
 /** Whether the restore stubs made so far have their seccomp filters suspended while traced (PTRACE_O_SUSPEND_SECCOMP). */
 let stubsSuspendSeccomp = false;
 export const seccompSuspendedInStubs = (): boolean => stubsSuspendSeccomp;
@@ -80,8 +73,8 @@ export class ProcessControl {
     if (st.flags & PF_KTHREAD) {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is a kernel thread`);
     }
-    if (st.state === 'Z' || st.state === 'X') {
-      if (st.numThreads > 1) throw leaderGone(pid, st.comm, st.numThreads);
+    // A zombie leader with live threads: the main thread exited, the process runs on.
+    if ((st.state === 'Z' && st.numThreads <= 1) || st.state === 'X') {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it has exited (zombie)`);
     }
     const tracer = Number(readStatus(pid).TracerPid ?? 0);
@@ -95,26 +88,29 @@ export class ProcessControl {
 
   /**
    * Seizes and stops every thread of pid (re-reading the thread list until no new thread
-   * appears). Returns the leader first. Signals that arrive meanwhile are held back and re-sent
-   * on thaw. On failure, whatever was frozen is let go.
+   * appears). Returns the leader first, unless the leader thread has exited (a zombie that
+   * cannot be traced): then the live threads only. Signals that arrive meanwhile are held back
+   * and re-sent on thaw. On failure, whatever was frozen is let go.
    */
   freeze(pid: number): Tracee[] {
     this.checkTraceable(pid);
     const threads: Tracee[] = [];
+    const leaderExited = readStat(pid).state === 'Z';
     try {
       for (;;) {
-        const fresh = listThreads(pid).filter((tid) => !threads.some((t) => t.pid === tid));
+        const fresh = listThreads(pid).filter((tid) => !(leaderExited && tid === pid) && !threads.some((t) => t.pid === tid));
         if (!fresh.length) break;
         fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
         for (const tid of fresh) {
           if (!this.seizeOne(pid, tid)) continue;
-          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(pid) } });
+          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(tid) } });
           threads.push(t);
           this.frozen.set(tid, t);
         }
       }
-      if (!threads.length || threads[0].pid !== pid) throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
-      log('froze %d (%d threads)', pid, threads.length);
+      if (!threads.length || (threads[0].pid !== pid && !leaderExited))
+        throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
+      log('froze %d (%d threads%s)', pid, threads.length, leaderExited ? ', its leader thread exited' : '');
       const stale = threads[0].removeStaleGuards();
       if (stale) log('%d: removed %d guard mapping(s) a killed ckpt left', pid, stale);
       return threads;
@@ -227,7 +223,7 @@ export class ProcessControl {
           progressed = true;
         }
       }
-      if (!progressed) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+      if (!progressed) sleepSync(2);
     }
   }
 

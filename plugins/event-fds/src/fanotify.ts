@@ -76,12 +76,12 @@ export function dumpFanotify(req: FdDumpRequest, proc: ProcessDump): FanotifyGro
         );
       } else if (m[3] !== undefined) {
         const id = parseInt(m[3], 16);
-        const mount = mountsOf(proc.pid).find((x) => x.id === id);
+        const mount = mountsOf(proc.procPid).find((x) => x.id === id);
         if (!mount) throw fail(`mount mark is on mount ${id}, which is not in the process's mount namespace`);
         mark('mount', { path: mount.point });
       } else {
         const sdev = parseInt(m[4], 16);
-        const fd = openMountOf(proc.pid, sdev);
+        const fd = openMountOf(proc.procPid, sdev);
         if (fd === undefined) throw fail(`filesystem mark is on dev ${sdevName(sdev)}, which is not mounted in the process's mount namespace`);
         try {
           mark('filesystem', { path: readlinkSync(`/proc/self/fd/${fd}`) });

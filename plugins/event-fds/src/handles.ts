@@ -65,7 +65,7 @@ export class HandlePaths {
   private readonly pid: number;
 
   constructor(private readonly proc: ProcessDump) {
-    this.pid = proc.pid;
+    this.pid = proc.procPid;
   }
 
   /** What the object is: its path, or the deleted file; else the error `fail` makes, saying why. */
@@ -116,12 +116,12 @@ export class HandlePaths {
     for (const p of this.proc.session.processes) {
       let fds: string[] = [];
       try {
-        fds = readdirSync(`/proc/${p.pid}/fd`);
+        fds = readdirSync(`/proc/${p.procPid}/fd`);
       } catch {
         continue;
       }
       for (const n of fds) {
-        const at = `/proc/${p.pid}/fd/${n}`;
+        const at = `/proc/${p.procPid}/fd/${n}`;
         let fd: number | undefined;
         try {
           fd = openSync(at, O_PATH);

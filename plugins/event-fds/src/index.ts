@@ -95,23 +95,24 @@ function kindOf(link: string): Kind | undefined {
  * or of another process of the image that holds that file.
  */
 function watchedFile(proc: ProcessDump, epfd: number, tfd: number, toff: number): { pid: number; fd: number } {
-  const holds = (pid: number, fd: number) => {
+  // kcmp looks at each process's fd table through procPid (a live task).
+  const holds = (task: number, fd: number) => {
     try {
-      return native.proc.kcmpEpollTfd(pid, fd, proc.pid, epfd, tfd, toff) === 0;
+      return native.proc.kcmpEpollTfd(task, fd, proc.procPid, epfd, tfd, toff) === 0;
     } catch {
       return false;
     }
   };
-  if (holds(proc.pid, tfd)) return { pid: proc.pid, fd: tfd };
+  if (holds(proc.procPid, tfd)) return { pid: proc.pid, fd: tfd };
   const order = [proc, ...proc.session.processes.filter((p) => p !== proc)];
   for (const p of order) {
     let fds: number[] = [];
     try {
-      fds = readdirSync(`/proc/${p.pid}/fd`).map(Number);
+      fds = readdirSync(`/proc/${p.procPid}/fd`).map(Number);
     } catch {
       continue;
     }
-    for (const fd of fds) if (holds(p.pid, fd)) return { pid: p.pid, fd };
+    for (const fd of fds) if (holds(p.procPid, fd)) return { pid: p.pid, fd };
   }
   throw new CkptError(
     'ERR_CKPT_UNSUPPORTED_FD',

@@ -85,7 +85,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
     path,
     size: req.stat.size,
     unlinked,
-    tmpfs: procfs.fsTypeOf(proc.pid, req.info.mntId) === 'tmpfs',
+    tmpfs: procfs.fsTypeOf(proc.procPid, req.info.mntId) === 'tmpfs',
     writable: (flags & O_ACCMODE) !== O_RDONLY,
     append: (flags & O_APPEND) !== 0,
   });

@@ -116,7 +116,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     const shared = r.sameAs !== undefined;
     let path = '';
     try {
-      path = procfs.fdLink(proc.pid, r.fd);
+      path = procfs.fdLink(proc.procPid, r.fd);
     } catch {
       /* closed meanwhile: cannot happen while frozen */
     }

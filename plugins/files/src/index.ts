@@ -127,7 +127,7 @@ export function fileRulesOf(session: DumpSession): FileRule[] {
 
 /** The file system context of the process: cwd, root, umask (its fds are core's). */
 async function dump(proc: ProcessDump): Promise<void> {
-  const { pid } = proc;
+  const pid = proc.procPid;
   const cwd = readlinkSync(`/proc/${pid}/cwd`);
   const gone = cwd.endsWith(DELETED) && !existsSync(cwd);
   proc.put(NAME, {
@@ -158,7 +158,7 @@ function pathOf(req: FdDumpRequest): { path: string; deleted?: DeletedNode } {
  */
 function deadProc(req: FdDumpRequest, proc: ProcessDump): { path: string; deadPid: number } | undefined {
   const m = /^(\/proc\/(\d+)(?:\/.*?)?)(?: \(deleted\))?$/.exec(req.link);
-  if (!m || procfs.fsTypeOf(proc.pid, req.info.mntId) !== 'proc') return undefined;
+  if (!m || procfs.fsTypeOf(proc.procPid, req.info.mntId) !== 'proc') return undefined;
   const [path, pid] = [m[1], Number(m[2])];
   const s = proc.session;
   if (s.processes.some((p) => p.pid === pid || p.threads.some((t) => t.pid === pid)) || s.zombies.some((z) => z.pid === pid)) return undefined;
@@ -183,7 +183,7 @@ function notePipeEnds(session: DumpSession): void {
       const e = ends.get(d.pipe.id) ?? { modes: new Set(), records: [] };
       const mode = d.flags & O_ACCMODE;
       e.modes.add(mode === O_WRONLY ? 'w' : mode === O_RDONLY ? 'r' : 'rw');
-      e.records.push({ pid: p.pid, fd: r.fd, data: d });
+      e.records.push({ pid: p.procPid, fd: r.fd, data: d });
       ends.set(d.pipe.id, e);
     }
   }
@@ -237,7 +237,7 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
         );
       }
       // Method "reference" (a rule asking for "content" was served by the file-content plugin).
-      const fsType = procfs.fsTypeOf(proc.pid, req.info.mntId) ?? '';
+      const fsType = procfs.fsTypeOf(proc.procPid, req.info.mntId) ?? '';
       const ruled = fileRuleFor(rulesState.of(proc.session), {
         path: req.link,
         size: req.stat.size,

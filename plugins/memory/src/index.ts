@@ -99,11 +99,11 @@ function protOf(perms: string): number {
  */
 function vmaRecordOf(
   session: DumpSession,
-  pid: number,
+  { pid, procPid: task }: ProcessDump,
   v: Vma,
   blobOffset: number,
   allRuns: number[],
-  parent?: { pid: number; vmas: readonly VmaRecord[] },
+  parent?: { task: number; vmas: readonly VmaRecord[] },
 ): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
@@ -120,7 +120,7 @@ function vmaRecordOf(
     rec.offset = v.offset;
     rec.shmem = saveMappedShmem(
       session,
-      pid,
+      task,
       v.start,
       v.end,
       `${v.dev}:${v.inode}`,
@@ -141,18 +141,18 @@ function vmaRecordOf(
     rec.offset = v.offset;
   } else if (kind === 'aio') {
     // The whole ring: header and every slot (see aio.ts).
-    rec.aio = aioRingOf(pid, v);
+    rec.aio = aioRingOf(task, v);
     rec.runs.push([v.start, v.end - v.start]);
     allRuns.push(v.start, v.end - v.start);
   } else if (kind === 'shmem') {
     const memfd = v.name.startsWith('/memfd:');
     const name = memfd ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
-    rec.shmem = saveMappedShmem(session, pid, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
+    rec.shmem = saveMappedShmem(session, task, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
     rec.offset = v.offset;
   } else if (kind !== 'vdso' && kind !== 'file-shared') {
-    const alike = parent && inheritable(rec, parent.vmas) ? parent.pid : undefined;
-    let runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private', alike);
-    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(pid, v.start, v.end, kind === 'file-private');
+    const alike = parent && inheritable(rec, parent.vmas) ? parent.task : undefined;
+    let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike);
+    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private');
     else if (alike !== undefined) {
       rec.inherited = true;
       const z = runs.zap;
@@ -177,7 +177,7 @@ async function writePages(proc: ProcessDump, allRuns: number[], total: number): 
     // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
     fault('dump:pages');
     await session.interruptionPoint();
-    const r = native.mem.dumpPages(pid, piece, blob.fd, blob.hash);
+    const r = native.mem.dumpPages(proc.procPid, piece, blob.fd, blob.hash);
     blob.size += r.bytes;
     done += r.bytes;
     session.progress({ stage: 'memory', pid: proc.pid, done, total });
@@ -209,18 +209,19 @@ function inheritable(rec: VmaRecord, parentVmas: readonly VmaRecord[]): boolean 
 }
 
 async function dump(proc: ProcessDump): Promise<void> {
-  const { pid, tracee, session } = proc;
+  const { procPid: task, tracee, session } = proc;
   const parentProc = session.processes.find((p) => p.pid === proc.ppid);
   const parentRec = parentProc?.get<MemoryRecord>(NAME);
-  const parent = parentProc && parentRec ? { pid: parentProc.pid, vmas: parentRec.vmas } : undefined;
-  const vmas = without(procfs.readVmas(pid), tracee.scratchRange);
-  const stat = procfs.readStat(pid);
+  const parent = parentProc && parentRec ? { task: parentProc.procPid, vmas: parentRec.vmas } : undefined;
+  const vmas = without(procfs.readVmas(task), tracee.scratchRange);
+  // mm fields from a live task's stat (a zombie leader's shows zeros).
+  const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
   const allRuns: number[] = [];
   let blobOffset = 0;
   for (const v of vmas) {
-    const rec = vmaRecordOf(session, pid, v, blobOffset, allRuns, parent);
+    const rec = vmaRecordOf(session, proc, v, blobOffset, allRuns, parent);
     for (const [, len] of rec.runs) blobOffset += len;
     records.push(rec);
   }
@@ -242,8 +243,8 @@ async function dump(proc: ProcessDump): Promise<void> {
       envStart: stat.envStart,
       envEnd: stat.envEnd,
     },
-    auxv: procfs.readAuxv(pid).toString('base64'),
-    exe: procfs.readExe(pid),
+    auxv: procfs.readAuxv(task).toString('base64'),
+    exe: procfs.readExe(task),
   } satisfies MemoryRecord);
 }
 

@@ -47,7 +47,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     pgid: st.pgid,
     sid: st.sid,
     comm: st.comm,
-    cmdline: readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0').slice(0, -1),
+    cmdline: readFileSync(`/proc/${proc.procPid}/cmdline`, 'utf8').split('\0').slice(0, -1),
     creds: { uid: ids(status.Uid).slice(0, 3), gid: ids(status.Gid).slice(0, 3), groups: ids(status.Groups) },
     rlimits,
     personality,

@@ -85,7 +85,7 @@ async function dumpThreads(proc: ProcessDump): Promise<void> {
 }
 
 async function dumpSignals(proc: ProcessDump): Promise<void> {
-  const { pid, tracee } = proc;
+  const { tracee } = proc;
   const rec = recordOf(proc);
   const base = tracee.scratch();
   for (let sig = 1; sig <= 64; sig++) {
@@ -96,7 +96,7 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
     if (handler === 0n && flags === 0n && mask === 0n) continue; // SIG_DFL, nothing to restore
     rec.sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
   }
-  rec.sharedPending = native.ptrace.peekSiginfo(pid, true).map((b) => b.toString('base64'));
+  rec.sharedPending = native.ptrace.peekSiginfo(tracee.pid, true).map((b) => b.toString('base64'));
   rec.itimers = [];
   for (const which of [0, 1, 2]) {
     tracee.syscall(SYS.getitimer, which, base);
@@ -152,13 +152,18 @@ async function restoreSignals(proc: ProcessRestore): Promise<void> {
   queueSignals(stub, tgid, tgid, rec.sharedPending, true);
 }
 
-/** Creates the other threads (clone3 with set_tid from the leader) and restores per-thread state. */
+/**
+ * Creates the other threads (clone3 with set_tid from the leader) and restores per-thread state.
+ * When the leader thread had exited, every thread of the record is a thread to make, and the
+ * leader (the stub) is not among proc.threads: core has it exit at the resume.
+ */
 async function restoreThreads(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<RegistersRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  proc.threads = [stub];
-  for (const th of rec.threads.slice(1)) {
+  const leaderExited = !!proc.record.leaderExited;
+  proc.threads = leaderExited ? [] : [stub];
+  for (const th of leaderExited ? rec.threads : rec.threads.slice(1)) {
     try {
       proc.threads.push(remoteClone(stub, proc.session.setTid(th.tid), { thread: true }));
     } catch (e) {
@@ -177,7 +182,7 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
       ss.writeBigUInt64LE(BigInt(th.altStack.size), 16);
       t.syscall(SYS.sigaltstack, t.put(ss, 0), 0);
     }
-    if (i > 0) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
+    if (t !== stub) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
     queueSignals(t, proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false);
   });
 }

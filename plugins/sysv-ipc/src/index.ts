@@ -61,16 +61,16 @@ function attachmentsOf(pid: number): Attachment[] {
 }
 
 async function dumpProcess(proc: ProcessDump): Promise<void> {
-  proc.put(NAME, { attachments: attachmentsOf(proc.pid) } satisfies SysvProcessRecord);
+  proc.put(NAME, { attachments: attachmentsOf(proc.procPid) } satisfies SysvProcessRecord);
 }
 
 async function afterDump(session: DumpSession): Promise<void> {
-  const root = session.processes[0]?.pid;
+  const root = session.processes[0]?.procPid;
   if (root === undefined) return;
   const own = readlinkSync('/proc/self/ns/ipc');
   const namespace = readlinkSync(`/proc/${root}/ns/ipc`) !== own;
   for (const p of session.processes) {
-    if (readlinkSync(`/proc/${p.pid}/ns/ipc`) !== readlinkSync(`/proc/${root}/ns/ipc`)) {
+    if (readlinkSync(`/proc/${p.procPid}/ns/ipc`) !== readlinkSync(`/proc/${root}/ns/ipc`)) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${p.pid} is in another IPC namespace than ${root}; one IPC namespace per image`);
     }
   }

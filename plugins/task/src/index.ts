@@ -214,8 +214,8 @@ async function dump(proc: ProcessDump): Promise<void> {
   const base = tracee.scratch();
   const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
   tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
-  const loginuid = Number(readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim());
-  const cgroups = readCgroups(pid);
+  const loginuid = Number(readFileSync(`/proc/${proc.procPid}/loginuid`, 'utf8').trim());
+  const cgroups = readCgroups(pid, proc.procPid);
   const rec: TaskRecord = {
     oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
@@ -223,7 +223,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
-    ...vmaState(pid, tracee.scratchRange),
+    ...vmaState(proc.procPid, tracee.scratchRange),
     timers: dumpTimers(proc, comm),
     membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
@@ -332,7 +332,7 @@ function dumpTimers(proc: ProcessDump, comm: string): TaskRecord['timers'] {
   const { pid, tracee } = proc;
   let text = '';
   try {
-    text = readFileSync(`/proc/${pid}/timers`, 'utf8');
+    text = readFileSync(`/proc/${proc.procPid}/timers`, 'utf8');
   } catch {
     return [];
   }
@@ -496,7 +496,7 @@ async function restoreCredentials(proc: ProcessRestore): Promise<void> {
     const header = Buffer.alloc(8);
     header.writeUInt32LE(LINUX_CAPABILITY_VERSION_3, 0);
     const hdr = t.put(header, 256);
-    if (i > 0) {
+    if (t !== proc.stub) {
       // The leader got its ids from the pids plugin; the other threads take theirs here.
       const list = Buffer.alloc(Math.max(4, th.groups.length * 4));
       th.groups.forEach((g, k) => list.writeUInt32LE(g, k * 4));

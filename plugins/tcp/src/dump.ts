@@ -8,6 +8,7 @@ import {
   CkptError,
   createSessionState,
   fault,
+  procfs,
   type DumpSession,
   type FdClaim,
   type FdDumpRequest,
@@ -30,13 +31,21 @@ const ESTABLISHED = 1,
   CLOSE = 7,
   LISTEN = 10;
 
+/** A connection's fd in a process of the tree (task: the process's procPid, whose fd table it is). */
+interface Held {
+  pid: number;
+  task: number;
+  fd: number;
+  data: InetSocketData;
+}
+
 interface DumpState {
   /** The network lock's group for this dump's connections (they stay blocked after a successful dump). */
   blocks: NetworkLock;
   /** Established connections of the dump: put back in repair mode before the kill. */
-  conns: Array<{ pid: number; fd: number; data: InetSocketData }>;
+  conns: Array<Held>;
   /** Sockets this plugin left in repair mode (until the kill). */
-  inRepair: Array<{ pid: number; fd: number; data: InetSocketData }>;
+  inRepair: Array<Held>;
   /** Started at the first connection read in repair mode. */
   guard?: RepairGuard;
 }
@@ -103,7 +112,7 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
   const leaveRunning = !!proc.session.options.leaveRunning;
   if (!info.local || !info.peer) throw new CkptError('ERR_CKPT_DUMP_FAILED', `${what}: an established connection without addresses`);
   const st = dumpState(proc.session);
-  const nsPid = foreignNetns(proc.pid);
+  const nsPid = foreignNetns(proc.procPid);
   // Nothing of the peer reaches the connection while it is read (and, unless the process
   // goes on running, until the restored socket has left repair mode).
   st.blocks.block(info.local, info.peer, nsPid);
@@ -137,7 +146,7 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
   };
   data.recvQueue = conn.inq.length;
   data.sendQueue = conn.outq.length;
-  st.conns.push({ pid: proc.pid, fd: req.fd, data });
+  st.conns.push({ pid: proc.pid, task: proc.procPid, fd: req.fd, data });
   ctx.log('%s: established, %d bytes received unread, %d to send (%d never sent)', what, conn.inq.length, conn.outq.length, conn.unsent);
 }
 
@@ -164,9 +173,9 @@ export function makeDumpFd(ctx: PluginContext) {
   };
 }
 
-/** Runs fn on our duplicate of fd `fd` of process pid. */
-function withFd<T>(pid: number, fd: number, fn: (ours: number) => T): T {
-  const pidfd = native.proc.pidfdOpen(pid);
+/** Runs fn on our duplicate of fd `fd` of a process of the tree. */
+function withFd<T>(h: Held, fd: number, fn: (ours: number) => T): T {
+  const pidfd = procfs.pidfdOf({ pid: h.pid, procPid: h.task });
   try {
     const ours = native.proc.pidfdGetfd(pidfd, fd);
     try {
@@ -191,7 +200,7 @@ export async function imageCommitted(session: DumpSession): Promise<void> {
   if (!st || session.options.leaveRunning || !session.image.path) return;
   st.blocks.handOver(session.image.path);
   for (const c of st.conns) {
-    withFd(c.pid, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
+    withFd(c, c.fd, (fd) => native.sock.tcpRepair(fd, 1));
     st.inRepair.push(c);
   }
 }
@@ -202,7 +211,7 @@ export async function undoDump(session: DumpSession, ctx: PluginContext<TcpOptio
   if (!st) return;
   for (const s of st.inRepair.splice(0)) {
     try {
-      withFd(s.pid, s.fd, (fd) => leaveRepair(fd, s.data, 0));
+      withFd(s, s.fd, (fd) => leaveRepair(fd, s.data, 0));
     } catch (e) {
       ctx.log('pid %d fd %d: could not leave repair mode: %s', s.pid, s.fd, (e as Error).message);
     }

@@ -174,7 +174,7 @@ export function makeDumpFd(log: Logger) {
       queuedBytes: 0,
       opts: readOptions(req.dupFd),
     };
-    dumpName(d, e, pid);
+    dumpName(d, e, proc.procPid);
     dumpConnection(d, e, st, type);
     if (d.state !== 'listening') dumpQueue(req, d, e, pid, type);
     log('pid %d fd %d: unix %s %s %s, %d bytes queued', pid, req.fd, type, d.state, d.name ?? '', d.queuedBytes);
