@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   ckpt,
   dumpOk,
   expectCleanError,
@@ -273,4 +274,11 @@ describe('task attributes', () => {
       await waitForTick(stdout, lastTick(stdout) + 2);
     });
   }
+});
+
+describe('POSIX timer overruns', () => {
+  it('the overrun count of each timer comes back (process- and thread-directed, with its next signal pending), and a running timer counts afresh', async () => {
+    const { lines } = await checksAfterRestore('overrun');
+    expect(lines, lines.join('\n')).toEqual(['ok overrun-a', 'ok overrun-b', 'ok overrun-c', 'ok thread-directed', 'ok pending', 'ok running', 'done']);
+  });
 });

@@ -89,6 +89,8 @@ export const SYS = Object.freeze({
   chdir: 80,
   fchmod: 91,
   wait4: 61,
+  rt_sigtimedwait: 128,
+  clock_gettime: 228,
 });
 
 // ---- kernel-internal restart errnos (seen in rax of a task stopped in a syscall) ----

@@ -47,6 +47,7 @@ import { native, SYS } from '@ckpt/native';
 import { z } from 'zod';
 import { taskRecord, type TaskRecord } from './record.js';
 import { joinCgroups, readCgroups, type CgroupMode } from './cgroups.js';
+import { armWithOverrun, WALL_CLOCKS } from './overrun.js';
 
 export const taskOptions = z.strictObject({ cgroups: z.enum(['restore', 'create', 'ignore']).optional() });
 export type TaskOptions = z.infer<typeof taskOptions>;
@@ -322,7 +323,11 @@ function restoreLocked(proc: ProcessRestore, rec: TaskRecord): void {
   if (rec.locked.future) stub.syscall(SYS.mlockall, MCL_FUTURE | (rec.locked.future === 'onfault' ? MCL_ONFAULT : 0));
 }
 
-const NOTIFY: Record<string, 0 | 1 | 4> = { signal: 0, none: 1, thread: 4 };
+/**
+ * /proc/PID/timers writes the notification as "signal/pid", "none/pid", "thread/pid" (SIGEV_SIGNAL,
+ * SIGEV_NONE, SIGEV_THREAD: 0, 1, 2) or "signal/tid" (SIGEV_SIGNAL | SIGEV_THREAD_ID: 4).
+ */
+const NOTIFY: Record<string, 0 | 1 | 2 | 4> = { 'signal/pid': 0, 'none/pid': 1, 'thread/pid': 2, 'signal/tid': 4 };
 
 /**
  * POSIX timers, from /proc/PID/timers (id, signal and value, notification and its target,
@@ -342,7 +347,7 @@ function dumpTimers(proc: ProcessDump, comm: string): TaskRecord['timers'] {
     const id = Number(f.ID);
     const [signo, value] = (f.signal ?? '0/0').split('/');
     const m = /^(\w+)\/(\w+)\.(\d+)$/.exec(f.notify ?? '');
-    const notify = m ? NOTIFY[m[1]] : undefined;
+    const notify = m ? NOTIFY[`${m[1]}/${m[2]}`] : undefined;
     if (notify === undefined) refuse(pid, comm, `POSIX timer ${id} notifies by ${f.notify}, which ckpt cannot restore`);
     let thread: number | undefined;
     if (notify === 4) {
@@ -364,6 +369,14 @@ function dumpTimers(proc: ProcessDump, comm: string): TaskRecord['timers'] {
       interval: ns(0).toString(),
       overrun: Number(tracee.syscall(SYS.timer_getoverrun, id)),
     });
+    const overrun = out.at(-1)!.overrun;
+    if (overrun > 0 && !WALL_CLOCKS.has(Number(f.ClockID))) {
+      refuse(
+        pid,
+        comm,
+        `POSIX timer ${id} counts CPU time (clock ${f.ClockID}) and its last signal had ${overrun} overruns, which no restore can count again on that clock`,
+      );
+    }
   }
   return out;
 }
@@ -389,6 +402,11 @@ function restoreTimers(proc: ProcessRestore, rec: TaskRecord): void {
       const id = Buffer.alloc(4);
       id.writeInt32LE(t.id);
       stub.syscall(SYS.timer_create, t.clock, stub.put(ev, 0), stub.put(id, 128));
+      // A count of missed periods is set by arming the timer in a way the kernel counts them.
+      if (t.overrun > 0) {
+        armWithOverrun(proc, t.notify === 4 ? proc.threads[t.thread ?? 0] : stub, t);
+        continue;
+      }
       const its = Buffer.alloc(32);
       const put = (v: string, o: number) => {
         its.writeBigInt64LE(BigInt(v) / 1_000_000_000n, o);

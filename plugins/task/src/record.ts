@@ -32,7 +32,7 @@ export const taskRecord = z.strictObject({
         id: int.nonnegative(),
         clock: int,
         /** SIGEV_SIGNAL (0), SIGEV_NONE (1), SIGEV_THREAD_ID (4). */
-        notify: z.union([z.literal(0), z.literal(1), z.literal(4)]),
+        notify: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(4)]),
         signal: int.min(0).max(64),
         /** sigev_value, hex. */
         value: z.string().regex(/^[0-9a-f]+$/),
