@@ -13,6 +13,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   CLI,
   ckpt,
   dumpOk,
@@ -449,5 +450,12 @@ describe('terminals', () => {
     await waitLine(py.out, 'bye');
     const st = await exitsWithin(py.exited, 15_000, 'pty.spawn(ckpt restore --tty)');
     expect(st, `exit\n${py.out()}\n${py.err()}`).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('pty state', () => {
+  it("a slave's owner and mode, packet mode, a locked slave, a slave never opened, bytes queued both ways, and a controlling terminal whose slave no process holds", async () => {
+    const { lines } = await checksAfterRestore('ptys');
+    expect(lines, lines.join('\n')).toEqual(['ok owner', 'ok packet', 'ok locked', 'ok unopened', 'ok queued', 'ok ctty', 'done']);
   });
 });

@@ -1,9 +1,10 @@
 /** Dump: pty fds (master, slave, /dev/tty on a pty) and the controlling terminal of each process. */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
 import { CkptError, type FdClaim, type FdDumpRequest, type ProcessDump } from '@ckpt/core';
-import { devParts, ptsIndex } from './dev.js';
+import { devParts, ptmIndex, ptsIndex } from './dev.js';
 import { ioctlRead, KEEP_FLAGS, TCGETS, TERMIOS_SIZE, TIOCGDEV, TIOCGPKT, TIOCGPTLCK, TIOCGPTN, TIOCGWINSZ, WINSIZE_SIZE } from './ioctl.js';
 import { NAME, type TtyFdData, type TtyProcessRecord } from './record.js';
+import { takeQueued } from './queue.js';
 
 /** tty_nr and tpgid of /proc/PID/stat (fields 7 and 8). */
 function cttyOf(pid: number): { ttyNr: number; tpgid: number; sid: number } {
@@ -55,17 +56,54 @@ export async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdC
   else data.hungUp = true;
   if (winsize) data.winsize = winsize.toString('base64');
   if (devTty) data.devTty = true;
+  const node = side === 'slave' && !devTty ? req.stat : slaveNode(proc, index!);
+  if (node) data.node = { uid: node.uid, gid: node.gid, mode: node.mode & 0o7777 };
   if (side === 'master') {
     if (ioctlRead(t, req.fd, TIOCGPKT, 4, 128)?.readInt32LE(0)) data.packet = true;
     if (ioctlRead(t, req.fd, TIOCGPTLCK, 4, 136)?.readInt32LE(0)) data.locked = true;
+    // Bytes queued either way (read and put back at once): once per pty, by its first master description.
+    if (termios && !data.locked) {
+      const queued = takeQueued(t, req.fd, termios, !!data.packet);
+      if (queued) data.queued = queued;
+    }
   }
   return { kind: side === 'master' ? 'ptmx' : 'pts', data };
 }
 
-/** The controlling terminal of the process, when it is a pty. */
+/** The device node of slave `index` as the process sees it (a master's slave may never have been opened). */
+function slaveNode(proc: ProcessDump, index: number): Stats | undefined {
+  try {
+    return statSync(`/proc/${proc.procPid}/root/dev/pts/${index}`);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The controlling terminal of the process: a pty's slave, or its master (TIOCSCTTY on a master
+ * fd). Any other terminal (a console, a virtual or serial terminal) of a session the image makes
+ * again (its leader is in it) is refused: ckpt does not give it back. A process of a session led
+ * from outside (a shell job) joins the session of ckpt restore, and its terminal, as before.
+ */
 export async function dumpProcess(proc: ProcessDump): Promise<void> {
-  const st = cttyOf(proc.pid);
-  const index = st.ttyNr ? ptsIndex(st.ttyNr) : undefined;
-  if (index === undefined) return;
-  proc.put(NAME, { ctty: { index, leader: st.sid === proc.pid, tpgid: st.tpgid > 0 ? st.tpgid : 0 } } satisfies TtyProcessRecord);
+  const st = cttyOf(proc.procPid);
+  if (!st.ttyNr) return;
+  const slave = ptsIndex(st.ttyNr);
+  const master = slave === undefined ? ptmIndex(st.ttyNr) : undefined;
+  if (slave === undefined && master === undefined) {
+    if (st.sid !== proc.pid) return;
+    const { major, minor } = devParts(st.ttyNr);
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED',
+      `cannot checkpoint pid ${proc.pid} (${proc.comm}): its controlling terminal is the terminal device ${major}:${minor}, not a pty, which ckpt does not give back`,
+      { hint: 'run the program on a pty (e.g. under script, tmux or ssh), or detach it from its terminal (setsid)' },
+    );
+  }
+  const ctty = {
+    index: (slave ?? master)!,
+    leader: st.sid === proc.pid,
+    tpgid: st.tpgid > 0 ? st.tpgid : 0,
+    ...(master !== undefined ? { master: true } : {}),
+  };
+  proc.put(NAME, { ctty } satisfies TtyProcessRecord);
 }

@@ -4,26 +4,30 @@
  * Dump (files.dumpFd, asked before the built-in file handler):
  *   - pty slaves (/dev/pts/N, char major 136-143) and pty masters (/dev/ptmx, 5:2; their index
  *     from fdinfo `tty-index`) are claimed: the pty index, the open flags, the terminal settings
- *     (termios, by a remote TCGETS in the process), the window size, and for a master its packet
- *     mode and whether its slave is still locked. An fd opened on /dev/tty (5:0) is recorded as
+ *     (termios, by a remote TCGETS in the process), the window size, the slave node's owner and
+ *     mode, and for a master its packet mode, whether its slave is still locked, and the bytes
+ *     queued in the pty both ways (read and put back at once, queue.ts). An fd opened on /dev/tty (5:0) is recorded as
  *     a slave fd of the pty it was opened on (TIOCGDEV), when that is a pty. Other character
  *     devices (/dev/null, consoles, a /dev/tty of a console, ...) are left to @ckpt/plugin-files.
- *   - per process whose controlling terminal is a pty (/proc/PID/stat tty_nr): which pty,
- *     whether the process leads that session, and the terminal's foreground process group
- *     (tpgid). Stored under this plugin's name only for such processes.
+ *   - per process whose controlling terminal is a pty (/proc/PID/stat tty_nr): which pty, its
+ *     slave or its master side, whether the process leads that session, and the terminal's
+ *     foreground process group (tpgid). Stored under this plugin's name only for such processes.
+ *     A session leader whose controlling terminal is not a pty (a console, a virtual or serial
+ *     terminal) is refused.
  *
  * Restore: every pty the image names becomes a new pty pair (open /dev/ptmx, unlock, the saved
  * termios and window size and packet mode). Each saved open description of the master gets that
  * new master; each description of the slave a new open of the new slave (TIOCGPTPEER, same
  * flags); descriptions shared by several fds or processes stay shared (@ckpt/plugin-files). The
- * new pty usually has another number: programs that kept the old name (ttyname) in memory keep
- * the old name. Once every fd is in place (session.fdsInstalled) the session leader takes the new
- * slave as controlling terminal again (TIOCSCTTY, run in the process), and the foreground process
- * group is restored (TIOCSPGRP). A controlling terminal that no process of the image holds an
- * fd on (its only holder, e.g. `script`, was outside) is not restored: the kernel drops a
- * controlling terminal at its last close, and its hangup would kill the session; the process
- * goes on without one. Bytes queued in a terminal at dump time (typed-ahead input, output its
- * master had not read) are not saved.
+ * new slave node gets the saved owner and mode; the queued bytes go back in. The new pty usually
+ * has another number: programs that kept the old name (ttyname) in memory keep the old name. Once
+ * every fd is in place (session.fdsInstalled) the session leader takes the new slave (or master)
+ * as controlling terminal again (TIOCSCTTY, run in the process, on its own fd or on one opened
+ * for the moment: with the master in the image the terminal lives on without any slave fd), and
+ * the foreground process group is restored (TIOCSPGRP). A controlling terminal whose master was
+ * outside the image and whose slave no process of the image holds (its only holder, e.g.
+ * `script`, was outside) is not restored: the master ckpt would keep goes when ckpt (or its
+ * keeper) does, and that hangup would kill the session; the process goes on without one.
  *
  * A pty whose master was not part of the image (the program ran under `script`, ssh, tmux or a
  * terminal emulator, none of them dumped) is restored on a fresh pty whose master ckpt keeps:

@@ -18,6 +18,10 @@ export interface PtyPlan {
   packet?: boolean;
   locked?: boolean;
   hungUp?: boolean;
+  /** The slave's device node: owner and mode. */
+  node?: TtyFdData['node'];
+  /** Bytes queued in it at dump time, put into the new pty once it is made. */
+  queued?: TtyFdData['queued'];
   /** --tty: its slave is replaced by the restorer's terminal. */
   terminal: boolean;
   /** Our fd of the new master, once created. */
@@ -82,6 +86,8 @@ export function plan(session: RestoreSession, opts: TtyOptions, log: Logger): Tt
       }
       p.termios ??= d.termios;
       p.winsize ??= d.winsize;
+      p.node ??= d.node;
+      p.queued ??= d.queued;
       if (d.hungUp) p.hungUp = true;
     }
     const rec = proc.get<TtyProcessRecord>(NAME);

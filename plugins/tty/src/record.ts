@@ -32,6 +32,10 @@ export interface TtyFdData {
   locked?: boolean;
   /** The terminal was hung up at dump time (its other end closed). */
   hungUp?: boolean;
+  /** The slave's device node (/dev/pts/N): owner and permission bits (chown, chmod, grantpt). */
+  node?: { uid: number; gid: number; mode: number };
+  /** Master: bytes queued in the pty at dump time (see queue.ts). */
+  queued?: { input?: string; output?: string };
 }
 
 /** Per process, only when its controlling terminal is a pty. */
@@ -43,6 +47,8 @@ export interface TtyProcessRecord {
     leader: boolean;
     /** The foreground process group of the terminal (image pid), 0 if none. */
     tpgid: number;
+    /** It is the master's side (TIOCSCTTY on a master fd), not the slave. */
+    master?: boolean;
   };
 }
 
@@ -57,10 +63,12 @@ export const ttyFdData = z.strictObject({
   packet: z.boolean().optional(),
   locked: z.boolean().optional(),
   hungUp: z.boolean().optional(),
+  node: z.strictObject({ uid: uint, gid: uint, mode: uint }).optional(),
+  queued: z.strictObject({ input: base64.optional(), output: base64.optional() }).optional(),
 });
 
 export const ttyProcessRecord = z.strictObject({
-  ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint }),
+  ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint, master: z.boolean().optional() }),
 });
 
 // Compile-time checks: the interfaces and the schemas describe the same records.

@@ -1,5 +1,5 @@
 /** Restore: new ptys, the fds on them (fds.restore), then controlling terminals and foreground groups (fdsInstalled). */
-import { closeSync, openSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, openSync } from 'node:fs';
 import { CkptError, type FdRecord, type Logger, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, SYS, O_APPEND, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDWR, F_DUPFD_CLOEXEC, F_SETFL, SIGTTOU, SIGWINCH } from '@ckpt/native';
 import {
@@ -20,6 +20,7 @@ import {
   WINSIZE_SIZE,
 } from './ioctl.js';
 import { closeQuietly, stateOf, type PtyPlan, type TtyState } from './plan.js';
+import { putBack } from './queue.js';
 import { NAME, type TtyFdData, type TtyProcessRecord } from './record.js';
 
 function stubOf(proc: ProcessRestore): Tracee {
@@ -68,7 +69,14 @@ function ensurePty(p: PtyPlan, proc: ProcessRestore, state: TtyState, log: Logge
     if (p.termios) ioctlWrite(t, fd, TCSETS, Buffer.from(p.termios, 'base64'), 64);
     if (p.winsize) ioctlWrite(t, fd, TIOCSWINSZ, Buffer.from(p.winsize, 'base64'), 128);
     if (p.packet) ioctlWrite(t, fd, TIOCPKT, int32(1), 192);
+    if (p.queued && p.termios && !p.locked) putBack(t, fd, Buffer.from(p.termios, 'base64'), p.queued);
   });
+  if (p.node && p.newIndex !== undefined) {
+    // The slave's node as it was (owner and mode, e.g. after grantpt or a chown), on this host's devpts.
+    const path = `/dev/pts/${p.newIndex}`;
+    chownSync(path, p.node.uid, p.node.gid);
+    chmodSync(path, p.node.mode);
+  }
   log('pty %d of the image is now /dev/pts/%d', p.index, p.newIndex);
   return m;
 }
@@ -124,21 +132,28 @@ export function makeRestoreFd(log: Logger) {
   };
 }
 
-/** An fd number of the process on the (new) slave of pty `index`, if it holds one. */
-function slaveFdOf(proc: ProcessRestore, state: TtyState, index: number): number | undefined {
+/** An fd number of the process on the (new) slave (or master) of pty `index`, if it holds one. */
+function ptyFdOf(proc: ProcessRestore, state: TtyState, index: number, side: 'slave' | 'master'): number | undefined {
   for (const r of proc.fds) {
     const d = state.fdData.get(`${proc.pid}:${r.fd}`);
-    if (d && d.side === 'slave' && d.index === index) return r.fd;
+    if (d && d.side === side && d.index === index) return r.fd;
   }
   return undefined;
 }
 
-/** Runs fn on an fd of the process on the terminal that replaces pty p (its own, or a temporary one). */
-function onTerminalFd(proc: ProcessRestore, p: PtyPlan, state: TtyState, log: Logger, fn: (fd: number, t: Tracee) => void): void {
-  const own = slaveFdOf(proc, state, p.index);
+/**
+ * Runs fn on an fd of the process on the terminal that replaces pty p (its own, or a temporary
+ * one): its slave side, or its master side when `master` (a controlling terminal taken on a master).
+ */
+function onTerminalFd(proc: ProcessRestore, p: PtyPlan, state: TtyState, log: Logger, fn: (fd: number, t: Tracee) => void, master = false): void {
+  const own = ptyFdOf(proc, state, p.index, master ? 'master' : 'slave');
   const t = stubOf(proc);
   if (own !== undefined) {
     fn(own, t);
+    return;
+  }
+  if (master) {
+    inProcess(proc, ensurePty(p, proc, state, log), fn);
     return;
   }
   const ours = p.terminal ? openTerminal(p, proc, state, O_RDWR) : openSlave(p, proc, state, O_RDWR, log);
@@ -176,10 +191,12 @@ export function makeAfterInstall(log: Logger) {
     const state = stateOf(session);
     const p = state.ptys.get(rec.ctty.index);
     if (!p || (p.hungUp && !p.terminal)) return;
-    if (!p.terminal && !p.holders.length) {
+    if (!p.terminal && !p.holders.length && !p.hasMaster) {
       // Nothing of the image holds the terminal open (its holder, e.g. `script`, was outside):
-      // a controlling terminal nobody holds is dropped by the kernel at its last close, and its
-      // hangup would kill the session. The process goes on without a controlling terminal.
+      // the master ckpt would keep closes when ckpt (or its keeper, with no slave holder) goes,
+      // and that hangup would kill the session. The process goes on without a controlling
+      // terminal. (With its master in the image, a controlling terminal whose slave nobody holds
+      // is taken again through a slave opened for a moment: it lives as long as the master.)
       log('pid %d: no process of the image holds its controlling terminal (pty %d) open: restored without one', proc.pid, p.index);
       return;
     }
@@ -191,20 +208,27 @@ export function makeAfterInstall(log: Logger) {
       /* a group whose leader is not in the image: left as the kernel makes it */
     }
     if (rec.ctty.leader) {
-      onTerminalFd(proc, p, state, log, (fd, t) => {
-        let r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 0);
-        // --tty: the restorer's terminal is its own session's: take it over (we are root).
-        if (r === -EPERM && p.terminal) r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 1);
-        if (r < 0n) {
-          log('pid %d: cannot take its terminal as controlling terminal again (errno %d)', proc.pid, -Number(r));
-          return;
-        }
-        if (fg) {
-          const s = withSigttouBlocked(t, () => t.syscallRaw(SYS.ioctl, fd, TIOCSPGRP, t.put(int32(fg), 0)));
-          if (s < 0n) log('pid %d: cannot make process group %d the foreground group (errno %d)', proc.pid, fg, -Number(s));
-        }
-        if (p.terminal) notifyResize(proc, p, rec.ctty.tpgid, fd, t, log);
-      });
+      onTerminalFd(
+        proc,
+        p,
+        state,
+        log,
+        (fd, t) => {
+          let r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 0);
+          // --tty: the restorer's terminal is its own session's: take it over (we are root).
+          if (r === -EPERM && p.terminal) r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 1);
+          if (r < 0n) {
+            log('pid %d: cannot take its terminal as controlling terminal again (errno %d)', proc.pid, -Number(r));
+            return;
+          }
+          if (fg) {
+            const s = withSigttouBlocked(t, () => t.syscallRaw(SYS.ioctl, fd, TIOCSPGRP, t.put(int32(fg), 0)));
+            if (s < 0n) log('pid %d: cannot make process group %d the foreground group (errno %d)', proc.pid, fg, -Number(s));
+          }
+          if (p.terminal) notifyResize(proc, p, rec.ctty.tpgid, fd, t, log);
+        },
+        !!rec.ctty.master && !p.terminal,
+      );
       if (p.terminal && state.terminal) state.terminal.fgDone = true;
       return;
     }
