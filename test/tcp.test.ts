@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   ckpt,
   describeResult,
   dumpOk,
@@ -548,5 +549,21 @@ describe('redis-server', () => {
   it('restore --help documents --tcp-close', async () => {
     const r = await ckpt(['restore', '--help']);
     expect(r.stdout + r.stderr, describeResult(r)).toMatch(/--tcp-close/);
+  });
+});
+
+describe('socket state', () => {
+  it('SO_REUSEPORT groups, free-bound listeners, a UDP socket shut down for writing, options (priority with IP_TOS, mark, buffer lock, no-check, TCP keepalive) and a classic BPF filter', async () => {
+    const { lines } = await checksAfterRestore('sockopts');
+    expect(lines, lines.join('\n')).toEqual([
+      'ok reuseport',
+      'ok reuseport-port',
+      'ok freebind',
+      'ok shutwr',
+      'ok options',
+      'ok filter',
+      'ok unix-filter',
+      'done',
+    ]);
   });
 });

@@ -287,6 +287,8 @@ export interface InetBinding {
   udpInject(to: InetAddr, from: InetAddr, data: Buffer): void;
   /** sock_diag lookup of a TCP socket by 4-tuple: state, inode (0: orphaned, no file), uid. */
   tcpDiag(local: InetAddr, peer: InetAddr): { state: number; inode: number; uid: number } | null;
+  /** The shutdown bits (1 receive, 2 send) of the inet socket with that inode (sock_diag), or null. */
+  inetShutdown(family: 4 | 6, protocol: number, inode: number): number | null;
   /** SOCK_DESTROY of the TCP socket with that 4-tuple. */
   tcpDestroy(local: InetAddr, peer: InetAddr): void;
   /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */

@@ -90,6 +90,8 @@ export const SYS = Object.freeze({
   fchmod: 91,
   wait4: 61,
   rt_sigtimedwait: 128,
+  setsockopt: 54,
+  getsockopt: 55,
   clock_gettime: 228,
 });
 

@@ -66,6 +66,7 @@ export const GROUPS = {
     'udpPeek',
     'udpInject',
     'tcpDiag',
+    'inetShutdown',
     'tcpDestroy',
     'tcpResetSocket',
   ],

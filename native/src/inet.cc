@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
+#include <linux/rtnetlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -544,6 +545,32 @@ Napi::Value TcpDiag(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// inetShutdown(family, protocol, inode) -> the shutdown bits (1 receive, 2 send) of the inet
+// socket with that inode (sock_diag dump of the protocol, INET_DIAG_SHUTDOWN), or null if not found.
+Napi::Value InetShutdown(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  inet_diag_req_v2 req{};
+  req.sdiag_family = ArgInt(info[0]) == 6 ? AF_INET6 : AF_INET;
+  req.sdiag_protocol = static_cast<uint8_t>(ArgInt(info[1]));
+  req.idiag_states = ~0u;
+  uint32_t want = static_cast<uint32_t>(info[2].As<Napi::Number>().Int64Value());
+  int found = -1;
+  const char* stage = nullptr;
+  int r = SockDiag(SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, &req, sizeof req, [&](const nlmsghdr* h) {
+    auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+    if (m->idiag_inode != want) return true;
+    found = 0;
+    int alen = static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*m)));
+    for (auto* a = reinterpret_cast<const rtattr*>(m + 1); RTA_OK(a, alen); a = RTA_NEXT(a, alen)) {
+      if (a->rta_type == INET_DIAG_SHUTDOWN && RTA_PAYLOAD(a) >= 1) found = *static_cast<const uint8_t*>(RTA_DATA(a));
+    }
+    return true;
+  }, -1, &stage);
+  if (r < 0) return Fail(env, -r, stage ? stage : "sock_diag(inet)");
+  if (found < 0) return env.Null();
+  return Napi::Number::New(env, found);
+}
+
 // tcpDestroy(local, peer): aborts the TCP socket with that 4-tuple (SOCK_DESTROY).
 Napi::Value TcpDestroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -615,6 +642,7 @@ void InitInet(Napi::Env env, Napi::Object exports) {
   exports.Set("udpPeek", Napi::Function::New(env, UdpPeek));
   exports.Set("udpInject", Napi::Function::New(env, UdpInject));
   exports.Set("tcpDiag", Napi::Function::New(env, TcpDiag));
+  exports.Set("inetShutdown", Napi::Function::New(env, InetShutdown));
   exports.Set("tcpDestroy", Napi::Function::New(env, TcpDestroy));
   exports.Set("tcpResetSocket", Napi::Function::New(env, TcpResetSocket));
 }

@@ -104,3 +104,4 @@ export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMI
 export { logger, enableLogging, type Logger } from './log.js';
 export { saveShmem, saveMappedShmem, sealShmem, shmemFd, isShmemRef, type ShmemKind, type ShmemRef } from './shmem.js';
 export { remoteOpen, readThroughFd, withSignalsHeld, type RemoteOpenOptions } from './helpers.js';
+export { readSocketFilter, attachSocketFilter, type SocketFilter } from './sockfilter.js';

@@ -9,6 +9,7 @@ import {
   createSessionState,
   fault,
   procfs,
+  readSocketFilter,
   type DumpSession,
   type FdClaim,
   type FdDumpRequest,
@@ -159,7 +160,11 @@ export function makeDumpFd(ctx: PluginContext) {
     const state = tcp ? (info.state ?? CLOSE) : info.peer ? ESTABLISHED : CLOSE;
     const data = baseRecord(req, info, tcp, state);
     const what = `pid ${proc.pid} fd ${req.fd} (${describeSocket(data)})`;
+    const filter = readSocketFilter(proc, req.fd, what);
+    if (filter) data.filter = filter;
     if (!tcp) {
+      const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
+      if (shut) data.shutdown = shut;
       dumpDatagrams(req.dupFd, data);
     } else if (state === LISTEN) {
       dumpListener(ctx, info, data, what);

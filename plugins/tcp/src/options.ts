@@ -24,6 +24,8 @@ import {
 } from '@ckpt/native';
 import type { InetSocketData } from './record.js';
 
+const SO_BUF_LOCK = 72;
+
 /** Int options saved when they differ from a fresh socket's: [level, name, which sockets]. */
 const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'udp4' | 'udp6' | 'nobuf']> = [
   [SOL_SOCKET, SO_REUSEADDR, 'all'],
@@ -31,7 +33,6 @@ const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'ud
   [SOL_SOCKET, SO_KEEPALIVE, 'all'],
   [SOL_SOCKET, 6 /* SO_BROADCAST */, 'udp'],
   [SOL_SOCKET, 10 /* SO_OOBINLINE */, 'tcp'],
-  [SOL_SOCKET, 12 /* SO_PRIORITY */, 'all'],
   [SOL_SOCKET, 18 /* SO_RCVLOWAT */, 'all'],
   [SOL_SOCKET, 36 /* SO_MARK */, 'all'],
   [SOL_SOCKET, 5 /* SO_DONTROUTE */, 'all'],
@@ -40,6 +41,9 @@ const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'ud
   [SOL_SOCKET, 40 /* SO_RXQ_OVFL */, 'all'],
   [SOL_SOCKET, SO_SNDBUF, 'nobuf'],
   [SOL_SOCKET, SO_RCVBUF, 'nobuf'],
+  // After the sizes: setting a size locks it, SO_BUF_LOCK says which locks there are.
+  [SOL_SOCKET, SO_BUF_LOCK, 'all'],
+  [SOL_SOCKET, 11 /* SO_NO_CHECK */, 'all'],
   [IPPROTO_IP, 1 /* IP_TOS */, 'v4'],
   [IPPROTO_IP, 2 /* IP_TTL */, 'v4'],
   [IPPROTO_IP, 8 /* IP_PKTINFO */, 'v4'],
@@ -79,6 +83,8 @@ const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'ud
   [IPPROTO_UDP, 1 /* UDP_CORK */, 'udp'],
   [IPPROTO_UDP, 103 /* UDP_SEGMENT */, 'udp'],
   [IPPROTO_UDP, 104 /* UDP_GRO */, 'udp'],
+  // Last: IP_TOS and IPV6_TCLASS set the priority too.
+  [SOL_SOCKET, 12 /* SO_PRIORITY */, 'all'],
 ];
 
 /** A fresh socket of each kind, to tell which options a program changed. */
@@ -109,6 +115,7 @@ function congestion(fd: number): string | undefined {
 export function readOptions(fd: number, domain: number, type: number, proto: number, connected: boolean): Pick<InetSocketData, 'opts' | 'rawOpts'> {
   const def = defaultOpts(domain, type, proto);
   const opts: Array<[number, number, number]> = [];
+  const bufLock = native.sock.sockGetInt(fd, SOL_SOCKET, SO_BUF_LOCK);
   for (const [level, name, which] of INT_OPTS) {
     if (which === 'tcp' && proto !== IPPROTO_TCP) continue;
     if (which === 'udp' && proto !== IPPROTO_UDP) continue;
@@ -116,8 +123,9 @@ export function readOptions(fd: number, domain: number, type: number, proto: num
     if (which === 'v4' && domain !== AF_INET) continue;
     if (which === 'udp4' && (domain !== AF_INET || proto !== IPPROTO_UDP)) continue;
     if (which === 'udp6' && (domain !== AF_INET6 || proto !== IPPROTO_UDP)) continue;
-    // Connections autotune their buffers: keeping the size would freeze it.
-    if (which === 'nobuf' && proto === IPPROTO_TCP && connected) continue;
+    // A buffer size the program set is locked (SO_BUF_LOCK, Linux 5.14): that one is kept; the
+    // kernel's own (autotuned on connections) is not, or restoring it would freeze it.
+    if (which === 'nobuf' && (bufLock !== null ? !(bufLock & (name === SO_SNDBUF ? 1 : 2)) : proto === IPPROTO_TCP && connected)) continue;
     const v = native.sock.sockGetInt(fd, level, name);
     if (v === null || v === def.ints.get(`${level}/${name}`)) continue;
     // The kernel doubles buffer sizes it is given.

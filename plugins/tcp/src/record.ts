@@ -83,6 +83,10 @@ export const inetSocketData = z.strictObject({
   /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
   recvQueue: uint,
   sendQueue: uint,
+  /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag. */
+  shutdown: z.number().int().min(1).max(3).optional(),
+  /** A classic BPF socket filter (SO_ATTACH_FILTER). */
+  filter: z.strictObject({ code: base64, locked: z.boolean().optional() }).optional(),
   /** The dump left the connection blocked (nftables) for the restore to reopen. */
   locked: z.boolean().optional(),
   /** What was not kept, for ckpt show. */

@@ -5,6 +5,7 @@
  */
 import { closeSync } from 'node:fs';
 import {
+  attachSocketFilter,
   CkptError,
   createSessionState,
   logger,
@@ -28,6 +29,7 @@ import {
   SOCK_STREAM,
   SOL_SOCKET,
   SO_REUSEADDR,
+  type NativeError,
 } from '@ckpt/native';
 import { TCP_STATES, type InetAddr, type InetSocketData, type TcpConnData, type TcpOptions } from './record.js';
 import { leaveRepair, setOptions } from './options.js';
@@ -220,6 +222,14 @@ async function restoreBoundOrConnecting(fd: number, d: InetSocketData, what: str
     if (r !== 0 && r !== EINPROGRESS) throw new Error(`connect: ${r}`);
   }
   if (d.datagrams?.length) await refillDatagrams(fd, d, what);
+  // shutdown(2) of an unconnected datagram socket takes effect and answers ENOTCONN.
+  if (d.shutdown) {
+    try {
+      native.sock.unixShutdown(fd, d.shutdown - 1);
+    } catch (e) {
+      if ((e as NativeError).code !== 'ENOTCONN') throw e;
+    }
+  }
 }
 
 /** Every socket but an established or closing connection: a new socket with its options, name, peer and queue. */
@@ -253,6 +263,7 @@ export async function restoreFd(ctx: PluginContext<TcpOptions>, rec: FdRecord, p
     fd = await restoreFresh(ctx, d, domain, what);
   }
   native.fd.fcntl(fd, F_SETFL, d.flags & O_NONBLOCK);
+  if (d.filter) attachSocketFilter(proc, fd, d.filter, what);
   return fd;
 }
 

@@ -5,7 +5,7 @@
  */
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { CkptError, createSessionState, type DumpSession, type FdClaim, type FdDumpRequest, type Logger, type ProcessDump } from '@ckpt/core';
+import { CkptError, createSessionState, readSocketFilter, type DumpSession, type FdClaim, type FdDumpRequest, type Logger, type ProcessDump } from '@ckpt/core';
 import { native, AF_UNIX, O_NONBLOCK, SO_DOMAIN, SO_TYPE, type UnixDiagEntry } from '@ckpt/native';
 import type { QueuedMessage, UnixSocketData, UnixType } from './record.js';
 import { addrText, externals, isPath, parseAddrText, rawOf } from './names.js';
@@ -174,6 +174,8 @@ export function makeDumpFd(log: Logger) {
       queuedBytes: 0,
       opts: readOptions(req.dupFd),
     };
+    const filter = readSocketFilter(proc, req.fd, `fd ${req.fd} (a unix ${type} socket)`);
+    if (filter) d.filter = filter;
     dumpName(d, e, proc.procPid);
     dumpConnection(d, e, st, type);
     if (d.state !== 'listening') dumpQueue(req, d, e, pid, type);

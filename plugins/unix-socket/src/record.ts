@@ -97,5 +97,7 @@ export const unixSocketData = z.strictObject({
   /** Bytes received from an external peer that a fresh connection cannot carry (dropped). */
   droppedBytes: uint.optional(),
   opts: unixOptions,
+  /** A classic BPF socket filter (SO_ATTACH_FILTER). */
+  filter: z.strictObject({ code: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), locked: z.boolean().optional() }).optional(),
 });
 export type UnixSocketData = z.infer<typeof unixSocketData>;

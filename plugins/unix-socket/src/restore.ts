@@ -4,7 +4,7 @@
  * of our socket.
  */
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
-import { CkptError, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { attachSocketFilter, CkptError, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
 import { native, F_DUPFD_CLOEXEC, F_SETFL, O_NONBLOCK, SHUT_RD, SHUT_WR, SOCK_DGRAM, SOCK_NONBLOCK, type UnixDiagEntry } from '@ckpt/native';
 import type { UnixSocketData } from './record.js';
 import { addrText, bindsName, externals, parseAddrText, pathOf, rawOf, reachable } from './names.js';
@@ -342,6 +342,8 @@ export function makeRestoreFd(log: Logger) {
     const b = builds.of(proc.session).build ?? buildAll(proc.session, log);
     const s = b.socks.get(d.ino);
     if (!s) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `fd ${rec.fd} of pid ${proc.pid}: unix socket ${d.ino} was not rebuilt`);
+    // The filter runs in the process (the program is copied in through a pointer); once per socket.
+    if (d.filter) attachSocketFilter(proc, s.rfd, d.filter, `fd ${rec.fd} of pid ${proc.pid} (${describeSocket(d)})`);
     return native.fd.fcntl(s.rfd, F_DUPFD_CLOEXEC, 0);
   };
 }
