@@ -11,6 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  checksAfterRestore,
   ckpt,
   expectCleanError,
   expectOk,
@@ -433,15 +434,31 @@ signal.sigwait({signal.SIGUSR1})
     await waitForLine(stdout, /^got b'abc' b''$/);
   });
 
-  it('file descriptors in flight (SCM_RIGHTS) are refused, naming the socket; the process carries on', async () => {
+  it('a dump that leaves the process running leaves its files in flight in the queue, and no fd behind', async () => {
     const dir = makeTempDir('unixrights');
     const img = path.join(dir, 'img');
     const { pid, stdout } = await runFixture(dir, [RIGHTS], { name: 'rights' });
-    const m = (await waitForLine(stdout, /^sent fds (\d+) (\d+)$/)).match;
-    const r = await ckpt(['dump', '-t', String(pid), '-D', img]);
-    expectCleanError(r, /SCM_RIGHTS/, `fd ${m[2]}`, numRe(pid));
+    await waitForLine(stdout, /^sent fds (\d+) (\d+)$/);
+    const before = fs.readdirSync(`/proc/${pid}/fd`).sort();
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running']));
+    expect(fs.readdirSync(`/proc/${pid}/fd`).sort(), 'the fds the dump peeked in the process are closed').toEqual(before);
     expectRunningFree(pid);
     process.kill(pid, 'SIGUSR1');
     await waitForLine(stdout, /^received fd ok$/);
+  });
+});
+
+describe('files in flight', () => {
+  it('SCM_RIGHTS in stream, datagram and seqpacket queues: a pipe only in flight, a file shared with a held fd, an eventfd in two messages, a socket with its own queue', async () => {
+    const { lines } = await checksAfterRestore('scm');
+    expect(lines, lines.join('\n')).toEqual([
+      'ok stream-pipe',
+      'ok stream-file',
+      'ok stream-tail',
+      'ok dgram-eventfd',
+      'ok dgram-two',
+      'ok seqpacket-socket',
+      'done',
+    ]);
   });
 });

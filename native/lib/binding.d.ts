@@ -63,8 +63,12 @@ export interface UnixDiagEntry {
   uid?: number;
 }
 export interface UnixPeekResult {
-  /** Stream: chunks to join; datagram/seqpacket: one per message, with the sender's address. */
-  messages: Array<{ data: Buffer; addr?: Buffer }>;
+  /**
+   * Stream: chunks to join; datagram/seqpacket: one per message, with the sender's address. `at`:
+   * its offset in the queue (SO_PEEK_OFF); `rights`: the fds in flight with it (a stream chunk
+   * ends with the message that carried them).
+   */
+  messages: Array<{ data: Buffer; addr?: Buffer; at?: number; rights?: number }>;
   /** File descriptors in flight (SCM_RIGHTS) met in the queue (peeked copies already closed). */
   rights: number;
   /** Control data was truncated (more fds in flight than counted). */

@@ -91,6 +91,7 @@ export const SYS = Object.freeze({
   wait4: 61,
   rt_sigtimedwait: 128,
   setsockopt: 54,
+  recvmsg: 47,
   getsockopt: 55,
   clock_gettime: 228,
 });

@@ -257,8 +257,9 @@ Napi::Value UnixName(const Napi::CallbackInfo& info) {
 // socket's own peek offset is put back afterwards). Stream sockets give chunks (join them), and
 // stop once `limit` bytes (the queue length sock_diag reported) are read: a stream read that
 // finds the queue empty would consume a pending socket error. Datagram and seqpacket sockets
-// give one entry per message, with the sender's address. File descriptors in flight
-// (SCM_RIGHTS) peeked along are closed at once and counted in `rights`.
+// give one entry per message, with the sender's address and its offset `at`. File descriptors
+// in flight (SCM_RIGHTS) peeked along are closed at once and counted: in `rights`, and per
+// message (a stream chunk ends with the message that carried them).
 Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = ArgInt(info[0]);
@@ -345,14 +346,16 @@ Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
       continue;
     }
     if (mh.msg_flags & MSG_CTRUNC) truncated = true;
+    uint32_t own = 0;
     for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
       if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
         size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         int* fds = reinterpret_cast<int*>(CMSG_DATA(c));
         for (size_t i = 0; i < k; i++) close(fds[i]);
-        rights += static_cast<uint32_t>(k);
+        own += static_cast<uint32_t>(k);
       }
     }
+    rights += own;
     if (!stream && static_cast<size_t>(n) > buf.size()) {
       // A datagram larger than the buffer: peek it again, whole, from its start.
       buf.resize(static_cast<size_t>(n));
@@ -372,6 +375,9 @@ Napi::Value UnixPeek(const Napi::CallbackInfo& info) {
     m.Set("data", Napi::Buffer<uint8_t>::Copy(env, buf.data(), static_cast<size_t>(n)));
     size_t an = mh.msg_namelen > kPathOff ? mh.msg_namelen - kPathOff : 0;
     if (!stream && an) m.Set("addr", AddrBytes(env, reinterpret_cast<const uint8_t*>(from.sun_path), an));
+    // Where it starts in the queue (the peek offset), and the fds in flight with it.
+    m.Set("at", Napi::Number::New(env, static_cast<double>(off)));
+    if (own) m.Set("rights", Napi::Number::New(env, own));
     msgs.Set(count++, m);
     off += n;
     if (off > 0x7fffffffL) {

@@ -142,6 +142,18 @@ export interface ProcessDump {
   readonly session: DumpSession;
   /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
+  /**
+   * Files in flight saved with dumpInFlight (not in its fd table): ids (negative) as `fd`.
+   */
+  readonly inFlight: FdRecord[];
+  /**
+   * Saves a file in flight — e.g. passed with SCM_RIGHTS, still in a socket's queue — that a
+   * plugin made appear for the moment at fd `fd` of the frozen process (by peeking the queue in
+   * it): its description goes through fds.dump like any fd's, or names the one it shares with an
+   * fd of the image. Returns its id (negative, never an fd number) for restoreInFlight; the plugin
+   * closes `fd` after.
+   */
+  dumpInFlight(fd: number): Promise<number>;
   /** What it shares with its parent (its fd table: CLONE_FILES; cwd, root, umask: CLONE_FS), found by core at the freeze. */
   sharesWithParent?: SharedWithParent[];
   readonly records: Record<string, unknown>;
@@ -258,4 +270,10 @@ export interface ProcessRestore {
   installFd(fd: number, restorerFd: number, cloexec: boolean): void;
   /** Our fd (in the restorer) for an fd of this process once core installed it (e.g. to wire epoll). */
   restorerFd(fd: number): number | undefined;
+  /**
+   * Our fd (in the restorer) of a file in flight this process's record holds (dumpInFlight's id),
+   * made on first use. Call it once every fd is installed (session.fdsInstalled) when the file may
+   * share a description with an fd of another process.
+   */
+  restoreInFlight(id: number): Promise<number>;
 }

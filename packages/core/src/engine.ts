@@ -40,7 +40,7 @@ import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
-import { dumpFdTable, restoreFdTable, checkSubstitutes, descriptionName, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
+import { dumpFdTable, dumpInFlight, restoreFdTable, descriptionOf, checkSubstitutes, descriptionName, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
 import { Installer, checkLayout, exitLeader } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
 import { relocatePath } from './paths.js';
@@ -174,7 +174,7 @@ export class Ckpt {
     try {
       this.runOptions.set(session, pluginOptions);
       await this.hooks.session.beforeDump.promise(session);
-      freezeTree(session, frozen);
+      freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
       await session.interruptionPoint();
       const pidns = pidNamespaceOf(pid, session);
@@ -241,6 +241,7 @@ export class Ckpt {
         sid: p.sid,
         comm: p.comm,
         fds: p.fds,
+        ...(p.inFlight.length ? { inFlight: p.inFlight } : {}),
         ...(p.sharesWithParent?.length ? { sharesWithParent: p.sharesWithParent } : {}),
         ...(p.leaderExited ? { leaderExited: true } : {}),
         layout,
@@ -287,7 +288,7 @@ export class Ckpt {
     try {
       this.runOptions.set(session, pluginOptions);
       for (const r of records) {
-        const [proc, installer] = processRestore(r, session);
+        const [proc, installer] = processRestore(this.hooks, r, session);
         installers.set(proc, installer);
         session.processes.push(proc);
         // One fd table with its parent (CLONE_FILES): one installer pidfd in it.
@@ -414,7 +415,7 @@ export class Ckpt {
         if (!plugin.record) continue;
         if (plugin.record.schema) r.records[name] = checked(plugin.record.schema, data, `the record of plugin ${name} for pid ${r.pid}`);
       }
-      for (const f of r.fds) {
+      for (const f of [...r.fds, ...(r.inFlight ?? [])]) {
         if (f.sameAs) continue;
         const plugin = byName.get(f.owner);
         if (!plugin) {
@@ -522,7 +523,7 @@ async function runQuietly(fn: () => Promise<unknown>, what: string): Promise<voi
 }
 
 /** Freezes the whole tree, parents first, re-reading it until no new process appears. */
-function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
+function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): void {
   const pc = session.services.processes;
   const seen = new Set<number>();
   for (;;) {
@@ -544,14 +545,20 @@ function freezeTree(session: DumpSession, frozen: Tracee[][]): void {
       );
       const threads = pc.freeze(n.pid);
       frozen.push(threads);
-      session.processes.push(processDump(n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
+      session.processes.push(processDump(hooks, n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
     }
   }
 }
 
-function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number; comm: string }, threads: Tracee[], session: DumpSession): ProcessDump {
+function processDump(
+  hooks: Hooks,
+  pid: number,
+  ids: { ppid: number; pgid: number; sid: number; comm: string },
+  threads: Tracee[],
+  session: DumpSession,
+): ProcessDump {
   const records: Record<string, unknown> = {};
-  return {
+  const proc: ProcessDump = {
     pid,
     ...ids,
     tracee: threads[0],
@@ -561,6 +568,8 @@ function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number
     session,
     records,
     fds: [],
+    inFlight: [],
+    dumpInFlight: (fd) => dumpInFlight(hooks, proc, fd),
     put(plugin, data) {
       records[plugin] = data;
     },
@@ -568,9 +577,10 @@ function processDump(pid: number, ids: { ppid: number; pgid: number; sid: number
       return records[plugin] as T | undefined;
     },
   };
+  return proc;
 }
 
-function processRestore(record: ProcessRecord, session: RestoreSession): [ProcessRestore, Installer] {
+function processRestore(hooks: Hooks, record: ProcessRecord, session: RestoreSession): [ProcessRestore, Installer] {
   let installer: Installer;
   const proc: ProcessRestore = {
     pid: record.pid,
@@ -588,6 +598,7 @@ function processRestore(record: ProcessRecord, session: RestoreSession): [Proces
     borrowFd: (restorerFd) => installer.borrow(restorerFd),
     installFd: (fd, restorerFd, cloexec) => installer.install(fd, restorerFd, cloexec),
     restorerFd: (fd) => restorerFdOf(proc, fd),
+    restoreInFlight: (id) => descriptionOf(hooks, session, record.pid, id),
   };
   installer = new Installer(proc);
   return [proc, installer];
@@ -600,14 +611,21 @@ function validateFdTable(dir: string, r: ProcessRecord): void {
   for (const k of ['ppid', 'pgid', 'sid'] as const) if (!Number.isInteger(r[k]) || r[k] < 0) throw bad(`${k} is not a pid`);
   if (!r.records || typeof r.records !== 'object') throw bad('records is not an object');
   if (!Array.isArray(r.fds)) throw bad('fds is not a list');
-  r.fds.forEach((f: FdRecord, i) => {
-    if (!f || typeof f !== 'object') throw bad(`fds[${i}] is not an object`);
-    if (!Number.isInteger(f.fd) || f.fd < 0) throw bad(`fds[${i}].fd is not an fd number`);
-    if (typeof f.owner !== 'string' || typeof f.kind !== 'string') throw bad(`fds[${i}] has no owner or kind`);
-    if (typeof f.cloexec !== 'boolean' || !Number.isInteger(f.flags)) throw bad(`fds[${i}].cloexec or .flags has the wrong type`);
-    if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`fds[${i}].sameAs is not { pid, fd }`);
-    if (f.fown !== undefined && ![f.fown.type, f.fown.pid, f.fown.sig].every(Number.isInteger)) throw bad(`fds[${i}].fown is not { type, pid, sig }`);
-  });
+  if (r.inFlight !== undefined && !Array.isArray(r.inFlight)) throw bad('inFlight is not a list');
+  for (const [list, name] of [
+    [r.fds, 'fds'],
+    [r.inFlight ?? [], 'inFlight'],
+  ] as const) {
+    list.forEach((f: FdRecord, i) => {
+      if (!f || typeof f !== 'object') throw bad(`${name}[${i}] is not an object`);
+      // Files in flight have ids below 0, fds numbers from 0.
+      if (!Number.isInteger(f.fd) || (name === 'fds') !== f.fd >= 0) throw bad(`${name}[${i}].fd is not ${name === 'fds' ? 'an fd number' : 'an id below 0'}`);
+      if (typeof f.owner !== 'string' || typeof f.kind !== 'string') throw bad(`${name}[${i}] has no owner or kind`);
+      if (typeof f.cloexec !== 'boolean' || !Number.isInteger(f.flags)) throw bad(`${name}[${i}].cloexec or .flags has the wrong type`);
+      if (f.sameAs !== undefined && (!Number.isInteger(f.sameAs.pid) || !Number.isInteger(f.sameAs.fd))) throw bad(`${name}[${i}].sameAs is not { pid, fd }`);
+      if (f.fown !== undefined && ![f.fown.type, f.fown.pid, f.fown.sig].every(Number.isInteger)) throw bad(`${name}[${i}].fown is not { type, pid, sig }`);
+    });
+  }
   if (r.leaderExited !== undefined && typeof r.leaderExited !== 'boolean') throw bad('leaderExited is not a boolean');
   if (r.sharesWithParent !== undefined && !(Array.isArray(r.sharesWithParent) && r.sharesWithParent.every((x) => x === 'files' || x === 'fs'))) {
     throw bad('sharesWithParent is not a list of "files" and "fs"');

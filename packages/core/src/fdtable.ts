@@ -64,9 +64,11 @@ export function fileId(pid: number, fd: number): string {
 
 interface Seen {
   pid: number;
-  /** The task kcmp looks at (its procPid). */
+  /** The task kcmp looks at (its procPid), and the fd there (ours, for a file in flight). */
   task: number;
   fd: number;
+  /** The number its record has (the fd, or a file in flight's id). */
+  id: number;
   kind: string;
   owner: string;
 }
@@ -74,47 +76,100 @@ interface Seen {
 /** Descriptions met so far in a dump, by dev:ino: kcmp only runs among fds of one inode. */
 const seenByInode = createSessionState('core:fd-descriptions', (_s: DumpSession) => new Map<string, Seen[]>());
 
-/** Walks the fds of a frozen process into its fd table (start of the files stage). */
-export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void> {
+/**
+ * Files in flight saved so far: their ids (negative, never fd numbers), and our duplicates of
+ * them, kept open until the dump ends so that a later holder of one is found by kcmp.
+ */
+const inFlight = createSessionState('core:in-flight', (_s: DumpSession) => ({ next: -1, dups: [] as number[] }), {
+  dispose: (st) => {
+    for (const fd of st.dups) closeQuietly(fd);
+  },
+});
+
+/**
+ * One fd of a frozen process through the fds.dump pipeline: the record of its description, or
+ * a record naming the description an earlier fd (of any process) holds. `fd` is where it is in
+ * the process; `id` the number the record gets (the fd, or a file in flight's id); `keep`: our
+ * duplicate stays open (returned) for later kcmp, else it is closed.
+ */
+async function fdRecord(
+  hooks: Hooks,
+  proc: ProcessDump,
+  pidfd: number,
+  fd: number,
+  id: number,
+  keep: boolean,
+): Promise<{ rec: FdRecord; dup?: number } | undefined> {
   const { pid, procPid: task } = proc;
   const seen = seenByInode.of(proc.session);
+  let link: string;
+  try {
+    link = fdLink(task, fd);
+  } catch {
+    return undefined; // closed meanwhile (cannot happen while frozen, but harmless)
+  }
+  const info = readFdInfo(task, fd);
+  const cloexec = (info.flags & O_CLOEXEC) !== 0;
+  const flags = info.flags & ~O_CLOEXEC;
+  const dupFd = native.proc.pidfdGetfd(pidfd, fd);
+  let kept = false;
+  try {
+    const stat = fstatSync(dupFd);
+    const ino = `${stat.dev}:${stat.ino}`;
+    const same = seen.get(ino)?.find((s) => native.proc.kcmp(s.task, task, KCMP_FILE, s.fd, fd) === 0);
+    if (same) return { rec: { fd: id, cloexec, owner: same.owner, kind: same.kind, flags, sameAs: { pid: same.pid, fd: same.id } } };
+    const req: FdDumpRequest = { fd, link, info, dupFd, stat, kind: fdKind(link, stat) };
+    const claim = (await hooks.fds.dump.promise(req, proc)) as (FdRecord & { owner: string }) | undefined;
+    if (!claim) {
+      throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: ${describeFd(req)}, and no loaded plugin handles that kind of file`, {
+        hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)',
+      });
+    }
+    const fown = readFown(proc, fd, dupFd, flags);
+    const list = seen.get(ino) ?? [];
+    // A file in flight is found again through our duplicate (its fd in the process goes).
+    list.push(
+      keep ? { pid, task: process.pid, fd: dupFd, id, kind: claim.kind, owner: claim.owner } : { pid, task, fd, id, kind: claim.kind, owner: claim.owner },
+    );
+    seen.set(ino, list);
+    kept = keep;
+    return {
+      rec: { fd: id, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data, ...(fown ? { fown } : {}) },
+      ...(keep ? { dup: dupFd } : {}),
+    };
+  } finally {
+    if (!kept) closeSync(dupFd);
+  }
+}
+
+/** Walks the fds of a frozen process into its fd table (start of the files stage). */
+export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void> {
   const pidfd = pidfdOf(proc);
   try {
-    for (const fd of listFds(task)) {
-      let link: string;
-      try {
-        link = fdLink(task, fd);
-      } catch {
-        continue; // closed meanwhile (cannot happen while frozen, but harmless)
-      }
-      const info = readFdInfo(task, fd);
-      const cloexec = (info.flags & O_CLOEXEC) !== 0;
-      const flags = info.flags & ~O_CLOEXEC;
-      const dupFd = native.proc.pidfdGetfd(pidfd, fd);
-      try {
-        const stat = fstatSync(dupFd);
-        const ino = `${stat.dev}:${stat.ino}`;
-        const same = seen.get(ino)?.find((s) => native.proc.kcmp(s.task, task, KCMP_FILE, s.fd, fd) === 0);
-        if (same) {
-          proc.fds.push({ fd, cloexec, owner: same.owner, kind: same.kind, flags, sameAs: { pid: same.pid, fd: same.fd } });
-          continue;
-        }
-        const req: FdDumpRequest = { fd, link, info, dupFd, stat, kind: fdKind(link, stat) };
-        const claim = (await hooks.fds.dump.promise(req, proc)) as (FdRecord & { owner: string }) | undefined;
-        if (!claim) {
-          throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${pid}: ${describeFd(req)}, and no loaded plugin handles that kind of file`, {
-            hint: 'close it before the checkpoint, or add a plugin that handles it (see docs/plugins.md)',
-          });
-        }
-        const fown = readFown(proc, fd, dupFd, flags);
-        proc.fds.push({ fd, cloexec, owner: claim.owner, kind: claim.kind, flags, data: claim.data, ...(fown ? { fown } : {}) });
-        const list = seen.get(ino) ?? [];
-        list.push({ pid, task, fd, kind: claim.kind, owner: claim.owner });
-        seen.set(ino, list);
-      } finally {
-        closeSync(dupFd);
-      }
+    for (const fd of listFds(proc.procPid)) {
+      const r = await fdRecord(hooks, proc, pidfd, fd, fd, false);
+      if (r) proc.fds.push(r.rec);
     }
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
+/**
+ * A file in flight (e.g. passed with SCM_RIGHTS and not yet received), made to appear for the
+ * moment at fd `fd` of the frozen process: saved like any fd, under a new id (negative), in the
+ * process's inFlight list. Returns the id.
+ */
+export async function dumpInFlight(hooks: Hooks, proc: ProcessDump, fd: number): Promise<number> {
+  const st = inFlight.of(proc.session);
+  const id = st.next--;
+  const pidfd = pidfdOf(proc);
+  try {
+    const r = await fdRecord(hooks, proc, pidfd, fd, id, true);
+    if (!r) throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: the file in flight at fd ${fd} went away`);
+    if (r.dup !== undefined) st.dups.push(r.dup);
+    proc.inFlight.push(r.rec);
+    return id;
   } finally {
     closeSync(pidfd);
   }
@@ -253,37 +308,45 @@ function restoreFown(proc: ProcessRestore, r: FdRecord): void {
   if (r.fown.sig) stub.syscall(SYS.fcntl, r.fd, F_SETSIG, r.fown.sig);
 }
 
+/**
+ * Our fd (in the restorer) of the description of record `n` of process `pid` — an fd of its table
+ * (n >= 0) or a file in flight (n < 0, dumpInFlight) — made on first use by its owner's
+ * fds.restore (or a --substitute / --inherit-fd), or the description it shares (sameAs, followed).
+ * On demand, so that a description named before its turn (a file in flight that an fd of a later
+ * process shares) is made once, whoever asks first.
+ */
+export async function descriptionOf(hooks: Hooks, session: RestoreSession, pid: number, n: number): Promise<number> {
+  const ours = descriptions.of(session);
+  const known = ours.get(`${pid}:${n}`);
+  if (known !== undefined) return known;
+  const proc = session.processes.find((p) => p.pid === pid);
+  const r = n >= 0 ? proc?.record.fds.find((x) => x.fd === n) : proc?.record.inFlight?.find((x) => x.fd === n);
+  const what = n >= 0 ? `fd ${n} of pid ${pid}` : `a file in flight to pid ${pid}`;
+  if (!proc || !r) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `the image names ${what}, which it does not hold`);
+  if (r.sameAs) return descriptionOf(hooks, session, r.sameAs.pid, r.sameAs.fd);
+  let fd: number | undefined;
+  const sub = n >= 0 ? session.options.substitute?.[fileId(pid, n)] : undefined;
+  if (sub !== undefined) fd = substitute(sub, r, pid);
+  else {
+    const hook = hooks.fds.restore.get(r.owner);
+    if (!hook) {
+      throw new CkptError('ERR_CKPT_CONFIG', `${what} (${r.kind}) was saved by plugin ${r.owner}, which restores no fds here`, {
+        hint: `load ${r.owner} (list it in ckpt.config.json or pass --plugin ${r.owner})`,
+      });
+    }
+    fd = await hook.promise(r, proc);
+  }
+  if (fd === undefined) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `plugin ${r.owner} did not restore ${what} (${r.kind})`);
+  ours.set(`${pid}:${n}`, fd);
+  return fd;
+}
+
 /** Makes every description of the process (or reuses a shared one) and installs each fd at its number. */
 export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promise<void> {
-  const ours = descriptions.of(proc.session);
   // A table shared with the parent (CLONE_FILES) is the parent's, installed already.
   const tableOfParent = proc.record.sharesWithParent?.includes('files');
   for (const r of proc.fds) {
-    let fd: number | undefined;
-    if (r.sameAs) {
-      fd = ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`);
-      if (fd === undefined)
-        throw new CkptError(
-          'ERR_CKPT_IMAGE_CORRUPT',
-          `fd ${r.fd} of pid ${proc.pid} shares the description of fd ${r.sameAs.fd} of pid ${r.sameAs.pid}, which the image does not hold before it`,
-        );
-    } else {
-      const sub = proc.session.options.substitute?.[fileId(proc.pid, r.fd)];
-      if (sub !== undefined) fd = substitute(sub, r, proc.pid);
-      else {
-        const hook = hooks.fds.restore.get(r.owner);
-        if (!hook) {
-          throw new CkptError('ERR_CKPT_CONFIG', `fd ${r.fd} of pid ${proc.pid} (${r.kind}) was saved by plugin ${r.owner}, which restores no fds here`, {
-            hint: `load ${r.owner} (list it in ckpt.config.json or pass --plugin ${r.owner})`,
-          });
-        }
-        fd = await hook.promise(r, proc);
-      }
-      if (fd === undefined) {
-        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `plugin ${r.owner} did not restore fd ${r.fd} (${r.kind}) of pid ${proc.pid}`);
-      }
-      ours.set(`${proc.pid}:${r.fd}`, fd);
-    }
+    const fd = await descriptionOf(hooks, proc.session, proc.pid, r.fd);
     if (!tableOfParent) proc.installFd(r.fd, fd, r.cloexec);
     if (!r.sameAs) restoreFown(proc, r);
   }

@@ -85,6 +85,8 @@ export interface ProcessRecord {
   comm: string;
   /** Core's fd table (see FdRecord). */
   fds: FdRecord[];
+  /** Files in flight (ProcessDump.dumpInFlight), ids (negative) as `fd`. */
+  inFlight?: FdRecord[];
   /**
    * What it shares with its parent (the fd table, `files`; cwd, root and umask, `fs`): restore
    * clones it from its parent with CLONE_FILES / CLONE_FS, and installs a shared table's fds once.

@@ -25,6 +25,8 @@ export interface Build {
   created: Array<{ path: string; ino: number }>;
   /** Socket files the program had unlinked: unlinked again at the end. */
   unlinkLater: string[];
+  /** Our fds of the files in flight in the queues, by "pid:id" (core's ids). */
+  inFlight: Map<string, number>;
 }
 
 /** A socket of the image: the process and fd that hold it first, and its record. */
@@ -62,7 +64,9 @@ export function disown(b: Build, fd: number): void {
 export function allSockets(session: RestoreSession): ImageSock[] {
   const out: ImageSock[] = [];
   for (const p of session.processes) {
-    for (const r of p.fds) if (r.owner === NAME && !r.sameAs) out.push({ pid: p.pid, fd: r.fd, d: r.data as UnixSocketData });
+    // Sockets in flight (SCM_RIGHTS, not yet received) too: `fd` is core's id (negative) then.
+    for (const r of [...p.fds, ...(p.record.inFlight ?? [])])
+      if (r.owner === NAME && !r.sameAs) out.push({ pid: p.pid, fd: r.fd, d: r.data as UnixSocketData });
   }
   return out;
 }

@@ -6,7 +6,7 @@
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { CkptError, createSessionState, readSocketFilter, type DumpSession, type FdClaim, type FdDumpRequest, type Logger, type ProcessDump } from '@ckpt/core';
-import { native, AF_UNIX, O_NONBLOCK, SO_DOMAIN, SO_TYPE, type UnixDiagEntry } from '@ckpt/native';
+import { native, AF_UNIX, O_NONBLOCK, SO_DOMAIN, SO_TYPE, SYS, type UnixDiagEntry } from '@ckpt/native';
 import type { QueuedMessage, UnixSocketData, UnixType } from './record.js';
 import { addrText, externals, isPath, parseAddrText, rawOf } from './names.js';
 import { getInt, readOptions, TYPES } from './sockopts.js';
@@ -110,15 +110,25 @@ function dumpConnection(d: UnixSocketData, e: UnixDiagEntry, st: DumpState, type
 }
 
 /** The peeked messages into d.queue: a stream's bytes as one run, other messages one by one with their sender. */
-function queueMessages(d: UnixSocketData, messages: Array<{ data: Buffer; addr?: Buffer }>, stream: boolean): void {
+function queueMessages(d: UnixSocketData, messages: Array<{ data: Buffer; addr?: Buffer; fds?: number[] }>, stream: boolean): void {
   if (stream) {
-    const all = Buffer.concat(messages.map((m) => m.data));
-    if (all.length) d.queue.push({ data: all.toString('base64') });
-    d.queuedBytes = all.length;
+    // One run of bytes, cut after each chunk that carried files (they go with that chunk again).
+    let run: Buffer[] = [];
+    const flush = (fds?: number[]) => {
+      const all = Buffer.concat(run);
+      run = [];
+      if (all.length || fds) d.queue.push({ data: all.toString('base64'), ...(fds ? { fds } : {}) });
+      d.queuedBytes += all.length;
+    };
+    for (const m of messages) {
+      run.push(m.data);
+      if (m.fds) flush(m.fds);
+    }
+    flush();
     return;
   }
   for (const m of messages) {
-    const q: QueuedMessage = { data: m.data.toString('base64') };
+    const q: QueuedMessage = { data: m.data.toString('base64'), ...(m.fds ? { fds: m.fds } : {}) };
     if (m.addr?.length) {
       q.from = addrText(m.addr);
       q.fromRaw = m.addr.toString('base64');
@@ -128,14 +138,82 @@ function queueMessages(d: UnixSocketData, messages: Array<{ data: Buffer; addr?:
   }
 }
 
-/** Its receive queue, peeked (not consumed); refuses fds in flight and out-of-band data, checks the length against sock_diag's. */
-function dumpQueue(req: FdDumpRequest, d: UnixSocketData, e: UnixDiagEntry, pid: number, type: UnixType): void {
+const SOL_SOCKET = 1,
+  SO_PEEK_OFF = 42,
+  SCM_RIGHTS = 1,
+  MSG_PEEK = 2,
+  MSG_TRUNC = 0x20,
+  MSG_DONTWAIT = 0x40,
+  MSG_CMSG_CLOEXEC = 0x40000000;
+
+/**
+ * The files in flight with message `m` of the queue of fd `fd`, saved through core: peeked inside
+ * the process (recvmsg MSG_PEEK at the message's offset, SO_PEEK_OFF put back after), which gives
+ * it new fds on them for the moment; each is saved (dumpInFlight) and closed. A stream chunk ends
+ * with the message that carried them: its last byte is peeked.
+ */
+async function filesInFlight(proc: ProcessDump, fd: number, m: { data: Buffer; at?: number; rights?: number }, stream: boolean): Promise<number[]> {
+  const t = proc.tracee;
+  const base = t.scratch();
+  const [OFF, LEN, MSG, IOV, CTL, BUF] = [0, 8, 64, 128, 256, 8192];
+  const CTL_SIZE = 4096;
+  t.put(Buffer.from([4, 0, 0, 0]), LEN);
+  t.syscall(SYS.getsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, base + OFF, base + LEN);
+  const saved = t.read(base + OFF, 4);
+  const at = Buffer.alloc(4);
+  at.writeInt32LE((m.at ?? 0) + (stream ? Math.max(0, m.data.length - 1) : 0));
+  const got: number[] = [];
+  t.syscall(SYS.setsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, t.put(at, OFF), 4);
+  try {
+    const iov = Buffer.alloc(16);
+    iov.writeBigUInt64LE(BigInt(base + BUF), 0);
+    iov.writeBigUInt64LE(1n, 8);
+    t.put(iov, IOV);
+    const mh = Buffer.alloc(56);
+    mh.writeBigUInt64LE(BigInt(base + IOV), 16);
+    mh.writeBigUInt64LE(1n, 24);
+    mh.writeBigUInt64LE(BigInt(base + CTL), 32);
+    mh.writeBigUInt64LE(BigInt(CTL_SIZE), 40);
+    t.put(mh, MSG);
+    t.syscall(SYS.recvmsg, fd, base + MSG, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC | (stream ? 0 : MSG_TRUNC));
+    const ctlLen = Number(t.read(base + MSG + 40, 8).readBigUInt64LE(0));
+    const ctl = t.read(base + CTL, Math.min(ctlLen, CTL_SIZE));
+    for (let o = 0; o + 16 <= ctl.length; ) {
+      const len = Number(ctl.readBigUInt64LE(o));
+      if (len < 16) break;
+      if (ctl.readInt32LE(o + 8) === SOL_SOCKET && ctl.readInt32LE(o + 12) === SCM_RIGHTS) {
+        for (let i = o + 16; i + 4 <= o + len; i += 4) got.push(ctl.readInt32LE(i));
+      }
+      o += (len + 7) & ~7;
+    }
+  } finally {
+    t.syscallRaw(SYS.setsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, t.put(saved, OFF), 4);
+  }
+  const ids: number[] = [];
+  try {
+    if (got.length !== m.rights) {
+      throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid} fd ${fd}: ${m.rights} files in flight in a message, ${got.length} read back`);
+    }
+    for (const f of got) ids.push(await proc.dumpInFlight(f));
+  } finally {
+    for (const f of got) t.syscallRaw(SYS.close, f);
+  }
+  return ids;
+}
+
+/**
+ * Its receive queue, peeked (not consumed), with the files in flight in it (saved through core);
+ * refuses out-of-band data; checks the length against sock_diag's.
+ */
+async function dumpQueue(req: FdDumpRequest, proc: ProcessDump, d: UnixSocketData, e: UnixDiagEntry, type: UnixType): Promise<void> {
+  const { pid } = proc;
   const stream = type === 'stream';
   const peeked = native.sock.unixPeek(req.dupFd, stream, stream ? e.rqueue : undefined, type === 'seqpacket' && (e.shutdown & RCV_SHUTDOWN) !== 0);
-  if (peeked.rights || peeked.truncated) {
+  const counted = peeked.messages.reduce((a, m) => a + (m.rights ?? 0), 0);
+  if (peeked.truncated || counted !== peeked.rights) {
     throw new CkptError(
       'ERR_CKPT_UNSUPPORTED_FD',
-      `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with ${peeked.rights || 'some'} file descriptors in flight (SCM_RIGHTS) in its receive queue, which ckpt does not save`,
+      `cannot checkpoint pid ${pid}: fd ${req.fd} is ${describeSocket(d)} with ${peeked.truncated ? 'more than 253' : 'some'} file descriptors in flight (SCM_RIGHTS) in one message, or with an empty message that carries some, which ckpt cannot read back`,
       { hint: 'checkpoint once the receiving process has read its messages (retry in a moment)' },
     );
   }
@@ -147,7 +225,12 @@ function dumpQueue(req: FdDumpRequest, d: UnixSocketData, e: UnixDiagEntry, pid:
     );
   }
   if (peeked.error) d.error = peeked.error;
-  queueMessages(d, peeked.messages, stream);
+  const messages: Array<{ data: Buffer; addr?: Buffer; fds?: number[] }> = [];
+  for (const m of peeked.messages) {
+    const fds = m.rights ? await filesInFlight(proc, req.fd, m, stream) : undefined;
+    messages.push({ data: m.data, addr: m.addr, ...(fds ? { fds } : {}) });
+  }
+  queueMessages(d, messages, stream);
   const expected = type === 'dgram' ? (d.queue.length ? Buffer.from(d.queue[0].data, 'base64').length : 0) : d.queuedBytes;
   if (expected !== e.rqueue) {
     throw new CkptError(
@@ -178,7 +261,7 @@ export function makeDumpFd(log: Logger) {
     if (filter) d.filter = filter;
     dumpName(d, e, proc.procPid);
     dumpConnection(d, e, st, type);
-    if (d.state !== 'listening') dumpQueue(req, d, e, pid, type);
+    if (d.state !== 'listening') await dumpQueue(req, proc, d, e, type);
     log('pid %d fd %d: unix %s %s %s, %d bytes queued', pid, req.fd, type, d.state, d.name ?? '', d.queuedBytes);
     st.saved.push({ pid, fd: req.fd, d, wqueue: e.wqueue });
     return { kind: 'unix', data: d };

@@ -8,6 +8,16 @@ import { bindsName, isPath, rawOf, reachable } from './names.js';
 import { roomToSend } from './sockopts.js';
 import { closeQuietly, restoreError, type Build, type Sock } from './build.js';
 
+/** Our fds of the files in flight with message m (passed along with it, SCM_RIGHTS), if any. */
+function fdsOf(b: Build, s: Sock, m: QueuedMessage): number[] | undefined {
+  if (!m.fds?.length) return undefined;
+  return m.fds.map((id) => {
+    const fd = b.inFlight.get(`${s.pid}:${id}`);
+    if (fd === undefined) throw restoreError(s, 'files in flight', new Error(`file ${id} was not made`));
+    return fd;
+  });
+}
+
 /** Stream and seqpacket: the queue written from the peer (or the closer standing for a closed one). */
 export function fillStream(b: Build, s: Sock): void {
   const from = s.closer ?? (s.d.peer ? b.socks.get(s.d.peer)?.rfd : undefined);
@@ -15,7 +25,7 @@ export function fillStream(b: Build, s: Sock): void {
   roomToSend(from, s.d.queuedBytes + 4096 * s.d.queue.length);
   for (const m of s.d.queue) {
     try {
-      native.sock.unixSend(from, Buffer.from(m.data, 'base64'));
+      native.sock.unixSend(from, Buffer.from(m.data, 'base64'), undefined, fdsOf(b, s, m));
     } catch (e) {
       throw restoreError(s, `writing back ${s.d.queuedBytes} queued bytes`, e);
     }
@@ -68,7 +78,7 @@ export function fillDatagrams(b: Build, s: Sock, log: Logger): void {
         throw restoreError(s, 'queued datagrams', new Error(`the socket has no address, and the sender ${m.from ?? '(unnamed)'} is not its peer`));
       }
       try {
-        native.sock.unixSend(sender, data, toPartner ? null : own);
+        native.sock.unixSend(sender, data, toPartner ? null : own, fdsOf(b, s, m));
       } catch (e) {
         throw restoreError(
           s,

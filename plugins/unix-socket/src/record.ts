@@ -53,6 +53,8 @@ export const queuedMessage = z.strictObject({
   /** The sender's address (datagrams), for people, and exact (base64 of sun_path). */
   from: z.string().optional(),
   fromRaw: base64.optional(),
+  /** Files in flight with it (SCM_RIGHTS): core's ids (ProcessDump.dumpInFlight), in order. */
+  fds: z.array(z.number().int().negative()).optional(),
 });
 export type QueuedMessage = z.infer<typeof queuedMessage>;
 

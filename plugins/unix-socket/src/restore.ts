@@ -22,7 +22,7 @@ const ECONNRESET = 104;
 
 /** A new build, registered in the session, undone (fds closed, socket files removed) if the restore fails. */
 function startBuild(session: RestoreSession): Build {
-  const b: Build = { socks: new Map(), fds: new Set(), created: [], unlinkLater: [] };
+  const b: Build = { socks: new Map(), fds: new Set(), created: [], unlinkLater: [], inFlight: new Map() };
   builds.of(session).build = b;
   session.onRollback(() => {
     for (const fd of b.fds) closeQuietly(fd);
@@ -314,8 +314,25 @@ function unlinkAgain(b: Build): void {
   }
 }
 
+/**
+ * 4a. The files in flight in the queues, made (or found) through core: a socket among them is
+ * one of ours (built above); another file is restored by its owner, or is the description an fd
+ * of the image shares.
+ */
+async function filesInFlight(b: Build, session: RestoreSession): Promise<void> {
+  for (const s of b.socks.values()) {
+    const proc = session.processes.find((p) => p.pid === s.pid);
+    for (const m of s.d.queue) {
+      for (const id of m.fds ?? []) {
+        if (!proc) throw restoreError(s, 'files in flight', new Error(`no process ${s.pid} in the image`));
+        b.inFlight.set(`${s.pid}:${id}`, await proc.restoreInFlight(id));
+      }
+    }
+  }
+}
+
 /** Rebuilds every unix socket of the image in the restorer, step by step. */
-function buildAll(session: RestoreSession, log: Logger): Build {
+async function buildAll(session: RestoreSession, log: Logger): Promise<Build> {
   const b = startBuild(session);
   const list = allSockets(session);
   const diag = native.sock.unixDiag();
@@ -324,6 +341,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
   acceptConnections(b, list, diag, log);
   connectClosedPeers(b);
   connectExternals(b, session, log);
+  await filesInFlight(b, session);
   fillQueues(b, log);
   connectDatagrams(b);
   reconnectPending(b);
@@ -339,7 +357,7 @@ function buildAll(session: RestoreSession, log: Logger): Build {
 export function makeRestoreFd(log: Logger) {
   return async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
     const d = rec.data as UnixSocketData;
-    const b = builds.of(proc.session).build ?? buildAll(proc.session, log);
+    const b = builds.of(proc.session).build ?? (await buildAll(proc.session, log));
     const s = b.socks.get(d.ino);
     if (!s) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `fd ${rec.fd} of pid ${proc.pid}: unix socket ${d.ino} was not rebuilt`);
     // The filter runs in the process (the program is copied in through a pointer); once per socket.
