@@ -567,3 +567,18 @@ describe('socket state', () => {
     ]);
   });
 });
+
+describe('other inet sockets', () => {
+  it('a UDP-Lite socket (bound, connected, checksum coverage), an ICMP ping socket with its identifier, a raw socket', async () => {
+    // Ping sockets exist only for the groups net.ipv4.ping_group_range lets in: group 0 here, for the test.
+    const RANGE = '/proc/sys/net/ipv4/ping_group_range';
+    const before = fs.readFileSync(RANGE, 'utf8').trim();
+    fs.writeFileSync(RANGE, '0 0');
+    try {
+      const { lines } = await checksAfterRestore('inetkinds');
+      expect(lines, lines.join('\n')).toEqual(['ok udplite', 'ok ping', 'ok raw', 'done']);
+    } finally {
+      fs.writeFileSync(RANGE, before.replace(/\s+/, ' '));
+    }
+  });
+});

@@ -1,5 +1,5 @@
 /**
- * Dump: claims TCP and UDP sockets and reads them (established connections through TCP_REPAIR,
+ * Dump: claims TCP, UDP, UDP-Lite, ICMP ping and raw inet sockets and reads them (established connections through TCP_REPAIR,
  * behind the network lock); puts connections back in repair mode before the kill, and undoes
  * it all when the dump fails.
  */
@@ -64,21 +64,35 @@ function foreignNetns(pid: number): number | undefined {
   }
 }
 
-/** sockInfo of the fd when it is a TCP or UDP socket (IPv4 or IPv6); undefined for any other fd. */
-function inetSocketInfo(req: FdDumpRequest): { info: SockInfo; tcp: boolean } | undefined {
+const IPPROTO_ICMP = 1,
+  IPPROTO_ICMPV6 = 58,
+  IPPROTO_UDPLITE = 136,
+  SOCK_RAW = 3;
+
+type Proto = InetSocketData['proto'];
+
+/** sockInfo of the fd when it is an inet socket ckpt saves (IPv4 or IPv6), and which kind; undefined for any other fd. */
+function inetSocketInfo(req: FdDumpRequest): { info: SockInfo; tcp: boolean; proto: Proto } | undefined {
   if (req.kind !== 'socket') return undefined;
   const info = native.sock.sockInfo(req.dupFd);
   if (info.domain !== AF_INET && info.domain !== AF_INET6) return undefined;
-  const tcp = info.type === SOCK_STREAM && info.protocol === IPPROTO_TCP;
-  const udp = info.type === SOCK_DGRAM && info.protocol === IPPROTO_UDP;
-  if (!tcp && !udp) return undefined;
-  return { info, tcp };
+  const dgram = info.type === SOCK_DGRAM;
+  let proto: Proto | undefined;
+  if (info.type === SOCK_STREAM && info.protocol === IPPROTO_TCP) proto = 'tcp';
+  else if (dgram && info.protocol === IPPROTO_UDP) proto = 'udp';
+  else if (dgram && info.protocol === IPPROTO_UDPLITE) proto = 'udplite';
+  else if (dgram && (info.protocol === IPPROTO_ICMP || info.protocol === IPPROTO_ICMPV6)) proto = 'ping';
+  else if (info.type === SOCK_RAW) proto = 'raw';
+  if (!proto) return undefined;
+  return { info, tcp: proto === 'tcp', proto };
 }
 
 /** The record as sockInfo and the options tell it, before any queue is read. */
-function baseRecord(req: FdDumpRequest, info: SockInfo, tcp: boolean, state: number): InetSocketData {
+function baseRecord(req: FdDumpRequest, info: SockInfo, proto: Proto, state: number): InetSocketData {
+  const tcp = proto === 'tcp';
   return {
-    proto: tcp ? 'tcp' : 'udp',
+    proto,
+    ...(proto === 'raw' ? { protocol: info.protocol } : {}),
     family: info.domain === AF_INET6 ? 6 : 4,
     state: tcp ? (TCP_STATES[state] ?? String(state)) : info.peer ? 'CONNECTED' : 'UNCONN',
     flags: req.info.flags & O_NONBLOCK,
@@ -156,13 +170,28 @@ export function makeDumpFd(ctx: PluginContext) {
   return async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<InetSocketData> | undefined> {
     const sock = inetSocketInfo(req);
     if (!sock) return undefined;
-    const { info, tcp } = sock;
+    const { info, tcp, proto } = sock;
     const state = tcp ? (info.state ?? CLOSE) : info.peer ? ESTABLISHED : CLOSE;
-    const data = baseRecord(req, info, tcp, state);
+    const data = baseRecord(req, info, proto, state);
     const what = `pid ${proc.pid} fd ${req.fd} (${describeSocket(data)})`;
     const filter = readSocketFilter(proc, req.fd, what);
     if (filter) data.filter = filter;
-    if (!tcp) {
+    if (!tcp && proto !== 'udp') {
+      // Their queued packets cannot be sent again as from their senders: refused, not dropped.
+      if (data.recvQueue) {
+        throw new CkptError(
+          'ERR_CKPT_UNSUPPORTED_FD',
+          `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is ${what} with ${data.recvQueue} bytes received and unread, which ckpt cannot queue again`,
+          {
+            hint: 'checkpoint once the process has read them (retry in a moment)',
+          },
+        );
+      }
+      if (proto === 'udplite') {
+        const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
+        if (shut) data.shutdown = shut;
+      }
+    } else if (!tcp) {
       const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
       if (shut) data.shutdown = shut;
       dumpDatagrams(req.dupFd, data);

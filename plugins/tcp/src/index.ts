@@ -94,7 +94,7 @@ export const tcpPlugin = definePlugin(() => ({
     },
   ],
   record: { version: 1, fd: inetSocketData },
-  claims: { fdKinds: ['tcp', 'udp'] },
+  claims: { fdKinds: ['tcp', 'udp', 'udplite', 'ping', 'raw'] },
   show: { sockets: inetSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as InetSocketData) },
   apply(hooks, ctx: PluginContext<TcpOptions>) {
     hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx));

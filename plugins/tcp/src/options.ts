@@ -25,9 +25,10 @@ import {
 import type { InetSocketData } from './record.js';
 
 const SO_BUF_LOCK = 72;
+const IPPROTO_UDPLITE = 136;
 
 /** Int options saved when they differ from a fresh socket's: [level, name, which sockets]. */
-const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'udp4' | 'udp6' | 'nobuf']> = [
+const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'udplite' | 'v4' | 'v6' | 'udp4' | 'udp6' | 'nobuf']> = [
   [SOL_SOCKET, SO_REUSEADDR, 'all'],
   [SOL_SOCKET, 15 /* SO_REUSEPORT */, 'all'],
   [SOL_SOCKET, SO_KEEPALIVE, 'all'],
@@ -83,6 +84,9 @@ const INT_OPTS: Array<[number, number, 'all' | 'tcp' | 'udp' | 'v4' | 'v6' | 'ud
   [IPPROTO_UDP, 1 /* UDP_CORK */, 'udp'],
   [IPPROTO_UDP, 103 /* UDP_SEGMENT */, 'udp'],
   [IPPROTO_UDP, 104 /* UDP_GRO */, 'udp'],
+  [IPPROTO_UDPLITE, 10 /* UDPLITE_SEND_CSCOV */, 'udplite'],
+  [IPPROTO_UDPLITE, 11 /* UDPLITE_RECV_CSCOV */, 'udplite'],
+  [IPPROTO_IP, 3 /* IP_HDRINCL */, 'v4'],
   // Last: IP_TOS and IPV6_TCLASS set the priority too.
   [SOL_SOCKET, 12 /* SO_PRIORITY */, 'all'],
 ];
@@ -119,6 +123,7 @@ export function readOptions(fd: number, domain: number, type: number, proto: num
   for (const [level, name, which] of INT_OPTS) {
     if (which === 'tcp' && proto !== IPPROTO_TCP) continue;
     if (which === 'udp' && proto !== IPPROTO_UDP) continue;
+    if (which === 'udplite' && proto !== IPPROTO_UDPLITE) continue;
     if (which === 'v6' && domain !== AF_INET6) continue;
     if (which === 'v4' && domain !== AF_INET) continue;
     if (which === 'udp4' && (domain !== AF_INET || proto !== IPPROTO_UDP)) continue;

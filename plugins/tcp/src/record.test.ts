@@ -19,7 +19,8 @@ interface LegacyTcpConnData {
   dumpedAt: number;
 }
 interface LegacyInetSocketData {
-  proto: 'tcp' | 'udp';
+  proto: 'tcp' | 'udp' | 'udplite' | 'ping' | 'raw';
+  protocol?: number;
   family: 4 | 6;
   state: string;
   flags: number;
@@ -32,6 +33,8 @@ interface LegacyInetSocketData {
   datagrams?: Array<{ from: NativeInetAddr; data: string }>;
   recvQueue: number;
   sendQueue: number;
+  shutdown?: number;
+  filter?: { code: string; locked?: boolean };
   locked?: boolean;
   note?: string;
 }

@@ -65,7 +65,10 @@ export type TcpConnData = z.infer<typeof tcpConnData>;
 
 /** The record of one inet socket (FdRecord.data). */
 export const inetSocketData = z.strictObject({
-  proto: z.enum(['tcp', 'udp']),
+  /** udplite: UDP-Lite; ping: ICMP echo sockets (SOCK_DGRAM, IPPROTO_ICMP / ICMPV6); raw: SOCK_RAW. */
+  proto: z.enum(['tcp', 'udp', 'udplite', 'ping', 'raw']),
+  /** raw: the IP protocol it was opened for. */
+  protocol: uint.optional(),
   family: z.literal([4, 6]),
   /** TCP: a TCP_STATES name; UDP: UNCONN or CONNECTED. */
   state: z.string(),

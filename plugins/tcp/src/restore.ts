@@ -232,9 +232,35 @@ async function restoreBoundOrConnecting(fd: number, d: InetSocketData, what: str
   }
 }
 
+/** socket(2)'s type and protocol for a saved socket. */
+function socketKind(d: InetSocketData): [number, number] {
+  switch (d.proto) {
+    case 'tcp':
+      return [SOCK_STREAM, IPPROTO_TCP];
+    case 'udplite':
+      return [SOCK_DGRAM, 136];
+    case 'ping':
+      return [SOCK_DGRAM, d.family === 6 ? 58 : 1];
+    case 'raw':
+      return [3 /* SOCK_RAW */, d.protocol ?? 0];
+    default:
+      return [SOCK_DGRAM, IPPROTO_UDP];
+  }
+}
+
 /** Every socket but an established or closing connection: a new socket with its options, name, peer and queue. */
 async function restoreFresh(ctx: PluginContext<TcpOptions>, d: InetSocketData, domain: number, what: string): Promise<number> {
-  const fd = native.sock.inetSocket(domain, (d.proto === 'tcp' ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, d.proto === 'tcp' ? IPPROTO_TCP : IPPROTO_UDP);
+  const [type, protocol] = socketKind(d);
+  let fd: number;
+  try {
+    fd = native.sock.inetSocket(domain, type | SOCK_NONBLOCK, protocol);
+  } catch (e) {
+    const hint =
+      d.proto === 'ping' && (e as NativeError).code === 'EACCES'
+        ? 'ping sockets need the restoring group in net.ipv4.ping_group_range (sysctl); ckpt restore runs as group 0'
+        : undefined;
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: cannot make the socket: ${(e as Error).message}`, { cause: e, hint });
+  }
   try {
     const reuse = d.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? 0;
     setOptions(fd, d, what);
