@@ -462,3 +462,10 @@ describe('files in flight', () => {
     ]);
   });
 });
+
+describe('netlink sockets', () => {
+  it('a route socket with its port, groups (above 32 too) and flags, still answered; a generic socket keeps its autobound port', async () => {
+    const { lines } = await checksAfterRestore('netlink');
+    expect(lines, lines.join('\n')).toEqual(['ok route', 'ok generic', 'done']);
+  });
+});

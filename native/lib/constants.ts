@@ -92,6 +92,11 @@ export const SYS = Object.freeze({
   rt_sigtimedwait: 128,
   setsockopt: 54,
   recvmsg: 47,
+  socket: 41,
+  connect: 42,
+  bind: 49,
+  getsockname: 51,
+  getpeername: 52,
   getsockopt: 55,
   clock_gettime: 228,
 });

@@ -11,6 +11,7 @@ import { ttyPlugin } from '@ckpt/plugin-tty';
 import { fileContentPlugin } from '@ckpt/plugin-file-content';
 import { unixSocketPlugin } from '@ckpt/plugin-unix-socket';
 import { tcpPlugin } from '@ckpt/plugin-tcp';
+import { netlinkPlugin } from '@ckpt/plugin-netlink';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 import { taskPlugin } from '@ckpt/plugin-task';
 import { loadConfig, mergePluginOptions, type PluginSpec } from './config.js';
@@ -28,6 +29,7 @@ export function builtinPlugins(): CkptPlugin[] {
     fileContentPlugin(),
     unixSocketPlugin(),
     tcpPlugin(),
+    netlinkPlugin(),
     filesPlugin(),
     eventFdsPlugin(),
     fileLocksPlugin(),

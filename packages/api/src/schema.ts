@@ -19,6 +19,7 @@ export const BUILTIN_PLUGIN_NAMES = [
   '@ckpt/plugin-file-content',
   '@ckpt/plugin-unix-socket',
   '@ckpt/plugin-tcp',
+  '@ckpt/plugin-netlink',
   '@ckpt/plugin-files',
   '@ckpt/plugin-event-fds',
   '@ckpt/plugin-file-locks',
