@@ -11,6 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  CLI,
   checksAfterRestore,
   ckpt,
   expectCleanError,
@@ -282,6 +283,35 @@ while True:
     const conns = readLines(log);
     expect(conns).toEqual(['first conn 1: hello', 'first conn 1: tick 1', 'second conn 1: tick 2']);
     srv.kill('SIGKILL');
+
+    // Or the restorer hands it a connection of its own (--substitute): no server needed, none dialed.
+    process.kill(pid, 'SIGKILL');
+    await waitNotAlive(pid);
+    const echo = path.join(dir, 'echo.log');
+    const helper = `
+import socket, subprocess, sys
+mine, theirs = socket.socketpair()
+r = subprocess.run([sys.argv[5], sys.argv[1], 'restore', '-D', sys.argv[2], '--detach', '--substitute', sys.argv[3] + '=' + str(theirs.fileno())], pass_fds=[theirs.fileno()])
+theirs.close()
+print('restored', r.returncode, flush=True)
+d = mine.recv(4096)
+open(sys.argv[4], 'w').write(d.decode())
+mine.sendall(b'echo from the restorer\\n')
+`;
+    const h = spawn('python3', ['-c', helper, CLI, img, `f${pid}.${fd}`, echo, process.execPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let said = '';
+    h.stdout!.on('data', (b: Buffer) => (said += b.toString()));
+    await waitFor(
+      () => /restored \d+/.test(said),
+      20_000,
+      () => `the helper's restore did not finish: ${said}`,
+    );
+    expect(said).toContain('restored 0');
+    track(pid, CLIENT);
+    process.kill(pid, 'SIGUSR1');
+    await waitForLine(stdout, /^reply echo from the restorer$/);
+    expect(fs.readFileSync(echo, 'utf8'), 'the image was made after tick 1').toBe('tick 2\n');
+    expect(readLines(log), 'no connection was made to the server path').toHaveLength(3);
   });
 
   it('relative and autobound names, a socket file the program unlinked, shutdown by the server (python)', async () => {
@@ -467,5 +497,12 @@ describe('netlink sockets', () => {
   it('a route socket with its port, groups (above 32 too) and flags, still answered; a generic socket keeps its autobound port', async () => {
     const { lines } = await checksAfterRestore('netlink');
     expect(lines, lines.join('\n')).toEqual(['ok route', 'ok generic', 'done']);
+  });
+});
+
+describe('unix sockets whose partner or name is gone', () => {
+  it('datagrams of a socketpair partner closed since come back in order; a listener whose socket file was replaced by another file keeps its name, the file its content', async () => {
+    const { lines } = await checksAfterRestore('unixgone');
+    expect(lines, lines.join('\n')).toEqual(['ok partner', 'ok replaced', 'done']);
   });
 });

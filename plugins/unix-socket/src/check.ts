@@ -22,6 +22,9 @@ export function checkName(raw: Buffer, d: UnixSocketData, where: string, diag: U
     } catch {
       return;
     }
+    // The program had unlinked its socket file, and another file has the path since: bound with
+    // that file moved aside for a moment (restore.ts, bindName).
+    if (!st.isSocket() && d.file && !d.file.present) return;
     if (!st.isSocket()) {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore ${where}: ${path} exists and is not a socket`, { hint: `move ${path} away and retry` });
     }

@@ -281,7 +281,7 @@ function outside(pid: number, fd: number, d: UnixSocketData, what: string, ino: 
     `cannot checkpoint pid ${pid}: fd ${fd} is ${describeSocket(d)} ${what}${holders ? ` (held by ${holders})` : ''}, outside the checkpointed tree`,
     {
       hint: declare
-        ? `declare it with --external unix:${declare} (${then}), or checkpoint a tree that holds both ends`
+        ? `declare it with --external unix:${declare} (${then}: the peer sees a new connection, its session with the old one is not kept; or at restore, --substitute f${pid}.${fd}=FD hands the process a connection of yours), or checkpoint a tree that holds both ends`
         : 'checkpoint a tree that holds both ends',
     },
   );

@@ -42,6 +42,8 @@ function senderOf(b: Build, s: Sock, m: QueuedMessage, partner: Sock | undefined
   // The socket of the image bound to the sender's address, so that recvfrom() names it.
   if (fromRaw.length) sender = [...b.socks.values()].find((x) => x.d.type === 'dgram' && bindsName(x.d) && x.d.nameRaw === m.fromRaw)?.rfd;
   if (sender === undefined && !fromRaw.length && partner) sender = partner.rfd;
+  // A gone partner's datagrams: from the stand-in at the other end of its socketpair.
+  if (sender === undefined && !fromRaw.length && s.closer !== undefined) sender = s.closer;
   if (sender === undefined) {
     const key = m.fromRaw ?? '';
     sender = temps.get(key);
@@ -73,7 +75,7 @@ export function fillDatagrams(b: Build, s: Sock, log: Logger): void {
       const data = Buffer.from(m.data, 'base64');
       const sender = senderOf(b, s, m, partner, temps, log);
       roomToSend(sender, data.length + 4096);
-      const toPartner = partner && sender === partner.rfd;
+      const toPartner = (partner && sender === partner.rfd) || sender === s.closer;
       if (!toPartner && !own.length) {
         throw restoreError(s, 'queued datagrams', new Error(`the socket has no address, and the sender ${m.from ?? '(unnamed)'} is not its peer`));
       }

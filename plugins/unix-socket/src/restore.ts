@@ -3,8 +3,8 @@
  * asked for (buildAll, in the steps the header of index.ts lists); each fd then gets a duplicate
  * of our socket.
  */
-import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
-import { attachSocketFilter, CkptError, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { chmodSync, chownSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
+import { attachSocketFilter, CkptError, fileId, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
 import { native, F_DUPFD_CLOEXEC, F_SETFL, O_NONBLOCK, SHUT_RD, SHUT_WR, SOCK_DGRAM, SOCK_NONBLOCK, type UnixDiagEntry } from '@ckpt/native';
 import type { UnixSocketData } from './record.js';
 import { addrText, bindsName, externals, parseAddrText, pathOf, rawOf, reachable } from './names.js';
@@ -50,6 +50,21 @@ function noteCreated(b: Build, d: UnixSocketData, raw: Buffer): void {
 /** Binds s to its name (after checking the name is free). */
 function bindName(b: Build, s: Sock, raw: Buffer, diag: UnixDiagEntry[]): void {
   const where = `fd ${s.fd} of pid ${s.pid} (${describeSocket(s.d)})`;
+  const path = pathOf(s.d, raw);
+  if (path && s.d.file && !s.d.file.present && occupied(path)) {
+    // The program unlinked its socket file and another file has the path since: the name is
+    // bound with that file moved aside for a moment, then put back over the socket's new file.
+    const aside = `${path}.ckpt-aside-${process.pid}`;
+    renameSync(path, aside);
+    try {
+      native.sock.unixBind(s.rfd, raw, s.d.dir ?? null);
+    } catch (e) {
+      throw restoreError(s, `bind to ${addrText(raw)}`, e);
+    } finally {
+      renameSync(aside, path);
+    }
+    return;
+  }
   checkName(raw, s.d, where, diag, true);
   try {
     native.sock.unixBind(s.rfd, raw, s.d.dir ?? null);
@@ -57,6 +72,15 @@ function bindName(b: Build, s: Sock, raw: Buffer, diag: UnixDiagEntry[]): void {
     throw restoreError(s, `bind to ${addrText(raw)}`, e);
   }
   noteCreated(b, s.d, raw);
+}
+
+/** Whether a file other than a socket is at path. */
+function occupied(path: string): boolean {
+  try {
+    return !lstatSync(path).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -83,6 +107,13 @@ function createSockets(b: Build, list: ImageSock[]): void {
     const accepted = s.d.type !== 'dgram' && (s.d.state === 'connected' || s.d.state === 'disconnected') && s.d.nameRaw && !s.d.bound && !s.d.external;
     // Accepted sockets come from accept() below.
     if (accepted) continue;
+    // An unnamed datagram socket holding datagrams of a partner that is gone: one end of a
+    // socketpair whose other end (a stand-in) sends them again, and is closed after.
+    if (s.d.type === 'dgram' && !s.d.nameRaw && s.d.queue.length && !p) {
+      const [x, y] = native.sock.unixSocketpair(SOCK_DGRAM | SOCK_NONBLOCK);
+      b.socks.set(s.d.ino, { ...s, rfd: own(b, x), closer: own(b, y) });
+      continue;
+    }
     b.socks.set(s.d.ino, { ...s, rfd: own(b, native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK)) });
   }
 }
@@ -186,6 +217,11 @@ function connectClosedPeers(b: Build): void {
 function connectExternals(b: Build, session: RestoreSession, log: Logger): void {
   for (const s of b.socks.values()) {
     if (!s.d.external) continue;
+    // Handed an fd of ckpt restore instead (--inherit-fd, --substitute): no connection of ours.
+    if (session.options.substitute?.[fileId(s.pid, s.fd)] !== undefined) {
+      log('pid %d fd %d: %s is given an fd of ckpt restore instead', s.pid, s.fd, describeSocket(s.d));
+      continue;
+    }
     const raw = rawOf(s.d.externalRaw);
     const remap = externals(sessionOptions.of(session).external).get(s.d.external);
     const target = remap && remap !== s.d.external ? parseAddrText(remap) : raw;
@@ -224,7 +260,7 @@ function connectDatagrams(b: Build): void {
       } catch (e) {
         throw restoreError(s, `connect to ${addrText(addr)}`, e);
       }
-    } else if (s.d.state === 'disconnected') {
+    } else if (s.d.state === 'disconnected' && s.closer === undefined) {
       // Connected to a socket that is closed since: connect to one, then close it.
       const t = own(b, native.sock.unixSocket(SOCK_DGRAM | SOCK_NONBLOCK));
       native.sock.unixBind(t, Buffer.alloc(0));
