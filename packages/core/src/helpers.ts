@@ -4,9 +4,10 @@
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, SEEK_SET } from '@ckpt/native';
+import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SYS } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
+import type { Tracee } from './tracee.js';
 
 export interface RemoteOpenOptions {
   /** open(2) flags of the original description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...). */
@@ -84,4 +85,32 @@ export function withSignalsHeld<T>(tid: number, fn: () => T): T {
 /** Blocks the thread for ms milliseconds (the pipeline is synchronous around ptrace waits). */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * getsockopt(fd, level, name) run in the task (a socket of the process): up to `len` bytes of
+ * the option, as long as the kernel says it is; undefined when the kernel refuses (the errno in
+ * `err`, negative, when asked). Uses the task's scratch page (its first 64 + len bytes).
+ */
+export function remoteGetsockopt(t: Tracee, fd: number, level: number, name: number, len: number, err?: { errno?: bigint }): Buffer | undefined {
+  const base = t.scratch();
+  const l = Buffer.alloc(4);
+  l.writeUInt32LE(len);
+  t.put(l, 0);
+  const r = t.syscallRaw(SYS.getsockopt, fd, level, name, base + 64, base);
+  if (r < 0n) {
+    if (err) err.errno = r;
+    return undefined;
+  }
+  return t.read(base + 64, Math.min(len, t.read(base, 4).readUInt32LE(0)));
+}
+
+/** Our duplicate (pidfd_getfd) of fd `fd` of the task's process: e.g. a socket a plugin made in it. */
+export function takeFd(t: Tracee, fd: number): number {
+  const pidfd = native.proc.pidfdOpen(t.pid, PIDFD_THREAD);
+  try {
+    return native.proc.pidfdGetfd(pidfd, fd);
+  } finally {
+    closeSync(pidfd);
+  }
 }

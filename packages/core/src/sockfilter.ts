@@ -7,6 +7,7 @@
  */
 import { SYS } from '@ckpt/native';
 import { CkptError } from './errors.js';
+import { remoteGetsockopt } from './helpers.js';
 import type { ProcessDump, ProcessRestore } from './context.js';
 
 const SOL_SOCKET = 1;
@@ -44,9 +45,7 @@ export function readSocketFilter(proc: ProcessDump, fd: number, what: string): S
   if (!n) return undefined;
   t.syscall(SYS.getsockopt, fd, SOL_SOCKET, SO_GET_FILTER, buf, lenAt);
   const code = t.read(buf, n * INSN).toString('base64');
-  t.put(Buffer.alloc(4), 0);
-  t.syscall(SYS.getsockopt, fd, SOL_SOCKET, SO_LOCK_FILTER, buf, t.put(Buffer.from([4, 0, 0, 0]), 8));
-  const locked = t.read(buf, 4).readInt32LE(0) !== 0;
+  const locked = (remoteGetsockopt(t, fd, SOL_SOCKET, SO_LOCK_FILTER, 4)?.readInt32LE(0) ?? 0) !== 0;
   return { code, ...(locked ? { locked } : {}) };
 }
 

@@ -13,7 +13,18 @@
  * copy (pidfd_getfd) goes to core.
  */
 import { closeSync } from 'node:fs';
-import { CkptError, definePlugin, type FdClaim, type FdDumpRequest, type FdRecord, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
+import {
+  CkptError,
+  definePlugin,
+  remoteGetsockopt,
+  takeFd,
+  type FdClaim,
+  type FdDumpRequest,
+  type FdRecord,
+  type ProcessDump,
+  type ProcessRestore,
+  type Tracee,
+} from '@ckpt/core';
 import { native, AF_NETLINK, SO_DOMAIN, SYS } from '@ckpt/native';
 import { netlinkData, type NetlinkData } from './record.js';
 
@@ -37,17 +48,6 @@ const FLAGS = [3, 4, 5, 8, 10, 11, 12];
 const PROTOCOLS: Record<number, string> = { 0: 'route', 4: 'sock_diag', 9: 'audit', 10: 'fib_lookup', 12: 'netfilter', 15: 'uevent', 16: 'generic' };
 
 const describe = (d: Pick<NetlinkData, 'protocol' | 'portid'>) => `a netlink socket (${PROTOCOLS[d.protocol] ?? `protocol ${d.protocol}`}, port ${d.portid})`;
-
-/** getsockopt in the process: `len` bytes of option `name` (at scratch + 64), or undefined on an error. */
-function remoteOpt(t: Tracee, fd: number, level: number, name: number, len: number): Buffer | undefined {
-  const base = t.scratch();
-  const l = Buffer.alloc(4);
-  l.writeUInt32LE(len);
-  t.put(l, 0);
-  const r = t.syscallRaw(SYS.getsockopt, fd, level, name, base + 64, base);
-  if (r < 0n) return undefined;
-  return t.read(base + 64, Math.min(len, t.read(base, 4).readUInt32LE(0)));
-}
 
 /** sockaddr_nl of the socket (peer: of its peer): port id and first 32 groups. */
 function remoteName(t: Tracee, fd: number, peer: boolean): { portid: number; groups: number } {
@@ -78,7 +78,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ne
       hint: 'checkpoint once the process has read them (retry in a moment)',
     });
   }
-  const bitmap = remoteOpt(t, req.fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, 128) ?? Buffer.alloc(0);
+  const bitmap = remoteGetsockopt(t, req.fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, 128) ?? Buffer.alloc(0);
   const groups: number[] = [];
   for (let w = 0; w + 4 <= bitmap.length; w += 4) {
     const v = bitmap.readUInt32LE(w);
@@ -87,7 +87,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ne
   const peer = remoteName(t, req.fd, true);
   const flags: Array<[number, number]> = [];
   for (const f of FLAGS) {
-    const v = remoteOpt(t, req.fd, SOL_NETLINK, f, 4)?.readInt32LE(0);
+    const v = remoteGetsockopt(t, req.fd, SOL_NETLINK, f, 4)?.readInt32LE(0);
     if (v) flags.push([f, v]);
   }
   const lock = native.sock.sockGetInt(req.dupFd, SOL_SOCKET, SO_BUF_LOCK) ?? 0;
@@ -160,12 +160,7 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
     }
     if (d.sndbuf !== undefined) t.syscall(SYS.setsockopt, fd, SOL_SOCKET, SO_SNDBUF, int(d.sndbuf), 4);
     if (d.rcvbuf !== undefined) t.syscall(SYS.setsockopt, fd, SOL_SOCKET, SO_RCVBUF, int(d.rcvbuf), 4);
-    const pidfd = native.proc.pidfdOpen(t.pid);
-    try {
-      return native.proc.pidfdGetfd(pidfd, fd);
-    } finally {
-      closeSync(pidfd);
-    }
+    return takeFd(t, fd);
   } finally {
     t.syscallRaw(SYS.close, fd);
   }

@@ -1,6 +1,6 @@
 /** Restore: new ptys, the fds on them (fds.restore), then controlling terminals and foreground groups (fdsInstalled). */
-import { chmodSync, chownSync, closeSync, openSync } from 'node:fs';
-import { CkptError, type FdRecord, type Logger, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { chmodSync, chownSync, openSync } from 'node:fs';
+import { CkptError, takeFd, type FdRecord, type Logger, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { native, SYS, O_APPEND, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDWR, F_DUPFD_CLOEXEC, F_SETFL, SIGTTOU, SIGWINCH } from '@ckpt/native';
 import {
   EPERM,
@@ -87,11 +87,9 @@ function openSlave(p: PtyPlan, proc: ProcessRestore, state: TtyState, flags: num
   const t = stubOf(proc);
   return inProcess(proc, m, (fd) => {
     const peer = Number(t.syscall(SYS.ioctl, fd, TIOCGPTPEER, (flags & KEEP_FLAGS) | O_NOCTTY | O_CLOEXEC));
-    const pidfd = native.proc.pidfdOpen(t.pid);
     try {
-      return native.proc.pidfdGetfd(pidfd, peer);
+      return takeFd(t, peer);
     } finally {
-      closeSync(pidfd);
       t.syscallRaw(SYS.close, peer);
     }
   });

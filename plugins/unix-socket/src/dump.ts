@@ -5,7 +5,17 @@
  */
 import { lstatSync, readlinkSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
-import { CkptError, createSessionState, readSocketFilter, type DumpSession, type FdClaim, type FdDumpRequest, type Logger, type ProcessDump } from '@ckpt/core';
+import {
+  CkptError,
+  createSessionState,
+  readSocketFilter,
+  remoteGetsockopt,
+  type DumpSession,
+  type FdClaim,
+  type FdDumpRequest,
+  type Logger,
+  type ProcessDump,
+} from '@ckpt/core';
 import { native, AF_UNIX, O_NONBLOCK, SO_DOMAIN, SO_TYPE, SYS, type UnixDiagEntry } from '@ckpt/native';
 import type { QueuedMessage, UnixSocketData, UnixType } from './record.js';
 import { addrText, externals, isPath, parseAddrText, rawOf } from './names.js';
@@ -155,11 +165,10 @@ const SOL_SOCKET = 1,
 async function filesInFlight(proc: ProcessDump, fd: number, m: { data: Buffer; at?: number; rights?: number }, stream: boolean): Promise<number[]> {
   const t = proc.tracee;
   const base = t.scratch();
-  const [OFF, LEN, MSG, IOV, CTL, BUF] = [0, 8, 64, 128, 256, 8192];
+  const [OFF, MSG, IOV, CTL, BUF] = [0, 64, 128, 256, 8192];
   const CTL_SIZE = 4096;
-  t.put(Buffer.from([4, 0, 0, 0]), LEN);
-  t.syscall(SYS.getsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, base + OFF, base + LEN);
-  const saved = t.read(base + OFF, 4);
+  const saved = remoteGetsockopt(t, fd, SOL_SOCKET, SO_PEEK_OFF, 4);
+  if (!saved) throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid} fd ${fd}: cannot read its peek offset (SO_PEEK_OFF)`);
   const at = Buffer.alloc(4);
   at.writeInt32LE((m.at ?? 0) + (stream ? Math.max(0, m.data.length - 1) : 0));
   const got: number[] = [];
