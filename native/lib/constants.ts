@@ -97,6 +97,7 @@ export const SYS = Object.freeze({
   bind: 49,
   getsockname: 51,
   getpeername: 52,
+  socketpair: 53,
   getsockopt: 55,
   clock_gettime: 228,
 });

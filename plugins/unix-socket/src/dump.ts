@@ -149,6 +149,7 @@ function queueMessages(d: UnixSocketData, messages: Array<{ data: Buffer; addr?:
 }
 
 const SOL_SOCKET = 1,
+  SO_PEERCRED = 17,
   SO_PEEK_OFF = 42,
   SCM_RIGHTS = 1,
   MSG_PEEK = 2,
@@ -268,6 +269,8 @@ export function makeDumpFd(log: Logger) {
     };
     const filter = readSocketFilter(proc, req.fd, `fd ${req.fd} (a unix ${type} socket)`);
     if (filter) d.filter = filter;
+    const cred = native.sock.sockGetBytes(req.dupFd, SOL_SOCKET, SO_PEERCRED, 12);
+    if (cred && cred.length === 12 && cred.readInt32LE(0) > 0) d.peercred = { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
     dumpName(d, e, proc.procPid);
     dumpConnection(d, e, st, type);
     if (d.state !== 'listening') await dumpQueue(req, proc, d, e, type);

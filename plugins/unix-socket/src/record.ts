@@ -99,6 +99,8 @@ export const unixSocketData = z.strictObject({
   /** Bytes received from an external peer that a fresh connection cannot carry (dropped). */
   droppedBytes: uint.optional(),
   opts: unixOptions,
+  /** SO_PEERCRED: the pid and effective ids of whoever made its peer (host pid). */
+  peercred: z.strictObject({ pid: uint, uid: uint, gid: uint }).optional(),
   /** A classic BPF socket filter (SO_ATTACH_FILTER). */
   filter: z.strictObject({ code: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), locked: z.boolean().optional() }).optional(),
 });

@@ -4,8 +4,21 @@
  * of our socket.
  */
 import { chmodSync, chownSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
-import { attachSocketFilter, CkptError, fileId, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
-import { native, F_DUPFD_CLOEXEC, F_SETFL, O_NONBLOCK, SHUT_RD, SHUT_WR, SOCK_DGRAM, SOCK_NONBLOCK, type UnixDiagEntry } from '@ckpt/native';
+import { attachSocketFilter, CkptError, fileId, takeFd, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import {
+  native,
+  AF_UNIX,
+  F_DUPFD_CLOEXEC,
+  F_SETFL,
+  O_NONBLOCK,
+  SHUT_RD,
+  SHUT_WR,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+  SOCK_NONBLOCK,
+  SYS,
+  type UnixDiagEntry,
+} from '@ckpt/native';
 import type { UnixSocketData } from './record.js';
 import { addrText, bindsName, externals, parseAddrText, pathOf, rawOf, reachable } from './names.js';
 import { applyOptions, TYPE_NUM } from './sockopts.js';
@@ -74,6 +87,36 @@ function bindName(b: Build, s: Sock, raw: Buffer, diag: UnixDiagEntry[]): void {
   noteCreated(b, s.d, raw);
 }
 
+/**
+ * A socketpair made again by the process that made it (both ends name it: SO_PEERCRED), when it is
+ * in the image, with the effective ids it had then (for the moment, in its leader): so that each
+ * end's SO_PEERCRED names that pid and ids again. Undefined when its maker is not in the image.
+ */
+function pairAsItsMaker(session: RestoreSession, s: ImageSock, p: ImageSock): [number, number] | undefined {
+  const c = s.d.peercred;
+  const q = p.d.peercred;
+  if (!c || !q || c.pid !== q.pid || c.uid !== q.uid || c.gid !== q.gid) return undefined;
+  const t = session.processes.find((x) => x.pid === c.pid)?.stub;
+  if (!t) return undefined;
+  const at = t.put(Buffer.alloc(8), 0);
+  t.syscall(SYS.setresgid, -1, c.gid, -1);
+  t.syscall(SYS.setresuid, -1, c.uid, -1);
+  let fds: [number, number];
+  try {
+    t.syscall(SYS.socketpair, AF_UNIX, TYPE_NUM[s.d.type] | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, at);
+    const two = t.read(at, 8);
+    fds = [two.readInt32LE(0), two.readInt32LE(4)];
+  } finally {
+    t.syscall(SYS.setresuid, -1, 0, -1);
+    t.syscall(SYS.setresgid, -1, 0, -1);
+  }
+  try {
+    return [takeFd(t, fds[0]), takeFd(t, fds[1])];
+  } finally {
+    for (const fd of fds) t.syscallRaw(SYS.close, fd);
+  }
+}
+
 /** Whether a file other than a socket is at path. */
 function occupied(path: string): boolean {
   try {
@@ -87,7 +130,7 @@ function occupied(path: string): boolean {
  * 1. Sockets. Pairs of unnamed sockets come from socketpair(); so does a datagram socket whose
  * peer is unnamed (only socketpair can have connected them). Accepted sockets are left for step 3.
  */
-function createSockets(b: Build, list: ImageSock[]): void {
+function createSockets(b: Build, session: RestoreSession, list: ImageSock[]): void {
   const byIno = new Map(list.map((s) => [s.d.ino, s]));
   for (const s of list) {
     if (b.socks.has(s.d.ino)) continue;
@@ -99,7 +142,7 @@ function createSockets(b: Build, list: ImageSock[]): void {
       p.d.type === s.d.type &&
       (s.d.type === 'dgram' ? !p.d.nameRaw : !s.d.nameRaw && !p.d.nameRaw && p.d.peer === s.d.ino);
     if (p && pairable) {
-      const [x, y] = native.sock.unixSocketpair(TYPE_NUM[s.d.type] | SOCK_NONBLOCK);
+      const [x, y] = pairAsItsMaker(session, s, p) ?? native.sock.unixSocketpair(TYPE_NUM[s.d.type] | SOCK_NONBLOCK);
       b.socks.set(s.d.ino, { ...s, rfd: own(b, x), pairedWith: p.d.ino });
       b.socks.set(p.d.ino, { ...p, rfd: own(b, y), pairedWith: s.d.ino });
       continue;
@@ -372,7 +415,7 @@ async function buildAll(session: RestoreSession, log: Logger): Promise<Build> {
   const b = startBuild(session);
   const list = allSockets(session);
   const diag = native.sock.unixDiag();
-  createSockets(b, list);
+  createSockets(b, session, list);
   bindNames(b, diag);
   acceptConnections(b, list, diag, log);
   connectClosedPeers(b);
