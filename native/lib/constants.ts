@@ -95,6 +95,7 @@ export const SYS = Object.freeze({
   socket: 41,
   connect: 42,
   bind: 49,
+  listen: 50,
   getsockname: 51,
   getpeername: 52,
   socketpair: 53,

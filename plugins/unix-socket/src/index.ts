@@ -37,11 +37,13 @@
  *      in it when the socket had a pending ECONNRESET), options, flags; socket files the program
  *      had unlinked are unlinked again.
  *
- * SO_PEERCRED: a socketpair whose maker is in the image is made again by it, with the effective
- * ids it had (both ends name that pid and those ids again).
- * Not kept: the credentials attached to queued messages, and SO_PEERCRED of connections made
- * through a listener and of socketpairs made outside the image (the restorer made them: they
- * name ckpt restore); out-of-band data (MSG_OOB: refused);
+ * SO_PEERCRED (the pid and effective ids of whoever made the peer end): a socketpair is made
+ * again by its maker, a listener listens again in the process that had called listen(), and an
+ * accepted connection is connected again by its client's process, each for the moment with the
+ * ids it had then, when that process is in the image.
+ * Not kept: the credentials attached to queued messages; SO_PEERCRED that names a process outside
+ * the image, or of a connection still pending on a listener (the restorer made it: it names
+ * ckpt restore); out-of-band data (MSG_OOB: refused);
  * outside clients queued on a listener, not accept()ed yet (dropped, logged); data received from
  * an external peer before the dump (dropped: the new connection cannot carry it); a pending
  * error on a datagram socket (read, and so cleared, by the dump). Empty datagrams and seqpacket

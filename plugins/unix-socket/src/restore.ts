@@ -4,7 +4,7 @@
  * of our socket.
  */
 import { chmodSync, chownSync, lstatSync, renameSync, unlinkSync } from 'node:fs';
-import { attachSocketFilter, CkptError, fileId, takeFd, type FdRecord, type Logger, type ProcessRestore, type RestoreSession } from '@ckpt/core';
+import { attachSocketFilter, CkptError, fileId, takeFd, type FdRecord, type Logger, type ProcessRestore, type RestoreSession, type Tracee } from '@ckpt/core';
 import {
   native,
   AF_UNIX,
@@ -96,25 +96,70 @@ function pairAsItsMaker(session: RestoreSession, s: ImageSock, p: ImageSock): [n
   const c = s.d.peercred;
   const q = p.d.peercred;
   if (!c || !q || c.pid !== q.pid || c.uid !== q.uid || c.gid !== q.gid) return undefined;
-  const t = session.processes.find((x) => x.pid === c.pid)?.stub;
-  if (!t) return undefined;
-  const at = t.put(Buffer.alloc(8), 0);
-  t.syscall(SYS.setresgid, -1, c.gid, -1);
-  t.syscall(SYS.setresuid, -1, c.uid, -1);
-  let fds: [number, number];
-  try {
+  const proc = session.processes.find((x) => x.pid === c.pid);
+  const t = proc?.stub;
+  if (!proc || !t) return undefined;
+  const fds = asMaker(proc, c, () => {
+    const at = t.put(Buffer.alloc(8), 0);
     t.syscall(SYS.socketpair, AF_UNIX, TYPE_NUM[s.d.type] | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, at);
     const two = t.read(at, 8);
-    fds = [two.readInt32LE(0), two.readInt32LE(4)];
-  } finally {
-    t.syscall(SYS.setresuid, -1, 0, -1);
-    t.syscall(SYS.setresgid, -1, 0, -1);
-  }
+    return [two.readInt32LE(0), two.readInt32LE(4)];
+  });
   try {
     return [takeFd(t, fds[0]), takeFd(t, fds[1])];
   } finally {
     for (const fd of fds) t.syscallRaw(SYS.close, fd);
   }
+}
+
+/**
+ * Runs fn in the leader of proc (a stub, still root) with the effective ids of cred for the
+ * moment: what the kernel records as a socket's peer credentials (socketpair, listen, connect).
+ */
+function asMaker<T>(proc: ProcessRestore, cred: { uid: number; gid: number }, fn: () => T): T {
+  const t = proc.stub!;
+  t.syscall(SYS.setresgid, -1, cred.gid, -1);
+  t.syscall(SYS.setresuid, -1, cred.uid, -1);
+  try {
+    return fn();
+  } finally {
+    t.syscall(SYS.setresuid, -1, 0, -1);
+    t.syscall(SYS.setresgid, -1, 0, -1);
+  }
+}
+
+/**
+ * Runs a socket call (listen, connect) on our socket `rfd` inside the process whose pid `cred`
+ * names, with its ids, so that the peer credentials it sets name them (SO_PEERCRED); false when
+ * that process is not in the image (the caller does it itself).
+ */
+function callAs(
+  session: RestoreSession,
+  cred: UnixSocketData['peercred'],
+  rfd: number,
+  call: (t: Tracee, fd: number) => bigint,
+  what: string,
+  s: ImageSock,
+): boolean {
+  const proc = cred ? session.processes.find((x) => x.pid === cred.pid) : undefined;
+  if (!cred || !proc?.stub) return false;
+  const t = proc.stub;
+  const fd = proc.borrowFd(rfd);
+  try {
+    const r = asMaker(proc, cred, () => call(t, fd));
+    if (r < 0n) throw restoreError(s, what, new Error(`errno ${-r}`));
+  } finally {
+    t.syscallRaw(SYS.close, fd);
+  }
+  return true;
+}
+
+/** struct sockaddr_un of a raw address (a path, or an abstract name starting with NUL). */
+function sockaddrUn(raw: Buffer): Buffer {
+  const b = Buffer.alloc(2 + raw.length);
+  b.writeUInt16LE(AF_UNIX, 0);
+  raw.copy(b, 2);
+  return b;
 }
 
 /** Whether a file other than a socket is at path. */
@@ -162,13 +207,16 @@ function createSockets(b: Build, session: RestoreSession, list: ImageSock[]): vo
 }
 
 /** 2. Names, listeners. */
-function bindNames(b: Build, diag: UnixDiagEntry[]): void {
+function bindNames(b: Build, session: RestoreSession, diag: UnixDiagEntry[]): void {
   for (const s of b.socks.values()) {
     if (!bindsName(s.d)) continue;
     bindName(b, s, rawOf(s.d.nameRaw), diag);
     if (s.d.state === 'listening') {
+      // listen() by whoever did it (its SO_PEERCRED, which its clients' sockets copy).
+      const backlog = s.d.backlog ?? 128;
+      if (callAs(session, s.d.peercred, s.rfd, (t, fd) => t.syscallRaw(SYS.listen, fd, backlog), 'listen', s)) continue;
       try {
-        native.sock.sockListen(s.rfd, s.d.backlog ?? 128);
+        native.sock.sockListen(s.rfd, backlog);
       } catch (e) {
         throw restoreError(s, 'listen', e);
       }
@@ -212,7 +260,7 @@ function listenerFor(b: Build, temps: Map<string, number>, s: ImageSock, diag: U
  * 3. Accepted connections: the client connects to the listener of the image with that name,
  * or to a temporary one at the same address; the accepted socket is taken from it.
  */
-function acceptConnections(b: Build, list: ImageSock[], diag: UnixDiagEntry[], log: Logger): void {
+function acceptConnections(b: Build, session: RestoreSession, list: ImageSock[], diag: UnixDiagEntry[], log: Logger): void {
   const temps = new Map<string, number>();
   for (const s of list) {
     if (b.socks.has(s.d.ino)) continue; // only accepted sockets are left
@@ -227,10 +275,21 @@ function acceptConnections(b: Build, list: ImageSock[], diag: UnixDiagEntry[], l
       // The client is gone (or outside and declared external): a throwaway one, closed after the data.
       cfd = closer = own(b, native.sock.unixSocket(TYPE_NUM[s.d.type] | SOCK_NONBLOCK));
     }
-    try {
-      native.sock.unixConnect(cfd, addr);
-    } catch (e) {
-      throw restoreError(s, `connect to ${addrText(addr)}`, e);
+    // connect() by the client's process (the accepted socket's SO_PEERCRED names it), else by us.
+    const connected = callAs(
+      session,
+      s.d.peercred,
+      cfd,
+      (t, fd) => t.syscallRaw(SYS.connect, fd, t.put(sockaddrUn(addr), 512), 2 + addr.length),
+      `connect to ${addrText(addr)}`,
+      s,
+    );
+    if (!connected) {
+      try {
+        native.sock.unixConnect(cfd, addr);
+      } catch (e) {
+        throw restoreError(s, `connect to ${addrText(addr)}`, e);
+      }
     }
     const afd = own(b, native.sock.unixAccept(l));
     b.socks.set(s.d.ino, { ...s, rfd: afd, closer });
@@ -416,8 +475,8 @@ async function buildAll(session: RestoreSession, log: Logger): Promise<Build> {
   const list = allSockets(session);
   const diag = native.sock.unixDiag();
   createSockets(b, session, list);
-  bindNames(b, diag);
-  acceptConnections(b, list, diag, log);
+  bindNames(b, session, diag);
+  acceptConnections(b, session, list, diag, log);
   connectClosedPeers(b);
   connectExternals(b, session, log);
   await filesInFlight(b, session);
