@@ -216,6 +216,31 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
       ['import ctypes, time', 'assert ctypes.CDLL(None).unshare(0x04000000) == 0', 'print("ready", flush=True)', 'time.sleep(600)'].join('\n'),
       /another UTS \(host name\) namespace/,
     ],
+    [
+      'a netlink socket with a reply queued and unread',
+      [
+        'import socket, struct, time',
+        's = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)',
+        '# RTM_GETLINK (18), NLM_F_REQUEST | NLM_F_DUMP: the kernel answers; nobody reads it',
+        "s.send(struct.pack('=LHHLLBxHiII', 32, 18, 0x301, 1, 0, 0, 0, 0, 0, 0))",
+        'time.sleep(0.2)',
+        'print("ready", flush=True)',
+        'time.sleep(600)',
+      ].join('\n'),
+      /a netlink socket \(route, port \d+\) with messages queued and unread/,
+    ],
+    [
+      'a raw socket with a packet queued and unread',
+      [
+        'import socket, time',
+        'r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)',
+        "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', 9))",
+        'time.sleep(0.2)',
+        'print("ready", flush=True)',
+        'time.sleep(600)',
+      ].join('\n'),
+      /raw .* with \d+ bytes received and unread/,
+    ],
   ];
   const SHARED = path.join(BUILD_DIR, 'shared');
   const fixtures: Array<[string, string, RegExp]> = [
