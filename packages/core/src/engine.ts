@@ -15,7 +15,7 @@
  *            machinery -> detach -> afterResume. Any failure: restoreFailed, then every rollback
  *            (stubs killed, fds closed).
  */
-import { readFileSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import { native, NativeError, Regs, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks, type StateClass } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
@@ -34,7 +34,7 @@ import type {
   SharedWithParent,
   ZombieRecord,
 } from './context.js';
-import { processExists, processTree, readStat, describePid, readMaps } from './proc.js';
+import { processExists, processTree, readStat, readStatus, describePid, readMaps } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
@@ -834,17 +834,13 @@ function pidNamespaceOf(root: number, session: DumpSession): PidNamespaceRecord 
   return { map, ...(rootIds.at(-1) !== 1 ? { initOutside: true } : {}), ...(hostIpc ? { hostIpc } : {}) };
 }
 
+/** The status of a task, or nothing when it is gone. */
 function readStatusOf(pid: number, tid: number): Record<string, string> {
-  const out: Record<string, string> = {};
   try {
-    for (const line of readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
-      const i = line.indexOf(':');
-      if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
-    }
+    return readStatus(pid, tid);
   } catch {
-    /* gone */
+    return {};
   }
-  return out;
 }
 
 /**

@@ -133,9 +133,10 @@ export function readStat(pid: number, tid?: number): ProcStat {
   };
 }
 
-export function readStatus(pid: number): Record<string, string> {
+/** /proc/PID/status (or, with tid, /proc/PID/task/TID/status) as "Key" -> value. */
+export function readStatus(pid: number, tid?: number): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+  for (const line of readFileSync(tid === undefined ? `/proc/${pid}/status` : `/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
     const i = line.indexOf(':');
     if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
   }

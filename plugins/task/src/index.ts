@@ -83,15 +83,6 @@ const SIGSTOP = 19;
 
 const POLICY: Record<number, string> = { 0: 'SCHED_OTHER', 1: 'SCHED_FIFO', 2: 'SCHED_RR', 3: 'SCHED_BATCH', 5: 'SCHED_IDLE', 6: 'SCHED_DEADLINE' };
 
-function taskStatus(pid: number, tid: number): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
-    const i = line.indexOf(':');
-    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
-  }
-  return out;
-}
-
 /** Field N of /proc/PID/task/TID/stat (1-based, as proc(5) numbers them). */
 function statField(pid: number, tid: number, n: number): number {
   const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
@@ -127,7 +118,7 @@ function dumpSeccomp(proc: ProcessDump, comm: string): { filters: TaskRecord['se
   const filters: TaskRecord['seccompFilters'] = [];
   const byPlace = new Map<string, number>();
   const threads = proc.threads.map((t): ThreadSeccomp => {
-    const mode = taskStatus(proc.pid, t.pid).Seccomp ?? '0';
+    const mode = procfs.readStatus(proc.pid, t.pid).Seccomp ?? '0';
     if (mode === '0') return undefined;
     if (mode === '1') return { mode: 1 };
     let found: Array<{ prog: Buffer; flags: number }>;
@@ -234,7 +225,7 @@ async function dump(proc: ProcessDump): Promise<void> {
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
       const pdeathsig = intAt(0);
-      const status = taskStatus(pid, t.pid);
+      const status = procfs.readStatus(pid, t.pid);
       const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
       const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
       const own = readCgroups(pid, t.pid);

@@ -8,7 +8,6 @@
  * expiry is where it was (see armCounted). Signals of that number already pending (restored from
  * the image) are taken out first and queued again after, each in the queue it was in.
  */
-import { readFileSync } from 'node:fs';
 import { CkptError, procfs, withSignalsHeld, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { SYS } from '@ckpt/native';
 
@@ -33,8 +32,8 @@ interface Timer {
 
 /** Whether signal `sig` is pending for thread tid (privately) or for its process (shared). */
 function pendingIn(pid: number, tid: number, sig: number): { own: boolean; shared: boolean } {
-  const st = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-  const bit = (key: string) => ((BigInt(`0x${new RegExp(`^${key}:\\s*([0-9a-f]+)`, 'm').exec(st)?.[1] ?? '0'}`) >> BigInt(sig - 1)) & 1n) === 1n;
+  const st = procfs.readStatus(pid, tid);
+  const bit = (key: string) => ((BigInt(`0x${st[key] ?? '0'}`) >> BigInt(sig - 1)) & 1n) === 1n;
   return { own: bit('SigPnd'), shared: bit('ShdPnd') };
 }
 
