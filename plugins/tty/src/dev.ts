@@ -9,16 +9,6 @@ export function devParts(dev: number): { major: number; minor: number } {
   return { major: (dev >>> 8) & 0xfff, minor: (dev & 0xff) | ((dev >>> 12) & 0xfff00) };
 }
 
-/** Unix98 pty masters: majors 128..135. */
-export const PTM_MAJOR_FIRST = 128;
-
-/** The pty number of a master's tty (a controlling terminal taken on a master), else undefined. */
-export function ptmIndex(dev: number): number | undefined {
-  const { major, minor } = devParts(dev);
-  if (major < PTM_MAJOR_FIRST || major >= PTS_MAJOR_FIRST) return undefined;
-  return (major - PTM_MAJOR_FIRST) * 256 + minor;
-}
-
 /** The pty number of a slave device, or undefined when dev is not a Unix98 pty slave. */
 export function ptsIndex(dev: number): number | undefined {
   const { major, minor } = devParts(dev);

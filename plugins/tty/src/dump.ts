@@ -1,7 +1,7 @@
 /** Dump: pty fds (master, slave, /dev/tty on a pty) and the controlling terminal of each process. */
 import { readFileSync, statSync, type Stats } from 'node:fs';
 import { CkptError, type FdClaim, type FdDumpRequest, type ProcessDump } from '@ckpt/core';
-import { devParts, ptmIndex, ptsIndex } from './dev.js';
+import { devParts, ptsIndex } from './dev.js';
 import { ioctlRead, KEEP_FLAGS, TCGETS, TERMIOS_SIZE, TIOCGDEV, TIOCGPKT, TIOCGPTLCK, TIOCGPTN, TIOCGWINSZ, WINSIZE_SIZE } from './ioctl.js';
 import { NAME, type TtyFdData, type TtyProcessRecord } from './record.js';
 import { takeQueued } from './queue.js';
@@ -80,17 +80,16 @@ function slaveNode(proc: ProcessDump, index: number): Stats | undefined {
 }
 
 /**
- * The controlling terminal of the process: a pty's slave, or its master (TIOCSCTTY on a master
- * fd). Any other terminal (a console, a virtual or serial terminal) of a session the image makes
+ * The controlling terminal of the process, a pty's slave (the kernel makes a master's slave the
+ * controlling terminal when TIOCSCTTY is called on the master). Any other terminal (a console, a virtual or serial terminal) of a session the image makes
  * again (its leader is in it) is refused: ckpt does not give it back. A process of a session led
  * from outside (a shell job) joins the session of ckpt restore, and its terminal, as before.
  */
 export async function dumpProcess(proc: ProcessDump): Promise<void> {
   const st = cttyOf(proc.procPid);
   if (!st.ttyNr) return;
-  const slave = ptsIndex(st.ttyNr);
-  const master = slave === undefined ? ptmIndex(st.ttyNr) : undefined;
-  if (slave === undefined && master === undefined) {
+  const index = ptsIndex(st.ttyNr);
+  if (index === undefined) {
     if (st.sid !== proc.pid) return;
     const { major, minor } = devParts(st.ttyNr);
     throw new CkptError(
@@ -99,11 +98,5 @@ export async function dumpProcess(proc: ProcessDump): Promise<void> {
       { hint: 'run the program on a pty (e.g. under script, tmux or ssh), or detach it from its terminal (setsid)' },
     );
   }
-  const ctty = {
-    index: (slave ?? master)!,
-    leader: st.sid === proc.pid,
-    tpgid: st.tpgid > 0 ? st.tpgid : 0,
-    ...(master !== undefined ? { master: true } : {}),
-  };
-  proc.put(NAME, { ctty } satisfies TtyProcessRecord);
+  proc.put(NAME, { ctty: { index, leader: st.sid === proc.pid, tpgid: st.tpgid > 0 ? st.tpgid : 0 } } satisfies TtyProcessRecord);
 }

@@ -9,8 +9,8 @@
  *     queued in the pty both ways (read and put back at once, queue.ts). An fd opened on /dev/tty (5:0) is recorded as
  *     a slave fd of the pty it was opened on (TIOCGDEV), when that is a pty. Other character
  *     devices (/dev/null, consoles, a /dev/tty of a console, ...) are left to @ckpt/plugin-files.
- *   - per process whose controlling terminal is a pty (/proc/PID/stat tty_nr): which pty, its
- *     slave or its master side, whether the process leads that session, and the terminal's
+ *   - per process whose controlling terminal is a pty (/proc/PID/stat tty_nr; TIOCSCTTY on a
+ *     master makes its slave the terminal): which pty, whether the process leads that session, and the terminal's
  *     foreground process group (tpgid). Stored under this plugin's name only for such processes.
  *     A session leader whose controlling terminal is not a pty (a console, a virtual or serial
  *     terminal) is refused.
@@ -21,7 +21,7 @@
  * flags); descriptions shared by several fds or processes stay shared (@ckpt/plugin-files). The
  * new slave node gets the saved owner and mode; the queued bytes go back in. The new pty usually
  * has another number: programs that kept the old name (ttyname) in memory keep the old name. Once
- * every fd is in place (session.fdsInstalled) the session leader takes the new slave (or master)
+ * every fd is in place (session.fdsInstalled) the session leader takes the new slave
  * as controlling terminal again (TIOCSCTTY, run in the process, on its own fd or on one opened
  * for the moment: with the master in the image the terminal lives on without any slave fd), and
  * the foreground process group is restored (TIOCSPGRP). A controlling terminal whose master was

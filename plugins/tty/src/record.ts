@@ -47,8 +47,6 @@ export interface TtyProcessRecord {
     leader: boolean;
     /** The foreground process group of the terminal (image pid), 0 if none. */
     tpgid: number;
-    /** It is the master's side (TIOCSCTTY on a master fd), not the slave. */
-    master?: boolean;
   };
 }
 
@@ -68,7 +66,7 @@ export const ttyFdData = z.strictObject({
 });
 
 export const ttyProcessRecord = z.strictObject({
-  ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint, master: z.boolean().optional() }),
+  ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint }),
 });
 
 // Compile-time checks: the interfaces and the schemas describe the same records.

@@ -130,28 +130,21 @@ export function makeRestoreFd(log: Logger) {
   };
 }
 
-/** An fd number of the process on the (new) slave (or master) of pty `index`, if it holds one. */
-function ptyFdOf(proc: ProcessRestore, state: TtyState, index: number, side: 'slave' | 'master'): number | undefined {
+/** An fd number of the process on the (new) slave of pty `index`, if it holds one. */
+function slaveFdOf(proc: ProcessRestore, state: TtyState, index: number): number | undefined {
   for (const r of proc.fds) {
     const d = state.fdData.get(`${proc.pid}:${r.fd}`);
-    if (d && d.side === side && d.index === index) return r.fd;
+    if (d && d.side === 'slave' && d.index === index) return r.fd;
   }
   return undefined;
 }
 
-/**
- * Runs fn on an fd of the process on the terminal that replaces pty p (its own, or a temporary
- * one): its slave side, or its master side when `master` (a controlling terminal taken on a master).
- */
-function onTerminalFd(proc: ProcessRestore, p: PtyPlan, state: TtyState, log: Logger, fn: (fd: number, t: Tracee) => void, master = false): void {
-  const own = ptyFdOf(proc, state, p.index, master ? 'master' : 'slave');
+/** Runs fn on an fd of the process on the terminal that replaces pty p (its own, or a temporary one). */
+function onTerminalFd(proc: ProcessRestore, p: PtyPlan, state: TtyState, log: Logger, fn: (fd: number, t: Tracee) => void): void {
+  const own = slaveFdOf(proc, state, p.index);
   const t = stubOf(proc);
   if (own !== undefined) {
     fn(own, t);
-    return;
-  }
-  if (master) {
-    inProcess(proc, ensurePty(p, proc, state, log), fn);
     return;
   }
   const ours = p.terminal ? openTerminal(p, proc, state, O_RDWR) : openSlave(p, proc, state, O_RDWR, log);
@@ -206,27 +199,20 @@ export function makeAfterInstall(log: Logger) {
       /* a group whose leader is not in the image: left as the kernel makes it */
     }
     if (rec.ctty.leader) {
-      onTerminalFd(
-        proc,
-        p,
-        state,
-        log,
-        (fd, t) => {
-          let r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 0);
-          // --tty: the restorer's terminal is its own session's: take it over (we are root).
-          if (r === -EPERM && p.terminal) r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 1);
-          if (r < 0n) {
-            log('pid %d: cannot take its terminal as controlling terminal again (errno %d)', proc.pid, -Number(r));
-            return;
-          }
-          if (fg) {
-            const s = withSigttouBlocked(t, () => t.syscallRaw(SYS.ioctl, fd, TIOCSPGRP, t.put(int32(fg), 0)));
-            if (s < 0n) log('pid %d: cannot make process group %d the foreground group (errno %d)', proc.pid, fg, -Number(s));
-          }
-          if (p.terminal) notifyResize(proc, p, rec.ctty.tpgid, fd, t, log);
-        },
-        !!rec.ctty.master && !p.terminal,
-      );
+      onTerminalFd(proc, p, state, log, (fd, t) => {
+        let r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 0);
+        // --tty: the restorer's terminal is its own session's: take it over (we are root).
+        if (r === -EPERM && p.terminal) r = t.syscallRaw(SYS.ioctl, fd, TIOCSCTTY, 1);
+        if (r < 0n) {
+          log('pid %d: cannot take its terminal as controlling terminal again (errno %d)', proc.pid, -Number(r));
+          return;
+        }
+        if (fg) {
+          const s = withSigttouBlocked(t, () => t.syscallRaw(SYS.ioctl, fd, TIOCSPGRP, t.put(int32(fg), 0)));
+          if (s < 0n) log('pid %d: cannot make process group %d the foreground group (errno %d)', proc.pid, fg, -Number(s));
+        }
+        if (p.terminal) notifyResize(proc, p, rec.ctty.tpgid, fd, t, log);
+      });
       if (p.terminal && state.terminal) state.terminal.fgDone = true;
       return;
     }
