@@ -101,11 +101,10 @@ export class Installer {
    * Closes the pidfd and unmaps the trampoline: after this no remote syscall runs in the process.
    * Every signal is blocked meanwhile: the registers stage has set the final mask, and a signal
    * made pending for the process (e.g. SIGWINCH after a terminal resize) must wait for it to run,
-   * not stop these last injected syscalls. `via`: the thread they run in (the leader, unless it
+   * not stop these last injected syscalls. `stub`: the thread they run in (the leader, unless it
    * has exited: see exitLeader).
    */
-  teardown(via: Tracee | undefined = this.proc.stub): void {
-    const stub = via;
+  teardown(stub: Tracee | undefined = this.proc.stub): void {
     if (!stub) return;
     withSignalsHeld(stub.pid, () => {
       if (this.pidfd !== undefined) {

@@ -176,6 +176,11 @@ export function makeDumpFd(ctx: PluginContext) {
     const what = `pid ${proc.pid} fd ${req.fd} (${describeSocket(data)})`;
     const filter = readSocketFilter(proc, req.fd, what);
     if (filter) data.filter = filter;
+    // sock_diag answers for UDP and UDP-Lite (ping sockets have no diag handler).
+    if (proto === 'udp' || proto === 'udplite') {
+      const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
+      if (shut) data.shutdown = shut;
+    }
     if (!tcp && proto !== 'udp') {
       // Their queued packets cannot be sent again as from their senders: refused, not dropped.
       if (data.recvQueue) {
@@ -187,13 +192,7 @@ export function makeDumpFd(ctx: PluginContext) {
           },
         );
       }
-      if (proto === 'udplite') {
-        const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
-        if (shut) data.shutdown = shut;
-      }
     } else if (!tcp) {
-      const shut = native.sock.inetShutdown(data.family, info.protocol, req.stat.ino);
-      if (shut) data.shutdown = shut;
       dumpDatagrams(req.dupFd, data);
     } else if (state === LISTEN) {
       dumpListener(ctx, info, data, what);
