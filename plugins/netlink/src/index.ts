@@ -12,7 +12,7 @@
  * any group), bound to its port id, joined to each group, connected, flags and sizes set; our
  * copy (pidfd_getfd) goes to core.
  */
-import { closeSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import {
   CkptError,
   definePlugin,
@@ -67,7 +67,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ne
   const protocol = native.sock.sockGetInt(req.dupFd, SOL_SOCKET, SO_PROTOCOL) ?? 0;
   const own = remoteName(t, req.fd, false);
   const what = `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is ${describe({ protocol, portid: own.portid })}`;
-  if (native.sock.unixNetns(req.dupFd) !== ownNetns()) {
+  if (native.sock.unixNetns(req.dupFd) !== statSync('/proc/self/ns/net').ino) {
     throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `${what} of another network namespace, which ckpt does not save`);
   }
   const pfd = Buffer.alloc(8);
@@ -103,20 +103,6 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ne
     ...(lock & 2 ? { rcvbuf: size(SO_RCVBUF) } : {}),
   };
   return { kind: 'netlink', data };
-}
-
-/** Our own network namespace (its inode), through a socket of ours made for the question. */
-let netns: number | undefined;
-function ownNetns(): number {
-  if (netns === undefined) {
-    const probe = native.sock.unixSocket(2 /* SOCK_DGRAM */);
-    try {
-      netns = native.sock.unixNetns(probe);
-    } finally {
-      closeSync(probe);
-    }
-  }
-  return netns;
 }
 
 async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | undefined> {
