@@ -72,10 +72,13 @@ function infoOf(file: string, name: string, when: string): string {
 }
 
 /** Starts tcppeer as a client outside any checkpoint (a child of the test). */
-function outsideClient(dir: string, fam: 4 | 6, port: number, send: number, expectBytes: number, go: string) {
+function outsideClient(dir: string, fam: 4 | 6, port: number, send: number, expectBytes: number, go: string, env: Record<string, string> = {}) {
   const out = path.join(dir, 'client.out');
   const fd = fs.openSync(out, 'w');
-  const child = spawn(TCPPEER, ['client', String(fam), String(port), String(send), String(expectBytes), go], { stdio: ['ignore', fd, fd] });
+  const child = spawn(TCPPEER, ['client', String(fam), String(port), String(send), String(expectBytes), go], {
+    stdio: ['ignore', fd, fd],
+    env: { ...process.env, ...env },
+  });
   fs.closeSync(fd);
   track(child.pid!, TCPPEER);
   let exit: number | null | undefined;
@@ -154,6 +157,29 @@ describe('TCP: established connections and listeners', () => {
       expect(infoOf(s.stdout, 'server', 'after')).toBe(infoOf(s.stdout, 'server', 'before'));
     });
   }
+
+  it('a server in CLOSE_WAIT: its client outside the tree shut down writing, and reads every byte the restored server sends, then EOF', async () => {
+    const dir = makeTempDir('tcp-closewait');
+    const img = path.join(dir, 'img');
+    const s = await startServer(dir, 4, 3_000_000, 1000);
+    const c = outsideClient(dir, 4, s.port, 1000, 3_000_000, s.go, { TCPPEER_HALFCLOSE: '1' });
+    await waitForLine(s.stdout, /^server ready$/);
+    await waitForLine(c.out, /^client ready$/);
+    await dumpOk(s.pid, img);
+    await sleep(500);
+    await restoreOk(img, s.pid, TCPPEER);
+    fs.writeFileSync(s.go, '');
+    await waitForLine(s.stdout, /^server verified 1000$/, 40_000);
+    await waitForLine(c.out, /^client verified 3000000$/, 40_000);
+    await waitForLine(c.out, /^client done$/, 30_000);
+    await waitForLine(s.stdout, /^server done$/, 30_000);
+    // CLOSE_WAIT (8) before the dump and after the restore.
+    expect(
+      readLines(s.stdout)
+        .filter((l) => /^server info-(before|after) /.test(l))
+        .map((l) => l.split(' ')[2]),
+    ).toEqual(['state=8', 'state=8']);
+  });
 
   it('dump --leave-running blocks the connection only while it is read', async () => {
     const dir = makeTempDir('tcp-leave');
@@ -280,7 +306,7 @@ describe('TCP: established connections and listeners', () => {
     await waitForLine(s.stdout, /^server verified 1000000$/, 30_000);
   });
 
-  it('restore --tcp-close: the connection comes back reset when its peer is gone', async () => {
+  it('restore --tcp-close: the connection comes back closed when its peer is gone (bytes it had received, then EOF; writes fail)', async () => {
     const dir = makeTempDir('tcp-close');
     const img = path.join(dir, 'img');
     const s = await startServer(dir, 6, 500_000, 500_000);
@@ -294,7 +320,8 @@ describe('TCP: established connections and listeners', () => {
     expectOk(r);
     expect(blocks(s.port), blocked()).toBe(false);
     fs.writeFileSync(s.go, '');
-    await waitForLine(s.stdout, /^server error Connection reset by peer/, 20_000);
+    await waitForLine(s.stdout, /^server (eof after \d+|error Broken pipe \(write\))$/, 20_000);
+    expect(readLines(s.stdout).filter((l) => /MISMATCH|reset/.test(l))).toEqual([]);
     await waitForLine(s.stdout, /^listener ok$/, 20_000);
   });
 });
@@ -565,6 +592,27 @@ describe('socket state', () => {
       'ok unix-filter',
       'done',
     ]);
+  });
+});
+
+describe('TCP connections in every state', () => {
+  it('closing (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK), closed with unread bytes, reset, and shut down unconnected; IPv4, IPv6, IPv4-mapped IPv6', async () => {
+    const { lines } = await checksAfterRestore('tcpstates');
+    const names = [
+      'close-wait-state',
+      'fin-wait1-state',
+      'closing-state',
+      'last-ack-state',
+      'closed-state',
+      'close-wait',
+      'fin-wait1',
+      'closing',
+      'last-ack',
+      'closed',
+      'reset',
+      'unconn-shut',
+    ];
+    expect(lines, lines.join('\n')).toEqual([...['v4', 'v6', 'mapped'].flatMap((f) => names.map((n) => `ok ${f}-${n}`)), 'done']);
   });
 });
 

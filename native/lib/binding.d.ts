@@ -102,6 +102,9 @@ export interface InetSockInfo {
   /** Listening TCP sockets: the listen() backlog and connections waiting to be accepted. */
   backlog?: number;
   pending?: number;
+  /** TCP only: an error is pending (POLLERR, e.g. a reset), the receive side is shut down (POLLRDHUP); seen without clearing them. */
+  error?: boolean;
+  rdhup?: boolean;
   /** SIOCINQ, SIOCOUTQ (and SIOCOUTQNSD for TCP: bytes never sent). */
   inq?: number;
   outq?: number;
@@ -297,6 +300,10 @@ export interface InetBinding {
   tcpDestroy(local: InetAddr, peer: InetAddr): void;
   /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
   tcpResetSocket(family: 4 | 6): number;
+  /** shutdown(SHUT_WR) in repair mode: the FIN is queued; with `sent`, taken as sent (not transmitted). */
+  tcpShutdownRepair(fd: number, sent: boolean): void;
+  /** Sends a bare TCP segment from `from` to `to` (raw socket, packets marked `mark`). flags: FIN 1, RST 4, ACK 16. */
+  tcpInject(to: InetAddr, from: InetAddr, seg: { seq: number; ack: number; flags: number; window: number }, mark: number): void;
 }
 /** Sockets: unix and inet, options, sock_diag, TCP repair. */
 export interface SockBinding extends SockCommonBinding, UnixBinding, InetBinding {}

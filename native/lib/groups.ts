@@ -69,6 +69,8 @@ export const GROUPS = {
     'inetShutdown',
     'tcpDestroy',
     'tcpResetSocket',
+    'tcpShutdownRepair',
+    'tcpInject',
   ],
 } as const satisfies { readonly [G in keyof NativeFacade]: ReadonlyArray<keyof NativeFacade[G]> };
 

@@ -138,7 +138,18 @@ Napi::Value SockInfo(const Napi::CallbackInfo& info) {
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0) o.Set("local", AddrToJs(env, ss));
   l = sizeof ss;
   memset(&ss, 0, sizeof ss);
-  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0) o.Set("peer", AddrToJs(env, ss));
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &l) == 0) {
+    o.Set("peer", AddrToJs(env, ss));
+  } else if (protocol == IPPROTO_TCP) {
+    // A connection that is closed, or still connecting, keeps its peer: SO_PEERNAME tells it
+    // where getpeername answers ENOTCONN. (It wants the exact size of the family's address.)
+    l = domain == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    memset(&ss, 0, sizeof ss);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &ss, &l) == 0 && l > 0 && ss.ss_family != AF_UNSPEC) {
+      Napi::Object peer = AddrToJs(env, ss);
+      if (peer.Get("port").As<Napi::Number>().Int32Value() != 0) o.Set("peer", peer);
+    }
+  }
   if (protocol == IPPROTO_TCP) {
     struct tcp_info ti {};
     socklen_t tl = sizeof ti;
@@ -148,6 +159,13 @@ Napi::Value SockInfo(const Napi::CallbackInfo& info) {
     o.Set("sndWscale", ti.tcpi_snd_wscale);
     o.Set("rcvWscale", ti.tcpi_rcv_wscale);
     o.Set("mss", ti.tcpi_snd_mss);
+    // An error pending (POLLERR: e.g. a reset) and the receive side shut down, seen without
+    // taking them (SO_ERROR and a read would clear the error).
+    pollfd p{fd, POLLRDHUP, 0};
+    if (poll(&p, 1, 0) >= 0) {
+      o.Set("error", (p.revents & POLLERR) != 0);
+      o.Set("rdhup", (p.revents & POLLRDHUP) != 0);
+    }
     if (ti.tcpi_state == 10 /* TCP_LISTEN */) {
       o.Set("backlog", ti.tcpi_sacked);  // sk_max_ack_backlog
       o.Set("pending", ti.tcpi_unacked);  // sk_ack_backlog
@@ -238,6 +256,20 @@ Napi::Value TcpDumpConn(const Napi::CallbackInfo& info) {
   struct tcp_repair_window w {};
   l = sizeof w;
   bool haveWindow = getsockopt(fd, IPPROTO_TCP, TCP_REPAIR_WINDOW, &w, &l) == 0;
+  // A FIN we sent and that is not yet acknowledged counts in SIOCOUTQ (and in SIOCOUTQNSD while
+  // unsent) but carries no byte; a connection closed (reset, or both FINs acknowledged) has
+  // nothing left to send anyone.
+  switch (ti.tcpi_state) {
+    case TCP_FIN_WAIT1:
+    case TCP_CLOSING:
+    case TCP_LAST_ACK:
+      if (outq) outq--;
+      if (unsent) unsent--;
+      break;
+    case TCP_CLOSE:
+      outq = unsent = 0;
+      break;
+  }
   uint32_t inqSeq = 0, outqSeq = 0;
   std::vector<uint8_t> in, out;
   bool ok = PeekQueue(env, fd, TCP_SEND_QUEUE, outq, &outqSeq, &out) && PeekQueue(env, fd, TCP_RECV_QUEUE, inq, &inqSeq, &in);
@@ -380,6 +412,98 @@ Napi::Value TcpRepairFill(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The Internet checksum of p (RFC 1071), starting from sum (a pseudo header's).
+uint16_t Checksum(const uint8_t* p, size_t n, uint32_t sum) {
+  for (; n > 1; p += 2, n -= 2) sum += (p[0] << 8) | p[1];
+  if (n) sum += p[0] << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+// tcpShutdownRepair(fd, sent): shutdown(SHUT_WR) of a socket in repair mode, which queues its FIN;
+// with `sent`, the FIN is taken as already sent (TCP_REPAIR_QUEUE = send queue) and not transmitted.
+Napi::Value TcpShutdownRepair(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info[0]);
+  bool sent = info[1].ToBoolean();
+  if (sent && SetQueue(fd, TCP_SEND_QUEUE) < 0) return Fail(env, errno, "setsockopt(TCP_REPAIR_QUEUE)");
+  int r = shutdown(fd, SHUT_WR), e = errno;
+  if (sent) SetQueue(fd, TCP_NO_QUEUE);
+  if (r < 0) return Fail(env, e, "shutdown(SHUT_WR)");
+  return env.Undefined();
+}
+
+// tcpInject(to, from, seg, mark): sends one bare TCP segment (no payload, no options) from `from`
+// to `to` through a raw socket whose packets carry SO_MARK `mark`: how a restore replays what the
+// peer had sent (a FIN, the ACK of our FIN, a reset) into a socket rebuilt in repair mode.
+// seg = { seq, ack, flags (TH_FIN 1, TH_RST 4, TH_ACK 16), window }.
+Napi::Value TcpInject(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  sockaddr_storage to, from;
+  socklen_t tl, fl;
+  if (!JsToAddr(env, info[0], &to, &tl) || !JsToAddr(env, info[1], &from, &fl)) return env.Undefined();
+  Napi::Object seg = info[2].As<Napi::Object>();
+  uint32_t mark = info[3].As<Napi::Number>().Uint32Value();
+  if (to.ss_family != from.ss_family) {
+    ThrowErrnoMsg(env, EINVAL, "tcpInject: source and destination of different families");
+    return env.Undefined();
+  }
+  int fam = to.ss_family;
+  bool v4 = fam == AF_INET;
+  int fd = socket(fam, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return Fail(env, errno, "socket(SOCK_RAW, IPPROTO_TCP)");
+  int one = 1;
+  if (v4) {
+    setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  } else {
+    int csum = 16;  // the kernel computes the TCP checksum (offset 16 of our header)
+    setsockopt(fd, IPPROTO_IPV6, IPV6_CHECKSUM, &csum, sizeof csum);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one);
+  }
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) {
+    int e = errno;
+    close(fd);
+    return Fail(env, e, "setsockopt(SO_MARK)");
+  }
+  sockaddr_storage src = from, dst = to;
+  uint16_t sport = v4 ? reinterpret_cast<sockaddr_in*>(&from)->sin_port : reinterpret_cast<sockaddr_in6*>(&from)->sin6_port;
+  uint16_t dport = v4 ? reinterpret_cast<sockaddr_in*>(&to)->sin_port : reinterpret_cast<sockaddr_in6*>(&to)->sin6_port;
+  if (v4) {
+    reinterpret_cast<sockaddr_in*>(&src)->sin_port = 0;
+    reinterpret_cast<sockaddr_in*>(&dst)->sin_port = 0;
+  } else {
+    reinterpret_cast<sockaddr_in6*>(&src)->sin6_port = 0;
+    reinterpret_cast<sockaddr_in6*>(&dst)->sin6_port = 0;
+  }
+  if (bind(fd, reinterpret_cast<sockaddr*>(&src), fl) < 0) {
+    int e = errno;
+    close(fd);
+    return Fail(env, e, "bind(raw socket to the peer's address)");
+  }
+  uint8_t h[20] = {0};
+  uint32_t seq = htonl(U32(seg, "seq")), ack = htonl(U32(seg, "ack"));
+  uint16_t win = htons(static_cast<uint16_t>(U32(seg, "window") > 0xffff ? 0xffff : U32(seg, "window")));
+  memcpy(&h[0], &sport, 2);
+  memcpy(&h[2], &dport, 2);
+  memcpy(&h[4], &seq, 4);
+  memcpy(&h[8], &ack, 4);
+  h[12] = 5 << 4;  // data offset: 5 words, no options
+  h[13] = static_cast<uint8_t>(U32(seg, "flags"));
+  memcpy(&h[14], &win, 2);
+  if (v4) {
+    const uint8_t* s = reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in*>(&from)->sin_addr);
+    const uint8_t* d = reinterpret_cast<const uint8_t*>(&reinterpret_cast<sockaddr_in*>(&to)->sin_addr);
+    uint32_t sum = ((s[0] << 8) | s[1]) + ((s[2] << 8) | s[3]) + ((d[0] << 8) | d[1]) + ((d[2] << 8) | d[3]) + IPPROTO_TCP + sizeof h;
+    uint16_t c = htons(Checksum(h, sizeof h, sum));
+    memcpy(&h[16], &c, 2);
+  }
+  ssize_t r = sendto(fd, h, sizeof h, 0, reinterpret_cast<sockaddr*>(&dst), tl);
+  int e = errno;
+  close(fd);
+  if (r < 0) return Fail(env, e, "sendto(raw TCP)");
+  return env.Undefined();
+}
+
 // udpPeek(fd) -> [{ from, data }]: every datagram queued, left in place (SO_PEEK_OFF walk).
 Napi::Value UdpPeek(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -416,13 +540,6 @@ Napi::Value UdpPeek(const Napi::CallbackInfo& info) {
   setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &saved, sizeof saved);
   if (err) return Fail(env, err, "recvmsg(MSG_PEEK, UDP)");
   return arr;
-}
-
-uint16_t Checksum(const uint8_t* p, size_t n, uint32_t sum) {
-  for (; n > 1; p += 2, n -= 2) sum += (p[0] << 8) | p[1];
-  if (n) sum += p[0] << 8;
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
 }
 
 // udpInject(to, from, data): sends one datagram to `to` that appears to come from `from`
@@ -645,6 +762,8 @@ void InitInet(Napi::Env env, Napi::Object exports) {
   exports.Set("inetShutdown", Napi::Function::New(env, InetShutdown));
   exports.Set("tcpDestroy", Napi::Function::New(env, TcpDestroy));
   exports.Set("tcpResetSocket", Napi::Function::New(env, TcpResetSocket));
+  exports.Set("tcpShutdownRepair", Napi::Function::New(env, TcpShutdownRepair));
+  exports.Set("tcpInject", Napi::Function::New(env, TcpInject));
 }
 
 }  // namespace ckpt

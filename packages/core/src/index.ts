@@ -95,7 +95,7 @@ export {
   type ServiceToken,
   type ImageStore,
 } from './services.js';
-export { NftNetworkLocks, LOCKS_DIR, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
+export { NftNetworkLocks, LOCKS_DIR, REPLAY_MARK, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
 export { descriptionName, fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
 export { makeWhereItWas, relocatePath } from './paths.js';
 export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDumps, LATEST, DUMPS_DIR, type DeadDump } from './imagedir.js';

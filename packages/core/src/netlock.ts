@@ -132,11 +132,17 @@ function nft(script: string, nsPid?: number): void {
   }
 }
 
+/**
+ * Packets a restore sends itself to replay what a peer had sent (a FIN, an ACK, a reset: see
+ * the tcp plugin) carry this SO_MARK, and pass the block.
+ */
+export const REPLAY_MARK = 0x636b7074; // 'ckpt'
+
 function ensureTable(nsPid?: number): void {
-  const rule = (hook: string) =>
-    `add chain inet ${TABLE} ${hook} { type filter hook ${hook} priority -300; policy accept; }\n` +
-    `add rule inet ${TABLE} ${hook} ip saddr . tcp sport . ip daddr . tcp dport @tcp4 drop\n` +
-    `add rule inet ${TABLE} ${hook} ip6 saddr . tcp sport . ip6 daddr . tcp dport @tcp6 drop\n`;
+  const rules = (hook: string) =>
+    `add rule inet ${TABLE} ${hook} meta mark != ${REPLAY_MARK} ip saddr . tcp sport . ip daddr . tcp dport @tcp4 drop\n` +
+    `add rule inet ${TABLE} ${hook} meta mark != ${REPLAY_MARK} ip6 saddr . tcp sport . ip6 daddr . tcp dport @tcp6 drop\n`;
+  const rule = (hook: string) => `add chain inet ${TABLE} ${hook} { type filter hook ${hook} priority -300; policy accept; }\n` + rules(hook);
   try {
     // One transaction: `create table` fails if the table exists, and then nothing is added twice.
     nft(
@@ -149,6 +155,9 @@ function ensureTable(nsPid?: number): void {
     );
   } catch (e) {
     if (e instanceof CkptError || !/exists/i.test((e as Error).message)) throw e;
+    // The table is there (another ckpt's, or an older one's): its rules are made current in one
+    // transaction, so no packet ever meets the chains without them; the sets are left as they are.
+    nft(['prerouting', 'output'].map((h) => `flush chain inet ${TABLE} ${h}\n${rules(h)}`).join(''), nsPid);
   }
 }
 

@@ -31,6 +31,8 @@ const ESTABLISHED = 1,
   SYN_SENT = 2,
   CLOSE = 7,
   LISTEN = 10;
+/** A connection ckpt reads through TCP_REPAIR: established, or closing in any of these states. */
+const CONNECTED = new Set([ESTABLISHED, 4 /* FIN_WAIT1 */, 5 /* FIN_WAIT2 */, 8 /* CLOSE_WAIT */, 9 /* LAST_ACK */, 11 /* CLOSING */]);
 
 /** A connection's fd in a process of the tree (task: the process's procPid, whose fd table it is). */
 interface Held {
@@ -121,16 +123,21 @@ function dumpListener(ctx: PluginContext, info: SockInfo, data: InetSocketData, 
   }
 }
 
-/** An established connection: blocked, read in repair mode, and unblocked at once if the process goes on. */
-function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpRequest, info: SockInfo, data: InetSocketData, what: string): void {
+/**
+ * A connection, established or closing (or closed, its unread bytes still queued): read in repair
+ * mode. A live one is blocked first, and unblocked at once if the process goes on.
+ */
+function dumpConnection(ctx: PluginContext, proc: ProcessDump, req: FdDumpRequest, info: SockInfo, data: InetSocketData, what: string): void {
   const fd = req.dupFd;
   const leaveRunning = !!proc.session.options.leaveRunning;
-  if (!info.local || !info.peer) throw new CkptError('ERR_CKPT_DUMP_FAILED', `${what}: an established connection without addresses`);
+  if (!info.local || !info.peer) throw new CkptError('ERR_CKPT_DUMP_FAILED', `${what}: a connection without addresses`);
   const st = dumpState(proc.session);
   const nsPid = foreignNetns(proc.procPid);
+  // A closed connection sends and receives nothing more: it needs no block, nor repair mode at the kill.
+  const live = data.state !== 'CLOSE';
   // Nothing of the peer reaches the connection while it is read (and, unless the process
   // goes on running, until the restored socket has left repair mode).
-  st.blocks.block(info.local, info.peer, nsPid);
+  if (live) st.blocks.block(info.local, info.peer, nsPid);
   let conn: ConnState;
   st.guard ??= new RepairGuard();
   const reuse = data.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? -1;
@@ -143,7 +150,10 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
     leaveRepair(fd, data, -1);
     st.guard.release(held);
   }
-  if (leaveRunning) st.blocks.unblock(info.local, info.peer, nsPid);
+  if (!live) {
+    // Closed by a reset (or another error, which cannot be read without clearing it), or by FINs both ways.
+    if (info.error) data.error = true;
+  } else if (leaveRunning) st.blocks.unblock(info.local, info.peer, nsPid);
   else data.locked = true;
   data.tcp = {
     inqSeq: conn.inqSeq,
@@ -161,8 +171,8 @@ function dumpEstablished(ctx: PluginContext, proc: ProcessDump, req: FdDumpReque
   };
   data.recvQueue = conn.inq.length;
   data.sendQueue = conn.outq.length;
-  st.conns.push({ pid: proc.pid, task: proc.procPid, fd: req.fd, data });
-  ctx.log('%s: established, %d bytes received unread, %d to send (%d never sent)', what, conn.inq.length, conn.outq.length, conn.unsent);
+  if (live) st.conns.push({ pid: proc.pid, task: proc.procPid, fd: req.fd, data });
+  ctx.log('%s: %s, %d bytes received unread, %d to send (%d never sent)', what, data.state, conn.inq.length, conn.outq.length, conn.unsent);
 }
 
 /** The fds.dump handler: claims TCP and UDP sockets and saves them. */
@@ -196,11 +206,20 @@ export function makeDumpFd(ctx: PluginContext) {
       dumpDatagrams(req.dupFd, data);
     } else if (state === LISTEN) {
       dumpListener(ctx, info, data, what);
-    } else if (state === ESTABLISHED) {
-      dumpEstablished(ctx, proc, req, info, data, what);
-    } else if (state !== CLOSE && state !== SYN_SENT) {
-      data.note = `connection in state ${data.state} is restored reset`;
-      ctx.log('%s: %s', what, data.note);
+    } else if (CONNECTED.has(state) || (state === CLOSE && info.peer)) {
+      dumpConnection(ctx, proc, req, info, data, what);
+    } else if (state === CLOSE) {
+      // Never connected: shut down for reading shows (POLLRDHUP); for writing it does not, and a
+      // write to such a socket fails with EPIPE either way.
+      if (info.rdhup) data.shutdown = 1;
+    } else if (state !== SYN_SENT) {
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED_FD',
+        `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is ${what}, in state ${data.state}, which ckpt cannot rebuild`,
+        {
+          hint: 'checkpoint once the connection is established (retry in a moment)',
+        },
+      );
     }
     return { kind: data.proto, data };
   };

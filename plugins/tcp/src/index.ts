@@ -14,11 +14,19 @@
  *                packet is sent in repair mode), sets the options, refills both queues, sets the
  *                window, and leaves repair mode once every process of the image is built
  *                (session.beforeResume), so that two ends restored together never meet half-built.
- *   other        unconnected sockets (bound or not) are recreated with their options;
- *                a connect in progress (SYN_SENT) is issued again; connections already closing
- *                (CLOSE_WAIT, FIN_WAIT*, LAST_ACK, CLOSING) come back reset, with a note.
- *   --tcp-close  (restore) established connections come back as sockets reset by their peer:
- *                the application reads ECONNRESET, as when the peer is gone.
+ *   closing      FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK, and CLOSE with the bytes
+ *                still unread (the peer is kept: SO_PEERNAME): read like an established one
+ *                (the sequence numbers count each FIN exchanged, the queues hold bytes only),
+ *                rebuilt ESTABLISHED, then taken to their state the way TCP got there: our FIN
+ *                by shutdown(SHUT_WR) in repair mode (marked sent when the peer had acknowledged
+ *                it), the peer's FIN, its ACK of ours, or a reset (a closed connection with an
+ *                error pending) replayed as bare segments from the peer's address through a raw
+ *                socket, marked (REPLAY_MARK) so that they pass the network lock. See closingPlan.
+ *   other        unconnected sockets (bound or not) are recreated with their options, shut down
+ *                for reading when they were (POLLRDHUP); a connect in progress (SYN_SENT) is
+ *                issued again to its peer. SYN_RECV (a Fast Open child) is refused.
+ *   --tcp-close  (restore) connections come back closed, as if both FINs had crossed: the
+ *                application reads the bytes it had received, then EOF; writes fail (EPIPE).
  * UDP
  *   bound and connected sockets with their options, and every queued datagram with its source
  *   address (peeked with SO_PEEK_OFF, sent back into the new socket from the same address and
@@ -53,6 +61,9 @@
  * we could make) must keep their connection. If `ckpt` is killed mid-dump, its blocks
  * are owned by a dead process: the next ckpt (or `ckpt check --repair`) removes them.
  *
+ * An error pending on a closed connection cannot be read without clearing it (SO_ERROR, a read):
+ * it is seen with poll (POLLERR) and restored as a reset, so the reader gets ECONNRESET (a
+ * timeout's ETIMEDOUT, or a refused connect's ECONNREFUSED not yet collected, come back so too).
  * Not saved: out-of-order segments the kernel held (not acknowledged, so the peer sends them
  * again), urgent data, TCP_MD5SIG keys, TCP_FASTOPEN cookies, multicast memberships; buffer
  * sizes (SO_SNDBUF/SO_RCVBUF) of TCP connections (they autotune; listeners and UDP keep theirs).
@@ -89,7 +100,7 @@ export const tcpPlugin = definePlugin(() => ({
     {
       command: 'restore' as const,
       flags: '--tcp-close',
-      description: 'restore established TCP connections as closed (the application sees a reset), for when the peer is gone',
+      description: 'restore TCP connections as closed (the application reads what it had received, then EOF), for when the peer is gone',
       option: 'close',
     },
   ],

@@ -24,7 +24,7 @@ export const TCP_STATES = [
   'CLOSING',
 ];
 
-/** Options: `close` (restore --tcp-close): established connections come back reset, for a peer that is gone. */
+/** Options: `close` (restore --tcp-close): connections come back closed (received bytes, then EOF), for a peer that is gone. */
 export const tcpOptions = z.strictObject({ close: z.boolean().optional() });
 export type TcpOptions = z.infer<typeof tcpOptions>;
 
@@ -86,10 +86,12 @@ export const inetSocketData = z.strictObject({
   /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
   recvQueue: uint,
   sendQueue: uint,
-  /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag. */
+  /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag; TCP never connected: 1 (for reading). */
   shutdown: z.number().int().min(1).max(3).optional(),
   /** A classic BPF socket filter (SO_ATTACH_FILTER). */
   filter: z.strictObject({ code: base64, locked: z.boolean().optional() }).optional(),
+  /** A closed connection (CLOSE, with its peer) had an error pending (a reset): restored reset. */
+  error: z.boolean().optional(),
   /** The dump left the connection blocked (nftables) for the restore to reopen. */
   locked: z.boolean().optional(),
   /** What was not kept, for ckpt show. */

@@ -1,6 +1,7 @@
-// The TCP timestamp clock a restored connection goes on from.
+// The TCP timestamp clock a restored connection goes on from, and the steps that take a rebuilt
+// connection to its closing state.
 import { describe, expect, it } from 'vitest';
-import { timestampNow } from './restore.js';
+import { closingPlan, timestampNow } from './restore.js';
 
 const conn = (timestamp: number, dumpedAt: number) => ({
   inqSeq: 0,
@@ -24,5 +25,37 @@ describe('timestampNow', () => {
   it('never goes back (clock skew), and wraps at 2^32', () => {
     expect(timestampNow(conn(1000, 9000), 7000)).toBe(1000);
     expect(timestampNow(conn(0xffff_fff0, 0), 0x20)).toBe(0x10);
+  });
+});
+
+describe('closingPlan', () => {
+  const steps = (state: string, error = false, close = false) => {
+    const p = closingPlan({ state, error }, close);
+    return [
+      p.savedFinIn && 'in',
+      p.savedFinOut && 'out',
+      p.finOut && 'shut',
+      p.finIn && 'FIN',
+      p.finOutAcked && 'ACK',
+      p.reset && 'RST',
+      p.dropSendQueue && 'drop',
+    ]
+      .filter(Boolean)
+      .join(' ');
+  };
+  it('replays what each state had exchanged', () => {
+    expect(steps('ESTABLISHED')).toBe('');
+    expect(steps('FIN_WAIT1')).toBe('out shut');
+    expect(steps('FIN_WAIT2')).toBe('out shut ACK');
+    expect(steps('CLOSE_WAIT')).toBe('in FIN');
+    expect(steps('CLOSING')).toBe('in out shut FIN');
+    expect(steps('LAST_ACK')).toBe('in out shut FIN');
+    expect(steps('CLOSE')).toBe('in out shut FIN ACK');
+    expect(steps('CLOSE', true)).toBe('RST');
+  });
+  it('--tcp-close ends any connection cleanly, keeping what it had received', () => {
+    expect(steps('ESTABLISHED', false, true)).toBe('shut FIN ACK drop');
+    expect(steps('CLOSE_WAIT', false, true)).toBe('in shut FIN ACK drop');
+    expect(closingPlan({ state: 'FIN_WAIT1' }, true).expect).toBe(7);
   });
 });

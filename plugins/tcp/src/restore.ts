@@ -7,6 +7,7 @@ import { closeSync } from 'node:fs';
 import {
   attachSocketFilter,
   CkptError,
+  REPLAY_MARK,
   createSessionState,
   logger,
   type FdRecord,
@@ -126,35 +127,149 @@ export function timestampNow(t: TcpConnData, now = Date.now()): number {
   return ((((t.timestamp + away) >>> 0) & ~1) | usec) >>> 0;
 }
 
-/** An established connection: blocked, then rebuilt in repair mode (or, with `close`, a reset socket). */
-function restoreEstablished(proc: ProcessRestore, d: InetSocketData, domain: number, what: string, close: boolean): number {
+/**
+ * How a connection is rebuilt: the socket is made ESTABLISHED in repair mode with its queues, then
+ * taken to its state the way TCP got there. Our FIN is queued by shutdown(SHUT_WR) (taken as sent
+ * when the peer had acknowledged it); the peer's FIN, its acknowledgement of ours and a reset are
+ * replayed as packets from the peer's address (they pass the network lock by their mark).
+ *   FIN_WAIT1  our FIN                          CLOSE_WAIT  peer's FIN
+ *   FIN_WAIT2  our FIN, acknowledged            LAST_ACK    peer's FIN, then our FIN
+ *   CLOSING    our FIN, then the peer's FIN     CLOSE       peer's FIN, our FIN, acknowledged
+ *   CLOSE with an error pending: a reset (the reader gets ECONNRESET after the unread bytes).
+ * The saved sequence numbers count each FIN already exchanged; the queues start before them.
+ */
+export interface ClosingPlan {
+  /** The saved numbers count the peer's FIN / our FIN. */
+  savedFinIn: boolean;
+  savedFinOut: boolean;
+  /** Steps after the queues are filled. */
+  finOut: boolean;
+  finIn: boolean;
+  finOutAcked: boolean;
+  reset: boolean;
+  /** TCP_INFO state the socket must reach. */
+  expect: number;
+  /** The send queue is dropped (restore --tcp-close: the peer is gone). */
+  dropSendQueue: boolean;
+}
+
+const STATE_NO = (name: string) => TCP_STATES.indexOf(name);
+
+/** The steps that take a rebuilt connection from ESTABLISHED to its saved state (or, with `close`, to a clean CLOSE). */
+export function closingPlan(d: Pick<InetSocketData, 'state' | 'error'>, close: boolean): ClosingPlan {
+  const s = d.state;
+  const cleanClose = s === 'CLOSE' && !d.error;
+  const savedFinIn = ['CLOSE_WAIT', 'LAST_ACK', 'CLOSING'].includes(s) || cleanClose;
+  const savedFinOut = ['FIN_WAIT1', 'FIN_WAIT2', 'CLOSING', 'LAST_ACK'].includes(s) || cleanClose;
+  if (close) {
+    // The peer is gone: the connection ends as if both FINs had crossed (its unread bytes stay readable).
+    return { savedFinIn, savedFinOut, finOut: true, finIn: true, finOutAcked: true, reset: false, expect: STATE_NO('CLOSE'), dropSendQueue: true };
+  }
+  return {
+    savedFinIn,
+    savedFinOut,
+    finOut: savedFinOut,
+    finIn: savedFinIn,
+    finOutAcked: s === 'FIN_WAIT2' || cleanClose,
+    reset: s === 'CLOSE' && !!d.error,
+    expect: STATE_NO(s),
+    dropSendQueue: false,
+  };
+}
+
+/** An IPv4-mapped IPv6 address as the IPv4 one (its packets travel over IPv4). */
+function unmapped(a: InetAddr): InetAddr {
+  const m = a.family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a.addr) : null;
+  return m ? { family: 4, addr: m[1]!, port: a.port } : a;
+}
+
+/** Waits (1 s at most) until the socket is in TCP state `want`. */
+async function waitState(fd: number, want: number, what: string, step: string): Promise<void> {
+  const end = Date.now() + 1000;
+  for (;;) {
+    const got = native.sock.sockInfo(fd).state ?? 0;
+    if (got === want) return;
+    if (Date.now() > end) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${what}: after ${step} the connection is ${TCP_STATES[got] ?? got}, not ${TCP_STATES[want]}`);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const TH_FIN = 1,
+  TH_RST = 4,
+  TH_ACK = 16;
+
+/** Takes a connection rebuilt ESTABLISHED (in repair mode) to its saved state: FINs and a reset, as the plan says. */
+async function replayClosing(fd: number, d: InetSocketData, plan: ClosingPlan, seqs: { rcvNxt: number; sndUna: number; writeSeq: number }, what: string) {
+  const t = d.tcp!;
+  const local = unmapped(d.local!),
+    peer = unmapped(d.peer!);
+  // The peer's window as its packets tell it (scaled down by the window scale it uses).
+  const window = t.window ? Math.min(0xffff, t.window.sndWnd >>> (t.options & 4 /* TCPI_OPT_WSCALE */ ? t.sndWscale : 0)) : 0xffff;
+  const inject = (seq: number, ack: number, flags: number) =>
+    native.sock.tcpInject(local, peer, { seq: seq >>> 0, ack: ack >>> 0, flags, window }, REPLAY_MARK);
+  let rcvNxt = seqs.rcvNxt;
+  if (plan.reset) {
+    inject(rcvNxt, 0, TH_RST);
+    return waitState(fd, plan.expect, what, 'the reset');
+  }
+  // CLOSING: ours went first; LAST_ACK and CLOSE: the peer's did.
+  const outFirst = plan.finOut && !(plan.finIn && plan.finOutAcked) && d.state !== 'LAST_ACK';
+  if (outFirst) native.sock.tcpShutdownRepair(fd, plan.finOutAcked);
+  if (plan.finIn) {
+    inject(rcvNxt, seqs.sndUna, TH_FIN | TH_ACK);
+    rcvNxt = (rcvNxt + 1) >>> 0;
+    await waitState(fd, STATE_NO(outFirst ? 'CLOSING' : 'CLOSE_WAIT'), what, "the peer's FIN");
+  }
+  if (plan.finOut && !outFirst) native.sock.tcpShutdownRepair(fd, plan.finOutAcked);
+  if (plan.finOutAcked) inject(rcvNxt, seqs.writeSeq + 1, TH_ACK);
+  await waitState(fd, plan.expect, what, 'the FINs');
+}
+
+/**
+ * A connection (established, closing, or closed with its unread bytes): blocked, then rebuilt in
+ * repair mode and taken to its state; with `close` (restore --tcp-close), to a clean close.
+ */
+async function restoreConnection(proc: ProcessRestore, d: InetSocketData, domain: number, what: string, close: boolean): Promise<number> {
   const session = proc.session;
   const st = restoreState(session);
   const t = d.tcp!;
   const blocks = d.locked ? st.dumpBlocks : st.blocks;
   blocks.block(d.local!, d.peer!);
-  if (close) return native.sock.tcpResetSocket(d.family);
+  const plan = closingPlan(d, close);
   const fd = native.sock.inetSocket(domain, SOCK_STREAM | SOCK_NONBLOCK, IPPROTO_TCP);
   try {
     // Options first: repair mode forces address reuse, which SO_REUSEADDR would undo.
     setOptions(fd, d, what);
     native.sock.tcpRepair(fd, 1);
     const inq = Buffer.from(t.inq, 'base64'),
-      outq = Buffer.from(t.outq, 'base64');
-    native.sock.tcpSetQueueSeqs(fd, (t.inqSeq - inq.length) >>> 0, (t.outqSeq - outq.length) >>> 0);
+      outq = plan.dropSendQueue ? Buffer.alloc(0) : Buffer.from(t.outq, 'base64');
+    // Where the bytes end, before any FIN.
+    const rcvNxt = (t.inqSeq - (plan.savedFinIn ? 1 : 0)) >>> 0,
+      writeSeq = (t.outqSeq - (plan.savedFinOut ? 1 : 0)) >>> 0;
+    const sndUna = (writeSeq - outq.length) >>> 0;
+    native.sock.tcpSetQueueSeqs(fd, (rcvNxt - inq.length) >>> 0, sndUna);
     bindOrExplain(fd, d.local!, what);
     repairConnect(fd, d, what);
+    let window = t.window;
+    if (window && ((window.rcvWup - rcvNxt) | 0) > 0) {
+      // The last window the peer was told of counted its FIN, which is not received yet.
+      const over = (window.rcvWup - rcvNxt) | 0;
+      window = { ...window, rcvWup: rcvNxt, rcvWnd: window.rcvWnd + over };
+    }
     native.sock.tcpRepairFill(fd, {
       options: t.options,
       sndWscale: t.sndWscale,
       rcvWscale: t.rcvWscale,
       mss: t.mss,
-      unsent: t.unsent,
+      unsent: plan.dropSendQueue ? 0 : t.unsent,
       timestamp: timestampNow(t),
       inq,
       outq,
-      ...(t.window ? { window: t.window } : {}),
+      ...(window && !plan.dropSendQueue ? { window } : {}),
     });
+    if (plan.expect !== STATE_NO('ESTABLISHED')) await replayClosing(fd, d, plan, { rcvNxt, sndUna, writeSeq }, what);
     st.repaired.push({ fd: native.fd.fcntl(fd, F_DUPFD_CLOEXEC, 0), data: d });
     return fd;
   } catch (e) {
@@ -223,12 +338,15 @@ async function restoreBoundOrConnecting(fd: number, d: InetSocketData, what: str
   }
   if (d.datagrams?.length) await refillDatagrams(fd, d, what);
   // shutdown(2) of an unconnected datagram socket takes effect and answers ENOTCONN.
-  if (d.shutdown) {
-    try {
-      native.sock.unixShutdown(fd, d.shutdown - 1);
-    } catch (e) {
-      if ((e as NativeError).code !== 'ENOTCONN') throw e;
-    }
+  if (d.shutdown) shutdownUnconnected(fd, d.shutdown);
+}
+
+/** shutdown(2) with the saved bits (1 reading, 2 writing); on a socket not connected it takes effect and answers ENOTCONN. */
+function shutdownUnconnected(fd: number, bits: number): void {
+  try {
+    native.sock.unixShutdown(fd, bits - 1);
+  } catch (e) {
+    if ((e as NativeError).code !== 'ENOTCONN') throw e;
   }
 }
 
@@ -265,8 +383,11 @@ async function restoreFresh(ctx: PluginContext<TcpOptions>, d: InetSocketData, d
     const reuse = d.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? 0;
     setOptions(fd, d, what);
     if (d.state === 'LISTEN') restoreListener(fd, d, what, reuse);
-    else if (d.proto === 'tcp' && d.state === 'CLOSE') bindIfFree(ctx, fd, d, what);
-    else await restoreBoundOrConnecting(fd, d, what);
+    else if (d.proto === 'tcp' && d.state === 'CLOSE') {
+      bindIfFree(ctx, fd, d, what);
+      // shutdown(2) of a socket never connected takes effect and answers ENOTCONN.
+      if (d.shutdown) shutdownUnconnected(fd, d.shutdown);
+    } else await restoreBoundOrConnecting(fd, d, what);
   } catch (e) {
     closeQuietly(fd);
     if (e instanceof CkptError) throw e;
@@ -281,10 +402,8 @@ export async function restoreFd(ctx: PluginContext<TcpOptions>, rec: FdRecord, p
   const domain = d.family === 6 ? AF_INET6 : AF_INET;
   const what = `pid ${proc.pid} fd ${rec.fd} (${describeSocket(d)})`;
   let fd: number;
-  if (d.proto === 'tcp' && d.state === 'ESTABLISHED') {
-    fd = restoreEstablished(proc, d, domain, what, !!ctx.options(proc.session)?.close);
-  } else if (d.proto === 'tcp' && !['LISTEN', 'CLOSE', 'SYN_SENT'].includes(d.state)) {
-    fd = native.sock.tcpResetSocket(d.family);
+  if (d.proto === 'tcp' && d.tcp) {
+    fd = await restoreConnection(proc, d, domain, what, !!ctx.options(proc.session)?.close);
   } else {
     fd = await restoreFresh(ctx, d, domain, what);
   }
