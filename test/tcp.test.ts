@@ -596,7 +596,7 @@ describe('socket state', () => {
 });
 
 describe('TCP connections in every state', () => {
-  it('closing (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK), closed with unread bytes, reset, and shut down unconnected; IPv4, IPv6, IPv4-mapped IPv6', async () => {
+  it('closing (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK), closed with unread bytes, reset, connecting (SYN_SENT), and shut down unconnected; IPv4, IPv6, IPv4-mapped IPv6', async () => {
     const { lines } = await checksAfterRestore('tcpstates');
     const names = [
       'close-wait-state',
@@ -611,6 +611,7 @@ describe('TCP connections in every state', () => {
       'closed',
       'reset',
       'unconn-shut',
+      'syn-sent',
     ];
     expect(lines, lines.join('\n')).toEqual([...['v4', 'v6', 'mapped'].flatMap((f) => names.map((n) => `ok ${f}-${n}`)), 'done']);
   });
