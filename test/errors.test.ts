@@ -230,6 +230,18 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
       /a netlink socket \(route, port \d+\) with messages queued and unread/,
     ],
     [
+      'a tun device fd (the refusal names the interface; the files plugin does not take it for its device node)',
+      [
+        'import fcntl, os, struct, time',
+        "fd = os.open('/dev/net/tun', os.O_RDWR)",
+        '# TUNSETIFF: a tun device (IFF_TUN | IFF_NO_PI) named ckpterrtun0, gone with the process',
+        "fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', b'ckpterrtun0', 0x1001))",
+        'print("ready", flush=True)',
+        'time.sleep(600)',
+      ].join('\n'),
+      /fd \d+ is a tun\/tap device fd attached to network interface ckpterrtun0 \(\/dev\/net\/tun\)/,
+    ],
+    [
       'a raw socket with a packet queued and unread',
       [
         'import socket, time',

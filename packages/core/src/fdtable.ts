@@ -51,9 +51,42 @@ export function fdKind(link: string, st: Stats): string {
   return 'unknown';
 }
 
-function describeFd(req: { fd: number; kind: string; link: string }): string {
+/** Socket families by number, as a refusal names them. */
+const FAMILIES: Record<number, string> = {
+  1: 'unix',
+  2: 'IPv4',
+  3: 'AX.25',
+  4: 'IPX',
+  5: 'AppleTalk',
+  9: 'X.25',
+  10: 'IPv6',
+  15: 'PF_KEY',
+  16: 'netlink',
+  17: 'packet (AF_PACKET)',
+  21: 'RDS',
+  29: 'CAN',
+  30: 'TIPC',
+  31: 'Bluetooth',
+  38: 'crypto (AF_ALG)',
+  40: 'vsock',
+  44: 'XDP (AF_XDP)',
+  45: 'MCTP',
+};
+const SOCK_TYPES: Record<number, string> = { 1: 'stream', 2: 'datagram', 3: 'raw', 4: 'RDM', 5: 'seqpacket', 10: 'packet' };
+
+function describeFd(req: { fd: number; kind: string; link: string; dupFd?: number; info?: { extra: Record<string, string> } }): string {
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(req.link)?.[1];
-  const what = anon ? `an ${anon}` : `a ${req.kind}`;
+  let what = anon ? `an ${anon}` : `a ${req.kind}`;
+  if (req.kind === 'socket' && req.dupFd !== undefined) {
+    try {
+      const s = native.sock.sockInfo(req.dupFd);
+      what = `a ${FAMILIES[s.domain] ?? `family ${s.domain}`} ${SOCK_TYPES[s.type] ?? `type ${s.type}`} socket (protocol ${s.protocol})`;
+    } catch {
+      /* keep the kind */
+    }
+  } else if (req.info?.extra.iff) {
+    what = `a tun/tap device fd attached to network interface ${req.info.extra.iff}`;
+  }
   return `fd ${req.fd} is ${what} (${req.link})`;
 }
 

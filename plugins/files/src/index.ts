@@ -266,6 +266,8 @@ async function dumpByReference(req: FdDumpRequest, proc: ProcessDump): Promise<F
     case 'chr':
     case 'blk':
       if (!req.link.startsWith('/')) return undefined;
+      // A tun/tap fd attached to an interface is more than its device node: not ours.
+      if (req.info.extra.iff) return undefined;
       return { ...base, data: { ...(deadProc(req, proc) ?? pathOf(req)), flags, pos: req.info.pos } satisfies ReferenceData };
     case 'symlink': {
       // O_PATH|O_NOFOLLOW on a symbolic link: reopened the same way.
