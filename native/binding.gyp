@@ -13,6 +13,7 @@
         "src/sock.cc",
         "src/unix.cc",
         "src/inet.cc",
+        "src/packet.cc",
         "src/inotify.cc",
         "src/hash.cc"
       ],

@@ -242,6 +242,19 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
       /fd \d+ is a tun\/tap device fd attached to network interface ckpterrtun0 \(\/dev\/net\/tun\)/,
     ],
     [
+      "a packet socket's ring mapped into the process (PACKET_MMAP)",
+      [
+        'import mmap, socket, struct, time',
+        's = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)',
+        '# PACKET_RX_RING (5): one 4096-byte block of four frames, mapped',
+        "s.setsockopt(263, 5, struct.pack('IIII', 4096, 1, 1024, 4))",
+        'm = mmap.mmap(s.fileno(), 4096)',
+        'print("ready", flush=True)',
+        'time.sleep(600)',
+      ].join('\n'),
+      /it maps the memory of socket:\[\d+\] at 0x[0-9a-f]+ \(a packet socket's ring \(PACKET_MMAP\)\)/,
+    ],
+    [
       'a raw socket with a packet queued and unread',
       [
         'import socket, time',

@@ -617,6 +617,13 @@ describe('TCP connections in every state', () => {
   });
 });
 
+describe('packet sockets', () => {
+  it('raw and datagram packet sockets: version, auxdata, origdev, reserve, rings, fanout, memberships, binding, a classic BPF filter; one still receives', async () => {
+    const { lines } = await checksAfterRestore('packet');
+    expect(lines, lines.join('\n')).toEqual(['ok raw', 'ok dgram', 'ok filtered', 'done']);
+  });
+});
+
 describe('other inet sockets', () => {
   it('a UDP-Lite socket (bound, connected, checksum coverage), an ICMP ping socket with its identifier, a raw socket', async () => {
     // Ping sockets exist only for the groups net.ipv4.ping_group_range lets in: group 0 here, for the test.

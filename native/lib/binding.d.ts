@@ -110,6 +110,35 @@ export interface InetSockInfo {
   outq?: number;
   unsent?: number;
 }
+/** A packet socket's ring settings (PACKET_DIAG_RX_RING / TX_RING). */
+export interface PacketRing {
+  blockSize: number;
+  blockNr: number;
+  frameSize: number;
+  frameNr: number;
+  retireTmo: number;
+  sizeofPriv: number;
+  features: number;
+}
+/** What sock_diag tells of a packet socket (packetDiag). protocol: host byte order. */
+export interface PacketDiag {
+  type: number;
+  protocol: number;
+  ifindex?: number;
+  version?: number;
+  reserve?: number;
+  copyThresh?: number;
+  tstamp?: number;
+  /** PDI_RUNNING 1, PDI_AUXDATA 2, PDI_ORIGDEV 4, PDI_VNETHDR 8, PDI_LOSS 16. */
+  flags?: number;
+  mclist: Array<{ ifindex: number; count: number; type: number; addr: Buffer }>;
+  rxRing?: PacketRing;
+  txRing?: PacketRing;
+  /** id | type << 16 | flags << 24 (as PACKET_FANOUT reads). */
+  fanout?: number;
+  /** Bytes of received packets not yet read. */
+  rmem: number;
+}
 /** TCP_REPAIR_WINDOW. */
 export interface TcpRepairWindow {
   sndWl1: number;
@@ -250,6 +279,8 @@ export interface SockCommonBinding {
   sockGetBytes(fd: number, level: number, name: number, maxLen: number): Buffer | null;
   sockSetBytes(fd: number, level: number, name: number, value: Buffer): void;
   sockListen(fd: number, backlog: number): void;
+  /** bind(2) with a socket address the caller built (sockaddr_ll, ...). */
+  sockBindRaw(fd: number, addr: Buffer): void;
 }
 /** Unix socket functions (native/src/unix.cc). Addresses are raw sun_path bytes (see UnixDiagEntry.name); empty = unnamed. */
 export interface UnixBinding {
@@ -300,6 +331,8 @@ export interface InetBinding {
   tcpDestroy(local: InetAddr, peer: InetAddr): void;
   /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
   tcpResetSocket(family: 4 | 6): number;
+  /** sock_diag of the packet socket with that inode (what getsockopt cannot read back), or null. */
+  packetDiag(ino: number): PacketDiag | null;
   /** shutdown(SHUT_WR) in repair mode: the FIN is queued; with `sent`, taken as sent (not transmitted). */
   tcpShutdownRepair(fd: number, sent: boolean): void;
   /** Sends a bare TCP segment from `from` to `to` (raw socket, packets marked `mark`). flags: FIN 1, RST 4, ACK 16. */

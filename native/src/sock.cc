@@ -147,9 +147,17 @@ Napi::Value SockListen(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// sockBindRaw(fd, sockaddr: Buffer): bind(2) with an address built by the caller (sockaddr_ll...).
+Napi::Value SockBindRaw(const Napi::CallbackInfo& info) {
+  Napi::Buffer<uint8_t> a = info[1].As<Napi::Buffer<uint8_t>>();
+  if (bind(ArgInt(info[0]), reinterpret_cast<const sockaddr*>(a.Data()), static_cast<socklen_t>(a.Length())) < 0) ThrowErrno(info.Env(), errno, "bind");
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitSock(Napi::Env env, Napi::Object exports) {
+  exports.Set("sockBindRaw", Napi::Function::New(env, SockBindRaw));
   exports.Set("sockGetInt", Napi::Function::New(env, SockGetInt));
   exports.Set("sockSetInt", Napi::Function::New(env, SockSetInt));
   exports.Set("sockGetBytes", Napi::Function::New(env, SockGetBytes));

@@ -12,6 +12,7 @@ import { fileContentPlugin } from '@ckpt/plugin-file-content';
 import { unixSocketPlugin } from '@ckpt/plugin-unix-socket';
 import { tcpPlugin } from '@ckpt/plugin-tcp';
 import { netlinkPlugin } from '@ckpt/plugin-netlink';
+import { packetPlugin } from '@ckpt/plugin-packet';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 import { taskPlugin } from '@ckpt/plugin-task';
 import { loadConfig, mergePluginOptions, type PluginSpec } from './config.js';
@@ -30,6 +31,7 @@ export function builtinPlugins(): CkptPlugin[] {
     unixSocketPlugin(),
     tcpPlugin(),
     netlinkPlugin(),
+    packetPlugin(),
     filesPlugin(),
     eventFdsPlugin(),
     fileLocksPlugin(),

@@ -20,6 +20,7 @@ export const BUILTIN_PLUGIN_NAMES = [
   '@ckpt/plugin-unix-socket',
   '@ckpt/plugin-tcp',
   '@ckpt/plugin-netlink',
+  '@ckpt/plugin-packet',
   '@ckpt/plugin-files',
   '@ckpt/plugin-event-fds',
   '@ckpt/plugin-file-locks',

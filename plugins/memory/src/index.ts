@@ -83,6 +83,13 @@ function classify(pid: number, v: Vma): VmaKind {
     // content (see vmaRecordOf).
     return shared ? 'file-shared' : 'file-private';
   }
+  // A kernel object's pages (a packet socket's ring: socket:[INO]; an io_uring's: anon_inode:[io_uring]).
+  if (/^(socket:|anon_inode:)/.test(v.name)) {
+    throw new CkptError(
+      'ERR_CKPT_UNSUPPORTED',
+      `cannot checkpoint pid ${pid}: it maps the memory of ${v.name} at 0x${v.start.toString(16)} (${v.name.startsWith('socket:') ? "a packet socket's ring (PACKET_MMAP)" : 'a kernel object'}), which ckpt cannot restore yet`,
+    );
+  }
   if (shared) return 'shmem';
   return 'anon';
 }
