@@ -14,6 +14,7 @@
         "src/unix.cc",
         "src/inet.cc",
         "src/packet.cc",
+        "src/netif.cc",
         "src/inotify.cc",
         "src/hash.cc"
       ],

@@ -230,16 +230,14 @@ describe('state ckpt cannot recreate yet is refused, naming it', () => {
       /a netlink socket \(route, port \d+\) with messages queued and unread/,
     ],
     [
-      'a tun device fd (the refusal names the interface; the files plugin does not take it for its device node)',
-      [
-        'import fcntl, os, struct, time',
-        "fd = os.open('/dev/net/tun', os.O_RDWR)",
-        '# TUNSETIFF: a tun device (IFF_TUN | IFF_NO_PI) named ckpterrtun0, gone with the process',
-        "fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', b'ckpterrtun0', 0x1001))",
-        'print("ready", flush=True)',
-        'time.sleep(600)',
-      ].join('\n'),
-      /fd \d+ is a tun\/tap device fd attached to network interface ckpterrtun0 \(\/dev\/net\/tun\)/,
+      'sockets of a family or protocol no plugin handles (vsock; MPTCP): the refusal names family, type and protocol',
+      ['import socket, time', 's = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM, 0)', 'print("ready", flush=True)', 'time.sleep(600)'].join('\n'),
+      /fd \d+ is a vsock stream socket \(protocol 0\) \(socket:\[\d+\]\), and no loaded plugin handles that kind of file/,
+    ],
+    [
+      'an MPTCP socket: named as an IPv4 stream socket of protocol 262',
+      ['import socket, time', 's = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)', 'print("ready", flush=True)', 'time.sleep(600)'].join('\n'),
+      /fd \d+ is an IPv4 stream socket \(protocol 262\)/,
     ],
     [
       "a packet socket's ring mapped into the process (PACKET_MMAP)",

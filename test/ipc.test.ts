@@ -170,7 +170,7 @@ describe('SysV IPC', () => {
         expectCleanError(r2, new RegExp(`id ${shmid}`), /--ipc-remap/);
         const r3 = await ckpt(['restore', '-D', img, '--detach', '--ipc-remap']);
         expectOk(r3);
-        expect(r3.stderr, 'the remap is reported').toMatch(/ipc-remap: shared memory segment id \d+ key .* -> id \d+/);
+        expect(r3.stderr, `the remap is reported\n${r3.stderr}`).toMatch(/ipc-remap: shared memory segment id \d+ key .* -> id \d+/);
         await waitForLine(stdout, new RegExp(`^done count=${K} total=${TOTAL}$`), 30_000);
         checkFinished(stdout);
       } finally {

@@ -624,6 +624,27 @@ describe('packet sockets', () => {
   });
 });
 
+describe('tun/tap fds', () => {
+  it('a tun device made again with its MTU, addresses and up state, carrying packets; a persistent multi-queue tap attached again by both its fds', async () => {
+    let pid = 0;
+    try {
+      const r = await checksAfterRestore('tun', (p) => {
+        pid = p.pid;
+      });
+      expect(r.lines, r.lines.join('\n')).toEqual(['ok tun', 'ok tap', 'done']);
+    } finally {
+      // The tap is persistent: removed here if the fixture could not end its persistence.
+      for (const n of pid ? [`ckt${pid}n`, `ckt${pid}p`] : []) {
+        try {
+          execFileSync('ip', ['link', 'del', n], { stdio: 'ignore' });
+        } catch {
+          /* gone with the fixture */
+        }
+      }
+    }
+  });
+});
+
 describe('other inet sockets', () => {
   it('a UDP-Lite socket (bound, connected, checksum coverage), an ICMP ping socket with its identifier, a raw socket', async () => {
     // Ping sockets exist only for the groups net.ipv4.ping_group_range lets in: group 0 here, for the test.

@@ -248,6 +248,12 @@ export interface FdBinding {
   getOwnerEx(fd: number): { type: number; pid: number };
   /** open_by_handle_at(mountFd, {type, handle}, flags | O_CLOEXEC): needs CAP_DAC_READ_SEARCH. */
   openByHandleAt(mountFd: number, handleType: number, handle: Buffer, flags: number): number;
+  /** ioctl(2) whose argument is a buffer the caller laid out (read and written in place): its result. */
+  ioctlPtr(fd: number, request: number, buf: Buffer): number;
+  /** ioctl(2) whose argument is a plain value: its result. */
+  ioctlVal(fd: number, request: number, value: number): number;
+  /** poll(2) of one fd, without waiting: the events it has now. */
+  pollNow(fd: number, events: number): number;
 }
 /** Event file descriptors (native/src/fd.cc, inotify.cc): eventfd, epoll, signalfd, timerfd, inotify. */
 export interface EventsBinding {
@@ -331,6 +337,10 @@ export interface InetBinding {
   tcpDestroy(local: InetAddr, peer: InetAddr): void;
   /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
   tcpResetSocket(family: 4 | 6): number;
+  /** Every IPv4 and IPv6 address of every interface (getifaddrs). */
+  netifAddrs(): Array<{ name: string; family: 4 | 6; addr: string; prefix: number }>;
+  /** Adds an address to an interface (rtnetlink RTM_NEWADDR). */
+  netifAddAddr(ifindex: number, family: 4 | 6, addr: string, prefix: number): void;
   /** sock_diag of the packet socket with that inode (what getsockopt cannot read back), or null. */
   packetDiag(ino: number): PacketDiag | null;
   /** shutdown(SHUT_WR) in repair mode: the FIN is queued; with `sent`, taken as sent (not transmitted). */

@@ -34,7 +34,7 @@ export const GROUPS = {
   mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
   hash: ['sha256New', 'sha256Update', 'sha256Digest', 'sha256File'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
-  fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'mknod', 'getOwnerEx', 'openByHandleAt'],
+  fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'mknod', 'getOwnerEx', 'openByHandleAt', 'ioctlPtr', 'ioctlVal', 'pollNow'],
   events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch', 'fanotifyInit', 'fanotifyMark'],
   ipc: ['ipcSnapshot', 'ipcCreate', 'ipcRemove'],
   sock: [
@@ -71,6 +71,8 @@ export const GROUPS = {
     'tcpDestroy',
     'tcpResetSocket',
     'packetDiag',
+    'netifAddrs',
+    'netifAddAddr',
     'tcpShutdownRepair',
     'tcpInject',
   ],

@@ -12,6 +12,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ckpt::InitUnix(env, exports);
   ckpt::InitInet(env, exports);
   ckpt::InitPacket(env, exports);
+  ckpt::InitNetif(env, exports);
   ckpt::InitInotify(env, exports);
   ckpt::InitHash(env, exports);
   return exports;

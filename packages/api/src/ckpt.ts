@@ -13,6 +13,7 @@ import { unixSocketPlugin } from '@ckpt/plugin-unix-socket';
 import { tcpPlugin } from '@ckpt/plugin-tcp';
 import { netlinkPlugin } from '@ckpt/plugin-netlink';
 import { packetPlugin } from '@ckpt/plugin-packet';
+import { tunPlugin } from '@ckpt/plugin-tun';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 import { taskPlugin } from '@ckpt/plugin-task';
 import { loadConfig, mergePluginOptions, type PluginSpec } from './config.js';
@@ -32,6 +33,7 @@ export function builtinPlugins(): CkptPlugin[] {
     tcpPlugin(),
     netlinkPlugin(),
     packetPlugin(),
+    tunPlugin(),
     filesPlugin(),
     eventFdsPlugin(),
     fileLocksPlugin(),

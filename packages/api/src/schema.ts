@@ -21,6 +21,7 @@ export const BUILTIN_PLUGIN_NAMES = [
   '@ckpt/plugin-tcp',
   '@ckpt/plugin-netlink',
   '@ckpt/plugin-packet',
+  '@ckpt/plugin-tun',
   '@ckpt/plugin-files',
   '@ckpt/plugin-event-fds',
   '@ckpt/plugin-file-locks',

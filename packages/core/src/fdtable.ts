@@ -80,7 +80,8 @@ function describeFd(req: { fd: number; kind: string; link: string; dupFd?: numbe
   if (req.kind === 'socket' && req.dupFd !== undefined) {
     try {
       const s = native.sock.sockInfo(req.dupFd);
-      what = `a ${FAMILIES[s.domain] ?? `family ${s.domain}`} ${SOCK_TYPES[s.type] ?? `type ${s.type}`} socket (protocol ${s.protocol})`;
+      const family = FAMILIES[s.domain] ?? `family ${s.domain}`;
+      what = `${/^([AEIOU]|X\.|RDS|MCTP)/i.test(family) ? 'an' : 'a'} ${family} ${SOCK_TYPES[s.type] ?? `type ${s.type}`} socket (protocol ${s.protocol})`;
     } catch {
       /* keep the kind */
     }

@@ -238,7 +238,7 @@ async function processesCreated(session: RestoreSession, opts: SysvIpcOptions): 
       objects.map((o, i) => [o.kind, ids[i]]),
     ),
   );
-  const moved = objects.filter((o, i) => ids[i] !== o.id).map((o, i) => `${describe(o)} -> id ${ids[i]}`);
+  const moved = objects.flatMap((o, i) => (ids[i] !== o.id ? [`${describe(o)} -> id ${ids[i]}`] : []));
   if (moved.length) process.stderr.write(`ckpt: --ipc-remap: ${moved.join('; ')}\n`);
 }
 
