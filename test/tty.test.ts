@@ -16,6 +16,7 @@ import {
   checksAfterRestore,
   CLI,
   ckpt,
+  describeResult,
   dumpOk,
   expectCleanError,
   expectOk,
@@ -24,13 +25,16 @@ import {
   makeTempDir,
   pidExists,
   procStat,
+  readLines,
   readText,
   runFixture,
+  sleep,
   tracerPid,
   track,
   useCleanup,
   waitFor,
   waitNotAlive,
+  waitForLine,
   waitPidFree,
 } from './helpers.js';
 
@@ -457,5 +461,23 @@ describe('pty state', () => {
   it("a slave's owner and mode, packet mode, a locked slave, a slave never opened, bytes queued both ways, and a controlling terminal whose slave no process holds", async () => {
     const { lines } = await checksAfterRestore('ptys');
     expect(lines, lines.join('\n')).toEqual(['ok owner', 'ok packet', 'ok locked', 'ok unopened', 'ok queued', 'ok ctty', 'done']);
+  });
+
+  it('ckpt killed while the bytes queued in a pty are being read and put back: the process keeps every byte and its terminal settings', async () => {
+    const dir = makeTempDir('ptys-kill');
+    const work = path.join(dir, 'work');
+    fs.mkdirSync(work);
+    const report = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const fixture = path.join(BUILD_DIR, 'ptys');
+    await runFixture(dir, [fixture, work, report, go], { noNamespace: true, name: 'ptys' });
+    const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
+    for (const p of [pid, ...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)]) track(p, fixture);
+    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img'), '--leave-running'], { env: { CKPT_FAULT: 'tty:queue:kill' } });
+    expect(r.signal, describeResult(r)).toBe('SIGKILL');
+    await sleep(300);
+    fs.writeFileSync(go, '');
+    await waitForLine(report, /^done$/, 15_000);
+    expect(readLines(report).slice(1)).toEqual(['ok owner', 'ok packet', 'ok locked', 'ok unopened', 'ok queued', 'ok ctty', 'done']);
   });
 });

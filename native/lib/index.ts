@@ -27,3 +27,5 @@ export const stubPath = join(packageRoot, 'build/ckpt-stub');
 export const initPath = join(packageRoot, 'build/ckpt-init');
 /** The helper that takes TCP connections out of repair mode if the dump that put them there dies. */
 export const repairGuardPath = join(packageRoot, 'build/ckpt-repairguard');
+/** The helper that reads the bytes queued in a pty and puts them back, whatever becomes of the dump. */
+export const ptyQueuePath = join(packageRoot, 'build/ckpt-ptyqueue');

@@ -59,6 +59,11 @@ function buildHelpers() {
   if (!existsSync(guardOut) || statSync(guardOut).mtimeMs < statSync(guardSrc).mtimeMs) {
     run('gcc', ['-O2', '-Wall', '-static', '-o', guardOut, guardSrc]);
   }
+  const ptySrc = join(root, 'src/ptyqueue.c');
+  const ptyOut = join(root, 'build/ckpt-ptyqueue');
+  if (!existsSync(ptyOut) || statSync(ptyOut).mtimeMs < statSync(ptySrc).mtimeMs) {
+    run('gcc', ['-O2', '-Wall', '-static', '-o', ptyOut, ptySrc]);
+  }
   if (!existsSync(stubOut) || statSync(stubOut).mtimeMs < statSync(stubSrc).mtimeMs) {
     run('gcc', ['-static', '-nostdlib', '-nostartfiles', '-fno-stack-protector', '-fno-asynchronous-unwind-tables',
       '-O2', '-Wl,--build-id=none', '-o', stubOut, stubSrc]);

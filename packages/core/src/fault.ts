@@ -4,7 +4,8 @@
  * at any step harms nothing. Points are named where the pipeline passes them:
  *   dump:frozen, dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
  *   dump:committed, dump:handover (the processes die with ckpt from here on), tcp:repair (a
- *   connection in repair mode being read); restore:validated, restore:stage:<class>, restore:created, restore:pages,
+ *   connection in repair mode being read), tty:queue (the bytes queued in a pty being read and
+ *   put back by ckpt-ptyqueue); restore:validated, restore:stage:<class>, restore:created, restore:pages,
  *   restore:resume
  * (`ckpt ... -v` logs every point passed under ckpt:fault). A point may end with `*` to match
  * every point it prefixes (`dump:stage:*`). Actions:

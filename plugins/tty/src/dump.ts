@@ -63,7 +63,7 @@ export async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdC
     if (ioctlRead(t, req.fd, TIOCGPTLCK, 4, 136)?.readInt32LE(0)) data.locked = true;
     // Bytes queued either way (read and put back at once): once per pty, by its first master description.
     if (termios && !data.locked) {
-      const queued = takeQueued(t, req.fd, termios, !!data.packet);
+      const queued = takeQueued(req.dupFd, termios, !!data.packet);
       if (queued) data.queued = queued;
     }
   }

@@ -1,11 +1,12 @@
 /**
  * Bytes queued in a pty: input the master wrote that the slave has not read (typed ahead), and
  * output the slave wrote that the master has not read. Reading a terminal consumes it, so the
- * dump reads both and puts them back at once (the process is frozen throughout); the restore puts
- * them into the new pty the same way.
+ * dump reads both and puts them back at once (the process is frozen throughout), through the
+ * helper ckpt-ptyqueue (native/src/ptyqueue.c), which finishes the put-back even if ckpt is killed;
+ * the restore puts them into the new pty the same way, here.
  *
- * Reading: output through the master (FIONREAD bytes, packet mode off meanwhile); input through a
- * slave of our own (TIOCGPTPEER), switched to non-canonical mode for the read so that a partial
+ * Reading (the helper): output through the master (FIONREAD bytes, packet mode off meanwhile);
+ * input through a slave of its own (TIOCGPTPEER), non-canonical for the read so that a partial
  * line is readable too.
  * Putting back: with the slave's settings made inert for a moment — no echo, no signals, no
  * input translation, the editing characters (erase, kill, EOF, word erase, literal next, reprint)
@@ -14,11 +15,11 @@
  * Canonical mode is kept, so complete lines stay lines and a partial line stays partial. What the
  * kernel stored for an end of file typed ahead (^D) comes back as a NUL byte.
  */
-import { withSignalsHeld, type Tracee } from '@ckpt/core';
-import { SYS, O_NOCTTY, O_NONBLOCK, O_RDWR } from '@ckpt/native';
-import { int32, ioctlRead, TCSETS, TIOCGPTPEER, TIOCPKT } from './ioctl.js';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { fault, sleepSync, withSignalsHeld, type Tracee } from '@ckpt/core';
+import { native, ptyQueuePath, SYS, O_NOCTTY, O_NONBLOCK, O_RDWR } from '@ckpt/native';
+import { TCSETS, TIOCGPTPEER } from './ioctl.js';
 
-const FIONREAD = 0x541b;
 const POLLIN = 1;
 const O_CLOEXEC = 0o2000000;
 // struct termios offsets and flags (asm-generic termbits).
@@ -29,11 +30,10 @@ const IFLAG = 0,
 const RAW_IFLAG = 0o2 | 0o10 | 0o20 | 0o40 | 0o100 | 0o200 | 0o400 | 0o1000 | 0o2000 | 0o10000 | 0o20000; // BRKINT PARMRK INPCK ISTRIP INLCR IGNCR ICRNL IUCLC IXON IXOFF IMAXBEL
 const OPOST = 1;
 const ISIG = 0o1,
-  ICANON = 0o2,
   ECHO_ALL = 0o10 | 0o20 | 0o40 | 0o100 | 0o1000 | 0o2000 | 0o4000, // ECHO ECHOE ECHOK ECHONL ECHOCTL ECHOPRT ECHOKE
   IEXTEN = 0o100000,
   TOSTOP = 0o400;
-const [VERASE, VKILL, VEOF, VTIME, VMIN, VREPRINT, VWERASE, VLNEXT] = [2, 3, 4, 5, 6, 12, 14, 15];
+const [VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT] = [2, 3, 4, 12, 14, 15];
 
 export interface Queued {
   /** Typed ahead: what the slave has still to read (base64). */
@@ -50,23 +50,6 @@ function inert(termios: Buffer): Buffer {
   t.writeUInt32LE(t.readUInt32LE(LFLAG) & ~(ISIG | ECHO_ALL | IEXTEN | TOSTOP), LFLAG);
   for (const c of [VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT]) t[CC + c] = 0;
   return t;
-}
-
-/** Non-canonical, reads return at once: everything the slave holds is readable. */
-function nonCanonical(termios: Buffer): Buffer {
-  const t = inert(termios);
-  t.writeUInt32LE(t.readUInt32LE(LFLAG) & ~ICANON, LFLAG);
-  t[CC + VMIN] = 0;
-  t[CC + VTIME] = 0;
-  return t;
-}
-
-function readQueued(t: Tracee, fd: number, off: number): Buffer {
-  const n = ioctlRead(t, fd, FIONREAD, 4, off)?.readInt32LE(0) ?? 0;
-  if (n <= 0) return Buffer.alloc(0);
-  const at = t.scratch() + off + 64;
-  const got = Number(t.syscallRaw(SYS.read, fd, at, n));
-  return got > 0 ? t.read(at, got) : Buffer.alloc(0);
 }
 
 /** Makes the kernel take what was written toward `fd` now (a poll on it flushes its input buffer). */
@@ -105,36 +88,51 @@ function putBackHeld(t: Tracee, m: number, termios: Buffer, q: Queued): void {
 }
 
 /**
- * The bytes queued in the pty of master `m` (an fd of the frozen process), read and put back at
- * once. `packet`: the master is in packet mode. undefined when nothing is queued.
+ * The bytes queued in the pty of master `master` (our copy of a master of the frozen process),
+ * read and put back at once by ckpt-ptyqueue: a helper in a session of its own that finishes the
+ * put-back whatever becomes of this ckpt (were it killed between the read and the write-back, the
+ * bytes would be lost, and the slave left non-canonical). `packet`: the master is in packet mode.
+ * undefined when nothing is queued.
  */
-export function takeQueued(t: Tracee, m: number, termios: Buffer, packet: boolean): Queued | undefined {
-  return withSignalsHeld(t.pid, () => takeHeld(t, m, termios, packet));
-}
-
-function takeHeld(t: Tracee, m: number, termios: Buffer, packet: boolean): Queued | undefined {
-  if (packet) t.syscall(SYS.ioctl, m, TIOCPKT, t.put(int32(0), 0));
-  let output: Buffer;
+export function takeQueued(master: number, termios: Buffer, packet: boolean): Queued | undefined {
+  const [r, w] = native.fd.pipe(O_CLOEXEC);
+  const devnull = openSync('/dev/null', 'r+');
+  let pid: number;
   try {
-    output = readQueued(t, m, 512);
+    pid = native.proc.spawnDetached(ptyQueuePath, ['ckpt-ptyqueue', termios.toString('hex'), packet ? '1' : '0'], [], null, [master, w, devnull]);
+  } catch (e) {
+    closeSync(r);
+    throw e;
   } finally {
-    if (packet) t.syscallRaw(SYS.ioctl, m, TIOCPKT, t.put(int32(1), 0));
+    closeSync(w);
+    closeSync(devnull);
   }
-  let input: Buffer = Buffer.alloc(0);
-  const s = t.syscallRaw(SYS.ioctl, m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-  if (s >= 0n) {
-    try {
-      t.syscall(SYS.ioctl, Number(s), TCSETS, t.put(nonCanonical(termios), 256));
-      input = readQueued(t, Number(s), 512);
-    } finally {
-      t.syscallRaw(SYS.ioctl, Number(s), TCSETS, t.put(termios, 256));
-      t.syscallRaw(SYS.close, Number(s));
-    }
+  // (A ckpt killed from here on leaves the helper to finish: the bytes go back all the same.)
+  fault('tty:queue');
+  const chunks: Buffer[] = [];
+  try {
+    const buf = Buffer.alloc(65536);
+    for (let n = readSync(r, buf); n > 0; n = readSync(r, buf)) chunks.push(Buffer.from(buf.subarray(0, n)));
+  } finally {
+    closeSync(r);
+  }
+  let ws = native.proc.tryWait(pid);
+  for (let i = 0; i < 5000 && !ws; i++) {
+    sleepSync(1);
+    ws = native.proc.tryWait(pid);
+  }
+  const status = ws?.code;
+  const all = Buffer.concat(chunks);
+  const outLen = all.length >= 4 ? all.readUInt32LE(0) : 0;
+  const output = all.subarray(4, 4 + outLen);
+  const inLen = all.length >= 8 + outLen ? all.readUInt32LE(4 + outLen) : 0;
+  const input = all.subarray(8 + outLen, 8 + outLen + inLen);
+  if (status === 2 || output.length !== outLen || input.length !== inLen) {
+    throw new Error(`the bytes queued in the terminal could not be read and put back whole (ckpt-ptyqueue status ${status})`);
   }
   if (!input.length && !output.length) return undefined;
   const q: Queued = {};
   if (input.length) q.input = input.toString('base64');
   if (output.length) q.output = output.toString('base64');
-  putBackHeld(t, m, termios, q);
   return q;
 }
