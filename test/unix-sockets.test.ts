@@ -5,7 +5,7 @@
 // datagrams with their sender's address); options, O_NONBLOCK and shutdown state kept. A peer
 // outside the tree is refused, or reconnected when declared with --external; file descriptors
 // in flight are refused. Every refusal leaves the process running untouched.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -14,6 +14,7 @@ import {
   CLI,
   checksAfterRestore,
   ckpt,
+  describeResult,
   expectCleanError,
   expectOk,
   expectRunningFree,
@@ -23,6 +24,7 @@ import {
   readLines,
   restoreOk,
   runFixture,
+  sleep,
   track,
   useCleanup,
   waitFor,
@@ -472,6 +474,45 @@ signal.sigwait({signal.SIGUSR1})
     const before = fs.readdirSync(`/proc/${pid}/fd`).sort();
     expectOk(await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running']));
     expect(fs.readdirSync(`/proc/${pid}/fd`).sort(), 'the fds the dump peeked in the process are closed').toEqual(before);
+    expectRunningFree(pid);
+    process.kill(pid, 'SIGUSR1');
+    await waitForLine(stdout, /^received fd ok$/);
+  });
+});
+
+describe('files in flight, ckpt killed', () => {
+  it('ckpt killed while a queue is read at a moved SO_PEEK_OFF: the socket guard puts the offset back; no fd is left; the files still arrive', async () => {
+    const dir = makeTempDir('unixrights-kill');
+    const { pid, stdout } = await runFixture(dir, [RIGHTS], { name: 'rights' });
+    await waitForLine(stdout, /^sent fds (\d+) (\d+)$/);
+    const before = fs.readdirSync(`/proc/${pid}/fd`).sort();
+    const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, 'img'), '--leave-running'], { env: { CKPT_FAULT: 'unix:inflight:kill' } });
+    expect(r.signal, describeResult(r)).toBe('SIGKILL');
+    await sleep(200); // the guard sees its channel close
+    expect(fs.readdirSync(`/proc/${pid}/fd`).sort(), 'no fd left behind').toEqual(before);
+    // Every socket of the process has its peek offset as before (off: -1), read through a copy of it.
+    const peekOffsets = execFileSync(
+      'python3',
+      [
+        '-c',
+        [
+          'import ctypes, os, socket, sys',
+          'pid = int(sys.argv[1]); libc = ctypes.CDLL(None, use_errno=True); pfd = os.pidfd_open(pid); out = []',
+          "for fd in sorted(os.listdir(f'/proc/{pid}/fd'), key=int):",
+          "    if not os.readlink(f'/proc/{pid}/fd/{fd}').startswith('socket:'): continue",
+          '    ours = libc.syscall(438, pfd, int(fd), 0)',
+          '    s = socket.socket(fileno=ours)',
+          "    out.append(f'{fd}={s.getsockopt(socket.SOL_SOCKET, 42)}')",
+          'print(" ".join(out))',
+        ].join('\n'),
+        String(pid),
+      ],
+      { encoding: 'utf8' },
+    ).trim();
+    expect(
+      peekOffsets.split(' ').filter((x) => !x.endsWith('=-1')),
+      peekOffsets,
+    ).toEqual([]);
     expectRunningFree(pid);
     process.kill(pid, 'SIGUSR1');
     await waitForLine(stdout, /^received fd ok$/);

@@ -5,7 +5,8 @@
  *   dump:frozen, dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
  *   dump:committed, dump:handover (the processes die with ckpt from here on), tcp:repair (a
  *   connection in repair mode being read), tty:queue (the bytes queued in a pty being read and
- *   put back by ckpt-ptyqueue); restore:validated, restore:stage:<class>, restore:created, restore:pages,
+ *   put back by ckpt-ptyqueue), unix:inflight (a unix socket's SO_PEEK_OFF moved, to receive the
+ *   files in flight of one of its messages); restore:validated, restore:stage:<class>, restore:created, restore:pages,
  *   restore:resume
  * (`ckpt ... -v` logs every point passed under ckpt:fault). A point may end with `*` to match
  * every point it prefixes (`dump:stage:*`). Actions:

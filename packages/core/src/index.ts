@@ -95,6 +95,7 @@ export {
   type ServiceToken,
   type ImageStore,
 } from './services.js';
+export { socketGuard, SocketGuard } from './sockguard.js';
 export { NftNetworkLocks, LOCKS_DIR, REPLAY_MARK, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
 export { descriptionName, fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
 export { makeWhereItWas, relocatePath } from './paths.js';

@@ -16,9 +16,9 @@ import {
   type NetworkLock,
   type PluginContext,
   type ProcessDump,
+  socketGuard,
 } from '@ckpt/core';
 import { native, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, O_NONBLOCK, SOCK_DGRAM, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR } from '@ckpt/native';
-import { RepairGuard } from './guard.js';
 import { TCP_STATES, type InetSocketData, type TcpOptions } from './record.js';
 import { leaveRepair, readOptions } from './options.js';
 import { describeSocket } from './show.js';
@@ -49,12 +49,8 @@ interface DumpState {
   conns: Array<Held>;
   /** Sockets this plugin left in repair mode (until the kill). */
   inRepair: Array<Held>;
-  /** Started at the first connection read in repair mode. */
-  guard?: RepairGuard;
 }
-const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }), {
-  dispose: (st) => st.guard?.close(),
-});
+const dumps = createSessionState('tcp:dump', (session: DumpSession): DumpState => ({ blocks: session.services.netlock.group(), conns: [], inRepair: [] }));
 const dumpState = (session: DumpSession) => dumps.of(session);
 
 /** The network namespace of pid, when it is not ours (nft must run there). */
@@ -139,16 +135,16 @@ function dumpConnection(ctx: PluginContext, proc: ProcessDump, req: FdDumpReques
   // goes on running, until the restored socket has left repair mode).
   if (live) st.blocks.block(info.local, info.peer, nsPid);
   let conn: ConnState;
-  st.guard ??= new RepairGuard();
+  const guard = socketGuard(proc.session);
   const reuse = data.opts.find(([l, n]) => l === SOL_SOCKET && n === SO_REUSEADDR)?.[2] ?? -1;
-  const held = st.guard.hold(fd, reuse);
+  const held = guard.holdRepair(fd, reuse);
   native.sock.tcpRepair(fd, 1);
   try {
     fault('tcp:repair');
     conn = native.sock.tcpDumpConn(fd);
   } finally {
     leaveRepair(fd, data, -1);
-    st.guard.release(held);
+    guard.release(held);
   }
   if (!live) {
     // Closed by a reset (or another error, which cannot be read without clearing it), or by FINs both ways.

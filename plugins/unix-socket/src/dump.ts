@@ -8,8 +8,10 @@ import { isAbsolute, resolve } from 'node:path';
 import {
   CkptError,
   createSessionState,
+  fault,
   readSocketFilter,
   remoteGetsockopt,
+  socketGuard,
   type DumpSession,
   type FdClaim,
   type FdDumpRequest,
@@ -175,6 +177,7 @@ async function filesInFlight(proc: ProcessDump, fd: number, m: { data: Buffer; a
   const got: number[] = [];
   t.syscall(SYS.setsockopt, fd, SOL_SOCKET, SO_PEEK_OFF, t.put(at, OFF), 4);
   try {
+    fault('unix:inflight');
     const iov = Buffer.alloc(16);
     iov.writeBigUInt64LE(BigInt(base + BUF), 0);
     iov.writeBigUInt64LE(1n, 8);
@@ -273,7 +276,17 @@ export function makeDumpFd(log: Logger) {
     if (cred && cred.length === 12 && cred.readInt32LE(0) > 0) d.peercred = { pid: cred.readInt32LE(0), uid: cred.readUInt32LE(4), gid: cred.readUInt32LE(8) };
     dumpName(d, e, proc.procPid);
     dumpConnection(d, e, st, type);
-    if (d.state !== 'listening') await dumpQueue(req, proc, d, e, type);
+    if (d.state !== 'listening') {
+      // The queue is read at a moving SO_PEEK_OFF: the socket guard puts the process's offset back should ckpt die meanwhile.
+      const peekOff = e.rqueue ? native.sock.sockGetInt(req.dupFd, SOL_SOCKET, SO_PEEK_OFF) : null;
+      const guard = peekOff === null ? undefined : socketGuard(proc.session);
+      const held = guard?.holdOption(req.dupFd, SOL_SOCKET, SO_PEEK_OFF, peekOff!);
+      try {
+        await dumpQueue(req, proc, d, e, type);
+      } finally {
+        if (held !== undefined) guard!.release(held);
+      }
+    }
     log('pid %d fd %d: unix %s %s %s, %d bytes queued', pid, req.fd, type, d.state, d.name ?? '', d.queuedBytes);
     st.saved.push({ pid, fd: req.fd, d, wqueue: e.wqueue });
     return { kind: 'unix', data: d };
