@@ -47,8 +47,11 @@ import { relocatePath } from './paths.js';
 import { sealShmem } from './shmem.js';
 import type { Tracee } from './tracee.js';
 
+import { VERSION } from './version.js';
+
+export { VERSION };
+
 const log = logger('engine');
-export const VERSION = '0.2.0';
 
 export interface DumpResult {
   dir: string;
