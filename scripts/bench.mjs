@@ -411,6 +411,31 @@ async function benchShape(ck, bins, shape, n, extra = []) {
   };
 }
 
+// ---- CLI start-up -------------------------------------------------------------------------------
+/** Wall time of the ckpt command for what costs no work (--version, --help), next to `node -e 0`. */
+function startupTable() {
+  const wall = (argv) => {
+    const t = [];
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.now();
+      execFileSync(process.execPath, argv, { stdio: 'ignore' });
+      t.push(performance.now() - t0);
+    }
+    return t.sort((a, b) => a - b)[3];
+  };
+  const node = wall(['-e', '0']);
+  const bin = join(root, 'packages/cli/bin/ckpt.js');
+  console.log('\n== CLI start-up, wall time (median of 7) ==');
+  console.log(`node -e 0          ${node.toFixed(1).padStart(7)} ms   (reference)`);
+  for (const [label, argv] of [
+    ['ckpt --version', [bin, '--version']],
+    ['ckpt --help', [bin, '--help']],
+  ]) {
+    const ms = wall(argv);
+    console.log(`${label.padEnd(18)} ${ms.toFixed(1).padStart(7)} ms   node start-up + ${(ms - node).toFixed(1)} ms`);
+  }
+}
+
 // ---- main -------------------------------------------------------------------------------------
 const results = [];
 let failed = false;
@@ -420,6 +445,8 @@ try {
     `host: ${os.cpus().length} CPU(s) ${os.cpus()[0]?.model ?? ''}, ${(os.totalmem() / GiB).toFixed(1)} GiB RAM, Linux ${os.release()}, Node ${process.version}`,
   );
   console.log('units: GB = 1e9 B, MB = 1e6 B, sizes in MiB; times are measured around the API call (performance.now)');
+
+  startupTable();
 
   const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes') };
   for (const [name, out] of Object.entries(bins)) {

@@ -335,8 +335,6 @@ export interface InetBinding {
   inetShutdown(family: 4 | 6, protocol: number, inode: number): number | null;
   /** SOCK_DESTROY of the TCP socket with that 4-tuple. */
   tcpDestroy(local: InetAddr, peer: InetAddr): void;
-  /** A TCP socket reset by its (loopback) peer: its reader gets ECONNRESET. */
-  tcpResetSocket(family: 4 | 6): number;
   /** Every IPv4 and IPv6 address of every interface (getifaddrs). */
   netifAddrs(): Array<{ name: string; family: 4 | 6; addr: string; prefix: number }>;
   /** Adds an address to an interface (rtnetlink RTM_NEWADDR). */

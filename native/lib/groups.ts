@@ -69,7 +69,6 @@ export const GROUPS = {
     'tcpDiag',
     'inetShutdown',
     'tcpDestroy',
-    'tcpResetSocket',
     'packetDiag',
     'netifAddrs',
     'netifAddAddr',

@@ -699,52 +699,6 @@ Napi::Value TcpDestroy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// tcpResetSocket(family) -> fd of a TCP socket that was connected over loopback and then reset
-// by its peer: reading it gives ECONNRESET once, like a connection whose peer is gone.
-Napi::Value TcpResetSocket(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fam = ArgInt(info[0]) == 6 ? AF_INET6 : AF_INET;
-  sockaddr_storage ss{};
-  socklen_t sl;
-  if (fam == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
-    a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sl = sizeof *a;
-  } else {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
-    a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
-    sl = sizeof *a;
-  }
-  int lfd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (lfd < 0) return Fail(env, errno, "socket");
-  int cfd = -1, afd = -1, err = 0;
-  const char* what = "";
-  do {
-    if (bind(lfd, reinterpret_cast<sockaddr*>(&ss), sl) < 0 || listen(lfd, 1) < 0) { err = errno; what = "bind/listen (loopback)"; break; }
-    socklen_t l2 = sizeof ss;
-    getsockname(lfd, reinterpret_cast<sockaddr*>(&ss), &l2);
-    cfd = socket(fam, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (cfd < 0 || connect(cfd, reinterpret_cast<sockaddr*>(&ss), l2) < 0) { err = errno; what = "connect (loopback)"; break; }
-    afd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (afd < 0) { err = errno; what = "accept"; break; }
-    linger lg{1, 0};
-    setsockopt(afd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(afd);  // RST
-    afd = -1;
-    pollfd p{cfd, POLLIN, 0};
-    poll(&p, 1, 1000);
-  } while (false);
-  if (afd >= 0) close(afd);
-  close(lfd);
-  if (err) {
-    if (cfd >= 0) close(cfd);
-    return Fail(env, err, what);
-  }
-  return Napi::Number::New(env, cfd);
-}
-
 }  // namespace
 
 void InitInet(Napi::Env env, Napi::Object exports) {
@@ -761,7 +715,6 @@ void InitInet(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpDiag", Napi::Function::New(env, TcpDiag));
   exports.Set("inetShutdown", Napi::Function::New(env, InetShutdown));
   exports.Set("tcpDestroy", Napi::Function::New(env, TcpDestroy));
-  exports.Set("tcpResetSocket", Napi::Function::New(env, TcpResetSocket));
   exports.Set("tcpShutdownRepair", Napi::Function::New(env, TcpShutdownRepair));
   exports.Set("tcpInject", Napi::Function::New(env, TcpInject));
 }
