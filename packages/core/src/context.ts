@@ -142,6 +142,8 @@ export interface ProcessDump {
   readonly session: DumpSession;
   /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
+  /** /proc/PID/fdinfo of each fd of that table, as core read it then (the process is frozen: it holds). */
+  readonly fdInfo: Map<number, FdInfo>;
   /**
    * Files in flight saved with dumpInFlight (not in its fd table): ids (negative) as `fd`.
    */

@@ -571,6 +571,7 @@ function processDump(
     session,
     records,
     fds: [],
+    fdInfo: new Map(),
     inFlight: [],
     dumpInFlight: (fd) => dumpInFlight(hooks, proc, fd),
     put(plugin, data) {

@@ -143,6 +143,7 @@ async function fdRecord(
     return undefined; // closed meanwhile (cannot happen while frozen, but harmless)
   }
   const info = readFdInfo(task, fd);
+  if (id === fd) proc.fdInfo.set(fd, info);
   const cloexec = (info.flags & O_CLOEXEC) !== 0;
   const flags = info.flags & ~O_CLOEXEC;
   const dupFd = native.proc.pidfdGetfd(pidfd, fd);

@@ -294,11 +294,24 @@ export function childrenOf(pid: number): number[] {
 
 /** The filesystem type of a mount of pid (by the mnt_id fdinfo shows), from /proc/PID/mountinfo. */
 export function fsTypeOf(pid: number, mntId: number): string | undefined {
-  for (const line of readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n')) {
-    const f = line.split(' ');
-    if (Number(f[0]) !== mntId) continue;
-    const dash = f.indexOf('-');
-    return dash > 0 ? f[dash + 1] : undefined;
+  let m = mountTypes.get(pid);
+  const now = Date.now();
+  // A mount id names one mount while it exists (an open fd keeps it), so a table read a moment ago
+  // answers for every fd of a dump; a miss, or an older table, is read again.
+  if (!m || now - m.at > MOUNT_TABLE_TTL_MS || !m.types.has(mntId)) {
+    const types = new Map<number, string>();
+    for (const line of readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n')) {
+      const f = line.split(' ');
+      const dash = f.indexOf('-');
+      if (dash > 0) types.set(Number(f[0]), f[dash + 1]!);
+    }
+    m = { at: now, types };
+    mountTypes.set(pid, m);
+    if (mountTypes.size > 64) mountTypes.delete(mountTypes.keys().next().value!);
   }
-  return undefined;
+  return m.types.get(mntId);
 }
+
+/** Mount id -> filesystem type, per pid, as read from its mountinfo at `at` (fsTypeOf). */
+const mountTypes = new Map<number, { at: number; types: Map<number, string> }>();
+const MOUNT_TABLE_TTL_MS = 1000;

@@ -103,12 +103,9 @@ const sameLock = (a: LockEntry, b: LockEntry) =>
 async function dump(proc: ProcessDump): Promise<void> {
   const locks: LockEntry[] = [];
   for (const r of proc.fds) {
-    let raw: string;
-    try {
-      raw = procfs.readFdInfo(proc.pid, r.fd).raw;
-    } catch {
-      continue;
-    }
+    // Read by core when it made the fd table (the process has been frozen since).
+    const raw = proc.fdInfo.get(r.fd)?.raw;
+    if (raw === undefined) continue;
     const lines = raw.split('\n').filter((l) => l.startsWith('lock:'));
     if (!lines.length) continue;
     // A description shared with an fd recorded earlier is restored as that same description:
