@@ -194,6 +194,8 @@ export interface PtraceBinding {
   /** Counts one step taken in JS (and dies there when CKPT_FAULT_PTRACE_STEP says so). */
   faultStep(): void;
   remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number): bigint;
+  /** Runs code written in the stopped task (rip = entry, args in rdi, rsi, rdx, r10, r8, r9) until the int3 after which rip is `breakAt`: rax. */
+  remoteRun(pid: number, entry: bigint | number, breakAt: bigint | number, args: Array<bigint | number>): bigint;
 }
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {

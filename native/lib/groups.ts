@@ -28,6 +28,7 @@ export const GROUPS = {
     'getRobustList',
     'peekSiginfo',
     'remoteSyscall',
+    'remoteRun',
     'faultStep',
     'faultSteps',
   ],

@@ -350,6 +350,56 @@ bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
   }
 }
 
+// remoteRun(pid, entry, breakAt, [args...]) -> rax: makes the stopped task run the code at entry
+// with rdi, rsi, rdx, r10, r8, r9 = args until the int3 that leaves rip at breakAt (its address +
+// 1); its registers are put back after. For code core writes into a rebuilt process (its
+// trampoline) that makes many syscalls in one stop.
+Napi::Value RemoteRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  uint64_t entry = ArgU64(info[1]), at = ArgU64(info[2]);
+  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
+  if (info.Length() > 3 && info[3].IsArray()) {
+    Napi::Array arr = info[3].As<Napi::Array>();
+    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
+  }
+  user_regs_struct saved, regs;
+  iovec iov{&saved, sizeof(saved)};
+  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", pid);
+    return env.Undefined();
+  }
+  regs = saved;
+  regs.rip = entry;
+  regs.orig_rax = static_cast<unsigned long long>(-1);
+  regs.rdi = a[0];
+  regs.rsi = a[1];
+  regs.rdx = a[2];
+  regs.r10 = a[3];
+  regs.r8 = a[4];
+  regs.r9 = a[5];
+  iov = {&regs, sizeof(regs)};
+  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
+    return env.Undefined();
+  }
+  const char* failed = nullptr;
+  bool ok = RunToBreakpoint(pid, at, &failed);
+  int err = errno;
+  if (ok) {
+    iov = {&regs, sizeof(regs)};
+    ok = Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) == 0;
+    if (!ok) failed = "ptrace(PTRACE_GETREGSET)", err = errno;
+  }
+  iov = {&saved, sizeof(saved)};
+  Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
+  if (!ok) {
+    ThrowErrno(env, err, failed, pid);
+    return env.Undefined();
+  }
+  return Napi::BigInt::New(env, static_cast<int64_t>(regs.rax));
+}
+
 // remoteSyscall(pid, insnAddr, nr, [args...], int3, rsp): makes the stopped task execute
 // `syscall` at insnAddr with the given number and arguments (and the stack pointer rsp, when
 // given); returns the raw result (negative errno on failure) as a BigInt. The task's registers
@@ -481,6 +531,7 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList));
   exports.Set("peekSiginfo", Napi::Function::New(env, PeekSiginfo));
   exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("remoteRun", Napi::Function::New(env, RemoteRun));
   exports.Set("faultSteps", Napi::Function::New(env, FaultSteps));
   exports.Set("faultStep", Napi::Function::New(env, FaultStepJs));
 }

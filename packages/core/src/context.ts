@@ -270,6 +270,8 @@ export interface ProcessRestore {
   borrowFd(restorerFd: number): number;
   /** Makes `restorerFd` (one of ours) fd number `fd` of the stub, sharing the open description. */
   installFd(fd: number, restorerFd: number, cloexec: boolean): void;
+  /** installFd for many fds at once (one stop of the stub: code in its trampoline makes the syscalls). */
+  installFds(list: ReadonlyArray<{ fd: number; restorerFd: number; cloexec: boolean }>): void;
   /** Our fd (in the restorer) for an fd of this process once core installed it (e.g. to wire epoll). */
   restorerFd(fd: number): number | undefined;
   /**

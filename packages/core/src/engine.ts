@@ -601,6 +601,7 @@ function processRestore(hooks: Hooks, record: ProcessRecord, session: RestoreSes
     },
     borrowFd: (restorerFd) => installer.borrow(restorerFd),
     installFd: (fd, restorerFd, cloexec) => installer.install(fd, restorerFd, cloexec),
+    installFds: (list) => installer.installMany(list),
     restorerFd: (fd) => restorerFdOf(proc, fd),
     restoreInFlight: (id) => descriptionOf(hooks, session, record.pid, id),
   };
