@@ -411,6 +411,67 @@ async function benchShape(ck, bins, shape, n, extra = []) {
   };
 }
 
+// ---- downtime ---------------------------------------------------------------------------------
+/**
+ * Downtime of a --leave-running dump as the process sees it: scripts/bench/stall.c wakes every
+ * millisecond and reports its longest gap; the dump's own time is beside it.
+ */
+async function downtimeTable(ck, bins, mib) {
+  const stalls = [];
+  const calls = [];
+  for (let run = 1; run <= runs; run++) {
+    const log = join(tmp, `stall-${mib}-${run}.log`);
+    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.stall, String(mib)], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
+    const pid = Number(out.split('\n').at(-1));
+    detached.add(pid);
+    try {
+      await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 120_000);
+      await sleep(300);
+      const report = async (n) => {
+        process.kill(pid, 'SIGUSR1');
+        await waitForLine(log, (t) => (t.match(/^maxstall \d+$/gm) ?? []).length >= n, 'maxstall', 10_000);
+        return (
+          Number(
+            readFileSync(log, 'utf8')
+              .match(/^maxstall (\d+)$/gm)
+              .at(n - 1)
+              .split(' ')[1],
+          ) / 1000
+        );
+      };
+      await report(1); // the gaps before the dump
+      const t0 = performance.now();
+      await ck.dump({ pid, dir: join(tmp, `stall-img-${mib}-${run}`), leaveRunning: true });
+      calls.push(performance.now() - t0);
+      await sleep(50);
+      stalls.push(await report(2));
+      rmSync(join(tmp, `stall-img-${mib}-${run}`), { recursive: true, force: true });
+    } finally {
+      killQuietly(pid);
+      detached.delete(pid);
+    }
+  }
+  const med = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  console.log(`\n== downtime of a --leave-running dump, ${mib} MiB touched, ${runs} runs (median; min/max) ==`);
+  console.log(
+    `downtime ms ${med(stalls).toFixed(1).padStart(8)} ${Math.min(...stalls)
+      .toFixed(1)
+      .padStart(8)} ${Math.max(...stalls)
+      .toFixed(1)
+      .padStart(8)}   longest stall the process saw (1 ms loop)`,
+  );
+  console.log(
+    `dump ms     ${med(calls).toFixed(1).padStart(8)} ${Math.min(...calls)
+      .toFixed(1)
+      .padStart(8)} ${Math.max(...calls)
+      .toFixed(1)
+      .padStart(8)}   the dump call`,
+  );
+}
+
 // ---- CLI start-up -------------------------------------------------------------------------------
 /** Wall time of the ckpt command for what costs no work (--version, --help), next to `node -e 0`. */
 function startupTable() {
@@ -448,7 +509,7 @@ try {
 
   startupTable();
 
-  const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes') };
+  const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes'), stall: join(tmp, 'stall') };
   for (const [name, out] of Object.entries(bins)) {
     execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
@@ -470,6 +531,7 @@ try {
     results.push(res);
     printTable(res);
   }
+  for (const mib of sizes) await downtimeTable(ck, bins, mib);
   const filesDir = join(tmp, 'files');
   mkdirSync(filesDir);
   // The 1 GiB file is saved by content: a config rule says so.
