@@ -350,6 +350,40 @@ bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
   }
 }
 
+// Points a stopped task at `rip` with the six syscall argument registers (rdi, rsi, rdx, r10,
+// r8, r9) taken from the array info[argsAt] (and rax = nr when nr >= 0, rsp when given): saves its
+// registers in *saved first. False (with a JS exception) when ptrace fails.
+bool PrepareRemote(const Napi::CallbackInfo& info, pid_t pid, uint64_t rip, long nr, size_t argsAt, const uint64_t* rsp,
+                   user_regs_struct* saved, user_regs_struct* regs) {
+  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
+  if (info.Length() > argsAt && info[argsAt].IsArray()) {
+    Napi::Array arr = info[argsAt].As<Napi::Array>();
+    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
+  }
+  iovec iov{saved, sizeof(*saved)};
+  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_GETREGSET)", pid);
+    return false;
+  }
+  *regs = *saved;
+  regs->rip = rip;
+  if (nr >= 0) regs->rax = nr;
+  regs->orig_rax = static_cast<unsigned long long>(-1);
+  regs->rdi = a[0];
+  regs->rsi = a[1];
+  regs->rdx = a[2];
+  regs->r10 = a[3];
+  regs->r8 = a[4];
+  regs->r9 = a[5];
+  if (rsp) regs->rsp = *rsp;
+  iov = {regs, sizeof(*regs)};
+  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
+    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_SETREGSET)", pid);
+    return false;
+  }
+  return true;
+}
+
 // remoteRun(pid, entry, breakAt, [args...]) -> rax: makes the stopped task run the code at entry
 // with rdi, rsi, rdx, r10, r8, r9 = args until the int3 that leaves rip at breakAt (its address +
 // 1); its registers are put back after. For code core writes into a rebuilt process (its
@@ -358,34 +392,12 @@ Napi::Value RemoteRun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   pid_t pid = ArgInt(info[0]);
   uint64_t entry = ArgU64(info[1]), at = ArgU64(info[2]);
-  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
-  if (info.Length() > 3 && info[3].IsArray()) {
-    Napi::Array arr = info[3].As<Napi::Array>();
-    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
-  }
   user_regs_struct saved, regs;
-  iovec iov{&saved, sizeof(saved)};
-  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", pid);
-    return env.Undefined();
-  }
-  regs = saved;
-  regs.rip = entry;
-  regs.orig_rax = static_cast<unsigned long long>(-1);
-  regs.rdi = a[0];
-  regs.rsi = a[1];
-  regs.rdx = a[2];
-  regs.r10 = a[3];
-  regs.r8 = a[4];
-  regs.r9 = a[5];
-  iov = {&regs, sizeof(regs)};
-  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
-    return env.Undefined();
-  }
+  if (!PrepareRemote(info, pid, entry, -1, 3, nullptr, &saved, &regs)) return env.Undefined();
   const char* failed = nullptr;
   bool ok = RunToBreakpoint(pid, at, &failed);
   int err = errno;
+  iovec iov;
   if (ok) {
     iov = {&regs, sizeof(regs)};
     ok = Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) == 0;
@@ -410,33 +422,12 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   pid_t pid = ArgInt(info[0]);
   uint64_t insn = ArgU64(info[1]);
   long nr = ArgInt(info[2]);
-  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
-  if (info.Length() > 3 && info[3].IsArray()) {
-    Napi::Array arr = info[3].As<Napi::Array>();
-    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
-  }
+  uint64_t rsp = 0;
+  bool haveRsp = info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull();
+  if (haveRsp) rsp = ArgU64(info[5]);
   user_regs_struct saved, regs;
-  iovec iov{&saved, sizeof(saved)};
-  if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(env, errno, "ptrace(PTRACE_GETREGSET)", pid);
-    return env.Undefined();
-  }
-  regs = saved;
-  regs.rip = insn;
-  regs.rax = nr;
-  regs.orig_rax = static_cast<unsigned long long>(-1);
-  regs.rdi = a[0];
-  regs.rsi = a[1];
-  regs.rdx = a[2];
-  regs.r10 = a[3];
-  regs.r8 = a[4];
-  regs.r9 = a[5];
-  if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) regs.rsp = ArgU64(info[5]);
-  iov = {&regs, sizeof(regs)};
-  if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
-    return env.Undefined();
-  }
+  if (!PrepareRemote(info, pid, insn, nr, 3, haveRsp ? &rsp : nullptr, &saved, &regs)) return env.Undefined();
+  iovec iov;
   FaultStep();
   const char* failed = nullptr;
   bool int3 = info.Length() > 4 && info[4].ToBoolean();
