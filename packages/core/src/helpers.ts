@@ -3,7 +3,7 @@
  * steps (running a syscall in the process is `proc.tracee.syscall(SYS.x, ...)` at dump and
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SYS } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
@@ -85,6 +85,23 @@ export function withSignalsHeld<T>(tid: number, fn: () => T): T {
 /** Blocks the thread for ms milliseconds (the pipeline is synchronous around ptrace waits). */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+let ownNetns: number | undefined;
+/** The socket (one of ours, e.g. a dumped fd's duplicate) lives in ckpt's own network namespace. */
+export function inOurNetns(sockFd: number): boolean {
+  ownNetns ??= statSync('/proc/self/ns/net').ino;
+  return native.sock.unixNetns(sockFd) === ownNetns;
+}
+
+/** Reaps a helper child of ours, waiting up to about ms milliseconds: its status, or null if it has not exited. */
+export function reapWithin(pid: number, ms: number): ReturnType<typeof native.proc.tryWait> {
+  let st = native.proc.tryWait(pid);
+  for (let waited = 0; !st && waited < ms; waited++) {
+    sleepSync(1);
+    st = native.proc.tryWait(pid);
+  }
+  return st;
 }
 
 /**

@@ -11,6 +11,7 @@ import { closeSync, openSync } from 'node:fs';
 import { native, repairGuardPath, SOCK_SEQPACKET } from '@ckpt/native';
 import type { DumpSession } from './context.js';
 import { createSessionState } from './state.js';
+import { reapWithin } from './helpers.js';
 
 export class SocketGuard {
   private readonly channel: number;
@@ -63,7 +64,7 @@ export class SocketGuard {
   /** Ends the helper (it holds nothing by then) and reaps it. */
   close(): void {
     closeSync(this.channel);
-    for (let i = 0; i < 200 && !native.proc.tryWait(this.pid); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    reapWithin(this.pid, 200);
   }
 }
 

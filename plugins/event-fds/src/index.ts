@@ -32,6 +32,7 @@ import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import {
   CkptError,
   definePlugin,
+  reapWithin,
   shmemFd,
   type FdClaim,
   type FdDumpRequest,
@@ -204,7 +205,7 @@ function restorePidfd(d: EventFdData, proc: ProcessRestore): number {
     helper = true;
   }
   const fd = native.proc.pidfdOpen(target, d.thread ? O_EXCL : 0);
-  if (helper) for (let i = 0; i < 500 && !native.proc.tryWait(target); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  if (helper) reapWithin(target, 1000);
   if (d.flags & O_NONBLOCK) native.fd.fcntl(fd, F_SETFL, O_NONBLOCK);
   return fd;
 }

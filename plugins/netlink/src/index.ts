@@ -12,10 +12,10 @@
  * any group), bound to its port id, joined to each group, connected, flags and sizes set; our
  * copy (pidfd_getfd) goes to core.
  */
-import { statSync } from 'node:fs';
 import {
   CkptError,
   definePlugin,
+  inOurNetns,
   remoteGetsockopt,
   takeFd,
   type FdClaim,
@@ -67,7 +67,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Ne
   const protocol = native.sock.sockGetInt(req.dupFd, SOL_SOCKET, SO_PROTOCOL) ?? 0;
   const own = remoteName(t, req.fd, false);
   const what = `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is ${describe({ protocol, portid: own.portid })}`;
-  if (native.sock.unixNetns(req.dupFd) !== statSync('/proc/self/ns/net').ino) {
+  if (!inOurNetns(req.dupFd)) {
     throw new CkptError('ERR_CKPT_UNSUPPORTED_FD', `${what} of another network namespace, which ckpt does not save`);
   }
   const pfd = Buffer.alloc(8);

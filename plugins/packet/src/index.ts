@@ -16,11 +16,12 @@
  * ring (version, reserve, vnet header), the rest, rings, bind, memberships, fanout (it needs a
  * socket that receives), filter; our fd goes to core.
  */
-import { closeSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import {
   attachSocketFilter,
   CkptError,
   definePlugin,
+  inOurNetns,
   readSocketFilter,
   type FdClaim,
   type FdDumpRequest,
@@ -91,8 +92,7 @@ function interfaces(): Map<number, string> {
 async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<PacketData> | undefined> {
   if (req.kind !== 'socket' || native.sock.sockGetInt(req.dupFd, SOL_SOCKET, SO_DOMAIN) !== AF_PACKET) return undefined;
   const refuse = (why: string) => new CkptError('ERR_CKPT_UNSUPPORTED_FD', `cannot checkpoint pid ${proc.pid}: fd ${req.fd} is ${why}`);
-  if (native.sock.unixNetns(req.dupFd) !== statSync('/proc/self/ns/net').ino)
-    throw refuse('a packet socket of another network namespace, which ckpt does not save');
+  if (!inOurNetns(req.dupFd)) throw refuse('a packet socket of another network namespace, which ckpt does not save');
   const diag = native.sock.packetDiag(req.stat.ino);
   if (!diag) throw refuse('a packet socket sock_diag does not know (is the af_packet_diag module loaded?)');
   const names = interfaces();
@@ -160,12 +160,6 @@ function indexOf(ifindex: number, ifname: string | undefined, what: string): num
   }
 }
 
-const int = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(v);
-  return b;
-};
-
 function ringReq(r: NonNullable<PacketData['rxRing']>, v3: boolean): Buffer {
   const fields = [r.blockSize, r.blockNr, r.frameSize, r.frameNr, ...(v3 ? [r.retireTmo, r.sizeofPriv, r.features] : [])];
   const b = Buffer.alloc(fields.length * 4);
@@ -210,7 +204,7 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
     }
     if (d.fanout !== undefined) {
       const v = (d.fanout & ~(FANOUT_FLAG_UNIQUEID << 24)) >>> 0;
-      step('PACKET_FANOUT', () => native.sock.sockSetBytes(fd, SOL_PACKET, PACKET_FANOUT, int(v)));
+      step('PACKET_FANOUT', () => native.sock.sockSetInt(fd, SOL_PACKET, PACKET_FANOUT, v | 0));
     }
     if (d.sndbuf !== undefined) native.sock.sockSetInt(fd, SOL_SOCKET, SO_SNDBUF, d.sndbuf);
     if (d.rcvbuf !== undefined) native.sock.sockSetInt(fd, SOL_SOCKET, SO_RCVBUF, d.rcvbuf);

@@ -317,13 +317,10 @@ async function refillDatagrams(fd: number, d: InetSocketData, what: string): Pro
   const datagrams = d.datagrams!;
   const to = d.local && !['0.0.0.0', '::'].includes(d.local.addr) ? d.local : { family: d.family, addr: LOOPBACK[d.family], port: d.local?.port ?? 0 };
   for (const g of datagrams) {
-    let dst = to,
-      src = g.from;
     // A dual-stack socket's IPv4 senders: sent over IPv4.
-    if (src.family === 6 && /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(src.addr)) {
-      src = { family: 4, addr: src.addr.slice(7), port: src.port };
-      dst = { family: 4, addr: /^::ffff:/i.test(to.addr) ? to.addr.slice(7) : '127.0.0.1', port: to.port };
-    }
+    const src = unmapped(g.from);
+    const to4 = unmapped(to);
+    const dst = src === g.from ? to : to4.family === 4 ? to4 : { family: 4 as const, addr: '127.0.0.1', port: to.port };
     native.sock.udpInject(dst, src, Buffer.from(g.data, 'base64'));
   }
   await waitQueued(fd, datagrams.length, what);

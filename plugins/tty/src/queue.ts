@@ -16,7 +16,7 @@
  * kernel stored for an end of file typed ahead (^D) comes back as a NUL byte.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
-import { fault, sleepSync, withSignalsHeld, type Tracee } from '@ckpt/core';
+import { fault, reapWithin, withSignalsHeld, type Tracee } from '@ckpt/core';
 import { native, ptyQueuePath, SYS, O_NOCTTY, O_NONBLOCK, O_RDWR } from '@ckpt/native';
 import { TCSETS, TIOCGPTPEER } from './ioctl.js';
 
@@ -116,12 +116,7 @@ export function takeQueued(master: number, termios: Buffer, packet: boolean): Qu
   } finally {
     closeSync(r);
   }
-  let ws = native.proc.tryWait(pid);
-  for (let i = 0; i < 5000 && !ws; i++) {
-    sleepSync(1);
-    ws = native.proc.tryWait(pid);
-  }
-  const status = ws?.code;
+  const status = reapWithin(pid, 5000)?.code;
   const all = Buffer.concat(chunks);
   const outLen = all.length >= 4 ? all.readUInt32LE(0) : 0;
   const output = all.subarray(4, 4 + outLen);
