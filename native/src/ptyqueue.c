@@ -9,6 +9,8 @@
  * fd 0: the master (a copy of the process's); fd 1: where the answer goes. argv[1]: the slave's
  * struct termios (36 bytes, hex) as the process has it; argv[2]: "1" when the master is in
  * packet mode. Answer: u32 output length, output, u32 input length, input (native byte order).
+ * With argv[3] "put" (a restore: the bytes go into a new pty), nothing is read: the bytes to put
+ * back come on fd 2 in the answer's layout, and the answer is empty.
  *
  * Reading: output through the master (FIONREAD bytes, packet mode off meanwhile); input through a
  * slave of our own (TIOCGPTPEER), non-canonical for the read so that a partial line is readable.
@@ -44,6 +46,31 @@ static struct termios inert(struct termios t) {
   int cc[] = {VERASE, VKILL, VEOF, VREPRINT, VWERASE, VLNEXT};
   for (size_t i = 0; i < sizeof cc / sizeof cc[0]; i++) t.c_cc[cc[i]] = 0;
   return t;
+}
+
+/* Reads exactly n bytes (0 when the writer closed early). */
+static int read_all(int fd, char *p, size_t n) {
+  while (n) {
+    ssize_t r = read(fd, p, n);
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+/* u32 length, then that many bytes, from fd (a put's input). */
+static char *read_chunk(int fd, size_t *len) {
+  uint32_t l = 0;
+  *len = 0;
+  if (read_all(fd, (char *)&l, 4) || l > (64u << 20)) return NULL;
+  char *b = malloc(l ? l : 1);
+  if (!b || read_all(fd, b, l)) {
+    free(b);
+    return NULL;
+  }
+  *len = l;
+  return b;
 }
 
 static char *read_queued(int fd, size_t *len) {
@@ -96,15 +123,21 @@ int main(int argc, char **argv) {
     if (h < 0 || l < 0) return 3;
     t[i] = (unsigned char)(h << 4 | l);
   }
-  int packet = argv[2][0] == '1', m = 0, zero = 0, one = 1;
+  int packet = argv[2][0] == '1', put = argc > 3 && !strcmp(argv[3], "put"), m = 0, zero = 0, one = 1;
 
   size_t outLen = 0, inLen = 0;
-  if (packet) ioctl(m, TIOCPKT, &zero);
-  char *out = read_queued(m, &outLen);
-  if (packet) ioctl(m, TIOCPKT, &one);
-  char *in = NULL;
+  char *out = NULL, *in = NULL;
+  if (put) {
+    out = read_chunk(2, &outLen);
+    if (out) in = read_chunk(2, &inLen);
+    if (!out || !in) return 3;
+  } else {
+    if (packet) ioctl(m, TIOCPKT, &zero);
+    out = read_queued(m, &outLen);
+    if (packet) ioctl(m, TIOCPKT, &one);
+  }
   int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-  if (s >= 0) {
+  if (s >= 0 && !put) {
     struct termios nc = inert(saved);
     nc.c_lflag &= ~ICANON;
     nc.c_cc[VMIN] = 0;
@@ -128,6 +161,7 @@ int main(int argc, char **argv) {
     if (bad) status = 2;
   }
   if (s >= 0) close(s);
+  if (put) return status == 1 ? 0 : status;
   uint32_t l = (uint32_t)outLen;
   if (write_all(1, (char *)&l, 4) == 0 && write_all(1, out ? out : "", outLen) == 0) {
     l = (uint32_t)inLen;

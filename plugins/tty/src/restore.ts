@@ -69,8 +69,8 @@ function ensurePty(p: PtyPlan, proc: ProcessRestore, state: TtyState, log: Logge
     if (p.termios) ioctlWrite(t, fd, TCSETS, Buffer.from(p.termios, 'base64'), 64);
     if (p.winsize) ioctlWrite(t, fd, TIOCSWINSZ, Buffer.from(p.winsize, 'base64'), 128);
     if (p.packet) ioctlWrite(t, fd, TIOCPKT, int32(1), 192);
-    if (p.queued && p.termios && !p.locked) putBack(t, fd, Buffer.from(p.termios, 'base64'), p.queued);
   });
+  if (p.queued && p.termios && !p.locked) putBack(m, Buffer.from(p.termios, 'base64'), p.queued);
   if (p.node && p.newIndex !== undefined) {
     // The slave's node as it was (owner and mode, e.g. after grantpt or a chown), on this host's devpts.
     const path = `/dev/pts/${p.newIndex}`;
