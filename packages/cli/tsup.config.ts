@@ -1,18 +1,37 @@
 import { defineConfig } from 'tsup';
-// The CLI is bundled with @ckpt/api, the built-in plugins and commander: one file to load instead
-// of some hundred (start-up time). @ckpt/core stays a module of its own, the one instance every
-// plugin (built-in or the user's, loaded by name) shares; so do @ckpt/native and the libraries
-// core and the plugins share (zod: schemas cross between them).
-export default defineConfig({
-  entry: ['src/bin.ts', 'src/main.ts', 'src/index.ts'],
-  format: ['esm'],
-  dts: { entry: 'src/index.ts' },
-  clean: true,
-  outDir: 'dist',
-  target: 'node20',
-  sourcemap: true,
-  external: ['@ckpt/core', '@ckpt/native', 'zod', 'picomatch', 'debug', 'typedi', 'tapable', 'reflect-metadata'],
-  noExternal: [/^@ckpt\/(api|plugin-)/, 'commander'],
-  // CommonJS code in the bundle requires Node's own modules.
-  banner: { js: "import { createRequire as __ckptRequire } from 'node:module'; const require = __ckptRequire(import.meta.url);" },
-});
+
+export default defineConfig([
+  // bin.js (the command's entry) and the programmatic entry, index.js (@ckpt/api re-exported).
+  {
+    entry: ['src/bin.ts', 'src/index.ts'],
+    format: ['esm'],
+    dts: { entry: 'src/index.ts' },
+    clean: true,
+    outDir: 'dist',
+    target: 'node20',
+    sourcemap: true,
+    external: ['@ckpt/core', '@ckpt/native', 'zod', 'picomatch', 'debug', 'typedi', 'tapable', 'reflect-metadata'],
+    noExternal: [/^@ckpt\/(api|plugin-)/],
+    banner: { js: "import { createRequire as __ckptRequire } from 'node:module'; const require = __ckptRequire(import.meta.url);" },
+  },
+  // The whole command in one CommonJS file (start-up time: one file to read, compiled once through
+  // a code cache; see bin.ts). Everything is in it but the addon itself, which @ckpt/native's code
+  // loads from its package directory: import.meta.url, which only that code uses, names the file
+  // it would have been loaded from there.
+  {
+    entry: ['src/cli.ts'],
+    format: ['cjs'],
+    outDir: 'dist',
+    outExtension: () => ({ js: '.cjs' }),
+    target: 'node20',
+    sourcemap: true,
+    noExternal: [/./],
+    external: ['node-gyp-build'],
+    esbuildOptions(o) {
+      o.define = { ...o.define, 'import.meta.url': '__ckptNativeUrl' };
+    },
+    banner: {
+      js: "const __ckptNativeUrl = require('node:url').pathToFileURL(require('node:path').join(require('node:path').dirname(require.resolve('@ckpt/native/package.json')), 'dist', 'index.js')).href;",
+    },
+  },
+]);

@@ -19,6 +19,7 @@
  * checks them when the Ckpt is built.
  */
 import { existsSync, statSync } from 'node:fs';
+import { importUserModule } from './userImport.js';
 import { basename, dirname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { lilconfig, type Loader } from 'lilconfig';
@@ -82,7 +83,7 @@ const jsonLoader: Loader = (file, content) => {
 const moduleLoader: Loader = async (file) => {
   let mod: { default?: unknown };
   try {
-    mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+    mod = (await importUserModule(pathToFileURL(file).href)) as { default?: unknown };
   } catch (e) {
     const what = e instanceof SyntaxError ? 'syntax error' : 'error';
     throw configError(`cannot read config ${file}: ${what}: ${firstLine(e)}`, e);

@@ -7,6 +7,7 @@ export { builtinPlugins, createCkpt, Ckpt, type CreateOptions } from './ckpt.js'
 export { loadConfig, parseConfig, mergePluginOptions, CONFIG_FILES, type CkptConfig, type LoadConfigOptions, type PluginSpec } from './config.js';
 export { BUILTIN_PLUGIN_NAMES, configSchema, configJsonSchema, type BuiltinPluginName, type CkptConfigInput } from './schema.js';
 export { loadPlugin, resolvePlugin, globalPackageDirs } from './pluginLoader.js';
+export { importUserModule, setUserImporter } from './userImport.js';
 export {
   APPS_DIR,
   appInitOf,

@@ -15,6 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { importUserModule } from './userImport.js';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { resolve as resolveImport } from 'import-meta-resolve';
@@ -177,7 +178,7 @@ export async function loadPlugin(spec: PluginSpec, baseDir: string): Promise<Ckp
   const file = url.startsWith('file:') ? fileURLToPath(url) : url;
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(url)) as Record<string, unknown>;
+    mod = (await importUserModule(url)) as Record<string, unknown>;
   } catch (e) {
     if (e instanceof SyntaxError) throw loadError(name, `syntax error in ${syntaxErrorPlace(e, file)}: ${firstLine(e)}`, e);
     throw loadError(name, `${file} failed to load: ${firstLine(e)}`, e);

@@ -1,4 +1,4 @@
-/** The `ckpt` command (loaded by bin.ts). Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
+/** The `ckpt` command (cli.ts runs it). Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
 import { accessSync, closeSync, constants as FS, mkdirSync, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -568,7 +568,8 @@ async function waitForExit(pid: number): Promise<number> {
 /** Verbs whose options or output depend on the loaded plugins. */
 const PLUGIN_VERBS = new Set(['dump', 'restore', 'show', 'plugins', 'help']);
 
-async function main() {
+/** Runs the command line; errors are printed (one line, a hint) and set the exit code, never thrown. */
+export async function main(): Promise<void> {
   try {
     const args = process.argv.slice(2);
     if (args.some((a) => PLUGIN_VERBS.has(a)) || args.includes('--help') || args.includes('-h')) addPluginFlags((await ckpt()).plugins);
@@ -595,5 +596,3 @@ async function main() {
     process.exitCode = 1;
   }
 }
-
-await main();

@@ -1,0 +1,26 @@
+/**
+ * The `ckpt` command as one CommonJS bundle (dist/cli.cjs, loaded by bin.ts with a V8 code cache):
+ * core, the API, the built-in plugins and their libraries in one file, compiled once.
+ */
+import * as api from '@ckpt/api';
+import * as core from '@ckpt/core';
+import * as coreVersion from '@ckpt/core/version';
+import * as nativeModule from '@ckpt/native';
+import * as debug from 'debug';
+import * as tapable from 'tapable';
+import * as typedi from 'typedi';
+import * as zod from 'zod';
+import { main } from './main.js';
+import { shareModules } from './share.js';
+
+shareModules({
+  '@ckpt/core': core,
+  '@ckpt/core/version': coreVersion,
+  '@ckpt/native': nativeModule,
+  '@ckpt/api': api,
+  debug,
+  tapable,
+  typedi,
+  zod,
+});
+void main();
