@@ -612,7 +612,11 @@ export const portBlocked = (port: number): boolean => new RegExp(`\\. ${port}\\b
  * directory and dumped (which kills it and its children); `between` runs before the restore. The
  * restored process runs its checks once GO exists: their lines (up to "done") are returned.
  */
-export async function checksAfterRestore(name: string, between: (p: { pid: number; work: string }) => void = () => {}) {
+export async function checksAfterRestore(
+  name: string,
+  between: (p: { pid: number; work: string }) => void = () => {},
+  opts: { leaveRunning?: boolean; dumpArgs?: string[]; dumpEnv?: Record<string, string> } = {},
+) {
   const dir = makeTempDir(name);
   const work = path.join(dir, 'work');
   fs.mkdirSync(work);
@@ -624,7 +628,12 @@ export async function checksAfterRestore(name: string, between: (p: { pid: numbe
   const pid = Number((await waitForLine(reportFile, /^ready (\d+)$/)).match[1]);
   const children = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
   for (const p of [pid, ...children]) track(p, fixture);
-  expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+  // --leave-running: the process runs on during the dump, then is killed for the restore.
+  const dump = await ckpt(['dump', '-t', String(pid), '-D', img, '--json', ...(opts.leaveRunning ? ['--leave-running'] : []), ...(opts.dumpArgs ?? [])], {
+    env: opts.dumpEnv,
+  });
+  expectOk(dump);
+  if (opts.leaveRunning) for (const p of [pid, ...children]) await killAndWaitGone(p);
   await waitNotAlive(pid);
   between({ pid, work });
   const from = readLines(reportFile).length;
@@ -632,5 +641,5 @@ export async function checksAfterRestore(name: string, between: (p: { pid: numbe
   for (const p of [pid, ...children]) track(p, fixture);
   fs.writeFileSync(go, '');
   await waitForLine(reportFile, /^done$/, 15_000, from);
-  return { pid, work, lines: readLines(reportFile).slice(from) };
+  return { pid, work, lines: readLines(reportFile).slice(from), dump: JSON.parse(dump.stdout) as { stats: Record<string, number | string> } };
 }

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   bin,
+  checksAfterRestore,
   ckpt,
   expectConsecutive,
   expectOk,
@@ -27,6 +28,9 @@ import {
 useCleanup();
 
 const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
+
+/** cowsnap: the restored process stops writing soon after its restart (see the fixture). */
+const stopWriting = ({ work }: { work: string }) => fs.rmSync(path.join(work, 'run'));
 
 function sharedCounter(outdir: string): number {
   return Number(fs.readFileSync(path.join(outdir, 'shared.dat')).readBigUInt64LE(0));
@@ -134,5 +138,29 @@ describe('dump --leave-running', () => {
     );
     expectConsecutive(outNumbers(outFile), 1, 'out.txt after restoring to an earlier point');
     expect(readText(stdout)).not.toMatch(/^(fpumismatch|sleepret|fatal|outerror)/m);
+  });
+
+  it('reads memory from a copy-on-write snapshot: the image holds the freeze instant while the process writes on', async () => {
+    const { lines, dump } = await checksAfterRestore('cowsnap', stopWriting, {
+      leaveRunning: true,
+      // A pause between pieces of the copy, where the process writes on: a page read then would show.
+      dumpEnv: { CKPT_FAULT: 'dump:pages:sleep=300' },
+    });
+    expect(lines.filter((l) => l.startsWith('FAIL'))).toEqual([]);
+    expect(lines).toEqual(['ok snapshot', 'ok dontfork-bytes', 'ok wipeonfork-bytes', 'ok dontfork-advice', 'ok wipeonfork-advice', 'done']);
+    expect(dump.stats['memory.snapshots']).toBe(1);
+    expect(Number(dump.stats.frozenMs)).toBeLessThan(Number(dump.stats.wallMs));
+  });
+
+  it('--frozen-copy reads memory while the process is frozen: the same image, no snapshot', async () => {
+    const { lines, dump } = await checksAfterRestore('cowsnap', stopWriting, {
+      leaveRunning: true,
+      dumpArgs: ['--frozen-copy'],
+      dumpEnv: { CKPT_FAULT: 'dump:pages:sleep=300' },
+    });
+    expect(lines.filter((l) => l.startsWith('FAIL'))).toEqual([]);
+    expect(lines.at(-1)).toBe('done');
+    expect(dump.stats['memory.snapshots']).toBeUndefined();
+    expect(dump.stats['memory.frozenCopy']).toMatch(/--frozen-copy/);
   });
 });

@@ -204,7 +204,13 @@ export interface MemBinding {
    * Runs of pages worth saving in [start, end); with parentPid, less those shared copy-on-write
    * with the parent, and `zap`: pages the parent saved where this process has none.
    */
-  pagemapRuns(pid: number, start: number, end: number, anonOnly: boolean, parentPid?: number): Float64Array & { guards?: Float64Array; zap?: Float64Array };
+  pagemapRuns(
+    pid: number,
+    start: number,
+    end: number,
+    anonOnly: boolean,
+    parentPid?: number,
+  ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: Sha256Handle): CopyResult;
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */

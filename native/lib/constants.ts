@@ -69,6 +69,7 @@ export const SYS = Object.freeze({
   pidfd_open: 434,
   pidfd_getfd: 438,
   close_range: 436,
+  clone: 56,
   clone3: 435,
   rseq: 334,
   setresuid: 117,

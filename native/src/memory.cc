@@ -93,6 +93,26 @@ void AddPage(std::vector<double>& runs, uint64_t addr) {
   else runs.push_back(static_cast<double>(addr)), runs.push_back(kPage);
 }
 
+// The page frame of the shared zero page (what a read fault on untouched anonymous memory maps),
+// found once by reading a fresh page of our own; 0 when frames are hidden (no CAP_SYS_ADMIN).
+uint64_t ZeroPfn() {
+  static uint64_t pfn = []() -> uint64_t {
+    void* p = mmap(nullptr, kPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return uint64_t{0};
+    volatile uint8_t sink = *static_cast<volatile uint8_t*>(p);
+    (void)sink;
+    uint64_t e = 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      if (pread(fd, &e, 8, reinterpret_cast<uintptr_t>(p) / kPage * 8) != 8) e = 0;
+      close(fd);
+    }
+    munmap(p, kPage);
+    return (e >> 63 & 1) ? (e & ((1ULL << 55) - 1)) : 0;
+  }();
+  return pfn;
+}
+
 Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
   Napi::Float64Array out = Napi::Float64Array::New(env, v.size());
   for (size_t k = 0; k < v.size(); k++) out[k] = v[k];
@@ -108,6 +128,8 @@ Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
 // copy-on-write (the same page frame, or the same swap entry) are left out, and pages the parent
 // has saved where this process has none are the `zap` property (they must go after the fork).
 // Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared.
+// Pages mapped to the shared zero page (read, never written) are not saved: they come back as
+// the fresh zeroed memory they were; their count is the `zeroPages` property.
 Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
@@ -135,6 +157,8 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     return (present || swapped) && !(anonOnly && present && filePage);
   };
   constexpr uint64_t kFrame = (1ULL << 55) - 1;
+  const uint64_t zeroPfn = ZeroPfn();
+  double zeroPages = 0;
   for (uint64_t addr = start; addr < end;) {
     size_t n = std::min<uint64_t>(ent.size(), (end - addr) / kPage);
     bool ok = FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8);
@@ -154,6 +178,10 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
         continue;
       }
       bool want = saved(e);
+      if (want && zeroPfn && (e >> 63 & 1) && !(e >> 61 & 1) && (e & kFrame) == zeroPfn) {
+        want = false;
+        zeroPages++;
+      }
       if (parent) {
         uint64_t pe = pent[k];
         bool parentSaved = !(pe >> 58 & 1) && saved(pe);
@@ -168,6 +196,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   Napi::Float64Array out = ToArray(env, runs);
   if (!guards.empty()) out.Set("guards", ToArray(env, guards));
   if (!zap.empty()) out.Set("zap", ToArray(env, zap));
+  if (zeroPages) out.Set("zeroPages", Napi::Number::New(env, zeroPages));
   return out;
 }
 

@@ -107,6 +107,17 @@ export interface DumpSession extends SessionBase {
   readonly zombies: ZombieRecord[];
   /** Facts for the manifest that restore checks first (e.g. registers.xstateSize). */
   readonly meta: Record<string, unknown>;
+  /**
+   * Work that no longer needs the processes frozen (reading a copy-on-write snapshot of their
+   * memory): with --leave-running it runs once they run again, before the image is committed;
+   * otherwise before the commit. A failure fails the dump like any other.
+   */
+  whenThawed(work: () => Promise<void>): void;
+  /**
+   * Figures for the dump's result (`--json`): plugins add theirs, by name (e.g. the memory
+   * plugin's `memory.pages`, `memory.zeroPagesSkipped`, `memory.snapshots`).
+   */
+  readonly stats: Record<string, number | string | boolean>;
 }
 
 /** A kernel structure a process shares with its parent, made with a clone flag: `files` CLONE_FILES, `fs` CLONE_FS. */

@@ -64,6 +64,11 @@ export interface DumpResult {
   leftRunning: boolean;
   /** The fingerprint of the host key that signed the image. */
   signedBy: string;
+  /**
+   * What the dump cost: `wallMs`, `frozenMs` (from the freeze to the thaw, or to the kill),
+   * `imageBytes`, and the plugins' figures (DumpSession.stats).
+   */
+  stats: Record<string, number | string | boolean>;
 }
 
 export interface RestoreResult {
@@ -168,15 +173,22 @@ export class Ckpt {
       processes: [],
       zombies: [],
       meta: {},
+      stats: {},
+      whenThawed: () => {},
       services,
       state,
       progress: (ev) => options.onProgress?.(ev),
       interruptionPoint: () => interruptionPoint(options.signal, 'dump'),
     };
     const frozen: Tracee[][] = [];
+    const deferred: Array<() => Promise<void>> = [];
+    session.whenThawed = (work) => deferred.push(work);
+    let tFrozen = 0;
+    let frozenMs = 0;
     try {
       this.runOptions.set(session, pluginOptions);
       await this.hooks.session.beforeDump.promise(session);
+      tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
       await session.interruptionPoint();
@@ -201,24 +213,38 @@ export class Ckpt {
       await this.hooks.session.afterDump.promise(session);
       fault('dump:records');
       await session.interruptionPoint();
-      const manifest = this.commitImage(session, pidns);
+      const records = this.processRecords(session);
+      // --leave-running: what is left (a snapshot's pages) is read with the processes running.
+      if (options.leaveRunning && deferred.length) {
+        for (const threads of frozen) for (const t of threads) pc.thaw(t);
+        frozenMs = performance.now() - tFrozen;
+      }
+      for (const work of deferred) {
+        await session.interruptionPoint();
+        await work();
+      }
+      const manifest = this.commitImage(session, pidns, records);
       fault('dump:committed');
       logSteps();
       if (!options.leaveRunning) pc.killWithTracer(frozen);
       fault('dump:handover');
       await this.hooks.session.imageCommitted.promise(session);
-      if (options.leaveRunning) for (const threads of frozen) for (const t of threads) pc.thaw(t);
-      else pc.killFrozen(frozen);
+      if (options.leaveRunning) {
+        for (const threads of frozen) for (const t of threads) if (pc.isFrozen(t)) pc.thaw(t);
+      } else pc.killFrozen(frozen);
+      if (!frozenMs) frozenMs = performance.now() - tFrozen;
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
+      const ms = performance.now() - t0;
       return {
         dir: image.dir,
         generation: image.generation!,
         path: image.path!,
         pids: session.processes.map((p) => p.pid),
-        ms: performance.now() - t0,
+        ms,
         imageBytes,
         leftRunning: !!options.leaveRunning,
         signedBy: image.signer,
+        stats: { wallMs: ms, frozenMs, imageBytes, ...session.stats },
       };
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
@@ -231,13 +257,12 @@ export class Ckpt {
     }
   }
 
-  /** Writes every process record (scratch pages gone first) and commits the image, manifest last. */
-  private commitImage(session: DumpSession, pidns: PidNamespaceRecord | undefined): Manifest {
-    const { image, options } = session;
-    for (const p of session.processes) {
+  /** Every process record, read while the processes are frozen (scratch pages gone first). */
+  private processRecords(session: DumpSession): ProcessRecord[] {
+    return session.processes.map((p) => {
       if (p.tracee.scratchRange) p.tracee.releaseScratch();
       const layout = readMaps(p.procPid).map((v): [number, number] => [v.start, v.end]);
-      const record: ProcessRecord = {
+      return {
         pid: p.pid,
         ppid: p.ppid,
         pgid: p.pgid,
@@ -250,8 +275,13 @@ export class Ckpt {
         layout,
         records: p.records,
       };
-      image.writeJson(`proc-${p.pid}.json`, record);
-    }
+    });
+  }
+
+  /** Writes the process records and commits the image, manifest last. */
+  private commitImage(session: DumpSession, pidns: PidNamespaceRecord | undefined, records: ProcessRecord[]): Manifest {
+    const { image, options } = session;
+    for (const record of records) image.writeJson(`proc-${record.pid}.json`, record);
     return image.commit({
       tool: `ckpt ${VERSION}`,
       root: options.pid,

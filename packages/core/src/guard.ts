@@ -49,6 +49,33 @@ export const GUARD_CODE_BYTES = Buffer.from([
 ]);
 /** Offset of the tail in GUARD_CODE_BYTES. */
 export const GUARD_TAIL = 2;
+/**
+ * Offset of the snapshot code in the header page: a clone whose caller, should ckpt die before it
+ * is back in control, goes on to the guard's tail (its own context) like any remote syscall, and
+ * whose child exits at once (see Tracee.snapshotMm).
+ */
+export const SNAPSHOT_CODE = 128;
+export const SNAPSHOT_CODE_BYTES = Buffer.concat([
+  Buffer.from([
+    0x0f,
+    0x05, // syscall
+    0x48,
+    0x85,
+    0xc0, // test %rax, %rax
+    0x75,
+    0x09, // jnz tail (the caller: the child's pid, or -errno)
+    0xb8,
+    0x3c,
+    0x00,
+    0x00,
+    0x00, // mov $60 (exit), %eax
+    0x31,
+    0xff, // xor %edi, %edi
+    0x0f,
+    0x05, // syscall: the child, on its own, exits
+  ]),
+  GUARD_CODE_BYTES.subarray(GUARD_TAIL),
+]);
 
 /** struct ucontext (x86_64): flags, link, stack_t, sigcontext (256 bytes), sigset. */
 const UC_SIZE = 304;

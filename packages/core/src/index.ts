@@ -62,6 +62,7 @@ export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './erro
 export {
   Tracee,
   remoteClone,
+  killTraced,
   findSyscallInsn,
   findFreeRange,
   restartAdjusted,

@@ -188,6 +188,15 @@ export class ProcessControl {
     }
   }
 
+  /** A copy-on-write snapshot of a frozen process's memory (Tracee.snapshotMm): the pid holding it. */
+  snapshot(t: Tracee): number {
+    return t.snapshotMm(PTRACE_O_TRACESYSGOOD | (this.suspended.has(t.pid) ? PTRACE_O_SUSPEND_SECCOMP : 0));
+  }
+
+  isFrozen(t: Tracee): boolean {
+    return this.frozen.has(t.pid);
+  }
+
   /** Thaws everything still frozen (error path). */
   thawAll(): void {
     for (const t of [...this.frozen.values()]) this.thaw(t);

@@ -19,6 +19,9 @@ import {
   cloneArgs,
   setTidArray,
   ALL_SIGNALS,
+  CLONE_VM,
+  PTRACE_O_EXITKILL,
+  PTRACE_O_TRACECLONE,
 } from '@ckpt/native';
 import { childrenOf, hostTidOf, listThreads, nsPid, readMaps, type Vma } from './proc.js';
 import { logger } from './log.js';
@@ -35,6 +38,8 @@ import {
   GUARD_MAGIC,
   GUARD_TAIL,
   returnFrame,
+  SNAPSHOT_CODE,
+  SNAPSHOT_CODE_BYTES,
   type Gadgets,
 } from './guard.js';
 
@@ -45,6 +50,35 @@ import { PROT_READ, PROT_WRITE, PROT_EXEC, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED
 export const TASK_SIZE = 0x7ffffffff000;
 
 export const SCRATCH_SIZE = 64 * 1024;
+
+/** wait4's __WALL (children of any exit signal, or none) and WNOHANG. */
+const WALL = 0x40000000;
+const WNOHANG = 1;
+
+/** The host pid of parent's child `id` (a pid in parent's namespace, as clone returns it). */
+function hostChild(parent: number, id: number): number {
+  if (nsPid(parent) === parent) return id;
+  const host = hostTidOf(childrenOf(parent), id);
+  if (host === undefined) throw new NativeError({ message: `cannot find the new process ${id} of ${parent}`, code: 'ESRCH', syscall: 'clone', pid: parent });
+  return host;
+}
+
+/** SIGKILL to a task we trace, and its exit consumed as its tracer (its parent reaps it then). */
+export function killTraced(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return;
+  }
+  try {
+    for (let i = 0; i < 100; i++) {
+      const st = native.ptrace.waitStop(pid, 1000);
+      if (st.kind === 'exited' || st.kind === 'killed') return;
+    }
+  } catch (e) {
+    log('pid %d: exit not seen after SIGKILL: %s', pid, (e as Error).message);
+  }
+}
 
 /** Finds a `syscall` (0f 05) instruction in an executable mapping: the vdso first. */
 export function findSyscallInsn(pid: number, vmas: Vma[] = readMaps(pid)): number {
@@ -193,6 +227,56 @@ export class Tracee {
     this.hasRun = true;
     this.blockSignals();
     return ret;
+  }
+
+  /**
+   * A copy-on-write snapshot of the process's memory as it is now, for a dump to read after the
+   * process was let go: the pid of a process that holds it, stopped and traced by ckpt with
+   * PTRACE_O_EXITKILL (it dies with ckpt), and a child of neither. Kill it and reap it (as its
+   * tracer) when done. `options`: this thread's ptrace options.
+   *
+   * This process clones A (CLONE_VM, no exit signal; ckpt holds it from its first instruction,
+   * PTRACE_O_TRACECLONE), A forks B (the copy of the address space), A is killed and this process
+   * reaps it (wait4 __WALL: A never signals it), and B, an orphan, belongs to the reaper above.
+   * Both clones run SNAPSHOT_CODE: a child left to itself exits. The one step that a ckpt killed
+   * there would leave behind is A as an unreaped zombie (between its clone and its options), never
+   * a second runner of this process's code. Throws (errno) when the clone fails (memory, pids).
+   */
+  snapshotMm(options: number): number {
+    this.scratch();
+    const g = this.space.guard;
+    if (!this.space.guarded || !g || this.parkInGuard(g) === undefined) {
+      throw new NativeError({ message: 'no guard mapping to run the snapshot from', code: 'ENOEXEC', syscall: 'clone', pid: this.pid });
+    }
+    const code = g.start + SNAPSHOT_CODE;
+    native.ptrace.setOptions(this.pid, options | PTRACE_O_TRACECLONE);
+    let a: number;
+    let aHere: number;
+    try {
+      this.injected++;
+      aHere = Number(checkSyscall('clone', this.pid, native.ptrace.remoteSyscall(this.pid, code, SYS.clone, [CLONE_VM], false)));
+      a = hostChild(this.pid, aHere);
+      this.hasRun = true;
+      this.blockSignals();
+    } finally {
+      native.ptrace.setOptions(this.pid, options);
+    }
+    let b: number | undefined;
+    try {
+      native.ptrace.waitStop(a, 5000);
+      native.ptrace.setOptions(a, options | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
+      b = hostChild(a, Number(checkSyscall('clone', a, native.ptrace.remoteSyscall(a, code, SYS.clone, [0], false))));
+      native.ptrace.waitStop(b, 5000);
+      log('pid %d: copy-on-write snapshot %d (through %d)', this.pid, b, a);
+      return b;
+    } catch (e) {
+      if (b !== undefined && b > 0) killTraced(b);
+      throw e;
+    } finally {
+      killTraced(a);
+      // A is a zombie by now (its tracer saw it die): never wait for more.
+      if (this.syscall(SYS.wait4, aHere, 0, WALL | WNOHANG, 0) === 0n) log('pid %d: its snapshot helper %d was not reaped', this.pid, a);
+    }
   }
 
   /**
@@ -349,10 +433,11 @@ export class Tracee {
       return this.scratch();
     }
     const start = Number(checkSyscall('mmap', this.pid, raw));
-    const header = Buffer.alloc(GUARD_CODE + GUARD_CODE_BYTES.length);
+    const header = Buffer.alloc(SNAPSHOT_CODE + SNAPSHOT_CODE_BYTES.length);
     GUARD_MAGIC.copy(header);
     header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
     GUARD_CODE_BYTES.copy(header, GUARD_CODE);
+    SNAPSHOT_CODE_BYTES.copy(header, SNAPSHOT_CODE);
     native.mem.writeMem(this.pid, start, header);
     this.space.guard = { start, size, slots: new Map(), next: GUARD_HEADER + SCRATCH_SIZE };
     this.scratchAddr = start + GUARD_HEADER;

@@ -35,14 +35,31 @@ import {
   MAP_GROWSDOWN,
   saveMappedShmem,
   shmemFd,
+  killTraced,
   type DumpSession,
+  type BlobWriter,
+  type PluginContext,
   type ProcessDump,
   type ProcessRestore,
+  type RestoreSession,
   type Tracee,
   type Vma,
 } from '@ckpt/core';
-import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
-import { memoryRecord, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+import {
+  native,
+  SYS,
+  errnoName,
+  type NativeError,
+  prctlMmMap,
+  O_RDONLY,
+  O_RDWR,
+  O_CLOEXEC,
+  AT_FDCWD,
+  PR_SET_MM,
+  PR_SET_MM_MAP,
+  ARCH_MAP_VDSO_64,
+} from '@ckpt/native';
+import { ADVICE, memoryOptions, memoryRecord, type Advice, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 import { pieces, without } from './ranges.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
@@ -111,10 +128,13 @@ function vmaRecordOf(
   blobOffset: number,
   allRuns: number[],
   parent?: { task: number; vmas: readonly VmaRecord[] },
+  counts?: { zeroPages: number },
 ): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
   if (v.flags?.includes('gd')) rec.growsDown = true;
+  const advice = (Object.keys(ADVICE) as Advice[]).filter((a) => v.flags?.includes(ADVICE[a].flag));
+  if (advice.length && kind !== 'vdso' && kind !== 'aio') rec.advice = advice;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
   // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
   if (v.perms[3] === 's' && v.perms[1] !== 'w' && v.flags?.includes('mw')) rec.mayWrite = true;
@@ -160,6 +180,7 @@ function vmaRecordOf(
     const alike = parent && inheritable(rec, parent.vmas) ? parent.task : undefined;
     let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike);
     if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private');
+    if (counts && runs.zeroPages) counts.zeroPages += runs.zeroPages;
     else if (alike !== undefined) {
       rec.inherited = true;
       const z = runs.zap;
@@ -175,22 +196,17 @@ function vmaRecordOf(
   return rec;
 }
 
-/** Copies the page runs into pages-<pid>.img (the blob's running SHA-256 goes on natively); returns the blob's name and size. */
-async function writePages(proc: ProcessDump, allRuns: number[], total: number): Promise<{ name: string; size: number }> {
-  const { pid, session } = proc;
-  const blob = session.image.openBlob(`pages-${pid}.img`);
-  let done = 0;
-  for (const piece of pieces(allRuns)) {
+/** Copies page runs of `from` (the process, or its snapshot) on into the process's blob. */
+async function writePages(proc: ProcessDump, blob: BlobWriter, from: number, runs: number[], total: number): Promise<void> {
+  const { session } = proc;
+  for (const piece of pieces(runs)) {
     // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
     fault('dump:pages');
     await session.interruptionPoint();
-    const r = native.mem.dumpPages(proc.procPid, piece, blob.fd, blob.hash);
+    const r = native.mem.dumpPages(from, piece, blob.fd, blob.hash);
     blob.size += r.bytes;
-    done += r.bytes;
-    session.progress({ stage: 'memory', pid: proc.pid, done, total });
+    session.progress({ stage: 'memory', pid: proc.pid, done: blob.size, total });
   }
-  session.image.closeBlob(blob);
-  return { name: blob.name, size: blob.size };
 }
 
 /**
@@ -215,7 +231,38 @@ function inheritable(rec: VmaRecord, parentVmas: readonly VmaRecord[]): boolean 
   );
 }
 
-async function dump(proc: ProcessDump): Promise<void> {
+/**
+ * Areas read while the process is frozen even when a snapshot holds the rest: what fork does not
+ * copy as it is (MADV_DONTFORK, MADV_WIPEONFORK), hugetlb pages and AIO rings.
+ */
+function readFrozen(v: Vma, rec: VmaRecord): boolean {
+  return rec.kind === 'aio' || !!rec.hugePageSize || !!v.flags?.some((f) => f === 'dc' || f === 'wf');
+}
+
+/** Below this many bytes to copy, a snapshot (two clones, a page-table copy) costs more than it saves. */
+const SNAPSHOT_MIN_BYTES = 4 << 20;
+const PR_GET_CHILD_SUBREAPER = 37;
+
+/** Snapshots not yet read and killed, per session (a failed dump kills them). */
+const pendingSnapshots = new WeakMap<DumpSession, Set<number>>();
+
+/**
+ * Why the pages of this process are not read from a copy-on-write snapshot, or undefined: they
+ * are (a --leave-running dump of enough memory, not turned off).
+ */
+function noSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions | undefined): string | undefined {
+  if (!proc.session.options.leaveRunning) return 'not --leave-running';
+  if (options?.frozenCopy) return '--frozen-copy';
+  if (bytes < SNAPSHOT_MIN_BYTES) return 'little memory';
+  // The snapshot, an orphan, goes to the nearest subreaper above it: this process, if it is one.
+  const { tracee } = proc;
+  const at = tracee.scratch();
+  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at);
+  if (tracee.read(at, 4).readInt32LE(0)) return 'a child subreaper';
+  return undefined;
+}
+
+async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Promise<void> {
   const { procPid: task, tracee, session } = proc;
   const parentProc = session.processes.find((p) => p.pid === proc.ppid);
   const parentRec = parentProc?.get<MemoryRecord>(NAME);
@@ -225,18 +272,69 @@ async function dump(proc: ProcessDump): Promise<void> {
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
-  const allRuns: number[] = [];
-  let blobOffset = 0;
+  const counts = { zeroPages: 0 };
+  // The blob holds the areas read while frozen first, then the others (each area's blobOffset
+  // says where its pages are): those may come from a snapshot, after the process runs again.
+  const now: number[] = [];
+  const later: VmaRecord[] = [];
+  const laterRuns: number[] = [];
+  let nowBytes = 0;
   for (const v of vmas) {
-    const rec = vmaRecordOf(session, proc, v, blobOffset, allRuns, parent);
-    for (const [, len] of rec.runs) blobOffset += len;
+    const runs: number[] = [];
+    const rec = vmaRecordOf(session, proc, v, 0, runs, parent, counts);
     records.push(rec);
+    if (readFrozen(v, rec)) {
+      rec.blobOffset = nowBytes;
+      for (const [, len] of rec.runs) nowBytes += len;
+      now.push(...runs);
+    } else {
+      later.push(rec);
+      laterRuns.push(...runs);
+    }
   }
-  const blob = await writePages(proc, allRuns, blobOffset);
+  let total = nowBytes;
+  for (const rec of later) {
+    rec.blobOffset = total;
+    for (const [, len] of rec.runs) total += len;
+  }
+  const blob = session.image.openBlob(`pages-${proc.pid}.img`);
+  await writePages(proc, blob, task, now, total);
+  const why = noSnapshot(proc, total - nowBytes, options);
+  let snapshot: number | undefined;
+  if (!why) {
+    try {
+      snapshot = session.services.processes.snapshot(tracee);
+    } catch (e) {
+      session.stats['memory.snapshotFailed'] = `pid ${proc.pid}: ${(e as Error).message}`;
+    }
+  } else if (why !== 'not --leave-running') session.stats['memory.frozenCopy'] = `pid ${proc.pid}: ${why}`;
+  const stats = session.stats;
+  stats['memory.pages'] = Number(stats['memory.pages'] ?? 0) + total / 4096;
+  stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
+  if (snapshot === undefined) {
+    await writePages(proc, blob, task, laterRuns, total);
+    session.image.closeBlob(blob);
+  } else {
+    const pending = pendingSnapshots.get(session) ?? new Set<number>();
+    pendingSnapshots.set(session, pending.add(snapshot));
+    stats['memory.snapshots'] = Number(stats['memory.snapshots'] ?? 0) + 1;
+    const from = snapshot;
+    session.whenThawed(async () => {
+      try {
+        await writePages(proc, blob, from, laterRuns, total);
+      } finally {
+        pending.delete(from);
+        killTraced(from);
+      }
+      if (blob.size !== total)
+        throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${blob.size} bytes of pages read from its snapshot, ${total} expected`);
+      session.image.closeBlob(blob);
+    });
+  }
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
-    pagesBytes: blob.size,
+    pagesBytes: total,
     mm: {
       startCode: stat.startCode,
       endCode: stat.endCode,
@@ -253,6 +351,12 @@ async function dump(proc: ProcessDump): Promise<void> {
     auxv: procfs.readAuxv(task).toString('base64'),
     exe: procfs.readExe(task),
   } satisfies MemoryRecord);
+}
+
+/** A failed dump: the snapshots it made and did not read go. */
+async function dumpFailed(session: DumpSession): Promise<void> {
+  for (const pid of pendingSnapshots.get(session) ?? []) killTraced(pid);
+  pendingSnapshots.delete(session);
 }
 
 // ---- restore, in steps ----
@@ -397,7 +501,8 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
 async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
   const runs: number[] = [];
-  for (const v of rec.vmas) for (const [a, l] of v.runs) runs.push(a, l);
+  // In the blob's order: each area's pages start at its blobOffset.
+  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     const hash = native.hash.sha256New();
@@ -498,6 +603,28 @@ async function restore(proc: ProcessRestore): Promise<void> {
   setMm(proc, rec, stub);
 }
 
+/**
+ * Once every process is made: the areas' madvise advice again. Not earlier: children are forked
+ * from their parent during the memory stage, and don't-fork or wipe-on-fork would act on them.
+ */
+async function giveAdvice(session: RestoreSession): Promise<void> {
+  for (const proc of session.processes) {
+    const rec = proc.get<MemoryRecord>(NAME);
+    if (!rec || !proc.stub) continue;
+    for (const v of rec.vmas) {
+      for (const a of v.advice ?? []) {
+        const r = proc.stub.syscallRaw(SYS.madvise, v.start, v.end - v.start, ADVICE[a].madv);
+        if (r < 0n) {
+          throw new CkptError(
+            'ERR_CKPT_RESTORE_FAILED',
+            `pid ${proc.pid}: madvise(${a}) of ${v.start.toString(16)}-${v.end.toString(16)} ${v.name} failed: ${errnoName(-Number(r))}`,
+          );
+        }
+      }
+    }
+  }
+}
+
 function checkFile(pid: number, v: VmaRecord): void {
   let st: Stats;
   try {
@@ -518,6 +645,15 @@ export const memoryPlugin = definePlugin(() => ({
   version: '0.2.0',
   description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
   record: { version: 2, schema: memoryRecord },
+  options: memoryOptions,
+  flags: [
+    {
+      command: 'dump' as const,
+      flags: '--frozen-copy',
+      description: 'with --leave-running, copy memory while the process is frozen instead of from a copy-on-write snapshot after it runs again',
+      option: 'frozenCopy',
+    },
+  ],
   claims: { stateClasses: ['memory'] },
   show: {
     process: (rec: unknown) => {
@@ -534,9 +670,11 @@ export const memoryPlugin = definePlugin(() => ({
       ];
     },
   },
-  apply(hooks) {
-    hooks.memory.dump.tapPromise(NAME, dump);
+  apply(hooks, ctx: PluginContext<MemoryOptions>) {
+    hooks.memory.dump.tapPromise(NAME, (proc) => dump(proc, ctx.options(proc.session)));
+    hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.memory.restore.tapPromise(NAME, restore);
+    hooks.session.processesCreated.tapPromise(NAME, giveAdvice);
   },
 }));
 
