@@ -41,25 +41,11 @@ import {
   type PluginContext,
   type ProcessDump,
   type ProcessRestore,
-  type RestoreSession,
   type Tracee,
   type Vma,
 } from '@ckpt/core';
-import {
-  native,
-  SYS,
-  errnoName,
-  type NativeError,
-  prctlMmMap,
-  O_RDONLY,
-  O_RDWR,
-  O_CLOEXEC,
-  AT_FDCWD,
-  PR_SET_MM,
-  PR_SET_MM_MAP,
-  ARCH_MAP_VDSO_64,
-} from '@ckpt/native';
-import { ADVICE, memoryOptions, memoryRecord, type Advice, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
+import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 import { pieces, without } from './ranges.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
@@ -133,8 +119,6 @@ function vmaRecordOf(
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
   if (v.flags?.includes('gd')) rec.growsDown = true;
-  const advice = (Object.keys(ADVICE) as Advice[]).filter((a) => v.flags?.includes(ADVICE[a].flag));
-  if (advice.length && kind !== 'vdso' && kind !== 'aio') rec.advice = advice;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
   // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
   if (v.perms[3] === 's' && v.perms[1] !== 'w' && v.flags?.includes('mw')) rec.mayWrite = true;
@@ -603,28 +587,6 @@ async function restore(proc: ProcessRestore): Promise<void> {
   setMm(proc, rec, stub);
 }
 
-/**
- * Once every process is made: the areas' madvise advice again. Not earlier: children are forked
- * from their parent during the memory stage, and don't-fork or wipe-on-fork would act on them.
- */
-async function giveAdvice(session: RestoreSession): Promise<void> {
-  for (const proc of session.processes) {
-    const rec = proc.get<MemoryRecord>(NAME);
-    if (!rec || !proc.stub) continue;
-    for (const v of rec.vmas) {
-      for (const a of v.advice ?? []) {
-        const r = proc.stub.syscallRaw(SYS.madvise, v.start, v.end - v.start, ADVICE[a].madv);
-        if (r < 0n) {
-          throw new CkptError(
-            'ERR_CKPT_RESTORE_FAILED',
-            `pid ${proc.pid}: madvise(${a}) of ${v.start.toString(16)}-${v.end.toString(16)} ${v.name} failed: ${errnoName(-Number(r))}`,
-          );
-        }
-      }
-    }
-  }
-}
-
 function checkFile(pid: number, v: VmaRecord): void {
   let st: Stats;
   try {
@@ -674,7 +636,6 @@ export const memoryPlugin = definePlugin(() => ({
     hooks.memory.dump.tapPromise(NAME, (proc) => dump(proc, ctx.options(proc.session)));
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.memory.restore.tapPromise(NAME, restore);
-    hooks.session.processesCreated.tapPromise(NAME, giveAdvice);
   },
 }));
 

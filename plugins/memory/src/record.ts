@@ -11,19 +11,6 @@ const range = z.tuple([uint, uint]);
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
 export const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
 
-/** madvise advice that /proc/PID/smaps shows (VmFlags), by its name there, and its MADV_* value. */
-export const ADVICE = {
-  dontfork: { flag: 'dc', madv: 10 },
-  wipeonfork: { flag: 'wf', madv: 18 },
-  dontdump: { flag: 'dd', madv: 16 },
-  hugepage: { flag: 'hg', madv: 14 },
-  nohugepage: { flag: 'nh', madv: 15 },
-  mergeable: { flag: 'mg', madv: 12 },
-  sequential: { flag: 'sr', madv: 2 },
-  random: { flag: 'rr', madv: 1 },
-} as const;
-export type Advice = keyof typeof ADVICE;
-
 /** The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a snapshot. */
 export const memoryOptions = z.strictObject({ frozenCopy: z.boolean().optional() });
 export type MemoryOptions = z.infer<typeof memoryOptions>;
@@ -49,8 +36,7 @@ export interface VmaRecord {
   mayWrite?: boolean;
   /** Guard regions in it (MADV_GUARD_INSTALL): [addr, len]. */
   guards?: Array<[number, number]>;
-  /** madvise(2) advice the area had (its VmFlags), given again once every process is made. */
-  advice?: Advice[];
+
   /** Shared anonymous memory and memfds: the object (saved once per image, shared at restore). */
   shmem?: ShmemRef;
   /**
@@ -83,7 +69,6 @@ export const vmaRecord = z.strictObject({
   hugePageSize: z.number().int().positive().optional(),
   mayWrite: z.boolean().optional(),
   guards: z.array(range).optional(),
-  advice: z.array(z.enum(['dontfork', 'wipeonfork', 'dontdump', 'hugepage', 'nohugepage', 'mergeable', 'sequential', 'random'])).optional(),
   shmem: shmemRef.optional(),
   inherited: z.boolean().optional(),
   zap: z.array(range).optional(),
