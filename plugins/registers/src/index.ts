@@ -3,7 +3,8 @@
  *
  *   registers: general-purpose registers (NT_PRSTATUS, incl. fs_base/gs_base) and the full
  *              XSTATE area (x87, SSE, AVX, AVX-512...), size and XCR0 checked at restore;
- *   signals:   all 64 dispositions (read by remote rt_sigaction), the blocked mask, pending
+ *   signals:   the dispositions caught or ignored, and SIGCHLD's (read by remote rt_sigaction;
+ *              a default one's flags and mask act on nothing), the blocked mask, pending
  *              signals (per-thread and shared, PTRACE_PEEKSIGINFO);
  *   threads:   every thread recreated with its tid (clone3 set_tid from the leader), each with its
  *              registers, mask, pending signals, rseq registration, robust futex list,
@@ -17,7 +18,7 @@
  *   anything else returns EINTR, as after any signal.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
 import {
   native,
   Regs,
@@ -28,6 +29,7 @@ import {
   ERESTART_RESTARTBLOCK,
   PR_GET_TID_ADDRESS,
   PR_SET_NAME,
+  SIGCHLD,
   SIGKILL,
   SIGSTOP,
   ALL_SIGNALS,
@@ -88,8 +90,12 @@ async function dumpSignals(proc: ProcessDump): Promise<void> {
   const { tracee } = proc;
   const rec = recordOf(proc);
   const base = tracee.scratch();
+  // One remote rt_sigaction per signal that is caught or ignored (SigCgt, SigIgn), and SIGCHLD:
+  // a default disposition's flags and mask act on nothing else, and a query costs a stop.
+  const status = procfs.readStatus(proc.procPid);
+  const set = BigInt(`0x${status.SigCgt ?? '0'}`) | BigInt(`0x${status.SigIgn ?? '0'}`) | (1n << BigInt(SIGCHLD - 1));
   for (let sig = 1; sig <= 64; sig++) {
-    if (sig === SIGKILL || sig === SIGSTOP) continue;
+    if (sig === SIGKILL || sig === SIGSTOP || !((set >> BigInt(sig - 1)) & 1n)) continue;
     tracee.syscall(SYS.rt_sigaction, sig, 0, base, 8);
     const b = tracee.read(base, 32);
     const [handler, flags, restorer, mask] = [0, 8, 16, 24].map((o) => b.readBigUInt64LE(o));
