@@ -1,15 +1,54 @@
-// npm run bench: how fast ckpt dumps and restores a process with a large, fully touched heap,
-// next to same-run references (memcpy and write() into the page cache) on this machine.
+// npm run bench: how fast ckpt dumps and restores processes, and how long a user of its command
+// line waits, next to references measured in the same run on this machine.
 //
-//   node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--json]
+//   node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only GROUPS] [--compare BIN] [--json]
 //
-// For each size: start scripts/bench/workload.c detached (via `ckpt run`), wait for "ready", then
-// dump and restore it in-process through the API (so Node start-up is not in the figures), check
-// the restored heap (SIGUSR1 -> "verify ok"), kill and reap it. Repeat, report the median.
+//   --sizes 64,1024  heap sizes (MiB) of the memory workload, for the groups "sizes" and "downtime"
+//   --runs N         runs of every measurement (default 3); tables give the median, min and max
+//   --only GROUPS    a comma list of the groups to run (default: all of them, in this order):
+//       startup   CLI start-up: `ckpt --version` and `ckpt --help` wall time next to `node -e 0`
+//       cli       the command line on the 64 MiB workload: `ckpt dump` (kills), `ckpt restore -d`
+//                 and `ckpt dump --leave-running` run as child processes (node
+//                 packages/cli/bin/ckpt.js ...), wall time around the spawn, next to `node -e 0`
+//                 (wall - node and wall / node) and to the same operations through the API
+//       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
+//                 through the API next to memcpy and write() into the page cache
+//       downtime  a --leave-running dump as the process sees it (scripts/bench/stall.c, a 1 ms loop
+//                 that reports its longest stall), through the API and the command line
+//       shapes    an idle process (the reference of this group), a 16-process tree, a 64-process
+//                 copy-on-write tree (memory after / before), 32 and 200 threads, 2000 open files,
+//                 a 1 GiB open file saved by content
+//       python    python3 holding 500 MiB (scripts/bench/holder.py: random bytes, SHA-256 checked
+//                 from inside after every operation, its own 1 ms stall loop for the downtime)
+//       node      node serving HTTP (scripts/bench/http-server.cjs) with a keep-alive connection
+//                 from this script, outside the dumped tree: dump --leave-running and dump+restore;
+//                 the same connection must get an answer after each (needs nft, as ckpt does)
+//                 python and node: each run is one process through dump --leave-running and
+//                 dump+restore by the API, then the command line (then BIN), next to write() of
+//                 the touched bytes (API), `node -e 0` (CLI), the calls (downtime seen inside)
+//   --compare BIN    also run the workloads' dump and restore through another checkpointer with
+//                    CRIU's command line: `BIN dump -t PID -D DIR --shell-job` (+ --leave-running,
+//                    + --tcp-established when there are connections), `BIN restore -D DIR
+//                    --shell-job -d` (+ --tcp-established); its wall time sits in a column next to
+//                    ckpt's command line's, with the ratio ckpt/BIN. When BIN fails, the cell says
+//                    "failed: <first line of its stderr>" and the bench goes on.
+//   --json           after the tables, print every row (all groups) as one JSON line
+//
+// Workloads are started detached (via `ckpt run --no-namespace`, not timed), dumped and restored,
+// checked (the restored heap, threads, fds, hash, the HTTP connection), killed and reaped (also on
+// failure and SIGINT). API figures are measured around the in-process call (no Node start-up);
+// CLI and BIN figures are the wall time around the child process. "image du" is the disk usage of
+// the image directory (as du counts it), "touched" the anonymous memory of the dumped processes at
+// the dump (the sum of their Pss_Anon: pages shared copy-on-write counted once). "downtime seen
+// inside" is the longest stall the process's own 1 ms loop saw; for dump+restore, less the wait
+// for the dumped pids to be reaped (by init when it is their parent: slow on some hosts), as the
+// restore figures of "sizes" leave that wait out. A first, untimed, dump and restore of an idle
+// process takes this process's one-time costs out of the first figures.
 // Units: GB = 1e9 bytes, MB = 1e6 bytes; sizes are MiB (2^20).
-import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import net from 'node:net';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
@@ -18,15 +57,21 @@ import { native } from '../native/dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'packages/cli/dist/bin.js');
+/** The `ckpt` command as users run it (the package's bin). */
+const ckptBin = join(root, 'packages/cli/bin/ckpt.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node'];
+const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
 let runs = 3;
 let json = false;
+let only = new Set(GROUPS);
+let compareBin = null;
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   const value = () => {
@@ -43,22 +88,58 @@ for (let i = 0; i < args.length; i++) {
   } else if (a === '--runs' || a.startsWith('--runs=')) {
     runs = Number(value());
     if (!Number.isInteger(runs) || runs <= 0) usage('--runs takes a positive integer');
+  } else if (a === '--only' || a.startsWith('--only=')) {
+    const list = value()
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const bad = list.filter((g) => !GROUPS.includes(g));
+    if (!list.length || bad.length) usage(`--only takes a comma list of ${GROUPS.join(', ')}${bad.length ? ` (unknown: ${bad.join(', ')})` : ''}`);
+    only = new Set(list);
+  } else if (a === '--compare' || a.startsWith('--compare=')) {
+    compareBin = value();
+    if (!compareBin) usage('--compare takes the checkpointer to run (a path or a command on PATH)');
+    if (compareBin.includes('/')) compareBin = resolve(compareBin);
   } else if (a === '-h' || a === '--help') usage();
   else usage(`unknown argument ${a}`);
 }
 
 function usage(msg) {
   if (msg) console.error(`bench: ${msg}`);
-  console.error('usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--json]');
+  console.error(USAGE);
   process.exit(msg ? 2 : 0);
 }
 
 // ---- state for cleanup ------------------------------------------------------------------------
 const tmp = mkdtempSync(join(os.tmpdir(), 'ckpt-bench-'));
-/** Workloads started by `ckpt run` (not our children) that may still be alive. */
-const detached = new Set();
-/** Restored workloads: our children, to kill and reap. */
-const children = new Set();
+/**
+ * Every workload process started or restored that may still be alive or unreaped: pid -> its start
+ * time (field 22 of /proc/PID/stat), so that a pid reused by another process is never killed. Our
+ * own children are reaped by us; the others (init's children) are killed and waited for until gone.
+ */
+const tracked = new Map();
+/** Client connections of this script (the HTTP workload's). */
+const sockets = new Set();
+
+function startTime(pid) {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+function track(pid) {
+  const st = startTime(pid);
+  if (st) tracked.set(pid, st);
+}
+function untrack(pid) {
+  tracked.delete(pid);
+}
+/** The tracked process is still the one we tracked (not a reused pid). */
+function stillTracked(pid) {
+  return tracked.has(pid) && startTime(pid) === tracked.get(pid);
+}
 
 function killQuietly(pid) {
   try {
@@ -93,24 +174,67 @@ function isOurChild(pid) {
   }
 }
 
-/** Synchronous best-effort cleanup (also used on SIGINT/SIGTERM). */
-function cleanupSync() {
-  for (const pid of detached) killQuietly(pid);
-  detached.clear();
-  for (const pid of children) {
-    killQuietly(pid);
-    const t0 = Date.now();
-    for (;;) {
-      try {
-        const st = native.proc.tryWait(pid);
-        if (st && (st.kind === 'exited' || st.kind === 'killed')) break;
-      } catch {
-        break;
-      }
-      if (Date.now() - t0 > 2000) break;
+/** Reaps pid if it is our child and has ended (no error when it is not ours). */
+function reapIfOurs(pid) {
+  try {
+    native.proc.tryWait(pid);
+  } catch {}
+}
+
+/** Every pid of the tree under root (root first). */
+function treePids(root) {
+  const out = [root];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      out.push(...readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
+    } catch {
+      /* gone */
     }
   }
-  children.clear();
+  return out;
+}
+
+/** Tracks a process and its descendants. */
+function trackTree(pid) {
+  for (const p of treePids(pid)) track(p);
+}
+
+/** Kills the tracked processes (with their descendants), reaps ours; returns the pids killed. */
+function killTracked(pids) {
+  const all = new Set();
+  for (const p of pids) {
+    reapIfOurs(p);
+    if (!stillTracked(p)) {
+      untrack(p); // gone (or its pid reused by another process)
+      continue;
+    }
+    for (const q of treePids(p)) all.add(q);
+  }
+  for (const p of all) {
+    if (!tracked.has(p)) track(p);
+    killQuietly(p);
+  }
+  return [...all];
+}
+
+const sleepSync = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/** Synchronous best-effort cleanup (on SIGINT/SIGTERM): kill everything, reap, wait for init's reaping. */
+function cleanupSync() {
+  for (const s of sockets) s.destroy();
+  sockets.clear();
+  const pids = killTracked([...tracked.keys()]);
+  const t0 = Date.now();
+  while (Date.now() - t0 < 5000) {
+    for (const p of [...tracked.keys()]) {
+      reapIfOurs(p);
+      if (!stillTracked(p)) untrack(p);
+    }
+    if (!tracked.size) break;
+    sleepSync(10);
+  }
+  if (tracked.size) console.error(`bench: processes ${[...tracked.keys()].join(', ')} (of ${pids.length} killed) not gone yet`);
+  reportLeftLocks();
   rmSync(tmp, { recursive: true, force: true });
 }
 
@@ -120,6 +244,43 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
     cleanupSync();
     process.exit(130);
   });
+}
+
+/**
+ * A dump that kills hands its TCP locks over to its image until the restore: when the bench stops
+ * in between (failure, SIGINT), the lock of that connection is left (the image is gone with the
+ * temporary directory). Says so, with the command that removes such stale locks.
+ */
+function reportLeftLocks() {
+  const dir = '/run/ckpt/netlocks';
+  let n = 0;
+  try {
+    for (const f of readdirSync(dir)) {
+      try {
+        if (JSON.parse(readFileSync(join(dir, f), 'utf8')).owner?.image?.startsWith(`${tmp}/`)) n++;
+      } catch {}
+    }
+  } catch {
+    return; // no lock recorded
+  }
+  if (n) console.error(`bench: ${n} network lock(s) of dumps interrupted before their restore are left; \`ckpt check --repair\` removes them`);
+}
+
+/** At the end: kill every tracked process, reap ours, and wait (bounded) until init reaped the others. */
+async function cleanupAll() {
+  for (const s of sockets) s.destroy();
+  sockets.clear();
+  killTracked([...tracked.keys()]);
+  const t0 = Date.now();
+  while (tracked.size && Date.now() - t0 < 20_000) {
+    for (const p of [...tracked.keys()]) {
+      reapIfOurs(p);
+      if (!stillTracked(p)) untrack(p);
+    }
+    if (tracked.size) await sleep(10);
+  }
+  if (tracked.size) console.error(`bench: processes ${[...tracked.keys()].join(', ')} were killed but are not gone after 20 s (init has not reaped them)`);
+  reportLeftLocks();
 }
 
 // ---- helpers ----------------------------------------------------------------------------------
@@ -157,19 +318,32 @@ function procState(pid) {
  * detaches it), and some inits reap slowly (seconds), which `ckpt restore` would wait for at the
  * start of the timed call. So: wait until it is gone (up to reapTimeoutMs) so that the restore figure
  * is ckpt's own work; if init has still not reaped it by then, go ahead with the zombie (restore waits
- * for it, up to 10 s) and report that this run's restore time includes that wait.
+ * for it, up to 10 s) and report that this run's restore time includes that wait. A process that is
+ * our own child (restored through the API) is reaped here.
  * Returns { reapMs, zombie }.
  */
 async function waitForPidRelease(pid, reapTimeoutMs = 15_000) {
   const t0 = performance.now();
   for (;;) {
+    reapIfOurs(pid);
     const s = procState(pid);
-    if (s === 'gone') return { reapMs: performance.now() - t0, zombie: false };
+    if (s === 'gone') {
+      untrack(pid);
+      return { reapMs: performance.now() - t0, zombie: false };
+    }
     const waited = performance.now() - t0;
     if (s === 'alive' && waited > 10_000) throw new Error(`process ${pid} still alive ${Math.round(waited)} ms after the dump`);
     if (s === 'zombie' && waited > reapTimeoutMs) return { reapMs: waited, zombie: true };
     await sleep(2);
   }
+}
+
+/** waitForPidRelease for every pid of a dumped tree: { reapMs (all of them), zombie (any) }. */
+async function waitForTreeRelease(pids) {
+  const t0 = performance.now();
+  let zombie = false;
+  for (const p of pids) zombie = (await waitForPidRelease(p)).zombie || zombie;
+  return { reapMs: performance.now() - t0, zombie };
 }
 
 const median = (xs) => {
@@ -179,7 +353,663 @@ const median = (xs) => {
 };
 const stats = (xs) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), all: xs });
 const gbs = (bytes, ms) => bytes / (ms / 1000) / 1e9;
-const r3 = (x) => Math.round(x * 1000) / 1000;
+const r3 = (x) => (x === undefined || x === null ? x : Math.round(x * 1000) / 1000);
+
+/** Anonymous memory of processes, shared pages counted once (the sum of Pss_Anon), in bytes. */
+function anonPss(pids) {
+  return pids.reduce((sum, p) => {
+    try {
+      return sum + 1024 * Number(/^Pss_Anon:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      return sum; // gone
+    }
+  }, 0);
+}
+
+/** Disk usage of a directory tree, as `du -s --block-size=1` counts it (allocated blocks). */
+function duBytes(path) {
+  let total = 0;
+  const walk = (p) => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return;
+    }
+    total += st.blocks * 512;
+    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
+  };
+  walk(path);
+  return total;
+}
+
+const firstLine = (s) =>
+  String(s ?? '')
+    .split('\n')
+    .map((l) => l.trim())
+    .find(Boolean) ?? '';
+
+/** Runs a command to completion, stdin closed, output captured; ms = wall time around the spawn. */
+function spawnWall(file, argv, timeoutMs = 300_000) {
+  const t0 = performance.now();
+  const r = spawnSync(file, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * MiB });
+  return { ms: performance.now() - t0, code: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
+}
+
+/** Median wall time of `node ARGV` over n spawns (with the first, warming, one dropped). */
+function nodeWall(argv, n) {
+  spawnWall(process.execPath, argv);
+  const t = [];
+  for (let i = 0; i < n; i++) {
+    const r = spawnWall(process.execPath, argv);
+    if (r.code !== 0) throw new Error(`node ${argv.join(' ')} failed: ${r.stderr}`);
+    t.push(r.ms);
+  }
+  return t;
+}
+
+/** Same-run references for a buffer of mib MiB: memcpy and write() into the page cache (scripts/bench/ref.c). */
+function writeRef(bins, mib, where) {
+  const out = execFileSync(bins.ref, [String(mib), join(where, `ref-${mib}.dat`)], { encoding: 'utf8' }).trim();
+  return JSON.parse(out.split('\n').at(-1));
+}
+
+/** Free bytes where the images go. */
+function freeBytes() {
+  const st = statfsSync(tmp);
+  return Number(st.bavail) * Number(st.bsize);
+}
+
+let seq = 0;
+
+/**
+ * Starts argv detached through `ckpt run --no-namespace` (not timed) and waits until its output
+ * matches readyRe (a process that dies before is an error). Returns { pid, log, match }.
+ */
+async function startDetached(name, argv, readyRe, timeoutMs = 120_000) {
+  const log = join(tmp, `${name}-${++seq}.log`);
+  const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', ...argv], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).trim();
+  const pid = Number(out.split('\n').at(-1));
+  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`ckpt run printed ${JSON.stringify(out)}, not a pid`);
+  track(pid);
+  const match = await waitForLine(
+    log,
+    (t) => {
+      const m = readyRe.exec(t);
+      if (m) return m;
+      if (procState(pid) !== 'alive') throw new Error(`${name} (pid ${pid}) ended before it was ready; its output:\n${t.slice(-800)}`);
+      return null;
+    },
+    `${readyRe}`,
+    timeoutMs,
+  );
+  trackTree(pid);
+  return { pid, log, match };
+}
+
+/**
+ * Sends sig to pid and waits for the next line of its log that matches re (a line that matched
+ * before does not count); the process dying meanwhile is an error. Returns the match.
+ */
+async function askLine(pid, log, sig, re, what, timeoutMs = 60_000) {
+  const all = (t) => t.split('\n').filter((l) => re.test(l));
+  const before = all(readLog(log)).length;
+  process.kill(pid, sig);
+  const line = await waitForLine(
+    log,
+    (t) => {
+      const lines = all(t);
+      if (lines.length > before) return lines[before];
+      if (procState(pid) !== 'alive') throw new Error(`process ${pid} ended before it answered ${what}`);
+      return null;
+    },
+    what,
+    timeoutMs,
+  );
+  return re.exec(line);
+}
+
+// ---- checkpointers ----------------------------------------------------------------------------
+/** A failure of the --compare checkpointer: reported in its cell, the bench goes on. */
+class OtherFailed extends Error {}
+
+/** ckpt through the API, in this process. Restored processes stay our children (detached from ptrace). */
+function apiTool(ck) {
+  return {
+    kind: 'api',
+    async dump(pid, dir, { leaveRunning = false } = {}) {
+      const t0 = performance.now();
+      const d = await ck.dump({ pid, dir, leaveRunning });
+      return { ms: performance.now() - t0, ownMs: d.ms, pids: d.pids };
+    },
+    async restore(dir, pids) {
+      const t0 = performance.now();
+      let r;
+      try {
+        r = await ck.restore({ dir, detach: true });
+      } catch (e) {
+        // The restore rolled back; a stub of ours that is left is killed and reaped by the cleanup.
+        if (isOurChild(pids[0])) track(pids[0]);
+        throw e;
+      }
+      const ms = performance.now() - t0;
+      for (const p of r.pids) track(p);
+      return { ms, ownMs: r.ms, pids: r.pids };
+    },
+  };
+}
+
+/** ckpt's command line, as a user runs it (node packages/cli/bin/ckpt.js): wall time around the spawn. */
+function cliTool(configFile) {
+  const pre = configFile ? ['--config', configFile] : [];
+  const json = (r, what) => {
+    if (r.code !== 0) throw new Error(`${what} failed (${r.error?.message ?? r.code ?? r.signal}):\n${r.stderr.trim()}`);
+    try {
+      return JSON.parse(r.stdout.trim().split('\n').at(-1));
+    } catch {
+      throw new Error(`${what} printed no JSON: ${r.stdout.slice(0, 300)}`);
+    }
+  };
+  return {
+    kind: 'cli',
+    async dump(pid, dir, { leaveRunning = false } = {}) {
+      const argv = [ckptBin, ...pre, 'dump', '-t', String(pid), '-D', dir, '--json', ...(leaveRunning ? ['--leave-running'] : [])];
+      const r = spawnWall(process.execPath, argv);
+      const j = json(r, `ckpt dump -t ${pid}${leaveRunning ? ' --leave-running' : ''}`);
+      return { ms: r.ms, ownMs: j.ms, pids: j.pids };
+    },
+    async restore(dir) {
+      const r = spawnWall(process.execPath, [ckptBin, ...pre, 'restore', '-D', dir, '-d', '--json']);
+      const j = json(r, 'ckpt restore -d');
+      for (const p of j.pids) track(p); // init's children now
+      return { ms: r.ms, ownMs: j.ms, pids: j.pids };
+    },
+  };
+}
+
+/** The --compare checkpointer, with CRIU's command line; its failures throw OtherFailed. */
+function otherTool(bin) {
+  const run = (argv) => {
+    const r = spawnWall(bin, argv);
+    if (r.error || r.code !== 0) {
+      const why =
+        firstLine(r.stderr) || firstLine(r.stdout) || (r.error ? String(r.error.message) : r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`);
+      throw new OtherFailed(`failed: ${why}`);
+    }
+    return r;
+  };
+  return {
+    kind: 'other',
+    async dump(pid, dir, { leaveRunning = false, tcp = false } = {}) {
+      mkdirSync(dir, { recursive: true });
+      const r = run(['dump', '-t', String(pid), '-D', dir, '--shell-job', ...(leaveRunning ? ['--leave-running'] : []), ...(tcp ? ['--tcp-established'] : [])]);
+      return { ms: r.ms };
+    },
+    async restore(dir, pids, { tcp = false } = {}) {
+      let r;
+      try {
+        r = run(['restore', '-D', dir, '--shell-job', '-d', ...(tcp ? ['--tcp-established'] : [])]);
+      } finally {
+        // What it restored (or left behind) is ours to kill.
+        for (const p of pids) if (procState(p) !== 'gone') track(p);
+      }
+      const dead = pids.filter((p) => procState(p) !== 'alive');
+      if (dead.length) throw new OtherFailed(`failed: restore returned 0 but pid(s) ${dead.join(', ')} are not running`);
+      return { ms: r.ms, pids };
+    },
+  };
+}
+
+const otherLabel = compareBin ? basename(compareBin) : null;
+
+// ---- workloads --------------------------------------------------------------------------------
+// A workload: start() -> handle { pid, log, ... }; check(h) after every dump or restore (throws
+// when the process is not what it was; may return the ms of a request for the first answer);
+// optionally stall(h) -> the longest stall (ms) it saw since the last call, and request(h) -> ms
+// of a request before the dump; close(h) for what this script holds (a connection); tcp: it has
+// established connections.
+
+function heapWorkload(bins, mib) {
+  return {
+    name: `${mib} MiB workload`,
+    start: () => startDetached(`heap${mib}`, [bins.workload, String(mib)], /^ready$/m),
+    async check(h) {
+      const m = await askLine(h.pid, h.log, 'SIGUSR1', /^verify .*$/, '"verify ..."');
+      if (m[0] !== 'verify ok') throw new Error(`process ${h.pid} of ${mib} MiB: ${m[0]} (heap corrupted by dump/restore)`);
+    },
+  };
+}
+
+function shapeArgs(shape, n, extra) {
+  return shape === 'idle' ? ['threads', '1'] : [shape, String(n), ...extra];
+}
+
+/** The structure of a shape process after a restore (or a --leave-running dump). */
+function checkShape(shape, n, pid) {
+  if (shape === 'threads' || shape === 'idle') {
+    const threads = readdirSync(`/proc/${pid}/task`).length;
+    if (threads !== n) throw new Error(`${shape}: ${threads} threads, expected ${n}`);
+  }
+  if (shape === 'tree' || shape === 'prefork') {
+    const procs = treePids(pid).filter((p) => procState(p) === 'alive').length;
+    if (procs !== n) throw new Error(`${shape}: ${procs} processes, expected ${n}`);
+  }
+  if (shape === 'files') {
+    const fds = readdirSync(`/proc/${pid}/fd`).length;
+    if (fds < n) throw new Error(`files: ${fds} fds, expected ${n}+`);
+  }
+}
+
+function shapeWorkload(bins, shape, n, extra) {
+  return {
+    name: `${shape} ${n}`,
+    start: () => startDetached(shape, [bins.shapes, ...shapeArgs(shape, n, extra)], /^ready$/m, 60_000),
+    async check(h) {
+      if (procState(h.pid) !== 'alive') throw new Error(`${shape}: process ${h.pid} is not running`);
+      checkShape(shape, n, h.pid);
+    },
+  };
+}
+
+function pythonWorkload(py, mib) {
+  return {
+    name: `python3 ${mib} MiB`,
+    start: () => startDetached('python', [py, join(root, 'scripts/bench/holder.py'), String(mib)], /^ready$/m, 300_000),
+    async check(h) {
+      const m = await askLine(h.pid, h.log, 'SIGUSR2', /^verify .*$/, '"verify ..."', 120_000);
+      if (m[0] !== 'verify ok') throw new Error(`python3 ${h.pid}: ${m[0]} (its bytearray changed across the dump/restore)`);
+    },
+    async stall(h) {
+      return Number((await askLine(h.pid, h.log, 'SIGUSR1', /^maxstall (\d+)$/, 'maxstall'))[1]) / 1000;
+    },
+  };
+}
+
+/** A minimal HTTP/1.1 client on one connection (requests one at a time, Content-Length bodies). */
+class HttpConn {
+  static open(port) {
+    return new Promise((res, rej) => {
+      const sock = net.connect(port, '127.0.0.1');
+      sockets.add(sock);
+      sock.once('error', rej);
+      sock.once('connect', () => {
+        sock.off('error', rej);
+        res(new HttpConn(sock));
+      });
+    });
+  }
+  constructor(sock) {
+    this.sock = sock;
+    this.localPort = sock.localPort;
+    this.buf = Buffer.alloc(0);
+    this.pending = null;
+    this.ended = null;
+    sock.on('data', (d) => {
+      this.buf = Buffer.concat([this.buf, d]);
+      this.drain();
+    });
+    sock.on('error', (e) => {
+      this.ended ??= `broken (${e.message})`;
+      this.fail();
+    });
+    sock.on('close', () => {
+      this.ended ??= 'closed';
+      this.fail();
+    });
+  }
+  drain() {
+    if (!this.pending) return;
+    const end = this.buf.indexOf('\r\n\r\n');
+    if (end < 0) return;
+    const head = this.buf.subarray(0, end).toString('latin1');
+    const len = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? 0);
+    if (this.buf.length < end + 4 + len) return;
+    const body = this.buf.subarray(end + 4, end + 4 + len).toString('utf8');
+    this.buf = this.buf.subarray(end + 4 + len);
+    const p = this.pending;
+    this.pending = null;
+    clearTimeout(p.timer);
+    p.resolve({ status: Number(head.split(' ')[1]), body, ms: performance.now() - p.t0 });
+  }
+  fail() {
+    if (!this.pending) return;
+    const p = this.pending;
+    this.pending = null;
+    clearTimeout(p.timer);
+    p.reject(new Error(`the connection was ${this.ended} before the answer to GET ${p.path}`));
+  }
+  get(path, timeoutMs = 30_000) {
+    if (this.ended) return Promise.reject(new Error(`the connection was ${this.ended} before GET ${path}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending = null;
+        reject(new Error(`no answer to GET ${path} within ${timeoutMs} ms on the connection from port ${this.localPort}`));
+      }, timeoutMs);
+      this.pending = { resolve, reject, timer, path, t0: performance.now() };
+      this.sock.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+    });
+  }
+  destroy() {
+    this.sock.destroy();
+    sockets.delete(this.sock);
+  }
+}
+
+function httpWorkload() {
+  /** GET /hit on the connection opened first: the answer must come from that connection (conn 1) and count on. */
+  const hit = async (h) => {
+    const r = await h.conn.get('/hit');
+    let j;
+    try {
+      j = JSON.parse(r.body);
+    } catch {
+      throw new Error(`HTTP server: bad answer ${r.status} ${r.body.slice(0, 200)}`);
+    }
+    if (r.status !== 200 || j.pid !== h.pid || j.conn !== 1 || j.hits !== h.hits + 1) {
+      throw new Error(`HTTP server: answer ${r.status} ${r.body}, expected pid ${h.pid}, conn 1, hits ${h.hits + 1}`);
+    }
+    h.hits = j.hits;
+    return r.ms;
+  };
+  return {
+    name: 'node HTTP server',
+    tcp: true,
+    async start() {
+      const h = await startDetached('http', [process.execPath, join(root, 'scripts/bench/http-server.cjs')], /^listening (\d+)$/m, 60_000);
+      h.port = Number(h.match[1]);
+      h.conn = await HttpConn.open(h.port);
+      h.hits = 0;
+      await hit(h);
+      return h;
+    },
+    check: hit,
+    request: hit,
+    async stall(h) {
+      const r = await h.conn.get('/stall');
+      return JSON.parse(r.body).maxstallUs / 1000;
+    },
+    close(h) {
+      h.conn?.destroy();
+    },
+  };
+}
+
+/**
+ * One checkpoint operation on a running workload: mode 'leave' (dump --leave-running) or 'kill'
+ * (dump, wait until the dumped pids are free, restore). Measures the calls, the image (du), the
+ * touched memory, the stall the process saw and the first answer after it; checks the process.
+ */
+async function runOp(wl, h, tool, mode) {
+  const dir = join(tmp, `img-${++seq}`);
+  const pids = treePids(h.pid);
+  const res = { tool: tool.kind, mode, touchedBytes: anonPss(pids) };
+  try {
+    if (wl.request) res.rttBeforeMs = await wl.request(h);
+    if (wl.stall) await wl.stall(h); // forget the gaps before the dump
+    const d = await tool.dump(h.pid, dir, { leaveRunning: mode === 'leave', tcp: !!wl.tcp });
+    res.dumpMs = d.ms;
+    if (d.ownMs !== undefined) res.ownDumpMs = d.ownMs;
+    res.imageDuBytes = duBytes(dir);
+    if (mode === 'kill') {
+      const rel = await waitForTreeRelease(pids);
+      res.releaseMs = rel.reapMs;
+      res.zombie = rel.zombie;
+      const r = await tool.restore(dir, pids, { tcp: !!wl.tcp });
+      res.restoreMs = r.ms;
+      if (r.ownMs !== undefined) res.ownRestoreMs = r.ownMs;
+      if (r.pids[0] !== h.pid) throw new Error(`restore gave pids ${r.pids.join(',')}, expected ${h.pid} first`);
+    }
+    const ms = await wl.check(h);
+    if (typeof ms === 'number') res.rttAfterMs = ms;
+    if (wl.stall) {
+      // The gap the process saw spans the dump, the wait for its parent to reap the dumped pids
+      // (init here: slow on some hosts, and not the checkpointer's doing) and the restore: the
+      // figure is the gap less that wait (the whole gap is kept as rawDowntimeMs).
+      const gap = await wl.stall(h);
+      if (mode === 'kill') {
+        res.rawDowntimeMs = gap;
+        res.downtimeMs = Math.max(0, gap - res.releaseMs);
+      } else res.downtimeMs = gap;
+    }
+  } catch (e) {
+    if (!(e instanceof OtherFailed) && tool.kind !== 'other') throw e;
+    res.failed = e instanceof OtherFailed ? e.message : `failed: ${firstLine(e.message)}`;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return res;
+}
+
+/** Kills the workload (its tree), reaps what is ours; init's children are waited for at the end. */
+async function stopWorkload(wl, h) {
+  wl.close?.(h);
+  killTracked([h.pid]);
+  await reap(h.pid, 5000); // returns at once when it is not our child
+  if (procState(h.pid) === 'gone') untrack(h.pid);
+}
+
+/**
+ * Runs ops ([tool, mode], in order) on one process of the workload; after a failure of the
+ * --compare checkpointer the process may be gone: its remaining ops are marked failed too.
+ */
+async function runOps(wl, ops, label) {
+  const h = await wl.start();
+  const out = [];
+  try {
+    let broken = null;
+    for (const [tool, mode] of ops) {
+      if (broken) {
+        out.push({ tool: tool.kind, mode, failed: `failed: not run (${broken})` });
+        continue;
+      }
+      process.stderr.write(` ${tool.kind}:${mode}`);
+      const res = await runOp(wl, h, tool, mode);
+      out.push(res);
+      if (res.failed) {
+        process.stderr.write(`(${res.failed})`);
+        // Is the process still there and sound? Otherwise the next ops cannot run on it.
+        try {
+          if (procState(h.pid) !== 'alive') throw new Error('process gone');
+          await wl.check(h);
+        } catch {
+          broken = `${label} not running after the failure`;
+        }
+      }
+    }
+  } finally {
+    await stopWorkload(wl, h);
+  }
+  return out;
+}
+
+/** Per tool:mode, the runs' figures: stats of each, failures. */
+function aggregate(opsRuns) {
+  const by = new Map();
+  for (const res of opsRuns.flat()) {
+    const k = `${res.tool}:${res.mode}`;
+    if (!by.has(k)) by.set(k, []);
+    by.get(k).push(res);
+  }
+  const agg = {};
+  for (const [k, list] of by) {
+    const ok = list.filter((r) => !r.failed);
+    const a = { runs: list.length, ok: ok.length };
+    const failed = list.filter((r) => r.failed).map((r) => r.failed);
+    if (failed.length) a.failed = failed;
+    for (const f of [
+      'dumpMs',
+      'ownDumpMs',
+      'restoreMs',
+      'ownRestoreMs',
+      'releaseMs',
+      'downtimeMs',
+      'rttBeforeMs',
+      'rttAfterMs',
+      'imageDuBytes',
+      'touchedBytes',
+    ]) {
+      const xs = ok.map((r) => r[f]).filter((x) => typeof x === 'number');
+      if (xs.length) a[f] = stats(xs);
+    }
+    const zombies = ok.filter((r) => r.zombie).length;
+    if (zombies) a.zombieRuns = zombies;
+    agg[k] = a;
+  }
+  return agg;
+}
+
+/** The JSON of an aggregate: medians (and min/max of the times). */
+function slimAgg(agg) {
+  const out = {};
+  for (const [k, a] of Object.entries(agg)) {
+    const o = { runs: a.runs, ok: a.ok };
+    if (a.failed) o.failed = a.failed;
+    for (const [f, s] of Object.entries(a)) {
+      if (!s || typeof s !== 'object' || !('median' in s)) continue;
+      if (f.endsWith('Bytes')) o[f] = Math.round(s.median);
+      else {
+        o[f] = r3(s.median);
+        o[`${f}Min`] = r3(s.min);
+        o[`${f}Max`] = r3(s.max);
+      }
+    }
+    if (a.zombieRuns) o.zombieRuns = a.zombieRuns;
+    out[k] = o;
+  }
+  return out;
+}
+
+// ---- output helpers ---------------------------------------------------------------------------
+const fms = (x) => (x === undefined ? '' : x.toFixed(1));
+const fmb = (x) => (x === undefined ? '' : (x / 1e6).toFixed(1));
+const fx = (x) => (x === undefined || !Number.isFinite(x) ? '' : x.toFixed(2));
+const signed = (x) => (x === undefined ? '' : `${x >= 0 ? '+' : ''}${x.toFixed(1)}`);
+const clip = (s, n = 70) => (s.length > n ? `${s.slice(0, n - 3)}...` : s);
+
+/** Prints rows of cells: the first and the last column left-aligned, the others right-aligned. */
+function printGrid(head, rows) {
+  const all = [head, ...rows].map((r) => r.map((c) => String(c ?? '')));
+  const ncol = Math.max(...all.map((r) => r.length));
+  const w = [];
+  for (let c = 0; c < ncol; c++) w[c] = Math.max(...all.map((r) => (r[c] ?? '').length));
+  for (const r of all) {
+    const cells = [];
+    for (let c = 0; c < ncol; c++) {
+      const v = r[c] ?? '';
+      cells.push(c === 0 || c === ncol - 1 ? v.padEnd(w[c]) : v.padStart(w[c]));
+    }
+    console.log(cells.join('   ').trimEnd());
+  }
+}
+
+/** The cell of the --compare checkpointer for one field: its median, or why it failed. */
+function otherCell(a, field, scale = (x) => x, fmt = fms) {
+  if (!a) return '';
+  if (a[field]) return fmt(scale(a[field].median)) + (a.failed ? ` (${a.failed.length}/${a.runs} failed)` : '');
+  if (a.failed) return clip(a.failed[0]);
+  return '';
+}
+
+/**
+ * The table of an ops group: for API rows the reference is the write() of the touched bytes into
+ * the page cache (when given), for CLI rows `node -e 0`; --compare's columns sit next to the CLI
+ * rows (both are commands, timed the same way); downtimes sit next to the calls they span.
+ */
+function printOpsTable(title, agg, ref) {
+  const other = !!compareBin;
+  const head = ['', 'median', 'min', 'max', 'reference', 'ratio', ...(other ? [otherLabel, `ckpt/${otherLabel}`] : []), 'reference is / notes'];
+  const rows = [];
+  const writeMs = (a) => (ref.writeGBs && a?.touchedBytes ? a.touchedBytes.median / (ref.writeGBs * 1e9) / 1e-3 : undefined);
+  const row = (label, s, refMs, note, otherA, otherField) => {
+    if (!s) return;
+    const r = [label, fms(s.median), fms(s.min), fms(s.max), fms(refMs), refMs ? fx(s.median / refMs) : ''];
+    if (other) {
+      const o = otherField ? otherCell(otherA, otherField) : '';
+      const ratio = otherField && otherA?.[otherField] ? fx(s.median / otherA[otherField].median) : '';
+      r.push(o, ratio);
+    }
+    r.push(note);
+    rows.push(r);
+  };
+  const node = ref.nodeMs;
+  const wallNote = (s, api, own) =>
+    s
+      ? `node -e 0; wall - node ${signed(s.median - node)} ms${api ? `, wall / API ${fx(s.median / api.median)}` : ''}${own ? `; ckpt's own ms ${fms(own.median)}` : ''}`
+      : '';
+  const A = (k) => agg[k];
+  const apiL = A('api:leave');
+  const cliL = A('cli:leave');
+  const othL = A('other:leave');
+  const apiK = A('api:kill');
+  const cliK = A('cli:kill');
+  const othK = A('other:kill');
+  if (apiK) {
+    row('dump (kills), API ms', apiK.dumpMs, writeMs(apiK), `write() of the touched bytes; ckpt's own ms ${fms(apiK.ownDumpMs?.median)}`);
+    row('restore, API ms', apiK.restoreMs, writeMs(apiK), `write() of the touched bytes; ckpt's own ms ${fms(apiK.ownRestoreMs?.median)}`);
+    const span = apiK.dumpMs && apiK.restoreMs ? apiK.dumpMs.median + apiK.restoreMs.median : undefined;
+    row(
+      '  downtime seen inside ms',
+      apiK.downtimeMs,
+      span,
+      `dump + restore calls (the wait for init to reap the dumped pids, ${fms(apiK.releaseMs?.median)} ms, taken out)`,
+    );
+    row('  first answer after restore ms', apiK.rttAfterMs, apiK.rttBeforeMs?.median, 'an answer before the dump, same connection');
+  }
+  if (cliK) {
+    row('dump (kills), CLI wall ms', cliK.dumpMs, node, wallNote(cliK.dumpMs, apiK?.dumpMs, cliK.ownDumpMs), othK, 'dumpMs');
+    row('restore -d, CLI wall ms', cliK.restoreMs, node, wallNote(cliK.restoreMs, apiK?.restoreMs, cliK.ownRestoreMs), othK, 'restoreMs');
+    const span = cliK.dumpMs && cliK.restoreMs ? cliK.dumpMs.median + cliK.restoreMs.median : undefined;
+    row(
+      '  downtime seen inside ms',
+      cliK.downtimeMs,
+      span,
+      `dump + restore commands (the wait for the dumped pids to be reaped, ${fms(cliK.releaseMs?.median)} ms, taken out)`,
+      othK,
+      'downtimeMs',
+    );
+    row('  first answer after restore ms', cliK.rttAfterMs, cliK.rttBeforeMs?.median, 'an answer before the dump, same connection', othK, 'rttAfterMs');
+  }
+  if (apiL) {
+    row('dump --leave-running, API ms', apiL.dumpMs, writeMs(apiL), `write() of the touched bytes; ckpt's own ms ${fms(apiL.ownDumpMs?.median)}`);
+    row('  downtime seen inside ms', apiL.downtimeMs, apiL.dumpMs?.median, 'the dump call');
+  }
+  if (cliL) {
+    row('dump --leave-running, CLI wall ms', cliL.dumpMs, node, wallNote(cliL.dumpMs, apiL?.dumpMs, cliL.ownDumpMs), othL, 'dumpMs');
+    row('  downtime seen inside ms', cliL.downtimeMs, cliL.dumpMs?.median, 'the dump command', othL, 'downtimeMs');
+  }
+  // Image size next to the memory it holds (the first op that made one), and --compare's.
+  const img = apiK ?? apiL ?? cliK ?? cliL;
+  if (img?.imageDuBytes && img.touchedBytes) {
+    const held = img.touchedBytes.median + (ref.extraBytes ?? 0);
+    const r = [
+      'image du MB',
+      fmb(img.imageDuBytes.median),
+      fmb(img.imageDuBytes.min),
+      fmb(img.imageDuBytes.max),
+      fmb(held),
+      fx(img.imageDuBytes.median / held),
+    ];
+    if (other) {
+      const o = othK ?? othL;
+      r.push(
+        otherCell(o, 'imageDuBytes', (x) => x, fmb),
+        o?.imageDuBytes ? fx(img.imageDuBytes.median / o.imageDuBytes.median) : '',
+      );
+    }
+    r.push(`touched MB: anonymous memory at the dump (Pss_Anon)${ref.extraNote ?? ''}`);
+    rows.push(r);
+  }
+  console.log(`\n== ${title} ==`);
+  printGrid(head, rows);
+  const z = Object.entries(agg).filter(([, a]) => a.zombieRuns);
+  for (const [k, a] of z)
+    console.log(
+      `WARNING: ${k}: in ${a.zombieRuns} run(s) init had not reaped the dumped processes after 15 s; those restore times include ckpt's wait for the zombies`,
+    );
+}
 
 // ---- one size ---------------------------------------------------------------------------------
 async function benchSize(ck, bins, mib) {
@@ -189,8 +1019,7 @@ async function benchSize(ck, bins, mib) {
 
   // Same-run references (the write() file goes where the image goes).
   process.stderr.write(`[${mib} MiB] references (memcpy, write)... `);
-  const refOut = execFileSync(bins.ref, [String(mib), join(sizeDir, 'ref.dat')], { encoding: 'utf8' }).trim();
-  const ref = JSON.parse(refOut.split('\n').at(-1));
+  const ref = writeRef(bins, mib, sizeDir);
   process.stderr.write(`memcpy ${ref.memcpyGBs} GB/s, write ${ref.writeGBs} GB/s\n`);
 
   const dumpMs = [];
@@ -199,8 +1028,11 @@ async function benchSize(ck, bins, mib) {
   const apiRestoreMs = [];
   const readyMs = [];
   const reapMs = [];
+  const duMs = [];
+  const touched = [];
   let zombieRuns = 0;
   let imageBytes = 0;
+  const compareRuns = [];
 
   for (let run = 1; run <= runs; run++) {
     const log = join(sizeDir, `workload-${run}.log`);
@@ -214,9 +1046,10 @@ async function benchSize(ck, bins, mib) {
     }).trim();
     const pid = Number(out.split('\n').at(-1));
     if (!Number.isInteger(pid) || pid <= 0) throw new Error(`ckpt run printed ${JSON.stringify(out)}, not a pid`);
-    detached.add(pid);
+    track(pid);
     await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 120_000);
     readyMs.push(performance.now() - tStart);
+    touched.push(anonPss([pid]));
 
     // Dump (the process is killed after it).
     process.stderr.write(', dump');
@@ -226,26 +1059,26 @@ async function benchSize(ck, bins, mib) {
     dumpMs.push(dMs);
     apiDumpMs.push(d.ms);
     imageBytes = d.imageBytes;
+    duMs.push(duBytes(dir));
 
     const rel = await waitForPidRelease(pid);
     reapMs.push(rel.reapMs);
     if (rel.zombie) zombieRuns++;
-    detached.delete(pid);
 
     // Restore (same pid, our child, detached from ptrace).
     process.stderr.write(', restore');
-    children.add(pid);
     t0 = performance.now();
     let r;
     try {
       r = await ck.restore({ dir, detach: true });
     } catch (e) {
       // The restore rolled back. If a stub of ours is left (still our child: its pid cannot have been
-      // reused), the cleanup kills and reaps it; otherwise forget the pid.
-      if (!isOurChild(pid)) children.delete(pid);
+      // reused), the cleanup kills and reaps it.
+      if (isOurChild(pid)) track(pid);
       throw e;
     }
     const rMs = performance.now() - t0;
+    track(pid);
     restoreMs.push(rMs);
     apiRestoreMs.push(r.ms);
     if (!r.pids.includes(pid)) throw new Error(`restore gave pids ${r.pids.join(',')}, expected ${pid}`);
@@ -261,7 +1094,7 @@ async function benchSize(ck, bins, mib) {
         if (lines.length > before) return lines[before];
         const st = native.proc.tryWait(pid);
         if (st && (st.kind === 'exited' || st.kind === 'killed')) {
-          children.delete(pid);
+          untrack(pid);
           throw new Error(`restored process ${pid} of ${mib} MiB died before verifying: ${JSON.stringify(st)}`);
         }
         return null;
@@ -273,9 +1106,25 @@ async function benchSize(ck, bins, mib) {
 
     killQuietly(pid);
     await reap(pid);
-    children.delete(pid);
+    untrack(pid);
     rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(`: dump ${dMs.toFixed(1)} ms, restore ${rMs.toFixed(1)} ms, verify ok\n`);
+    process.stderr.write(`: dump ${dMs.toFixed(1)} ms, restore ${rMs.toFixed(1)} ms, verify ok`);
+
+    // --compare: the same workload through ckpt's command line and the other checkpointer.
+    if (compareBin) {
+      process.stderr.write('; commands:');
+      compareRuns.push(
+        await runOps(
+          heapWorkload(bins, mib),
+          [
+            [cliTool(), 'kill'],
+            [otherTool(compareBin), 'kill'],
+          ],
+          `the ${mib} MiB workload`,
+        ),
+      );
+    }
+    process.stderr.write('\n');
   }
 
   const dump = stats(dumpMs);
@@ -294,6 +1143,8 @@ async function benchSize(ck, bins, mib) {
     initReapMs: stats(reapMs),
     zombieRuns,
     imageBytes,
+    imageDuBytes: stats(duMs),
+    anonBytes: stats(touched),
     dumpGBs,
     dumpGBsRange: [gbs(bytes, dump.max), gbs(bytes, dump.min)],
     restoreGBs,
@@ -303,6 +1154,7 @@ async function benchSize(ck, bins, mib) {
     dumpPerWrite: dumpGBs / ref.writeGBs,
     restorePerWrite: restoreGBs / ref.writeGBs,
     dumpPerMemcpy: dumpGBs / ref.memcpyGBs,
+    ...(compareBin ? { compare: aggregate(compareRuns), nodeMs: median(nodeWall(['-e', '0'], 5)) } : {}),
   };
 }
 
@@ -315,6 +1167,13 @@ function printTable(r) {
   row('dump ms', ms(r.dumpMs.median), ms(r.dumpMs.min), ms(r.dumpMs.max), `ckpt's own d.ms median ${ms(r.apiDumpMs.median)}`);
   row('restore ms', ms(r.restoreMs.median), ms(r.restoreMs.min), ms(r.restoreMs.max), `ckpt's own r.ms median ${ms(r.apiRestoreMs.median)}`);
   row('image MB', (r.imageBytes / 1e6).toFixed(1), null, null, `${(r.imageBytes / MiB).toFixed(1)} MiB for ${r.sizeMiB} MiB touched`);
+  row(
+    'image du MB',
+    fmb(r.imageDuBytes.median),
+    fmb(r.imageDuBytes.min),
+    fmb(r.imageDuBytes.max),
+    `disk usage of the image directory; touched ${fmb(r.anonBytes.median)} MB (Pss_Anon at the dump), du/touched ${fx(r.imageDuBytes.median / r.anonBytes.median)}`,
+  );
   row('dump GB/s', g(r.dumpGBs), g(r.dumpGBsRange[0]), g(r.dumpGBsRange[1]), 'touched bytes / dump time');
   row('restore GB/s', g(r.restoreGBs), g(r.restoreGBsRange[0]), g(r.restoreGBsRange[1]), 'touched bytes / restore time');
   row('memcpy GB/s', g(r.memcpyGBs), null, null, 'reference: best of 3, pre-touched buffers');
@@ -336,69 +1195,69 @@ function printTable(r) {
   if (r.zombieRuns) {
     console.log(`WARNING: in ${r.zombieRuns} run(s) init had not reaped the dumped process after 15 s; those restore times include ckpt's wait for the zombie`);
   }
+  if (r.compare)
+    printOpsTable(`${r.sizeMiB} MiB workload through the commands, ckpt vs ${otherLabel} (wall time around the spawn)`, r.compare, { nodeMs: r.nodeMs });
 }
 
 /** Dump and restore of a many-process tree or a many-thread process: fixed costs, not bandwidth. */
-/** Every pid of the tree under root (root first). */
-function treePids(root) {
-  const out = [root];
-  for (let i = 0; i < out.length; i++) {
-    try {
-      out.push(...readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
-/** Anonymous memory of processes, shared pages counted once (the sum of Pss_Anon), in bytes. */
-function anonPss(pids) {
-  return pids.reduce((sum, p) => sum + 1024 * Number(/^Pss_Anon:\s+(\d+)/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))?.[1] ?? 0), 0);
-}
-
-async function benchShape(ck, bins, shape, n, extra = []) {
+async function benchShape(ck, bins, shape, n, extra = [], configFile = undefined) {
   const dumpMs = [];
   const restoreMs = [];
   const memRatio = [];
+  const du = [];
+  const touched = [];
+  const compareRuns = [];
   let lastImageBytes = 0;
   for (let run = 1; run <= runs; run++) {
     const dir = join(tmp, `${shape}-${run}`);
-    const log = join(tmp, `${shape}-${run}.log`);
     process.stderr.write(`[${shape} ${n}] run ${run}/${runs}: start`);
-    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.shapes, shape, String(n), ...extra], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }).trim();
-    const pid = Number(out.split('\n').at(-1));
-    detached.add(pid);
-    await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 60_000);
+    const { pid } = await startDetached(shape, [bins.shapes, ...shapeArgs(shape, n, extra)], /^ready$/m, 60_000);
     process.stderr.write(', dump');
-    const memBefore = shape === 'prefork' ? anonPss(treePids(pid)) : 0;
+    const pidsBefore = treePids(pid);
+    const memBefore = anonPss(pidsBefore);
+    touched.push(memBefore);
     let t0 = performance.now();
     const d = await ck.dump({ pid, dir });
     dumpMs.push(performance.now() - t0);
     lastImageBytes = d.imageBytes;
+    du.push(duBytes(dir));
     if ((shape === 'tree' || shape === 'prefork') && d.pids.length !== n) throw new Error(`${shape}: dumped ${d.pids.length} processes, expected ${n}`);
     for (const p of d.pids) await waitForPidRelease(p);
-    detached.delete(pid);
     process.stderr.write(', restore');
-    children.add(pid);
     t0 = performance.now();
-    const r = await ck.restore({ dir, detach: true });
+    let r;
+    try {
+      r = await ck.restore({ dir, detach: true });
+    } catch (e) {
+      if (isOurChild(pid)) track(pid);
+      throw e;
+    }
     restoreMs.push(performance.now() - t0);
-    const threads = readdirSync(`/proc/${pid}/task`).length;
-    if (shape === 'threads' && threads !== n) throw new Error(`restored ${threads} threads, expected ${n}`);
+    for (const p of r.pids) track(p);
     if ((shape === 'tree' || shape === 'prefork') && r.pids.length !== n) throw new Error(`restored ${r.pids.length} processes, expected ${n}`);
+    checkShape(shape, n, pid);
     if (shape === 'prefork') memRatio.push(anonPss(r.pids) / memBefore);
-    if (shape === 'files' && readdirSync(`/proc/${pid}/fd`).length < n)
-      throw new Error(`restored ${readdirSync(`/proc/${pid}/fd`).length} fds, expected ${n}+`);
     for (const p of r.pids) if (p !== pid) killQuietly(p);
     killQuietly(pid);
     await reap(pid);
-    children.delete(pid);
+    untrack(pid);
     rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(' ok\n');
+    process.stderr.write(' ok');
+    if (compareBin) {
+      process.stderr.write('; commands:');
+      const wl = shapeWorkload(bins, shape, n, extra);
+      compareRuns.push(
+        await runOps(
+          wl,
+          [
+            [cliTool(configFile), 'kill'],
+            [otherTool(compareBin), 'kill'],
+          ],
+          `the ${shape} process`,
+        ),
+      );
+    }
+    process.stderr.write('\n');
   }
   return {
     shape,
@@ -407,69 +1266,145 @@ async function benchShape(ck, bins, shape, n, extra = []) {
     dumpMs: stats(dumpMs),
     restoreMs: stats(restoreMs),
     imageBytes: lastImageBytes,
+    imageDuBytes: stats(du),
+    anonBytes: stats(touched),
     ...(memRatio.length ? { memRatio: stats(memRatio) } : {}),
+    ...(compareBin ? { compare: aggregate(compareRuns), nodeMs: median(nodeWall(['-e', '0'], 5)) } : {}),
   };
+}
+
+function printShape(res, idle) {
+  const per = { tree: 'process', prefork: 'process', threads: 'thread', files: 'file', bigfile: 'MiB' }[res.shape];
+  // The idle process has 1 thread and 3 fds: the shape's extra items over it.
+  const items = res.shape === 'files' || res.shape === 'bigfile' ? res.n : res.n - 1;
+  const title = {
+    idle: 'idle process (1 thread, 3 fds, nothing allocated: the reference of the shapes)',
+    tree: `${res.n}-process tree`,
+    prefork: `${res.n}-process preforking server (16 MiB shared copy-on-write)`,
+    threads: `${res.n}-thread process`,
+    files: `process with ${res.n} open files`,
+    bigfile: `${res.n} MiB open file saved by content`,
+  }[res.shape];
+  console.log(`\n== ${title}, ${res.runs} run${res.runs > 1 ? 's' : ''} (median; min/max) ==  image ${(res.imageBytes / 1e6).toFixed(1)} MB`);
+  const rows = [];
+  const timeRow = (label, s, ref) => {
+    const r = [label, fms(s.median), fms(s.min), fms(s.max)];
+    if (idle && res !== idle) {
+      r.push(
+        fms(ref.median),
+        fx(s.median / ref.median),
+        `idle process, same run; ${(s.median - ref.median) / items >= 0 ? '+' : ''}${((s.median - ref.median) / items).toFixed(3)} ms per ${per}`,
+      );
+    } else r.push('', '', res === idle ? 'the reference' : '');
+    rows.push(r);
+  };
+  // What the image has to hold: the touched memory (and the content of the file saved by content).
+  const held = res.anonBytes.median + (res.shape === 'bigfile' ? res.n * MiB : 0);
+  timeRow('dump ms', res.dumpMs, idle?.dumpMs);
+  timeRow('restore ms', res.restoreMs, idle?.restoreMs);
+  rows.push([
+    'image du MB',
+    fmb(res.imageDuBytes.median),
+    fmb(res.imageDuBytes.min),
+    fmb(res.imageDuBytes.max),
+    fmb(held),
+    fx(res.imageDuBytes.median / held),
+    res.shape === 'bigfile'
+      ? `touched MB: anonymous memory at the dump (Pss_Anon sum) + the ${res.n} MiB of the file saved by content`
+      : 'touched MB: anonymous memory at the dump (Pss_Anon sum)',
+  ]);
+  if (res.memRatio) {
+    rows.push([
+      'memory',
+      fx(res.memRatio.median),
+      fx(res.memRatio.min),
+      fx(res.memRatio.max),
+      '',
+      '',
+      'anonymous memory of the tree after the restore / at the dump (Pss_Anon sum)',
+    ]);
+  }
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ''], rows);
+  if (res.compare) {
+    const extra = res.shape === 'bigfile' ? { extraBytes: res.n * MiB, extraNote: ` + the ${res.n} MiB of the file (ckpt saves it by content)` } : {};
+    printOpsTable(`${title} through the commands, ckpt vs ${otherLabel} (wall time around the spawn)`, res.compare, { nodeMs: res.nodeMs, ...extra });
+  }
 }
 
 // ---- downtime ---------------------------------------------------------------------------------
 /**
  * Downtime of a --leave-running dump as the process sees it: scripts/bench/stall.c wakes every
- * millisecond and reports its longest gap; the dump's own time is beside it.
+ * millisecond and reports its longest gap; the dump's own time is beside it. Through the API, the
+ * command line, and --compare's checkpointer, one after the other on the same process.
  */
 async function downtimeTable(ck, bins, mib) {
   const stalls = [];
   const calls = [];
+  const opsRuns = [];
+  const nodeMs = [];
   for (let run = 1; run <= runs; run++) {
-    const log = join(tmp, `stall-${mib}-${run}.log`);
-    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.stall, String(mib)], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }).trim();
-    const pid = Number(out.split('\n').at(-1));
-    detached.add(pid);
+    process.stderr.write(`[downtime ${mib} MiB] run ${run}/${runs}:`);
+    const h = await startDetached(`stall${mib}`, [bins.stall, String(mib)], /^ready$/m, 120_000);
     try {
-      await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 120_000);
       await sleep(300);
-      const report = async (n) => {
-        process.kill(pid, 'SIGUSR1');
-        await waitForLine(log, (t) => (t.match(/^maxstall \d+$/gm) ?? []).length >= n, 'maxstall', 10_000);
-        return (
-          Number(
-            readFileSync(log, 'utf8')
-              .match(/^maxstall (\d+)$/gm)
-              .at(n - 1)
-              .split(' ')[1],
-          ) / 1000
-        );
-      };
-      await report(1); // the gaps before the dump
+      const report = async () => Number((await askLine(h.pid, h.log, 'SIGUSR1', /^maxstall \d+$/, 'maxstall', 10_000))[0].split(' ')[1]) / 1000;
+      await report(); // the gaps before the dump
+      process.stderr.write(' api');
       const t0 = performance.now();
-      await ck.dump({ pid, dir: join(tmp, `stall-img-${mib}-${run}`), leaveRunning: true });
+      await ck.dump({ pid: h.pid, dir: join(tmp, `stall-img-${mib}-${run}`), leaveRunning: true });
       calls.push(performance.now() - t0);
       await sleep(50);
-      stalls.push(await report(2));
+      stalls.push(await report());
       rmSync(join(tmp, `stall-img-${mib}-${run}`), { recursive: true, force: true });
+      // The command line (and --compare), through the ops runner, on the same process.
+      const wl = {
+        name: `stall ${mib}`,
+        start: async () => h,
+        async check(hh) {
+          if (procState(hh.pid) !== 'alive') throw new Error(`stall process ${hh.pid} is not running`);
+          await sleep(50);
+        },
+        stall: (hh) => report(hh),
+      };
+      const ops = [[cliTool(), 'leave']];
+      if (compareBin) ops.push([otherTool(compareBin), 'leave']);
+      const out = [];
+      for (const [tool, mode] of ops) {
+        process.stderr.write(` ${tool.kind}`);
+        out.push(await runOp(wl, h, tool, mode));
+      }
+      opsRuns.push(out);
+      nodeMs.push(...nodeWall(['-e', '0'], 3));
+      process.stderr.write(' ok\n');
     } finally {
-      killQuietly(pid);
-      detached.delete(pid);
+      killTracked([h.pid]);
     }
   }
-  const med = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
-  console.log(`\n== downtime of a --leave-running dump, ${mib} MiB touched, ${runs} runs (median; min/max) ==`);
-  console.log(
-    `downtime ms ${med(stalls).toFixed(1).padStart(8)} ${Math.min(...stalls)
-      .toFixed(1)
-      .padStart(8)} ${Math.max(...stalls)
-      .toFixed(1)
-      .padStart(8)}   longest stall the process saw (1 ms loop)`,
+  const res = { kind: 'downtime', sizeMiB: mib, runs, downtimeMs: stats(stalls), dumpMs: stats(calls), nodeMs: median(nodeMs), ops: aggregate(opsRuns) };
+  console.log(`\n== downtime of a --leave-running dump, ${mib} MiB touched, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`);
+  const other = !!compareBin;
+  const cliL = res.ops['cli:leave'];
+  const othL = res.ops['other:leave'];
+  const rows = [];
+  const row = (label, s, ref, note, o, of) => {
+    const r = [label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : ''];
+    if (other) r.push(of ? otherCell(o, of) : '', of && o?.[of] && s ? fx(s.median / o[of].median) : '');
+    r.push(note);
+    rows.push(r);
+  };
+  row('downtime ms', res.downtimeMs, res.dumpMs.median, 'longest stall the process saw (1 ms loop) / the dump call');
+  row('dump ms', res.dumpMs, undefined, 'the dump call (API)');
+  row('downtime, CLI dump ms', cliL?.downtimeMs, cliL?.dumpMs?.median, 'the same, dumped by `ckpt dump --leave-running` / its wall', othL, 'downtimeMs');
+  row(
+    'dump, CLI wall ms',
+    cliL?.dumpMs,
+    res.nodeMs,
+    `node -e 0; wall - node ${signed(cliL?.dumpMs ? cliL.dumpMs.median - res.nodeMs : undefined)} ms`,
+    othL,
+    'dumpMs',
   );
-  console.log(
-    `dump ms     ${med(calls).toFixed(1).padStart(8)} ${Math.min(...calls)
-      .toFixed(1)
-      .padStart(8)} ${Math.max(...calls)
-      .toFixed(1)
-      .padStart(8)}   the dump call`,
-  );
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ...(other ? [otherLabel, `ckpt/${otherLabel}`] : []), ''], rows);
+  return res;
 }
 
 // ---- CLI start-up -------------------------------------------------------------------------------
@@ -485,29 +1420,178 @@ function startupTable() {
     return t.sort((a, b) => a - b)[3];
   };
   const node = wall(['-e', '0']);
-  const bin = join(root, 'packages/cli/bin/ckpt.js');
   console.log('\n== CLI start-up, wall time (median of 7) ==');
   console.log(`node -e 0          ${node.toFixed(1).padStart(7)} ms   (reference)`);
-  for (const [label, argv] of [
-    ['ckpt --version', [bin, '--version']],
-    ['ckpt --help', [bin, '--help']],
+  const res = { kind: 'startup', nodeMs: node };
+  for (const [label, argv, key] of [
+    ['ckpt --version', [ckptBin, '--version'], 'versionMs'],
+    ['ckpt --help', [ckptBin, '--help'], 'helpMs'],
   ]) {
     const ms = wall(argv);
-    console.log(`${label.padEnd(18)} ${ms.toFixed(1).padStart(7)} ms   node start-up + ${(ms - node).toFixed(1)} ms`);
+    res[key] = ms;
+    console.log(`${label.padEnd(18)} ${ms.toFixed(1).padStart(7)} ms   node start-up + ${(ms - node).toFixed(1)} ms, ${(ms / node).toFixed(2)} x node`);
   }
+  return res;
+}
+
+// ---- CLI wall times ---------------------------------------------------------------------------
+/**
+ * What a user of the command line waits for, on the 64 MiB workload: ckpt dump (kills), ckpt
+ * restore -d and ckpt dump --leave-running as child processes, next to `node -e 0` and to the
+ * same operations through the API (same process, same run), and --compare's.
+ */
+async function cliTable(ck, bins) {
+  const mib = 64;
+  const ref = writeRef(bins, mib, tmp);
+  const wl = heapWorkload(bins, mib);
+  const api = apiTool(ck);
+  const cmd = cliTool();
+  const ops = [
+    [api, 'kill'],
+    [cmd, 'kill'],
+    [api, 'leave'],
+    [cmd, 'leave'],
+  ];
+  if (compareBin) ops.push([otherTool(compareBin), 'leave'], [otherTool(compareBin), 'kill']);
+  const opsRuns = [];
+  const nodeMs = [];
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[cli ${mib} MiB] run ${run}/${runs}: node -e 0`);
+    nodeMs.push(...nodeWall(['-e', '0'], 3));
+    opsRuns.push(await runOps(wl, ops, `the ${mib} MiB workload`));
+    process.stderr.write(' ok\n');
+  }
+  const res = { kind: 'cli', sizeMiB: mib, runs, nodeMs: stats(nodeMs), writeGBs: ref.writeGBs, ops: aggregate(opsRuns) };
+  printOpsTable(`CLI wall time, ${mib} MiB workload (the heap checked after every operation), ${runs} run${runs > 1 ? 's' : ''} (median; min/max)`, res.ops, {
+    nodeMs: res.nodeMs.median,
+    writeGBs: ref.writeGBs,
+  });
+  console.log(
+    `(node -e 0: ${fms(res.nodeMs.median)} ms, median of ${nodeMs.length}, min ${fms(res.nodeMs.min)}, max ${fms(res.nodeMs.max)}; ` +
+      `write() reference: ${ref.writeGBs} GB/s into the page cache, ${mib} MiB)`,
+  );
+  return res;
+}
+
+// ---- real programs ----------------------------------------------------------------------------
+/** The real python3 interpreter (not a wrapper script such as a pyenv shim, which would exec). */
+function realPython() {
+  try {
+    return execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Leave-running and kill+restore through the API, the command line and --compare's, on one process per run. */
+function realOps(ck) {
+  const ops = [
+    [apiTool(ck), 'leave'],
+    [cliTool(), 'leave'],
+    [apiTool(ck), 'kill'],
+    [cliTool(), 'kill'],
+  ];
+  if (compareBin) ops.push([otherTool(compareBin), 'leave'], [otherTool(compareBin), 'kill']);
+  return ops;
+}
+
+async function pythonTable(ck, bins) {
+  const mib = 500;
+  const py = realPython();
+  if (!py) {
+    console.log('\n== python3: SKIPPED (python3 not found on PATH) ==');
+    return { kind: 'python', skipped: 'python3 not found on PATH' };
+  }
+  const need = 3 * mib * MiB;
+  if (freeBytes() < need) {
+    const msg = `only ${(freeBytes() / GiB).toFixed(2)} GiB free in ${os.tmpdir()}, need ${(need / GiB).toFixed(2)} GiB`;
+    console.log(`\n== python3: SKIPPED (${msg}) ==`);
+    return { kind: 'python', skipped: msg };
+  }
+  const wl = pythonWorkload(py, mib);
+  const opsRuns = [];
+  const nodeMs = [];
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[python ${mib} MiB] run ${run}/${runs}:`);
+    opsRuns.push(await runOps(wl, realOps(ck), 'python3'));
+    nodeMs.push(...nodeWall(['-e', '0'], 3));
+    process.stderr.write(' ok\n');
+  }
+  const agg = aggregate(opsRuns);
+  const touchedMiB = Math.max(1, Math.ceil((agg['api:kill']?.touchedBytes?.median ?? mib * MiB) / MiB));
+  const ref = writeRef(bins, touchedMiB, tmp);
+  const res = { kind: 'python', python: py, sizeMiB: mib, runs, nodeMs: median(nodeMs), writeGBs: ref.writeGBs, ops: agg };
+  printOpsTable(
+    `python3 holding ${mib} MiB (bytearray, SHA-256 checked from inside after each operation), ${runs} run${runs > 1 ? 's' : ''} (median; min/max)`,
+    agg,
+    { nodeMs: res.nodeMs, writeGBs: ref.writeGBs },
+  );
+  console.log(`(write() reference: ${ref.writeGBs} GB/s into the page cache, ${touchedMiB} MiB; node -e 0: ${fms(res.nodeMs)} ms)`);
+  return res;
+}
+
+function hasNft() {
+  return spawnSync('nft', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+async function nodeTable(ck, bins) {
+  if (!hasNft()) {
+    const msg = 'nft (nftables) is not installed: ckpt blocks TCP connections with it during a checkpoint';
+    console.log(`\n== node HTTP server: SKIPPED (${msg}) ==`);
+    return { kind: 'node', skipped: msg };
+  }
+  const wl = httpWorkload();
+  const opsRuns = [];
+  const nodeMs = [];
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[node http] run ${run}/${runs}:`);
+    opsRuns.push(await runOps(wl, realOps(ck), 'the HTTP server'));
+    nodeMs.push(...nodeWall(['-e', '0'], 3));
+    process.stderr.write(' ok\n');
+  }
+  const agg = aggregate(opsRuns);
+  const touchedMiB = Math.max(1, Math.ceil((agg['api:kill']?.touchedBytes?.median ?? 32 * MiB) / MiB));
+  const ref = writeRef(bins, touchedMiB, tmp);
+  const res = { kind: 'node', node: process.execPath, runs, nodeMs: median(nodeMs), writeGBs: ref.writeGBs, ops: agg };
+  printOpsTable(
+    `node serving HTTP, a keep-alive connection from outside the tree answered after each operation, ${runs} run${runs > 1 ? 's' : ''} (median; min/max)`,
+    agg,
+    { nodeMs: res.nodeMs, writeGBs: ref.writeGBs },
+  );
+  console.log(
+    `(write() reference: ${ref.writeGBs} GB/s into the page cache, ${touchedMiB} MiB; node -e 0: ${fms(res.nodeMs)} ms; downtime: the server's 1 ms timer)`,
+  );
+  return res;
+}
+
+/**
+ * One untimed dump and restore of an idle process through the API first, so that the first timed
+ * figure of the run (whichever group comes first) does not carry this process's one-time costs
+ * (module loading, JIT).
+ */
+async function warmUp(ck, bins) {
+  process.stderr.write('[warm-up] dump and restore of an idle process (not timed)');
+  const wl = shapeWorkload(bins, 'idle', 1, []);
+  await runOps(wl, [[apiTool(ck), 'kill']], 'the idle process');
+  process.stderr.write(' ok\n');
 }
 
 // ---- main -------------------------------------------------------------------------------------
 const results = [];
 let failed = false;
 try {
-  console.log(`ckpt bench: sizes ${sizes.join(', ')} MiB, ${runs} run(s) each, images in ${tmp}`);
+  console.log(
+    `ckpt bench: groups ${[...GROUPS].filter((g) => only.has(g)).join(', ')}; sizes ${sizes.join(', ')} MiB, ${runs} run(s) each, images in ${tmp}` +
+      (compareBin ? `; compared with ${compareBin}` : ''),
+  );
   console.log(
     `host: ${os.cpus().length} CPU(s) ${os.cpus()[0]?.model ?? ''}, ${(os.totalmem() / GiB).toFixed(1)} GiB RAM, Linux ${os.release()}, Node ${process.version}`,
   );
-  console.log('units: GB = 1e9 B, MB = 1e6 B, sizes in MiB; times are measured around the API call (performance.now)');
+  console.log(
+    'units: GB = 1e9 B, MB = 1e6 B, sizes in MiB; API times are measured around the in-process call (performance.now), CLI and --compare times around the child process (wall)',
+  );
 
-  startupTable();
+  if (only.has('startup')) results.push(startupTable());
 
   const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes'), stall: join(tmp, 'stall') };
   for (const [name, out] of Object.entries(bins)) {
@@ -515,74 +1599,63 @@ try {
   }
 
   const ck = await createCkpt();
-  for (const mib of sizes) {
-    const st = statfsSync(tmp);
-    const free = Number(st.bavail) * Number(st.bsize);
-    // The image (about the size of the heap) plus the reference write() file, with margin: 3x the size
-    // (3 GiB for the 1 GiB workload).
-    const need = 3 * mib * MiB;
-    if (free < need) {
-      const msg = `only ${(free / GiB).toFixed(2)} GiB free in ${os.tmpdir()}, need ${(need / GiB).toFixed(2)} GiB`;
-      console.log(`\n== ${mib} MiB workload: SKIPPED (${msg}) ==`);
-      results.push({ sizeMiB: mib, skipped: msg });
-      continue;
-    }
-    const res = await benchSize(ck, bins, mib);
-    results.push(res);
-    printTable(res);
-  }
-  for (const mib of sizes) await downtimeTable(ck, bins, mib);
-  const filesDir = join(tmp, 'files');
-  mkdirSync(filesDir);
-  // The 1 GiB file is saved by content: a config rule says so.
-  const cfg = join(tmp, 'ckpt.config.json');
-  writeFileSync(cfg, JSON.stringify({ files: { rules: [{ match: { path: '**/big.dat' }, method: 'content', policy: 'image' }] } }));
-  const ckContent = await createCkpt({ config: cfg });
-  const bigFree = Number(statfsSync(tmp).bavail) * Number(statfsSync(tmp).bsize) > 4 * GiB;
-  const shapes = [
-    ['tree', 16, ck, []],
-    ['prefork', 64, ck, []],
-    ['threads', 32, ck, []],
-    ['files', 1000, ck, [filesDir]],
-  ];
-  if (bigFree) shapes.push(['bigfile', 1024, ckContent, [join(tmp, 'big.dat')]]);
-  else console.log('\n== 1 GiB file by content: SKIPPED (less than 4 GiB free) ==');
-  for (const [shape, n, c, extra] of shapes) {
-    const res = await benchShape(c, bins, shape, n, extra);
-    results.push(res);
-    const title = {
-      tree: `${n}-process tree`,
-      prefork: `${n}-process preforking server (16 MiB shared copy-on-write)`,
-      threads: `${n}-thread process`,
-      files: `process with ${n} open files`,
-      bigfile: `${n} MiB open file saved by content`,
-    }[shape];
-    console.log(`\n== ${title}, ${runs} runs (median; min/max) ==  image ${(res.imageBytes / 1e6).toFixed(1)} MB`);
-    console.log(`dump ms     ${res.dumpMs.median.toFixed(1).padStart(8)} ${res.dumpMs.min.toFixed(1).padStart(8)} ${res.dumpMs.max.toFixed(1).padStart(8)}`);
-    console.log(
-      `restore ms  ${res.restoreMs.median.toFixed(1).padStart(8)} ${res.restoreMs.min.toFixed(1).padStart(8)} ${res.restoreMs.max.toFixed(1).padStart(8)}`,
-    );
-    if (res.memRatio) {
-      console.log(
-        `memory      ${res.memRatio.median.toFixed(2).padStart(8)} ${res.memRatio.min.toFixed(2).padStart(8)} ${res.memRatio.max.toFixed(2).padStart(8)}   anonymous memory of the tree after the restore / at the dump (Pss_Anon sum)`,
-      );
+  if ([...only].some((g) => g !== 'startup')) await warmUp(ck, bins);
+  if (only.has('cli')) results.push(await cliTable(ck, bins));
+  if (only.has('sizes')) {
+    for (const mib of sizes) {
+      const free = freeBytes();
+      // The image (about the size of the heap) plus the reference write() file, with margin: 3x the size
+      // (3 GiB for the 1 GiB workload).
+      const need = 3 * mib * MiB;
+      if (free < need) {
+        const msg = `only ${(free / GiB).toFixed(2)} GiB free in ${os.tmpdir()}, need ${(need / GiB).toFixed(2)} GiB`;
+        console.log(`\n== ${mib} MiB workload: SKIPPED (${msg}) ==`);
+        results.push({ sizeMiB: mib, skipped: msg });
+        continue;
+      }
+      const res = await benchSize(ck, bins, mib);
+      results.push(res);
+      printTable(res);
     }
   }
+  if (only.has('downtime')) for (const mib of sizes) results.push(await downtimeTable(ck, bins, mib));
+  if (only.has('shapes')) {
+    const filesDir = join(tmp, 'files');
+    mkdirSync(filesDir);
+    // The 1 GiB file is saved by content: a config rule says so.
+    const cfg = join(tmp, 'ckpt.config.json');
+    writeFileSync(cfg, JSON.stringify({ files: { rules: [{ match: { path: '**/big.dat' }, method: 'content', policy: 'image' }] } }));
+    const ckContent = await createCkpt({ config: cfg });
+    const bigFree = freeBytes() > 4 * GiB;
+    const shapes = [
+      ['idle', 1, ck, []],
+      ['tree', 16, ck, []],
+      ['prefork', 64, ck, []],
+      ['threads', 32, ck, []],
+      ['threads', 200, ck, []],
+      ['files', 2000, ck, [filesDir]],
+    ];
+    if (bigFree) shapes.push(['bigfile', 1024, ckContent, [join(tmp, 'big.dat')], cfg]);
+    else console.log('\n== 1 GiB file by content: SKIPPED (less than 4 GiB free) ==');
+    let idle = null;
+    for (const [shape, n, c, extra, config] of shapes) {
+      const res = await benchShape(c, bins, shape, n, extra, config);
+      if (shape === 'idle') idle = res;
+      results.push(res);
+      printShape(res, idle);
+    }
+  }
+  if (only.has('python')) results.push(await pythonTable(ck, bins));
+  if (only.has('node')) results.push(await nodeTable(ck, bins));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);
   process.exitCode = 1;
 } finally {
-  for (const pid of detached) killQuietly(pid);
-  detached.clear();
-  for (const pid of [...children]) {
-    killQuietly(pid);
-    try {
-      await reap(pid, 5000);
-    } catch (e) {
-      console.error(`bench: ${e.message}`);
-    }
-    children.delete(pid);
+  try {
+    await cleanupAll();
+  } catch (e) {
+    console.error(`bench: cleanup: ${e?.message ?? e}`);
   }
   rmSync(tmp, { recursive: true, force: true });
   if (existsSync(tmp)) console.error(`bench: could not remove ${tmp}`);
@@ -590,43 +1663,74 @@ try {
 
 if (!failed) {
   const skipped = results.filter((r) => r.skipped);
-  if (skipped.length) console.log(`\nskipped: ${skipped.map((r) => `${r.sizeMiB} MiB (${r.skipped})`).join('; ')}`);
+  if (skipped.length) console.log(`\nskipped: ${skipped.map((r) => `${r.kind ?? `${r.sizeMiB} MiB`} (${r.skipped})`).join('; ')}`);
   if (json) {
-    const slim = results.map((r) =>
-      r.skipped
-        ? r
-        : r.shape
-          ? {
-              shape: r.shape,
-              n: r.n,
-              runs: r.runs,
-              dumpMs: r3(r.dumpMs.median),
-              restoreMs: r3(r.restoreMs.median),
-              ...(r.memRatio ? { memRatio: r3(r.memRatio.median) } : {}),
-            }
-          : {
-              sizeMiB: r.sizeMiB,
-              runs: r.runs,
-              dumpMs: r3(r.dumpMs.median),
-              dumpMsMin: r3(r.dumpMs.min),
-              dumpMsMax: r3(r.dumpMs.max),
-              restoreMs: r3(r.restoreMs.median),
-              restoreMsMin: r3(r.restoreMs.min),
-              restoreMsMax: r3(r.restoreMs.max),
-              apiDumpMs: r3(r.apiDumpMs.median),
-              apiRestoreMs: r3(r.apiRestoreMs.median),
-              initReapMs: r3(r.initReapMs.median),
-              zombieRuns: r.zombieRuns,
-              imageBytes: r.imageBytes,
-              dumpGBs: r3(r.dumpGBs),
-              restoreGBs: r3(r.restoreGBs),
-              memcpyGBs: r.memcpyGBs,
-              writeGBs: r.writeGBs,
-              dumpPerWrite: r3(r.dumpPerWrite),
-              restorePerWrite: r3(r.restorePerWrite),
-              dumpPerMemcpy: r3(r.dumpPerMemcpy),
-            },
-    );
+    const statsOf = (s) => (s ? { median: r3(s.median), min: r3(s.min), max: r3(s.max) } : undefined);
+    const slim = results.map((r) => {
+      if (r.skipped) return r;
+      if (r.kind === 'startup') return { kind: 'startup', nodeMs: r3(r.nodeMs), versionMs: r3(r.versionMs), helpMs: r3(r.helpMs) };
+      if (r.kind === 'cli' || r.kind === 'python' || r.kind === 'node') {
+        const { ops, nodeMs, ...rest } = r;
+        return {
+          ...rest,
+          nodeMs: typeof nodeMs === 'number' ? r3(nodeMs) : statsOf(nodeMs),
+          ops: slimAgg(ops),
+          ...(compareBin ? { compareWith: compareBin } : {}),
+        };
+      }
+      if (r.kind === 'downtime') {
+        return {
+          kind: 'downtime',
+          sizeMiB: r.sizeMiB,
+          runs: r.runs,
+          downtimeMs: r3(r.downtimeMs.median),
+          dumpMs: r3(r.dumpMs.median),
+          nodeMs: r3(r.nodeMs),
+          ops: slimAgg(r.ops),
+          ...(compareBin ? { compareWith: compareBin } : {}),
+        };
+      }
+      const compare = r.compare ? { compareWith: compareBin, nodeMs: r3(r.nodeMs), compare: slimAgg(r.compare) } : {};
+      if (r.shape) {
+        return {
+          shape: r.shape,
+          n: r.n,
+          runs: r.runs,
+          dumpMs: r3(r.dumpMs.median),
+          restoreMs: r3(r.restoreMs.median),
+          imageBytes: r.imageBytes,
+          imageDuBytes: Math.round(r.imageDuBytes.median),
+          touchedBytes: Math.round(r.anonBytes.median),
+          ...(r.memRatio ? { memRatio: r3(r.memRatio.median) } : {}),
+          ...compare,
+        };
+      }
+      return {
+        sizeMiB: r.sizeMiB,
+        runs: r.runs,
+        dumpMs: r3(r.dumpMs.median),
+        dumpMsMin: r3(r.dumpMs.min),
+        dumpMsMax: r3(r.dumpMs.max),
+        restoreMs: r3(r.restoreMs.median),
+        restoreMsMin: r3(r.restoreMs.min),
+        restoreMsMax: r3(r.restoreMs.max),
+        apiDumpMs: r3(r.apiDumpMs.median),
+        apiRestoreMs: r3(r.apiRestoreMs.median),
+        initReapMs: r3(r.initReapMs.median),
+        zombieRuns: r.zombieRuns,
+        imageBytes: r.imageBytes,
+        imageDuBytes: Math.round(r.imageDuBytes.median),
+        touchedBytes: Math.round(r.anonBytes.median),
+        dumpGBs: r3(r.dumpGBs),
+        restoreGBs: r3(r.restoreGBs),
+        memcpyGBs: r.memcpyGBs,
+        writeGBs: r.writeGBs,
+        dumpPerWrite: r3(r.dumpPerWrite),
+        restorePerWrite: r3(r.restorePerWrite),
+        dumpPerMemcpy: r3(r.dumpPerMemcpy),
+        ...compare,
+      };
+    });
     console.log(JSON.stringify(slim));
   }
 }

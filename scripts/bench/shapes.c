@@ -1,7 +1,8 @@
 /* shapes: the bench's non-memory workloads.
  *   shapes tree N     a process tree of N processes (a chain of fan-outs), each with 1 MiB touched
  *   shapes threads N  one process with N threads
- *   shapes files N DIR       one process with N open files
+ *   shapes files N DIR       one process with N open files (raises its soft RLIMIT_NOFILE to
+ *                            the hard limit when N needs it)
  *   shapes bigfile MIB PATH  one process with a MIB MiB open file (the bench saves it by content)
  *   shapes prefork N  a preforking server: 16 MiB touched, then N-1 children that share it
  *                     copy-on-write, each rewriting 64 KiB of it
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void *idle(void *a) {
@@ -31,10 +33,18 @@ int main(int argc, char **argv) {
   }
   if (argc > 3 && !strcmp(argv[1], "files")) {
     /* shapes files N DIR: N open files */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)n + 16) {
+      rl.rlim_cur = rl.rlim_max;
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) perror("setrlimit");
+    }
     for (int i = 0; i < n; i++) {
       char path[512];
       snprintf(path, sizeof path, "%s/f%d", argv[3], i);
-      if (open(path, O_RDWR | O_CREAT, 0600) < 0) return 1;
+      if (open(path, O_RDWR | O_CREAT, 0600) < 0) {
+        perror(path);
+        return 1;
+      }
     }
     printf("ready\n");
     for (;;) pause();
