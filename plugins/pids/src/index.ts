@@ -28,7 +28,25 @@ const PR_GET_CHILD_SUBREAPER = 37;
 const RLIM_INFINITY = (1n << 64n) - 1n;
 const rl = (v: bigint) => (v === RLIM_INFINITY ? 'inf' : v.toString());
 
-async function dump(proc: ProcessDump): Promise<void> {
+/**
+ * The 16 resource limits, from /proc/PID/limits (one row per RLIMIT_*, in their order; "unlimited"
+ * is RLIM_INFINITY): no stop of the process. Undefined when the file is not as expected.
+ */
+export function parseLimits(text: string): Array<[number, string, string]> | undefined {
+  const rows = text.split('\n').slice(1).filter(Boolean);
+  const out: Array<[number, string, string]> = [];
+  for (const [r, row] of rows.entries()) {
+    const m = /^Max .*?\s{2,}(unlimited|\d+)\s+(unlimited|\d+)/.exec(row);
+    if (!m) return undefined;
+    const v = (x: string) => (x === 'unlimited' ? 'inf' : x);
+    out.push([r, v(m[1]), v(m[2])]);
+  }
+  return out.length === 16 ? out : undefined;
+}
+
+function rlimitsOf(proc: ProcessDump): Array<[number, string, string]> {
+  const fromProc = parseLimits(readFileSync(`/proc/${proc.procPid}/limits`, 'utf8'));
+  if (fromProc) return fromProc;
   const base = proc.tracee.scratch();
   const rlimits: Array<[number, string, string]> = [];
   for (let r = 0; r < 16; r++) {
@@ -36,6 +54,11 @@ async function dump(proc: ProcessDump): Promise<void> {
     const b = proc.tracee.read(base, 16);
     rlimits.push([r, rl(b.readBigUInt64LE(0)), rl(b.readBigUInt64LE(8))]);
   }
+  return rlimits;
+}
+
+async function dump(proc: ProcessDump): Promise<void> {
+  const rlimits = rlimitsOf(proc);
   const personality = Number(proc.tracee.syscall(SYS.personality, 0xffffffff));
   const subreaper = isSubreaper(proc);
   const st = procfs.readStat(proc.pid);
