@@ -1035,19 +1035,11 @@ async function benchSize(ck, bins, mib) {
   const compareRuns = [];
 
   for (let run = 1; run <= runs; run++) {
-    const log = join(sizeDir, `workload-${run}.log`);
     const dir = join(sizeDir, `image-${run}`);
     process.stderr.write(`[${mib} MiB] run ${run}/${runs}: start`);
 
     const tStart = performance.now();
-    const out = execFileSync(process.execPath, [cli, 'run', '--no-namespace', '--stdout', log, '--', bins.workload, String(mib)], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }).trim();
-    const pid = Number(out.split('\n').at(-1));
-    if (!Number.isInteger(pid) || pid <= 0) throw new Error(`ckpt run printed ${JSON.stringify(out)}, not a pid`);
-    track(pid);
-    await waitForLine(log, (t) => /^ready$/m.test(t), '"ready"', 120_000);
+    const { pid, log } = await startDetached(`workload-${mib}`, [bins.workload, String(mib)], /^ready$/m);
     readyMs.push(performance.now() - tStart);
     touched.push(anonPss([pid]));
 

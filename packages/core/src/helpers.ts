@@ -94,6 +94,14 @@ export function inOurNetns(sockFd: number): boolean {
   return native.sock.unixNetns(sockFd) === ownNetns;
 }
 
+/** Whether the process (its task `tracee`, frozen) is a child subreaper: prctl(PR_GET_CHILD_SUBREAPER) run in it. */
+export function isChildSubreaper(tracee: Tracee): boolean {
+  const at = tracee.scratch();
+  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at, 0, 0, 0);
+  return tracee.read(at, 4).readInt32LE(0) !== 0;
+}
+const PR_GET_CHILD_SUBREAPER = 37;
+
 /** Reaps a helper child of ours, waiting up to about ms milliseconds: its status, or null if it has not exited. */
 export function reapWithin(pid: number, ms: number): ReturnType<typeof native.proc.tryWait> {
   let st = native.proc.tryWait(pid);

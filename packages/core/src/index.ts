@@ -105,5 +105,16 @@ export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';
 export { logger, enableLogging, type Logger } from './log.js';
 export { saveShmem, saveMappedShmem, sealShmem, shmemFd, isShmemRef, type ShmemKind, type ShmemRef } from './shmem.js';
-export { remoteOpen, readThroughFd, withSignalsHeld, remoteGetsockopt, takeFd, sleepSync, reapWithin, inOurNetns, type RemoteOpenOptions } from './helpers.js';
+export {
+  remoteOpen,
+  readThroughFd,
+  withSignalsHeld,
+  remoteGetsockopt,
+  takeFd,
+  sleepSync,
+  reapWithin,
+  inOurNetns,
+  isChildSubreaper,
+  type RemoteOpenOptions,
+} from './helpers.js';
 export { readSocketFilter, attachSocketFilter, type SocketFilter } from './sockfilter.js';

@@ -23,7 +23,7 @@ import {
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus, type Vma } from './proc.js';
-import { staleGuards, Tracee } from './tracee.js';
+import { killTraced, staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
 import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
@@ -297,19 +297,7 @@ export class ProcessControl {
 
   /** Kills a stub we created and reaps it (rollback). */
   killStub(pid: number): void {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      return;
-    }
-    try {
-      for (let i = 0; i < 100; i++) {
-        const st = native.ptrace.waitStop(pid, 5000);
-        if (st.kind === 'exited' || st.kind === 'killed') return;
-      }
-    } catch {
-      /* reaped */
-    }
+    killTraced(pid);
   }
 }
 

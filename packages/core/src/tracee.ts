@@ -72,7 +72,7 @@ export function killTraced(pid: number): void {
   }
   try {
     for (let i = 0; i < 100; i++) {
-      const st = native.ptrace.waitStop(pid, 1000);
+      const st = native.ptrace.waitStop(pid, 5000);
       if (st.kind === 'exited' || st.kind === 'killed') return;
     }
   } catch (e) {

@@ -35,6 +35,7 @@ import {
   MAP_GROWSDOWN,
   saveMappedShmem,
   shmemFd,
+  isChildSubreaper,
   killTraced,
   type DumpSession,
   type BlobWriter,
@@ -104,20 +105,19 @@ function protOf(perms: string): number {
 // ---- dump ----
 
 /**
- * The record of one VMA, and the page runs worth saving in it (appended to allRuns). `parent`: the
+ * The record of one VMA (its blobOffset set by the caller), and the page runs worth saving in it (appended to allRuns). `parent`: the
  * parent's (dumped first) when the process is a child in the image, for copy-on-write sharing.
  */
 function vmaRecordOf(
   session: DumpSession,
   { pid, procPid: task }: ProcessDump,
   v: Vma,
-  blobOffset: number,
   allRuns: number[],
   parent?: { task: number; vmas: readonly VmaRecord[] },
   counts?: { zeroPages: number },
 ): VmaRecord {
   const kind = classify(pid, v);
-  const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset };
+  const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset: 0 };
   if (v.flags?.includes('gd')) rec.growsDown = true;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
   // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
@@ -225,7 +225,6 @@ function readFrozen(v: Vma, rec: VmaRecord): boolean {
 
 /** Below this many bytes to copy, a snapshot (two clones, a page-table copy) costs more than it saves. */
 const SNAPSHOT_MIN_BYTES = 4 << 20;
-const PR_GET_CHILD_SUBREAPER = 37;
 
 /** Snapshots not yet read and killed, per session (a failed dump kills them). */
 const pendingSnapshots = new WeakMap<DumpSession, Set<number>>();
@@ -239,10 +238,7 @@ function noSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions | u
   if (options?.frozenCopy) return '--frozen-copy';
   if (bytes < SNAPSHOT_MIN_BYTES) return 'little memory';
   // The snapshot, an orphan, goes to the nearest subreaper above it: this process, if it is one.
-  const { tracee } = proc;
-  const at = tracee.scratch();
-  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at);
-  if (tracee.read(at, 4).readInt32LE(0)) return 'a child subreaper';
+  if (isChildSubreaper(proc.tracee)) return 'a child subreaper';
   return undefined;
 }
 
@@ -265,7 +261,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   let nowBytes = 0;
   for (const v of vmas) {
     const runs: number[] = [];
-    const rec = vmaRecordOf(session, proc, v, 0, runs, parent, counts);
+    const rec = vmaRecordOf(session, proc, v, runs, parent, counts);
     records.push(rec);
     if (readFrozen(v, rec)) {
       rec.blobOffset = nowBytes;
@@ -281,40 +277,12 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
     rec.blobOffset = total;
     for (const [, len] of rec.runs) total += len;
   }
-  const blob = session.image.openBlob(`pages-${proc.pid}.img`);
-  await writePages(proc, blob, task, now, total);
-  const why = noSnapshot(proc, total - nowBytes, options);
-  let snapshot: number | undefined;
-  if (!why) {
-    try {
-      snapshot = session.services.processes.snapshot(tracee);
-    } catch (e) {
-      session.stats['memory.snapshotFailed'] = `pid ${proc.pid}: ${(e as Error).message}`;
-    }
-  } else if (why !== 'not --leave-running') session.stats['memory.frozenCopy'] = `pid ${proc.pid}: ${why}`;
   const stats = session.stats;
   stats['memory.pages'] = Number(stats['memory.pages'] ?? 0) + total / 4096;
   stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
-  if (snapshot === undefined) {
-    await writePages(proc, blob, task, laterRuns, total);
-    session.image.closeBlob(blob);
-  } else {
-    const pending = pendingSnapshots.get(session) ?? new Set<number>();
-    pendingSnapshots.set(session, pending.add(snapshot));
-    stats['memory.snapshots'] = Number(stats['memory.snapshots'] ?? 0) + 1;
-    const from = snapshot;
-    session.whenThawed(async () => {
-      try {
-        await writePages(proc, blob, from, laterRuns, total);
-      } finally {
-        pending.delete(from);
-        killTraced(from);
-      }
-      if (blob.size !== total)
-        throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${blob.size} bytes of pages read from its snapshot, ${total} expected`);
-      session.image.closeBlob(blob);
-    });
-  }
+  const blob = session.image.openBlob(`pages-${proc.pid}.img`);
+  await writePages(proc, blob, task, now, total);
+  await copyRest(proc, blob, laterRuns, total, options);
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
@@ -335,6 +303,51 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
     auxv: procfs.readAuxv(task).toString('base64'),
     exe: procfs.readExe(task),
   } satisfies MemoryRecord);
+}
+
+/** A snapshot of the process to read its pages from after the thaw, or undefined (stats say why). */
+function takeSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions | undefined): number | undefined {
+  const { session } = proc;
+  const why = noSnapshot(proc, bytes, options);
+  if (why) {
+    if (why !== 'not --leave-running') session.stats['memory.frozenCopy'] = `pid ${proc.pid}: ${why}`;
+    return undefined;
+  }
+  try {
+    const pid = session.services.processes.snapshot(proc.tracee);
+    session.stats['memory.snapshots'] = Number(session.stats['memory.snapshots'] ?? 0) + 1;
+    return pid;
+  } catch (e) {
+    session.stats['memory.snapshotFailed'] = `pid ${proc.pid}: ${(e as Error).message}`;
+    return undefined;
+  }
+}
+
+/**
+ * The rest of the pages (runs, up to `total` bytes in the blob): copied now, while frozen, or
+ * from a snapshot once the processes run again (session.whenThawed).
+ */
+async function copyRest(proc: ProcessDump, blob: BlobWriter, runs: number[], total: number, options: MemoryOptions | undefined): Promise<void> {
+  const { session } = proc;
+  const snapshot = takeSnapshot(proc, total - blob.size, options);
+  if (snapshot === undefined) {
+    await writePages(proc, blob, proc.procPid, runs, total);
+    session.image.closeBlob(blob);
+    return;
+  }
+  const pending = pendingSnapshots.get(session) ?? new Set<number>();
+  pendingSnapshots.set(session, pending.add(snapshot));
+  session.whenThawed(async () => {
+    try {
+      await writePages(proc, blob, snapshot, runs, total);
+    } finally {
+      pending.delete(snapshot);
+      killTraced(snapshot);
+    }
+    if (blob.size !== total)
+      throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${blob.size} bytes of pages read from its snapshot, ${total} expected`);
+    session.image.closeBlob(blob);
+  });
 }
 
 /** A failed dump: the snapshots it made and did not read go. */

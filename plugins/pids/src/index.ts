@@ -10,7 +10,7 @@
  * needs root in the stub (installing fds) is done.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, logger, procfs, type DumpSession, type Tracee, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, definePlugin, isChildSubreaper, logger, procfs, type DumpSession, type Tracee, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import { SYS, PR_SET_NAME } from '@ckpt/native';
 import { pidsRecord, type PidsRecord } from './record.js';
 import { shapeProblem } from './shape.js';
@@ -24,7 +24,6 @@ const log = logger('plugin:pids');
 export const NAME = '@ckpt/plugin-pids';
 
 const PR_SET_CHILD_SUBREAPER = 36;
-const PR_GET_CHILD_SUBREAPER = 37;
 const RLIM_INFINITY = (1n << 64n) - 1n;
 const rl = (v: bigint) => (v === RLIM_INFINITY ? 'inf' : v.toString());
 
@@ -60,7 +59,7 @@ function rlimitsOf(proc: ProcessDump): Array<[number, string, string]> {
 async function dump(proc: ProcessDump): Promise<void> {
   const rlimits = rlimitsOf(proc);
   const personality = Number(proc.tracee.syscall(SYS.personality, 0xffffffff));
-  const subreaper = isSubreaper(proc);
+  const subreaper = isChildSubreaper(proc.tracee);
   const st = procfs.readStat(proc.pid);
   const status = procfs.readStatus(proc.pid);
   const ids = (s: string | undefined) => (s ?? '').split(/\s+/).filter(Boolean).map(Number);
@@ -78,13 +77,6 @@ async function dump(proc: ProcessDump): Promise<void> {
   } satisfies PidsRecord);
 }
 
-/** PR_GET_CHILD_SUBREAPER, asked in the process. */
-function isSubreaper(proc: ProcessDump): boolean {
-  const base = proc.tracee.scratch();
-  proc.tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
-  return proc.tracee.read(base, 4).readInt32LE(0) !== 0;
-}
-
 /**
  * Refuses, naming the process, a tree whose shape a restore could not make again (shape.ts): a
  * process in a session its parent is not in, when that parent would not get it back. Before any
@@ -99,7 +91,7 @@ async function checkShape(session: DumpSession): Promise<void> {
       ...session.processes.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid })),
       ...session.zombies.map((z) => ({ pid: z.pid, ppid: z.ppid, pgid: z.pgid, sid: z.sid, zombie: true })),
     ],
-    reaper: (pid) => (pid === root.pid && nsInit) || (!!proc(pid) && isSubreaper(proc(pid)!)),
+    reaper: (pid) => (pid === root.pid && nsInit) || (!!proc(pid) && isChildSubreaper(proc(pid)!.tracee)),
   });
   if (problem) throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${root.pid} (${root.comm}): ${problem}`);
 }
