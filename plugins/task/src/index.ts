@@ -226,8 +226,6 @@ async function dump(proc: ProcessDump): Promise<void> {
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
       const pdeathsig = intAt(0);
       const status = procfs.readStatus(pid, t.pid);
-      const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
-      const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
       const own = readCgroups(pid, t.pid);
       return {
         ...(seccomp.threads[i] ? { seccomp: seccomp.threads[i] } : {}),
@@ -240,10 +238,7 @@ async function dump(proc: ProcessDump): Promise<void> {
         timerSlackNs: Number(t.syscall(SYS.prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0)),
         pdeathsig,
         noNewPrivs: status.NoNewPrivs === '1',
-        uid: ids(status.Uid),
-        gid: ids(status.Gid),
-        groups: ids(status.Groups),
-        caps: { inh: cap(status.CapInh), prm: cap(status.CapPrm), eff: cap(status.CapEff), bnd: cap(status.CapBnd), amb: cap(status.CapAmb) },
+        ...credentialsOf(status),
         securebits: Number(t.syscall(SYS.prctl, PR_GET_SECUREBITS, 0, 0, 0, 0)),
       };
     }),
@@ -487,12 +482,31 @@ async function keepCaps(proc: ProcessRestore): Promise<void> {
  * thread in the kernel), then its capability sets, bounding set, securebits and ambient set.
  * The stub threads were root with every capability; what they had at the dump is all they keep.
  */
+/** A thread's ids (real, effective, saved, fs), groups and capability sets, from its /proc status. */
+function credentialsOf(status: Record<string, string>): Pick<TaskRecord['threads'][number], 'uid' | 'gid' | 'groups' | 'caps'> {
+  const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
+  const cap = (v: string | undefined) => BigInt(`0x${v ?? '0'}`).toString(16);
+  return {
+    uid: ids(status.Uid),
+    gid: ids(status.Gid),
+    groups: ids(status.Groups),
+    caps: { inh: cap(status.CapInh), prm: cap(status.CapPrm), eff: cap(status.CapEff), bnd: cap(status.CapBnd), amb: cap(status.CapAmb) },
+  };
+}
+
 async function restoreCredentials(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<TaskRecord>(NAME);
   if (!rec) return;
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
     if (!t) return;
+    // A thread that has its ids and capabilities already (made by a restorer with the same
+    // credentials) only gets its securebits (the restore holds SECBIT_KEEP_CAPS meanwhile).
+    const held = credentialsOf(procfs.readStatus(proc.pid, t.pid));
+    if (JSON.stringify(held) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps })) {
+      t.syscall(SYS.prctl, PR_SET_SECUREBITS, th.securebits, 0, 0, 0);
+      return;
+    }
     const caps = (v: string) => BigInt(`0x${v}`);
     const capData = (eff: bigint, prm: bigint, inh: bigint) => {
       const b = Buffer.alloc(24);
