@@ -447,8 +447,10 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
     const t = proc.threads[i];
     if (!t) return;
     t.syscall(SYS.prctl, PR_SET_TIMERSLACK, th.timerSlackNs, 0, 0, 0);
+    // What the thread has already (from the leader it was cloned from) is not set again.
     const mask = affinityMask(th.affinity);
-    const r = t.syscallRaw(SYS.sched_setaffinity, 0, mask.length, t.put(mask, 0));
+    const now = procfs.readStatus(host, t.pid).Cpus_allowed?.toLowerCase();
+    const r = now === th.affinity ? 0n : t.syscallRaw(SYS.sched_setaffinity, 0, mask.length, t.put(mask, 0));
     if (r < 0n)
       throw new CkptError(
         'ERR_CKPT_RESTORE_FAILED',
@@ -456,13 +458,14 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
       );
     const param = Buffer.alloc(4);
     param.writeInt32LE(th.priority);
-    const s = t.syscallRaw(SYS.sched_setscheduler, 0, th.policy, t.put(param, 64));
+    const samePolicy = th.policy === statField(host, t.pid, 41) && th.priority === statField(host, t.pid, 40);
+    const s = samePolicy ? 0n : t.syscallRaw(SYS.sched_setscheduler, 0, th.policy, t.put(param, 64));
     if (s < 0n) {
       const name = POLICY[th.policy & ~SCHED_RESET_ON_FORK] ?? `policy ${th.policy}`;
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: cannot set ${name} priority ${th.priority} (errno ${-s})`);
     }
     // setpriority(PRIO_PROCESS, 0) is per thread on Linux; negative values need the stub still root.
-    t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
+    if (th.nice !== statField(host, t.pid, 19)) t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
   });
   restoreTimers(proc, rec);
   restoreMembarrier(proc, rec);
@@ -502,8 +505,8 @@ async function restoreCredentials(proc: ProcessRestore): Promise<void> {
     if (!t) return;
     // A thread that has its ids and capabilities already (made by a restorer with the same
     // credentials) only gets its securebits (the restore holds SECBIT_KEEP_CAPS meanwhile).
-    const held = credentialsOf(procfs.readStatus(proc.pid, t.pid));
-    if (JSON.stringify(held) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps })) {
+    const held = proc.stub && credentialsOf(procfs.readStatus(proc.stub.pid, t.pid));
+    if (held && JSON.stringify(held) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps })) {
       t.syscall(SYS.prctl, PR_SET_SECUREBITS, th.securebits, 0, 0, 0);
       return;
     }
