@@ -131,11 +131,19 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   if (rec.personality !== undefined) stub.syscall(SYS.personality, rec.personality);
   // Limits: as saved, but a hard limit can only go down without CAP_SYS_RESOURCE, so each is
   // capped at the restorer's own hard limit (logged when that changes anything).
+  // What the stub has already (the restorer's own limits, mostly) is not set again.
+  const current = parseLimits(readFileSync(`/proc/${stub.pid}/limits`, 'utf8'));
   const base = stub.scratch();
   for (const [r, soft, hard] of rec.rlimits ?? []) {
-    stub.syscall(SYS.prlimit64, 0, r, 0, base);
-    const curHard = stub.read(base, 16).readBigUInt64LE(8);
     const want = (v: string) => (v === 'inf' ? RLIM_INFINITY : BigInt(v));
+    const now = current?.[r];
+    if (now && now[1] === soft && now[2] === hard) continue;
+    let curHard: bigint;
+    if (now) curHard = want(now[2]);
+    else {
+      stub.syscall(SYS.prlimit64, 0, r, 0, base);
+      curHard = stub.read(base, 16).readBigUInt64LE(8);
+    }
     let h = want(hard),
       s = want(soft);
     if (h > curHard) {
