@@ -946,31 +946,37 @@ function printOpsTable(title, agg, ref) {
   const apiK = A('api:kill');
   const cliK = A('cli:kill');
   const othK = A('other:kill');
+  // After a dump + restore (a: the API's or the command's figures): the downtime the process saw,
+  // next to the two operations, and its first answer; with the --compare column for commands.
+  const afterRestore = (a, what, compared) => {
+    const span = a.dumpMs && a.restoreMs ? a.dumpMs.median + a.restoreMs.median : undefined;
+    const o = compared ? othK : undefined;
+    row(
+      '  downtime seen inside ms',
+      a.downtimeMs,
+      span,
+      `dump + restore ${what}, ${fms(a.releaseMs?.median)} ms, taken out)`,
+      o,
+      compared ? 'downtimeMs' : undefined,
+    );
+    row(
+      '  first answer after restore ms',
+      a.rttAfterMs,
+      a.rttBeforeMs?.median,
+      'an answer before the dump, same connection',
+      o,
+      compared ? 'rttAfterMs' : undefined,
+    );
+  };
   if (apiK) {
     row('dump (kills), API ms', apiK.dumpMs, writeMs(apiK), `write() of the touched bytes; ckpt's own ms ${fms(apiK.ownDumpMs?.median)}`);
     row('restore, API ms', apiK.restoreMs, writeMs(apiK), `write() of the touched bytes; ckpt's own ms ${fms(apiK.ownRestoreMs?.median)}`);
-    const span = apiK.dumpMs && apiK.restoreMs ? apiK.dumpMs.median + apiK.restoreMs.median : undefined;
-    row(
-      '  downtime seen inside ms',
-      apiK.downtimeMs,
-      span,
-      `dump + restore calls (the wait for init to reap the dumped pids, ${fms(apiK.releaseMs?.median)} ms, taken out)`,
-    );
-    row('  first answer after restore ms', apiK.rttAfterMs, apiK.rttBeforeMs?.median, 'an answer before the dump, same connection');
+    afterRestore(apiK, 'calls (the wait for init to reap the dumped pids', false);
   }
   if (cliK) {
     row('dump (kills), CLI wall ms', cliK.dumpMs, node, wallNote(cliK.dumpMs, apiK?.dumpMs, cliK.ownDumpMs), othK, 'dumpMs');
     row('restore -d, CLI wall ms', cliK.restoreMs, node, wallNote(cliK.restoreMs, apiK?.restoreMs, cliK.ownRestoreMs), othK, 'restoreMs');
-    const span = cliK.dumpMs && cliK.restoreMs ? cliK.dumpMs.median + cliK.restoreMs.median : undefined;
-    row(
-      '  downtime seen inside ms',
-      cliK.downtimeMs,
-      span,
-      `dump + restore commands (the wait for the dumped pids to be reaped, ${fms(cliK.releaseMs?.median)} ms, taken out)`,
-      othK,
-      'downtimeMs',
-    );
-    row('  first answer after restore ms', cliK.rttAfterMs, cliK.rttBeforeMs?.median, 'an answer before the dump, same connection', othK, 'rttAfterMs');
+    afterRestore(cliK, 'commands (the wait for the dumped pids to be reaped', true);
   }
   if (apiL) {
     row('dump --leave-running, API ms', apiL.dumpMs, writeMs(apiL), `write() of the touched bytes; ckpt's own ms ${fms(apiL.ownDumpMs?.median)}`);
