@@ -166,6 +166,7 @@ export class Ckpt {
     checkDumpable(pc, pid, options);
     const image = services.images.create(options.dir, { sync: options.sync, keep: options.keep, followSymlinks: options.followSymlinks });
     const state = new SessionStateStore();
+    const deferred: Array<() => Promise<void>> = [];
     const session: DumpSession = {
       kind: 'dump',
       options,
@@ -174,15 +175,13 @@ export class Ckpt {
       zombies: [],
       meta: {},
       stats: {},
-      whenThawed: () => {},
+      whenThawed: (work) => deferred.push(work),
       services,
       state,
       progress: (ev) => options.onProgress?.(ev),
       interruptionPoint: () => interruptionPoint(options.signal, 'dump'),
     };
     const frozen: Tracee[][] = [];
-    const deferred: Array<() => Promise<void>> = [];
-    session.whenThawed = (work) => deferred.push(work);
     let tFrozen = 0;
     let frozenMs = 0;
     try {

@@ -55,11 +55,15 @@ export const SCRATCH_SIZE = 64 * 1024;
 const WALL = 0x40000000;
 const WNOHANG = 1;
 
-/** The host pid of parent's child `id` (a pid in parent's namespace, as clone returns it). */
-function hostChild(parent: number, id: number): number {
+/**
+ * The host tid of the task `id` that parent just cloned (its id in parent's pid namespace, as
+ * clone returns it): a child, or with `thread` one of parent's threads.
+ */
+function hostTaskOf(parent: number, id: number, syscall: string, thread = false): number {
   if (nsPid(parent) === parent) return id;
-  const host = hostTidOf(childrenOf(parent), id);
-  if (host === undefined) throw new NativeError({ message: `cannot find the new process ${id} of ${parent}`, code: 'ESRCH', syscall: 'clone', pid: parent });
+  const candidates = thread ? listThreads(parent) : childrenOf(parent);
+  const host = hostTidOf(candidates, id, thread ? () => parent : undefined);
+  if (host === undefined) throw new NativeError({ message: `cannot find the new task ${id} of ${parent}`, code: 'ESRCH', syscall, pid: parent });
   return host;
 }
 
@@ -255,7 +259,7 @@ export class Tracee {
     try {
       this.injected++;
       aHere = Number(checkSyscall('clone', this.pid, native.ptrace.remoteSyscall(this.pid, code, SYS.clone, [CLONE_VM], false)));
-      a = hostChild(this.pid, aHere);
+      a = hostTaskOf(this.pid, aHere, 'clone');
       this.hasRun = true;
       this.blockSignals();
     } finally {
@@ -265,7 +269,7 @@ export class Tracee {
     try {
       native.ptrace.waitStop(a, 5000);
       native.ptrace.setOptions(a, options | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
-      b = hostChild(a, Number(checkSyscall('clone', a, native.ptrace.remoteSyscall(a, code, SYS.clone, [0], false))));
+      b = hostTaskOf(a, Number(checkSyscall('clone', a, native.ptrace.remoteSyscall(a, code, SYS.clone, [0], false))), 'clone');
       native.ptrace.waitStop(b, 5000);
       log('pid %d: copy-on-write snapshot %d (through %d)', this.pid, b, a);
       return b;
@@ -553,13 +557,7 @@ export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: b
   );
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];
-  else if (nsPid(parent.pid) !== parent.pid) {
-    const candidates = opts.thread ? listThreads(parent.pid) : childrenOf(parent.pid);
-    const host = hostTidOf(candidates, id, opts.thread ? () => parent.pid : undefined);
-    if (host === undefined)
-      throw new NativeError({ message: `cannot find the new task ${id} of ${parent.pid}`, code: 'ESRCH', syscall: 'clone3', pid: parent.pid });
-    id = host;
-  }
+  else id = hostTaskOf(parent.pid, id, 'clone3', opts.thread);
   const st = native.ptrace.waitStop(id, 10000);
   if (st.kind === 'exited' || st.kind === 'killed') {
     throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
