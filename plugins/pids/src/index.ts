@@ -134,8 +134,8 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   // What the stub has already (the restorer's own limits, mostly) is not set again.
   const current = parseLimits(readFileSync(`/proc/${stub.pid}/limits`, 'utf8'));
   const base = stub.scratch();
+  const want = (v: string) => (v === 'inf' ? RLIM_INFINITY : BigInt(v));
   for (const [r, soft, hard] of rec.rlimits ?? []) {
-    const want = (v: string) => (v === 'inf' ? RLIM_INFINITY : BigInt(v));
     const now = current?.[r];
     if (now && now[1] === soft && now[2] === hard) continue;
     let curHard: bigint;

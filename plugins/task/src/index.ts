@@ -83,15 +83,14 @@ const SIGSTOP = 19;
 
 const POLICY: Record<number, string> = { 0: 'SCHED_OTHER', 1: 'SCHED_FIFO', 2: 'SCHED_RR', 3: 'SCHED_BATCH', 5: 'SCHED_IDLE', 6: 'SCHED_DEADLINE' };
 
-/** Field N of /proc/PID/task/TID/stat (1-based, as proc(5) numbers them). */
-function statField(pid: number, tid: number, n: number): number {
+/** /proc/PID/task/TID/stat read once: field N of it (1-based, as proc(5) numbers them). */
+function statFields(pid: number, tid: number): (n: number) => number {
   const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  return Number(
-    text
-      .slice(text.lastIndexOf(')') + 2)
-      .trim()
-      .split(' ')[n - 3],
-  );
+  const fields = text
+    .slice(text.lastIndexOf(')') + 2)
+    .trim()
+    .split(' ');
+  return (n) => Number(fields[n - 3]);
 }
 
 function refuse(pid: number, comm: string, what: string, hint?: string): never {
@@ -226,14 +225,15 @@ async function dump(proc: ProcessDump): Promise<void> {
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
       const pdeathsig = intAt(0);
       const status = procfs.readStatus(pid, t.pid);
+      const stat = statFields(pid, t.pid);
       const own = readCgroups(pid, t.pid);
       return {
         ...(seccomp.threads[i] ? { seccomp: seccomp.threads[i] } : {}),
         ...(own.join('\n') !== cgroups.join('\n') ? { cgroups: own } : {}),
         tid: t.pid,
-        nice: statField(pid, t.pid, 19),
+        nice: stat(19),
         policy,
-        priority: statField(pid, t.pid, 40),
+        priority: stat(40),
         affinity: (status.Cpus_allowed ?? 'ffffffff').toLowerCase(),
         timerSlackNs: Number(t.syscall(SYS.prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0)),
         pdeathsig,
@@ -458,14 +458,15 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
       );
     const param = Buffer.alloc(4);
     param.writeInt32LE(th.priority);
-    const samePolicy = th.policy === statField(host, t.pid, 41) && th.priority === statField(host, t.pid, 40);
+    const stat = statFields(host, t.pid);
+    const samePolicy = th.policy === stat(41) && th.priority === stat(40);
     const s = samePolicy ? 0n : t.syscallRaw(SYS.sched_setscheduler, 0, th.policy, t.put(param, 64));
     if (s < 0n) {
       const name = POLICY[th.policy & ~SCHED_RESET_ON_FORK] ?? `policy ${th.policy}`;
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: cannot set ${name} priority ${th.priority} (errno ${-s})`);
     }
     // setpriority(PRIO_PROCESS, 0) is per thread on Linux; negative values need the stub still root.
-    if (th.nice !== statField(host, t.pid, 19)) t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
+    if (th.nice !== stat(19)) t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
   });
   restoreTimers(proc, rec);
   restoreMembarrier(proc, rec);
