@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs, installed only when missing (runs before `npm test`):
-# nftables (TCP connections are blocked with it during a checkpoint) and redis-server (the TCP
-# acceptance test).
+# nftables (TCP connections are blocked with it during a checkpoint), redis-server (the TCP
+# acceptance test) and b3sum (the reference BLAKE3 the image digests are checked against).
 set -euo pipefail
 missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v b3sum >/dev/null 2>&1 || missing+=(b3sum)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -351,8 +351,8 @@ describe('restore errors', () => {
         flipByte(target.file, Math.floor(target.size / 2));
         return target.file;
       },
-      // The manifest is signed; records are listed in it with their SHA-256.
-      [/modified after it was signed|does not match its SHA-256 in the signed manifest/],
+      // The manifest is signed; records are listed in it with their digest.
+      [/modified after it was signed|does not match its BLAKE3 digest in the signed manifest/],
     );
   });
 

@@ -1,9 +1,11 @@
-// Authenticated images: a dump signs its manifest (which lists every file's SHA-256) with the
+// Authenticated images: a dump signs its manifest (which lists every file's BLAKE3) with the
 // host key; a restore refuses an image that is unsigned, was modified after signing (records,
 // pages), or was signed by a key this host does not trust, before creating any process; trust is
 // given for one restore (--trust-key) or for good (ckpt trust). Another "host" is another
-// CKPT_KEY_DIR.
-import { createHash } from 'node:crypto';
+// CKPT_KEY_DIR. The digests are checked against b3sum's (Debian's b3sum, another implementation);
+// an image of format 3 (SHA-256 digests) still restores.
+import { execFileSync } from 'node:child_process';
+import { createHash, createPrivateKey, createPublicKey, sign } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -32,6 +34,8 @@ import {
 useCleanup();
 
 const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+/** BLAKE3 as the reference tool computes it. */
+const b3sum = (b: Buffer | string) => execFileSync('b3sum', ['--no-names'], { input: b }).toString().trim();
 const FP_RE = /SHA256:[A-Za-z0-9+/]{43}/;
 
 /** Starts the workload (small heap), dumps it (killing it) into dir/img, waits until its pid is free. */
@@ -92,15 +96,15 @@ describe('signed images', () => {
     const sig = fs.readFileSync(path.join(w.gen, 'manifest.sig'), 'utf8');
     expect(sig).toMatch(/^ckpt-signature-v1 ed25519 [A-Za-z0-9+/]{43}= [A-Za-z0-9+/]{86}==\n$/);
     expect(fs.statSync(path.join(w.gen, 'manifest.sig')).mode & 0o777).toBe(0o600);
-    // Every file is listed with its SHA-256, the manifest's own digest aside.
+    // Every file is listed with its BLAKE3 (b3sum's), the manifest's own digest aside.
     const manifest = JSON.parse(fs.readFileSync(path.join(w.gen, 'manifest.json'), 'utf8')) as {
       version: number;
-      files: Record<string, { size: number; sha256: string }>;
+      files: Record<string, { size: number; blake3: string }>;
     };
-    expect(manifest.version).toBe(3);
+    expect(manifest.version).toBe(4);
     const onDisk = fs.readdirSync(w.gen).filter((n) => n !== 'manifest.json' && n !== 'manifest.sig');
     expect(Object.keys(manifest.files).sort()).toEqual(onDisk.sort());
-    for (const [name, e] of Object.entries(manifest.files)) expect(sha256(fs.readFileSync(path.join(w.gen, name))), name).toBe(e.sha256);
+    for (const [name, e] of Object.entries(manifest.files)) expect(b3sum(fs.readFileSync(path.join(w.gen, name))), name).toBe(e.blake3);
 
     const key = await ckpt(['key', '--json']);
     expectOk(key);
@@ -110,7 +114,7 @@ describe('signed images', () => {
     const show = await ckpt(['show', w.img, '--verify']);
     expectOk(show);
     expect(show.stdout).toContain(`signed by ${host.fingerprint} (ed25519, this host's key)`);
-    expect(show.stdout).toMatch(/signature valid; every file matches its SHA-256/);
+    expect(show.stdout).toMatch(/signature valid; every file matches its digest/);
     const sj = await ckpt(['show', w.img, '--json']);
     expectOk(sj);
     expect(JSON.parse(sj.stdout).signature).toMatchObject({ algorithm: 'ed25519', fingerprint: host.fingerprint, trust: 'host', trusted: true });
@@ -123,7 +127,7 @@ describe('signed images', () => {
     const w = await dumpedWorkload('tamper');
     const proc = `proc-${w.pid}.json`;
 
-    // A record edited, its sha256 and the manifest's checksum recomputed: only the signature tells.
+    // A record edited, its digest and the manifest's checksum recomputed: only the signature tells.
     const edited = tamperedCopy(w.gen, path.join(w.dir, 'edited'), (copy) => {
       const rec = JSON.parse(fs.readFileSync(path.join(copy, proc), 'utf8'));
       rec.comm = 'evil';
@@ -131,14 +135,14 @@ describe('signed images', () => {
       fs.writeFileSync(path.join(copy, proc), text);
       const mpath = path.join(copy, 'manifest.json');
       const { checksum: _old, ...body } = JSON.parse(fs.readFileSync(mpath, 'utf8'));
-      body.files[proc] = { size: Buffer.byteLength(text), sha256: sha256(text) };
+      body.files[proc] = { size: Buffer.byteLength(text), blake3: b3sum(text) };
       fs.writeFileSync(mpath, JSON.stringify({ ...body, checksum: sha256(JSON.stringify(body)) }, null, 1));
     });
     await expectRefused(edited, w.pid, [/manifest\.json was modified after it was signed/, FP_RE]);
     const show = await ckpt(['show', edited]);
     expectCleanError(show, /modified after it was signed/);
 
-    // One byte of the pages changed (sizes unchanged): its SHA-256 no longer matches the signed manifest.
+    // One byte of the pages changed (sizes unchanged): its BLAKE3 no longer matches the signed manifest.
     const pages = `pages-${w.pid}.img`;
     const flipped = tamperedCopy(w.gen, path.join(w.dir, 'flipped'), (copy) => {
       const fd = fs.openSync(path.join(copy, pages), 'r+');
@@ -149,9 +153,9 @@ describe('signed images', () => {
       fs.writeSync(fd, b, 0, 1, Math.floor(size / 2));
       fs.closeSync(fd);
     });
-    await expectRefused(flipped, w.pid, [new RegExp(`${pages} does not match its SHA-256 in the signed manifest`)]);
+    await expectRefused(flipped, w.pid, [new RegExp(`${pages} does not match its BLAKE3 digest in the signed manifest`)]);
     const verify = await ckpt(['show', flipped, '--verify']);
-    expectCleanError(verify, new RegExp(`${pages} does not match its SHA-256`));
+    expectCleanError(verify, new RegExp(`${pages} does not match its BLAKE3 digest`));
 
     // The signature removed.
     const unsigned = tamperedCopy(w.gen, path.join(w.dir, 'unsigned'), (copy) => fs.rmSync(path.join(copy, 'manifest.sig')));
@@ -164,7 +168,7 @@ describe('signed images', () => {
       body.version = 2;
       fs.writeFileSync(mpath, JSON.stringify({ ...body, checksum: sha256(JSON.stringify(body)) }, null, 1));
     });
-    const old = await expectRefused(v2, w.pid, [/format version 2, this ckpt reads version 3/]);
+    const old = await expectRefused(v2, w.pid, [/format version 2, this ckpt reads versions 3-4/]);
     expect(old.stderr).toMatch(/^ckpt: hint: restore it with the ckpt that wrote it/m);
 
     // Another key's signature of the same manifest: not the signature of the image's key (a fixed
@@ -182,6 +186,45 @@ describe('signed images', () => {
 
     // The pristine image still restores.
     await restoreAndKill(w.img, w);
+  });
+
+  it('an image of format 3 (SHA-256 digests, signed) still restores, and its digests are checked', async () => {
+    const env = { CKPT_KEY_DIR: path.join(makeTempDir('v3keys'), 'keys') };
+    const w = await dumpedWorkload('v3', env);
+    // The image as the previous ckpt wrote it: version 3, SHA-256 digests, signed by the same key.
+    const asV3 = (into: string, mutate: (copy: string) => void = () => {}) =>
+      tamperedCopy(w.gen, path.join(w.dir, into), (copy) => {
+        mutate(copy);
+        const mpath = path.join(copy, 'manifest.json');
+        const { checksum: _old, ...body } = JSON.parse(fs.readFileSync(mpath, 'utf8'));
+        body.version = 3;
+        for (const name of Object.keys(body.files)) {
+          const data = fs.readFileSync(path.join(w.gen, name));
+          body.files[name] = { size: data.length, sha256: sha256(data) };
+        }
+        const text = JSON.stringify({ ...body, checksum: sha256(JSON.stringify(body)) }, null, 1);
+        fs.writeFileSync(mpath, text);
+        const key = createPrivateKey(fs.readFileSync(path.join(env.CKPT_KEY_DIR, 'host.key')));
+        const raw = Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x!, 'base64url');
+        const sig = sign(null, Buffer.from(text), key);
+        fs.writeFileSync(path.join(copy, 'manifest.sig'), `ckpt-signature-v1 ed25519 ${raw.toString('base64')} ${sig.toString('base64')}\n`);
+      });
+    const pages = `pages-${w.pid}.img`;
+    // Its pages changed after signing: refused by their SHA-256.
+    const flipped = asV3('v3flipped', (copy) => {
+      const fd = fs.openSync(path.join(copy, pages), 'r+');
+      const b = Buffer.alloc(1);
+      fs.readSync(fd, b, 0, 1, 4096);
+      b[0] ^= 0x40;
+      fs.writeSync(fd, b, 0, 1, 4096);
+      fs.closeSync(fd);
+    });
+    await expectRefused(flipped, w.pid, [new RegExp(`${pages} does not match its SHA-256 digest in the signed manifest`)], [], env);
+    const v3 = asV3('v3');
+    const verify = await ckpt(['show', v3, '--verify'], { env });
+    expectOk(verify);
+    expect(verify.stdout).toMatch(/sha256 [0-9a-f]{16}/);
+    await restoreAndKill(v3, w, [], env);
   });
 
   it('an image of another host is refused as untrusted, accepted with --trust-key, then after ckpt trust', async () => {

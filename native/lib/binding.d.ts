@@ -11,8 +11,10 @@ export interface WaitStatus {
 export interface CopyResult {
   bytes: number;
 }
-/** A running SHA-256 (native/src/hash.cc): an opaque handle, continued across native calls. */
-export type Sha256Handle = { readonly __sha256: unique symbol };
+/** The digests of image files: BLAKE3 (new images), SHA-256 (images of format 3 and older). */
+export type HashAlgorithm = 'blake3' | 'sha256';
+/** A running hash (native/src/hash.cc): an opaque handle, continued across native calls. */
+export type HashHandle = { readonly __hash: unique symbol };
 export interface RseqConfig {
   pointer: bigint;
   size: number;
@@ -212,21 +214,26 @@ export interface MemBinding {
     parentPid?: number,
   ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
-  dumpPages(pid: number, runs: Float64Array, fd: number, hash: Sha256Handle): CopyResult;
+  dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle): CopyResult;
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */
-  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: Sha256Handle): CopyResult;
+  restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: HashHandle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
 }
-/** SHA-256 (native/src/hash.cc, OpenSSL's EVP from node), the digest of image files. */
+/**
+ * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX2 when the
+ * CPU has it) and SHA-256 (OpenSSL's EVP from node). Digests are lowercase hex.
+ */
 export interface HashBinding {
-  /** A new running SHA-256, for sha256Update, dumpPages and restorePages. */
-  sha256New(): Sha256Handle;
-  sha256Update(hash: Sha256Handle, data: Uint8Array): void;
+  /** A new running hash, for hashUpdate, dumpPages and restorePages. */
+  hashNew(alg: HashAlgorithm): HashHandle;
+  hashUpdate(hash: HashHandle, data: Uint8Array): void;
   /** Hex digest of everything hashed so far (the hash can go on). */
-  sha256Digest(hash: Sha256Handle): string;
-  /** Hex SHA-256 of [offset, offset + length) of the file. */
-  sha256File(fd: number, offset: number, length: number): string;
+  hashDigest(hash: HashHandle): string;
+  /** Hex digest of a buffer. */
+  hashOf(alg: HashAlgorithm, data: Uint8Array): string;
+  /** Hex digest of [offset, offset + length) of the file. */
+  hashFile(alg: HashAlgorithm, fd: number, offset: number, length: number): string;
 }
 /** Processes (native/src/spawn.cc, fd.cc, ptrace.cc): creating them, pidfds, comparing their resources, reaping. */
 export interface ProcBinding {

@@ -33,7 +33,7 @@ export const GROUPS = {
     'faultSteps',
   ],
   mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem'],
-  hash: ['sha256New', 'sha256Update', 'sha256Digest', 'sha256File'],
+  hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'mknod', 'getOwnerEx', 'openByHandleAt', 'ioctlPtr', 'ioctlVal', 'pollNow'],
   events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch', 'fanotifyInit', 'fanotifyMark'],

@@ -1,17 +1,19 @@
-// SHA-256, the digest of image files: running hashes as JS handles, and a file range hashed
-// through one buffer. See hash.h.
+// The digests of image files (BLAKE3, SHA-256): running hashes as JS handles, a buffer hashed at
+// once, and a file range hashed through one buffer. See hash.h.
 #include "hash.h"
 
 #include <unistd.h>
 
 #include <cstdlib>
+#include <memory>
+#include <string>
 #include <vector>
 
 namespace ckpt {
 namespace {
 
-// Marks the Externals that hold a Sha256 (napi_type_tag), so that no other External is taken for one.
-constexpr napi_type_tag kSha256Tag = {0x636b70742d736861ULL, 0x3235362d68616e64ULL};
+// Marks the Externals that hold a Hash (napi_type_tag), so that no other External is taken for one.
+constexpr napi_type_tag kHashTag = {0x636b70742d736861ULL, 0x3235362d68616e64ULL};
 constexpr size_t kFileChunk = 1 << 20;
 
 void HexDigest(const uint8_t d[32], char out[65]) {
@@ -20,37 +22,26 @@ void HexDigest(const uint8_t d[32], char out[65]) {
   out[64] = 0;
 }
 
-// sha256New() -> handle: an empty running SHA-256.
-Napi::Value Sha256New(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto* h = new Sha256();
-  if (!h->ok()) {
+// A new running hash of the algorithm named by `v` ("blake3" or "sha256"), or nullptr after throwing.
+Hash* NewHash(const Napi::Value& v) {
+  Napi::Env env = v.Env();
+  std::string alg = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+  if (alg == "blake3") return new Blake3Hash();
+  if (alg == "sha256") {
+    auto* h = new Sha256();
+    if (h->ok()) return h;
     delete h;
     ThrowErrno(env, ENOMEM, "EVP_DigestInit_ex(sha256)");
-    return env.Undefined();
+    return nullptr;
   }
-  auto ext = Napi::External<Sha256>::New(env, h, [](Napi::Env, Sha256* p) { delete p; });
-  ext.TypeTag(&kSha256Tag);
-  return ext;
+  Napi::TypeError::New(env, "hash algorithm must be \"blake3\" or \"sha256\"").ThrowAsJavaScriptException();
+  return nullptr;
 }
 
-// sha256Update(handle, buffer): hashes the buffer's bytes.
-Napi::Value Sha256UpdateJs(const Napi::CallbackInfo& info) {
-  Sha256* h = Sha256Arg(info[0]);
-  if (!h) return info.Env().Undefined();
-  auto b = info[1].As<Napi::Uint8Array>();
-  h->Update(b.Data(), b.ByteLength());
-  return info.Env().Undefined();
-}
-
-// sha256Digest(handle) -> hex string of everything hashed so far (the handle can go on).
-Napi::Value Sha256DigestJs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Sha256* h = Sha256Arg(info[0]);
-  if (!h) return env.Undefined();
+Napi::Value HexValue(Napi::Env env, const Hash& h) {
   uint8_t d[32];
   char hex[65];
-  if (!h->Digest(d)) {
+  if (!h.Digest(d)) {
     ThrowErrno(env, EINVAL, "EVP_DigestFinal_ex(sha256)");
     return env.Undefined();
   }
@@ -58,16 +49,49 @@ Napi::Value Sha256DigestJs(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, hex, 64);
 }
 
-// sha256File(fd, offset, length) -> hex SHA-256 of that range of the file (pread, 1 MiB at a time).
-Napi::Value Sha256File(const Napi::CallbackInfo& info) {
+// hashNew(alg) -> handle: an empty running hash ("blake3" or "sha256").
+Napi::Value HashNew(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  int fd = ArgInt(info[0]);
-  uint64_t off = ArgU64(info[1]), len = ArgU64(info[2]);
-  Sha256 h;
-  if (!h.ok()) {
-    ThrowErrno(env, ENOMEM, "EVP_DigestInit_ex(sha256)");
-    return env.Undefined();
-  }
+  Hash* h = NewHash(info[0]);
+  if (!h) return env.Undefined();
+  auto ext = Napi::External<Hash>::New(env, h, [](Napi::Env, Hash* p) { delete p; });
+  ext.TypeTag(&kHashTag);
+  return ext;
+}
+
+// hashUpdate(handle, buffer): hashes the buffer's bytes.
+Napi::Value HashUpdateJs(const Napi::CallbackInfo& info) {
+  Hash* h = HashArg(info[0]);
+  if (!h) return info.Env().Undefined();
+  auto b = info[1].As<Napi::Uint8Array>();
+  h->Update(b.Data(), b.ByteLength());
+  return info.Env().Undefined();
+}
+
+// hashDigest(handle) -> hex string of everything hashed so far (the handle can go on).
+Napi::Value HashDigestJs(const Napi::CallbackInfo& info) {
+  Hash* h = HashArg(info[0]);
+  if (!h) return info.Env().Undefined();
+  return HexValue(info.Env(), *h);
+}
+
+// hashOf(alg, buffer) -> hex digest of the buffer.
+Napi::Value HashOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::unique_ptr<Hash> h(NewHash(info[0]));
+  if (!h) return env.Undefined();
+  auto b = info[1].As<Napi::Uint8Array>();
+  h->Update(b.Data(), b.ByteLength());
+  return HexValue(env, *h);
+}
+
+// hashFile(alg, fd, offset, length) -> hex digest of that range of the file (pread, 1 MiB at a time).
+Napi::Value HashFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::unique_ptr<Hash> h(NewHash(info[0]));
+  if (!h) return env.Undefined();
+  int fd = ArgInt(info[1]);
+  uint64_t off = ArgU64(info[2]), len = ArgU64(info[3]);
   std::vector<uint8_t> buf(kFileChunk);
   while (len) {
     size_t want = std::min<uint64_t>(len, buf.size());
@@ -77,15 +101,11 @@ Napi::Value Sha256File(const Napi::CallbackInfo& info) {
       ThrowErrno(env, r == 0 ? ENODATA : errno, "read(image)");
       return env.Undefined();
     }
-    h.Update(buf.data(), r);
+    h->Update(buf.data(), r);
     off += r;
     len -= r;
   }
-  uint8_t d[32];
-  char hex[65];
-  h.Digest(d);
-  HexDigest(d, hex);
-  return Napi::String::New(env, hex, 64);
+  return HexValue(env, *h);
 }
 
 }  // namespace
@@ -107,19 +127,20 @@ bool Sha256::Digest(uint8_t out[32]) const {
   return ok;
 }
 
-Sha256* Sha256Arg(const Napi::Value& v) {
-  if (!v.IsExternal() || !v.As<Napi::External<Sha256>>().CheckTypeTag(&kSha256Tag)) {
-    Napi::TypeError::New(v.Env(), "expected a SHA-256 handle (from sha256New)").ThrowAsJavaScriptException();
+Hash* HashArg(const Napi::Value& v) {
+  if (!v.IsExternal() || !v.As<Napi::External<Hash>>().CheckTypeTag(&kHashTag)) {
+    Napi::TypeError::New(v.Env(), "expected a hash handle (from hashNew)").ThrowAsJavaScriptException();
     return nullptr;
   }
-  return v.As<Napi::External<Sha256>>().Data();
+  return v.As<Napi::External<Hash>>().Data();
 }
 
 void InitHash(Napi::Env env, Napi::Object exports) {
-  exports.Set("sha256New", Napi::Function::New(env, Sha256New));
-  exports.Set("sha256Update", Napi::Function::New(env, Sha256UpdateJs));
-  exports.Set("sha256Digest", Napi::Function::New(env, Sha256DigestJs));
-  exports.Set("sha256File", Napi::Function::New(env, Sha256File));
+  exports.Set("hashNew", Napi::Function::New(env, HashNew));
+  exports.Set("hashUpdate", Napi::Function::New(env, HashUpdateJs));
+  exports.Set("hashDigest", Napi::Function::New(env, HashDigestJs));
+  exports.Set("hashOf", Napi::Function::New(env, HashOf));
+  exports.Set("hashFile", Napi::Function::New(env, HashFile));
 }
 
 }  // namespace ckpt

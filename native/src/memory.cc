@@ -1,5 +1,5 @@
 // Process memory: which pages to save (pagemap), bulk copy target memory <-> image file with a
-// running SHA-256 of the bytes (hash.h), and small reads/writes through /proc/PID/mem.
+// running hash of the bytes (hash.h), and small reads/writes through /proc/PID/mem.
 #include "common.h"
 #include "hash.h"
 
@@ -11,7 +11,6 @@
 
 #include <condition_variable>
 #include <cstdlib>
-#include <deque>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -40,19 +39,6 @@ class MemFd {
   int flags_;
   int fd_ = -1;
 };
-
-bool FullWrite(int fd, const uint8_t* p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= w;
-  }
-  return true;
-}
 
 bool FullPread(int fd, uint8_t* p, size_t n, uint64_t off) {
   while (n) {
@@ -206,163 +192,196 @@ Napi::Object CopyResult(Napi::Env env, uint64_t bytes) {
   return o;
 }
 
-// Two-stage copy pipeline over page runs: the calling thread produces chunks (in order) into a
-// ring of buffers while a second thread consumes them (in the same order), so the two halves of
-// a copy use both cores instead of taking turns.
+// The dump's copy, as a pipeline over page runs: the calling thread fills chunk buffers (in
+// order) while two threads drain each filled chunk at the same time: one hashes it, the other
+// writes it to the image. A buffer is reused once both are done with it.
 struct Chunk {
   uint8_t* buf;
-  uint64_t addr;
+  uint64_t addr;  // target address of the chunk
+  uint64_t off;   // its offset in the image blob
   size_t len;
 };
 
 class Pipeline {
  public:
-  static constexpr int kSlots = 4;
+  static constexpr int kSlots = 6;
   Pipeline() {
-    for (int i = 0; i < kSlots; i++) {
+    for (auto& sl : slots_) {
       void* p = nullptr;
       if (posix_memalign(&p, kPage, kChunk) != 0) p = nullptr;
-      bufs_[i] = static_cast<uint8_t*>(p);
+      sl.buf = static_cast<uint8_t*>(p);
     }
   }
   ~Pipeline() {
-    for (auto* b : bufs_) free(b);
+    for (auto& sl : slots_) free(sl.buf);
   }
   bool ok() const {
-    for (auto* b : bufs_)
-      if (!b) return false;
+    for (auto& sl : slots_)
+      if (!sl.buf) return false;
     return true;
   }
 
-  // produce(chunk) fills chunk.buf (chunk.len bytes for chunk.addr); consume(chunk) drains it.
-  // Each returns 0 or an errno; the first failure stops both sides. Returns the errno, 0 if none.
-  template <typename P, typename C>
-  int Run(const Napi::Float64Array& runs, P produce, C consume) {
+  // produce(chunk) fills chunk.buf; hash(chunk) and put(chunk) each drain it (concurrently,
+  // each in chunk order). Each returns 0 or an errno; the first failure stops everything.
+  // Returns that errno (and which step: 0 produce, 1 hash, 2 put), 0 if none.
+  template <typename P, typename H, typename W>
+  int Run(const Napi::Float64Array& runs, uint64_t off, P produce, H hash, W put, int* step) {
     std::mutex mu;
     std::condition_variable cv;
-    std::deque<Chunk> full;
-    std::deque<uint8_t*> empty(bufs_, bufs_ + kSlots);
+    uint64_t filled = 0;  // chunks produced so far (chunk i lives in slot i % kSlots)
     bool done = false;
     int err = 0;
-    std::thread worker([&] {
-      for (;;) {
-        Chunk c;
+    auto fail = [&](int e, int which) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!err) err = e, *step = which;
+      cv.notify_all();
+    };
+    auto drain = [&](int which, auto&& fn) {
+      for (uint64_t i = 0;; i++) {
+        Slot* sl = &slots_[i % kSlots];
         {
           std::unique_lock<std::mutex> lk(mu);
-          cv.wait(lk, [&] { return !full.empty() || done || err; });
-          if (err || (full.empty() && done)) return;
-          c = full.front();
-          full.pop_front();
+          cv.wait(lk, [&] { return err || i < filled || done; });
+          if (err || i >= filled) return;
         }
-        int e = consume(c);
+        int e = fn(sl->chunk);
+        if (e) return fail(e, which);
         std::lock_guard<std::mutex> lk(mu);
-        if (e && !err) err = e;
-        empty.push_back(c.buf);
-        cv.notify_all();
+        if (--sl->pending == 0) cv.notify_all();
       }
-    });
-    for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
+    };
+    std::thread hasher([&] { drain(1, hash); });
+    std::thread writer([&] { drain(2, put); });
+    uint64_t i = 0;
+    for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
-      while (len) {
-        uint8_t* buf;
+      bool stop = false;
+      while (len && !stop) {
+        Slot* sl = &slots_[i % kSlots];
         {
           std::unique_lock<std::mutex> lk(mu);
-          cv.wait(lk, [&] { return !empty.empty() || err; });
-          if (err) break;
-          buf = empty.front();
-          empty.pop_front();
+          cv.wait(lk, [&] { return err || sl->pending == 0; });
+          stop = err != 0;
         }
+        if (stop) break;
         size_t n = std::min<uint64_t>(len, kChunk);
-        Chunk c{buf, addr, n};
-        int e = produce(c);
-        std::lock_guard<std::mutex> lk(mu);
+        sl->chunk = Chunk{sl->buf, addr, off, n};
+        int e = produce(sl->chunk);
         if (e) {
-          if (!err) err = e;
-          empty.push_back(buf);
-          cv.notify_all();
+          fail(e, 0);
           break;
         }
-        full.push_back(c);
-        cv.notify_all();
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          sl->pending = 2;
+          filled = ++i;
+          cv.notify_all();
+        }
         addr += n;
+        off += n;
         len -= n;
       }
+      if (stop) break;
     }
     {
       std::lock_guard<std::mutex> lk(mu);
       done = true;
       cv.notify_all();
     }
-    worker.join();
+    hasher.join();
+    writer.join();
     return err;
   }
 
  private:
-  uint8_t* bufs_[kSlots] = {};
+  struct Slot {
+    uint8_t* buf = nullptr;
+    Chunk chunk{};
+    int pending = 0;  // drains still to run on the chunk in it
+  };
+  Slot slots_[kSlots];
 };
 
-// dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset) and to the running
-// SHA-256 `hash` (sha256New); returns { bytes }. The calling thread reads target memory and writes
-// each chunk; the pipeline's other thread hashes it (SHA-256 is the slowest step: it gets a core).
+uint64_t RunsBytes(const Napi::Float64Array& runs) {
+  uint64_t total = 0;
+  for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) total += static_cast<uint64_t>(runs[r + 1]);
+  return total;
+}
+
+// dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset, which it advances)
+// and to the running hash `hash` (hashNew); returns { bytes }. This thread reads target memory,
+// one thread hashes and one writes each chunk.
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   Napi::Float64Array runs = RunsArg(info[1]);
   int out = ArgInt(info[2]);
-  Sha256* hash = Sha256Arg(info[3]);
+  Hash* hash = HashArg(info[3]);
   if (!hash) return env.Undefined();
   Pipeline pipe;
   if (!pipe.ok()) {
     ThrowErrno(env, ENOMEM, "posix_memalign");
     return env.Undefined();
   }
+  off_t start = lseek(out, 0, SEEK_CUR);
+  if (start < 0) {
+    ThrowErrno(env, errno, "lseek(image)");
+    return env.Undefined();
+  }
+  const uint64_t total = RunsBytes(runs);
   MemFd mem(pid, O_RDONLY);
-  uint64_t total = 0;
-  const char* where = nullptr;
+  int step = 0;
   int err = pipe.Run(
-      runs,
+      runs, static_cast<uint64_t>(start),
       [&](Chunk& c) -> int {
         // Through /proc/PID/mem, not process_vm_readv: its read-only page pins make the kernel
         // unshare every page the process shares copy-on-write (with its parent, its children),
         // so a dump would copy them all in the live process. /proc/PID/mem also reads what
         // PROT_NONE hides (FOLL_FORCE).
         int mfd = mem.get();
-        if (mfd < 0 || !FullPread(mfd, c.buf, c.len, c.addr)) {
-          where = "read of target memory";
-          return errno ? errno : EIO;
-        }
-        if (!FullWrite(out, c.buf, c.len)) {
-          where = "write(image)";
-          return errno ? errno : EIO;
-        }
-        total += c.len;
+        if (mfd < 0 || !FullPread(mfd, c.buf, c.len, c.addr)) return errno ? errno : EIO;
         return 0;
       },
       [&](Chunk& c) -> int {
         hash->Update(c.buf, c.len);
         return 0;
-      });
+      },
+      [&](Chunk& c) -> int { return FullPwrite(out, c.buf, c.len, c.off) ? 0 : (errno ? errno : EIO); },
+      &step);
+  if (!err && lseek(out, start + static_cast<off_t>(total), SEEK_SET) < 0) err = errno, step = 2;
   if (err) {
-    ThrowErrno(env, err, where ? where : "dumpPages", pid);
+    ThrowErrno(env, err, step == 0 ? "read of target memory" : "write(image)", pid);
     return env.Undefined();
   }
   return CopyResult(env, total);
 }
 
+// Copies a chunk into the target: process_vm_writev, and read-only pages (code, RELRO) through
+// /proc/PID/mem, which writes with FOLL_FORCE. 0 or an errno.
+int PutTarget(long pid, MemFd& mem, const uint8_t* src, uint64_t addr, size_t n) {
+  iovec local{const_cast<uint8_t*>(src), n}, remote{reinterpret_cast<void*>(addr), n};
+  ssize_t put = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+  if (put < 0) put = 0;
+  if (static_cast<size_t>(put) < n) {
+    int mfd = mem.get();
+    if (mfd < 0 || !FullPwrite(mfd, src + put, n - put, addr + put)) return errno ? errno : EIO;
+  }
+  return 0;
+}
+
 // restorePages(pid, runs, fd, offset, hash): fills the runs from fd starting at offset, the bytes
-// read going into the running SHA-256 `hash`; returns { bytes }. The image range is mapped (no
-// copy into a buffer): one thread copies it into the target with process_vm_writev while this
-// one hashes it. The caller compares the digest with the image's before the process runs.
+// read going into the running hash `hash`; returns { bytes }. The image range is mapped (no
+// copy into a buffer): one thread copies it into the target while this one hashes it. The caller
+// compares the digest with the image's before the process runs.
 Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   Napi::Float64Array runs = RunsArg(info[1]);
   int in = ArgInt(info[2]);
   uint64_t off = ArgU64(info[3]);
-  Sha256* hash = Sha256Arg(info[4]);
+  Hash* hash = HashArg(info[4]);
   if (!hash) return env.Undefined();
-  uint64_t total = 0;
-  for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) total += static_cast<uint64_t>(runs[r + 1]);
+  const uint64_t total = RunsBytes(runs);
   if (!total) return CopyResult(env, 0);
   struct stat st;
   if (fstat(in, &st) < 0 || static_cast<uint64_t>(st.st_size) < off + total) {
@@ -382,19 +401,9 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
     const uint8_t* src = base;
     for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
-      while (len) {
+      while (len && !err) {
         size_t n = std::min<uint64_t>(len, kChunk);
-        iovec local{const_cast<uint8_t*>(src), n}, remote{reinterpret_cast<void*>(addr), n};
-        ssize_t put = process_vm_writev(pid, &local, 1, &remote, 1, 0);
-        if (put < 0) put = 0;
-        if (static_cast<size_t>(put) < n) {
-          // Read-only pages (code, RELRO): /proc/PID/mem writes with FOLL_FORCE.
-          int mfd = mem.get();
-          if (mfd < 0 || !FullPwrite(mfd, src + put, n - put, addr + put)) {
-            err = errno ? errno : EIO;
-            return;
-          }
-        }
+        err = PutTarget(pid, mem, src, addr, n);
         src += n;
         addr += n;
         len -= n;

@@ -4,6 +4,9 @@ import os from 'node:os';
 import { native, stubPath } from '@ckpt/native';
 import { canRestore, hasCap as hasCapOf, KeyStore, ProcessControl } from '@ckpt/core';
 
+/** BLAKE3 of "abc" (b3sum's answer), the native digest's self-test. */
+const BLAKE3_ABC = '6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85';
+
 export interface Check {
   name: string;
   ok: boolean;
@@ -101,10 +104,10 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
     }),
   );
   checks.push(
-    probe('image signing key and SHA-256', false, () => {
-      const h = native.hash.sha256New();
-      native.hash.sha256Update(h, Buffer.from('abc'));
-      if (native.hash.sha256Digest(h) !== 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad') throw new Error('native SHA-256 is wrong');
+    probe('image signing key and digests (BLAKE3, SHA-256)', false, () => {
+      if (native.hash.hashOf('sha256', Buffer.from('abc')) !== 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+        throw new Error('native SHA-256 is wrong');
+      if (native.hash.hashOf('blake3', Buffer.from('abc')) !== BLAKE3_ABC) throw new Error('native BLAKE3 is wrong');
       const store = new KeyStore();
       const key = store.hostKey({ create: false });
       const trusted = store.trusted().length;

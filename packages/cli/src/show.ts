@@ -16,6 +16,7 @@ import {
   type ImageSigner,
   type ProcessRecord,
   type SocketRow,
+  entryDigest,
 } from '@ckpt/core';
 
 /** A name for an open file description: core's descriptionName, else its kind. */
@@ -118,7 +119,8 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     }
   }
   out.push('  files:');
-  for (const [name, e] of Object.entries(m.files)) out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  sha256 ${e.sha256.slice(0, 16)}…`);
-  if (opts.verify) out.push('  signature valid; every file matches its SHA-256');
+  for (const [name, e] of Object.entries(m.files))
+    out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${entryDigest(e)?.alg ?? '?'} ${entryDigest(e)?.hex.slice(0, 16) ?? ''}…`);
+  if (opts.verify) out.push('  signature valid; every file matches its digest');
   return out.join('\n');
 }

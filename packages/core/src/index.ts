@@ -38,6 +38,8 @@ export {
   ImageWriter,
   IMAGE_FORMAT,
   IMAGE_VERSION,
+  IMAGE_VERSION_MIN,
+  entryDigest,
   MANIFEST,
   SIGNATURE_FILE,
   type Manifest,

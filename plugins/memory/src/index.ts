@@ -3,7 +3,7 @@
  *
  * Dump: every VMA from /proc/PID/smaps; pages worth saving from /proc/PID/pagemap (anonymous
  * and private-dirty pages; file pages come back from the file); all page runs copied by the
- * native engine straight into one blob per process (pages-<pid>.img), SHA-256 computed as they stream;
+ * native engine straight into one blob per process (pages-<pid>.img), BLAKE3 computed as they stream;
  * mm fields (code/data/brk/stack/args/env bounds), auxv and the exe path.
  *
  * Copy-on-write sharing: a child's private area that its parent maps alike is compared page frame
@@ -14,7 +14,7 @@
  * Restore (into the stub the pids stage created, forked from its parent once the parent's memory
  * is back): unmap everything but core's trampoline (proc.trampoline) and the areas kept from the
  * parent, put the vdso back at its old address, recreate every other VMA with remote mmap, drop
- * the `zap` pages, fill pages from the blob (SHA-256 checked while streaming, before the process
+ * the `zap` pages, fill pages from the blob (digest checked while streaming, before the process
  * ever runs), then PR_SET_MM_MAP. AIO rings are made again by io_setup and moved into place
  * before their pages are written (aio.ts).
  */
@@ -494,7 +494,7 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
 }
 
-/** Step 4: page contents, their SHA-256 checked against the signed manifest's as they stream. */
+/** Step 4: page contents, their digest checked against the signed manifest's as they stream. */
 async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
   const runs: number[] = [];
@@ -502,7 +502,7 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
   for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
-    const hash = native.hash.sha256New();
+    const hash = native.hash.hashNew(image.digestAlgorithm(rec.pagesFile));
     let off = 0;
     for (const piece of pieces(runs)) {
       fault('restore:pages');
@@ -512,7 +512,7 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
       proc.session.progress({ stage: 'memory', pid: proc.pid, done: off, total: rec.pagesBytes });
     }
     if (off !== rec.pagesBytes) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${rec.pagesFile}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
-    image.checkDigest(rec.pagesFile, native.hash.sha256Digest(hash));
+    image.checkDigest(rec.pagesFile, native.hash.hashDigest(hash));
   } finally {
     closeSync(fd);
   }
