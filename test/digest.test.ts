@@ -1,0 +1,84 @@
+// The image digest (native/src/blake3.cc, ckpt's own BLAKE3) against the reference tool, Debian's
+// b3sum: every length where the tree changes shape (empty, partial and whole blocks and chunks, the
+// 8-chunk AVX2 groups, subtrees of up to 1024 chunks and what follows them), fed at once, through a
+// running hash in pieces that cut blocks, chunks and groups anywhere, and from a file range.
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { native } from '@ckpt/native';
+import { describe, expect, it } from 'vitest';
+import { makeTempDir, useCleanup } from './helpers.js';
+
+useCleanup();
+
+const b3sum = (b: Buffer) =>
+  execFileSync('b3sum', ['--no-names'], { input: b, maxBuffer: 1 << 20 })
+    .toString()
+    .trim();
+
+const K = 1024;
+const LENGTHS = [
+  0,
+  1,
+  63,
+  64,
+  65,
+  1023,
+  1024,
+  1025,
+  2048,
+  2049,
+  3 * K,
+  3 * K + 1,
+  7 * K,
+  8 * K,
+  8 * K + 1,
+  9 * K + 5,
+  16 * K,
+  16 * K + 1,
+  31 * K + 1,
+  64 * K,
+  1000 * K + 17,
+  1024 * K,
+  1024 * K + 1,
+  1025 * K,
+  2049 * K + 3,
+  5 * 1024 * K + 123,
+];
+
+describe('BLAKE3 (the digest of image files)', () => {
+  it("matches b3sum's digest at every tree shape, whole and in pieces", () => {
+    const data = randomBytes(LENGTHS[LENGTHS.length - 1]);
+    for (const n of LENGTHS) {
+      const b = data.subarray(0, n);
+      const want = b3sum(b);
+      expect(native.hash.hashOf('blake3', b), `${n} bytes at once`).toBe(want);
+      for (const piece of [1, 7, 64, 100, 1024, 4097, 65536, 1 << 20]) {
+        if (piece === 1 && n > 64 * K) continue;
+        const h = native.hash.hashNew('blake3');
+        for (let off = 0; off < n; off += piece) native.hash.hashUpdate(h, b.subarray(off, Math.min(n, off + piece)));
+        expect(native.hash.hashDigest(h), `${n} bytes in pieces of ${piece}`).toBe(want);
+      }
+    }
+  });
+
+  it('a running hash can be read and go on; a file range is hashed like the same bytes', () => {
+    const data = randomBytes(300 * K + 11);
+    const h = native.hash.hashNew('blake3');
+    native.hash.hashUpdate(h, data.subarray(0, 100 * K));
+    expect(native.hash.hashDigest(h)).toBe(b3sum(data.subarray(0, 100 * K)));
+    native.hash.hashUpdate(h, data.subarray(100 * K));
+    expect(native.hash.hashDigest(h)).toBe(b3sum(data));
+
+    const file = path.join(makeTempDir('digest'), 'blob');
+    fs.writeFileSync(file, data);
+    const fd = fs.openSync(file, 'r');
+    try {
+      expect(native.hash.hashFile('blake3', fd, 4096, 200 * K)).toBe(b3sum(data.subarray(4096, 4096 + 200 * K)));
+      expect(native.hash.hashFile('sha256', fd, 0, data.length)).toBe(execFileSync('sha256sum', [file]).toString().split(' ')[0]);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
