@@ -25,7 +25,7 @@ import { pathToFileURL } from 'node:url';
 import { lilconfig, type Loader } from 'lilconfig';
 import type { z } from 'zod';
 import { CkptError } from '@ckpt/core';
-import { BUILTIN_PLUGIN_NAMES, CONFIG_KEYS, configSchema } from './schema.js';
+import { BUILTIN_PLUGIN_NAMES, configKeys, configSchema } from './schema.js';
 
 /** A plugin to load: a package name or a path, or such a name with the options for its factory. */
 export type PluginSpec = string | [string, unknown];
@@ -157,7 +157,7 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, prefix: readonly s
     case 'unrecognized_keys':
       return issue.keys
         .map((k) => {
-          const known = issue.path.length === 0 ? CONFIG_KEYS : [];
+          const known = issue.path.length === 0 ? configKeys() : [];
           const near = closest(k, known);
           const hint = near ? `did you mean "${near}"?` : known.length ? `the keys are ${known.join(', ')}` : '';
           return `${at([...issue.path, k])} is not a known key${hint ? ` (${hint})` : ''}`;

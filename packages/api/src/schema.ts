@@ -9,6 +9,7 @@
  * Plugin options are only required to be objects here: each plugin carries its own schema for
  * them, which core checks when the Ckpt is built.
  */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
 /** The built-in plugins, in the order they are applied (after the user's). */
@@ -32,33 +33,37 @@ export const BUILTIN_PLUGIN_NAMES = [
 
 export type BuiltinPluginName = (typeof BUILTIN_PLUGIN_NAMES)[number];
 
-const pluginOptions = z.record(z.string(), z.unknown()).describe("A plugin's options (checked by the plugin's own schema).");
+const pluginOptions = lazySchema(() => z.record(z.string(), z.unknown()).describe("A plugin's options (checked by the plugin's own schema)."));
 
-const pluginName = z
-  .string()
-  .min(1)
-  .describe(
-    "A package name (resolved like Node does, from the config file's directory up, then the global packages) or a path to a module, relative to the config file.",
-  );
+const pluginName = lazySchema(() =>
+  z
+    .string()
+    .min(1)
+    .describe(
+      "A package name (resolved like Node does, from the config file's directory up, then the global packages) or a path to a module, relative to the config file.",
+    ),
+);
 
-export const pluginSpecSchema = z.union([pluginName, z.tuple([pluginName, pluginOptions])]);
+export const pluginSpecSchema = lazySchema(() => z.union([pluginName, z.tuple([pluginName, pluginOptions])]));
 
-export const configSchema = z
-  .strictObject({
-    $schema: z.string().optional().describe('The JSON schema of this file, for editors (ignored by ckpt).'),
-    plugins: z
-      .array(pluginSpecSchema)
-      .default([])
-      .describe('Plugins to load before the built-in ones, in order: a package name or path, or a [name, options] pair.'),
-    builtins: z.boolean().default(true).describe('Load the built-in plugins (default true).'),
-    disable: z.array(z.enum(BUILTIN_PLUGIN_NAMES)).default([]).describe('Built-in plugins to leave out, e.g. "@ckpt/plugin-tty".'),
-    options: z
-      .record(z.string(), pluginOptions)
-      .default({})
-      .describe('Plugin options by plugin name (built-in or not); merged with the options of a [name, options] pair, which win.'),
-    files: pluginOptions.optional().describe('Options of @ckpt/plugin-files (e.g. "rules"); the same as options["@ckpt/plugin-files"].'),
-  })
-  .describe('ckpt configuration');
+export const configSchema = lazySchema(() =>
+  z
+    .strictObject({
+      $schema: z.string().optional().describe('The JSON schema of this file, for editors (ignored by ckpt).'),
+      plugins: z
+        .array(pluginSpecSchema)
+        .default([])
+        .describe('Plugins to load before the built-in ones, in order: a package name or path, or a [name, options] pair.'),
+      builtins: z.boolean().default(true).describe('Load the built-in plugins (default true).'),
+      disable: z.array(z.enum(BUILTIN_PLUGIN_NAMES)).default([]).describe('Built-in plugins to leave out, e.g. "@ckpt/plugin-tty".'),
+      options: z
+        .record(z.string(), pluginOptions)
+        .default({})
+        .describe('Plugin options by plugin name (built-in or not); merged with the options of a [name, options] pair, which win.'),
+      files: pluginOptions.optional().describe('Options of @ckpt/plugin-files (e.g. "rules"); the same as options["@ckpt/plugin-files"].'),
+    })
+    .describe('ckpt configuration'),
+);
 
 /** A config file as written (before defaults). */
 export type CkptConfigInput = z.input<typeof configSchema>;
@@ -66,7 +71,7 @@ export type CkptConfigInput = z.input<typeof configSchema>;
 export type CkptConfigParsed = z.output<typeof configSchema>;
 
 /** The keys a config may have (for "did you mean ..." on a misspelled one). */
-export const CONFIG_KEYS = Object.keys(configSchema.shape);
+export const configKeys = (): string[] => Object.keys(configSchema.shape);
 
 /**
  * The JSON schema published as @ckpt/api/schema.json. Draft 7, because that is the draft editors

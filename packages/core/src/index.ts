@@ -32,7 +32,7 @@ export {
   type SocketRow,
 } from './plugin.js';
 export { createSessionState, SessionStateStore, type SessionStateKey } from './state.js';
-export { validate, issuePath, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
+export { validate, issuePath, lazySchema, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
 export {
   ImageReader,
   ImageWriter,

@@ -44,3 +44,28 @@ export function validate<O>(schema: StandardSchemaV1<unknown, O>, value: unknown
   }
   return { ok: true, value: r.value };
 }
+
+/**
+ * A schema built the first time it is used: `lazySchema(() => z.strictObject({ ... }))` has the
+ * type of what `build` returns. Building zod schemas is what a command pays for at start-up (about
+ * 25 ms for ckpt's ~75 record and option schemas, more than the rest of every plugin's code), and a
+ * command uses few of them: a dump validates none, a restore those of the image's plugins.
+ * A proxy forwards reads, `in`, writes and the prototype (so `instanceof` holds) to the built
+ * schema; it does not list keys (nothing iterates a schema's own properties).
+ */
+export function lazySchema<T extends object>(build: () => T): T {
+  let built: T | undefined;
+  const real = (): T => {
+    built ??= build();
+    return built;
+  };
+  return new Proxy({} as T, {
+    get: (_t, k) => {
+      const r = real();
+      return Reflect.get(r, k, r);
+    },
+    has: (_t, k) => Reflect.has(real(), k),
+    set: (_t, k, v) => Reflect.set(real(), k, v),
+    getPrototypeOf: () => Reflect.getPrototypeOf(real()),
+  });
+}

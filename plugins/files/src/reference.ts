@@ -1,16 +1,16 @@
 /** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
 import { z } from 'zod';
-import { isShmemRef, type ShmemRef } from '@ckpt/core';
+import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 import type { FilePolicy } from './rules.js';
 
-const uint = z.number().int().nonnegative();
+const uint = lazySchema(() => z.number().int().nonnegative());
 /** A 64-bit kernel value read into a number (inode numbers, sizes): may be beyond 2^53. */
-const wide = z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' });
+const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
 /**
  * A file position from fdinfo: may be beyond 2^53 (a directory read to its end on ext4 is at
  * 2^63 - 1) and, for some devices, negative.
  */
-const position = z.number().refine(Number.isInteger, { message: 'expected an integer' });
+const position = lazySchema(() => z.number().refine(Number.isInteger, { message: 'expected an integer' }));
 
 /** What this plugin stores per description. */
 export interface ReferenceData {
@@ -52,49 +52,53 @@ export interface DeletedNode {
 }
 
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
-export const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
+export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
 
-export const deletedNode = z.strictObject({
-  key: z.string(),
-  mode: uint,
-  uid: uint,
-  gid: uint,
-  rdev: wide.optional(),
-});
+export const deletedNode = lazySchema(() =>
+  z.strictObject({
+    key: z.string(),
+    mode: uint,
+    uid: uint,
+    gid: uint,
+    rdev: wide.optional(),
+  }),
+);
 
-export const referenceData = z.strictObject({
-  path: z.string().optional(),
-  flags: z.number().int(),
-  pos: position,
-  file: z
-    .strictObject({
-      size: wide,
-      mtimeMs: z.number(),
-      ino: wide,
-      sha256: z
-        .string()
-        .regex(/^[0-9a-f]{64}$/)
-        .optional(),
-    })
-    .optional(),
-  policy: z.enum(['image', 'disk', 'verify']).optional(),
-  pipe: z
-    .strictObject({
-      id: z.string(),
-      capacity: uint,
-      data: z
-        .string()
-        .regex(/^[A-Za-z0-9+/]*={0,2}$/)
-        .optional(),
-      absent: z.enum(['read', 'write']).optional(),
-      /** Bytes written in packet mode (O_DIRECT): the length of each queued packet. */
-      packets: z.array(uint).optional(),
-    })
-    .optional(),
-  shmem: shmemRef.optional(),
-  deleted: deletedNode.optional(),
-  deadPid: z.number().int().positive().optional(),
-});
+export const referenceData = lazySchema(() =>
+  z.strictObject({
+    path: z.string().optional(),
+    flags: z.number().int(),
+    pos: position,
+    file: z
+      .strictObject({
+        size: wide,
+        mtimeMs: z.number(),
+        ino: wide,
+        sha256: z
+          .string()
+          .regex(/^[0-9a-f]{64}$/)
+          .optional(),
+      })
+      .optional(),
+    policy: z.enum(['image', 'disk', 'verify']).optional(),
+    pipe: z
+      .strictObject({
+        id: z.string(),
+        capacity: uint,
+        data: z
+          .string()
+          .regex(/^[A-Za-z0-9+/]*={0,2}$/)
+          .optional(),
+        absent: z.enum(['read', 'write']).optional(),
+        /** Bytes written in packet mode (O_DIRECT): the length of each queued packet. */
+        packets: z.array(uint).optional(),
+      })
+      .optional(),
+    shmem: shmemRef.optional(),
+    deleted: deletedNode.optional(),
+    deadPid: z.number().int().positive().optional(),
+  }),
+);
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

@@ -1,23 +1,23 @@
 /** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
 import { z } from 'zod';
-import { isShmemRef, type ShmemRef } from '@ckpt/core';
+import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 
-const int = z.number().int();
+const int = lazySchema(() => z.number().int());
 const uint = int.nonnegative();
 /** A 64-bit kernel value read into a number (file offsets, inode numbers): may be beyond 2^53. */
-const wide = z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' });
-const range = z.tuple([uint, uint]);
+const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
+const range = lazySchema(() => z.tuple([uint, uint]));
 
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
-export const shmemRef = z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' });
+export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
 
 /** The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a snapshot. */
-export const memoryOptions = z.strictObject({ frozenCopy: z.boolean().optional() });
+export const memoryOptions = lazySchema(() => z.strictObject({ frozenCopy: z.boolean().optional() }));
 export type MemoryOptions = z.infer<typeof memoryOptions>;
 
 /** `aio`: an AIO ring (io_setup), saved whole (header and events) and made again by io_setup. */
 export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso' | 'aio';
-export const vmaKind = z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso', 'aio']);
+export const vmaKind = lazySchema(() => z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso', 'aio']));
 
 export interface VmaRecord {
   start: number;
@@ -56,26 +56,28 @@ export interface VmaRecord {
   blobOffset: number;
 }
 
-export const vmaRecord = z.strictObject({
-  start: uint,
-  end: uint,
-  perms: z.string(),
-  kind: vmaKind,
-  name: z.string(),
-  path: z.string().optional(),
-  offset: wide.optional(),
-  file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
-  growsDown: z.boolean().optional(),
-  hugePageSize: z.number().int().positive().optional(),
-  mayWrite: z.boolean().optional(),
-  guards: z.array(range).optional(),
-  shmem: shmemRef.optional(),
-  inherited: z.boolean().optional(),
-  zap: z.array(range).optional(),
-  aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
-  runs: z.array(range),
-  blobOffset: uint,
-});
+export const vmaRecord = lazySchema(() =>
+  z.strictObject({
+    start: uint,
+    end: uint,
+    perms: z.string(),
+    kind: vmaKind,
+    name: z.string(),
+    path: z.string().optional(),
+    offset: wide.optional(),
+    file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
+    growsDown: z.boolean().optional(),
+    hugePageSize: z.number().int().positive().optional(),
+    mayWrite: z.boolean().optional(),
+    guards: z.array(range).optional(),
+    shmem: shmemRef.optional(),
+    inherited: z.boolean().optional(),
+    zap: z.array(range).optional(),
+    aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
+    runs: z.array(range),
+    blobOffset: uint,
+  }),
+);
 
 export interface MemoryRecord {
   vmas: VmaRecord[];
@@ -98,27 +100,29 @@ export interface MemoryRecord {
   exe: string;
 }
 
-export const memoryRecord = z.strictObject({
-  vmas: z.array(vmaRecord),
-  pagesFile: z.string(),
-  pagesBytes: uint,
-  mm: z.strictObject({
-    startCode: uint,
-    endCode: uint,
-    startData: uint,
-    endData: uint,
-    startBrk: uint,
-    brk: uint,
-    startStack: uint,
-    argStart: uint,
-    argEnd: uint,
-    envStart: uint,
-    envEnd: uint,
+export const memoryRecord = lazySchema(() =>
+  z.strictObject({
+    vmas: z.array(vmaRecord),
+    pagesFile: z.string(),
+    pagesBytes: uint,
+    mm: z.strictObject({
+      startCode: uint,
+      endCode: uint,
+      startData: uint,
+      endData: uint,
+      startBrk: uint,
+      brk: uint,
+      startStack: uint,
+      argStart: uint,
+      argEnd: uint,
+      envStart: uint,
+      envEnd: uint,
+    }),
+    /** The auxiliary vector (base64). */
+    auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
+    exe: z.string(),
   }),
-  /** The auxiliary vector (base64). */
-  auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
-  exe: z.string(),
-});
+);
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

@@ -1,44 +1,49 @@
 /** The schema of this plugin's fd record (zod; core validates it when the image is read). */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
-const uint = z.number().int().nonnegative();
+const uint = lazySchema(() => z.number().int().nonnegative());
 
 /** PACKET_RX_RING / PACKET_TX_RING settings (struct tpacket_req3; V1 and V2 use the first four). */
-export const packetRing = z.strictObject({
-  blockSize: uint,
-  blockNr: uint,
-  frameSize: uint,
-  frameNr: uint,
-  retireTmo: uint,
-  sizeofPriv: uint,
-  features: uint,
-});
+export const packetRing = lazySchema(() =>
+  z.strictObject({
+    blockSize: uint,
+    blockNr: uint,
+    frameSize: uint,
+    frameNr: uint,
+    retireTmo: uint,
+    sizeofPriv: uint,
+    features: uint,
+  }),
+);
 
 /** One packet socket (FdRecord.data, kind "packet"). */
-export const packetData = z.strictObject({
-  /** SOCK_RAW or SOCK_DGRAM. */
-  type: uint,
-  /** The protocol it receives (an ethertype, host byte order; 0: none until bound with one). */
-  protocol: uint,
-  /** The interface it is bound to (0: every interface), by index and by name. */
-  ifindex: uint,
-  ifname: z.string().optional(),
-  /** It receives packets (registered with the stack). */
-  running: z.boolean(),
-  /** PACKET_* int options that differ from a fresh socket's, in the order they are set again: [option, value]. */
-  opts: z.array(z.tuple([uint, z.number().int()])),
-  /** PACKET_ADD_MEMBERSHIP entries: interface, type (PACKET_MR_*), address, how many times added. */
-  mclist: z.array(z.strictObject({ ifindex: uint, ifname: z.string().optional(), type: uint, addr: z.string(), count: uint })),
-  rxRing: packetRing.optional(),
-  txRing: packetRing.optional(),
-  /** PACKET_FANOUT as getsockopt reads it: group id | type << 16 | flags << 24. */
-  fanout: uint.optional(),
-  /** A classic BPF filter (SO_ATTACH_FILTER). */
-  filter: z.strictObject({ code: z.string(), locked: z.boolean().optional() }).optional(),
-  /** Buffer sizes the program set (locked). */
-  sndbuf: uint.optional(),
-  rcvbuf: uint.optional(),
-  /** What was not kept, for ckpt show. */
-  note: z.string().optional(),
-});
+export const packetData = lazySchema(() =>
+  z.strictObject({
+    /** SOCK_RAW or SOCK_DGRAM. */
+    type: uint,
+    /** The protocol it receives (an ethertype, host byte order; 0: none until bound with one). */
+    protocol: uint,
+    /** The interface it is bound to (0: every interface), by index and by name. */
+    ifindex: uint,
+    ifname: z.string().optional(),
+    /** It receives packets (registered with the stack). */
+    running: z.boolean(),
+    /** PACKET_* int options that differ from a fresh socket's, in the order they are set again: [option, value]. */
+    opts: z.array(z.tuple([uint, z.number().int()])),
+    /** PACKET_ADD_MEMBERSHIP entries: interface, type (PACKET_MR_*), address, how many times added. */
+    mclist: z.array(z.strictObject({ ifindex: uint, ifname: z.string().optional(), type: uint, addr: z.string(), count: uint })),
+    rxRing: packetRing.optional(),
+    txRing: packetRing.optional(),
+    /** PACKET_FANOUT as getsockopt reads it: group id | type << 16 | flags << 24. */
+    fanout: uint.optional(),
+    /** A classic BPF filter (SO_ATTACH_FILTER). */
+    filter: z.strictObject({ code: z.string(), locked: z.boolean().optional() }).optional(),
+    /** Buffer sizes the program set (locked). */
+    sndbuf: uint.optional(),
+    rcvbuf: uint.optional(),
+    /** What was not kept, for ckpt show. */
+    note: z.string().optional(),
+  }),
+);
 export type PacketData = z.infer<typeof packetData>;

@@ -1,9 +1,10 @@
 /** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
-const uint = z.number().int().nonnegative();
+const uint = lazySchema(() => z.number().int().nonnegative());
 /** An rlimit value: a decimal string, or "inf" (RLIM_INFINITY). */
-const limit = z.string().regex(/^(inf|\d+)$/);
+const limit = lazySchema(() => z.string().regex(/^(inf|\d+)$/));
 
 export interface PidsRecord {
   pid: number;
@@ -21,18 +22,20 @@ export interface PidsRecord {
   subreaper?: boolean;
 }
 
-export const pidsRecord = z.strictObject({
-  pid: uint,
-  ppid: uint,
-  pgid: uint,
-  sid: uint,
-  comm: z.string(),
-  cmdline: z.array(z.string()),
-  creds: z.strictObject({ uid: z.array(uint), gid: z.array(uint), groups: z.array(uint) }),
-  rlimits: z.array(z.tuple([uint, limit, limit])).optional(),
-  personality: z.number().int().optional(),
-  subreaper: z.boolean().optional(),
-});
+export const pidsRecord = lazySchema(() =>
+  z.strictObject({
+    pid: uint,
+    ppid: uint,
+    pgid: uint,
+    sid: uint,
+    comm: z.string(),
+    cmdline: z.array(z.string()),
+    creds: z.strictObject({ uid: z.array(uint), gid: z.array(uint), groups: z.array(uint) }),
+    rlimits: z.array(z.tuple([uint, limit, limit])).optional(),
+    personality: z.number().int().optional(),
+    subreaper: z.boolean().optional(),
+  }),
+);
 
 // Compile-time check: the interface and the schema describe the same record.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

@@ -1,12 +1,13 @@
 /** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
-const int = z.number().int();
+const int = lazySchema(() => z.number().int());
 const uint = int.nonnegative();
 /** A 64-bit value as "0x..." (addresses, masks, flags). */
-const hex = z.string().regex(/^0x[0-9a-f]+$/i);
+const hex = lazySchema(() => z.string().regex(/^0x[0-9a-f]+$/i));
 /** Binary data (registers, siginfo) as base64. */
-const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/);
+const base64 = lazySchema(() => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
 
 export interface SigactionRecord {
   sig: number;
@@ -44,36 +45,42 @@ export interface RegistersRecord {
   itimers?: Array<[number, number, number]>;
 }
 
-export const sigactionRecord = z.strictObject({
-  sig: int.min(1).max(64),
-  handler: hex,
-  flags: hex,
-  restorer: hex,
-  mask: hex,
-});
+export const sigactionRecord = lazySchema(() =>
+  z.strictObject({
+    sig: int.min(1).max(64),
+    handler: hex,
+    flags: hex,
+    restorer: hex,
+    mask: hex,
+  }),
+);
 
-export const threadRecord = z.strictObject({
-  tid: uint,
-  comm: z.string(),
-  gpr: base64,
-  xstate: base64,
-  sigmask: hex,
-  pending: z.array(base64),
-  rseq: z.strictObject({ pointer: hex, size: uint, signature: int }).nullable(),
-  robustList: z.strictObject({ head: hex, len: uint }),
-  clearChildTid: hex,
-  altStack: z.strictObject({ sp: hex, flags: int, size: uint }).optional(),
-});
+export const threadRecord = lazySchema(() =>
+  z.strictObject({
+    tid: uint,
+    comm: z.string(),
+    gpr: base64,
+    xstate: base64,
+    sigmask: hex,
+    pending: z.array(base64),
+    rseq: z.strictObject({ pointer: hex, size: uint, signature: int }).nullable(),
+    robustList: z.strictObject({ head: hex, len: uint }),
+    clearChildTid: hex,
+    altStack: z.strictObject({ sp: hex, flags: int, size: uint }).optional(),
+  }),
+);
 
-export const registersRecord = z.strictObject({
-  xstateSize: uint,
-  xcr0: hex,
-  sigactions: z.array(sigactionRecord),
-  sharedPending: z.array(base64),
-  // The leader at least: a process with no thread could only be "restored" to crash.
-  threads: z.array(threadRecord).min(1),
-  itimers: z.array(z.tuple([int.min(0).max(2), uint, uint])).optional(),
-});
+export const registersRecord = lazySchema(() =>
+  z.strictObject({
+    xstateSize: uint,
+    xcr0: hex,
+    sigactions: z.array(sigactionRecord),
+    sharedPending: z.array(base64),
+    // The leader at least: a process with no thread could only be "restored" to crash.
+    threads: z.array(threadRecord).min(1),
+    itimers: z.array(z.tuple([int.min(0).max(2), uint, uint])).optional(),
+  }),
+);
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

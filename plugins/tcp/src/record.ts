@@ -3,6 +3,7 @@
  * derived from them (core validates every fd record this plugin owns with `inetSocketData`
  * when an image is read).
  */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 import type { InetAddr as NativeInetAddr, TcpRepairWindow } from '@ckpt/native';
 
@@ -25,78 +26,84 @@ export const TCP_STATES = [
 ];
 
 /** Options: `close` (restore --tcp-close): connections come back closed (received bytes, then EOF), for a peer that is gone. */
-export const tcpOptions = z.strictObject({ close: z.boolean().optional() });
+export const tcpOptions = lazySchema(() => z.strictObject({ close: z.boolean().optional() }));
 export type TcpOptions = z.infer<typeof tcpOptions>;
 
-const int = z.number().int();
+const int = lazySchema(() => z.number().int());
 const uint = int.nonnegative();
-const base64 = z.string();
+const base64 = lazySchema(() => z.string());
 
 /** An inet socket address, as the native engine gives and takes it. */
-export const inetAddr = z.strictObject({
-  family: z.literal([4, 6]),
-  addr: z.string(),
-  port: uint.max(65535),
-  flowinfo: uint.optional(),
-  scope: uint.optional(),
-});
+export const inetAddr = lazySchema(() =>
+  z.strictObject({
+    family: z.literal([4, 6]),
+    addr: z.string(),
+    port: uint.max(65535),
+    flowinfo: uint.optional(),
+    scope: uint.optional(),
+  }),
+);
 export type InetAddr = z.infer<typeof inetAddr>;
 
 /** TCP_REPAIR_WINDOW. */
-export const tcpRepairWindow = z.strictObject({ sndWl1: uint, sndWnd: uint, maxWindow: uint, rcvWnd: uint, rcvWup: uint });
+export const tcpRepairWindow = lazySchema(() => z.strictObject({ sndWl1: uint, sndWnd: uint, maxWindow: uint, rcvWnd: uint, rcvWup: uint }));
 
 /** An established connection as saved: TCP_REPAIR's view, queues in base64. */
-export const tcpConnData = z.strictObject({
-  inqSeq: uint,
-  outqSeq: uint,
-  inq: base64,
-  outq: base64,
-  unsent: uint,
-  mss: uint,
-  options: uint,
-  sndWscale: uint,
-  rcvWscale: uint,
-  timestamp: uint,
-  window: tcpRepairWindow.optional(),
-  /** Wall clock (ms) of the dump: the timestamp clock goes on by the time away. */
-  dumpedAt: uint,
-});
+export const tcpConnData = lazySchema(() =>
+  z.strictObject({
+    inqSeq: uint,
+    outqSeq: uint,
+    inq: base64,
+    outq: base64,
+    unsent: uint,
+    mss: uint,
+    options: uint,
+    sndWscale: uint,
+    rcvWscale: uint,
+    timestamp: uint,
+    window: tcpRepairWindow.optional(),
+    /** Wall clock (ms) of the dump: the timestamp clock goes on by the time away. */
+    dumpedAt: uint,
+  }),
+);
 export type TcpConnData = z.infer<typeof tcpConnData>;
 
 /** The record of one inet socket (FdRecord.data). */
-export const inetSocketData = z.strictObject({
-  /** udplite: UDP-Lite; ping: ICMP echo sockets (SOCK_DGRAM, IPPROTO_ICMP / ICMPV6); raw: SOCK_RAW. */
-  proto: z.enum(['tcp', 'udp', 'udplite', 'ping', 'raw']),
-  /** raw: the IP protocol it was opened for. */
-  protocol: uint.optional(),
-  family: z.literal([4, 6]),
-  /** TCP: a TCP_STATES name; UDP: UNCONN or CONNECTED. */
-  state: z.string(),
-  /** File status flags kept (O_NONBLOCK). */
-  flags: uint,
-  local: inetAddr.optional(),
-  peer: inetAddr.optional(),
-  /** Int options that differ from a fresh socket's: [level, name, value]. */
-  opts: z.array(z.tuple([int, int, int])),
-  /** Other options (SO_LINGER, TCP_CONGESTION, SO_BINDTODEVICE): [level, name, base64]. */
-  rawOpts: z.array(z.tuple([int, int, base64])).optional(),
-  backlog: uint.optional(),
-  tcp: tcpConnData.optional(),
-  datagrams: z.array(z.strictObject({ from: inetAddr, data: base64 })).optional(),
-  /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
-  recvQueue: uint,
-  sendQueue: uint,
-  /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag; TCP never connected: 1 (for reading). */
-  shutdown: z.number().int().min(1).max(3).optional(),
-  /** A classic BPF socket filter (SO_ATTACH_FILTER). */
-  filter: z.strictObject({ code: base64, locked: z.boolean().optional() }).optional(),
-  /** A closed connection (CLOSE, with its peer) had an error pending (a reset): restored reset. */
-  error: z.boolean().optional(),
-  /** The dump left the connection blocked (nftables) for the restore to reopen. */
-  locked: z.boolean().optional(),
-  /** What was not kept, for ckpt show. */
-  note: z.string().optional(),
-});
+export const inetSocketData = lazySchema(() =>
+  z.strictObject({
+    /** udplite: UDP-Lite; ping: ICMP echo sockets (SOCK_DGRAM, IPPROTO_ICMP / ICMPV6); raw: SOCK_RAW. */
+    proto: z.enum(['tcp', 'udp', 'udplite', 'ping', 'raw']),
+    /** raw: the IP protocol it was opened for. */
+    protocol: uint.optional(),
+    family: z.literal([4, 6]),
+    /** TCP: a TCP_STATES name; UDP: UNCONN or CONNECTED. */
+    state: z.string(),
+    /** File status flags kept (O_NONBLOCK). */
+    flags: uint,
+    local: inetAddr.optional(),
+    peer: inetAddr.optional(),
+    /** Int options that differ from a fresh socket's: [level, name, value]. */
+    opts: z.array(z.tuple([int, int, int])),
+    /** Other options (SO_LINGER, TCP_CONGESTION, SO_BINDTODEVICE): [level, name, base64]. */
+    rawOpts: z.array(z.tuple([int, int, base64])).optional(),
+    backlog: uint.optional(),
+    tcp: tcpConnData.optional(),
+    datagrams: z.array(z.strictObject({ from: inetAddr, data: base64 })).optional(),
+    /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
+    recvQueue: uint,
+    sendQueue: uint,
+    /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag; TCP never connected: 1 (for reading). */
+    shutdown: z.number().int().min(1).max(3).optional(),
+    /** A classic BPF socket filter (SO_ATTACH_FILTER). */
+    filter: z.strictObject({ code: base64, locked: z.boolean().optional() }).optional(),
+    /** A closed connection (CLOSE, with its peer) had an error pending (a reset): restored reset. */
+    error: z.boolean().optional(),
+    /** The dump left the connection blocked (nftables) for the restore to reopen. */
+    locked: z.boolean().optional(),
+    /** What was not kept, for ckpt show. */
+    note: z.string().optional(),
+  }),
+);
 export type InetSocketData = z.infer<typeof inetSocketData>;
 
 // Compile-time checks: the schemas describe exactly what the native engine reads and takes.

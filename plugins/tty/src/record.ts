@@ -1,14 +1,15 @@
 /** The schemas of this plugin's options and records (zod; core validates the records when the image is read). */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
 export const NAME = '@ckpt/plugin-tty';
 
-const uint = z.number().int().nonnegative();
+const uint = lazySchema(() => z.number().int().nonnegative());
 /** Binary data (kernel structs) as base64. */
-const base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/);
+const base64 = lazySchema(() => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
 
 /** Options: `terminal` (restore --tty): the restored processes get the restorer's own terminal. */
-export const ttyOptions = z.strictObject({ terminal: z.boolean().optional() });
+export const ttyOptions = lazySchema(() => z.strictObject({ terminal: z.boolean().optional() }));
 export type TtyOptions = z.infer<typeof ttyOptions>;
 
 /** What this plugin stores per open description of a pty (FdRecord.data; kind "ptmx" or "pts"). */
@@ -50,24 +51,28 @@ export interface TtyProcessRecord {
   };
 }
 
-export const ttyFdData = z.strictObject({
-  side: z.enum(['master', 'slave']),
-  index: uint,
-  path: z.string(),
-  flags: z.number().int(),
-  termios: base64.optional(),
-  winsize: base64.optional(),
-  devTty: z.boolean().optional(),
-  packet: z.boolean().optional(),
-  locked: z.boolean().optional(),
-  hungUp: z.boolean().optional(),
-  node: z.strictObject({ uid: uint, gid: uint, mode: uint }).optional(),
-  queued: z.strictObject({ input: base64.optional(), output: base64.optional() }).optional(),
-});
+export const ttyFdData = lazySchema(() =>
+  z.strictObject({
+    side: z.enum(['master', 'slave']),
+    index: uint,
+    path: z.string(),
+    flags: z.number().int(),
+    termios: base64.optional(),
+    winsize: base64.optional(),
+    devTty: z.boolean().optional(),
+    packet: z.boolean().optional(),
+    locked: z.boolean().optional(),
+    hungUp: z.boolean().optional(),
+    node: z.strictObject({ uid: uint, gid: uint, mode: uint }).optional(),
+    queued: z.strictObject({ input: base64.optional(), output: base64.optional() }).optional(),
+  }),
+);
 
-export const ttyProcessRecord = z.strictObject({
-  ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint }),
-});
+export const ttyProcessRecord = lazySchema(() =>
+  z.strictObject({
+    ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint }),
+  }),
+);
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;

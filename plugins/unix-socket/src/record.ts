@@ -3,6 +3,7 @@
  * types derived from them (core validates every fd record this plugin owns with
  * `unixSocketData` when an image is read).
  */
+import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
 export const NAME = '@ckpt/plugin-unix-socket';
@@ -11,16 +12,18 @@ export const NAME = '@ckpt/plugin-unix-socket';
  * Options: `external`, peers outside the tree: at dump `unix:PATH` (or `unix:@ABSTRACT`) accepts
  * a peer there; at restore `unix:PATH=NEWPATH` reconnects it elsewhere.
  */
-export const unixSocketOptions = z.strictObject({ external: z.array(z.string().regex(/^unix:./, 'expected unix:PATH or unix:PATH=NEWPATH')).optional() });
+export const unixSocketOptions = lazySchema(() =>
+  z.strictObject({ external: z.array(z.string().regex(/^unix:./, 'expected unix:PATH or unix:PATH=NEWPATH')).optional() }),
+);
 export type UnixSocketOptions = z.infer<typeof unixSocketOptions>;
 
-const int = z.number().int();
+const int = lazySchema(() => z.number().int());
 const uint = int.nonnegative();
-const base64 = z.string();
+const base64 = lazySchema(() => z.string());
 /** struct timeval: [seconds, microseconds]. */
-const timeval = z.tuple([int, int]);
+const timeval = lazySchema(() => z.tuple([int, int]));
 
-export const unixType = z.enum(['stream', 'dgram', 'seqpacket']);
+export const unixType = lazySchema(() => z.enum(['stream', 'dgram', 'seqpacket']));
 export type UnixType = z.infer<typeof unixType>;
 
 /**
@@ -28,80 +31,86 @@ export type UnixType = z.infer<typeof unixType>;
  * disconnected: its peer is closed (or an outside client declared external); listening;
  * unconnected (possibly bound).
  */
-export const unixState = z.enum(['unconnected', 'listening', 'connected', 'pending', 'disconnected']);
+export const unixState = lazySchema(() => z.enum(['unconnected', 'listening', 'connected', 'pending', 'disconnected']));
 export type UnixState = z.infer<typeof unixState>;
 
 /** The socket options saved (SOL_SOCKET). */
-export const unixOptions = z.strictObject({
-  sndbuf: int,
-  rcvbuf: int,
-  passcred: z.boolean(),
-  passsec: z.boolean(),
-  /** -1: off. */
-  peekOff: int,
-  rcvlowat: int,
-  /** [seconds, microseconds]; [0, 0] = none. */
-  rcvtimeo: timeval,
-  sndtimeo: timeval,
-});
+export const unixOptions = lazySchema(() =>
+  z.strictObject({
+    sndbuf: int,
+    rcvbuf: int,
+    passcred: z.boolean(),
+    passsec: z.boolean(),
+    /** -1: off. */
+    peekOff: int,
+    rcvlowat: int,
+    /** [seconds, microseconds]; [0, 0] = none. */
+    rcvtimeo: timeval,
+    sndtimeo: timeval,
+  }),
+);
 export type UnixOptions = z.infer<typeof unixOptions>;
 
 /** One message (or, for a stream, the whole run of bytes) waiting in a receive queue. */
-export const queuedMessage = z.strictObject({
-  /** base64 */
-  data: base64,
-  /** The sender's address (datagrams), for people, and exact (base64 of sun_path). */
-  from: z.string().optional(),
-  fromRaw: base64.optional(),
-  /** Files in flight with it (SCM_RIGHTS): core's ids (ProcessDump.dumpInFlight), in order. */
-  fds: z.array(z.number().int().negative()).optional(),
-});
+export const queuedMessage = lazySchema(() =>
+  z.strictObject({
+    /** base64 */
+    data: base64,
+    /** The sender's address (datagrams), for people, and exact (base64 of sun_path). */
+    from: z.string().optional(),
+    fromRaw: base64.optional(),
+    /** Files in flight with it (SCM_RIGHTS): core's ids (ProcessDump.dumpInFlight), in order. */
+    fds: z.array(z.number().int().negative()).optional(),
+  }),
+);
 export type QueuedMessage = z.infer<typeof queuedMessage>;
 
 /** The record of one unix socket (FdRecord.data). */
-export const unixSocketData = z.strictObject({
-  /** The socket's inode at dump: its id in the image (peers name each other by it). */
-  ino: uint,
-  type: unixType,
-  state: unixState,
-  /** O_NONBLOCK of the open description. */
-  flags: uint,
-  /** Its address for people: a path, or @name (abstract); and exact (base64 of sun_path). */
-  name: z.string().optional(),
-  nameRaw: base64.optional(),
-  /** The name is its own (bind, autobind), not the one an accepted socket inherits from its listener. */
-  bound: z.boolean().optional(),
-  /** A relative path name: the directory it was bound in. */
-  dir: z.string().optional(),
-  /** A path name: its socket file at dump time (present: it existed, with this inode). */
-  file: z.strictObject({ present: z.boolean(), mode: uint.optional(), uid: uint.optional(), gid: uint.optional() }).optional(),
-  /** The peer's inode (in the image); 0: closed. */
-  peer: uint.optional(),
-  peerName: z.string().optional(),
-  peerNameRaw: base64.optional(),
-  /** pending: the inode of the listener (in the image) it waits on. */
-  listener: uint.optional(),
-  /** Declared external: the address to connect to at restore (people's form, exact form). */
-  external: z.string().optional(),
-  externalRaw: base64.optional(),
-  /** listening: backlog, and the clients of the image queued on it, oldest first. */
-  backlog: uint.optional(),
-  pending: z.array(uint).optional(),
-  /** Outside clients queued on a listener at dump time (not restored). */
-  droppedPending: uint.optional(),
-  /** RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2. */
-  shutdown: uint,
-  /** A pending socket error (ECONNRESET when the peer closed with data unread). */
-  error: uint.optional(),
-  /** The receive queue. */
-  queue: z.array(queuedMessage),
-  queuedBytes: uint,
-  /** Bytes received from an external peer that a fresh connection cannot carry (dropped). */
-  droppedBytes: uint.optional(),
-  opts: unixOptions,
-  /** SO_PEERCRED: the pid and effective ids of whoever made its peer (host pid). */
-  peercred: z.strictObject({ pid: uint, uid: uint, gid: uint }).optional(),
-  /** A classic BPF socket filter (SO_ATTACH_FILTER). */
-  filter: z.strictObject({ code: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), locked: z.boolean().optional() }).optional(),
-});
+export const unixSocketData = lazySchema(() =>
+  z.strictObject({
+    /** The socket's inode at dump: its id in the image (peers name each other by it). */
+    ino: uint,
+    type: unixType,
+    state: unixState,
+    /** O_NONBLOCK of the open description. */
+    flags: uint,
+    /** Its address for people: a path, or @name (abstract); and exact (base64 of sun_path). */
+    name: z.string().optional(),
+    nameRaw: base64.optional(),
+    /** The name is its own (bind, autobind), not the one an accepted socket inherits from its listener. */
+    bound: z.boolean().optional(),
+    /** A relative path name: the directory it was bound in. */
+    dir: z.string().optional(),
+    /** A path name: its socket file at dump time (present: it existed, with this inode). */
+    file: z.strictObject({ present: z.boolean(), mode: uint.optional(), uid: uint.optional(), gid: uint.optional() }).optional(),
+    /** The peer's inode (in the image); 0: closed. */
+    peer: uint.optional(),
+    peerName: z.string().optional(),
+    peerNameRaw: base64.optional(),
+    /** pending: the inode of the listener (in the image) it waits on. */
+    listener: uint.optional(),
+    /** Declared external: the address to connect to at restore (people's form, exact form). */
+    external: z.string().optional(),
+    externalRaw: base64.optional(),
+    /** listening: backlog, and the clients of the image queued on it, oldest first. */
+    backlog: uint.optional(),
+    pending: z.array(uint).optional(),
+    /** Outside clients queued on a listener at dump time (not restored). */
+    droppedPending: uint.optional(),
+    /** RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2. */
+    shutdown: uint,
+    /** A pending socket error (ECONNRESET when the peer closed with data unread). */
+    error: uint.optional(),
+    /** The receive queue. */
+    queue: z.array(queuedMessage),
+    queuedBytes: uint,
+    /** Bytes received from an external peer that a fresh connection cannot carry (dropped). */
+    droppedBytes: uint.optional(),
+    opts: unixOptions,
+    /** SO_PEERCRED: the pid and effective ids of whoever made its peer (host pid). */
+    peercred: z.strictObject({ pid: uint, uid: uint, gid: uint }).optional(),
+    /** A classic BPF socket filter (SO_ATTACH_FILTER). */
+    filter: z.strictObject({ code: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/), locked: z.boolean().optional() }).optional(),
+  }),
+);
 export type UnixSocketData = z.infer<typeof unixSocketData>;
