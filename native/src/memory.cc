@@ -136,7 +136,9 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   std::vector<double> runs, guards, zap;
-  std::vector<uint64_t> ent(65536), pent(parent ? 65536 : 0);
+  // Entries for the range, up to 64 Ki pages per read (a small area's call allocates little).
+  const size_t batch = static_cast<size_t>(std::min<uint64_t>(65536, std::max<uint64_t>(1, (end - start) / kPage)));
+  std::vector<uint64_t> ent(batch), pent(parent ? batch : 0);
   // A page a dump saves: present (not a clean file page, with anonOnly) or swapped.
   auto saved = [anonOnly](uint64_t e) {
     bool present = e >> 63 & 1, swapped = e >> 62 & 1, filePage = e >> 61 & 1;
@@ -205,19 +207,29 @@ struct Chunk {
 class Pipeline {
  public:
   static constexpr int kSlots = 6;
-  Pipeline() {
-    for (auto& sl : slots_) {
+  // Buffers for a copy of `total` bytes: no more, nor more of them, than it needs (a small
+  // process's copy would otherwise spend more faulting in 24 MiB of buffers than copying).
+  explicit Pipeline(uint64_t total) {
+    const size_t size = static_cast<size_t>(std::min<uint64_t>(kChunk, (total + kPage - 1) & ~(kPage - 1)));
+    const uint64_t chunks = (total + kChunk - 1) / kChunk;
+    for (uint64_t i = 0; i < kSlots; i++) {
+      Slot& sl = slots_[i];
+      if (i > 0 && i >= chunks) {
+        sl.buf = nullptr;
+        continue;
+      }
       void* p = nullptr;
-      if (posix_memalign(&p, kPage, kChunk) != 0) p = nullptr;
+      if (posix_memalign(&p, kPage, size ? size : kPage) != 0) p = nullptr;
       sl.buf = static_cast<uint8_t*>(p);
+      used_++;
     }
   }
   ~Pipeline() {
     for (auto& sl : slots_) free(sl.buf);
   }
   bool ok() const {
-    for (auto& sl : slots_)
-      if (!sl.buf) return false;
+    for (int i = 0; i < used_; i++)
+      if (!slots_[i].buf) return false;
     return true;
   }
 
@@ -228,7 +240,7 @@ class Pipeline {
   int Run(const Napi::Float64Array& runs, uint64_t off, P produce, H hash, W put, int* step) {
     std::mutex mu;
     std::condition_variable cv;
-    uint64_t filled = 0;  // chunks produced so far (chunk i lives in slot i % kSlots)
+    uint64_t filled = 0;  // chunks produced so far (chunk i lives in slot i % used_)
     bool done = false;
     int err = 0;
     auto fail = [&](int e, int which) {
@@ -238,7 +250,7 @@ class Pipeline {
     };
     auto drain = [&](int which, auto&& fn) {
       for (uint64_t i = 0;; i++) {
-        Slot* sl = &slots_[i % kSlots];
+        Slot* sl = &slots_[i % used_];
         {
           std::unique_lock<std::mutex> lk(mu);
           cv.wait(lk, [&] { return err || i < filled || done; });
@@ -257,7 +269,7 @@ class Pipeline {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
       bool stop = false;
       while (len && !stop) {
-        Slot* sl = &slots_[i % kSlots];
+        Slot* sl = &slots_[i % used_];
         {
           std::unique_lock<std::mutex> lk(mu);
           cv.wait(lk, [&] { return err || sl->pending == 0; });
@@ -300,6 +312,7 @@ class Pipeline {
     int pending = 0;  // drains still to run on the chunk in it
   };
   Slot slots_[kSlots];
+  int used_ = 0;
 };
 
 uint64_t RunsBytes(const Napi::Float64Array& runs) {
@@ -318,7 +331,9 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   int out = ArgInt(info[2]);
   Hash* hash = HashArg(info[3]);
   if (!hash) return env.Undefined();
-  Pipeline pipe;
+  const uint64_t total = RunsBytes(runs);
+  if (!total) return CopyResult(env, 0);
+  Pipeline pipe(total);
   if (!pipe.ok()) {
     ThrowErrno(env, ENOMEM, "posix_memalign");
     return env.Undefined();
@@ -328,7 +343,6 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
     ThrowErrno(env, errno, "lseek(image)");
     return env.Undefined();
   }
-  const uint64_t total = RunsBytes(runs);
   MemFd mem(pid, O_RDONLY);
   int step = 0;
   int err = pipe.Run(
