@@ -186,8 +186,12 @@ async function exitsWithin<T>(p: Promise<T>, ms: number, what: string): Promise<
 
 /** Waits until the restored pid runs free (restored, detached). */
 async function waitRestored(pid: number, what: () => string): Promise<void> {
+  // Untraced and on a pty is not enough: the stub that becomes the process (its pid already, fd 0
+  // ckpt restore's terminal, in ckpt restore's process group) is both between its clone and its
+  // PTRACE_TRACEME. Its name is the program's (every one restored here is tty_prog) once restored.
   const ok = () => {
     try {
+      if (fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== path.basename(PROG)) return false;
       return isAlive(pid) && tracerPid(pid) === 0 && link(pid, 0).startsWith('/dev/pts/');
     } catch {
       return false;
