@@ -507,12 +507,12 @@ function restoreSession(
 }
 
 /**
- * The scratch page a stage mapped into the process goes when the stage ends: between stages (the
- * long page copy above all) the process holds nothing of ckpt's, so a ckpt killed there leaves
- * it as it was (ptrace detaches it when its tracer dies).
+ * Between stages the process must do without ckpt should it die (ptrace detaches it when its
+ * tracer dies): the guard mapping a stage made stays for the next, with one thread parked to
+ * unmap it on its own (Tracee.parkBetweenStages), and a plain scratch mapping goes.
  */
 function dropScratch(proc: ProcessDump): void {
-  if (proc.tracee.scratchRange) proc.tracee.releaseScratch();
+  proc.tracee.parkBetweenStages();
 }
 
 /**

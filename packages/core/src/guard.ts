@@ -16,7 +16,9 @@
  * Either way the thread comes back with the registers it was frozen with (a syscall it was in
  * restarts), its signal mask, its FPU state and its alternate stack untouched. Signals that
  * arrive meanwhile stay pending (the mask is all-blocked while parked) instead of being taken
- * by ckpt. What a dead ckpt can leave behind is the guard mapping itself; it starts with
+ * by ckpt. Between stages one thread is parked on the stack path on the guard's munmap
+ * (Tracee.parkBetweenStages), so a ckpt dead there leaves nothing. What a ckpt dead during a
+ * stage can leave behind is the guard mapping itself; it starts with
  * GUARD_MAGIC so the next ckpt (dump, `ckpt check --repair`) finds and removes it.
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';

@@ -159,6 +159,8 @@ export interface AddressSpace {
   /** The process's [stack] mapping, and where its guard goes (the same place at every stage). */
   mainStack?: Vma | null;
   guardAt?: { addr: number; size: number };
+  /** The thread parked with the guard's munmap armed (armRelease), between stages. */
+  armed?: Tracee;
 }
 
 /** One traced task (a thread; the leader's tid is the pid). */
@@ -289,6 +291,12 @@ export class Tracee {
    * own context if ckpt dies. Undefined when no slot is left (a thread that appeared late).
    */
   private parkInGuard(g: NonNullable<AddressSpace['guard']>): number | undefined {
+    // The armed munmap must not run while a thread is on the guard's code: disarmed first.
+    const armed = this.space.armed;
+    if (armed) {
+      this.space.armed = undefined;
+      if (armed !== this) armed.unpark();
+    }
     if (this.parkedAt?.where === 'guard') return this.parkedAt.uc;
     let slot = g.slots.get(this.pid);
     if (slot === undefined) {
@@ -303,13 +311,22 @@ export class Tracee {
     return uc;
   }
 
-  /** Writes the return frame at uc, then points the registers at the code that returns through it. */
-  private park(uc: number, where: 'stack' | 'guard', rip: number, rsp?: number): void {
+  /**
+   * Writes the return frame at uc, then points the registers at the code that returns through it
+   * (with `call`: the syscall that code makes first, by the stack path).
+   */
+  private park(uc: number, where: 'stack' | 'guard', rip: number, rsp?: number, call?: { nr: number; args: number[] }): void {
     native.mem.writeMem(this.pid, uc, returnFrame(uc, this.resumeRegs, this.sigmask, this.xstate()));
     native.ptrace.faultStep();
     const r = new Regs(Buffer.from(this.resumeRegs)).set('rip', rip).set('orig_rax', -1n);
     if (where === 'guard') r.set('rbx', uc);
     if (rsp !== undefined) r.set('rsp', rsp);
+    if (call) {
+      r.set('rax', call.nr);
+      (['rdi', 'rsi', 'rdx'] as const).forEach((name, i) => {
+        if (i < call.args.length) r.set(name, call.args[i]);
+      });
+    }
     native.ptrace.setRegs(this.pid, r.buf);
     native.ptrace.faultStep();
     this.parkedAt = { where, uc };
@@ -358,12 +375,12 @@ export class Tracee {
   }
 
   /**
-   * One syscall by the stack path (the guard mapping does not exist: its mmap and its munmap):
-   * the frame goes below the red zone of this thread's stack, which must be the main [stack]
-   * (nothing else lives below its stack pointer), and the vdso's `syscall ... ret` returns into
-   * the process's own rt_sigreturn restorer. False when this thread or process cannot.
+   * Where this thread's frame goes on the stack path: below the red zone of its stack, which must
+   * be the main [stack] (nothing else lives below its stack pointer), with the address of the
+   * process's own rt_sigreturn restorer under it for the vdso's `syscall ... ret` to return into.
+   * Undefined when this thread or process cannot.
    */
-  private stackSyscall(nr: number, args: Array<number | bigint>): bigint | undefined {
+  private stackFrame(): { uc: number; gad: Gadgets } | undefined {
     if (this.space.gadgets === undefined) {
       const vmas = readMaps(this.pid);
       this.space.gadgets = findGadgets(this.pid, vmas) ?? null;
@@ -378,6 +395,17 @@ export class Tracee {
     const ret = Buffer.alloc(8);
     ret.writeBigUInt64LE(BigInt(gad.sigreturn));
     native.mem.writeMem(this.pid, uc - 8, ret);
+    return { uc, gad };
+  }
+
+  /**
+   * One syscall by the stack path (the guard mapping does not exist: its mmap and its munmap),
+   * the frame as stackFrame() places it. Undefined when this thread or process cannot.
+   */
+  private stackSyscall(nr: number, args: Array<number | bigint>): bigint | undefined {
+    const f = this.stackFrame();
+    if (!f) return undefined;
+    const { uc, gad } = f;
     this.park(uc, 'stack', gad.sigreturn, uc);
     this.injected++;
     const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
@@ -475,9 +503,38 @@ export class Tracee {
     return native.mem.readMem(this.pid, addr, len);
   }
 
+  /**
+   * Between the stages of a dump, and before a long page copy: the process must be able to do
+   * without ckpt at any instant, yet mapping the guard again for the next stage would cost two
+   * remote syscalls. So the guard stays, every thread gets its own registers back but one, parked
+   * on the stack path (stackFrame) on the guard's munmap: should ckpt die now, that thread unmaps
+   * the guard and returns to its own context through its frame. The next remote syscall disarms
+   * it (parkInGuard). When no thread can be parked so, or there is no guard but a plain scratch
+   * mapping, it goes now, as releaseScratch.
+   */
+  parkBetweenStages(): void {
+    const g = this.space.guard;
+    if (!g) {
+      if (this.scratchAddr !== undefined) this.releaseScratch();
+      return;
+    }
+    if (this.space.armed) return;
+    const members = [this, ...(this.space.members ?? []).filter((m) => m !== this)];
+    for (const m of members) if (m.parkedAt?.where === 'guard') m.unpark();
+    for (const m of members) {
+      const f = m.stackFrame();
+      if (!f) continue;
+      m.park(f.uc, 'stack', f.gad.syscallRet, f.uc - 8, { nr: SYS.munmap, args: [g.start, g.size] });
+      this.space.armed = m;
+      return;
+    }
+    this.releaseScratch();
+  }
+
   /** Unmaps the scratch mapping (dump side: leave no trace). */
   releaseScratch(): void {
     const g = this.space.guard;
+    this.space.armed = undefined;
     if (g) {
       // Nobody may stay parked on code that is about to go; the stack path unmaps it.
       for (const m of this.space.members ?? []) if (m.parkedAt?.where === 'guard') m.unpark();

@@ -281,6 +281,8 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   stats['memory.pages'] = Number(stats['memory.pages'] ?? 0) + total / 4096;
   stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
   const blob = session.image.openBlob(`pages-${proc.pid}.img`);
+  // The copy is long: a ckpt killed during it must leave the process as it was (see core).
+  tracee.parkBetweenStages();
   await writePages(proc, blob, task, now, total);
   await copyRest(proc, blob, laterRuns, total, options);
   proc.put(NAME, {
