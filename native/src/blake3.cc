@@ -191,6 +191,18 @@ CKPT_AVX2 void Hash8(const uint8_t* in, size_t stride, size_t blocks, uint64_t c
   for (int j = 0; j < 8; j++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), h[j]);
 }
 
+// Merges the top of a stack of chaining values until it holds one per set bit of `chunks` (the
+// complete subtrees left of chunk number `chunks`). Returns the new depth.
+size_t MergeTo(uint32_t (*stack)[8], size_t depth, uint64_t chunks) {
+  const size_t keep = static_cast<size_t>(__builtin_popcountll(chunks));
+  for (; depth > keep; depth--) {
+    uint32_t out[8];
+    ParentCv(stack[depth - 2], out);
+    memcpy(stack[depth - 2], out, sizeof out);
+  }
+  return depth;
+}
+
 bool HaveAvx2() {
   static const bool yes = [] {
     __builtin_cpu_init();
@@ -225,19 +237,9 @@ void Blake3::Subtree(const uint8_t* p, uint64_t chunks, uint32_t cv[8]) const {
   memcpy(cv, cvs[0], 32);
 }
 
-void Blake3::MergeStack(uint64_t chunks) {
-  const size_t keep = static_cast<size_t>(__builtin_popcountll(chunks));
-  while (stackLen_ > keep) {
-    uint32_t out[8];
-    ParentCv(stack_[stackLen_ - 2], out);
-    memcpy(stack_[stackLen_ - 2], out, sizeof out);
-    stackLen_--;
-  }
-}
-
 void Blake3::PushCv(const uint32_t cv[8], uint64_t counter) {
   // Everything left of `counter` is complete: merge it into one value per set bit first.
-  MergeStack(counter);
+  stackLen_ = MergeTo(stack_, stackLen_, counter);
   memcpy(stack_[stackLen_++], cv, 32);
 }
 
@@ -301,15 +303,8 @@ void Blake3::Digest(uint8_t out[32]) const {
   // The subtrees to the left, merged as the chunks done so far say (on a copy: the hash goes on),
   // then rolled up with the last chunk from the right.
   uint32_t stack[55][8];
-  size_t depth = stackLen_;
-  memcpy(stack, stack_, depth * 32);
-  const size_t keep = static_cast<size_t>(__builtin_popcountll(counter_));
-  while (depth > keep) {
-    uint32_t o[8];
-    ParentCv(stack[depth - 2], o);
-    memcpy(stack[depth - 2], o, sizeof o);
-    depth--;
-  }
+  memcpy(stack, stack_, stackLen_ * 32);
+  size_t depth = MergeTo(stack, stackLen_, counter_);
   while (depth) {
     uint32_t right[8];
     Compress(cv, block, counter, len, flags, right);

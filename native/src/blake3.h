@@ -23,7 +23,6 @@ class Blake3 {
   // A whole subtree of `chunks` chunks (a power of two, `counter_` a multiple of it) to its chaining value.
   void Subtree(const uint8_t* p, uint64_t chunks, uint32_t cv[8]) const;
   void PushCv(const uint32_t cv[8], uint64_t counter);
-  void MergeStack(uint64_t chunks);
   void ChunkUpdate(const uint8_t* p, size_t n);
 
   // The chunk being filled: its chaining value so far, the partial block, and how much of both.
