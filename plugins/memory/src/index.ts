@@ -114,10 +114,18 @@ function vmaRecordOf(
   v: Vma,
   allRuns: number[],
   parent?: { task: number; vmas: readonly VmaRecord[] },
-  counts?: { zeroPages: number },
+  counts?: { zeroPages: number; excluded: number },
+  options?: MemoryOptions,
 ): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset: 0 };
+  // MADV_DONTDUMP on private memory: left out, as a core dump leaves it (the kernel's own
+  // DONTDUMP areas, device and PFN mappings, are not of these kinds).
+  const dontdump = (kind === 'anon' || kind === 'file-private') && v.flags?.includes('dd') && !v.flags.includes('io') && !v.flags.includes('pf');
+  if (dontdump && !options?.includeDontdump) {
+    rec.excluded = 'dontdump';
+    if (counts) counts.excluded += v.end - v.start;
+  }
   if (v.flags?.includes('gd')) rec.growsDown = true;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
   // A shared mapping that may be made writable (mprotect) was mapped from a file open for writing.
@@ -160,7 +168,7 @@ function vmaRecordOf(
     const name = memfd ? v.name.slice(7, -' (deleted)'.length) : 'ckpt-shared-anon';
     rec.shmem = saveMappedShmem(session, task, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
     rec.offset = v.offset;
-  } else if (kind !== 'vdso' && kind !== 'file-shared') {
+  } else if (kind !== 'vdso' && kind !== 'file-shared' && !rec.excluded) {
     const alike = parent && inheritable(rec, parent.vmas) ? parent.task : undefined;
     let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike);
     if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private');
@@ -252,7 +260,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
-  const counts = { zeroPages: 0 };
+  const counts = { zeroPages: 0, excluded: 0 };
   // The blob holds the areas read while frozen first, then the others (each area's blobOffset
   // says where its pages are): those may come from a snapshot, after the process runs again.
   const now: number[] = [];
@@ -261,7 +269,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   let nowBytes = 0;
   for (const v of vmas) {
     const runs: number[] = [];
-    const rec = vmaRecordOf(session, proc, v, runs, parent, counts);
+    const rec = vmaRecordOf(session, proc, v, runs, parent, counts, options);
     records.push(rec);
     if (readFrozen(v, rec)) {
       rec.blobOffset = nowBytes;
@@ -280,6 +288,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const stats = session.stats;
   stats['memory.pages'] = Number(stats['memory.pages'] ?? 0) + total / 4096;
   stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
+  if (counts.excluded) stats['memory.dontdumpBytes'] = Number(stats['memory.dontdumpBytes'] ?? 0) + counts.excluded;
   const blob = session.image.openBlob(`pages-${proc.pid}.img`);
   // The copy is long: a ckpt killed during it must leave the process as it was (see core).
   tracee.parkBetweenStages();
@@ -621,7 +630,7 @@ export const memoryPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
-  record: { version: 2, schema: memoryRecord },
+  record: { version: 3, schema: memoryRecord },
   options: memoryOptions,
   flags: [
     {
@@ -629,6 +638,12 @@ export const memoryPlugin = definePlugin(() => ({
       flags: '--frozen-copy',
       description: 'with --leave-running, copy memory while the process is frozen instead of from a copy-on-write snapshot after it runs again',
       option: 'frozenCopy',
+    },
+    {
+      command: 'dump' as const,
+      flags: '--include-dontdump',
+      description: 'save the pages of areas the process marked MADV_DONTDUMP too (by default they are left out, as from a core dump, and come back zeroed)',
+      option: 'includeDontdump',
     },
   ],
   claims: { stateClasses: ['memory'] },
@@ -641,7 +656,11 @@ export const memoryPlugin = definePlugin(() => ({
         `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved; exe ${m.exe}`,
         ...m.vmas.map((v) => {
           const saved = v.runs.reduce((a, r) => a + r[1], 0);
-          const from = v.inherited ? '  (shared with its parent, but the pages saved)' : '';
+          const from = v.inherited
+            ? '  (shared with its parent, but the pages saved)'
+            : v.excluded
+              ? `  (MADV_DONTDUMP: not saved, comes back ${v.kind === 'anon' ? 'zeroed' : "as the file's pages"})`
+              : '';
           return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}${from}`;
         }),
       ];

@@ -11,8 +11,11 @@ const range = lazySchema(() => z.tuple([uint, uint]));
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
 export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
 
-/** The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a snapshot. */
-export const memoryOptions = lazySchema(() => z.strictObject({ frozenCopy: z.boolean().optional() }));
+/**
+ * The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a
+ * snapshot; `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too.
+ */
+export const memoryOptions = lazySchema(() => z.strictObject({ frozenCopy: z.boolean().optional(), includeDontdump: z.boolean().optional() }));
 export type MemoryOptions = z.infer<typeof memoryOptions>;
 
 /** `aio`: an AIO ring (io_setup), saved whole (header and events) and made again by io_setup. */
@@ -51,6 +54,11 @@ export interface VmaRecord {
    * events between them are completed, not yet reaped). Its address is the context id.
    */
   aio?: { nr: number; head: number; tail: number };
+  /**
+   * Its pages were not saved: the process marked it MADV_DONTDUMP (as a core dump leaves it out).
+   * It comes back as the fresh memory of its kind: zeros, or the file's pages.
+   */
+  excluded?: 'dontdump';
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
@@ -74,6 +82,7 @@ export const vmaRecord = lazySchema(() =>
     inherited: z.boolean().optional(),
     zap: z.array(range).optional(),
     aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
+    excluded: z.literal('dontdump').optional(),
     runs: z.array(range),
     blobOffset: uint,
   }),

@@ -265,7 +265,9 @@ function vmaState(pid: number, guard: { start: number; end: number } | undefined
     if (!line.startsWith('VmFlags:') || !range) continue;
     const flags = line.slice(8).trim().split(/\s+/);
     const isGuard = !!guard && range[0] === guard.start;
-    if (!isGuard) for (const [flag, adv] of ADVICE) if (flags.includes(flag)) advice.push([range[0], range[1] - range[0], adv]);
+    // The kernel's own mappings (device, PFN: [vvar]) carry DONTDUMP and take no advice.
+    const special = flags.includes('io') || flags.includes('pf');
+    if (!isGuard && !special) for (const [flag, adv] of ADVICE) if (flags.includes(flag)) advice.push([range[0], range[1] - range[0], adv]);
     if (!flags.includes('lo')) continue;
     const onFault = flags.includes('lf');
     if (isGuard) future = onFault ? 'onfault' : 'now';
@@ -275,10 +277,11 @@ function vmaState(pid: number, guard: { start: number; end: number } | undefined
 }
 
 /** smaps VmFlags that madvise sets, and the advice that sets them. */
-const ADVICE: Array<[string, 10 | 14 | 15 | 18]> = [
+const ADVICE: Array<[string, 10 | 14 | 15 | 16 | 18]> = [
   ['dc', 10], // MADV_DONTFORK
   ['hg', 14], // MADV_HUGEPAGE
   ['nh', 15], // MADV_NOHUGEPAGE
+  ['dd', 16], // MADV_DONTDUMP
   ['wf', 18], // MADV_WIPEONFORK
 ];
 
@@ -583,7 +586,7 @@ export const taskPlugin = definePlugin(() => ({
   version: '0.1.0',
   description:
     'credentials and capabilities per thread, scheduling (nice, policy, priority, affinity, timer slack), POSIX timers, seccomp (strict and filters), locked memory and madvise state, OOM score, login uid, prctl flags, stopped state; refuses SCHED_DEADLINE',
-  record: { version: 3, schema: taskRecord },
+  record: { version: 4, schema: taskRecord },
   options: taskOptions,
   flags: [
     {

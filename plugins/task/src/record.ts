@@ -26,7 +26,9 @@ export const taskRecord = lazySchema(() =>
       })
       .default({ areas: [], future: false }),
     /** madvise state that changes behaviour: [start, length, advice] (MADV_* number). */
-    advice: z.array(z.tuple([int.nonnegative(), int.positive(), z.union([z.literal(10), z.literal(14), z.literal(15), z.literal(18)])])).default([]),
+    advice: z
+      .array(z.tuple([int.nonnegative(), int.positive(), z.union([z.literal(10), z.literal(14), z.literal(15), z.literal(16), z.literal(18)])]))
+      .default([]),
     /** POSIX timers (timer_create), by id. */
     timers: z
       .array(
