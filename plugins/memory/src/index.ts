@@ -47,7 +47,7 @@ import {
 } from '@ckpt/core';
 import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
 import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
-import { pieces, without } from './ranges.js';
+import { cutRuns, type ExcludeSpec, parseExclude, pieces, without } from './ranges.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
@@ -114,17 +114,48 @@ function vmaRecordOf(
   v: Vma,
   allRuns: number[],
   parent?: { task: number; vmas: readonly VmaRecord[] },
-  counts?: { zeroPages: number; excluded: number },
+  counts?: { zeroPages: number; excluded: number; byOption: number },
   options?: MemoryOptions,
+  excludes: readonly ExcludeSpec[] = [],
 ): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset: 0 };
+  const isPrivate = (kind === 'anon' || kind === 'file-private') && !v.flags?.includes('io') && !v.flags?.includes('pf');
   // MADV_DONTDUMP on private memory: left out, as a core dump leaves it (the kernel's own
   // DONTDUMP areas, device and PFN mappings, are not of these kinds).
-  const dontdump = (kind === 'anon' || kind === 'file-private') && v.flags?.includes('dd') && !v.flags.includes('io') && !v.flags.includes('pf');
-  if (dontdump && !options?.includeDontdump) {
+  if (isPrivate && v.flags?.includes('dd') && !options?.includeDontdump) {
     rec.excluded = 'dontdump';
     if (counts) counts.excluded += v.end - v.start;
+  }
+  // What the user left out (dump --exclude): the whole area by its name, or address ranges.
+  const cuts: Array<{ start: number; end: number }> = [];
+  for (const e of excludes) {
+    const hit = 'name' in e ? e.name.test(v.name) : e.start < v.end && e.end > v.start;
+    if (!hit) continue;
+    if (!isPrivate) {
+      throw new CkptError(
+        'ERR_CKPT_USAGE',
+        `--exclude ${e.spec} covers ${v.name || 'an area'} of pid ${pid} (0x${v.start.toString(16)}-0x${v.end.toString(16)}, ${kind}), which is not private memory: only private memory can be left out`,
+      );
+    }
+    cuts.push('name' in e ? { start: v.start, end: v.end } : { start: Math.max(e.start, v.start), end: Math.min(e.end, v.end) });
+  }
+  if (cuts.length && !rec.excluded) {
+    const kept = cutRuns([v.start, v.end - v.start], cuts);
+    const keptBytes = kept.reduce((sum, x, i) => (i % 2 ? sum + x : sum), 0);
+    if (counts) counts.byOption += v.end - v.start - keptBytes;
+    if (!keptBytes) rec.excluded = 'option';
+    else {
+      // The cuts, merged: what lies between the kept runs.
+      const out: Array<[number, number]> = [];
+      let at = v.start;
+      for (let i = 0; i < kept.length; i += 2) {
+        if (kept[i] > at) out.push([at, kept[i] - at]);
+        at = kept[i] + kept[i + 1];
+      }
+      if (at < v.end) out.push([at, v.end - at]);
+      rec.excludedRanges = out;
+    }
   }
   if (v.flags?.includes('gd')) rec.growsDown = true;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;
@@ -169,7 +200,7 @@ function vmaRecordOf(
     rec.shmem = saveMappedShmem(session, task, v.start, v.end, `${v.dev}:${v.inode}`, name, memfd ? { memfd: true } : undefined);
     rec.offset = v.offset;
   } else if (kind !== 'vdso' && kind !== 'file-shared' && !rec.excluded) {
-    const alike = parent && inheritable(rec, parent.vmas) ? parent.task : undefined;
+    const alike = parent && !rec.excludedRanges && inheritable(rec, parent.vmas) ? parent.task : undefined;
     let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike);
     if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private');
     if (counts && runs.zeroPages) counts.zeroPages += runs.zeroPages;
@@ -178,9 +209,15 @@ function vmaRecordOf(
       const z = runs.zap;
       if (z) rec.zap = Array.from({ length: z.length / 2 }, (_, i): [number, number] => [z[2 * i], z[2 * i + 1]]);
     }
-    for (let i = 0; i < runs.length; i += 2) {
-      rec.runs.push([runs[i], runs[i + 1]]);
-      allRuns.push(runs[i], runs[i + 1]);
+    const saved = rec.excludedRanges
+      ? cutRuns(
+          Array.from(runs),
+          rec.excludedRanges.map(([at, len]) => ({ start: at, end: at + len })),
+        )
+      : runs;
+    for (let i = 0; i < saved.length; i += 2) {
+      rec.runs.push([saved[i], saved[i + 1]]);
+      allRuns.push(saved[i], saved[i + 1]);
     }
     const g = runs.guards;
     if (g) rec.guards = Array.from({ length: g.length / 2 }, (_, i): [number, number] => [g[2 * i], g[2 * i + 1]]);
@@ -260,7 +297,9 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
-  const counts = { zeroPages: 0, excluded: 0 };
+  const counts = { zeroPages: 0, excluded: 0, byOption: 0 };
+  // Validated with the options (memoryOptions): every one parses.
+  const excludes = (options?.exclude ?? []).map(parseExclude).filter((e): e is ExcludeSpec => typeof e !== 'string');
   // The blob holds the areas read while frozen first, then the others (each area's blobOffset
   // says where its pages are): those may come from a snapshot, after the process runs again.
   const now: number[] = [];
@@ -269,7 +308,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   let nowBytes = 0;
   for (const v of vmas) {
     const runs: number[] = [];
-    const rec = vmaRecordOf(session, proc, v, runs, parent, counts, options);
+    const rec = vmaRecordOf(session, proc, v, runs, parent, counts, options, excludes);
     records.push(rec);
     if (readFrozen(v, rec)) {
       rec.blobOffset = nowBytes;
@@ -289,6 +328,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   stats['memory.pages'] = Number(stats['memory.pages'] ?? 0) + total / 4096;
   stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
   if (counts.excluded) stats['memory.dontdumpBytes'] = Number(stats['memory.dontdumpBytes'] ?? 0) + counts.excluded;
+  if (counts.byOption) stats['memory.excludedBytes'] = Number(stats['memory.excludedBytes'] ?? 0) + counts.byOption;
   const blob = session.image.openBlob(`pages-${proc.pid}.img`);
   // The copy is long: a ckpt killed during it must leave the process as it was (see core).
   tracee.parkBetweenStages();
@@ -641,6 +681,14 @@ export const memoryPlugin = definePlugin(() => ({
     },
     {
       command: 'dump' as const,
+      flags: '--exclude <area...>',
+      description:
+        "leave private memory out of the image: an address range START-END (hex, page-aligned) or mappings by name (a path, [heap]...; * matches anything); it comes back zeroed, or as the file's pages",
+      option: 'exclude',
+      list: true,
+    },
+    {
+      command: 'dump' as const,
       flags: '--include-dontdump',
       description: 'save the pages of areas the process marked MADV_DONTDUMP too (by default they are left out, as from a core dump, and come back zeroed)',
       option: 'includeDontdump',
@@ -656,11 +704,17 @@ export const memoryPlugin = definePlugin(() => ({
         `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved; exe ${m.exe}`,
         ...m.vmas.map((v) => {
           const saved = v.runs.reduce((a, r) => a + r[1], 0);
+          const back = v.kind === 'anon' ? 'zeroed' : "as the file's pages";
+          const cut = (v.excludedRanges ?? []).reduce((sum, r) => sum + r[1], 0);
           const from = v.inherited
             ? '  (shared with its parent, but the pages saved)'
-            : v.excluded
-              ? `  (MADV_DONTDUMP: not saved, comes back ${v.kind === 'anon' ? 'zeroed' : "as the file's pages"})`
-              : '';
+            : v.excluded === 'dontdump'
+              ? `  (MADV_DONTDUMP: not saved, comes back ${back})`
+              : v.excluded === 'option'
+                ? `  (--exclude: not saved, comes back ${back})`
+                : cut
+                  ? `  (--exclude: ${cut / 1024} KiB of it not saved, comes back ${back})`
+                  : '';
           return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}${from}`;
         }),
       ];

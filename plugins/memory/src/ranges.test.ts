@@ -2,7 +2,7 @@
 // grouping of page runs into pieces for the native copy.
 import { describe, expect, it } from 'vitest';
 import type { Vma } from '@ckpt/core';
-import { pieces, PROGRESS_CHUNK, without } from './ranges.js';
+import { cutRuns, parseExclude, pieces, PROGRESS_CHUNK, without } from './ranges.js';
 
 const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
 const P = 0x1000;
@@ -66,5 +66,53 @@ describe('pieces', () => {
     expect(out.every((p) => p.filter((_, i) => i % 2).reduce((a, b) => a + b, 0) <= PROGRESS_CHUNK)).toBe(true);
     expect(out.flatMap((p) => p.filter((_, i) => i % 2)).reduce((a, b) => a + b, 0)).toBe(len);
     expect(out[1][0]).toBe(0x7f0000000000 + PROGRESS_CHUNK);
+  });
+});
+
+describe('parseExclude', () => {
+  it('takes a page-aligned hex range, with or without 0x', () => {
+    expect(parseExclude('0x7f0000001000-0x7f0000003000')).toEqual({ spec: '0x7f0000001000-0x7f0000003000', start: 0x7f0000001000, end: 0x7f0000003000 });
+    expect(parseExclude('1000-2000')).toMatchObject({ start: 0x1000, end: 0x2000 });
+  });
+
+  it('says why a range is not one: empty, or off page boundaries', () => {
+    expect(parseExclude('0x2000-0x1000')).toMatch(/empty address range/);
+    expect(parseExclude('0x1000-0x1800')).toMatch(/page boundaries/);
+  });
+
+  it('takes a mapping name, * matching anything and nothing else special', () => {
+    const e = parseExclude('/dev/shm/cache-*.bin');
+    if (typeof e === 'string' || !('name' in e)) throw new Error('not a name');
+    expect(e.name.test('/dev/shm/cache-12.bin')).toBe(true);
+    expect(e.name.test('/dev/shm/cache-12xbin')).toBe(false);
+    const heap = parseExclude('[heap]');
+    if (typeof heap === 'string' || !('name' in heap)) throw new Error('not a name');
+    expect(heap.name.test('[heap]')).toBe(true);
+    expect(heap.name.test('h')).toBe(false);
+  });
+
+  it('refuses what is neither', () => {
+    expect(parseExclude('libc.so')).toMatch(/neither an address range/);
+    expect(parseExclude('0x1000-')).toMatch(/neither an address range/);
+  });
+});
+
+describe('cutRuns', () => {
+  const runs = [0x10 * P, 0x10 * P, 0x30 * P, 0x10 * P];
+
+  it('keeps runs the cuts miss, drops those they cover, trims and splits the others', () => {
+    expect(cutRuns(runs, [{ start: 0x20 * P, end: 0x30 * P }])).toEqual(runs);
+    expect(cutRuns(runs, [{ start: 0x30 * P, end: 0x40 * P }])).toEqual([0x10 * P, 0x10 * P]);
+    expect(cutRuns(runs, [{ start: 0x18 * P, end: 0x34 * P }])).toEqual([0x10 * P, 0x8 * P, 0x34 * P, 0xc * P]);
+    expect(cutRuns(runs, [{ start: 0x14 * P, end: 0x16 * P }])).toEqual([0x10 * P, 0x4 * P, 0x16 * P, 0xa * P, 0x30 * P, 0x10 * P]);
+  });
+
+  it('applies several cuts', () => {
+    expect(
+      cutRuns(runs, [
+        { start: 0x10 * P, end: 0x12 * P },
+        { start: 0x3e * P, end: 0x40 * P },
+      ]),
+    ).toEqual([0x12 * P, 0xe * P, 0x30 * P, 0xe * P]);
   });
 });

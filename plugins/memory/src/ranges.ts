@@ -39,3 +39,49 @@ export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float
   }
   if (cur.length) yield Float64Array.from(cur);
 }
+
+/** What `--exclude` names: an address range, or mappings by name (a glob: `*` matches anything). */
+export type ExcludeSpec = { spec: string; start: number; end: number } | { spec: string; name: RegExp };
+
+const RANGE_RE = /^(?:0x)?([0-9a-f]+)-(?:0x)?([0-9a-f]+)$/i;
+
+/**
+ * Parses one `--exclude` value: `START-END` (hex, 0x optional, page-aligned, END exclusive) or a
+ * mapping name as /proc/PID/maps shows it (a path, `[heap]`, `[stack]`, ...), where `*` matches
+ * anything. Returns the spec, or why it is not one.
+ */
+export function parseExclude(spec: string): ExcludeSpec | string {
+  const m = RANGE_RE.exec(spec);
+  if (m) {
+    const start = Number.parseInt(m[1], 16);
+    const end = Number.parseInt(m[2], 16);
+    if (!(start < end)) return `${spec}: an empty address range`;
+    if (start % 4096 || end % 4096) return `${spec}: the range must start and end on page boundaries (multiples of 0x1000)`;
+    return { spec, start, end };
+  }
+  if (!/^[/[*]/.test(spec)) {
+    return `${spec}: neither an address range START-END (hex) nor a mapping name (a path, [heap], [stack]...; * matches anything)`;
+  }
+  const re = spec.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
+  return { spec, name: new RegExp(`^${re}$`) };
+}
+
+/** The flat run list [addr, len, ...] without the ranges `cuts` ([start, end)). */
+export function cutRuns(runs: number[], cuts: ReadonlyArray<{ start: number; end: number }>): number[] {
+  let cur = runs;
+  for (const c of cuts) {
+    const next: number[] = [];
+    for (let i = 0; i < cur.length; i += 2) {
+      const a = cur[i];
+      const b = a + cur[i + 1];
+      if (b <= c.start || a >= c.end) {
+        next.push(a, b - a);
+        continue;
+      }
+      if (a < c.start) next.push(a, c.start - a);
+      if (b > c.end) next.push(c.end, b - c.end);
+    }
+    cur = next;
+  }
+  return cur;
+}

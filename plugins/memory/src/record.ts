@@ -1,5 +1,6 @@
 /** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
 import { z } from 'zod';
+import { parseExclude } from './ranges.js';
 import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 
 const int = lazySchema(() => z.number().int());
@@ -13,9 +14,23 @@ export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { messag
 
 /**
  * The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a
- * snapshot; `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too.
+ * snapshot; `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too;
+ * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts).
  */
-export const memoryOptions = lazySchema(() => z.strictObject({ frozenCopy: z.boolean().optional(), includeDontdump: z.boolean().optional() }));
+export const memoryOptions = lazySchema(() =>
+  z.strictObject({
+    frozenCopy: z.boolean().optional(),
+    includeDontdump: z.boolean().optional(),
+    exclude: z
+      .array(
+        z.string().superRefine((s, ctx) => {
+          const e = parseExclude(s);
+          if (typeof e === 'string') ctx.addIssue({ code: 'custom', message: e });
+        }),
+      )
+      .optional(),
+  }),
+);
 export type MemoryOptions = z.infer<typeof memoryOptions>;
 
 /** `aio`: an AIO ring (io_setup), saved whole (header and events) and made again by io_setup. */
@@ -55,10 +70,13 @@ export interface VmaRecord {
    */
   aio?: { nr: number; head: number; tail: number };
   /**
-   * Its pages were not saved: the process marked it MADV_DONTDUMP (as a core dump leaves it out).
-   * It comes back as the fresh memory of its kind: zeros, or the file's pages.
+   * Its pages were not saved: the process marked it MADV_DONTDUMP (as a core dump leaves it out),
+   * or the user left it out (`option`: dump --exclude). It comes back as the fresh memory of its
+   * kind: zeros, or the file's pages.
    */
-  excluded?: 'dontdump';
+  excluded?: 'dontdump' | 'option';
+  /** Parts of it the user left out (dump --exclude): [addr, len], as `excluded` for the whole. */
+  excludedRanges?: Array<[number, number]>;
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
@@ -82,7 +100,8 @@ export const vmaRecord = lazySchema(() =>
     inherited: z.boolean().optional(),
     zap: z.array(range).optional(),
     aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
-    excluded: z.literal('dontdump').optional(),
+    excluded: z.enum(['dontdump', 'option']).optional(),
+    excludedRanges: z.array(range).optional(),
     runs: z.array(range),
     blobOffset: uint,
   }),
