@@ -21,6 +21,29 @@ export interface AppEntry {
   startTime: number;
   command: string[];
   started: string;
+  /** Its periodic checkpointer (ckpt run --checkpoint-every), if it has one. */
+  checkpointer?: CheckpointerEntry;
+}
+
+/** A process that checkpoints an application on a schedule (`ckpt run --checkpoint-every`). */
+export interface CheckpointerEntry {
+  pid: number;
+  startTime: number;
+  everyMs: number;
+  /** The image directory its generations go to, and how many it keeps. */
+  dir: string;
+  keep: number;
+  /** Its log: one line per checkpoint. */
+  log: string;
+}
+
+/** Whether the checkpointer an entry names still runs (the same process: pid and start time). */
+export function checkpointerAlive(c: CheckpointerEntry | undefined): boolean {
+  try {
+    return !!c && procfs.readStat(c.pid).startTime === c.startTime;
+  } catch {
+    return false;
+  }
 }
 
 function alive(e: AppEntry): boolean {
@@ -44,10 +67,15 @@ export function registerApp(e: Omit<AppEntry, 'startTime' | 'started'>): AppEntr
   let id = e.id;
   for (let n = 2; existsSync(join(APPS_DIR, `${id}.json`)) && findApp(id, false); n++) id = `${e.id}.${n}`;
   const entry: AppEntry = { ...e, id, startTime: procfs.readStat(e.init).startTime, started: new Date().toISOString() };
-  const tmp = join(APPS_DIR, `.${id}.${process.pid}.tmp`);
-  writeFileSync(tmp, JSON.stringify(entry, null, 1), { mode: 0o600 });
-  renameSync(tmp, join(APPS_DIR, `${id}.json`));
+  writeApp(entry);
   return entry;
+}
+
+/** Writes an application's entry (atomically: a reader sees the old one or the new one). */
+export function writeApp(entry: AppEntry): void {
+  const tmp = join(APPS_DIR, `.${entry.id}.${process.pid}.tmp`);
+  writeFileSync(tmp, JSON.stringify(entry, null, 1), { mode: 0o600 });
+  renameSync(tmp, join(APPS_DIR, `${entry.id}.json`));
 }
 
 /** The running application with this id (or null / a clear error). */

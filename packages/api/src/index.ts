@@ -19,6 +19,9 @@ export {
   newAppId,
   registerApp,
   resolveApp,
+  writeApp,
+  checkpointerAlive,
   type AppEntry,
+  type CheckpointerEntry,
 } from './apps.js';
 export { CkptError, definePlugin, type CkptPlugin, type DumpOptions, type DumpResult, type RestoreOptions, type RestoreResult } from '@ckpt/core';

@@ -19,9 +19,10 @@ import {
   type ProgressEvent,
 } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
-import { createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
+import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
+import { checkpointNow, parseInterval, runCheckpointer, startCheckpointer } from './periodic.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -221,60 +222,110 @@ program
   .option('--stderr <file>', 'stderr file (default: the stdout file)')
   .option('--cwd <dir>', 'working directory')
   .option('--no-namespace', 'start it directly, without its own pid and IPC namespaces (its pids must be free to restore)')
+  .option('--checkpoint-every <duration>', 'checkpoint the application on this schedule (30s, 10m, 2h) into -D, with --leave-running')
+  .option('-D, --images-dir <dir>', 'with --checkpoint-every: the image directory (each checkpoint a new generation)')
+  .option('--keep <n>', 'with --checkpoint-every: generations to keep (default 3)', parseCount)
   .option('--json', 'print {"pid", "app", "stdout", "stderr"} as JSON')
   .argument('<command...>', 'the program and its arguments (after --)')
-  .action(async (command: string[], o: { stdin: string; stdout?: string; stderr?: string; cwd?: string; namespace: boolean; json?: boolean }) => {
-    let outPath = o.stdout ? resolve(o.stdout) : undefined;
-    const tmpLog = outPath === undefined;
-    if (!outPath) {
-      const dir = join(os.tmpdir(), 'ckpt-run');
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      outPath = join(dir, `starting-${process.pid}-${Date.now()}.log`);
-    }
-    const inFd = openStdio(resolve(o.stdin), 'r', '--stdin');
-    const outFd = openStdio(outPath, 'a', '--stdout');
-    const errPath = o.stderr ? resolve(o.stderr) : outPath;
-    const errFd = o.stderr ? openStdio(errPath, 'a', '--stderr') : outFd;
-    let pid: number;
-    let app: AppEntry | undefined;
-    try {
-      const exe = resolveProgram(command[0]);
-      const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
-      const cwd = o.cwd ? resolve(o.cwd) : null;
-      if (o.namespace) {
-        // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
-        const init = native.proc.spawnDetached(
-          initPath,
-          [initPath, '--', exe, ...command.slice(1)],
-          env,
-          cwd,
-          [inFd, outFd, errFd],
-          CLONE_NEWPID | CLONE_NEWIPC,
-        );
-        let main: number | undefined;
-        for (let i = 0; i < 200 && !(main = mainOf(init)); i++) await new Promise((r) => setTimeout(r, 5));
-        if (!main) throw new Error('the application did not start');
-        pid = main;
-        app = registerApp({ id: newAppId(command), init, pid: main, command });
-      } else {
-        pid = native.proc.spawnDetached(exe, command, env, cwd, [inFd, outFd, errFd]);
+  .action(
+    async (
+      command: string[],
+      o: {
+        stdin: string;
+        stdout?: string;
+        stderr?: string;
+        cwd?: string;
+        namespace: boolean;
+        json?: boolean;
+        checkpointEvery?: string;
+        imagesDir?: string;
+        keep?: number;
+      },
+    ) => {
+      const everyMs = o.checkpointEvery === undefined ? undefined : parseInterval(o.checkpointEvery);
+      if (everyMs !== undefined && !o.imagesDir) throw new CkptError('ERR_CKPT_USAGE', '--checkpoint-every needs -D DIR, the image directory');
+      if (everyMs !== undefined && !o.namespace)
+        throw new CkptError('ERR_CKPT_USAGE', '--checkpoint-every checkpoints an application: not with --no-namespace');
+      if (everyMs === undefined && (o.imagesDir || o.keep !== undefined)) throw new CkptError('ERR_CKPT_USAGE', '-D and --keep go with --checkpoint-every');
+      let outPath = o.stdout ? resolve(o.stdout) : undefined;
+      const tmpLog = outPath === undefined;
+      if (!outPath) {
+        const dir = join(os.tmpdir(), 'ckpt-run');
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        outPath = join(dir, `starting-${process.pid}-${Date.now()}.log`);
       }
-    } catch (e) {
-      throw new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${(e as Error).message}`);
-    }
-    for (const fd of new Set([inFd, outFd, errFd])) closeSync(fd);
-    if (tmpLog) {
-      const final = join(os.tmpdir(), 'ckpt-run', `${pid}.log`);
-      renameSync(outPath, final);
-      outPath = final;
-    }
-    const stderrPath = o.stderr ? errPath : outPath;
-    if (o.json) console.log(JSON.stringify({ pid, ...(app ? { app: app.id, init: app.init } : {}), stdout: outPath, stderr: stderrPath }));
-    else {
-      console.log(pid);
-      if (app) console.error(`ckpt: application ${app.id} (pid ${pid}, in its own pid namespace)`);
-      if (tmpLog) console.error(`ckpt: output of ${pid} goes to ${outPath}`);
-    }
+      const inFd = openStdio(resolve(o.stdin), 'r', '--stdin');
+      const outFd = openStdio(outPath, 'a', '--stdout');
+      const errPath = o.stderr ? resolve(o.stderr) : outPath;
+      const errFd = o.stderr ? openStdio(errPath, 'a', '--stderr') : outFd;
+      let pid: number;
+      let app: AppEntry | undefined;
+      try {
+        const exe = resolveProgram(command[0]);
+        const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+        const cwd = o.cwd ? resolve(o.cwd) : null;
+        if (o.namespace) {
+          // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
+          const init = native.proc.spawnDetached(
+            initPath,
+            [initPath, '--', exe, ...command.slice(1)],
+            env,
+            cwd,
+            [inFd, outFd, errFd],
+            CLONE_NEWPID | CLONE_NEWIPC,
+          );
+          let main: number | undefined;
+          for (let i = 0; i < 200 && !(main = mainOf(init)); i++) await new Promise((r) => setTimeout(r, 5));
+          if (!main) throw new Error('the application did not start');
+          pid = main;
+          app = registerApp({ id: newAppId(command), init, pid: main, command });
+          if (everyMs !== undefined) app = startCheckpointer(app, { everyMs, dir: o.imagesDir!, keep: o.keep ?? 3 });
+        } else {
+          pid = native.proc.spawnDetached(exe, command, env, cwd, [inFd, outFd, errFd]);
+        }
+      } catch (e) {
+        throw new CkptError('ERR_CKPT_USAGE', `cannot start ${command[0]}: ${(e as Error).message}`);
+      }
+      for (const fd of new Set([inFd, outFd, errFd])) closeSync(fd);
+      if (tmpLog) {
+        const final = join(os.tmpdir(), 'ckpt-run', `${pid}.log`);
+        renameSync(outPath, final);
+        outPath = final;
+      }
+      const stderrPath = o.stderr ? errPath : outPath;
+      const cp = app?.checkpointer;
+      if (o.json)
+        console.log(
+          JSON.stringify({ pid, ...(app ? { app: app.id, init: app.init } : {}), ...(cp ? { checkpointer: cp } : {}), stdout: outPath, stderr: stderrPath }),
+        );
+      else {
+        console.log(pid);
+        if (app) console.error(`ckpt: application ${app.id} (pid ${pid}, in its own pid namespace)`);
+        if (cp) console.error(`ckpt: checkpointed every ${o.checkpointEvery} into ${cp.dir} by pid ${cp.pid} (log ${cp.log})`);
+        if (tmpLog) console.error(`ckpt: output of ${pid} goes to ${outPath}`);
+      }
+    },
+  );
+
+program
+  .command('checkpoint')
+  .description('checkpoint an application started with ckpt run --checkpoint-every now, by its checkpointer, and wait for the generation')
+  .requiredOption('-a, --app <id>', 'the application')
+  .option('--json', 'print {"app", "generation", "dir"} as JSON')
+  .action(async (o: { app: string; json?: boolean }) => {
+    const r = await checkpointNow(o.app);
+    if (o.json) console.log(JSON.stringify({ app: o.app, ...r }));
+    else console.log(`checkpointed application ${o.app}: generation ${r.generation} of ${r.dir}`);
+  });
+
+program
+  .command('checkpointer', { hidden: true })
+  .requiredOption('--app <id>')
+  .requiredOption('-D, --images-dir <dir>')
+  .requiredOption('--every-ms <ms>')
+  .requiredOption('--keep <n>')
+  .action(async (o: { app: string; imagesDir: string; everyMs: string; keep: string }) => {
+    await runCheckpointer(await ckpt(), { app: o.app, dir: o.imagesDir, everyMs: Number(o.everyMs), keep: Number(o.keep) });
   });
 
 program
@@ -402,7 +453,12 @@ program
     const apps = listApps();
     if (o.json) console.log(JSON.stringify(apps));
     else if (!apps.length) console.log('no applications running');
-    else for (const a of apps) console.log(`${a.id.padEnd(28)} pid ${String(a.pid).padEnd(8)} init ${String(a.init).padEnd(8)} ${a.command.join(' ')}`);
+    else
+      for (const a of apps) {
+        const cp =
+          a.checkpointer && checkpointerAlive(a.checkpointer) ? `  [checkpointed every ${a.checkpointer.everyMs / 1000}s into ${a.checkpointer.dir}]` : '';
+        console.log(`${a.id.padEnd(28)} pid ${String(a.pid).padEnd(8)} init ${String(a.init).padEnd(8)} ${a.command.join(' ')}${cp}`);
+      }
   });
 
 program

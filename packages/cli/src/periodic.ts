@@ -1,0 +1,153 @@
+/**
+ * Periodic checkpoints of an application (the DMTCP `-i` use): `ckpt run --checkpoint-every 10m
+ * -D DIR --keep 3 -- CMD` starts CMD as an application, then a checkpointer: a ckpt process of its
+ * own (its own session, its log a file), registered with the application, that dumps it with
+ * --leave-running into a new generation of DIR on that schedule, keeping the newest ones, and on
+ * demand: SIGUSR1 (what `ckpt checkpoint --app ID` sends; a batch system's warning before
+ * preemption can send it too). It stops when the application is gone, or on SIGTERM (after the
+ * checkpoint under way, if any, is stopped and undone). A checkpoint that fails is logged and the
+ * next one is tried on schedule. `ckpt restore -D DIR` takes the newest complete generation.
+ */
+import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { CkptError, latestGeneration, procfs, type Ckpt } from '@ckpt/core';
+import { native } from '@ckpt/native';
+import { type AppEntry, checkpointerAlive, findApp, resolveApp, writeApp } from '@ckpt/api';
+
+/** Shortest schedule: a dump of a small application takes a good part of a second. */
+const MIN_INTERVAL_MS = 1000;
+
+/** "30s", "10m", "2h", "1500ms" (a number alone: seconds) -> milliseconds. */
+export function parseInterval(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
+  if (!m) throw new CkptError('ERR_CKPT_USAGE', `--checkpoint-every ${s}: not a duration`, { hint: 'e.g. 30s, 10m, 2h' });
+  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  if (ms < MIN_INTERVAL_MS) throw new CkptError('ERR_CKPT_USAGE', `--checkpoint-every ${s}: at least 1s between checkpoints`);
+  return ms;
+}
+
+/** Starts the checkpointer of a freshly started application and records it in its entry. */
+export function startCheckpointer(app: AppEntry, o: { everyMs: number; dir: string; keep: number }): AppEntry {
+  const dir = resolve(o.dir);
+  const logDir = join(os.tmpdir(), 'ckpt-run');
+  mkdirSync(logDir, { recursive: true, mode: 0o700 });
+  const log = join(logDir, `${app.id}.checkpoints.log`);
+  const null_ = openSync('/dev/null', 'r');
+  const out = openSync(log, 'a', 0o600);
+  let pid: number;
+  try {
+    const argv = [process.execPath, process.argv[1], 'checkpointer', '--app', app.id, '-D', dir, '--every-ms', String(o.everyMs), '--keep', String(o.keep)];
+    const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+    pid = native.proc.spawnDetached(process.execPath, argv, env, null, [null_, out, out]);
+  } finally {
+    closeSync(null_);
+    closeSync(out);
+  }
+  const entry: AppEntry = { ...app, checkpointer: { pid, startTime: procfs.readStat(pid).startTime, everyMs: o.everyMs, dir, keep: o.keep, log } };
+  writeApp(entry);
+  return entry;
+}
+
+/** The checkpointer's loop (the hidden `ckpt checkpointer` command). */
+export async function runCheckpointer(c: Ckpt, o: { app: string; dir: string; everyMs: number; keep: number }): Promise<void> {
+  const say = (msg: string) => console.log(`${new Date().toISOString()} ${msg}`);
+  let requested = false;
+  let stopping = false;
+  let wake: (() => void) | undefined;
+  const ac = new AbortController();
+  process.on('SIGUSR1', () => {
+    requested = true;
+    wake?.();
+  });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      stopping = true;
+      ac.abort();
+      wake?.();
+    });
+  }
+  say(`checkpointing application ${o.app} every ${o.everyMs} ms into ${o.dir}, keeping ${o.keep} generations (pid ${process.pid}; SIGUSR1: now)`);
+  let due = Date.now() + o.everyMs;
+  for (;;) {
+    // Wait for the schedule or a request, looking every second whether the application still runs.
+    while (!stopping && !requested && Date.now() < due) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.min(1000, due - Date.now()));
+        wake = () => {
+          clearTimeout(t);
+          r();
+        };
+      });
+      wake = undefined;
+      if (!findApp(o.app, false)) {
+        say(`application ${o.app} is gone: stopping`);
+        return;
+      }
+    }
+    if (stopping) {
+      say('stopping (signal)');
+      return;
+    }
+    const why = requested ? 'on request' : 'on schedule';
+    requested = false;
+    due = Date.now() + o.everyMs;
+    const app = findApp(o.app, false);
+    if (!app) {
+      say(`application ${o.app} is gone: stopping`);
+      return;
+    }
+    try {
+      const r = await c.dump({ pid: app.init, app: o.app, dir: o.dir, leaveRunning: true, keep: o.keep, signal: ac.signal });
+      say(
+        `generation ${r.generation} (${why}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms, frozen ${Number(r.stats?.frozenMs ?? 0).toFixed(0)} ms`,
+      );
+    } catch (e) {
+      say(`checkpoint ${why} failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+/**
+ * `ckpt checkpoint --app ID`: asks the application's checkpointer for a checkpoint now and waits
+ * for the generation it makes. Returns its number and directory.
+ */
+export async function checkpointNow(id: string, timeoutMs = 600_000): Promise<{ generation: number; dir: string }> {
+  const app = resolveApp(id);
+  const cp = app.checkpointer;
+  if (!cp || !checkpointerAlive(cp)) {
+    throw new CkptError('ERR_CKPT_USAGE', `application ${id} has no periodic checkpointer running`, {
+      hint: `start it with ckpt run --checkpoint-every, or checkpoint it with ckpt dump --app ${id} -D DIR --leave-running`,
+    });
+  }
+  const before = latestGeneration(cp.dir) ?? 0;
+  const logFrom = sizeOf(cp.log);
+  process.kill(cp.pid, 'SIGUSR1');
+  const t0 = Date.now();
+  for (;;) {
+    const now = latestGeneration(cp.dir) ?? 0;
+    if (now > before) return { generation: now, dir: cp.dir };
+    const failed = /checkpoint on request failed: (.*)/.exec(readFrom(cp.log, logFrom));
+    if (failed) throw new CkptError('ERR_CKPT_DUMP_FAILED', `the checkpoint of ${id} failed: ${failed[1]}`);
+    if (!checkpointerAlive(cp))
+      throw new CkptError('ERR_CKPT_DUMP_FAILED', `the checkpointer of ${id} (pid ${cp.pid}) exited before checkpointing; see ${cp.log}`);
+    if (Date.now() - t0 > timeoutMs) throw new CkptError('ERR_CKPT_DUMP_FAILED', `no new generation in ${cp.dir} after ${timeoutMs / 1000} s; see ${cp.log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function sizeOf(file: string): number {
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+function readFrom(file: string, offset: number): string {
+  try {
+    return readFileSync(file).subarray(offset).toString('utf8');
+  } catch {
+    return '';
+  }
+}
