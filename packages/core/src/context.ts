@@ -20,7 +20,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import type { ImageReader, ImageWriter, ProcessRecord } from './image.js';
 import type { Tracee } from './tracee.js';
-import type { FdInfo } from './proc.js';
+import type { FdInfo, Vma } from './proc.js';
 import type { Services } from './services.js';
 import type { SessionStateStore } from './state.js';
 
@@ -151,6 +151,12 @@ export interface ProcessDump {
    */
   readonly procPid: number;
   readonly session: DumpSession;
+  /**
+   * Its memory areas as /proc/<procPid>/smaps shows them (VmFlags, page size), read once while it
+   * is frozen (smaps walks the page tables: it is not cheap) and again only when ckpt's guard
+   * mapping (tracee.scratchRange, which the list includes) came or went meanwhile.
+   */
+  vmas(): Vma[];
   /** Core's fd table of the process: filled right after the freeze, before any state class. */
   readonly fds: FdRecord[];
   /** /proc/PID/fdinfo of each fd of that table, as core read it then (the process is frozen: it holds). */

@@ -34,7 +34,7 @@ import type {
   SharedWithParent,
   ZombieRecord,
 } from './context.js';
-import { processExists, processTree, readStat, readStatus, describePid, readMaps } from './proc.js';
+import { processExists, processTree, readStat, readStatus, describePid, readMaps, readVmas, type Vma } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
@@ -590,9 +590,15 @@ function processDump(
   session: DumpSession,
 ): ProcessDump {
   const records: Record<string, unknown> = {};
+  let areas: { vmas: Vma[]; guard: number | undefined } | undefined;
   const proc: ProcessDump = {
     pid,
     ...ids,
+    vmas() {
+      const guard = proc.tracee.scratchRange?.start;
+      if (!areas || areas.guard !== guard) areas = { vmas: readVmas(proc.procPid), guard };
+      return areas.vmas;
+    },
     tracee: threads[0],
     threads,
     leaderExited: threads[0].pid !== pid,

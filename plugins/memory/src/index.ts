@@ -292,7 +292,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const parentProc = session.processes.find((p) => p.pid === proc.ppid);
   const parentRec = parentProc?.get<MemoryRecord>(NAME);
   const parent = parentProc && parentRec ? { task: parentProc.procPid, vmas: parentRec.vmas } : undefined;
-  const vmas = without(procfs.readVmas(task), tracee.scratchRange);
+  const vmas = without(proc.vmas(), tracee.scratchRange);
   // mm fields from a live task's stat (a zombie leader's shows zeros).
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));

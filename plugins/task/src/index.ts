@@ -41,6 +41,7 @@ import {
   type ProcessRestore,
   type PluginContext,
   type RestoreSession,
+  type Vma,
   STAGE,
   lazySchema,
 } from '@ckpt/core';
@@ -215,7 +216,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
-    ...vmaState(proc.procPid, tracee.scratchRange),
+    ...vmaState(proc.vmas(), tracee.scratchRange),
     timers: dumpTimers(proc, comm),
     membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
@@ -251,27 +252,21 @@ async function dump(proc: ProcessDump): Promise<void> {
  * Locked areas from smaps' VmFlags ("lo": VM_LOCKED, "lf": on fault). Whether mlockall(MCL_FUTURE)
  * is in force shows on a mapping made now: ckpt's own guard mapping, locked by the kernel if so.
  */
-function vmaState(pid: number, guard: { start: number; end: number } | undefined): Pick<TaskRecord, 'locked' | 'advice'> {
+function vmaState(vmas: readonly Vma[], guard: { start: number; end: number } | undefined): Pick<TaskRecord, 'locked' | 'advice'> {
   const areas: Array<[number, number, boolean]> = [];
   const advice: TaskRecord['advice'] = [];
   let future: TaskRecord['locked']['future'] = false;
-  let range: [number, number] | undefined;
-  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
-    const m = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
-    if (m) {
-      range = [Number.parseInt(m[1], 16), Number.parseInt(m[2], 16)];
-      continue;
-    }
-    if (!line.startsWith('VmFlags:') || !range) continue;
-    const flags = line.slice(8).trim().split(/\s+/);
-    const isGuard = !!guard && range[0] === guard.start;
+  for (const v of vmas) {
+    if (!v.flags) continue;
+    const { flags, start, end } = v;
+    const isGuard = !!guard && start === guard.start;
     // The kernel's own mappings (device, PFN: [vvar]) carry DONTDUMP and take no advice.
     const special = flags.includes('io') || flags.includes('pf');
-    if (!isGuard && !special) for (const [flag, adv] of ADVICE) if (flags.includes(flag)) advice.push([range[0], range[1] - range[0], adv]);
+    if (!isGuard && !special) for (const [flag, adv] of ADVICE) if (flags.includes(flag)) advice.push([start, end - start, adv]);
     if (!flags.includes('lo')) continue;
     const onFault = flags.includes('lf');
     if (isGuard) future = onFault ? 'onfault' : 'now';
-    else areas.push([range[0], range[1] - range[0], onFault]);
+    else areas.push([start, end - start, onFault]);
   }
   return { locked: { areas, future }, advice };
 }
