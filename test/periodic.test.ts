@@ -2,7 +2,8 @@
 // checkpointer that dumps it with --leave-running on schedule into generations of -D, keeping
 // --keep of them; `ckpt checkpoint --app ID` asks for one now and waits for it; the checkpointer
 // stops with the application; `ckpt restore -D DIR` takes the newest generation, and the program
-// counts on from there. Bad input is a one-line error.
+// counts on from there; `ckpt restore --checkpoint-every` puts a restored application back on a
+// schedule. Bad input is a one-line error.
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -96,6 +97,41 @@ describe('periodic checkpoints', () => {
     expect((JSON.parse(shown.stdout) as { latest: number }).latest).toBe(newest);
   });
 
+  it('restore --checkpoint-every: the restored application is checkpointed on schedule again, into the same directory', async () => {
+    const dir = makeTempDir('periodic-restore');
+    const img = path.join(dir, 'img');
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(out);
+    const stdout = path.join(dir, 'workload.stdout');
+    const run = await ckpt(['run', '--stdout', stdout, '--json', '--', bin('workload'), '8', out]);
+    expectOk(run);
+    const j = JSON.parse(run.stdout) as { pid: number; app: string };
+    track(j.pid, bin('workload'));
+    await waitForTick(stdout, 2);
+    expectOk(await ckpt(['dump', '--app', j.app, '-D', img]));
+    await waitPidFree(j.pid);
+    const r = await ckpt(['restore', '-D', img, '--detach', '--json', '--checkpoint-every', '1s', '--keep', '2']);
+    expectOk(r);
+    const back = JSON.parse(r.stdout) as { main: number; app: string };
+    track(back.main, bin('workload'));
+    const apps = JSON.parse((await ckpt(['apps', '--json'])).stdout) as Array<{ id: string; checkpointer?: { pid: number; dir: string; log: string } }>;
+    const cp = apps.find((a) => a.id === back.app)?.checkpointer;
+    expect(cp, JSON.stringify(apps)).toMatchObject({ dir: img });
+    track(cp!.pid, 'checkpointer');
+    await waitFor(
+      () => latest(img) >= 3,
+      20_000,
+      () => `generations of ${img}: ${generations(img).join(' ')}\n${fs.readFileSync(cp!.log, 'utf8')}`,
+    );
+    await waitForTick(stdout, lastTick(stdout) + 2);
+    process.kill(back.main, 'SIGKILL');
+    await waitFor(
+      () => !isAlive(cp!.pid),
+      10_000,
+      () => `checkpointer ${cp!.pid} still runs after its application ended`,
+    );
+  });
+
   it('bad schedules, a missing -D, and checkpoint requests without a checkpointer are one-line errors', async () => {
     const dir = makeTempDir('periodic-bad');
     const img = path.join(dir, 'img');
@@ -111,6 +147,12 @@ describe('periodic checkpoints', () => {
     }
     expect(fs.existsSync(img)).toBe(false);
     expectCleanError(await ckpt(['checkpoint', '--app', 'no-such-app-0']), /no running application "no-such-app-0"/);
+    // restore --checkpoint-every of an image that is not an application's: refused before anything is restored.
+    const loose = await runFixture(dir, [bin('workload'), '8', dir], { noNamespace: true, name: 'loose' });
+    const looseImg = path.join(dir, 'loose-img');
+    expectOk(await ckpt(['dump', '-t', String(loose.pid), '-D', looseImg, '--leave-running']));
+    expectCleanError(await ckpt(['restore', '-D', looseImg, '--detach', '--checkpoint-every', '1s']), /is not an application's/);
+    expectCleanError(await ckpt(['restore', '-D', looseImg, '--detach', '--keep', '2']), /--keep goes with --checkpoint-every/);
     const plain = await runFixture(dir, [bin('workload'), '8', dir], { json: true, name: 'plain' });
     const app = (JSON.parse(plain.run.stdout) as { app: string }).app;
     const r = await ckpt(['checkpoint', '--app', app]);

@@ -22,7 +22,7 @@ import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
-import { checkpointNow, parseInterval, runCheckpointer, startCheckpointer } from './periodic.js';
+import { checkpointNow, checkpointable, parseInterval, runCheckpointer, startCheckpointer } from './periodic.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -397,6 +397,11 @@ program
   )
   .option('--relocate <OLD=NEW...>', 'paths under OLD (files, mappings, watches, socket paths) are opened under NEW; repeatable', collect, [])
   .option('--trust-key <file>', "trust this public key (another host's `ckpt key` output) for this restore only; repeatable", repeat, [])
+  .option(
+    '--checkpoint-every <duration>',
+    'an application: checkpoint it again on this schedule (30s, 10m, 2h) into the same -D, as ckpt run --checkpoint-every',
+  )
+  .option('--keep <n>', 'with --checkpoint-every: generations to keep (default 3)', parseCount)
   .option('--json', 'print the result as JSON')
   .option('--no-progress', 'no progress display')
   .action(
@@ -405,6 +410,8 @@ program
         imagesDir: string;
         generation?: number;
         detach?: boolean;
+        checkpointEvery?: string;
+        keep?: number;
         substitute: string[];
         inheritFd: string[];
         relocate: string[];
@@ -414,6 +421,9 @@ program
       } & Record<string, unknown>,
     ) => {
       const trustKeys = o.trustKey.map(keyFile);
+      const everyMs = o.checkpointEvery === undefined ? undefined : parseInterval(o.checkpointEvery);
+      if (everyMs === undefined && o.keep !== undefined) throw new CkptError('ERR_CKPT_USAGE', '--keep goes with --checkpoint-every');
+      if (everyMs !== undefined) checkpointable(o.imagesDir, o.generation);
       const c = await ckpt();
       const r = await c.restore({
         trustKeys,
@@ -433,7 +443,9 @@ program
       let appId: string | undefined;
       if (r.app && r.nsPids) {
         main = r.pids[r.nsPids.indexOf(2)] ?? main;
-        appId = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] }).id;
+        let entry = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] });
+        if (everyMs !== undefined) entry = startCheckpointer(entry, { everyMs, dir: o.imagesDir, keep: o.keep ?? 3 });
+        appId = entry.id;
       }
       // pids: the main process first (for an application: ckpt-init's child; the init last).
       const ordered = [main, ...r.pids.filter((p) => p !== main)];

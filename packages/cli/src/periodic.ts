@@ -11,7 +11,7 @@
 import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { CkptError, latestGeneration, procfs, type Ckpt } from '@ckpt/core';
+import { CkptError, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { type AppEntry, checkpointerAlive, findApp, resolveApp, writeApp } from '@ckpt/api';
 
@@ -27,7 +27,27 @@ export function parseInterval(s: string): number {
   return ms;
 }
 
-/** Starts the checkpointer of a freshly started application and records it in its entry. */
+/**
+ * `ckpt restore --checkpoint-every`: the image must be an application's (made under ckpt run), as
+ * its manifest says; refused before anything is restored otherwise. Only the `app` field is looked
+ * at here: the restore checks the signature before it trusts anything.
+ */
+export function checkpointable(dir: string, generation?: number): void {
+  let app: unknown;
+  try {
+    app = (JSON.parse(readFileSync(join(resolveImage(dir, generation), 'manifest.json'), 'utf8')) as { app?: unknown }).app;
+  } catch (e) {
+    if (e instanceof CkptError) throw e;
+    return; // unreadable: the restore says what is wrong with it
+  }
+  if (typeof app !== 'string') {
+    throw new CkptError('ERR_CKPT_USAGE', `--checkpoint-every: the image in ${dir} is not an application's (it was not started with ckpt run)`, {
+      hint: 'checkpoint it with ckpt dump -t PID --leave-running once restored',
+    });
+  }
+}
+
+/** Starts the checkpointer of a freshly started (or restored) application and records it in its entry. */
 export function startCheckpointer(app: AppEntry, o: { everyMs: number; dir: string; keep: number }): AppEntry {
   const dir = resolve(o.dir);
   const logDir = join(os.tmpdir(), 'ckpt-run');
