@@ -47,7 +47,7 @@ import {
 } from '@ckpt/core';
 import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
 import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
-import { cutRuns, type ExcludeSpec, parseExclude, pieces, without } from './ranges.js';
+import { cutRuns, type ExcludeSpec, mergeRanges, parseExclude, pieces, without } from './ranges.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
@@ -141,21 +141,11 @@ function vmaRecordOf(
     cuts.push('name' in e ? { start: v.start, end: v.end } : { start: Math.max(e.start, v.start), end: Math.min(e.end, v.end) });
   }
   if (cuts.length && !rec.excluded) {
-    const kept = cutRuns([v.start, v.end - v.start], cuts);
-    const keptBytes = kept.reduce((sum, x, i) => (i % 2 ? sum + x : sum), 0);
-    if (counts) counts.byOption += v.end - v.start - keptBytes;
-    if (!keptBytes) rec.excluded = 'option';
-    else {
-      // The cuts, merged: what lies between the kept runs.
-      const out: Array<[number, number]> = [];
-      let at = v.start;
-      for (let i = 0; i < kept.length; i += 2) {
-        if (kept[i] > at) out.push([at, kept[i] - at]);
-        at = kept[i] + kept[i + 1];
-      }
-      if (at < v.end) out.push([at, v.end - at]);
-      rec.excludedRanges = out;
-    }
+    const merged = mergeRanges(cuts);
+    const cut = merged.reduce((sum, [, len]) => sum + len, 0);
+    if (counts) counts.byOption += cut;
+    if (cut === v.end - v.start) rec.excluded = 'option';
+    else rec.excludedRanges = merged;
   }
   if (v.flags?.includes('gd')) rec.growsDown = true;
   if (kind === 'anon' && v.flags?.includes('ht')) rec.hugePageSize = v.pageSize;

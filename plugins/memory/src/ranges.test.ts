@@ -2,7 +2,7 @@
 // grouping of page runs into pieces for the native copy.
 import { describe, expect, it } from 'vitest';
 import type { Vma } from '@ckpt/core';
-import { cutRuns, parseExclude, pieces, PROGRESS_CHUNK, without } from './ranges.js';
+import { cutRuns, mergeRanges, parseExclude, pieces, PROGRESS_CHUNK, without } from './ranges.js';
 
 const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
 const P = 0x1000;
@@ -114,5 +114,23 @@ describe('cutRuns', () => {
         { start: 0x3e * P, end: 0x40 * P },
       ]),
     ).toEqual([0x12 * P, 0xe * P, 0x30 * P, 0xe * P]);
+  });
+});
+
+describe('mergeRanges', () => {
+  it('sorts, and merges ranges that overlap or touch', () => {
+    expect(mergeRanges([])).toEqual([]);
+    expect(
+      mergeRanges([
+        { start: 0x30 * P, end: 0x40 * P },
+        { start: 0x10 * P, end: 0x18 * P },
+        { start: 0x14 * P, end: 0x20 * P },
+        { start: 0x20 * P, end: 0x22 * P },
+        { start: 0x34 * P, end: 0x38 * P },
+      ]),
+    ).toEqual([
+      [0x10 * P, 0x12 * P],
+      [0x30 * P, 0x10 * P],
+    ]);
   });
 });

@@ -85,3 +85,14 @@ export function cutRuns(runs: number[], cuts: ReadonlyArray<{ start: number; end
   }
   return cur;
 }
+
+/** Ranges ([start, end)) sorted and merged where they overlap or touch, as [addr, len] pairs. */
+export function mergeRanges(ranges: ReadonlyArray<{ start: number; end: number }>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const r of [...ranges].sort((a, b) => a.start - b.start)) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last[0] + last[1]) last[1] = Math.max(last[1], r.end - last[0]);
+    else out.push([r.start, r.end - r.start]);
+  }
+  return out;
+}
