@@ -37,21 +37,23 @@ export interface CheckpointerEntry {
   log: string;
 }
 
-/** Whether the checkpointer an entry names still runs (the same process: pid and start time). */
-export function checkpointerAlive(c: CheckpointerEntry | undefined): boolean {
+/** Whether the process an entry names (pid and start time) still runs (a zombie does not). */
+function running(pid: number, startTime: number): boolean {
   try {
-    return !!c && procfs.readStat(c.pid).startTime === c.startTime;
+    const st = procfs.readStat(pid);
+    return st.startTime === startTime && st.state !== 'Z';
   } catch {
     return false;
   }
 }
 
+/** Whether the checkpointer an entry names still runs. */
+export function checkpointerAlive(c: CheckpointerEntry | undefined): boolean {
+  return !!c && running(c.pid, c.startTime);
+}
+
 function alive(e: AppEntry): boolean {
-  try {
-    return procfs.readStat(e.init).startTime === e.startTime && procfs.readStat(e.init).state !== 'Z';
-  } catch {
-    return false;
-  }
+  return running(e.init, e.startTime);
 }
 
 export function newAppId(command: string[]): string {
