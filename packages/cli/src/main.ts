@@ -1,8 +1,7 @@
 /** The `ckpt` command (cli.ts runs it). Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, mkdirSync, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync } from 'node:fs';
+import { accessSync, closeSync, constants as FS, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import os from 'node:os';
 import {
   CkptError,
   KeyStore,
@@ -23,6 +22,7 @@ import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, 
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
 import { checkpointNow, checkpointable, parseInterval, runCheckpointer, startCheckpointer } from './periodic.js';
+import { environ, runDir } from './runfiles.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -249,11 +249,7 @@ program
       if (everyMs === undefined && (o.imagesDir || o.keep !== undefined)) throw new CkptError('ERR_CKPT_USAGE', '-D and --keep go with --checkpoint-every');
       let outPath = o.stdout ? resolve(o.stdout) : undefined;
       const tmpLog = outPath === undefined;
-      if (!outPath) {
-        const dir = join(os.tmpdir(), 'ckpt-run');
-        mkdirSync(dir, { recursive: true, mode: 0o700 });
-        outPath = join(dir, `starting-${process.pid}-${Date.now()}.log`);
-      }
+      if (!outPath) outPath = join(runDir(), `starting-${process.pid}-${Date.now()}.log`);
       const inFd = openStdio(resolve(o.stdin), 'r', '--stdin');
       const outFd = openStdio(outPath, 'a', '--stdout');
       const errPath = o.stderr ? resolve(o.stderr) : outPath;
@@ -262,7 +258,7 @@ program
       let app: AppEntry | undefined;
       try {
         const exe = resolveProgram(command[0]);
-        const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
+        const env = environ();
         const cwd = o.cwd ? resolve(o.cwd) : null;
         if (o.namespace) {
           // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
@@ -288,7 +284,7 @@ program
       }
       for (const fd of new Set([inFd, outFd, errFd])) closeSync(fd);
       if (tmpLog) {
-        const final = join(os.tmpdir(), 'ckpt-run', `${pid}.log`);
+        const final = join(runDir(), `${pid}.log`);
         renameSync(outPath, final);
         outPath = final;
       }

@@ -8,8 +8,8 @@
  * checkpoint under way, if any, is stopped and undone). A checkpoint that fails is logged and the
  * next one is tried on schedule. `ckpt restore -D DIR` takes the newest complete generation.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
-import os from 'node:os';
+import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { environ, runDir } from './runfiles.js';
 import { join, resolve } from 'node:path';
 import { CkptError, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
 import { native } from '@ckpt/native';
@@ -50,16 +50,13 @@ export function checkpointable(dir: string, generation?: number): void {
 /** Starts the checkpointer of a freshly started (or restored) application and records it in its entry. */
 export function startCheckpointer(app: AppEntry, o: { everyMs: number; dir: string; keep: number }): AppEntry {
   const dir = resolve(o.dir);
-  const logDir = join(os.tmpdir(), 'ckpt-run');
-  mkdirSync(logDir, { recursive: true, mode: 0o700 });
-  const log = join(logDir, `${app.id}.checkpoints.log`);
+  const log = join(runDir(), `${app.id}.checkpoints.log`);
   const null_ = openSync('/dev/null', 'r');
   const out = openSync(log, 'a', 0o600);
   let pid: number;
   try {
     const argv = [process.execPath, process.argv[1], 'checkpointer', '--app', app.id, '-D', dir, '--every-ms', String(o.everyMs), '--keep', String(o.keep)];
-    const env = Object.entries(process.env).map(([k, v]) => `${k}=${v}`);
-    pid = native.proc.spawnDetached(process.execPath, argv, env, null, [null_, out, out]);
+    pid = native.proc.spawnDetached(process.execPath, argv, environ(), null, [null_, out, out]);
   } finally {
     closeSync(null_);
     closeSync(out);
