@@ -198,7 +198,9 @@ export class Ckpt {
       // tree) is found before any memory is copied, so a refusal costs a short freeze.
       for (const proc of session.processes) {
         await dumpFdTable(this.hooks, proc);
-        dropScratch(proc);
+        // Between stages the process must do without ckpt should it die (ptrace detaches it when
+        // its tracer dies): see Tracee.parkBetweenStages.
+        proc.tracee.parkBetweenStages();
       }
       await this.hooks.session.fdsDumped.promise(session);
       for (const stage of DUMP_STAGES) {
@@ -206,7 +208,7 @@ export class Ckpt {
           fault(`dump:stage:${stage}`);
           await session.interruptionPoint();
           await this.hooks[stage].dump.promise(proc);
-          dropScratch(proc);
+          proc.tracee.parkBetweenStages();
         }
       }
       await this.hooks.session.afterDump.promise(session);
@@ -504,15 +506,6 @@ function restoreSession(
     onRollback: (fn) => rollbacks.push(fn),
   };
   return session;
-}
-
-/**
- * Between stages the process must do without ckpt should it die (ptrace detaches it when its
- * tracer dies): the guard mapping a stage made stays for the next, with one thread parked to
- * unmap it on its own (Tracee.parkBetweenStages), and a plain scratch mapping goes.
- */
-function dropScratch(proc: ProcessDump): void {
-  proc.tracee.parkBetweenStages();
 }
 
 /**

@@ -49,7 +49,8 @@ export function validate<O>(schema: StandardSchemaV1<unknown, O>, value: unknown
  * A schema built the first time it is used: `lazySchema(() => z.strictObject({ ... }))` has the
  * type of what `build` returns. Building zod schemas is what a command pays for at start-up (about
  * 25 ms for ckpt's ~75 record and option schemas, more than the rest of every plugin's code), and a
- * command uses few of them: a dump validates none, a restore those of the image's plugins.
+ * command uses few of them: a dump builds its plugins' option schemas only, a restore those and
+ * the record schemas of the image's plugins.
  * A proxy forwards reads, `in`, writes and the prototype (so `instanceof` holds) to the built
  * schema; it does not list keys (nothing iterates a schema's own properties).
  */

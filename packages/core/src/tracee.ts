@@ -159,7 +159,7 @@ export interface AddressSpace {
   /** The process's [stack] mapping, and where its guard goes (the same place at every stage). */
   mainStack?: Vma | null;
   guardAt?: { addr: number; size: number };
-  /** The thread parked with the guard's munmap armed (armRelease), between stages. */
+  /** The thread parked with the guard's munmap armed (parkBetweenStages), between stages. */
   armed?: Tracee;
 }
 
