@@ -212,13 +212,20 @@ export interface MemBinding {
     end: number,
     anonOnly: boolean,
     parentPid?: number,
-  ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number };
+    clean?: boolean,
+  ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number; clean?: Float64Array };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle): CopyResult;
-  /** Fills the runs from fd at offset, hashing the bytes read into `hash`. */
+  /** Fills the runs from fd at offset, hashing the bytes read into `hash`; a run at address 0 is hashed, not written. */
   restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: HashHandle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
+  /** UFFDIO_API on a userfaultfd (made in the target), asking for asynchronous write-protect. */
+  uffdApi(fd: number): void;
+  /** UFFDIO_REGISTER in write-protect mode: 0, or the errno (EBUSY: another userfaultfd has it). */
+  uffdRegisterWp(fd: number, start: number, len: number): number;
+  /** UFFDIO_WRITEPROTECT: every page of the range protected, so that a write shows in pagemap. */
+  uffdWriteProtect(fd: number, start: number, len: number): void;
 }
 /**
  * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX2 when the

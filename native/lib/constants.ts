@@ -68,6 +68,7 @@ export const SYS = Object.freeze({
   dup3: 292,
   pidfd_open: 434,
   pidfd_getfd: 438,
+  userfaultfd: 323,
   close_range: 436,
   clone: 56,
   clone3: 435,

@@ -7,7 +7,7 @@
  *   SYS, O_*, F_*, MAP_*, CLONE_*, PTRACE_O_*, AF_*...            constants (./constants.ts)
  *   REG, Regs                                                     registers (./regs.ts)
  *   cloneArgs, prctlMmMap, setTidArray                            kernel structs (./structs.ts)
- *   stubPath, initPath, repairGuardPath                           the helper binaries
+ *   stubPath, initPath, repairGuardPath, memtrackPath             the helper binaries
  */
 import { join } from 'node:path';
 import { packageRoot } from './load.js';
@@ -27,5 +27,7 @@ export const stubPath = join(packageRoot, 'build/ckpt-stub');
 export const initPath = join(packageRoot, 'build/ckpt-init');
 /** The helper that takes TCP connections out of repair mode if the dump that put them there dies. */
 export const repairGuardPath = join(packageRoot, 'build/ckpt-repairguard');
+/** The helper that holds write-tracking userfaultfds between dumps (src/memtrack.c). */
+export const memtrackPath = join(packageRoot, 'build/ckpt-memtrack');
 /** The helper that reads the bytes queued in a pty and puts them back, whatever becomes of the dump. */
 export const ptyQueuePath = join(packageRoot, 'build/ckpt-ptyqueue');

@@ -59,6 +59,11 @@ function buildHelpers() {
   if (!existsSync(guardOut) || statSync(guardOut).mtimeMs < statSync(guardSrc).mtimeMs) {
     run('gcc', ['-O2', '-Wall', '-static', '-o', guardOut, guardSrc]);
   }
+  const trackSrc = join(root, 'src/memtrack.c');
+  const trackOut = join(root, 'build/ckpt-memtrack');
+  if (!existsSync(trackOut) || statSync(trackOut).mtimeMs < statSync(trackSrc).mtimeMs) {
+    run('gcc', ['-O2', '-Wall', '-static', '-o', trackOut, trackSrc]);
+  }
   const ptySrc = join(root, 'src/ptyqueue.c');
   const ptyOut = join(root, 'build/ckpt-ptyqueue');
   if (!existsSync(ptyOut) || statSync(ptyOut).mtimeMs < statSync(ptySrc).mtimeMs) {

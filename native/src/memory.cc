@@ -4,6 +4,8 @@
 #include "hash.h"
 
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -16,6 +18,10 @@
 #include <utility>
 #include <string>
 #include <vector>
+
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)  // Linux 6.7; Debian 12's headers predate it
+#endif
 
 namespace ckpt {
 namespace {
@@ -114,6 +120,9 @@ Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
 // copy-on-write (the same page frame, or the same swap entry) are left out, and pages the parent
 // has saved where this process has none are the `zap` property (they must go after the fork).
 // Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared.
+// With `clean` (an area registered for write tracking, userfaultfd-wp): the saved pages still
+// write-protected (PM_UFFD_WP), i.e. not written since they were last protected, are the `clean`
+// property's runs (a subset of the result's).
 // Pages mapped to the shared zero page (read, never written) are not saved: they come back as
 // the fresh zeroed memory they were; their count is the `zeroPages` property.
 Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
@@ -122,6 +131,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
   long parent = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info[4]) : 0;
+  bool wantClean = info.Length() > 5 && info[5].ToBoolean();
   auto openMap = [](long p) { return open(("/proc/" + std::to_string(p) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC); };
   int fd = openMap(pid);
   if (fd < 0) {
@@ -135,7 +145,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     ThrowErrno(env, err, "open(/proc/PID/pagemap)", parent);
     return env.Undefined();
   }
-  std::vector<double> runs, guards, zap;
+  std::vector<double> runs, guards, zap, clean;
   // Entries for the range, up to 64 Ki pages per read (a small area's call allocates little).
   const size_t batch = static_cast<size_t>(std::min<uint64_t>(65536, std::max<uint64_t>(1, (end - start) / kPage)));
   std::vector<uint64_t> ent(batch), pent(parent ? batch : 0);
@@ -177,6 +187,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
         if (!want && parentSaved) AddPage(zap, addr);
       }
       if (want) AddPage(runs, addr);
+      if (want && wantClean && (e >> 57 & 1)) AddPage(clean, addr);
     }
   }
   close(fd);
@@ -185,6 +196,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   if (!guards.empty()) out.Set("guards", ToArray(env, guards));
   if (!zap.empty()) out.Set("zap", ToArray(env, zap));
   if (zeroPages) out.Set("zeroPages", Napi::Number::New(env, zeroPages));
+  if (wantClean) out.Set("clean", ToArray(env, clean));
   return out;
 }
 
@@ -384,7 +396,8 @@ int PutTarget(long pid, MemFd& mem, const uint8_t* src, uint64_t addr, size_t n)
 }
 
 // restorePages(pid, runs, fd, offset, hash): fills the runs from fd starting at offset, the bytes
-// read going into the running hash `hash`; returns { bytes }. The image range is mapped (no
+// read going into the running hash `hash`; returns { bytes }. A run at address 0 (never mapped)
+// is blob bytes hashed but not written anywhere: pages a later image of a chain has instead. The image range is mapped (no
 // copy into a buffer): one thread copies it into the target while this one hashes it. The caller
 // compares the digest with the image's before the process runs.
 Napi::Value RestorePages(const Napi::CallbackInfo& info) {
@@ -415,6 +428,10 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
     const uint8_t* src = base;
     for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
+      if (!addr) {
+        src += len;
+        continue;
+      }
       while (len && !err) {
         size_t n = std::min<uint64_t>(len, kChunk);
         err = PutTarget(pid, mem, src, addr, n);
@@ -461,6 +478,52 @@ Napi::Value WriteMem(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- write tracking: userfaultfd write-protect, asynchronous (UFFD_FEATURE_WP_ASYNC) ----
+// The userfaultfd is made inside the target's address space (by a task sharing it) and handed
+// to ckpt; these calls work on it from here: the kernel applies them to the target's mm. Writes
+// to a protected page never wait for anyone: the kernel clears the page's uffd-wp bit and goes on,
+// and /proc/PID/pagemap shows the bit (PM_UFFD_WP) on pages not written since.
+
+// uffdApi(fd): the UFFDIO_API handshake asking for asynchronous write-protect. Throws (EINVAL:
+// the kernel has no WP_ASYNC).
+Napi::Value UffdApi(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_WP_ASYNC;
+  if (ioctl(ArgInt(info[0]), UFFDIO_API, &api) < 0) ThrowErrno(env, errno, "ioctl(UFFDIO_API, WP_ASYNC)");
+  return env.Undefined();
+}
+
+// uffdRegisterWp(fd, start, len) -> 0 or an errno: registers the range for write-protect
+// tracking (EBUSY: registered with another userfaultfd; EINVAL: memory it cannot track; ESRCH:
+// the address space is gone).
+Napi::Value UffdRegisterWp(const Napi::CallbackInfo& info) {
+  uffdio_register reg{};
+  reg.range.start = ArgU64(info[1]);
+  reg.range.len = ArgU64(info[2]);
+  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  int r = ioctl(ArgInt(info[0]), UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
+  return Napi::Number::New(info.Env(), r);
+}
+
+// uffdWriteProtect(fd, start, len): write-protects every page of the range (a registered area):
+// from now on, a page written shows without PM_UFFD_WP.
+Napi::Value UffdWriteProtect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uffdio_writeprotect wp{};
+  wp.range.start = ArgU64(info[1]);
+  wp.range.len = ArgU64(info[2]);
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  for (;;) {
+    if (ioctl(ArgInt(info[0]), UFFDIO_WRITEPROTECT, &wp) == 0) break;
+    if (errno == EAGAIN || errno == EINTR) continue;
+    ThrowErrno(env, errno, "ioctl(UFFDIO_WRITEPROTECT)");
+    break;
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -468,6 +531,9 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
+  exports.Set("uffdApi", Napi::Function::New(env, UffdApi));
+  exports.Set("uffdRegisterWp", Napi::Function::New(env, UffdRegisterWp));
+  exports.Set("uffdWriteProtect", Napi::Function::New(env, UffdWriteProtect));
   exports.Set("writeMem", Napi::Function::New(env, WriteMem));
 }
 

@@ -91,11 +91,12 @@ function flagKey(f: PluginFlag): string {
 function addPluginFlags(plugins: readonly CkptPlugin[]): void {
   for (const cmd of program.commands) {
     const name = cmd.name();
-    if (name !== 'dump' && name !== 'restore') continue;
+    if (name !== 'dump' && name !== 'pre-dump' && name !== 'restore') continue;
     const taken = new Set(cmd.options.map((o) => o.long));
     for (const p of plugins) {
       for (const f of p.flags ?? []) {
-        if (f.command !== name) continue;
+        // A pre-dump is a dump: it takes the dump's flags.
+        if (f.command !== (name === 'pre-dump' ? 'dump' : name)) continue;
         const long = /--[a-z0-9-]+/.exec(f.flags)?.[0];
         if (taken.has(long)) continue;
         taken.add(long);
@@ -324,54 +325,83 @@ program
     await runCheckpointer(await ckpt(), { app: o.app, dir: o.imagesDir, everyMs: Number(o.everyMs), keep: Number(o.keep) });
   });
 
-program
-  .command('dump')
-  .description('checkpoint a process into an image directory (the process is killed unless --leave-running)')
-  .option('-t, --tree <pid>', 'the process to checkpoint, with all its descendants (a process of an application started by ckpt run: the whole application)')
-  .option('-a, --app <id>', 'the application (as ckpt run printed its id) to checkpoint')
-  .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)')
-  .option('-R, --leave-running', 'let the process continue after the dump')
-  .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
-  .option('--keep <n>', 'generations to keep in the image directory, the new one included', parseCount, 1)
-  .option('--follow-symlinks', 'write through an image directory that is a symbolic link')
-  .option('--json', 'print the result as JSON')
-  .option('--no-progress', 'no progress display')
-  .action(
-    async (
-      o: {
-        tree?: string;
-        app?: string;
-        imagesDir: string;
-        leaveRunning?: boolean;
-        sync?: boolean;
-        keep: number;
-        followSymlinks?: boolean;
-        json?: boolean;
-        progress: boolean;
-      } & Record<string, unknown>,
-    ) => {
-      if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
-      const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
-      const c = await ckpt();
-      const r = await c.dump({
-        pid,
-        app,
-        dir: o.imagesDir,
-        leaveRunning: o.leaveRunning,
-        sync: o.sync,
-        keep: o.keep,
-        followSymlinks: o.followSymlinks,
-        plugins: pluginRunOptions(c, 'dump', o),
-        signal: interruptible(),
-        onProgress: progress(o.progress && !o.json),
-      });
-      if (o.json) console.log(JSON.stringify(r));
-      else
-        console.log(
-          `dumped pid ${r.pids.join(', ')} to ${r.dir} (generation ${r.generation}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`,
-        );
-    },
-  );
+/**
+ * `ckpt dump` and `ckpt pre-dump`: a pre-dump is a dump that leaves the processes running and
+ * tracks the memory they write after it (--track-mem), so that the final dump (--parent) freezes
+ * them only to copy what changed since. Its image is whole: it restores like any other.
+ */
+function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
+  const cmd = program
+    .command(name)
+    .description(description)
+    .option('-t, --tree <pid>', 'the process to checkpoint, with all its descendants (a process of an application started by ckpt run: the whole application)')
+    .option('-a, --app <id>', 'the application (as ckpt run printed its id) to checkpoint')
+    .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)');
+  if (name === 'dump') cmd.option('-R, --leave-running', 'let the process continue after the dump');
+  cmd
+    .option(
+      '--parent <dir>',
+      'an earlier image of the same process (a directory: its latest generation): save only the memory written since it (it must have been dumped with --track-mem, or be a pre-dump); the image then needs it at restore',
+    )
+    .option('--sync', 'fsync the image before completing it (survives power loss; slower)')
+    .option('--keep <n>', 'generations to keep in the image directory, the new one included (and the ones they add to)', parseCount, 1)
+    .option('--follow-symlinks', 'write through an image directory that is a symbolic link')
+    .option('--json', 'print the result as JSON')
+    .option('--no-progress', 'no progress display')
+    .action(
+      async (
+        o: {
+          tree?: string;
+          app?: string;
+          imagesDir: string;
+          leaveRunning?: boolean;
+          parent?: string;
+          sync?: boolean;
+          keep: number;
+          followSymlinks?: boolean;
+          json?: boolean;
+          progress: boolean;
+        } & Record<string, unknown>,
+      ) => {
+        if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
+        const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
+        const c = await ckpt();
+        if (name === 'pre-dump') {
+          if (!c.plugins.some((p) => p.flags?.some((f) => /--track-mem\b/.test(f.flags)))) {
+            throw new CkptError('ERR_CKPT_USAGE', 'ckpt pre-dump needs a plugin that tracks memory (--track-mem): the memory plugin is not loaded');
+          }
+          o.trackMem = true;
+          o.leaveRunning = true;
+        }
+        const r = await c.dump({
+          pid,
+          app,
+          dir: o.imagesDir,
+          leaveRunning: o.leaveRunning,
+          parent: o.parent,
+          sync: o.sync,
+          keep: o.keep,
+          followSymlinks: o.followSymlinks,
+          plugins: pluginRunOptions(c, 'dump', o),
+          signal: interruptible(),
+          onProgress: progress(o.progress && !o.json),
+        });
+        if (o.json) console.log(JSON.stringify(r));
+        else {
+          const inc = r.stats.parent && !String(r.stats.parent).endsWith('a full image)') ? `, adding to ${r.stats.parent}` : '';
+          console.log(
+            `${name === 'pre-dump' ? 'pre-dumped' : 'dumped'} pid ${r.pids.join(', ')} to ${r.dir} (generation ${r.generation}${inc}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms${r.leftRunning ? ' (left running)' : ''}`,
+          );
+        }
+      },
+    );
+}
+
+dumpCommand('dump', 'checkpoint a process into an image directory (the process is killed unless --leave-running)');
+dumpCommand(
+  'pre-dump',
+  'copy the memory of a running process into an image and track what it writes next, leaving it running: a later `dump --parent` then copies only the changes (the pre-dump image restores on its own too)',
+);
 
 program
   .command('restore')

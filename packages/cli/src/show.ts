@@ -58,7 +58,10 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
     const files = openFiles(plugins, procs);
     return opts.json ? JSON.stringify(files, null, 1) : files.map((f) => `${f.type}|${f.id}|${f.name}|${f.holders.join(',')}`).join('\n');
   }
-  if (opts.verify) image.verifyAll();
+  // An incremental image: its chain is checked (each image's signature, trust aside, and the
+  // manifest it was made against), and with --verify every file of every image of it.
+  const chain = image.chain();
+  if (opts.verify) for (const i of chain) i.verifyAll();
   const sections = plugins.flatMap((p) => {
     const s = p.show?.image?.(image, procs);
     return s ? [s] : [];
@@ -74,6 +77,7 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
         manifest: image.manifest,
         processes: procs.map((p) => ({ pid: p.pid, ppid: p.ppid, pgid: p.pgid, sid: p.sid, comm: p.comm, fds: p.fds, records: p.records })),
         zombies: image.manifest.zombies ?? [],
+        chain: chain.slice(1).map((i) => i.dir),
         ...Object.fromEntries(sections.map((s) => [s.key, s.json])),
         sockets: socks,
         verified: !!opts.verify,
@@ -88,6 +92,12 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   if (gens.length) out.push(`  generations in ${dir}: ${gens.map((g) => (g === latest ? `${g} (latest)` : String(g))).join(', ')}`);
   out.push(`  format ${m.format} v${m.version}, made ${m.createdAt} by ${m.tool} on ${m.host.hostname} (kernel ${m.host.kernel}, ${m.host.arch})`);
   out.push(`  signed by ${signerLine(image.signer)}`);
+  if (chain.length > 1) {
+    out.push(
+      `  incremental: adds to ${chain[1].dir}; the chain (${chain.length - 1} image${chain.length > 2 ? 's' : ''} above this one) must stay to restore it:`,
+    );
+    for (const i of chain.slice(1)) out.push(`    ${i.dir}${i.manifest.parent ? '' : '  (full image)'}`);
+  }
   out.push(`  plugins: ${Object.keys(m.plugins).join(', ')}`);
   out.push(`  process tree (${procs.length} processes${m.zombies?.length ? `, ${m.zombies.length} zombies` : ''}):`);
   out.push('    PID     PPID    PGID    SID     COMMAND');
@@ -121,6 +131,6 @@ export function showImage(ckpt: Ckpt, dir: string, opts: { json?: boolean; verif
   out.push('  files:');
   for (const [name, e] of Object.entries(m.files))
     out.push(`    ${name.padEnd(22)} ${String(e.size).padStart(12)} bytes  ${entryDigest(e)?.alg ?? '?'} ${entryDigest(e)?.hex.slice(0, 16) ?? ''}…`);
-  if (opts.verify) out.push('  signature valid; every file matches its digest');
+  if (opts.verify) out.push(`  signature valid; every file matches its digest${chain.length > 1 ? ', in every image of the chain' : ''}`);
   return out.join('\n');
 }

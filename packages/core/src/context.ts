@@ -54,6 +54,12 @@ export interface DumpOptions extends CommonOptions {
   keep?: number;
   /** Write through an image directory that is a symbolic link (refused otherwise). */
   followSymlinks?: boolean;
+  /**
+   * An earlier image of the same processes (a directory: its latest generation, or a generation
+   * directory) that this dump may add to: plugins that can (memory, with write tracking) save
+   * only what changed since, and the image then needs its parent at restore.
+   */
+  parent?: string;
 }
 
 export interface RestoreOptions extends CommonOptions {
@@ -107,6 +113,13 @@ export interface DumpSession extends SessionBase {
   readonly zombies: ZombieRecord[];
   /** Facts for the manifest that restore checks first (e.g. registers.xstateSize). */
   readonly meta: Record<string, unknown>;
+  /** The image this dump may add to (DumpOptions.parent), opened and verified. */
+  readonly parent?: ImageReader;
+  /**
+   * Says that the image needs its parent (a plugin saved state as "as in the parent"): the
+   * manifest then links to it. A dump that never says so is a full image.
+   */
+  dependsOnParent(): void;
   /**
    * Work that no longer needs the processes frozen (reading a copy-on-write snapshot of their
    * memory): with --leave-running it runs once they run again, before the image is committed;

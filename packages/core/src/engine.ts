@@ -164,9 +164,11 @@ export class Ckpt {
     const pc = services.processes;
     sweepLocks(services);
     checkDumpable(pc, pid, options);
+    const parent = options.parent !== undefined ? openParent(services, options.parent, pid) : undefined;
     const image = services.images.create(options.dir, { sync: options.sync, keep: options.keep, followSymlinks: options.followSymlinks });
     const state = new SessionStateStore();
     const deferred: Array<() => Promise<void>> = [];
+    let usesParent = false;
     const session: DumpSession = {
       kind: 'dump',
       options,
@@ -175,6 +177,11 @@ export class Ckpt {
       zombies: [],
       meta: {},
       stats: {},
+      parent,
+      dependsOnParent: () => {
+        if (!parent) throw new Error('dependsOnParent: the dump has no parent image');
+        usesParent = true;
+      },
       whenThawed: (work) => deferred.push(work),
       services,
       state,
@@ -215,8 +222,9 @@ export class Ckpt {
       fault('dump:records');
       await session.interruptionPoint();
       const records = this.processRecords(session);
-      // --leave-running: what is left (a snapshot's pages) is read with the processes running.
-      if (options.leaveRunning && deferred.length) {
+      // --leave-running: the processes run again as soon as everything is read from them; what
+      // is left (a snapshot's pages, the commit) is done with them running.
+      if (options.leaveRunning) {
         for (const threads of frozen) for (const t of threads) pc.thaw(t);
         frozenMs = performance.now() - tFrozen;
       }
@@ -224,7 +232,7 @@ export class Ckpt {
         await session.interruptionPoint();
         await work();
       }
-      const manifest = this.commitImage(session, pidns, records);
+      const manifest = this.commitImage(session, pidns, records, usesParent ? parent : undefined);
       fault('dump:committed');
       logSteps();
       if (!options.leaveRunning) pc.killWithTracer(frozen);
@@ -236,6 +244,7 @@ export class Ckpt {
       if (!frozenMs) frozenMs = performance.now() - tFrozen;
       const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
       const ms = performance.now() - t0;
+      if (parent) session.stats.parent = usesParent ? parent.dir : `${parent.dir} (not used: a full image)`;
       return {
         dir: image.dir,
         generation: image.generation!,
@@ -280,7 +289,7 @@ export class Ckpt {
   }
 
   /** Writes the process records and commits the image, manifest last. */
-  private commitImage(session: DumpSession, pidns: PidNamespaceRecord | undefined, records: ProcessRecord[]): Manifest {
+  private commitImage(session: DumpSession, pidns: PidNamespaceRecord | undefined, records: ProcessRecord[], parent?: ImageReader): Manifest {
     const { image, options } = session;
     for (const record of records) image.writeJson(`proc-${record.pid}.json`, record);
     return image.commit({
@@ -290,6 +299,7 @@ export class Ckpt {
       zombies: session.zombies,
       ...(pidns ? { pidns } : {}),
       ...(options.app ? { app: options.app } : {}),
+      ...(parent ? { parent: image.parentLink(parent) } : {}),
       plugins: Object.fromEntries(this.plugins.map((p) => [p.name, { version: p.version, ...(p.record ? { record: p.record.version } : {}) }])),
       meta: session.meta,
     });
@@ -528,6 +538,21 @@ function checkDumpable(pc: Services['processes'], pid: number, options: DumpOpti
       { hint: 'run ckpt from outside that tree (another terminal or session), or start the program with `ckpt run`' },
     );
   }
+}
+
+/**
+ * The image a dump may add to (--parent): opened and verified (signature, trust, files) like a
+ * restore would, and of the same process tree (its root is the pid dumped).
+ */
+function openParent(services: Services, dir: string, pid: number): ImageReader {
+  const parent = services.images.open(dir);
+  if (parent.manifest.root !== pid) {
+    throw new CkptError(
+      'ERR_CKPT_USAGE',
+      `--parent ${parent.dir} is an image of pid ${parent.manifest.root}, not of pid ${pid}: an incremental image adds to an image of the same process`,
+    );
+  }
+  return parent;
 }
 
 /** Network locks whose owner is gone (a killed dump) are removed by the next ckpt, whatever it does. */

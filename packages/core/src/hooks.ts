@@ -9,7 +9,7 @@
  * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks every fd table right after the freeze); the first tap returning a claim `{ kind, data }` owns it |
  * | session.fdsDumped          | AsyncSeries(session)  | once, every process frozen and its fd table read (proc.fds), before any state class: refusals that need every fd (a pipe or socket whose peer is outside the tree) |
  * | session.afterDump           | AsyncSeries(session)  | once, every process dumped, still frozen, records not yet written        |
- * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen (killed or thawed right after) |
+ * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen and killed right after (--leave-running: they already run again) |
  * | session.dumpFailed          | AsyncSeries(session, error) | once, when a dump fails or is interrupted, before the processes are thawed; undo what you did (errors are logged, not thrown) |
  * | session.beforeRestore       | AsyncSeries(session)  | once, image validated, nothing created yet: refuse early                 |
  * | <class>.restore             | AsyncSeries(proc)     | per process, class by class in RESTORE_STAGES order, parents first; pids and memory process by process (a child is forked from its parent once the parent's memory is back) |

@@ -17,7 +17,7 @@
  */
 import { createHash, type KeyObject, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import os from 'node:os';
 import { type HashAlgorithm, type HashHandle, native } from '@ckpt/native';
 import { CkptError } from './errors.js';
@@ -65,6 +65,19 @@ export interface PidNamespaceRecord {
   hostIpc?: boolean;
 }
 
+/** An incremental image's link to the image it adds to (its parent), which a restore reads too. */
+export interface ParentLink {
+  /** The parent's directory, relative to this image's (../3 for a generation beside it), or absolute. */
+  path: string;
+  /** Hex BLAKE3 of the parent's manifest.json bytes: the parent exactly as it was, every file pinned by its digest. */
+  manifest: string;
+  /** Images in the chain above this one (1: the parent is a full image). */
+  depth: number;
+}
+
+/** Longest chain of incremental images a restore follows. */
+export const MAX_CHAIN = 256;
+
 export interface Manifest {
   format: string;
   version: number;
@@ -83,6 +96,8 @@ export interface Manifest {
   pidns?: PidNamespaceRecord;
   /** Application id (ckpt run). */
   app?: string;
+  /** The image this one adds to (an incremental dump): its pages not saved here are there. */
+  parent?: ParentLink;
   /** The plugins that wrote the image: package version, and the version of their record format. */
   plugins: Record<string, { version?: string; record?: number }>;
   /** Free-form facts plugins want checked before restore (xstate size, ...). */
@@ -223,6 +238,14 @@ export class ImageWriter {
       throw new Error(`invalid image file name: ${name}`);
     }
     if (this.files[name] || this.openBlobs.has(name)) throw new Error(`image file written twice: ${name}`);
+  }
+
+  /**
+   * The link an incremental image keeps to its parent: the parent's directory relative to this
+   * image's (the staging directory sits where the generation will be), and its manifest's digest.
+   */
+  parentLink(parent: ImageReader): ParentLink {
+    return { path: relative(this.staging, parent.dir) || '.', manifest: parent.manifestDigest, depth: (parent.manifest.parent?.depth ?? 0) + 1 };
   }
 
   /** The fingerprint of the key that signs this image. */
@@ -378,11 +401,65 @@ export class ImageReader {
   readonly manifest: Manifest;
   /** Who signed the image (the signature is valid), and whether that key is trusted here. */
   readonly signer: ImageSigner;
+  /** Hex BLAKE3 of manifest.json's bytes (what an incremental image's ParentLink pins). */
+  readonly manifestDigest: string;
+  private readonly opts: ImageOpenOptions;
+  private parentReader?: ImageReader | null;
 
-  private constructor(dir: string, manifest: Manifest, signer: ImageSigner) {
+  private constructor(dir: string, manifest: Manifest, signer: ImageSigner, manifestDigest: string, opts: ImageOpenOptions) {
     this.dir = dir;
     this.manifest = manifest;
     this.signer = signer;
+    this.manifestDigest = manifestDigest;
+    this.opts = opts;
+  }
+
+  /**
+   * The image this one adds to (an incremental image), opened and checked like this one (its
+   * signature and key's trust, every file's presence and size) and pinned: its manifest must be
+   * the one this image was made against. Undefined for a full image.
+   */
+  parent(): ImageReader | undefined {
+    if (this.parentReader !== undefined) return this.parentReader ?? undefined;
+    const link = this.manifest.parent;
+    if (!link) {
+      this.parentReader = null;
+      return undefined;
+    }
+    if (typeof link.path !== 'string' || typeof link.manifest !== 'string' || !(link.depth >= 1 && link.depth <= MAX_CHAIN)) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: the manifest's parent link is malformed`);
+    }
+    const where = resolve(this.dir, link.path);
+    let parent: ImageReader;
+    try {
+      parent = ImageReader.open(where, { ...this.opts, generation: undefined });
+    } catch (e) {
+      const why = e instanceof CkptError ? e.message : String(e);
+      throw new CkptError(
+        e instanceof CkptError && e.code !== 'ERR_CKPT_IMAGE_MISSING' ? e.code : 'ERR_CKPT_IMAGE_MISSING',
+        `image ${this.dir} is an increment of ${where}, which cannot be read: ${why}`,
+        { hint: 'an incremental image needs every image of its chain, where they were (ckpt image compact makes it whole)' },
+      );
+    }
+    if (parent.dir !== where || parent.manifestDigest !== link.manifest) {
+      throw new CkptError(
+        'ERR_CKPT_IMAGE_CORRUPT',
+        `image ${this.dir} is an increment of ${where}, which is not the image it was made against (that image was replaced or changed)`,
+        { hint: 'an incremental image needs the very images of its chain' },
+      );
+    }
+    if ((parent.manifest.parent?.depth ?? 0) !== link.depth - 1) {
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${this.dir}: its chain is not as long as its manifest says (${link.depth})`);
+    }
+    this.parentReader = parent;
+    return parent;
+  }
+
+  /** This image and every image above it, this one first. */
+  chain(): ImageReader[] {
+    const out: ImageReader[] = [];
+    for (let r: ImageReader | undefined = this; r; r = r.parent()) out.push(r);
+    return out;
   }
 
   /**
@@ -424,7 +501,7 @@ export class ImageReader {
     if (typeof parsed.version !== 'number' || parsed.version < IMAGE_VERSION_MIN || parsed.version > IMAGE_VERSION)
       throw versionError(abs, parsed.version, parsed.tool);
     const signer: ImageSigner = { algorithm: 'ed25519', fingerprint: sig.fingerprint, publicKey: sig.publicKey.toString('base64'), trust };
-    const reader = new ImageReader(abs, body as Manifest, signer);
+    const reader = new ImageReader(abs, body as Manifest, signer, digestOf('blake3', bytes), opts);
     reader.checkFiles();
     return reader;
   }

@@ -309,8 +309,36 @@ export function commitGeneration(dir: string, staging: string, keep = 1): number
   symlinkSync(String(n), tmp);
   renameSync(tmp, join(dir, LATEST));
   const old = generations(dir).filter((g) => g !== n);
-  for (const g of old.slice(0, Math.max(0, old.length - (keep - 1)))) rmSync(join(dir, String(g)), { recursive: true, force: true });
+  const kept = [n, ...old.slice(Math.max(0, old.length - (keep - 1)))];
+  // An incremental generation needs the ones it adds to: they stay while it does.
+  const needed = new Set(kept.flatMap((g) => [g, ...ancestors(dir, g)]));
+  for (const g of old) if (!needed.has(g)) rmSync(join(dir, String(g)), { recursive: true, force: true });
   return n;
+}
+
+/**
+ * The generations of DIR an incremental generation adds to, its parent first (the manifest's
+ * parent link, followed while it names a generation of DIR). Read unverified: only to know what
+ * not to delete.
+ */
+export function ancestors(dir: string, g: number): number[] {
+  const out: number[] = [];
+  for (let at = g; out.length < 1024; ) {
+    let path: unknown;
+    try {
+      path = JSON.parse(readFileSync(join(dir, String(at), 'manifest.json'), 'utf8')).parent?.path;
+    } catch {
+      break;
+    }
+    if (typeof path !== 'string') break;
+    const up = resolve(dir, String(at), path);
+    const name = up.slice(resolve(dir).length + 1);
+    if (resolve(dir, name) !== up || !/^[1-9]\d*$/.test(name)) break;
+    at = Number(name);
+    if (out.includes(at)) break;
+    out.push(at);
+  }
+  return out;
 }
 
 /**

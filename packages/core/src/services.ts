@@ -190,7 +190,17 @@ export class ProcessControl {
 
   /** A copy-on-write snapshot of a frozen process's memory (Tracee.snapshotMm): the pid holding it. */
   snapshot(t: Tracee): number {
-    return t.snapshotMm(PTRACE_O_TRACESYSGOOD | (this.suspended.has(t.pid) ? PTRACE_O_SUSPEND_SECCOMP : 0));
+    return t.snapshotMm(this.optionsOf(t));
+  }
+
+  /** A userfaultfd of a frozen process's address space, in ckpt (Tracee.userfaultfd): for write tracking. */
+  userfaultfd(t: Tracee): number {
+    return t.userfaultfd(this.optionsOf(t));
+  }
+
+  /** The ptrace options a frozen thread has. */
+  private optionsOf(t: Tracee): number {
+    return PTRACE_O_TRACESYSGOOD | (this.suspended.has(t.pid) ? PTRACE_O_SUSPEND_SECCOMP : 0);
   }
 
   isFrozen(t: Tracee): boolean {

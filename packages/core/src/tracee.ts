@@ -3,6 +3,7 @@
  * a `syscall` instruction to borrow, a scratch mapping for pointer arguments, and restart-safe
  * resumption. Used both for dump targets (frozen user processes) and restore stubs.
  */
+import { closeSync } from 'node:fs';
 import {
   native,
   checkSyscall,
@@ -54,6 +55,10 @@ export const SCRATCH_SIZE = 64 * 1024;
 /** wait4's __WALL (children of any exit signal, or none) and WNOHANG. */
 const WALL = 0x40000000;
 const WNOHANG = 1;
+const O_CLOEXEC_ = 0o2000000;
+const O_NONBLOCK_ = 0o4000;
+/** userfaultfd(2) flag: only faults from user mode (allowed without the sysctl or CAP_SYS_PTRACE). */
+const UFFD_USER_MODE_ONLY = 1;
 
 /**
  * The host tid of the task `id` that parent just cloned (its id in parent's pid namespace, as
@@ -241,18 +246,60 @@ export class Tracee {
    * PTRACE_O_EXITKILL (it dies with ckpt), and a child of neither. Kill it and reap it (as its
    * tracer) when done. `options`: this thread's ptrace options.
    *
-   * This process clones A (CLONE_VM, no exit signal; ckpt holds it from its first instruction,
-   * PTRACE_O_TRACECLONE), A forks B (the copy of the address space), A is killed and this process
-   * reaps it (wait4 __WALL: A never signals it), and B, an orphan, belongs to the reaper above.
-   * Both clones run SNAPSHOT_CODE: a child left to itself exits. The one step that a ckpt killed
-   * there would leave behind is A as an unreaped zombie (between its clone and its options), never
-   * a second runner of this process's code. Throws (errno) when the clone fails (memory, pids).
+   * A (inMmClone) forks B (the copy of the address space), and B, an orphan once A is gone,
+   * belongs to the reaper above. A child left to itself exits (SNAPSHOT_CODE). Throws (errno)
+   * when a clone fails (memory, pids).
    */
   snapshotMm(options: number): number {
+    return this.inMmClone(options, (a, code) => {
+      let b: number | undefined;
+      try {
+        b = hostTaskOf(a, Number(checkSyscall('clone', a, native.ptrace.remoteSyscall(a, code, SYS.clone, [0], false))), 'clone');
+        native.ptrace.waitStop(b, 5000);
+        log('pid %d: copy-on-write snapshot %d (through %d)', this.pid, b, a);
+        return b;
+      } catch (e) {
+        if (b !== undefined && b > 0) killTraced(b);
+        throw e;
+      }
+    });
+  }
+
+  /**
+   * A userfaultfd of this process's address space, in ckpt (for write tracking): made by a task
+   * sharing the address space but not the fd table (inMmClone), so the process's own fds never
+   * change, and a ckpt killed meanwhile leaves nothing (the task dies with it). O_CLOEXEC and
+   * O_NONBLOCK; UFFD_USER_MODE_ONLY where the process may not handle kernel faults
+   * (vm.unprivileged_userfaultfd = 0), which write tracking does not need. Throws the errno.
+   */
+  userfaultfd(options: number): number {
+    return this.inMmClone(options, (a, code) => {
+      const flags = O_CLOEXEC_ | O_NONBLOCK_;
+      let r = native.ptrace.remoteSyscall(a, code, SYS.userfaultfd, [flags], false);
+      if (r === -1n) r = native.ptrace.remoteSyscall(a, code, SYS.userfaultfd, [flags | UFFD_USER_MODE_ONLY], false);
+      const there = Number(checkSyscall('userfaultfd', a, r));
+      const pidfd = native.proc.pidfdOpen(a);
+      try {
+        return native.proc.pidfdGetfd(pidfd, there);
+      } finally {
+        closeSync(pidfd);
+      }
+    });
+  }
+
+  /**
+   * Runs fn(A, code) with A a task this process clones (CLONE_VM: its address space; its own
+   * copy of the fd table; no exit signal), stopped and traced by ckpt from its first instruction
+   * (PTRACE_O_TRACECLONE) with PTRACE_O_EXITKILL, `code` the guard's clone code to run syscalls in
+   * it at; then A is killed and this process reaps it (wait4 __WALL: A never signals it). A left
+   * to itself exits (SNAPSHOT_CODE); a ckpt killed here leaves at most A as an unreaped zombie
+   * (between its clone and its options), never a second runner of this process's code.
+   */
+  private inMmClone<T>(options: number, fn: (a: number, code: number) => T): T {
     this.scratch();
     const g = this.space.guard;
     if (!this.space.guarded || !g || this.parkInGuard(g) === undefined) {
-      throw new NativeError({ message: 'no guard mapping to run the snapshot from', code: 'ENOEXEC', syscall: 'clone', pid: this.pid });
+      throw new NativeError({ message: 'no guard mapping to run the clone from', code: 'ENOEXEC', syscall: 'clone', pid: this.pid });
     }
     const code = g.start + SNAPSHOT_CODE;
     native.ptrace.setOptions(this.pid, options | PTRACE_O_TRACECLONE);
@@ -267,21 +314,14 @@ export class Tracee {
     } finally {
       native.ptrace.setOptions(this.pid, options);
     }
-    let b: number | undefined;
     try {
       native.ptrace.waitStop(a, 5000);
       native.ptrace.setOptions(a, options | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL);
-      b = hostTaskOf(a, Number(checkSyscall('clone', a, native.ptrace.remoteSyscall(a, code, SYS.clone, [0], false))), 'clone');
-      native.ptrace.waitStop(b, 5000);
-      log('pid %d: copy-on-write snapshot %d (through %d)', this.pid, b, a);
-      return b;
-    } catch (e) {
-      if (b !== undefined && b > 0) killTraced(b);
-      throw e;
+      return fn(a, code);
     } finally {
       killTraced(a);
       // A is a zombie by now (its tracer saw it die): never wait for more.
-      if (this.syscall(SYS.wait4, aHere, 0, WALL | WNOHANG, 0) === 0n) log('pid %d: its snapshot helper %d was not reaped', this.pid, a);
+      if (this.syscall(SYS.wait4, aHere, 0, WALL | WNOHANG, 0) === 0n) log('pid %d: its clone %d was not reaped', this.pid, a);
     }
   }
 

@@ -39,6 +39,7 @@ import {
   killTraced,
   type DumpSession,
   type BlobWriter,
+  type ImageReader,
   type PluginContext,
   type ProcessDump,
   type ProcessRestore,
@@ -47,7 +48,20 @@ import {
 } from '@ckpt/core';
 import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
 import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
-import { cutRuns, type ExcludeSpec, mergeRanges, parseExclude, pieces, without } from './ranges.js';
+import {
+  cutRuns,
+  type ExcludeSpec,
+  intersectRuns,
+  takeFromBlob,
+  mergeRanges,
+  parseExclude,
+  pieces,
+  runPairs,
+  sortRuns,
+  subtractRuns,
+  without,
+} from './ranges.js';
+import { handOver, prepareTracking, registerAreas, startTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
@@ -114,9 +128,10 @@ function vmaRecordOf(
   v: Vma,
   allRuns: number[],
   parent?: { task: number; vmas: readonly VmaRecord[] },
-  counts?: { zeroPages: number; excluded: number; byOption: number },
+  counts?: { zeroPages: number; excluded: number; byOption: number; reused: number },
   options?: MemoryOptions,
   excludes: readonly ExcludeSpec[] = [],
+  chain?: ChainContext,
 ): VmaRecord {
   const kind = classify(pid, v);
   const rec: VmaRecord = { start: v.start, end: v.end, perms: v.perms, kind, name: v.name, runs: [], blobOffset: 0 };
@@ -191,20 +206,31 @@ function vmaRecordOf(
     rec.offset = v.offset;
   } else if (kind !== 'vdso' && kind !== 'file-shared' && !rec.excluded) {
     const alike = parent && !rec.excludedRanges && inheritable(rec, parent.vmas) ? parent.task : undefined;
-    let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike);
-    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private');
+    // A tracked area (track.ts): its pages not written since the parent image's dump.
+    const tracked = chain?.tracked.has(v.start) ?? false;
+    const clean = tracked && !!chain?.parentHas;
+    let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike, clean);
+    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', undefined, clean);
+    // From now on, a write shows: the next incremental dump counts from this one.
+    if (tracked) native.mem.uffdWriteProtect(chain!.track.uffd, v.start, v.end - v.start);
     if (counts && runs.zeroPages) counts.zeroPages += runs.zeroPages;
     else if (alike !== undefined) {
       rec.inherited = true;
       const z = runs.zap;
       if (z) rec.zap = Array.from({ length: z.length / 2 }, (_, i): [number, number] => [z[2 * i], z[2 * i + 1]]);
     }
-    const saved = rec.excludedRanges
-      ? cutRuns(
-          Array.from(runs),
-          rec.excludedRanges.map(([at, len]) => ({ start: at, end: at + len })),
-        )
-      : runs;
+    const cut = rec.excludedRanges?.map(([at, len]) => ({ start: at, end: at + len }));
+    let saved: ArrayLike<number> = cut ? cutRuns(Array.from(runs), cut) : runs;
+    if (clean && runs.clean?.length) {
+      // Pages the image chain holds as they are: left to it.
+      let reuse = intersectRuns(runs.clean, chain!.parentHas!);
+      if (cut) reuse = cutRuns(reuse, cut);
+      if (reuse.length) {
+        saved = subtractRuns(saved, reuse);
+        rec.parentRuns = runPairs(reuse);
+        if (counts) counts.reused += reuse.reduce((sum, x, i) => (i % 2 ? sum + x : sum), 0);
+      }
+    }
     for (let i = 0; i < saved.length; i += 2) {
       rec.runs.push([saved[i], saved[i + 1]]);
       allRuns.push(saved[i], saved[i + 1]);
@@ -213,6 +239,70 @@ function vmaRecordOf(
     if (g) rec.guards = Array.from({ length: g.length / 2 }, (_, i): [number, number] => [g[2 * i], g[2 * i + 1]]);
   }
   return rec;
+}
+
+/** A tracked dump's view of a process (track.ts): its tracking, the areas tracked, and the pages its parent image holds. */
+interface ChainContext {
+  track: Tracking;
+  tracked: Set<number>;
+  /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
+  parentHas?: number[];
+}
+
+/** Areas userfaultfd can track: private anonymous memory (not hugetlb, not device or PFN mappings). */
+function trackable(pid: number, v: Vma): boolean {
+  return classify(pid, v) === 'anon' && !isHugeAnon(v) && !v.flags?.includes('io') && !v.flags?.includes('pf');
+}
+
+/** The memory records of the dump's parent image, by pid (read once per dump). */
+const parentRecords = new WeakMap<DumpSession, Map<number, MemoryRecord | undefined>>();
+
+/** The memory record the dump's parent image has for a process, if any. */
+function parentRecord(session: DumpSession, pid: number): MemoryRecord | undefined {
+  const parent = session.parent;
+  if (!parent) return undefined;
+  let byPid = parentRecords.get(session);
+  if (!byPid) parentRecords.set(session, (byPid = new Map()));
+  if (!byPid.has(pid)) {
+    const entry = parent.manifest.processes.find((p) => p.pid === pid);
+    byPid.set(pid, entry && (parent.readJson<{ records: Record<string, unknown> }>(entry.file).records[NAME] as MemoryRecord | undefined));
+  }
+  return byPid.get(pid);
+}
+
+/**
+ * Sets up write tracking for this dump of the process (--track-mem, or a dump with a parent):
+ * undefined when it is not tracked.
+ */
+function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | undefined): ChainContext | undefined {
+  const { session } = proc;
+  if (!options?.trackMem && !session.parent) return undefined;
+  if (!session.options.leaveRunning) {
+    session.stats['memory.trackingOff'] = 'the dump ends the processes (no --leave-running): nothing to track';
+    return undefined;
+  }
+  const parentRec = parentRecord(proc.session, proc.pid);
+  const track = startTracking(proc);
+  if (!track) return undefined;
+  const tracked = registerAreas(
+    proc,
+    track,
+    vmas.filter((v) => trackable(proc.pid, v)),
+  );
+  session.stats['memory.trackedProcesses'] = Number(session.stats['memory.trackedProcesses'] ?? 0) + 1;
+  const parentHas = track.fromParent && parentRec ? sortRuns(parentRec.vmas.flatMap((v) => [...v.runs, ...(v.parentRuns ?? [])])) : undefined;
+  return { track, tracked, parentHas };
+}
+
+/** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
+async function beforeDump(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
+  if ((!options?.trackMem && !session.parent) || !session.options.leaveRunning) return;
+  const tracks = new Map<number, TrackRef>();
+  for (const p of session.parent?.manifest.processes ?? []) {
+    const ref = parentRecord(session, p.pid)?.track;
+    if (ref) tracks.set(p.pid, ref);
+  }
+  prepareTracking(session, tracks);
 }
 
 /** Copies page runs of `from` (the process, or its snapshot) on into the process's blob. */
@@ -287,7 +377,8 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
-  const counts = { zeroPages: 0, excluded: 0, byOption: 0 };
+  const counts = { zeroPages: 0, excluded: 0, byOption: 0, reused: 0 };
+  const chain = chainContext(proc, vmas, options);
   // Validated with the options (memoryOptions): every one parses.
   const excludes = (options?.exclude ?? []).map(parseExclude).filter((e): e is ExcludeSpec => typeof e !== 'string');
   // The blob holds the areas read while frozen first, then the others (each area's blobOffset
@@ -298,7 +389,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   let nowBytes = 0;
   for (const v of vmas) {
     const runs: number[] = [];
-    const rec = vmaRecordOf(session, proc, v, runs, parent, counts, options, excludes);
+    const rec = vmaRecordOf(session, proc, v, runs, parent, counts, options, excludes, chain);
     records.push(rec);
     if (readFrozen(v, rec)) {
       rec.blobOffset = nowBytes;
@@ -319,6 +410,10 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   stats['memory.zeroPagesSkipped'] = Number(stats['memory.zeroPagesSkipped'] ?? 0) + counts.zeroPages;
   if (counts.excluded) stats['memory.dontdumpBytes'] = Number(stats['memory.dontdumpBytes'] ?? 0) + counts.excluded;
   if (counts.byOption) stats['memory.excludedBytes'] = Number(stats['memory.excludedBytes'] ?? 0) + counts.byOption;
+  if (counts.reused) {
+    stats['memory.parentBytes'] = Number(stats['memory.parentBytes'] ?? 0) + counts.reused;
+    session.dependsOnParent();
+  }
   const blob = session.image.openBlob(`pages-${proc.pid}.img`);
   // The copy is long: a ckpt killed during it must leave the process as it was (see core).
   tracee.parkBetweenStages();
@@ -343,6 +438,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
     },
     auxv: procfs.readAuxv(task).toString('base64'),
     exe: procfs.readExe(task),
+    ...(chain ? { track: handOver(proc, chain.track) } : {}),
   } satisfies MemoryRecord);
 }
 
@@ -535,12 +631,49 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
 }
 
-/** Step 4: page contents, their digest checked against the signed manifest's as they stream. */
+/** A process's pages blob, in blob order: each area's pages start at its blobOffset. */
+function blobRuns(rec: MemoryRecord): number[] {
+  const runs: number[] = [];
+  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
+  return runs;
+}
+
+/**
+ * Where the pages of an incremental image that are not in its own blob come from: for each image
+ * above it in the chain that holds some, its record and the runs to read its blob with (the
+ * pages wanted at their addresses, the rest at address 0: hashed, not written). Every page must
+ * be in exactly one of them.
+ */
+function chainPlan(proc: ProcessRestore, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; runs: number[] }> {
+  let wanted = sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? []));
+  const plan: Array<{ image: ImageReader; rec: MemoryRecord; runs: number[] }> = [];
+  for (let image = proc.session.image.parent(); wanted.length; image = image.parent()) {
+    const broken = (why: string) =>
+      new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${proc.session.image.dir}: pages of pid ${proc.pid} that its chain should hold are missing: ${why}`);
+    if (!image) throw broken('its chain ends first');
+    const entry = image.manifest.processes.find((p) => p.pid === proc.pid);
+    const up = entry && (image.readJson<{ records: Record<string, unknown> }>(entry.file).records[NAME] as MemoryRecord | undefined);
+    if (!up) throw broken(`image ${image.dir} has no memory of pid ${proc.pid}`);
+    const own = blobRuns(up);
+    const take = intersectRuns(wanted, sortRuns(runPairs(own)));
+    wanted = subtractRuns(wanted, take);
+    if (take.length) plan.push({ image, rec: up, runs: takeFromBlob(own, take) });
+    if (wanted.length && subtractRuns(wanted, sortRuns(up.vmas.flatMap((v) => v.parentRuns ?? []))).length) {
+      throw broken(`image ${image.dir} neither holds some of them nor leaves them to its parent`);
+    }
+  }
+  return plan;
+}
+
+/** Step 4: page contents, their digest checked against the signed manifest's as they stream (for an incremental image, each blob of its chain that holds some). */
 async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
-  const runs: number[] = [];
-  // In the blob's order: each area's pages start at its blobOffset.
-  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
+  await fillFrom(proc, stub, image, rec, blobRuns(rec));
+  for (const from of chainPlan(proc, rec)) await fillFrom(proc, stub, from.image, from.rec, from.runs);
+}
+
+/** Fills pages from one image's blob read whole (runs in blob order; address 0: skipped), its digest checked. */
+async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, rec: MemoryRecord, runs: number[]): Promise<void> {
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     const hash = native.hash.hashNew(image.digestAlgorithm(rec.pagesFile));
@@ -552,7 +685,8 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
       off += r.bytes;
       proc.session.progress({ stage: 'memory', pid: proc.pid, done: off, total: rec.pagesBytes });
     }
-    if (off !== rec.pagesBytes) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${rec.pagesFile}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
+    if (off !== rec.pagesBytes)
+      throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${image.path(rec.pagesFile)}: restored ${off} bytes, the record says ${rec.pagesBytes}`);
     image.checkDigest(rec.pagesFile, native.hash.hashDigest(hash));
   } finally {
     closeSync(fd);
@@ -660,9 +794,16 @@ export const memoryPlugin = definePlugin(() => ({
   name: NAME,
   version: '0.2.0',
   description: 'every mapping and its pages, shared memory, brk, mm fields, auxv, exe link',
-  record: { version: 3, schema: memoryRecord },
+  record: { version: 4, schema: memoryRecord },
   options: memoryOptions,
   flags: [
+    {
+      command: 'dump' as const,
+      flags: '--track-mem',
+      description:
+        'with --leave-running, track the memory the process writes after this dump, so that a later dump --parent (this image) saves only that (ckpt pre-dump implies it, a dump with --parent keeps it on)',
+      option: 'trackMem',
+    },
     {
       command: 'dump' as const,
       flags: '--frozen-copy',
@@ -690,8 +831,9 @@ export const memoryPlugin = definePlugin(() => ({
       const m = rec as MemoryRecord;
       const hex = (n: number) => n.toString(16).padStart(12, '0');
       const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+      const fromChain = m.vmas.reduce((sum, v) => sum + (v.parentRuns ?? []).reduce((a, r) => a + r[1], 0), 0);
       return [
-        `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved; exe ${m.exe}`,
+        `memory: ${m.vmas.length} areas, ${mb(m.pagesBytes)} of pages saved${fromChain ? `, ${mb(fromChain)} left to the images it adds to` : ''}; exe ${m.exe}${m.track ? ' (written pages tracked for the next incremental dump)' : ''}`,
         ...m.vmas.map((v) => {
           const saved = v.runs.reduce((a, r) => a + r[1], 0);
           const back = v.kind === 'anon' ? 'zeroed' : "as the file's pages";
@@ -705,14 +847,18 @@ export const memoryPlugin = definePlugin(() => ({
                 : cut
                   ? `  (--exclude: ${cut / 1024} KiB of it not saved, comes back ${back})`
                   : '';
-          return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}${from}`;
+          const up = (v.parentRuns ?? []).reduce((a, r) => a + r[1], 0);
+          const chained = up ? `  (${mb(up)} in the images it adds to)` : '';
+          return `  ${hex(v.start)}-${hex(v.end)} ${v.perms} ${v.kind.padEnd(12)} ${(saved ? mb(saved) : '').padStart(9)}  ${v.name}${from}${chained}`;
         }),
       ];
     },
   },
   apply(hooks, ctx: PluginContext<MemoryOptions>) {
+    hooks.session.beforeDump.tapPromise(NAME, (session) => beforeDump(session, ctx.options(session)));
     hooks.memory.dump.tapPromise(NAME, (proc) => dump(proc, ctx.options(proc.session)));
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
+    hooks.session.imageCommitted.tapPromise(NAME, async (session) => trackingCommitted(session));
     hooks.memory.restore.tapPromise(NAME, restore);
   },
 }));

@@ -2,7 +2,7 @@
 // grouping of page runs into pieces for the native copy.
 import { describe, expect, it } from 'vitest';
 import type { Vma } from '@ckpt/core';
-import { cutRuns, mergeRanges, parseExclude, pieces, PROGRESS_CHUNK, without } from './ranges.js';
+import { cutRuns, intersectRuns, mergeRanges, parseExclude, pieces, PROGRESS_CHUNK, sortRuns, subtractRuns, takeFromBlob, without } from './ranges.js';
 
 const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
 const P = 0x1000;
@@ -134,3 +134,59 @@ describe('mergeRanges', () => {
     ]);
   });
 });
+
+// Incremental images: which pages are left to the chain, and how a blob of the chain is read.
+describe('run sets', () => {
+  const A = [0x10 * P, 0x10 * P, 0x30 * P, 0x4 * P]; // [10,20) [30,34)
+  const B = [0x8 * P, 0xc * P, 0x18 * P, 0x1a * P]; // [8,14) [18,32)
+
+  it('intersectRuns keeps the pages in both', () => {
+    expect(intersectRuns(A, B)).toEqual([0x10 * P, 0x4 * P, 0x18 * P, 0x8 * P, 0x30 * P, 0x2 * P]);
+    expect(intersectRuns(A, [])).toEqual([]);
+  });
+
+  it('subtractRuns keeps the pages of the first not in the second', () => {
+    expect(subtractRuns(A, B)).toEqual([0x14 * P, 0x4 * P, 0x32 * P, 0x2 * P]);
+    expect(subtractRuns(A, [])).toEqual(A);
+    expect(subtractRuns(A, A)).toEqual([]);
+    // Every page is in exactly one of intersect and subtract.
+    const both = sortRuns([...pairs(intersectRuns(A, B)), ...pairs(subtractRuns(A, B))]);
+    expect(both).toEqual(A);
+  });
+
+  it('sortRuns sorts and merges pairs that touch', () => {
+    expect(
+      sortRuns([
+        [0x30 * P, P],
+        [0x10 * P, P],
+        [0x11 * P, P],
+      ]),
+    ).toEqual([0x10 * P, 0x2 * P, 0x30 * P, P]);
+  });
+
+  it('takeFromBlob reads a blob whole: wanted pages at their addresses, the rest skipped at address 0', () => {
+    // A blob of two runs, the second area first (blob order is not address order).
+    const blob = [0x30 * P, 0x4 * P, 0x10 * P, 0x10 * P];
+    const take = [0x12 * P, 0x2 * P, 0x31 * P, P, 0x1f * P, P];
+    const sorted = sortRuns(pairs(take));
+    const runs = takeFromBlob(blob, sorted);
+    expect(runs).toEqual([0, P, 0x31 * P, P, 0, 0x4 * P, 0x12 * P, 0x2 * P, 0, 0xb * P, 0x1f * P, P]);
+    // As many bytes as the blob, every wanted page once.
+    const bytes = (r: number[]) => r.filter((_, i) => i % 2).reduce((a, b) => a + b, 0);
+    expect(bytes(runs)).toBe(bytes(blob));
+    expect(sortRuns(pairs(runs).filter(([a]) => a !== 0))).toEqual(sorted);
+  });
+
+  it('pieces keeps skipped bytes at address 0', () => {
+    const out = [...pieces([0, 3 * P, 0x10 * P, 2 * P], 2 * P)].map((a) => Array.from(a));
+    expect(out).toEqual([
+      [0, 2 * P],
+      [0, P, 0x10 * P, P],
+      [0x11 * P, P],
+    ]);
+  });
+});
+
+function pairs(runs: number[]): Array<[number, number]> {
+  return Array.from({ length: runs.length / 2 }, (_, i): [number, number] => [runs[2 * i], runs[2 * i + 1]]);
+}

@@ -18,7 +18,10 @@ export function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[
   return out;
 }
 
-/** Splits a flat run list into pieces of at most `chunk` bytes (PROGRESS_CHUNK: between pieces ckpt reports progress and can be interrupted). */
+/**
+ * Splits a flat run list into pieces of at most `chunk` bytes (PROGRESS_CHUNK: between pieces
+ * ckpt reports progress and can be interrupted). A run at address 0 (bytes a restore skips) stays at 0.
+ */
 export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float64Array> {
   let cur: number[] = [];
   let bytes = 0;
@@ -28,7 +31,7 @@ export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float
       const take = Math.min(len, chunk - bytes);
       cur.push(addr, take);
       bytes += take;
-      addr += take;
+      if (addr) addr += take;
       len -= take;
       if (bytes >= chunk) {
         yield Float64Array.from(cur);
@@ -93,6 +96,94 @@ export function mergeRanges(ranges: ReadonlyArray<{ start: number; end: number }
     const last = out[out.length - 1];
     if (last && r.start <= last[0] + last[1]) last[1] = Math.max(last[1], r.end - last[0]);
     else out.push([r.start, r.end - r.start]);
+  }
+  return out;
+}
+
+/** Sorted, non-overlapping flat runs [addr, len, ...] of both lists' pages (each list sorted, non-overlapping). */
+export function intersectRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const aEnd = a[i] + a[i + 1];
+    const bEnd = b[j] + b[j + 1];
+    const start = Math.max(a[i], b[j]);
+    const end = Math.min(aEnd, bEnd);
+    if (start < end) pushRun(out, start, end - start);
+    if (aEnd <= bEnd) i += 2;
+    else j += 2;
+  }
+  return out;
+}
+
+/** The pages of `a` that are not in `b` (flat runs, each sorted and non-overlapping). */
+export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+  const out: number[] = [];
+  let j = 0;
+  for (let i = 0; i < a.length; i += 2) {
+    let at = a[i];
+    const end = at + a[i + 1];
+    while (j < b.length && b[j] + b[j + 1] <= at) j += 2;
+    for (let k = j; k < b.length && b[k] < end; k += 2) {
+      if (b[k] > at) pushRun(out, at, b[k] - at);
+      at = Math.max(at, b[k] + b[k + 1]);
+    }
+    if (at < end) pushRun(out, at, end - at);
+  }
+  return out;
+}
+
+/** Flat runs of [addr, len] pairs, sorted by address and merged where they touch. */
+export function sortRuns(pairs: Iterable<readonly [number, number]>): number[] {
+  const out: number[] = [];
+  for (const [a, l] of [...pairs].sort((x, y) => x[0] - y[0])) pushRun(out, a, l);
+  return out;
+}
+
+/** [addr, len] pairs of a flat run list. */
+export function runPairs(runs: ArrayLike<number>): Array<[number, number]> {
+  return Array.from({ length: runs.length / 2 }, (_, i): [number, number] => [runs[2 * i], runs[2 * i + 1]]);
+}
+
+/** Appends a run, extending the last one when it ends where this one starts (or overlaps it). */
+function pushRun(out: number[], addr: number, len: number): void {
+  const n = out.length;
+  if (n && out[n - 2] + out[n - 1] >= addr) out[n - 1] = Math.max(out[n - 1], addr + len - out[n - 2]);
+  else out.push(addr, len);
+}
+
+/**
+ * A blob's runs (flat, in blob order) as the restore reads them when only the pages of `take`
+ * (sorted flat runs) are wanted from it: those at their addresses, the other bytes as runs at
+ * address 0 (hashed, not written), neighbouring skips merged.
+ */
+export function takeFromBlob(blobRuns: ArrayLike<number>, take: ArrayLike<number>): number[] {
+  const out: number[] = [];
+  const skip = (len: number) => {
+    const n = out.length;
+    if (n && out[n - 2] === 0) out[n - 1] += len;
+    else out.push(0, len);
+  };
+  for (let i = 0; i < blobRuns.length; i += 2) {
+    let at = blobRuns[i];
+    const end = at + blobRuns[i + 1];
+    // The first run of `take` that ends after `at` (binary search).
+    let lo = 0;
+    let hi = take.length / 2;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (take[2 * mid] + take[2 * mid + 1] <= at) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let k = 2 * lo; k < take.length && take[k] < end; k += 2) {
+      const s = Math.max(at, take[k]);
+      const e = Math.min(end, take[k] + take[k + 1]);
+      if (s > at) skip(s - at);
+      out.push(s, e - s);
+      at = e;
+    }
+    if (at < end) skip(end - at);
   }
   return out;
 }

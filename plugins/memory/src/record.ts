@@ -1,6 +1,7 @@
 /** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
 import { z } from 'zod';
 import { parseExclude } from './ranges.js';
+import type { TrackRef } from './track.js';
 import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 
 const int = lazySchema(() => z.number().int());
@@ -14,12 +15,14 @@ export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { messag
 
 /**
  * The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a
- * snapshot; `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too;
+ * snapshot; `trackMem` (dump --track-mem) tracks the pages written after this dump, for an
+ * incremental dump to come (track.ts); `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too;
  * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts).
  */
 export const memoryOptions = lazySchema(() =>
   z.strictObject({
     frozenCopy: z.boolean().optional(),
+    trackMem: z.boolean().optional(),
     includeDontdump: z.boolean().optional(),
     exclude: z
       .array(
@@ -80,6 +83,11 @@ export interface VmaRecord {
   /** Saved page runs [addr, len] and where the first one starts in the pages blob. */
   runs: Array<[number, number]>;
   blobOffset: number;
+  /**
+   * An incremental image: pages not written since the parent image's dump, which the image chain
+   * holds (the parent's pages, or its own parent's) at the same addresses: [addr, len].
+   */
+  parentRuns?: Array<[number, number]>;
 }
 
 export const vmaRecord = lazySchema(() =>
@@ -104,6 +112,7 @@ export const vmaRecord = lazySchema(() =>
     excludedRanges: z.array(range).optional(),
     runs: z.array(range),
     blobOffset: uint,
+    parentRuns: z.array(range).optional(),
   }),
 );
 
@@ -126,6 +135,8 @@ export interface MemoryRecord {
   };
   auxv: string;
   exe: string;
+  /** Its memory is tracked for the next incremental dump: where the tracking waits (track.ts). */
+  track?: TrackRef;
 }
 
 export const memoryRecord = lazySchema(() =>
@@ -149,6 +160,7 @@ export const memoryRecord = lazySchema(() =>
     /** The auxiliary vector (base64). */
     auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
     exe: z.string(),
+    track: z.strictObject({ holder: uint, holderStart: uint, boot: z.string(), fd: uint, start: uint }).optional(),
   }),
 );
 

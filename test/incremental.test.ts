@@ -1,0 +1,207 @@
+// Incremental dumps (write tracking with userfaultfd-wp, no soft-dirty): a pre-dump, then dumps
+// with --parent that save only the pages written since, into a chain of images. The fixture
+// (incremental.c) changes its memory step by step (1% of a 32 MiB area, pages dropped, an area
+// mapped, moved, unmapped, the heap, a private file mapping) and checks every byte from inside
+// after a restore against what its step must show. Every generation of the chain restores
+// exactly; a chain with a parent missing or changed is refused; tracking that can no longer be
+// trusted (another tracked dump since, a failed dump) gives a full image, never a wrong one.
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import {
+  BUILD_DIR,
+  ckpt,
+  expectCleanError,
+  expectOk,
+  killAndWaitGone,
+  makeTempDir,
+  readLines,
+  runFixture,
+  track,
+  useCleanup,
+  waitFor,
+  waitForLine,
+} from './helpers.js';
+
+useCleanup();
+
+const FULL_PAGES = (32 + 4) * 256; // big and moved, at least
+
+interface Job {
+  pid: number;
+  work: string;
+  report: string;
+  img: string;
+}
+
+async function start(): Promise<Job> {
+  const dir = makeTempDir('incremental');
+  const work = path.join(dir, 'work');
+  fs.mkdirSync(work);
+  const report = path.join(dir, 'report');
+  const fixture = path.join(BUILD_DIR, 'incremental');
+  await runFixture(dir, [fixture, work, report], { noNamespace: true, name: 'incremental' });
+  const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
+  track(pid, fixture);
+  return { pid, work, report, img: path.join(dir, 'img') };
+}
+
+/** Live ckpt-memtrack helpers holding a pidfd of `pid`. */
+function holdersOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (!stat.includes('(ckpt-memtrack)') || / Z /.test(stat)) continue;
+      const fdinfo = fs.readdirSync(`/proc/${name}/fdinfo`).map((fd) => fs.readFileSync(`/proc/${name}/fdinfo/${fd}`, 'utf8'));
+      if (fdinfo.some((t) => new RegExp(`^Pid:\\s+${pid}$`, 'm').test(t))) out.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+async function step(job: Job, k: number): Promise<void> {
+  fs.writeFileSync(path.join(job.work, `step-${k}`), '');
+  await waitForLine(job.report, new RegExp(`^stepped ${k}$`));
+}
+
+type DumpJson = { generation: number; imageBytes: number; stats: Record<string, number | string> };
+
+async function dump(job: Job, args: string[], env?: Record<string, string>): Promise<DumpJson> {
+  const r = await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--keep', '20', '--json', ...args], { env });
+  expectOk(r);
+  return JSON.parse(r.stdout) as DumpJson;
+}
+
+/** Restores a generation (the process killed first) and returns what it says of its memory. */
+async function restoreAndCheck(job: Job, generation: number): Promise<string> {
+  await killAndWaitGone(job.pid);
+  const go = path.join(job.work, 'go');
+  fs.writeFileSync(go, '');
+  const from = readLines(job.report).length;
+  try {
+    expectOk(await ckpt(['restore', '-D', job.img, '-g', String(generation), '--detach']));
+    track(job.pid, 'incremental');
+    return (await waitForLine(job.report, /^(ok|FAIL) step/, 15_000, from)).match.input!;
+  } finally {
+    fs.rmSync(go, { force: true });
+  }
+}
+
+describe('incremental dumps', () => {
+  it('a pre-dump, then dumps with --parent saving only what changed: every generation of the chain restores every byte', async () => {
+    const job = await start();
+    const pre = await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '20', '--json']);
+    expectOk(pre);
+    const full = JSON.parse(pre.stdout) as DumpJson;
+    expect(full.stats['memory.trackedProcesses']).toBe(1);
+    expect(Number(full.stats['memory.pages'])).toBeGreaterThan(FULL_PAGES);
+    const gens: DumpJson[] = [full];
+    for (let k = 1; k <= 5; k++) {
+      await step(job, k);
+      gens.push(await dump(job, ['--parent', job.img]));
+    }
+    // Step 1 wrote 1% of big (82 pages) and the heap: a few hundred pages at most, the rest is
+    // left to the chain. Step 3 moved 4 MiB (mremap): those count as written.
+    const pages = gens.map((g) => Number(g.stats['memory.pages']));
+    expect(pages[1], pages.join(' ')).toBeLessThan(FULL_PAGES / 20);
+    expect(pages[3], pages.join(' ')).toBeGreaterThanOrEqual(1024);
+    expect(pages[5], pages.join(' ')).toBeLessThan(FULL_PAGES / 20);
+    for (const g of gens.slice(1)) expect(Number(g.stats['memory.parentBytes'])).toBeGreaterThan(30 << 20);
+    const show = await ckpt(['show', job.img, '--verify']);
+    expectOk(show);
+    expect(show.stdout).toMatch(/incremental: adds to .*\/5; the chain \(5 images above this one\)/);
+    expect(show.stdout).toContain('in every image of the chain');
+    // The latest, one in the middle, the first: each is exactly its step.
+    expect(await restoreAndCheck(job, 6)).toBe('ok step 5');
+    expect(await restoreAndCheck(job, 4)).toBe('ok step 3');
+    expect(await restoreAndCheck(job, 2)).toBe('ok step 1');
+    expect(await restoreAndCheck(job, 1)).toBe('ok step 0');
+  });
+
+  it('a chain whose parent is changed or missing is refused, naming it; --keep keeps what kept generations add to', async () => {
+    const job = await start();
+    expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '2']));
+    for (let k = 1; k <= 3; k++) {
+      await step(job, k);
+      expectOk(await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--parent', job.img, '--keep', '2']));
+    }
+    // Generations 3 and 4 are kept, and 1 and 2 because 3 adds to them.
+    expect(
+      fs
+        .readdirSync(job.img)
+        .filter((n) => /^\d+$/.test(n))
+        .sort(),
+    ).toEqual(['1', '2', '3', '4']);
+    await killAndWaitGone(job.pid);
+    // A page of generation 2 changed: its digest no longer matches.
+    const pages2 = fs.readdirSync(path.join(job.img, '2')).find((n) => n.startsWith('pages-'))!;
+    const file = path.join(job.img, '2', pages2);
+    const fd = fs.openSync(file, 'r+');
+    fs.writeSync(fd, Buffer.from('tampered'), 0, 8, 100);
+    fs.closeSync(fd);
+    expectCleanError(await ckpt(['restore', '-D', job.img, '--detach']), /pages-\d+\.img does not match its BLAKE3 digest/);
+    // Generation 1 gone: the chain is broken, and the restore says which image it needs.
+    fs.rmSync(path.join(job.img, '1'), { recursive: true });
+    expectCleanError(await ckpt(['restore', '-D', job.img, '--detach']), /is an increment of .*\/1, which cannot be read/);
+    expectCleanError(await ckpt(['show', job.img]), /is an increment of .*\/1/);
+  });
+
+  it('tracking that cannot be trusted gives a full image: an older parent after a newer tracked dump, a failed dump; a plain dump in between does not matter', async () => {
+    const job = await start();
+    const other = `${job.img}-other`;
+    expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '20'])); // 1
+    await step(job, 1);
+    // A plain dump elsewhere does not touch the tracking.
+    expectOk(await ckpt(['dump', '-R', '-t', String(job.pid), '-D', other]));
+    const two = await dump(job, ['--parent', job.img]); // 2, adds to 1
+    expect(Number(two.stats['memory.parentBytes'])).toBeGreaterThan(30 << 20);
+    await step(job, 2);
+    // Adding to 1 again: the tracking now counts from 2, so nothing can be left to 1.
+    const three = await dump(job, ['--parent', path.join(job.img, '1')]); // 3
+    expect(three.stats['memory.parentBytes']).toBeUndefined();
+    expect(String(three.stats.parent)).toMatch(/not used: a full image/);
+    await step(job, 3);
+    // A dump that fails after it reset the tracking: the next one cannot add to 3.
+    const failed = await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--parent', job.img], { env: { CKPT_FAULT: 'dump:records:error' } });
+    expect(failed.code).not.toBe(0);
+    const four = await dump(job, ['--parent', job.img]); // 4: full
+    expect(four.stats['memory.parentBytes']).toBeUndefined();
+    await step(job, 4);
+    const five = await dump(job, ['--parent', job.img]); // 5, adds to 4
+    expect(Number(five.stats['memory.parentBytes'])).toBeGreaterThan(30 << 20);
+    expect(await restoreAndCheck(job, 5)).toBe('ok step 4');
+    expect(await restoreAndCheck(job, 3)).toBe('ok step 2');
+    expect(await restoreAndCheck(job, 2)).toBe('ok step 1');
+  });
+
+  it('a ckpt killed during a tracked dump leaves the process running untouched and no helper behind; the next dump is full and exact', async () => {
+    const job = await start();
+    expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '20']));
+    await step(job, 1);
+    const killed = await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--parent', job.img], { env: { CKPT_FAULT: 'dump:records:kill' } });
+    expect(killed.signal ?? killed.code).toBeTruthy();
+    // The helper of the killed dump exits (nothing committed), the parent's was ended.
+    await waitFor(
+      () => holdersOf(job.pid).length === 0,
+      5000,
+      () => `a ckpt-memtrack still holds the tracking of ${job.pid}: ${holdersOf(job.pid).join(', ')}`,
+    );
+    const smaps = fs.readFileSync(`/proc/${job.pid}/smaps`, 'utf8');
+    expect(smaps, 'no area is left registered with a userfaultfd').not.toMatch(/^VmFlags:.* uw/m);
+    await step(job, 2);
+    const next = await dump(job, ['--parent', job.img]);
+    expect(next.stats['memory.parentBytes']).toBeUndefined();
+    expect(await restoreAndCheck(job, next.generation)).toBe('ok step 2');
+  });
+
+  it('--parent of another process, or of no image, is refused before anything is frozen', async () => {
+    const a = await start();
+    const b = await start();
+    expectOk(await ckpt(['pre-dump', '-t', String(a.pid), '-D', a.img]));
+    expectCleanError(await ckpt(['dump', '-R', '-t', String(b.pid), '-D', b.img, '--parent', a.img]), `is an image of pid ${a.pid}, not of pid ${b.pid}`);
+    expectCleanError(await ckpt(['dump', '-R', '-t', String(b.pid), '-D', b.img, '--parent', `${a.img}-nothing`]), /no image at/);
+  });
+});
