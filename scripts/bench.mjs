@@ -64,7 +64,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node'];
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -1419,6 +1419,129 @@ async function downtimeTable(ck, bins, mib) {
   return res;
 }
 
+// ---- incremental dumps --------------------------------------------------------------------------
+/** The run options that turn write tracking on: the loaded plugins' --track-mem flags. */
+function trackOptions(ck) {
+  const out = {};
+  for (const p of ck.plugins) for (const f of p.flags ?? []) if (f.command === 'dump' && /--track-mem\b/.test(f.flags)) (out[p.name] ??= {})[f.option] = true;
+  return out;
+}
+
+/**
+ * A 1 GiB process (stall.c) that writes 1% of its pages between checkpoints: a full tracked dump,
+ * then CHAIN incremental dumps through the API (and one more by the CLI), each one's downtime
+ * seen from inside and its image; then the restore of the whole chain next to the restore of the
+ * full image alone.
+ */
+async function incrementalTable(ck, bins) {
+  const mib = 1024;
+  const CHAIN = 10;
+  const plugins = trackOptions(ck);
+  const full = { stall: [], ms: [], bytes: [] };
+  const inc = { stall: [], ms: [], bytes: [] };
+  const cli = { stall: [], ms: [] };
+  const restoreChain = [];
+  const restoreFull = [];
+  const nodeMs = [];
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[incremental ${mib} MiB, 1% written between dumps] run ${run}/${runs}:`);
+    const h = await startDetached(`dirty${mib}`, [bins.stall, String(mib), '10'], /^ready$/m, 120_000);
+    const dir = join(tmp, `inc-${run}`);
+    try {
+      await sleep(300);
+      const report = async () => Number((await askLine(h.pid, h.log, 'SIGUSR1', /^maxstall \d+$/, 'maxstall', 10_000))[0].split(' ')[1]) / 1000;
+      const dirty = () => askLine(h.pid, h.log, 'SIGUSR2', /^dirtied \d+$/, 'dirtied', 10_000);
+      await report();
+      process.stderr.write(' full');
+      let t0 = performance.now();
+      let d = await ck.dump({ pid: h.pid, dir, leaveRunning: true, keep: 100, plugins });
+      full.ms.push(performance.now() - t0);
+      full.stall.push(await report());
+      full.bytes.push(d.imageBytes);
+      process.stderr.write(` ${CHAIN} increments`);
+      for (let i = 0; i < CHAIN; i++) {
+        await dirty();
+        await report();
+        t0 = performance.now();
+        d = await ck.dump({ pid: h.pid, dir, leaveRunning: true, keep: 100, parent: dir, plugins });
+        inc.ms.push(performance.now() - t0);
+        inc.stall.push(await report());
+        inc.bytes.push(d.imageBytes);
+        if (!d.stats['memory.parentBytes']) throw new Error(`increment ${i + 1} was a full image: ${JSON.stringify(d.stats)}`);
+      }
+      // The same by the command line, into a directory of its own (the chain above stays 10 long).
+      process.stderr.write(' cli');
+      const cliDir = join(tmp, `inc-cli-${run}`);
+      await ck.dump({ pid: h.pid, dir: cliDir, leaveRunning: true, plugins });
+      await dirty();
+      await report();
+      const r = spawnWall(process.execPath, [ckptBin, 'dump', '-R', '-t', String(h.pid), '-D', cliDir, '--parent', cliDir, '--json']);
+      if (r.code !== 0) throw new Error(`ckpt dump --parent failed: ${r.stderr}`);
+      cli.ms.push(r.ms);
+      cli.stall.push(await report());
+      rmSync(cliDir, { recursive: true, force: true });
+      nodeMs.push(...nodeWall(['-e', '0'], 3));
+      // Restores: the chain (its newest image), then the full image alone.
+      process.stderr.write(' restores');
+      for (const [generation, into] of [
+        [undefined, restoreChain],
+        [1, restoreFull],
+      ]) {
+        killTracked([h.pid]);
+        await waitForPidRelease(h.pid);
+        t0 = performance.now();
+        const rr = await ck.restore({ dir, generation, detach: true });
+        into.push(performance.now() - t0);
+        for (const p of rr.pids) track(p);
+      }
+      process.stderr.write(' ok\n');
+    } finally {
+      killTracked([h.pid]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const res = {
+    kind: 'incremental',
+    sizeMiB: mib,
+    runs,
+    chain: CHAIN,
+    fullDowntimeMs: stats(full.stall),
+    fullDumpMs: stats(full.ms),
+    fullBytes: median(full.bytes),
+    incDowntimeMs: stats(inc.stall),
+    incDumpMs: stats(inc.ms),
+    incBytes: median(inc.bytes),
+    cliDowntimeMs: stats(cli.stall),
+    cliDumpMs: stats(cli.ms),
+    nodeMs: median(nodeMs),
+    restoreChainMs: stats(restoreChain),
+    restoreFullMs: stats(restoreFull),
+  };
+  console.log(
+    `\n== incremental dumps: ${mib} MiB, 1% of its pages written between dumps, chains of ${CHAIN}, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`,
+  );
+  const rows = [];
+  const row = (label, s, ref, note) => rows.push([label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : '', note]);
+  row('full dump: downtime ms', res.fullDowntimeMs, undefined, 'longest stall the process saw (1 ms loop), --leave-running --track-mem');
+  row('full dump ms', res.fullDumpMs, undefined, 'the dump call (API)');
+  row('increment: downtime ms', res.incDowntimeMs, res.fullDowntimeMs.median, `ratio to the full dump's; ${CHAIN} per run`);
+  row('increment ms', res.incDumpMs, res.fullDumpMs.median, "the dump call (API); ratio to the full dump's");
+  row('increment, CLI: downtime ms', res.cliDowntimeMs, undefined, 'dumped by `ckpt dump -R --parent`');
+  row('increment, CLI wall ms', res.cliDumpMs, res.nodeMs, `node -e 0; wall - node ${signed(res.cliDumpMs.median - res.nodeMs)} ms`);
+  row(
+    'restore of the chain ms',
+    res.restoreChainMs,
+    res.restoreFullMs.median,
+    `the newest of ${CHAIN} increments and the full image; ratio to the full image's alone`,
+  );
+  row('restore of the full image ms', res.restoreFullMs, undefined, '');
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ''], rows);
+  console.log(
+    `  image: full ${fmb(res.fullBytes)} MB, increment ${fmb(res.incBytes)} MB (${((100 * res.incBytes) / res.fullBytes).toFixed(2)}% of the full one; 1% of the pages was written)`,
+  );
+  return res;
+}
+
 // ---- CLI start-up -------------------------------------------------------------------------------
 /** Wall time of the ckpt command for what costs no work (--version, --help), next to `node -e 0`. */
 function startupTable() {
@@ -1659,6 +1782,7 @@ try {
   }
   if (only.has('python')) results.push(await pythonTable(ck, bins));
   if (only.has('node')) results.push(await nodeTable(ck, bins));
+  if (only.has('incremental')) results.push(await incrementalTable(ck, bins));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);
@@ -1689,6 +1813,10 @@ if (!failed) {
           ops: slimAgg(ops),
           ...(compareBin ? { compareWith: compareBin } : {}),
         };
+      }
+      if (r.kind === 'incremental') {
+        const m = (x) => (typeof x === 'number' ? r3(x) : r3(x.median));
+        return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'object' || typeof v === 'number' ? m(v) : v]));
       }
       if (r.kind === 'downtime') {
         return {

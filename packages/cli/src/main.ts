@@ -21,7 +21,7 @@ import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
-import { checkpointNow, checkpointable, parseInterval, runCheckpointer, startCheckpointer } from './periodic.js';
+import { checkpointNow, checkpointable, parseInterval, runCheckpointer, startCheckpointer, trackMemOptions } from './periodic.js';
 import { environ, runDir } from './runfiles.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
@@ -367,7 +367,7 @@ function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
         const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
         const c = await ckpt();
         if (name === 'pre-dump') {
-          if (!c.plugins.some((p) => p.flags?.some((f) => /--track-mem\b/.test(f.flags)))) {
+          if (!Object.keys(trackMemOptions(c)).length) {
             throw new CkptError('ERR_CKPT_USAGE', 'ckpt pre-dump needs a plugin that tracks memory (--track-mem): the memory plugin is not loaded');
           }
           o.trackMem = true;

@@ -7,6 +7,11 @@
  * preemption can send it too). It stops when the application is gone, or on SIGTERM (after the
  * checkpoint under way, if any, is stopped and undone). A checkpoint that fails is logged and the
  * next one is tried on schedule. `ckpt restore -D DIR` takes the newest complete generation.
+ *
+ * Checkpoints are incremental: each tracks the memory the application writes after it
+ * (--track-mem) and the next saves only that, adding to the previous generation (--parent), up to
+ * CHAIN_MAX increments; then a full one starts a new chain. Generations that kept ones add to are
+ * kept with them.
  */
 import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { environ, runDir } from './runfiles.js';
@@ -14,6 +19,29 @@ import { join, resolve } from 'node:path';
 import { CkptError, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { type AppEntry, checkpointerAlive, findApp, resolveApp, writeApp } from '@ckpt/api';
+
+/** Increments in a row before a full checkpoint starts a new chain (a restore reads the whole chain). */
+export const CHAIN_MAX = 10;
+
+/** The run options that turn write tracking on: every loaded plugin's --track-mem flag (the memory plugin's). */
+export function trackMemOptions(c: Ckpt): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const p of c.plugins) for (const f of p.flags ?? []) if (f.command === 'dump' && /--track-mem\b/.test(f.flags)) (out[p.name] ??= {})[f.option] = true;
+  return out;
+}
+
+/** The generation of DIR a checkpoint adds to: the latest, unless its chain is CHAIN_MAX long already. */
+function parentOf(dir: string): string | undefined {
+  const latest = latestGeneration(dir);
+  if (latest === undefined) return undefined;
+  const path = join(dir, String(latest));
+  try {
+    const depth = (JSON.parse(readFileSync(join(path, 'manifest.json'), 'utf8')) as { parent?: { depth?: number } }).parent?.depth ?? 0;
+    return depth < CHAIN_MAX ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Shortest schedule: a dump of a small application takes a good part of a second. */
 const MIN_INTERVAL_MS = 1000;
@@ -115,9 +143,20 @@ export async function runCheckpointer(c: Ckpt, o: { app: string; dir: string; ev
       return;
     }
     try {
-      const r = await c.dump({ pid: app.init, app: o.app, dir: o.dir, leaveRunning: true, keep: o.keep, signal: ac.signal });
+      const parent = parentOf(o.dir);
+      const r = await c.dump({
+        pid: app.init,
+        app: o.app,
+        dir: o.dir,
+        leaveRunning: true,
+        keep: o.keep,
+        parent,
+        plugins: trackMemOptions(c),
+        signal: ac.signal,
+      });
+      const inc = r.stats['memory.parentBytes'] ? `, adding to ${parent}` : '';
       say(
-        `generation ${r.generation} (${why}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms, frozen ${Number(r.stats?.frozenMs ?? 0).toFixed(0)} ms`,
+        `generation ${r.generation} (${why}${inc}): ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms, frozen ${Number(r.stats?.frozenMs ?? 0).toFixed(0)} ms`,
       );
     } catch (e) {
       say(`checkpoint ${why} failed: ${(e as Error).message}`);
