@@ -214,6 +214,17 @@ export interface MemBinding {
     parentPid?: number,
     clean?: boolean,
   ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number; clean?: Float64Array };
+  /**
+   * pagemapRuns' runs (no parent comparison) from one PAGEMAP_SCAN walk; `clean`: saved pages not
+   * written since last write-protected; `reprotect`: write-protects them all again (a tracked area).
+   */
+  pagemapScan(
+    pid: number,
+    start: number,
+    end: number,
+    anonOnly: boolean,
+    reprotect?: boolean,
+  ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
   /** Appends the runs' bytes to fd, hashing them into `hash`. */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle): CopyResult;
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`; a run at address 0 is hashed, not written. */

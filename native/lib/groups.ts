@@ -32,7 +32,7 @@ export const GROUPS = {
     'faultStep',
     'faultSteps',
   ],
-  mem: ['pagemapRuns', 'dumpPages', 'restorePages', 'readMem', 'writeMem', 'uffdApi', 'uffdRegisterWp', 'uffdWriteProtect'],
+  mem: ['pagemapRuns', 'pagemapScan', 'dumpPages', 'restorePages', 'readMem', 'writeMem', 'uffdApi', 'uffdRegisterWp', 'uffdWriteProtect'],
   hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: ['pipe', 'pipeSize', 'peekPipe', 'fcntl', 'lseek', 'memfdCreate', 'mknod', 'getOwnerEx', 'openByHandleAt', 'ioctlPtr', 'ioctlVal', 'pollNow'],

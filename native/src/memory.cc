@@ -19,6 +19,17 @@
 #include <string>
 #include <vector>
 
+// PAGEMAP_SCAN (Linux 6.7; guard regions 6.14), declared here: Debian 12's headers predate it.
+struct PmPageRegion {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kIsWritten = 1 << 1, kIsFile = 1 << 2, kIsPresent = 1 << 3, kIsSwapped = 1 << 4, kIsPfnZero = 1 << 5, kIsGuard = 1 << 8;
+constexpr uint64_t kScanWpMatching = 1 << 0;
+
 #ifndef UFFD_FEATURE_WP_ASYNC
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)  // Linux 6.7; Debian 12's headers predate it
 #endif
@@ -200,6 +211,107 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Appends [addr, len] to runs, extending the last run when it ends at addr.
+void AddRun(std::vector<double>& v, double addr, double len) {
+  size_t m = v.size();
+  if (m && v[m - 2] + v[m - 1] == addr) v[m - 1] += len;
+  else v.push_back(addr), v.push_back(len);
+}
+
+// The runs of a (sorted) not in b (sorted).
+std::vector<double> SubtractRuns(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> out;
+  size_t j = 0;
+  for (size_t i = 0; i < a.size(); i += 2) {
+    double at = a[i], end = a[i] + a[i + 1];
+    while (j < b.size() && b[j] + b[j + 1] <= at) j += 2;
+    for (size_t k = j; k < b.size() && b[k] < end; k += 2) {
+      if (b[k] > at) AddRun(out, at, b[k] - at);
+      at = std::max(at, b[k] + b[k + 1]);
+    }
+    if (at < end) AddRun(out, at, end - at);
+  }
+  return out;
+}
+
+// One PAGEMAP_SCAN over [start, end), in as many calls as the regions need: fn(region) for each.
+// 0 or an errno.
+template <typename F>
+int Scan(int fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t categoryMask, uint64_t anyof, uint64_t returnMask, F fn) {
+  std::vector<PmPageRegion> vec(4096);
+  for (uint64_t at = start; at < end;) {
+    PmScanArg a{};
+    a.size = sizeof(a);
+    a.flags = flags;
+    a.start = at;
+    a.end = end;
+    a.vec = reinterpret_cast<uintptr_t>(vec.data());
+    a.vec_len = vec.size();
+    a.category_mask = categoryMask;
+    a.category_anyof_mask = anyof;
+    a.return_mask = returnMask;
+    long n = ioctl(fd, kPagemapScan, &a);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    for (long k = 0; k < n; k++) fn(vec[k]);
+    if (a.walk_end <= at) break;
+    at = a.walk_end;
+  }
+  return 0;
+}
+
+// pagemapScan(pid, start, end, anonOnly, reprotect): what pagemapRuns finds (without the parent
+// comparison) from PAGEMAP_SCAN, which reports runs of pages alike instead of one entry per page:
+// the saved runs, `guards`, `zeroPages`, and `clean`: the saved pages not written since they were
+// last write-protected (uffd-wp bit set). With `reprotect` (an area registered for asynchronous
+// write-protect), a second walk write-protects the pages written (the kernel's fast path, which
+// leaves the others alone): the next scan sees the pages written after this one. A page the
+// kernel wrote between the two walks (AIO completing while the process is frozen) is reported by
+// the second as written, and is not `clean`. Throws (EINVAL, ENOTTY: no PAGEMAP_SCAN).
+Napi::Value PagemapScan(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
+  bool anonOnly = info[3].ToBoolean();
+  bool reprotect = info.Length() > 4 && info[4].ToBoolean();
+  int fd = open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
+    return env.Undefined();
+  }
+  std::vector<double> runs, guards, clean, written;
+  double zeroPages = 0;
+  int err = Scan(fd, start, end, 0, 0, kIsPresent | kIsSwapped | kIsGuard, kIsWritten | kIsFile | kIsPresent | kIsSwapped | kIsPfnZero | kIsGuard,
+                 [&](const PmPageRegion& r) {
+                   double len = static_cast<double>(r.end - r.start), addr = static_cast<double>(r.start);
+                   if (r.categories & kIsGuard) return AddRun(guards, addr, len);
+                   bool present = r.categories & kIsPresent;
+                   if (anonOnly && present && (r.categories & kIsFile)) return;
+                   if (present && !(r.categories & kIsFile) && (r.categories & kIsPfnZero)) {
+                     zeroPages += len / kPage;
+                     return;
+                   }
+                   AddRun(runs, addr, len);
+                   if (!(r.categories & kIsWritten)) AddRun(clean, addr, len);
+                 });
+  if (!err && reprotect)
+    err = Scan(fd, start, end, kScanWpMatching, kIsWritten, 0, kIsWritten,
+               [&](const PmPageRegion& r) { AddRun(written, static_cast<double>(r.start), static_cast<double>(r.end - r.start)); });
+  close(fd);
+  if (err) {
+    ThrowErrno(env, err, "ioctl(PAGEMAP_SCAN)", pid);
+    return env.Undefined();
+  }
+  if (!written.empty()) clean = SubtractRuns(clean, written);
+  Napi::Float64Array out = ToArray(env, runs);
+  if (!guards.empty()) out.Set("guards", ToArray(env, guards));
+  if (zeroPages) out.Set("zeroPages", Napi::Number::New(env, zeroPages));
+  out.Set("clean", ToArray(env, clean));
+  return out;
+}
+
 Napi::Object CopyResult(Napi::Env env, uint64_t bytes) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("bytes", Napi::Number::New(env, static_cast<double>(bytes)));
@@ -245,8 +357,8 @@ class Pipeline {
     return true;
   }
 
-  // produce(chunk) fills chunk.buf; hash(chunk) and put(chunk) each drain it (concurrently,
-  // each in chunk order). Each returns 0 or an errno; the first failure stops everything.
+  // produce(dst, addr, n) fills part of a chunk's buffer with n bytes from addr; hash(chunk) and
+  // put(chunk) each drain a full chunk (concurrently, each in chunk order). Each returns 0 or an errno; the first failure stops everything.
   // Returns that errno (and which step: 0 produce, 1 hash, 2 put), 0 if none.
   template <typename P, typename H, typename W>
   int Run(const Napi::Float64Array& runs, uint64_t off, P produce, H hash, W put, int* step) {
@@ -276,37 +388,50 @@ class Pipeline {
     };
     std::thread hasher([&] { drain(1, hash); });
     std::thread writer([&] { drain(2, put); });
+    // Runs are packed into chunks: a chunk holds up to kChunk bytes of as many runs as fit (an
+    // increment of scattered 4 KiB pages is a few chunks, not thousands of hand-overs).
     uint64_t i = 0;
-    for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) {
+    Slot* sl = nullptr;
+    size_t fill = 0;
+    bool stop = false;
+    auto publish = [&]() {
+      std::lock_guard<std::mutex> lk(mu);
+      sl->chunk.len = fill;
+      sl->pending = 2;
+      filled = ++i;
+      cv.notify_all();
+      sl = nullptr;
+      fill = 0;
+    };
+    for (size_t r = 0; r + 1 < runs.ElementLength() && !stop; r += 2) {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
-      bool stop = false;
       while (len && !stop) {
-        Slot* sl = &slots_[i % used_];
-        {
+        if (!sl) {
+          Slot* next = &slots_[i % used_];
           std::unique_lock<std::mutex> lk(mu);
-          cv.wait(lk, [&] { return err || sl->pending == 0; });
-          stop = err != 0;
+          cv.wait(lk, [&] { return err || next->pending == 0; });
+          if (err) {
+            stop = true;
+            break;
+          }
+          sl = next;
+          sl->chunk = Chunk{sl->buf, addr, off, 0};
         }
-        if (stop) break;
-        size_t n = std::min<uint64_t>(len, kChunk);
-        sl->chunk = Chunk{sl->buf, addr, off, n};
-        int e = produce(sl->chunk);
+        size_t n = std::min<uint64_t>(len, kChunk - fill);
+        int e = produce(sl->buf + fill, addr, n);
         if (e) {
           fail(e, 0);
+          stop = true;
           break;
         }
-        {
-          std::lock_guard<std::mutex> lk(mu);
-          sl->pending = 2;
-          filled = ++i;
-          cv.notify_all();
-        }
+        fill += n;
         addr += n;
         off += n;
         len -= n;
+        if (fill == kChunk) publish();
       }
-      if (stop) break;
     }
+    if (!stop && sl && fill) publish();
     {
       std::lock_guard<std::mutex> lk(mu);
       done = true;
@@ -359,13 +484,13 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   int step = 0;
   int err = pipe.Run(
       runs, static_cast<uint64_t>(start),
-      [&](Chunk& c) -> int {
+      [&](uint8_t* dst, uint64_t addr, size_t n) -> int {
         // Through /proc/PID/mem, not process_vm_readv: its read-only page pins make the kernel
         // unshare every page the process shares copy-on-write (with its parent, its children),
         // so a dump would copy them all in the live process. /proc/PID/mem also reads what
         // PROT_NONE hides (FOLL_FORCE).
         int mfd = mem.get();
-        if (mfd < 0 || !FullPread(mfd, c.buf, c.len, c.addr)) return errno ? errno : EIO;
+        if (mfd < 0 || !FullPread(mfd, dst, n, addr)) return errno ? errno : EIO;
         return 0;
       },
       [&](Chunk& c) -> int {
@@ -425,6 +550,22 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   MemFd mem(pid, O_RDWR);
   int err = 0;
   std::thread writer([&] {
+    // Runs go out in batches: one process_vm_writev for up to kIov runs (an image chain's blob
+    // is thousands of scattered pages); a batch it does not write whole goes run by run.
+    constexpr size_t kIov = 512;
+    std::vector<iovec> local, remote;
+    size_t batchBytes = 0;
+    auto flush = [&]() {
+      if (local.empty() || err) return;
+      ssize_t put = process_vm_writev(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+      if (put != static_cast<ssize_t>(batchBytes)) {
+        for (size_t k = 0; k < local.size() && !err; k++)
+          err = PutTarget(pid, mem, static_cast<const uint8_t*>(local[k].iov_base), reinterpret_cast<uint64_t>(remote[k].iov_base), local[k].iov_len);
+      }
+      local.clear();
+      remote.clear();
+      batchBytes = 0;
+    };
     const uint8_t* src = base;
     for (size_t r = 0; r + 1 < runs.ElementLength() && !err; r += 2) {
       uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
@@ -434,12 +575,16 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
       }
       while (len && !err) {
         size_t n = std::min<uint64_t>(len, kChunk);
-        err = PutTarget(pid, mem, src, addr, n);
+        local.push_back({const_cast<uint8_t*>(src), n});
+        remote.push_back({reinterpret_cast<void*>(addr), n});
+        batchBytes += n;
+        if (local.size() == kIov || batchBytes >= kChunk) flush();
         src += n;
         addr += n;
         len -= n;
       }
     }
+    flush();
   });
   hash->Update(base, total);
   writer.join();
@@ -528,6 +673,7 @@ Napi::Value UffdWriteProtect(const Napi::CallbackInfo& info) {
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
+  exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));

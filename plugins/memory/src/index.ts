@@ -40,6 +40,7 @@ import {
   type DumpSession,
   type BlobWriter,
   type ImageReader,
+  validate,
   type PluginContext,
   type ProcessDump,
   type ProcessRestore,
@@ -209,10 +210,16 @@ function vmaRecordOf(
     // A tracked area (track.ts): its pages not written since the parent image's dump.
     const tracked = chain?.tracked.has(v.start) ?? false;
     const clean = tracked && !!chain?.parentHas;
-    let runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike, clean);
-    if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', undefined, clean);
-    // From now on, a write shows: the next incremental dump counts from this one.
-    if (tracked) native.mem.uffdWriteProtect(chain!.track.uffd, v.start, v.end - v.start);
+    let runs: ReturnType<typeof native.mem.pagemapRuns>;
+    if (tracked && alike === undefined) {
+      // The pages, and the written ones protected again: from now on a write shows, and the next
+      // incremental dump counts from this one.
+      runs = native.mem.pagemapScan(task, v.start, v.end, kind === 'file-private', true);
+    } else {
+      runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike, clean);
+      if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', undefined, clean);
+      if (tracked) native.mem.uffdWriteProtect(chain!.track.uffd, v.start, v.end - v.start);
+    }
     if (counts && runs.zeroPages) counts.zeroPages += runs.zeroPages;
     else if (alike !== undefined) {
       rec.inherited = true;
@@ -263,11 +270,18 @@ function parentRecord(session: DumpSession, pid: number): MemoryRecord | undefin
   if (!parent) return undefined;
   let byPid = parentRecords.get(session);
   if (!byPid) parentRecords.set(session, (byPid = new Map()));
-  if (!byPid.has(pid)) {
-    const entry = parent.manifest.processes.find((p) => p.pid === pid);
-    byPid.set(pid, entry && (parent.readJson<{ records: Record<string, unknown> }>(entry.file).records[NAME] as MemoryRecord | undefined));
-  }
+  if (!byPid.has(pid)) byPid.set(pid, memoryRecordOf(parent, pid));
   return byPid.get(pid);
+}
+
+/** The memory record an image (of a chain) has for a process, checked against the schema as core checks the image's own; undefined: none. */
+function memoryRecordOf(image: ImageReader, pid: number): MemoryRecord | undefined {
+  const entry = image.manifest.processes.find((p) => p.pid === pid);
+  const raw = entry && image.readJson<{ records?: Record<string, unknown> }>(entry.file).records?.[NAME];
+  if (raw === undefined) return undefined;
+  const v = validate(memoryRecord, raw);
+  if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: the memory record of pid ${pid} is malformed (${v.path}: ${v.message})`);
+  return v.value;
 }
 
 /**
@@ -350,6 +364,8 @@ function readFrozen(v: Vma, rec: VmaRecord): boolean {
 
 /** Below this many bytes to copy, a snapshot (two clones, a page-table copy) costs more than it saves. */
 const SNAPSHOT_MIN_BYTES = 4 << 20;
+/** Nor when less than 1/SNAPSHOT_MIN_SHARE of the memory is copied (its page tables cost more). */
+const SNAPSHOT_MIN_SHARE = 256;
 
 /** Snapshots not yet read and killed, per session (a failed dump kills them). */
 const pendingSnapshots = new WeakMap<DumpSession, Set<number>>();
@@ -358,10 +374,14 @@ const pendingSnapshots = new WeakMap<DumpSession, Set<number>>();
  * Why the pages of this process are not read from a copy-on-write snapshot, or undefined: they
  * are (a --leave-running dump of enough memory, not turned off).
  */
-function noSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions | undefined): string | undefined {
+function noSnapshot(proc: ProcessDump, bytes: number, resident: number, options: MemoryOptions | undefined): string | undefined {
   if (!proc.session.options.leaveRunning) return 'not --leave-running';
   if (options?.frozenCopy) return '--frozen-copy';
   if (bytes < SNAPSHOT_MIN_BYTES) return 'little memory';
+  // The snapshot copies the page tables of all the memory (about 30 ms per GiB here); the frozen
+  // copy only the pages saved, but each scattered page costs a read and a new page of the image
+  // in the page cache (about 150 MB/s here): below about 0.4% of the memory, copying wins.
+  if (bytes * SNAPSHOT_MIN_SHARE < resident) return 'little memory to copy (an increment)';
   // The snapshot, an orphan, goes to the nearest subreaper above it: this process, if it is one.
   if (isChildSubreaper(proc.tracee)) return 'a child subreaper';
   return undefined;
@@ -418,7 +438,8 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   // The copy is long: a ckpt killed during it must leave the process as it was (see core).
   tracee.parkBetweenStages();
   await writePages(proc, blob, task, now, total);
-  await copyRest(proc, blob, laterRuns, total, options);
+  // What the process has in memory, roughly: what is saved, and what is left to the chain.
+  await copyRest(proc, blob, laterRuns, total, total + counts.reused, options);
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
@@ -443,9 +464,9 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
 }
 
 /** A snapshot of the process to read its pages from after the thaw, or undefined (stats say why). */
-function takeSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions | undefined): number | undefined {
+function takeSnapshot(proc: ProcessDump, bytes: number, resident: number, options: MemoryOptions | undefined): number | undefined {
   const { session } = proc;
-  const why = noSnapshot(proc, bytes, options);
+  const why = noSnapshot(proc, bytes, resident, options);
   if (why) {
     if (why !== 'not --leave-running') session.stats['memory.frozenCopy'] = `pid ${proc.pid}: ${why}`;
     return undefined;
@@ -461,12 +482,19 @@ function takeSnapshot(proc: ProcessDump, bytes: number, options: MemoryOptions |
 }
 
 /**
- * The rest of the pages (runs, up to `total` bytes in the blob): copied now, while frozen, or
- * from a snapshot once the processes run again (session.whenThawed).
+ * The rest of the pages (runs, up to `total` bytes in the blob; `resident`: bytes the process
+ * has): copied now, while frozen, or from a snapshot once the processes run again (session.whenThawed).
  */
-async function copyRest(proc: ProcessDump, blob: BlobWriter, runs: number[], total: number, options: MemoryOptions | undefined): Promise<void> {
+async function copyRest(
+  proc: ProcessDump,
+  blob: BlobWriter,
+  runs: number[],
+  total: number,
+  resident: number,
+  options: MemoryOptions | undefined,
+): Promise<void> {
   const { session } = proc;
-  const snapshot = takeSnapshot(proc, total - blob.size, options);
+  const snapshot = takeSnapshot(proc, total - blob.size, resident, options);
   if (snapshot === undefined) {
     await writePages(proc, blob, proc.procPid, runs, total);
     session.image.closeBlob(blob);
@@ -651,8 +679,7 @@ function chainPlan(proc: ProcessRestore, rec: MemoryRecord): Array<{ image: Imag
     const broken = (why: string) =>
       new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${proc.session.image.dir}: pages of pid ${proc.pid} that its chain should hold are missing: ${why}`);
     if (!image) throw broken('its chain ends first');
-    const entry = image.manifest.processes.find((p) => p.pid === proc.pid);
-    const up = entry && (image.readJson<{ records: Record<string, unknown> }>(entry.file).records[NAME] as MemoryRecord | undefined);
+    const up = memoryRecordOf(image, proc.pid);
     if (!up) throw broken(`image ${image.dir} has no memory of pid ${proc.pid}`);
     const own = blobRuns(up);
     const take = intersectRuns(wanted, sortRuns(runPairs(own)));
