@@ -121,6 +121,30 @@ describe('incremental dumps', () => {
     expect(await restoreAndCheck(job, 1)).toBe('ok step 0');
   });
 
+  it('ckpt image compact makes the chain one full image, which restores on its own and can be added to', async () => {
+    const job = await start();
+    expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '20']));
+    for (let k = 1; k <= 4; k++) {
+      await step(job, k);
+      expectOk(await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--parent', job.img, '--keep', '20']));
+    }
+    const r = await ckpt(['image', 'compact', '-D', job.img, '--keep', '1', '--json']);
+    expectOk(r);
+    const c = JSON.parse(r.stdout) as { generation: number; chain: number; from: string };
+    expect(c).toMatchObject({ generation: 6, chain: 4, from: path.join(job.img, '5') });
+    // The chain went (--keep 1): the new generation stands alone.
+    expect(fs.readdirSync(job.img).filter((n) => /^\d+$/.test(n))).toEqual(['6']);
+    const show = await ckpt(['show', job.img, '--verify']);
+    expectOk(show);
+    expect(show.stdout).not.toContain('incremental:');
+    // A dump may add to the whole image, as to the one it was made from.
+    await step(job, 5);
+    const next = await dump(job, ['--parent', job.img]);
+    expect(Number(next.stats['memory.parentBytes'])).toBeGreaterThan(30 << 20);
+    expect(await restoreAndCheck(job, next.generation)).toBe('ok step 5');
+    expect(await restoreAndCheck(job, 6)).toBe('ok step 4');
+  });
+
   it('a chain whose parent is changed or missing is refused, naming it; --keep keeps what kept generations add to', async () => {
     const job = await start();
     expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '2']));

@@ -511,6 +511,27 @@ program
     console.log(showImage(await ckpt(), dir, o));
   });
 
+const image = program.command('image').description('work on image directories');
+image
+  .command('compact')
+  .description(
+    'make an incremental image whole: a new generation of its directory that holds every page itself and needs no other image (the chain stays unless --keep removes it)',
+  )
+  .requiredOption('-D, --images-dir <dir>', 'image directory')
+  .option('-g, --generation <n>', 'the generation to make whole (default: the latest complete one)', parseCount)
+  .option('--keep <n>', 'generations to keep after, the new one included (and those kept ones add to); default: all', parseCount)
+  .option('--json', 'print the result as JSON')
+  .option('--no-progress', 'no progress display')
+  .action(async (o: { imagesDir: string; generation?: number; keep?: number; json?: boolean; progress: boolean }) => {
+    const c = await ckpt();
+    const r = await c.compact({ dir: o.imagesDir, generation: o.generation, keep: o.keep, onProgress: progress(o.progress && !o.json) });
+    if (o.json) console.log(JSON.stringify(r));
+    else
+      console.log(
+        `${r.from}${r.chain ? ` (and the ${r.chain} image${r.chain > 1 ? 's' : ''} it adds to)` : ''} made whole as generation ${r.generation} of ${r.dir}: ${(r.imageBytes / 1e6).toFixed(1)} MB in ${r.ms.toFixed(0)} ms`,
+      );
+  });
+
 program
   .command('key')
   .description("print this host's public key, which signs the images it dumps (created on first use); the fingerprint goes to stderr")

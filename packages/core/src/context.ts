@@ -133,6 +133,22 @@ export interface DumpSession extends SessionBase {
   readonly stats: Record<string, number | string | boolean>;
 }
 
+/**
+ * `ckpt image compact`: an image made whole, into a new generation of its directory. Core copies
+ * every file of `image` that no plugin wrote into `writer`, and writes the records; a plugin whose
+ * records leave data to the images above (`image.parent()`: an incremental image) writes that data
+ * whole into `writer` and rewrites its records in `records`.
+ */
+export interface Compaction {
+  /** The image made whole (its chain verified). */
+  readonly image: ImageReader;
+  readonly writer: ImageWriter;
+  /** The image's process records, validated: plugins rewrite theirs in place. */
+  readonly records: ProcessRecord[];
+  /** Reports progress (bytes written). */
+  progress(event: ProgressEvent): void;
+}
+
 /** A kernel structure a process shares with its parent, made with a clone flag: `files` CLONE_FILES, `fs` CLONE_FS. */
 export type SharedWithParent = 'files' | 'fs';
 

@@ -15,7 +15,9 @@
  *            machinery -> detach -> afterResume. Any failure: restoreFailed, then every rollback
  *            (stubs killed, fds closed).
  */
-import { readlinkSync } from 'node:fs';
+import { existsSync, readlinkSync } from 'node:fs';
+import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import { LATEST } from './imagedir.js';
 import { native, NativeError, Regs, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
 import { createHooks, DUMP_STAGES, RESTORE_STAGES, type Hooks, type StateClass } from './hooks.js';
 import { checkOptions, instrumentHooks, pluginLogger, type CkptPlugin, type PluginContext } from './plugin.js';
@@ -27,6 +29,7 @@ import type {
   DumpOptions,
   DumpSession,
   FdRecord,
+  ProgressEvent,
   ProcessDump,
   ProcessRestore,
   RestoreOptions,
@@ -69,6 +72,27 @@ export interface DumpResult {
    * `imageBytes`, and the plugins' figures (DumpSession.stats).
    */
   stats: Record<string, number | string | boolean>;
+}
+
+export interface CompactOptions {
+  /** The image directory (its latest generation is made whole, or `generation`). */
+  dir: string;
+  generation?: number;
+  /** Generations to keep after, the new one included, and those kept ones add to (default: all). */
+  keep?: number;
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface CompactResult {
+  dir: string;
+  /** The new generation, a full image. */
+  generation: number;
+  path: string;
+  /** The image it was made from, and how many images its chain had above it. */
+  from: string;
+  chain: number;
+  imageBytes: number;
+  ms: number;
 }
 
 export interface RestoreResult {
@@ -398,6 +422,46 @@ export class Ckpt {
   }
 
   /**
+   * `ckpt image compact`: makes an image whole (an incremental image holds only what changed
+   * since its parent) into a new generation of its directory, which needs no other image. The
+   * image and its chain are verified first; plugins write what their records left to the chain
+   * (image.compact), core copies every other file, checked against its digest, and writes the
+   * records; the new generation is signed by this host. Generations beyond `keep` go (except
+   * those a kept one adds to).
+   */
+  async compact(options: CompactOptions): Promise<CompactResult> {
+    const t0 = performance.now();
+    const services = sessionServices(this.container);
+    const image = services.images.open(options.dir, { generation: options.generation });
+    image.chain();
+    const records = this.readRecords(image);
+    const writer = services.images.create(resolveTop(options.dir), { keep: options.keep ?? Number.MAX_SAFE_INTEGER });
+    try {
+      await this.hooks.image.compact.promise({ image, writer, records, progress: (ev) => options.onProgress?.(ev) });
+      const m = image.manifest;
+      for (const name of Object.keys(m.files)) {
+        if (writer.has(name) || m.processes.some((p) => p.file === name)) continue;
+        writer.copyFrom(image, name);
+      }
+      for (const r of records) writer.writeJson(m.processes.find((p) => p.pid === r.pid)!.file, r);
+      const { format: _f, version: _v, createdAt: _c, host, files: _files, parent: _p, ...body } = m;
+      const manifest = writer.commit(body, host);
+      return {
+        dir: writer.dir,
+        generation: writer.generation!,
+        path: writer.path!,
+        from: image.dir,
+        chain: image.chain().length - 1,
+        imageBytes: Object.values(manifest.files).reduce((a, f) => a + f.size, 0),
+        ms: performance.now() - t0,
+      };
+    } catch (e) {
+      writer.abort();
+      throw asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `compaction of ${image.dir} failed`);
+    }
+  }
+
+  /**
    * Process by process (parents first), the pids and memory stages: a process is created, gets
    * its trampoline and its memory back before its children are forked from it, so that what they
    * shared copy-on-write at the dump they share again. Then processesCreated, and the other
@@ -538,6 +602,12 @@ function checkDumpable(pc: Services['processes'], pid: number, options: DumpOpti
       { hint: 'run ckpt from outside that tree (another terminal or session), or start the program with `ckpt run`' },
     );
   }
+}
+
+/** The image directory a generation directory belongs to (DIR for DIR/3), else the directory itself. */
+function resolveTop(dir: string): string {
+  const abs = resolvePath(dir);
+  return /^[1-9]\d*$/.test(basename(abs)) && existsSync(join(abs, '..', LATEST)) ? dirname(abs) : abs;
 }
 
 /**

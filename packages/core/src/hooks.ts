@@ -19,13 +19,14 @@
  * | session.beforeResume        | AsyncSeries(session)  | once, every stage done, processes still stopped; last chance for remote syscalls |
  * | session.afterResume         | AsyncSeries(session)  | once, the processes run (errors are logged: the restore has happened)    |
  * | session.restoreFailed       | AsyncSeries(session, error) | once, when a restore fails or is interrupted, before core's rollback (kills the stubs); errors are logged |
+ * | image.compact               | AsyncSeries(compaction) | `ckpt image compact`: the image's records (mutable) and a new image; a plugin whose records leave data to the images above (incremental) writes it whole into the new one |
  *
  * State classes: pids, credentials, threads, memory, files, sockets, sysvipc, signals, registers.
  * Built-in fd handlers tap `fds.dump` at STAGE.FALLBACK, so a user plugin tapping at the default
  * stage sees every fd first and can take over one kind, or one path, from the built-in.
  */
 import { AsyncSeriesBailHook, AsyncSeriesHook, HookMap } from 'tapable';
-import type { DumpSession, ProcessDump, RestoreSession, ProcessRestore, FdDumpRequest, FdRecord, FdClaim } from './context.js';
+import type { DumpSession, ProcessDump, RestoreSession, ProcessRestore, FdDumpRequest, FdRecord, FdClaim, Compaction } from './context.js';
 
 export const STATE_CLASSES = ['pids', 'credentials', 'threads', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'registers'] as const;
 export type StateClass = (typeof STATE_CLASSES)[number];
@@ -66,6 +67,9 @@ export function createHooks() {
       beforeResume: new AsyncSeriesHook<[RestoreSession]>(['session']),
       afterResume: new AsyncSeriesHook<[RestoreSession]>(['session']),
       restoreFailed: new AsyncSeriesHook<[RestoreSession, Error]>(['session', 'error']),
+    }),
+    image: Object.freeze({
+      compact: new AsyncSeriesHook<[Compaction]>(['compaction']),
     }),
     fds: Object.freeze({
       dump: new AsyncSeriesBailHook<[FdDumpRequest, ProcessDump], FdClaim | undefined>(['fd', 'proc']),

@@ -16,7 +16,21 @@
  * digest of a 1 GiB page file is on the critical path of both dump and restore.
  */
 import { createHash, type KeyObject, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import os from 'node:os';
 import { type HashAlgorithm, type HashHandle, native } from '@ckpt/native';
@@ -299,14 +313,44 @@ export class ImageWriter {
     this.files[blob.name] = { size, blake3: native.hash.hashDigest(blob.hash) };
   }
 
-  /** Writes the manifest and its signature last, then moves the whole generation in place (atomically). */
-  commit(body: Omit<Manifest, 'files' | 'format' | 'version' | 'createdAt' | 'host'>): Manifest {
+  /** Whether the image has (or is writing) a file of that name. */
+  has(name: string): boolean {
+    return !!this.files[name] || this.openBlobs.has(name);
+  }
+
+  /**
+   * Copies a file of another image into this one, checked: the copy's digest must be the one the
+   * other image's signed manifest gives (a damaged source is refused, naming it).
+   */
+  copyFrom(from: ImageReader, name: string): void {
+    this.checkName(name);
+    const dest = join(this.staging, name);
+    copyFileSync(from.path(name), dest);
+    chmodSync(dest, 0o600);
+    const fd = openSync(dest, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const alg = from.digestAlgorithm(name);
+      const hex = native.hash.hashFile(alg, fd, 0, size);
+      from.checkDigest(name, hex);
+      this.files[name] = { size, blake3: alg === 'blake3' ? hex : native.hash.hashFile('blake3', fd, 0, size) };
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Writes the manifest and its signature last, then moves the whole generation in place
+   * (atomically). `host`: the host the processes ran on (default this one; a compacted image
+   * keeps its own).
+   */
+  commit(body: Omit<Manifest, 'files' | 'format' | 'version' | 'createdAt' | 'host'>, host?: Manifest['host']): Manifest {
     if (this.openBlobs.size) throw new Error(`blobs left open: ${[...this.openBlobs.keys()].join(', ')}`);
     const manifest: Manifest = {
       format: IMAGE_FORMAT,
       version: IMAGE_VERSION,
       createdAt: new Date().toISOString(),
-      host: { kernel: os.release(), arch: process.arch, hostname: os.hostname() },
+      host: host ?? { kernel: os.release(), arch: process.arch, hostname: os.hostname() },
       ...body,
       files: this.files,
     };

@@ -2,7 +2,7 @@
  * @ckpt/core: the pipeline (Ckpt), its hooks, the types plugins are written against, and the
  * services and helpers core guarantees to plugins. See docs/plugins.md.
  */
-export { Ckpt, VERSION, type CkptInit, type DumpResult, type RestoreResult } from './engine.js';
+export { Ckpt, VERSION, type CkptInit, type DumpResult, type RestoreResult, type CompactOptions, type CompactResult } from './engine.js';
 export { createHooks, DUMP_STAGES, RESTORE_STAGES, STATE_CLASSES, STAGE, type Hooks, type StateClass, type StateHooks, type FdRestoreHook } from './hooks.js';
 export type {
   CommonOptions,
@@ -19,6 +19,7 @@ export type {
   ZombieRecord,
   SharedWithParent,
   ProgressEvent,
+  Compaction,
 } from './context.js';
 export {
   definePlugin,

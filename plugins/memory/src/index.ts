@@ -18,7 +18,7 @@
  * ever runs), then PR_SET_MM_MAP. AIO rings are made again by io_setup and moved into place
  * before their pages are written (aio.ts).
  */
-import { closeSync, fstatSync, openSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import {
   CkptError,
   definePlugin,
@@ -40,6 +40,8 @@ import {
   type DumpSession,
   type BlobWriter,
   type ImageReader,
+  type Compaction,
+  type ProcessRecord,
   validate,
   type PluginContext,
   type ProcessDump,
@@ -57,6 +59,7 @@ import {
   mergeRanges,
   parseExclude,
   pieces,
+  PROGRESS_CHUNK,
   runPairs,
   sortRuns,
   subtractRuns,
@@ -667,36 +670,103 @@ function blobRuns(rec: MemoryRecord): number[] {
 }
 
 /**
- * Where the pages of an incremental image that are not in its own blob come from: for each image
- * above it in the chain that holds some, its record and the runs to read its blob with (the
- * pages wanted at their addresses, the rest at address 0: hashed, not written). Every page must
- * be in exactly one of them.
+ * Where the pages of an incremental image that are not in its own blob come from: each image
+ * above it in the chain that holds some, its record for the process, and the pages taken from it
+ * (sorted runs). Every page must be in exactly one of them.
  */
-function chainPlan(proc: ProcessRestore, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; runs: number[] }> {
+function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> {
   let wanted = sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? []));
-  const plan: Array<{ image: ImageReader; rec: MemoryRecord; runs: number[] }> = [];
-  for (let image = proc.session.image.parent(); wanted.length; image = image.parent()) {
+  const out: Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> = [];
+  for (let up = image.parent(); wanted.length; up = up.parent()) {
     const broken = (why: string) =>
-      new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${proc.session.image.dir}: pages of pid ${proc.pid} that its chain should hold are missing: ${why}`);
-    if (!image) throw broken('its chain ends first');
-    const up = memoryRecordOf(image, proc.pid);
-    if (!up) throw broken(`image ${image.dir} has no memory of pid ${proc.pid}`);
-    const own = blobRuns(up);
-    const take = intersectRuns(wanted, sortRuns(runPairs(own)));
+      new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: pages of pid ${pid} that its chain should hold are missing: ${why}`);
+    if (!up) throw broken('its chain ends first');
+    const upRec = memoryRecordOf(up, pid);
+    if (!upRec) throw broken(`image ${up.dir} has no memory of pid ${pid}`);
+    const take = intersectRuns(wanted, sortRuns(runPairs(blobRuns(upRec))));
     wanted = subtractRuns(wanted, take);
-    if (take.length) plan.push({ image, rec: up, runs: takeFromBlob(own, take) });
-    if (wanted.length && subtractRuns(wanted, sortRuns(up.vmas.flatMap((v) => v.parentRuns ?? []))).length) {
-      throw broken(`image ${image.dir} neither holds some of them nor leaves them to its parent`);
+    if (take.length) out.push({ image: up, rec: upRec, take });
+    if (wanted.length && subtractRuns(wanted, sortRuns(upRec.vmas.flatMap((v) => v.parentRuns ?? []))).length) {
+      throw broken(`image ${up.dir} neither holds some of them nor leaves them to its parent`);
     }
   }
-  return plan;
+  return out;
+}
+
+// ---- ckpt image compact ----
+
+/**
+ * Makes a process's memory whole in a compacted image: every page, its own and those its chain
+ * holds, into a new pages blob, area by area in address order; the records' runs merged, without
+ * parentRuns. Every blob read is checked against its digest first.
+ */
+async function compactProcess(c: Compaction, proc: ProcessRecord, rec: MemoryRecord): Promise<void> {
+  const sources = [{ image: c.image, rec, take: sortRuns(runPairs(blobRuns(rec))) }, ...chainSources(c.image, proc.pid, rec)];
+  // Every page: where it is (file, offset), by address.
+  const segs: Array<{ addr: number; len: number; path: string; off: number }> = [];
+  for (const src of sources) {
+    src.image.verifyBlob(src.rec.pagesFile);
+    const path = src.image.path(src.rec.pagesFile);
+    let off = 0;
+    const runs = blobRuns(src.rec);
+    const take = takeFromBlob(runs, src.take);
+    for (let i = 0; i < take.length; i += 2) {
+      if (take[i]) segs.push({ addr: take[i], len: take[i + 1], path, off });
+      off += take[i + 1];
+    }
+  }
+  segs.sort((a, b) => a.addr - b.addr);
+  const blob = c.writer.openBlob(rec.pagesFile);
+  const fds = new Map<string, number>();
+  try {
+    const buf = Buffer.allocUnsafe(PROGRESS_CHUNK);
+    let k = 0;
+    const vmas = [...rec.vmas].sort((a, b) => a.start - b.start);
+    for (const v of vmas) {
+      v.blobOffset = blob.size;
+      const runs: Array<[number, number]> = [];
+      for (; k < segs.length && segs[k].addr < v.end; k++) {
+        const s = segs[k];
+        let fd = fds.get(s.path);
+        if (fd === undefined) fds.set(s.path, (fd = openSync(s.path, 'r')));
+        for (let done = 0; done < s.len; ) {
+          const n = Math.min(buf.length, s.len - done);
+          const got = readSync(fd, buf, 0, n, s.off + done);
+          if (got !== n) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${s.path}: short read at ${s.off + done}`);
+          blob.write(buf.subarray(0, n));
+          done += n;
+        }
+        const last = runs[runs.length - 1];
+        if (last && last[0] + last[1] === s.addr) last[1] += s.len;
+        else runs.push([s.addr, s.len]);
+        c.progress({ stage: 'memory', pid: proc.pid, done: blob.size, total: 0 });
+      }
+      v.runs = runs;
+      delete v.parentRuns;
+    }
+    if (k !== segs.length) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${c.image.dir}: pages of pid ${proc.pid} lie outside its memory areas`);
+    rec.vmas = vmas;
+    rec.pagesBytes = blob.size;
+    // `track` stays: the whole image holds the memory the tracking counts from, so a dump may add to it.
+    c.writer.closeBlob(blob);
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+  }
+}
+
+async function compact(c: Compaction): Promise<void> {
+  if (!c.image.parent()) return;
+  for (const proc of c.records) {
+    const rec = proc.records[NAME] as MemoryRecord | undefined;
+    if (rec) await compactProcess(c, proc, rec);
+  }
 }
 
 /** Step 4: page contents, their digest checked against the signed manifest's as they stream (for an incremental image, each blob of its chain that holds some). */
 async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
   const image = proc.session.image;
   await fillFrom(proc, stub, image, rec, blobRuns(rec));
-  for (const from of chainPlan(proc, rec)) await fillFrom(proc, stub, from.image, from.rec, from.runs);
+  for (const from of chainSources(image, proc.pid, rec)) await fillFrom(proc, stub, from.image, from.rec, takeFromBlob(blobRuns(from.rec), from.take));
 }
 
 /** Fills pages from one image's blob read whole (runs in blob order; address 0: skipped), its digest checked. */
@@ -887,6 +957,7 @@ export const memoryPlugin = definePlugin(() => ({
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.session.imageCommitted.tapPromise(NAME, async (session) => trackingCommitted(session));
     hooks.memory.restore.tapPromise(NAME, restore);
+    hooks.image.compact.tapPromise(NAME, compact);
   },
 }));
 
