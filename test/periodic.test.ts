@@ -139,6 +139,51 @@ describe('periodic checkpoints', () => {
     );
   });
 
+  it("--checkpoint-signal: that signal sent to the application's ckpt-init asks for a checkpoint now, and does not reach the program", async () => {
+    const dir = makeTempDir('periodic-signal');
+    const img = path.join(dir, 'img');
+    const out = path.join(dir, 'out');
+    fs.mkdirSync(out);
+    const stdout = path.join(dir, 'workload.stdout');
+    const run = await ckpt([
+      'run',
+      '--checkpoint-every',
+      '1h',
+      '--checkpoint-signal',
+      'USR2',
+      '-D',
+      img,
+      '--stdout',
+      stdout,
+      '--json',
+      '--',
+      bin('workload'),
+      '8',
+      out,
+    ]);
+    expectOk(run);
+    const j = JSON.parse(run.stdout) as { pid: number; init: number; checkpointer: { pid: number; log: string } };
+    track(j.pid, bin('workload'));
+    track(j.checkpointer.pid, 'checkpointer');
+    await waitForTick(stdout, 2);
+    // A batch system's warning: SIGUSR2 (which would kill the program) to ckpt-init.
+    process.kill(j.init, 'SIGUSR2');
+    await waitFor(
+      () => latest(img) >= 1,
+      20_000,
+      () => `no generation in ${img}\n${fs.readFileSync(j.checkpointer.log, 'utf8')}`,
+    );
+    expect(fs.readFileSync(j.checkpointer.log, 'utf8')).toMatch(/generation 1 \(on signal/);
+    const ticks = lastTick(stdout);
+    await waitForTick(stdout, ticks + 2);
+    expect(isAlive(j.pid), 'the program never got SIGUSR2').toBe(true);
+    expectCleanError(await ckpt(['run', '--checkpoint-signal', 'USR2', '--', bin('workload'), '8', out]), '--checkpoint-signal goes with --checkpoint-every');
+    expectCleanError(
+      await ckpt(['run', '--checkpoint-every', '1h', '-D', img, '--checkpoint-signal', 'KILL', '--', bin('workload'), '8', out]),
+      'not a signal ckpt-init can take',
+    );
+  });
+
   it('bad schedules, a missing -D, and checkpoint requests without a checkpointer are one-line errors', async () => {
     const dir = makeTempDir('periodic-bad');
     const img = path.join(dir, 'img');

@@ -32,6 +32,8 @@ const EXTRA: Record<string, string[]> = {
   cgroups: ['-pthread'],
   leaderless: ['-pthread'],
   overrun: ['-pthread'],
+  // The checkpoint callback library, built in (packages/callbacks/c).
+  callbacks: ['-pthread', '-I', path.join(ROOT, 'packages/callbacks/c'), path.join(ROOT, 'packages/callbacks/c/ckpt_callbacks.c')],
 };
 
 export default function setup(project: TestProject): () => void {
@@ -43,8 +45,10 @@ export default function setup(project: TestProject): () => void {
     const name = f.slice(0, -2);
     const src = path.join(SRC, f);
     const out = path.join(OUT, name);
-    // A fixture is rebuilt when it or the header the check fixtures share (report.h) changed.
-    const srcTime = Math.max(fs.statSync(src).mtimeMs, fs.statSync(path.join(SRC, 'report.h')).mtimeMs);
+    // A fixture is rebuilt when it, the header the check fixtures share (report.h) or a source it
+    // builds in changed.
+    const extraSources = (EXTRA[name] ?? []).filter((a) => a.endsWith('.c'));
+    const srcTime = Math.max(...[src, path.join(SRC, 'report.h'), ...extraSources].map((f) => fs.statSync(f).mtimeMs));
     const outTime = fs.existsSync(out) ? fs.statSync(out).mtimeMs : -1;
     if (outTime >= srcTime) continue;
     const args = ['-O1', '-g', '-Wall', '-Wextra', ...(EXTRA[name] ?? []), '-o', out, src];

@@ -16,6 +16,7 @@ import { packetPlugin } from '@ckpt/plugin-packet';
 import { tunPlugin } from '@ckpt/plugin-tun';
 import { fileLocksPlugin } from '@ckpt/plugin-file-locks';
 import { taskPlugin } from '@ckpt/plugin-task';
+import { callbacksPlugin } from '@ckpt/plugin-callbacks';
 import { loadConfig, mergePluginOptions, type PluginSpec } from './config.js';
 import { loadPlugin } from './pluginLoader.js';
 
@@ -25,6 +26,7 @@ import { loadPlugin } from './pluginLoader.js';
  */
 export function builtinPlugins(): CkptPlugin[] {
   return [
+    callbacksPlugin(),
     pidsPlugin(),
     memoryPlugin(),
     ttyPlugin(),

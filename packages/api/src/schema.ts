@@ -14,6 +14,7 @@ import { z } from 'zod';
 
 /** The built-in plugins, in the order they are applied (after the user's). */
 export const BUILTIN_PLUGIN_NAMES = [
+  '@ckpt/plugin-callbacks',
   '@ckpt/plugin-pids',
   '@ckpt/plugin-memory',
   '@ckpt/plugin-tty',

@@ -21,7 +21,7 @@ import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
-import { checkpointNow, checkpointable, parseInterval, runCheckpointer, startCheckpointer, trackMemOptions } from './periodic.js';
+import { checkpointNow, checkpointable, parseInterval, parseSignal, requestFile, runCheckpointer, startCheckpointer, trackMemOptions } from './periodic.js';
 import { environ, runDir } from './runfiles.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
@@ -226,6 +226,10 @@ program
   .option('--checkpoint-every <duration>', 'checkpoint the application on this schedule (30s, 10m, 2h) into -D, with --leave-running')
   .option('-D, --images-dir <dir>', 'with --checkpoint-every: the image directory (each checkpoint a new generation)')
   .option('--keep <n>', 'with --checkpoint-every: generations to keep (default 3)', parseCount)
+  .option(
+    '--checkpoint-signal <sig>',
+    "with --checkpoint-every: this signal sent to the application's ckpt-init asks for a checkpoint now instead of reaching the program (USR1, RTMIN+2...: a batch system's warning before preemption)",
+  )
   .option('--json', 'print {"pid", "app", "stdout", "stderr"} as JSON')
   .argument('<command...>', 'the program and its arguments (after --)')
   .action(
@@ -241,9 +245,12 @@ program
         checkpointEvery?: string;
         imagesDir?: string;
         keep?: number;
+        checkpointSignal?: string;
       },
     ) => {
       const everyMs = o.checkpointEvery === undefined ? undefined : parseInterval(o.checkpointEvery);
+      const requestSignal = o.checkpointSignal === undefined ? undefined : parseSignal(o.checkpointSignal);
+      if (requestSignal !== undefined && everyMs === undefined) throw new CkptError('ERR_CKPT_USAGE', '--checkpoint-signal goes with --checkpoint-every');
       if (everyMs !== undefined && !o.imagesDir) throw new CkptError('ERR_CKPT_USAGE', '--checkpoint-every needs -D DIR, the image directory');
       if (everyMs !== undefined && !o.namespace)
         throw new CkptError('ERR_CKPT_USAGE', '--checkpoint-every checkpoints an application: not with --no-namespace');
@@ -265,7 +272,20 @@ program
           // ckpt-init is pid 1 of a new pid (and IPC) namespace; the program is its child.
           const init = native.proc.spawnDetached(
             initPath,
-            [initPath, '--', exe, ...command.slice(1)],
+            [
+              initPath,
+              ...(requestSignal !== undefined
+                ? [
+                    '--request-signal',
+                    String(requestSignal),
+                    '--request-file',
+                    requestFile(`${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2, 8)}`),
+                  ]
+                : []),
+              '--',
+              exe,
+              ...command.slice(1),
+            ],
             env,
             cwd,
             [inFd, outFd, errFd],

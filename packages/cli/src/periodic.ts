@@ -4,7 +4,8 @@
  * own (its own session, its log a file), registered with the application, that dumps it with
  * --leave-running into a new generation of DIR on that schedule, keeping the newest ones, and on
  * demand: SIGUSR1 (what `ckpt checkpoint --app ID` sends; a batch system's warning before
- * preemption can send it too). It stops when the application is gone, or on SIGTERM (after the
+ * preemption can send it too; or, with `ckpt run --checkpoint-signal SIG`, SIG sent to the
+ * application's ckpt-init). It stops when the application is gone, or on SIGTERM (after the
  * checkpoint under way, if any, is stopped and undone). A checkpoint that fails is logged and the
  * next one is tried on schedule. `ckpt restore -D DIR` takes the newest complete generation.
  *
@@ -13,7 +14,8 @@
  * CHAIN_MAX increments; then a full one starts a new chain. Generations that kept ones add to are
  * kept with them.
  */
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { environ, runDir } from './runfiles.js';
 import { join, resolve } from 'node:path';
 import { CkptError, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
@@ -114,28 +116,32 @@ export async function runCheckpointer(c: Ckpt, o: { app: string; dir: string; ev
   }
   say(`checkpointing application ${o.app} every ${o.everyMs} ms into ${o.dir}, keeping ${o.keep} generations (pid ${process.pid}; SIGUSR1: now)`);
   let due = Date.now() + o.everyMs;
+  let signalled = false;
   for (;;) {
-    // Wait for the schedule or a request, looking every second whether the application still runs.
+    // Wait for the schedule or a request, looking every quarter second whether the application
+    // still runs and whether its ckpt-init was signalled for a checkpoint (--checkpoint-signal).
     while (!stopping && !requested && Date.now() < due) {
       await new Promise<void>((r) => {
-        const t = setTimeout(r, Math.min(1000, due - Date.now()));
+        const t = setTimeout(r, Math.min(250, due - Date.now()));
         wake = () => {
           clearTimeout(t);
           r();
         };
       });
       wake = undefined;
-      if (!findApp(o.app, false)) {
+      const running = findApp(o.app, false);
+      if (!running) {
         say(`application ${o.app} is gone: stopping`);
         return;
       }
+      if (takeRequest(running.init)) requested = signalled = true;
     }
     if (stopping) {
       say('stopping (signal)');
       return;
     }
-    const why = requested ? 'on request' : 'on schedule';
-    requested = false;
+    const why = signalled ? 'on signal' : requested ? 'on request' : 'on schedule';
+    requested = signalled = false;
     due = Date.now() + o.everyMs;
     const app = findApp(o.app, false);
     if (!app) {
@@ -162,6 +168,41 @@ export async function runCheckpointer(c: Ckpt, o: { app: string; dir: string; ev
       say(`checkpoint ${why} failed: ${(e as Error).message}`);
     }
   }
+}
+
+/**
+ * Whether the application's ckpt-init was signalled for a checkpoint (`ckpt run
+ * --checkpoint-signal`): it then created the request file its command line names, which this
+ * takes (removes). Read from its command line each time, so a restored application's is found too.
+ */
+function takeRequest(init: number): boolean {
+  let file: string | undefined;
+  try {
+    const argv = readFileSync(`/proc/${init}/cmdline`, 'utf8').split('\0');
+    const i = argv.indexOf('--request-file');
+    file = i >= 0 ? argv[i + 1] : undefined;
+  } catch {
+    return false;
+  }
+  if (!file || !existsSync(file)) return false;
+  rmSync(file, { force: true });
+  return true;
+}
+
+/** "USR1", "SIGUSR2", "RTMIN+2" or a number: the signal number (not one ckpt-init must forward or cannot catch). */
+export function parseSignal(s: string): number {
+  const name = s.trim().toUpperCase().replace(/^SIG/, '');
+  const rt = /^RTMIN(?:\+(\d+))?$/.exec(name);
+  const n = /^\d+$/.test(name) ? Number(name) : rt ? 34 + Number(rt[1] ?? 0) : (osConstants.signals as Record<string, number>)[`SIG${name}`];
+  if (!n || n >= 65 || n === 9 || n === 19) {
+    throw new CkptError('ERR_CKPT_USAGE', `--checkpoint-signal ${s}: not a signal ckpt-init can take`, { hint: 'e.g. USR1, USR2, RTMIN+2 or a number' });
+  }
+  return n;
+}
+
+/** Where an application's ckpt-init signals a checkpoint request (a file in ckpt's run directory). */
+export function requestFile(token: string): string {
+  return join(runDir(), `${token}.checkpoint-request`);
 }
 
 /**

@@ -195,6 +195,12 @@ export interface ProcessDump {
    */
   readonly inFlight: FdRecord[];
   /**
+   * Private memory the image need not hold, as others than the memory plugin's options declare
+   * it before the memory stage (the process itself, through its checkpoint callbacks):
+   * [start, end) and who said so. The memory plugin leaves it out like `--exclude`.
+   */
+  readonly memoryExclusions: Array<{ start: number; end: number; by: string }>;
+  /**
    * Saves a file in flight — e.g. passed with SCM_RIGHTS, still in a socket's queue — that a
    * plugin made appear for the moment at fd `fd` of the frozen process (by peeking the queue in
    * it): its description goes through fds.dump like any fd's, or names the one it shares with an

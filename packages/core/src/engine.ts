@@ -696,6 +696,7 @@ function processDump(
     fds: [],
     fdInfo: new Map(),
     inFlight: [],
+    memoryExclusions: [],
     dumpInFlight: (fd) => dumpInFlight(hooks, proc, fd),
     put(plugin, data) {
       records[plugin] = data;

@@ -4,7 +4,7 @@
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
-import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SYS } from '@ckpt/native';
+import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SOCK_SEQPACKET, SYS } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
 import type { Tracee } from './tracee.js';
@@ -137,5 +137,23 @@ export function takeFd(t: Tracee, fd: number): number {
     return native.proc.pidfdGetfd(pidfd, fd);
   } finally {
     closeSync(pidfd);
+  }
+}
+
+/**
+ * Starts one of native's helper binaries (ckpt-repairguard, ckpt-memtrack) detached, its fd 0 a
+ * SOCK_SEQPACKET socket to us and 1, 2 /dev/null: its pid and our end of the channel.
+ */
+export function spawnHelper(path: string, name: string): { pid: number; channel: number } {
+  const [mine, theirs] = native.sock.unixSocketpair(SOCK_SEQPACKET);
+  const devnull = openSync('/dev/null', 'r+');
+  try {
+    return { pid: native.proc.spawnDetached(path, [name], [], null, [theirs, devnull, devnull]), channel: mine };
+  } catch (e) {
+    closeSync(mine);
+    throw e;
+  } finally {
+    closeSync(theirs);
+    closeSync(devnull);
   }
 }

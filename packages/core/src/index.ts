@@ -118,6 +118,7 @@ export {
   reapWithin,
   inOurNetns,
   isChildSubreaper,
+  spawnHelper,
   type RemoteOpenOptions,
 } from './helpers.js';
 export { readSocketFilter, attachSocketFilter, type SocketFilter } from './sockfilter.js';

@@ -7,11 +7,11 @@
  * started at first use (socketGuard(session)); it exits when its channel closes (the dump ends, or
  * ckpt dies).
  */
-import { closeSync, openSync } from 'node:fs';
-import { native, repairGuardPath, SOCK_SEQPACKET } from '@ckpt/native';
+import { closeSync } from 'node:fs';
+import { native, repairGuardPath } from '@ckpt/native';
 import type { DumpSession } from './context.js';
 import { createSessionState } from './state.js';
-import { reapWithin } from './helpers.js';
+import { reapWithin, spawnHelper } from './helpers.js';
 
 export class SocketGuard {
   private readonly channel: number;
@@ -19,18 +19,7 @@ export class SocketGuard {
   private next = 1;
 
   constructor() {
-    const [mine, theirs] = native.sock.unixSocketpair(SOCK_SEQPACKET);
-    const devnull = openSync('/dev/null', 'r+');
-    try {
-      this.pid = native.proc.spawnDetached(repairGuardPath, ['ckpt-repairguard'], [], null, [theirs, devnull, devnull]);
-    } catch (e) {
-      closeSync(mine);
-      throw e;
-    } finally {
-      closeSync(theirs);
-      closeSync(devnull);
-    }
-    this.channel = mine;
+    ({ pid: this.pid, channel: this.channel } = spawnHelper(repairGuardPath, 'ckpt-repairguard'));
   }
 
   /** Before repair mode goes on: the helper holds the socket (reuse: SO_REUSEADDR to put back, -1 to leave it). */

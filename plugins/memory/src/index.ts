@@ -154,7 +154,7 @@ function vmaRecordOf(
     if (!isPrivate) {
       throw new CkptError(
         'ERR_CKPT_USAGE',
-        `--exclude ${e.spec} covers ${v.name || 'an area'} of pid ${pid} (0x${v.start.toString(16)}-0x${v.end.toString(16)}, ${kind}), which is not private memory: only private memory can be left out`,
+        `${'declaredBy' in e && e.declaredBy ? `the exclusion ${e.spec} declared by ${e.declaredBy}` : `--exclude ${e.spec}`} covers ${v.name || 'an area'} of pid ${pid} (0x${v.start.toString(16)}-0x${v.end.toString(16)}, ${kind}), which is not private memory: only private memory can be left out`,
       );
     }
     cuts.push('name' in e ? { start: v.start, end: v.end } : { start: Math.max(e.start, v.start), end: Math.min(e.end, v.end) });
@@ -403,7 +403,11 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const counts = { zeroPages: 0, excluded: 0, byOption: 0, reused: 0 };
   const chain = chainContext(proc, vmas, options);
   // Validated with the options (memoryOptions): every one parses.
-  const excludes = (options?.exclude ?? []).map(parseExclude).filter((e): e is ExcludeSpec => typeof e !== 'string');
+  const excludes = [
+    ...(options?.exclude ?? []).map(parseExclude).filter((e): e is ExcludeSpec => typeof e !== 'string'),
+    // What others declared (the process, through its checkpoint callbacks), as address ranges.
+    ...proc.memoryExclusions.map((x) => ({ spec: `${x.start.toString(16)}-${x.end.toString(16)}`, start: x.start, end: x.end, declaredBy: x.by })),
+  ];
   // The blob holds the areas read while frozen first, then the others (each area's blobOffset
   // says where its pages are): those may come from a snapshot, after the process runs again.
   const now: number[] = [];

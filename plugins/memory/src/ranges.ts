@@ -44,7 +44,7 @@ export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float
 }
 
 /** What `--exclude` names: an address range, or mappings by name (a glob: `*` matches anything). */
-export type ExcludeSpec = { spec: string; start: number; end: number } | { spec: string; name: RegExp };
+export type ExcludeSpec = { spec: string; start: number; end: number; declaredBy?: string } | { spec: string; name: RegExp };
 
 const RANGE_RE = /^(?:0x)?([0-9a-f]+)-(?:0x)?([0-9a-f]+)$/i;
 

@@ -31,9 +31,9 @@
  * Memory that userfaultfd cannot track (file mappings' private pages, hugetlb, shared memory) is
  * saved whole at every dump.
  */
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
-import { createSessionState, logger, procfs, type DumpSession, type ProcessDump } from '@ckpt/core';
-import { memtrackPath, native, SOCK_SEQPACKET, type NativeError } from '@ckpt/native';
+import { closeSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { createSessionState, logger, procfs, spawnHelper, type DumpSession, type ProcessDump } from '@ckpt/core';
+import { memtrackPath, native, type NativeError } from '@ckpt/native';
 
 const log = logger('memory:track');
 
@@ -95,19 +95,8 @@ class Holder {
   private channel: number;
 
   constructor() {
-    const [mine, theirs] = native.sock.unixSocketpair(SOCK_SEQPACKET);
-    const devnull = openSync('/dev/null', 'r+');
-    let first: number;
-    try {
-      first = native.proc.spawnDetached(memtrackPath, ['ckpt-memtrack'], [], null, [theirs, devnull, devnull]);
-    } catch (e) {
-      closeSync(mine);
-      throw e;
-    } finally {
-      closeSync(theirs);
-      closeSync(devnull);
-    }
-    this.channel = mine;
+    const { pid: first, channel } = spawnHelper(memtrackPath, 'ckpt-memtrack');
+    this.channel = channel;
     // The helper forks and its first process exits at once (nobody has to reap the helper).
     for (let i = 0; i < 1000 && !native.proc.tryWait(first); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     this.pid = this.readInt('its pid');
