@@ -17,12 +17,14 @@
         "src/netif.cc",
         "src/inotify.cc",
         "src/hash.cc",
-        "src/blake3.cc"
+        "src/blake3.cc",
+        "src/zstd.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-O2", "-funroll-loops", "-Wall", "-Wno-missing-field-initializers"],
-      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"]
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "libraries": ["-ldl"]
     }
   ]
 }

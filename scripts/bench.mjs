@@ -64,7 +64,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental'];
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -1420,11 +1420,82 @@ async function downtimeTable(ck, bins, mib) {
 }
 
 // ---- incremental dumps --------------------------------------------------------------------------
-/** The run options that turn write tracking on: the loaded plugins' --track-mem flags. */
-function trackOptions(ck) {
+/** The run options that turn a dump flag on (--track-mem, --compress) in the loaded plugins that declare it. */
+function flagOptions(ck, flag) {
   const out = {};
-  for (const p of ck.plugins) for (const f of p.flags ?? []) if (f.command === 'dump' && /--track-mem\b/.test(f.flags)) (out[p.name] ??= {})[f.option] = true;
+  for (const p of ck.plugins)
+    for (const f of p.flags ?? []) if (f.command === 'dump' && f.flags.split(/[ ,]/).includes(flag)) (out[p.name] ??= {})[f.option] = true;
   return out;
+}
+const trackOptions = (ck) => flagOptions(ck, '--track-mem');
+
+/**
+ * zstd on a typical heap (node with 256 MiB of small objects: scripts/bench/heap.cjs): the same
+ * process dumped (--leave-running) without and with --compress, then each image restored.
+ */
+async function compressTable(ck) {
+  const mib = 256;
+  const plugins = flagOptions(ck, '--compress');
+  const r = { plainMs: [], zstdMs: [], plainBytes: [], zstdBytes: [], pageBytes: [], restorePlainMs: [], restoreZstdMs: [] };
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[compress: node heap of ${mib} MiB] run ${run}/${runs}:`);
+    const h = await startDetached(`heap${mib}`, [process.execPath, join(root, 'scripts/bench/heap.cjs'), String(mib)], /^ready$/m, 300_000);
+    const plain = join(tmp, `heap-plain-${run}`);
+    const zstd = join(tmp, `heap-zstd-${run}`);
+    try {
+      for (const [dir, ms, bytes, opts] of [
+        [plain, r.plainMs, r.plainBytes, {}],
+        [zstd, r.zstdMs, r.zstdBytes, plugins],
+      ]) {
+        process.stderr.write(opts === plugins ? ' zstd' : ' plain');
+        const t0 = performance.now();
+        const d = await ck.dump({ pid: h.pid, dir, leaveRunning: true, plugins: opts });
+        ms.push(performance.now() - t0);
+        bytes.push(d.imageBytes);
+        if (opts !== plugins) r.pageBytes.push(Number(d.stats['memory.pages']) * 4096);
+      }
+      for (const [dir, ms] of [
+        [plain, r.restorePlainMs],
+        [zstd, r.restoreZstdMs],
+      ]) {
+        killTracked([h.pid]);
+        await waitForPidRelease(h.pid);
+        const t0 = performance.now();
+        const rr = await ck.restore({ dir, detach: true });
+        ms.push(performance.now() - t0);
+        for (const p of rr.pids) track(p);
+      }
+      process.stderr.write(' ok\n');
+    } finally {
+      killTracked([h.pid]);
+      rmSync(plain, { recursive: true, force: true });
+      rmSync(zstd, { recursive: true, force: true });
+    }
+  }
+  const pages = median(r.pageBytes);
+  const res = {
+    kind: 'compress',
+    heapMiB: mib,
+    runs,
+    pageBytes: pages,
+    plainBytes: median(r.plainBytes),
+    zstdBytes: median(r.zstdBytes),
+    ratio: median(r.plainBytes) / median(r.zstdBytes),
+    plainDumpMs: stats(r.plainMs),
+    zstdDumpMs: stats(r.zstdMs),
+    plainRestoreMs: stats(r.restorePlainMs),
+    zstdRestoreMs: stats(r.restoreZstdMs),
+  };
+  console.log(`\n== zstd (--compress) on a node heap of ${mib} MiB of small objects, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`);
+  const rows = [];
+  const row = (label, s, ref, note) => rows.push([label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : '', note]);
+  row('dump ms, plain', res.plainDumpMs, undefined, `${fx(gbs(pages, res.plainDumpMs.median))} GB/s of pages`);
+  row('dump ms, --compress', res.zstdDumpMs, res.plainDumpMs.median, `${fx(gbs(pages, res.zstdDumpMs.median))} GB/s of pages; ratio to plain`);
+  row('restore ms, plain', res.plainRestoreMs, undefined, '');
+  row('restore ms, --compress', res.zstdRestoreMs, res.plainRestoreMs.median, 'ratio to plain');
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ''], rows);
+  console.log(`  image: ${fmb(res.plainBytes)} MB plain, ${fmb(res.zstdBytes)} MB compressed: ${fx(res.ratio)}x smaller (${fmb(pages)} MB of pages)`);
+  return res;
 }
 
 /**
@@ -1783,6 +1854,7 @@ try {
   if (only.has('python')) results.push(await pythonTable(ck, bins));
   if (only.has('node')) results.push(await nodeTable(ck, bins));
   if (only.has('incremental')) results.push(await incrementalTable(ck, bins));
+  if (only.has('compress')) results.push(await compressTable(ck));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);
@@ -1814,7 +1886,7 @@ if (!failed) {
           ...(compareBin ? { compareWith: compareBin } : {}),
         };
       }
-      if (r.kind === 'incremental') {
+      if (r.kind === 'incremental' || r.kind === 'compress') {
         const m = (x) => (typeof x === 'number' ? r3(x) : r3(x.median));
         return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'object' || typeof v === 'number' ? m(v) : v]));
       }

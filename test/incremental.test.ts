@@ -5,6 +5,7 @@
 // after a restore against what its step must show. Every generation of the chain restores
 // exactly; a chain with a parent missing or changed is refused; tracking that can no longer be
 // trusted (another tracked dump since, a failed dump) gives a full image, never a wrong one.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -143,6 +144,25 @@ describe('incremental dumps', () => {
     expect(Number(next.stats['memory.parentBytes'])).toBeGreaterThan(30 << 20);
     expect(await restoreAndCheck(job, next.generation)).toBe('ok step 5');
     expect(await restoreAndCheck(job, 6)).toBe('ok step 4');
+  });
+
+  it('--compress: zstd blobs (checked by the zstd tool too), a compressed chain restores every byte, and compacts', async () => {
+    const job = await start();
+    expectOk(await ckpt(['pre-dump', '-t', String(job.pid), '-D', job.img, '--keep', '20', '--compress']));
+    for (let k = 1; k <= 2; k++) {
+      await step(job, k);
+      expectOk(await ckpt(['dump', '-R', '-t', String(job.pid), '-D', job.img, '--parent', job.img, '--keep', '20', '--compress']));
+    }
+    for (const g of ['1', '2', '3']) {
+      const blobs = fs.readdirSync(path.join(job.img, g)).filter((n) => n.startsWith('pages-'));
+      expect(blobs.length).toBe(1);
+      expect(blobs[0]).toMatch(/\.img\.zst$/);
+      execFileSync('zstd', ['-tq', path.join(job.img, g, blobs[0])]);
+    }
+    expect(await restoreAndCheck(job, 3)).toBe('ok step 2');
+    expectOk(await ckpt(['image', 'compact', '-D', job.img]));
+    expect(await restoreAndCheck(job, 4)).toBe('ok step 2');
+    expect(await restoreAndCheck(job, 2)).toBe('ok step 1');
   });
 
   it('a chain whose parent is changed or missing is refused, naming it; --keep keeps what kept generations add to', async () => {

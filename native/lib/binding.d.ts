@@ -199,6 +199,11 @@ export interface PtraceBinding {
   /** Runs code written in the stopped task (rip = entry, args in rdi, rsi, rdx, r10, r8, r9) until the int3 after which rip is `breakAt`: rax. */
   remoteRun(pid: number, entry: bigint | number, breakAt: bigint | number, args: Array<bigint | number>): bigint;
 }
+/** A zstd compression stream (native/src/zstd.cc). */
+export type ZstdWriterHandle = { readonly __zstdWriter: unique symbol };
+/** A zstd decompression stream (native/src/zstd.cc). */
+export type ZstdReaderHandle = { readonly __zstdReader: unique symbol };
+
 /** Memory of another process (native/src/memory.cc): pagemap, page copies to/from image fds, single reads and writes. */
 export interface MemBinding {
   /** Runs [addr, len, ...] of pages worth saving; `guards`: runs of guard regions (MADV_GUARD_INSTALL), when any. */
@@ -225,8 +230,20 @@ export interface MemBinding {
     anonOnly: boolean,
     reprotect?: boolean,
   ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
-  /** Appends the runs' bytes to fd, hashing them into `hash`. */
-  dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle): CopyResult;
+  /** Appends the runs' bytes to fd, hashing them into `hash`; through `zstd` (zstdWriter), compressed (the compressed bytes hashed). */
+  dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle, zstd?: ZstdWriterHandle): CopyResult;
+  /** restorePages from a compressed blob: the bytes come from `reader` (zstdReader), which hashes what it reads. */
+  restorePagesZstd(pid: number, runs: Float64Array, reader: ZstdReaderHandle, hash: HashHandle): CopyResult;
+  /** true, or why libzstd cannot be loaded. */
+  zstdAvailable(): true | string;
+  /** A zstd compression stream at `level` for one blob (dumpPages writes through it). */
+  zstdWriter(level: number): ZstdWriterHandle;
+  /** Ends the stream's frame at fd's offset: the compressed bytes written in all. */
+  zstdFinish(writer: ZstdWriterHandle, fd: number, hash: HashHandle): { bytes: number };
+  /** A zstd decompression stream over a blob file, from its start. */
+  zstdReader(fd: number): ZstdReaderHandle;
+  /** Decompresses a whole blob file into `out`, hashing the compressed bytes. */
+  zstdDecompressFile(fd: number, out: number, hash: HashHandle): { bytes: number };
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`; a run at address 0 is hashed, not written. */
   restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: HashHandle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;

@@ -46,5 +46,6 @@ void InitPacket(Napi::Env env, Napi::Object exports);
 void InitNetif(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
 void InitHash(Napi::Env env, Napi::Object exports);
+void InitZstd(Napi::Env env, Napi::Object exports);
 
 }  // namespace ckpt

@@ -2,6 +2,7 @@
 // running hash of the bytes (hash.h), and small reads/writes through /proc/PID/mem.
 #include "common.h"
 #include "hash.h"
+#include "zstd.h"
 
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
@@ -468,6 +469,9 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   int out = ArgInt(info[2]);
   Hash* hash = HashArg(info[3]);
   if (!hash) return env.Undefined();
+  // A compression stream (zstdWriter): chunks go through it, and the compressed bytes are what
+  // is written and hashed (the blob's digest is the file's).
+  ZstdWriter* zw = info.Length() > 4 && !info[4].IsUndefined() ? ZstdWriterArg(info[4]) : nullptr;
   const uint64_t total = RunsBytes(runs);
   if (!total) return CopyResult(env, 0);
   Pipeline pipe(total);
@@ -482,6 +486,7 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   }
   MemFd mem(pid, O_RDONLY);
   int step = 0;
+  uint64_t zoff = static_cast<uint64_t>(start);
   int err = pipe.Run(
       runs, static_cast<uint64_t>(start),
       [&](uint8_t* dst, uint64_t addr, size_t n) -> int {
@@ -494,12 +499,15 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
         return 0;
       },
       [&](Chunk& c) -> int {
-        hash->Update(c.buf, c.len);
+        if (!zw) hash->Update(c.buf, c.len);
         return 0;
       },
-      [&](Chunk& c) -> int { return FullPwrite(out, c.buf, c.len, c.off) ? 0 : (errno ? errno : EIO); },
+      [&](Chunk& c) -> int {
+        if (zw) return zw->Write(c.buf, c.len, false, out, &zoff, hash);
+        return FullPwrite(out, c.buf, c.len, c.off) ? 0 : (errno ? errno : EIO);
+      },
       &step);
-  if (!err && lseek(out, start + static_cast<off_t>(total), SEEK_SET) < 0) err = errno, step = 2;
+  if (!err && lseek(out, zw ? static_cast<off_t>(zoff) : start + static_cast<off_t>(total), SEEK_SET) < 0) err = errno, step = 2;
   if (err) {
     ThrowErrno(env, err, step == 0 ? "read of target memory" : "write(image)", pid);
     return env.Undefined();
@@ -596,6 +604,41 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// restorePagesZstd(pid, runs, reader, hash): restorePages for a compressed blob: the runs' bytes
+// come from the decompression stream `reader` (zstdReader), which hashes the compressed bytes it
+// reads into `hash`; a run at address 0 is decompressed and dropped.
+Napi::Value RestorePagesZstd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  Napi::Float64Array runs = RunsArg(info[1]);
+  ZstdReader* r = ZstdReaderArg(info[2]);
+  Hash* hash = HashArg(info[3]);
+  if (!r || !hash) {
+    if (!r) Napi::TypeError::New(env, "expected a zstd reader (from zstdReader)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  std::vector<uint8_t> buf(kChunk);
+  MemFd mem(pid, O_RDWR);
+  uint64_t total = 0;
+  int err = 0;
+  for (size_t k = 0; k + 1 < runs.ElementLength() && !err; k += 2) {
+    uint64_t addr = static_cast<uint64_t>(runs[k]), len = static_cast<uint64_t>(runs[k + 1]);
+    while (len && !err) {
+      size_t n = std::min<uint64_t>(len, buf.size());
+      err = r->Read(addr ? buf.data() : nullptr, n, hash);
+      if (!err && addr) err = PutTarget(pid, mem, buf.data(), addr, n);
+      if (addr) addr += n;
+      len -= n;
+      total += n;
+    }
+  }
+  if (err) {
+    ThrowErrno(env, err, err == ENODATA || err == EIO ? "zstd decompression of the image pages" : "write of target memory", pid);
+    return env.Undefined();
+  }
+  return CopyResult(env, total);
+}
+
 // readMem(pid, addr, len) -> Buffer, through /proc/PID/mem (ignores protections).
 Napi::Value ReadMem(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -676,6 +719,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
+  exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
   exports.Set("uffdApi", Napi::Function::New(env, UffdApi));
   exports.Set("uffdRegisterWp", Napi::Function::New(env, UffdRegisterWp));

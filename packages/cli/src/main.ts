@@ -701,7 +701,7 @@ async function waitForExit(pid: number): Promise<number> {
 }
 
 /** Verbs whose options or output depend on the loaded plugins. */
-const PLUGIN_VERBS = new Set(['dump', 'restore', 'show', 'plugins', 'help']);
+const PLUGIN_VERBS = new Set(['dump', 'pre-dump', 'restore', 'show', 'plugins', 'help']);
 
 /** Runs the command line; errors are printed (one line, a hint) and set the exit code, never thrown. */
 export async function main(): Promise<void> {

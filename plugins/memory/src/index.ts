@@ -18,7 +18,9 @@
  * ever runs), then PR_SET_MM_MAP. AIO rings are made again by io_setup and moved into place
  * before their pages are written (aio.ts).
  */
-import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, statSync, type Stats } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   CkptError,
   definePlugin,
@@ -49,7 +51,20 @@ import {
   type Tracee,
   type Vma,
 } from '@ckpt/core';
-import { native, SYS, type NativeError, prctlMmMap, O_RDONLY, O_RDWR, O_CLOEXEC, AT_FDCWD, PR_SET_MM, PR_SET_MM_MAP, ARCH_MAP_VDSO_64 } from '@ckpt/native';
+import {
+  native,
+  SYS,
+  type NativeError,
+  type ZstdWriterHandle,
+  prctlMmMap,
+  O_RDONLY,
+  O_RDWR,
+  O_CLOEXEC,
+  AT_FDCWD,
+  PR_SET_MM,
+  PR_SET_MM_MAP,
+  ARCH_MAP_VDSO_64,
+} from '@ckpt/native';
 import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 import {
   cutRuns,
@@ -322,17 +337,41 @@ async function beforeDump(session: DumpSession, options: MemoryOptions | undefin
   prepareTracking(session, tracks);
 }
 
+/** A process's pages blob being written: the blob, its compression stream (--compress), and the bytes of pages copied into it. */
+interface PagesOut {
+  blob: BlobWriter;
+  zstd?: ZstdWriterHandle;
+  copied: number;
+}
+
 /** Copies page runs of `from` (the process, or its snapshot) on into the process's blob. */
-async function writePages(proc: ProcessDump, blob: BlobWriter, from: number, runs: number[], total: number): Promise<void> {
+async function writePages(proc: ProcessDump, out: PagesOut, from: number, runs: number[], total: number): Promise<void> {
   const { session } = proc;
   for (const piece of pieces(runs)) {
     // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
     fault('dump:pages');
     await session.interruptionPoint();
-    const r = native.mem.dumpPages(from, piece, blob.fd, blob.hash);
-    blob.size += r.bytes;
-    session.progress({ stage: 'memory', pid: proc.pid, done: blob.size, total });
+    const r = native.mem.dumpPages(from, piece, out.blob.fd, out.blob.hash, out.zstd);
+    out.copied += r.bytes;
+    if (!out.zstd) out.blob.size += r.bytes;
+    session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
   }
+}
+
+/** The blob is complete: a compressed one gets the end of its frame. */
+function closePages(session: DumpSession, out: PagesOut): void {
+  if (out.zstd) out.blob.size = native.mem.zstdFinish(out.zstd, out.blob.fd, out.blob.hash).bytes;
+  session.image.closeBlob(out.blob);
+}
+
+/** The zstd level of --compress (true: 1, fast), or undefined. */
+function compressLevel(options: MemoryOptions | undefined): number | undefined {
+  const c = options?.compress;
+  if (!c) return undefined;
+  const ok = native.mem.zstdAvailable();
+  if (ok !== true)
+    throw new CkptError('ERR_CKPT_USAGE', `--compress needs libzstd (libzstd.so.1), which cannot be loaded here: ${ok}`, { hint: 'apt-get install libzstd1' });
+  return c === true ? 1 : c;
 }
 
 /**
@@ -441,15 +480,18 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
     stats['memory.parentBytes'] = Number(stats['memory.parentBytes'] ?? 0) + counts.reused;
     session.dependsOnParent();
   }
-  const blob = session.image.openBlob(`pages-${proc.pid}.img`);
+  const level = compressLevel(options);
+  const blob = session.image.openBlob(`pages-${proc.pid}.img${level ? '.zst' : ''}`);
+  const out: PagesOut = { blob, copied: 0, ...(level ? { zstd: native.mem.zstdWriter(level) } : {}) };
   // The copy is long: a ckpt killed during it must leave the process as it was (see core).
   tracee.parkBetweenStages();
-  await writePages(proc, blob, task, now, total);
+  await writePages(proc, out, task, now, total);
   // What the process has in memory, roughly: what is saved, and what is left to the chain.
-  await copyRest(proc, blob, laterRuns, total, total + counts.reused, options);
+  await copyRest(proc, out, laterRuns, total, total + counts.reused, options);
   proc.put(NAME, {
     vmas: records,
     pagesFile: blob.name,
+    ...(level ? { compression: 'zstd' as const } : {}),
     pagesBytes: total,
     mm: {
       startCode: stat.startCode,
@@ -492,33 +534,26 @@ function takeSnapshot(proc: ProcessDump, bytes: number, resident: number, option
  * The rest of the pages (runs, up to `total` bytes in the blob; `resident`: bytes the process
  * has): copied now, while frozen, or from a snapshot once the processes run again (session.whenThawed).
  */
-async function copyRest(
-  proc: ProcessDump,
-  blob: BlobWriter,
-  runs: number[],
-  total: number,
-  resident: number,
-  options: MemoryOptions | undefined,
-): Promise<void> {
+async function copyRest(proc: ProcessDump, out: PagesOut, runs: number[], total: number, resident: number, options: MemoryOptions | undefined): Promise<void> {
   const { session } = proc;
-  const snapshot = takeSnapshot(proc, total - blob.size, resident, options);
+  const snapshot = takeSnapshot(proc, total - out.copied, resident, options);
   if (snapshot === undefined) {
-    await writePages(proc, blob, proc.procPid, runs, total);
-    session.image.closeBlob(blob);
+    await writePages(proc, out, proc.procPid, runs, total);
+    closePages(session, out);
     return;
   }
   const pending = pendingSnapshots.get(session) ?? new Set<number>();
   pendingSnapshots.set(session, pending.add(snapshot));
   session.whenThawed(async () => {
     try {
-      await writePages(proc, blob, snapshot, runs, total);
+      await writePages(proc, out, snapshot, runs, total);
     } finally {
       pending.delete(snapshot);
       killTraced(snapshot);
     }
-    if (blob.size !== total)
-      throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${blob.size} bytes of pages read from its snapshot, ${total} expected`);
-    session.image.closeBlob(blob);
+    if (out.copied !== total)
+      throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${out.copied} bytes of pages read from its snapshot, ${total} expected`);
+    closePages(session, out);
   });
 }
 
@@ -705,12 +740,35 @@ function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array
  * parentRuns. Every blob read is checked against its digest first.
  */
 async function compactProcess(c: Compaction, proc: ProcessRecord, rec: MemoryRecord): Promise<void> {
+  const scratch: string[] = [];
+  try {
+    await compactInto(c, proc, rec, scratch);
+  } finally {
+    for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** compactProcess, decompressing compressed blobs into directories it lists in `scratch`. */
+async function compactInto(c: Compaction, proc: ProcessRecord, rec: MemoryRecord, scratch: string[]): Promise<void> {
   const sources = [{ image: c.image, rec, take: sortRuns(runPairs(blobRuns(rec))) }, ...chainSources(c.image, proc.pid, rec)];
   // Every page: where it is (file, offset), by address.
   const segs: Array<{ addr: number; len: number; path: string; off: number }> = [];
   for (const src of sources) {
     src.image.verifyBlob(src.rec.pagesFile);
-    const path = src.image.path(src.rec.pagesFile);
+    let path = src.image.path(src.rec.pagesFile);
+    if (src.rec.compression === 'zstd') {
+      // Read at random offsets below: a compressed blob is decompressed whole first, beside.
+      const dir = mkdtempSync(join(tmpdir(), 'ckpt-compact-'));
+      scratch.push(dir);
+      path = join(dir, 'pages');
+      const [inFd, outFd] = [openSync(src.image.path(src.rec.pagesFile), 'r'), openSync(path, 'w', 0o600)];
+      try {
+        native.mem.zstdDecompressFile(inFd, outFd, native.hash.hashNew('blake3'));
+      } finally {
+        closeSync(inFd);
+        closeSync(outFd);
+      }
+    }
     let off = 0;
     const runs = blobRuns(src.rec);
     const take = takeFromBlob(runs, src.take);
@@ -751,6 +809,7 @@ async function compactProcess(c: Compaction, proc: ProcessRecord, rec: MemoryRec
     if (k !== segs.length) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${c.image.dir}: pages of pid ${proc.pid} lie outside its memory areas`);
     rec.vmas = vmas;
     rec.pagesBytes = blob.size;
+    delete rec.compression;
     // `track` stays: the whole image holds the memory the tracking counts from, so a dump may add to it.
     c.writer.closeBlob(blob);
   } finally {
@@ -773,11 +832,28 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
   for (const from of chainSources(image, proc.pid, rec)) await fillFrom(proc, stub, from.image, from.rec, takeFromBlob(blobRuns(from.rec), from.take));
 }
 
-/** Fills pages from one image's blob read whole (runs in blob order; address 0: skipped), its digest checked. */
+/**
+ * Fills pages from one image's blob read whole (runs in blob order; address 0: skipped), its
+ * digest checked (a compressed blob's first, as a whole, then decompressed).
+ */
 async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, rec: MemoryRecord, runs: number[]): Promise<void> {
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     const hash = native.hash.hashNew(image.digestAlgorithm(rec.pagesFile));
+    if (rec.compression === 'zstd') {
+      image.verifyBlob(rec.pagesFile);
+      const reader = native.mem.zstdReader(fd);
+      let done = 0;
+      for (const piece of pieces(runs)) {
+        fault('restore:pages');
+        await proc.session.interruptionPoint();
+        done += native.mem.restorePagesZstd(stub.pid, piece, reader, hash).bytes;
+        proc.session.progress({ stage: 'memory', pid: proc.pid, done, total: rec.pagesBytes });
+      }
+      if (done !== rec.pagesBytes)
+        throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${image.path(rec.pagesFile)}: restored ${done} bytes, the record says ${rec.pagesBytes}`);
+      return;
+    }
     let off = 0;
     for (const piece of pieces(runs)) {
       fault('restore:pages');
@@ -904,6 +980,13 @@ export const memoryPlugin = definePlugin(() => ({
       description:
         'with --leave-running, track the memory the process writes after this dump, so that a later dump --parent (this image) saves only that (ckpt pre-dump implies it, a dump with --parent keeps it on)',
       option: 'trackMem',
+    },
+    {
+      command: 'dump' as const,
+      flags: '--compress',
+      description:
+        'compress the pages with zstd as they are written (level 1; "compress": LEVEL in the config for another); restore decompresses them as it reads',
+      option: 'compress',
     },
     {
       command: 'dump' as const,

@@ -15,13 +15,15 @@ export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { messag
 
 /**
  * The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a
- * snapshot; `trackMem` (dump --track-mem) tracks the pages written after this dump, for an
+ * snapshot; `compress` (dump --compress: true, or a zstd level) compresses the pages blob;
+ * `trackMem` (dump --track-mem) tracks the pages written after this dump, for an
  * incremental dump to come (track.ts); `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too;
  * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts).
  */
 export const memoryOptions = lazySchema(() =>
   z.strictObject({
     frozenCopy: z.boolean().optional(),
+    compress: z.union([z.boolean(), z.number().int().min(1).max(19)]).optional(),
     trackMem: z.boolean().optional(),
     includeDontdump: z.boolean().optional(),
     exclude: z
@@ -135,6 +137,8 @@ export interface MemoryRecord {
   };
   auxv: string;
   exe: string;
+  /** The pages blob is one zstd frame (dump --compress); pagesBytes counts the pages, uncompressed. */
+  compression?: 'zstd';
   /** Its memory is tracked for the next incremental dump: where the tracking waits (track.ts). */
   track?: TrackRef;
 }
@@ -160,6 +164,7 @@ export const memoryRecord = lazySchema(() =>
     /** The auxiliary vector (base64). */
     auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
     exe: z.string(),
+    compression: z.literal('zstd').optional(),
     track: z.strictObject({ holder: uint, holderStart: uint, boot: z.string(), fd: uint, start: uint }).optional(),
   }),
 );
