@@ -64,7 +64,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress'];
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -1613,6 +1613,73 @@ async function incrementalTable(ck, bins) {
   return res;
 }
 
+// ---- periodic checkpoints -----------------------------------------------------------------------
+/**
+ * What periodic checkpoints cost a compute-bound application (scripts/bench/compute.c, 256 MiB,
+ * writing about 1% of it per second): its rate of work over a window without checkpoints, with
+ * `ckpt run --checkpoint-every 10s` (incremental after the first), and without again.
+ */
+async function periodicTable(bins) {
+  const WINDOW_MS = 40_000;
+  const one = async (label, extra) => {
+    process.stderr.write(` ${label}`);
+    const log = join(tmp, `compute-${++seq}.log`);
+    const out = execFileSync(process.execPath, [cli, 'run', '--json', '--stdout', log, ...extra, '--', bins.compute, '256'], { encoding: 'utf8' });
+    const j = JSON.parse(out.trim().split('\n').at(-1));
+    track(j.pid);
+    if (j.checkpointer) track(j.checkpointer.pid);
+    try {
+      await waitForLine(log, (t) => /^ready$/m.test(t), 'ready', 60_000);
+      const rounds = async () => Number((await askLine(j.pid, log, 'SIGUSR1', /^rounds \d+$/, 'rounds', 10_000))[0].split(' ')[1]);
+      const r0 = await rounds();
+      const t0 = performance.now();
+      await sleep(WINDOW_MS);
+      const r1 = await rounds();
+      const rate = (r1 - r0) / ((performance.now() - t0) / 1000);
+      const lines = j.checkpointer
+        ? readLog(j.checkpointer.log)
+            .split('\n')
+            .filter((l) => /generation \d+/.test(l))
+        : [];
+      return { rate, checkpoints: lines.length, frozen: lines.map((l) => Number(/frozen (\d+) ms/.exec(l)?.[1] ?? 0)) };
+    } finally {
+      killTracked([j.pid, ...(j.checkpointer ? [j.checkpointer.pid] : [])]);
+    }
+  };
+  const dir = join(tmp, 'periodic-img');
+  process.stderr.write(`[periodic checkpoints every 10 s, compute-bound, ${WINDOW_MS / 1000} s windows]:`);
+  const a1 = await one('without', []);
+  const b = await one('with', ['--checkpoint-every', '10s', '-D', dir, '--keep', '2']);
+  const a2 = await one('without', []);
+  process.stderr.write(' ok\n');
+  rmSync(dir, { recursive: true, force: true });
+  const base = (a1.rate + a2.rate) / 2;
+  const res = {
+    kind: 'periodic',
+    windowMs: WINDOW_MS,
+    rateWithout: base,
+    rateWith: b.rate,
+    slowdown: 1 - b.rate / base,
+    checkpoints: b.checkpoints,
+    frozenMs: b.frozen,
+  };
+  console.log(`\n== periodic checkpoints (every 10 s, incremental after the first) of a compute-bound program, ${WINDOW_MS / 1000} s windows ==`);
+  printGrid(
+    ['', 'rounds/s', 'reference', 'ratio', ''],
+    [
+      ['without checkpoints', fx(base), '', '', `two windows: ${fx(a1.rate)}, ${fx(a2.rate)}`],
+      [
+        'with checkpoints',
+        fx(b.rate),
+        fx(base),
+        fx(b.rate / base),
+        `${b.checkpoints} checkpoints in the window, frozen ${b.frozen.join(', ')} ms; slowdown ${(100 * res.slowdown).toFixed(2)}%`,
+      ],
+    ],
+  );
+  return res;
+}
+
 // ---- CLI start-up -------------------------------------------------------------------------------
 /** Wall time of the ckpt command for what costs no work (--version, --help), next to `node -e 0`. */
 function startupTable() {
@@ -1799,7 +1866,13 @@ try {
 
   if (only.has('startup')) results.push(startupTable());
 
-  const bins = { workload: join(tmp, 'workload'), ref: join(tmp, 'ref'), shapes: join(tmp, 'shapes'), stall: join(tmp, 'stall') };
+  const bins = {
+    workload: join(tmp, 'workload'),
+    ref: join(tmp, 'ref'),
+    shapes: join(tmp, 'shapes'),
+    stall: join(tmp, 'stall'),
+    compute: join(tmp, 'compute'),
+  };
   for (const [name, out] of Object.entries(bins)) {
     execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
@@ -1855,6 +1928,7 @@ try {
   if (only.has('node')) results.push(await nodeTable(ck, bins));
   if (only.has('incremental')) results.push(await incrementalTable(ck, bins));
   if (only.has('compress')) results.push(await compressTable(ck));
+  if (only.has('periodic')) results.push(await periodicTable(bins));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);
@@ -1886,9 +1960,9 @@ if (!failed) {
           ...(compareBin ? { compareWith: compareBin } : {}),
         };
       }
-      if (r.kind === 'incremental' || r.kind === 'compress') {
+      if (r.kind === 'incremental' || r.kind === 'compress' || r.kind === 'periodic') {
         const m = (x) => (typeof x === 'number' ? r3(x) : r3(x.median));
-        return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'object' || typeof v === 'number' ? m(v) : v]));
+        return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, !Array.isArray(v) && (typeof v === 'object' || typeof v === 'number') ? m(v) : v]));
       }
       if (r.kind === 'downtime') {
         return {

@@ -145,6 +145,8 @@ export interface Compaction {
   readonly writer: ImageWriter;
   /** The image's process records, validated: plugins rewrite theirs in place. */
   readonly records: ProcessRecord[];
+  /** Files of `image` a plugin replaced with files of its own (not copied over). */
+  readonly replaced: Set<string>;
   /** Reports progress (bytes written). */
   progress(event: ProgressEvent): void;
 }

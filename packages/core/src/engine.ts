@@ -437,10 +437,11 @@ export class Ckpt {
     const records = this.readRecords(image);
     const writer = services.images.create(resolveTop(options.dir), { keep: options.keep ?? Number.MAX_SAFE_INTEGER });
     try {
-      await this.hooks.image.compact.promise({ image, writer, records, progress: (ev) => options.onProgress?.(ev) });
+      const replaced = new Set<string>();
+      await this.hooks.image.compact.promise({ image, writer, records, replaced, progress: (ev) => options.onProgress?.(ev) });
       const m = image.manifest;
       for (const name of Object.keys(m.files)) {
-        if (writer.has(name) || m.processes.some((p) => p.file === name)) continue;
+        if (writer.has(name) || replaced.has(name) || m.processes.some((p) => p.file === name)) continue;
         writer.copyFrom(image, name);
       }
       for (const r of records) writer.writeJson(m.processes.find((p) => p.pid === r.pid)!.file, r);

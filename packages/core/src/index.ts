@@ -103,7 +103,19 @@ export { socketGuard, SocketGuard } from './sockguard.js';
 export { NftNetworkLocks, LOCKS_DIR, REPLAY_MARK, type NetworkLock, type NetworkLocks, type InetAddr, type StaleLock } from './netlock.js';
 export { descriptionName, fdKind, fileId, openDescriptions, type OpenDescription } from './fdtable.js';
 export { makeWhereItWas, relocatePath } from './paths.js';
-export { generations, latestGeneration, resolveImage, removeStaleStaging, deadDumps, LATEST, DUMPS_DIR, type DeadDump } from './imagedir.js';
+export {
+  generations,
+  latestGeneration,
+  resolveImage,
+  removeStaleStaging,
+  deadDumps,
+  ownerAlive,
+  selfOwner,
+  LATEST,
+  DUMPS_DIR,
+  type DeadDump,
+  type Owner,
+} from './imagedir.js';
 export { fault } from './fault.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';
 export { logger, enableLogging, type Logger } from './log.js';

@@ -18,9 +18,7 @@
  * ever runs), then PR_SET_MM_MAP. AIO rings are made again by io_setup and moved into place
  * before their pages are written (aio.ts).
  */
-import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync, statSync, type Stats } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { closeSync, fstatSync, openSync, statSync, type Stats } from 'node:fs';
 import {
   CkptError,
   definePlugin,
@@ -42,9 +40,6 @@ import {
   type DumpSession,
   type BlobWriter,
   type ImageReader,
-  type Compaction,
-  type ProcessRecord,
-  validate,
   type PluginContext,
   type ProcessDump,
   type ProcessRestore,
@@ -65,7 +60,10 @@ import {
   PR_SET_MM_MAP,
   ARCH_MAP_VDSO_64,
 } from '@ckpt/native';
-import { memoryOptions, memoryRecord, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+import { memoryOptions, memoryRecord, NAME, type MemoryOptions, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
+import { blobRuns, chainSources, compact, memoryRecordOf } from './chain.js';
+
+export { NAME } from './record.js';
 import {
   cutRuns,
   type ExcludeSpec,
@@ -74,7 +72,6 @@ import {
   mergeRanges,
   parseExclude,
   pieces,
-  PROGRESS_CHUNK,
   runPairs,
   sortRuns,
   subtractRuns,
@@ -85,8 +82,6 @@ import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 export { pieces, without, PROGRESS_CHUNK } from './ranges.js';
-
-export const NAME = '@ckpt/plugin-memory';
 
 const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
 
@@ -290,16 +285,6 @@ function parentRecord(session: DumpSession, pid: number): MemoryRecord | undefin
   if (!byPid) parentRecords.set(session, (byPid = new Map()));
   if (!byPid.has(pid)) byPid.set(pid, memoryRecordOf(parent, pid));
   return byPid.get(pid);
-}
-
-/** The memory record an image (of a chain) has for a process, checked against the schema as core checks the image's own; undefined: none. */
-function memoryRecordOf(image: ImageReader, pid: number): MemoryRecord | undefined {
-  const entry = image.manifest.processes.find((p) => p.pid === pid);
-  const raw = entry && image.readJson<{ records?: Record<string, unknown> }>(entry.file).records?.[NAME];
-  if (raw === undefined) return undefined;
-  const v = validate(memoryRecord, raw);
-  if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: the memory record of pid ${pid} is malformed (${v.path}: ${v.message})`);
-  return v.value;
 }
 
 /**
@@ -699,130 +684,6 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
     }
   }
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
-}
-
-/** A process's pages blob, in blob order: each area's pages start at its blobOffset. */
-function blobRuns(rec: MemoryRecord): number[] {
-  const runs: number[] = [];
-  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
-  return runs;
-}
-
-/**
- * Where the pages of an incremental image that are not in its own blob come from: each image
- * above it in the chain that holds some, its record for the process, and the pages taken from it
- * (sorted runs). Every page must be in exactly one of them.
- */
-function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> {
-  let wanted = sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? []));
-  const out: Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> = [];
-  for (let up = image.parent(); wanted.length; up = up.parent()) {
-    const broken = (why: string) =>
-      new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: pages of pid ${pid} that its chain should hold are missing: ${why}`);
-    if (!up) throw broken('its chain ends first');
-    const upRec = memoryRecordOf(up, pid);
-    if (!upRec) throw broken(`image ${up.dir} has no memory of pid ${pid}`);
-    const take = intersectRuns(wanted, sortRuns(runPairs(blobRuns(upRec))));
-    wanted = subtractRuns(wanted, take);
-    if (take.length) out.push({ image: up, rec: upRec, take });
-    if (wanted.length && subtractRuns(wanted, sortRuns(upRec.vmas.flatMap((v) => v.parentRuns ?? []))).length) {
-      throw broken(`image ${up.dir} neither holds some of them nor leaves them to its parent`);
-    }
-  }
-  return out;
-}
-
-// ---- ckpt image compact ----
-
-/**
- * Makes a process's memory whole in a compacted image: every page, its own and those its chain
- * holds, into a new pages blob, area by area in address order; the records' runs merged, without
- * parentRuns. Every blob read is checked against its digest first.
- */
-async function compactProcess(c: Compaction, proc: ProcessRecord, rec: MemoryRecord): Promise<void> {
-  const scratch: string[] = [];
-  try {
-    await compactInto(c, proc, rec, scratch);
-  } finally {
-    for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** compactProcess, decompressing compressed blobs into directories it lists in `scratch`. */
-async function compactInto(c: Compaction, proc: ProcessRecord, rec: MemoryRecord, scratch: string[]): Promise<void> {
-  const sources = [{ image: c.image, rec, take: sortRuns(runPairs(blobRuns(rec))) }, ...chainSources(c.image, proc.pid, rec)];
-  // Every page: where it is (file, offset), by address.
-  const segs: Array<{ addr: number; len: number; path: string; off: number }> = [];
-  for (const src of sources) {
-    src.image.verifyBlob(src.rec.pagesFile);
-    let path = src.image.path(src.rec.pagesFile);
-    if (src.rec.compression === 'zstd') {
-      // Read at random offsets below: a compressed blob is decompressed whole first, beside.
-      const dir = mkdtempSync(join(tmpdir(), 'ckpt-compact-'));
-      scratch.push(dir);
-      path = join(dir, 'pages');
-      const [inFd, outFd] = [openSync(src.image.path(src.rec.pagesFile), 'r'), openSync(path, 'w', 0o600)];
-      try {
-        native.mem.zstdDecompressFile(inFd, outFd, native.hash.hashNew('blake3'));
-      } finally {
-        closeSync(inFd);
-        closeSync(outFd);
-      }
-    }
-    let off = 0;
-    const runs = blobRuns(src.rec);
-    const take = takeFromBlob(runs, src.take);
-    for (let i = 0; i < take.length; i += 2) {
-      if (take[i]) segs.push({ addr: take[i], len: take[i + 1], path, off });
-      off += take[i + 1];
-    }
-  }
-  segs.sort((a, b) => a.addr - b.addr);
-  const blob = c.writer.openBlob(rec.pagesFile);
-  const fds = new Map<string, number>();
-  try {
-    const buf = Buffer.allocUnsafe(PROGRESS_CHUNK);
-    let k = 0;
-    const vmas = [...rec.vmas].sort((a, b) => a.start - b.start);
-    for (const v of vmas) {
-      v.blobOffset = blob.size;
-      const runs: Array<[number, number]> = [];
-      for (; k < segs.length && segs[k].addr < v.end; k++) {
-        const s = segs[k];
-        let fd = fds.get(s.path);
-        if (fd === undefined) fds.set(s.path, (fd = openSync(s.path, 'r')));
-        for (let done = 0; done < s.len; ) {
-          const n = Math.min(buf.length, s.len - done);
-          const got = readSync(fd, buf, 0, n, s.off + done);
-          if (got !== n) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `${s.path}: short read at ${s.off + done}`);
-          blob.write(buf.subarray(0, n));
-          done += n;
-        }
-        const last = runs[runs.length - 1];
-        if (last && last[0] + last[1] === s.addr) last[1] += s.len;
-        else runs.push([s.addr, s.len]);
-        c.progress({ stage: 'memory', pid: proc.pid, done: blob.size, total: 0 });
-      }
-      v.runs = runs;
-      delete v.parentRuns;
-    }
-    if (k !== segs.length) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${c.image.dir}: pages of pid ${proc.pid} lie outside its memory areas`);
-    rec.vmas = vmas;
-    rec.pagesBytes = blob.size;
-    delete rec.compression;
-    // `track` stays: the whole image holds the memory the tracking counts from, so a dump may add to it.
-    c.writer.closeBlob(blob);
-  } finally {
-    for (const fd of fds.values()) closeSync(fd);
-  }
-}
-
-async function compact(c: Compaction): Promise<void> {
-  if (!c.image.parent()) return;
-  for (const proc of c.records) {
-    const rec = proc.records[NAME] as MemoryRecord | undefined;
-    if (rec) await compactProcess(c, proc, rec);
-  }
 }
 
 /** Step 4: page contents, their digest checked against the signed manifest's as they stream (for an incremental image, each blob of its chain that holds some). */

@@ -4,11 +4,23 @@ import { parseExclude } from './ranges.js';
 import type { TrackRef } from './track.js';
 import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 
+export const NAME = '@ckpt/plugin-memory';
+
 const int = lazySchema(() => z.number().int());
 const uint = int.nonnegative();
 /** A 64-bit kernel value read into a number (file offsets, inode numbers): may be beyond 2^53. */
 const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
-const range = lazySchema(() => z.tuple([uint, uint]));
+/** A non-negative integer a number can hold exactly. */
+const isUint = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+/**
+ * A list of [address, length] pairs (page runs): checked by a loop, not by z.array(z.tuple()),
+ * which costs tens of ms for the thousands of runs an increment's scattered pages make.
+ */
+const runList = lazySchema(() =>
+  z.custom<Array<[number, number]>>((v) => Array.isArray(v) && v.every((r) => Array.isArray(r) && r.length === 2 && isUint(r[0]) && isUint(r[1])), {
+    message: 'expected a list of [address, length] pairs of non-negative integers',
+  }),
+);
 
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
 export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
@@ -105,16 +117,16 @@ export const vmaRecord = lazySchema(() =>
     growsDown: z.boolean().optional(),
     hugePageSize: z.number().int().positive().optional(),
     mayWrite: z.boolean().optional(),
-    guards: z.array(range).optional(),
+    guards: runList.optional(),
     shmem: shmemRef.optional(),
     inherited: z.boolean().optional(),
-    zap: z.array(range).optional(),
+    zap: runList.optional(),
     aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
     excluded: z.enum(['dontdump', 'option']).optional(),
-    excludedRanges: z.array(range).optional(),
-    runs: z.array(range),
+    excludedRanges: runList.optional(),
+    runs: runList,
     blobOffset: uint,
-    parentRuns: z.array(range).optional(),
+    parentRuns: runList.optional(),
   }),
 );
 

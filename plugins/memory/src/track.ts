@@ -32,7 +32,7 @@
  * saved whole at every dump.
  */
 import { closeSync, readdirSync, readFileSync, readSync } from 'node:fs';
-import { createSessionState, logger, procfs, spawnHelper, type DumpSession, type ProcessDump } from '@ckpt/core';
+import { createSessionState, logger, ownerAlive, procfs, selfOwner, spawnHelper, type DumpSession, type ProcessDump } from '@ckpt/core';
 import { memtrackPath, native, type NativeError } from '@ckpt/native';
 
 const log = logger('memory:track');
@@ -60,16 +60,12 @@ export interface Tracking {
 const EBUSY = 16;
 const ESRCH = 3;
 
-function bootId(): string {
-  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-}
-
-/** True while the helper a TrackRef names runs (same pid, start time and boot, not a zombie). */
+/** True while the helper a TrackRef names runs (same pid, start time and boot; a ckpt-memtrack, not a zombie). */
 function holderAlive(ref: Pick<TrackRef, 'holder' | 'holderStart' | 'boot'>): boolean {
-  if (ref.boot !== bootId()) return false;
+  if (!ownerAlive({ pid: ref.holder, start: ref.holderStart, boot: ref.boot })) return false;
   try {
     const st = procfs.readStat(ref.holder);
-    return st.startTime === ref.holderStart && st.comm === 'ckpt-memtrack' && st.state !== 'Z';
+    return st.comm === 'ckpt-memtrack' && st.state !== 'Z';
   } catch {
     return false;
   }
@@ -91,7 +87,7 @@ function endHolder(pid: number): void {
 class Holder {
   readonly pid: number;
   readonly start: number;
-  readonly boot = bootId();
+  readonly boot = selfOwner().boot;
   private channel: number;
 
   constructor() {
@@ -286,11 +282,6 @@ export function registerAreas(proc: ProcessDump, t: Tracking, areas: ReadonlyArr
     else log('pid %d: area 0x%s not tracked (errno %d)', proc.pid, a.start.toString(16), r);
   }
   return tracked;
-}
-
-/** Protects every page of the tracked areas again (the process still frozen): the bits now count from this dump. */
-export function resetAreas(t: Tracking, areas: ReadonlyArray<{ start: number; end: number }>): void {
-  for (const a of areas) native.mem.uffdWriteProtect(t.uffd, a.start, a.end - a.start);
 }
 
 /** Hands the process's userfaultfd to this dump's helper: what its memory record says (`track`). */
