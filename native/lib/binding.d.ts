@@ -248,6 +248,8 @@ export interface MemBinding {
   restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: HashHandle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
+  /** true, or why not: asynchronous userfaultfd write-protect and PAGEMAP_SCAN work here (--track-mem). */
+  uffdProbe(): true | string;
   /** UFFDIO_API on a userfaultfd (made in the target), asking for asynchronous write-protect. */
   uffdApi(fd: number): void;
   /** UFFDIO_REGISTER in write-protect mode: 0, or the errno (EBUSY: another userfaultfd has it). */

@@ -40,6 +40,7 @@ export const GROUPS = {
     'readMem',
     'writeMem',
     'uffdApi',
+    'uffdProbe',
     'uffdRegisterWp',
     'uffdWriteProtect',
     'restorePagesZstd',

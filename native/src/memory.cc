@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -14,6 +15,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -712,6 +714,35 @@ Napi::Value UffdWriteProtect(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// uffdProbe() -> true, or why not: a userfaultfd of our own with asynchronous write-protect
+// (what --track-mem needs), and PAGEMAP_SCAN on our own pagemap.
+Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */));
+  if (fd < 0) return Napi::String::New(env, std::string("userfaultfd: ") + strerror(errno));
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_WP_ASYNC;
+  int r = ioctl(fd, UFFDIO_API, &api);
+  int err = errno;
+  close(fd);
+  if (r < 0) return Napi::String::New(env, std::string("no asynchronous write-protect (UFFD_FEATURE_WP_ASYNC): ") + strerror(err));
+  int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  static char page[4096] __attribute__((aligned(4096)));
+  page[0] = 1;
+  PmScanArg a{};
+  a.size = sizeof(a);
+  a.start = reinterpret_cast<uintptr_t>(page);
+  a.end = a.start + sizeof page;
+  a.category_anyof_mask = kIsPresent;
+  a.return_mask = kIsPresent;
+  r = pm < 0 ? -1 : static_cast<int>(ioctl(pm, kPagemapScan, &a));
+  err = errno;
+  if (pm >= 0) close(pm);
+  if (r < 0) return Napi::String::New(env, std::string("no PAGEMAP_SCAN: ") + strerror(err));
+  return Napi::Boolean::New(env, true);
+}
+
 }  // namespace
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -722,6 +753,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
   exports.Set("uffdApi", Napi::Function::New(env, UffdApi));
+  exports.Set("uffdProbe", Napi::Function::New(env, UffdProbe));
   exports.Set("uffdRegisterWp", Napi::Function::New(env, UffdRegisterWp));
   exports.Set("uffdWriteProtect", Napi::Function::New(env, UffdWriteProtect));
   exports.Set("writeMem", Napi::Function::New(env, WriteMem));

@@ -114,6 +114,18 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
       return `${key ? `${key.fingerprint} (${store.hostKeyPath})` : `none yet: the first dump creates ${store.hostKeyPath}`}; ${trusted} other key(s) trusted`;
     }),
   );
+  checks.push(
+    probe('userfaultfd asynchronous write-protect and PAGEMAP_SCAN (incremental dumps: --track-mem, --parent)', false, () => {
+      const r = native.mem.uffdProbe();
+      if (r !== true) throw new Error(`${r}: every dump is a full one`);
+    }),
+  );
+  checks.push(
+    probe('libzstd (dump --compress)', false, () => {
+      const r = native.mem.zstdAvailable();
+      if (r !== true) throw new Error(r);
+    }),
+  );
   checks.push(probe('pid_max', false, () => `pid_max=${readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()}`));
   return { ok: checks.every((c) => c.ok || !c.required), kernel: os.release(), arch: process.arch, checks, can: abilities() };
 }
