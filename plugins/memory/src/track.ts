@@ -32,7 +32,7 @@
  * saved whole at every dump.
  */
 import { closeSync, readdirSync, readFileSync, readSync } from 'node:fs';
-import { createSessionState, logger, ownerAlive, procfs, selfOwner, spawnHelper, type DumpSession, type ProcessDump } from '@ckpt/core';
+import { createSessionState, logger, ownerAlive, procfs, selfOwner, sleepSync, spawnHelper, type DumpSession, type ProcessDump } from '@ckpt/core';
 import { memtrackPath, native, type NativeError } from '@ckpt/native';
 
 const log = logger('memory:track');
@@ -94,7 +94,7 @@ class Holder {
     const { pid: first, channel } = spawnHelper(memtrackPath, 'ckpt-memtrack');
     this.channel = channel;
     // The helper forks and its first process exits at once (nobody has to reap the helper).
-    for (let i = 0; i < 1000 && !native.proc.tryWait(first); i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+    for (let i = 0; i < 1000 && !native.proc.tryWait(first); i++) sleepSync(1);
     this.pid = this.readInt('its pid');
     this.start = procfs.readStat(this.pid).startTime;
   }
@@ -185,8 +185,13 @@ export function prepareTracking(session: DumpSession, parentTracks: ReadonlyMap<
   for (const h of holders) endHolder(h);
 }
 
-/** Ends every ckpt-memtrack helper that holds a userfaultfd of `pid` (its pidfd's fdinfo names it). */
+/**
+ * Ends every ckpt-memtrack helper that holds a userfaultfd of `pid` (its pidfd's fdinfo names it),
+ * and waits (up to a second) until each has let go of its fds: the new userfaultfd registers the
+ * areas the old one had.
+ */
 function endHoldersOf(pid: number): void {
+  const ended: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     let comm: string;
@@ -200,11 +205,22 @@ function endHoldersOf(pid: number): void {
       const holds = readdirSync(`/proc/${name}/fdinfo`).some((fd) =>
         new RegExp(`^Pid:\\s+${pid}$`, 'm').test(readFileSync(`/proc/${name}/fdinfo/${fd}`, 'utf8')),
       );
-      if (holds) endHolder(Number(name));
+      if (holds) {
+        endHolder(Number(name));
+        ended.push(Number(name));
+      }
     } catch {
       /* gone */
     }
   }
+  const gone = (h: number) => {
+    try {
+      return procfs.readStat(h).state === 'Z';
+    } catch {
+      return true;
+    }
+  };
+  for (let i = 0; i < 1000 && !ended.every(gone); i++) sleepSync(1);
 }
 
 /**
