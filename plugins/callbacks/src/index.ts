@@ -169,13 +169,20 @@ function socketInodes(pid: number): Set<number> {
 }
 
 /** The callback listener addresses (raw sun_path: a NUL, the name) of each of the pids that has one. */
-export function listeners(pids: readonly number[]): Map<number, Buffer> {
+export function listeners(pids: readonly number[] | (() => readonly number[])): Map<number, Buffer> {
   const out = new Map<number, Buffer>();
-  const named = native.sock
-    .unixDiag()
-    .filter((e) => e.type === SOCK_STREAM && e.state === TCP_LISTEN && e.name?.[0] === 0 && e.name.subarray(1).toString('latin1').startsWith(PREFIX));
+  let all: ReturnType<typeof native.sock.unixDiag>;
+  try {
+    all = native.sock.unixDiag();
+  } catch {
+    // No sock_diag here: no process can be found registered (the unix plugin says what it cannot do).
+    return out;
+  }
+  const named = all.filter(
+    (e) => e.type === SOCK_STREAM && e.state === TCP_LISTEN && e.name?.[0] === 0 && e.name.subarray(1).toString('latin1').startsWith(PREFIX),
+  );
   if (!named.length) return out;
-  for (const pid of pids) {
+  for (const pid of typeof pids === 'function' ? pids() : pids) {
     const inodes = socketInodes(pid);
     const mine = named.find((e) => inodes.has(e.ino));
     if (mine) out.set(pid, mine.name!);
@@ -268,7 +275,8 @@ async function prepare(session: DumpSession, pid: number, addr: Buffer, o: Requi
 }
 
 async function beforeDump(session: DumpSession, o: Required<CallbackOptions>): Promise<void> {
-  const found = listeners(procfs.processTree(session.options.pid).map((n) => n.pid));
+  // The tree is listed only when some process of the system registered (most dumps: none).
+  const found = listeners(() => procfs.processTree(session.options.pid).map((n) => n.pid));
   if (!found.size) return;
   const t0 = performance.now();
   const prepared = dumps.of(session);
