@@ -72,14 +72,18 @@ export function armWithOverrun(proc: ProcessRestore, task: Tracee, t: Timer): vo
  * Arms the timer (its own period I) with a first expiry E = now + left - (N + 1)·I, in the past,
  * and takes its signal at once: the kernel forwards it past now, counting N missed periods, and
  * its next expiry is now + left, as saved. Setting a timer clears its count, so this is the
- * timer's final arming. Should the signal be taken after `left` has passed (a very short left),
- * the count is N + 1: then once more, one period later. Returns the count.
+ * timer's final arming. Should the signal be taken after `left` has passed (a very short left, or
+ * a short period), the count is N + k: then again, k periods later (and the other way round).
+ * Returns the count.
  */
 function armCounted(task: Tracee, t: Timer, at: number, take: () => bigint, where: string): number {
   const period = BigInt(t.interval);
   const n = BigInt(t.overrun);
   let counted = -1;
-  for (const late of [0n, 1n]) {
+  // A signal taken late (remote syscalls take ~0.2 ms each here, a period may be 1 ms) counts
+  // one period more per period late: armed again that many periods later, a few times at most.
+  let late = 0n;
+  for (let attempt = 0; attempt < 6; attempt++) {
     task.syscall(SYS.clock_gettime, t.clock, at);
     const ts = task.read(at, 16);
     const now = ts.readBigInt64LE(0) * NS + ts.readBigInt64LE(8);
@@ -96,6 +100,7 @@ function armCounted(task: Tracee, t: Timer, at: number, take: () => bigint, wher
     if (got !== BigInt(t.signal)) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${where}: its signal ${t.signal} did not come (${got})`);
     counted = Number(task.syscall(SYS.timer_getoverrun, t.id));
     if (counted === t.overrun) break;
+    late += BigInt(counted - t.overrun);
   }
   return counted;
 }
