@@ -294,7 +294,9 @@ function parentRecord(session: DumpSession, pid: number): MemoryRecord | undefin
 function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | undefined): ChainContext | undefined {
   const { session } = proc;
   if (!options?.trackMem && !session.parent) return undefined;
-  if (!session.options.leaveRunning) {
+  // A dump that ends the processes has nothing to track after it; with a parent (the final dump
+  // after a pre-dump) it still takes the parent's tracking, to save only what was written since.
+  if (!session.options.leaveRunning && !session.parent) {
     session.stats['memory.trackingOff'] = 'the dump ends the processes (no --leave-running): nothing to track';
     return undefined;
   }
@@ -313,7 +315,8 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
 async function beforeDump(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
-  if ((!options?.trackMem && !session.parent) || !session.options.leaveRunning) return;
+  // A parent's tracking is taken by any dump that adds to it; new tracking only with --leave-running.
+  if (!session.parent && !(options?.trackMem && session.options.leaveRunning)) return;
   const tracks = new Map<number, TrackRef>();
   for (const p of session.parent?.manifest.processes ?? []) {
     const ref = parentRecord(session, p.pid)?.track;
