@@ -256,6 +256,10 @@ export interface MemBinding {
   uffdRegisterWp(fd: number, start: number, len: number): number;
   /** UFFDIO_WRITEPROTECT: every page of the range protected, so that a write shows in pagemap. */
   uffdWriteProtect(fd: number, start: number, len: number): void;
+  /** UFFDIO_API for a lazy restore: missing-page faults, and the fork, remap, remove and unmap events. Throws the errno. */
+  uffdApiLazy(fd: number): void;
+  /** UFFDIO_REGISTER in MISSING mode (restore --lazy): 0 or an errno. */
+  uffdRegisterMissing(fd: number, start: number, len: number): number;
 }
 /**
  * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX2 when the

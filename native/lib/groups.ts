@@ -43,6 +43,8 @@ export const GROUPS = {
     'uffdProbe',
     'uffdRegisterWp',
     'uffdWriteProtect',
+    'uffdApiLazy',
+    'uffdRegisterMissing',
     'restorePagesZstd',
     'zstdAvailable',
     'zstdWriter',

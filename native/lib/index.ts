@@ -7,7 +7,7 @@
  *   SYS, O_*, F_*, MAP_*, CLONE_*, PTRACE_O_*, AF_*...            constants (./constants.ts)
  *   REG, Regs                                                     registers (./regs.ts)
  *   cloneArgs, prctlMmMap, setTidArray                            kernel structs (./structs.ts)
- *   stubPath, initPath, repairGuardPath, memtrackPath             the helper binaries
+ *   stubPath, initPath, repairGuardPath, memtrackPath, lazyPath   the helper binaries
  */
 import { join } from 'node:path';
 import { packageRoot } from './load.js';
@@ -29,5 +29,7 @@ export const initPath = join(packageRoot, 'build/ckpt-init');
 export const repairGuardPath = join(packageRoot, 'build/ckpt-repairguard');
 /** The helper that holds write-tracking userfaultfds between dumps (src/memtrack.c). */
 export const memtrackPath = join(packageRoot, 'build/ckpt-memtrack');
+/** The helper that serves the memory of a lazily restored process (restore --lazy; src/lazy.c). */
+export const lazyPath = join(packageRoot, 'build/ckpt-lazy');
 /** The helper that reads the bytes queued in a pty and puts them back, whatever becomes of the dump. */
 export const ptyQueuePath = join(packageRoot, 'build/ckpt-ptyqueue');

@@ -1,7 +1,8 @@
 // Builds the native engine of @ckpt/native:
 //   - the addon ckpt_native.node, with node-gyp (build/Release), unless a prebuild fits;
-//   - the two static helper binaries, with gcc, always: build/ckpt-stub (no libc; rebuilt into
-//     a process at restore) and build/ckpt-init (pid 1 of `ckpt run`'s pid namespace).
+//   - the static helper binaries, with gcc, always: build/ckpt-stub (no libc; rebuilt into
+//     a process at restore), build/ckpt-init (pid 1 of `ckpt run`'s pid namespace), and the
+//     helpers ckpt starts (ckpt-repairguard, ckpt-memtrack, ckpt-lazy, ckpt-ptyqueue).
 //
 //   node scripts/build-native.mjs              npm run build: incremental (node-gyp configures only
 //                                              when build/ is missing)
@@ -63,6 +64,12 @@ function buildHelpers() {
   const trackOut = join(root, 'build/ckpt-memtrack');
   if (!existsSync(trackOut) || statSync(trackOut).mtimeMs < statSync(trackSrc).mtimeMs) {
     run('gcc', ['-O2', '-Wall', '-static', '-o', trackOut, trackSrc]);
+  }
+  // ckpt-lazy (restore --lazy) is C, with ckpt's BLAKE3 (C++) through its C interface.
+  const lazySrcs = ['src/lazy.c', 'src/blake3.cc', 'src/blake3c.cc', 'src/blake3.h', 'src/blake3c.h'].map((f) => join(root, f));
+  const lazyOut = join(root, 'build/ckpt-lazy');
+  if (!existsSync(lazyOut) || lazySrcs.some((f) => statSync(lazyOut).mtimeMs < statSync(f).mtimeMs)) {
+    run('g++', ['-O2', '-Wall', '-static', '-o', lazyOut, '-x', 'c', lazySrcs[0], '-x', 'c++', lazySrcs[1], lazySrcs[2]]);
   }
   const ptySrc = join(root, 'src/ptyqueue.c');
   const ptyOut = join(root, 'build/ckpt-ptyqueue');

@@ -714,6 +714,30 @@ Napi::Value UffdWriteProtect(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// ---- lazy restore: missing-page faults served by ckpt-lazy (src/lazy.c) ----
+
+// uffdApiLazy(fd): the UFFDIO_API handshake of a lazy restore: faults on missing pages, and the
+// events that change the address space (fork, mremap, MADV_DONTNEED/REMOVE, munmap), so that
+// ckpt-lazy never fills a page the process dropped or moved. Throws the errno.
+Napi::Value UffdApiLazy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+  if (ioctl(ArgInt(info[0]), UFFDIO_API, &api) < 0) ThrowErrno(env, errno, "ioctl(UFFDIO_API, EVENT_FORK|REMAP|REMOVE|UNMAP)");
+  return env.Undefined();
+}
+
+// uffdRegisterMissing(fd, start, len) -> 0 or an errno: registers the range for missing-page faults.
+Napi::Value UffdRegisterMissing(const Napi::CallbackInfo& info) {
+  uffdio_register reg{};
+  reg.range.start = ArgU64(info[1]);
+  reg.range.len = ArgU64(info[2]);
+  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+  int r = ioctl(ArgInt(info[0]), UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
+  return Napi::Number::New(info.Env(), r);
+}
+
 // uffdProbe() -> true, or why not: a userfaultfd of our own with asynchronous write-protect
 // (what --track-mem needs), and PAGEMAP_SCAN on our own pagemap.
 Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
@@ -756,6 +780,8 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("uffdProbe", Napi::Function::New(env, UffdProbe));
   exports.Set("uffdRegisterWp", Napi::Function::New(env, UffdRegisterWp));
   exports.Set("uffdWriteProtect", Napi::Function::New(env, UffdWriteProtect));
+  exports.Set("uffdApiLazy", Napi::Function::New(env, UffdApiLazy));
+  exports.Set("uffdRegisterMissing", Napi::Function::New(env, UffdRegisterMissing));
   exports.Set("writeMem", Napi::Function::New(env, WriteMem));
 }
 

@@ -37,12 +37,14 @@ import {
   shmemFd,
   isChildSubreaper,
   killTraced,
+  logger,
   type DumpSession,
   type BlobWriter,
   type ImageReader,
   type PluginContext,
   type ProcessDump,
   type ProcessRestore,
+  type RestoreSession,
   type Tracee,
   type Vma,
 } from '@ckpt/core';
@@ -79,9 +81,12 @@ import {
 } from './ranges.js';
 import { handOver, prepareTracking, registerAreas, startTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
+import { fillEager, LazyDaemon, lazyArea, lazyUffd, notLazy, planBlob, type BlobPlan, type PagesSource } from './lazy.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 export { pieces, without, PROGRESS_CHUNK } from './ranges.js';
+
+const log = logger('memory');
 
 const SPECIAL = new Set(['[vdso]', '[vvar]', '[vvar_vclock]']);
 
@@ -734,6 +739,105 @@ async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, 
   }
 }
 
+/** A lazy restore's state (lazy.ts): its helper, once started, and its figures. */
+interface LazyState {
+  daemon?: LazyDaemon;
+  processes: number;
+  lazyBytes: number;
+  eagerBytes: number;
+  off: string[];
+}
+
+const lazyStates = new WeakMap<RestoreSession, LazyState>();
+
+/** The restore's figures (`memory.lazy*`), where the session keeps figures. */
+function lazyStats(session: RestoreSession, st: LazyState): void {
+  const stats = (session as unknown as { stats?: Record<string, number | string | boolean> }).stats;
+  const figures = {
+    'memory.lazy': st.processes
+      ? `${st.processes} process${st.processes > 1 ? 'es' : ''} restored lazily: pages served by ckpt-lazy ${st.daemon?.pid} as they are touched, the rest streamed in behind (blobs verified as they stream)`
+      : 'not lazily: no page of private anonymous memory from an uncompressed blob',
+    'memory.lazyBytes': st.lazyBytes,
+    'memory.eagerBytes': st.eagerBytes,
+    ...(st.daemon ? { 'memory.lazyDaemon': st.daemon.pid } : {}),
+    ...(st.off.length ? { 'memory.lazyOff': st.off.join('; ') } : {}),
+  };
+  if (stats) Object.assign(stats, figures);
+  log('lazy restore: %o', figures);
+}
+
+/**
+ * Step 4, restore --lazy (lazy.ts): the pages of lazy areas are left to ckpt-lazy, the others
+ * written now; blobs that cannot be served lazily are filled as without --lazy.
+ */
+async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): Promise<void> {
+  const session = proc.session;
+  const image = session.image;
+  let st = lazyStates.get(session);
+  if (!st) lazyStates.set(session, (st = { processes: 0, lazyBytes: 0, eagerBytes: 0, off: [] }));
+  const sources: PagesSource[] = [
+    { image, rec, runs: blobRuns(rec) },
+    ...chainSources(image, proc.pid, rec).map((f) => ({ image: f.image, rec: f.rec, runs: takeFromBlob(blobRuns(f.rec), f.take) })),
+  ];
+  const ranges = rec.vmas
+    .filter(lazyArea)
+    .map((v) => ({ start: v.start, end: v.end }))
+    .sort((a, b) => a.start - b.start);
+  const plans: Array<{ plan: BlobPlan; digest: string }> = [];
+  for (const src of sources) {
+    const why = notLazy(src);
+    const plan = why ? undefined : planBlob(src, ranges);
+    if (!plan?.lazy.length) {
+      if (why) st.off.push(`pid ${proc.pid}: ${src.rec.pagesFile} ${why}`);
+      await fillFrom(proc, stub, src.image, src.rec, src.runs);
+      st.eagerBytes += src.runs.reduce((a, x, i) => (i % 2 && src.runs[i - 1] ? a + x : a), 0);
+      continue;
+    }
+    plans.push({ plan, digest: await fillEager(proc, stub, plan) });
+    st.eagerBytes += plan.eagerBytes;
+  }
+  if (!plans.length) {
+    // Forked from a lazily restored parent, it may share pages the helper is to fill: watched too.
+    st.daemon?.target(stub.pid, undefined, []);
+    lazyStats(session, st);
+    return;
+  }
+  // Registered: the lazy areas that have pages to come (faults elsewhere need no helper).
+  const used = ranges.filter((r) => plans.some(({ plan }) => hasRunIn(plan.lazy, r)));
+  const why: { reason?: string } = {};
+  const uffd = lazyUffd(stub, used, why);
+  if (uffd === undefined) {
+    st.off.push(`pid ${proc.pid}: ${why.reason}: filled before it runs`);
+    for (const { plan } of plans) {
+      await fillFrom(proc, stub, plan.src.image, plan.src.rec, plan.src.runs);
+      st.eagerBytes += plan.lazyBytes;
+    }
+    st.daemon?.target(stub.pid, undefined, []);
+    lazyStats(session, st);
+    return;
+  }
+  try {
+    st.daemon ??= new LazyDaemon();
+    const quads: number[] = [];
+    for (const { plan, digest } of plans) {
+      const id = st.daemon.blob(plan, digest);
+      for (let i = 0; i < plan.lazy.length; i += 3) quads.push(plan.lazy[i], plan.lazy[i + 1], plan.lazy[i + 2], id);
+      st.lazyBytes += plan.lazyBytes;
+    }
+    st.daemon.target(stub.pid, uffd, quads);
+    st.processes++;
+  } finally {
+    closeSync(uffd);
+  }
+  lazyStats(session, st);
+}
+
+/** Whether flat [addr, len, off] triples have a run in [start, end). */
+function hasRunIn(lazy: number[], r: { start: number; end: number }): boolean {
+  for (let i = 0; i < lazy.length; i += 3) if (lazy[i] < r.end && lazy[i] + lazy[i + 1] > r.start) return true;
+  return false;
+}
+
 const MADV_DONTNEED = 4;
 const MAP_HUGETLB = 0x40000;
 const MAP_HUGE_SHIFT = 26;
@@ -796,7 +900,7 @@ function sameExe(pid: number, file: string | number): boolean {
   }
 }
 
-async function restore(proc: ProcessRestore): Promise<void> {
+async function restore(proc: ProcessRestore, options: MemoryOptions | undefined): Promise<void> {
   const rec = proc.get<MemoryRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
@@ -810,7 +914,8 @@ async function restore(proc: ProcessRestore): Promise<void> {
   mapVmas(proc, rec, stub);
   const rings = rec.vmas.filter((v) => v.kind === 'aio').map((v) => [v, makeAioRing(proc, stub, v)] as const);
   zapPages(rec, stub);
-  await fillPages(proc, rec, stub);
+  if (options?.lazy) await fillLazily(proc, rec, stub);
+  else await fillPages(proc, rec, stub);
   for (const [v, id] of rings) putAioId(stub, v, id);
   installGuards(proc, rec, stub);
   setMm(proc, rec, stub);
@@ -867,6 +972,13 @@ export const memoryPlugin = definePlugin(() => ({
       list: true,
     },
     {
+      command: 'restore' as const,
+      flags: '--lazy',
+      description:
+        'let the process run before its memory is back: ckpt-lazy serves the pages it touches from the image (userfaultfd) and streams the rest in behind it, verifying the image as it goes',
+      option: 'lazy',
+    },
+    {
       command: 'dump' as const,
       flags: '--include-dontdump',
       description: 'save the pages of areas the process marked MADV_DONTDUMP too (by default they are left out, as from a core dump, and come back zeroed)',
@@ -907,7 +1019,9 @@ export const memoryPlugin = definePlugin(() => ({
     hooks.memory.dump.tapPromise(NAME, (proc) => dump(proc, ctx.options(proc.session)));
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.session.imageCommitted.tapPromise(NAME, async (session) => trackingCommitted(session));
-    hooks.memory.restore.tapPromise(NAME, restore);
+    hooks.memory.restore.tapPromise(NAME, (proc) => restore(proc, ctx.options(proc.session)));
+    hooks.session.afterResume.tapPromise(NAME, async (session) => lazyStates.get(session)?.daemon?.commit());
+    hooks.session.restoreFailed.tapPromise(NAME, async (session) => lazyStates.get(session)?.daemon?.abort());
     hooks.image.compact.tapPromise(NAME, compact);
   },
 }));

@@ -30,7 +30,8 @@ export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { messag
  * snapshot; `compress` (dump --compress: true, or a zstd level) compresses the pages blob;
  * `trackMem` (dump --track-mem) tracks the pages written after this dump, for an
  * incremental dump to come (track.ts); `includeDontdump` (dump --include-dontdump) saves the pages of MADV_DONTDUMP areas too;
- * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts).
+ * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts);
+ * `lazy` (restore --lazy) lets the process run before its memory is back (lazy.ts).
  */
 export const memoryOptions = lazySchema(() =>
   z.strictObject({
@@ -38,6 +39,7 @@ export const memoryOptions = lazySchema(() =>
     compress: z.union([z.boolean(), z.number().int().min(1).max(19)]).optional(),
     trackMem: z.boolean().optional(),
     includeDontdump: z.boolean().optional(),
+    lazy: z.boolean().optional(),
     exclude: z
       .array(
         z.string().superRefine((s, ctx) => {

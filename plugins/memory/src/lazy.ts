@@ -1,0 +1,276 @@
+/**
+ * restore --lazy: post-copy restore. The process runs before its memory is back; its page faults
+ * are served from the image, and the rest streams in behind it. Default: off.
+ *
+ * Lazy areas are private anonymous areas (not hugetlb, not AIO rings, not kept from the parent,
+ * without guard regions) whose pages come from uncompressed blobs with BLAKE3 digests (an image
+ * chain is fine: each page's blob and offset is planned). Everything else is filled eagerly as
+ * without --lazy: pages of compressed blobs (decompression is sequential) and of images of
+ * format 3 (SHA-256) too; `memory.lazyOff` says so.
+ *
+ * For each process, after the eager pages are written: a userfaultfd of its address space (made
+ * by a remote syscall in the stub, taken with pidfd_getfd, closed in the stub), with the fork,
+ * remap, remove and unmap events, and the lazy areas registered in MISSING mode. It goes to one
+ * ckpt-lazy helper per restore (native/src/lazy.c) with a pidfd of the process, the blobs (fds)
+ * and the plan (address runs -> blob, offset); the memory stage goes on only once the helper
+ * serves it, so whatever touches the pages later (later stages, the process) is served.
+ *
+ * Digests: verified by the helper in the background, not before the process runs (that would
+ * read the whole blob first, the time lazy restore saves). The helper hashes every blob as it
+ * streams it; the eager bytes ckpt wrote from it are hashed here and compared with the same bytes
+ * there; pages served to faults ahead of the stream are compared page by page when it gets
+ * there. A mismatch kills the processes (SIGKILL). So a damaged image may run for up to the
+ * length of the stream (about a second per GiB), never to completion.
+ *
+ * A helper that dies before it has put every page in: its watchdog (which holds the
+ * userfaultfds, so that no fault ever reads zeros) kills the processes and their descendants.
+ * A failed restore closes the channel: the helper and its watchdog exit, the stubs are killed.
+ */
+import { closeSync, openSync, readSync } from 'node:fs';
+import { CkptError, logger, procfs, reapWithin, sleepSync, spawnHelper, takeFd, type ImageReader, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { lazyPath, native, O_CLOEXEC, O_NONBLOCK, SYS, type NativeError } from '@ckpt/native';
+import { pieces } from './ranges.js';
+import type { MemoryRecord, VmaRecord } from './record.js';
+
+const log = logger('memory:lazy');
+
+/** One blob a process's pages come from, and what its runs ([addr, len] in blob order; address 0: bytes skipped) hold. */
+export interface PagesSource {
+  image: ImageReader;
+  rec: MemoryRecord;
+  runs: number[];
+}
+
+/** Areas served lazily: private anonymous memory the helper can fill with UFFDIO_COPY. */
+export function lazyArea(v: VmaRecord): boolean {
+  return v.kind === 'anon' && !v.hugePageSize && !v.inherited && !v.guards?.length && !v.excluded;
+}
+
+/** Why a blob cannot be served lazily, or undefined: it can. */
+export function notLazy(src: PagesSource): string | undefined {
+  if (src.rec.compression === 'zstd') return 'compressed (zstd): filled before it runs';
+  if (src.image.digestAlgorithm(src.rec.pagesFile) !== 'blake3') return 'an image of format 3 (SHA-256 digests): filled before it runs';
+  return undefined;
+}
+
+/** A blob's plan: its eager pieces (runs contiguous in the blob from `off`) and its lazy runs [addr, len, off]. */
+export interface BlobPlan {
+  src: PagesSource;
+  eager: Array<{ off: number; runs: number[] }>;
+  lazy: number[];
+  lazyBytes: number;
+  eagerBytes: number;
+}
+
+/** Splits a blob's runs between the lazy ranges (sorted, [start, end)) and the rest. */
+export function planBlob(src: PagesSource, ranges: ReadonlyArray<{ start: number; end: number }>): BlobPlan {
+  const plan: BlobPlan = { src, eager: [], lazy: [], lazyBytes: 0, eagerBytes: 0 };
+  let off = 0;
+  const eager = (addr: number, len: number, at: number) => {
+    const last = plan.eager.at(-1);
+    const lastEnd = last ? last.off + last.runs.reduce((a, x, i) => (i % 2 ? a + x : a), 0) : -1;
+    if (last && lastEnd === at) last.runs.push(addr, len);
+    else plan.eager.push({ off: at, runs: [addr, len] });
+    plan.eagerBytes += len;
+  };
+  for (let i = 0; i < src.runs.length; i += 2) {
+    const [addr, len] = [src.runs[i], src.runs[i + 1]];
+    if (addr) {
+      let at = addr;
+      const end = addr + len;
+      for (const r of ranges) {
+        if (r.end <= at || r.start >= end) continue;
+        const s = Math.max(at, r.start);
+        const e = Math.min(end, r.end);
+        if (s > at) eager(at, s - at, off + (at - addr));
+        plan.lazy.push(s, e - s, off + (s - addr));
+        plan.lazyBytes += e - s;
+        at = e;
+      }
+      if (at < end) eager(at, end - at, off + (at - addr));
+    }
+    off += len;
+  }
+  return plan;
+}
+
+/** Writes a blob's eager pieces into the process: the BLAKE3 of those bytes, in blob order (the helper checks it). */
+export async function fillEager(proc: ProcessRestore, stub: Tracee, plan: BlobPlan): Promise<string> {
+  const hash = native.hash.hashNew('blake3');
+  if (!plan.eager.length) return native.hash.hashDigest(hash);
+  const fd = openSync(plan.src.image.path(plan.src.rec.pagesFile), 'r');
+  try {
+    let done = 0;
+    for (const seg of plan.eager) {
+      let off = seg.off;
+      for (const piece of pieces(seg.runs)) {
+        await proc.session.interruptionPoint();
+        off += native.mem.restorePages(stub.pid, piece, fd, off, hash).bytes;
+        done += off - seg.off;
+        proc.session.progress({ stage: 'memory', pid: proc.pid, done, total: plan.eagerBytes });
+      }
+    }
+    return native.hash.hashDigest(hash);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * A userfaultfd of the stub's address space with the lazy events, the ranges registered in
+ * MISSING mode; undefined (and why in `why`) when the kernel or the process refuses.
+ */
+export function lazyUffd(stub: Tracee, ranges: ReadonlyArray<{ start: number; end: number }>, why: { reason?: string }): number | undefined {
+  let there: number;
+  try {
+    there = Number(stub.syscall(SYS.userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  } catch (e) {
+    why.reason = `userfaultfd: ${(e as NativeError).code ?? (e as Error).message}`;
+    return undefined;
+  }
+  let uffd: number;
+  try {
+    uffd = takeFd(stub, there);
+  } finally {
+    stub.syscall(SYS.close, there);
+  }
+  try {
+    native.mem.uffdApiLazy(uffd);
+    for (const r of ranges) {
+      const err = native.mem.uffdRegisterMissing(uffd, r.start, r.end - r.start);
+      if (err) throw new Error(`registering 0x${r.start.toString(16)}-0x${r.end.toString(16)}: errno ${err}`);
+    }
+    return uffd;
+  } catch (e) {
+    // Closed: the kernel drops the registrations made so far.
+    closeSync(uffd);
+    why.reason = (e as NativeError).code ?? (e as Error).message;
+    return undefined;
+  }
+}
+
+/** The restore's ckpt-lazy helper: started at first use, one per restore. */
+export class LazyDaemon {
+  readonly pid: number;
+  readonly watchdog: number;
+  private channel: number;
+  private nextBlob = 0;
+
+  constructor() {
+    const { pid: first, channel } = spawnHelper(lazyPath, 'ckpt-lazy');
+    this.channel = channel;
+    // The helper forks and its first process exits at once (nobody has to reap the helper).
+    reapWithin(first, 1000);
+    [this.pid, this.watchdog] = this.readInts(2, 'its pids');
+  }
+
+  /** One message of n int32s (a seqpacket message is read whole). */
+  private readInts(n: number, what: string): number[] {
+    const b = Buffer.alloc(4 * n);
+    if (readSync(this.channel, b, 0, b.length, null) !== b.length) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt-lazy did not send ${what}`);
+    return Array.from({ length: n }, (_, i) => b.readInt32LE(4 * i));
+  }
+
+  private send(m: Buffer, fds?: number[]): void {
+    native.sock.unixSend(this.channel, m, null, fds);
+  }
+
+  /** Hands a blob over (its manifest size and digest, the eager bytes' offsets and digest): its id. */
+  blob(plan: BlobPlan, eagerDigest: string): number {
+    const { image, rec } = plan.src;
+    const entry = image.entry(rec.pagesFile);
+    const id = this.nextBlob++;
+    const m = Buffer.alloc(1 + 4 + 8 + 64);
+    m.write('B', 0, 'latin1');
+    m.writeUInt32LE(id, 1);
+    m.writeBigUInt64LE(BigInt(entry.size), 5);
+    Buffer.from(entry.blake3!, 'hex').copy(m, 13);
+    Buffer.from(eagerDigest, 'hex').copy(m, 45);
+    const fd = openSync(image.path(rec.pagesFile), 'r');
+    try {
+      this.send(m, [fd]);
+    } finally {
+      closeSync(fd);
+    }
+    // The eager bytes: [off, len] in blob order, merged where they touch.
+    const spans: number[] = [];
+    for (const seg of plan.eager) {
+      const len = seg.runs.reduce((a, x, i) => (i % 2 ? a + x : a), 0);
+      const n = spans.length;
+      if (n && spans[n - 2] + spans[n - 1] === seg.off) spans[n - 1] += len;
+      else spans.push(seg.off, len);
+    }
+    for (let i = 0; i < spans.length; i += 2 * BATCH) {
+      const part = spans.slice(i, i + 2 * BATCH);
+      const e = Buffer.alloc(9 + part.length * 8);
+      e.write('E', 0, 'latin1');
+      e.writeUInt32LE(id, 1);
+      e.writeUInt32LE(part.length / 2, 5);
+      part.forEach((v, k) => e.writeBigUInt64LE(BigInt(v), 9 + 8 * k));
+      this.send(e);
+    }
+    return id;
+  }
+
+  /**
+   * Hands a process over: its pidfd and (with lazy areas) its userfaultfd and plan ([addr, len,
+   * off, blob id] quadruples), and waits until the helper serves it.
+   */
+  target(pid: number, uffd: number | undefined, plan: number[]): void {
+    const pidfd = native.proc.pidfdOpen(pid);
+    try {
+      const t = Buffer.alloc(5);
+      t.write('T', 0, 'latin1');
+      t.writeInt32LE(pid, 1);
+      this.send(t, uffd === undefined ? [pidfd] : [pidfd, uffd]);
+    } finally {
+      closeSync(pidfd);
+    }
+    for (let i = 0; i < plan.length; i += 4 * BATCH) {
+      const part = plan.slice(i, i + 4 * BATCH);
+      const s = Buffer.alloc(5 + (part.length / 4) * 32);
+      s.write('S', 0, 'latin1');
+      s.writeUInt32LE(part.length / 4, 1);
+      for (let k = 0; k < part.length; k += 4) {
+        const at = 5 + (k / 4) * 32;
+        s.writeBigUInt64LE(BigInt(part[k]), at);
+        s.writeBigUInt64LE(BigInt(part[k + 1]), at + 8);
+        s.writeBigUInt64LE(BigInt(part[k + 2]), at + 16);
+        s.writeUInt32LE(part[k + 3], at + 24);
+      }
+      this.send(s);
+    }
+    this.send(Buffer.from('R', 'latin1'));
+    if (this.readInts(1, 'that it serves the process')[0] !== 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt-lazy refused pid ${pid}`);
+  }
+
+  /** The restore succeeded: the helper goes on until every page is in. */
+  commit(): void {
+    if (this.channel < 0) return;
+    this.send(Buffer.from('C', 'latin1'));
+    this.close();
+  }
+
+  /** The restore failed: the helper and its watchdog exit (after killing what they were given); waited for, up to a second. */
+  abort(): void {
+    this.close();
+    const gone = (pid: number) => {
+      try {
+        return procfs.readStat(pid).state === 'Z';
+      } catch {
+        return true;
+      }
+    };
+    for (let i = 0; i < 1000 && !(gone(this.pid) && gone(this.watchdog)); i++) sleepSync(1);
+    log('ckpt-lazy %d ended (restore failed)', this.pid);
+  }
+
+  private close(): void {
+    if (this.channel < 0) return;
+    closeSync(this.channel);
+    this.channel = -1;
+  }
+}
+
+/** Entries per message (seqpacket messages stay well under the socket's buffer). */
+const BATCH = 2000;
