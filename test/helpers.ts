@@ -41,11 +41,13 @@ export interface CliResult {
 /** Runs `node CLI ...args`, never throws; kills it (and fails loudly) after timeoutMs. */
 export function ckpt(
   args: string[],
-  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (child: ChildProcess) => void } = {},
+  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (child: ChildProcess) => void; prefix?: string[] } = {},
 ): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 50_000;
+  // prefix: a command ckpt runs under (ip netns exec NS).
+  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
+    const child = spawn(cmd, [...pre, CLI, ...args], {
       cwd: opts.cwd ?? REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NODE_OPTIONS: '', ...opts.env },

@@ -21,8 +21,20 @@ import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
 import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
-import { checkpointNow, checkpointable, parseInterval, parseSignal, requestFile, runCheckpointer, startCheckpointer, trackMemOptions } from './periodic.js';
+import {
+  checkpointNow,
+  checkpointable,
+  flagOptions,
+  parseInterval,
+  parseSignal,
+  requestFile,
+  runCheckpointer,
+  startCheckpointer,
+  trackMemOptions,
+} from './periodic.js';
 import { environ, runDir } from './runfiles.js';
+import { registerRestored } from './restored.js';
+import { migrate, receive } from './migrate.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -192,6 +204,11 @@ function openStdio(path: string, flags: 'r' | 'a', flag: string): number {
 /** A positive integer option (--keep, --generation). */
 function parseCount(s: string): number {
   if (!/^\d+$/.test(s) || Number(s) <= 0) throw new CkptError('ERR_CKPT_USAGE', `not a positive number: ${JSON.stringify(s)}`);
+  return Number(s);
+}
+
+function parseCountOrZero(s: string): number {
+  if (!/^\d+$/.test(s)) throw new CkptError('ERR_CKPT_USAGE', `not a number: ${JSON.stringify(s)}`);
   return Number(s);
 }
 
@@ -483,18 +500,8 @@ program
         signal: interruptible(),
         onProgress: progress(o.progress && !o.json),
       });
-      // An application comes back in a fresh namespace: register it again; its main process (the
-      // child of ckpt-init) is the pid users know.
-      let main = r.pids[0];
-      let appId: string | undefined;
-      if (r.app && r.nsPids) {
-        main = r.pids[r.nsPids.indexOf(2)] ?? main;
-        let entry = registerApp({ id: r.app, init: r.pids[0], pid: main, command: [] });
-        if (everyMs !== undefined) entry = startCheckpointer(entry, { everyMs, dir: o.imagesDir, keep: o.keep ?? 3 });
-        appId = entry.id;
-      }
-      // pids: the main process first (for an application: ckpt-init's child; the init last).
-      const ordered = [main, ...r.pids.filter((p) => p !== main)];
+      const { main, ordered, app } = registerRestored(r);
+      const appId = app && (everyMs !== undefined ? startCheckpointer(app, { everyMs, dir: o.imagesDir, keep: o.keep ?? 3 }) : app).id;
       if (o.json) console.log(JSON.stringify({ ...r, pids: ordered, main, ...(appId ? { app: appId, init: r.pids[0] } : {}) }));
       else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
       else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
@@ -502,6 +509,68 @@ program
       if (!o.detach) process.exitCode = await waitForExit(r.nsInit ?? r.pids[0]);
     },
   );
+
+program
+  .command('migrate')
+  .description(
+    'move a running process tree (or an application) to another host over SSH: copied while it runs, frozen for the last changes, restored there, and killed here only once it runs there; on any failure it runs on here',
+  )
+  .option('-t, --tree <pid>', 'the process to migrate, with all its descendants')
+  .option('-a, --app <id>', 'the application (ckpt run) to migrate')
+  .requiredOption('--to <host>', 'the destination, as ssh names it (user@host, an alias of your ssh config)')
+  .option('--ssh <command>', 'the ssh command and its options, split at spaces (default: $CKPT_SSH, else ssh)')
+  .option('--remote-ckpt <command>', 'ckpt on the destination, split at spaces (default: $CKPT_REMOTE, else ckpt)')
+  .option('--rounds <n>', 'pre-copy rounds at most, while the process runs (0: copy everything frozen)', parseCountOrZero, 8)
+  .option('--lazy', 'restore lazily on the destination: the process runs before all its memory is back (restore --lazy)')
+  .option('--remote-dir <dir>', 'keep the image on the destination in this (empty) directory; by default it is removed after the migration')
+  .option('--json', 'print the result as JSON')
+  .action(
+    async (o: {
+      tree?: string;
+      app?: string;
+      to: string;
+      ssh?: string;
+      remoteCkpt?: string;
+      rounds: number;
+      lazy?: boolean;
+      remoteDir?: string;
+      json?: boolean;
+    }) => {
+      if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to migrate: -t PID or --app ID (one of them)');
+      const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
+      const words = (s: string) => s.split(/\s+/).filter(Boolean);
+      const c = await ckpt();
+      const r = await migrate(c, {
+        pid,
+        app,
+        host: o.to,
+        ssh: words(o.ssh ?? process.env.CKPT_SSH ?? 'ssh'),
+        remote: words(o.remoteCkpt ?? process.env.CKPT_REMOTE ?? 'ckpt'),
+        maxRounds: o.rounds,
+        lazy: o.lazy,
+        remoteDir: o.remoteDir,
+        dumpPlugins: {},
+        restorePlugins: {},
+        track: trackMemOptions(c),
+        signal: interruptible(),
+        say: o.json ? undefined : (line) => process.stderr.write(`ckpt: ${line}\n`),
+      });
+      if (o.json) console.log(JSON.stringify(r));
+      else
+        console.log(
+          `migrated pid ${r.from.join(', ')} to ${r.host} (pid ${r.pids.join(', ')}${r.app ? `, application ${r.app}` : ''}): ${r.rounds.length} round${r.rounds.length > 1 ? 's' : ''}, ${(r.bytesSent / 1e6).toFixed(1)} MB sent, down ${r.downtimeMs.toFixed(0)} ms${r.lazy ? ' (restored lazily)' : ''}`,
+        );
+    },
+  );
+
+program
+  .command('receive', { hidden: true })
+  .description('the destination side of ckpt migrate, on stdin and stdout (run by migrate over ssh)')
+  .option('-D, --images-dir <dir>', 'keep the image in this empty directory (default: a temporary one, removed at the end)')
+  .action(async (o: { imagesDir?: string }) => {
+    const c = await ckpt();
+    process.exitCode = await receive(c, { dir: o.imagesDir, lazyOptions: flagOptions(c, 'restore', '--lazy') });
+  });
 
 program
   .command('apps')

@@ -25,11 +25,18 @@ import { type AppEntry, checkpointerAlive, findApp, resolveApp, writeApp } from 
 /** Increments in a row before a full checkpoint starts a new chain (a restore reads the whole chain). */
 export const CHAIN_MAX = 10;
 
+/** The run options that turn a boolean flag on: every loaded plugin's that declares `flag` for `command` (empty: none does). */
+export function flagOptions(c: Ckpt, command: 'dump' | 'restore', flag: string): Record<string, Record<string, unknown>> {
+  const out: Record<string, Record<string, unknown>> = {};
+  for (const p of c.plugins) {
+    for (const f of p.flags ?? []) if (f.command === command && /--[a-z0-9-]+/.exec(f.flags)?.[0] === flag) (out[p.name] ??= {})[f.option] = true;
+  }
+  return out;
+}
+
 /** The run options that turn write tracking on: every loaded plugin's --track-mem flag (the memory plugin's). */
 export function trackMemOptions(c: Ckpt): Record<string, Record<string, unknown>> {
-  const out: Record<string, Record<string, unknown>> = {};
-  for (const p of c.plugins) for (const f of p.flags ?? []) if (f.command === 'dump' && /--track-mem\b/.test(f.flags)) (out[p.name] ??= {})[f.option] = true;
-  return out;
+  return flagOptions(c, 'dump', '--track-mem');
 }
 
 /** The generation of DIR a checkpoint adds to: the latest, unless its chain is CHAIN_MAX long already. */

@@ -20,6 +20,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Stats } from 'node:fs';
 import type { ImageReader, ImageWriter, ProcessRecord } from './image.js';
 import type { Tracee } from './tracee.js';
+import type { DumpResult } from './engine.js';
 import type { FdInfo, Vma } from './proc.js';
 import type { Services } from './services.js';
 import type { SessionStateStore } from './state.js';
@@ -60,6 +61,14 @@ export interface DumpOptions extends CommonOptions {
    * only what changed since, and the image then needs its parent at restore.
    */
   parent?: string;
+  /**
+   * A dump that kills (not leaveRunning) hands the processes over instead: called once the image
+   * is committed, with the processes still frozen (and their connections silent, in repair mode),
+   * e.g. until another host has restored them. Resolves: they are killed, as after any dump.
+   * Throws: the dump fails, and they are thawed and go on as if it never happened (the image
+   * stays). A ckpt that dies before it resolves leaves them running.
+   */
+  handover?: (result: DumpResult) => Promise<void>;
 }
 
 export interface RestoreOptions extends CommonOptions {
@@ -86,6 +95,11 @@ export interface RestoreOptions extends CommonOptions {
    * (the image must be signed by one of them): KeyObjects, or PEM text (a `ckpt key` output).
    */
   trustKeys?: ReadonlyArray<KeyObject | string>;
+  /**
+   * Called once the processes are rebuilt, before they run (their pids given): throws, and the
+   * restore is rolled back as if it had failed there, leaving nothing behind.
+   */
+  confirm?: (pids: number[]) => Promise<void>;
 }
 
 /** Common to both kinds of session. */

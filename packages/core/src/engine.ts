@@ -259,27 +259,39 @@ export class Ckpt {
       const manifest = this.commitImage(session, pidns, records, usesParent ? parent : undefined);
       fault('dump:committed');
       logSteps();
-      if (!options.leaveRunning) pc.killWithTracer(frozen);
+      const handover = !options.leaveRunning ? options.handover : undefined;
+      // Committed: from here a ckpt that dies kills the processes (their image is whole), unless
+      // someone else is yet to take them over (handover), who needs them alive until then.
+      if (!options.leaveRunning && !handover) pc.killWithTracer(frozen);
       fault('dump:handover');
       await this.hooks.session.imageCommitted.promise(session);
+      const result = (): DumpResult => {
+        if (!frozenMs) frozenMs = performance.now() - tFrozen;
+        const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
+        const ms = performance.now() - t0;
+        if (parent) session.stats.parent = usesParent ? parent.dir : `${parent.dir} (not used: a full image)`;
+        return {
+          dir: image.dir,
+          generation: image.generation!,
+          path: image.path!,
+          pids: session.processes.map((p) => p.pid),
+          ms,
+          imageBytes,
+          leftRunning: !!options.leaveRunning,
+          signedBy: image.signer,
+          stats: { wallMs: ms, frozenMs, imageBytes, ...session.stats },
+        };
+      };
+      if (handover) {
+        // Throws: the dump fails like any other (dumpFailed, thawed); the image stays committed.
+        await handover(result());
+        fault('dump:handedOver');
+        pc.killWithTracer(frozen);
+      }
       if (options.leaveRunning) {
         for (const threads of frozen) for (const t of threads) if (pc.isFrozen(t)) pc.thaw(t);
       } else pc.killFrozen(frozen);
-      if (!frozenMs) frozenMs = performance.now() - tFrozen;
-      const imageBytes = Object.values(manifest.files).reduce((a, f) => a + f.size, 0);
-      const ms = performance.now() - t0;
-      if (parent) session.stats.parent = usesParent ? parent.dir : `${parent.dir} (not used: a full image)`;
-      return {
-        dir: image.dir,
-        generation: image.generation!,
-        path: image.path!,
-        pids: session.processes.map((p) => p.pid),
-        ms,
-        imageBytes,
-        leftRunning: !!options.leaveRunning,
-        signedBy: image.signer,
-        stats: { wallMs: ms, frozenMs, imageBytes, ...session.stats },
-      };
+      return result();
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
       await runQuietly(() => this.hooks.session.dumpFailed.promise(session, e instanceof Error ? e : new Error(String(e))), 'dumpFailed');
@@ -375,6 +387,8 @@ export class Ckpt {
       await this.restoreStages(session, installers);
       sealShmem(session);
       await this.hooks.session.beforeResume.promise(session);
+      // Whoever asked may still say no (a migration whose source could not let go): rolled back.
+      await options.confirm?.(session.processes.map((p) => p.stub!.pid));
       fault('restore:resume');
       await session.interruptionPoint();
       for (const proc of session.processes) {

@@ -24,6 +24,8 @@ export type CkptErrorCode =
   | 'ERR_CKPT_CONFIG'
   | 'ERR_CKPT_DUMP_FAILED'
   | 'ERR_CKPT_RESTORE_FAILED'
+  /** A migration failed; the source's processes run on. */
+  | 'ERR_CKPT_MIGRATE_FAILED'
   | 'ERR_CKPT_USAGE';
 
 export class CkptError extends Error {

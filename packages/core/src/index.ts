@@ -106,6 +106,8 @@ export { makeWhereItWas, relocatePath } from './paths.js';
 export {
   generations,
   latestGeneration,
+  commitGeneration,
+  stagingName,
   resolveImage,
   removeStaleStaging,
   deadDumps,

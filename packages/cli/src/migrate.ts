@@ -1,0 +1,435 @@
+/**
+ * `ckpt migrate`: moves a running process tree (or an application) to another host over SSH, in
+ * one step that either completes or leaves it where it was.
+ *
+ *   source (ckpt migrate)                          destination (ckpt receive, over ssh)
+ *   hello: version, the source's public key   ->   an empty image directory; ok
+ *   pre-copy rounds, the process running:
+ *     dump --leave-running --track-mem
+ *     [--parent previous], its files          ->   written, committed as that generation,
+ *                                                  signature and every digest checked; ok
+ *   (until what a round writes stops shrinking)
+ *   final dump --parent, the process frozen
+ *   and its connections silent; its files     ->   committed and checked; ok
+ *   restore                                   ->   processes rebuilt, not yet running; ready
+ *   go                                        ->   they run; running, with their pids
+ *   the source's processes are killed
+ *   done                                      ->   the image directory goes; ok
+ *
+ * Any failure before "running" (the network, the destination refusing, its restore failing, ckpt
+ * interrupted) thaws the source's processes, which go on as if nothing happened, and the
+ * destination, which sees its input end without "go", rolls its restore back and removes what it
+ * received. The one window that cannot be closed is the "go" itself: should the connection break
+ * after the destination got it but before the source heard back, the source thaws its processes
+ * (ckpt never kills a process it is not sure runs elsewhere) and the destination's run too; the
+ * error says so.
+ *
+ * Trust: the destination restores the images with the source's public key trusted for this
+ * migration only (as `restore --trust-key` would), because whoever may run ckpt there through
+ * SSH may restore whatever they like there anyway; the signatures still prove that what arrived
+ * is what the source wrote, with every file's digest.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  CkptError,
+  ImageReader,
+  KeyStore,
+  MANIFEST,
+  SIGNATURE_FILE,
+  VERSION,
+  commitGeneration,
+  errorMessage,
+  fault,
+  ownerAlive,
+  parsePublicKey,
+  selfOwner,
+  type Owner,
+  stagingName,
+  type Ckpt,
+  type DumpResult,
+} from '@ckpt/core';
+import type { KeyObject } from 'node:crypto';
+import { StreamReader, StreamWriter, readHeader, readReply, sendFrame, takeBody, type Header } from './wire.js';
+import { registerRestored } from './restored.js';
+
+/** Generations kept in a migration's image directories: all of them (a chain needs its parents). */
+const KEEP_ALL = Number.MAX_SAFE_INTEGER;
+/** A pre-copy round that wrote less than this is the last one. */
+const SMALL_ROUND = 1 << 20;
+/** ... as is one that wrote more than this fraction of the round before it (not converging). */
+const SHRINK = 0.8;
+
+export interface MigrateOptions {
+  pid: number;
+  app?: string;
+  host: string;
+  /** The ssh command and its options (argv), e.g. ['ssh'] or ['ssh', '-F', 'config']. */
+  ssh: string[];
+  /** ckpt on the destination (argv), e.g. ['ckpt']. */
+  remote: string[];
+  /** Pre-copy rounds at most (0: none, a single frozen copy). */
+  maxRounds: number;
+  /** Restore lazily on the destination (restore --lazy): the processes run before all their memory is back. */
+  lazy?: boolean;
+  /** The destination keeps the image there instead of a temporary directory it removes. */
+  remoteDir?: string;
+  /** Run options per plugin for the dumps (their flags) and for the destination's restore. */
+  dumpPlugins: Record<string, Record<string, unknown>>;
+  restorePlugins: Record<string, Record<string, unknown>>;
+  /** The plugin options that turn write tracking on for a dump (empty: no pre-copy possible). */
+  track: Record<string, Record<string, unknown>>;
+  signal?: AbortSignal;
+  /** Progress lines for people (stderr). */
+  say?: (line: string) => void;
+}
+
+export interface MigrateRound {
+  round: number;
+  /** 'pre-copy' rounds ran with the process running; 'final' with it frozen. */
+  kind: 'pre-copy' | 'final';
+  bytes: number;
+  /** How long the dump kept the process frozen, and the round's wall time (dump and transfer). */
+  frozenMs: number;
+  ms: number;
+}
+
+export interface MigrateResult {
+  host: string;
+  /** The source's pids, now gone. */
+  from: number[];
+  /** The pids on the destination: the main one first. */
+  pids: number[];
+  main: number;
+  app?: string;
+  rounds: MigrateRound[];
+  bytesSent: number;
+  /** From the freeze of the final round to the destination's "running" (as the source sees it). */
+  downtimeMs: number;
+  wallMs: number;
+  lazy: boolean;
+  /** Why there was no pre-copy, when there was none. */
+  note?: string;
+}
+
+/** A word of a remote command line, quoted for the remote shell. */
+function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_./:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The connection to `ckpt receive` on the destination. */
+class Remote {
+  readonly reader: StreamReader;
+  readonly writer: StreamWriter;
+  private stderr = '';
+  private readonly child: ChildProcess;
+  private readonly exit: Promise<number | null>;
+  sent = 0;
+
+  constructor(o: MigrateOptions) {
+    const command = [...o.remote, 'receive', ...(o.remoteDir ? ['-D', o.remoteDir] : [])].map(shellQuote).join(' ');
+    const child = spawn(o.ssh[0], [...o.ssh.slice(1), '-T', o.host, command], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.reader = new StreamReader(child.stdout!);
+    this.writer = new StreamWriter(child.stdin!);
+    child.stderr!.on('data', (b: Buffer) => {
+      this.stderr = (this.stderr + b.toString('utf8')).slice(-4096);
+    });
+    this.exit = new Promise((res) => {
+      child.on('error', (e) => {
+        this.stderr += `\n${o.ssh[0]}: ${e.message}`;
+        res(null);
+        child.stdout!.destroy();
+      });
+      child.on('exit', (code) => {
+        res(code);
+      });
+    });
+  }
+
+  /** What the other side last said on stderr (ssh's or ckpt's error), one line. */
+  lastWords = (): string => {
+    const lines = this.stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    return (lines.find((l) => l.startsWith('ckpt: error:')) ?? lines.at(-1) ?? '').replace(/^ckpt: error: /, '');
+  };
+
+  async send(h: Header, file?: string): Promise<void> {
+    this.sent += await sendFrame(this.writer, h, file);
+  }
+
+  reply(what: string) {
+    return readReply(this.reader, what, this.lastWords);
+  }
+
+  /** Ends the conversation; waits a while for the remote side to exit, then kills ssh. */
+  async close(): Promise<number | null> {
+    this.writer.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    const code = await this.exit;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
+/** Sends a committed generation of `dir`: its files, manifest and signature last, then commit. */
+async function sendGeneration(remote: Remote, dir: string, generation: number, signal?: AbortSignal): Promise<void> {
+  const g = join(dir, String(generation));
+  const names = readdirSync(g).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  for (const name of names) {
+    if (signal?.aborted) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'interrupted');
+    fault('migrate:file');
+    const path = join(g, name);
+    await remote.send({ op: 'file', generation, name, size: statSync(path).size }, path);
+  }
+  await remote.send({ op: 'commit', generation });
+  await remote.reply(`to take generation ${generation}`);
+}
+
+/** The manifest and its signature go last: a generation is complete when they are there. */
+function rank(name: string): number {
+  return name === MANIFEST ? 1 : name === SIGNATURE_FILE ? 2 : 0;
+}
+
+export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult> {
+  const t0 = performance.now();
+  const say = o.say ?? (() => {});
+  const work = mkdtempSync(join(os.tmpdir(), 'ckpt-migrate-'));
+  const remote = new Remote(o);
+  const rounds: MigrateRound[] = [];
+  let downtimeMs = 0;
+  let restored: { pids: number[]; main: number; app?: string } | undefined;
+  let note: string | undefined;
+  try {
+    const key = new KeyStore().hostKey()!;
+    await remote.send({
+      op: 'hello',
+      version: VERSION,
+      key: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+      lazy: !!o.lazy,
+    });
+    const hello = await remote.reply(`to connect (ssh ${o.host})`);
+    say(`connected to ckpt ${hello.version} on ${o.host}`);
+    let parent: string | undefined;
+    let prevBytes = Number.POSITIVE_INFINITY;
+    if (!Object.keys(o.track).length) note = 'no pre-copy: no loaded plugin tracks written memory (--track-mem)';
+    else if (o.maxRounds === 0) note = 'no pre-copy (--rounds 0)';
+    for (let round = 1; round <= o.maxRounds && !note; round++) {
+      const t = performance.now();
+      fault('migrate:round');
+      const r = await c.dump({
+        pid: o.pid,
+        app: o.app,
+        dir: work,
+        leaveRunning: true,
+        keep: KEEP_ALL,
+        parent,
+        plugins: merge(o.dumpPlugins, o.track),
+        signal: o.signal,
+      });
+      await sendGeneration(remote, work, r.generation, o.signal);
+      rounds.push({ round, kind: 'pre-copy', bytes: r.imageBytes, frozenMs: Number(r.stats.frozenMs ?? 0), ms: performance.now() - t });
+      say(`round ${round}: ${mb(r.imageBytes)} sent in ${(performance.now() - t).toFixed(0)} ms (process running)`);
+      parent = r.path;
+      if (r.imageBytes < SMALL_ROUND || r.imageBytes > SHRINK * prevBytes) break;
+      prevBytes = r.imageBytes;
+    }
+    const t = performance.now();
+    let final: DumpResult | undefined;
+    await c.dump({
+      pid: o.pid,
+      app: o.app,
+      dir: work,
+      keep: KEEP_ALL,
+      parent,
+      plugins: o.dumpPlugins,
+      signal: o.signal,
+      handover: async (r) => {
+        final = r;
+        const frozenAt = performance.now() - Number(r.stats.frozenMs ?? 0);
+        await sendGeneration(remote, work, r.generation, o.signal);
+        fault('migrate:sent');
+        await remote.send({ op: 'restore', generation: r.generation, lazy: !!o.lazy, plugins: o.restorePlugins });
+        await remote.reply('to restore');
+        fault('migrate:restored');
+        await remote.send({ op: 'go' });
+        const rep = await remote.reply('to start the restored processes (it may have started them: check the destination)');
+        downtimeMs = performance.now() - frozenAt;
+        restored = { pids: rep.pids as number[], main: rep.main as number, app: rep.app as string | undefined };
+      },
+    });
+    rounds.push({ round: rounds.length + 1, kind: 'final', bytes: final!.imageBytes, frozenMs: downtimeMs, ms: performance.now() - t });
+    say(`final round: ${mb(final!.imageBytes)} sent; down ${downtimeMs.toFixed(0)} ms; running on ${o.host} as pid ${restored!.main}`);
+    try {
+      await remote.send({ op: 'done' });
+      await remote.reply('to finish');
+    } catch (e) {
+      say(`warning: the destination did not confirm the end (${errorMessage(e)}); the process runs there`);
+    }
+    await remote.close();
+    return {
+      host: o.host,
+      from: final!.pids,
+      pids: restored!.pids,
+      main: restored!.main,
+      ...(restored!.app ? { app: restored!.app } : {}),
+      rounds,
+      bytesSent: remote.sent,
+      downtimeMs,
+      wallMs: performance.now() - t0,
+      lazy: !!o.lazy,
+      ...(note ? { note } : {}),
+    };
+  } catch (e) {
+    await remote.close().catch(() => undefined);
+    const why = e instanceof CkptError && e.code === 'ERR_CKPT_MIGRATE_FAILED' ? e.message : errorMessage(e);
+    throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `migration of pid ${o.pid} to ${o.host} failed: ${why}; it runs on here, unchanged`, {
+      cause: e,
+      ...((e as CkptError).hint ? { hint: (e as CkptError).hint } : {}),
+    });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function merge(a: Record<string, Record<string, unknown>>, b: Record<string, Record<string, unknown>>): Record<string, Record<string, unknown>> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = { ...(out[k] ?? {}), ...v };
+  return out;
+}
+
+function mb(n: number): string {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+// ---- the destination ----
+
+/** Replies go to stdout, one JSON line each; nothing else may write there. */
+function reply(r: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(r)}\n`);
+}
+
+function fail(e: unknown): void {
+  const err = e as CkptError;
+  reply({ ok: false, error: { code: err.code ?? 'ERR_CKPT_INTERNAL', message: errorMessage(e), ...(err.hint ? { hint: err.hint } : {}) } });
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const RECEIVED = 'ckpt-receive-';
+const OWNER = '.owner';
+
+/** What receivers that were killed left in the temporary directory goes (their owner is gone). */
+function sweepReceived(): void {
+  for (const n of readdirSync(os.tmpdir())) {
+    if (!n.startsWith(RECEIVED)) continue;
+    const d = join(os.tmpdir(), n);
+    try {
+      if (ownerAlive(JSON.parse(readFileSync(join(d, OWNER), 'utf8')) as Owner)) continue;
+    } catch {
+      /* no owner file: not finished making, or not ours; an owner file is written first */
+      continue;
+    }
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `ckpt receive`: the destination of a migration, on stdin and stdout (see the top of this file).
+ * Everything it received goes when the source goes away before the end, and after a successful
+ * migration too unless it was given a directory to keep the image in.
+ */
+export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<string, Record<string, unknown>> }): Promise<number> {
+  const r = new StreamReader(process.stdin);
+  let dir: string;
+  if (o.dir) {
+    dir = resolve(o.dir);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (readdirSync(dir).length) throw new CkptError('ERR_CKPT_USAGE', `${dir} is not empty: a migration needs an empty image directory`);
+  } else {
+    sweepReceived();
+    dir = mkdtempSync(join(os.tmpdir(), RECEIVED));
+    writeFileSync(join(dir, OWNER), JSON.stringify(selfOwner()), { mode: 0o600 });
+  }
+  let keep = !!o.dir;
+  const staging = new Map<number, string>();
+  let trust: KeyObject | undefined;
+  let ran = false;
+  try {
+    for (;;) {
+      const h = await readHeader(r);
+      if (!h) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the source went away');
+      if (h.op === 'hello') {
+        trust = parsePublicKey(String(h.key), "the source's key");
+        reply({ ok: true, version: VERSION, dir });
+      } else if (h.op === 'file') {
+        const g = Number(h.generation);
+        const name = String(h.name);
+        if (!Number.isSafeInteger(g) || g <= 0 || !NAME.test(name))
+          throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${h.generation}`);
+        let s = staging.get(g);
+        if (!s) {
+          s = join(dir, stagingName(randomBytes(4).toString('hex')));
+          mkdirSync(s, { mode: 0o700 });
+          staging.set(g, s);
+        }
+        fault('receive:file');
+        const fd = openSync(join(s, name), 'wx', 0o600);
+        try {
+          await takeBody(r, h.size ?? 0, fd);
+        } finally {
+          closeSync(fd);
+        }
+      } else if (h.op === 'commit') {
+        const g = Number(h.generation);
+        const s = staging.get(g);
+        if (!s) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: generation ${g} committed with no files`);
+        staging.delete(g);
+        const n = commitGeneration(dir, s, KEEP_ALL);
+        if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
+        // Signature (with the source's key), the chain, every file's digest: checked now, while
+        // the source runs, rather than found wrong at the restore.
+        const image = ImageReader.open(dir, { generation: g, trust: trust ? [trust] : [] });
+        image.chain();
+        image.verifyAll();
+        reply({ ok: true, generation: g });
+      } else if (h.op === 'restore') {
+        fault('receive:restore');
+        const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
+        if (h.lazy && !Object.keys(o.lazyOptions).length) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'no loaded plugin restores lazily (--lazy) here');
+        const res = await c.restore({
+          dir,
+          generation: Number(h.generation),
+          detach: true,
+          trustKeys: trust ? [trust] : [],
+          plugins,
+          confirm: async (pids) => {
+            reply({ ok: true, ready: true, pids });
+            const go = await readHeader(r);
+            if (go?.op !== 'go') throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the source called the migration off: its processes run on there');
+          },
+        });
+        ran = true;
+        const { main, ordered, app } = registerRestored(res);
+        reply({ ok: true, running: true, pids: ordered, main, ...(app ? { app: app.id } : {}), ms: res.ms });
+      } else if (h.op === 'done') {
+        reply({ ok: true, kept: keep ? dir : undefined });
+        break;
+      } else throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: unknown op ${h.op}`);
+    }
+    return 0;
+  } catch (e) {
+    fail(e);
+    // What arrived goes, unless the processes run from it (a lazy restore may still read it).
+    if (ran) keep = true;
+    process.stderr.write(`ckpt: error: ${errorMessage(e)}\n`);
+    return 1;
+  } finally {
+    for (const s of staging.values()) rmSync(s, { recursive: true, force: true });
+    if (!keep && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,189 @@
+/**
+ * ckpt migrate between test hosts: network namespaces with a real sshd each (test/hosts.ts). The
+ * image crosses over SSH only; each host has its own ckpt keys. A migrated process is checked
+ * from inside: every page against its version, its network namespace, its longest stall.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  BUILD_DIR,
+  ckpt,
+  describeResult,
+  expectOk,
+  isAlive,
+  makeTempDir,
+  processesMatching,
+  procStatusField,
+  sleep,
+  track,
+  useCleanup,
+  waitFor,
+  waitForLine,
+  waitNotAlive,
+  type CliResult,
+} from './helpers.js';
+import { makeHosts, sshdAvailable, type TestHost, type TestHosts } from './hosts.js';
+
+useCleanup();
+
+let H: TestHosts;
+const missing = sshdAvailable();
+
+beforeAll(async () => {
+  if (missing) throw new Error(`the migration tests need test hosts with sshd: ${missing}`);
+  H = await makeHosts(['a', 'b']);
+}, 60_000);
+
+afterAll(() => {
+  H?.remove();
+});
+
+const MIGRANT = path.join(BUILD_DIR, 'migrant');
+
+interface Migrant {
+  pid: number;
+  app: string;
+  report: string;
+}
+
+/** `ckpt run` of the migrant on a host (its own pid namespace: the pids can be free on the other). */
+async function startOn(host: TestHost, mib: number, permille: number): Promise<Migrant> {
+  const dir = makeTempDir('migrate');
+  const report = path.join(dir, 'report');
+  const r = await ckpt(['run', '--json', '--stdout', path.join(dir, 'out'), '--', MIGRANT, String(mib), String(permille), report], { prefix: H.inNs(host) });
+  expectOk(r);
+  const j = JSON.parse(r.stdout) as { pid: number; app: string; init: number };
+  track(j.pid, 'migrant');
+  track(j.init, 'ckpt-init');
+  await waitForLine(report, /^ready/);
+  return { pid: j.pid, app: j.app, report };
+}
+
+const verifies = new Map<string, number>();
+/** SIGUSR1, then the migrant's next verify line (its fields). */
+async function verify(pid: number, report: string): Promise<Record<string, string>> {
+  const n = (verifies.get(report) ?? 0) + 1;
+  verifies.set(report, n);
+  process.kill(pid, 'SIGUSR1');
+  const { match } = await waitFor(
+    () => {
+      const lines = fs
+        .readFileSync(report, 'utf8')
+        .split('\n')
+        .filter((l) => /^(ok|FAIL) verify/.test(l));
+      return lines.length >= n ? { match: lines[n - 1] } : undefined;
+    },
+    20_000,
+    () => `no verify line ${n} in ${report}:\n${fs.readFileSync(report, 'utf8').slice(-2000)}`,
+  );
+  expect(match, 'the migrant checked its memory').toMatch(/^ok verify/);
+  return Object.fromEntries(
+    match
+      .replace(/^ok verify /, '')
+      .split(' ')
+      .map((kv) => kv.split('=') as [string, string]),
+  );
+}
+
+function migrate(
+  from: TestHost,
+  to: TestHost,
+  m: Migrant,
+  extra: string[] = [],
+  opts: { remote?: string[]; env?: Record<string, string> } = {},
+): Promise<CliResult> {
+  return ckpt(
+    ['migrate', '--app', m.app, '--to', to.name, '--ssh', H.ssh.join(' '), '--remote-ckpt', (opts.remote ?? H.remoteCkpt(to)).join(' '), '--json', ...extra],
+    { prefix: H.inNs(from), env: opts.env, timeoutMs: 120_000 },
+  );
+}
+
+function leftovers(): string[] {
+  return fs.readdirSync('/tmp').filter((n) => n.startsWith('ckpt-receive-') || n.startsWith('ckpt-migrate-'));
+}
+
+/** The source after a failed migration: running, untraced, not stopped, its memory right, in its own namespace. */
+async function expectUntouched(m: Migrant, host: TestHost): Promise<void> {
+  expect(isAlive(m.pid), 'the source process runs on').toBe(true);
+  expect(procStatusField(m.pid, 'TracerPid'), 'nothing traces it').toBe('0');
+  expect(procStatusField(m.pid, 'State'), 'it is not stopped').not.toMatch(/^[tT]/);
+  const v = await verify(m.pid, m.report);
+  expect(v.net).toBe(host.netns);
+}
+
+describe('ckpt migrate', () => {
+  it('moves a working process from host a to host b over ssh: copied while it runs, every page right, running in b, gone from a, nothing left', async () => {
+    const before = new Set(leftovers());
+    const m = await startOn(H.byName.a, 64, 20);
+    const v0 = await verify(m.pid, m.report);
+    expect(v0.net).toBe(H.byName.a.netns);
+    const r = await migrate(H.byName.a, H.byName.b, m);
+    expectOk(r);
+    const j = JSON.parse(r.stdout) as {
+      main: number;
+      app: string;
+      pids: number[];
+      rounds: Array<{ kind: string; bytes: number }>;
+      bytesSent: number;
+      downtimeMs: number;
+    };
+    for (const p of j.pids) track(p, 'migrant');
+    expect(j.rounds.filter((x) => x.kind === 'pre-copy').length, describeResult(r)).toBeGreaterThanOrEqual(1);
+    expect(j.rounds.at(-1)!.kind).toBe('final');
+    // The last round carries only what was written since the round before: far less than the whole.
+    expect(j.rounds.at(-1)!.bytes).toBeLessThan(j.rounds[0].bytes / 4);
+    expect(j.bytesSent).toBeGreaterThan(64 << 20);
+    await waitNotAlive(m.pid);
+    const v1 = await verify(j.main, m.report);
+    expect(v1.net, 'it runs in host b now').toBe(H.byName.b.netns);
+    expect(Number(v1.written)).toBeGreaterThan(Number(v0.written));
+    expect(leftovers().filter((n) => !before.has(n))).toEqual([]);
+    // And back again (the application is registered there under the id the destination gave it).
+    const back = await migrate(H.byName.b, H.byName.a, { ...m, pid: j.main, app: j.app });
+    expectOk(back);
+    const k = JSON.parse(back.stdout) as { main: number; pids: number[] };
+    for (const p of k.pids) track(p, 'migrant');
+    await waitNotAlive(j.main);
+    expect((await verify(k.main, m.report)).net).toBe(H.byName.a.netns);
+  }, 180_000);
+
+  it('a destination whose restore is killed halfway: the source runs on untouched, nothing of it is left there', async () => {
+    const m = await startOn(H.byName.a, 32, 20);
+    const before = new Set(processesMatching('migrant').map((p) => p.pid));
+    const r = await migrate(H.byName.a, H.byName.b, m, [], { remote: ['env', 'CKPT_FAULT=restore:stage:files:kill', ...H.remoteCkpt(H.byName.b)] });
+    expect(r.code, describeResult(r)).not.toBe(0);
+    const err = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+    expect(err.error.code).toBe('ERR_CKPT_MIGRATE_FAILED');
+    expect(err.error.message).toMatch(/runs on here/);
+    await expectUntouched(m, H.byName.a);
+    await sleep(300);
+    const stray = processesMatching('migrant').filter((p) => !before.has(p.pid));
+    expect(stray, 'no half-restored process on the destination').toEqual([]);
+  }, 120_000);
+
+  it('a ckpt migrate killed once the destination rebuilt the processes: the source runs on, the destination rolls back', async () => {
+    const m = await startOn(H.byName.a, 32, 20);
+    const before = new Set(processesMatching('migrant').map((p) => p.pid));
+    const r = await migrate(H.byName.a, H.byName.b, m, [], { env: { CKPT_FAULT: 'migrate:restored:kill' } });
+    expect(r.signal, describeResult(r)).toBe('SIGKILL');
+    await expectUntouched(m, H.byName.a);
+    await waitFor(
+      () => processesMatching('migrant').filter((p) => !before.has(p.pid)).length === 0,
+      20_000,
+      () => `the destination kept a restored process: ${JSON.stringify(processesMatching('migrant').filter((p) => !before.has(p.pid)))}`,
+    );
+  }, 120_000);
+
+  it('an unreachable destination, or one without ckpt: a one-line error, the source untouched', async () => {
+    const m = await startOn(H.byName.a, 8, 0);
+    const r = await ckpt(['migrate', '--app', m.app, '--to', 'nosuchhost', '--ssh', H.ssh.join(' ')], { prefix: H.inNs(H.byName.a) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^ckpt: error: migration of pid \d+ to nosuchhost failed: .*runs on here/m);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const r2 = await migrate(H.byName.a, H.byName.b, m, [], { remote: ['/nonexistent/ckpt'] });
+    expect(r2.code).toBe(1);
+    expect(JSON.parse(r2.stdout).error.message).toMatch(/destination went away.*nonexistent/);
+    await expectUntouched(m, H.byName.a);
+  }, 60_000);
+});
