@@ -26,6 +26,11 @@
 //                 python and node: each run is one process through dump --leave-running and
 //                 dump+restore by the API, then the command line (then BIN), next to write() of
 //                 the touched bytes (API), `node -e 0` (CLI), the calls (downtime seen inside)
+//       lazy      restore --lazy of a 1 GiB process (scripts/bench/lazy.c): the time to its first
+//                 instruction after the restore, seen from inside (its CLOCK_MONOTONIC against the
+//                 restore's start), through the API and the command line, next to the eager
+//                 restore's; the time until all its pages are in; references: read() of the
+//                 page-cached blob size into fresh memory (ref.c), `node -e 0`
 //   --compare BIN    also run the workloads' dump and restore through another checkpointer with
 //                    CRIU's command line: `BIN dump -t PID -D DIR --shell-job` (+ --leave-running,
 //                    + --tcp-established when there are connections), `BIN restore -D DIR
@@ -64,7 +69,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic'];
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -1420,11 +1425,11 @@ async function downtimeTable(ck, bins, mib) {
 }
 
 // ---- incremental dumps --------------------------------------------------------------------------
-/** The run options that turn a dump flag on (--track-mem, --compress) in the loaded plugins that declare it. */
-function flagOptions(ck, flag) {
+/** The run options that turn a flag of a command on (dump --track-mem, --compress; restore --lazy) in the loaded plugins that declare it. */
+function flagOptions(ck, flag, command = 'dump') {
   const out = {};
   for (const p of ck.plugins)
-    for (const f of p.flags ?? []) if (f.command === 'dump' && f.flags.split(/[ ,]/).includes(flag)) (out[p.name] ??= {})[f.option] = true;
+    for (const f of p.flags ?? []) if (f.command === command && f.flags.split(/[ ,]/).includes(flag)) (out[p.name] ??= {})[f.option] = true;
   return out;
 }
 const trackOptions = (ck) => flagOptions(ck, '--track-mem');
@@ -1614,6 +1619,133 @@ async function incrementalTable(ck, bins) {
     `  image: full ${fmb(res.fullBytes)} MB, increment ${fmb(res.incBytes)} MB (${((100 * res.incBytes) / res.fullBytes).toFixed(2)}% of the full one; 1% of the pages was written)`,
   );
   return res;
+}
+
+// ---- lazy restore --------------------------------------------------------------------------------
+/**
+ * restore --lazy of a 1 GiB process (scripts/bench/lazy.c): when it runs its first instruction
+ * after the restore (its own CLOCK_MONOTONIC, against process.hrtime taken just before the restore
+ * starts: the same clock), when all its pages are in (its smaps, polled every 2 ms), and the same
+ * for the eager restore; through the API, and the lazy one by the command line too.
+ */
+async function lazyTable(ck, bins) {
+  const mib = 1024;
+  const lazy = flagOptions(ck, '--lazy', 'restore');
+  if (!Object.keys(lazy).length) throw new Error('no loaded plugin has restore --lazy');
+  const r = { lazyFirst: [], lazyCall: [], lazyAllIn: [], eagerFirst: [], eagerCall: [], cliFirst: [], cliWall: [], resident: [] };
+  const nodeMs = [];
+  let refGBs = 0;
+  for (let run = 1; run <= runs; run++) {
+    process.stderr.write(`[lazy restore of ${mib} MiB] run ${run}/${runs}:`);
+    const go = join(tmp, `lazy-go-${run}`);
+    const h = await startDetached(`lazy${mib}`, [bins.lazy, String(mib), go], /^ready$/m, 300_000);
+    const dir = join(tmp, `lazy-${run}`);
+    try {
+      process.stderr.write(' dump');
+      await ck.dump({ pid: h.pid, dir });
+      await waitForPidRelease(h.pid);
+      // One eager restore untimed first (memory this VM took back is slow to take again), then
+      // lazy and eager through the API, then lazy by the command line.
+      for (const [label, mode] of [
+        ['warm-up', 'eager'],
+        ['lazy', 'lazy'],
+        ['eager', 'eager'],
+        ['cli', 'cli'],
+      ]) {
+        process.stderr.write(` ${label}`);
+        const from = readLog(h.log).length;
+        writeFileSync(go, '');
+        const t0 = process.hrtime.bigint();
+        let callMs;
+        if (mode === 'cli') {
+          const c = spawnWall(process.execPath, [ckptBin, 'restore', '-D', dir, '--detach', '--lazy']);
+          if (c.code !== 0) throw new Error(`ckpt restore --lazy failed: ${c.stderr}`);
+          callMs = c.ms;
+        } else {
+          const p0 = performance.now();
+          const rr = await ck.restore({ dir, detach: true, ...(mode === 'lazy' ? { plugins: lazy } : {}) });
+          callMs = performance.now() - p0;
+          for (const p of rr.pids) track(p);
+        }
+        track(h.pid);
+        const after = (re) => waitForLine(h.log, (t) => re.exec(t.slice(from)), `${re}`, 120_000);
+        const first = Number(BigInt((await after(/^first (\d+)$/m))[1]) - t0) / 1e6;
+        const resident = Number((await after(/^resident (-?\d+)$/m))[1]);
+        const allIn = Number(BigInt((await after(/^allin (\d+)$/m))[1]) - t0) / 1e6;
+        const done = await after(/^(ok|FAIL.*)$/m);
+        if (done[1] !== 'ok') throw new Error(`${label} restore: the process says ${done[1]}`);
+        if (mode === 'lazy') {
+          r.lazyFirst.push(first);
+          r.lazyCall.push(callMs);
+          r.lazyAllIn.push(allIn);
+          r.resident.push(resident * 1024);
+        } else if (mode === 'cli') {
+          r.cliFirst.push(first);
+          r.cliWall.push(callMs);
+        } else if (label === 'eager') {
+          r.eagerFirst.push(first);
+          r.eagerCall.push(callMs);
+        }
+        killTracked([h.pid]);
+        await waitForPidRelease(h.pid);
+        rmSync(go, { force: true });
+        // The helper exits once every page is in: none may outlive its process for long.
+        await waitForLine(h.log, () => (lazyHelpers().length ? null : true), 'ckpt-lazy helpers gone', 30_000);
+      }
+      nodeMs.push(...nodeWall(['-e', '0'], 3));
+      if (!refGBs) refGBs = writeRef(bins, mib, tmp).readFreshGBs;
+      process.stderr.write(' ok\n');
+    } finally {
+      killTracked([h.pid]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const res = {
+    kind: 'lazy',
+    sizeMiB: mib,
+    runs,
+    lazyFirstMs: stats(r.lazyFirst),
+    lazyCallMs: stats(r.lazyCall),
+    lazyAllInMs: stats(r.lazyAllIn),
+    residentAtFirstBytes: median(r.resident),
+    eagerFirstMs: stats(r.eagerFirst),
+    eagerCallMs: stats(r.eagerCall),
+    cliFirstMs: stats(r.cliFirst),
+    cliWallMs: stats(r.cliWall),
+    nodeMs: median(nodeMs),
+    readFreshMs: (mib * MiB) / (refGBs * 1e6),
+  };
+  console.log(`\n== restore --lazy: ${mib} MiB, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`);
+  const rows = [];
+  const row = (label, s, ref, note) => rows.push([label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : '', note]);
+  row(
+    'lazy: first instruction ms',
+    res.lazyFirstMs,
+    res.eagerFirstMs.median,
+    "seen from inside, from the restore call's start (API); ratio to the eager restore's",
+  );
+  row('lazy: restore call ms', res.lazyCallMs, undefined, 'until ck.restore returned');
+  row('lazy: all pages in ms', res.lazyAllInMs, res.readFreshMs, `the process's smaps; reference: read() of ${mib} MiB of page cache into fresh memory`);
+  row('eager: first instruction ms', res.eagerFirstMs, res.readFreshMs, 'restore without --lazy (API); reference: read() into fresh memory');
+  row('lazy, CLI: first instruction ms', res.cliFirstMs, res.nodeMs, '`ckpt restore --lazy -d`, from the spawn; reference: node -e 0');
+  row('lazy, CLI: wall ms', res.cliWallMs, res.nodeMs, `node -e 0; wall - node ${signed(res.cliWallMs.median - res.nodeMs)} ms`);
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ''], rows);
+  console.log(`  resident when it first ran: ${fmb(res.residentAtFirstBytes)} MB of ${fmb(mib * MiB)} MB`);
+  return res;
+}
+
+/** Live ckpt-lazy helpers and watchdogs (any). */
+function lazyHelpers() {
+  const out = [];
+  for (const name of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (/\((ckpt-lazy|ckpt-lazy-wd)\) [^Z]/.test(stat)) out.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
 }
 
 // ---- periodic checkpoints -----------------------------------------------------------------------
@@ -1875,6 +2007,7 @@ try {
     shapes: join(tmp, 'shapes'),
     stall: join(tmp, 'stall'),
     compute: join(tmp, 'compute'),
+    lazy: join(tmp, 'lazy'),
   };
   for (const [name, out] of Object.entries(bins)) {
     execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
@@ -1932,6 +2065,7 @@ try {
   if (only.has('incremental')) results.push(await incrementalTable(ck, bins));
   if (only.has('compress')) results.push(await compressTable(ck));
   if (only.has('periodic')) results.push(await periodicTable(bins));
+  if (only.has('lazy')) results.push(await lazyTable(ck, bins));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);
@@ -1963,7 +2097,7 @@ if (!failed) {
           ...(compareBin ? { compareWith: compareBin } : {}),
         };
       }
-      if (r.kind === 'incremental' || r.kind === 'compress' || r.kind === 'periodic') {
+      if (r.kind === 'incremental' || r.kind === 'compress' || r.kind === 'periodic' || r.kind === 'lazy') {
         const m = (x) => (typeof x === 'number' ? r3(x) : r3(x.median));
         return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, !Array.isArray(v) && (typeof v === 'object' || typeof v === 'number') ? m(v) : v]));
       }
