@@ -3,6 +3,7 @@
  * image crosses over SSH only; each host has its own ckpt keys. A migrated process is checked
  * from inside: every page against its version, its network namespace, its longest stall.
  */
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -32,7 +33,7 @@ const missing = sshdAvailable();
 
 beforeAll(async () => {
   if (missing) throw new Error(`the migration tests need test hosts with sshd: ${missing}`);
-  H = await makeHosts(['a', 'b']);
+  H = await makeHosts(['a', 'b', 'c']);
 }, 60_000);
 
 afterAll(() => {
@@ -40,6 +41,7 @@ afterAll(() => {
 });
 
 const MIGRANT = path.join(BUILD_DIR, 'migrant');
+const FIXTURES = path.join(path.dirname(BUILD_DIR), 'fixtures');
 
 interface Migrant {
   pid: number;
@@ -174,6 +176,82 @@ describe('ckpt migrate', () => {
       () => `the destination kept a restored process: ${JSON.stringify(processesMatching('migrant').filter((p) => !before.has(p.pid)))}`,
     );
   }, 120_000);
+
+  it('redis with a client on a third host: the service address and the connection move with it, the client never sees a reset, every key is there', async () => {
+    const redis = execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim();
+    const a = H.byName.a;
+    const b = H.byName.b;
+    const svc = `${H.subnet}.100`;
+    const dir = makeTempDir('migrate-redis');
+    execFileSync('ip', ['-n', a.ns, 'addr', 'add', `${svc}/24`, 'dev', 'eth0']);
+    const r = await ckpt(
+      [
+        'run',
+        '--json',
+        '--stdout',
+        path.join(dir, 'redis.log'),
+        '--',
+        redis,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--port',
+        '6379',
+        '--bind',
+        svc,
+        '--protected-mode',
+        'no',
+        '--dir',
+        dir,
+      ],
+      { prefix: H.inNs(a) },
+    );
+    expectOk(r);
+    const app = JSON.parse(r.stdout) as { pid: number; app: string; init: number };
+    track(app.pid, 'redis-server');
+    track(app.init, 'ckpt-init');
+    await waitForLine(path.join(dir, 'redis.log'), /Ready to accept connections/);
+    const report = path.join(dir, 'client');
+    const client = spawn('nsenter', [`--net=/run/netns/${H.byName.c.ns}`, '--', 'python3', path.join(FIXTURES, 'redis_client.py'), svc, '6379', report], {
+      stdio: 'ignore',
+      detached: true,
+    });
+    track(client.pid!, 'redis_client');
+    const ops = () =>
+      Math.max(
+        0,
+        ...fs
+          .readFileSync(report, 'utf8')
+          .split('\n')
+          .map((l) => Number(/^ops (\d+)/.exec(l)?.[1] ?? 0)),
+      );
+    await waitForLine(report, /^ops 300$/, 30_000);
+    const m = await migrate(a, b, { pid: app.pid, app: app.app, report }, ['--move-address', `${svc}/24`]);
+    expectOk(m);
+    const j = JSON.parse(m.stdout) as { main: number; pids: number[]; downtimeMs: number };
+    for (const p of j.pids) track(p, 'redis-server');
+    await waitNotAlive(app.pid);
+    expect(fs.readlinkSync(`/proc/${j.main}/ns/net`), 'redis runs on host b').toBe(b.netns);
+    const after = ops();
+    await waitFor(
+      () => ops() >= after + 300 || /^FAIL/m.test(fs.readFileSync(report, 'utf8')),
+      30_000,
+      () => `the client made no progress after the migration:\n${fs.readFileSync(report, 'utf8').slice(-1000)}`,
+    );
+    process.kill(client.pid!, 'SIGUSR1');
+    await waitForLine(report, /^(ok|FAIL) all/, 30_000);
+    const text = fs.readFileSync(report, 'utf8');
+    expect(text, 'the client kept its connection and every key').not.toMatch(/^FAIL/m);
+    expect(text).toMatch(/^ok all \d+ gap_ms=\d+$/m);
+    console.log(`redis migrated: down ${j.downtimeMs.toFixed(0)} ms (source's view), the client's longest wait ${/gap_ms=(\d+)/.exec(text)?.[1]} ms`);
+    expect(text.match(/^connected/gm)?.length, 'one connection, never reopened').toBe(1);
+    const where = (h: TestHost) => execFileSync('ip', ['-n', h.ns, '-o', 'addr', 'show', 'dev', 'eth0'], { encoding: 'utf8' });
+    expect(where(b)).toContain(`${svc}/24`);
+    expect(where(a)).not.toContain(`${svc}/24`);
+    client.kill('SIGKILL');
+    execFileSync('ip', ['-n', b.ns, 'addr', 'del', `${svc}/24`, 'dev', 'eth0']);
+  }, 180_000);
 
   it('an unreachable destination, or one without ckpt: a one-line error, the source untouched', async () => {
     const m = await startOn(H.byName.a, 8, 0);

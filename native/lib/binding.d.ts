@@ -395,6 +395,12 @@ export interface InetBinding {
   netifAddrs(): Array<{ name: string; family: 4 | 6; addr: string; prefix: number }>;
   /** Adds an address to an interface (rtnetlink RTM_NEWADDR). */
   netifAddAddr(ifindex: number, family: 4 | 6, addr: string, prefix: number): void;
+  /** Removes an address from an interface (rtnetlink RTM_DELADDR). */
+  netifDelAddr(ifindex: number, family: 4 | 6, addr: string, prefix: number): void;
+  /** The index of the interface with that name in our network namespace; 0 when there is none. */
+  netifIndex(name: string): number;
+  /** Sends one gratuitous ARP request for an IPv4 address on an interface (an address that moved here). */
+  arpAnnounce(ifname: string, addr: string): void;
   /** sock_diag of the packet socket with that inode (what getsockopt cannot read back), or null. */
   packetDiag(ino: number): PacketDiag | null;
   /** shutdown(SHUT_WR) in repair mode: the FIN is queued; with `sent`, taken as sent (not transmitted). */

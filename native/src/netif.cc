@@ -1,11 +1,14 @@
 // Network interfaces and raw ioctls for @ckpt/plugin-tun: ioctls whose argument is a buffer the
 // caller lays out (struct ifreq...) or a plain value, every address of every interface
-// (getifaddrs), and adding an address (rtnetlink RTM_NEWADDR, which also takes secondary ones).
+// (getifaddrs), adding and removing an address (rtnetlink RTM_NEWADDR, which also takes secondary
+// ones, RTM_DELADDR), and announcing one that moved here (a gratuitous ARP, for ckpt migrate).
 #include "common.h"
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <linux/if_addr.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -94,44 +97,31 @@ Napi::Value NetifAddrs(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// netifAddAddr(ifindex, family, addr, prefix): RTM_NEWADDR (NLM_F_CREATE | NLM_F_EXCL), acked.
-Napi::Value NetifAddAddr(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int ifindex = ArgInt(info[0]);
-  int fam = ArgInt(info[1]) == 6 ? AF_INET6 : AF_INET;
-  std::string addr = info[2].As<Napi::String>().Utf8Value();
-  int prefix = ArgInt(info[3]);
-  uint8_t bin[16];
-  if (inet_pton(fam, addr.c_str(), bin) != 1) {
-    ThrowErrnoMsg(env, EINVAL, "bad address " + addr);
-    return env.Undefined();
-  }
+// An RTM_NEWADDR or RTM_DELADDR request for ifindex, acked: 0 or the errno.
+int AddrRequest(uint16_t type, uint16_t flags, int ifindex, int fam, const uint8_t* bin, int prefix) {
   size_t alen = fam == AF_INET ? 4 : 16;
   struct {
     nlmsghdr h;
     ifaddrmsg m;
     char attrs[64];
   } req{};
-  req.h.nlmsg_type = RTM_NEWADDR;
-  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+  req.h.nlmsg_type = type;
+  req.h.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | NLM_F_ACK | flags);
   req.h.nlmsg_seq = 1;
   req.m.ifa_family = static_cast<uint8_t>(fam);
   req.m.ifa_prefixlen = static_cast<uint8_t>(prefix);
   req.m.ifa_index = static_cast<uint32_t>(ifindex);
   size_t off = 0;
-  for (int type : {IFA_LOCAL, IFA_ADDRESS}) {
+  for (int t : {IFA_LOCAL, IFA_ADDRESS}) {
     auto* a = reinterpret_cast<rtattr*>(req.attrs + off);
-    a->rta_type = static_cast<unsigned short>(type);
+    a->rta_type = static_cast<unsigned short>(t);
     a->rta_len = static_cast<unsigned short>(RTA_LENGTH(alen));
     memcpy(RTA_DATA(a), bin, alen);
     off += RTA_ALIGN(a->rta_len);
   }
   req.h.nlmsg_len = static_cast<uint32_t>(NLMSG_LENGTH(sizeof(ifaddrmsg)) + off);
   int nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-  if (nl < 0) {
-    ThrowErrno(env, errno, "socket(NETLINK_ROUTE)");
-    return env.Undefined();
-  }
+  if (nl < 0) return errno;
   int err = 0;
   if (send(nl, &req, req.h.nlmsg_len, 0) < 0) {
     err = errno;
@@ -145,7 +135,86 @@ Napi::Value NetifAddAddr(const Napi::CallbackInfo& info) {
     }
   }
   close(nl);
-  if (err) ThrowErrno(env, err, "rtnetlink RTM_NEWADDR");
+  return err;
+}
+
+// netifAddAddr(ifindex, family, addr, prefix) / netifDelAddr(...): RTM_NEWADDR (NLM_F_CREATE |
+// NLM_F_EXCL) or RTM_DELADDR, acked.
+Napi::Value AddrChange(const Napi::CallbackInfo& info, bool add) {
+  Napi::Env env = info.Env();
+  int ifindex = ArgInt(info[0]);
+  int fam = ArgInt(info[1]) == 6 ? AF_INET6 : AF_INET;
+  std::string addr = info[2].As<Napi::String>().Utf8Value();
+  int prefix = ArgInt(info[3]);
+  uint8_t bin[16];
+  if (inet_pton(fam, addr.c_str(), bin) != 1) {
+    ThrowErrnoMsg(env, EINVAL, "bad address " + addr);
+    return env.Undefined();
+  }
+  int err = add ? AddrRequest(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, ifindex, fam, bin, prefix) : AddrRequest(RTM_DELADDR, 0, ifindex, fam, bin, prefix);
+  if (err) ThrowErrno(env, err, add ? "rtnetlink RTM_NEWADDR" : "rtnetlink RTM_DELADDR");
+  return env.Undefined();
+}
+
+Napi::Value NetifAddAddr(const Napi::CallbackInfo& info) { return AddrChange(info, true); }
+Napi::Value NetifDelAddr(const Napi::CallbackInfo& info) { return AddrChange(info, false); }
+
+// netifIndex(name) -> the interface's index in our network namespace (0: none).
+Napi::Value NetifIndex(const Napi::CallbackInfo& info) {
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  return Napi::Number::New(info.Env(), if_nametoindex(name.c_str()));
+}
+
+// arpAnnounce(ifname, addr): one gratuitous ARP request (sender and target address both addr,
+// broadcast), so that the link's neighbours send to this interface from now on (an address that
+// moved here from another host).
+Napi::Value ArpAnnounce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string addr = info[1].As<Napi::String>().Utf8Value();
+  in_addr ip{};
+  if (inet_pton(AF_INET, addr.c_str(), &ip) != 1) {
+    ThrowErrnoMsg(env, EINVAL, "bad IPv4 address " + addr);
+    return env.Undefined();
+  }
+  unsigned idx = if_nametoindex(name.c_str());
+  if (!idx) {
+    ThrowErrno(env, errno, "if_nametoindex");
+    return env.Undefined();
+  }
+  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket(AF_PACKET)");
+    return env.Undefined();
+  }
+  ifreq ifr{};
+  strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "SIOCGIFHWADDR");
+    return env.Undefined();
+  }
+  uint8_t pkt[28];
+  const uint8_t* mac = reinterpret_cast<const uint8_t*>(ifr.ifr_hwaddr.sa_data);
+  pkt[0] = 0, pkt[1] = 1;                 // hardware: Ethernet
+  pkt[2] = 0x08, pkt[3] = 0x00;           // protocol: IPv4
+  pkt[4] = 6, pkt[5] = 4;                 // their lengths
+  pkt[6] = 0, pkt[7] = 1;                 // a request
+  memcpy(pkt + 8, mac, 6);                // sender: us, at addr
+  memcpy(pkt + 14, &ip, 4);
+  memset(pkt + 18, 0, 6);                 // target: anyone, at addr
+  memcpy(pkt + 24, &ip, 4);
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_protocol = htons(ETH_P_ARP);
+  to.sll_ifindex = static_cast<int>(idx);
+  to.sll_halen = 6;
+  memset(to.sll_addr, 0xff, 6);
+  ssize_t n = sendto(fd, pkt, sizeof pkt, 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  int e = errno;
+  close(fd);
+  if (n < 0) ThrowErrno(env, e, "sendto(ARP)");
   return env.Undefined();
 }
 
@@ -157,6 +226,9 @@ void InitNetif(Napi::Env env, Napi::Object exports) {
   exports.Set("pollNow", Napi::Function::New(env, PollNow));
   exports.Set("netifAddrs", Napi::Function::New(env, NetifAddrs));
   exports.Set("netifAddAddr", Napi::Function::New(env, NetifAddAddr));
+  exports.Set("netifDelAddr", Napi::Function::New(env, NetifDelAddr));
+  exports.Set("netifIndex", Napi::Function::New(env, NetifIndex));
+  exports.Set("arpAnnounce", Napi::Function::New(env, ArpAnnounce));
 }
 
 }  // namespace ckpt

@@ -35,6 +35,7 @@ import {
 import { environ, runDir } from './runfiles.js';
 import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
+import { ownAddress, parseAddress } from './address.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -523,6 +524,12 @@ program
   .option('--rounds <n>', 'pre-copy rounds at most, while the process runs (0: copy everything frozen)', parseCountOrZero, 8)
   .option('--lazy', 'restore lazily on the destination: the process runs before all its memory is back (restore --lazy)')
   .option('--remote-dir <dir>', 'keep the image on the destination in this (empty) directory; by default it is removed after the migration')
+  .option(
+    '--move-address <ADDR[/PREFIX][@DEV]...>',
+    "a service address to move with the processes: taken off this host's interface while they are frozen, put on the destination's (DEV, else the one on its subnet) and announced there; their TCP connections on it go on. Repeatable",
+    collect,
+    [],
+  )
   .option('--json', 'print the result as JSON')
   .action(
     async (o: {
@@ -534,8 +541,10 @@ program
       rounds: number;
       lazy?: boolean;
       remoteDir?: string;
+      moveAddress: string[];
       json?: boolean;
     }) => {
+      const specs = o.moveAddress.map(parseAddress);
       if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to migrate: -t PID or --app ID (one of them)');
       const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
       const words = (s: string) => s.split(/\s+/).filter(Boolean);
@@ -549,6 +558,8 @@ program
         maxRounds: o.rounds,
         lazy: o.lazy,
         remoteDir: o.remoteDir,
+        addresses: specs.map((a) => ownAddress({ ...a, dev: undefined })),
+        addressDevs: Object.fromEntries(specs.filter((a) => a.dev).map((a) => [a.addr, a.dev!])),
         dumpPlugins: {},
         restorePlugins: {},
         track: trackMemOptions(c),

@@ -39,6 +39,7 @@ import {
   ImageReader,
   KeyStore,
   MANIFEST,
+  NftNetworkLocks,
   SIGNATURE_FILE,
   VERSION,
   commitGeneration,
@@ -55,6 +56,7 @@ import {
 import type { KeyObject } from 'node:crypto';
 import { StreamReader, StreamWriter, readHeader, readReply, sendFrame, takeBody, type Header } from './wire.js';
 import { registerRestored } from './restored.js';
+import { addAddress, announce, placeAddress, removeAddress, type MovedAddress } from './address.js';
 
 /** Generations kept in a migration's image directories: all of them (a chain needs its parents). */
 const KEEP_ALL = Number.MAX_SAFE_INTEGER;
@@ -77,6 +79,10 @@ export interface MigrateOptions {
   lazy?: boolean;
   /** The destination keeps the image there instead of a temporary directory it removes. */
   remoteDir?: string;
+  /** Service addresses that move with the processes (--move-address), as the source has them. */
+  addresses: MovedAddress[];
+  /** The interface each goes to on the destination (by address), when named. */
+  addressDevs?: Record<string, string>;
   /** Run options per plugin for the dumps (their flags) and for the destination's restore. */
   dumpPlugins: Record<string, Record<string, unknown>>;
   restorePlugins: Record<string, Record<string, unknown>>;
@@ -212,6 +218,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       version: VERSION,
       key: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       lazy: !!o.lazy,
+      addresses: o.addresses.map((a) => ({ ...a, dev: o.addressDevs?.[a.addr] })),
     });
     const hello = await remote.reply(`to connect (ssh ${o.host})`);
     say(`connected to ckpt ${hello.version} on ${o.host}`);
@@ -254,13 +261,32 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
         const frozenAt = performance.now() - Number(r.stats.frozenMs ?? 0);
         await sendGeneration(remote, work, r.generation, o.signal);
         fault('migrate:sent');
-        await remote.send({ op: 'restore', generation: r.generation, lazy: !!o.lazy, plugins: o.restorePlugins });
-        await remote.reply('to restore');
-        fault('migrate:restored');
-        await remote.send({ op: 'go' });
-        const rep = await remote.reply('to start the restored processes (it may have started them: check the destination)');
-        downtimeMs = performance.now() - frozenAt;
-        restored = { pids: rep.pids as number[], main: rep.main as number, app: rep.app as string | undefined };
+        // The service addresses leave with the processes (their connections are silent, in
+        // repair mode), and come back should the destination fail.
+        const removed: MovedAddress[] = [];
+        try {
+          for (const a of o.addresses) {
+            removeAddress(a);
+            removed.push(a);
+          }
+          await remote.send({ op: 'restore', generation: r.generation, lazy: !!o.lazy, plugins: o.restorePlugins });
+          await remote.reply('to restore');
+          fault('migrate:restored');
+          await remote.send({ op: 'go' });
+          const rep = await remote.reply('to start the restored processes (it may have started them: check the destination)');
+          downtimeMs = performance.now() - frozenAt;
+          restored = { pids: rep.pids as number[], main: rep.main as number, app: rep.app as string | undefined };
+        } catch (e) {
+          for (const a of removed) {
+            try {
+              addAddress(a);
+              announce(a);
+            } catch (err) {
+              say(`warning: could not put ${a.addr}/${a.prefix} back on ${a.dev}: ${errorMessage(err)}`);
+            }
+          }
+          throw e;
+        }
       },
     });
     rounds.push({ round: rounds.length + 1, kind: 'final', bytes: final!.imageBytes, frozenMs: downtimeMs, ms: performance.now() - t });
@@ -294,6 +320,8 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
     });
   } finally {
     rmSync(work, { recursive: true, force: true });
+    // The connections' blocks the final dump handed to its image (here, gone): they wait for no restore.
+    new NftNetworkLocks().sweep();
   }
 }
 
@@ -359,13 +387,17 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
   const staging = new Map<number, string>();
   let trust: KeyObject | undefined;
   let ran = false;
+  let addresses: MovedAddress[] = [];
+  const added: MovedAddress[] = [];
   try {
     for (;;) {
       const h = await readHeader(r);
       if (!h) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the source went away');
       if (h.op === 'hello') {
         trust = parsePublicKey(String(h.key), "the source's key");
-        reply({ ok: true, version: VERSION, dir });
+        // Where each moving address will go: checked now, before anything is frozen.
+        addresses = ((h.addresses as Array<MovedAddress & { dev?: string }>) ?? []).map((a) => placeAddress({ ...a, dev: '' }, a.dev || undefined));
+        reply({ ok: true, version: VERSION, dir, addresses });
       } else if (h.op === 'file') {
         const g = Number(h.generation);
         const name = String(h.name);
@@ -401,6 +433,11 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         fault('receive:restore');
         const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
         if (h.lazy && !Object.keys(o.lazyOptions).length) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'no loaded plugin restores lazily (--lazy) here');
+        for (const a of addresses) {
+          addAddress(a);
+          added.push(a);
+          announce(a);
+        }
         const res = await c.restore({
           dir,
           generation: Number(h.generation),
@@ -414,6 +451,8 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
           },
         });
         ran = true;
+        // Again, now that the connections answer from here.
+        for (const a of added.splice(0)) announce(a);
         const { main, ordered, app } = registerRestored(res);
         reply({ ok: true, running: true, pids: ordered, main, ...(app ? { app: app.id } : {}), ms: res.ms });
       } else if (h.op === 'done') {
@@ -423,6 +462,13 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     }
     return 0;
   } catch (e) {
+    for (const a of added) {
+      try {
+        removeAddress(a);
+      } catch {
+        /* gone already */
+      }
+    }
     fail(e);
     // What arrived goes, unless the processes run from it (a lazy restore may still read it).
     if (ran) keep = true;
