@@ -158,6 +158,32 @@ describe('restore --lazy', () => {
     await helpersDone(job.pid);
   });
 
+  it('a preforked tree (prefork.c): each process reads what it had, and what the children share with the parent stays shared', async () => {
+    const dir = makeTempDir('lazy-prefork');
+    const report = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    const img = path.join(dir, 'img');
+    fs.writeFileSync(report, '');
+    const prefork = path.join(BUILD_DIR, 'prefork');
+    const { pid } = await runFixture(dir, [prefork, report, go], { name: 'prefork', noNamespace: true });
+    await waitForLine(report, /^ready \d+$/);
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+    for (const k of kids) track(k, prefork);
+    const pssKb = () => [pid, ...kids].reduce((sum, p) => sum + Number(/^Pss_Anon:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))![1]), 0);
+    const before = pssKb();
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await killAndWaitGone(pid);
+    expectOk(await ckpt(['restore', '-D', img, '--detach', '--lazy']));
+    for (const p of [pid, ...kids]) track(p, prefork);
+    const from = readLines(report).length;
+    fs.writeFileSync(go, '');
+    await waitForLine(report, /^done$/, 20_000, from);
+    expect(readLines(report).slice(from).sort()).toEqual(['done', 'ok child0', 'ok child1', 'ok child2', 'ok child3', 'ok parent']);
+    await helpersDone(pid);
+    const after = pssKb();
+    expect(after, `anonymous memory of the tree: ${before} kB at the dump, ${after} kB after the restore`).toBeLessThan(before * 1.25 + 4096);
+  });
+
   it('a compressed image restores with --lazy too, filled before it runs', async () => {
     const job = await start(64);
     expectOk(await ckpt(['dump', '-t', String(job.pid), '-D', job.img, '--compress']));

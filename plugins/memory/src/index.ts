@@ -779,8 +779,21 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
     { image, rec, runs: blobRuns(rec) },
     ...chainSources(image, proc.pid, rec).map((f) => ({ image: f.image, rec: f.rec, runs: takeFromBlob(blobRuns(f.rec), f.take) })),
   ];
+  // Areas its children share with it copy-on-write (they are forked from it once its memory is
+  // back) are filled now: pages put in after the fork would be each process's own copy.
+  const shared = new Set(
+    session.processes
+      .filter((p) => p.record.ppid === proc.pid && p !== proc)
+      .flatMap(
+        (p) =>
+          p
+            .get<MemoryRecord>(NAME)
+            ?.vmas.filter((v) => v.inherited)
+            .map((v) => v.start) ?? [],
+      ),
+  );
   const ranges = rec.vmas
-    .filter(lazyArea)
+    .filter((v) => lazyArea(v) && !shared.has(v.start))
     .map((v) => ({ start: v.start, end: v.end }))
     .sort((a, b) => a.start - b.start);
   const plans: Array<{ plan: BlobPlan; digest: string }> = [];
