@@ -81,7 +81,7 @@ import {
 } from './ranges.js';
 import { handOver, prepareTracking, registerAreas, startTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
-import { fillEager, LazyDaemon, lazyArea, lazyUffd, notLazy, planBlob, type BlobPlan, type PagesSource } from './lazy.js';
+import { fillEager, LazyDaemon, lazyArea, lazyUffd, notLazy, planBlob, waitLazyRestored, type BlobPlan, type PagesSource } from './lazy.js';
 
 export { memoryRecord, shmemRef, vmaRecord, vmaKind, type MemoryRecord, type VmaKind, type VmaRecord } from './record.js';
 export { pieces, without, PROGRESS_CHUNK } from './ranges.js';
@@ -320,6 +320,8 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
 async function beforeDump(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
+  // A process still being restored lazily has pages not yet in, which look never touched.
+  waitLazyRestored(session.options.pid);
   // A parent's tracking is taken by any dump that adds to it; new tracking only with --leave-running.
   if (!session.parent && !(options?.trackMem && session.options.leaveRunning)) return;
   const tracks = new Map<number, TrackRef>();
@@ -345,6 +347,8 @@ async function writePages(proc: ProcessDump, out: PagesOut, from: number, runs: 
     fault('dump:pages');
     await session.interruptionPoint();
     const r = native.mem.dumpPages(from, piece, out.blob.fd, out.blob.hash, out.zstd);
+    // Where the blob goes elsewhere (a page server), the piece goes now.
+    out.blob.drain();
     out.copied += r.bytes;
     if (!out.zstd) out.blob.size += r.bytes;
     session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });

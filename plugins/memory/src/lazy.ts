@@ -26,7 +26,7 @@
  * userfaultfds, so that no fault ever reads zeros) kills the processes and their descendants.
  * A failed restore closes the channel: the helper and its watchdog exit, the stubs are killed.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { CkptError, logger, procfs, reapWithin, sleepSync, spawnHelper, takeFd, type ImageReader, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { lazyPath, native, O_CLOEXEC, O_NONBLOCK, SYS, type NativeError } from '@ckpt/native';
 import { pieces } from './ranges.js';
@@ -274,3 +274,65 @@ export class LazyDaemon {
 
 /** Entries per message (seqpacket messages stay well under the socket's buffer). */
 const BATCH = 2000;
+
+/** The processes each live ckpt-lazy helper holds a pidfd of, by helper pid. */
+function lazyHelpers(): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8') !== 'ckpt-lazy\n') continue;
+      const pids: number[] = [];
+      for (const fd of readdirSync(`/proc/${name}/fdinfo`)) {
+        const m = /^Pid:\s+(\d+)$/m.exec(readFileSync(`/proc/${name}/fdinfo/${fd}`, 'utf8'));
+        if (m) pids.push(Number(m[1]));
+      }
+      out.set(Number(name), pids);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** pid and its ancestors (host pids, up to init). */
+function lineage(pid: number): number[] {
+  const out: number[] = [];
+  for (let p = pid; p > 1 && out.length < 4096; ) {
+    out.push(p);
+    try {
+      p = procfs.readStat(p).ppid;
+    } catch {
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Before a dump of the tree at `root`: waits (up to `ms`) for the ckpt-lazy helpers still filling
+ * a process of it (the root, one of its descendants, or an ancestor it was forked from since its
+ * restore). Pages not yet in are not present: a dump would take them for pages never touched.
+ */
+export function waitLazyRestored(root: number, ms = 60_000): void {
+  const concerned = () =>
+    [...lazyHelpers()].filter(([, pids]) => pids.some((p) => p === root || lineage(p).includes(root) || lineage(root).includes(p))).map(([h]) => h);
+  let helpers = concerned();
+  if (!helpers.length) return;
+  log('pid %d: waiting for ckpt-lazy %o to put its memory back first', root, helpers);
+  for (let waited = 0; helpers.length; waited += 10) {
+    if (waited >= ms) {
+      throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${root} is still being restored lazily (ckpt-lazy ${helpers.join(', ')} is putting its memory back)`, {
+        hint: 'dump it once its restore --lazy is complete',
+      });
+    }
+    sleepSync(10);
+    helpers = helpers.filter((h) => {
+      try {
+        return procfs.readStat(h).state !== 'Z';
+      } catch {
+        return false;
+      }
+    });
+  }
+}
