@@ -25,6 +25,10 @@ import {
   type CliResult,
 } from './helpers.js';
 import { makeHosts, sshdAvailable, type TestHost, type TestHosts } from './hosts.js';
+import { startMigrant, verify, type Migrant } from './migrant.js';
+
+/** The migrant on a host (in its own pid namespace: its pids can be free on the other). */
+const startOn = (host: TestHost, mib: number, permille: number) => startMigrant(mib, permille, H.inNs(host));
 
 useCleanup();
 
@@ -40,53 +44,7 @@ afterAll(() => {
   H?.remove();
 });
 
-const MIGRANT = path.join(BUILD_DIR, 'migrant');
 const FIXTURES = path.join(path.dirname(BUILD_DIR), 'fixtures');
-
-interface Migrant {
-  pid: number;
-  app: string;
-  report: string;
-}
-
-/** `ckpt run` of the migrant on a host (its own pid namespace: the pids can be free on the other). */
-async function startOn(host: TestHost, mib: number, permille: number): Promise<Migrant> {
-  const dir = makeTempDir('migrate');
-  const report = path.join(dir, 'report');
-  const r = await ckpt(['run', '--json', '--stdout', path.join(dir, 'out'), '--', MIGRANT, String(mib), String(permille), report], { prefix: H.inNs(host) });
-  expectOk(r);
-  const j = JSON.parse(r.stdout) as { pid: number; app: string; init: number };
-  track(j.pid, 'migrant');
-  track(j.init, 'ckpt-init');
-  await waitForLine(report, /^ready/);
-  return { pid: j.pid, app: j.app, report };
-}
-
-const verifies = new Map<string, number>();
-/** SIGUSR1, then the migrant's next verify line (its fields). */
-async function verify(pid: number, report: string): Promise<Record<string, string>> {
-  const n = (verifies.get(report) ?? 0) + 1;
-  verifies.set(report, n);
-  process.kill(pid, 'SIGUSR1');
-  const { match } = await waitFor(
-    () => {
-      const lines = fs
-        .readFileSync(report, 'utf8')
-        .split('\n')
-        .filter((l) => /^(ok|FAIL) verify/.test(l));
-      return lines.length >= n ? { match: lines[n - 1] } : undefined;
-    },
-    20_000,
-    () => `no verify line ${n} in ${report}:\n${fs.readFileSync(report, 'utf8').slice(-2000)}`,
-  );
-  expect(match, 'the migrant checked its memory').toMatch(/^ok verify/);
-  return Object.fromEntries(
-    match
-      .replace(/^ok verify /, '')
-      .split(' ')
-      .map((kv) => kv.split('=') as [string, string]),
-  );
-}
 
 function migrate(
   from: TestHost,
@@ -149,6 +107,22 @@ describe('ckpt migrate', () => {
     await waitNotAlive(j.main);
     expect((await verify(k.main, m.report)).net).toBe(H.byName.a.netns);
   }, 180_000);
+
+  it('a 1 GiB process writing 1% of its memory a second, migrated with --lazy: it runs there before its memory is back, every page right; the downtime it saw is reported', async () => {
+    const m = await startOn(H.byName.a, 1024, 10);
+    await verify(m.pid, m.report);
+    const r = await migrate(H.byName.a, H.byName.b, m, ['--lazy']);
+    expectOk(r);
+    const j = JSON.parse(r.stdout) as { main: number; pids: number[]; lazy: boolean; downtimeMs: number; rounds: Array<{ kind: string; bytes: number }> };
+    for (const p of j.pids) track(p, 'migrant');
+    expect(j.lazy).toBe(true);
+    await waitNotAlive(m.pid);
+    const v = await verify(j.main, m.report);
+    expect(v.net).toBe(H.byName.b.netns);
+    console.log(
+      `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms`,
+    );
+  }, 240_000);
 
   it('a destination whose restore is killed halfway: the source runs on untouched, nothing of it is left there', async () => {
     const m = await startOn(H.byName.a, 32, 20);

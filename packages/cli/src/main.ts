@@ -36,6 +36,7 @@ import { environ, runDir } from './runfiles.js';
 import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
+import { pageServer } from './pageserver.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -374,7 +375,11 @@ function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
     .description(description)
     .option('-t, --tree <pid>', 'the process to checkpoint, with all its descendants (a process of an application started by ckpt run: the whole application)')
     .option('-a, --app <id>', 'the application (as ckpt run printed its id) to checkpoint')
-    .requiredOption('-D, --images-dir <dir>', 'image directory (created if missing)');
+    .option('-D, --images-dir <dir>', 'image directory (created if missing)')
+    .option(
+      '--page-server <address:port>',
+      "write the image to this page server (ckpt page-server, on a host that trusts this one's key) instead of -D: nothing of it is written on this host",
+    );
   if (name === 'dump') cmd.option('-R, --leave-running', 'let the process continue after the dump');
   cmd
     .option(
@@ -391,7 +396,8 @@ function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
         o: {
           tree?: string;
           app?: string;
-          imagesDir: string;
+          imagesDir?: string;
+          pageServer?: string;
           leaveRunning?: boolean;
           parent?: string;
           sync?: boolean;
@@ -402,6 +408,8 @@ function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
         } & Record<string, unknown>,
       ) => {
         if (!o.tree === !o.app) throw new CkptError('ERR_CKPT_USAGE', 'give the process to checkpoint: -t PID or --app ID (one of them)');
+        if (!o.imagesDir === !o.pageServer)
+          throw new CkptError('ERR_CKPT_USAGE', 'give where the image goes: -D DIR or --page-server ADDRESS:PORT (one of them)');
         const { pid, app } = o.app ? dumpTarget({ app: o.app }) : dumpTarget({ pid: parsePid(o.tree!) });
         const c = await ckpt();
         if (name === 'pre-dump') {
@@ -414,7 +422,8 @@ function dumpCommand(name: 'dump' | 'pre-dump', description: string): void {
         const r = await c.dump({
           pid,
           app,
-          dir: o.imagesDir,
+          dir: o.imagesDir ?? '',
+          pageServer: o.pageServer,
           leaveRunning: o.leaveRunning,
           parent: o.parent,
           sync: o.sync,
@@ -573,6 +582,30 @@ program
         );
     },
   );
+
+program
+  .command('page-server')
+  .description(
+    'receive the images that dumps on other hosts write here (ckpt dump --page-server), each a new generation of -D once its signature and every digest check out; only hosts whose key this one trusts (ckpt trust) are answered',
+  )
+  .requiredOption('--listen <address:port>', 'where to listen (port 0: any free port, printed)')
+  .requiredOption('-D, --images-dir <dir>', 'the image directory the images go to')
+  .option('--keep <n>', 'generations to keep in it (default 3)', parseCount, 3)
+  .option('--once', 'exit after the first image')
+  .option('--json', 'print {"listening", "port"} as JSON once listening')
+  .action(async (o: { listen: string; imagesDir: string; keep: number; once?: boolean; json?: boolean }) => {
+    await pageServer({
+      listen: o.listen,
+      dir: o.imagesDir,
+      keep: o.keep,
+      once: o.once,
+      say: (line) => process.stderr.write(`ckpt page-server: ${line}\n`),
+      listening: (port) => {
+        if (o.json) console.log(JSON.stringify({ listening: o.listen.replace(/:\d+$/, `:${port}`), port }));
+        else process.stderr.write(`ckpt page-server: listening on ${o.listen.replace(/:\d+$/, `:${port}`)}, images into ${resolve(o.imagesDir)}\n`);
+      },
+    });
+  });
 
 program
   .command('receive', { hidden: true })

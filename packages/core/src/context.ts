@@ -62,6 +62,11 @@ export interface DumpOptions extends CommonOptions {
    */
   parent?: string;
   /**
+   * Write the image to this page server (HOST:PORT, `ckpt page-server`) instead of `dir`: the
+   * server checks it (signature, digests) and makes it its next generation.
+   */
+  pageServer?: string;
+  /**
    * A dump that kills (not leaveRunning) hands the processes over instead: called once the image
    * is committed, with the processes still frozen (and their connections silent, in repair mode),
    * e.g. until another host has restored them. Resolves: they are killed, as after any dump.

@@ -188,8 +188,16 @@ export class Ckpt {
     const pc = services.processes;
     sweepLocks(services);
     checkDumpable(pc, pid, options);
+    if (options.pageServer !== undefined && options.parent !== undefined) {
+      throw new CkptError('ERR_CKPT_USAGE', 'an image written to a page server cannot add to another: --page-server goes without --parent');
+    }
     const parent = options.parent !== undefined ? openParent(services, options.parent, pid) : undefined;
-    const image = services.images.create(options.dir, { sync: options.sync, keep: options.keep, followSymlinks: options.followSymlinks });
+    const image = services.images.create(options.dir, {
+      sync: options.sync,
+      keep: options.keep,
+      followSymlinks: options.followSymlinks,
+      pageServer: options.pageServer,
+    });
     const state = new SessionStateStore();
     const deferred: Array<() => Promise<void>> = [];
     let usesParent = false;

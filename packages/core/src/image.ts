@@ -22,6 +22,7 @@ import {
   copyFileSync,
   existsSync,
   fstatSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -32,6 +33,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { PageClient } from './pageclient.js';
 import os from 'node:os';
 import { type HashAlgorithm, type HashHandle, native } from '@ckpt/native';
 import { CkptError } from './errors.js';
@@ -158,6 +160,11 @@ export interface BlobWriter {
   /** Bytes written so far (callers that write through native add theirs). */
   size: number;
   write(data: Buffer): void;
+  /**
+   * Callers that write to `fd` themselves (native) call this after each piece: a blob that goes
+   * elsewhere (a page server) sends what fd holds, and fd starts empty again. Local: nothing.
+   */
+  drain(): void;
 }
 
 export interface ImageWriterOptions {
@@ -169,6 +176,11 @@ export interface ImageWriterOptions {
   followSymlinks?: boolean;
   /** The key store whose host key signs the image (default: this user's, see keys.ts). */
   keys?: KeyStore;
+  /**
+   * Write the image to this page server (HOST:PORT, `ckpt page-server`) instead of `dir` on this
+   * host: nothing of it is written here (pages pass through a scratch memfd, one piece at a time).
+   */
+  pageServer?: string;
 }
 
 export interface ImageOpenOptions {
@@ -201,6 +213,8 @@ export class ImageWriter {
   private readonly staging: string;
   private readonly opts: ImageWriterOptions;
   private readonly lock: { release: () => void; created: string | undefined };
+  /** The page server the image goes to, when it does not go to dir. */
+  private readonly remote?: PageClient;
   private readonly files: Record<string, FileEntry> = {};
   private readonly openBlobs = new Map<string, BlobWriter>();
   private readonly key: HostKey;
@@ -213,6 +227,14 @@ export class ImageWriter {
    */
   constructor(dir: string, opts: ImageWriterOptions | boolean = {}) {
     this.opts = typeof opts === 'boolean' ? { sync: opts } : opts;
+    if (this.opts.pageServer !== undefined) {
+      this.key = (this.opts.keys ?? new KeyStore()).hostKey()!;
+      this.remote = new PageClient(this.opts.pageServer, this.key);
+      this.dir = this.remote.label;
+      this.staging = '';
+      this.lock = { release: () => this.remote?.close(), created: undefined };
+      return;
+    }
     this.dir = resolve(dir);
     // Refuses a symlink, a directory another dump is writing, a directory we cannot write.
     this.lock = lockImageDir(this.dir, { followSymlinks: this.opts.followSymlinks });
@@ -259,6 +281,7 @@ export class ImageWriter {
    * image's (the staging directory sits where the generation will be), and its manifest's digest.
    */
   parentLink(parent: ImageReader): ParentLink {
+    if (this.remote) throw new CkptError('ERR_CKPT_USAGE', `an image written to a ${this.remote.label} cannot add to another (--parent)`);
     return { path: relative(this.staging, parent.dir) || '.', manifest: parent.manifestDigest, depth: (parent.manifest.parent?.depth ?? 0) + 1 };
   }
 
@@ -272,6 +295,11 @@ export class ImageWriter {
     this.checkName(name);
     const text = JSON.stringify(value, null, 1);
     const data = Buffer.from(text);
+    if (this.remote) {
+      this.remote.frame({ op: 'file', name }, data);
+      this.files[name] = { size: data.length, blake3: digestOf('blake3', data) };
+      return;
+    }
     writeFileSync(join(this.staging, name), data, { mode: 0o600 });
     this.files[name] = { size: data.length, blake3: digestOf('blake3', data) };
   }
@@ -287,26 +315,47 @@ export class ImageWriter {
   /** Opens a bulk blob for appending. */
   openBlob(name: string): BlobWriter {
     this.checkName(name);
-    const fd = openSync(join(this.staging, name), 'w', 0o600);
+    const remote = this.remote;
+    const fd = remote ? native.fd.memfdCreate(`ckpt-${name}`) : openSync(join(this.staging, name), 'w', 0o600);
     const hash = native.hash.hashNew('blake3');
-    const blob: BlobWriter = {
+    let sent = 0;
+    const blob: BlobWriter & { sent(): number } = {
       name,
       fd,
       hash,
       size: 0,
       write(data: Buffer) {
-        let off = 0;
-        while (off < data.length) off += writeSync(fd, data, off);
+        blob.drain();
         native.hash.hashUpdate(hash, data);
         blob.size += data.length;
+        if (remote) {
+          remote.frame({ op: 'chunk', name }, data);
+          sent += data.length;
+          return;
+        }
+        let off = 0;
+        while (off < data.length) off += writeSync(fd, data, off);
       },
+      drain() {
+        if (!remote) return;
+        const n = fstatSync(fd).size;
+        if (!n) return;
+        remote.chunkFromFd(name, fd, n);
+        sent += n;
+        native.fd.lseek(fd, 0, 0);
+        ftruncateSync(fd, 0);
+      },
+      sent: () => sent,
     };
+    // The server knows the file from its first (possibly empty) chunk.
+    remote?.frame({ op: 'chunk', name }, Buffer.alloc(0));
     this.openBlobs.set(name, blob);
     return blob;
   }
 
   closeBlob(blob: BlobWriter): void {
-    const size = fstatSync(blob.fd).size;
+    blob.drain();
+    const size = this.remote ? (blob as BlobWriter & { sent(): number }).sent() : fstatSync(blob.fd).size;
     if (size !== blob.size) throw new Error(`blob ${blob.name}: wrote ${size} bytes, accounted ${blob.size}`);
     closeSync(blob.fd);
     this.openBlobs.delete(blob.name);
@@ -324,6 +373,7 @@ export class ImageWriter {
    */
   copyFrom(from: ImageReader, name: string): void {
     this.checkName(name);
+    if (this.remote) throw new CkptError('ERR_CKPT_USAGE', `copying image files to a ${this.remote.label} is not supported`);
     const dest = join(this.staging, name);
     copyFileSync(from.path(name), dest);
     chmodSync(dest, 0o600);
@@ -354,6 +404,18 @@ export class ImageWriter {
       ...body,
       files: this.files,
     };
+    if (this.remote) {
+      const text = Buffer.from(JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1));
+      this.remote.frame({ op: 'file', name: MANIFEST }, text);
+      this.remote.frame({ op: 'file', name: SIGNATURE_FILE }, Buffer.from(signatureLine(text, this.key)));
+      this.remote.frame({ op: 'commit' });
+      const r = this.remote.reply('the image');
+      this.generation = Number(r.generation);
+      this.path = `${this.remote.label}: ${String(r.path)}`;
+      this.done = true;
+      this.release();
+      return manifest;
+    }
     try {
       if (this.opts.sync) for (const name of Object.keys(this.files)) fsyncPath(join(this.staging, name));
       const text = Buffer.from(JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1));
@@ -385,7 +447,7 @@ export class ImageWriter {
       }
     }
     this.openBlobs.clear();
-    rmSync(this.staging, { recursive: true, force: true });
+    if (!this.remote) rmSync(this.staging, { recursive: true, force: true });
     this.done = true;
     this.release();
   }
