@@ -115,6 +115,12 @@ export interface MigrateResult {
   bytesSent: number;
   /** From the freeze of the final round to the destination's "running" (as the source sees it). */
   downtimeMs: number;
+  /**
+   * Where the downtime went: the final dump (frozen until its image was whole), sending it, the
+   * destination's check of it (signature, digests), its restore up to the processes built (as
+   * the source waited for it, and as the destination timed it), and their start (a round trip).
+   */
+  phases: { dumpMs: number; sendMs: number; checkMs: number; restoreMs: number; destRestoreMs: number; resumeMs: number };
   wallMs: number;
   lazy: boolean;
   /** Why there was no pre-copy, when there was none. */
@@ -184,7 +190,7 @@ class Remote {
 }
 
 /** Sends a committed generation of `dir`: its files, manifest and signature last, then commit. */
-async function sendGeneration(remote: Remote, dir: string, generation: number, signal?: AbortSignal): Promise<void> {
+async function sendGeneration(remote: Remote, dir: string, generation: number, signal?: AbortSignal): Promise<number> {
   const g = join(dir, String(generation));
   const names = readdirSync(g).sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   for (const name of names) {
@@ -194,7 +200,7 @@ async function sendGeneration(remote: Remote, dir: string, generation: number, s
     await remote.send({ op: 'file', generation, name, size: statSync(path).size }, path);
   }
   await remote.send({ op: 'commit', generation });
-  await remote.reply(`to take generation ${generation}`);
+  return Number((await remote.reply(`to take generation ${generation}`)).checkMs ?? 0);
 }
 
 /** The manifest and its signature go last: a generation is complete when they are there. */
@@ -211,6 +217,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
   let downtimeMs = 0;
   let restored: { pids: number[]; main: number; app?: string } | undefined;
   let note: string | undefined;
+  const phases: MigrateResult['phases'] = { dumpMs: 0, sendMs: 0, checkMs: 0, restoreMs: 0, destRestoreMs: 0, resumeMs: 0 };
   try {
     const key = new KeyStore().hostKey()!;
     await remote.send({
@@ -258,8 +265,12 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       signal: o.signal,
       handover: async (r) => {
         final = r;
-        const frozenAt = performance.now() - Number(r.stats.frozenMs ?? 0);
-        await sendGeneration(remote, work, r.generation, o.signal);
+        const t1 = performance.now();
+        const frozenAt = t1 - Number(r.stats.frozenMs ?? 0);
+        phases.dumpMs = t1 - frozenAt;
+        phases.checkMs = await sendGeneration(remote, work, r.generation, o.signal);
+        const t2 = performance.now();
+        phases.sendMs = t2 - t1 - phases.checkMs;
         fault('migrate:sent');
         // The service addresses leave with the processes (their connections are silent, in
         // repair mode), and come back should the destination fail.
@@ -270,11 +281,15 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
             removed.push(a);
           }
           await remote.send({ op: 'restore', generation: r.generation, lazy: !!o.lazy, plugins: o.restorePlugins });
-          await remote.reply('to restore');
+          const ready = await remote.reply('to restore');
+          const t3 = performance.now();
+          phases.restoreMs = t3 - t2;
+          phases.destRestoreMs = Number(ready.ms ?? 0);
           fault('migrate:restored');
           await remote.send({ op: 'go' });
           const rep = await remote.reply('to start the restored processes (it may have started them: check the destination)');
           downtimeMs = performance.now() - frozenAt;
+          phases.resumeMs = performance.now() - t3;
           restored = { pids: rep.pids as number[], main: rep.main as number, app: rep.app as string | undefined };
         } catch (e) {
           for (const a of removed) {
@@ -307,6 +322,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       rounds,
       bytesSent: remote.sent,
       downtimeMs,
+      phases,
       wallMs: performance.now() - t0,
       lazy: !!o.lazy,
       ...(note ? { note } : {}),
@@ -425,12 +441,14 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         // Signature (with the source's key), the chain, every file's digest: checked now, while
         // the source runs, rather than found wrong at the restore.
+        const t = performance.now();
         const image = ImageReader.open(dir, { generation: g, trust: trust ? [trust] : [] });
         image.chain();
         image.verifyAll();
-        reply({ ok: true, generation: g });
+        reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'restore') {
         fault('receive:restore');
+        const t = performance.now();
         const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
         if (h.lazy && !Object.keys(o.lazyOptions).length) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'no loaded plugin restores lazily (--lazy) here');
         for (const a of addresses) {
@@ -445,7 +463,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
           trustKeys: trust ? [trust] : [],
           plugins,
           confirm: async (pids) => {
-            reply({ ok: true, ready: true, pids });
+            reply({ ok: true, ready: true, pids, ms: performance.now() - t });
             const go = await readHeader(r);
             if (go?.op !== 'go') throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the source called the migration off: its processes run on there');
           },
