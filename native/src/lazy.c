@@ -224,7 +224,7 @@ static void kill_tree(pid_t *pids, size_t n, size_t cap) {
 
 static void watchdog(int sock) {
   prctl(PR_SET_NAME, "ckpt-lazy-wd");
-  size_t cap = 4096, n = 0, npidfds = 0;
+  size_t cap = 4096, n = 0;
   pid_t *pids = calloc(cap, sizeof *pids);
   int *pidfds = calloc(cap, sizeof *pidfds);
   if (!pids || !pidfds) _exit(3);
@@ -235,14 +235,23 @@ static void watchdog(int sock) {
     if (k <= 0) break;
     if (buf[0] == 'F') _exit(0);
     /* 'T' i32 pid, fds [pidfd, uffd]; 'U' fds [uffd]: the userfaultfds are held, never read. */
-    if (buf[0] == 'T' && k >= 5 && n < cap) {
-      memcpy(&pids[n++], buf + 1, 4);
-      if (fds[0] >= 0 && npidfds < cap) pidfds[npidfds++] = fds[0];
+    if (buf[0] == 'T' && k >= 5 && n < cap && fds[0] >= 0) {
+      memcpy(&pids[n], buf + 1, 4);
+      pidfds[n++] = fds[0];
     }
   }
-  /* The helper is gone and did not finish: no target may read a page it did not get. */
-  for (size_t i = 0; i < npidfds; i++) syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
-  kill_tree(pids, n, cap);
+  /* The helper is gone and did not finish: no target may read a page it did not get. The
+   * targets still alive (their pidfds say: the pid of a dead one may be another process's by
+   * now) are stopped, then killed with their descendants. */
+  size_t live = 0;
+  for (size_t i = 0; i < n; i++)
+    if (syscall(SYS_pidfd_send_signal, pidfds[i], 0, NULL, 0) == 0) {
+      pids[live] = pids[i];
+      pidfds[live++] = pidfds[i];
+    }
+  for (size_t i = 0; i < live; i++) syscall(SYS_pidfd_send_signal, pidfds[i], SIGSTOP, NULL, 0);
+  kill_tree(pids, live, cap);
+  for (size_t i = 0; i < live; i++) syscall(SYS_pidfd_send_signal, pidfds[i], SIGKILL, NULL, 0);
   _exit(0);
 }
 
@@ -316,10 +325,9 @@ static void split_at(struct target *t, uint64_t addr) {
   uint64_t *tail = bits_new(pages - hp, 0);
   for (uint64_t k = hp; k < pages; k++)
     if (bit(s->pending, k)) tail[(k - hp) >> 6] |= 1ULL << ((k - hp) & 63);
-  uint64_t saddr = s->addr, slen = s->len, soff = s->off;
+  uint64_t slen = s->len, soff = s->off;
   uint32_t sblob = s->blob;
   s->len = head;
-  (void)saddr;
   add_seg(t, addr, slen - head, soff + head, sblob, tail);
   qsort(t->segs, t->nsegs, sizeof *t->segs, seg_cmp);
 }
