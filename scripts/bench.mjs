@@ -31,6 +31,13 @@
 //                 restore's start), through the API and the command line, next to the eager
 //                 restore's; the time until all its pages are in; references: read() of the
 //                 page-cached blob size into fresh memory (ref.c), `node -e 0`
+//       migrate   ckpt migrate of a 1 GiB process writing 1% of its memory a second
+//                 (test/fixtures/migrant.c) between two network namespaces with an sshd each, on a
+//                 veth bridge (scripts/hosts.mjs): a -> b, then back lazily; the downtime seen
+//                 from inside (its longest stall) and as the source reports it, the rounds, bytes
+//                 sent, wall; reference: `ssh b true`. Then a dump of it to a page server on b,
+//                 next to a same-run nc-style copy of its pages over the same link
+//                 (scripts/bench/tcpcopy.py)
 //   --compare BIN    also run the workloads' dump and restore through another checkpointer with
 //                    CRIU's command line: `BIN dump -t PID -D DIR --shell-job` (+ --leave-running,
 //                    + --tcp-established when there are connections), `BIN restore -D DIR
@@ -50,14 +57,15 @@
 // restore figures of "sizes" leave that wait out. A first, untimed, dump and restore of an idle
 // process takes this process's one-time costs out of the first figures.
 // Units: GB = 1e9 bytes, MB = 1e6 bytes; sizes are MiB (2^20).
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import { createCkpt } from '../packages/api/dist/index.js';
+import { makeHosts, sshdAvailable } from './hosts.mjs';
 import { native } from '../native/dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -69,7 +77,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy'];
+const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy', 'migrate'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -1734,6 +1742,176 @@ async function lazyTable(ck, bins) {
   return res;
 }
 
+// ---- migration and the page server ------------------------------------------------------------
+/**
+ * ckpt migrate between two network namespaces with a real sshd each (scripts/hosts.mjs), the
+ * migrant writing 1% of its 1 GiB a second; then a dump of it to a page server on the other host,
+ * next to an nc-style copy of as many bytes over the same link.
+ */
+async function migrateTable(bins) {
+  const why = sshdAvailable();
+  if (why) {
+    console.log(`\n== migrate: SKIPPED (${why}) ==`);
+    return { kind: 'migrate', skipped: why };
+  }
+  const mib = 1024;
+  const H = await makeHosts(['a', 'b'], ckptBin);
+  const [a, b] = H.hosts;
+  const inNs = (h, file, argv, timeout) => spawnWall(H.inNs(h)[0], [...H.inNs(h).slice(1), file, ...argv], timeout);
+  const cli = (h, argv, timeout) => inNs(h, process.execPath, [ckptBin, ...argv], timeout);
+  const r = {
+    inside: { eager: [], lazy: [] },
+    source: { eager: [], lazy: [] },
+    wall: { eager: [], lazy: [] },
+    rounds: { eager: [], lazy: [] },
+    sent: { eager: [], lazy: [] },
+  };
+  const ps = { ms: [], bytes: 0, refMs: [] };
+  const ssh = [];
+  try {
+    for (let run = 1; run <= runs; run++) {
+      process.stderr.write(`[migrate ${mib} MiB] run ${run}/${runs}:`);
+      const report = join(tmp, `migrant-${run}`);
+      const st = cli(a, ['run', '--json', '--stdout', join(tmp, `migrant-${run}.out`), '--', bins.migrant, String(mib), '10', report]);
+      if (st.code !== 0) throw new Error(`ckpt run migrant: ${st.stderr}`);
+      let app = JSON.parse(st.stdout);
+      track(app.pid);
+      track(app.init);
+      await waitForLine(report, (t) => /^ready/m.test(t), 'ready', 120_000);
+      let seen = 0;
+      const verify = async (pid) => {
+        seen++;
+        process.kill(pid, 'SIGUSR1');
+        const line = await waitForLine(report, (t) => t.split('\n').filter((l) => /^(ok|FAIL) verify/.test(l))[seen - 1], 'verify', 60_000);
+        if (!line.startsWith('ok')) throw new Error(`the migrant says: ${line}`);
+        return Number(/stall_ms=([\d.]+)/.exec(line)[1]);
+      };
+      await verify(app.pid);
+      let pid = app.pid;
+      for (const [mode, from, to] of [
+        ['eager', a, b],
+        ['lazy', b, a],
+      ]) {
+        process.stderr.write(` ${mode}`);
+        await sleep(2000);
+        const m = cli(from, [
+          'migrate',
+          '--app',
+          app.app,
+          '--to',
+          to.name,
+          '--ssh',
+          H.ssh.join(' '),
+          '--remote-ckpt',
+          H.remoteCkpt(to).join(' '),
+          '--json',
+          ...(mode === 'lazy' ? ['--lazy'] : []),
+        ]);
+        if (m.code !== 0) throw new Error(`ckpt migrate (${mode}): ${m.stderr}`);
+        const j = JSON.parse(m.stdout);
+        for (const p of j.pids) track(p);
+        await waitForPidRelease(pid);
+        pid = j.main;
+        app = { ...app, app: j.app ?? app.app, pid };
+        r.inside[mode].push(await verify(pid));
+        r.source[mode].push(j.downtimeMs);
+        r.wall[mode].push(m.ms);
+        r.rounds[mode].push(j.rounds.length);
+        r.sent[mode].push(j.bytesSent);
+      }
+      ssh.push(inNs(a, H.ssh[0], [...H.ssh.slice(1), 'b', 'true']).ms);
+      // The page server on b; the dump from a.
+      process.stderr.write(' page-server');
+      const psDir = join(tmp, `ps-${run}`);
+      const server = spawnDetachedIn(b, [process.execPath, ckptBin, 'page-server', '--listen', `${b.addr}:0`, '-D', psDir, '--once', '--json']);
+      const port = await server.port;
+      const d = cli(a, ['dump', '--app', app.app, '--page-server', `${b.addr}:${port}`, '--leave-running', '--json']);
+      if (d.code !== 0) throw new Error(`ckpt dump --page-server: ${d.stderr}`);
+      ps.ms.push(d.ms);
+      ps.bytes = JSON.parse(d.stdout).imageBytes;
+      await server.done;
+      const blob = readdirSync(join(psDir, '1')).find((n) => n.startsWith('pages-') && statSizeOf(join(psDir, '1', n)) > 100 * MiB);
+      // The reference: the same bytes, page-cached, sent over the same link by sendfile, written to a file there.
+      const recv = spawnDetachedIn(b, ['python3', join(root, 'scripts/bench/tcpcopy.py'), 'recv', b.addr, join(tmp, `copy-${run}`)], /^(\d+)$/m);
+      const c = inNs(a, 'python3', [join(root, 'scripts/bench/tcpcopy.py'), 'send', b.addr, String(await recv.port), join(psDir, '1', blob)]);
+      if (c.code !== 0) throw new Error(`tcpcopy: ${c.stderr}`);
+      ps.refMs.push(Number(c.stdout.trim()) * (ps.bytes / statSizeOf(join(psDir, '1', blob))));
+      await recv.done;
+      rmSync(psDir, { recursive: true, force: true });
+      rmSync(join(tmp, `copy-${run}`), { force: true });
+      killTracked([pid, app.init]);
+      process.stderr.write(' ok\n');
+    }
+  } finally {
+    H.remove();
+  }
+  const res = {
+    kind: 'migrate',
+    sizeMiB: mib,
+    runs,
+    sshMs: median(ssh),
+    ...Object.fromEntries(
+      ['eager', 'lazy'].map((m) => [
+        m,
+        { insideMs: stats(r.inside[m]), sourceMs: stats(r.source[m]), wallMs: stats(r.wall[m]), rounds: median(r.rounds[m]), sentBytes: median(r.sent[m]) },
+      ]),
+    ),
+    pageServer: { bytes: ps.bytes, ms: stats(ps.ms), refMs: median(ps.refMs) },
+  };
+  console.log(`\n== migrate: ${mib} MiB writing 1% a second, between two netns hosts over ssh, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`);
+  const rows = [];
+  const row = (label, s, ref, note) => rows.push([label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : '', note]);
+  for (const m of ['eager', 'lazy']) {
+    const x = res[m];
+    row(
+      `${m}: downtime seen inside ms`,
+      x.insideMs,
+      res.sshMs,
+      `its longest stall; reference: ssh b true (${m === 'lazy' ? 'migrate --lazy, b -> a' : 'a -> b'})`,
+    );
+    row(`${m}: downtime (source) ms`, x.sourceMs, undefined, 'from the final freeze to "running" there, as ckpt migrate reports it');
+    row(`${m}: wall ms`, x.wallMs, undefined, `${x.rounds} rounds, ${fmb(x.sentBytes)} MB sent`);
+  }
+  const gbs = (ms) => ps.bytes / (ms * 1e6);
+  rows.push([
+    'page server: dump GB/s',
+    fx(gbs(res.pageServer.ms.median)),
+    fx(gbs(res.pageServer.ms.max)),
+    fx(gbs(res.pageServer.ms.min)),
+    fx(gbs(res.pageServer.refMs)),
+    fx(res.pageServer.refMs / res.pageServer.ms.median),
+    `dump --page-server --leave-running (CLI wall) of ${fmb(ps.bytes)} MB; reference: sendfile of as many bytes over the same link into a file there`,
+  ]);
+  printGrid(['', 'median', 'min', 'max', 'reference', 'ratio', ''], rows);
+  return res;
+}
+
+function statSizeOf(p) {
+  return statSync(p).size;
+}
+
+/**
+ * Starts argv in host h's namespace, detached, stdout read for its port (a JSON "port", or the
+ * first line matching `portRe`): { port: Promise<number>, done: Promise<void> (it exited) }.
+ */
+function spawnDetachedIn(h, argv, portRe = /"port":(\d+)/) {
+  const child = spawn('nsenter', [`--net=/run/netns/${h.ns}`, '--', ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(child.pid);
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (x) => (err += x));
+  const port = new Promise((res, rej) => {
+    child.stdout.on('data', (x) => {
+      out += x;
+      const m = portRe.exec(out);
+      if (m) res(Number(m[1]));
+    });
+    child.on('exit', () => rej(new Error(`${argv.join(' ')} exited: ${err}`)));
+  });
+  const done = new Promise((res) => child.on('exit', () => res()));
+  return { port, done };
+}
+
 /** Live ckpt-lazy helpers and watchdogs (any). */
 function lazyHelpers() {
   const out = [];
@@ -2008,9 +2186,12 @@ try {
     stall: join(tmp, 'stall'),
     compute: join(tmp, 'compute'),
     lazy: join(tmp, 'lazy'),
+    migrant: join(tmp, 'migrant'),
   };
   for (const [name, out] of Object.entries(bins)) {
-    execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', out, join(root, 'scripts/bench', `${name}.c`)], { stdio: ['ignore', 'inherit', 'inherit'] });
+    // The migration's workload is the tests' (it checks every page from inside).
+    const src = name === 'migrant' ? join(root, 'test/fixtures/migrant.c') : join(root, 'scripts/bench', `${name}.c`);
+    execFileSync('gcc', ['-O2', '-Wall', '-Wno-unused-function', '-pthread', '-o', out, src], { stdio: ['ignore', 'inherit', 'inherit'] });
   }
 
   const ck = await createCkpt();
@@ -2066,6 +2247,7 @@ try {
   if (only.has('compress')) results.push(await compressTable(ck));
   if (only.has('periodic')) results.push(await periodicTable(bins));
   if (only.has('lazy')) results.push(await lazyTable(ck, bins));
+  if (only.has('migrate')) results.push(await migrateTable(bins));
 } catch (e) {
   failed = true;
   console.error(`\nbench FAILED: ${e?.stack ?? e}`);

@@ -120,7 +120,7 @@ describe('ckpt migrate', () => {
     const v = await verify(j.main, m.report);
     expect(v.net).toBe(H.byName.b.netns);
     console.log(
-      `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms`,
+      `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms; ${JSON.stringify((JSON.parse(r.stdout) as { phases: unknown }).phases)}`,
     );
   }, 240_000);
 
