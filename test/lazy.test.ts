@@ -64,6 +64,21 @@ function helpersOf(pid: number): Array<{ pid: number; comm: string }> {
   return out;
 }
 
+/** Every live ckpt-lazy helper and watchdog. */
+function allLazyHelpers(): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .filter((n) => {
+      try {
+        return /\((ckpt-lazy|ckpt-lazy-wd)\) [^Z]/.test(fs.readFileSync(`/proc/${n}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 /**
  * Restores the image (the process killed first) with WORK/mode = mode: the report's lines from
  * the restore on, once `until` shows (or the process is gone).
@@ -196,6 +211,31 @@ describe('restore --lazy', () => {
     expect(r.lines, r.lines.join('\n')).toContain('ok all');
     // Not a proof otherwise (the stream ended before the dump began): say so.
     expect(streaming, 'ckpt-lazy was done before the dump started').toBe(true);
+  });
+
+  it('a lazy restore that fails, or whose ckpt is killed, leaves nothing behind: no process, no helper; the image restores after', async () => {
+    const job = await start(64);
+    expectOk(await ckpt(['dump', '-t', String(job.pid), '-D', job.img]));
+    await killAndWaitGone(job.pid);
+    fs.writeFileSync(path.join(job.work, 'mode'), 'check');
+    for (const f of ['restore:resume:error', 'restore:stage:files:error', 'restore:stage:signals:kill']) {
+      const before = new Set(allLazyHelpers());
+      const r = await ckpt(['restore', '-D', job.img, '--detach', '--lazy'], { env: { CKPT_FAULT: f } });
+      expect(r.code, f).not.toBe(0);
+      await waitFor(
+        () => allLazyHelpers().every((h) => before.has(h)),
+        15_000,
+        () => `${f}: ckpt-lazy helpers left: ${allLazyHelpers().filter((h) => !before.has(h))}`,
+      );
+      await waitFor(
+        () => !isAlive(job.pid),
+        15_000,
+        () => `${f}: pid ${job.pid} left running`,
+      );
+    }
+    const r = await restore(job, 'check');
+    expect(r.lines, r.lines.join('\n')).toContain('ok all');
+    await helpersDone(job.pid);
   });
 
   it('a compressed image restores with --lazy too, filled before it runs', async () => {
