@@ -30,7 +30,7 @@
  * is what the source wrote, with every file's digest.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -54,7 +54,7 @@ import {
   type DumpResult,
 } from '@ckpt/core';
 import type { KeyObject } from 'node:crypto';
-import { StreamReader, StreamWriter, readHeader, readReply, sendFrame, takeBody, type Header } from './wire.js';
+import { Incoming, StreamReader, StreamWriter, readHeader, readReply, sendFrame, takeBody, type Header } from './wire.js';
 import { registerRestored } from './restored.js';
 import { addAddress, announce, placeAddress, removeAddress, type MovedAddress } from './address.js';
 
@@ -400,7 +400,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     writeFileSync(join(dir, OWNER), JSON.stringify(selfOwner()), { mode: 0o600 });
   }
   let keep = !!o.dir;
-  const staging = new Map<number, string>();
+  const staging = new Map<number, { dir: string; files: Incoming }>();
   let trust: KeyObject | undefined;
   let ran = false;
   let addresses: MovedAddress[] = [];
@@ -421,30 +421,28 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
           throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${h.generation}`);
         let s = staging.get(g);
         if (!s) {
-          s = join(dir, stagingName(randomBytes(4).toString('hex')));
-          mkdirSync(s, { mode: 0o700 });
+          s = { dir: join(dir, stagingName(randomBytes(4).toString('hex'))), files: new Incoming() };
+          mkdirSync(s.dir, { mode: 0o700 });
           staging.set(g, s);
         }
         fault('receive:file');
-        const fd = openSync(join(s, name), 'wx', 0o600);
-        try {
-          await takeBody(r, h.size ?? 0, fd);
-        } finally {
-          closeSync(fd);
-        }
+        if (s.files.has(name)) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${g} sent twice`);
+        const f = s.files.create(s.dir, name);
+        await takeBody(r, h.size ?? 0, f.fd, f.hash);
       } else if (h.op === 'commit') {
         const g = Number(h.generation);
         const s = staging.get(g);
         if (!s) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: generation ${g} committed with no files`);
-        staging.delete(g);
-        const n = commitGeneration(dir, s, KEEP_ALL);
-        if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
-        // Signature (with the source's key), the chain, every file's digest: checked now, while
-        // the source runs, rather than found wrong at the restore.
+        // Signature (with the source's key), the chain, every file's digest: checked now, before it
+        // is a generation and while the source runs, rather than found wrong at the restore.
         const t = performance.now();
-        const image = ImageReader.open(dir, { generation: g, trust: trust ? [trust] : [] });
+        const digests = s.files.close();
+        const image = ImageReader.open(s.dir, { trust: trust ? [trust] : [] });
         image.chain();
-        image.verifyAll();
+        image.verifyAll(digests);
+        staging.delete(g);
+        const n = commitGeneration(dir, s.dir, KEEP_ALL);
+        if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'restore') {
         fault('receive:restore');
@@ -493,7 +491,10 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     process.stderr.write(`ckpt: error: ${errorMessage(e)}\n`);
     return 1;
   } finally {
-    for (const s of staging.values()) rmSync(s, { recursive: true, force: true });
+    for (const s of staging.values()) {
+      s.files.close();
+      rmSync(s.dir, { recursive: true, force: true });
+    }
     if (!keep && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -10,7 +10,7 @@
  * or through a tunnel (ssh -L).
  */
 import { randomBytes, verify, type KeyObject } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import {
@@ -28,7 +28,7 @@ import {
   removeStaleStaging,
   stagingName,
 } from '@ckpt/core';
-import { StreamReader, readHeader, takeBody } from './wire.js';
+import { Incoming, StreamReader, readHeader, takeBody } from './wire.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
@@ -76,11 +76,7 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
   const r = new StreamReader(conn);
   const nonce = newNonce();
   let staging: string | undefined;
-  const open = new Map<string, number>();
-  const closeAll = () => {
-    for (const fd of open.values()) closeSync(fd);
-    open.clear();
-  };
+  const open = new Incoming();
   try {
     answer({ ok: true, version: VERSION, nonce });
     const hello = await readHeader(r);
@@ -106,20 +102,18 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
           staging = join(dir, stagingName(randomBytes(4).toString('hex')));
           mkdirSync(staging, { mode: 0o700 });
         }
-        let fd = open.get(name);
-        if (fd === undefined) {
-          fd = openSync(join(staging, name), 'wx', 0o600);
-          open.set(name, fd);
-        } else if (h.op === 'file') throw new CkptError('ERR_CKPT_USAGE', `protocol error: file ${name} sent twice`);
-        await takeBody(r, h.size ?? 0, fd);
+        let f = open.get(name);
+        if (!f) f = open.create(staging, name);
+        else if (h.op === 'file') throw new CkptError('ERR_CKPT_USAGE', `protocol error: file ${name} sent twice`);
+        await takeBody(r, h.size ?? 0, f.fd, f.hash);
       } else if (h.op === 'commit') {
         if (!staging || !open.has(MANIFEST) || !open.has(SIGNATURE_FILE)) throw new CkptError('ERR_CKPT_USAGE', 'protocol error: a commit without a manifest');
-        closeAll();
+        const digests = open.close();
         // Checked as a restore would: signed by the key that connected, every file as its digest says.
         const image = ImageReader.open(staging, { trust: [key] });
         if (image.signer.fingerprint !== fp)
           throw new CkptError('ERR_CKPT_IMAGE_UNTRUSTED', `the image is signed by ${image.signer.fingerprint}, not by the key that sent it`);
-        image.verifyAll();
+        image.verifyAll(digests);
         const g = commitGeneration(dir, staging, o.keep);
         staging = undefined;
         const path = join(dir, String(g));
@@ -137,7 +131,7 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
     conn.end();
     return false;
   } finally {
-    closeAll();
+    open.close();
     if (staging) rmSync(staging, { recursive: true, force: true });
   }
 }

@@ -7,11 +7,14 @@
  *   destination -> source   replies: one JSON object per line, {"ok": true, ...} or
  *                           {"ok": false, "error": {"code", "message", "hint"?}}
  *
- * Both ends read with backpressure: a file is streamed through, never held whole.
+ * Both ends read with backpressure: a file is streamed through, never held whole, and hashed
+ * (BLAKE3) as it is written, so that the check against the signed manifest need not read it again.
  */
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { CkptError } from '@ckpt/core';
+import { type HashHandle, native } from '@ckpt/native';
 
 const MAX_HEADER = 1 << 20;
 const CHUNK = 1 << 20;
@@ -183,12 +186,13 @@ export async function readHeader(r: StreamReader): Promise<Header | undefined> {
   return h as Header;
 }
 
-/** Writes a frame's body (`size` bytes) into fd. */
-export async function takeBody(r: StreamReader, size: number, fd: number): Promise<void> {
+/** Writes a frame's body (`size` bytes) into fd, and into the running hash `hash` if given. */
+export async function takeBody(r: StreamReader, size: number, fd: number, hash?: HashHandle): Promise<void> {
   let left = size;
   while (left > 0) {
     const b = await r.some(Math.min(CHUNK, left));
     if (!b) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the connection closed in the middle of a file');
+    if (hash) native.hash.hashUpdate(hash, b);
     let at = 0;
     while (at < b.length) at += writeSync(fd, b, at, b.length - at);
     left -= b.length;
@@ -221,4 +225,35 @@ export async function readReply(r: StreamReader, what: string, lastWords: () => 
     throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `the destination failed ${what}: ${e.message}`, e.hint ? { hint: e.hint } : undefined);
   }
   return rep;
+}
+
+/** The files of one image being received: where each goes, and its running BLAKE3. */
+export class Incoming {
+  private readonly files = new Map<string, { fd: number; hash: HashHandle }>();
+
+  /** The open file `name` (created, 0600, in `dir`), or undefined when it was not started. */
+  get(name: string): { fd: number; hash: HashHandle } | undefined {
+    return this.files.get(name);
+  }
+
+  create(dir: string, name: string): { fd: number; hash: HashHandle } {
+    const f = { fd: openSync(join(dir, name), 'wx', 0o600), hash: native.hash.hashNew('blake3') };
+    this.files.set(name, f);
+    return f;
+  }
+
+  has(name: string): boolean {
+    return this.files.has(name);
+  }
+
+  /** Closes every file: their BLAKE3 digests, by name. */
+  close(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const [name, f] of this.files) {
+      closeSync(f.fd);
+      out.set(name, native.hash.hashDigest(f.hash));
+    }
+    this.files.clear();
+    return out;
+  }
 }

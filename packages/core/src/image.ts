@@ -22,7 +22,6 @@ import {
   copyFileSync,
   existsSync,
   fstatSync,
-  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -204,6 +203,9 @@ export interface ImageSigner {
   trust: TrustReason | null;
 }
 
+const SEEK_SET = 0;
+const SEEK_CUR = 1;
+
 export class ImageWriter {
   /** The image directory (generations live in it). */
   readonly dir: string;
@@ -338,12 +340,13 @@ export class ImageWriter {
       },
       drain() {
         if (!remote) return;
-        const n = fstatSync(fd).size;
+        // What native wrote since the last drain: from 0 to the offset. The scratch keeps its
+        // pages for the next piece (fresh pages cost more than the copy here).
+        const n = native.fd.lseek(fd, 0, SEEK_CUR);
         if (!n) return;
         remote.chunkFromFd(name, fd, n);
         sent += n;
-        native.fd.lseek(fd, 0, 0);
-        ftruncateSync(fd, 0);
+        native.fd.lseek(fd, 0, SEEK_SET);
       },
       sent: () => sent,
     };
@@ -674,8 +677,13 @@ export class ImageReader {
   }
 
   /** Checks every file of the image against its digest. */
-  verifyAll(): void {
-    for (const name of Object.keys(this.manifest.files)) this.verifyBlob(name);
+  verifyAll(streamed?: ReadonlyMap<string, string>): void {
+    for (const name of Object.keys(this.manifest.files)) {
+      // A BLAKE3 computed as the file was received (a page server, a migration) is not computed again.
+      const hex = streamed?.get(name);
+      if (hex !== undefined && this.digestAlgorithm(name) === 'blake3' && statSync(this.path(name)).size === this.entry(name).size) this.checkDigest(name, hex);
+      else this.verifyBlob(name);
+    }
   }
 
   /** The algorithm of a file's digest in the manifest (BLAKE3; SHA-256 in format 3): what to hash it with. */
