@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BUILD_DIR,
+  cmdline,
   ckpt,
   expectOk,
   isAlive,
@@ -204,6 +205,8 @@ describe('restore --lazy', () => {
     expectOk(await ckpt(['dump', '-t', String(job.pid), '-D', job.img]));
     await restore(job, 'idle', ['--lazy'], /^idle$/);
     const streaming = helpersOf(job.pid).length > 0;
+    // Its arguments were written before it ran: ps reads them while the rest streams in.
+    expect(cmdline(job.pid)?.[0]).toBe(path.join(BUILD_DIR, 'lazy'));
     const again = { ...job, img: path.join(path.dirname(job.img), 'img2') };
     expectOk(await ckpt(['dump', '-R', '-t', String(job.pid), '-D', again.img]));
     expect(helpersOf(job.pid)).toEqual([]);

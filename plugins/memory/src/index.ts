@@ -796,8 +796,11 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
             .map((v) => v.start) ?? [],
       ),
   );
+  // The area of the arguments and environment (the main stack) too: the kernel reads them for
+  // /proc/PID/cmdline and environ without waiting for a userfaultfd (ps would show nothing).
+  const { argStart, envEnd } = rec.mm;
   const ranges = rec.vmas
-    .filter((v) => lazyArea(v) && !shared.has(v.start))
+    .filter((v) => lazyArea(v) && !shared.has(v.start) && !(v.start < Math.max(envEnd, argStart + 1) && v.end > argStart))
     .map((v) => ({ start: v.start, end: v.end }))
     .sort((a, b) => a.start - b.start);
   const plans: Array<{ plan: BlobPlan; digest: string }> = [];
