@@ -105,8 +105,9 @@ export async function fillEager(proc: ProcessRestore, stub: Tracee, plan: BlobPl
       let off = seg.off;
       for (const piece of pieces(seg.runs)) {
         await proc.session.interruptionPoint();
-        off += native.mem.restorePages(stub.pid, piece, fd, off, hash).bytes;
-        done += off - seg.off;
+        const n = native.mem.restorePages(stub.pid, piece, fd, off, hash).bytes;
+        off += n;
+        done += n;
         proc.session.progress({ stage: 'memory', pid: proc.pid, done, total: plan.eagerBytes });
       }
     }
