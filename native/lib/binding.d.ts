@@ -185,6 +185,8 @@ export interface PtraceBinding {
   getRegs(pid: number): Buffer;
   setRegs(pid: number, regs: Buffer): void;
   getXstate(pid: number): Buffer;
+  /** Bytes of the standard XSAVE layout that holds the state components in `features` (CPUID leaf 0xD). */
+  xstateSize(features: bigint): number;
   setXstate(pid: number, xstate: Buffer): void;
   getSigmask(pid: number): bigint;
   setSigmask(pid: number, mask: bigint): void;

@@ -21,6 +21,7 @@ export const GROUPS = {
     'getRegs',
     'setRegs',
     'getXstate',
+    'xstateSize',
     'setXstate',
     'getSigmask',
     'setSigmask',

@@ -5,6 +5,7 @@
 // these synchronously from the JS thread, which is therefore the one and only tracer.
 #include "common.h"
 
+#include <cpuid.h>
 #include <elf.h>
 #include <signal.h>
 #include <sys/ptrace.h>
@@ -203,6 +204,22 @@ Napi::Value GetXstate(const Napi::CallbackInfo& i) {
 }
 Napi::Value SetXstate(const Napi::CallbackInfo& i) {
   return SetRegset(i, NT_X86_XSTATE, "ptrace(PTRACE_SETREGSET, NT_X86_XSTATE)");
+}
+
+// xstateSize(features) -> bytes of the standard (uncompacted) XSAVE layout that holds every
+// state component in the bitmap `features` (a BigInt): the end of the last one, by CPUID leaf 0xD
+// (sub-leaf i: EAX its size, EBX its offset), at least the legacy area and the header (576).
+Napi::Value XstateSize(const Napi::CallbackInfo& info) {
+  bool lossless = false;
+  uint64_t features = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+  uint32_t end = 576;
+  for (unsigned i = 2; i < 64; i++) {
+    if (!(features & (1ULL << i))) continue;
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(0xd, i, &a, &b, &c, &d) || !a) continue;
+    if (b + a > end) end = b + a;
+  }
+  return Napi::Number::New(info.Env(), end);
 }
 
 Napi::Value GetSigmask(const Napi::CallbackInfo& info) {
@@ -516,6 +533,7 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("setRegs", Napi::Function::New(env, SetRegs));
   exports.Set("getXstate", Napi::Function::New(env, GetXstate));
   exports.Set("setXstate", Napi::Function::New(env, SetXstate));
+  exports.Set("xstateSize", Napi::Function::New(env, XstateSize));
   exports.Set("getSigmask", Napi::Function::New(env, GetSigmask));
   exports.Set("setSigmask", Napi::Function::New(env, SetSigmask));
   exports.Set("getRseq", Napi::Function::New(env, GetRseq));

@@ -108,7 +108,8 @@ export function frameSize(xstateSize: number): number {
  */
 export function returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buffer): Buffer {
   const fp = alignUp(uc + UC_SIZE + SIGINFO_SIZE, 64);
-  const out = Buffer.alloc(fp - uc + xstate.length + 4);
+  const x = sigframeXstate(xstate);
+  const out = Buffer.alloc(fp - uc + x.length + 4);
   out.writeBigUInt64LE(BigInt(UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS), 0);
   out.writeUInt32LE(3, 24); // uc_stack.ss_flags: no valid mode, so the altstack is left alone
   SC_REGS.forEach((r, i) => regs.copy(out, UC_MCONTEXT + i * 8, REG[r], REG[r] + 8));
@@ -116,16 +117,39 @@ export function returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buff
   out.writeUInt16LE(regs.readUInt16LE(REG.ss), UC_MCONTEXT + 150);
   out.writeBigUInt64LE(BigInt(fp), UC_MCONTEXT + 184);
   out.writeBigUInt64LE(mask, UC_SIGMASK);
-  const x = Buffer.from(xstate);
   // ptrace reports XCR0 in the software-reserved bytes; a signal frame carries _fpx_sw_bytes.
   const xfeatures = x.readBigUInt64LE(464);
   x.fill(0, 464, 512);
   x.writeUInt32LE(FP_XSTATE_MAGIC1, 464);
-  x.writeUInt32LE(xstate.length + 4, 468);
+  x.writeUInt32LE(x.length + 4, 468);
   x.writeBigUInt64LE(xfeatures, 472);
-  x.writeUInt32LE(xstate.length, 480);
+  x.writeUInt32LE(x.length, 480);
   x.copy(out, fp - uc);
-  out.writeUInt32LE(FP_XSTATE_MAGIC2, fp - uc + xstate.length);
+  out.writeUInt32LE(FP_XSTATE_MAGIC2, fp - uc + x.length);
+  return out;
+}
+
+/** AMX tile data (XFEATURE_XTILE_DATA): the one state component a task has only once it asked for it. */
+const XTILE_DATA = 1n << 18n;
+
+/**
+ * The thread's xstate (NT_X86_XSTATE) as its signal frame holds it. ptrace gives the layout of
+ * every component this CPU has (with AMX, 8 KiB of tile data), but rt_sigreturn takes no more than
+ * the task's own size, which has no tile data unless it asked for it (arch_prctl
+ * ARCH_REQ_XCOMP_PERM): bigger, and the kernel restores only the legacy FX area, losing the upper
+ * halves of the vector registers. A thread whose tile data is in its initial state (all of them
+ * that never asked) gets a frame without it, which any task's size takes; the software bytes
+ * then name the components that frame holds.
+ */
+function sigframeXstate(xstate: Buffer): Buffer {
+  const x = Buffer.from(xstate);
+  const features = x.readBigUInt64LE(464);
+  if (!(features & XTILE_DATA) || x.readBigUInt64LE(512) & XTILE_DATA) return x;
+  const kept = features & ~XTILE_DATA;
+  const size = native.ptrace.xstateSize(kept);
+  if (size >= x.length) return x;
+  const out = x.subarray(0, size);
+  out.writeBigUInt64LE(kept, 464);
   return out;
 }
 
