@@ -90,9 +90,13 @@ async function restore(job: Job, mode: string, args: string[] = ['--lazy'], unti
   fs.writeFileSync(path.join(job.work, 'go'), '');
   const from = readLines(job.report).length;
   try {
-    const r = await ckpt(['restore', '-D', job.img, '--detach', ...args]);
+    const r = await ckpt(['restore', '-D', job.img, '--detach', '--json', ...args]);
     expectOk(r);
     track(job.pid, 'lazy');
+    // --json says how it was restored: the bytes left to ckpt-lazy, and those written first.
+    const stats = (JSON.parse(r.stdout) as { stats: Record<string, number | string> }).stats;
+    if (args.includes('--lazy')) expect(Number(stats['memory.lazyBytes']) + Number(stats['memory.eagerBytes']), r.stdout).toBeGreaterThan(0);
+    else expect(stats['memory.lazyBytes'], r.stdout).toBeUndefined();
     await waitForLine(job.report, until, 60_000, from);
     const lines = readLines(job.report).slice(from);
     const resident = lines.map((l) => /^resident (\d+) of (\d+)$/.exec(l)).find(Boolean);

@@ -516,6 +516,9 @@ program
       else if (o.detach) console.log([main, ...r.pids.filter((p) => p !== main && p !== (appId ? r.pids[0] : -1))].join('\n'));
       else console.error(`ckpt: restored pid ${r.pids.join(', ')} in ${r.ms.toFixed(0)} ms; waiting for it to exit`);
       if (appId && !o.json) console.error(`ckpt: application ${appId} (pid ${main})`);
+      const lazyBytes = Number(r.stats['memory.lazyBytes'] ?? 0);
+      if (lazyBytes && !o.json)
+        console.error(`ckpt: restored lazily: ${(lazyBytes / 1e6).toFixed(1)} MB come in behind it (ckpt-lazy pid ${r.stats['memory.lazyDaemon']})`);
       if (!o.detach) process.exitCode = await waitForExit(r.nsInit ?? r.pids[0]);
     },
   );

@@ -296,6 +296,8 @@ export interface RestoreSession extends SessionBase {
   readonly kind: 'restore';
   readonly options: RestoreOptions;
   readonly image: ImageReader;
+  /** Figures plugins report about this restore (`memory.lazyBytes`...): the result's `stats`. */
+  readonly stats: Record<string, number | string | boolean>;
   readonly processes: ProcessRestore[];
   readonly zombies: ZombieRecord[];
   /** True when the image is a pid namespace, recreated fresh: no pid can collide. */

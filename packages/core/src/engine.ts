@@ -107,6 +107,8 @@ export interface RestoreResult {
   ms: number;
   /** The key that signed the image, and why this host trusted it. */
   signedBy: { fingerprint: string; trust: TrustReason | null };
+  /** What the restore cost (`wallMs`) and the plugins' figures (RestoreSession.stats), e.g. `memory.lazyBytes`. */
+  stats: Record<string, number | string | boolean>;
 }
 
 export interface CkptInit {
@@ -440,6 +442,7 @@ export class Ckpt {
       ...(session.nsInit ? { nsInit: session.nsInit.pid } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
       signedBy: { fingerprint: image.signer.fingerprint, trust: image.signer.trust },
+      stats: { wallMs: performance.now() - t0, ...session.stats },
     };
   }
 
@@ -581,6 +584,7 @@ function restoreSession(
     kind: 'restore',
     options,
     image,
+    stats: {},
     processes: [],
     zombies: image.manifest.zombies ?? [],
     services,

@@ -756,7 +756,7 @@ const lazyStates = new WeakMap<RestoreSession, LazyState>();
 
 /** The restore's figures (`memory.lazy*`), where the session keeps figures. */
 function lazyStats(session: RestoreSession, st: LazyState): void {
-  const stats = (session as unknown as { stats?: Record<string, number | string | boolean> }).stats;
+  const stats = session.stats;
   const figures = {
     'memory.lazy': st.processes
       ? `${st.processes} process${st.processes > 1 ? 'es' : ''} restored lazily: pages served by ckpt-lazy ${st.daemon?.pid} as they are touched, the rest streamed in behind (blobs verified as they stream)`
