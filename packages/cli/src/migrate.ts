@@ -60,10 +60,14 @@ import { addAddress, announce, placeAddress, removeAddress, type MovedAddress } 
 
 /** Generations kept in a migration's image directories: all of them (a chain needs its parents). */
 const KEEP_ALL = Number.MAX_SAFE_INTEGER;
-/** A pre-copy round that wrote less than this is the last one. */
-const SMALL_ROUND = 1 << 20;
-/** ... as is one that wrote more than this fraction of the round before it (not converging). */
-const SHRINK = 0.8;
+/**
+ * When pre-copy stops: after a round that wrote less than SMALL_ROUND, or more than SHRINK of the
+ * round before it. Each round is one more image of the chain the destination restores from (its
+ * records read, its runs planned: the restore's time, within the downtime), so a round that saves
+ * little costs more than it saves.
+ */
+const SMALL_ROUND = 2 << 20;
+const SHRINK = 0.5;
 
 export interface MigrateOptions {
   pid: number;
