@@ -120,14 +120,15 @@ describe('ckpt migrate', () => {
     const v = await verify(j.main, m.report);
     expect(v.net).toBe(H.byName.b.netns);
     console.log(
-      `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms; ${JSON.stringify((JSON.parse(r.stdout) as { phases: unknown }).phases)}`,
+      `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms; ${JSON.stringify((JSON.parse(r.stdout) as { phases: unknown }).phases)} rehearsal ${(JSON.parse(r.stdout) as { rehearsal?: string }).rehearsal}`,
     );
   }, 240_000);
 
   it('a destination whose restore is killed halfway: the source runs on untouched, nothing of it is left there', async () => {
     const m = await startOn(H.byName.a, 32, 20);
     const before = new Set(processesMatching('migrant').map((p) => p.pid));
-    const r = await migrate(H.byName.a, H.byName.b, m, [], { remote: ['env', 'CKPT_FAULT=restore:stage:files:kill', ...H.remoteCkpt(H.byName.b)] });
+    // @2: the restore that counts (the first one is the rehearsal, while the source runs).
+    const r = await migrate(H.byName.a, H.byName.b, m, [], { remote: ['env', 'CKPT_FAULT=restore:stage:files:kill@2', ...H.remoteCkpt(H.byName.b)] });
     expect(r.code, describeResult(r)).not.toBe(0);
     const err = JSON.parse(r.stdout) as { error: { code: string; message: string } };
     expect(err.error.code).toBe('ERR_CKPT_MIGRATE_FAILED');
@@ -136,6 +137,17 @@ describe('ckpt migrate', () => {
     await sleep(300);
     const stray = processesMatching('migrant').filter((p) => !before.has(p.pid));
     expect(stray, 'no half-restored process on the destination').toEqual([]);
+  }, 120_000);
+
+  it('a rehearsal of the restore that fails there is a warning, not a failure: the restore that counts still runs', async () => {
+    const m = await startOn(H.byName.a, 16, 20);
+    const r = await migrate(H.byName.a, H.byName.b, m, [], { remote: ['env', 'CKPT_FAULT=restore:stage:files:error@1', ...H.remoteCkpt(H.byName.b)] });
+    expectOk(r);
+    const j = JSON.parse(r.stdout) as { main: number; pids: number[]; rehearsal: string };
+    for (const p of j.pids) track(p, 'migrant');
+    expect(j.rehearsal).toMatch(/^failed: .*injected/);
+    await waitNotAlive(m.pid);
+    expect((await verify(j.main, m.report)).net).toBe(H.byName.b.netns);
   }, 120_000);
 
   it('a ckpt migrate killed once the destination rebuilt the processes: the source runs on, the destination rolls back', async () => {

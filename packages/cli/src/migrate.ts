@@ -125,6 +125,8 @@ export interface MigrateResult {
    * the source waited for it, and as the destination timed it), and their start (a round trip).
    */
   phases: { dumpMs: number; sendMs: number; checkMs: number; restoreMs: number; destRestoreMs: number; resumeMs: number };
+  /** How the rehearsal of the restore on the destination went (before the final freeze): its time, or why it failed. */
+  rehearsal?: string;
   wallMs: number;
   lazy: boolean;
   /** Why there was no pre-copy, when there was none. */
@@ -221,6 +223,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
   let downtimeMs = 0;
   let restored: { pids: number[]; main: number; app?: string } | undefined;
   let note: string | undefined;
+  let rehearsal: string | undefined;
   const phases: MigrateResult['phases'] = { dumpMs: 0, sendMs: 0, checkMs: 0, restoreMs: 0, destRestoreMs: 0, resumeMs: 0 };
   try {
     const key = new KeyStore().hostKey()!;
@@ -256,6 +259,15 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       parent = r.path;
       if (r.imageBytes < SMALL_ROUND || r.imageBytes > SHRINK * prevBytes) break;
       prevBytes = r.imageBytes;
+    }
+    // A rehearsal there while the processes run here: the last image restored up to the point
+    // before its processes would run, then rolled back. What would fail the restore there is
+    // said now, and the restore that counts runs warm (its code compiled, its schemas built).
+    if (parent) {
+      await remote.send({ op: 'rehearse', generation: rounds.length, lazy: !!o.lazy, plugins: o.restorePlugins });
+      const rh = await remote.reply('to rehearse the restore');
+      rehearsal = rh.error ? `failed: ${String(rh.error)}` : `${Number(rh.ms).toFixed(0)} ms`;
+      if (rh.error) say(`warning: the rehearsal of the restore there failed (${String(rh.error)}); migrating anyway`);
     }
     const t = performance.now();
     let final: DumpResult | undefined;
@@ -327,6 +339,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       bytesSent: remote.sent,
       downtimeMs,
       phases,
+      ...(rehearsal ? { rehearsal } : {}),
       wallMs: performance.now() - t0,
       lazy: !!o.lazy,
       ...(note ? { note } : {}),
@@ -368,6 +381,9 @@ function fail(e: unknown): void {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** What ends a rehearsal's restore where the real one would let the processes run. */
+class Rehearsed extends Error {}
 const RECEIVED = 'ckpt-receive-';
 const OWNER = '.owner';
 
@@ -448,6 +464,27 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         const n = commitGeneration(dir, s.dir, KEEP_ALL);
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
+      } else if (h.op === 'rehearse') {
+        const t = performance.now();
+        const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
+        try {
+          await c.restore({
+            dir,
+            generation: Number(h.generation),
+            detach: true,
+            trustKeys: trust ? [trust] : [],
+            plugins,
+            confirm: async () => {
+              throw new Rehearsed();
+            },
+          });
+        } catch (e) {
+          if (!((e as Error).cause instanceof Rehearsed) && !(e instanceof Rehearsed)) {
+            reply({ ok: true, error: errorMessage(e) });
+            continue;
+          }
+        }
+        reply({ ok: true, ms: performance.now() - t });
       } else if (h.op === 'restore') {
         fault('receive:restore');
         const t = performance.now();

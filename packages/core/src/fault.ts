@@ -8,7 +8,7 @@
  *   connection in repair mode being read), tty:queue (the bytes queued in a pty being read and
  *   put back by ckpt-ptyqueue), unix:inflight (a unix socket's SO_PEEK_OFF moved, to receive the
  *   files in flight of one of its messages); restore:validated, restore:stage:<class>, restore:created, restore:pages,
- *   restore:resume; migrate:round, migrate:sent, migrate:restored (source side, the last one with
+ *   restore:resume; migrate:round, migrate:file, migrate:sent, migrate:restored (source side, the last one with
  *   the destination's processes built, not yet running), receive:file, receive:restore
  *   (destination side)
  * (`ckpt ... -v` logs every point passed under ckpt:fault). A point may end with `*` to match
