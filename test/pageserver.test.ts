@@ -60,11 +60,15 @@ describe('page server', () => {
     const k = JSON.parse(back.stdout) as { main: number; pids: number[] };
     for (const p of k.pids) track(p, 'migrant');
     await verify(k.main, m.report);
-    // And a second image, the next generation.
-    const again = await ckpt(['dump', '--app', JSON.parse(back.stdout).app, '--page-server', `127.0.0.1:${s.port}`, '--leave-running', '--json']);
+    // And a second image, compressed (its pages pass through the scratch memfd), the next generation; every digest checks.
+    const again = await ckpt(['dump', '--app', JSON.parse(back.stdout).app, '--page-server', `127.0.0.1:${s.port}`, '--leave-running', '--compress', '--json']);
     expectOk(again);
     expect(JSON.parse(again.stdout).generation).toBe(2);
     await verify(k.main, m.report);
+    const shown = await ckpt(['show', srv, '--verify']);
+    expectOk(shown);
+    expect(shown.stdout).toMatch(/every file matches its digest/);
+    expect(fs.readdirSync(path.join(srv, '2')).some((n) => n.endsWith('.img.zst'))).toBe(true);
   }, 90_000);
 
   it('a page server that does not trust the dumping host refuses it before anything is frozen', async () => {

@@ -461,7 +461,8 @@ uint64_t RunsBytes(const Napi::Float64Array& runs) {
   return total;
 }
 
-// dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset, which it advances)
+// dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset, which it advances;
+// a socket or a pipe: written to it in order)
 // and to the running hash `hash` (hashNew); returns { bytes }. This thread reads target memory,
 // one thread hashes and one writes each chunk.
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
@@ -482,6 +483,9 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   off_t start = lseek(out, 0, SEEK_CUR);
+  // A socket or a pipe (a page server's connection): the chunks are written in order, streamed.
+  const bool stream = start < 0 && errno == ESPIPE && !zw;
+  if (stream) start = 0;
   if (start < 0) {
     ThrowErrno(env, errno, "lseek(image)");
     return env.Undefined();
@@ -506,10 +510,19 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
       },
       [&](Chunk& c) -> int {
         if (zw) return zw->Write(c.buf, c.len, false, out, &zoff, hash);
+        if (stream) {
+          for (size_t at = 0; at < c.len;) {
+            ssize_t w = write(out, c.buf + at, c.len - at);
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) return errno ? errno : EIO;
+            at += static_cast<size_t>(w);
+          }
+          return 0;
+        }
         return FullPwrite(out, c.buf, c.len, c.off) ? 0 : (errno ? errno : EIO);
       },
       &step);
-  if (!err && lseek(out, zw ? static_cast<off_t>(zoff) : start + static_cast<off_t>(total), SEEK_SET) < 0) err = errno, step = 2;
+  if (!err && !stream && lseek(out, zw ? static_cast<off_t>(zoff) : start + static_cast<off_t>(total), SEEK_SET) < 0) err = errno, step = 2;
   if (err) {
     ThrowErrno(env, err, step == 0 ? "read of target memory" : "write(image)", pid);
     return env.Undefined();

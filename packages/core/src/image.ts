@@ -164,6 +164,11 @@ export interface BlobWriter {
    * elsewhere (a page server) sends what fd holds, and fd starts empty again. Local: nothing.
    */
   drain(): void;
+  /**
+   * Where to write `bytes` bytes more, natively and in order, now: `fd` here; for a page server,
+   * its connection, the chunk's header sent (drain() after, as for fd).
+   */
+  target(bytes: number): number;
 }
 
 export interface ImageWriterOptions {
@@ -321,6 +326,7 @@ export class ImageWriter {
     const fd = remote ? native.fd.memfdCreate(`ckpt-${name}`) : openSync(join(this.staging, name), 'w', 0o600);
     const hash = native.hash.hashNew('blake3');
     let sent = 0;
+    let streamed = 0;
     const blob: BlobWriter & { sent(): number } = {
       name,
       fd,
@@ -338,8 +344,18 @@ export class ImageWriter {
         let off = 0;
         while (off < data.length) off += writeSync(fd, data, off);
       },
+      target(bytes: number) {
+        if (!remote) return fd;
+        blob.drain();
+        remote.frame({ op: 'chunk', name, size: bytes });
+        streamed = bytes;
+        return remote.socket;
+      },
       drain() {
         if (!remote) return;
+        sent += streamed;
+        remote.sent += streamed;
+        streamed = 0;
         // What native wrote since the last drain: from 0 to the offset. The scratch keeps its
         // pages for the next piece (fresh pages cost more than the copy here).
         const n = native.fd.lseek(fd, 0, SEEK_CUR);

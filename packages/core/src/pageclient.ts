@@ -89,6 +89,11 @@ export class PageClient {
     }
   }
 
+  /** The connection, for native code to stream a chunk's bytes into (after its header). */
+  get socket(): number {
+    return this.fd;
+  }
+
   /** Sends a frame: the header, then `body` if given. */
   frame(header: Record<string, unknown>, body?: Buffer): void {
     const h = Buffer.from(JSON.stringify(body ? { ...header, size: body.length } : header));

@@ -346,13 +346,21 @@ async function writePages(proc: ProcessDump, out: PagesOut, from: number, runs: 
     // Between pieces: Ctrl-C and SIGTERM reach ckpt, which stops and thaws the process.
     fault('dump:pages');
     await session.interruptionPoint();
-    const r = native.mem.dumpPages(from, piece, out.blob.fd, out.blob.hash, out.zstd);
+    // Uncompressed, the bytes are known: they may stream straight to where the blob goes.
+    const fd = out.zstd ? out.blob.fd : out.blob.target(runsBytes(piece));
+    const r = native.mem.dumpPages(from, piece, fd, out.blob.hash, out.zstd);
     // Where the blob goes elsewhere (a page server), the piece goes now.
     out.blob.drain();
     out.copied += r.bytes;
     if (!out.zstd) out.blob.size += r.bytes;
     session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
   }
+}
+
+function runsBytes(runs: Float64Array): number {
+  let n = 0;
+  for (let i = 1; i < runs.length; i += 2) n += runs[i];
+  return n;
 }
 
 /** The blob is complete: a compressed one gets the end of its frame. */
