@@ -60,13 +60,14 @@ function buildHelpers() {
   if (!existsSync(guardOut) || statSync(guardOut).mtimeMs < statSync(guardSrc).mtimeMs) {
     run('gcc', ['-O2', '-Wall', '-static', '-o', guardOut, guardSrc]);
   }
-  const trackSrc = join(root, 'src/memtrack.c');
+  // The helpers that take fds from ckpt share src/scm.h.
+  const trackSrcs = ['src/memtrack.c', 'src/scm.h'].map((f) => join(root, f));
   const trackOut = join(root, 'build/ckpt-memtrack');
-  if (!existsSync(trackOut) || statSync(trackOut).mtimeMs < statSync(trackSrc).mtimeMs) {
-    run('gcc', ['-O2', '-Wall', '-static', '-o', trackOut, trackSrc]);
+  if (!existsSync(trackOut) || trackSrcs.some((f) => statSync(trackOut).mtimeMs < statSync(f).mtimeMs)) {
+    run('gcc', ['-O2', '-Wall', '-static', '-o', trackOut, trackSrcs[0]]);
   }
   // ckpt-lazy (restore --lazy) is C, with ckpt's BLAKE3 (C++) through its C interface.
-  const lazySrcs = ['src/lazy.c', 'src/blake3.cc', 'src/blake3c.cc', 'src/blake3.h', 'src/blake3c.h'].map((f) => join(root, f));
+  const lazySrcs = ['src/lazy.c', 'src/blake3.cc', 'src/blake3c.cc', 'src/blake3.h', 'src/blake3c.h', 'src/scm.h'].map((f) => join(root, f));
   const lazyOut = join(root, 'build/ckpt-lazy');
   if (!existsSync(lazyOut) || lazySrcs.some((f) => statSync(lazyOut).mtimeMs < statSync(f).mtimeMs)) {
     run('g++', ['-O2', '-Wall', '-static', '-o', lazyOut, '-x', 'c', lazySrcs[0], '-x', 'c++', lazySrcs[1], lazySrcs[2]]);

@@ -46,6 +46,7 @@
  * the helper exits.
  */
 #define _GNU_SOURCE
+#include "scm.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -135,34 +136,6 @@ static void fail(void) {
 
 /* ---- messages ---- */
 
-static ssize_t recv_fds(int sock, void *buf, size_t len, int fds[MAX_FDS]) {
-  union {
-    struct cmsghdr h;
-    char space[CMSG_SPACE(8 * sizeof(int))];
-  } ctl;
-  struct iovec iov = {buf, len};
-  struct msghdr m = {0};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl.space;
-  m.msg_controllen = sizeof(ctl.space);
-  for (int i = 0; i < MAX_FDS; i++) fds[i] = -1;
-  ssize_t n;
-  do n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return n;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    int k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int *got = (int *)CMSG_DATA(c);
-    for (int i = 0; i < k; i++) {
-      if (i < MAX_FDS) fds[i] = got[i];
-      else close(got[i]);
-    }
-  }
-  return n;
-}
-
 static int send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
   union {
     struct cmsghdr h;
@@ -231,7 +204,7 @@ static void watchdog(int sock) {
   for (;;) {
     char buf[16];
     int fds[MAX_FDS];
-    ssize_t k = recv_fds(sock, buf, sizeof buf, fds);
+    ssize_t k = recv_with_fds(sock, buf, sizeof buf, fds, MAX_FDS);
     if (k <= 0) break;
     if (buf[0] == 'F') _exit(0);
     /* 'T' i32 pid, fds [pidfd, uffd]; 'U' fds [uffd]: the userfaultfds are held, never read. */
@@ -607,7 +580,7 @@ static int pass_step(void) {
 static int handle_channel(void) {
   static uint8_t buf[1 << 17];
   int fds[MAX_FDS];
-  ssize_t n = recv_fds(0, buf, sizeof buf, fds);
+  ssize_t n = recv_with_fds(0, buf, sizeof buf, fds, MAX_FDS);
   if (n <= 0) return -1;
   switch (buf[0]) {
     case 'B': {

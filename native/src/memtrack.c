@@ -19,6 +19,7 @@
  * waits for its processes to exit (or SIGTERM, SIGKILL), then exits.
  */
 #define _GNU_SOURCE
+#include "scm.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -37,33 +38,6 @@ struct held {
 static struct held held[MAX_HELD];
 static int nheld;
 
-/* One message, and up to two fds attached (-1 where none came). */
-static ssize_t recv_msg(char *buf, size_t len, int fds[2]) {
-  union {
-    struct cmsghdr h;
-    char space[CMSG_SPACE(2 * sizeof(int))];
-  } ctl;
-  struct iovec iov = {buf, len};
-  struct msghdr m = {0};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl.space;
-  m.msg_controllen = sizeof(ctl.space);
-  fds[0] = fds[1] = -1;
-  ssize_t n = recvmsg(0, &m, MSG_CMSG_CLOEXEC);
-  if (n <= 0) return n;
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    int k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int got[2] = {-1, -1};
-    memcpy(got, CMSG_DATA(c), (k > 2 ? 2 : k) * sizeof(int));
-    for (int i = 2; i < k; i++) close(((int *)CMSG_DATA(c))[i]);
-    fds[0] = got[0];
-    fds[1] = got[1];
-  }
-  return n;
-}
-
 int main(void) {
   pid_t child = fork();
   if (child < 0) return 1;
@@ -76,7 +50,7 @@ int main(void) {
   for (;;) {
     char buf[16];
     int fds[2];
-    ssize_t n = recv_msg(buf, sizeof(buf), fds);
+    ssize_t n = recv_with_fds(0, buf, sizeof(buf), fds, 2);
     if (n <= 0) break;
     if (buf[0] == 'H' && n >= 5) {
       int32_t reply = -1;
