@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <string>
+#include <unistd.h>
 
 namespace ckpt {
 
@@ -47,5 +48,36 @@ void InitNetif(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
 void InitHash(Napi::Env env, Napi::Object exports);
 void InitZstd(Napi::Env env, Napi::Object exports);
+
+// pread/pwrite of all n bytes at off (EINTR retried; a short end is EIO): false with errno set.
+inline bool FullPread(int fd, uint8_t* p, size_t n, uint64_t off) {
+  while (n) {
+    ssize_t r = pread(fd, p, n, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      if (r == 0) errno = EIO;
+      return false;
+    }
+    p += r;
+    n -= r;
+    off += r;
+  }
+  return true;
+}
+
+inline bool FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off) {
+  while (n) {
+    ssize_t w = pwrite(fd, p, n, off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (w == 0) errno = EIO;
+      return false;
+    }
+    p += w;
+    n -= w;
+    off += w;
+  }
+  return true;
+}
 
 }  // namespace ckpt

@@ -60,35 +60,6 @@ class MemFd {
   int fd_ = -1;
 };
 
-bool FullPread(int fd, uint8_t* p, size_t n, uint64_t off) {
-  while (n) {
-    ssize_t r = pread(fd, p, n, off);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      if (r == 0) errno = EIO;
-      return false;
-    }
-    p += r;
-    n -= r;
-    off += r;
-  }
-  return true;
-}
-
-bool FullPwrite(int fd, const uint8_t* p, size_t n, uint64_t off) {
-  while (n) {
-    ssize_t w = pwrite(fd, p, n, off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      if (w == 0) errno = EIO;
-      return false;
-    }
-    p += w;
-    n -= w;
-    off += w;
-  }
-  return true;
-}
 
 Napi::Float64Array RunsArg(const Napi::Value& v) { return v.As<Napi::Float64Array>(); }
 

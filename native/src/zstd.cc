@@ -22,18 +22,6 @@ constexpr size_t kOutChunk = 1 << 20;
 constexpr napi_type_tag kWriterTag = {0x636b70747a737464ULL, 0x7772697465720001ULL};
 constexpr napi_type_tag kReaderTag = {0x636b70747a737464ULL, 0x7265616465720001ULL};
 
-bool FullPwriteZ(int fd, const uint8_t* p, size_t n, uint64_t off) {
-  while (n) {
-    ssize_t w = pwrite(fd, p, n, off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= w;
-    off += w;
-  }
-  return true;
-}
-
 }  // namespace
 
 const ZstdApi* Zstd() {
@@ -77,7 +65,7 @@ int ZstdWriter::Write(const uint8_t* p, size_t n, bool end, int fd, uint64_t* of
     size_t left = z_->compressStream2(cctx_, &out, &in, end ? kEnd : kContinue);
     if (z_->isError(left)) return EIO;
     if (out.pos) {
-      if (!FullPwriteZ(fd, buf_.data(), out.pos, *off)) return errno ? errno : EIO;
+      if (!FullPwrite(fd, buf_.data(), out.pos, *off)) return errno ? errno : EIO;
       if (hash) hash->Update(buf_.data(), out.pos);
       *off += out.pos;
       this->out += out.pos;
@@ -224,7 +212,7 @@ Napi::Value ZstdDecompressFile(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     if (!got) break;
-    if (!FullPwriteZ(out, buf.data(), got, total)) {
+    if (!FullPwrite(out, buf.data(), got, total)) {
       ThrowErrno(env, errno ? errno : EIO, "write(decompressed)");
       return env.Undefined();
     }
