@@ -252,6 +252,8 @@ export interface MemBinding {
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
   /** true, or why not: asynchronous userfaultfd write-protect and PAGEMAP_SCAN work here (--track-mem). */
   uffdProbe(): true | string;
+  /** true, or why not: a userfaultfd with fork/remap/remove/unmap events and missing-page registration works here (restore --lazy). */
+  uffdLazyProbe(): true | string;
   /** UFFDIO_API on a userfaultfd (made in the target), asking for asynchronous write-protect. */
   uffdApi(fd: number): void;
   /** UFFDIO_REGISTER in write-protect mode: 0, or the errno (EBUSY: another userfaultfd has it). */

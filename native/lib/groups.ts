@@ -42,6 +42,7 @@ export const GROUPS = {
     'writeMem',
     'uffdApi',
     'uffdProbe',
+    'uffdLazyProbe',
     'uffdRegisterWp',
     'uffdWriteProtect',
     'uffdApiLazy',

@@ -722,6 +722,34 @@ Napi::Value UffdRegisterMissing(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// uffdLazyProbe() -> true, or why not: a userfaultfd of our own with the events restore --lazy
+// follows (fork, remap, remove, unmap) and missing-page registration of anonymous memory.
+Napi::Value UffdLazyProbe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
+  if (fd < 0) return Napi::String::New(env, std::string("userfaultfd: ") + strerror(errno));
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+  std::string why;
+  if (ioctl(fd, UFFDIO_API, &api) < 0) why = std::string("no fork/remap/remove/unmap events: ") + strerror(errno);
+  void* area = why.empty() ? mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+  if (why.empty() && area == MAP_FAILED) why = std::string("mmap: ") + strerror(errno);
+  if (why.empty()) {
+    uffdio_register reg{};
+    reg.range.start = reinterpret_cast<uint64_t>(area);
+    reg.range.len = 4096;
+    reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+    if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0) why = std::string("UFFDIO_REGISTER (missing): ") + strerror(errno);
+  }
+  // Closed first: with the unmap event asked for, munmap of a registered area would wait for
+  // someone to read that event.
+  close(fd);
+  if (area != MAP_FAILED) munmap(area, 4096);
+  if (!why.empty()) return Napi::String::New(env, why);
+  return Napi::Boolean::New(env, true);
+}
+
 // uffdProbe() -> true, or why not: a userfaultfd of our own with asynchronous write-protect
 // (what --track-mem needs), and PAGEMAP_SCAN on our own pagemap.
 Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
@@ -762,6 +790,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
   exports.Set("uffdApi", Napi::Function::New(env, UffdApi));
   exports.Set("uffdProbe", Napi::Function::New(env, UffdProbe));
+  exports.Set("uffdLazyProbe", Napi::Function::New(env, UffdLazyProbe));
   exports.Set("uffdRegisterWp", Napi::Function::New(env, UffdRegisterWp));
   exports.Set("uffdWriteProtect", Napi::Function::New(env, UffdWriteProtect));
   exports.Set("uffdApiLazy", Napi::Function::New(env, UffdApiLazy));

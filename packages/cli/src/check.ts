@@ -121,6 +121,19 @@ export function runCheck(): { ok: boolean; kernel: string; arch: string; checks:
     }),
   );
   checks.push(
+    probe('userfaultfd missing-page faults with fork/remap/remove/unmap events (restore --lazy)', false, () => {
+      const r = native.mem.uffdLazyProbe();
+      if (r !== true) throw new Error(`${r}: restore --lazy fills memory before the process runs, as without it`);
+    }),
+  );
+  checks.push(
+    probe('ssh (ckpt migrate --to HOST)', false, () => {
+      const ssh = (process.env.PATH ?? '/usr/bin:/bin').split(':').find((d) => existsSync(`${d}/ssh`));
+      if (!ssh) throw new Error('no ssh in PATH: ckpt migrate needs it (Debian: openssh-client), and ckpt on the destination');
+      return `${ssh}/ssh`;
+    }),
+  );
+  checks.push(
     probe('libzstd (dump --compress)', false, () => {
       const r = native.mem.zstdAvailable();
       if (r !== true) throw new Error(r);
