@@ -658,28 +658,33 @@ Napi::Value WriteMem(const Napi::CallbackInfo& info) {
 // to a protected page never wait for anyone: the kernel clears the page's uffd-wp bit and goes on,
 // and /proc/PID/pagemap shows the bit (PM_UFFD_WP) on pages not written since.
 
-// uffdApi(fd): the UFFDIO_API handshake asking for asynchronous write-protect. Throws (EINVAL:
-// the kernel has no WP_ASYNC).
-Napi::Value UffdApi(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// The UFFDIO_API handshake on fd asking for `features`; throws the errno, naming `what`.
+Napi::Value UffdHandshake(const Napi::CallbackInfo& info, uint64_t features, const char* what) {
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_WP_ASYNC;
-  if (ioctl(ArgInt(info[0]), UFFDIO_API, &api) < 0) ThrowErrno(env, errno, "ioctl(UFFDIO_API, WP_ASYNC)");
-  return env.Undefined();
+  api.features = features;
+  if (ioctl(ArgInt(info[0]), UFFDIO_API, &api) < 0) ThrowErrno(info.Env(), errno, what);
+  return info.Env().Undefined();
 }
+
+// UFFDIO_REGISTER of [start, start + len) (info[1], info[2]) on fd (info[0]) in `mode`: 0 or an errno.
+Napi::Value UffdRegister(const Napi::CallbackInfo& info, uint64_t mode) {
+  uffdio_register reg{};
+  reg.range.start = ArgU64(info[1]);
+  reg.range.len = ArgU64(info[2]);
+  reg.mode = mode;
+  int r = ioctl(ArgInt(info[0]), UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
+  return Napi::Number::New(info.Env(), r);
+}
+
+// uffdApi(fd): the UFFDIO_API handshake asking for asynchronous write-protect. Throws (EINVAL:
+// the kernel has no WP_ASYNC).
+Napi::Value UffdApi(const Napi::CallbackInfo& info) { return UffdHandshake(info, UFFD_FEATURE_WP_ASYNC, "ioctl(UFFDIO_API, WP_ASYNC)"); }
 
 // uffdRegisterWp(fd, start, len) -> 0 or an errno: registers the range for write-protect
 // tracking (EBUSY: registered with another userfaultfd; EINVAL: memory it cannot track; ESRCH:
 // the address space is gone).
-Napi::Value UffdRegisterWp(const Napi::CallbackInfo& info) {
-  uffdio_register reg{};
-  reg.range.start = ArgU64(info[1]);
-  reg.range.len = ArgU64(info[2]);
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
-  int r = ioctl(ArgInt(info[0]), UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
-  return Napi::Number::New(info.Env(), r);
-}
+Napi::Value UffdRegisterWp(const Napi::CallbackInfo& info) { return UffdRegister(info, UFFDIO_REGISTER_MODE_WP); }
 
 // uffdWriteProtect(fd, start, len): write-protects every page of the range (a registered area):
 // from now on, a page written shows without PM_UFFD_WP.
@@ -700,27 +705,16 @@ Napi::Value UffdWriteProtect(const Napi::CallbackInfo& info) {
 
 // ---- lazy restore: missing-page faults served by ckpt-lazy (src/lazy.c) ----
 
-// uffdApiLazy(fd): the UFFDIO_API handshake of a lazy restore: faults on missing pages, and the
-// events that change the address space (fork, mremap, MADV_DONTNEED/REMOVE, munmap), so that
-// ckpt-lazy never fills a page the process dropped or moved. Throws the errno.
-Napi::Value UffdApiLazy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uffdio_api api{};
-  api.api = UFFD_API;
-  api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
-  if (ioctl(ArgInt(info[0]), UFFDIO_API, &api) < 0) ThrowErrno(env, errno, "ioctl(UFFDIO_API, EVENT_FORK|REMAP|REMOVE|UNMAP)");
-  return env.Undefined();
-}
+// The events a lazy restore follows: those that change the address space (fork, mremap,
+// MADV_DONTNEED/REMOVE, munmap), so that ckpt-lazy never fills a page the process dropped or moved.
+constexpr uint64_t kLazyEvents = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+
+// uffdApiLazy(fd): the UFFDIO_API handshake of a lazy restore (missing-page faults and
+// kLazyEvents). Throws the errno.
+Napi::Value UffdApiLazy(const Napi::CallbackInfo& info) { return UffdHandshake(info, kLazyEvents, "ioctl(UFFDIO_API, EVENT_FORK|REMAP|REMOVE|UNMAP)"); }
 
 // uffdRegisterMissing(fd, start, len) -> 0 or an errno: registers the range for missing-page faults.
-Napi::Value UffdRegisterMissing(const Napi::CallbackInfo& info) {
-  uffdio_register reg{};
-  reg.range.start = ArgU64(info[1]);
-  reg.range.len = ArgU64(info[2]);
-  reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-  int r = ioctl(ArgInt(info[0]), UFFDIO_REGISTER, &reg) < 0 ? errno : 0;
-  return Napi::Number::New(info.Env(), r);
-}
+Napi::Value UffdRegisterMissing(const Napi::CallbackInfo& info) { return UffdRegister(info, UFFDIO_REGISTER_MODE_MISSING); }
 
 // uffdLazyProbe() -> true, or why not: a userfaultfd of our own with the events restore --lazy
 // follows (fork, remap, remove, unmap) and missing-page registration of anonymous memory.
@@ -730,7 +724,7 @@ Napi::Value UffdLazyProbe(const Napi::CallbackInfo& info) {
   if (fd < 0) return Napi::String::New(env, std::string("userfaultfd: ") + strerror(errno));
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+  api.features = kLazyEvents;
   std::string why;
   if (ioctl(fd, UFFDIO_API, &api) < 0) why = std::string("no fork/remap/remove/unmap events: ") + strerror(errno);
   void* area = why.empty() ? mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
