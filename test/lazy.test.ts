@@ -144,20 +144,13 @@ describe('restore --lazy', () => {
     await helpersDone(job.pid);
   });
 
-  it('MADV_DONTNEED on pages not yet in: they read as zeros, never the image data, and the rest is whole', async () => {
+  it.each([
+    ['MADV_DONTNEED on pages not yet in: they read as zeros, never the image data, and the rest is whole', 'dontneed'],
+    ['mremap of pages not yet in: they are filled at their new place', 'mremap'],
+  ])('%s', async (_name, mode) => {
     const job = await start();
     expectOk(await ckpt(['dump', '-t', String(job.pid), '-D', job.img]));
-    const r = await restore(job, 'dontneed');
-    expect(r.lines, r.lines.join('\n')).toContain('ok all');
-    const untouched = r.lines.map((l) => /^untouched (\d+) of (\d+)$/.exec(l)).find(Boolean);
-    expect(Number(untouched?.[1]), r.lines.join('\n')).toBeGreaterThan(0);
-    await helpersDone(job.pid);
-  });
-
-  it('mremap of pages not yet in: they are filled at their new place', async () => {
-    const job = await start();
-    expectOk(await ckpt(['dump', '-t', String(job.pid), '-D', job.img]));
-    const r = await restore(job, 'mremap');
+    const r = await restore(job, mode);
     expect(r.lines, r.lines.join('\n')).toContain('ok all');
     const untouched = r.lines.map((l) => /^untouched (\d+) of (\d+)$/.exec(l)).find(Boolean);
     expect(Number(untouched?.[1]), r.lines.join('\n')).toBeGreaterThan(0);
