@@ -33,28 +33,24 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import {
   CkptError,
-  ImageReader,
   KeyStore,
   MANIFEST,
   NftNetworkLocks,
   SIGNATURE_FILE,
   VERSION,
-  commitGeneration,
   errorMessage,
   fault,
   ownerAlive,
   parsePublicKey,
   selfOwner,
   type Owner,
-  stagingName,
   type Ckpt,
   type DumpResult,
 } from '@ckpt/core';
 import type { KeyObject } from 'node:crypto';
-import { Incoming, StreamReader, StreamWriter, readHeader, readReply, sendFrame, takeBody, type Header } from './wire.js';
+import { FILE_NAME, IncomingImage, StreamReader, StreamWriter, readHeader, readReply, sendFrame, type Header } from './wire.js';
 import { registerRestored } from './restored.js';
 import { addAddress, announce, placeAddress, removeAddress, type MovedAddress } from './address.js';
 
@@ -380,8 +376,6 @@ function fail(e: unknown): void {
   reply({ ok: false, error: { code: err.code ?? 'ERR_CKPT_INTERNAL', message: errorMessage(e), ...(err.hint ? { hint: err.hint } : {}) } });
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
-
 /** What ends a rehearsal's restore where the real one would let the processes run. */
 class Rehearsed extends Error {}
 const RECEIVED = 'ckpt-receive-';
@@ -420,7 +414,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     writeFileSync(join(dir, OWNER), JSON.stringify(selfOwner()), { mode: 0o600 });
   }
   let keep = !!o.dir;
-  const staging = new Map<number, { dir: string; files: Incoming }>();
+  const staging = new Map<number, IncomingImage>();
   let trust: KeyObject | undefined;
   let ran = false;
   let addresses: MovedAddress[] = [];
@@ -437,18 +431,13 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
       } else if (h.op === 'file') {
         const g = Number(h.generation);
         const name = String(h.name);
-        if (!Number.isSafeInteger(g) || g <= 0 || !NAME.test(name))
+        if (!Number.isSafeInteger(g) || g <= 0 || !FILE_NAME.test(name))
           throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${h.generation}`);
         let s = staging.get(g);
-        if (!s) {
-          s = { dir: join(dir, stagingName(randomBytes(4).toString('hex'))), files: new Incoming() };
-          mkdirSync(s.dir, { mode: 0o700 });
-          staging.set(g, s);
-        }
+        if (!s) staging.set(g, (s = new IncomingImage(dir)));
         fault('receive:file');
-        if (s.files.has(name)) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${g} sent twice`);
-        const f = s.files.create(s.dir, name);
-        await takeBody(r, h.size ?? 0, f.fd, f.hash);
+        if (s.has(name)) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${g} sent twice`);
+        await s.take(r, name, h.size ?? 0);
       } else if (h.op === 'commit') {
         const g = Number(h.generation);
         const s = staging.get(g);
@@ -456,12 +445,9 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         // Signature (with the source's key), the chain, every file's digest: checked now, before it
         // is a generation and while the source runs, rather than found wrong at the restore.
         const t = performance.now();
-        const digests = s.files.close();
-        const image = ImageReader.open(s.dir, { trust: trust ? [trust] : [] });
-        image.chain();
-        image.verifyAll(digests);
+        s.check(trust ? [trust] : []);
         staging.delete(g);
-        const n = commitGeneration(dir, s.dir, KEEP_ALL);
+        const n = s.commit(KEEP_ALL);
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'rehearse') {
@@ -532,10 +518,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     process.stderr.write(`ckpt: error: ${errorMessage(e)}\n`);
     return 1;
   } finally {
-    for (const s of staging.values()) {
-      s.files.close();
-      rmSync(s.dir, { recursive: true, force: true });
-    }
+    for (const s of staging.values()) s.drop();
     if (!keep && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -9,28 +9,12 @@
  * The connection itself is not encrypted: images hold process memory. Run it on a link you trust,
  * or through a tunnel (ssh -L).
  */
-import { randomBytes, verify, type KeyObject } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { verify, type KeyObject } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
-import {
-  CkptError,
-  ImageReader,
-  KeyStore,
-  MANIFEST,
-  SIGNATURE_FILE,
-  VERSION,
-  commitGeneration,
-  errorMessage,
-  fingerprint,
-  newNonce,
-  parsePublicKey,
-  removeStaleStaging,
-  stagingName,
-} from '@ckpt/core';
-import { Incoming, StreamReader, readHeader, takeBody } from './wire.js';
-
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+import { CkptError, KeyStore, MANIFEST, SIGNATURE_FILE, VERSION, errorMessage, fingerprint, newNonce, parsePublicKey, removeStaleStaging } from '@ckpt/core';
+import { FILE_NAME, IncomingImage, StreamReader, readHeader } from './wire.js';
 
 export interface PageServerOptions {
   listen: string;
@@ -75,8 +59,7 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
   const answer = (r: Record<string, unknown>) => conn.write(`${JSON.stringify(r)}\n`);
   const r = new StreamReader(conn);
   const nonce = newNonce();
-  let staging: string | undefined;
-  const open = new Incoming();
+  let incoming: IncomingImage | undefined;
   try {
     answer({ ok: true, version: VERSION, nonce });
     const hello = await readHeader(r);
@@ -97,25 +80,17 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
       if (!h) throw new CkptError('ERR_CKPT_DUMP_FAILED', 'the dump went away before its commit');
       if (h.op === 'file' || h.op === 'chunk') {
         const name = String(h.name);
-        if (!NAME.test(name)) throw new CkptError('ERR_CKPT_USAGE', `protocol error: file name ${JSON.stringify(name)}`);
-        if (!staging) {
-          staging = join(dir, stagingName(randomBytes(4).toString('hex')));
-          mkdirSync(staging, { mode: 0o700 });
-        }
-        let f = open.get(name);
-        if (!f) f = open.create(staging, name);
-        else if (h.op === 'file') throw new CkptError('ERR_CKPT_USAGE', `protocol error: file ${name} sent twice`);
-        await takeBody(r, h.size ?? 0, f.fd, f.hash);
+        if (!FILE_NAME.test(name)) throw new CkptError('ERR_CKPT_USAGE', `protocol error: file name ${JSON.stringify(name)}`);
+        incoming ??= new IncomingImage(dir);
+        if (h.op === 'file' && incoming.has(name)) throw new CkptError('ERR_CKPT_USAGE', `protocol error: file ${name} sent twice`);
+        await incoming.take(r, name, h.size ?? 0);
       } else if (h.op === 'commit') {
-        if (!staging || !open.has(MANIFEST) || !open.has(SIGNATURE_FILE)) throw new CkptError('ERR_CKPT_USAGE', 'protocol error: a commit without a manifest');
-        const digests = open.close();
+        if (!incoming?.has(MANIFEST) || !incoming.has(SIGNATURE_FILE)) throw new CkptError('ERR_CKPT_USAGE', 'protocol error: a commit without a manifest');
         // Checked as a restore would: signed by the key that connected, every file as its digest says.
-        const image = ImageReader.open(staging, { trust: [key] });
+        const image = incoming.check([key]);
         if (image.signer.fingerprint !== fp)
           throw new CkptError('ERR_CKPT_IMAGE_UNTRUSTED', `the image is signed by ${image.signer.fingerprint}, not by the key that sent it`);
-        image.verifyAll(digests);
-        const g = commitGeneration(dir, staging, o.keep);
-        staging = undefined;
+        const g = incoming.commit(o.keep);
         const path = join(dir, String(g));
         answer({ ok: true, generation: g, path });
         o.say(`generation ${g} of ${dir}: from ${who} (key ${fp}), ${image.manifest.processes.length} process(es)`);
@@ -131,7 +106,6 @@ async function session(conn: net.Socket, dir: string, o: PageServerOptions): Pro
     conn.end();
     return false;
   } finally {
-    open.close();
-    if (staging) rmSync(staging, { recursive: true, force: true });
+    incoming?.drop();
   }
 }

@@ -10,10 +10,11 @@
  * Both ends read with backpressure: a file is streamed through, never held whole, and hashed
  * (BLAKE3) as it is written, so that the check against the signed manifest need not read it again.
  */
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { randomBytes, type KeyObject } from 'node:crypto';
+import { closeSync, mkdirSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { CkptError } from '@ckpt/core';
+import { CkptError, ImageReader, commitGeneration, stagingName } from '@ckpt/core';
 import { type HashHandle, native } from '@ckpt/native';
 
 const MAX_HEADER = 1 << 20;
@@ -227,27 +228,65 @@ export async function readReply(r: StreamReader, what: string, lastWords: () => 
   return rep;
 }
 
-/** The files of one image being received: where each goes, and its running BLAKE3. */
-export class Incoming {
+/** A file name an image may hold (no path, no dot files): what a receiver accepts. */
+export const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * One image being received (a migration's generation, a page server's dump): its files in a
+ * staging directory of the image directory `top`, each hashed (BLAKE3) as it arrives; checked as a
+ * restore would check it before it becomes a generation.
+ */
+export class IncomingImage {
+  readonly staging: string;
   private readonly files = new Map<string, { fd: number; hash: HashHandle }>();
+  private committed = false;
 
-  /** The open file `name` (created, 0600, in `dir`), or undefined when it was not started. */
-  get(name: string): { fd: number; hash: HashHandle } | undefined {
-    return this.files.get(name);
-  }
-
-  create(dir: string, name: string): { fd: number; hash: HashHandle } {
-    const f = { fd: openSync(join(dir, name), 'wx', 0o600), hash: native.hash.hashNew('blake3') };
-    this.files.set(name, f);
-    return f;
+  constructor(private readonly top: string) {
+    this.staging = join(top, stagingName(randomBytes(4).toString('hex')));
+    mkdirSync(this.staging, { mode: 0o700 });
   }
 
   has(name: string): boolean {
     return this.files.has(name);
   }
 
+  /** A frame's body (`size` bytes) as file `name`, or as more of it. */
+  async take(r: StreamReader, name: string, size: number): Promise<void> {
+    let f = this.files.get(name);
+    if (!f) {
+      f = { fd: openSync(join(this.staging, name), 'wx', 0o600), hash: native.hash.hashNew('blake3') };
+      this.files.set(name, f);
+    }
+    await takeBody(r, size, f.fd, f.hash);
+  }
+
+  /**
+   * The image received, checked as a restore would: signed by a key of `trust`, its chain, and
+   * every file's digest (those computed as it arrived, not read again).
+   */
+  check(trust: KeyObject[]): ImageReader {
+    const image = ImageReader.open(this.staging, { trust });
+    image.chain();
+    image.verifyAll(this.close());
+    return image;
+  }
+
+  /** Makes it the next generation of the image directory: its number. */
+  commit(keep: number): number {
+    this.close();
+    const n = commitGeneration(this.top, this.staging, keep);
+    this.committed = true;
+    return n;
+  }
+
+  /** What was received goes (unless committed). */
+  drop(): void {
+    this.close();
+    if (!this.committed) rmSync(this.staging, { recursive: true, force: true });
+  }
+
   /** Closes every file: their BLAKE3 digests, by name. */
-  close(): Map<string, string> {
+  private close(): Map<string, string> {
     const out = new Map<string, string>();
     for (const [name, f] of this.files) {
       closeSync(f.fd);
