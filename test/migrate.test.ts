@@ -225,6 +225,8 @@ describe('ckpt migrate', () => {
       30_000,
       () => `the client made no progress after the migration:\n${fs.readFileSync(report, 'utf8').slice(-1000)}`,
     );
+    expect(fs.readFileSync(report, 'utf8'), 'the client kept its connection').not.toMatch(/^FAIL/m);
+    expect(JSON.parse(m.stdout).rehearsal, 'no rehearsal with TCP connections').toMatch(/^skipped/);
     process.kill(client.pid!, 'SIGUSR1');
     await waitForLine(report, /^(ok|FAIL) all/, 30_000);
     const text = fs.readFileSync(report, 'utf8');

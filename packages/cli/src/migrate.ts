@@ -35,6 +35,7 @@ import os from 'node:os';
 import { join, resolve } from 'node:path';
 import {
   CkptError,
+  ImageReader,
   KeyStore,
   MANIFEST,
   NftNetworkLocks,
@@ -262,7 +263,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
     if (parent) {
       await remote.send({ op: 'rehearse', generation: rounds.length, lazy: !!o.lazy, plugins: o.restorePlugins });
       const rh = await remote.reply('to rehearse the restore');
-      rehearsal = rh.error ? `failed: ${String(rh.error)}` : `${Number(rh.ms).toFixed(0)} ms`;
+      rehearsal = rh.skipped ? `skipped: ${String(rh.skipped)}` : rh.error ? `failed: ${String(rh.error)}` : `${Number(rh.ms).toFixed(0)} ms`;
       if (rh.error) say(`warning: the rehearsal of the restore there failed (${String(rh.error)}); migrating anyway`);
     }
     const t = performance.now();
@@ -451,6 +452,13 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'rehearse') {
+        // Not with TCP sockets: a connection rebuilt here, then dropped, could speak to its peer
+        // (a reset) while the real one still serves it from the source.
+        const image = ImageReader.open(dir, { generation: Number(h.generation), trust: trust ? [trust] : [] });
+        if (image.processes().some((p) => p.fds.some((f) => f.kind === 'tcp'))) {
+          reply({ ok: true, skipped: 'the processes hold TCP sockets' });
+          continue;
+        }
         const t = performance.now();
         const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
         try {
