@@ -314,6 +314,14 @@ export interface FdBinding {
   ioctlVal(fd: number, request: number, value: number): number;
   /** poll(2) of one fd, without waiting: the events it has now. */
   pollNow(fd: number, events: number): number;
+  /**
+   * Reads a whole file on a thread of its own (for a slow /proc file of a given instant, such as
+   * smaps right after a freeze): a handle for readJoin, which waits and returns the content or
+   * throws the errno, or readDrop, which waits and forgets it. Main thread only.
+   */
+  readAhead(path: string): number;
+  readJoin(handle: number): string;
+  readDrop(handle: number): void;
 }
 /** Event file descriptors (native/src/fd.cc, inotify.cc): eventfd, epoll, signalfd, timerfd, inotify. */
 export interface EventsBinding {

@@ -202,9 +202,12 @@ export interface ProcessDump {
   readonly procPid: number;
   readonly session: DumpSession;
   /**
-   * Its memory areas as /proc/<procPid>/smaps shows them (VmFlags, page size), read once while it
-   * is frozen (smaps walks the page tables: it is not cheap) and again only when ckpt's guard
-   * mapping (tracee.scratchRange, which the list includes) came or went meanwhile.
+   * Its memory areas as /proc/<procPid>/smaps shows them (VmFlags, page size) once it is frozen,
+   * ckpt's guard mapping (tracee.scratchRange) among them. smaps walks every page table (about
+   * 15 ms a GiB resident here): core reads it on a thread of its own right after the freeze and
+   * the guard, while the other stages go on, and the first call waits for what is left of that
+   * read. Call it as late as the work allows; a remote mmap or munmap meanwhile would wait for
+   * the read (the mmap lock), and would not be in the list.
    */
   vmas(): Vma[];
   /** Core's fd table of the process: filled right after the freeze, before any state class. */

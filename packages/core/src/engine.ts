@@ -37,7 +37,7 @@ import type {
   SharedWithParent,
   ZombieRecord,
 } from './context.js';
-import { processExists, processTree, readStat, readStatus, describePid, readMaps, readVmas, type Vma } from './proc.js';
+import { processExists, processTree, readStat, readStatus, describePid, readMaps, readVmas, parseSmaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
 import { canRestore } from './caps.js';
@@ -309,6 +309,7 @@ export class Ckpt {
       image.abort();
       throw imageWriteError(e, image.dir, pid) ?? asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
     } finally {
+      for (const handle of readsAhead.get(session) ?? []) native.fd.readDrop(handle);
       state.dispose();
     }
   }
@@ -697,6 +698,9 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
   }
 }
 
+/** The smaps reads of a dump not yet taken (ProcessDump.vmas): dropped when the dump ends. */
+const readsAhead = new WeakMap<DumpSession, Set<number>>();
+
 function processDump(
   hooks: Hooks,
   pid: number,
@@ -705,14 +709,25 @@ function processDump(
   session: DumpSession,
 ): ProcessDump {
   const records: Record<string, unknown> = {};
-  let areas: { vmas: Vma[]; guard: number | undefined } | undefined;
+  // smaps of the frozen process, read on a thread of its own while the stages go on
+  // (ProcessDump.vmas). The guard mapping first: its mmap would wait for that read (smaps holds
+  // the mmap lock as it walks the page tables), and the list then has it as it will stay. Parked
+  // at once, as between stages: the other processes are frozen and dumped before this one's turn.
+  threads[0].scratch();
+  threads[0].parkBetweenStages();
+  let areas: Vma[] | undefined;
+  let ahead: number | undefined = native.fd.readAhead(`/proc/${threads[0].pid}/smaps`);
+  readsAhead.get(session)?.add(ahead) ?? readsAhead.set(session, new Set([ahead]));
   const proc: ProcessDump = {
     pid,
     ...ids,
     vmas() {
-      const guard = proc.tracee.scratchRange?.start;
-      if (!areas || areas.guard !== guard) areas = { vmas: readVmas(proc.procPid), guard };
-      return areas.vmas;
+      if (areas) return areas;
+      if (ahead === undefined) return (areas = readVmas(proc.procPid));
+      const handle = ahead;
+      ahead = undefined;
+      readsAhead.get(session)?.delete(handle);
+      return (areas = parseSmaps(native.fd.readJoin(handle)));
     },
     tracee: threads[0],
     threads,

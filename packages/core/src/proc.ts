@@ -41,7 +41,11 @@ export function parseMaps(text: string): Vma[] {
 
 /** /proc/PID/smaps: the maps entries with their VmFlags. */
 export function readVmas(pid: number): Vma[] {
-  const text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  return parseSmaps(readFileSync(`/proc/${pid}/smaps`, 'utf8'));
+}
+
+/** The text of /proc/PID/smaps: the maps entries with their VmFlags and page size. */
+export function parseSmaps(text: string): Vma[] {
   const vmas: Vma[] = [];
   let cur: Vma | undefined;
   for (const line of text.split('\n')) {

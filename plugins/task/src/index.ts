@@ -216,7 +216,9 @@ async function dump(proc: ProcessDump): Promise<void> {
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
-    ...vmaState(proc.vmas(), tracee.scratchRange),
+    // Filled in after the other stages (areas): smaps is still being read meanwhile.
+    locked: { areas: [], future: false },
+    advice: [],
     timers: dumpTimers(proc, comm),
     membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
@@ -246,6 +248,17 @@ async function dump(proc: ProcessDump): Promise<void> {
     }),
   };
   proc.put(NAME, rec);
+}
+
+/**
+ * Locked areas and madvise state, once every stage is done: ProcessDump.vmas waits for smaps,
+ * which core reads meanwhile.
+ */
+async function areas(session: DumpSession): Promise<void> {
+  for (const proc of session.processes) {
+    const rec = proc.get<TaskRecord>(NAME);
+    if (rec) Object.assign(rec, vmaState(proc.vmas(), proc.tracee.scratchRange));
+  }
 }
 
 /**
@@ -624,6 +637,7 @@ export const taskPlugin = definePlugin(() => ({
     });
     hooks.session.beforeDump.tapPromise(NAME, noteStopped);
     hooks.credentials.dump.tapPromise(NAME, dump);
+    hooks.session.afterDump.tapPromise(`${NAME}:areas`, areas);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
     hooks.credentials.restore.tapPromise({ name: `${NAME}:keepcaps`, before: '@ckpt/plugin-pids' }, keepCaps);
     hooks.credentials.restore.tapPromise({ name: `${NAME}:seccomp`, before: '@ckpt/plugin-pids' }, restoreSeccomp);
