@@ -204,10 +204,11 @@ export interface ProcessDump {
   /**
    * Its memory areas as /proc/<procPid>/smaps shows them (VmFlags, page size) once it is frozen,
    * ckpt's guard mapping (tracee.scratchRange) among them. smaps walks every page table (about
-   * 15 ms a GiB resident here): core reads it on a thread of its own right after the freeze and
-   * the guard, while the other stages go on, and the first call waits for what is left of that
-   * read. Call it as late as the work allows; a remote mmap or munmap meanwhile would wait for
-   * the read (the mmap lock), and would not be in the list.
+   * 15 ms a GiB resident here): core reads it on a thread of its own after session.frozen,
+   * while the other stages go on, and the first call waits for what is left of that read. Call
+   * it as late as the work allows; a change to the address space meanwhile (remote mmap,
+   * userfaultfd registration: do those in session.frozen) would wait for the read, and would not
+   * be in the list.
    */
   vmas(): Vma[];
   /** Core's fd table of the process: filled right after the freeze, before any state class. */

@@ -232,6 +232,8 @@ export class Ckpt {
       freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
       await session.interruptionPoint();
+      await this.hooks.session.frozen.promise(session);
+      for (const proc of session.processes) readSmapsAhead(proc);
       const pidns = pidNamespaceOf(pid, session);
       checkNamespaces(session);
       checkSharing(session);
@@ -309,7 +311,7 @@ export class Ckpt {
       image.abort();
       throw imageWriteError(e, image.dir, pid) ?? asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
     } finally {
-      for (const handle of readsAhead.get(session) ?? []) native.fd.readDrop(handle);
+      for (const handle of readsAhead.get(session)?.values() ?? []) native.fd.readDrop(handle);
       state.dispose();
     }
   }
@@ -698,8 +700,15 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
   }
 }
 
-/** The smaps reads of a dump not yet taken (ProcessDump.vmas): dropped when the dump ends. */
-const readsAhead = new WeakMap<DumpSession, Set<number>>();
+/** The smaps reads of a dump not yet taken (ProcessDump.vmas), by process: dropped when the dump ends. */
+const readsAhead = new WeakMap<DumpSession, Map<ProcessDump, number>>();
+
+/** Starts reading the process's smaps on a thread of its own (ProcessDump.vmas takes it). */
+function readSmapsAhead(proc: ProcessDump): void {
+  let reads = readsAhead.get(proc.session);
+  if (!reads) readsAhead.set(proc.session, (reads = new Map()));
+  reads.set(proc, native.fd.readAhead(`/proc/${proc.procPid}/smaps`));
+}
 
 function processDump(
   hooks: Hooks,
@@ -709,24 +718,21 @@ function processDump(
   session: DumpSession,
 ): ProcessDump {
   const records: Record<string, unknown> = {};
-  // smaps of the frozen process, read on a thread of its own while the stages go on
-  // (ProcessDump.vmas). The guard mapping first: its mmap would wait for that read (smaps holds
-  // the mmap lock as it walks the page tables), and the list then has it as it will stay. Parked
-  // at once, as between stages: the other processes are frozen and dumped before this one's turn.
+  // The guard mapping at once: core reads smaps (vmas) on a thread of its own after the freeze,
+  // and a remote mmap would wait for that read (smaps holds the mmap lock as it walks the page
+  // tables). Parked at once, as between stages: the other processes are frozen before its turn.
   threads[0].scratch();
   threads[0].parkBetweenStages();
   let areas: Vma[] | undefined;
-  let ahead: number | undefined = native.fd.readAhead(`/proc/${threads[0].pid}/smaps`);
-  readsAhead.get(session)?.add(ahead) ?? readsAhead.set(session, new Set([ahead]));
   const proc: ProcessDump = {
     pid,
     ...ids,
     vmas() {
       if (areas) return areas;
-      if (ahead === undefined) return (areas = readVmas(proc.procPid));
-      const handle = ahead;
-      ahead = undefined;
-      readsAhead.get(session)?.delete(handle);
+      const reads = readsAhead.get(session);
+      const handle = reads?.get(proc);
+      if (handle === undefined) return (areas = readVmas(proc.procPid));
+      reads!.delete(proc);
       return (areas = parseSmaps(native.fd.readJoin(handle)));
     },
     tracee: threads[0],

@@ -6,6 +6,7 @@
  * |-----------------------------|-----------------------|------------------------------------------------------------------------|
  * | session.beforeDump          | AsyncSeries(session)  | once, before anything is frozen: refuse early, set up session state     |
  * | <class>.dump                | AsyncSeries(proc)     | per frozen process, class by class in DUMP_STAGES order (all processes of a class, parents first, before the next class) |
+ * | session.frozen              | AsyncSeries(session)  | once, every process of the tree frozen (each with ckpt's guard mapping), before anything is read from them: changes to their address spaces (userfaultfd registrations, mappings) go here, before core reads their smaps on threads of its own (ProcessDump.vmas), which such a change would wait for |
  * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks every fd table right after the freeze); the first tap returning a claim `{ kind, data }` owns it |
  * | session.fdsDumped          | AsyncSeries(session)  | once, every process frozen and its fd table read (proc.fds), before any state class: refusals that need every fd (a pipe or socket whose peer is outside the tree) |
  * | session.afterDump           | AsyncSeries(session)  | once, every process dumped, still frozen, records not yet written        |
@@ -57,6 +58,7 @@ export function createHooks() {
   return Object.freeze({
     session: Object.freeze({
       beforeDump: new AsyncSeriesHook<[DumpSession]>(['session']),
+      frozen: new AsyncSeriesHook<[DumpSession]>(['session']),
       fdsDumped: new AsyncSeriesHook<[DumpSession]>(['session']),
       afterDump: new AsyncSeriesHook<[DumpSession]>(['session']),
       imageCommitted: new AsyncSeriesHook<[DumpSession]>(['session']),

@@ -229,10 +229,11 @@ function vmaRecordOf(
     const tracked = chain?.tracked.has(v.start) ?? false;
     const clean = tracked && !!chain?.parentHas;
     let runs: ReturnType<typeof native.mem.pagemapRuns>;
+    const scanned = chain?.scans.get(v.start);
     if (tracked && alike === undefined) {
       // The pages, and the written ones protected again: from now on a write shows, and the next
       // incremental dump counts from this one.
-      runs = native.mem.pagemapScan(task, v.start, v.end, kind === 'file-private', true);
+      runs = scanned?.end === v.end ? scanned.runs : native.mem.pagemapScan(task, v.start, v.end, kind === 'file-private', true);
     } else {
       runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike, clean);
       if (alike !== undefined && runs.guards) runs = native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', undefined, clean);
@@ -270,13 +271,21 @@ function vmaRecordOf(
 interface ChainContext {
   track: Tracking;
   tracked: Set<number>;
+  /** Tracked areas already scanned (pagemapScan, reprotecting), by start: their end and runs. */
+  scans: Map<number, { end: number; runs: ReturnType<typeof native.mem.pagemapScan> }>;
   /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
   parentHas?: number[];
 }
 
 /** Areas userfaultfd can track: private anonymous memory (not hugetlb, not device or PFN mappings). */
 function trackable(pid: number, v: Vma): boolean {
-  return classify(pid, v) === 'anon' && !isHugeAnon(v) && !v.flags?.includes('io') && !v.flags?.includes('pf');
+  let kind: VmaKind;
+  try {
+    kind = classify(pid, v);
+  } catch {
+    return false; // refused by the memory stage, with its reason
+  }
+  return kind === 'anon' && !isHugeAnon(v) && !v.flags?.includes('io') && !v.flags?.includes('pf');
 }
 
 /** The memory records of the dump's parent image, by pid (read once per dump). */
@@ -315,7 +324,35 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
   );
   session.stats['memory.trackedProcesses'] = Number(session.stats['memory.trackedProcesses'] ?? 0) + 1;
   const parentHas = track.fromParent && parentRec ? sortRuns(parentRec.vmas.flatMap((v) => [...v.runs, ...(v.parentRuns ?? [])])) : undefined;
-  return { track, tracked, parentHas };
+  return { track, tracked, parentHas, scans: new Map() };
+}
+
+/** Each frozen process's tracking, set up in session.frozen (chainContext), for its memory stage. */
+const chains = new WeakMap<ProcessDump, ChainContext>();
+
+/**
+ * Every process frozen, before core reads their smaps: the tracking is set up here, as its
+ * userfaultfd registrations take the mmap lock that the smaps read holds (ProcessDump.vmas).
+ * The areas are those of /proc/PID/maps: without VmFlags, an area is tracked only if it would be
+ * with them (trackable), and the memory stage checks it again with them.
+ */
+async function frozen(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
+  for (const proc of session.processes) {
+    const chain = chainContext(proc, without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange), options);
+    if (chain) chains.set(proc, chain);
+  }
+}
+
+/**
+ * The tracked areas' page-table walks, while core still reads smaps (ProcessDump.vmas) on
+ * another thread: both only read the page tables. Areas an area of the parent process may be
+ * shared with are compared page by page with it instead (vmaRecordOf), so a process whose parent
+ * is in the tree is scanned there.
+ */
+function scanTracked(proc: ProcessDump, chain: ChainContext): void {
+  for (const v of without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange)) {
+    if (chain.tracked.has(v.start)) chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
+  }
 }
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
@@ -439,13 +476,23 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const parentProc = session.processes.find((p) => p.pid === proc.ppid);
   const parentRec = parentProc?.get<MemoryRecord>(NAME);
   const parent = parentProc && parentRec ? { task: parentProc.procPid, vmas: parentRec.vmas } : undefined;
+  const chain = chains.get(proc);
+  if (chain && !parent) scanTracked(proc, chain);
   const vmas = without(proc.vmas(), tracee.scratchRange);
+  // Tracked from /proc/PID/maps (session.frozen): what VmFlags say cannot be is not.
+  if (chain) {
+    for (const v of vmas) {
+      if (chain.tracked.has(v.start) && !trackable(proc.pid, v)) {
+        chain.tracked.delete(v.start);
+        chain.scans.delete(v.start);
+      }
+    }
+  }
   // mm fields from a live task's stat (a zombie leader's shows zeros).
   const stat = procfs.readStat(task);
   const brk = Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
   const counts = { zeroPages: 0, excluded: 0, byOption: 0, reused: 0 };
-  const chain = chainContext(proc, vmas, options);
   // Validated with the options (memoryOptions): every one parses.
   const excludes = [
     ...(options?.exclude ?? []).map(parseExclude).filter((e): e is ExcludeSpec => typeof e !== 'string'),
@@ -1044,6 +1091,7 @@ export const memoryPlugin = definePlugin(() => ({
   },
   apply(hooks, ctx: PluginContext<MemoryOptions>) {
     hooks.session.beforeDump.tapPromise(NAME, (session) => beforeDump(session, ctx.options(session)));
+    hooks.session.frozen.tapPromise(NAME, (session) => frozen(session, ctx.options(session)));
     hooks.memory.dump.tapPromise(NAME, (proc) => dump(proc, ctx.options(proc.session)));
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.session.imageCommitted.tapPromise(NAME, async (session) => trackingCommitted(session));
