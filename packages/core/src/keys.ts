@@ -199,6 +199,9 @@ function lstatOrNone(p: string): Stats | undefined {
   }
 }
 
+/** Host keys parsed, by path, with the identity of the file they were parsed from (see loadHostKey). */
+const parsedHostKeys = new Map<string, { id: string; key: HostKey }>();
+
 export class KeyStore {
   readonly dir: string;
 
@@ -268,6 +271,10 @@ export class KeyStore {
         hint: `chmod 600 ${path}, or remove it if others may have read it (a new one is made; hosts that trusted the old key must trust the new one)`,
       });
     }
+    // Parsed once per file: a chain of images checks its key at every image.
+    const id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+    const cached = parsedHostKeys.get(path);
+    if (cached?.id === id) return cached.key;
     let privateKey: KeyObject;
     try {
       privateKey = createPrivateKey(readFileSync(path));
@@ -277,7 +284,9 @@ export class KeyStore {
     if (privateKey.asymmetricKeyType !== 'ed25519')
       throw new CkptError('ERR_CKPT_KEY', `host key ${path} is a ${privateKey.asymmetricKeyType} key, not Ed25519`);
     const publicKey = createPublicKey(privateKey);
-    return { privateKey, publicKey, fingerprint: fingerprint(publicKey) };
+    const key = { privateKey, publicKey, fingerprint: fingerprint(publicKey) };
+    parsedHostKeys.set(path, { id, key });
+    return key;
   }
 
   /**
