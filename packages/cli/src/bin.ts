@@ -2,8 +2,11 @@
 /**
  * The `ckpt` command's entry. `ckpt --version` answers from a module of its own. Everything else
  * runs dist/cli.cjs, the whole command in one CommonJS file, compiled through a V8 code cache kept
- * beside it (dist/cli.cjs.cache): written after a run that had none, or whose cache V8 rejected
- * (another Node, a rebuilt bundle), when the directory is writable.
+ * beside it, one per command (dist/cli.cjs.dump.cache...; dist/cli.cjs.main.cache without one):
+ * a cache holds the functions compiled when it was made, after a run, so the functions a dump
+ * runs are compiled once, not at every dump. Written after a successful run of the command that
+ * had none, or whose cache V8 rejected (another Node, a rebuilt bundle), when the directory is
+ * writable.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
@@ -20,7 +23,10 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
 }
 
 function runBundle(file: string): void {
-  const cacheFile = `${file}.cache`;
+  // The command, as far as a look at the arguments tells (main.ts says which one ran).
+  const verb = args.find((a) => !a.startsWith('-'));
+  const name = verb && /^[a-z][a-z-]{0,23}$/.test(verb) ? verb : 'main';
+  const cacheFile = `${file}.${name}.cache`;
   let cachedData: Buffer | undefined;
   try {
     cachedData = readFileSync(cacheFile);
@@ -29,7 +35,12 @@ function runBundle(file: string): void {
   const script = new vm.Script(M.wrap(readFileSync(file, 'utf8')), { filename: file, cachedData });
   // import() in the bundle (of the user's plugins, see share.ts) is this module's.
   (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.esmImport')] = (url: string) => import(url);
-  if (!cachedData || script.cachedDataRejected) process.once('exit', () => saveCache(script, cacheFile));
+  if (!cachedData || script.cachedDataRejected) {
+    process.once('exit', (code) => {
+      const ran = (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.command')] ?? 'main';
+      if (code === 0 && ran === name) saveCache(script, cacheFile);
+    });
+  }
   const mod = new Module(file) as Module & { filename: string; paths: string[] };
   mod.filename = file;
   mod.paths = M._nodeModulePaths(dirname(file));

@@ -54,7 +54,11 @@ program
   .showHelpAfterError('(run ckpt help for the list of commands and options)')
   .exitOverride();
 
-program.hook('preAction', (cmd) => {
+program.hook('preAction', (cmd, action) => {
+  // The command run (its top-level name), for bin.ts: each has a code cache of its own.
+  let top = action;
+  while (top.parent && top.parent !== program) top = top.parent;
+  (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.command')] = top.name();
   const o = cmd.opts() as { verbose?: boolean; logFile?: string };
   if (o.verbose || o.logFile) enableLogging(process.env.DEBUG || 'ckpt:*', o.logFile ? resolve(o.logFile) : undefined);
 });
