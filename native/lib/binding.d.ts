@@ -223,7 +223,7 @@ export interface MemBinding {
   ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number; clean?: Float64Array };
   /**
    * pagemapRuns' runs (no parent comparison) from one PAGEMAP_SCAN walk; `clean`: saved pages not
-   * written since last write-protected; `reprotect`: write-protects them all again (a tracked area).
+   * written since last write-protected; `reprotect`: write-protects the written ones again (a tracked area), in the same walk.
    */
   pagemapScan(
     pid: number,
@@ -232,6 +232,8 @@ export interface MemBinding {
     anonOnly: boolean,
     reprotect?: boolean,
   ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
+  /** The runs' bytes, in order, in one buffer (read through /proc/PID/mem, as dumpPages). */
+  readPages(pid: number, runs: Float64Array): Buffer;
   /** Appends the runs' bytes to fd, hashing them into `hash`; through `zstd` (zstdWriter), compressed (the compressed bytes hashed). */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle, zstd?: ZstdWriterHandle): CopyResult;
   /** restorePages from a compressed blob: the bytes come from `reader` (zstdReader), which hashes what it reads. */

@@ -36,6 +36,7 @@ export const GROUPS = {
   mem: [
     'pagemapRuns',
     'pagemapScan',
+    'readPages',
     'dumpPages',
     'restorePages',
     'readMem',

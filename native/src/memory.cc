@@ -482,6 +482,41 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// readPages(pid, runs): the runs' bytes, read into one buffer in order. For a --leave-running
+// dump's few pages (an increment): read while the process is frozen, written to the image once
+// it runs again. Through /proc/PID/mem, as dumpPages, for the same reasons.
+constexpr size_t kHuge = 2 << 20;
+
+Napi::Value ReadPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  Napi::Float64Array runs = RunsArg(info[1]);
+  const size_t total = static_cast<size_t>(RunsBytes(runs));
+  // Fresh memory in huge pages where the kernel has them: faulting it in 4 KiB pages costs as
+  // much as the reads (10 MiB: 10 ms, not 5.5, here). Unmapped with the buffer.
+  const size_t size = std::max<size_t>((total + kHuge - 1) & ~(kHuge - 1), kHuge);
+  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap");
+    return env.Undefined();
+  }
+  madvise(m, size, MADV_HUGEPAGE);
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), total, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
+  MemFd mem(pid, O_RDONLY);
+  uint8_t* dst = out.Data();
+  for (size_t i = 0; i + 1 < runs.ElementLength(); i += 2) {
+    uint64_t addr = static_cast<uint64_t>(runs[i]);
+    size_t n = static_cast<size_t>(runs[i + 1]);
+    int mfd = mem.get();
+    if (mfd < 0 || !FullPread(mfd, dst, n, addr)) {
+      ThrowErrno(env, errno ? errno : EIO, "read of target memory", pid);
+      return env.Undefined();
+    }
+    dst += n;
+  }
+  return out;
+}
+
 // Copies a chunk into the target: process_vm_writev, and read-only pages (code, RELRO) through
 // /proc/PID/mem, which writes with FOLL_FORCE. 0 or an errno.
 int PutTarget(long pid, MemFd& mem, const uint8_t* src, uint64_t addr, size_t n) {
@@ -759,6 +794,7 @@ Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
+  exports.Set("readPages", Napi::Function::New(env, ReadPages));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
