@@ -11,15 +11,35 @@ import { native } from '@ckpt/native';
 import { memoryRecord, NAME, type MemoryRecord } from './record.js';
 import { intersectRuns, PROGRESS_CHUNK, runPairs, sortRuns, subtractRuns, takeFromBlob } from './ranges.js';
 
-/** The memory record an image (of a chain) has for a process, checked against the schema as core checks the image's own; undefined: none. */
+/**
+ * The memory record an image (of a chain) has for a process, checked against the schema as core
+ * checks the image's own; undefined: none. Read-only: the records of the last chains read are
+ * kept, by the digest the (verified) manifest gives their file, for the next restore or dump of
+ * the chain (a migration's rehearsal, then its restore; a checkpoint every few minutes).
+ */
 export function memoryRecordOf(image: ImageReader, pid: number): MemoryRecord | undefined {
   const entry = image.manifest.processes.find((p) => p.pid === pid);
-  const raw = entry && image.readJson<{ records?: Record<string, unknown> }>(entry.file).records?.[NAME];
-  if (raw === undefined) return undefined;
-  const v = validate(memoryRecord, raw);
-  if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: the memory record of pid ${pid} is malformed (${v.path}: ${v.message})`);
-  return v.value;
+  if (!entry) return undefined;
+  const e = image.entry(entry.file);
+  const key = `${e.blake3 ?? e.sha256}:${pid}`;
+  if (recordsRead.has(key)) return recordsRead.get(key);
+  const raw = image.readJson<{ records?: Record<string, unknown> }>(entry.file).records?.[NAME];
+  let rec: MemoryRecord | undefined;
+  if (raw !== undefined) {
+    const v = validate(memoryRecord, raw);
+    if (!v.ok) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: the memory record of pid ${pid} is malformed (${v.path}: ${v.message})`);
+    rec = v.value;
+  }
+  if (e.blake3 ?? e.sha256) {
+    recordsRead.set(key, rec);
+    if (recordsRead.size > RECORDS_KEPT) recordsRead.delete(recordsRead.keys().next().value!);
+  }
+  return rec;
 }
+
+/** Memory records read from images, by their file's digest and pid (memoryRecordOf). */
+const recordsRead = new Map<string, MemoryRecord | undefined>();
+const RECORDS_KEPT = 64;
 
 /** A process's pages blob, in blob order: each area's pages start at its blobOffset. */
 export function blobRuns(rec: MemoryRecord): number[] {
