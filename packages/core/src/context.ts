@@ -49,6 +49,12 @@ export interface DumpOptions extends CommonOptions {
   leaveRunning?: boolean;
   /** fsync every image file before writing the manifest (power-loss safe; slower). */
   sync?: boolean;
+  /**
+   * The image only passes through (ckpt migrate's copy on the source, sent as it is committed):
+   * nothing is fsynced, so that a commit while the processes are frozen does not wait for the
+   * disk (a journal commit behind earlier writes). A crash of the machine may lose it.
+   */
+  transient?: boolean;
   /** Application id (from `ckpt run`) recorded in the image. */
   app?: string;
   /** Generations to keep in the image directory, the new one included (default 1). */

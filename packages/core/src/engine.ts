@@ -196,6 +196,7 @@ export class Ckpt {
     const parent = options.parent !== undefined ? openParent(services, options.parent, pid) : undefined;
     const image = services.images.create(options.dir, {
       sync: options.sync,
+      transient: options.transient,
       keep: options.keep,
       followSymlinks: options.followSymlinks,
       pageServer: options.pageServer,

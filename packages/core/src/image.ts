@@ -174,6 +174,12 @@ export interface BlobWriter {
 export interface ImageWriterOptions {
   /** fsync every file before the manifest names it (survives power loss). */
   sync?: boolean;
+  /**
+   * An image that only passes through (ckpt migrate's copy on the source): nothing is fsynced,
+   * not even the manifest and the directories. A crash of the machine may lose it; a commit
+   * during other writes no longer waits for the disk.
+   */
+  transient?: boolean;
   /** Generations to keep in the directory, this one included (default 1). */
   keep?: number;
   /** Write through a directory that is a symlink. */
@@ -440,13 +446,15 @@ export class ImageWriter {
       const text = Buffer.from(JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1));
       writeFileSync(join(this.staging, MANIFEST), text, { mode: 0o600 });
       writeFileSync(join(this.staging, SIGNATURE_FILE), signatureLine(text, this.key), { mode: 0o600 });
-      fsyncPath(join(this.staging, MANIFEST));
-      fsyncPath(join(this.staging, SIGNATURE_FILE));
-      fsyncPath(this.staging);
+      if (!this.opts.transient) {
+        fsyncPath(join(this.staging, MANIFEST));
+        fsyncPath(join(this.staging, SIGNATURE_FILE));
+        fsyncPath(this.staging);
+      }
       // The generation appears whole (rename), then `latest` points at it, then old ones go.
       this.generation = commitGeneration(this.dir, this.staging, this.opts.keep ?? 1);
       this.path = join(this.dir, String(this.generation));
-      fsyncPath(this.dir);
+      if (!this.opts.transient) fsyncPath(this.dir);
     } catch (e) {
       throw dirError(this.dir, e, 'commit the image in');
     }
