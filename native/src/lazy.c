@@ -37,9 +37,11 @@
  * fd 0: a SOCK_SEQPACKET socket to ckpt. At start the helper forks (its first process exits, so
  * nobody has to reap it), forks the watchdog, and sends both pids (int32 each, one message). Messages (native order):
  *   'B' u32 id, u64 size, u8[32] digest, u8[32] eager digest     fd: the blob (read-only)
- *   'E' u32 blob, u32 n, n x (u64 off, u64 len)     bytes of the blob ckpt wrote eagerly
+ *   'E' u32 blob, u32 n, n x (f64 off, f64 len)     bytes of the blob ckpt wrote eagerly
  *   'T' i32 pid                                     fds: pidfd, and the userfaultfd if it has lazy areas
- *   'S' u32 n, n x (u64 addr, u64 len, u64 off, u32 blob, u32 0)   planned runs of the last target
+ *   'S' u32 n, n x (f64 addr, f64 len, f64 off, f64 blob)   planned runs of the last target
+ * The lists are doubles, as ckpt holds them (integers below 2^53): it sends its arrays' bytes as
+ * they are, with no conversion per value (tens of thousands of runs for a chain of images).
  *   'R'                                             the last target is whole: serve it; reply i32 0
  *   'C'                                             the restore succeeded: go on once the channel closes
  * The channel closing before 'C' (the restore failed, or ckpt died): the targets are killed and
@@ -577,6 +579,15 @@ static int pass_step(void) {
 
 /* ---- ckpt's channel ---- */
 
+/* A double of ckpt's lists (8 bytes at p, unaligned) as the integer it holds: 0 if it is not one below 2^53. */
+static int as_u64(const unsigned char *p, uint64_t *out) {
+  double d;
+  memcpy(&d, p, 8);
+  if (!(d >= 0 && d < 9007199254740992.0) || d != (double)(uint64_t)d) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
+
 static int handle_channel(void) {
   static uint8_t buf[1 << 17];
   int fds[MAX_FDS];
@@ -610,7 +621,8 @@ static int handle_channel(void) {
         b->eager_cap = (b->neager + k) * 2;
         b->eager = xrealloc(b->eager, b->eager_cap * 16);
       }
-      memcpy(b->eager + 2 * b->neager, buf + 9, (size_t)k * 16);
+      for (uint32_t i = 0; i < 2 * k; i++)
+        if (!as_u64(buf + 9 + (size_t)i * 8, &b->eager[2 * b->neager + i])) return -1;
       b->neager += k;
       return 0;
     }
@@ -631,10 +643,10 @@ static int handle_channel(void) {
       if (!ntargets || (size_t)n < 5 + (size_t)k * 32) return -1;
       struct target *t = &targets[ntargets - 1];
       for (uint32_t i = 0; i < k; i++) {
-        uint64_t v[3];
-        uint32_t blob;
-        memcpy(v, buf + 5 + i * 32, 24);
-        memcpy(&blob, buf + 5 + i * 32 + 24, 4);
+        uint64_t v[4];
+        for (int j = 0; j < 4; j++)
+          if (!as_u64(buf + 5 + (size_t)i * 32 + j * 8, &v[j])) return -1;
+        uint64_t blob = v[3];
         if (blob >= nblobs || v[0] % PAGE || v[1] % PAGE || !v[1]) return -1;
         add_seg(t, v[0], v[1], v[2], blob, NULL);
         t->pending += v[1] / PAGE;

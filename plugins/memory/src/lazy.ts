@@ -66,20 +66,31 @@ export interface BlobPlan {
 export function planBlob(src: PagesSource, ranges: ReadonlyArray<{ start: number; end: number }>): BlobPlan {
   const plan: BlobPlan = { src, eager: [], lazy: [], lazyBytes: 0, eagerBytes: 0 };
   let off = 0;
+  // Where the last eager piece ends in the blob: a piece that starts there joins it.
+  let eagerEnd = -1;
   const eager = (addr: number, len: number, at: number) => {
     const last = plan.eager.at(-1);
-    const lastEnd = last ? last.off + last.runs.reduce((a, x, i) => (i % 2 ? a + x : a), 0) : -1;
-    if (last && lastEnd === at) last.runs.push(addr, len);
+    if (last && eagerEnd === at) last.runs.push(addr, len);
     else plan.eager.push({ off: at, runs: [addr, len] });
+    eagerEnd = at + len;
     plan.eagerBytes += len;
   };
   for (let i = 0; i < src.runs.length; i += 2) {
-    const [addr, len] = [src.runs[i], src.runs[i + 1]];
+    const addr = src.runs[i];
+    const len = src.runs[i + 1];
     if (addr) {
       let at = addr;
       const end = addr + len;
-      for (const r of ranges) {
-        if (r.end <= at || r.start >= end) continue;
+      // The first range that ends after the run starts (ranges are sorted and apart).
+      let lo = 0;
+      let hi = ranges.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (ranges[mid].end <= at) lo = mid + 1;
+        else hi = mid;
+      }
+      for (let k = lo; k < ranges.length && ranges[k].start < end; k++) {
+        const r = ranges[k];
         const s = Math.max(at, r.start);
         const e = Math.min(end, r.end);
         if (s > at) eager(at, s - at, off + (at - addr));
@@ -151,8 +162,8 @@ export function lazyUffd(stub: Tracee, ranges: ReadonlyArray<{ start: number; en
 }
 
 /**
- * A non-negative integer below 2^53 (an address, a length, an offset) as a little-endian u64:
- * two 32-bit writes, not writeBigUInt64LE, whose BigInt per value cost 20 ms a plan of a chain.
+ * A non-negative integer below 2^53 (a size) as a little-endian u64: two 32-bit writes, not
+ * writeBigUInt64LE and its BigInt.
  */
 function putU64(b: Buffer, v: number, at: number): void {
   b.writeUInt32LE(v % 0x100000000, at);
@@ -181,8 +192,17 @@ export class LazyDaemon {
     return Array.from({ length: n }, (_, i) => b.readInt32LE(4 * i));
   }
 
+  /** One message; while the channel is full (the helper still taking the ones before), it waits. */
   private send(m: Buffer, fds?: number[]): void {
-    native.sock.unixSend(this.channel, m, null, fds);
+    for (let waited = 0; ; waited++) {
+      try {
+        native.sock.unixSend(this.channel, m, null, fds);
+        return;
+      } catch (e) {
+        if ((e as NativeError).code !== 'EAGAIN' || waited >= SEND_WAIT_MS) throw e;
+      }
+      sleepSync(1);
+    }
   }
 
   /** Hands a blob over (its manifest size and digest, the eager bytes' offsets and digest): its id. */
@@ -211,13 +231,12 @@ export class LazyDaemon {
       else spans.push(seg.off, len);
     }
     for (let i = 0; i < spans.length; i += 2 * BATCH) {
-      const part = spans.slice(i, i + 2 * BATCH);
-      const e = Buffer.alloc(9 + part.length * 8);
+      const part = Float64Array.from(spans.slice(i, i + 2 * BATCH));
+      const e = Buffer.alloc(9);
       e.write('E', 0, 'latin1');
       e.writeUInt32LE(id, 1);
       e.writeUInt32LE(part.length / 2, 5);
-      part.forEach((v, k) => putU64(e, v, 9 + 8 * k));
-      this.send(e);
+      this.send(Buffer.concat([e, Buffer.from(part.buffer)]));
     }
     return id;
   }
@@ -237,18 +256,12 @@ export class LazyDaemon {
       closeSync(pidfd);
     }
     for (let i = 0; i < plan.length; i += 4 * BATCH) {
-      const part = plan.slice(i, i + 4 * BATCH);
-      const s = Buffer.alloc(5 + (part.length / 4) * 32);
+      // The quadruples' bytes as doubles, as they are (ckpt-lazy takes them so).
+      const part = Float64Array.from(plan.slice(i, i + 4 * BATCH));
+      const s = Buffer.alloc(5);
       s.write('S', 0, 'latin1');
       s.writeUInt32LE(part.length / 4, 1);
-      for (let k = 0; k < part.length; k += 4) {
-        const at = 5 + (k / 4) * 32;
-        putU64(s, part[k], at);
-        putU64(s, part[k + 1], at + 8);
-        putU64(s, part[k + 2], at + 16);
-        s.writeUInt32LE(part[k + 3], at + 24);
-      }
-      this.send(s);
+      this.send(Buffer.concat([s, Buffer.from(part.buffer)]));
     }
     this.send(Buffer.from('R', 'latin1'));
     if (this.readInts(1, 'that it serves the process')[0] !== 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt-lazy refused pid ${pid}`);
@@ -284,6 +297,8 @@ export class LazyDaemon {
 
 /** Entries per message (seqpacket messages stay well under the socket's buffer). */
 const BATCH = 2000;
+/** How long a message to ckpt-lazy may wait for room in the channel (the helper takes them as they come). */
+const SEND_WAIT_MS = 10_000;
 
 /** The processes each live ckpt-lazy helper holds a pidfd of, by helper pid. */
 function lazyHelpers(): Map<number, number[]> {
