@@ -235,6 +235,59 @@ export interface TreeNode {
 
 /** root and all its descendants, parents before children (siblings by pid). */
 export function processTree(root: number): TreeNode[] {
+  if (!hasChildrenFiles()) return processTreeByScan(root);
+  const rootStat = readStat(root);
+  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state }];
+  for (let i = 0; i < out.length; i++) {
+    const kids: TreeNode[] = [];
+    for (const pid of childrenOf(out[i].pid)) {
+      try {
+        const st = readStat(pid);
+        // Reaped and reused meanwhile: not a child any more.
+        if (st.ppid === out[i].pid) kids.push({ pid, ppid: st.ppid, state: st.state });
+      } catch {
+        /* gone */
+      }
+    }
+    out.push(...kids.sort((a, b) => a.pid - b.pid));
+  }
+  return out;
+}
+
+/**
+ * The children of a process (host pids): /proc/PID/task/TID/children of each of its threads (a
+ * child's parent is the thread that forked it). Exact for a frozen process; of a running one it
+ * may miss a child forked meanwhile, which a second look after the freeze finds (freezeTree).
+ */
+export function childrenOf(pid: number): number[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return []; // gone
+  }
+  const out: number[] = [];
+  for (const tid of tids) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
+    } catch {
+      continue; // the thread exited
+    }
+    for (const w of text.split(' ')) if (w) out.push(Number(w));
+  }
+  return [...new Set(out)];
+}
+
+let childrenFiles: boolean | undefined;
+/** Whether this kernel has /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN). */
+function hasChildrenFiles(): boolean {
+  childrenFiles ??= existsSync(`/proc/self/task/${process.pid}/children`);
+  return childrenFiles;
+}
+
+/** processTree from a scan of every process on the system (a kernel without children files). */
+function processTreeByScan(root: number): TreeNode[] {
   const byParent = new Map<number, TreeNode[]>();
   for (const pid of listPids()) {
     let st: ProcStat;
@@ -285,15 +338,6 @@ export function hostTidOf(candidates: number[], nsTid: number, pidOf: (tid: numb
  */
 export function pidfdOf(p: { pid: number; procPid: number }): number {
   return p.procPid === p.pid ? native.proc.pidfdOpen(p.pid) : native.proc.pidfdOpen(p.procPid, PIDFD_THREAD);
-}
-
-/** Children of a process (host pids), from /proc/PID/task/PID/children. */
-export function childrenOf(pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
 }
 
 /** The filesystem type of a mount of pid (by the mnt_id fdinfo shows), from /proc/PID/mountinfo. */
