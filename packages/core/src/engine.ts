@@ -15,7 +15,7 @@
  *            machinery -> detach -> afterResume. Any failure: restoreFailed, then every rollback
  *            (stubs killed, fds closed).
  */
-import { existsSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import { LATEST } from './imagedir.js';
 import { native, NativeError, Regs, KCMP_FILES, KCMP_FS, KCMP_SIGHAND, KCMP_VM } from '@ckpt/native';
@@ -704,8 +704,21 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
 /** The smaps reads of a dump not yet taken (ProcessDump.vmas), by process: dropped when the dump ends. */
 const readsAhead = new WeakMap<DumpSession, Map<ProcessDump, number>>();
 
-/** Starts reading the process's smaps on a thread of its own (ProcessDump.vmas takes it). */
+/** Below this much resident memory, smaps is read when asked for (under a millisecond): no thread for it. */
+const SMAPS_AHEAD_MIN = 32 << 20;
+
+/**
+ * Starts reading the process's smaps on a thread of its own (ProcessDump.vmas takes it), when it
+ * has memory enough for the read to take a while (a tree of small processes would have as many
+ * threads as processes, for nothing).
+ */
 function readSmapsAhead(proc: ProcessDump): void {
+  try {
+    const resident = Number(readFileSync(`/proc/${proc.procPid}/statm`, 'utf8').split(' ')[1]) * 4096;
+    if (!(resident >= SMAPS_AHEAD_MIN)) return;
+  } catch {
+    return;
+  }
   let reads = readsAhead.get(proc.session);
   if (!reads) readsAhead.set(proc.session, (reads = new Map()));
   reads.set(proc, native.fd.readAhead(`/proc/${proc.procPid}/smaps`));
