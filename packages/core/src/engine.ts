@@ -229,6 +229,7 @@ export class Ckpt {
     try {
       this.runOptions.set(session, pluginOptions);
       await this.hooks.session.beforeDump.promise(session);
+      compileFrozenHooks(this.hooks);
       tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
@@ -698,6 +699,18 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
       frozen.push(threads);
       session.processes.push(processDump(hooks, n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
     }
+  }
+}
+
+/**
+ * The hooks a dump calls while the processes are frozen, compiled before the freeze: tapable
+ * builds each hook's caller (a new Function, which no code cache keeps) at its first call, and a
+ * command runs each once. A tap added later makes tapable build it again.
+ */
+function compileFrozenHooks(hooks: Hooks): void {
+  const frozen = [hooks.session.frozen, hooks.session.fdsDumped, hooks.session.afterDump, hooks.fds.dump, ...DUMP_STAGES.map((s) => hooks[s].dump)];
+  for (const h of frozen as unknown as Array<{ promise: unknown; _createCall?: (type: string) => unknown }>) {
+    if (typeof h._createCall === 'function') h.promise = h._createCall('promise');
   }
 }
 
