@@ -271,6 +271,8 @@ function vmaRecordOf(
 interface ChainContext {
   track: Tracking;
   tracked: Set<number>;
+  /** The tracked areas, as the layout showed them when they were registered. */
+  areas: ReadonlyArray<{ start: number; end: number }>;
   /** Tracked areas already scanned (pagemapScan, reprotecting), by start: their end and runs. */
   scans: Map<number, { end: number; runs: ReturnType<typeof native.mem.pagemapScan> }>;
   /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
@@ -317,14 +319,11 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
   const parentRec = parentRecord(proc.session, proc.pid);
   const track = startTracking(proc);
   if (!track) return undefined;
-  const tracked = registerAreas(
-    proc,
-    track,
-    vmas.filter((v) => trackable(proc.pid, v)),
-  );
+  const candidates = vmas.filter((v) => trackable(proc.pid, v));
+  const tracked = registerAreas(proc, track, candidates);
   session.stats['memory.trackedProcesses'] = Number(session.stats['memory.trackedProcesses'] ?? 0) + 1;
   const parentHas = track.fromParent && parentRec ? sortRuns(parentRec.vmas.flatMap((v) => [...v.runs, ...(v.parentRuns ?? [])])) : undefined;
-  return { track, tracked, parentHas, scans: new Map() };
+  return { track, tracked, areas: candidates.filter((v) => tracked.has(v.start)), parentHas, scans: new Map() };
 }
 
 /** Each frozen process's tracking, set up in session.frozen (chainContext), for its memory stage. */
@@ -350,9 +349,7 @@ async function frozen(session: DumpSession, options: MemoryOptions | undefined):
  * is in the tree is scanned there.
  */
 function scanTracked(proc: ProcessDump, chain: ChainContext): void {
-  for (const v of without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange)) {
-    if (chain.tracked.has(v.start)) chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
-  }
+  for (const v of chain.areas) chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
 }
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */

@@ -161,15 +161,6 @@ export function lazyUffd(stub: Tracee, ranges: ReadonlyArray<{ start: number; en
   }
 }
 
-/**
- * A non-negative integer below 2^53 (a size) as a little-endian u64: two 32-bit writes, not
- * writeBigUInt64LE and its BigInt.
- */
-function putU64(b: Buffer, v: number, at: number): void {
-  b.writeUInt32LE(v % 0x100000000, at);
-  b.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
-}
-
 /** The restore's ckpt-lazy helper: started at first use, one per restore. */
 export class LazyDaemon {
   readonly pid: number;
@@ -213,7 +204,7 @@ export class LazyDaemon {
     const m = Buffer.alloc(1 + 4 + 8 + 64);
     m.write('B', 0, 'latin1');
     m.writeUInt32LE(id, 1);
-    putU64(m, entry.size, 5);
+    m.writeBigUInt64LE(BigInt(entry.size), 5);
     Buffer.from(entry.blake3!, 'hex').copy(m, 13);
     Buffer.from(eagerDigest, 'hex').copy(m, 45);
     const fd = openSync(image.path(rec.pagesFile), 'r');
