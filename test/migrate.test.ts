@@ -150,9 +150,10 @@ describe('ckpt migrate', () => {
     expect((await verify(j.main, m.report)).net).toBe(H.byName.b.netns);
   }, 120_000);
 
-  it('a ckpt migrate killed once the destination rebuilt the processes: the source runs on, the destination rolls back', async () => {
+  it('a ckpt migrate killed once the destination rebuilt the processes: the source runs on, the destination rolls back, the next migration sweeps what it left', async () => {
     const m = await startOn(H.byName.a, 32, 20);
     const before = new Set(processesMatching('migrant').map((p) => p.pid));
+    const dirsBefore = new Set(leftovers());
     const r = await migrate(H.byName.a, H.byName.b, m, [], { env: { CKPT_FAULT: 'migrate:restored:kill' } });
     expect(r.signal, describeResult(r)).toBe('SIGKILL');
     await expectUntouched(m, H.byName.a);
@@ -161,6 +162,12 @@ describe('ckpt migrate', () => {
       20_000,
       () => `the destination kept a restored process: ${JSON.stringify(processesMatching('migrant').filter((p) => !before.has(p.pid)))}`,
     );
+    const orphans = leftovers().filter((n) => !dirsBefore.has(n) && n.startsWith('ckpt-migrate-'));
+    expect(orphans, 'the killed source left its copy of the image (it cannot clean up after SIGKILL)').toHaveLength(1);
+    // Any later migration, even one that fails at once, removes the copy whose owner is gone.
+    const again = await ckpt(['migrate', '--app', m.app, '--to', 'nosuchhost', '--ssh', H.ssh.join(' ')], { prefix: H.inNs(H.byName.a) });
+    expect(again.code).not.toBe(0);
+    expect(leftovers().filter((n) => orphans.includes(n))).toEqual([]);
   }, 120_000);
 
   it('redis with a client on a third host: the service address and the connection move with it, the client never sees a reset, every key is there', async () => {

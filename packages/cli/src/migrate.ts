@@ -214,7 +214,9 @@ function rank(name: string): number {
 export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult> {
   const t0 = performance.now();
   const say = o.say ?? (() => {});
-  const work = mkdtempSync(join(os.tmpdir(), 'ckpt-migrate-'));
+  sweepOrphans(SENT);
+  const work = mkdtempSync(join(os.tmpdir(), SENT));
+  writeFileSync(join(work, OWNER), JSON.stringify(selfOwner()), { mode: 0o600 });
   const remote = new Remote(o);
   const rounds: MigrateRound[] = [];
   let downtimeMs = 0;
@@ -382,12 +384,16 @@ function fail(e: unknown): void {
 /** What ends a rehearsal's restore where the real one would let the processes run. */
 class Rehearsed extends Error {}
 const RECEIVED = 'ckpt-receive-';
+const SENT = 'ckpt-migrate-';
 const OWNER = '.owner';
 
-/** What receivers that were killed left in the temporary directory goes (their owner is gone). */
-function sweepReceived(): void {
+/**
+ * What a migration's source or destination killed before its end left in the temporary directory
+ * (named by `prefix`) goes: its owner, recorded in the directory, is gone.
+ */
+function sweepOrphans(prefix: string): void {
   for (const n of readdirSync(os.tmpdir())) {
-    if (!n.startsWith(RECEIVED)) continue;
+    if (!n.startsWith(prefix)) continue;
     const d = join(os.tmpdir(), n);
     try {
       if (ownerAlive(JSON.parse(readFileSync(join(d, OWNER), 'utf8')) as Owner)) continue;
@@ -412,7 +418,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (readdirSync(dir).length) throw new CkptError('ERR_CKPT_USAGE', `${dir} is not empty: a migration needs an empty image directory`);
   } else {
-    sweepReceived();
+    sweepOrphans(RECEIVED);
     dir = mkdtempSync(join(os.tmpdir(), RECEIVED));
     writeFileSync(join(dir, OWNER), JSON.stringify(selfOwner()), { mode: 0o600 });
   }
