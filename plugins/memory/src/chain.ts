@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { CkptError, validate, type Compaction, type ImageReader, type ProcessRecord } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { memoryRecord, NAME, type MemoryRecord } from './record.js';
-import { intersectRuns, PROGRESS_CHUNK, runPairs, sortRuns, subtractRuns, takeFromBlob } from './ranges.js';
+import { intersectRuns, PROGRESS_CHUNK, sortRuns, subtractRuns, takeFromBlob } from './ranges.js';
 
 /**
  * The memory record an image (of a chain) has for a process, checked against the schema as core
@@ -54,7 +54,7 @@ export function blobRuns(rec: MemoryRecord): number[] {
  * (sorted runs). Every page must be in exactly one of them.
  */
 export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> {
-  let wanted = sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? []));
+  let wanted = sortedRuns(rec).parent;
   const out: Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> = [];
   for (let up = image.parent(); wanted.length; up = up.parent()) {
     const broken = (why: string) =>
@@ -62,15 +62,31 @@ export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord)
     if (!up) throw broken('its chain ends first');
     const upRec = memoryRecordOf(up, pid);
     if (!upRec) throw broken(`image ${up.dir} has no memory of pid ${pid}`);
-    const take = intersectRuns(wanted, sortRuns(runPairs(blobRuns(upRec))));
+    const runs = sortedRuns(upRec);
+    const take = intersectRuns(wanted, runs.blob);
     wanted = subtractRuns(wanted, take);
     if (take.length) out.push({ image: up, rec: upRec, take });
-    if (wanted.length && subtractRuns(wanted, sortRuns(upRec.vmas.flatMap((v) => v.parentRuns ?? []))).length) {
+    if (wanted.length && subtractRuns(wanted, runs.parent).length) {
       throw broken(`image ${up.dir} neither holds some of them nor leaves them to its parent`);
     }
   }
   return out;
 }
+
+/**
+ * A record's pages as sorted flat runs: those of its blob, and those it leaves to its parent.
+ * Kept with the record (records of a chain are read once and read-only, memoryRecordOf): an
+ * increment scattered over a GiB has tens of thousands of runs, and its parent's even more holes.
+ */
+function sortedRuns(rec: MemoryRecord): { blob: number[]; parent: number[] } {
+  let s = sortedOf.get(rec);
+  if (!s) {
+    s = { blob: sortRuns(rec.vmas.flatMap((v) => v.runs)), parent: sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? [])) };
+    sortedOf.set(rec, s);
+  }
+  return s;
+}
+const sortedOf = new WeakMap<MemoryRecord, { blob: number[]; parent: number[] }>();
 
 // ---- ckpt image compact ----
 
@@ -90,7 +106,7 @@ async function compactProcess(c: Compaction, proc: ProcessRecord, rec: MemoryRec
 
 /** compactProcess, decompressing compressed blobs into directories it lists in `scratch`. */
 async function compactInto(c: Compaction, proc: ProcessRecord, rec: MemoryRecord, scratch: string[]): Promise<void> {
-  const sources = [{ image: c.image, rec, take: sortRuns(runPairs(blobRuns(rec))) }, ...chainSources(c.image, proc.pid, rec)];
+  const sources = [{ image: c.image, rec, take: sortedRuns(rec).blob }, ...chainSources(c.image, proc.pid, rec)];
   // Every page: where it is (file, offset), by address.
   const segs: Array<{ addr: number; len: number; path: string; off: number }> = [];
   for (const src of sources) {

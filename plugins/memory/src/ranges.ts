@@ -136,8 +136,11 @@ export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): number
 
 /** Flat runs of [addr, len] pairs, sorted by address and merged where they touch. */
 export function sortRuns(pairs: Iterable<readonly [number, number]>): number[] {
+  const all = Array.isArray(pairs) ? (pairs as ReadonlyArray<readonly [number, number]>) : [...pairs];
+  let inOrder = true;
+  for (let i = 1; i < all.length && inOrder; i++) inOrder = all[i][0] >= all[i - 1][0];
   const out: number[] = [];
-  for (const [a, l] of [...pairs].sort((x, y) => x[0] - y[0])) pushRun(out, a, l);
+  for (const [a, l] of inOrder ? all : [...all].sort((x, y) => x[0] - y[0])) pushRun(out, a, l);
   return out;
 }
 
