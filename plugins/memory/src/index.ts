@@ -344,12 +344,15 @@ async function frozen(session: DumpSession, options: MemoryOptions | undefined):
 
 /**
  * The tracked areas' page-table walks, while core still reads smaps (ProcessDump.vmas) on
- * another thread: both only read the page tables. Areas an area of the parent process may be
- * shared with are compared page by page with it instead (vmaRecordOf), so a process whose parent
- * is in the tree is scanned there.
+ * another thread: both only read the page tables. Areas the parent process (in the tree) has an
+ * area at the same place as may be shared with it: those are compared page by page with it
+ * instead (vmaRecordOf). A program its parent exec'd (an application under ckpt-init) shares none.
  */
-function scanTracked(proc: ProcessDump, chain: ChainContext): void {
-  for (const v of chain.areas) chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
+function scanTracked(proc: ProcessDump, chain: ChainContext, parentVmas: readonly VmaRecord[] = []): void {
+  for (const v of chain.areas) {
+    if (parentVmas.some((p) => p.start === v.start && p.end === v.end)) continue;
+    chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
+  }
 }
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
@@ -474,7 +477,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   const parentRec = parentProc?.get<MemoryRecord>(NAME);
   const parent = parentProc && parentRec ? { task: parentProc.procPid, vmas: parentRec.vmas } : undefined;
   const chain = chains.get(proc);
-  if (chain && !parent) scanTracked(proc, chain);
+  if (chain) scanTracked(proc, chain, parent?.vmas);
   const vmas = without(proc.vmas(), tracee.scratchRange);
   // Tracked from /proc/PID/maps (session.frozen): what VmFlags say cannot be is not.
   if (chain) {
