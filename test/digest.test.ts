@@ -1,13 +1,14 @@
 // The image digest (native/src/blake3.cc, ckpt's own BLAKE3) against the reference tool, Debian's
 // b3sum: every length where the tree changes shape (empty, partial and whole blocks and chunks, the
-// 8-chunk AVX2 groups, subtrees of up to 1024 chunks and what follows them), fed at once, through a
-// running hash in pieces that cut blocks, chunks and groups anywhere, and from a file range.
+// 16-chunk AVX-512 and 8-chunk AVX2 groups, subtrees of up to 1024 chunks and what follows them),
+// fed at once, through a running hash in pieces that cut blocks, chunks and groups anywhere, and
+// from a file range; through each compression path the CPU has (AVX-512, AVX2, portable).
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { native } from '@ckpt/native';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir, useCleanup } from './helpers.js';
 
 useCleanup();
@@ -35,9 +36,15 @@ const LENGTHS = [
   8 * K,
   8 * K + 1,
   9 * K + 5,
+  15 * K,
   16 * K,
   16 * K + 1,
+  24 * K,
+  24 * K + 1,
   31 * K + 1,
+  32 * K,
+  33 * K + 1,
+  48 * K + 1,
   64 * K,
   1000 * K + 17,
   1024 * K,
@@ -48,18 +55,33 @@ const LENGTHS = [
 ];
 
 describe('BLAKE3 (the digest of image files)', () => {
-  it("matches b3sum's digest at every tree shape, whole and in pieces", () => {
+  const widest = native.hash.blake3Use();
+  afterAll(() => {
+    native.hash.blake3Use(widest);
+  });
+
+  it("matches b3sum's digest at every tree shape, whole and in pieces, through every path this CPU has", () => {
     const data = randomBytes(LENGTHS[LENGTHS.length - 1]);
-    for (const n of LENGTHS) {
-      const b = data.subarray(0, n);
-      const want = b3sum(b);
-      expect(native.hash.hashOf('blake3', b), `${n} bytes at once`).toBe(want);
-      for (const piece of [1, 7, 64, 100, 1024, 4097, 65536, 1 << 20]) {
-        if (piece === 1 && n > 64 * K) continue;
-        const h = native.hash.hashNew('blake3');
-        for (let off = 0; off < n; off += piece) native.hash.hashUpdate(h, b.subarray(off, Math.min(n, off + piece)));
-        expect(native.hash.hashDigest(h), `${n} bytes in pieces of ${piece}`).toBe(want);
-      }
+    const wants = LENGTHS.map((n) => b3sum(data.subarray(0, n)));
+    const paths = (['avx512', 'avx2', 'portable'] as const).filter((p) => {
+      native.hash.blake3Use(p);
+      return native.hash.blake3Use() === p;
+    });
+    // The widest path there is is always among them; which ones this machine has is said.
+    console.log(`BLAKE3 paths tested here: ${paths.join(', ')} (the CPU's widest: ${widest})`);
+    expect(paths[0]).toBe(widest);
+    for (const path of paths) {
+      native.hash.blake3Use(path);
+      LENGTHS.forEach((n, k) => {
+        const b = data.subarray(0, n);
+        expect(native.hash.hashOf('blake3', b), `${path}: ${n} bytes at once`).toBe(wants[k]);
+        for (const piece of [1, 7, 64, 100, 1024, 4097, 65536, 1 << 20]) {
+          if (piece === 1 && n > 64 * K) continue;
+          const h = native.hash.hashNew('blake3');
+          for (let off = 0; off < n; off += piece) native.hash.hashUpdate(h, b.subarray(off, Math.min(n, off + piece)));
+          expect(native.hash.hashDigest(h), `${path}: ${n} bytes in pieces of ${piece}`).toBe(wants[k]);
+        }
+      });
     }
   });
 

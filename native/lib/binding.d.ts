@@ -268,8 +268,8 @@ export interface MemBinding {
   uffdRegisterMissing(fd: number, start: number, len: number): number;
 }
 /**
- * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX2 when the
- * CPU has it) and SHA-256 (OpenSSL's EVP from node). Digests are lowercase hex.
+ * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX-512 or AVX2
+ * when the CPU has it) and SHA-256 (OpenSSL's EVP from node). Digests are lowercase hex.
  */
 export interface HashBinding {
   /** A new running hash, for hashUpdate, dumpPages and restorePages. */
@@ -281,6 +281,8 @@ export interface HashBinding {
   hashOf(alg: HashAlgorithm, data: Uint8Array): string;
   /** Hex digest of [offset, offset + length) of the file. */
   hashFile(alg: HashAlgorithm, fd: number, offset: number, length: number): string;
+  /** The BLAKE3 path in use (the widest the CPU has); given one, none wider is used from then on (tests, benchmarks). */
+  blake3Use(path?: 'avx512' | 'avx2' | 'portable'): 'avx512' | 'avx2' | 'portable';
 }
 /** Processes (native/src/spawn.cc, fd.cc, ptrace.cc): creating them, pidfds, comparing their resources, reaping. */
 export interface ProcBinding {

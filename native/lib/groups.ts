@@ -55,7 +55,7 @@ export const GROUPS = {
     'zstdReader',
     'zstdDecompressFile',
   ],
-  hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile'],
+  hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile', 'blake3Use'],
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: [
     'pipe',

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace ckpt {
@@ -191,6 +192,92 @@ CKPT_AVX2 void Hash8(const uint8_t* in, size_t stride, size_t blocks, uint64_t c
   for (int j = 0; j < 8; j++) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), h[j]);
 }
 
+// ---- AVX-512: 16 independent inputs at once, one per 32-bit lane (rotations are one instruction) ----
+
+#define CKPT_AVX512 __attribute__((target("avx512f")))
+// GCC 12's _mm512_ror_epi32 passes an undefined vector as the (unused, all-lanes-masked) source.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+CKPT_AVX512 inline void G16(__m512i* v, int a, int b, int c, int d, __m512i x, __m512i y) {
+  v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), x);
+  v[d] = _mm512_ror_epi32(_mm512_xor_si512(v[d], v[a]), 16);
+  v[c] = _mm512_add_epi32(v[c], v[d]);
+  v[b] = _mm512_ror_epi32(_mm512_xor_si512(v[b], v[c]), 12);
+  v[a] = _mm512_add_epi32(_mm512_add_epi32(v[a], v[b]), y);
+  v[d] = _mm512_ror_epi32(_mm512_xor_si512(v[d], v[a]), 8);
+  v[c] = _mm512_add_epi32(v[c], v[d]);
+  v[b] = _mm512_ror_epi32(_mm512_xor_si512(v[b], v[c]), 7);
+}
+
+// Rows r[j] (input j's 16 words) to r[i] = word i of the 16 inputs: a 16x16 transpose. Pairs and
+// then quads of rows are interleaved within each 128-bit lane (r4 then holds, in lane L of
+// register 4k+s, word 4L+s of rows 4k..4k+3), then the 128-bit lanes of each s are transposed.
+CKPT_AVX512 inline void Transpose16(__m512i r[16]) {
+  __m512i t[16], q[16];
+  for (int k = 0; k < 16; k += 2) {
+    t[k] = _mm512_unpacklo_epi32(r[k], r[k + 1]);
+    t[k + 1] = _mm512_unpackhi_epi32(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 16; k += 4) {
+    q[k] = _mm512_unpacklo_epi64(t[k], t[k + 2]);
+    q[k + 1] = _mm512_unpackhi_epi64(t[k], t[k + 2]);
+    q[k + 2] = _mm512_unpacklo_epi64(t[k + 1], t[k + 3]);
+    q[k + 3] = _mm512_unpackhi_epi64(t[k + 1], t[k + 3]);
+  }
+  for (int s = 0; s < 4; s++) {
+    __m512i x0 = _mm512_shuffle_i32x4(q[s], q[4 + s], 0x44), x1 = _mm512_shuffle_i32x4(q[s], q[4 + s], 0xEE);
+    __m512i y0 = _mm512_shuffle_i32x4(q[8 + s], q[12 + s], 0x44), y1 = _mm512_shuffle_i32x4(q[8 + s], q[12 + s], 0xEE);
+    r[s] = _mm512_shuffle_i32x4(x0, y0, 0x88);
+    r[4 + s] = _mm512_shuffle_i32x4(x0, y0, 0xDD);
+    r[8 + s] = _mm512_shuffle_i32x4(x1, y1, 0x88);
+    r[12 + s] = _mm512_shuffle_i32x4(x1, y1, 0xDD);
+  }
+}
+
+// Hash8's twin for 16 inputs.
+CKPT_AVX512 void Hash16(const uint8_t* in, size_t stride, size_t blocks, uint64_t counter, uint64_t counterStep, uint32_t flags, uint32_t first,
+                        uint32_t last, uint32_t* out) {
+  __m512i h[8];
+  for (int i = 0; i < 8; i++) h[i] = _mm512_set1_epi32(static_cast<int>(kIv[i]));
+  alignas(64) uint32_t lo[16], hi[16];
+  for (int j = 0; j < 16; j++) {
+    uint64_t c = counter + counterStep * j;
+    lo[j] = static_cast<uint32_t>(c);
+    hi[j] = static_cast<uint32_t>(c >> 32);
+  }
+  const __m512i ctrLo = _mm512_load_si512(lo), ctrHi = _mm512_load_si512(hi);
+  for (size_t b = 0; b < blocks; b++) {
+    __m512i m[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) m[j] = _mm512_loadu_si512(in + j * stride + 64 * b);
+    Transpose16(m);
+    uint32_t f = flags | (b == 0 ? first : 0) | (b + 1 == blocks ? last : 0);
+    __m512i v[16] = {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], _mm512_set1_epi32(static_cast<int>(kIv[0])), _mm512_set1_epi32(static_cast<int>(kIv[1])),
+                     _mm512_set1_epi32(static_cast<int>(kIv[2])), _mm512_set1_epi32(static_cast<int>(kIv[3])), ctrLo, ctrHi, _mm512_set1_epi32(64),
+                     _mm512_set1_epi32(static_cast<int>(f))};
+#pragma GCC unroll 7
+    for (int r = 0; r < 7; r++) {
+      const uint8_t* w = kSchedule.w[r];
+      G16(v, 0, 4, 8, 12, m[w[0]], m[w[1]]);
+      G16(v, 1, 5, 9, 13, m[w[2]], m[w[3]]);
+      G16(v, 2, 6, 10, 14, m[w[4]], m[w[5]]);
+      G16(v, 3, 7, 11, 15, m[w[6]], m[w[7]]);
+      G16(v, 0, 5, 10, 15, m[w[8]], m[w[9]]);
+      G16(v, 1, 6, 11, 12, m[w[10]], m[w[11]]);
+      G16(v, 2, 7, 8, 13, m[w[12]], m[w[13]]);
+      G16(v, 3, 4, 9, 14, m[w[14]], m[w[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] = _mm512_xor_si512(v[i], v[i + 8]);
+  }
+  // Word i of the 16 values to value j's 8 words.
+  alignas(64) uint32_t words[8][16];
+  for (int i = 0; i < 8; i++) _mm512_store_si512(words[i], h[i]);
+  for (int j = 0; j < 16; j++)
+    for (int i = 0; i < 8; i++) out[8 * j + i] = words[i][j];
+}
+#pragma GCC diagnostic pop
+
 // Merges the top of a stack of chaining values until it holds one per set bit of `chunks` (the
 // complete subtrees left of chunk number `chunks`). Returns the new depth.
 size_t MergeTo(uint32_t (*stack)[8], size_t depth, uint64_t chunks) {
@@ -203,31 +290,50 @@ size_t MergeTo(uint32_t (*stack)[8], size_t depth, uint64_t chunks) {
   return depth;
 }
 
-bool HaveAvx2() {
-  static const bool yes = [] {
+// The widest path the CPU has (and blake3Use has not narrowed): 16, 8 or 1 input at once.
+int Detected() {
+  static const int lanes = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    return __builtin_cpu_supports("avx512f") ? 16 : __builtin_cpu_supports("avx2") ? 8 : 1;
   }();
-  return yes;
+  return lanes;
+}
+std::atomic<int> maxLanes{16};
+int Lanes() { return std::min(Detected(), maxLanes.load(std::memory_order_relaxed)); }
+
+// n inputs (a multiple of 8 when lanes >= 8) through the widest path: returns how many it took.
+uint64_t HashWide(int lanes, const uint8_t* in, size_t stride, uint64_t n, size_t blocks, uint64_t counter, uint64_t counterStep, uint32_t flags,
+                  uint32_t first, uint32_t last, uint32_t (*out)[8]) {
+  uint64_t i = 0;
+  if (lanes >= 16)
+    for (; i + 16 <= n; i += 16) Hash16(in + i * stride, stride, blocks, counter + counterStep * i, counterStep, flags, first, last, out[i]);
+  if (lanes >= 8)
+    for (; i + 8 <= n; i += 8) Hash8(in + i * stride, stride, blocks, counter + counterStep * i, counterStep, flags, first, last, out[i]);
+  return i;
 }
 
 }  // namespace
 
+const char* Blake3::Use(const char* path) {
+  static const char* const names[] = {"portable", "avx2", "avx512"};
+  auto name = [](int lanes) { return names[lanes >= 16 ? 2 : lanes >= 8 ? 1 : 0]; };
+  const char* was = name(Lanes());
+  if (path) maxLanes = !strcmp(path, "avx512") ? 16 : !strcmp(path, "avx2") ? 8 : 1;
+  return was;
+}
+
 Blake3::Blake3() { memcpy(chunkCv_, kIv, sizeof chunkCv_); }
 
 void Blake3::Subtree(const uint8_t* p, uint64_t chunks, uint32_t cv[8]) const {
-  alignas(32) uint32_t cvs[kMaxSubtree][8];
-  const bool wide = HaveAvx2();
-  uint64_t i = 0;
-  if (wide)
-    for (; i + 8 <= chunks; i += 8) Hash8(p + i * kChunk, kChunk, 16, counter_ + i, 1, 0, kChunkStart, kChunkEnd, cvs[i]);
+  alignas(64) uint32_t cvs[kMaxSubtree][8];
+  const int lanes = Lanes();
+  uint64_t i = HashWide(lanes, p, kChunk, chunks, 16, counter_, 1, 0, kChunkStart, kChunkEnd, cvs);
   for (; i < chunks; i++) ChunkCv(p + i * kChunk, counter_ + i, cvs[i]);
   // Up the tree, a level at a time; parent j of a level reads values 2j and 2j+1 (one 64-byte
-  // block) and is written over value j, which nothing later reads.
+  // block) and is written over value j, which nothing later reads. A wide pass reads its 16 (or 8)
+  // pairs before it writes: parents j..j+15 overwrite values j..j+15, all at or left of 2j.
   for (uint64_t n = chunks; n > 1; n /= 2) {
-    uint64_t j = 0;
-    if (wide)
-      for (; j + 8 <= n / 2; j += 8) Hash8(reinterpret_cast<const uint8_t*>(cvs[2 * j]), 64, 1, 0, 0, kParent, 0, 0, cvs[j]);
+    uint64_t j = HashWide(lanes, reinterpret_cast<const uint8_t*>(cvs), 64, n / 2, 1, 0, 0, kParent, 0, 0, cvs);
     for (; j < n / 2; j++) {
       uint32_t out[8];
       ParentCv(cvs[2 * j], out);

@@ -1,8 +1,8 @@
 // BLAKE3 (hash mode, 32-byte digest), written here from the BLAKE3 specification
 // (https://github.com/BLAKE3-team/BLAKE3-specs): the digest of image files. It is about twice as
 // fast per core as SHA-256 with the CPU's SHA extensions, and its tree lets many 1 KiB chunks be
-// compressed at once: with AVX2, 8 chunks (or 8 parent nodes) go through one compression, one
-// per 32-bit lane. The digests are the standard ones (b3sum's); the tests compare them.
+// compressed at once: with AVX-512, 16 chunks (or 16 parent nodes) go through one compression,
+// one per 32-bit lane; 8 with AVX2. The digests are the standard ones (b3sum's); the tests compare them.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -15,6 +15,9 @@ class Blake3 {
   void Update(const uint8_t* p, size_t n);
   // The digest of everything so far; the hash can go on.
   void Digest(uint8_t out[32]) const;
+  // The compression path in use ("avx512", "avx2" or "portable": the widest the CPU has); with a
+  // name, no wider one is used from then on (the tests check each against the reference).
+  static const char* Use(const char* path);
 
   static constexpr size_t kChunk = 1024;
   static constexpr size_t kBlock = 64;

@@ -108,6 +108,18 @@ Napi::Value HashFile(const Napi::CallbackInfo& info) {
   return HexValue(env, *h);
 }
 
+// blake3Use([path]) -> the BLAKE3 path in use ("avx512", "avx2", "portable"); with a path, no
+// wider one is used from then on (a path the CPU lacks is not taken).
+Napi::Value Blake3UseJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "";
+  if (!path.empty() && path != "avx512" && path != "avx2" && path != "portable") {
+    Napi::TypeError::New(env, "blake3 path must be \"avx512\", \"avx2\" or \"portable\"").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::String::New(env, Blake3::Use(path.empty() ? nullptr : path.c_str()));
+}
+
 }  // namespace
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
@@ -141,6 +153,7 @@ void InitHash(Napi::Env env, Napi::Object exports) {
   exports.Set("hashDigest", Napi::Function::New(env, HashDigestJs));
   exports.Set("hashOf", Napi::Function::New(env, HashOf));
   exports.Set("hashFile", Napi::Function::New(env, HashFile));
+  exports.Set("blake3Use", Napi::Function::New(env, Blake3UseJs));
 }
 
 }  // namespace ckpt
