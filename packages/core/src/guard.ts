@@ -21,7 +21,7 @@
  * stage can leave behind is the guard mapping itself; it starts with
  * GUARD_MAGIC so the next ckpt (dump, `ckpt check --repair`) finds and removes it.
  */
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { native, REG } from '@ckpt/native';
 import { ownerAlive, safeReaddir, selfOwner, type Owner } from './imagedir.js';
@@ -228,7 +228,8 @@ export function findGadgets(pid: number, vmas: Vma[]): Gadgets | undefined {
  * The guard journal: before ckpt first maps a guard into a process it notes where (the guard
  * goes to the same place at every stage), so that a guard whose ckpt died before writing its
  * magic (between the mmap and the header write) is still known:
- * /run/ckpt/guards/<ckpt pid>-<start>.json, removed when that ckpt exits.
+ * /run/ckpt/guards/<ckpt pid>-<start>.json, removed when that ckpt exits. JSON lines: the owner,
+ * then a note a line, appended (one write each, before the mmap; a torn last line is skipped).
  */
 export const GUARDS_DIR = '/run/ckpt/guards';
 
@@ -240,52 +241,92 @@ interface GuardNote {
   size: number;
 }
 
-let journal: { file: string; owner: Owner; notes: GuardNote[] } | undefined;
-
-function saveJournal(): void {
-  if (!journal) return;
-  try {
-    if (!journal.notes.length) {
-      rmSync(journal.file, { force: true });
-      return;
-    }
-    mkdirSync(GUARDS_DIR, { recursive: true, mode: 0o700 });
-    const tmp = `${journal.file}.tmp`;
-    writeFileSync(tmp, JSON.stringify({ owner: journal.owner, notes: journal.notes }), { mode: 0o600 });
-    renameSync(tmp, journal.file);
-  } catch {
-    /* not root (no /run/ckpt): the magic still marks every guard but a just-mapped one */
-  }
+interface Journal {
+  file: string;
+  owner: Owner;
+  notes: GuardNote[];
 }
+
+/** This ckpt's journal, and its file open for appending (-1: it could not be made). */
+let journal: (Journal & { fd: number }) | undefined;
 
 /** Notes a guard about to be mapped. */
 export function noteGuard(pid: number, addr: number, size: number): void {
   if (!journal) {
     const owner = selfOwner();
-    journal = { file: join(GUARDS_DIR, `${owner.pid}-${owner.start}.json`), owner, notes: [] };
+    journal = { file: join(GUARDS_DIR, `${owner.pid}-${owner.start}.json`), owner, notes: [], fd: -1 };
     process.on('exit', dropJournal);
+    try {
+      mkdirSync(GUARDS_DIR, { recursive: true, mode: 0o700 });
+      journal.fd = openSync(journal.file, 'w', 0o600);
+      writeSync(journal.fd, `${JSON.stringify({ owner })}\n`);
+    } catch {
+      /* not root (no /run/ckpt): the magic still marks every guard but a just-mapped one */
+    }
   }
-  journal.notes.push({ pid, start: readStat(pid).startTime, addr, size });
-  saveJournal();
+  const note = { pid, start: readStat(pid).startTime, addr, size };
+  journal.notes.push(note);
+  if (journal.fd >= 0) writeSync(journal.fd, `${JSON.stringify(note)}\n`);
 }
 
 /** A ckpt that ends (not killed) leaves nothing behind: its journal goes with it. */
 function dropJournal(): void {
-  if (journal) rmSync(journal.file, { force: true });
+  if (!journal) return;
+  rmSync(journal.file, { force: true });
+  if (journal.fd >= 0) closeSync(journal.fd);
 }
 
-/** The journals of ckpts that died: each file with its notes. */
-function* deadJournals(): Generator<{ file: string; owner: Owner; notes: GuardNote[] }> {
-  for (const name of safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'))) {
-    const file = join(GUARDS_DIR, name);
-    let j: { owner: Owner; notes: GuardNote[] };
-    try {
-      j = JSON.parse(readFileSync(file, 'utf8')) as { owner: Owner; notes: GuardNote[] };
-    } catch {
-      continue; // gone, or being rewritten
-    }
-    if (!ownerAlive(j.owner)) yield { file, ...j };
+function writeJournal(j: Journal): void {
+  writeFileSync(j.file, [{ owner: j.owner }, ...j.notes].map((x) => `${JSON.stringify(x)}\n`).join(''), { mode: 0o600 });
+}
+
+function parseJournal(file: string): Journal | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined; // gone
   }
+  const lines: Array<{ owner?: Owner; notes?: GuardNote[] } & Partial<GuardNote>> = [];
+  for (const line of text.split('\n')) {
+    try {
+      if (line) lines.push(JSON.parse(line));
+    } catch {
+      /* the last line, torn by a kill as it was written */
+    }
+  }
+  const owner = lines[0]?.owner;
+  if (!owner) return undefined;
+  // Before JSON lines (ckpt 0.1): one object with every note.
+  const notes = lines[0].notes ?? (lines.slice(1) as GuardNote[]);
+  return { file, owner, notes };
+}
+
+/**
+ * Journals read, by file name: those of dead ckpts whole (a dead ckpt writes no more), those of
+ * live ones by owner only (read again once it died). A tree's freeze looks at them for every
+ * process: the directory is listed each time, each journal read once.
+ */
+const journalsRead = new Map<string, { owner: Owner; dead?: Journal }>();
+
+/** The journals of ckpts that died: each file with its notes. */
+function deadJournals(): Journal[] {
+  const names = safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'));
+  for (const n of journalsRead.keys()) if (!names.includes(n)) journalsRead.delete(n);
+  const out: Journal[] = [];
+  for (const name of names) {
+    const file = join(GUARDS_DIR, name);
+    if (file === journal?.file) continue;
+    let known = journalsRead.get(name);
+    if (!known?.dead && (!known || !ownerAlive(known.owner))) {
+      const j = parseJournal(file);
+      if (!j) continue; // gone, or just being made
+      known = ownerAlive(j.owner) ? { owner: j.owner } : { owner: j.owner, dead: j };
+      journalsRead.set(name, known);
+    }
+    if (known.dead) out.push(known.dead);
+  }
+  return out;
 }
 
 /** Guards noted by ckpts that died, in process pid (still the same process). */
@@ -296,15 +337,17 @@ export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: num
   } catch {
     return [];
   }
-  return [...deadJournals()].flatMap((j) => j.notes.filter((n) => n.pid === pid && n.start === start));
+  return deadJournals().flatMap((j) => j.notes.filter((n) => n.pid === pid && n.start === start));
 }
 
 /** Drops the notes of dead ckpts about process pid (its guards were just removed). */
 export function dropOrphanedNotes(pid: number): void {
   for (const j of deadJournals()) {
     const keep = j.notes.filter((n) => n.pid !== pid);
+    if (keep.length === j.notes.length) continue;
+    j.notes = keep;
     if (!keep.length) rmSync(j.file, { force: true });
-    else if (keep.length !== j.notes.length) writeFileSync(j.file, JSON.stringify({ owner: j.owner, notes: keep }), { mode: 0o600 });
+    else writeJournal(j);
   }
 }
 
