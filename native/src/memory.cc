@@ -493,14 +493,17 @@ Napi::Value ReadPages(const Napi::CallbackInfo& info) {
   Napi::Float64Array runs = RunsArg(info[1]);
   const size_t total = static_cast<size_t>(RunsBytes(runs));
   // Fresh memory in huge pages where the kernel has them: faulting it in 4 KiB pages costs as
-  // much as the reads (10 MiB: 10 ms, not 5.5, here). Unmapped with the buffer.
-  const size_t size = std::max<size_t>((total + kHuge - 1) & ~(kHuge - 1), kHuge);
+  // much as the reads (10 MiB: 10 ms, not 5.5, here). Not for less than half a huge page: a
+  // process of a tree has a few dozen pages, and a huge page is 2 MiB zeroed (and perhaps
+  // compacted) for them. Unmapped with the buffer.
+  const bool huge = total >= kHuge / 2;
+  const size_t size = huge ? (total + kHuge - 1) & ~(kHuge - 1) : std::max<size_t>((total + kPage - 1) & ~(kPage - 1), kPage);
   void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) {
     ThrowErrno(env, errno, "mmap");
     return env.Undefined();
   }
-  madvise(m, size, MADV_HUGEPAGE);
+  if (huge) madvise(m, size, MADV_HUGEPAGE);
   Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), total, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
   MemFd mem(pid, O_RDONLY);
   uint8_t* dst = out.Data();
