@@ -146,12 +146,16 @@ function sigframeXstate(xstate: Buffer): Buffer {
   const features = x.readBigUInt64LE(464);
   if (!(features & XTILE_DATA) || x.readBigUInt64LE(512) & XTILE_DATA) return x;
   const kept = features & ~XTILE_DATA;
-  const size = native.ptrace.xstateSize(kept);
+  let size = xstateSizes.get(kept);
+  if (size === undefined) xstateSizes.set(kept, (size = native.ptrace.xstateSize(kept)));
   if (size >= x.length) return x;
   const out = x.subarray(0, size);
   out.writeBigUInt64LE(kept, 464);
   return out;
 }
+
+/** xstateSize by feature set: a CPUID per feature each, and every CPUID exits to the hypervisor in a VM. */
+const xstateSizes = new Map<bigint, number>();
 
 /** Where a frame's signal mask lives (to refresh it once the thread's real mask is known). */
 export const frameMaskOffset = UC_SIGMASK;
