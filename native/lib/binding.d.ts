@@ -251,6 +251,13 @@ export interface MemBinding {
   /** Fills the runs from fd at offset, hashing the bytes read into `hash`; a run at address 0 is hashed, not written. */
   restorePages(pid: number, runs: Float64Array, fd: number, offset: number, hash: HashHandle): CopyResult;
   readMem(pid: number, addr: bigint | number, len: number): Buffer;
+  /**
+   * /proc/PID/mem and pagemap stay open for pid from their next use until unpinProc (a dump
+   * reads them dozens of times per process). Only while pid is stopped under ckpt (an fd keeps
+   * the address space it was opened on: an exec would leave it behind).
+   */
+  pinProc(pid: number): void;
+  unpinProc(pid: number): void;
   writeMem(pid: number, addr: bigint | number, data: Buffer): void;
   /** true, or why not: asynchronous userfaultfd write-protect and PAGEMAP_SCAN work here (--track-mem). */
   uffdProbe(): true | string;

@@ -40,6 +40,8 @@ export const GROUPS = {
     'dumpPages',
     'restorePages',
     'readMem',
+    'pinProc',
+    'unpinProc',
     'writeMem',
     'uffdApi',
     'uffdProbe',

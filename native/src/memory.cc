@@ -20,6 +20,7 @@
 #include <thread>
 #include <utility>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 // PAGEMAP_SCAN (Linux 6.7; guard regions 6.14), declared here: Debian 12's headers predate it.
@@ -43,23 +44,61 @@ namespace {
 constexpr size_t kPage = 4096;
 constexpr size_t kChunk = 4 << 20;  // 4 MiB: stays in L2/L3 between copy, hash and write
 
-class MemFd {
+// Files of processes a dump holds frozen (pinProc), by pid: /proc/PID/mem (read-write) and
+// /proc/PID/pagemap, opened at first use and kept until unpinProc. A dump reads them dozens of
+// times per process (an area's pagemap, a frame written, a remote syscall's result read), and
+// each open checks ptrace access and takes a reference on the mm: 40% of the opens of a dump of
+// a tree of small processes. Only while the process is stopped under ckpt: it cannot exec (an
+// fd keeps the mm it was opened on), and a process killed meanwhile makes reads fail, as before.
+struct Pinned {
+  int mem = -1;
+  int pagemap = -1;
+};
+std::mutex pinnedMu;
+std::unordered_map<long, Pinned> pinned;
+
+// The file `name` ("mem" or "pagemap") of pid: its pinned fd, or one opened with `flags` and
+// closed with this object. get() opens it at first use; -1 with errno set when it cannot.
+class ProcFile {
  public:
-  MemFd(long pid, int flags) : pid_(pid), flags_(flags) {}
-  ~MemFd() {
-    if (fd_ >= 0) close(fd_);
+  ProcFile(long pid, const char* name, int flags) : pid_(pid), name_(name), flags_(flags) {}
+  ~ProcFile() {
+    if (owned_ && fd_ >= 0) close(fd_);
   }
+  ProcFile(const ProcFile&) = delete;
+  ProcFile& operator=(const ProcFile&) = delete;
   int get() {
-    if (fd_ < 0) fd_ = open(("/proc/" + std::to_string(pid_) + "/mem").c_str(), flags_ | O_CLOEXEC);
+    if (fd_ >= 0) return fd_;
+    const bool mem = !strcmp(name_, "mem");
+    {
+      std::lock_guard<std::mutex> lk(pinnedMu);
+      auto it = pinned.find(pid_);
+      if (it != pinned.end()) {
+        int& slot = mem ? it->second.mem : it->second.pagemap;
+        if (slot < 0) slot = Open(mem ? O_RDWR : O_RDONLY);
+        if (slot >= 0) {
+          owned_ = false;
+          return fd_ = slot;
+        }
+      }
+    }
+    fd_ = Open(flags_);
     return fd_;
   }
 
  private:
+  int Open(int flags) const { return open(("/proc/" + std::to_string(pid_) + "/" + name_).c_str(), flags | O_CLOEXEC); }
   long pid_;
+  const char* name_;
   int flags_;
   int fd_ = -1;
+  bool owned_ = true;
 };
 
+class MemFd : public ProcFile {
+ public:
+  MemFd(long pid, int flags) : ProcFile(pid, "mem", flags) {}
+};
 
 Napi::Float64Array RunsArg(const Napi::Value& v) { return v.As<Napi::Float64Array>(); }
 
@@ -117,17 +156,15 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   bool anonOnly = info[3].ToBoolean();
   long parent = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info[4]) : 0;
   bool wantClean = info.Length() > 5 && info[5].ToBoolean();
-  auto openMap = [](long p) { return open(("/proc/" + std::to_string(p) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC); };
-  int fd = openMap(pid);
+  ProcFile map(pid, "pagemap", O_RDONLY), parentMap(parent, "pagemap", O_RDONLY);
+  int fd = map.get();
   if (fd < 0) {
     ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
     return env.Undefined();
   }
-  int pfd = parent ? openMap(parent) : -1;
+  int pfd = parent ? parentMap.get() : -1;
   if (parent && pfd < 0) {
-    int err = errno;
-    close(fd);
-    ThrowErrno(env, err, "open(/proc/PID/pagemap)", parent);
+    ThrowErrno(env, errno, "open(/proc/PID/pagemap)", parent);
     return env.Undefined();
   }
   std::vector<double> runs, guards, zap, clean;
@@ -147,10 +184,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     bool ok = FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8);
     if (ok && parent) ok = FullPread(pfd, reinterpret_cast<uint8_t*>(pent.data()), n * 8, addr / kPage * 8);
     if (!ok) {
-      int err = errno;
-      close(fd);
-      if (pfd >= 0) close(pfd);
-      ThrowErrno(env, err, "pread(/proc/PID/pagemap)", pid);
+      ThrowErrno(env, errno, "pread(/proc/PID/pagemap)", pid);
       return env.Undefined();
     }
     for (size_t k = 0; k < n; k++, addr += kPage) {
@@ -175,8 +209,6 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
       if (want && wantClean && (e >> 57 & 1)) AddPage(clean, addr);
     }
   }
-  close(fd);
-  if (pfd >= 0) close(pfd);
   Napi::Float64Array out = ToArray(env, runs);
   if (!guards.empty()) out.Set("guards", ToArray(env, guards));
   if (!zap.empty()) out.Set("zap", ToArray(env, zap));
@@ -235,7 +267,8 @@ Napi::Value PagemapScan(const Napi::CallbackInfo& info) {
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
   bool reprotect = info.Length() > 4 && info[4].ToBoolean();
-  int fd = open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
+  ProcFile map(pid, "pagemap", O_RDONLY);
+  int fd = map.get();
   if (fd < 0) {
     ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
     return env.Undefined();
@@ -255,7 +288,6 @@ Napi::Value PagemapScan(const Napi::CallbackInfo& info) {
                    AddRun(runs, addr, len);
                    if (!(r.categories & kIsWritten)) AddRun(clean, addr, len);
                  });
-  close(fd);
   if (err) {
     ThrowErrno(env, err, "ioctl(PAGEMAP_SCAN)", pid);
     return env.Undefined();
@@ -644,6 +676,27 @@ Napi::Value RestorePagesZstd(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// pinProc(pid): /proc/PID/mem and pagemap are kept open for pid from its next use on (see
+// Pinned), until unpinProc(pid). For processes stopped under ckpt only.
+Napi::Value PinProc(const Napi::CallbackInfo& info) {
+  long pid = ArgInt(info[0]);
+  std::lock_guard<std::mutex> lk(pinnedMu);
+  pinned.emplace(pid, Pinned{});
+  return info.Env().Undefined();
+}
+
+// unpinProc(pid): closes what pinProc kept open (nothing when pid was not pinned).
+Napi::Value UnpinProc(const Napi::CallbackInfo& info) {
+  long pid = ArgInt(info[0]);
+  std::lock_guard<std::mutex> lk(pinnedMu);
+  auto it = pinned.find(pid);
+  if (it == pinned.end()) return info.Env().Undefined();
+  if (it->second.mem >= 0) close(it->second.mem);
+  if (it->second.pagemap >= 0) close(it->second.pagemap);
+  pinned.erase(it);
+  return info.Env().Undefined();
+}
+
 // readMem(pid, addr, len) -> Buffer, through /proc/PID/mem (ignores protections).
 Napi::Value ReadMem(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -802,6 +855,8 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
+  exports.Set("pinProc", Napi::Function::New(env, PinProc));
+  exports.Set("unpinProc", Napi::Function::New(env, UnpinProc));
   exports.Set("uffdApi", Napi::Function::New(env, UffdApi));
   exports.Set("uffdProbe", Napi::Function::New(env, UffdProbe));
   exports.Set("uffdLazyProbe", Napi::Function::New(env, UffdLazyProbe));

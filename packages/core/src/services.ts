@@ -106,6 +106,7 @@ export class ProcessControl {
           const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(tid) } });
           threads.push(t);
           this.frozen.set(tid, t);
+          native.mem.pinProc(tid);
         }
       }
       if (!threads.length || (threads[0].pid !== pid && !leaderExited))
@@ -175,6 +176,7 @@ export class ProcessControl {
       log('thaw %d: setRegs failed: %s', t.pid, (e as Error).message);
     }
     this.detachQuietly(t.pid);
+    native.mem.unpinProc(t.pid);
   }
 
   /**
@@ -217,6 +219,7 @@ export class ProcessControl {
     for (const threads of processes) {
       for (const t of threads) {
         this.frozen.delete(t.pid);
+        native.mem.unpinProc(t.pid);
         native.ptrace.takeSuppressedSignals(t.pid);
       }
       try {
