@@ -307,6 +307,10 @@ export interface ProcBinding {
 /** File descriptors (native/src/fd.cc, inotify.cc): pipes, fcntl, lseek, memfds, open_by_handle_at. */
 export interface FdBinding {
   pipe(flags?: number): [number, number];
+  /** Copies [offset, offset + length) of src to dst at its offset (advanced), hashing the bytes into `hash` (read, hash and write pipelined). */
+  copyHashed(src: number, offset: number, length: number, dst: number, hash: HashHandle): CopyResult;
+  /** copy_file_range of length bytes (read and write where the kernel will not). */
+  copyRange(src: number, srcOffset: number, dst: number, dstOffset: number, length: number): CopyResult;
   pipeSize(fd: number, size?: number): number;
   /** The bytes queued in a pipe, left in place; with `packets`, the length of each packet too (one per pipe buffer). */
   peekPipe(fd: number, packets?: boolean): Buffer & { packets?: number[] };

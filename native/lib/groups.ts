@@ -61,6 +61,8 @@ export const GROUPS = {
   proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: [
     'pipe',
+    'copyHashed',
+    'copyRange',
     'pipeSize',
     'peekPipe',
     'fcntl',

@@ -514,6 +514,106 @@ Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// copyHashed(src, offset, length, dst, hash): copies [offset, offset + length) of file src to dst
+// (at its offset, which it advances), the bytes going into the running hash `hash` on the way:
+// one read, a hash thread and a write thread per chunk, as dumpPages. Returns { bytes }. For
+// file contents saved in an image (an open file's, a deleted file's, a memfd's).
+Napi::Value CopyHashed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int src = ArgInt(info[0]);
+  uint64_t offset = ArgU64(info[1]), length = ArgU64(info[2]);
+  int out = ArgInt(info[3]);
+  Hash* hash = HashArg(info[4]);
+  if (!hash) return env.Undefined();
+  if (!length) return CopyResult(env, 0);
+  Napi::Float64Array runs = Napi::Float64Array::New(env, 2);
+  runs[0] = static_cast<double>(offset);
+  runs[1] = static_cast<double>(length);
+  Pipeline pipe(length);
+  if (!pipe.ok()) {
+    ThrowErrno(env, ENOMEM, "posix_memalign");
+    return env.Undefined();
+  }
+  off_t start = lseek(out, 0, SEEK_CUR);
+  // A socket or a pipe (a page server's connection): written to in order, streamed.
+  const bool stream = start < 0 && errno == ESPIPE;
+  if (stream) start = 0;
+  if (start < 0) {
+    ThrowErrno(env, errno, "lseek(image)");
+    return env.Undefined();
+  }
+  int step = 0;
+  int err = pipe.Run(
+      runs, static_cast<uint64_t>(start),
+      [&](uint8_t* dst, uint64_t at, size_t n) -> int {
+        for (size_t got = 0; got < n;) {
+          ssize_t r = pread(src, dst + got, n - got, static_cast<off_t>(at + got));
+          if (r < 0 && errno == EINTR) continue;
+          if (r <= 0) return r == 0 ? ENODATA : errno;
+          got += static_cast<size_t>(r);
+        }
+        return 0;
+      },
+      [&](Chunk& c) -> int {
+        hash->Update(c.buf, c.len);
+        return 0;
+      },
+      [&](Chunk& c) -> int {
+        if (!stream) return FullPwrite(out, c.buf, c.len, c.off) ? 0 : (errno ? errno : EIO);
+        for (size_t at = 0; at < c.len;) {
+          ssize_t w = write(out, c.buf + at, c.len - at);
+          if (w < 0 && errno == EINTR) continue;
+          if (w <= 0) return errno ? errno : EIO;
+          at += static_cast<size_t>(w);
+        }
+        return 0;
+      },
+      &step);
+  if (!err && !stream && lseek(out, start + static_cast<off_t>(length), SEEK_SET) < 0) err = errno, step = 2;
+  if (err) {
+    ThrowErrno(env, err, step == 0 ? (err == ENODATA ? "read (the file shrank while being saved)" : "read") : "write(image)");
+    return env.Undefined();
+  }
+  return CopyResult(env, length);
+}
+
+// copyRange(src, srcOffset, dst, dstOffset, length): copy_file_range, in the kernel (no copy
+// through ckpt; a reflink where the filesystem shares extents), with read/write where the
+// kernel will not (across filesystems of some kinds). Returns { bytes }.
+Napi::Value CopyRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int src = ArgInt(info[0]);
+  off_t in = static_cast<off_t>(ArgU64(info[1]));
+  int dst = ArgInt(info[2]);
+  off_t to = static_cast<off_t>(ArgU64(info[3]));
+  uint64_t left = ArgU64(info[4]);
+  const uint64_t total = left;
+  bool kernel = true;
+  std::vector<uint8_t> buf;
+  while (left) {
+    ssize_t n;
+    if (kernel) {
+      n = copy_file_range(src, &in, dst, &to, std::min<uint64_t>(left, 1ULL << 30), 0);
+      if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+        kernel = false;
+        continue;
+      }
+    } else {
+      if (buf.empty()) buf.resize(4 << 20);
+      n = pread(src, buf.data(), std::min<uint64_t>(left, buf.size()), in);
+      if (n > 0 && !FullPwrite(dst, buf.data(), static_cast<size_t>(n), to)) n = -1;
+      if (n > 0) in += n, to += n;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ThrowErrno(env, n == 0 ? ENODATA : errno, "copy_file_range");
+      return env.Undefined();
+    }
+    left -= static_cast<uint64_t>(n);
+  }
+  return CopyResult(env, total);
+}
+
 // readPages(pid, runs): the runs' bytes, read into one buffer in order. For a --leave-running
 // dump's few pages (an increment): read while the process is frozen, written to the image once
 // it runs again. Through /proc/PID/mem, as dumpPages, for the same reasons.
@@ -855,6 +955,8 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
+  exports.Set("copyHashed", Napi::Function::New(env, CopyHashed));
+  exports.Set("copyRange", Napi::Function::New(env, CopyRange));
   exports.Set("pinProc", Napi::Function::New(env, PinProc));
   exports.Set("unpinProc", Napi::Function::New(env, UnpinProc));
   exports.Set("uffdApi", Napi::Function::New(env, UffdApi));

@@ -169,6 +169,8 @@ export interface BlobWriter {
    * its connection, the chunk's header sent (drain() after, as for fd).
    */
   target(bytes: number): number;
+  /** Appends [offset, offset + length) of file `fd`: read, hashed and written natively (pipelined). */
+  copyFile(fd: number, offset: number, length: number): void;
 }
 
 export interface ImageWriterOptions {
@@ -370,6 +372,12 @@ export class ImageWriter {
         sent += n;
         native.fd.lseek(fd, 0, SEEK_SET);
       },
+      copyFile(src: number, offset: number, length: number) {
+        const out = blob.target(length);
+        native.fd.copyHashed(src, offset, length, out, hash);
+        blob.size += length;
+        blob.drain();
+      },
       sent: () => sent,
     };
     // The server knows the file from its first (possibly empty) chunk.
@@ -385,6 +393,17 @@ export class ImageWriter {
     closeSync(blob.fd);
     this.openBlobs.delete(blob.name);
     this.files[blob.name] = { size, blake3: native.hash.hashDigest(blob.hash) };
+  }
+
+  /**
+   * Drops a closed blob whose content another blob of the image holds already (a file's content
+   * saved once): false when it cannot (an image going to a page server keeps both).
+   */
+  dropBlob(name: string): boolean {
+    if (this.remote || !this.files[name] || this.openBlobs.has(name)) return false;
+    rmSync(join(this.staging, name), { force: true });
+    delete this.files[name];
+    return true;
   }
 
   /** Whether the image has (or is writing) a file of that name. */

@@ -7,7 +7,7 @@
  * again at once (with its mode, owner and times) — which every user maps or holds: what was
  * shared stays shared, and a file opened and mapped is one inode again.
  */
-import { closeSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, openSync, unlinkSync } from 'node:fs';
 import { native, F_ADD_SEALS, F_GET_SEALS, MFD_ALLOW_SEALING, MFD_EXEC, SEEK_DATA, SEEK_HOLE } from '@ckpt/native';
 import type { DumpSession, RestoreSession } from './context.js';
 import { createSessionState } from './state.js';
@@ -72,8 +72,6 @@ export function isShmemRef(x: unknown): x is ShmemRef {
 /** What kind of object saveShmem saves: shared anonymous memory (the default), a memfd, a deleted file at `path`. */
 export type ShmemKind = { memfd: true } | { deletedFile: string } | undefined;
 
-const CHUNK = 4 << 20;
-
 function dataSegments(fd: number, size: number): Array<[number, number]> {
   const out: Array<[number, number]> = [];
   let off = 0;
@@ -105,15 +103,7 @@ export function saveShmem(session: DumpSession, key: string, name: string, fd: n
   try {
     if (kind && 'memfd' in kind) seals = native.fd.fcntl(rd, F_GET_SEALS, 0);
     segments = dataSegments(rd, size);
-    const buf = Buffer.allocUnsafe(CHUNK);
-    for (const [off, len] of segments) {
-      for (let done = 0; done < len; ) {
-        const n = readSync(rd, buf, 0, Math.min(CHUNK, len - done), off + done);
-        if (n <= 0) throw new Error(`short read of ${name} at ${off + done}`);
-        blob.write(buf.subarray(0, n));
-        done += n;
-      }
-    }
+    for (const [off, len] of segments) blob.copyFile(rd, off, len);
   } finally {
     closeSync(rd);
   }
@@ -167,16 +157,11 @@ export function shmemFd(session: RestoreSession, ref: ShmemRef): number {
   made.of(session).set(ref.key, { fd, ref });
   ftruncateSync(fd, ref.size);
   const src = openSync(session.image.path(ref.blob), 'r');
-  const buf = Buffer.allocUnsafe(CHUNK);
   let pos = 0;
   try {
     for (const [off, len] of ref.segments) {
-      for (let done = 0; done < len; ) {
-        const n = readSync(src, buf, 0, Math.min(CHUNK, len - done), pos);
-        writeSync(fd, buf, 0, n, off + done);
-        done += n;
-        pos += n;
-      }
+      native.fd.copyRange(src, pos, fd, off, len);
+      pos += len;
     }
   } finally {
     closeSync(src);

@@ -4,7 +4,8 @@
  * Claims (fds.dump, before the built-in reference method) every regular file the file rules
  * (@ckpt/plugin-files's options, "files.rules" in the config) give method "content", and every
  * unlinked (deleted) file, which can be saved no other way. Content is stored once per image per
- * distinct content (blob file-<sha256>.img), whichever files and processes hold it.
+ * distinct content (blob file-<dev>-<inode>.img of the first file that has it), whichever files
+ * and processes hold it.
  *
  * Restore, by the rule's policy:
  *   image   the image's copy is written over the path (created if missing), then opened;
@@ -18,7 +19,7 @@
  * opened with its saved flags (write-only, O_PATH, O_NOFOLLOW too) and offset.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import {
   createSessionState,
   definePlugin,
@@ -37,7 +38,7 @@ import {
 } from '@ckpt/core';
 import { devName, fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
-import { O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND, O_NOFOLLOW, O_TMPFILE } from '@ckpt/native';
+import { native, O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND, O_NOFOLLOW, O_TMPFILE } from '@ckpt/native';
 
 export const NAME = '@ckpt/plugin-file-content';
 
@@ -73,8 +74,11 @@ function readAll(fd: number, size: number, each: (b: Buffer) => void): void {
   }
 }
 
-/** Blobs this dump wrote (content stored once per image). */
-const written = createSessionState('file-content:blobs', (_s: DumpSession) => new Set<string>());
+/**
+ * Blobs this dump wrote, content stored once per image: by the name a file's blob gets (its
+ * device and inode), the blob that holds its content; and by content digest, the blob.
+ */
+const written = createSessionState('file-content:blobs', (_s: DumpSession) => ({ byName: new Map<string, string>(), byDigest: new Map<string, string>() }));
 
 async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<ContentData> | undefined> {
   if (req.kind !== 'file' || req.link.startsWith('/memfd:')) return undefined;
@@ -108,23 +112,39 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
     const ghost = saveShmem(proc.session, `${devName(req.stat.dev)}:${req.stat.ino}`, path, req.dupFd, { deletedFile: path });
     return { kind: 'file', data: { ...common, blob: ghost.blob, ghost } };
   }
-  // Read through an open of our own: the process's may be write-only, or O_PATH.
+  // Read through an open of our own: the process's may be write-only, or O_PATH. One pass,
+  // natively (read, BLAKE3 and write pipelined); the SHA-256 a verify policy checks only for the
+  // files it checks it for (up to VERIFY_HASH_MAX).
   const rd = openSync(`/proc/self/fd/${req.dupFd}`, 'r');
   try {
-    const hash = createHash('sha256');
-    readAll(rd, size, (b) => hash.update(b));
-    const sha256 = hash.digest('hex');
-    const blobName = `file-${sha256.slice(0, 32)}.img`;
-    if (!written.of(proc.session).has(blobName)) {
-      const blob = proc.session.image.openBlob(blobName);
-      readAll(rd, size, (b) => blob.write(b));
-      proc.session.image.closeBlob(blob);
-      written.of(proc.session).add(blobName);
+    const sha256 = size <= VERIFY_HASH_MAX ? sha256Of(rd, size) : undefined;
+    const blobs = written.of(proc.session);
+    let blobName = `file-${devName(req.stat.dev).replace(/[^0-9a-z]/gi, '_')}-${req.stat.ino}.img`;
+    if (!blobs.byName.has(blobName)) {
+      const { image } = proc.session;
+      const blob = image.openBlob(blobName);
+      blob.copyFile(rd, 0, size);
+      image.closeBlob(blob);
+      // The same content as a file saved before (by its digest): that one blob holds both.
+      const digest = native.hash.hashDigest(blob.hash);
+      const same = blobs.byDigest.get(digest);
+      if (same && image.dropBlob(blobName)) blobs.byName.set(blobName, same);
+      else {
+        blobs.byName.set(blobName, blobName);
+        blobs.byDigest.set(digest, blobName);
+      }
     }
-    return { kind: 'file', data: { ...common, sha256, blob: blobName } };
+    blobName = blobs.byName.get(blobName)!;
+    return { kind: 'file', data: { ...common, ...(sha256 ? { sha256 } : {}), blob: blobName } };
   } finally {
     closeSync(rd);
   }
+}
+
+function sha256Of(fd: number, size: number): string {
+  const hash = createHash('sha256');
+  readAll(fd, size, (b) => hash.update(b));
+  return hash.digest('hex');
 }
 
 /** An image of record version 1 saved an unlinked file as a plain blob of its whole content. */
@@ -146,12 +166,7 @@ function copyBlob(session: RestoreSession, d: ContentData, to: number): void {
   session.image.verifyBlob(d.blob);
   const src = openSync(session.image.path(d.blob), 'r');
   try {
-    let pos = 0;
-    readAll(src, d.size, (b) => {
-      let off = 0;
-      while (off < b.length) off += writeSync(to, b, off, b.length - off, pos + off);
-      pos += b.length;
-    });
+    native.fd.copyRange(src, 0, to, 0, d.size);
   } finally {
     closeSync(src);
   }
