@@ -234,6 +234,10 @@ export interface MemBinding {
   ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
   /** The runs' bytes, in order, in one buffer (read through /proc/PID/mem, as dumpPages). */
   readPages(pid: number, runs: Float64Array): Buffer;
+  /** readPages into `into` (allocPages), which must be big enough: the bytes read. */
+  readPagesInto(pid: number, runs: Float64Array, into: Buffer): number;
+  /** Fresh memory of `size` bytes, faulted in (huge pages from 1 MiB), for readPagesInto. */
+  allocPages(size: number): Buffer;
   /** Appends the runs' bytes to fd, hashing them into `hash`; through `zstd` (zstdWriter), compressed (the compressed bytes hashed). */
   dumpPages(pid: number, runs: Float64Array, fd: number, hash: HashHandle, zstd?: ZstdWriterHandle): CopyResult;
   /** restorePages from a compressed blob: the bytes come from `reader` (zstdReader), which hashes what it reads. */

@@ -37,6 +37,8 @@ export const GROUPS = {
     'pagemapRuns',
     'pagemapScan',
     'readPages',
+    'readPagesInto',
+    'allocPages',
     'dumpPages',
     'restorePages',
     'readMem',

@@ -614,6 +614,19 @@ Napi::Value CopyRange(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// The runs' bytes of pid's memory into dst, in order: 0 or an errno.
+int ReadRuns(long pid, const Napi::Float64Array& runs, uint8_t* dst) {
+  MemFd mem(pid, O_RDONLY);
+  for (size_t i = 0; i + 1 < runs.ElementLength(); i += 2) {
+    uint64_t addr = static_cast<uint64_t>(runs[i]);
+    size_t n = static_cast<size_t>(runs[i + 1]);
+    int mfd = mem.get();
+    if (mfd < 0 || !FullPread(mfd, dst, n, addr)) return errno ? errno : EIO;
+    dst += n;
+  }
+  return 0;
+}
+
 // readPages(pid, runs): the runs' bytes, read into one buffer in order. For a --leave-running
 // dump's few pages (an increment): read while the process is frozen, written to the image once
 // it runs again. Through /proc/PID/mem, as dumpPages, for the same reasons.
@@ -637,19 +650,49 @@ Napi::Value ReadPages(const Napi::CallbackInfo& info) {
   }
   if (huge) madvise(m, size, MADV_HUGEPAGE);
   Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), total, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
-  MemFd mem(pid, O_RDONLY);
-  uint8_t* dst = out.Data();
-  for (size_t i = 0; i + 1 < runs.ElementLength(); i += 2) {
-    uint64_t addr = static_cast<uint64_t>(runs[i]);
-    size_t n = static_cast<size_t>(runs[i + 1]);
-    int mfd = mem.get();
-    if (mfd < 0 || !FullPread(mfd, dst, n, addr)) {
-      ThrowErrno(env, errno ? errno : EIO, "read of target memory", pid);
-      return env.Undefined();
-    }
-    dst += n;
+  if (int err = ReadRuns(pid, runs, out.Data())) {
+    ThrowErrno(env, err, "read of target memory", pid);
+    return env.Undefined();
   }
   return out;
+}
+
+// readPagesInto(pid, runs, buffer) -> bytes: readPages into a buffer of the caller's (allocPages,
+// faulted in before the freeze), which must be big enough.
+Napi::Value ReadPagesInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  Napi::Float64Array runs = RunsArg(info[1]);
+  auto into = info[2].As<Napi::Buffer<uint8_t>>();
+  const size_t total = static_cast<size_t>(RunsBytes(runs));
+  if (total > into.Length()) {
+    ThrowErrno(env, ENOSPC, "readPagesInto: buffer too small");
+    return env.Undefined();
+  }
+  if (int err = ReadRuns(pid, runs, into.Data())) {
+    ThrowErrno(env, err, "read of target memory", pid);
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(total));
+}
+
+// allocPages(size) -> Buffer: fresh memory already faulted in (in huge pages from 1 MiB on, where
+// the kernel has them), for readPagesInto while a process is frozen. Unmapped with the buffer.
+Napi::Value AllocPages(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t want = static_cast<size_t>(ArgU64(info[0]));
+  const bool huge = want >= kHuge / 2;
+  const size_t size = huge ? (want + kHuge - 1) & ~(kHuge - 1) : std::max<size_t>((want + kPage - 1) & ~(kPage - 1), kPage);
+  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap");
+    return env.Undefined();
+  }
+  if (huge) madvise(m, size, MADV_HUGEPAGE);
+  // MADV_POPULATE_WRITE (5.14); else a write to each page.
+  if (madvise(m, size, 23 /* MADV_POPULATE_WRITE */) != 0)
+    for (size_t at = 0; at < size; at += kPage) static_cast<volatile uint8_t*>(m)[at] = 0;
+  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), want, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
 }
 
 // Copies a chunk into the target: process_vm_writev, and read-only pages (code, RELRO) through
@@ -955,6 +998,8 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));
   exports.Set("restorePagesZstd", Napi::Function::New(env, RestorePagesZstd));
   exports.Set("readMem", Napi::Function::New(env, ReadMem));
+  exports.Set("readPagesInto", Napi::Function::New(env, ReadPagesInto));
+  exports.Set("allocPages", Napi::Function::New(env, AllocPages));
   exports.Set("copyHashed", Napi::Function::New(env, CopyHashed));
   exports.Set("copyRange", Napi::Function::New(env, CopyRange));
   exports.Set("pinProc", Napi::Function::New(env, PinProc));
