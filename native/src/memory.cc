@@ -42,6 +42,7 @@ namespace ckpt {
 namespace {
 
 constexpr size_t kPage = 4096;
+constexpr size_t kHuge = 2 << 20;
 constexpr size_t kChunk = 4 << 20;  // 4 MiB: stays in L2/L3 between copy, hash and write
 
 // Files of processes a dump holds frozen (pinProc), by pid: /proc/PID/mem (read-write) and
@@ -614,6 +615,26 @@ Napi::Value CopyRange(const Napi::CallbackInfo& info) {
   return CopyResult(env, total);
 }
 
+// A buffer of `bytes` in fresh memory of its own, unmapped with it: in huge pages where the kernel
+// has them from half a huge page on (faulting it in 4 KiB pages costs as much as the reads that
+// fill it: 10 MiB, 10 ms not 5.5; below, a 2 MiB page zeroed and perhaps compacted for a few
+// dozen pages costs more); with `populate`, faulted in now (MADV_POPULATE_WRITE, 5.14; else a
+// write to each page). False after throwing when there is no memory for it.
+bool FreshBuffer(Napi::Env env, size_t bytes, bool populate, Napi::Buffer<uint8_t>* out) {
+  const bool huge = bytes >= kHuge / 2;
+  const size_t size = huge ? (bytes + kHuge - 1) & ~(kHuge - 1) : std::max<size_t>((bytes + kPage - 1) & ~(kPage - 1), kPage);
+  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap");
+    return false;
+  }
+  if (huge) madvise(m, size, MADV_HUGEPAGE);
+  if (populate && madvise(m, size, 23 /* MADV_POPULATE_WRITE */) != 0)
+    for (size_t at = 0; at < size; at += kPage) static_cast<volatile uint8_t*>(m)[at] = 0;
+  *out = Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), bytes, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
+  return true;
+}
+
 // The runs' bytes of pid's memory into dst, in order: 0 or an errno.
 int ReadRuns(long pid, const Napi::Float64Array& runs, uint8_t* dst) {
   MemFd mem(pid, O_RDONLY);
@@ -630,26 +651,13 @@ int ReadRuns(long pid, const Napi::Float64Array& runs, uint8_t* dst) {
 // readPages(pid, runs): the runs' bytes, read into one buffer in order. For a --leave-running
 // dump's few pages (an increment): read while the process is frozen, written to the image once
 // it runs again. Through /proc/PID/mem, as dumpPages, for the same reasons.
-constexpr size_t kHuge = 2 << 20;
-
 Napi::Value ReadPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
   Napi::Float64Array runs = RunsArg(info[1]);
   const size_t total = static_cast<size_t>(RunsBytes(runs));
-  // Fresh memory in huge pages where the kernel has them: faulting it in 4 KiB pages costs as
-  // much as the reads (10 MiB: 10 ms, not 5.5, here). Not for less than half a huge page: a
-  // process of a tree has a few dozen pages, and a huge page is 2 MiB zeroed (and perhaps
-  // compacted) for them. Unmapped with the buffer.
-  const bool huge = total >= kHuge / 2;
-  const size_t size = huge ? (total + kHuge - 1) & ~(kHuge - 1) : std::max<size_t>((total + kPage - 1) & ~(kPage - 1), kPage);
-  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) {
-    ThrowErrno(env, errno, "mmap");
-    return env.Undefined();
-  }
-  if (huge) madvise(m, size, MADV_HUGEPAGE);
-  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), total, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
+  Napi::Buffer<uint8_t> out;
+  if (!FreshBuffer(env, total, false, &out)) return env.Undefined();
   if (int err = ReadRuns(pid, runs, out.Data())) {
     ThrowErrno(env, err, "read of target memory", pid);
     return env.Undefined();
@@ -680,19 +688,9 @@ Napi::Value ReadPagesInto(const Napi::CallbackInfo& info) {
 // the kernel has them), for readPagesInto while a process is frozen. Unmapped with the buffer.
 Napi::Value AllocPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const size_t want = static_cast<size_t>(ArgU64(info[0]));
-  const bool huge = want >= kHuge / 2;
-  const size_t size = huge ? (want + kHuge - 1) & ~(kHuge - 1) : std::max<size_t>((want + kPage - 1) & ~(kPage - 1), kPage);
-  void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) {
-    ThrowErrno(env, errno, "mmap");
-    return env.Undefined();
-  }
-  if (huge) madvise(m, size, MADV_HUGEPAGE);
-  // MADV_POPULATE_WRITE (5.14); else a write to each page.
-  if (madvise(m, size, 23 /* MADV_POPULATE_WRITE */) != 0)
-    for (size_t at = 0; at < size; at += kPage) static_cast<volatile uint8_t*>(m)[at] = 0;
-  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(m), want, [size](Napi::Env, uint8_t* p) { munmap(p, size); });
+  Napi::Buffer<uint8_t> out;
+  if (!FreshBuffer(env, static_cast<size_t>(ArgU64(info[0])), true, &out)) return env.Undefined();
+  return out;
 }
 
 // Copies a chunk into the target: process_vm_writev, and read-only pages (code, RELRO) through
