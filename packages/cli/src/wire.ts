@@ -83,29 +83,37 @@ export class StreamReader {
 
   /** Exactly `n` bytes, or undefined when the stream ends first (at a boundary: cleanly). */
   async exact(n: number): Promise<Buffer | undefined> {
-    if (!(await this.fill(n))) return undefined;
     const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
+    return (await this.into(out, n)) ? out : undefined;
+  }
+
+  /** Exactly `n` bytes into the start of `out`; false when the stream ends first. */
+  async into(out: Buffer, n: number): Promise<boolean> {
+    if (!(await this.fill(n))) return false;
+    for (let at = 0; at < n; ) {
       const b = (await this.some(n - at))!;
       b.copy(out, at);
       at += b.length;
     }
-    return out;
+    return true;
   }
 
-  /** One line (without its newline), or undefined at the end. */
+  /**
+   * One line (without its newline), or undefined at the end. Only the chunks up to the newline
+   * are looked at and joined: after a file's body, megabytes of the next one may be buffered.
+   */
   async line(): Promise<string | undefined> {
-    for (;;) {
-      const all = Buffer.concat(this.chunks);
-      const i = all.indexOf(10);
-      if (i >= 0) {
-        this.chunks = i + 1 < all.length ? [all.subarray(i + 1)] : [];
-        this.have = all.length - i - 1;
-        return all.subarray(0, i).toString('utf8');
+    for (let searched = 0, bytes = 0; ; ) {
+      for (; searched < this.chunks.length; bytes += this.chunks[searched++].length) {
+        const c = this.chunks[searched];
+        const i = c.indexOf(10);
+        if (i < 0) continue;
+        const text = Buffer.concat([...this.chunks.slice(0, searched), c.subarray(0, i)]).toString('utf8');
+        this.chunks = i + 1 < c.length ? [c.subarray(i + 1), ...this.chunks.slice(searched + 1)] : this.chunks.slice(searched + 1);
+        this.have -= bytes + i + 1;
+        return text;
       }
-      this.chunks = all.length ? [all] : [];
-      if (!(await this.fill(all.length + 1))) return undefined;
+      if (!(await this.fill(this.have + 1))) return undefined;
     }
   }
 }
@@ -189,14 +197,17 @@ export async function readHeader(r: StreamReader): Promise<Header | undefined> {
 
 /** Writes a frame's body (`size` bytes) into fd, and into the running hash `hash` if given. */
 export async function takeBody(r: StreamReader, size: number, fd: number, hash?: HashHandle): Promise<void> {
-  let left = size;
-  while (left > 0) {
-    const b = await r.some(Math.min(CHUNK, left));
-    if (!b) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the connection closed in the middle of a file');
+  // A CHUNK at a time, gathered from the socket's reads (64 KiB each): hashed and written in
+  // big pieces, a piece of 64 KiB hashes its last chunks one by one (the tree's edge) and
+  // costs a write of its own.
+  const piece = Buffer.allocUnsafe(Math.min(CHUNK, size));
+  for (let left = size; left > 0; ) {
+    const n = Math.min(CHUNK, left);
+    if (!(await r.into(piece, n))) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the connection closed in the middle of a file');
+    const b = piece.subarray(0, n);
     if (hash) native.hash.hashUpdate(hash, b);
-    let at = 0;
-    while (at < b.length) at += writeSync(fd, b, at, b.length - at);
-    left -= b.length;
+    for (let at = 0; at < n; ) at += writeSync(fd, b, at, n - at);
+    left -= n;
   }
 }
 
