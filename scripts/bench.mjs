@@ -69,7 +69,7 @@ import { makeHosts, sshdAvailable } from './hosts.mjs';
 import { native } from '../native/dist/index.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'packages/cli/dist/bin.js');
+const cli = join(root, 'packages/cli/dist/bin.cjs');
 /** The `ckpt` command as users run it (the package's bin). */
 const ckptBin = join(root, 'packages/cli/bin/ckpt.js');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

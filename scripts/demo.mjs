@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const cli = join(root, 'packages/cli/dist/bin.js');
+const cli = join(root, 'packages/cli/dist/bin.cjs');
 const work = mkdtempSync(join(os.tmpdir(), 'ckpt-demo-'));
 const bin = join(work, 'counter');
 const log = join(work, 'counter.log');

@@ -9,7 +9,7 @@ import { afterEach, expect, inject } from 'vitest';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI entry point; CKPT_CLI overrides it (e.g. to run the suite against another build). */
-export const CLI = process.env.CKPT_CLI ?? path.join(REPO_ROOT, 'packages/cli/dist/bin.js');
+export const CLI = process.env.CKPT_CLI ?? path.join(REPO_ROOT, 'packages/cli/dist/bin.cjs');
 export const BUILD_DIR = path.join(REPO_ROOT, 'test/.build');
 export const FIXTURES_DIR = path.join(REPO_ROOT, 'test/fixtures');
 

@@ -1,9 +1,9 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig([
-  // bin.js (the command's entry) and the programmatic entry, index.js (@ckpt/api re-exported).
+  // The programmatic entry, index.js (@ckpt/api re-exported).
   {
-    entry: ['src/bin.ts', 'src/index.ts'],
+    entry: ['src/index.ts'],
     format: ['esm'],
     dts: { entry: 'src/index.ts' },
     clean: true,
@@ -13,6 +13,16 @@ export default defineConfig([
     external: ['@ckpt/core', '@ckpt/native', 'zod', 'picomatch', 'debug', 'typedi', 'tapable', 'reflect-metadata'],
     noExternal: [/^@ckpt\/(api|plugin-)/],
     banner: { js: "import { createRequire as __ckptRequire } from 'node:module'; const require = __ckptRequire(import.meta.url);" },
+  },
+  // The command's entry, bin.cjs (see bin.ts), with the version in it and nothing else of ckpt's.
+  {
+    entry: ['src/bin.ts'],
+    format: ['cjs'],
+    outDir: 'dist',
+    outExtension: () => ({ js: '.cjs' }),
+    target: 'node20',
+    sourcemap: true,
+    noExternal: [/^@ckpt\/core\/version$/],
   },
   // The whole command in one CommonJS file (start-up time: one file to read, compiled once through
   // a code cache; see bin.ts). Everything is in it but the addon itself, which @ckpt/native's code

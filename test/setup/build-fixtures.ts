@@ -59,7 +59,7 @@ export default function setup(project: TestProject): () => void {
       throw new Error(`building fixture ${f} failed: gcc ${args.join(' ')}\n${err.stderr?.toString() ?? err.message}`);
     }
   }
-  const cli = process.env.CKPT_CLI ?? path.join(ROOT, 'packages/cli/dist/bin.js');
+  const cli = process.env.CKPT_CLI ?? path.join(ROOT, 'packages/cli/dist/bin.cjs');
   if (!fs.existsSync(cli)) {
     throw new Error(`the ckpt CLI is not built: ${cli} does not exist (run \`npm run build\` at the repo root first)`);
   }

@@ -1,25 +1,25 @@
 #!/usr/bin/env node
 /**
- * The `ckpt` command's entry. `ckpt --version` answers from a module of its own. Everything else
- * runs dist/cli.cjs, the whole command in one CommonJS file, compiled through a V8 code cache kept
- * beside it, one per command (dist/cli.cjs.dump.cache...; dist/cli.cjs.main.cache without one):
- * a cache holds the functions compiled when it was made, after a run, so the functions a dump
- * runs are compiled once, not at every dump. Written after a successful run of the command that
- * had none, or whose cache V8 rejected (another Node, a rebuilt bundle), when the directory is
- * writable.
+ * The `ckpt` command's entry, CommonJS (dist/bin.cjs, loaded by bin/ckpt.js): Node's ES module
+ * loader would cost some 15 ms at every start. `ckpt --version` answers from the version alone
+ * (bundled in). Everything else runs dist/cli.cjs, the whole command in one CommonJS file,
+ * compiled through a V8 code cache kept beside it, one per command (dist/cli.cjs.dump.cache...;
+ * dist/cli.cjs.main.cache without one): a cache holds the functions compiled when it was made,
+ * after a run, so the functions a dump runs are compiled once, not at every dump. Written after a
+ * successful run of the command that had none, or whose cache V8 rejected (another Node, a
+ * rebuilt bundle), when the directory is writable.
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import vm from 'node:vm';
+import { VERSION } from '@ckpt/core/version';
 
 const args = process.argv.slice(2);
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
-  const { VERSION } = await import('@ckpt/core/version');
   process.stdout.write(`${VERSION}\n`);
 } else {
-  runBundle(join(dirname(fileURLToPath(import.meta.url)), 'cli.cjs'));
+  runBundle(join(__dirname, 'cli.cjs'));
 }
 
 function runBundle(file: string): void {
