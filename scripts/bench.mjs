@@ -1957,6 +1957,7 @@ async function periodicTable(bins) {
       return { rate, checkpoints: lines.length, frozen: lines.map((l) => Number(/frozen (\d+) ms/.exec(l)?.[1] ?? 0)) };
     } finally {
       killTracked([j.pid, ...(j.checkpointer ? [j.checkpointer.pid] : [])]);
+      if (j.checkpointer) rmSync(j.checkpointer.log, { force: true });
     }
   };
   const dir = join(tmp, 'periodic-img');

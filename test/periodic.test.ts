@@ -6,7 +6,7 @@
 // schedule. Bad input is a one-line error.
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   bin,
   ckpt,
@@ -24,6 +24,13 @@ import {
 } from './helpers.js';
 
 useCleanup();
+
+// The checkpointers' logs ($TMPDIR/ckpt-run/ID.checkpoints.log) stay after them, for their user:
+// those of the tests' go with the tests.
+const logs: string[] = [];
+afterEach(() => {
+  for (const f of logs.splice(0)) fs.rmSync(f, { force: true });
+});
 
 const generations = (img: string) =>
   fs
@@ -51,6 +58,7 @@ describe('periodic checkpoints', () => {
     const j = JSON.parse(run.stdout) as { pid: number; app: string; init: number; checkpointer: { pid: number; dir: string; keep: number; log: string } };
     track(j.pid, bin('workload'));
     track(j.checkpointer.pid, 'checkpointer');
+    logs.push(j.checkpointer.log);
     expect(j.checkpointer).toMatchObject({ dir: img, keep: 2 });
     await waitForTick(stdout, 2);
 
@@ -125,6 +133,7 @@ describe('periodic checkpoints', () => {
     const cp = apps.find((a) => a.id === back.app)?.checkpointer;
     expect(cp, JSON.stringify(apps)).toMatchObject({ dir: img });
     track(cp!.pid, 'checkpointer');
+    logs.push(cp!.log);
     await waitFor(
       () => latest(img) >= 3,
       20_000,
@@ -165,6 +174,7 @@ describe('periodic checkpoints', () => {
     const j = JSON.parse(run.stdout) as { pid: number; init: number; checkpointer: { pid: number; log: string } };
     track(j.pid, bin('workload'));
     track(j.checkpointer.pid, 'checkpointer');
+    logs.push(j.checkpointer.log);
     await waitForTick(stdout, 2);
     // A batch system's warning: SIGUSR2 (which would kill the program) to ckpt-init.
     process.kill(j.init, 'SIGUSR2');
