@@ -18,8 +18,7 @@
  * of the file, and every mapping of it (@ckpt/plugin-memory), shares that one inode; each is
  * opened with its saved flags (write-only, O_PATH, O_NOFOLLOW too) and offset.
  */
-import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import {
   createSessionState,
   definePlugin,
@@ -36,7 +35,7 @@ import {
   type ProcessRestore,
   type RestoreSession,
 } from '@ckpt/core';
-import { devName, fileRuleFor, fileRulesOf, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
+import { devName, fileRuleFor, fileRulesOf, sha256File, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
 import { native, O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND, O_NOFOLLOW, O_TMPFILE } from '@ckpt/native';
 
@@ -60,18 +59,6 @@ export interface ContentData {
   inode: string;
   /** An unlinked file: core's object (content, mode, owner, times), shared with its mappings. Record version 2. */
   ghost?: ShmemRef;
-}
-
-const CHUNK = 4 << 20;
-
-function readAll(fd: number, size: number, each: (b: Buffer) => void): void {
-  const buf = Buffer.allocUnsafe(CHUNK);
-  for (let pos = 0; pos < size; ) {
-    const n = readSync(fd, buf, 0, Math.min(CHUNK, size - pos), pos);
-    if (n <= 0) throw new Error(`file shrank while being saved (${pos} of ${size} bytes)`);
-    each(buf.subarray(0, n));
-    pos += n;
-  }
 }
 
 /**
@@ -117,7 +104,7 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
   // files it checks it for (up to VERIFY_HASH_MAX).
   const rd = openSync(`/proc/self/fd/${req.dupFd}`, 'r');
   try {
-    const sha256 = size <= VERIFY_HASH_MAX ? sha256Of(rd, size) : undefined;
+    const sha256 = size <= VERIFY_HASH_MAX ? sha256File(rd) : undefined;
     const blobs = written.of(proc.session);
     let blobName = `file-${devName(req.stat.dev).replace(/[^0-9a-z]/gi, '_')}-${req.stat.ino}.img`;
     if (!blobs.byName.has(blobName)) {
@@ -139,12 +126,6 @@ async function dumpFd(req: FdDumpRequest, proc: ProcessDump): Promise<FdClaim<Co
   } finally {
     closeSync(rd);
   }
-}
-
-function sha256Of(fd: number, size: number): string {
-  const hash = createHash('sha256');
-  readAll(fd, size, (b) => hash.update(b));
-  return hash.digest('hex');
 }
 
 /** An image of record version 1 saved an unlinked file as a plain blob of its whole content. */
