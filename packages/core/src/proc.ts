@@ -260,9 +260,9 @@ export function processTree(root: number): TreeNode[] {
  * may miss a child forked meanwhile, which a second look after the freeze finds (freezeTree).
  */
 export function childrenOf(pid: number): number[] {
-  let tids: string[];
+  let tids: number[];
   try {
-    tids = readdirSync(`/proc/${pid}/task`);
+    tids = listThreads(pid);
   } catch {
     return []; // gone
   }

@@ -397,11 +397,12 @@ function prepareSpare(want: number): void {
  */
 function readFrozenPages(session: DumpSession, pid: number, runs: number[], bytes: number): Buffer {
   const s = spare;
+  const flat = Float64Array.from(runs);
   if (s && !s.holder && s.buf.length >= bytes) {
     s.holder = session;
-    return s.buf.subarray(0, native.mem.readPagesInto(pid, Float64Array.from(runs), s.buf));
+    return s.buf.subarray(0, native.mem.readPagesInto(pid, flat, s.buf));
   }
-  return native.mem.readPages(pid, Float64Array.from(runs));
+  return native.mem.readPages(pid, flat);
 }
 
 function releaseSpare(session: DumpSession): void {
