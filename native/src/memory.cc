@@ -276,7 +276,11 @@ Napi::Value PagemapScan(const Napi::CallbackInfo& info) {
   }
   std::vector<double> runs, guards, clean;
   double zeroPages = 0;
-  int err = Scan(fd, start, end, reprotect ? kScanWpMatching : 0, 0, kIsPresent | kIsSwapped | kIsGuard, kIsWritten | kIsFile | kIsPresent | kIsSwapped | kIsPfnZero | kIsGuard,
+  // PAGE_IS_FILE only where it decides (a private file mapping's own pages are its anonymous
+  // ones): the kernel looks up each present page's struct page for it, which tripled the walk
+  // (1 GiB: 11 ms instead of 3.2 here). An anonymous area's pages are never file pages.
+  const uint64_t file = anonOnly ? kIsFile : 0;
+  int err = Scan(fd, start, end, reprotect ? kScanWpMatching : 0, 0, kIsPresent | kIsSwapped | kIsGuard, kIsWritten | file | kIsPresent | kIsSwapped | kIsPfnZero | kIsGuard,
                  [&](const PmPageRegion& r) {
                    double len = static_cast<double>(r.end - r.start), addr = static_cast<double>(r.start);
                    if (r.categories & kIsGuard) return AddRun(guards, addr, len);
