@@ -75,11 +75,13 @@ import {
   parseExclude,
   pieces,
   runPairs,
+  runsBytes,
   sortRuns,
   subtractRuns,
   without,
 } from './ranges.js';
-import { handOver, prepareTracking, registerAreas, startTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
+import { handOver, prepareTracking, registerAreas, startTracking, takenTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
+import { assemble, notePrecopied, precopy, type Precopy } from './precopy.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 import { fillEager, LazyDaemon, lazyArea, lazyUffd, notLazy, planBlob, waitLazyRestored, type BlobPlan, type PagesSource } from './lazy.js';
 
@@ -250,9 +252,11 @@ function vmaRecordOf(
     }
     const cut = rec.excludedRanges?.map(([at, len]) => ({ start: at, end: at + len }));
     let saved: ArrayLike<number> = cut ? cutRuns(Array.from(runs), cut) : runs;
+    const pre = tracked ? chain?.pre : undefined;
+    if (pre && runs.clean?.length) notePrecopied(pre, runs.clean);
     if (clean && runs.clean?.length) {
-      // Pages the image chain holds as they are: left to it.
-      let reuse = intersectRuns(runs.clean, chain!.parentHas!);
+      // Pages the image chain holds as they are: left to it (not those the pre-copy protected again).
+      let reuse = intersectRuns(pre?.reset.length ? subtractRuns(runs.clean, pre.reset) : runs.clean, chain!.parentHas!);
       if (cut) reuse = cutRuns(reuse, cut);
       if (reuse.length) {
         saved = subtractRuns(saved, reuse);
@@ -303,6 +307,8 @@ interface ChainContext {
   scans: Map<number, { end: number; runs: ReturnType<typeof native.mem.pagemapScan> }>;
   /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
   parentHas?: number[];
+  /** This dump's pre-copy of the process (precopy.ts), when its tracking counts from the parent's. */
+  pre?: Precopy;
 }
 
 /** Areas userfaultfd can track: private anonymous memory (not hugetlb, not device or PFN mappings). */
@@ -349,8 +355,12 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
   const tracked = registerAreas(proc, track, candidates);
   session.stats['memory.trackedProcesses'] = Number(session.stats['memory.trackedProcesses'] ?? 0) + 1;
   const parentHas = track.fromParent && parentRec ? sortRuns(parentRec.vmas.flatMap((v) => [...v.runs, ...(v.parentRuns ?? [])])) : undefined;
-  return { track, tracked, areas: candidates.filter((v) => tracked.has(v.start)), parentHas, scans: new Map() };
+  const pre = track.fromParent ? precopies.get(session)?.get(proc.pid) : undefined;
+  return { track, tracked, areas: candidates.filter((v) => tracked.has(v.start)), parentHas, scans: new Map(), ...(pre ? { pre } : {}) };
 }
+
+/** Each process's pre-copy (beforeDump), by pid. */
+const precopies = new WeakMap<DumpSession, Map<number, Precopy>>();
 
 /** Each frozen process's tracking, set up in session.frozen (chainContext), for its memory stage. */
 const chains = new WeakMap<ProcessDump, ChainContext>();
@@ -395,6 +405,16 @@ async function beforeDump(session: DumpSession, options: MemoryOptions | undefin
     if (rec?.vmas.some((v) => v.parentRuns)) lastIncrement = Math.max(lastIncrement, rec.pagesBytes);
   }
   prepareTracking(session, tracks);
+  // Compressed, the pages stream from the process (or its snapshot): nothing to take them from.
+  if (session.parent && !options?.compress) {
+    const pres = new Map<number, Precopy>();
+    for (const [pid, uffd] of takenTracking(session))
+      pres.set(
+        pid,
+        precopy(session, pid, uffd, (v) => trackable(pid, v)),
+      );
+    precopies.set(session, pres);
+  }
   if (session.parent && session.options.leaveRunning) prepareSpare(lastIncrement ? Math.min(BUFFER_MAX, 2 * lastIncrement) : SPARE_FIRST);
 }
 
@@ -458,12 +478,6 @@ async function writePages(proc: ProcessDump, out: PagesOut, from: number, runs: 
     if (!out.zstd) out.blob.size += r.bytes;
     session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
   }
-}
-
-function runsBytes(runs: Float64Array): number {
-  let n = 0;
-  for (let i = 1; i < runs.length; i += 2) n += runs[i];
-  return n;
 }
 
 /** The blob is complete: a compressed one gets the end of its frame. */
@@ -655,6 +669,7 @@ function takeSnapshot(proc: ProcessDump, bytes: number, resident: number, option
 async function copyRest(proc: ProcessDump, out: PagesOut, runs: number[], total: number, resident: number, options: MemoryOptions | undefined): Promise<void> {
   const { session } = proc;
   const bytes = total - out.copied;
+  if (bytes > 0 && fromPrecopy(proc, out, runs, total)) return;
   if (bytes > 0 && buffered(proc, out, bytes, resident)) {
     // Read now, while frozen; hashed and written once the processes run again.
     const pages = readFrozenPages(session, proc.procPid, runs, bytes);
@@ -689,6 +704,33 @@ async function copyRest(proc: ProcessDump, out: PagesOut, runs: number[], total:
       throw new CkptError('ERR_CKPT_DUMP_FAILED', `pid ${proc.pid}: ${out.copied} bytes of pages read from its snapshot, ${total} expected`);
     closePages(session, out);
   });
+}
+
+/**
+ * The rest of the pages from the pre-copy (precopy.ts) and a frozen read of those it lacks: true
+ * when the pre-copy holds some of them and they are not compressed. Written as buffered pages are,
+ * once the processes run again (or, without --leave-running, before the commit).
+ */
+function fromPrecopy(proc: ProcessDump, out: PagesOut, runs: number[], total: number): boolean {
+  const pre = chains.get(proc)?.pre;
+  if (!pre?.used.length || out.zstd) return false;
+  const { session } = proc;
+  const fresh = subtractRuns(runs, pre.used);
+  const freshBytes = runsBytes(fresh);
+  if (freshBytes > BUFFER_MAX) return false;
+  const pages = freshBytes ? readFrozenPages(session, proc.procPid, fresh, freshBytes) : Buffer.alloc(0);
+  session.stats['memory.bufferedBytes'] = Number(session.stats['memory.bufferedBytes'] ?? 0) + pages.length;
+  session.stats['memory.precopyUsedBytes'] = Number(session.stats['memory.precopyUsedBytes'] ?? 0) + runsBytes(pre.used);
+  session.whenThawed(async () => {
+    try {
+      writeBuffered(out, assemble(runs, pre, pages));
+    } finally {
+      releaseSpare(session);
+    }
+    session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
+    closePages(session, out);
+  });
+  return true;
 }
 
 /** At most this many bytes of pages are read into ckpt's memory while frozen (buffered). */

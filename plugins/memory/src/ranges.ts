@@ -144,6 +144,13 @@ export function sortRuns(pairs: Iterable<readonly [number, number]>): number[] {
   return out;
 }
 
+/** The bytes of flat runs. */
+export function runsBytes(runs: ArrayLike<number>): number {
+  let n = 0;
+  for (let i = 1; i < runs.length; i += 2) n += runs[i];
+  return n;
+}
+
 /** [addr, len] pairs of a flat run list. */
 export function runPairs(runs: ArrayLike<number>): Array<[number, number]> {
   return Array.from({ length: runs.length / 2 }, (_, i): [number, number] => [runs[2 * i], runs[2 * i + 1]]);

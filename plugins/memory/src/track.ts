@@ -185,6 +185,11 @@ export function prepareTracking(session: DumpSession, parentTracks: ReadonlyMap<
   for (const h of holders) endHolder(h);
 }
 
+/** The userfaultfds this dump took from the parent image's helpers (prepareTracking), by pid. */
+export function takenTracking(session: DumpSession): ReadonlyMap<number, number> {
+  return states.peek(session)?.taken ?? new Map();
+}
+
 /**
  * Ends every ckpt-memtrack helper that holds a userfaultfd of `pid` (its pidfd's fdinfo names it),
  * and waits (up to a second) until each has let go of its fds: the new userfaultfd registers the
