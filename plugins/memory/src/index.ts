@@ -1025,12 +1025,12 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
   }
   if (!plans.length) {
     // Forked from a lazily restored parent, it may share pages the helper is to fill: watched too.
-    st.daemon?.target(stub.pid, undefined, []);
+    st.daemon?.target(stub.pid, undefined, new Float64Array(0));
     lazyStats(session, st);
     return;
   }
   // Registered: the lazy areas that have pages to come (faults elsewhere need no helper).
-  const used = ranges.filter((r) => plans.some(({ plan }) => hasRunIn(plan.lazy, r)));
+  const used = ranges.filter((_, i) => plans.some(({ plan }) => plan.inRanges.has(i)));
   const why: { reason?: string } = {};
   const uffd = lazyUffd(stub, used, why);
   if (uffd === undefined) {
@@ -1039,16 +1039,23 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
       await fillFrom(proc, stub, plan.src.image, plan.src.rec, plan.src.runs);
       st.eagerBytes += plan.lazyBytes;
     }
-    st.daemon?.target(stub.pid, undefined, []);
+    st.daemon?.target(stub.pid, undefined, new Float64Array(0));
     lazyStats(session, st);
     return;
   }
   try {
     st.daemon ??= new LazyDaemon();
-    const quads: number[] = [];
+    const quads = new Float64Array((4 * plans.reduce((a, { plan }) => a + plan.lazy.length, 0)) / 3);
+    let q = 0;
     for (const { plan, digest } of plans) {
       const id = st.daemon.blob(plan, digest);
-      for (let i = 0; i < plan.lazy.length; i += 3) quads.push(plan.lazy[i], plan.lazy[i + 1], plan.lazy[i + 2], id);
+      const lazy = plan.lazy;
+      for (let i = 0; i < lazy.length; i += 3) {
+        quads[q++] = lazy[i];
+        quads[q++] = lazy[i + 1];
+        quads[q++] = lazy[i + 2];
+        quads[q++] = id;
+      }
       st.lazyBytes += plan.lazyBytes;
     }
     st.daemon.target(stub.pid, uffd, quads);
@@ -1057,12 +1064,6 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
     closeSync(uffd);
   }
   lazyStats(session, st);
-}
-
-/** Whether flat [addr, len, off] triples have a run in [start, end). */
-function hasRunIn(lazy: number[], r: { start: number; end: number }): boolean {
-  for (let i = 0; i < lazy.length; i += 3) if (lazy[i] < r.end && lazy[i] + lazy[i + 1] > r.start) return true;
-  return false;
 }
 
 const MADV_DONTNEED = 4;

@@ -53,18 +53,26 @@ export function notLazy(src: PagesSource): string | undefined {
   return undefined;
 }
 
-/** A blob's plan: its eager pieces (runs contiguous in the blob from `off`) and its lazy runs [addr, len, off]. */
+/**
+ * A blob's plan: its eager pieces (runs contiguous in the blob from `off`), its lazy runs (flat
+ * [addr, len, off] triples: tens of thousands for a chain scattered by random writes, hence a
+ * typed array), and the indices of the ranges they fall in.
+ */
 export interface BlobPlan {
   src: PagesSource;
   eager: Array<{ off: number; runs: number[] }>;
-  lazy: number[];
+  lazy: Float64Array;
+  inRanges: Set<number>;
   lazyBytes: number;
   eagerBytes: number;
 }
 
 /** Splits a blob's runs between the lazy ranges (sorted, [start, end)) and the rest. */
 export function planBlob(src: PagesSource, ranges: ReadonlyArray<{ start: number; end: number }>): BlobPlan {
-  const plan: BlobPlan = { src, eager: [], lazy: [], lazyBytes: 0, eagerBytes: 0 };
+  const plan: BlobPlan = { src, eager: [], lazy: new Float64Array(0), inRanges: new Set(), lazyBytes: 0, eagerBytes: 0 };
+  // About one lazy piece per run (a run that meets several ranges makes more: it grows then).
+  let lazy = new Float64Array(3 * (src.runs.length / 2 + ranges.length + 1));
+  let n = 0;
   let off = 0;
   // Where the last eager piece ends in the blob: a piece that starts there joins it.
   let eagerEnd = -1;
@@ -94,7 +102,15 @@ export function planBlob(src: PagesSource, ranges: ReadonlyArray<{ start: number
         const s = Math.max(at, r.start);
         const e = Math.min(end, r.end);
         if (s > at) eager(at, s - at, off + (at - addr));
-        plan.lazy.push(s, e - s, off + (s - addr));
+        if (n + 3 > lazy.length) {
+          const grown = new Float64Array(2 * lazy.length);
+          grown.set(lazy);
+          lazy = grown;
+        }
+        lazy[n++] = s;
+        lazy[n++] = e - s;
+        lazy[n++] = off + (s - addr);
+        plan.inRanges.add(k);
         plan.lazyBytes += e - s;
         at = e;
       }
@@ -102,6 +118,7 @@ export function planBlob(src: PagesSource, ranges: ReadonlyArray<{ start: number
     }
     off += len;
   }
+  plan.lazy = lazy.subarray(0, n);
   return plan;
 }
 
@@ -236,7 +253,7 @@ export class LazyDaemon {
    * Hands a process over: its pidfd and (with lazy areas) its userfaultfd and plan ([addr, len,
    * off, blob id] quadruples), and waits until the helper serves it.
    */
-  target(pid: number, uffd: number | undefined, plan: number[]): void {
+  target(pid: number, uffd: number | undefined, plan: Float64Array): void {
     const pidfd = native.proc.pidfdOpen(pid);
     try {
       const t = Buffer.alloc(5);
@@ -248,11 +265,11 @@ export class LazyDaemon {
     }
     for (let i = 0; i < plan.length; i += 4 * BATCH) {
       // The quadruples' bytes as doubles, as they are (ckpt-lazy takes them so).
-      const part = Float64Array.from(plan.slice(i, i + 4 * BATCH));
+      const part = plan.subarray(i, i + 4 * BATCH);
       const s = Buffer.alloc(5);
       s.write('S', 0, 'latin1');
       s.writeUInt32LE(part.length / 4, 1);
-      this.send(Buffer.concat([s, Buffer.from(part.buffer)]));
+      this.send(Buffer.concat([s, Buffer.from(part.buffer, part.byteOffset, part.byteLength)]));
     }
     this.send(Buffer.from('R', 'latin1'));
     if (this.readInts(1, 'that it serves the process')[0] !== 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `ckpt-lazy refused pid ${pid}`);
