@@ -407,13 +407,8 @@ async function beforeDump(session: DumpSession, options: MemoryOptions | undefin
   prepareTracking(session, tracks);
   // Compressed, the pages stream from the process (or its snapshot): nothing to take them from.
   if (session.parent && !options?.compress) {
-    const pres = new Map<number, Precopy>();
-    for (const [pid, uffd] of takenTracking(session))
-      pres.set(
-        pid,
-        precopy(session, pid, uffd, (v) => trackable(pid, v)),
-      );
-    precopies.set(session, pres);
+    const taken = [...takenTracking(session)];
+    precopies.set(session, new Map(taken.map(([pid, uffd]) => [pid, precopy(session, pid, uffd, (v) => trackable(pid, v))])));
   }
   if (session.parent && session.options.leaveRunning) prepareSpare(lastIncrement ? Math.min(BUFFER_MAX, 2 * lastIncrement) : SPARE_FIRST);
 }
