@@ -2284,6 +2284,8 @@ if (!failed) {
         const m = (x) => (typeof x === 'number' ? r3(x) : r3(x.median));
         return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, !Array.isArray(v) && (typeof v === 'object' || typeof v === 'number') ? m(v) : v]));
       }
+      // Already figures (medians, min and max) by mode.
+      if (r.kind === 'migrate') return r;
       if (r.kind === 'downtime') {
         return {
           kind: 'downtime',
