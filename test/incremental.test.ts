@@ -271,9 +271,9 @@ describe('incremental dumps', () => {
       const r = await ckpt(['dump', '-R', '--parent', img, ...at]);
       expectOk(r);
       const g = JSON.parse(r.stdout) as DumpJson;
-      // Read ahead while it ran (every page, written since the last dump), then only what it
-      // wrote since, while frozen; the rest of its memory is left to the chain.
-      expect(Number(g.stats['memory.precopyBytes']), JSON.stringify(g.stats)).toBeGreaterThanOrEqual(16 << 20);
+      // Read ahead while it ran (what it wrote since the last dump: at 16 pages a millisecond,
+      // megabytes), then only what it wrote since, while frozen.
+      expect(Number(g.stats['memory.precopyBytes']), JSON.stringify(g.stats)).toBeGreaterThan(1 << 20);
       expect(Number(g.stats['memory.precopyUsedBytes']), JSON.stringify(g.stats)).toBeGreaterThan(1 << 20);
       expect(Number(g.stats['memory.parentBytes'])).toBeGreaterThan(0);
       gens.push(g);

@@ -78,7 +78,7 @@ export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord)
  * Kept with the record (records of a chain are read once and read-only, memoryRecordOf): an
  * increment scattered over a GiB has tens of thousands of runs, and its parent's even more holes.
  */
-function sortedRuns(rec: MemoryRecord): { blob: number[]; parent: number[] } {
+export function sortedRuns(rec: MemoryRecord): { blob: number[]; parent: number[] } {
   let s = sortedOf.get(rec);
   if (!s) {
     s = { blob: sortRuns(rec.vmas.flatMap((v) => v.runs)), parent: sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? [])) };

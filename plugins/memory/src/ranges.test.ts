@@ -2,7 +2,19 @@
 // grouping of page runs into pieces for the native copy.
 import { describe, expect, it } from 'vitest';
 import type { Vma } from '@ckpt/core';
-import { cutRuns, intersectRuns, mergeRanges, parseExclude, pieces, PROGRESS_CHUNK, sortRuns, subtractRuns, takeFromBlob, without } from './ranges.js';
+import {
+  cutRuns,
+  intersectRuns,
+  mergeRanges,
+  parseExclude,
+  pieces,
+  PROGRESS_CHUNK,
+  sortRuns,
+  subtractRuns,
+  takeFromBlob,
+  unionRuns,
+  without,
+} from './ranges.js';
 
 const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
 const P = 0x1000;
@@ -152,6 +164,16 @@ describe('run sets', () => {
     // Every page is in exactly one of intersect and subtract.
     const both = sortRuns([...pairs(intersectRuns(A, B)), ...pairs(subtractRuns(A, B))]);
     expect(both).toEqual(A);
+  });
+
+  it('unionRuns keeps the pages of either, merged where they touch or overlap, as sortRuns of both would', () => {
+    // [8,20) + [18,34): one run [8,34).
+    expect(unionRuns(A, B)).toEqual([0x8 * P, 0x2c * P]);
+    expect(unionRuns(A, [])).toEqual(A);
+    expect(unionRuns([], B)).toEqual(B);
+    const C = [0x40 * P, P, 0x42 * P, P]; // apart from A: kept apart, in order
+    expect(unionRuns(C, A)).toEqual([...A, ...C]);
+    expect(unionRuns(A, B)).toEqual(sortRuns([...pairs(A), ...pairs(B)]));
   });
 
   it('sortRuns sorts and merges pairs that touch', () => {

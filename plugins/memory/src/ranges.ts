@@ -117,6 +117,23 @@ export function intersectRuns(a: ArrayLike<number>, b: ArrayLike<number>): numbe
   return out;
 }
 
+/** The pages of `a` or `b` (flat runs, each sorted and non-overlapping), sorted and merged. */
+export function unionRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && a[i] <= b[j])) {
+      pushRun(out, a[i], a[i + 1]);
+      i += 2;
+    } else {
+      pushRun(out, b[j], b[j + 1]);
+      j += 2;
+    }
+  }
+  return out;
+}
+
 /** The pages of `a` that are not in `b` (flat runs, each sorted and non-overlapping). */
 export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
   const out: number[] = [];
