@@ -97,18 +97,12 @@ export class ProcessControl {
     const threads: Tracee[] = [];
     const leaderExited = readStat(pid).state === 'Z';
     try {
-      for (;;) {
-        const fresh = listThreads(pid).filter((tid) => !(leaderExited && tid === pid) && !threads.some((t) => t.pid === tid));
-        if (!fresh.length) break;
-        fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
-        for (const tid of fresh) {
-          if (!this.seizeOne(pid, tid)) continue;
-          const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(tid) } });
-          threads.push(t);
-          this.frozen.set(tid, t);
-          native.mem.pinProc(tid);
-        }
-      }
+      this.seizeThreads(pid, leaderExited, (tid) => {
+        const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(tid) } });
+        threads.push(t);
+        this.frozen.set(tid, t);
+        native.mem.pinProc(tid);
+      });
       if (!threads.length || (threads[0].pid !== pid && !leaderExited))
         throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
       log('froze %d (%d threads%s)', pid, threads.length, leaderExited ? ', its leader thread exited' : '');
@@ -133,16 +127,30 @@ export class ProcessControl {
     const leaderExited = readStat(pid).state === 'Z';
     const stopped: number[] = [];
     try {
-      for (;;) {
-        const fresh = listThreads(pid).filter((tid) => !(leaderExited && tid === pid) && !stopped.includes(tid));
-        if (!fresh.length) break;
-        for (const tid of fresh) if (this.seizeOne(pid, tid)) stopped.push(tid);
-      }
+      this.seizeThreads(pid, leaderExited, (tid) => stopped.push(tid));
       return fn();
     } finally {
       for (const tid of stopped) {
         this.detachQuietly(tid);
         this.suspended.delete(tid);
+      }
+    }
+  }
+
+  /**
+   * Seizes and stops every thread of pid, the leader first (a zombie leader skipped), reading the
+   * thread list again until no new thread appears; `took` gets each thread once it is stopped.
+   */
+  private seizeThreads(pid: number, leaderExited: boolean, took: (tid: number) => void): void {
+    const seized = new Set<number>();
+    for (;;) {
+      const fresh = listThreads(pid).filter((tid) => !(leaderExited && tid === pid) && !seized.has(tid));
+      if (!fresh.length) return;
+      fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
+      for (const tid of fresh) {
+        if (!this.seizeOne(pid, tid)) continue;
+        seized.add(tid);
+        took(tid);
       }
     }
   }
