@@ -686,16 +686,7 @@ async function copyRest(proc: ProcessDump, out: PagesOut, runs: number[], total:
   if (bytes > 0 && buffered(proc, out, bytes, resident)) {
     // Read now, while frozen; hashed and written once the processes run again.
     const pages = readFrozenPages(session, proc.procPid, runs, bytes);
-    session.stats['memory.bufferedBytes'] = Number(session.stats['memory.bufferedBytes'] ?? 0) + pages.length;
-    session.whenThawed(async () => {
-      try {
-        writeBuffered(out, pages);
-      } finally {
-        releaseSpare(session);
-      }
-      session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
-      closePages(session, out);
-    });
+    writeWhenThawed(proc, out, total, pages.length, () => pages);
     return;
   }
   const snapshot = takeSnapshot(proc, bytes, resident, options);
@@ -732,18 +723,28 @@ function fromPrecopy(proc: ProcessDump, out: PagesOut, runs: number[], total: nu
   const freshBytes = runsBytes(fresh);
   if (freshBytes > BUFFER_MAX) return false;
   const pages = freshBytes ? readFrozenPages(session, proc.procPid, fresh, freshBytes) : Buffer.alloc(0);
-  session.stats['memory.bufferedBytes'] = Number(session.stats['memory.bufferedBytes'] ?? 0) + pages.length;
   session.stats['memory.precopyUsedBytes'] = Number(session.stats['memory.precopyUsedBytes'] ?? 0) + runsBytes(pre.used);
+  writeWhenThawed(proc, out, total, pages.length, () => assemble(runs, pre, pages));
+  return true;
+}
+
+/**
+ * Pages read while frozen (`frozenBytes` of them, into the spare or fresh memory), written into
+ * the blob once the processes run again (the bytes `blob` gives, in blob order), which is then
+ * complete; the spare goes back.
+ */
+function writeWhenThawed(proc: ProcessDump, out: PagesOut, total: number, frozenBytes: number, blob: () => Buffer): void {
+  const { session } = proc;
+  session.stats['memory.bufferedBytes'] = Number(session.stats['memory.bufferedBytes'] ?? 0) + frozenBytes;
   session.whenThawed(async () => {
     try {
-      writeBuffered(out, assemble(runs, pre, pages));
+      writeBuffered(out, blob());
     } finally {
       releaseSpare(session);
     }
     session.progress({ stage: 'memory', pid: proc.pid, done: out.copied, total });
     closePages(session, out);
   });
-  return true;
 }
 
 /** At most this many bytes of pages are read into ckpt's memory while frozen (buffered). */

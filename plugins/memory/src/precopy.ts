@@ -23,8 +23,7 @@ const log = logger('memory:precopy');
 export interface Precopy {
   /** Sorted flat runs of every page protected again (an area whose walk failed: all of it). */
   reset: number[];
-  /** Sorted flat runs of the pages read, and their bytes in that order. */
-  read: number[];
+  /** The bytes of `reset`'s pages in that order, read while the process ran; undefined: not read (too many, or the read failed). */
   pages?: Buffer;
   /** The pages read that the freeze found still clean (collected by the memory stage): taken from `pages`. */
   used: number[];
@@ -39,7 +38,7 @@ const PRECOPY_MAX = 64 << 20;
  * written pages protected again and read.
  */
 export function precopy(session: DumpSession, pid: number, uffd: number, trackable: (v: Vma) => boolean): Precopy {
-  const pre: Precopy = { reset: [], read: [], used: [] };
+  const pre: Precopy = { reset: [], used: [] };
   let areas: Vma[];
   try {
     areas = procfs.readMaps(pid).filter((v) => trackable(v) && native.mem.uffdRegisterWp(uffd, v.start, v.end - v.start) === 0);
@@ -74,7 +73,6 @@ export function precopy(session: DumpSession, pid: number, uffd: number, trackab
   if (!bytes || bytes > PRECOPY_MAX) return pre;
   try {
     pre.pages = native.mem.readPages(pid, Float64Array.from(pre.reset));
-    pre.read = pre.reset;
   } catch {
     return pre; // an area unmapped meanwhile: all of it is read again while frozen
   }
@@ -85,7 +83,7 @@ export function precopy(session: DumpSession, pid: number, uffd: number, trackab
 /** The pages of `clean` (an area's, at the freeze) the pre-copy has: noted as used. */
 export function notePrecopied(pre: Precopy, clean: ArrayLike<number>): void {
   if (!pre.pages) return;
-  for (const x of intersectRuns(clean, pre.read)) pre.used.push(x);
+  for (const x of intersectRuns(clean, pre.reset)) pre.used.push(x);
 }
 
 /**
@@ -94,7 +92,7 @@ export function notePrecopied(pre: Precopy, clean: ArrayLike<number>): void {
  */
 export function assemble(runs: ArrayLike<number>, pre: Precopy, fresh: Buffer): Buffer {
   const out = Buffer.allocUnsafe(runsBytes(runs));
-  const { used, read, pages } = pre;
+  const { used, reset: read, pages } = pre;
   let at = 0;
   let f = 0;
   let j = 0;
