@@ -98,6 +98,23 @@ export function assemble(runs: ArrayLike<number>, pre: Precopy, fresh: Buffer): 
   let j = 0;
   let k = 0;
   let kOff = 0;
+  // Pieces that follow each other in their source are copied as one (scattered pages pre-copied
+  // in a row: one copy, not one per page).
+  let src: Buffer | undefined;
+  let from = 0;
+  let to = 0;
+  let dst = 0;
+  const take = (b: Buffer, s: number, e: number) => {
+    if (b === src && s === to) {
+      to = e;
+      return;
+    }
+    if (src) src.copy(out, dst, from, to);
+    src = b;
+    from = s;
+    to = e;
+    dst = at;
+  };
   for (let i = 0; i < runs.length; i += 2) {
     let a = runs[i];
     const end = a + runs[i + 1];
@@ -106,18 +123,20 @@ export function assemble(runs: ArrayLike<number>, pre: Precopy, fresh: Buffer): 
       if (j < used.length && used[j] <= a) {
         for (; read[k] + read[k + 1] <= a; k += 2) kOff += read[k + 1];
         const e = Math.min(end, used[j] + used[j + 1], read[k] + read[k + 1]);
-        pages!.copy(out, at, kOff + (a - read[k]), kOff + (e - read[k]));
+        take(pages!, kOff + (a - read[k]), kOff + (e - read[k]));
         at += e - a;
         a = e;
       } else {
         const e = j < used.length ? Math.min(end, used[j]) : end;
-        if (fresh.copy(out, at, f, f + (e - a)) !== e - a) throw new Error('pre-copy: fewer pages read while frozen than the image holds');
+        if (f + (e - a) > fresh.length) throw new Error('pre-copy: fewer pages read while frozen than the image holds');
+        take(fresh, f, f + (e - a));
         f += e - a;
         at += e - a;
         a = e;
       }
     }
   }
+  if (src) src.copy(out, dst, from, to);
   if (f !== fresh.length) throw new Error('pre-copy: more pages read while frozen than the image holds');
   return out;
 }
