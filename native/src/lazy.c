@@ -39,9 +39,12 @@
  *   'B' u32 id, u64 size, u8[32] digest, u8[32] eager digest     fd: the blob (read-only)
  *   'E' u32 blob, u32 n, n x (f64 off, f64 len)     bytes of the blob ckpt wrote eagerly
  *   'T' i32 pid                                     fds: pidfd, and the userfaultfd if it has lazy areas
- *   'S' u32 n, n x (f64 addr, f64 len, f64 off, f64 blob)   planned runs of the last target
- * The lists are doubles, as ckpt holds them (integers below 2^53): it sends its arrays' bytes as
- * they are, with no conversion per value (tens of thousands of runs for a chain of images).
+ *   'P' u32 n                                       fd: a memfd of n x (f64 addr, f64 len, f64 off,
+ *                                                   f64 blob): the planned runs of the last target
+ * The lists are doubles, as ckpt holds them (integers below 2^53): it writes its arrays' bytes as
+ * they are, with no conversion per value. The plan goes in a memfd, not in messages: a chain of
+ * images plans tens of thousands of runs (1.4 MB), which through the channel took 20-odd
+ * messages and waits for room in it.
  *   'R'                                             the last target is whole: serve it; reply i32 0
  *   'C'                                             the restore succeeded: go on once the channel closes
  * The channel closing before 'C' (the restore failed, or ckpt died): the targets are killed and
@@ -60,8 +63,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -262,6 +267,48 @@ static void add_seg(struct target *t, uint64_t addr, uint64_t len, uint64_t off,
 static int seg_cmp(const void *a, const void *b) {
   const struct seg *x = a, *y = b;
   return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+/*
+ * Sorts t's segments by address. A plan arrives as one sorted list per blob (a chain of images:
+ * a few lists of thousands of runs each): those are merged, pairwise, as they come; a plan made
+ * otherwise is sorted by qsort.
+ */
+static void sort_segs(struct target *t) {
+  size_t n = t->nsegs, runs = 1;
+  for (size_t i = 1; i < n; i++) runs += t->segs[i].addr < t->segs[i - 1].addr;
+  if (runs == 1) return;
+  if (runs > 64) {
+    qsort(t->segs, n, sizeof *t->segs, seg_cmp);
+    return;
+  }
+  struct seg *a = t->segs, *b = malloc(n * sizeof *b);
+  if (!b) _exit(3);
+  while (runs > 1) {
+    runs = 0;
+    for (size_t i = 0, out = 0; i < n; runs++) {
+      size_t m = i + 1, e;
+      while (m < n && a[m].addr >= a[m - 1].addr) m++;
+      e = m;
+      if (e < n)
+        for (e++; e < n && a[e].addr >= a[e - 1].addr; e++) {
+        }
+      size_t x = i, y = m;
+      while (x < m && y < e) b[out++] = a[y].addr < a[x].addr ? a[y++] : a[x++];
+      while (x < m) b[out++] = a[x++];
+      while (y < e) b[out++] = a[y++];
+      i = e;
+    }
+    struct seg *swap = a;
+    a = b;
+    b = swap;
+  }
+  if (a != t->segs) {
+    memcpy(t->segs, a, n * sizeof *a);
+    free(a);
+  } else {
+    free(b);
+  }
 }
 
 /* The segment holding addr, or NULL (segments sorted by address, not overlapping). */
@@ -579,6 +626,51 @@ static int pass_step(void) {
 
 /* ---- ckpt's channel ---- */
 
+static int as_u64(const unsigned char *p, uint64_t *out);
+
+/*
+ * The k planned runs in memfd `fd` (32 bytes each) added to t's plan, every page pending; their
+ * pending bits in one allocation (most runs are a page or a few: one calloc each cost more than
+ * the rest). 0 when the plan is not well formed.
+ */
+static int take_plan(struct target *t, int fd, uint32_t k) {
+  size_t bytes = (size_t)k * 32;
+  struct stat st;
+  if (!k) return 1;
+  if (fstat(fd, &st) < 0 || (uint64_t)st.st_size < bytes) return 0;
+  const unsigned char *q = mmap(NULL, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (q == MAP_FAILED) return 0;
+  uint64_t words = 0;
+  int ok = 1;
+  for (uint32_t i = 0; i < k && ok; i++) {
+    uint64_t v[4];
+    for (int j = 0; j < 4 && ok; j++) ok = as_u64(q + (size_t)i * 32 + j * 8, &v[j]);
+    if (ok && (v[3] >= nblobs || v[0] % PAGE || v[1] % PAGE || !v[1])) ok = 0;
+    if (ok) words += (v[1] / PAGE + 63) / 64;
+  }
+  if (ok) {
+    uint64_t *bits = calloc(words ? words : 1, 8);
+    if (!bits) _exit(3);
+    if (t->nsegs + k > t->cap) {
+      t->cap = t->nsegs + k;
+      t->segs = xrealloc(t->segs, t->cap * sizeof *t->segs);
+    }
+    for (uint32_t i = 0; i < k; i++) {
+      uint64_t v[4];
+      for (int j = 0; j < 4; j++) as_u64(q + (size_t)i * 32 + j * 8, &v[j]);
+      uint64_t pages = v[1] / PAGE;
+      for (uint64_t w = 0; w < pages / 64; w++) bits[w] = ~0ULL;
+      if (pages % 64) bits[pages / 64] = (1ULL << (pages % 64)) - 1;
+      add_seg(t, v[0], v[1], v[2], (uint32_t)v[3], bits);
+      bits += (pages + 63) / 64;
+      t->pending += pages;
+    }
+  }
+  munmap((void *)q, bytes);
+  return ok;
+}
+
+
 /* A double of ckpt's lists (8 bytes at p, unaligned) as the integer it holds: 0 if it is not one below 2^53. */
 static int as_u64(const unsigned char *p, uint64_t *out) {
   double d;
@@ -637,26 +729,18 @@ static int handle_channel(void) {
       send_fds(wd_sock, buf, 5, fds, fds[1] >= 0 ? 2 : 1);
       return 0;
     }
-    case 'S': {
+    case 'P': {
       uint32_t k;
       memcpy(&k, buf + 1, 4);
-      if (!ntargets || (size_t)n < 5 + (size_t)k * 32) return -1;
-      struct target *t = &targets[ntargets - 1];
-      for (uint32_t i = 0; i < k; i++) {
-        uint64_t v[4];
-        for (int j = 0; j < 4; j++)
-          if (!as_u64(buf + 5 + (size_t)i * 32 + j * 8, &v[j])) return -1;
-        uint64_t blob = v[3];
-        if (blob >= nblobs || v[0] % PAGE || v[1] % PAGE || !v[1]) return -1;
-        add_seg(t, v[0], v[1], v[2], blob, NULL);
-        t->pending += v[1] / PAGE;
-      }
-      return 0;
+      if (n < 5 || fds[0] < 0) return -1;
+      int ok = ntargets && take_plan(&targets[ntargets - 1], fds[0], k);
+      close(fds[0]);
+      return ok ? 0 : -1;
     }
     case 'R': {
       if (!ntargets) return -1;
       struct target *t = &targets[ntargets - 1];
-      qsort(t->segs, t->nsegs, sizeof *t->segs, seg_cmp);
+      sort_segs(t);
       t->serving = t->uffd >= 0;
       for (size_t i = 0; i < t->nsegs; i++) blobs[t->segs[i].blob].ready = 1;
       int32_t ok = 0;
