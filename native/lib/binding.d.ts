@@ -232,6 +232,12 @@ export interface MemBinding {
     anonOnly: boolean,
     reprotect?: boolean,
   ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
+  /**
+   * Run sets (sorted, non-overlapping flat [addr, len] runs; the result merged where runs touch):
+   * op 0 the pages in both, 1 those of `a` not in `b`, 2 those of either. The memory plugin's
+   * ranges.ts does the same in JS for short lists.
+   */
+  runsOp(a: Float64Array, b: Float64Array, op: 0 | 1 | 2): Float64Array;
   /** The runs' bytes, in order, in one buffer (read through /proc/PID/mem, as dumpPages). */
   readPages(pid: number, runs: Float64Array): Buffer;
   /** readPages into `into` (allocPages), which must be big enough: the bytes read. */

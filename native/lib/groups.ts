@@ -36,6 +36,7 @@ export const GROUPS = {
   mem: [
     'pagemapRuns',
     'pagemapScan',
+    'runsOp',
     'readPages',
     'readPagesInto',
     'allocPages',

@@ -13,6 +13,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -992,9 +993,67 @@ Napi::Value UffdProbe(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// Run sets: sorted, non-overlapping flat runs [addr, len, ...] as doubles (the memory plugin's
+// ranges.ts does the same in JS, which it keeps for short lists). Each run pushed merges with the
+// last one where they touch or overlap.
+void PushRun(std::vector<double>& out, double addr, double len) {
+  size_t n = out.size();
+  if (n && out[n - 2] + out[n - 1] >= addr)
+    out[n - 1] = std::max(out[n - 1], addr + len - out[n - 2]);
+  else
+    out.push_back(addr), out.push_back(len);
+}
+
+// runsOp(a, b, op) -> Float64Array: op 0 the pages in both, 1 those of a not in b, 2 those of either.
+Napi::Value RunsOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float64Array fa = RunsArg(info[0]), fb = RunsArg(info[1]);
+  const double *a = fa.Data(), *b = fb.Data();
+  const size_t na = fa.ElementLength() & ~size_t{1}, nb = fb.ElementLength() & ~size_t{1};
+  int op = ArgInt(info[2]);
+  std::vector<double> out;
+  out.reserve(std::max(na, nb));
+  if (op == 0) {
+    for (size_t i = 0, j = 0; i < na && j < nb;) {
+      double aEnd = a[i] + a[i + 1], bEnd = b[j] + b[j + 1];
+      double start = std::max(a[i], b[j]), end = std::min(aEnd, bEnd);
+      if (start < end) PushRun(out, start, end - start);
+      if (aEnd <= bEnd)
+        i += 2;
+      else
+        j += 2;
+    }
+  } else if (op == 1) {
+    size_t j = 0;
+    for (size_t i = 0; i < na; i += 2) {
+      double at = a[i], end = at + a[i + 1];
+      while (j < nb && b[j] + b[j + 1] <= at) j += 2;
+      for (size_t k = j; k < nb && b[k] < end; k += 2) {
+        if (b[k] > at) PushRun(out, at, b[k] - at);
+        at = std::max(at, b[k] + b[k + 1]);
+      }
+      if (at < end) PushRun(out, at, end - at);
+    }
+  } else {
+    for (size_t i = 0, j = 0; i < na || j < nb;) {
+      if (j >= nb || (i < na && a[i] <= b[j])) {
+        PushRun(out, a[i], a[i + 1]);
+        i += 2;
+      } else {
+        PushRun(out, b[j], b[j + 1]);
+        j += 2;
+      }
+    }
+  }
+  Napi::Float64Array r = Napi::Float64Array::New(env, out.size());
+  if (!out.empty()) memcpy(r.Data(), out.data(), out.size() * sizeof(double));
+  return r;
+}
+
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
+  exports.Set("runsOp", Napi::Function::New(env, RunsOp));
   exports.Set("readPages", Napi::Function::New(env, ReadPages));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));

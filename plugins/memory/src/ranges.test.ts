@@ -8,6 +8,7 @@ import {
   mergeRanges,
   parseExclude,
   pieces,
+  runSetsJs,
   PROGRESS_CHUNK,
   sortRuns,
   subtractRuns,
@@ -174,6 +175,41 @@ describe('run sets', () => {
     const C = [0x40 * P, P, 0x42 * P, P]; // apart from A: kept apart, in order
     expect(unionRuns(C, A)).toEqual([...A, ...C]);
     expect(unionRuns(A, B)).toEqual(sortRuns([...pairs(A), ...pairs(B)]));
+  });
+
+  it('long lists (worked out natively) give what the JS loops give, and what page sets give', () => {
+    let seed = 7;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    // Random sorted runs over 20,000 pages: scattered single pages and longer stretches.
+    const list = (density: number) => {
+      const pages: number[] = [];
+      for (let p = 0; p < 20_000; p++) if (rnd() < density) pages.push(p);
+      return sortRuns(pages.map((p): [number, number] => [p * P, P]));
+    };
+    const pagesOf = (runs: number[]) => new Set(pairs(runs).flatMap(([a, l]) => Array.from({ length: l / P }, (_, i) => a / P + i)));
+    for (const [da, db] of [
+      [0.05, 0.05],
+      [0.9, 0.02],
+      [0.02, 0.9],
+      [0.5, 0.5],
+    ]) {
+      const a = list(da);
+      const b = list(db);
+      expect(a.length + b.length).toBeGreaterThan(512); // the native path
+      const sa = pagesOf(a);
+      const sb = pagesOf(b);
+      for (const [got, js, want] of [
+        [intersectRuns(a, b), runSetsJs.intersect(a, b), [...sa].filter((p) => sb.has(p))],
+        [subtractRuns(a, b), runSetsJs.subtract(a, b), [...sa].filter((p) => !sb.has(p))],
+        [unionRuns(Float64Array.from(a), b), runSetsJs.union(a, b), [...new Set([...sa, ...sb])]],
+      ] as const) {
+        expect(got).toEqual(js);
+        expect(got).toEqual(sortRuns(want.sort((x, y) => x - y).map((p): [number, number] => [p * P, P])));
+      }
+    }
   });
 
   it('sortRuns sorts and merges pairs that touch', () => {

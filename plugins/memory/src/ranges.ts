@@ -1,5 +1,6 @@
 /** Address-range arithmetic of the memory plugin (pure functions, unit-tested). */
 import type { Vma } from '@ckpt/core';
+import { native } from '@ckpt/native';
 
 /** Largest piece handed to the native page copy at once (progress is reported per piece). */
 export const PROGRESS_CHUNK = 64 << 20;
@@ -100,56 +101,79 @@ export function mergeRanges(ranges: ReadonlyArray<{ start: number; end: number }
   return out;
 }
 
+/**
+ * From this many numbers in the two lists on, run sets are worked out natively (native.mem.runsOp,
+ * the same loops): inside a freeze, an increment's lists of thousands of runs go through these
+ * several times, and in a fresh process (the command line) the JS loops run in the interpreter
+ * at first, some 2-3 ms each against a few microseconds.
+ */
+const NATIVE_RUNS = 512;
+
+const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
+
 /** Sorted, non-overlapping flat runs [addr, len, ...] of both lists' pages (each list sorted, non-overlapping). */
 export function intersectRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  const out: number[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length && j < b.length) {
-    const aEnd = a[i] + a[i + 1];
-    const bEnd = b[j] + b[j + 1];
-    const start = Math.max(a[i], b[j]);
-    const end = Math.min(aEnd, bEnd);
-    if (start < end) pushRun(out, start, end - start);
-    if (aEnd <= bEnd) i += 2;
-    else j += 2;
-  }
-  return out;
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.intersect(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 0));
 }
 
 /** The pages of `a` or `b` (flat runs, each sorted and non-overlapping), sorted and merged. */
 export function unionRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  const out: number[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    if (j >= b.length || (i < a.length && a[i] <= b[j])) {
-      pushRun(out, a[i], a[i + 1]);
-      i += 2;
-    } else {
-      pushRun(out, b[j], b[j + 1]);
-      j += 2;
-    }
-  }
-  return out;
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.union(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 2));
 }
 
 /** The pages of `a` that are not in `b` (flat runs, each sorted and non-overlapping). */
 export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  const out: number[] = [];
-  let j = 0;
-  for (let i = 0; i < a.length; i += 2) {
-    let at = a[i];
-    const end = at + a[i + 1];
-    while (j < b.length && b[j] + b[j + 1] <= at) j += 2;
-    for (let k = j; k < b.length && b[k] < end; k += 2) {
-      if (b[k] > at) pushRun(out, at, b[k] - at);
-      at = Math.max(at, b[k] + b[k + 1]);
-    }
-    if (at < end) pushRun(out, at, end - at);
-  }
-  return out;
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.subtract(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 1));
 }
+
+/** The run sets in JS: for short lists, and the model the native ones are tested against. */
+export const runSetsJs = {
+  intersect(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+    const out: number[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < a.length && j < b.length) {
+      const aEnd = a[i] + a[i + 1];
+      const bEnd = b[j] + b[j + 1];
+      const start = Math.max(a[i], b[j]);
+      const end = Math.min(aEnd, bEnd);
+      if (start < end) pushRun(out, start, end - start);
+      if (aEnd <= bEnd) i += 2;
+      else j += 2;
+    }
+    return out;
+  },
+  union(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+    const out: number[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < a.length || j < b.length) {
+      if (j >= b.length || (i < a.length && a[i] <= b[j])) {
+        pushRun(out, a[i], a[i + 1]);
+        i += 2;
+      } else {
+        pushRun(out, b[j], b[j + 1]);
+        j += 2;
+      }
+    }
+    return out;
+  },
+  subtract(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
+    const out: number[] = [];
+    let j = 0;
+    for (let i = 0; i < a.length; i += 2) {
+      let at = a[i];
+      const end = at + a[i + 1];
+      while (j < b.length && b[j] + b[j + 1] <= at) j += 2;
+      for (let k = j; k < b.length && b[k] < end; k += 2) {
+        if (b[k] > at) pushRun(out, at, b[k] - at);
+        at = Math.max(at, b[k] + b[k + 1]);
+      }
+      if (at < end) pushRun(out, at, end - at);
+    }
+    return out;
+  },
+};
 
 /** Flat runs of [addr, len] pairs, sorted by address and merged where they touch. */
 export function sortRuns(pairs: Iterable<readonly [number, number]>): number[] {
