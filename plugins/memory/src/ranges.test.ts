@@ -201,11 +201,12 @@ describe('run sets', () => {
       expect(a.length + b.length).toBeGreaterThan(512); // the native path
       const sa = pagesOf(a);
       const sb = pagesOf(b);
-      for (const [got, js, want] of [
+      const cases: Array<[number[], number[], number[]]> = [
         [intersectRuns(a, b), runSetsJs.intersect(a, b), [...sa].filter((p) => sb.has(p))],
         [subtractRuns(a, b), runSetsJs.subtract(a, b), [...sa].filter((p) => !sb.has(p))],
         [unionRuns(Float64Array.from(a), b), runSetsJs.union(a, b), [...new Set([...sa, ...sb])]],
-      ] as const) {
+      ];
+      for (const [got, js, want] of cases) {
         expect(got).toEqual(js);
         expect(got).toEqual(sortRuns(want.sort((x, y) => x - y).map((p): [number, number] => [p * P, P])));
       }
