@@ -188,9 +188,13 @@ export class LazyDaemon {
   constructor() {
     const { pid: first, channel } = spawnHelper(lazyPath, 'ckpt-lazy');
     this.channel = channel;
-    // The helper forks and its first process exits at once (nobody has to reap the helper).
-    reapWithin(first, 1000);
-    [this.pid, this.watchdog] = this.readInts(2, 'its pids');
+    // The helper forks and its first process exits at once (nobody has to reap the helper): by the
+    // time the helper has sent its pids, so it is reaped without a wait.
+    try {
+      [this.pid, this.watchdog] = this.readInts(2, 'its pids');
+    } finally {
+      reapWithin(first, 1000);
+    }
   }
 
   /** One message of n int32s (a seqpacket message is read whole). */
