@@ -240,17 +240,20 @@ static void watchdog(int sock) {
 static inline int bit(const uint64_t *b, uint64_t i) { return (b[i >> 6] >> (i & 63)) & 1; }
 static inline void clear_bit(uint64_t *b, uint64_t i) { b[i >> 6] &= ~(1ULL << (i & 63)); }
 
-static uint64_t *bits_new(uint64_t n, int set) {
+/* The first n bits of b set. */
+static void bits_fill(uint64_t *b, uint64_t n) {
+  for (uint64_t i = 0; i < n / 64; i++) b[i] = ~0ULL;
+  if (n % 64) b[n / 64] = (1ULL << (n % 64)) - 1;
+}
+
+static uint64_t *bits_new(uint64_t n) {
   uint64_t words = (n + 63) / 64;
   uint64_t *b = calloc(words ? words : 1, 8);
   if (!b) _exit(3);
-  if (set) {
-    for (uint64_t i = 0; i < n / 64; i++) b[i] = ~0ULL;
-    if (n % 64) b[n / 64] = (1ULL << (n % 64)) - 1;
-  }
   return b;
 }
 
+/* A segment of t's plan; `pending`: its pages' bits (set: still to come). */
 static void add_seg(struct target *t, uint64_t addr, uint64_t len, uint64_t off, uint32_t blob, uint64_t *pending) {
   if (t->nsegs == t->cap) {
     t->cap = t->cap ? 2 * t->cap : 64;
@@ -261,7 +264,7 @@ static void add_seg(struct target *t, uint64_t addr, uint64_t len, uint64_t off,
   s->len = len;
   s->off = off;
   s->blob = blob;
-  s->pending = pending ? pending : bits_new(len / PAGE, 1);
+  s->pending = pending;
 }
 
 static int seg_cmp(const void *a, const void *b) {
@@ -287,12 +290,11 @@ static void sort_segs(struct target *t) {
   while (runs > 1) {
     runs = 0;
     for (size_t i = 0, out = 0; i < n; runs++) {
-      size_t m = i + 1, e;
+      /* Two runs in order, [i, m) and [m, e), merged into b. */
+      size_t m = i + 1;
       while (m < n && a[m].addr >= a[m - 1].addr) m++;
-      e = m;
-      if (e < n)
-        for (e++; e < n && a[e].addr >= a[e - 1].addr; e++) {
-        }
+      size_t e = m < n ? m + 1 : m;
+      while (e < n && a[e].addr >= a[e - 1].addr) e++;
       size_t x = i, y = m;
       while (x < m && y < e) b[out++] = a[y].addr < a[x].addr ? a[y++] : a[x++];
       while (x < m) b[out++] = a[x++];
@@ -344,7 +346,7 @@ static void split_at(struct target *t, uint64_t addr) {
   struct seg *s = seg_at(t, addr);
   if (!s || s->addr == addr) return;
   uint64_t head = addr - s->addr, pages = s->len / PAGE, hp = head / PAGE;
-  uint64_t *tail = bits_new(pages - hp, 0);
+  uint64_t *tail = bits_new(pages - hp);
   for (uint64_t k = hp; k < pages; k++)
     if (bit(s->pending, k)) tail[(k - hp) >> 6] |= 1ULL << ((k - hp) & 63);
   uint64_t slen = s->len, soff = s->off;
@@ -376,7 +378,7 @@ static void fork_target(size_t parent, int uffd) {
   c->serving = 1;
   for (size_t i = 0; i < p->nsegs; i++) {
     struct seg *s = &p->segs[i];
-    uint64_t pages = s->len / PAGE, *b = bits_new(pages, 0);
+    uint64_t pages = s->len / PAGE, *b = bits_new(pages);
     memcpy(b, s->pending, (pages + 63) / 64 * 8);
     add_seg(c, s->addr, s->len, s->off, s->blob, b);
   }
@@ -626,7 +628,14 @@ static int pass_step(void) {
 
 /* ---- ckpt's channel ---- */
 
-static int as_u64(const unsigned char *p, uint64_t *out);
+/* A double of ckpt's lists (8 bytes at p, unaligned) as the integer it holds: 0 if it is not one below 2^53. */
+static int as_u64(const unsigned char *p, uint64_t *out) {
+  double d;
+  memcpy(&d, p, 8);
+  if (!(d >= 0 && d < 9007199254740992.0) || d != (double)(uint64_t)d) return 0;
+  *out = (uint64_t)d;
+  return 1;
+}
 
 /*
  * The k planned runs in memfd `fd` (32 bytes each) added to t's plan, every page pending; their
@@ -659,8 +668,7 @@ static int take_plan(struct target *t, int fd, uint32_t k) {
       uint64_t v[4];
       for (int j = 0; j < 4; j++) as_u64(q + (size_t)i * 32 + j * 8, &v[j]);
       uint64_t pages = v[1] / PAGE;
-      for (uint64_t w = 0; w < pages / 64; w++) bits[w] = ~0ULL;
-      if (pages % 64) bits[pages / 64] = (1ULL << (pages % 64)) - 1;
+      bits_fill(bits, pages);
       add_seg(t, v[0], v[1], v[2], (uint32_t)v[3], bits);
       bits += (pages + 63) / 64;
       t->pending += pages;
@@ -668,16 +676,6 @@ static int take_plan(struct target *t, int fd, uint32_t k) {
   }
   munmap((void *)q, bytes);
   return ok;
-}
-
-
-/* A double of ckpt's lists (8 bytes at p, unaligned) as the integer it holds: 0 if it is not one below 2^53. */
-static int as_u64(const unsigned char *p, uint64_t *out) {
-  double d;
-  memcpy(&d, p, 8);
-  if (!(d >= 0 && d < 9007199254740992.0) || d != (double)(uint64_t)d) return 0;
-  *out = (uint64_t)d;
-  return 1;
 }
 
 static int handle_channel(void) {
@@ -698,7 +696,7 @@ static int handle_channel(void) {
       b->hash = ckpt_blake3_new();
       b->ehash = ckpt_blake3_new();
       uint64_t pages = (b->size + PAGE - 1) / PAGE;
-      b->served = bits_new(pages, 0);
+      b->served = bits_new(pages);
       b->served_digest = calloc(pages ? pages : 1, 16);
       if (!b->hash || !b->ehash || !b->served_digest) _exit(3);
       return 0;
