@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { CkptError, validate, type Compaction, type ImageReader, type ProcessRecord } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { memoryRecord, NAME, type MemoryRecord } from './record.js';
-import { intersectRuns, PROGRESS_CHUNK, sortRuns, subtractRuns, takeFromBlob } from './ranges.js';
+import { intersectRuns, PROGRESS_CHUNK, type Runs, sortRuns, subtractRuns, takeFromBlob } from './ranges.js';
 
 /**
  * The memory record an image (of a chain) has for a process, checked against the schema as core
@@ -53,9 +53,9 @@ export function blobRuns(rec: MemoryRecord): number[] {
  * above it in the chain that holds some, its record for the process, and the pages taken from it
  * (sorted runs). Every page must be in exactly one of them.
  */
-export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> {
-  let wanted = sortedRuns(rec).parent;
-  const out: Array<{ image: ImageReader; rec: MemoryRecord; take: number[] }> = [];
+export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord): Array<{ image: ImageReader; rec: MemoryRecord; take: Runs }> {
+  let wanted: Runs = sortedRuns(rec).parent;
+  const out: Array<{ image: ImageReader; rec: MemoryRecord; take: Runs }> = [];
   for (let up = image.parent(); wanted.length; up = up.parent()) {
     const broken = (why: string) =>
       new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${image.dir}: pages of pid ${pid} that its chain should hold are missing: ${why}`);
@@ -78,15 +78,18 @@ export function chainSources(image: ImageReader, pid: number, rec: MemoryRecord)
  * Kept with the record (records of a chain are read once and read-only, memoryRecordOf): an
  * increment scattered over a GiB has tens of thousands of runs, and its parent's even more holes.
  */
-export function sortedRuns(rec: MemoryRecord): { blob: number[]; parent: number[] } {
+export function sortedRuns(rec: MemoryRecord): { blob: Float64Array; parent: Float64Array } {
   let s = sortedOf.get(rec);
   if (!s) {
-    s = { blob: sortRuns(rec.vmas.flatMap((v) => v.runs)), parent: sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? [])) };
+    s = {
+      blob: Float64Array.from(sortRuns(rec.vmas.flatMap((v) => v.runs))),
+      parent: Float64Array.from(sortRuns(rec.vmas.flatMap((v) => v.parentRuns ?? []))),
+    };
     sortedOf.set(rec, s);
   }
   return s;
 }
-const sortedOf = new WeakMap<MemoryRecord, { blob: number[]; parent: number[] }>();
+const sortedOf = new WeakMap<MemoryRecord, { blob: Float64Array; parent: Float64Array }>();
 
 // ---- ckpt image compact ----
 

@@ -75,6 +75,7 @@ import {
   parseExclude,
   pieces,
   runPairs,
+  type Runs,
   runsBytes,
   subtractRuns,
   unionRuns,
@@ -251,17 +252,17 @@ function vmaRecordOf(
       if (z) rec.zap = Array.from({ length: z.length / 2 }, (_, i): [number, number] => [z[2 * i], z[2 * i + 1]]);
     }
     const cut = rec.excludedRanges?.map(([at, len]) => ({ start: at, end: at + len }));
-    let saved: ArrayLike<number> = cut ? cutRuns(Array.from(runs), cut) : runs;
+    let saved: ArrayLike<number> = cut ? cutRuns(runs, cut) : runs;
     const pre = tracked ? chain?.pre : undefined;
     if (pre && runs.clean?.length) notePrecopied(pre, runs.clean);
     if (clean && runs.clean?.length) {
       // Pages the image chain holds as they are: left to it (not those the pre-copy protected again).
-      let reuse = intersectRuns(pre?.reset.length ? subtractRuns(runs.clean, pre.reset) : runs.clean, chain!.parentHas!);
+      let reuse: ArrayLike<number> = intersectRuns(pre?.reset.length ? subtractRuns(runs.clean, pre.reset) : runs.clean, chain!.parentHas!);
       if (cut) reuse = cutRuns(reuse, cut);
       if (reuse.length) {
         saved = subtractRuns(saved, reuse);
         rec.parentRuns = runPairs(reuse);
-        if (counts) counts.reused += reuse.reduce((sum, x, i) => (i % 2 ? sum + x : sum), 0);
+        if (counts) counts.reused += runsBytes(reuse);
       }
     }
     for (let i = 0; i < saved.length; i += 2) {
@@ -306,7 +307,7 @@ interface ChainContext {
   /** Tracked areas already scanned (pagemapScan, reprotecting), by start: their end and runs. */
   scans: Map<number, { end: number; runs: ReturnType<typeof native.mem.pagemapScan> }>;
   /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
-  parentHas?: number[];
+  parentHas?: Runs;
   /** This dump's pre-copy of the process (precopy.ts), when its tracking counts from the parent's. */
   pre?: Precopy;
 }
@@ -341,7 +342,7 @@ function parentRecord(session: DumpSession, pid: number): MemoryRecord | undefin
  * increment's parent has tens of thousands of runs: sorting them all (this was a sort) took up to
  * 15 ms of the freeze.
  */
-function parentPages(rec: MemoryRecord): number[] {
+function parentPages(rec: MemoryRecord): Runs {
   let has = parentPagesOf.get(rec);
   if (!has) {
     const { blob, parent } = sortedRuns(rec);
@@ -349,7 +350,7 @@ function parentPages(rec: MemoryRecord): number[] {
   }
   return has;
 }
-const parentPagesOf = new WeakMap<MemoryRecord, number[]>();
+const parentPagesOf = new WeakMap<MemoryRecord, Runs>();
 
 /**
  * Sets up write tracking for this dump of the process (--track-mem, or a dump with a parent):
@@ -456,7 +457,7 @@ function prepareSpare(need: number): void {
  * The pages of runs, read now (frozen): into the spare when it is free and big enough, which the
  * session then holds until the pages are written (or the dump failed: releaseSpare).
  */
-function readFrozenPages(session: DumpSession, pid: number, runs: number[], bytes: number): Buffer {
+function readFrozenPages(session: DumpSession, pid: number, runs: ArrayLike<number>, bytes: number): Buffer {
   const s = spare;
   const flat = Float64Array.from(runs);
   if (s && !s.holder && s.buf.length >= bytes) {

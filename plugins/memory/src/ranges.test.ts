@@ -202,9 +202,9 @@ describe('run sets', () => {
       const sa = pagesOf(a);
       const sb = pagesOf(b);
       const cases: Array<[number[], number[], number[]]> = [
-        [intersectRuns(a, b), runSetsJs.intersect(a, b), [...sa].filter((p) => sb.has(p))],
-        [subtractRuns(a, b), runSetsJs.subtract(a, b), [...sa].filter((p) => !sb.has(p))],
-        [unionRuns(Float64Array.from(a), b), runSetsJs.union(a, b), [...new Set([...sa, ...sb])]],
+        [Array.from(intersectRuns(a, b)), runSetsJs.intersect(a, b), [...sa].filter((p) => sb.has(p))],
+        [Array.from(subtractRuns(a, b)), runSetsJs.subtract(a, b), [...sa].filter((p) => !sb.has(p))],
+        [Array.from(unionRuns(Float64Array.from(a), b)), runSetsJs.union(a, b), [...new Set([...sa, ...sb])]],
       ];
       for (const [got, js, want] of cases) {
         expect(got).toEqual(js);
@@ -246,6 +246,6 @@ describe('run sets', () => {
   });
 });
 
-function pairs(runs: number[]): Array<[number, number]> {
+function pairs(runs: ArrayLike<number>): Array<[number, number]> {
   return Array.from({ length: runs.length / 2 }, (_, i): [number, number] => [runs[2 * i], runs[2 * i + 1]]);
 }

@@ -71,7 +71,7 @@ export function parseExclude(spec: string): ExcludeSpec | string {
 }
 
 /** The flat run list [addr, len, ...] without the ranges `cuts` ([start, end)). */
-export function cutRuns(runs: number[], cuts: ReadonlyArray<{ start: number; end: number }>): number[] {
+export function cutRuns(runs: ArrayLike<number>, cuts: ReadonlyArray<{ start: number; end: number }>): ArrayLike<number> {
   let cur = runs;
   for (const c of cuts) {
     const next: number[] = [];
@@ -111,19 +111,25 @@ const NATIVE_RUNS = 512;
 
 const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
 
+/**
+ * A run set's result: a plain array from the JS loops, a Float64Array from the native ones (kept
+ * as it is: the next run set takes it without a conversion).
+ */
+export type Runs = number[] | Float64Array;
+
 /** Sorted, non-overlapping flat runs [addr, len, ...] of both lists' pages (each list sorted, non-overlapping). */
-export function intersectRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  return a.length + b.length < NATIVE_RUNS ? runSetsJs.intersect(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 0));
+export function intersectRuns(a: ArrayLike<number>, b: ArrayLike<number>): Runs {
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.intersect(a, b) : native.mem.runsOp(f64(a), f64(b), 0);
 }
 
 /** The pages of `a` or `b` (flat runs, each sorted and non-overlapping), sorted and merged. */
-export function unionRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  return a.length + b.length < NATIVE_RUNS ? runSetsJs.union(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 2));
+export function unionRuns(a: ArrayLike<number>, b: ArrayLike<number>): Runs {
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.union(a, b) : native.mem.runsOp(f64(a), f64(b), 2);
 }
 
 /** The pages of `a` that are not in `b` (flat runs, each sorted and non-overlapping). */
-export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): number[] {
-  return a.length + b.length < NATIVE_RUNS ? runSetsJs.subtract(a, b) : Array.from(native.mem.runsOp(f64(a), f64(b), 1));
+export function subtractRuns(a: ArrayLike<number>, b: ArrayLike<number>): Runs {
+  return a.length + b.length < NATIVE_RUNS ? runSetsJs.subtract(a, b) : native.mem.runsOp(f64(a), f64(b), 1);
 }
 
 /** The run sets in JS: for short lists, and the model the native ones are tested against. */
