@@ -21,8 +21,11 @@ import { intersectRuns, runsBytes, subtractRuns } from './ranges.js';
 const log = logger('memory:precopy');
 
 export interface Precopy {
-  /** Sorted flat runs of every page protected again (an area whose walk failed: all of it). */
-  reset: number[];
+  /**
+   * Sorted flat runs of every page protected again (an area whose walk failed: all of it). A
+   * Float64Array once walked: the frozen memory stage takes it through run sets area by area.
+   */
+  reset: ArrayLike<number>;
   /** The bytes of `reset`'s pages in that order, read while the process ran; undefined: not read (too many, or the read failed). */
   pages?: Buffer;
   /** The pages read that the freeze found still clean (collected by the memory stage): taken from `pages`. */
@@ -50,29 +53,33 @@ export function precopy(session: DumpSession, pid: number, uffd: number, trackab
   // it writes lost writes here (Linux 6.18, about one dump in ten of a process writing 10 pages
   // a millisecond: a page written once after the walk stayed protected, as if never written).
   const t = performance.now();
+  const reset: number[] = [];
+  let walked = true;
   try {
     session.services.processes.whileStopped(pid, () => {
       fault('dump:precopy');
       for (const v of areas) {
         try {
           const r = native.mem.pagemapScan(pid, v.start, v.end, false, true);
-          for (const x of r.clean?.length ? subtractRuns(r, r.clean) : Array.from(r)) pre.reset.push(x);
+          for (const x of r.clean?.length ? subtractRuns(r, r.clean) : r) reset.push(x);
         } catch {
           // Some of it may be protected again, which pages unknown: none of it is the parent's.
-          pre.reset.push(v.start, v.end - v.start);
+          reset.push(v.start, v.end - v.start);
         }
       }
     });
   } catch (e) {
     log('pid %d: no pre-copy: %s', pid, (e as Error).message);
-    return pre; // not stopped: nothing was walked (the freeze says why, if it fails too)
+    walked = false;
   }
+  pre.reset = Float64Array.from(reset);
+  if (!walked) return pre; // not stopped, or stopped before the walk: the freeze says why, if it fails too
   const stopped = performance.now() - t;
   session.stats['memory.precopyStoppedMs'] = Math.max(Number(session.stats['memory.precopyStoppedMs'] ?? 0), stopped);
   const bytes = runsBytes(pre.reset);
   if (!bytes || bytes > PRECOPY_MAX) return pre;
   try {
-    pre.pages = native.mem.readPages(pid, Float64Array.from(pre.reset));
+    pre.pages = native.mem.readPages(pid, pre.reset as Float64Array);
   } catch {
     return pre; // an area unmapped meanwhile: all of it is read again while frozen
   }
