@@ -40,6 +40,7 @@ import type {
 import { processExists, processTree, readStat, readStatus, describePid, readMaps, readVmas, parseSmaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
+import { collectBeforeFreeze } from './gc.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
@@ -230,6 +231,7 @@ export class Ckpt {
       this.runOptions.set(session, pluginOptions);
       await this.hooks.session.beforeDump.promise(session);
       compileFrozenHooks(this.hooks);
+      if (options.leaveRunning) collectBeforeFreeze();
       tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
