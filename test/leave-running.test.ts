@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  BUILD_DIR,
   bin,
   checksAfterRestore,
   ckpt,
@@ -20,8 +21,10 @@ import {
   sleep,
   tail,
   ticks,
+  track,
   useCleanup,
   waitFor,
+  waitForLine,
   waitForTick,
 } from './helpers.js';
 
@@ -162,5 +165,45 @@ describe('dump --leave-running', () => {
     expect(lines.at(-1)).toBe('done');
     expect(dump.stats['memory.snapshots']).toBeUndefined();
     expect(dump.stats['memory.frozenCopy']).toMatch(/--frozen-copy/);
+  });
+});
+
+// A --leave-running dump of a process with much memory reads its smaps (VmFlags) before the freeze
+// too, and uses what it read there when the frozen layout is the same: the frozen read must then
+// agree before the thaw, or the dump is made again from the frozen read alone. A thread of
+// flagflip marks an area DONTDUMP and DODUMP in turn without end, so the two reads often disagree.
+describe('--leave-running: area flags changed as the dump begins', () => {
+  it('a dump whose two reads of the flags disagree is made again, saying why; every dump succeeds and the process runs on unharmed', async () => {
+    const dir = makeTempDir('flagflip');
+    const report = path.join(dir, 'report');
+    const fixture = path.join(BUILD_DIR, 'flagflip');
+    await runFixture(dir, [fixture, report], { noNamespace: true, name: 'flagflip' });
+    const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
+    track(pid, fixture);
+    let first = 0;
+    let again = 0;
+    for (let i = 0; i < 40 && !(first >= 2 && again >= 2); i++) {
+      const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, `img-${i}`), '--leave-running', '--json']);
+      expectOk(r);
+      const { stats } = JSON.parse(r.stdout);
+      if (stats['dump.again'] === undefined) first++;
+      else {
+        again++;
+        expect(stats['dump.again']).toMatch(
+          /^pid \d+ \(flagflip\): memory area [0-9a-f]+-[0-9a-f]+ changed \(its flags, from "[a-z ]+" to "[a-z ]+"\) between the reads of its smaps before and during the freeze$/,
+        );
+      }
+      // The flipping area left out (DONTDUMP at the freeze) or saved, nothing else left out.
+      expect([undefined, 1024 * 1024], r.stdout).toContain(stats['memory.dontdumpBytes']);
+      expectRunningFree(pid, `flagflip after dump ${i}`);
+    }
+    expect(first, `dumps made at the first attempt (${again} made again)`).toBeGreaterThan(0);
+    expect(again, `dumps made again (${first} at the first attempt)`).toBeGreaterThan(0);
+    // From inside: its memory intact, and its thread still turning.
+    const from = readText(report).split('\n').length - 1;
+    process.kill(pid, 'SIGUSR1');
+    const { match } = await waitForLine(report, /^(ok|FAIL) ?(.*)$/, 15_000, from);
+    expect(match[0]).toMatch(/^ok \d+$/);
+    expect(Number(match[2])).toBeGreaterThan(0);
   });
 });

@@ -232,6 +232,10 @@ export interface MemBinding {
     anonOnly: boolean,
     reprotect?: boolean,
   ): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
+  /** pagemapScan on a thread of its own, the caller going on: a handle, which pagemapScanJoin must take. */
+  pagemapScanAhead(pid: number, start: number, end: number, anonOnly: boolean, reprotect?: boolean): number;
+  /** What pagemapScan would have returned (or thrown) for the scan of `handle`, once it is done. */
+  pagemapScanJoin(handle: number): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
   /**
    * Run sets (sorted, non-overlapping flat [addr, len] runs; the result merged where runs touch):
    * op 0 the pages in both, 1 those of `a` not in `b`, 2 those of either. The memory plugin's

@@ -36,6 +36,8 @@ export const GROUPS = {
   mem: [
     'pagemapRuns',
     'pagemapScan',
+    'pagemapScanAhead',
+    'pagemapScanJoin',
     'runsOp',
     'readPages',
     'readPagesInto',

@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -254,6 +255,55 @@ int Scan(int fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t category
   return 0;
 }
 
+struct ScanResult {
+  std::vector<double> runs, guards, clean;
+  double zeroPages = 0;
+  int err = 0;
+  const char* what = nullptr;
+};
+
+ScanResult ScanArea(long pid, uint64_t start, uint64_t end, bool anonOnly, bool reprotect) {
+  ScanResult r;
+  ProcFile map(pid, "pagemap", O_RDONLY);
+  int fd = map.get();
+  if (fd < 0) {
+    r.err = errno;
+    r.what = "open(/proc/PID/pagemap)";
+    return r;
+  }
+  // PAGE_IS_FILE only where it decides (a private file mapping's own pages are its anonymous
+  // ones): the kernel looks up each present page's struct page for it, which tripled the walk
+  // (1 GiB: 11 ms instead of 3.2 here). An anonymous area's pages are never file pages.
+  const uint64_t file = anonOnly ? kIsFile : 0;
+  r.err = Scan(fd, start, end, reprotect ? kScanWpMatching : 0, 0, kIsPresent | kIsSwapped | kIsGuard, kIsWritten | file | kIsPresent | kIsSwapped | kIsPfnZero | kIsGuard,
+               [&](const PmPageRegion& g) {
+                 double len = static_cast<double>(g.end - g.start), addr = static_cast<double>(g.start);
+                 if (g.categories & kIsGuard) return AddRun(r.guards, addr, len);
+                 bool present = g.categories & kIsPresent;
+                 if (anonOnly && present && (g.categories & kIsFile)) return;
+                 if (present && !(g.categories & kIsFile) && (g.categories & kIsPfnZero)) {
+                   r.zeroPages += len / kPage;
+                   return;
+                 }
+                 AddRun(r.runs, addr, len);
+                 if (!(g.categories & kIsWritten)) AddRun(r.clean, addr, len);
+               });
+  if (r.err) r.what = "ioctl(PAGEMAP_SCAN)";
+  return r;
+}
+
+Napi::Value ScanToJs(Napi::Env env, long pid, const ScanResult& r) {
+  if (r.err) {
+    ThrowErrno(env, r.err, r.what, pid);
+    return env.Undefined();
+  }
+  Napi::Float64Array out = ToArray(env, r.runs);
+  if (!r.guards.empty()) out.Set("guards", ToArray(env, r.guards));
+  if (r.zeroPages) out.Set("zeroPages", Napi::Number::New(env, r.zeroPages));
+  out.Set("clean", ToArray(env, r.clean));
+  return out;
+}
+
 // pagemapScan(pid, start, end, anonOnly, reprotect): what pagemapRuns finds (without the parent
 // comparison) from PAGEMAP_SCAN, which reports runs of pages alike instead of one entry per page:
 // the saved runs, `guards`, `zeroPages`, and `clean`: the saved pages not written since they were
@@ -264,45 +314,39 @@ int Scan(int fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t category
 // tables, not two: about 8 ms a GiB here, inside the freeze. Throws (EINVAL, ENOTTY: no
 // PAGEMAP_SCAN; EPERM: reprotect of an area not registered).
 Napi::Value PagemapScan(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  bool reprotect = info.Length() > 4 && info[4].ToBoolean();
+  return ScanToJs(info.Env(), pid, ScanArea(pid, ArgU64(info[1]), ArgU64(info[2]), info[3].ToBoolean(), reprotect));
+}
+
+// Scans started on threads of their own (pagemapScanAhead), by handle, with their pid.
+std::unordered_map<int, std::pair<long, std::future<ScanResult>>> scansAhead;
+int nextScanAhead = 1;
+
+// pagemapScanAhead(pid, start, end, anonOnly, reprotect): pagemapScan on a thread of its own,
+// while the caller goes on; a handle for pagemapScanJoin, which must take it.
+Napi::Value PagemapScanAhead(const Napi::CallbackInfo& info) {
   long pid = ArgInt(info[0]);
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
   bool reprotect = info.Length() > 4 && info[4].ToBoolean();
-  ProcFile map(pid, "pagemap", O_RDONLY);
-  int fd = map.get();
-  if (fd < 0) {
-    ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
+  int id = nextScanAhead++;
+  scansAhead.emplace(id, std::make_pair(pid, std::async(std::launch::async, ScanArea, pid, start, end, anonOnly, reprotect)));
+  return Napi::Number::New(info.Env(), id);
+}
+
+// pagemapScanJoin(handle): what pagemapScan would have returned (or thrown), once done.
+Napi::Value PagemapScanJoin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto it = scansAhead.find(ArgInt(info[0]));
+  if (it == scansAhead.end()) {
+    ThrowErrnoMsg(env, EBADF, "pagemapScanJoin: no such scan");
     return env.Undefined();
   }
-  std::vector<double> runs, guards, clean;
-  double zeroPages = 0;
-  // PAGE_IS_FILE only where it decides (a private file mapping's own pages are its anonymous
-  // ones): the kernel looks up each present page's struct page for it, which tripled the walk
-  // (1 GiB: 11 ms instead of 3.2 here). An anonymous area's pages are never file pages.
-  const uint64_t file = anonOnly ? kIsFile : 0;
-  int err = Scan(fd, start, end, reprotect ? kScanWpMatching : 0, 0, kIsPresent | kIsSwapped | kIsGuard, kIsWritten | file | kIsPresent | kIsSwapped | kIsPfnZero | kIsGuard,
-                 [&](const PmPageRegion& r) {
-                   double len = static_cast<double>(r.end - r.start), addr = static_cast<double>(r.start);
-                   if (r.categories & kIsGuard) return AddRun(guards, addr, len);
-                   bool present = r.categories & kIsPresent;
-                   if (anonOnly && present && (r.categories & kIsFile)) return;
-                   if (present && !(r.categories & kIsFile) && (r.categories & kIsPfnZero)) {
-                     zeroPages += len / kPage;
-                     return;
-                   }
-                   AddRun(runs, addr, len);
-                   if (!(r.categories & kIsWritten)) AddRun(clean, addr, len);
-                 });
-  if (err) {
-    ThrowErrno(env, err, "ioctl(PAGEMAP_SCAN)", pid);
-    return env.Undefined();
-  }
-  Napi::Float64Array out = ToArray(env, runs);
-  if (!guards.empty()) out.Set("guards", ToArray(env, guards));
-  if (zeroPages) out.Set("zeroPages", Napi::Number::New(env, zeroPages));
-  out.Set("clean", ToArray(env, clean));
-  return out;
+  long pid = it->second.first;
+  ScanResult r = it->second.second.get();
+  scansAhead.erase(it);
+  return ScanToJs(env, pid, r);
 }
 
 Napi::Object CopyResult(Napi::Env env, uint64_t bytes) {
@@ -1053,6 +1097,8 @@ Napi::Value RunsOp(const Napi::CallbackInfo& info) {
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
+  exports.Set("pagemapScanAhead", Napi::Function::New(env, PagemapScanAhead));
+  exports.Set("pagemapScanJoin", Napi::Function::New(env, PagemapScanJoin));
   exports.Set("runsOp", Napi::Function::New(env, RunsOp));
   exports.Set("readPages", Napi::Function::New(env, ReadPages));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));

@@ -31,6 +31,7 @@ const EXTRA: Record<string, string[]> = {
   shared: ['-pthread'],
   cgroups: ['-pthread'],
   leaderless: ['-pthread'],
+  flagflip: ['-pthread'],
   overrun: ['-pthread'],
   // The checkpoint callback library, built in (packages/callbacks/c).
   callbacks: ['-pthread', '-I', path.join(ROOT, 'packages/callbacks/c'), path.join(ROOT, 'packages/callbacks/c/ckpt_callbacks.c')],

@@ -183,6 +183,21 @@ export class Ckpt {
   }
 
   async dump(options: DumpOptions): Promise<DumpResult> {
+    try {
+      return await this.dumpOnce(options, true);
+    } catch (e) {
+      if (!(e instanceof AreasChanged)) throw e;
+      // The process changed an area's flags just as the dump began: once more, with the flags
+      // read while frozen only (the failed attempt left everything as it was, and says why here).
+      log('%s: dumping again, with the frozen read only', e.message);
+      const r = await this.dumpOnce(options, false);
+      r.stats['dump.again'] = e.message;
+      return r;
+    }
+  }
+
+  /** One dump; `early`: a --leave-running dump may read smaps before the freeze (readSmapsBefore). */
+  private async dumpOnce(options: DumpOptions, early: boolean): Promise<DumpResult> {
     const t0 = performance.now();
     const { pid } = options;
     // Bad options are bad input: refused before anything is looked at.
@@ -229,6 +244,7 @@ export class Ckpt {
     let frozenMs = 0;
     try {
       this.runOptions.set(session, pluginOptions);
+      if (options.leaveRunning && early) readSmapsBefore(session, pid);
       await this.hooks.session.beforeDump.promise(session);
       compileFrozenHooks(this.hooks);
       if (options.leaveRunning) collectBeforeFreeze();
@@ -259,6 +275,7 @@ export class Ckpt {
         }
       }
       await this.hooks.session.afterDump.promise(session);
+      checkAreasRead(session);
       fault('dump:records');
       await session.interruptionPoint();
       const records = this.processRecords(session);
@@ -316,6 +333,7 @@ export class Ckpt {
       throw imageWriteError(e, image.dir, pid) ?? asCkptError(e, 'ERR_CKPT_DUMP_FAILED', `dump of pid ${pid} failed`);
     } finally {
       for (const handle of readsAhead.get(session)?.values() ?? []) native.fd.readDrop(handle);
+      for (const handle of readsBefore.get(session)?.values() ?? []) native.fd.readDrop(handle);
       state.dispose();
     }
   }
@@ -719,6 +737,13 @@ function compileFrozenHooks(hooks: Hooks): void {
 /** The smaps reads of a dump not yet taken (ProcessDump.vmas), by process: dropped when the dump ends. */
 const readsAhead = new WeakMap<DumpSession, Map<ProcessDump, number>>();
 
+/**
+ * Smaps reads started before the freeze (readSmapsBefore), by /proc pid, not yet taken; and the
+ * areas ProcessDump.vmas gave from them, which checkAreasRead holds to the frozen read.
+ */
+const readsBefore = new WeakMap<DumpSession, Map<number, number>>();
+const areasFromBefore = new WeakMap<DumpSession, Map<ProcessDump, Vma[]>>();
+
 /** Below this much resident memory, smaps is read when asked for (under a millisecond): no thread for it. */
 const SMAPS_AHEAD_MIN = 32 << 20;
 
@@ -728,15 +753,115 @@ const SMAPS_AHEAD_MIN = 32 << 20;
  * threads as processes, for nothing).
  */
 function readSmapsAhead(proc: ProcessDump): void {
-  try {
-    const resident = Number(readFileSync(`/proc/${proc.procPid}/statm`, 'utf8').split(' ')[1]) * 4096;
-    if (!(resident >= SMAPS_AHEAD_MIN)) return;
-  } catch {
-    return;
-  }
+  if (residentBytes(proc.procPid) < SMAPS_AHEAD_MIN) return;
   let reads = readsAhead.get(proc.session);
   if (!reads) readsAhead.set(proc.session, (reads = new Map()));
   reads.set(proc, native.fd.readAhead(`/proc/${proc.procPid}/smaps`));
+}
+
+/**
+ * A --leave-running dump reads the smaps of the tree's big processes before the freeze too, on
+ * threads of their own while beforeDump runs: smaps walks every page table for its counts (10-20
+ * ms a GiB here), and the frozen stages need its VmFlags early (the memory stage's first step).
+ * Frozen, a process whose layout (/proc/PID/maps, no page walk) is still the one read before
+ * gets its areas with the flags read before (ProcessDump.vmas); the frozen read still runs, on its
+ * thread, and checkAreasRead holds those flags to it before the thaw. So the walk is done while
+ * the frozen stages run, not before them. A process whose layout changed meanwhile waits for the
+ * frozen read, as without.
+ */
+function readSmapsBefore(session: DumpSession, root: number): void {
+  const reads = new Map<number, number>();
+  readsBefore.set(session, reads);
+  let tree: Array<{ pid: number }>;
+  try {
+    tree = processTree(root);
+  } catch {
+    return;
+  }
+  for (const { pid } of tree) {
+    if (residentBytes(pid) >= SMAPS_AHEAD_MIN) reads.set(pid, native.fd.readAhead(`/proc/${pid}/smaps`));
+  }
+}
+
+function residentBytes(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096 || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** checkAreasRead's refusal: Ckpt.dump dumps once more without the early read. */
+class AreasChanged extends CkptError {
+  constructor(message: string) {
+    super('ERR_CKPT_DUMP_FAILED', message, { hint: 'the process changed it just as the dump began (madvise, mlock); dump again' });
+  }
+}
+
+/** Flags that differ between the two reads by ckpt's own doing: the memory plugin's userfaultfd registrations, made while frozen. */
+const OWN_FLAGS = new Set(['uw', 'um', 'ui']);
+
+const sameArea = (a: Vma, b: Vma) =>
+  a.start === b.start && a.end === b.end && a.perms === b.perms && a.offset === b.offset && a.dev === b.dev && a.inode === b.inode && a.name === b.name;
+
+/**
+ * The frozen layout (maps) with the flags and page sizes of the smaps read before the freeze, when
+ * every area is one that read saw (ckpt's guard mapping aside); undefined otherwise.
+ */
+function areasFromEarlierRead(proc: ProcessDump): Vma[] | undefined {
+  const reads = readsBefore.get(proc.session);
+  const handle = reads?.get(proc.procPid);
+  if (handle === undefined) return undefined;
+  reads!.delete(proc.procPid);
+  let before: Vma[];
+  try {
+    before = parseSmaps(native.fd.readJoin(handle));
+  } catch {
+    return undefined;
+  }
+  const guard = proc.tracee.scratchRange;
+  const byStart = new Map(before.map((v) => [v.start, v]));
+  const areas: Vma[] = [];
+  for (const v of readMaps(proc.procPid)) {
+    if (guard && v.start === guard.start && v.end === guard.end) {
+      areas.push(v);
+      continue;
+    }
+    const b = byStart.get(v.start);
+    if (!b || !sameArea(b, v)) return undefined;
+    areas.push(b);
+  }
+  return areas;
+}
+
+/**
+ * Before the thaw: the areas each process got from the smaps read before the freeze must be what
+ * the frozen read shows, flags and page sizes included (ckpt's userfaultfd registrations aside).
+ * An area whose flags a process changed in between (madvise, mlock just before the freeze) fails
+ * this attempt, naming it, and Ckpt.dump dumps again without the early read.
+ */
+function checkAreasRead(session: DumpSession): void {
+  for (const [proc, used] of areasFromBefore.get(session) ?? []) {
+    const reads = readsAhead.get(session);
+    const handle = reads?.get(proc);
+    if (handle !== undefined) reads!.delete(proc);
+    const now = handle === undefined ? readVmas(proc.procPid) : parseSmaps(native.fd.readJoin(handle));
+    const guard = proc.tracee.scratchRange;
+    const mine = (v: Vma) => !!guard && v.start >= guard.start && v.end <= guard.end;
+    const a = used.filter((v) => !mine(v));
+    const b = now.filter((v) => !mine(v));
+    const flags = (v: Vma) => (v.flags ?? []).filter((f) => !OWN_FLAGS.has(f)).join(' ');
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      const x = a[i];
+      const y = b[i];
+      if (x && y && sameArea(x, y) && flags(x) === flags(y) && x.pageSize === y.pageSize) continue;
+      const v = x ?? y;
+      const what = !x || !y || !sameArea(x, y) ? 'its layout' : `its flags, from "${flags(x)}" to "${flags(y)}"`;
+      throw new AreasChanged(
+        `pid ${proc.pid} (${proc.comm}): memory area ${v.start.toString(16)}-${v.end.toString(16)} changed (${what}) between the reads of its smaps before and during the freeze`,
+      );
+    }
+  }
 }
 
 function processDump(
@@ -758,6 +883,13 @@ function processDump(
     ...ids,
     vmas() {
       if (areas) return areas;
+      const early = areasFromEarlierRead(proc);
+      if (early) {
+        let used = areasFromBefore.get(session);
+        if (!used) areasFromBefore.set(session, (used = new Map()));
+        used.set(proc, early);
+        return (areas = early);
+      }
       const reads = readsAhead.get(session);
       const handle = reads?.get(proc);
       if (handle === undefined) return (areas = readVmas(proc.procPid));

@@ -306,6 +306,8 @@ interface ChainContext {
   areas: ReadonlyArray<{ start: number; end: number }>;
   /** Tracked areas already scanned (pagemapScan, reprotecting), by start: their end and runs. */
   scans: Map<number, { end: number; runs: ReturnType<typeof native.mem.pagemapScan> }>;
+  /** Tracked areas being scanned on threads of their own (scanAhead), by start: their end and the scan's handle. */
+  ahead: Map<number, { end: number; handle: number }>;
   /** Sorted flat runs of the pages the parent image holds for this process (its own, or its chain's); undefined: nothing is left to it. */
   parentHas?: Runs;
   /** This dump's pre-copy of the process (precopy.ts), when its tracking counts from the parent's. */
@@ -373,39 +375,82 @@ function chainContext(proc: ProcessDump, vmas: Vma[], options: MemoryOptions | u
   session.stats['memory.trackedProcesses'] = Number(session.stats['memory.trackedProcesses'] ?? 0) + 1;
   const parentHas = track.fromParent && parentRec ? parentPages(parentRec) : undefined;
   const pre = track.fromParent ? precopies.get(session)?.get(proc.pid) : undefined;
-  return { track, tracked, areas: candidates.filter((v) => tracked.has(v.start)), parentHas, scans: new Map(), ...(pre ? { pre } : {}) };
+  return { track, tracked, areas: candidates.filter((v) => tracked.has(v.start)), parentHas, scans: new Map(), ahead: new Map(), ...(pre ? { pre } : {}) };
 }
 
 /** Each process's pre-copy (beforeDump), by pid. */
 const precopies = new WeakMap<DumpSession, Map<number, Precopy>>();
+
+/** Each frozen process's program break, read in session.frozen. */
+const brks = new WeakMap<ProcessDump, number>();
 
 /** Each frozen process's tracking, set up in session.frozen (chainContext), for its memory stage. */
 const chains = new WeakMap<ProcessDump, ChainContext>();
 
 /**
  * Every process frozen, before core reads their smaps: the tracking is set up here, as its
- * userfaultfd registrations take the mmap lock that the smaps read holds (ProcessDump.vmas).
+ * userfaultfd registrations take the mmap lock that the smaps read holds (ProcessDump.vmas); the
+ * program break is read here for the same reason.
  * The areas are those of /proc/PID/maps: without VmFlags, an area is tracked only if it would be
  * with them (trackable), and the memory stage checks it again with them.
  */
 async function frozen(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
+  const layouts = new Map<number, Vma[]>();
   for (const proc of session.processes) {
-    const chain = chainContext(proc, without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange), options);
+    // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
+    // it for reading as it walks the page tables) had it waited for the memory stage.
+    brks.set(proc, Number(proc.tracee.syscall(SYS.brk, 0)));
+    const maps = without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange);
+    layouts.set(proc.pid, maps);
+    const chain = chainContext(proc, maps, options);
     if (chain) chains.set(proc, chain);
+    // A ckpt killed while it works on the next process must leave this one as it was (see core).
+    proc.tracee.parkBetweenStages();
+  }
+  for (const proc of session.processes) {
+    const chain = chains.get(proc);
+    if (chain) scanAhead(proc, chain, layouts.get(proc.ppid) ?? []);
   }
 }
 
 /**
- * The tracked areas' page-table walks, while core still reads smaps (ProcessDump.vmas) on
- * another thread: both only read the page tables. Areas the parent process (in the tree) has an
- * area at the same place as may be shared with it: those are compared page by page with it
- * instead (vmaRecordOf). A program its parent exec'd (an application under ckpt-init) shares none.
+ * The tracked areas' page-table walks (reprotecting), started on threads of their own as soon as
+ * the tracking is set up: they run while core reads smaps and the stages before memory go on;
+ * the memory stage takes them (scanTracked). Areas the parent process (in the tree) has an area
+ * at the same place as may be shared with it: those are compared page by page with it instead
+ * (vmaRecordOf), once the parent's pages are known. A program its parent exec'd (an application
+ * under ckpt-init) shares none.
  */
-function scanTracked(proc: ProcessDump, chain: ChainContext, parentVmas: readonly VmaRecord[] = []): void {
+function scanAhead(proc: ProcessDump, chain: ChainContext, parentLayout: readonly Vma[]): void {
   for (const v of chain.areas) {
-    if (parentVmas.some((p) => p.start === v.start && p.end === v.end)) continue;
+    if (parentLayout.some((p) => p.start === v.start && p.end === v.end)) continue;
+    chain.ahead.set(v.start, { end: v.end, handle: native.mem.pagemapScanAhead(proc.procPid, v.start, v.end, false, true) });
+  }
+}
+
+/** The tracked areas' scans, for the memory stage: those started ahead, then any other not shared with the parent. */
+function scanTracked(proc: ProcessDump, chain: ChainContext, parentVmas: readonly VmaRecord[] = []): void {
+  joinScans(chain, true);
+  for (const v of chain.areas) {
+    if (chain.scans.has(v.start) || parentVmas.some((p) => p.start === v.start && p.end === v.end)) continue;
     chain.scans.set(v.start, { end: v.end, runs: native.mem.pagemapScan(proc.procPid, v.start, v.end, false, true) });
   }
+}
+
+/** Waits for the scans started ahead: kept (keep), or dropped (a failed dump, whose tracking ends). */
+function joinScans(chain: ChainContext, keep: boolean): void {
+  const ahead = [...chain.ahead];
+  chain.ahead.clear();
+  let failure: unknown;
+  for (const [start, { end, handle }] of ahead) {
+    try {
+      const runs = native.mem.pagemapScanJoin(handle);
+      if (keep) chain.scans.set(start, { end, runs });
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  if (keep && failure) throw failure;
 }
 
 /** Before the freeze: a tracked dump starts its helper and takes the tracking of the parent image's processes (track.ts). */
@@ -586,7 +631,7 @@ async function dump(proc: ProcessDump, options: MemoryOptions | undefined): Prom
   }
   // mm fields from a live task's stat (a zombie leader's shows zeros).
   const stat = procfs.readStat(task);
-  const brk = Number(tracee.syscall(SYS.brk, 0));
+  const brk = brks.get(proc) ?? Number(tracee.syscall(SYS.brk, 0));
   const records: VmaRecord[] = [];
   const counts = { zeroPages: 0, excluded: 0, byOption: 0, reused: 0 };
   // Validated with the options (memoryOptions): every one parses.
@@ -779,6 +824,10 @@ function writeBuffered(out: PagesOut, pages: Buffer): void {
 
 /** A failed dump: the snapshots it made and did not read go. */
 async function dumpFailed(session: DumpSession): Promise<void> {
+  for (const proc of session.processes) {
+    const chain = chains.get(proc);
+    if (chain) joinScans(chain, false);
+  }
   releaseSpare(session);
   for (const pid of pendingSnapshots.get(session) ?? []) killTraced(pid);
   pendingSnapshots.delete(session);
