@@ -41,6 +41,7 @@ import {
   NftNetworkLocks,
   SIGNATURE_FILE,
   VERSION,
+  collectGarbage,
   errorMessage,
   fault,
   ownerAlive,
@@ -497,6 +498,9 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
           }
         }
         reply({ ok: true, ms: performance.now() - t });
+        // The rehearsal's garbage goes now, while the source copies once more: a collection
+        // during the restore that counts took 5-13 ms of the downtime.
+        collectGarbage();
       } else if (h.op === 'restore') {
         fault('receive:restore');
         const t = performance.now();

@@ -40,7 +40,7 @@ import type {
 import { processExists, processTree, readStat, readStatus, describePid, readMaps, readVmas, parseSmaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
-import { collectBeforeFreeze } from './gc.js';
+import { collectGarbage } from './gc.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
@@ -196,7 +196,7 @@ export class Ckpt {
     }
   }
 
-  /** One dump; `early`: a --leave-running dump may read smaps before the freeze (readSmapsBefore). */
+  /** One dump; `early`: a dump whose freeze is downtime may read smaps before the freeze (readSmapsBefore). */
   private async dumpOnce(options: DumpOptions, early: boolean): Promise<DumpResult> {
     const t0 = performance.now();
     const { pid } = options;
@@ -244,10 +244,12 @@ export class Ckpt {
     let frozenMs = 0;
     try {
       this.runOptions.set(session, pluginOptions);
-      if (options.leaveRunning && early) readSmapsBefore(session, pid);
+      // Its freeze is downtime: the processes run again after it, here or there (handover).
+      const downtime = !!options.leaveRunning || !!options.handover;
+      if (downtime && early) readSmapsBefore(session, pid);
       await this.hooks.session.beforeDump.promise(session);
       compileFrozenHooks(this.hooks);
-      if (options.leaveRunning) collectBeforeFreeze();
+      if (downtime) collectGarbage();
       tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
       fault('dump:frozen');
@@ -760,7 +762,8 @@ function readSmapsAhead(proc: ProcessDump): void {
 }
 
 /**
- * A --leave-running dump reads the smaps of the tree's big processes before the freeze too, on
+ * A dump whose freeze is downtime (--leave-running, or a handover: a migration's final round)
+ * reads the smaps of the tree's big processes before the freeze too, on
  * threads of their own while beforeDump runs: smaps walks every page table for its counts (10-20
  * ms a GiB here), and the frozen stages need its VmFlags early (the memory stage's first step).
  * Frozen, a process whose layout (/proc/PID/maps, no page walk) is still the one read before

@@ -1,5 +1,7 @@
 /**
- * A full garbage collection of ckpt's own heap before a --leave-running dump freezes the tree.
+ * A full garbage collection of ckpt's own heap before a dump whose freeze is downtime (one that
+ * leaves the processes running, or hands them over: a migration's final round) freezes the tree;
+ * and in `ckpt receive` after the rehearsal of a migration's restore, before the restore that counts.
  *
  * A dump allocates a few MB of JS objects (records, run lists, the parent image's manifest),
  * much of which lives until the commit and is promoted. In a heap of 10-30 MB that is enough for
@@ -9,7 +11,7 @@
  * and its helper threads took CPU from the tracee and from the smaps read. Collected before the
  * freeze, the heap's next limit is far enough for the frozen stages' allocations. It costs wall
  * time instead (10-15 ms here, the process running meanwhile); a dump that kills the process
- * has no downtime to save, so only --leave-running dumps pay it.
+ * has no downtime to save, so it does not pay it.
  *
  * Node gives a script no gc() without --expose-gc; the flag, set for a moment, exposes it in one
  * new context (the process's own global is untouched). Where it cannot be had, nothing is done.
@@ -38,6 +40,6 @@ function collector(): Collect | null {
 }
 
 /** Collects the whole heap now (synchronously), when this Node lets ckpt. */
-export function collectBeforeFreeze(): void {
+export function collectGarbage(): void {
   collector()?.();
 }
