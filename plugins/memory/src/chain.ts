@@ -42,9 +42,19 @@ const recordsRead = new Map<string, MemoryRecord | undefined>();
 const RECORDS_KEPT = 64;
 
 /** A process's pages blob, in blob order: each area's pages start at its blobOffset. */
-export function blobRuns(rec: MemoryRecord): number[] {
-  const runs: number[] = [];
-  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) for (const [a, l] of v.runs) runs.push(a, l);
+export function blobRuns(rec: MemoryRecord): Float64Array {
+  let n = 0;
+  for (const v of rec.vmas) n += 2 * v.runs.length;
+  // One array of the final size: a chain's records have tens of thousands of runs, and a
+  // restore's garbage is collected while the process waits.
+  const runs = new Float64Array(n);
+  let i = 0;
+  for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) {
+    for (const [a, l] of v.runs) {
+      runs[i++] = a;
+      runs[i++] = l;
+    }
+  }
   return runs;
 }
 

@@ -982,7 +982,7 @@ async function fillPages(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee):
  * Fills pages from one image's blob read whole (runs in blob order; address 0: skipped), its
  * digest checked (a compressed blob's first, as a whole, then decompressed).
  */
-async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, rec: MemoryRecord, runs: number[]): Promise<void> {
+async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, rec: MemoryRecord, runs: ArrayLike<number>): Promise<void> {
   const fd = openSync(image.path(rec.pagesFile), 'r');
   try {
     const hash = native.hash.hashNew(image.digestAlgorithm(rec.pagesFile));

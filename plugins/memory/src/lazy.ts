@@ -38,7 +38,7 @@ const log = logger('memory:lazy');
 export interface PagesSource {
   image: ImageReader;
   rec: MemoryRecord;
-  runs: number[];
+  runs: Float64Array;
 }
 
 /** Areas served lazily: private anonymous memory the helper can fill with UFFDIO_COPY. */

@@ -228,7 +228,7 @@ describe('run sets', () => {
     const blob = [0x30 * P, 0x4 * P, 0x10 * P, 0x10 * P];
     const take = [0x12 * P, 0x2 * P, 0x31 * P, P, 0x1f * P, P];
     const sorted = sortRuns(pairs(take));
-    const runs = takeFromBlob(blob, sorted);
+    const runs = Array.from(takeFromBlob(blob, sorted));
     expect(runs).toEqual([0, P, 0x31 * P, P, 0, 0x4 * P, 0x12 * P, 0x2 * P, 0, 0xb * P, 0x1f * P, P]);
     // As many bytes as the blob, every wanted page once.
     const bytes = (r: number[]) => r.filter((_, i) => i % 2).reduce((a, b) => a + b, 0);

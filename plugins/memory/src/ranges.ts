@@ -23,7 +23,7 @@ export function without(vmas: Vma[], cut?: { start: number; end: number }): Vma[
  * Splits a flat run list into pieces of at most `chunk` bytes (PROGRESS_CHUNK: between pieces
  * ckpt reports progress and can be interrupted). A run at address 0 (bytes a restore skips) stays at 0.
  */
-export function* pieces(runs: number[], chunk = PROGRESS_CHUNK): Generator<Float64Array> {
+export function* pieces(runs: ArrayLike<number>, chunk = PROGRESS_CHUNK): Generator<Float64Array> {
   let cur: number[] = [];
   let bytes = 0;
   for (let i = 0; i < runs.length; i += 2) {
@@ -215,12 +215,18 @@ function pushRun(out: number[], addr: number, len: number): void {
  * (sorted flat runs) are wanted from it: those at their addresses, the other bytes as runs at
  * address 0 (hashed, not written), neighbouring skips merged.
  */
-export function takeFromBlob(blobRuns: ArrayLike<number>, take: ArrayLike<number>): number[] {
-  const out: number[] = [];
+export function takeFromBlob(blobRuns: ArrayLike<number>, take: ArrayLike<number>): Float64Array {
+  // At most a skip and a taken piece per meeting of a blob run and a run of `take` (there are
+  // fewer meetings than runs of both), and a skip after each blob run.
+  const out = new Float64Array(2 * (3 * (blobRuns.length / 2) + 2 * (take.length / 2)));
+  let n = 0;
+  const push = (a: number, l: number) => {
+    out[n++] = a;
+    out[n++] = l;
+  };
   const skip = (len: number) => {
-    const n = out.length;
     if (n && out[n - 2] === 0) out[n - 1] += len;
-    else out.push(0, len);
+    else push(0, len);
   };
   for (let i = 0; i < blobRuns.length; i += 2) {
     let at = blobRuns[i];
@@ -237,10 +243,10 @@ export function takeFromBlob(blobRuns: ArrayLike<number>, take: ArrayLike<number
       const s = Math.max(at, take[k]);
       const e = Math.min(end, take[k] + take[k + 1]);
       if (s > at) skip(s - at);
-      out.push(s, e - s);
+      push(s, e - s);
       at = e;
     }
     if (at < end) skip(end - at);
   }
-  return out;
+  return out.slice(0, n);
 }
