@@ -5,8 +5,10 @@
  * process's address space in MISSING mode, and hands that userfaultfd, a pidfd of the process,
  * the blobs and the plan (which address is at which offset of which blob) to this helper, one per
  * restore. From then on:
- *  - a fault on a planned page is served first: the page and up to WINDOW-1 planned pages after
- *    it, read from the blob (pread) and put in with UFFDIO_COPY; a fault anywhere else in a
+ *  - a fault on a planned page is served first: the page and the planned pages after it, as
+ *    many as the target's window (1 page, doubled up to WINDOW for each fault where the last
+ *    one's pages end, back to 1 elsewhere: a process going through its memory in order gets it
+ *    in big pieces, one writing here and there does not wait for pages it will not touch), read from the blob (pread) and put in with UFFDIO_COPY; a fault anywhere else in a
  *    registered area gets a zero page (UFFDIO_ZEROPAGE): memory that was never saved, or that the
  *    process dropped (MADV_DONTNEED) since;
  *  - in the background (once the restore is committed) each blob is read start to end (CHUNK at a time), hashed (BLAKE3), and the
@@ -73,7 +75,7 @@
 #include "blake3c.h"
 
 #define PAGE 4096ULL
-#define WINDOW 16
+#define WINDOW 64
 #define CHUNK (1u << 20)
 /* The pass hashes a chunk this much at a time, serving faults in between. */
 #define HASH_STEP (256u << 10)
@@ -109,6 +111,8 @@ struct target {
   uint64_t pending; /* pages */
   int serving;
   int gone; /* its address space is gone (ESRCH) */
+  uint64_t next_fault; /* where the pages its last fault got end */
+  uint64_t window;     /* pages the next fault gets, at most */
 };
 
 static struct blob *blobs;
@@ -483,7 +487,7 @@ static void zero_page(size_t ti, uint64_t page) {
   }
 }
 
-/* A fault: the planned page and the planned pages after it (up to WINDOW), or a zero page. */
+/* A fault: the planned page and the planned pages after it (up to the target's window), or a zero page. */
 static void serve_fault(size_t ti, uint64_t addr) {
   struct target *t = &targets[ti];
   uint64_t page = addr & ~(PAGE - 1);
@@ -493,7 +497,9 @@ static void serve_fault(size_t ti, uint64_t addr) {
     return;
   }
   uint64_t k = (page - s->addr) / PAGE, n = 0, pages = s->len / PAGE;
-  while (n < WINDOW && k + n < pages && bit(s->pending, k + n)) n++;
+  t->window = page == t->next_fault && t->window ? (2 * t->window < WINDOW ? 2 * t->window : WINDOW) : 1;
+  while (n < t->window && k + n < pages && bit(s->pending, k + n)) n++;
+  t->next_fault = page + n * PAGE;
   struct blob *b = &blobs[s->blob];
   uint64_t off = s->off + k * PAGE;
   ssize_t got = pread(b->fd, fault_buf, n * PAGE, off);
