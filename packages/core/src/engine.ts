@@ -244,11 +244,13 @@ export class Ckpt {
     let frozenMs = 0;
     try {
       this.runOptions.set(session, pluginOptions);
-      // Its freeze is downtime: the processes run again after it, here or there (handover).
-      const downtime = !!options.leaveRunning || !!options.handover;
-      if (downtime && early) readSmapsBefore(session, pid);
       await this.hooks.session.beforeDump.promise(session);
       compileFrozenHooks(this.hooks);
+      // Its freeze is downtime: the processes run again after it, here or there (handover).
+      // After beforeDump: what the application does when told of the checkpoint (its
+      // callbacks: an madvise, say) is in the early read.
+      const downtime = !!options.leaveRunning || !!options.handover;
+      if (downtime && early) readSmapsBefore(session, pid);
       if (downtime) collectGarbage();
       tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
@@ -763,9 +765,10 @@ function readSmapsAhead(proc: ProcessDump): void {
 
 /**
  * A dump whose freeze is downtime (--leave-running, or a handover: a migration's final round)
- * reads the smaps of the tree's big processes before the freeze too, on
- * threads of their own while beforeDump runs: smaps walks every page table for its counts (10-20
- * ms a GiB here), and the frozen stages need its VmFlags early (the memory stage's first step).
+ * reads the smaps of the tree's big processes before the freeze too, on threads of their own
+ * while ckpt collects its garbage (collectGarbage): smaps walks every page table for its counts
+ * (10-20 ms a GiB here), and the frozen stages need its VmFlags early (the memory stage's first
+ * step).
  * Frozen, a process whose layout (/proc/PID/maps, no page walk) is still the one read before
  * gets its areas with the flags read before (ProcessDump.vmas); the frozen read still runs, on its
  * thread, and checkAreasRead holds those flags to it before the thaw. So the walk is done while
