@@ -40,6 +40,7 @@ import {
   MANIFEST,
   NftNetworkLocks,
   SIGNATURE_FILE,
+  type InetAddr,
   VERSION,
   collectGarbage,
   errorMessage,
@@ -439,6 +440,19 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
   let ran = false;
   let addresses: MovedAddress[] = [];
   const added: MovedAddress[] = [];
+  // The image's TCP connections, blocked here from the moment they are known (each generation
+  // committed) until the restore is over: once a moving address is here, a packet of a peer that
+  // came before its connection is rebuilt would meet no socket, and the kernel would answer it
+  // with a reset. The restore rebuilds each connection blocked, and unblocks it once it is whole;
+  // what is left (connections the final image no longer has, a failed restore) goes at the end.
+  const held = new NftNetworkLocks().group();
+  const holdConnections = (image: ImageReader) => {
+    for (const p of image.processes())
+      for (const f of p.fds) {
+        const d = f.kind === 'tcp' ? (f.data as { local?: InetAddr; peer?: InetAddr } | undefined) : undefined;
+        if (d?.local && d.peer) held.block(d.local, d.peer);
+      }
+  };
   try {
     for (;;) {
       const h = await readHeader(r);
@@ -468,6 +482,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         s.check(trust ? [trust] : []);
         staging.delete(g);
         const n = s.commit(KEEP_ALL);
+        holdConnections(ImageReader.open(dir, { generation: n, trust: trust ? [trust] : [] }));
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'rehearse') {
@@ -504,6 +519,9 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
       } else if (h.op === 'restore') {
         fault('receive:restore');
         const t = performance.now();
+        // Before the addresses come here (held since the pre-copy rounds; the final image's
+        // new connections now).
+        holdConnections(ImageReader.open(dir, { generation: Number(h.generation), trust: trust ? [trust] : [] }));
         const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
         if (h.lazy && !Object.keys(o.lazyOptions).length) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'no loaded plugin restores lazily (--lazy) here');
         for (const a of addresses) {
@@ -550,5 +568,10 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
   } finally {
     for (const s of staging.values()) s.drop();
     if (!keep && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    try {
+      held.unblockAll();
+    } catch {
+      /* no nft any more: its lock file names it for the next sweep */
+    }
   }
 }
