@@ -8,9 +8,10 @@
  *  - a fault on a planned page is served first: the page and the planned pages after it, as
  *    many as the target's window (1 page, doubled up to WINDOW for each fault where the last
  *    one's pages end, back to 1 elsewhere: a process going through its memory in order gets it
- *    in big pieces, one writing here and there does not wait for pages it will not touch), read from the blob (pread) and put in with UFFDIO_COPY; a fault anywhere else in a
- *    registered area gets a zero page (UFFDIO_ZEROPAGE): memory that was never saved, or that the
- *    process dropped (MADV_DONTNEED) since;
+ *    in big pieces, one writing here and there does not wait for pages it will not touch), read
+ *    from the blob (pread) and put in with UFFDIO_COPY; a fault anywhere else in a registered
+ *    area gets a zero page (UFFDIO_ZEROPAGE): memory that was never saved, or that the process
+ *    dropped (MADV_DONTNEED) since;
  *  - in the background (once the restore is committed) each blob is read start to end (CHUNK at a time), hashed (BLAKE3), and the
  *    planned pages it holds that are still missing are copied in (blob order is address order
  *    within one image); faults that come meanwhile are served between the parts of each step;
@@ -563,7 +564,7 @@ static void serve_faults(void) {
  * here, now 100-165). */
 static void serve_waiting(void) {
   for (size_t i = 0; i < ntargets; i++)
-    if (targets[i].serving && targets[i].uffd >= 0) read_events(i);
+    if (targets[i].serving) read_events(i);
   serve_faults();
 }
 
