@@ -43,7 +43,7 @@ describe('assemble', () => {
         // Used: read ahead and found clean at the freeze, which only a blob page can be here.
         if (blob && wasReset && r() < 0.7) used.push(n);
       }
-      const pre: Precopy = { reset: runsOf(reset), used: runsOf(used), pages: Buffer.concat(reset.map((n) => page(n, 1))) };
+      const pre: Precopy = { reset: Float64Array.from(runsOf(reset)), used: runsOf(used), pages: Buffer.concat(reset.map((n) => page(n, 1))) };
       const fresh = Buffer.concat(inBlob.filter((n) => !used.includes(n)).map((n) => page(n, 2)));
       const want = Buffer.concat(inBlob.map((n) => page(n, used.includes(n) ? 1 : 2)));
       expect(assemble(runsOf(inBlob), pre, fresh).equals(want)).toBe(true);
@@ -51,7 +51,7 @@ describe('assemble', () => {
   }
 
   it('refuses fresh pages that do not match the blob', () => {
-    const pre: Precopy = { reset: [], used: [], pages: Buffer.alloc(0) };
+    const pre: Precopy = { reset: new Float64Array(0), used: [], pages: Buffer.alloc(0) };
     expect(() => assemble([0, 2 * P], pre, Buffer.alloc(P))).toThrow(/fewer pages/);
     expect(() => assemble([0, P], pre, Buffer.alloc(2 * P))).toThrow(/more pages/);
   });

@@ -22,10 +22,10 @@ const log = logger('memory:precopy');
 
 export interface Precopy {
   /**
-   * Sorted flat runs of every page protected again (an area whose walk failed: all of it). A
-   * Float64Array once walked: the frozen memory stage takes it through run sets area by area.
+   * Sorted flat runs of every page protected again (an area whose walk failed: all of it), as a
+   * Float64Array: the frozen memory stage takes it through run sets area by area.
    */
-  reset: ArrayLike<number>;
+  reset: Float64Array;
   /** The bytes of `reset`'s pages in that order, read while the process ran; undefined: not read (too many, or the read failed). */
   pages?: Buffer;
   /** The pages read that the freeze found still clean (collected by the memory stage): taken from `pages`. */
@@ -41,7 +41,7 @@ const PRECOPY_MAX = 64 << 20;
  * written pages protected again and read.
  */
 export function precopy(session: DumpSession, pid: number, uffd: number, trackable: (v: Vma) => boolean): Precopy {
-  const pre: Precopy = { reset: [], used: [] };
+  const pre: Precopy = { reset: new Float64Array(0), used: [] };
   let areas: Vma[];
   try {
     areas = procfs.readMaps(pid).filter((v) => trackable(v) && native.mem.uffdRegisterWp(uffd, v.start, v.end - v.start) === 0);
@@ -79,7 +79,7 @@ export function precopy(session: DumpSession, pid: number, uffd: number, trackab
   const bytes = runsBytes(pre.reset);
   if (!bytes || bytes > PRECOPY_MAX) return pre;
   try {
-    pre.pages = native.mem.readPages(pid, pre.reset as Float64Array);
+    pre.pages = native.mem.readPages(pid, pre.reset);
   } catch {
     return pre; // an area unmapped meanwhile: all of it is read again while frozen
   }
