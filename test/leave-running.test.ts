@@ -173,7 +173,7 @@ describe('dump --leave-running', () => {
 // agree before the thaw, or the dump is made again from the frozen read alone. A thread of
 // flagflip marks an area DONTDUMP and DODUMP in turn without end, so the two reads often disagree.
 describe('--leave-running: area flags changed as the dump begins', () => {
-  it('a dump whose two reads of the flags disagree is made again, saying why; every dump succeeds and the process runs on unharmed', async () => {
+  it('a dump whose two reads of the flags disagree is made again, saying why; every dump succeeds, the process runs on unharmed, and a dump made again restores it as it found it', async () => {
     const dir = makeTempDir('flagflip');
     const report = path.join(dir, 'report');
     const fixture = path.join(BUILD_DIR, 'flagflip');
@@ -182,13 +182,16 @@ describe('--leave-running: area flags changed as the dump begins', () => {
     track(pid, fixture);
     let first = 0;
     let again = 0;
+    let madeAgain: { img: string; flip: string } | undefined;
     for (let i = 0; i < 40 && !(first >= 2 && again >= 2); i++) {
-      const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, `img-${i}`), '--leave-running', '--json']);
+      const img = path.join(dir, `img-${i}`);
+      const r = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running', '--json']);
       expectOk(r);
       const { stats } = JSON.parse(r.stdout);
       if (stats['dump.again'] === undefined) first++;
       else {
         again++;
+        madeAgain = { img, flip: stats['memory.dontdumpBytes'] ? 'zero' : 'pattern' };
         expect(stats['dump.again']).toMatch(
           /^pid \d+ \(flagflip\): memory area [0-9a-f]+-[0-9a-f]+ changed \(its flags, from "[a-z ]+" to "[a-z ]+"\) between the reads of its smaps before and during the freeze$/,
         );
@@ -203,7 +206,19 @@ describe('--leave-running: area flags changed as the dump begins', () => {
     const from = readText(report).split('\n').length - 1;
     process.kill(pid, 'SIGUSR1');
     const { match } = await waitForLine(report, /^(ok|FAIL) ?(.*)$/, 15_000, from);
-    expect(match[0]).toMatch(/^ok \d+$/);
-    expect(Number(match[2])).toBeGreaterThan(0);
+    expect(match[0]).toMatch(/^ok \d+ flip=pattern$/);
+    expect(Number(match[2].split(' ')[0])).toBeGreaterThan(0);
+    // A dump made again restores: the heap intact, the flipping area as that dump found it
+    // (its pattern, or zeros where it was left out as DONTDUMP), its thread turning again.
+    await killAndWaitGone(pid);
+    const atKill = readText(report).split('\n').length - 1;
+    await restoreOk(madeAgain!.img, pid, fixture);
+    process.kill(pid, 'SIGUSR1');
+    const restored = await waitForLine(report, /^(ok|FAIL) ?(.*)$/, 15_000, atKill);
+    expect(restored.match[0]).toMatch(new RegExp(`^ok \\d+ flip=${madeAgain!.flip}$`));
+    process.kill(pid, 'SIGUSR1');
+    const later = await waitForLine(report, /^(ok|FAIL) ?(.*)$/, 15_000, atKill + 1);
+    expect(later.match[0]).toMatch(/^ok \d+ flip=/);
+    expect(Number(later.match[2].split(' ')[0]), 'turns of its thread after the restore').toBeGreaterThan(0);
   });
 });
