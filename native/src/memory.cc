@@ -229,6 +229,15 @@ void AddRun(std::vector<double>& v, double addr, double len) {
 
 // One PAGEMAP_SCAN over [start, end), in as many calls as the regions need: fn(region) for each.
 // 0 or an errno.
+//
+// A call stops early only when our vector is full; then it goes on where that one's walk ended.
+// The walk_end the kernel returns is not that alone: a walk that its kernel buffer (512 regions)
+// cut into pieces, and that then went to the end, returns the end of the last piece but one
+// (Linux 6.18: walk_end is set when a piece ends early, and never again once the last one is
+// done). Continued from there, a scan walked that tail twice, and with PM_SCAN_WP_MATCHING the
+// second walk found the pages the first protected clean: written pages reported as not written,
+// writes lost to an increment. So a call that left room in the vector is the whole walk, and a
+// full one goes on from the end of the last region it reported, if that is further.
 template <typename F>
 int Scan(int fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t categoryMask, uint64_t anyof, uint64_t returnMask, F fn) {
   std::vector<PmPageRegion> vec(4096);
@@ -249,8 +258,10 @@ int Scan(int fd, uint64_t start, uint64_t end, uint64_t flags, uint64_t category
       return errno;
     }
     for (long k = 0; k < n; k++) fn(vec[k]);
-    if (a.walk_end <= at) break;
-    at = a.walk_end;
+    if (static_cast<size_t>(n) < vec.size()) break;
+    uint64_t next = std::max<uint64_t>(a.walk_end, vec[n - 1].end);
+    if (next <= at) break;
+    at = next;
   }
   return 0;
 }
