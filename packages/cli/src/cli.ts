@@ -27,4 +27,10 @@ shareModules({
   typedi,
   zod,
 });
-void main();
+// Once the command is done, nothing is left to run: exit at once. Node's own way out first frees
+// the V8 heap piece by piece (10-20 ms here, more on a busy host; `ckpt show` 198 ms median
+// against 207, 10 runs each, interleaved). Not while stdout or stderr still holds output a pipe
+// has not taken yet: process.exit would drop it; Node's own exit writes it first.
+void main().then(() => {
+  if (!process.stdout.writableLength && !process.stderr.writableLength) process.exit();
+});
