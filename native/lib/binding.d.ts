@@ -238,10 +238,22 @@ export interface MemBinding {
   pagemapScanJoin(handle: number): Float64Array & { guards?: Float64Array; zeroPages?: number; clean: Float64Array };
   /**
    * Run sets (sorted, non-overlapping flat [addr, len] runs; the result merged where runs touch):
-   * op 0 the pages in both, 1 those of `a` not in `b`, 2 those of either. The memory plugin's
+   * op 0 the pages in both, 1 those of `a` not in `b`, 2 those of either; 3 `a` (a blob's runs,
+   * in blob order) with what is not in `b` as runs at address 0 (skipped). The memory plugin's
    * ranges.ts does the same in JS for short lists.
    */
-  runsOp(a: Float64Array, b: Float64Array, op: 0 | 1 | 2): Float64Array;
+  runsOp(a: Float64Array, b: Float64Array, op: 0 | 1 | 2 | 3): Float64Array;
+  /**
+   * A blob's runs (in blob order; address 0: bytes skipped) split between lazy ranges (sorted,
+   * apart [start, end) pairs) and the rest: lazy [addr, len, blob offset, id] quadruples; the
+   * eager runs ([addr, len] pairs) in pieces contiguous in the blob ([blob offset, runs] pairs);
+   * the indices of the ranges the lazy runs fall in; the bytes of each.
+   */
+  planRuns(
+    runs: Float64Array,
+    ranges: Float64Array,
+    id: number,
+  ): { lazy: Float64Array; eagerRuns: Float64Array; eagerPieces: Float64Array; inRanges: Float64Array; lazyBytes: number; eagerBytes: number };
   /** The runs' bytes, in order, in one buffer (read through /proc/PID/mem, as dumpPages). */
   readPages(pid: number, runs: Float64Array): Buffer;
   /** readPages into `into` (allocPages), which must be big enough: the bytes read. */

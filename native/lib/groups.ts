@@ -39,6 +39,7 @@ export const GROUPS = {
     'pagemapScanAhead',
     'pagemapScanJoin',
     'runsOp',
+    'planRuns',
     'readPages',
     'readPagesInto',
     'allocPages',

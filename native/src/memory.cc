@@ -1059,7 +1059,8 @@ void PushRun(std::vector<double>& out, double addr, double len) {
     out.push_back(addr), out.push_back(len);
 }
 
-// runsOp(a, b, op) -> Float64Array: op 0 the pages in both, 1 those of a not in b, 2 those of either.
+// runsOp(a, b, op) -> Float64Array: op 0 the pages in both, 1 those of a not in b, 2 those of
+// either; 3 a blob's runs a with what is not in b skipped (address 0).
 Napi::Value RunsOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Float64Array fa = RunsArg(info[0]), fb = RunsArg(info[1]);
@@ -1089,7 +1090,7 @@ Napi::Value RunsOp(const Napi::CallbackInfo& info) {
       }
       if (at < end) PushRun(out, at, end - at);
     }
-  } else {
+  } else if (op == 2) {
     for (size_t i = 0, j = 0; i < na || j < nb;) {
       if (j >= nb || (i < na && a[i] <= b[j])) {
         PushRun(out, a[i], a[i + 1]);
@@ -1099,10 +1100,96 @@ Napi::Value RunsOp(const Napi::CallbackInfo& info) {
         j += 2;
       }
     }
+  } else {
+    // a: a blob's runs in blob order; each piece of it in b (sorted) stays at its address, the
+    // rest becomes runs at address 0 (bytes skipped), neighbouring skips merged.
+    auto skip = [&out](double len) {
+      size_t n = out.size();
+      if (n && out[n - 2] == 0) out[n - 1] += len;
+      else out.push_back(0), out.push_back(len);
+    };
+    for (size_t i = 0; i < na; i += 2) {
+      double at = a[i], end = at + a[i + 1];
+      // The first run of b that ends after `at`.
+      size_t lo = 0, hi = nb / 2;
+      while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (b[2 * mid] + b[2 * mid + 1] <= at) lo = mid + 1;
+        else hi = mid;
+      }
+      for (size_t k = 2 * lo; k < nb && b[k] < end; k += 2) {
+        double s = std::max(at, b[k]), e = std::min(end, b[k] + b[k + 1]);
+        if (s > at) skip(s - at);
+        out.push_back(s), out.push_back(e - s);
+        at = e;
+      }
+      if (at < end) skip(end - at);
+    }
   }
   Napi::Float64Array r = Napi::Float64Array::New(env, out.size());
   if (!out.empty()) memcpy(r.Data(), out.data(), out.size() * sizeof(double));
   return r;
+}
+
+Napi::Float64Array FromVector(Napi::Env env, const std::vector<double>& v) {
+  Napi::Float64Array r = Napi::Float64Array::New(env, v.size());
+  if (!v.empty()) memcpy(r.Data(), v.data(), v.size() * sizeof(double));
+  return r;
+}
+
+// planRuns(runs, ranges, id) -> { lazy, eagerRuns, eagerPieces, inRanges, lazyBytes, eagerBytes }:
+// a blob's runs (blob order; address 0: bytes skipped) split between the lazy ranges (sorted
+// [start, end) pairs, apart) and the rest. lazy: [addr, len, blob offset, id] quadruples;
+// eagerRuns: [addr, len] pairs, in pieces contiguous in the blob, eagerPieces: [blob offset,
+// number of runs] per piece; inRanges: the indices of the ranges the lazy runs fall in.
+Napi::Value PlanRuns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float64Array fr = RunsArg(info[0]), fg = RunsArg(info[1]);
+  const double *runs = fr.Data(), *ranges = fg.Data();
+  const size_t nr = fr.ElementLength() & ~size_t{1}, ng = fg.ElementLength() / 2;
+  const double id = info[2].As<Napi::Number>().DoubleValue();
+  std::vector<double> lazy, eagerRuns, eagerPieces, inRanges;
+  std::vector<bool> seen(ng);
+  double off = 0, eagerEnd = -1, lazyBytes = 0, eagerBytes = 0;
+  lazy.reserve(2 * nr);
+  auto eager = [&](double addr, double len, double at) {
+    if (!eagerPieces.empty() && eagerEnd == at) eagerPieces.back() += 1;
+    else eagerPieces.push_back(at), eagerPieces.push_back(1);
+    eagerRuns.push_back(addr), eagerRuns.push_back(len);
+    eagerEnd = at + len;
+    eagerBytes += len;
+  };
+  for (size_t i = 0; i < nr; i += 2) {
+    const double addr = runs[i], len = runs[i + 1];
+    if (addr) {
+      double at = addr;
+      const double end = addr + len;
+      size_t lo = 0, hi = ng;
+      while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ranges[2 * mid + 1] <= at) lo = mid + 1;
+        else hi = mid;
+      }
+      for (size_t k = lo; k < ng && ranges[2 * k] < end; k++) {
+        const double s = std::max(at, ranges[2 * k]), e = std::min(end, ranges[2 * k + 1]);
+        if (s > at) eager(at, s - at, off + (at - addr));
+        lazy.push_back(s), lazy.push_back(e - s), lazy.push_back(off + (s - addr)), lazy.push_back(id);
+        if (!seen[k]) seen[k] = true, inRanges.push_back(static_cast<double>(k));
+        lazyBytes += e - s;
+        at = e;
+      }
+      if (at < end) eager(at, end - at, off + (at - addr));
+    }
+    off += len;
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("lazy", FromVector(env, lazy));
+  o.Set("eagerRuns", FromVector(env, eagerRuns));
+  o.Set("eagerPieces", FromVector(env, eagerPieces));
+  o.Set("inRanges", FromVector(env, inRanges));
+  o.Set("lazyBytes", Napi::Number::New(env, lazyBytes));
+  o.Set("eagerBytes", Napi::Number::New(env, eagerBytes));
+  return o;
 }
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -1111,6 +1198,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapScanAhead", Napi::Function::New(env, PagemapScanAhead));
   exports.Set("pagemapScanJoin", Napi::Function::New(env, PagemapScanJoin));
   exports.Set("runsOp", Napi::Function::New(env, RunsOp));
+  exports.Set("planRuns", Napi::Function::New(env, PlanRuns));
   exports.Set("readPages", Napi::Function::New(env, ReadPages));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));

@@ -41,13 +41,18 @@ export function memoryRecordOf(image: ImageReader, pid: number): MemoryRecord | 
 const recordsRead = new Map<string, MemoryRecord | undefined>();
 const RECORDS_KEPT = 64;
 
-/** A process's pages blob, in blob order: each area's pages start at its blobOffset. */
+/**
+ * A process's pages blob, in blob order: each area's pages start at its blobOffset. Kept with the
+ * record, as sortedRuns: the records of a chain are read once and read-only (memoryRecordOf).
+ */
 export function blobRuns(rec: MemoryRecord): Float64Array {
+  let runs = blobRunsOf.get(rec);
+  if (runs) return runs;
   let n = 0;
   for (const v of rec.vmas) n += 2 * v.runs.length;
   // One array of the final size: a chain's records have tens of thousands of runs, and a
   // restore's garbage is collected while the process waits.
-  const runs = new Float64Array(n);
+  runs = new Float64Array(n);
   let i = 0;
   for (const v of [...rec.vmas].sort((a, b) => a.blobOffset - b.blobOffset)) {
     for (const [a, l] of v.runs) {
@@ -55,8 +60,10 @@ export function blobRuns(rec: MemoryRecord): Float64Array {
       runs[i++] = l;
     }
   }
+  blobRunsOf.set(rec, runs);
   return runs;
 }
+const blobRunsOf = new WeakMap<MemoryRecord, Float64Array>();
 
 /**
  * Where the pages of an incremental image that are not in its own blob come from: each image
@@ -180,6 +187,8 @@ async function compactInto(c: Compaction, proc: ProcessRecord, rec: MemoryRecord
     }
     if (k !== segs.length) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `image ${c.image.dir}: pages of pid ${proc.pid} lie outside its memory areas`);
     rec.vmas = vmas;
+    blobRunsOf.delete(rec);
+    sortedOf.delete(rec);
     rec.pagesFile = name;
     rec.pagesBytes = blob.size;
     delete rec.compression;

@@ -16,6 +16,7 @@ import {
   unionRuns,
   without,
 } from './ranges.js';
+import { planBlob, type PagesSource } from './lazy.js';
 
 const vma = (start: number, end: number, offset = 0): Vma => ({ start, end, perms: 'rw-p', offset, dev: '00:00', inode: 0, name: '' });
 const P = 0x1000;
@@ -234,6 +235,65 @@ describe('run sets', () => {
     const bytes = (r: number[]) => r.filter((_, i) => i % 2).reduce((a, b) => a + b, 0);
     expect(bytes(runs)).toBe(bytes(blob));
     expect(sortRuns(pairs(runs).filter(([a]) => a !== 0))).toEqual(sorted);
+  });
+
+  it('planBlob splits a blob between lazy ranges and eager pieces, page for page as a model does', () => {
+    let seed = 7;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    // A blob in blob order: areas out of address order, runs of 1-8 pages, skips (address 0) between.
+    const runs: number[] = [];
+    for (const base of [0x5000, 0x1000, 0x9000]) {
+      for (let p = base; p < base + 0x800; p += 1 + Math.floor(rnd() * 8)) {
+        const len = 1 + Math.floor(rnd() * 8);
+        if (rnd() < 0.2) runs.push(0, len * P);
+        else runs.push(p * P, len * P);
+        p += len;
+      }
+    }
+    const ranges: Array<{ start: number; end: number }> = [];
+    for (let p = 0x800; p < 0xa000; p += 0x100 + Math.floor(rnd() * 0x300)) {
+      const end = p + 1 + Math.floor(rnd() * 0x200);
+      ranges.push({ start: p * P, end: end * P });
+      p = end;
+    }
+    const inRange = (a: number) => ranges.findIndex((r) => r.start <= a && a < r.end);
+    // The model: each page's blob offset, lazy or eager.
+    const lazyWant = new Map<number, number>();
+    const eagerWant = new Map<number, number>();
+    const rangesWant = new Set<number>();
+    for (let i = 0, off = 0; i < runs.length; off += runs[i + 1], i += 2) {
+      if (!runs[i]) continue;
+      for (let k = 0; k < runs[i + 1]; k += P) {
+        const r = inRange(runs[i] + k);
+        (r >= 0 ? lazyWant : eagerWant).set(runs[i] + k, off + k);
+        if (r >= 0) rangesWant.add(r);
+      }
+    }
+    const plan = planBlob({ runs: Float64Array.from(runs) } as PagesSource, ranges, 5);
+    const lazyGot = new Map<number, number>();
+    for (let i = 0; i < plan.lazy.length; i += 4) {
+      expect(plan.lazy[i + 3]).toBe(5);
+      for (let k = 0; k < plan.lazy[i + 1]; k += P) lazyGot.set(plan.lazy[i] + k, plan.lazy[i + 2] + k);
+    }
+    const eagerGot = new Map<number, number>();
+    for (const seg of plan.eager) {
+      // A piece's runs follow each other in the blob from its offset.
+      let off = seg.off;
+      for (const [a, l] of pairs(seg.runs)) {
+        for (let k = 0; k < l; k += P) eagerGot.set(a + k, off + k);
+        off += l;
+      }
+    }
+    expect(lazyGot).toEqual(lazyWant);
+    expect(eagerGot).toEqual(eagerWant);
+    expect(plan.inRanges).toEqual(rangesWant);
+    expect(plan.lazyBytes).toBe(lazyWant.size * P);
+    expect(plan.eagerBytes).toBe(eagerWant.size * P);
+    expect(lazyWant.size).toBeGreaterThan(100);
+    expect(eagerWant.size).toBeGreaterThan(100);
   });
 
   it('pieces keeps skipped bytes at address 0', () => {

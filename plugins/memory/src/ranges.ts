@@ -216,37 +216,6 @@ function pushRun(out: number[], addr: number, len: number): void {
  * address 0 (hashed, not written), neighbouring skips merged.
  */
 export function takeFromBlob(blobRuns: ArrayLike<number>, take: ArrayLike<number>): Float64Array {
-  // At most a skip and a taken piece per meeting of a blob run and a run of `take` (there are
-  // fewer meetings than runs of both), and a skip after each blob run.
-  const out = new Float64Array(2 * (3 * (blobRuns.length / 2) + 2 * (take.length / 2)));
-  let n = 0;
-  const push = (a: number, l: number) => {
-    out[n++] = a;
-    out[n++] = l;
-  };
-  const skip = (len: number) => {
-    if (n && out[n - 2] === 0) out[n - 1] += len;
-    else push(0, len);
-  };
-  for (let i = 0; i < blobRuns.length; i += 2) {
-    let at = blobRuns[i];
-    const end = at + blobRuns[i + 1];
-    // The first run of `take` that ends after `at` (binary search).
-    let lo = 0;
-    let hi = take.length / 2;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (take[2 * mid] + take[2 * mid + 1] <= at) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let k = 2 * lo; k < take.length && take[k] < end; k += 2) {
-      const s = Math.max(at, take[k]);
-      const e = Math.min(end, take[k] + take[k + 1]);
-      if (s > at) skip(s - at);
-      push(s, e - s);
-      at = e;
-    }
-    if (at < end) skip(end - at);
-  }
-  return out.slice(0, n);
+  // Native at any length: a chain's blobs have tens of thousands of runs, read once per restore.
+  return native.mem.runsOp(f64(blobRuns), f64(take), 3);
 }
