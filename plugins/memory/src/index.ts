@@ -1019,6 +1019,8 @@ async function fillFrom(proc: ProcessRestore, stub: Tracee, image: ImageReader, 
 /** A lazy restore's state (lazy.ts): its helper, once started, and its figures. */
 interface LazyState {
   daemon?: LazyDaemon;
+  /** The helper started as the restore began (startLazy), until a process needs it. */
+  spare?: LazyDaemon;
   processes: number;
   /** The blobs handed to the helper so far. */
   blobs: number;
@@ -1043,6 +1045,12 @@ function lazyStats(session: RestoreSession, st: LazyState): void {
   };
   if (stats) Object.assign(stats, figures);
   log('lazy restore: %o', figures);
+}
+
+/** A lazy restore starts its helper as it begins: it execs and sets up while the processes are made. */
+function startLazy(session: RestoreSession, options: MemoryOptions | undefined): void {
+  if (!options?.lazy || lazyStates.has(session)) return;
+  lazyStates.set(session, { spare: new LazyDaemon(), processes: 0, blobs: 0, lazyBytes: 0, eagerBytes: 0, off: [] });
 }
 
 /**
@@ -1116,7 +1124,8 @@ async function fillLazily(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee)
   }
   const t2 = performance.now();
   try {
-    st.daemon ??= new LazyDaemon();
+    st.daemon ??= st.spare ?? new LazyDaemon();
+    st.spare = undefined;
     const quads = new Float64Array(plans.reduce((a, { plan }) => a + plan.lazy.length, 0));
     let q = 0;
     for (const { plan, digest } of plans) {
@@ -1325,8 +1334,17 @@ export const memoryPlugin = definePlugin(() => ({
     hooks.session.dumpFailed.tapPromise(NAME, dumpFailed);
     hooks.session.imageCommitted.tapPromise(NAME, async (session) => trackingCommitted(session));
     hooks.memory.restore.tapPromise(NAME, (proc) => restore(proc, ctx.options(proc.session)));
-    hooks.session.afterResume.tapPromise(NAME, async (session) => lazyStates.get(session)?.daemon?.commit());
-    hooks.session.restoreFailed.tapPromise(NAME, async (session) => lazyStates.get(session)?.daemon?.abort());
+    hooks.session.beforeRestore.tapPromise(NAME, async (session) => startLazy(session, ctx.options(session)));
+    hooks.session.afterResume.tapPromise(NAME, async (session) => {
+      const st = lazyStates.get(session);
+      st?.daemon?.commit();
+      st?.spare?.abort('not needed: no process was restored lazily');
+    });
+    hooks.session.restoreFailed.tapPromise(NAME, async (session) => {
+      const st = lazyStates.get(session);
+      st?.daemon?.abort();
+      st?.spare?.abort();
+    });
     hooks.image.compact.tapPromise(NAME, compact);
   },
 }));

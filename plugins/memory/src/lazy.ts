@@ -148,22 +148,46 @@ export function lazyUffd(stub: Tracee, ranges: ReadonlyArray<{ start: number; en
 
 /** The restore's ckpt-lazy helper: started at first use, one per restore. */
 export class LazyDaemon {
-  readonly pid: number;
-  readonly watchdog: number;
   private channel: number;
   /** The id the next blob handed over gets (the helper numbers them as they come). */
   private nextBlob = 0;
+  /** The helper's first process, until the helper's pids are read; then those. */
+  private first: number;
+  private pids?: [number, number];
 
+  /**
+   * Starts the helper, without waiting for it: a lazy restore starts it as it begins (the helper
+   * execs and sets up while the stubs are made), and takes it at its first lazy process.
+   */
   constructor() {
     const { pid: first, channel } = spawnHelper(lazyPath, 'ckpt-lazy');
     this.channel = channel;
-    // The helper forks and its first process exits at once (nobody has to reap the helper): by the
-    // time the helper has sent its pids, so it is reaped without a wait.
-    try {
-      [this.pid, this.watchdog] = this.readInts(2, 'its pids');
-    } finally {
-      reapWithin(first, 1000);
+    this.first = first;
+  }
+
+  get pid(): number {
+    return this.started()[0];
+  }
+
+  get watchdog(): number {
+    return this.started()[1];
+  }
+
+  /**
+   * The helper's pids, once it has sent them. It forks and its first process exits at once
+   * (nobody has to reap the helper): by the time the helper has sent its pids, so it is reaped
+   * without a wait.
+   */
+  private started(): [number, number] {
+    if (!this.pids) {
+      try {
+        const [pid, watchdog] = this.readInts(2, 'its pids');
+        this.pids = [pid, watchdog];
+      } finally {
+        reapWithin(this.first, 1000);
+      }
     }
+    return this.pids;
   }
 
   /** One message of n int32s (a seqpacket message is read whole). */
@@ -188,6 +212,7 @@ export class LazyDaemon {
 
   /** Hands a blob over (its manifest size and digest, the eager bytes' offsets and digest): its id. */
   blob(plan: BlobPlan, eagerDigest: string): void {
+    this.started();
     const { image, rec } = plan.src;
     const entry = image.entry(rec.pagesFile);
     const id = plan.id;
@@ -228,6 +253,7 @@ export class LazyDaemon {
    * off, blob id] quadruples), and waits until the helper serves it.
    */
   target(pid: number, uffd: number | undefined, plan: Float64Array): void {
+    this.started();
     const t0 = performance.now();
     const pidfd = native.proc.pidfdOpen(pid);
     try {
@@ -265,8 +291,17 @@ export class LazyDaemon {
     this.close();
   }
 
-  /** The restore failed: the helper and its watchdog exit (after killing what they were given); waited for, up to a second. */
-  abort(): void {
+  /** The restore failed (or the helper was not needed): it and its watchdog exit (after killing what they were given); waited for, up to a second. */
+  abort(why = 'restore failed'): void {
+    if (!this.pids && this.channel >= 0) {
+      try {
+        this.started();
+      } catch {
+        /* it never started: nothing of it to wait for */
+        this.close();
+        return;
+      }
+    }
     this.close();
     const gone = (pid: number) => {
       try {
@@ -276,7 +311,7 @@ export class LazyDaemon {
       }
     };
     for (let i = 0; i < 1000 && !(gone(this.pid) && gone(this.watchdog)); i++) sleepSync(1);
-    log('ckpt-lazy %d ended (restore failed)', this.pid);
+    log('ckpt-lazy %d ended (%s)', this.pid, why);
   }
 
   private close(): void {
