@@ -87,8 +87,10 @@ describe('ckpt migrate', () => {
       rounds: Array<{ kind: string; bytes: number }>;
       bytesSent: number;
       downtimeMs: number;
+      channel: string;
     };
     for (const p of j.pids) track(p, 'migrant');
+    expect(j.channel, 'the images went over the direct channel, not through ssh').toBe('direct');
     expect(j.rounds.filter((x) => x.kind === 'pre-copy').length, describeResult(r)).toBeGreaterThanOrEqual(1);
     expect(j.rounds.at(-1)!.kind).toBe('final');
     // The last round carries only what was written since the round before: far less than the whole.
@@ -123,6 +125,19 @@ describe('ckpt migrate', () => {
       `1 GiB, 1%/s, --lazy: ${j.rounds.length} rounds (${j.rounds.map((x) => (x.bytes / 1e6).toFixed(1)).join(', ')} MB), down ${j.downtimeMs.toFixed(0)} ms (source's view), longest stall seen inside ${v.stall_ms} ms; ${JSON.stringify((JSON.parse(r.stdout) as { phases: unknown }).phases)} rehearsal ${(JSON.parse(r.stdout) as { rehearsal?: string }).rehearsal}`,
     );
   }, 240_000);
+
+  it('with --no-direct the images go through the ssh channel itself: every page right there', async () => {
+    const m = await startOn(H.byName.a, 32, 20);
+    const r = await migrate(H.byName.a, H.byName.b, m, ['--no-direct']);
+    expectOk(r);
+    const j = JSON.parse(r.stdout) as { main: number; pids: number[]; channel: string; channelNote: string };
+    for (const p of j.pids) track(p, 'migrant');
+    expect(j.channel).toBe('ssh');
+    expect(j.channelNote).toMatch(/--no-direct/);
+    await waitNotAlive(m.pid);
+    const v = await verify(j.main, m.report);
+    expect(v.net, 'it runs in host b now').toBe(H.byName.b.netns);
+  }, 120_000);
 
   it('a destination whose restore is killed halfway: the source runs on untouched, nothing of it is left there', async () => {
     const m = await startOn(H.byName.a, 32, 20);

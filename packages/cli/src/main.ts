@@ -541,6 +541,10 @@ program
   .option('--lazy', 'restore lazily on the destination: the process runs before all its memory is back (restore --lazy)')
   .option('--remote-dir <dir>', 'keep the image on the destination in this (empty) directory; by default it is removed after the migration')
   .option(
+    '--no-direct',
+    'send the images over the SSH channel itself, not over a TCP connection of their own to the destination (sealed with a key agreed on through SSH: AES-256-GCM)',
+  )
+  .option(
     '--move-address <ADDR[/PREFIX][@DEV]...>',
     "a service address to move with the processes: taken off this host's interface while they are frozen, put on the destination's (DEV, else the one on its subnet) and announced there; their TCP connections on it go on. Repeatable",
     collect,
@@ -557,6 +561,7 @@ program
       rounds: number;
       lazy?: boolean;
       remoteDir?: string;
+      direct: boolean;
       moveAddress: string[];
       json?: boolean;
     }) => {
@@ -573,6 +578,7 @@ program
         remote: words(o.remoteCkpt ?? process.env.CKPT_REMOTE ?? 'ckpt'),
         maxRounds: o.rounds,
         lazy: o.lazy,
+        direct: o.direct,
         remoteDir: o.remoteDir,
         addresses: specs.map((a) => ownAddress({ ...a, dev: undefined })),
         addressDevs: Object.fromEntries(specs.filter((a) => a.dev).map((a) => [a.addr, a.dev!])),

@@ -45,17 +45,22 @@ import {
   collectGarbage,
   errorMessage,
   fault,
+  logger,
   ownerAlive,
   parsePublicKey,
   selfOwner,
   type Owner,
   type Ckpt,
+  type ProcessRecord,
   type DumpResult,
 } from '@ckpt/core';
 import type { KeyObject } from 'node:crypto';
-import { FILE_NAME, IncomingImage, StreamReader, StreamWriter, readHeader, readReply, sendFrame, type Header } from './wire.js';
+import { FILE_NAME, type FrameWriter, IncomingImage, StreamReader, StreamWriter, readHeader, readReply, sendFrame, type Header } from './wire.js';
+import { connectDirect, type DirectListener, type DirectOffer, listenDirect } from './direct.js';
 import { registerRestored } from './restored.js';
 import { addAddress, announce, placeAddress, removeAddress, type MovedAddress } from './address.js';
+
+const log = logger('migrate');
 
 /** Generations kept in a migration's image directories: all of them (a chain needs its parents). */
 const KEEP_ALL = Number.MAX_SAFE_INTEGER;
@@ -80,6 +85,8 @@ export interface MigrateOptions {
   maxRounds: number;
   /** Restore lazily on the destination (restore --lazy): the processes run before all their memory is back. */
   lazy?: boolean;
+  /** The images go over a direct TCP channel of their own, sealed (direct.ts), when one can be made (default); false: over SSH. */
+  direct?: boolean;
   /** The destination keeps the image there instead of a temporary directory it removes. */
   remoteDir?: string;
   /** Service addresses that move with the processes (--move-address), as the source has them. */
@@ -128,6 +135,9 @@ export interface MigrateResult {
   rehearsal?: string;
   wallMs: number;
   lazy: boolean;
+  /** How the images went: 'direct' (a TCP connection of their own, sealed with AES-256-GCM) or 'ssh'; and why not direct. */
+  channel: 'direct' | 'ssh';
+  channelNote?: string;
   /** Why there was no pre-copy, when there was none. */
   note?: string;
 }
@@ -140,7 +150,9 @@ function shellQuote(s: string): string {
 /** The connection to `ckpt receive` on the destination. */
 class Remote {
   readonly reader: StreamReader;
-  readonly writer: StreamWriter;
+  /** Where frames go: the SSH channel, or the direct channel once it is made (direct.ts). */
+  private writer: FrameWriter;
+  private readonly ssh: StreamWriter;
   private stderr = '';
   private readonly child: ChildProcess;
   private readonly exit: Promise<number | null>;
@@ -151,7 +163,8 @@ class Remote {
     const child = spawn(o.ssh[0], [...o.ssh.slice(1), '-T', o.host, command], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     this.reader = new StreamReader(child.stdout!);
-    this.writer = new StreamWriter(child.stdin!);
+    this.ssh = new StreamWriter(child.stdin!);
+    this.writer = this.ssh;
     child.stderr!.on('data', (b: Buffer) => {
       this.stderr = (this.stderr + b.toString('utf8')).slice(-4096);
     });
@@ -184,9 +197,26 @@ class Remote {
     return readReply(this.reader, what, this.lastWords);
   }
 
+  /**
+   * Sends the frames from here on over the direct channel the destination offers (direct.ts):
+   * undefined once it does, else why not (they go over SSH).
+   */
+  async direct(offer: DirectOffer): Promise<string | undefined> {
+    let w: FrameWriter;
+    try {
+      w = await connectDirect(offer);
+    } catch (e) {
+      return errorMessage(e);
+    }
+    await this.send({ op: 'direct' });
+    this.writer = w;
+    return undefined;
+  }
+
   /** Ends the conversation; waits a while for the remote side to exit, then kills ssh. */
   async close(): Promise<number | null> {
-    this.writer.end();
+    if (this.writer !== this.ssh) this.writer.end();
+    this.ssh.end();
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
     const code = await this.exit;
     clearTimeout(timer);
@@ -225,6 +255,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
   let restored: { pids: number[]; main: number; app?: string } | undefined;
   let note: string | undefined;
   let rehearsal: string | undefined;
+  let channelNote: string | undefined;
   const phases: MigrateResult['phases'] = { dumpMs: 0, sendMs: 0, checkMs: 0, restoreMs: 0, destRestoreMs: 0, resumeMs: 0 };
   try {
     const key = new KeyStore().hostKey()!;
@@ -234,9 +265,16 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       key: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
       lazy: !!o.lazy,
       addresses: o.addresses.map((a) => ({ ...a, dev: o.addressDevs?.[a.addr] })),
+      direct: o.direct !== false,
     });
     const hello = await remote.reply(`to connect (ssh ${o.host})`);
     say(`connected to ckpt ${hello.version} on ${o.host}`);
+    if (o.direct === false) channelNote = 'not asked for (--no-direct)';
+    else if (!hello.direct) channelNote = `the destination offers none${hello.directNote ? ` (${String(hello.directNote)})` : ''}`;
+    else {
+      channelNote = await remote.direct(hello.direct as DirectOffer);
+      if (channelNote) say(`no direct channel (${channelNote}): the images go over ssh`);
+    }
     let parent: string | undefined;
     let prevBytes = Number.POSITIVE_INFINITY;
     if (!Object.keys(o.track).length) note = 'no pre-copy: no loaded plugin tracks written memory (--track-mem)';
@@ -355,6 +393,8 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
       ...(rehearsal ? { rehearsal } : {}),
       wallMs: performance.now() - t0,
       lazy: !!o.lazy,
+      channel: channelNote ? 'ssh' : 'direct',
+      ...(channelNote ? { channelNote } : {}),
       ...(note ? { note } : {}),
     };
   } catch (e) {
@@ -423,7 +463,9 @@ function sweepOrphans(prefix: string): void {
  * migration too unless it was given a directory to keep the image in.
  */
 export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<string, Record<string, unknown>> }): Promise<number> {
-  const r = new StreamReader(process.stdin);
+  // The frames come over SSH (stdin), or over the direct channel once the source says so.
+  let r = new StreamReader(process.stdin);
+  let direct: DirectListener | undefined;
   let dir: string;
   if (o.dir) {
     dir = resolve(o.dir);
@@ -446,8 +488,8 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
   // with a reset. The restore rebuilds each connection blocked, and unblocks it once it is whole;
   // what is left (connections the final image no longer has, a failed restore) goes at the end.
   const held = new NftNetworkLocks().group();
-  const holdConnections = (image: ImageReader) => {
-    for (const p of image.processes())
+  const holdConnections = (processes: ProcessRecord[]) => {
+    for (const p of processes)
       for (const f of p.fds) {
         const d = f.kind === 'tcp' ? (f.data as { local?: InetAddr; peer?: InetAddr } | undefined) : undefined;
         if (d?.local && d.peer) held.block(d.local, d.peer);
@@ -461,7 +503,27 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         trust = parsePublicKey(String(h.key), "the source's key");
         // Where each moving address will go: checked now, before anything is frozen.
         addresses = ((h.addresses as Array<MovedAddress & { dev?: string }>) ?? []).map((a) => placeAddress({ ...a, dev: '' }, a.dev || undefined));
-        reply({ ok: true, version: VERSION, dir, addresses });
+        let directNote: string | undefined;
+        if (h.direct) {
+          // The address the source's SSH client reached: the source can reach it.
+          const here = process.env.SSH_CONNECTION?.split(' ')[2];
+          if (!here) directNote = 'not run by sshd (no SSH_CONNECTION)';
+          else {
+            try {
+              direct = await listenDirect(here);
+            } catch (e) {
+              directNote = `cannot listen on ${here}: ${errorMessage(e)}`;
+            }
+          }
+        }
+        reply({ ok: true, version: VERSION, dir, addresses, ...(direct ? { direct: direct.offer } : directNote ? { directNote } : {}) });
+      } else if (h.op === 'direct') {
+        if (!direct) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'protocol error: direct without an offer');
+        const channel = direct;
+        r = await channel.accept();
+        // SSH holds the session: when it goes, so does the source.
+        if (process.stdin.readableEnded) channel.close();
+        else process.stdin.once('end', () => channel.close());
       } else if (h.op === 'file') {
         const g = Number(h.generation);
         const name = String(h.name);
@@ -471,7 +533,9 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         if (!s) staging.set(g, (s = new IncomingImage(dir)));
         fault('receive:file');
         if (s.has(name)) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `protocol error: file ${name} of generation ${g} sent twice`);
+        const t = performance.now();
         await s.take(r, name, h.size ?? 0);
+        log('generation %d: %s, %d bytes in %s ms', g, name, h.size ?? 0, (performance.now() - t).toFixed(1));
       } else if (h.op === 'commit') {
         const g = Number(h.generation);
         const s = staging.get(g);
@@ -479,10 +543,10 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
         // Signature (with the source's key), the chain, every file's digest: checked now, before it
         // is a generation and while the source runs, rather than found wrong at the restore.
         const t = performance.now();
-        s.check(trust ? [trust] : []);
+        const processes = s.check(trust ? [trust] : []).processes();
         staging.delete(g);
         const n = s.commit(KEEP_ALL);
-        holdConnections(ImageReader.open(dir, { generation: n, trust: trust ? [trust] : [] }));
+        holdConnections(processes);
         if (n !== g) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', `generation ${g} arrived as generation ${n} of ${dir}`);
         reply({ ok: true, generation: g, checkMs: performance.now() - t });
       } else if (h.op === 'rehearse') {
@@ -519,9 +583,8 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
       } else if (h.op === 'restore') {
         fault('receive:restore');
         const t = performance.now();
-        // Before the addresses come here (held since the pre-copy rounds; the final image's
-        // new connections now).
-        holdConnections(ImageReader.open(dir, { generation: Number(h.generation), trust: trust ? [trust] : [] }));
+        // The connections are held since their generations were committed, before the
+        // addresses come here.
         const plugins = { ...((h.plugins as Record<string, Record<string, unknown>>) ?? {}), ...(h.lazy ? o.lazyOptions : {}) };
         if (h.lazy && !Object.keys(o.lazyOptions).length) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'no loaded plugin restores lazily (--lazy) here');
         for (const a of addresses) {
@@ -566,6 +629,7 @@ export async function receive(c: Ckpt, o: { dir?: string; lazyOptions: Record<st
     process.stderr.write(`ckpt: error: ${errorMessage(e)}\n`);
     return 1;
   } finally {
+    direct?.close();
     for (const s of staging.values()) s.drop();
     if (!keep && existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     try {

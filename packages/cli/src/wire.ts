@@ -118,8 +118,14 @@ export class StreamReader {
   }
 }
 
+/** Where frames are written: a stream (StreamWriter), or the sealed direct channel (direct.ts). */
+export interface FrameWriter {
+  write(b: Buffer): Promise<void>;
+  end(): void;
+}
+
 /** Writes to a stream, waiting for it to drain; fails once the stream did. */
-export class StreamWriter {
+export class StreamWriter implements FrameWriter {
   private failed?: Error;
   constructor(private readonly stream: Writable) {
     stream.on('error', (e) => {
@@ -152,7 +158,7 @@ export class StreamWriter {
 export type Header = { op: string; size?: number } & Record<string, unknown>;
 
 /** Sends one frame; with `file`, its `size` bytes follow the header. */
-export async function sendFrame(w: StreamWriter, header: Header, file?: string): Promise<number> {
+export async function sendFrame(w: FrameWriter, header: Header, file?: string): Promise<number> {
   const h = Buffer.from(JSON.stringify(header));
   const len = Buffer.alloc(4);
   len.writeUInt32BE(h.length);
