@@ -203,19 +203,45 @@ export async function readHeader(r: StreamReader): Promise<Header | undefined> {
 
 /** Writes a frame's body (`size` bytes) into fd, and into the running hash `hash` if given. */
 export async function takeBody(r: StreamReader, size: number, fd: number, hash?: HashHandle): Promise<void> {
-  // A CHUNK at a time, gathered from the socket's reads (64 KiB each): hashed and written in
-  // big pieces, a piece of 64 KiB hashes its last chunks one by one (the tree's edge) and
-  // costs a write of its own.
-  const piece = Buffer.allocUnsafe(Math.min(CHUNK, size));
-  for (let left = size; left > 0; ) {
-    const n = Math.min(CHUNK, left);
-    if (!(await r.into(piece, n))) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the connection closed in the middle of a file');
-    const b = piece.subarray(0, n);
+  // Hashed and written in big pieces: a piece of 64 KiB hashes its last chunks one by one (the
+  // tree's edge) and costs a write of its own. A big chunk as it came (the direct channel's
+  // records, a MiB each) goes as it is; small ones (a socket's reads, 64 KiB each) are gathered
+  // into a CHUNK first.
+  let piece: Buffer | undefined;
+  let have = 0;
+  const put = (b: Buffer) => {
     if (hash) native.hash.hashUpdate(hash, b);
-    for (let at = 0; at < n; ) at += writeSync(fd, b, at, n - at);
-    left -= n;
+    for (let at = 0; at < b.length; ) at += writeSync(fd, b, at, b.length - at);
+  };
+  for (let left = size; left > 0; ) {
+    const b = await r.some(Math.min(CHUNK, left));
+    if (!b) throw new CkptError('ERR_CKPT_MIGRATE_FAILED', 'the connection closed in the middle of a file');
+    left -= b.length;
+    if (!have && (b.length >= BIG_CHUNK || !left)) {
+      put(b);
+      continue;
+    }
+    piece ??= Buffer.allocUnsafe(Math.min(CHUNK, size));
+    const n = Math.min(b.length, piece.length - have);
+    b.copy(piece, have, 0, n);
+    have += n;
+    if (have === piece.length || !left) {
+      put(piece.subarray(0, have));
+      have = 0;
+    }
+    if (n < b.length) {
+      b.copy(piece, 0, n);
+      have = b.length - n;
+      if (!left) {
+        put(piece.subarray(0, have));
+        have = 0;
+      }
+    }
   }
 }
+
+/** From this size on, a chunk is hashed and written as it came, not gathered first. */
+const BIG_CHUNK = 256 << 10;
 
 export interface Reply {
   ok: boolean;
