@@ -249,6 +249,12 @@ export interface MemBinding {
    * eager runs ([addr, len] pairs) in pieces contiguous in the blob ([blob offset, runs] pairs);
    * the indices of the ranges the lazy runs fall in; the bytes of each.
    */
+  /**
+   * An increment's blob put together: the bytes of `runs` (sorted flat runs), those of `used`
+   * from `pages` (the bytes of `reset`'s runs in order), the others from `fresh` (in order).
+   * Throws when `fresh` holds fewer or more bytes than that.
+   */
+  assemble(runs: Float64Array, used: Float64Array, reset: Float64Array, pages: Buffer, fresh: Buffer): Buffer;
   planRuns(
     runs: Float64Array,
     ranges: Float64Array,

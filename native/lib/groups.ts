@@ -40,6 +40,7 @@ export const GROUPS = {
     'pagemapScanJoin',
     'runsOp',
     'planRuns',
+    'assemble',
     'readPages',
     'readPagesInto',
     'allocPages',

@@ -1192,6 +1192,56 @@ Napi::Value PlanRuns(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// assemble(runs, used, reset, pages, fresh) -> Buffer: an increment's blob put together (the
+// memory plugin's precopy.ts says what it is): the bytes of `runs` (sorted flat runs, blob
+// order), those of `used` from `pages` (the bytes of `reset`'s runs, in order, read before the
+// freeze), the others from `fresh` (read while frozen, in order). Throws when `fresh` holds fewer
+// or more bytes than that, or `used` lies outside `reset`.
+Napi::Value Assemble(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Float64Array fr = RunsArg(info[0]), fu = RunsArg(info[1]), fk = RunsArg(info[2]);
+  Napi::Buffer<uint8_t> pages = info[3].As<Napi::Buffer<uint8_t>>(), fresh = info[4].As<Napi::Buffer<uint8_t>>();
+  const double *runs = fr.Data(), *used = fu.Data(), *read = fk.Data();
+  const size_t nr = fr.ElementLength() & ~size_t{1}, nu = fu.ElementLength() & ~size_t{1}, nk = fk.ElementLength() & ~size_t{1};
+  double total = 0;
+  for (size_t i = 0; i < nr; i += 2) total += runs[i + 1];
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, static_cast<size_t>(total));
+  uint8_t* o = out.Data();
+  size_t at = 0, f = 0, j = 0, k = 0;
+  double kOff = 0;
+  auto fail = [&](const char* why) {
+    Napi::Error::New(env, std::string("pre-copy: ") + why).ThrowAsJavaScriptException();
+    return env.Undefined();
+  };
+  for (size_t i = 0; i < nr; i += 2) {
+    double a = runs[i];
+    const double end = a + runs[i + 1];
+    while (a < end) {
+      while (j < nu && used[j] + used[j + 1] <= a) j += 2;
+      if (j < nu && used[j] <= a) {
+        while (k < nk && read[k] + read[k + 1] <= a) kOff += read[k + 1], k += 2;
+        if (k >= nk || read[k] > a) return fail("a page taken from the pre-copy that it did not read");
+        const double e = std::min({end, used[j] + used[j + 1], read[k] + read[k + 1]});
+        const size_t from = static_cast<size_t>(kOff + (a - read[k])), len = static_cast<size_t>(e - a);
+        if (from + len > pages.Length()) return fail("fewer pages read before the freeze than it holds");
+        memcpy(o + at, pages.Data() + from, len);
+        at += len;
+        a = e;
+      } else {
+        const double e = j < nu ? std::min(end, used[j]) : end;
+        const size_t len = static_cast<size_t>(e - a);
+        if (f + len > fresh.Length()) return fail("fewer pages read while frozen than the image holds");
+        memcpy(o + at, fresh.Data() + f, len);
+        f += len;
+        at += len;
+        a = e;
+      }
+    }
+  }
+  if (f != fresh.Length()) return fail("more pages read while frozen than the image holds");
+  return out;
+}
+
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
@@ -1199,6 +1249,7 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapScanJoin", Napi::Function::New(env, PagemapScanJoin));
   exports.Set("runsOp", Napi::Function::New(env, RunsOp));
   exports.Set("planRuns", Napi::Function::New(env, PlanRuns));
+  exports.Set("assemble", Napi::Function::New(env, Assemble));
   exports.Set("readPages", Napi::Function::New(env, ReadPages));
   exports.Set("dumpPages", Napi::Function::New(env, DumpPages));
   exports.Set("restorePages", Napi::Function::New(env, RestorePages));

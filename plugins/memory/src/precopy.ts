@@ -95,55 +95,10 @@ export function notePrecopied(pre: Precopy, clean: ArrayLike<number>): void {
 
 /**
  * The bytes of `runs` (sorted flat runs, the blob's order) put together: the pages the pre-copy
- * has (`used`) from it, the others from `fresh` (read while frozen, in order).
+ * has (`used`) from it, the others from `fresh` (read while frozen, in order). Native: a
+ * migration's final round does it frozen, over thousands of scattered pages.
  */
 export function assemble(runs: ArrayLike<number>, pre: Precopy, fresh: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(runsBytes(runs));
-  const { used, reset: read, pages } = pre;
-  let at = 0;
-  let f = 0;
-  let j = 0;
-  let k = 0;
-  let kOff = 0;
-  // Pieces that follow each other in their source are copied as one (scattered pages pre-copied
-  // in a row: one copy, not one per page).
-  let src: Buffer | undefined;
-  let from = 0;
-  let to = 0;
-  let dst = 0;
-  const take = (b: Buffer, s: number, e: number) => {
-    if (b === src && s === to) {
-      to = e;
-      return;
-    }
-    if (src) src.copy(out, dst, from, to);
-    src = b;
-    from = s;
-    to = e;
-    dst = at;
-  };
-  for (let i = 0; i < runs.length; i += 2) {
-    let a = runs[i];
-    const end = a + runs[i + 1];
-    while (a < end) {
-      while (j < used.length && used[j] + used[j + 1] <= a) j += 2;
-      if (j < used.length && used[j] <= a) {
-        for (; read[k] + read[k + 1] <= a; k += 2) kOff += read[k + 1];
-        const e = Math.min(end, used[j] + used[j + 1], read[k] + read[k + 1]);
-        take(pages!, kOff + (a - read[k]), kOff + (e - read[k]));
-        at += e - a;
-        a = e;
-      } else {
-        const e = j < used.length ? Math.min(end, used[j]) : end;
-        if (f + (e - a) > fresh.length) throw new Error('pre-copy: fewer pages read while frozen than the image holds');
-        take(fresh, f, f + (e - a));
-        f += e - a;
-        at += e - a;
-        a = e;
-      }
-    }
-  }
-  if (src) src.copy(out, dst, from, to);
-  if (f !== fresh.length) throw new Error('pre-copy: more pages read while frozen than the image holds');
-  return out;
+  const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
+  return native.mem.assemble(f64(runs), f64(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh);
 }
