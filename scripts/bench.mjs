@@ -33,10 +33,11 @@
 //                 page-cached blob size into fresh memory (ref.c), `node -e 0`
 //       migrate   ckpt migrate of a 1 GiB process writing 1% of its memory a second
 //                 (test/fixtures/migrant.c) between two network namespaces with an sshd each, on a
-//                 veth bridge (scripts/hosts.mjs): a -> b, then back lazily; the downtime seen
-//                 from inside (its longest stall, to a second after it runs there) and as the
-//                 source reports it, the rounds, bytes sent, wall; reference: `ssh b true`.
-//                 Then a dump of it to a page server on b,
+//                 veth bridge (scripts/hosts.mjs): a -> b, then back lazily, then to b lazily
+//                 with the images through ssh itself (--no-direct); the downtime seen from inside
+//                 (its longest stall, to a second after it runs there) and as the source reports
+//                 it, the final round's send, the rounds, bytes sent, wall; reference: `ssh b
+//                 true`. Then a dump of it to a page server on a,
 //                 next to a same-run nc-style copy of its pages over the same link
 //                 (scripts/bench/tcpcopy.py)
 //   --compare BIN    also run the workloads' dump and restore through another checkpointer with
@@ -1746,7 +1747,8 @@ async function lazyTable(ck, bins) {
 // ---- migration and the page server ------------------------------------------------------------
 /**
  * ckpt migrate between two network namespaces with a real sshd each (scripts/hosts.mjs), the
- * migrant writing 1% of its 1 GiB a second; then a dump of it to a page server on the other host,
+ * migrant writing 1% of its 1 GiB a second: eagerly, lazily, and lazily with the images through
+ * ssh itself (--no-direct); then a dump of it to a page server on the other host,
  * next to an nc-style copy of as many bytes over the same link.
  */
 async function migrateTable(bins) {
@@ -1760,13 +1762,11 @@ async function migrateTable(bins) {
   const [a, b] = H.hosts;
   const inNs = (h, file, argv, timeout) => spawnWall(H.inNs(h)[0], [...H.inNs(h).slice(1), file, ...argv], timeout);
   const cli = (h, argv, timeout) => inNs(h, process.execPath, [ckptBin, ...argv], timeout);
-  const r = {
-    inside: { eager: [], lazy: [] },
-    source: { eager: [], lazy: [] },
-    wall: { eager: [], lazy: [] },
-    rounds: { eager: [], lazy: [] },
-    sent: { eager: [], lazy: [] },
-  };
+  // eager a -> b and lazy b -> a over the direct channel (the default); lazy a -> b again with
+  // the images through ssh itself (--no-direct), for the channel's share of the downtime.
+  const MODES = ['eager', 'lazy', 'lazy-ssh'];
+  const per = () => Object.fromEntries(MODES.map((m) => [m, []]));
+  const r = { inside: per(), source: per(), wall: per(), rounds: per(), sent: per(), sendMs: per() };
   const ps = { ms: [], bytes: 0, refMs: [] };
   const ssh = [];
   try {
@@ -1792,6 +1792,7 @@ async function migrateTable(bins) {
       for (const [mode, from, to] of [
         ['eager', a, b],
         ['lazy', b, a],
+        ['lazy-ssh', a, b],
       ]) {
         process.stderr.write(` ${mode}`);
         await sleep(2000);
@@ -1806,7 +1807,8 @@ async function migrateTable(bins) {
           '--remote-ckpt',
           H.remoteCkpt(to).join(' '),
           '--json',
-          ...(mode === 'lazy' ? ['--lazy'] : []),
+          ...(mode !== 'eager' ? ['--lazy'] : []),
+          ...(mode === 'lazy-ssh' ? ['--no-direct'] : []),
         ]);
         if (m.code !== 0) throw new Error(`ckpt migrate (${mode}): ${m.stderr}`);
         const j = JSON.parse(m.stdout);
@@ -1822,22 +1824,25 @@ async function migrateTable(bins) {
         r.wall[mode].push(m.ms);
         r.rounds[mode].push(j.rounds.length);
         r.sent[mode].push(j.bytesSent);
+        r.sendMs[mode].push(j.phases.sendMs);
+        if ((mode === 'lazy-ssh') !== (j.channel === 'ssh')) throw new Error(`ckpt migrate (${mode}) sent over ${j.channel}: ${j.channelNote ?? ''}`);
       }
       ssh.push(inNs(a, H.ssh[0], [...H.ssh.slice(1), 'b', 'true']).ms);
       // The page server on b; the dump from a.
       process.stderr.write(' page-server');
       const psDir = join(tmp, `ps-${run}`);
-      const server = spawnDetachedIn(b, [process.execPath, ckptBin, 'page-server', '--listen', `${b.addr}:0`, '-D', psDir, '--once', '--json']);
+      // The process is on b after the three migrations: the server on a.
+      const server = spawnDetachedIn(a, [process.execPath, ckptBin, 'page-server', '--listen', `${a.addr}:0`, '-D', psDir, '--once', '--json']);
       const port = await server.port;
-      const d = cli(a, ['dump', '--app', app.app, '--page-server', `${b.addr}:${port}`, '--leave-running', '--json']);
+      const d = cli(b, ['dump', '--app', app.app, '--page-server', `${a.addr}:${port}`, '--leave-running', '--json']);
       if (d.code !== 0) throw new Error(`ckpt dump --page-server: ${d.stderr}`);
       ps.ms.push(d.ms);
       ps.bytes = JSON.parse(d.stdout).imageBytes;
       await server.done;
       const blob = readdirSync(join(psDir, '1')).find((n) => n.startsWith('pages-') && statSizeOf(join(psDir, '1', n)) > 100 * MiB);
       // The reference: the same bytes, page-cached, sent over the same link by sendfile, written to a file there.
-      const recv = spawnDetachedIn(b, ['python3', join(root, 'scripts/bench/tcpcopy.py'), 'recv', b.addr, join(tmp, `copy-${run}`)], /^(\d+)$/m);
-      const c = inNs(a, 'python3', [join(root, 'scripts/bench/tcpcopy.py'), 'send', b.addr, String(await recv.port), join(psDir, '1', blob)]);
+      const recv = spawnDetachedIn(a, ['python3', join(root, 'scripts/bench/tcpcopy.py'), 'recv', a.addr, join(tmp, `copy-${run}`)], /^(\d+)$/m);
+      const c = inNs(b, 'python3', [join(root, 'scripts/bench/tcpcopy.py'), 'send', a.addr, String(await recv.port), join(psDir, '1', blob)]);
       if (c.code !== 0) throw new Error(`tcpcopy: ${c.stderr}`);
       ps.refMs.push(Number(c.stdout.trim()) * (ps.bytes / statSizeOf(join(psDir, '1', blob))));
       await recv.done;
@@ -1855,9 +1860,16 @@ async function migrateTable(bins) {
     runs,
     sshMs: median(ssh),
     ...Object.fromEntries(
-      ['eager', 'lazy'].map((m) => [
+      MODES.map((m) => [
         m,
-        { insideMs: stats(r.inside[m]), sourceMs: stats(r.source[m]), wallMs: stats(r.wall[m]), rounds: median(r.rounds[m]), sentBytes: median(r.sent[m]) },
+        {
+          insideMs: stats(r.inside[m]),
+          sourceMs: stats(r.source[m]),
+          wallMs: stats(r.wall[m]),
+          rounds: median(r.rounds[m]),
+          sentBytes: median(r.sent[m]),
+          finalSendMs: stats(r.sendMs[m]),
+        },
       ]),
     ),
     pageServer: { bytes: ps.bytes, ms: stats(ps.ms), refMs: median(ps.refMs) },
@@ -1865,15 +1877,12 @@ async function migrateTable(bins) {
   console.log(`\n== migrate: ${mib} MiB writing 1% a second, between two netns hosts over ssh, ${runs} run${runs > 1 ? 's' : ''} (median; min/max) ==`);
   const rows = [];
   const row = (label, s, ref, note) => rows.push([label, fms(s?.median), fms(s?.min), fms(s?.max), fms(ref), s && ref ? fx(s.median / ref) : '', note]);
-  for (const m of ['eager', 'lazy']) {
+  const how = { eager: 'a -> b', lazy: 'migrate --lazy, b -> a', 'lazy-ssh': 'migrate --lazy --no-direct, a -> b: the images through ssh' };
+  for (const m of MODES) {
     const x = res[m];
-    row(
-      `${m}: downtime seen inside ms`,
-      x.insideMs,
-      res.sshMs,
-      `its longest stall, to 1 s after; reference: ssh b true (${m === 'lazy' ? 'migrate --lazy, b -> a' : 'a -> b'})`,
-    );
+    row(`${m}: downtime seen inside ms`, x.insideMs, res.sshMs, `its longest stall, to 1 s after; reference: ssh b true (${how[m]})`);
     row(`${m}: downtime (source) ms`, x.sourceMs, undefined, 'from the final freeze to "running" there, as ckpt migrate reports it');
+    row(`${m}: final round sent ms`, x.finalSendMs, undefined, `the final image to the destination (${m === 'lazy-ssh' ? 'through ssh' : 'the direct channel'}), within the downtime`);
     row(`${m}: wall ms`, x.wallMs, undefined, `${x.rounds} rounds, ${fmb(x.sentBytes)} MB sent`);
   }
   const gbs = (ms) => ps.bytes / (ms * 1e6);
