@@ -250,11 +250,12 @@ export interface MemBinding {
    * the indices of the ranges the lazy runs fall in; the bytes of each.
    */
   /**
-   * An increment's blob put together: the bytes of `runs` (sorted flat runs), those of `used`
-   * from `pages` (the bytes of `reset`'s runs in order), the others from `fresh` (in order).
-   * Throws when `fresh` holds fewer or more bytes than that.
+   * An increment's blob (the memory plugin's precopy.ts), hashed into `hash` and written to `fd`
+   * piece by piece, never put together in memory: the bytes of `runs` (sorted flat runs), those of
+   * `used` from `pages` (the bytes of `reset`'s runs in order), the others from `fresh` (in
+   * order). Throws when `fresh` holds fewer or more bytes than that. The bytes written.
    */
-  assemble(runs: Float64Array, used: Float64Array, reset: Float64Array, pages: Buffer, fresh: Buffer): Buffer;
+  assembleWrite(runs: Float64Array, used: Float64Array, reset: Float64Array, pages: Buffer, fresh: Buffer, fd: number, hash: HashHandle): number;
   planRuns(
     runs: Float64Array,
     ranges: Float64Array,

@@ -40,7 +40,7 @@ export const GROUPS = {
     'pagemapScanJoin',
     'runsOp',
     'planRuns',
-    'assemble',
+    'assembleWrite',
     'readPages',
     'readPagesInto',
     'allocPages',

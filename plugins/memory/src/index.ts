@@ -82,7 +82,7 @@ import {
   without,
 } from './ranges.js';
 import { handOver, prepareTracking, registerAreas, startTracking, takenTracking, trackingCommitted, type TrackRef, type Tracking } from './track.js';
-import { assemble, notePrecopied, precopy, type Precopy } from './precopy.js';
+import { notePrecopied, precopy, type Precopy } from './precopy.js';
 import { aioRingOf, makeAioRing, putAioId } from './aio.js';
 import { fillEager, LazyDaemon, lazyArea, lazyUffd, notLazy, planBlob, waitLazyRestored, type BlobPlan, type PagesSource } from './lazy.js';
 
@@ -734,7 +734,7 @@ async function copyRest(proc: ProcessDump, out: PagesOut, runs: number[], total:
   if (bytes > 0 && buffered(proc, out, bytes, resident)) {
     // Read now, while frozen; hashed and written once the processes run again.
     const pages = readFrozenPages(session, proc.procPid, runs, bytes);
-    writeWhenThawed(proc, out, total, pages.length, () => pages);
+    writeWhenThawed(proc, out, total, pages.length, () => writeBuffered(out, pages));
     return;
   }
   const snapshot = takeSnapshot(proc, bytes, resident, options);
@@ -772,7 +772,7 @@ function fromPrecopy(proc: ProcessDump, out: PagesOut, runs: number[], total: nu
   if (freshBytes > BUFFER_MAX) return false;
   const pages = freshBytes ? readFrozenPages(session, proc.procPid, fresh, freshBytes) : Buffer.alloc(0);
   session.stats['memory.precopyUsedBytes'] = Number(session.stats['memory.precopyUsedBytes'] ?? 0) + runsBytes(pre.used);
-  writeWhenThawed(proc, out, total, pages.length, () => assemble(runs, pre, pages));
+  writeWhenThawed(proc, out, total, pages.length, () => writeAssembled(out, runs, pre, pages));
   return true;
 }
 
@@ -781,12 +781,12 @@ function fromPrecopy(proc: ProcessDump, out: PagesOut, runs: number[], total: nu
  * the blob once the processes run again (the bytes `blob` gives, in blob order), which is then
  * complete; the spare goes back.
  */
-function writeWhenThawed(proc: ProcessDump, out: PagesOut, total: number, frozenBytes: number, blob: () => Buffer): void {
+function writeWhenThawed(proc: ProcessDump, out: PagesOut, total: number, frozenBytes: number, write: () => void): void {
   const { session } = proc;
   session.stats['memory.bufferedBytes'] = Number(session.stats['memory.bufferedBytes'] ?? 0) + frozenBytes;
   session.whenThawed(async () => {
     try {
-      writeBuffered(out, blob());
+      write();
     } finally {
       releaseSpare(session);
     }
@@ -810,6 +810,20 @@ const BUFFER_SHARE = 8;
 function buffered(proc: ProcessDump, out: PagesOut, bytes: number, resident: number): boolean {
   if (!proc.session.options.leaveRunning || out.zstd || bytes > BUFFER_MAX) return false;
   return bytes < SNAPSHOT_MIN_BYTES || bytes * BUFFER_SHARE < resident;
+}
+
+/**
+ * The increment's pages from the pre-copy and the frozen read, into the blob in its order: hashed
+ * and written piece by piece (native.mem.assembleWrite), not put together in memory first.
+ */
+function writeAssembled(out: PagesOut, runs: number[], pre: Precopy, fresh: Buffer): void {
+  const bytes = runsBytes(runs);
+  const fd = out.blob.target(bytes);
+  const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
+  native.mem.assembleWrite(Float64Array.from(runs), f64(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh, fd, out.blob.hash);
+  out.blob.drain();
+  out.copied += bytes;
+  out.blob.size += bytes;
 }
 
 /** Pages read into memory (buffered) into the blob: hashed and written as dumpPages would. */

@@ -1,8 +1,35 @@
-// The pre-copy's assembly of a blob: each page from the pages read ahead when the freeze found it
-// still clean (`used`), else from the pages read while frozen, in order. Checked page by page
-// against a plain model on random layouts.
+// The pre-copy's assembly of a blob (native.mem.assembleWrite): each page from the pages read
+// ahead when the freeze found it still clean (`used`), else from the pages read while frozen, in
+// order, hashed and written to a file. Checked page by page against a plain model on random
+// layouts.
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native } from '@ckpt/native';
 import { describe, expect, it } from 'vitest';
-import { assemble, type Precopy } from './precopy.js';
+import type { Precopy } from './precopy.js';
+
+/** What the blob file gets: the bytes written, checked against the hash computed with them. */
+function assemble(runs: number[], pre: Precopy, fresh: Buffer): Buffer {
+  const dir = mkdtempSync(join(tmpdir(), 'ckpt-unit-precopy-'));
+  try {
+    const fd = openSync(join(dir, 'blob'), 'w+');
+    const hash = native.hash.hashNew('blake3');
+    try {
+      const n = native.mem.assembleWrite(Float64Array.from(runs), Float64Array.from(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh, fd, hash);
+      const bytes = readFileSync(join(dir, 'blob'));
+      expect(n).toBe(bytes.length);
+      const want = native.hash.hashNew('blake3');
+      native.hash.hashUpdate(want, bytes);
+      expect(native.hash.hashDigest(hash)).toBe(native.hash.hashDigest(want));
+      return bytes;
+    } finally {
+      closeSync(fd);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 const P = 0x1000;
 

@@ -92,13 +92,3 @@ export function notePrecopied(pre: Precopy, clean: ArrayLike<number>): void {
   if (!pre.pages) return;
   for (const x of intersectRuns(clean, pre.reset)) pre.used.push(x);
 }
-
-/**
- * The bytes of `runs` (sorted flat runs, the blob's order) put together: the pages the pre-copy
- * has (`used`) from it, the others from `fresh` (read while frozen, in order). Native: a
- * migration's final round does it frozen, over thousands of scattered pages.
- */
-export function assemble(runs: ArrayLike<number>, pre: Precopy, fresh: Buffer): Buffer {
-  const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
-  return native.mem.assemble(f64(runs), f64(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh);
-}
