@@ -69,6 +69,7 @@ export { NAME } from './record.js';
 import {
   cutRuns,
   type ExcludeSpec,
+  f64,
   intersectRuns,
   takeFromBlob,
   mergeRanges,
@@ -819,8 +820,7 @@ function buffered(proc: ProcessDump, out: PagesOut, bytes: number, resident: num
 function writeAssembled(out: PagesOut, runs: number[], pre: Precopy, fresh: Buffer): void {
   const bytes = runsBytes(runs);
   const fd = out.blob.target(bytes);
-  const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
-  native.mem.assembleWrite(Float64Array.from(runs), f64(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh, fd, out.blob.hash);
+  native.mem.assembleWrite(f64(runs), f64(pre.used), pre.reset, pre.pages ?? Buffer.alloc(0), fresh, fd, out.blob.hash);
   out.blob.drain();
   out.copied += bytes;
   out.blob.size += bytes;

@@ -109,7 +109,8 @@ export function mergeRanges(ranges: ReadonlyArray<{ start: number; end: number }
  */
 const NATIVE_RUNS = 512;
 
-const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
+/** A run list as a Float64Array (what the native calls take), without a copy when it is one. */
+export const f64 = (x: ArrayLike<number>) => (x instanceof Float64Array ? x : Float64Array.from(x));
 
 /**
  * A run set's result: a plain array from the JS loops, a Float64Array from the native ones (kept
