@@ -190,7 +190,19 @@ class Remote {
   };
 
   async send(h: Header, file?: string): Promise<void> {
-    this.sent += await sendFrame(this.writer, h, file);
+    try {
+      this.sent += await sendFrame(this.writer, h, file);
+    } catch (e) {
+      // The destination failed and closed its end: what it said is the cause, not the broken write.
+      const said = await Promise.race([
+        readReply(this.reader, 'while the images went there', this.lastWords).then(
+          () => undefined,
+          (err: unknown) => err,
+        ),
+        new Promise((r) => setTimeout(r, 2000, undefined)),
+      ]);
+      throw said ?? e;
+    }
   }
 
   reply(what: string) {
