@@ -1882,7 +1882,12 @@ async function migrateTable(bins) {
     const x = res[m];
     row(`${m}: downtime seen inside ms`, x.insideMs, res.sshMs, `its longest stall, to 1 s after; reference: ssh b true (${how[m]})`);
     row(`${m}: downtime (source) ms`, x.sourceMs, undefined, 'from the final freeze to "running" there, as ckpt migrate reports it');
-    row(`${m}: final round sent ms`, x.finalSendMs, undefined, `the final image to the destination (${m === 'lazy-ssh' ? 'through ssh' : 'the direct channel'}), within the downtime`);
+    row(
+      `${m}: final round sent ms`,
+      x.finalSendMs,
+      undefined,
+      `the final image to the destination (${m === 'lazy-ssh' ? 'through ssh' : 'the direct channel'}), within the downtime`,
+    );
     row(`${m}: wall ms`, x.wallMs, undefined, `${x.rounds} rounds, ${fmb(x.sentBytes)} MB sent`);
   }
   const gbs = (ms) => ps.bytes / (ms * 1e6);
