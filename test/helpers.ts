@@ -610,6 +610,21 @@ export function nftCkptTable(): string {
 export const portBlocked = (port: number): boolean => new RegExp(`\\. ${port}\\b|\\b${port} \\.`).test(nftCkptTable());
 
 /**
+ * A fixture that takes only its report file (FIXTURE REPORT) and says "ready PID" there, started
+ * outside any namespace in a fresh directory (tagged `tag`): its directory, report, pid (tracked)
+ * and path.
+ */
+export async function startReporting(name: string, tag: string): Promise<{ dir: string; report: string; pid: number; fixture: string }> {
+  const dir = makeTempDir(tag);
+  const report = path.join(dir, 'report');
+  const fixture = path.join(BUILD_DIR, name);
+  await runFixture(dir, [fixture, report], { noNamespace: true, name });
+  const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
+  track(pid, fixture);
+  return { dir, report, pid, fixture };
+}
+
+/**
  * A check fixture (FIXTURE WORK REPORT GO, see test/fixtures/report.h) started in a fresh
  * directory and dumped (which kills it and its children); `between` runs before the restore. The
  * restored process runs its checks once GO exists: their lines (up to "done") are returned.

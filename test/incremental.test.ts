@@ -19,6 +19,7 @@ import {
   makeTempDir,
   readLines,
   runFixture,
+  startReporting,
   track,
   useCleanup,
   waitFor,
@@ -257,13 +258,8 @@ describe('incremental dumps', () => {
     // The rewriter rewrites a page at every step, as fast as it can, and counts its steps in its
     // memory and in an fd's offset (the kernel's): an increment that took a page from its
     // pre-copy after the process wrote it again would come back older than the offset.
-    const dir = makeTempDir('incremental-precopy');
-    const report = path.join(dir, 'report');
+    const { dir, report, pid, fixture } = await startReporting('rewriter', 'incremental-precopy');
     const img = path.join(dir, 'img');
-    const fixture = path.join(BUILD_DIR, 'rewriter');
-    await runFixture(dir, [fixture, report], { noNamespace: true, name: 'rewriter' });
-    const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
-    track(pid, fixture);
     const at = ['-t', String(pid), '-D', img, '--keep', '20', '--json'];
     expectOk(await ckpt(['pre-dump', ...at]));
     const gens: DumpJson[] = [];
@@ -325,12 +321,7 @@ describe('incremental dumps', () => {
     // (Linux 6.18 then gives a walk_end short of the end: continued from there, the second walk
     // found the last pages clean, protected by the first, and their writes were lost); step 3
     // writes the last page alone, which the chain must then hold as step 3 wrote it.
-    const dir = makeTempDir('incremental-scatter');
-    const report = path.join(dir, 'report');
-    const fixture = path.join(BUILD_DIR, 'scatter');
-    await runFixture(dir, [fixture, report], { noNamespace: true, name: 'scatter' });
-    const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
-    track(pid, fixture);
+    const { dir, report, pid, fixture } = await startReporting('scatter', 'incremental-scatter');
     const img = path.join(dir, 'img');
     const at = ['-t', String(pid), '-D', img, '--keep', '20'];
     expectOk(await ckpt(['dump', '-R', '--track-mem', ...at]));

@@ -4,7 +4,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  BUILD_DIR,
   bin,
   checksAfterRestore,
   ckpt,
@@ -18,10 +17,10 @@ import {
   readText,
   restoreOk,
   runFixture,
+  startReporting,
   sleep,
   tail,
   ticks,
-  track,
   useCleanup,
   waitFor,
   waitForLine,
@@ -174,12 +173,7 @@ describe('dump --leave-running', () => {
 // flagflip marks an area DONTDUMP and DODUMP in turn without end, so the two reads often disagree.
 describe('--leave-running: area flags changed as the dump begins', () => {
   it('a dump whose two reads of the flags disagree is made again, saying why; every dump succeeds, the process runs on unharmed, and a dump made again restores it as it found it', async () => {
-    const dir = makeTempDir('flagflip');
-    const report = path.join(dir, 'report');
-    const fixture = path.join(BUILD_DIR, 'flagflip');
-    await runFixture(dir, [fixture, report], { noNamespace: true, name: 'flagflip' });
-    const pid = Number((await waitForLine(report, /^ready (\d+)$/)).match[1]);
-    track(pid, fixture);
+    const { dir, report, pid, fixture } = await startReporting('flagflip', 'flagflip');
     let first = 0;
     let again = 0;
     let madeAgain: { img: string; flip: string } | undefined;
