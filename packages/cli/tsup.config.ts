@@ -1,4 +1,22 @@
+import { createRequire } from 'node:module';
 import { defineConfig } from 'tsup';
+import type { Plugin } from 'esbuild';
+
+/**
+ * Start-up of the command bundle: `debug` probes for the optional `supports-color` at load, a
+ * failing resolution through every node_modules above (2-3 ms, per copy of debug); it gets an
+ * empty module instead (debug's basic colors, as when it is not installed). And one copy of
+ * `debug` (core's) for every importer, not two evaluated at start.
+ */
+const startupPlugin: Plugin = {
+  name: 'ckpt-startup',
+  setup(build) {
+    const coreDebug = createRequire(new URL('../core/package.json', import.meta.url)).resolve('debug');
+    build.onResolve({ filter: /^supports-color$/ }, () => ({ path: 'supports-color', namespace: 'ckpt-empty' }));
+    build.onLoad({ filter: /.*/, namespace: 'ckpt-empty' }, () => ({ contents: 'module.exports = null;', loader: 'js' }));
+    build.onResolve({ filter: /^debug$/ }, () => ({ path: coreDebug }));
+  },
+};
 
 export default defineConfig([
   // The programmatic entry, index.js (@ckpt/api re-exported).
@@ -37,6 +55,7 @@ export default defineConfig([
     sourcemap: true,
     noExternal: [/./],
     external: ['node-gyp-build'],
+    esbuildPlugins: [startupPlugin],
     esbuildOptions(o) {
       o.define = { ...o.define, 'import.meta.url': '__ckptNativeUrl' };
     },
