@@ -7,7 +7,7 @@
 //   --runs N         runs of every measurement (default 3); tables give the median, min and max
 //   --only GROUPS    a comma list of the groups to run (default: all of them, in this order):
 //       startup   CLI start-up: `ckpt --version` and `ckpt --help` wall time next to `node -e 0`
-//       cli       the command line on the 64 MiB workload: `ckpt dump` (kills), `ckpt restore -d`
+//       cli       the command line on the 16 MiB (a small process) and the 64 MiB workload: `ckpt dump` (kills), `ckpt restore -d`
 //                 and `ckpt dump --leave-running` run as child processes (node
 //                 packages/cli/bin/ckpt.js ...), wall time around the spawn, next to `node -e 0`
 //                 (wall - node and wall / node) and to the same operations through the API
@@ -2093,8 +2093,8 @@ function startupTable() {
  * restore -d and ckpt dump --leave-running as child processes, next to `node -e 0` and to the
  * same operations through the API (same process, same run), and --compare's.
  */
-async function cliTable(ck, bins) {
-  const mib = 64;
+/** The command line's wall times on the memory workload of `mib` MiB (16: the issue's small process). */
+async function cliTable(ck, bins, mib) {
   const ref = writeRef(bins, mib, tmp);
   const wl = heapWorkload(bins, mib);
   const api = apiTool(ck);
@@ -2263,7 +2263,7 @@ try {
 
   const ck = await createCkpt();
   if ([...only].some((g) => g !== 'startup')) await warmUp(ck, bins);
-  if (only.has('cli')) results.push(await cliTable(ck, bins));
+  if (only.has('cli')) for (const mib of [16, 64]) results.push(await cliTable(ck, bins, mib));
   if (only.has('sizes')) {
     for (const mib of sizes) {
       const free = freeBytes();
