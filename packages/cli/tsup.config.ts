@@ -61,9 +61,12 @@ export default defineConfig([
     },
     // @ckpt/native's directory: beside this package where npm installs both (node_modules/@ckpt),
     // or in the repository (native/), found by a look at each; require.resolve only when neither
-    // is it (its exports-map resolution cost 3 ms of every start).
+    // is it (its exports-map resolution cost 3 ms of every start). The banner comes before
+    // esbuild's "use strict", which is then no directive: the bundle says it first (its sources
+    // are ES modules, strict by definition).
     banner: {
-      js: `const __ckptNativeUrl = (() => {
+      js: `"use strict";
+const __ckptNativeUrl = (() => {
   const { join } = require('node:path');
   const isNative = (d) => { try { return JSON.parse(require('node:fs').readFileSync(join(d, 'package.json'), 'utf8')).name === '@ckpt/native'; } catch { return false; } };
   const dir = [join(__dirname, '../../native'), join(__dirname, '../../../native')].find(isNative) ?? require('node:path').dirname(require.resolve('@ckpt/native/package.json'));
