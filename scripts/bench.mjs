@@ -7,8 +7,9 @@
 //   --runs N         runs of every measurement (default 3); tables give the median, min and max
 //   --only GROUPS    a comma list of the groups to run (default: all of them, in this order):
 //       startup   CLI start-up: `ckpt --version` and `ckpt --help` wall time next to `node -e 0`
-//       cli       the command line on the 16 MiB (a small process) and the 64 MiB workload: `ckpt dump` (kills), `ckpt restore -d`
-//                 and `ckpt dump --leave-running` run as child processes (node
+//       cli       the command line on the 16 MiB (a small process) and the 64 MiB workload:
+//                 `ckpt dump` (kills), `ckpt restore -d` and `ckpt dump --leave-running` run as
+//                 child processes (node
 //                 packages/cli/bin/ckpt.js ...), wall time around the spawn, next to `node -e 0`
 //                 (wall - node and wall / node) and to the same operations through the API
 //       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
@@ -2089,11 +2090,11 @@ function startupTable() {
 
 // ---- CLI wall times ---------------------------------------------------------------------------
 /**
- * What a user of the command line waits for, on the 64 MiB workload: ckpt dump (kills), ckpt
- * restore -d and ckpt dump --leave-running as child processes, next to `node -e 0` and to the
- * same operations through the API (same process, same run), and --compare's.
+ * What a user of the command line waits for, on the memory workload of `mib` MiB (16: the issue's
+ * small process): ckpt dump (kills), ckpt restore -d and ckpt dump --leave-running as child
+ * processes, next to `node -e 0` and to the same operations through the API (same process, same
+ * run), and --compare's.
  */
-/** The command line's wall times on the memory workload of `mib` MiB (16: the issue's small process). */
 async function cliTable(ck, bins, mib) {
   const ref = writeRef(bins, mib, tmp);
   const wl = heapWorkload(bins, mib);
