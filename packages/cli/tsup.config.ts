@@ -67,9 +67,9 @@ export default defineConfig([
     banner: {
       js: `"use strict";
 const __ckptNativeUrl = (() => {
-  const { join } = require('node:path');
+  const { dirname, join } = require('node:path');
   const isNative = (d) => { try { return JSON.parse(require('node:fs').readFileSync(join(d, 'package.json'), 'utf8')).name === '@ckpt/native'; } catch { return false; } };
-  const dir = [join(__dirname, '../../native'), join(__dirname, '../../../native')].find(isNative) ?? require('node:path').dirname(require.resolve('@ckpt/native/package.json'));
+  const dir = [join(__dirname, '../../native'), join(__dirname, '../../../native')].find(isNative) ?? dirname(require.resolve('@ckpt/native/package.json'));
   return require('node:url').pathToFileURL(join(dir, 'dist', 'index.js')).href;
 })();`,
     },
