@@ -1,4 +1,5 @@
 // The CLI surface: check, show (JSON and human), run --json, and usage errors.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,7 +13,9 @@ import {
   expectOk,
   expectRunningFree,
   isAlive,
+  killAndWaitGone,
   makeTempDir,
+  REPO_ROOT,
   readLines,
   runFixture,
   useCleanup,
@@ -266,5 +269,49 @@ describe('clear errors', () => {
     }).toString();
     expect(out).toMatch(/ckpt: error: cannot checkpoint pid \d+ \(sh\): ckpt itself \(pid \d+\) runs inside its process tree/);
     expect(out).toMatch(/shell still here 1/);
+  });
+});
+
+describe('the ckpt program (bin/ckpt.js run as a program, as npx and PATH run it)', () => {
+  const program = path.join(REPO_ROOT, 'packages/cli/bin/ckpt.js');
+  /** The environment with NODE_EXTRA_CA_CERTS as given (undefined: not set at all). */
+  const envWith = (ca: string | undefined) => {
+    const env: Record<string, string | undefined> = { ...process.env, NODE_OPTIONS: '', NODE_EXTRA_CA_CERTS: ca };
+    if (ca === undefined) delete env.NODE_EXTRA_CA_CERTS;
+    return env as NodeJS.ProcessEnv;
+  };
+
+  it('starts node without NODE_EXTRA_CA_CERTS (no certificates parsed for TLS it never makes)', () => {
+    // Node loads the file before any script runs, and warns when it cannot: the witness.
+    const env = envWith('/nonexistent/extra-ca.pem');
+    const plain = spawnSync(process.execPath, [program, '--version'], { env, encoding: 'utf8' });
+    expect(plain.stderr, 'node bin/ckpt.js loads NODE_EXTRA_CA_CERTS (the control)').toMatch(/extra certs/i);
+    const p = spawnSync(program, ['--version'], { env, encoding: 'utf8' });
+    expect(p.status, p.stderr).toBe(0);
+    expect(p.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(p.stderr, 'the program started node with NODE_EXTRA_CA_CERTS').not.toMatch(/extra certs/i);
+  });
+
+  it('gives the programs it starts NODE_EXTRA_CA_CERTS exactly as it was: set, empty, or not set', async () => {
+    const dir = makeTempDir('cabin');
+    for (const ca of ['/etc/ssl/certs/some bundle.pem', '', undefined]) {
+      const r = spawnSync(program, ['run', '--json', '--stdout', path.join(dir, 'out'), '--', bin('sleeper'), 'nanosleep', '600'], {
+        env: envWith(ca),
+        encoding: 'utf8',
+      });
+      expect(r.status, r.stderr).toBe(0);
+      const pid = (JSON.parse(r.stdout) as { pid: number }).pid;
+      try {
+        const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+        const value = environ.find((e) => e.startsWith('NODE_EXTRA_CA_CERTS='))?.slice('NODE_EXTRA_CA_CERTS='.length);
+        expect(value, `NODE_EXTRA_CA_CERTS ${ca === undefined ? 'not set' : JSON.stringify(ca)}`).toBe(ca);
+        expect(
+          environ.filter((e) => e.startsWith('CKPT_NODE_EXTRA')),
+          "the launcher's own variable reached the program",
+        ).toEqual([]);
+      } finally {
+        await killAndWaitGone(pid);
+      }
+    }
   });
 });
