@@ -6,7 +6,7 @@
 // line 2 is `:` for sh, then it starts node on this same file, where line 2 is a string and a
 // comment. The shell's one job: Node parses every certificate of NODE_EXTRA_CA_CERTS and its own
 // root store at start-up, before any script runs (77 of the 111 ms of `node -e 0` here, with
-// Debian's 140 CA bundle), for TLS that ckpt never makes. So node starts without it, and it is put
+// Debian's bundle of 144), for TLS that ckpt never makes. So node starts without it, and it is put
 // back in process.env below, exactly as it was (set or not, empty or not): the programs ckpt starts
 // (`ckpt run`) and plugins see it. A plugin that talks TLS to a private CA passes it as `ca`.
 // `node bin/ckpt.js` skips the shell and pays Node's start-up as the environment asks.
