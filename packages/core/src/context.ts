@@ -9,7 +9,8 @@
  *   every fd happen before any memory is copied.
  * - Restore: `proc.stub` exists from the `pids` stage on (a plugin of that stage creates it).
  *   `proc.stub.syscall()` works from then until `beforeResume` has run; from the `memory` stage
- *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap. The pids
+ *   on it runs from core's trampoline (`proc.trampoline`), which no plugin may unmap, and
+ *   `syscalls()` runs many in one stop there. The pids
  *   and memory stages run process by process (a child is forked from its parent once the
  *   parent's memory is back); `processesCreated` follows them, then the other stages. The
  *   installer pidfd behind `installFd`/`borrowFd` exists for the same span. Core installs every

@@ -64,6 +64,7 @@ export {
 export { CkptError, PluginError, errorMessage, type CkptErrorCode } from './errors.js';
 export {
   Tracee,
+  type BatchedSyscall,
   remoteClone,
   killTraced,
   findSyscallInsn,

@@ -6,7 +6,8 @@
  *   (pidfd_getfd). It works inside a new pid namespace, where pidfd_open(restorer) cannot.
  * - the trampoline: after processesCreated, a page at an address free in both the stub's layout
  *   and the image's, holding scratch data and `syscall; int3` at its end, through which every
- *   later remote syscall runs (one ptrace stop each). The memory plugin unmaps everything else.
+ *   later remote syscall runs (one ptrace stop each), and the code that runs many in one stop
+ *   (INSTALL_CODE for fds; Tracee's BATCH_CODE for any). The memory plugin unmaps everything else.
  * Both live until beforeResume has run; then core closes the pidfd and unmaps the trampoline
  * (the last injected syscall), and the processes are detached with the registers plugins set.
  */
@@ -63,6 +64,8 @@ const INSTALL_CODE = Buffer.from([
 ]);
 /** Where INSTALL_CODE sits: below the end of the trampoline (the syscall instruction is in its last 16 bytes). */
 const INSTALL_CODE_AT = 512;
+/** Where Tracee's BATCH_CODE sits: below INSTALL_CODE, above the batch's area. */
+const BATCH_CODE_AT = 1024;
 /** Entries per stop (16 bytes each, from the start of the trampoline's scratch). */
 const INSTALL_BATCH = 1024;
 
@@ -176,6 +179,7 @@ export class Installer {
     stub.syscallInsn = insn;
     stub.space.int3 = true;
     stub.adoptScratch(at);
+    stub.adoptBatch(at + SCRATCH_SIZE - BATCH_CODE_AT);
     this.trampoline = { start: at, end: at + SCRATCH_SIZE };
   }
 

@@ -52,6 +52,30 @@ export const TASK_SIZE = 0x7ffffffff000;
 
 export const SCRATCH_SIZE = 64 * 1024;
 
+/**
+ * Runs syscalls in a row in one stop (Tracee.syscalls): rdi = entries of 64 bytes (nr, six
+ * arguments, the result written back), rsi = how many; every entry runs, whatever the ones before
+ * returned, and it stops at its int3 (the last byte). Written into the restore trampoline
+ * (adoptBatch); it never runs in a process being dumped, whose threads must be able to go on
+ * without ckpt at any instant (guard.ts), which an int3 would not let them. Assembled from:
+ *     mov r12, rdi; mov r13, rsi
+ *   1: test r13, r13; jz 9f
+ *     mov rax, [r12]; mov rdi, [r12+8]; mov rsi, [r12+16]; mov rdx, [r12+24]
+ *     mov r10, [r12+32]; mov r8, [r12+40]; mov r9, [r12+48]
+ *     syscall; mov [r12+56], rax
+ *     add r12, 64; dec r13; jmp 1b
+ *   9: xor eax, eax; int3
+ */
+export const BATCH_CODE = Buffer.from([
+  0x49, 0x89, 0xfc, 0x49, 0x89, 0xf5, 0x4d, 0x85, 0xed, 0x74, 0x32, 0x49, 0x8b, 0x04, 0x24, 0x49, 0x8b, 0x7c, 0x24, 0x08, 0x49, 0x8b, 0x74, 0x24, 0x10, 0x49,
+  0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44, 0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38,
+  0x49, 0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0x31, 0xc0, 0xcc,
+]);
+/** A syscall of a batch: number, then arguments; a Buffer is copied into the task and its address passed. */
+export type BatchedSyscall = readonly [nr: number, ...args: Array<number | bigint | Buffer>];
+/** The batch's area in the scratch page: entries, then the Buffers they point to. */
+const BATCH_AREA = { offset: SCRATCH_SIZE - 9 * 1024, size: 8 * 1024 };
+
 /** wait4's __WALL (children of any exit signal, or none) and WNOHANG. */
 const WALL = 0x40000000;
 const WNOHANG = 1;
@@ -159,6 +183,8 @@ export interface AddressSpace {
   guarded?: boolean;
   members?: Tracee[];
   guard?: { start: number; size: number; slots: Map<number, number>; next: number };
+  /** Restore side: where BATCH_CODE is (in the trampoline), for Tracee.syscalls. */
+  batchCode?: number;
   /** The stack path's code (undefined: not looked for yet; null: the process has none). */
   gadgets?: Gadgets | null;
   /** The process's [stack] mapping, and where its guard goes (the same place at every stage). */
@@ -202,6 +228,13 @@ export class Tracee {
     return new Tracee(tid, { space: this.space });
   }
 
+  /** The task's pid is the same here as in its own pid namespace (read once: it never moves). */
+  get sharesOurPidNs(): boolean {
+    this.ownPidNs ??= nsPid(this.pid) === this.pid;
+    return this.ownPidNs;
+  }
+  private ownPidNs?: boolean;
+
   /** Address of the `syscall` instruction used for injection. */
   get syscallInsn(): number {
     if (this.space.insn === undefined) this.space.insn = findSyscallInsn(this.pid);
@@ -238,6 +271,74 @@ export class Tracee {
     this.hasRun = true;
     this.blockSignals();
     return ret;
+  }
+
+  /**
+   * Runs the syscalls in order in this task (syscallsRaw); throws the NativeError of the first that
+   * failed, as syscall() would have.
+   */
+  syscalls(calls: readonly BatchedSyscall[]): bigint[] {
+    const results = this.syscallsRaw(calls);
+    results.forEach((r, k) => checkSyscall(nameOf(calls[k][0]), this.pid, r));
+    return results;
+  }
+
+  /**
+   * Runs the syscalls in order in this task and returns their raw results (a negative errno
+   * included): in one ptrace stop per batch where the trampoline holds BATCH_CODE (restore), else
+   * one by one. Each runs whatever the ones before it returned: give only calls that may. A Buffer
+   * argument is copied into the task (scratch, above what put() offsets reach) and its address
+   * passed.
+   */
+  syscallsRaw(calls: readonly BatchedSyscall[]): bigint[] {
+    const out: bigint[] = [];
+    const { offset, size } = BATCH_AREA;
+    for (let i = 0; i < calls.length; ) {
+      // As many as fit: 64 bytes of entry each and their Buffers, 16-byte aligned.
+      const chunk: BatchedSyscall[] = [];
+      let bytes = 0;
+      for (; i < calls.length; i++) {
+        const need = 64 + calls[i].slice(1).reduce<number>((n, a) => n + (Buffer.isBuffer(a) ? align16(a.length) : 0), 0);
+        if (need > size) throw new RangeError(`remote ${nameOf(calls[i][0])}: ${need} bytes of arguments, more than a batch holds`);
+        if (bytes + need > size) break;
+        chunk.push(calls[i]);
+        bytes += need;
+      }
+      const base = this.scratch() + offset;
+      const area = Buffer.alloc(bytes);
+      let data = 64 * chunk.length;
+      const args = chunk.map((c, k) => {
+        area.writeBigUInt64LE(BigInt(c[0]), 64 * k);
+        return c.slice(1).map((a, j) => {
+          let v: bigint;
+          if (Buffer.isBuffer(a)) {
+            a.copy(area, data);
+            v = BigInt(base + data);
+            data += align16(a.length);
+          } else v = BigInt.asUintN(64, BigInt(a));
+          area.writeBigUInt64LE(v, 64 * k + 8 + 8 * j);
+          return v;
+        });
+      });
+      const code = this.space.batchCode;
+      if (code !== undefined) {
+        native.mem.writeMem(this.pid, base, area);
+        this.injected += chunk.length;
+        native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
+        const done = native.mem.readMem(this.pid, base, 64 * chunk.length);
+        chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
+      } else {
+        if (data > 64 * chunk.length) native.mem.writeMem(this.pid, base + 64 * chunk.length, area.subarray(64 * chunk.length));
+        chunk.forEach((c, k) => out.push(this.syscallRaw(c[0], ...args[k])));
+      }
+    }
+    return out;
+  }
+
+  /** Restore side: writes BATCH_CODE at `at` (in the trampoline) for syscalls() of this address space. */
+  adoptBatch(at: number): void {
+    native.mem.writeMem(this.pid, at, BATCH_CODE);
+    this.space.batchCode = at;
   }
 
   /**
@@ -590,6 +691,7 @@ export class Tracee {
     if (this.scratchAddr !== undefined) {
       // The instruction may live in the scratch page: no breakpoint to come back to.
       this.space.int3 = false;
+      this.space.batchCode = undefined;
       this.syscall(SYS.munmap, this.scratchAddr, SCRATCH_SIZE);
       this.scratchAddr = undefined;
     }
@@ -630,6 +732,7 @@ export function staleGuards(pid: number, noted = orphanedGuardNotes(pid)): Vma[]
 }
 
 const alignPage = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+const align16 = (n: number) => Math.ceil(n / 16) * 16;
 /** One thread's frame slot: the stack path's return word, the frame, alignment. */
 const slotSize = (xstateSize: number) => Math.ceil((64 + frameSize(xstateSize)) / 256) * 256;
 
@@ -654,7 +757,7 @@ export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: b
   );
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];
-  else id = hostTaskOf(parent.pid, id, 'clone3', opts.thread);
+  else if (!parent.sharesOurPidNs) id = hostTaskOf(parent.pid, id, 'clone3', opts.thread);
   const st = native.ptrace.waitStop(id, 10000);
   if (st.kind === 'exited' || st.kind === 'killed') {
     throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });

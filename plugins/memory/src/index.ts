@@ -45,6 +45,7 @@ import {
   type ProcessDump,
   type ProcessRestore,
   type RestoreSession,
+  type BatchedSyscall,
   type Tracee,
   type Vma,
 } from '@ckpt/core';
@@ -932,6 +933,14 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
     }
     return fd;
   };
+  // The plain mmaps (anonymous, file) wait in `pending` and go many to a stop (Tracee.syscalls): a
+  // process has hundreds (two per thread stack). They are MAP_FIXED at addresses of their own, so
+  // the order against the opens and fd moves between them does not matter; the rest runs after.
+  const pending: BatchedSyscall[] = [];
+  const flush = () => {
+    stub.syscalls(pending);
+    pending.length = 0;
+  };
   for (const v of rec.vmas) {
     if (v.kind === 'vdso' || v.kind === 'sysv' || v.inherited) continue;
     const len = v.end - v.start;
@@ -939,6 +948,7 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
     if (v.kind === 'anon' && v.hugePageSize) {
       // MAP_HUGETLB with the page size's log2 in the MAP_HUGE_SHIFT bits; the pages are reserved now.
       const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_HUGETLB | (Math.log2(v.hugePageSize) << MAP_HUGE_SHIFT);
+      flush();
       const r = stub.syscallRaw(SYS.mmap, v.start, len, prot, flags, -1, 0);
       if (r < 0n) {
         throw new CkptError(
@@ -949,11 +959,12 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
       }
     } else if (v.kind === 'aio') {
       // A placeholder the new ring is moved over (makeAioRing), so io_setup cannot land here.
-      stub.syscall(SYS.mmap, v.start, len, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+      pending.push([SYS.mmap, v.start, len, 0, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0]);
     } else if (v.kind === 'anon') {
       const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | (v.growsDown ? MAP_GROWSDOWN : 0);
-      stub.syscall(SYS.mmap, v.start, len, prot, flags, -1, 0);
+      pending.push([SYS.mmap, v.start, len, prot, flags, -1, 0]);
     } else if (v.kind === 'shmem') {
+      flush();
       const fd = proc.borrowFd(shmemFd(proc.session, v.shmem!));
       try {
         stub.syscall(SYS.mmap, v.start, len, prot, MAP_SHARED | MAP_FIXED, fd, v.offset ?? 0);
@@ -961,6 +972,7 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
         stub.syscall(SYS.close, fd);
       }
     } else if (v.shmem) {
+      flush();
       // A deleted file or a memfd, recreated once for every mapping and fd of it (a deleted
       // file is handed over read-only: reopened for writing where the mapping may write).
       let fd = proc.borrowFd(shmemFd(proc.session, v.shmem));
@@ -979,9 +991,10 @@ function mapVmas(proc: ProcessRestore, rec: MemoryRecord, stub: Tracee): void {
       checkFile(proc.pid, v);
       // Opened for writing where the mapping may become writable (mprotect) too.
       const fd = fileFd(v.path!, shared && ((prot & PROT_WRITE) !== 0 || !!v.mayWrite));
-      stub.syscall(SYS.mmap, v.start, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.offset ?? 0);
+      pending.push([SYS.mmap, v.start, len, prot, (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED, fd, v.offset ?? 0]);
     }
   }
+  flush();
   for (const fd of fdCache.values()) stub.syscall(SYS.close, fd);
 }
 

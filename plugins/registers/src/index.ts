@@ -18,7 +18,7 @@
  *   anything else returns EINTR, as after any signal.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, remoteClone, type ProcessDump, type ProcessRestore, type Tracee } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, remoteClone, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import {
   native,
   Regs,
@@ -131,15 +131,13 @@ async function dumpRegisters(proc: ProcessDump): Promise<void> {
   proc.session.meta['registers.xcr0'] = rec.xcr0;
 }
 
-/** Queues saved siginfos in the task t; tgid and tid as seen inside the process's pid namespace. */
-function queueSignals(t: Tracee, tgid: number, tid: number, list: string[], shared: boolean): void {
-  for (const s of list) {
+/** rt_(tg)sigqueueinfo calls that queue saved siginfos in a task; tgid and tid as seen inside the process's pid namespace. */
+function queueSignals(tgid: number, tid: number, list: string[], shared: boolean): BatchedSyscall[] {
+  return list.map((s) => {
     const info = Buffer.from(s, 'base64');
     const signo = info.readInt32LE(0);
-    const addr = t.put(info, 0);
-    if (shared) t.syscall(SYS.rt_sigqueueinfo, tgid, signo, addr);
-    else t.syscall(SYS.rt_tgsigqueueinfo, tgid, tid, signo, addr);
-  }
+    return shared ? [SYS.rt_sigqueueinfo, tgid, signo, info] : [SYS.rt_tgsigqueueinfo, tgid, tid, signo, info];
+  });
 }
 
 async function restoreSignals(proc: ProcessRestore): Promise<void> {
@@ -155,7 +153,7 @@ async function restoreSignals(proc: ProcessRestore): Promise<void> {
     stub.syscall(SYS.rt_sigaction, a.sig, stub.put(b, 0), 0, 8);
   }
   const tgid = proc.session.vpid(proc.pid);
-  queueSignals(stub, tgid, tgid, rec.sharedPending, true);
+  stub.syscalls(queueSignals(tgid, tgid, rec.sharedPending, true));
 }
 
 /**
@@ -176,20 +174,23 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
       throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate thread ${th.tid} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
     }
   }
+  // Each thread's own state in one stop (Tracee.syscalls).
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
-    if (th.rseq) t.syscall(SYS.rseq, BigInt(th.rseq.pointer), th.rseq.size, 0, th.rseq.signature);
-    if (BigInt(th.robustList.head) !== 0n) t.syscall(SYS.set_robust_list, BigInt(th.robustList.head), th.robustList.len);
-    t.syscall(SYS.set_tid_address, BigInt(th.clearChildTid));
+    const calls: BatchedSyscall[] = [];
+    if (th.rseq) calls.push([SYS.rseq, BigInt(th.rseq.pointer), th.rseq.size, 0, th.rseq.signature]);
+    if (BigInt(th.robustList.head) !== 0n) calls.push([SYS.set_robust_list, BigInt(th.robustList.head), th.robustList.len]);
+    calls.push([SYS.set_tid_address, BigInt(th.clearChildTid)]);
     if (th.altStack) {
       const ss = Buffer.alloc(24);
       ss.writeBigUInt64LE(BigInt(th.altStack.sp), 0);
       ss.writeInt32LE(th.altStack.flags, 8);
       ss.writeBigUInt64LE(BigInt(th.altStack.size), 16);
-      t.syscall(SYS.sigaltstack, t.put(ss, 0), 0);
+      calls.push([SYS.sigaltstack, ss, 0]);
     }
-    if (t !== stub) t.syscall(SYS.prctl, PR_SET_NAME, t.putString(th.comm.slice(0, 15), 0), 0, 0, 0);
-    queueSignals(t, proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false);
+    if (t !== stub) calls.push([SYS.prctl, PR_SET_NAME, Buffer.from(`${th.comm.slice(0, 15)}\0`), 0, 0, 0]);
+    calls.push(...queueSignals(proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false));
+    t.syscalls(calls);
   });
 }
 

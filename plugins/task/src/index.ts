@@ -36,6 +36,7 @@ import {
   procfs,
   seccompSuspendedInStubs,
   withSignalsHeld,
+  type BatchedSyscall,
   type DumpSession,
   type ProcessDump,
   type ProcessRestore,
@@ -296,13 +297,15 @@ const ADVICE: Array<[string, 10 | 14 | 15 | 16 | 18]> = [
 function restoreAdvice(proc: ProcessRestore, rec: TaskRecord): void {
   const stub = proc.stub;
   if (!stub) return;
-  for (const [start, len, adv] of rec.advice) {
-    const r = stub.syscallRaw(SYS.madvise, start, len, adv);
-    if (r < 0n)
-      throw new CkptError(
-        'ERR_CKPT_RESTORE_FAILED',
-        `pid ${proc.pid}: cannot give ${len >> 10} KiB at 0x${start.toString(16)} its madvise ${adv} again (errno ${-r})`,
-      );
+  // One stop for them all (Tracee.syscallsRaw); the first refused is the error.
+  const results = stub.syscallsRaw(rec.advice.map(([start, len, adv]) => [SYS.madvise, start, len, adv] as const));
+  const k = results.findIndex((r) => r < 0n);
+  if (k >= 0) {
+    const [start, len, adv] = rec.advice[k];
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `pid ${proc.pid}: cannot give ${len >> 10} KiB at 0x${start.toString(16)} its madvise ${adv} again (errno ${-results[k]})`,
+    );
   }
 }
 
@@ -313,10 +316,14 @@ const MLOCK_ONFAULT = 1,
 function restoreLocked(proc: ProcessRestore, rec: TaskRecord): void {
   const stub = proc.stub;
   if (!stub) return;
-  for (const [start, len, onFault] of rec.locked.areas) {
-    const r = stub.syscallRaw(SYS.mlock2, start, len, onFault ? MLOCK_ONFAULT : 0);
-    if (r < 0n)
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid}: cannot lock ${len >> 10} KiB at 0x${start.toString(16)} again (mlock2: errno ${-r})`);
+  const results = stub.syscallsRaw(rec.locked.areas.map(([start, len, onFault]) => [SYS.mlock2, start, len, onFault ? MLOCK_ONFAULT : 0] as const));
+  const k = results.findIndex((r) => r < 0n);
+  if (k >= 0) {
+    const [start, len] = rec.locked.areas[k];
+    throw new CkptError(
+      'ERR_CKPT_RESTORE_FAILED',
+      `pid ${proc.pid}: cannot lock ${len >> 10} KiB at 0x${start.toString(16)} again (mlock2: errno ${-results[k]})`,
+    );
   }
   if (rec.locked.future) stub.syscall(SYS.mlockall, MCL_FUTURE | (rec.locked.future === 'onfault' ? MCL_ONFAULT : 0));
 }
@@ -455,30 +462,34 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
   if (rec.childSubreaper) stub.syscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   if (rec.thpDisable) stub.syscall(SYS.prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
+  // Each thread's in one stop (Tracee.syscallsRaw); what it has already (from the leader it was
+  // cloned from) is not set again.
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
     if (!t) return;
-    t.syscall(SYS.prctl, PR_SET_TIMERSLACK, th.timerSlackNs, 0, 0, 0);
-    // What the thread has already (from the leader it was cloned from) is not set again.
-    const mask = affinityMask(th.affinity);
-    const now = procfs.readStatus(host, t.pid).Cpus_allowed?.toLowerCase();
-    const r = now === th.affinity ? 0n : t.syscallRaw(SYS.sched_setaffinity, 0, mask.length, t.put(mask, 0));
-    if (r < 0n)
-      throw new CkptError(
-        'ERR_CKPT_RESTORE_FAILED',
-        `pid ${proc.pid} thread ${th.tid}: cannot set its CPU affinity ${th.affinity} on this machine (errno ${-r})`,
-      );
-    const param = Buffer.alloc(4);
-    param.writeInt32LE(th.priority);
+    const calls: BatchedSyscall[] = [[SYS.prctl, PR_SET_TIMERSLACK, th.timerSlackNs, 0, 0, 0]];
+    const failed: Array<(errno: bigint) => string> = [(e) => `cannot set its timer slack ${th.timerSlackNs} ns (errno ${e})`];
+    if (procfs.readStatus(host, t.pid).Cpus_allowed?.toLowerCase() !== th.affinity) {
+      const mask = affinityMask(th.affinity);
+      calls.push([SYS.sched_setaffinity, 0, mask.length, mask]);
+      failed.push((e) => `cannot set its CPU affinity ${th.affinity} on this machine (errno ${e})`);
+    }
     const stat = statFields(host, t.pid);
-    const samePolicy = th.policy === stat(41) && th.priority === stat(40);
-    const s = samePolicy ? 0n : t.syscallRaw(SYS.sched_setscheduler, 0, th.policy, t.put(param, 64));
-    if (s < 0n) {
+    if (th.policy !== stat(41) || th.priority !== stat(40)) {
+      const param = Buffer.alloc(4);
+      param.writeInt32LE(th.priority);
+      calls.push([SYS.sched_setscheduler, 0, th.policy, param]);
       const name = POLICY[th.policy & ~SCHED_RESET_ON_FORK] ?? `policy ${th.policy}`;
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: cannot set ${name} priority ${th.priority} (errno ${-s})`);
+      failed.push((e) => `cannot set ${name} priority ${th.priority} (errno ${e})`);
     }
     // setpriority(PRIO_PROCESS, 0) is per thread on Linux; negative values need the stub still root.
-    if (th.nice !== stat(19)) t.syscall(SYS.setpriority, PRIO_PROCESS, 0, th.nice);
+    if (th.nice !== stat(19)) {
+      calls.push([SYS.setpriority, PRIO_PROCESS, 0, th.nice]);
+      failed.push((e) => `cannot set its nice value ${th.nice} (errno ${e})`);
+    }
+    const results = t.syscallsRaw(calls);
+    const k = results.findIndex((r) => r < 0n);
+    if (k >= 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: ${failed[k](-results[k])}`);
   });
   restoreTimers(proc, rec);
   restoreMembarrier(proc, rec);
