@@ -331,6 +331,8 @@ export interface ProcBinding {
   /** pidfd_open(2); flags: PIDFD_NONBLOCK (O_NONBLOCK), PIDFD_THREAD (O_EXCL). */
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, fd: number): number;
+  /** sched_getscheduler(2) of a thread, from outside it (SCHED_RESET_ON_FORK included). */
+  schedGetscheduler(tid: number): number;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

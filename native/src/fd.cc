@@ -33,6 +33,18 @@ Napi::Value PidfdOpen(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// schedGetscheduler(tid): the thread's policy as sched_getscheduler(2) gives it to anyone (the
+// SCHED_RESET_ON_FORK bit included, which /proc/TID/stat leaves out), with no stop of the thread.
+Napi::Value SchedGetscheduler(const Napi::CallbackInfo& info) {
+  long tid = ArgInt(info[0]);
+  long policy = syscall(SYS_sched_getscheduler, tid);
+  if (policy < 0) {
+    ThrowErrno(info.Env(), errno, "sched_getscheduler", tid);
+    return info.Env().Undefined();
+  }
+  return Napi::Number::New(info.Env(), policy);
+}
+
 Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
   int pidfd = ArgInt(info[0]);
   int target = ArgInt(info[1]);
@@ -309,6 +321,7 @@ Napi::Value ReadDrop(const Napi::CallbackInfo& info) {
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("kcmpEpollTfd", Napi::Function::New(env, KcmpEpollTfd));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
+  exports.Set("schedGetscheduler", Napi::Function::New(env, SchedGetscheduler));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("pipeSize", Napi::Function::New(env, PipeSize));

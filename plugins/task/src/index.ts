@@ -62,7 +62,6 @@ const PR_SET_PDEATHSIG = 1,
   PR_GET_DUMPABLE = 3,
   PR_SET_DUMPABLE = 4,
   PR_SET_TIMERSLACK = 29,
-  PR_GET_TIMERSLACK = 30,
   PR_SET_CHILD_SUBREAPER = 36,
   PR_GET_CHILD_SUBREAPER = 37,
   PR_SET_NO_NEW_PRIVS = 38,
@@ -116,11 +115,15 @@ type ThreadSeccomp = TaskRecord['threads'][number]['seccomp'];
  * A filter is saved once for all threads that have it at the same place after the same filters
  * (one kernel object, from TSYNC or inherited by clone): the restore shares it again.
  */
-function dumpSeccomp(proc: ProcessDump, comm: string): { filters: TaskRecord['seccompFilters']; threads: ThreadSeccomp[] } {
+function dumpSeccomp(
+  proc: ProcessDump,
+  comm: string,
+  statuses: Array<Record<string, string>>,
+): { filters: TaskRecord['seccompFilters']; threads: ThreadSeccomp[] } {
   const filters: TaskRecord['seccompFilters'] = [];
   const byPlace = new Map<string, number>();
-  const threads = proc.threads.map((t): ThreadSeccomp => {
-    const mode = procfs.readStatus(proc.pid, t.pid).Seccomp ?? '0';
+  const threads = proc.threads.map((t, i): ThreadSeccomp => {
+    const mode = statuses[i].Seccomp ?? '0';
     if (mode === '0') return undefined;
     if (mode === '1') return { mode: 1 };
     let found: Array<{ prog: Buffer; flags: number }>;
@@ -204,7 +207,9 @@ async function restoreSeccomp(proc: ProcessRestore): Promise<void> {
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
   const comm = procfs.readStat(pid).comm;
-  const seccomp = dumpSeccomp(proc, comm);
+  // Each thread's /proc status, read once for all its fields.
+  const statuses = proc.threads.map((t) => procfs.readStatus(pid, t.pid));
+  const seccomp = dumpSeccomp(proc, comm, statuses);
   const base = tracee.scratch();
   const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
   tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
@@ -224,12 +229,14 @@ async function dump(proc: ProcessDump): Promise<void> {
     membarrier: Math.max(0, Number(tracee.syscallRaw(SYS.membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0))),
     seccompFilters: seccomp.filters,
     cgroups,
+    // Per thread, what /proc and sched_getscheduler(tid) tell from outside; pdeathsig and
+    // securebits only the thread itself can (prctl).
     threads: proc.threads.map((t, i) => {
-      const policy = Number(t.syscall(SYS.sched_getscheduler, 0));
+      const policy = native.proc.schedGetscheduler(t.pid);
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
       t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
       const pdeathsig = intAt(0);
-      const status = procfs.readStatus(pid, t.pid);
+      const status = statuses[i];
       const stat = statFields(pid, t.pid);
       const own = readCgroups(pid, t.pid);
       return {
@@ -240,7 +247,7 @@ async function dump(proc: ProcessDump): Promise<void> {
         policy,
         priority: stat(40),
         affinity: (status.Cpus_allowed ?? 'ffffffff').toLowerCase(),
-        timerSlackNs: Number(t.syscall(SYS.prctl, PR_GET_TIMERSLACK, 0, 0, 0, 0)),
+        timerSlackNs: Number(readFileSync(`/proc/${t.pid}/timerslack_ns`, 'utf8')),
         pdeathsig,
         noNewPrivs: status.NoNewPrivs === '1',
         ...credentialsOf(status),
