@@ -101,6 +101,31 @@ describe('files', () => {
     expect(await report(pid, stdout)).toBe(before);
   });
 
+  it('a file now shorter than the offset of an fd on it: the restore stops, naming it, and leaves nothing; long enough again, it restores at that offset', async () => {
+    const dir = makeTempDir('shorter');
+    const f = path.join(dir, 'log.bin');
+    const img = path.join(dir, 'img');
+    fs.writeFileSync(f, Buffer.alloc(8192, 7));
+    // fd 3 read-write (no verify policy: only the size check guards it), at offset 5000.
+    const script = `exec 3<>"${f}"; dd bs=5000 count=1 <&3 >/dev/null 2>&1; exec sleep 600`;
+    const { pid } = await runFixture(dir, ['sh', '-c', script], { name: 'shorter', marker: 'sleep' });
+    const pos = () => Number(/^pos:\s+(\d+)$/m.exec(readText(`/proc/${pid}/fdinfo/3`))?.[1]);
+    await waitFor(
+      () => fs.existsSync(`/proc/${pid}/fdinfo/3`) && pos() === 5000 && readText(`/proc/${pid}/comm`).trim() === 'sleep',
+      10_000,
+      () => 'fd 3 at 5000 in sleep',
+    );
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    fs.truncateSync(f, 100);
+    expectCleanError(await ckpt(['restore', '-D', img, '--detach']), f, /is now 100 bytes, shorter than the saved offset 5000/);
+    expect(fs.existsSync(`/proc/${pid}`), 'nothing left of a failed restore').toBe(false);
+    fs.writeFileSync(f, Buffer.alloc(8192, 7));
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    expect(pos(), 'fd 3 at its offset again').toBe(5000);
+    await killAndWaitGone(pid);
+  });
+
   it('rules: method content with policy image puts the image copy back; identical content stored once; policy disk keeps the disk copy', async () => {
     const { dir, work, img } = setup('rules');
     const cfgDir = path.join(dir, 'cfg');

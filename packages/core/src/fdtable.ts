@@ -210,6 +210,19 @@ export async function dumpInFlight(hooks: Hooks, proc: ProcessDump, fd: number):
   }
 }
 
+/**
+ * Every fd record of the image by "pid:n" (n: the fd, or a file in flight's negative id), with its
+ * process: descriptionOf looks one up per fd, which a search of the process's list made quadratic.
+ */
+const records = createSessionState('core:fd-records', (session: RestoreSession) => {
+  const m = new Map<string, { proc: ProcessRestore; r: FdRecord }>();
+  for (const proc of session.processes) {
+    for (const r of proc.record.fds) m.set(`${proc.pid}:${r.fd}`, { proc, r });
+    for (const r of proc.record.inFlight ?? []) m.set(`${proc.pid}:${r.fd}`, { proc, r });
+  }
+  return m;
+});
+
 /** Our fd (in the restorer) of every description restored, by "pid:fd" of its first holder. */
 const descriptions = createSessionState('core:fd-descriptions', (_s: RestoreSession) => new Map<string, number>(), {
   dispose: (m) => {
@@ -354,8 +367,7 @@ export async function descriptionOf(hooks: Hooks, session: RestoreSession, pid: 
   const ours = descriptions.of(session);
   const known = ours.get(`${pid}:${n}`);
   if (known !== undefined) return known;
-  const proc = session.processes.find((p) => p.pid === pid);
-  const r = n >= 0 ? proc?.record.fds.find((x) => x.fd === n) : proc?.record.inFlight?.find((x) => x.fd === n);
+  const { proc, r } = records.of(session).get(`${pid}:${n}`) ?? {};
   const what = n >= 0 ? `fd ${n} of pid ${pid}` : `a file in flight to pid ${pid}`;
   if (!proc || !r) throw new CkptError('ERR_CKPT_IMAGE_CORRUPT', `the image names ${what}, which it does not hold`);
   if (r.sameAs) return descriptionOf(hooks, session, r.sameAs.pid, r.sameAs.fd);
@@ -394,7 +406,7 @@ export async function restoreFdTable(hooks: Hooks, proc: ProcessRestore): Promis
 export function restorerFdOf(proc: ProcessRestore, fd: number): number | undefined {
   const ours = descriptions.peek(proc.session);
   if (!ours) return undefined;
-  const r = proc.fds.find((x) => x.fd === fd);
+  const r = records.of(proc.session).get(`${proc.pid}:${fd}`)?.r;
   if (!r) return undefined;
   return r.sameAs ? ours.get(`${r.sameAs.pid}:${r.sameAs.fd}`) : ours.get(`${proc.pid}:${fd}`);
 }

@@ -14,6 +14,7 @@ import {
   chmodSync,
   closeSync,
   existsSync,
+  fstatSync,
   lchownSync,
   lstatSync,
   mkdirSync,
@@ -385,17 +386,19 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
   }
   if (d.deadPid) return openOfDead(rec, d, proc);
   const path = proc.session.relocate(d.path!);
-  if (rec.kind === 'file' && d.file) {
-    if (d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
-    const st = statSyncSafe(path);
-    if (st && st.size < d.pos && st.size > 0 && !(d.flags & O_APPEND)) {
+  if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
+  const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+  // The file opened must still reach the offset (fstat of it: no second lookup of the path).
+  if (rec.kind === 'file' && d.file && d.pos > 0 && !(d.flags & O_APPEND)) {
+    const size = fstatSync(fd).size;
+    if (size < d.pos && size > 0) {
+      closeQuietly(fd);
       throw new CkptError(
         'ERR_CKPT_RESTORE_FAILED',
-        `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${st.size} bytes, shorter than the saved offset ${d.pos}`,
+        `file ${path} (fd ${rec.fd} of pid ${proc.pid}) is now ${size} bytes, shorter than the saved offset ${d.pos}`,
       );
     }
   }
-  const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
   if (d.pos && rec.kind !== 'chr' && rec.kind !== 'blk' && !(d.flags & O_PATH)) native.fd.lseek(fd, d.pos, SEEK_SET);
   return fd;
 }
