@@ -141,7 +141,8 @@ export function instrumentHooks(hooks: Hooks): void {
         return {
           ...tap,
           fn: async (...args: unknown[]) => {
-            const t0 = performance.now();
+            // Timed only when logged: a hook such as fds.dump runs once per fd.
+            const t0 = log.enabled ? performance.now() : undefined;
             try {
               const out = await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
               if (name === 'fds.dump' && out && typeof out === 'object') return { ...(out as object), owner: tap.name };
@@ -150,7 +151,7 @@ export function instrumentHooks(hooks: Hooks): void {
               if (e instanceof PluginError) throw e;
               throw new PluginError(tap.name, name, e);
             } finally {
-              log('%s [%s] %sms', name, tap.name, (performance.now() - t0).toFixed(2));
+              if (t0 !== undefined) log('%s [%s] %sms', name, tap.name, (performance.now() - t0).toFixed(2));
             }
           },
         };
