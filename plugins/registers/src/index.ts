@@ -147,13 +147,14 @@ async function restoreSignals(proc: ProcessRestore): Promise<void> {
   // Everything blocked until the very end, so queued signals wait for the real masks (threads
   // created later inherit this mask).
   native.ptrace.setSigmask(stub.pid, ALL_SIGNALS);
-  for (const a of rec.sigactions) {
+  // The dispositions, then the shared pending signals, in one stop.
+  const actions = rec.sigactions.map((a): BatchedSyscall => {
     const b = Buffer.alloc(32);
     [a.handler, a.flags, a.restorer, a.mask].forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
-    stub.syscall(SYS.rt_sigaction, a.sig, stub.put(b, 0), 0, 8);
-  }
+    return [SYS.rt_sigaction, a.sig, b, 0, 8];
+  });
   const tgid = proc.session.vpid(proc.pid);
-  stub.syscalls(queueSignals(tgid, tgid, rec.sharedPending, true));
+  stub.syscalls([...actions, ...queueSignals(tgid, tgid, rec.sharedPending, true)]);
 }
 
 /**
