@@ -266,6 +266,8 @@ export class ProcessControl {
     // only finishes dying once the rest of its namespace has.
     const pending = new Set(processes.flat().map((t) => t.pid));
     const deadline = Date.now() + 10000;
+    // A small process is gone within a millisecond or two: look again soon at first.
+    let polls = 0;
     while (pending.size && Date.now() < deadline) {
       let progressed = false;
       for (const tid of [...pending]) {
@@ -279,7 +281,7 @@ export class ProcessControl {
           progressed = true;
         }
       }
-      if (!progressed) sleepSync(2);
+      if (!progressed) sleepSync(polls++ < 20 ? 0.1 : 2);
     }
   }
 
