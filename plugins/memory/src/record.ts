@@ -7,7 +7,7 @@ import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 export const NAME = '@ckpt/plugin-memory';
 
 const int = lazySchema(() => z.number().int());
-const uint = int.nonnegative();
+const uint = lazySchema(() => int.nonnegative());
 /** A 64-bit kernel value read into a number (file offsets, inode numbers): may be beyond 2^53. */
 const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
 /** A non-negative integer a number can hold exactly. */

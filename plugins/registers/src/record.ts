@@ -3,7 +3,7 @@ import { lazySchema } from '@ckpt/core';
 import { z } from 'zod';
 
 const int = lazySchema(() => z.number().int());
-const uint = int.nonnegative();
+const uint = lazySchema(() => int.nonnegative());
 /** A 64-bit value as "0x..." (addresses, masks, flags). */
 const hex = lazySchema(() => z.string().regex(/^0x[0-9a-f]+$/i));
 /** Binary data (registers, siginfo) as base64. */

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import type { IpcObject } from '@ckpt/native';
 
 const int = lazySchema(() => z.number().int());
-const uint = int.nonnegative();
+const uint = lazySchema(() => int.nonnegative());
 
 export interface Attachment {
   start: number;

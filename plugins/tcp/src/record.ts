@@ -30,7 +30,7 @@ export const tcpOptions = lazySchema(() => z.strictObject({ close: z.boolean().o
 export type TcpOptions = z.infer<typeof tcpOptions>;
 
 const int = lazySchema(() => z.number().int());
-const uint = int.nonnegative();
+const uint = lazySchema(() => int.nonnegative());
 const base64 = lazySchema(() => z.string());
 
 /** An inet socket address, as the native engine gives and takes it. */

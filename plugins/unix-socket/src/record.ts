@@ -18,7 +18,7 @@ export const unixSocketOptions = lazySchema(() =>
 export type UnixSocketOptions = z.infer<typeof unixSocketOptions>;
 
 const int = lazySchema(() => z.number().int());
-const uint = int.nonnegative();
+const uint = lazySchema(() => int.nonnegative());
 const base64 = lazySchema(() => z.string());
 /** struct timeval: [seconds, microseconds]. */
 const timeval = lazySchema(() => z.tuple([int, int]));
