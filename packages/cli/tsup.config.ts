@@ -58,6 +58,11 @@ export default defineConfig([
     esbuildPlugins: [startupPlugin],
     esbuildOptions(o) {
       o.define = { ...o.define, 'import.meta.url': '__ckptNativeUrl' };
+      // Whitespace and syntax only (names kept, for stack traces; cli.cjs.map maps them back with
+      // node --enable-source-maps): 1.5 -> 1.06 MB to read and load at every start, and a smaller
+      // code cache (A/B, 12 runs each: dump 88.5 -> 85.7 ms, restore 91.8 -> 86.1, --help 58 -> 56).
+      o.minifyWhitespace = true;
+      o.minifySyntax = true;
     },
     // @ckpt/native's directory: beside this package where npm installs both (node_modules/@ckpt),
     // or in the repository (native/), found by a look at each; require.resolve only when neither
