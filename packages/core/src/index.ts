@@ -66,6 +66,7 @@ export {
   Tracee,
   type BatchedSyscall,
   remoteClone,
+  remoteCloneThreads,
   killTraced,
   findSyscallInsn,
   findFreeRange,

@@ -748,6 +748,47 @@ function nameOf(nr: number): string {
  * it, with its pid as the host sees it (clone3 answers in the parent's namespace). Throws the
  * NativeError of clone3 (EEXIST: pid taken).
  */
+/**
+ * remoteClone of many threads of `parent` at once (restore side): their clone3 calls in one stop
+ * (Tracee.syscallsRaw; the parent's clone events are let through), then each new thread's first
+ * stop awaited, so that their start-ups overlap instead of following one another. Without the
+ * trampoline's batch code, one remoteClone after another. Throws for the first clone3 that failed
+ * (EEXIST: its tid is taken), naming the thread; the threads made meanwhile go with the process.
+ */
+export function remoteCloneThreads(parent: Tracee, setTids: readonly number[][]): Tracee[] {
+  if (parent.space.batchCode === undefined) return setTids.map((s) => remoteClone(parent, s, { thread: true }));
+  const out: Tracee[] = [];
+  // The set_tid arrays side by side in scratch from 2048 on (where remoteClone puts its one), as
+  // many threads a round as fit below the batch's area.
+  const PER_ROUND = 1024;
+  for (let from = 0; from < setTids.length; from += PER_ROUND) {
+    const round = setTids.slice(from, from + PER_ROUND);
+    const arrays = round.map((s) => setTidArray(s));
+    const base = parent.put(Buffer.concat(arrays), 2048);
+    let at = base;
+    const calls = round.map((s, k): BatchedSyscall => {
+      const args = cloneArgs({ flags: CLONE_THREAD_FLAGS, setTid: at, setTidSize: s.length });
+      at += arrays[k].length;
+      return [SYS.clone3, args, args.length];
+    });
+    const results = parent.syscallsRaw(calls);
+    const ids = results.map((r, k) => {
+      const s = round[k];
+      if (r < 0n) checkSyscall(`clone3 of thread ${s[0]}`, parent.pid, r);
+      if (s.length > 1) return s[s.length - 1];
+      return parent.sharesOurPidNs ? Number(r) : hostTaskOf(parent.pid, Number(r), 'clone3', true);
+    });
+    for (const id of ids) {
+      const st = native.ptrace.waitStop(id, 10000);
+      if (st.kind === 'exited' || st.kind === 'killed') {
+        throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
+      }
+      out.push(parent.sibling(id));
+    }
+  }
+  return out;
+}
+
 export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: boolean; flags?: number } = {}): Tracee {
   const at = parent.put(setTidArray(setTid), 2048);
   const args = cloneArgs(

@@ -18,7 +18,7 @@
  *   anything else returns EINTR, as after any signal.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, remoteClone, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, remoteCloneThreads, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import {
   native,
   Regs,
@@ -167,13 +167,18 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
   if (!rec || !stub) return;
   const leaderExited = !!proc.record.leaderExited;
-  proc.threads = leaderExited ? [] : [stub];
-  for (const th of leaderExited ? rec.threads : rec.threads.slice(1)) {
-    try {
-      proc.threads.push(remoteClone(stub, proc.session.setTid(th.tid), { thread: true }));
-    } catch (e) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate thread ${th.tid} of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
-    }
+  // All in one stop of the leader (their start-ups overlap).
+  const made = leaderExited ? rec.threads : rec.threads.slice(1);
+  try {
+    proc.threads = [
+      ...(leaderExited ? [] : [stub]),
+      ...remoteCloneThreads(
+        stub,
+        made.map((th) => proc.session.setTid(th.tid)),
+      ),
+    ];
+  } catch (e) {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate the threads of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
   }
   // Each thread's own state in one stop (Tracee.syscalls).
   rec.threads.forEach((th, i) => {
