@@ -779,10 +779,7 @@ export function remoteCloneThreads(parent: Tracee, setTids: readonly number[][])
       return parent.sharesOurPidNs ? Number(r) : hostTaskOf(parent.pid, Number(r), 'clone3', true);
     });
     for (const id of ids) {
-      const st = native.ptrace.waitStop(id, 10000);
-      if (st.kind === 'exited' || st.kind === 'killed') {
-        throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
-      }
+      awaitBirth(parent, id);
       out.push(parent.sibling(id));
     }
   }
@@ -799,9 +796,14 @@ export function remoteClone(parent: Tracee, setTid: number[], opts: { thread?: b
   let id = Number(parent.syscall(SYS.clone3, parent.put(args, 1024), args.length));
   if (setTid.length > 1) id = setTid[setTid.length - 1];
   else if (!parent.sharesOurPidNs) id = hostTaskOf(parent.pid, id, 'clone3', opts.thread);
+  awaitBirth(parent, id);
+  return opts.thread ? parent.sibling(id) : new Tracee(id, { space: { insn: parent.syscallInsn } });
+}
+
+/** The first stop of a task `parent` just cloned (traced from birth); throws if it died instead. */
+function awaitBirth(parent: Tracee, id: number): void {
   const st = native.ptrace.waitStop(id, 10000);
   if (st.kind === 'exited' || st.kind === 'killed') {
     throw new NativeError({ message: `new task ${id} of ${parent.pid} died at birth`, code: 'ESRCH', syscall: 'clone3', pid: id });
   }
-  return opts.thread ? parent.sibling(id) : new Tracee(id, { space: { insn: parent.syscallInsn } });
 }
