@@ -422,11 +422,11 @@ const nodeEnv = { ...process.env };
 delete nodeEnv.NODE_EXTRA_CA_CERTS;
 
 /** Wall times of `node ARGV` over n spawns as ckpt starts node (with a first, warming, one dropped). */
-function nodeWall(argv, n, env = nodeEnv) {
-  spawnWall(process.execPath, argv, undefined, env);
+function nodeWall(argv, n) {
+  spawnWall(process.execPath, argv, undefined, nodeEnv);
   const t = [];
   for (let i = 0; i < n; i++) {
-    const r = spawnWall(process.execPath, argv, undefined, env);
+    const r = spawnWall(process.execPath, argv, undefined, nodeEnv);
     if (r.code !== 0) throw new Error(`node ${argv.join(' ')} failed: ${r.stderr}`);
     t.push(r.ms);
   }
@@ -2354,7 +2354,14 @@ if (!failed) {
     const statsOf = (s) => (s ? { median: r3(s.median), min: r3(s.min), max: r3(s.max) } : undefined);
     const slim = results.map((r) => {
       if (r.skipped) return r;
-      if (r.kind === 'startup') return { kind: 'startup', nodeMs: r3(r.nodeMs), versionMs: r3(r.versionMs), helpMs: r3(r.helpMs) };
+      if (r.kind === 'startup')
+        return {
+          kind: 'startup',
+          nodeMs: r3(r.nodeMs),
+          ...(r.nodeExtraCaMs !== undefined ? { nodeExtraCaMs: r3(r.nodeExtraCaMs) } : {}),
+          versionMs: r3(r.versionMs),
+          helpMs: r3(r.helpMs),
+        };
       if (r.kind === 'cli' || r.kind === 'python' || r.kind === 'node') {
         const { ops, nodeMs, ...rest } = r;
         return {
