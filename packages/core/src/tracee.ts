@@ -230,10 +230,10 @@ export class Tracee {
 
   /** The task's pid is the same here as in its own pid namespace (read once: it never moves). */
   get sharesOurPidNs(): boolean {
-    this.ownPidNs ??= nsPid(this.pid) === this.pid;
-    return this.ownPidNs;
+    this.inOurPidNs ??= nsPid(this.pid) === this.pid;
+    return this.inOurPidNs;
   }
-  private ownPidNs?: boolean;
+  private inOurPidNs?: boolean;
 
   /** Address of the `syscall` instruction used for injection. */
   get syscallInsn(): number {
