@@ -43,7 +43,7 @@ function startForwarder(m: number, onClose: () => void): void {
     if (closed) return;
     closed = true;
     clearInterval(timer);
-    process.off('beforeExit', drainAndStop);
+    process.off('exit', drainAndStop);
     process.stdout.off('error', stop);
     if (input) input.removeListener('data', onInput);
     onClose();
@@ -78,7 +78,10 @@ function startForwarder(m: number, onClose: () => void): void {
   process.stdout.once('error', stop); // our reader went away: stop copying
   const timer = setInterval(pump, 20);
   timer.unref();
-  process.on('beforeExit', drainAndStop);
+  // What the program wrote last (before it exited, which ckpt restore follows) is copied at our
+  // exit: 'exit' comes also when the command ends with process.exit(), which skips 'beforeExit'
+  // (its output was lost then, up to a pump's 20 ms of it). stdout is synchronous on Linux.
+  process.on('exit', drainAndStop);
   // Keyboard input from a pipe or a file (a terminal on stdin: use --tty instead).
   let st: Stats | undefined;
   try {
