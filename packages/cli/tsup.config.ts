@@ -3,18 +3,47 @@ import { defineConfig } from 'tsup';
 import type { Plugin } from 'esbuild';
 
 /**
+ * Modules of the command bundle loaded at their first use, not at every start: each import of
+ * one (by ckpt's code or a library's) gets a stand-in whose properties, one per export of the real
+ * module (listed here at build time), load it when first read. import-meta-resolve (with the
+ * assert and v8 it loads) resolves the user's plugins, child_process runs nft, npm and ssh (and
+ * commander's external subcommands, which ckpt has none of), v8 gives the gc() of a dump that
+ * leaves the process running: together some 5 ms of every start that most commands never use.
+ */
+const LAZY_BUILTINS = ['child_process', 'v8'];
+const LAZY_PACKAGES = ['import-meta-resolve'];
+
+/**
  * Start-up of the command bundle: `debug` probes for the optional `supports-color` at load, a
  * failing resolution through every node_modules above (2-3 ms, per copy of debug); it gets an
  * empty module instead (debug's basic colors, as when it is not installed). And one copy of
- * `debug` (core's) for every importer, not two evaluated at start.
+ * `debug` (core's) for every importer, not two evaluated at start. And the LAZY modules above.
  */
 const startupPlugin: Plugin = {
   name: 'ckpt-startup',
   setup(build) {
     const coreDebug = createRequire(new URL('../core/package.json', import.meta.url)).resolve('debug');
+    const apiDir = new URL('../api/', import.meta.url).pathname;
     build.onResolve({ filter: /^supports-color$/ }, () => ({ path: 'supports-color', namespace: 'ckpt-empty' }));
     build.onLoad({ filter: /.*/, namespace: 'ckpt-empty' }, () => ({ contents: 'module.exports = null;', loader: 'js' }));
     build.onResolve({ filter: /^debug$/ }, () => ({ path: coreDebug }));
+    const lazy = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$|^(${LAZY_PACKAGES.join('|')})$`);
+    build.onResolve({ filter: lazy }, (args) => {
+      // The stand-in's own require is of the real module.
+      if (args.namespace === 'ckpt-lazy') return undefined;
+      return { path: args.path.replace(/^node:/, ''), namespace: 'ckpt-lazy' };
+    });
+    build.onLoad({ filter: /.*/, namespace: 'ckpt-lazy' }, async ({ path }) => {
+      const builtin = LAZY_BUILTINS.includes(path);
+      const real = builtin ? createRequire(import.meta.url)(path) : await import(createRequire(apiDir).resolve(path));
+      const names = Object.keys(real).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
+      const getters = names.map((n) => `get ${n}() { return load().${n}; }`).join(',\n');
+      return {
+        contents: `let real;\nconst load = () => (real ??= require(${JSON.stringify(builtin ? `node:${path}` : path)}));\nmodule.exports = {\n${getters}\n};\n`,
+        loader: 'js',
+        resolveDir: apiDir,
+      };
+    });
   },
 };
 
@@ -56,12 +85,16 @@ export default defineConfig([
     noExternal: [/./],
     external: ['node-gyp-build'],
     esbuildPlugins: [startupPlugin],
+    // tsup's own plugin would take node:child_process first (and make it external as is).
+    removeNodeProtocol: false,
     esbuildOptions(o) {
       o.define = { ...o.define, 'import.meta.url': '__ckptNativeUrl' };
       // Whitespace and syntax only (names kept, for stack traces; cli.cjs.map maps them back with
       // node --enable-source-maps): 1.5 -> 1.06 MB to read and load at every start, and a smaller
       // code cache (A/B, 12 runs each: dump 88.5 -> 85.7 ms, restore 91.8 -> 86.1, --help 58 -> 56).
       o.minifyWhitespace = true;
+      // ASCII only (esbuild's default, said here because bin.ts reads the bundle as latin1).
+      o.charset = 'ascii';
       o.minifySyntax = true;
     },
     // @ckpt/native's directory: beside this package where npm installs both (node_modules/@ckpt),

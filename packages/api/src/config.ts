@@ -18,11 +18,11 @@
  * believes in and does not have. Plugin options are only gathered here; each plugin's own schema
  * checks them when the Ckpt is built.
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { importUserModule } from './userImport.js';
-import { basename, dirname, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { lilconfig, type Loader } from 'lilconfig';
 import type { z } from 'zod';
 import { CkptError } from '@ckpt/core';
 import { BUILTIN_PLUGIN_NAMES, configKeys, configSchema } from './schema.js';
@@ -53,8 +53,8 @@ const FILES_PLUGIN = '@ckpt/plugin-files';
 
 export interface LoadConfigOptions {
   /**
-   * The last directory searched (default: the user's home directory when cwd is under it, as
-   * lilconfig does, so that a stray config above $HOME is not picked up; else the root).
+   * The last directory searched (default: the user's home directory when cwd is under it, so
+   * that a stray config above $HOME is not picked up; else the root).
    */
   stopDir?: string;
 }
@@ -68,6 +68,9 @@ function firstLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split('\n')[0];
 }
 
+/** Reads a config file's content into its raw value. */
+type Loader = (file: string, content: string) => unknown;
+
 const jsonLoader: Loader = (file, content) => {
   try {
     return JSON.parse(content.replace(/^\uFEFF/, '')) as unknown;
@@ -80,7 +83,7 @@ const jsonLoader: Loader = (file, content) => {
  * .mjs/.js/.cjs: import() for all three (Node's own loader decides ESM or CommonJS; for CommonJS
  * module.exports is the default export). A config module exports the config as its default.
  */
-const moduleLoader: Loader = async (file) => {
+const moduleLoader = async (file: string): Promise<unknown> => {
   let mod: { default?: unknown };
   try {
     mod = (await importUserModule(pathToFileURL(file).href)) as { default?: unknown };
@@ -218,33 +221,72 @@ function defaults(cwd: string): CkptConfig {
   return { plugins: [], builtins: true, disable: [], options: {}, baseDir: cwd };
 }
 
+/** package.json's "ckpt" key, or null when it has none (a falsy one is none). */
+function packageConfig(file: string, content: string): unknown {
+  const pkg = jsonLoader(file, content);
+  return (pkg && typeof pkg === 'object' && (pkg as Record<string, unknown>).ckpt) || null;
+}
+
+/**
+ * A config file's raw value: package.json's "ckpt" key (null without one); undefined for an
+ * empty file (a config with no settings); else the file read by its extension.
+ */
+async function readConfigFile(path: string): Promise<unknown> {
+  const content = readFileSync(path, 'utf8');
+  if (basename(path) === 'package.json') return packageConfig(path, content);
+  if (content.trim() === '') return undefined;
+  const ext = extname(path);
+  if (ext === '' || ext === '.json') return jsonLoader(path, content);
+  if (ext === '.mjs' || ext === '.js' || ext === '.cjs') return moduleLoader(path);
+  throw configError(`config ${path}: a config is JSON (.json, or no extension) or a module (.mjs, .js, .cjs), not ${ext}`);
+}
+
+/**
+ * The nearest config from dir up: in each directory the first of CONFIG_FILES there (a
+ * package.json only with a "ckpt" key), up to stopDir if dir is under it, else to the root.
+ * Synchronous, one readdir per directory: this runs at the start of every command.
+ */
+async function searchConfig(dir: string, stopDir: string): Promise<{ filepath: string; config: unknown } | null> {
+  for (;;) {
+    let names: Set<string> | undefined;
+    try {
+      names = new Set(readdirSync(dir));
+    } catch {
+      // A directory that can be searched but not listed: each name is looked up.
+    }
+    for (const name of CONFIG_FILES) {
+      const path = join(dir, name);
+      // existsSync also where it is listed: a dangling symlink is no config.
+      if ((names && !names.has(name)) || !existsSync(path)) continue;
+      const config = await readConfigFile(path);
+      if (name === 'package.json' && config === null) continue;
+      return { filepath: path, config };
+    }
+    const parent = dirname(dir);
+    if (dir === stopDir || parent === dir) return null;
+    dir = parent;
+  }
+}
+
 /**
  * Loads the config: `file` (relative to cwd) if given, else the nearest one found from cwd up.
  * No config at all is not an error: built-ins only.
  */
 export async function loadConfig(file?: string, cwd = process.cwd(), opts: LoadConfigOptions = {}): Promise<CkptConfig> {
   cwd = resolve(cwd);
-  const explorer = lilconfig('ckpt', {
-    searchPlaces: CONFIG_FILES,
-    loaders: { '.json': jsonLoader, '.mjs': moduleLoader, '.js': moduleLoader, '.cjs': moduleLoader, noExt: jsonLoader },
-    // An empty ckpt.config.json is a config with no settings, not a reason to look further up.
-    ignoreEmptySearchPlaces: false,
-    cache: false,
-    ...(opts.stopDir ? { stopDir: resolve(opts.stopDir) } : {}),
-  });
   let found: { filepath: string; config: unknown } | null;
   try {
     if (file) {
       const path = resolve(cwd, file);
       if (!existsSync(path)) throw configError(`config file not found: ${path}`);
       if (statSync(path).isDirectory()) throw configError(`config ${path} is a directory (give a file, e.g. ${resolve(path, CONFIG_FILES[0])})`);
-      found = await explorer.load(path);
+      found = { filepath: path, config: await readConfigFile(path) };
     } else {
-      found = await explorer.search(cwd);
+      found = await searchConfig(cwd, resolve(opts.stopDir ?? homedir()));
     }
   } catch (e) {
     if (e instanceof CkptError) throw e;
-    // lilconfig's own errors (an unreadable file, a package.json that is not JSON).
+    // An unreadable file (EACCES, EISDIR...).
     throw configError(`cannot read config${file ? ` ${resolve(cwd, file)}` : ` (searching from ${cwd})`}: ${firstLine(e)}`, e);
   }
   if (!found) return defaults(cwd);

@@ -32,7 +32,9 @@ function runBundle(file: string): void {
     cachedData = readFileSync(cacheFile);
   } catch {}
   const M = Module as unknown as { wrap(source: string): string; _nodeModulePaths(dir: string): string[] };
-  const script = new vm.Script(M.wrap(readFileSync(file, 'utf8')), { filename: file, cachedData });
+  // latin1: esbuild writes ASCII (non-ASCII characters escaped), so each byte is a character, and
+  // the string is made by a copy, without UTF-8 decoding.
+  const script = new vm.Script(M.wrap(readFileSync(file, 'latin1')), { filename: file, cachedData });
   // import() in the bundle (of the user's plugins, see share.ts) is this module's.
   (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.esmImport')] = (url: string) => import(url);
   if (!cachedData || script.cachedDataRejected) {
