@@ -94,6 +94,48 @@ describe('hooks', () => {
     });
     await expect(hooks.fds.restore.get('owner')!.promise({} as never, {} as never)).rejects.toThrow(/plugin owner failed in hook fds\.restore\[owner\]: boom/);
   });
+
+  it('promise() runs sync, async and promise taps in stage order, as tapable does, and tapable still runs a call interceptor', async () => {
+    const hooks = createHooks();
+    const seen: string[] = [];
+    const hook = hooks.session.beforeDump;
+    hook.tapPromise({ name: 'late', stage: 10 }, async (s) => void seen.push(`late ${String(s)}`));
+    hook.tap('sync', (s) => void seen.push(`sync ${String(s)}`));
+    hook.tapAsync('async', (s, done) => setTimeout(() => (seen.push(`async ${String(s)}`), done()), 1));
+    await hook.promise('a' as never, 'extra' as never);
+    expect(seen).toEqual(['sync a', 'async a', 'late a']);
+    // A tap added after the first call is in the next one.
+    hook.tap({ name: 'early', stage: -10 }, () => void seen.push('early'));
+    seen.length = 0;
+    await hook.promise('b' as never);
+    expect(seen).toEqual(['early', 'sync b', 'async b', 'late b']);
+    // Errors reject, whatever the kind of tap; a promise tap must return a promise.
+    const failing = createHooks().session.frozen;
+    failing.tapAsync('cb', (_s, done) => done(new Error('from callback')));
+    await expect(failing.promise({} as never)).rejects.toThrow('from callback');
+    const noPromise = createHooks().session.frozen;
+    noPromise.tapPromise('bad', (() => 42) as never);
+    await expect(noPromise.promise({} as never)).rejects.toThrow(/did not return promise/);
+    // An interceptor that watches calls gets tapable's own compiled call.
+    const calls: unknown[] = [];
+    hook.intercept({ call: (s) => void calls.push(s) });
+    seen.length = 0;
+    await hook.promise('c' as never);
+    expect(calls).toEqual(['c']);
+    expect(seen).toEqual(['early', 'sync c', 'async c', 'late c']);
+  });
+
+  it('a bail hook resolves with the first result that is not undefined, and runs no tap after it', async () => {
+    const hooks = createHooks();
+    const ran: string[] = [];
+    const hook = hooks.fds.restore.for('x');
+    hook.tap('none', () => void ran.push('none'));
+    hook.tapPromise('seven', async () => (ran.push('seven'), 7));
+    hook.tap('never', () => (ran.push('never'), 8));
+    expect(await hook.promise({} as never, {} as never)).toBe(7);
+    expect(ran).toEqual(['none', 'seven']);
+    expect(await createHooks().fds.restore.for('y').promise({} as never, {} as never)).toBeUndefined();
+  });
 });
 
 describe('session state', () => {
