@@ -101,7 +101,12 @@ describe('hooks', () => {
     const hook = hooks.session.beforeDump;
     hook.tapPromise({ name: 'late', stage: 10 }, async (s) => void seen.push(`late ${String(s)}`));
     hook.tap('sync', (s) => void seen.push(`sync ${String(s)}`));
-    hook.tapAsync('async', (s, done) => setTimeout(() => (seen.push(`async ${String(s)}`), done()), 1));
+    hook.tapAsync('async', (s, done) =>
+      setTimeout(() => {
+        seen.push(`async ${String(s)}`);
+        done();
+      }, 1),
+    );
     await hook.promise('a' as never, 'extra' as never);
     expect(seen).toEqual(['sync a', 'async a', 'late a']);
     // A tap added after the first call is in the next one.
@@ -130,8 +135,14 @@ describe('hooks', () => {
     const ran: string[] = [];
     const hook = hooks.fds.restore.for('x');
     hook.tap('none', () => void ran.push('none'));
-    hook.tapPromise('seven', async () => (ran.push('seven'), 7));
-    hook.tap('never', () => (ran.push('never'), 8));
+    hook.tapPromise('seven', async () => {
+      ran.push('seven');
+      return 7;
+    });
+    hook.tap('never', () => {
+      ran.push('never');
+      return 8;
+    });
     expect(await hook.promise({} as never, {} as never)).toBe(7);
     expect(ran).toEqual(['none', 'seven']);
     expect(await createHooks().fds.restore.for('y').promise({} as never, {} as never)).toBeUndefined();
