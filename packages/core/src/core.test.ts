@@ -100,14 +100,15 @@ describe('hooks', () => {
     const seen: string[] = [];
     const hook = hooks.session.beforeDump;
     hook.tapPromise({ name: 'late', stage: 10 }, async (s) => void seen.push(`late ${String(s)}`));
-    hook.tap('sync', (s) => void seen.push(`sync ${String(s)}`));
+    hook.tap('sync', (...a) => void seen.push(`sync ${a.map(String).join(',')}`));
     hook.tapAsync('async', (s, done) =>
       setTimeout(() => {
         seen.push(`async ${String(s)}`);
         done();
       }, 1),
     );
-    await hook.promise('a' as never, 'extra' as never);
+    // An argument beyond the hook's own is not passed on.
+    await (hook.promise as (...a: unknown[]) => Promise<void>)('a', 'extra');
     expect(seen).toEqual(['sync a', 'async a', 'late a']);
     // A tap added after the first call is in the next one.
     hook.tap({ name: 'early', stage: -10 }, () => void seen.push('early'));
@@ -145,7 +146,11 @@ describe('hooks', () => {
     });
     expect(await hook.promise({} as never, {} as never)).toBe(7);
     expect(ran).toEqual(['none', 'seven']);
-    expect(await createHooks().fds.restore.for('y').promise({} as never, {} as never)).toBeUndefined();
+    expect(
+      await createHooks()
+        .fds.restore.for('y')
+        .promise({} as never, {} as never),
+    ).toBeUndefined();
   });
 });
 
