@@ -272,6 +272,26 @@ describe('clear errors', () => {
   });
 });
 
+describe('output whose reader has gone', () => {
+  it('a dump whose log reader quits at the first line goes on to its image and exit status 0', async () => {
+    const dir = makeTempDir('epipe');
+    const { pid } = await runFixture(dir, [bin('sleeper'), 'nanosleep', '600'], { name: 'sleeper', json: true });
+    const img = path.join(dir, 'img');
+    const status = path.join(dir, 'status');
+    // head reads one line of the log (-v on stderr, the result on stdout) and quits: every later
+    // write of ckpt meets a closed pipe.
+    const r = spawnSync(
+      'sh',
+      ['-c', '{ "$0" "$1" dump --leave-running -v -t "$2" -D "$3" 2>&1; echo $? > "$4"; } | head -n 1', process.execPath, CLI, String(pid), img, status],
+      { env: { ...process.env, NODE_OPTIONS: '' }, encoding: 'utf8' },
+    );
+    expect(r.stdout).toMatch(/ckpt:/);
+    expect(fs.readFileSync(status, 'utf8').trim(), 'ckpt dump exit status').toBe('0');
+    expect(fs.existsSync(path.join(img, '1')), 'the image of the dump').toBe(true);
+    expectRunningFree(pid);
+  });
+});
+
 describe('the ckpt program (bin/ckpt.js run as a program, as npx and PATH run it)', () => {
   const program = path.join(REPO_ROOT, 'packages/cli/bin/ckpt.js');
   /** The environment with NODE_EXTRA_CA_CERTS as given (undefined: not set at all). */
