@@ -65,7 +65,7 @@ export const GROUPS = {
     'zstdDecompressFile',
   ],
   hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile', 'blake3Use'],
-  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
+  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'exitNow', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: [
     'pipe',
     'copyHashed',

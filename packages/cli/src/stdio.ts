@@ -9,6 +9,13 @@
  * Node makes each stream at its first use; the listener is added then, so that a command that
  * never writes to stderr does not pay for opening it.
  */
+const opened = new Map<'stdout' | 'stderr', NodeJS.WriteStream>();
+
+/** Whether stdout or stderr (those made so far) still holds output the kernel has not taken. */
+export function outputPending(): boolean {
+  return [...opened.values()].some((s) => s.writableLength > 0);
+}
+
 export function tolerateClosedOutput(): void {
   for (const name of ['stdout', 'stderr'] as const) {
     const desc = Object.getOwnPropertyDescriptor(process, name);
@@ -21,6 +28,7 @@ export function tolerateClosedOutput(): void {
       get() {
         if (!stream) {
           stream = make.call(process) as NodeJS.WriteStream;
+          opened.set(name, stream);
           stream.on('error', (e: NodeJS.ErrnoException) => {
             if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
           });
