@@ -12,13 +12,13 @@ import * as typedi from 'typedi';
 import * as zod from 'zod';
 import { main } from './main.js';
 import { shareModules } from './share.js';
-import { outputPending, tolerateClosedOutput } from './stdio.js';
+import { outputPending, setUpOutput } from './stdio.js';
 
 // Each zod schema compiles a fast path (new Function) at its first parse, which no code cache
 // keeps: for a command that parses each schema once, that doubles the cost of reading an image's
 // records (about 30 ms of a restore here). The plain path parses the same.
 zod.config({ jitless: true });
-tolerateClosedOutput();
+setUpOutput();
 shareModules({
   '@ckpt/core': core,
   '@ckpt/core/version': coreVersion,
