@@ -17,6 +17,7 @@
         "src/netif.cc",
         "src/inotify.cc",
         "src/hash.cc",
+        "src/sign.cc",
         "src/blake3.cc",
         "src/zstd.cc"
       ],

@@ -311,6 +311,18 @@ export interface MemBinding {
  * The digests of image files (native/src/hash.cc): BLAKE3 (blake3.cc, written here; AVX-512 or AVX2
  * when the CPU has it) and SHA-256 (OpenSSL's EVP from node). Digests are lowercase hex.
  */
+/** Ed25519 with raw keys and random bytes (native/src/sign.cc), without node:crypto. */
+export interface SignBinding {
+  /** The 32-byte public key of a 32-byte private seed. */
+  ed25519Public(seed: Uint8Array): Buffer;
+  /** The 64-byte signature of message by the private seed. */
+  ed25519Sign(seed: Uint8Array, message: Uint8Array): Buffer;
+  /** Whether signature is the 32-byte public key's, of message (false for malformed input). */
+  ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean;
+  /** n bytes of getrandom(2). */
+  randomBytes(n: number): Buffer;
+}
+
 export interface HashBinding {
   /** A new running hash, for hashUpdate, dumpPages and restorePages. */
   hashNew(alg: HashAlgorithm): HashHandle;
@@ -485,6 +497,7 @@ export interface NativeFacade {
   ptrace: PtraceBinding;
   mem: MemBinding;
   hash: HashBinding;
+  sign: SignBinding;
   proc: ProcBinding;
   fd: FdBinding;
   events: EventsBinding;
@@ -494,4 +507,14 @@ export interface NativeFacade {
 export type NativeGroup = keyof NativeFacade;
 
 /** The raw addon: every function of every group, flat, and errnoName. */
-export interface Binding extends PtraceBinding, MemBinding, HashBinding, ProcBinding, FdBinding, EventsBinding, IpcBinding, SockBinding, ErrnoBinding {}
+export interface Binding
+  extends PtraceBinding,
+    MemBinding,
+    HashBinding,
+    SignBinding,
+    ProcBinding,
+    FdBinding,
+    EventsBinding,
+    IpcBinding,
+    SockBinding,
+    ErrnoBinding {}

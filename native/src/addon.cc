@@ -15,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ckpt::InitNetif(env, exports);
   ckpt::InitInotify(env, exports);
   ckpt::InitHash(env, exports);
+  ckpt::InitSign(env, exports);
   ckpt::InitZstd(env, exports);
   return exports;
 }

@@ -47,6 +47,7 @@ void InitPacket(Napi::Env env, Napi::Object exports);
 void InitNetif(Napi::Env env, Napi::Object exports);
 void InitInotify(Napi::Env env, Napi::Object exports);
 void InitHash(Napi::Env env, Napi::Object exports);
+void InitSign(Napi::Env env, Napi::Object exports);
 void InitZstd(Napi::Env env, Napi::Object exports);
 
 // pread/pwrite of all n bytes at off (EINTR retried; a short end is EIO): false with errno set.

@@ -10,7 +10,7 @@ import type { Plugin } from 'esbuild';
  * commander's external subcommands, which ckpt has none of), v8 gives the gc() of a dump that
  * leaves the process running: together some 5 ms of every start that most commands never use.
  */
-const LAZY_BUILTINS = ['child_process', 'v8', 'net', 'tty', 'stream'];
+const LAZY_BUILTINS = ['child_process', 'v8', 'net', 'tty', 'stream', 'crypto'];
 const LAZY_PACKAGES = ['import-meta-resolve'];
 
 /**

@@ -11,6 +11,7 @@ import {
   staleGuardMappings,
   enableLogging,
   parsePublicKey,
+  publicKeyPem,
   readPublicKeyFile,
   type Ckpt,
   type CkptPlugin,
@@ -685,7 +686,7 @@ program
   .action((o: { json?: boolean }) => {
     const store = new KeyStore();
     const key = store.hostKey()!;
-    const pem = key.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const pem = publicKeyPem(key.raw);
     if (o.json) console.log(JSON.stringify({ fingerprint: key.fingerprint, algorithm: 'ed25519', publicKey: pem, dir: store.dir }));
     else {
       process.stdout.write(pem);

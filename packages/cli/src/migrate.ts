@@ -37,6 +37,7 @@ import {
   CkptError,
   ImageReader,
   KeyStore,
+  publicKeyPem,
   MANIFEST,
   NftNetworkLocks,
   SIGNATURE_FILE,
@@ -274,7 +275,7 @@ export async function migrate(c: Ckpt, o: MigrateOptions): Promise<MigrateResult
     await remote.send({
       op: 'hello',
       version: VERSION,
-      key: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
+      key: publicKeyPem(key.raw),
       lazy: !!o.lazy,
       addresses: o.addresses.map((a) => ({ ...a, dev: o.addressDevs?.[a.addr] })),
       direct: o.direct !== false,

@@ -15,7 +15,7 @@
  * rather than SHA-256 (format 3, still read): it is about twice as fast per core here, and the
  * digest of a 1 GiB page file is on the critical path of both dump and restore.
  */
-import { createHash, type KeyObject, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -36,6 +36,7 @@ import { PageClient } from './pageclient.js';
 import os from 'node:os';
 import { type HashAlgorithm, type HashHandle, native } from '@ckpt/native';
 import { CkptError } from './errors.js';
+import { randomHex, sha256Hex } from './random.js';
 import { checkImageOwnership, commitGeneration, dirError, fsyncPath, lockImageDir, resolveImage, stagingName } from './imagedir.js';
 import type { FdRecord } from './context.js';
 import { type HostKey, KeyStore, parseSignature, SIGNATURE_FILE, signatureLine, signatureValid, type TrustReason } from './keys.js';
@@ -145,7 +146,7 @@ export interface ProcessRecord {
 }
 
 function manifestChecksum(body: Omit<Manifest, never>): string {
-  return createHash('sha256').update(JSON.stringify(body)).digest('hex');
+  return sha256Hex(JSON.stringify(body));
 }
 
 const digestOf = (alg: HashAlgorithm, data: Buffer | string) => native.hash.hashOf(alg, typeof data === 'string' ? Buffer.from(data) : data);
@@ -260,7 +261,7 @@ export class ImageWriter {
       this.release();
       throw e;
     }
-    this.staging = join(this.dir, stagingName(randomBytes(4).toString('hex')));
+    this.staging = join(this.dir, stagingName(randomHex(4)));
     try {
       mkdirSync(this.staging, { mode: 0o700 });
     } catch (e) {

@@ -55,6 +55,7 @@ export {
   KeyStore,
   defaultKeyDir,
   fingerprint,
+  publicKeyPem,
   parsePublicKey,
   readPublicKeyFile,
   type HostKey,

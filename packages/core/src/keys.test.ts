@@ -1,12 +1,12 @@
 // The key store (host key created once, atomically; trusted keys; fingerprints) and signatures.
 import { execFileSync } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash, createPrivateKey, generateKeyPairSync, sign, verify } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CkptError } from './errors.js';
-import { defaultKeyDir, fingerprint, KeyStore, parsePublicKey, parseSignature, rawPublicKey, signatureLine, signatureValid } from './keys.js';
+import { defaultKeyDir, fingerprint, KeyStore, parsePublicKey, parseSignature, publicKeyPem, rawPublicKey, signatureLine, signatureValid } from './keys.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -91,6 +91,42 @@ describe('host key', () => {
     new KeyStore(dir).hostKey();
     chmodSync(dir, 0o777);
     expect(() => new KeyStore(dir).trustOf('SHA256:x')).toThrow(/writable by others/);
+  });
+});
+
+describe('host key without node:crypto (the native engine signs, the PEM is read as bytes)', () => {
+  it("signs as node:crypto does, and node:crypto verifies it; host.pub is Node's SPKI PEM", () => {
+    const store = new KeyStore(tempDir());
+    const key = store.hostKey()!;
+    const manifest = Buffer.from('{"files":[]}');
+    const line = signatureLine(manifest, key);
+    const sig = parseSignature(line)!;
+    // Ed25519 signatures are deterministic: the same bytes as Node's, and valid for it.
+    expect(sig.signature.equals(sign(null, manifest, key.privateKey))).toBe(true);
+    expect(verify(null, manifest, key.publicKey, sig.signature)).toBe(true);
+    expect(signatureValid(manifest, sig)).toBe(true);
+    expect(signatureValid(Buffer.from('{"files":[1]}'), sig)).toBe(false);
+    expect(publicKeyPem(key.raw)).toBe(key.publicKey.export({ type: 'spki', format: 'pem' }));
+    expect(readFileSync(store.hostPubPath, 'utf8')).toBe(publicKeyPem(key.raw));
+    expect(key.fingerprint).toBe(fingerprint(key.publicKey));
+  });
+
+  it('a host key in another PKCS#8 layout (CRLF lines; attributes) is read through node:crypto, the same key', () => {
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const plain = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const d = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
+    // PKCS#8 v1 with an empty attribute set [0] {}: 50 bytes, not the 48 ckpt writes.
+    const der = Buffer.concat([Buffer.from('3030020100300506032b657004220420', 'hex'), d, Buffer.from('a000', 'hex')]);
+    const withAttributes = `-----BEGIN PRIVATE KEY-----\n${der.toString('base64')}\n-----END PRIVATE KEY-----\n`;
+    expect(createPrivateKey(withAttributes).asymmetricKeyType, 'the test key is valid PKCS#8').toBe('ed25519');
+    for (const text of [plain.replace(/\n/g, '\r\n'), withAttributes]) {
+      const dir = tempDir();
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      writeFileSync(join(dir, 'host.key'), text, { mode: 0o600 });
+      const key = new KeyStore(dir).hostKey()!;
+      expect(key.seed.equals(d)).toBe(true);
+      expect(key.fingerprint).toBe(fingerprint(rawPublicKey(privateKey)));
+    }
   });
 });
 

@@ -17,7 +17,7 @@
  *
  *   ckpt-signature-v1 ed25519 <public key, base64 of 32 bytes> <signature, base64 of 64 bytes>
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, sign, verify } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import {
   closeSync,
   fsyncSync,
@@ -38,6 +38,8 @@ import { join } from 'node:path';
 import { CkptError } from './errors.js';
 import { fsyncPath } from './imagedir.js';
 import { logger } from './log.js';
+import { native } from '@ckpt/native';
+import { randomHex } from './random.js';
 
 const log = logger('keys');
 
@@ -54,6 +56,31 @@ export function defaultKeyDir(env: NodeJS.ProcessEnv = process.env, uid: number 
   return join(env.XDG_CONFIG_HOME || join(home(), '.config'), 'ckpt');
 }
 
+/*
+ * A dump signs and a restore verifies with the native engine's Ed25519 (raw keys), and the host
+ * key is read and written in the one layout an Ed25519 key has in PKCS#8 and SPKI (the DER
+ * prefix, then the 32 bytes): node:crypto, whose module costs 5-6 ms of a command's start, is
+ * loaded only for other keys (the PEM parser tells what is wrong with them) and for KeyObjects.
+ */
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex');
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
+
+/** The DER of a PEM block with this label, when the text is exactly one such block. */
+function pemBody(text: string, label: string): Buffer | undefined {
+  const m = new RegExp(`^-----BEGIN ${label}-----\r?\n([A-Za-z0-9+/=\r\n]+)-----END ${label}-----\r?\n?$`).exec(text);
+  return m ? Buffer.from(m[1].replace(/\s+/g, ''), 'base64') : undefined;
+}
+
+/** The 32 bytes after an Ed25519 DER prefix, when der is exactly that. */
+function rawAfter(der: Buffer | undefined, prefix: Buffer): Buffer | undefined {
+  return der && der.length === prefix.length + 32 && der.subarray(0, prefix.length).equals(prefix) ? der.subarray(prefix.length) : undefined;
+}
+
+/** An Ed25519 public key as `ckpt key` prints it (SPKI PEM, as Node's export writes it). */
+export function publicKeyPem(raw: Buffer): string {
+  return `-----BEGIN PUBLIC KEY-----\n${Buffer.concat([SPKI_ED25519, raw]).toString('base64')}\n-----END PUBLIC KEY-----\n`;
+}
+
 /** The raw 32 bytes of an Ed25519 public key. */
 export function rawPublicKey(key: KeyObject): Buffer {
   const jwk = key.export({ format: 'jwk' });
@@ -68,7 +95,7 @@ export function publicKeyFromRaw(raw: Buffer): KeyObject {
 /** "SHA256:<base64>", the way ssh-keygen -l names keys. */
 export function fingerprint(key: KeyObject | Buffer): string {
   const raw = Buffer.isBuffer(key) ? key : rawPublicKey(key);
-  return `SHA256:${createHash('sha256').update(raw).digest('base64').replace(/=+$/, '')}`;
+  return `SHA256:${Buffer.from(native.hash.hashOf('sha256', raw), 'hex').toString('base64').replace(/=+$/, '')}`;
 }
 
 /** A fingerprint as a file name (no '/'). */
@@ -131,8 +158,8 @@ export function readPublicKeyFile(path: string): KeyObject {
 
 /** The line of manifest.sig for these manifest bytes. */
 export function signatureLine(manifest: Buffer, key: HostKey): string {
-  const sig = sign(null, manifest, key.privateKey);
-  return `${SIGNATURE_TAG} ${rawPublicKey(key.publicKey).toString('base64')} ${sig.toString('base64')}\n`;
+  const sig = native.sign.ed25519Sign(key.seed, manifest);
+  return `${SIGNATURE_TAG} ${key.raw.toString('base64')} ${sig.toString('base64')}\n`;
 }
 
 export interface Signature {
@@ -159,14 +186,9 @@ export function signatureValid(data: Buffer, sig: Signature): boolean {
   // The same bytes and signature verify the same way every time: a verification that passed is
   // not done again (a restore of an image chain opens each image of the chain, a migration's
   // destination each image several times: 0.2 ms each here, more in a fresh process).
-  const key = createHash('sha256').update(data).update(sig.publicKey).update(sig.signature).digest('base64');
+  const key = native.hash.hashOf('sha256', Buffer.concat([data, sig.publicKey, sig.signature]));
   if (verifiedSignatures.has(key)) return true;
-  let ok: boolean;
-  try {
-    ok = verify(null, data, publicKeyFromRaw(sig.publicKey), sig.signature);
-  } catch {
-    return false;
-  }
+  const ok = native.sign.ed25519Verify(sig.publicKey, data, sig.signature);
   if (ok) {
     verifiedSignatures.add(key);
     if (verifiedSignatures.size > VERIFIED_KEPT) verifiedSignatures.delete(verifiedSignatures.values().next().value!);
@@ -179,9 +201,33 @@ const VERIFIED_KEPT = 256;
 // ---- the key store ----
 
 export interface HostKey {
-  privateKey: KeyObject;
-  publicKey: KeyObject;
+  /** The private key's raw 32 bytes (its seed) and the public key's. */
+  seed: Buffer;
+  raw: Buffer;
   fingerprint: string;
+  /** The same keys as KeyObjects (made when first read: they load node:crypto). */
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+}
+
+/** A host key from its private seed. */
+export function hostKeyOf(seed: Buffer): HostKey {
+  const raw = native.sign.ed25519Public(seed);
+  let privateKey: KeyObject | undefined;
+  let publicKey: KeyObject | undefined;
+  return {
+    seed,
+    raw,
+    fingerprint: fingerprint(raw),
+    get privateKey() {
+      privateKey ??= createPrivateKey({ key: { kty: 'OKP', crv: 'Ed25519', d: seed.toString('base64url'), x: raw.toString('base64url') }, format: 'jwk' });
+      return privateKey;
+    },
+    get publicKey() {
+      publicKey ??= publicKeyFromRaw(raw);
+      return publicKey;
+    },
+  };
 }
 
 export interface TrustedKey {
@@ -288,16 +334,22 @@ export class KeyStore {
     const id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     const cached = parsedHostKeys.get(path);
     if (cached?.id === id) return cached.key;
-    let privateKey: KeyObject;
+    let seed: Buffer | undefined;
     try {
-      privateKey = createPrivateKey(readFileSync(path));
+      const text = readFileSync(path);
+      // The layout ckpt writes (any PKCS#8 Ed25519 key without attributes); else Node's parser.
+      seed = rawAfter(pemBody(text.toString('latin1'), 'PRIVATE KEY'), PKCS8_ED25519);
+      if (!seed) {
+        const privateKey = createPrivateKey(text);
+        if (privateKey.asymmetricKeyType !== 'ed25519')
+          throw new CkptError('ERR_CKPT_KEY', `host key ${path} is a ${privateKey.asymmetricKeyType} key, not Ed25519`);
+        seed = Buffer.from(privateKey.export({ format: 'jwk' }).d!, 'base64url');
+      }
     } catch (e) {
+      if (e instanceof CkptError) throw e;
       throw new CkptError('ERR_CKPT_KEY', `host key ${path} cannot be read (${errnoReason(e).split('\n')[0]})`);
     }
-    if (privateKey.asymmetricKeyType !== 'ed25519')
-      throw new CkptError('ERR_CKPT_KEY', `host key ${path} is a ${privateKey.asymmetricKeyType} key, not Ed25519`);
-    const publicKey = createPublicKey(privateKey);
-    const key = { privateKey, publicKey, fingerprint: fingerprint(publicKey) };
+    const key = hostKeyOf(seed);
     parsedHostKeys.set(path, { id, key });
     return key;
   }
@@ -319,7 +371,7 @@ export class KeyStore {
     }
     this.dirPresent();
     const { privateKey } = generateKeyPairSync('ed25519');
-    const tmp = join(this.dir, `.${HOST_KEY}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const tmp = join(this.dir, `.${HOST_KEY}.${process.pid}.${randomHex(4)}`);
     try {
       writeSync0600(tmp, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
       try {
@@ -338,13 +390,13 @@ export class KeyStore {
 
   /** host.pub, for `ckpt key` and people: replaced (atomically) when missing or not the key's. */
   private writeHostPub(key: HostKey): void {
-    const pem = key.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const pem = publicKeyPem(key.raw);
     try {
       if (readFileSync(this.hostPubPath, 'utf8') === pem) return;
     } catch {
       /* missing */
     }
-    const tmp = join(this.dir, `.${HOST_PUB}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const tmp = join(this.dir, `.${HOST_PUB}.${process.pid}.${randomHex(4)}`);
     try {
       writeFileSync(tmp, pem, { mode: 0o644, flag: 'wx' });
       renameSync(tmp, this.hostPubPath);
@@ -386,7 +438,7 @@ export class KeyStore {
     const known = this.trusted().find((t) => t.fingerprint === fp);
     if (known) return { fingerprint: fp, path: known.path, added: false, host: false };
     const path = join(this.trustedDir, fingerprintFile(fp));
-    const tmp = join(this.trustedDir, `.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const tmp = join(this.trustedDir, `.${process.pid}.${randomHex(4)}.tmp`);
     try {
       mkdirSync(this.trustedDir, { recursive: true, mode: 0o700 });
       this.dirPresent();

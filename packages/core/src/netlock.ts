@@ -7,7 +7,7 @@
  * network namespace of the process when it is not ours.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomHex } from './random.js';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CkptError } from './errors.js';
@@ -166,7 +166,7 @@ class NftLockGroup implements NetworkLock {
   private readonly held = new Map<string, { set: string; elem: string; nsPid?: number }>();
   private tableReady = new Set<string>();
   private owner: LockFile['owner'] = selfOwner();
-  private readonly file = join(LOCKS_DIR, `${process.pid}-${randomBytes(4).toString('hex')}.json`);
+  private readonly file = join(LOCKS_DIR, `${process.pid}-${randomHex(4)}.json`);
 
   /** Records the group (owner and elements) before nft changes, so a crash in between leaves it findable. */
   private record(): void {

@@ -17,13 +17,12 @@
  *                                                       makes it its next generation: {generation, path}
  * A dump that fails or dies just closes the connection: the server drops what it had.
  */
-import { randomBytes, sign } from 'node:crypto';
 import { closeSync, readSync, writeSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { native } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { sleepSync } from './helpers.js';
-import type { HostKey } from './keys.js';
+import { type HostKey, publicKeyPem } from './keys.js';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -79,8 +78,8 @@ export class PageClient {
       if (nonce.length < 16) throw new CkptError('ERR_CKPT_DUMP_FAILED', `the ${this.label} is not a ckpt page server`);
       this.frame({
         op: 'hello',
-        key: key.publicKey.export({ type: 'spki', format: 'pem' }) as string,
-        signature: sign(null, nonce, key.privateKey).toString('base64'),
+        key: publicKeyPem(key.raw),
+        signature: native.sign.ed25519Sign(key.seed, nonce).toString('base64'),
       });
       this.reply('to the key of this host');
     } catch (e) {
@@ -188,5 +187,5 @@ export class PageClient {
 
 /** A nonce for the server's greeting. */
 export function newNonce(): string {
-  return randomBytes(32).toString('base64');
+  return native.sign.randomBytes(32).toString('base64');
 }

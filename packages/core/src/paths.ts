@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomHex } from './random.js';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -26,7 +26,7 @@ export function relocatePath(path: string, relocate: ReadonlyArray<readonly [str
  * throws when it cannot); the path used is returned. The last failure is thrown.
  */
 export function makeWhereItWas(oldPath: string, make: (path: string) => void): string {
-  const tmpName = () => `.ckpt-deleted-${randomBytes(6).toString('hex')}`;
+  const tmpName = () => `.ckpt-deleted-${randomHex(6)}`;
   const candidates = [...(existsSync(oldPath) ? [] : [oldPath]), join(dirname(oldPath), tmpName()), join(os.tmpdir(), tmpName())];
   let lastError: unknown;
   for (const path of candidates) {

@@ -7,7 +7,6 @@
  */
 import 'reflect-metadata';
 import { Container, Token, type ContainerInstance } from 'typedi';
-import { randomBytes } from 'node:crypto';
 import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import {
   native,
@@ -29,6 +28,7 @@ import { logger, type Logger } from './log.js';
 import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
 import { sleepSync } from './helpers.js';
+import { randomHex } from './random.js';
 
 const log = logger('process');
 
@@ -384,7 +384,7 @@ let containers = 0;
 
 /** The container of one Ckpt instance, with core's default services; plugins may replace them (ctx.provide). */
 export function createContainer(): ContainerInstance {
-  const container = Container.of(`ckpt-${process.pid}-${++containers}-${randomBytes(3).toString('hex')}`);
+  const container = Container.of(`ckpt-${process.pid}-${++containers}-${randomHex(3)}`);
   container.set(PROCESS_CONTROL, () => new ProcessControl());
   container.set(IMAGE_STORE, defaultImageStore);
   container.set(NETWORK_LOCK, new NftNetworkLocks());

@@ -28,7 +28,6 @@
  * dumpable in beforeResume, after it (a credential change clears the first and resets the last);
  * the stop after the processes run.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import {
   CkptError,
@@ -140,7 +139,7 @@ function dumpSeccomp(
     const chain: number[] = [];
     let place = '';
     for (const f of found) {
-      place = createHash('sha256').update(place).update(String(f.flags)).update(f.prog).digest('hex');
+      place = native.hash.hashOf('sha256', Buffer.concat([Buffer.from(place), Buffer.from(String(f.flags)), f.prog]));
       let i = byPlace.get(place);
       if (i === undefined) {
         i = filters.length;
