@@ -6,9 +6,12 @@ import type { Plugin } from 'esbuild';
  * Modules of the command bundle loaded at their first use, not at every start: each import of
  * one (by ckpt's code or a library's) gets a stand-in whose properties, one per export of the real
  * module (listed here at build time), load it when first read. import-meta-resolve (with the
- * assert and v8 it loads) resolves the user's plugins, child_process runs nft, npm and ssh (and
- * commander's external subcommands, which ckpt has none of), v8 gives the gc() of a dump that
- * leaves the process running: together some 5 ms of every start that most commands never use.
+ * assert and v8 it loads) resolves the user's plugins; child_process runs nft, npm and ssh (and
+ * commander's external subcommands, which ckpt has none of); v8 gives the gc() of a dump that
+ * leaves the process running; net, tty and stream serve migrations, terminals and logs (stdout
+ * and stderr to a pipe or a file need none, see src/stdio.ts); crypto makes and reads key files
+ * (a dump and a restore sign and verify natively). Some 15 ms of every start, together, that most
+ * commands never use.
  */
 const LAZY_BUILTINS = ['child_process', 'v8', 'net', 'tty', 'stream', 'crypto'];
 const LAZY_PACKAGES = ['import-meta-resolve'];
