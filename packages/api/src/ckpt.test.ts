@@ -32,6 +32,19 @@ describe('createCkpt', () => {
     expect(builtinPlugins().map((p) => p.name)).toEqual([...BUILTIN_PLUGIN_NAMES]);
   });
 
+  it("each built-in plugin's options take {} as {} (lazyOptions' promise: taken without building the schema)", () => {
+    for (const p of builtinPlugins()) {
+      if (!p.options) continue;
+      const given = p.options['~standard'].validate({});
+      // The schema itself (a zod schema: safeParse builds it).
+      const real = (p.options as unknown as { safeParse(v: unknown): { success: boolean; data?: unknown } }).safeParse({});
+      expect(real, p.name).toEqual({ success: true, data: {} });
+      expect(given, p.name).toEqual({ value: {} });
+      // Anything else is the schema's to judge, built or not.
+      expect(p.options['~standard'].validate({ noSuchOption: 1 }), p.name).toHaveProperty('issues');
+    }
+  });
+
   it('user plugins first (config, then the caller\'s), with their options, then the built-ins less "disable"', async () => {
     write('proj/ckpt.config.json', {
       plugins: [['./plugins/a.js', { level: 1 }]],

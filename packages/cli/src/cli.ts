@@ -33,9 +33,12 @@ shareModules({
 // 'exit' listeners, then the status) but without Node's way out, which disposes of the V8 heap
 // piece by piece and joins its threads (4-6 ms of every command here, 10-20 ms on a busy host).
 // Not while stdout or stderr still holds output a pipe has not taken yet: Node's own exit writes
-// it first.
+// it first. Nor when Node is to write a profile or coverage at its exit (--cpu-prof, --heap-prof,
+// --prof, NODE_V8_COVERAGE): Node's process.exit() then.
+const nodeWritesAtExit = !!process.env.NODE_V8_COVERAGE || /--(cpu-prof|heap-prof|prof)\b/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`);
 void main().then(() => {
   if (outputPending()) return;
+  if (nodeWritesAtExit) process.exit();
   const proc = process as NodeJS.Process & { _exiting?: boolean };
   proc._exiting = true;
   process.emit('exit', Number(process.exitCode ?? 0));

@@ -14,7 +14,7 @@ import { ImageWriter } from './image.js';
 import { createSessionState, SessionStateStore } from './state.js';
 import { relocatePath } from './paths.js';
 import { fdKind, fileId } from './fdtable.js';
-import { issuePath, validate } from './schema.js';
+import { issuePath, lazyOptions, validate } from './schema.js';
 import { createHooks } from './hooks.js';
 import { instrumentHooks, type CkptPlugin } from './plugin.js';
 import type { FdDumpRequest, ProcessDump } from './context.js';
@@ -234,6 +234,20 @@ describe('schema helpers', () => {
     expect(issuePath({ message: '', path: ['a', 0, { key: 'b' }] })).toBe('a[0].b');
     const r = validate(z.object({ a: z.array(z.number()) }), { a: [1, 'x'] });
     expect(r).toMatchObject({ ok: false, path: 'a[1]' });
+  });
+
+  it('lazyOptions takes a plain empty object without building the schema; anything else builds it', () => {
+    let builds = 0;
+    const schema = lazyOptions(() => {
+      builds++;
+      return z.strictObject({ level: z.number().optional() });
+    });
+    expect(validate(schema, {})).toEqual({ ok: true, value: {} });
+    expect(validate(schema, Object.create(null))).toEqual({ ok: true, value: {} });
+    expect(builds).toBe(0);
+    for (const v of [[], null, 'x', { level: 'x' }]) expect(validate(schema, v).ok, String(v)).toBe(false);
+    expect(builds).toBe(1);
+    expect(validate(schema, { level: 2 })).toEqual({ ok: true, value: { level: 2 } });
   });
 });
 

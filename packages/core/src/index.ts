@@ -33,7 +33,7 @@ export {
   type SocketRow,
 } from './plugin.js';
 export { createSessionState, SessionStateStore, type SessionStateKey } from './state.js';
-export { validate, issuePath, lazySchema, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
+export { validate, issuePath, lazySchema, lazyOptions, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
 export {
   ImageReader,
   ImageWriter,

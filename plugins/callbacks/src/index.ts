@@ -31,7 +31,7 @@ import {
   CkptError,
   createSessionState,
   definePlugin,
-  lazySchema,
+  lazyOptions,
   procfs,
   STAGE,
   type DumpSession,
@@ -52,7 +52,7 @@ export const PROTOCOL = 1;
 const SOCK_STREAM = 1;
 const TCP_LISTEN = 10;
 
-export const callbackOptions = lazySchema(() =>
+export const callbackOptions = lazyOptions(() =>
   z.strictObject({
     /** How long a process may take to answer (PREPARE, RESUME), ms. */
     timeoutMs: z.number().int().positive().optional(),

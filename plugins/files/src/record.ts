@@ -1,5 +1,5 @@
 /** The files plugin's option and record schemas (zod; core validates through Standard Schema). */
-import { lazySchema } from '@ckpt/core';
+import { lazySchema, lazyOptions } from '@ckpt/core';
 import { z } from 'zod';
 import { deletedNode } from './reference.js';
 
@@ -26,7 +26,7 @@ const rule = lazySchema(() =>
 );
 
 /** Options (config key "files", or options["@ckpt/plugin-files"]): per-file rules, first match wins. */
-export const filesOptions = lazySchema(() => z.strictObject({ rules: z.array(rule).optional() }));
+export const filesOptions = lazyOptions(() => z.strictObject({ rules: z.array(rule).optional() }));
 export type FilesOptions = z.infer<typeof filesOptions>;
 
 /** Per process: the file system context. */

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { parseExclude } from './ranges.js';
 import type { TrackRef } from './track.js';
-import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
+import { isShmemRef, type ShmemRef, lazySchema, lazyOptions } from '@ckpt/core';
 
 export const NAME = '@ckpt/plugin-memory';
 
@@ -33,7 +33,7 @@ export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { messag
  * `exclude` (dump --exclude) leaves private memory out by address range or mapping name (ranges.ts);
  * `lazy` (restore --lazy) lets the process run before its memory is back (lazy.ts).
  */
-export const memoryOptions = lazySchema(() =>
+export const memoryOptions = lazyOptions(() =>
   z.strictObject({
     frozenCopy: z.boolean().optional(),
     compress: z.union([z.boolean(), z.number().int().min(1).max(19)]).optional(),

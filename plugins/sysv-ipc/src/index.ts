@@ -33,7 +33,7 @@ import {
   type ProcessDump,
   type ProcessRestore,
   type RestoreSession,
-  lazySchema,
+  lazyOptions,
 } from '@ckpt/core';
 import { native, SYS, SHM_RDONLY, SHM_EXEC, type IpcObject } from '@ckpt/native';
 import { sysvProcessRecord, sysvRecord, type Attachment, type SavedObject, type SysvProcessRecord, type SysvRecord } from './record.js';
@@ -113,7 +113,7 @@ const states = createSessionState('sysv-ipc:restore', (_s: RestoreSession) => ({
 }));
 
 /** Options: `remap` (restore --ipc-remap): objects whose ids are taken on the host get new ids. */
-export const sysvIpcOptions = lazySchema(() => z.strictObject({ remap: z.boolean().optional() }));
+export const sysvIpcOptions = lazyOptions(() => z.strictObject({ remap: z.boolean().optional() }));
 export type SysvIpcOptions = z.infer<typeof sysvIpcOptions>;
 
 /** sysvipc.json of the image, validated (undefined when the image has none). */

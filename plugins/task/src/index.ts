@@ -43,7 +43,7 @@ import {
   type RestoreSession,
   type Vma,
   STAGE,
-  lazySchema,
+  lazyOptions,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
 import { z } from 'zod';
@@ -51,7 +51,7 @@ import { taskRecord, type TaskRecord } from './record.js';
 import { joinCgroups, readCgroups, type CgroupMode } from './cgroups.js';
 import { armWithOverrun, WALL_CLOCKS } from './overrun.js';
 
-export const taskOptions = lazySchema(() => z.strictObject({ cgroups: z.enum(['restore', 'create', 'ignore']).optional() }));
+export const taskOptions = lazyOptions(() => z.strictObject({ cgroups: z.enum(['restore', 'create', 'ignore']).optional() }));
 export type TaskOptions = z.infer<typeof taskOptions>;
 
 export const NAME = '@ckpt/plugin-task';

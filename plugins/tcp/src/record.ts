@@ -3,7 +3,7 @@
  * derived from them (core validates every fd record this plugin owns with `inetSocketData`
  * when an image is read).
  */
-import { lazySchema } from '@ckpt/core';
+import { lazySchema, lazyOptions } from '@ckpt/core';
 import { z } from 'zod';
 import type { InetAddr as NativeInetAddr, TcpRepairWindow } from '@ckpt/native';
 
@@ -26,7 +26,7 @@ export const TCP_STATES = [
 ];
 
 /** Options: `close` (restore --tcp-close): connections come back closed (received bytes, then EOF), for a peer that is gone. */
-export const tcpOptions = lazySchema(() => z.strictObject({ close: z.boolean().optional() }));
+export const tcpOptions = lazyOptions(() => z.strictObject({ close: z.boolean().optional() }));
 export type TcpOptions = z.infer<typeof tcpOptions>;
 
 const int = lazySchema(() => z.number().int());

@@ -1,5 +1,5 @@
 /** The schemas of this plugin's options and records (zod; core validates the records when the image is read). */
-import { lazySchema } from '@ckpt/core';
+import { lazySchema, lazyOptions } from '@ckpt/core';
 import { z } from 'zod';
 
 export const NAME = '@ckpt/plugin-tty';
@@ -9,7 +9,7 @@ const uint = lazySchema(() => z.number().int().nonnegative());
 const base64 = lazySchema(() => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
 
 /** Options: `terminal` (restore --tty): the restored processes get the restorer's own terminal. */
-export const ttyOptions = lazySchema(() => z.strictObject({ terminal: z.boolean().optional() }));
+export const ttyOptions = lazyOptions(() => z.strictObject({ terminal: z.boolean().optional() }));
 export type TtyOptions = z.infer<typeof ttyOptions>;
 
 /** What this plugin stores per open description of a pty (FdRecord.data; kind "ptmx" or "pts"). */

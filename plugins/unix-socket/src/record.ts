@@ -3,7 +3,7 @@
  * types derived from them (core validates every fd record this plugin owns with
  * `unixSocketData` when an image is read).
  */
-import { lazySchema } from '@ckpt/core';
+import { lazySchema, lazyOptions } from '@ckpt/core';
 import { z } from 'zod';
 
 export const NAME = '@ckpt/plugin-unix-socket';
@@ -12,7 +12,7 @@ export const NAME = '@ckpt/plugin-unix-socket';
  * Options: `external`, peers outside the tree: at dump `unix:PATH` (or `unix:@ABSTRACT`) accepts
  * a peer there; at restore `unix:PATH=NEWPATH` reconnects it elsewhere.
  */
-export const unixSocketOptions = lazySchema(() =>
+export const unixSocketOptions = lazyOptions(() =>
   z.strictObject({ external: z.array(z.string().regex(/^unix:./, 'expected unix:PATH or unix:PATH=NEWPATH')).optional() }),
 );
 export type UnixSocketOptions = z.infer<typeof unixSocketOptions>;
