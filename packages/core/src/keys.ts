@@ -211,7 +211,7 @@ export interface HostKey {
 }
 
 /** A host key from its private seed. */
-export function hostKeyOf(seed: Buffer): HostKey {
+function hostKeyOf(seed: Buffer): HostKey {
   const raw = native.sign.ed25519Public(seed);
   let privateKey: KeyObject | undefined;
   let publicKey: KeyObject | undefined;
