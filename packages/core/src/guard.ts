@@ -190,6 +190,9 @@ function syscallRetIn(buf: Buffer): number {
 const vdsoCache = new Map<number, number>();
 const restorerCache = new Map<string, number | null>();
 
+/** A libc's (or musl's) file name. */
+const LIBC = /\/(libc|ld-musl)[-.]/;
+
 /**
  * Finds the stack path's code in a process: the vdso first, then its C library or runtime.
  * Undefined when it has none (then the mmap and munmap of the guard page are unguarded).
@@ -205,9 +208,14 @@ export function findGadgets(pid: number, vmas: Vma[]): Gadgets | undefined {
     vdsoCache.set(vdso.end - vdso.start, at);
   }
   if (at < 0) return undefined;
-  const score = (v: Vma) => (/\/(libc|ld-musl)[-.]/.test(v.name) ? 0 : v.name && !v.name.startsWith('[') ? 1 : 2);
+  // libc's (or musl's) first, then other files, then anonymous code; each area scored once.
+  const score = (v: Vma) => (LIBC.test(v.name) ? 0 : v.name && !v.name.startsWith('[') ? 1 : 2);
+  const ranked = exec
+    .filter((x) => x !== vdso)
+    .map((v) => ({ v, score: score(v) }))
+    .sort((a, b) => a.score - b.score);
   let budget = 64 << 20;
-  for (const v of exec.filter((x) => x !== vdso).sort((a, b) => score(a) - score(b))) {
+  for (const { v } of ranked) {
     const key = v.inode ? `${v.name}:${v.inode}:${v.offset}:${v.end - v.start}` : undefined;
     const known = key === undefined ? undefined : restorerCache.get(key);
     if (known === null) continue;
