@@ -142,6 +142,27 @@ function protOf(perms: string): number {
 
 // ---- dump ----
 
+/** The mapped files stat'ed in a dump, by device, inode and path: a tree's processes map the same libraries. */
+const mappedFiles = new WeakMap<DumpSession, Map<string, VmaRecord['file'] | null>>();
+
+/** What restore checks a mapped file against (its size, mtime and inode now), or undefined if it cannot be stat'ed (checked at restore). */
+function mappedFileOf(session: DumpSession, v: Vma): VmaRecord['file'] | undefined {
+  let seen = mappedFiles.get(session);
+  if (!seen) mappedFiles.set(session, (seen = new Map()));
+  const key = `${v.dev}:${v.inode}:${v.name}`;
+  let file = seen.get(key);
+  if (file === undefined) {
+    try {
+      const st = statSync(v.name);
+      file = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+    } catch {
+      file = null;
+    }
+    seen.set(key, file);
+  }
+  return file ?? undefined;
+}
+
 /**
  * The record of one VMA (its blobOffset set by the caller), and the page runs worth saving in it (appended to allRuns). `parent`: the
  * parent's (dumped first) when the process is a child in the image, for copy-on-write sharing.
@@ -209,12 +230,8 @@ function vmaRecordOf(
   } else if (kind === 'file-private' || kind === 'file-shared') {
     rec.path = v.name;
     rec.offset = v.offset;
-    try {
-      const st = statSync(v.name);
-      rec.file = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
-    } catch {
-      /* checked at restore */
-    }
+    const file = mappedFileOf(session, v);
+    if (file) rec.file = { ...file };
   }
   if (kind === 'sysv') {
     rec.offset = v.offset;
