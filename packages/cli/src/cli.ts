@@ -35,7 +35,8 @@ shareModules({
 // Not while stdout or stderr still holds output a pipe has not taken yet: Node's own exit writes
 // it first. Nor when Node is to write a profile or coverage at its exit (--cpu-prof, --heap-prof,
 // --prof, NODE_V8_COVERAGE): Node's process.exit() then.
-const nodeWritesAtExit = !!process.env.NODE_V8_COVERAGE || /--(cpu-prof|heap-prof|prof)\b/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`);
+const nodeWritesAtExit =
+  !!process.env.NODE_V8_COVERAGE || /--(cpu-prof|heap-prof|prof)\b/.test(`${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`);
 void main().then(() => {
   if (outputPending()) return;
   if (nodeWritesAtExit) process.exit();
