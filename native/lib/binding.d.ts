@@ -347,6 +347,8 @@ export interface ProcBinding {
   schedGetscheduler(tid: number): number;
   /** _exit(2) (exit_group): no 'exit' event, no V8 or Node teardown, nothing flushed. */
   exitNow(code: number): never;
+  /** The pids whose /proc/PID/comm is this name (one scan of /proc). */
+  pidsNamed(comm: string): number[];
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

@@ -66,7 +66,7 @@ export const GROUPS = {
   ],
   hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile', 'blake3Use'],
   sign: ['ed25519Public', 'ed25519Sign', 'ed25519Verify', 'randomBytes'],
-  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'exitNow', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
+  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'exitNow', 'pidsNamed', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: [
     'pipe',
     'copyHashed',

@@ -329,16 +329,14 @@ const SEND_WAIT_MS = 10_000;
 /** The processes each live ckpt-lazy helper holds a pidfd of, by helper pid. */
 function lazyHelpers(): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
+  for (const helper of native.proc.pidsNamed('ckpt-lazy')) {
     try {
-      if (readFileSync(`/proc/${name}/comm`, 'utf8') !== 'ckpt-lazy\n') continue;
       const pids: number[] = [];
-      for (const fd of readdirSync(`/proc/${name}/fdinfo`)) {
-        const m = /^Pid:\s+(\d+)$/m.exec(readFileSync(`/proc/${name}/fdinfo/${fd}`, 'utf8'));
+      for (const fd of readdirSync(`/proc/${helper}/fdinfo`)) {
+        const m = /^Pid:\s+(\d+)$/m.exec(readFileSync(`/proc/${helper}/fdinfo/${fd}`, 'utf8'));
         if (m) pids.push(Number(m[1]));
       }
-      out.set(Number(name), pids);
+      out.set(helper, pids);
     } catch {
       /* gone */
     }
