@@ -244,7 +244,8 @@ async function readConfigFile(path: string): Promise<unknown> {
 /**
  * The nearest config from dir up: in each directory the first of CONFIG_FILES there (a
  * package.json only with a "ckpt" key), up to stopDir if dir is under it, else to the root.
- * Synchronous, one readdir per directory: this runs at the start of every command.
+ * One synchronous readdir per directory (a module config is still imported): this runs at the
+ * start of every command.
  */
 async function searchConfig(dir: string, stopDir: string): Promise<{ filepath: string; config: unknown } | null> {
   for (;;) {

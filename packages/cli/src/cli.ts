@@ -43,5 +43,6 @@ void main().then(() => {
   const proc = process as NodeJS.Process & { _exiting?: boolean };
   proc._exiting = true;
   process.emit('exit', Number(process.exitCode ?? 0));
+  // An 'exit' listener may set the status, as it may before process.exit()'s.
   nativeModule.native.proc.exitNow(Number(process.exitCode ?? 0));
 });

@@ -33,6 +33,7 @@ export {
   type SocketRow,
 } from './plugin.js';
 export { createSessionState, SessionStateStore, type SessionStateKey } from './state.js';
+export { randomHex, sha256Hex } from './random.js';
 export { validate, issuePath, lazySchema, lazyOptions, type StandardSchemaV1, type StandardIssue, type InferOutput } from './schema.js';
 export {
   ImageReader,

@@ -39,7 +39,7 @@ import { CkptError } from './errors.js';
 import { fsyncPath } from './imagedir.js';
 import { logger } from './log.js';
 import { native } from '@ckpt/native';
-import { randomHex } from './random.js';
+import { randomHex, sha256Hex } from './random.js';
 
 const log = logger('keys');
 
@@ -95,7 +95,7 @@ export function publicKeyFromRaw(raw: Buffer): KeyObject {
 /** "SHA256:<base64>", the way ssh-keygen -l names keys. */
 export function fingerprint(key: KeyObject | Buffer): string {
   const raw = Buffer.isBuffer(key) ? key : rawPublicKey(key);
-  return `SHA256:${Buffer.from(native.hash.hashOf('sha256', raw), 'hex').toString('base64').replace(/=+$/, '')}`;
+  return `SHA256:${Buffer.from(sha256Hex(raw), 'hex').toString('base64').replace(/=+$/, '')}`;
 }
 
 /** A fingerprint as a file name (no '/'). */
@@ -186,7 +186,7 @@ export function signatureValid(data: Buffer, sig: Signature): boolean {
   // The same bytes and signature verify the same way every time: a verification that passed is
   // not done again (a restore of an image chain opens each image of the chain, a migration's
   // destination each image several times: 0.2 ms each here, more in a fresh process).
-  const key = native.hash.hashOf('sha256', Buffer.concat([data, sig.publicKey, sig.signature]));
+  const key = sha256Hex(data, sig.publicKey, sig.signature);
   if (verifiedSignatures.has(key)) return true;
   const ok = native.sign.ed25519Verify(sig.publicKey, data, sig.signature);
   if (ok) {

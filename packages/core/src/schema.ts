@@ -63,7 +63,7 @@ export function lazySchema<T extends object>(build: () => T): T {
  * is optional and without a default: an empty object is valid and is its own value, which is
  * taken without building the schema. Most commands give most plugins no options, and building the
  * built-in plugins' option schemas, to check `{}`, was 5-6 ms of every dump and restore.
- * (core.test holds every built-in plugin to the promise.)
+ * (@ckpt/api's ckpt.test holds every built-in plugin to the promise.)
  */
 export function lazyOptions<T extends object>(build: () => T): T {
   return lazy(build, true);

@@ -44,6 +44,7 @@ import {
   type Vma,
   STAGE,
   lazyOptions,
+  sha256Hex,
 } from '@ckpt/core';
 import { native, SYS } from '@ckpt/native';
 import { z } from 'zod';
@@ -139,7 +140,7 @@ function dumpSeccomp(
     const chain: number[] = [];
     let place = '';
     for (const f of found) {
-      place = native.hash.hashOf('sha256', Buffer.concat([Buffer.from(place), Buffer.from(String(f.flags)), f.prog]));
+      place = sha256Hex(place, String(f.flags), f.prog);
       let i = byPlace.get(place);
       if (i === undefined) {
         i = filters.length;
