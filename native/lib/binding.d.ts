@@ -175,6 +175,8 @@ export interface TcpConnState {
 export interface PtraceBinding {
   seize(pid: number, options?: number): void;
   interruptAndWait(pid: number, timeoutMs?: number): WaitStatus;
+  /** interruptAndWait of each task, all interrupted first: each one's status, or the error interruptAndWait would have thrown. */
+  interruptEach(pids: number[], timeoutMs?: number): Array<WaitStatus | Error>;
   waitStop(pid: number, timeoutMs?: number): WaitStatus;
   cont(pid: number, signal?: number): void;
   detach(pid: number, signal?: number): void;
@@ -200,6 +202,15 @@ export interface PtraceBinding {
   remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number): bigint;
   /** Runs code written in the stopped task (rip = entry, args in rdi, rsi, rdx, r10, r8, r9) until the int3 after which rip is `breakAt`: rax. */
   remoteRun(pid: number, entry: bigint | number, breakAt: bigint | number, args: Array<bigint | number>): bigint;
+  /**
+   * remoteSyscall (without int3) in each of the stopped tasks at once, calls[i] = [nr, ...args] for
+   * pids[i], their round trips overlapping; throws the first failure, every task put back first.
+   */
+  remoteSyscallEach(pids: number[], insn: bigint | number, calls: Array<Array<bigint | number>>): bigint[];
+  /** remoteRun in each of the stopped tasks at once (args[i] for pids[i]); throws the first failure, every task put back first. */
+  /** A signal return frame for ucontext address uc (core's guard.ts: returnFrame). */
+  returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buffer): Buffer;
+  remoteRunEach(pids: number[], entry: bigint | number, breakAt: bigint | number, args: Array<Array<bigint | number>>): bigint[];
 }
 /** A zstd compression stream (native/src/zstd.cc). */
 export type ZstdWriterHandle = { readonly __zstdWriter: unique symbol };
@@ -349,6 +360,8 @@ export interface ProcBinding {
   exitNow(code: number): never;
   /** The pids whose /proc/PID/comm is this name (one scan of /proc). */
   pidsNamed(comm: string): number[];
+  /** Each file's whole text (UTF-8), or null where it could not be opened or read: many /proc files in one call. */
+  readTexts(paths: string[]): Array<string | null>;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

@@ -12,6 +12,7 @@ export const GROUPS = {
   ptrace: [
     'seize',
     'interruptAndWait',
+    'interruptEach',
     'waitStop',
     'cont',
     'detach',
@@ -30,6 +31,9 @@ export const GROUPS = {
     'peekSiginfo',
     'remoteSyscall',
     'remoteRun',
+    'remoteSyscallEach',
+    'remoteRunEach',
+    'returnFrame',
     'faultStep',
     'faultSteps',
   ],
@@ -66,7 +70,7 @@ export const GROUPS = {
   ],
   hash: ['hashNew', 'hashUpdate', 'hashDigest', 'hashOf', 'hashFile', 'blake3Use'],
   sign: ['ed25519Public', 'ed25519Sign', 'ed25519Verify', 'randomBytes'],
-  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'exitNow', 'pidsNamed', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
+  proc: ['spawnStub', 'spawnDetached', 'pidfdOpen', 'pidfdGetfd', 'schedGetscheduler', 'exitNow', 'pidsNamed', 'readTexts', 'kcmp', 'kcmpEpollTfd', 'tryWait'],
   fd: [
     'pipe',
     'copyHashed',

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 #include <future>
 #include <string>
 #include <unordered_map>
@@ -72,6 +73,37 @@ Napi::Value PidsNamed(const Napi::CallbackInfo& info) {
     if (r == static_cast<ssize_t>(want.size()) && memcmp(comm, want.data(), r) == 0) out.Set(n++, Napi::Number::New(env, atoi(e->d_name)));
   }
   closedir(d);
+  return out;
+}
+
+// readTexts(paths) -> each file's whole text (UTF-8), or null where it cannot be opened or read
+// (a task that exited): /proc files of every thread in one call, where a JS readFileSync each
+// costs more than the kernel's read of it.
+Napi::Value ReadTexts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, paths.Length());
+  std::vector<char> buf(8192);
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    std::string path = paths.Get(i).As<Napi::String>().Utf8Value();
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      out.Set(i, env.Null());
+      continue;
+    }
+    size_t len = 0;
+    bool ok = true;
+    for (;;) {
+      if (len == buf.size()) buf.resize(buf.size() * 2);
+      ssize_t r = read(fd, buf.data() + len, buf.size() - len);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) ok = false;
+      if (r <= 0) break;
+      len += static_cast<size_t>(r);
+    }
+    close(fd);
+    out.Set(i, ok ? Napi::String::New(env, buf.data(), len) : env.Null());
+  }
   return out;
 }
 
@@ -360,6 +392,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("schedGetscheduler", Napi::Function::New(env, SchedGetscheduler));
   exports.Set("exitNow", Napi::Function::New(env, ExitNow));
   exports.Set("pidsNamed", Napi::Function::New(env, PidsNamed));
+  exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("pipeSize", Napi::Function::New(env, PipeSize));

@@ -147,6 +147,45 @@ Napi::Value InterruptAndWait(const Napi::CallbackInfo& info) {
   }
 }
 
+// interruptEach(pids, timeoutMs) -> for each task, what interruptAndWait would return (its
+// status object), or the Error it would throw: every task interrupted first, then each stop
+// awaited, so that the stops overlap instead of following one another.
+Napi::Value InterruptEach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array pids = info[0].As<Napi::Array>();
+  double timeout = info.Length() > 1 ? info[1].As<Napi::Number>().DoubleValue() : 5000;
+  uint32_t n = pids.Length();
+  Napi::Array out = Napi::Array::New(env, n);
+  std::vector<bool> sent(n, false);
+  for (uint32_t i = 0; i < n; i++) {
+    pid_t pid = ArgInt(pids.Get(i));
+    if (Ptrace(PTRACE_INTERRUPT, pid, nullptr, nullptr) < 0) out.Set(i, ErrnoError(env, errno, "ptrace(PTRACE_INTERRUPT)", pid).Value());
+    else sent[i] = true;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    if (!sent[i]) continue;
+    pid_t pid = ArgInt(pids.Get(i));
+    for (;;) {
+      int st = 0;
+      if (!WaitPoll(pid, &st, timeout)) {
+        out.Set(i, ErrnoError(env, errno, "waitpid", pid).Value());
+        break;
+      }
+      int event = st >> 16;
+      if (!WIFSTOPPED(st) || event == PTRACE_EVENT_STOP) {
+        out.Set(i, StatusObject(env, st));
+        break;
+      }
+      if (event == 0 && WSTOPSIG(st) != (SIGTRAP | 0x80)) g_suppressed[pid].push_back(WSTOPSIG(st));
+      if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
+        out.Set(i, ErrnoError(env, errno, "ptrace(PTRACE_CONT)", pid).Value());
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 // waitStop(pid, timeoutMs): the next state change of pid, as an object.
 Napi::Value WaitStop(const Napi::CallbackInfo& info) {
   pid_t pid = ArgInt(info[0]);
@@ -358,27 +397,35 @@ bool WaitStopped(pid_t pid, int* st, const char** failed) {
   return true;
 }
 
-// Runs the task until its next syscall stop, suppressing (and remembering) signals met on the way.
-bool RunToSyscallStop(pid_t pid, const char** failed) {
+// Waits for the syscall stop of a task just resumed with PTRACE_SYSCALL, suppressing (and
+// remembering) signals met on the way.
+bool AwaitSyscallStop(pid_t pid, const char** failed) {
   for (;;) {
-    if (Ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr) < 0) {
-      *failed = "ptrace(PTRACE_SYSCALL)";
-      return false;
-    }
     int st;
     if (!WaitStopped(pid, &st, failed)) return false;
     if (WSTOPSIG(st) == (SIGTRAP | 0x80)) return true;
     if ((st >> 16) == 0) g_suppressed[pid].push_back(WSTOPSIG(st));
+    if (Ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr) < 0) {
+      *failed = "ptrace(PTRACE_SYSCALL)";
+      return false;
+    }
   }
 }
 
-// Runs the task (PTRACE_CONT) until it stops at the int3 after the injected syscall (rip == at).
-bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
+// Resumes the task with PTRACE_SYSCALL.
+bool ResumeToSyscall(pid_t pid, const char** failed) {
+  if (Ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr) == 0) return true;
+  *failed = "ptrace(PTRACE_SYSCALL)";
+  return false;
+}
+
+// Runs the task until its next syscall stop, suppressing (and remembering) signals met on the way.
+bool RunToSyscallStop(pid_t pid, const char** failed) { return ResumeToSyscall(pid, failed) && AwaitSyscallStop(pid, failed); }
+
+// Waits for a task just resumed with PTRACE_CONT to stop at the int3 after which rip == at,
+// suppressing (and remembering) signals met on the way.
+bool AwaitBreakpoint(pid_t pid, uint64_t at, const char** failed) {
   for (;;) {
-    if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
-      *failed = "ptrace(PTRACE_CONT)";
-      return false;
-    }
     int st;
     if (!WaitStopped(pid, &st, failed)) return false;
     if (WSTOPSIG(st) == SIGTRAP && (st >> 16) == 0) {
@@ -387,22 +434,38 @@ bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
       if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) == 0 && r.rip == at) return true;
     }
     if ((st >> 16) == 0 && WSTOPSIG(st) != SIGTRAP) g_suppressed[pid].push_back(WSTOPSIG(st));
+    if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
+      *failed = "ptrace(PTRACE_CONT)";
+      return false;
+    }
   }
 }
 
-// Points a stopped task at `rip` with the six syscall argument registers (rdi, rsi, rdx, r10,
-// r8, r9) taken from the array info[argsAt] (and rax = nr when nr >= 0, rsp when given): saves its
-// registers in *saved first. False (with a JS exception) when ptrace fails.
-bool PrepareRemote(const Napi::CallbackInfo& info, pid_t pid, uint64_t rip, long nr, size_t argsAt, const uint64_t* rsp,
-                   user_regs_struct* saved, user_regs_struct* regs) {
-  uint64_t a[6] = {0, 0, 0, 0, 0, 0};
-  if (info.Length() > argsAt && info[argsAt].IsArray()) {
-    Napi::Array arr = info[argsAt].As<Napi::Array>();
-    for (uint32_t k = 0; k < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k));
+// Runs the task (PTRACE_CONT) until it stops at the int3 after the injected syscall (rip == at).
+bool RunToBreakpoint(pid_t pid, uint64_t at, const char** failed) {
+  if (Ptrace(PTRACE_CONT, pid, nullptr, nullptr) < 0) {
+    *failed = "ptrace(PTRACE_CONT)";
+    return false;
   }
+  return AwaitBreakpoint(pid, at, failed);
+}
+
+// The six syscall argument registers (rdi, rsi, rdx, r10, r8, r9) from a JS array (missing: 0).
+void ArgsOf(const Napi::Value& v, uint64_t a[6], size_t from = 0) {
+  for (int k = 0; k < 6; k++) a[k] = 0;
+  if (!v.IsArray()) return;
+  Napi::Array arr = v.As<Napi::Array>();
+  for (uint32_t k = 0; k + from < arr.Length() && k < 6; k++) a[k] = ArgU64(arr.Get(k + from));
+}
+
+// Points a stopped task at `rip` with the six syscall argument registers a[] (and rax = nr when
+// nr >= 0, rsp when given): saves its registers in *saved first. False (errno, *failed) when
+// ptrace fails.
+bool PrepareRegs(pid_t pid, uint64_t rip, long nr, const uint64_t a[6], const uint64_t* rsp, user_regs_struct* saved,
+                 user_regs_struct* regs, const char** failed) {
   iovec iov{saved, sizeof(*saved)};
   if (Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_GETREGSET)", pid);
+    *failed = "ptrace(PTRACE_GETREGSET)";
     return false;
   }
   *regs = *saved;
@@ -418,10 +481,21 @@ bool PrepareRemote(const Napi::CallbackInfo& info, pid_t pid, uint64_t rip, long
   if (rsp) regs->rsp = *rsp;
   iov = {regs, sizeof(*regs)};
   if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
-    ThrowErrno(info.Env(), errno, "ptrace(PTRACE_SETREGSET)", pid);
+    *failed = "ptrace(PTRACE_SETREGSET)";
     return false;
   }
   return true;
+}
+
+// PrepareRegs with the arguments from the array info[argsAt]; a JS exception when ptrace fails.
+bool PrepareRemote(const Napi::CallbackInfo& info, pid_t pid, uint64_t rip, long nr, size_t argsAt, const uint64_t* rsp,
+                   user_regs_struct* saved, user_regs_struct* regs) {
+  uint64_t a[6];
+  ArgsOf(info.Length() > argsAt ? info[argsAt] : info.Env().Undefined(), a);
+  const char* failed = nullptr;
+  if (PrepareRegs(pid, rip, nr, a, rsp, saved, regs, &failed)) return true;
+  ThrowErrno(info.Env(), errno, failed, pid);
+  return false;
 }
 
 // remoteRun(pid, entry, breakAt, [args...]) -> rax: makes the stopped task run the code at entry
@@ -498,6 +572,178 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, result);
 }
 
+// One task of remoteSyscallEach / remoteRunEach: its registers before, where it failed.
+struct EachTask {
+  pid_t pid;
+  user_regs_struct saved, regs;
+  bool prepared = false, failed = false;
+  int err = 0;
+  const char* what = nullptr;
+};
+
+// Marks t failed with errno and *what (the first failure kept).
+void Fail(EachTask& t, const char* what) {
+  if (t.failed) return;
+  t.failed = true;
+  t.err = errno;
+  t.what = what;
+}
+
+// Puts back every prepared task's registers; returns the result array, or throws the first
+// failure (after every task was put back).
+Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEach) {
+  Napi::Array out = Napi::Array::New(env, tasks.size());
+  for (size_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    if (!t.prepared) continue;
+    iovec iov;
+    if (!t.failed) {
+      iov = {&t.regs, sizeof(t.regs)};
+      if (Ptrace(PTRACE_GETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_GETREGSET)");
+    }
+    iov = {&t.saved, sizeof(t.saved)};
+    if (Ptrace(PTRACE_SETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_SETREGSET)");
+    if (stepEach && !t.failed) FaultStep();
+    if (!t.failed) out.Set(i, Napi::BigInt::New(env, static_cast<int64_t>(t.regs.rax)));
+  }
+  for (EachTask& t : tasks) {
+    if (t.failed) {
+      ThrowErrno(env, t.err, t.what, t.pid);
+      return env.Undefined();
+    }
+  }
+  return out;
+}
+
+// remoteSyscallEach(pids, insn, calls) -> BigInt[]: remoteSyscall without int3 in each of the
+// stopped tasks at once, calls[i] = [nr, args...] for pids[i]: every task's registers are set
+// and every task resumed to its syscall-enter stop, each resumed again to its syscall-exit stop
+// as it gets there, then each result read and its registers put back. The tasks' round trips
+// overlap instead of following one another (a stop costs a wake-up of a virtual CPU here). Each
+// task goes through remoteSyscall's steps, so a ckpt killed at any of them leaves each task
+// where remoteSyscall would. Throws the first failure, every task's registers put back first.
+Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array pids = info[0].As<Napi::Array>();
+  uint64_t insn = ArgU64(info[1]);
+  Napi::Array calls = info[2].As<Napi::Array>();
+  std::vector<EachTask> tasks(pids.Length());
+  for (uint32_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    t.pid = ArgInt(pids.Get(i));
+    Napi::Array call = calls.Get(i).As<Napi::Array>();
+    uint64_t a[6];
+    ArgsOf(call, a, 1);
+    if (!PrepareRegs(t.pid, insn, ArgInt(call.Get(0u)), a, nullptr, &t.saved, &t.regs, &t.what)) {
+      Fail(t, t.what);
+      break;
+    }
+    t.prepared = true;
+    FaultStep();
+  }
+  for (EachTask& t : tasks)
+    if (t.prepared && !t.failed && !ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+  for (EachTask& t : tasks) {
+    if (!t.prepared || t.failed) continue;
+    if (!AwaitSyscallStop(t.pid, &t.what)) {
+      Fail(t, t.what);
+      continue;
+    }
+    FaultStep();
+    if (!ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+  }
+  for (EachTask& t : tasks) {
+    if (!t.prepared || t.failed) continue;
+    if (AwaitSyscallStop(t.pid, &t.what)) FaultStep();
+    else Fail(t, t.what);
+  }
+  return FinishEach(env, tasks, true);
+}
+
+// remoteRunEach(pids, entry, breakAt, argsList) -> BigInt[]: remoteRun in each of the stopped
+// tasks at once (argsList[i] for pids[i]), their runs overlapping. Throws the first failure,
+// every task's registers put back first.
+Napi::Value RemoteRunEach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array pids = info[0].As<Napi::Array>();
+  uint64_t entry = ArgU64(info[1]), at = ArgU64(info[2]);
+  Napi::Array argsList = info[3].As<Napi::Array>();
+  std::vector<EachTask> tasks(pids.Length());
+  for (uint32_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    t.pid = ArgInt(pids.Get(i));
+    uint64_t a[6];
+    ArgsOf(argsList.Get(i), a);
+    if (!PrepareRegs(t.pid, entry, -1, a, nullptr, &t.saved, &t.regs, &t.what)) {
+      Fail(t, t.what);
+      break;
+    }
+    t.prepared = true;
+  }
+  for (EachTask& t : tasks) {
+    if (!t.prepared || t.failed) continue;
+    if (Ptrace(PTRACE_CONT, t.pid, nullptr, nullptr) < 0) Fail(t, "ptrace(PTRACE_CONT)");
+  }
+  for (EachTask& t : tasks)
+    if (t.prepared && !t.failed && !AwaitBreakpoint(t.pid, at, &t.what)) Fail(t, t.what);
+  return FinishEach(env, tasks, false);
+}
+
+// returnFrame(uc, regs, mask, xstate) -> the bytes of a signal return frame for ucontext address
+// uc (core's guard.ts says what and why; this is its layout, built here because a JS build of it
+// cost some 80 us per thread in a command's cold code): a ucontext with flags FP_XSTATE |
+// SIGCONTEXT_SS | STRICT_RESTORE_SS, an invalid stack_t (ss_flags 3: rt_sigreturn leaves the
+// alternate stack alone), a sigcontext of regs (user_regs_struct), the mask, then, 64-byte
+// aligned after the ucontext and a siginfo, xstate (NT_X86_XSTATE layout, already cut to the
+// task's size) with the software bytes of a signal frame and the end magic.
+Napi::Value ReturnFrame(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t uc = ArgU64(info[0]);
+  Napi::Buffer<uint8_t> regsBuf = info[1].As<Napi::Buffer<uint8_t>>();
+  bool lossless = true;
+  uint64_t mask = info[2].As<Napi::BigInt>().Uint64Value(&lossless);
+  Napi::Buffer<uint8_t> xBuf = info[3].As<Napi::Buffer<uint8_t>>();
+  if (regsBuf.Length() < sizeof(user_regs_struct) || xBuf.Length() < 512) {
+    Napi::RangeError::New(env, "returnFrame: registers or xstate too short").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  constexpr size_t kUcSize = 304, kMcontext = 40, kSigmask = 296, kSiginfo = 128;
+  constexpr uint32_t kMagic1 = 0x46505853, kMagic2 = 0x46505845;
+  user_regs_struct r;
+  memcpy(&r, regsBuf.Data(), sizeof r);
+  uint64_t fp = (uc + kUcSize + kSiginfo + 63) & ~uint64_t{63};
+  size_t xlen = xBuf.Length(), at = fp - uc;
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, at + xlen + 4);
+  uint8_t* o = out.Data();
+  memset(o, 0, at);
+  auto put64 = [&](size_t off, uint64_t v) { memcpy(o + off, &v, 8); };
+  auto put32 = [&](size_t off, uint32_t v) { memcpy(o + off, &v, 4); };
+  put64(0, 1 | 2 | 4);  // UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+  put32(24, 3);         // uc_stack.ss_flags: no valid mode
+  const uint64_t sc[] = {r.r8,  r.r9,  r.r10, r.r11, r.r12, r.r13, r.r14, r.r15, r.rdi,
+                         r.rsi, r.rbp, r.rbx, r.rdx, r.rax, r.rcx, r.rsp, r.rip, r.eflags};
+  memcpy(o + kMcontext, sc, sizeof sc);
+  uint16_t cs = static_cast<uint16_t>(r.cs), ss = static_cast<uint16_t>(r.ss);
+  memcpy(o + kMcontext + 144, &cs, 2);
+  memcpy(o + kMcontext + 150, &ss, 2);
+  put64(kMcontext + 184, fp);
+  put64(kSigmask, mask);
+  uint8_t* x = o + at;
+  memcpy(x, xBuf.Data(), xlen);
+  // ptrace reports XCR0 in the software-reserved bytes; a signal frame carries _fpx_sw_bytes.
+  uint64_t xfeatures;
+  memcpy(&xfeatures, x + 464, 8);
+  memset(x + 464, 0, 48);
+  uint32_t magic1 = kMagic1, extended = static_cast<uint32_t>(xlen + 4), size = static_cast<uint32_t>(xlen);
+  memcpy(x + 464, &magic1, 4);
+  memcpy(x + 468, &extended, 4);
+  memcpy(x + 472, &xfeatures, 8);
+  memcpy(x + 480, &size, 4);
+  uint32_t magic2 = kMagic2;
+  memcpy(x + xlen, &magic2, 4);
+  return out;
+}
+
 // seccompFilters(tid) -> [{ prog: Buffer (struct sock_filter[]), flags }], the oldest filter
 // first (PTRACE_SECCOMP_GET_FILTER counts from the newest; flags from
 // PTRACE_GET_SECCOMP_METADATA: SECCOMP_FILTER_FLAG_LOG). The task must be in seccomp mode 2.
@@ -546,6 +792,7 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("seccompFilters", Napi::Function::New(env, SeccompFilters));
   exports.Set("seize", Napi::Function::New(env, Seize));
   exports.Set("interruptAndWait", Napi::Function::New(env, InterruptAndWait));
+  exports.Set("interruptEach", Napi::Function::New(env, InterruptEach));
   exports.Set("waitStop", Napi::Function::New(env, WaitStop));
   exports.Set("tryWait", Napi::Function::New(env, TryWait));
   exports.Set("cont", Napi::Function::New(env, Cont));
@@ -563,6 +810,9 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList));
   exports.Set("peekSiginfo", Napi::Function::New(env, PeekSiginfo));
   exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("remoteSyscallEach", Napi::Function::New(env, RemoteSyscallEach));
+  exports.Set("remoteRunEach", Napi::Function::New(env, RemoteRunEach));
+  exports.Set("returnFrame", Napi::Function::New(env, ReturnFrame));
   exports.Set("remoteRun", Napi::Function::New(env, RemoteRun));
   exports.Set("faultSteps", Napi::Function::New(env, FaultSteps));
   exports.Set("faultStep", Napi::Function::New(env, FaultStepJs));
