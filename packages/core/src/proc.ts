@@ -1,6 +1,6 @@
 /** Readers of /proc/PID: the kernel's own view of a process, parsed once, typed. */
 import { readFileSync, readdirSync, readlinkSync, existsSync } from 'node:fs';
-import { native, PIDFD_THREAD } from '@ckpt/native';
+import { native, NativeError, PIDFD_THREAD } from '@ckpt/native';
 
 export interface Vma {
   start: number;
@@ -139,12 +139,34 @@ export function readStat(pid: number, tid?: number): ProcStat {
 
 /** /proc/PID/status (or, with tid, /proc/PID/task/TID/status) as "Key" -> value. */
 export function readStatus(pid: number, tid?: number): Record<string, string> {
+  return parseStatus(readFileSync(tid === undefined ? `/proc/${pid}/status` : `/proc/${pid}/task/${tid}/status`, 'utf8'));
+}
+
+/** A status file's text as "Key" -> value. */
+export function parseStatus(text: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of readFileSync(tid === undefined ? `/proc/${pid}/status` : `/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
+  for (const line of text.split('\n')) {
     const i = line.indexOf(':');
     if (i > 0) out[line.slice(0, i)] = line.slice(i + 1).trim();
   }
   return out;
+}
+
+/**
+ * /proc/PID/task/TID/NAME of each of the threads, read in one native call (a readFileSync each
+ * costs more than the kernel's read of the file): its text, or undefined for a thread gone.
+ */
+export function readTaskFiles(pid: number, tids: readonly number[], name: string): Array<string | undefined> {
+  return native.proc.readTexts(tids.map((tid) => `/proc/${pid}/task/${tid}/${name}`)).map((t) => t ?? undefined);
+}
+
+/** readTaskFiles of threads that must all be there (frozen): throws for one that is gone. */
+export function readFrozenTaskFiles(pid: number, tids: readonly number[], name: string): string[] {
+  return readTaskFiles(pid, tids, name).map((text, i) => {
+    if (text === undefined)
+      throw new NativeError({ message: `/proc/${pid}/task/${tids[i]}/${name}: the thread is gone`, code: 'ESRCH', syscall: 'open', pid: tids[i] });
+    return text;
+  });
 }
 
 export function listThreads(pid: number): number[] {
@@ -267,15 +289,8 @@ export function childrenOf(pid: number): number[] {
     return []; // gone
   }
   const out: number[] = [];
-  for (const tid of tids) {
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8');
-    } catch {
-      continue; // the thread exited
-    }
-    for (const w of text.split(' ')) if (w) out.push(Number(w));
-  }
+  // A thread that exited meanwhile has no file: nothing to add.
+  for (const text of readTaskFiles(pid, tids, 'children')) for (const w of (text ?? '').split(' ')) if (w) out.push(Number(w));
   return [...new Set(out)];
 }
 

@@ -18,7 +18,7 @@ import {
   PTRACE_O_TRACECLONE,
   PTRACE_O_TRACEFORK,
   PTRACE_O_TRACESYSGOOD,
-  type NativeError,
+  NativeError,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus, type Vma } from './proc.js';
@@ -50,13 +50,9 @@ function guardable(pid: number): boolean {
 let stubsSuspendSeccomp = false;
 export const seccompSuspendedInStubs = (): boolean => stubsSuspendSeccomp;
 
-/** The seccomp mode of a thread (0 none, 1 strict, 2 filter), from its status. */
-function threadSeccomp(pid: number, tid: number): number {
-  try {
-    return Number(/^Seccomp:\s*(\d)/m.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
+/** The seccomp mode of each thread (0 none, 1 strict, 2 filter; 0 for one gone), from their status files in one read. */
+function threadSeccomp(pid: number, tids: readonly number[]): number[] {
+  return native.proc.readTexts(tids.map((tid) => `/proc/${pid}/task/${tid}/status`)).map((text) => Number(/^Seccomp:\s*(\d)/m.exec(text ?? '')?.[1] ?? 0));
 }
 
 export class ProcessControl {
@@ -147,22 +143,49 @@ export class ProcessControl {
       const fresh = listThreads(pid).filter((tid) => !(leaderExited && tid === pid) && !seized.has(tid));
       if (!fresh.length) return;
       fresh.sort((a, b) => (a === pid ? -1 : b === pid ? 1 : a - b));
-      for (const tid of fresh) {
-        if (!this.seizeOne(pid, tid)) continue;
+      // Every new thread seized, then all interrupted at once and each stop awaited: their stops
+      // overlap instead of following one another.
+      const modes = threadSeccomp(pid, fresh);
+      const held: number[] = [];
+      try {
+        fresh.forEach((tid, i) => {
+          if (this.seize(pid, tid, modes[i])) held.push(tid);
+        });
+      } catch (e) {
+        for (const tid of held) this.detachQuietly(tid);
+        throw e;
+      }
+      let failure: unknown;
+      native.ptrace.interruptEach(held, 10000).forEach((st, i) => {
+        const tid = held[i];
+        if (failure === undefined && st instanceof Error) failure = new NativeError(st);
+        else if (failure === undefined && !(st instanceof Error) && (st.kind === 'exited' || st.kind === 'killed')) {
+          // A thread that exited meanwhile is no more; the leader must not.
+          if (tid !== pid) return;
+          failure = new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
+        }
+        if (failure !== undefined) {
+          this.detachQuietly(tid);
+          return;
+        }
         seized.add(tid);
         took(tid);
-      }
+      });
+      if (failure !== undefined) throw failure;
     }
   }
 
-  /** Seize + interrupt one task; false when it is gone already (a thread that just exited). */
-  private seizeOne(pid: number, tid: number): boolean {
+  /**
+   * PTRACE_SEIZE of one task (seccomp: its mode), its filters suspended if it has any; false when
+   * it is gone already (a thread that just exited).
+   */
+  private seize(pid: number, tid: number, seccomp: number): boolean {
     // A thread under seccomp: its filters must not see (and may kill for) the syscalls ckpt
     // runs in it. PTRACE_O_SUSPEND_SECCOMP lifts them while it is traced.
-    const seccomp = threadSeccomp(pid, tid);
     try {
       native.ptrace.seize(tid, PTRACE_O_TRACESYSGOOD | (seccomp ? PTRACE_O_SUSPEND_SECCOMP : 0));
       if (seccomp) this.suspended.add(tid);
+      return true;
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'ESRCH' && tid !== pid) return false;
@@ -180,17 +203,6 @@ export class ProcessControl {
         });
       }
       if (err.code === 'ESRCH') throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `no such process: ${pid}`, { cause: e });
-      throw e;
-    }
-    try {
-      const st = native.ptrace.interruptAndWait(tid, 10000);
-      if (st.kind === 'exited' || st.kind === 'killed') {
-        if (tid !== pid) return false;
-        throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `process ${pid} exited while being frozen`);
-      }
-      return true;
-    } catch (e) {
-      this.detachQuietly(tid);
       throw e;
     }
   }

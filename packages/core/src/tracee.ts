@@ -335,6 +335,161 @@ export class Tracee {
     return out;
   }
 
+  /**
+   * One syscall in each of `threads` (threads of one process: calls[i] in threads[i]), their ptrace
+   * round trips overlapping: one thread's stops after another's cost a wake-up of a virtual CPU
+   * each here, which is most of a remote syscall. A Buffer argument is copied into the thread's own
+   * place in the scratch area, its address passed, and what the task has there after the call is
+   * copied back into the Buffer (for syscalls that write their result through a pointer). Returns
+   * the raw results (a negative errno included). Dump side (guarded) every thread is parked on its
+   * return frame first, as syscallRaw does; elsewhere, one thread after another.
+   */
+  static syscallEach(threads: readonly Tracee[], calls: readonly BatchedSyscall[]): bigint[] {
+    const out = new Array<bigint>(threads.length);
+    if (!threads.length) return out;
+    const lead = threads[0];
+    const base = lead.scratch() + BATCH_AREA.offset;
+    const g = lead.space.guarded ? lead.space.guard : undefined;
+    for (let i = 0; i < threads.length; ) {
+      // A round: as many threads as their Buffers fit in the batch area, each at its own place.
+      const round: number[] = [];
+      const at: number[][] = [];
+      let bytes = 0;
+      for (; i < threads.length; i++) {
+        const bufs = calls[i].slice(1).filter((a): a is Buffer => Buffer.isBuffer(a));
+        const need = bufs.reduce((n, b) => n + align16(b.length), 0);
+        if (need > BATCH_AREA.size) throw new RangeError(`remote ${nameOf(calls[i][0])}: ${need} bytes of arguments, more than a batch holds`);
+        if (bytes + need > BATCH_AREA.size) break;
+        const places: number[] = [];
+        for (const b of bufs) {
+          places.push(bytes);
+          bytes += align16(b.length);
+        }
+        round.push(i);
+        at.push(places);
+      }
+      const area = Buffer.alloc(bytes);
+      const args = round.map((k, r) => {
+        let b = 0;
+        return calls[k].slice(1).map((a) => {
+          if (!Buffer.isBuffer(a)) return BigInt.asUintN(64, BigInt(a));
+          a.copy(area, at[r][b]);
+          return BigInt(base + at[r][b++]);
+        });
+      });
+      if (bytes) native.mem.writeMem(lead.pid, base, area);
+      const pids: number[] = [];
+      const parked: number[] = [];
+      round.forEach((k, r) => {
+        const t = threads[k];
+        if (g && t.parkInGuard(g) !== undefined) {
+          pids.push(t.pid);
+          parked.push(r);
+        } else {
+          out[k] = t.syscallRaw(calls[k][0], ...args[r]);
+        }
+      });
+      if (pids.length && g) {
+        const results = native.ptrace.remoteSyscallEach(
+          pids,
+          g.start + GUARD_CODE,
+          parked.map((r) => [calls[round[r]][0], ...args[r]]),
+        );
+        parked.forEach((r, j) => {
+          const t = threads[round[r]];
+          out[round[r]] = results[j];
+          t.injected++;
+          t.hasRun = true;
+          t.blockSignals();
+        });
+      }
+      if (bytes) {
+        const back = native.mem.readMem(lead.pid, base, bytes);
+        round.forEach((k, r) => {
+          let b = 0;
+          for (const a of calls[k].slice(1)) if (Buffer.isBuffer(a)) back.copy(a, 0, at[r][b], at[r][b++] + a.length);
+        });
+      }
+    }
+    return out;
+  }
+
+  /** Tracee.syscallsRawEach, throwing the NativeError of the first call that failed, as syscalls() would. */
+  static syscallsEach(threads: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
+    const results = Tracee.syscallsRawEach(threads, batches);
+    results.forEach((rs, i) => rs.forEach((r, k) => checkSyscall(nameOf(batches[i][k][0]), threads[i].pid, r)));
+    return results;
+  }
+
+  /**
+   * Tracee.syscallsRaw in each of `threads` (threads of one process: batches[i] in threads[i]):
+   * on the restore side, with the trampoline's batch code, every thread runs its batch at once,
+   * each from its own place in the batch area, their stops overlapping; elsewhere, one thread
+   * after another. Returns each thread's raw results.
+   */
+  static syscallsRawEach(threads: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
+    const out: bigint[][] = threads.map(() => []);
+    const code = threads[0]?.space.batchCode;
+    if (code === undefined) {
+      threads.forEach((t, i) => {
+        out[i] = t.syscallsRaw(batches[i]);
+      });
+      return out;
+    }
+    const lead = threads[0];
+    const base = lead.scratch() + BATCH_AREA.offset;
+    const sizeOf = (c: BatchedSyscall) => 64 + c.slice(1).reduce<number>((n, a) => n + (Buffer.isBuffer(a) ? align16(a.length) : 0), 0);
+    for (let i = 0; i < threads.length; ) {
+      const round: Array<{ k: number; from: number; bytes: number }> = [];
+      let bytes = 0;
+      for (; i < threads.length; i++) {
+        if (!batches[i].length) continue;
+        const need = batches[i].reduce((n, c) => n + sizeOf(c), 0);
+        if (need > BATCH_AREA.size) {
+          // Alone bigger than the area: in its own stops (syscallsRaw splits it), after this round.
+          if (round.length) break;
+          out[i] = threads[i].syscallsRaw(batches[i]);
+          continue;
+        }
+        if (bytes + need > BATCH_AREA.size) break;
+        round.push({ k: i, from: bytes, bytes: need });
+        bytes += need;
+      }
+      if (!round.length) continue;
+      const area = Buffer.alloc(bytes);
+      for (const { k, from } of round) {
+        const calls = batches[k];
+        let data = from + 64 * calls.length;
+        calls.forEach((c, n) => {
+          const e = from + 64 * n;
+          area.writeBigUInt64LE(BigInt(c[0]), e);
+          c.slice(1).forEach((a, j) => {
+            let v: bigint;
+            if (Buffer.isBuffer(a)) {
+              a.copy(area, data);
+              v = BigInt(base + data);
+              data += align16(a.length);
+            } else v = BigInt.asUintN(64, BigInt(a));
+            area.writeBigUInt64LE(v, e + 8 + 8 * j);
+          });
+        });
+      }
+      native.mem.writeMem(lead.pid, base, area);
+      native.ptrace.remoteRunEach(
+        round.map(({ k }) => threads[k].pid),
+        code,
+        code + BATCH_CODE.length,
+        round.map(({ k, from }) => [base + from, batches[k].length]),
+      );
+      const done = native.mem.readMem(lead.pid, base, bytes);
+      for (const { k, from } of round) {
+        threads[k].injected += batches[k].length;
+        out[k] = batches[k].map((_c, n) => done.readBigInt64LE(from + 64 * n + 56));
+      }
+    }
+    return out;
+  }
+
   /** Restore side: writes BATCH_CODE at `at` (in the trampoline) for syscalls() of this address space. */
   adoptBatch(at: number): void {
     native.mem.writeMem(this.pid, at, BATCH_CODE);

@@ -17,9 +17,9 @@
  *   caller's `rem` (absolute sleeps unchanged); poll is re-issued with its original timeout;
  *   anything else returns EINTR, as after any signal.
  */
-import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, procfs, remoteCloneThreads, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import { CkptError, definePlugin, procfs, remoteCloneThreads, Tracee, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
 import {
+  checkSyscall,
   native,
   Regs,
   SYS,
@@ -69,18 +69,33 @@ function recordOf(proc: ProcessDump): RegistersRecord {
 
 async function dumpThreads(proc: ProcessDump): Promise<void> {
   const rec = recordOf(proc);
+  // What only the thread can tell (its clear_child_tid, its alternate stack), asked of every
+  // thread at once (Tracee.syscallEach).
+  const each = (name: string, size: number, call: (out: Buffer) => BatchedSyscall) => {
+    const outs = proc.threads.map(() => Buffer.alloc(size));
+    const results = Tracee.syscallEach(
+      proc.threads,
+      outs.map((b) => call(b)),
+    );
+    results.forEach((r, i) => checkSyscall(name, proc.threads[i].pid, r));
+    return outs;
+  };
+  const tidAddress = each('prctl', 8, (b) => [SYS.prctl, PR_GET_TID_ADDRESS, b, 0, 0, 0]);
+  const altStack = each('sigaltstack', 24, (b) => [SYS.sigaltstack, 0, b]);
+  const comms = procfs.readFrozenTaskFiles(
+    proc.pid,
+    proc.threads.map((t) => t.pid),
+    'comm',
+  );
   proc.threads.forEach((t, i) => {
     const th = rec.threads[i];
-    const base = t.scratch();
-    t.syscall(SYS.prctl, PR_GET_TID_ADDRESS, base, 0, 0, 0);
-    th.clearChildTid = hex(t.read(base, 8).readBigUInt64LE(0));
+    th.clearChildTid = hex(tidAddress[i].readBigUInt64LE(0));
     const rseq = native.ptrace.getRseq(t.pid);
     th.rseq = rseq ? { pointer: hex(rseq.pointer), size: rseq.size, signature: rseq.signature } : null;
     const robust = native.ptrace.getRobustList(t.pid);
     th.robustList = { head: hex(robust.head), len: robust.len };
-    th.comm = readFileSync(`/proc/${proc.pid}/task/${t.pid}/comm`, 'utf8').replace(/\n$/, '');
-    t.syscall(SYS.sigaltstack, 0, base);
-    const ss = t.read(base, 24);
+    th.comm = comms[i].replace(/\n$/, '');
+    const ss = altStack[i];
     const ssFlags = ss.readInt32LE(8);
     if (!(ssFlags & SS_DISABLE)) th.altStack = { sp: hex(ss.readBigUInt64LE(0)), flags: ssFlags & ~SS_ONSTACK, size: Number(ss.readBigUInt64LE(16)) };
   });
@@ -180,8 +195,8 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
   } catch (e) {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot recreate the threads of pid ${proc.pid}: ${(e as Error).message}`, { cause: e });
   }
-  // Each thread's own state in one stop (Tracee.syscalls).
-  rec.threads.forEach((th, i) => {
+  // Each thread's own state in one stop, every thread's at once (Tracee.syscallsEach).
+  const batches = rec.threads.map((th, i) => {
     const t = proc.threads[i];
     const calls: BatchedSyscall[] = [];
     if (th.rseq) calls.push([SYS.rseq, BigInt(th.rseq.pointer), th.rseq.size, 0, th.rseq.signature]);
@@ -196,8 +211,9 @@ async function restoreThreads(proc: ProcessRestore): Promise<void> {
     }
     if (t !== stub) calls.push([SYS.prctl, PR_SET_NAME, Buffer.from(`${th.comm.slice(0, 15)}\0`), 0, 0, 0]);
     calls.push(...queueSignals(proc.session.vpid(proc.pid), proc.session.vpid(th.tid), th.pending, false));
-    t.syscalls(calls);
+    return calls;
   });
+  Tracee.syscallsEach(proc.threads, batches);
 }
 
 /** The registers a restored task resumes with (see the header comment on syscall restart). */

@@ -19,7 +19,12 @@ export type CgroupMode = 'restore' | 'create' | 'ignore';
 
 /** "controllers:path" per hierarchy, as /proc/PID[/task/TID]/cgroup lists them. */
 export function readCgroups(pid: number, tid = pid): string[] {
-  return readFileSync(`/proc/${pid}/task/${tid}/cgroup`, 'utf8')
+  return parseCgroups(readFileSync(`/proc/${pid}/task/${tid}/cgroup`, 'utf8'));
+}
+
+/** A cgroup file's text as readCgroups gives it. */
+export function parseCgroups(text: string): string[] {
+  return text
     .split('\n')
     .filter(Boolean)
     .map((l) => l.slice(l.indexOf(':') + 1));

@@ -34,6 +34,7 @@ import {
   definePlugin,
   procfs,
   seccompSuspendedInStubs,
+  Tracee,
   withSignalsHeld,
   type BatchedSyscall,
   type DumpSession,
@@ -46,10 +47,10 @@ import {
   lazyOptions,
   sha256Hex,
 } from '@ckpt/core';
-import { native, SYS } from '@ckpt/native';
+import { checkSyscall, native, SYS } from '@ckpt/native';
 import { z } from 'zod';
 import { taskRecord, type TaskRecord } from './record.js';
-import { joinCgroups, readCgroups, type CgroupMode } from './cgroups.js';
+import { joinCgroups, parseCgroups, readCgroups, type CgroupMode } from './cgroups.js';
 import { armWithOverrun, WALL_CLOCKS } from './overrun.js';
 
 export const taskOptions = lazyOptions(() => z.strictObject({ cgroups: z.enum(['restore', 'create', 'ignore']).optional() }));
@@ -87,7 +88,11 @@ const POLICY: Record<number, string> = { 0: 'SCHED_OTHER', 1: 'SCHED_FIFO', 2: '
 
 /** /proc/PID/task/TID/stat read once: field N of it (1-based, as proc(5) numbers them). */
 function statFields(pid: number, tid: number): (n: number) => number {
-  const text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+  return fieldsOf(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+}
+
+/** Field N of a stat file's text (1-based, as proc(5) numbers them). */
+function fieldsOf(text: string): (n: number) => number {
   const fields = text
     .slice(text.lastIndexOf(')') + 2)
     .trim()
@@ -207,14 +212,27 @@ async function restoreSeccomp(proc: ProcessRestore): Promise<void> {
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
   const comm = procfs.readStat(pid).comm;
-  // Each thread's /proc status, read once for all its fields.
-  const statuses = proc.threads.map((t) => procfs.readStatus(pid, t.pid));
+  // Each thread's /proc files, every thread's in one read (a status once for all its fields).
+  const tids = proc.threads.map((t) => t.pid);
+  const statuses = procfs.readFrozenTaskFiles(pid, tids, 'status').map(procfs.parseStatus);
+  const stats = procfs.readFrozenTaskFiles(pid, tids, 'stat');
+  const ownCgroups = procfs.readFrozenTaskFiles(pid, tids, 'cgroup').map(parseCgroups);
+  const slacks = native.proc.readTexts(tids.map((tid) => `/proc/${tid}/timerslack_ns`));
   const seccomp = dumpSeccomp(proc, comm, statuses);
   const base = tracee.scratch();
   const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
   tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
   const loginuid = Number(readFileSync(`/proc/${proc.procPid}/loginuid`, 'utf8').trim());
   const cgroups = readCgroups(pid, proc.procPid);
+  const pdeathsigs = proc.threads.map(() => Buffer.alloc(4));
+  Tracee.syscallEach(
+    proc.threads,
+    pdeathsigs.map((b): BatchedSyscall => [SYS.prctl, PR_GET_PDEATHSIG, b, 0, 0, 0]),
+  ).forEach((r, i) => checkSyscall('prctl', proc.threads[i].pid, r));
+  const securebits = Tracee.syscallEach(
+    proc.threads,
+    proc.threads.map((): BatchedSyscall => [SYS.prctl, PR_GET_SECUREBITS, 0, 0, 0, 0]),
+  ).map((r, i) => checkSyscall('prctl', proc.threads[i].pid, r));
   const rec: TaskRecord = {
     oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
@@ -230,15 +248,14 @@ async function dump(proc: ProcessDump): Promise<void> {
     seccompFilters: seccomp.filters,
     cgroups,
     // Per thread, what /proc and sched_getscheduler(tid) tell from outside; pdeathsig and
-    // securebits only the thread itself can (prctl).
+    // securebits only the thread itself can (prctl), asked of every thread at once.
     threads: proc.threads.map((t, i) => {
       const policy = native.proc.schedGetscheduler(t.pid);
       if ((policy & ~SCHED_RESET_ON_FORK) === SCHED_DEADLINE) refuse(pid, comm, `thread ${t.pid} runs under SCHED_DEADLINE, which ckpt cannot restore yet`);
-      t.syscall(SYS.prctl, PR_GET_PDEATHSIG, base, 0, 0, 0);
-      const pdeathsig = intAt(0);
+      const pdeathsig = pdeathsigs[i].readInt32LE(0);
       const status = statuses[i];
-      const stat = statFields(pid, t.pid);
-      const own = readCgroups(pid, t.pid);
+      const stat = fieldsOf(stats[i]);
+      const own = ownCgroups[i];
       return {
         ...(seccomp.threads[i] ? { seccomp: seccomp.threads[i] } : {}),
         ...(own.join('\n') !== cgroups.join('\n') ? { cgroups: own } : {}),
@@ -247,11 +264,11 @@ async function dump(proc: ProcessDump): Promise<void> {
         policy,
         priority: stat(40),
         affinity: (status.Cpus_allowed ?? 'ffffffff').toLowerCase(),
-        timerSlackNs: Number(readFileSync(`/proc/${t.pid}/timerslack_ns`, 'utf8')),
+        timerSlackNs: Number(slacks[i] ?? readFileSync(`/proc/${t.pid}/timerslack_ns`, 'utf8')),
         pdeathsig,
         noNewPrivs: status.NoNewPrivs === '1',
         ...credentialsOf(status),
-        securebits: Number(t.syscall(SYS.prctl, PR_GET_SECUREBITS, 0, 0, 0, 0)),
+        securebits: Number(securebits[i]),
       };
     }),
   };
@@ -469,8 +486,12 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   const stub = proc.stub;
   if (rec.childSubreaper) stub.syscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   if (rec.thpDisable) stub.syscall(SYS.prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
-  // Each thread's in one stop (Tracee.syscallsRaw); what it has already (from the leader it was
-  // cloned from) is not set again.
+  // Each thread's in one stop, every thread's at once (Tracee.syscallsRawEach); what it has
+  // already (from the leader it was cloned from) is not set again.
+  const threads: Tracee[] = [];
+  const batches: BatchedSyscall[][] = [];
+  const messages: Array<Array<(errno: bigint) => string>> = [];
+  const tids: number[] = [];
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
     if (!t) return;
@@ -494,9 +515,14 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
       calls.push([SYS.setpriority, PRIO_PROCESS, 0, th.nice]);
       failed.push((e) => `cannot set its nice value ${th.nice} (errno ${e})`);
     }
-    const results = t.syscallsRaw(calls);
+    threads.push(t);
+    batches.push(calls);
+    messages.push(failed);
+    tids.push(th.tid);
+  });
+  Tracee.syscallsRawEach(threads, batches).forEach((results, i) => {
     const k = results.findIndex((r) => r < 0n);
-    if (k >= 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${th.tid}: ${failed[k](-results[k])}`);
+    if (k >= 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${tids[i]}: ${messages[i][k](-results[k])}`);
   });
   restoreTimers(proc, rec);
   restoreMembarrier(proc, rec);
