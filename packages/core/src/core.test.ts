@@ -16,6 +16,8 @@ import { relocatePath } from './paths.js';
 import { fdKind, fileId } from './fdtable.js';
 import { issuePath, lazyOptions, validate } from './schema.js';
 import { createHooks } from './hooks.js';
+import { returnFrame } from './guard.js';
+import { REG } from '@ckpt/native';
 import { instrumentHooks, type CkptPlugin } from './plugin.js';
 import type { FdDumpRequest, ProcessDump } from './context.js';
 
@@ -326,5 +328,38 @@ describe('services', () => {
     expect(() => {
       (s as unknown as { processes: unknown }).processes = {};
     }).toThrow(TypeError);
+  });
+});
+
+describe('return frames', () => {
+  it('a frame holds the registers in sigcontext order, the mask, and the xstate with its software bytes and end magic', () => {
+    const regs = Buffer.alloc(27 * 8);
+    const order = ['r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rdi', 'rsi', 'rbp', 'rbx', 'rdx', 'rax', 'rcx', 'rsp', 'rip', 'eflags'] as const;
+    order.forEach((r, i) => regs.writeBigUInt64LE(0x1000n + BigInt(i), REG[r]));
+    regs.writeBigUInt64LE(0x33n, REG.cs);
+    regs.writeBigUInt64LE(0x2bn, REG.ss);
+    const xstate = Buffer.alloc(1088, 0xab);
+    xstate.writeBigUInt64LE(0x7n, 464); // XCR0 as ptrace reports it
+    const uc = 0x7f0000001040;
+    const f = returnFrame(uc, regs, 0xfffen, xstate);
+    const fp = Math.ceil((uc + 304 + 128) / 64) * 64;
+    const x = fp - uc;
+    expect(f.length).toBe(x + xstate.length + 4);
+    expect(f.readBigUInt64LE(0)).toBe(7n); // FP_XSTATE | SIGCONTEXT_SS | STRICT_RESTORE_SS
+    expect(f.readUInt32LE(24)).toBe(3); // stack_t left invalid
+    order.forEach((_r, i) => expect(f.readBigUInt64LE(40 + i * 8)).toBe(0x1000n + BigInt(i)));
+    expect(f.readUInt16LE(40 + 144)).toBe(0x33);
+    expect(f.readUInt16LE(40 + 150)).toBe(0x2b);
+    expect(f.readBigUInt64LE(40 + 184)).toBe(BigInt(fp));
+    expect(f.readBigUInt64LE(296)).toBe(0xfffen);
+    expect(f.subarray(x, x + 464).equals(xstate.subarray(0, 464))).toBe(true);
+    expect(f.readUInt32LE(x + 464)).toBe(0x46505853);
+    expect(f.readUInt32LE(x + 468)).toBe(xstate.length + 4);
+    expect(f.readBigUInt64LE(x + 472)).toBe(0x7n);
+    expect(f.readUInt32LE(x + 480)).toBe(xstate.length);
+    expect(f.subarray(x + 484, x + 512).every((b) => b === 0)).toBe(true);
+    expect(f.subarray(x + 512, x + xstate.length).equals(xstate.subarray(512))).toBe(true);
+    expect(f.readUInt32LE(x + xstate.length)).toBe(0x46505845);
+    expect(xstate.readBigUInt64LE(464)).toBe(0x7n); // the thread's own copy untouched
   });
 });
