@@ -86,11 +86,6 @@ const SIGSTOP = 19;
 
 const POLICY: Record<number, string> = { 0: 'SCHED_OTHER', 1: 'SCHED_FIFO', 2: 'SCHED_RR', 3: 'SCHED_BATCH', 5: 'SCHED_IDLE', 6: 'SCHED_DEADLINE' };
 
-/** /proc/PID/task/TID/stat read once: field N of it (1-based, as proc(5) numbers them). */
-function statFields(pid: number, tid: number): (n: number) => number {
-  return fieldsOf(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
-}
-
 /** Field N of a stat file's text (1-based, as proc(5) numbers them). */
 function fieldsOf(text: string): (n: number) => number {
   const fields = text
@@ -492,17 +487,37 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   const batches: BatchedSyscall[][] = [];
   const messages: Array<Array<(errno: bigint) => string>> = [];
   const tids: number[] = [];
+  // What each thread has now, every thread's files in one read.
+  const made = proc.threads.slice(0, rec.threads.length).filter((t) => t);
+  const statusOf = new Map(
+    procfs
+      .readFrozenTaskFiles(
+        host,
+        made.map((t) => t.pid),
+        'status',
+      )
+      .map((text, k) => [made[k], text]),
+  );
+  const statOf = new Map(
+    procfs
+      .readFrozenTaskFiles(
+        host,
+        made.map((t) => t.pid),
+        'stat',
+      )
+      .map((text, k) => [made[k], text]),
+  );
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
     if (!t) return;
     const calls: BatchedSyscall[] = [[SYS.prctl, PR_SET_TIMERSLACK, th.timerSlackNs, 0, 0, 0]];
     const failed: Array<(errno: bigint) => string> = [(e) => `cannot set its timer slack ${th.timerSlackNs} ns (errno ${e})`];
-    if (procfs.readStatus(host, t.pid).Cpus_allowed?.toLowerCase() !== th.affinity) {
+    if (/^Cpus_allowed:\s*(\S+)/m.exec(statusOf.get(t) ?? '')?.[1]?.toLowerCase() !== th.affinity) {
       const mask = affinityMask(th.affinity);
       calls.push([SYS.sched_setaffinity, 0, mask.length, mask]);
       failed.push((e) => `cannot set its CPU affinity ${th.affinity} on this machine (errno ${e})`);
     }
-    const stat = statFields(host, t.pid);
+    const stat = fieldsOf(statOf.get(t) ?? '');
     if (th.policy !== stat(41) || th.priority !== stat(40)) {
       const param = Buffer.alloc(4);
       param.writeInt32LE(th.priority);
@@ -534,7 +549,10 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
 async function keepCaps(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<TaskRecord>(NAME);
   if (!rec) return;
-  for (const t of proc.threads) t.syscall(SYS.prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0);
+  Tracee.syscallsEach(
+    proc.threads,
+    proc.threads.map((): BatchedSyscall[] => [[SYS.prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0]]),
+  );
 }
 
 /**
@@ -557,16 +575,34 @@ function credentialsOf(status: Record<string, string>): Pick<TaskRecord['threads
 async function restoreCredentials(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<TaskRecord>(NAME);
   if (!rec) return;
+  // A thread that has its ids and capabilities already (made by a restorer with the same
+  // credentials) only gets its securebits (the restore holds SECBIT_KEEP_CAPS meanwhile), every
+  // such thread's at once; their statuses read in one call.
+  const stub = proc.stub;
+  const made = proc.threads.slice(0, rec.threads.length).filter((t) => t);
+  const statuses = new Map(
+    stub
+      ? procfs
+          .readFrozenTaskFiles(
+            stub.pid,
+            made.map((t) => t.pid),
+            'status',
+          )
+          .map((text, k) => [made[k], text])
+      : [],
+  );
+  const holding = rec.threads.map((th, i) => {
+    const text = proc.threads[i] && statuses.get(proc.threads[i]);
+    return !!text && JSON.stringify(credentialsOf(procfs.parseStatus(text))) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps });
+  });
+  const quick = rec.threads.flatMap((th, i) => (holding[i] ? [{ t: proc.threads[i], securebits: th.securebits }] : []));
+  Tracee.syscallsEach(
+    quick.map((q) => q.t),
+    quick.map((q): BatchedSyscall[] => [[SYS.prctl, PR_SET_SECUREBITS, q.securebits, 0, 0, 0]]),
+  );
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
-    if (!t) return;
-    // A thread that has its ids and capabilities already (made by a restorer with the same
-    // credentials) only gets its securebits (the restore holds SECBIT_KEEP_CAPS meanwhile).
-    const held = proc.stub && credentialsOf(procfs.readStatus(proc.stub.pid, t.pid));
-    if (held && JSON.stringify(held) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps })) {
-      t.syscall(SYS.prctl, PR_SET_SECUREBITS, th.securebits, 0, 0, 0);
-      return;
-    }
+    if (!t || holding[i]) return;
     const caps = (v: string) => BigInt(`0x${v}`);
     const capData = (eff: bigint, prm: bigint, inh: bigint) => {
       const b = Buffer.alloc(24);
