@@ -362,6 +362,8 @@ export interface ProcBinding {
   pidsNamed(comm: string): number[];
   /** Each file's whole text (UTF-8), or null where it could not be opened or read: many /proc files in one call. */
   readTexts(paths: string[]): Array<string | null>;
+  /** Each symlink's target, or null where it could not be read: every /proc/PID/fd/N in one call. */
+  readLinks(paths: string[]): Array<string | null>;
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

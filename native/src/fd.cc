@@ -107,6 +107,26 @@ Napi::Value ReadTexts(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// readLinks(paths) -> each symlink's target, or null where it cannot be read (an fd closed
+// meanwhile): /proc/PID/fd/N of every fd in one call.
+Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, paths.Length());
+  std::vector<char> buf(4096);
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    std::string path = paths.Get(i).As<Napi::String>().Utf8Value();
+    ssize_t n;
+    for (;;) {
+      n = readlink(path.c_str(), buf.data(), buf.size());
+      if (n < 0 || static_cast<size_t>(n) < buf.size()) break;
+      buf.resize(buf.size() * 2);
+    }
+    out.Set(i, n < 0 ? env.Null() : Napi::String::New(env, buf.data(), static_cast<size_t>(n)));
+  }
+  return out;
+}
+
 // exitNow(code): exit_group(2) at once, for a command whose output is written and whose 'exit'
 // listeners have run: Node's own way out disposes of V8's heap and joins its threads first.
 Napi::Value ExitNow(const Napi::CallbackInfo& info) {
@@ -393,6 +413,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("exitNow", Napi::Function::New(env, ExitNow));
   exports.Set("pidsNamed", Napi::Function::New(env, PidsNamed));
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
+  exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("pipeSize", Napi::Function::New(env, PipeSize));

@@ -29,7 +29,7 @@ import {
   SYS,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { listFds, fdLink, readFdInfo, pidfdOf } from './proc.js';
+import { listFds, fdLink, parseFdInfo, readFdInfo, readFds, pidfdOf, type FdInfo } from './proc.js';
 import { createSessionState } from './state.js';
 import type { Hooks } from './hooks.js';
 import type { CkptPlugin } from './plugin.js';
@@ -133,16 +133,18 @@ async function fdRecord(
   fd: number,
   id: number,
   keep: boolean,
+  read?: { link: string; info: string },
 ): Promise<{ rec: FdRecord; dup?: number } | undefined> {
   const { pid, procPid: task } = proc;
   const seen = seenByInode.of(proc.session);
   let link: string;
+  let info: FdInfo;
   try {
-    link = fdLink(task, fd);
+    link = read ? read.link : fdLink(task, fd);
+    info = read ? parseFdInfo(read.info) : readFdInfo(task, fd);
   } catch {
     return undefined; // closed meanwhile (cannot happen while frozen, but harmless)
   }
-  const info = readFdInfo(task, fd);
   if (id === fd) proc.fdInfo.set(fd, info);
   const cloexec = (info.flags & O_CLOEXEC) !== 0;
   const flags = info.flags & ~O_CLOEXEC;
@@ -181,8 +183,13 @@ async function fdRecord(
 export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void> {
   const pidfd = pidfdOf(proc);
   try {
-    for (const fd of listFds(proc.procPid)) {
-      const r = await fdRecord(hooks, proc, pidfd, fd, fd, false);
+    // Every fd's link and fdinfo read first, in one call each.
+    const fds = listFds(proc.procPid);
+    const read = readFds(proc.procPid, fds);
+    for (let i = 0; i < fds.length; i++) {
+      // Gone (closed meanwhile: cannot happen while frozen, but harmless).
+      if (!read[i]) continue;
+      const r = await fdRecord(hooks, proc, pidfd, fds[i], fds[i], false, read[i]);
       if (r) proc.fds.push(r.rec);
     }
   } finally {
