@@ -88,6 +88,29 @@ describe('hooks', () => {
     expect(claim).toEqual({ kind: 'thing', data: 1, owner: 'second' });
   });
 
+  it('an fds.dump tap whose when() is false for an fd is not called for it, with series() or tapable running the taps', async () => {
+    for (const viaTapable of [false, true]) {
+      const hooks = createHooks();
+      instrumentHooks(hooks);
+      // A call interceptor makes tapable compile the hook itself (series() steps aside).
+      if (viaTapable) hooks.fds.dump.intercept({ call: () => undefined });
+      const called: string[] = [];
+      hooks.fds.dump.tapPromise({ name: 'sockets', when: (req) => req.kind === 'socket' }, async (req) => {
+        called.push(`sockets ${req.fd}`);
+        return { kind: 'socket', data: req.fd };
+      });
+      hooks.fds.dump.tapPromise('any', async (req) => {
+        called.push(`any ${req.fd}`);
+        return { kind: 'other', data: req.fd };
+      });
+      const file = await hooks.fds.dump.promise({ fd: 3, kind: 'file' } as FdDumpRequest, {} as ProcessDump);
+      const sock = await hooks.fds.dump.promise({ fd: 4, kind: 'socket' } as FdDumpRequest, {} as ProcessDump);
+      expect(file).toEqual({ kind: 'other', data: 3, owner: 'any' });
+      expect(sock).toEqual({ kind: 'socket', data: 4, owner: 'sockets' });
+      expect(called).toEqual(['any 3', 'sockets 4']);
+    }
+  });
+
   it('an error in a tap names the plugin and the hook', async () => {
     const hooks = createHooks();
     instrumentHooks(hooks);

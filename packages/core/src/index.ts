@@ -3,7 +3,18 @@
  * services and helpers core guarantees to plugins. See docs/plugins.md.
  */
 export { Ckpt, VERSION, type CkptInit, type DumpResult, type RestoreResult, type CompactOptions, type CompactResult } from './engine.js';
-export { createHooks, DUMP_STAGES, RESTORE_STAGES, STATE_CLASSES, STAGE, type Hooks, type StateClass, type StateHooks, type FdRestoreHook } from './hooks.js';
+export {
+  createHooks,
+  DUMP_STAGES,
+  RESTORE_STAGES,
+  STATE_CLASSES,
+  STAGE,
+  type Hooks,
+  type StateClass,
+  type StateHooks,
+  type FdRestoreHook,
+  type TapWhen,
+} from './hooks.js';
 export type {
   CommonOptions,
   DumpOptions,

@@ -138,9 +138,12 @@ export function instrumentHooks(hooks: Hooks): void {
       register(tap) {
         const fn = tap.fn;
         if (tap.type !== 'promise' && tap.type !== 'async') return tap;
+        const when = (tap as { when?: (...a: unknown[]) => boolean }).when;
         return {
           ...tap,
           fn: async (...args: unknown[]) => {
+            // Where tapable's own compile runs the taps (series() skips such a tap itself).
+            if (when && !when(...args)) return undefined;
             // Timed only when logged: a hook such as fds.dump runs once per fd.
             const t0 = log.enabled ? performance.now() : undefined;
             try {

@@ -382,7 +382,7 @@ export const eventFdsPlugin = definePlugin(() => ({
   claims: { fdKinds: ['eventfd', 'eventpoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd'] },
   show: { fdName: (rec: FdRecord) => `anon_inode:[${rec.kind}]` },
   apply(hooks) {
-    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => kindOf(req.link) !== undefined }, dumpFd);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
     hooks.session.fdsInstalled.tapPromise(NAME, afterInstall);
   },

@@ -190,7 +190,7 @@ export const fileContentPlugin = definePlugin(() => ({
   claims: { fdKinds: ['file'] },
   show: { fdName: (rec: FdRecord) => (rec.data as ContentData | undefined)?.path },
   apply(hooks) {
-    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'file' }, dumpFd);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
   },
 }));

@@ -160,7 +160,7 @@ export const netlinkPlugin = definePlugin(() => ({
   claims: { fdKinds: ['netlink'] },
   show: { fdName: (rec: FdRecord) => describe(rec.data as NetlinkData) },
   apply(hooks) {
-    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'socket' }, dumpFd);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
   },
 }));

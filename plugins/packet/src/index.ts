@@ -224,7 +224,7 @@ export const packetPlugin = definePlugin(() => ({
   claims: { fdKinds: ['packet'] },
   show: { fdName: (rec: FdRecord) => describe(rec.data as PacketData) + ((rec.data as PacketData).note ? ` — ${(rec.data as PacketData).note}` : '') },
   apply(hooks) {
-    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'socket' }, dumpFd);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
   },
 }));

@@ -108,7 +108,7 @@ export const tcpPlugin = definePlugin(() => ({
   claims: { fdKinds: ['tcp', 'udp', 'udplite', 'ping', 'raw'] },
   show: { sockets: inetSocketRows, fdName: (rec: FdRecord) => describeSocket(rec.data as InetSocketData) },
   apply(hooks, ctx: PluginContext<TcpOptions>) {
-    hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx));
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'socket' }, makeDumpFd(ctx));
     hooks.session.imageCommitted.tapPromise(NAME, imageCommitted);
     hooks.session.dumpFailed.tapPromise(NAME, (session) => undoDump(session, ctx));
     hooks.fds.restore.for(NAME).tapPromise(NAME, (rec, proc) => restoreFd(ctx, rec, proc));

@@ -94,7 +94,7 @@ export const ttyPlugin = definePlugin(() => ({
   apply(hooks, ctx: PluginContext<TtyOptions>) {
     const log = ctx.log;
     hooks.files.dump.tapPromise(NAME, dumpProcess);
-    hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.DEFAULT }, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.DEFAULT, when: (req) => req.kind === 'chr' }, dumpFd);
     hooks.session.beforeRestore.tapPromise(NAME, async (session) => startRestore(session, ctx.options(session) ?? {}, log));
     hooks.fds.restore.for(NAME).tapPromise(NAME, makeRestoreFd(log));
     hooks.session.fdsInstalled.tapPromise(NAME, makeAfterInstall(log));

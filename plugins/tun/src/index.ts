@@ -188,7 +188,7 @@ export const tunPlugin = definePlugin(() => ({
   claims: { fdKinds: ['tun'] },
   show: { fdName: (rec: FdRecord) => describe(rec.data as TunData) + ((rec.data as TunData).note ? ` — ${(rec.data as TunData).note}` : '') },
   apply(hooks) {
-    hooks.fds.dump.tapPromise(NAME, dumpFd);
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'chr' }, dumpFd);
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
   },
 }));

@@ -110,7 +110,7 @@ export const unixSocketPlugin = definePlugin(() => ({
       Object.assign(sessionOptions.of(session), ctx.options(session) ?? {});
     };
     hooks.session.beforeDump.tapPromise(NAME, bind);
-    hooks.fds.dump.tapPromise(NAME, makeDumpFd(ctx.log));
+    hooks.fds.dump.tapPromise({ name: NAME, when: (req) => req.kind === 'socket' }, makeDumpFd(ctx.log));
     hooks.session.fdsDumped.tapPromise(NAME, makeAfterDump(ctx.log));
     hooks.session.beforeRestore.tapPromise(NAME, async (session) => {
       await bind(session);
