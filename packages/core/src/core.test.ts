@@ -2,7 +2,7 @@
 // session state, path relocation, fd kinds. No process is touched: images are written by hand
 // with the real ImageWriter into temporary directories, and restore must refuse them before it
 // creates anything.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Stats } from 'node:fs';
@@ -17,6 +17,7 @@ import { fdKind, fileId } from './fdtable.js';
 import { issuePath, lazyOptions, validate } from './schema.js';
 import { createHooks } from './hooks.js';
 import { returnFrame } from './guard.js';
+import { parseStatus, statusFields } from './proc.js';
 import { REG } from '@ckpt/native';
 import { instrumentHooks, type CkptPlugin } from './plugin.js';
 import type { FdDumpRequest, ProcessDump } from './context.js';
@@ -384,5 +385,18 @@ describe('return frames', () => {
     expect(f.subarray(x + 512, x + xstate.length).equals(xstate.subarray(512))).toBe(true);
     expect(f.readUInt32LE(x + xstate.length)).toBe(0x46505845);
     expect(xstate.readBigUInt64LE(464)).toBe(0x7n); // the thread's own copy untouched
+  });
+});
+
+describe('proc readers', () => {
+  it('statusFields picks the same values as parseStatus, the first line and the last included, and leaves out a key the file lacks', () => {
+    const text = readFileSync('/proc/self/status', 'utf8');
+    const all = parseStatus(text);
+    const keys = ['Name', 'Uid', 'Groups', 'CapAmb', 'Cpus_allowed', 'NoNewPrivs', 'Seccomp', 'nonvoluntary_ctxt_switches', 'NoSuchKey'];
+    const picked = statusFields(text, keys);
+    expect(picked).toEqual(Object.fromEntries(keys.filter((k) => k in all).map((k) => [k, all[k]])));
+    expect('NoSuchKey' in picked).toBe(false);
+    // A key is matched whole at a line's start: "Uid" is not found inside "PPid" or "Tgid".
+    expect(statusFields('Tgid:\t5\nPid:\t6\n', ['Pid', 'gid'])).toEqual({ Pid: '6' });
   });
 });

@@ -153,6 +153,24 @@ export function parseStatus(text: string): Record<string, string> {
 }
 
 /**
+ * Only the given keys of a status file's text, "Key" -> value (a key it lacks is left out): a
+ * handful of indexOf where parseStatus splits and keeps its fifty-odd lines, for code that reads
+ * the status of every thread.
+ */
+export function statusFields(text: string, keys: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of keys) {
+    let at = text.startsWith(`${k}:`) ? 0 : text.indexOf(`\n${k}:`);
+    if (at < 0) continue;
+    if (at > 0) at += 1;
+    const from = at + k.length + 1;
+    const end = text.indexOf('\n', from);
+    out[k] = text.slice(from, end < 0 ? text.length : end).trim();
+  }
+  return out;
+}
+
+/**
  * /proc/PID/task/TID/NAME of each of the threads, read in one native call (a readFileSync each
  * costs more than the kernel's read of the file): its text, or undefined for a thread gone.
  */

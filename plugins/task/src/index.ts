@@ -209,7 +209,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   const comm = procfs.readStat(pid).comm;
   // Each thread's /proc files, every thread's in one read (a status once for all its fields).
   const tids = proc.threads.map((t) => t.pid);
-  const statuses = procfs.readFrozenTaskFiles(pid, tids, 'status').map(procfs.parseStatus);
+  const statuses = procfs.readFrozenTaskFiles(pid, tids, 'status').map((text) => procfs.statusFields(text, THREAD_STATUS));
   const stats = procfs.readFrozenTaskFiles(pid, tids, 'stat');
   const ownCgroups = procfs.readFrozenTaskFiles(pid, tids, 'cgroup').map(parseCgroups);
   const slacks = native.proc.readTexts(tids.map((tid) => `/proc/${tid}/timerslack_ns`));
@@ -560,6 +560,11 @@ async function keepCaps(proc: ProcessRestore): Promise<void> {
  * thread in the kernel), then its capability sets, bounding set, securebits and ambient set.
  * The stub threads were root with every capability; what they had at the dump is all they keep.
  */
+/** The status lines credentialsOf reads. */
+const CREDENTIALS = ['Uid', 'Gid', 'Groups', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'] as const;
+/** The status lines a dump reads of each thread: these, its seccomp mode, affinity and no_new_privs. */
+const THREAD_STATUS = [...CREDENTIALS, 'Seccomp', 'Cpus_allowed', 'NoNewPrivs'] as const;
+
 /** A thread's ids (real, effective, saved, fs), groups and capability sets, from its /proc status. */
 function credentialsOf(status: Record<string, string>): Pick<TaskRecord['threads'][number], 'uid' | 'gid' | 'groups' | 'caps'> {
   const ids = (v: string | undefined) => (v ?? '').split(/\s+/).filter(Boolean).map(Number);
@@ -593,7 +598,10 @@ async function restoreCredentials(proc: ProcessRestore): Promise<void> {
   );
   const holding = rec.threads.map((th, i) => {
     const text = proc.threads[i] && statuses.get(proc.threads[i]);
-    return !!text && JSON.stringify(credentialsOf(procfs.parseStatus(text))) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps });
+    return (
+      !!text &&
+      JSON.stringify(credentialsOf(procfs.statusFields(text, CREDENTIALS))) === JSON.stringify({ uid: th.uid, gid: th.gid, groups: th.groups, caps: th.caps })
+    );
   });
   const quick = rec.threads.flatMap((th, i) => (holding[i] ? [{ t: proc.threads[i], securebits: th.securebits }] : []));
   Tracee.syscallsEach(
