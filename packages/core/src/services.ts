@@ -156,7 +156,14 @@ export class ProcessControl {
         throw e;
       }
       let failure: unknown;
-      native.ptrace.interruptEach(held, 10000).forEach((st, i) => {
+      let states: ReturnType<typeof native.ptrace.interruptEach>;
+      try {
+        states = native.ptrace.interruptEach(held, 10000);
+      } catch (e) {
+        for (const tid of held) this.detachQuietly(tid);
+        throw e;
+      }
+      states.forEach((st, i) => {
         const tid = held[i];
         if (failure === undefined && st instanceof Error) failure = new NativeError(st);
         else if (failure === undefined && !(st instanceof Error) && (st.kind === 'exited' || st.kind === 'killed')) {

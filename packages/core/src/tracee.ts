@@ -298,7 +298,7 @@ export class Tracee {
       const chunk: BatchedSyscall[] = [];
       let bytes = 0;
       for (; i < calls.length; i++) {
-        const need = 64 + calls[i].slice(1).reduce<number>((n, a) => n + (Buffer.isBuffer(a) ? align16(a.length) : 0), 0);
+        const need = 64 + bufferBytes(calls[i]);
         if (need > size) throw new RangeError(`remote ${nameOf(calls[i][0])}: ${need} bytes of arguments, more than a batch holds`);
         if (bytes + need > size) break;
         chunk.push(calls[i]);
@@ -306,20 +306,7 @@ export class Tracee {
       }
       const base = this.scratch() + offset;
       const area = Buffer.alloc(bytes);
-      let data = 64 * chunk.length;
-      const args = chunk.map((c, k) => {
-        area.writeBigUInt64LE(BigInt(c[0]), 64 * k);
-        return c.slice(1).map((a, j) => {
-          let v: bigint;
-          if (Buffer.isBuffer(a)) {
-            a.copy(area, data);
-            v = BigInt(base + data);
-            data += align16(a.length);
-          } else v = BigInt.asUintN(64, BigInt(a));
-          area.writeBigUInt64LE(v, 64 * k + 8 + 8 * j);
-          return v;
-        });
-      });
+      const args = layBatch(chunk, area, 0, base);
       const code = this.space.batchCode;
       if (code !== undefined) {
         native.mem.writeMem(this.pid, base, area);
@@ -328,7 +315,7 @@ export class Tracee {
         const done = native.mem.readMem(this.pid, base, 64 * chunk.length);
         chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
       } else {
-        if (data > 64 * chunk.length) native.mem.writeMem(this.pid, base + 64 * chunk.length, area.subarray(64 * chunk.length));
+        if (bytes > 64 * chunk.length) native.mem.writeMem(this.pid, base + 64 * chunk.length, area.subarray(64 * chunk.length));
         chunk.forEach((c, k) => out.push(this.syscallRaw(c[0], ...args[k])));
       }
     }
@@ -406,8 +393,8 @@ export class Tracee {
       if (bytes) {
         const back = native.mem.readMem(lead.pid, base, bytes);
         round.forEach((k, r) => {
-          let b = 0;
-          for (const a of calls[k].slice(1)) if (Buffer.isBuffer(a)) back.copy(a, 0, at[r][b], at[r][b++] + a.length);
+          const bufs = calls[k].slice(1).filter((a): a is Buffer => Buffer.isBuffer(a));
+          bufs.forEach((a, b) => back.copy(a, 0, at[r][b], at[r][b] + a.length));
         });
       }
     }
@@ -438,7 +425,7 @@ export class Tracee {
     }
     const lead = threads[0];
     const base = lead.scratch() + BATCH_AREA.offset;
-    const sizeOf = (c: BatchedSyscall) => 64 + c.slice(1).reduce<number>((n, a) => n + (Buffer.isBuffer(a) ? align16(a.length) : 0), 0);
+    const sizeOf = (c: BatchedSyscall) => 64 + bufferBytes(c);
     for (let i = 0; i < threads.length; ) {
       const round: Array<{ k: number; from: number; bytes: number }> = [];
       let bytes = 0;
@@ -457,23 +444,7 @@ export class Tracee {
       }
       if (!round.length) continue;
       const area = Buffer.alloc(bytes);
-      for (const { k, from } of round) {
-        const calls = batches[k];
-        let data = from + 64 * calls.length;
-        calls.forEach((c, n) => {
-          const e = from + 64 * n;
-          area.writeBigUInt64LE(BigInt(c[0]), e);
-          c.slice(1).forEach((a, j) => {
-            let v: bigint;
-            if (Buffer.isBuffer(a)) {
-              a.copy(area, data);
-              v = BigInt(base + data);
-              data += align16(a.length);
-            } else v = BigInt.asUintN(64, BigInt(a));
-            area.writeBigUInt64LE(v, e + 8 + 8 * j);
-          });
-        });
-      }
+      for (const { k, from } of round) layBatch(batches[k], area, from, base);
       native.mem.writeMem(lead.pid, base, area);
       native.ptrace.remoteRunEach(
         round.map(({ k }) => threads[k].pid),
@@ -883,6 +854,34 @@ export function staleGuards(pid: number, noted = orphanedGuardNotes(pid)): Vma[]
     } catch {
       return false;
     }
+  });
+}
+
+/** The bytes a call's Buffer arguments take in a batch area (each 16-byte aligned). */
+function bufferBytes(c: BatchedSyscall): number {
+  return c.slice(1).reduce<number>((n, a) => n + (Buffer.isBuffer(a) ? align16(a.length) : 0), 0);
+}
+
+/**
+ * Lays calls out in area from `from` on as BATCH_CODE reads them (the task sees area at `base`):
+ * an entry of 64 bytes each (nr, six arguments, the result), then the Buffers they point to.
+ * Returns each call's arguments as passed (a Buffer: its address in the task).
+ */
+function layBatch(calls: readonly BatchedSyscall[], area: Buffer, from: number, base: number): bigint[][] {
+  let data = from + 64 * calls.length;
+  return calls.map((c, n) => {
+    const e = from + 64 * n;
+    area.writeBigUInt64LE(BigInt(c[0]), e);
+    return c.slice(1).map((a, j) => {
+      let v: bigint;
+      if (Buffer.isBuffer(a)) {
+        a.copy(area, data);
+        v = BigInt(base + data);
+        data += align16(a.length);
+      } else v = BigInt.asUintN(64, BigInt(a));
+      area.writeBigUInt64LE(v, e + 8 + 8 * j);
+      return v;
+    });
   });
 }
 

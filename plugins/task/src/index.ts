@@ -488,25 +488,9 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   const messages: Array<Array<(errno: bigint) => string>> = [];
   const tids: number[] = [];
   // What each thread has now, every thread's files in one read.
-  const made = proc.threads.slice(0, rec.threads.length).filter((t) => t);
-  const statusOf = new Map(
-    procfs
-      .readFrozenTaskFiles(
-        host,
-        made.map((t) => t.pid),
-        'status',
-      )
-      .map((text, k) => [made[k], text]),
-  );
-  const statOf = new Map(
-    procfs
-      .readFrozenTaskFiles(
-        host,
-        made.map((t) => t.pid),
-        'stat',
-      )
-      .map((text, k) => [made[k], text]),
-  );
+  const made = proc.threads.slice(0, rec.threads.length);
+  const statusOf = taskFiles(host, made, 'status');
+  const statOf = taskFiles(host, made, 'stat');
   rec.threads.forEach((th, i) => {
     const t = proc.threads[i];
     if (!t) return;
@@ -560,6 +544,17 @@ async function keepCaps(proc: ProcessRestore): Promise<void> {
  * thread in the kernel), then its capability sets, bounding set, securebits and ambient set.
  * The stub threads were root with every capability; what they had at the dump is all they keep.
  */
+/** /proc/HOST/task/TID/NAME of each of the threads that exist (of a restore), read in one call: by thread. */
+function taskFiles(host: number, threads: ReadonlyArray<Tracee | undefined>, name: string): Map<Tracee, string> {
+  const made = threads.filter((t): t is Tracee => t !== undefined);
+  const texts = procfs.readFrozenTaskFiles(
+    host,
+    made.map((t) => t.pid),
+    name,
+  );
+  return new Map(made.map((t, k) => [t, texts[k]]));
+}
+
 /** The status lines credentialsOf reads. */
 const CREDENTIALS = ['Uid', 'Gid', 'Groups', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'] as const;
 /** The status lines a dump reads of each thread: these, its seccomp mode, affinity and no_new_privs. */
@@ -584,18 +579,7 @@ async function restoreCredentials(proc: ProcessRestore): Promise<void> {
   // credentials) only gets its securebits (the restore holds SECBIT_KEEP_CAPS meanwhile), every
   // such thread's at once; their statuses read in one call.
   const stub = proc.stub;
-  const made = proc.threads.slice(0, rec.threads.length).filter((t) => t);
-  const statuses = new Map(
-    stub
-      ? procfs
-          .readFrozenTaskFiles(
-            stub.pid,
-            made.map((t) => t.pid),
-            'status',
-          )
-          .map((text, k) => [made[k], text])
-      : [],
-  );
+  const statuses = stub ? taskFiles(stub.pid, proc.threads.slice(0, rec.threads.length), 'status') : new Map<Tracee, string>();
   const holding = rec.threads.map((th, i) => {
     const text = proc.threads[i] && statuses.get(proc.threads[i]);
     return (
