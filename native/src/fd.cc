@@ -76,37 +76,6 @@ Napi::Value PidsNamed(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// readTexts(paths) -> each file's whole text (UTF-8), or null where it cannot be opened or read
-// (a task that exited): /proc files of every thread in one call, where a JS readFileSync each
-// costs more than the kernel's read of it.
-Napi::Value ReadTexts(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Array paths = info[0].As<Napi::Array>();
-  Napi::Array out = Napi::Array::New(env, paths.Length());
-  std::vector<char> buf(8192);
-  for (uint32_t i = 0; i < paths.Length(); i++) {
-    std::string path = paths.Get(i).As<Napi::String>().Utf8Value();
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      out.Set(i, env.Null());
-      continue;
-    }
-    size_t len = 0;
-    bool ok = true;
-    for (;;) {
-      if (len == buf.size()) buf.resize(buf.size() * 2);
-      ssize_t r = read(fd, buf.data() + len, buf.size() - len);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) ok = false;
-      if (r <= 0) break;
-      len += static_cast<size_t>(r);
-    }
-    close(fd);
-    out.Set(i, ok ? Napi::String::New(env, buf.data(), len) : env.Null());
-  }
-  return out;
-}
-
 // readLinks(paths) -> each symlink's target, or null where it cannot be read (an fd closed
 // meanwhile): /proc/PID/fd/N of every fd in one call.
 Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
@@ -367,6 +336,20 @@ ReadResult ReadWhole(const std::string& path) {
   }
   close(fd);
   return r;
+}
+
+// readTexts(paths) -> each file's whole text (UTF-8), or null where it cannot be opened or read
+// (a task that exited): /proc files of every thread in one call, where a JS readFileSync each
+// costs more than the kernel's read of it.
+Napi::Value ReadTexts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array paths = info[0].As<Napi::Array>();
+  Napi::Array out = Napi::Array::New(env, paths.Length());
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    ReadResult r = ReadWhole(paths.Get(i).As<Napi::String>().Utf8Value());
+    out.Set(i, r.err ? env.Null() : Napi::String::New(env, r.data));
+  }
+  return out;
 }
 
 // readAhead(path): a handle for readJoin or readDrop.

@@ -20,6 +20,7 @@
  */
 import { closeSync, fstatSync, openSync, statSync, writeSync, type Stats } from 'node:fs';
 import {
+  createSessionState,
   CkptError,
   definePlugin,
   fault,
@@ -143,12 +144,11 @@ function protOf(perms: string): number {
 // ---- dump ----
 
 /** The mapped files stat'ed in a dump, by device, inode and path: a tree's processes map the same libraries. */
-const mappedFiles = new WeakMap<DumpSession, Map<string, VmaRecord['file'] | null>>();
+const mappedFiles = createSessionState('memory:mapped-files', (_s: DumpSession) => new Map<string, VmaRecord['file'] | null>());
 
 /** What restore checks a mapped file against (its size, mtime and inode now), or undefined if it cannot be stat'ed (checked at restore). */
 function mappedFileOf(session: DumpSession, v: Vma): VmaRecord['file'] | undefined {
-  let seen = mappedFiles.get(session);
-  if (!seen) mappedFiles.set(session, (seen = new Map()));
+  const seen = mappedFiles.of(session);
   const key = `${v.dev}:${v.inode}:${v.name}`;
   let file = seen.get(key);
   if (file === undefined) {
