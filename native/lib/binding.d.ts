@@ -401,6 +401,8 @@ export interface FdBinding {
    * throws the errno, or readDrop, which waits and forgets it. Main thread only.
    */
   readAhead(path: string): number;
+  /** readAhead of many files, read in order on one thread: a handle each (many small reads). */
+  readAheadAll(paths: readonly string[]): number[];
   readJoin(handle: number): string;
   readDrop(handle: number): void;
 }

@@ -100,6 +100,7 @@ export const GROUPS = {
     'ioctlVal',
     'pollNow',
     'readAhead',
+    'readAheadAll',
     'readJoin',
     'readDrop',
   ],

@@ -360,6 +360,26 @@ Napi::Value ReadAhead(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), id);
 }
 
+// readAheadAll(paths) -> a handle each (for readJoin, readDrop): the files read in order on one
+// thread of their own. For many small reads (a tree's processes' smaps), where a thread each would
+// cost more than its read.
+Napi::Value ReadAheadAll(const Napi::CallbackInfo& info) {
+  Napi::Array paths = info[0].As<Napi::Array>();
+  std::vector<std::pair<std::string, std::promise<ReadResult>>> work;
+  Napi::Array out = Napi::Array::New(info.Env(), paths.Length());
+  for (uint32_t i = 0; i < paths.Length(); i++) {
+    work.emplace_back(paths.Get(i).As<Napi::String>().Utf8Value(), std::promise<ReadResult>());
+    int id = nextReadAhead++;
+    readsAhead.emplace(id, work.back().second.get_future());
+    out.Set(i, Napi::Number::New(info.Env(), id));
+  }
+  // Detached: it owns the promises, and a handle dropped unread costs nothing more.
+  std::thread([work = std::move(work)]() mutable {
+    for (auto& [path, done] : work) done.set_value(ReadWhole(path));
+  }).detach();
+  return out;
+}
+
 // readJoin(handle): the file's content (utf-8), once read; throws the read's errno.
 Napi::Value ReadJoin(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -412,6 +432,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("signalfd", Napi::Function::New(env, Signalfd));
   exports.Set("timerfd", Napi::Function::New(env, Timerfd));
   exports.Set("readAhead", Napi::Function::New(env, ReadAhead));
+  exports.Set("readAheadAll", Napi::Function::New(env, ReadAheadAll));
   exports.Set("readJoin", Napi::Function::New(env, ReadJoin));
   exports.Set("readDrop", Napi::Function::New(env, ReadDrop));
 }

@@ -322,13 +322,15 @@ function deadJournals(): Journal[] {
 
 /** Guards noted by ckpts that died, in process pid (still the same process). */
 export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: number }> {
+  const notes = deadJournals().flatMap((j) => j.notes.filter((n) => n.pid === pid));
+  if (!notes.length) return [];
   let start: number;
   try {
     start = readStat(pid).startTime;
   } catch {
     return [];
   }
-  return deadJournals().flatMap((j) => j.notes.filter((n) => n.pid === pid && n.start === start));
+  return notes.filter((n) => n.start === start);
 }
 
 /** Drops the notes of dead ckpts about process pid (its guards were just removed). */

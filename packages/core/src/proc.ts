@@ -289,20 +289,22 @@ export interface TreeNode {
   pid: number;
   ppid: number;
   state: string;
+  /** Its stat as the walk read it. */
+  stat: ProcStat;
 }
 
 /** root and all its descendants, parents before children (siblings by pid). */
 export function processTree(root: number): TreeNode[] {
   if (!hasChildrenFiles()) return processTreeByScan(root);
   const rootStat = readStat(root);
-  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state }];
+  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state, stat: rootStat }];
   for (let i = 0; i < out.length; i++) {
     const kids: TreeNode[] = [];
     for (const pid of childrenOf(out[i].pid)) {
       try {
         const st = readStat(pid);
         // Reaped and reused meanwhile: not a child any more.
-        if (st.ppid === out[i].pid) kids.push({ pid, ppid: st.ppid, state: st.state });
+        if (st.ppid === out[i].pid) kids.push({ pid, ppid: st.ppid, state: st.state, stat: st });
       } catch {
         /* gone */
       }
@@ -347,13 +349,13 @@ function processTreeByScan(root: number): TreeNode[] {
     } catch {
       continue;
     }
-    const node = { pid, ppid: st.ppid, state: st.state };
+    const node = { pid, ppid: st.ppid, state: st.state, stat: st };
     const list = byParent.get(st.ppid) ?? [];
     list.push(node);
     byParent.set(st.ppid, list);
   }
   const rootStat = readStat(root);
-  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state }];
+  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state, stat: rootStat }];
   for (let i = 0; i < out.length; i++) {
     const kids = (byParent.get(out[i].pid) ?? []).sort((a, b) => a.pid - b.pid);
     out.push(...kids);

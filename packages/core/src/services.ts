@@ -21,7 +21,7 @@ import {
   NativeError,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { describePid, listThreads, PF_KTHREAD, processExists, readStat, readStatus, type Vma } from './proc.js';
+import { describePid, listThreads, PF_KTHREAD, type ProcStat, readStat, statusFields, type Vma } from './proc.js';
 import { killTraced, staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
@@ -35,14 +35,26 @@ const log = logger('process');
 /**
  * Whether a dump's remote syscalls can run parked on return frames (guard.ts): not with user
  * shadow stacks (CET), where rt_sigreturn on a frame the kernel did not push would fault.
+ * `features`: the thread's x86_Thread_features (status).
  */
-function guardable(pid: number): boolean {
-  const features = readStatus(pid).x86_Thread_features ?? '';
+function guardable(pid: number, features: string): boolean {
   if (/\bshstk\b/.test(features)) {
     log('%d uses a shadow stack: its remote syscalls run unguarded (a ckpt killed during one can harm it)', pid);
     return false;
   }
   return true;
+}
+
+/** x86_Thread_features of one thread: the first one seized when the leader thread has exited. */
+function threadFeatures(pid: number, tid: number): string {
+  return statusFields(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'), ['x86_Thread_features']).x86_Thread_features ?? '';
+}
+
+/** What checkTraceable read of a process: its stat and the status lines the freeze needs. */
+interface Traceable {
+  stat: ProcStat;
+  /** x86_Thread_features of its leader's status ('' when the kernel shows none). */
+  features: string;
 }
 
 /** Freezes, thaws, kills and creates processes. The only owner of ptrace attach/detach. */
@@ -61,11 +73,15 @@ export class ProcessControl {
   private readonly suspended = new Set<number>();
 
   /** Checks that pid can be checkpointed at all, with a message naming why not. */
-  checkTraceable(pid: number): void {
-    if (!processExists(pid)) {
+  checkTraceable(pid: number): Traceable {
+    let st: ProcStat;
+    let status: Record<string, string>;
+    try {
+      st = readStat(pid);
+      status = statusFields(readFileSync(`/proc/${pid}/status`, 'utf8'), ['TracerPid', 'x86_Thread_features']);
+    } catch {
       throw new CkptError('ERR_CKPT_NO_SUCH_PROCESS', `no such process: ${pid}`);
     }
-    const st = readStat(pid);
     if (st.flags & PF_KTHREAD) {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is a kernel thread`);
     }
@@ -73,13 +89,14 @@ export class ProcessControl {
     if ((st.state === 'Z' && st.numThreads <= 1) || st.state === 'X') {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it has exited (zombie)`);
     }
-    const tracer = Number(readStatus(pid).TracerPid ?? 0);
+    const tracer = Number(status.TracerPid ?? 0);
     if (tracer) {
       throw new CkptError('ERR_CKPT_NOT_TRACEABLE', `cannot checkpoint pid ${pid} (${st.comm}): it is already traced by pid ${tracer} ${describePid(tracer)}`, {
         hint: 'detach the debugger or tracer first',
       });
     }
     if (pid === process.pid) throw new CkptError('ERR_CKPT_NOT_TRACEABLE', 'ckpt cannot checkpoint itself');
+    return { stat: st, features: status.x86_Thread_features ?? '' };
   }
 
   /**
@@ -89,12 +106,14 @@ export class ProcessControl {
    * and re-sent on thaw. On failure, whatever was frozen is let go.
    */
   freeze(pid: number): Tracee[] {
-    this.checkTraceable(pid);
+    const { stat, features } = this.checkTraceable(pid);
     const threads: Tracee[] = [];
-    const leaderExited = readStat(pid).state === 'Z';
+    const leaderExited = stat.state === 'Z';
     try {
       this.seizeThreads(pid, leaderExited, (tid) => {
-        const t = threads.length ? threads[0].sibling(tid) : new Tracee(tid, { space: { guarded: guardable(tid) } });
+        const t = threads.length
+          ? threads[0].sibling(tid)
+          : new Tracee(tid, { space: { guarded: guardable(tid, tid === pid ? features : threadFeatures(pid, tid)) } });
         threads.push(t);
         this.frozen.set(tid, t);
         native.mem.pinProc(tid);
@@ -119,8 +138,7 @@ export class ProcessControl {
    * Throws, having let go whatever it stopped, when the process cannot be stopped.
    */
   whileStopped<T>(pid: number, fn: () => T): T {
-    this.checkTraceable(pid);
-    const leaderExited = readStat(pid).state === 'Z';
+    const leaderExited = this.checkTraceable(pid).stat.state === 'Z';
     const stopped: number[] = [];
     try {
       this.seizeThreads(pid, leaderExited, (tid) => stopped.push(tid));

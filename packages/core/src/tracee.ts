@@ -192,6 +192,8 @@ export interface AddressSpace {
   guardAt?: { addr: number; size: number };
   /** The thread parked with the guard's munmap armed (parkBetweenStages), between stages. */
   armed?: Tracee;
+  /** Dump side: the layout as last read (Tracee.maps), until ckpt runs code in the process. */
+  maps?: Vma[];
 }
 
 /** One traced task (a thread; the leader's tid is the pid). */
@@ -259,6 +261,7 @@ export class Tracee {
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
     this.injected++;
+    this.space.maps = undefined;
     if (!this.space.guarded) return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
     this.scratch();
     const g = this.space.guard;
@@ -311,6 +314,7 @@ export class Tracee {
       if (code !== undefined) {
         native.mem.writeMem(this.pid, base, area);
         this.injected += chunk.length;
+        this.space.maps = undefined;
         native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
         const done = native.mem.readMem(this.pid, base, 64 * chunk.length);
         chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
@@ -377,6 +381,7 @@ export class Tracee {
         }
       });
       if (pids.length && g) {
+        lead.space.maps = undefined;
         const results = native.ptrace.remoteSyscallEach(
           pids,
           g.start + GUARD_CODE,
@@ -446,6 +451,7 @@ export class Tracee {
       const area = Buffer.alloc(bytes);
       for (const { k, from } of round) layBatch(batches[k], area, from, base);
       native.mem.writeMem(lead.pid, base, area);
+      lead.space.maps = undefined;
       native.ptrace.remoteRunEach(
         round.map(({ k }) => threads[k].pid),
         code,
@@ -534,6 +540,7 @@ export class Tracee {
     let aHere: number;
     try {
       this.injected++;
+      this.space.maps = undefined; // A runs in this address space
       aHere = Number(checkSyscall('clone', this.pid, native.ptrace.remoteSyscall(this.pid, code, SYS.clone, [CLONE_VM], false)));
       a = hostTaskOf(this.pid, aHere, 'clone');
       this.hasRun = true;
@@ -635,6 +642,16 @@ export class Tracee {
     }
   }
 
+  /**
+   * Dump side: the process's layout (/proc/PID/maps), read once and again only after ckpt ran
+   * code in it: a frozen process's layout changes by its own syscalls alone (the freeze, the
+   * guard and the stages ask for it several times).
+   */
+  maps(): Vma[] {
+    this.space.maps ??= readMaps(this.pid);
+    return [...this.space.maps];
+  }
+
   private xstateCache?: Buffer;
   private xstate(): Buffer {
     this.xstateCache ??= native.ptrace.getXstate(this.pid);
@@ -649,7 +666,7 @@ export class Tracee {
    */
   private stackFrame(): { uc: number; gad: Gadgets } | undefined {
     if (this.space.gadgets === undefined) {
-      const vmas = readMaps(this.pid);
+      const vmas = this.maps();
       this.space.gadgets = findGadgets(this.pid, vmas) ?? null;
       this.space.mainStack = vmas.find((v) => v.name === '[stack]') ?? null;
     }
@@ -675,6 +692,7 @@ export class Tracee {
     const { uc, gad } = f;
     this.park(uc, 'stack', gad.sigreturn, uc);
     this.injected++;
+    this.space.maps = undefined;
     const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
     this.hasRun = true;
     this.blockSignals();
@@ -690,6 +708,7 @@ export class Tracee {
     }
     log('pid %d: %s unguarded (no thread on the main stack, or no rt_sigreturn restorer)', this.pid, nameOf(nr));
     this.injected++;
+    this.space.maps = undefined;
     return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
   }
 
@@ -716,7 +735,7 @@ export class Tracee {
     // successor, and a range noted and empty again harms nothing).
     let at = this.space.guardAt;
     if (!at || at.size !== size) {
-      at = { addr: findFreeRange([readMaps(this.pid)], size, 0x100000000), size };
+      at = { addr: findFreeRange([this.maps()], size, 0x100000000), size };
       noteGuard(this.processPid, at.addr, size);
       this.space.guardAt = at;
     }
@@ -826,7 +845,7 @@ export class Tracee {
   /** Removes guard mappings a killed ckpt left in this process (found by their magic). */
   removeStaleGuards(): number {
     const noted = orphanedGuardNotes(this.processPid);
-    const stale = staleGuards(this.pid, noted);
+    const stale = staleGuards(this.pid, noted, this.maps());
     for (const v of stale) checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [v.start, v.end - v.start]));
     for (const m of this.space.members ?? []) m.unpark();
     if (noted.length) dropOrphanedNotes(this.processPid);
@@ -843,8 +862,8 @@ export class Tracee {
  * Guard mappings in pid that no live ckpt owns (a ckpt owning one has pid traced, so not us):
  * those that start with the magic, and those a dead ckpt noted (mapped, magic not yet written).
  */
-export function staleGuards(pid: number, noted = orphanedGuardNotes(pid)): Vma[] {
-  return readMaps(pid).filter((v) => {
+export function staleGuards(pid: number, noted = orphanedGuardNotes(pid), maps = readMaps(pid)): Vma[] {
+  return maps.filter((v) => {
     if (v.perms !== 'rwxp' || v.name || v.end - v.start < GUARD_HEADER) return false;
     try {
       const head = native.mem.readMem(pid, v.start, GUARD_MAGIC.length);

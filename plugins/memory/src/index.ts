@@ -418,8 +418,9 @@ async function frozen(session: DumpSession, options: MemoryOptions | undefined):
   for (const proc of session.processes) {
     // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
     // it for reading as it walks the page tables) had it waited for the memory stage.
+    // The layout the freeze read (after the guard was mapped: Tracee.maps reads it again then).
+    const maps = without(proc.tracee.maps(), proc.tracee.scratchRange);
     brks.set(proc, Number(proc.tracee.syscall(SYS.brk, 0)));
-    const maps = without(procfs.readMaps(proc.procPid), proc.tracee.scratchRange);
     layouts.set(proc.pid, maps);
     const chain = chainContext(proc, maps, options);
     if (chain) chains.set(proc, chain);
