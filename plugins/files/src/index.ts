@@ -552,11 +552,18 @@ async function restore(proc: ProcessRestore): Promise<void> {
       } finally {
         stub.syscall(SYS.close, fd);
       }
-    } else stub.syscall(SYS.chdir, stub.putString(rec.root && rec.root !== '/' ? cwd.slice(rec.root.length) || '/' : cwd, 0));
+      stub.syscall(SYS.umask, rec.umask);
+    } else {
+      // With the umask, in one stop where the stub has the restore's batch code.
+      const dir = rec.root && rec.root !== '/' ? cwd.slice(rec.root.length) || '/' : cwd;
+      stub.syscalls([
+        [SYS.chdir, Buffer.from(`${dir}\0`)],
+        [SYS.umask, rec.umask],
+      ]);
+    }
   } catch (e) {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot restore the working directory ${cwd} of pid ${proc.pid}`, { cause: e });
   }
-  stub.syscall(SYS.umask, rec.umask);
 }
 
 /** `ckpt show --files`: the name of a description this plugin owns. */

@@ -877,12 +877,15 @@ function unmapAllBut(proc: ProcessRestore, stub: Tracee, keep: ReadonlyArray<{ s
   const tramp = proc.trampoline;
   if (!tramp) throw new Error(`pid ${proc.pid}: core mapped no trampoline before the memory stage`);
   const kept = [...keep, tramp].sort((a, b) => a.start - b.start);
+  const calls: BatchedSyscall[] = [];
   let at = 0;
   for (const k of kept) {
-    if (k.start > at) stub.syscall(SYS.munmap, at, k.start - at);
+    if (k.start > at) calls.push([SYS.munmap, at, k.start - at]);
     at = Math.max(at, k.end);
   }
-  if (at < TASK_SIZE) stub.syscall(SYS.munmap, at, TASK_SIZE - at);
+  if (at < TASK_SIZE) calls.push([SYS.munmap, at, TASK_SIZE - at]);
+  // In one stop (the trampoline's batch code, which the munmaps leave mapped).
+  stub.syscalls(calls);
 }
 
 /**

@@ -10,7 +10,18 @@
  * needs root in the stub (installing fds) is done.
  */
 import { readFileSync } from 'node:fs';
-import { CkptError, definePlugin, isChildSubreaper, logger, procfs, type DumpSession, type Tracee, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import {
+  CkptError,
+  definePlugin,
+  isChildSubreaper,
+  logger,
+  procfs,
+  type BatchedSyscall,
+  type DumpSession,
+  type Tracee,
+  type ProcessDump,
+  type ProcessRestore,
+} from '@ckpt/core';
 import { SYS, PR_SET_NAME } from '@ckpt/native';
 import { pidsRecord, type PidsRecord } from './record.js';
 import { shapeProblem } from './shape.js';
@@ -127,8 +138,10 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<PidsRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  stub.syscall(SYS.prctl, PR_SET_NAME, stub.putString(rec.comm.slice(0, 15), 0), 0, 0, 0);
-  if (rec.personality !== undefined) stub.syscall(SYS.personality, rec.personality);
+  // In one stop where the stub has the restore's batch code.
+  const naming: BatchedSyscall[] = [[SYS.prctl, PR_SET_NAME, Buffer.from(`${rec.comm.slice(0, 15)}\0`), 0, 0, 0]];
+  if (rec.personality !== undefined) naming.push([SYS.personality, rec.personality]);
+  stub.syscalls(naming);
   // Limits: as saved, but a hard limit can only go down without CAP_SYS_RESOURCE, so each is
   // capped at the restorer's own hard limit (logged when that changes anything).
   // What the stub has already (the restorer's own limits, mostly) is not set again.

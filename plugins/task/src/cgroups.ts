@@ -44,10 +44,16 @@ interface Hierarchy {
   root: string;
 }
 
+/** The last mountinfo parsed, and what hierarchies() made of it (a tree's restore asks once per process). */
+let lastMounts: { text: string; out: Map<string, Hierarchy> } | undefined;
+
 /** This host's cgroup mounts, by controllers ("" for v2). */
 function hierarchies(): Map<string, Hierarchy> {
+  const text = readFileSync('/proc/self/mountinfo', 'utf8');
+  if (lastMounts?.text === text) return lastMounts.out;
   const out = new Map<string, Hierarchy>();
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  lastMounts = { text, out };
+  for (const line of text.split('\n')) {
     const [pre, post] = line.split(' - ');
     if (!post) continue;
     const [fstype, , superOpts = ''] = post.split(' ');
