@@ -94,11 +94,22 @@ export function inOurNetns(sockFd: number): boolean {
   return native.sock.unixNetns(sockFd) === ownNetns;
 }
 
-/** Whether the process (its task `tracee`, frozen) is a child subreaper: prctl(PR_GET_CHILD_SUBREAPER) run in it. */
+/** What isChildSubreaper found, by the task asked (a frozen process's bit changes by its own prctl alone). */
+const subreapers = new WeakMap<Tracee, boolean>();
+
+/**
+ * Whether the process (its task `tracee`, frozen) is a child subreaper: prctl(PR_GET_CHILD_SUBREAPER)
+ * run in it, once per task (several plugins ask, and each asking is a remote syscall).
+ */
 export function isChildSubreaper(tracee: Tracee): boolean {
-  const at = tracee.scratch();
-  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at, 0, 0, 0);
-  return tracee.read(at, 4).readInt32LE(0) !== 0;
+  let known = subreapers.get(tracee);
+  if (known === undefined) {
+    const at = tracee.scratch();
+    tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at, 0, 0, 0);
+    known = tracee.read(at, 4).readInt32LE(0) !== 0;
+    subreapers.set(tracee, known);
+  }
+  return known;
 }
 const PR_GET_CHILD_SUBREAPER = 37;
 

@@ -32,6 +32,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import {
   CkptError,
   definePlugin,
+  isChildSubreaper,
   procfs,
   seccompSuspendedInStubs,
   Tracee,
@@ -64,7 +65,6 @@ const PR_SET_PDEATHSIG = 1,
   PR_SET_DUMPABLE = 4,
   PR_SET_TIMERSLACK = 29,
   PR_SET_CHILD_SUBREAPER = 36,
-  PR_GET_CHILD_SUBREAPER = 37,
   PR_SET_NO_NEW_PRIVS = 38,
   PR_SET_THP_DISABLE = 41,
   PR_GET_THP_DISABLE = 42,
@@ -214,9 +214,6 @@ async function dump(proc: ProcessDump): Promise<void> {
   const ownCgroups = procfs.readFrozenTaskFiles(pid, tids, 'cgroup').map(parseCgroups);
   const slacks = native.proc.readTexts(tids.map((tid) => `/proc/${tid}/timerslack_ns`));
   const seccomp = dumpSeccomp(proc, comm, statuses);
-  const base = tracee.scratch();
-  const intAt = (off: number) => tracee.read(base + off, 4).readInt32LE(0);
-  tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, base, 0, 0, 0);
   const loginuid = Number(readFileSync(`/proc/${proc.procPid}/loginuid`, 'utf8').trim());
   const cgroups = readCgroups(pid, proc.procPid);
   const pdeathsigs = proc.threads.map(() => Buffer.alloc(4));
@@ -231,7 +228,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   const rec: TaskRecord = {
     oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
-    childSubreaper: intAt(0) !== 0,
+    childSubreaper: isChildSubreaper(tracee),
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
