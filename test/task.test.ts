@@ -32,7 +32,7 @@ import {
 useCleanup();
 
 const ATTRS = /^attrs (.*)$/;
-const WANT = 'main=0 thread=0 subreaper=1 thp_disable=1 pdeathsig=10 nnp=1 oom=321 membarrier=272';
+const WANT = 'main=0 thread=0 subreaper=1 thp_disable=1 pdeathsig=10 nnp=1 oom=321 membarrier=272 personality=60000';
 
 function lastTimers(stdout: string): { usr1: number; thread: number; left: number; newId: number } {
   const m = readLines(stdout)
@@ -49,7 +49,7 @@ function lastAttrs(stdout: string): string | undefined {
 }
 
 describe('task attributes', () => {
-  it('nice, policy, affinity and timer slack per thread, parent-death signal, no_new_privs, subreaper, THP disable, OOM score and membarrier registrations survive dump and restore', async () => {
+  it('nice, policy, affinity and timer slack per thread, parent-death signal, no_new_privs, subreaper, THP disable, personality, OOM score and membarrier registrations survive dump and restore', async () => {
     const dir = makeTempDir('task');
     const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'taskattrs')], { name: 'task' });
     await waitForLine(stdout, /^set cpu=\d$/);
