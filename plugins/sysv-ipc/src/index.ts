@@ -24,7 +24,6 @@ import {
   createSessionState,
   definePlugin,
   logger,
-  procfs,
   validate,
   type ImageReader,
   type ProcessRecord,
@@ -54,24 +53,26 @@ const log = logger('plugin:sysv-ipc');
 const RECORD = 'sysvipc.json';
 const BLOB = 'sysvipc.img';
 
-function attachmentsOf(pid: number): Attachment[] {
-  return procfs
-    .readMaps(pid)
+/** The process's attached SysV segments, from the areas core read for the memory stage. */
+function attachmentsOf(proc: ProcessDump): Attachment[] {
+  return proc
+    .vmas()
     .filter((v) => v.name.startsWith('/SYSV'))
     .map((v) => ({ start: v.start, end: v.end, shmid: v.inode, perms: v.perms }));
 }
 
 async function dumpProcess(proc: ProcessDump): Promise<void> {
-  proc.put(NAME, { attachments: attachmentsOf(proc.procPid) } satisfies SysvProcessRecord);
+  proc.put(NAME, { attachments: attachmentsOf(proc) } satisfies SysvProcessRecord);
 }
 
 async function afterDump(session: DumpSession): Promise<void> {
   const root = session.processes[0]?.procPid;
   if (root === undefined) return;
   const own = readlinkSync('/proc/self/ns/ipc');
-  const namespace = readlinkSync(`/proc/${root}/ns/ipc`) !== own;
+  const rootNs = readlinkSync(`/proc/${root}/ns/ipc`);
+  const namespace = rootNs !== own;
   for (const p of session.processes) {
-    if (readlinkSync(`/proc/${p.procPid}/ns/ipc`) !== readlinkSync(`/proc/${root}/ns/ipc`)) {
+    if (readlinkSync(`/proc/${p.procPid}/ns/ipc`) !== rootNs) {
       throw new CkptError('ERR_CKPT_UNSUPPORTED', `pid ${p.pid} is in another IPC namespace than ${root}; one IPC namespace per image`);
     }
   }
