@@ -77,6 +77,9 @@ function isEmptyObject(v: unknown): boolean {
   return Object.getOwnPropertySymbols(v).length === 0;
 }
 
+/** What a lazySchema proxy gives for this key: the schema it stands for, built (see shape.ts). */
+export const LAZY_TARGET = Symbol('ckpt.lazySchema.target');
+
 function lazy<T extends object>(build: () => T, emptyIsValid: boolean): T {
   let built: T | undefined;
   const real = (): T => {
@@ -94,6 +97,7 @@ function lazy<T extends object>(build: () => T, emptyIsValid: boolean): T {
     get: (_t, k) => {
       if (k === '~standard' && standard && !built) return standard;
       const r = real();
+      if (k === LAZY_TARGET) return r;
       return Reflect.get(r, k, r);
     },
     has: (_t, k) => Reflect.has(real(), k),
