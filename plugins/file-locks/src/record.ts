@@ -1,21 +1,21 @@
-/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+/** The schema of this plugin's per-process record (core's schema builder `s`; core validates it when the image is read). */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s } from '@ckpt/core';
 
-const offset = lazySchema(() => z.string().regex(/^\d+$/));
+const offset = lazySchema(() => s.string().regex(/^\d+$/));
 
 export const fileLocksRecord = lazySchema(() =>
-  z.strictObject({
-    locks: z.array(
-      z.strictObject({
-        fd: z.number().int().nonnegative(),
-        kind: z.enum(['flock', 'posix', 'ofd', 'lease']),
-        type: z.enum(['read', 'write']),
+  s.strictObject({
+    locks: s.array(
+      s.strictObject({
+        fd: s.number().int().nonnegative(),
+        kind: s.enum(['flock', 'posix', 'ofd', 'lease']),
+        type: s.enum(['read', 'write']),
         start: offset,
         end: offset.nullable(),
-        path: z.string(),
-        dev: z.string(),
-        ino: z.number().int().nonnegative(),
+        path: s.string(),
+        dev: s.string(),
+        ino: s.number().int().nonnegative(),
       }),
     ),
   }),

@@ -1,5 +1,5 @@
-/** The files plugin's option and record schemas (zod; core validates through Standard Schema). */
-import { lazySchema, lazyOptions } from '@ckpt/core';
+/** The files plugin's option and record schemas (options: zod; records: core's builder `s`; core validates both through Standard Schema). */
+import { lazySchema, lazyOptions, s } from '@ckpt/core';
 import { z } from 'zod';
 import { deletedNode } from './reference.js';
 
@@ -31,11 +31,11 @@ export type FilesOptions = z.infer<typeof filesOptions>;
 
 /** Per process: the file system context. */
 export const filesRecord = lazySchema(() =>
-  z.strictObject({
-    cwd: z.string(),
+  s.strictObject({
+    cwd: s.string(),
     /** The working directory was deleted: recreated (and removed again) at restore. */
     cwdDeleted: deletedNode.optional(),
-    root: z.string().optional(),
-    umask: z.number().int().min(0).max(0o777),
+    root: s.string().optional(),
+    umask: s.number().int().min(0).max(0o777),
   }),
 );

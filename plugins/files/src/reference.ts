@@ -1,16 +1,16 @@
-/** The schema of the fd data this plugin owns (zod; core validates it when the image is read). */
-import { z } from 'zod';
+/** The schema of the fd data this plugin owns (core's schema builder `s`; core validates it when the image is read). */
+import { s, type Infer } from '@ckpt/core';
 import { isShmemRef, type ShmemRef, lazySchema } from '@ckpt/core';
 import type { FilePolicy } from './rules.js';
 
-const uint = lazySchema(() => z.number().int().nonnegative());
+const uint = lazySchema(() => s.number().int().nonnegative());
 /** A 64-bit kernel value read into a number (inode numbers, sizes): may be beyond 2^53. */
-const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
+const wide = lazySchema(() => s.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
 /**
  * A file position from fdinfo: may be beyond 2^53 (a directory read to its end on ext4 is at
  * 2^63 - 1) and, for some devices, negative.
  */
-const position = lazySchema(() => z.number().refine(Number.isInteger, { message: 'expected an integer' }));
+const position = lazySchema(() => s.number().refine(Number.isInteger, { message: 'expected an integer' }));
 
 /** What this plugin stores per description. */
 export interface ReferenceData {
@@ -52,11 +52,11 @@ export interface DeletedNode {
 }
 
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
-export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
+export const shmemRef = lazySchema(() => s.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
 
 export const deletedNode = lazySchema(() =>
-  z.strictObject({
-    key: z.string(),
+  s.strictObject({
+    key: s.string(),
     mode: uint,
     uid: uint,
     gid: uint,
@@ -65,42 +65,42 @@ export const deletedNode = lazySchema(() =>
 );
 
 export const referenceData = lazySchema(() =>
-  z.strictObject({
-    path: z.string().optional(),
-    flags: z.number().int(),
+  s.strictObject({
+    path: s.string().optional(),
+    flags: s.number().int(),
     pos: position,
-    file: z
+    file: s
       .strictObject({
         size: wide,
-        mtimeMs: z.number(),
+        mtimeMs: s.number(),
         ino: wide,
-        sha256: z
+        sha256: s
           .string()
           .regex(/^[0-9a-f]{64}$/)
           .optional(),
       })
       .optional(),
-    policy: z.enum(['image', 'disk', 'verify']).optional(),
-    pipe: z
+    policy: s.enum(['image', 'disk', 'verify']).optional(),
+    pipe: s
       .strictObject({
-        id: z.string(),
+        id: s.string(),
         capacity: uint,
-        data: z
+        data: s
           .string()
           .regex(/^[A-Za-z0-9+/]*={0,2}$/)
           .optional(),
-        absent: z.enum(['read', 'write']).optional(),
+        absent: s.enum(['read', 'write']).optional(),
         /** Bytes written in packet mode (O_DIRECT): the length of each queued packet. */
-        packets: z.array(uint).optional(),
+        packets: s.array(uint).optional(),
       })
       .optional(),
     shmem: shmemRef.optional(),
     deleted: deletedNode.optional(),
-    deadPid: z.number().int().positive().optional(),
+    deadPid: s.number().int().positive().optional(),
   }),
 );
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
-export type RecordChecks = [Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>, Assert<Same<ReferenceData, z.infer<typeof referenceData>>>];
+export type RecordChecks = [Assert<Same<ShmemRef, Infer<typeof shmemRef>>>, Assert<Same<ReferenceData, Infer<typeof referenceData>>>];

@@ -1,29 +1,29 @@
-/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+/** The schema of this plugin's per-process record (core's builder `s`, options in zod; core validates it when the image is read). */
 import { z } from 'zod';
 import { parseExclude } from './ranges.js';
 import type { TrackRef } from './track.js';
-import { isShmemRef, type ShmemRef, lazySchema, lazyOptions } from '@ckpt/core';
+import { isShmemRef, type ShmemRef, lazySchema, lazyOptions, s, type Infer } from '@ckpt/core';
 
 export const NAME = '@ckpt/plugin-memory';
 
-const int = lazySchema(() => z.number().int());
+const int = lazySchema(() => s.number().int());
 const uint = lazySchema(() => int.nonnegative());
 /** A 64-bit kernel value read into a number (file offsets, inode numbers): may be beyond 2^53. */
-const wide = lazySchema(() => z.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
+const wide = lazySchema(() => s.number().nonnegative().refine(Number.isInteger, { message: 'expected an integer' }));
 /** A non-negative integer a number can hold exactly. */
 const isUint = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
 /**
- * A list of [address, length] pairs (page runs): checked by a loop, not by z.array(z.tuple()),
+ * A list of [address, length] pairs (page runs): checked by a loop, not by s.array(s.tuple()),
  * which costs tens of ms for the thousands of runs an increment's scattered pages make.
  */
 const runList = lazySchema(() =>
-  z.custom<Array<[number, number]>>((v) => Array.isArray(v) && v.every((r) => Array.isArray(r) && r.length === 2 && isUint(r[0]) && isUint(r[1])), {
+  s.custom<Array<[number, number]>>((v) => Array.isArray(v) && v.every((r) => Array.isArray(r) && r.length === 2 && isUint(r[0]) && isUint(r[1])), {
     message: 'expected a list of [address, length] pairs of non-negative integers',
   }),
 );
 
 /** core's ShmemRef (a shared memory object saved once per image), checked by core's isShmemRef. */
-export const shmemRef = lazySchema(() => z.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
+export const shmemRef = lazySchema(() => s.custom<ShmemRef>(isShmemRef, { message: 'not a shared object reference (ShmemRef)' }));
 
 /**
  * The plugin's options: `frozenCopy` (dump --frozen-copy) copies memory while frozen, never from a
@@ -54,7 +54,7 @@ export type MemoryOptions = z.infer<typeof memoryOptions>;
 
 /** `aio`: an AIO ring (io_setup), saved whole (header and events) and made again by io_setup. */
 export type VmaKind = 'anon' | 'shmem' | 'sysv' | 'file-private' | 'file-shared' | 'vdso' | 'aio';
-export const vmaKind = lazySchema(() => z.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso', 'aio']));
+export const vmaKind = lazySchema(() => s.enum(['anon', 'shmem', 'sysv', 'file-private', 'file-shared', 'vdso', 'aio']));
 
 export interface VmaRecord {
   start: number;
@@ -107,24 +107,24 @@ export interface VmaRecord {
 }
 
 export const vmaRecord = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     start: uint,
     end: uint,
-    perms: z.string(),
+    perms: s.string(),
     kind: vmaKind,
-    name: z.string(),
-    path: z.string().optional(),
+    name: s.string(),
+    path: s.string().optional(),
     offset: wide.optional(),
-    file: z.strictObject({ size: wide, mtimeMs: z.number(), ino: wide }).optional(),
-    growsDown: z.boolean().optional(),
-    hugePageSize: z.number().int().positive().optional(),
-    mayWrite: z.boolean().optional(),
+    file: s.strictObject({ size: wide, mtimeMs: s.number(), ino: wide }).optional(),
+    growsDown: s.boolean().optional(),
+    hugePageSize: s.number().int().positive().optional(),
+    mayWrite: s.boolean().optional(),
     guards: runList.optional(),
     shmem: shmemRef.optional(),
-    inherited: z.boolean().optional(),
+    inherited: s.boolean().optional(),
     zap: runList.optional(),
-    aio: z.strictObject({ nr: z.number().int().positive(), head: uint, tail: uint }).optional(),
-    excluded: z.enum(['dontdump', 'option']).optional(),
+    aio: s.strictObject({ nr: s.number().int().positive(), head: uint, tail: uint }).optional(),
+    excluded: s.enum(['dontdump', 'option']).optional(),
     excludedRanges: runList.optional(),
     runs: runList,
     blobOffset: uint,
@@ -158,11 +158,11 @@ export interface MemoryRecord {
 }
 
 export const memoryRecord = lazySchema(() =>
-  z.strictObject({
-    vmas: z.array(vmaRecord),
-    pagesFile: z.string(),
+  s.strictObject({
+    vmas: s.array(vmaRecord),
+    pagesFile: s.string(),
     pagesBytes: uint,
-    mm: z.strictObject({
+    mm: s.strictObject({
       startCode: uint,
       endCode: uint,
       startData: uint,
@@ -176,10 +176,10 @@ export const memoryRecord = lazySchema(() =>
       envEnd: uint,
     }),
     /** The auxiliary vector (base64). */
-    auxv: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
-    exe: z.string(),
-    compression: z.literal('zstd').optional(),
-    track: z.strictObject({ holder: uint, holderStart: uint, boot: z.string(), fd: uint, start: uint }).optional(),
+    auxv: s.string().regex(/^[A-Za-z0-9+/]*={0,2}$/),
+    exe: s.string(),
+    compression: s.literal('zstd').optional(),
+    track: s.strictObject({ holder: uint, holderStart: uint, boot: s.string(), fd: uint, start: uint }).optional(),
   }),
 );
 
@@ -187,7 +187,7 @@ export const memoryRecord = lazySchema(() =>
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
 export type RecordChecks = [
-  Assert<Same<ShmemRef, z.infer<typeof shmemRef>>>,
-  Assert<Same<VmaRecord, z.infer<typeof vmaRecord>>>,
-  Assert<Same<MemoryRecord, z.infer<typeof memoryRecord>>>,
+  Assert<Same<ShmemRef, Infer<typeof shmemRef>>>,
+  Assert<Same<VmaRecord, Infer<typeof vmaRecord>>>,
+  Assert<Same<MemoryRecord, Infer<typeof memoryRecord>>>,
 ];

@@ -1,12 +1,12 @@
-/** The schema of this plugin's fd record (zod; core validates it when the image is read). */
+/** The schema of this plugin's fd record (core's schema builder `s`; core validates it when the image is read). */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s, type Infer } from '@ckpt/core';
 
-const uint = lazySchema(() => z.number().int().nonnegative());
+const uint = lazySchema(() => s.number().int().nonnegative());
 
 /** One netlink socket (FdRecord.data, kind "netlink"). */
 export const netlinkData = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     /** SOCK_RAW or SOCK_DGRAM. */
     type: uint,
     /** The netlink protocol (NETLINK_ROUTE 0, NETLINK_AUDIT 9, NETLINK_GENERIC 16, ...). */
@@ -14,14 +14,14 @@ export const netlinkData = lazySchema(() =>
     /** Its port id (0: never bound). */
     portid: uint,
     /** Multicast groups it is a member of (group numbers, from 1). */
-    groups: z.array(z.number().int().positive()),
+    groups: s.array(s.number().int().positive()),
     /** The port and group it is connected to. */
-    peer: z.strictObject({ portid: uint, group: uint }).optional(),
+    peer: s.strictObject({ portid: uint, group: uint }).optional(),
     /** NETLINK_* options that were on: [option, value]. */
-    flags: z.array(z.tuple([uint, z.number().int()])),
+    flags: s.array(s.tuple([uint, s.number().int()])),
     /** Buffer sizes the program set (locked). */
     sndbuf: uint.optional(),
     rcvbuf: uint.optional(),
   }),
 );
-export type NetlinkData = z.infer<typeof netlinkData>;
+export type NetlinkData = Infer<typeof netlinkData>;

@@ -1,10 +1,10 @@
-/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+/** The schema of this plugin's per-process record (core's schema builder `s`; core validates it when the image is read). */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s, type Infer } from '@ckpt/core';
 
-const uint = lazySchema(() => z.number().int().nonnegative());
+const uint = lazySchema(() => s.number().int().nonnegative());
 /** An rlimit value: a decimal string, or "inf" (RLIM_INFINITY). */
-const limit = lazySchema(() => z.string().regex(/^(inf|\d+)$/));
+const limit = lazySchema(() => s.string().regex(/^(inf|\d+)$/));
 
 export interface PidsRecord {
   pid: number;
@@ -23,21 +23,21 @@ export interface PidsRecord {
 }
 
 export const pidsRecord = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     pid: uint,
     ppid: uint,
     pgid: uint,
     sid: uint,
-    comm: z.string(),
-    cmdline: z.array(z.string()),
-    creds: z.strictObject({ uid: z.array(uint), gid: z.array(uint), groups: z.array(uint) }),
-    rlimits: z.array(z.tuple([uint, limit, limit])).optional(),
-    personality: z.number().int().optional(),
-    subreaper: z.boolean().optional(),
+    comm: s.string(),
+    cmdline: s.array(s.string()),
+    creds: s.strictObject({ uid: s.array(uint), gid: s.array(uint), groups: s.array(uint) }),
+    rlimits: s.array(s.tuple([uint, limit, limit])).optional(),
+    personality: s.number().int().optional(),
+    subreaper: s.boolean().optional(),
   }),
 );
 
 // Compile-time check: the interface and the schema describe the same record.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
-export type RecordChecks = [Assert<Same<PidsRecord, z.infer<typeof pidsRecord>>>];
+export type RecordChecks = [Assert<Same<PidsRecord, Infer<typeof pidsRecord>>>];

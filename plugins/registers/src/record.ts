@@ -1,13 +1,13 @@
-/** The schema of this plugin's per-process record (zod; core validates it when the image is read). */
+/** The schema of this plugin's per-process record (core's schema builder `s`; core validates it when the image is read). */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s, type Infer } from '@ckpt/core';
 
-const int = lazySchema(() => z.number().int());
+const int = lazySchema(() => s.number().int());
 const uint = lazySchema(() => int.nonnegative());
 /** A 64-bit value as "0x..." (addresses, masks, flags). */
-const hex = lazySchema(() => z.string().regex(/^0x[0-9a-f]+$/i));
+const hex = lazySchema(() => s.string().regex(/^0x[0-9a-f]+$/i));
 /** Binary data (registers, siginfo) as base64. */
-const base64 = lazySchema(() => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
+const base64 = lazySchema(() => s.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
 
 export interface SigactionRecord {
   sig: number;
@@ -46,7 +46,7 @@ export interface RegistersRecord {
 }
 
 export const sigactionRecord = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     sig: int.min(1).max(64),
     handler: hex,
     flags: hex,
@@ -56,29 +56,29 @@ export const sigactionRecord = lazySchema(() =>
 );
 
 export const threadRecord = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     tid: uint,
-    comm: z.string(),
+    comm: s.string(),
     gpr: base64,
     xstate: base64,
     sigmask: hex,
-    pending: z.array(base64),
-    rseq: z.strictObject({ pointer: hex, size: uint, signature: int }).nullable(),
-    robustList: z.strictObject({ head: hex, len: uint }),
+    pending: s.array(base64),
+    rseq: s.strictObject({ pointer: hex, size: uint, signature: int }).nullable(),
+    robustList: s.strictObject({ head: hex, len: uint }),
     clearChildTid: hex,
-    altStack: z.strictObject({ sp: hex, flags: int, size: uint }).optional(),
+    altStack: s.strictObject({ sp: hex, flags: int, size: uint }).optional(),
   }),
 );
 
 export const registersRecord = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     xstateSize: uint,
     xcr0: hex,
-    sigactions: z.array(sigactionRecord),
-    sharedPending: z.array(base64),
+    sigactions: s.array(sigactionRecord),
+    sharedPending: s.array(base64),
     // The leader at least: a process with no thread could only be "restored" to crash.
-    threads: z.array(threadRecord).min(1),
-    itimers: z.array(z.tuple([int.min(0).max(2), uint, uint])).optional(),
+    threads: s.array(threadRecord).min(1),
+    itimers: s.array(s.tuple([int.min(0).max(2), uint, uint])).optional(),
   }),
 );
 
@@ -86,7 +86,7 @@ export const registersRecord = lazySchema(() =>
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
 export type RecordChecks = [
-  Assert<Same<SigactionRecord, z.infer<typeof sigactionRecord>>>,
-  Assert<Same<ThreadRecord, z.infer<typeof threadRecord>>>,
-  Assert<Same<RegistersRecord, z.infer<typeof registersRecord>>>,
+  Assert<Same<SigactionRecord, Infer<typeof sigactionRecord>>>,
+  Assert<Same<ThreadRecord, Infer<typeof threadRecord>>>,
+  Assert<Same<RegistersRecord, Infer<typeof registersRecord>>>,
 ];

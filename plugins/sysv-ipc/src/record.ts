@@ -1,12 +1,12 @@
 /**
- * The schemas of this plugin's records (zod): the per-process record (core validates it when the
+ * The schemas of this plugin's records (core's builder `s`): the per-process record (core validates it when the
  * image is read) and the image-wide sysvipc.json (validated by the plugin where it reads it).
  */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s, type Infer } from '@ckpt/core';
 import type { IpcObject } from '@ckpt/native';
 
-const int = lazySchema(() => z.number().int());
+const int = lazySchema(() => s.number().int());
 const uint = lazySchema(() => int.nonnegative());
 
 export interface Attachment {
@@ -32,16 +32,16 @@ export interface SysvRecord {
   objects: SavedObject[];
 }
 
-export const attachment = lazySchema(() => z.strictObject({ start: uint, end: uint, shmid: uint, perms: z.string() }));
+export const attachment = lazySchema(() => s.strictObject({ start: uint, end: uint, shmid: uint, perms: s.string() }));
 
 /** Per process: its attachments of shared memory segments. */
-export const sysvProcessRecord = lazySchema(() => z.strictObject({ attachments: z.array(attachment) }));
+export const sysvProcessRecord = lazySchema(() => s.strictObject({ attachments: s.array(attachment) }));
 
-const blobRange = lazySchema(() => z.strictObject({ offset: uint, length: uint }));
+const blobRange = lazySchema(() => s.strictObject({ offset: uint, length: uint }));
 
 export const savedObject = lazySchema(() =>
-  z.strictObject({
-    kind: z.enum(['shm', 'msg', 'sem']),
+  s.strictObject({
+    kind: s.enum(['shm', 'msg', 'sem']),
     id: int,
     key: int,
     uid: int,
@@ -51,22 +51,22 @@ export const savedObject = lazySchema(() =>
     mode: int,
     ctime: int.optional(),
     size: uint.optional(),
-    destroyed: z.boolean().optional(),
+    destroyed: s.boolean().optional(),
     qbytes: uint.optional(),
-    values: z.array(int).optional(),
+    values: s.array(int).optional(),
     bytes: blobRange.optional(),
-    messages: z.array(z.strictObject({ type: int, offset: uint, length: uint })).optional(),
+    messages: s.array(s.strictObject({ type: int, offset: uint, length: uint })).optional(),
   }),
 );
 
 /** The image-wide sysvipc.json. */
-export const sysvRecord = lazySchema(() => z.strictObject({ namespace: z.boolean(), objects: z.array(savedObject) }));
+export const sysvRecord = lazySchema(() => s.strictObject({ namespace: s.boolean(), objects: s.array(savedObject) }));
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
 export type RecordChecks = [
-  Assert<Same<SysvProcessRecord, z.infer<typeof sysvProcessRecord>>>,
-  Assert<Same<SavedObject, z.infer<typeof savedObject>>>,
-  Assert<Same<SysvRecord, z.infer<typeof sysvRecord>>>,
+  Assert<Same<SysvProcessRecord, Infer<typeof sysvProcessRecord>>>,
+  Assert<Same<SavedObject, Infer<typeof savedObject>>>,
+  Assert<Same<SysvRecord, Infer<typeof sysvRecord>>>,
 ];

@@ -1,9 +1,9 @@
 /**
- * The tcp plugin's name, options and record format: zod schemas, and the TypeScript types
+ * The tcp plugin's name, options and record format: schemas (options in zod, records in core's builder `s`), and the TypeScript types
  * derived from them (core validates every fd record this plugin owns with `inetSocketData`
  * when an image is read).
  */
-import { lazySchema, lazyOptions } from '@ckpt/core';
+import { lazySchema, lazyOptions, s, type Infer } from '@ckpt/core';
 import { z } from 'zod';
 import type { InetAddr as NativeInetAddr, TcpRepairWindow } from '@ckpt/native';
 
@@ -29,28 +29,28 @@ export const TCP_STATES = [
 export const tcpOptions = lazyOptions(() => z.strictObject({ close: z.boolean().optional() }));
 export type TcpOptions = z.infer<typeof tcpOptions>;
 
-const int = lazySchema(() => z.number().int());
+const int = lazySchema(() => s.number().int());
 const uint = lazySchema(() => int.nonnegative());
-const base64 = lazySchema(() => z.string());
+const base64 = lazySchema(() => s.string());
 
 /** An inet socket address, as the native engine gives and takes it. */
 export const inetAddr = lazySchema(() =>
-  z.strictObject({
-    family: z.literal([4, 6]),
-    addr: z.string(),
+  s.strictObject({
+    family: s.literal([4, 6]),
+    addr: s.string(),
     port: uint.max(65535),
     flowinfo: uint.optional(),
     scope: uint.optional(),
   }),
 );
-export type InetAddr = z.infer<typeof inetAddr>;
+export type InetAddr = Infer<typeof inetAddr>;
 
 /** TCP_REPAIR_WINDOW. */
-export const tcpRepairWindow = lazySchema(() => z.strictObject({ sndWl1: uint, sndWnd: uint, maxWindow: uint, rcvWnd: uint, rcvWup: uint }));
+export const tcpRepairWindow = lazySchema(() => s.strictObject({ sndWl1: uint, sndWnd: uint, maxWindow: uint, rcvWnd: uint, rcvWup: uint }));
 
 /** An established connection as saved: TCP_REPAIR's view, queues in base64. */
 export const tcpConnData = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     inqSeq: uint,
     outqSeq: uint,
     inq: base64,
@@ -66,48 +66,48 @@ export const tcpConnData = lazySchema(() =>
     dumpedAt: uint,
   }),
 );
-export type TcpConnData = z.infer<typeof tcpConnData>;
+export type TcpConnData = Infer<typeof tcpConnData>;
 
 /** The record of one inet socket (FdRecord.data). */
 export const inetSocketData = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     /** udplite: UDP-Lite; ping: ICMP echo sockets (SOCK_DGRAM, IPPROTO_ICMP / ICMPV6); raw: SOCK_RAW. */
-    proto: z.enum(['tcp', 'udp', 'udplite', 'ping', 'raw']),
+    proto: s.enum(['tcp', 'udp', 'udplite', 'ping', 'raw']),
     /** raw: the IP protocol it was opened for. */
     protocol: uint.optional(),
-    family: z.literal([4, 6]),
+    family: s.literal([4, 6]),
     /** TCP: a TCP_STATES name; UDP: UNCONN or CONNECTED. */
-    state: z.string(),
+    state: s.string(),
     /** File status flags kept (O_NONBLOCK). */
     flags: uint,
     local: inetAddr.optional(),
     peer: inetAddr.optional(),
     /** Int options that differ from a fresh socket's: [level, name, value]. */
-    opts: z.array(z.tuple([int, int, int])),
+    opts: s.array(s.tuple([int, int, int])),
     /** Other options (SO_LINGER, TCP_CONGESTION, SO_BINDTODEVICE): [level, name, base64]. */
-    rawOpts: z.array(z.tuple([int, int, base64])).optional(),
+    rawOpts: s.array(s.tuple([int, int, base64])).optional(),
     backlog: uint.optional(),
     tcp: tcpConnData.optional(),
-    datagrams: z.array(z.strictObject({ from: inetAddr, data: base64 })).optional(),
+    datagrams: s.array(s.strictObject({ from: inetAddr, data: base64 })).optional(),
     /** Bytes queued at dump time: received and unread, sent or to send and not acknowledged. */
     recvQueue: uint,
     sendQueue: uint,
     /** UDP: shut down (1 for reading, 2 for writing, 3 both), from sock_diag; TCP never connected: 1 (for reading). */
-    shutdown: z.number().int().min(1).max(3).optional(),
+    shutdown: s.number().int().min(1).max(3).optional(),
     /** A classic BPF socket filter (SO_ATTACH_FILTER). */
-    filter: z.strictObject({ code: base64, locked: z.boolean().optional() }).optional(),
+    filter: s.strictObject({ code: base64, locked: s.boolean().optional() }).optional(),
     /** A closed connection (CLOSE, with its peer) had an error pending (a reset): restored reset. */
-    error: z.boolean().optional(),
+    error: s.boolean().optional(),
     /** The dump left the connection blocked (nftables) for the restore to reopen. */
-    locked: z.boolean().optional(),
+    locked: s.boolean().optional(),
     /** What was not kept, for ckpt show. */
-    note: z.string().optional(),
+    note: s.string().optional(),
   }),
 );
-export type InetSocketData = z.infer<typeof inetSocketData>;
+export type InetSocketData = Infer<typeof inetSocketData>;
 
 // Compile-time checks: the schemas describe exactly what the native engine reads and takes.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
 type _InetAddrAgrees = Assert<Same<InetAddr, NativeInetAddr>>;
-type _WindowAgrees = Assert<Same<z.infer<typeof tcpRepairWindow>, TcpRepairWindow>>;
+type _WindowAgrees = Assert<Same<Infer<typeof tcpRepairWindow>, TcpRepairWindow>>;

@@ -1,12 +1,12 @@
-/** The schemas of this plugin's options and records (zod; core validates the records when the image is read). */
-import { lazySchema, lazyOptions } from '@ckpt/core';
+/** The schemas of this plugin's options and records (options: zod; records: core's builder `s`; core validates the records when the image is read). */
+import { lazySchema, lazyOptions, s, type Infer } from '@ckpt/core';
 import { z } from 'zod';
 
 export const NAME = '@ckpt/plugin-tty';
 
-const uint = lazySchema(() => z.number().int().nonnegative());
+const uint = lazySchema(() => s.number().int().nonnegative());
 /** Binary data (kernel structs) as base64. */
-const base64 = lazySchema(() => z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
+const base64 = lazySchema(() => s.string().regex(/^[A-Za-z0-9+/]*={0,2}$/));
 
 /** Options: `terminal` (restore --tty): the restored processes get the restorer's own terminal. */
 export const ttyOptions = lazyOptions(() => z.strictObject({ terminal: z.boolean().optional() }));
@@ -52,29 +52,29 @@ export interface TtyProcessRecord {
 }
 
 export const ttyFdData = lazySchema(() =>
-  z.strictObject({
-    side: z.enum(['master', 'slave']),
+  s.strictObject({
+    side: s.enum(['master', 'slave']),
     index: uint,
-    path: z.string(),
-    flags: z.number().int(),
+    path: s.string(),
+    flags: s.number().int(),
     termios: base64.optional(),
     winsize: base64.optional(),
-    devTty: z.boolean().optional(),
-    packet: z.boolean().optional(),
-    locked: z.boolean().optional(),
-    hungUp: z.boolean().optional(),
-    node: z.strictObject({ uid: uint, gid: uint, mode: uint }).optional(),
-    queued: z.strictObject({ input: base64.optional(), output: base64.optional() }).optional(),
+    devTty: s.boolean().optional(),
+    packet: s.boolean().optional(),
+    locked: s.boolean().optional(),
+    hungUp: s.boolean().optional(),
+    node: s.strictObject({ uid: uint, gid: uint, mode: uint }).optional(),
+    queued: s.strictObject({ input: base64.optional(), output: base64.optional() }).optional(),
   }),
 );
 
 export const ttyProcessRecord = lazySchema(() =>
-  z.strictObject({
-    ctty: z.strictObject({ index: uint, leader: z.boolean(), tpgid: uint }),
+  s.strictObject({
+    ctty: s.strictObject({ index: uint, leader: s.boolean(), tpgid: uint }),
   }),
 );
 
 // Compile-time checks: the interfaces and the schemas describe the same records.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 type Assert<T extends true> = T;
-export type RecordChecks = [Assert<Same<TtyFdData, z.infer<typeof ttyFdData>>>, Assert<Same<TtyProcessRecord, z.infer<typeof ttyProcessRecord>>>];
+export type RecordChecks = [Assert<Same<TtyFdData, Infer<typeof ttyFdData>>>, Assert<Same<TtyProcessRecord, Infer<typeof ttyProcessRecord>>>];

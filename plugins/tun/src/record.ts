@@ -1,14 +1,14 @@
-/** The schema of this plugin's fd record (zod; core validates it when the image is read). */
+/** The schema of this plugin's fd record (core's schema builder `s`; core validates it when the image is read). */
 import { lazySchema } from '@ckpt/core';
-import { z } from 'zod';
+import { s, type Infer } from '@ckpt/core';
 
-const uint = lazySchema(() => z.number().int().nonnegative());
+const uint = lazySchema(() => s.number().int().nonnegative());
 
 /** One tun/tap fd attached to an interface (FdRecord.data, kind "tun"). */
 export const tunData = lazySchema(() =>
-  z.strictObject({
+  s.strictObject({
     /** The interface. */
-    name: z.string().min(1).max(15),
+    name: s.string().min(1).max(15),
     /** TUNGETIFF flags: IFF_TUN 1 / IFF_TAP 2, IFF_NO_PI, IFF_VNET_HDR, IFF_MULTI_QUEUE, IFF_PERSIST, ... */
     flags: uint,
     /** File status flags kept (O_NONBLOCK). */
@@ -20,16 +20,16 @@ export const tunData = lazySchema(() =>
     owner: uint.optional(),
     group: uint.optional(),
     /** The interface as it was, to make it again when it is gone at restore. */
-    device: z.strictObject({
+    device: s.strictObject({
       mtu: uint,
-      up: z.boolean(),
+      up: s.boolean(),
       txqlen: uint,
       /** tap: its MAC address. */
-      hwaddr: z.string().optional(),
-      addrs: z.array(z.strictObject({ family: z.literal([4, 6]), addr: z.string(), prefix: uint })),
+      hwaddr: s.string().optional(),
+      addrs: s.array(s.strictObject({ family: s.literal([4, 6]), addr: s.string(), prefix: uint })),
     }),
     /** What was not kept, for ckpt show. */
-    note: z.string().optional(),
+    note: s.string().optional(),
   }),
 );
-export type TunData = z.infer<typeof tunData>;
+export type TunData = Infer<typeof tunData>;
