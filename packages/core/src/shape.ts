@@ -10,9 +10,11 @@
  * process's `ckpt restore` here, 14.5 of them building. A node here is one small object whose
  * methods are on its prototype, and checking a record is a walk of plain functions.
  *
- * What it checks is what the same zod schema checks: strict objects refuse unknown keys, and the
- * value out is built from the shape (keys in the shape's order, absent optional keys left out);
- * `.int()` is a safe integer; `.default(v)` gives (a shallow copy of) v for undefined. The first
+ * What it accepts is what the same zod schema accepts: strict objects refuse unknown keys; `.int()`
+ * is a safe integer; `.default(v)` gives (a shallow copy of) v for undefined. Unlike zod, it checks
+ * in place: the value out is the value in, its defaults filled in (zod builds a new object), which
+ * halves the check of 2000 fd records in a command's cold code (30 -> 14 ms here). A record just
+ * parsed from an image is the restore's own; give `parse` a value of your own likewise. The first
  * issue, with its path, is what core reports of a malformed record.
  */
 import { LAZY_TARGET, type StandardResult, type StandardSchemaV1 } from './schema.js';
@@ -24,10 +26,12 @@ export interface SchemaIssue {
   path: Key[];
 }
 
-/** Where a check is: the issues so far and the path to the value (keys pushed and popped). */
+/**
+ * The issues of a check so far. An issue is made with an empty path; each composite schema puts
+ * its key in front of the paths of the issues its part added (nothing to do when there are none).
+ */
 export interface SchemaContext {
   issues: SchemaIssue[];
-  path: Key[];
 }
 
 /**
@@ -39,10 +43,15 @@ function real<T>(x: T): T {
   return ((x as { [LAZY_TARGET]?: T })[LAZY_TARGET] ?? x) as T;
 }
 
+/** Puts key in front of the paths of the issues from index `from` on (a part's issues). */
+function under(ctx: SchemaContext, from: number, key: Key): void {
+  for (let i = from; i < ctx.issues.length; i++) ctx.issues[i].path.unshift(key);
+}
+
 const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
 
 function fail(ctx: SchemaContext, message: string): void {
-  ctx.issues.push({ message, path: [...ctx.path] });
+  ctx.issues.push({ message, path: [] });
 }
 
 /** A schema of values of type O. `run` checks v (issues into ctx) and returns the value out. */
@@ -52,21 +61,24 @@ export abstract class Schema<O> implements StandardSchemaV1<unknown, O> {
 
   abstract run(v: unknown, ctx: SchemaContext): O;
 
+  private standard?: StandardSchemaV1<unknown, O>['~standard'];
+
   get '~standard'(): StandardSchemaV1<unknown, O>['~standard'] {
-    return {
+    this.standard ??= {
       version: 1,
       vendor: 'ckpt',
       validate: (value: unknown): StandardResult<O> => {
-        const ctx: SchemaContext = { issues: [], path: [] };
+        const ctx: SchemaContext = { issues: [] };
         const out = this.run(value, ctx);
         return ctx.issues.length ? { issues: ctx.issues.map((i) => ({ message: i.message, path: i.path })) } : { value: out };
       },
     };
+    return this.standard;
   }
 
   /** The value out, or the issues (as zod's safeParse). */
   safeParse(value: unknown): { success: true; data: O } | { success: false; issues: SchemaIssue[] } {
-    const ctx: SchemaContext = { issues: [], path: [] };
+    const ctx: SchemaContext = { issues: [] };
     const data = this.run(value, ctx);
     return ctx.issues.length ? { success: false, issues: ctx.issues } : { success: true, data };
   }
@@ -295,15 +307,17 @@ export class ArraySchema<O> extends Schema<O[]> {
       fail(ctx, `Invalid input: expected array, received ${describe(v)}`);
       return v as O[];
     }
-    const out: O[] = new Array(v.length);
+    // The array in is the array out, each item as its part gives it back (defaults filled in).
     const element = real(this.element);
     for (let i = 0; i < v.length; i++) {
-      ctx.path.push(i);
-      out[i] = element.run(v[i], ctx);
-      ctx.path.pop();
+      const before = ctx.issues.length;
+      const item = v[i];
+      const r = element.run(item, ctx);
+      if (r !== item) v[i] = r;
+      if (ctx.issues.length !== before) under(ctx, before, i);
     }
     for (const c of this.checks) c(v, ctx);
-    return out;
+    return v as O[];
   }
   min(n: number): ArraySchema<O> {
     return new ArraySchema(this.element, [...this.checks, (v, ctx) => v.length >= n || fail(ctx, `Too small: expected array to have >=${n} items`)]);
@@ -331,13 +345,14 @@ export class TupleSchema<T extends readonly Schema<unknown>[]> extends Schema<Tu
       fail(ctx, `${v.length > this.items.length ? 'Too big' : 'Too small'}: expected array to have ${this.items.length} items`);
       return v as TupleOutput<T>;
     }
-    const out = new Array(v.length);
     for (let i = 0; i < v.length; i++) {
-      ctx.path.push(i);
-      out[i] = real(this.items[i]).run(v[i], ctx);
-      ctx.path.pop();
+      const before = ctx.issues.length;
+      const item = v[i];
+      const r = real(this.items[i]).run(item, ctx);
+      if (r !== item) v[i] = r;
+      if (ctx.issues.length !== before) under(ctx, before, i);
     }
-    return out as TupleOutput<T>;
+    return v as TupleOutput<T>;
   }
 }
 
@@ -347,7 +362,7 @@ export class UnionSchema<T extends readonly Schema<unknown>[]> extends Schema<In
   }
   run(v: unknown, ctx: SchemaContext): Infer<T[number]> {
     for (const o of this.options) {
-      const own: SchemaContext = { issues: [], path: ctx.path };
+      const own: SchemaContext = { issues: [] };
       const out = real(o).run(v, own);
       if (!own.issues.length) return out as Infer<T[number]>;
     }
@@ -380,17 +395,18 @@ export class ObjectSchema<S extends SchemaShape> extends Schema<ObjectOutput<S>>
     const keys = (this.keys ??= Object.keys(this.shape));
     const parts = (this.parts ??= keys.map((k) => real(this.shape[k])));
     const known = (this.known ??= new Set(keys));
+    // The object in is the object out, each value as its part gives it back (a default filled in).
     const input = v as Record<string, unknown>;
-    const out: Record<string, unknown> = {};
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i];
-      ctx.path.push(k);
-      const r = parts[i].run(input[k], ctx);
-      ctx.path.pop();
-      if (r !== undefined || k in input) out[k] = r;
+      const before = ctx.issues.length;
+      const value = input[k];
+      const r = parts[i].run(value, ctx);
+      if (r !== value) input[k] = r;
+      if (ctx.issues.length !== before) under(ctx, before, k);
     }
     for (const k in input) if (!known.has(k)) fail(ctx, `Unrecognized key: "${k}"`);
-    return out as ObjectOutput<S>;
+    return input as ObjectOutput<S>;
   }
 }
 
