@@ -356,6 +356,10 @@ export class TupleSchema<T extends readonly Schema<unknown>[]> extends Schema<Tu
   }
 }
 
+/**
+ * The first option that takes the value (as zod's union). Checked in place, an option that fails
+ * after filling in defaults leaves them in: give a union options without defaults.
+ */
 export class UnionSchema<T extends readonly Schema<unknown>[]> extends Schema<Infer<T[number]>> {
   constructor(readonly options: T) {
     super();
