@@ -260,8 +260,7 @@ export class Tracee {
 
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
-    this.injected++;
-    this.space.maps = undefined;
+    this.running();
     if (!this.space.guarded) return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
     this.scratch();
     const g = this.space.guard;
@@ -313,8 +312,7 @@ export class Tracee {
       const code = this.space.batchCode;
       if (code !== undefined) {
         native.mem.writeMem(this.pid, base, area);
-        this.injected += chunk.length;
-        this.space.maps = undefined;
+        this.running(chunk.length);
         native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
         const done = native.mem.readMem(this.pid, base, 64 * chunk.length);
         chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
@@ -381,7 +379,7 @@ export class Tracee {
         }
       });
       if (pids.length && g) {
-        lead.space.maps = undefined;
+        for (const r of parked) threads[round[r]].running();
         const results = native.ptrace.remoteSyscallEach(
           pids,
           g.start + GUARD_CODE,
@@ -390,7 +388,6 @@ export class Tracee {
         parked.forEach((r, j) => {
           const t = threads[round[r]];
           out[round[r]] = results[j];
-          t.injected++;
           t.hasRun = true;
           t.blockSignals();
         });
@@ -451,7 +448,7 @@ export class Tracee {
       const area = Buffer.alloc(bytes);
       for (const { k, from } of round) layBatch(batches[k], area, from, base);
       native.mem.writeMem(lead.pid, base, area);
-      lead.space.maps = undefined;
+      for (const { k } of round) threads[k].running(batches[k].length);
       native.ptrace.remoteRunEach(
         round.map(({ k }) => threads[k].pid),
         code,
@@ -460,7 +457,6 @@ export class Tracee {
       );
       const done = native.mem.readMem(lead.pid, base, bytes);
       for (const { k, from } of round) {
-        threads[k].injected += batches[k].length;
         out[k] = batches[k].map((_c, n) => done.readBigInt64LE(from + 64 * n + 56));
       }
     }
@@ -539,8 +535,7 @@ export class Tracee {
     let a: number;
     let aHere: number;
     try {
-      this.injected++;
-      this.space.maps = undefined; // A runs in this address space
+      this.running(); // and A runs in this address space
       aHere = Number(checkSyscall('clone', this.pid, native.ptrace.remoteSyscall(this.pid, code, SYS.clone, [CLONE_VM], false)));
       a = hostTaskOf(this.pid, aHere, 'clone');
       this.hasRun = true;
@@ -652,6 +647,12 @@ export class Tracee {
     return [...this.space.maps];
   }
 
+  /** Before ckpt runs code in the task: counted (injectedCount), and the layout read so far is stale. */
+  private running(syscalls = 1): void {
+    this.injected += syscalls;
+    this.space.maps = undefined;
+  }
+
   private xstateCache?: Buffer;
   private xstate(): Buffer {
     this.xstateCache ??= native.ptrace.getXstate(this.pid);
@@ -691,8 +692,7 @@ export class Tracee {
     if (!f) return undefined;
     const { uc, gad } = f;
     this.park(uc, 'stack', gad.sigreturn, uc);
-    this.injected++;
-    this.space.maps = undefined;
+    this.running();
     const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
     this.hasRun = true;
     this.blockSignals();
@@ -707,8 +707,7 @@ export class Tracee {
       if (r !== undefined) return r;
     }
     log('pid %d: %s unguarded (no thread on the main stack, or no rt_sigreturn restorer)', this.pid, nameOf(nr));
-    this.injected++;
-    this.space.maps = undefined;
+    this.running();
     return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
   }
 

@@ -418,7 +418,7 @@ async function frozen(session: DumpSession, options: MemoryOptions | undefined):
   for (const proc of session.processes) {
     // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
     // it for reading as it walks the page tables) had it waited for the memory stage.
-    // The layout the freeze read (after the guard was mapped: Tracee.maps reads it again then).
+    // The layout as core last read it (Tracee.maps), taken before brk(0) runs code in the process.
     const maps = without(proc.tracee.maps(), proc.tracee.scratchRange);
     brks.set(proc, Number(proc.tracee.syscall(SYS.brk, 0)));
     layouts.set(proc.pid, maps);
