@@ -50,9 +50,11 @@ export function validate<O>(schema: StandardSchemaV1<unknown, O>, value: unknown
  * type of what `build` returns. Building zod schemas is what a command pays for at start-up (about
  * 25 ms for ckpt's ~75 record and option schemas, more than the rest of every plugin's code), and a
  * command uses few of them: a dump builds its plugins' option schemas only, a restore those and
- * the record schemas of the image's plugins.
+ * the record schemas of the image's plugins (now in core's `s`, shape.ts, which costs little to
+ * build; lazy all the same, a dump needs none of them).
  * A proxy forwards reads, `in`, writes and the prototype (so `instanceof` holds) to the built
- * schema; it does not list keys (nothing iterates a schema's own properties).
+ * schema; it does not list keys (nothing iterates a schema's own properties). LAZY_TARGET gives the
+ * built schema itself, for `s` to call its parts without the proxy.
  */
 export function lazySchema<T extends object>(build: () => T): T {
   return lazy(build, false);
