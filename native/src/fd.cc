@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 #include <future>
 #include <thread>
 #include <string>
@@ -125,6 +124,13 @@ void ForEachShared(size_t n, F each) {
   for (auto& t : others) t.join();
 }
 
+// Each result as JS: its text, or null where it failed.
+Napi::Array ResultsToJs(Napi::Env env, const std::vector<ReadResult>& got) {
+  Napi::Array out = Napi::Array::New(env, got.size());
+  for (uint32_t i = 0; i < got.size(); i++) out.Set(i, got[i].err ? env.Null() : Napi::String::New(env, got[i].data));
+  return out;
+}
+
 std::vector<std::string> StringsArg(const Napi::Array& a) {
   std::vector<std::string> out(a.Length());
   for (uint32_t i = 0; i < a.Length(); i++) out[i] = a.Get(i).As<Napi::String>().Utf8Value();
@@ -152,9 +158,7 @@ Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
       buf.resize(buf.size() * 2);
     }
   });
-  Napi::Array out = Napi::Array::New(env, paths.size());
-  for (uint32_t i = 0; i < paths.size(); i++) out.Set(i, got[i].err ? env.Null() : Napi::String::New(env, got[i].data));
-  return out;
+  return ResultsToJs(env, got);
 }
 
 // exitNow(code): exit_group(2) at once, for a command whose output is written and whose 'exit'
@@ -372,7 +376,6 @@ Napi::Value KcmpEpollTfd(const Napi::CallbackInfo& info) {
 // For /proc files whose read is slow and whose content must be of a given instant: smaps walks
 // every page table of the process (about 15 ms a GiB resident here), and is read right after the
 // freeze, while the dump does other work. Handles are used from the JS main thread only.
-
 std::unordered_map<int, std::future<ReadResult>> readsAhead;
 int nextReadAhead = 1;
 
@@ -384,9 +387,7 @@ Napi::Value ReadTexts(const Napi::CallbackInfo& info) {
   std::vector<std::string> paths = StringsArg(info[0].As<Napi::Array>());
   std::vector<ReadResult> got(paths.size());
   ForEachShared(paths.size(), [&](size_t i) { got[i] = ReadWhole(paths[i]); });
-  Napi::Array out = Napi::Array::New(env, paths.size());
-  for (uint32_t i = 0; i < paths.size(); i++) out.Set(i, got[i].err ? env.Null() : Napi::String::New(env, got[i].data));
-  return out;
+  return ResultsToJs(env, got);
 }
 
 // readAhead(path): a handle for readJoin or readDrop.
@@ -401,18 +402,17 @@ Napi::Value ReadAhead(const Napi::CallbackInfo& info) {
 // thread of their own. For many small reads (a tree's processes' smaps), where a thread each would
 // cost more than its read.
 Napi::Value ReadAheadAll(const Napi::CallbackInfo& info) {
-  Napi::Array paths = info[0].As<Napi::Array>();
-  std::vector<std::pair<std::string, std::promise<ReadResult>>> work;
-  Napi::Array out = Napi::Array::New(info.Env(), paths.Length());
-  for (uint32_t i = 0; i < paths.Length(); i++) {
-    work.emplace_back(paths.Get(i).As<Napi::String>().Utf8Value(), std::promise<ReadResult>());
+  std::vector<std::string> paths = StringsArg(info[0].As<Napi::Array>());
+  std::vector<std::promise<ReadResult>> done(paths.size());
+  Napi::Array out = Napi::Array::New(info.Env(), paths.size());
+  for (uint32_t i = 0; i < paths.size(); i++) {
     int id = nextReadAhead++;
-    readsAhead.emplace(id, work.back().second.get_future());
+    readsAhead.emplace(id, done[i].get_future());
     out.Set(i, Napi::Number::New(info.Env(), id));
   }
   // Detached: it owns the promises, and a handle dropped unread costs nothing more.
-  std::thread([work = std::move(work)]() mutable {
-    for (auto& [path, done] : work) done.set_value(ReadWhole(path));
+  std::thread([paths = std::move(paths), done = std::move(done)]() mutable {
+    for (size_t i = 0; i < paths.size(); i++) done[i].set_value(ReadWhole(paths[i]));
   }).detach();
   return out;
 }
