@@ -68,9 +68,8 @@ export abstract class Schema<O> implements StandardSchemaV1<unknown, O> {
       version: 1,
       vendor: 'ckpt',
       validate: (value: unknown): StandardResult<O> => {
-        const ctx: SchemaContext = { issues: [] };
-        const out = this.run(value, ctx);
-        return ctx.issues.length ? { issues: ctx.issues.map((i) => ({ message: i.message, path: i.path })) } : { value: out };
+        const r = this.safeParse(value);
+        return r.success ? { value: r.data } : { issues: r.issues };
       },
     };
     return this.standard;
@@ -116,7 +115,6 @@ export abstract class Schema<O> implements StandardSchemaV1<unknown, O> {
 export type Infer<S> = S extends Schema<infer O> ? O : never;
 
 export class OptionalSchema<O> extends Schema<O | undefined> {
-  readonly optionalKey = true;
   private part?: Schema<O>;
   constructor(readonly inner: Schema<O>) {
     super();
@@ -137,6 +135,7 @@ export class NullableSchema<O> extends Schema<O | null> {
 }
 
 export class DefaultSchema<O> extends Schema<O> {
+  private part?: Schema<O>;
   constructor(
     readonly inner: Schema<O>,
     readonly value: O,
@@ -144,13 +143,14 @@ export class DefaultSchema<O> extends Schema<O> {
     super();
   }
   run(v: unknown, ctx: SchemaContext): O {
-    if (v !== undefined) return real(this.inner).run(v, ctx);
+    if (v !== undefined) return (this.part ??= real(this.inner)).run(v, ctx);
     const d = this.value as unknown;
     return (Array.isArray(d) ? [...d] : d !== null && typeof d === 'object' ? { ...d } : d) as O;
   }
 }
 
 export class RefinedSchema<O> extends Schema<O> {
+  private part?: Schema<O>;
   constructor(
     readonly inner: Schema<O>,
     readonly ok: (v: O) => boolean,
@@ -160,7 +160,7 @@ export class RefinedSchema<O> extends Schema<O> {
   }
   run(v: unknown, ctx: SchemaContext): O {
     const before = ctx.issues.length;
-    const out = real(this.inner).run(v, ctx);
+    const out = (this.part ??= real(this.inner)).run(v, ctx);
     if (ctx.issues.length === before && !this.ok(out)) fail(ctx, this.message);
     return out;
   }
