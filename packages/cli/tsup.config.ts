@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { defineConfig } from 'tsup';
 import type { Plugin } from 'esbuild';
@@ -12,9 +13,34 @@ import type { Plugin } from 'esbuild';
  * and stderr to a pipe or a file need none, see src/stdio.ts); crypto makes and reads key files
  * (a dump and a restore sign and verify natively). Some 15 ms of every start, together, that most
  * commands never use.
+ *
+ * zod checks options and configs (records are checked by core's own `s`): a dump or a restore
+ * given neither never loads it, and its top level and its sixth of the code cache go from every
+ * start. Its stand-in has only the names ckpt's modules import (LAZY_PACKAGES lists them): esbuild
+ * copies a CommonJS module's names into each importer's view of it, and zod's 232 names times its
+ * ten importers here cost more than zod's load. The build fails where a module imports another.
+ *
+ * Once a stand-in has loaded its module, it calls globalThis[Symbol.for('ckpt.lazyLoaded')](name,
+ * module) if the command set it (cli.ts configures zod there).
  */
 const LAZY_BUILTINS = ['child_process', 'v8', 'net', 'tty', 'stream', 'crypto'];
-const LAZY_PACKAGES = ['import-meta-resolve'];
+/** Each lazy package, with the names ckpt's modules may import of it (undefined: all of its own). */
+const LAZY_PACKAGES: Record<string, readonly string[] | undefined> = { 'import-meta-resolve': undefined, zod: ['z'] };
+
+/** The names a module imports of pkg (type-only imports left out): `*` for a namespace, `default`. */
+function importedNames(file: string, pkg: string): string[] {
+  const names: string[] = [];
+  const statement = new RegExp(`import\\s+(?!type\\s)([^;]*?)\\s+from\\s+['"]${pkg}['"]`, 'g');
+  for (const [, clause] of readFileSync(file, 'utf8').matchAll(statement)) {
+    if (/\*\s*as\s/.test(clause)) names.push('*');
+    if (/^[A-Za-z_$][\w$]*\s*(,|$)/.test(clause.trim())) names.push('default');
+    for (const spec of /\{([^}]*)\}/.exec(clause)?.[1].split(',') ?? []) {
+      const [name] = spec.trim().split(/\s+as\s+/);
+      if (name && !name.startsWith('type ')) names.push(name);
+    }
+  }
+  return names;
+}
 
 /**
  * Start-up of the command bundle: `debug` probes for the optional `supports-color` at load, a
@@ -30,19 +56,35 @@ const startupPlugin: Plugin = {
     build.onResolve({ filter: /^supports-color$/ }, () => ({ path: 'supports-color', namespace: 'ckpt-empty' }));
     build.onLoad({ filter: /.*/, namespace: 'ckpt-empty' }, () => ({ contents: 'module.exports = null;', loader: 'js' }));
     build.onResolve({ filter: /^debug$/ }, () => ({ path: coreDebug }));
-    const lazy = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$|^(${LAZY_PACKAGES.join('|')})$`);
+    const lazy = new RegExp(`^(node:)?(${LAZY_BUILTINS.join('|')})$|^(${Object.keys(LAZY_PACKAGES).join('|')})$`);
     build.onResolve({ filter: lazy }, (args) => {
       // The stand-in's own require is of the real module.
       if (args.namespace === 'ckpt-lazy') return undefined;
+      const only = LAZY_PACKAGES[args.path];
+      if (only && !args.importer.includes('/node_modules/')) {
+        const other = importedNames(args.importer, args.path).filter((n) => !only.includes(n));
+        if (other.length) return { errors: [{ text: `${args.importer} imports ${other.join(', ')} of ${args.path}, whose stand-in has ${only.join(', ')} only (LAZY_PACKAGES)` }] };
+      }
       return { path: args.path.replace(/^node:/, ''), namespace: 'ckpt-lazy' };
     });
     build.onLoad({ filter: /.*/, namespace: 'ckpt-lazy' }, async ({ path }) => {
       const builtin = LAZY_BUILTINS.includes(path);
       const real = builtin ? createRequire(import.meta.url)(path) : await import(createRequire(apiDir).resolve(path));
-      const names = Object.keys(real).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
+      const names = (builtin ? undefined : LAZY_PACKAGES[path]) ?? Object.keys(real).filter((n) => n !== 'default' && /^[A-Za-z_$][\w$]*$/.test(n));
       const getters = names.map((n) => `get ${n}() { return load().${n}; }`).join(',\n');
+      const id = JSON.stringify(path);
       return {
-        contents: `let real;\nconst load = () => (real ??= require(${JSON.stringify(builtin ? `node:${path}` : path)}));\nmodule.exports = {\n${getters}\n};\n`,
+        contents: `let real;
+const load = () => {
+  if (real) return real;
+  real = require(${JSON.stringify(builtin ? `node:${path}` : path)});
+  globalThis[Symbol.for('ckpt.lazyLoaded')]?.(${id}, real);
+  return real;
+};
+module.exports = {
+${getters}
+};
+`,
         loader: 'js',
         resolveDir: apiDir,
       };

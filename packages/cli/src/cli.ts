@@ -9,15 +9,18 @@ import * as nativeModule from '@ckpt/native';
 import * as debug from 'debug';
 import * as tapable from 'tapable';
 import * as typedi from 'typedi';
-import * as zod from 'zod';
+import { z } from 'zod';
 import { main } from './main.js';
 import { shareModules } from './share.js';
 import { outputPending, setUpOutput } from './stdio.js';
 
-// Each zod schema compiles a fast path (new Function) at its first parse, which no code cache
-// keeps: for a command that parses each schema once, that doubles the cost of reading an image's
-// records (about 30 ms of a restore here). The plain path parses the same.
-zod.config({ jitless: true });
+// zod is loaded when first used (tsup.config.ts): a command given no options or config never
+// loads it. Each zod schema compiles a fast path (new Function) at its first parse, which no code
+// cache keeps: for a command that parses each schema once, that doubles the cost of the check. The
+// plain path parses the same.
+(globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.lazyLoaded')] = (name: string, real: { config(c: object): unknown }) => {
+  if (name === 'zod') real.config({ jitless: true });
+};
 setUpOutput();
 shareModules({
   '@ckpt/core': core,
@@ -27,7 +30,9 @@ shareModules({
   debug,
   tapable,
   typedi,
-  zod,
+  // zod's module as an import of it sees it (z is the module's namespace too), made when user code
+  // first imports a shared module.
+  zod: () => ({ ...z, z, default: z }),
 });
 // Once the command is done, nothing is left to run: exit at once, as process.exit() would (the
 // 'exit' listeners, then the status) but without Node's way out, which disposes of the V8 heap

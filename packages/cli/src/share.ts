@@ -32,15 +32,18 @@ export function load(url, context, next) {
 }
 `;
 
-export function shareModules(modules: Record<string, object>): void {
+/** Each shared name's module, or a function that makes it (called once, when user code is first imported). */
+export function shareModules(given: Record<string, object | (() => object)>): void {
   const esmImport = ((globalThis as Record<symbol, unknown>)[ESM_IMPORT] as ((url: string) => Promise<unknown>) | undefined) ?? ((url: string) => import(url));
   let installed = false;
   setUserImporter((url) => {
     if (!installed) install();
     return esmImport(url);
   });
+  const modules: Record<string, object> = {};
   function install() {
     installed = true;
+    for (const [name, m] of Object.entries(given)) modules[name] = typeof m === 'function' ? m() : m;
     (globalThis as Record<symbol, unknown>)[INSTANCES] = modules;
     const names = Object.fromEntries(Object.entries(modules).map(([name, ns]) => [name, Object.keys(ns)]));
     register(`data:text/javascript,${encodeURIComponent(HOOKS)}`, { data: names });
