@@ -354,6 +354,16 @@ export interface ProcBinding {
   /** pidfd_open(2); flags: PIDFD_NONBLOCK (O_NONBLOCK), PIDFD_THREAD (O_EXCL). */
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, fd: number): number;
+  /**
+   * The first look at each fd of a frozen process, in one call: our duplicate (pidfd_getfd; -errno
+   * where it failed), its status (14 numbers a fd, in the order and form of Node's fs.Stats
+   * fields: dev, mode, nlink, uid, gid, rdev, blksize, ino, size, blocks, atimeMs, mtimeMs,
+   * ctimeMs, birthtimeMs; NaN where it failed), its SIGIO owner's type and pid and F_GETSIG (3 a fd;
+   * type -1 where fcntl refused).
+   */
+  takeFds(pidfd: number, fds: readonly number[]): { dup: Int32Array; stat: Float64Array; own: Int32Array };
+  /** close(2) of each, errors ignored. */
+  closeAll(fds: readonly number[]): void;
   /** sched_getscheduler(2) of a thread, from outside it (SCHED_RESET_ON_FORK included). */
   schedGetscheduler(tid: number): number;
   /** _exit(2) (exit_group): no 'exit' event, no V8 or Node teardown, nothing flushed. */

@@ -75,6 +75,8 @@ export const GROUPS = {
     'spawnDetached',
     'pidfdOpen',
     'pidfdGetfd',
+    'takeFds',
+    'closeAll',
     'schedGetscheduler',
     'exitNow',
     'pidsNamed',

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -176,6 +177,86 @@ Napi::Value PidfdGetfd(const Napi::CallbackInfo& info) {
     return info.Env().Undefined();
   }
   return Napi::Number::New(info.Env(), fd);
+}
+
+// The fields of a file's status as Node's fs.fstat gives them, in its order: dev, mode, nlink, uid,
+// gid, rdev, blksize, ino, size, blocks, atimeMs, mtimeMs, ctimeMs, birthtimeMs. Node (libuv)
+// takes them from statx(fd, "", AT_EMPTY_PATH, basic stats and birth time), devices as makedev,
+// times as sec * 1e3 + nsec / 1e6 in doubles; the same here, so that both give equal numbers.
+constexpr size_t kStatFields = 14;
+bool StatLikeNode(int fd, double* out) {
+  struct statx x = {};
+  if (statx(fd, "", AT_EMPTY_PATH, STATX_BASIC_STATS | STATX_BTIME, &x) < 0) return false;
+  auto ms = [](const struct statx_timestamp& t) { return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6; };
+  out[0] = static_cast<double>(makedev(x.stx_dev_major, x.stx_dev_minor));
+  out[1] = x.stx_mode;
+  out[2] = static_cast<double>(x.stx_nlink);
+  out[3] = x.stx_uid;
+  out[4] = x.stx_gid;
+  out[5] = static_cast<double>(makedev(x.stx_rdev_major, x.stx_rdev_minor));
+  out[6] = x.stx_blksize;
+  out[7] = static_cast<double>(x.stx_ino);
+  out[8] = static_cast<double>(x.stx_size);
+  out[9] = static_cast<double>(x.stx_blocks);
+  out[10] = ms(x.stx_atime);
+  out[11] = ms(x.stx_mtime);
+  out[12] = ms(x.stx_ctime);
+  out[13] = ms(x.stx_btime);
+  return true;
+}
+
+// takeFds(pidfd, fds) -> { dup, stat, own }: the dump's first look at each fd of a frozen process,
+// in one call (on every CPU from kParallelReads fds on): our duplicate of it (pidfd_getfd), its
+// status and its SIGIO owner and signal. dup: Int32Array, the duplicate or -errno where
+// pidfd_getfd failed; stat: Float64Array of kStatFields a fd (StatLikeNode; NaN where the
+// duplicate could not be stat'ed); own: Int32Array of 3 a fd, F_GETOWN_EX's type and pid and
+// F_GETSIG's signal (type -1 where fcntl refused: an O_PATH fd).
+Napi::Value TakeFds(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int pidfd = ArgInt(info[0]);
+  Napi::Array fds = info[1].As<Napi::Array>();
+  size_t n = fds.Length();
+  std::vector<int> targets(n);
+  for (uint32_t i = 0; i < n; i++) targets[i] = fds.Get(i).As<Napi::Number>().Int32Value();
+  Napi::Int32Array dup = Napi::Int32Array::New(env, n);
+  Napi::Float64Array stat = Napi::Float64Array::New(env, n * kStatFields);
+  Napi::Int32Array own = Napi::Int32Array::New(env, n * 3);
+  int32_t* dups = dup.Data();
+  double* stats = stat.Data();
+  int32_t* owns = own.Data();
+  ForEachShared(n, [&](size_t i) {
+    long fd = syscall(SYS_pidfd_getfd, pidfd, targets[i], 0);
+    int32_t* o = owns + i * 3;
+    o[0] = -1;
+    if (fd < 0) {
+      dups[i] = -errno;
+      for (size_t k = 0; k < kStatFields; k++) stats[i * kStatFields + k] = NAN;
+      return;
+    }
+    dups[i] = static_cast<int32_t>(fd);
+    if (!StatLikeNode(static_cast<int>(fd), stats + i * kStatFields)) {
+      for (size_t k = 0; k < kStatFields; k++) stats[i * kStatFields + k] = NAN;
+    }
+    struct f_owner_ex ex = {};
+    if (fcntl(static_cast<int>(fd), F_GETOWN_EX, &ex) < 0) return;
+    int sig = fcntl(static_cast<int>(fd), F_GETSIG);
+    if (sig < 0) return;
+    o[0] = ex.type;
+    o[1] = ex.pid;
+    o[2] = sig;
+  });
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("dup", dup);
+  out.Set("stat", stat);
+  out.Set("own", own);
+  return out;
+}
+
+// closeAll(fds): closes each (errors ignored: our own duplicates, at the end of their use).
+Napi::Value CloseAll(const Napi::CallbackInfo& info) {
+  Napi::Array fds = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < fds.Length(); i++) close(fds.Get(i).As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
 }
 
 Napi::Value Pipe(const Napi::CallbackInfo& info) {
@@ -455,6 +536,8 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
   exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
+  exports.Set("takeFds", Napi::Function::New(env, TakeFds));
+  exports.Set("closeAll", Napi::Function::New(env, CloseAll));
   exports.Set("pipe", Napi::Function::New(env, Pipe));
   exports.Set("pipeSize", Napi::Function::New(env, PipeSize));
   exports.Set("peekPipe", Napi::Function::New(env, PeekPipe));
