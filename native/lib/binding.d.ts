@@ -362,8 +362,6 @@ export interface ProcBinding {
    * type -1 where fcntl refused).
    */
   takeFds(pidfd: number, fds: readonly number[]): { dup: Int32Array; stat: Float64Array; own: Int32Array };
-  /** close(2) of each, errors ignored. */
-  closeAll(fds: readonly number[]): void;
   /** sched_getscheduler(2) of a thread, from outside it (SCHED_RESET_ON_FORK included). */
   schedGetscheduler(tid: number): number;
   /** _exit(2) (exit_group): no 'exit' event, no V8 or Node teardown, nothing flushed. */
@@ -391,6 +389,13 @@ export interface FdBinding {
   /** The bytes queued in a pipe, left in place; with `packets`, the length of each packet too (one per pipe buffer). */
   peekPipe(fd: number, packets?: boolean): Buffer & { packets?: number[] };
   fcntl(fd: number, cmd: number, arg?: number): number;
+  /** close(2) of each, errors ignored. */
+  closeAll(fds: readonly number[]): void;
+  /**
+   * open(2) of each path with its flags (O_CLOEXEC added), in one call: each fd (or -errno), and
+   * each opened file's size and mtimeMs as fs.fstat gives them (2 a path; NaN where it failed).
+   */
+  openAll(paths: readonly string[], flags: readonly number[]): { fd: Int32Array; stat: Float64Array };
   lseek(fd: number, offset: number, whence: number): number;
   memfdCreate(name: string, flags?: number): number;
   /** mknod(2): a FIFO or device node; mode carries the file type (S_IFIFO, S_IFCHR, S_IFBLK). */

@@ -44,7 +44,17 @@ import { collectGarbage } from './gc.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
-import { dumpFdTable, dumpInFlight, restoreFdTable, descriptionOf, checkSubstitutes, descriptionName, inheritedSubstitutes, restorerFdOf } from './fdtable.js';
+import {
+  dumpFdTable,
+  dumpInFlight,
+  reserveFds,
+  restoreFdTable,
+  descriptionOf,
+  checkSubstitutes,
+  descriptionName,
+  inheritedSubstitutes,
+  restorerFdOf,
+} from './fdtable.js';
 import { Installer, checkLayout, exitLeader } from './restorer.js';
 import { validate, type StandardSchemaV1 } from './schema.js';
 import { relocatePath } from './paths.js';
@@ -539,6 +549,8 @@ export class Ckpt {
     fault('restore:created');
     await session.interruptionPoint();
     await this.hooks.session.processesCreated.promise(session);
+    // Room in our fd table for every description the restore makes (it holds them to the end).
+    reserveFds(session.processes.reduce((n, p) => n + p.fds.length + (p.record.inFlight?.length ?? 0), 0));
     for (const stage of RESTORE_STAGES.filter((s) => s !== 'pids' && s !== 'memory')) {
       for (const proc of session.processes) {
         await run(stage, proc);

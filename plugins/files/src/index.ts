@@ -376,6 +376,46 @@ function deletedNode(session: RestoreSession, path: string, n: DeletedNode, what
   }
 }
 
+/**
+ * The regular files and directories a restore reopens by path, opened together at its first
+ * reopen (native openAll: one call, on every CPU from 256 files on; 2000 files' opens through
+ * Node cost about 13 us each here), each with its size and mtime. reopenPath takes each from
+ * here; one the batch could not open is opened again there, which says why it cannot. Those no
+ * fd took (a substituted fd's, a failed restore's) are closed with the session.
+ */
+const reopened = createSessionState('files:reopened', (session: RestoreSession) => openAllOf(session), {
+  dispose: (m) => {
+    for (const { fd } of m.values()) closeQuietly(fd);
+  },
+});
+
+function openAllOf(session: RestoreSession): Map<FdRecord, { fd: number; size: number; mtimeMs: number }> {
+  const recs: FdRecord[] = [];
+  const paths: string[] = [];
+  const flags: number[] = [];
+  for (const p of session.processes) {
+    for (const r of p.fds) {
+      const d = r.data as ReferenceData | undefined;
+      if (r.owner !== NAME || r.sameAs || (r.kind !== 'file' && r.kind !== 'directory') || !d?.path || d.deleted || d.deadPid) continue;
+      recs.push(r);
+      paths.push(session.relocate(d.path));
+      flags.push(reopenFlags(r, d));
+    }
+  }
+  const out = new Map<FdRecord, { fd: number; size: number; mtimeMs: number }>();
+  if (!recs.length) return out;
+  const { fd, stat } = native.fd.openAll(paths, flags);
+  recs.forEach((r, i) => {
+    if (fd[i] >= 0) out.set(r, { fd: fd[i], size: stat[2 * i], mtimeMs: stat[2 * i + 1] });
+  });
+  return out;
+}
+
+/** The flags a file or directory is reopened with (openPath adds none but O_CLOEXEC). */
+function reopenFlags(rec: FdRecord, d: ReferenceData): number {
+  return (d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0) | O_NOCTTY) & ~O_CLOEXEC;
+}
+
 /** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */
 function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): number {
   if (d.deleted) {
@@ -386,11 +426,21 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
   }
   if (d.deadPid) return openOfDead(rec, d, proc);
   const path = proc.session.relocate(d.path!);
-  if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`);
-  const fd = openPath(path, d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0), proc.pid, rec.fd);
+  const batch = rec.kind === 'file' || rec.kind === 'directory' ? reopened.of(proc.session) : undefined;
+  const pre = batch?.get(rec);
+  if (pre) batch!.delete(rec);
+  try {
+    // The opened file's own status, where the batch has it.
+    const now = pre && !Number.isNaN(pre.size) ? pre : undefined;
+    if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`, now);
+  } catch (e) {
+    if (pre) closeQuietly(pre.fd);
+    throw e;
+  }
+  const fd = pre ? pre.fd : openPath(path, reopenFlags(rec, d), proc.pid, rec.fd);
   // The file opened must still reach the offset (fstat of it: no second lookup of the path).
   if (rec.kind === 'file' && d.file && d.pos > 0 && !(d.flags & O_APPEND)) {
-    const size = fstatSync(fd).size;
+    const size = pre && !Number.isNaN(pre.size) ? pre.size : fstatSync(fd).size;
     if (size < d.pos && size > 0) {
       closeQuietly(fd);
       throw new CkptError(

@@ -17,7 +17,7 @@
  * sha256 for files up to 1 MiB).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import picomatch from 'picomatch';
 import { CkptError } from '@ckpt/core';
 
@@ -178,11 +178,14 @@ export function sha256File(path: string | number): string {
   }
 }
 
-/** Policy "verify": the file on disk must be the one the dump saw. */
-export function verifyFile(path: string, saved: FileIdentity, who: string): void {
-  let st: Stats;
+/**
+ * Policy "verify": the file on disk must be the one the dump saw. `opened`: the status of the file
+ * as the restore opened it (by that path), where it has it; else the path is stat'ed.
+ */
+export function verifyFile(path: string, saved: FileIdentity, who: string, opened?: { size: number; mtimeMs: number }): void {
+  let st: { size: number; mtimeMs: number };
   try {
-    st = statSync(path);
+    st = opened ?? statSync(path);
   } catch {
     throw new CkptError('ERR_CKPT_RESTORE_FAILED', `file ${path} (${who}) no longer exists`, {
       hint: 'restore it, or relocate with --relocate OLD=NEW, or substitute it',
