@@ -414,6 +414,7 @@ class Pipeline {
   explicit Pipeline(uint64_t total) {
     const size_t size = static_cast<size_t>(std::min<uint64_t>(kChunk, (total + kPage - 1) & ~(kPage - 1)));
     const uint64_t chunks = (total + kChunk - 1) / kChunk;
+    single_ = chunks <= 1;
     for (uint64_t i = 0; i < kSlots; i++) {
       Slot& sl = slots_[i];
       if (i > 0 && i >= chunks) {
@@ -440,6 +441,7 @@ class Pipeline {
   // Returns that errno (and which step: 0 produce, 1 hash, 2 put), 0 if none.
   template <typename P, typename H, typename W>
   int Run(const Napi::Float64Array& runs, uint64_t off, P produce, H hash, W put, int* step) {
+    if (single_) return RunHere(runs, off, produce, hash, put, step);
     std::mutex mu;
     std::condition_variable cv;
     uint64_t filled = 0;  // chunks produced so far (chunk i lives in slot i % used_)
@@ -521,6 +523,24 @@ class Pipeline {
   }
 
  private:
+  // Run for a copy of one chunk at most: read, hash and write it on this thread. Two threads'
+  // start and hand-overs cost more than such a chunk (a 4 KiB dump took 0.2 ms a call here).
+  template <typename P, typename H, typename W>
+  int RunHere(const Napi::Float64Array& runs, uint64_t off, P produce, H hash, W put, int* step) {
+    Slot& sl = slots_[0];
+    sl.chunk = Chunk{sl.buf, runs.ElementLength() >= 2 ? static_cast<uint64_t>(runs[0]) : 0, off, 0};
+    for (size_t r = 0; r + 1 < runs.ElementLength(); r += 2) {
+      uint64_t addr = static_cast<uint64_t>(runs[r]), len = static_cast<uint64_t>(runs[r + 1]);
+      if (!len) continue;
+      if (int e = produce(sl.buf + sl.chunk.len, addr, len)) return *step = 0, e;
+      sl.chunk.len += len;
+    }
+    if (!sl.chunk.len) return 0;
+    if (int e = hash(sl.chunk)) return *step = 1, e;
+    if (int e = put(sl.chunk)) return *step = 2, e;
+    return 0;
+  }
+
   struct Slot {
     uint8_t* buf = nullptr;
     Chunk chunk{};
@@ -528,6 +548,7 @@ class Pipeline {
   };
   Slot slots_[kSlots];
   int used_ = 0;
+  bool single_ = false;
 };
 
 uint64_t RunsBytes(const Napi::Float64Array& runs) {
@@ -539,7 +560,7 @@ uint64_t RunsBytes(const Napi::Float64Array& runs) {
 // dumpPages(pid, runs, fd, hash): appends the runs' bytes to fd (at its offset, which it advances;
 // a socket or a pipe: written to it in order)
 // and to the running hash `hash` (hashNew); returns { bytes }. This thread reads target memory,
-// one thread hashes and one writes each chunk.
+// one thread hashes and one writes each chunk (a copy of one chunk: all three on this thread).
 Napi::Value DumpPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
@@ -798,9 +819,10 @@ int PutTarget(long pid, MemFd& mem, const uint8_t* src, uint64_t addr, size_t n)
 
 // restorePages(pid, runs, fd, offset, hash): fills the runs from fd starting at offset, the bytes
 // read going into the running hash `hash`; returns { bytes }. A run at address 0 (never mapped)
-// is blob bytes hashed but not written anywhere: pages a later image of a chain has instead. The image range is mapped (no
-// copy into a buffer): one thread copies it into the target while this one hashes it. The caller
-// compares the digest with the image's before the process runs.
+// is blob bytes hashed but not written anywhere: pages a later image of a chain has instead. The
+// image range is mapped (no copy into a buffer): one thread copies it into the target while this
+// one hashes it (up to kChunk bytes, this one does both). The caller compares the digest with the
+// image's before the process runs.
 Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   long pid = ArgInt(info[0]);
@@ -825,7 +847,7 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
   const uint8_t* base = static_cast<const uint8_t*>(m) + delta;
   MemFd mem(pid, O_RDWR);
   int err = 0;
-  std::thread writer([&] {
+  auto write = [&] {
     // Runs go out in batches: one process_vm_writev for up to kIov runs (an image chain's blob
     // is thousands of scattered pages); a batch it does not write whole goes run by run.
     constexpr size_t kIov = 512;
@@ -862,9 +884,16 @@ Napi::Value RestorePages(const Napi::CallbackInfo& info) {
       }
     }
     flush();
-  });
-  hash->Update(base, total);
-  writer.join();
+  };
+  // Up to a chunk, on this thread: a thread's start and join cost more than the copy.
+  if (total <= kChunk) {
+    write();
+    hash->Update(base, total);
+  } else {
+    std::thread writer(write);
+    hash->Update(base, total);
+    writer.join();
+  }
   munmap(m, total + delta);
   if (err) {
     ThrowErrno(env, err, "write of target memory", pid);
