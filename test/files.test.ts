@@ -126,6 +126,35 @@ describe('files', () => {
     await killAndWaitGone(pid);
   });
 
+  it('a file that is a FIFO at restore: the restore stops at once, naming it (no wait for a reader), and leaves nothing; the file back, it restores', async () => {
+    const dir = makeTempDir('fifo-now');
+    const f = path.join(dir, 'in.dat');
+    const img = path.join(dir, 'img');
+    fs.writeFileSync(f, 'some bytes\n');
+    // fd 3 writes only (policy disk, no check of the file before its open): an open of a FIFO
+    // for writing waits for a reader.
+    const script = `exec 3>>"${f}"; exec sleep 600`;
+    const { pid } = await runFixture(dir, ['sh', '-c', script], { name: 'fifo-now', marker: 'sleep' });
+    await waitFor(
+      () => fs.existsSync(`/proc/${pid}/fd/3`) && readText(`/proc/${pid}/comm`).trim() === 'sleep',
+      10_000,
+      () => 'fd 3 in sleep',
+    );
+    expectOk(await ckpt(['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    fs.rmSync(f);
+    const mk = spawnSync('mkfifo', [f]);
+    expect(mk.status, String(mk.stderr)).toBe(0);
+    const r = await ckpt(['restore', '-D', img, '--detach'], { timeoutMs: 20_000 });
+    expectCleanError(r, f, /no longer a regular file/);
+    expect(fs.existsSync(`/proc/${pid}`), 'nothing left of a failed restore').toBe(false);
+    fs.rmSync(f);
+    fs.writeFileSync(f, 'some bytes\n');
+    expectOk(await ckpt(['restore', '-D', img, '--detach']));
+    expect(fs.readlinkSync(`/proc/${pid}/fd/3`)).toBe(f);
+    await killAndWaitGone(pid);
+  });
+
   it('rules: method content with policy image puts the image copy back; identical content stored once; policy disk keeps the disk copy', async () => {
     const { dir, work, img } = setup('rules');
     const cfgDir = path.join(dir, 'cfg');

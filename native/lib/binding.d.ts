@@ -392,8 +392,10 @@ export interface FdBinding {
   /** close(2) of each, errors ignored. */
   closeAll(fds: readonly number[]): void;
   /**
-   * open(2) of each path with its flags (O_CLOEXEC added), in one call: each fd (or -errno), and
-   * each opened file's size and mtimeMs as fs.fstat gives them (2 a path; NaN where it failed).
+   * open(2) of each path with its flags (O_CLOEXEC added), in one call, never waiting (a FIFO
+   * opens at once or fails with ENXIO; the fd then has the flags asked for): each fd (or -errno),
+   * and each opened file's size, mtimeMs and mode as fs.fstat gives them (3 a path; NaN where it
+   * failed).
    */
   openAll(paths: readonly string[], flags: readonly number[]): { fd: Int32Array; stat: Float64Array };
   lseek(fd: number, offset: number, whence: number): number;

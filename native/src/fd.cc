@@ -254,8 +254,10 @@ Napi::Value TakeFds(const Napi::CallbackInfo& info) {
 
 // openAll(paths, flags) -> { fd, stat }: open(2) of each path with its flags (and O_CLOEXEC), in
 // one call, on every CPU from kParallelReads paths on: a restore's reopening of a process's files.
-// fd: Int32Array, the fd or -errno; stat: Float64Array, 2 a path: the opened file's size and
-// mtimeMs as fs.fstat gives them (StatLikeNode; NaN where that failed).
+// Opened non-blocking, then given the flags asked for: a path that is a FIFO now opens at once (or
+// fails with ENXIO) instead of waiting for a peer, and the caller sees its type. fd: Int32Array, the
+// fd or -errno; stat: Float64Array, 3 a path: the opened file's size, mtimeMs and mode as fs.fstat
+// gives them (StatLikeNode; NaN where that failed).
 Napi::Value OpenAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<std::string> paths = StringsArg(info[0].As<Napi::Array>());
@@ -264,16 +266,28 @@ Napi::Value OpenAll(const Napi::CallbackInfo& info) {
   std::vector<int> flags(n);
   for (uint32_t i = 0; i < n; i++) flags[i] = flagsArg.Get(i).As<Napi::Number>().Int32Value();
   Napi::Int32Array fds = Napi::Int32Array::New(env, n);
-  Napi::Float64Array stats = Napi::Float64Array::New(env, n * 2);
+  Napi::Float64Array stats = Napi::Float64Array::New(env, n * 3);
   int32_t* fd = fds.Data();
   double* stat = stats.Data();
   ForEachShared(n, [&](size_t i) {
-    int f = open(paths[i].c_str(), flags[i] | O_CLOEXEC);
-    fd[i] = f < 0 ? -errno : f;
+    double* st = stat + 3 * i;
+    st[0] = st[1] = st[2] = NAN;
+    int f = open(paths[i].c_str(), flags[i] | O_CLOEXEC | O_NONBLOCK);
+    if (f < 0) {
+      fd[i] = -errno;
+      return;
+    }
+    if (!(flags[i] & O_NONBLOCK) && !(flags[i] & O_PATH)) {
+      int now = fcntl(f, F_GETFL);
+      if (now < 0 || fcntl(f, F_SETFL, now & ~O_NONBLOCK) < 0) {
+        fd[i] = -errno;
+        close(f);
+        return;
+      }
+    }
+    fd[i] = f;
     double all[kStatFields];
-    bool ok = f >= 0 && StatLikeNode(f, all);
-    stat[2 * i] = ok ? all[8] : NAN;
-    stat[2 * i + 1] = ok ? all[11] : NAN;
+    if (StatLikeNode(f, all)) st[0] = all[8], st[1] = all[11], st[2] = all[1];
   });
   Napi::Object out = Napi::Object::New(env);
   out.Set("fd", fds);

@@ -49,6 +49,7 @@ import {
 } from '@ckpt/core';
 import {
   native,
+  errnoName,
   SYS,
   O_ACCMODE,
   O_RDONLY,
@@ -347,7 +348,8 @@ const deletedNodes = createSessionState('files:deleted', (_s: RestoreSession) =>
 });
 
 const S_IFMT = 0o170000,
-  S_IFDIR = 0o040000;
+  S_IFDIR = 0o040000,
+  S_IFREG = 0o100000;
 
 /**
  * A deleted FIFO, device node or directory again: made beside its old path (under the old name
@@ -379,17 +381,26 @@ function deletedNode(session: RestoreSession, path: string, n: DeletedNode, what
 /**
  * The regular files and directories a restore reopens by path, opened together at its first
  * reopen (native openAll: one call, on every CPU from 256 files on; 2000 files' opens through
- * Node cost about 13 us each here), each with its size and mtime. reopenPath takes each from
- * here; one the batch could not open is opened again there, which says why it cannot. Those no
- * fd took (a substituted fd's, a failed restore's) are closed with the session.
+ * Node cost about 13 us each here), each with its size, mtime and mode, or the errno of its open.
+ * The open never waits: a path that became a FIFO is refused by its type, not waited on for a
+ * peer (reopenPath). Those no fd took (a substituted fd's, a failed restore's) are closed with the
+ * session.
  */
 const reopened = createSessionState('files:reopened', (session: RestoreSession) => openAllOf(session), {
   dispose: (m) => {
-    for (const { fd } of m.values()) closeQuietly(fd);
+    for (const o of m.values()) if (o.fd >= 0) closeQuietly(o.fd);
   },
 });
 
-function openAllOf(session: RestoreSession): Map<FdRecord, { fd: number; size: number; mtimeMs: number }> {
+/** One path of the batch: its fd (or -errno) and the opened file's status (NaN where unknown). */
+interface Reopened {
+  fd: number;
+  size: number;
+  mtimeMs: number;
+  mode: number;
+}
+
+function openAllOf(session: RestoreSession): Map<FdRecord, Reopened> {
   const recs: FdRecord[] = [];
   const paths: string[] = [];
   const flags: number[] = [];
@@ -402,18 +413,22 @@ function openAllOf(session: RestoreSession): Map<FdRecord, { fd: number; size: n
       flags.push(reopenFlags(r, d));
     }
   }
-  const out = new Map<FdRecord, { fd: number; size: number; mtimeMs: number }>();
+  const out = new Map<FdRecord, Reopened>();
   if (!recs.length) return out;
   const { fd, stat } = native.fd.openAll(paths, flags);
-  recs.forEach((r, i) => {
-    if (fd[i] >= 0) out.set(r, { fd: fd[i], size: stat[2 * i], mtimeMs: stat[2 * i + 1] });
-  });
+  recs.forEach((r, i) => out.set(r, { fd: fd[i], size: stat[3 * i], mtimeMs: stat[3 * i + 1], mode: stat[3 * i + 2] }));
   return out;
 }
 
 /** The flags a file or directory is reopened with (openPath adds none but O_CLOEXEC). */
 function reopenFlags(rec: FdRecord, d: ReferenceData): number {
   return (d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0) | O_NOCTTY) & ~O_CLOEXEC;
+}
+
+function notAFile(path: string, who: string): CkptError {
+  return new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): it is no longer a regular file`, {
+    hint: 'put the file back, or relocate with --relocate OLD=NEW, or substitute it',
+  });
 }
 
 /** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */
@@ -429,10 +444,24 @@ function reopenPath(rec: FdRecord, d: ReferenceData, proc: ProcessRestore): numb
   const batch = rec.kind === 'file' || rec.kind === 'directory' ? reopened.of(proc.session) : undefined;
   const pre = batch?.get(rec);
   if (pre) batch!.delete(rec);
+  const who = `fd ${rec.fd} of pid ${proc.pid}`;
+  if (pre && pre.fd < 0) {
+    // A file under policy "verify" that is gone or changed is refused as such, one that is no
+    // longer a file (a FIFO without a reader fails with ENXIO) as such.
+    if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, who);
+    const now = statSyncSafe(path);
+    if (rec.kind === 'file' && now && !now.isFile()) throw notAFile(path, who);
+    const code = errnoName(-pre.fd);
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): ${code}`, {
+      hint: code === 'ENOENT' ? 'files opened by the process must exist at restore, as at dump time' : undefined,
+    });
+  }
   try {
+    // A file that is no longer one (a FIFO, a device, a socket at its path now) is not opened as one.
+    if (pre && rec.kind === 'file' && (pre.mode & S_IFMT) !== S_IFREG && !Number.isNaN(pre.mode)) throw notAFile(path, who);
     // The opened file's own status, where the batch has it.
     const now = pre && !Number.isNaN(pre.size) ? pre : undefined;
-    if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, `fd ${rec.fd} of pid ${proc.pid}`, now);
+    if (rec.kind === 'file' && d.file && d.policy === 'verify') verifyFile(path, d.file, who, now);
   } catch (e) {
     if (pre) closeQuietly(pre.fd);
     throw e;
