@@ -79,7 +79,8 @@ const key = (controllers: string) => controllers.split(',').filter(Boolean).sort
  */
 export function joinCgroups(task: number, entries: readonly string[], mode: CgroupMode, who: string, thread = false): void {
   if (mode === 'ignore' || !entries.length) return;
-  const mounts = hierarchies();
+  // The mounts only when a cgroup is to be joined (a process is mostly in its parent's already).
+  let mounts: Map<string, Hierarchy> | undefined;
   const now = new Set(readCgroups(thread ? procOfTask(task) : task, task));
   for (const entry of entries) {
     if (now.has(entry)) continue;
@@ -89,6 +90,7 @@ export function joinCgroups(task: number, entries: readonly string[], mode: Cgro
       new CkptError('ERR_CKPT_RESTORE_FAILED', `${who}: cannot put it back in its cgroup ${name}: ${why}`, {
         hint: hint ?? 'restore with --cgroups create to create missing cgroups, or --cgroups ignore to leave it in the cgroups of ckpt restore',
       });
+    mounts ??= hierarchies();
     const h = mounts.get(key(controllers));
     if (!h) throw fail(`no ${controllers ? `cgroup v1 hierarchy of ${controllers}` : 'cgroup v2 hierarchy'} is mounted here`);
     if (h.root !== '/' && path !== h.root && !path.startsWith(`${h.root}/`))
