@@ -155,6 +155,32 @@ describe('files', () => {
     await killAndWaitGone(pid);
   });
 
+  it('a file saved by content (policy image) that is a FIFO at restore: refused naming it, no wait for a reader', async () => {
+    const dir = makeTempDir('fifo-content');
+    const f = path.join(dir, 'in.dat');
+    const img = path.join(dir, 'img');
+    const cfg = path.join(dir, 'ckpt.config.json');
+    fs.writeFileSync(cfg, JSON.stringify({ files: { rules: [{ match: { path: `${dir}/**` }, method: 'content', policy: 'image' }] } }));
+    fs.writeFileSync(f, 'some bytes\n');
+    const { pid } = await runFixture(dir, ['sh', '-c', `exec 3<"${f}"; exec sleep 600`], { name: 'fifo-content', marker: 'sleep' });
+    await waitFor(
+      () => fs.existsSync(`/proc/${pid}/fd/3`) && readText(`/proc/${pid}/comm`).trim() === 'sleep',
+      10_000,
+      () => 'fd 3 in sleep',
+    );
+    expectOk(await ckpt(['-c', cfg, 'dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    fs.rmSync(f);
+    const mk = spawnSync('mkfifo', [f]);
+    expect(mk.status, String(mk.stderr)).toBe(0);
+    expectCleanError(await ckpt(['-c', cfg, 'restore', '-D', img, '--detach'], { timeoutMs: 20_000 }), f, /no longer a regular file/);
+    expect(fs.existsSync(`/proc/${pid}`), 'nothing left of a failed restore').toBe(false);
+    fs.rmSync(f);
+    expectOk(await ckpt(['-c', cfg, 'restore', '-D', img, '--detach']));
+    expect(fs.readFileSync(f, 'utf8'), 'the image copy put back').toBe('some bytes\n');
+    await killAndWaitGone(pid);
+  });
+
   it('rules: method content with policy image puts the image copy back; identical content stored once; policy disk keeps the disk copy', async () => {
     const { dir, work, img } = setup('rules');
     const cfgDir = path.join(dir, 'cfg');

@@ -18,8 +18,9 @@
  * of the file, and every mapping of it (@ckpt/plugin-memory), shares that one inode; each is
  * opened with its saved flags (write-only, O_PATH, O_NOFOLLOW too) and offset.
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, statSync } from 'node:fs';
 import {
+  CkptError,
   createSessionState,
   definePlugin,
   procfs,
@@ -166,6 +167,13 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
     fd = remoteOpen(`/proc/self/fd/${ours}`, { flags: d.flags & ~O_NOFOLLOW & ~O_TMPFILE, pos: d.pos, what: who });
   } else {
     const path = session.relocate(d.path);
+    // Its open would wait for a peer were it a FIFO now, and write into a device: refused.
+    const now = statSync(path, { throwIfNoEntry: false });
+    if (now && !now.isFile()) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): it is no longer a regular file`, {
+        hint: 'put the file back, or relocate with --relocate OLD=NEW, or substitute it',
+      });
+    }
     if (d.policy === 'image' && !st.written.has(d.inode)) {
       const out = openSync(path, 'w', d.mode);
       try {
