@@ -20,7 +20,6 @@
  */
 import { closeSync, openSync, statSync } from 'node:fs';
 import {
-  CkptError,
   createSessionState,
   definePlugin,
   procfs,
@@ -36,7 +35,7 @@ import {
   type ProcessRestore,
   type RestoreSession,
 } from '@ckpt/core';
-import { devName, fileRuleFor, fileRulesOf, sha256File, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
+import { devName, fileRuleFor, fileRulesOf, notAFile, sha256File, verifyFile, VERIFY_HASH_MAX, type FilePolicy } from '@ckpt/plugin-files';
 import { contentFd } from './record.js';
 import { native, O_ACCMODE, O_RDONLY, O_CLOEXEC, O_APPEND, O_NOFOLLOW, O_TMPFILE } from '@ckpt/native';
 
@@ -169,11 +168,7 @@ async function restoreFd(rec: FdRecord, proc: ProcessRestore): Promise<number | 
     const path = session.relocate(d.path);
     // Its open would wait for a peer were it a FIFO now, and write into a device: refused.
     const now = statSync(path, { throwIfNoEntry: false });
-    if (now && !now.isFile()) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): it is no longer a regular file`, {
-        hint: 'put the file back, or relocate with --relocate OLD=NEW, or substitute it',
-      });
-    }
+    if (now && !now.isFile()) throw notAFile(path, who);
     if (d.policy === 'image' && !st.written.has(d.inode)) {
       const out = openSync(path, 'w', d.mode);
       try {

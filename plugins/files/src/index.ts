@@ -72,7 +72,7 @@ import {
   F_DUPFD_CLOEXEC,
   SEEK_SET,
 } from '@ckpt/native';
-import { configuredFileRules, fileRuleFor, sha256File, verifyFile, VERIFY_HASH_MAX, type FileRule } from './rules.js';
+import { configuredFileRules, fileRuleFor, notAFile, sha256File, verifyFile, VERIFY_HASH_MAX, type FileRule } from './rules.js';
 import { filesOptions, filesRecord, type FilesOptions } from './record.js';
 import { referenceData, type DeletedNode, type ReferenceData } from './reference.js';
 import { devName } from './dev.js';
@@ -380,8 +380,8 @@ function deletedNode(session: RestoreSession, path: string, n: DeletedNode, what
 
 /**
  * The regular files and directories a restore reopens by path, opened together at its first
- * reopen (native openAll: one call, on every CPU from 256 files on; 2000 files' opens through
- * Node cost about 13 us each here), each with its size, mtime and mode, or the errno of its open.
+ * reopen (native openAll: one call, on every CPU for many; 2000 files' opens through Node cost
+ * about 13 us each here), each with its size, mtime and mode, or the errno of its open.
  * The open never waits: a path that became a FIFO is refused by its type, not waited on for a
  * peer (reopenPath). Those no fd took (a substituted fd's, a failed restore's) are closed with the
  * session.
@@ -423,12 +423,6 @@ function openAllOf(session: RestoreSession): Map<FdRecord, Reopened> {
 /** The flags a file or directory is reopened with (openPath adds none but O_CLOEXEC). */
 function reopenFlags(rec: FdRecord, d: ReferenceData): number {
   return (d.flags | (rec.kind === 'directory' ? O_DIRECTORY : 0) | O_NOCTTY) & ~O_CLOEXEC;
-}
-
-function notAFile(path: string, who: string): CkptError {
-  return new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): it is no longer a regular file`, {
-    hint: 'put the file back, or relocate with --relocate OLD=NEW, or substitute it',
-  });
 }
 
 /** A file, directory or device: reopened by path (files checked first by their policy), at its offset. */

@@ -178,6 +178,13 @@ export function sha256File(path: string | number): string {
   }
 }
 
+/** The refusal of a file that is no longer a regular file at its path (a FIFO, a device, a socket): never opened as one. */
+export function notAFile(path: string, who: string): CkptError {
+  return new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot reopen ${path} (${who}): it is no longer a regular file`, {
+    hint: 'put the file back, or relocate with --relocate OLD=NEW, or substitute it',
+  });
+}
+
 /**
  * Policy "verify": the file on disk must be the one the dump saw. `opened`: the status of the file
  * as the restore opened it (by that path), where it has it; else the path is stat'ed.
