@@ -2,6 +2,8 @@
 // and argument conversion. Every function that fails throws; none returns -1.
 #pragma once
 #include <napi.h>
+
+#include <vector>
 #include <cerrno>
 #include <cstdint>
 #include <string>
@@ -33,6 +35,12 @@ inline uint64_t ArgU64(const Napi::Value& v) {
   return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
 }
 inline int ArgInt(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+// A JS array of integers (fds, tids, flags).
+inline std::vector<int> IntsArg(const Napi::Array& a) {
+  std::vector<int> out(a.Length());
+  for (uint32_t i = 0; i < a.Length(); i++) out[i] = ArgInt(a.Get(i));
+  return out;
+}
 
 void InitErrors(Napi::Env env, Napi::Object exports);
 void InitPtrace(Napi::Env env, Napi::Object exports);

@@ -15,6 +15,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -215,10 +216,8 @@ bool StatLikeNode(int fd, double* out) {
 Napi::Value TakeFds(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int pidfd = ArgInt(info[0]);
-  Napi::Array fds = info[1].As<Napi::Array>();
-  size_t n = fds.Length();
-  std::vector<int> targets(n);
-  for (uint32_t i = 0; i < n; i++) targets[i] = fds.Get(i).As<Napi::Number>().Int32Value();
+  std::vector<int> targets = IntsArg(info[1].As<Napi::Array>());
+  size_t n = targets.size();
   Napi::Int32Array dup = Napi::Int32Array::New(env, n);
   Napi::Float64Array stat = Napi::Float64Array::New(env, n * kStatFields);
   Napi::Int32Array own = Napi::Int32Array::New(env, n * 3);
@@ -226,18 +225,17 @@ Napi::Value TakeFds(const Napi::CallbackInfo& info) {
   double* stats = stat.Data();
   int32_t* owns = own.Data();
   ForEachShared(n, [&](size_t i) {
-    long fd = syscall(SYS_pidfd_getfd, pidfd, targets[i], 0);
     int32_t* o = owns + i * 3;
     o[0] = -1;
+    double* st = stats + i * kStatFields;
+    std::fill(st, st + kStatFields, NAN);  // StatLikeNode writes them only when it can
+    long fd = syscall(SYS_pidfd_getfd, pidfd, targets[i], 0);
     if (fd < 0) {
       dups[i] = -errno;
-      for (size_t k = 0; k < kStatFields; k++) stats[i * kStatFields + k] = NAN;
       return;
     }
     dups[i] = static_cast<int32_t>(fd);
-    if (!StatLikeNode(static_cast<int>(fd), stats + i * kStatFields)) {
-      for (size_t k = 0; k < kStatFields; k++) stats[i * kStatFields + k] = NAN;
-    }
+    StatLikeNode(static_cast<int>(fd), st);
     struct f_owner_ex ex = {};
     if (fcntl(static_cast<int>(fd), F_GETOWN_EX, &ex) < 0) return;
     int sig = fcntl(static_cast<int>(fd), F_GETSIG);
@@ -262,10 +260,8 @@ Napi::Value TakeFds(const Napi::CallbackInfo& info) {
 Napi::Value OpenAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<std::string> paths = StringsArg(info[0].As<Napi::Array>());
-  Napi::Array flagsArg = info[1].As<Napi::Array>();
+  std::vector<int> flags = IntsArg(info[1].As<Napi::Array>());
   size_t n = paths.size();
-  std::vector<int> flags(n);
-  for (uint32_t i = 0; i < n; i++) flags[i] = flagsArg.Get(i).As<Napi::Number>().Int32Value();
   Napi::Int32Array fds = Napi::Int32Array::New(env, n);
   Napi::Float64Array stats = Napi::Float64Array::New(env, n * 3);
   int32_t* fd = fds.Data();
@@ -298,8 +294,7 @@ Napi::Value OpenAll(const Napi::CallbackInfo& info) {
 
 // closeAll(fds): closes each (errors ignored: our own duplicates, at the end of their use).
 Napi::Value CloseAll(const Napi::CallbackInfo& info) {
-  Napi::Array fds = info[0].As<Napi::Array>();
-  for (uint32_t i = 0; i < fds.Length(); i++) close(fds.Get(i).As<Napi::Number>().Int32Value());
+  for (int fd : IntsArg(info[0].As<Napi::Array>())) close(fd);
   return info.Env().Undefined();
 }
 

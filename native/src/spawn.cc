@@ -133,10 +133,7 @@ Napi::Value SpawnStub(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
   std::vector<pid_t> tids;
-  if (info[1].IsArray()) {
-    Napi::Array a = info[1].As<Napi::Array>();
-    for (uint32_t k = 0; k < a.Length(); k++) tids.push_back(a.Get(k).As<Napi::Number>().Int32Value());
-  }
+  if (info[1].IsArray()) tids = IntsArg(info[1].As<Napi::Array>());
   long flags = info.Length() > 2 ? ArgInt(info[2]) : 0;
   uint64_t cloneFlags = info.Length() > 3 ? ArgU64(info[3]) : 0;
   int keepFd = info.Length() > 4 ? ArgInt(info[4]) : -1;

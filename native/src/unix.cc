@@ -416,10 +416,7 @@ Napi::Value UnixSend(const Napi::CallbackInfo& info) {
   int type = 0;
   if (GetSockoptInt(fd, SOL_SOCKET, SO_TYPE, &type) < 0) return Fail(info, "getsockopt(SO_TYPE)");
   std::vector<int> rights;
-  if (info.Length() > 3 && info[3].IsArray()) {
-    Napi::Array a = info[3].As<Napi::Array>();
-    for (uint32_t k = 0; k < a.Length(); k++) rights.push_back(a.Get(k).As<Napi::Number>().Int32Value());
-  }
+  if (info.Length() > 3 && info[3].IsArray()) rights = IntsArg(info[3].As<Napi::Array>());
   std::vector<char> ctl(rights.empty() ? 0 : CMSG_SPACE(rights.size() * sizeof(int)));
   size_t done = 0;
   do {
