@@ -372,6 +372,11 @@ export interface ProcBinding {
   readTexts(paths: string[]): Array<string | null>;
   /** Each symlink's target, or null where it could not be read: every /proc/PID/fd/N in one call. */
   readLinks(paths: string[]): Array<string | null>;
+  /**
+   * A process's fds (ascending) with each one's /proc/PID/fd link and /proc/PID/fdinfo text (null
+   * where the fd closed meanwhile), in one call; throws when /proc/PID/fd cannot be opened.
+   */
+  readFdTable(pid: number): { fds: Int32Array; links: Array<string | null>; infos: Array<string | null> };
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

@@ -81,6 +81,7 @@ export const GROUPS = {
     'pidsNamed',
     'readTexts',
     'readLinks',
+    'readFdTable',
     'kcmp',
     'kcmpEpollTfd',
     'tryWait',

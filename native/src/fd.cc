@@ -164,6 +164,74 @@ Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
   return ResultsToJs(env, got);
 }
 
+// readFdTable(pid) -> { fds, links, infos }: the fds of a process (ascending), the target of each
+// /proc/PID/fd/N and the text of each /proc/PID/fdinfo/N (null where the fd closed meanwhile),
+// in one call. Each is read relative to its directory (readlinkat, openat: no walk of the path
+// for each), shared among threads as readLinks and readTexts are.
+Napi::Value ReadFdTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  std::string base = "/proc/" + std::to_string(pid);
+  int dfd = open((base + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    ThrowErrnoMsg(env, errno, "open " + base + "/fd");
+    return env.Undefined();
+  }
+  int dinfo = open((base + "/fdinfo").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dinfo < 0) {
+    int err = errno;
+    close(dfd);
+    ThrowErrnoMsg(env, err, "open " + base + "/fdinfo");
+    return env.Undefined();
+  }
+  std::vector<int> fds;
+  DIR* d = fdopendir(dup(dfd));
+  if (d) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] >= '0' && e->d_name[0] <= '9') fds.push_back(atoi(e->d_name));
+    closedir(d);
+  }
+  std::sort(fds.begin(), fds.end());
+  std::vector<ReadResult> links(fds.size()), infos(fds.size());
+  ForEachShared(fds.size(), [&](size_t i) {
+    char name[16];
+    snprintf(name, sizeof name, "%d", fds[i]);
+    char buf[4096];
+    ssize_t n = readlinkat(dfd, name, buf, sizeof buf);
+    if (n < 0) {
+      links[i].err = errno;
+    } else if (static_cast<size_t>(n) < sizeof buf) {
+      links[i].data.assign(buf, static_cast<size_t>(n));
+    } else {
+      links[i].err = ENAMETOOLONG;  // a /proc link is at most PATH_MAX
+    }
+    int f = openat(dinfo, name, O_RDONLY | O_CLOEXEC);
+    if (f < 0) {
+      infos[i].err = errno;
+      return;
+    }
+    for (;;) {
+      ssize_t r = read(f, buf, sizeof buf);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) infos[i].err = errno;
+      if (r <= 0) break;
+      infos[i].data.append(buf, static_cast<size_t>(r));
+      // An fdinfo file is one seq_file record: a read shorter than asked for had all of it.
+      if (static_cast<size_t>(r) < sizeof buf) break;
+    }
+    close(f);
+  });
+  close(dfd);
+  close(dinfo);
+  Napi::Int32Array outFds = Napi::Int32Array::New(env, fds.size());
+  for (size_t i = 0; i < fds.size(); i++) outFds[i] = fds[i];
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fds", outFds);
+  out.Set("links", ResultsToJs(env, links));
+  out.Set("infos", ResultsToJs(env, infos));
+  return out;
+}
+
 // exitNow(code): exit_group(2) at once, for a command whose output is written and whose 'exit'
 // listeners have run: Node's own way out disposes of V8's heap and joins its threads first.
 Napi::Value ExitNow(const Napi::CallbackInfo& info) {
@@ -574,6 +642,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("pidsNamed", Napi::Function::New(env, PidsNamed));
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
   exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
+  exports.Set("readFdTable", Napi::Function::New(env, ReadFdTable));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("takeFds", Napi::Function::New(env, TakeFds));
   exports.Set("closeAll", Napi::Function::New(env, CloseAll));

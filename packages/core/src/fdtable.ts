@@ -29,7 +29,7 @@ import {
   SYS,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { listFds, fdLink, parseFdInfo, readFdInfo, readFds, pidfdOf, type FdInfo } from './proc.js';
+import { fdLink, parseFdInfo, readFdInfo, readFdTable, pidfdOf, type FdInfo } from './proc.js';
 import { createSessionState } from './state.js';
 import type { Hooks } from './hooks.js';
 import type { CkptPlugin } from './plugin.js';
@@ -241,8 +241,7 @@ export async function dumpFdTable(hooks: Hooks, proc: ProcessDump): Promise<void
     // Every fd's link and fdinfo read first, in one call each; then our duplicates of a few at a
     // time, each with its status and SIGIO owner, in one call (held until those are through the
     // pipeline).
-    const fds = listFds(proc.procPid);
-    const read = readFds(proc.procPid, fds);
+    const { fds, read } = readFdTable(proc.procPid);
     for (let from = 0; from < fds.length; from += TAKE_AT_ONCE) {
       const part = fds.slice(from, from + TAKE_AT_ONCE);
       const taken = takeFds(pidfd, part);

@@ -219,8 +219,24 @@ export function readFdInfo(pid: number, fd: number): FdInfo {
 }
 
 /**
- * The link and fdinfo text of each of the fds, read in one native call each (a JS read of each
- * cost more than the kernel's): undefined where the fd is gone.
+ * Every fd of a process (ascending), with its link and fdinfo text (undefined where the fd is
+ * gone), in one native call: a JS read of each cost more than the kernel's, and the native one
+ * reads each relative to its directory.
+ */
+export function readFdTable(pid: number): { fds: number[]; read: Array<{ link: string; info: string } | undefined> } {
+  const { fds, links, infos } = native.proc.readFdTable(pid);
+  return {
+    fds: Array.from(fds),
+    read: links.map((link, i) => {
+      const info = infos[i];
+      return link === null || info === null ? undefined : { link, info };
+    }),
+  };
+}
+
+/**
+ * The link and fdinfo text of each of the given fds, read in one native call each: undefined
+ * where the fd is gone. (The dump reads a whole table with readFdTable.)
  */
 export function readFds(pid: number, fds: readonly number[]): Array<{ link: string; info: string } | undefined> {
   const links = native.proc.readLinks(fds.map((fd) => `/proc/${pid}/fd/${fd}`));
