@@ -3,6 +3,8 @@
 #pragma once
 #include <napi.h>
 
+#include <algorithm>
+#include <thread>
 #include <vector>
 #include <cerrno>
 #include <cstdint>
@@ -35,6 +37,12 @@ inline uint64_t ArgU64(const Napi::Value& v) {
   return static_cast<uint64_t>(v.As<Napi::Number>().DoubleValue());
 }
 inline int ArgInt(const Napi::Value& v) { return v.As<Napi::Number>().Int32Value(); }
+// The CPUs there are to share work among, read once: std::thread::hardware_concurrency reads
+// /sys/devices/system/cpu/online at each call, and a dump asked a dozen times per process.
+inline unsigned Cpus() {
+  static const unsigned n = std::max(1u, std::thread::hardware_concurrency());
+  return n;
+}
 // A JS array of integers (fds, tids, flags).
 inline std::vector<int> IntsArg(const Napi::Array& a) {
   std::vector<int> out(a.Length());

@@ -113,7 +113,7 @@ constexpr size_t kParallelReads = 64;
 // range, one per CPU (this thread takes the first). each must touch nothing shared.
 template <typename F>
 void ForEachShared(size_t n, F each) {
-  size_t cpus = std::max(1u, std::thread::hardware_concurrency());
+  size_t cpus = Cpus();
   size_t parts = n < kParallelReads ? 1 : std::min<size_t>(cpus, 4);
   size_t step = (n + parts - 1) / parts;
   std::vector<std::thread> others;

@@ -351,7 +351,7 @@ Napi::Value PagemapScanAhead(const Napi::CallbackInfo& info) {
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
   bool reprotect = info.Length() > 4 && info[4].ToBoolean();
-  uint64_t cpus = std::max(1u, std::thread::hardware_concurrency());
+  uint64_t cpus = Cpus();
   uint64_t pieces = std::min<uint64_t>(cpus, std::max<uint64_t>(1, (end - start) / kScanPiece));
   // Piece boundaries on pages (a walk of part of a page table is fine: it is a range of pages).
   uint64_t step = ((end - start) / pieces + kPage - 1) / kPage * kPage;
