@@ -463,6 +463,17 @@ describe('open file state', () => {
     expect(lines.length, lines.join('\n')).toBe(10);
   });
 
+  it('many descriptions of one file across a tree stay shared or apart as they were (offsets and kcmp checked inside)', async () => {
+    // Twelve children, each with its parent's description, one or two of its own and a dup: the
+    // dump finds which fd is which description by kcmp's order among the fds of one inode.
+    const { lines } = await checksAfterRestore('descriptions');
+    expect(
+      lines.filter((l) => !l.startsWith('ok ')),
+      lines.join('\n'),
+    ).toEqual(['done']);
+    expect(lines.length, lines.join('\n')).toBe(43);
+  });
+
   it('a SIGIO owner or a pidfd outside the checkpoint is refused, naming it', async () => {
     const dir = makeTempDir('fdstate-out');
     const PY = [
