@@ -52,7 +52,21 @@ function stateHooks(): StateHooks {
   });
 }
 
-type Tap = { type: string; fn: (...args: unknown[]) => unknown; context?: boolean };
+/**
+ * What instrumentHooks (plugin.ts) leaves on each promise tap it wraps, for series() to call the
+ * plugin's function itself: the wrapper is one more async call and await per tap, and a hook such
+ * as fds.dump runs a few taps for each fd. `result` and `failure` are the wrapper's own handling of
+ * what the function gives; `timed`: the call is logged with its time, which the wrapper does.
+ */
+export const TAP_CALL = Symbol('ckpt.tapCall');
+export interface TapCall {
+  fn: (...args: unknown[]) => unknown;
+  result(out: unknown): unknown;
+  failure(e: unknown): unknown;
+  readonly timed: boolean;
+}
+
+type Tap = { type: string; fn: (...args: unknown[]) => unknown; context?: boolean; [TAP_CALL]?: TapCall };
 type CompileOptions = { taps: Tap[]; interceptors: Array<Record<string, unknown>>; args: string[]; type: string };
 
 /**
@@ -72,15 +86,21 @@ function series<H>(hook: H, bail = false): H {
   h.compile = function (this: unknown, o: CompileOptions) {
     const plain = o.type === 'promise' && o.interceptors.every((i) => Object.keys(i).every((k) => k === 'register')) && !o.taps.some((t) => t.context);
     if (!plain) return compile.call(this, o);
-    const taps = o.taps.map((t) => ({ type: t.type, fn: t.fn, when: (t as { when?: (...a: unknown[]) => boolean }).when }));
+    const taps = o.taps.map((t) => ({ type: t.type, fn: t.fn, when: (t as { when?: (...a: unknown[]) => boolean }).when, call: t[TAP_CALL] }));
     const arity = o.args.length;
     return async (...given: unknown[]) => {
       const args = given.length === arity ? given : Array.from({ length: arity }, (_, i) => given[i]);
-      for (const { type, fn, when } of taps) {
+      for (const { type, fn, when, call } of taps) {
         // A tap that says it does not apply (TapWhen) is not called at all.
         if (when && !when(...args)) continue;
         let out: unknown;
-        if (type === 'promise') {
+        if (call && !call.timed) {
+          try {
+            out = call.result(await call.fn(...args));
+          } catch (e) {
+            throw call.failure(e);
+          }
+        } else if (type === 'promise') {
           const p = fn(...args) as Promise<unknown> | undefined;
           if (!p || typeof p.then !== 'function') throw new Error(`Tap function (tapPromise) did not return promise (returned ${String(p)})`);
           out = await p;

@@ -11,7 +11,7 @@
  * - `claims`: what it handles, shown by `ckpt plugins`.
  * - `show`: how `ckpt show` describes its records.
  */
-import type { Hooks, StateClass } from './hooks.js';
+import { TAP_CALL, type Hooks, type StateClass, type TapCall } from './hooks.js';
 import type { Logger } from './log.js';
 import { logger } from './log.js';
 import { CkptError, PluginError } from './errors.js';
@@ -139,20 +139,28 @@ export function instrumentHooks(hooks: Hooks): void {
         const fn = tap.fn;
         if (tap.type !== 'promise' && tap.type !== 'async') return tap;
         const when = (tap as { when?: (...a: unknown[]) => boolean }).when;
+        const call: TapCall = {
+          fn,
+          // An fds.dump claim says which plugin made it.
+          result: (out) => (name === 'fds.dump' && out && typeof out === 'object' ? { ...(out as object), owner: tap.name } : out),
+          failure: (e) => (e instanceof PluginError ? e : new PluginError(tap.name, name, e)),
+          get timed() {
+            return log.enabled;
+          },
+        };
         return {
           ...tap,
+          // series() calls `call` itself, unless timed; this is for the rest (tapable's own compile).
+          [TAP_CALL]: call,
           fn: async (...args: unknown[]) => {
             // Where tapable's own compile runs the taps (series() skips such a tap itself).
             if (when && !when(...args)) return undefined;
             // Timed only when logged: a hook such as fds.dump runs once per fd.
             const t0 = log.enabled ? performance.now() : undefined;
             try {
-              const out = await (fn as (...a: unknown[]) => Promise<unknown>)(...args);
-              if (name === 'fds.dump' && out && typeof out === 'object') return { ...(out as object), owner: tap.name };
-              return out;
+              return call.result(await fn(...args));
             } catch (e) {
-              if (e instanceof PluginError) throw e;
-              throw new PluginError(tap.name, name, e);
+              throw call.failure(e);
             } finally {
               if (t0 !== undefined) log('%s [%s] %sms', name, tap.name, (performance.now() - t0).toFixed(2));
             }
