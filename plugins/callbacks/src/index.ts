@@ -373,7 +373,8 @@ export const callbacksPlugin = definePlugin(() => ({
   apply(hooks, ctx: PluginContext<CallbackOptions>) {
     hooks.session.beforeDump.tapPromise(NAME, (s) => beforeDump(s, resolved(ctx.options(s))));
     hooks.pids.dump.tapPromise(NAME, declare);
-    hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.EARLY }, claimFd);
+    // Only a process that answered the checkpoint's callbacks has fds of ckpt's to claim.
+    hooks.fds.dump.tapPromise({ name: NAME, stage: STAGE.EARLY, when: (_req, proc) => !!dumps.peek(proc.session)?.has(proc.pid) }, claimFd);
     hooks.session.imageCommitted.tapPromise(NAME, (s) => resumeAll(s, resolved(ctx.options(s)), 'continue', !!s.options.leaveRunning));
     hooks.session.dumpFailed.tapPromise(NAME, (s, e) => resumeAll(s, resolved(ctx.options(s)), `failed ${e.message.replace(/\n/g, ' ').slice(0, 200)}`, false));
     hooks.fds.restore.for(NAME).tapPromise(NAME, restoreFd);
