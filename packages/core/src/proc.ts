@@ -18,19 +18,24 @@ export interface Vma {
   pageSize?: number;
 }
 
+/** A hex field of /proc as a number: by parseInt where it is exact (up to 2^52), else by BigInt. */
+function hex(s: string): number {
+  return s.length <= 13 ? Number.parseInt(s, 16) : Number(BigInt(`0x${s}`));
+}
+
 export function parseMaps(text: string): Vma[] {
   const out: Vma[] = [];
   for (const line of text.split('\n')) {
     if (!line) continue;
     const m = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$/.exec(line);
     if (!m) continue;
-    const startBig = BigInt('0x' + m[1]);
-    if (startBig >= 1n << 47n) continue; // [vsyscall] and other kernel-half entries
+    const start = hex(m[1]);
+    if (start >= 2 ** 47) continue; // [vsyscall] and other kernel-half entries
     out.push({
-      start: Number(startBig),
-      end: Number(BigInt('0x' + m[2])),
+      start,
+      end: hex(m[2]),
       perms: m[3],
-      offset: Number(BigInt('0x' + m[4])),
+      offset: hex(m[4]),
       dev: m[5],
       inode: Number(m[6]),
       name: m[7] ?? '',
