@@ -188,6 +188,8 @@ export interface ProcessDump {
   readonly pgid: number;
   readonly sid: number;
   readonly comm: string;
+  /** Whether it was stopped (a group stop: SIGSTOP, SIGTSTP...) when the freeze found it. */
+  readonly stoppedAtFreeze: boolean;
   /**
    * The thread group leader (tid = pid): remote syscalls for process-wide state go here. When
    * the leader thread has exited (`leaderExited`), the first live thread.

@@ -734,7 +734,9 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
       );
       const threads = pc.freeze(n.pid);
       frozen.push(threads);
-      session.processes.push(processDump(hooks, n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm }, threads, session));
+      session.processes.push(
+        processDump(hooks, n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm, stoppedAtFreeze: n.state === 'T' }, threads, session),
+      );
     }
   }
 }
@@ -912,7 +914,7 @@ function checkAreasRead(session: DumpSession): void {
 function processDump(
   hooks: Hooks,
   pid: number,
-  ids: { ppid: number; pgid: number; sid: number; comm: string },
+  ids: { ppid: number; pgid: number; sid: number; comm: string; stoppedAtFreeze: boolean },
   threads: Tracee[],
   session: DumpSession,
 ): ProcessDump {

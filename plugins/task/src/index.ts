@@ -99,15 +99,6 @@ function refuse(pid: number, comm: string, what: string, hint?: string): never {
   throw new CkptError('ERR_CKPT_UNSUPPORTED', `cannot checkpoint pid ${pid} (${comm}): ${what}`, hint ? { hint } : undefined);
 }
 
-/** Processes of the tree that are stopped (group stop) before ckpt freezes them. */
-const stoppedBefore = new WeakMap<DumpSession, Set<number>>();
-
-async function noteStopped(session: DumpSession): Promise<void> {
-  const stopped = new Set<number>();
-  for (const n of procfs.processTree(session.options.pid)) if (n.state === 'T') stopped.add(n.pid);
-  stoppedBefore.set(session, stopped);
-}
-
 type ThreadSeccomp = TaskRecord['threads'][number]['seccomp'];
 
 /**
@@ -231,7 +222,7 @@ async function dump(proc: ProcessDump): Promise<void> {
     childSubreaper: isChildSubreaper(tracee),
     thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
-    stopped: stoppedBefore.get(proc.session)?.has(pid) ?? false,
+    stopped: proc.stoppedAtFreeze,
     // Filled in after the other stages (areas): smaps is still being read meanwhile.
     locked: { areas: [], future: false },
     advice: [],
@@ -704,7 +695,6 @@ export const taskPlugin = definePlugin(() => ({
         if (t.cgroups && task) joinCgroups(task.pid, t.cgroups, mode(proc.session), `thread ${t.tid} of pid ${proc.pid}`, true);
       });
     });
-    hooks.session.beforeDump.tapPromise(NAME, noteStopped);
     hooks.credentials.dump.tapPromise(NAME, dump);
     hooks.session.afterDump.tapPromise(`${NAME}:areas`, areas);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
