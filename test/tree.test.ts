@@ -143,6 +143,11 @@ describe('process trees', () => {
     expectOk(d);
     expect(JSON.parse(d.stdout).pids.sort()).toEqual([...before.keys()].filter((p) => p !== zombie!.pid).sort());
     const atDump = Object.fromEntries(['root', 'c1', 'c2', 'c3', 'g'].map((n) => [n, lastOf(stdout, n)!]));
+    // The generation holds the files its manifest lists and nothing else (the per-process files are
+    // made ahead of their writing: none left over).
+    const gen = path.join(img, fs.readlinkSync(path.join(img, 'latest')));
+    const listed = Object.keys((JSON.parse(fs.readFileSync(path.join(gen, 'manifest.json'), 'utf8')) as { files: object }).files);
+    expect(fs.readdirSync(gen).sort()).toEqual([...listed, 'manifest.json', 'manifest.sig'].sort());
     for (const p of before.keys()) await waitNotAlive(p);
 
     const r = await ckpt(['restore', '-D', img, '--detach']);

@@ -427,6 +427,13 @@ export interface FdBinding {
   readAheadAll(paths: readonly string[]): number[];
   readJoin(handle: number): string;
   readDrop(handle: number): void;
+  /**
+   * Creates each file (O_CREAT | O_EXCL, empty, closed) in order on a thread of its own while the
+   * caller goes on: a handle for createJoin. Main thread only.
+   */
+  createAhead(paths: readonly string[], mode: number): number;
+  /** Waits for createAhead's thread: whether it created each file (false: there already, or failed). */
+  createJoin(handle: number): boolean[];
 }
 /** Event file descriptors (native/src/fd.cc, inotify.cc): eventfd, epoll, signalfd, timerfd, inotify. */
 export interface EventsBinding {

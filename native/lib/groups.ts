@@ -107,6 +107,8 @@ export const GROUPS = {
     'readAheadAll',
     'readJoin',
     'readDrop',
+    'createAhead',
+    'createJoin',
   ],
   events: ['eventfd', 'epollCreate', 'signalfd', 'timerfd', 'inotifyInit', 'inotifyAddWatch', 'inotifyRmWatch', 'fanotifyInit', 'fanotifyMark'],
   ipc: ['ipcSnapshot', 'ipcCreate', 'ipcRemove'],

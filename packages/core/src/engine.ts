@@ -265,6 +265,8 @@ export class Ckpt {
       if (downtime && early) awaitSmapsBefore(session);
       tFrozen = performance.now();
       freezeTree(this.hooks, session, frozen);
+      // Each process's record file, made ahead on a thread while the stages go on.
+      image.prepare(session.processes.map((p) => `proc-${p.pid}.json`));
       fault('dump:frozen');
       await session.interruptionPoint();
       await this.hooks.session.frozen.promise(session);

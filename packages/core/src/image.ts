@@ -235,6 +235,10 @@ export class ImageWriter {
   private readonly openBlobs = new Map<string, BlobWriter>();
   private readonly key: HostKey;
   private done = false;
+  /** Files being made ahead (prepare): each thread's handle and names. */
+  private readonly ahead: Array<{ handle: number; names: string[] }> = [];
+  /** Files prepare made: those the image did not use go before the commit. */
+  private readonly prepared = new Set<string>();
 
   /**
    * sync: fsync every file before the manifest names it (survives power loss). Without it the
@@ -286,7 +290,7 @@ export class ImageWriter {
   }
 
   private checkName(name: string): void {
-    if (!/^[A-Za-z0-9._-]+$/.test(name) || name === MANIFEST || name === SIGNATURE_FILE || name.startsWith('.')) {
+    if (!fileNameOk(name)) {
       throw new Error(`invalid image file name: ${name}`);
     }
     if (this.files[name] || this.openBlobs.has(name)) throw new Error(`image file written twice: ${name}`);
@@ -326,6 +330,28 @@ export class ImageWriter {
     b.write(data);
     this.closeBlob(b);
     return name;
+  }
+
+  /**
+   * Names of files the image is about to have (a tree's per-process files): created empty now, on
+   * a thread of their own, while the dump goes on; writing one later opens it. A create costs
+   * 0.2-0.3 ms on this VM's ext4, and a tree's dump makes two per process. A file made so and not
+   * written is removed before the commit. Nothing for an image that goes to a page server.
+   */
+  prepare(names: readonly string[]): void {
+    if (this.remote || this.done) return;
+    const fresh = names.filter((n) => fileNameOk(n) && !this.has(n));
+    if (!fresh.length) return;
+    const handle = native.fd.createAhead(
+      fresh.map((n) => join(this.staging, n)),
+      0o600,
+    );
+    this.ahead.push({ handle, names: fresh });
+  }
+
+  /** Waits for prepare's threads: nothing creates files in the staging directory after this. */
+  private settle(): void {
+    for (const a of this.ahead.splice(0)) native.fd.createJoin(a.handle).forEach((made, i) => made && this.prepared.add(a.names[i]));
   }
 
   /** Opens a bulk blob for appending. */
@@ -462,6 +488,8 @@ export class ImageWriter {
       return manifest;
     }
     try {
+      this.settle();
+      for (const name of this.prepared) if (!this.files[name]) rmSync(join(this.staging, name), { force: true });
       if (this.opts.sync) for (const name of Object.keys(this.files)) fsyncPath(join(this.staging, name));
       const text = Buffer.from(JSON.stringify({ ...manifest, checksum: manifestChecksum(manifest) }, null, 1));
       writeFileSync(join(this.staging, MANIFEST), text, { mode: 0o600 });
@@ -494,10 +522,16 @@ export class ImageWriter {
       }
     }
     this.openBlobs.clear();
+    this.settle();
     if (!this.remote) rmSync(this.staging, { recursive: true, force: true });
     this.done = true;
     this.release();
   }
+}
+
+/** Whether a plugin may name an image file so (not the manifest's, not hidden, no path). */
+function fileNameOk(name: string): boolean {
+  return /^[A-Za-z0-9._-]+$/.test(name) && name !== MANIFEST && name !== SIGNATURE_FILE && !name.startsWith('.');
 }
 
 /** The refusal of an image whose format version this ckpt does not read. */

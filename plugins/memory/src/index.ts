@@ -414,6 +414,9 @@ const chains = new WeakMap<ProcessDump, ChainContext>();
  * with them (trackable), and the memory stage checks it again with them.
  */
 async function frozen(session: DumpSession, options: MemoryOptions | undefined): Promise<void> {
+  // Each process's pages file, made ahead on a thread while the stages before memory go on.
+  const level = compressLevel(options);
+  session.image.prepare(session.processes.map((p) => `pages-${p.pid}.img${level ? '.zst' : ''}`));
   const layouts = new Map<number, Vma[]>();
   for (const proc of session.processes) {
     // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
