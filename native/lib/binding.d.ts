@@ -377,6 +377,11 @@ export interface ProcBinding {
    * where the fd closed meanwhile), in one call; throws when /proc/PID/fd cannot be opened.
    */
   readFdTable(pid: number): { fds: Int32Array; links: Array<string | null>; infos: Array<string | null> };
+  /**
+   * The /proc/PID/stat text of root and of each of its descendants, parents before children (each
+   * one's children by pid), from the children files of every thread; throws when root's cannot be read.
+   */
+  treeWalk(root: number): string[];
   kcmp(pid1: number, pid2: number, type: number, idx1: number, idx2: number): number;
   /** kcmp KCMP_EPOLL_TFD: 0 when fd1 of pid1 is the file epoll fd epfd of pid2 watches as tfd (toff: which of several such watches). */
   kcmpEpollTfd(pid1: number, fd1: number, pid2: number, epfd: number, tfd: number, toff: number): number;

@@ -82,6 +82,7 @@ export const GROUPS = {
     'readTexts',
     'readLinks',
     'readFdTable',
+    'treeWalk',
     'kcmp',
     'kcmpEpollTfd',
     'tryWait',

@@ -164,6 +164,85 @@ Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
   return ResultsToJs(env, got);
 }
 
+// A small /proc file's whole text into out; false (errno set) when it cannot be opened or read.
+bool ReadSmall(const char* path, std::string& out) {
+  out.clear();
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      errno = err;
+      return false;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return true;
+}
+
+// treeWalk(root) -> the stat text of root and of each of its descendants, parents before children
+// (each one's children by pid): the children files of every thread of a process, then each
+// child's stat, whose parent must be that process (a pid reaped and reused meanwhile is not a
+// child). One call for the walk a dump makes three times: per process, a JS readdir and reads
+// cost more than the kernel's. Throws when root's stat cannot be read.
+Napi::Value TreeWalk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long root = ArgInt(info[0]);
+  std::vector<int> pids;
+  std::vector<std::string> stats;
+  char path[96];
+  std::string text;
+  snprintf(path, sizeof path, "/proc/%ld/stat", root);
+  if (!ReadSmall(path, text)) {
+    ThrowErrnoMsg(env, errno, std::string("open ") + path);
+    return env.Undefined();
+  }
+  pids.push_back(static_cast<int>(root));
+  stats.push_back(text);
+  std::string children;
+  for (size_t i = 0; i < pids.size(); i++) {
+    std::vector<int> kids;
+    snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
+    DIR* d = opendir(path);
+    if (!d) continue;  // gone meanwhile
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", pids[i], e->d_name);
+      if (!ReadSmall(path, children)) continue;  // a thread that exited
+      const char* p = children.c_str();
+      for (;;) {
+        char* end;
+        long k = strtol(p, &end, 10);
+        if (end == p) break;
+        kids.push_back(static_cast<int>(k));
+        p = end;
+      }
+    }
+    closedir(d);
+    std::sort(kids.begin(), kids.end());
+    kids.erase(std::unique(kids.begin(), kids.end()), kids.end());
+    for (int k : kids) {
+      snprintf(path, sizeof path, "/proc/%d/stat", k);
+      if (!ReadSmall(path, text)) continue;  // gone
+      size_t close = text.rfind(')');
+      char state;
+      int ppid;
+      if (close == std::string::npos || sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2 || ppid != pids[i]) continue;
+      pids.push_back(k);
+      stats.push_back(text);
+    }
+  }
+  Napi::Array out = Napi::Array::New(env, stats.size());
+  for (uint32_t i = 0; i < stats.size(); i++) out.Set(i, Napi::String::New(env, stats[i]));
+  return out;
+}
+
 // readFdTable(pid) -> { fds, links, infos }: the fds of a process (ascending), the target of each
 // /proc/PID/fd/N and the text of each /proc/PID/fdinfo/N (null where the fd closed meanwhile),
 // in one call. Each is read relative to its directory (readlinkat, openat: no walk of the path
@@ -680,6 +759,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
   exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
   exports.Set("readFdTable", Napi::Function::New(env, ReadFdTable));
+  exports.Set("treeWalk", Napi::Function::New(env, TreeWalk));
   exports.Set("pidfdGetfd", Napi::Function::New(env, PidfdGetfd));
   exports.Set("takeFds", Napi::Function::New(env, TakeFds));
   exports.Set("closeAll", Napi::Function::New(env, CloseAll));

@@ -106,8 +106,11 @@ export function devName(dev: number): string {
 }
 
 export function readStat(pid: number, tid?: number): ProcStat {
-  const path = tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`;
-  const text = readFileSync(path, 'utf8');
+  return parseStat(readFileSync(tid ? `/proc/${pid}/task/${tid}/stat` : `/proc/${pid}/stat`, 'utf8'));
+}
+
+/** The text of a /proc/PID/stat, parsed. */
+export function parseStat(text: string): ProcStat {
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   const comm = text.slice(open + 1, close);
@@ -317,22 +320,12 @@ export interface TreeNode {
 /** root and all its descendants, parents before children (siblings by pid). */
 export function processTree(root: number): TreeNode[] {
   if (!hasChildrenFiles()) return processTreeByScan(root);
-  const rootStat = readStat(root);
-  const out: TreeNode[] = [{ pid: root, ppid: rootStat.ppid, state: rootStat.state, stat: rootStat }];
-  for (let i = 0; i < out.length; i++) {
-    const kids: TreeNode[] = [];
-    for (const pid of childrenOf(out[i].pid)) {
-      try {
-        const st = readStat(pid);
-        // Reaped and reused meanwhile: not a child any more.
-        if (st.ppid === out[i].pid) kids.push({ pid, ppid: st.ppid, state: st.state, stat: st });
-      } catch {
-        /* gone */
-      }
-    }
-    out.push(...kids.sort((a, b) => a.pid - b.pid));
-  }
-  return out;
+  // In one native call (children files, then each child's stat, its parent checked there: a pid
+  // reaped and reused meanwhile is not a child any more).
+  return native.proc.treeWalk(root).map((text) => {
+    const stat = parseStat(text);
+    return { pid: stat.pid, ppid: stat.ppid, state: stat.state, stat };
+  });
 }
 
 /**
