@@ -19,6 +19,7 @@ import type { KeyObject } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
+  constants as fsConstants,
   copyFileSync,
   existsSync,
   fstatSync,
@@ -320,7 +321,12 @@ export class ImageWriter {
       this.files[name] = { size: data.length, blake3: digestOf('blake3', data) };
       return;
     }
-    writeFileSync(join(this.staging, name), data, { mode: 0o600 });
+    const fd = openSync(join(this.staging, name), NEW_FILE, 0o600);
+    try {
+      writeFileSync(fd, data);
+    } finally {
+      closeSync(fd);
+    }
     this.files[name] = { size: data.length, blake3: digestOf('blake3', data) };
   }
 
@@ -358,7 +364,7 @@ export class ImageWriter {
   openBlob(name: string): BlobWriter {
     this.checkName(name);
     const remote = this.remote;
-    const fd = remote ? native.fd.memfdCreate(`ckpt-${name}`) : openSync(join(this.staging, name), 'w', 0o600);
+    const fd = remote ? native.fd.memfdCreate(`ckpt-${name}`) : openSync(join(this.staging, name), NEW_FILE, 0o600);
     const hash = native.hash.hashNew('blake3');
     let sent = 0;
     let streamed = 0;
@@ -528,6 +534,14 @@ export class ImageWriter {
     this.release();
   }
 }
+
+/**
+ * How an image file is opened for writing: created, or opened as prepare() made it (empty: the
+ * staging directory is the dump's own), never truncated. ext4 flushes a file truncated by its open
+ * when it is closed (auto_da_alloc, for programs that replace a file without fsync), and the
+ * commit's fsync of the manifest then waited for those pages: a 16 MiB dump took 20 ms more.
+ */
+const NEW_FILE = fsConstants.O_WRONLY | fsConstants.O_CREAT;
 
 /** Whether a plugin may name an image file so (not the manifest's, not hidden, no path). */
 function fileNameOk(name: string): boolean {
