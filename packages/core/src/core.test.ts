@@ -157,6 +157,34 @@ describe('hooks', () => {
     expect(seen).toEqual(['early', 'sync c', 'async c', 'late c']);
   });
 
+  it('instrumented, a hook runs promise, async and sync taps alike, and a failing promise tap is named', async () => {
+    const hooks = createHooks();
+    instrumentHooks(hooks);
+    const seen: string[] = [];
+    const hook = hooks.session.afterDump;
+    hook.tapPromise('p', async (s) => void seen.push(`p ${String(s)}`));
+    hook.tapAsync('a', (s, done) =>
+      setTimeout(() => {
+        seen.push(`a ${String(s)}`);
+        done();
+      }, 1),
+    );
+    hook.tap('s', (s) => void seen.push(`s ${String(s)}`));
+    await hook.promise('x' as never);
+    expect(seen).toEqual(['p x', 'a x', 's x']);
+    const failing = createHooks();
+    instrumentHooks(failing);
+    failing.session.afterDump.tapAsync('cb', (_s, done) => done(new Error('from callback')));
+    // A callback's error is passed on as it is.
+    await expect(failing.session.afterDump.promise({} as never)).rejects.toThrow('from callback');
+    const thrown = createHooks();
+    instrumentHooks(thrown);
+    thrown.session.afterDump.tapPromise('sync-throw', (() => {
+      throw new Error('at once');
+    }) as never);
+    await expect(thrown.session.afterDump.promise({} as never)).rejects.toThrow(/plugin sync-throw failed in hook session\.afterDump: at once/);
+  });
+
   it('a bail hook resolves with the first result that is not undefined, and runs no tap after it', async () => {
     const hooks = createHooks();
     const ran: string[] = [];

@@ -94,7 +94,7 @@ function series<H>(hook: H, bail = false): H {
         // A tap that says it does not apply (TapWhen) is not called at all.
         if (when && !when(...args)) continue;
         let out: unknown;
-        if (call && !call.timed) {
+        if (call && type === 'promise' && !call.timed) {
           try {
             out = call.result(await call.fn(...args));
           } catch (e) {

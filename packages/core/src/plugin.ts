@@ -150,8 +150,9 @@ export function instrumentHooks(hooks: Hooks): void {
         };
         return {
           ...tap,
-          // series() calls `call` itself, unless timed; this is for the rest (tapable's own compile).
-          [TAP_CALL]: call,
+          // series() calls a promise tap's `call` itself, unless timed; this is for the rest (an
+          // async tap, tapable's own compile).
+          ...(tap.type === 'promise' ? { [TAP_CALL]: call } : {}),
           fn: async (...args: unknown[]) => {
             // Where tapable's own compile runs the taps (series() skips such a tap itself).
             if (when && !when(...args)) return undefined;
