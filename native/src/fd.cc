@@ -84,9 +84,12 @@ struct ReadResult {
   int err = 0;
 };
 
-ReadResult ReadWhole(const std::string& path) {
+// The file `name` read whole, relative to the directory fd `dir` (AT_FDCWD: a path). With
+// oneRecord (a /proc file that is one seq_file record, as fdinfo), a read shorter than asked for
+// had all of it: no second read for the end.
+ReadResult ReadWholeAt(int dir, const char* name, bool oneRecord = false) {
   ReadResult r;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = openat(dir, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     r.err = errno;
     return r;
@@ -98,10 +101,13 @@ ReadResult ReadWhole(const std::string& path) {
     if (n < 0) r.err = errno;
     if (n <= 0) break;
     r.data.append(buf, static_cast<size_t>(n));
+    if (oneRecord && static_cast<size_t>(n) < sizeof buf) break;
   }
   close(fd);
   return r;
 }
+
+ReadResult ReadWhole(const std::string& path) { return ReadWholeAt(AT_FDCWD, path.c_str()); }
 
 // From this many files on, readLinks and readTexts share the reads among threads (up to one per
 // CPU): /proc's fd links and fdinfo files cost the kernel 5-10 us each (2000 fds: 28 ms on one
@@ -164,28 +170,6 @@ Napi::Value ReadLinks(const Napi::CallbackInfo& info) {
   return ResultsToJs(env, got);
 }
 
-// A small /proc file's whole text into out; false (errno set) when it cannot be opened or read.
-bool ReadSmall(const char* path, std::string& out) {
-  out.clear();
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      errno = err;
-      return false;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return true;
-}
-
 // treeWalk(root) -> the stat text of root and of each of its descendants, parents before children
 // (each one's children by pid): the children files of every thread of a process, then each
 // child's stat, whose parent must be that process (a pid reaped and reused meanwhile is not a
@@ -197,15 +181,14 @@ Napi::Value TreeWalk(const Napi::CallbackInfo& info) {
   std::vector<int> pids;
   std::vector<std::string> stats;
   char path[96];
-  std::string text;
   snprintf(path, sizeof path, "/proc/%ld/stat", root);
-  if (!ReadSmall(path, text)) {
-    ThrowErrnoMsg(env, errno, std::string("open ") + path);
+  ReadResult top = ReadWhole(path);
+  if (top.err) {
+    ThrowErrnoMsg(env, top.err, std::string("open ") + path);
     return env.Undefined();
   }
   pids.push_back(static_cast<int>(root));
-  stats.push_back(text);
-  std::string children;
+  stats.push_back(std::move(top.data));
   for (size_t i = 0; i < pids.size(); i++) {
     std::vector<int> kids;
     snprintf(path, sizeof path, "/proc/%d/task", pids[i]);
@@ -214,8 +197,9 @@ Napi::Value TreeWalk(const Napi::CallbackInfo& info) {
     while (dirent* e = readdir(d)) {
       if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
       snprintf(path, sizeof path, "/proc/%d/task/%.16s/children", pids[i], e->d_name);
-      if (!ReadSmall(path, children)) continue;  // a thread that exited
-      const char* p = children.c_str();
+      ReadResult children = ReadWhole(path);
+      if (children.err) continue;  // a thread that exited
+      const char* p = children.data.c_str();
       for (;;) {
         char* end;
         long k = strtol(p, &end, 10);
@@ -229,13 +213,14 @@ Napi::Value TreeWalk(const Napi::CallbackInfo& info) {
     kids.erase(std::unique(kids.begin(), kids.end()), kids.end());
     for (int k : kids) {
       snprintf(path, sizeof path, "/proc/%d/stat", k);
-      if (!ReadSmall(path, text)) continue;  // gone
-      size_t close = text.rfind(')');
+      ReadResult stat = ReadWhole(path);
+      if (stat.err) continue;  // gone
+      size_t close = stat.data.rfind(')');
       char state;
       int ppid;
-      if (close == std::string::npos || sscanf(text.c_str() + close + 1, " %c %d", &state, &ppid) != 2 || ppid != pids[i]) continue;
+      if (close == std::string::npos || sscanf(stat.data.c_str() + close + 1, " %c %d", &state, &ppid) != 2 || ppid != pids[i]) continue;
       pids.push_back(k);
-      stats.push_back(text);
+      stats.push_back(std::move(stat.data));
     }
   }
   Napi::Array out = Napi::Array::New(env, stats.size());
@@ -284,21 +269,7 @@ Napi::Value ReadFdTable(const Napi::CallbackInfo& info) {
     } else {
       links[i].err = ENAMETOOLONG;  // a /proc link is at most PATH_MAX
     }
-    int f = openat(dinfo, name, O_RDONLY | O_CLOEXEC);
-    if (f < 0) {
-      infos[i].err = errno;
-      return;
-    }
-    for (;;) {
-      ssize_t r = read(f, buf, sizeof buf);
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) infos[i].err = errno;
-      if (r <= 0) break;
-      infos[i].data.append(buf, static_cast<size_t>(r));
-      // An fdinfo file is one seq_file record: a read shorter than asked for had all of it.
-      if (static_cast<size_t>(r) < sizeof buf) break;
-    }
-    close(f);
+    infos[i] = ReadWholeAt(dinfo, name, true);
   });
   close(dfd);
   close(dinfo);
