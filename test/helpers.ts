@@ -654,9 +654,11 @@ export async function checksAfterRestore(
   await waitNotAlive(pid);
   between({ pid, work });
   const from = readLines(reportFile).length;
-  expectOk(await ckpt(['restore', '-D', img, '--detach']));
+  const restore = await ckpt(['restore', '-D', img, '--detach', '--json']);
+  expectOk(restore);
   for (const p of [pid, ...children]) track(p, fixture);
   fs.writeFileSync(go, '');
   await waitForLine(reportFile, /^done$/, 15_000, from);
-  return { pid, work, lines: readLines(reportFile).slice(from), dump: JSON.parse(dump.stdout) as { stats: Record<string, number | string> } };
+  type Stats = { stats: Record<string, number | string> };
+  return { pid, work, lines: readLines(reportFile).slice(from), dump: JSON.parse(dump.stdout) as Stats, restore: JSON.parse(restore.stdout) as Stats };
 }

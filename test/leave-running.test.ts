@@ -50,6 +50,27 @@ function outNumbers(file: string): number[] {
     });
 }
 
+/** The state classes in a dump's and a restore's order (the stages of `ms.<stage>` in --json stats). */
+const DUMP_CLASSES = ['pids', 'credentials', 'threads', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'registers'];
+const RESTORE_CLASSES = ['files', 'sockets', 'sysvipc', 'signals', 'threads', 'credentials', 'registers'];
+
+/**
+ * A dump's or a restore's time by stage (`ms.<stage>` of its --json stats): exactly the stages
+ * named, each a time, together no more than the whole.
+ */
+function stagesOf(stats: Record<string, number | string>, names: string[]): Record<string, number> {
+  const stages = Object.fromEntries(
+    Object.entries(stats)
+      .filter(([k]) => k.startsWith('ms.'))
+      .map(([k, v]) => [k.slice(3), Number(v)]),
+  );
+  expect(Object.keys(stages).sort(), JSON.stringify(stats)).toEqual([...names].sort());
+  for (const v of Object.values(stages)) expect(v).toBeGreaterThanOrEqual(0);
+  const sum = Object.values(stages).reduce((a, b) => a + b, 0);
+  expect(sum, JSON.stringify(stats)).toBeLessThanOrEqual(Number(stats.wallMs) + 0.001);
+  return stages;
+}
+
 describe('dump --leave-running', () => {
   it('leaves the process running untraced, and the image restores the dump-time state', async () => {
     const dir = makeTempDir('leave');
@@ -143,7 +164,7 @@ describe('dump --leave-running', () => {
   });
 
   it('reads memory from a copy-on-write snapshot: the image holds the freeze instant while the process writes on', async () => {
-    const { lines, dump } = await checksAfterRestore('cowsnap', stopWriting, {
+    const { lines, dump, restore } = await checksAfterRestore('cowsnap', stopWriting, {
       leaveRunning: true,
       // A pause between pieces of the copy, where the process writes on: a page read then would show.
       dumpEnv: { CKPT_FAULT: 'dump:pages:sleep=300' },
@@ -152,6 +173,12 @@ describe('dump --leave-running', () => {
     expect(lines).toEqual(['ok snapshot', 'ok dontfork-bytes', 'ok wipeonfork-bytes', 'ok dontfork-advice', 'ok wipeonfork-advice', 'done']);
     expect(dump.stats['memory.snapshots']).toBe(1);
     expect(Number(dump.stats.frozenMs)).toBeLessThan(Number(dump.stats.wallMs));
+    // Where the time went, stage by stage: the pause injected into the copy is in the work done
+    // once the process was thawed, not in the memory stage of the freeze.
+    const dumpStages = stagesOf(dump.stats, ['setup', 'freeze', 'fds', ...DUMP_CLASSES, 'records', 'thawed', 'commit', 'thaw']);
+    expect(dumpStages.thawed).toBeGreaterThanOrEqual(300);
+    expect(dumpStages.memory).toBeLessThan(dumpStages.thawed);
+    stagesOf(restore.stats, ['open', 'setup', 'pids+memory', ...RESTORE_CLASSES, 'resume']);
   });
 
   it('--frozen-copy reads memory while the process is frozen: the same image, no snapshot', async () => {
@@ -164,6 +191,10 @@ describe('dump --leave-running', () => {
     expect(lines.at(-1)).toBe('done');
     expect(dump.stats['memory.snapshots']).toBeUndefined();
     expect(dump.stats['memory.frozenCopy']).toMatch(/--frozen-copy/);
+    // Read while frozen: the injected pause is in the memory stage, and nothing is left for after the thaw.
+    const stages = stagesOf(dump.stats, ['setup', 'freeze', 'fds', ...DUMP_CLASSES, 'records', 'thawed', 'commit', 'thaw']);
+    expect(stages.memory).toBeGreaterThanOrEqual(300);
+    expect(stages.thawed).toBeLessThan(stages.memory);
   });
 });
 

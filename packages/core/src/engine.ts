@@ -209,6 +209,7 @@ export class Ckpt {
   /** One dump; `early`: a dump whose freeze is downtime may read smaps before the freeze (readSmapsBefore). */
   private async dumpOnce(options: DumpOptions, early: boolean): Promise<DumpResult> {
     const t0 = performance.now();
+    const clock = new StageClock(t0);
     const { pid } = options;
     // Bad options are bad input: refused before anything is looked at.
     const pluginOptions = this.resolveOptions(options);
@@ -263,7 +264,7 @@ export class Ckpt {
       if (downtime && early) readSmapsBefore(session, pid);
       if (downtime) collectGarbage();
       if (downtime && early) awaitSmapsBefore(session);
-      tFrozen = performance.now();
+      tFrozen = clock.lap('setup');
       freezeTree(this.hooks, session, frozen);
       // Each process's record file, made ahead on a thread while the stages go on.
       image.prepare(session.processes.map((p) => `proc-${p.pid}.json`));
@@ -274,6 +275,7 @@ export class Ckpt {
       const pidns = pidNamespaceOf(pid, session);
       checkNamespaces(session);
       checkSharing(session);
+      clock.lap('freeze');
       // The fd table first: what will be refused (an fd no plugin handles, a peer outside the
       // tree) is found before any memory is copied, so a refusal costs a short freeze.
       for (const proc of session.processes) {
@@ -283,6 +285,7 @@ export class Ckpt {
         proc.tracee.parkBetweenStages();
       }
       await this.hooks.session.fdsDumped.promise(session);
+      clock.lap('fds');
       for (const stage of DUMP_STAGES) {
         for (const proc of session.processes) {
           fault(`dump:stage:${stage}`);
@@ -290,12 +293,14 @@ export class Ckpt {
           await this.hooks[stage].dump.promise(proc);
           proc.tracee.parkBetweenStages();
         }
+        clock.lap(stage);
       }
       await this.hooks.session.afterDump.promise(session);
       checkAreasRead(session);
       fault('dump:records');
       await session.interruptionPoint();
       const records = this.processRecords(session);
+      clock.lap('records');
       // --leave-running: the processes run again as soon as everything is read from them; what
       // is left (a snapshot's pages, the commit) is done with them running.
       if (options.leaveRunning) {
@@ -306,7 +311,9 @@ export class Ckpt {
         await session.interruptionPoint();
         await work();
       }
+      clock.lap('thawed');
       const manifest = this.commitImage(session, pidns, records, usesParent ? parent : undefined);
+      clock.lap('commit');
       fault('dump:committed');
       logSteps();
       const handover = !options.leaveRunning ? options.handover : undefined;
@@ -329,7 +336,7 @@ export class Ckpt {
           imageBytes,
           leftRunning: !!options.leaveRunning,
           signedBy: image.signer,
-          stats: { wallMs: ms, frozenMs, imageBytes, ...session.stats },
+          stats: { wallMs: ms, frozenMs, imageBytes, ...clock.ms, ...session.stats },
         };
       };
       if (handover) {
@@ -341,6 +348,7 @@ export class Ckpt {
       if (options.leaveRunning) {
         for (const threads of frozen) for (const t of threads) if (pc.isFrozen(t)) pc.thaw(t);
       } else pc.killFrozen(frozen);
+      clock.lap(options.leaveRunning ? 'thaw' : 'kill');
       return result();
     } catch (e) {
       log('dump failed, thawing: %s', errorMessage(e));
@@ -395,6 +403,7 @@ export class Ckpt {
 
   async restore(options: RestoreOptions): Promise<RestoreResult> {
     const t0 = performance.now();
+    const clock = new StageClock(t0);
     const pluginOptions = this.resolveOptions(options);
     const services = sessionServices(this.container);
     sweepLocks(services);
@@ -417,6 +426,7 @@ export class Ckpt {
     const state = new SessionStateStore();
     const session = restoreSession(options, image, services, state, keepHostPids, rollbacks);
     const installers = new Map<ProcessRestore, Installer>();
+    clock.lap('open');
     try {
       this.runOptions.set(session, pluginOptions);
       for (const r of records) {
@@ -436,7 +446,8 @@ export class Ckpt {
         rollbacks.push(() => services.processes.killStub(init.pid));
         (session as { nsInit?: Tracee }).nsInit = init;
       }
-      await this.restoreStages(session, installers);
+      clock.lap('setup');
+      await this.restoreStages(session, installers, clock);
       sealShmem(session);
       await this.hooks.session.beforeResume.promise(session);
       // Whoever asked may still say no (a migration whose source could not let go): rolled back.
@@ -477,6 +488,7 @@ export class Ckpt {
       throw asCkptError(e, 'ERR_CKPT_RESTORE_FAILED', `restore from ${image.dir} failed`);
     }
     await runQuietly(() => this.hooks.session.afterResume.promise(session), 'afterResume');
+    clock.lap('resume');
     return {
       pids: session.processes.map((p) => p.stub!.pid),
       ms: performance.now() - t0,
@@ -484,7 +496,7 @@ export class Ckpt {
       ...(session.nsInit ? { nsInit: session.nsInit.pid } : {}),
       ...(image.manifest.app ? { app: image.manifest.app } : {}),
       signedBy: { fingerprint: image.signer.fingerprint, trust: image.signer.trust },
-      stats: { wallMs: performance.now() - t0, ...session.stats },
+      stats: { wallMs: performance.now() - t0, ...clock.ms, ...session.stats },
     };
   }
 
@@ -536,7 +548,7 @@ export class Ckpt {
    * stages class by class across the tree: every fd exists before epoll watches are wired. Core's
    * own steps: the fd table at the end of the files stage, fdsInstalled after the sockets stage.
    */
-  private async restoreStages(session: RestoreSession, installers: Map<ProcessRestore, Installer>): Promise<void> {
+  private async restoreStages(session: RestoreSession, installers: Map<ProcessRestore, Installer>, clock: StageClock): Promise<void> {
     const run = async (stage: StateClass, proc: ProcessRestore) => {
       fault(`restore:stage:${stage}`);
       await session.interruptionPoint();
@@ -548,6 +560,7 @@ export class Ckpt {
       installers.get(proc)!.setupTrampoline(checkLayout(proc, proc.record.layout));
       await run('memory', proc);
     }
+    clock.lap('pids+memory');
     fault('restore:created');
     await session.interruptionPoint();
     await this.hooks.session.processesCreated.promise(session);
@@ -559,6 +572,7 @@ export class Ckpt {
         if (stage === 'files') await restoreFdTable(this.hooks, proc);
       }
       if (stage === 'sockets') for (const proc of session.processes) await this.hooks.session.fdsInstalled.promise(proc);
+      clock.lap(stage);
     }
   }
 
@@ -615,6 +629,25 @@ export class Ckpt {
 }
 
 /** The session object of a restore: pid mapping for a recreated pid namespace, relocation, rollbacks. */
+/**
+ * Where a dump's or a restore's time went, for its stats: `ms.<stage>`, the milliseconds from the
+ * lap before (a stage run for every process, in a dump `freeze` for the freeze and the checks
+ * while frozen, `fds` for the fd tables, `commit` for the image's write and fsync).
+ */
+class StageClock {
+  readonly ms: Record<string, number> = {};
+  constructor(private last: number) {}
+
+  /** Ends a stage; returns the time, which starts the next. */
+  lap(stage: string): number {
+    const now = performance.now();
+    const key = `ms.${stage}`;
+    this.ms[key] = (this.ms[key] ?? 0) + (now - this.last);
+    this.last = now;
+    return now;
+  }
+}
+
 function restoreSession(
   options: RestoreOptions,
   image: ImageReader,
