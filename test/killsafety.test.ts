@@ -4,6 +4,7 @@
 // signal masks (including one a ppoll had swapped), alternate stack and signal handling are
 // exactly as they were; afterwards it must run free, and a later dump (or `ckpt check --repair`)
 // removes the guard mapping a killed ckpt can leave.
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -154,6 +155,41 @@ describe('ckpt dump killed at any instant harms nothing', () => {
       await expectUnharmed(pid, stdout, what);
     }
     expect(restored).toBeLessThanOrEqual(7);
+  });
+
+  it('journals of killed ckpts: a dump drops their notes about processes that are gone, and a journal left with none', async () => {
+    const dir = makeTempDir('kill-journals');
+    const { pid, stdout } = await startGuarded(dir);
+    const guards = '/run/ckpt/guards';
+    fs.mkdirSync(guards, { recursive: true, mode: 0o700 });
+    const boot = readText('/proc/sys/kernel/random/boot_id').trim();
+    const startOf = (p: number) => Number(readText(`/proc/${p}/stat`).split(') ')[1].split(' ')[19]);
+    // A process that is gone (it ran and was reaped), a ckpt that is gone (no such start time),
+    // and one that is not: this test's own process, never dumped.
+    const gone = spawnSync('true').pid!;
+    const goneNote = { pid: gone, start: 1, addr: 0x7f0000000000, size: 65536 };
+    const liveNote = { pid: process.pid, start: startOf(process.pid), addr: 0x10000, size: 65536 };
+    const journal = (start: number, notes: object[]) => {
+      const file = path.join(guards, `${gone}-${start}.json`);
+      const owner = { pid: gone, start, boot };
+      fs.writeFileSync(file, [{ owner }, ...notes].map((x) => `${JSON.stringify(x)}\n`).join(''), { mode: 0o600 });
+      return { file, owner };
+    };
+    const onlyGone = journal(1, [goneNote]);
+    const mixed = journal(2, [goneNote, liveNote]);
+    try {
+      await dumpOk(pid, path.join(dir, 'img'), ['--leave-running']);
+      expect(fs.existsSync(onlyGone.file), 'a journal whose processes are all gone is still there').toBe(false);
+      const left = readText(mixed.file)
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(left).toEqual([{ owner: mixed.owner }, liveNote]);
+      expect(fs.readdirSync(guards).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+      await expectUnharmed(pid, stdout, 'after the dump');
+    } finally {
+      for (const j of [onlyGone, mixed]) fs.rmSync(j.file, { force: true });
+    }
   });
 
   it('ckpt check reports a guard mapping a killed dump left, and --repair removes it', async () => {

@@ -21,7 +21,7 @@
  * stage can leave behind is the guard mapping itself; it starts with
  * GUARD_MAGIC so the next ckpt (dump, `ckpt check --repair`) finds and removes it.
  */
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { native } from '@ckpt/native';
 import { ownerAlive, safeReaddir, selfOwner, type Owner } from './imagedir.js';
@@ -267,8 +267,20 @@ function dropJournal(): void {
   if (journal.fd >= 0) closeSync(journal.fd);
 }
 
+/** Rewrites a dead ckpt's journal whole (renamed over it: a reader never sees half of it). */
 function writeJournal(j: Journal): void {
-  writeFileSync(j.file, [{ owner: j.owner }, ...j.notes].map((x) => `${JSON.stringify(x)}\n`).join(''), { mode: 0o600 });
+  const tmp = `${j.file}.${process.pid}.tmp`;
+  writeFileSync(tmp, [{ owner: j.owner }, ...j.notes].map((x) => `${JSON.stringify(x)}\n`).join(''), { mode: 0o600 });
+  renameSync(tmp, j.file);
+}
+
+/** Whether the process a note is about still exists (the same one: its start time). */
+function noteAlive(n: GuardNote): boolean {
+  try {
+    return readStat(n.pid).startTime === n.start;
+  } catch {
+    return false;
+  }
 }
 
 function parseJournal(file: string): Journal | undefined {
@@ -302,7 +314,13 @@ const journalsRead = new Map<string, { owner: Owner; dead?: Journal }>();
 
 /** The journals of ckpts that died: each file with its notes. */
 function deadJournals(): Journal[] {
-  const names = safeReaddir(GUARDS_DIR).filter((n) => n.endsWith('.json'));
+  const all = safeReaddir(GUARDS_DIR);
+  // A rewrite (writeJournal) whose ckpt was killed before its rename.
+  for (const n of all) {
+    const writer = /\.(\d+)\.tmp$/.exec(n)?.[1];
+    if (writer && !existsSync(`/proc/${writer}`)) rmSync(join(GUARDS_DIR, n), { force: true });
+  }
+  const names = all.filter((n) => n.endsWith('.json'));
   for (const n of journalsRead.keys()) if (!names.includes(n)) journalsRead.delete(n);
   const out: Journal[] = [];
   for (const name of names) {
@@ -312,12 +330,31 @@ function deadJournals(): Journal[] {
     if (!known?.dead && (!known || !ownerAlive(known.owner))) {
       const j = parseJournal(file);
       if (!j) continue; // gone, or just being made
+      if (!ownerAlive(j.owner) && !pruneDead(j)) continue;
       known = ownerAlive(j.owner) ? { owner: j.owner } : { owner: j.owner, dead: j };
       journalsRead.set(name, known);
     }
     if (known.dead) out.push(known.dead);
   }
   return out;
+}
+
+/**
+ * Drops the notes of a dead ckpt's journal about processes that are gone (their guards went with
+ * them), and the journal when none is left: else every later dump would read them again, and
+ * journals of ckpts killed while their processes died too would pile up. False when it was removed.
+ */
+function pruneDead(j: Journal): boolean {
+  const keep = j.notes.filter(noteAlive);
+  if (keep.length === j.notes.length) return true;
+  j.notes = keep;
+  try {
+    if (!keep.length) rmSync(j.file, { force: true });
+    else writeJournal(j);
+  } catch {
+    /* another ckpt pruned it first */
+  }
+  return keep.length > 0;
 }
 
 /** Guards noted by ckpts that died, in process pid (still the same process). */
