@@ -177,9 +177,12 @@ describe('ckpt dump killed at any instant harms nothing', () => {
     };
     const onlyGone = journal(1, [goneNote]);
     const mixed = journal(2, [goneNote, liveNote]);
+    // Killed before it noted anything.
+    const empty = journal(3, []);
     try {
       await dumpOk(pid, path.join(dir, 'img'), ['--leave-running']);
       expect(fs.existsSync(onlyGone.file), 'a journal whose processes are all gone is still there').toBe(false);
+      expect(fs.existsSync(empty.file), 'a journal without notes is still there').toBe(false);
       const left = readText(mixed.file)
         .trim()
         .split('\n')
@@ -188,7 +191,7 @@ describe('ckpt dump killed at any instant harms nothing', () => {
       expect(fs.readdirSync(guards).filter((n) => n.endsWith('.tmp'))).toEqual([]);
       await expectUnharmed(pid, stdout, 'after the dump');
     } finally {
-      for (const j of [onlyGone, mixed]) fs.rmSync(j.file, { force: true });
+      for (const j of [onlyGone, mixed, empty]) fs.rmSync(j.file, { force: true });
     }
   });
 

@@ -330,8 +330,9 @@ function deadJournals(): Journal[] {
     if (!known?.dead && (!known || !ownerAlive(known.owner))) {
       const j = parseJournal(file);
       if (!j) continue; // gone, or just being made
-      if (!ownerAlive(j.owner) && !pruneDead(j)) continue;
-      known = ownerAlive(j.owner) ? { owner: j.owner } : { owner: j.owner, dead: j };
+      const alive = ownerAlive(j.owner);
+      if (!alive && !pruneDead(j)) continue;
+      known = alive ? { owner: j.owner } : { owner: j.owner, dead: j };
       journalsRead.set(name, known);
     }
     if (known.dead) out.push(known.dead);
@@ -342,11 +343,12 @@ function deadJournals(): Journal[] {
 /**
  * Drops the notes of a dead ckpt's journal about processes that are gone (their guards went with
  * them), and the journal when none is left: else every later dump would read them again, and
- * journals of ckpts killed while their processes died too would pile up. False when it was removed.
+ * journals of ckpts killed while their processes died too (or before they noted any) would pile up.
+ * False when it was removed.
  */
 function pruneDead(j: Journal): boolean {
   const keep = j.notes.filter(noteAlive);
-  if (keep.length === j.notes.length) return true;
+  if (keep.length && keep.length === j.notes.length) return true;
   j.notes = keep;
   try {
     if (!keep.length) rmSync(j.file, { force: true });
