@@ -80,7 +80,8 @@ export interface DumpResult {
   signedBy: string;
   /**
    * What the dump cost: `wallMs`, `frozenMs` (from the freeze to the thaw, or to the kill),
-   * `imageBytes`, and the plugins' figures (DumpSession.stats).
+   * `imageBytes`, the milliseconds of each stage (`ms.<stage>`, StageClock), and the plugins'
+   * figures (DumpSession.stats).
    */
   stats: Record<string, number | string | boolean>;
 }
@@ -118,7 +119,7 @@ export interface RestoreResult {
   ms: number;
   /** The key that signed the image, and why this host trusted it. */
   signedBy: { fingerprint: string; trust: TrustReason | null };
-  /** What the restore cost (`wallMs`) and the plugins' figures (RestoreSession.stats), e.g. `memory.lazyBytes`. */
+  /** What the restore cost (`wallMs`, and `ms.<stage>` for each stage) and the plugins' figures (RestoreSession.stats), e.g. `memory.lazyBytes`. */
   stats: Record<string, number | string | boolean>;
 }
 
