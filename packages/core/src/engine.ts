@@ -629,7 +629,6 @@ export class Ckpt {
   }
 }
 
-/** The session object of a restore: pid mapping for a recreated pid namespace, relocation, rollbacks. */
 /**
  * Where a dump's or a restore's time went, for its stats: `ms.<stage>`, the milliseconds from the
  * lap before (a stage run for every process, in a dump `freeze` for the freeze and the checks
@@ -649,6 +648,7 @@ class StageClock {
   }
 }
 
+/** The session object of a restore: pid mapping for a recreated pid namespace, relocation, rollbacks. */
 function restoreSession(
   options: RestoreOptions,
   image: ImageReader,
