@@ -375,14 +375,19 @@ function deadJournals(): Journal[] {
 function pruneDead(j: Journal): boolean {
   const keep = j.notes.filter(noteAlive);
   if (keep.length && keep.length === j.notes.length) return true;
-  j.notes = keep;
   try {
-    if (!keep.length) rmSync(j.file, { force: true });
-    else writeJournal(j);
+    keepNotes(j, keep);
   } catch {
     /* another ckpt pruned it first */
   }
   return keep.length > 0;
+}
+
+/** A dead ckpt's journal with only the notes `keep`: rewritten, or removed when none is left. */
+function keepNotes(j: Journal, keep: GuardNote[]): void {
+  j.notes = keep;
+  if (!keep.length) rmSync(j.file, { force: true });
+  else writeJournal(j);
 }
 
 /** Guards noted by ckpts that died, in process pid (still the same process). */
@@ -402,18 +407,16 @@ export function orphanedGuardNotes(pid: number): Array<{ addr: number; size: num
 export function dropOrphanedNotes(pid: number): void {
   for (const j of deadJournals()) {
     const keep = j.notes.filter((n) => n.pid !== pid);
-    if (keep.length === j.notes.length) continue;
-    j.notes = keep;
-    if (!keep.length) rmSync(j.file, { force: true });
-    else writeJournal(j);
+    if (keep.length !== j.notes.length) keepNotes(j, keep);
   }
 }
 
 /** Notes of dead ckpts whose process is gone or holds no such mapping any more are dropped. */
 export function pruneGuardNotes(): void {
   const mapped = (n: GuardNote) => {
+    if (!noteAlive(n)) return false;
     try {
-      return readStat(n.pid).startTime === n.start && readMaps(n.pid).some((v) => v.start === n.addr && v.end === n.addr + n.size);
+      return readMaps(n.pid).some((v) => v.start === n.addr && v.end === n.addr + n.size);
     } catch {
       return false;
     }
