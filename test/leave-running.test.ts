@@ -53,6 +53,8 @@ function outNumbers(file: string): number[] {
 /** The state classes in a dump's and a restore's order (the stages of `ms.<stage>` in --json stats). */
 const DUMP_CLASSES = ['pids', 'credentials', 'threads', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'registers'];
 const RESTORE_CLASSES = ['files', 'sockets', 'sysvipc', 'signals', 'threads', 'credentials', 'registers'];
+/** A --leave-running dump's stages. */
+const LEFT_RUNNING_DUMP_STAGES = ['setup', 'freeze', 'fds', ...DUMP_CLASSES, 'records', 'thawed', 'commit', 'thaw'];
 
 /**
  * A dump's or a restore's time by stage (`ms.<stage>` of its --json stats): exactly the stages
@@ -175,7 +177,7 @@ describe('dump --leave-running', () => {
     expect(Number(dump.stats.frozenMs)).toBeLessThan(Number(dump.stats.wallMs));
     // Where the time went, stage by stage: the pause injected into the copy is in the work done
     // once the process was thawed, not in the memory stage of the freeze.
-    const dumpStages = stagesOf(dump.stats, ['setup', 'freeze', 'fds', ...DUMP_CLASSES, 'records', 'thawed', 'commit', 'thaw']);
+    const dumpStages = stagesOf(dump.stats, LEFT_RUNNING_DUMP_STAGES);
     expect(dumpStages.thawed).toBeGreaterThanOrEqual(300);
     expect(dumpStages.memory).toBeLessThan(dumpStages.thawed);
     stagesOf(restore.stats, ['open', 'setup', 'pids+memory', ...RESTORE_CLASSES, 'resume']);
@@ -192,7 +194,7 @@ describe('dump --leave-running', () => {
     expect(dump.stats['memory.snapshots']).toBeUndefined();
     expect(dump.stats['memory.frozenCopy']).toMatch(/--frozen-copy/);
     // Read while frozen: the injected pause is in the memory stage, and nothing is left for after the thaw.
-    const stages = stagesOf(dump.stats, ['setup', 'freeze', 'fds', ...DUMP_CLASSES, 'records', 'thawed', 'commit', 'thaw']);
+    const stages = stagesOf(dump.stats, LEFT_RUNNING_DUMP_STAGES);
     expect(stages.memory).toBeGreaterThanOrEqual(300);
     expect(stages.thawed).toBeLessThan(stages.memory);
   });
