@@ -9,17 +9,144 @@
  * successful run of the command that had none, or whose cache V8 rejected (another Node, a
  * rebuilt bundle), when the directory is writable.
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync, readlinkSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
 
 const args = process.argv.slice(2);
+const bundle = join(__dirname, 'cli.cjs');
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   process.stdout.write(`${VERSION}\n`);
 } else {
-  runBundle(join(__dirname, 'cli.cjs'));
+  const socket = serverSocket();
+  if (socket) viaServer(socket);
+  else runBundle(bundle);
+}
+
+/**
+ * The socket of a `ckpt server` (server.ts) for this command, if it is one the server runs and a
+ * server may listen: else the command runs here.
+ */
+function serverSocket(): string | undefined {
+  if (process.env.CKPT_SERVER === 'off') return undefined;
+  const verb = args.find((a) => !a.startsWith('-'));
+  if (verb !== 'dump' && verb !== 'pre-dump') return undefined;
+  if (args.some((a) => /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/.test(a))) return undefined;
+  const path = process.env.CKPT_SERVER_SOCKET || '/run/ckpt/ckpt.sock';
+  try {
+    return statSync(path).isSocket() ? path : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The command run by the server: its output written here, its status this process's. Where the
+ * server refuses it (busy, another namespace, ...) or cannot be reached, it runs here instead;
+ * once the server has taken it, this process's SIGINT/SIGTERM/SIGHUP (or its death) stop it there.
+ */
+function viaServer(path: string): void {
+  const net = require('node:net') as typeof import('node:net');
+  const tty = require('node:tty') as typeof import('node:tty');
+  let state: 'asking' | 'served' | 'done' | 'here' = 'asking';
+  let serverPid = 0;
+  let status = 0;
+  let pending = '';
+  const here = () => {
+    if (state !== 'asking') return;
+    state = 'here';
+    clearTimeout(timer);
+    sock.destroy();
+    runBundle(bundle);
+  };
+  // A server that does not answer (stopped, or in a long step that holds its event loop) is not
+  // waited for: the command runs here (and the server, should it answer later, finds us gone).
+  const timer = setTimeout(here, 10_000);
+  const sock = net.connect(path);
+  sock.on('connect', () => sock.write(`${JSON.stringify(request())}\n`));
+  sock.on('error', () => here());
+  sock.on('data', (chunk: Buffer) => {
+    pending += chunk.toString('utf8');
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      let m: { ok?: number; refuse?: string; o?: number; d?: string; exit?: number };
+      try {
+        m = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      if (m.refuse !== undefined) return here();
+      if (m.ok !== undefined && state === 'asking') {
+        state = 'served';
+        serverPid = m.ok;
+        clearTimeout(timer);
+        for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => sock.write(`${JSON.stringify({ abort: sig })}\n`));
+      } else if ((m.o === 1 || m.o === 2) && typeof m.d === 'string') {
+        writeOut(m.o, m.d);
+      } else if (typeof m.exit === 'number' && state === 'served') {
+        state = 'done';
+        status = m.exit;
+      }
+    }
+  });
+  sock.on('close', () => {
+    if (state === 'asking') return here();
+    if (state === 'here') return;
+    if (state === 'served') {
+      // The server ended without the command's result: what a killed ckpt leaves.
+      const message = `the ckpt server (pid ${serverPid}) ended during the command, before its result`;
+      const hint = 'ckpt check says what a dump that was killed left (ckpt check --repair removes it)';
+      if (args.includes('--json')) writeOut(1, `${JSON.stringify({ error: { code: 'ERR_CKPT_SERVER_LOST', message, hint } })}\n`);
+      writeOut(2, `ckpt: error: ${message}\nckpt: hint: ${hint}\n`);
+      status = 1;
+    }
+    process.exit(status);
+  });
+
+  function request() {
+    const ns: Record<string, string> = {};
+    for (const n of ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup']) {
+      try {
+        ns[n] = readlinkSync(`/proc/self/ns/${n}`);
+      } catch {
+        ns[n] = '';
+      }
+    }
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && /^(CKPT_|HOME$|TMPDIR$|DEBUG$|NODE_PATH$)/.test(k)) env[k] = v;
+    return {
+      v: 1,
+      version: VERSION,
+      bundle: statSync(bundle).mtimeMs,
+      argv: args,
+      cwd: process.cwd(),
+      pid: process.pid,
+      env,
+      uid: process.geteuid?.() ?? -1,
+      umask: process.umask(),
+      ns,
+      tty: [tty.isatty(1), tty.isatty(2)],
+    };
+  }
+}
+
+/** Writes all of text to fd 1 or 2 (a full non-blocking pipe waited for; a closed one dropped). */
+const closedOut = new Set<number>();
+function writeOut(fd: number, text: string): void {
+  if (closedOut.has(fd)) return;
+  const buf = Buffer.from(text, 'utf8');
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') continue;
+      closedOut.add(fd);
+      return;
+    }
+  }
 }
 
 function runBundle(file: string): void {

@@ -1,6 +1,6 @@
 /** The `ckpt` command (cli.ts runs it). Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync } from 'node:fs';
+import { accessSync, closeSync, constants as FS, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
   CkptError,
@@ -19,7 +19,7 @@ import {
   type ProgressEvent,
 } from '@ckpt/core';
 import { native, initPath, CLONE_NEWPID, CLONE_NEWIPC } from '@ckpt/native';
-import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry } from '@ckpt/api';
+import { checkpointerAlive, createCkpt, dumpTarget, listApps, mainOf, newAppId, registerApp, type AppEntry, type CreateOptions } from '@ckpt/api';
 import { runCheck } from './check.js';
 import { showImage } from './show.js';
 import {
@@ -38,6 +38,7 @@ import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
 import { pageServer } from './pageserver.js';
+import { SERVER_SOCKET, serve } from './server.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -72,7 +73,7 @@ program.hook('preAction', (cmd, action) => {
 let instance: Ckpt | undefined;
 async function ckpt(): Promise<Ckpt> {
   if (!instance) {
-    const argv = process.argv.slice(2);
+    const argv = run.argv;
     const value = (short: string, long: string) => {
       const out: string[] = [];
       argv.forEach((a, i) => {
@@ -81,7 +82,7 @@ async function ckpt(): Promise<Ckpt> {
       });
       return out;
     };
-    instance = await createCkpt({ config: value('-c', '--config').at(-1), plugins: value('-p', '--plugin') });
+    instance = await (run.makeCkpt ?? createCkpt)({ config: value('-c', '--config').at(-1), plugins: value('-p', '--plugin') });
   }
   return instance;
 }
@@ -127,8 +128,12 @@ function addPluginFlags(plugins: readonly CkptPlugin[]): void {
   }
 }
 
-/** SIGINT/SIGTERM during a dump or restore: stop between stages and undo, never die half-way. */
+/**
+ * SIGINT/SIGTERM during a dump or restore: stop between stages and undo, never die half-way. A
+ * command run for a client of `ckpt server` is stopped by that client (its signals, its end).
+ */
 function interruptible(): AbortSignal {
+  if (run.signal) return run.signal;
   const ac = new AbortController();
   const stop = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) return;
@@ -622,6 +627,29 @@ program
   });
 
 program
+  .command('server')
+  .description(
+    "run the dumps of this host's ckpt commands (dump, pre-dump) in this one resident process, so that they pay neither Node's loading of ckpt nor its cold code; a command it cannot run exactly as its own process would runs in its own process as ever. Stops on SIGTERM or SIGINT, after the command running",
+  )
+  .option('--socket <path>', 'where to listen (default: /run/ckpt/ckpt.sock; commands find it there, or at $CKPT_SERVER_SOCKET)')
+  .option('--idle-exit <duration>', 'exit after this long without a command (30s, 10m, 2h)')
+  .action(async (o: { socket?: string; idleExit?: string }) => {
+    await serve({
+      socket: resolve(o.socket ?? process.env.CKPT_SERVER_SOCKET ?? SERVER_SOCKET),
+      idleExitMs: o.idleExit === undefined ? undefined : parseInterval(o.idleExit, '--idle-exit'),
+      bundle: join(__dirname, 'cli.cjs'),
+      main,
+      // Straight to fd 2 (process.stderr is a served command's while it runs); a log that cannot
+      // be written does not stop the server.
+      say: (line) => {
+        try {
+          writeSync(2, `${new Date().toISOString()} ckpt server: ${line}\n`);
+        } catch {}
+      },
+    });
+  });
+
+program
   .command('receive', { hidden: true })
   .description('the destination side of ckpt migrate, on stdin and stdout (run by migrate over ssh)')
   .option('-D, --images-dir <dir>', 'keep the image in this empty directory (default: a temporary one, removed at the end)')
@@ -830,12 +858,30 @@ async function waitForExit(pid: number): Promise<number> {
 /** Verbs whose options or output depend on the loaded plugins. */
 const PLUGIN_VERBS = new Set(['dump', 'pre-dump', 'restore', 'show', 'plugins', 'help']);
 
-/** Runs the command line; errors are printed (one line, a hint) and set the exit code, never thrown. */
-export async function main(): Promise<void> {
+/**
+ * One run of the command: its arguments (after `ckpt`); for a client of `ckpt server`
+ * (server.ts), the server's Ckpt and the client's stop.
+ */
+export interface Invocation {
+  argv: string[];
+  makeCkpt?: (o: CreateOptions) => Promise<Ckpt>;
+  signal?: AbortSignal;
+}
+let run: Invocation = { argv: process.argv.slice(2) };
+
+/**
+ * Runs the command line; errors are printed (one line, a hint) and set the exit code, never thrown.
+ * Runs again in the same process for each client of `ckpt server` (commander parses anew).
+ */
+export async function main(given?: Invocation): Promise<void> {
+  if (given) {
+    run = given;
+    instance = undefined;
+  }
   try {
-    const args = process.argv.slice(2);
+    const args = run.argv;
     if (args.some((a) => PLUGIN_VERBS.has(a)) || args.includes('--help') || args.includes('-h')) addPluginFlags((await ckpt()).plugins);
-    await program.parseAsync(process.argv);
+    await program.parseAsync(args, { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
@@ -843,7 +889,7 @@ export async function main(): Promise<void> {
     }
     const err = e as Error & { code?: string; hint?: string };
     // --json: the error is JSON on stdout too, for programs; people read stderr.
-    if (process.argv.includes('--json')) {
+    if (run.argv.includes('--json')) {
       process.stdout.write(
         `${JSON.stringify({ error: { code: err.code ?? 'ERR_CKPT_INTERNAL', message: err.message, ...(err.hint ? { hint: err.hint } : {}) } })}\n`,
       );

@@ -39,6 +39,18 @@ interface Rule {
 
 let rules: Rule[] | undefined;
 const passed = new Map<string, number>();
+/** What `sigint` does instead of signalling this process (a `ckpt server` stops its client's command). */
+let interrupt: (() => void) | undefined;
+
+/**
+ * Forgets the rules read and the points passed, for a process that runs one command after another
+ * (`ckpt server`): the next command reads CKPT_FAULT anew. `onInterrupt`: what `sigint` does in it.
+ */
+export function resetFaults(onInterrupt?: () => void): void {
+  rules = undefined;
+  passed.clear();
+  interrupt = onInterrupt;
+}
 
 function parse(): Rule[] {
   const spec = process.env.CKPT_FAULT ?? '';
@@ -73,7 +85,10 @@ export function fault(point: string): void {
     if (!matches(r.point, point) || (r.nth !== undefined && r.nth !== n)) continue;
     log('%s: %s', point, r.action);
     if (r.action === 'error') throw new CkptError('ERR_CKPT_PLUGIN', `injected fault at ${point}`);
-    if (r.action === 'sigint') process.kill(process.pid, 'SIGINT');
+    if (r.action === 'sigint') {
+      if (interrupt) interrupt();
+      else process.kill(process.pid, 'SIGINT');
+    }
     if (r.action === 'kill') process.kill(process.pid, 'SIGKILL');
     if (r.action.startsWith('sleep=')) sleepSync(Number(r.action.slice(6)));
   }

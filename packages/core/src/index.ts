@@ -161,7 +161,7 @@ export {
   type DeadDump,
   type Owner,
 } from './imagedir.js';
-export { fault } from './fault.js';
+export { fault, resetFaults } from './fault.js';
 export { collectGarbage } from './gc.js';
 export { PageClient, parsePageServer, newNonce, type PageServerAddress } from './pageclient.js';
 export { canRestore, effectiveCaps, hasCap, CAP_CHECKPOINT_RESTORE, CAP_SYS_ADMIN, CAP_SYS_PTRACE } from './caps.js';

@@ -1,0 +1,394 @@
+/**
+ * `ckpt server`: one resident ckpt process that runs the dumps of the `ckpt` commands of this host,
+ * so that a dump pays neither Node's loading of ckpt nor its cold code (its functions compiled and
+ * optimized once, not at every command). The `ckpt` command (bin.ts) asks it first, for `dump`
+ * and `pre-dump`; where it is not running, busy, or differs in anything that the command's result
+ * depends on, the command runs in its own process as ever.
+ *
+ * Wire (one connection per command, JSON lines): the client sends its request, then `{abort}` on
+ * SIGINT/SIGTERM/SIGHUP; the server answers `{ok: pid}` or `{refuse: why}`, then `{o: 1|2, d}`
+ * (output for the client's stdout or stderr) and last `{exit: status}`.
+ *
+ * What the command depends on, checked or carried per request:
+ * - namespaces (mount, pid, net, ipc, uts, user, cgroup) and effective uid: the server's, or refused;
+ * - the working directory, umask, and the environment ckpt reads (CKPT_*, HOME, TMPDIR): the
+ *   client's, for the command's duration;
+ * - DEBUG, NODE_PATH and CKPT_APPS_DIR (read once, at start): the server's, or refused; -v, --log-file, -c, -p and
+ *   help run in the client's own process;
+ * - the config: a JSON config (options only) is the client's, read anew; a config with plugins or
+ *   code (a module's code would not be loaded again once changed) is refused;
+ * - the ckpt itself: the same version and bundle (a rebuilt ckpt is refused by an older server).
+ *
+ * One command at a time (a second is refused: it runs in its own process). A client that goes
+ * away (killed, its connection closed) stops its dump as SIGINT does: between steps, undone, the
+ * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
+ * lets go of the processes, and the guard journals let the next dump repair what is left.
+ */
+import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { type Ckpt, CkptError, VERSION, resetFaults } from '@ckpt/core';
+import { native } from '@ckpt/native';
+import { createCkpt, loadConfig } from '@ckpt/api';
+import type { Invocation } from './main.js';
+
+/** Where the server listens unless told (root's: /run/ckpt is 0700). */
+export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
+/** The namespaces a served command must share with the server. */
+export const SERVER_NAMESPACES = ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup'];
+/** The verbs the server runs. */
+export const SERVED_VERBS = new Set(['dump', 'pre-dump']);
+/** Options that make a command run in its own process (they change what is loaded or logged). */
+export const UNSERVED_OPTIONS = /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/;
+/** The environment carried per request (the rest is the server's). */
+const CARRIED_ENV = /^(CKPT_|HOME$|TMPDIR$)/;
+/** Read once, at start: must be the server's. */
+const FIXED_ENV = ['DEBUG', 'NODE_PATH', 'CKPT_APPS_DIR'];
+
+export interface ServerRequest {
+  v: 1;
+  version: string;
+  /** The mtime of the client's bundle (dist/cli.cjs): a rebuilt ckpt is another ckpt. */
+  bundle: number;
+  argv: string[];
+  cwd: string;
+  env: Record<string, string>;
+  /** The client's pid (for the log). */
+  pid: number;
+  uid: number;
+  umask: number;
+  ns: Record<string, string>;
+  tty: [boolean, boolean];
+}
+
+export interface ServeOptions {
+  socket: string;
+  /** Exit after this long without a command. */
+  idleExitMs?: number;
+  /** The bundle the server runs (its mtime is compared with the client's). */
+  bundle: string;
+  main: (inv: Invocation) => Promise<void>;
+  say: (line: string) => void;
+}
+
+function ownNamespaces(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const ns of SERVER_NAMESPACES) {
+    try {
+      out[ns] = readlinkSync(`/proc/self/ns/${ns}`);
+    } catch {
+      out[ns] = '';
+    }
+  }
+  return out;
+}
+
+/** A served command, for the server's log: the client's pid and its arguments. */
+function describe(r: ServerRequest): string {
+  return `pid ${r?.pid}: ckpt ${Array.isArray(r?.argv) ? r.argv.join(' ') : '?'}`.slice(0, 300);
+}
+
+/** Listens until SIGTERM/SIGINT (a command running is finished first) or the idle time. */
+export async function serve(o: ServeOptions): Promise<void> {
+  const euid = process.geteuid?.() ?? -1;
+  if (euid !== 0) throw new CkptError('ERR_CKPT_USAGE', 'ckpt server runs as root (a user runs ckpt in its own process)');
+  const bundleTime = statSync(o.bundle).mtimeMs;
+  const ns = ownNamespaces();
+  const fixed = Object.fromEntries(FIXED_ENV.map((k) => [k, process.env[k] ?? '']));
+  mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
+  await takeSocketPath(o.socket);
+  const ckpts = new Map<string, Ckpt>();
+  let busy = false;
+  let idleTimer: NodeJS.Timeout | undefined;
+  let stopping = false;
+  let done!: () => void;
+  const finished = new Promise<void>((r) => {
+    done = r;
+  });
+  const server = net.createServer({ allowHalfOpen: true }, (sock) => {
+    sock.on('error', () => {});
+    let buf = '';
+    let handled = false;
+    sock.on('data', (chunk) => {
+      if (handled) return;
+      buf += chunk.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) {
+        if (buf.length > 1 << 20) sock.destroy();
+        return;
+      }
+      handled = true;
+      const rest = buf.slice(nl + 1);
+      let req: ServerRequest;
+      try {
+        req = JSON.parse(buf.slice(0, nl)) as ServerRequest;
+      } catch {
+        return reply(sock, { refuse: 'not a request' }, true);
+      }
+      const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req);
+      if (why) {
+        o.say(`${describe(req)}: runs in its own process: ${why}`);
+        return reply(sock, { refuse: why }, true);
+      }
+      busy = true;
+      if (idleTimer) clearTimeout(idleTimer);
+      void handle(sock, req, rest)
+        .catch((e) => o.say(`${describe(req)}: ${(e as Error).message}`))
+        .finally(() => {
+          busy = false;
+          reapChildren();
+          if (stopping) close();
+          else armIdle();
+        });
+    });
+  });
+
+  /** Why this server cannot run the request as the client's own process would, or undefined. */
+  function refusal(r: ServerRequest): string | undefined {
+    if (
+      r?.v !== 1 ||
+      !Array.isArray(r.argv) ||
+      !r.argv.every((a) => typeof a === 'string') ||
+      typeof r.cwd !== 'string' ||
+      typeof r.umask !== 'number' ||
+      typeof r.env !== 'object' ||
+      r.env === null
+    )
+      return 'not a request of this version';
+    if (r.version !== VERSION || r.bundle !== bundleTime) return `another ckpt (server: ${VERSION}, a bundle of ${new Date(bundleTime).toISOString()})`;
+    if (r.uid !== euid) return `another user (uid ${r.uid})`;
+    const verb = r.argv.find((a) => !a.startsWith('-'));
+    if (!verb || !SERVED_VERBS.has(verb)) return `not served: ${verb ?? 'no command'}`;
+    if (r.argv.some((a) => UNSERVED_OPTIONS.test(a))) return 'options that change what is loaded or logged';
+    for (const k of SERVER_NAMESPACES) if (r.ns?.[k] !== ns[k]) return `another ${k} namespace`;
+    for (const k of FIXED_ENV) if ((r.env?.[k] ?? '') !== fixed[k]) return `another ${k}`;
+    // Read once by the native engine: a fault injected at a ptrace step is the command's own process's.
+    if (r.env?.CKPT_FAULT_PTRACE_STEP !== undefined) return 'CKPT_FAULT_PTRACE_STEP';
+    return undefined;
+  }
+
+  async function handle(sock: net.Socket, req: ServerRequest, rest: string): Promise<void> {
+    const ac = new AbortController();
+    const stop = (why: string) => {
+      if (ac.signal.aborted) return;
+      send(sock, { o: 2, d: `\nckpt: ${why}: stopping after the current step and undoing\n` });
+      ac.abort();
+    };
+    // The client's end: its signals come as {abort}; its death or a closed connection is SIGINT's.
+    let pending = rest;
+    const onData = (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        try {
+          const m = JSON.parse(line) as { abort?: string };
+          if (m.abort)
+            stop(
+              String(m.abort)
+                .replace(/[^A-Z0-9+]/g, '')
+                .slice(0, 12) || 'stop',
+            );
+        } catch {}
+      }
+    };
+    const onGone = () => stop('the command went away');
+    sock.on('data', onData);
+    sock.on('end', onGone);
+    sock.on('close', onGone);
+    let undo: () => void;
+    try {
+      undo = enter(req, sock);
+    } catch (e) {
+      // Its directory gone, say: the command's own process says why.
+      o.say(`${describe(req)}: runs in its own process: ${(e as Error).message}`);
+      return reply(sock, { refuse: (e as Error).message }, true);
+    }
+    let started = 0;
+    // Said once the server's own stderr is back.
+    let logLine: string | undefined;
+    try {
+      // The config as the client's own process would find it: options only, else its own process.
+      const config = await loadConfig(undefined, req.cwd);
+      if (config.plugins.length || (config.file && !/\.json$/.test(config.file))) {
+        const why = `a config with plugins or code (${config.file})`;
+        logLine = `${describe(req)}: runs in its own process: ${why}`;
+        return reply(sock, { refuse: why }, true);
+      }
+      const key = JSON.stringify(config);
+      send(sock, { ok: process.pid });
+      process.exitCode = undefined;
+      resetFaults(() => stop('SIGINT'));
+      started = performance.now();
+      await o.main({
+        argv: req.argv,
+        signal: ac.signal,
+        makeCkpt: async () => {
+          let c = ckpts.get(key);
+          if (!c) {
+            c = await createCkpt({ cwd: req.cwd });
+            if (ckpts.size >= 8) ckpts.clear();
+            ckpts.set(key, c);
+          }
+          return c;
+        },
+      });
+      const status = Number(process.exitCode ?? 0);
+      reply(sock, { exit: status }, true);
+      logLine = `${describe(req)}: exit ${status}${ac.signal.aborted ? ' (stopped by its client)' : ''}, ${(performance.now() - started).toFixed(0)} ms`;
+    } catch (e) {
+      // Only what main does not catch itself (it prints the command's errors).
+      logLine = `${describe(req)}: failed: ${(e as Error).message}`;
+      send(sock, { o: 2, d: `ckpt: error: ${(e as Error).message}\n` });
+      reply(sock, { exit: 1 }, true);
+    } finally {
+      undo();
+      if (logLine) o.say(logLine);
+      resetFaults();
+      process.exitCode = undefined;
+      sock.off('data', onData);
+      sock.off('end', onGone);
+      sock.off('close', onGone);
+    }
+  }
+
+  function armIdle(): void {
+    if (!o.idleExitMs) return;
+    idleTimer = setTimeout(() => {
+      o.say(`idle for ${o.idleExitMs! / 1000}s: exiting`);
+      stopping = true;
+      close();
+    }, o.idleExitMs);
+    idleTimer.unref();
+  }
+
+  function close(): void {
+    server.close();
+    try {
+      unlinkSync(o.socket);
+    } catch {}
+    done();
+  }
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    o.say(`${sig}: ${busy ? 'finishing the command running, then exiting' : 'exiting'}`);
+    stopping = true;
+    if (!busy) close();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', onSignal);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.socket, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  chmodSync(o.socket, 0o600);
+  o.say(`listening on ${o.socket} (pid ${process.pid}): dump and pre-dump run here`);
+  armIdle();
+  await finished;
+}
+
+/** The socket path, free: a live server there is an error; a dead one's socket is removed. */
+async function takeSocketPath(path: string): Promise<void> {
+  let st: ReturnType<typeof lstatSync> | undefined;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new CkptError('ERR_CKPT_USAGE', `${path} exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (live) throw new CkptError('ERR_CKPT_USAGE', `a ckpt server already listens on ${path}`, { hint: 'stop it first (kill its pid), or give --socket' });
+  unlinkSync(path);
+}
+
+function send(sock: net.Socket, m: object): void {
+  if (!sock.destroyed && sock.writable) sock.write(`${JSON.stringify(m)}\n`);
+}
+
+function reply(sock: net.Socket, m: object, last: boolean): void {
+  send(sock, m);
+  if (last) sock.end();
+}
+
+/**
+ * The client's working directory, umask, environment and output for the command; returns what
+ * puts the server's back.
+ */
+function enter(req: ServerRequest, sock: net.Socket): () => void {
+  const cwd = process.cwd();
+  process.chdir(req.cwd);
+  const umask = process.umask(req.umask & 0o777);
+  const savedEnv: Record<string, string | undefined> = {};
+  const keys = new Set([...Object.keys(process.env), ...Object.keys(req.env ?? {})].filter((k) => CARRIED_ENV.test(k)));
+  for (const k of keys) {
+    savedEnv[k] = process.env[k];
+    const v = req.env?.[k];
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = String(v);
+  }
+  const streams = [process.stdout, process.stderr] as const;
+  const saved = streams.map((s, i) => {
+    const own = Object.getOwnPropertyDescriptor(s, 'isTTY');
+    const write = s.write;
+    Object.defineProperty(s, 'isTTY', { value: !!req.tty?.[i], configurable: true, writable: true });
+    s.write = ((chunk: string | Uint8Array, enc?: unknown, cb?: unknown) => {
+      const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+      send(sock, { o: i + 1, d: text });
+      const done = typeof enc === 'function' ? enc : cb;
+      if (typeof done === 'function') process.nextTick(done as (e: null) => void, null);
+      return true;
+    }) as typeof s.write;
+    return { own, write };
+  });
+  return () => {
+    streams.forEach((s, i) => {
+      s.write = saved[i].write;
+      if (saved[i].own) Object.defineProperty(s, 'isTTY', saved[i].own!);
+      else delete (s as { isTTY?: boolean }).isTTY;
+    });
+    for (const k of keys) {
+      if (savedEnv[k] === undefined) delete process.env[k];
+      else process.env[k] = savedEnv[k];
+    }
+    process.umask(umask);
+    process.chdir(cwd);
+  };
+}
+
+/**
+ * Reaps the children a command left to exit (helpers a dump starts detached, as children of
+ * whoever ran it): between commands, when nothing is traced.
+ */
+function reapChildren(): void {
+  let pids: number[] = [];
+  try {
+    pids = native.proc
+      .readTexts([`/proc/self/task/${process.pid}/children`])
+      .flatMap((t) => (t ?? '').split(/\s+/))
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return;
+  }
+  for (const pid of pids) {
+    try {
+      native.proc.tryWait(pid);
+    } catch {}
+  }
+}
+
+/** The bundle file the server runs (for the client's comparison). */
+export function bundlePath(dir: string): string {
+  return join(dir, 'cli.cjs');
+}

@@ -1,0 +1,304 @@
+// `ckpt server`: the dumps of `ckpt dump` run in one resident process. What the command gives it
+// (its directory, environment, output, status, its Ctrl-C and its death) is the command's own;
+// what it cannot run as the command's own process would runs there instead; and neither the
+// command's death nor the server's harms the process being dumped.
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CLI,
+  type CliResult,
+  ckpt,
+  describeResult,
+  expectCarriesOn,
+  expectCleanError,
+  expectOk,
+  expectRunningFree,
+  makeTempDir,
+  readText,
+  restoreOk,
+  sleep,
+  startWorkload,
+  tail,
+  useCleanup,
+  waitFor,
+  waitForLine,
+  waitNotAlive,
+} from './helpers.js';
+
+useCleanup();
+
+const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
+
+interface Server {
+  child: ChildProcess;
+  socket: string;
+  log: string;
+}
+
+const servers: Server[] = [];
+const serverDirs: string[] = [];
+
+/** `ckpt server --socket DIR/ckpt.sock`, its stderr in DIR/server.log, once it listens. */
+async function startServer(tag: string, socketPath?: string): Promise<Server> {
+  // Not a test's temp directory (removed after each test): the server outlives tests.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ckpt-test-${tag}-`));
+  serverDirs.push(dir);
+  const socket = socketPath ?? path.join(dir, 'ckpt.sock');
+  const log = path.join(dir, 'server.log');
+  const out = fs.openSync(log, 'a');
+  // Its own fds 0-2 only: it must not carry what the test runner leaks.
+  const child = spawn(process.execPath, [CLI, 'server', '--socket', socket], { stdio: ['ignore', out, out], env: { ...process.env, NODE_OPTIONS: '' } });
+  fs.closeSync(out);
+  const s = { child, socket, log };
+  servers.push(s);
+  await waitForLine(log, /listening on /);
+  return s;
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const gone = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await Promise.race([gone, sleep(10_000)]);
+  if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
+}
+
+/** A command with this server's socket; its pid is in `.pid`. */
+async function served(
+  s: Server,
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string>; prefix?: string[]; onSpawn?: (c: ChildProcess) => void } = {},
+) {
+  let pid = 0;
+  const r = await ckpt(args, {
+    ...opts,
+    env: { CKPT_SERVER_SOCKET: s.socket, ...opts.env },
+    onSpawn: (c) => {
+      pid = c.pid!;
+      opts.onSpawn?.(c);
+    },
+  });
+  return Object.assign(r, { pid });
+}
+
+/** The server's log line about the command of client pid `pid` (undefined: none). */
+function logLine(s: Server, pid: number): string | undefined {
+  return readText(s.log)
+    .split('\n')
+    .find((l) => l.includes(`ckpt server: pid ${pid}: `));
+}
+
+/** The server's log line about the command of client pid `pid`, once written (after its reply). */
+async function waitLogLine(s: Server, pid: number): Promise<string> {
+  return (await waitFor(
+    () => logLine(s, pid),
+    10_000,
+    () => `the server logged nothing about the command of pid ${pid}\n${tail(s.log)}`,
+  ))!;
+}
+
+/** The command ran in the server, with this status. */
+async function expectServed(s: Server, r: CliResult & { pid: number }, status = 0): Promise<void> {
+  const line = await waitLogLine(s, r.pid);
+  expect(line, `the server did not run it\n${describeResult(r)}\n${tail(s.log)}`).toMatch(new RegExp(`: exit ${status}\\b`));
+}
+
+/** The workload's own check of its state (heap, private and shared mappings, FPU, signal mask). */
+async function expectStateOk(pid: number, stdout: string, what: string): Promise<void> {
+  const from = readText(stdout).length;
+  process.kill(pid, 'SIGUSR1');
+  const m = await waitFor(
+    () =>
+      readText(stdout)
+        .slice(from)
+        .split('\n')
+        .map((l) => USR1_RE.exec(l))
+        .find(Boolean),
+    10_000,
+    () => `${what}: no usr1 line\n${tail(stdout)}`,
+  );
+  const [, , heap, priv, shared, fpu, mask] = m!;
+  expect({ heap, priv, shared, fpu, mask }, `${what}: ${m![0]}`).toEqual({ heap: 'ok', priv: 'ok', shared: 'ok', fpu: 'ok', mask: 'ok' });
+}
+
+function expectNoImage(dir: string, what: string): void {
+  const left = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  expect(left, `${what}: left in the image directory`).toEqual([]);
+}
+
+describe('ckpt server', () => {
+  let srv: Server;
+  beforeAll(async () => {
+    srv = await startServer('server');
+  });
+  afterAll(async () => {
+    for (const s of servers) await stopServer(s);
+    for (const d of serverDirs) fs.rmSync(d, { recursive: true, force: true });
+  });
+
+  it('runs a dump for the command: its directory, output and status; the image restores whole', async () => {
+    const dir = makeTempDir('served-dump');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    // A relative image directory is the command's: the server works in the command's directory.
+    const r = await served(srv, ['dump', '-t', String(pid), '-D', 'img', '--json'], { cwd: dir });
+    expectOk(r);
+    await expectServed(srv, r);
+    const out = JSON.parse(r.stdout) as { dir: string; pids: number[]; stats: Record<string, unknown> };
+    expect(out.dir).toBe(path.join(dir, 'img'));
+    expect(out.pids).toContain(pid);
+    expect(typeof out.stats['ms.memory'], r.stdout).toBe('number');
+    for (const f of fs.readdirSync(path.join(dir, 'img/1'))) expect(fs.statSync(path.join(dir, 'img/1', f)).mode & 0o777, f).toBe(0o600);
+    await waitNotAlive(pid);
+    await restoreOk(path.join(dir, 'img'), pid, 'workload');
+    await expectCarriesOn(pid, stdout, 'the restored workload');
+    await expectStateOk(pid, stdout, 'the restored workload');
+  });
+
+  it("errors are the command's: one line, its exit status, --json errors as JSON", async () => {
+    const r = await served(srv, ['dump', '-t', '999999', '-D', makeTempDir('served-err'), '--json']);
+    expectCleanError(r, /999999/);
+    await expectServed(srv, r, 1);
+    expect(JSON.parse(r.stdout).error.message, r.stdout).toMatch(/999999/);
+  });
+
+  it('what it cannot run as the command itself would runs in the command: -v, another mount namespace, a config with code', async () => {
+    const dir = makeTempDir('served-not');
+    const { pid, stdout } = await startWorkload(dir, 4);
+    // -v logs through the command's own process (the server is not asked).
+    const verbose = await served(srv, ['dump', '--leave-running', '-v', '-t', String(pid), '-D', path.join(dir, 'img-v')]);
+    expectOk(verbose);
+    expect(verbose.stderr, 'no log').toMatch(/ckpt:/);
+    expect(logLine(srv, verbose.pid), 'the server ran a -v command').toBeUndefined();
+    // Another mount namespace: the command's own process sees the workload in another than its
+    // own, and refuses; the server, in the workload's, would have dumped it.
+    const other = await served(srv, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img-ns')], {
+      prefix: ['unshare', '-m', '--propagation', 'unchanged'],
+    });
+    expectCleanError(other, /another mount namespace than ckpt/);
+    // unshare execs node: the command's pid is unshare's.
+    expect(await waitLogLine(srv, other.pid)).toMatch(/runs in its own process: another mnt namespace/);
+    // Another DEBUG (which a process reads once, at its start).
+    const debug = await served(srv, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img-debug')], { env: { DEBUG: 'nothing:here' } });
+    expectOk(debug);
+    expect(await waitLogLine(srv, debug.pid)).toMatch(/runs in its own process: another DEBUG/);
+    // A config that is code (a module loaded once could not be loaded again).
+    const cfgDir = path.join(dir, 'cfg');
+    fs.mkdirSync(cfgDir);
+    fs.writeFileSync(path.join(cfgDir, 'ckpt.config.mjs'), 'export default {};\n');
+    const coded = await served(srv, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img-cfg')], { cwd: cfgDir });
+    expectOk(coded);
+    expect(await waitLogLine(srv, coded.pid)).toMatch(/runs in its own process: a config with plugins or code/);
+    for (const img of ['img-v', 'img-debug', 'img-cfg']) expectOk(await ckpt(['show', '--verify', path.join(dir, img)]));
+    await expectCarriesOn(pid, stdout, 'the workload');
+    await expectStateOk(pid, stdout, 'the workload');
+  });
+
+  it('one command at a time: a second one meanwhile runs in its own process; both images are whole', async () => {
+    const dir = makeTempDir('served-busy');
+    const a = await startWorkload(dir, 4, 'a');
+    const b = await startWorkload(dir, 4, 'b');
+    // The first holds the server for 1.5 s (frozen: the injected pause is in the freeze).
+    const first = served(srv, ['dump', '--leave-running', '-t', String(a.pid), '-D', path.join(dir, 'img-a')], {
+      env: { CKPT_FAULT: 'dump:stage:memory:sleep=1500' },
+    });
+    await waitFor(
+      () => fs.existsSync(path.join(dir, 'img-a')),
+      10_000,
+      () => 'the first dump did not start',
+    );
+    const second = await served(srv, ['dump', '--leave-running', '-t', String(b.pid), '-D', path.join(dir, 'img-b')]);
+    const r1 = await first;
+    expectOk(r1);
+    expectOk(second);
+    await expectServed(srv, r1);
+    expect(await waitLogLine(srv, second.pid)).toMatch(/runs in its own process: busy/);
+    for (const [w, img] of [
+      [a, 'img-a'],
+      [b, 'img-b'],
+    ] as const) {
+      await expectCarriesOn(w.pid, w.stdout, img);
+      await expectStateOk(w.pid, w.stdout, img);
+      const v = await ckpt(['show', '--verify', path.join(dir, img)]);
+      expectOk(v);
+    }
+  });
+
+  it("the command's SIGINT, and its death, stop its dump: the process carries on, untraced, unchanged, and no image is left", async () => {
+    const dir = makeTempDir('served-stop');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    // An injected SIGINT (the user's Ctrl-C) at a stage.
+    const img1 = path.join(dir, 'img-sigint');
+    const r1 = await served(srv, ['dump', '-t', String(pid), '-D', img1], { env: { CKPT_FAULT: 'dump:stage:files:sigint' } });
+    expectCleanError(r1, /dump interrupted/);
+    await expectServed(srv, r1, 1);
+    await expectCarriesOn(pid, stdout, 'after an injected SIGINT');
+    expectNoImage(img1, 'an injected SIGINT');
+    // A real SIGINT to the command, and the command SIGKILLed, while the dump is paused frozen.
+    for (const sig of ['SIGINT', 'SIGKILL'] as const) {
+      const img = path.join(dir, `img-${sig}`);
+      const r = await served(srv, ['dump', '-t', String(pid), '-D', img], {
+        env: { CKPT_FAULT: 'dump:stage:memory:sleep=1000' },
+        onSpawn: (c) => {
+          void waitFor(
+            () => fs.existsSync(img),
+            10_000,
+            () => 'no dump',
+          ).then(() => sleep(300).then(() => c.kill(sig)));
+        },
+      });
+      if (sig === 'SIGINT') {
+        expectCleanError(r, /stopping after the current step/, /dump interrupted/);
+      } else {
+        expect(r.signal, describeResult(r)).toBe('SIGKILL');
+      }
+      expect(await waitLogLine(srv, r.pid)).toMatch(/exit 1 \(stopped by its client\)/);
+      await expectCarriesOn(pid, stdout, `after the command's ${sig}`);
+      expectNoImage(img, sig);
+    }
+    await expectStateOk(pid, stdout, 'the workload after three stopped dumps');
+    // And the server serves the next one.
+    const next = await served(srv, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img')]);
+    expectOk(next);
+    await expectServed(srv, next);
+  });
+
+  it('the server killed mid-dump: the command says so in one line; the process carries on; the next command runs in its own process', async () => {
+    const dir = makeTempDir('served-killed');
+    const s = await startServer('server-killed');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    const r = await served(s, ['dump', '-t', String(pid), '-D', img, '--json'], { env: { CKPT_FAULT: 'dump:stage:memory:kill' } });
+    expectCleanError(r, new RegExp(`the ckpt server \\(pid ${s.child.pid}\\) ended during the command`), /ckpt check/);
+    expect(JSON.parse(r.stdout).error.code, r.stdout).toBe('ERR_CKPT_SERVER_LOST');
+    await waitFor(
+      () => s.child.signalCode,
+      5000,
+      () => 'the server is still running',
+    );
+    expectRunningFree(pid, 'the workload after its server was killed');
+    // What the killed server left (a guard mapping in the process) is repaired as after a killed ckpt.
+    expectOk(await ckpt(['check', '--repair']));
+    await expectCarriesOn(pid, stdout, 'after the server was killed');
+    await expectStateOk(pid, stdout, 'after the server was killed');
+    // Its socket is left: the next command finds no one there and runs in its own process.
+    expect(fs.existsSync(s.socket)).toBe(true);
+    const next = await served(s, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img2')]);
+    expectOk(next);
+    // A new server takes the dead one's socket.
+    const again = await startServer('server-again', s.socket);
+    const served2 = await served(again, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img3')]);
+    expectOk(served2);
+    await expectServed(again, served2);
+    const busy = spawn(process.execPath, [CLI, 'server', '--socket', again.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    busy.stderr!.on('data', (d) => (err += d));
+    const code = await new Promise((res) => busy.on('exit', res));
+    expect(code, err).not.toBe(0);
+    expect(err).toMatch(/ckpt: error: a ckpt server already listens on/);
+    await stopServer(again);
+    expect(fs.existsSync(again.socket), 'the socket of a server stopped by SIGTERM').toBe(false);
+  });
+});
