@@ -12,6 +12,12 @@
 //                 child processes (packages/cli/bin/ckpt.js, the program npx and PATH run),
 //                 wall time around the spawn, next to `node -e 0` (wall - node and wall / node)
 //                 and to the same operations through the API
+//       server    the same commands with a `ckpt server` running (started here, on a socket of its
+//                 own): `ckpt dump` (kills) and `ckpt dump --leave-running` of an idle process, the
+//                 16 MiB workload, a process with 2000 open files and the 64-process copy-on-write
+//                 tree, in their own process (CKPT_SERVER=off) and served, next to `node -e 0`
+//                 (and --compare's); the restores run in their own process either way (the
+//                 server runs dumps only)
 //       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
 //                 through the API next to memcpy and write() into the page cache
 //       downtime  a --leave-running dump as the process sees it (scripts/bench/stall.c, a 1 ms loop
@@ -61,7 +67,20 @@
 // process takes this process's one-time costs out of the first figures.
 // Units: GB = 1e9 bytes, MB = 1e6 bytes; sizes are MiB (2^20).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, writeFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  writeFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statfsSync,
+  statSync,
+} from 'node:fs';
 import net from 'node:net';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,7 +99,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy', 'migrate'];
+const GROUPS = ['startup', 'cli', 'server', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy', 'migrate'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -532,8 +551,10 @@ function apiTool(ck) {
 }
 
 /** ckpt's command line, as a user runs it (the program, packages/cli/bin/ckpt.js): wall time around the spawn. */
-function cliTool(configFile) {
+function cliTool(configFile, server = undefined) {
   const pre = configFile ? ['--config', configFile] : [];
+  // The command in its own process unless a server is given: not one a user may have running.
+  const env = server ? { ...process.env, CKPT_SERVER_SOCKET: server } : { ...process.env, CKPT_SERVER: 'off' };
   const json = (r, what) => {
     if (r.code !== 0) throw new Error(`${what} failed (${r.error?.message ?? r.code ?? r.signal}):\n${r.stderr.trim()}`);
     try {
@@ -543,15 +564,15 @@ function cliTool(configFile) {
     }
   };
   return {
-    kind: 'cli',
+    kind: server ? 'srv' : 'cli',
     async dump(pid, dir, { leaveRunning = false } = {}) {
       const argv = [...pre, 'dump', '-t', String(pid), '-D', dir, '--json', ...(leaveRunning ? ['--leave-running'] : [])];
-      const r = spawnWall(ckptBin, argv);
+      const r = spawnWall(ckptBin, argv, undefined, env);
       const j = json(r, `ckpt dump -t ${pid}${leaveRunning ? ' --leave-running' : ''}`);
       return { ms: r.ms, ownMs: j.ms, pids: j.pids };
     },
     async restore(dir) {
-      const r = spawnWall(ckptBin, [...pre, 'restore', '-D', dir, '-d', '--json']);
+      const r = spawnWall(ckptBin, [...pre, 'restore', '-D', dir, '-d', '--json'], undefined, env);
       const j = json(r, 'ckpt restore -d');
       for (const p of j.pids) track(p); // init's children now
       return { ms: r.ms, ownMs: j.ms, pids: j.pids };
@@ -2144,6 +2165,98 @@ async function cliTable(ck, bins, mib) {
   return res;
 }
 
+// ---- ckpt server -------------------------------------------------------------------------------
+/**
+ * The command line with `ckpt server` running: the dumps of an idle process, the 16 MiB workload,
+ * 2000 open files and the 64-process tree, each in the command's own process and served, on the
+ * same process, alternating; next to `node -e 0` and --compare's. The server's log must name every
+ * served dump (else the figure is not what it says).
+ */
+async function serverTable(bins) {
+  const sock = join(tmp, 'ckpt.sock');
+  const log = join(tmp, 'server.log');
+  const out = openSync(log, 'w');
+  const server = spawn(ckptBin, ['server', '--socket', sock], { stdio: ['ignore', out, out], env: nodeEnv });
+  closeSync(out);
+  try {
+    await waitForLine(log, (t) => /listening on /.test(t), 'ckpt server listening', 30_000);
+    const own = cliTool();
+    const served = cliTool(undefined, sock);
+    const filesDir = join(tmp, 'server-files');
+    mkdirSync(filesDir, { recursive: true });
+    const workloads = [
+      ['idle process', shapeWorkload(bins, 'idle', 1, [])],
+      ['16 MiB workload', heapWorkload(bins, 16)],
+      ['2000 open files', shapeWorkload(bins, 'files', 2000, [filesDir])],
+      ['64-process copy-on-write tree', shapeWorkload(bins, 'prefork', 64, [])],
+    ];
+    const rows = [];
+    const res = { kind: 'server', runs, workloads: {} };
+    const nodeMs = [];
+    for (const [label, wl] of workloads) {
+      const opsRuns = [];
+      for (let run = 1; run <= runs; run++) {
+        process.stderr.write(`[server: ${label}] run ${run}/${runs}:`);
+        nodeMs.push(...nodeWall(['-e', '0'], 2));
+        const ops = [
+          [own, 'leave'],
+          [served, 'leave'],
+          [own, 'kill'],
+          [served, 'kill'],
+        ];
+        if (compareBin) ops.push([otherTool(compareBin), 'leave'], [otherTool(compareBin), 'kill']);
+        opsRuns.push(await runOps(wl, run % 2 ? ops : [ops[1], ops[0], ops[3], ops[2], ...ops.slice(4)], `the ${label}`));
+        process.stderr.write(' ok\n');
+      }
+      res.workloads[label] = slimAgg(aggregate(opsRuns));
+      rows.push([label, aggregate(opsRuns)]);
+    }
+    const servedCount = readLog(log)
+      .split('\n')
+      .filter((l) => /: exit 0,/.test(l)).length;
+    const expected = workloads.length * runs * 2;
+    if (servedCount < expected) throw new Error(`ckpt server ran ${servedCount} dumps, expected ${expected}:\n${readLog(log).slice(-2000)}`);
+    const node = median(nodeMs);
+    res.nodeMs = node;
+    const other = !!compareBin;
+    console.log(`\n== the command line with ckpt server running, ${runs} run${runs > 1 ? 's' : ''} (median; wall time around the spawn) ==`);
+    const head = [
+      '',
+      'own process',
+      'served',
+      'node -e 0',
+      'served - node',
+      'served / own',
+      ...(other ? [otherLabel, `served/${otherLabel}`] : []),
+      'own - node',
+    ];
+    const grid = [];
+    for (const [label, agg] of rows) {
+      for (const [mode, what] of [
+        ['leave', 'dump --leave-running'],
+        ['kill', 'dump (kills)'],
+      ]) {
+        const o = agg[`cli:${mode}`]?.dumpMs?.median;
+        const v = agg[`srv:${mode}`]?.dumpMs?.median;
+        const oth = agg[`other:${mode}`];
+        const r = [`${label}, ${what} ms`, fms(o), fms(v), fms(node), signed(v - node), fx(v / o)];
+        if (other) r.push(otherCell(oth, 'dumpMs'), oth?.dumpMs ? fx(v / oth.dumpMs.median) : '');
+        r.push(signed(o - node));
+        grid.push(r);
+      }
+    }
+    printGrid(head, grid);
+    console.log(`(node -e 0: ${fms(node)} ms, median of ${nodeMs.length}; the restores, not served, are in the cli and shapes groups)`);
+    return res;
+  } finally {
+    server.kill('SIGTERM');
+    await new Promise((r) => {
+      if (server.exitCode !== null || server.signalCode !== null) r();
+      else server.once('exit', r);
+    });
+  }
+}
+
 // ---- real programs ----------------------------------------------------------------------------
 /** The real python3 interpreter (not a wrapper script such as a pyenv shim, which would exec). */
 function realPython() {
@@ -2282,6 +2395,7 @@ try {
   const ck = await createCkpt();
   if ([...only].some((g) => g !== 'startup')) await warmUp(ck, bins);
   if (only.has('cli')) for (const mib of [16, 64]) results.push(await cliTable(ck, bins, mib));
+  if (only.has('server')) results.push(await serverTable(bins));
   if (only.has('sizes')) {
     for (const mib of sizes) {
       const free = freeBytes();
