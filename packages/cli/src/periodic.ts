@@ -18,7 +18,7 @@ import { closeSync, existsSync, openSync, readFileSync, rmSync, statSync } from 
 import { constants as osConstants } from 'node:os';
 import { environ, runDir } from './runfiles.js';
 import { join, resolve } from 'node:path';
-import { CkptError, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
+import { CkptError, collectGarbage, latestGeneration, procfs, resolveImage, type Ckpt } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { type AppEntry, checkpointerAlive, findApp, resolveApp, writeApp } from '@ckpt/api';
 
@@ -174,6 +174,8 @@ export async function runCheckpointer(c: Ckpt, o: { app: string; dir: string; ev
     } catch (e) {
       say(`checkpoint ${why} failed: ${(e as Error).message}`);
     }
+    // Now, while the application runs, rather than before the next freeze (see collectGarbage).
+    collectGarbage();
   }
 }
 

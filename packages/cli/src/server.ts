@@ -27,7 +27,7 @@
 import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
-import { type Ckpt, CkptError, VERSION, resetFaults } from '@ckpt/core';
+import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
@@ -137,6 +137,8 @@ export async function serve(o: ServeOptions): Promise<void> {
         .finally(() => {
           busy = false;
           reapChildren();
+          // Now, between commands, rather than before the next dump's freeze (see collectGarbage).
+          collectGarbage();
           if (stopping) close();
           else armIdle();
         });
