@@ -283,8 +283,11 @@ describe('ckpt server', () => {
     expectOk(await ckpt(['check', '--repair']));
     await expectCarriesOn(pid, stdout, 'after the server was killed');
     await expectStateOk(pid, stdout, 'after the server was killed');
-    // Its socket is left: the next command finds no one there and runs in its own process.
+    // Its socket is left: ckpt check says so, and the next command finds no one there and runs
+    // in its own process.
     expect(fs.existsSync(s.socket)).toBe(true);
+    const check = await ckpt(['check', '--json'], { env: { CKPT_SERVER_SOCKET: s.socket } });
+    expect(JSON.parse(check.stdout).server, check.stdout).toEqual({ socket: s.socket, state: 'stale' });
     const next = await served(s, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img2')]);
     expectOk(next);
     // A new server takes the dead one's socket.
@@ -292,6 +295,14 @@ describe('ckpt server', () => {
     const served2 = await served(again, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img3')]);
     expectOk(served2);
     await expectServed(again, served2);
+    const running = await ckpt(['check', '--json'], { env: { CKPT_SERVER_SOCKET: again.socket } });
+    expect(JSON.parse(running.stdout).server, running.stdout).toMatchObject({
+      socket: again.socket,
+      state: 'running',
+      pid: again.child.pid,
+      served: 1,
+      busy: false,
+    });
     const busy = spawn(process.execPath, [CLI, 'server', '--socket', again.socket], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     busy.stderr!.on('data', (d) => (err += d));
@@ -300,5 +311,16 @@ describe('ckpt server', () => {
     expect(err).toMatch(/ckpt: error: a ckpt server already listens on/);
     await stopServer(again);
     expect(fs.existsSync(again.socket), 'the socket of a server stopped by SIGTERM').toBe(false);
+    // A dead server's socket is removed by ckpt check --repair.
+    const dead = await startServer('server-dead');
+    dead.child.kill('SIGKILL');
+    await waitFor(
+      () => dead.child.signalCode,
+      5000,
+      () => 'the server is still running',
+    );
+    const repair = await ckpt(['check', '--repair'], { env: { CKPT_SERVER_SOCKET: dead.socket } });
+    expect(repair.stdout).toContain(`fixed  ${dead.socket} is the socket of a ckpt server that died: removed`);
+    expect(fs.existsSync(dead.socket)).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 /** The `ckpt` command (cli.ts runs it). Errors print as `ckpt: error: ...` (+ a hint), never as a stack trace. */
 import { Command, CommanderError } from 'commander';
-import { accessSync, closeSync, constants as FS, openSync, readFileSync, renameSync, statSync, appendFileSync, fstatSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants as FS, openSync, readFileSync, renameSync, rmSync, statSync, appendFileSync, fstatSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import {
   CkptError,
@@ -38,7 +38,7 @@ import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
 import { pageServer } from './pageserver.js';
-import { SERVER_SOCKET, serve } from './server.js';
+import { SERVER_SOCKET, serve, serverStatus } from './server.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -791,7 +791,12 @@ program
     const staleLocks = new NftNetworkLocks().sweep({ dryRun: !o.repair });
     const dead = deadDumps({ dryRun: !o.repair });
     const staleGuards = staleGuardMappings({ repair: o.repair });
-    const r = { ...runCheck(), staleLocks, deadDumps: dead, staleGuards, repaired: !!o.repair };
+    // The dumps' server (ckpt server), if any: a dead one's socket is removed with --repair.
+    const socket = resolve(process.env.CKPT_SERVER_SOCKET || SERVER_SOCKET);
+    const srv = await serverStatus(socket);
+    if (srv === 'stale' && o.repair) rmSync(socket, { force: true });
+    const server = srv === undefined ? null : typeof srv === 'string' ? { socket, state: srv } : { socket, state: 'running', ...srv };
+    const r = { ...runCheck(), staleLocks, deadDumps: dead, staleGuards, server, repaired: !!o.repair };
     if (o.json) console.log(JSON.stringify(r, null, 1));
     else {
       for (const d of dead) {
@@ -810,6 +815,15 @@ program
           `${o.repair ? 'fixed' : 'warn'}  a network lock of ${s.owner} (gone) blocks ${s.connections} TCP connection(s)${o.repair ? ': removed' : ': ckpt check --repair removes it'}`,
         );
       }
+      if (srv === 'stale') {
+        console.log(
+          `${o.repair ? 'fixed' : 'warn'}  ${socket} is the socket of a ckpt server that died${o.repair ? ': removed' : ' (commands run in their own process): ckpt check --repair removes it'}`,
+        );
+      } else if (srv === 'unresponsive') console.log(`warn  the ckpt server on ${socket} does not answer (commands run in their own process after 10 s)`);
+      else if (srv)
+        console.log(
+          `ok    ckpt server pid ${srv.pid} (${srv.version}) on ${socket} since ${srv.since}: ${srv.served} dumps served${srv.busy ? ', one running' : ''}`,
+        );
       for (const c of r.checks) console.log(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'}  ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
       console.log(r.ok ? 'all required features present' : 'some required features are missing');
       const c = r.can;

@@ -32,6 +32,54 @@ import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
 
+/** What `ckpt check` learns of a running server. */
+export interface ServerStatus {
+  pid: number;
+  version: string;
+  /** When it started (ISO 8601). */
+  since: string;
+  /** Commands it has run. */
+  served: number;
+  busy: boolean;
+}
+
+/**
+ * The server listening at `path`: its status; `stale` for the socket of a server that died (no one
+ * listens), `unresponsive` for one that does not answer (stopped, or in a long step); undefined
+ * where there is no socket.
+ */
+export async function serverStatus(path: string): Promise<ServerStatus | 'stale' | 'unresponsive' | undefined> {
+  try {
+    if (!lstatSync(path).isSocket()) return undefined;
+  } catch {
+    return undefined;
+  }
+  return new Promise((resolve) => {
+    const c = net.connect(path);
+    let buf = '';
+    const timer = setTimeout(() => done('unresponsive'), 5000);
+    const done = (v: ServerStatus | 'stale' | 'unresponsive') => {
+      clearTimeout(timer);
+      c.destroy();
+      resolve(v);
+    };
+    c.on('connect', () => c.write(`${JSON.stringify({ status: 1 })}\n`));
+    c.on('data', (d) => {
+      buf += d.toString('utf8');
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      try {
+        const m = JSON.parse(buf.slice(0, nl)) as { status?: ServerStatus };
+        if (m.status) return done(m.status);
+      } catch {}
+      done('unresponsive');
+    });
+    // No one listens: the socket of a dead server.
+    c.on('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'stale' : 'unresponsive'));
+    c.on('close', () => done('unresponsive'));
+  });
+}
+
 /** Where the server listens unless told (root's: /run/ckpt is 0700). */
 export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
 /** The namespaces a served command must share with the server. */
@@ -99,6 +147,8 @@ export async function serve(o: ServeOptions): Promise<void> {
   await takeSocketPath(o.socket);
   const ckpts = new Map<string, Ckpt>();
   let busy = false;
+  let served = 0;
+  const startedAt = new Date().toISOString();
   let idleTimer: NodeJS.Timeout | undefined;
   let stopping = false;
   let done!: () => void;
@@ -124,6 +174,10 @@ export async function serve(o: ServeOptions): Promise<void> {
         req = JSON.parse(buf.slice(0, nl)) as ServerRequest;
       } catch {
         return reply(sock, { refuse: 'not a request' }, true);
+      }
+      // `ckpt check` asks how the server is.
+      if ((req as { status?: unknown }).status === 1) {
+        return reply(sock, { status: { pid: process.pid, version: VERSION, since: startedAt, served, busy } satisfies ServerStatus }, true);
       }
       const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req);
       if (why) {
@@ -219,6 +273,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       }
       const key = JSON.stringify(config);
       send(sock, { ok: process.pid });
+      served++;
       process.exitCode = undefined;
       resetFaults(() => stop('SIGINT'));
       started = performance.now();
