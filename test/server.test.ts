@@ -140,6 +140,8 @@ describe('ckpt server', () => {
   });
 
   it('runs a dump for the command: its directory, output and status; the image restores whole', async () => {
+    // Root's alone: a request's uid is the client's word, so only root may connect at all.
+    expect(fs.statSync(srv.socket).mode & 0o777, 'the socket mode').toBe(0o600);
     const dir = makeTempDir('served-dump');
     const { pid, stdout } = await startWorkload(dir, 16);
     // A relative image directory is the command's: the server works in the command's directory.

@@ -26,7 +26,7 @@
  */
 import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
@@ -175,6 +175,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       } catch {
         return reply(sock, { refuse: 'not a request' }, true);
       }
+      if (!req || typeof req !== 'object') return reply(sock, { refuse: 'not a request' }, true);
       // `ckpt check` asks how the server is.
       if ((req as { status?: unknown }).status === 1) {
         return reply(sock, { status: { pid: process.pid, version: VERSION, since: startedAt, served, busy } satisfies ServerStatus }, true);
@@ -335,13 +336,22 @@ export async function serve(o: ServeOptions): Promise<void> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', onSignal);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.socket, () => {
-      server.off('error', reject);
-      resolve();
+  // The socket is root's alone from its creation (a request's uid is the client's word: only
+  // root may connect at all), wherever --socket puts it.
+  const umask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(o.socket, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } finally {
+    process.umask(umask);
+  }
+  // Later errors (accept failing: no fds left) are the server's log's, not its end.
+  server.on('error', (e) => o.say(`listening: ${e.message}`));
   chmodSync(o.socket, 0o600);
   o.say(`listening on ${o.socket} (pid ${process.pid}): dump and pre-dump run here`);
   armIdle();
@@ -443,9 +453,4 @@ function reapChildren(): void {
       native.proc.tryWait(pid);
     } catch {}
   }
-}
-
-/** The bundle file the server runs (for the client's comparison). */
-export function bundlePath(dir: string): string {
-  return join(dir, 'cli.cjs');
 }
