@@ -159,6 +159,27 @@ describe('ckpt server', () => {
     await expectStateOk(pid, stdout, 'the restored workload');
   });
 
+  it('a pre-dump and a dump adding to it, both served: the memory tracker outlives the command; the chain restores whole', async () => {
+    const dir = makeTempDir('served-incremental');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    const pre = await served(srv, ['pre-dump', '-t', String(pid), '-D', img, '--keep', '5', '--json']);
+    expectOk(pre);
+    await expectServed(srv, pre);
+    const preJson = JSON.parse(pre.stdout) as { pids: number[]; stats: Record<string, unknown> };
+    // The application's ckpt-init and its program: each tracked.
+    expect(preJson.stats['memory.trackedProcesses'], pre.stdout).toBe(preJson.pids.length);
+    await expectCarriesOn(pid, stdout, 'after the pre-dump');
+    const inc = await served(srv, ['dump', '-t', String(pid), '-D', img, '--parent', img, '--keep', '5', '--json']);
+    expectOk(inc);
+    await expectServed(srv, inc);
+    expect(Number(JSON.parse(inc.stdout).stats['memory.parentBytes']), inc.stdout).toBeGreaterThan(8 << 20);
+    await waitNotAlive(pid);
+    await restoreOk(img, pid, 'workload');
+    await expectCarriesOn(pid, stdout, 'restored from the increment');
+    await expectStateOk(pid, stdout, 'restored from the increment');
+  });
+
   it("errors are the command's: one line, its exit status, --json errors as JSON", async () => {
     const r = await served(srv, ['dump', '-t', '999999', '-D', makeTempDir('served-err'), '--json']);
     expectCleanError(r, /999999/);

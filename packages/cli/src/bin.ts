@@ -8,12 +8,17 @@
  * after a run, so the functions a dump runs are compiled once, not at every dump. Written after a
  * successful run of the command that had none, or whose cache V8 rejected (another Node, a
  * rebuilt bundle), when the directory is writable.
+ *
+ * `ckpt dump` and `ckpt pre-dump` first ask a `ckpt server` (server.ts), when one listens, to run
+ * them: the dump then costs neither the bundle's load nor its cold code. Where it does not run
+ * them (busy, another namespace, ...), they run here.
  */
 import { readFileSync, readlinkSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
+import { ANSWER_MS, SENT_ENV, SERVED_VERBS, SERVER_NAMESPACES, SERVER_SOCKET, UNSERVED_OPTIONS } from './served.js';
 
 const args = process.argv.slice(2);
 const bundle = join(__dirname, 'cli.cjs');
@@ -32,9 +37,8 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
 function serverSocket(): string | undefined {
   if (process.env.CKPT_SERVER === 'off') return undefined;
   const verb = args.find((a) => !a.startsWith('-'));
-  if (verb !== 'dump' && verb !== 'pre-dump') return undefined;
-  if (args.some((a) => /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/.test(a))) return undefined;
-  const path = process.env.CKPT_SERVER_SOCKET || '/run/ckpt/ckpt.sock';
+  if (!verb || !SERVED_VERBS.includes(verb) || args.some((a) => UNSERVED_OPTIONS.test(a))) return undefined;
+  const path = process.env.CKPT_SERVER_SOCKET || SERVER_SOCKET;
   try {
     return statSync(path).isSocket() ? path : undefined;
   } catch {
@@ -52,7 +56,6 @@ function viaServer(path: string): void {
   const tty = require('node:tty') as typeof import('node:tty');
   let state: 'asking' | 'served' | 'done' | 'here' = 'asking';
   let serverPid = 0;
-  let status = 0;
   let pending = '';
   const here = () => {
     if (state !== 'asking') return;
@@ -63,7 +66,7 @@ function viaServer(path: string): void {
   };
   // A server that does not answer (stopped, or in a long step that holds its event loop) is not
   // waited for: the command runs here (and the server, should it answer later, finds us gone).
-  const timer = setTimeout(here, 10_000);
+  const timer = setTimeout(here, ANSWER_MS);
   const sock = net.connect(path);
   sock.on('connect', () => sock.write(`${JSON.stringify(request())}\n`));
   sock.on('error', () => here());
@@ -87,28 +90,27 @@ function viaServer(path: string): void {
       } else if ((m.o === 1 || m.o === 2) && typeof m.d === 'string') {
         writeOut(m.o, m.d);
       } else if (typeof m.exit === 'number' && state === 'served') {
+        // The command's end: its output is written (synchronously), nothing is left to wait for.
         state = 'done';
-        status = m.exit;
+        process.exit(m.exit);
       }
     }
   });
   sock.on('close', () => {
     if (state === 'asking') return here();
     if (state === 'here') return;
-    if (state === 'served') {
-      // The server ended without the command's result: what a killed ckpt leaves.
-      const message = `the ckpt server (pid ${serverPid}) ended during the command, before its result`;
-      const hint = 'ckpt check says what a dump that was killed left (ckpt check --repair removes it)';
-      if (args.includes('--json')) writeOut(1, `${JSON.stringify({ error: { code: 'ERR_CKPT_SERVER_LOST', message, hint } })}\n`);
-      writeOut(2, `ckpt: error: ${message}\nckpt: hint: ${hint}\n`);
-      status = 1;
-    }
-    process.exit(status);
+    if (state !== 'served') return;
+    // The server ended without the command's result: what a killed ckpt leaves.
+    const message = `the ckpt server (pid ${serverPid}) ended during the command, before its result`;
+    const hint = 'ckpt check says what a dump that was killed left (ckpt check --repair removes it)';
+    if (args.includes('--json')) writeOut(1, `${JSON.stringify({ error: { code: 'ERR_CKPT_SERVER_LOST', message, hint } })}\n`);
+    writeOut(2, `ckpt: error: ${message}\nckpt: hint: ${hint}\n`);
+    process.exit(1);
   });
 
   function request() {
     const ns: Record<string, string> = {};
-    for (const n of ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup']) {
+    for (const n of SERVER_NAMESPACES) {
       try {
         ns[n] = readlinkSync(`/proc/self/ns/${n}`);
       } catch {
@@ -116,7 +118,7 @@ function viaServer(path: string): void {
       }
     }
     const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && /^(CKPT_|HOME$|TMPDIR$|DEBUG$|NODE_PATH$)/.test(k)) env[k] = v;
+    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && SENT_ENV.test(k)) env[k] = v;
     return {
       v: 1,
       version: VERSION,

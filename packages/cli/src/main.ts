@@ -38,7 +38,8 @@ import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
 import { pageServer } from './pageserver.js';
-import { SERVER_SOCKET, serve, serverStatus } from './server.js';
+import { SERVER_SOCKET } from './served.js';
+import { serve, serverStatus } from './server.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;

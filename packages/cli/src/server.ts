@@ -24,13 +24,15 @@
  * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
  * lets go of the processes, and the guard journals let the next dump repair what is left.
  */
-import { chmodSync, lstatSync, mkdirSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readlinkSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
-import { dirname } from 'node:path';
-import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults } from '@ckpt/core';
+import { dirname, join } from 'node:path';
+import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults, sleepSync } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
+import { SERVED_VERBS, SERVER_NAMESPACES, UNSERVED_OPTIONS } from './served.js';
 
 /** What `ckpt check` learns of a running server. */
 export interface ServerStatus {
@@ -80,14 +82,6 @@ export async function serverStatus(path: string): Promise<ServerStatus | 'stale'
   });
 }
 
-/** Where the server listens unless told (root's: /run/ckpt is 0700). */
-export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
-/** The namespaces a served command must share with the server. */
-export const SERVER_NAMESPACES = ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup'];
-/** The verbs the server runs. */
-export const SERVED_VERBS = new Set(['dump', 'pre-dump']);
-/** Options that make a command run in its own process (they change what is loaded or logged). */
-export const UNSERVED_OPTIONS = /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/;
 /** The environment carried per request (the rest is the server's). */
 const CARRIED_ENV = /^(CKPT_|HOME$|TMPDIR$)/;
 /** Read once, at start: must be the server's. */
@@ -145,6 +139,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   const fixed = Object.fromEntries(FIXED_ENV.map((k) => [k, process.env[k] ?? '']));
   mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
   await takeSocketPath(o.socket);
+  await warmUp(o);
   const ckpts = new Map<string, Ckpt>();
   let busy = false;
   let served = 0;
@@ -192,10 +187,13 @@ export async function serve(o: ServeOptions): Promise<void> {
         .finally(() => {
           busy = false;
           reapChildren();
-          // Now, between commands, rather than before the next dump's freeze (see collectGarbage).
-          collectGarbage();
-          if (stopping) close();
-          else armIdle();
+          if (stopping) return close();
+          armIdle();
+          // Between commands, rather than before the next dump's freeze (see collectGarbage): once
+          // the command's connection is closed (its end waits for the loop), unless another came.
+          setTimeout(() => {
+            if (!busy) collectGarbage();
+          }, 20).unref();
         });
     });
   });
@@ -215,7 +213,7 @@ export async function serve(o: ServeOptions): Promise<void> {
     if (r.version !== VERSION || r.bundle !== bundleTime) return `another ckpt (server: ${VERSION}, a bundle of ${new Date(bundleTime).toISOString()})`;
     if (r.uid !== euid) return `another user (uid ${r.uid})`;
     const verb = r.argv.find((a) => !a.startsWith('-'));
-    if (!verb || !SERVED_VERBS.has(verb)) return `not served: ${verb ?? 'no command'}`;
+    if (!verb || !SERVED_VERBS.includes(verb)) return `not served: ${verb ?? 'no command'}`;
     if (r.argv.some((a) => UNSERVED_OPTIONS.test(a))) return 'options that change what is loaded or logged';
     for (const k of SERVER_NAMESPACES) if (r.ns?.[k] !== ns[k]) return `another ${k} namespace`;
     for (const k of FIXED_ENV) if ((r.env?.[k] ?? '') !== fixed[k]) return `another ${k}`;
@@ -255,7 +253,7 @@ export async function serve(o: ServeOptions): Promise<void> {
     sock.on('close', onGone);
     let undo: () => void;
     try {
-      undo = enter(req, sock);
+      undo = enter(req, (fd, d) => send(sock, { o: fd, d }));
     } catch (e) {
       // Its directory gone, say: the command's own process says why.
       o.say(`${describe(req)}: runs in its own process: ${(e as Error).message}`);
@@ -358,6 +356,54 @@ export async function serve(o: ServeOptions): Promise<void> {
   await finished;
 }
 
+/**
+ * Before it listens, the server dumps a process of its own (`sleep`, in its own session) twice
+ * through the dump command, leaving it running then killing it: the first command it serves then
+ * runs compiled, warmed code, as the ones after it do (the first dump of a process is 2-3 times
+ * its next). Where there is no sleep program or the dumps fail, the server starts cold, and says so.
+ */
+async function warmUp(o: ServeOptions): Promise<void> {
+  const t0 = performance.now();
+  const sleep = ['/usr/bin/sleep', '/bin/sleep'].find((p) => existsSync(p));
+  if (!sleep) return o.say('no sleep program to warm up with: the first commands run cold');
+  const dir = mkdtempSync(join(tmpdir(), 'ckpt-server-warm-up-'));
+  const devnull = openSync('/dev/null', 'r+');
+  let pid = 0;
+  try {
+    pid = native.proc.spawnDetached(sleep, ['sleep', '3600'], [], null, [devnull, devnull, devnull]);
+    const req = { cwd: process.cwd(), umask: process.umask(), env: {}, tty: [false, false] } as unknown as ServerRequest;
+    for (const [argv, n] of [
+      [['--leave-running'], 1],
+      [[], 2],
+    ] as const) {
+      const undo = enter({ ...req, env: { ...process.env } as Record<string, string> }, () => {});
+      try {
+        process.exitCode = undefined;
+        // A signal of its own: a dump's interruption is otherwise its process's signals.
+        await o.main({ argv: ['dump', ...argv, '-t', String(pid), '-D', join(dir, String(n)), '--json'], signal: new AbortController().signal });
+        if (process.exitCode) throw new Error(`dump ${n} exited ${process.exitCode}`);
+      } finally {
+        undo();
+        process.exitCode = undefined;
+      }
+    }
+    o.say(`warmed up: two dumps of a sleep of its own in ${(performance.now() - t0).toFixed(0)} ms`);
+  } catch (e) {
+    o.say(`warm-up: ${(e as Error).message}: the first commands run cold`);
+  } finally {
+    closeSync(devnull);
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+      try {
+        for (let i = 0; i < 1000 && !native.proc.tryWait(pid); i++) sleepSync(1);
+      } catch {}
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The socket path, free: a live server there is an error; a dead one's socket is removed. */
 async function takeSocketPath(path: string): Promise<void> {
   let st: ReturnType<typeof lstatSync> | undefined;
@@ -392,7 +438,7 @@ function reply(sock: net.Socket, m: object, last: boolean): void {
  * The client's working directory, umask, environment and output for the command; returns what
  * puts the server's back.
  */
-function enter(req: ServerRequest, sock: net.Socket): () => void {
+function enter(req: ServerRequest, out: (fd: 1 | 2, text: string) => void): () => void {
   const cwd = process.cwd();
   process.chdir(req.cwd);
   const umask = process.umask(req.umask & 0o777);
@@ -411,7 +457,7 @@ function enter(req: ServerRequest, sock: net.Socket): () => void {
     Object.defineProperty(s, 'isTTY', { value: !!req.tty?.[i], configurable: true, writable: true });
     s.write = ((chunk: string | Uint8Array, enc?: unknown, cb?: unknown) => {
       const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
-      send(sock, { o: i + 1, d: text });
+      out((i + 1) as 1 | 2, text);
       const done = typeof enc === 'function' ? enc : cb;
       if (typeof done === 'function') process.nextTick(done as (e: null) => void, null);
       return true;
