@@ -2229,6 +2229,7 @@ async function serverTable(bins) {
       'served / own',
       ...(other ? [otherLabel, `served/${otherLabel}`] : []),
       'own - node',
+      "served: ckpt's own ms",
     ];
     const grid = [];
     for (const [label, agg] of rows) {
@@ -2241,7 +2242,7 @@ async function serverTable(bins) {
         const oth = agg[`other:${mode}`];
         const r = [`${label}, ${what} ms`, fms(o), fms(v), fms(node), signed(v - node), fx(v / o)];
         if (other) r.push(otherCell(oth, 'dumpMs'), oth?.dumpMs ? fx(v / oth.dumpMs.median) : '');
-        r.push(signed(o - node));
+        r.push(signed(o - node), fms(agg[`srv:${mode}`]?.ownDumpMs?.median));
         grid.push(r);
       }
     }
