@@ -333,6 +333,7 @@ describe('ckpt server', () => {
     expect(code, err).not.toBe(0);
     expect(err).toMatch(/ckpt: error: a ckpt server already listens on/);
     await stopServer(again);
+    expect(again.child.exitCode, 'the server stopped by SIGTERM: its exit status').toBe(0);
     expect(fs.existsSync(again.socket), 'the socket of a server stopped by SIGTERM').toBe(false);
     // A dead server's socket is removed by ckpt check --repair.
     const dead = await startServer('server-dead');

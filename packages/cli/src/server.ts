@@ -139,7 +139,6 @@ export async function serve(o: ServeOptions): Promise<void> {
   const fixed = Object.fromEntries(FIXED_ENV.map((k) => [k, process.env[k] ?? '']));
   mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
   await takeSocketPath(o.socket);
-  await warmUp(o);
   const ckpts = new Map<string, Ckpt>();
   let busy = false;
   let served = 0;
@@ -326,14 +325,20 @@ export async function serve(o: ServeOptions): Promise<void> {
     done();
   }
 
+  // A signal during the warm-up stops its dump (undone) and the server before it listens.
+  const warming = new AbortController();
+  let listening = false;
   const onSignal = (sig: NodeJS.Signals) => {
     o.say(`${sig}: ${busy ? 'finishing the command running, then exiting' : 'exiting'}`);
     stopping = true;
-    if (!busy) close();
+    warming.abort();
+    if (!busy && listening) close();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   process.on('SIGHUP', onSignal);
+  await warmUp(o, warming.signal);
+  if (stopping) return;
   // The socket is root's alone from its creation (a request's uid is the client's word: only
   // root may connect at all), wherever --socket puts it.
   const umask = process.umask(0o177);
@@ -348,6 +353,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   } finally {
     process.umask(umask);
   }
+  listening = true;
   // Later errors (accept failing: no fds left) are the server's log's, not its end.
   server.on('error', (e) => o.say(`listening: ${e.message}`));
   chmodSync(o.socket, 0o600);
@@ -362,7 +368,7 @@ export async function serve(o: ServeOptions): Promise<void> {
  * runs compiled, warmed code, as the ones after it do (the first dump of a process is 2-3 times
  * its next). Where there is no sleep program or the dumps fail, the server starts cold, and says so.
  */
-async function warmUp(o: ServeOptions): Promise<void> {
+async function warmUp(o: ServeOptions, signal: AbortSignal): Promise<void> {
   const t0 = performance.now();
   const sleep = ['/usr/bin/sleep', '/bin/sleep'].find((p) => existsSync(p));
   if (!sleep) return o.say('no sleep program to warm up with: the first commands run cold');
@@ -379,8 +385,8 @@ async function warmUp(o: ServeOptions): Promise<void> {
       const undo = enter({ ...req, env: { ...process.env } as Record<string, string> }, () => {});
       try {
         process.exitCode = undefined;
-        // A signal of its own: a dump's interruption is otherwise its process's signals.
-        await o.main({ argv: ['dump', ...argv, '-t', String(pid), '-D', join(dir, String(n)), '--json'], signal: new AbortController().signal });
+        if (signal.aborted) throw new Error('stopped');
+        await o.main({ argv: ['dump', ...argv, '-t', String(pid), '-D', join(dir, String(n)), '--json'], signal });
         if (process.exitCode) throw new Error(`dump ${n} exited ${process.exitCode}`);
       } finally {
         undo();
@@ -389,7 +395,7 @@ async function warmUp(o: ServeOptions): Promise<void> {
     }
     o.say(`warmed up: two dumps of a sleep of its own in ${(performance.now() - t0).toFixed(0)} ms`);
   } catch (e) {
-    o.say(`warm-up: ${(e as Error).message}: the first commands run cold`);
+    o.say(signal.aborted ? 'warm-up stopped' : `warm-up: ${(e as Error).message}: the first commands run cold`);
   } finally {
     closeSync(devnull);
     if (pid) {
