@@ -13,12 +13,12 @@
  * them: the dump then costs neither the bundle's load nor its cold code. Where it does not run
  * them (busy, another namespace, ...), they run here.
  */
-import { readFileSync, readlinkSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
-import { ANSWER_MS, SENT_ENV, SERVED_VERBS, SERVER_NAMESPACES, SERVER_SOCKET, UNSERVED_OPTIONS } from './served.js';
+import { ANSWER_MS, SENT_ENV, SERVED_VERBS, SERVER_SOCKET, UNSERVED_OPTIONS, lineReader, namespaces } from './served.js';
 
 const args = process.argv.slice(2);
 const bundle = join(__dirname, 'cli.cjs');
@@ -56,7 +56,6 @@ function viaServer(path: string): void {
   const tty = require('node:tty') as typeof import('node:tty');
   let state: 'asking' | 'served' | 'done' | 'here' = 'asking';
   let serverPid = 0;
-  let pending = '';
   const here = () => {
     if (state !== 'asking') return;
     state = 'here';
@@ -70,16 +69,14 @@ function viaServer(path: string): void {
   const sock = net.connect(path);
   sock.on('connect', () => sock.write(`${JSON.stringify(request())}\n`));
   sock.on('error', () => here());
-  sock.on('data', (chunk: Buffer) => {
-    pending += chunk.toString('utf8');
-    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
+  sock.on(
+    'data',
+    lineReader((line) => {
       let m: { ok?: number; refuse?: string; o?: number; d?: string; exit?: number };
       try {
         m = JSON.parse(line);
       } catch {
-        continue;
+        return;
       }
       if (m.refuse !== undefined) return here();
       if (m.ok !== undefined && state === 'asking') {
@@ -94,11 +91,10 @@ function viaServer(path: string): void {
         state = 'done';
         process.exit(m.exit);
       }
-    }
-  });
+    }),
+  );
   sock.on('close', () => {
     if (state === 'asking') return here();
-    if (state === 'here') return;
     if (state !== 'served') return;
     // The server ended without the command's result: what a killed ckpt leaves.
     const message = `the ckpt server (pid ${serverPid}) ended during the command, before its result`;
@@ -109,14 +105,6 @@ function viaServer(path: string): void {
   });
 
   function request() {
-    const ns: Record<string, string> = {};
-    for (const n of SERVER_NAMESPACES) {
-      try {
-        ns[n] = readlinkSync(`/proc/self/ns/${n}`);
-      } catch {
-        ns[n] = '';
-      }
-    }
     const env: Record<string, string> = {};
     for (const [k, v] of Object.entries(process.env)) if (v !== undefined && SENT_ENV.test(k)) env[k] = v;
     return {
@@ -129,7 +117,7 @@ function viaServer(path: string): void {
       env,
       uid: process.geteuid?.() ?? -1,
       umask: process.umask(),
-      ns,
+      ns: namespaces(),
       tty: [tty.isatty(1), tty.isatty(2)],
     };
   }

@@ -1,8 +1,9 @@
 /**
  * What the `ckpt` command (bin.ts, before it loads anything) and `ckpt server` (server.ts) agree
  * on: where the server listens, which commands it runs, and what makes a command run in its own
- * process instead. Nothing here imports anything: bin.ts stays small.
+ * process instead, and how they read each other. Only node:fs here: bin.ts stays small.
  */
+import { readlinkSync } from 'node:fs';
 
 /** Where the server listens unless told (root's: /run/ckpt is 0700); `CKPT_SERVER_SOCKET` names another. */
 export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
@@ -16,3 +17,36 @@ export const SERVER_NAMESPACES: readonly string[] = ['mnt', 'pid', 'net', 'ipc',
 export const SENT_ENV = /^(CKPT_|HOME$|TMPDIR$|DEBUG$|NODE_PATH$)/;
 /** How long a command waits for the server's first answer before it runs in its own process. */
 export const ANSWER_MS = 10_000;
+
+/** This process's namespaces (`mnt:[4026531841]`...), by the names of SERVER_NAMESPACES ('' where unreadable). */
+export function namespaces(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const ns of SERVER_NAMESPACES) {
+    try {
+      out[ns] = readlinkSync(`/proc/self/ns/${ns}`);
+    } catch {
+      out[ns] = '';
+    }
+  }
+  return out;
+}
+
+/**
+ * A connection's 'data' listener that hands each whole line (JSON, without its newline) to
+ * `onLine`; a line still unended past `max` characters goes to `tooLong` instead.
+ */
+export function lineReader(onLine: (line: string) => void, max = Number.POSITIVE_INFINITY, tooLong?: () => void): (chunk: Buffer) => void {
+  let pending = '';
+  return (chunk) => {
+    pending += chunk.toString('utf8');
+    for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      onLine(line);
+    }
+    if (pending.length > max) {
+      pending = '';
+      tooLong?.();
+    }
+  };
+}

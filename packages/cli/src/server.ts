@@ -24,7 +24,7 @@
  * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
  * lets go of the processes, and the guard journals let the next dump repair what is left.
  */
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readlinkSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -32,7 +32,7 @@ import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults, sleepSync }
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
-import { SERVED_VERBS, SERVER_NAMESPACES, UNSERVED_OPTIONS } from './served.js';
+import { SERVED_VERBS, SERVER_NAMESPACES, UNSERVED_OPTIONS, lineReader, namespaces } from './served.js';
 
 /** What `ckpt check` learns of a running server. */
 export interface ServerStatus {
@@ -58,7 +58,6 @@ export async function serverStatus(path: string): Promise<ServerStatus | 'stale'
   }
   return new Promise((resolve) => {
     const c = net.connect(path);
-    let buf = '';
     const timer = setTimeout(() => done('unresponsive'), 5000);
     const done = (v: ServerStatus | 'stale' | 'unresponsive') => {
       clearTimeout(timer);
@@ -66,16 +65,16 @@ export async function serverStatus(path: string): Promise<ServerStatus | 'stale'
       resolve(v);
     };
     c.on('connect', () => c.write(`${JSON.stringify({ status: 1 })}\n`));
-    c.on('data', (d) => {
-      buf += d.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      try {
-        const m = JSON.parse(buf.slice(0, nl)) as { status?: ServerStatus };
-        if (m.status) return done(m.status);
-      } catch {}
-      done('unresponsive');
-    });
+    c.on(
+      'data',
+      lineReader((line) => {
+        try {
+          const m = JSON.parse(line) as { status?: ServerStatus };
+          if (m.status) return done(m.status);
+        } catch {}
+        done('unresponsive');
+      }),
+    );
     // No one listens: the socket of a dead server.
     c.on('error', (e: NodeJS.ErrnoException) => done(e.code === 'ECONNREFUSED' ? 'stale' : 'unresponsive'));
     c.on('close', () => done('unresponsive'));
@@ -84,6 +83,8 @@ export async function serverStatus(path: string): Promise<ServerStatus | 'stale'
 
 /** The environment carried per request (the rest is the server's). */
 const CARRIED_ENV = /^(CKPT_|HOME$|TMPDIR$)/;
+/** The longest request line the server reads (a longer one ends the connection). */
+const REQUEST_MAX = 1 << 20;
 /** Read once, at start: must be the server's. */
 const FIXED_ENV = ['DEBUG', 'NODE_PATH', 'CKPT_APPS_DIR'];
 
@@ -113,18 +114,6 @@ export interface ServeOptions {
   say: (line: string) => void;
 }
 
-function ownNamespaces(): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const ns of SERVER_NAMESPACES) {
-    try {
-      out[ns] = readlinkSync(`/proc/self/ns/${ns}`);
-    } catch {
-      out[ns] = '';
-    }
-  }
-  return out;
-}
-
 /** A served command, for the server's log: the client's pid and its arguments. */
 function describe(r: ServerRequest): string {
   return `pid ${r?.pid}: ckpt ${Array.isArray(r?.argv) ? r.argv.join(' ') : '?'}`.slice(0, 300);
@@ -135,7 +124,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   const euid = process.geteuid?.() ?? -1;
   if (euid !== 0) throw new CkptError('ERR_CKPT_USAGE', 'ckpt server runs as root (a user runs ckpt in its own process)');
   const bundleTime = statSync(o.bundle).mtimeMs;
-  const ns = ownNamespaces();
+  const ns = namespaces();
   const fixed = Object.fromEntries(FIXED_ENV.map((k) => [k, process.env[k] ?? '']));
   mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
   await takeSocketPath(o.socket);
@@ -151,51 +140,65 @@ export async function serve(o: ServeOptions): Promise<void> {
   });
   const server = net.createServer({ allowHalfOpen: true }, (sock) => {
     sock.on('error', () => {});
-    let buf = '';
-    let handled = false;
-    sock.on('data', (chunk) => {
-      if (handled) return;
-      buf += chunk.toString('utf8');
-      const nl = buf.indexOf('\n');
-      if (nl < 0) {
-        if (buf.length > 1 << 20) sock.destroy();
-        return;
-      }
-      handled = true;
-      const rest = buf.slice(nl + 1);
-      let req: ServerRequest;
-      try {
-        req = JSON.parse(buf.slice(0, nl)) as ServerRequest;
-      } catch {
-        return reply(sock, { refuse: 'not a request' }, true);
-      }
-      if (!req || typeof req !== 'object') return reply(sock, { refuse: 'not a request' }, true);
-      // `ckpt check` asks how the server is.
-      if ((req as { status?: unknown }).status === 1) {
-        return reply(sock, { status: { pid: process.pid, version: VERSION, since: startedAt, served, busy } satisfies ServerStatus }, true);
-      }
-      const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req);
-      if (why) {
-        o.say(`${describe(req)}: runs in its own process: ${why}`);
-        return reply(sock, { refuse: why }, true);
-      }
-      busy = true;
-      if (idleTimer) clearTimeout(idleTimer);
-      void handle(sock, req, rest)
-        .catch((e) => o.say(`${describe(req)}: ${(e as Error).message}`))
-        .finally(() => {
-          busy = false;
-          reapChildren();
-          if (stopping) return close();
-          armIdle();
-          // Between commands, rather than before the next dump's freeze (see collectGarbage): once
-          // the command's connection is closed (its end waits for the loop), unless another came.
-          setTimeout(() => {
-            if (!busy) collectGarbage();
-          }, 20).unref();
-        });
-    });
+    // The first line is the request; the lines after it, its command's {abort}s.
+    let control: ((line: string) => void) | undefined;
+    let first = true;
+    sock.on(
+      'data',
+      lineReader(
+        (line) => {
+          if (!first) return control?.(line);
+          first = false;
+          accept(sock, line, (c) => {
+            control = c;
+          });
+        },
+        REQUEST_MAX,
+        () => sock.destroy(),
+      ),
+    );
   });
+
+  /** A connection's first line: answered (status, refusal), or the command run. */
+  function accept(sock: net.Socket, line: string, listen: (control: (line: string) => void) => void): void {
+    let req: ServerRequest;
+    try {
+      req = JSON.parse(line) as ServerRequest;
+    } catch {
+      reply(sock, { refuse: 'not a request' }, true);
+      return;
+    }
+    if (!req || typeof req !== 'object') {
+      reply(sock, { refuse: 'not a request' }, true);
+      return;
+    }
+    // `ckpt check` asks how the server is.
+    if ((req as { status?: unknown }).status === 1) {
+      reply(sock, { status: { pid: process.pid, version: VERSION, since: startedAt, served, busy } satisfies ServerStatus }, true);
+      return;
+    }
+    const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req);
+    if (why) {
+      o.say(`${describe(req)}: runs in its own process: ${why}`);
+      reply(sock, { refuse: why }, true);
+      return;
+    }
+    busy = true;
+    if (idleTimer) clearTimeout(idleTimer);
+    void handle(sock, req, listen)
+      .catch((e) => o.say(`${describe(req)}: ${(e as Error).message}`))
+      .finally(() => {
+        busy = false;
+        reapChildren();
+        if (stopping) return close();
+        armIdle();
+        // Between commands, rather than before the next dump's freeze (see collectGarbage): once
+        // the command's connection is closed (its end waits for the loop), unless another came.
+        setTimeout(() => {
+          if (!busy) collectGarbage();
+        }, 20).unref();
+      });
+  }
 
   /** Why this server cannot run the request as the client's own process would, or undefined. */
   function refusal(r: ServerRequest): string | undefined {
@@ -221,7 +224,7 @@ export async function serve(o: ServeOptions): Promise<void> {
     return undefined;
   }
 
-  async function handle(sock: net.Socket, req: ServerRequest, rest: string): Promise<void> {
+  async function handle(sock: net.Socket, req: ServerRequest, listen: (control: (line: string) => void) => void): Promise<void> {
     const ac = new AbortController();
     const stop = (why: string) => {
       if (ac.signal.aborted) return;
@@ -229,25 +232,18 @@ export async function serve(o: ServeOptions): Promise<void> {
       ac.abort();
     };
     // The client's end: its signals come as {abort}; its death or a closed connection is SIGINT's.
-    let pending = rest;
-    const onData = (chunk: Buffer) => {
-      pending += chunk.toString('utf8');
-      for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        try {
-          const m = JSON.parse(line) as { abort?: string };
-          if (m.abort)
-            stop(
-              String(m.abort)
-                .replace(/[^A-Z0-9+]/g, '')
-                .slice(0, 12) || 'stop',
-            );
-        } catch {}
-      }
-    };
+    listen((line) => {
+      try {
+        const m = JSON.parse(line) as { abort?: string };
+        if (m.abort)
+          stop(
+            String(m.abort)
+              .replace(/[^A-Z0-9+]/g, '')
+              .slice(0, 12) || 'stop',
+          );
+      } catch {}
+    });
     const onGone = () => stop('the command went away');
-    sock.on('data', onData);
     sock.on('end', onGone);
     sock.on('close', onGone);
     let undo: () => void;
@@ -301,7 +297,6 @@ export async function serve(o: ServeOptions): Promise<void> {
       if (logLine) o.say(logLine);
       resetFaults();
       process.exitCode = undefined;
-      sock.off('data', onData);
       sock.off('end', onGone);
       sock.off('close', onGone);
     }
@@ -419,15 +414,12 @@ async function takeSocketPath(path: string): Promise<void> {
     return;
   }
   if (!st.isSocket()) throw new CkptError('ERR_CKPT_USAGE', `${path} exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const c = net.connect(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-  if (live) throw new CkptError('ERR_CKPT_USAGE', `a ckpt server already listens on ${path}`, { hint: 'stop it first (kill its pid), or give --socket' });
+  // Asked as `ckpt check` asks: only a socket no one listens on is taken over.
+  const there = await serverStatus(path);
+  if (there !== 'stale') {
+    const stop = typeof there === 'object' ? `kill ${there.pid}` : 'kill its pid';
+    throw new CkptError('ERR_CKPT_USAGE', `a ckpt server already listens on ${path}`, { hint: `stop it first (${stop}), or give --socket` });
+  }
   unlinkSync(path);
 }
 
