@@ -637,7 +637,7 @@ program
   .action(async (o: { socket?: string; idleExit?: string }) => {
     await serve({
       socket: resolve(o.socket ?? process.env.CKPT_SERVER_SOCKET ?? SERVER_SOCKET),
-      idleExitMs: o.idleExit === undefined ? undefined : parseInterval(o.idleExit, '--idle-exit'),
+      idleExitMs: o.idleExit === undefined ? undefined : parseInterval(o.idleExit, '--idle-exit', 'at least 1s'),
       bundle: join(__dirname, 'cli.cjs'),
       main,
       // Straight to fd 2 (process.stderr is a served command's while it runs); a log that cannot

@@ -56,11 +56,11 @@ function parentOf(dir: string): string | undefined {
 const MIN_INTERVAL_MS = 1000;
 
 /** "30s", "10m", "2h", "1500ms" (a number alone: seconds) -> milliseconds. */
-export function parseInterval(s: string, flag = '--checkpoint-every'): number {
+export function parseInterval(s: string, flag = '--checkpoint-every', atLeast = 'at least 1s between checkpoints'): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(s.trim());
   if (!m) throw new CkptError('ERR_CKPT_USAGE', `${flag} ${s}: not a duration`, { hint: 'e.g. 30s, 10m, 2h' });
   const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  if (ms < MIN_INTERVAL_MS) throw new CkptError('ERR_CKPT_USAGE', `${flag} ${s}: at least 1s${flag === '--checkpoint-every' ? ' between checkpoints' : ''}`);
+  if (ms < MIN_INTERVAL_MS) throw new CkptError('ERR_CKPT_USAGE', `${flag} ${s}: ${atLeast}`);
   return ms;
 }
 

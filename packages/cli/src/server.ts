@@ -389,6 +389,8 @@ async function warmUp(o: ServeOptions, signal: AbortSignal): Promise<void> {
       }
     }
     o.say(`warmed up: two dumps of a sleep of its own in ${(performance.now() - t0).toFixed(0)} ms`);
+    // As after every command (see collectGarbage).
+    collectGarbage();
   } catch (e) {
     o.say(signal.aborted ? 'warm-up stopped' : `warm-up: ${(e as Error).message}: the first commands run cold`);
   } finally {

@@ -263,7 +263,7 @@ export class Ckpt {
       // callbacks: an madvise, say) is in the early read.
       const downtime = !!options.leaveRunning || !!options.handover;
       if (downtime && early) readSmapsBefore(session, pid);
-      if (downtime) collectGarbage({ ifGrown: true });
+      if (downtime) collectGarbage({ beforeFreeze: true });
       if (downtime && early) awaitSmapsBefore(session);
       tFrozen = clock.lap('setup');
       freezeTree(this.hooks, session, frozen);

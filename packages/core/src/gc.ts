@@ -39,25 +39,35 @@ function collector(): Collect | null {
   return collect;
 }
 
-/** The heap in use right after ckpt's last collection (undefined: none yet). */
-let usedAfterLast: number | undefined;
 /**
- * Growth of the heap since ckpt's last collection under which a collection is skipped: what a
+ * The heap in use right after the last collection made between dumps (collectGarbage() without
+ * options, by a process that dumps again and again), until a dump's own collection.
+ */
+let usedAfterIdle: number | undefined;
+/**
+ * Growth of the heap since that collection under which a dump's collection is skipped: what a
  * dump allocates before its freeze is far less, and V8's next major collection starts only once
  * the heap has grown well past its size at the last one (a few times this in a heap of 20-60 MB).
  */
 const GROWN_ENOUGH = 4 << 20;
 
 /**
- * Collects the whole heap now (synchronously), when this Node lets ckpt. With `ifGrown`, only
- * when the heap has grown by more than a few MB since ckpt's last collection: a process that
- * collects when idle (`ckpt server`, after each command) does not pay a second collection of
- * the same heap before the next freeze (15-25 ms of its wall time).
+ * Collects the whole heap now (synchronously), when this Node lets ckpt. Without options: a
+ * collection between dumps (`ckpt server` after each command, the periodic checkpointer after
+ * each checkpoint). With `beforeFreeze` (a dump whose freeze is downtime): skipped when such a
+ * collection came last and the heap has grown by less than a few MB since, so that the same
+ * heap is not collected twice (15-25 ms of wall time); any other caller collects as ever.
  */
-export function collectGarbage(opts: { ifGrown?: boolean } = {}): void {
+export function collectGarbage(opts: { beforeFreeze?: boolean } = {}): void {
   const c = collector();
   if (!c) return;
-  if (opts.ifGrown && usedAfterLast !== undefined && v8.getHeapStatistics().used_heap_size - usedAfterLast < GROWN_ENOUGH) return;
+  const used = () => v8.getHeapStatistics().used_heap_size;
+  if (opts.beforeFreeze) {
+    if (usedAfterIdle !== undefined && used() - usedAfterIdle < GROWN_ENOUGH) return;
+    c();
+    usedAfterIdle = undefined;
+    return;
+  }
   c();
-  usedAfterLast = v8.getHeapStatistics().used_heap_size;
+  usedAfterIdle = used();
 }
