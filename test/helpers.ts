@@ -597,6 +597,16 @@ export async function expectCarriesOn(pid: number, stdout: string, what: string)
   await waitForTick(stdout, lastTick(stdout) + 2, 10_000);
 }
 
+/** The C workload's answer to SIGUSR1: its tick and its own check of heap, mappings, FPU and signal mask. */
+export const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
+
+/** Nothing of an image was left: the directory the dump made is gone with everything in it. */
+export function expectNoImage(dir: string, what: string): void {
+  const left = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+  expect(left, `${what}: left in the image directory`).toEqual([]);
+  expect(fs.existsSync(dir), `${what}: the image directory the dump made is still there`).toBe(false);
+}
+
 /** ckpt's nftables table as `nft list` prints it ('' when there is none). */
 export function nftCkptTable(): string {
   try {

@@ -20,6 +20,7 @@ import {
   useCleanup,
   waitNotAlive,
   waitPidFree,
+  expectNoImage,
 } from './helpers.js';
 
 useCleanup();
@@ -37,13 +38,6 @@ const RESTORE_POINTS = [
   'restore:pages',
   'restore:resume',
 ];
-
-/** Nothing of an image was left: the directory the dump made is gone with everything in it. */
-function expectNoImage(dir: string, what: string): void {
-  const left = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
-  expect(left, `${what}: left in the image directory`).toEqual([]);
-  expect(fs.existsSync(dir), `${what}: the image directory the dump made is still there`).toBe(false);
-}
 
 describe('an interrupted or failing dump harms nothing', () => {
   it('an injected error at every step: the process carries on, untraced, and no image is left', async () => {

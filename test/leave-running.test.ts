@@ -25,11 +25,10 @@ import {
   waitFor,
   waitForLine,
   waitForTick,
+  USR1_RE,
 } from './helpers.js';
 
 useCleanup();
-
-const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
 
 /** cowsnap: the restored process stops writing soon after its restart (see the fixture). */
 const stopWriting = ({ work }: { work: string }) => fs.rmSync(path.join(work, 'run'));

@@ -26,11 +26,11 @@ import {
   waitFor,
   waitForLine,
   waitNotAlive,
+  USR1_RE,
+  expectNoImage,
 } from './helpers.js';
 
 useCleanup();
-
-const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
 
 interface Server {
   child: ChildProcess;
@@ -122,11 +122,6 @@ async function expectStateOk(pid: number, stdout: string, what: string): Promise
   );
   const [, , heap, priv, shared, fpu, mask] = m!;
   expect({ heap, priv, shared, fpu, mask }, `${what}: ${m![0]}`).toEqual({ heap: 'ok', priv: 'ok', shared: 'ok', fpu: 'ok', mask: 'ok' });
-}
-
-function expectNoImage(dir: string, what: string): void {
-  const left = fs.existsSync(dir) ? fs.readdirSync(dir) : [];
-  expect(left, `${what}: left in the image directory`).toEqual([]);
 }
 
 describe('ckpt server', () => {

@@ -28,12 +28,12 @@ import {
   waitForLine,
   waitForTick,
   waitNotAlive,
+  USR1_RE,
 } from './helpers.js';
 
 useCleanup();
 
 const READ_RE = /^read line (\d+)$/;
-const USR1_RE = /^usr1 tick=(\d+) heap=(\w+) priv=(\w+) shared=(\w+) fpu=(\w+) mask=(\w+)$/;
 const BAD_LINE_RE = /^(fpumismatch|sleepret|fatal|outerror|read error|read EOF)/;
 
 /** out.txt holds "1\n2\n...": returns its numbers, failing on anything that is not such a line. */
