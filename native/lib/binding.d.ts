@@ -200,6 +200,12 @@ export interface PtraceBinding {
   /** Counts one step taken in JS (and dies there when CKPT_FAULT_PTRACE_STEP says so). */
   faultStep(): void;
   remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number): bigint;
+  /**
+   * execve(path, argv, envp) in a stopped task seized with PTRACE_O_TRACEEXEC (pointers in the task),
+   * from syscall stop to syscall stop: 0, the task stopped in the new program at its entry
+   * registers; or -errno, its registers put back.
+   */
+  remoteExec(pid: number, insn: bigint | number, path: bigint | number, argv: bigint | number, envp: bigint | number): number;
   /** Runs code written in the stopped task (rip = entry, args in rdi, rsi, rdx, r10, r8, r9) until the int3 after which rip is `breakAt`: rax. */
   remoteRun(pid: number, entry: bigint | number, breakAt: bigint | number, args: Array<bigint | number>): bigint;
   /**

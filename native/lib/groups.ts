@@ -30,6 +30,7 @@ export const GROUPS = {
     'getRobustList',
     'peekSiginfo',
     'remoteSyscall',
+    'remoteExec',
     'remoteRun',
     'remoteSyscallEach',
     'remoteRunEach',

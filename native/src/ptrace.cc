@@ -572,6 +572,47 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, result);
 }
 
+// remoteExec(pid, insn, path, argv, envp) -> 0 or -errno: the stopped task (seized with
+// PTRACE_O_TRACEEXEC and PTRACE_O_TRACESYSGOOD) runs execve(path, argv, envp) through the
+// `syscall` at insn (the pointers are the task's). It runs from syscall stop to syscall stop, so
+// it never runs an instruction of its own: a failed execve leaves it stopped at the syscall's exit,
+// its registers put back; one that succeeded leaves it stopped at that exit in the new program,
+// with the program's entry registers (as PTRACE_TRACEME's exec trap would).
+Napi::Value RemoteExec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = ArgInt(info[0]);
+  uint64_t insn = ArgU64(info[1]);
+  uint64_t a[6] = {ArgU64(info[2]), ArgU64(info[3]), ArgU64(info[4]), 0, 0, 0};
+  user_regs_struct saved, regs;
+  const char* failed = nullptr;
+  if (!PrepareRegs(pid, insn, SYS_execve, a, nullptr, &saved, &regs, &failed) || !RunToSyscallStop(pid, &failed) ||
+      !ResumeToSyscall(pid, &failed)) {
+    ThrowErrno(env, errno, failed, pid);
+    return env.Undefined();
+  }
+  bool execd = false;
+  for (;;) {
+    int st;
+    if (!WaitStopped(pid, &st, &failed)) {
+      ThrowErrno(env, errno, failed, pid);
+      return env.Undefined();
+    }
+    if (WSTOPSIG(st) == (SIGTRAP | 0x80)) break;
+    if ((st >> 16) == PTRACE_EVENT_EXEC) execd = true;
+    else if ((st >> 16) == 0) g_suppressed[pid].push_back(WSTOPSIG(st));
+    if (!ResumeToSyscall(pid, &failed)) {
+      ThrowErrno(env, errno, failed, pid);
+      return env.Undefined();
+    }
+  }
+  if (execd) return Napi::Number::New(env, 0);
+  iovec iov{&regs, sizeof(regs)};
+  long result = Ptrace(PTRACE_GETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) == 0 ? static_cast<long>(regs.rax) : -EIO;
+  iov = {&saved, sizeof(saved)};
+  Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
+  return Napi::Number::New(env, static_cast<double>(result));
+}
+
 // One task of remoteSyscallEach / remoteRunEach: its registers before, where it failed.
 struct EachTask {
   pid_t pid;
@@ -810,6 +851,7 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("getRobustList", Napi::Function::New(env, GetRobustList));
   exports.Set("peekSiginfo", Napi::Function::New(env, PeekSiginfo));
   exports.Set("remoteSyscall", Napi::Function::New(env, RemoteSyscall));
+  exports.Set("remoteExec", Napi::Function::New(env, RemoteExec));
   exports.Set("remoteSyscallEach", Napi::Function::New(env, RemoteSyscallEach));
   exports.Set("remoteRunEach", Napi::Function::New(env, RemoteRunEach));
   exports.Set("returnFrame", Napi::Function::New(env, ReturnFrame));

@@ -18,7 +18,7 @@ import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
-import { ANSWER_MS, SENT_ENV, SERVED_VERBS, SERVER_SOCKET, UNSERVED_OPTIONS, lineReader, namespaces } from './served.js';
+import { ANSWER_MS, SENT_ENV, SERVER_SOCKET, lineReader, namespaces, notServed } from './served.js';
 
 const args = process.argv.slice(2);
 const bundle = join(__dirname, 'cli.cjs');
@@ -36,8 +36,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
  */
 function serverSocket(): string | undefined {
   if (process.env.CKPT_SERVER === 'off') return undefined;
-  const verb = args.find((a) => !a.startsWith('-'));
-  if (!verb || !SERVED_VERBS.includes(verb) || args.some((a) => UNSERVED_OPTIONS.test(a))) return undefined;
+  if (notServed(args)) return undefined;
   const path = process.env.CKPT_SERVER_SOCKET || SERVER_SOCKET;
   try {
     return statSync(path).isSocket() ? path : undefined;

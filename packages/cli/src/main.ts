@@ -504,6 +504,9 @@ program
         progress: boolean;
       } & Record<string, unknown>,
     ) => {
+      // notServed lets only -d restores reach ckpt server: the root is then the command's child.
+      if (run.parent !== undefined && !o.detach)
+        throw new CkptError('ERR_CKPT_USAGE', 'ckpt server restores only with -d', { hint: 'CKPT_SERVER=off runs the restore in its own process' });
       const trustKeys = o.trustKey.map(keyFile);
       const everyMs = o.checkpointEvery === undefined ? undefined : parseInterval(o.checkpointEvery);
       if (everyMs === undefined && o.keep !== undefined) throw new CkptError('ERR_CKPT_USAGE', '--keep goes with --checkpoint-every');
@@ -514,6 +517,7 @@ program
         dir: o.imagesDir,
         generation: o.generation,
         detach: o.detach,
+        parent: run.parent,
         substitute: parseSubstitutes(o.substitute),
         inheritFds: parseInheritFds(o.inheritFd),
         relocate: parsePairs(o.relocate, '--relocate'),
@@ -881,6 +885,8 @@ export interface Invocation {
   argv: string[];
   makeCkpt?: (o: CreateOptions) => Promise<Ckpt>;
   signal?: AbortSignal;
+  /** The command's process, when it is not this one: a restore's root becomes its child. */
+  parent?: number;
 }
 let run: Invocation = { argv: process.argv.slice(2) };
 

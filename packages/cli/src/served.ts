@@ -8,9 +8,26 @@ import { readlinkSync } from 'node:fs';
 /** Where the server listens unless told (root's: /run/ckpt is 0700); `CKPT_SERVER_SOCKET` names another. */
 export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
 /** The verbs the server runs. */
-export const SERVED_VERBS: readonly string[] = ['dump', 'pre-dump'];
+const SERVED_VERBS: readonly string[] = ['dump', 'pre-dump', 'restore'];
 /** Options that make a command run in its own process (they change what is loaded or logged). */
-export const UNSERVED_OPTIONS = /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/;
+const UNSERVED_OPTIONS = /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|--help)(=|$)/;
+/** Restore options that name fds of the command, or start a checkpointer that would be the server's. */
+const UNSERVED_RESTORE_OPTIONS = /^(-s|--substitute|--inherit-fd|--checkpoint-every)(=|$)/;
+
+/**
+ * Why the server does not run this command (it runs in its own process), or undefined. A restore
+ * is served only with -d: its root becomes the command's child (RestoreOptions.parent), which a
+ * restore that waits for it would have to reap.
+ */
+export function notServed(argv: readonly string[]): string | undefined {
+  const verb = argv.find((a) => !a.startsWith('-'));
+  if (!verb || !SERVED_VERBS.includes(verb)) return `not served: ${verb ?? 'no command'}`;
+  if (argv.some((a) => UNSERVED_OPTIONS.test(a))) return 'options that change what is loaded or logged';
+  if (verb !== 'restore') return undefined;
+  if (!argv.includes('-d') && !argv.includes('--detach')) return 'a restore that waits for its processes (no -d)';
+  if (argv.some((a) => UNSERVED_RESTORE_OPTIONS.test(a))) return '--substitute, --inherit-fd or --checkpoint-every';
+  return undefined;
+}
 /** The namespaces a served command must share with the server. */
 export const SERVER_NAMESPACES: readonly string[] = ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup'];
 /** The environment a command sends: what the server carries (CKPT_*, HOME, TMPDIR) or compares (DEBUG, NODE_PATH). */

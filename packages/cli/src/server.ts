@@ -1,9 +1,10 @@
 /**
- * `ckpt server`: one resident ckpt process that runs the dumps of the `ckpt` commands of this host,
- * so that a dump pays neither Node's loading of ckpt nor its cold code (its functions compiled and
- * optimized once, not at every command). The `ckpt` command (bin.ts) asks it first, for `dump`
- * and `pre-dump`; where it is not running, busy, or differs in anything that the command's result
- * depends on, the command runs in its own process as ever.
+ * `ckpt server`: one resident ckpt process that runs the dumps and restores of the `ckpt` commands
+ * of this host, so that they pay neither Node's loading of ckpt nor its cold code (its functions
+ * compiled and optimized once, not at every command). The `ckpt` command (bin.ts) asks it first,
+ * for `dump`, `pre-dump` and `restore -d` (served.ts: notServed); where it is not running, busy,
+ * or differs in anything that the command's result depends on, the command runs in its own
+ * process as ever.
  *
  * Wire (one connection per command, JSON lines): the client sends its request, then `{abort}` on
  * SIGINT/SIGTERM/SIGHUP; the server answers `{ok: pid}` or `{refuse: why}`, then `{o: 1|2, d}`
@@ -18,13 +19,33 @@
  * - the config: a JSON config (options only) is the client's, read anew; a config with plugins or
  *   code (a module's code would not be loaded again once changed) is refused;
  * - the ckpt itself: the same version and bundle (a rebuilt ckpt is refused by an older server).
+ * - a restore's root is the command's child, as it would be had the command restored it itself
+ *   (RestoreOptions.parent: forked from the command's process, which must be alive, untraced and
+ *   in the server's namespaces, checked in /proc): its session and group, its cgroup and limits,
+ *   its fds 0-2 and, once the command exits, its subreaper are the command's. A restore that
+ *   waits for its processes (no -d), or that names fds of the command (--inherit-fd,
+ *   --substitute), runs in its own process. Helpers a restore starts (a terminal's keeper, the
+ *   lazy pager) are the server's children.
  *
  * One command at a time (a second is refused: it runs in its own process). A client that goes
  * away (killed, its connection closed) stops its dump as SIGINT does: between steps, undone, the
  * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
  * lets go of the processes, and the guard journals let the next dump repair what is left.
  */
-import { chmodSync, closeSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -32,7 +53,7 @@ import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults, sleepSync }
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
-import { SERVED_VERBS, SERVER_NAMESPACES, UNSERVED_OPTIONS, lineReader, namespaces } from './served.js';
+import { SERVER_NAMESPACES, lineReader, namespaces, notServed } from './served.js';
 
 /** What `ckpt check` learns of a running server. */
 export interface ServerStatus {
@@ -214,9 +235,12 @@ export async function serve(o: ServeOptions): Promise<void> {
       return 'not a request of this version';
     if (r.version !== VERSION || r.bundle !== bundleTime) return `another ckpt (server: ${VERSION}, a bundle of ${new Date(bundleTime).toISOString()})`;
     if (r.uid !== euid) return `another user (uid ${r.uid})`;
-    const verb = r.argv.find((a) => !a.startsWith('-'));
-    if (!verb || !SERVED_VERBS.includes(verb)) return `not served: ${verb ?? 'no command'}`;
-    if (r.argv.some((a) => UNSERVED_OPTIONS.test(a))) return 'options that change what is loaded or logged';
+    const not = notServed(r.argv);
+    if (not) return not;
+    if (r.argv.includes('restore')) {
+      const why = parentProblem(r.pid, ns);
+      if (why) return why;
+    }
     for (const k of SERVER_NAMESPACES) if (r.ns?.[k] !== ns[k]) return `another ${k} namespace`;
     for (const k of FIXED_ENV) if ((r.env?.[k] ?? '') !== fixed[k]) return `another ${k}`;
     // Read once by the native engine: a fault injected at a ptrace step is the command's own process's.
@@ -274,6 +298,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       await o.main({
         argv: req.argv,
         signal: ac.signal,
+        parent: req.pid,
         makeCkpt: async () => {
           let c = ckpts.get(key);
           if (!c) {
@@ -352,7 +377,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   // Later errors (accept failing: no fds left) are the server's log's, not its end.
   server.on('error', (e) => o.say(`listening: ${e.message}`));
   chmodSync(o.socket, 0o600);
-  o.say(`listening on ${o.socket} (pid ${process.pid}): dump and pre-dump run here`);
+  o.say(`listening on ${o.socket} (pid ${process.pid}): dump, pre-dump and restore -d run here`);
   armIdle();
   await finished;
 }
@@ -423,6 +448,30 @@ async function takeSocketPath(path: string): Promise<void> {
     throw new CkptError('ERR_CKPT_USAGE', `a ckpt server already listens on ${path}`, { hint: `stop it first (${stop}), or give --socket` });
   }
   unlinkSync(path);
+}
+
+/**
+ * Why a restore's root cannot be made the child of the command's process `pid` (what the request
+ * says; it is checked here, not taken on trust): it must be alive, in the server's namespaces
+ * (read from /proc, not from the request) and not traced by another.
+ */
+function parentProblem(pid: number, ns: Record<string, string>): string | undefined {
+  if (!Number.isInteger(pid) || pid <= 1) return 'no command pid';
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return `the command (pid ${pid}) is gone`;
+  }
+  if (/\nTracerPid:\s*[1-9]/.test(status)) return `the command (pid ${pid}) is traced`;
+  for (const k of SERVER_NAMESPACES) {
+    let link = '';
+    try {
+      link = readlinkSync(`/proc/${pid}/ns/${k}`);
+    } catch {}
+    if (link !== ns[k]) return `the command (pid ${pid}) is in another ${k} namespace`;
+  }
+  return undefined;
 }
 
 function send(sock: net.Socket, m: object): void {

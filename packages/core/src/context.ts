@@ -90,6 +90,13 @@ export interface RestoreOptions extends CommonOptions {
   /** Let the restored processes go (reparented to init) instead of staying our children. */
   detach?: boolean;
   /**
+   * The process whose child the restored tree's root becomes, instead of this one (which must
+   * stay alive until the restore returns, and may not be traced meanwhile): a process of the
+   * same user and namespaces, e.g. the command `ckpt server` restores for. Its main thread is
+   * stopped for the moment of a fork (ProcessControl.spawnStub).
+   */
+  parent?: number;
+  /**
    * Open files to replace at restore (core's fd table): file id (`ckpt show --files`, `f<pid>.<fd>`)
    * -> a restorer fd number, or a path opened with the original's flags.
    */

@@ -443,7 +443,7 @@ export class Ckpt {
       await session.interruptionPoint();
       await this.hooks.session.beforeRestore.promise(session);
       if (pidns?.initOutside) {
-        const init = services.processes.spawnStub([1], { newPidNs: true, newIpcNs: session.newIpcNamespace });
+        const init = services.processes.spawnStub([1], { newPidNs: true, newIpcNs: session.newIpcNamespace, parent: options.parent });
         rollbacks.push(() => services.processes.killStub(init.pid));
         (session as { nsInit?: Tracee }).nsInit = init;
       }

@@ -18,11 +18,15 @@ import {
   PTRACE_O_TRACECLONE,
   PTRACE_O_TRACEFORK,
   PTRACE_O_TRACESYSGOOD,
+  PTRACE_O_TRACEEXEC,
+  F_SETFD,
+  SYS,
   NativeError,
+  checkSyscall,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, type ProcStat, readStat, statusFields, type Vma } from './proc.js';
-import { killTraced, staleGuards, Tracee } from './tracee.js';
+import { killTraced, remoteClone, staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
 import { logger, type Logger } from './log.js';
 import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
@@ -340,17 +344,19 @@ export class ProcessControl {
 
   /**
    * Creates a restore stub with the given pid (set_tid), traced by us and stopped at its exec:
-   * the raw material the restore stages rebuild into the checkpointed process.
+   * the raw material the restore stages rebuild into the checkpointed process. It is our child,
+   * or `parent`'s (forkStub).
    */
-  spawnStub(setTid: number | number[], opts: { setsid?: boolean; newPidNs?: boolean; newIpcNs?: boolean } = {}): Tracee {
+  spawnStub(setTid: number | number[], opts: { setsid?: boolean; newPidNs?: boolean; newIpcNs?: boolean; parent?: number } = {}): Tracee {
     const tids = Array.isArray(setTid) ? setTid : setTid ? [setTid] : [];
     const pid = tids.at(-1) ?? 0;
+    const cloneFlags = (opts.newPidNs ? CLONE_NEWPID : 0) | (opts.newIpcNs ? CLONE_NEWIPC : 0);
     let child: number;
-    // The stub keeps a pidfd of the restorer as fd 3: through it (pidfd_getfd) it takes every fd
-    // the restorer prepares, whatever pid namespace it lives in.
-    const pidfd = native.proc.pidfdOpen(process.pid);
     try {
-      child = native.proc.spawnStub(stubPath, tids, opts.setsid ? 1 : 0, (opts.newPidNs ? CLONE_NEWPID : 0) | (opts.newIpcNs ? CLONE_NEWIPC : 0), pidfd);
+      child =
+        opts.parent === undefined || opts.parent === process.pid
+          ? spawnOwnStub(tids, !!opts.setsid, cloneFlags)
+          : this.forkStub(opts.parent, tids, !!opts.setsid, cloneFlags);
     } catch (e) {
       const err = e as NativeError;
       if (err.code === 'EEXIST') {
@@ -360,12 +366,6 @@ export class ProcessControl {
         });
       }
       throw e;
-    } finally {
-      closeSync(pidfd);
-    }
-    const st = native.ptrace.waitStop(child, 10000);
-    if (st.kind !== 'signal' || st.signal !== 5) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
     }
     // Its threads and children inherit the options: with PTRACE_O_SUSPEND_SECCOMP, seccomp
     // filters restored early do not see the syscalls that rebuild the rest of the process.
@@ -381,10 +381,93 @@ export class ProcessControl {
     return new Tracee(child);
   }
 
+  /**
+   * A stub that is `parent`'s child instead of ours: `ckpt server` restores for a command, whose
+   * restored root must be the command's child as it would be had the command restored it itself
+   * (its session and group, its subreaper, its cgroup, limits and fds 0-2). The parent's main
+   * thread is seized just long enough to run a clone3 with the stub's set_tid in it; the fork,
+   * traced from birth, is then made what spawnOwnStub's child is before it execs the stub: our
+   * pidfd at fd 3 and no fd above, default signal dispositions, nothing blocked, its own session
+   * if asked. It never runs an instruction of the parent's: every step is a remote syscall, from
+   * syscall stop to syscall stop. The parent is seized with PTRACE_O_EXITKILL (the fork inherits
+   * it at birth): should ckpt die meanwhile, neither is left running half-made.
+   */
+  private forkStub(parent: number, tids: number[], setsid: boolean, cloneFlags: number): number {
+    try {
+      native.ptrace.seize(parent, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL);
+    } catch (e) {
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot make the restored root a child of pid ${parent}: ${(e as Error).message}`, { cause: e });
+    }
+    let host: Tracee | undefined;
+    let fork: Tracee;
+    let scratch: number;
+    let pidfd = -1;
+    try {
+      const st = native.ptrace.interruptAndWait(parent, 5000);
+      if (st.kind !== 'event-stop') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${parent} did not stop to fork the restored root (${st.kind})`);
+      host = new Tracee(parent);
+      pidfd = Number(host.syscall(SYS.pidfd_open, process.pid, 0));
+      fork = remoteClone(host, tids, { flags: cloneFlags });
+      scratch = host.scratch();
+    } finally {
+      try {
+        if (host) {
+          if (pidfd >= 0) host.syscallRaw(SYS.close, pidfd);
+          if (host.scratchRange) host.releaseScratch();
+          native.ptrace.setRegs(parent, host.resumeRegs);
+        }
+      } finally {
+        this.detachQuietly(parent);
+      }
+    }
+    try {
+      fork.adoptScratch(scratch);
+      if (pidfd === STUB_FD) fork.syscall(SYS.fcntl, STUB_FD, F_SETFD, 0);
+      else fork.syscall(SYS.dup3, pidfd, STUB_FD, 0);
+      fork.syscall(SYS.close_range, STUB_FD + 1, 0xffffffff, 0);
+      // Handlers go at exec; what is ignored stays ignored (SIGPIPE, in Node).
+      const zeros = fork.put(Buffer.alloc(32), 0);
+      const ignored = BigInt(`0x${statusFields(readFileSync(`/proc/${fork.pid}/status`, 'utf8'), ['SigIgn']).SigIgn ?? '0'}`);
+      for (let sig = 1; sig <= 64; sig++) if ((ignored >> BigInt(sig - 1)) & 1n) fork.syscall(SYS.rt_sigaction, sig, zeros, 0, 8);
+      fork.syscall(SYS.rt_sigprocmask, SIG_SETMASK, zeros, 0, 8);
+      if (setsid) fork.syscall(SYS.setsid);
+      const path = fork.putString(stubPath, 64);
+      const argv = Buffer.alloc(16);
+      argv.writeBigUInt64LE(BigInt(path), 0);
+      const r = native.ptrace.remoteExec(fork.pid, fork.syscallInsn, path, fork.put(argv, 32), zeros);
+      checkSyscall('execve', fork.pid, BigInt(r));
+    } catch (e) {
+      killTraced(fork.pid);
+      throw e;
+    }
+    return fork.pid;
+  }
   /** Kills a stub we created and reaps it (rollback). */
   killStub(pid: number): void {
     killTraced(pid);
   }
+}
+
+/** The fd a stub finds our pidfd at. */
+const STUB_FD = 3;
+const SIG_SETMASK = 2;
+
+/** A stub that is our child (native spawnStub): its pid, stopped at its exec trap. */
+function spawnOwnStub(tids: number[], setsid: boolean, cloneFlags: number): number {
+  // The stub keeps a pidfd of the restorer as fd 3: through it (pidfd_getfd) it takes every fd
+  // the restorer prepares, whatever pid namespace it lives in.
+  const pidfd = native.proc.pidfdOpen(process.pid);
+  let child: number;
+  try {
+    child = native.proc.spawnStub(stubPath, tids, setsid ? 1 : 0, cloneFlags, pidfd);
+  } finally {
+    closeSync(pidfd);
+  }
+  const st = native.ptrace.waitStop(child, 10000);
+  if (st.kind !== 'signal' || st.signal !== 5) {
+    throw new CkptError('ERR_CKPT_RESTORE_FAILED', `restore stub ${child} did not stop at exec (${JSON.stringify(st)})`);
+  }
+  return child;
 }
 
 /** A service's key in the container (a typedi Token). */

@@ -122,10 +122,15 @@ async function restore(proc: ProcessRestore): Promise<void> {
     // The root of a tree that was not a whole pid namespace: the child of the init core made.
     stub = createUnder(proc.session, rec, proc.session.nsInit, undefined);
   } else {
-    // The root: the restorer's own child (its old parent is not part of the image); the init
-    // of a fresh pid namespace when the image is one.
+    // The root: the restorer's own child, or the child of the process the restore names (its old
+    // parent is not part of the image); the init of a fresh pid namespace when the image is one.
     const s = proc.session;
-    stub = pc.spawnStub(s.setTid(rec.pid), { setsid: rec.sid === rec.pid, newPidNs: s.newPidNamespace, newIpcNs: s.newIpcNamespace });
+    stub = pc.spawnStub(s.setTid(rec.pid), {
+      setsid: rec.sid === rec.pid,
+      newPidNs: s.newPidNamespace,
+      newIpcNs: s.newIpcNamespace,
+      parent: s.options.parent,
+    });
     s.onRollback(() => pc.killStub(stub.pid));
   }
   // Early: orphans handed back to it when a holder exits (tree.ts) must come to it.
