@@ -13,11 +13,10 @@
 //                 wall time around the spawn, next to `node -e 0` (wall - node and wall / node)
 //                 and to the same operations through the API
 //       server    the same commands with a `ckpt server` running (started here, on a socket of its
-//                 own): `ckpt dump` (kills) and `ckpt dump --leave-running` of an idle process, the
-//                 16 MiB workload, a process with 2000 open files and the 64-process copy-on-write
-//                 tree, in their own process (CKPT_SERVER=off) and served, next to `node -e 0`
-//                 (and --compare's); the restores run in their own process either way (the
-//                 server runs dumps only)
+//                 own): `ckpt dump` (kills), `ckpt restore -d` of its image and `ckpt dump
+//                 --leave-running` of an idle process, the 16 MiB workload, a process with 2000
+//                 open files and the 64-process copy-on-write tree, in their own process
+//                 (CKPT_SERVER=off) and served, next to `node -e 0` (and --compare's)
 //       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
 //                 through the API next to memcpy and write() into the page cache
 //       downtime  a --leave-running dump as the process sees it (scripts/bench/stall.c, a 1 ms loop
@@ -2167,10 +2166,10 @@ async function cliTable(ck, bins, mib) {
 
 // ---- ckpt server -------------------------------------------------------------------------------
 /**
- * The command line with `ckpt server` running: the dumps of an idle process, the 16 MiB workload,
- * 2000 open files and the 64-process tree, each in the command's own process and served, on the
- * same process, alternating; next to `node -e 0` and --compare's. The server's log must name every
- * served dump (else the figure is not what it says).
+ * The command line with `ckpt server` running: the dumps and restores of an idle process, the
+ * 16 MiB workload, 2000 open files and the 64-process tree, each in the command's own process and
+ * served, on the same process, alternating; next to `node -e 0` and --compare's. The server's log
+ * must name every served command (else the figure is not what it says).
  */
 async function serverTable(bins) {
   const sock = join(tmp, 'ckpt.sock');
@@ -2214,8 +2213,9 @@ async function serverTable(bins) {
     const servedCount = readLog(log)
       .split('\n')
       .filter((l) => /: exit 0,/.test(l)).length;
-    const expected = workloads.length * runs * 2;
-    if (servedCount < expected) throw new Error(`ckpt server ran ${servedCount} dumps, expected ${expected}:\n${readLog(log).slice(-2000)}`);
+    // Two dumps and a restore per run and workload.
+    const expected = workloads.length * runs * 3;
+    if (servedCount < expected) throw new Error(`ckpt server ran ${servedCount} commands, expected ${expected}:\n${readLog(log).slice(-2000)}`);
     const node = median(nodeMs);
     res.nodeMs = node;
     const other = !!compareBin;
@@ -2233,21 +2233,22 @@ async function serverTable(bins) {
     ];
     const grid = [];
     for (const [label, agg] of rows) {
-      for (const [mode, what] of [
-        ['leave', 'dump --leave-running'],
-        ['kill', 'dump (kills)'],
+      for (const [mode, what, key, own] of [
+        ['leave', 'dump --leave-running', 'dumpMs', 'ownDumpMs'],
+        ['kill', 'dump (kills)', 'dumpMs', 'ownDumpMs'],
+        ['kill', 'restore -d', 'restoreMs', 'ownRestoreMs'],
       ]) {
-        const o = agg[`cli:${mode}`]?.dumpMs?.median;
-        const v = agg[`srv:${mode}`]?.dumpMs?.median;
+        const o = agg[`cli:${mode}`]?.[key]?.median;
+        const v = agg[`srv:${mode}`]?.[key]?.median;
         const oth = agg[`other:${mode}`];
         const r = [`${label}, ${what} ms`, fms(o), fms(v), fms(node), signed(v - node), fx(v / o)];
-        if (other) r.push(otherCell(oth, 'dumpMs'), oth?.dumpMs ? fx(v / oth.dumpMs.median) : '');
-        r.push(signed(o - node), fms(agg[`srv:${mode}`]?.ownDumpMs?.median));
+        if (other) r.push(otherCell(oth, key), oth?.[key] ? fx(v / oth[key].median) : '');
+        r.push(signed(o - node), fms(agg[`srv:${mode}`]?.[own]?.median));
         grid.push(r);
       }
     }
     printGrid(head, grid);
-    console.log(`(node -e 0: ${fms(node)} ms, median of ${nodeMs.length}; the restores, not served, are in the cli and shapes groups)`);
+    console.log(`(node -e 0: ${fms(node)} ms, median of ${nodeMs.length}; each restore is of the dump that killed the process before it, by the same way)`);
     return res;
   } finally {
     server.kill('SIGTERM');

@@ -1,4 +1,4 @@
-// `ckpt server`: the dumps of `ckpt dump` run in one resident process. What the command gives it
+// `ckpt server`: the dumps of `ckpt dump` and the restores of `ckpt restore -d` run in one resident process. What the command gives it
 // (its directory, environment, output, status, its Ctrl-C and its death) is the command's own;
 // what it cannot run as the command's own process would runs there instead; and neither the
 // command's death nor the server's harms the process being dumped.
@@ -26,6 +26,10 @@ import {
   waitFor,
   waitForLine,
   waitNotAlive,
+  pidExists,
+  procState,
+  processesMatching,
+  track,
   USR1_RE,
   expectNoImage,
 } from './helpers.js';
@@ -281,6 +285,99 @@ describe('ckpt server', () => {
     const next = await served(srv, ['dump', '--leave-running', '-t', String(pid), '-D', path.join(dir, 'img')]);
     expectOk(next);
     await expectServed(srv, next);
+  });
+
+  it("runs a restore -d for the command: the restored root is the command's child, then its subreaper's; the workload checks its own state", async () => {
+    const dir = makeTempDir('served-restore');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    expectOk(await served(srv, ['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    // The command runs under a subreaper (as under a supervisor) that says, once the command has
+    // exited, whose children the restored processes are: a root made by the server would be the
+    // server's child, not the subreaper's.
+    const wrapper = path.join(dir, 'subreaper.py');
+    fs.writeFileSync(
+      wrapper,
+      [
+        'import ctypes, json, os, subprocess, sys',
+        'ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER',
+        'r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)',
+        'sys.stdout.buffer.write(r.stdout)',
+        'pids = json.loads(r.stdout)["pids"] if r.returncode == 0 else []',
+        'ppid = {p: int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) for p in pids}',
+        'print(json.dumps({"me": os.getpid(), "ppid": ppid}), file=sys.stderr)',
+        'sys.exit(r.returncode)',
+      ].join('\n'),
+    );
+    const r = await served(srv, ['restore', '-d', '-D', img, '--json'], { prefix: ['python3', wrapper] });
+    expectOk(r);
+    const restored = JSON.parse(r.stdout) as { pids: number[] };
+    for (const p of restored.pids) track(p, 'workload');
+    expect(restored.pids).toContain(pid);
+    // The server ran it (its log names the command's pid, the wrapper's child: found by the image).
+    expect(
+      readText(srv.log)
+        .split('\n')
+        .find((l) => l.includes(`ckpt restore -d -D ${img} --json`)),
+      tail(srv.log),
+    ).toMatch(/: exit 0, /);
+    const seen = JSON.parse(r.stderr.trim().split('\n').at(-1)!) as { me: number; ppid: Record<string, number> };
+    const roots = restored.pids.filter((p) => !restored.pids.includes(seen.ppid[p]));
+    expect(roots.length, r.stderr).toBeGreaterThan(0);
+    for (const p of roots) expect(seen.ppid[p], `the parent of restored root ${p} once the command exited (the subreaper is ${seen.me})`).toBe(seen.me);
+    await expectCarriesOn(pid, stdout, 'the workload restored by the server');
+    await expectStateOk(pid, stdout, 'the workload restored by the server');
+  });
+
+  it('a served restore that fails, is interrupted, or whose command is killed leaves nothing behind; the next one restores', async () => {
+    const dir = makeTempDir('served-restore-fail');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    expectOk(await served(srv, ['dump', '-t', String(pid), '-D', img]));
+    await waitNotAlive(pid);
+    const stubs = () => processesMatching('ckpt-stub');
+    const nothingLeft = async (what: string) => {
+      await waitFor(
+        () => !pidExists(pid) && stubs().length === 0,
+        10_000,
+        () => `${what}: left pid ${pid} (${procState(pid)}) or stubs ${JSON.stringify(stubs())}`,
+      );
+    };
+    // A failure at a stage after the root was forked from the command (the workload is an
+    // application: its root is the init of a fresh pid namespace, forked with CLONE_NEWPID).
+    const failed = await served(srv, ['restore', '-d', '-D', img, '--json'], { env: { CKPT_FAULT: 'restore:stage:files:error' } });
+    expectCleanError(failed, /injected fault at restore:stage:files/);
+    expect(JSON.parse(failed.stdout).error.message, failed.stdout).toMatch(/injected fault/);
+    await expectServed(srv, failed, 1);
+    await nothingLeft('a failed restore');
+    // An injected SIGINT there: rolled back.
+    const stopped = await served(srv, ['restore', '-d', '-D', img], { env: { CKPT_FAULT: 'restore:stage:files:sigint' } });
+    expectCleanError(stopped, /restore interrupted/);
+    await expectServed(srv, stopped, 1);
+    await nothingLeft('an interrupted restore');
+    // The command SIGKILLed while its restore is paused (its stubs made): the server stops it and
+    // undoes it.
+    const killed = await served(srv, ['restore', '-d', '-D', img], {
+      env: { CKPT_FAULT: 'restore:stage:memory:sleep=1500' },
+      onSpawn: (c) => {
+        void waitFor(
+          () => stubs().length > 0,
+          10_000,
+          () => 'the restore made no stub',
+        ).then(() => sleep(200).then(() => c.kill('SIGKILL')));
+      },
+    });
+    expect(killed.signal, describeResult(killed)).toBe('SIGKILL');
+    expect(await waitLogLine(srv, killed.pid)).toMatch(/exit 1 \(stopped by its client\)/);
+    await nothingLeft('a restore whose command was killed');
+    // And the next restore is whole.
+    const again = await served(srv, ['restore', '-d', '-D', img, '--json']);
+    expectOk(again);
+    await expectServed(srv, again);
+    for (const p of (JSON.parse(again.stdout) as { pids: number[] }).pids) track(p, 'workload');
+    await expectCarriesOn(pid, stdout, 'restored after three failed restores');
+    await expectStateOk(pid, stdout, 'restored after three failed restores');
   });
 
   it('the server killed mid-dump: the command says so in one line; the process carries on; the next command runs in its own process', async () => {
