@@ -75,6 +75,8 @@ export class ProcessControl {
   private readonly frozen = new Map<number, Tracee>();
   /** Threads seized with PTRACE_O_SUSPEND_SECCOMP (their options keep it). */
   private readonly suspended = new Set<number>();
+  /** Stubs forked from another process (forkStub): their parent, which must reap them. */
+  private readonly foreignParents = new Map<number, number>();
 
   /** Checks that pid can be checkpointed at all, with a message naming why not. */
   checkTraceable(pid: number): Traceable {
@@ -440,17 +442,53 @@ export class ProcessControl {
       killTraced(fork.pid);
       throw e;
     }
+    this.foreignParents.set(fork.pid, parent);
     return fork.pid;
   }
   /** Kills a stub we created and reaps it (rollback). */
   killStub(pid: number): void {
     killTraced(pid);
+    const parent = this.foreignParents.get(pid);
+    if (parent === undefined) return;
+    this.foreignParents.delete(pid);
+    this.reapIn(parent, pid);
+  }
+
+  /**
+   * Has `parent` reap its dead child `pid` (a wait4 run in it), as killTraced reaps our own: a
+   * failed restore leaves no zombie behind, not even until the command exits. A parent gone
+   * meanwhile hands it to its reaper.
+   */
+  private reapIn(parent: number, pid: number): void {
+    try {
+      native.ptrace.seize(parent, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL);
+    } catch (e) {
+      log('reap %d in %d: %s', pid, parent, (e as Error).message);
+      return;
+    }
+    let host: Tracee | undefined;
+    try {
+      const st = native.ptrace.interruptAndWait(parent, 5000);
+      if (st.kind !== 'event-stop') return;
+      host = new Tracee(parent);
+      for (let i = 0; i < 200 && host.syscallRaw(SYS.wait4, pid, 0, WNOHANG | WALL, 0) === 0n; i++) sleepSync(1);
+    } catch (e) {
+      log('reap %d in %d: %s', pid, parent, (e as Error).message);
+    } finally {
+      try {
+        if (host) native.ptrace.setRegs(parent, host.resumeRegs);
+      } finally {
+        this.detachQuietly(parent);
+      }
+    }
   }
 }
 
 /** The fd a stub finds our pidfd at. */
 const STUB_FD = 3;
 const SIG_SETMASK = 2;
+const WNOHANG = 1;
+const WALL = 0x40000000;
 
 /** A stub that is our child (native spawnStub): its pid, stopped at its exec trap. */
 function spawnOwnStub(tids: number[], setsid: boolean, cloneFlags: number): number {
