@@ -28,6 +28,7 @@ import { CkptError } from './errors.js';
 import { describePid, listThreads, PF_KTHREAD, type ProcStat, readStat, statusFields, type Vma } from './proc.js';
 import { killTraced, remoteClone, staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
+import { STUB_PIDFD } from './restorer.js';
 import { logger, type Logger } from './log.js';
 import { type ImageOpenOptions, ImageReader, ImageWriter, type ImageWriterOptions } from './image.js';
 import { NftNetworkLocks, type NetworkLocks } from './netlock.js';
@@ -424,9 +425,9 @@ export class ProcessControl {
     }
     try {
       fork.adoptScratch(scratch);
-      if (pidfd === STUB_FD) fork.syscall(SYS.fcntl, STUB_FD, F_SETFD, 0);
-      else fork.syscall(SYS.dup3, pidfd, STUB_FD, 0);
-      fork.syscall(SYS.close_range, STUB_FD + 1, 0xffffffff, 0);
+      if (pidfd === STUB_PIDFD) fork.syscall(SYS.fcntl, STUB_PIDFD, F_SETFD, 0);
+      else fork.syscall(SYS.dup3, pidfd, STUB_PIDFD, 0);
+      fork.syscall(SYS.close_range, STUB_PIDFD + 1, 0xffffffff, 0);
       // Handlers go at exec; what is ignored stays ignored (SIGPIPE, in Node).
       const zeros = fork.put(Buffer.alloc(32), 0);
       const ignored = BigInt(`0x${statusFields(readFileSync(`/proc/${fork.pid}/status`, 'utf8'), ['SigIgn']).SigIgn ?? '0'}`);
@@ -445,6 +446,7 @@ export class ProcessControl {
     this.foreignParents.set(fork.pid, parent);
     return fork.pid;
   }
+
   /** Kills a stub we created and reaps it (rollback). */
   killStub(pid: number): void {
     killTraced(pid);
@@ -484,8 +486,6 @@ export class ProcessControl {
   }
 }
 
-/** The fd a stub finds our pidfd at. */
-const STUB_FD = 3;
 const SIG_SETMASK = 2;
 const WNOHANG = 1;
 const WALL = 0x40000000;
