@@ -827,7 +827,7 @@ program
       } else if (srv === 'unresponsive') console.log(`warn  the ckpt server on ${socket} does not answer (commands run in their own process after 10 s)`);
       else if (srv)
         console.log(
-          `ok    ckpt server pid ${srv.pid} (${srv.version}) on ${socket} since ${srv.since}: ${srv.served} dumps served${srv.busy ? ', one running' : ''}`,
+          `ok    ckpt server pid ${srv.pid} (${srv.version}) on ${socket} since ${srv.since}: ${srv.served} commands served${srv.busy ? ', one running' : ''}`,
         );
       for (const c of r.checks) console.log(`${c.ok ? 'ok  ' : c.required ? 'FAIL' : 'warn'}  ${c.name}${c.detail ? ` — ${c.detail}` : ''}`);
       console.log(r.ok ? 'all required features present' : 'some required features are missing');
