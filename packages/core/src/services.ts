@@ -396,33 +396,27 @@ export class ProcessControl {
    * it at birth): should ckpt die meanwhile, neither is left running half-made.
    */
   private forkStub(parent: number, tids: number[], setsid: boolean, cloneFlags: number): number {
-    try {
-      native.ptrace.seize(parent, PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEFORK | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL);
-    } catch (e) {
-      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot make the restored root a child of pid ${parent}: ${(e as Error).message}`, { cause: e });
-    }
-    let host: Tracee | undefined;
-    let fork: Tracee;
-    let scratch: number;
+    let fork: Tracee | undefined;
+    let scratch = 0;
     let pidfd = -1;
     try {
-      const st = native.ptrace.interruptAndWait(parent, 5000);
-      if (st.kind !== 'event-stop') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${parent} did not stop to fork the restored root (${st.kind})`);
-      host = new Tracee(parent);
-      pidfd = Number(host.syscall(SYS.pidfd_open, process.pid, 0));
-      fork = remoteClone(host, tids, { flags: cloneFlags });
-      scratch = host.scratch();
-    } finally {
-      try {
-        if (host) {
+      this.withSeized(parent, PTRACE_O_TRACEFORK | PTRACE_O_TRACEEXEC, (host) => {
+        try {
+          pidfd = Number(host.syscall(SYS.pidfd_open, process.pid, 0));
+          scratch = host.scratch();
+          fork = remoteClone(host, tids, { flags: cloneFlags });
+          this.foreignParents.set(fork.pid, parent);
+        } finally {
           if (pidfd >= 0) host.syscallRaw(SYS.close, pidfd);
           if (host.scratchRange) host.releaseScratch();
-          native.ptrace.setRegs(parent, host.resumeRegs);
         }
-      } finally {
-        this.detachQuietly(parent);
-      }
+      });
+    } catch (e) {
+      if (fork) this.killStub(fork.pid);
+      if (e instanceof CkptError || (e as NativeError).code === 'EEXIST') throw e;
+      throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot make the restored root a child of pid ${parent}: ${(e as Error).message}`, { cause: e });
     }
+    if (!fork) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no fork of pid ${parent}`);
     try {
       fork.adoptScratch(scratch);
       if (pidfd === STUB_PIDFD) fork.syscall(SYS.fcntl, STUB_PIDFD, F_SETFD, 0);
@@ -440,10 +434,9 @@ export class ProcessControl {
       const r = native.ptrace.remoteExec(fork.pid, fork.syscallInsn, path, fork.put(argv, 32), zeros);
       checkSyscall('execve', fork.pid, BigInt(r));
     } catch (e) {
-      killTraced(fork.pid);
+      this.killStub(fork.pid);
       throw e;
     }
-    this.foreignParents.set(fork.pid, parent);
     return fork.pid;
   }
 
@@ -463,24 +456,33 @@ export class ProcessControl {
    */
   private reapIn(parent: number, pid: number): void {
     try {
-      native.ptrace.seize(parent, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL);
+      this.withSeized(parent, 0, (host) => {
+        for (let i = 0; i < 200 && host.syscallRaw(SYS.wait4, pid, 0, WNOHANG | WALL, 0) === 0n; i++) sleepSync(1);
+      });
     } catch (e) {
       log('reap %d in %d: %s', pid, parent, (e as Error).message);
-      return;
     }
-    let host: Tracee | undefined;
+  }
+
+  /**
+   * fn with the main thread of `pid` seized and stopped (a process of ours that waits meanwhile,
+   * not one being dumped), then let go as it was: its registers back (an interrupted syscall
+   * restarts), the signals that came meanwhile delivered. With PTRACE_O_EXITKILL: should ckpt die
+   * during fn, the process dies rather than run on with registers half-set.
+   */
+  private withSeized<T>(pid: number, options: number, fn: (t: Tracee) => T): T {
+    native.ptrace.seize(pid, PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL | options);
+    let t: Tracee | undefined;
     try {
-      const st = native.ptrace.interruptAndWait(parent, 5000);
-      if (st.kind !== 'event-stop') return;
-      host = new Tracee(parent);
-      for (let i = 0; i < 200 && host.syscallRaw(SYS.wait4, pid, 0, WNOHANG | WALL, 0) === 0n; i++) sleepSync(1);
-    } catch (e) {
-      log('reap %d in %d: %s', pid, parent, (e as Error).message);
+      const st = native.ptrace.interruptAndWait(pid, 5000);
+      if (st.kind !== 'event-stop') throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${pid} did not stop under ptrace (${st.kind})`);
+      t = new Tracee(pid);
+      return fn(t);
     } finally {
       try {
-        if (host) native.ptrace.setRegs(parent, host.resumeRegs);
+        if (t) native.ptrace.setRegs(pid, t.resumeRegs);
       } finally {
-        this.detachQuietly(parent);
+        this.detachQuietly(pid);
       }
     }
   }
