@@ -28,6 +28,10 @@ import {
   waitNotAlive,
   pidExists,
   procState,
+  procStat,
+  readLines,
+  runFixture,
+  bin,
   processesMatching,
   track,
   USR1_RE,
@@ -328,6 +332,21 @@ describe('ckpt server', () => {
     for (const p of roots) expect(seen.ppid[p], `the parent of restored root ${p} once the command exited (the subreaper is ${seen.me})`).toBe(seen.me);
     await expectCarriesOn(pid, stdout, 'the workload restored by the server');
     await expectStateOk(pid, stdout, 'the workload restored by the server');
+    // A process of the host's pid namespace (no application, no new namespace; a session leader,
+    // whose root calls setsid): the same.
+    const host = await runFixture(dir, [bin('sleeper'), 'nanosleep', '600'], { name: 'sleeper', noNamespace: true });
+    await waitForLine(host.stdout, /^start$/);
+    const hostImg = path.join(dir, 'img-host');
+    expectOk(await served(srv, ['dump', '-t', String(host.pid), '-D', hostImg]));
+    await waitNotAlive(host.pid);
+    const r2 = await served(srv, ['restore', '-d', '-D', hostImg, '--json'], { prefix: ['python3', wrapper] });
+    expectOk(r2);
+    const seen2 = JSON.parse(r2.stderr.trim().split('\n').at(-1)!) as { me: number; ppid: Record<string, number> };
+    expect(JSON.parse(r2.stdout).pids, r2.stdout).toEqual([host.pid]);
+    track(host.pid, 'sleeper');
+    expect(seen2.ppid[host.pid], `the parent of the restored ${host.pid} once the command exited (the subreaper is ${seen2.me})`).toBe(seen2.me);
+    expect(procStat(host.pid)?.[5], 'the restored session leader leads its session again').toBe(String(host.pid));
+    expect(readLines(host.stdout), 'the restored sleeper woke').toEqual(['start']);
   });
 
   it('a served restore that fails, is interrupted, or whose command is killed leaves nothing behind; the next one restores', async () => {
