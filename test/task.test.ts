@@ -67,6 +67,27 @@ describe('task attributes', () => {
     expect(lastAttrs(stdout), 'what the restored process reads back').toBe(WANT);
   });
 
+  it('THP disabled except where advised (PR_THP_DISABLE_EXCEPT_ADVISED) comes back as that, not disabled outright', async () => {
+    const dir = makeTempDir('task-thp');
+    const { pid, stdout } = await runFixture(dir, [path.join(BUILD_DIR, 'taskattrs'), 'thp-except-advised'], { name: 'task' });
+    await waitForLine(stdout, /^set cpu=\d$|^BAD /);
+    expect(
+      readLines(stdout).filter((l) => l.startsWith('BAD')),
+      'this test needs Linux 6.18 (PR_THP_DISABLE_EXCEPT_ADVISED)',
+    ).toEqual([]);
+    await waitForTick(stdout, 2);
+    const want = WANT.replace('thp_disable=1', 'thp_disable=3');
+    expect(lastAttrs(stdout)).toBe(want);
+    const img = path.join(dir, 'img');
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    expect((await ckpt(['show', img])).stdout).toMatch(/THP disabled except where advised/);
+    await restoreOk(img, pid, 'taskattrs');
+    await waitForTick(stdout, lastTick(stdout) + 3);
+    expect(readLines(stdout).filter((l) => l.startsWith('BAD'))).toEqual([]);
+    expect(lastAttrs(stdout), 'what the restored process reads back').toBe(want);
+  });
+
   it('a stopped process is restored stopped, and runs on SIGCONT', async () => {
     const dir = makeTempDir('task-stopped');
     const w = await runFixture(dir, [path.join(BUILD_DIR, 'sleeper'), 'nanosleep', '1000'], { name: 'sleeper', noNamespace: true });

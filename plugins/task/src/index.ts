@@ -48,7 +48,7 @@ import {
   lazyOptions,
   sha256Hex,
 } from '@ckpt/core';
-import { checkSyscall, native, SYS } from '@ckpt/native';
+import { checkSyscall, errnoName, native, SYS } from '@ckpt/native';
 import { z } from 'zod';
 import { taskRecord, type TaskRecord } from './record.js';
 import { joinCgroups, parseCgroups, readCgroups, type CgroupMode } from './cgroups.js';
@@ -216,11 +216,14 @@ async function dump(proc: ProcessDump): Promise<void> {
     proc.threads,
     proc.threads.map((): BatchedSyscall => [SYS.prctl, PR_GET_SECUREBITS, 0, 0, 0, 0]),
   ).map((r, i) => checkSyscall('prctl', proc.threads[i].pid, r));
+  const thp = Number(tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0));
   const rec: TaskRecord = {
     oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
     childSubreaper: isChildSubreaper(tracee),
-    thpDisable: tracee.syscall(SYS.prctl, PR_GET_THP_DISABLE, 0, 0, 0, 0) !== 0n,
+    // 0, or 1 | flags (PR_THP_DISABLE_EXCEPT_ADVISED).
+    thpDisable: thp !== 0,
+    thpDisableFlags: thp & ~1 || undefined,
     dumpable: Number(tracee.syscall(SYS.prctl, PR_GET_DUMPABLE, 0, 0, 0, 0)),
     stopped: proc.stoppedAtFreeze,
     // Filled in after the other stages (areas): smaps is still being read meanwhile.
@@ -468,7 +471,18 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
   }
   const stub = proc.stub;
   if (rec.childSubreaper) stub.syscall(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-  if (rec.thpDisable) stub.syscall(SYS.prctl, PR_SET_THP_DISABLE, 1, 0, 0, 0);
+  if (rec.thpDisable) {
+    const flags = rec.thpDisableFlags ?? 0;
+    const r = stub.syscallRaw(SYS.prctl, PR_SET_THP_DISABLE, 1, flags, 0, 0);
+    if (r < 0n && flags) {
+      throw new CkptError(
+        'ERR_CKPT_UNSUPPORTED',
+        `pid ${proc.pid}: cannot disable transparent huge pages except where advised (PR_THP_DISABLE_EXCEPT_ADVISED, flags ${flags}): this kernel refuses it (${errnoName(Number(-r))})`,
+        { hint: 'restore on Linux 6.18 or later' },
+      );
+    }
+    checkSyscall('prctl', stub.pid, r);
+  }
   // Each thread's in one stop, every thread's at once (Tracee.syscallsRawEach); what it has
   // already (from the leader it was cloned from) is not set again.
   const threads: Tracee[] = [];
@@ -672,7 +686,7 @@ export const taskPlugin = definePlugin(() => ({
       const flags = [
         rec.stopped && 'stopped',
         rec.childSubreaper && 'child subreaper',
-        rec.thpDisable && 'THP disabled',
+        rec.thpDisable && (rec.thpDisableFlags ? 'THP disabled except where advised' : 'THP disabled'),
         t?.noNewPrivs && 'no_new_privs',
       ].filter(Boolean);
       return [

@@ -21,6 +21,8 @@ export const taskRecord = lazySchema(() =>
     /** prctl: process-wide flags. */
     childSubreaper: s.boolean(),
     thpDisable: s.boolean(),
+    /** PR_SET_THP_DISABLE's flags besides 1 (PR_THP_DISABLE_EXCEPT_ADVISED, 2: THP still where madvise asks; Linux 6.18). */
+    thpDisableFlags: uint.optional(),
     dumpable: int.min(0).max(2),
     /** The process was stopped (SIGSTOP, job control) when it was dumped. */
     stopped: s.boolean(),
