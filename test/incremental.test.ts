@@ -81,6 +81,10 @@ async function dump(job: Job, args: string[], env?: Record<string, string>): Pro
 /** Restores a generation (the process killed first) and returns what it says of its memory. */
 async function restoreAndCheck(job: Job, generation: number): Promise<string> {
   await killAndWaitGone(job.pid);
+  // The step files go (step() writes each anew): a process dumped just after it looked for
+  // WORK/go (not there yet) would otherwise find its next step's file once restored, and take that
+  // step before it checks.
+  for (const f of fs.readdirSync(job.work)) if (/^step-\d+$/.test(f)) fs.rmSync(path.join(job.work, f));
   const go = path.join(job.work, 'go');
   fs.writeFileSync(go, '');
   const from = readLines(job.report).length;
