@@ -4,6 +4,7 @@
 // command's death nor the server's harms the process being dumped.
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -29,6 +30,7 @@ import {
   pidExists,
   procState,
   procStat,
+  procStatusField,
   readLines,
   runFixture,
   bin,
@@ -347,6 +349,49 @@ describe('ckpt server', () => {
     expect(seen2.ppid[host.pid], `the parent of the restored ${host.pid} once the command exited (the subreaper is ${seen2.me})`).toBe(seen2.me);
     expect(procStat(host.pid)?.[5], 'the restored session leader leads its session again').toBe(String(host.pid));
     expect(readLines(host.stdout), 'the restored sleeper woke').toEqual(['start']);
+  });
+
+  it('a restore request naming a pid that does not hold the connection is refused: that process is not touched', async () => {
+    const dir = makeTempDir('served-forged');
+    const victim = spawn('sleep', ['100'], { stdio: 'ignore' });
+    track(victim.pid!, 'sleep');
+    const version = (await ckpt(['--version'])).stdout.trim();
+    const ns: Record<string, string> = {};
+    for (const k of ['mnt', 'pid', 'net', 'ipc', 'uts', 'user', 'cgroup']) ns[k] = fs.readlinkSync(`/proc/self/ns/${k}`);
+    const env: Record<string, string> = {};
+    for (const k of ['DEBUG', 'NODE_PATH', 'CKPT_APPS_DIR']) if (process.env[k] !== undefined) env[k] = process.env[k]!;
+    // What the command sends (bin.ts), but with another process's pid.
+    const request = {
+      v: 1,
+      version,
+      bundle: fs.statSync(path.join(path.dirname(CLI), 'cli.cjs')).mtimeMs,
+      argv: ['restore', '-d', '-D', path.join(dir, 'img')],
+      cwd: dir,
+      pid: victim.pid,
+      env,
+      uid: 0,
+      umask: 0o22,
+      ns,
+      tty: [false, false],
+    };
+    const answer = await new Promise<string>((resolve, reject) => {
+      const c = net.createConnection(srv.socket);
+      let got = '';
+      c.on('data', (d) => {
+        got += d;
+        if (got.includes('\n')) {
+          c.destroy();
+          resolve(got.split('\n')[0]);
+        }
+      });
+      c.on('error', reject);
+      c.write(`${JSON.stringify(request)}\n`);
+    });
+    expect(JSON.parse(answer), answer).toEqual({ refuse: `pid ${victim.pid} does not hold the connection's other end` });
+    expect(procStatusField(victim.pid!, 'TracerPid'), 'the named process was not traced').toBe('0');
+    expect(procState(victim.pid!)).toBe('S');
+    expect(fs.readFileSync(`/proc/${victim.pid}/task/${victim.pid}/children`, 'utf8').trim(), 'it got no child').toBe('');
+    victim.kill('SIGKILL');
   });
 
   it('a served restore that fails, is interrupted, or whose command is killed leaves nothing behind; the next one restores', async () => {

@@ -36,11 +36,13 @@ import {
   chmodSync,
   closeSync,
   existsSync,
+  fstatSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
   openSync,
   readFileSync,
+  readdirSync,
   readlinkSync,
   rmSync,
   statSync,
@@ -198,7 +200,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       reply(sock, { status: { pid: process.pid, version: VERSION, since: startedAt, served, busy } satisfies ServerStatus }, true);
       return;
     }
-    const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req);
+    const why = busy ? 'busy with another command' : stopping ? 'stopping' : refusal(req, sock);
     if (why) {
       o.say(`${describe(req)}: runs in its own process: ${why}`);
       reply(sock, { refuse: why }, true);
@@ -222,7 +224,7 @@ export async function serve(o: ServeOptions): Promise<void> {
   }
 
   /** Why this server cannot run the request as the client's own process would, or undefined. */
-  function refusal(r: ServerRequest): string | undefined {
+  function refusal(r: ServerRequest, sock: net.Socket): string | undefined {
     if (
       r?.v !== 1 ||
       !Array.isArray(r.argv) ||
@@ -238,7 +240,7 @@ export async function serve(o: ServeOptions): Promise<void> {
     const not = notServed(r.argv);
     if (not) return not;
     if (r.argv.includes('restore')) {
-      const why = parentProblem(r.pid, ns);
+      const why = parentProblem(r.pid, ns, sock);
       if (why) return why;
     }
     for (const k of SERVER_NAMESPACES) if (r.ns?.[k] !== ns[k]) return `another ${k} namespace`;
@@ -452,11 +454,13 @@ async function takeSocketPath(path: string): Promise<void> {
 
 /**
  * Why a restore's root cannot be made the child of the command's process `pid` (what the request
- * says; it is checked here, not taken on trust): it must be alive, in the server's namespaces
- * (read from /proc, not from the request) and not traced by another.
+ * says; it is checked here, not taken on trust): it must hold the other end of this connection,
+ * be alive, in the server's namespaces (read from /proc, not from the request) and not traced by
+ * another.
  */
-function parentProblem(pid: number, ns: Record<string, string>): string | undefined {
+function parentProblem(pid: number, ns: Record<string, string>, sock: net.Socket): string | undefined {
   if (!Number.isInteger(pid) || pid <= 1) return 'no command pid';
+  if (!holdsPeer(pid, sock)) return `pid ${pid} does not hold the connection's other end`;
   let status: string;
   try {
     status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -472,6 +476,30 @@ function parentProblem(pid: number, ns: Record<string, string>): string | undefi
     if (link !== ns[k]) return `the command (pid ${pid}) is in another ${k} namespace`;
   }
   return undefined;
+}
+
+/**
+ * Whether process `pid` has the other end of `sock` among its fds: the connection's peer inode
+ * (sock_diag), looked for in /proc/PID/fd. A request's pid is otherwise only its sender's word.
+ */
+function holdsPeer(pid: number, sock: net.Socket): boolean {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return false;
+  try {
+    const ino = fstatSync(fd).ino;
+    const peer = native.sock.unixDiag().find((e) => e.ino === ino)?.peer;
+    if (!peer) return false;
+    const want = `socket:[${peer}]`;
+    return readdirSync(`/proc/${pid}/fd`).some((n) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${n}`) === want;
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
 }
 
 function send(sock: net.Socket, m: object): void {
