@@ -35,12 +35,12 @@ export const SENT_ENV = /^(CKPT_|HOME$|TMPDIR$|DEBUG$|NODE_PATH$)/;
 /** How long a command waits for the server's first answer before it runs in its own process. */
 export const ANSWER_MS = 10_000;
 
-/** This process's namespaces (`mnt:[4026531841]`...), by the names of SERVER_NAMESPACES ('' where unreadable). */
-export function namespaces(): Record<string, string> {
+/** A process's namespaces (`mnt:[4026531841]`...; this one's by default), by the names of SERVER_NAMESPACES ('' where unreadable). */
+export function namespaces(pid: number | 'self' = 'self'): Record<string, string> {
   const out: Record<string, string> = {};
   for (const ns of SERVER_NAMESPACES) {
     try {
-      out[ns] = readlinkSync(`/proc/self/ns/${ns}`);
+      out[ns] = readlinkSync(`/proc/${pid}/ns/${ns}`);
     } catch {
       out[ns] = '';
     }

@@ -32,26 +32,11 @@
  * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
  * lets go of the processes, and the guard journals let the next dump repair what is left.
  */
-import {
-  chmodSync,
-  closeSync,
-  existsSync,
-  fstatSync,
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  readlinkSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-} from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
-import { type Ckpt, CkptError, VERSION, collectGarbage, resetFaults, sleepSync } from '@ckpt/core';
+import { type Ckpt, CkptError, VERSION, collectGarbage, procfs, resetFaults, sleepSync } from '@ckpt/core';
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
@@ -461,21 +446,16 @@ async function takeSocketPath(path: string): Promise<void> {
 function parentProblem(pid: number, ns: Record<string, string>, sock: net.Socket): string | undefined {
   if (!Number.isInteger(pid) || pid <= 1) return 'no command pid';
   if (!holdsPeer(pid, sock)) return `pid ${pid} does not hold the connection's other end`;
-  let status: string;
+  let tracer: number;
   try {
-    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    tracer = Number(procfs.readStatus(pid).TracerPid ?? 0);
   } catch {
     return `the command (pid ${pid}) is gone`;
   }
-  if (/\nTracerPid:\s*[1-9]/.test(status)) return `the command (pid ${pid}) is traced`;
-  for (const k of SERVER_NAMESPACES) {
-    let link = '';
-    try {
-      link = readlinkSync(`/proc/${pid}/ns/${k}`);
-    } catch {}
-    if (link !== ns[k]) return `the command (pid ${pid}) is in another ${k} namespace`;
-  }
-  return undefined;
+  if (tracer) return `the command (pid ${pid}) is traced`;
+  const theirs = namespaces(pid);
+  const other = SERVER_NAMESPACES.find((k) => theirs[k] !== ns[k]);
+  return other && `the command (pid ${pid}) is in another ${other} namespace`;
 }
 
 /**
@@ -490,9 +470,9 @@ function holdsPeer(pid: number, sock: net.Socket): boolean {
     const peer = native.sock.unixDiag().find((e) => e.ino === ino)?.peer;
     if (!peer) return false;
     const want = `socket:[${peer}]`;
-    return readdirSync(`/proc/${pid}/fd`).some((n) => {
+    return procfs.listFds(pid).some((n) => {
       try {
-        return readlinkSync(`/proc/${pid}/fd/${n}`) === want;
+        return procfs.fdLink(pid, n) === want;
       } catch {
         return false;
       }

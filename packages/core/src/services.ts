@@ -25,7 +25,7 @@ import {
   checkSyscall,
 } from '@ckpt/native';
 import { CkptError } from './errors.js';
-import { describePid, listThreads, PF_KTHREAD, type ProcStat, readStat, statusFields, type Vma } from './proc.js';
+import { describePid, listThreads, PF_KTHREAD, type ProcStat, readStat, readStatus, statusFields, type Vma } from './proc.js';
 import { killTraced, remoteClone, staleGuards, Tracee } from './tracee.js';
 import { pruneGuardNotes } from './guard.js';
 import { STUB_PIDFD } from './restorer.js';
@@ -424,7 +424,7 @@ export class ProcessControl {
       fork.syscall(SYS.close_range, STUB_PIDFD + 1, 0xffffffff, 0);
       // Handlers go at exec; what is ignored stays ignored (SIGPIPE, in Node).
       const zeros = fork.put(Buffer.alloc(32), 0);
-      const ignored = BigInt(`0x${statusFields(readFileSync(`/proc/${fork.pid}/status`, 'utf8'), ['SigIgn']).SigIgn ?? '0'}`);
+      const ignored = BigInt(`0x${readStatus(fork.pid).SigIgn ?? '0'}`);
       for (let sig = 1; sig <= 64; sig++) if ((ignored >> BigInt(sig - 1)) & 1n) fork.syscall(SYS.rt_sigaction, sig, zeros, 0, 8);
       fork.syscall(SYS.rt_sigprocmask, SIG_SETMASK, zeros, 0, 8);
       if (setsid) fork.syscall(SYS.setsid);
