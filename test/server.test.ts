@@ -134,6 +134,16 @@ async function expectStateOk(pid: number, stdout: string, what: string): Promise
   expect({ heap, priv, shared, fpu, mask }, `${what}: ${m![0]}`).toEqual({ heap: 'ok', priv: 'ok', shared: 'ok', fpu: 'ok', mask: 'ok' });
 }
 
+/** The 16 MiB workload, dumped (killed) by a served dump into DIR/img: what a restore test starts from. */
+async function dumpedWorkload(s: Server, tag: string) {
+  const dir = makeTempDir(tag);
+  const { pid, stdout } = await startWorkload(dir, 16);
+  const img = path.join(dir, 'img');
+  expectOk(await served(s, ['dump', '-t', String(pid), '-D', img]));
+  await waitNotAlive(pid);
+  return { dir, pid, stdout, img };
+}
+
 describe('ckpt server', () => {
   let srv: Server;
   beforeAll(async () => {
@@ -294,11 +304,7 @@ describe('ckpt server', () => {
   });
 
   it("runs a restore -d for the command: the restored root is the command's child, then its subreaper's; the workload checks its own state", async () => {
-    const dir = makeTempDir('served-restore');
-    const { pid, stdout } = await startWorkload(dir, 16);
-    const img = path.join(dir, 'img');
-    expectOk(await served(srv, ['dump', '-t', String(pid), '-D', img]));
-    await waitNotAlive(pid);
+    const { dir, pid, stdout, img } = await dumpedWorkload(srv, 'served-restore');
     // The command runs under a subreaper (as under a supervisor) that says, once the command has
     // exited, whose children the restored processes are: a root made by the server would be the
     // server's child, not the subreaper's.
@@ -395,11 +401,7 @@ describe('ckpt server', () => {
   });
 
   it('a served restore that fails, is interrupted, or whose command is killed leaves nothing behind; the next one restores', async () => {
-    const dir = makeTempDir('served-restore-fail');
-    const { pid, stdout } = await startWorkload(dir, 16);
-    const img = path.join(dir, 'img');
-    expectOk(await served(srv, ['dump', '-t', String(pid), '-D', img]));
-    await waitNotAlive(pid);
+    const { pid, stdout, img } = await dumpedWorkload(srv, 'served-restore-fail');
     const stubs = () => processesMatching('ckpt-stub');
     const nothingLeft = async (what: string) => {
       await waitFor(
