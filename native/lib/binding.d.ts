@@ -210,13 +210,29 @@ export interface PtraceBinding {
   remoteRun(pid: number, entry: bigint | number, breakAt: bigint | number, args: Array<bigint | number>): bigint;
   /**
    * remoteSyscall (without int3) in each of the stopped tasks at once, calls[i] = [nr, ...args] for
-   * pids[i], their round trips overlapping; throws the first failure, every task put back first.
+   * pids[i] (insn: one address, or one per task), their round trips overlapping; throws the first
+   * failure, every task put back first.
    */
-  remoteSyscallEach(pids: number[], insn: bigint | number, calls: Array<Array<bigint | number>>): bigint[];
-  /** remoteRun in each of the stopped tasks at once (args[i] for pids[i]); throws the first failure, every task put back first. */
+  remoteSyscallEach(pids: number[], insn: bigint | number | Array<bigint | number>, calls: Array<Array<bigint | number>>): bigint[];
   /** A signal return frame for ucontext address uc (core's guard.ts: returnFrame). */
   returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buffer): Buffer;
-  remoteRunEach(pids: number[], entry: bigint | number, breakAt: bigint | number, args: Array<Array<bigint | number>>): bigint[];
+  /**
+   * remoteRun in each of the stopped tasks at once (args[i] for pids[i]; entry and breakAt one
+   * address, or one per task); throws the first failure, every task put back first.
+   */
+  remoteRunEach(
+    pids: number[],
+    entry: bigint | number | Array<bigint | number>,
+    breakAt: bigint | number | Array<bigint | number>,
+    args: Array<Array<bigint | number>>,
+  ): bigint[];
+  /**
+   * In each of the stopped tasks at once, the guard's batch loop at entry (args[i] in rdi, rsi...)
+   * making counts[i] syscalls, from syscall stop to syscall stop: each task is left stopped at its
+   * last syscall's exit, inside the loop (which, left to itself, returns through the thread's
+   * frame), and that syscall's result returned. Throws the first failure.
+   */
+  remoteLoopEach(pids: number[], entry: bigint | number | Array<bigint | number>, args: Array<Array<bigint | number>>, counts: number[]): bigint[];
 }
 /** A zstd compression stream (native/src/zstd.cc). */
 export type ZstdWriterHandle = { readonly __zstdWriter: unique symbol };

@@ -34,6 +34,7 @@ export const GROUPS = {
     'remoteRun',
     'remoteSyscallEach',
     'remoteRunEach',
+    'remoteLoopEach',
     'returnFrame',
     'faultStep',
     'faultSteps',

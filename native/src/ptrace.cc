@@ -656,8 +656,11 @@ Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEac
   return out;
 }
 
+// The i-th of an argument that is one address for every task or an array of one per task.
+uint64_t EachU64(const Napi::Value& v, uint32_t i) { return v.IsArray() ? ArgU64(v.As<Napi::Array>().Get(i)) : ArgU64(v); }
+
 // remoteSyscallEach(pids, insn, calls) -> BigInt[]: remoteSyscall without int3 in each of the
-// stopped tasks at once, calls[i] = [nr, args...] for pids[i]: every task's registers are set
+// stopped tasks at once (insn: one address, or one per task: tasks of different processes), calls[i] = [nr, args...] for pids[i]: every task's registers are set
 // and every task resumed to its syscall-enter stop, each resumed again to its syscall-exit stop
 // as it gets there, then each result read and its registers put back. The tasks' round trips
 // overlap instead of following one another (a stop costs a wake-up of a virtual CPU here). Each
@@ -666,7 +669,7 @@ Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEac
 Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array pids = info[0].As<Napi::Array>();
-  uint64_t insn = ArgU64(info[1]);
+  Napi::Value insn = info[1];
   Napi::Array calls = info[2].As<Napi::Array>();
   std::vector<EachTask> tasks(pids.Length());
   for (uint32_t i = 0; i < tasks.size(); i++) {
@@ -675,7 +678,7 @@ Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
     Napi::Array call = calls.Get(i).As<Napi::Array>();
     uint64_t a[6];
     ArgsOf(call, a, 1);
-    if (!PrepareRegs(t.pid, insn, ArgInt(call.Get(0u)), a, nullptr, &t.saved, &t.regs, &t.what)) {
+    if (!PrepareRegs(t.pid, EachU64(insn, i), ArgInt(call.Get(0u)), a, nullptr, &t.saved, &t.regs, &t.what)) {
       Fail(t, t.what);
       break;
     }
@@ -702,20 +705,23 @@ Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
 }
 
 // remoteRunEach(pids, entry, breakAt, argsList) -> BigInt[]: remoteRun in each of the stopped
-// tasks at once (argsList[i] for pids[i]), their runs overlapping. Throws the first failure,
+// tasks at once (argsList[i] for pids[i]; entry and breakAt: one address, or one per task), their
+// runs overlapping. Throws the first failure,
 // every task's registers put back first.
 Napi::Value RemoteRunEach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array pids = info[0].As<Napi::Array>();
-  uint64_t entry = ArgU64(info[1]), at = ArgU64(info[2]);
+  Napi::Value entry = info[1], at = info[2];
   Napi::Array argsList = info[3].As<Napi::Array>();
+  std::vector<uint64_t> breaks(pids.Length());
   std::vector<EachTask> tasks(pids.Length());
   for (uint32_t i = 0; i < tasks.size(); i++) {
     EachTask& t = tasks[i];
     t.pid = ArgInt(pids.Get(i));
     uint64_t a[6];
     ArgsOf(argsList.Get(i), a);
-    if (!PrepareRegs(t.pid, entry, -1, a, nullptr, &t.saved, &t.regs, &t.what)) {
+    breaks[i] = EachU64(at, i);
+    if (!PrepareRegs(t.pid, EachU64(entry, i), -1, a, nullptr, &t.saved, &t.regs, &t.what)) {
       Fail(t, t.what);
       break;
     }
@@ -725,9 +731,85 @@ Napi::Value RemoteRunEach(const Napi::CallbackInfo& info) {
     if (!t.prepared || t.failed) continue;
     if (Ptrace(PTRACE_CONT, t.pid, nullptr, nullptr) < 0) Fail(t, "ptrace(PTRACE_CONT)");
   }
-  for (EachTask& t : tasks)
-    if (t.prepared && !t.failed && !AwaitBreakpoint(t.pid, at, &t.what)) Fail(t, t.what);
+  for (uint32_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    if (t.prepared && !t.failed && !AwaitBreakpoint(t.pid, breaks[i], &t.what)) Fail(t, t.what);
+  }
   return FinishEach(env, tasks, false);
+}
+
+// remoteLoopEach(pids, entry, argsList, counts) -> BigInt[]: in each of the stopped tasks at once,
+// runs the code at entry (entry: one address, or one per task; rdi, rsi, ... = argsList[i]): a
+// loop that makes counts[i] syscalls and then returns through the thread's frame (core's guard
+// batch code). It runs from syscall stop to syscall stop (PTRACE_SYSCALL, two stops a syscall, no
+// register work between them), never to a breakpoint: a task its tracer leaves at any instant
+// finishes the loop on its own and returns to its own context. Each task is left stopped at the
+// exit of its last syscall, inside the loop, and that syscall's result (rax) is returned (the
+// loop stores the others where it read them). Registers are not put back, but where a task
+// failed. Throws the first failure.
+Napi::Value RemoteLoopEach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array pids = info[0].As<Napi::Array>();
+  Napi::Value entry = info[1];
+  Napi::Array argsList = info[2].As<Napi::Array>();
+  Napi::Array counts = info[3].As<Napi::Array>();
+  std::vector<EachTask> tasks(pids.Length());
+  std::vector<uint32_t> stops(pids.Length(), 0);
+  for (uint32_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    t.pid = ArgInt(pids.Get(i));
+    stops[i] = 2 * counts.Get(i).As<Napi::Number>().Uint32Value();
+    if (!stops[i]) continue;
+    uint64_t a[6];
+    ArgsOf(argsList.Get(i), a);
+    if (!PrepareRegs(t.pid, EachU64(entry, i), -1, a, nullptr, &t.saved, &t.regs, &t.what)) {
+      Fail(t, t.what);
+      break;
+    }
+    t.prepared = true;
+    FaultStep();
+  }
+  for (EachTask& t : tasks)
+    if (t.prepared && !t.failed && !ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+  // Round after round, each task taken at its next stop and sent on, until each made all of them.
+  for (bool busy = true; busy;) {
+    busy = false;
+    for (uint32_t i = 0; i < tasks.size(); i++) {
+      EachTask& t = tasks[i];
+      if (!t.prepared || t.failed || !stops[i]) continue;
+      if (!AwaitSyscallStop(t.pid, &t.what)) {
+        Fail(t, t.what);
+        continue;
+      }
+      FaultStep();
+      if (--stops[i] == 0) continue;
+      if (!ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+      else busy = true;
+    }
+  }
+  Napi::Array out = Napi::Array::New(env, tasks.size());
+  for (uint32_t i = 0; i < tasks.size(); i++) {
+    EachTask& t = tasks[i];
+    if (!t.prepared) continue;
+    iovec iov;
+    if (!t.failed) {
+      iov = {&t.regs, sizeof(t.regs)};
+      if (Ptrace(PTRACE_GETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_GETREGSET)");
+    }
+    if (t.failed) {
+      iov = {&t.saved, sizeof(t.saved)};
+      Ptrace(PTRACE_SETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
+      continue;
+    }
+    out.Set(i, Napi::BigInt::New(env, static_cast<int64_t>(t.regs.rax)));
+  }
+  for (EachTask& t : tasks) {
+    if (t.failed) {
+      ThrowErrno(env, t.err, t.what, t.pid);
+      return env.Undefined();
+    }
+  }
+  return out;
 }
 
 // returnFrame(uc, regs, mask, xstate) -> the bytes of a signal return frame for ucontext address
@@ -854,6 +936,7 @@ void InitPtrace(Napi::Env env, Napi::Object exports) {
   exports.Set("remoteExec", Napi::Function::New(env, RemoteExec));
   exports.Set("remoteSyscallEach", Napi::Function::New(env, RemoteSyscallEach));
   exports.Set("remoteRunEach", Napi::Function::New(env, RemoteRunEach));
+  exports.Set("remoteLoopEach", Napi::Function::New(env, RemoteLoopEach));
   exports.Set("returnFrame", Napi::Function::New(env, ReturnFrame));
   exports.Set("remoteRun", Napi::Function::New(env, RemoteRun));
   exports.Set("faultSteps", Napi::Function::New(env, FaultSteps));

@@ -288,6 +288,9 @@ export class Ckpt {
       await this.hooks.session.fdsDumped.promise(session);
       clock.lap('fds');
       for (const stage of DUMP_STAGES) {
+        fault(`dump:stage:${stage}:all`);
+        await session.interruptionPoint();
+        await this.hooks[stage].dumpAll.promise(session);
         for (const proc of session.processes) {
           fault(`dump:stage:${stage}`);
           await session.interruptionPoint();
@@ -555,6 +558,13 @@ export class Ckpt {
       await session.interruptionPoint();
       await this.hooks[stage].restore.promise(proc);
     };
+    const all = async (stage: StateClass) => {
+      fault(`restore:stage:${stage}:all`);
+      await session.interruptionPoint();
+      await this.hooks[stage].restoreAll.promise(session);
+    };
+    await all('pids');
+    await all('memory');
     for (const proc of session.processes) {
       await run('pids', proc);
       if (!proc.stub) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `no plugin created a process for pid ${proc.pid} (no loaded plugin taps pids.restore)`);
@@ -568,6 +578,7 @@ export class Ckpt {
     // Room in our fd table for every description the restore makes (it holds them to the end).
     reserveFds(session.processes.reduce((n, p) => n + p.fds.length + (p.record.inFlight?.length ?? 0), 0));
     for (const stage of RESTORE_STAGES.filter((s) => s !== 'pids' && s !== 'memory')) {
+      await all(stage);
       for (const proc of session.processes) {
         await run(stage, proc);
         if (stage === 'files') await restoreFdTable(this.hooks, proc);
@@ -783,7 +794,13 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
  * command runs each once. A tap added later makes tapable build it again.
  */
 function compileFrozenHooks(hooks: Hooks): void {
-  const frozen = [hooks.session.frozen, hooks.session.fdsDumped, hooks.session.afterDump, hooks.fds.dump, ...DUMP_STAGES.map((s) => hooks[s].dump)];
+  const frozen = [
+    hooks.session.frozen,
+    hooks.session.fdsDumped,
+    hooks.session.afterDump,
+    hooks.fds.dump,
+    ...DUMP_STAGES.flatMap((s) => [hooks[s].dumpAll, hooks[s].dump]),
+  ];
   for (const h of frozen as unknown as Array<{ promise: unknown; _createCall?: (type: string) => unknown }>) {
     if (typeof h._createCall === 'function') h.promise = h._createCall('promise');
   }

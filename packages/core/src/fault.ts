@@ -2,12 +2,12 @@
  * Fault injection, for tests: `CKPT_FAULT=<point>:<action>[,<point>:<action>...]` makes ckpt
  * fail, be interrupted or die at a named step, so that tests can prove a dump or restore stopped
  * at any step harms nothing. Points are named where the pipeline passes them:
- *   dump:frozen, dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
+ *   dump:frozen, dump:stage:<class>:all (before its dumpAll), dump:stage:<class>, dump:pages (between page-copy pieces), dump:records,
  *   dump:committed, dump:handover (the processes die with ckpt from here on, unless handed
  *   over: then only after dump:handedOver), tcp:repair (a
  *   connection in repair mode being read), tty:queue (the bytes queued in a pty being read and
  *   put back by ckpt-ptyqueue), unix:inflight (a unix socket's SO_PEEK_OFF moved, to receive the
- *   files in flight of one of its messages); restore:validated, restore:stage:<class>, restore:created, restore:pages,
+ *   files in flight of one of its messages); restore:validated, restore:stage:<class>:all, restore:stage:<class>, restore:created, restore:pages,
  *   restore:resume; migrate:round, migrate:file, migrate:sent, migrate:restored (source side, the last one with
  *   the destination's processes built, not yet running), receive:file, receive:restore
  *   (destination side)

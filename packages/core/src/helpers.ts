@@ -4,10 +4,10 @@
  * `proc.stub.syscall(...)` at restore; see docs/plugins.md).
  */
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
-import { native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SOCK_SEQPACKET, SYS } from '@ckpt/native';
+import { checkSyscall, native, ALL_SIGNALS, O_NOCTTY, O_CLOEXEC, O_ACCMODE, O_PATH, O_WRONLY, PIDFD_THREAD, SEEK_SET, SOCK_SEQPACKET, SYS } from '@ckpt/native';
 import { CkptError } from './errors.js';
 import type { FdDumpRequest } from './context.js';
-import type { Tracee } from './tracee.js';
+import { Tracee, type BatchedSyscall } from './tracee.js';
 
 export interface RemoteOpenOptions {
   /** open(2) flags of the original description (O_ACCMODE, O_APPEND, O_NONBLOCK, ...). */
@@ -102,15 +102,23 @@ const subreapers = new WeakMap<Tracee, boolean>();
  * run in it, once per task (several plugins ask, and each asking is a remote syscall).
  */
 export function isChildSubreaper(tracee: Tracee): boolean {
-  let known = subreapers.get(tracee);
-  if (known === undefined) {
-    const at = tracee.scratch();
-    tracee.syscall(SYS.prctl, PR_GET_CHILD_SUBREAPER, at, 0, 0, 0);
-    known = tracee.read(at, 4).readInt32LE(0) !== 0;
-    subreapers.set(tracee, known);
-  }
-  return known;
+  return isChildSubreaperEach([tracee])[0];
 }
+
+/** isChildSubreaper of each process (a task of each), those not known yet asked all at once (Tracee.syscallEach). */
+export function isChildSubreaperEach(tracees: readonly Tracee[]): boolean[] {
+  const ask = tracees.filter((t, i) => !subreapers.has(t) && tracees.indexOf(t) === i);
+  const outs = ask.map(() => Buffer.alloc(4));
+  Tracee.syscallEach(
+    ask,
+    outs.map((b): BatchedSyscall => [SYS.prctl, PR_GET_CHILD_SUBREAPER, b, 0, 0, 0]),
+  ).forEach((r, i) => {
+    checkSyscall('prctl', ask[i].pid, r);
+    subreapers.set(ask[i], outs[i].readInt32LE(0) !== 0);
+  });
+  return tracees.map((t) => subreapers.get(t)!);
+}
+
 const PR_GET_CHILD_SUBREAPER = 37;
 
 /** Reaps a helper child of ours, waiting up to about ms milliseconds: its status, or null if it has not exited. */

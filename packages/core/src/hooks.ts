@@ -5,6 +5,7 @@
  * | hook                        | kind                  | called                                                                 |
  * |-----------------------------|-----------------------|------------------------------------------------------------------------|
  * | session.beforeDump          | AsyncSeries(session)  | once, before anything is frozen: refuse early, set up session state     |
+ * | <class>.dumpAll             | AsyncSeries(session)  | once per class, before its per-process dump calls: work asked of every process at once (Tracee.syscallEach over threads of many processes: a tree's round trips overlap) |
  * | <class>.dump                | AsyncSeries(proc)     | per frozen process, class by class in DUMP_STAGES order (all processes of a class, parents first, before the next class) |
  * | session.frozen              | AsyncSeries(session)  | once, every process of the tree frozen (each with ckpt's guard mapping), before anything is read from them: changes to their address spaces (userfaultfd registrations, mappings) go here, before core reads their smaps on threads of its own (ProcessDump.vmas), which such a change would wait for |
  * | fds.dump                    | AsyncSeriesBail(req, proc) | per open description (core walks every fd table right after the freeze); the first tap returning a claim `{ kind, data }` owns it; a tap may give `when(req, proc)` (TapWhen): not called where it is false |
@@ -13,6 +14,7 @@
  * | session.imageCommitted      | AsyncSeries(session)  | once, the image is complete on disk; processes still frozen and killed right after (--leave-running: they already run again) |
  * | session.dumpFailed          | AsyncSeries(session, error) | once, when a dump fails or is interrupted, before the processes are thawed; undo what you did (errors are logged, not thrown) |
  * | session.beforeRestore       | AsyncSeries(session)  | once, image validated, nothing created yet: refuse early                 |
+ * | <class>.restoreAll          | AsyncSeries(session)  | once per class, before its per-process restore calls (pids and memory: before the first process is made), every process of the class at once (Tracee.syscallsEach) |
  * | <class>.restore             | AsyncSeries(proc)     | per process, class by class in RESTORE_STAGES order, parents first; pids and memory process by process (a child is forked from its parent once the parent's memory is back) |
  * | session.processesCreated    | AsyncSeries(session)  | once, after the pids and memory stages made every process (stub)          |
  * | fds.restore.for(owner)      | HookMap of AsyncSeriesBail(record, proc) -> restorer fd | per open description, to its owner only; the first tap returning an fd wins |
@@ -41,13 +43,19 @@ export const RESTORE_STAGES: readonly StateClass[] = ['pids', 'memory', 'files',
 export const STAGE = Object.freeze({ EARLY: -100, DEFAULT: 0, LATE: 10, FALLBACK: 100 });
 
 export interface StateHooks {
+  /** Once, before the class's per-process dumps: what is asked of every process at once. */
+  dumpAll: AsyncSeriesHook<[DumpSession]>;
   dump: AsyncSeriesHook<[ProcessDump]>;
+  /** Once, before the class's per-process restores: what is done in every process at once. */
+  restoreAll: AsyncSeriesHook<[RestoreSession]>;
   restore: AsyncSeriesHook<[ProcessRestore]>;
 }
 
 function stateHooks(): StateHooks {
   return Object.freeze({
+    dumpAll: series(new AsyncSeriesHook<[DumpSession]>(['session'])),
     dump: series(new AsyncSeriesHook<[ProcessDump]>(['proc'])),
+    restoreAll: series(new AsyncSeriesHook<[RestoreSession]>(['session'])),
     restore: series(new AsyncSeriesHook<[ProcessRestore]>(['proc'])),
   });
 }

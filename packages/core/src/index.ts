@@ -177,6 +177,7 @@ export {
   reapWithin,
   inOurNetns,
   isChildSubreaper,
+  isChildSubreaperEach,
   spawnHelper,
   type RemoteOpenOptions,
 } from './helpers.js';

@@ -289,8 +289,9 @@ export class Tracee {
    * Runs the syscalls in order in this task and returns their raw results (a negative errno
    * included): in one ptrace stop per batch where the trampoline holds BATCH_CODE (restore), else
    * one by one. Each runs whatever the ones before it returned: give only calls that may. A Buffer
-   * argument is copied into the task (scratch, above what put() offsets reach) and its address
-   * passed.
+   * argument is copied into the task (scratch, above what put() offsets reach), its address
+   * passed, and what the task has there after the batch is copied back into it (for syscalls that
+   * write their result through a pointer).
    */
   syscallsRaw(calls: readonly BatchedSyscall[]): bigint[] {
     const out: bigint[] = [];
@@ -314,150 +315,162 @@ export class Tracee {
         native.mem.writeMem(this.pid, base, area);
         this.running(chunk.length);
         native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
-        const done = native.mem.readMem(this.pid, base, 64 * chunk.length);
+        const done = native.mem.readMem(this.pid, base, bytes);
         chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
+        copyBack(chunk, done, 0);
       } else {
-        if (bytes > 64 * chunk.length) native.mem.writeMem(this.pid, base + 64 * chunk.length, area.subarray(64 * chunk.length));
+        const head = 64 * chunk.length;
+        if (bytes > head) native.mem.writeMem(this.pid, base + head, area.subarray(head));
         chunk.forEach((c, k) => out.push(this.syscallRaw(c[0], ...args[k])));
+        if (bytes > head) copyBack(chunk, Buffer.concat([Buffer.alloc(head), native.mem.readMem(this.pid, base + head, bytes - head)]), 0);
       }
     }
     return out;
   }
 
   /**
-   * One syscall in each of `threads` (threads of one process: calls[i] in threads[i]), their ptrace
-   * round trips overlapping: one thread's stops after another's cost a wake-up of a virtual CPU
-   * each here, which is most of a remote syscall. A Buffer argument is copied into the thread's own
-   * place in the scratch area, its address passed, and what the task has there after the call is
-   * copied back into the Buffer (for syscalls that write their result through a pointer). Returns
-   * the raw results (a negative errno included). Dump side (guarded) every thread is parked on its
-   * return frame first, as syscallRaw does; elsewhere, one thread after another.
+   * One syscall in each of `tasks` (calls[i] in tasks[i]: threads of one process, or of many),
+   * their ptrace round trips overlapping: one task's stops after another's cost a wake-up of a
+   * virtual CPU each here, which is most of a remote syscall, and a tree's processes are asked
+   * the same things (Hooks' `<class>.dumpAll`). A Buffer argument is copied into the task's own
+   * place in its process's scratch area, its address passed, and what the task has there after
+   * the call is copied back into the Buffer (for syscalls that write their result through a
+   * pointer). Returns the raw results (a negative errno included). Dump side (guarded) every task
+   * is parked on its return frame first, as syscallRaw does; elsewhere, one task after another.
    */
-  static syscallEach(threads: readonly Tracee[], calls: readonly BatchedSyscall[]): bigint[] {
-    const out = new Array<bigint>(threads.length);
-    if (!threads.length) return out;
-    const lead = threads[0];
-    const base = lead.scratch() + BATCH_AREA.offset;
-    const g = lead.space.guarded ? lead.space.guard : undefined;
-    for (let i = 0; i < threads.length; ) {
-      // A round: as many threads as their Buffers fit in the batch area, each at its own place.
-      const round: number[] = [];
-      const at: number[][] = [];
-      let bytes = 0;
-      for (; i < threads.length; i++) {
+  static syscallEach(tasks: readonly Tracee[], calls: readonly BatchedSyscall[]): bigint[] {
+    const out = new Array<bigint>(tasks.length);
+    for (let i = 0; i < tasks.length; ) {
+      // A round: as many tasks as their Buffers fit in their process's batch area, each at its own place.
+      const areas = new Map<AddressSpace, { pid: number; base: number; bytes: number }>();
+      const round: Array<{ k: number; places: number[]; area: { pid: number; base: number; bytes: number } }> = [];
+      for (; i < tasks.length; i++) {
+        const t = tasks[i];
         const bufs = calls[i].slice(1).filter((a): a is Buffer => Buffer.isBuffer(a));
         const need = bufs.reduce((n, b) => n + align16(b.length), 0);
         if (need > BATCH_AREA.size) throw new RangeError(`remote ${nameOf(calls[i][0])}: ${need} bytes of arguments, more than a batch holds`);
-        if (bytes + need > BATCH_AREA.size) break;
+        let area = areas.get(t.space);
+        if (area && area.bytes + need > BATCH_AREA.size) break;
+        if (!area) {
+          area = { pid: t.pid, base: t.scratch() + BATCH_AREA.offset, bytes: 0 };
+          areas.set(t.space, area);
+        }
         const places: number[] = [];
         for (const b of bufs) {
-          places.push(bytes);
-          bytes += align16(b.length);
+          places.push(area.bytes);
+          area.bytes += align16(b.length);
         }
-        round.push(i);
-        at.push(places);
+        round.push({ k: i, places, area });
       }
-      const area = Buffer.alloc(bytes);
-      const args = round.map((k, r) => {
+      const data = new Map([...areas.values()].filter((a) => a.bytes).map((a) => [a, Buffer.alloc(a.bytes)]));
+      const args = round.map(({ k, places, area }) => {
         let b = 0;
         return calls[k].slice(1).map((a) => {
           if (!Buffer.isBuffer(a)) return BigInt.asUintN(64, BigInt(a));
-          a.copy(area, at[r][b]);
-          return BigInt(base + at[r][b++]);
+          a.copy(data.get(area)!, places[b]);
+          return BigInt(area.base + places[b++]);
         });
       });
-      if (bytes) native.mem.writeMem(lead.pid, base, area);
-      const pids: number[] = [];
+      for (const [area, bytes] of data) native.mem.writeMem(area.pid, area.base, bytes);
       const parked: number[] = [];
-      round.forEach((k, r) => {
-        const t = threads[k];
-        if (g && t.parkInGuard(g) !== undefined) {
-          pids.push(t.pid);
-          parked.push(r);
-        } else {
-          out[k] = t.syscallRaw(calls[k][0], ...args[r]);
-        }
+      round.forEach(({ k }, r) => {
+        const t = tasks[k];
+        const g = t.space.guarded ? t.space.guard : undefined;
+        if (g && t.parkInGuard(g) !== undefined) parked.push(r);
+        else out[k] = t.syscallRaw(calls[k][0], ...args[r]);
       });
-      if (pids.length && g) {
-        for (const r of parked) threads[round[r]].running();
+      if (parked.length) {
+        const each = parked.map((r) => tasks[round[r].k]);
+        for (const t of each) t.running();
         const results = native.ptrace.remoteSyscallEach(
-          pids,
-          g.start + GUARD_CODE,
-          parked.map((r) => [calls[round[r]][0], ...args[r]]),
+          each.map((t) => t.pid),
+          each.map((t) => t.space.guard!.start + GUARD_CODE),
+          parked.map((r) => [calls[round[r].k][0], ...args[r]]),
         );
-        parked.forEach((r, j) => {
-          const t = threads[round[r]];
-          out[round[r]] = results[j];
+        each.forEach((t, j) => {
+          out[round[parked[j]].k] = results[j];
           t.hasRun = true;
           t.blockSignals();
         });
       }
-      if (bytes) {
-        const back = native.mem.readMem(lead.pid, base, bytes);
-        round.forEach((k, r) => {
-          const bufs = calls[k].slice(1).filter((a): a is Buffer => Buffer.isBuffer(a));
-          bufs.forEach((a, b) => back.copy(a, 0, at[r][b], at[r][b] + a.length));
-        });
+      for (const [area, bytes] of data) {
+        const back = native.mem.readMem(area.pid, area.base, bytes.length);
+        for (const { k, places, area: a } of round) {
+          if (a !== area) continue;
+          const bufs = calls[k].slice(1).filter((x): x is Buffer => Buffer.isBuffer(x));
+          bufs.forEach((x, b) => back.copy(x, 0, places[b], places[b] + x.length));
+        }
       }
     }
     return out;
   }
 
   /** Tracee.syscallsRawEach, throwing the NativeError of the first call that failed, as syscalls() would. */
-  static syscallsEach(threads: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
-    const results = Tracee.syscallsRawEach(threads, batches);
-    results.forEach((rs, i) => rs.forEach((r, k) => checkSyscall(nameOf(batches[i][k][0]), threads[i].pid, r)));
+  static syscallsEach(tasks: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
+    const results = Tracee.syscallsRawEach(tasks, batches);
+    results.forEach((rs, i) => rs.forEach((r, k) => checkSyscall(nameOf(batches[i][k][0]), tasks[i].pid, r)));
     return results;
   }
 
   /**
-   * Tracee.syscallsRaw in each of `threads` (threads of one process: batches[i] in threads[i]):
-   * on the restore side, with the trampoline's batch code, every thread runs its batch at once,
-   * each from its own place in the batch area, their stops overlapping; elsewhere, one thread
-   * after another. Returns each thread's raw results.
+   * Tracee.syscallsRaw in each of `tasks` (batches[i] in tasks[i]: threads of one process, or of
+   * many), every task's at once: on the restore side, with the trampoline's batch code, each task
+   * runs its whole batch from its own place in its process's batch area, their stops overlapping;
+   * on the dump side, in rounds, the n-th call of every batch in one Tracee.syscallEach. Returns
+   * each task's raw results; Buffers get back what the task left in them, as in syscallsRaw.
    */
-  static syscallsRawEach(threads: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
-    const out: bigint[][] = threads.map(() => []);
-    const code = threads[0]?.space.batchCode;
-    if (code === undefined) {
-      threads.forEach((t, i) => {
-        out[i] = t.syscallsRaw(batches[i]);
-      });
-      return out;
+  static syscallsRawEach(tasks: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
+    const out: bigint[][] = tasks.map(() => []);
+    const coded = tasks.map((_t, i) => i).filter((i) => tasks[i].space.batchCode !== undefined);
+    const plain = tasks.map((_t, i) => i).filter((i) => tasks[i].space.batchCode === undefined);
+    for (let n = 0; plain.some((i) => n < batches[i].length); n++) {
+      const now = plain.filter((i) => n < batches[i].length);
+      Tracee.syscallEach(
+        now.map((i) => tasks[i]),
+        now.map((i) => batches[i][n]),
+      ).forEach((r, j) => out[now[j]].push(r));
     }
-    const lead = threads[0];
-    const base = lead.scratch() + BATCH_AREA.offset;
     const sizeOf = (c: BatchedSyscall) => 64 + bufferBytes(c);
-    for (let i = 0; i < threads.length; ) {
-      const round: Array<{ k: number; from: number; bytes: number }> = [];
-      let bytes = 0;
-      for (; i < threads.length; i++) {
-        if (!batches[i].length) continue;
-        const need = batches[i].reduce((n, c) => n + sizeOf(c), 0);
+    for (let c = 0; c < coded.length; ) {
+      const areas = new Map<AddressSpace, { pid: number; base: number; bytes: number }>();
+      const round: Array<{ k: number; from: number; area: { pid: number; base: number; bytes: number } }> = [];
+      for (; c < coded.length; c++) {
+        const k = coded[c];
+        const t = tasks[k];
+        if (!batches[k].length) continue;
+        const need = batches[k].reduce((n, call) => n + sizeOf(call), 0);
         if (need > BATCH_AREA.size) {
           // Alone bigger than the area: in its own stops (syscallsRaw splits it), after this round.
           if (round.length) break;
-          out[i] = threads[i].syscallsRaw(batches[i]);
+          out[k] = t.syscallsRaw(batches[k]);
           continue;
         }
-        if (bytes + need > BATCH_AREA.size) break;
-        round.push({ k: i, from: bytes, bytes: need });
-        bytes += need;
+        let area = areas.get(t.space);
+        if (area && area.bytes + need > BATCH_AREA.size) break;
+        if (!area) {
+          area = { pid: t.pid, base: t.scratch() + BATCH_AREA.offset, bytes: 0 };
+          areas.set(t.space, area);
+        }
+        round.push({ k, from: area.bytes, area });
+        area.bytes += need;
       }
       if (!round.length) continue;
-      const area = Buffer.alloc(bytes);
-      for (const { k, from } of round) layBatch(batches[k], area, from, base);
-      native.mem.writeMem(lead.pid, base, area);
-      for (const { k } of round) threads[k].running(batches[k].length);
+      const data = new Map([...areas.values()].map((a) => [a, Buffer.alloc(a.bytes)]));
+      for (const { k, from, area } of round) layBatch(batches[k], data.get(area)!, from, area.base);
+      for (const [area, bytes] of data) native.mem.writeMem(area.pid, area.base, bytes);
+      for (const { k } of round) tasks[k].running(batches[k].length);
+      const code = round.map(({ k }) => tasks[k].space.batchCode!);
       native.ptrace.remoteRunEach(
-        round.map(({ k }) => threads[k].pid),
+        round.map(({ k }) => tasks[k].pid),
         code,
-        code + BATCH_CODE.length,
-        round.map(({ k, from }) => [base + from, batches[k].length]),
+        code.map((at) => at + BATCH_CODE.length),
+        round.map(({ k, from, area }) => [area.base + from, batches[k].length]),
       );
-      const done = native.mem.readMem(lead.pid, base, bytes);
-      for (const { k, from } of round) {
-        out[k] = batches[k].map((_c, n) => done.readBigInt64LE(from + 64 * n + 56));
+      const done = new Map([...data].map(([area, bytes]) => [area, native.mem.readMem(area.pid, area.base, bytes.length)]));
+      for (const { k, from, area } of round) {
+        const back = done.get(area)!;
+        out[k] = batches[k].map((_c, n) => back.readBigInt64LE(from + 64 * n + 56));
+        copyBack(batches[k], back, from);
       }
     }
     return out;
@@ -901,6 +914,18 @@ function layBatch(calls: readonly BatchedSyscall[], area: Buffer, from: number, 
       return v;
     });
   });
+}
+
+/** What the task left in the Buffers of calls laid out by layBatch at `from` of area, copied back into them. */
+function copyBack(calls: readonly BatchedSyscall[], area: Buffer, from: number): void {
+  let data = from + 64 * calls.length;
+  for (const c of calls) {
+    for (const a of c.slice(1)) {
+      if (!Buffer.isBuffer(a)) continue;
+      area.copy(a, 0, data, data + a.length);
+      data += align16(a.length);
+    }
+  }
 }
 
 const alignPage = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;

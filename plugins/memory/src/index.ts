@@ -47,12 +47,13 @@ import {
   type ProcessRestore,
   type RestoreSession,
   type BatchedSyscall,
-  type Tracee,
+  Tracee,
   type Vma,
 } from '@ckpt/core';
 import {
   native,
   SYS,
+  checkSyscall,
   type NativeError,
   type ZstdWriterHandle,
   prctlMmMap,
@@ -418,13 +419,18 @@ async function frozen(session: DumpSession, options: MemoryOptions | undefined):
   const level = compressLevel(options);
   session.image.prepare(session.processes.map((p) => `pages-${p.pid}.img${level ? '.zst' : ''}`));
   const layouts = new Map<number, Vma[]>();
+  // The layout as core last read it (Tracee.maps), taken before brk(0) runs code in the process.
+  for (const proc of session.processes) layouts.set(proc.pid, without(proc.tracee.maps(), proc.tracee.scratchRange));
+  // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
+  // it for reading as it walks the page tables) had it waited for the memory stage. Every
+  // process's at once (their stops overlap).
+  const tracees = session.processes.map((p) => p.tracee);
+  Tracee.syscallEach(
+    tracees,
+    tracees.map((): BatchedSyscall => [SYS.brk, 0]),
+  ).forEach((r, i) => brks.set(session.processes[i], Number(checkSyscall('brk', tracees[i].pid, r))));
   for (const proc of session.processes) {
-    // brk(0) takes the mmap lock for writing, so it would wait for core's smaps read (which holds
-    // it for reading as it walks the page tables) had it waited for the memory stage.
-    // The layout as core last read it (Tracee.maps), taken before brk(0) runs code in the process.
-    const maps = without(proc.tracee.maps(), proc.tracee.scratchRange);
-    brks.set(proc, Number(proc.tracee.syscall(SYS.brk, 0)));
-    layouts.set(proc.pid, maps);
+    const maps = layouts.get(proc.pid)!;
     const chain = chainContext(proc, maps, options);
     if (chain) chains.set(proc, chain);
     // A ckpt killed while it works on the next process must leave this one as it was (see core).

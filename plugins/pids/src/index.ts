@@ -14,6 +14,7 @@ import {
   CkptError,
   definePlugin,
   isChildSubreaper,
+  isChildSubreaperEach,
   logger,
   procfs,
   type BatchedSyscall,
@@ -193,6 +194,10 @@ export const pidsPlugin = definePlugin(() => ({
   claims: { stateClasses: ['pids', 'credentials'] },
   show: { process: (rec: unknown) => [`command: ${((rec as PidsRecord).cmdline ?? []).join(' ')}`] },
   apply(hooks) {
+    // Which processes are child subreapers, every one asked at once (a stop each otherwise).
+    hooks.pids.dumpAll.tapPromise(NAME, async (session) => {
+      isChildSubreaperEach(session.processes.map((p) => p.tracee));
+    });
     hooks.pids.dump.tapPromise(NAME, dump);
     hooks.pids.restore.tapPromise(NAME, restore);
     hooks.session.fdsDumped.tapPromise(NAME, checkShape);

@@ -17,7 +17,17 @@
  *   caller's `rem` (absolute sleeps unchanged); poll is re-issued with its original timeout;
  *   anything else returns EINTR, as after any signal.
  */
-import { CkptError, definePlugin, procfs, remoteCloneThreads, Tracee, type BatchedSyscall, type ProcessDump, type ProcessRestore } from '@ckpt/core';
+import {
+  CkptError,
+  definePlugin,
+  procfs,
+  remoteCloneThreads,
+  Tracee,
+  type BatchedSyscall,
+  type DumpSession,
+  type ProcessDump,
+  type ProcessRestore,
+} from '@ckpt/core';
 import {
   checkSyscall,
   native,
@@ -67,21 +77,37 @@ function recordOf(proc: ProcessDump): RegistersRecord {
   return rec;
 }
 
-async function dumpThreads(proc: ProcessDump): Promise<void> {
-  const rec = recordOf(proc);
-  // What only the thread can tell (its clear_child_tid, its alternate stack), asked of every
-  // thread at once (Tracee.syscallEach).
-  const each = (name: string, size: number, call: (out: Buffer) => BatchedSyscall) => {
-    const outs = proc.threads.map(() => Buffer.alloc(size));
-    const results = Tracee.syscallEach(
-      proc.threads,
+/** What only each thread can tell, as threadsAll asked it: clear_child_tid and the alternate stack. */
+const threadAnswers = new WeakMap<ProcessDump, { tidAddress: Buffer[]; altStack: Buffer[] }>();
+
+/**
+ * Every thread of every process asked at once (Tracee.syscallEach across the tree): its
+ * clear_child_tid (prctl) and its alternate stack (sigaltstack). One process after another, each
+ * of those was a stop per process.
+ */
+async function dumpThreadsAll(session: DumpSession): Promise<void> {
+  const all = session.processes.flatMap((p) => p.threads);
+  const ask = (name: string, size: number, call: (out: Buffer) => BatchedSyscall) => {
+    const outs = all.map(() => Buffer.alloc(size));
+    Tracee.syscallEach(
+      all,
       outs.map((b) => call(b)),
-    );
-    results.forEach((r, i) => checkSyscall(name, proc.threads[i].pid, r));
+    ).forEach((r, i) => checkSyscall(name, all[i].pid, r));
     return outs;
   };
-  const tidAddress = each('prctl', 8, (b) => [SYS.prctl, PR_GET_TID_ADDRESS, b, 0, 0, 0]);
-  const altStack = each('sigaltstack', 24, (b) => [SYS.sigaltstack, 0, b]);
+  const tidAddress = ask('prctl', 8, (b) => [SYS.prctl, PR_GET_TID_ADDRESS, b, 0, 0, 0]);
+  const altStack = ask('sigaltstack', 24, (b) => [SYS.sigaltstack, 0, b]);
+  let at = 0;
+  for (const proc of session.processes) {
+    const n = proc.threads.length;
+    threadAnswers.set(proc, { tidAddress: tidAddress.slice(at, at + n), altStack: altStack.slice(at, at + n) });
+    at += n;
+  }
+}
+
+async function dumpThreads(proc: ProcessDump): Promise<void> {
+  const rec = recordOf(proc);
+  const { tidAddress, altStack } = threadAnswers.get(proc)!;
   const comms = procfs.readFrozenTaskFiles(
     proc.pid,
     proc.threads.map((t) => t.pid),
@@ -101,32 +127,53 @@ async function dumpThreads(proc: ProcessDump): Promise<void> {
   });
 }
 
+/** The dispositions and interval timers of each process, as signalsAll asked them. */
+const signalAnswers = new WeakMap<ProcessDump, { actions: Array<[number, Buffer]>; itimers: Buffer[] }>();
+
+/**
+ * Every process asked at once, in rounds across the tree (Tracee.syscallsEach): one rt_sigaction
+ * per signal that is caught or ignored (SigCgt, SigIgn), and SIGCHLD (a default disposition's
+ * flags and mask act on nothing else, and a query costs a stop), then its three interval timers.
+ */
+async function dumpSignalsAll(session: DumpSession): Promise<void> {
+  const asked = session.processes.map((proc) => {
+    const status = procfs.readStatus(proc.procPid);
+    const set = BigInt(`0x${status.SigCgt ?? '0'}`) | BigInt(`0x${status.SigIgn ?? '0'}`) | (1n << BigInt(SIGCHLD - 1));
+    const actions: Array<[number, Buffer]> = [];
+    for (let sig = 1; sig <= 64; sig++) {
+      if (sig === SIGKILL || sig === SIGSTOP || !((set >> BigInt(sig - 1)) & 1n)) continue;
+      actions.push([sig, Buffer.alloc(32)]);
+    }
+    return { actions, itimers: [0, 1, 2].map(() => Buffer.alloc(32)) };
+  });
+  Tracee.syscallsEach(
+    session.processes.map((p) => p.tracee),
+    asked.map(({ actions, itimers }): BatchedSyscall[] => [
+      ...actions.map(([sig, b]): BatchedSyscall => [SYS.rt_sigaction, sig, 0, b, 8]),
+      ...itimers.map((b, which): BatchedSyscall => [SYS.getitimer, which, b]),
+    ]),
+  );
+  session.processes.forEach((proc, i) => signalAnswers.set(proc, asked[i]));
+}
+
 async function dumpSignals(proc: ProcessDump): Promise<void> {
   const { tracee } = proc;
   const rec = recordOf(proc);
-  const base = tracee.scratch();
-  // One remote rt_sigaction per signal that is caught or ignored (SigCgt, SigIgn), and SIGCHLD:
-  // a default disposition's flags and mask act on nothing else, and a query costs a stop.
-  const status = procfs.readStatus(proc.procPid);
-  const set = BigInt(`0x${status.SigCgt ?? '0'}`) | BigInt(`0x${status.SigIgn ?? '0'}`) | (1n << BigInt(SIGCHLD - 1));
-  for (let sig = 1; sig <= 64; sig++) {
-    if (sig === SIGKILL || sig === SIGSTOP || !((set >> BigInt(sig - 1)) & 1n)) continue;
-    tracee.syscall(SYS.rt_sigaction, sig, 0, base, 8);
-    const b = tracee.read(base, 32);
+  const { actions, itimers } = signalAnswers.get(proc)!;
+  for (const [sig, b] of actions) {
     const [handler, flags, restorer, mask] = [0, 8, 16, 24].map((o) => b.readBigUInt64LE(o));
     if (handler === 0n && flags === 0n && mask === 0n) continue; // SIG_DFL, nothing to restore
     rec.sigactions.push({ sig, handler: hex(handler), flags: hex(flags), restorer: hex(restorer), mask: hex(mask) });
   }
   rec.sharedPending = native.ptrace.peekSiginfo(tracee.pid, true).map((b) => b.toString('base64'));
-  rec.itimers = [];
-  for (const which of [0, 1, 2]) {
-    tracee.syscall(SYS.getitimer, which, base);
-    const v = tracee.read(base, 32);
+  const timers: NonNullable<RegistersRecord['itimers']> = [];
+  rec.itimers = timers;
+  itimers.forEach((v, which) => {
     const us = (o: number) => Number(v.readBigInt64LE(o)) * 1e6 + Number(v.readBigInt64LE(o + 8));
     // A periodic real timer whose SIGALRM is still pending reads as expired (value 0): the kernel
     // re-arms it only when that signal is taken. It is a running timer all the same.
-    if (us(16) > 0 || us(0) > 0) rec.itimers.push([which, us(0), us(16)]);
-  }
+    if (us(16) > 0 || us(0) > 0) timers.push([which, us(0), us(16)]);
+  });
   proc.threads.forEach((t, i) => {
     rec.threads[i].sigmask = hex(t.sigmask);
     rec.threads[i].pending = native.ptrace.peekSiginfo(t.pid, false).map((b) => b.toString('base64'));
@@ -352,7 +399,9 @@ export const registersPlugin = definePlugin(() => ({
   claims: { stateClasses: ['threads', 'signals', 'registers'] },
   show: { process: (rec: unknown) => describeRegisters(rec as RegistersRecord) },
   apply(hooks) {
+    hooks.threads.dumpAll.tapPromise(NAME, dumpThreadsAll);
     hooks.threads.dump.tapPromise(NAME, dumpThreads);
+    hooks.signals.dumpAll.tapPromise(NAME, dumpSignalsAll);
     hooks.signals.dump.tapPromise(NAME, dumpSignals);
     hooks.registers.dump.tapPromise(NAME, dumpRegisters);
     hooks.signals.restore.tapPromise(NAME, restoreSignals);
