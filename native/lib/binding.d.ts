@@ -243,17 +243,20 @@ export type ZstdReaderHandle = { readonly __zstdReader: unique symbol };
 export interface MemBinding {
   /** Runs [addr, len, ...] of pages worth saving; `guards`: runs of guard regions (MADV_GUARD_INSTALL), when any. */
   /**
-   * Runs of pages worth saving in [start, end); with parentPid, less those shared copy-on-write
-   * with the parent, and `zap`: pages the parent saved where this process has none.
+   * Runs of pages worth saving in [start, end); with a parent (its pid, or its entries for the
+   * range from pagemapEntries), less those shared copy-on-write with it, and `zap`: pages the
+   * parent saved where this process has none.
    */
   pagemapRuns(
     pid: number,
     start: number,
     end: number,
     anonOnly: boolean,
-    parentPid?: number,
+    parent?: number | Buffer,
     clean?: boolean,
   ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number; clean?: Float64Array };
+  /** The raw pagemap entries of [start, end), 8 bytes a page: a parent's for pagemapRuns, read once for all its children. */
+  pagemapEntries(pid: number, start: number, end: number): Buffer;
   /**
    * pagemapRuns' runs (no parent comparison) from one PAGEMAP_SCAN walk; `clean`: saved pages not
    * written since last write-protected; `reprotect`: write-protects the written ones again (a tracked area), in the same walk.

@@ -41,6 +41,7 @@ export const GROUPS = {
   ],
   mem: [
     'pagemapRuns',
+    'pagemapEntries',
     'pagemapScan',
     'pagemapScanAhead',
     'pagemapScanJoin',

@@ -150,7 +150,9 @@ Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
 // process from once the parent's memory is back): pages this process shares with the parent
 // copy-on-write (the same page frame, or the same swap entry) are left out, and pages the parent
 // has saved where this process has none are the `zap` property (they must go after the fork).
-// Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared.
+// Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared. The parent may be
+// given as its entries instead of its pid (a Buffer from pagemapEntries for the same range): a
+// parent of many children is then read once, not once per child.
 // With `clean` (an area registered for write tracking, userfaultfd-wp): the saved pages still
 // write-protected (PM_UFFD_WP), i.e. not written since they were last protected, are the `clean`
 // property's runs (a subset of the result's).
@@ -162,6 +164,15 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
   bool anonOnly = info[3].ToBoolean();
   long parent = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info[4]) : 0;
+  const uint64_t* given = nullptr;
+  if (info.Length() > 4 && info[4].IsBuffer()) {
+    Napi::Buffer<uint8_t> b = info[4].As<Napi::Buffer<uint8_t>>();
+    if (b.Length() < (end - start) / kPage * 8) {
+      Napi::RangeError::New(env, "pagemapRuns: the parent's entries do not cover the range").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    given = reinterpret_cast<const uint64_t*>(b.Data());
+  }
   bool wantClean = info.Length() > 5 && info[5].ToBoolean();
   ProcFile map(pid, "pagemap", O_RDONLY), parentMap(parent, "pagemap", O_RDONLY);
   int fd = map.get();
@@ -177,6 +188,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   std::vector<double> runs, guards, zap, clean;
   // Entries for the range, up to 64 Ki pages per read (a small area's call allocates little).
   const size_t batch = static_cast<size_t>(std::min<uint64_t>(65536, std::max<uint64_t>(1, (end - start) / kPage)));
+  const bool compare = parent || given;
   std::vector<uint64_t> ent(batch), pent(parent ? batch : 0);
   // A page a dump saves: present (not a clean file page, with anonOnly) or swapped.
   auto saved = [anonOnly](uint64_t e) {
@@ -194,6 +206,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
       ThrowErrno(env, errno, "pread(/proc/PID/pagemap)", pid);
       return env.Undefined();
     }
+    const uint64_t* parentEntries = given ? given + (addr - start) / kPage : pent.data();
     for (size_t k = 0; k < n; k++, addr += kPage) {
       uint64_t e = ent[k];
       // A guard region (MADV_GUARD_INSTALL: PM_GUARD_REGION, shown as swapped) has no page.
@@ -206,8 +219,8 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
         want = false;
         zeroPages++;
       }
-      if (parent) {
-        uint64_t pe = pent[k];
+      if (compare) {
+        uint64_t pe = parentEntries[k];
         bool parentSaved = !(pe >> 58 & 1) && saved(pe);
         if (want && parentSaved && (e >> 62 & 3) == (pe >> 62 & 3) && (e & kFrame) != 0 && (e & kFrame) == (pe & kFrame)) continue;
         if (!want && parentSaved) AddPage(zap, addr);
@@ -221,6 +234,26 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   if (!zap.empty()) out.Set("zap", ToArray(env, zap));
   if (zeroPages) out.Set("zeroPages", Napi::Number::New(env, zeroPages));
   if (wantClean) out.Set("clean", ToArray(env, clean));
+  return out;
+}
+
+// pagemapEntries(pid, start, end) -> Buffer: the raw pagemap entries of [start, end), 8 bytes a
+// page: what pagemapRuns takes as a parent's, read once for all its children.
+Napi::Value PagemapEntries(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  long pid = ArgInt(info[0]);
+  uint64_t start = ArgU64(info[1]), end = ArgU64(info[2]);
+  ProcFile map(pid, "pagemap", O_RDONLY);
+  int fd = map.get();
+  if (fd < 0) {
+    ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
+    return env.Undefined();
+  }
+  Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, (end - start) / kPage * 8);
+  if (!FullPread(fd, out.Data(), out.Length(), start / kPage * 8)) {
+    ThrowErrno(env, errno, "pread(/proc/PID/pagemap)", pid);
+    return env.Undefined();
+  }
   return out;
 }
 
@@ -1338,6 +1371,7 @@ Napi::Value AssembleWrite(const Napi::CallbackInfo& info) {
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
+  exports.Set("pagemapEntries", Napi::Function::New(env, PagemapEntries));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
   exports.Set("pagemapScanAhead", Napi::Function::New(env, PagemapScanAhead));
   exports.Set("pagemapScanJoin", Napi::Function::New(env, PagemapScanJoin));

@@ -261,7 +261,7 @@ function vmaRecordOf(
       runs =
         alike === undefined
           ? areaRuns(task, v, kind === 'file-private', clean)
-          : native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', alike, clean);
+          : native.mem.pagemapRuns(task, v.start, v.end, kind === 'file-private', parentEntries(session, alike, v), clean);
       if (alike !== undefined && runs.guards) runs = areaRuns(task, v, kind === 'file-private', clean);
       if (tracked) native.mem.uffdWriteProtect(chain!.track.uffd, v.start, v.end - v.start);
     }
@@ -293,6 +293,21 @@ function vmaRecordOf(
     if (g) rec.guards = Array.from({ length: g.length / 2 }, (_, i): [number, number] => [g[2 * i], g[2 * i + 1]]);
   }
   return rec;
+}
+
+/** A parent's pagemap entries by its pid and area, read once for all its children (it is frozen). */
+const parentPagemaps = createSessionState('memory:parent-pagemaps', (_s: DumpSession) => new Map<string, Buffer>());
+
+/** The pagemap entries of `parent` for the area v (which it maps alike), for pagemapRuns' comparison. */
+function parentEntries(session: DumpSession, parent: number, v: Vma): Buffer {
+  const seen = parentPagemaps.of(session);
+  const key = `${parent}:${v.start}:${v.end}`;
+  let entries = seen.get(key);
+  if (!entries) {
+    entries = native.mem.pagemapEntries(parent, v.start, v.end);
+    seen.set(key, entries);
+  }
+  return entries;
 }
 
 /** Whether PAGEMAP_SCAN works here (Linux 6.7): undefined until tried. */
