@@ -199,7 +199,12 @@ export interface PtraceBinding {
   faultSteps(): number;
   /** Counts one step taken in JS (and dies there when CKPT_FAULT_PTRACE_STEP says so). */
   faultStep(): void;
-  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number): bigint;
+  /**
+   * One syscall in the stopped task through the `syscall` at insn (int3: an int3 follows it; rsp:
+   * the stack pointer it runs with); its registers put back after, unless `leave`: then it stays
+   * where the syscall left it (the code after the syscall is its way back).
+   */
+  remoteSyscall(pid: number, insn: bigint | number, nr: number, args: Array<bigint | number>, int3?: boolean, rsp?: bigint | number, leave?: boolean): bigint;
   /**
    * execve(path, argv, envp) in a stopped task seized with PTRACE_O_TRACEEXEC (pointers in the task),
    * from syscall stop to syscall stop: 0, the task stopped in the new program at its entry
@@ -211,9 +216,10 @@ export interface PtraceBinding {
   /**
    * remoteSyscall (without int3) in each of the stopped tasks at once, calls[i] = [nr, ...args] for
    * pids[i] (insn: one address, or one per task), their round trips overlapping; throws the first
-   * failure, every task put back first.
+   * failure, every task put back first. `leave`: the tasks that did not fail stay where their
+   * syscall left them (as remoteSyscall's).
    */
-  remoteSyscallEach(pids: number[], insn: bigint | number | Array<bigint | number>, calls: Array<Array<bigint | number>>): bigint[];
+  remoteSyscallEach(pids: number[], insn: bigint | number | Array<bigint | number>, calls: Array<Array<bigint | number>>, leave?: boolean): bigint[];
   /** A signal return frame for ucontext address uc (core's guard.ts: returnFrame). */
   returnFrame(uc: number, regs: Buffer, mask: bigint, xstate: Buffer): Buffer;
   /**

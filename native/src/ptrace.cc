@@ -563,6 +563,8 @@ Napi::Value RemoteSyscall(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   int64_t result = static_cast<int64_t>(regs.rax);
+  // `leave`: the task stays where the syscall left it (the code after it is its way back).
+  if (info.Length() > 6 && info[6].ToBoolean()) return Napi::BigInt::New(env, result);
   iov = {&saved, sizeof(saved)};
   if (Ptrace(PTRACE_SETREGSET, pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) {
     ThrowErrno(env, errno, "ptrace(PTRACE_SETREGSET)", pid);
@@ -630,9 +632,9 @@ void Fail(EachTask& t, const char* what) {
   t.what = what;
 }
 
-// Puts back every prepared task's registers; returns the result array, or throws the first
-// failure (after every task was put back).
-Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEach) {
+// Puts back every prepared task's registers (with `leave`, only those of tasks that failed);
+// returns the result array, or throws the first failure (after every task was put back).
+Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEach, bool leave = false) {
   Napi::Array out = Napi::Array::New(env, tasks.size());
   for (size_t i = 0; i < tasks.size(); i++) {
     EachTask& t = tasks[i];
@@ -642,8 +644,10 @@ Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEac
       iov = {&t.regs, sizeof(t.regs)};
       if (Ptrace(PTRACE_GETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_GETREGSET)");
     }
-    iov = {&t.saved, sizeof(t.saved)};
-    if (Ptrace(PTRACE_SETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_SETREGSET)");
+    if (!leave || t.failed) {
+      iov = {&t.saved, sizeof(t.saved)};
+      if (Ptrace(PTRACE_SETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_SETREGSET)");
+    }
     if (stepEach && !t.failed) FaultStep();
     if (!t.failed) out.Set(i, Napi::BigInt::New(env, static_cast<int64_t>(t.regs.rax)));
   }
@@ -659,8 +663,8 @@ Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEac
 // The i-th of an argument that is one address for every task or an array of one per task.
 uint64_t EachU64(const Napi::Value& v, uint32_t i) { return v.IsArray() ? ArgU64(v.As<Napi::Array>().Get(i)) : ArgU64(v); }
 
-// remoteSyscallEach(pids, insn, calls) -> BigInt[]: remoteSyscall without int3 in each of the
-// stopped tasks at once (insn: one address, or one per task: tasks of different processes), calls[i] = [nr, args...] for pids[i]: every task's registers are set
+// remoteSyscallEach(pids, insn, calls[, leave]) -> BigInt[]: remoteSyscall without int3 in each
+// of the stopped tasks at once (insn: one address, or one per task: tasks of different processes), calls[i] = [nr, args...] for pids[i]: every task's registers are set
 // and every task resumed to its syscall-enter stop, each resumed again to its syscall-exit stop
 // as it gets there, then each result read and its registers put back. The tasks' round trips
 // overlap instead of following one another (a stop costs a wake-up of a virtual CPU here). Each
@@ -701,7 +705,7 @@ Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
     if (AwaitSyscallStop(t.pid, &t.what)) FaultStep();
     else Fail(t, t.what);
   }
-  return FinishEach(env, tasks, true);
+  return FinishEach(env, tasks, true, info.Length() > 3 && info[3].ToBoolean());
 }
 
 // remoteRunEach(pids, entry, breakAt, argsList) -> BigInt[]: remoteRun in each of the stopped

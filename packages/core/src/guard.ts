@@ -8,7 +8,8 @@
  * signal mask and FPU/AVX state it must get back, and the code it would run next ends in
  * rt_sigreturn on that frame:
  *   - in the guard page (dump scratch mapping): `syscall; mov rsp, rbx; mov eax, 15; syscall`,
- *     rbx = the thread's frame, which is its own slot of the guard page;
+ *     rbx = the thread's frame, which is its own slot of the guard page (or a loop of syscalls
+ *     that ends in the same tail, GUARD_BATCH);
  *   - before the guard page exists (the mmap that creates it) and for the munmap that removes
  *     it: the vdso's `syscall; xor...; ret`, with rsp on a frame written below the red zone of
  *     a thread whose stack is the main [stack], whose first word returns into an existing
@@ -78,6 +79,14 @@ export const SNAPSHOT_CODE_BYTES = Buffer.concat([
   ]),
   GUARD_CODE_BYTES.subarray(GUARD_TAIL),
 ]);
+
+/**
+ * Offset of the batch code in the header page: a loop that makes the syscalls of a table (core's
+ * Tracee.syscallsRaw) and then goes to the guard's tail. ckpt runs it from syscall stop to
+ * syscall stop, never to a breakpoint, so a thread left to itself at any instant finishes the
+ * table's syscalls (a dump gives it only queries) and returns to its own context.
+ */
+export const GUARD_BATCH = 192;
 
 /**
  * struct ucontext (x86_64): flags, link, stack_t, sigcontext (256 bytes, at 40: r8-r15, rdi, rsi,

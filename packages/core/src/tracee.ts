@@ -33,6 +33,7 @@ import {
   noteGuard,
   orphanedGuardNotes,
   frameSize,
+  GUARD_BATCH,
   GUARD_CODE,
   GUARD_CODE_BYTES,
   GUARD_HEADER,
@@ -71,6 +72,15 @@ export const BATCH_CODE = Buffer.from([
   0x8b, 0x54, 0x24, 0x18, 0x4d, 0x8b, 0x54, 0x24, 0x20, 0x4d, 0x8b, 0x44, 0x24, 0x28, 0x4d, 0x8b, 0x4c, 0x24, 0x30, 0x0f, 0x05, 0x49, 0x89, 0x44, 0x24, 0x38,
   0x49, 0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0x31, 0xc0, 0xcc,
 ]);
+/**
+ * BATCH_CODE for a process being dumped (in its guard mapping, at GUARD_BATCH): the same loop,
+ * which ends in the guard's tail (rt_sigreturn on the thread's frame, rbx) instead of an int3.
+ * ckpt runs it from syscall stop to syscall stop (native remoteLoopEach): two stops a syscall
+ * with nothing to do between them, where a syscall of its own costs two stops and four register
+ * transfers.
+ */
+const GUARD_BATCH_CODE = Buffer.concat([BATCH_CODE.subarray(0, BATCH_CODE.length - 3), GUARD_CODE_BYTES.subarray(GUARD_TAIL)]);
+
 /** A syscall of a batch: number, then arguments; a Buffer is copied into the task and its address passed. */
 export type BatchedSyscall = readonly [nr: number, ...args: Array<number | bigint | Buffer>];
 /** The batch's area in the scratch page: entries, then the Buffers they point to. */
@@ -209,6 +219,14 @@ export class Tracee {
   /** Where the thread's return frame is while it is parked (its ucontext address). */
   private parkedAt?: { where: 'stack' | 'guard'; uc: number };
   private maskBlocked = false;
+  /**
+   * The return frames written for this thread, by ucontext address, with the mask each holds:
+   * its registers and state do not change while it is frozen, so a frame is written again only
+   * when its mask is stale or its place was unmapped (the guard's slots: forgotten with the guard).
+   */
+  private frames = new Map<number, bigint>();
+  /** The frame on the stack whose return word is written below it (stackFrame). */
+  private stackReturn?: number;
   /** The thread has run under ckpt once: its mask is its own (no ppoll swap pending any more). */
   private hasRun = false;
 
@@ -269,7 +287,8 @@ export class Tracee {
       log('pid %d: %s unguarded (no return frame)', this.pid, nameOf(nr));
       return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
     }
-    const ret = native.ptrace.remoteSyscall(this.pid, g.start + GUARD_CODE, nr, args, false);
+    // Left where the syscall leaves it: at the guard's tail, its way back on its own.
+    const ret = native.ptrace.remoteSyscall(this.pid, g.start + GUARD_CODE, nr, args, false, undefined, true);
     this.hasRun = true;
     this.blockSignals();
     return ret;
@@ -287,8 +306,11 @@ export class Tracee {
 
   /**
    * Runs the syscalls in order in this task and returns their raw results (a negative errno
-   * included): in one ptrace stop per batch where the trampoline holds BATCH_CODE (restore), else
-   * one by one. Each runs whatever the ones before it returned: give only calls that may. A Buffer
+   * included): in one ptrace stop per batch where the trampoline holds BATCH_CODE (restore); on
+   * the dump side in the guard's batch loop (GUARD_BATCH_CODE: two stops a syscall and nothing
+   * between them; a ckpt that dies meanwhile leaves the thread to finish the batch and return to
+   * its own context, so give the dump side only calls that may run to the end unwatched: queries);
+   * else one by one. Each runs whatever the ones before it returned: give only calls that may. A Buffer
    * argument is copied into the task (scratch, above what put() offsets reach), its address
    * passed, and what the task has there after the batch is copied back into it (for syscalls that
    * write their result through a pointer).
@@ -311,7 +333,20 @@ export class Tracee {
       const area = Buffer.alloc(bytes);
       const args = layBatch(chunk, area, 0, base);
       const code = this.space.batchCode;
-      if (code !== undefined) {
+      const g = code === undefined && this.space.guarded ? this.space.guard : undefined;
+      if (g && this.parkInGuard(g) !== undefined) {
+        // Dump side: the guard's batch loop, from syscall stop to syscall stop.
+        native.mem.writeMem(this.pid, base, area);
+        this.running(chunk.length);
+        const [last] = native.ptrace.remoteLoopEach([this.pid], g.start + GUARD_BATCH, [[base, chunk.length]], [chunk.length]);
+        this.hasRun = true;
+        this.blockSignals();
+        const done = native.mem.readMem(this.pid, base, bytes);
+        // The loop stores each result after its syscall: the last one's is still in rax.
+        done.writeBigInt64LE(last, 64 * (chunk.length - 1) + 56);
+        chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
+        copyBack(chunk, done, 0);
+      } else if (code !== undefined) {
         native.mem.writeMem(this.pid, base, area);
         this.running(chunk.length);
         native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
@@ -329,16 +364,52 @@ export class Tracee {
   }
 
   /**
-   * One syscall in each of `tasks` (calls[i] in tasks[i]: threads of one process, or of many),
-   * their ptrace round trips overlapping: one task's stops after another's cost a wake-up of a
-   * virtual CPU each here, which is most of a remote syscall, and a tree's processes are asked
-   * the same things (Hooks' `<class>.dumpAll`). A Buffer argument is copied into the task's own
-   * place in its process's scratch area, its address passed, and what the task has there after
-   * the call is copied back into the Buffer (for syscalls that write their result through a
-   * pointer). Returns the raw results (a negative errno included). Dump side (guarded) every task
-   * is parked on its return frame first, as syscallRaw does; elsewhere, one task after another.
+   * Runs `run` on the indices of `tasks`: at once where they may overlap, and on the dump side one
+   * process after another, each parked again as it was (its guard's munmap armed, see
+   * parkBetweenStages) before the next is taken off it. So a ckpt killed at any instant leaves at
+   * most one process with its guard mapping, as a stage does (the next dump removes it): with the
+   * processes of a tree all in their guards at once, it would leave one in each.
+   */
+  private static byProcess<T>(tasks: readonly Tracee[], run: (which: number[]) => T[]): T[] {
+    const out = new Array<T>(tasks.length);
+    const groups = new Map<AddressSpace | undefined, number[]>();
+    tasks.forEach((t, i) => {
+      const key = t.space.guarded ? t.space : undefined;
+      const g = groups.get(key);
+      if (g) g.push(i);
+      else groups.set(key, [i]);
+    });
+    for (const [space, which] of groups) {
+      const armed = !!space?.armed;
+      run(which).forEach((r, j) => {
+        out[which[j]] = r;
+      });
+      if (armed) tasks[which[0]].parkBetweenStages();
+    }
+    return out;
+  }
+
+  /**
+   * One syscall in each of `tasks` (calls[i] in tasks[i]: threads of one process, or of many: a
+   * tree's processes are asked the same things, Hooks' `<class>.dumpAll`), the round trips of a
+   * process's threads overlapping: one thread's stops after another's cost a wake-up of a virtual
+   * CPU each here, which is most of a remote syscall. Dump side, one process after another
+   * (byProcess). A Buffer argument is copied into the task's own place in its process's scratch
+   * area, its address passed, and what the task has there after the call is copied back into the
+   * Buffer (for syscalls that write their result through a pointer). Returns the raw results (a
+   * negative errno included). Dump side (guarded) every task is parked on its return frame first,
+   * as syscallRaw does; elsewhere, one task after another.
    */
   static syscallEach(tasks: readonly Tracee[], calls: readonly BatchedSyscall[]): bigint[] {
+    return Tracee.byProcess(tasks, (which) =>
+      Tracee.syscallEachAtOnce(
+        which.map((i) => tasks[i]),
+        which.map((i) => calls[i]),
+      ),
+    );
+  }
+
+  private static syscallEachAtOnce(tasks: readonly Tracee[], calls: readonly BatchedSyscall[]): bigint[] {
     const out = new Array<bigint>(tasks.length);
     for (let i = 0; i < tasks.length; ) {
       // A round: as many tasks as their Buffers fit in their process's batch area, each at its own place.
@@ -386,6 +457,7 @@ export class Tracee {
           each.map((t) => t.pid),
           each.map((t) => t.space.guard!.start + GUARD_CODE),
           parked.map((r) => [calls[round[r].k][0], ...args[r]]),
+          true,
         );
         each.forEach((t, j) => {
           out[round[parked[j]].k] = results[j];
@@ -414,63 +486,102 @@ export class Tracee {
 
   /**
    * Tracee.syscallsRaw in each of `tasks` (batches[i] in tasks[i]: threads of one process, or of
-   * many), every task's at once: on the restore side, with the trampoline's batch code, each task
-   * runs its whole batch from its own place in its process's batch area, their stops overlapping;
-   * on the dump side, in rounds, the n-th call of every batch in one Tracee.syscallEach. Returns
-   * each task's raw results; Buffers get back what the task left in them, as in syscallsRaw.
+   * many), at once: each task runs its whole batch (the trampoline's batch code on the restore
+   * side, the guard's batch loop on the dump side) from its own place in its process's batch
+   * area, their stops overlapping; on the dump side one process after another (byProcess).
+   * Returns each task's raw results; Buffers get back what the task left in them, as in
+   * syscallsRaw.
    */
   static syscallsRawEach(tasks: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
+    return Tracee.byProcess(tasks, (which) =>
+      Tracee.syscallsRawEachAtOnce(
+        which.map((i) => tasks[i]),
+        which.map((i) => batches[i]),
+      ),
+    );
+  }
+
+  private static syscallsRawEachAtOnce(tasks: readonly Tracee[], batches: readonly (readonly BatchedSyscall[])[]): bigint[][] {
     const out: bigint[][] = tasks.map(() => []);
-    const coded = tasks.map((_t, i) => i).filter((i) => tasks[i].space.batchCode !== undefined);
-    const plain = tasks.map((_t, i) => i).filter((i) => tasks[i].space.batchCode === undefined);
-    for (let n = 0; plain.some((i) => n < batches[i].length); n++) {
-      const now = plain.filter((i) => n < batches[i].length);
-      Tracee.syscallEach(
-        now.map((i) => tasks[i]),
-        now.map((i) => batches[i][n]),
-      ).forEach((r, j) => out[now[j]].push(r));
-    }
-    const sizeOf = (c: BatchedSyscall) => 64 + bufferBytes(c);
-    for (let c = 0; c < coded.length; ) {
-      const areas = new Map<AddressSpace, { pid: number; base: number; bytes: number }>();
-      const round: Array<{ k: number; from: number; area: { pid: number; base: number; bytes: number } }> = [];
-      for (; c < coded.length; c++) {
-        const k = coded[c];
-        const t = tasks[k];
-        if (!batches[k].length) continue;
-        const need = batches[k].reduce((n, call) => n + sizeOf(call), 0);
-        if (need > BATCH_AREA.size) {
-          // Alone bigger than the area: in its own stops (syscallsRaw splits it), after this round.
-          if (round.length) break;
-          out[k] = t.syscallsRaw(batches[k]);
-          continue;
-        }
-        let area = areas.get(t.space);
-        if (area && area.bytes + need > BATCH_AREA.size) break;
-        if (!area) {
-          area = { pid: t.pid, base: t.scratch() + BATCH_AREA.offset, bytes: 0 };
-          areas.set(t.space, area);
-        }
-        round.push({ k, from: area.bytes, area });
-        area.bytes += need;
+    // How each task runs its batch: the trampoline's batch code (restore side), the guard's batch
+    // loop (dump side), or one syscall after another (a process without either).
+    const code: number[] = [];
+    const loop: number[] = [];
+    tasks.forEach((t, i) => {
+      if (!batches[i].length) return;
+      if (t.space.batchCode !== undefined) return void code.push(i);
+      if (t.space.guarded) {
+        t.scratch();
+        const g = t.space.guard;
+        if (g && t.parkInGuard(g) !== undefined) return void loop.push(i);
       }
-      if (!round.length) continue;
-      const data = new Map([...areas.values()].map((a) => [a, Buffer.alloc(a.bytes)]));
-      for (const { k, from, area } of round) layBatch(batches[k], data.get(area)!, from, area.base);
-      for (const [area, bytes] of data) native.mem.writeMem(area.pid, area.base, bytes);
-      for (const { k } of round) tasks[k].running(batches[k].length);
-      const code = round.map(({ k }) => tasks[k].space.batchCode!);
-      native.ptrace.remoteRunEach(
-        round.map(({ k }) => tasks[k].pid),
-        code,
-        code.map((at) => at + BATCH_CODE.length),
-        round.map(({ k, from, area }) => [area.base + from, batches[k].length]),
-      );
-      const done = new Map([...data].map(([area, bytes]) => [area, native.mem.readMem(area.pid, area.base, bytes.length)]));
-      for (const { k, from, area } of round) {
-        const back = done.get(area)!;
-        out[k] = batches[k].map((_c, n) => back.readBigInt64LE(from + 64 * n + 56));
-        copyBack(batches[k], back, from);
+      out[i] = t.syscallsRaw(batches[i]);
+    });
+    const sizeOf = (c: BatchedSyscall) => 64 + bufferBytes(c);
+    for (const [kind, which] of [
+      ['code', code],
+      ['loop', loop],
+    ] as const) {
+      for (let c = 0; c < which.length; ) {
+        // A round: as many batches as fit in their process's batch area, each at its own place.
+        const areas = new Map<AddressSpace, { pid: number; base: number; bytes: number }>();
+        const round: Array<{ k: number; from: number; area: { pid: number; base: number; bytes: number } }> = [];
+        for (; c < which.length; c++) {
+          const k = which[c];
+          const t = tasks[k];
+          const need = batches[k].reduce((n, call) => n + sizeOf(call), 0);
+          if (need > BATCH_AREA.size) {
+            // Alone bigger than the area: in its own stops (syscallsRaw splits it), after this round.
+            if (round.length) break;
+            out[k] = t.syscallsRaw(batches[k]);
+            continue;
+          }
+          let area = areas.get(t.space);
+          if (area && area.bytes + need > BATCH_AREA.size) break;
+          if (!area) {
+            area = { pid: t.pid, base: t.scratch() + BATCH_AREA.offset, bytes: 0 };
+            areas.set(t.space, area);
+          }
+          round.push({ k, from: area.bytes, area });
+          area.bytes += need;
+        }
+        if (!round.length) continue;
+        const data = new Map([...areas.values()].map((a) => [a, Buffer.alloc(a.bytes)]));
+        for (const { k, from, area } of round) layBatch(batches[k], data.get(area)!, from, area.base);
+        for (const [area, bytes] of data) native.mem.writeMem(area.pid, area.base, bytes);
+        const each = round.map(({ k }) => tasks[k]);
+        each.forEach((t, r) => t.running(batches[round[r].k].length));
+        const entries = round.map(({ k, from, area }) => [area.base + from, batches[k].length]);
+        let last: bigint[] | undefined;
+        if (kind === 'code') {
+          const at = each.map((t) => t.space.batchCode!);
+          native.ptrace.remoteRunEach(
+            each.map((t) => t.pid),
+            at,
+            at.map((a) => a + BATCH_CODE.length),
+            entries,
+          );
+        } else {
+          // The guard's loop stores each result after its syscall: the last one's comes back in rax.
+          last = native.ptrace.remoteLoopEach(
+            each.map((t) => t.pid),
+            each.map((t) => t.space.guard!.start + GUARD_BATCH),
+            entries,
+            round.map(({ k }) => batches[k].length),
+          );
+          for (const t of each) {
+            t.hasRun = true;
+            t.blockSignals();
+          }
+        }
+        const done = new Map([...data].map(([area, bytes]) => [area, native.mem.readMem(area.pid, area.base, bytes.length)]));
+        round.forEach(({ k, from, area }, r) => {
+          const back = done.get(area)!;
+          const n = batches[k].length;
+          if (last) back.writeBigInt64LE(last[r], from + 64 * (n - 1) + 56);
+          out[k] = batches[k].map((_c, j) => back.readBigInt64LE(from + 64 * j + 56));
+          copyBack(batches[k], back, from);
+        });
       }
     }
     return out;
@@ -598,8 +709,11 @@ export class Tracee {
    * (with `call`: the syscall that code makes first, by the stack path).
    */
   private park(uc: number, where: 'stack' | 'guard', rip: number, rsp?: number, call?: { nr: number; args: number[] }): void {
-    native.mem.writeMem(this.pid, uc, returnFrame(uc, this.resumeRegs, this.sigmask, this.xstate()));
-    native.ptrace.faultStep();
+    if (this.frames.get(uc) !== this.sigmask) {
+      native.mem.writeMem(this.pid, uc, returnFrame(uc, this.resumeRegs, this.sigmask, this.xstate()));
+      native.ptrace.faultStep();
+      this.frames.set(uc, this.sigmask);
+    }
     const r = new Regs(Buffer.from(this.resumeRegs)).set('rip', rip).set('orig_rax', -1n);
     if (where === 'guard') r.set('rbx', uc);
     if (rsp !== undefined) r.set('rsp', rsp);
@@ -630,6 +744,7 @@ export class Tracee {
       b.writeBigUInt64LE(mask);
       native.mem.writeMem(this.pid, this.parkedAt.uc + frameMaskOffset, b);
       native.ptrace.faultStep();
+      this.frames.set(this.parkedAt.uc, mask);
     }
     native.ptrace.setSigmask(this.pid, ALL_SIGNALS);
     native.ptrace.faultStep();
@@ -690,9 +805,12 @@ export class Tracee {
     const stack = this.space.mainStack && this.space.mainStack.start <= rsp && rsp <= this.space.mainStack.end ? this.space.mainStack : undefined;
     const uc = Math.floor((rsp - 256 - frameSize(this.xstate().length)) / 64) * 64;
     if (!stack || uc - 8 < stack.start + PAGE_SIZE) return undefined;
-    const ret = Buffer.alloc(8);
-    ret.writeBigUInt64LE(BigInt(gad.sigreturn));
-    native.mem.writeMem(this.pid, uc - 8, ret);
+    if (this.stackReturn !== uc) {
+      const ret = Buffer.alloc(8);
+      ret.writeBigUInt64LE(BigInt(gad.sigreturn));
+      native.mem.writeMem(this.pid, uc - 8, ret);
+      this.stackReturn = uc;
+    }
     return { uc, gad };
   }
 
@@ -763,12 +881,14 @@ export class Tracee {
       return this.scratch();
     }
     const start = Number(checkSyscall('mmap', this.pid, raw));
-    const header = Buffer.alloc(SNAPSHOT_CODE + SNAPSHOT_CODE_BYTES.length);
+    const header = Buffer.alloc(GUARD_BATCH + GUARD_BATCH_CODE.length);
     GUARD_MAGIC.copy(header);
     header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
     GUARD_CODE_BYTES.copy(header, GUARD_CODE);
     SNAPSHOT_CODE_BYTES.copy(header, SNAPSHOT_CODE);
+    GUARD_BATCH_CODE.copy(header, GUARD_BATCH);
     native.mem.writeMem(this.pid, start, header);
+    this.forgetFrames(start, size);
     this.space.guard = { start, size, slots: new Map(), next: GUARD_HEADER + SCRATCH_SIZE };
     this.scratchAddr = start + GUARD_HEADER;
     log('pid %d: guard mapping at %s (%d bytes)', this.pid, start.toString(16), size);
@@ -818,15 +938,24 @@ export class Tracee {
     }
     if (this.space.armed) return;
     const members = [this, ...(this.space.members ?? []).filter((m) => m !== this)];
-    for (const m of members) if (m.parkedAt?.where === 'guard') m.unpark();
     for (const m of members) {
       const f = m.stackFrame();
       if (!f) continue;
+      // The others leave the guard's code (the armed munmap would take it from under them); this
+      // one goes from it to its frame on the stack as it is, its mask still all blocked (the
+      // frame holds its own).
+      for (const o of members) if (o !== m && o.parkedAt?.where === 'guard') o.unpark();
       m.park(f.uc, 'stack', f.gad.syscallRet, f.uc - 8, { nr: SYS.munmap, args: [g.start, g.size] });
       this.space.armed = m;
       return;
     }
+    for (const m of members) if (m.parkedAt?.where === 'guard') m.unpark();
     this.releaseScratch();
+  }
+
+  /** The frames written in [start, start + size) by the process's threads, forgotten (that memory is new, or gone). */
+  private forgetFrames(start: number, size: number): void {
+    for (const m of this.space.members ?? [this]) for (const uc of m.frames.keys()) if (uc >= start && uc < start + size) m.frames.delete(uc);
   }
 
   /** Unmaps the scratch mapping (dump side: leave no trace). */
@@ -837,6 +966,7 @@ export class Tracee {
       // Nobody may stay parked on code that is about to go; the stack path unmaps it.
       for (const m of this.space.members ?? []) if (m.parkedAt?.where === 'guard') m.unpark();
       this.space.guard = undefined;
+      this.forgetFrames(g.start, g.size);
       this.scratchAddr = undefined;
       try {
         checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [g.start, g.size]));
