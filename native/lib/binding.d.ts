@@ -240,6 +240,8 @@ export interface PtraceBinding {
    */
   remoteLoopEach(pids: number[], entry: bigint | number | Array<bigint | number>, args: Array<Array<bigint | number>>, counts: number[]): bigint[];
 }
+/** Pagemap reads started on a thread (native/src/memory.cc: pagemapEntriesAhead). */
+export type PagemapEntriesHandle = { readonly __pagemapEntries: unique symbol };
 /** A zstd compression stream (native/src/zstd.cc). */
 export type ZstdWriterHandle = { readonly __zstdWriter: unique symbol };
 /** A zstd decompression stream (native/src/zstd.cc). */
@@ -260,9 +262,17 @@ export interface MemBinding {
     anonOnly: boolean,
     parent?: number | Buffer,
     clean?: boolean,
+    /** The process's own entries for the range, read ahead (pagemapEntriesAhead). */
+    own?: Buffer,
   ): Float64Array & { guards?: Float64Array; zap?: Float64Array; zeroPages?: number; clean?: Float64Array };
   /** The raw pagemap entries of [start, end), 8 bytes a page: a parent's for pagemapRuns, read once for all its children. */
   pagemapEntries(pid: number, start: number, end: number): Buffer;
+  /** pagemapEntries of each [pid, start, end], read one after another on a thread of its own: a handle. */
+  pagemapEntriesAhead(ranges: Array<[pid: number, start: number, end: number]>): PagemapEntriesHandle;
+  /** The i-th range's entries of a pagemapEntriesAhead, once read (or its error). */
+  pagemapEntriesTake(handle: PagemapEntriesHandle, i: number): Buffer;
+  /** Lets go of a pagemapEntriesAhead's reads. */
+  pagemapEntriesDrop(handle: PagemapEntriesHandle): void;
   /**
    * pagemapRuns' runs (no parent comparison) from one PAGEMAP_SCAN walk; `clean`: saved pages not
    * written since last write-protected; `reprotect`: write-protects the written ones again (a tracked area), in the same walk.

@@ -42,6 +42,9 @@ export const GROUPS = {
   mem: [
     'pagemapRuns',
     'pagemapEntries',
+    'pagemapEntriesAhead',
+    'pagemapEntriesTake',
+    'pagemapEntriesDrop',
     'pagemapScan',
     'pagemapScanAhead',
     'pagemapScanJoin',

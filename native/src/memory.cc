@@ -152,7 +152,8 @@ Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
 // has saved where this process has none are the `zap` property (they must go after the fork).
 // Page frames read as 0 without CAP_SYS_ADMIN: then nothing is found shared. The parent may be
 // given as its entries instead of its pid (a Buffer from pagemapEntries for the same range): a
-// parent of many children is then read once, not once per child.
+// parent of many children is then read once, not once per child; and the process's own entries
+// as a 7th argument (read ahead, pagemapEntriesAhead).
 // With `clean` (an area registered for write tracking, userfaultfd-wp): the saved pages still
 // write-protected (PM_UFFD_WP), i.e. not written since they were last protected, are the `clean`
 // property's runs (a subset of the result's).
@@ -174,8 +175,18 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
     given = reinterpret_cast<const uint64_t*>(b.Data());
   }
   bool wantClean = info.Length() > 5 && info[5].ToBoolean();
+  // The process's own entries, read ahead (pagemapEntriesAhead), or read here.
+  const uint64_t* own = nullptr;
+  if (info.Length() > 6 && info[6].IsBuffer()) {
+    Napi::Buffer<uint8_t> b = info[6].As<Napi::Buffer<uint8_t>>();
+    if (b.Length() < (end - start) / kPage * 8) {
+      Napi::RangeError::New(env, "pagemapRuns: the entries do not cover the range").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    own = reinterpret_cast<const uint64_t*>(b.Data());
+  }
   ProcFile map(pid, "pagemap", O_RDONLY), parentMap(parent, "pagemap", O_RDONLY);
-  int fd = map.get();
+  int fd = own ? 0 : map.get();
   if (fd < 0) {
     ThrowErrno(env, errno, "open(/proc/PID/pagemap)", pid);
     return env.Undefined();
@@ -200,7 +211,7 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   double zeroPages = 0;
   for (uint64_t addr = start; addr < end;) {
     size_t n = std::min<uint64_t>(ent.size(), (end - addr) / kPage);
-    bool ok = FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8);
+    bool ok = own ? (memcpy(ent.data(), own + (addr - start) / kPage, n * 8), true) : FullPread(fd, reinterpret_cast<uint8_t*>(ent.data()), n * 8, addr / kPage * 8);
     if (ok && parent) ok = FullPread(pfd, reinterpret_cast<uint8_t*>(pent.data()), n * 8, addr / kPage * 8);
     if (!ok) {
       ThrowErrno(env, errno, "pread(/proc/PID/pagemap)", pid);
@@ -255,6 +266,89 @@ Napi::Value PagemapEntries(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   return out;
+}
+
+// Pagemap entries read on a thread of its own (pagemapEntriesAhead): by handle, one future per
+// range, in the order given.
+struct Entries {
+  std::vector<uint64_t> e;
+  int err = 0;
+};
+std::mutex entriesMu;
+std::unordered_map<int, std::vector<std::shared_future<Entries>>> entriesAhead;
+int nextEntriesAhead = 1;
+
+Entries ReadEntries(long pid, uint64_t start, uint64_t end) {
+  Entries r;
+  ProcFile map(pid, "pagemap", O_RDONLY);
+  int fd = map.get();
+  if (fd < 0) {
+    r.err = errno;
+    return r;
+  }
+  r.e.resize((end - start) / kPage);
+  if (!FullPread(fd, reinterpret_cast<uint8_t*>(r.e.data()), r.e.size() * 8, start / kPage * 8)) {
+    r.err = errno ? errno : EIO;
+    r.e.clear();
+  }
+  return r;
+}
+
+// pagemapEntriesAhead([[pid, start, end], ...]) -> handle: pagemapEntries of each range, read one
+// after another on a thread of its own while the caller goes on (a tree's children, compared
+// page by page with their parent at the memory stage: their reads otherwise follow one another
+// on the main thread). pagemapEntriesTake(handle, i) takes the i-th; pagemapEntriesDrop(handle)
+// lets go of those not taken.
+Napi::Value PagemapEntriesAhead(const Napi::CallbackInfo& info) {
+  Napi::Array ranges = info[0].As<Napi::Array>();
+  auto items = std::make_shared<std::vector<std::tuple<long, uint64_t, uint64_t>>>();
+  auto promises = std::make_shared<std::vector<std::promise<Entries>>>(ranges.Length());
+  std::vector<std::shared_future<Entries>> futures;
+  for (uint32_t i = 0; i < ranges.Length(); i++) {
+    Napi::Array r = ranges.Get(i).As<Napi::Array>();
+    items->emplace_back(ArgInt(r.Get(0u)), ArgU64(r.Get(1u)), ArgU64(r.Get(2u)));
+    futures.push_back((*promises)[i].get_future().share());
+  }
+  std::thread([items, promises]() {
+    for (size_t i = 0; i < items->size(); i++) {
+      auto [pid, start, end] = (*items)[i];
+      (*promises)[i].set_value(ReadEntries(pid, start, end));
+    }
+  }).detach();
+  std::lock_guard<std::mutex> lk(entriesMu);
+  int id = nextEntriesAhead++;
+  entriesAhead.emplace(id, std::move(futures));
+  return Napi::Number::New(info.Env(), id);
+}
+
+// pagemapEntriesTake(handle, i) -> Buffer: the i-th range's entries, once read (what
+// pagemapEntries would have returned, or thrown).
+Napi::Value PagemapEntriesTake(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_future<Entries> f;
+  {
+    std::lock_guard<std::mutex> lk(entriesMu);
+    auto it = entriesAhead.find(ArgInt(info[0]));
+    uint32_t i = info[1].As<Napi::Number>().Uint32Value();
+    if (it == entriesAhead.end() || i >= it->second.size()) {
+      ThrowErrnoMsg(env, EBADF, "pagemapEntriesTake: no such read");
+      return env.Undefined();
+    }
+    f = it->second[i];
+  }
+  const Entries& r = f.get();
+  if (r.err) {
+    ThrowErrnoMsg(env, r.err, "pread(/proc/PID/pagemap) ahead");
+    return env.Undefined();
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, reinterpret_cast<const uint8_t*>(r.e.data()), r.e.size() * 8);
+}
+
+// pagemapEntriesDrop(handle): the reads of a handle let go of (its thread finishes on its own).
+Napi::Value PagemapEntriesDrop(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lk(entriesMu);
+  entriesAhead.erase(ArgInt(info[0]));
+  return info.Env().Undefined();
 }
 
 // Appends [addr, len] to runs, extending the last run when it ends at addr.
@@ -1372,6 +1466,9 @@ Napi::Value AssembleWrite(const Napi::CallbackInfo& info) {
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pagemapRuns", Napi::Function::New(env, PagemapRuns));
   exports.Set("pagemapEntries", Napi::Function::New(env, PagemapEntries));
+  exports.Set("pagemapEntriesAhead", Napi::Function::New(env, PagemapEntriesAhead));
+  exports.Set("pagemapEntriesTake", Napi::Function::New(env, PagemapEntriesTake));
+  exports.Set("pagemapEntriesDrop", Napi::Function::New(env, PagemapEntriesDrop));
   exports.Set("pagemapScan", Napi::Function::New(env, PagemapScan));
   exports.Set("pagemapScanAhead", Napi::Function::New(env, PagemapScanAhead));
   exports.Set("pagemapScanJoin", Napi::Function::New(env, PagemapScanJoin));

@@ -80,6 +80,55 @@ export const SNAPSHOT_CODE_BYTES = Buffer.concat([
   GUARD_CODE_BYTES.subarray(GUARD_TAIL),
 ]);
 
+/** Where the guard's header keeps its size and the vdso's `syscall ... ret` (for the remover's tail). */
+export const GUARD_SIZE_AT = 24;
+export const GUARD_GADGET_AT = 32;
+
+/**
+ * The remover's tail at `at` in the header page: the way back of the one thread whose return
+ * also unmaps the guard (Tracee's remover). rbx is its frame on its stack less 8, whose return
+ * word is the process's rt_sigreturn restorer; the tail unmaps the guard (its start from the
+ * code's own address, its size from the header) through the vdso's `syscall ... ret`, which then
+ * returns into the restorer on the frame: the stack path's munmap, reached from the guard.
+ *     mov rsp, rbx; lea rdi, [rip - (at + 10)]; mov rsi, [rdi + 24]; mov rcx, [rdi + 32]
+ *     mov eax, 11 (munmap); jmp rcx
+ */
+export function removerTail(at: number): Buffer {
+  const b = Buffer.from([
+    0x48,
+    0x89,
+    0xdc,
+    0x48,
+    0x8d,
+    0x3d,
+    0,
+    0,
+    0,
+    0,
+    0x48,
+    0x8b,
+    0x77,
+    GUARD_SIZE_AT,
+    0x48,
+    0x8b,
+    0x4f,
+    GUARD_GADGET_AT,
+    0xb8,
+    0x0b,
+    0,
+    0,
+    0,
+    0xff,
+    0xe1,
+  ]);
+  b.writeInt32LE(-(at + 10), 6);
+  return b;
+}
+
+/** Offsets of the remover's code: a syscall, and a batch loop, each ending in the remover's tail. */
+export const GUARD_REMOVE_CODE = 288;
+export const GUARD_REMOVE_BATCH = 320;
+
 /**
  * Offset of the batch code in the header page: a loop that makes the syscalls of a table (core's
  * Tracee.syscallsRaw) and then goes to the guard's tail. ckpt runs it from syscall stop to

@@ -35,6 +35,11 @@ import {
   frameSize,
   GUARD_BATCH,
   GUARD_CODE,
+  GUARD_GADGET_AT,
+  GUARD_REMOVE_BATCH,
+  GUARD_REMOVE_CODE,
+  GUARD_SIZE_AT,
+  removerTail,
   GUARD_CODE_BYTES,
   GUARD_HEADER,
   GUARD_MAGIC,
@@ -80,6 +85,9 @@ export const BATCH_CODE = Buffer.from([
  * transfers.
  */
 const GUARD_BATCH_CODE = Buffer.concat([BATCH_CODE.subarray(0, BATCH_CODE.length - 3), GUARD_CODE_BYTES.subarray(GUARD_TAIL)]);
+/** Bytes of the plain tail (GUARD_CODE_BYTES after the syscall) and of the remover's. */
+const GUARD_TAIL_BYTES = GUARD_CODE_BYTES.length - GUARD_TAIL;
+const REMOVER_TAIL_BYTES = removerTail(0).length;
 
 /** A syscall of a batch: number, then arguments; a Buffer is copied into the task and its address passed. */
 export type BatchedSyscall = readonly [nr: number, ...args: Array<number | bigint | Buffer>];
@@ -200,8 +208,13 @@ export interface AddressSpace {
   /** The process's [stack] mapping, and where its guard goes (the same place at every stage). */
   mainStack?: Vma | null;
   guardAt?: { addr: number; size: number };
-  /** The thread parked with the guard's munmap armed (parkBetweenStages), between stages. */
+  /**
+   * The thread whose way back also unmaps the guard (parked 'remover': its frame on its stack),
+   * when it is parked so and alone in the guard: a ckpt that dies then leaves no guard behind.
+   */
   armed?: Tracee;
+  /** The thread that can be the remover (its frame on the main stack): undefined until looked for, null if none. */
+  remover?: Tracee | null;
   /** Dump side: the layout as last read (Tracee.maps), until ckpt runs code in the process. */
   maps?: Vma[];
 }
@@ -217,7 +230,7 @@ export class Tracee {
   /** Dump side: the thread's own signal mask (what it gets back; see parking). */
   sigmask = 0n;
   /** Where the thread's return frame is while it is parked (its ucontext address). */
-  private parkedAt?: { where: 'stack' | 'guard'; uc: number };
+  private parkedAt?: { where: 'stack' | 'guard' | 'remover'; uc: number };
   private maskBlocked = false;
   /**
    * The return frames written for this thread, by ucontext address, with the mask each holds:
@@ -288,7 +301,7 @@ export class Tracee {
       return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
     }
     // Left where the syscall leaves it: at the guard's tail, its way back on its own.
-    const ret = native.ptrace.remoteSyscall(this.pid, g.start + GUARD_CODE, nr, args, false, undefined, true);
+    const ret = native.ptrace.remoteSyscall(this.pid, this.guardCode(g, GUARD_CODE), nr, args, false, undefined, true);
     this.hasRun = true;
     this.blockSignals();
     return ret;
@@ -338,7 +351,7 @@ export class Tracee {
         // Dump side: the guard's batch loop, from syscall stop to syscall stop.
         native.mem.writeMem(this.pid, base, area);
         this.running(chunk.length);
-        const [last] = native.ptrace.remoteLoopEach([this.pid], g.start + GUARD_BATCH, [[base, chunk.length]], [chunk.length]);
+        const [last] = native.ptrace.remoteLoopEach([this.pid], this.guardCode(g, GUARD_BATCH), [[base, chunk.length]], [chunk.length]);
         this.hasRun = true;
         this.blockSignals();
         const done = native.mem.readMem(this.pid, base, bytes);
@@ -364,17 +377,24 @@ export class Tracee {
   }
 
   /**
-   * Runs `run` on the indices of `tasks`: at once where they may overlap, and on the dump side one
-   * process after another, each parked again as it was (its guard's munmap armed, see
-   * parkBetweenStages) before the next is taken off it. So a ckpt killed at any instant leaves at
-   * most one process with its guard mapping, as a stage does (the next dump removes it): with the
-   * processes of a tree all in their guards at once, it would leave one in each.
+   * Runs `run` on the indices of `tasks`, as many at once as may be. On the dump side, a process
+   * asked only in its remover (parkBetweenStages: every single-threaded one) stays so throughout,
+   * and a ckpt that dies leaves it no guard: those go together. Any other (several of its threads
+   * in the guard at once, or none that can be the remover) goes alone, parked again as it was
+   * before the next is taken: so a ckpt killed at any instant leaves at most one guard mapping, as
+   * a stage does (the next dump removes it).
    */
   private static byProcess<T>(tasks: readonly Tracee[], run: (which: number[]) => T[]): T[] {
     const out = new Array<T>(tasks.length);
+    const asked = new Map<AddressSpace, Tracee[]>();
+    for (const t of tasks) if (t.space.guarded) asked.set(t.space, [...(asked.get(t.space) ?? []), t]);
+    const together = (t: Tracee) => {
+      const mine = asked.get(t.space)!;
+      return mine.length === 1 && t.removerOf() === t;
+    };
     const groups = new Map<AddressSpace | undefined, number[]>();
     tasks.forEach((t, i) => {
-      const key = t.space.guarded ? t.space : undefined;
+      const key = !t.space.guarded || together(t) ? undefined : t.space;
       const g = groups.get(key);
       if (g) g.push(i);
       else groups.set(key, [i]);
@@ -455,7 +475,7 @@ export class Tracee {
         for (const t of each) t.running();
         const results = native.ptrace.remoteSyscallEach(
           each.map((t) => t.pid),
-          each.map((t) => t.space.guard!.start + GUARD_CODE),
+          each.map((t) => t.guardCode(t.space.guard!, GUARD_CODE)),
           parked.map((r) => [calls[round[r].k][0], ...args[r]]),
           true,
         );
@@ -565,7 +585,7 @@ export class Tracee {
           // The guard's loop stores each result after its syscall: the last one's comes back in rax.
           last = native.ptrace.remoteLoopEach(
             each.map((t) => t.pid),
-            each.map((t) => t.space.guard!.start + GUARD_BATCH),
+            each.map((t) => t.guardCode(t.space.guard!, GUARD_BATCH)),
             entries,
             round.map(({ k }) => batches[k].length),
           );
@@ -651,7 +671,8 @@ export class Tracee {
   private inMmClone<T>(options: number, fn: (a: number, code: number) => T): T {
     this.scratch();
     const g = this.space.guard;
-    if (!this.space.guarded || !g || this.parkInGuard(g) === undefined) {
+    // The clone code ends in the plain tail (rbx: a frame in the guard).
+    if (!this.space.guarded || !g || this.parkInGuard(g, true) === undefined) {
       throw new NativeError({ message: 'no guard mapping to run the clone from', code: 'ENOEXEC', syscall: 'clone', pid: this.pid });
     }
     const code = g.start + SNAPSHOT_CODE;
@@ -683,13 +704,20 @@ export class Tracee {
    * (rt_sigreturn on rbx = the frame), so whatever ckpt does next, the thread gets back to its
    * own context if ckpt dies. Undefined when no slot is left (a thread that appeared late).
    */
-  private parkInGuard(g: NonNullable<AddressSpace['guard']>): number | undefined {
-    // The armed munmap must not run while a thread is on the guard's code: disarmed first.
-    const armed = this.space.armed;
-    if (armed) {
-      this.space.armed = undefined;
-      if (armed !== this) armed.unpark();
+  private parkInGuard(g: NonNullable<AddressSpace['guard']>, plain = false): number | undefined {
+    const r = this.removerOf();
+    if (r === this && !plain && !(this.space.members ?? []).some((m) => m !== this && m.inGuard())) {
+      // Alone in the guard: parked so that its way back also unmaps the guard.
+      if (this.parkedAt?.where === 'remover') return this.parkedAt.uc;
+      const f = this.stackFrame();
+      if (f) {
+        this.park(f.uc, 'remover', g.start + GUARD_REMOVE_CODE + 2);
+        return f.uc;
+      }
     }
+    // Another thread runs in the guard now (or this one runs code with the plain tail): the
+    // remover must not unmap the guard from under it, so it goes back to the plain tail first.
+    if (r && r !== this && r.parkedAt?.where === 'remover') r.parkInGuard(g, true);
     if (this.parkedAt?.where === 'guard') return this.parkedAt.uc;
     let slot = g.slots.get(this.pid);
     if (slot === undefined) {
@@ -704,11 +732,29 @@ export class Tracee {
     return uc;
   }
 
+  /** Parked on the guard's code (plain or remover): the guard may not go from under it. */
+  private inGuard(): boolean {
+    return this.parkedAt?.where === 'guard' || this.parkedAt?.where === 'remover';
+  }
+
+  /** The thread of the process that can be the remover (its frame on the main stack), or null. */
+  private removerOf(): Tracee | null {
+    if (this.space.remover === undefined) this.space.remover = (this.space.members ?? [this]).find((m) => m.stackFrame() !== undefined) ?? null;
+    return this.space.remover;
+  }
+
+  /** The guard's code at `plain` (GUARD_CODE, GUARD_BATCH), or its remover's version when this thread is parked as the remover. */
+  private guardCode(g: NonNullable<AddressSpace['guard']>, plain: number): number {
+    if (this.parkedAt?.where !== 'remover') return g.start + plain;
+    return g.start + (plain === GUARD_BATCH ? GUARD_REMOVE_BATCH : GUARD_REMOVE_CODE);
+  }
+
   /**
    * Writes the return frame at uc, then points the registers at the code that returns through it
-   * (with `call`: the syscall that code makes first, by the stack path).
+   * (with `call`: the syscall that code makes first, by the stack path). 'remover': the frame is
+   * on the stack and the code the remover's tail (rbx = the frame less 8, its return word).
    */
-  private park(uc: number, where: 'stack' | 'guard', rip: number, rsp?: number, call?: { nr: number; args: number[] }): void {
+  private park(uc: number, where: 'stack' | 'guard' | 'remover', rip: number, rsp?: number, call?: { nr: number; args: number[] }): void {
     if (this.frames.get(uc) !== this.sigmask) {
       native.mem.writeMem(this.pid, uc, returnFrame(uc, this.resumeRegs, this.sigmask, this.xstate()));
       native.ptrace.faultStep();
@@ -716,6 +762,7 @@ export class Tracee {
     }
     const r = new Regs(Buffer.from(this.resumeRegs)).set('rip', rip).set('orig_rax', -1n);
     if (where === 'guard') r.set('rbx', uc);
+    if (where === 'remover') r.set('rbx', uc - 8);
     if (rsp !== undefined) r.set('rsp', rsp);
     if (call) {
       r.set('rax', call.nr);
@@ -726,6 +773,8 @@ export class Tracee {
     native.ptrace.setRegs(this.pid, r.buf);
     native.ptrace.faultStep();
     this.parkedAt = { where, uc };
+    if (where === 'remover') this.space.armed = this;
+    else if (this.space.armed === this) this.space.armed = undefined;
     if (this.hasRun) this.blockSignals();
   }
 
@@ -881,12 +930,21 @@ export class Tracee {
       return this.scratch();
     }
     const start = Number(checkSyscall('mmap', this.pid, raw));
-    const header = Buffer.alloc(GUARD_BATCH + GUARD_BATCH_CODE.length);
+    const header = Buffer.alloc(GUARD_REMOVE_BATCH + GUARD_BATCH_CODE.length - GUARD_TAIL_BYTES + REMOVER_TAIL_BYTES);
     GUARD_MAGIC.copy(header);
     header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
+    header.writeBigUInt64LE(BigInt(size), GUARD_SIZE_AT);
+    header.writeBigUInt64LE(BigInt(this.space.gadgets?.syscallRet ?? 0), GUARD_GADGET_AT);
     GUARD_CODE_BYTES.copy(header, GUARD_CODE);
     SNAPSHOT_CODE_BYTES.copy(header, SNAPSHOT_CODE);
     GUARD_BATCH_CODE.copy(header, GUARD_BATCH);
+    // The remover's: the same syscall and loop, each ending in the remover's tail.
+    header[GUARD_REMOVE_CODE] = 0x0f;
+    header[GUARD_REMOVE_CODE + 1] = 0x05;
+    removerTail(GUARD_REMOVE_CODE + 2).copy(header, GUARD_REMOVE_CODE + 2);
+    const loop = GUARD_BATCH_CODE.length - GUARD_TAIL_BYTES;
+    GUARD_BATCH_CODE.copy(header, GUARD_REMOVE_BATCH, 0, loop);
+    removerTail(GUARD_REMOVE_BATCH + loop).copy(header, GUARD_REMOVE_BATCH + loop);
     native.mem.writeMem(this.pid, start, header);
     this.forgetFrames(start, size);
     this.space.guard = { start, size, slots: new Map(), next: GUARD_HEADER + SCRATCH_SIZE };
@@ -924,10 +982,14 @@ export class Tracee {
   /**
    * Between the stages of a dump, and before a long page copy: the process must be able to do
    * without ckpt at any instant, yet mapping the guard again for the next stage would cost two
-   * remote syscalls. So the guard stays, every thread gets its own registers back but one, parked
-   * on the stack path (stackFrame) on the guard's munmap: should ckpt die now, that thread unmaps
-   * the guard and returns to its own context through its frame. The next remote syscall disarms
-   * it (parkInGuard). When no thread can be parked so, or there is no guard but a plain scratch
+   * remote syscalls. So the guard stays, every thread gets its own registers back but one, the
+   * remover (its frame on the main stack), parked on the remover's tail in the guard: should ckpt
+   * die now, it unmaps the guard through the stack path's `syscall ... ret` and returns to its own
+   * context through its frame. It stays so for its own remote syscalls (the remover's code: the
+   * syscall or the batch loop, then that tail), and goes back to the plain tail only while another
+   * thread of its process runs in the guard (parkInGuard). So a process whose other threads ckpt
+   * does not need at once, any single-threaded one, never has a moment at which a dead ckpt would
+   * leave its guard. When no thread can be the remover, or there is no guard but a plain scratch
    * mapping, it goes now, as releaseScratch.
    */
   parkBetweenStages(): void {
@@ -937,19 +999,12 @@ export class Tracee {
       return;
     }
     if (this.space.armed) return;
-    const members = [this, ...(this.space.members ?? []).filter((m) => m !== this)];
-    for (const m of members) {
-      const f = m.stackFrame();
-      if (!f) continue;
-      // The others leave the guard's code (the armed munmap would take it from under them); this
-      // one goes from it to its frame on the stack as it is, its mask still all blocked (the
-      // frame holds its own).
-      for (const o of members) if (o !== m && o.parkedAt?.where === 'guard') o.unpark();
-      m.park(f.uc, 'stack', f.gad.syscallRet, f.uc - 8, { nr: SYS.munmap, args: [g.start, g.size] });
-      this.space.armed = m;
-      return;
-    }
-    for (const m of members) if (m.parkedAt?.where === 'guard') m.unpark();
+    const members = this.space.members ?? [this];
+    const r = this.removerOf();
+    // The others leave the guard's code (the remover would take it from under them).
+    for (const m of members) if (m !== r && m.inGuard()) m.unpark();
+    if (r && r.parkInGuard(g) !== undefined && this.space.armed) return;
+    for (const m of members) if (m.inGuard()) m.unpark();
     this.releaseScratch();
   }
 
@@ -964,7 +1019,7 @@ export class Tracee {
     this.space.armed = undefined;
     if (g) {
       // Nobody may stay parked on code that is about to go; the stack path unmaps it.
-      for (const m of this.space.members ?? []) if (m.parkedAt?.where === 'guard') m.unpark();
+      for (const m of this.space.members ?? [this]) if (m.inGuard()) m.unpark();
       this.space.guard = undefined;
       this.forgetFrames(g.start, g.size);
       this.scratchAddr = undefined;
