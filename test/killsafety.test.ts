@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  BUILD_DIR,
   bin,
   ckpt,
   describeResult,
@@ -17,9 +18,11 @@ import {
   expectRunningFree,
   makeTempDir,
   procState,
+  readLines,
   readText,
   restoreOk,
   runFixture,
+  track,
   useCleanup,
   waitFor,
   waitForLine,
@@ -126,6 +129,56 @@ describe('ckpt dump killed at any instant harms nothing', () => {
     await dumpOk(pid, path.join(dir, 'img-last'), ['--leave-running']);
     expect(rwxMappings(pid), 'mappings left after a complete dump').toEqual([]);
     await expectUnharmed(pid, stdout, 'after the last dump');
+  });
+
+  // A tree's processes are asked the same things at once (dumpAll hooks): each single-threaded
+  // one is parked on its guard's remover tail throughout, so a ckpt killed at any instant leaves
+  // at most one guard mapping in the whole tree (one being made or taken away), not one each.
+  it('a preforking tree killed at each remote-syscall step: every process runs free and reads what it had, and at most one guard is left', async () => {
+    const dir = makeTempDir('kill-tree');
+    const report = path.join(dir, 'report');
+    const go = path.join(dir, 'go');
+    fs.writeFileSync(report, '');
+    const prefork = path.join(BUILD_DIR, 'prefork');
+    const { pid } = await runFixture(dir, [prefork, report, go], { name: 'prefork', noNamespace: true });
+    await waitForLine(report, /^ready \d+$/);
+    const kids = readText(`/proc/${pid}/task/${pid}/children`).trim().split(/\s+/).map(Number);
+    expect(kids.length).toBe(4);
+    for (const k of kids) track(k, prefork);
+    const tree = [pid, ...kids];
+    const guards = () =>
+      tree.flatMap((p) =>
+        fs
+          .readFileSync(`/proc/${p}/maps`, 'utf8')
+          .split('\n')
+          .filter((l) => / rwxp 00000000 00:00 0\s*$/.test(l))
+          .map((l) => `${p}: ${l}`),
+      );
+    const total = await stepsOfADump(pid, path.join(dir, 'img-full'));
+    const steps = new Set<number>();
+    for (let n = 1; n <= 12; n++) steps.add(n);
+    for (let n = 13; n < total; n += Math.ceil((total - 12) / 36)) steps.add(n);
+    steps.add(total);
+    for (const n of steps) {
+      const r = await ckpt(['dump', '-t', String(pid), '-D', path.join(dir, `img-${n}`), '--leave-running'], { env: { CKPT_FAULT_PTRACE_STEP: String(n) } });
+      expect(r.signal, `ckpt dump of the tree with a kill at step ${n} of ${total}\n${describeResult(r)}`).toBe('SIGKILL');
+      for (const p of tree) expectRunningFree(p, `pid ${p} of the tree after a kill at step ${n}`);
+      await waitFor(
+        () => guards().length <= 1,
+        3000,
+        () => `guard mappings in the tree after a kill at step ${n} of ${total}:\n${guards().join('\n')}`,
+      );
+    }
+    // The next dump removes what the last kill left; then every process reads its memory as it had it.
+    await dumpOk(pid, path.join(dir, 'img-last'), ['--leave-running']);
+    expect(guards(), 'guard mappings left after a complete dump').toEqual([]);
+    fs.writeFileSync(go, '');
+    await waitForLine(report, /^done$/, 20_000);
+    expect(
+      readLines(report)
+        .filter((l) => !l.startsWith('ready'))
+        .sort(),
+    ).toEqual(['done', 'ok child0', 'ok child1', 'ok child2', 'ok child3', 'ok parent']);
   });
 
   it('killed at random instants, leaving it running or dumping it for good: running unharmed, or dumped and restorable', async () => {
