@@ -532,12 +532,47 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
     }
     checkSyscall('prctl', stub.pid, r);
   }
-  // Each thread's in one stop, every thread's at once (Tracee.syscallsRawEach); what it has
-  // already (from the leader it was cloned from) is not set again.
+  restoreTimers(proc, rec);
+  restoreMembarrier(proc, rec);
+  restoreLocked(proc, rec);
+  restoreAdvice(proc, rec);
+}
+
+/**
+ * Every thread's timer slack, affinity, policy and nice value, and PR_SET_KEEPCAPS (its
+ * permitted set kept through the pids plugin's drop of root), in one stop per thread, every
+ * thread of every process at once (Tracee.syscallsRawEach across the tree): one process after
+ * another, that was two stops per process. What a thread has already (from the leader it was
+ * cloned from) is not set again.
+ */
+async function restoreSchedulingAll(session: RestoreSession): Promise<void> {
   const threads: Tracee[] = [];
   const batches: BatchedSyscall[][] = [];
   const messages: Array<Array<(errno: bigint) => string>> = [];
-  const tids: number[] = [];
+  const who: string[] = [];
+  for (const proc of session.processes) {
+    const rec = proc.get<TaskRecord>(NAME);
+    if (!rec || !proc.stub) continue;
+    schedulingOf(proc, rec, (t, calls, failed, tid) => {
+      threads.push(t);
+      batches.push([...calls, [SYS.prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0]]);
+      messages.push([...failed, (e) => `cannot keep its capabilities (PR_SET_KEEPCAPS, errno ${e})`]);
+      who.push(`pid ${proc.pid} thread ${tid}`);
+    });
+  }
+  Tracee.syscallsRawEach(threads, batches).forEach((results, i) => {
+    const k = results.findIndex((r) => r < 0n);
+    if (k >= 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `${who[i]}: ${messages[i][k](-results[k])}`);
+  });
+}
+
+/** The scheduling calls of each thread of proc that exists: give(thread, calls, what each failure says, its tid). */
+function schedulingOf(
+  proc: ProcessRestore,
+  rec: TaskRecord,
+  give: (t: Tracee, calls: BatchedSyscall[], failed: Array<(errno: bigint) => string>, tid: number) => void,
+): void {
+  const host = proc.stub!.pid;
   // What each thread has now, every thread's files in one read.
   const made = proc.threads.slice(0, rec.threads.length);
   const statusOf = taskFiles(host, made, 'status');
@@ -565,33 +600,13 @@ async function restoreScheduling(proc: ProcessRestore): Promise<void> {
       calls.push([SYS.setpriority, PRIO_PROCESS, 0, th.nice]);
       failed.push((e) => `cannot set its nice value ${th.nice} (errno ${e})`);
     }
-    threads.push(t);
-    batches.push(calls);
-    messages.push(failed);
-    tids.push(th.tid);
+    give(t, calls, failed, th.tid);
   });
-  Tracee.syscallsRawEach(threads, batches).forEach((results, i) => {
-    const k = results.findIndex((r) => r < 0n);
-    if (k >= 0) throw new CkptError('ERR_CKPT_RESTORE_FAILED', `pid ${proc.pid} thread ${tids[i]}: ${messages[i][k](-results[k])}`);
-  });
-  restoreTimers(proc, rec);
-  restoreMembarrier(proc, rec);
-  restoreLocked(proc, rec);
-  restoreAdvice(proc, rec);
-}
-
-/** Before the pids plugin drops root in the leader: every thread keeps its permitted set through it. */
-async function keepCaps(proc: ProcessRestore): Promise<void> {
-  const rec = proc.get<TaskRecord>(NAME);
-  if (!rec) return;
-  Tracee.syscallsEach(
-    proc.threads,
-    proc.threads.map((): BatchedSyscall[] => [[SYS.prctl, PR_SET_KEEPCAPS, 1, 0, 0, 0]]),
-  );
 }
 
 /**
- * After it: each thread gets its own ids (threads may differ from the leader: setresuid is per
+ * After the pids plugin dropped root in the leader (each thread kept its permitted set through
+ * it: PR_SET_KEEPCAPS, restoreSchedulingAll): each thread gets its own ids (threads may differ from the leader: setresuid is per
  * thread in the kernel), then its capability sets, bounding set, securebits and ambient set.
  * The stub threads were root with every capability; what they had at the dump is all they keep.
  */
@@ -761,8 +776,8 @@ export const taskPlugin = definePlugin(() => ({
     hooks.credentials.dumpAll.tapPromise(NAME, dumpAll);
     hooks.credentials.dump.tapPromise(NAME, dump);
     hooks.session.afterDump.tapPromise(`${NAME}:areas`, areas);
+    hooks.credentials.restoreAll.tapPromise(NAME, restoreSchedulingAll);
     hooks.credentials.restore.tapPromise({ name: NAME, before: '@ckpt/plugin-pids' }, restoreScheduling);
-    hooks.credentials.restore.tapPromise({ name: `${NAME}:keepcaps`, before: '@ckpt/plugin-pids' }, keepCaps);
     hooks.credentials.restore.tapPromise({ name: `${NAME}:seccomp`, before: '@ckpt/plugin-pids' }, restoreSeccomp);
     hooks.credentials.restore.tapPromise(`${NAME}:credentials`, restoreCredentials);
     hooks.session.beforeResume.tapPromise(NAME, restoreLate);
