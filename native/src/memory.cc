@@ -142,6 +142,19 @@ Napi::Float64Array ToArray(Napi::Env env, const std::vector<double>& v) {
   return out;
 }
 
+// The entries a Buffer argument info[k] holds (pagemapEntries' layout), when it is one: false
+// (a JS exception thrown) when it holds fewer than `pages`.
+bool EntriesArg(const Napi::CallbackInfo& info, size_t k, uint64_t pages, const uint64_t** out) {
+  if (info.Length() <= k || !info[k].IsBuffer()) return true;
+  Napi::Buffer<uint8_t> b = info[k].As<Napi::Buffer<uint8_t>>();
+  if (b.Length() < pages * 8) {
+    Napi::RangeError::New(info.Env(), "pagemapRuns: the entries given do not cover the range").ThrowAsJavaScriptException();
+    return false;
+  }
+  *out = reinterpret_cast<const uint64_t*>(b.Data());
+  return true;
+}
+
 // pagemapRuns(pid, start, end, anonOnly[, parentPid]): runs [addr, len, ...] of pages worth saving
 // in [start, end): present or swapped; with anonOnly, file-backed page-cache pages are skipped
 // (they are restored from the file itself). Guard regions (MADV_GUARD_INSTALL) are not pages:
@@ -166,25 +179,10 @@ Napi::Value PagemapRuns(const Napi::CallbackInfo& info) {
   bool anonOnly = info[3].ToBoolean();
   long parent = info.Length() > 4 && info[4].IsNumber() ? ArgInt(info[4]) : 0;
   const uint64_t* given = nullptr;
-  if (info.Length() > 4 && info[4].IsBuffer()) {
-    Napi::Buffer<uint8_t> b = info[4].As<Napi::Buffer<uint8_t>>();
-    if (b.Length() < (end - start) / kPage * 8) {
-      Napi::RangeError::New(env, "pagemapRuns: the parent's entries do not cover the range").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    given = reinterpret_cast<const uint64_t*>(b.Data());
-  }
   bool wantClean = info.Length() > 5 && info[5].ToBoolean();
   // The process's own entries, read ahead (pagemapEntriesAhead), or read here.
   const uint64_t* own = nullptr;
-  if (info.Length() > 6 && info[6].IsBuffer()) {
-    Napi::Buffer<uint8_t> b = info[6].As<Napi::Buffer<uint8_t>>();
-    if (b.Length() < (end - start) / kPage * 8) {
-      Napi::RangeError::New(env, "pagemapRuns: the entries do not cover the range").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    own = reinterpret_cast<const uint64_t*>(b.Data());
-  }
+  if (!EntriesArg(info, 4, (end - start) / kPage, &given) || !EntriesArg(info, 6, (end - start) / kPage, &own)) return env.Undefined();
   ProcFile map(pid, "pagemap", O_RDONLY), parentMap(parent, "pagemap", O_RDONLY);
   int fd = own ? 0 : map.get();
   if (fd < 0) {

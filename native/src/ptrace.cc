@@ -791,29 +791,8 @@ Napi::Value RemoteLoopEach(const Napi::CallbackInfo& info) {
       else busy = true;
     }
   }
-  Napi::Array out = Napi::Array::New(env, tasks.size());
-  for (uint32_t i = 0; i < tasks.size(); i++) {
-    EachTask& t = tasks[i];
-    if (!t.prepared) continue;
-    iovec iov;
-    if (!t.failed) {
-      iov = {&t.regs, sizeof(t.regs)};
-      if (Ptrace(PTRACE_GETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov) < 0) Fail(t, "ptrace(PTRACE_GETREGSET)");
-    }
-    if (t.failed) {
-      iov = {&t.saved, sizeof(t.saved)};
-      Ptrace(PTRACE_SETREGSET, t.pid, reinterpret_cast<void*>(NT_PRSTATUS), &iov);
-      continue;
-    }
-    out.Set(i, Napi::BigInt::New(env, static_cast<int64_t>(t.regs.rax)));
-  }
-  for (EachTask& t : tasks) {
-    if (t.failed) {
-      ThrowErrno(env, t.err, t.what, t.pid);
-      return env.Undefined();
-    }
-  }
-  return out;
+  // Each left where its last syscall left it (inside the loop), but where one failed.
+  return FinishEach(env, tasks, false, true);
 }
 
 // returnFrame(uc, regs, mask, xstate) -> the bytes of a signal return frame for ucontext address
