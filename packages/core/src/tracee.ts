@@ -413,8 +413,8 @@ export class Tracee {
    * One syscall in each of `tasks` (calls[i] in tasks[i]: threads of one process, or of many: a
    * tree's processes are asked the same things, Hooks' `<class>.dumpAll`), the round trips of a
    * process's threads overlapping: one thread's stops after another's cost a wake-up of a virtual
-   * CPU each here, which is most of a remote syscall. Dump side, one process after another
-   * (byProcess). A Buffer argument is copied into the task's own place in its process's scratch
+   * CPU each here, which is most of a remote syscall. Dump side, the processes asked in their
+   * remover alone go together, any other one at a time (byProcess). A Buffer argument is copied into the task's own place in its process's scratch
    * area, its address passed, and what the task has there after the call is copied back into the
    * Buffer (for syscalls that write their result through a pointer). Returns the raw results (a
    * negative errno included). Dump side (guarded) every task is parked on its return frame first,
@@ -508,7 +508,7 @@ export class Tracee {
    * Tracee.syscallsRaw in each of `tasks` (batches[i] in tasks[i]: threads of one process, or of
    * many), at once: each task runs its whole batch (the trampoline's batch code on the restore
    * side, the guard's batch loop on the dump side) from its own place in its process's batch
-   * area, their stops overlapping; on the dump side one process after another (byProcess).
+   * area, their stops overlapping (dump side: as syscallEach groups them, byProcess).
    * Returns each task's raw results; Buffers get back what the task left in them, as in
    * syscallsRaw.
    */
