@@ -78,16 +78,13 @@ export const BATCH_CODE = Buffer.from([
   0x49, 0x83, 0xc4, 0x40, 0x49, 0xff, 0xcd, 0xeb, 0xc9, 0x31, 0xc0, 0xcc,
 ]);
 /**
- * BATCH_CODE for a process being dumped (in its guard mapping, at GUARD_BATCH): the same loop,
- * which ends in the guard's tail (rt_sigreturn on the thread's frame, rbx) instead of an int3.
- * ckpt runs it from syscall stop to syscall stop (native remoteLoopEach): two stops a syscall
- * with nothing to do between them, where a syscall of its own costs two stops and four register
- * transfers.
+ * BATCH_CODE's loop without its end (`xor eax, eax; int3`): for a process being dumped it sits in
+ * the guard mapping (GUARD_BATCH) followed by the guard's tail (rt_sigreturn on the thread's
+ * frame, rbx), and at GUARD_REMOVE_BATCH followed by the remover's. ckpt runs it from syscall
+ * stop to syscall stop (native remoteLoopEach): two stops a syscall with nothing to do between
+ * them, where a syscall of its own costs two stops and four register transfers.
  */
-const GUARD_BATCH_CODE = Buffer.concat([BATCH_CODE.subarray(0, BATCH_CODE.length - 3), GUARD_CODE_BYTES.subarray(GUARD_TAIL)]);
-/** Bytes of the plain tail (GUARD_CODE_BYTES after the syscall) and of the remover's. */
-const GUARD_TAIL_BYTES = GUARD_CODE_BYTES.length - GUARD_TAIL;
-const REMOVER_TAIL_BYTES = removerTail(0).length;
+const BATCH_LOOP = BATCH_CODE.subarray(0, BATCH_CODE.length - 3);
 
 /** A syscall of a batch: number, then arguments; a Buffer is copied into the task and its address passed. */
 export type BatchedSyscall = readonly [nr: number, ...args: Array<number | bigint | Buffer>];
@@ -320,7 +317,7 @@ export class Tracee {
   /**
    * Runs the syscalls in order in this task and returns their raw results (a negative errno
    * included): in one ptrace stop per batch where the trampoline holds BATCH_CODE (restore); on
-   * the dump side in the guard's batch loop (GUARD_BATCH_CODE: two stops a syscall and nothing
+   * the dump side in the guard's batch loop (BATCH_LOOP: two stops a syscall and nothing
    * between them; a ckpt that dies meanwhile leaves the thread to finish the batch and return to
    * its own context, so give the dump side only calls that may run to the end unwatched: queries);
    * else one by one. Each runs whatever the ones before it returned: give only calls that may. A Buffer
@@ -930,21 +927,22 @@ export class Tracee {
       return this.scratch();
     }
     const start = Number(checkSyscall('mmap', this.pid, raw));
-    const header = Buffer.alloc(GUARD_REMOVE_BATCH + GUARD_BATCH_CODE.length - GUARD_TAIL_BYTES + REMOVER_TAIL_BYTES);
+    const removerEnd = removerTail(GUARD_REMOVE_BATCH + BATCH_LOOP.length);
+    const header = Buffer.alloc(GUARD_REMOVE_BATCH + BATCH_LOOP.length + removerEnd.length);
     GUARD_MAGIC.copy(header);
     header.writeUInt32LE(process.pid, GUARD_MAGIC.length);
     header.writeBigUInt64LE(BigInt(size), GUARD_SIZE_AT);
     header.writeBigUInt64LE(BigInt(this.space.gadgets?.syscallRet ?? 0), GUARD_GADGET_AT);
     GUARD_CODE_BYTES.copy(header, GUARD_CODE);
     SNAPSHOT_CODE_BYTES.copy(header, SNAPSHOT_CODE);
-    GUARD_BATCH_CODE.copy(header, GUARD_BATCH);
+    BATCH_LOOP.copy(header, GUARD_BATCH);
+    GUARD_CODE_BYTES.copy(header, GUARD_BATCH + BATCH_LOOP.length, GUARD_TAIL);
     // The remover's: the same syscall and loop, each ending in the remover's tail.
     header[GUARD_REMOVE_CODE] = 0x0f;
     header[GUARD_REMOVE_CODE + 1] = 0x05;
     removerTail(GUARD_REMOVE_CODE + 2).copy(header, GUARD_REMOVE_CODE + 2);
-    const loop = GUARD_BATCH_CODE.length - GUARD_TAIL_BYTES;
-    GUARD_BATCH_CODE.copy(header, GUARD_REMOVE_BATCH, 0, loop);
-    removerTail(GUARD_REMOVE_BATCH + loop).copy(header, GUARD_REMOVE_BATCH + loop);
+    BATCH_LOOP.copy(header, GUARD_REMOVE_BATCH);
+    removerEnd.copy(header, GUARD_REMOVE_BATCH + BATCH_LOOP.length);
     native.mem.writeMem(this.pid, start, header);
     this.forgetFrames(start, size);
     this.space.guard = { start, size, slots: new Map(), next: GUARD_HEADER + SCRATCH_SIZE };
