@@ -28,12 +28,15 @@ useCleanup();
 const DUMP_POINTS = [
   'dump:frozen',
   ...['pids', 'credentials', 'threads', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'registers'].map((s) => `dump:stage:${s}`),
+  // Before the hooks that ask every process at once (dumpAll), after others did.
+  ...['credentials', 'signals'].map((s) => `dump:stage:${s}:all`),
   'dump:pages',
   'dump:records',
 ];
 const RESTORE_POINTS = [
   'restore:validated',
   ...['pids', 'memory', 'files', 'sockets', 'sysvipc', 'signals', 'threads', 'credentials', 'registers'].map((s) => `restore:stage:${s}`),
+  'restore:stage:registers:all',
   'restore:created',
   'restore:pages',
   'restore:resume',
