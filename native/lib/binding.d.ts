@@ -269,8 +269,8 @@ export interface MemBinding {
   pagemapEntries(pid: number, start: number, end: number): Buffer;
   /** pagemapEntries of each [pid, start, end], read one after another on a thread of its own: a handle. */
   pagemapEntriesAhead(ranges: Array<[pid: number, start: number, end: number]>): PagemapEntriesHandle;
-  /** The i-th range's entries of a pagemapEntriesAhead, once read (or its error). */
-  pagemapEntriesTake(handle: PagemapEntriesHandle, i: number): Buffer;
+  /** The i-th range's entries of a pagemapEntriesAhead, once read (or its error); undefined once taken. */
+  pagemapEntriesTake(handle: PagemapEntriesHandle, i: number): Buffer | undefined;
   /** Lets go of a pagemapEntriesAhead's reads. */
   pagemapEntriesDrop(handle: PagemapEntriesHandle): void;
   /**

@@ -320,7 +320,8 @@ Napi::Value PagemapEntriesAhead(const Napi::CallbackInfo& info) {
 }
 
 // pagemapEntriesTake(handle, i) -> Buffer: the i-th range's entries, once read (what
-// pagemapEntries would have returned, or thrown).
+// pagemapEntries would have returned, or thrown); undefined when already taken (each is held
+// until taken, and no longer).
 Napi::Value PagemapEntriesTake(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_future<Entries> f;
@@ -332,8 +333,10 @@ Napi::Value PagemapEntriesTake(const Napi::CallbackInfo& info) {
       ThrowErrnoMsg(env, EBADF, "pagemapEntriesTake: no such read");
       return env.Undefined();
     }
-    f = it->second[i];
+    f = std::move(it->second[i]);
+    it->second[i] = std::shared_future<Entries>();
   }
+  if (!f.valid()) return env.Undefined();
   const Entries& r = f.get();
   if (r.err) {
     ThrowErrnoMsg(env, r.err, "pread(/proc/PID/pagemap) ahead");

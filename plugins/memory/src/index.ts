@@ -53,6 +53,7 @@ import {
 import {
   native,
   SYS,
+  PAGE_SIZE,
   checkSyscall,
   type NativeError,
   type ZstdWriterHandle,
@@ -333,9 +334,12 @@ function readAhead(session: DumpSession, layouts: ReadonlyMap<number, readonly V
   const ahead = entriesAhead.of(session);
   const ranges: Array<[number, number, number]> = [];
   const byPid = new Map(session.processes.map((p) => [p.pid, p]));
+  let bytes = 0;
   const want = (task: number, v: Vma) => {
     const key = `${task}:${v.start}:${v.end}`;
-    if (ahead.index.has(key)) return;
+    const size = ((v.end - v.start) / PAGE_SIZE) * 8;
+    if (ahead.index.has(key) || bytes + size > AHEAD_MAX_BYTES) return;
+    bytes += size;
     ahead.index.set(key, ranges.length);
     ranges.push([task, v.start, v.end]);
   };
@@ -354,13 +358,19 @@ function readAhead(session: DumpSession, layouts: ReadonlyMap<number, readonly V
   if (ranges.length) ahead.handle = native.mem.pagemapEntriesAhead(ranges);
 }
 
-/** The entries of task for the area v, if they were read ahead (a process's as a child, and again as a parent). */
+/**
+ * The entries of task for the area v, if they were read ahead and not taken yet (a parent's are
+ * taken as a child's first, then read again as a parent's, once).
+ */
 function takeAhead(session: DumpSession, task: number, v: Vma): Buffer | undefined {
   const ahead = entriesAhead.peek(session);
   const i = ahead?.index.get(`${task}:${v.start}:${v.end}`);
   if (ahead?.handle === undefined || i === undefined) return undefined;
   return native.mem.pagemapEntriesTake(ahead.handle, i);
 }
+
+/** The most pagemap entries read ahead at once (8 bytes a page: 32 GiB of areas); the rest are read when compared. */
+const AHEAD_MAX_BYTES = 64 << 20;
 
 /** Whether PAGEMAP_SCAN works here (Linux 6.7): undefined until tried. */
 let scanWorks: boolean | undefined;
