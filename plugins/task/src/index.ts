@@ -207,9 +207,10 @@ interface Asked {
 const asked = new WeakMap<ProcessDump, Asked>();
 
 /**
- * Every thread of every process asked at once (Tracee.syscallsEach, in rounds across the tree):
- * its parent-death signal and securebits, and each leader the process-wide flags. One after
- * another, that was six stops per process, 70-100 us each; a 64-process tree's took 40-60 ms.
+ * Every thread of every process asked at once (Tracee.syscallsRawEach: each thread's calls in one
+ * batch, the tree's batches overlapping): its parent-death signal and securebits, and each
+ * leader the process-wide flags. One process after another, six remote syscalls each, a
+ * 64-process tree's took 40-60 ms.
  */
 async function dumpAll(session: DumpSession): Promise<void> {
   const tasks: Tracee[] = [];
