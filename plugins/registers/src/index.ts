@@ -131,7 +131,7 @@ async function dumpThreads(proc: ProcessDump): Promise<void> {
 const signalAnswers = new WeakMap<ProcessDump, { actions: Array<[number, Buffer]>; itimers: Buffer[] }>();
 
 /**
- * Every process asked at once, in rounds across the tree (Tracee.syscallsEach): one rt_sigaction
+ * Every process asked at once, one batch each (Tracee.syscallsEach across the tree): one rt_sigaction
  * per signal that is caught or ignored (SigCgt, SigIgn), and SIGCHLD (a default disposition's
  * flags and mask act on nothing else, and a query costs a stop), then its three interval timers.
  */
