@@ -663,10 +663,47 @@ Napi::Value FinishEach(Napi::Env env, std::vector<EachTask>& tasks, bool stepEac
 // The i-th of an argument that is one address for every task or an array of one per task.
 uint64_t EachU64(const Napi::Value& v, uint32_t i) { return v.IsArray() ? ArgU64(v.As<Napi::Array>().Get(i)) : ArgU64(v); }
 
+// Prepares t, task pid, to run from rip with syscall nr (-1: none) and arguments a, one fault step
+// counted; false (t failed) when ptrace refuses.
+bool PrepareEach(EachTask& t, pid_t pid, uint64_t rip, long nr, const uint64_t a[6]) {
+  t.pid = pid;
+  if (!PrepareRegs(pid, rip, nr, a, nullptr, &t.saved, &t.regs, &t.what)) {
+    Fail(t, t.what);
+    return false;
+  }
+  t.prepared = true;
+  FaultStep();
+  return true;
+}
+
+// Resumes every prepared task (PTRACE_SYSCALL) and takes each at its syscall stops, round after
+// round, sending it on, until it made stops[i] of them: it is left stopped at the last. The
+// tasks' stops overlap. A task that fails is marked so.
+void SyscallStopsEach(std::vector<EachTask>& tasks, std::vector<uint32_t> stops) {
+  for (EachTask& t : tasks)
+    if (t.prepared && !t.failed && !ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+  for (bool busy = true; busy;) {
+    busy = false;
+    for (uint32_t i = 0; i < tasks.size(); i++) {
+      EachTask& t = tasks[i];
+      if (!t.prepared || t.failed || !stops[i]) continue;
+      if (!AwaitSyscallStop(t.pid, &t.what)) {
+        Fail(t, t.what);
+        continue;
+      }
+      FaultStep();
+      if (--stops[i] == 0) continue;
+      if (!ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
+      else busy = true;
+    }
+  }
+}
+
 // remoteSyscallEach(pids, insn, calls[, leave]) -> BigInt[]: remoteSyscall without int3 in each
-// of the stopped tasks at once (insn: one address, or one per task: tasks of different processes), calls[i] = [nr, args...] for pids[i]: every task's registers are set
-// and every task resumed to its syscall-enter stop, each resumed again to its syscall-exit stop
-// as it gets there, then each result read and its registers put back. The tasks' round trips
+// of the stopped tasks at once (insn: one address, or one per task: tasks of different
+// processes), calls[i] = [nr, args...] for pids[i]: every task's registers are set and every task
+// resumed to its syscall-enter stop, each resumed again to its syscall-exit stop as it gets
+// there, then each result read and its registers put back (with `leave`, left where it is). The tasks' round trips
 // overlap instead of following one another (a stop costs a wake-up of a virtual CPU here). Each
 // task goes through remoteSyscall's steps, so a ckpt killed at any of them leaves each task
 // where remoteSyscall would. Throws the first failure, every task's registers put back first.
@@ -677,41 +714,19 @@ Napi::Value RemoteSyscallEach(const Napi::CallbackInfo& info) {
   Napi::Array calls = info[2].As<Napi::Array>();
   std::vector<EachTask> tasks(pids.Length());
   for (uint32_t i = 0; i < tasks.size(); i++) {
-    EachTask& t = tasks[i];
-    t.pid = ArgInt(pids.Get(i));
     Napi::Array call = calls.Get(i).As<Napi::Array>();
     uint64_t a[6];
     ArgsOf(call, a, 1);
-    if (!PrepareRegs(t.pid, EachU64(insn, i), ArgInt(call.Get(0u)), a, nullptr, &t.saved, &t.regs, &t.what)) {
-      Fail(t, t.what);
-      break;
-    }
-    t.prepared = true;
-    FaultStep();
+    if (!PrepareEach(tasks[i], ArgInt(pids.Get(i)), EachU64(insn, i), ArgInt(call.Get(0u)), a)) break;
   }
-  for (EachTask& t : tasks)
-    if (t.prepared && !t.failed && !ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
-  for (EachTask& t : tasks) {
-    if (!t.prepared || t.failed) continue;
-    if (!AwaitSyscallStop(t.pid, &t.what)) {
-      Fail(t, t.what);
-      continue;
-    }
-    FaultStep();
-    if (!ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
-  }
-  for (EachTask& t : tasks) {
-    if (!t.prepared || t.failed) continue;
-    if (AwaitSyscallStop(t.pid, &t.what)) FaultStep();
-    else Fail(t, t.what);
-  }
+  // Its syscall's enter stop and its exit stop.
+  SyscallStopsEach(tasks, std::vector<uint32_t>(tasks.size(), 2));
   return FinishEach(env, tasks, true, info.Length() > 3 && info[3].ToBoolean());
 }
 
 // remoteRunEach(pids, entry, breakAt, argsList) -> BigInt[]: remoteRun in each of the stopped
 // tasks at once (argsList[i] for pids[i]; entry and breakAt: one address, or one per task), their
-// runs overlapping. Throws the first failure,
-// every task's registers put back first.
+// runs overlapping. Throws the first failure, every task's registers put back first.
 Napi::Value RemoteRunEach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array pids = info[0].As<Napi::Array>();
@@ -760,37 +775,13 @@ Napi::Value RemoteLoopEach(const Napi::CallbackInfo& info) {
   std::vector<EachTask> tasks(pids.Length());
   std::vector<uint32_t> stops(pids.Length(), 0);
   for (uint32_t i = 0; i < tasks.size(); i++) {
-    EachTask& t = tasks[i];
-    t.pid = ArgInt(pids.Get(i));
     stops[i] = 2 * counts.Get(i).As<Napi::Number>().Uint32Value();
     if (!stops[i]) continue;
     uint64_t a[6];
     ArgsOf(argsList.Get(i), a);
-    if (!PrepareRegs(t.pid, EachU64(entry, i), -1, a, nullptr, &t.saved, &t.regs, &t.what)) {
-      Fail(t, t.what);
-      break;
-    }
-    t.prepared = true;
-    FaultStep();
+    if (!PrepareEach(tasks[i], ArgInt(pids.Get(i)), EachU64(entry, i), -1, a)) break;
   }
-  for (EachTask& t : tasks)
-    if (t.prepared && !t.failed && !ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
-  // Round after round, each task taken at its next stop and sent on, until each made all of them.
-  for (bool busy = true; busy;) {
-    busy = false;
-    for (uint32_t i = 0; i < tasks.size(); i++) {
-      EachTask& t = tasks[i];
-      if (!t.prepared || t.failed || !stops[i]) continue;
-      if (!AwaitSyscallStop(t.pid, &t.what)) {
-        Fail(t, t.what);
-        continue;
-      }
-      FaultStep();
-      if (--stops[i] == 0) continue;
-      if (!ResumeToSyscall(t.pid, &t.what)) Fail(t, t.what);
-      else busy = true;
-    }
-  }
+  SyscallStopsEach(tasks, stops);
   // Each left where its last syscall left it (inside the loop), but where one failed.
   return FinishEach(env, tasks, false, true);
 }
