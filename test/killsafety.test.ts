@@ -72,7 +72,11 @@ async function expectUnharmed(pid: number, stdout: string, what: string): Promis
  */
 function rwxMappings(pid: number): string[] {
   const ppid = Number(readText(`/proc/${pid}/stat`).split(') ')[1].split(' ')[1]);
-  const tree = readText(`/proc/${ppid}/comm`).trim() === 'ckpt-init' ? [ppid, pid] : [pid];
+  return rwxMappingsOf(readText(`/proc/${ppid}/comm`).trim() === 'ckpt-init' ? [ppid, pid] : [pid]);
+}
+
+/** Anonymous rwx mappings of each of these processes (none has one of its own). */
+function rwxMappingsOf(tree: number[]): string[] {
   return tree.flatMap((p) =>
     fs
       .readFileSync(`/proc/${p}/maps`, 'utf8')
@@ -146,14 +150,7 @@ describe('ckpt dump killed at any instant harms nothing', () => {
     expect(kids.length).toBe(4);
     for (const k of kids) track(k, prefork);
     const tree = [pid, ...kids];
-    const guards = () =>
-      tree.flatMap((p) =>
-        fs
-          .readFileSync(`/proc/${p}/maps`, 'utf8')
-          .split('\n')
-          .filter((l) => / rwxp 00000000 00:00 0\s*$/.test(l))
-          .map((l) => `${p}: ${l}`),
-      );
+    const guards = () => rwxMappingsOf(tree);
     const total = await stepsOfADump(pid, path.join(dir, 'img-full'));
     const steps = new Set<number>();
     for (let n = 1; n <= 12; n++) steps.add(n);
