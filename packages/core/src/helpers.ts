@@ -107,7 +107,7 @@ export function isChildSubreaper(tracee: Tracee): boolean {
 
 /** isChildSubreaper of each process (a task of each), those not known yet asked all at once (Tracee.syscallEach). */
 export function isChildSubreaperEach(tracees: readonly Tracee[]): boolean[] {
-  const ask = tracees.filter((t, i) => !subreapers.has(t) && tracees.indexOf(t) === i);
+  const ask = [...new Set(tracees)].filter((t) => !subreapers.has(t));
   const outs = ask.map(() => Buffer.alloc(4));
   Tracee.syscallEach(
     ask,

@@ -708,7 +708,7 @@ export class Tracee {
       if (this.parkedAt?.where === 'remover') return this.parkedAt.uc;
       const f = this.stackFrame();
       if (f) {
-        this.park(f.uc, 'remover', g.start + GUARD_REMOVE_CODE + 2);
+        this.park(f.uc, 'remover', g.start + GUARD_REMOVE_CODE + GUARD_TAIL);
         return f.uc;
       }
     }
@@ -938,9 +938,8 @@ export class Tracee {
     BATCH_LOOP.copy(header, GUARD_BATCH);
     GUARD_CODE_BYTES.copy(header, GUARD_BATCH + BATCH_LOOP.length, GUARD_TAIL);
     // The remover's: the same syscall and loop, each ending in the remover's tail.
-    header[GUARD_REMOVE_CODE] = 0x0f;
-    header[GUARD_REMOVE_CODE + 1] = 0x05;
-    removerTail(GUARD_REMOVE_CODE + 2).copy(header, GUARD_REMOVE_CODE + 2);
+    GUARD_CODE_BYTES.copy(header, GUARD_REMOVE_CODE, 0, GUARD_TAIL);
+    removerTail(GUARD_REMOVE_CODE + GUARD_TAIL).copy(header, GUARD_REMOVE_CODE + GUARD_TAIL);
     BATCH_LOOP.copy(header, GUARD_REMOVE_BATCH);
     removerEnd.copy(header, GUARD_REMOVE_BATCH + BATCH_LOOP.length);
     native.mem.writeMem(this.pid, start, header);
