@@ -10,6 +10,11 @@ import { afterEach, expect, inject } from 'vitest';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** The CLI entry point; CKPT_CLI overrides it (e.g. to run the suite against another build). */
 export const CLI = process.env.CKPT_CLI ?? path.join(REPO_ROOT, 'packages/cli/dist/bin.cjs');
+/**
+ * The `ckpt` program as a user runs it (npx, a PATH lookup): bin/ckpt.js, a shell script first,
+ * which runs dist/ckpt-client where a server's socket is there (see there), else Node.
+ */
+export const PROGRAM = path.join(REPO_ROOT, 'packages/cli/bin/ckpt.js');
 export const BUILD_DIR = path.join(REPO_ROOT, 'test/.build');
 export const FIXTURES_DIR = path.join(REPO_ROOT, 'test/fixtures');
 
@@ -38,16 +43,19 @@ export interface CliResult {
   args: string[];
 }
 
-/** Runs `node CLI ...args`, never throws; kills it (and fails loudly) after timeoutMs. */
+/**
+ * Runs `node CLI ...args` (with `program`, the PROGRAM itself), never throws; kills it (and fails
+ * loudly) after timeoutMs.
+ */
 export function ckpt(
   args: string[],
-  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (child: ChildProcess) => void; prefix?: string[] } = {},
+  opts: { timeoutMs?: number; cwd?: string; env?: Record<string, string>; onSpawn?: (child: ChildProcess) => void; prefix?: string[]; program?: boolean } = {},
 ): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 50_000;
   // prefix: a command ckpt runs under (ip netns exec NS).
-  const [cmd, ...pre] = [...(opts.prefix ?? []), process.execPath];
+  const [cmd, ...pre] = [...(opts.prefix ?? []), ...(opts.program ? [PROGRAM] : [process.execPath, CLI])];
   return new Promise((resolve) => {
-    const child = spawn(cmd, [...pre, CLI, ...args], {
+    const child = spawn(cmd, [...pre, ...args], {
       cwd: opts.cwd ?? REPO_ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, NODE_OPTIONS: '', ...opts.env },

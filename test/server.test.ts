@@ -49,6 +49,12 @@ interface Server {
 }
 
 const servers: Server[] = [];
+/**
+ * Which client asks the server, for each describe below: the program (bin/ckpt.js), which runs
+ * dist/ckpt-client (client/ckpt-client.c) where a socket is there, or Node's (bin.ts).
+ */
+let client: 'C' | 'Node' = 'C';
+const CLIENT_BIN = path.join(path.dirname(CLI), 'ckpt-client');
 const serverDirs: string[] = [];
 
 /** `ckpt server --socket DIR/ckpt.sock`, its stderr in DIR/server.log, once it listens. */
@@ -85,6 +91,7 @@ async function served(
   let pid = 0;
   const r = await ckpt(args, {
     ...opts,
+    program: client === 'C',
     env: { CKPT_SERVER_SOCKET: s.socket, ...opts.env },
     onSpawn: (c) => {
       pid = c.pid!;
@@ -114,6 +121,7 @@ async function waitLogLine(s: Server, pid: number): Promise<string> {
 async function expectServed(s: Server, r: CliResult & { pid: number }, status = 0): Promise<void> {
   const line = await waitLogLine(s, r.pid);
   expect(line, `the server did not run it\n${describeResult(r)}\n${tail(s.log)}`).toMatch(new RegExp(`: exit ${status}\\b`));
+  expect(line.endsWith('(C client)'), `asked by the ${client} client: ${line}`).toBe(client === 'C');
 }
 
 /** The workload's own check of its state (heap, private and shared mappings, FPU, signal mask). */
@@ -144,9 +152,11 @@ async function dumpedWorkload(s: Server, tag: string) {
   return { dir, pid, stdout, img };
 }
 
-describe('ckpt server', () => {
+describe.each(['C', 'Node'] as const)('ckpt server, asked by the %s client', (asker) => {
   let srv: Server;
   beforeAll(async () => {
+    client = asker;
+    if (asker === 'C' && !fs.existsSync(CLIENT_BIN)) throw new Error(`${CLIENT_BIN} is not built (no C compiler?): npm run build makes it`);
     srv = await startServer('server');
   });
   afterAll(async () => {
@@ -370,7 +380,7 @@ describe('ckpt server', () => {
     const request = {
       v: 1,
       version,
-      bundle: fs.statSync(path.join(path.dirname(CLI), 'cli.cjs')).mtimeMs,
+      bundle: fs.statSync(path.join(path.dirname(CLI), 'cli.cjs'), { bigint: true }).mtimeNs.toString(),
       argv: ['restore', '-d', '-D', path.join(dir, 'img')],
       cwd: dir,
       pid: victim.pid,

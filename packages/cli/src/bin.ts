@@ -18,9 +18,12 @@ import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
-import { ANSWER_MS, SENT_ENV, SERVER_SOCKET, lineReader, namespaces, notServed } from './served.js';
+import { ANSWER_MS, SENT_ENV, SERVER_SOCKET, bundleTime, lineReader, namespaces, notServed } from './served.js';
 
 const args = process.argv.slice(2);
+// dist/ckpt-client (client/ckpt-client.c) asked the server already, which did not run the command.
+const asked = process.env.CKPT_CLIENT_ASKED !== undefined;
+delete process.env.CKPT_CLIENT_ASKED;
 const bundle = join(__dirname, 'cli.cjs');
 if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
   process.stdout.write(`${VERSION}\n`);
@@ -35,7 +38,7 @@ if (args.length === 1 && (args[0] === '--version' || args[0] === '-V')) {
  * server may listen: else the command runs here.
  */
 function serverSocket(): string | undefined {
-  if (process.env.CKPT_SERVER === 'off') return undefined;
+  if (process.env.CKPT_SERVER === 'off' || asked) return undefined;
   if (notServed(args)) return undefined;
   const path = process.env.CKPT_SERVER_SOCKET || SERVER_SOCKET;
   try {
@@ -109,7 +112,7 @@ function viaServer(path: string): void {
     return {
       v: 1,
       version: VERSION,
-      bundle: statSync(bundle).mtimeMs,
+      bundle: bundleTime(bundle),
       argv: args,
       cwd: process.cwd(),
       pid: process.pid,

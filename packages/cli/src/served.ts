@@ -3,7 +3,7 @@
  * on: where the server listens, which commands it runs, and what makes a command run in its own
  * process instead, and how they read each other. Only node:fs here: bin.ts stays small.
  */
-import { readlinkSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 
 /** Where the server listens unless told (root's: /run/ckpt is 0700); `CKPT_SERVER_SOCKET` names another. */
 export const SERVER_SOCKET = '/run/ckpt/ckpt.sock';
@@ -34,6 +34,14 @@ export const SERVER_NAMESPACES: readonly string[] = ['mnt', 'pid', 'net', 'ipc',
 export const SENT_ENV = /^(CKPT_|HOME$|TMPDIR$|DEBUG$|NODE_PATH$)/;
 /** How long a command waits for the server's first answer before it runs in its own process. */
 export const ANSWER_MS = 10_000;
+
+/**
+ * The mtime of a bundle (dist/cli.cjs) in nanoseconds, as a decimal string: what a request's
+ * `bundle` says, exactly (client/ckpt-client.c writes st_mtim the same way).
+ */
+export function bundleTime(file: string): string {
+  return statSync(file, { bigint: true }).mtimeNs.toString();
+}
 
 /** A process's namespaces (`mnt:[4026531841]`...; this one's by default), by the names of SERVER_NAMESPACES ('' where unreadable). */
 export function namespaces(pid: number | 'self' = 'self'): Record<string, string> {

@@ -32,7 +32,7 @@
  * process left running as it was. The server killed mid-dump is ckpt killed mid-dump: the kernel
  * lets go of the processes, and the guard journals let the next dump repair what is left.
  */
-import { chmodSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fstatSync, lstatSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { dirname, join } from 'node:path';
@@ -40,7 +40,7 @@ import { type Ckpt, CkptError, VERSION, collectGarbage, procfs, resetFaults, sle
 import { native } from '@ckpt/native';
 import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
-import { SERVER_NAMESPACES, lineReader, namespaces, notServed } from './served.js';
+import { SERVER_NAMESPACES, bundleTime, lineReader, namespaces, notServed } from './served.js';
 
 /** What `ckpt check` learns of a running server. */
 export interface ServerStatus {
@@ -99,8 +99,8 @@ const FIXED_ENV = ['DEBUG', 'NODE_PATH', 'CKPT_APPS_DIR'];
 export interface ServerRequest {
   v: 1;
   version: string;
-  /** The mtime of the client's bundle (dist/cli.cjs): a rebuilt ckpt is another ckpt. */
-  bundle: number;
+  /** The mtime of the client's bundle (dist/cli.cjs, served.ts: bundleTime): a rebuilt ckpt is another ckpt. */
+  bundle: string;
   argv: string[];
   cwd: string;
   env: Record<string, string>;
@@ -110,6 +110,8 @@ export interface ServerRequest {
   umask: number;
   ns: Record<string, string>;
   tty: [boolean, boolean];
+  /** Which client sent it: `c` for dist/ckpt-client (client/ckpt-client.c), else bin.ts (for the log). */
+  client?: string;
 }
 
 export interface ServeOptions {
@@ -131,7 +133,7 @@ function describe(r: ServerRequest): string {
 export async function serve(o: ServeOptions): Promise<void> {
   const euid = process.geteuid?.() ?? -1;
   if (euid !== 0) throw new CkptError('ERR_CKPT_USAGE', 'ckpt server runs as root (a user runs ckpt in its own process)');
-  const bundleTime = statSync(o.bundle).mtimeMs;
+  const bundleNs = bundleTime(o.bundle);
   const ns = namespaces();
   const fixed = Object.fromEntries(FIXED_ENV.map((k) => [k, process.env[k] ?? '']));
   mkdirSync(dirname(o.socket), { recursive: true, mode: 0o700 });
@@ -220,7 +222,8 @@ export async function serve(o: ServeOptions): Promise<void> {
       r.env === null
     )
       return 'not a request of this version';
-    if (r.version !== VERSION || r.bundle !== bundleTime) return `another ckpt (server: ${VERSION}, a bundle of ${new Date(bundleTime).toISOString()})`;
+    if (r.version !== VERSION || r.bundle !== bundleNs)
+      return `another ckpt (server: ${VERSION}, a bundle of ${new Date(Number(BigInt(bundleNs) / 1_000_000n)).toISOString()})`;
     if (r.uid !== euid) return `another user (uid ${r.uid})`;
     const not = notServed(r.argv);
     if (not) return not;
@@ -298,7 +301,7 @@ export async function serve(o: ServeOptions): Promise<void> {
       });
       const status = Number(process.exitCode ?? 0);
       reply(sock, { exit: status }, true);
-      logLine = `${describe(req)}: exit ${status}${ac.signal.aborted ? ' (stopped by its client)' : ''}, ${(performance.now() - started).toFixed(0)} ms`;
+      logLine = `${describe(req)}: exit ${status}${ac.signal.aborted ? ' (stopped by its client)' : ''}, ${(performance.now() - started).toFixed(0)} ms${req.client === 'c' ? ' (C client)' : ''}`;
     } catch (e) {
       // Only what main does not catch itself (it prints the command's errors).
       logLine = `${describe(req)}: failed: ${(e as Error).message}`;
