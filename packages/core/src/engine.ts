@@ -1205,21 +1205,16 @@ const NS_NAME: Record<(typeof UNSAVED_NAMESPACES)[number], string> = {
 };
 
 function checkNamespaces(session: DumpSession): void {
-  for (const ns of UNSAVED_NAMESPACES) {
-    let own: string;
-    try {
-      own = readlinkSync(`/proc/self/ns/${ns}`);
-    } catch {
-      continue; // a kernel without this namespace kind
-    }
-    for (const p of session.processes) {
-      let theirs: string;
-      try {
-        theirs = readlinkSync(`/proc/${p.procPid}/ns/${ns}`);
-      } catch {
-        continue;
-      }
-      if (theirs === own) continue;
+  // Every link at once (a tree's processes times the kinds: one native call).
+  const kinds = UNSAVED_NAMESPACES.length;
+  const ours = native.proc.readLinks(UNSAVED_NAMESPACES.map((ns) => `/proc/self/ns/${ns}`));
+  const links = native.proc.readLinks(session.processes.flatMap((p) => UNSAVED_NAMESPACES.map((ns) => `/proc/${p.procPid}/ns/${ns}`)));
+  for (const [i, ns] of UNSAVED_NAMESPACES.entries()) {
+    const own = ours[i];
+    if (own === null) continue; // a kernel without this namespace kind
+    for (const [j, p] of session.processes.entries()) {
+      const theirs = links[j * kinds + i];
+      if (theirs === null || theirs === own) continue;
       throw new CkptError(
         'ERR_CKPT_UNSUPPORTED',
         `cannot checkpoint pid ${p.pid} (${p.comm}): it is in another ${NS_NAME[ns]} namespace than ckpt (${theirs}), which ckpt does not save; a restore would put it in ckpt restore's`,

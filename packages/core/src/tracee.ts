@@ -88,6 +88,103 @@ const BATCH_LOOP = BATCH_CODE.subarray(0, BATCH_CODE.length - 3);
 
 /** A syscall of a batch: number, then arguments; a Buffer is copied into the task and its address passed. */
 export type BatchedSyscall = readonly [nr: number, ...args: Array<number | bigint | Buffer>];
+/**
+ * Syscalls that leave a process's layout (its /proc/PID/maps) as it is, whatever their arguments
+ * but those changesLayout looks at: what the stages ask and set. Any other (mmap, munmap, mprotect,
+ * mremap, madvise, mlock, shmat, execve, ...) or code of ckpt's own makes Tracee.maps read it again.
+ */
+const LAYOUT_NEUTRAL: ReadonlySet<number> = new Set(
+  (
+    [
+      'read',
+      'write',
+      'pread64',
+      'open',
+      'openat',
+      'close',
+      'close_range',
+      'lseek',
+      'ioctl',
+      'fcntl',
+      'dup2',
+      'dup3',
+      'getpid',
+      'gettid',
+      'getpgid',
+      'getsid',
+      'setsid',
+      'setpgid',
+      'umask',
+      'chdir',
+      'fchdir',
+      'fchmod',
+      'rt_sigaction',
+      'rt_sigprocmask',
+      'sigaltstack',
+      'getitimer',
+      'setitimer',
+      'timer_create',
+      'timer_gettime',
+      'timer_settime',
+      'timer_getoverrun',
+      'clock_gettime',
+      'kill',
+      'rt_sigqueueinfo',
+      'rt_tgsigqueueinfo',
+      'sched_getparam',
+      'sched_getscheduler',
+      'sched_setscheduler',
+      'sched_setaffinity',
+      'setpriority',
+      'personality',
+      'prlimit64',
+      'capget',
+      'capset',
+      'setresuid',
+      'setresgid',
+      'setgroups',
+      'setfsuid',
+      'setfsgid',
+      'membarrier',
+      'set_tid_address',
+      'set_robust_list',
+      'rseq',
+      'pidfd_open',
+      'pidfd_getfd',
+      'userfaultfd',
+      'epoll_ctl',
+      'socket',
+      'socketpair',
+      'bind',
+      'connect',
+      'listen',
+      'getsockname',
+      'getpeername',
+      'getsockopt',
+      'setsockopt',
+      'recvmsg',
+      'brk',
+      'prctl',
+      'arch_prctl',
+    ] as const
+  ).map((n) => SYS[n]),
+);
+/** prctl options that change the layout: PR_SET_MM (the mm's fields), PR_SET_VMA (an area's name). */
+const PR_SET_MM = 35;
+const PR_SET_VMA = 0x53564d41;
+
+/** Whether a syscall may change the layout of the process it runs in (see LAYOUT_NEUTRAL). */
+function changesLayout([nr, a0]: readonly [number, ...unknown[]]): boolean {
+  if (!LAYOUT_NEUTRAL.has(nr)) return true;
+  const arg = typeof a0 === 'bigint' ? Number(a0) : typeof a0 === 'number' ? a0 : undefined;
+  // brk(0) asks. arch_prctl's 0x1000-0x1fff are fs/gs bases, CPUID and xstate; the others map (the
+  // vdso: ARCH_MAP_VDSO_*; a shadow stack: ARCH_SHSTK_*).
+  if (nr === SYS.brk) return arg !== 0;
+  if (nr === SYS.prctl) return arg === PR_SET_MM || arg === PR_SET_VMA;
+  if (nr === SYS.arch_prctl) return arg === undefined || arg < 0x1000 || arg > 0x1fff;
+  return false;
+}
+
 /** The batch's area in the scratch page: entries, then the Buffers they point to. */
 const BATCH_AREA = { offset: SCRATCH_SIZE - 9 * 1024, size: 8 * 1024 };
 
@@ -288,7 +385,7 @@ export class Tracee {
 
   /** Runs one syscall and returns the raw result (negative errno included). */
   syscallRaw(nr: number, ...args: Array<number | bigint>): bigint {
-    this.running();
+    this.running([[nr, ...args]]);
     if (!this.space.guarded) return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, this.space.int3);
     this.scratch();
     const g = this.space.guard;
@@ -347,7 +444,7 @@ export class Tracee {
       if (g && this.parkInGuard(g) !== undefined) {
         // Dump side: the guard's batch loop, from syscall stop to syscall stop.
         native.mem.writeMem(this.pid, base, area);
-        this.running(chunk.length);
+        this.running(chunk);
         const [last] = native.ptrace.remoteLoopEach([this.pid], this.guardCode(g, GUARD_BATCH), [[base, chunk.length]], [chunk.length]);
         this.hasRun = true;
         this.blockSignals();
@@ -358,7 +455,7 @@ export class Tracee {
         copyBack(chunk, done, 0);
       } else if (code !== undefined) {
         native.mem.writeMem(this.pid, base, area);
-        this.running(chunk.length);
+        this.running(chunk);
         native.ptrace.remoteRun(this.pid, code, code + BATCH_CODE.length, [base, chunk.length]);
         const done = native.mem.readMem(this.pid, base, bytes);
         chunk.forEach((_c, k) => out.push(done.readBigInt64LE(64 * k + 56)));
@@ -469,7 +566,7 @@ export class Tracee {
       });
       if (parked.length) {
         const each = parked.map((r) => tasks[round[r].k]);
-        for (const t of each) t.running();
+        parked.forEach((r, i) => each[i].running([[calls[round[r].k][0], ...args[r]]]));
         const results = native.ptrace.remoteSyscallEach(
           each.map((t) => t.pid),
           each.map((t) => t.guardCode(t.space.guard!, GUARD_CODE)),
@@ -567,7 +664,7 @@ export class Tracee {
         for (const { k, from, area } of round) layBatch(batches[k], data.get(area)!, from, area.base);
         for (const [area, bytes] of data) native.mem.writeMem(area.pid, area.base, bytes);
         const each = round.map(({ k }) => tasks[k]);
-        each.forEach((t, r) => t.running(batches[round[r].k].length));
+        each.forEach((t, r) => t.running(batches[round[r].k]));
         const entries = round.map(({ k, from, area }) => [area.base + from, batches[k].length]);
         let last: bigint[] | undefined;
         if (kind === 'code') {
@@ -821,10 +918,15 @@ export class Tracee {
     return [...this.space.maps];
   }
 
-  /** Before ckpt runs code in the task: counted (injectedCount), and the layout read so far is stale. */
-  private running(syscalls = 1): void {
-    this.injected += syscalls;
-    this.space.maps = undefined;
+  /**
+   * Before ckpt runs code in the task: counted (injectedCount); the layout read so far is stale
+   * unless every call is known to leave it as it is (`calls`: the syscalls, undefined for other
+   * code). A frozen process's layout changes by its own syscalls alone, so a dump's queries (a
+   * tree's dozen prctls, sigaltstacks and itimers a process) keep the layout read at the freeze.
+   */
+  private running(calls?: ReadonlyArray<readonly [number, ...unknown[]]>): void {
+    this.injected += calls?.length ?? 1;
+    if (!calls || calls.some(changesLayout)) this.space.maps = undefined;
   }
 
   private xstateCache?: Buffer;
@@ -869,7 +971,7 @@ export class Tracee {
     if (!f) return undefined;
     const { uc, gad } = f;
     this.park(uc, 'stack', gad.sigreturn, uc);
-    this.running();
+    this.running([[nr, ...args]]);
     const r = native.ptrace.remoteSyscall(this.pid, gad.syscallRet, nr, args, false, uc - 8);
     this.hasRun = true;
     this.blockSignals();
@@ -884,7 +986,7 @@ export class Tracee {
       if (r !== undefined) return r;
     }
     log('pid %d: %s unguarded (no thread on the main stack, or no rt_sigreturn restorer)', this.pid, nameOf(nr));
-    this.running();
+    this.running([[nr, ...args]]);
     return native.ptrace.remoteSyscall(this.pid, this.syscallInsn, nr, args, false);
   }
 
