@@ -508,6 +508,11 @@ int main(int argc, char **argv) {
     printf("%s\n", why ? why : "served");
     return 0;
   }
+  /* bin.ts answers this from the version alone; so does this program. */
+  if (argc == 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+    puts(CKPT_VERSION);
+    return fflush(stdout) == 0 ? 0 : 1;
+  }
   /* bin.ts's serverSocket. */
   const char *off = getenv("CKPT_SERVER");
   const char *path = getenv("CKPT_SERVER_SOCKET");

@@ -129,6 +129,13 @@ describe('dist/ckpt-client', () => {
       expect(r.stderr).toMatch(/^ckpt: error: the ckpt server \(pid 4242\) ended during the command, before its result\nckpt: hint: /);
     });
 
+    it('--version is answered without the server or Node', async () => {
+      const r = await ask(['--version'], () => [{ refuse: 'not asked' }]);
+      expect(r.request, 'asked the server').toBeUndefined();
+      expect(r.stdout.toString()).toBe(`${VERSION}\n`);
+      expect(r.code).toBe(0);
+    });
+
     it('a refused command runs in Node, which asks no server again', async () => {
       // --version in Node: what it prints is the command's own (the refusal is not shown).
       const r = await ask(['dump', '--version'], () => [{ refuse: 'busy with another command' }]);
