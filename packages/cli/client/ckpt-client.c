@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -488,6 +489,10 @@ static void viaServer(const char *path, int argc, char **argv, const char *bundl
 }
 
 int main(int argc, char **argv) {
+  /* fds 0-2 open, as Node makes them: a command started with one closed would otherwise take it
+   * for its connection, and write the command's output into it. */
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", fd ? O_WRONLY : O_RDONLY) < 0) return 1;
   /* This program is dist/ckpt-client: the bundle is dist/cli.cjs, the entry bin/ckpt.js. */
   char self[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
