@@ -14,9 +14,10 @@
 //                 and to the same operations through the API
 //       server    the same commands with a `ckpt server` running (started here, on a socket of its
 //                 own): `ckpt dump` (kills), `ckpt restore -d` of its image and `ckpt dump
-//                 --leave-running` of an idle process, the 16 MiB workload, a process with 2000
-//                 open files and the 64-process copy-on-write tree, in their own process
-//                 (CKPT_SERVER=off) and served, next to `node -e 0` (and --compare's)
+//                 --leave-running` of an idle process, the 16 and 64 MiB workloads, 200 threads,
+//                 a process with 2000 open files, the 16-process tree and the 64-process
+//                 copy-on-write tree, in their own process (CKPT_SERVER=off) and served (through
+//                 dist/ckpt-client, where built), next to `node -e 0` (and --compare's)
 //       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
 //                 through the API next to memcpy and write() into the page cache
 //       downtime  a --leave-running dump as the process sees it (scripts/bench/stall.c, a 1 ms loop
@@ -2167,9 +2168,10 @@ async function cliTable(ck, bins, mib) {
 // ---- ckpt server -------------------------------------------------------------------------------
 /**
  * The command line with `ckpt server` running: the dumps and restores of an idle process, the
- * 16 MiB workload, 2000 open files and the 64-process tree, each in the command's own process and
- * served, on the same process, alternating; next to `node -e 0` and --compare's. The server's log
- * must name every served command (else the figure is not what it says).
+ * 16 and 64 MiB workloads, 200 threads, 2000 open files and the 16- and 64-process trees, each in
+ * the command's own process and served, on the same process, alternating; next to `node -e 0` and
+ * --compare's. The server's log must name every served command (else the figure is not what it
+ * says), and says which were asked through dist/ckpt-client.
  */
 async function serverTable(bins) {
   const sock = join(tmp, 'ckpt.sock');
@@ -2186,7 +2188,10 @@ async function serverTable(bins) {
     const workloads = [
       ['idle process', shapeWorkload(bins, 'idle', 1, [])],
       ['16 MiB workload', heapWorkload(bins, 16)],
+      ['64 MiB workload', heapWorkload(bins, 64)],
+      ['200 threads', shapeWorkload(bins, 'threads', 200, [])],
       ['2000 open files', shapeWorkload(bins, 'files', 2000, [filesDir])],
+      ['16-process tree', shapeWorkload(bins, 'tree', 16, [])],
       ['64-process copy-on-write tree', shapeWorkload(bins, 'prefork', 64, [])],
     ];
     const rows = [];
@@ -2210,9 +2215,13 @@ async function serverTable(bins) {
       res.workloads[label] = slimAgg(aggregate(opsRuns));
       rows.push([label, aggregate(opsRuns)]);
     }
-    const servedCount = readLog(log)
+    const servedLines = readLog(log)
       .split('\n')
-      .filter((l) => /: exit 0,/.test(l)).length;
+      .filter((l) => /: exit 0,/.test(l));
+    const servedCount = servedLines.length;
+    // The program asks through dist/ckpt-client where it was built (the server's log says so).
+    const byClient = servedLines.filter((l) => l.endsWith('(C client)')).length;
+    res.servedByCClient = byClient;
     // Two dumps and a restore per run and workload.
     const expected = workloads.length * runs * 3;
     if (servedCount < expected) throw new Error(`ckpt server ran ${servedCount} commands, expected ${expected}:\n${readLog(log).slice(-2000)}`);
@@ -2249,6 +2258,9 @@ async function serverTable(bins) {
     }
     printGrid(head, grid);
     console.log(`(node -e 0: ${fms(node)} ms, median of ${nodeMs.length}; each restore is of the dump that killed the process before it, by the same way)`);
+    console.log(
+      `(served commands asked through dist/ckpt-client, without Node: ${byClient} of ${servedCount}${byClient < servedCount ? '; the others through Node: is dist/ckpt-client built?' : ''})`,
+    );
     return res;
   } finally {
     server.kill('SIGTERM');
