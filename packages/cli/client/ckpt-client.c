@@ -445,13 +445,9 @@ static void viaServer(const char *path, int argc, char **argv, const char *bundl
         puts_(&j, "}}\n");
         writeOut(1, j.p, j.len);
       }
-      struct buf e = {0};
-      puts_(&e, "ckpt: error: ");
-      puts_(&e, msg);
-      puts_(&e, "\nckpt: hint: ");
-      puts_(&e, hint);
-      puts_(&e, "\n");
-      writeOut(2, e.p, e.len);
+      char text[512];
+      int n = snprintf(text, sizeof text, "ckpt: error: %s\nckpt: hint: %s\n", msg, hint);
+      writeOut(2, text, (size_t)n);
       exit(1);
     }
     in.len += (size_t)got;
