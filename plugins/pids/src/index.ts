@@ -145,10 +145,11 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
   const rec = proc.get<PidsRecord>(NAME);
   const stub = proc.stub;
   if (!rec || !stub) return;
-  // In one stop where the stub has the restore's batch code.
-  const naming: BatchedSyscall[] = [[SYS.prctl, PR_SET_NAME, Buffer.from(`${rec.comm.slice(0, 15)}\0`), 0, 0, 0]];
-  if (rec.personality !== undefined) naming.push([SYS.personality, rec.personality]);
-  stub.syscalls(naming);
+  // The name, personality, limits and ids in one batch: one stop where the stub has the restore's
+  // batch code. (A call that fails fails the restore, which kills the stub: what ran after it in
+  // the batch is never seen.)
+  const calls: BatchedSyscall[] = [[SYS.prctl, PR_SET_NAME, Buffer.from(`${rec.comm.slice(0, 15)}\0`), 0, 0, 0]];
+  if (rec.personality !== undefined) calls.push([SYS.personality, rec.personality]);
   // Limits: as saved, but a hard limit can only go down without CAP_SYS_RESOURCE, so each is
   // capped at the restorer's own hard limit (logged when that changes anything).
   // What the stub has already (the restorer's own limits, mostly) is not set again.
@@ -174,16 +175,23 @@ async function restoreIdentity(proc: ProcessRestore): Promise<void> {
     const b = Buffer.alloc(16);
     b.writeBigUInt64LE(s, 0);
     b.writeBigUInt64LE(h, 8);
-    stub.syscall(SYS.prlimit64, 0, r, stub.put(b, 16), 0);
+    calls.push([SYS.prlimit64, 0, r, b, 0]);
   }
   const { uid, gid, groups } = rec.creds;
   const isRoot = uid.every((u) => u === 0) && gid.every((g) => g === 0) && groups.every((g) => g === 0);
-  if (isRoot) return;
   const list = Buffer.alloc(Math.max(4, groups.length * 4));
   groups.forEach((g, i) => list.writeUInt32LE(g, i * 4));
-  stub.syscall(SYS.setgroups, groups.length, stub.put(list, 0));
-  stub.syscall(SYS.setresgid, gid[0], gid[1], gid[2]);
-  stub.syscall(SYS.setresuid, uid[0], uid[1], uid[2]);
+  const ids: BatchedSyscall[] = isRoot
+    ? []
+    : [
+        [SYS.setgroups, groups.length, list],
+        [SYS.setresgid, gid[0], gid[1], gid[2]],
+        [SYS.setresuid, uid[0], uid[1], uid[2]],
+      ];
+  // A long group list (up to 65536 groups) does not fit a batch's area: its ids go after it.
+  const inBatch = list.length <= 1024;
+  stub.syscalls(inBatch ? [...calls, ...ids] : calls);
+  if (!inBatch) for (const [nr, ...args] of ids) stub.syscall(nr, ...args.map((a) => (Buffer.isBuffer(a) ? stub.put(a, 0) : a)));
 }
 
 export const pidsPlugin = definePlugin(() => ({
