@@ -173,6 +173,22 @@ const LAYOUT_NEUTRAL: ReadonlySet<number> = new Set(
 const PR_SET_MM = 35;
 const PR_SET_VMA = 0x53564d41;
 
+/**
+ * The areas less [start, end): an area across it keeps its parts outside (an anonymous area's
+ * offset, 0 in /proc/PID/maps, stays 0; a file's moves with its start).
+ */
+function cutRange(vmas: readonly Vma[], start: number, end: number): Vma[] {
+  const out: Vma[] = [];
+  for (const v of vmas) {
+    if (v.end <= start || v.start >= end) out.push(v);
+    else {
+      if (v.start < start) out.push({ ...v, end: start });
+      if (v.end > end) out.push({ ...v, start: end, offset: v.inode ? v.offset + (end - v.start) : v.offset });
+    }
+  }
+  return out;
+}
+
 /** Whether a syscall may change the layout of the process it runs in (see LAYOUT_NEUTRAL). */
 function changesLayout([nr, a0]: readonly [number, ...unknown[]]): boolean {
   if (!LAYOUT_NEUTRAL.has(nr)) return true;
@@ -1122,11 +1138,16 @@ export class Tracee {
       this.space.guard = undefined;
       this.forgetFrames(g.start, g.size);
       this.scratchAddr = undefined;
+      // The layout read with the guard in it, less the guard, is the layout without it: areas
+      // the kernel merged with the guard (anonymous rwx ones beside it) are cut where it was,
+      // where its munmap splits them. No /proc/PID/maps read after the munmap.
+      const before = this.space.maps;
       try {
         checkSyscall('munmap', this.pid, this.stackSyscallAnywhere(SYS.munmap, [g.start, g.size]));
       } finally {
         for (const m of this.space.members ?? []) m.unpark();
       }
+      if (before) this.space.maps = cutRange(before, g.start, g.start + g.size);
       return;
     }
     if (this.scratchAddr !== undefined) {
