@@ -207,6 +207,24 @@ interface Asked {
 const asked = new WeakMap<ProcessDump, Asked>();
 
 /**
+ * The /proc files dump() reads of a process and of each of its threads, by path (null where
+ * unreadable): every process's read in dumpAll, in one native call (on every CPU), not some ten
+ * reads a process one after the other. They do not change while it is frozen.
+ */
+const procTexts = new WeakMap<ProcessDump, Map<string, string | null>>();
+
+function procPaths({ pid, procPid, threads }: ProcessDump): string[] {
+  return [
+    `/proc/${pid}/stat`,
+    `/proc/${procPid}/loginuid`,
+    `/proc/${pid}/oom_score_adj`,
+    ...threads.flatMap((t) => THREAD_FILES.map((name) => `/proc/${pid}/task/${t.pid}/${name}`)),
+    ...threads.map((t) => `/proc/${t.pid}/timerslack_ns`),
+  ];
+}
+const THREAD_FILES = ['status', 'stat', 'cgroup'] as const;
+
+/**
  * Every thread of every process asked at once (Tracee.syscallsRawEach: each thread's calls in one
  * batch, the tree's batches overlapping): its parent-death signal and securebits, and each
  * leader the process-wide flags. One process after another, six remote syscalls each, a
@@ -237,6 +255,10 @@ async function dumpAll(session: DumpSession): Promise<void> {
   }
   const results = new Map(Tracee.syscallsRawEach(tasks, batches).map((r, i) => [tasks[i], r]));
   isChildSubreaperEach(session.processes.map((p) => p.tracee));
+  const paths = session.processes.map(procPaths);
+  const texts = native.proc.readTexts(paths.flat());
+  let k = 0;
+  session.processes.forEach((proc, i) => procTexts.set(proc, new Map(paths[i].map((p) => [p, texts[k++]]))));
   for (const proc of session.processes) {
     const lead = results.get(proc.tracee)!;
     proc.threads.forEach((t) => {
@@ -256,19 +278,30 @@ async function dumpAll(session: DumpSession): Promise<void> {
 
 async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
-  const comm = procfs.readStat(pid).comm;
+  // Read ahead by dumpAll (procTexts), else here.
+  const ahead = procTexts.get(proc);
+  const text = (path: string) => ahead?.get(path) ?? readFileSync(path, 'utf8');
+  const comm = procfs.parseStat(text(`/proc/${pid}/stat`)).comm;
   // Each thread's /proc files, every thread's in one read (a status once for all its fields).
   const tids = proc.threads.map((t) => t.pid);
-  const statuses = procfs.readFrozenTaskFiles(pid, tids, 'status').map((text) => procfs.statusFields(text, THREAD_STATUS));
-  const stats = procfs.readFrozenTaskFiles(pid, tids, 'stat');
-  const ownCgroups = procfs.readFrozenTaskFiles(pid, tids, 'cgroup').map(parseCgroups);
-  const slacks = native.proc.readTexts(tids.map((tid) => `/proc/${tid}/timerslack_ns`));
+  const taskFiles = (name: (typeof THREAD_FILES)[number]) => {
+    const got = tids.map((tid) => ahead?.get(`/proc/${pid}/task/${tid}/${name}`));
+    return got.every((t) => typeof t === 'string') ? (got as string[]) : procfs.readFrozenTaskFiles(pid, tids, name);
+  };
+  const statuses = taskFiles('status').map((t) => procfs.statusFields(t, THREAD_STATUS));
+  const stats = taskFiles('stat');
+  const ownCgroups = taskFiles('cgroup').map(parseCgroups);
+  const slacks = ahead
+    ? tids.map((tid) => ahead.get(`/proc/${tid}/timerslack_ns`) ?? null)
+    : native.proc.readTexts(tids.map((tid) => `/proc/${tid}/timerslack_ns`));
   const seccomp = dumpSeccomp(proc, comm, statuses);
-  const loginuid = Number(readFileSync(`/proc/${proc.procPid}/loginuid`, 'utf8').trim());
-  const cgroups = readCgroups(pid, proc.procPid);
+  const loginuid = Number(text(`/proc/${proc.procPid}/loginuid`).trim());
+  // The process's cgroups: its leader's (procPid: a live thread where the leader exited).
+  const leader = tids.indexOf(proc.procPid);
+  const cgroups = leader >= 0 ? ownCgroups[leader] : readCgroups(pid, proc.procPid);
   const { pdeathsigs, securebits, thp, dumpable, membarrier } = asked.get(proc)!;
   const rec: TaskRecord = {
-    oomScoreAdj: Number(readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim()),
+    oomScoreAdj: Number(text(`/proc/${pid}/oom_score_adj`).trim()),
     loginuid: loginuid === UNSET_LOGINUID ? null : loginuid,
     childSubreaper: isChildSubreaper(tracee),
     // 0, or 1 | flags (PR_THP_DISABLE_EXCEPT_ADVISED).
