@@ -197,6 +197,18 @@ export function readTaskFiles(pid: number, tids: readonly number[], name: string
   return native.proc.readTexts(tids.map((tid) => `/proc/${pid}/task/${tid}/${name}`)).map((t) => t ?? undefined);
 }
 
+/**
+ * /proc files of many processes at once (native.proc.readTexts: one call, on every CPU): each
+ * one's paths(p), as a map of path to text (null where unreadable), by process. What a dumpAll tap
+ * reads so for each process's own tap (a frozen process's files do not change).
+ */
+export function readTextsOf<P>(procs: readonly P[], paths: (p: P) => string[]): Map<P, Map<string, string | null>> {
+  const each = procs.map(paths);
+  const texts = native.proc.readTexts(each.flat());
+  let k = 0;
+  return new Map(procs.map((p, i) => [p, new Map(each[i].map((path) => [path, texts[k++]]))]));
+}
+
 /** readTaskFiles of threads that must all be there (frozen): throws for one that is gone. */
 export function readFrozenTaskFiles(pid: number, tids: readonly number[], name: string): string[] {
   return readTaskFiles(pid, tids, name).map((text, i) => {

@@ -23,7 +23,7 @@ import {
   type ProcessDump,
   type ProcessRestore,
 } from '@ckpt/core';
-import { native, SYS, PR_SET_NAME } from '@ckpt/native';
+import { SYS, PR_SET_NAME } from '@ckpt/native';
 import { pidsRecord, type PidsRecord } from './record.js';
 import { shapeProblem } from './shape.js';
 import { createUnder, finishTree } from './tree.js';
@@ -221,10 +221,7 @@ export const pidsPlugin = definePlugin(() => ({
     // Which processes are child subreapers, every one asked at once (a stop each otherwise).
     hooks.pids.dumpAll.tapPromise(NAME, async (session) => {
       isChildSubreaperEach(session.processes.map((p) => p.tracee));
-      const paths = session.processes.map(procPaths);
-      const texts = native.proc.readTexts(paths.flat());
-      let k = 0;
-      session.processes.forEach((proc, i) => procTexts.set(proc, new Map(paths[i].map((p) => [p, texts[k++]]))));
+      for (const [proc, texts] of procfs.readTextsOf(session.processes, procPaths)) procTexts.set(proc, texts);
     });
     hooks.pids.dump.tapPromise(NAME, dump);
     hooks.pids.restore.tapPromise(NAME, restore);

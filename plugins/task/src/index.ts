@@ -255,10 +255,7 @@ async function dumpAll(session: DumpSession): Promise<void> {
   }
   const results = new Map(Tracee.syscallsRawEach(tasks, batches).map((r, i) => [tasks[i], r]));
   isChildSubreaperEach(session.processes.map((p) => p.tracee));
-  const paths = session.processes.map(procPaths);
-  const texts = native.proc.readTexts(paths.flat());
-  let k = 0;
-  session.processes.forEach((proc, i) => procTexts.set(proc, new Map(paths[i].map((p) => [p, texts[k++]]))));
+  for (const [proc, texts] of procfs.readTextsOf(session.processes, procPaths)) procTexts.set(proc, texts);
   for (const proc of session.processes) {
     const lead = results.get(proc.tracee)!;
     proc.threads.forEach((t) => {
