@@ -649,7 +649,7 @@ export async function startReporting(name: string, tag: string): Promise<{ dir: 
  */
 export async function checksAfterRestore(
   name: string,
-  between: (p: { pid: number; work: string }) => void = () => {},
+  between: (p: { pid: number; work: string }) => void | Promise<void> = () => {},
   opts: { leaveRunning?: boolean; dumpArgs?: string[]; dumpEnv?: Record<string, string> } = {},
 ) {
   const dir = makeTempDir(name);
@@ -670,7 +670,7 @@ export async function checksAfterRestore(
   expectOk(dump);
   if (opts.leaveRunning) for (const p of [pid, ...children]) await killAndWaitGone(p);
   await waitNotAlive(pid);
-  between({ pid, work });
+  await between({ pid, work });
   const from = readLines(reportFile).length;
   const restore = await ckpt(['restore', '-D', img, '--detach', '--json']);
   expectOk(restore);

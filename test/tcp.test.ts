@@ -595,9 +595,40 @@ describe('socket state', () => {
   });
 });
 
+/**
+ * A process of its own listening on each port (on ::, IPv4 too), as an unrelated program that was
+ * handed a port freed by a kill; resolves once every port is taken. Killed by the file's cleanup.
+ */
+async function takePorts(ports: number[]): Promise<void> {
+  const code = [
+    'import socket, sys',
+    'held = []',
+    'for p in sys.argv[2:]:',
+    '    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)',
+    '    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)',
+    "    s.bind(('::', int(p)))",
+    '    s.listen(1)',
+    '    held.append(s)',
+    "print('held', flush=True)",
+    'sys.stdin.read()',
+  ].join('\n');
+  const child = spawn('python3', ['-c', code, 'ckpt-test-take-ports', ...ports.map(String)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  track(child.pid!, 'ckpt-test-take-ports');
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => (err += b));
+  await new Promise<void>((res, rej) => {
+    child.stdout.once('data', () => res());
+    child.once('exit', (c) => rej(new Error(`could not take ports ${ports.join(', ')} (exit ${c}): ${err.trim()}`)));
+  });
+}
+
 describe('TCP connections in every state', () => {
-  it('closing (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK), closed with unread bytes, reset, connecting (SYN_SENT), and shut down unconnected; IPv4, IPv6, IPv4-mapped IPv6', async () => {
-    const { lines } = await checksAfterRestore('tcpstates');
+  it('closing (FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK), closed with unread bytes, reset, connecting (SYN_SENT, its port taken by another program meanwhile), and shut down unconnected; IPv4, IPv6, IPv4-mapped IPv6', async () => {
+    // While the process is away, the ports its connecting sockets held are taken by listeners of
+    // another process: the restored sockets still connect from them (the fixture checks the names).
+    const { lines } = await checksAfterRestore('tcpstates', ({ work }) =>
+      takePorts(fs.readFileSync(path.join(work, 'synsent-ports'), 'utf8').trim().split('\n').map(Number)),
+    );
     const names = [
       'close-wait-state',
       'fin-wait1-state',

@@ -24,7 +24,8 @@
  *                socket, marked (REPLAY_MARK) so that they pass the network lock. See closingPlan.
  *   other        unconnected sockets (bound or not) are recreated with their options, shut down
  *                for reading when they were (POLLRDHUP); a connect in progress (SYN_SENT) is
- *                issued again to its peer. SYN_RECV (a Fast Open child) is refused.
+ *                issued again to its peer from its port (bound in repair mode: another socket may
+ *                have been given that port since). SYN_RECV (a Fast Open child) is refused.
  *   --tcp-close  (restore) connections come back closed, as if both FINs had crossed: the
  *                application reads the bytes it had received, then EOF; writes fail (EPIPE).
  * UDP

@@ -326,11 +326,38 @@ async function refillDatagrams(fd: number, d: InetSocketData, what: string): Pro
   await waitQueued(fd, datagrams.length, what);
 }
 
-/** UDP, or TCP connecting (SYN_SENT): bound, connected again, queued datagrams put back. */
+/**
+ * UDP, or TCP connecting (SYN_SENT): bound, connected again, queued datagrams put back.
+ *
+ * A connecting TCP socket holds its port (connect gave it one, or the program bound it), but
+ * between the dump and the restore another socket may have taken that port: an ephemeral port
+ * freed by the kill is soon handed out again. Its connection's 4-tuple is still its own, as for
+ * an established connection, so it is bound the same way, in repair mode (which lets the bind
+ * share the port), and leaves repair mode before it connects. A UDP port is the socket's alone:
+ * one taken is an error.
+ */
 async function restoreBoundOrConnecting(fd: number, d: InetSocketData, what: string): Promise<void> {
-  if (d.local) bindOrExplain(fd, d.local, what);
+  if (d.local && d.proto === 'tcp') {
+    native.sock.tcpRepair(fd, 1);
+    bindOrExplain(fd, d.local, what);
+    leaveRepair(fd, d, -1);
+  } else if (d.local) bindOrExplain(fd, d.local, what);
   if (d.peer) {
-    const r = native.sock.sockConnect(fd, d.peer);
+    let r: number;
+    try {
+      r = native.sock.sockConnect(fd, d.peer);
+    } catch (e) {
+      const code = (e as NativeError).code;
+      if (d.proto !== 'tcp' || (code !== 'EADDRNOTAVAIL' && code !== 'EADDRINUSE')) throw e;
+      throw new CkptError(
+        'ERR_CKPT_RESTORE_FAILED',
+        `${what}: another socket already connects from ${d.local ? fmtAddr(d.local) : 'that port'} to ${fmtAddr(d.peer)}`,
+        {
+          cause: e,
+          hint: 'the dumped process (or a copy of it) still runs: stop it before restoring',
+        },
+      );
+    }
     if (r !== 0 && r !== EINPROGRESS) throw new Error(`connect: ${r}`);
   }
   if (d.datagrams?.length) await refillDatagrams(fd, d, what);
