@@ -1,5 +1,5 @@
 #!/bin/sh
-':' //; s=${CKPT_SERVER_SOCKET:-/run/ckpt/ckpt.sock}; [ -S "$s" ] && [ "$CKPT_SERVER" != off ] && c=$(readlink -f -- "$0") && [ -x "${c%/*/*}/dist/ckpt-client" ] && exec "${c%/*/*}/dist/ckpt-client" "$@"; [ "${NODE_EXTRA_CA_CERTS+set}" ] && export CKPT_NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS" && unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"
+':' //; s=${CKPT_SERVER_SOCKET:-/run/ckpt/ckpt.sock}; [ -S "$s" ] && [ "$CKPT_SERVER" != off ] && { c=${0%/*}/../dist/ckpt-client; [ -x "$c" ] || { c=$(readlink -f -- "$0") && c=${c%/*/*}/dist/ckpt-client; }; [ -x "$c" ] && exec "$c" "$@"; }; [ "${NODE_EXTRA_CA_CERTS+set}" ] && export CKPT_NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS" && unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"
 // Stable entry for the `ckpt` bin (exists before the build, so npm can link it on install).
 //
 // Run as a program (npx ckpt, a PATH lookup, ./bin/ckpt.js), the file is first a shell script:
@@ -13,7 +13,8 @@
 //
 // First, where a `ckpt server` socket is there (CKPT_SERVER_SOCKET, else /run/ckpt/ckpt.sock) and
 // CKPT_SERVER is not `off`, the shell runs dist/ckpt-client (client/ckpt-client.c, built where a C
-// compiler is), found beside this file's real path: it asks the server without starting Node,
+// compiler is), found at ../dist/ckpt-client from the path it was started by, or else from this
+// file's real path (readlink -f, a process more: npm's bin links): it asks the server without starting Node,
 // and starts Node on this file itself for what the server does not run.
 //
 // CommonJS (bin/package.json): Node's ES module loader would cost some 15 ms at every start.

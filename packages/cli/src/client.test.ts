@@ -3,7 +3,7 @@
 // say byte for byte, as bin.ts does. The server here is a socket of the test's (the real one is
 // test/server.test.ts's, asked by both clients).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,8 @@ import { SENT_ENV, bundleTime, lineReader, namespaces, notServed } from './serve
 
 const DIST = join(__dirname, '..', 'dist');
 const CLIENT = join(DIST, 'ckpt-client');
+/** The program npm links (a shell script first), which runs the client where a socket is there. */
+const PROGRAM = join(__dirname, '..', 'bin', 'ckpt.js');
 
 describe('dist/ckpt-client', () => {
   beforeAll(() => {
@@ -63,7 +65,7 @@ describe('dist/ckpt-client', () => {
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
     /** Runs the client against a server that answers each request with `answer(request)`'s lines. */
-    async function ask(argv: string[], answer: (req: Record<string, unknown>) => object[], env: Record<string, string> = {}) {
+    async function ask(argv: string[], answer: (req: Record<string, unknown>) => object[], env: Record<string, string> = {}, program = CLIENT) {
       const socket = join(dir, `s${Math.random().toString(36).slice(2)}.sock`);
       let request: Record<string, unknown> | undefined;
       const server = net.createServer((c) => {
@@ -79,7 +81,7 @@ describe('dist/ckpt-client', () => {
       });
       await new Promise<void>((r) => server.listen(socket, r));
       try {
-        const child = spawn(CLIENT, argv, { cwd: dir, env: { ...process.env, CKPT_SERVER_SOCKET: socket, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(program, argv, { cwd: dir, env: { ...process.env, CKPT_SERVER_SOCKET: socket, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
         const out: Buffer[] = [];
         const err: Buffer[] = [];
         child.stdout.on('data', (d) => out.push(d));
@@ -127,6 +129,18 @@ describe('dist/ckpt-client', () => {
       expect(r.code).toBe(1);
       expect(JSON.parse(r.stdout.toString()).error).toMatchObject({ code: 'ERR_CKPT_SERVER_LOST' });
       expect(r.stderr).toMatch(/^ckpt: error: the ckpt server \(pid 4242\) ended during the command, before its result\nckpt: hint: /);
+    });
+
+    it("bin/ckpt.js runs it, started by its own path or through a link from another directory (npm's .bin)", async () => {
+      const bin = join(dir, 'node_modules', '.bin');
+      mkdirSync(bin, { recursive: true });
+      symlinkSync(PROGRAM, join(bin, 'ckpt'));
+      for (const program of [PROGRAM, join(bin, 'ckpt')]) {
+        const r = await ask(['dump', '-t', '1'], () => [{ ok: 1 }, { o: 1, d: 'done\n' }, { exit: 0 }], {}, program);
+        expect(r.request?.client, `${program}: the C client asked`).toBe('c');
+        expect(r.stdout.toString()).toBe('done\n');
+        expect(r.code).toBe(0);
+      }
     });
 
     it('--version is answered without the server or Node', async () => {
