@@ -167,6 +167,13 @@ describe.each(['C', 'Node'] as const)('ckpt server, asked by the %s client', (as
   it('runs a dump for the command: its directory, output and status; the image restores whole', async () => {
     // Root's alone: a request's uid is the client's word, so only root may connect at all.
     expect(fs.statSync(srv.socket).mode & 0o777, 'the socket mode').toBe(0o600);
+    // Started as `node CLI server`, it made itself a Node with its young generation's flags (the
+    // same pid; its log, fd 2, still the file startServer reads).
+    const argv = fs.readFileSync(`/proc/${srv.child.pid}/cmdline`, 'utf8').split('\0');
+    expect(
+      argv.filter((a) => a.includes('semi-space-size')),
+      argv.join(' '),
+    ).toEqual(['--min-semi-space-size=16', '--max-semi-space-size=64']);
     const dir = makeTempDir('served-dump');
     const { pid, stdout } = await startWorkload(dir, 16);
     // A relative image directory is the command's: the server works in the command's directory.

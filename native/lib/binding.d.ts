@@ -392,6 +392,8 @@ export interface HashBinding {
 export interface ProcBinding {
   spawnStub(path: string, setTid: number[], flags?: number, cloneFlags?: number, keepFd?: number): number;
   spawnDetached(path: string, argv: string[], envp: string[], cwd: string | null, stdio: [number, number, number], cloneFlags?: number): number;
+  /** execve(2) of this process (the same pid; fds not close-on-exec kept): returns only by throwing. */
+  execve(path: string, argv: string[], envp: string[]): never;
   /** pidfd_open(2); flags: PIDFD_NONBLOCK (O_NONBLOCK), PIDFD_THREAD (O_EXCL). */
   pidfdOpen(pid: number, flags?: number): number;
   pidfdGetfd(pidfd: number, fd: number): number;

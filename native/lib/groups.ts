@@ -79,6 +79,7 @@ export const GROUPS = {
   proc: [
     'spawnStub',
     'spawnDetached',
+    'execve',
     'pidfdOpen',
     'pidfdGetfd',
     'takeFds',

@@ -254,9 +254,40 @@ Napi::Value SpawnDetached(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(pid));
 }
 
+// execve(path, argv, envp): this process becomes path (the same pid, its fds but those
+// close-on-exec, its ignored signals); returns only by throwing why it could not. For a
+// long-lived command that needs Node flags its own start did not give (ckpt server's heap).
+// Node marks fds 0-2 close-on-exec at its start: they are passed on all the same.
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  auto strings = [](const Napi::Array& a) {
+    std::vector<std::string> v;
+    for (uint32_t i = 0; i < a.Length(); i++) v.push_back(a.Get(i).As<Napi::String>().Utf8Value());
+    return v;
+  };
+  std::vector<std::string> av = strings(info[1].As<Napi::Array>()), ev = strings(info[2].As<Napi::Array>());
+  std::vector<char*> avp, evp;
+  for (auto& s : av) avp.push_back(s.data());
+  for (auto& s : ev) evp.push_back(s.data());
+  avp.push_back(nullptr);
+  evp.push_back(nullptr);
+  int was[3];
+  for (int fd = 0; fd < 3; fd++)
+    if ((was[fd] = fcntl(fd, F_GETFD)) >= 0) fcntl(fd, F_SETFD, was[fd] & ~FD_CLOEXEC);
+  execve(path.c_str(), avp.data(), evp.data());
+  int e = errno;
+  for (int fd = 0; fd < 3; fd++)
+    if (was[fd] >= 0) fcntl(fd, F_SETFD, was[fd]);
+  errno = e;
+  ThrowErrno(env, errno, ("execve(" + path + ")").c_str());
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitSpawn(Napi::Env env, Napi::Object exports) {
+  exports.Set("execve", Napi::Function::New(env, Execve));
   exports.Set("spawnStub", Napi::Function::New(env, SpawnStub));
   exports.Set("spawnDetached", Napi::Function::New(env, SpawnDetached));
 }

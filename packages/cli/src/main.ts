@@ -39,7 +39,7 @@ import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
 import { pageServer } from './pageserver.js';
 import { SERVER_SOCKET } from './served.js';
-import { serve, serverStatus } from './server.js';
+import { serve, serverStatus, withServerNodeFlags } from './server.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
 const USER_DEBUG = process.env.DEBUG;
@@ -639,6 +639,7 @@ program
   .option('--socket <path>', 'where to listen (default: /run/ckpt/ckpt.sock; commands find it there, or at $CKPT_SERVER_SOCKET)')
   .option('--idle-exit <duration>', 'exit after this long without a command (30s, 10m, 2h)')
   .action(async (o: { socket?: string; idleExit?: string }) => {
+    withServerNodeFlags();
     await serve({
       socket: resolve(o.socket ?? process.env.CKPT_SERVER_SOCKET ?? SERVER_SOCKET),
       idleExitMs: o.idleExit === undefined ? undefined : parseInterval(o.idleExit, '--idle-exit', 'at least 1s'),

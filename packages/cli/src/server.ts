@@ -42,6 +42,37 @@ import { createCkpt, loadConfig } from '@ckpt/api';
 import type { Invocation } from './main.js';
 import { SERVER_NAMESPACES, bundleTime, lineReader, namespaces, notServed } from './served.js';
 
+/**
+ * Node flags the server runs with: a young generation (V8's semi-spaces) big enough for a
+ * command's allocations. Node starts it at 1 MB and grows it slowly; a dump of 2000 files then
+ * made 4-6 scavenges of 2-9 ms each, in the command's time (and a tree's dump more), where with
+ * these it makes none: the collection between commands takes what the command left. Measured
+ * here, servers with and without alternating (7 runs): 2000 files dump 153 -> 136 ms, 16 MiB
+ * restore 61 -> 49, 64-process tree dump 523 -> 487. The cost is start-up (the 16 MB is
+ * committed at once, about 14 ms), paid once, and no more memory resident after the commands
+ * (64-74 MB either way here).
+ */
+export const SERVER_NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=64'];
+
+/**
+ * Makes this process a Node with SERVER_NODE_FLAGS (execve: the same pid, fds and arguments)
+ * unless it has them, from its command line or NODE_OPTIONS, or CKPT_SERVER_NODE_FLAGS is `off`.
+ * Called first, before anything is open or said. Where execve fails, the server runs as it is.
+ */
+export function withServerNodeFlags(): void {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  if (process.env.CKPT_SERVER_NODE_FLAGS === 'off' || given.some((a) => /^--(min|max)-semi-space-size\b/.test(a))) return;
+  try {
+    native.proc.execve(
+      process.execPath,
+      [process.execPath, ...SERVER_NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)],
+      Object.entries(process.env).map(([k, v]) => `${k}=${v}`),
+    );
+  } catch {
+    /* runs with Node's defaults */
+  }
+}
+
 /** What `ckpt check` learns of a running server. */
 export interface ServerStatus {
   pid: number;
