@@ -334,11 +334,12 @@ const records = createSessionState('core:fd-records', (session: RestoreSession) 
   return m;
 });
 
-/** Our fd (in the restorer) of every description restored, by "pid:fd" of its first holder. */
+/**
+ * Our fd (in the restorer) of every description restored, by "pid:fd" of its first holder: closed
+ * together in one native call (2000 closes one by one through Node: 5 ms of a restore).
+ */
 const descriptions = createSessionState('core:fd-descriptions', (_s: RestoreSession) => new Map<string, number>(), {
-  dispose: (m) => {
-    for (const fd of m.values()) closeQuietly(fd);
-  },
+  dispose: (m) => native.fd.closeAll([...m.values()]),
 });
 
 function closeQuietly(fd: number): void {
