@@ -271,6 +271,13 @@ describe('restore --lazy', () => {
     ).toEqual([]);
     expect(lines).not.toContain('ok all');
     await helpersDone(job.pid);
+    // The restore noted the helper for dumps to find (/run/ckpt/lazy); killed, it left its note,
+    // which the next dump's look removes.
+    const note = `/run/ckpt/lazy/${daemon!.pid}`;
+    expect(fs.existsSync(note), note).toBe(true);
+    const other = await start(1);
+    expectOk(await ckpt(['dump', '-t', String(other.pid), '-D', other.img, '--leave-running']));
+    expect(fs.existsSync(note), `${note} after a dump`).toBe(false);
   });
 
   it('a pages blob damaged after the dump: the process is killed once the stream reaches the damage, never runs to completion', async () => {

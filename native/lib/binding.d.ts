@@ -409,8 +409,6 @@ export interface ProcBinding {
   schedGetscheduler(tid: number): number;
   /** _exit(2) (exit_group): no 'exit' event, no V8 or Node teardown, nothing flushed. */
   exitNow(code: number): never;
-  /** The pids whose /proc/PID/comm is this name (one scan of /proc). */
-  pidsNamed(comm: string): number[];
   /** Each file's whole text (UTF-8), or null where it could not be opened or read: many /proc files in one call. */
   readTexts(paths: string[]): Array<string | null>;
   /** Each symlink's target, or null where it could not be read: every /proc/PID/fd/N in one call. */

@@ -85,7 +85,6 @@ export const GROUPS = {
     'takeFds',
     'schedGetscheduler',
     'exitNow',
-    'pidsNamed',
     'readTexts',
     'readLinks',
     'readFdTable',

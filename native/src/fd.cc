@@ -52,32 +52,6 @@ Napi::Value SchedGetscheduler(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), policy);
 }
 
-// pidsNamed(comm) -> the pids whose /proc/PID/comm is `comm` (a scan of /proc in one call: per
-// process, what readdir and a JS readFileSync cost is most of a millisecond per hundred).
-Napi::Value PidsNamed(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string want = info[0].As<Napi::String>().Utf8Value() + "\n";
-  auto out = Napi::Array::New(env);
-  DIR* d = opendir("/proc");
-  if (!d) {
-    ThrowErrno(env, errno, "opendir(/proc)");
-    return env.Undefined();
-  }
-  uint32_t n = 0;
-  char path[sizeof(dirent::d_name) + 16], comm[32];
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) continue;  // gone
-    ssize_t r = read(fd, comm, sizeof comm);
-    close(fd);
-    if (r == static_cast<ssize_t>(want.size()) && memcmp(comm, want.data(), r) == 0) out.Set(n++, Napi::Number::New(env, atoi(e->d_name)));
-  }
-  closedir(d);
-  return out;
-}
-
 // A whole file's content (ReadWhole, a link's target), or the errno of its open or read.
 struct ReadResult {
   std::string data;
@@ -726,7 +700,6 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
   exports.Set("schedGetscheduler", Napi::Function::New(env, SchedGetscheduler));
   exports.Set("exitNow", Napi::Function::New(env, ExitNow));
-  exports.Set("pidsNamed", Napi::Function::New(env, PidsNamed));
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
   exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
   exports.Set("readFdTable", Napi::Function::New(env, ReadFdTable));

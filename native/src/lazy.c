@@ -143,8 +143,19 @@ static void kill_targets(void) {
 
 /* Something is wrong (a digest, the watchdog gone): the targets go, and so does this helper
  * (the watchdog, seeing no 'F', kills their descendants too). */
+/* The restore notes this helper at /run/ckpt/lazy/PID (memory plugin, LAZY_DIR) for dumps to
+ * find; it goes when the helper ends (a note left by a killed helper goes at the next look). */
+static pid_t helper_pid;
+static void unnote(void) {
+  if (getpid() != helper_pid) return;
+  char note[64];
+  snprintf(note, sizeof note, "/run/ckpt/lazy/%d", (int)helper_pid);
+  unlink(note);
+}
+
 static void fail(void) {
   kill_targets();
+  unnote();
   _exit(1);
 }
 
@@ -797,6 +808,7 @@ int main(void) {
   if (first < 0) return 1;
   if (first > 0) _exit(0);
   prctl(PR_SET_NAME, "ckpt-lazy");
+  helper_pid = getpid();
   signal(SIGPIPE, SIG_IGN);
   signal(SIGCHLD, SIG_IGN);
   int sv[2];
@@ -858,5 +870,6 @@ int main(void) {
     if (targets[i].uffd >= 0) close(targets[i].uffd);
     if (targets[i].pidfd >= 0) close(targets[i].pidfd);
   }
+  unnote();
   return 0;
 }

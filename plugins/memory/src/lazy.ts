@@ -26,7 +26,8 @@
  * userfaultfds, so that no fault ever reads zeros) kills the processes and their descendants.
  * A failed restore closes the channel: the helper and its watchdog exit, the stubs are killed.
  */
-import { closeSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
 import { CkptError, logger, procfs, reapWithin, sleepSync, spawnHelper, takeFd, type ImageReader, type ProcessRestore, type Tracee } from '@ckpt/core';
 import { lazyPath, native, O_CLOEXEC, O_NONBLOCK, SYS, type NativeError } from '@ckpt/native';
 import { pieces, runsBytes } from './ranges.js';
@@ -186,6 +187,13 @@ export class LazyDaemon {
       } finally {
         reapWithin(this.first, 1000);
       }
+      // Before it is handed any process: a dump then finds it (lazyHelpers).
+      try {
+        mkdirSync(LAZY_DIR, { recursive: true, mode: 0o700 });
+        writeFileSync(join(LAZY_DIR, String(this.pids[0])), '', { mode: 0o600 });
+      } catch (e) {
+        throw new CkptError('ERR_CKPT_RESTORE_FAILED', `cannot note ckpt-lazy ${this.pids[0]} in ${LAZY_DIR}: ${(e as Error).message}`);
+      }
     }
     return this.pids;
   }
@@ -326,10 +334,41 @@ const BATCH = 2000;
 /** How long a message to ckpt-lazy may wait for room in the channel (the helper takes them as they come). */
 const SEND_WAIT_MS = 10_000;
 
+/**
+ * Where each ckpt-lazy helper is noted (an empty file named by its pid) by the restore that starts
+ * it, before it is handed a process: a dump finds the helpers there, not by reading the name of
+ * every process of the host (7 ms a dump with 700 processes here). The helper removes its note as
+ * it ends; one a kill left goes at the next look (its pid gone, a zombie, or no longer a ckpt-lazy).
+ */
+export const LAZY_DIR = '/run/ckpt/lazy';
+
+/** The live ckpt-lazy helpers noted in LAZY_DIR (the notes of those gone are removed). */
+function notedHelpers(): number[] {
+  let names: string[];
+  try {
+    names = readdirSync(LAZY_DIR);
+  } catch {
+    return []; // none ever started here
+  }
+  return names.flatMap((name) => {
+    const pid = Number(name);
+    let live = false;
+    try {
+      const st = procfs.readStat(pid);
+      live = st.comm === 'ckpt-lazy' && st.state !== 'Z';
+    } catch {
+      /* gone */
+    }
+    if (Number.isInteger(pid) && pid > 0 && live) return [pid];
+    rmSync(join(LAZY_DIR, name), { force: true });
+    return [];
+  });
+}
+
 /** The processes each live ckpt-lazy helper holds a pidfd of, by helper pid. */
 function lazyHelpers(): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  for (const helper of native.proc.pidsNamed('ckpt-lazy')) {
+  for (const helper of notedHelpers()) {
     try {
       const pids: number[] = [];
       for (const fd of readdirSync(`/proc/${helper}/fdinfo`)) {
