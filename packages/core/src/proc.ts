@@ -209,6 +209,14 @@ export function readTextsOf<P>(procs: readonly P[], paths: (p: P) => string[]): 
   return new Map(procs.map((p, i) => [p, new Map(each[i].map((path) => [path, texts[k++]]))]));
 }
 
+/**
+ * A /proc file's text as readTextsOf read it ahead (`ahead`, a process's map), else read now: a
+ * file the read ahead could not read is read again, so that the error thrown is the file's own.
+ */
+export function textAhead(ahead: ReadonlyMap<string, string | null> | undefined, path: string): string {
+  return ahead?.get(path) ?? readFileSync(path, 'utf8');
+}
+
 /** readTaskFiles of threads that must all be there (frozen): throws for one that is gone. */
 export function readFrozenTaskFiles(pid: number, tids: readonly number[], name: string): string[] {
   return readTaskFiles(pid, tids, name).map((text, i) => {

@@ -68,7 +68,7 @@ function procPaths({ pid, procPid }: ProcessDump): string[] {
 
 /** A /proc file of the process, as read ahead (procTexts), else read now. */
 function procText(proc: ProcessDump, path: string): string {
-  return procTexts.get(proc)?.get(path) ?? readFileSync(path, 'utf8');
+  return procfs.textAhead(procTexts.get(proc), path);
 }
 
 function rlimitsOf(proc: ProcessDump): Array<[number, string, string]> {

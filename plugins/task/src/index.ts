@@ -277,7 +277,7 @@ async function dump(proc: ProcessDump): Promise<void> {
   const { pid, tracee } = proc;
   // Read ahead by dumpAll (procTexts), else here.
   const ahead = procTexts.get(proc);
-  const text = (path: string) => ahead?.get(path) ?? readFileSync(path, 'utf8');
+  const text = (path: string) => procfs.textAhead(ahead, path);
   const comm = procfs.parseStat(text(`/proc/${pid}/stat`)).comm;
   // Each thread's /proc files, every thread's in one read (a status once for all its fields).
   const tids = proc.threads.map((t) => t.pid);
