@@ -103,4 +103,48 @@ describe('BLAKE3 (the digest of image files)', () => {
       fs.closeSync(fd);
     }
   });
+
+  it('a copy in parallel pieces (copyHashed, dumpPages) writes the bytes and hashes them as one running hash would', () => {
+    // Past a chunk (1 MiB), a copy into a file is cut into 256 KiB pieces aligned on the running
+    // hash's position, hashed by threads apart and joined: every alignment of where the hash
+    // stands and where the copy ends (whole pieces, a byte past, a byte short).
+    const P = 256 * K;
+    const data = randomBytes(4 * 1024 * K + 4 * P);
+    const dir = makeTempDir('digest');
+    const src = path.join(dir, 'src');
+    fs.writeFileSync(src, data);
+    const from = fs.openSync(src, 'r');
+    try {
+      for (const before of [0, 17, 1024, P - 5, P, P + 4096]) {
+        for (const length of [1024 * K + 1, 4 * P, 4 * P + 1, 5 * P - 1, 2 * 1024 * K + 4097, 4 * 1024 * K + 2 * P]) {
+          const offset = 4096 + before;
+          const prefix = data.subarray(0, before);
+          const h = native.hash.hashNew('blake3');
+          native.hash.hashUpdate(h, prefix);
+          const dst = path.join(dir, `dst-${before}-${length}`);
+          const to = fs.openSync(dst, 'w+');
+          try {
+            fs.writeSync(to, prefix);
+            expect(native.fd.copyHashed(from, offset, length, to, h)).toEqual({ bytes: length });
+            fs.writeSync(to, Buffer.from('end'));
+          } finally {
+            fs.closeSync(to);
+          }
+          const want = Buffer.concat([prefix, data.subarray(offset, offset + length)]);
+          expect(native.hash.hashDigest(h), `${before} hashed before, ${length} copied`).toBe(b3sum(want));
+          expect(fs.readFileSync(dst).equals(Buffer.concat([want, Buffer.from('end')])), `${before} before, ${length} copied`).toBe(true);
+          fs.rmSync(dst);
+        }
+      }
+      // A file shorter than the range asked fails in one line, the bytes it had notwithstanding.
+      const to = fs.openSync(path.join(dir, 'short'), 'w');
+      try {
+        expect(() => native.fd.copyHashed(from, data.length - 1024 * K, 2 * 1024 * K, to, native.hash.hashNew('blake3'))).toThrow(/shrank/);
+      } finally {
+        fs.closeSync(to);
+      }
+    } finally {
+      fs.closeSync(from);
+    }
+  });
 });

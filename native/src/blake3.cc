@@ -17,7 +17,7 @@ namespace {
 
 constexpr uint32_t kIv[8] = {0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19};
 constexpr uint32_t kChunkStart = 1, kChunkEnd = 2, kParent = 4, kRoot = 8;
-constexpr uint64_t kMaxSubtree = 1024;  // chunks hashed as one subtree (their values: 32 KiB)
+constexpr uint64_t kMaxSubtree = Blake3::kMaxSubtree;
 
 // The message word each G of round r takes: round 0 in order, each next round the previous
 // one's words permuted by the spec's permutation.
@@ -324,11 +324,11 @@ const char* Blake3::Use(const char* path) {
 
 Blake3::Blake3() { memcpy(chunkCv_, kIv, sizeof chunkCv_); }
 
-void Blake3::Subtree(const uint8_t* p, uint64_t chunks, uint32_t cv[8]) const {
+void Blake3::SubtreeAt(const uint8_t* p, uint64_t chunks, uint64_t counter, uint32_t cv[8]) {
   alignas(64) uint32_t cvs[kMaxSubtree][8];
   const int lanes = Lanes();
-  uint64_t i = HashWide(lanes, p, kChunk, chunks, 16, counter_, 1, 0, kChunkStart, kChunkEnd, cvs);
-  for (; i < chunks; i++) ChunkCv(p + i * kChunk, counter_ + i, cvs[i]);
+  uint64_t i = HashWide(lanes, p, kChunk, chunks, 16, counter, 1, 0, kChunkStart, kChunkEnd, cvs);
+  for (; i < chunks; i++) ChunkCv(p + i * kChunk, counter + i, cvs[i]);
   // Up the tree, a level at a time; parent j of a level reads values 2j and 2j+1 (one 64-byte
   // block) and is written over value j, which nothing later reads. A wide pass reads its 16 (or 8)
   // pairs before it writes: parents j..j+15 overwrite values j..j+15, all at or left of 2j.
@@ -364,17 +364,29 @@ void Blake3::ChunkUpdate(const uint8_t* p, size_t n) {
   }
 }
 
+void Blake3::EndChunk() {
+  uint32_t cv[8];
+  Compress(chunkCv_, block_, counter_, 64, kChunkEnd | (chunkBlocks_ == 0 ? kChunkStart : 0), cv);
+  PushCv(cv, counter_);
+  counter_++;
+  memcpy(chunkCv_, kIv, sizeof chunkCv_);
+  blockLen_ = chunkBlocks_ = 0;
+}
+
+bool Blake3::Append(const uint32_t cv[8], uint64_t chunks) {
+  if (chunkBlocks_ * kBlock + blockLen_ == kChunk) EndChunk();  // input goes on: not the root
+  if (chunkBlocks_ || blockLen_ || !chunks || (counter_ & (chunks - 1))) return false;
+  PushCv(cv, counter_);
+  counter_ += chunks;
+  return true;
+}
+
 void Blake3::Update(const uint8_t* p, size_t n) {
   while (n) {
     size_t inChunk = chunkBlocks_ * kBlock + blockLen_;
     if (inChunk == kChunk) {  // the chunk is full and input goes on: it is not the root
-      uint32_t cv[8], out[8];
-      Compress(chunkCv_, block_, counter_, 64, kChunkEnd | (chunkBlocks_ == 0 ? kChunkStart : 0), out);
-      memcpy(cv, out, sizeof cv);
-      PushCv(cv, counter_);
-      counter_++;
-      memcpy(chunkCv_, kIv, sizeof chunkCv_);
-      blockLen_ = chunkBlocks_ = inChunk = 0;
+      EndChunk();
+      inChunk = 0;
     }
     if (inChunk == 0 && n > kChunk) {
       // Whole chunks with at least one byte after them (so none is the root), as one subtree:
@@ -383,7 +395,7 @@ void Blake3::Update(const uint8_t* p, size_t n) {
       while (b * 2 <= whole && b * 2 <= kMaxSubtree) b *= 2;
       while (counter_ & (b - 1)) b /= 2;
       uint32_t cv[8];
-      Subtree(p, b, cv);
+      SubtreeAt(p, b, counter_, cv);
       PushCv(cv, counter_);
       counter_ += b;
       p += b * kChunk;

@@ -19,12 +19,24 @@ class Blake3 {
   // name, no wider one is used from then on (the tests check each against the reference).
   static const char* Use(const char* path);
 
+  // Bytes hashed so far.
+  uint64_t Length() const { return counter_ * kChunk + chunkBlocks_ * kBlock + blockLen_; }
+  // For threads that hash pieces of one message at once: the chaining value of `chunks` whole
+  // chunks (a power of two, at most kMaxSubtree) at p, the first of them chunk number `counter`
+  // of the message (a multiple of `chunks`). Independent of any hash's state.
+  static void SubtreeAt(const uint8_t* p, uint64_t chunks, uint64_t counter, uint32_t cv[8]);
+  // Takes such a subtree as the message's next `chunks` chunks. It must start where the hash is
+  // (Length() a multiple of its size: false, and nothing done, if not), and more bytes must follow
+  // it before Digest (a subtree's value is not a root's).
+  bool Append(const uint32_t cv[8], uint64_t chunks);
+  static constexpr uint64_t kMaxSubtree = 1024;  // chunks hashed as one subtree (their values: 32 KiB)
+
   static constexpr size_t kChunk = 1024;
   static constexpr size_t kBlock = 64;
 
  private:
-  // A whole subtree of `chunks` chunks (a power of two, `counter_` a multiple of it) to its chaining value.
-  void Subtree(const uint8_t* p, uint64_t chunks, uint32_t cv[8]) const;
+  // The current chunk, full, as the message goes on past it: pushed (not the root), a new one begun.
+  void EndChunk();
   void PushCv(const uint32_t cv[8], uint64_t counter);
   void ChunkUpdate(const uint8_t* p, size_t n);
 

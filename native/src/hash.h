@@ -16,6 +16,8 @@ class Hash {
   virtual void Update(const uint8_t* p, size_t n) = 0;
   // The digest of everything so far; the hash can go on. false: the library failed.
   virtual bool Digest(uint8_t out[32]) const = 0;
+  // The BLAKE3 state under this hash (whose pieces threads may hash at once), or null.
+  virtual Blake3* blake3() { return nullptr; }
 };
 
 class Sha256 : public Hash {
@@ -39,6 +41,7 @@ class Blake3Hash : public Hash {
     b_.Digest(out);
     return true;
   }
+  Blake3* blake3() override { return &b_; }
 
  private:
   Blake3 b_;
