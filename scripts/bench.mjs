@@ -15,9 +15,10 @@
 //       server    the same commands with a `ckpt server` running (started here, on a socket of its
 //                 own): `ckpt dump` (kills), `ckpt restore -d` of its image and `ckpt dump
 //                 --leave-running` of an idle process, the 16 and 64 MiB workloads, 200 threads,
-//                 a process with 2000 open files, the 16-process tree and the 64-process
-//                 copy-on-write tree, in their own process (CKPT_SERVER=off) and served (through
-//                 dist/ckpt-client, where built), next to `node -e 0` (and --compare's)
+//                 a process with 2000 open files, the 16-process tree, the 64-process
+//                 copy-on-write tree and the memory workload of each --sizes above 64 MiB, in
+//                 their own process (CKPT_SERVER=off) and served (through dist/ckpt-client, where
+//                 built), next to `node -e 0` (and --compare's)
 //       sizes     the memory workload (scripts/bench/workload.c) of each --sizes: dump and restore
 //                 through the API next to memcpy and write() into the page cache
 //       downtime  a --leave-running dump as the process sees it (scripts/bench/stall.c, a 1 ms loop
@@ -2193,6 +2194,8 @@ async function serverTable(bins) {
       ['2000 open files', shapeWorkload(bins, 'files', 2000, [filesDir])],
       ['16-process tree', shapeWorkload(bins, 'tree', 16, [])],
       ['64-process copy-on-write tree', shapeWorkload(bins, 'prefork', 64, [])],
+      // The larger --sizes too (1 GiB by default): where the copy, not the start-up, is the cost.
+      ...sizes.filter((mib) => mib > 64).map((mib) => [`${mib} MiB workload`, heapWorkload(bins, mib)]),
     ];
     const rows = [];
     const res = { kind: 'server', runs, workloads: {} };
