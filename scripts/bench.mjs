@@ -876,6 +876,17 @@ async function runOps(wl, ops, label) {
   return out;
 }
 
+/**
+ * A kill and restore by each of `tools`, each on a fresh process of its own (workload()), the
+ * first tool first in odd runs and last in even ones: the results of the run, as runOps's.
+ */
+async function inTurns(run, workload, tools, label) {
+  const order = run % 2 ? tools : [...tools].reverse();
+  const out = [];
+  for (const tool of order) out.push(...(await runOps(workload(), [[tool, 'kill']], label)));
+  return out;
+}
+
 /** Per tool:mode, the runs' figures: stats of each, failures. */
 function aggregate(opsRuns) {
   const by = new Map();
@@ -1164,13 +1175,11 @@ async function benchSize(ck, bins, mib) {
     // --compare: the same workload through ckpt's command line and the other checkpointer.
     if (compareBin) {
       process.stderr.write('; commands:');
-      // The two tools take turns at going first: what one frees (its image, its process), the
-      // next gets as memory the host has backed, which at 1 GiB is most of the spread.
-      const both = [
-        [cliTool(), 'kill'],
-        [otherTool(compareBin), 'kill'],
-      ];
-      compareRuns.push(await runOps(heapWorkload(bins, mib), run % 2 ? both : both.reverse(), `the ${mib} MiB workload`));
+      // The two tools take turns at going first, each on a process of its own (a process CRIU
+      // restored is in a time namespace of its own, which ckpt refuses): what the first frees (its
+      // image, its process), the second gets as memory the host has backed, which at 1 GiB is
+      // most of the spread.
+      compareRuns.push(await inTurns(run, () => heapWorkload(bins, mib), [cliTool(), otherTool(compareBin)], `the ${mib} MiB workload`));
     }
     process.stderr.write('\n');
   }
@@ -1301,12 +1310,7 @@ async function benchShape(ck, bins, shape, n, extra = [], configFile = undefined
     process.stderr.write(' ok');
     if (compareBin) {
       process.stderr.write('; commands:');
-      const wl = shapeWorkload(bins, shape, n, extra);
-      const both = [
-        [cliTool(configFile), 'kill'],
-        [otherTool(compareBin), 'kill'],
-      ];
-      compareRuns.push(await runOps(wl, run % 2 ? both : both.reverse(), `the ${shape} process`)); // turns, as benchSize
+      compareRuns.push(await inTurns(run, () => shapeWorkload(bins, shape, n, extra), [cliTool(configFile), otherTool(compareBin)], `the ${shape} process`));
     }
     process.stderr.write('\n');
   }
