@@ -26,6 +26,7 @@
 #include <thread>
 #include <utility>
 #include <string>
+#include <system_error>
 #include <unordered_map>
 #include <vector>
 
@@ -771,7 +772,13 @@ int ParallelCopy(const RunStream& in, uint64_t total, P produce, Blake3* hash, i
   };
   const int threads = static_cast<int>(std::min<uint64_t>(CopyThreads(), pieces));
   std::vector<std::thread> helpers;
-  for (int t = 1; t < threads; t++) helpers.emplace_back(work);
+  for (int t = 1; t < threads; t++) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had (a pids limit): the ones there are take every piece
+    }
+  }
   work();
   for (auto& t : helpers) t.join();
   int e = err.load();
