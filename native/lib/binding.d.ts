@@ -571,6 +571,12 @@ export interface InetBinding {
   netifIndex(name: string): number;
   /** Sends one gratuitous ARP request for an IPv4 address on an interface (an address that moved here). */
   arpAnnounce(ifname: string, addr: string): void;
+  /**
+   * Runs an nftables script through libnftables in this process (as `nft -f -`), in the network
+   * namespace of nsPid when given: null when done, nft's error message when it failed, false when
+   * libnftables cannot be loaded.
+   */
+  nftRun(script: string, nsPid?: number): string | null | false;
   /** sock_diag of the packet socket with that inode (what getsockopt cannot read back), or null. */
   packetDiag(ino: number): PacketDiag | null;
   /** shutdown(SHUT_WR) in repair mode: the FIN is queued; with `sent`, taken as sent (not transmitted). */

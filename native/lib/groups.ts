@@ -157,6 +157,7 @@ export const GROUPS = {
     'netifDelAddr',
     'netifIndex',
     'arpAnnounce',
+    'nftRun',
     'tcpShutdownRepair',
     'tcpInject',
   ],

@@ -1,8 +1,13 @@
 // Network interfaces and raw ioctls for @ckpt/plugin-tun: ioctls whose argument is a buffer the
 // caller lays out (struct ifreq...) or a plain value, every address of every interface
 // (getifaddrs), adding and removing an address (rtnetlink RTM_NEWADDR, which also takes secondary
-// ones, RTM_DELADDR), and announcing one that moved here (a gratuitous ARP, for ckpt migrate).
+// ones, RTM_DELADDR), and announcing one that moved here (a gratuitous ARP, for ckpt migrate);
+// nftables scripts run through libnftables, in ckpt's process (the network lock).
 #include "common.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sched.h>
 
 #include <arpa/inet.h>
 #include <ifaddrs.h>
@@ -19,6 +24,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <string>
+#include <thread>
 
 namespace ckpt {
 namespace {
@@ -218,6 +225,90 @@ Napi::Value ArpAnnounce(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// libnftables (the nftables package's library, what the nft command runs), loaded with dlopen:
+// null where it is not installed.
+struct NftApi {
+  void* (*ctxNew)(uint32_t);
+  void (*ctxFree)(void*);
+  int (*bufferOutput)(void*);
+  int (*bufferError)(void*);
+  const char* (*errorBuffer)(void*);
+  int (*runBuffer)(void*, const char*);
+};
+
+const NftApi* Nft() {
+  static NftApi api;
+  static const NftApi* loaded = []() -> const NftApi* {
+    void* h = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return nullptr;
+    auto sym = [h](const char* n) { return dlsym(h, n); };
+    api.ctxNew = reinterpret_cast<void* (*)(uint32_t)>(sym("nft_ctx_new"));
+    api.ctxFree = reinterpret_cast<void (*)(void*)>(sym("nft_ctx_free"));
+    api.bufferOutput = reinterpret_cast<int (*)(void*)>(sym("nft_ctx_buffer_output"));
+    api.bufferError = reinterpret_cast<int (*)(void*)>(sym("nft_ctx_buffer_error"));
+    api.errorBuffer = reinterpret_cast<const char* (*)(void*)>(sym("nft_ctx_get_error_buffer"));
+    api.runBuffer = reinterpret_cast<int (*)(void*, const char*)>(sym("nft_run_cmd_from_buffer"));
+    if (!api.ctxNew || !api.ctxFree || !api.bufferOutput || !api.bufferError || !api.errorBuffer || !api.runBuffer) return nullptr;
+    return &api;
+  }();
+  return loaded;
+}
+
+// One nft script through libnftables, as `nft -f -` would run it: "" when done, else nft's error.
+std::string NftRun(const NftApi* nft, const std::string& script) {
+  void* ctx = nft->ctxNew(0);
+  if (!ctx) return "nft_ctx_new failed";
+  nft->bufferOutput(ctx);
+  nft->bufferError(ctx);
+  int r = nft->runBuffer(ctx, script.c_str());
+  std::string err;
+  if (r != 0) {
+    const char* e = nft->errorBuffer(ctx);
+    err = e && *e ? e : "nft failed";
+  }
+  nft->ctxFree(ctx);
+  return err;
+}
+
+// nftRun(script, nsPid?) -> null when done; nft's error message (a string) when it failed; false
+// when libnftables cannot be loaded (the caller runs the nft command). In the network namespace
+// of nsPid when given: on a thread of its own that enters it (setns moves only the calling thread),
+// so that nothing else of ckpt's process changes namespace. In-process, a script costs 0.2-3 ms,
+// where `nft -f -` took 15-24 ms a run here (a process, and nft's start).
+Napi::Value NftRunJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const NftApi* nft = Nft();
+  if (!nft) return Napi::Boolean::New(env, false);
+  std::string script = info[0].As<Napi::String>().Utf8Value();
+  long nsPid = info.Length() > 1 && info[1].IsNumber() ? ArgInt(info[1]) : 0;
+  std::string err;
+  if (!nsPid) {
+    err = NftRun(nft, script);
+  } else {
+    int fd = open(("/proc/" + std::to_string(nsPid) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      ThrowErrno(env, errno, "open(/proc/PID/ns/net)", nsPid);
+      return env.Undefined();
+    }
+    int setErr = 0;
+    std::thread t([&] {
+      if (setns(fd, CLONE_NEWNET) != 0) {
+        setErr = errno;
+        return;
+      }
+      err = NftRun(nft, script);
+    });
+    t.join();
+    close(fd);
+    if (setErr) {
+      ThrowErrno(env, setErr, "setns(CLONE_NEWNET)", nsPid);
+      return env.Undefined();
+    }
+  }
+  if (err.empty()) return env.Null();
+  return Napi::String::New(env, err);
+}
+
 }  // namespace
 
 void InitNetif(Napi::Env env, Napi::Object exports) {
@@ -229,6 +320,7 @@ void InitNetif(Napi::Env env, Napi::Object exports) {
   exports.Set("netifDelAddr", Napi::Function::New(env, NetifDelAddr));
   exports.Set("netifIndex", Napi::Function::New(env, NetifIndex));
   exports.Set("arpAnnounce", Napi::Function::New(env, ArpAnnounce));
+  exports.Set("nftRun", Napi::Function::New(env, NftRunJs));
 }
 
 }  // namespace ckpt
