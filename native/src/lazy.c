@@ -141,8 +141,6 @@ static void kill_targets(void) {
     if (targets[i].pidfd >= 0) syscall(SYS_pidfd_send_signal, targets[i].pidfd, SIGKILL, NULL, 0);
 }
 
-/* Something is wrong (a digest, the watchdog gone): the targets go, and so does this helper
- * (the watchdog, seeing no 'F', kills their descendants too). */
 /* The restore notes this helper at /run/ckpt/lazy/PID (memory plugin, LAZY_DIR) for dumps to
  * find; it goes when the helper ends (a note left by a killed helper goes at the next look). */
 static pid_t helper_pid;
@@ -153,6 +151,8 @@ static void unnote(void) {
   unlink(note);
 }
 
+/* Something is wrong (a digest, the watchdog gone): the targets go, and so does this helper
+ * (the watchdog, seeing no 'F', kills their descendants too). */
 static void fail(void) {
   kill_targets();
   unnote();
