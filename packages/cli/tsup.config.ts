@@ -147,8 +147,11 @@ export default defineConfig([
     // is it (its exports-map resolution cost 3 ms of every start). The banner comes before
     // esbuild's "use strict", which is then no directive: the bundle says it first (its sources
     // are ES modules, strict by definition).
+    //
+    // The bundle is one function expression, Node's CommonJS wrapper written in (banner and
+    // footer), which bin.ts compiles as read: see readBundle there.
     banner: {
-      js: `"use strict";
+      js: `(function (exports, require, module, __filename, __dirname) { "use strict";
 const __ckptNativeUrl = (() => {
   const { dirname, join } = require('node:path');
   const isNative = (d) => { try { return JSON.parse(require('node:fs').readFileSync(join(d, 'package.json'), 'utf8')).name === '@ckpt/native'; } catch { return false; } };
@@ -156,5 +159,6 @@ const __ckptNativeUrl = (() => {
   return require('node:url').pathToFileURL(join(dir, 'dist', 'index.js')).href;
 })();`,
     },
+    footer: { js: '})' },
   },
 ]);
