@@ -290,6 +290,30 @@ describe('output whose reader has gone', () => {
     expect(fs.existsSync(path.join(img, '1')), 'the image of the dump').toBe(true);
     expectRunningFree(pid);
   });
+
+  it('output to /dev/null goes through the plain writer, not a stream of Node', () => {
+    const dir = makeTempDir('devnull');
+    // A module required first in the command's process says at exit which of Node's stdio
+    // modules it loaded: a file's stream (internal/fs/sync_write_stream) is what Node makes for
+    // /dev/null.
+    const probe = path.join(dir, 'probe.cjs');
+    fs.writeFileSync(
+      probe,
+      "process.on('exit', () => require('node:fs').writeSync(2, 'loaded: ' + (process.moduleLoadList.filter((m) => /sync_write_stream/.test(m)).join(',') || 'none') + '\\n'));\n",
+    );
+    const r = spawnSync('sh', ['-c', '"$0" --require "$1" "$2" show --json "$3" > /dev/null', process.execPath, probe, CLI, dir], {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      encoding: 'utf8',
+    });
+    expect(r.stderr).toMatch(/error/);
+    expect(r.stderr).toMatch(/loaded: none/);
+    const tty = spawnSync('sh', ['-c', '"$0" --require "$1" "$2" --help > /dev/null', process.execPath, probe, CLI], {
+      env: { ...process.env, NODE_OPTIONS: '' },
+      encoding: 'utf8',
+    });
+    expect(tty.status, tty.stderr).toBe(0);
+    expect(tty.stderr).toMatch(/loaded: none/);
+  });
 });
 
 describe('the ckpt program (bin/ckpt.js run as a program, as npx and PATH run it)', () => {
