@@ -304,6 +304,9 @@ describe('process trees', () => {
     const pssKb = () => [pid, ...kids].reduce((sum, p) => sum + Number(/^Pss_Anon:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'))![1]), 0);
     const before = pssKb();
     await dumpOk(pid, img);
+    // Reaped by their parent, frozen still, before it died: not zombies of init, whose pids a
+    // restore would wait for until init reaps them (here 1.1-1.7 s after the dump).
+    for (const k of kids) expect(fs.existsSync(`/proc/${k}`), `child ${k} of the dumped tree, right after the dump`).toBe(false);
     await waitNotAlive(pid);
     const pages = (p: number) =>
       (fs.readdirSync(img, { recursive: true }) as string[])

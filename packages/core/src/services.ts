@@ -292,8 +292,43 @@ export class ProcessControl {
     for (const t of [...this.frozen.values()]) this.thaw(t);
   }
 
-  /** Kills frozen processes (after a successful dump) and consumes their threads' exits as tracer. */
+  /**
+   * Kills frozen processes (after a successful dump), consumes their threads' exits as tracer,
+   * and frees their pids for a restore at once: children die before their parents, and each
+   * parent of the tree, still frozen, reaps its dead children (a wait4 run in it) before it dies
+   * in turn. Killed with their parents, they would go to init (or a subreaper) as zombies, whose
+   * pids stay taken until it reaps them: a restore of the image then waits for them (here, the
+   * VM's init reaps 1.1-1.7 s later: a dump and restore of nginx's master and two workers took
+   * 1.8 s, 1.5 of it that wait). The tree's roots are their own parents' to reap, as ever.
+   */
   killFrozen(processes: Tracee[][]): void {
+    const leaders = new Map(processes.map((threads) => [threads[0].pid, threads]));
+    const parentOf = new Map<number, number>();
+    for (const pid of leaders.keys()) {
+      try {
+        const ppid = readStat(pid).ppid;
+        if (leaders.has(ppid)) parentOf.set(pid, ppid);
+      } catch {
+        /* gone */
+      }
+    }
+    const depth = (pid: number): number => {
+      let d = 0;
+      for (let p = parentOf.get(pid); p !== undefined && d <= leaders.size; p = parentOf.get(p)) d++;
+      return d;
+    };
+    const levels: Tracee[][][] = [];
+    for (const [pid, threads] of leaders) (levels[depth(pid)] ??= []).push(threads);
+    for (let d = levels.length - 1; d >= 0; d--) {
+      const level = levels[d] ?? [];
+      this.killAndCollect(level);
+      const parents = new Set(level.map((threads) => parentOf.get(threads[0].pid)).filter((p) => p !== undefined));
+      for (const parent of parents) this.reapDeadChildren(leaders.get(parent)!);
+    }
+  }
+
+  /** SIGKILLs each process, then collects every task's exit as tracer. */
+  private killAndCollect(processes: Tracee[][]): void {
     for (const threads of processes) {
       for (const t of threads) {
         this.frozen.delete(t.pid);
@@ -306,8 +341,8 @@ export class ProcessControl {
         /* gone */
       }
     }
-    // Collect every task's exit as tracer, in whatever order they come: a pid namespace's init
-    // only finishes dying once the rest of its namespace has.
+    // In whatever order they come: a pid namespace's init only finishes dying once the rest of
+    // its namespace has.
     const pending = new Set(processes.flat().map((t) => t.pid));
     const deadline = Date.now() + 10000;
     // A small process is gone within a millisecond or two: look again soon at first.
@@ -326,6 +361,23 @@ export class ProcessControl {
         }
       }
       if (!progressed) sleepSync(polls++ < 20 ? 0.1 : 2);
+    }
+  }
+
+  /**
+   * Has a frozen process reap its dead children (wait4(-1, WNOHANG | __WALL) run in it until it
+   * finds none): the dump is complete and the process dies next, so whatever it would have done
+   * with their status is moot. Run in the first of its threads that can; where none can, the
+   * children go to init with it.
+   */
+  private reapDeadChildren(threads: Tracee[]): void {
+    for (const t of threads) {
+      try {
+        for (let i = 0; i < 100_000 && t.syscallRaw(SYS.wait4, -1, 0, WNOHANG | WALL, 0) > 0n; i++);
+        return;
+      } catch (e) {
+        log('reap the children of %d in thread %d: %s', threads[0].pid, t.pid, (e as Error).message);
+      }
     }
   }
 
