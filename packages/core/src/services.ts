@@ -294,12 +294,15 @@ export class ProcessControl {
 
   /**
    * Kills frozen processes (after a successful dump), consumes their threads' exits as tracer,
-   * and frees their pids for a restore at once: children die before their parents, and each
-   * parent of the tree, still frozen, reaps its dead children (a wait4 run in it) before it dies
-   * in turn. Killed with their parents, they would go to init (or a subreaper) as zombies, whose
-   * pids stay taken until it reaps them: a restore of the image then waits for them (here, the
-   * VM's init reaps 1.1-1.7 s later: a dump and restore of nginx's master and two workers took
-   * 1.8 s, 1.5 of it that wait). The tree's roots are their own parents' to reap, as ever.
+   * and frees their pids for a restore at once. Killed with their parents, the tree's processes
+   * would go to init (or a subreaper) as zombies, whose pids stay taken until it reaps them: a
+   * restore of the image then waits for them (here, the VM's init reaps 1.1-1.7 s later: a dump
+   * and restore of nginx's master and two workers took 1.8 s, 1.5 of it that wait). So the root,
+   * still frozen, is made a child subreaper first (a prctl run in it): the rest of the tree is
+   * killed, each orphan goes to the root as its parent dies, and the root reaps them all (wait4
+   * run in it) before it dies in turn. Where the root cannot be made one, each level of the tree
+   * dies before the one above it, whose processes reap it. The root's own pid is its parent's to
+   * reap, as ever.
    */
   killFrozen(processes: Tracee[][]): void {
     const leaders = new Map(processes.map((threads) => [threads[0].pid, threads]));
@@ -311,6 +314,14 @@ export class ProcessControl {
       } catch {
         /* gone */
       }
+    }
+    const roots = processes.filter((threads) => !parentOf.has(threads[0].pid));
+    const rest = processes.filter((threads) => parentOf.has(threads[0].pid));
+    if (rest.length && roots.every((threads) => this.makeSubreaper(threads))) {
+      this.killAndCollect(rest);
+      for (const threads of roots) this.reapDeadChildren(threads);
+      this.killAndCollect(roots);
+      return;
     }
     const depth = (pid: number): number => {
       let d = 0;
@@ -325,6 +336,18 @@ export class ProcessControl {
       const parents = new Set(level.map((threads) => parentOf.get(threads[0].pid)).filter((p) => p !== undefined));
       for (const parent of parents) this.reapDeadChildren(leaders.get(parent)!);
     }
+  }
+
+  /** PR_SET_CHILD_SUBREAPER run in a frozen process (whose death comes next); whether it took. */
+  private makeSubreaper(threads: Tracee[]): boolean {
+    for (const t of threads) {
+      try {
+        return t.syscallRaw(SYS.prctl, PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) === 0n;
+      } catch (e) {
+        log('make %d a subreaper in thread %d: %s', threads[0].pid, t.pid, (e as Error).message);
+      }
+    }
+    return false;
   }
 
   /** SIGKILLs each process, then collects every task's exit as tracer. */
@@ -541,6 +564,7 @@ export class ProcessControl {
 }
 
 const SIG_SETMASK = 2;
+const PR_SET_CHILD_SUBREAPER = 36;
 const WNOHANG = 1;
 const WALL = 0x40000000;
 
