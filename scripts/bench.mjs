@@ -31,7 +31,12 @@
 //       node      node serving HTTP (scripts/bench/http-server.cjs) with a keep-alive connection
 //                 from this script, outside the dumped tree: dump --leave-running and dump+restore;
 //                 the same connection must get an answer after each (needs nft, as ckpt does)
-//                 python and node: each run is one process through dump --leave-running and
+//       apps      servers of other runtimes, those installed: nginx (a master and two workers),
+//                 Go's net/http (scripts/bench/goserver.go, built with go) and the JDK's HTTP
+//                 server (scripts/bench/HelloServer.java, compiled with javac); each must answer
+//                 a new connection (as the same pid) after every operation. An absent one is
+//                 SKIPPED, saying which program is missing
+//                 python, node and apps: each run is one process through dump --leave-running and
 //                 dump+restore by the API, then the command line (then BIN), next to write() of
 //                 the touched bytes (API), `node -e 0` (CLI), the calls (downtime seen inside)
 //       lazy      restore --lazy of a 1 GiB process (scripts/bench/lazy.c): the time to its first
@@ -53,7 +58,7 @@
 //                    + --tcp-established when there are connections), `BIN restore -D DIR
 //                    --shell-job -d` (+ --tcp-established); its wall time sits in a column next to
 //                    ckpt's command line's, with the ratio ckpt/BIN. When BIN fails, the cell says
-//                    "failed: <first line of its stderr>" and the bench goes on.
+//                    "failed: <its first error line>" and the bench goes on.
 //   --json           after the tables, print every row (all groups) as one JSON line
 //
 // Workloads are started detached (via `ckpt run --no-namespace`, not timed), dumped and restored,
@@ -100,7 +105,7 @@ const MiB = 1 << 20;
 const GiB = 1 << 30;
 
 // ---- arguments --------------------------------------------------------------------------------
-const GROUPS = ['startup', 'cli', 'server', 'sizes', 'downtime', 'shapes', 'python', 'node', 'incremental', 'compress', 'periodic', 'lazy', 'migrate'];
+const GROUPS = ['startup', 'cli', 'server', 'sizes', 'downtime', 'shapes', 'python', 'node', 'apps', 'incremental', 'compress', 'periodic', 'lazy', 'migrate'];
 const USAGE = `usage: node scripts/bench.mjs [--sizes 64,1024] [--runs 3] [--only ${GROUPS.join(',')}] [--compare BIN] [--json]`;
 const args = process.argv.slice(2);
 let sizes = [64, 1024];
@@ -586,8 +591,19 @@ function otherTool(bin) {
   const run = (argv) => {
     const r = spawnWall(bin, argv);
     if (r.error || r.code !== 0) {
+      // Its first error line (CRIU's warnings come first), else its first line.
+      const errorLine = (t) =>
+        firstLine(
+          String(t ?? '')
+            .split('\n')
+            .filter((l) => /error/i.test(l))
+            .join('\n'),
+        );
       const why =
-        firstLine(r.stderr) || firstLine(r.stdout) || (r.error ? String(r.error.message) : r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`);
+        errorLine(r.stderr) ||
+        firstLine(r.stderr) ||
+        firstLine(r.stdout) ||
+        (r.error ? String(r.error.message) : r.signal ? `killed by ${r.signal}` : `exit code ${r.code}`);
       throw new OtherFailed(`failed: ${why}`);
     }
     return r;
@@ -1025,7 +1041,7 @@ function printOpsTable(title, agg, ref) {
       '  first answer after restore ms',
       a.rttAfterMs,
       a.rttBeforeMs?.median,
-      'an answer before the dump, same connection',
+      a.rttBeforeMs ? 'an answer before the dump, same connection' : 'on a new connection',
       o,
       compared ? 'rttAfterMs' : undefined,
     );
@@ -2361,6 +2377,159 @@ async function nodeTable(ck, bins) {
   return res;
 }
 
+// ---- apps: nginx, Go, the JVM ----------------------------------------------------------------
+/** A port on 127.0.0.1 nothing listens on now (the kernel's pick, let go). */
+function freePort() {
+  return new Promise((res, rej) => {
+    const srv = net.createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** GET / on a new connection, closed after the answer: { status, body, ms }. */
+function httpGet(port) {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const sock = net.connect(port, '127.0.0.1');
+    sockets.add(sock);
+    let data = '';
+    const timer = setTimeout(() => sock.destroy(new Error('no answer in 5 s')), 5000);
+    sock.setEncoding('latin1');
+    sock.on('connect', () => sock.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'));
+    sock.on('data', (d) => {
+      data += d;
+    });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      sockets.delete(sock);
+      rej(e);
+    });
+    sock.on('close', () => {
+      clearTimeout(timer);
+      sockets.delete(sock);
+      const head = data.slice(0, data.indexOf('\r\n\r\n'));
+      res({ status: Number(/^HTTP\/1\.[01] (\d+)/.exec(head)?.[1] ?? 0), body: data.slice(head.length + 4), ms: performance.now() - t0 });
+    });
+  });
+}
+
+/**
+ * A server of another runtime as a workload: started by argv (a function of the port, for one
+ * that takes it), ready at readyRe in its output; checked by GET / on a new connection, whose
+ * answer must start with "hello" (and name the server's pid, where samePid says it does).
+ */
+function appWorkload(name, argv, readyRe, samePid) {
+  const check = async (h) => {
+    let last;
+    for (let i = 0; i < 50; i++) {
+      try {
+        const r = await httpGet(h.port);
+        if (r.status === 200 && r.body.startsWith('hello') && (!samePid || r.body.trim() === `hello ${h.pid}`)) return r.ms;
+        last = `answer ${r.status} ${JSON.stringify(r.body.slice(0, 80))}`;
+      } catch (e) {
+        last = e.message;
+      }
+      await sleep(20);
+    }
+    throw new Error(`${name} (pid ${h.pid}) on port ${h.port}: ${last}`);
+  };
+  return {
+    name,
+    async start() {
+      const port = await freePort();
+      const h = await startDetached(name.split(' ')[0], argv(port), readyRe, 120_000);
+      h.port = port;
+      const m = /listening (\d+)/.exec(readLog(h.log));
+      if (m) h.port = Number(m[1]);
+      await check(h);
+      return h;
+    },
+    check,
+  };
+}
+
+/** The installed programs of group apps: [name, workload] or [name, undefined, why skipped]. */
+function appWorkloads() {
+  const found = (cmd, arg = '--version') => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0;
+  const out = [];
+  const nginx = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
+  if (!nginx) out.push(['nginx', undefined, 'nginx not installed (Debian: nginx-light)']);
+  else {
+    const conf = (port) => {
+      const dir = join(tmp, `nginx-${port}`);
+      mkdirSync(dir, { recursive: true });
+      const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `${t}_temp_path ${dir}/${t};`).join(' ');
+      writeFileSync(
+        join(dir, 'nginx.conf'),
+        `daemon off; master_process on; worker_processes 2; pid ${dir}/nginx.pid; error_log stderr notice;
+events { worker_connections 64; }
+http { access_log off; ${temps} server { listen 127.0.0.1:${port}; location / { return 200 "hello\n"; } } }
+`,
+      );
+      return [nginx, '-p', dir, '-c', join(dir, 'nginx.conf')];
+    };
+    out.push(['nginx', appWorkload('nginx (a master, 2 workers)', conf, /start worker process \d+[\s\S]*start worker process \d+/, false)]);
+  }
+  if (!found('go', 'version')) out.push(['go', undefined, 'go not installed (Debian: golang-go)']);
+  else {
+    const exe = join(tmp, 'goserver');
+    try {
+      execFileSync('go', ['build', '-o', exe, join(root, 'scripts/bench/goserver.go')], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, GOFLAGS: '' },
+      });
+      out.push(['go', appWorkload('Go net/http server', () => [exe], /^listening \d+$/m, true)]);
+    } catch (e) {
+      out.push(['go', undefined, `go build failed: ${firstLine(String(e.stderr ?? e.message))}`]);
+    }
+  }
+  if (!found('javac', '-version') || !found('java', '-version')) out.push(['java', undefined, 'no JDK (javac, java) installed (Debian: default-jdk-headless)']);
+  else {
+    const dir = join(tmp, 'java');
+    try {
+      execFileSync('javac', ['-d', dir, join(root, 'scripts/bench/HelloServer.java')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      out.push(['java', appWorkload('JVM HttpServer', () => ['java', '-Xmx256m', '-cp', dir, 'HelloServer'], /^listening \d+$/m, true)]);
+    } catch (e) {
+      out.push(['java', undefined, `javac failed: ${firstLine(String(e.stderr ?? e.message))}`]);
+    }
+  }
+  return out;
+}
+
+async function appsTables(ck, bins) {
+  const results = [];
+  for (const [name, wl, why] of appWorkloads()) {
+    if (!wl) {
+      console.log(`\n== ${name}: SKIPPED (${why}) ==`);
+      results.push({ kind: 'app', app: name, skipped: why });
+      continue;
+    }
+    const opsRuns = [];
+    const nodeMs = [];
+    for (let run = 1; run <= runs; run++) {
+      process.stderr.write(`[${name}] run ${run}/${runs}:`);
+      opsRuns.push(await runOps(wl, realOps(ck), wl.name));
+      nodeMs.push(...nodeWall(['-e', '0'], 3));
+      process.stderr.write(' ok\n');
+    }
+    const agg = aggregate(opsRuns);
+    const touchedMiB = Math.max(1, Math.ceil((agg['api:kill']?.touchedBytes?.median ?? 16 * MiB) / MiB));
+    const ref = writeRef(bins, touchedMiB, tmp);
+    const res = { kind: 'app', app: name, runs, nodeMs: median(nodeMs), writeGBs: ref.writeGBs, ops: agg };
+    printOpsTable(`${wl.name}, GET / on a new connection answered after each operation, ${runs} run${runs > 1 ? 's' : ''} (median; min/max)`, agg, {
+      nodeMs: res.nodeMs,
+      writeGBs: ref.writeGBs,
+    });
+    console.log(`(write() reference: ${ref.writeGBs} GB/s into the page cache, ${touchedMiB} MiB; node -e 0: ${fms(res.nodeMs)} ms)`);
+    results.push(res);
+  }
+  return results;
+}
+
 /**
  * One untimed dump and restore of an idle process through the API first, so that the first timed
  * figure of the run (whichever group comes first) does not carry this process's one-time costs
@@ -2455,6 +2624,7 @@ try {
   }
   if (only.has('python')) results.push(await pythonTable(ck, bins));
   if (only.has('node')) results.push(await nodeTable(ck, bins));
+  if (only.has('apps')) for (const r of await appsTables(ck, bins)) results.push(r);
   if (only.has('incremental')) results.push(await incrementalTable(ck, bins));
   if (only.has('compress')) results.push(await compressTable(ck));
   if (only.has('periodic')) results.push(await periodicTable(bins));
@@ -2489,7 +2659,7 @@ if (!failed) {
           versionMs: r3(r.versionMs),
           helpMs: r3(r.helpMs),
         };
-      if (r.kind === 'cli' || r.kind === 'python' || r.kind === 'node') {
+      if (r.kind === 'cli' || r.kind === 'python' || r.kind === 'node' || (r.kind === 'app' && r.ops)) {
         const { ops, nodeMs, ...rest } = r;
         return {
           ...rest,
