@@ -1,5 +1,5 @@
 #!/bin/sh
-':' //; s=${CKPT_SERVER_SOCKET:-/run/ckpt/ckpt.sock}; [ -S "$s" ] && [ "$CKPT_SERVER" != off ] && { c=${0%/*}/../dist/ckpt-client; [ -x "$c" ] || { c=$(readlink -f -- "$0") && c=${c%/*/*}/dist/ckpt-client; }; [ -x "$c" ] && exec "$c" "$@"; }; [ "${NODE_EXTRA_CA_CERTS+set}" ] && export CKPT_NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS" && unset NODE_EXTRA_CA_CERTS; exec node --expose-gc "$0" "$@"
+':' //; s=${CKPT_SERVER_SOCKET:-/run/ckpt/ckpt.sock}; [ -S "$s" ] && [ "$CKPT_SERVER" != off ] && { c=${0%/*}/../dist/ckpt-client; [ -x "$c" ] || { c=$(readlink -f -- "$0") && c=${c%/*/*}/dist/ckpt-client; }; [ -x "$c" ] && exec "$c" "$@"; }; [ "${NODE_EXTRA_CA_CERTS+set}" ] && export CKPT_NODE_EXTRA_CA_CERTS="$NODE_EXTRA_CA_CERTS" && unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"
 // Stable entry for the `ckpt` bin (exists before the build, so npm can link it on install).
 //
 // Run as a program (npx ckpt, a PATH lookup, ./bin/ckpt.js), the file is first a shell script:
@@ -10,9 +10,6 @@
 // back in process.env below, exactly as it was (set or not, empty or not): the programs ckpt starts
 // (`ckpt run`) and plugins see it. A plugin that talks TLS to a private CA passes it as `ca`.
 // `node bin/ckpt.js` skips the shell and pays Node's start-up as the environment asks.
-// Node starts with --expose-gc: the full collection before the freeze of a dump that leaves its
-// process running (core's gc.ts) is then the global gc(), not one of a context made for it with
-// the flag set for a moment (node:v8 and node:vm loaded for that, 4-5 ms of such a dump here).
 //
 // First, where a `ckpt server` socket is there (CKPT_SERVER_SOCKET, else /run/ckpt/ckpt.sock) and
 // CKPT_SERVER is not `off`, the shell runs dist/ckpt-client (client/ckpt-client.c, built where a C

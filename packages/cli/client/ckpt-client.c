@@ -134,19 +134,17 @@ static char jsEntry[PATH_MAX + 32];
 
 static void runInNode(int argc, char **argv) __attribute__((noreturn));
 static void runInNode(int argc, char **argv) {
-  /* bin/ckpt.js's shell line: Node starts without NODE_EXTRA_CA_CERTS, put back by ckpt.js, and with
-   --expose-gc (core's gc.ts). */
+  /* bin/ckpt.js's shell line: Node starts without NODE_EXTRA_CA_CERTS, put back by ckpt.js. */
   const char *ca = getenv("NODE_EXTRA_CA_CERTS");
   if (ca) {
     setenv("CKPT_NODE_EXTRA_CA_CERTS", ca, 1);
     unsetenv("NODE_EXTRA_CA_CERTS");
   }
-  char **args = calloc((size_t)argc + 3, sizeof *args);
+  char **args = calloc((size_t)argc + 2, sizeof *args);
   if (!args) exit(1);
   args[0] = "node";
-  args[1] = "--expose-gc";
-  args[2] = jsEntry;
-  for (int i = 1; i < argc; i++) args[i + 2] = argv[i];
+  args[1] = jsEntry;
+  for (int i = 1; i < argc; i++) args[i + 1] = argv[i];
   execvp("node", args);
   fprintf(stderr, "ckpt: error: cannot run node: %s\nckpt: hint: ckpt needs Node.js (node) on the PATH\n", strerror(errno));
   exit(127);

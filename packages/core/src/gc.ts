@@ -13,10 +13,8 @@
  * time instead (10-15 ms here, the process running meanwhile); a dump that kills the process
  * has no downtime to save, so it does not pay it.
  *
- * Node gives a script no gc() without --expose-gc, which the `ckpt` program starts Node with
- * (bin/ckpt.js). Without it (the API, `node bin/ckpt.js`), the flag, set for a moment, exposes it
- * in one new context (the process's own global is untouched). Where it cannot be had, nothing is
- * done.
+ * Node gives a script no gc() without --expose-gc; the flag, set for a moment, exposes it in one
+ * new context (the process's own global is untouched). Where it cannot be had, nothing is done.
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
