@@ -90,6 +90,30 @@ describe('image directory', () => {
     await expectCarriesOn(pid, stdout, 'restored from generation 2');
   });
 
+  it('a generation beyond --keep is renamed out of the way at the commit and removed by a process of its own', async () => {
+    const dir = makeTempDir('removing');
+    const { pid, stdout } = await startWorkload(dir, 16);
+    const img = path.join(dir, 'img');
+    fs.mkdirSync(img, { mode: 0o700 });
+    // What a ckpt killed between the rename and the removal leaves: big enough (65 MiB, sparse) to
+    // go to the remover process; generation 1 (16 MiB) is removed in the command.
+    const left = path.join(img, '.removing-7-999999-deadbeef');
+    fs.mkdirSync(left);
+    fs.writeFileSync(path.join(left, 'pages-1.img'), '');
+    fs.truncateSync(path.join(left, 'pages-1.img'), 65 << 20);
+    await dumpOk(pid, img, ['--leave-running']);
+    const second = await ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running'], { env: { DEBUG: 'ckpt:imagedir' } });
+    expectOk(second);
+    expect(second.stderr, 'the remover process was started').not.toMatch(/ here: /);
+    expect(gens(img), 'the generations right after the second dump').toEqual([2]);
+    expect(fs.readlinkSync(path.join(img, 'latest'))).toBe('2');
+    const removing = () => fs.readdirSync(img).filter((n) => n.startsWith('.removing-'));
+    for (let i = 0; i < 500 && removing().length; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(removing(), 'generation 1 and the leftover, removed').toEqual([]);
+    expect(fs.readdirSync(img).sort()).toEqual(['2', 'latest']);
+    await expectCarriesOn(pid, stdout, 'after the second dump');
+  });
+
   it('a failed dump (injected error, full disk) leaves the previous generation whole and restorable', async () => {
     const dir = makeTempDir('prev');
     const small = await startWorkload(dir, 8, 'small');
