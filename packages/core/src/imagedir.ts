@@ -328,7 +328,7 @@ export function commitGeneration(dir: string, staging: string, keep = 1): number
     }
   }
   // Those a ckpt killed between the rename and the removal left.
-  for (const name of safeReaddir(dir)) if (name.startsWith(REMOVING) && !doomed.includes(join(dir, name))) doomed.push(join(dir, name));
+  for (const name of safeReaddir(dir)) if (REMOVING_NAME.test(name) && !doomed.includes(join(dir, name))) doomed.push(join(dir, name));
   const big = doomed.filter((p) => holdsAtLeast(p, BACKGROUND_MIN));
   for (const p of doomed) if (!big.includes(p)) rmSync(p, { recursive: true, force: true });
   removeInBackground(big);
@@ -366,8 +366,9 @@ function holdsAtLeast(dir: string, bytes: number): boolean {
   return false;
 }
 
-/** The prefix of a generation beyond `keep` while it is removed. */
+/** The prefix of a generation beyond `keep` while it is removed, and the whole name ckpt gives it. */
 const REMOVING = '.removing-';
+const REMOVING_NAME = /^\.removing-\d+-\d+-[0-9a-f]{8}$/;
 
 /**
  * Removes paths (generations renamed out of the way: no reader looks for them any more) in a
