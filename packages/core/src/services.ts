@@ -300,42 +300,25 @@ export class ProcessControl {
    * and restore of nginx's master and two workers took 1.8 s, 1.5 of it that wait). So the root,
    * still frozen, is made a child subreaper first (a prctl run in it): the rest of the tree is
    * killed, each orphan goes to the root as its parent dies, and the root reaps them all (wait4
-   * run in it) before it dies in turn. Where the root cannot be made one, each level of the tree
-   * dies before the one above it, whose processes reap it. The root's own pid is its parent's to
-   * reap, as ever.
+   * run in it) before it dies in turn. Where the root cannot be made one, the tree dies at once,
+   * its orphans left to init as before. The root's own pid is its parent's to reap, as ever.
    */
   killFrozen(processes: Tracee[][]): void {
-    const leaders = new Map(processes.map((threads) => [threads[0].pid, threads]));
-    const parentOf = new Map<number, number>();
-    for (const pid of leaders.keys()) {
+    const pids = new Set(processes.map((threads) => threads[0].pid));
+    const inTree = (threads: Tracee[]) => {
       try {
-        const ppid = readStat(pid).ppid;
-        if (leaders.has(ppid)) parentOf.set(pid, ppid);
+        return pids.has(readStat(threads[0].pid).ppid);
       } catch {
-        /* gone */
+        return false; // gone
       }
-    }
-    const roots = processes.filter((threads) => !parentOf.has(threads[0].pid));
-    const rest = processes.filter((threads) => parentOf.has(threads[0].pid));
+    };
+    const rest = processes.filter(inTree);
+    const roots = processes.filter((threads) => !rest.includes(threads));
     if (rest.length && roots.every((threads) => this.makeSubreaper(threads))) {
       this.killAndCollect(rest);
       for (const threads of roots) this.reapDeadChildren(threads);
       this.killAndCollect(roots);
-      return;
-    }
-    const depth = (pid: number): number => {
-      let d = 0;
-      for (let p = parentOf.get(pid); p !== undefined && d <= leaders.size; p = parentOf.get(p)) d++;
-      return d;
-    };
-    const levels: Tracee[][][] = [];
-    for (const [pid, threads] of leaders) (levels[depth(pid)] ??= []).push(threads);
-    for (let d = levels.length - 1; d >= 0; d--) {
-      const level = levels[d] ?? [];
-      this.killAndCollect(level);
-      const parents = new Set(level.map((threads) => parentOf.get(threads[0].pid)).filter((p) => p !== undefined));
-      for (const parent of parents) this.reapDeadChildren(leaders.get(parent)!);
-    }
+    } else this.killAndCollect(processes);
   }
 
   /** PR_SET_CHILD_SUBREAPER run in a frozen process (whose death comes next); whether it took. */
