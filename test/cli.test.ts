@@ -359,3 +359,62 @@ describe('the ckpt program (bin/ckpt.js run as a program, as npx and PATH run it
     }
   });
 });
+
+describe('the code caches of the bundle (dist/cli.cjs.COMMAND[.FLAGS][.partial].cache)', () => {
+  it('one per command and per set of Node flags; a failed run leaves a partial one, a success the full one; a rejected one is replaced', () => {
+    // A copy of the two files the launcher runs, in a directory of its own under packages/cli (so
+    // that the bundle still finds the packages it requires): its caches are this test's alone.
+    const dist = path.join(REPO_ROOT, 'packages/cli/dist');
+    const dir = fs.mkdtempSync(path.join(REPO_ROOT, 'packages/cli/.cachetest-'));
+    try {
+      for (const f of ['bin.cjs', 'cli.cjs']) fs.copyFileSync(path.join(dist, f), path.join(dir, f));
+      const env = { ...process.env, NODE_OPTIONS: '', CKPT_SERVER: 'off' };
+      const run = (args: string[], flags: string[] = []) =>
+        spawnSync(process.execPath, [...flags, path.join(dir, 'bin.cjs'), ...args], { env, encoding: 'utf8' });
+      const caches = () =>
+        fs
+          .readdirSync(dir)
+          .filter((f) => f.endsWith('.cache'))
+          .sort();
+      const mtime = (f: string) => fs.statSync(path.join(dir, f)).mtimeMs;
+
+      // Help, whichever way asked, is one command.
+      expect(run(['help']).status).toBe(0);
+      expect(run(['dump', '--help']).status).toBe(0);
+      expect(run(['--help']).status).toBe(0);
+      expect(caches()).toEqual(['cli.cjs.help.cache']);
+      // A cache V8 takes is not written again.
+      const before = mtime('cli.cjs.help.cache');
+      expect(run(['help', 'dump']).status).toBe(0);
+      expect(mtime('cli.cjs.help.cache')).toBe(before);
+
+      // Other Node flags: a cache of their own, the plain one untouched.
+      expect(run(['help'], ['--no-warnings']).status).toBe(0);
+      const flagged = caches().filter((f) => /^cli\.cjs\.help\.[0-9a-f]{8}\.cache$/.test(f));
+      expect(flagged, caches().join(' ')).toHaveLength(1);
+      expect(mtime('cli.cjs.help.cache')).toBe(before);
+
+      // A failed command (no such process): a partial cache, no full one.
+      const bad = run(['show', path.join(dir, 'no-such-image')]);
+      expect(bad.status).toBe(1);
+      expect(caches()).toContain('cli.cjs.show.partial.cache');
+      expect(caches()).not.toContain('cli.cjs.show.cache');
+      // An unknown verb leaves nothing under its name.
+      expect(run(['no-such-verb']).status).toBe(2);
+      expect(caches().some((f) => f.includes('no-such-verb'))).toBe(false);
+
+      // A full cache V8 rejects (garbage here; another Node or a rebuilt bundle alike): a failed run
+      // replaces it by a partial one, the next success by a full one, and the partial goes.
+      fs.writeFileSync(path.join(dir, 'cli.cjs.plugins.cache'), Buffer.alloc(4096, 7));
+      expect(run(['plugins', '--no-such-option']).status).toBe(2);
+      expect(caches()).not.toContain('cli.cjs.plugins.cache');
+      expect(caches()).toContain('cli.cjs.plugins.partial.cache');
+      expect(run(['plugins']).status).toBe(0);
+      expect(caches()).toContain('cli.cjs.plugins.cache');
+      expect(caches()).not.toContain('cli.cjs.plugins.partial.cache');
+      expect(fs.readFileSync(path.join(dir, 'cli.cjs.plugins.cache')).equals(Buffer.alloc(4096, 7))).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

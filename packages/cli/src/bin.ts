@@ -4,16 +4,19 @@
  * loader would cost some 15 ms at every start. `ckpt --version` answers from the version alone
  * (bundled in). Everything else runs dist/cli.cjs, the whole command in one CommonJS file,
  * compiled through a V8 code cache kept beside it, one per command (dist/cli.cjs.dump.cache...;
- * dist/cli.cjs.main.cache without one): a cache holds the functions compiled when it was made,
- * after a run, so the functions a dump runs are compiled once, not at every dump. Written after a
- * successful run of the command that had none, or whose cache V8 rejected (another Node, a
- * rebuilt bundle), when the directory is writable.
+ * dist/cli.cjs.main.cache without one, dist/cli.cjs.help.cache for help) and per set of Node flags (V8 rejects a
+ * cache made under other flags: `node --cpu-prof` or NODE_OPTIONS=... get caches of their own,
+ * named with a hash of the flags, rather than each run replacing the other's). A cache holds the
+ * functions compiled when it was made, after a run, so the functions a dump runs are compiled
+ * once, not at every dump. Written after a successful run of the command that had none, or whose
+ * cache V8 rejected (another Node, a rebuilt bundle), when the directory is writable; a failed
+ * run leaves a partial one (runCache).
  *
  * `ckpt dump` and `ckpt pre-dump` first ask a `ckpt server` (server.ts), when one listens, to run
  * them: the dump then costs neither the bundle's load nor its cold code. Where it does not run
  * them (busy, another namespace, ...), they run here.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
@@ -144,16 +147,29 @@ function writeOut(fd: number, text: string): void {
 function runBundle(file: string): void {
   // The command, as far as a look at the arguments tells (main.ts says which one ran).
   const verb = args.find((a) => !a.startsWith('-'));
-  const name = verb && /^[a-z][a-z-]{0,23}$/.test(verb) ? verb : 'main';
-  const cacheFile = `${file}.${name}.cache`;
-  const { source, cachedData } = readBundle(file, cacheFile);
+  const name = args.includes('--help') || args.includes('-h') ? 'help' : verb && /^[a-z][a-z-]{0,23}$/.test(verb) ? verb : 'main';
+  const cacheFile = `${file}.${name}${flagsTag()}.cache`;
+  const partialFile = `${file}.${name}${flagsTag()}.partial.cache`;
+  const { source, cachedData, full } = readBundle(file, cacheFile, partialFile);
   const script = new vm.Script(source, { filename: file, cachedData });
+  const used = !!cachedData && !script.cachedDataRejected;
   // import() in the bundle (of the user's plugins, see share.ts) is this module's.
   (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.esmImport')] = (url: string) => import(url);
-  if (!cachedData || script.cachedDataRejected) {
+  if (!used || !full) {
     process.once('exit', (code) => {
       const ran = (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.command')] ?? 'main';
-      if (code === 0 && ran === name) saveCache(script, cacheFile);
+      if (ran !== name) return;
+      // A successful run's cache is the command's. A failed run (no such pid, a bad image) stops
+      // early, so what it compiled is only part of the command: it is kept as a partial cache,
+      // used until a successful run writes the full one, so that errors answer fast too.
+      // A cache V8 rejected (another Node, a rebuilt bundle) is of no use to any run: replaced.
+      if (code === 0) {
+        saveCache(script, cacheFile);
+        if (!full && cachedData) rmQuietly(partialFile);
+      } else if (!used) {
+        saveCache(script, partialFile);
+        if (full) rmQuietly(cacheFile);
+      }
     });
   }
   const M = Module as unknown as { _nodeModulePaths(dir: string): string[] };
@@ -162,6 +178,15 @@ function runBundle(file: string): void {
   mod.paths = M._nodeModulePaths(dirname(file));
   const run = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
   run(mod.exports, createRequire(file), mod, file, dirname(file));
+}
+
+/** '' when node runs without flags, else `.` and 8 hex digits of a hash (FNV-1a) of them. */
+function flagsTag(): string {
+  const flags = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].join(' ').trim();
+  if (!flags) return '';
+  let h = 0x811c9dc5;
+  for (let i = 0; i < flags.length; i++) h = Math.imul(h ^ flags.charCodeAt(i), 0x01000193);
+  return `.${(h >>> 0).toString(16).padStart(8, '0')}`;
 }
 
 /**
@@ -174,19 +199,25 @@ function runBundle(file: string): void {
  * page faults at first touch (0.3 GB/s on this project's VMs), and the two files are 2 MB together.
  * Measured here (A/B, 4 runs each): read and compile 25 -> 18 ms.
  */
-function readBundle(file: string, cacheFile: string): { source: string; cachedData?: Buffer } {
+function readBundle(file: string, cacheFile: string, partialFile: string): { source: string; cachedData?: Buffer; full: boolean } {
   const fd = openSync(file, 'r');
   let cfd: number | undefined;
+  let full = true;
   try {
     try {
       cfd = openSync(cacheFile, 'r');
-    } catch {}
+    } catch {
+      full = false;
+      try {
+        cfd = openSync(partialFile, 'r');
+      } catch {}
+    }
     const size = fstatSync(fd).size;
     const csize = cfd === undefined ? 0 : fstatSync(cfd).size;
     const buf = Buffer.allocUnsafeSlow(Math.max(size, csize));
     const source = buf.toString('latin1', 0, readAll(fd, buf, size));
-    if (cfd === undefined || !csize) return { source };
-    return { source, cachedData: buf.subarray(0, readAll(cfd, buf, csize)) };
+    if (cfd === undefined || !csize) return { source, full: false };
+    return { source, cachedData: buf.subarray(0, readAll(cfd, buf, csize)), full };
   } finally {
     closeSync(fd);
     if (cfd !== undefined) closeSync(cfd);
@@ -202,6 +233,12 @@ function readAll(fd: number, buf: Buffer, size: number): number {
     off += n;
   }
   return off;
+}
+
+function rmQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {}
 }
 
 /** After the run, so the functions it compiled are in the cache; best effort, atomic. */

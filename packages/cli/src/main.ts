@@ -907,6 +907,12 @@ export async function main(given?: Invocation): Promise<void> {
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
+      // No action ran: for bin.ts, the command the line named (its code cache), if it names one.
+      // Help (ckpt help, ckpt --help, ckpt dump --help) is one command, whichever way asked.
+      const named = run.argv.find((a) => !a.startsWith('-'));
+      const top = program.commands.find((c) => c.name() === named);
+      const help = e.code === 'commander.help' || e.code === 'commander.helpDisplayed';
+      (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.command')] = help ? 'help' : (top?.name() ?? 'main');
       return;
     }
     const err = e as Error & { code?: string; hint?: string };
