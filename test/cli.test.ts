@@ -21,6 +21,7 @@ import {
   useCleanup,
   waitForLine,
   waitForTick,
+  waitNotAlive,
 } from './helpers.js';
 
 useCleanup();
@@ -361,6 +362,39 @@ describe('the ckpt program (bin/ckpt.js run as a program, as npx and PATH run it
 });
 
 describe('the code caches of the bundle (dist/cli.cjs.COMMAND[.FLAGS][.partial].cache)', () => {
+  /** Whether process pid maps dist/cli.cjs (the bundle mapped, not read into its memory). */
+  const mapsBundle = (pid: number) =>
+    fs
+      .readFileSync(`/proc/${pid}/maps`, 'utf8')
+      .split('\n')
+      .some((l) => l.endsWith('/packages/cli/dist/cli.cjs'));
+
+  it('a command that ends soon maps the bundle; one that lasts (a restore that waits for its process) reads it', async () => {
+    const dir = makeTempDir('mapped');
+    const { pid } = await runFixture(dir, [bin('sleeper'), 'nanosleep', '600'], { name: 'sleeper', json: true });
+    const img = path.join(dir, 'img');
+    let dumper = 0;
+    const dump = ckpt(['dump', '-t', String(pid), '-D', img, '--leave-running'], {
+      env: { CKPT_FAULT: 'dump:frozen:sleep=1500' },
+      onSpawn: (c) => (dumper = c.pid!),
+    });
+    for (let i = 0; i < 100 && !fs.existsSync(path.join(img, '.lock')); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(mapsBundle(dumper), 'ckpt dump maps dist/cli.cjs').toBe(true);
+    expectOk(await dump);
+    await dumpOk(pid, img);
+    await waitNotAlive(pid);
+    // Without -d, the restore waits for the process: it reads the bundle (a build that rewrites
+    // the bundle in place meanwhile must not fault it).
+    let restorer = 0;
+    const restore = ckpt(['restore', '-D', img], { onSpawn: (c) => (restorer = c.pid!) });
+    for (let i = 0; i < 500 && !isAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isAlive(pid), 'the restored sleeper').toBe(true);
+    expect(mapsBundle(restorer), 'ckpt restore (waiting) maps dist/cli.cjs').toBe(false);
+    await killAndWaitGone(pid);
+    const r = await restore;
+    expect(r.code ?? r.signal, r.stderr).not.toBe(null);
+  });
+
   it('one per command and per set of Node flags; a failed run leaves a partial one, a success the full one; a rejected one is replaced', () => {
     // A copy of the two files the launcher runs, in a directory of its own under packages/cli (so
     // that the bundle still finds the packages it requires): its caches are this test's alone.

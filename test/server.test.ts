@@ -174,6 +174,10 @@ describe.each(['C', 'Node'] as const)('ckpt server, asked by the %s client', (as
       argv.filter((a) => a.includes('semi-space-size')),
       argv.join(' '),
     ).toEqual(['--min-semi-space-size=16', '--max-semi-space-size=64']);
+    // A resident process reads its bundle (bin.ts: a build rewriting a mapped one in place would
+    // make it fault), where a short command maps it.
+    const maps = fs.readFileSync(`/proc/${srv.child.pid}/maps`, 'utf8');
+    expect(maps, 'the server maps dist/cli.cjs').not.toMatch(/\/dist\/cli\.cjs$/m);
     const dir = makeTempDir('served-dump');
     const { pid, stdout } = await startWorkload(dir, 16);
     // A relative image directory is the command's: the server works in the command's directory.

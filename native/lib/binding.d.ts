@@ -437,6 +437,14 @@ export interface FdBinding {
   /** copy_file_range of length bytes (read and write where the kernel will not). */
   copyRange(src: number, srcOffset: number, dst: number, dstOffset: number, length: number): CopyResult;
   pipeSize(fd: number, size?: number): number;
+  /**
+   * A whole file's bytes as a string, one character a byte (latin1), kept in a private mapping of
+   * the file: no copy into fresh memory where Node can make external strings (>= 20.4), else a
+   * copy. For a file nobody rewrites in place while the string lives (it would fault, SIGBUS).
+   */
+  mapFileLatin1(path: string): string;
+  /** A whole file's bytes as a Buffer over a private mapping of it (no copy); the same caveat. */
+  mapFileBuffer(path: string): Buffer;
   /** The bytes queued in a pipe, left in place; with `packets`, the length of each packet too (one per pipe buffer). */
   peekPipe(fd: number, packets?: boolean): Buffer & { packets?: number[] };
   fcntl(fd: number, cmd: number, arg?: number): number;

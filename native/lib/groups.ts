@@ -95,6 +95,8 @@ export const GROUPS = {
   ],
   fd: [
     'pipe',
+    'mapFileLatin1',
+    'mapFileBuffer',
     'copyHashed',
     'copyRange',
     'pipeSize',

@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -695,12 +696,78 @@ Napi::Value ReadDrop(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// A whole file mapped (MAP_PRIVATE, never unmapped), for mapFile*: nullptr and *len 0 for an empty
+// file; throws (returns nullptr) on failure.
+static void* MapWhole(Napi::Env env, const std::string& path, size_t* len) {
+  *len = 0;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrnoMsg(env, errno, "open " + path);
+    return nullptr;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrnoMsg(env, e, "fstat " + path);
+    return nullptr;
+  }
+  if (st.st_size == 0) {
+    close(fd);
+    return nullptr;
+  }
+  void* p = mmap(nullptr, st.st_size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) {
+    ThrowErrnoMsg(env, e, "mmap " + path);
+    return nullptr;
+  }
+  *len = st.st_size;
+  return p;
+}
+
+// mapFileLatin1(path): the file's bytes as a string, one character a byte, whose characters stay
+// in the file's pages (an external string over a private mapping of it: no copy into fresh
+// memory) where Node can make one (node_api_create_external_string_latin1, looked up at run time:
+// Node >= 20.4), else a copy. For a file that is not rewritten in place while the string lives.
+Napi::Value MapFileLatin1(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t len;
+  void* p = MapWhole(env, info[0].As<Napi::String>().Utf8Value(), &len);
+  if (env.IsExceptionPending()) return env.Undefined();
+  if (!p) return Napi::String::New(env, "");
+  using Make = napi_status (*)(napi_env, char*, size_t, napi_finalize, void*, napi_value*, bool*);
+  static Make make = reinterpret_cast<Make>(dlsym(RTLD_DEFAULT, "node_api_create_external_string_latin1"));
+  napi_value out;
+  bool copied = true;
+  napi_status st = make ? make(env, static_cast<char*>(p), len, nullptr, nullptr, &out, &copied) : napi_create_string_latin1(env, static_cast<char*>(p), len, &out);
+  if (copied) munmap(p, len);
+  if (st != napi_ok) {
+    Napi::Error::New(env, "mapFileLatin1: no string made").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  return Napi::Value(env, out);
+}
+
+// mapFileBuffer(path): the file's bytes as a Buffer over a private mapping of it (no copy).
+Napi::Value MapFileBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t len;
+  void* p = MapWhole(env, info[0].As<Napi::String>().Utf8Value(), &len);
+  if (env.IsExceptionPending()) return env.Undefined();
+  if (!p) return Napi::Buffer<uint8_t>::New(env, 0);
+  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(p), len);
+}
+
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("kcmpEpollTfd", Napi::Function::New(env, KcmpEpollTfd));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen));
   exports.Set("schedGetscheduler", Napi::Function::New(env, SchedGetscheduler));
   exports.Set("exitNow", Napi::Function::New(env, ExitNow));
   exports.Set("readTexts", Napi::Function::New(env, ReadTexts));
+  exports.Set("mapFileLatin1", Napi::Function::New(env, MapFileLatin1));
+  exports.Set("mapFileBuffer", Napi::Function::New(env, MapFileBuffer));
   exports.Set("readLinks", Napi::Function::New(env, ReadLinks));
   exports.Set("readFdTable", Napi::Function::New(env, ReadFdTable));
   exports.Set("treeWalk", Napi::Function::New(env, TreeWalk));
