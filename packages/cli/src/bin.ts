@@ -4,13 +4,14 @@
  * loader would cost some 15 ms at every start. `ckpt --version` answers from the version alone
  * (bundled in). Everything else runs dist/cli.cjs, the whole command in one CommonJS file,
  * compiled through a V8 code cache kept beside it, one per command (dist/cli.cjs.dump.cache...;
- * dist/cli.cjs.main.cache without one, dist/cli.cjs.help.cache for help) and per set of Node flags (V8 rejects a
- * cache made under other flags: `node --cpu-prof` or NODE_OPTIONS=... get caches of their own,
- * named with a hash of the flags, rather than each run replacing the other's). A cache holds the
- * functions compiled when it was made, after a run, so the functions a dump runs are compiled
- * once, not at every dump. Written after a successful run of the command that had none, or whose
- * cache V8 rejected (another Node, a rebuilt bundle), when the directory is writable; a failed
- * run leaves a partial one (runCache).
+ * dist/cli.cjs.main.cache without one, dist/cli.cjs.help.cache for help) and per set of Node
+ * flags (V8 rejects a cache made under other flags: `node --cpu-prof` or NODE_OPTIONS=... get
+ * caches of their own, named with a hash of the flags, rather than each run replacing the
+ * other's). A cache holds the functions compiled when it was made, after a run, so the functions
+ * a dump runs are compiled once, not at every dump. Written after a successful run of the command
+ * that had none, or whose cache V8 rejected (another Node, a rebuilt bundle), when the directory
+ * is writable; a failed run leaves a partial one (runBundle). A command that ends soon maps the
+ * bundle and its cache rather than reading them (mapBundle).
  *
  * `ckpt dump` and `ckpt pre-dump` first ask a `ckpt server` (server.ts), when one listens, to run
  * them: the dump then costs neither the bundle's load nor its cold code. Where it does not run
@@ -188,7 +189,8 @@ function runBundle(file: string): void {
  */
 function shortLived(name: string): boolean {
   if (name === 'restore') return (args.includes('-d') || args.includes('--detach')) && !args.some((a) => a.startsWith('--lazy'));
-  return ['dump', 'pre-dump', 'show', 'check', 'plugins', 'help', 'main', 'key', 'trust', 'apps', 'image'].includes(name);
+  // Not 'main' either: a line whose verb is not its first word (ckpt -c FILE restore ...).
+  return ['dump', 'pre-dump', 'show', 'check', 'plugins', 'help', 'key', 'trust', 'apps', 'image'].includes(name);
 }
 
 type Mapper = { mapFileLatin1(path: string): string; mapFileBuffer(path: string): Buffer };
@@ -222,7 +224,7 @@ function addonMapper(file: string): Mapper | undefined {
  * bundle, the cache a Buffer over one of its file (the addon's mapFileLatin1, mapFileBuffer). The
  * 2 MB then stay in the page cache's pages, where a copy would fill fresh memory, whose first
  * touch is slow on this project's VMs (0.3 GB/s): A/B here, 10 runs each, a dump of a small
- * process 163 -> 144 ms, its restore 143 -> 132, `ckpt help` 114 -> 101. Only for a command
+ * process 162 -> 150 ms, its restore 153 -> 139, `ckpt help` 119 -> 111. Only for a command
  * that ends soon (shortLived): a bundle rewritten in place (a build) while one runs would make it
  * fault (SIGBUS) at the next function compiled from the source, where a read copy is immune.
  */
