@@ -447,6 +447,12 @@ describe('the code caches of the bundle (dist/cli.cjs.COMMAND[.FLAGS][.partial].
       expect(caches()).toContain('cli.cjs.plugins.cache');
       expect(caches()).not.toContain('cli.cjs.plugins.partial.cache');
       expect(fs.readFileSync(path.join(dir, 'cli.cjs.plugins.cache')).equals(Buffer.alloc(4096, 7))).toBe(false);
+      // The command is found past ckpt's own options and their values (-c FILE).
+      const config = path.join(dir, 'ckpt.config.json');
+      fs.writeFileSync(config, '{}');
+      fs.rmSync(path.join(dir, 'cli.cjs.plugins.cache'));
+      expect(run(['-c', config, 'plugins']).status).toBe(0);
+      expect(caches()).toContain('cli.cjs.plugins.cache');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -147,7 +147,7 @@ function writeOut(fd: number, text: string): void {
 
 function runBundle(file: string): void {
   // The command, as far as a look at the arguments tells (main.ts says which one ran).
-  const verb = args.find((a) => !a.startsWith('-'));
+  const verb = verbOf(args);
   const name = args.includes('--help') || args.includes('-h') ? 'help' : verb && /^[a-z][a-z-]{0,23}$/.test(verb) ? verb : 'main';
   const cacheFile = `${file}.${name}${flagsTag()}.cache`;
   const partialFile = `${file}.${name}${flagsTag()}.partial.cache`;
@@ -182,6 +182,15 @@ function runBundle(file: string): void {
   run(mod.exports, createRequire(file), mod, file, dirname(file));
 }
 
+/** The first word of the line that is neither an option nor the value of one of ckpt's own (-c FILE, -p MODULE, --log-file FILE). */
+function verbOf(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (['-c', '--config', '-p', '--plugin', '--log-file'].includes(argv[i])) i++;
+    else if (!argv[i].startsWith('-')) return argv[i];
+  }
+  return undefined;
+}
+
 /**
  * Whether the command ends soon after it starts (it may read its bundle through mapBundle): not
  * the server, the periodic checkpointer of `ckpt run`, a restore that waits for its processes
@@ -189,7 +198,7 @@ function runBundle(file: string): void {
  */
 function shortLived(name: string): boolean {
   if (name === 'restore') return (args.includes('-d') || args.includes('--detach')) && !args.some((a) => a.startsWith('--lazy'));
-  // Not 'main' either: a line whose verb is not its first word (ckpt -c FILE restore ...).
+  // Not 'main': a line whose verb bin.ts does not find.
   return ['dump', 'pre-dump', 'show', 'check', 'plugins', 'help', 'key', 'trust', 'apps', 'image'].includes(name);
 }
 
