@@ -164,6 +164,26 @@ describe('dump --leave-running', () => {
     expect(readText(stdout)).not.toMatch(/^(fpumismatch|sleepret|fatal|outerror)/m);
   });
 
+  it("collects ckpt's own heap before the freeze only where the frozen stages may make V8 collect: not for a small process in the command's own process", async () => {
+    const dir = makeTempDir('gcfreeze');
+    const one = await runFixture(dir, [bin('sleeper'), 'nanosleep', '600'], { name: 'one', json: true, noNamespace: true });
+    const r1 = await ckpt(['dump', '-t', String(one.pid), '-D', path.join(dir, 'img1'), '--leave-running', '--json']);
+    expectOk(r1);
+    expect(JSON.parse(r1.stdout).stats['gc.beforeFreeze'], r1.stdout).toMatch(/^skipped/);
+    expectRunningFree(one.pid);
+    // A tree (the sleeper's parent, with its child): collected.
+    const tree = await runFixture(dir, ['sh', '-c', `${bin('sleeper')} nanosleep 600 & wait`], { name: 'tree', json: true, noNamespace: true });
+    await waitFor(
+      () => fs.readFileSync(`/proc/${tree.pid}/task/${tree.pid}/children`, 'utf8').trim() !== '',
+      10_000,
+      () => 'the child of the tree',
+    );
+    const r2 = await ckpt(['dump', '-t', String(tree.pid), '-D', path.join(dir, 'img2'), '--leave-running', '--json']);
+    expectOk(r2);
+    expect(JSON.parse(r2.stdout).stats['gc.beforeFreeze'], r2.stdout).toBe('collected');
+    expectRunningFree(tree.pid);
+  });
+
   it('reads memory from a copy-on-write snapshot: the image holds the freeze instant while the process writes on', async () => {
     const { lines, dump, restore } = await checksAfterRestore('cowsnap', stopWriting, {
       leaveRunning: true,

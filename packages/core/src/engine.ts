@@ -37,10 +37,10 @@ import type {
   SharedWithParent,
   ZombieRecord,
 } from './context.js';
-import { processExists, processTree, readStat, readStatus, describePid, readVmas, parseSmaps, type Vma } from './proc.js';
+import { childrenOf, listFds, processExists, processTree, readStat, readStatus, describePid, readVmas, parseSmaps, type Vma } from './proc.js';
 import { logger } from './log.js';
 import { fault, logSteps } from './fault.js';
-import { collectGarbage } from './gc.js';
+import { collectGarbage, heapIsYoung } from './gc.js';
 import { canRestore } from './caps.js';
 import { SessionStateStore } from './state.js';
 import { parsePublicKey, type TrustReason } from './keys.js';
@@ -263,7 +263,12 @@ export class Ckpt {
       // callbacks: an madvise, say) is in the early read.
       const downtime = !!options.leaveRunning || !!options.handover;
       if (downtime && early) readSmapsBefore(session, pid);
-      if (downtime) collectGarbage({ beforeFreeze: true });
+      if (downtime) {
+        // Said in the stats: whether ckpt's own heap was collected before the freeze.
+        const little = littleToCollect(pid);
+        if (!little) collectGarbage({ beforeFreeze: true });
+        session.stats['gc.beforeFreeze'] = little ? 'skipped: a young heap, a small process' : 'collected';
+      }
       if (downtime && early) awaitSmapsBefore(session);
       tFrozen = clock.lap('setup');
       freezeTree(this.hooks, session, frozen);
@@ -785,6 +790,25 @@ function freezeTree(hooks: Hooks, session: DumpSession, frozen: Tracee[][]): voi
         processDump(hooks, n.pid, { ppid: n.ppid, pgid: st.pgid, sid: st.sid, comm: st.comm, stoppedAtFreeze: n.state === 'T' }, threads, session),
       );
     }
+  }
+}
+
+/**
+ * Whether the collection before a freeze that is downtime (collectGarbage) would buy nothing: a
+ * young heap (heapIsYoung) and a dump that allocates little while frozen, of one process without
+ * children, with few threads and fds and little memory. Larger ones allocate enough in the frozen
+ * stages for V8 to start its first major collection there: --trace-gc in the command's own
+ * process, without the collection before, showed a 16-process tree's dump collect (11 ms) while
+ * frozen, and 2000 fds' or 200 threads' scavenge 5-7 times.
+ */
+function littleToCollect(pid: number): boolean {
+  if (!heapIsYoung()) return false;
+  try {
+    const st = readStatus(pid);
+    if (!(Number(st.Threads) <= 16) || !(Number.parseInt(st.VmRSS ?? '', 10) <= 64 << 10)) return false;
+    return childrenOf(pid).length === 0 && listFds(pid).length <= 256;
+  } catch {
+    return false;
   }
 }
 
