@@ -22,6 +22,8 @@ import {
   waitForLine,
   waitForTick,
   waitNotAlive,
+  waitPidFree,
+  type CliResult,
 } from './helpers.js';
 
 useCleanup();
@@ -385,10 +387,13 @@ describe('the code caches of the bundle (dist/cli.cjs.COMMAND[.FLAGS][.partial].
     await waitNotAlive(pid);
     // Without -d, the restore waits for the process: it reads the bundle (a build that rewrites
     // the bundle in place meanwhile must not fault it).
+    // The dumped pid is free once init has reaped it (1-2 s on these VMs, more under load).
+    await waitPidFree(pid);
     let restorer = 0;
-    const restore = ckpt(['restore', '-D', img], { onSpawn: (c) => (restorer = c.pid!) });
-    for (let i = 0; i < 500 && !isAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
-    expect(isAlive(pid), 'the restored sleeper').toBe(true);
+    let ended: CliResult | undefined;
+    const restore = ckpt(['restore', '-D', img], { onSpawn: (c) => (restorer = c.pid!) }).then((r) => (ended = r));
+    for (let i = 0; i < 1500 && !isAlive(pid) && !ended; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(isAlive(pid), `the restored sleeper${ended ? `: the restore ended: ${describeResult(ended)}` : ''}`).toBe(true);
     expect(mapsBundle(restorer), 'ckpt restore (waiting) maps dist/cli.cjs').toBe(false);
     await killAndWaitGone(pid);
     const r = await restore;
