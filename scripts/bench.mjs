@@ -2179,13 +2179,6 @@ async function cliTable(ck, bins, mib) {
 }
 
 // ---- ckpt server -------------------------------------------------------------------------------
-/**
- * The command line with `ckpt server` running: the dumps and restores of an idle process, the
- * 16 and 64 MiB workloads, 200 threads, 2000 open files and the 16- and 64-process trees, each in
- * the command's own process and served, on the same process, alternating; next to `node -e 0` and
- * --compare's. The server's log must name every served command (else the figure is not what it
- * says), and says which were asked through dist/ckpt-client.
- */
 /** Waits (up to 2 s) until process pid has used no CPU time for 40 ms: its work after a command is done. */
 async function quiet(pid) {
   const cpu = () => {
@@ -2206,6 +2199,13 @@ async function quiet(pid) {
   }
 }
 
+/**
+ * The command line with `ckpt server` running: the dumps and restores of an idle process, the
+ * 16 and 64 MiB workloads, 200 threads, 2000 open files and the 16- and 64-process trees, each in
+ * the command's own process and served, on the same process, alternating; next to `node -e 0` and
+ * --compare's. The server's log must name every served command (else the figure is not what it
+ * says), and says which were asked through dist/ckpt-client.
+ */
 async function serverTable(bins) {
   const sock = join(tmp, 'ckpt.sock');
   const log = join(tmp, 'server.log');

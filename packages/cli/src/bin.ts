@@ -22,7 +22,7 @@ import Module, { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import vm from 'node:vm';
 import { VERSION } from '@ckpt/core/version';
-import { ANSWER_MS, SENT_ENV, SERVER_SOCKET, bundleTime, lineReader, namespaces, notServed } from './served.js';
+import { ANSWER_MS, SENT_ENV, SERVER_SOCKET, bundleTime, lineReader, namespaces, notServed, verbOf } from './served.js';
 
 const args = process.argv.slice(2);
 // dist/ckpt-client (client/ckpt-client.c) asked the server already, which did not run the command.
@@ -149,8 +149,9 @@ function runBundle(file: string): void {
   // The command, as far as a look at the arguments tells (main.ts says which one ran).
   const verb = verbOf(args);
   const name = args.includes('--help') || args.includes('-h') ? 'help' : verb && /^[a-z][a-z-]{0,23}$/.test(verb) ? verb : 'main';
-  const cacheFile = `${file}.${name}${flagsTag()}.cache`;
-  const partialFile = `${file}.${name}${flagsTag()}.partial.cache`;
+  const base = `${file}.${name}${flagsTag()}`;
+  const cacheFile = `${base}.cache`;
+  const partialFile = `${base}.partial.cache`;
   const mapper = shortLived(name) ? addonMapper(file) : undefined;
   const { source, cachedData, full } = mapper ? mapBundle(mapper, file, cacheFile, partialFile) : readBundle(file, cacheFile, partialFile);
   const script = new vm.Script(source, { filename: file, cachedData });
@@ -180,15 +181,6 @@ function runBundle(file: string): void {
   mod.paths = M._nodeModulePaths(dirname(file));
   const run = script.runInThisContext() as (exports: object, require: NodeJS.Require, module: Module, filename: string, dirname: string) => void;
   run(mod.exports, createRequire(file), mod, file, dirname(file));
-}
-
-/** The first word of the line that is neither an option nor the value of one of ckpt's own (-c FILE, -p MODULE, --log-file FILE). */
-function verbOf(argv: readonly string[]): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    if (['-c', '--config', '-p', '--plugin', '--log-file'].includes(argv[i])) i++;
-    else if (!argv[i].startsWith('-')) return argv[i];
-  }
-  return undefined;
 }
 
 /**

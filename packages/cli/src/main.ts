@@ -38,7 +38,7 @@ import { registerRestored } from './restored.js';
 import { migrate, receive } from './migrate.js';
 import { ownAddress, parseAddress } from './address.js';
 import { pageServer } from './pageserver.js';
-import { SERVER_SOCKET } from './served.js';
+import { SERVER_SOCKET, verbOf } from './served.js';
 import { serve, serverStatus, withServerNodeFlags } from './server.js';
 
 /** DEBUG as the user set it (enableLogging sets it for -v too). */
@@ -909,7 +909,7 @@ export async function main(given?: Invocation): Promise<void> {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
       // No action ran: for bin.ts, the command the line named (its code cache), if it names one.
       // Help (ckpt help, ckpt --help, ckpt dump --help) is one command, whichever way asked.
-      const named = run.argv.find((a) => !a.startsWith('-'));
+      const named = verbOf(run.argv);
       const top = program.commands.find((c) => c.name() === named);
       const help = e.code === 'commander.help' || e.code === 'commander.helpDisplayed';
       (globalThis as Record<symbol, unknown>)[Symbol.for('ckpt.command')] = help ? 'help' : (top?.name() ?? 'main');

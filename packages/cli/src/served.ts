@@ -15,6 +15,19 @@ const UNSERVED_OPTIONS = /^(-c|--config|-p|--plugin|-v|--verbose|--log-file|-h|-
 const UNSERVED_RESTORE_OPTIONS = /^(-s|--substitute|--inherit-fd|--checkpoint-every)(=|$)/;
 
 /**
+ * The command a line names: its first word that is neither an option nor the value of one of
+ * ckpt's own (-c FILE, -p MODULE, --log-file FILE). The code cache bin.ts picks, and the one
+ * main.ts says ran when no action did.
+ */
+export function verbOf(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    if (['-c', '--config', '-p', '--plugin', '--log-file'].includes(argv[i])) i++;
+    else if (!argv[i].startsWith('-')) return argv[i];
+  }
+  return undefined;
+}
+
+/**
  * Why the server does not run this command (it runs in its own process), or undefined. A restore
  * is served only with -d: its root becomes the command's child (RestoreOptions.parent), which a
  * restore that waits for it would have to reap.
